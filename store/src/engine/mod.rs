@@ -1,0 +1,195 @@
+//! The narrow storage-engine seam: ordered key-value column families with
+//! atomic, optionally synced write batches.
+//!
+//! Everything above this trait (record model, pseudonymization, change log,
+//! audit) is engine-agnostic. Two engines implement it: [`rocks::RocksEngine`]
+//! for production and [`mem::MemEngine`] for tests and tools; one
+//! conformance suite (`tests` below) runs against both, so the seam stays
+//! honest. The trait deliberately knows nothing about records or keys.
+
+pub mod mem;
+pub mod rocks;
+
+use crate::Result;
+
+/// Column families, one per purpose. The numeric order is irrelevant; the
+/// names are stored on disk and must never change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Cf {
+    /// Store-wide metadata: format version, secret check, sequence numbers, counters.
+    Meta,
+    /// Pseudonym -> encrypted real key (the only place a real key is kept).
+    KeyMap,
+    /// Current record per (pseudonym, dataset).
+    Records,
+    /// Superseded record versions, for as-of reads.
+    History,
+    /// The change log, keyed by commit sequence number.
+    Changes,
+    /// The hash-chained audit log, keyed by audit sequence number.
+    Audit,
+    /// Secondary indexes over the audit log (by subject, department, time).
+    AuditIndex,
+    /// Batch comparison jobs: inputs, progress and results.
+    Jobs,
+    /// Governance state: grants, disputes, counters.
+    Gov,
+}
+
+impl Cf {
+    pub const ALL: [Cf; 9] = [
+        Cf::Meta,
+        Cf::KeyMap,
+        Cf::Records,
+        Cf::History,
+        Cf::Changes,
+        Cf::Audit,
+        Cf::AuditIndex,
+        Cf::Jobs,
+        Cf::Gov,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Cf::Meta => "meta",
+            Cf::KeyMap => "keymap",
+            Cf::Records => "records",
+            Cf::History => "history",
+            Cf::Changes => "changes",
+            Cf::Audit => "audit",
+            Cf::AuditIndex => "audit_index",
+            Cf::Jobs => "jobs",
+            Cf::Gov => "gov",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// One operation of a write batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BatchOp {
+    Put { cf: Cf, key: Vec<u8>, value: Vec<u8> },
+    Delete { cf: Cf, key: Vec<u8> },
+}
+
+/// An atomic group of writes: either all of them become visible or none.
+#[derive(Clone, Debug, Default)]
+pub struct WriteBatch {
+    ops: Vec<BatchOp>,
+    bytes: usize,
+}
+
+impl WriteBatch {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn put(&mut self, cf: Cf, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
+        let (key, value) = (key.into(), value.into());
+        self.bytes += key.len() + value.len();
+        self.ops.push(BatchOp::Put { cf, key, value });
+    }
+
+    pub fn delete(&mut self, cf: Cf, key: impl Into<Vec<u8>>) {
+        let key = key.into();
+        self.bytes += key.len();
+        self.ops.push(BatchOp::Delete { cf, key });
+    }
+
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    /// Approximate payload size, for metrics and batch sizing.
+    pub fn size_bytes(&self) -> usize {
+        self.bytes
+    }
+
+    pub fn ops(&self) -> &[BatchOp] {
+        &self.ops
+    }
+
+    pub fn into_ops(self) -> Vec<BatchOp> {
+        self.ops
+    }
+
+    pub fn extend(&mut self, other: WriteBatch) {
+        self.bytes += other.bytes;
+        self.ops.extend(other.ops);
+    }
+}
+
+/// Whether a write must be on stable storage before `write` returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// fsync the write-ahead log before returning: an acknowledged write
+    /// survives a crash of the process or the machine.
+    Sync,
+    /// Leave it to the OS page cache (bulk loads that sync at the end).
+    Buffered,
+}
+
+/// Owned key/value pair returned by scans.
+pub type Kv = (Box<[u8]>, Box<[u8]>);
+
+/// A scan result stream. Boxed so that the engine stays object-safe.
+pub type KvIter<'a> = Box<dyn Iterator<Item = Result<Kv>> + 'a>;
+
+/// The storage engine: few required methods, the rest defaulted.
+pub trait Engine: Send + Sync + 'static {
+    fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>>;
+
+    /// Applies all operations atomically.
+    fn write(&self, batch: WriteBatch, durability: Durability) -> Result<()>;
+
+    /// Keys in `[start, end)` (end `None` = to the last key), ascending, or
+    /// descending when `reverse` is set.
+    fn scan<'a>(&'a self, cf: Cf, start: &[u8], end: Option<&[u8]>, reverse: bool)
+        -> Result<KvIter<'a>>;
+
+    /// Point reads of many keys; engines override it with a batched read.
+    fn multi_get(&self, cf: Cf, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>> {
+        keys.iter().map(|k| self.get(cf, k)).collect()
+    }
+
+    /// Persists memtables; a no-op where nothing is buffered.
+    fn flush(&self) -> Result<()> {
+        Ok(())
+    }
+
+    /// Engine-specific numeric properties (sizes, cache use) for metrics.
+    fn property_u64(&self, _cf: Cf, _name: &str) -> Option<u64> {
+        None
+    }
+
+    /// Writes a consistent, openable copy of the store to `dir`.
+    fn checkpoint(&self, _dir: &std::path::Path) -> Result<()> {
+        Err(crate::Error::Unsupported("checkpoint"))
+    }
+
+    /// Lets engine-specific tools (bulk SST ingest) reach the concrete type.
+    fn as_any(&self) -> &dyn std::any::Any;
+}
+
+/// The smallest key greater than every key starting with `prefix`, or `None`
+/// when no such key exists (all 0xff).
+pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last != 0xff {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+pub(crate) mod conformance;

@@ -1,0 +1,225 @@
+//! RocksDB engine: one column family per [`Cf`], a shared LRU block cache,
+//! bloom filters on the point-read families and a 16-byte prefix extractor
+//! (the subject pseudonym) on records and history so that "every dataset of
+//! one person" is a prefix seek that the prefix bloom can skip.
+
+use super::{BatchOp, Cf, Durability, Engine, KvIter, WriteBatch};
+use crate::{Error, Result};
+use rocksdb::{
+    BlockBasedOptions, Cache, ColumnFamilyDescriptor, DBCompressionType, IteratorMode, Options,
+    ReadOptions, SliceTransform, WriteOptions, DB,
+};
+use std::path::{Path, PathBuf};
+
+/// Length of the pseudonym that prefixes record and history keys.
+pub const SUBJECT_PREFIX_LEN: usize = 16;
+
+/// Tuning knobs that an operator sets in the configuration file.
+#[derive(Clone, Debug)]
+pub struct RocksConfig {
+    /// Shared block cache for all column families.
+    pub block_cache_bytes: usize,
+    /// LZ4 block compression (turned off only by tests that scan raw files).
+    pub compression: bool,
+    /// Bloom filter bits per key on point-read families.
+    pub bloom_bits_per_key: f64,
+    /// Memtable size per column family.
+    pub write_buffer_bytes: usize,
+    /// Background flush/compaction threads.
+    pub background_jobs: i32,
+}
+
+impl Default for RocksConfig {
+    fn default() -> Self {
+        RocksConfig {
+            block_cache_bytes: 512 << 20,
+            compression: true,
+            bloom_bits_per_key: 10.0,
+            write_buffer_bytes: 64 << 20,
+            background_jobs: 2,
+        }
+    }
+}
+
+pub struct RocksEngine {
+    db: DB,
+    path: PathBuf,
+    sync_opts: WriteOptions,
+    buffered_opts: WriteOptions,
+}
+
+impl std::fmt::Debug for RocksEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RocksEngine").field("path", &self.path).finish()
+    }
+}
+
+fn engine_err(e: rocksdb::Error) -> Error {
+    Error::Engine(e.into_string())
+}
+
+fn cf_options(cf: Cf, cfg: &RocksConfig, cache: &Cache) -> Options {
+    let mut table = BlockBasedOptions::default();
+    table.set_block_cache(cache);
+    table.set_cache_index_and_filter_blocks(true);
+    table.set_pin_l0_filter_and_index_blocks_in_cache(true);
+    table.set_format_version(5);
+    let mut opts = Options::default();
+    opts.set_write_buffer_size(cfg.write_buffer_bytes);
+    opts.set_compression_type(if cfg.compression {
+        DBCompressionType::Lz4
+    } else {
+        DBCompressionType::None
+    });
+    match cf {
+        Cf::Records | Cf::History => {
+            table.set_bloom_filter(cfg.bloom_bits_per_key, false);
+            table.set_whole_key_filtering(true);
+            opts.set_prefix_extractor(SliceTransform::create_fixed_prefix(SUBJECT_PREFIX_LEN));
+            opts.set_memtable_prefix_bloom_ratio(0.1);
+            table.set_block_size(8 << 10);
+        }
+        Cf::KeyMap | Cf::Meta | Cf::Jobs | Cf::Gov => {
+            table.set_bloom_filter(cfg.bloom_bits_per_key, false);
+        }
+        // Append-only, sequentially keyed logs: blooms would never help.
+        Cf::Changes | Cf::Audit | Cf::AuditIndex => {
+            table.set_block_size(32 << 10);
+        }
+    }
+    opts.set_block_based_table_factory(&table);
+    opts
+}
+
+impl RocksEngine {
+    pub fn open(path: &Path, cfg: &RocksConfig) -> Result<Self> {
+        let cache = Cache::new_lru_cache(cfg.block_cache_bytes);
+        let mut db_opts = Options::default();
+        db_opts.create_if_missing(true);
+        db_opts.create_missing_column_families(true);
+        db_opts.set_max_background_jobs(cfg.background_jobs);
+        db_opts.set_bytes_per_sync(1 << 20);
+        db_opts.set_keep_log_file_num(4);
+        db_opts.set_max_total_wal_size(512 << 20);
+        // Faster group commit under concurrent writers.
+        db_opts.set_enable_pipelined_write(true);
+        db_opts.set_compression_type(if cfg.compression {
+            DBCompressionType::Lz4
+        } else {
+            DBCompressionType::None
+        });
+        let cfs = Cf::ALL
+            .iter()
+            .map(|&cf| ColumnFamilyDescriptor::new(cf.name(), cf_options(cf, cfg, &cache)));
+        let db = DB::open_cf_descriptors(&db_opts, path, cfs).map_err(engine_err)?;
+        let mut sync_opts = WriteOptions::default();
+        sync_opts.set_sync(true);
+        let buffered_opts = WriteOptions::default();
+        Ok(RocksEngine { db, path: path.to_path_buf(), sync_opts, buffered_opts })
+    }
+
+    pub fn db(&self) -> &DB {
+        &self.db
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn cf(&self, cf: Cf) -> &rocksdb::ColumnFamily {
+        // Every family is created at open, so a missing one is a bug.
+        self.db.cf_handle(cf.name()).expect("column family created at open")
+    }
+
+    /// Reads the RocksDB files of `path` without the engine's options, for
+    /// tests and tools that inspect the raw contents of a data directory.
+    pub fn list_cf_names(path: &Path) -> Result<Vec<String>> {
+        DB::list_cf(&Options::default(), path).map_err(engine_err)
+    }
+}
+
+impl Engine for RocksEngine {
+    fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.db
+            .get_pinned_cf(self.cf(cf), key)
+            .map(|v| v.map(|s| s.to_vec()))
+            .map_err(engine_err)
+    }
+
+    fn write(&self, batch: WriteBatch, durability: Durability) -> Result<()> {
+        let mut wb = rocksdb::WriteBatch::default();
+        for op in batch.ops() {
+            match op {
+                BatchOp::Put { cf, key, value } => wb.put_cf(self.cf(*cf), key, value),
+                BatchOp::Delete { cf, key } => wb.delete_cf(self.cf(*cf), key),
+            }
+        }
+        let opts = match durability {
+            Durability::Sync => &self.sync_opts,
+            Durability::Buffered => &self.buffered_opts,
+        };
+        self.db.write_opt(wb, opts).map_err(engine_err)
+    }
+
+    fn scan<'a>(
+        &'a self,
+        cf: Cf,
+        start: &[u8],
+        end: Option<&[u8]>,
+        reverse: bool,
+    ) -> Result<KvIter<'a>> {
+        let mut ro = ReadOptions::default();
+        ro.set_iterate_lower_bound(start.to_vec());
+        if let Some(e) = end {
+            if e <= start {
+                return Ok(Box::new(std::iter::empty()));
+            }
+            ro.set_iterate_upper_bound(e.to_vec());
+        }
+        // Within one subject prefix the prefix bloom applies; any other
+        // range must see the whole key order.
+        let within_prefix = matches!(cf, Cf::Records | Cf::History)
+            && start.len() >= SUBJECT_PREFIX_LEN
+            && match (end, super::prefix_end(&start[..SUBJECT_PREFIX_LEN])) {
+                (Some(e), Some(pe)) => e <= pe.as_slice(),
+                _ => false,
+            };
+        if within_prefix {
+            ro.set_prefix_same_as_start(true);
+        } else {
+            ro.set_total_order_seek(true);
+        }
+        let mode = if reverse { IteratorMode::End } else { IteratorMode::Start };
+        let it = self.db.iterator_cf_opt(self.cf(cf), ro, mode);
+        Ok(Box::new(it.map(|r| r.map_err(engine_err))))
+    }
+
+    fn multi_get(&self, cf: Cf, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>> {
+        let sorted = keys.windows(2).all(|w| w[0] <= w[1]);
+        self.db
+            .batched_multi_get_cf(self.cf(cf), keys.iter().copied(), sorted)
+            .into_iter()
+            .map(|r| r.map(|v| v.map(|s| s.to_vec())).map_err(engine_err))
+            .collect()
+    }
+
+    fn flush(&self) -> Result<()> {
+        for cf in Cf::ALL {
+            self.db.flush_cf(self.cf(cf)).map_err(engine_err)?;
+        }
+        self.db.flush_wal(true).map_err(engine_err)
+    }
+
+    fn property_u64(&self, cf: Cf, name: &str) -> Option<u64> {
+        self.db.property_int_value_cf(self.cf(cf), name).ok().flatten()
+    }
+
+    fn checkpoint(&self, dir: &Path) -> Result<()> {
+        let cp = rocksdb::checkpoint::Checkpoint::new(&self.db).map_err(engine_err)?;
+        cp.create_checkpoint(dir).map_err(engine_err)
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}

@@ -1,0 +1,50 @@
+//! basedata's storage layer: identity keys, the dataset catalog, typed
+//! values, the pseudonymized record model and the engines beneath it.
+//!
+//! Boundary: this crate knows nothing of HTTP, departments or purposes.
+//! It takes validated updates and real subject keys, and guarantees that
+//! what it stores is keyed by pseudonyms, versioned and durable when the
+//! caller asks for durability.
+
+pub mod catalog;
+pub mod clock;
+pub mod codec;
+pub mod engine;
+pub mod keys;
+pub mod pseudo;
+pub mod record;
+pub mod store;
+pub mod value;
+
+pub use catalog::Catalog;
+pub use engine::{Cf, Durability, Engine, WriteBatch};
+pub use keys::{EntityKey, PersonKey, Subject, SubjectKey};
+pub use pseudo::{Pid, Secret};
+pub use store::{Change, Outcome, Record, Store, Update, UpdateOp};
+pub use value::Value;
+
+/// Errors of the storage layer. Client mistakes are caught before they
+/// reach it; what remains here is configuration, corruption or I/O.
+#[derive(thiserror::Error, Debug)]
+pub enum Error {
+    #[error("storage engine: {0}")]
+    Engine(String),
+    #[error("corrupt {what}: {msg}")]
+    Corrupt { what: &'static str, msg: String },
+    #[error("unsupported stored format {found} of {what}")]
+    Format { what: &'static str, found: u8 },
+    #[error("the secret key does not belong to this data directory")]
+    WrongSecret,
+    #[error("invalid update: {0}")]
+    Invalid(String),
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("catalog: {0}")]
+    Catalog(#[from] catalog::CatalogError),
+    #[error("not supported by this engine: {0}")]
+    Unsupported(&'static str),
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

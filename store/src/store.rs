@@ -1,0 +1,450 @@
+//! The store: the record model over an [`Engine`]. Applies provider updates
+//! as atomic, numbered, durable batches (stale-version detection, history,
+//! change log, per-dataset counters) and answers current and as-of reads.
+//!
+//! Invariants:
+//! - Nothing outside this module sees a pseudonym: callers pass real keys,
+//!   get real keys back, and every stored key is pseudonymized.
+//! - Sequence numbers are dense: every applied change gets the next number,
+//!   and a batch's changes are written in the same atomic engine write as
+//!   the records they describe, so the change log has no gaps after a crash.
+//! - Commit times never go backwards, even if the wall clock does, so that
+//!   as-of reads agree with commit order.
+//!
+//! Hot path: `get`/`get_all` are lock-free point reads and one prefix seek.
+
+use crate::catalog::Catalog;
+use crate::clock::Clock;
+use crate::codec::{decode, encode};
+use crate::engine::{prefix_end, Cf, Durability, Engine, WriteBatch};
+use crate::keys::SubjectKey;
+use crate::pseudo::{Pid, Pseudonymizer, Secret};
+use crate::record::*;
+use crate::value::Value;
+use crate::{Error, Result};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+const META_FORMAT: &[u8] = b"format";
+const META_SECRET_CHECK: &[u8] = b"secret_check";
+const META_LAST_SEQ: &[u8] = b"last_seq";
+const META_DS_STATS: &[u8] = b"ds_stats/";
+const STORE_FORMAT: u8 = 1;
+
+/// One provider update, validated against the catalog by the caller.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Update {
+    pub dataset: String,
+    pub key: SubjectKey,
+    pub version: u64,
+    pub op: UpdateOp,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum UpdateOp {
+    /// The record becomes exactly these fields.
+    Upsert(Vec<(String, Value)>),
+    Delete,
+}
+
+/// What happened to one update.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Applied { seq: u64 },
+    /// Not applied: the stored version is the same or newer.
+    Stale { current: u64 },
+}
+
+/// A record as read, with subject keys in the clear.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Record {
+    pub dataset: String,
+    pub version: u64,
+    /// Commit time, Unix microseconds.
+    pub committed_at: i64,
+    pub seq: u64,
+    pub fields: Vec<(String, Value)>,
+}
+
+impl Record {
+    pub fn field(&self, name: &str) -> Option<&Value> {
+        self.fields.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+    }
+}
+
+/// One entry of the change log, with its subject key in the clear.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Change {
+    pub seq: u64,
+    pub dataset: String,
+    pub key: SubjectKey,
+    pub op: ChangeOp,
+    pub version: u64,
+    pub committed_at: i64,
+    pub fields: Vec<(String, Value)>,
+}
+
+/// Counters kept per dataset on the write path, for the freshness report.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, bincode::Encode, bincode::Decode)]
+pub struct DatasetStats {
+    /// Records currently held (tombstones excluded).
+    pub records: u64,
+    /// Applied changes, ever.
+    pub updates: u64,
+    /// Commit time of the last applied change, Unix microseconds (0 = never).
+    pub last_update: i64,
+}
+
+#[derive(Debug)]
+struct WriterState {
+    next_seq: u64,
+    last_committed: i64,
+    stats: HashMap<String, DatasetStats>,
+}
+
+pub struct Store {
+    engine: Arc<dyn Engine>,
+    pseudo: Pseudonymizer,
+    catalog: Arc<Catalog>,
+    clock: Arc<dyn Clock>,
+    writer: Mutex<WriterState>,
+    last_seq: AtomicU64,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("last_seq", &self.last_seq()).finish()
+    }
+}
+
+impl Store {
+    /// Opens a store on `engine`, initializing an empty one. Fails with
+    /// [`Error::WrongSecret`] when the secret is not the one the store was
+    /// created with.
+    pub fn open(
+        engine: Arc<dyn Engine>,
+        secret: &Secret,
+        catalog: Arc<Catalog>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Store> {
+        let pseudo = Pseudonymizer::new(secret);
+        match engine.get(Cf::Meta, META_FORMAT)? {
+            None => {
+                let mut b = WriteBatch::new();
+                b.put(Cf::Meta, META_FORMAT, vec![STORE_FORMAT]);
+                b.put(Cf::Meta, META_SECRET_CHECK, pseudo.check_value().to_vec());
+                engine.write(b, Durability::Sync)?;
+            }
+            Some(f) if f.as_slice() == [STORE_FORMAT] => {
+                let check = engine.get(Cf::Meta, META_SECRET_CHECK)?;
+                if check.as_deref() != Some(&pseudo.check_value()[..]) {
+                    return Err(Error::WrongSecret);
+                }
+            }
+            Some(f) => {
+                return Err(Error::Format { what: "store", found: f.first().copied().unwrap_or(0) })
+            }
+        }
+        // The change log is the truth about sequence numbers; meta is a
+        // fallback for a log that has been pruned.
+        let mut last_seq = match engine.get(Cf::Meta, META_LAST_SEQ)? {
+            Some(b) => seq_from_key(&b)?,
+            None => 0,
+        };
+        let mut last_committed = 0;
+        if let Some(item) = engine.scan(Cf::Changes, &[], None, true)?.next() {
+            let (k, v) = item?;
+            last_seq = last_seq.max(seq_from_key(&k)?);
+            last_committed = decode::<ChangeEntry>("change", &v)?.committed_at;
+        }
+        let mut stats = HashMap::new();
+        let end = prefix_end(META_DS_STATS);
+        for item in engine.scan(Cf::Meta, META_DS_STATS, end.as_deref(), false)? {
+            let (k, v) = item?;
+            let name = String::from_utf8_lossy(&k[META_DS_STATS.len()..]).into_owned();
+            stats.insert(name, decode::<DatasetStats>("dataset stats", &v)?);
+        }
+        Ok(Store {
+            engine,
+            pseudo,
+            catalog,
+            clock,
+            writer: Mutex::new(WriterState { next_seq: last_seq + 1, last_committed, stats }),
+            last_seq: AtomicU64::new(last_seq),
+        })
+    }
+
+    pub fn engine(&self) -> &Arc<dyn Engine> {
+        &self.engine
+    }
+
+    pub fn catalog(&self) -> &Arc<Catalog> {
+        &self.catalog
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// Sequence number of the last applied change (0 when none).
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq.load(Ordering::Acquire)
+    }
+
+    /// The pseudonym of a key, for modules (audit, jobs) that store
+    /// subject references of their own.
+    pub fn pseudonym(&self, key: &SubjectKey) -> Pid {
+        self.pseudo.pid(key)
+    }
+
+    /// Registers the encrypted mapping for `key` in `batch`.
+    pub fn seal_into(&self, batch: &mut WriteBatch, key: &SubjectKey) -> Pid {
+        let pid = self.pseudo.pid(key);
+        batch.put(Cf::KeyMap, pid.0.to_vec(), self.pseudo.seal(&pid, key));
+        pid
+    }
+
+    /// The real key behind a pseudonym, if this store has seen it.
+    pub fn resolve(&self, pid: &Pid) -> Result<Option<SubjectKey>> {
+        match self.engine.get(Cf::KeyMap, &pid.0)? {
+            Some(sealed) => self.pseudo.open(pid, &sealed).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn resolve_required(&self, doc: u8, pid: &Pid) -> Result<SubjectKey> {
+        doc_type(doc)?;
+        self.resolve(pid)?
+            .ok_or(Error::Corrupt { what: "key mapping", msg: "missing mapping for a stored key".into() })
+    }
+
+    fn materialize(&self, fields: &StoredFields) -> Result<Vec<(String, Value)>> {
+        let mut key_of = |doc: u8, pid: &Pid| self.resolve_required(doc, pid);
+        fields
+            .iter()
+            .map(|(n, v)| Ok((n.clone(), from_stored(v, &mut key_of)?)))
+            .collect()
+    }
+
+    /// Counters of one dataset.
+    pub fn dataset_stats(&self, dataset: &str) -> DatasetStats {
+        let w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        w.stats.get(dataset).copied().unwrap_or_default()
+    }
+
+    /// Applies updates in order as one atomic batch and returns one outcome
+    /// per update. With [`Durability::Sync`] the batch is on stable storage
+    /// when this returns.
+    pub fn apply(&self, updates: &[Update], durability: Durability) -> Result<Vec<Outcome>> {
+        for u in updates {
+            let ds = self
+                .catalog
+                .dataset(&u.dataset)
+                .ok_or_else(|| Error::Invalid(format!("unknown dataset {}", u.dataset)))?;
+            if ds.subject != u.key.subject() {
+                return Err(Error::Invalid(format!("dataset {} holds {} records", ds.id, ds.subject.as_str())));
+            }
+        }
+        let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let now = self.clock.now_micros().max(w.last_committed);
+        let pids: Vec<Pid> = updates.iter().map(|u| self.pseudo.pid(&u.key)).collect();
+        let rkeys: Vec<Vec<u8>> = updates.iter().zip(&pids).map(|(u, p)| record_key(p, &u.dataset)).collect();
+        let refs: Vec<&[u8]> = rkeys.iter().map(|k| k.as_slice()).collect();
+        let stored = self.engine.multi_get(Cf::Records, &refs)?;
+
+        let mut overlay: HashMap<&[u8], StoredRecord> = HashMap::new();
+        let mut batch = WriteBatch::new();
+        let mut outcomes = Vec::with_capacity(updates.len());
+        let mut next_seq = w.next_seq;
+        // Per dataset: (live-record delta, applied updates).
+        let mut stats_delta: HashMap<&str, (i64, u64)> = HashMap::new();
+        for (i, u) in updates.iter().enumerate() {
+            let rkey = rkeys[i].as_slice();
+            let current = match overlay.get(rkey) {
+                Some(r) => Some(r.clone()),
+                None => match &stored[i] {
+                    Some(bytes) => Some(decode::<StoredRecord>("record", bytes)?),
+                    None => None,
+                },
+            };
+            if let Some(cur) = &current {
+                if u.version <= cur.version {
+                    outcomes.push(Outcome::Stale { current: cur.version });
+                    continue;
+                }
+            }
+            let seq = next_seq;
+            next_seq += 1;
+            let pid = pids[i];
+            if current.is_none() {
+                batch.put(Cf::KeyMap, pid.0.to_vec(), self.pseudo.seal(&pid, &u.key));
+            }
+            let was_live = matches!(&current, Some(StoredRecord { body: Body::Live(_), .. }));
+            if let Some(StoredRecord { version, committed_at, seq: old_seq, body: Body::Live(fields) }) = current {
+                let h = HistoryEntry { version, committed_at, superseded_at: now, seq: old_seq, fields };
+                batch.put(Cf::History, history_key(&pid, &u.dataset, old_seq), encode(&h));
+            }
+            let (op, body, fields) = match &u.op {
+                UpdateOp::Upsert(fields) => {
+                    let mut sealed_refs = Vec::new();
+                    let mut pid_of = |k: &SubjectKey| {
+                        let p = self.pseudo.pid(k);
+                        sealed_refs.push((p, *k));
+                        p
+                    };
+                    let sf: StoredFields = fields.iter().map(|(n, v)| (n.clone(), to_stored(v, &mut pid_of))).collect();
+                    for (p, k) in sealed_refs {
+                        batch.put(Cf::KeyMap, p.0.to_vec(), self.pseudo.seal(&p, &k));
+                    }
+                    (ChangeOp::Upsert, Body::Live(sf.clone()), sf)
+                }
+                UpdateOp::Delete => (ChangeOp::Delete, Body::Deleted, Vec::new()),
+            };
+            let is_live = matches!(body, Body::Live(_));
+            let rec = StoredRecord { version: u.version, committed_at: now, seq, body };
+            batch.put(Cf::Records, rkey.to_vec(), encode(&rec));
+            overlay.insert(rkey, rec);
+            let change = ChangeEntry {
+                dataset: u.dataset.clone(),
+                doc: u.key.doc_type().as_u8(),
+                pid,
+                op,
+                version: u.version,
+                committed_at: now,
+                fields,
+            };
+            batch.put(Cf::Changes, seq_key(seq).to_vec(), encode(&change));
+            let d = stats_delta.entry(u.dataset.as_str()).or_default();
+            d.0 += is_live as i64 - was_live as i64;
+            d.1 += 1;
+            outcomes.push(Outcome::Applied { seq });
+        }
+        if batch.is_empty() {
+            return Ok(outcomes);
+        }
+        let mut new_stats = Vec::with_capacity(stats_delta.len());
+        for (ds, (live_delta, applied)) in &stats_delta {
+            let mut s = w.stats.get(*ds).copied().unwrap_or_default();
+            s.records = s.records.saturating_add_signed(*live_delta);
+            s.updates += applied;
+            s.last_update = now;
+            let mut k = META_DS_STATS.to_vec();
+            k.extend_from_slice(ds.as_bytes());
+            batch.put(Cf::Meta, k, encode(&s));
+            new_stats.push((ds.to_string(), s));
+        }
+        batch.put(Cf::Meta, META_LAST_SEQ, seq_key(next_seq - 1).to_vec());
+        self.engine.write(batch, durability)?;
+        // Only a successful write moves the writer state on.
+        w.next_seq = next_seq;
+        w.last_committed = now;
+        for (ds, s) in new_stats {
+            w.stats.insert(ds, s);
+        }
+        self.last_seq.store(next_seq - 1, Ordering::Release);
+        Ok(outcomes)
+    }
+
+    /// The record of `dataset` for `key`, current or as it stood at `as_of`
+    /// (Unix microseconds).
+    pub fn get(&self, key: &SubjectKey, dataset: &str, as_of: Option<i64>) -> Result<Option<Record>> {
+        let pid = self.pseudo.pid(key);
+        let current = match self.engine.get(Cf::Records, &record_key(&pid, dataset))? {
+            Some(b) => Some(decode::<StoredRecord>("record", &b)?),
+            None => None,
+        };
+        self.resolve_version(&pid, dataset, current, as_of)
+    }
+
+    /// Records of `key` in the given datasets (all of its subject's when
+    /// `datasets` is `None`), in dataset-id order.
+    pub fn get_all(&self, key: &SubjectKey, datasets: Option<&[&str]>, as_of: Option<i64>) -> Result<Vec<Record>> {
+        let pid = self.pseudo.pid(key);
+        let end = prefix_end(&pid.0);
+        let mut out = Vec::new();
+        for item in self.engine.scan(Cf::Records, &pid.0, end.as_deref(), false)? {
+            let (k, v) = item?;
+            let ds = std::str::from_utf8(&k[pid.0.len()..])
+                .map_err(|_| Error::Corrupt { what: "record key", msg: "dataset id not UTF-8".into() })?;
+            if datasets.is_some_and(|want| !want.contains(&ds)) {
+                continue;
+            }
+            let cur = decode::<StoredRecord>("record", &v)?;
+            if let Some(r) = self.resolve_version(&pid, ds, Some(cur), as_of)? {
+                out.push(r);
+            }
+        }
+        Ok(out)
+    }
+
+    fn resolve_version(
+        &self,
+        pid: &Pid,
+        dataset: &str,
+        current: Option<StoredRecord>,
+        as_of: Option<i64>,
+    ) -> Result<Option<Record>> {
+        let live = |version, committed_at, seq, fields: &StoredFields| -> Result<Option<Record>> {
+            Ok(Some(Record {
+                dataset: dataset.to_owned(),
+                version,
+                committed_at,
+                seq,
+                fields: self.materialize(fields)?,
+            }))
+        };
+        match (&current, as_of) {
+            (None, None) => return Ok(None),
+            (Some(cur), None) => {
+                return match &cur.body {
+                    Body::Live(f) => live(cur.version, cur.committed_at, cur.seq, f),
+                    Body::Deleted => Ok(None),
+                }
+            }
+            (Some(cur), Some(t)) if cur.committed_at <= t => {
+                return match &cur.body {
+                    Body::Live(f) => live(cur.version, cur.committed_at, cur.seq, f),
+                    Body::Deleted => Ok(None),
+                }
+            }
+            _ => {}
+        }
+        let t = as_of.unwrap_or(i64::MAX);
+        let prefix = history_prefix(pid, dataset);
+        let end = prefix_end(&prefix);
+        // Newest first: the first version committed at or before `t` is the
+        // only candidate; it answers if it was still current at `t`.
+        for item in self.engine.scan(Cf::History, &prefix, end.as_deref(), true)? {
+            let (_, v) = item?;
+            let h = decode::<HistoryEntry>("history", &v)?;
+            if h.committed_at <= t {
+                return if t < h.superseded_at { live(h.version, h.committed_at, h.seq, &h.fields) } else { Ok(None) };
+            }
+        }
+        Ok(None)
+    }
+
+    /// Up to `limit` changes with a sequence number greater than `after`.
+    pub fn changes(&self, after: u64, limit: usize) -> Result<Vec<Change>> {
+        let mut out = Vec::with_capacity(limit.min(1024));
+        if limit == 0 || after == u64::MAX {
+            return Ok(out);
+        }
+        for item in self.engine.scan(Cf::Changes, &seq_key(after + 1), None, false)?.take(limit) {
+            let (k, v) = item?;
+            let c = decode::<ChangeEntry>("change", &v)?;
+            out.push(Change {
+                seq: seq_from_key(&k)?,
+                key: self.resolve_required(c.doc, &c.pid)?,
+                dataset: c.dataset,
+                op: c.op,
+                version: c.version,
+                committed_at: c.committed_at,
+                fields: self.materialize(&c.fields)?,
+            });
+        }
+        Ok(out)
+    }
+
+}

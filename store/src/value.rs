@@ -1,0 +1,260 @@
+//! Typed field values: parsing from the JSON of provider updates (checked
+//! against the catalog field type and code list) and rendering back to
+//! JSON. The stored form lives in `record`; this is the form the rest of
+//! the program sees, with subject keys in the clear.
+
+use crate::catalog::{Field, FieldType};
+use crate::keys::{EntityKey, PersonKey, SubjectKey};
+use base64::Engine as _;
+use serde_json::Value as Json;
+use time::format_description::well_known::Rfc3339;
+use time::{Date, OffsetDateTime};
+
+/// Largest accepted string value, in bytes.
+pub const MAX_STRING_BYTES: usize = 4096;
+/// Largest accepted bytes value (a photo), decoded.
+pub const MAX_BYTES: usize = 2 << 20;
+
+/// A field value of one of the catalog types.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Value {
+    Str(String),
+    Date(Date),
+    /// Unix time in microseconds, UTC.
+    DateTime(i64),
+    Int(i64),
+    /// Canonical decimal text: no leading zeros, no trailing fractional zeros.
+    Decimal(String),
+    Bool(bool),
+    Code(String),
+    Key(SubjectKey),
+    Bytes(Vec<u8>),
+}
+
+/// Why a JSON value does not fit its field; the message never quotes the
+/// offending value, which may be personal data.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ValueError {
+    pub message: String,
+}
+
+impl std::fmt::Display for ValueError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+fn err(field: &Field, what: &str) -> ValueError {
+    ValueError { message: format!("field {}: {what}", field.name) }
+}
+
+/// Parses `YYYY-MM-DD` strictly.
+pub fn parse_date(s: &str) -> Option<Date> {
+    let b = s.as_bytes();
+    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<u32> {
+        b[r].iter().try_fold(0u32, |acc, &c| c.is_ascii_digit().then(|| acc * 10 + (c - b'0') as u32))
+    };
+    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let month = time::Month::try_from(u8::try_from(m).ok()?).ok()?;
+    Date::from_calendar_date(y as i32, month, u8::try_from(d).ok()?).ok()
+}
+
+pub fn format_date(d: Date) -> String {
+    format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
+}
+
+/// Parses an RFC 3339 time into Unix microseconds.
+pub fn parse_datetime(s: &str) -> Option<i64> {
+    let t = OffsetDateTime::parse(s.trim(), &Rfc3339).ok()?;
+    i64::try_from(t.unix_timestamp_nanos() / 1000).ok()
+}
+
+/// Renders Unix microseconds as RFC 3339 UTC (`2026-11-22T08:00:00Z`, with
+/// fractional seconds only when there are any).
+pub fn format_datetime(micros: i64) -> String {
+    let t = OffsetDateTime::from_unix_timestamp_nanos(micros as i128 * 1000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    t.format(&Rfc3339).unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
+}
+
+/// Canonical decimal text, or `None` if `s` is not a plain decimal number.
+pub fn canonical_decimal(s: &str) -> Option<String> {
+    let s = s.trim();
+    let (neg, body) = match s.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, s.strip_prefix('+').unwrap_or(s)),
+    };
+    let (int, frac) = match body.split_once('.') {
+        Some((i, f)) => (i, f),
+        None => (body, ""),
+    };
+    if int.is_empty() && frac.is_empty() {
+        return None;
+    }
+    if !int.bytes().all(|c| c.is_ascii_digit()) || !frac.bytes().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    if int.len() > 28 || frac.len() > 10 {
+        return None;
+    }
+    let int = int.trim_start_matches('0');
+    let frac = frac.trim_end_matches('0');
+    let mut out = String::with_capacity(s.len() + 1);
+    if neg && !(int.is_empty() && frac.is_empty()) {
+        out.push('-');
+    }
+    out.push_str(if int.is_empty() { "0" } else { int });
+    if !frac.is_empty() {
+        out.push('.');
+        out.push_str(frac);
+    }
+    Some(out)
+}
+
+impl Value {
+    /// Parses the JSON of one field of an update. `Ok(None)` for JSON
+    /// `null`, which means "no value".
+    pub fn from_json(field: &Field, json: &Json) -> Result<Option<Value>, ValueError> {
+        if json.is_null() {
+            return Ok(None);
+        }
+        let as_str = || json.as_str().ok_or_else(|| err(field, "expected a string"));
+        let v = match field.ty {
+            FieldType::String => {
+                let s = as_str()?;
+                if s.len() > MAX_STRING_BYTES {
+                    return Err(err(field, "string too long"));
+                }
+                if s.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+                    return Err(err(field, "control characters are not allowed"));
+                }
+                Value::Str(s.to_owned())
+            }
+            FieldType::Code => {
+                let s = match json {
+                    Json::Number(n) => n.to_string(),
+                    _ => as_str()?.trim().to_owned(),
+                };
+                if field.code(&s).is_none() {
+                    return Err(err(field, "not a value of its code list"));
+                }
+                Value::Code(s)
+            }
+            FieldType::Date => {
+                Value::Date(parse_date(as_str()?.trim()).ok_or_else(|| err(field, "not a date (YYYY-MM-DD)"))?)
+            }
+            FieldType::Datetime => Value::DateTime(
+                parse_datetime(as_str()?).ok_or_else(|| err(field, "not an RFC 3339 time"))?,
+            ),
+            FieldType::Integer => match json {
+                Json::Number(n) => Value::Int(n.as_i64().ok_or_else(|| err(field, "not a 64-bit integer"))?),
+                Json::String(s) => Value::Int(s.trim().parse().map_err(|_| err(field, "not an integer"))?),
+                _ => return Err(err(field, "expected an integer")),
+            },
+            FieldType::Decimal => {
+                let text = match json {
+                    Json::Number(n) => n.to_string(),
+                    Json::String(s) => s.clone(),
+                    _ => return Err(err(field, "expected a decimal number")),
+                };
+                Value::Decimal(canonical_decimal(&text).ok_or_else(|| err(field, "not a decimal number"))?)
+            }
+            FieldType::Bool => Value::Bool(json.as_bool().ok_or_else(|| err(field, "expected true or false"))?),
+            FieldType::PersonKey => Value::Key(SubjectKey::Person(
+                PersonKey::parse(as_str()?).map_err(|e| err(field, &format!("invalid citizen ID number ({})", e.reason())))?,
+            )),
+            FieldType::EntityKey => Value::Key(SubjectKey::Entity(
+                EntityKey::parse(as_str()?).map_err(|e| err(field, &format!("invalid credit code ({})", e.reason())))?,
+            )),
+            FieldType::Bytes => {
+                let b = base64::engine::general_purpose::STANDARD
+                    .decode(as_str()?)
+                    .map_err(|_| err(field, "not base64"))?;
+                if b.len() > MAX_BYTES {
+                    return Err(err(field, "value too large"));
+                }
+                Value::Bytes(b)
+            }
+        };
+        Ok(Some(v))
+    }
+
+    /// The JSON form that API responses show.
+    pub fn to_json(&self) -> Json {
+        match self {
+            Value::Str(s) | Value::Code(s) | Value::Decimal(s) => Json::String(s.clone()),
+            Value::Date(d) => Json::String(format_date(*d)),
+            Value::DateTime(t) => Json::String(format_datetime(*t)),
+            Value::Int(i) => Json::from(*i),
+            Value::Bool(b) => Json::Bool(*b),
+            Value::Key(k) => Json::String(k.as_str().to_owned()),
+            Value::Bytes(b) => Json::String(base64::engine::general_purpose::STANDARD.encode(b)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::Catalog;
+    use serde_json::json;
+
+    fn field(ds: &str, name: &str) -> Field {
+        Catalog::builtin().dataset(ds).unwrap().field(name).unwrap().clone()
+    }
+
+    fn check(ds: &str, name: &str, input: Json, expected: Result<Option<Json>, ()>) {
+        let f = field(ds, name);
+        let got = Value::from_json(&f, &input).map(|v| v.map(|v| v.to_json())).map_err(|_| ());
+        assert_eq!(got, expected, "{ds}.{name} <- {input}");
+    }
+
+    #[test]
+    fn parse_table() {
+        check("hukou", "name", json!("张三"), Ok(Some(json!("张三"))));
+        check("hukou", "name", json!(12), Err(()));
+        check("hukou", "name", json!("a\u{0}b"), Err(()));
+        check("hukou", "name", json!(null), Ok(None));
+        check("hukou", "gender", json!("2"), Ok(Some(json!("2"))));
+        check("hukou", "gender", json!(1), Ok(Some(json!("1"))));
+        check("hukou", "gender", json!("3"), Err(()));
+        check("hukou", "status", json!("cancelled"), Ok(Some(json!("cancelled"))));
+        check("hukou", "birth_date", json!("1949-12-31"), Ok(Some(json!("1949-12-31"))));
+        check("hukou", "birth_date", json!("1949-02-30"), Err(()));
+        check("hukou", "birth_date", json!("19491231"), Err(()));
+        check("market_registration", "registered_capital", json!("00100.500"), Ok(Some(json!("100.5"))));
+        check("market_registration", "registered_capital", json!(2500), Ok(Some(json!("2500"))));
+        check("market_registration", "registered_capital", json!("1e5"), Err(()));
+        check("market_registration", "legal_representative_id", json!("11010519491231002x"), Ok(Some(json!("11010519491231002X"))));
+        check("market_registration", "legal_representative_id", json!("110105194912310021"), Err(()));
+        check("hukou", "photo", json!("aGVsbG8="), Ok(Some(json!("aGVsbG8="))));
+        check("hukou", "photo", json!("not base64!"), Err(()));
+    }
+
+    #[test]
+    fn error_messages_do_not_quote_values() {
+        let f = field("hukou", "birth_date");
+        let e = Value::from_json(&f, &json!("secret-value")).unwrap_err();
+        assert!(!e.message.contains("secret-value"));
+        assert!(e.message.contains("birth_date"));
+    }
+
+    #[test]
+    fn decimal_canonical_forms() {
+        for (i, o) in [("0", Some("0")), ("-0.0", Some("0")), ("1.50", Some("1.5")), (".5", Some("0.5")),
+                       ("+7", Some("7")), ("1.", Some("1")), ("", None), ("-", None), ("1.2.3", None), ("１", None)] {
+            assert_eq!(canonical_decimal(i).as_deref(), o, "{i}");
+        }
+    }
+
+    #[test]
+    fn datetime_round_trip() {
+        let t = parse_datetime("2026-11-22T08:00:00Z").unwrap();
+        assert_eq!(format_datetime(t), "2026-11-22T08:00:00Z");
+        assert_eq!(parse_datetime("2026-11-22T16:00:00+08:00"), Some(t));
+        assert!(parse_datetime("yesterday").is_none());
+    }
+}

@@ -1,0 +1,229 @@
+//! Record-model tests: stale versions, deletes, history and as-of reads,
+//! change log, counters, reopening, and a model-based random sequence
+//! checked against a BTreeMap with reopens in between.
+
+mod common;
+
+use basedata_store::clock::ManualClock;
+use basedata_store::store::UpdateOp;
+use basedata_store::{Durability, Outcome, Store, SubjectKey, Update, Value};
+use common::*;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+fn upsert(ds: &str, key: SubjectKey, version: u64, name: &str) -> Update {
+    Update {
+        dataset: ds.into(),
+        key,
+        version,
+        op: UpdateOp::Upsert(vec![("name".into(), Value::Str(name.into()))]),
+    }
+}
+
+fn delete(ds: &str, key: SubjectKey, version: u64) -> Update {
+    Update { dataset: ds.into(), key, version, op: UpdateOp::Delete }
+}
+
+fn name_of(store: &Store, key: &SubjectKey, ds: &str, as_of: Option<i64>) -> Option<(u64, String)> {
+    store.get(key, ds, as_of).unwrap().map(|r| match r.field("name") {
+        Some(Value::Str(s)) => (r.version, s.clone()),
+        other => panic!("unexpected {other:?}"),
+    })
+}
+
+#[test]
+fn stale_updates_are_acknowledged_not_applied() {
+    let clock = Arc::new(ManualClock::new(1_000_000));
+    let s = mem_store(clock);
+    let k = person(1);
+    let out = s.apply(&[upsert("hukou", k, 5, "a"), upsert("hukou", k, 5, "b"), upsert("hukou", k, 4, "c")], Durability::Sync).unwrap();
+    assert_eq!(out, vec![Outcome::Applied { seq: 1 }, Outcome::Stale { current: 5 }, Outcome::Stale { current: 5 }]);
+    assert_eq!(name_of(&s, &k, "hukou", None), Some((5, "a".into())));
+    assert_eq!(s.last_seq(), 1);
+    // A delete remembers its version, so an older replay stays stale.
+    assert_eq!(s.apply(&[delete("hukou", k, 7)], Durability::Sync).unwrap(), vec![Outcome::Applied { seq: 2 }]);
+    assert_eq!(name_of(&s, &k, "hukou", None), None);
+    assert_eq!(s.apply(&[upsert("hukou", k, 6, "old")], Durability::Sync).unwrap(), vec![Outcome::Stale { current: 7 }]);
+    assert_eq!(s.apply(&[upsert("hukou", k, 8, "new")], Durability::Sync).unwrap(), vec![Outcome::Applied { seq: 3 }]);
+    assert_eq!(name_of(&s, &k, "hukou", None), Some((8, "new".into())));
+}
+
+#[test]
+fn subject_mismatch_and_unknown_dataset_are_rejected() {
+    let s = mem_store(Arc::new(ManualClock::new(0)));
+    assert!(s.apply(&[upsert("hukou", entity(1), 1, "x")], Durability::Sync).is_err());
+    assert!(s.apply(&[upsert("nope", person(1), 1, "x")], Durability::Sync).is_err());
+    assert_eq!(s.last_seq(), 0);
+}
+
+#[test]
+fn as_of_reads_follow_history() {
+    let clock = Arc::new(ManualClock::new(10_000_000));
+    let s = mem_store(clock.clone());
+    let k = person(2);
+    s.apply(&[upsert("hukou", k, 1, "v1")], Durability::Sync).unwrap(); // t=10s
+    clock.set(20_000_000);
+    s.apply(&[upsert("hukou", k, 2, "v2")], Durability::Sync).unwrap(); // t=20s
+    clock.set(30_000_000);
+    s.apply(&[delete("hukou", k, 3)], Durability::Sync).unwrap(); // t=30s
+    clock.set(40_000_000);
+    s.apply(&[upsert("hukou", k, 4, "v4")], Durability::Sync).unwrap(); // t=40s
+    let at = |t: i64| name_of(&s, &k, "hukou", Some(t)).map(|(_, n)| n);
+    assert_eq!(at(9_999_999), None);
+    assert_eq!(at(10_000_000).as_deref(), Some("v1"));
+    assert_eq!(at(19_999_999).as_deref(), Some("v1"));
+    assert_eq!(at(20_000_000).as_deref(), Some("v2"));
+    assert_eq!(at(35_000_000), None);
+    assert_eq!(at(40_000_000).as_deref(), Some("v4"));
+    assert_eq!(at(i64::MAX).as_deref(), Some("v4"));
+    let all = s.get_all(&k, None, Some(25_000_000)).unwrap();
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].version, 2);
+}
+
+#[test]
+fn commit_times_never_go_backwards() {
+    let clock = Arc::new(ManualClock::new(50_000_000));
+    let s = mem_store(clock.clone());
+    s.apply(&[upsert("hukou", person(3), 1, "a")], Durability::Sync).unwrap();
+    clock.set(1_000_000); // the wall clock jumps back
+    s.apply(&[upsert("hukou", person(3), 2, "b")], Durability::Sync).unwrap();
+    let c = s.changes(0, 10).unwrap();
+    assert!(c[1].committed_at >= c[0].committed_at);
+}
+
+#[test]
+fn change_log_is_dense_and_resolves_keys() {
+    let s = mem_store(Arc::new(ManualClock::new(1)));
+    let mut ups = Vec::new();
+    for i in 0..10 {
+        ups.push(upsert("hukou", person(i), 1, "x"));
+    }
+    ups.push(upsert("hukou", person(0), 1, "stale"));
+    ups.push(delete("hukou", person(1), 2));
+    s.apply(&ups, Durability::Sync).unwrap();
+    let all = s.changes(0, 100).unwrap();
+    assert_eq!(all.len(), 11);
+    for (i, c) in all.iter().enumerate() {
+        assert_eq!(c.seq, i as u64 + 1);
+    }
+    assert_eq!(all[10].key, person(1));
+    assert_eq!(all[10].op.as_str(), "delete");
+    assert_eq!(s.changes(5, 3).unwrap().iter().map(|c| c.seq).collect::<Vec<_>>(), vec![6, 7, 8]);
+    assert!(s.changes(11, 10).unwrap().is_empty());
+    let st = s.dataset_stats("hukou");
+    assert_eq!((st.records, st.updates), (9, 11));
+}
+
+#[test]
+fn embedded_keys_round_trip_through_pseudonyms() {
+    let s = mem_store(Arc::new(ManualClock::new(1)));
+    let rep = person(9);
+    let u = Update {
+        dataset: "market_registration".into(),
+        key: entity(1),
+        version: 1,
+        op: UpdateOp::Upsert(vec![
+            ("name".into(), Value::Str("某某有限公司".into())),
+            ("legal_representative_id".into(), Value::Key(rep)),
+        ]),
+    };
+    s.apply(&[u], Durability::Sync).unwrap();
+    let r = s.get(&entity(1), "market_registration", None).unwrap().unwrap();
+    assert_eq!(r.field("legal_representative_id"), Some(&Value::Key(rep)));
+    assert_eq!(s.changes(0, 1).unwrap()[0].fields, r.fields);
+}
+
+#[test]
+fn wrong_secret_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = open(rocks(dir.path(), true), Arc::new(ManualClock::new(1)));
+        s.apply(&[upsert("hukou", person(1), 1, "x")], Durability::Sync).unwrap();
+    }
+    let other = basedata_store::Secret::from_bytes([7; 32]);
+    let e = basedata_store::Store::open(
+        rocks(dir.path(), true),
+        &other,
+        Arc::new(basedata_store::Catalog::builtin()),
+        Arc::new(ManualClock::new(1)),
+    );
+    assert!(matches!(e, Err(basedata_store::Error::WrongSecret)));
+}
+
+/// Random operations against the store and a model, reopening the RocksDB
+/// store every few steps; as-of reads are checked against model snapshots.
+#[test]
+fn model_based_random_sequences() {
+    for seed in [1u64, 2, 3, 4] {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(1_000_000));
+        let mut store = open(rocks(dir.path(), true), clock.clone());
+        let mut rng = fastrand::Rng::with_seed(seed);
+        type Model = BTreeMap<(u32, &'static str), (u64, Option<String>)>;
+        let mut model: Model = BTreeMap::new();
+        let mut snapshots: Vec<(i64, Model)> = Vec::new();
+        for step in 0..300 {
+            clock.advance(1_000 + rng.i64(0..1_000));
+            let n = rng.usize(1..6);
+            let mut ups = Vec::new();
+            for _ in 0..n {
+                let i = rng.u32(0..8);
+                let ds = if rng.bool() { "hukou" } else { "death" };
+                let version = rng.u64(1..30);
+                let del = rng.u8(0..5) == 0;
+                let name = format!("n{step}-{i}");
+                ups.push((i, ds, version, if del { None } else { Some(name) }));
+            }
+            let updates: Vec<Update> = ups
+                .iter()
+                .map(|(i, ds, v, n)| match n {
+                    Some(n) => upsert(ds, person(*i), *v, n),
+                    None => delete(ds, person(*i), *v),
+                })
+                .collect();
+            let out = store.apply(&updates, Durability::Sync).unwrap();
+            for ((i, ds, v, n), o) in ups.into_iter().zip(out) {
+                let cur = model.get(&(i, ds)).map(|(cv, _)| *cv);
+                let expect_applied = cur.is_none_or(|cv| v > cv);
+                assert_eq!(matches!(o, Outcome::Applied { .. }), expect_applied, "seed {seed} step {step}");
+                if expect_applied {
+                    model.insert((i, ds), (v, n));
+                }
+            }
+            snapshots.push((clock.now_micros_for_test(), model.clone()));
+            if step % 50 == 49 {
+                drop(store);
+                store = open(rocks(dir.path(), true), clock.clone());
+            }
+            for i in 0..8 {
+                for ds in ["hukou", "death"] {
+                    let want = model.get(&(i, ds)).and_then(|(v, n)| n.clone().map(|n| (*v, n)));
+                    assert_eq!(name_of(&store, &person(i), ds, None), want, "seed {seed} step {step}");
+                }
+            }
+        }
+        for (t, snap) in snapshots.iter().step_by(7) {
+            for i in 0..8 {
+                for ds in ["hukou", "death"] {
+                    let want = snap.get(&(i, ds)).and_then(|(v, n)| n.clone().map(|n| (*v, n)));
+                    assert_eq!(name_of(&store, &person(i), ds, Some(*t)), want, "seed {seed} as_of {t}");
+                }
+            }
+        }
+        let changes = store.changes(0, usize::MAX).unwrap();
+        assert_eq!(changes.len() as u64, store.last_seq());
+        assert!(changes.iter().enumerate().all(|(i, c)| c.seq == i as u64 + 1));
+    }
+}
+
+trait NowForTest {
+    fn now_micros_for_test(&self) -> i64;
+}
+
+impl NowForTest for ManualClock {
+    fn now_micros_for_test(&self) -> i64 {
+        use basedata_store::clock::Clock;
+        self.now_micros()
+    }
+}

@@ -1,0 +1,132 @@
+//! `basedata demo`: a generated data set, demo departments with printed
+//! tokens, and the server, in one command.
+
+use crate::auth::Departments;
+use crate::config::{Config, DepartmentConfig, Role};
+use crate::gen::{self, GenConfig};
+use crate::http::AppState;
+use crate::server;
+use anyhow::Context;
+use basedata_ingest::{parse_line, BatchLoader};
+use basedata_store::keys::mask;
+use std::path::Path;
+use std::time::Instant;
+
+pub struct DemoOptions<'a> {
+    pub data: &'a Path,
+    pub persons: u64,
+    pub entities: u64,
+    pub seed: u64,
+    pub listen: &'a str,
+}
+
+/// One department per provider in the catalog, plus a service counter, an
+/// auditor and an administrator; tokens are fixed so the printed examples
+/// keep working across restarts.
+pub fn demo_departments(catalog: &basedata_store::Catalog) -> Vec<DepartmentConfig> {
+    let mut out: Vec<DepartmentConfig> = Vec::new();
+    for ds in catalog.datasets() {
+        if !out.iter().any(|d| d.id == ds.provider) {
+            out.push(DepartmentConfig {
+                id: ds.provider.clone(),
+                name: ds.provider_name.clone(),
+                roles: vec![Role::Provider, Role::Consumer],
+                token: Some(format!("demo-{}-token", ds.provider)),
+                token_sha256: None,
+            });
+        }
+    }
+    for (id, name, role, token) in [
+        ("shebao-counter", "社保服务窗口", Role::Consumer, "demo-counter-token"),
+        ("shenji", "审计部门", Role::Auditor, "demo-auditor-token"),
+        ("admin", "共享主管部门", Role::Admin, "demo-admin-token"),
+    ] {
+        out.push(DepartmentConfig {
+            id: id.into(),
+            name: name.into(),
+            roles: vec![role],
+            token: Some(token.into()),
+            token_sha256: None,
+        });
+    }
+    out
+}
+
+fn generate_into(store: &basedata_store::Store, g: &GenConfig) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let catalog = store.catalog().clone();
+    let mut loader = BatchLoader::new(store);
+    let mut failure: Option<anyhow::Error> = None;
+    let mut rejected = 0u64;
+    gen::generate(g, &catalog, &mut |dataset, line| {
+        let Some(ds) = catalog.dataset(dataset) else { return Ok(()) };
+        match parse_line(ds, line) {
+            Ok(u) => {
+                if let Err(e) = loader.push(u) {
+                    failure.get_or_insert(e.into());
+                    return Err(std::io::Error::other("store write failed"));
+                }
+            }
+            Err(_) => rejected += 1,
+        }
+        Ok(())
+    })
+    .map_err(|e| failure.take().unwrap_or_else(|| e.into()))?;
+    let summary = loader.finish()?;
+    anyhow::ensure!(rejected == 0, "the generator produced {rejected} invalid lines");
+    eprintln!(
+        "generated and loaded {} records in {:.1}s",
+        summary.applied,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+pub fn run(opts: DemoOptions<'_>) -> anyhow::Result<()> {
+    let mut cfg = Config::default();
+    let catalog = server::load_catalog(&cfg)?;
+    cfg.departments = demo_departments(&catalog);
+    let fresh = std::fs::read_dir(opts.data).map(|mut d| d.next().is_none()).unwrap_or(true);
+    let store = server::open_store(opts.data, &cfg, None, server::system_clock())?;
+    let g = GenConfig { persons: opts.persons, entities: opts.entities, seed: opts.seed };
+    if fresh {
+        eprintln!("generating {} persons and {} entities into {} ...", opts.persons, opts.entities, opts.data.display());
+        generate_into(&store, &g).context("demo data generation failed")?;
+    } else {
+        eprintln!("using the existing demo data in {}", opts.data.display());
+    }
+    let departments = Departments::from_config(&cfg.departments)?;
+    let state = AppState::new(store, departments, cfg.max_body_mb << 20);
+    let rt = server::runtime()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(opts.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", opts.listen))?;
+        let addr = listener.local_addr()?;
+        print_banner(&addr.to_string(), &cfg.departments, &g, fresh);
+        server::serve(state, listener).await
+    })
+}
+
+fn print_banner(addr: &str, depts: &[DepartmentConfig], g: &GenConfig, fresh: bool) {
+    let person = if g.persons > 0 { Some(gen::person_key(g, 0)) } else { None };
+    let mut out = String::new();
+    out.push_str(&format!("\nbasedata demo listening on http://{addr}\n\nDemo departments (token -> department, roles):\n"));
+    for d in depts {
+        let roles: Vec<_> = d.roles.iter().map(|r| r.as_str()).collect();
+        out.push_str(&format!("  {:<24} {:<16} {}\n", d.token.as_deref().unwrap_or(""), d.id, roles.join(",")));
+    }
+    out.push_str("\nTry:\n");
+    out.push_str(&format!("  curl -s -H 'Authorization: Bearer demo-counter-token' http://{addr}/v1/catalog\n"));
+    if let Some(p) = person {
+        out.push_str(&format!(
+            "  curl -s -H 'Authorization: Bearer demo-counter-token' http://{addr}/v1/keys/person/{}\n",
+            p.as_str()
+        ));
+        if !fresh {
+            out.push_str("  (the data directory was reused; generated keys depend on the persons/seed it was made with)\n");
+        }
+        tracing::info!(example_key = %mask(p.as_str()), "demo ready");
+    }
+    println!("{out}");
+}

@@ -1,0 +1,161 @@
+//! The HTTP API (axum): shared state, the router, and the layers every
+//! request passes through — request id and access log, authentication,
+//! the purpose requirement for subject-data reads, panic and body limits.
+//!
+//! Handlers live in submodules by area; each returns `ApiResult`, so a
+//! client mistake is always a 4xx with a stable code and an internal fault
+//! never leaks its cause.
+
+pub mod error;
+mod keys;
+mod ops;
+
+use crate::auth::{Caller, Departments, Purpose};
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderName, HeaderValue};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use basedata_store::{Catalog, Store};
+pub use error::{ApiError, ApiResult};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Everything a handler may need, shared by all requests.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<Store>,
+    pub catalog: Arc<Catalog>,
+    pub departments: Arc<Departments>,
+    /// `GET /v1/catalog`, rendered once: the catalog does not change while serving.
+    pub catalog_json: axum::body::Bytes,
+    pub max_body_bytes: usize,
+}
+
+impl AppState {
+    pub fn new(store: Arc<Store>, departments: Departments, max_body_bytes: usize) -> AppState {
+        let catalog = store.catalog().clone();
+        let catalog_json = serde_json::to_vec(&serde_json::json!({ "datasets": catalog.datasets() }))
+            .expect("catalog serializes");
+        AppState {
+            store,
+            catalog,
+            departments: Arc::new(departments),
+            catalog_json: catalog_json.into(),
+            max_body_bytes,
+        }
+    }
+}
+
+static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Builds the whole API router.
+pub fn router(state: AppState) -> Router {
+    let authenticated = Router::new()
+        .route("/v1/keys/person/{id}", get(keys::person))
+        .route("/v1/keys/entity/{code}", get(keys::entity))
+        .route("/v1/catalog", get(ops::catalog))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    Router::new()
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .merge(authenticated)
+        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(axum::http::StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed here")
+        })
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
+            ApiError::internal("handler panicked").into_response()
+        }))
+        .layer(middleware::from_fn(access_log))
+        .with_state(state)
+}
+
+/// Department id recorded on the response for the access log.
+#[derive(Clone)]
+struct LoggedDepartment(String);
+
+/// Gives every request an id (echoing a sane incoming `X-Request-Id`) and
+/// writes one log line per request. Only the route template is logged,
+/// never the concrete path, which holds ID numbers.
+async fn access_log(req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let id = req
+        .headers()
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 64 && v.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-'))
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("{:016x}", fastrand::u64(..)));
+    let method = req.method().clone();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let mut resp = next.run(req).await;
+    let dept = resp.extensions().get::<LoggedDepartment>().map(|d| d.0.clone()).unwrap_or_default();
+    tracing::info!(
+        request_id = %id,
+        method = %method,
+        route = %route,
+        status = resp.status().as_u16(),
+        department = %dept,
+        micros = started.elapsed().as_micros() as u64,
+        "request"
+    );
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert(REQUEST_ID.clone(), v);
+    }
+    resp
+}
+
+/// Decodes a header that may be percent-encoded UTF-8 (or raw UTF-8).
+pub fn header_text(req: &Request, name: &str) -> Option<String> {
+    let raw = req.headers().get(name)?.as_bytes();
+    let decoded = percent_encoding::percent_decode(raw).decode_utf8().ok()?;
+    let t = decoded.trim();
+    (!t.is_empty()).then(|| t.to_owned())
+}
+
+async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let token = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim);
+    let Some(token) = token.filter(|t| !t.is_empty()) else {
+        return ApiError::unauthenticated("send Authorization: Bearer <token>").into_response();
+    };
+    let Some(department) = state.departments.authenticate(token) else {
+        return ApiError::unauthenticated("unknown token").into_response();
+    };
+    let operator = header_text(&req, "x-operator").map(|o| o.chars().take(64).collect());
+    let dept_id = department.id.clone();
+    req.extensions_mut().insert(Caller { department, operator });
+    let mut resp = next.run(req).await;
+    resp.extensions_mut().insert(LoggedDepartment(dept_id));
+    resp
+}
+
+/// Longest accepted purpose statement, in characters.
+pub const MAX_PURPOSE_CHARS: usize = 500;
+
+/// The purpose layer: subject-data reads must say what they are for.
+async fn require_purpose(mut req: Request, next: Next) -> Response {
+    match header_text(&req, "x-purpose") {
+        None => ApiError::purpose_required().into_response(),
+        Some(p) if p.chars().count() > MAX_PURPOSE_CHARS => {
+            ApiError::invalid_value(format!("X-Purpose is limited to {MAX_PURPOSE_CHARS} characters")).into_response()
+        }
+        Some(p) => {
+            req.extensions_mut().insert(Purpose(p));
+            next.run(req).await
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

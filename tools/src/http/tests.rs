@@ -1,0 +1,161 @@
+//! Handler tests without sockets: the router driven by `oneshot`.
+
+use super::*;
+use crate::config::{DepartmentConfig, Role};
+use axum::body::Body;
+use axum::http::{Request as HttpRequest, StatusCode};
+use basedata_store::clock::ManualClock;
+use basedata_store::engine::mem::MemEngine;
+use basedata_store::Secret;
+use http_body_util::BodyExt;
+use serde_json::Value;
+use tower::ServiceExt;
+
+pub(crate) const TOKEN: &str = "test-counter-token-0001";
+
+pub(crate) fn test_state() -> AppState {
+    let store = Store::open(
+        Arc::new(MemEngine::new()),
+        &Secret::from_bytes([1; 32]),
+        Arc::new(Catalog::builtin()),
+        Arc::new(ManualClock::new(1_763_800_000_000_000)),
+    )
+    .unwrap();
+    let depts = Departments::from_config(&[DepartmentConfig {
+        id: "counter".into(),
+        name: "窗口".into(),
+        roles: vec![Role::Consumer],
+        token: Some(TOKEN.into()),
+        token_sha256: None,
+    }])
+    .unwrap();
+    AppState::new(Arc::new(store), depts, 1 << 20)
+}
+
+pub(crate) async fn call(req: HttpRequest<Body>) -> (StatusCode, Value, axum::http::HeaderMap) {
+    let resp = router(test_state()).oneshot(req).await.unwrap();
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    (status, json, headers)
+}
+
+fn get(path: &str, token: Option<&str>) -> HttpRequest<Body> {
+    let mut b = HttpRequest::get(path);
+    if let Some(t) = token {
+        b = b.header("authorization", format!("Bearer {t}"));
+    }
+    b.body(Body::empty()).unwrap()
+}
+
+#[tokio::test]
+async fn health_needs_no_token_and_carries_request_id() {
+    let (s, body, headers) = call(get("/healthz", None)).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(body["status"], "ok");
+    assert!(headers.contains_key("x-request-id"));
+    let (s, body, _) = call(get("/readyz", None)).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(body["status"], "ready");
+}
+
+#[tokio::test]
+async fn request_id_is_echoed_when_sane() {
+    let req = HttpRequest::get("/healthz").header("x-request-id", "abc-123").body(Body::empty()).unwrap();
+    let (_, _, h) = call(req).await;
+    assert_eq!(h["x-request-id"], "abc-123");
+    let req = HttpRequest::get("/healthz").header("x-request-id", "bad id with spaces").body(Body::empty()).unwrap();
+    let (_, _, h) = call(req).await;
+    assert_ne!(h["x-request-id"], "bad id with spaces");
+}
+
+#[tokio::test]
+async fn unauthenticated_requests_get_401() {
+    for token in [None, Some("wrong-token-wrong-token")] {
+        let (s, body, _) = call(get("/v1/catalog", token)).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED);
+        assert_eq!(body["error"]["code"], "unauthenticated");
+    }
+}
+
+#[tokio::test]
+async fn key_explanations() {
+    let (s, b, _) = call(get("/v1/keys/person/11010519491231002x", Some(TOKEN))).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(b["valid"], true);
+    assert_eq!(b["normalized"], "11010519491231002X");
+    assert_eq!(b["birth_date"], "1949-12-31");
+    assert_eq!(b["gender"], "female");
+    assert_eq!(b["region"], "110105");
+    let (_, b, _) = call(get("/v1/keys/entity/91350100M000100Y43", Some(TOKEN))).await;
+    assert_eq!(b["organization_code"], "M000100Y4");
+    assert_eq!(b["registration_authority"], "9");
+    for (path, reason) in [
+        ("/v1/keys/person/1234", "length"),
+        ("/v1/keys/person/11010519491231002A", "format"),
+        ("/v1/keys/person/110105194912310021", "checksum"),
+        ("/v1/keys/person/110105194913310029", "date"),
+        ("/v1/keys/entity/91350100M000100Y44", "checksum"),
+    ] {
+        let (s, b, _) = call(get(path, Some(TOKEN))).await;
+        assert_eq!(s, StatusCode::OK, "{path}");
+        assert_eq!(b["valid"], false, "{path}");
+        assert_eq!(b["reason"], reason, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn catalog_lists_fixed_datasets() {
+    let (s, b, _) = call(get("/v1/catalog", Some(TOKEN))).await;
+    assert_eq!(s, StatusCode::OK);
+    let ds = b["datasets"].as_array().unwrap();
+    let hukou = ds.iter().find(|d| d["id"] == "hukou").unwrap();
+    assert_eq!(hukou["provider"], "gongan");
+    assert_eq!(hukou["subject"], "person");
+    assert_eq!(hukou["update_frequency"], "realtime");
+    let photo = hukou["fields"].as_array().unwrap().iter().find(|f| f["name"] == "photo").unwrap();
+    assert_eq!(photo["type"], "bytes");
+    assert_eq!(photo["share"], "conditional");
+    assert!(photo["condition"].as_str().is_some_and(|c| !c.is_empty()));
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_get_json_errors() {
+    let (s, b, _) = call(get("/v1/nothing", Some(TOKEN))).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_eq!(b["error"]["code"], "not_found");
+    let req = HttpRequest::post("/v1/catalog").header("authorization", format!("Bearer {TOKEN}")).body(Body::empty()).unwrap();
+    let (s, b, _) = call(req).await;
+    assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(b["error"]["code"], "method_not_allowed");
+}
+
+#[tokio::test]
+async fn purpose_layer_requires_a_purpose() {
+    // A throwaway route behind the layer, as subject reads will be.
+    let app = Router::new()
+        .route("/probe", axum::routing::get(|axum::Extension(p): axum::Extension<Purpose>| async move { p.0 }))
+        .route_layer(middleware::from_fn(require_purpose));
+    let send = |h: Option<&'static [u8]>| {
+        let app = app.clone();
+        async move {
+            let mut b = HttpRequest::get("/probe");
+            if let Some(h) = h {
+                b = b.header("x-purpose", axum::http::HeaderValue::from_bytes(h).unwrap());
+            }
+            let resp = app.oneshot(b.body(Body::empty()).unwrap()).await.unwrap();
+            let s = resp.status();
+            (s, String::from_utf8(resp.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap())
+        }
+    };
+    let (s, body) = send(None).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(body.contains("purpose_required"));
+    let (s, _) = send(Some(b"   ")).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, body) = send(Some(b"%E7%A4%BE%E4%BF%9D%E5%8F%91%E6%94%BE")).await;
+    assert_eq!((s, body.as_str()), (StatusCode::OK, "社保发放"));
+    let (s, body) = send(Some("低保复核".as_bytes())).await;
+    assert_eq!((s, body.as_str()), (StatusCode::OK, "低保复核"));
+}

@@ -1,0 +1,11 @@
+//! The basedata binary's library: configuration, authentication, the HTTP
+//! API, the server lifecycle, the demo and the data generator. `main.rs`
+//! only parses the command line and calls in here.
+
+pub mod auth;
+pub mod config;
+pub mod demo;
+pub mod gen;
+pub mod http;
+pub mod logging;
+pub mod server;

@@ -1,0 +1,125 @@
+//! Server lifecycle: open the store from a data directory and the secret
+//! (kept outside it), bind, serve until SIGTERM or Ctrl-C, then drain
+//! in-flight requests and close the store cleanly.
+
+use crate::auth::Departments;
+use crate::config::Config;
+use crate::http::{router, AppState};
+use anyhow::{bail, Context};
+use basedata_store::clock::{Clock, SystemClock};
+use basedata_store::engine::rocks::{RocksConfig, RocksEngine};
+use basedata_store::{Catalog, Secret, Store};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Where the secret lives when neither the configuration nor a flag says:
+/// beside the data directory (`DIR.key`), never inside it.
+pub fn default_key_file(data: &Path) -> PathBuf {
+    let mut name = data.file_name().map(|n| n.to_os_string()).unwrap_or_else(|| "data".into());
+    name.push(".key");
+    data.with_file_name(name)
+}
+
+fn dir_is_empty(dir: &Path) -> bool {
+    match std::fs::read_dir(dir) {
+        Ok(mut it) => it.next().is_none(),
+        Err(_) => true,
+    }
+}
+
+/// Resolves the store secret: inline in the configuration, or a key file
+/// (flag, configuration, or the default beside the data directory). A key
+/// file is created only together with a new, empty data directory, so a
+/// lost key file can never silently start a second, unreadable store.
+pub fn load_secret(data: &Path, cfg: &Config, key_file: Option<&Path>) -> anyhow::Result<Secret> {
+    if let (Some(hex), None) = (&cfg.secret, key_file) {
+        return Ok(Secret::from_hex(hex)?);
+    }
+    let path = key_file.map(Path::to_path_buf).or_else(|| cfg.key_file.clone()).unwrap_or_else(|| default_key_file(data));
+    if path.starts_with(data) {
+        bail!("the key file {} must not be inside the data directory", path.display());
+    }
+    if path.exists() {
+        return Ok(Secret::load(&path)?);
+    }
+    if dir_is_empty(data) {
+        let s = Secret::create_file(&path)?;
+        eprintln!("created a new store secret in {} (keep it apart from the data and back it up)", path.display());
+        return Ok(s);
+    }
+    bail!("no key file at {} for the existing data directory {}", path.display(), data.display())
+}
+
+pub fn load_catalog(cfg: &Config) -> anyhow::Result<Catalog> {
+    Ok(match &cfg.catalog {
+        Some(p) => Catalog::load(p).with_context(|| format!("catalog {}", p.display()))?,
+        None => Catalog::builtin(),
+    })
+}
+
+/// Opens (or creates) the RocksDB store in `data`.
+pub fn open_store(data: &Path, cfg: &Config, key_file: Option<&Path>, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<Store>> {
+    let secret = load_secret(data, cfg, key_file)?;
+    let catalog = load_catalog(cfg)?;
+    std::fs::create_dir_all(data).with_context(|| format!("cannot create {}", data.display()))?;
+    let rocks = RocksConfig { block_cache_bytes: cfg.block_cache_mb << 20, ..Default::default() };
+    let engine = RocksEngine::open(data, &rocks).with_context(|| format!("cannot open the store in {}", data.display()))?;
+    let store = Store::open(Arc::new(engine), &secret, Arc::new(catalog), clock)?;
+    Ok(Arc::new(store))
+}
+
+pub fn system_clock() -> Arc<dyn Clock> {
+    Arc::new(SystemClock)
+}
+
+/// Serves `state` on `listener` until a shutdown signal arrives.
+pub async fn serve(state: AppState, listener: tokio::net::TcpListener) -> anyhow::Result<()> {
+    let app = router(state.clone());
+    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    // Unsynced writes (none on the API paths, but bulk tools may share the
+    // store) reach disk before the process exits.
+    let store = state.store.clone();
+    tokio::task::spawn_blocking(move || store.engine().flush()).await??;
+    tracing::info!("shut down cleanly");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown requested; draining requests");
+}
+
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+/// `basedata serve`.
+pub fn run(data: &Path, cfg: Config, listen: &str, key_file: Option<&Path>) -> anyhow::Result<()> {
+    let store = open_store(data, &cfg, key_file, system_clock())?;
+    let departments = Departments::from_config(&cfg.departments)?;
+    if cfg.departments.is_empty() {
+        eprintln!("warning: no departments configured; every API request will be refused (see --config)");
+    }
+    let state = AppState::new(store, departments, cfg.max_body_mb << 20);
+    let rt = runtime()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+        tracing::info!(listen = %listener.local_addr()?, "serving");
+        eprintln!("basedata listening on http://{}", listener.local_addr()?);
+        serve(state, listener).await
+    })
+}
