@@ -6,7 +6,9 @@
 //! what it stores is keyed by pseudonyms, versioned and durable when the
 //! caller asks for durability.
 
+pub mod audit;
 pub mod catalog;
+pub mod commit;
 pub mod clock;
 pub mod codec;
 pub mod engine;
@@ -20,7 +22,8 @@ pub use catalog::Catalog;
 pub use engine::{Cf, Durability, Engine, WriteBatch};
 pub use keys::{EntityKey, PersonKey, Subject, SubjectKey};
 pub use pseudo::{Pid, Secret};
-pub use store::{Change, Outcome, Record, Store, Update, UpdateOp};
+pub use audit::{Action, AuditEvent};
+pub use store::{Change, Committed, Outcome, Record, Store, Update, UpdateOp};
 pub use value::Value;
 
 /// Errors of the storage layer. Client mistakes are caught before they

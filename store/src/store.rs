@@ -13,6 +13,7 @@
 //!
 //! Hot path: `get`/`get_all` are lock-free point reads and one prefix seek.
 
+use crate::audit::{AuditEvent, ChainHead};
 use crate::catalog::Catalog;
 use crate::clock::Clock;
 use crate::codec::{decode, encode};
@@ -101,6 +102,17 @@ struct WriterState {
     next_seq: u64,
     last_committed: i64,
     stats: HashMap<String, DatasetStats>,
+    audit_head: ChainHead,
+}
+
+/// What one commit did: an outcome per update, and the sequence number of
+/// its first audit entry (entries are numbered consecutively).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Committed {
+    pub outcomes: Vec<Outcome>,
+    pub first_audit_seq: u64,
+    /// Last change-log sequence number after this commit.
+    pub last_seq: u64,
 }
 
 pub struct Store {
@@ -165,12 +177,18 @@ impl Store {
             let name = String::from_utf8_lossy(&k[META_DS_STATS.len()..]).into_owned();
             stats.insert(name, decode::<DatasetStats>("dataset stats", &v)?);
         }
+        let audit_head = crate::audit::load_head(&*engine)?;
         Ok(Store {
             engine,
             pseudo,
             catalog,
             clock,
-            writer: Mutex::new(WriterState { next_seq: last_seq + 1, last_committed, stats }),
+            writer: Mutex::new(WriterState {
+                next_seq: last_seq + 1,
+                last_committed,
+                stats,
+                audit_head,
+            }),
             last_seq: AtomicU64::new(last_seq),
         })
     }
@@ -237,6 +255,12 @@ impl Store {
     /// per update. With [`Durability::Sync`] the batch is on stable storage
     /// when this returns.
     pub fn apply(&self, updates: &[Update], durability: Durability) -> Result<Vec<Outcome>> {
+        Ok(self.commit(updates, &[], durability)?.outcomes)
+    }
+
+    /// Applies updates and appends audit events, all in one atomic write:
+    /// the record of an action is durable exactly when the action is.
+    pub fn commit(&self, updates: &[Update], events: &[AuditEvent], durability: Durability) -> Result<Committed> {
         for u in updates {
             let ds = self
                 .catalog
@@ -320,8 +344,14 @@ impl Store {
             d.1 += 1;
             outcomes.push(Outcome::Applied { seq });
         }
+        let first_audit_seq = w.audit_head.seq + 1;
+        let audit_head = if events.is_empty() {
+            w.audit_head
+        } else {
+            crate::audit::append(self, w.audit_head, now, events, &mut batch)
+        };
         if batch.is_empty() {
-            return Ok(outcomes);
+            return Ok(Committed { outcomes, first_audit_seq, last_seq: next_seq - 1 });
         }
         let mut new_stats = Vec::with_capacity(stats_delta.len());
         for (ds, (live_delta, applied)) in &stats_delta {
@@ -334,16 +364,19 @@ impl Store {
             batch.put(Cf::Meta, k, encode(&s));
             new_stats.push((ds.to_string(), s));
         }
-        batch.put(Cf::Meta, META_LAST_SEQ, seq_key(next_seq - 1).to_vec());
+        if next_seq != w.next_seq {
+            batch.put(Cf::Meta, META_LAST_SEQ, seq_key(next_seq - 1).to_vec());
+        }
         self.engine.write(batch, durability)?;
         // Only a successful write moves the writer state on.
         w.next_seq = next_seq;
         w.last_committed = now;
+        w.audit_head = audit_head;
         for (ds, s) in new_stats {
             w.stats.insert(ds, s);
         }
         self.last_seq.store(next_seq - 1, Ordering::Release);
-        Ok(outcomes)
+        Ok(Committed { outcomes, first_audit_seq, last_seq: next_seq - 1 })
     }
 
     /// The record of `dataset` for `key`, current or as it stood at `as_of`

@@ -176,9 +176,11 @@ impl Engine for RocksEngine {
             }
             ro.set_iterate_upper_bound(e.to_vec());
         }
-        // Within one subject prefix the prefix bloom applies; any other
-        // range must see the whole key order.
-        let within_prefix = matches!(cf, Cf::Records | Cf::History)
+        // Within one subject prefix a forward scan can use the prefix bloom;
+        // reverse scans and any other range must see the whole key order
+        // (RocksDB does not support SeekToLast in prefix mode).
+        let within_prefix = !reverse
+            && matches!(cf, Cf::Records | Cf::History)
             && start.len() >= SUBJECT_PREFIX_LEN
             && match (end, super::prefix_end(&start[..SUBJECT_PREFIX_LEN])) {
                 (Some(e), Some(pe)) => e <= pe.as_slice(),

@@ -1,0 +1,49 @@
+//! Point reads through the store (pseudonymize, read, decode, resolve)
+//! next to the bare engine read of the same record key, so the overhead of
+//! the record model stays visible.
+
+use basedata_benches::{hukou_fixture, person};
+use basedata_store::keys::SubjectKey;
+use basedata_store::record::record_key;
+use basedata_store::Cf;
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use std::hint::black_box;
+
+const PERSONS: u64 = 200_000;
+
+fn reads(c: &mut Criterion) {
+    let f = hukou_fixture(PERSONS, 256);
+    let keys: Vec<SubjectKey> = (0..PERSONS).step_by(7).map(|i| SubjectKey::Person(person(&f, i))).collect();
+    let raw: Vec<Vec<u8>> = keys.iter().map(|k| record_key(&f.store.pseudonym(k), "hukou")).collect();
+    let mut g = c.benchmark_group("store/point_read");
+    g.throughput(Throughput::Elements(1));
+    let mut i = 0usize;
+    g.bench_function("engine_get_raw", |b| {
+        b.iter(|| {
+            i = (i + 1) % raw.len();
+            black_box(f.store.engine().get(Cf::Records, &raw[i]).unwrap())
+        })
+    });
+    g.bench_function("store_get_hukou", |b| {
+        b.iter(|| {
+            i = (i + 1) % keys.len();
+            black_box(f.store.get(&keys[i], "hukou", None).unwrap())
+        })
+    });
+    g.bench_function("store_get_all", |b| {
+        b.iter(|| {
+            i = (i + 1) % keys.len();
+            black_box(f.store.get_all(&keys[i], None, None).unwrap())
+        })
+    });
+    g.bench_function("pseudonym", |b| {
+        b.iter(|| {
+            i = (i + 1) % keys.len();
+            black_box(f.store.pseudonym(&keys[i]))
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, reads);
+criterion_main!(benches);

@@ -1,0 +1,42 @@
+//! Shared fixtures of the benchmarks: stores filled with generated data.
+
+use basedata_store::clock::SystemClock;
+use basedata_store::engine::rocks::{RocksConfig, RocksEngine};
+use basedata_store::keys::PersonKey;
+use basedata_store::{Catalog, Secret, Store};
+use basedata_tools::gen::{self, GenConfig};
+use std::sync::Arc;
+
+/// A RocksDB store holding the generated hukou records of `persons`
+/// persons, plus the generator config to address them.
+pub struct Fixture {
+    pub store: Arc<Store>,
+    pub gen: GenConfig,
+    pub dir: tempfile::TempDir,
+}
+
+pub fn hukou_fixture(persons: u64, cache_mb: usize) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = RocksConfig { block_cache_bytes: cache_mb << 20, ..Default::default() };
+    let engine = Arc::new(RocksEngine::open(dir.path(), &cfg).unwrap());
+    let catalog = Arc::new(Catalog::builtin());
+    let store = Arc::new(Store::open(engine, &Secret::from_bytes([9; 32]), catalog.clone(), Arc::new(SystemClock)).unwrap());
+    let g = GenConfig { persons, entities: 0, seed: 1 };
+    let hukou = catalog.dataset("hukou").unwrap();
+    let mut loader = basedata_ingest::BatchLoader::new(&store);
+    gen::generate(&g, &catalog, &mut |ds, line| {
+        if ds == "hukou" {
+            let u = basedata_ingest::parse_line(hukou, line).expect("generated line is valid");
+            loader.push(u).expect("load");
+        }
+        Ok(())
+    })
+    .unwrap();
+    loader.finish().unwrap();
+    store.engine().flush().unwrap();
+    Fixture { store, gen: g, dir }
+}
+
+pub fn person(f: &Fixture, i: u64) -> PersonKey {
+    gen::person_key(&f.gen, i)
+}

@@ -1,0 +1,339 @@
+//! The audit trail (使用记录): one entry per use of subject data, chained
+//! by SHA-256 so that any altered, removed or reordered entry is detected,
+//! and indexed by subject pseudonym, department and time so that "who has
+//! looked at this person" and period queries are index reads.
+//!
+//! Layout: `audit`: `seq` -> [`StoredEntry`]; `audit_index`:
+//! `'k' pid seq`, `'d' department 0x00 seq`, `'t' at seq` (empty values);
+//! `meta`: `audit_head` = last seq and hash, written in the same batch, so
+//! that truncating the tail is detected too.
+//!
+//! Entry hash = SHA-256(previous hash ‖ seq ‖ encoded entry without hash).
+//! Subject keys are stored as pseudonyms like everywhere else; the chain
+//! covers the pseudonym, so resolving keys for display changes nothing.
+
+use crate::codec::{decode, encode};
+use crate::engine::{prefix_end, Cf, WriteBatch};
+use crate::keys::{Subject, SubjectKey};
+use crate::pseudo::Pid;
+use crate::record::{doc_type, seq_from_key, seq_key};
+use crate::{Result, Store};
+use sha2::{Digest, Sha256};
+
+pub(crate) const META_AUDIT_HEAD: &[u8] = b"audit_head";
+
+/// What was done. Stable names: they appear in the API.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, bincode::Encode, bincode::Decode)]
+pub enum Action {
+    Lookup,
+    Verify,
+    BatchVerify,
+    ChangeFeed,
+    Update,
+    Denied,
+    Grant,
+    Dispute,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Lookup => "lookup",
+            Action::Verify => "verify",
+            Action::BatchVerify => "batch_verify",
+            Action::ChangeFeed => "change_feed",
+            Action::Update => "update",
+            Action::Denied => "denied",
+            Action::Grant => "grant",
+            Action::Dispute => "dispute",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Action> {
+        [
+            Action::Lookup,
+            Action::Verify,
+            Action::BatchVerify,
+            Action::ChangeFeed,
+            Action::Update,
+            Action::Denied,
+            Action::Grant,
+            Action::Dispute,
+        ]
+        .into_iter()
+        .find(|a| a.as_str() == s)
+    }
+}
+
+/// An event to record, before it has a sequence number, time and hash.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AuditEvent {
+    pub department: String,
+    pub operator: Option<String>,
+    pub purpose: String,
+    pub action: Action,
+    pub key: Option<SubjectKey>,
+    pub datasets: Vec<String>,
+    /// Fields disclosed or verified.
+    pub fields: Vec<String>,
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, bincode::Encode, bincode::Decode)]
+pub struct StoredEntry {
+    pub at: i64,
+    pub department: String,
+    pub operator: Option<String>,
+    pub purpose: String,
+    pub action: Action,
+    /// Document type and pseudonym of the subject, if the event concerns one.
+    pub subject: Option<(u8, Pid)>,
+    pub datasets: Vec<String>,
+    pub fields: Vec<String>,
+    pub outcome: String,
+    pub hash: [u8; 32],
+}
+
+/// An entry as read back, with its subject key in the clear.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AuditEntry {
+    pub seq: u64,
+    pub at: i64,
+    pub department: String,
+    pub operator: Option<String>,
+    pub purpose: String,
+    pub action: Action,
+    pub subject: Option<Subject>,
+    pub key: Option<SubjectKey>,
+    pub datasets: Vec<String>,
+    pub fields: Vec<String>,
+    pub outcome: String,
+    pub hash: [u8; 32],
+}
+
+/// Where the chain stands: last sequence number and hash (zeros when empty).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, bincode::Encode, bincode::Decode)]
+pub struct ChainHead {
+    pub seq: u64,
+    pub hash: [u8; 32],
+}
+
+pub(crate) fn entry_hash(prev: &[u8; 32], seq: u64, e: &StoredEntry) -> [u8; 32] {
+    let mut unhashed = e.clone();
+    unhashed.hash = [0; 32];
+    let mut h = Sha256::new();
+    h.update(prev);
+    h.update(seq.to_be_bytes());
+    h.update(encode(&unhashed));
+    h.finalize().into()
+}
+
+fn index_keys(seq: u64, e: &StoredEntry) -> Vec<Vec<u8>> {
+    let mut out = Vec::with_capacity(3);
+    if let Some((_, pid)) = &e.subject {
+        let mut k = vec![b'k'];
+        k.extend_from_slice(&pid.0);
+        k.extend_from_slice(&seq_key(seq));
+        out.push(k);
+    }
+    let mut d = vec![b'd'];
+    d.extend_from_slice(e.department.as_bytes());
+    d.push(0);
+    d.extend_from_slice(&seq_key(seq));
+    out.push(d);
+    let mut t = vec![b't'];
+    t.extend_from_slice(&e.at.to_be_bytes());
+    t.extend_from_slice(&seq_key(seq));
+    out.push(t);
+    out
+}
+
+/// Appends `events` to the chain inside `batch`; returns the new head.
+pub(crate) fn append(
+    store: &Store,
+    head: ChainHead,
+    at: i64,
+    events: &[AuditEvent],
+    batch: &mut WriteBatch,
+) -> ChainHead {
+    let mut head = head;
+    for ev in events {
+        let subject = ev.key.map(|k| (k.doc_type().as_u8(), store.pseudonym(&k)));
+        if let Some(k) = &ev.key {
+            // The mapping may not exist yet (a lookup of an unknown key);
+            // the auditor must still be able to see which key was asked for.
+            store.seal_into(batch, k);
+        }
+        let mut e = StoredEntry {
+            at,
+            department: ev.department.clone(),
+            operator: ev.operator.clone(),
+            purpose: ev.purpose.clone(),
+            action: ev.action,
+            subject,
+            datasets: ev.datasets.clone(),
+            fields: ev.fields.clone(),
+            outcome: ev.outcome.clone(),
+            hash: [0; 32],
+        };
+        let seq = head.seq + 1;
+        e.hash = entry_hash(&head.hash, seq, &e);
+        for k in index_keys(seq, &e) {
+            batch.put(Cf::AuditIndex, k, Vec::new());
+        }
+        head = ChainHead { seq, hash: e.hash };
+        batch.put(Cf::Audit, seq_key(seq).to_vec(), encode(&e));
+    }
+    batch.put(Cf::Meta, META_AUDIT_HEAD, encode(&head));
+    head
+}
+
+pub(crate) fn load_head(store_engine: &dyn crate::Engine) -> Result<ChainHead> {
+    Ok(match store_engine.get(Cf::Meta, META_AUDIT_HEAD)? {
+        Some(b) => decode("audit head", &b)?,
+        None => ChainHead::default(),
+    })
+}
+
+/// Filters of an audit query; all optional, combined with AND.
+#[derive(Clone, Debug, Default)]
+pub struct AuditQuery {
+    pub department: Option<String>,
+    pub key: Option<SubjectKey>,
+    /// Unix microseconds, inclusive.
+    pub from: Option<i64>,
+    /// Unix microseconds, exclusive.
+    pub to: Option<i64>,
+    /// Only entries with a sequence number greater than this (paging).
+    pub after: u64,
+    pub limit: usize,
+}
+
+/// Result of checking the whole chain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChainCheck {
+    pub ok: bool,
+    pub entries: u64,
+    pub head: [u8; 32],
+    /// The first problem found, if any.
+    pub problem: Option<String>,
+}
+
+impl Store {
+    fn to_entry(&self, seq: u64, e: StoredEntry) -> Result<AuditEntry> {
+        let (subject, key) = match &e.subject {
+            Some((doc, pid)) => {
+                let subject = doc_type(*doc)?.subject();
+                (Some(subject), self.resolve(pid)?)
+            }
+            None => (None, None),
+        };
+        Ok(AuditEntry {
+            seq,
+            at: e.at,
+            department: e.department,
+            operator: e.operator,
+            purpose: e.purpose,
+            action: e.action,
+            subject,
+            key,
+            datasets: e.datasets,
+            fields: e.fields,
+            outcome: e.outcome,
+            hash: e.hash,
+        })
+    }
+
+    fn audit_get(&self, seq: u64) -> Result<Option<StoredEntry>> {
+        match self.engine().get(Cf::Audit, &seq_key(seq))? {
+            Some(b) => Ok(Some(decode("audit entry", &b)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Entries matching `q`, oldest first. The most selective index (subject,
+    /// then department, then time) drives the read; the other filters are
+    /// checked on the entries it yields.
+    pub fn audit_query(&self, q: &AuditQuery) -> Result<Vec<AuditEntry>> {
+        let limit = q.limit.max(1);
+        let mut out = Vec::new();
+        let (prefix, start): (Vec<u8>, Vec<u8>) = if let Some(k) = &q.key {
+            let mut p = vec![b'k'];
+            p.extend_from_slice(&self.pseudonym(k).0);
+            let mut s = p.clone();
+            s.extend_from_slice(&seq_key(q.after.saturating_add(1)));
+            (p, s)
+        } else if let Some(d) = &q.department {
+            let mut p = vec![b'd'];
+            p.extend_from_slice(d.as_bytes());
+            p.push(0);
+            let mut s = p.clone();
+            s.extend_from_slice(&seq_key(q.after.saturating_add(1)));
+            (p, s)
+        } else {
+            let p = vec![b't'];
+            let mut s = p.clone();
+            s.extend_from_slice(&q.from.unwrap_or(i64::MIN).max(0).to_be_bytes());
+            (p, s)
+        };
+        let end = prefix_end(&prefix);
+        for item in self.engine().scan(Cf::AuditIndex, &start, end.as_deref(), false)? {
+            let (k, _) = item?;
+            let seq = seq_from_key(&k[k.len() - 8..])?;
+            if seq <= q.after {
+                continue;
+            }
+            let Some(e) = self.audit_get(seq)? else { continue };
+            if q.to.is_some_and(|to| e.at >= to) {
+                // Entries are in time order on every index.
+                break;
+            }
+            if q.from.is_some_and(|from| e.at < from) {
+                continue;
+            }
+            if q.department.as_ref().is_some_and(|d| *d != e.department) {
+                continue;
+            }
+            out.push(self.to_entry(seq, e)?);
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The current chain head.
+    pub fn audit_head(&self) -> Result<ChainHead> {
+        load_head(&**self.engine())
+    }
+
+    /// Recomputes the whole chain from the first entry.
+    pub fn audit_verify(&self) -> Result<ChainCheck> {
+        let mut prev = [0u8; 32];
+        let mut expected_seq = 1u64;
+        let mut entries = 0u64;
+        let fail = |entries, prev, msg: String| ChainCheck { ok: false, entries, head: prev, problem: Some(msg) };
+        for item in self.engine().scan(Cf::Audit, &[], None, false)? {
+            let (k, v) = item?;
+            let seq = seq_from_key(&k)?;
+            if seq != expected_seq {
+                return Ok(fail(entries, prev, format!("entry {expected_seq} is missing (next is {seq})")));
+            }
+            let e: StoredEntry = match decode("audit entry", &v) {
+                Ok(e) => e,
+                Err(err) => return Ok(fail(entries, prev, format!("entry {seq} is unreadable: {err}"))),
+            };
+            if entry_hash(&prev, seq, &e) != e.hash {
+                return Ok(fail(entries, prev, format!("entry {seq} does not match its hash")));
+            }
+            prev = e.hash;
+            expected_seq += 1;
+            entries += 1;
+        }
+        let head = self.audit_head()?;
+        if head.seq != entries || head.hash != prev {
+            return Ok(fail(entries, prev, format!("the chain ends at {entries} but the recorded head is {}", head.seq)));
+        }
+        Ok(ChainCheck { ok: true, entries, head: prev, problem: None })
+    }
+}

@@ -1,0 +1,265 @@
+//! Harness for end-to-end tests: starts the release `basedata` binary on a
+//! loopback port in a scratch directory, waits until it answers, talks to
+//! it over real HTTP, and stops it (SIGTERM or SIGKILL) on demand or drop.
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The binary under test: `BASEDATA_BIN`, else the release build of this
+/// workspace (honouring `CARGO_TARGET_DIR`). `tools/test.sh` builds it first.
+pub fn binary() -> PathBuf {
+    if let Ok(p) = std::env::var("BASEDATA_BIN") {
+        return PathBuf::from(p);
+    }
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let bin = target.join("release/basedata");
+    assert!(bin.exists(), "{} is missing: run `cargo build --release --bin basedata` (tools/test.sh does)", bin.display());
+    bin
+}
+
+/// Tokens of the departments in [`standard_config`].
+pub mod tokens {
+    pub const GONGAN: &str = "t-gongan-000000000000";
+    pub const WEIJIAN: &str = "t-weijian-00000000000";
+    pub const MINZHENG: &str = "t-minzheng-0000000000";
+    pub const SHICHANG: &str = "t-shichang-0000000000";
+    pub const SHUIWU: &str = "t-shuiwu-000000000000";
+    pub const COUNTER: &str = "t-counter-00000000000";
+    pub const AUDITOR: &str = "t-auditor-00000000000";
+    pub const ADMIN: &str = "t-admin-0000000000000";
+}
+
+/// A configuration with the fixed providers, a counter, an auditor and an admin.
+pub fn standard_config() -> String {
+    use tokens::*;
+    let mut s = String::new();
+    for (id, roles, token) in [
+        ("gongan", r#"["provider", "consumer"]"#, GONGAN),
+        ("weijian", r#"["provider"]"#, WEIJIAN),
+        ("minzheng", r#"["provider"]"#, MINZHENG),
+        ("shichang", r#"["provider", "consumer"]"#, SHICHANG),
+        ("shuiwu", r#"["provider"]"#, SHUIWU),
+        ("shebao-counter", r#"["consumer"]"#, COUNTER),
+        ("shenji", r#"["auditor"]"#, AUDITOR),
+        ("admin", r#"["admin"]"#, ADMIN),
+    ] {
+        s.push_str(&format!("[[departments]]\nid = \"{id}\"\nroles = {roles}\ntoken = \"{token}\"\n\n"));
+    }
+    s
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A running server process. Killed on drop.
+pub struct Server {
+    child: Option<Child>,
+    pub addr: String,
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    /// Everything the process wrote to stderr (its logs).
+    pub stderr: Arc<Mutex<String>>,
+    _scratch: Option<tempfile::TempDir>,
+}
+
+impl Server {
+    /// Starts `basedata serve` with `config` in a new scratch directory.
+    pub fn start(config: &str) -> Server {
+        let scratch = tempfile::tempdir().unwrap();
+        let dir = scratch.path().to_path_buf();
+        let mut s = Server::start_in(&dir, config, &[]);
+        s._scratch = Some(scratch);
+        s
+    }
+
+    /// Starts (or restarts) a server on the data in `dir/data`.
+    pub fn start_in(dir: &Path, config: &str, extra: &[&str]) -> Server {
+        let cfg_path = dir.join("basedata.toml");
+        std::fs::write(&cfg_path, config).unwrap();
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let mut cmd = Command::new(binary());
+        cmd.arg("serve")
+            .arg("--data")
+            .arg(dir.join("data"))
+            .arg("--config")
+            .arg(&cfg_path)
+            .arg("--listen")
+            .arg(&addr)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn basedata");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let pipe = child.stderr.take().unwrap();
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                let mut s = sink.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        let server = Server { child: Some(child), addr, dir: dir.to_path_buf(), config: cfg_path, stderr, _scratch: None };
+        server.wait_ready();
+        server
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Ok(r) = agent().get(&self.url("/healthz")).call() {
+                if r.status().as_u16() == 200 {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("server did not come up; stderr:\n{}", self.stderr.lock().unwrap());
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map(|c| c.id() as i32).unwrap_or(0)
+    }
+
+    /// SIGKILL: the process gets no chance to clean up.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a graceful exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut c = self.child.take().expect("server running");
+        #[allow(unsafe_code)]
+        // SAFETY: plain kill(2) on a child we own.
+        unsafe {
+            libc::kill(c.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = c.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "server ignored SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// A request builder for this server.
+    pub fn req(&self, method: &str, path: &str) -> Req {
+        Req { method: method.into(), url: self.url(path), headers: Vec::new() }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(120)))
+        .build()
+        .into()
+}
+
+/// A small request builder over ureq that never turns statuses into errors.
+pub struct Req {
+    method: String,
+    url: String,
+    headers: Vec<(String, String)>,
+}
+
+/// Status and body of a response; `json` is `Null` when the body is not JSON.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub text: String,
+    pub json: Value,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+    pub fn code(&self) -> &str {
+        self.json["error"]["code"].as_str().unwrap_or("")
+    }
+}
+
+impl Req {
+    pub fn header(mut self, k: &str, v: &str) -> Self {
+        self.headers.push((k.into(), v.into()));
+        self
+    }
+    pub fn token(self, t: &str) -> Self {
+        self.header("authorization", &format!("Bearer {t}"))
+    }
+    pub fn purpose(self, p: &str) -> Self {
+        self.header("x-purpose", p)
+    }
+    pub fn send(self, body: Option<(&str, Vec<u8>)>) -> Resp {
+        let a = agent();
+        let uri: ureq::http::Uri = self.url.parse().unwrap();
+        let mut b = ureq::http::Request::builder().method(self.method.as_str()).uri(uri);
+        for (k, v) in &self.headers {
+            b = b.header(k, v);
+        }
+        let result = match body {
+            Some((ct, bytes)) => a.run(b.header("content-type", ct).body(bytes).unwrap()),
+            None => a.run(b.body(()).unwrap()),
+        };
+        let mut r = result.expect("request failed at transport level");
+        let status = r.status().as_u16();
+        let headers = r
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
+            .collect();
+        let text = r.body_mut().with_config().limit(1 << 30).read_to_string().unwrap_or_default();
+        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Resp { status, text, json, headers }
+    }
+    pub fn get(self) -> Resp {
+        self.send(None)
+    }
+    pub fn json(self, v: &Value) -> Resp {
+        self.send(Some(("application/json", serde_json::to_vec(v).unwrap())))
+    }
+    pub fn ndjson(self, lines: &[Value]) -> Resp {
+        let mut body = Vec::new();
+        for l in lines {
+            serde_json::to_writer(&mut body, l).unwrap();
+            body.push(b'\n');
+        }
+        self.send(Some(("application/x-ndjson", body)))
+    }
+}
+
+/// Runs the binary with arguments to completion, returning status, stdout, stderr.
+pub fn run_cli(args: &[&str]) -> (ExitStatus, String, String) {
+    let out = Command::new(binary()).args(args).stdin(Stdio::null()).output().unwrap();
+    (out.status, String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
