@@ -6,16 +6,22 @@
 //! client mistake is always a 4xx with a stable code and an internal fault
 //! never leaks its cause.
 
+mod audit;
+mod commit;
 pub mod error;
 mod keys;
 mod ops;
+mod subjects;
+mod updates;
 
 use crate::auth::{Caller, Departments, Purpose};
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
+use basedata_query::GrantSource;
+use basedata_store::commit::Committer;
 use axum::Router;
 use basedata_store::{Catalog, Store};
 pub use error::{ApiError, ApiResult};
@@ -31,7 +37,14 @@ pub struct AppState {
     /// `GET /v1/catalog`, rendered once: the catalog does not change while serving.
     pub catalog_json: axum::body::Bytes,
     pub max_body_bytes: usize,
+    /// The single writer: updates and audit entries, group-committed.
+    pub committer: Arc<Committer>,
+    /// Approved conditional-sharing grants, for the access decision.
+    pub grants: Arc<dyn GrantSource>,
 }
+
+/// Jobs waiting for the writer before requests are refused with 503.
+pub const WRITE_QUEUE: usize = 4096;
 
 impl AppState {
     pub fn new(store: Arc<Store>, departments: Departments, max_body_bytes: usize) -> AppState {
@@ -39,11 +52,13 @@ impl AppState {
         let catalog_json = serde_json::to_vec(&serde_json::json!({ "datasets": catalog.datasets() }))
             .expect("catalog serializes");
         AppState {
+            committer: Arc::new(Committer::start(store.clone(), WRITE_QUEUE)),
             store,
             catalog,
             departments: Arc::new(departments),
             catalog_json: catalog_json.into(),
             max_body_bytes,
+            grants: Arc::new(basedata_query::NoGrants),
         }
     }
 }
@@ -52,10 +67,24 @@ static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Builds the whole API router.
 pub fn router(state: AppState) -> Router {
+    let subject_reads = Router::new()
+        .route("/v1/persons/{id}", get(subjects::lookup_person))
+        .route("/v1/entities/{code}", get(subjects::lookup_entity))
+        .route("/v1/persons/{id}/verify", post(subjects::verify_person))
+        .route("/v1/entities/{code}/verify", post(subjects::verify_entity))
+        .route_layer(middleware::from_fn(require_purpose));
     let authenticated = Router::new()
         .route("/v1/keys/person/{id}", get(keys::person))
         .route("/v1/keys/entity/{code}", get(keys::entity))
         .route("/v1/catalog", get(ops::catalog))
+        .route(
+            "/v1/datasets/{dataset}/updates",
+            // The handler enforces its own, configurable limit while streaming.
+            post(updates::post_updates).layer(axum::extract::DefaultBodyLimit::disable()),
+        )
+        .route("/v1/audit", get(audit::list))
+        .route("/v1/audit/verify", get(audit::verify))
+        .merge(subject_reads)
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .route("/healthz", get(ops::healthz))
@@ -113,7 +142,11 @@ async fn access_log(req: Request, next: Next) -> Response {
 
 /// Decodes a header that may be percent-encoded UTF-8 (or raw UTF-8).
 pub fn header_text(req: &Request, name: &str) -> Option<String> {
-    let raw = req.headers().get(name)?.as_bytes();
+    header_text_map(req.headers(), name)
+}
+
+pub fn header_text_map(headers: &axum::http::HeaderMap, name: &str) -> Option<String> {
+    let raw = headers.get(name)?.as_bytes();
     let decoded = percent_encoding::percent_decode(raw).decode_utf8().ok()?;
     let t = decoded.trim();
     (!t.is_empty()).then(|| t.to_owned())

@@ -1,0 +1,157 @@
+//! The comparison rules of verification, as one normalization function:
+//! a consumer's claimed value and a stored value match when their
+//! canonical forms are equal. Text ignores surrounding white space and
+//! full-width/half-width differences; dates, times, numbers, codes and keys
+//! compare by value, whatever notation the claim used.
+
+use base64::Engine as _;
+use basedata_store::catalog::{Field, FieldType};
+use basedata_store::keys::{EntityKey, PersonKey};
+use basedata_store::value::{canonical_decimal, format_date, parse_date, parse_datetime};
+use basedata_store::Value;
+use serde_json::Value as Json;
+
+/// Folds full-width ASCII variants (U+FF01–FF5E) and the ideographic space
+/// to ASCII and trims surrounding white space (Unicode included).
+pub fn fold_text(s: &str) -> String {
+    let folded: String = s
+        .chars()
+        .map(|c| match c {
+            '\u{FF01}'..='\u{FF5E}' => char::from_u32(c as u32 - 0xFF01 + 0x21).unwrap_or(c),
+            '\u{3000}' => ' ',
+            _ => c,
+        })
+        .collect();
+    folded.trim_matches(|c: char| c.is_whitespace() || c == '\u{200B}' || c == '\u{FEFF}').to_owned()
+}
+
+/// Dates in the notations people type: 1949-12-31, 19491231, 1949/12/31,
+/// 1949.12.31, 1949年12月31日 (single-digit months and days allowed).
+fn parse_loose_date(s: &str) -> Option<time::Date> {
+    if let Some(d) = parse_date(s) {
+        return Some(d);
+    }
+    let b = s.as_bytes();
+    if b.len() == 8 && b.iter().all(u8::is_ascii_digit) {
+        return parse_date(&format!("{}-{}-{}", &s[0..4], &s[4..6], &s[6..8]));
+    }
+    let parts: Vec<&str> = s
+        .split(|c| matches!(c, '-' | '/' | '.' | '年' | '月' | '日'))
+        .filter(|p| !p.is_empty())
+        .collect();
+    if parts.len() != 3 || parts[0].len() != 4 || parts.iter().any(|p| p.len() > 4 || !p.bytes().all(|c| c.is_ascii_digit())) {
+        return None;
+    }
+    let (y, m, d): (i32, u8, u8) = (parts[0].parse().ok()?, parts[1].parse().ok()?, parts[2].parse().ok()?);
+    time::Date::from_calendar_date(y, time::Month::try_from(m).ok()?, d).ok()
+}
+
+fn json_text(j: &Json) -> Option<String> {
+    match j {
+        Json::String(s) => Some(fold_text(s)),
+        Json::Number(n) => Some(n.to_string()),
+        Json::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// Canonical form of a claimed value. `Err` (with a message that does not
+/// quote the value) when the claim cannot be a value of the field's type.
+pub fn canonical_claim(field: &Field, claim: &Json) -> Result<Vec<u8>, String> {
+    let bad = |what: &str| format!("field {}: {what}", field.name);
+    let text = json_text(claim).ok_or_else(|| bad("expected a string, number or boolean"))?;
+    Ok(match field.ty {
+        FieldType::String | FieldType::Code => text.into_bytes(),
+        FieldType::Date => format_date(parse_loose_date(&text).ok_or_else(|| bad("not a date"))?).into_bytes(),
+        FieldType::Datetime => parse_datetime(&text).ok_or_else(|| bad("not an RFC 3339 time"))?.to_be_bytes().to_vec(),
+        FieldType::Integer => text.parse::<i64>().map_err(|_| bad("not an integer"))?.to_be_bytes().to_vec(),
+        FieldType::Decimal => canonical_decimal(&text).ok_or_else(|| bad("not a decimal number"))?.into_bytes(),
+        FieldType::Bool => match text.as_str() {
+            "true" | "1" => b"true".to_vec(),
+            "false" | "0" => b"false".to_vec(),
+            _ => return Err(bad("not a boolean")),
+        },
+        FieldType::PersonKey => PersonKey::parse(&text).map_err(|e| bad(&format!("not a citizen ID number ({})", e.reason())))?.as_str().as_bytes().to_vec(),
+        FieldType::EntityKey => EntityKey::parse(&text).map_err(|e| bad(&format!("not a credit code ({})", e.reason())))?.as_str().as_bytes().to_vec(),
+        FieldType::Bytes => base64::engine::general_purpose::STANDARD.decode(text.as_bytes()).map_err(|_| bad("not base64"))?,
+    })
+}
+
+/// Canonical form of a stored value, comparable with [`canonical_claim`].
+pub fn canonical_stored(v: &Value) -> Vec<u8> {
+    match v {
+        Value::Str(s) | Value::Code(s) => fold_text(s).into_bytes(),
+        Value::Decimal(s) => s.clone().into_bytes(),
+        Value::Date(d) => format_date(*d).into_bytes(),
+        Value::DateTime(t) => t.to_be_bytes().to_vec(),
+        Value::Int(i) => i.to_be_bytes().to_vec(),
+        Value::Bool(b) => b.to_string().into_bytes(),
+        Value::Key(k) => k.as_str().as_bytes().to_vec(),
+        Value::Bytes(b) => b.clone(),
+    }
+}
+
+/// Equality of canonical forms through fixed-size digests, compared in
+/// constant time, so that the time taken does not track how much of a
+/// stored value a guess got right.
+pub fn same(a: &[u8], b: &[u8]) -> bool {
+    blake3::hash(a) == blake3::hash(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use basedata_store::Catalog;
+    use serde_json::json;
+
+    /// One case: the field, the stored value (as an update would give it),
+    /// the claim, and whether they match (`None`: the claim is invalid).
+    fn check(ds: &str, field: &str, stored: Json, claim: Json, expected: Option<bool>) {
+        let cat = Catalog::builtin();
+        let f = cat.dataset(ds).unwrap().field(field).unwrap();
+        let stored = Value::from_json(f, &stored).unwrap().unwrap();
+        let got = canonical_claim(f, &claim).ok().map(|c| same(&c, &canonical_stored(&stored)));
+        assert_eq!(got, expected, "{ds}.{field}: {claim}");
+    }
+
+    #[test]
+    fn comparison_table() {
+        check("hukou", "name", json!("张三"), json!("张三"), Some(true));
+        check("hukou", "name", json!("张三"), json!("  张三 "), Some(true));
+        check("hukou", "name", json!("张三"), json!("\u{3000}张三\u{3000}"), Some(true));
+        check("hukou", "name", json!("张三"), json!("张四"), Some(false));
+        check("hukou", "name", json!("张三"), json!("张"), Some(false));
+        check("hukou", "name", json!("ABC 公司"), json!("ＡＢＣ　公司"), Some(true));
+        check("hukou", "name", json!("abc"), json!("ABC"), Some(false));
+        check("hukou", "birth_date", json!("1949-12-31"), json!("1949-12-31"), Some(true));
+        check("hukou", "birth_date", json!("1949-12-31"), json!("19491231"), Some(true));
+        check("hukou", "birth_date", json!("1949-01-05"), json!("1949/1/5"), Some(true));
+        check("hukou", "birth_date", json!("1949-01-05"), json!("1949年1月5日"), Some(true));
+        check("hukou", "birth_date", json!("1949-01-05"), json!("１９４９－０１－０５"), Some(true));
+        check("hukou", "birth_date", json!("1949-01-05"), json!("1949-01-06"), Some(false));
+        check("hukou", "birth_date", json!("1949-01-05"), json!("yesterday"), None);
+        check("hukou", "birth_date", json!("1949-01-05"), json!("1949-02-30"), None);
+        check("hukou", "gender", json!("2"), json!("2"), Some(true));
+        check("hukou", "gender", json!("2"), json!(2), Some(true));
+        check("hukou", "gender", json!("2"), json!("２"), Some(true));
+        check("hukou", "gender", json!("2"), json!("1"), Some(false));
+        check("hukou", "status", json!("cancelled"), json!(" cancelled "), Some(true));
+        check("market_registration", "registered_capital", json!("1000.50"), json!("1000.5"), Some(true));
+        check("market_registration", "registered_capital", json!("1000.50"), json!(1000.5), Some(true));
+        check("market_registration", "registered_capital", json!("1000"), json!("01000.000"), Some(true));
+        check("market_registration", "registered_capital", json!("1000"), json!("1000.01"), Some(false));
+        check("market_registration", "legal_representative_id", json!("11010519491231002X"), json!("11010519491231002x"), Some(true));
+        check("market_registration", "legal_representative_id", json!("11010519491231002X"), json!("110105491231002"), Some(true));
+        check("market_registration", "legal_representative_id", json!("11010519491231002X"), json!("110105194912310021"), None);
+        check("hukou", "photo", json!("aGVsbG8="), json!("aGVsbG8="), Some(true));
+        check("hukou", "photo", json!("aGVsbG8="), json!("aGVsbG8h"), Some(false));
+        check("hukou", "name", json!("张三"), json!(null), None);
+        check("hukou", "name", json!("张三"), json!(["张三"]), None);
+    }
+
+    #[test]
+    fn fold_text_cases() {
+        assert_eq!(fold_text("\u{FEFF} Ａｂ１ \n"), "Ab1");
+        assert_eq!(fold_text("张\u{3000}三"), "张 三");
+    }
+}

@@ -1,0 +1,75 @@
+//! Lookups: the records of one subject in the requested datasets, current
+//! or as of a past moment, reduced to the fields the caller may see, with
+//! every withheld field listed and why.
+
+use crate::access::{decide, Access, GrantSource, Withheld};
+use basedata_store::catalog::{Dataset, Share};
+use basedata_store::{Result, Store, SubjectKey, Value};
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct DatasetView {
+    pub dataset: String,
+    pub version: u64,
+    /// Commit time, Unix microseconds.
+    pub updated_at: i64,
+    pub fields: Vec<(String, Value)>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WithheldField {
+    pub dataset: String,
+    pub field: String,
+    pub share: Share,
+    pub reason: Withheld,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LookupResult {
+    pub datasets: Vec<DatasetView>,
+    pub withheld: Vec<WithheldField>,
+}
+
+impl LookupResult {
+    /// `dataset.field` of every disclosed value, for the audit trail.
+    pub fn disclosed(&self) -> Vec<String> {
+        self.datasets
+            .iter()
+            .flat_map(|d| d.fields.iter().map(move |(f, _)| format!("{}.{f}", d.dataset)))
+            .collect()
+    }
+}
+
+/// Looks `key` up in `datasets` (all of the same subject as the key).
+pub fn lookup(
+    store: &Store,
+    department: &str,
+    grants: &dyn GrantSource,
+    key: &SubjectKey,
+    datasets: &[&Dataset],
+    as_of: Option<i64>,
+) -> Result<LookupResult> {
+    let ids: Vec<&str> = datasets.iter().map(|d| d.id.as_str()).collect();
+    let records = store.get_all(key, Some(&ids), as_of)?;
+    let mut out = LookupResult::default();
+    for rec in records {
+        let Some(ds) = datasets.iter().find(|d| d.id == rec.dataset) else { continue };
+        let mut visible = Vec::with_capacity(rec.fields.len());
+        for f in &ds.fields {
+            match decide(department, ds, f, grants) {
+                Access::Allowed => {
+                    if let Some(v) = rec.field(&f.name) {
+                        visible.push((f.name.clone(), v.clone()));
+                    }
+                }
+                Access::Withheld(reason) => out.withheld.push(WithheldField {
+                    dataset: ds.id.clone(),
+                    field: f.name.clone(),
+                    share: f.share,
+                    reason,
+                }),
+            }
+        }
+        out.datasets.push(DatasetView { dataset: rec.dataset, version: rec.version, updated_at: rec.committed_at, fields: visible });
+    }
+    Ok(out)
+}

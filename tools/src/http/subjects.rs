@@ -1,0 +1,193 @@
+//! Lookups and verifications of one subject (`/v1/persons/{id}`,
+//! `/v1/entities/{code}`, `…/verify`). Every answer is audited durably
+//! before it is sent.
+//!
+//! Hot path: key parsing, pseudonymization and RocksDB point reads run
+//! inline (they are microseconds and mostly cache hits); the only wait is
+//! the group commit of the audit entry.
+
+use super::commit::{commit, deny, event};
+use super::{ApiError, ApiResult, AppState};
+use crate::auth::{Caller, Purpose};
+use crate::config::Role;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::{Extension, Json};
+use basedata_query::lookup::lookup;
+use basedata_query::verify::Claims;
+use basedata_store::catalog::Dataset;
+use basedata_store::value::{format_datetime, parse_datetime};
+use basedata_store::{Action, Subject, SubjectKey};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+#[derive(Deserialize)]
+pub struct LookupParams {
+    datasets: Option<String>,
+    as_of: Option<String>,
+}
+
+/// May `caller` read `dataset`? Consumers may read every dataset; a
+/// provider that is not a consumer only its own.
+pub fn may_read(caller: &Caller, dataset: &Dataset) -> bool {
+    caller.department.has(Role::Consumer)
+        || (caller.department.has(Role::Provider) && caller.department.id == dataset.provider)
+}
+
+/// Resolves `datasets=a,b` for a subject (default: all of its datasets).
+pub fn select_datasets<'a>(state: &'a AppState, subject: Subject, param: Option<&str>) -> ApiResult<Vec<&'a Dataset>> {
+    match param.map(str::trim).filter(|p| !p.is_empty()) {
+        None => Ok(state.catalog.datasets_for(subject).collect()),
+        Some(list) => {
+            let mut out: Vec<&Dataset> = Vec::new();
+            for id in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                let ds = state
+                    .catalog
+                    .dataset(id)
+                    .filter(|d| d.subject == subject)
+                    .ok_or_else(|| ApiError::unknown_dataset(id))?;
+                if !out.iter().any(|d| d.id == ds.id) {
+                    out.push(ds);
+                }
+            }
+            Ok(out)
+        }
+    }
+}
+
+pub fn parse_time(param: &str, value: &str) -> ApiResult<i64> {
+    parse_datetime(value).ok_or_else(|| ApiError::invalid_value(format!("{param} must be an RFC 3339 time")))
+}
+
+pub async fn lookup_person(
+    state: State<AppState>,
+    caller: Extension<Caller>,
+    purpose: Extension<Purpose>,
+    Path(id): Path<String>,
+    q: Query<LookupParams>,
+) -> ApiResult<Json<Value>> {
+    lookup_subject(state, caller, purpose, Subject::Person, id, q).await
+}
+
+pub async fn lookup_entity(
+    state: State<AppState>,
+    caller: Extension<Caller>,
+    purpose: Extension<Purpose>,
+    Path(code): Path<String>,
+    q: Query<LookupParams>,
+) -> ApiResult<Json<Value>> {
+    lookup_subject(state, caller, purpose, Subject::Entity, code, q).await
+}
+
+async fn lookup_subject(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Extension(purpose): Extension<Purpose>,
+    subject: Subject,
+    raw_key: String,
+    Query(q): Query<LookupParams>,
+) -> ApiResult<Json<Value>> {
+    let key = SubjectKey::parse(subject, &raw_key).map_err(ApiError::invalid_key)?;
+    let datasets = select_datasets(&state, subject, q.datasets.as_deref())?;
+    let as_of = q.as_of.as_deref().map(|t| parse_time("as_of", t)).transpose()?;
+    let mut ev = event(&caller, Some(&purpose), Action::Lookup, Some(key));
+    ev.datasets = datasets.iter().map(|d| d.id.clone()).collect();
+    if let Some(ds) = datasets.iter().find(|d| !may_read(&caller, d)) {
+        let msg = format!("department {} may not read dataset {}", caller.department.id, ds.id);
+        return Err(deny(&state, ev, ApiError::forbidden(msg)).await);
+    }
+    let result = lookup(&state.store, &caller.department.id, &*state.grants, &key, &datasets, as_of)?;
+    ev.datasets = result.datasets.iter().map(|d| d.dataset.clone()).collect();
+    ev.fields = result.disclosed();
+    ev.outcome = if result.datasets.is_empty() { "not_found".into() } else { "found".into() };
+    commit(&state, Vec::new(), vec![ev]).await?;
+    if result.datasets.is_empty() {
+        return Err(ApiError::not_found("no record for this key in the requested datasets"));
+    }
+    let mut out = Map::new();
+    for d in &result.datasets {
+        let fields: Map<String, Value> = d.fields.iter().map(|(n, v)| (n.clone(), v.to_json())).collect();
+        out.insert(
+            d.dataset.clone(),
+            json!({"version": d.version, "updated_at": format_datetime(d.updated_at), "fields": fields}),
+        );
+    }
+    let withheld: Vec<Value> = result
+        .withheld
+        .iter()
+        .map(|w| json!({"dataset": w.dataset, "field": w.field, "share": w.share.as_str(), "reason": w.reason.as_str()}))
+        .collect();
+    let mut body = json!({"key": key.as_str(), "subject": subject.as_str(), "datasets": out, "withheld": withheld});
+    if let Some(t) = as_of {
+        body["as_of"] = json!(format_datetime(t));
+    }
+    Ok(Json(body))
+}
+
+/// Parses a JSON request body, mapping every failure to `invalid_body`.
+pub fn json_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        let what = match e.classify() {
+            serde_json::error::Category::Data => "a member is missing or has the wrong type",
+            _ => "malformed JSON",
+        };
+        ApiError::invalid_body(format!("request body: {what} (line {}, column {})", e.line(), e.column()))
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VerifyBody {
+    dataset: Option<String>,
+    fields: Map<String, Value>,
+}
+
+pub async fn verify_person(
+    state: State<AppState>,
+    caller: Extension<Caller>,
+    purpose: Extension<Purpose>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<Value>> {
+    verify_subject(state, caller, purpose, Subject::Person, id, body).await
+}
+
+pub async fn verify_entity(
+    state: State<AppState>,
+    caller: Extension<Caller>,
+    purpose: Extension<Purpose>,
+    Path(code): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<Value>> {
+    verify_subject(state, caller, purpose, Subject::Entity, code, body).await
+}
+
+async fn verify_subject(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Extension(purpose): Extension<Purpose>,
+    subject: Subject,
+    raw_key: String,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<Value>> {
+    let key = SubjectKey::parse(subject, &raw_key).map_err(ApiError::invalid_key)?;
+    let req: VerifyBody = json_body(&body)?;
+    let ds = match &req.dataset {
+        Some(id) => state.catalog.dataset(id).filter(|d| d.subject == subject).ok_or_else(|| ApiError::unknown_dataset(id))?,
+        None => state.catalog.primary(subject).ok_or_else(|| ApiError::unknown_dataset("(primary)"))?,
+    };
+    let claims = Claims::parse(ds, &req.fields).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.code(), e.message()))?;
+    let mut ev = event(&caller, Some(&purpose), Action::Verify, Some(key));
+    ev.datasets = vec![ds.id.clone()];
+    ev.fields = claims.field_names();
+    if !may_read(&caller, ds) {
+        let msg = format!("department {} may not verify against dataset {}", caller.department.id, ds.id);
+        return Err(deny(&state, ev, ApiError::forbidden(msg)).await);
+    }
+    let record = state.store.get(&key, &ds.id, None)?;
+    let (outcome, verdicts) = claims.verify(record.as_ref());
+    ev.outcome = outcome.as_str().to_owned();
+    commit(&state, Vec::new(), vec![ev]).await?;
+    let fields: Map<String, Value> = verdicts.iter().map(|(n, v)| (n.to_string(), json!(v.as_str()))).collect();
+    Ok(Json(json!({"key": key.as_str(), "dataset": ds.id, "result": outcome.as_str(), "fields": fields})))
+}

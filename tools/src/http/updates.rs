@@ -1,0 +1,137 @@
+//! `POST /v1/datasets/{dataset}/updates`: provider updates, NDJSON (parsed
+//! as the body streams in) or a JSON array, validated line by line; valid
+//! lines are applied together through the group committer, and the answer
+//! is sent only once they are durable.
+
+use super::commit::{commit, deny, event};
+use super::subjects::json_body;
+use super::{ApiError, ApiResult, AppState};
+use crate::auth::Caller;
+use crate::config::Role;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap};
+use axum::{Extension, Json};
+use basedata_ingest::line::{parse_line, parse_value, LineError};
+use basedata_store::catalog::Dataset;
+use basedata_store::{Action, Outcome, Update};
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+
+/// Per-request collection of parsed updates and rejections.
+#[derive(Default)]
+struct Parsed {
+    updates: Vec<Update>,
+    rejected: Vec<(u64, LineError)>,
+}
+
+impl Parsed {
+    fn line(&mut self, ds: &Dataset, n: u64, line: &[u8]) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.iter().all(u8::is_ascii_whitespace) {
+            return;
+        }
+        match parse_line(ds, line) {
+            Ok(u) => self.updates.push(u),
+            Err(e) => self.rejected.push((n, e)),
+        }
+    }
+}
+
+enum Format {
+    Ndjson,
+    JsonArray,
+}
+
+fn body_format(headers: &HeaderMap) -> ApiResult<Format> {
+    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/x-ndjson");
+    let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    match mime.as_str() {
+        "application/x-ndjson" | "application/ndjson" | "application/jsonl" | "application/x-jsonlines" | "text/plain" | "" => {
+            Ok(Format::Ndjson)
+        }
+        "application/json" => Ok(Format::JsonArray),
+        _ => Err(ApiError::invalid_body("send application/x-ndjson (one update a line) or application/json (an array)")),
+    }
+}
+
+pub async fn post_updates(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(dataset): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Json<Value>> {
+    let ds = state.catalog.dataset(&dataset).ok_or_else(|| ApiError::unknown_dataset(&dataset))?;
+    let purpose = super::header_text_map(&headers, "x-purpose").unwrap_or_else(|| "provider update".into());
+    let mut ev = event(&caller, None, Action::Update, None);
+    ev.purpose = purpose;
+    ev.datasets = vec![ds.id.clone()];
+    if !(caller.department.has(Role::Provider) && caller.department.id == ds.provider) {
+        let msg = format!("only {} provides dataset {} (one datum, one source)", ds.provider, ds.id);
+        return Err(deny(&state, ev, ApiError::forbidden(msg)).await);
+    }
+    let format = body_format(&headers)?;
+    let parsed = read_body(&state, ds, format, body).await?;
+    let submitted = parsed.updates.len();
+    ev.outcome = format!("submitted={submitted} rejected={}", parsed.rejected.len());
+    let done = commit(&state, parsed.updates, vec![ev]).await?;
+    let applied = done.outcomes.iter().filter(|o| matches!(o, Outcome::Applied { .. })).count();
+    let rejected: Vec<Value> = parsed
+        .rejected
+        .iter()
+        .map(|(n, e)| json!({"line": n, "key": e.key, "code": e.code, "message": e.message}))
+        .collect();
+    Ok(Json(json!({
+        "applied": applied,
+        "stale": submitted - applied,
+        "rejected": rejected,
+        "last_seq": done.last_seq,
+    })))
+}
+
+async fn read_body(state: &AppState, ds: &Dataset, format: Format, mut body: Body) -> ApiResult<Parsed> {
+    let limit = state.max_body_bytes;
+    let mut parsed = Parsed::default();
+    let mut buf: Vec<u8> = Vec::new();
+    let mut total = 0usize;
+    let mut line_no = 0u64;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| ApiError::invalid_body("the request body could not be read"))?;
+        let Ok(data) = frame.into_data() else { continue };
+        total += data.len();
+        if total > limit {
+            return Err(ApiError::payload_too_large(limit));
+        }
+        buf.extend_from_slice(&data);
+        if let Format::Ndjson = format {
+            // Parse the complete lines now so that only a partial line and
+            // the parsed updates are held, never the raw body.
+            let mut start = 0;
+            while let Some(nl) = buf[start..].iter().position(|&c| c == b'\n') {
+                line_no += 1;
+                parsed.line(ds, line_no, &buf[start..start + nl]);
+                start += nl + 1;
+            }
+            buf.drain(..start);
+        }
+    }
+    match format {
+        Format::Ndjson => {
+            if !buf.is_empty() {
+                line_no += 1;
+                parsed.line(ds, line_no, &buf);
+            }
+        }
+        Format::JsonArray => {
+            let items: Vec<Value> = json_body(&buf)?;
+            for (i, v) in items.iter().enumerate() {
+                match parse_value(ds, v) {
+                    Ok(u) => parsed.updates.push(u),
+                    Err(e) => parsed.rejected.push((i as u64 + 1, e)),
+                }
+            }
+        }
+    }
+    Ok(parsed)
+}
