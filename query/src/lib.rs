@@ -8,6 +8,7 @@
 
 pub mod access;
 pub mod compare;
+pub mod gov;
 pub mod lookup;
 pub mod verify;
 

@@ -8,7 +8,7 @@
 //! so concurrent updates of one key cannot race.
 
 use crate::audit::AuditEvent;
-use crate::engine::Durability;
+use crate::engine::{Durability, WriteBatch};
 use crate::store::{Outcome, Store, Update};
 use crate::Error;
 use crossbeam::channel::{bounded, Receiver, Sender, TrySendError};
@@ -31,6 +31,7 @@ pub type Reply = Box<dyn FnOnce(JobResult) + Send>;
 struct Job {
     updates: Vec<Update>,
     events: Vec<AuditEvent>,
+    extra: WriteBatch,
     reply: Reply,
 }
 
@@ -90,8 +91,19 @@ impl Committer {
     /// Queues a job; `reply` runs on the writer thread once the job's group
     /// is durable (or failed). Never blocks.
     pub fn submit(&self, updates: Vec<Update>, events: Vec<AuditEvent>, reply: Reply) -> Result<(), SubmitError> {
+        self.submit_with(updates, events, WriteBatch::new(), reply)
+    }
+
+    /// [`Committer::submit`] with extra writes committed in the same batch.
+    pub fn submit_with(
+        &self,
+        updates: Vec<Update>,
+        events: Vec<AuditEvent>,
+        extra: WriteBatch,
+        reply: Reply,
+    ) -> Result<(), SubmitError> {
         let tx = self.tx.as_ref().ok_or(SubmitError::Closed)?;
-        match tx.try_send(Job { updates, events, reply }) {
+        match tx.try_send(Job { updates, events, extra, reply }) {
             Ok(()) => {
                 self.stats.queued.fetch_add(1, Ordering::Relaxed);
                 Ok(())
@@ -132,19 +144,21 @@ fn writer_loop(store: Arc<Store>, rx: Receiver<Job>, stats: Arc<CommitStats>) {
         stats.queued.fetch_sub(group.len(), Ordering::Relaxed);
         let mut updates = Vec::new();
         let mut events = Vec::new();
+        let mut extra = WriteBatch::new();
         let mut shape = Vec::with_capacity(group.len());
         let mut replies = Vec::with_capacity(group.len());
         for mut j in group {
             shape.push((j.updates.len(), j.events.len()));
             updates.append(&mut j.updates);
             events.append(&mut j.events);
+            extra.extend(std::mem::take(&mut j.extra));
             replies.push(j.reply);
         }
         stats.groups.fetch_add(1, Ordering::Relaxed);
         stats.jobs.fetch_add(replies.len() as u64, Ordering::Relaxed);
         stats.items.fetch_add(items as u64, Ordering::Relaxed);
         stats.largest_group.fetch_max(items as u64, Ordering::Relaxed);
-        match store.commit(&updates, &events, Durability::Sync) {
+        match store.commit_with(&updates, &events, extra, Durability::Sync) {
             Ok(done) => {
                 let mut outcomes = done.outcomes.into_iter();
                 let mut audit_seq = done.first_audit_seq;

@@ -7,6 +7,7 @@
 //! caller asks for durability.
 
 pub mod audit;
+pub mod calendar;
 pub mod catalog;
 pub mod commit;
 pub mod clock;
@@ -16,6 +17,7 @@ pub mod keys;
 pub mod pseudo;
 pub mod record;
 pub mod store;
+pub mod usage;
 pub mod value;
 
 pub use catalog::Catalog;

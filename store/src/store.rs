@@ -21,6 +21,7 @@ use crate::engine::{prefix_end, Cf, Durability, Engine, WriteBatch};
 use crate::keys::SubjectKey;
 use crate::pseudo::{Pid, Pseudonymizer, Secret};
 use crate::record::*;
+use crate::usage::{Kind, Owner};
 use crate::value::Value;
 use crate::{Error, Result};
 use std::collections::HashMap;
@@ -103,6 +104,7 @@ struct WriterState {
     last_committed: i64,
     stats: HashMap<String, DatasetStats>,
     audit_head: ChainHead,
+    usage: crate::usage::UsageCache,
 }
 
 /// What one commit did: an outcome per update, and the sequence number of
@@ -188,6 +190,7 @@ impl Store {
                 last_committed,
                 stats,
                 audit_head,
+                usage: Default::default(),
             }),
             last_seq: AtomicU64::new(last_seq),
         })
@@ -261,6 +264,19 @@ impl Store {
     /// Applies updates and appends audit events, all in one atomic write:
     /// the record of an action is durable exactly when the action is.
     pub fn commit(&self, updates: &[Update], events: &[AuditEvent], durability: Durability) -> Result<Committed> {
+        self.commit_with(updates, events, WriteBatch::new(), durability)
+    }
+
+    /// [`Store::commit`] plus `extra` writes of the caller's own (governance
+    /// state, job progress) in the same atomic batch, so that a state change
+    /// and its audit entry are durable together or not at all.
+    pub fn commit_with(
+        &self,
+        updates: &[Update],
+        events: &[AuditEvent],
+        extra: WriteBatch,
+        durability: Durability,
+    ) -> Result<Committed> {
         for u in updates {
             let ds = self
                 .catalog
@@ -344,6 +360,7 @@ impl Store {
             d.1 += 1;
             outcomes.push(Outcome::Applied { seq });
         }
+        batch.extend(extra);
         let first_audit_seq = w.audit_head.seq + 1;
         let audit_head = if events.is_empty() {
             w.audit_head
@@ -353,6 +370,15 @@ impl Store {
         if batch.is_empty() {
             return Ok(Committed { outcomes, first_audit_seq, last_seq: next_seq - 1 });
         }
+        let today = crate::usage::day_of(now);
+        let mut usage = crate::usage::UsageDelta::default();
+        for ev in events {
+            usage.add(Owner::Department(&ev.department), today, Kind::Action(ev.action), 1);
+        }
+        for (ds, (_, applied)) in &stats_delta {
+            usage.add(Owner::Dataset(ds), today, Kind::Applied, *applied);
+        }
+        let usage_values = usage.write(&w.usage, &*self.engine, &mut batch)?;
         let mut new_stats = Vec::with_capacity(stats_delta.len());
         for (ds, (live_delta, applied)) in &stats_delta {
             let mut s = w.stats.get(*ds).copied().unwrap_or_default();
@@ -372,6 +398,7 @@ impl Store {
         w.next_seq = next_seq;
         w.last_committed = now;
         w.audit_head = audit_head;
+        w.usage.absorb(usage_values);
         for (ds, s) in new_stats {
             w.stats.insert(ds, s);
         }
@@ -388,6 +415,16 @@ impl Store {
             None => None,
         };
         self.resolve_version(&pid, dataset, current, as_of)
+    }
+
+    /// Change-log sequence number of the current record of `dataset` for
+    /// `key`, deletes included (`None`: never written).
+    pub fn record_seq(&self, key: &SubjectKey, dataset: &str) -> Result<Option<u64>> {
+        let pid = self.pseudo.pid(key);
+        Ok(match self.engine.get(Cf::Records, &record_key(&pid, dataset))? {
+            Some(b) => Some(decode::<StoredRecord>("record", &b)?.seq),
+            None => None,
+        })
     }
 
     /// Records of `key` in the given datasets (all of its subject's when

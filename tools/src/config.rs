@@ -56,6 +56,51 @@ pub struct Config {
     pub max_body_mb: usize,
     #[serde(default)]
     pub departments: Vec<DepartmentConfig>,
+    /// Working-day calendar file replacing the built-in one.
+    pub calendar: Option<PathBuf>,
+    /// Shifts the server's clock, in seconds: for deadline drills and
+    /// tests, never for production.
+    #[serde(default)]
+    pub clock_offset_seconds: i64,
+    #[serde(default)]
+    pub policy: PolicyConfig,
+}
+
+/// Deadlines of the sharing measures (Guangzhou Arts. 26, 30).
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// A grant unanswered by its due date counts as approved.
+    #[serde(default = "yes")]
+    pub deemed_approval: bool,
+    #[serde(default = "five")]
+    pub grant_reply_days: u32,
+    #[serde(default = "five")]
+    pub dispute_days: u32,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn five() -> u32 {
+    5
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig { deemed_approval: true, grant_reply_days: 5, dispute_days: 5 }
+    }
+}
+
+impl PolicyConfig {
+    pub fn policy(&self) -> basedata_query::gov::Policy {
+        basedata_query::gov::Policy {
+            grant_reply_days: self.grant_reply_days,
+            dispute_days: self.dispute_days,
+            deemed_approval: self.deemed_approval,
+        }
+    }
 }
 
 fn default_cache_mb() -> usize {
@@ -77,6 +122,9 @@ impl Default for Config {
             block_cache_mb: default_cache_mb(),
             max_body_mb: default_max_body_mb(),
             departments: Vec::new(),
+            calendar: None,
+            clock_offset_seconds: 0,
+            policy: PolicyConfig::default(),
         }
     }
 }
@@ -87,7 +135,7 @@ impl Config {
         let mut cfg: Config = toml::from_str(&text).with_context(|| format!("invalid configuration {}", path.display()))?;
         // Relative paths in the file are relative to the file.
         let base = path.parent().unwrap_or(Path::new("."));
-        for p in [&mut cfg.data, &mut cfg.key_file, &mut cfg.catalog].into_iter().flatten() {
+        for p in [&mut cfg.data, &mut cfg.key_file, &mut cfg.catalog, &mut cfg.calendar].into_iter().flatten() {
             if p.is_relative() {
                 *p = base.join(&*p);
             }
@@ -118,6 +166,9 @@ impl Config {
         }
         if self.key_file.is_some() && self.secret.is_some() {
             bail!("give key_file or secret, not both");
+        }
+        if !(1..=60).contains(&self.policy.grant_reply_days) || !(1..=60).contains(&self.policy.dispute_days) {
+            bail!("policy deadlines are 1 to 60 working days");
         }
         if self.block_cache_mb == 0 || self.max_body_mb == 0 {
             bail!("block_cache_mb and max_body_mb must be positive");

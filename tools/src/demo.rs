@@ -1,10 +1,8 @@
 //! `basedata demo`: a generated data set, demo departments with printed
 //! tokens, and the server, in one command.
 
-use crate::auth::Departments;
 use crate::config::{Config, DepartmentConfig, Role};
 use crate::gen::{self, GenConfig};
-use crate::http::AppState;
 use crate::server;
 use anyhow::Context;
 use basedata_ingest::{parse_line, BatchLoader};
@@ -95,8 +93,7 @@ pub fn run(opts: DemoOptions<'_>) -> anyhow::Result<()> {
     } else {
         eprintln!("using the existing demo data in {}", opts.data.display());
     }
-    let departments = Departments::from_config(&cfg.departments)?;
-    let state = AppState::new(store, departments, cfg.max_body_mb << 20);
+    let state = server::app_state(store, &cfg)?;
     let rt = server::runtime()?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(opts.listen)

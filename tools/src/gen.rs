@@ -143,7 +143,7 @@ fn run(
     while 2 * j < cfg.persons {
         let man = world.person(2 * j);
         let woman = (2 * j + 1 < cfg.persons).then(|| world.person(2 * j + 1));
-        let couple = woman.as_ref().and_then(|w| world.couple(j, &man, w));
+        let couple = woman.as_ref().and_then(|w| world.couple(j, &man.vital(), &w.vital()));
         for (p, spouse) in [(Some(&man), woman.as_ref()), (woman.as_ref(), Some(&man))] {
             let Some(p) = p else { continue };
             let spouse = spouse.zip(couple.as_ref());
@@ -248,6 +248,8 @@ const TAG_COUPLE: u64 = 5;
 const TAG_ADDRESS: u64 = 6;
 const TAG_WIFE_REGION: u64 = 7;
 const TAG_WIFE_DAY: u64 = 8;
+const TAG_PARENTS: u64 = 9;
+const TAG_ORIGIN: u64 = 10;
 
 /// A keyed permutation of `0..domain`: a balanced Feistel network on the
 /// smallest even number of bits covering the domain, with cycle walking to
@@ -295,6 +297,11 @@ impl Feistel {
 /// The day the generated data describe: nothing happens after it.
 const AS_OF: Date = date!(2025 - 12 - 31);
 const FIRST_BIRTH_YEAR: i32 = 1930;
+/// Birth certificates (出生医学证明) have existed since 1996.
+const BIRTH_CERTIFICATES_FROM: Date = date!(1996 - 01 - 01);
+/// Random probes for a child's parents; most children born since 1996 find
+/// a couple within a few.
+const PARENT_PROBES: usize = 48;
 /// Birth years come in bands of five years, 1930–2024.
 const BANDS: usize = 19;
 const BAND_YEARS: i32 = 5;
@@ -463,7 +470,7 @@ const GIVEN: &[&str] = &[
     "妍", "媛", "婧", "雯", "菲", "蓉", "凤", "珍", "月", "春", "丹", "琼", "岚", "彤", "馨", "诗", "雅", "柔", "素",
     "淑", "佩", "欢",
     // either (40)
-    "子", "一", "思", "雨", "天", "安", "可", "语", "若", "心", "逸", "睿", "宏", "金", "家", "新", "小", "世", "维",
+    "子", "一", "思", "雨", "天", "安", "可", "语", "若", "心", "逸", "睿", "宏", "金", "家", "新", "诚", "世", "维",
     "方", "学", "承", "远", "清", "泉", "锦", "正", "晓", "嘉", "佳", "欣", "晨", "阳", "瑞", "琦", "然", "乐", "宜",
     "沐", "航",
 ];
@@ -650,6 +657,24 @@ enum Fate {
     Deceased { died: Date, cancelled: Date },
 }
 
+/// What is needed of a person to decide marriages and parenthood.
+#[derive(Clone, Copy, Debug)]
+struct Vital {
+    birth_region: usize,
+    birth: Date,
+    sequence: u16,
+    fate: Fate,
+}
+
+impl Vital {
+    fn death(&self) -> Option<Date> {
+        match self.fate {
+            Fate::Deceased { died, .. } => Some(died),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 struct Person {
     index: u64,
@@ -666,17 +691,14 @@ struct Person {
     ethnicity: &'static str,
     fate: Fate,
     photo: bool,
+    /// Pair index of the parents (persons 2j and 2j+1).
+    parents: Option<u64>,
 }
 
 impl Person {
     fn name_parts(&self) -> [&'static str; 3] {
         let g2 = if self.given_len == 2 { GIVEN[self.given[1] as usize] } else { "" };
         [SURNAMES[self.surname as usize], GIVEN[self.given[0] as usize], g2]
-    }
-
-    #[cfg(test)]
-    fn name(&self) -> String {
-        self.name_parts().concat()
     }
 
     fn age(&self) -> i32 {
@@ -696,6 +718,10 @@ impl Person {
 
     fn gender_code(&self) -> &'static str {
         self.key.gender().code()
+    }
+
+    fn vital(&self) -> Vital {
+        Vital { birth_region: self.birth_region, birth: self.birth, sequence: self.key.sequence(), fate: self.fate }
     }
 }
 
@@ -833,15 +859,52 @@ impl World {
         (region, jd(b.first_day + day as i32), (2 * k + 2) as u16)
     }
 
-    fn person(&self, i: u64) -> Person {
+    /// The facts of person `i` that others depend on: birth and fate.
+    /// Returns the person's generator positioned after them.
+    fn vital(&self, i: u64) -> (Vital, Rng) {
         let (birth_region, birth, sequence) = self.person_slot(i);
-        let key = PersonKey::from_parts(REGIONS[birth_region].code, birth, sequence)
-            .expect("generated key parts are valid");
-        let male = sequence % 2 == 1;
         let mut rng = Rng::new(self.seed, TAG_PERSON, i);
+        let band = ((birth.year() - FIRST_BIRTH_YEAR) / BAND_YEARS) as usize;
+        let x = rng.below(1000);
+        let fate = if x < BAND_DEATHS[band] {
+            let died = rng.date(add_days(birth, 1).max(date!(2000 - 01 - 01)), AS_OF);
+            Fate::Deceased { died, cancelled: min_date(add_days(died, rng.below(31) as i64), AS_OF) }
+        } else if x < BAND_DEATHS[band] + 30 {
+            Fate::MovedOut { on: rng.date(add_days(birth, 1).max(date!(1990 - 01 - 01)), AS_OF) }
+        } else {
+            Fate::Normal
+        };
+        (Vital { birth_region, birth, sequence, fate }, rng)
+    }
+
+    /// Person `i`'s surname and parents (the pair index of a generated
+    /// couple). Persons born since birth certificates exist have parents
+    /// when a fitting couple is found, and take the father's surname.
+    fn lineage(&self, i: u64, v: &Vital, rng: &mut Rng) -> (u8, Option<u64>) {
+        let own = rng.skewed(SURNAMES.len()) as u8;
+        if v.birth < BIRTH_CERTIFICATES_FROM {
+            return (own, None);
+        }
+        match self.find_parents(i, v.birth) {
+            // Fathers are at least 22 years older, so this ends within a
+            // few generations.
+            Some(j) => {
+                let (fv, mut frng) = self.vital(2 * j);
+                (self.lineage(2 * j, &fv, &mut frng).0, Some(j))
+            }
+            None => (own, None),
+        }
+    }
+
+    fn person(&self, i: u64) -> Person {
+        let (v, mut rng) = self.vital(i);
+        let key = PersonKey::from_parts(REGIONS[v.birth_region].code, v.birth, v.sequence)
+            .expect("generated key parts are valid");
+        let (surname, parents) = self.lineage(i, &v, &mut rng);
+        let (birth_region, birth) = (v.birth_region, v.birth);
+        let male = v.sequence % 2 == 1;
         let home = if is_local(birth_region) && !rng.chance(150) { birth_region } else { rng.index(LOCAL) };
         let town = rng.index(REGIONS[home].towns.len());
-        let surname = rng.skewed(SURNAMES.len()) as u8;
         let given_len = if rng.chance(if birth.year() < 1970 { 350 } else { 150 }) { 1 } else { 2 };
         let own = if male { GIVEN_MEN } else { GIVEN_WOMEN };
         let from = |rng: &mut Rng, (lo, hi): (usize, usize)| (lo + rng.index(hi - lo)) as u8;
@@ -853,16 +916,6 @@ impl World {
             "01"
         } else {
             rng.pick(MINORITIES)
-        };
-        let band = ((birth.year() - FIRST_BIRTH_YEAR) / BAND_YEARS) as usize;
-        let x = rng.below(1000);
-        let fate = if x < BAND_DEATHS[band] {
-            let died = rng.date(add_days(birth, 1).max(date!(2000 - 01 - 01)), AS_OF);
-            Fate::Deceased { died, cancelled: min_date(add_days(died, rng.below(31) as i64), AS_OF) }
-        } else if x < BAND_DEATHS[band] + 30 {
-            Fate::MovedOut { on: rng.date(add_days(birth, 1).max(date!(1990 - 01 - 01)), AS_OF) }
-        } else {
-            Fate::Normal
         };
         let photo = rng.chance(10);
         Person {
@@ -877,16 +930,17 @@ impl World {
             given: [g1, g2],
             given_len,
             ethnicity,
-            fate,
+            fate: v.fate,
             photo,
+            parents,
         }
     }
 
     /// Whether persons 2j and 2j+1 married, and how it stands.
-    fn couple(&self, j: u64, man: &Person, woman: &Person) -> Option<Couple> {
+    fn couple(&self, j: u64, man: &Vital, woman: &Vital) -> Option<Couple> {
         let mut rng = Rng::new(self.seed, TAG_COUPLE, j);
-        let man_age = man.age();
-        if man_age < 22 || woman.age() < 20 {
+        let man_age = age_at(man.birth, AS_OF);
+        if man_age < 22 || age_at(woman.birth, AS_OF) < 20 {
             return None;
         }
         let per_mille = match man_age {
@@ -906,7 +960,7 @@ impl World {
             return None;
         }
         let married = rng.date(lo, min_date(hi, add_years(lo, 15)));
-        let (mut divorced, status) = match (man.alive(), woman.alive()) {
+        let (divorced, status) = match (man.death().is_none(), woman.death().is_none()) {
             (false, false) => (None, ["20", "20"]),
             (false, true) => (None, ["20", "30"]),
             (true, false) => (None, ["30", "20"]),
@@ -922,10 +976,38 @@ impl World {
                 }
             }
         };
-        if status[0] != "40" {
-            divorced = None;
-        }
         Some(Couple { married, divorced, status })
+    }
+
+    /// A generated couple who could be the parents of person `i`, born on
+    /// `birth`: married before it and not yet divorced, of child-bearing
+    /// age and alive. Random probes over the generated pairs.
+    fn find_parents(&self, i: u64, birth: Date) -> Option<u64> {
+        let pairs = self.persons / 2;
+        if pairs == 0 {
+            return None;
+        }
+        let mut rng = Rng::new(self.seed, TAG_PARENTS, i);
+        for _ in 0..PARENT_PROBES {
+            let j = rng.below(pairs);
+            if 2 * j == i || 2 * j + 1 == i {
+                continue;
+            }
+            let (man, _) = self.vital(2 * j);
+            if !(22..=50).contains(&age_at(man.birth, birth)) || man.death().is_some_and(|d| d < birth) {
+                continue;
+            }
+            let (woman, _) = self.vital(2 * j + 1);
+            if !(20..=45).contains(&age_at(woman.birth, birth)) || woman.death().is_some_and(|d| d < birth) {
+                continue;
+            }
+            if let Some(c) = self.couple(j, &man, &woman) {
+                if c.married <= birth && c.divorced.is_none_or(|d| d > birth) {
+                    return Some(j);
+                }
+            }
+        }
+        None
     }
 
     fn entity(&self, i: u64) -> Entity {
@@ -1023,35 +1105,6 @@ impl World {
             last = Some(p);
         }
         last
-    }
-
-    /// The parents of a child born on `birth`: a generated married couple
-    /// who were married before it and of child-bearing age, found by
-    /// random probes.
-    fn pick_parents(&self, rng: &mut Rng, birth: Date) -> Option<(Person, Person)> {
-        let pairs = self.persons / 2;
-        if pairs == 0 {
-            return None;
-        }
-        for _ in 0..48 {
-            let j = rng.below(pairs);
-            let man = self.person(2 * j);
-            let age = age_at(man.birth, birth);
-            if !(22..=50).contains(&age) || man.death().is_some_and(|d| d < birth) {
-                continue;
-            }
-            let woman = self.person(2 * j + 1);
-            let age = age_at(woman.birth, birth);
-            if !(20..=45).contains(&age) || woman.death().is_some_and(|d| d < birth) {
-                continue;
-            }
-            if let Some(c) = self.couple(j, &man, &woman) {
-                if c.married <= birth && c.divorced.is_none_or(|d| d > birth) {
-                    return Some((man, woman));
-                }
-            }
-        }
-        None
     }
 
     /// An employer for person records: a generated company or public
@@ -1266,6 +1319,8 @@ enum Src {
 enum Doc {
     /// Prefix, area code, year of the record, then digits.
     AreaYear(&'static str, usize),
+    /// Prefix, area code, digits, suffix.
+    Certificate(&'static str, usize, &'static str),
     /// Prefix then digits.
     Digits(&'static str, usize),
     /// 全国学籍号: G and the citizen ID number.
@@ -1279,8 +1334,44 @@ enum Doc {
 struct FieldPlan<'c> {
     field: &'c Field,
     src: Src,
-    /// Present only on records that are closed (cancelled, stopped...).
-    closing: bool,
+    when: When,
+}
+
+/// Which records of a dataset have a value for an optional field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum When {
+    Always,
+    /// Records that were closed (cancelled, stopped, divorced).
+    Closed,
+    /// Records with that date of their `extra` list.
+    Extra(usize),
+    /// Education records of graduates with a degree.
+    Degree,
+    /// Qualifications that lead to a practising certificate.
+    Practice,
+    Sometimes(u64),
+}
+
+fn when(kind: Kind, n: &str) -> When {
+    match (kind, n) {
+        (Kind::Education, "graduated_on" | "graduated_school" | "diploma_no") => When::Extra(0),
+        (Kind::Education, "transferred_on" | "transferred_from" | "transferred_to") => When::Extra(1),
+        (Kind::Education, "suspended_on") => When::Extra(2),
+        (Kind::Education, "resumed_on") => When::Extra(3),
+        (Kind::Education, "withdrawn_on" | "leaving_reason") => When::Extra(4),
+        (Kind::Education, "left_on") => When::Extra(5),
+        (Kind::Education, n) if n.starts_with("degree") => When::Degree,
+        (Kind::Education, "exam_results") => When::Sometimes(800),
+        (Kind::Education, "community_service") => When::Sometimes(500),
+        (Kind::Education, "sports_arts_skills") => When::Sometimes(400),
+        (Kind::Education, "awards") => When::Sometimes(250),
+        (Kind::Education, "financial_aid") => When::Sometimes(100),
+        (Kind::FamilyPlanning, "migrant_certificate_no") => When::Sometimes(200),
+        (Kind::Qualification, "practice_certificate_name" | "practice_certificate_no") => When::Practice,
+        (Kind::Death, "family_member_phone" | "family_member_address") => When::Sometimes(900),
+        _ if n.starts_with("cancel") || n.starts_with("stopped") || n.starts_with("divorce") => When::Closed,
+        _ => When::Always,
+    }
 }
 
 struct Plan<'c> {
@@ -1288,22 +1379,20 @@ struct Plan<'c> {
     kind: Kind,
     tag: u64,
     fields: Vec<FieldPlan<'c>>,
+    /// Some field names a related person.
+    has_rel: bool,
 }
 
 impl<'c> Plan<'c> {
     fn new(ds: &'c Dataset) -> Plan<'c> {
         let kind = Kind::of(ds);
-        let fields = ds
+        let fields: Vec<FieldPlan> = ds
             .fields
             .iter()
-            .map(|field| {
-                let src = resolve(kind, field);
-                let n = field.name.as_str();
-                let closing = n.starts_with("cancel") || n.starts_with("stopped") || n.starts_with("divorce");
-                FieldPlan { field, src, closing }
-            })
+            .map(|field| FieldPlan { field, src: resolve(kind, field), when: when(kind, &field.name) })
             .collect();
-        Plan { ds, kind, tag: tag(&ds.id), fields }
+        let has_rel = fields.iter().any(|f| matches!(f.src, Src::RelKey | Src::RelName));
+        Plan { ds, kind, tag: tag(&ds.id), fields, has_rel }
     }
 }
 
@@ -1412,7 +1501,7 @@ fn resolve(kind: Kind, f: &Field) -> Src {
             Some(Src::Code)
         }
         (K::SocialGroup | K::Welfare, "certificate_no") => Some(Src::Doc(Doc::AreaYear("", 4))),
-        (K::PublicInstitution, "certificate_no") => Some(Src::Doc(Doc::Digits("事证第1", 11))),
+        (K::PublicInstitution, "certificate_no") => Some(Src::Doc(Doc::Certificate("事证第1", 6, "号"))),
         (K::PrivateNonEnterprise | K::SocialGroup | K::Welfare | K::PublicInstitution, "registration_date") => {
             Some(Src::Established)
         }
@@ -1561,15 +1650,15 @@ impl World {
                 r
             }
             Kind::Birth => {
-                if p.birth < date!(1996 - 01 - 01) || !rng.chance(970) {
+                if p.birth < BIRTH_CERTIFICATES_FROM || !rng.chance(970) {
                     return None;
                 }
                 let issued = min_date(add_days(p.birth, rng.below(4) as i64), AS_OF);
                 let mut r = Rec::new(rng, p.birth_region, issued);
                 r.code = if r.rng.chance(950) { "1" } else { "2" };
-                if let Some((father, mother)) = self.pick_parents(&mut r.rng, p.birth) {
-                    r.rel = Some(father);
-                    r.rel2 = Some(mother);
+                if let Some(j) = p.parents {
+                    r.rel = Some(self.person(2 * j));
+                    r.rel2 = Some(self.person(2 * j + 1));
                 }
                 r
             }
@@ -1680,7 +1769,7 @@ impl World {
             }
             _ => return None,
         };
-        if rec.rel.is_none() && plan.fields.iter().any(|f| f.src == Src::RelKey) {
+        if rec.rel.is_none() && plan.kind == Kind::OtherPerson && plan.has_rel {
             // A person reference without a known relation (custom catalogs).
             if self.persons > 0 {
                 rec.rel = Some(self.person(rec.rng.below(self.persons)));
@@ -1818,7 +1907,7 @@ impl World {
             }
             _ => return None,
         };
-        if rec.rel.is_none() && plan.fields.iter().any(|f| f.src == Src::RelKey || f.src == Src::RelName) {
+        if rec.rel.is_none() && plan.has_rel {
             rec.rel = self.pick_adult(&mut rec.rng, rec.start);
         }
         Some(rec)
@@ -1851,7 +1940,15 @@ impl World {
     /// Writes one field of a record, or nothing when the record has no
     /// value for it. A required field always gets a value.
     fn field(&self, out: &mut Out, plan: &Plan, f: &FieldPlan, s: Subj, rec: &mut Rec) {
-        if f.closing && rec.end.is_none() && !f.field.required {
+        let present = match f.when {
+            When::Always => true,
+            When::Closed => rec.end.is_some(),
+            When::Extra(i) => rec.extra[i].is_some(),
+            When::Degree => matches!(rec.code, "10" | "20"),
+            When::Practice => !QUALIFICATIONS[rec.pick % QUALIFICATIONS.len()].1.is_empty(),
+            When::Sometimes(per_mille) => rec.rng.chance(per_mille),
+        };
+        if !present && !f.field.required {
             return;
         }
         if !self.value(out, plan, f, f.src, s, rec) && f.field.required {
@@ -1910,15 +2007,16 @@ impl World {
                 _ if field.required => out.str(name, PHOTO_PLACEHOLDER),
                 _ => return false,
             },
-            Src::HukouStatus | Src::Code => code(out, rec, rec.code),
-            Src::CancelReason | Src::Code2 => code(out, rec, rec.code2),
+            Src::HukouStatus | Src::Code if !rec.code.is_empty() => code(out, rec, rec.code),
+            Src::CancelReason | Src::Code2 if !rec.code2.is_empty() => code(out, rec, rec.code2),
+            Src::HukouStatus | Src::Code | Src::CancelReason | Src::Code2 => return false,
             Src::Town => {
                 let town = match (person, entity) {
                     (Some(p), _) if rec.region == p.home => region.towns[p.town],
                     (_, Some(e)) if rec.region == e.region => region.towns[e.town],
                     _ => region.towns[0],
                 };
-                out.parts(name, &[region.district, town]);
+                out.str(name, town);
             }
             Src::Station => {
                 let town = match person {
@@ -1947,7 +2045,7 @@ impl World {
                         let r = &REGIONS[p.birth_region];
                         out.parts(name, &[r.province, r.city, r.district]);
                     } else {
-                        self.address(out, name, r, TAG_PERSON, p.index, true);
+                        self.address(out, name, r, TAG_ORIGIN, p.index, true);
                     }
                 }
                 None => return false,
@@ -2159,7 +2257,7 @@ impl World {
                 if e.market_type == "branch" {
                     return false;
                 }
-                let amounts: &[&str] = &["1", "3", "5", "10", "10", "30", "50", "50", "100", "100", "100", "200", "300", "500", "500", "1000", "1000", "2000", "5000", "12000.5"];
+                let amounts: &[&str] = &["100", "50", "10", "500", "200", "30", "1000", "300", "5", "3", "2000", "5000", "1", "10000", "12000.5"];
                 out.raw_str(name, amounts[rec.rng.skewed(amounts.len())]);
             }
             Src::Generic => self.generic(out, plan, field, s, rec),
@@ -2296,6 +2394,12 @@ impl World {
                 t.push_str(REGIONS[rec.region].code);
                 t.push_str(&rec.start.year().to_string());
                 rec.rng.digits(&mut t, n);
+            }
+            Doc::Certificate(prefix, n, suffix) => {
+                t.push_str(prefix);
+                t.push_str(REGIONS[rec.region].code);
+                rec.rng.digits(&mut t, n);
+                t.push_str(suffix);
             }
             Doc::Digits(prefix, n) => {
                 t.push_str(prefix);
@@ -2501,10 +2605,33 @@ fn push_date(s: &mut String, d: Date) {
     push_2(s, u32::from(d.day()));
 }
 
+/// Whether any byte is a control character, a quote or a backslash. Almost
+/// no value has one, and every byte written passes here, so the test looks
+/// at eight bytes at a time (the `hasless`/`haszero` tricks of Bit
+/// Twiddling Hacks, exact as a yes/no answer).
+fn needs_escape(bytes: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let has_zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
+    let mut chunks = bytes.chunks_exact(8);
+    for c in &mut chunks {
+        let x = u64::from_le_bytes(c.try_into().expect("8 bytes"));
+        let below_space = x.wrapping_sub(ONES * 0x20) & !x & HIGH;
+        if below_space | has_zero(x ^ (ONES * u64::from(b'"'))) | has_zero(x ^ (ONES * u64::from(b'\\'))) != 0 {
+            return true;
+        }
+    }
+    chunks.remainder().iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\')
+}
+
 /// The body of a JSON string: quotes, backslashes and control characters
 /// escaped, everything else (Chinese included) as UTF-8.
 fn push_escaped(buf: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
+    if !needs_escape(bytes) {
+        buf.extend_from_slice(bytes);
+        return;
+    }
     let mut start = 0;
     for (i, &b) in bytes.iter().enumerate() {
         let esc: &[u8] = match b {
@@ -2526,4 +2653,640 @@ fn push_escaped(buf: &mut Vec<u8>, s: &str) {
         start = i + 1;
     }
     buf.extend_from_slice(&bytes[start..]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use basedata_store::value::Value;
+    use serde_json::Value as Json;
+    use std::collections::{HashMap, HashSet};
+
+    const SAMPLE: GenConfig = GenConfig { persons: 20_000, entities: 5_000, seed: 42 };
+
+    /// Generated lines of one configuration, by dataset, parsed.
+    struct Sample {
+        catalog: Catalog,
+        lines: HashMap<String, Vec<Json>>,
+    }
+
+    impl Sample {
+        fn of(&self, ds: &str) -> &[Json] {
+            self.lines.get(ds).map_or(&[], Vec::as_slice)
+        }
+
+        /// Records of a dataset by key.
+        fn by_key(&self, ds: &str) -> HashMap<&str, &serde_json::Map<String, Json>> {
+            self.of(ds).iter().map(|l| (key(l), fields(l))).collect()
+        }
+    }
+
+    fn key(line: &Json) -> &str {
+        line["key"].as_str().expect("key is a string")
+    }
+
+    fn fields(line: &Json) -> &serde_json::Map<String, Json> {
+        line["fields"].as_object().expect("fields is an object")
+    }
+
+    fn text<'a>(f: &'a serde_json::Map<String, Json>, name: &str) -> Option<&'a str> {
+        f.get(name).and_then(Json::as_str)
+    }
+
+    fn collect(cfg: &GenConfig, catalog: &Catalog) -> HashMap<String, Vec<Json>> {
+        let mut lines: HashMap<String, Vec<Json>> = HashMap::new();
+        generate(cfg, catalog, &mut |ds, line| {
+            let v = serde_json::from_slice(line).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            lines.entry(ds.to_owned()).or_default().push(v);
+            Ok(())
+        })
+        .unwrap();
+        lines
+    }
+
+    fn sample() -> &'static Sample {
+        static SAMPLE_DATA: OnceLock<Sample> = OnceLock::new();
+        SAMPLE_DATA.get_or_init(|| {
+            let catalog = Catalog::builtin();
+            let lines = collect(&SAMPLE, &catalog);
+            Sample { catalog, lines }
+        })
+    }
+
+    fn raw(cfg: &GenConfig) -> Vec<(String, Vec<u8>)> {
+        let mut out = Vec::new();
+        generate(cfg, &Catalog::builtin(), &mut |ds, line| {
+            out.push((ds.to_owned(), line.to_vec()));
+            Ok(())
+        })
+        .unwrap();
+        out
+    }
+
+    /// Checks every line against the catalog the way ingestion does: the
+    /// key is valid for the subject, the op and version are right, every
+    /// field exists and its value fits the field's type and code list, and
+    /// required fields are present.
+    fn check_lines(catalog: &Catalog, lines: &HashMap<String, Vec<Json>>) -> usize {
+        let mut checked = 0;
+        for (ds_id, lines) in lines {
+            let ds = catalog.dataset(ds_id).unwrap_or_else(|| panic!("unknown dataset {ds_id}"));
+            for line in lines {
+                let k = key(line);
+                match ds.subject {
+                    Subject::Person => assert_eq!(PersonKey::parse(k).map(|p| p.to_string()).as_deref(), Ok(k)),
+                    Subject::Entity => assert_eq!(EntityKey::parse(k).map(|e| e.to_string()).as_deref(), Ok(k)),
+                }
+                assert_eq!(line["op"], "upsert", "{line}");
+                let version = line["version"].as_u64().expect("version is an unsigned integer");
+                assert!((1..=3).contains(&version), "{line}");
+                let obj = line.as_object().unwrap();
+                assert_eq!(obj.len(), 4, "{line}");
+                let fields = fields(line);
+                for (name, value) in fields {
+                    let field = ds.field(name).unwrap_or_else(|| panic!("{ds_id}: no field {name}: {line}"));
+                    match Value::from_json(field, value) {
+                        Ok(Some(_)) => {}
+                        other => panic!("{ds_id}.{name} = {value}: {other:?}"),
+                    }
+                }
+                for f in ds.fields.iter().filter(|f| f.required) {
+                    assert!(fields.contains_key(&f.name), "{ds_id}: required {} missing: {line}", f.name);
+                }
+                checked += 1;
+            }
+        }
+        checked
+    }
+
+    #[test]
+    fn every_line_fits_the_catalog() {
+        let s = sample();
+        let n = check_lines(&s.catalog, &s.lines);
+        assert!(n > 50_000, "{n}");
+        // Every dataset of the built-in catalog gets some records.
+        for ds in s.catalog.datasets() {
+            assert!(!s.of(&ds.id).is_empty(), "{} is empty", ds.id);
+        }
+    }
+
+    #[test]
+    fn same_seed_same_bytes_other_seed_other_data() {
+        let cfg = GenConfig { persons: 3_000, entities: 1_000, seed: 7 };
+        let a = raw(&cfg);
+        assert_eq!(a, raw(&cfg));
+        let b = raw(&GenConfig { seed: 8, ..cfg });
+        assert_ne!(a, b);
+        let hukou = |v: &[(String, Vec<u8>)]| v.iter().filter(|(d, _)| d == "hukou").map(|(_, l)| l.clone()).collect::<Vec<_>>();
+        let (ha, hb) = (hukou(&a), hukou(&b));
+        assert_eq!(ha.len(), hb.len());
+        let same = ha.iter().zip(&hb).filter(|(x, y)| x == y).count();
+        assert!(same < 10, "{same} identical hukou lines across seeds");
+        // Lines of a dataset come in subject order, whatever the interleaving.
+        let keys: Vec<String> = ha.iter().map(|l| String::from_utf8(l[8..26].to_vec()).unwrap()).collect();
+        let expected: Vec<String> = (0..cfg.persons).map(|i| person_key(&cfg, i).to_string()).collect();
+        assert_eq!(keys, expected);
+    }
+
+    #[test]
+    fn person_keys_are_valid_and_unique() {
+        let cfg = GenConfig { persons: 200_000, entities: 0, seed: 3 };
+        let mut keys = HashSet::new();
+        let mut men = 0u64;
+        let mut out = Out::default();
+        let world = World::new(&cfg);
+        let catalog = Catalog::builtin();
+        let plan = Plan::new(catalog.dataset("hukou").unwrap());
+        for i in 0..cfg.persons {
+            let p = world.person(i);
+            let k = PersonKey::parse(p.key.as_str()).unwrap();
+            assert_eq!(k, p.key);
+            assert!(keys.insert(k), "duplicate key {}", k.as_str());
+            assert_eq!(k.birth_date(), p.birth);
+            assert!((ymd(1930, 1, 1)..=ymd(2024, 12, 31)).contains(&p.birth));
+            assert_eq!(k.region(), REGIONS[p.birth_region].code);
+            // Even persons are men (odd sequence number), odd ones women.
+            assert_eq!(k.sequence() % 2 == 1, i % 2 == 0);
+            assert_eq!(p.male, i % 2 == 0);
+            men += u64::from(p.male);
+            let line: Json = serde_json::from_slice(world.person_line(&plan, &p, None, &mut out).unwrap()).unwrap();
+            assert_eq!(line["fields"]["gender"], k.gender().code());
+            assert_eq!(line["fields"]["birth_date"], value_date(k.birth_date()));
+        }
+        assert_eq!(men, cfg.persons / 2);
+    }
+
+    fn value_date(d: Date) -> String {
+        basedata_store::value::format_date(d)
+    }
+
+    #[test]
+    fn entity_keys_are_valid_and_unique() {
+        let cfg = GenConfig { persons: 0, entities: 100_000, seed: 3 };
+        let world = World::new(&cfg);
+        let mut keys = HashSet::new();
+        for i in 0..cfg.entities {
+            let e = world.entity(i);
+            assert_eq!(EntityKey::parse(e.key.as_str()), Ok(e.key));
+            assert_eq!(e.key, entity_key(&cfg, i));
+            assert!(keys.insert(e.key), "duplicate key {}", e.key.as_str());
+            assert_eq!((e.key.registration_authority(), e.key.organization_type()), e.kind.code_chars());
+            assert!(is_local(REGIONS.iter().position(|r| r.code == e.key.region()).unwrap()));
+        }
+    }
+
+    #[test]
+    fn keys_stay_unique_deep_into_the_key_space() {
+        // Indices near the top of what benchmarks generate map into the
+        // same slots as small ones only if the permutation is broken.
+        let cfg = GenConfig { persons: 100_000_000, entities: 100_000_000, seed: 11 };
+        let mut persons = HashSet::new();
+        let mut entities = HashSet::new();
+        for i in (0..20_000).chain(99_980_000..100_000_000) {
+            assert!(persons.insert(person_key(&cfg, i)));
+            assert!(entities.insert(entity_key(&cfg, i)));
+        }
+    }
+
+    #[test]
+    fn feistel_is_a_permutation() {
+        for (domain, seed) in [(1, 0), (2, 1), (3, 2), (1000, 3), (4096, 4), (77_777, 5)] {
+            let f = Feistel::new(domain, seed, 1);
+            let mut seen = vec![false; domain as usize];
+            for x in 0..domain {
+                let y = f.permute(x) as usize;
+                assert!(!seen[y], "domain {domain}: {y} twice");
+                seen[y] = true;
+            }
+        }
+    }
+
+    #[test]
+    fn the_space_holds_the_largest_populations() {
+        let world = World::new(&GenConfig { persons: 0, entities: 0, seed: 0 });
+        assert!(world.person_capacity() >= 400_000_000, "{}", world.person_capacity());
+        assert!(ENTITY_SPACE >= 400_000_000);
+        let too_many = GenConfig { persons: world.person_capacity() + 1, entities: 0, seed: 0 };
+        let err = generate(&too_many, &Catalog::builtin(), &mut |_, _| Ok(())).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+    }
+
+    #[test]
+    fn person_functions_match_the_files() {
+        let s = sample();
+        let hukou = s.of("hukou");
+        assert_eq!(hukou.len() as u64, SAMPLE.persons);
+        for i in (0..SAMPLE.persons).step_by(97) {
+            let line = &hukou[i as usize];
+            assert_eq!(key(line), person_key(&SAMPLE, i).as_str());
+            assert_eq!(&person_hukou(&SAMPLE, i), fields(line));
+        }
+        let entity_keys: HashSet<String> = (0..SAMPLE.entities).map(|i| entity_key(&SAMPLE, i).to_string()).collect();
+        for ds in s.catalog.datasets_for(Subject::Entity) {
+            for line in s.of(&ds.id) {
+                assert!(entity_keys.contains(key(line)), "{}: {}", ds.id, key(line));
+            }
+        }
+        let market: Vec<&str> = s.of("market_registration").iter().map(key).collect();
+        let expected: Vec<String> = (0..SAMPLE.entities)
+            .map(|i| World::new(&SAMPLE).entity(i))
+            .filter(|e| matches!(e.kind, EntityKind::Company | EntityKind::Cooperative))
+            .map(|e| e.key.to_string())
+            .collect();
+        assert_eq!(market, expected);
+    }
+
+    #[test]
+    fn hukou_status_shares_and_cancellations() {
+        let s = sample();
+        let n = s.of("hukou").len() as f64;
+        let mut counts: HashMap<(&str, &str), usize> = HashMap::new();
+        let mut han = 0;
+        let mut photos = 0;
+        for line in s.of("hukou") {
+            let f = fields(line);
+            let status = text(f, "status").unwrap();
+            let reason = text(f, "cancel_reason").unwrap_or("");
+            *counts.entry((status, reason)).or_default() += 1;
+            han += usize::from(text(f, "ethnicity") == Some("01"));
+            photos += usize::from(f.contains_key("photo"));
+            match status {
+                "normal" => {
+                    for c in ["cancel_date", "cancel_reason", "cancel_area", "cancel_police_station"] {
+                        assert!(!f.contains_key(c), "{line}");
+                    }
+                }
+                _ => {
+                    assert!(f.contains_key("cancel_date") && f.contains_key("cancel_police_station"), "{line}");
+                    assert!(text(f, "cancel_date").unwrap() > text(f, "birth_date").unwrap(), "{line}");
+                }
+            }
+            assert!(text(f, "registered_police_station").unwrap().ends_with("派出所"));
+        }
+        let share = |k: (&str, &str)| counts.get(&k).copied().unwrap_or(0) as f64 / n;
+        assert!((0.93..0.97).contains(&share(("normal", ""))), "{counts:?}");
+        assert!((0.02..0.04).contains(&share(("cancelled", "moved_out"))), "{counts:?}");
+        assert!((0.012..0.03).contains(&share(("cancelled", "deceased"))), "{counts:?}");
+        assert_eq!(counts.len(), 3, "{counts:?}");
+        assert!((0.9..0.98).contains(&(han as f64 / n)), "{han}");
+        assert!((0.005..0.02).contains(&(photos as f64 / n)), "{photos}");
+    }
+
+    #[test]
+    fn every_deceased_person_has_a_death_record() {
+        let s = sample();
+        let deaths = s.by_key("death");
+        let mut deceased = 0;
+        for line in s.of("hukou") {
+            let f = fields(line);
+            let dead = text(f, "cancel_reason") == Some("deceased");
+            match deaths.get(key(line)) {
+                Some(d) => {
+                    assert!(dead, "death record for a living person {}", key(line));
+                    deceased += 1;
+                    let died = text(d, "death_date").unwrap();
+                    assert!(died > text(f, "birth_date").unwrap());
+                    assert!(died <= text(f, "cancel_date").unwrap(), "{line} {d:?}");
+                    assert_eq!(text(d, "name"), text(f, "name"));
+                    assert_eq!(text(d, "gender"), text(f, "gender"));
+                    assert!(CAUSES_OF_DEATH.contains(&text(d, "cause_of_death").unwrap()));
+                }
+                None => assert!(!dead, "no death record for {}", key(line)),
+            }
+        }
+        assert_eq!(deceased, deaths.len());
+        assert!(deceased > 100);
+    }
+
+    #[test]
+    fn marriages_are_symmetric() {
+        let s = sample();
+        let hukou: Vec<&Json> = s.of("hukou").iter().collect();
+        let index: HashMap<&str, usize> = hukou.iter().enumerate().map(|(i, l)| (key(l), i)).collect();
+        let marriage = s.by_key("marriage");
+        let mut by_status: HashMap<&str, usize> = HashMap::new();
+        for (k, m) in &marriage {
+            let i = index[k];
+            let partner = hukou[i ^ 1];
+            let pm = marriage.get(key(partner)).unwrap_or_else(|| panic!("{k} married, partner has no record"));
+            // Opposite genders, both adults at the wedding, one wedding.
+            assert_ne!(fields(hukou[i])["gender"], fields(partner)["gender"]);
+            assert_eq!(m.get("marriage_date"), pm.get("marriage_date"));
+            assert_eq!(m.get("issuing_authority"), pm.get("issuing_authority"));
+            assert_eq!(text(m, "name"), text(fields(hukou[i]), "name"));
+            let wed = text(m, "marriage_date").unwrap();
+            let born = text(fields(hukou[i]), "birth_date").unwrap();
+            assert!(wed[..4].parse::<i32>().unwrap() - born[..4].parse::<i32>().unwrap() >= 20, "{k}");
+            let status = text(m, "marital_status").unwrap();
+            let partner_status = text(pm, "marital_status").unwrap();
+            *by_status.entry(status).or_default() += 1;
+            let partner_dead = text(fields(partner), "cancel_reason") == Some("deceased");
+            match status {
+                "30" => assert!(partner_dead, "{k} widowed but spouse alive"),
+                "40" => {
+                    assert_eq!(partner_status, "40");
+                    assert_eq!(m.get("divorce_date"), pm.get("divorce_date"));
+                    assert!(text(m, "divorce_date").unwrap() > wed);
+                }
+                "20" | "21" | "22" => {
+                    assert!(matches!(partner_status, "20" | "21" | "22" | "30"), "{partner_status}");
+                    let dead = text(fields(hukou[i]), "cancel_reason") == Some("deceased");
+                    if partner_status == "30" {
+                        assert!(dead, "{k}: partner widowed, person alive");
+                    }
+                    if dead && !partner_dead {
+                        assert_eq!(partner_status, "30", "{k}");
+                    }
+                    assert!(!m.contains_key("divorce_date"));
+                }
+                other => panic!("unexpected marital status {other}"),
+            }
+        }
+        for st in ["20", "21", "22", "30", "40"] {
+            assert!(by_status.get(st).copied().unwrap_or(0) > 0, "no {st}: {by_status:?}");
+        }
+        assert!(marriage.len() > s.of("hukou").len() / 3);
+    }
+
+    #[test]
+    fn representatives_and_parents_are_generated_persons() {
+        let s = sample();
+        let hukou = s.by_key("hukou");
+        let names = |k: &str| text(hukou.get(k).unwrap_or_else(|| panic!("{k} is not a generated person")), "name");
+        let mut checked = 0;
+        for (ds, name_field, key_field) in [
+            ("market_registration", "legal_representative", "legal_representative_id"),
+            ("individual_business", "operator_name", "operator_id"),
+            ("social_group", "legal_representative", "legal_representative_id"),
+            ("private_non_enterprise", "legal_representative", "legal_representative_id"),
+            ("welfare_institution", "legal_representative", "legal_representative_id"),
+            ("birth", "father_name", "father_id"),
+            ("birth", "mother_name", "mother_id"),
+        ] {
+            for line in s.of(ds) {
+                let f = fields(line);
+                let Some(id) = text(f, key_field) else { continue };
+                assert_eq!(names(id), text(f, name_field), "{ds}: {line}");
+                let rep = hukou[id];
+                if ds != "birth" {
+                    let founded = text(f, "established_on").or(text(f, "registration_date")).unwrap();
+                    let born = text(rep, "birth_date").unwrap();
+                    assert!(founded[..4].parse::<i32>().unwrap() - born[..4].parse::<i32>().unwrap() >= 18, "{line}");
+                }
+                checked += 1;
+            }
+        }
+        assert!(checked > 5_000, "{checked}");
+        // Children take their father's surname; parents are a couple.
+        let marriage = s.by_key("marriage");
+        let mut with_parents = 0;
+        for line in s.of("birth") {
+            let f = fields(line);
+            let (Some(father), Some(mother)) = (text(f, "father_id"), text(f, "mother_id")) else { continue };
+            with_parents += 1;
+            let surname = |n: &str| SURNAMES.iter().filter(|s| n.starts_with(*s)).max_by_key(|s| s.len()).copied();
+            assert_eq!(surname(text(f, "name").unwrap()), surname(text(f, "father_name").unwrap()), "{line}");
+            let (fm, mm) = (marriage[father], marriage[mother]);
+            assert_eq!(fm.get("marriage_date"), mm.get("marriage_date"));
+            assert!(text(fm, "marriage_date").unwrap() <= text(f, "birth_date").unwrap(), "{line}");
+        }
+        assert!(with_parents * 10 > s.of("birth").len() * 9, "{with_parents}");
+    }
+
+    #[test]
+    fn tax_registration_uses_the_credit_code() {
+        let s = sample();
+        let market = s.by_key("market_registration");
+        let tax = s.of("tax_registration");
+        assert!(tax.len() * 10 > market.len() * 9);
+        for line in tax {
+            let f = fields(line);
+            assert_eq!(text(f, "taxpayer_id"), Some(key(line)));
+            let authority = text(f, "tax_authority").unwrap();
+            assert!(authority.starts_with("国家税务总局") && authority.ends_with("税务局"), "{authority}");
+        }
+        for (k, f) in market {
+            let name = text(f, "name").unwrap();
+            let region = REGIONS.iter().find(|r| r.code == &k[2..8]).unwrap();
+            assert!(name.contains(region.city) || name.contains(&region.city[..region.city.len() - 3]), "{name}");
+            assert!(canonical(text(f, "registered_capital")).is_some() || f.get("type").unwrap() == "branch");
+        }
+    }
+
+    fn canonical(s: Option<&str>) -> Option<String> {
+        basedata_store::value::canonical_decimal(s?)
+    }
+
+    #[test]
+    fn names_are_drawn_from_wide_lists() {
+        let surnames: HashSet<_> = SURNAMES.iter().collect();
+        let given: HashSet<_> = GIVEN.iter().collect();
+        assert_eq!(surnames.len(), SURNAMES.len());
+        assert!(surnames.len() >= 60);
+        assert!(given.len() >= 150, "{}", given.len());
+        assert_eq!(GIVEN_EITHER.1, GIVEN.len());
+        let s = sample();
+        let distinct: HashSet<&str> = s.of("hukou").iter().map(|l| text(fields(l), "name").unwrap()).collect();
+        assert!(distinct.len() > s.of("hukou").len() / 2, "{}", distinct.len());
+        for n in distinct.iter().take(1000) {
+            assert!((2..=4).contains(&n.chars().count()), "{n}");
+        }
+    }
+
+    #[test]
+    fn write_files_matches_generate() {
+        let cfg = GenConfig { persons: 1_001, entities: 301, seed: 5 };
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("nested");
+        let summary = write_files(&cfg, &Catalog::builtin(), &out).unwrap();
+        let mut expected: HashMap<String, Vec<u8>> = HashMap::new();
+        let summary2 = generate(&cfg, &Catalog::builtin(), &mut |ds, line| {
+            let v = expected.entry(ds.to_owned()).or_default();
+            v.extend_from_slice(line);
+            v.push(b'\n');
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(summary, summary2);
+        assert_eq!(summary.per_dataset.len(), Catalog::builtin().datasets().len());
+        for (ds, n) in &summary.per_dataset {
+            let bytes = fs::read(out.join(format!("{ds}.ndjson"))).unwrap();
+            assert_eq!(bytes, expected.get(ds).cloned().unwrap_or_default(), "{ds}");
+            assert_eq!(bytes.iter().filter(|&&b| b == b'\n').count() as u64, *n);
+        }
+        assert_eq!(summary.per_dataset[0], ("hukou".to_owned(), 1_001));
+    }
+
+    #[test]
+    fn empty_populations() {
+        for (persons, entities) in [(0, 0), (1, 0), (0, 1), (3, 2)] {
+            let cfg = GenConfig { persons, entities, seed: 1 };
+            let catalog = Catalog::builtin();
+            let lines = collect(&cfg, &catalog);
+            check_lines(&catalog, &lines);
+            assert_eq!(lines.get("hukou").map_or(0, Vec::len) as u64, persons);
+        }
+    }
+
+    #[test]
+    fn custom_catalogs_are_filled_by_type() {
+        let toml = r#"
+[[datasets]]
+id = "hukou"
+subject = "person"
+title = "户籍"
+provider = "gongan"
+update_frequency = "realtime"
+legal_basis = "b"
+[[datasets.fields]]
+name = "name"
+title = "姓名"
+type = "string"
+share = "unconditional"
+required = true
+[[datasets.fields]]
+name = "status"
+title = "状态"
+type = "code"
+share = "unconditional"
+codes = [{ value = "A", title = "a" }, { value = "B", title = "b" }]
+required = true
+
+[[datasets]]
+id = "market_registration"
+subject = "entity"
+title = "企业"
+provider = "shichang"
+update_frequency = "realtime"
+legal_basis = "b"
+[[datasets.fields]]
+name = "name"
+title = "名称"
+type = "string"
+share = "unconditional"
+
+[[datasets]]
+id = "pets"
+subject = "person"
+title = "犬只登记"
+provider = "p"
+update_frequency = "working_days:5"
+legal_basis = "b"
+[[datasets.fields]]
+name = "name"
+title = "姓名"
+type = "string"
+share = "unconditional"
+required = true
+[[datasets.fields]]
+name = "owner_since"
+title = "登记时间"
+type = "datetime"
+share = "unconditional"
+required = true
+[[datasets.fields]]
+name = "count"
+title = "数量"
+type = "integer"
+share = "unconditional"
+required = true
+[[datasets.fields]]
+name = "fee"
+title = "费用"
+type = "decimal"
+share = "unconditional"
+required = true
+[[datasets.fields]]
+name = "vaccinated"
+title = "已免疫"
+type = "bool"
+share = "unconditional"
+required = true
+[[datasets.fields]]
+name = "breed"
+title = "品种"
+type = "code"
+share = "unconditional"
+codes = [{ value = "x\"y", title = "quoted" }, { value = "z", title = "z" }]
+required = true
+[[datasets.fields]]
+name = "neighbour_id"
+title = "邻居"
+type = "person_key"
+share = "unconditional"
+required = true
+[[datasets.fields]]
+name = "vet"
+title = "兽医院"
+type = "entity_key"
+share = "unconditional"
+required = true
+[[datasets.fields]]
+name = "picture"
+title = "照片"
+type = "bytes"
+share = "conditional"
+condition = "c"
+legal_basis = "b"
+required = true
+[[datasets.fields]]
+name = "cancel_date"
+title = "注销日期"
+type = "date"
+share = "unconditional"
+[[datasets.fields]]
+name = "note"
+title = "备注"
+type = "string"
+share = "none"
+legal_basis = "b"
+
+[[datasets]]
+id = "depots"
+subject = "entity"
+title = "仓库"
+provider = "p"
+update_frequency = "quarterly"
+legal_basis = "b"
+[[datasets.fields]]
+name = "manager_id"
+title = "负责人"
+type = "person_key"
+share = "unconditional"
+required = true
+[[datasets.fields]]
+name = "address"
+title = "地址"
+type = "string"
+share = "unconditional"
+"#;
+        let catalog = Catalog::from_toml_str(toml).unwrap();
+        let cfg = GenConfig { persons: 2_000, entities: 500, seed: 9 };
+        let lines = collect(&cfg, &catalog);
+        check_lines(&catalog, &lines);
+        let pets = &lines["pets"];
+        assert!((400..800).contains(&pets.len()), "{}", pets.len());
+        assert!(lines["depots"].len() > 100);
+        // Custom code lists are honoured, quotes escaped.
+        assert!(pets.iter().any(|l| l["fields"]["breed"] == "x\"y"));
+        assert!(lines["hukou"].iter().all(|l| matches!(l["fields"]["status"].as_str(), Some("A" | "B"))));
+    }
+
+    #[test]
+    fn json_escaping() {
+        for s in ["", "plain", "张三", "a\"b", "back\\slash", "tab\tnew\nline\r", "\u{1}\u{1f}x", "0123456789abcdef\"0123456789", "超过八个字节的中文\\"] {
+            let mut buf = Vec::new();
+            buf.push(b'"');
+            push_escaped(&mut buf, s);
+            buf.push(b'"');
+            assert_eq!(serde_json::from_slice::<String>(&buf).unwrap(), s);
+        }
+        for b in 0u8..128 {
+            let s = format!("abcdefgh{}abcdefg", char::from(b));
+            assert_eq!(needs_escape(s.as_bytes()), b < 0x20 || b == b'"' || b == b'\\', "{b}");
+            let s = format!("abc{}", char::from(b));
+            assert_eq!(needs_escape(s.as_bytes()), b < 0x20 || b == b'"' || b == b'\\', "{b}");
+        }
+        assert!(!needs_escape("中文名称不需要转义的长字符串".as_bytes()));
+    }
 }

@@ -72,10 +72,45 @@ pub fn system_clock() -> Arc<dyn Clock> {
     Arc::new(SystemClock)
 }
 
+/// The clock the configuration asks for.
+pub fn config_clock(cfg: &Config) -> Arc<dyn Clock> {
+    if cfg.clock_offset_seconds == 0 {
+        system_clock()
+    } else {
+        tracing::warn!(offset_seconds = cfg.clock_offset_seconds, "the server clock is shifted");
+        Arc::new(basedata_store::clock::OffsetClock(cfg.clock_offset_seconds.saturating_mul(1_000_000)))
+    }
+}
+
+/// The application state for a configuration: departments, governance
+/// policy and calendar.
+pub fn app_state(store: Arc<Store>, cfg: &Config) -> anyhow::Result<AppState> {
+    let departments = Departments::from_config(&cfg.departments)?;
+    let calendar = match &cfg.calendar {
+        Some(p) => basedata_store::calendar::Calendar::load(p)?,
+        None => basedata_store::calendar::Calendar::builtin(),
+    };
+    Ok(AppState::new(store, departments, cfg.max_body_mb << 20).with_governance(cfg.policy.policy(), calendar)?)
+}
+
 /// Serves `state` on `listener` until a shutdown signal arrives.
 pub async fn serve(state: AppState, listener: tokio::net::TcpListener) -> anyhow::Result<()> {
     let app = router(state.clone());
+    // Records grants that the reply deadline turned into deemed approvals.
+    let sweeper = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
+            loop {
+                tick.tick().await;
+                if let Err(e) = crate::http::gov::sweep_deemed(&state).await {
+                    tracing::warn!(code = e.code, "deemed-approval sweep failed");
+                }
+            }
+        })
+    };
     axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    sweeper.abort();
     // Unsynced writes (none on the API paths, but bulk tools may share the
     // store) reach disk before the process exits.
     let store = state.store.clone();
@@ -109,12 +144,11 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 /// `basedata serve`.
 pub fn run(data: &Path, cfg: Config, listen: &str, key_file: Option<&Path>) -> anyhow::Result<()> {
-    let store = open_store(data, &cfg, key_file, system_clock())?;
-    let departments = Departments::from_config(&cfg.departments)?;
+    let store = open_store(data, &cfg, key_file, config_clock(&cfg))?;
     if cfg.departments.is_empty() {
         eprintln!("warning: no departments configured; every API request will be refused (see --config)");
     }
-    let state = AppState::new(store, departments, cfg.max_body_mb << 20);
+    let state = app_state(store, &cfg)?;
     let rt = runtime()?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;

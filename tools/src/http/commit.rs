@@ -4,14 +4,26 @@
 use super::{ApiError, ApiResult, AppState};
 use crate::auth::{Caller, Purpose};
 use basedata_store::commit::{JobDone, SubmitError};
-use basedata_store::{Action, AuditEvent, SubjectKey, Update};
+use basedata_store::{Action, AuditEvent, SubjectKey, Update, WriteBatch};
 
 /// Submits updates and audit events and waits until they are durable.
 pub async fn commit(state: &AppState, updates: Vec<Update>, events: Vec<AuditEvent>) -> ApiResult<JobDone> {
+    commit_with(state, updates, events, WriteBatch::new()).await
+}
+
+/// [`commit`] with extra writes (governance state, job progress) in the
+/// same atomic batch.
+pub async fn commit_with(
+    state: &AppState,
+    updates: Vec<Update>,
+    events: Vec<AuditEvent>,
+    extra: WriteBatch,
+) -> ApiResult<JobDone> {
     let (tx, rx) = tokio::sync::oneshot::channel();
+    let had_updates = !updates.is_empty();
     state
         .committer
-        .submit(updates, events, Box::new(move |r| {
+        .submit_with(updates, events, extra, Box::new(move |r| {
             let _ = tx.send(r);
         }))
         .map_err(|e| match e {
@@ -19,7 +31,17 @@ pub async fn commit(state: &AppState, updates: Vec<Update>, events: Vec<AuditEve
             SubmitError::Closed => ApiError::unavailable("the server is shutting down"),
         })?;
     match rx.await {
-        Ok(Ok(done)) => Ok(done),
+        Ok(Ok(done)) => {
+            if had_updates {
+                // Wakes change-feed long polls.
+                state.seq_tx.send_if_modified(|s| {
+                    let newer = done.last_seq > *s;
+                    *s = (*s).max(done.last_seq);
+                    newer
+                });
+            }
+            Ok(done)
+        }
         Ok(Err(e)) => Err(ApiError::internal(e)),
         Err(_) => Err(ApiError::unavailable("the writer stopped")),
     }

@@ -7,10 +7,13 @@
 //! never leaks its cause.
 
 mod audit;
+mod changes;
 mod commit;
 pub mod error;
+pub mod gov;
 mod keys;
 mod ops;
+mod reports;
 mod subjects;
 mod updates;
 
@@ -20,7 +23,9 @@ use axum::http::{HeaderName, HeaderValue};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use basedata_query::gov::{GrantBook, Policy};
 use basedata_query::GrantSource;
+use basedata_store::calendar::Calendar;
 use basedata_store::commit::Committer;
 use axum::Router;
 use basedata_store::{Catalog, Store};
@@ -41,6 +46,13 @@ pub struct AppState {
     pub committer: Arc<Committer>,
     /// Approved conditional-sharing grants, for the access decision.
     pub grants: Arc<dyn GrantSource>,
+    /// The same grants, for the governance endpoints.
+    pub grant_book: Arc<GrantBook>,
+    pub calendar: Arc<Calendar>,
+    /// Serializes governance state changes (check, then commit).
+    pub gov_lock: Arc<tokio::sync::Mutex<()>>,
+    /// The last committed change-log sequence number, for long polls.
+    pub seq_tx: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 /// Jobs waiting for the writer before requests are refused with 503.
@@ -51,15 +63,31 @@ impl AppState {
         let catalog = store.catalog().clone();
         let catalog_json = serde_json::to_vec(&serde_json::json!({ "datasets": catalog.datasets() }))
             .expect("catalog serializes");
+        let grant_book = Arc::new(
+            GrantBook::load(&**store.engine(), Policy::default(), store.clock().clone()).expect("grants load"),
+        );
         AppState {
             committer: Arc::new(Committer::start(store.clone(), WRITE_QUEUE)),
+            seq_tx: Arc::new(tokio::sync::watch::channel(store.last_seq()).0),
             store,
             catalog,
             departments: Arc::new(departments),
             catalog_json: catalog_json.into(),
             max_body_bytes,
-            grants: Arc::new(basedata_query::NoGrants),
+            grants: grant_book.clone(),
+            grant_book,
+            calendar: Arc::new(Calendar::builtin()),
+            gov_lock: Arc::new(tokio::sync::Mutex::new(())),
         }
+    }
+
+    /// Replaces the governance policy and calendar (from the configuration).
+    pub fn with_governance(mut self, policy: Policy, calendar: Calendar) -> basedata_store::Result<AppState> {
+        let book = Arc::new(GrantBook::load(&**self.store.engine(), policy, self.store.clock().clone())?);
+        self.grants = book.clone();
+        self.grant_book = book;
+        self.calendar = Arc::new(calendar);
+        Ok(self)
     }
 }
 
@@ -72,6 +100,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/entities/{code}", get(subjects::lookup_entity))
         .route("/v1/persons/{id}/verify", post(subjects::verify_person))
         .route("/v1/entities/{code}/verify", post(subjects::verify_entity))
+        .route("/v1/changes", get(changes::changes))
         .route_layer(middleware::from_fn(require_purpose));
     let authenticated = Router::new()
         .route("/v1/keys/person/{id}", get(keys::person))
@@ -82,6 +111,14 @@ pub fn router(state: AppState) -> Router {
             // The handler enforces its own, configurable limit while streaming.
             post(updates::post_updates).layer(axum::extract::DefaultBodyLimit::disable()),
         )
+        .route("/v1/grants", post(gov::apply).get(gov::list_grants))
+        .route("/v1/grants/{id}", get(gov::get_grant))
+        .route("/v1/grants/{id}/decision", post(gov::decide))
+        .route("/v1/grants/{id}/revoke", post(gov::revoke))
+        .route("/v1/disputes", post(gov::file_dispute).get(gov::list_disputes))
+        .route("/v1/disputes/{id}/resolution", post(gov::resolve_dispute))
+        .route("/v1/reports/sharing", get(reports::sharing))
+        .route("/v1/reports/freshness", get(reports::freshness))
         .route("/v1/audit", get(audit::list))
         .route("/v1/audit/verify", get(audit::verify))
         .merge(subject_reads)

@@ -1,0 +1,381 @@
+//! Sharing governance state: conditional-sharing grants (有条件共享申请) and
+//! disputes (异议核查), with their legal deadlines in working days.
+//!
+//! This module holds the records and their state machines; it prepares the
+//! writes (`WriteBatch`) and leaves committing them — together with their
+//! audit entries — to the caller. The grant book keeps every grant in
+//! memory (they number in the thousands) and is the [`GrantSource`] of the
+//! access decision, so a revocation stops counting the moment it commits.
+//!
+//! Layout (`gov` family): `g/<id>` -> [`Grant`], `x/<id>` -> [`Dispute`].
+
+use crate::access::GrantSource;
+use basedata_store::calendar::Calendar;
+use basedata_store::codec::{decode, encode};
+use basedata_store::engine::{prefix_end, Cf, Engine, WriteBatch};
+use basedata_store::usage::{day_of, CST_OFFSET_MICROS};
+use basedata_store::{Pid, Result};
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use time::Date;
+
+/// The CST calendar date of a Unix-microsecond time.
+pub fn cst_date(micros: i64) -> Date {
+    Date::from_julian_day(day_of(micros) + 2_440_588).unwrap_or(Date::MIN)
+}
+
+/// Start of the CST day after `d`, in Unix microseconds: when a deadline
+/// that falls on `d` has passed.
+pub fn end_of_day(d: Date) -> i64 {
+    (d.to_julian_day() as i64 - 2_440_588 + 1) * 86_400_000_000 - CST_OFFSET_MICROS
+}
+
+/// Policy knobs of the deadlines.
+#[derive(Clone, Copy, Debug)]
+pub struct Policy {
+    /// Working days a provider has to answer a grant application.
+    pub grant_reply_days: u32,
+    /// Working days a provider has to check a dispute.
+    pub dispute_days: u32,
+    /// A grant unanswered by its due date counts as approved (Art. 26).
+    pub deemed_approval: bool,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy { grant_reply_days: 5, dispute_days: 5, deemed_approval: true }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, bincode::Encode, bincode::Decode)]
+pub enum GrantState {
+    Pending,
+    Approved,
+    Rejected,
+    DeemedApproved,
+    Revoked,
+}
+
+impl GrantState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GrantState::Pending => "pending",
+            GrantState::Approved => "approved",
+            GrantState::Rejected => "rejected",
+            GrantState::DeemedApproved => "deemed_approved",
+            GrantState::Revoked => "revoked",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<GrantState> {
+        [GrantState::Pending, GrantState::Approved, GrantState::Rejected, GrantState::DeemedApproved, GrantState::Revoked]
+            .into_iter()
+            .find(|g| g.as_str() == s)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, bincode::Encode, bincode::Decode)]
+pub struct Grant {
+    pub id: String,
+    /// The applying (consumer) department.
+    pub department: String,
+    pub dataset: String,
+    pub fields: Vec<String>,
+    pub purpose: String,
+    pub legal_basis: String,
+    pub state: GrantState,
+    pub created_at: i64,
+    /// Reply deadline, as a Julian day (CST).
+    pub due: i32,
+    pub decided_at: Option<i64>,
+    pub decided_by: Option<String>,
+    pub reason: Option<String>,
+    pub revoked_at: Option<i64>,
+    pub revoked_by: Option<String>,
+}
+
+impl Grant {
+    pub fn due_date(&self) -> Date {
+        Date::from_julian_day(self.due).unwrap_or(Date::MIN)
+    }
+
+    /// The state at `now`: a pending grant past its due date is deemed
+    /// approved when the policy says so, even before the sweeper records it.
+    pub fn effective_state(&self, now: i64, policy: &Policy) -> GrantState {
+        if self.state == GrantState::Pending && policy.deemed_approval && now >= end_of_day(self.due_date()) {
+            GrantState::DeemedApproved
+        } else {
+            self.state
+        }
+    }
+
+    /// Whether the decision came by the due date (for the yearly report).
+    pub fn decided_on_time(&self) -> Option<bool> {
+        self.decided_at.map(|t| cst_date(t) <= self.due_date())
+    }
+}
+
+/// A random 128-bit identifier, as hex.
+pub fn new_id() -> String {
+    let mut b = [0u8; 16];
+    // Unique and unguessable is all an id needs; the clock is a fallback
+    // for a system without an entropy source.
+    if getrandom::fill(&mut b).is_err() {
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        b.copy_from_slice(&t.as_nanos().to_be_bytes());
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn grant_key(id: &str) -> Vec<u8> {
+    let mut k = b"g/".to_vec();
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+fn dispute_key(id: &str) -> Vec<u8> {
+    let mut k = b"x/".to_vec();
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+/// All grants, in memory, behind a lock that readers hold only briefly.
+#[derive(Debug)]
+pub struct GrantBook {
+    grants: RwLock<HashMap<String, Grant>>,
+    policy: Policy,
+    clock: Arc<dyn basedata_store::clock::Clock>,
+}
+
+impl GrantBook {
+    pub fn load(engine: &dyn Engine, policy: Policy, clock: Arc<dyn basedata_store::clock::Clock>) -> Result<GrantBook> {
+        let mut grants = HashMap::new();
+        let end = prefix_end(b"g/");
+        for item in engine.scan(Cf::Gov, b"g/", end.as_deref(), false)? {
+            let (_, v) = item?;
+            let g: Grant = decode("grant", &v)?;
+            grants.insert(g.id.clone(), g);
+        }
+        Ok(GrantBook { grants: RwLock::new(grants), policy, clock })
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    pub fn now(&self) -> i64 {
+        self.clock.now_micros()
+    }
+
+    pub fn get(&self, id: &str) -> Option<Grant> {
+        self.grants.read().unwrap_or_else(|e| e.into_inner()).get(id).cloned()
+    }
+
+    pub fn all(&self) -> Vec<Grant> {
+        let mut v: Vec<Grant> = self.grants.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+        v.sort_by(|a, b| a.created_at.cmp(&b.created_at).then_with(|| a.id.cmp(&b.id)));
+        v
+    }
+
+    /// The write that stores `g`; call [`GrantBook::put`] once it is durable.
+    pub fn write(g: &Grant) -> WriteBatch {
+        let mut b = WriteBatch::new();
+        b.put(Cf::Gov, grant_key(&g.id), encode(g));
+        b
+    }
+
+    /// Makes a committed grant visible to the access decision.
+    pub fn put(&self, g: Grant) {
+        self.grants.write().unwrap_or_else(|e| e.into_inner()).insert(g.id.clone(), g);
+    }
+
+    /// Pending grants whose deadline has passed and that the policy deems
+    /// approved, as they should be recorded.
+    pub fn overdue_pending(&self) -> Vec<Grant> {
+        let now = self.now();
+        self.grants
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .filter(|g| g.state == GrantState::Pending && g.effective_state(now, &self.policy) == GrantState::DeemedApproved)
+            .cloned()
+            .collect()
+    }
+
+    pub fn due_for(&self, calendar: &Calendar, now: i64) -> Date {
+        calendar.add_working_days(cst_date(now), self.policy.grant_reply_days)
+    }
+}
+
+impl GrantSource for GrantBook {
+    fn granted(&self, department: &str, dataset: &str, field: &str) -> bool {
+        let now = self.now();
+        self.grants.read().unwrap_or_else(|e| e.into_inner()).values().any(|g| {
+            g.department == department
+                && g.dataset == dataset
+                && g.fields.iter().any(|f| f == field)
+                && matches!(g.effective_state(now, &self.policy), GrantState::Approved | GrantState::DeemedApproved)
+        })
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, bincode::Encode, bincode::Decode)]
+pub enum Resolution {
+    Confirmed,
+    Corrected,
+}
+
+impl Resolution {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Resolution::Confirmed => "confirmed",
+            Resolution::Corrected => "corrected",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, bincode::Encode, bincode::Decode)]
+pub struct Dispute {
+    pub id: String,
+    /// The consumer department that filed it.
+    pub department: String,
+    pub operator: Option<String>,
+    /// Document type and pseudonym of the subject.
+    pub doc: u8,
+    pub pid: Pid,
+    pub dataset: String,
+    pub field: String,
+    pub claimed: String,
+    pub note: String,
+    pub created_at: i64,
+    /// Change-log position when filed: a correction must come after it.
+    pub opened_seq: u64,
+    pub due: i32,
+    pub resolution: Option<Resolution>,
+    pub resolution_note: Option<String>,
+    pub resolved_at: Option<i64>,
+    pub resolved_by: Option<String>,
+}
+
+impl Dispute {
+    pub fn due_date(&self) -> Date {
+        Date::from_julian_day(self.due).unwrap_or(Date::MIN)
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.resolution.is_none()
+    }
+
+    pub fn is_overdue(&self, now: i64) -> bool {
+        self.is_open() && now >= end_of_day(self.due_date())
+    }
+
+    pub fn resolved_on_time(&self) -> Option<bool> {
+        self.resolved_at.map(|t| cst_date(t) <= self.due_date())
+    }
+
+    pub fn write(&self) -> WriteBatch {
+        let mut b = WriteBatch::new();
+        b.put(Cf::Gov, dispute_key(&self.id), encode(self));
+        b
+    }
+}
+
+pub fn load_dispute(engine: &dyn Engine, id: &str) -> Result<Option<Dispute>> {
+    match engine.get(Cf::Gov, &dispute_key(id))? {
+        Some(v) => Ok(Some(decode("dispute", &v)?)),
+        None => Ok(None),
+    }
+}
+
+pub fn all_disputes(engine: &dyn Engine) -> Result<Vec<Dispute>> {
+    let end = prefix_end(b"x/");
+    let mut out = Vec::new();
+    for item in engine.scan(Cf::Gov, b"x/", end.as_deref(), false)? {
+        let (_, v) = item?;
+        out.push(decode::<Dispute>("dispute", &v)?);
+    }
+    out.sort_by(|a, b| a.created_at.cmp(&b.created_at).then_with(|| a.id.cmp(&b.id)));
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use basedata_store::clock::ManualClock;
+    use basedata_store::engine::mem::MemEngine;
+    use time::macros::date;
+
+    fn micros(d: Date, hour_cst: i64) -> i64 {
+        (d.to_julian_day() as i64 - 2_440_588) * 86_400_000_000 + hour_cst * 3_600_000_000 - CST_OFFSET_MICROS
+    }
+
+    fn grant(due: Date) -> Grant {
+        Grant {
+            id: "g1".into(),
+            department: "counter".into(),
+            dataset: "hukou".into(),
+            fields: vec!["photo".into()],
+            purpose: "p".into(),
+            legal_basis: "b".into(),
+            state: GrantState::Pending,
+            created_at: 0,
+            due: due.to_julian_day(),
+            decided_at: None,
+            decided_by: None,
+            reason: None,
+            revoked_at: None,
+            revoked_by: None,
+        }
+    }
+
+    #[test]
+    fn cst_days() {
+        let d = date!(2026 - 11 - 22);
+        assert_eq!(cst_date(micros(d, 0)), d);
+        assert_eq!(cst_date(micros(d, 23)), d);
+        assert_eq!(cst_date(micros(d, 24)), date!(2026 - 11 - 23));
+        assert_eq!(end_of_day(d), micros(d, 24));
+    }
+
+    #[test]
+    fn deemed_approval_after_the_due_day() {
+        let due = date!(2026 - 11 - 27);
+        let clock = Arc::new(ManualClock::new(micros(due, 23)));
+        let book = GrantBook::load(&MemEngine::new(), Policy::default(), clock.clone()).unwrap();
+        book.put(grant(due));
+        assert!(!book.granted("counter", "hukou", "photo"));
+        clock.set(micros(due, 24));
+        assert!(book.granted("counter", "hukou", "photo"));
+        assert!(!book.granted("counter", "hukou", "name"));
+        assert!(!book.granted("other", "hukou", "photo"));
+        assert_eq!(book.overdue_pending().len(), 1);
+        let off = GrantBook::load(&MemEngine::new(), Policy { deemed_approval: false, ..Policy::default() }, clock).unwrap();
+        off.put(grant(due));
+        assert!(!off.granted("counter", "hukou", "photo"));
+        assert!(off.overdue_pending().is_empty());
+    }
+
+    #[test]
+    fn revoked_grants_stop_counting_at_once() {
+        let clock = Arc::new(ManualClock::new(0));
+        let book = GrantBook::load(&MemEngine::new(), Policy::default(), clock).unwrap();
+        let mut g = grant(date!(2030 - 01 - 01));
+        g.state = GrantState::Approved;
+        book.put(g.clone());
+        assert!(book.granted("counter", "hukou", "photo"));
+        g.state = GrantState::Revoked;
+        book.put(g);
+        assert!(!book.granted("counter", "hukou", "photo"));
+    }
+
+    #[test]
+    fn grants_persist_and_reload() {
+        let engine = MemEngine::new();
+        let mut g = grant(date!(2030 - 01 - 01));
+        g.state = GrantState::Approved;
+        engine.write(GrantBook::write(&g), basedata_store::Durability::Sync).unwrap();
+        let book = GrantBook::load(&engine, Policy::default(), Arc::new(ManualClock::new(0))).unwrap();
+        assert_eq!(book.get("g1"), Some(g));
+    }
+}

@@ -1,0 +1,275 @@
+//! End-to-end governance workflows with the release binary: grants with
+//! their deadline rule, disputes, the change feed and the reports. Time
+//! moves by restarting the server with a shifted clock
+//! (`clock_offset_seconds`), so no test waits for days.
+
+use basedata_tests::*;
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+const P1: &str = "11010519491231002X";
+const P2: &str = "440305198001010013";
+const DAY: i64 = 86_400;
+
+fn hukou(key: &str, version: u64, name: &str) -> Value {
+    json!({"key": key, "version": version, "fields": {"name": name, "gender": "2", "birth_date": "1949-12-31", "status": "normal", "photo": "aGVsbG8="}})
+}
+
+fn push(s: &Server, token: &str, ds: &str, lines: &[Value]) -> Resp {
+    let r = s.req("POST", &format!("/v1/datasets/{ds}/updates")).token(token).ndjson(lines);
+    assert_eq!(r.status, 200, "{}", r.text);
+    r
+}
+
+fn photo_visible(s: &Server) -> bool {
+    let r = s.req("GET", &format!("/v1/persons/{P1}?datasets=hukou")).token(tokens::COUNTER).purpose("核验照片").get();
+    assert_eq!(r.status, 200, "{}", r.text);
+    r.json["datasets"]["hukou"]["fields"].get("photo").is_some()
+}
+
+fn config(offset_days: i64, extra: &str) -> String {
+    format!("clock_offset_seconds = {}\n{extra}\n{}", offset_days * DAY, standard_config())
+}
+
+#[test]
+fn grants_apply_decide_revoke() {
+    let s = Server::start(&standard_config());
+    push(&s, tokens::GONGAN, "hukou", &[hukou(P1, 1, "张三")]);
+    assert!(!photo_visible(&s));
+
+    let apply = |body: Value| s.req("POST", "/v1/grants").token(tokens::COUNTER).json(&body);
+    for (body, status, code) in [
+        (json!({"dataset": "hukou", "fields": ["name"], "purpose": "p", "legal_basis": "b"}), 400, "invalid_value"),
+        (json!({"dataset": "death", "fields": ["cause_of_death"], "purpose": "p", "legal_basis": "b"}), 400, "invalid_value"),
+        (json!({"dataset": "hukou", "fields": ["nickname"], "purpose": "p", "legal_basis": "b"}), 400, "unknown_field"),
+        (json!({"dataset": "nope", "fields": ["photo"], "purpose": "p", "legal_basis": "b"}), 404, "unknown_dataset"),
+        (json!({"dataset": "hukou", "fields": ["photo"], "purpose": " ", "legal_basis": "b"}), 400, "invalid_value"),
+        (json!({"dataset": "hukou", "fields": [], "purpose": "p", "legal_basis": "b"}), 400, "invalid_value"),
+        (json!({"dataset": "hukou"}), 400, "invalid_body"),
+    ] {
+        let r = apply(body.clone());
+        assert_eq!((r.status, r.code()), (status, code), "{body}: {}", r.text);
+    }
+    let r = apply(json!({"dataset": "hukou", "fields": ["photo"], "purpose": "社保待遇资格认证比对照片", "legal_basis": "《社会保险法》第七十二条"}));
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(r.json["state"], "pending");
+    let id = r.json["id"].as_str().unwrap().to_owned();
+    assert_eq!(r.json["due"].as_str().unwrap().len(), 10);
+
+    // Only the provider decides; a refusal needs reasons.
+    let decide = |token: &str, body: Value| s.req("POST", &format!("/v1/grants/{id}/decision")).token(token).json(&body);
+    assert_eq!(decide(tokens::COUNTER, json!({"approve": true})).status, 403);
+    assert_eq!(decide(tokens::SHICHANG, json!({"approve": true})).status, 404, "others do not see the grant");
+    let r = decide(tokens::GONGAN, json!({"approve": false}));
+    assert_eq!((r.status, r.code()), (400, "invalid_value"));
+    let r = decide(tokens::GONGAN, json!({"approve": true, "reason": "依法履职需要"}));
+    assert_eq!((r.status, r.json["state"].as_str()), (200, Some("approved")), "{}", r.text);
+    assert!(photo_visible(&s));
+    let r = decide(tokens::GONGAN, json!({"approve": false, "reason": "x"}));
+    assert_eq!((r.status, r.code()), (409, "conflict"));
+
+    // Listing by role.
+    let count = |token: &str, q: &str| s.req("GET", &format!("/v1/grants{q}")).token(token).get().json["grants"].as_array().map(|a| a.len());
+    assert_eq!(count(tokens::COUNTER, ""), Some(1));
+    assert_eq!(count(tokens::GONGAN, "?state=approved"), Some(1));
+    assert_eq!(count(tokens::GONGAN, "?state=pending"), Some(0));
+    assert_eq!(count(tokens::SHICHANG, ""), Some(0));
+    assert_eq!(count(tokens::ADMIN, ""), Some(1));
+    assert_eq!(s.req("GET", "/v1/grants?state=bogus").token(tokens::ADMIN).get().status, 400);
+
+    // Revocation stops counting at once.
+    let r = s.req("POST", &format!("/v1/grants/{id}/revoke")).token(tokens::COUNTER).json(&json!({"reason": "x"}));
+    assert_eq!(r.status, 403);
+    let r = s.req("POST", &format!("/v1/grants/{id}/revoke")).token(tokens::ADMIN).json(&json!({}));
+    assert_eq!((r.status, r.code()), (400, "invalid_value"));
+    let r = s.req("POST", &format!("/v1/grants/{id}/revoke")).token(tokens::GONGAN).json(&json!({"reason": "用途已结束"}));
+    assert_eq!((r.status, r.json["state"].as_str()), (200, Some("revoked")), "{}", r.text);
+    assert!(!photo_visible(&s));
+
+    // Every state change is audited.
+    let r = s.req("GET", "/v1/audit?department=gongan").token(tokens::AUDITOR).get();
+    let outcomes: Vec<String> = r.json["entries"].as_array().unwrap().iter()
+        .filter(|e| e["action"] == "grant").map(|e| e["outcome"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(outcomes.len(), 2, "{outcomes:?}");
+    assert!(outcomes[0].starts_with("approved") && outcomes[1].starts_with("revoked"));
+}
+
+#[test]
+fn unanswered_grants_are_deemed_approved_unless_switched_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Server::start_in(dir.path(), &config(0, ""), &[]);
+    push(&s, tokens::GONGAN, "hukou", &[hukou(P1, 1, "张三")]);
+    let r = s.req("POST", "/v1/grants").token(tokens::COUNTER)
+        .json(&json!({"dataset": "hukou", "fields": ["photo"], "purpose": "p", "legal_basis": "b"}));
+    let id = r.json["id"].as_str().unwrap().to_owned();
+    assert!(!photo_visible(&s));
+    s.terminate();
+
+    // Three weeks later, with the rule switched off: still pending.
+    let mut s = Server::start_in(dir.path(), &config(21, "[policy]\ndeemed_approval = false"), &[]);
+    let g = s.req("GET", &format!("/v1/grants/{id}")).token(tokens::COUNTER).get();
+    assert_eq!(g.json["state"], "pending", "{}", g.text);
+    assert!(!photo_visible(&s));
+    s.terminate();
+
+    // With the rule on (the default): deemed approved, and the photo shows.
+    let s = Server::start_in(dir.path(), &config(21, ""), &[]);
+    let g = s.req("GET", &format!("/v1/grants/{id}")).token(tokens::COUNTER).get();
+    assert_eq!(g.json["state"], "deemed_approved", "{}", g.text);
+    assert!(photo_visible(&s));
+    let r = s.req("POST", &format!("/v1/grants/{id}/decision")).token(tokens::GONGAN).json(&json!({"approve": true}));
+    assert_eq!((r.status, r.code()), (409, "conflict"));
+    // The provider can still end it.
+    let r = s.req("POST", &format!("/v1/grants/{id}/revoke")).token(tokens::GONGAN).json(&json!({"reason": "核查后撤销"}));
+    assert_eq!(r.json["state"], "revoked");
+    assert!(!photo_visible(&s));
+}
+
+#[test]
+fn disputes_are_checked_and_corrected_by_the_provider() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Server::start_in(dir.path(), &config(0, ""), &[]);
+    push(&s, tokens::GONGAN, "hukou", &[hukou(P1, 1, "张三"), hukou(P2, 1, "李四")]);
+    let file = |key: &str, field: &str| {
+        s.req("POST", "/v1/disputes").token(tokens::COUNTER)
+            .json(&json!({"subject": "person", "key": key, "dataset": "hukou", "field": field, "claimed": "张叁", "note": "群众反映姓名有误"}))
+    };
+    let r = file(P1, "name");
+    assert_eq!((r.status, r.json["state"].as_str()), (201, Some("open")), "{}", r.text);
+    let id = r.json["id"].as_str().unwrap().to_owned();
+    assert_eq!(r.json["key"], P1);
+    assert_eq!(file("110105194912310021", "name").code(), "invalid_key");
+    assert_eq!(file(P1, "nickname").code(), "unknown_field");
+    let other = file(P2, "name").json["id"].as_str().unwrap().to_owned();
+
+    let resolve = |token: &str, id: &str, body: Value| s.req("POST", &format!("/v1/disputes/{id}/resolution")).token(token).json(&body);
+    assert_eq!(resolve(tokens::COUNTER, &id, json!({"outcome": "confirmed"})).status, 403);
+    assert_eq!(resolve(tokens::GONGAN, &id, json!({"outcome": "maybe"})).code(), "invalid_value");
+    let r = resolve(tokens::GONGAN, &id, json!({"outcome": "corrected", "note": "已更正"}));
+    assert_eq!((r.status, r.code()), (409, "conflict"), "a correction needs an update first");
+    push(&s, tokens::GONGAN, "hukou", &[hukou(P1, 2, "张叁")]);
+    let r = resolve(tokens::GONGAN, &id, json!({"outcome": "corrected", "note": "已更正"}));
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json["state"], "resolved");
+    assert_eq!(r.json["resolution"]["outcome"], "corrected");
+    assert_eq!(resolve(tokens::GONGAN, &id, json!({"outcome": "confirmed"})).code(), "conflict");
+
+    let list = |s: &Server, token: &str, q: &str| -> Vec<String> {
+        let r = s.req("GET", &format!("/v1/disputes{q}")).token(token).get();
+        assert_eq!(r.status, 200, "{}", r.text);
+        r.json["disputes"].as_array().unwrap().iter().map(|d| d["id"].as_str().unwrap().to_owned()).collect()
+    };
+    assert_eq!(list(&s, tokens::COUNTER, "?state=resolved"), vec![id.clone()]);
+    assert_eq!(list(&s, tokens::GONGAN, "?state=open"), vec![other.clone()]);
+    assert!(list(&s, tokens::GONGAN, "?state=overdue").is_empty());
+    assert!(list(&s, tokens::SHICHANG, "").is_empty());
+    s.terminate();
+
+    // Two weeks on, the unanswered one is overdue.
+    let s = Server::start_in(dir.path(), &config(14, ""), &[]);
+    assert_eq!(list(&s, tokens::ADMIN, "?state=overdue"), vec![other]);
+}
+
+#[test]
+fn change_feed_filters_resumes_and_long_polls() {
+    let s = Server::start(&standard_config());
+    push(&s, tokens::GONGAN, "hukou", &[hukou(P1, 1, "张三"), hukou(P2, 1, "李四")]);
+    let death = json!({"key": P1, "version": 1, "fields": {"name": "张三", "death_date": "2020-02-02", "cause_of_death": "心力衰竭"}});
+    push(&s, tokens::WEIJIAN, "death", &[death]);
+    push(&s, tokens::GONGAN, "hukou", &[json!({"key": P2, "version": 2, "op": "delete"})]);
+
+    let feed = |q: &str| s.req("GET", &format!("/v1/changes{q}")).token(tokens::COUNTER).purpose("订阅变更").get();
+    let r = feed("?after=0&limit=2");
+    assert_eq!(r.status, 200, "{}", r.text);
+    let c = r.json["changes"].as_array().unwrap();
+    assert_eq!(c.len(), 2);
+    assert_eq!((c[0]["seq"].as_u64(), c[1]["seq"].as_u64()), (Some(1), Some(2)));
+    assert!(c[0]["fields"].get("photo").is_none(), "conditional field leaked: {}", r.text);
+    assert_eq!(c[0]["fields"]["name"], "张三");
+    let next = r.json["next"].as_u64().unwrap();
+    assert_eq!(next, 2);
+    let r = feed(&format!("?after={next}"));
+    let c = r.json["changes"].as_array().unwrap();
+    assert_eq!(c.len(), 2);
+    assert_eq!(c[0]["dataset"], "death");
+    assert!(c[0]["fields"].get("cause_of_death").is_none());
+    assert!(!r.text.contains("心力衰竭"));
+    assert_eq!((c[1]["op"].as_str(), c[1]["key"].as_str()), (Some("delete"), Some(P2)));
+    let end = r.json["next"].as_u64().unwrap();
+    assert_eq!(end, 4);
+    // The provider sees its own conditional field in the feed.
+    let r = s.req("GET", "/v1/changes?limit=1").token(tokens::GONGAN).purpose("x").get();
+    assert_eq!(r.json["changes"][0]["fields"]["photo"], "aGVsbG8=");
+
+    for q in ["?limit=0", "?limit=5000", "?wait=3600", "?after=-1"] {
+        assert_eq!(feed(q).status, 400, "{q}");
+    }
+    assert_eq!(s.req("GET", "/v1/changes").token(tokens::COUNTER).get().code(), "purpose_required");
+
+    // Long poll: nothing yet, then an update arrives while waiting.
+    let started = Instant::now();
+    let r = feed(&format!("?after={end}&wait=1"));
+    assert!(r.json["changes"].as_array().unwrap().is_empty());
+    assert_eq!(r.json["next"].as_u64(), Some(end));
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    let addr = s.addr.clone();
+    let poll = std::thread::spawn(move || {
+        let started = Instant::now();
+        let r = agent()
+            .get(&format!("http://{addr}/v1/changes?after={end}&wait=20"))
+            .header("authorization", format!("Bearer {}", tokens::COUNTER))
+            .header("x-purpose", "p")
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_json::<Value>()
+            .unwrap();
+        (r, started.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    push(&s, tokens::GONGAN, "hukou", &[hukou(P1, 2, "张叁")]);
+    let (r, took) = poll.join().unwrap();
+    assert_eq!(r["changes"][0]["seq"].as_u64(), Some(end + 1), "{r}");
+    assert!(took < Duration::from_secs(10), "long poll did not wake: {took:?}");
+
+    // Reads of the feed are audited per change, with the key.
+    let a = s.req("GET", &format!("/v1/audit?key={P1}")).token(tokens::AUDITOR).get();
+    assert!(a.json["entries"].as_array().unwrap().iter().any(|e| e["action"] == "change_feed"), "{}", a.text);
+}
+
+#[test]
+fn reports_count_use_and_timeliness() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Server::start_in(dir.path(), &config(0, ""), &[]);
+    push(&s, tokens::GONGAN, "hukou", &[hukou(P1, 1, "张三"), hukou(P2, 1, "李四")]);
+    for _ in 0..3 {
+        s.req("GET", &format!("/v1/persons/{P1}")).token(tokens::COUNTER).purpose("x").get();
+    }
+    s.req("POST", &format!("/v1/persons/{P1}/verify")).token(tokens::COUNTER).purpose("x").json(&json!({"fields": {"name": "张三"}}));
+    s.req("POST", "/v1/datasets/hukou/updates").token(tokens::SHICHANG).ndjson(&[hukou(P1, 9, "x")]);
+
+    let r = s.req("GET", "/v1/reports/sharing").token(tokens::AUDITOR).get();
+    assert_eq!(r.status, 200, "{}", r.text);
+    let row = |id: &str| r.json["departments"].as_array().unwrap().iter().find(|d| d["department"] == id).unwrap().clone();
+    let counter = row("shebao-counter");
+    assert_eq!((counter["lookups"].as_u64(), counter["verifications"].as_u64()), (Some(3), Some(1)), "{counter}");
+    let gongan = row("gongan");
+    assert_eq!((gongan["records_provided"].as_u64(), gongan["updates_applied"].as_u64()), (Some(2), Some(2)), "{gongan}");
+    assert_eq!(row("shichang")["denials"].as_u64(), Some(1));
+    let r2 = s.req("GET", "/v1/reports/sharing?from=2000-01-01T00:00:00Z&to=2000-12-31T00:00:00Z").token(tokens::ADMIN).get();
+    assert_eq!(r2.json["departments"].as_array().unwrap().iter().map(|d| d["lookups"].as_u64().unwrap()).sum::<u64>(), 0);
+    assert_eq!(s.req("GET", "/v1/reports/sharing").token(tokens::COUNTER).get().status, 403);
+
+    let f = s.req("GET", "/v1/reports/freshness").token(tokens::AUDITOR).get();
+    let hukou = f.json["datasets"].as_array().unwrap().iter().find(|d| d["dataset"] == "hukou").unwrap().clone();
+    assert_eq!((hukou["records"].as_u64(), hukou["overdue"].as_bool()), (Some(2), Some(false)), "{hukou}");
+    s.terminate();
+
+    // Ten days without an update: a realtime dataset's provider is overdue.
+    let s = Server::start_in(dir.path(), &config(10, ""), &[]);
+    let f = s.req("GET", "/v1/reports/freshness").token(tokens::AUDITOR).get();
+    let hukou = f.json["datasets"].as_array().unwrap().iter().find(|d| d["dataset"] == "hukou").unwrap().clone();
+    assert_eq!(hukou["overdue"], true, "{hukou}");
+    let death = f.json["datasets"].as_array().unwrap().iter().find(|d| d["dataset"] == "death").unwrap().clone();
+    assert_eq!(death["overdue"], false, "an empty dataset is not overdue: {death}");
+}
