@@ -14,6 +14,8 @@ pub struct Department {
     pub name: String,
     pub roles: Vec<Role>,
     token_digest: [u8; 32],
+    /// Rate and concurrency limits of this department.
+    pub limits: crate::limits::Limits,
 }
 
 impl Department {
@@ -48,6 +50,7 @@ impl Departments {
                 name: c.name.clone(),
                 roles: c.roles.clone(),
                 token_digest,
+                limits: crate::limits::Limits::from_config(c),
             }));
         }
         Ok(Departments { list })
@@ -100,6 +103,7 @@ mod tests {
                 roles: vec![Role::Consumer],
                 token: Some("token-of-department-a".into()),
                 token_sha256: None,
+                ..Default::default()
             },
             DepartmentConfig {
                 id: "b".into(),
@@ -107,6 +111,7 @@ mod tests {
                 roles: vec![Role::Auditor],
                 token: None,
                 token_sha256: Some(hex::encode(sha256(b"token-of-department-b"))),
+                ..Default::default()
             },
         ])
         .unwrap()

@@ -26,7 +26,7 @@ impl Role {
     }
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DepartmentConfig {
     pub id: String,
@@ -37,6 +37,12 @@ pub struct DepartmentConfig {
     pub token: Option<String>,
     /// Hex SHA-256 of the bearer token (preferred: the file then holds no secret).
     pub token_sha256: Option<String>,
+    /// Sustained requests per second this department may make (none: unlimited).
+    pub rate_limit: Option<u32>,
+    /// Requests above the rate that may arrive at once (default: one second's worth).
+    pub burst: Option<u32>,
+    /// Requests of this department in progress at once (none: unlimited).
+    pub max_concurrent: Option<u32>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -64,6 +70,21 @@ pub struct Config {
     pub clock_offset_seconds: i64,
     #[serde(default)]
     pub policy: PolicyConfig,
+    /// Longest time a request may take before it is answered 503.
+    #[serde(default = "default_timeout")]
+    pub request_timeout_seconds: u64,
+    /// Writes (updates and audit entries) waiting for the disk before
+    /// requests are shed with 503 overloaded.
+    #[serde(default = "default_write_queue")]
+    pub write_queue: usize,
+}
+
+fn default_timeout() -> u64 {
+    120
+}
+
+fn default_write_queue() -> usize {
+    4096
 }
 
 /// Deadlines of the sharing measures (Guangzhou Arts. 26, 30).
@@ -125,6 +146,8 @@ impl Default for Config {
             calendar: None,
             clock_offset_seconds: 0,
             policy: PolicyConfig::default(),
+            request_timeout_seconds: default_timeout(),
+            write_queue: default_write_queue(),
         }
     }
 }
@@ -163,12 +186,19 @@ impl Config {
             if d.roles.is_empty() {
                 bail!("department {} has no roles", d.id);
             }
+            if d.rate_limit == Some(0) || d.burst == Some(0) || d.max_concurrent == Some(0) {
+                bail!("department {}: rate_limit, burst and max_concurrent must be positive", d.id);
+            }
         }
         if self.key_file.is_some() && self.secret.is_some() {
             bail!("give key_file or secret, not both");
         }
         if !(1..=60).contains(&self.policy.grant_reply_days) || !(1..=60).contains(&self.policy.dispute_days) {
             bail!("policy deadlines are 1 to 60 working days");
+        }
+        if self.request_timeout_seconds < 70 || self.write_queue == 0 {
+            // Change-feed long polls wait up to 60 s.
+            bail!("request_timeout_seconds must be at least 70 and write_queue positive");
         }
         if self.block_cache_mb == 0 || self.max_body_mb == 0 {
             bail!("block_cache_mb and max_body_mb must be positive");

@@ -30,7 +30,7 @@ pub fn demo_departments(catalog: &basedata_store::Catalog) -> Vec<DepartmentConf
                 name: ds.provider_name.clone(),
                 roles: vec![Role::Provider, Role::Consumer],
                 token: Some(format!("demo-{}-token", ds.provider)),
-                token_sha256: None,
+                ..Default::default()
             });
         }
     }
@@ -44,7 +44,7 @@ pub fn demo_departments(catalog: &basedata_store::Catalog) -> Vec<DepartmentConf
             name: name.into(),
             roles: vec![role],
             token: Some(token.into()),
-            token_sha256: None,
+            ..Default::default()
         });
     }
     out

@@ -11,14 +11,16 @@
 //! representatives are generated adults whose registered name is the one on
 //! the company record.
 //!
-//! Everything about subject `i` is a pure function of `(seed, i)`: keys come
-//! from a keyed bijection of the index onto (area code, birth date, sequence
-//! number) or onto organization codes, so they are unique by construction
-//! for any population size, and `person_key`, `entity_key` and
-//! `person_hukou` can answer for one subject without generating the others.
-//! Generation streams subject by subject in bounded memory; the hot loop
-//! writes JSON by hand into reused buffers, since benchmarks generate tens
-//! of millions of persons.
+//! Everything about subject `i` is computed from the configuration and `i`
+//! alone. Keys depend only on `(seed, i)`: they come from a keyed bijection
+//! of the index onto (area code, birth date, sequence number) or onto
+//! organization codes, so they are unique by construction for any
+//! population size. The rest may also depend on the population (a child's
+//! parents are a couple drawn from the generated persons). So
+//! `person_key`, `entity_key` and `person_hukou` answer for one subject
+//! without generating the others, and generation streams subject by subject
+//! in bounded memory. The hot loop writes JSON by hand into reused buffers,
+//! since benchmarks generate tens of millions of persons.
 
 use std::fs;
 use std::io::{self, BufWriter, Write as _};
@@ -65,7 +67,12 @@ pub fn write_files(cfg: &GenConfig, catalog: &Catalog, dir: &Path) -> io::Result
     let mut files = catalog
         .datasets()
         .iter()
-        .map(|d| Ok(BufWriter::with_capacity(1 << 20, fs::File::create(dir.join(format!("{}.ndjson", d.id)))?)))
+        .map(|d| {
+            Ok(BufWriter::with_capacity(
+                1 << 20,
+                fs::File::create(dir.join(format!("{}.ndjson", d.id)))?,
+            ))
+        })
         .collect::<io::Result<Vec<_>>>()?;
     let summary = run(cfg, catalog, &mut |ds, line| {
         let f = &mut files[ds];
@@ -131,8 +138,12 @@ fn run(
         ));
     }
     let plans: Vec<Plan> = catalog.datasets().iter().map(Plan::new).collect();
-    let person_plans: Vec<usize> = (0..plans.len()).filter(|&d| plans[d].ds.subject == Subject::Person).collect();
-    let entity_plans: Vec<usize> = (0..plans.len()).filter(|&d| plans[d].ds.subject == Subject::Entity).collect();
+    let person_plans: Vec<usize> = (0..plans.len())
+        .filter(|&d| plans[d].ds.subject == Subject::Person)
+        .collect();
+    let entity_plans: Vec<usize> = (0..plans.len())
+        .filter(|&d| plans[d].ds.subject == Subject::Entity)
+        .collect();
     let mut counts = vec![0u64; plans.len()];
     let mut out = Out::default();
 
@@ -143,7 +154,9 @@ fn run(
     while 2 * j < cfg.persons {
         let man = world.person(2 * j);
         let woman = (2 * j + 1 < cfg.persons).then(|| world.person(2 * j + 1));
-        let couple = woman.as_ref().and_then(|w| world.couple(j, &man.vital(), &w.vital()));
+        let couple = woman
+            .as_ref()
+            .and_then(|w| world.couple(j, &man.vital(), &w.vital()));
         for (p, spouse) in [(Some(&man), woman.as_ref()), (woman.as_ref(), Some(&man))] {
             let Some(p) = p else { continue };
             let spouse = spouse.zip(couple.as_ref());
@@ -166,7 +179,11 @@ fn run(
         }
     }
     Ok(GenSummary {
-        per_dataset: plans.iter().zip(counts).map(|(p, n)| (p.ds.id.clone(), n)).collect(),
+        per_dataset: plans
+            .iter()
+            .zip(counts)
+            .map(|(p, n)| (p.ds.id.clone(), n))
+            .collect(),
     })
 }
 
@@ -187,7 +204,9 @@ struct Rng(u64);
 
 impl Rng {
     fn new(seed: u64, purpose: u64, i: u64) -> Rng {
-        Rng(mix(mix(seed ^ purpose.wrapping_mul(0x9E37_79B9_7F4A_7C15)) ^ i))
+        Rng(mix(
+            mix(seed ^ purpose.wrapping_mul(0x9E37_79B9_7F4A_7C15)) ^ i
+        ))
     }
 
     fn next(&mut self) -> u64 {
@@ -237,7 +256,9 @@ impl Rng {
 
 /// FNV-1a, to turn a dataset id into a stable purpose for its records.
 fn tag(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 const TAG_PERSON_PERM: u64 = 1;
@@ -268,7 +289,12 @@ impl Feistel {
         let bits = (64 - (domain.max(2) - 1).leading_zeros()).max(2);
         let half = bits.div_ceil(2);
         let mut rng = Rng::new(seed, purpose, 0);
-        Feistel { half, mask: (1 << half) - 1, keys: [rng.next(), rng.next(), rng.next(), rng.next()], domain }
+        Feistel {
+            half,
+            mask: (1 << half) - 1,
+            keys: [rng.next(), rng.next(), rng.next(), rng.next()],
+            domain,
+        }
     }
 
     fn round_trip(&self, x: u64) -> u64 {
@@ -332,7 +358,8 @@ fn age_at(birth: Date, at: Date) -> i32 {
 }
 
 fn ymd(y: i32, m: u8, d: u8) -> Date {
-    Date::from_calendar_date(y, time::Month::try_from(m).expect("valid month"), d).expect("valid date")
+    Date::from_calendar_date(y, time::Month::try_from(m).expect("valid month"), d)
+        .expect("valid date")
 }
 
 // ---------------------------------------------------------------------------
@@ -349,6 +376,7 @@ struct Region {
 /// Districts of Guangzhou and Shenzhen come first (`LOCAL` of them): people
 /// are registered there and organizations located there. The rest are
 /// birthplaces of people who moved in.
+#[rustfmt::skip]
 const REGIONS: [Region; 30] = [
     Region { code: "440103", province: "广东省", city: "广州市", district: "荔湾区", towns: &["沙面街", "华林街", "逢源街", "多宝街", "彩虹街", "南源街"] },
     Region { code: "440104", province: "广东省", city: "广州市", district: "越秀区", towns: &["北京街", "农林街", "东山街", "大塘街", "流花街", "六榕街"] },
@@ -411,14 +439,57 @@ fn district_stem(r: &Region) -> &str {
 }
 
 const ROADS_GZ: &[&str] = &[
-    "中山大道", "天河路", "黄埔大道", "广州大道", "解放北路", "东风中路", "环市东路", "江南大道", "工业大道",
-    "新港西路", "白云大道", "广园中路", "番禺大道", "迎宾路", "花城大道", "体育西路", "天河北路", "滨江东路",
+    "中山大道",
+    "天河路",
+    "黄埔大道",
+    "广州大道",
+    "解放北路",
+    "东风中路",
+    "环市东路",
+    "江南大道",
+    "工业大道",
+    "新港西路",
+    "白云大道",
+    "广园中路",
+    "番禺大道",
+    "迎宾路",
+    "花城大道",
+    "体育西路",
+    "天河北路",
+    "滨江东路",
 ];
 const ROADS_SZ: &[&str] = &[
-    "深南大道", "滨河大道", "北环大道", "红荔路", "华强北路", "科苑路", "南海大道", "宝安大道", "龙岗大道",
-    "布龙路", "沙河西路", "梅林路", "民治大道", "留仙大道", "光明大道", "福华路", "新安路", "海德三道",
+    "深南大道",
+    "滨河大道",
+    "北环大道",
+    "红荔路",
+    "华强北路",
+    "科苑路",
+    "南海大道",
+    "宝安大道",
+    "龙岗大道",
+    "布龙路",
+    "沙河西路",
+    "梅林路",
+    "民治大道",
+    "留仙大道",
+    "光明大道",
+    "福华路",
+    "新安路",
+    "海德三道",
 ];
-const ROADS_OTHER: &[&str] = &["人民路", "解放路", "中山路", "建设路", "八一路", "五一路", "胜利路", "和平路", "新华路", "长江路"];
+const ROADS_OTHER: &[&str] = &[
+    "人民路",
+    "解放路",
+    "中山路",
+    "建设路",
+    "八一路",
+    "五一路",
+    "胜利路",
+    "和平路",
+    "新华路",
+    "长江路",
+];
 
 fn roads(r: &Region) -> &'static [&'static str] {
     match r.city {
@@ -437,63 +508,80 @@ fn phone_area(r: &Region) -> &'static str {
 }
 
 const HOSPITALS_GZ: &[&str] = &[
-    "中山大学附属第一医院", "南方医科大学南方医院", "广东省人民医院", "广州市第一人民医院", "广州市妇女儿童医疗中心",
-    "广州医科大学附属第一医院", "暨南大学附属第一医院", "广州市红十字会医院",
+    "中山大学附属第一医院",
+    "南方医科大学南方医院",
+    "广东省人民医院",
+    "广州市第一人民医院",
+    "广州市妇女儿童医疗中心",
+    "广州医科大学附属第一医院",
+    "暨南大学附属第一医院",
+    "广州市红十字会医院",
 ];
 const HOSPITALS_SZ: &[&str] = &[
-    "深圳市人民医院", "北京大学深圳医院", "香港大学深圳医院", "深圳市妇幼保健院", "南方科技大学医院",
-    "深圳市第二人民医院", "中山大学附属第七医院", "深圳市宝安区人民医院",
+    "深圳市人民医院",
+    "北京大学深圳医院",
+    "香港大学深圳医院",
+    "深圳市妇幼保健院",
+    "南方科技大学医院",
+    "深圳市第二人民医院",
+    "中山大学附属第七医院",
+    "深圳市宝安区人民医院",
 ];
 
 // ---------------------------------------------------------------------------
 // Names and words.
 
 const SURNAMES: &[&str] = &[
-    "王", "李", "张", "刘", "陈", "杨", "黄", "赵", "吴", "周", "徐", "孙", "马", "朱", "胡", "郭", "何", "林", "罗",
-    "高", "郑", "梁", "谢", "宋", "唐", "许", "韩", "冯", "邓", "曹", "彭", "曾", "肖", "田", "董", "袁", "潘", "于",
-    "蒋", "蔡", "余", "杜", "叶", "程", "苏", "魏", "吕", "丁", "任", "沈", "姚", "卢", "姜", "崔", "钟", "谭", "陆",
-    "汪", "范", "金", "石", "廖", "贾", "夏", "韦", "付", "方", "白", "邹", "孟", "熊", "秦", "邱", "江", "尹", "薛",
-    "闫", "段", "雷", "侯", "龙", "史", "陶", "黎", "贺", "顾", "毛", "郝", "龚", "邵", "万", "钱", "严", "覃", "武",
-    "戴", "莫", "孔", "向", "汤", "欧阳", "司马", "上官", "诸葛",
+    "王", "李", "张", "刘", "陈", "杨", "黄", "赵", "吴", "周", "徐", "孙", "马", "朱", "胡", "郭",
+    "何", "林", "罗", "高", "郑", "梁", "谢", "宋", "唐", "许", "韩", "冯", "邓", "曹", "彭", "曾",
+    "肖", "田", "董", "袁", "潘", "于", "蒋", "蔡", "余", "杜", "叶", "程", "苏", "魏", "吕", "丁",
+    "任", "沈", "姚", "卢", "姜", "崔", "钟", "谭", "陆", "汪", "范", "金", "石", "廖", "贾", "夏",
+    "韦", "付", "方", "白", "邹", "孟", "熊", "秦", "邱", "江", "尹", "薛", "闫", "段", "雷", "侯",
+    "龙", "史", "陶", "黎", "贺", "顾", "毛", "郝", "龚", "邵", "万", "钱", "严", "覃", "武", "戴",
+    "莫", "孔", "向", "汤", "欧阳", "司马", "上官", "诸葛",
 ];
 
 /// Given-name characters: men's, then women's, then either.
 const GIVEN: &[&str] = &[
     // men (60)
-    "伟", "强", "军", "磊", "洋", "勇", "杰", "涛", "斌", "超", "明", "刚", "平", "辉", "鹏", "华", "飞", "鑫", "波",
-    "宇", "浩", "凯", "健", "俊", "帆", "帅", "旭", "宁", "龙", "林", "海", "峰", "建", "国", "志", "文", "东", "德",
-    "成", "亮", "振", "兴", "坤", "豪", "博", "毅", "锋", "彬", "昊", "轩", "泽", "栋", "松", "荣", "庆", "祥", "光",
-    "永", "立", "福",
+    "伟", "强", "军", "磊", "洋", "勇", "杰", "涛", "斌", "超", "明", "刚", "平", "辉", "鹏", "华",
+    "飞", "鑫", "波", "宇", "浩", "凯", "健", "俊", "帆", "帅", "旭", "宁", "龙", "林", "海", "峰",
+    "建", "国", "志", "文", "东", "德", "成", "亮", "振", "兴", "坤", "豪", "博", "毅", "锋", "彬",
+    "昊", "轩", "泽", "栋", "松", "荣", "庆", "祥", "光", "永", "立", "福",
     // women (60)
-    "芳", "娜", "敏", "静", "丽", "艳", "娟", "霞", "秀", "玲", "桂", "英", "梅", "琳", "燕", "萍", "红", "婷", "雪",
-    "慧", "莉", "倩", "颖", "琴", "兰", "云", "洁", "怡", "悦", "晶", "露", "瑶", "萱", "琪", "蕾", "薇", "璐", "梦",
-    "妍", "媛", "婧", "雯", "菲", "蓉", "凤", "珍", "月", "春", "丹", "琼", "岚", "彤", "馨", "诗", "雅", "柔", "素",
-    "淑", "佩", "欢",
+    "芳", "娜", "敏", "静", "丽", "艳", "娟", "霞", "秀", "玲", "桂", "英", "梅", "琳", "燕", "萍",
+    "红", "婷", "雪", "慧", "莉", "倩", "颖", "琴", "兰", "云", "洁", "怡", "悦", "晶", "露", "瑶",
+    "萱", "琪", "蕾", "薇", "璐", "梦", "妍", "媛", "婧", "雯", "菲", "蓉", "凤", "珍", "月", "春",
+    "丹", "琼", "岚", "彤", "馨", "诗", "雅", "柔", "素", "淑", "佩", "欢",
     // either (40)
-    "子", "一", "思", "雨", "天", "安", "可", "语", "若", "心", "逸", "睿", "宏", "金", "家", "新", "诚", "世", "维",
-    "方", "学", "承", "远", "清", "泉", "锦", "正", "晓", "嘉", "佳", "欣", "晨", "阳", "瑞", "琦", "然", "乐", "宜",
-    "沐", "航",
+    "子", "一", "思", "雨", "天", "安", "可", "语", "若", "心", "逸", "睿", "宏", "金", "家", "新",
+    "诚", "世", "维", "方", "学", "承", "远", "清", "泉", "锦", "正", "晓", "嘉", "佳", "欣", "晨",
+    "阳", "瑞", "琦", "然", "乐", "宜", "沐", "航",
 ];
 const GIVEN_MEN: (usize, usize) = (0, 60);
 const GIVEN_WOMEN: (usize, usize) = (60, 120);
 const GIVEN_EITHER: (usize, usize) = (120, 160);
 
 /// Ethnic groups other than Han (01), by rough frequency in the region.
-const MINORITIES: &[&str] = &["08", "08", "08", "15", "03", "11", "06", "13", "12", "07", "02", "05", "10", "04", "19", "22", "09", "14"];
+const MINORITIES: &[&str] = &[
+    "08", "08", "08", "15", "03", "11", "06", "13", "12", "07", "02", "05", "10", "04", "19", "22",
+    "09", "14",
+];
 
 const BRAND_A: &[&str] = &[
-    "华", "宏", "金", "恒", "鼎", "瑞", "博", "嘉", "天", "中", "汇", "创", "优", "星", "云", "海", "凯", "正", "安",
-    "德", "新", "明", "卓", "远", "锦", "聚", "同", "万", "东", "南", "鹏", "银", "智", "永", "伟", "盛", "启", "立",
-    "兴", "和",
+    "华", "宏", "金", "恒", "鼎", "瑞", "博", "嘉", "天", "中", "汇", "创", "优", "星", "云", "海",
+    "凯", "正", "安", "德", "新", "明", "卓", "远", "锦", "聚", "同", "万", "东", "南", "鹏", "银",
+    "智", "永", "伟", "盛", "启", "立", "兴", "和",
 ];
 const BRAND_B: &[&str] = &[
-    "信", "达", "源", "通", "盛", "丰", "远", "禾", "成", "科", "智", "新", "品", "辰", "帆", "纳", "越", "泰", "润",
-    "锐", "辉", "航", "程", "力", "创", "象", "方", "粤", "城", "河", "联", "美", "业", "邦", "利", "昌", "诚", "宇",
-    "恒", "鑫",
+    "信", "达", "源", "通", "盛", "丰", "远", "禾", "成", "科", "智", "新", "品", "辰", "帆", "纳",
+    "越", "泰", "润", "锐", "辉", "航", "程", "力", "创", "象", "方", "粤", "城", "河", "联", "美",
+    "业", "邦", "利", "昌", "诚", "宇", "恒", "鑫",
 ];
 
 /// Line of business: the word in a company name, its industry code
 /// (GB/T 4754 section) and a business scope.
+#[rustfmt::skip]
 const TRADES: &[(&str, &str, &str)] = &[
     ("科技", "I", "技术开发、技术咨询、技术服务；软件开发"),
     ("信息技术", "I", "信息系统集成服务；信息技术咨询服务；软件开发"),
@@ -533,7 +621,18 @@ const SHOPS: &[(&str, &str, &str)] = &[
     ("文具店", "F", "文具用品零售"),
 ];
 const COOP_WORDS: &[&str] = &["果蔬", "农机", "养殖", "茶叶", "花卉", "水产"];
-const GROUP_WORDS: &[&str] = &["软件行业", "餐饮行业", "摄影", "书法", "老年人体育", "青年创业", "物流行业", "志愿者", "围棋", "跨境电商"];
+const GROUP_WORDS: &[&str] = &[
+    "软件行业",
+    "餐饮行业",
+    "摄影",
+    "书法",
+    "老年人体育",
+    "青年创业",
+    "物流行业",
+    "志愿者",
+    "围棋",
+    "跨境电商",
+];
 const PNE_WORDS: &[(&str, &str)] = &[
     ("社会工作服务中心", "社会工作服务；社区服务；志愿服务组织"),
     ("培训中心", "非学历职业技能培训"),
@@ -542,38 +641,145 @@ const PNE_WORDS: &[(&str, &str)] = &[
     ("文化艺术中心", "文化艺术交流；公益演出"),
     ("社区服务中心", "社区居家养老服务；社区便民服务"),
 ];
-const PUBLIC_WORDS: &[&str] = &["政务服务中心", "社区卫生服务中心", "图书馆", "文化馆", "疾病预防控制中心", "环境监测站", "公证处", "档案馆"];
-const BUREAUS: &[&str] = &["民政局", "教育局", "卫生健康局", "文化广电旅游体育局", "科学技术局", "工业和信息化局", "人力资源和社会保障局"];
-const COMMUNITIES: &[&str] = &["华景社区居委会", "金穗社区居委会", "龙口社区居委会", "东方社区居委会", "新村社区居委会", "花园社区居委会", "翠苑社区居委会", "明珠社区居委会"];
-const CAUSES_OF_DEATH: &[&str] = &["心脑血管疾病", "恶性肿瘤", "呼吸系统疾病", "意外伤害", "糖尿病及并发症", "消化系统疾病", "神经系统疾病", "感染性疾病", "衰老"];
-const DEATH_PLACES: &[&str] = &["医疗卫生机构", "家中", "养老服务机构", "送医途中", "其他场所"];
+const PUBLIC_WORDS: &[&str] = &[
+    "政务服务中心",
+    "社区卫生服务中心",
+    "图书馆",
+    "文化馆",
+    "疾病预防控制中心",
+    "环境监测站",
+    "公证处",
+    "档案馆",
+];
+const BUREAUS: &[&str] = &[
+    "民政局",
+    "教育局",
+    "卫生健康局",
+    "文化广电旅游体育局",
+    "科学技术局",
+    "工业和信息化局",
+    "人力资源和社会保障局",
+];
+const COMMUNITIES: &[&str] = &[
+    "华景社区居委会",
+    "金穗社区居委会",
+    "龙口社区居委会",
+    "东方社区居委会",
+    "新村社区居委会",
+    "花园社区居委会",
+    "翠苑社区居委会",
+    "明珠社区居委会",
+];
+const CAUSES_OF_DEATH: &[&str] = &[
+    "心脑血管疾病",
+    "恶性肿瘤",
+    "呼吸系统疾病",
+    "意外伤害",
+    "糖尿病及并发症",
+    "消化系统疾病",
+    "神经系统疾病",
+    "感染性疾病",
+    "衰老",
+];
+const DEATH_PLACES: &[&str] = &[
+    "医疗卫生机构",
+    "家中",
+    "养老服务机构",
+    "送医途中",
+    "其他场所",
+];
 const UNIVERSITIES: &[&str] = &[
-    "中山大学", "华南理工大学", "暨南大学", "华南师范大学", "深圳大学", "广东工业大学", "广州大学", "南方科技大学",
-    "广东外语外贸大学", "广州医科大学", "华南农业大学", "南方医科大学", "广东财经大学", "深圳职业技术大学",
+    "中山大学",
+    "华南理工大学",
+    "暨南大学",
+    "华南师范大学",
+    "深圳大学",
+    "广东工业大学",
+    "广州大学",
+    "南方科技大学",
+    "广东外语外贸大学",
+    "广州医科大学",
+    "华南农业大学",
+    "南方医科大学",
+    "广东财经大学",
+    "深圳职业技术大学",
 ];
 const MAJORS: &[&str] = &[
-    "计算机科学与技术", "软件工程", "会计学", "临床医学", "法学", "汉语言文学", "英语", "土木工程", "电子信息工程",
-    "市场营销", "机械设计制造及其自动化", "护理学", "金融学", "工商管理", "数学与应用数学", "国际经济与贸易",
+    "计算机科学与技术",
+    "软件工程",
+    "会计学",
+    "临床医学",
+    "法学",
+    "汉语言文学",
+    "英语",
+    "土木工程",
+    "电子信息工程",
+    "市场营销",
+    "机械设计制造及其自动化",
+    "护理学",
+    "金融学",
+    "工商管理",
+    "数学与应用数学",
+    "国际经济与贸易",
 ];
 const PROFESSIONAL_TITLES: &[(&str, &str)] = &[
-    ("助理工程师", "技术员"), ("工程师", "工程师"), ("高级工程师", "高级工程师"), ("会计师", "财务主管"),
-    ("高级会计师", "财务总监"), ("主治医师", "主治医师"), ("副主任医师", "副主任医师"), ("主管护师", "护士长"),
-    ("一级教师", "教师"), ("高级教师", "教研组长"), ("经济师", "部门经理"), ("讲师", "讲师"), ("副教授", "副教授"),
+    ("助理工程师", "技术员"),
+    ("工程师", "工程师"),
+    ("高级工程师", "高级工程师"),
+    ("会计师", "财务主管"),
+    ("高级会计师", "财务总监"),
+    ("主治医师", "主治医师"),
+    ("副主任医师", "副主任医师"),
+    ("主管护师", "护士长"),
+    ("一级教师", "教师"),
+    ("高级教师", "教研组长"),
+    ("经济师", "部门经理"),
+    ("讲师", "讲师"),
+    ("副教授", "副教授"),
 ];
 const QUALIFICATIONS: &[(&str, &str)] = &[
-    ("教师资格证书", ""), ("法律职业资格证书", "律师执业证"), ("注册会计师全科合格证书", "注册会计师证书"),
-    ("医师资格证书", "医师执业证书"), ("护士执业资格考试合格证明", "护士执业证书"), ("一级建造师资格证书", "注册建造师执业证书"),
-    ("二级建造师资格证书", "注册建造师执业证书"), ("企业人力资源管理师职业资格证书", ""), ("电工职业资格证书", ""),
+    ("教师资格证书", ""),
+    ("法律职业资格证书", "律师执业证"),
+    ("注册会计师全科合格证书", "注册会计师证书"),
+    ("医师资格证书", "医师执业证书"),
+    ("护士执业资格考试合格证明", "护士执业证书"),
+    ("一级建造师资格证书", "注册建造师执业证书"),
+    ("二级建造师资格证书", "注册建造师执业证书"),
+    ("企业人力资源管理师职业资格证书", ""),
+    ("电工职业资格证书", ""),
     ("会计专业技术资格证书", ""),
 ];
 const EXAM_RESULTS: &[&str] = &["学业水平考试合格", "学业水平考试良好", "学业水平考试优秀"];
-const SKILLS: &[&str] = &["篮球", "游泳", "钢琴", "书法", "舞蹈", "田径", "美术", "围棋", "足球", "小提琴"];
-const COMMUNITY_SERVICE: &[&str] = &["参加社区志愿服务20小时", "参加社区志愿服务40小时", "参加社会实践活动3次", "参加环保公益活动"];
+const SKILLS: &[&str] = &[
+    "篮球",
+    "游泳",
+    "钢琴",
+    "书法",
+    "舞蹈",
+    "田径",
+    "美术",
+    "围棋",
+    "足球",
+    "小提琴",
+];
+const COMMUNITY_SERVICE: &[&str] = &[
+    "参加社区志愿服务20小时",
+    "参加社区志愿服务40小时",
+    "参加社会实践活动3次",
+    "参加环保公益活动",
+];
 const HEALTH_TESTS: &[&str] = &["体质健康测试合格", "体质健康测试良好", "体质健康测试优秀"];
-const AWARDS: &[&str] = &["市级三好学生", "区级优秀学生干部", "数学竞赛二等奖", "作文比赛一等奖", "科技创新大赛三等奖"];
+const AWARDS: &[&str] = &[
+    "市级三好学生",
+    "区级优秀学生干部",
+    "数学竞赛二等奖",
+    "作文比赛一等奖",
+    "科技创新大赛三等奖",
+];
 const AIDS: &[&str] = &["国家助学金", "免学费", "生活费补助"];
 const LEAVING_REASONS: &[&str] = &["转学", "出国（境）", "随父母迁居", "因病"];
 const DISABILITY_CANCEL: &[&str] = &["死亡", "户籍迁出", "残疾状况改善"];
+#[rustfmt::skip]
 const LICENCE_SCOPES: &[(&str, &str)] = &[
     ("食品生产许可：糕点、饮料", "糕点（烘烤类糕点）；饮料（蛋白饮料）"),
     ("食品生产许可：调味品", "调味品（酱油、食醋）"),
@@ -586,15 +792,20 @@ const GENERIC_TEXT: &[&str] = &["正常", "已核验", "无", "其他"];
 
 /// A fixed 1×1 grey PNG: photos exist for a few persons without making the
 /// lines heavy.
-const PHOTO_PLACEHOLDER: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAACklEQVR4nGNoAAAAggCBd81ytgAAAABJRU5ErkJggg==";
+const PHOTO_PLACEHOLDER: &str =
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAACklEQVR4nGNoAAAAggCBd81ytgAAAABJRU5ErkJggg==";
 
 // ---------------------------------------------------------------------------
 // The key spaces.
 
 /// Relative number of living people per five-year birth band, 1930–2024,
 /// and the share (per mille) of each band recorded as deceased.
-const BAND_WEIGHT: [u64; BANDS] = [80, 150, 250, 350, 500, 550, 700, 900, 950, 850, 1000, 1000, 1000, 950, 750, 700, 750, 700, 500];
-const BAND_DEATHS: [u64; BANDS] = [450, 350, 160, 90, 55, 32, 16, 5, 5, 5, 4, 4, 3, 3, 2, 2, 2, 2, 2];
+const BAND_WEIGHT: [u64; BANDS] = [
+    80, 150, 250, 350, 500, 550, 700, 900, 950, 850, 1000, 1000, 1000, 950, 750, 700, 750, 700, 500,
+];
+const BAND_DEATHS: [u64; BANDS] = [
+    450, 350, 160, 90, 55, 32, 16, 5, 5, 5, 4, 4, 3, 3, 2, 2, 2, 2, 2,
+];
 const REGION_WEIGHT_LOCAL: u64 = 1000;
 const REGION_WEIGHT_OTHER: u64 = 350;
 /// Men take sequence 2k+1 and women 2k+2, so at most 499 pairs per day.
@@ -624,18 +835,32 @@ fn layout() -> &'static Layout {
     LAYOUT.get_or_init(|| {
         let mut blocks = Vec::new();
         let mut start = 0;
-        for band in 0..BANDS {
+        for (band, &weight) in BAND_WEIGHT.iter().enumerate() {
             let y0 = FIRST_BIRTH_YEAR + band as i32 * BAND_YEARS;
             let first = ymd(y0, 1, 1).to_julian_day();
             let days = (ymd(y0 + BAND_YEARS, 1, 1).to_julian_day() - first) as u64;
             for region in 0..REGIONS.len() {
-                let rw = if is_local(region) { REGION_WEIGHT_LOCAL } else { REGION_WEIGHT_OTHER };
-                let cap = (MAX_PAIRS_PER_DAY * BAND_WEIGHT[band] * rw / 1_000_000).max(1);
-                blocks.push(Block { start, band, region, cap, days, first_day: first });
+                let rw = if is_local(region) {
+                    REGION_WEIGHT_LOCAL
+                } else {
+                    REGION_WEIGHT_OTHER
+                };
+                let cap = (MAX_PAIRS_PER_DAY * weight * rw / 1_000_000).max(1);
+                blocks.push(Block {
+                    start,
+                    band,
+                    region,
+                    cap,
+                    days,
+                    first_day: first,
+                });
                 start += cap * days;
             }
         }
-        Layout { blocks, pairs: start }
+        Layout {
+            blocks,
+            pairs: start,
+        }
     })
 }
 
@@ -697,8 +922,16 @@ struct Person {
 
 impl Person {
     fn name_parts(&self) -> [&'static str; 3] {
-        let g2 = if self.given_len == 2 { GIVEN[self.given[1] as usize] } else { "" };
-        [SURNAMES[self.surname as usize], GIVEN[self.given[0] as usize], g2]
+        let g2 = if self.given_len == 2 {
+            GIVEN[self.given[1] as usize]
+        } else {
+            ""
+        };
+        [
+            SURNAMES[self.surname as usize],
+            GIVEN[self.given[0] as usize],
+            g2,
+        ]
     }
 
     fn age(&self) -> i32 {
@@ -721,7 +954,12 @@ impl Person {
     }
 
     fn vital(&self) -> Vital {
-        Vital { birth_region: self.birth_region, birth: self.birth, sequence: self.key.sequence(), fate: self.fate }
+        Vital {
+            birth_region: self.birth_region,
+            birth: self.birth,
+            sequence: self.key.sequence(),
+            fate: self.fate,
+        }
     }
 }
 
@@ -751,7 +989,10 @@ impl EntityKind {
     }
 
     fn is_market(self) -> bool {
-        matches!(self, EntityKind::Company | EntityKind::Individual | EntityKind::Cooperative)
+        matches!(
+            self,
+            EntityKind::Company | EntityKind::Individual | EntityKind::Cooperative
+        )
     }
 }
 
@@ -848,13 +1089,22 @@ impl World {
         let b = &blocks[blocks.partition_point(|b| b.start <= pos) - 1];
         let off = pos - b.start;
         let (day, k) = (off / b.cap, off % b.cap);
-        if i % 2 == 0 {
+        if i & 1 == 0 {
             return (b.region, jd(b.first_day + day as i32), (2 * k + 1) as u16);
         }
         let (lo, hi) = region_class(b.region);
-        let shift = mix(self.seed ^ TAG_WIFE_REGION.wrapping_mul(0x1000_0000_01B3) ^ (k << 8) ^ b.band as u64) % (hi - lo) as u64;
+        let shift = mix(self.seed
+            ^ TAG_WIFE_REGION.wrapping_mul(0x1000_0000_01B3)
+            ^ (k << 8)
+            ^ b.band as u64)
+            % (hi - lo) as u64;
         let region = lo + (b.region - lo + shift as usize) % (hi - lo);
-        let day_shift = mix(self.seed ^ TAG_WIFE_DAY.wrapping_mul(0x1000_0000_01B3) ^ (k << 16) ^ ((b.region as u64) << 8) ^ b.band as u64) % b.days;
+        let day_shift = mix(self.seed
+            ^ TAG_WIFE_DAY.wrapping_mul(0x1000_0000_01B3)
+            ^ (k << 16)
+            ^ ((b.region as u64) << 8)
+            ^ b.band as u64)
+            % b.days;
         let day = (day + day_shift) % b.days;
         (region, jd(b.first_day + day as i32), (2 * k + 2) as u16)
     }
@@ -868,13 +1118,26 @@ impl World {
         let x = rng.below(1000);
         let fate = if x < BAND_DEATHS[band] {
             let died = rng.date(add_days(birth, 1).max(date!(2000 - 01 - 01)), AS_OF);
-            Fate::Deceased { died, cancelled: min_date(add_days(died, rng.below(31) as i64), AS_OF) }
+            Fate::Deceased {
+                died,
+                cancelled: min_date(add_days(died, rng.below(31) as i64), AS_OF),
+            }
         } else if x < BAND_DEATHS[band] + 30 {
-            Fate::MovedOut { on: rng.date(add_days(birth, 1).max(date!(1990 - 01 - 01)), AS_OF) }
+            Fate::MovedOut {
+                on: rng.date(add_days(birth, 1).max(date!(1990 - 01 - 01)), AS_OF),
+            }
         } else {
             Fate::Normal
         };
-        (Vital { birth_region, birth, sequence, fate }, rng)
+        (
+            Vital {
+                birth_region,
+                birth,
+                sequence,
+                fate,
+            },
+            rng,
+        )
     }
 
     /// Person `i`'s surname and parents (the pair index of a generated
@@ -903,13 +1166,29 @@ impl World {
         let (surname, parents) = self.lineage(i, &v, &mut rng);
         let (birth_region, birth) = (v.birth_region, v.birth);
         let male = v.sequence % 2 == 1;
-        let home = if is_local(birth_region) && !rng.chance(150) { birth_region } else { rng.index(LOCAL) };
+        let home = if is_local(birth_region) && !rng.chance(150) {
+            birth_region
+        } else {
+            rng.index(LOCAL)
+        };
         let town = rng.index(REGIONS[home].towns.len());
-        let given_len = if rng.chance(if birth.year() < 1970 { 350 } else { 150 }) { 1 } else { 2 };
+        let given_len = if rng.chance(if birth.year() < 1970 { 350 } else { 150 }) {
+            1
+        } else {
+            2
+        };
         let own = if male { GIVEN_MEN } else { GIVEN_WOMEN };
         let from = |rng: &mut Rng, (lo, hi): (usize, usize)| (lo + rng.index(hi - lo)) as u8;
-        let g1 = if rng.chance(300) { from(&mut rng, GIVEN_EITHER) } else { from(&mut rng, own) };
-        let g2 = if rng.chance(700) { from(&mut rng, own) } else { from(&mut rng, GIVEN_EITHER) };
+        let g1 = if rng.chance(300) {
+            from(&mut rng, GIVEN_EITHER)
+        } else {
+            from(&mut rng, own)
+        };
+        let g2 = if rng.chance(700) {
+            from(&mut rng, own)
+        } else {
+            from(&mut rng, GIVEN_EITHER)
+        };
         let ethnicity = if birth_region == GUANGXI && rng.chance(300) {
             "08"
         } else if rng.chance(950) {
@@ -976,7 +1255,11 @@ impl World {
                 }
             }
         };
-        Some(Couple { married, divorced, status })
+        Some(Couple {
+            married,
+            divorced,
+            status,
+        })
     }
 
     /// A generated couple who could be the parents of person `i`, born on
@@ -994,11 +1277,15 @@ impl World {
                 continue;
             }
             let (man, _) = self.vital(2 * j);
-            if !(22..=50).contains(&age_at(man.birth, birth)) || man.death().is_some_and(|d| d < birth) {
+            if !(22..=50).contains(&age_at(man.birth, birth))
+                || man.death().is_some_and(|d| d < birth)
+            {
                 continue;
             }
             let (woman, _) = self.vital(2 * j + 1);
-            if !(20..=45).contains(&age_at(woman.birth, birth)) || woman.death().is_some_and(|d| d < birth) {
+            if !(20..=45).contains(&age_at(woman.birth, birth))
+                || woman.death().is_some_and(|d| d < birth)
+            {
                 continue;
             }
             if let Some(c) = self.couple(j, &man, &woman) {
@@ -1023,7 +1310,11 @@ impl World {
             _ => EntityKind::PublicInstitution,
         };
         // Central districts hold more organizations than outer ones.
-        let region = if rng.chance(400) { rng.pick(&[3usize, 1, 12, 13, 15, 14]) } else { rng.index(LOCAL) };
+        let region = if rng.chance(400) {
+            rng.pick(&[3usize, 1, 12, 13, 15, 14])
+        } else {
+            rng.index(LOCAL)
+        };
         let town = rng.index(REGIONS[region].towns.len());
         let q = self.entity_perm.permute(i);
         let legacy = q >= NEW_CODES;
@@ -1050,7 +1341,10 @@ impl World {
         let body = std::str::from_utf8(&body).expect("ASCII");
         let key = EntityKey::from_parts(authority, org_type, REGIONS[region].code, body)
             .expect("generated credit code parts are valid");
-        let brand = [rng.index(BRAND_A.len()) as u8, rng.index(BRAND_B.len()) as u8];
+        let brand = [
+            rng.index(BRAND_A.len()) as u8,
+            rng.index(BRAND_B.len()) as u8,
+        ];
         let words = match kind {
             EntityKind::Company => TRADES.len(),
             EntityKind::Individual => SHOPS.len(),
@@ -1067,7 +1361,15 @@ impl World {
             EntityKind::Cooperative => "farmer_cooperative",
             _ => "other",
         };
-        let status = weighted(&mut rng, &[("active", 860), ("cancelled", 80), ("revoked", 40), ("moved_out", 20)]);
+        let status = weighted(
+            &mut rng,
+            &[
+                ("active", 860),
+                ("cancelled", 80),
+                ("revoked", 40),
+                ("moved_out", 20),
+            ],
+        );
         let established = if legacy {
             rng.date(date!(1985 - 01 - 01), date!(2015 - 09 - 30))
         } else {
@@ -1217,11 +1519,15 @@ impl Kind {
             Kind::Marriage | Kind::Adoption | Kind::MinimumLiving => Agency::CivilAffairs,
             Kind::PrivateNonEnterprise | Kind::SocialGroup | Kind::Welfare => Agency::CivilAffairs,
             Kind::Birth | Kind::Death | Kind::FamilyPlanning => Agency::Health,
-            Kind::SocialInsurance | Kind::ProfessionalTitle | Kind::Qualification => Agency::HumanResources,
+            Kind::SocialInsurance | Kind::ProfessionalTitle | Kind::Qualification => {
+                Agency::HumanResources
+            }
             Kind::Education => Agency::Education,
             Kind::Disability => Agency::DisabledFederation,
             Kind::HousingFund => Agency::HousingFund,
-            Kind::MarketRegistration | Kind::IndividualBusiness | Kind::QualityLicence => Agency::Market,
+            Kind::MarketRegistration | Kind::IndividualBusiness | Kind::QualityLicence => {
+                Agency::Market
+            }
             Kind::TaxRegistration => Agency::Tax,
             Kind::PublicInstitution => Agency::Establishment,
             Kind::OtherPerson | Kind::OtherEntity => Agency::Government,
@@ -1254,8 +1560,6 @@ enum Src {
     /// Age on the record's date.
     Age,
     Photo,
-    HukouStatus,
-    CancelReason,
     /// The registration's town (街道) and police station.
     Town,
     Station,
@@ -1355,7 +1659,9 @@ enum When {
 fn when(kind: Kind, n: &str) -> When {
     match (kind, n) {
         (Kind::Education, "graduated_on" | "graduated_school" | "diploma_no") => When::Extra(0),
-        (Kind::Education, "transferred_on" | "transferred_from" | "transferred_to") => When::Extra(1),
+        (Kind::Education, "transferred_on" | "transferred_from" | "transferred_to") => {
+            When::Extra(1)
+        }
         (Kind::Education, "suspended_on") => When::Extra(2),
         (Kind::Education, "resumed_on") => When::Extra(3),
         (Kind::Education, "withdrawn_on" | "leaving_reason") => When::Extra(4),
@@ -1367,9 +1673,13 @@ fn when(kind: Kind, n: &str) -> When {
         (Kind::Education, "awards") => When::Sometimes(250),
         (Kind::Education, "financial_aid") => When::Sometimes(100),
         (Kind::FamilyPlanning, "migrant_certificate_no") => When::Sometimes(200),
-        (Kind::Qualification, "practice_certificate_name" | "practice_certificate_no") => When::Practice,
+        (Kind::Qualification, "practice_certificate_name" | "practice_certificate_no") => {
+            When::Practice
+        }
         (Kind::Death, "family_member_phone" | "family_member_address") => When::Sometimes(900),
-        _ if n.starts_with("cancel") || n.starts_with("stopped") || n.starts_with("divorce") => When::Closed,
+        _ if n.starts_with("cancel") || n.starts_with("stopped") || n.starts_with("divorce") => {
+            When::Closed
+        }
         _ => When::Always,
     }
 }
@@ -1389,10 +1699,22 @@ impl<'c> Plan<'c> {
         let fields: Vec<FieldPlan> = ds
             .fields
             .iter()
-            .map(|field| FieldPlan { field, src: resolve(kind, field), when: when(kind, &field.name) })
+            .map(|field| FieldPlan {
+                field,
+                src: resolve(kind, field),
+                when: when(kind, &field.name),
+            })
             .collect();
-        let has_rel = fields.iter().any(|f| matches!(f.src, Src::RelKey | Src::RelName));
-        Plan { ds, kind, tag: tag(&ds.id), fields, has_rel }
+        let has_rel = fields
+            .iter()
+            .any(|f| matches!(f.src, Src::RelKey | Src::RelName));
+        Plan {
+            ds,
+            kind,
+            tag: tag(&ds.id),
+            fields,
+            has_rel,
+        }
     }
 }
 
@@ -1404,8 +1726,8 @@ fn resolve(kind: Kind, f: &Field) -> Src {
         (K::Hukou, "registered_town") => Some(Src::Town),
         (K::Hukou, "registered_police_station" | "cancel_police_station") => Some(Src::Station),
         (K::Hukou, "cancel_area") => Some(Src::AreaName),
-        (K::Hukou, "status") => Some(Src::HukouStatus),
-        (K::Hukou, "cancel_reason") => Some(Src::CancelReason),
+        (K::Hukou, "status") => Some(Src::Code),
+        (K::Hukou, "cancel_reason") => Some(Src::Code2),
         (K::ResidencePermit, "household_address") => Some(Src::OriginAddress),
         (K::ResidencePermit, "permit_no") => Some(Src::Doc(Doc::AreaYear("", 8))),
         (K::ResidencePermit, "residence_county") => Some(Src::AreaName),
@@ -1422,7 +1744,9 @@ fn resolve(kind: Kind, f: &Field) -> Src {
         (K::Birth, "mother_id") => Some(Src::Rel2Key),
         (K::Birth, "father_name") => Some(Src::RelName),
         (K::Birth, "father_id") => Some(Src::RelKey),
-        (K::Birth, "issuing_institution") | (K::Death, "medical_institution") => Some(Src::Hospital),
+        (K::Birth, "issuing_institution") | (K::Death, "medical_institution") => {
+            Some(Src::Hospital)
+        }
         (K::Death, "death_certificate_no") => Some(Src::Doc(Doc::AreaYear("", 6))),
         (K::Death, "nationality") => Some(Src::Const("中国")),
         (K::Death, "death_date") => Some(Src::Start),
@@ -1479,13 +1803,17 @@ fn resolve(kind: Kind, f: &Field) -> Src {
         (K::Disability, "disability_card_no") => Some(Src::Doc(Doc::DisabilityCard)),
         (K::Disability, "cancel_reason") => Some(Src::Text(DISABILITY_CANCEL)),
         (K::HousingFund, "account_status") => Some(Src::Code),
-        (K::Qualification, "qualification_certificate_name") => Some(Src::Pair(QUALIFICATIONS, false)),
+        (K::Qualification, "qualification_certificate_name") => {
+            Some(Src::Pair(QUALIFICATIONS, false))
+        }
         (K::Qualification, "practice_certificate_name") => Some(Src::Pair(QUALIFICATIONS, true)),
         (K::Qualification, "qualification_certificate_no") => Some(Src::Doc(Doc::AreaYear("", 6))),
         (K::Qualification, "practice_certificate_no") => Some(Src::Doc(Doc::AreaYear("P", 6))),
         (K::MarketRegistration | K::IndividualBusiness, "type") => Some(Src::Code),
         (K::MarketRegistration | K::IndividualBusiness, "status") => Some(Src::Code2),
-        (K::MarketRegistration | K::IndividualBusiness, "registration_no") => Some(Src::Doc(Doc::RegistrationNo)),
+        (K::MarketRegistration | K::IndividualBusiness, "registration_no") => {
+            Some(Src::Doc(Doc::RegistrationNo))
+        }
         (K::IndividualBusiness, "operator_name") => Some(Src::RelName),
         (K::IndividualBusiness, "operator_id") => Some(Src::RelKey),
         (K::QualityLicence, "approval_no") => Some(Src::Doc(Doc::AreaYear("粤", 5))),
@@ -1497,21 +1825,24 @@ fn resolve(kind: Kind, f: &Field) -> Src {
         (K::TaxRegistration, "taxpayer_id") => Some(Src::EntityKeyText),
         (K::TaxRegistration, "tax_authority") => Some(Src::Authority),
         (K::TaxRegistration, "registered_address") => Some(Src::EntityAddress),
-        (K::PrivateNonEnterprise, "unit_type") | (K::SocialGroup, "group_type") | (K::Welfare, "institution_type") => {
-            Some(Src::Code)
-        }
+        (K::PrivateNonEnterprise, "unit_type")
+        | (K::SocialGroup, "group_type")
+        | (K::Welfare, "institution_type") => Some(Src::Code),
         (K::SocialGroup | K::Welfare, "certificate_no") => Some(Src::Doc(Doc::AreaYear("", 4))),
-        (K::PublicInstitution, "certificate_no") => Some(Src::Doc(Doc::Certificate("事证第1", 6, "号"))),
-        (K::PrivateNonEnterprise | K::SocialGroup | K::Welfare | K::PublicInstitution, "registration_date") => {
-            Some(Src::Established)
+        (K::PublicInstitution, "certificate_no") => {
+            Some(Src::Doc(Doc::Certificate("事证第1", 6, "号")))
         }
+        (
+            K::PrivateNonEnterprise | K::SocialGroup | K::Welfare | K::PublicInstitution,
+            "registration_date",
+        ) => Some(Src::Established),
         _ => None,
     };
     if let Some(src) = specific {
         return src;
     }
     let entity = kind.subject() == Subject::Entity;
-    let common = match (n, f.ty) {
+    match (n, f.ty) {
         ("name", T::String) if entity => Src::EntityName,
         ("name", T::String) => Src::Name,
         ("gender", T::Code) => Src::Gender,
@@ -1537,13 +1868,18 @@ fn resolve(kind: Kind, f: &Field) -> Src {
         ("legal_representative" | "spouse_name", T::String) => Src::RelName,
         (_, T::PersonKey) => Src::RelKey,
         (n, T::String) if n.ends_with("_authority") || n == "issuing_institution" => Src::Authority,
-        (n, T::String) if n.ends_with("_authority_area") || n.ends_with("_area") => Src::AuthorityArea,
-        (n, T::Date) if n.starts_with("cancel") || n.starts_with("stopped") || n.starts_with("divorce") => Src::End,
+        (n, T::String) if n.ends_with("_authority_area") || n.ends_with("_area") => {
+            Src::AuthorityArea
+        }
+        (n, T::Date)
+            if n.starts_with("cancel") || n.starts_with("stopped") || n.starts_with("divorce") =>
+        {
+            Src::End
+        }
         (_, T::Date) => Src::Start,
         ("status", T::Code) => Src::Code,
         _ => Src::Generic,
-    };
-    common
+    }
 }
 
 /// One record of a dataset, before its fields are written.
@@ -1595,7 +1931,12 @@ enum Subj<'a> {
 
 impl World {
     /// The record of person `p` in the plan's dataset, if it holds one.
-    fn person_rec(&self, plan: &Plan, p: &Person, spouse: Option<(&Person, &Couple)>) -> Option<Rec> {
+    fn person_rec(
+        &self,
+        plan: &Plan,
+        p: &Person,
+        spouse: Option<(&Person, &Couple)>,
+    ) -> Option<Rec> {
         let mut rng = Rng::new(self.seed, plan.tag, p.index);
         let age = p.age();
         let adult_from = add_years(p.birth, 18);
@@ -1615,7 +1956,9 @@ impl World {
                 r
             }
             Kind::ResidencePermit => {
-                let Fate::MovedOut { on } = p.fate else { return None };
+                let Fate::MovedOut { on } = p.fate else {
+                    return None;
+                };
                 if age < 16 || !rng.chance(700) {
                     return None;
                 }
@@ -1665,13 +2008,19 @@ impl World {
             Kind::Death => {
                 let died = p.death()?;
                 let mut r = Rec::new(rng, p.home, died);
-                r.rel = spouse.map(|(s, _)| *s).filter(|s| s.death().is_none_or(|d| d > died));
+                r.rel = spouse
+                    .map(|(s, _)| *s)
+                    .filter(|s| s.death().is_none_or(|d| d > died));
                 r
             }
             Kind::FamilyPlanning => {
                 let (_, c) = spouse?;
                 let status = c.status[usize::from(!p.male)];
-                if !(20..=49).contains(&age) || !alive || !matches!(status, "20" | "21" | "22") || !rng.chance(400) {
+                if !(20..=49).contains(&age)
+                    || !alive
+                    || !matches!(status, "20" | "21" | "22")
+                    || !rng.chance(400)
+                {
                     return None;
                 }
                 let start = rng.date(c.married, min_date(add_years(c.married, 1), AS_OF));
@@ -1684,11 +2033,22 @@ impl World {
                 let from = adult_from.max(date!(1995 - 01 - 01));
                 let start = rng.date(from, min_date(add_years(from, 12), AS_OF));
                 let mut r = Rec::new(rng, p.home, start);
-                r.code2 = weighted(&mut r.rng, &[("110", 700), ("120", 80), ("170", 100), ("310", 60), ("390", 60)]);
+                r.code2 = weighted(
+                    &mut r.rng,
+                    &[
+                        ("110", 700),
+                        ("120", 80),
+                        ("170", 100),
+                        ("310", 60),
+                        ("390", 60),
+                    ],
+                );
                 match p.fate {
                     Fate::Deceased { died, .. } => (r.code, r.end) = ("3", Some(died.max(start))),
                     Fate::MovedOut { on } => (r.code, r.end) = ("3", Some(on.max(start))),
-                    Fate::Normal if r.rng.chance(80) => (r.code, r.end) = ("2", Some(r.rng.date(start, AS_OF))),
+                    Fate::Normal if r.rng.chance(80) => {
+                        (r.code, r.end) = ("2", Some(r.rng.date(start, AS_OF)))
+                    }
                     Fate::Normal => r.code = "1",
                 }
                 if r.code2 != "170" && r.code2 != "390" {
@@ -1738,7 +2098,10 @@ impl World {
                 r.code = if !matches!(p.fate, Fate::Normal) {
                     "closed"
                 } else {
-                    weighted(&mut r.rng, &[("normal", 850), ("sealed", 130), ("frozen", 20)])
+                    weighted(
+                        &mut r.rng,
+                        &[("normal", 850), ("sealed", 130), ("frozen", 20)],
+                    )
                 };
                 r.org = self.pick_employer(&mut r.rng);
                 r
@@ -1849,8 +2212,11 @@ impl World {
                 r
             }
             Kind::QualityLicence => {
-                let manufacturer = e.kind == EntityKind::Company && TRADES[e.word as usize].1 == "C";
-                if !(manufacturer && rng.chance(600) || e.kind == EntityKind::Company && rng.chance(30)) {
+                let manufacturer =
+                    e.kind == EntityKind::Company && TRADES[e.word as usize].1 == "C";
+                if !(manufacturer && rng.chance(600)
+                    || e.kind == EntityKind::Company && rng.chance(30))
+                {
                     return None;
                 }
                 let issued = rng.date(add_days(e.established, 60), AS_OF);
@@ -1885,8 +2251,16 @@ impl World {
                     (EntityKind::Welfare, 1) => "children",
                     (EntityKind::Welfare, 2) => "disabled",
                     (EntityKind::Welfare, _) => "other",
-                    (EntityKind::SocialGroup, _) => ["academic", "trade", "professional", "federation"][e.variant as usize % 4],
-                    _ => if e.variant < 17 { "legal_person" } else { "partnership" },
+                    (EntityKind::SocialGroup, _) => {
+                        ["academic", "trade", "professional", "federation"][e.variant as usize % 4]
+                    }
+                    _ => {
+                        if e.variant < 17 {
+                            "legal_person"
+                        } else {
+                            "partnership"
+                        }
+                    }
                 };
                 r.rel = self.pick_adult(&mut r.rng, e.established);
                 r
@@ -1957,7 +2331,15 @@ impl World {
     }
 
     /// Writes the field's value from `src`; false if there is none.
-    fn value(&self, out: &mut Out, plan: &Plan, f: &FieldPlan, src: Src, s: Subj, rec: &mut Rec) -> bool {
+    fn value(
+        &self,
+        out: &mut Out,
+        plan: &Plan,
+        f: &FieldPlan,
+        src: Src,
+        s: Subj,
+        rec: &mut Rec,
+    ) -> bool {
         let field = f.field;
         let name = field.name.as_str();
         let region = &REGIONS[rec.region];
@@ -1972,9 +2354,7 @@ impl World {
         // Code fields: the chosen value if the field's list has it, else one
         // of its codes, so that custom code lists still validate.
         let code = |out: &mut Out, rec: &mut Rec, v: &str| {
-            if field.ty != FieldType::Code {
-                out.str(name, v);
-            } else if !v.is_empty() && field.code(v).is_some() {
+            if field.ty != FieldType::Code || (!v.is_empty() && field.code(v).is_some()) {
                 out.str(name, v);
             } else {
                 let c = &field.codes[rec.rng.skewed(field.codes.len())];
@@ -2007,9 +2387,9 @@ impl World {
                 _ if field.required => out.str(name, PHOTO_PLACEHOLDER),
                 _ => return false,
             },
-            Src::HukouStatus | Src::Code if !rec.code.is_empty() => code(out, rec, rec.code),
-            Src::CancelReason | Src::Code2 if !rec.code2.is_empty() => code(out, rec, rec.code2),
-            Src::HukouStatus | Src::Code | Src::CancelReason | Src::Code2 => return false,
+            Src::Code if !rec.code.is_empty() => code(out, rec, rec.code),
+            Src::Code2 if !rec.code2.is_empty() => code(out, rec, rec.code2),
+            Src::Code | Src::Code2 => return false,
             Src::Town => {
                 let town = match (person, entity) {
                     (Some(p), _) if rec.region == p.home => region.towns[p.town],
@@ -2023,7 +2403,17 @@ impl World {
                     Some(p) if rec.region == p.home => region.towns[p.town],
                     _ => region.towns[(rec.pick) % region.towns.len()],
                 };
-                out.parts(name, &[region.city, "公安局", region.district, "分局", town_stem(town), "派出所"]);
+                out.parts(
+                    name,
+                    &[
+                        region.city,
+                        "公安局",
+                        region.district,
+                        "分局",
+                        town_stem(town),
+                        "派出所",
+                    ],
+                );
             }
             Src::AreaName => out.parts(name, &[region.province, region.city, region.district]),
             Src::AreaCode => out.str(name, region.code),
@@ -2040,7 +2430,11 @@ impl World {
             },
             Src::OriginAddress => match person {
                 Some(p) => {
-                    let r = if is_local(p.birth_region) { LOCAL + (p.index % (REGIONS.len() - LOCAL) as u64) as usize } else { p.birth_region };
+                    let r = if is_local(p.birth_region) {
+                        LOCAL + (p.index % (REGIONS.len() - LOCAL) as u64) as usize
+                    } else {
+                        p.birth_region
+                    };
                     if name == "birth_place" {
                         let r = &REGIONS[p.birth_region];
                         out.parts(name, &[r.province, r.city, r.district]);
@@ -2054,12 +2448,25 @@ impl World {
             Src::AuthorityArea => out.parts(name, &[region.province, region.city, region.district]),
             Src::LocalAuthority => {
                 let town = entity.map_or(region.towns[0], |e| region.towns[e.town]);
-                out.parts(name, &[region.city, region.district, "市场监督管理局", town_stem(town), "市场监督管理所"]);
+                out.parts(
+                    name,
+                    &[
+                        region.city,
+                        region.district,
+                        "市场监督管理局",
+                        town_stem(town),
+                        "市场监督管理所",
+                    ],
+                );
             }
             Src::SupervisingUnit => {
                 let bureau = match entity.map(|e| e.kind) {
                     Some(EntityKind::Welfare) => "民政局",
-                    Some(EntityKind::PrivateNonEnterprise) if entity.is_some_and(|e| e.word == 3 || e.word == 1) => "教育局",
+                    Some(EntityKind::PrivateNonEnterprise)
+                        if entity.is_some_and(|e| e.word == 3 || e.word == 1) =>
+                    {
+                        "教育局"
+                    }
                     _ => BUREAUS[rec.pick % BUREAUS.len()],
                 };
                 out.parts(name, &[region.city, region.district, bureau]);
@@ -2105,7 +2512,10 @@ impl World {
                 (Some(r), _) => out.parts(name, &r.name_parts()),
                 (None, Some(p)) => {
                     let mut r = *p;
-                    r.given = [rec.rng.index(GIVEN.len()) as u8, rec.rng.index(GIVEN.len()) as u8];
+                    r.given = [
+                        rec.rng.index(GIVEN.len()) as u8,
+                        rec.rng.index(GIVEN.len()) as u8,
+                    ];
                     out.parts(name, &r.name_parts());
                 }
                 _ => return false,
@@ -2113,7 +2523,11 @@ impl World {
             Src::AnyName => {
                 let surname = SURNAMES[rec.rng.skewed(SURNAMES.len())];
                 let g1 = GIVEN[rec.rng.index(GIVEN.len())];
-                let g2 = if rec.rng.chance(800) { GIVEN[rec.rng.index(GIVEN.len())] } else { "" };
+                let g2 = if rec.rng.chance(800) {
+                    GIVEN[rec.rng.index(GIVEN.len())]
+                } else {
+                    ""
+                };
                 out.parts(name, &[surname, g1, g2]);
             }
             Src::Phone => {
@@ -2185,10 +2599,16 @@ impl World {
             Src::School => {
                 let Some(p) = person else { return false };
                 if rec.code.is_empty() || matches!(rec.code, "40" | "60" | "70") {
-                    let level = if rec.code == "70" || (rec.code.is_empty() && p.age() >= 12) { "中学" } else { "小学" };
-                    let num = ["一", "二", "三", "四", "五", "六", "七", "八", "九", "十"][rec.pick % 10];
+                    let level = if rec.code == "70" || (rec.code.is_empty() && p.age() >= 12) {
+                        "中学"
+                    } else {
+                        "小学"
+                    };
+                    let num =
+                        ["一", "二", "三", "四", "五", "六", "七", "八", "九", "十"][rec.pick % 10];
                     let which = if name == "transferred_from" || name == "transferred_to" {
-                        ["十一", "十二", "十三", "十四", "十五", "十六"][(rec.pick + name.len()) % 6]
+                        ["十一", "十二", "十三", "十四", "十五", "十六"]
+                            [(rec.pick + name.len()) % 6]
                     } else {
                         num
                     };
@@ -2197,7 +2617,9 @@ impl World {
                     out.str(name, UNIVERSITIES[rec.pick % UNIVERSITIES.len()]);
                 }
             }
-            Src::SchoolAddress => self.address(out, name, rec.region, TAG_ADDRESS, rec.pick as u64, false),
+            Src::SchoolAddress => {
+                self.address(out, name, rec.region, TAG_ADDRESS, rec.pick as u64, false)
+            }
             Src::Major => {
                 if !matches!(rec.code, "10" | "20" | "30" | "40") {
                     return false;
@@ -2206,7 +2628,7 @@ impl World {
             }
             Src::Degree => {
                 let degree = match rec.code {
-                    "10" if rec.pick % 4 == 0 => "doctor",
+                    "10" if rec.pick & 3 == 0 => "doctor",
                     "10" => "master",
                     "20" => "bachelor",
                     _ => return false,
@@ -2257,8 +2679,11 @@ impl World {
                 if e.market_type == "branch" {
                     return false;
                 }
-                let amounts: &[&str] = &["100", "50", "10", "500", "200", "30", "1000", "300", "5", "3", "2000", "5000", "1", "10000", "12000.5"];
-                out.raw_str(name, amounts[rec.rng.skewed(amounts.len())]);
+                let amounts: &[&str] = &[
+                    "100", "50", "10", "500", "200", "30", "1000", "300", "5", "3", "2000", "5000",
+                    "1", "10000", "12000.5",
+                ];
+                out.str(name, amounts[rec.rng.skewed(amounts.len())]);
             }
             Src::Generic => self.generic(out, plan, field, s, rec),
         }
@@ -2278,13 +2703,25 @@ impl World {
                         Subj::P(p) => out.parts(name, &p.name_parts()),
                         Subj::E(_) => out.str(name, "张伟"),
                     }
-                } else if title.contains("地址") || title.contains("住址") || title.contains("场所") {
-                    self.address(out, name, rec.region, TAG_ADDRESS, rec.rng.below(1 << 20), false);
+                } else if title.contains("地址") || title.contains("住址") || title.contains("场所")
+                {
+                    self.address(
+                        out,
+                        name,
+                        rec.region,
+                        TAG_ADDRESS,
+                        rec.rng.below(1 << 20),
+                        false,
+                    );
                 } else if title.contains("电话") {
                     out.parts(name, &[phone_area(region), "83", "001234"]);
                 } else if title.contains("行政区划") {
                     out.parts(name, &[region.province, region.city, region.district]);
-                } else if title.contains("机关") || title.contains("单位") || title.contains("部门") || title.contains("机构") {
+                } else if title.contains("机关")
+                    || title.contains("单位")
+                    || title.contains("部门")
+                    || title.contains("机构")
+                {
                     self.authority(out, name, plan.kind.agency(), region, rec);
                 } else if title.contains("号") || title.contains("码") {
                     self.doc(out, name, Doc::AreaYear("", 6), s, rec);
@@ -2315,7 +2752,7 @@ impl World {
                 s.push_str(&(cents / 100).to_string());
                 s.push('.');
                 push_2(&mut s, (cents % 100) as u32);
-                out.raw_str(name, &s);
+                out.str(name, &s);
                 out.scratch = s;
             }
             FieldType::Bool => out.raw(name, if rec.rng.chance(700) { "true" } else { "false" }),
@@ -2351,7 +2788,9 @@ impl World {
             Agency::HumanResources => out.parts(name, &[c, d, "人力资源和社会保障局"]),
             Agency::Education => out.parts(name, &[c, d, "教育局"]),
             Agency::DisabledFederation => out.parts(name, &[c, d, "残疾人联合会"]),
-            Agency::HousingFund => out.parts(name, &[c, "住房公积金管理中心", district_stem(r), "管理部"]),
+            Agency::HousingFund => {
+                out.parts(name, &[c, "住房公积金管理中心", district_stem(r), "管理部"])
+            }
             Agency::Market => out.parts(name, &[c, d, "市场监督管理局"]),
             Agency::Tax => out.parts(name, &["国家税务总局", c, d, "税务局"]),
             Agency::Establishment => out.parts(name, &[c, d, "事业单位登记管理局"]),
@@ -2449,26 +2888,70 @@ impl World {
                 let trade = TRADES[e.word as usize].0;
                 match e.market_type {
                     "joint_stock" => out.parts(name, &[c, brand_a, brand_b, trade, "股份有限公司"]),
-                    "sole_proprietorship" => out.parts(name, &[c, d, brand_a, brand_b, trade, "商行"]),
-                    "partnership" => out.parts(name, &[c, brand_a, brand_b, trade, "合伙企业（有限合伙）"]),
-                    "branch" => out.parts(name, &[c, brand_a, brand_b, trade, "有限公司", district_stem(r), "分公司"]),
-                    "foreign_invested" => out.parts(name, &[brand_a, brand_b, trade, "（", c.trim_end_matches('市'), "）有限公司"]),
+                    "sole_proprietorship" => {
+                        out.parts(name, &[c, d, brand_a, brand_b, trade, "商行"])
+                    }
+                    "partnership" => {
+                        out.parts(name, &[c, brand_a, brand_b, trade, "合伙企业（有限合伙）"])
+                    }
+                    "branch" => out.parts(
+                        name,
+                        &[
+                            c,
+                            brand_a,
+                            brand_b,
+                            trade,
+                            "有限公司",
+                            district_stem(r),
+                            "分公司",
+                        ],
+                    ),
+                    "foreign_invested" => out.parts(
+                        name,
+                        &[
+                            brand_a,
+                            brand_b,
+                            trade,
+                            "（",
+                            c.trim_end_matches('市'),
+                            "）有限公司",
+                        ],
+                    ),
                     "state_owned" => out.parts(name, &[c, brand_a, brand_b, trade, "公司"]),
                     "collective" => out.parts(name, &[c, d, brand_a, brand_b, trade, "厂"]),
                     _ => out.parts(name, &[c, d, brand_a, brand_b, trade, "有限公司"]),
                 }
             }
-            EntityKind::Individual => out.parts(name, &[c, d, brand_a, brand_b, SHOPS[e.word as usize].0]),
-            EntityKind::Cooperative => out.parts(name, &[c, d, brand_a, brand_b, COOP_WORDS[e.word as usize], "专业合作社"]),
-            EntityKind::SocialGroup => out.parts(name, &[c, d, GROUP_WORDS[e.word as usize], "协会"]),
-            EntityKind::PrivateNonEnterprise => out.parts(name, &[c, d, brand_a, brand_b, PNE_WORDS[e.word as usize].0]),
+            EntityKind::Individual => {
+                out.parts(name, &[c, d, brand_a, brand_b, SHOPS[e.word as usize].0])
+            }
+            EntityKind::Cooperative => out.parts(
+                name,
+                &[
+                    c,
+                    d,
+                    brand_a,
+                    brand_b,
+                    COOP_WORDS[e.word as usize],
+                    "专业合作社",
+                ],
+            ),
+            EntityKind::SocialGroup => {
+                out.parts(name, &[c, d, GROUP_WORDS[e.word as usize], "协会"])
+            }
+            EntityKind::PrivateNonEnterprise => out.parts(
+                name,
+                &[c, d, brand_a, brand_b, PNE_WORDS[e.word as usize].0],
+            ),
             EntityKind::Welfare => {
-                let w = ["养老院", "儿童福利院", "残疾人托养中心", "社会福利服务中心"][e.word as usize % 4];
+                let w = ["养老院", "儿童福利院", "残疾人托养中心", "社会福利服务中心"]
+                    [e.word as usize % 4];
                 out.parts(name, &[c, d, brand_a, brand_b, w]);
             }
             EntityKind::PublicInstitution => {
                 let w = e.word as usize;
-                let num = ["一", "二", "三", "四", "五", "六", "七", "八", "九", "十"][e.variant as usize % 10];
+                let num = ["一", "二", "三", "四", "五", "六", "七", "八", "九", "十"]
+                    [e.variant as usize % 10];
                 if w < PUBLIC_WORDS.len() {
                     out.parts(name, &[c, d, PUBLIC_WORDS[w]]);
                 } else if w == PUBLIC_WORDS.len() {
@@ -2484,7 +2967,12 @@ impl World {
     /// keyed nowhere.
     fn fake_company(&self, rec: &mut Rec) -> Entity {
         let e = self.entity(rec.rng.below(ENTITY_SPACE));
-        Entity { kind: EntityKind::Company, market_type: "limited_liability", word: e.word % TRADES.len() as u8, ..e }
+        Entity {
+            kind: EntityKind::Company,
+            market_type: "limited_liability",
+            word: e.word % TRADES.len() as u8,
+            ..e
+        }
     }
 }
 
@@ -2507,7 +2995,8 @@ impl Out {
         self.buf.extend_from_slice(key.as_bytes());
         self.buf.extend_from_slice(b"\",\"version\":");
         push_u64(&mut self.buf, version);
-        self.buf.extend_from_slice(b",\"op\":\"upsert\",\"fields\":{");
+        self.buf
+            .extend_from_slice(b",\"op\":\"upsert\",\"fields\":{");
     }
 
     fn finish(&mut self) -> &[u8] {
@@ -2536,11 +3025,6 @@ impl Out {
             push_escaped(&mut self.buf, p);
         }
         self.buf.push(b'"');
-    }
-
-    /// A decimal as a JSON string, which keeps its exact digits.
-    fn raw_str(&mut self, name: &str, v: &str) {
-        self.str(name, v);
     }
 
     fn raw(&mut self, name: &str, v: &str) {
@@ -2617,11 +3101,18 @@ fn needs_escape(bytes: &[u8]) -> bool {
     for c in &mut chunks {
         let x = u64::from_le_bytes(c.try_into().expect("8 bytes"));
         let below_space = x.wrapping_sub(ONES * 0x20) & !x & HIGH;
-        if below_space | has_zero(x ^ (ONES * u64::from(b'"'))) | has_zero(x ^ (ONES * u64::from(b'\\'))) != 0 {
+        if below_space
+            | has_zero(x ^ (ONES * u64::from(b'"')))
+            | has_zero(x ^ (ONES * u64::from(b'\\')))
+            != 0
+        {
             return true;
         }
     }
-    chunks.remainder().iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\')
+    chunks
+        .remainder()
+        .iter()
+        .any(|&b| b < 0x20 || b == b'"' || b == b'\\')
 }
 
 /// The body of a JSON string: quotes, backslashes and control characters
@@ -2646,7 +3137,14 @@ fn push_escaped(buf: &mut Vec<u8>, s: &str) {
         buf.extend_from_slice(&bytes[start..i]);
         if esc.is_empty() {
             const HEX: &[u8; 16] = b"0123456789abcdef";
-            buf.extend_from_slice(&[b'\\', b'u', b'0', b'0', HEX[(b >> 4) as usize], HEX[(b & 15) as usize]]);
+            buf.extend_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[(b >> 4) as usize],
+                HEX[(b & 15) as usize],
+            ]);
         } else {
             buf.extend_from_slice(esc);
         }
@@ -2662,7 +3160,11 @@ mod tests {
     use serde_json::Value as Json;
     use std::collections::{HashMap, HashSet};
 
-    const SAMPLE: GenConfig = GenConfig { persons: 20_000, entities: 5_000, seed: 42 };
+    const SAMPLE: GenConfig = GenConfig {
+        persons: 20_000,
+        entities: 5_000,
+        seed: 42,
+    };
 
     /// Generated lines of one configuration, by dataset, parsed.
     struct Sample {
@@ -2696,7 +3198,8 @@ mod tests {
     fn collect(cfg: &GenConfig, catalog: &Catalog) -> HashMap<String, Vec<Json>> {
         let mut lines: HashMap<String, Vec<Json>> = HashMap::new();
         generate(cfg, catalog, &mut |ds, line| {
-            let v = serde_json::from_slice(line).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            let v = serde_json::from_slice(line)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
             lines.entry(ds.to_owned()).or_default().push(v);
             Ok(())
         })
@@ -2730,28 +3233,42 @@ mod tests {
     fn check_lines(catalog: &Catalog, lines: &HashMap<String, Vec<Json>>) -> usize {
         let mut checked = 0;
         for (ds_id, lines) in lines {
-            let ds = catalog.dataset(ds_id).unwrap_or_else(|| panic!("unknown dataset {ds_id}"));
+            let ds = catalog
+                .dataset(ds_id)
+                .unwrap_or_else(|| panic!("unknown dataset {ds_id}"));
             for line in lines {
                 let k = key(line);
                 match ds.subject {
-                    Subject::Person => assert_eq!(PersonKey::parse(k).map(|p| p.to_string()).as_deref(), Ok(k)),
-                    Subject::Entity => assert_eq!(EntityKey::parse(k).map(|e| e.to_string()).as_deref(), Ok(k)),
+                    Subject::Person => {
+                        assert_eq!(PersonKey::parse(k).map(|p| p.to_string()).as_deref(), Ok(k))
+                    }
+                    Subject::Entity => {
+                        assert_eq!(EntityKey::parse(k).map(|e| e.to_string()).as_deref(), Ok(k))
+                    }
                 }
                 assert_eq!(line["op"], "upsert", "{line}");
-                let version = line["version"].as_u64().expect("version is an unsigned integer");
+                let version = line["version"]
+                    .as_u64()
+                    .expect("version is an unsigned integer");
                 assert!((1..=3).contains(&version), "{line}");
                 let obj = line.as_object().unwrap();
                 assert_eq!(obj.len(), 4, "{line}");
                 let fields = fields(line);
                 for (name, value) in fields {
-                    let field = ds.field(name).unwrap_or_else(|| panic!("{ds_id}: no field {name}: {line}"));
+                    let field = ds
+                        .field(name)
+                        .unwrap_or_else(|| panic!("{ds_id}: no field {name}: {line}"));
                     match Value::from_json(field, value) {
                         Ok(Some(_)) => {}
                         other => panic!("{ds_id}.{name} = {value}: {other:?}"),
                     }
                 }
                 for f in ds.fields.iter().filter(|f| f.required) {
-                    assert!(fields.contains_key(&f.name), "{ds_id}: required {} missing: {line}", f.name);
+                    assert!(
+                        fields.contains_key(&f.name),
+                        "{ds_id}: required {} missing: {line}",
+                        f.name
+                    );
                 }
                 checked += 1;
             }
@@ -2772,25 +3289,43 @@ mod tests {
 
     #[test]
     fn same_seed_same_bytes_other_seed_other_data() {
-        let cfg = GenConfig { persons: 3_000, entities: 1_000, seed: 7 };
+        let cfg = GenConfig {
+            persons: 3_000,
+            entities: 1_000,
+            seed: 7,
+        };
         let a = raw(&cfg);
         assert_eq!(a, raw(&cfg));
         let b = raw(&GenConfig { seed: 8, ..cfg });
         assert_ne!(a, b);
-        let hukou = |v: &[(String, Vec<u8>)]| v.iter().filter(|(d, _)| d == "hukou").map(|(_, l)| l.clone()).collect::<Vec<_>>();
+        let hukou = |v: &[(String, Vec<u8>)]| {
+            v.iter()
+                .filter(|(d, _)| d == "hukou")
+                .map(|(_, l)| l.clone())
+                .collect::<Vec<_>>()
+        };
         let (ha, hb) = (hukou(&a), hukou(&b));
         assert_eq!(ha.len(), hb.len());
         let same = ha.iter().zip(&hb).filter(|(x, y)| x == y).count();
         assert!(same < 10, "{same} identical hukou lines across seeds");
         // Lines of a dataset come in subject order, whatever the interleaving.
-        let keys: Vec<String> = ha.iter().map(|l| String::from_utf8(l[8..26].to_vec()).unwrap()).collect();
-        let expected: Vec<String> = (0..cfg.persons).map(|i| person_key(&cfg, i).to_string()).collect();
+        let keys: Vec<String> = ha
+            .iter()
+            .map(|l| String::from_utf8(l[8..26].to_vec()).unwrap())
+            .collect();
+        let expected: Vec<String> = (0..cfg.persons)
+            .map(|i| person_key(&cfg, i).to_string())
+            .collect();
         assert_eq!(keys, expected);
     }
 
     #[test]
     fn person_keys_are_valid_and_unique() {
-        let cfg = GenConfig { persons: 200_000, entities: 0, seed: 3 };
+        let cfg = GenConfig {
+            persons: 200_000,
+            entities: 0,
+            seed: 3,
+        };
         let mut keys = HashSet::new();
         let mut men = 0u64;
         let mut out = Out::default();
@@ -2809,7 +3344,9 @@ mod tests {
             assert_eq!(k.sequence() % 2 == 1, i % 2 == 0);
             assert_eq!(p.male, i % 2 == 0);
             men += u64::from(p.male);
-            let line: Json = serde_json::from_slice(world.person_line(&plan, &p, None, &mut out).unwrap()).unwrap();
+            let line: Json =
+                serde_json::from_slice(world.person_line(&plan, &p, None, &mut out).unwrap())
+                    .unwrap();
             assert_eq!(line["fields"]["gender"], k.gender().code());
             assert_eq!(line["fields"]["birth_date"], value_date(k.birth_date()));
         }
@@ -2822,7 +3359,11 @@ mod tests {
 
     #[test]
     fn entity_keys_are_valid_and_unique() {
-        let cfg = GenConfig { persons: 0, entities: 100_000, seed: 3 };
+        let cfg = GenConfig {
+            persons: 0,
+            entities: 100_000,
+            seed: 3,
+        };
         let world = World::new(&cfg);
         let mut keys = HashSet::new();
         for i in 0..cfg.entities {
@@ -2830,8 +3371,16 @@ mod tests {
             assert_eq!(EntityKey::parse(e.key.as_str()), Ok(e.key));
             assert_eq!(e.key, entity_key(&cfg, i));
             assert!(keys.insert(e.key), "duplicate key {}", e.key.as_str());
-            assert_eq!((e.key.registration_authority(), e.key.organization_type()), e.kind.code_chars());
-            assert!(is_local(REGIONS.iter().position(|r| r.code == e.key.region()).unwrap()));
+            assert_eq!(
+                (e.key.registration_authority(), e.key.organization_type()),
+                e.kind.code_chars()
+            );
+            assert!(is_local(
+                REGIONS
+                    .iter()
+                    .position(|r| r.code == e.key.region())
+                    .unwrap()
+            ));
         }
     }
 
@@ -2839,7 +3388,11 @@ mod tests {
     fn keys_stay_unique_deep_into_the_key_space() {
         // Indices near the top of what benchmarks generate map into the
         // same slots as small ones only if the permutation is broken.
-        let cfg = GenConfig { persons: 100_000_000, entities: 100_000_000, seed: 11 };
+        let cfg = GenConfig {
+            persons: 100_000_000,
+            entities: 100_000_000,
+            seed: 11,
+        };
         let mut persons = HashSet::new();
         let mut entities = HashSet::new();
         for i in (0..20_000).chain(99_980_000..100_000_000) {
@@ -2863,10 +3416,22 @@ mod tests {
 
     #[test]
     fn the_space_holds_the_largest_populations() {
-        let world = World::new(&GenConfig { persons: 0, entities: 0, seed: 0 });
-        assert!(world.person_capacity() >= 400_000_000, "{}", world.person_capacity());
-        assert!(ENTITY_SPACE >= 400_000_000);
-        let too_many = GenConfig { persons: world.person_capacity() + 1, entities: 0, seed: 0 };
+        let world = World::new(&GenConfig {
+            persons: 0,
+            entities: 0,
+            seed: 0,
+        });
+        assert!(
+            world.person_capacity() >= 400_000_000,
+            "{}",
+            world.person_capacity()
+        );
+        const { assert!(ENTITY_SPACE >= 400_000_000) };
+        let too_many = GenConfig {
+            persons: world.person_capacity() + 1,
+            entities: 0,
+            seed: 0,
+        };
         let err = generate(&too_many, &Catalog::builtin(), &mut |_, _| Ok(())).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
     }
@@ -2881,7 +3446,9 @@ mod tests {
             assert_eq!(key(line), person_key(&SAMPLE, i).as_str());
             assert_eq!(&person_hukou(&SAMPLE, i), fields(line));
         }
-        let entity_keys: HashSet<String> = (0..SAMPLE.entities).map(|i| entity_key(&SAMPLE, i).to_string()).collect();
+        let entity_keys: HashSet<String> = (0..SAMPLE.entities)
+            .map(|i| entity_key(&SAMPLE, i).to_string())
+            .collect();
         for ds in s.catalog.datasets_for(Subject::Entity) {
             for line in s.of(&ds.id) {
                 assert!(entity_keys.contains(key(line)), "{}: {}", ds.id, key(line));
@@ -2912,21 +3479,40 @@ mod tests {
             photos += usize::from(f.contains_key("photo"));
             match status {
                 "normal" => {
-                    for c in ["cancel_date", "cancel_reason", "cancel_area", "cancel_police_station"] {
+                    for c in [
+                        "cancel_date",
+                        "cancel_reason",
+                        "cancel_area",
+                        "cancel_police_station",
+                    ] {
                         assert!(!f.contains_key(c), "{line}");
                     }
                 }
                 _ => {
-                    assert!(f.contains_key("cancel_date") && f.contains_key("cancel_police_station"), "{line}");
-                    assert!(text(f, "cancel_date").unwrap() > text(f, "birth_date").unwrap(), "{line}");
+                    assert!(
+                        f.contains_key("cancel_date") && f.contains_key("cancel_police_station"),
+                        "{line}"
+                    );
+                    assert!(
+                        text(f, "cancel_date").unwrap() > text(f, "birth_date").unwrap(),
+                        "{line}"
+                    );
                 }
             }
-            assert!(text(f, "registered_police_station").unwrap().ends_with("派出所"));
+            assert!(text(f, "registered_police_station")
+                .unwrap()
+                .ends_with("派出所"));
         }
         let share = |k: (&str, &str)| counts.get(&k).copied().unwrap_or(0) as f64 / n;
         assert!((0.93..0.97).contains(&share(("normal", ""))), "{counts:?}");
-        assert!((0.02..0.04).contains(&share(("cancelled", "moved_out"))), "{counts:?}");
-        assert!((0.012..0.03).contains(&share(("cancelled", "deceased"))), "{counts:?}");
+        assert!(
+            (0.02..0.04).contains(&share(("cancelled", "moved_out"))),
+            "{counts:?}"
+        );
+        assert!(
+            (0.012..0.03).contains(&share(("cancelled", "deceased"))),
+            "{counts:?}"
+        );
         assert_eq!(counts.len(), 3, "{counts:?}");
         assert!((0.9..0.98).contains(&(han as f64 / n)), "{han}");
         assert!((0.005..0.02).contains(&(photos as f64 / n)), "{photos}");
@@ -2962,13 +3548,16 @@ mod tests {
     fn marriages_are_symmetric() {
         let s = sample();
         let hukou: Vec<&Json> = s.of("hukou").iter().collect();
-        let index: HashMap<&str, usize> = hukou.iter().enumerate().map(|(i, l)| (key(l), i)).collect();
+        let index: HashMap<&str, usize> =
+            hukou.iter().enumerate().map(|(i, l)| (key(l), i)).collect();
         let marriage = s.by_key("marriage");
         let mut by_status: HashMap<&str, usize> = HashMap::new();
         for (k, m) in &marriage {
             let i = index[k];
             let partner = hukou[i ^ 1];
-            let pm = marriage.get(key(partner)).unwrap_or_else(|| panic!("{k} married, partner has no record"));
+            let pm = marriage
+                .get(key(partner))
+                .unwrap_or_else(|| panic!("{k} married, partner has no record"));
             // Opposite genders, both adults at the wedding, one wedding.
             assert_ne!(fields(hukou[i])["gender"], fields(partner)["gender"]);
             assert_eq!(m.get("marriage_date"), pm.get("marriage_date"));
@@ -2976,7 +3565,10 @@ mod tests {
             assert_eq!(text(m, "name"), text(fields(hukou[i]), "name"));
             let wed = text(m, "marriage_date").unwrap();
             let born = text(fields(hukou[i]), "birth_date").unwrap();
-            assert!(wed[..4].parse::<i32>().unwrap() - born[..4].parse::<i32>().unwrap() >= 20, "{k}");
+            assert!(
+                wed[..4].parse::<i32>().unwrap() - born[..4].parse::<i32>().unwrap() >= 20,
+                "{k}"
+            );
             let status = text(m, "marital_status").unwrap();
             let partner_status = text(pm, "marital_status").unwrap();
             *by_status.entry(status).or_default() += 1;
@@ -2989,7 +3581,10 @@ mod tests {
                     assert!(text(m, "divorce_date").unwrap() > wed);
                 }
                 "20" | "21" | "22" => {
-                    assert!(matches!(partner_status, "20" | "21" | "22" | "30"), "{partner_status}");
+                    assert!(
+                        matches!(partner_status, "20" | "21" | "22" | "30"),
+                        "{partner_status}"
+                    );
                     let dead = text(fields(hukou[i]), "cancel_reason") == Some("deceased");
                     if partner_status == "30" {
                         assert!(dead, "{k}: partner widowed, person alive");
@@ -3003,7 +3598,10 @@ mod tests {
             }
         }
         for st in ["20", "21", "22", "30", "40"] {
-            assert!(by_status.get(st).copied().unwrap_or(0) > 0, "no {st}: {by_status:?}");
+            assert!(
+                by_status.get(st).copied().unwrap_or(0) > 0,
+                "no {st}: {by_status:?}"
+            );
         }
         assert!(marriage.len() > s.of("hukou").len() / 3);
     }
@@ -3012,26 +3610,57 @@ mod tests {
     fn representatives_and_parents_are_generated_persons() {
         let s = sample();
         let hukou = s.by_key("hukou");
-        let names = |k: &str| text(hukou.get(k).unwrap_or_else(|| panic!("{k} is not a generated person")), "name");
+        let names = |k: &str| {
+            text(
+                hukou
+                    .get(k)
+                    .unwrap_or_else(|| panic!("{k} is not a generated person")),
+                "name",
+            )
+        };
         let mut checked = 0;
         for (ds, name_field, key_field) in [
-            ("market_registration", "legal_representative", "legal_representative_id"),
+            (
+                "market_registration",
+                "legal_representative",
+                "legal_representative_id",
+            ),
             ("individual_business", "operator_name", "operator_id"),
-            ("social_group", "legal_representative", "legal_representative_id"),
-            ("private_non_enterprise", "legal_representative", "legal_representative_id"),
-            ("welfare_institution", "legal_representative", "legal_representative_id"),
+            (
+                "social_group",
+                "legal_representative",
+                "legal_representative_id",
+            ),
+            (
+                "private_non_enterprise",
+                "legal_representative",
+                "legal_representative_id",
+            ),
+            (
+                "welfare_institution",
+                "legal_representative",
+                "legal_representative_id",
+            ),
             ("birth", "father_name", "father_id"),
             ("birth", "mother_name", "mother_id"),
         ] {
             for line in s.of(ds) {
                 let f = fields(line);
-                let Some(id) = text(f, key_field) else { continue };
+                let Some(id) = text(f, key_field) else {
+                    continue;
+                };
                 assert_eq!(names(id), text(f, name_field), "{ds}: {line}");
                 let rep = hukou[id];
                 if ds != "birth" {
-                    let founded = text(f, "established_on").or(text(f, "registration_date")).unwrap();
+                    let founded = text(f, "established_on")
+                        .or(text(f, "registration_date"))
+                        .unwrap();
                     let born = text(rep, "birth_date").unwrap();
-                    assert!(founded[..4].parse::<i32>().unwrap() - born[..4].parse::<i32>().unwrap() >= 18, "{line}");
+                    assert!(
+                        founded[..4].parse::<i32>().unwrap() - born[..4].parse::<i32>().unwrap()
+                            >= 18,
+                        "{line}"
+                    );
                 }
                 checked += 1;
             }
@@ -3042,15 +3671,33 @@ mod tests {
         let mut with_parents = 0;
         for line in s.of("birth") {
             let f = fields(line);
-            let (Some(father), Some(mother)) = (text(f, "father_id"), text(f, "mother_id")) else { continue };
+            let (Some(father), Some(mother)) = (text(f, "father_id"), text(f, "mother_id")) else {
+                continue;
+            };
             with_parents += 1;
-            let surname = |n: &str| SURNAMES.iter().filter(|s| n.starts_with(*s)).max_by_key(|s| s.len()).copied();
-            assert_eq!(surname(text(f, "name").unwrap()), surname(text(f, "father_name").unwrap()), "{line}");
+            let surname = |n: &str| {
+                SURNAMES
+                    .iter()
+                    .filter(|s| n.starts_with(*s))
+                    .max_by_key(|s| s.len())
+                    .copied()
+            };
+            assert_eq!(
+                surname(text(f, "name").unwrap()),
+                surname(text(f, "father_name").unwrap()),
+                "{line}"
+            );
             let (fm, mm) = (marriage[father], marriage[mother]);
             assert_eq!(fm.get("marriage_date"), mm.get("marriage_date"));
-            assert!(text(fm, "marriage_date").unwrap() <= text(f, "birth_date").unwrap(), "{line}");
+            assert!(
+                text(fm, "marriage_date").unwrap() <= text(f, "birth_date").unwrap(),
+                "{line}"
+            );
         }
-        assert!(with_parents * 10 > s.of("birth").len() * 9, "{with_parents}");
+        assert!(
+            with_parents * 10 > s.of("birth").len() * 9,
+            "{with_parents}"
+        );
     }
 
     #[test]
@@ -3063,13 +3710,22 @@ mod tests {
             let f = fields(line);
             assert_eq!(text(f, "taxpayer_id"), Some(key(line)));
             let authority = text(f, "tax_authority").unwrap();
-            assert!(authority.starts_with("国家税务总局") && authority.ends_with("税务局"), "{authority}");
+            assert!(
+                authority.starts_with("国家税务总局") && authority.ends_with("税务局"),
+                "{authority}"
+            );
         }
         for (k, f) in market {
             let name = text(f, "name").unwrap();
             let region = REGIONS.iter().find(|r| r.code == &k[2..8]).unwrap();
-            assert!(name.contains(region.city) || name.contains(&region.city[..region.city.len() - 3]), "{name}");
-            assert!(canonical(text(f, "registered_capital")).is_some() || f.get("type").unwrap() == "branch");
+            assert!(
+                name.contains(region.city) || name.contains(&region.city[..region.city.len() - 3]),
+                "{name}"
+            );
+            assert!(
+                canonical(text(f, "registered_capital")).is_some()
+                    || f.get("type").unwrap() == "branch"
+            );
         }
     }
 
@@ -3086,8 +3742,16 @@ mod tests {
         assert!(given.len() >= 150, "{}", given.len());
         assert_eq!(GIVEN_EITHER.1, GIVEN.len());
         let s = sample();
-        let distinct: HashSet<&str> = s.of("hukou").iter().map(|l| text(fields(l), "name").unwrap()).collect();
-        assert!(distinct.len() > s.of("hukou").len() / 2, "{}", distinct.len());
+        let distinct: HashSet<&str> = s
+            .of("hukou")
+            .iter()
+            .map(|l| text(fields(l), "name").unwrap())
+            .collect();
+        assert!(
+            distinct.len() > s.of("hukou").len() / 2,
+            "{}",
+            distinct.len()
+        );
         for n in distinct.iter().take(1000) {
             assert!((2..=4).contains(&n.chars().count()), "{n}");
         }
@@ -3095,7 +3759,11 @@ mod tests {
 
     #[test]
     fn write_files_matches_generate() {
-        let cfg = GenConfig { persons: 1_001, entities: 301, seed: 5 };
+        let cfg = GenConfig {
+            persons: 1_001,
+            entities: 301,
+            seed: 5,
+        };
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("nested");
         let summary = write_files(&cfg, &Catalog::builtin(), &out).unwrap();
@@ -3108,7 +3776,10 @@ mod tests {
         })
         .unwrap();
         assert_eq!(summary, summary2);
-        assert_eq!(summary.per_dataset.len(), Catalog::builtin().datasets().len());
+        assert_eq!(
+            summary.per_dataset.len(),
+            Catalog::builtin().datasets().len()
+        );
         for (ds, n) in &summary.per_dataset {
             let bytes = fs::read(out.join(format!("{ds}.ndjson"))).unwrap();
             assert_eq!(bytes, expected.get(ds).cloned().unwrap_or_default(), "{ds}");
@@ -3120,7 +3791,11 @@ mod tests {
     #[test]
     fn empty_populations() {
         for (persons, entities) in [(0, 0), (1, 0), (0, 1), (3, 2)] {
-            let cfg = GenConfig { persons, entities, seed: 1 };
+            let cfg = GenConfig {
+                persons,
+                entities,
+                seed: 1,
+            };
             let catalog = Catalog::builtin();
             let lines = collect(&cfg, &catalog);
             check_lines(&catalog, &lines);
@@ -3261,7 +3936,11 @@ type = "string"
 share = "unconditional"
 "#;
         let catalog = Catalog::from_toml_str(toml).unwrap();
-        let cfg = GenConfig { persons: 2_000, entities: 500, seed: 9 };
+        let cfg = GenConfig {
+            persons: 2_000,
+            entities: 500,
+            seed: 9,
+        };
         let lines = collect(&cfg, &catalog);
         check_lines(&catalog, &lines);
         let pets = &lines["pets"];
@@ -3269,12 +3948,24 @@ share = "unconditional"
         assert!(lines["depots"].len() > 100);
         // Custom code lists are honoured, quotes escaped.
         assert!(pets.iter().any(|l| l["fields"]["breed"] == "x\"y"));
-        assert!(lines["hukou"].iter().all(|l| matches!(l["fields"]["status"].as_str(), Some("A" | "B"))));
+        assert!(lines["hukou"]
+            .iter()
+            .all(|l| matches!(l["fields"]["status"].as_str(), Some("A" | "B"))));
     }
 
     #[test]
     fn json_escaping() {
-        for s in ["", "plain", "张三", "a\"b", "back\\slash", "tab\tnew\nline\r", "\u{1}\u{1f}x", "0123456789abcdef\"0123456789", "超过八个字节的中文\\"] {
+        for s in [
+            "",
+            "plain",
+            "张三",
+            "a\"b",
+            "back\\slash",
+            "tab\tnew\nline\r",
+            "\u{1}\u{1f}x",
+            "0123456789abcdef\"0123456789",
+            "超过八个字节的中文\\",
+        ] {
             let mut buf = Vec::new();
             buf.push(b'"');
             push_escaped(&mut buf, s);
@@ -3283,9 +3974,17 @@ share = "unconditional"
         }
         for b in 0u8..128 {
             let s = format!("abcdefgh{}abcdefg", char::from(b));
-            assert_eq!(needs_escape(s.as_bytes()), b < 0x20 || b == b'"' || b == b'\\', "{b}");
+            assert_eq!(
+                needs_escape(s.as_bytes()),
+                b < 0x20 || b == b'"' || b == b'\\',
+                "{b}"
+            );
             let s = format!("abc{}", char::from(b));
-            assert_eq!(needs_escape(s.as_bytes()), b < 0x20 || b == b'"' || b == b'\\', "{b}");
+            assert_eq!(
+                needs_escape(s.as_bytes()),
+                b < 0x20 || b == b'"' || b == b'\\',
+                "{b}"
+            );
         }
         assert!(!needs_escape("中文名称不需要转义的长字符串".as_bytes()));
     }

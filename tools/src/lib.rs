@@ -7,5 +7,7 @@ pub mod config;
 pub mod demo;
 pub mod gen;
 pub mod http;
+pub mod limits;
+pub mod metrics;
 pub mod logging;
 pub mod server;

@@ -90,7 +90,11 @@ pub fn app_state(store: Arc<Store>, cfg: &Config) -> anyhow::Result<AppState> {
         Some(p) => basedata_store::calendar::Calendar::load(p)?,
         None => basedata_store::calendar::Calendar::builtin(),
     };
-    Ok(AppState::new(store, departments, cfg.max_body_mb << 20).with_governance(cfg.policy.policy(), calendar)?)
+    let mut state = AppState::new(store, departments, cfg.max_body_mb << 20)
+        .with_governance(cfg.policy.policy(), calendar)?
+        .with_write_queue(cfg.write_queue);
+    state.request_timeout = std::time::Duration::from_secs(cfg.request_timeout_seconds);
+    Ok(state)
 }
 
 /// Serves `state` on `listener` until a shutdown signal arrives.

@@ -53,6 +53,9 @@ pub struct AppState {
     pub gov_lock: Arc<tokio::sync::Mutex<()>>,
     /// The last committed change-log sequence number, for long polls.
     pub seq_tx: Arc<tokio::sync::watch::Sender<u64>>,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// Longest a request may take (body streaming endpoints excepted).
+    pub request_timeout: std::time::Duration,
 }
 
 /// Jobs waiting for the writer before requests are refused with 503.
@@ -78,7 +81,15 @@ impl AppState {
             grant_book,
             calendar: Arc::new(Calendar::builtin()),
             gov_lock: Arc::new(tokio::sync::Mutex::new(())),
+            metrics: Arc::new(crate::metrics::Metrics::new()),
+            request_timeout: std::time::Duration::from_secs(120),
         }
+    }
+
+    /// A writer with a queue of `jobs` waiting jobs at most.
+    pub fn with_write_queue(mut self, jobs: usize) -> AppState {
+        self.committer = Arc::new(Committer::start(self.store.clone(), jobs));
+        self
     }
 
     /// Replaces the governance policy and calendar (from the configuration).
@@ -126,16 +137,37 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
         .merge(authenticated)
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(axum::http::StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed here")
         })
+        .layer(middleware::from_fn_with_state(state.clone(), time_limit))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
             ApiError::internal("handler panicked").into_response()
         }))
-        .layer(middleware::from_fn(access_log))
+        .layer(middleware::from_fn_with_state(state.clone(), access_log))
         .with_state(state)
+}
+
+/// Endpoints whose bodies stream for as long as the data lasts; the time
+/// limit would cut legitimate large transfers short.
+fn streams(req: &Request) -> bool {
+    let p = req.uri().path();
+    p == "/v1/verify/batch" || (p == "/v1/jobs" && req.method() == axum::http::Method::POST) || p.ends_with("/updates")
+}
+
+/// Answers `503 unavailable` for a request that takes longer than the
+/// configured limit, instead of holding the connection indefinitely.
+async fn time_limit(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if streams(&req) {
+        return next.run(req).await;
+    }
+    match tokio::time::timeout(state.request_timeout, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => ApiError::unavailable("the request took too long and was abandoned").into_response(),
+    }
 }
 
 /// Department id recorded on the response for the access log.
@@ -145,7 +177,7 @@ struct LoggedDepartment(String);
 /// Gives every request an id (echoing a sane incoming `X-Request-Id`) and
 /// writes one log line per request. Only the route template is logged,
 /// never the concrete path, which holds ID numbers.
-async fn access_log(req: Request, next: Next) -> Response {
+async fn access_log(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let started = Instant::now();
     let id = req
         .headers()
@@ -162,13 +194,16 @@ async fn access_log(req: Request, next: Next) -> Response {
         .unwrap_or_else(|| "unmatched".to_owned());
     let mut resp = next.run(req).await;
     let dept = resp.extensions().get::<LoggedDepartment>().map(|d| d.0.clone()).unwrap_or_default();
+    let elapsed = started.elapsed();
+    state.metrics.observe(&route, method.as_str(), resp.status().as_u16(), &dept, elapsed.as_secs_f64());
     tracing::info!(
+        target: "basedata::access",
         request_id = %id,
         method = %method,
         route = %route,
         status = resp.status().as_u16(),
         department = %dept,
-        micros = started.elapsed().as_micros() as u64,
+        micros = elapsed.as_micros() as u64,
         "request"
     );
     if let Ok(v) = HeaderValue::from_str(&id) {
@@ -202,8 +237,25 @@ async fn authenticate(State(state): State<AppState>, mut req: Request, next: Nex
     let Some(department) = state.departments.authenticate(token) else {
         return ApiError::unauthenticated("unknown token").into_response();
     };
-    let operator = header_text(&req, "x-operator").map(|o| o.chars().take(64).collect());
     let dept_id = department.id.clone();
+    // Held until the response is produced: the concurrency cap counts
+    // requests in progress.
+    let _permit = match department.limits.admit() {
+        Ok(p) => p,
+        Err(r) => {
+            state.metrics.refused(&dept_id, r.reason);
+            let mut resp = ApiError::new(
+                axum::http::StatusCode::TOO_MANY_REQUESTS,
+                "overloaded",
+                format!("{} of department {dept_id} exceeded; retry later", r.reason),
+            )
+            .into_response();
+            resp.headers_mut().insert(axum::http::header::RETRY_AFTER, HeaderValue::from(r.retry_after_secs));
+            resp.extensions_mut().insert(LoggedDepartment(dept_id));
+            return resp;
+        }
+    };
+    let operator = header_text(&req, "x-operator").map(|o| o.chars().take(64).collect());
     req.extensions_mut().insert(Caller { department, operator });
     let mut resp = next.run(req).await;
     resp.extensions_mut().insert(LoggedDepartment(dept_id));

@@ -36,3 +36,11 @@ pub async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Value>> {
 pub async fn catalog(State(state): State<AppState>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/json")], state.catalog_json.clone())
 }
+
+pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let store = state.store.clone();
+    let commit = state.committer.stats().clone();
+    let metrics = state.metrics.clone();
+    let body = tokio::task::spawn_blocking(move || metrics.render(&store, &commit)).await.unwrap_or_default();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body)
+}

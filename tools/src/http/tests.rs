@@ -27,6 +27,7 @@ pub(crate) fn test_state() -> AppState {
         roles: vec![Role::Consumer],
         token: Some(TOKEN.into()),
         token_sha256: None,
+        ..Default::default()
     }])
     .unwrap();
     AppState::new(Arc::new(store), depts, 1 << 20)
@@ -158,4 +159,50 @@ async fn purpose_layer_requires_a_purpose() {
     assert_eq!((s, body.as_str()), (StatusCode::OK, "社保发放"));
     let (s, body) = send(Some("低保复核".as_bytes())).await;
     assert_eq!((s, body.as_str()), (StatusCode::OK, "低保复核"));
+}
+
+#[tokio::test]
+async fn metrics_are_prometheus_text() {
+    let app = router(test_state());
+    let req = HttpRequest::get("/v1/catalog").header("authorization", format!("Bearer {TOKEN}")).body(Body::empty()).unwrap();
+    assert_eq!(app.clone().oneshot(req).await.unwrap().status(), StatusCode::OK);
+    let resp = app.oneshot(HttpRequest::get("/metrics").body(Body::empty()).unwrap()).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    let text = String::from_utf8(resp.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+    assert!(text.contains("basedata_http_requests_total{department=\"counter\",method=\"GET\",route=\"/v1/catalog\",status=\"200\"} 1"), "{text}");
+    assert!(text.contains("basedata_http_request_duration_seconds_bucket"));
+    assert!(text.contains("basedata_dataset_records{dataset=\"hukou\"} 0"));
+    assert!(text.contains("basedata_writer{stat=\"groups\"}"));
+}
+
+#[tokio::test]
+async fn department_limits_answer_429_with_retry_after() {
+    let mut state = test_state();
+    state.departments = Arc::new(
+        Departments::from_config(&[DepartmentConfig {
+            id: "counter".into(),
+            roles: vec![Role::Consumer],
+            token: Some(TOKEN.into()),
+            rate_limit: Some(1),
+            burst: Some(2),
+            ..Default::default()
+        }])
+        .unwrap(),
+    );
+    let app = router(state);
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        let req = HttpRequest::get("/v1/catalog").header("authorization", format!("Bearer {TOKEN}")).body(Body::empty()).unwrap();
+        let resp = app.clone().oneshot(req).await.unwrap();
+        if resp.status() == StatusCode::TOO_MANY_REQUESTS {
+            assert!(resp.headers().contains_key("retry-after"));
+            let body: Value = serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+            assert_eq!(body["error"]["code"], "overloaded");
+            statuses.push(429);
+        } else {
+            statuses.push(resp.status().as_u16());
+        }
+    }
+    assert_eq!(statuses, vec![200, 200, 429, 429]);
 }

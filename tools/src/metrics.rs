@@ -1,0 +1,151 @@
+//! `GET /metrics`: Prometheus text format. Request counters and latency
+//! histograms per route and department are updated by the access-log
+//! layer; store, writer and RocksDB figures are read at scrape time, so
+//! the request path pays for two atomic increments and one histogram
+//! observation, nothing more.
+
+use basedata_store::commit::CommitStats;
+use basedata_store::{Cf, Store};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+use std::sync::atomic::Ordering;
+
+/// RocksDB properties worth watching, per column family.
+const ROCKS_PROPERTIES: &[&str] = &[
+    "rocksdb.estimate-num-keys",
+    "rocksdb.total-sst-files-size",
+    "rocksdb.live-sst-files-size",
+    "rocksdb.cur-size-all-mem-tables",
+    "rocksdb.estimate-pending-compaction-bytes",
+    "rocksdb.num-running-compactions",
+    "rocksdb.num-running-flushes",
+    "rocksdb.num-files-at-level0",
+    "rocksdb.block-cache-usage",
+    "rocksdb.block-cache-pinned-usage",
+];
+
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    latency: HistogramVec,
+    refused: IntCounterVec,
+    last_seq: IntGauge,
+    audit_seq: IntGauge,
+    dataset_records: IntGaugeVec,
+    dataset_updates: IntGaugeVec,
+    commit: IntGaugeVec,
+    rocks: IntGaugeVec,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new_custom(Some("basedata".into()), None).expect("registry");
+        let requests = IntCounterVec::new(
+            Opts::new("http_requests_total", "HTTP requests by route template, method, status and department"),
+            &["route", "method", "status", "department"],
+        )
+        .expect("metric");
+        let latency = HistogramVec::new(
+            HistogramOpts::new("http_request_duration_seconds", "HTTP request latency by route and department")
+                .buckets(vec![0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0, 30.0]),
+            &["route", "department"],
+        )
+        .expect("metric");
+        let refused = IntCounterVec::new(
+            Opts::new("requests_refused_total", "Requests refused by per-department limits"),
+            &["department", "reason"],
+        )
+        .expect("metric");
+        let last_seq = IntGauge::new("change_log_last_seq", "Sequence number of the last applied change").expect("metric");
+        let audit_seq = IntGauge::new("audit_last_seq", "Sequence number of the last audit entry").expect("metric");
+        let dataset_records =
+            IntGaugeVec::new(Opts::new("dataset_records", "Records held per dataset"), &["dataset"]).expect("metric");
+        let dataset_updates =
+            IntGaugeVec::new(Opts::new("dataset_updates_total", "Changes applied per dataset"), &["dataset"]).expect("metric");
+        let commit = IntGaugeVec::new(
+            Opts::new("writer", "Group-commit writer: groups, jobs, items, largest_group, queued, failures"),
+            &["stat"],
+        )
+        .expect("metric");
+        let rocks = IntGaugeVec::new(
+            Opts::new("rocksdb_property", "RocksDB integer properties per column family"),
+            &["cf", "property"],
+        )
+        .expect("metric");
+        for c in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(latency.clone()),
+            Box::new(refused.clone()),
+            Box::new(last_seq.clone()),
+            Box::new(audit_seq.clone()),
+            Box::new(dataset_records.clone()),
+            Box::new(dataset_updates.clone()),
+            Box::new(commit.clone()),
+            Box::new(rocks.clone()),
+        ] {
+            registry.register(c).expect("unique metric names");
+        }
+        #[cfg(target_os = "linux")]
+        {
+            let _ = registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()));
+        }
+        Metrics { registry, requests, latency, refused, last_seq, audit_seq, dataset_records, dataset_updates, commit, rocks }
+    }
+
+    pub fn observe(&self, route: &str, method: &str, status: u16, department: &str, seconds: f64) {
+        let status = status.to_string();
+        self.requests.with_label_values(&[route, method, status.as_str(), department]).inc();
+        self.latency.with_label_values(&[route, department]).observe(seconds);
+    }
+
+    pub fn refused(&self, department: &str, reason: &str) {
+        self.refused.with_label_values(&[department, reason]).inc();
+    }
+
+    /// Reads the scrape-time figures and renders everything.
+    pub fn render(&self, store: &Store, commit: &CommitStats) -> String {
+        self.last_seq.set(store.last_seq() as i64);
+        if let Ok(h) = store.audit_head() {
+            self.audit_seq.set(h.seq as i64);
+        }
+        for ds in store.catalog().datasets() {
+            let s = store.dataset_stats(&ds.id);
+            self.dataset_records.with_label_values(&[&ds.id]).set(s.records as i64);
+            self.dataset_updates.with_label_values(&[&ds.id]).set(s.updates as i64);
+        }
+        for (name, v) in [
+            ("groups", commit.groups.load(Ordering::Relaxed)),
+            ("jobs", commit.jobs.load(Ordering::Relaxed)),
+            ("items", commit.items.load(Ordering::Relaxed)),
+            ("largest_group", commit.largest_group.load(Ordering::Relaxed)),
+            ("queued", commit.queued.load(Ordering::Relaxed) as u64),
+            ("failures", commit.failures.load(Ordering::Relaxed)),
+        ] {
+            self.commit.with_label_values(&[name]).set(v as i64);
+        }
+        for cf in Cf::ALL {
+            for p in ROCKS_PROPERTIES {
+                if let Some(v) = store.engine().property_u64(cf, p) {
+                    self.rocks.with_label_values(&[cf.name(), p.trim_start_matches("rocksdb.")]).set(v as i64);
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(16 << 10);
+        // Encoding into a Vec cannot fail for valid metric families.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
