@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 need_pkgs=()
-for p in libclang-dev clang build-essential pkg-config; do
+for p in libclang-dev clang build-essential pkg-config curl python3 python3-venv; do
   dpkg -s "$p" >/dev/null 2>&1 || need_pkgs+=("$p")
 done
 if ((${#need_pkgs[@]})); then

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite: unit, property, conformance and end-to-end tests
-# (the latter start the release binary). One profile (release) for
+# (the latter start the release binary), then a bounded contract test of
+# the HTTP API against its own OpenAPI document. One profile (release) for
 # everything, so RocksDB is compiled once.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 cargo build --release --locked --bin basedata
 cargo test --release --locked --workspace "$@"
+bash tools/contract-test.sh "${BASEDATA_CONTRACT_SECONDS:-60}"

@@ -7,8 +7,10 @@
 //! these functions report as disclosed or verified).
 
 pub mod access;
+pub mod batch;
 pub mod compare;
 pub mod gov;
+pub mod jobs;
 pub mod lookup;
 pub mod verify;
 

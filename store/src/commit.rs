@@ -113,6 +113,29 @@ impl Committer {
         }
     }
 
+    /// [`Committer::submit_with`] that waits up to `patience` for room in a
+    /// full queue instead of refusing at once: for batch work, which would
+    /// rather slow down than fail half-way through millions of lines.
+    /// Blocks the calling thread while it waits.
+    pub fn submit_waiting(
+        &self,
+        updates: Vec<Update>,
+        events: Vec<AuditEvent>,
+        extra: WriteBatch,
+        reply: Reply,
+        patience: std::time::Duration,
+    ) -> Result<(), SubmitError> {
+        let tx = self.tx.as_ref().ok_or(SubmitError::Closed)?;
+        match tx.send_timeout(Job { updates, events, extra, reply }, patience) {
+            Ok(()) => {
+                self.stats.queued.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(crossbeam::channel::SendTimeoutError::Timeout(_)) => Err(SubmitError::Overloaded),
+            Err(crossbeam::channel::SendTimeoutError::Disconnected(_)) => Err(SubmitError::Closed),
+        }
+    }
+
     /// Stops accepting jobs, finishes the queued ones and joins the thread.
     pub fn shutdown(&mut self) {
         self.tx.take();
@@ -255,6 +278,25 @@ mod tests {
         let check = s.audit_verify().unwrap();
         assert!(check.ok && check.entries == 200, "{check:?}");
         assert!(c.stats().groups.load(Ordering::Relaxed) <= 200);
+    }
+
+    #[test]
+    fn waiting_submissions_are_not_refused_while_the_writer_keeps_up() {
+        let s = store();
+        let mut c = Committer::start(s.clone(), 1);
+        let (tx, rx) = mpsc::channel();
+        for i in 0..500u16 {
+            let tx = tx.clone();
+            let reply: Reply = Box::new(move |r| tx.send(r.is_ok()).unwrap());
+            let patience = std::time::Duration::from_secs(30);
+            c.submit_waiting(vec![upd(i, 1)], vec![event(i)], WriteBatch::new(), reply, patience).unwrap();
+        }
+        drop(tx);
+        c.shutdown();
+        assert_eq!(rx.iter().filter(|ok| *ok).count(), 500);
+        assert_eq!(s.audit_verify().unwrap().entries, 500);
+        let r = c.submit_waiting(vec![], vec![], WriteBatch::new(), Box::new(|_| {}), std::time::Duration::ZERO);
+        assert_eq!(r, Err(SubmitError::Closed));
     }
 
     #[test]

@@ -7,6 +7,8 @@
 //! caller asks for durability.
 
 pub mod audit;
+pub mod backup;
+pub mod bulk;
 pub mod calendar;
 pub mod catalog;
 pub mod commit;
@@ -46,6 +48,11 @@ pub enum Error {
     Config(String),
     #[error("catalog: {0}")]
     Catalog(#[from] catalog::CatalogError),
+    #[error("backup: {0}")]
+    Backup(String),
+    /// A bulk load refused or unable to go on (see `bulk`).
+    #[error("bulk load: {0}")]
+    Bulk(String),
     #[error("not supported by this engine: {0}")]
     Unsupported(&'static str),
     #[error("I/O: {0}")]

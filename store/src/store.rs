@@ -28,11 +28,11 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-const META_FORMAT: &[u8] = b"format";
-const META_SECRET_CHECK: &[u8] = b"secret_check";
-const META_LAST_SEQ: &[u8] = b"last_seq";
+pub(crate) const META_FORMAT: &[u8] = b"format";
+pub(crate) const META_SECRET_CHECK: &[u8] = b"secret_check";
+pub(crate) const META_LAST_SEQ: &[u8] = b"last_seq";
 const META_DS_STATS: &[u8] = b"ds_stats/";
-const STORE_FORMAT: u8 = 1;
+pub(crate) const STORE_FORMAT: u8 = 1;
 
 /// One provider update, validated against the catalog by the caller.
 #[derive(Clone, Debug, PartialEq)]
@@ -105,6 +105,34 @@ struct WriterState {
     stats: HashMap<String, DatasetStats>,
     audit_head: ChainHead,
     usage: crate::usage::UsageCache,
+}
+
+/// Where a bulk load (see [`crate::bulk`]) writes, handed out by
+/// [`Store::bulk_commit`] while the writer is held.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BulkSlot {
+    /// The next free change-log sequence number: the load numbers its
+    /// changes from here, densely.
+    pub first_seq: u64,
+    /// Commit time for everything the load writes, not before any earlier
+    /// commit (Unix microseconds).
+    pub committed_at: i64,
+    /// The dataset's counters before the load.
+    pub stats: DatasetStats,
+}
+
+/// What a bulk load made durable, for the counters [`Store::bulk_commit`]
+/// writes after it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BulkApplied {
+    /// Changes written (records and tombstones), numbered up to `last_seq`.
+    pub applied: u64,
+    /// Live records added to the dataset (the load replaced none).
+    pub live: u64,
+    /// Sequence number of the last change written.
+    pub last_seq: u64,
+    /// Their commit time.
+    pub committed_at: i64,
 }
 
 /// What one commit did: an outcome per update, and the sequence number of
@@ -224,6 +252,15 @@ impl Store {
         let pid = self.pseudo.pid(key);
         batch.put(Cf::KeyMap, pid.0.to_vec(), self.pseudo.seal(&pid, key));
         pid
+    }
+
+    /// The pseudonym of `key` and its sealed mapping exactly as the write
+    /// path stores it in the `keymap` family, for writers that build the
+    /// family's files themselves (bulk loads).
+    pub fn sealed_mapping(&self, key: &SubjectKey) -> (Pid, Vec<u8>) {
+        let pid = self.pseudo.pid(key);
+        let sealed = self.pseudo.seal(&pid, key);
+        (pid, sealed)
     }
 
     /// The real key behind a pseudonym, if this store has seen it.
@@ -417,6 +454,50 @@ impl Store {
         self.resolve_version(&pid, dataset, current, as_of)
     }
 
+    /// Current records of many `(key, dataset)` pairs, one answer per pair in
+    /// the order asked. The storage keys are sorted before one multi-get, so
+    /// RocksDB walks each block once however the caller ordered the pairs
+    /// (batch comparisons arrive in the order of the caller's spreadsheet).
+    pub fn get_many(&self, items: &[(SubjectKey, &str)]) -> Result<Vec<Option<Record>>> {
+        let pids: Vec<Pid> = items.iter().map(|(k, _)| self.pseudo.pid(k)).collect();
+        let rkeys: Vec<Vec<u8>> = items.iter().zip(&pids).map(|((_, ds), p)| record_key(p, ds)).collect();
+        let mut order: Vec<usize> = (0..items.len()).collect();
+        order.sort_unstable_by(|&a, &b| rkeys[a].cmp(&rkeys[b]));
+        let sorted: Vec<&[u8]> = order.iter().map(|&i| rkeys[i].as_slice()).collect();
+        let found = self.engine.multi_get(Cf::Records, &sorted)?;
+        let mut out: Vec<Option<Record>> = vec![None; items.len()];
+        for (&i, bytes) in order.iter().zip(found) {
+            let Some(bytes) = bytes else { continue };
+            let rec = decode::<StoredRecord>("record", &bytes)?;
+            if let Body::Live(fields) = rec.body {
+                // Moves the decoded strings rather than copying them: batches
+                // read millions of records.
+                let mut key_of = |doc: u8, pid: &Pid| self.resolve_required(doc, pid);
+                let fields = fields
+                    .into_iter()
+                    .map(|(n, v)| {
+                        let v = match v {
+                            StoredValue::Str(s) => Value::Str(s),
+                            StoredValue::Code(s) => Value::Code(s),
+                            StoredValue::Decimal(s) => Value::Decimal(s),
+                            StoredValue::Bytes(b) => Value::Bytes(b),
+                            other => from_stored(&other, &mut key_of)?,
+                        };
+                        Ok((n, v))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                out[i] = Some(Record {
+                    dataset: items[i].1.to_owned(),
+                    version: rec.version,
+                    committed_at: rec.committed_at,
+                    seq: rec.seq,
+                    fields,
+                });
+            }
+        }
+        Ok(out)
+    }
+
     /// Change-log sequence number of the current record of `dataset` for
     /// `key`, deletes included (`None`: never written).
     pub fn record_seq(&self, key: &SubjectKey, dataset: &str) -> Result<Option<u64>> {
@@ -493,6 +574,59 @@ impl Store {
             }
         }
         Ok(None)
+    }
+
+    /// Serializes a bulk load with the write path. `load` runs with the
+    /// writer held, so no commit takes sequence numbers meanwhile; it gets
+    /// a [`BulkSlot`], writes its records, key mappings and change-log
+    /// entries outside the write path (SST ingestion) and makes them
+    /// durable, then returns what it applied and writes of its own (`extra`,
+    /// e.g. clearing a recovery marker). Those writes, the dataset's
+    /// counters, its usage counter and the last sequence number then go
+    /// into `meta`/`gov` in one synced batch, and the writer moves on past
+    /// `last_seq`, exactly as after a commit of the same changes.
+    ///
+    /// `load` must only number changes from `first_seq` up (or, finishing
+    /// an interrupted load, reuse the numbers that load was given).
+    pub fn bulk_commit<T>(
+        &self,
+        dataset: &str,
+        load: impl FnOnce(&BulkSlot) -> Result<(BulkApplied, WriteBatch, T)>,
+    ) -> Result<T> {
+        if self.catalog.dataset(dataset).is_none() {
+            return Err(Error::Invalid(format!("unknown dataset {dataset}")));
+        }
+        let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let slot = BulkSlot {
+            first_seq: w.next_seq,
+            committed_at: self.clock.now_micros().max(w.last_committed),
+            stats: w.stats.get(dataset).copied().unwrap_or_default(),
+        };
+        let (done, mut batch, out) = load(&slot)?;
+        let mut stats = slot.stats;
+        let mut usage_values = Vec::new();
+        if done.applied > 0 {
+            stats.records += done.live;
+            stats.updates += done.applied;
+            stats.last_update = stats.last_update.max(done.committed_at);
+            let mut k = META_DS_STATS.to_vec();
+            k.extend_from_slice(dataset.as_bytes());
+            batch.put(Cf::Meta, k, encode(&stats));
+            let mut usage = crate::usage::UsageDelta::default();
+            usage.add(Owner::Dataset(dataset), crate::usage::day_of(done.committed_at), Kind::Applied, done.applied);
+            usage_values = usage.write(&w.usage, &*self.engine, &mut batch)?;
+        }
+        let last_seq = done.last_seq.max(w.next_seq - 1);
+        batch.put(Cf::Meta, META_LAST_SEQ, seq_key(last_seq).to_vec());
+        self.engine.write(batch, Durability::Sync)?;
+        w.next_seq = last_seq + 1;
+        w.last_committed = w.last_committed.max(done.committed_at);
+        w.usage.absorb(usage_values);
+        if done.applied > 0 {
+            w.stats.insert(dataset.to_owned(), stats);
+        }
+        self.last_seq.store(last_seq, Ordering::Release);
+        Ok(out)
     }
 
     /// Up to `limit` changes with a sequence number greater than `after`.

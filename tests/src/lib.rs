@@ -81,6 +81,14 @@ impl Server {
 
     /// Starts (or restarts) a server on the data in `dir/data`.
     pub fn start_in(dir: &Path, config: &str, extra: &[&str]) -> Server {
+        let server = Server::spawn_in(dir, config, extra);
+        server.wait_ready();
+        server
+    }
+
+    /// Like [`Server::start_in`] without waiting for `/healthz` over plain
+    /// HTTP (a TLS server is waited for by its own client).
+    pub fn spawn_in(dir: &Path, config: &str, extra: &[&str]) -> Server {
         let cfg_path = dir.join("basedata.toml");
         std::fs::write(&cfg_path, config).unwrap();
         let port = free_port();
@@ -108,9 +116,7 @@ impl Server {
                 s.push('\n');
             }
         });
-        let server = Server { child: Some(child), addr, dir: dir.to_path_buf(), config: cfg_path, stderr, _scratch: None };
-        server.wait_ready();
-        server
+        Server { child: Some(child), addr, dir: dir.to_path_buf(), config: cfg_path, stderr, _scratch: None }
     }
 
     fn wait_ready(&self) {

@@ -43,6 +43,36 @@ pub struct DepartmentConfig {
     pub burst: Option<u32>,
     /// Requests of this department in progress at once (none: unlimited).
     pub max_concurrent: Option<u32>,
+    /// Subject of the client certificate that identifies this department
+    /// over mutual TLS, e.g. `CN=gongan,O=市公安局` (matching rule in
+    /// `tls`). With it, the token is optional.
+    pub cert_subject: Option<String>,
+}
+
+/// When a client of a TLS server with a client CA must show a certificate.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    /// The handshake fails without a certificate signed by the client CA.
+    Required,
+    /// A client without a certificate may still authenticate by token.
+    #[default]
+    Optional,
+}
+
+/// `[tls]`: serve HTTPS instead of plain HTTP.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, the server's own certificate first.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// PEM certificates of the CA(s) that sign client certificates:
+    /// enables mutual TLS.
+    pub client_ca: Option<PathBuf>,
+    /// Default `optional`; only meaningful with `client_ca`.
+    pub client_auth: Option<ClientAuth>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -77,6 +107,8 @@ pub struct Config {
     /// requests are shed with 503 overloaded.
     #[serde(default = "default_write_queue")]
     pub write_queue: usize,
+    /// HTTPS, and mutual TLS with a client CA.
+    pub tls: Option<TlsConfig>,
 }
 
 fn default_timeout() -> u64 {
@@ -148,6 +180,7 @@ impl Default for Config {
             policy: PolicyConfig::default(),
             request_timeout_seconds: default_timeout(),
             write_queue: default_write_queue(),
+            tls: None,
         }
     }
 }
@@ -161,6 +194,13 @@ impl Config {
         for p in [&mut cfg.data, &mut cfg.key_file, &mut cfg.catalog, &mut cfg.calendar].into_iter().flatten() {
             if p.is_relative() {
                 *p = base.join(&*p);
+            }
+        }
+        if let Some(tls) = &mut cfg.tls {
+            for p in [Some(&mut tls.cert), Some(&mut tls.key), tls.client_ca.as_mut()].into_iter().flatten() {
+                if p.is_relative() {
+                    *p = base.join(&*p);
+                }
             }
         }
         cfg.validate()?;
@@ -181,6 +221,7 @@ impl Config {
                 (Some(_), None) => bail!("department {}: token must be at least 16 characters", d.id),
                 (None, Some(h)) if h.len() == 64 && hex::decode(h).is_ok() => {}
                 (None, Some(_)) => bail!("department {}: token_sha256 must be 64 hex digits", d.id),
+                (None, None) if d.cert_subject.is_some() => {}
                 _ => bail!("department {}: give exactly one of token or token_sha256", d.id),
             }
             if d.roles.is_empty() {
@@ -190,6 +231,7 @@ impl Config {
                 bail!("department {}: rate_limit, burst and max_concurrent must be positive", d.id);
             }
         }
+        self.validate_tls()?;
         if self.key_file.is_some() && self.secret.is_some() {
             bail!("give key_file or secret, not both");
         }
@@ -202,6 +244,29 @@ impl Config {
         }
         if self.block_cache_mb == 0 || self.max_body_mb == 0 {
             bail!("block_cache_mb and max_body_mb must be positive");
+        }
+        Ok(())
+    }
+
+    /// `[tls]` and the departments' certificate subjects: each parses, no
+    /// two are the same (a certificate identifies one department at most),
+    /// and they need a client CA to be of any use.
+    fn validate_tls(&self) -> anyhow::Result<()> {
+        let client_ca = self.tls.as_ref().is_some_and(|t| t.client_ca.is_some());
+        if self.tls.as_ref().is_some_and(|t| t.client_auth.is_some()) && !client_ca {
+            bail!("[tls] client_auth needs client_ca");
+        }
+        let mut subjects: Vec<(crate::tls::CertSubject, &str)> = Vec::new();
+        for d in &self.departments {
+            let Some(s) = &d.cert_subject else { continue };
+            if !client_ca {
+                bail!("department {}: cert_subject needs [tls] with client_ca", d.id);
+            }
+            let subject = crate::tls::CertSubject::parse(s).with_context(|| format!("department {}: cert_subject", d.id))?;
+            if let Some((_, other)) = subjects.iter().find(|(o, _)| *o == subject) {
+                bail!("departments {other} and {} have the same cert_subject", d.id);
+            }
+            subjects.push((subject, &d.id));
         }
         Ok(())
     }
@@ -253,5 +318,58 @@ token = "counter-secret-token"
         ] {
             assert!(parse(bad).is_err(), "accepted: {bad}");
         }
+    }
+
+    const TLS_DEPTS: &str = r#"
+[[departments]]
+id = "gongan"
+roles = ["consumer"]
+cert_subject = "CN=gongan,O=市公安局"
+[[departments]]
+id = "counter"
+roles = ["consumer"]
+token = "counter-secret-token"
+cert_subject = "CN=counter"
+"#;
+
+    #[test]
+    fn tls_section_and_certificate_subjects() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("basedata.toml");
+        let text = format!(
+            "[tls]\ncert = \"server.crt\"\nkey = \"/abs/server.key\"\nclient_ca = \"ca/clients.pem\"\nclient_auth = \"required\"\n{TLS_DEPTS}"
+        );
+        std::fs::write(&path, text).unwrap();
+        let c = Config::load(&path).unwrap();
+        let tls = c.tls.unwrap();
+        assert_eq!(tls.cert, dir.path().join("server.crt"));
+        assert_eq!(tls.key, Path::new("/abs/server.key"));
+        assert_eq!(tls.client_ca.unwrap(), dir.path().join("ca/clients.pem"));
+        assert_eq!(tls.client_auth, Some(ClientAuth::Required));
+        // A department identified by certificate needs no token.
+        assert!(c.departments[0].token.is_none());
+        assert!(parse("[tls]\ncert = \"a\"\nkey = \"b\"\n").unwrap().tls.unwrap().client_auth.is_none());
+    }
+
+    #[test]
+    fn invalid_tls_configurations_are_refused() {
+        let tls = "[tls]\ncert = \"a\"\nkey = \"b\"\nclient_ca = \"c\"\n";
+        for bad in [
+            // Certificate subjects without a client CA to verify them.
+            TLS_DEPTS.to_owned(),
+            format!("[tls]\ncert = \"a\"\nkey = \"b\"\n{TLS_DEPTS}"),
+            "[tls]\ncert = \"a\"\nkey = \"b\"\nclient_auth = \"optional\"\n".to_owned(),
+            format!("{tls}client_auth = \"sometimes\"\n"),
+            "[tls]\ncert = \"a\"\n".to_owned(),
+            format!("{tls}[[departments]]\nid = \"a\"\nroles = [\"consumer\"]\ncert_subject = \"CN=a, O=b\"\n"),
+            format!("{tls}[[departments]]\nid = \"a\"\nroles = [\"consumer\"]\ncert_subject = \"nonsense\"\n"),
+            // The same subject twice would make a certificate ambiguous.
+            format!("{tls}[[departments]]\nid = \"a\"\nroles = [\"consumer\"]\ncert_subject = \"CN=x,O=y\"\n[[departments]]\nid = \"b\"\nroles = [\"consumer\"]\ncert_subject = \"o=y,cn=x\"\n"),
+            // Neither token nor certificate.
+            format!("{tls}[[departments]]\nid = \"a\"\nroles = [\"consumer\"]\n"),
+        ] {
+            assert!(parse(&bad).is_err(), "accepted: {bad}");
+        }
+        assert!(parse(&format!("{tls}{TLS_DEPTS}")).is_ok());
     }
 }

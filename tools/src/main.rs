@@ -51,6 +51,86 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Run a batch comparison offline (the server stopped): NDJSON lines of
+    /// POST /v1/verify/batch in, answers out, audited like the API.
+    Compare {
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        #[arg(long, value_name = "FILE")]
+        input: PathBuf,
+        #[arg(long, value_name = "FILE")]
+        output: PathBuf,
+        /// The department the comparison is run for (recorded in the audit log).
+        #[arg(long, value_name = "ID")]
+        department: String,
+        /// What the comparison is for (recorded in the audit log).
+        #[arg(long, value_name = "TEXT")]
+        purpose: String,
+        /// The staff member running it (recorded in the audit log).
+        #[arg(long, value_name = "ID")]
+        operator: Option<String>,
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// File holding the store secret (default: DIR.key beside the data directory).
+        #[arg(long, value_name = "FILE")]
+        key_file: Option<PathBuf>,
+    },
+    /// Bulk-load an update file into an empty dataset (the server not
+    /// running), through SST files; rejected lines go to an error report.
+    Load {
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        #[arg(long, value_name = "ID")]
+        dataset: String,
+        /// NDJSON update file, the format of POST /v1/datasets/{id}/updates.
+        #[arg(long, value_name = "FILE")]
+        input: PathBuf,
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// File holding the store secret (default: DIR.key beside the data directory).
+        #[arg(long, value_name = "FILE")]
+        key_file: Option<PathBuf>,
+        /// Error report, one JSON object per rejected line (default: FILE.errors.ndjson beside the input).
+        #[arg(long, value_name = "FILE")]
+        errors: Option<PathBuf>,
+        /// Scratch directory for sort runs and staged SST files (default: the data directory's parent).
+        #[arg(long, value_name = "DIR")]
+        tmp: Option<PathBuf>,
+        /// Memory for sorting, in MiB; beyond it sorted runs spill to the scratch directory.
+        #[arg(long, value_name = "MB", default_value_t = 1024)]
+        memory_mb: usize,
+    },
+    /// Check the audit log's hash chain; exit 1 if it is broken.
+    AuditVerify {
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// File holding the store secret (default: DIR.key beside the data directory).
+        #[arg(long, value_name = "FILE")]
+        key_file: Option<PathBuf>,
+    },
+    /// Consistent backup of a store, also while it is being served.
+    Backup {
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        /// Backup directory (created if missing); later backups into it copy only what is new.
+        #[arg(long, value_name = "DIR")]
+        to: PathBuf,
+    },
+    /// Restore a backup into a new data directory.
+    Restore {
+        #[arg(long, value_name = "DIR")]
+        from: PathBuf,
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        /// The store's key file, checked against the backup (default: DIR.key beside the new data directory, if present).
+        #[arg(long, value_name = "FILE")]
+        key_file: Option<PathBuf>,
+        /// Which backup (default: the latest complete one).
+        #[arg(long, value_name = "ID")]
+        backup_id: Option<u32>,
+    },
 }
 
 fn main() {
@@ -58,6 +138,13 @@ fn main() {
     if let Err(e) = run(cli) {
         eprintln!("error: {e:#}");
         std::process::exit(1);
+    }
+}
+
+fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<Config> {
+    match path {
+        Some(p) => Config::load(p),
+        None => Ok(Config::default()),
     }
 }
 
@@ -84,6 +171,67 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{ds}.ndjson\t{n} lines");
             }
             Ok(())
+        }
+        Command::Compare { data, input, output, department, purpose, operator, config, key_file } => {
+            logging::init("warn");
+            let cfg = load_config(config.as_deref())?;
+            let counts = basedata_tools::offline::compare(&basedata_tools::offline::CompareOptions {
+                data: &data,
+                input: &input,
+                output: &output,
+                department: &department,
+                operator: operator.as_deref(),
+                purpose: &purpose,
+                config: &cfg,
+                key_file: key_file.as_deref(),
+                progress: true,
+            })?;
+            println!(
+                "{} lines: {} match, {} mismatch, {} not found, {} invalid; answers in {}",
+                counts.processed,
+                counts.matched,
+                counts.mismatched,
+                counts.not_found,
+                counts.invalid,
+                output.display()
+            );
+            Ok(())
+        }
+        Command::Load { data, dataset, input, config, key_file, errors, tmp, memory_mb } => {
+            logging::init("warn");
+            let cfg = load_config(config.as_deref())?;
+            let report = basedata_tools::load::run(&basedata_tools::load::LoadOptions {
+                data: &data,
+                dataset: &dataset,
+                input: &input,
+                config: &cfg,
+                key_file: key_file.as_deref(),
+                errors: errors.as_deref(),
+                tmp: tmp.as_deref(),
+                memory_mb,
+                progress: true,
+            })?;
+            println!("{}", report.summary());
+            Ok(())
+        }
+        Command::AuditVerify { data, config, key_file } => {
+            logging::init("warn");
+            let cfg = load_config(config.as_deref())?;
+            let check = basedata_tools::offline::audit_verify(&data, &cfg, key_file.as_deref())?;
+            let mut line = serde_json::json!({"ok": check.ok, "entries": check.entries, "head": hex::encode(check.head)});
+            if let Some(p) = &check.problem {
+                line["problem"] = serde_json::json!(p);
+            }
+            println!("{line}");
+            if !check.ok {
+                eprintln!("error: the audit chain is broken: {}", check.problem.as_deref().unwrap_or("unknown problem"));
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Command::Backup { data, to } => basedata_tools::backup::run_backup(&data, &to),
+        Command::Restore { from, data, key_file, backup_id } => {
+            basedata_tools::backup::run_restore(&from, &data, key_file.as_deref(), backup_id)
         }
     }
 }

@@ -99,7 +99,19 @@ pub fn app_state(store: Arc<Store>, cfg: &Config) -> anyhow::Result<AppState> {
 
 /// Serves `state` on `listener` until a shutdown signal arrives.
 pub async fn serve(state: AppState, listener: tokio::net::TcpListener) -> anyhow::Result<()> {
+    serve_tls(state, listener, None).await
+}
+
+/// [`serve`], over TLS when an acceptor is given (`[tls]`): requests then
+/// carry the connection's `ConnectInfo<TlsPeer>` for authentication.
+pub async fn serve_tls(
+    state: AppState,
+    listener: tokio::net::TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> anyhow::Result<()> {
     let app = router(state.clone());
+    // Lets `basedata backup --data DIR` reach this process, which holds the store.
+    let _control = crate::backup::ControlSocket::start(&state.store);
     // Records grants that the reply deadline turned into deemed approvals.
     let sweeper = {
         let state = state.clone();
@@ -113,8 +125,18 @@ pub async fn serve(state: AppState, listener: tokio::net::TcpListener) -> anyhow
             }
         })
     };
-    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    // Runs batch comparison jobs, resuming any a previous run left unfinished.
+    let jobs = tokio::spawn(crate::jobs::runner(state.clone()));
+    match tls {
+        None => axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?,
+        Some(acceptor) => {
+            let listener = crate::tls::TlsListener::new(listener, acceptor)?;
+            let app = app.into_make_service_with_connect_info::<crate::tls::TlsPeer>();
+            axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?
+        }
+    }
     sweeper.abort();
+    jobs.abort();
     // Unsynced writes (none on the API paths, but bulk tools may share the
     // store) reach disk before the process exits.
     let store = state.store.clone();
@@ -153,11 +175,13 @@ pub fn run(data: &Path, cfg: Config, listen: &str, key_file: Option<&Path>) -> a
         eprintln!("warning: no departments configured; every API request will be refused (see --config)");
     }
     let state = app_state(store, &cfg)?;
+    let tls = cfg.tls.as_ref().map(crate::tls::acceptor).transpose()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let rt = runtime()?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
         tracing::info!(listen = %listener.local_addr()?, "serving");
-        eprintln!("basedata listening on http://{}", listener.local_addr()?);
-        serve(state, listener).await
+        eprintln!("basedata listening on {scheme}://{}", listener.local_addr()?);
+        serve_tls(state, listener, tls).await
     })
 }

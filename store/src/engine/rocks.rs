@@ -46,6 +46,10 @@ pub struct RocksEngine {
     path: PathBuf,
     sync_opts: WriteOptions,
     buffered_opts: WriteOptions,
+    /// Kept so that SST files written outside the engine (bulk loads) get
+    /// the families' own table options; see [`RocksEngine::sst_options`].
+    cfg: RocksConfig,
+    cache: Cache,
 }
 
 impl std::fmt::Debug for RocksEngine {
@@ -93,10 +97,23 @@ fn cf_options(cf: Cf, cfg: &RocksConfig, cache: &Cache) -> Options {
 
 impl RocksEngine {
     pub fn open(path: &Path, cfg: &RocksConfig) -> Result<Self> {
+        Self::open_with(path, cfg, false)
+    }
+
+    /// Opens an existing private copy of a store (a checkpoint being backed
+    /// up, a restore being verified): never creates a database or a family,
+    /// and runs no automatic compaction, so that the files on disk stay the
+    /// ones of the copy (what a backup copies, or what was restored).
+    pub fn open_copy(path: &Path) -> Result<Self> {
+        let cfg = RocksConfig { block_cache_bytes: 8 << 20, background_jobs: 1, ..Default::default() };
+        Self::open_with(path, &cfg, true)
+    }
+
+    fn open_with(path: &Path, cfg: &RocksConfig, copy: bool) -> Result<Self> {
         let cache = Cache::new_lru_cache(cfg.block_cache_bytes);
         let mut db_opts = Options::default();
-        db_opts.create_if_missing(true);
-        db_opts.create_missing_column_families(true);
+        db_opts.create_if_missing(!copy);
+        db_opts.create_missing_column_families(!copy);
         db_opts.set_max_background_jobs(cfg.background_jobs);
         db_opts.set_bytes_per_sync(1 << 20);
         db_opts.set_keep_log_file_num(4);
@@ -108,14 +125,24 @@ impl RocksEngine {
         } else {
             DBCompressionType::None
         });
-        let cfs = Cf::ALL
-            .iter()
-            .map(|&cf| ColumnFamilyDescriptor::new(cf.name(), cf_options(cf, cfg, &cache)));
+        let cfs = Cf::ALL.iter().map(|&cf| {
+            let mut opts = cf_options(cf, cfg, &cache);
+            opts.set_disable_auto_compactions(copy);
+            ColumnFamilyDescriptor::new(cf.name(), opts)
+        });
         let db = DB::open_cf_descriptors(&db_opts, path, cfs).map_err(engine_err)?;
         let mut sync_opts = WriteOptions::default();
         sync_opts.set_sync(true);
         let buffered_opts = WriteOptions::default();
-        Ok(RocksEngine { db, path: path.to_path_buf(), sync_opts, buffered_opts })
+        Ok(RocksEngine { db, path: path.to_path_buf(), sync_opts, buffered_opts, cfg: cfg.clone(), cache })
+    }
+
+    /// The options of family `cf`, for an `SstFileWriter` whose files are
+    /// then ingested: the same table format, block size, compression,
+    /// filters and prefix extractor as files the engine writes itself, so
+    /// reads (prefix blooms included) work on them alike.
+    pub fn sst_options(&self, cf: Cf) -> Options {
+        cf_options(cf, &self.cfg, &self.cache)
     }
 
     pub fn db(&self) -> &DB {

@@ -12,7 +12,7 @@ use basedata_store::keys::{EntityKey, PersonKey};
 use basedata_store::value::format_datetime;
 use basedata_store::SubjectKey;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use super::schema::{AuditCheck, AuditEntryDoc, AuditList, ErrorBody};
 
 pub const MAX_AUDIT_LIMIT: usize = 10_000;
 
@@ -24,13 +24,20 @@ fn require_auditor(caller: &Caller) -> ApiResult<()> {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AuditParams {
+    /// Only this department's uses.
     department: Option<String>,
+    /// Only uses concerning this subject (citizen ID number or credit code).
     key: Option<String>,
+    /// RFC 3339, inclusive.
     from: Option<String>,
+    /// RFC 3339, exclusive.
     to: Option<String>,
+    /// 1–10000, default 100.
     limit: Option<usize>,
+    /// Entries after this sequence number (paging).
     after: Option<u64>,
 }
 
@@ -43,28 +50,33 @@ fn any_key(s: &str) -> ApiResult<SubjectKey> {
     }
 }
 
-pub fn entry_json(e: &AuditEntry) -> Value {
-    json!({
-        "seq": e.seq,
-        "at": format_datetime(e.at),
-        "department": e.department,
-        "operator": e.operator,
-        "purpose": e.purpose,
-        "action": e.action.as_str(),
-        "subject": e.subject.map(|s| s.as_str()),
-        "key": e.key.map(|k| k.as_str().to_owned()),
-        "datasets": e.datasets,
-        "fields": e.fields,
-        "outcome": e.outcome,
-        "hash": hex::encode(e.hash),
-    })
+pub fn entry_doc(e: &AuditEntry) -> AuditEntryDoc {
+    AuditEntryDoc {
+        seq: e.seq,
+        at: format_datetime(e.at),
+        department: e.department.clone(),
+        operator: e.operator.clone(),
+        purpose: e.purpose.clone(),
+        action: e.action.as_str().into(),
+        subject: e.subject.map(|s| s.as_str().to_owned()),
+        key: e.key.map(|k| k.as_str().to_owned()),
+        datasets: e.datasets.clone(),
+        fields: e.fields.clone(),
+        outcome: e.outcome.clone(),
+        hash: hex::encode(e.hash),
+    }
 }
 
+/// Audit entries: who used which subject's data, when, why and how.
+#[utoipa::path(get, path = "/v1/audit", tag = "audit", params(AuditParams),
+    responses((status = 200, body = AuditList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 429, body = ErrorBody)),
+    security(("bearer" = [])))]
 pub async fn list(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Query(p): Query<AuditParams>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<AuditList>> {
     require_auditor(&caller)?;
     let q = AuditQuery {
         department: p.department.filter(|d| !d.is_empty()),
@@ -77,16 +89,17 @@ pub async fn list(
     let store = state.store.clone();
     let entries = tokio::task::spawn_blocking(move || store.audit_query(&q)).await.map_err(ApiError::internal)??;
     let next = entries.last().map(|e| e.seq);
-    Ok(Json(json!({"entries": entries.iter().map(entry_json).collect::<Vec<_>>(), "next": next})))
+    Ok(Json(AuditList { entries: entries.iter().map(entry_doc).collect(), next }))
 }
 
-pub async fn verify(State(state): State<AppState>, Extension(caller): Extension<Caller>) -> ApiResult<Json<Value>> {
+/// Recomputes the hash chain of the whole audit log.
+#[utoipa::path(get, path = "/v1/audit/verify", tag = "audit",
+    responses((status = 200, body = AuditCheck), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 429, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn verify(State(state): State<AppState>, Extension(caller): Extension<Caller>) -> ApiResult<Json<AuditCheck>> {
     require_auditor(&caller)?;
     let store = state.store.clone();
     let check = tokio::task::spawn_blocking(move || store.audit_verify()).await.map_err(ApiError::internal)??;
-    let mut body = json!({"ok": check.ok, "entries": check.entries, "head": hex::encode(check.head)});
-    if let Some(p) = check.problem {
-        body["problem"] = json!(p);
-    }
-    Ok(Json(body))
+    Ok(Json(AuditCheck { ok: check.ok, entries: check.entries, head: hex::encode(check.head), problem: check.problem }))
 }

@@ -14,7 +14,8 @@ use basedata_query::{decide, Access};
 use basedata_store::value::format_datetime;
 use basedata_store::Action;
 use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use super::schema::{ChangeItem, Changes, ErrorBody};
+use serde_json::Map;
 use std::time::Duration;
 
 pub const MAX_LIMIT: usize = 1000;
@@ -23,19 +24,32 @@ pub const MAX_WAIT_SECONDS: u64 = 60;
 /// little of a busy log still gets a bounded, resumable answer.
 const SCAN_CAP: usize = 10_000;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct Params {
+    /// Changes after this sequence number (default 0).
+    #[param(minimum = 0)]
     after: Option<u64>,
+    /// At most this many changes (1–1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
+    /// Seconds to wait for a change when there is none yet (0–60).
+    #[param(minimum = 0, maximum = 60)]
     wait: Option<u64>,
 }
 
+/// The change log in commit order, filtered to what the caller may read.
+#[utoipa::path(get, path = "/v1/changes", tag = "subjects",
+    params(Params, ("X-Purpose" = String, Header, description = "Purpose of use")),
+    responses((status = 200, body = Changes), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("bearer" = [])))]
 pub async fn changes(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Extension(purpose): Extension<Purpose>,
     Query(p): Query<Params>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Changes>> {
     let after = p.after.unwrap_or(0);
     let limit = p.limit.unwrap_or(100);
     if limit == 0 || limit > MAX_LIMIT {
@@ -79,16 +93,16 @@ pub async fn changes(
         ev.fields = fields.keys().map(|f| format!("{}.{f}", c.dataset)).collect();
         ev.outcome = format!("seq {}", c.seq);
         events.push(ev);
-        out.push(json!({
-            "seq": c.seq,
-            "dataset": c.dataset,
-            "subject": c.key.subject().as_str(),
-            "key": c.key.as_str(),
-            "op": c.op.as_str(),
-            "version": c.version,
-            "committed_at": format_datetime(c.committed_at),
-            "fields": fields,
-        }));
+        out.push(ChangeItem {
+            seq: c.seq,
+            dataset: c.dataset.clone(),
+            subject: c.key.subject().as_str().into(),
+            key: c.key.as_str().into(),
+            op: c.op.as_str().into(),
+            version: c.version,
+            committed_at: format_datetime(c.committed_at),
+            fields,
+        });
     }
     if events.is_empty() {
         let mut ev = event(&caller, Some(&purpose), Action::ChangeFeed, None);
@@ -96,5 +110,5 @@ pub async fn changes(
         events.push(ev);
     }
     commit(&state, Vec::new(), events).await?;
-    Ok(Json(json!({"changes": out, "next": next})))
+    Ok(Json(Changes { changes: out, next }))
 }

@@ -15,8 +15,12 @@ use basedata_query::gov::{cst_date, new_id, Dispute, Grant, GrantBook, GrantStat
 use basedata_store::catalog::Share;
 use basedata_store::value::{format_date, format_datetime};
 use basedata_store::{Action, AuditEvent, Subject, SubjectKey};
+use super::schema::{
+    DecisionRequest, DisputeDoc, DisputeList, DisputeRequest, ErrorBody, GrantDoc, GrantList, GrantRequest,
+    ResolutionDoc, ResolutionRequest, RevokeRequest,
+};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 fn conflict(msg: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::CONFLICT, "conflict", msg)
@@ -30,24 +34,24 @@ fn required_text(name: &str, v: &Option<String>) -> ApiResult<String> {
     }
 }
 
-pub fn grant_json(g: &Grant, state: &AppState) -> Value {
+pub fn grant_doc(g: &Grant, state: &AppState) -> GrantDoc {
     let now = state.grant_book.now();
-    json!({
-        "id": g.id,
-        "department": g.department,
-        "dataset": g.dataset,
-        "fields": g.fields,
-        "purpose": g.purpose,
-        "legal_basis": g.legal_basis,
-        "state": g.effective_state(now, state.grant_book.policy()).as_str(),
-        "created_at": format_datetime(g.created_at),
-        "due": format_date(g.due_date()),
-        "decided_at": g.decided_at.map(format_datetime),
-        "decided_by": g.decided_by,
-        "reason": g.reason,
-        "revoked_at": g.revoked_at.map(format_datetime),
-        "revoked_by": g.revoked_by,
-    })
+    GrantDoc {
+        id: g.id.clone(),
+        department: g.department.clone(),
+        dataset: g.dataset.clone(),
+        fields: g.fields.clone(),
+        purpose: g.purpose.clone(),
+        legal_basis: g.legal_basis.clone(),
+        state: g.effective_state(now, state.grant_book.policy()).as_str().into(),
+        created_at: format_datetime(g.created_at),
+        due: format_date(g.due_date()),
+        decided_at: g.decided_at.map(format_datetime),
+        decided_by: g.decided_by.clone(),
+        reason: g.reason.clone(),
+        revoked_at: g.revoked_at.map(format_datetime),
+        revoked_by: g.revoked_by.clone(),
+    }
 }
 
 fn grant_event(caller: &Caller, g: &Grant, outcome: &str) -> AuditEvent {
@@ -65,20 +69,14 @@ async fn commit_grant(state: &AppState, g: Grant, ev: AuditEvent) -> ApiResult<G
     Ok(g)
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GrantRequest {
-    dataset: String,
-    fields: Vec<String>,
-    purpose: Option<String>,
-    legal_basis: Option<String>,
-}
-
+/// Apply for conditional fields of a dataset (consumer).
+#[utoipa::path(post, path = "/v1/grants", tag = "governance", request_body = GrantRequest,
+    responses((status = 201, body = GrantDoc), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)), security(("bearer" = [])))]
 pub async fn apply(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     body: axum::body::Bytes,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<GrantDoc>)> {
     let req: GrantRequest = json_body(&body)?;
     if !caller.department.has(Role::Consumer) {
         return Err(ApiError::forbidden("only consumer departments apply for conditional sharing"));
@@ -127,7 +125,7 @@ pub async fn apply(
     };
     let ev = grant_event(&caller, &g, "applied");
     let g = commit_grant(&state, g, ev).await?;
-    Ok((StatusCode::CREATED, Json(grant_json(&g, &state))))
+    Ok((StatusCode::CREATED, Json(grant_doc(&g, &state))))
 }
 
 fn find_grant(state: &AppState, caller: &Caller, id: &str) -> ApiResult<Grant> {
@@ -150,20 +148,16 @@ fn visible_grant(state: &AppState, caller: &Caller, g: &Grant) -> bool {
         || is_provider_of(state, caller, &g.dataset)
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Decision {
-    approve: bool,
-    reason: Option<String>,
-}
-
+/// Approve or refuse a pending grant (the dataset's provider; a refusal gives reasons).
+#[utoipa::path(post, path = "/v1/grants/{id}/decision", tag = "governance", request_body = DecisionRequest,
+    params(("id" = String, Path)), responses((status = 200, body = GrantDoc), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)), security(("bearer" = [])))]
 pub async fn decide(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     body: axum::body::Bytes,
-) -> ApiResult<Json<Value>> {
-    let req: Decision = json_body(&body)?;
+) -> ApiResult<Json<GrantDoc>> {
+    let req: DecisionRequest = json_body(&body)?;
     let _guard = state.gov_lock.lock().await;
     let mut g = find_grant(&state, &caller, &id)?;
     if !is_provider_of(&state, &caller, &g.dataset) {
@@ -184,22 +178,19 @@ pub async fn decide(
     g.reason = reason;
     let ev = grant_event(&caller, &g, g.state.as_str());
     let g = commit_grant(&state, g, ev).await?;
-    Ok(Json(grant_json(&g, &state)))
+    Ok(Json(grant_doc(&g, &state)))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Revoke {
-    reason: Option<String>,
-}
-
+/// Revoke a grant (the dataset's provider or an administrator); it stops counting at once.
+#[utoipa::path(post, path = "/v1/grants/{id}/revoke", tag = "governance", request_body = RevokeRequest,
+    params(("id" = String, Path)), responses((status = 200, body = GrantDoc), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)), security(("bearer" = [])))]
 pub async fn revoke(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     body: axum::body::Bytes,
-) -> ApiResult<Json<Value>> {
-    let req: Revoke = json_body(&body)?;
+) -> ApiResult<Json<GrantDoc>> {
+    let req: RevokeRequest = json_body(&body)?;
     let _guard = state.gov_lock.lock().await;
     let mut g = find_grant(&state, &caller, &id)?;
     if !(is_provider_of(&state, &caller, &g.dataset) || caller.department.has(Role::Admin)) {
@@ -219,19 +210,24 @@ pub async fn revoke(
     g.reason = Some(reason);
     let ev = grant_event(&caller, &g, "revoked");
     let g = commit_grant(&state, g, ev).await?;
-    Ok(Json(grant_json(&g, &state)))
+    Ok(Json(grant_doc(&g, &state)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListParams {
+    /// Grants: pending, approved, rejected, deemed_approved, revoked. Disputes: open, resolved, overdue.
     state: Option<String>,
 }
 
+/// Grants visible to the caller: its own, those on its datasets, or all for auditors and administrators.
+#[utoipa::path(get, path = "/v1/grants", tag = "governance", params(ListParams),
+    responses((status = 200, body = GrantList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)), security(("bearer" = [])))]
 pub async fn list_grants(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Query(p): Query<ListParams>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<GrantList>> {
     let want = match p.state.as_deref().filter(|s| !s.is_empty()) {
         Some(s) => Some(GrantState::parse(s).ok_or_else(|| {
             ApiError::invalid_value("state is one of pending, approved, rejected, deemed_approved, revoked")
@@ -239,23 +235,26 @@ pub async fn list_grants(
         None => None,
     };
     let now = state.grant_book.now();
-    let grants: Vec<Value> = state
+    let grants: Vec<GrantDoc> = state
         .grant_book
         .all()
         .iter()
         .filter(|g| visible_grant(&state, &caller, g))
         .filter(|g| want.is_none_or(|w| g.effective_state(now, state.grant_book.policy()) == w))
-        .map(|g| grant_json(g, &state))
+        .map(|g| grant_doc(g, &state))
         .collect();
-    Ok(Json(json!({ "grants": grants })))
+    Ok(Json(GrantList { grants }))
 }
 
+/// One grant.
+#[utoipa::path(get, path = "/v1/grants/{id}", tag = "governance", params(("id" = String, Path)),
+    responses((status = 200, body = GrantDoc), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)), security(("bearer" = [])))]
 pub async fn get_grant(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
-    Ok(Json(grant_json(&find_grant(&state, &caller, &id)?, &state)))
+) -> ApiResult<Json<GrantDoc>> {
+    Ok(Json(grant_doc(&find_grant(&state, &caller, &id)?, &state)))
 }
 
 /// Records grants that became deemed approved (the reply deadline passed
@@ -284,57 +283,51 @@ pub async fn sweep_deemed(state: &AppState) -> ApiResult<usize> {
 
 // ---- disputes ----
 
-fn dispute_json(d: &Dispute, state: &AppState) -> ApiResult<Value> {
+fn dispute_doc(d: &Dispute, state: &AppState) -> ApiResult<DisputeDoc> {
     let key = state.store.resolve(&d.pid)?.map(|k| k.as_str().to_owned());
-    let subject = basedata_store::keys::DocType::from_u8(d.doc).map(|t| t.subject().as_str());
+    let subject = basedata_store::keys::DocType::from_u8(d.doc).map(|t| t.subject().as_str().to_owned());
     let now = state.grant_book.now();
-    Ok(json!({
-        "id": d.id,
-        "department": d.department,
-        "subject": subject,
-        "key": key,
-        "dataset": d.dataset,
-        "field": d.field,
-        "claimed": d.claimed,
-        "note": d.note,
-        "state": if d.is_open() { "open" } else { "resolved" },
-        "overdue": d.is_overdue(now),
-        "created_at": format_datetime(d.created_at),
-        "due": format_date(d.due_date()),
-        "resolution": d.resolution.map(|r| json!({
-            "outcome": r.as_str(),
-            "note": d.resolution_note,
-            "at": d.resolved_at.map(format_datetime),
-            "by": d.resolved_by,
-        })),
-    }))
+    Ok(DisputeDoc {
+        id: d.id.clone(),
+        department: d.department.clone(),
+        subject,
+        key,
+        dataset: d.dataset.clone(),
+        field: d.field.clone(),
+        claimed: d.claimed.clone(),
+        note: d.note.clone(),
+        state: if d.is_open() { "open" } else { "resolved" }.into(),
+        overdue: d.is_overdue(now),
+        created_at: format_datetime(d.created_at),
+        due: format_date(d.due_date()),
+        resolution: d.resolution.map(|r| ResolutionDoc {
+            outcome: r.as_str().into(),
+            note: d.resolution_note.clone(),
+            at: d.resolved_at.map(format_datetime),
+            by: d.resolved_by.clone(),
+        }),
+    })
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DisputeRequest {
-    subject: Subject,
-    key: String,
-    dataset: String,
-    field: String,
-    claimed: Value,
-    note: Option<String>,
-}
-
+/// File a dispute about a field of a record (consumer).
+#[utoipa::path(post, path = "/v1/disputes", tag = "governance", request_body = DisputeRequest,
+    responses((status = 201, body = DisputeDoc), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)), security(("bearer" = [])))]
 pub async fn file_dispute(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     body: axum::body::Bytes,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<DisputeDoc>)> {
     let req: DisputeRequest = json_body(&body)?;
     if !caller.department.has(Role::Consumer) {
         return Err(ApiError::forbidden("only consumer departments file disputes"));
     }
-    let key = SubjectKey::parse(req.subject, &req.key).map_err(ApiError::invalid_key)?;
+    let subject: Subject =
+        req.subject.parse().map_err(|_| ApiError::invalid_value("subject is person or entity"))?;
+    let key = SubjectKey::parse(subject, &req.key).map_err(ApiError::invalid_key)?;
     let ds = state
         .catalog
         .dataset(&req.dataset)
-        .filter(|d| d.subject == req.subject)
+        .filter(|d| d.subject == subject)
         .ok_or_else(|| ApiError::unknown_dataset(&req.dataset))?;
     if ds.field(&req.field).is_none() {
         return Err(ApiError::new(StatusCode::BAD_REQUEST, "unknown_field", format!("dataset {} has no field {}", ds.id, req.field)));
@@ -377,22 +370,18 @@ pub async fn file_dispute(
     ev.fields = vec![d.field.clone()];
     ev.outcome = format!("opened {}", d.id);
     commit_with(&state, Vec::new(), vec![ev], extra).await?;
-    Ok((StatusCode::CREATED, Json(dispute_json(&d, &state)?)))
+    Ok((StatusCode::CREATED, Json(dispute_doc(&d, &state)?)))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ResolutionRequest {
-    outcome: String,
-    note: Option<String>,
-}
-
+/// Confirm the value or report its correction (the dataset's provider).
+#[utoipa::path(post, path = "/v1/disputes/{id}/resolution", tag = "governance", request_body = ResolutionRequest,
+    params(("id" = String, Path)), responses((status = 200, body = DisputeDoc), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)), security(("bearer" = [])))]
 pub async fn resolve_dispute(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     body: axum::body::Bytes,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<DisputeDoc>> {
     let req: ResolutionRequest = json_body(&body)?;
     let outcome = match req.outcome.as_str() {
         "confirmed" => Resolution::Confirmed,
@@ -432,7 +421,7 @@ pub async fn resolve_dispute(
     ev.fields = vec![d.field.clone()];
     ev.outcome = format!("{} {}", outcome.as_str(), d.id);
     commit_with(&state, Vec::new(), vec![ev], d.write()).await?;
-    Ok(Json(dispute_json(&d, &state)?))
+    Ok(Json(dispute_doc(&d, &state)?))
 }
 
 fn visible_dispute(state: &AppState, caller: &Caller, d: &Dispute) -> bool {
@@ -442,11 +431,14 @@ fn visible_dispute(state: &AppState, caller: &Caller, d: &Dispute) -> bool {
         || is_provider_of(state, caller, &d.dataset)
 }
 
+/// Disputes visible to the caller.
+#[utoipa::path(get, path = "/v1/disputes", tag = "governance", params(ListParams),
+    responses((status = 200, body = DisputeList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)), security(("bearer" = [])))]
 pub async fn list_disputes(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Query(p): Query<ListParams>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<DisputeList>> {
     let now = state.grant_book.now();
     let filter: fn(&Dispute, i64) -> bool = match p.state.as_deref().unwrap_or("") {
         "" => |_, _| true,
@@ -461,7 +453,7 @@ pub async fn list_disputes(
         .map_err(ApiError::internal)??;
     let mut out = Vec::new();
     for d in all.iter().filter(|d| visible_dispute(&state, &caller, d) && filter(d, now)) {
-        out.push(dispute_json(d, &state)?);
+        out.push(dispute_doc(d, &state)?);
     }
-    Ok(Json(json!({ "disputes": out })))
+    Ok(Json(DisputeList { disputes: out }))
 }

@@ -7,13 +7,16 @@
 //! never leaks its cause.
 
 mod audit;
+mod batch;
 mod changes;
 mod commit;
 pub mod error;
 pub mod gov;
 mod keys;
 mod ops;
+pub mod openapi;
 mod reports;
+pub mod schema;
 mod subjects;
 mod updates;
 
@@ -30,6 +33,7 @@ use basedata_store::commit::Committer;
 use axum::Router;
 use basedata_store::{Catalog, Store};
 pub use error::{ApiError, ApiResult};
+pub use subjects::may_read;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -56,6 +60,8 @@ pub struct AppState {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Longest a request may take (body streaming endpoints excepted).
     pub request_timeout: std::time::Duration,
+    /// Wakes the batch job runner when a job is queued.
+    pub job_wake: Arc<tokio::sync::Notify>,
 }
 
 /// Jobs waiting for the writer before requests are refused with 503.
@@ -83,6 +89,7 @@ impl AppState {
             gov_lock: Arc::new(tokio::sync::Mutex::new(())),
             metrics: Arc::new(crate::metrics::Metrics::new()),
             request_timeout: std::time::Duration::from_secs(120),
+            job_wake: Arc::new(tokio::sync::Notify::new()),
         }
     }
 
@@ -112,6 +119,11 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/persons/{id}/verify", post(subjects::verify_person))
         .route("/v1/entities/{code}/verify", post(subjects::verify_entity))
         .route("/v1/changes", get(changes::changes))
+        // Both stream bodies of any length in bounded memory.
+        .route("/v1/verify/batch", post(batch::verify_batch).layer(axum::extract::DefaultBodyLimit::disable()))
+        .route("/v1/jobs", post(batch::submit_job).layer(axum::extract::DefaultBodyLimit::disable()))
+        .route("/v1/jobs/{id}", get(batch::job_status))
+        .route("/v1/jobs/{id}/result", get(batch::job_result))
         .route_layer(middleware::from_fn(require_purpose));
     let authenticated = Router::new()
         .route("/v1/keys/person/{id}", get(keys::person))
@@ -138,12 +150,14 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
+        .route("/openapi.json", get(openapi_json))
         .merge(authenticated)
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(axum::http::StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed here")
         })
         .layer(middleware::from_fn_with_state(state.clone(), time_limit))
+        .layer(middleware::map_response(json_errors))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
             ApiError::internal("handler panicked").into_response()
         }))
@@ -168,6 +182,47 @@ async fn time_limit(State(state): State<AppState>, req: Request, next: Next) -> 
         Ok(resp) => resp,
         Err(_) => ApiError::unavailable("the request took too long and was abandoned").into_response(),
     }
+}
+
+async fn openapi_json() -> impl IntoResponse {
+    static DOC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let doc = DOC.get_or_init(openapi::document).clone();
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], doc)
+}
+
+/// Turns the plain-text rejections of axum's extractors (a malformed query
+/// string, a body over the extractor limit, bad percent-encoding in a
+/// path) into the API's JSON error format with a stable code, so that no
+/// client ever has to parse two error formats.
+async fn json_errors(resp: Response) -> Response {
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return resp;
+    }
+    let code = match status.as_u16() {
+        400 => "invalid_value",
+        404 => "not_found",
+        405 => "method_not_allowed",
+        413 => "payload_too_large",
+        415 | 422 => "invalid_body",
+        429 => "overloaded",
+        s if s >= 500 => "unavailable",
+        _ => "invalid_body",
+    };
+    let (parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+    let message = String::from_utf8_lossy(&text).trim().to_owned();
+    let message = if message.is_empty() { status.canonical_reason().unwrap_or("error").to_owned() } else { message };
+    let mut out = ApiError::new(status, code, message).into_response();
+    for (k, v) in parts.headers.iter().filter(|(k, _)| *k != axum::http::header::CONTENT_TYPE && *k != axum::http::header::CONTENT_LENGTH) {
+        out.headers_mut().insert(k.clone(), v.clone());
+    }
+    out
 }
 
 /// Department id recorded on the response for the access log.
@@ -231,11 +286,14 @@ async fn authenticate(State(state): State<AppState>, mut req: Request, next: Nex
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .map(str::trim);
-    let Some(token) = token.filter(|t| !t.is_empty()) else {
-        return ApiError::unauthenticated("send Authorization: Bearer <token>").into_response();
-    };
-    let Some(department) = state.departments.authenticate(token) else {
-        return ApiError::unauthenticated("unknown token").into_response();
+    // Over mutual TLS, the verified client certificate of the connection.
+    let peer = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<crate::tls::TlsPeer>>()
+        .and_then(|c| c.0.subject.clone());
+    let department = match state.departments.identify(token.filter(|t| !t.is_empty()), peer.as_deref()) {
+        Ok(d) => d,
+        Err(why) => return ApiError::unauthenticated(why).into_response(),
     };
     let dept_id = department.id.clone();
     // Held until the response is produced: the concurrency cap counts

@@ -7,13 +7,18 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::Json;
 use basedata_store::{Cf, Durability, WriteBatch};
-use serde_json::{json, Value};
+use super::schema::{CatalogDoc, ErrorBody, Health, Ready};
 
-pub async fn healthz() -> Json<Value> {
-    Json(json!({"status": "ok"}))
+/// The process is up.
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Health)))]
+pub async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok".into() })
 }
 
-pub async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Value>> {
+/// The store is open and accepts writes.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, body = Ready), (status = 503, body = ErrorBody)))]
+pub async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Ready>> {
     let store = state.store.clone();
     // A real (unsynced) write: "open" is not enough if the disk is full or
     // the store was switched read-only after an I/O error.
@@ -25,7 +30,7 @@ pub async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Value>> {
     .await
     .map_err(ApiError::internal)?;
     match probe {
-        Ok(last_seq) => Ok(Json(json!({"status": "ready", "last_seq": last_seq}))),
+        Ok(last_seq) => Ok(Json(Ready { status: "ready".into(), last_seq })),
         Err(e) => {
             tracing::error!(error = %e, "readiness probe failed");
             Err(ApiError::unavailable("the store does not accept writes"))
@@ -33,10 +38,17 @@ pub async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Value>> {
     }
 }
 
+/// Every dataset the platform holds, with its fields and share classes.
+#[utoipa::path(get, path = "/v1/catalog", tag = "catalog",
+    responses((status = 200, body = CatalogDoc), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)),
+    security(("bearer" = [])))]
 pub async fn catalog(State(state): State<AppState>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/json")], state.catalog_json.clone())
 }
 
+/// Prometheus text format.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, content_type = "text/plain", body = String)))]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let store = state.store.clone();
     let commit = state.committer.stats().clone();

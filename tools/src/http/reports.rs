@@ -16,7 +16,7 @@ use basedata_store::usage::{day_of, totals, Kind, Owner};
 use basedata_store::value::{format_date, format_datetime};
 use basedata_store::Action;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use super::schema::{ErrorBody, FreshnessReport, FreshnessRow, SharingReport, SharingRow};
 
 fn require_oversight(caller: &Caller) -> ApiResult<()> {
     if caller.department.has(Role::Auditor) || caller.department.has(Role::Admin) {
@@ -26,17 +26,25 @@ fn require_oversight(caller: &Caller) -> ApiResult<()> {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct Period {
+    /// RFC 3339 (default: the beginning).
     from: Option<String>,
+    /// RFC 3339 (default: now).
     to: Option<String>,
 }
 
+/// Per department over a period: provided, used, denied, and timeliness of answers.
+#[utoipa::path(get, path = "/v1/reports/sharing", tag = "reports", params(Period),
+    responses((status = 200, body = SharingReport), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 429, body = ErrorBody)),
+    security(("bearer" = [])))]
 pub async fn sharing(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Query(p): Query<Period>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<SharingReport>> {
     require_oversight(&caller)?;
     let now = state.grant_book.now();
     let from = p.from.as_deref().map(|t| parse_time("from", t)).transpose()?.unwrap_or(0);
@@ -85,31 +93,27 @@ pub async fn sharing(
             .filter(|d| datasets.contains(&d.dataset) && d.resolved_at.is_some_and(in_period))
             .collect();
         let overdue_disputes = disputes.iter().filter(|d| datasets.contains(&d.dataset) && d.is_overdue(now)).count();
-        rows.push(json!({
-            "department": id,
-            "name": dept.name,
-            "datasets_provided": datasets,
-            "records_provided": records_held,
-            "updates_applied": updates_applied,
-            "update_requests": count(Action::Update),
-            "lookups": count(Action::Lookup),
-            "verifications": count(Action::Verify),
-            "batch_lines": count(Action::BatchVerify),
-            "change_feed_reads": count(Action::ChangeFeed),
-            "denials": count(Action::Denied),
-            "grants_decided": decided.len(),
-            "grants_decided_on_time": decided.iter().filter(|g| g.decided_on_time() == Some(true)).count(),
-            "grants_deemed_approved": deemed,
-            "disputes_resolved": resolved.len(),
-            "disputes_resolved_on_time": resolved.iter().filter(|d| d.resolved_on_time() == Some(true)).count(),
-            "disputes_overdue": overdue_disputes,
-        }));
+        rows.push(SharingRow {
+            department: id.to_owned(),
+            name: dept.name.clone(),
+            datasets_provided: datasets,
+            records_provided: records_held,
+            updates_applied,
+            update_requests: count(Action::Update),
+            lookups: count(Action::Lookup),
+            verifications: count(Action::Verify),
+            batch_lines: count(Action::BatchVerify),
+            change_feed_reads: count(Action::ChangeFeed),
+            denials: count(Action::Denied),
+            grants_decided: decided.len(),
+            grants_decided_on_time: decided.iter().filter(|g| g.decided_on_time() == Some(true)).count(),
+            grants_deemed_approved: deemed,
+            disputes_resolved: resolved.len(),
+            disputes_resolved_on_time: resolved.iter().filter(|d| d.resolved_on_time() == Some(true)).count(),
+            disputes_overdue: overdue_disputes,
+        });
     }
-    Ok(Json(json!({
-        "from": format_datetime(from),
-        "to": format_datetime(to),
-        "departments": rows,
-    })))
+    Ok(Json(SharingReport { from: format_datetime(from), to: format_datetime(to), departments: rows }))
 }
 
 /// How long a provider may go without an update before it is overdue.
@@ -124,7 +128,12 @@ fn allowed_gap(freq: &UpdateFrequency) -> (u32, u32) {
     }
 }
 
-pub async fn freshness(State(state): State<AppState>, Extension(caller): Extension<Caller>) -> ApiResult<Json<Value>> {
+/// Per dataset: records held, last update, and whether its provider is overdue.
+#[utoipa::path(get, path = "/v1/reports/freshness", tag = "reports",
+    responses((status = 200, body = FreshnessReport), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 429, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn freshness(State(state): State<AppState>, Extension(caller): Extension<Caller>) -> ApiResult<Json<FreshnessReport>> {
     require_oversight(&caller)?;
     let now = state.grant_book.now();
     let today = cst_date(now);
@@ -142,20 +151,20 @@ pub async fn freshness(State(state): State<AppState>, Extension(caller): Extensi
             );
             (today > due, Some(due))
         };
-        rows.push(json!({
-            "dataset": ds.id,
-            "provider": ds.provider,
-            "update_frequency": ds.update_frequency.to_string(),
-            "records": st.records,
-            "updates": st.updates,
-            "last_update": (st.last_update != 0).then(|| format_datetime(st.last_update)),
-            "next_update_due": due.map(format_date),
-            "overdue": overdue,
-        }));
+        rows.push(FreshnessRow {
+            dataset: ds.id.clone(),
+            provider: ds.provider.clone(),
+            update_frequency: ds.update_frequency.to_string(),
+            records: st.records,
+            updates: st.updates,
+            last_update: (st.last_update != 0).then(|| format_datetime(st.last_update)),
+            next_update_due: due.map(format_date),
+            overdue,
+        });
     }
-    Ok(Json(json!({
-        "as_of": format_datetime(now),
-        "calendar_covers_this_year": state.calendar.covers(today.year()),
-        "datasets": rows,
-    })))
+    Ok(Json(FreshnessReport {
+        as_of: format_datetime(now),
+        calendar_covers_this_year: state.calendar.covers(today.year()),
+        datasets: rows,
+    }))
 }

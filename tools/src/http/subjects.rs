@@ -19,11 +19,15 @@ use basedata_store::catalog::Dataset;
 use basedata_store::value::{format_datetime, parse_datetime};
 use basedata_store::{Action, Subject, SubjectKey};
 use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use super::schema::{DatasetRecord, ErrorBody, Lookup, Verification, VerifyRequest, WithheldItem};
+use serde_json::{Map, Value};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct LookupParams {
+    /// Comma-separated dataset ids (default: all of the subject's datasets).
     datasets: Option<String>,
+    /// RFC 3339 time: the records as they stood then.
     as_of: Option<String>,
 }
 
@@ -59,23 +63,41 @@ pub fn parse_time(param: &str, value: &str) -> ApiResult<i64> {
     parse_datetime(value).ok_or_else(|| ApiError::invalid_value(format!("{param} must be an RFC 3339 time")))
 }
 
+/// Look a person up: the fields the caller may see, and what is withheld.
+#[utoipa::path(get, path = "/v1/persons/{id}", tag = "subjects",
+    params(("id" = String, Path, description = "Citizen ID number"), LookupParams,
+           ("X-Purpose" = String, Header, description = "Purpose of use (UTF-8, percent-encoding allowed)"),
+           ("X-Operator" = Option<String>, Header, description = "Staff member at the counter")),
+    responses((status = 200, body = Lookup), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody),
+              (status = 503, body = ErrorBody)),
+    security(("bearer" = [])))]
 pub async fn lookup_person(
     state: State<AppState>,
     caller: Extension<Caller>,
     purpose: Extension<Purpose>,
     Path(id): Path<String>,
     q: Query<LookupParams>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Lookup>> {
     lookup_subject(state, caller, purpose, Subject::Person, id, q).await
 }
 
+/// Look an organization up.
+#[utoipa::path(get, path = "/v1/entities/{code}", tag = "subjects",
+    params(("code" = String, Path, description = "Unified social credit code"), LookupParams,
+           ("X-Purpose" = String, Header, description = "Purpose of use"),
+           ("X-Operator" = Option<String>, Header, description = "Staff member at the counter")),
+    responses((status = 200, body = Lookup), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody),
+              (status = 503, body = ErrorBody)),
+    security(("bearer" = [])))]
 pub async fn lookup_entity(
     state: State<AppState>,
     caller: Extension<Caller>,
     purpose: Extension<Purpose>,
     Path(code): Path<String>,
     q: Query<LookupParams>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Lookup>> {
     lookup_subject(state, caller, purpose, Subject::Entity, code, q).await
 }
 
@@ -86,7 +108,7 @@ async fn lookup_subject(
     subject: Subject,
     raw_key: String,
     Query(q): Query<LookupParams>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Lookup>> {
     let key = SubjectKey::parse(subject, &raw_key).map_err(ApiError::invalid_key)?;
     let datasets = select_datasets(&state, subject, q.datasets.as_deref())?;
     let as_of = q.as_of.as_deref().map(|t| parse_time("as_of", t)).transpose()?;
@@ -104,24 +126,31 @@ async fn lookup_subject(
     if result.datasets.is_empty() {
         return Err(ApiError::not_found("no record for this key in the requested datasets"));
     }
-    let mut out = Map::new();
-    for d in &result.datasets {
-        let fields: Map<String, Value> = d.fields.iter().map(|(n, v)| (n.clone(), v.to_json())).collect();
-        out.insert(
-            d.dataset.clone(),
-            json!({"version": d.version, "updated_at": format_datetime(d.updated_at), "fields": fields}),
-        );
-    }
-    let withheld: Vec<Value> = result
+    let datasets = result
+        .datasets
+        .iter()
+        .map(|d| {
+            let fields: Map<String, Value> = d.fields.iter().map(|(n, v)| (n.clone(), v.to_json())).collect();
+            (d.dataset.clone(), DatasetRecord { version: d.version, updated_at: format_datetime(d.updated_at), fields })
+        })
+        .collect();
+    let withheld = result
         .withheld
         .iter()
-        .map(|w| json!({"dataset": w.dataset, "field": w.field, "share": w.share.as_str(), "reason": w.reason.as_str()}))
+        .map(|w| WithheldItem {
+            dataset: w.dataset.clone(),
+            field: w.field.clone(),
+            share: w.share.as_str().into(),
+            reason: w.reason.as_str().into(),
+        })
         .collect();
-    let mut body = json!({"key": key.as_str(), "subject": subject.as_str(), "datasets": out, "withheld": withheld});
-    if let Some(t) = as_of {
-        body["as_of"] = json!(format_datetime(t));
-    }
-    Ok(Json(body))
+    Ok(Json(Lookup {
+        key: key.as_str().into(),
+        subject: subject.as_str().into(),
+        datasets,
+        withheld,
+        as_of: as_of.map(format_datetime),
+    }))
 }
 
 /// Parses a JSON request body, mapping every failure to `invalid_body`.
@@ -135,30 +164,40 @@ pub fn json_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
     })
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct VerifyBody {
-    dataset: Option<String>,
-    fields: Map<String, Value>,
-}
 
+/// Verify claimed values of a person's record without disclosing them.
+#[utoipa::path(post, path = "/v1/persons/{id}/verify", tag = "subjects", request_body = VerifyRequest,
+    params(("id" = String, Path, description = "Citizen ID number"),
+           ("X-Purpose" = String, Header, description = "Purpose of use")),
+    responses((status = 200, body = Verification), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody),
+              (status = 503, body = ErrorBody)),
+    security(("bearer" = [])))]
 pub async fn verify_person(
     state: State<AppState>,
     caller: Extension<Caller>,
     purpose: Extension<Purpose>,
     Path(id): Path<String>,
     body: axum::body::Bytes,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Verification>> {
     verify_subject(state, caller, purpose, Subject::Person, id, body).await
 }
 
+/// Verify claimed values of an organization's record without disclosing them.
+#[utoipa::path(post, path = "/v1/entities/{code}/verify", tag = "subjects", request_body = VerifyRequest,
+    params(("code" = String, Path, description = "Unified social credit code"),
+           ("X-Purpose" = String, Header, description = "Purpose of use")),
+    responses((status = 200, body = Verification), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody),
+              (status = 503, body = ErrorBody)),
+    security(("bearer" = [])))]
 pub async fn verify_entity(
     state: State<AppState>,
     caller: Extension<Caller>,
     purpose: Extension<Purpose>,
     Path(code): Path<String>,
     body: axum::body::Bytes,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Verification>> {
     verify_subject(state, caller, purpose, Subject::Entity, code, body).await
 }
 
@@ -169,9 +208,9 @@ async fn verify_subject(
     subject: Subject,
     raw_key: String,
     body: axum::body::Bytes,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Verification>> {
     let key = SubjectKey::parse(subject, &raw_key).map_err(ApiError::invalid_key)?;
-    let req: VerifyBody = json_body(&body)?;
+    let req: VerifyRequest = json_body(&body)?;
     let ds = match &req.dataset {
         Some(id) => state.catalog.dataset(id).filter(|d| d.subject == subject).ok_or_else(|| ApiError::unknown_dataset(id))?,
         None => state.catalog.primary(subject).ok_or_else(|| ApiError::unknown_dataset("(primary)"))?,
@@ -188,6 +227,10 @@ async fn verify_subject(
     let (outcome, verdicts) = claims.verify(record.as_ref());
     ev.outcome = outcome.as_str().to_owned();
     commit(&state, Vec::new(), vec![ev]).await?;
-    let fields: Map<String, Value> = verdicts.iter().map(|(n, v)| (n.to_string(), json!(v.as_str()))).collect();
-    Ok(Json(json!({"key": key.as_str(), "dataset": ds.id, "result": outcome.as_str(), "fields": fields})))
+    Ok(Json(Verification {
+        key: key.as_str().into(),
+        dataset: ds.id.clone(),
+        result: outcome.as_str().into(),
+        fields: verdicts.iter().map(|(n, v)| (n.to_string(), v.as_str().to_owned())).collect(),
+    }))
 }

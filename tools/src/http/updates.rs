@@ -16,7 +16,10 @@ use basedata_ingest::line::{parse_line, parse_value, LineError};
 use basedata_store::catalog::Dataset;
 use basedata_store::{Action, Outcome, Update};
 use http_body_util::BodyExt;
-use serde_json::{json, Value};
+use super::schema::{ErrorBody, Rejection, UpdatesResult};
+#[allow(unused_imports)]
+use super::schema::UpdateLine;
+use serde_json::Value;
 
 /// Per-request collection of parsed updates and rejections.
 #[derive(Default)]
@@ -55,13 +58,22 @@ fn body_format(headers: &HeaderMap) -> ApiResult<Format> {
     }
 }
 
+/// Provider updates of one dataset; answered once the applied ones are durable.
+#[utoipa::path(post, path = "/v1/datasets/{dataset}/updates", tag = "provider",
+    params(("dataset" = String, Path, description = "Dataset id from the catalog")),
+    request_body(content = Vec<UpdateLine>, description = "NDJSON (application/x-ndjson, one update a line) or a JSON array",
+                 content_type = "application/json"),
+    responses((status = 200, body = UpdatesResult), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody),
+              (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("bearer" = [])))]
 pub async fn post_updates(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(dataset): Path<String>,
     headers: HeaderMap,
     body: Body,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<UpdatesResult>> {
     let ds = state.catalog.dataset(&dataset).ok_or_else(|| ApiError::unknown_dataset(&dataset))?;
     let purpose = super::header_text_map(&headers, "x-purpose").unwrap_or_else(|| "provider update".into());
     let mut ev = event(&caller, None, Action::Update, None);
@@ -77,17 +89,12 @@ pub async fn post_updates(
     ev.outcome = format!("submitted={submitted} rejected={}", parsed.rejected.len());
     let done = commit(&state, parsed.updates, vec![ev]).await?;
     let applied = done.outcomes.iter().filter(|o| matches!(o, Outcome::Applied { .. })).count();
-    let rejected: Vec<Value> = parsed
+    let rejected = parsed
         .rejected
-        .iter()
-        .map(|(n, e)| json!({"line": n, "key": e.key, "code": e.code, "message": e.message}))
+        .into_iter()
+        .map(|(line, e)| Rejection { line, key: e.key, code: e.code.into(), message: e.message })
         .collect();
-    Ok(Json(json!({
-        "applied": applied,
-        "stale": submitted - applied,
-        "rejected": rejected,
-        "last_seq": done.last_seq,
-    })))
+    Ok(Json(UpdatesResult { applied, stale: submitted - applied, rejected, last_seq: done.last_seq }))
 }
 
 async fn read_body(state: &AppState, ds: &Dataset, format: Format, mut body: Body) -> ApiResult<Parsed> {

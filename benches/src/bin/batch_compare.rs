@@ -1,0 +1,177 @@
+//! Batch comparison end to end, in process, against the floor it is built
+//! on: a store of generated persons (default 1,000,000), then the same
+//! batch lines (default 1,000,000, in an order unrelated to storage order)
+//!
+//! 1. through the batch code path (`basedata_tools::batch::Batch::run_blocking`:
+//!    line cutting, JSON parsing, key and claim checks, one sorted multi-get
+//!    per chunk, verification, one audit entry per line group-committed
+//!    with a synced write per group, answer formatting), and
+//! 2. as bare sorted multi-gets of the same keys in the same chunks
+//!    (pseudonymize, sort, `Engine::multi_get`; nothing decoded).
+//!
+//! Prints lines/s for both and their ratio.
+//!
+//! `cargo run --release -p basedata-benches --bin batch_compare -- [--persons N] [--lines N] [--cache-mb N]`
+
+use basedata_query::batch::CHUNK_LINES;
+use basedata_store::commit::Committer;
+use basedata_store::record::record_key;
+use basedata_store::{Catalog, Cf, SubjectKey};
+use basedata_tools::auth::Caller;
+use basedata_tools::batch::{offline_department, Batch, Requester};
+use basedata_tools::gen::{self, GenConfig};
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Instant;
+
+fn arg(name: &str, default: u64) -> u64 {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .map(|v| v.replace('_', "").parse().unwrap_or_else(|_| panic!("{name} takes a number")))
+        .unwrap_or(default)
+}
+
+/// Counts answer lines and bytes instead of keeping them.
+#[derive(Default)]
+struct Tally {
+    lines: u64,
+    bytes: u64,
+}
+
+impl Write for Tally {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.lines += buf.iter().filter(|&&b| b == b'\n').count() as u64;
+        self.bytes += buf.len() as u64;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn main() {
+    let persons = arg("--persons", 1_000_000);
+    let lines = arg("--lines", 1_000_000);
+    let cache_mb = arg("--cache-mb", 1024) as usize;
+
+    let t = Instant::now();
+    let f = basedata_benches::hukou_fixture(persons, cache_mb);
+    println!("store: {persons} persons loaded in {:.1}s", t.elapsed().as_secs_f64());
+
+    // Claims as a counter would type them: name and birth date of person
+    // i, visited in a scattered order (a multiplicative permutation), one
+    // line in ten with a wrong name.
+    let t = Instant::now();
+    let mut claims: Vec<(String, String)> = Vec::with_capacity(persons as usize);
+    let catalog = Catalog::builtin();
+    let g = GenConfig { persons, entities: 0, seed: f.gen.seed };
+    gen::generate(&g, &catalog, &mut |ds, line| {
+        if ds == "hukou" {
+            let v: serde_json::Value = serde_json::from_slice(line).expect("generated JSON");
+            let field = |n: &str| v["fields"][n].as_str().unwrap_or_default().to_owned();
+            claims.push((v["key"].as_str().unwrap_or_default().to_owned(), format!("{}\u{0}{}", field("name"), field("birth_date"))));
+        }
+        Ok(())
+    })
+    .unwrap();
+    let step = 7_919u64; // prime, coprime with any population that is not a multiple of it
+    let mut input = Vec::with_capacity(lines as usize * 120);
+    let mut keys: Vec<SubjectKey> = Vec::with_capacity(lines as usize);
+    for r in 0..lines {
+        let i = (r * step) % persons;
+        let (key, nb) = &claims[i as usize];
+        let (name, birth) = nb.split_once('\u{0}').unwrap();
+        let name = if r % 10 == 3 { "某某某" } else { name };
+        let line = serde_json::json!({"ref": r, "subject": "person", "key": key, "fields": {"name": name, "birth_date": birth}});
+        serde_json::to_writer(&mut input, &line).unwrap();
+        input.push(b'\n');
+        keys.push(SubjectKey::parse(basedata_store::Subject::Person, key).unwrap());
+    }
+    drop(claims);
+    println!("input: {lines} lines, {} MB, built in {:.1}s", input.len() >> 20, t.elapsed().as_secs_f64());
+
+    let store = f.store.clone();
+    let bare = |label: &str| {
+        let t = Instant::now();
+        let mut found = 0u64;
+        for chunk in keys.chunks(CHUNK_LINES) {
+            let mut rkeys: Vec<Vec<u8>> = chunk.iter().map(|k| record_key(&store.pseudonym(k), "hukou")).collect();
+            rkeys.sort_unstable();
+            let refs: Vec<&[u8]> = rkeys.iter().map(|k| k.as_slice()).collect();
+            found += store.engine().multi_get(Cf::Records, &refs).unwrap().iter().filter(|v| v.is_some()).count() as u64;
+        }
+        let s = t.elapsed().as_secs_f64();
+        assert_eq!(found, lines, "every key is stored");
+        println!("{label}: {lines} keys in {s:.2}s = {:.0} keys/s", lines as f64 / s);
+        lines as f64 / s
+    };
+    bare("bare multi-get (warm-up)");
+    let bare_rate = bare("bare sorted multi-get");
+
+    if std::env::var("STAGES").is_ok() {
+        let mut cutter = basedata_query::batch::Cutter::new();
+        let mut chunks = Vec::new();
+        cutter.push(&input, &mut chunks);
+        chunks.extend(cutter.finish());
+        let t = Instant::now();
+        let mut results = Vec::new();
+        for c in &chunks {
+            results.push(basedata_query::batch::process(&store, &|_| true, c).unwrap());
+        }
+        println!("stage verify: {:.0} lines/s", lines as f64 / t.elapsed().as_secs_f64());
+        if std::env::var("VERIFY_ONLY").is_ok() {
+            for _ in 0..5 {
+                for c in &chunks {
+                    basedata_query::batch::process(&store, &|_| true, c).unwrap();
+                }
+            }
+            return;
+        }
+        let cfg = basedata_tools::config::Config::default();
+        let req = Requester { caller: Caller { department: offline_department("bench-counter", &cfg).unwrap(), operator: None }, purpose: "benchmark".into() };
+        let t = Instant::now();
+        let mut evs = Vec::new();
+        for r in &mut results { evs.push(req.events(r)); }
+        println!("stage events: {:.0} lines/s", lines as f64 / t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        for e in evs.chunks(3) {
+            let all: Vec<_> = e.iter().flatten().cloned().collect();
+            store.commit(&[], &all, basedata_store::Durability::Sync).unwrap();
+        }
+        println!("stage commit: {:.0} lines/s", lines as f64 / t.elapsed().as_secs_f64());
+    }
+    let cfg = basedata_tools::config::Config::default();
+    let batch = Batch {
+        store: store.clone(),
+        committer: Arc::new(Committer::start(store.clone(), 4096)),
+        requester: Arc::new(Requester {
+            caller: Caller { department: offline_department("bench-counter", &cfg).unwrap(), operator: None },
+            purpose: "benchmark".into(),
+        }),
+    };
+    let audit_before = store.audit_head().unwrap().seq;
+    let t = Instant::now();
+    let (counts, tally) = batch.run_blocking(std::io::Cursor::new(input), Tally::default(), |_| {}).unwrap();
+    let s = t.elapsed().as_secs_f64();
+    let batch_rate = lines as f64 / s;
+    assert_eq!(tally.lines, lines, "one answer per line");
+    assert_eq!(counts.processed, lines);
+    assert_eq!(store.audit_head().unwrap().seq - audit_before, lines, "one audit entry per line");
+    println!(
+        "batch path: {lines} lines in {s:.2}s = {batch_rate:.0} lines/s ({} match, {} mismatch, {} not found, {} invalid; {} MB of answers)",
+        counts.matched,
+        counts.mismatched,
+        counts.not_found,
+        counts.invalid,
+        tally.bytes >> 20
+    );
+    let stats = batch.committer.stats();
+    println!(
+        "audit: {} entries in {} synced groups",
+        lines,
+        stats.groups.load(std::sync::atomic::Ordering::Relaxed)
+    );
+    println!("ratio batch/bare: {:.2}", batch_rate / bare_rate);
+}

@@ -1,0 +1,790 @@
+//! `http_bench`: the side-by-side HTTP benchmark in one command. On this
+//! machine and on loopback only, it
+//!
+//! 1. measures the disk's synced-write latency (append 4 KiB + fdatasync),
+//!    the floor under every acknowledged write and audit entry;
+//! 2. generates N persons (`basedata gen`) and starts `basedata serve`;
+//! 3. loads them through `POST /v1/datasets/hukou/updates` in batches —
+//!    the first seconds of that load are the batched durable-ingest figure;
+//! 4. measures single-update requests from many clients (group commit),
+//!    `POST /v1/persons/{id}/verify` next to `minimal_axum` (the ceiling),
+//!    verification latency at half its maximum rate, and lookups;
+//!
+//! and prints a markdown report: machine, date, the figures with their
+//! targets, and the exact `loadgen` command of every row. Every run of
+//! `loadgen` is bounded in time; every process it starts is its own child
+//! and is stopped before it exits.
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use hdrhistogram::Histogram;
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const PROVIDER_TOKEN: &str = "bench-gongan-token-0000000000";
+const COUNTER_TOKEN: &str = "bench-counter-token-000000000";
+/// Longest a measured run may last, warm-up included.
+const MAX_MEASURE_SECONDS: f64 = 20.0;
+
+#[derive(Parser, Debug)]
+#[command(name = "http_bench", about = "Side-by-side HTTP benchmark of basedata serve (loopback only); prints a markdown report")]
+struct Args {
+    /// Persons generated and loaded.
+    #[arg(long, default_value_t = 1_000_000)]
+    persons: u64,
+    /// Measured seconds of each run (warm-up not included).
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Warm-up seconds before each measured run.
+    #[arg(long, default_value_t = 2.0)]
+    warmup: f64,
+    /// Connections of the request/response runs.
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// Connections (concurrent providers) of the batched ingest.
+    #[arg(long, default_value_t = 4)]
+    ingest_connections: usize,
+    /// Update lines per batched request.
+    #[arg(long, default_value_t = 1000)]
+    batch: usize,
+    /// Load generator threads.
+    #[arg(long, default_value_t = 1)]
+    client_threads: usize,
+    /// Working directory (default: a new directory under /var/tmp, removed at the end).
+    #[arg(long)]
+    work: Option<PathBuf>,
+    /// Keep the working directory (store, generated files, server log).
+    #[arg(long)]
+    keep: bool,
+    /// The `basedata` binary (default: beside this one).
+    #[arg(long)]
+    basedata: Option<PathBuf>,
+    /// Longest wait, in seconds, for the machine to become idle before each measured run.
+    #[arg(long, default_value_t = 300)]
+    quiet_wait: u64,
+    /// Also write the report to this file.
+    #[arg(long)]
+    report: Option<PathBuf>,
+}
+
+/// A child process, stopped when dropped.
+struct Proc {
+    child: Child,
+    name: &'static str,
+}
+
+impl Proc {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGTERM (via kill(1), to this child's pid only), then SIGKILL after 30 s.
+    fn stop(mut self) {
+        let _ = Command::new("kill").arg("-TERM").arg(self.pid().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        eprintln!("{} ignored SIGTERM; killing it", self.name);
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// One request on a fresh connection (`Connection: close`): status and body.
+fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> anyhow::Result<(u16, String)> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes())?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, rest) = text.split_once("\r\n\r\n").context("malformed response")?;
+    let status: u16 = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).context("no status")?;
+    let chunked = head.lines().any(|l| l.to_ascii_lowercase().starts_with("transfer-encoding:") && l.contains("chunked"));
+    let body = if chunked { dechunk(rest) } else { rest.to_owned() };
+    Ok((status, body))
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+fn wait_ready(addr: &str, proc_: &mut Proc, log: &Path) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline {
+        if let Ok((200, _)) = http(addr, "GET", "/healthz", &[], "") {
+            return Ok(());
+        }
+        if let Ok(Some(st)) = proc_.child.try_wait() {
+            bail!("{} exited with {st}; see {}", proc_.name, log.display());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bail!("{} did not answer on {addr} within 120 s", proc_.name)
+}
+
+/// CPU seconds (user + system) used so far by process `pid`.
+fn cpu_of(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Busy and total jiffies of the whole machine (all cores), from /proc/stat.
+fn machine_jiffies() -> (f64, f64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let v: Vec<f64> = stat
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let total: f64 = v.iter().take(8).sum();
+    let idle = v.get(3).copied().unwrap_or(0.0) + v.get(4).copied().unwrap_or(0.0);
+    (total - idle, total)
+}
+
+/// Cores kept busy, on average, between two readings of [`machine_jiffies`].
+fn busy_cores(a: (f64, f64), b: (f64, f64), cores: f64) -> f64 {
+    let total = b.1 - a.1;
+    if total <= 0.0 {
+        0.0
+    } else {
+        (b.0 - a.0) / total * cores
+    }
+}
+
+/// Waits (at most `max`) until the machine is nearly idle, so that other
+/// work on it does not take the CPU from the run; returns the busy cores
+/// seen last.
+fn wait_quiet(max: Duration, cores: f64) -> f64 {
+    let deadline = Instant::now() + max;
+    let mut warned = false;
+    loop {
+        let a = machine_jiffies();
+        std::thread::sleep(Duration::from_secs(1));
+        let busy = busy_cores(a, machine_jiffies(), cores);
+        if busy < 0.25 || Instant::now() >= deadline {
+            return busy;
+        }
+        if !warned {
+            eprintln!("[http_bench] the machine is busy ({busy:.2} cores in use by other work); waiting");
+            warned = true;
+        }
+    }
+}
+
+fn rss_mb(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<f64>().ok()))
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+fn dir_bytes(p: &Path) -> u64 {
+    let Ok(rd) = std::fs::read_dir(p) else { return 0 };
+    rd.flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// A gauge of the server's `/metrics` with the given name and label text.
+fn metric(addr: &str, prefix: &str) -> f64 {
+    let Ok((200, text)) = http(addr, "GET", "/metrics", &[], "") else { return 0.0 };
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Group-commit counters: (groups, jobs).
+fn writer_counts(addr: &str) -> (f64, f64) {
+    (metric(addr, "basedata_writer{stat=\"groups\"}"), metric(addr, "basedata_writer{stat=\"jobs\"}"))
+}
+
+/// Synced-append latency of the disk under `dir`: 4 KiB + fdatasync, for
+/// about three seconds or 20,000 writes.
+fn fsync_probe(dir: &Path) -> anyhow::Result<Value> {
+    let path = dir.join("fsync-probe");
+    let mut f = std::fs::OpenOptions::new().create(true).truncate(true).write(true).open(&path)?;
+    let block = vec![0x5au8; 4096];
+    let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let start = Instant::now();
+    let mut n = 0u64;
+    while n < 20_000 && start.elapsed() < Duration::from_secs(3) {
+        let t = Instant::now();
+        f.write_all(&block)?;
+        f.sync_data()?;
+        h.saturating_record(t.elapsed().as_micros().max(1) as u64);
+        n += 1;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    drop(f);
+    std::fs::remove_file(&path)?;
+    Ok(serde_json::json!({
+        "writes": n, "per_s": (n as f64 / secs).round(),
+        "p50_us": h.value_at_quantile(0.5), "p99_us": h.value_at_quantile(0.99), "max_us": h.max(),
+    }))
+}
+
+fn sh(cmd: &str, args: &[&str]) -> String {
+    Command::new(cmd)
+        .args(args)
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
+
+fn machine(work: &Path) -> Vec<(String, String)> {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let field = |name: &str| {
+        cpuinfo
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_owned())
+            .unwrap_or_default()
+    };
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| s.lines().next().and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse::<f64>().ok()))
+        .map(|kb| format!("{:.1} GiB", kb / 1024.0 / 1024.0))
+        .unwrap_or_default();
+    let df = sh("df", &["-PT", &work.to_string_lossy()]);
+    let disk = df
+        .lines()
+        .nth(1)
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let dev = f.first().copied().unwrap_or("?");
+            let base = dev.rsplit('/').next().unwrap_or(dev);
+            let rot = std::fs::read_to_string(format!("/sys/block/{base}/queue/rotational"))
+                .map(|r| if r.trim() == "1" { " (reported rotational)" } else { " (reported non-rotational)" })
+                .unwrap_or("");
+            let size_gb = f.get(2).and_then(|k| k.parse::<f64>().ok()).map(|k| k / 1024.0 / 1024.0).unwrap_or(0.0);
+            format!("{dev}, {} , {size_gb:.0} GiB{rot}", f.get(1).copied().unwrap_or("?"))
+        })
+        .unwrap_or_default();
+    vec![
+        ("cores (nproc)".into(), std::thread::available_parallelism().map(|n| n.get().to_string()).unwrap_or_default()),
+        ("CPU".into(), format!("{} ({} MHz)", field("model name"), field("cpu MHz"))),
+        ("memory".into(), mem),
+        ("disk".into(), disk),
+        ("kernel".into(), std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_owned()),
+        ("date (UTC)".into(), sh("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"])),
+    ]
+}
+
+/// The figures of one measured run.
+struct Row {
+    name: String,
+    result: Value,
+    server_cpu_s: f64,
+    jobs_per_group: Option<f64>,
+    /// Cores used by processes other than the server and the client during the run.
+    other_cores: f64,
+    command: String,
+    target: String,
+    verdict: Option<bool>,
+}
+
+struct Bench {
+    loadgen: PathBuf,
+    client_threads: usize,
+    cores: f64,
+    quiet_wait: Duration,
+    rows: Vec<Row>,
+    log: std::fs::File,
+}
+
+fn shell_quote(a: &str) -> String {
+    if a.bytes().all(|c| c.is_ascii_alphanumeric() || b"-_./:=,@".contains(&c)) {
+        a.to_owned()
+    } else {
+        format!("'{}'", a.replace('\'', "'\\''"))
+    }
+}
+
+impl Bench {
+    /// Runs `loadgen` with `args`; returns its JSON result and the command line.
+    fn loadgen(&mut self, label: &str, args: &[String]) -> anyhow::Result<(Value, String)> {
+        let mut all: Vec<String> = args.to_vec();
+        all.extend(["--threads".into(), self.client_threads.to_string(), "--label".into(), label.into()]);
+        let command = std::iter::once("loadgen".to_owned()).chain(all.iter().map(|a| shell_quote(a))).collect::<Vec<_>>().join(" ");
+        eprintln!("[http_bench] {label}: {command}");
+        let out = Command::new(&self.loadgen).args(&all).stderr(Stdio::inherit()).output().context("run loadgen")?;
+        if !out.status.success() {
+            bail!("loadgen failed ({}) for {label}", out.status);
+        }
+        let v: Value = serde_json::from_slice(&out.stdout).context("loadgen output")?;
+        writeln!(self.log, "{v}")?;
+        eprintln!("[http_bench]   {v}");
+        Ok((v, command))
+    }
+
+    /// A measured run against the server `server` (its CPU and group-commit counters are read around it).
+    #[allow(clippy::too_many_arguments)]
+    fn measure(
+        &mut self,
+        name: &str,
+        server: &Proc,
+        metrics_addr: Option<&str>,
+        args: &[String],
+        target: &str,
+        verdict: impl Fn(&Value) -> Option<bool>,
+    ) -> anyhow::Result<Value> {
+        wait_quiet(self.quiet_wait, self.cores);
+        let cpu0 = cpu_of(server.pid());
+        let w0 = metrics_addr.map(writer_counts);
+        let m0 = machine_jiffies();
+        let t0 = Instant::now();
+        let (v, command) = self.loadgen(name, args)?;
+        let elapsed = t0.elapsed().as_secs_f64();
+        let all_busy = busy_cores(m0, machine_jiffies(), self.cores);
+        let server_cpu_s = cpu_of(server.pid()) - cpu0;
+        // What the machine did beyond the server and the client: other work that took CPU from the run.
+        let other_cores = (all_busy - (server_cpu_s + f(&v, &["client_cpu_s"])) / elapsed).max(0.0);
+        let jobs_per_group = match (w0, metrics_addr.map(writer_counts)) {
+            (Some((g0, j0)), Some((g1, j1))) if g1 > g0 => Some((j1 - j0) / (g1 - g0)),
+            _ => None,
+        };
+        let ok = verdict(&v);
+        self.rows.push(Row { name: name.into(), result: v.clone(), server_cpu_s, jobs_per_group, other_cores, command, target: target.into(), verdict: ok });
+        Ok(v)
+    }
+}
+
+fn f(v: &Value, path: &[&str]) -> f64 {
+    let mut x = v;
+    for p in path {
+        x = &x[*p];
+    }
+    x.as_f64().unwrap_or(0.0)
+}
+
+fn ms(us: f64) -> String {
+    format!("{:.2}", us / 1000.0)
+}
+
+fn s(v: impl Into<String>) -> String {
+    v.into()
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if !(args.duration > 0.0 && args.warmup >= 0.0 && args.duration + args.warmup <= MAX_MEASURE_SECONDS) {
+        bail!("--warmup + --duration must be at most {MAX_MEASURE_SECONDS} seconds");
+    }
+    let here = std::env::current_exe()?.parent().context("exe dir")?.to_path_buf();
+    let basedata = args.basedata.clone().unwrap_or_else(|| here.join("basedata"));
+    let loadgen = here.join("loadgen");
+    let minimal = here.join("minimal_axum");
+    for b in [&basedata, &loadgen, &minimal] {
+        if !b.exists() {
+            bail!("{} is missing: cargo build --release --bin basedata -p basedata-benches --bins", b.display());
+        }
+    }
+    let mut scratch = None;
+    let work = match &args.work {
+        Some(w) => {
+            std::fs::create_dir_all(w)?;
+            w.clone()
+        }
+        None => {
+            let t = tempfile::Builder::new().prefix("basedata-http-bench-").tempdir_in("/var/tmp")?;
+            let p = t.path().to_path_buf();
+            scratch = Some(t);
+            p
+        }
+    };
+    let mut bench = Bench {
+        loadgen,
+        client_threads: args.client_threads,
+        cores: std::thread::available_parallelism().map(|n| n.get() as f64).unwrap_or(1.0),
+        quiet_wait: Duration::from_secs(args.quiet_wait),
+        rows: Vec::new(),
+        log: std::fs::File::create(work.join("results.jsonl"))?,
+    };
+    let machine = machine(&work);
+    eprintln!("[http_bench] working in {}", work.display());
+
+    // 1. The disk.
+    let fsync = fsync_probe(&work)?;
+    eprintln!("[http_bench] fsync probe: {fsync}");
+
+    // 2. Data and server.
+    let gen_dir = work.join("gen");
+    let t = Instant::now();
+    let st = Command::new(&basedata)
+        .args(["gen", "--persons", &args.persons.to_string(), "--entities", "0", "--out"])
+        .arg(&gen_dir)
+        .stdout(Stdio::null())
+        .status()?;
+    if !st.success() {
+        bail!("basedata gen failed");
+    }
+    let gen_secs = t.elapsed().as_secs_f64();
+    let hukou = gen_dir.join("hukou.ndjson");
+    let rows_path = work.join("rows.tsv");
+    let persons = {
+        let text = std::fs::read_to_string(&hukou)?;
+        let mut out = String::with_capacity(text.len() / 4);
+        let mut n = 0u64;
+        for line in text.lines() {
+            let v: Value = serde_json::from_str(line)?;
+            let fl = &v["fields"];
+            out.push_str(&format!(
+                "{}\t{}\t{}\t{}\n",
+                v["key"].as_str().unwrap_or(""),
+                fl["name"].as_str().unwrap_or(""),
+                fl["birth_date"].as_str().unwrap_or(""),
+                fl["gender"].as_str().unwrap_or("1"),
+            ));
+            n += 1;
+        }
+        std::fs::write(&rows_path, out)?;
+        n
+    };
+    let first_row: Vec<String> = std::fs::read_to_string(&rows_path)?.lines().next().unwrap_or("").split('\t').map(str::to_owned).collect();
+    let config = work.join("basedata.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[departments]]\nid = \"gongan\"\nroles = [\"provider\", \"consumer\"]\ntoken = \"{PROVIDER_TOKEN}\"\n\n\
+             [[departments]]\nid = \"shebao-counter\"\nroles = [\"consumer\"]\ntoken = \"{COUNTER_TOKEN}\"\n"
+        ),
+    )?;
+    let port = free_port()?;
+    let addr = format!("127.0.0.1:{port}");
+    let server_log = work.join("server.log");
+    let mut server = Proc {
+        child: Command::new(&basedata)
+            .arg("serve")
+            .arg("--data")
+            .arg(work.join("data"))
+            .arg("--config")
+            .arg(&config)
+            .arg("--listen")
+            .arg(&addr)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&server_log)?)
+            .spawn()?,
+        name: "basedata serve",
+    };
+    wait_ready(&addr, &mut server, &server_log)?;
+    let base = format!("http://{addr}");
+    let provider = format!("Authorization: Bearer {PROVIDER_TOKEN}");
+    let counter = format!("Authorization: Bearer {COUNTER_TOKEN}");
+    let conns = args.connections.to_string();
+    let dur = args.duration.to_string();
+    let warm = args.warmup.to_string();
+    let rows_arg = rows_path.to_string_lossy().into_owned();
+
+    // 3. Batched durable ingest: the first (at most 20) seconds of loading the persons.
+    let batches = (persons as usize).div_ceil(args.batch) as u64;
+    let ingest_args = |extra: &[String]| -> Vec<String> {
+        let mut a = vec![
+            s("--url"), format!("{base}/v1/datasets/hukou/updates"),
+            s("-H"), provider.clone(),
+            s("-H"), s("Content-Type: application/x-ndjson"),
+            s("--lines"), hukou.to_string_lossy().into_owned(),
+            s("--lines-per-request"), args.batch.to_string(),
+            s("-c"), args.ingest_connections.to_string(),
+        ];
+        a.extend_from_slice(extra);
+        a
+    };
+    let v = bench.measure(
+        &format!("ingest, batches of {} lines", args.batch),
+        &server,
+        Some(&addr),
+        &ingest_args(&[s("-d"), s("20")]),
+        "≥ 100,000 updates/s",
+        |v| Some(f(v, &["lines_per_s"]) >= 100_000.0),
+    )?;
+    let sent = v["issued"].as_u64().unwrap_or(0);
+    if sent < batches {
+        eprintln!("[http_bench] loading the remaining {} batches (not measured)", batches - sent);
+        bench.loadgen("ingest (rest, not measured)", &ingest_args(&[s("--skip-requests"), sent.to_string(), s("-d"), s("600")]))?;
+    }
+    let held = metric(&addr, "basedata_dataset_records{dataset=\"hukou\"}");
+    eprintln!("[http_bench] hukou records held: {held}");
+    if held < persons as f64 * 0.99 {
+        bail!("only {held} of {persons} persons were loaded; see {}", work.join("results.jsonl").display());
+    }
+
+    // 4. Single-update requests from many clients.
+    let single = r#"{"key":"{0}","version":{n},"op":"upsert","fields":{"name":"{1}","gender":"{3}","ethnicity":"01","birth_date":"{2}","status":"normal"}}"#;
+    let probe = single.replace("{0}", &first_row[0]).replace("{1}", &first_row[1]).replace("{2}", &first_row[2]).replace("{3}", &first_row[3]).replace("{n}", "999");
+    let (st, body) = http(&addr, "POST", "/v1/datasets/hukou/updates", &[("Authorization", &format!("Bearer {PROVIDER_TOKEN}"))], &probe)?;
+    if st != 200 || !body.contains("\"applied\":1") {
+        bail!("a single update was not applied: {st} {body}");
+    }
+    bench.measure(
+        &format!("ingest, single-update requests ({} clients)", args.connections),
+        &server,
+        Some(&addr),
+        &[
+            s("--url"), format!("{base}/v1/datasets/hukou/updates"),
+            s("-H"), provider.clone(),
+            s("-H"), s("Content-Type: application/x-ndjson"),
+            s("--keys"), rows_arg.clone(),
+            s("--body"), s(single),
+            s("--seq-base"), s("1000"),
+            s("-c"), conns.clone(), s("--warmup"), warm.clone(), s("-d"), dur.clone(),
+        ],
+        "≥ 20,000 updates/s",
+        |v| Some(f(v, &["rps"]) >= 20_000.0),
+    )?;
+
+    // 5. Verification next to the minimal axum handler.
+    let verify_body = r#"{"dataset":"hukou","fields":{"name":"{1}","birth_date":"{2}"}}"#;
+    let probe = verify_body.replace("{1}", &first_row[1]).replace("{2}", &first_row[2]);
+    let auth = format!("Bearer {COUNTER_TOKEN}");
+    let (st, body) = http(&addr, "POST", &format!("/v1/persons/{}/verify", first_row[0]), &[("Authorization", &auth), ("X-Purpose", "benchmark")], &probe)?;
+    if st != 200 || !body.contains("\"result\":\"match\"") {
+        bail!("the verification probe did not match: {st} {body}");
+    }
+    let mport = free_port()?;
+    let maddr = format!("127.0.0.1:{mport}");
+    let mut mini = Proc {
+        child: Command::new(&minimal)
+            .args(["--listen", &maddr, "--max-seconds", "120"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?,
+        name: "minimal_axum",
+    };
+    wait_ready_minimal(&maddr, &mut mini)?;
+    let mini_v = bench.measure(
+        "minimal axum handler, POST / (ceiling)",
+        &mini,
+        None,
+        &[
+            s("--url"), format!("http://{maddr}/"),
+            s("-H"), s("Content-Type: application/json"),
+            s("--keys"), rows_arg.clone(),
+            s("--body"), s(verify_body),
+            s("-c"), conns.clone(), s("--warmup"), warm.clone(), s("-d"), dur.clone(),
+        ],
+        "",
+        |_| None,
+    )?;
+    mini.stop();
+    let verify_args = |extra: &[String]| -> Vec<String> {
+        let mut a = vec![
+            s("--url"), format!("{base}/v1/persons/{{0}}/verify"),
+            s("-H"), counter.clone(),
+            s("-H"), s("X-Purpose: benchmark"),
+            s("-H"), s("Content-Type: application/json"),
+            s("--keys"), rows_arg.clone(),
+            s("--body"), s(verify_body),
+            s("-c"), conns.clone(), s("--warmup"), warm.clone(), s("-d"), dur.clone(),
+        ];
+        a.extend_from_slice(extra);
+        a
+    };
+    let ceiling = f(&mini_v, &["rps"]);
+    let v = bench.measure(
+        "verify, POST /v1/persons/{id}/verify (audited)",
+        &server,
+        Some(&addr),
+        &verify_args(&[]),
+        "≥ 0.7 × minimal axum",
+        |v| Some(ceiling > 0.0 && f(v, &["rps"]) / ceiling >= 0.7),
+    )?;
+    let verify_max = f(&v, &["rps"]);
+    let half = (verify_max / 2.0).round().max(1.0);
+    bench.measure(
+        &format!("verify at half the maximum rate ({half} req/s)"),
+        &server,
+        Some(&addr),
+        &verify_args(&[s("--rate"), half.to_string()]),
+        "p99 < 2 ms",
+        |v| Some(f(v, &["latency_us", "p99"]) < 2000.0),
+    )?;
+
+    // 6. Lookups.
+    let (st, body) = http(&addr, "GET", &format!("/v1/persons/{}?datasets=hukou", first_row[0]), &[("Authorization", &auth), ("X-Purpose", "benchmark")], "")?;
+    if st != 200 || !body.contains(&first_row[1]) {
+        bail!("the lookup probe failed: {st} {body}");
+    }
+    for (name, path) in [
+        ("lookup, GET /v1/persons/{id}?datasets=hukou", format!("{base}/v1/persons/{{0}}?datasets=hukou")),
+        ("lookup, GET /v1/persons/{id} (all person datasets)", format!("{base}/v1/persons/{{0}}")),
+    ] {
+        bench.measure(
+            name,
+            &server,
+            Some(&addr),
+            &[
+                s("--url"), path,
+                s("-H"), counter.clone(),
+                s("-H"), s("X-Purpose: benchmark"),
+                s("--keys"), rows_arg.clone(),
+                s("-c"), conns.clone(), s("--warmup"), warm.clone(), s("-d"), dur.clone(),
+            ],
+            "",
+            |_| None,
+        )?;
+    }
+    // The HTTP layers alone (authentication, access log, metrics, JSON) with
+    // no store read and no audit entry: what verification costs beyond them.
+    bench.measure(
+        "key check, GET /v1/keys/person/{id} (no store, no audit)",
+        &server,
+        None,
+        &[
+            s("--url"), format!("{base}/v1/keys/person/{{0}}"),
+            s("-H"), counter.clone(),
+            s("--keys"), rows_arg.clone(),
+            s("-c"), conns.clone(), s("--warmup"), warm.clone(), s("-d"), dur.clone(),
+        ],
+        "",
+        |_| None,
+    )?;
+    let server_rss = rss_mb(server.pid());
+    server.stop();
+    let store_mb = dir_bytes(&work.join("data")) as f64 / 1e6;
+
+    // Report.
+    let mut r = String::new();
+    r.push_str("| machine | |\n|---|---|\n");
+    for (k, v) in &machine {
+        r.push_str(&format!("| {k} | {v} |\n"));
+    }
+    r.push_str(&format!(
+        "| synced append (4 KiB + fdatasync) | {} per s, p50 {} ms, p99 {} ms, max {} ms |\n",
+        fsync["per_s"],
+        ms(f(&fsync, &["p50_us"])),
+        ms(f(&fsync, &["p99_us"])),
+        ms(f(&fsync, &["max_us"]))
+    ));
+    r.push_str(&format!(
+        "| data set | {persons} persons (hukou), generated in {gen_secs:.1} s; store {store_mb:.0} MB on disk; server RSS {server_rss:.0} MB at the end |\n\n"
+    ));
+    r.push_str("| benchmark | conns | req/s | updates/s | p50 ms | p90 ms | p99 ms | max ms | server CPU µs/req | client CPU µs/req | requests per group commit | other load (cores) | non-2xx / errors | target | |\n");
+    r.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|\n");
+    for row in &bench.rows {
+        let v = &row.result;
+        let ok = f(v, &["ok"]).max(1.0);
+        let is_update = row.name.starts_with("ingest");
+        r.push_str(&format!(
+            "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {:.0} | {:.0} | {} | {:.2} | {} / {} | {} | {} |\n",
+            row.name,
+            v["connections"],
+            f(v, &["rps"]),
+            if is_update { format!("{:.0}", f(v, &["lines_per_s"])) } else { "".into() },
+            ms(f(v, &["latency_us", "p50"])),
+            ms(f(v, &["latency_us", "p90"])),
+            ms(f(v, &["latency_us", "p99"])),
+            ms(f(v, &["latency_us", "max"])),
+            row.server_cpu_s * 1e6 / ok,
+            f(v, &["client_cpu_s"]) * 1e6 / ok,
+            row.jobs_per_group.map(|j| format!("{j:.1}")).unwrap_or_default(),
+            row.other_cores,
+            v["non_2xx"],
+            v["io_errors"],
+            row.target,
+            match row.verdict {
+                Some(true) => "met",
+                Some(false) => "NOT met",
+                None => "",
+            }
+        ));
+    }
+    let per_req = |prefix: &str| {
+        bench.rows.iter().find(|r| r.name.starts_with(prefix)).map(|r| {
+            let ok = f(&r.result, &["ok"]).max(1.0);
+            (f(&r.result, &["rps"]), r.server_cpu_s * 1e6 / ok)
+        })
+    };
+    if let (Some((verify_rps, verify_cpu)), Some((mini_rps, mini_cpu))) = (per_req("verify, POST"), per_req("minimal axum")) {
+        r.push_str(&format!(
+            "\nVerification throughput / minimal axum handler: {verify_rps:.0} / {mini_rps:.0} = **{:.2}** \
+             (server CPU per request: {mini_cpu:.0} µs / {verify_cpu:.0} µs = {:.2}; the client's own CPU is shared by both runs)\n",
+            verify_rps / mini_rps,
+            mini_cpu / verify_cpu.max(1e-9),
+        ));
+    }
+    r.push_str("\nCommands (loadgen in target/release/; `{0}`… are columns of rows.tsv: key, name, birth date, gender):\n\n```sh\n");
+    for row in &bench.rows {
+        r.push_str(&format!("# {}\n{}\n", row.name, row.command.replace(&work.to_string_lossy().into_owned(), "$WORK")));
+    }
+    r.push_str("```\n");
+    println!("{r}");
+    if let Some(p) = &args.report {
+        std::fs::write(p, &r)?;
+    }
+    if args.keep {
+        if let Some(t) = scratch {
+            let _ = t.keep();
+        }
+        eprintln!("[http_bench] kept {}", work.display());
+    }
+    Ok(())
+}
+
+fn wait_ready_minimal(addr: &str, p: &mut Proc) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok((200, _)) = http(addr, "GET", "/", &[], "") {
+            return Ok(());
+        }
+        if let Ok(Some(st)) = p.child.try_wait() {
+            bail!("minimal_axum exited with {st}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("minimal_axum did not answer on {addr}")
+}

@@ -1,0 +1,686 @@
+//! Backups of a RocksDB store: a consistent point-in-time copy taken while
+//! the store keeps serving, kept incrementally in a self-describing backup
+//! directory, and verified end to end before a restore is put in place.
+//!
+//! How a backup is taken, and why this way:
+//! - The process that has the store open makes the copy (the server, asked
+//!   over its control socket, or the `backup` command itself when nothing
+//!   serves the store). Only a primary RocksDB instance can pin a consistent
+//!   set of files: a checkpoint or backup must stop the deletion of obsolete
+//!   files while it copies, read-only and secondary instances refuse that
+//!   (`DisableFileDeletions` is not supported there), and the primary keeps
+//!   deleting compacted tables and old WAL files under them. A logical export
+//!   through a secondary instance would be consistent but never incremental.
+//! - First, a RocksDB checkpoint of the live store inside the data directory:
+//!   memtables flushed, hard links to the immutable table files, a copy of
+//!   the MANIFEST and of the WAL written since. It is exactly the state a
+//!   crash at that instant would leave: every write batch whose WAL record
+//!   was written before it — so every update acknowledged before the backup
+//!   began, acknowledgement waiting for the synced WAL — and each batch whole
+//!   or not at all, so records, change log, audit chain and counters agree.
+//! - The checkpoint is opened as a private copy (no compactions) and
+//!   summarized: store format, store identity, last change-log sequence
+//!   number, audit chain head, and per column family an entry count and a
+//!   BLAKE3 digest over every key and value. Reading everything also checks
+//!   every block checksum before the copy is kept.
+//! - RocksDB's BackupEngine backs the checkpoint up into `TO/rocksdb`. Table
+//!   files are shared between backups by file identity, size and checksum,
+//!   so a second backup into the same directory copies only the tables
+//!   written since, plus the small MANIFEST and OPTIONS files; every file's
+//!   checksum is recorded and checked again on restore.
+//! - The summary, with the backup id, time and copy figures, is written to
+//!   `TO/manifests/ID.json`; a backup without its manifest is incomplete.
+//!
+//! A restore rebuilds the store in a staging directory inside the new data
+//! directory, opens it, recomputes the summary and compares it with the
+//! manifest, checks the secret when one is given (secret check value, audit
+//! chain), and only then moves the files into place, RocksDB's `CURRENT`
+//! last, so that an interrupted restore never leaves something that opens
+//! as a store.
+//!
+//! The secret is never part of a backup: it lives outside the data directory
+//! (identity separation), and without it a backup holds only pseudonyms and
+//! sealed keys. Operators back the key file up separately, to another place.
+//! Manifests hold no personal data: counts, sequence numbers and hashes.
+
+use crate::audit::load_head;
+use crate::clock::{Clock, SystemClock};
+use crate::engine::rocks::RocksEngine;
+use crate::engine::{Cf, Engine};
+use crate::pseudo::{Pseudonymizer, Secret};
+use crate::record::seq_from_key;
+use crate::store::{META_FORMAT, META_LAST_SEQ, META_SECRET_CHECK, STORE_FORMAT};
+use crate::{Catalog, Error, Result, Store};
+use rocksdb::backup::{BackupEngine, BackupEngineOptions, RestoreOptions};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Version of the backup directory layout; restore refuses others.
+pub const BACKUP_FORMAT: u32 = 1;
+/// Marks a backup directory and names the store whose backups it holds.
+pub const MARKER_FILE: &str = "BASEDATA-BACKUP.json";
+const README_FILE: &str = "README.txt";
+const ENGINE_DIR: &str = "rocksdb";
+const MANIFEST_DIR: &str = "manifests";
+/// Where a backup stages its checkpoint: inside the data directory, so that
+/// the checkpoint's hard links stay on the store's own file system even when
+/// the data directory is a mount point. RocksDB ignores names it did not make.
+pub const BACKUP_STAGING: &str = ".backup-staging";
+/// Where a restore rebuilds the store before moving it into place.
+pub const RESTORE_STAGING: &str = ".restore-staging";
+
+const README: &str = "\
+This directory holds backups of one basedata store (see BASEDATA-BACKUP.json).
+
+  rocksdb/         RocksDB BackupEngine files; table files are shared between
+                   backups, so each backup copies only what is new
+  manifests/ID.json  one per backup: time, last change-log sequence number,
+                   audit chain head, per column family entry count and digest
+
+Restore with `basedata restore --from THIS_DIR --data NEW_DIR [--backup-id ID]`;
+the restore is checked against the manifest before it is put in place.
+
+The store's secret key is NOT in this directory. Without it the data cannot
+be served: keep a copy of the key file (DIR.key beside the data directory,
+or the configured key file) in a separate, protected place.
+";
+
+/// What one backup holds, written to `manifests/ID.json`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: u32,
+    pub backup_id: u32,
+    /// RFC 3339, UTC.
+    pub created_at: String,
+    /// Unix microseconds.
+    pub created_at_micros: i64,
+    /// Version of the software that wrote the backup.
+    pub software: String,
+    pub summary: Summary,
+    pub copy: CopyStats,
+    /// A reminder for whoever finds the directory: the secret is not here.
+    pub secret_key: String,
+}
+
+/// The logical content of a store, comparable across copies.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    pub store_format: u8,
+    /// Identifies a store and every copy of it without revealing anything
+    /// about its secret: a hash of the stored secret check value.
+    pub store_id: String,
+    /// Last change-log sequence number (0: no change yet).
+    pub last_seq: u64,
+    pub audit_head: AuditHead,
+    /// One per column family, in `Cf::ALL` order.
+    pub families: Vec<FamilySummary>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditHead {
+    pub seq: u64,
+    /// Hex SHA-256 of the last entry (zeros when the log is empty).
+    pub hash: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FamilySummary {
+    pub name: String,
+    pub entries: u64,
+    /// Key and value bytes.
+    pub bytes: u64,
+    /// Hex BLAKE3 over every (key length, key, value length, value) in key order.
+    pub digest: String,
+}
+
+/// What a backup cost: all files it references, and those it had to copy.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CopyStats {
+    pub files_total: u64,
+    pub bytes_total: u64,
+    pub files_copied: u64,
+    pub bytes_copied: u64,
+}
+
+/// Outcome of a restore.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Restored {
+    pub manifest: Manifest,
+    /// Whether a secret was given and matched the restored store.
+    pub secret_checked: bool,
+    /// Audit entries verified along the chain (only with a secret).
+    pub audit_entries: Option<u64>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Marker {
+    format: u32,
+    store_id: String,
+}
+
+fn engine_err(e: rocksdb::Error) -> Error {
+    Error::Engine(e.into_string())
+}
+
+fn fail(msg: String) -> Error {
+    Error::Backup(msg)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn store_id_from_check(check: &[u8]) -> String {
+    hex(&blake3::derive_key("basedata store id v1", check)[..16])
+}
+
+/// The identity of the store `secret` belongs to, as a manifest names it:
+/// lets a restore refuse a wrong key before copying anything.
+pub fn store_id_for_secret(secret: &Secret) -> String {
+    store_id_from_check(&Pseudonymizer::new(secret).check_value())
+}
+
+/// Reads the summary of a store: needs no secret, reads every entry.
+pub fn summarize(engine: &dyn Engine) -> Result<Summary> {
+    match engine.get(Cf::Meta, META_FORMAT)?.as_deref() {
+        Some([f]) if *f == STORE_FORMAT => {}
+        Some(f) => return Err(Error::Format { what: "store", found: f.first().copied().unwrap_or(0) }),
+        None => return Err(Error::Corrupt { what: "store", msg: "no format marker: not a basedata store".into() }),
+    }
+    let check = engine
+        .get(Cf::Meta, META_SECRET_CHECK)?
+        .ok_or_else(|| Error::Corrupt { what: "store", msg: "no secret check value".into() })?;
+    // As `Store::open` computes it: the change log, or meta once pruned.
+    let mut last_seq = match engine.get(Cf::Meta, META_LAST_SEQ)? {
+        Some(b) => seq_from_key(&b)?,
+        None => 0,
+    };
+    if let Some(item) = engine.scan(Cf::Changes, &[], None, true)?.next() {
+        last_seq = last_seq.max(seq_from_key(&item?.0)?);
+    }
+    let head = load_head(engine)?;
+    let mut families = Vec::with_capacity(Cf::ALL.len());
+    for cf in Cf::ALL {
+        let mut h = blake3::Hasher::new();
+        let (mut entries, mut bytes) = (0u64, 0u64);
+        for item in engine.scan(cf, &[], None, false)? {
+            let (k, v) = item?;
+            h.update(&(k.len() as u64).to_le_bytes());
+            h.update(&k);
+            h.update(&(v.len() as u64).to_le_bytes());
+            h.update(&v);
+            entries += 1;
+            bytes += (k.len() + v.len()) as u64;
+        }
+        families.push(FamilySummary { name: cf.name().into(), entries, bytes, digest: h.finalize().to_hex().to_string() });
+    }
+    Ok(Summary {
+        store_format: STORE_FORMAT,
+        store_id: store_id_from_check(&check),
+        last_seq,
+        audit_head: AuditHead { seq: head.seq, hash: hex(&head.hash) },
+        families,
+    })
+}
+
+/// Removes a directory tree when dropped (staging areas, on every path).
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+fn remove_stale(dir: &Path) -> Result<()> {
+    match fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != ErrorKind::NotFound => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    fs::File::open(dir)?.sync_all()?;
+    Ok(())
+}
+
+/// Writes `bytes` so that `path` holds either the old or the new content,
+/// durably.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    {
+        use std::io::Write;
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, path)?;
+    sync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
+/// Every file under `dir` with its size, by path relative to `dir`.
+fn list_files(dir: &Path) -> Result<BTreeMap<PathBuf, u64>> {
+    let mut out = BTreeMap::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let entries = match fs::read_dir(&d) {
+            Ok(e) => e,
+            Err(e) if e.kind() == ErrorKind::NotFound => continue,
+            Err(e) => return Err(e.into()),
+        };
+        for entry in entries {
+            let entry = entry?;
+            let meta = entry.metadata()?;
+            if meta.is_dir() {
+                todo.push(entry.path());
+            } else {
+                let rel = entry.path().strip_prefix(dir).map(Path::to_path_buf).unwrap_or_else(|_| entry.path());
+                out.insert(rel, meta.len());
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Resolves symbolic links as far as the path exists, so that nesting
+/// checks see through them.
+fn resolved(path: &Path) -> Result<PathBuf> {
+    let abs = std::path::absolute(path)?;
+    let mut existing = abs.as_path();
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(c) = existing.canonicalize() {
+            let mut out = c;
+            out.extend(rest.iter().rev());
+            return Ok(out);
+        }
+        match (existing.parent(), existing.file_name()) {
+            (Some(p), Some(name)) => {
+                rest.push(name.to_os_string());
+                existing = p;
+            }
+            _ => return Ok(abs),
+        }
+    }
+}
+
+fn read_marker(dir: &Path) -> Result<Option<Marker>> {
+    match fs::read(dir.join(MARKER_FILE)) {
+        Ok(bytes) => {
+            let m: Marker = serde_json::from_slice(&bytes)
+                .map_err(|e| Error::Corrupt { what: "backup marker", msg: e.to_string() })?;
+            if m.format != BACKUP_FORMAT {
+                return Err(fail(format!(
+                    "{} uses backup format {}; this version reads format {BACKUP_FORMAT}",
+                    dir.display(),
+                    m.format
+                )));
+            }
+            Ok(Some(m))
+        }
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn is_empty_dir(dir: &Path) -> Result<Option<bool>> {
+    match fs::read_dir(dir) {
+        Ok(mut it) => Ok(Some(it.next().is_none())),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Makes `to` a backup directory of the store `store_id`, or checks it is one.
+fn open_target(to: &Path, store_id: &str) -> Result<()> {
+    match read_marker(to)? {
+        Some(m) if m.store_id == store_id => {}
+        Some(_) => {
+            return Err(fail(format!(
+                "{} holds backups of another store; use one backup directory per store",
+                to.display()
+            )))
+        }
+        None => {
+            if is_empty_dir(to)? == Some(false) {
+                return Err(fail(format!("{} is not empty and is not a basedata backup directory", to.display())));
+            }
+            fs::create_dir_all(to.join(MANIFEST_DIR))?;
+            fs::write(to.join(README_FILE), README)?;
+            let marker = Marker { format: BACKUP_FORMAT, store_id: store_id.to_owned() };
+            write_atomic(&to.join(MARKER_FILE), &serde_json::to_vec_pretty(&marker).expect("marker serializes"))?;
+        }
+    }
+    fs::create_dir_all(to.join(MANIFEST_DIR))?;
+    Ok(())
+}
+
+fn backup_engine(dir: &Path) -> Result<BackupEngine> {
+    let mut opts = BackupEngineOptions::new(dir).map_err(engine_err)?;
+    opts.set_max_background_operations(2);
+    let env = rocksdb::Env::new().map_err(engine_err)?;
+    BackupEngine::open(&opts, &env).map_err(engine_err)
+}
+
+fn manifest_path(dir: &Path, id: u32) -> PathBuf {
+    dir.join(MANIFEST_DIR).join(format!("{id}.json"))
+}
+
+/// Backs up the open store `engine` into the backup directory `to` (created
+/// if missing) and returns the new backup's manifest. Writers may keep
+/// writing meanwhile; backups of one store must not run concurrently, which
+/// holds when only the process owning the store makes them.
+pub fn create(engine: &RocksEngine, to: &Path) -> Result<Manifest> {
+    let data = engine.path();
+    let check = engine.get(Cf::Meta, META_SECRET_CHECK)?.ok_or_else(|| {
+        fail(format!("{} holds no basedata store", data.display()))
+    })?;
+    let store_id = store_id_from_check(&check);
+    let (data_abs, to_abs) = (resolved(data)?, resolved(to)?);
+    if to_abs.starts_with(&data_abs) || data_abs.starts_with(&to_abs) {
+        return Err(fail(format!(
+            "the backup directory {} and the data directory {} must not contain each other",
+            to.display(),
+            data.display()
+        )));
+    }
+    open_target(to, &store_id)?;
+
+    let staging = data.join(BACKUP_STAGING);
+    remove_stale(&staging)?;
+    // Declared before the copy so that the copy is closed before its files go.
+    let _cleanup = RemoveOnDrop(staging.clone());
+    engine.checkpoint(&staging)?;
+    let copy = RocksEngine::open_copy(&staging)?;
+    let summary = summarize(&copy)?;
+    if summary.store_id != store_id {
+        return Err(Error::Corrupt { what: "checkpoint", msg: "store identity changed while copying".into() });
+    }
+
+    let engine_dir = to.join(ENGINE_DIR);
+    let before = list_files(&engine_dir)?;
+    let mut be = backup_engine(&engine_dir)?;
+    // The flush turns the checkpoint's WAL tail into tables, so that a
+    // restore replays nothing.
+    be.create_new_backup_flush(copy.db(), true).map_err(engine_err)?;
+    let info = be
+        .get_backup_info()
+        .into_iter()
+        .max_by_key(|i| i.backup_id)
+        .ok_or_else(|| fail("the backup engine lists no backup after creating one".into()))?;
+    be.verify_backup(info.backup_id).map_err(engine_err)?;
+    drop(be);
+    drop(copy);
+
+    let after = list_files(&engine_dir)?;
+    let mut copy_stats = CopyStats { files_total: info.num_files as u64, bytes_total: info.size, ..Default::default() };
+    for (path, size) in &after {
+        // `meta/ID` describes the backup and is not one of its files.
+        if !before.contains_key(path) && !path.starts_with("meta") {
+            copy_stats.files_copied += 1;
+            copy_stats.bytes_copied += size;
+        }
+    }
+    let now = SystemClock.now_micros();
+    let created_at = time::OffsetDateTime::from_unix_timestamp_nanos(now as i128 * 1000)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_default();
+    let manifest = Manifest {
+        format: BACKUP_FORMAT,
+        backup_id: info.backup_id,
+        created_at,
+        created_at_micros: now,
+        software: format!("basedata {}", env!("CARGO_PKG_VERSION")),
+        summary,
+        copy: copy_stats,
+        secret_key: "not included: restore needs the store's key file, backed up separately".into(),
+    };
+    let json = serde_json::to_vec_pretty(&manifest).expect("manifest serializes");
+    write_atomic(&manifest_path(to, info.backup_id), &json)?;
+    Ok(manifest)
+}
+
+/// Reads the manifest of backup `id` in `from`.
+pub fn read_manifest(from: &Path, id: u32) -> Result<Option<Manifest>> {
+    match fs::read(manifest_path(from, id)) {
+        Ok(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(|e| Error::Corrupt { what: "backup manifest", msg: e.to_string() }),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Names the first difference between what a manifest promises and what a
+/// restore produced.
+fn compare(want: &Summary, got: &Summary) -> Result<()> {
+    let differs = |what: String| Err(Error::Corrupt { what: "restored store", msg: format!("{what} differs from the manifest") });
+    if want.store_format != got.store_format || want.store_id != got.store_id {
+        return differs("the store identity".into());
+    }
+    if want.last_seq != got.last_seq {
+        return differs(format!("the last change-log sequence number ({} restored, {} expected)", got.last_seq, want.last_seq));
+    }
+    if want.audit_head != got.audit_head {
+        return differs(format!("the audit chain head (entry {} restored, {} expected)", got.audit_head.seq, want.audit_head.seq));
+    }
+    if want.families.len() != got.families.len() {
+        return differs("the set of column families".into());
+    }
+    for (w, g) in want.families.iter().zip(&got.families) {
+        if w != g {
+            return differs(format!("column family {} ({} entries restored, {} expected)", w.name, g.entries, w.entries));
+        }
+    }
+    Ok(())
+}
+
+/// Undoes a restore that did not complete: the staging area, whatever was
+/// already moved, and the data directory if the restore created it.
+struct RestoreGuard {
+    data: PathBuf,
+    created: bool,
+    moved: Vec<PathBuf>,
+    done: bool,
+}
+
+impl Drop for RestoreGuard {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let _ = fs::remove_dir_all(self.data.join(RESTORE_STAGING));
+        for p in &self.moved {
+            let _ = fs::remove_file(p).or_else(|_| fs::remove_dir_all(p));
+        }
+        if self.created {
+            let _ = fs::remove_dir(&self.data);
+        }
+    }
+}
+
+/// Restores backup `backup_id` (default: the latest) of the backup
+/// directory `from` into the new data directory `data`, which must not
+/// exist or be empty. With `secret`, refuses a key that is not the store's
+/// ([`Error::WrongSecret`], before anything is copied) and verifies the
+/// audit chain of the restored store.
+pub fn restore(from: &Path, backup_id: Option<u32>, data: &Path, secret: Option<&Secret>) -> Result<Restored> {
+    let marker = read_marker(from)?
+        .ok_or_else(|| fail(format!("{} is not a basedata backup directory (no {MARKER_FILE})", from.display())))?;
+    if secret.is_some_and(|s| store_id_for_secret(s) != marker.store_id) {
+        return Err(Error::WrongSecret);
+    }
+    let created = match is_empty_dir(data)? {
+        Some(true) => false,
+        Some(false) => {
+            return Err(fail(format!(
+                "refusing to restore into {}: it is not empty (restore into a new data directory)",
+                data.display()
+            )))
+        }
+        None => {
+            if data.exists() {
+                return Err(fail(format!("{} exists and is not a directory", data.display())));
+            }
+            fs::create_dir_all(data)?;
+            true
+        }
+    };
+    let mut guard = RestoreGuard { data: data.to_path_buf(), created, moved: Vec::new(), done: false };
+
+    let mut be = backup_engine(&from.join(ENGINE_DIR))?;
+    let infos = be.get_backup_info();
+    let id = match backup_id {
+        Some(id) => id,
+        None => infos
+            .iter()
+            .map(|i| i.backup_id)
+            .filter(|&id| manifest_path(from, id).exists())
+            .max()
+            .ok_or_else(|| fail(format!("{} holds no complete backup", from.display())))?,
+    };
+    if !infos.iter().any(|i| i.backup_id == id) {
+        return Err(fail(format!("{} holds no backup {id}", from.display())));
+    }
+    let manifest = read_manifest(from, id)?.ok_or_else(|| {
+        fail(format!("backup {id} has no manifest: it did not complete; restore another one with --backup-id"))
+    })?;
+    if manifest.backup_id != id || manifest.summary.store_id != marker.store_id {
+        return Err(Error::Corrupt { what: "backup manifest", msg: format!("manifest {id} does not describe this backup") });
+    }
+    be.verify_backup(id).map_err(engine_err)?;
+    let staging = data.join(RESTORE_STAGING);
+    // Restoring also checks every file against the checksum recorded at backup.
+    be.restore_from_backup(&staging, &staging, &RestoreOptions::default(), id).map_err(engine_err)?;
+    drop(be);
+
+    let mut audit_entries = None;
+    {
+        let engine: Arc<dyn Engine> = Arc::new(RocksEngine::open_copy(&staging)?);
+        compare(&manifest.summary, &summarize(&*engine)?)?;
+        if let Some(secret) = secret {
+            let store = Store::open(engine, secret, Arc::new(Catalog::builtin()), Arc::new(SystemClock))?;
+            let check = store.audit_verify()?;
+            if !check.ok {
+                let problem = check.problem.unwrap_or_default();
+                return Err(Error::Corrupt { what: "restored audit chain", msg: problem });
+            }
+            audit_entries = Some(check.entries);
+        }
+        // The copy closes here, before its files move.
+    }
+
+    // CURRENT last: until it is in place the directory does not open as a
+    // store, so an interruption cannot leave a half-moved one behind.
+    let mut names: Vec<_> = fs::read_dir(&staging)?.map(|e| e.map(|e| e.file_name())).collect::<Result<_, _>>()?;
+    names.sort_by_key(|n| n == "CURRENT");
+    for name in names {
+        let dest = data.join(&name);
+        fs::rename(staging.join(&name), &dest)?;
+        guard.moved.push(dest);
+    }
+    sync_dir(data)?;
+    fs::remove_dir(&staging)?;
+    guard.done = true;
+    Ok(Restored { manifest, secret_checked: secret.is_some(), audit_entries })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::rocks::RocksConfig;
+    use crate::engine::{Durability, WriteBatch};
+
+    fn open_store(dir: &Path, secret: &Secret) -> (Arc<RocksEngine>, Store) {
+        let cfg = RocksConfig { block_cache_bytes: 8 << 20, ..Default::default() };
+        let engine = Arc::new(RocksEngine::open(dir, &cfg).unwrap());
+        let store = Store::open(engine.clone(), secret, Arc::new(Catalog::builtin()), Arc::new(SystemClock)).unwrap();
+        (engine, store)
+    }
+
+    fn put_many(engine: &RocksEngine, from: u32, n: u32) {
+        let mut b = WriteBatch::new();
+        for i in from..from + n {
+            // Incompressible, so that table files dominate the backup.
+            let value: Vec<u8> = (0..32u8).flat_map(|j| *blake3::hash(&[&i.to_le_bytes()[..], &[j]].concat()).as_bytes()).collect();
+            b.put(Cf::Jobs, format!("job-{i:08}").into_bytes(), value);
+        }
+        engine.write(b, Durability::Sync).unwrap();
+    }
+
+    #[test]
+    fn backup_restore_round_trip_is_incremental_and_checked() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (data, to) = (tmp.path().join("data"), tmp.path().join("backups"));
+        let secret = Secret::generate().unwrap();
+        let (engine, store) = open_store(&data, &secret);
+        put_many(&engine, 0, 5000);
+        let first = create(&engine, &to).unwrap();
+        assert_eq!((first.copy.files_copied, first.copy.bytes_copied), (first.copy.files_total, first.copy.bytes_total));
+        put_many(&engine, 5000, 10);
+        let second = create(&engine, &to).unwrap();
+        assert_eq!(second.backup_id, first.backup_id + 1);
+        // The first backup's tables are reused: only the new flush and metadata are copied.
+        assert!(second.copy.files_copied < second.copy.files_total, "{:?}", second.copy);
+        assert!(second.copy.bytes_copied * 4 < first.copy.bytes_copied, "{:?} vs {:?}", second.copy, first.copy);
+        assert!(!data.join(BACKUP_STAGING).exists());
+        drop(store);
+        let jobs = |m: &Manifest| m.summary.families.iter().find(|f| f.name == "jobs").unwrap().entries;
+        assert_eq!((jobs(&first), jobs(&second)), (5000, 5010));
+
+        // A wrong key is refused before anything is written.
+        let target = tmp.path().join("restored");
+        let wrong = Secret::generate().unwrap();
+        assert!(matches!(restore(&to, None, &target, Some(&wrong)), Err(Error::WrongSecret)));
+        assert!(!target.exists());
+
+        // The latest backup by default, an earlier one on request.
+        let r = restore(&to, None, &target, Some(&secret)).unwrap();
+        assert_eq!((r.manifest.backup_id, r.secret_checked), (second.backup_id, true));
+        let older = tmp.path().join("older");
+        let r = restore(&to, Some(first.backup_id), &older, None).unwrap();
+        assert_eq!(r.manifest, first);
+        for (dir, want) in [(&target, &second), (&older, &first)] {
+            assert!(!dir.join(RESTORE_STAGING).exists());
+            let (engine, _store) = open_store(dir, &secret);
+            assert_eq!(summarize(&*engine).unwrap(), want.summary);
+        }
+
+        // Never into a non-empty directory.
+        let e = restore(&to, None, &target, None).unwrap_err();
+        assert!(e.to_string().contains("not empty"), "{e}");
+    }
+
+    #[test]
+    fn a_tampered_manifest_fails_the_restore_and_leaves_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (data, to) = (tmp.path().join("data"), tmp.path().join("backups"));
+        let secret = Secret::generate().unwrap();
+        let (engine, _store) = open_store(&data, &secret);
+        put_many(&engine, 0, 100);
+        let m = create(&engine, &to).unwrap();
+        let mut forged = m.clone();
+        forged.summary.families[Cf::Jobs as usize].entries += 1;
+        fs::write(manifest_path(&to, m.backup_id), serde_json::to_vec(&forged).unwrap()).unwrap();
+        let target = tmp.path().join("restored");
+        let e = restore(&to, None, &target, None).unwrap_err();
+        assert!(e.to_string().contains("column family jobs"), "{e}");
+        assert!(!target.exists());
+
+        // A directory that is not a backup is refused, in both directions.
+        let e = restore(&data, None, &target, None).unwrap_err();
+        assert!(e.to_string().contains("not a basedata backup directory"), "{e}");
+        let e = create(&engine, &data.join("inside")).unwrap_err();
+        assert!(e.to_string().contains("must not contain each other"), "{e}");
+        let other = tmp.path().join("other");
+        fs::create_dir_all(&other).unwrap();
+        fs::write(other.join("x"), b"x").unwrap();
+        let e = create(&engine, &other).unwrap_err();
+        assert!(e.to_string().contains("not a basedata backup directory"), "{e}");
+    }
+}

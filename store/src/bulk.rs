@@ -1,0 +1,943 @@
+//! Bulk loading of a whole dataset through SST files: the initial load of
+//! a province's records (tens of millions), which the write path would
+//! apply one synced batch at a time. The result is what the write path
+//! would have stored for the same updates into an empty dataset: the same
+//! pseudonyms, sealed key mappings, record and change-log encodings, dense
+//! sequence numbers after the last one in use, per-dataset counters and
+//! usage counter, so a server started afterwards serves the records, feeds
+//! the changes and detects stale updates as if they had come through
+//! `POST /v1/datasets/{id}/updates`.
+//!
+//! How it goes:
+//! 1. Staging, on the caller's threads ([`Stager`]): each validated update
+//!    becomes one sort item holding its pseudonym, version, line number,
+//!    sealed key mapping and stored fields (already pseudonymized), plus one
+//!    item per key-typed field value for that key's mapping. Items never
+//!    hold a real key, so spilled runs are as separated as the store.
+//! 2. Sorting in bounded memory ([`sort::Sorter`]), by pseudonym, then
+//!    version (highest first), then line.
+//! 3. Writing, with the store's writer held ([`Store::bulk_commit`]): the
+//!    sorted stream is in the key order of both `records` (`pid ‖ dataset`)
+//!    and `keymap` (`pid`); numbering the records in that order makes the
+//!    `changes` keys ascending too, so all three families' SST files are
+//!    written in one pass, records on one thread and changes with key
+//!    mappings on another.
+//! 4. Ingestion of the files (key mappings, then changes, then records),
+//!    then the counters and last sequence number in one synced write.
+//!
+//! Semantics, as on the write path: of several lines for one key, the
+//! highest version is kept and, among equal versions, the first line (the
+//! write path would find the later ones stale); the others are counted as
+//! superseded and leave no history, since they would never have been
+//! current at any distinct time. A delete stores a tombstone. Only an
+//! empty dataset (no update ever applied) is loaded; for any other,
+//! updates go through the write path, which owns the merge with what is
+//! stored.
+//!
+//! Crash safety: ingestion is atomic per family, not across families, so
+//! before the first file is ingested a marker naming the staged files and
+//! the counters goes into `meta` (synced), and it is cleared in the final
+//! counters write. Staged files are ingested through hard links, so they
+//! survive ingestion; [`finish_interrupted`] re-ingests them (ingesting a
+//! file twice stores the same values again) and writes the counters. Until
+//! then a store with a marker holds part of a load, never a change to what
+//! was there before.
+
+pub mod sort;
+
+use crate::codec::{decode, encode, FORMAT_V1};
+use crate::engine::rocks::RocksEngine;
+use crate::engine::{Cf, Durability, WriteBatch};
+use crate::keys::{Subject, SubjectKey};
+use crate::pseudo::Pid;
+use crate::record::{seq_key, ChangeEntry};
+use crate::value::Value;
+use crate::store::{BulkApplied, BulkSlot, DatasetStats, Store, Update, UpdateOp};
+use crate::{Error, Result};
+use rocksdb::{IngestExternalFileOptions, Options, SstFileWriter};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Sort key of an item: pseudonym (16), kind (1), inverted version (8, so
+/// the highest version sorts first), line number (8).
+pub const KEY_LEN: usize = 33;
+const KIND_RECORD: u8 = 0;
+const KIND_KEYREF: u8 = 1;
+const OP_UPSERT: u8 = 0;
+const OP_DELETE: u8 = 1;
+// Item layout after the key: doc type, then for a record the op, the
+// sealed mapping's length and bytes and the encoded stored fields (upserts
+// only); for a key reference the sealed mapping.
+const AT_DOC: usize = KEY_LEN;
+const AT_OP: usize = KEY_LEN + 1;
+const AT_SEALED_LEN: usize = KEY_LEN + 2;
+const AT_SEALED: usize = KEY_LEN + 3;
+
+/// The `meta` key of an unfinished load's marker.
+const MARKER_KEY: &[u8] = b"bulk_load";
+/// Items handed from the merge to the file writers at once.
+const BATCH_ITEMS: usize = 4096;
+
+fn bincode_config() -> bincode::config::Configuration {
+    // The configuration of `codec`: the stored forms must be byte-identical
+    // (checked by the tests below).
+    bincode::config::standard()
+}
+
+fn enc<T: bincode::Encode>(buf: &mut Vec<u8>, v: T) {
+    // Writing into a Vec cannot fail; an Err here would be a bincode bug.
+    bincode::encode_into_std_write(v, buf, bincode_config()).expect("encode into Vec");
+}
+
+fn engine_err(e: rocksdb::Error) -> Error {
+    Error::Engine(e.into_string())
+}
+
+/// The RocksDB engine under `store`: SST ingestion has no in-memory form.
+fn rocks_of(store: &Store) -> Result<&RocksEngine> {
+    store
+        .engine()
+        .as_any()
+        .downcast_ref::<RocksEngine>()
+        .ok_or(Error::Unsupported("bulk loading needs the RocksDB engine"))
+}
+
+/// How much memory and which scratch space a load may use.
+#[derive(Clone, Debug)]
+pub struct BulkOptions {
+    /// Bytes of staged items kept in memory before a sorted run is spilled.
+    pub memory_bytes: usize,
+    /// Where sort runs and staged SST files go (a private directory is made
+    /// inside). On the data directory's file system, ingestion links the
+    /// files instead of copying them.
+    pub tmp_dir: PathBuf,
+    /// SST files are cut at about this size.
+    pub sst_file_bytes: u64,
+}
+
+impl BulkOptions {
+    pub fn new(tmp_dir: impl Into<PathBuf>) -> Self {
+        BulkOptions { memory_bytes: 1 << 30, tmp_dir: tmp_dir.into(), sst_file_bytes: 256 << 20 }
+    }
+}
+
+/// Staged items of a chunk of input, framed `[len: u32 LE][item]`; built by
+/// a [`Stager`] on any thread and handed to [`BulkLoader::push`].
+#[derive(Debug, Default)]
+pub struct Staged {
+    buf: Vec<u8>,
+    records: u64,
+}
+
+impl Staged {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Updates staged.
+    pub fn records(&self) -> u64 {
+        self.records
+    }
+
+    pub fn clear(&mut self) {
+        self.buf.clear();
+        self.records = 0;
+    }
+
+    fn begin(&mut self) -> usize {
+        let at = self.buf.len();
+        self.buf.extend_from_slice(&[0; 4]);
+        at
+    }
+
+    fn end(&mut self, at: usize) {
+        let len = (self.buf.len() - at - 4) as u32;
+        self.buf[at..at + 4].copy_from_slice(&len.to_le_bytes());
+    }
+
+    fn items(&self) -> impl Iterator<Item = &[u8]> {
+        let mut rest = self.buf.as_slice();
+        std::iter::from_fn(move || {
+            let (len, tail) = rest.split_first_chunk::<4>()?;
+            let (item, tail) = tail.split_at(u32::from_le_bytes(*len) as usize);
+            rest = tail;
+            Some(item)
+        })
+    }
+}
+
+/// Turns validated updates into sort items; cheap to copy, shared by the
+/// staging threads.
+#[derive(Clone, Copy)]
+pub struct Stager<'s> {
+    store: &'s Store,
+    dataset: &'s str,
+    subject: Subject,
+}
+
+impl std::fmt::Debug for Stager<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stager").field("dataset", &self.dataset).finish()
+    }
+}
+
+impl Stager<'_> {
+    /// Stages update `u` from input line `line` (its number breaks ties
+    /// between equal versions: the first line wins).
+    pub fn stage(&self, u: &Update, line: u64, out: &mut Staged) -> Result<()> {
+        if u.dataset != self.dataset || u.key.subject() != self.subject {
+            return Err(Error::Invalid(format!("an update of {} in a bulk load of {}", u.dataset, self.dataset)));
+        }
+        let (pid, sealed) = self.store.sealed_mapping(&u.key);
+        let at = out.begin();
+        push_key(&mut out.buf, &pid, KIND_RECORD, !u.version, line, u.key);
+        let mut refs: Vec<SubjectKey> = Vec::new();
+        match &u.op {
+            UpdateOp::Delete => push_sealed(&mut out.buf, OP_DELETE, &sealed),
+            UpdateOp::Upsert(fields) => {
+                push_sealed(&mut out.buf, OP_UPSERT, &sealed);
+                // `enc(&StoredFields)` of `to_stored` without copying the values.
+                enc(&mut out.buf, fields.len());
+                for (name, v) in fields {
+                    enc(&mut out.buf, name.as_str());
+                    let sv = stored_ref(v, &mut |k: &SubjectKey| {
+                        refs.push(*k);
+                        self.store.pseudonym(k)
+                    });
+                    enc(&mut out.buf, sv);
+                }
+            }
+        }
+        out.end(at);
+        // Key-typed values: their subjects need a mapping too, as on the
+        // write path.
+        for k in refs {
+            let (p, s) = self.store.sealed_mapping(&k);
+            let at = out.begin();
+            push_key(&mut out.buf, &p, KIND_KEYREF, 0, line, k);
+            out.buf.extend_from_slice(&s);
+            out.end(at);
+        }
+        out.records += 1;
+        Ok(())
+    }
+}
+
+/// A borrowed mirror of [`crate::record::StoredValue`], variant for variant
+/// in the same order: bincode writes `&str` and `&[u8]` as it writes
+/// `String` and `Vec<u8>`, so fields are encoded exactly as stored without
+/// copying their strings (the tests hold the two encodings equal).
+#[derive(bincode::Encode)]
+enum StoredValueRef<'a> {
+    Str(&'a str),
+    Date(i32),
+    DateTime(i64),
+    Int(i64),
+    Decimal(&'a str),
+    Bool(bool),
+    Code(&'a str),
+    Key { doc: u8, pid: Pid },
+    Bytes(&'a [u8]),
+}
+
+/// [`to_stored`], borrowing.
+fn stored_ref<'a>(v: &'a Value, pid_of: &mut impl FnMut(&SubjectKey) -> Pid) -> StoredValueRef<'a> {
+    match v {
+        Value::Str(s) => StoredValueRef::Str(s),
+        Value::Date(d) => StoredValueRef::Date(d.to_julian_day()),
+        Value::DateTime(t) => StoredValueRef::DateTime(*t),
+        Value::Int(i) => StoredValueRef::Int(*i),
+        Value::Decimal(s) => StoredValueRef::Decimal(s),
+        Value::Bool(b) => StoredValueRef::Bool(*b),
+        Value::Code(s) => StoredValueRef::Code(s),
+        Value::Key(k) => StoredValueRef::Key { doc: k.doc_type().as_u8(), pid: pid_of(k) },
+        Value::Bytes(b) => StoredValueRef::Bytes(b),
+    }
+}
+
+fn push_key(buf: &mut Vec<u8>, pid: &Pid, kind: u8, inv_version: u64, line: u64, key: SubjectKey) {
+    buf.extend_from_slice(&pid.0);
+    buf.push(kind);
+    buf.extend_from_slice(&inv_version.to_be_bytes());
+    buf.extend_from_slice(&line.to_be_bytes());
+    buf.push(key.doc_type().as_u8());
+}
+
+fn push_sealed(buf: &mut Vec<u8>, op: u8, sealed: &[u8]) {
+    buf.push(op);
+    // A sealed mapping is a format byte, at most 19 bytes of key and a
+    // 16-byte tag.
+    buf.push(u8::try_from(sealed.len()).expect("sealed mapping under 256 bytes"));
+    buf.extend_from_slice(sealed);
+}
+
+/// What a finished load did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BulkSummary {
+    /// Updates staged (valid lines).
+    pub staged: u64,
+    /// Records stored (one per key; tombstones included), each with a
+    /// change-log entry.
+    pub applied: u64,
+    /// Of them, live records (not deletes).
+    pub live: u64,
+    /// Lines that lost to another line for the same key (lower version, or
+    /// equal version on a later line).
+    pub superseded: u64,
+    /// Sequence numbers given to the load (`first_seq..=last_seq`; empty
+    /// when nothing was applied).
+    pub first_seq: u64,
+    pub last_seq: u64,
+    pub sort: sort::SortStats,
+    /// Size of the SST files ingested.
+    pub sst_bytes: u64,
+}
+
+/// One bulk load of one dataset: stage and push updates, then
+/// [`BulkLoader::finish`].
+pub struct BulkLoader<'s> {
+    store: &'s Store,
+    rocks: &'s RocksEngine,
+    dataset: &'s str,
+    subject: Subject,
+    sorter: sort::Sorter<KEY_LEN>,
+    opts: BulkOptions,
+    staged: u64,
+}
+
+impl std::fmt::Debug for BulkLoader<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BulkLoader").field("dataset", &self.dataset).field("staged", &self.staged).finish()
+    }
+}
+
+fn refuse_unless_empty(dataset: &str, stats: &DatasetStats) -> Result<()> {
+    if stats.updates == 0 {
+        return Ok(());
+    }
+    Err(Error::Bulk(format!(
+        "dataset {dataset} already holds data ({} records, {} updates applied); a bulk load only fills an empty \
+         dataset: send further updates to POST /v1/datasets/{dataset}/updates, or load into a new data directory",
+        stats.records, stats.updates
+    )))
+}
+
+impl<'s> BulkLoader<'s> {
+    /// Starts a load of `dataset`; refuses a non-RocksDB store, an unknown
+    /// or non-empty dataset, and a store with an unfinished load.
+    pub fn new(store: &'s Store, dataset: &str, opts: BulkOptions) -> Result<Self> {
+        let rocks = rocks_of(store)?;
+        let ds = store
+            .catalog()
+            .dataset(dataset)
+            .ok_or_else(|| Error::Invalid(format!("unknown dataset {dataset}")))?;
+        if let Some(i) = interrupted(store)? {
+            return Err(Error::Bulk(format!("the bulk load of dataset {} was interrupted and must be finished first", i.dataset)));
+        }
+        refuse_unless_empty(&ds.id, &store.dataset_stats(&ds.id))?;
+        let sorter = sort::Sorter::new(&opts.tmp_dir, opts.memory_bytes)?;
+        Ok(BulkLoader { store, rocks, dataset: &ds.id, subject: ds.subject, sorter, opts, staged: 0 })
+    }
+
+    /// A stager for this load's dataset, for any number of threads.
+    pub fn stager(&self) -> Stager<'s> {
+        Stager { store: self.store, dataset: self.dataset, subject: self.subject }
+    }
+
+    /// Adds staged items; spills a sorted run when the memory budget is used up.
+    pub fn push(&mut self, staged: &Staged) -> Result<()> {
+        for item in staged.items() {
+            self.sorter.push(item)?;
+        }
+        self.staged += staged.records;
+        Ok(())
+    }
+
+    /// Updates pushed so far.
+    pub fn staged(&self) -> u64 {
+        self.staged
+    }
+
+    /// Sorts, writes and ingests everything pushed and updates the
+    /// counters; `progress` is told how many sorted records were written.
+    pub fn finish(self, progress: &mut dyn FnMut(u64)) -> Result<BulkSummary> {
+        let BulkLoader { store, rocks, dataset, sorter, opts, staged, .. } = self;
+        let sort_stats = sorter.stats();
+        let t0 = std::time::Instant::now();
+        let mut sorted = sorter.finish()?;
+        eprintln!("TIMING sort {:?}", t0.elapsed());
+        let staging = tempfile::Builder::new().prefix(".basedata-bulk-").tempdir_in(&opts.tmp_dir)?;
+        let mut kept: Option<PathBuf> = None;
+        let summary = store.bulk_commit(dataset, |slot| {
+            refuse_unless_empty(dataset, &slot.stats)?;
+            let w = write_files(rocks, &mut sorted, dataset, slot, staging.path(), opts.sst_file_bytes, progress)?;
+            let mut summary = BulkSummary {
+                staged,
+                applied: w.applied,
+                live: w.live,
+                superseded: w.superseded,
+                first_seq: slot.first_seq,
+                last_seq: slot.first_seq + w.applied - 1,
+                sort: sort_stats,
+                sst_bytes: w.bytes,
+            };
+            if w.applied == 0 {
+                summary.first_seq = 0;
+                summary.last_seq = 0;
+                let none = BulkApplied { last_seq: slot.first_seq - 1, committed_at: slot.committed_at, ..Default::default() };
+                return Ok((none, WriteBatch::new(), summary));
+            }
+            let name = |p: &PathBuf| p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let marker = Marker {
+                dataset: dataset.to_owned(),
+                dir: staging.path().to_string_lossy().into_owned(),
+                before: slot.stats,
+                first_seq: slot.first_seq,
+                last_seq: summary.last_seq,
+                applied: w.applied,
+                live: w.live,
+                committed_at: slot.committed_at,
+                keymap: w.keymap.iter().map(name).collect(),
+                changes: w.changes.iter().map(name).collect(),
+                records: w.records.iter().map(name).collect(),
+            };
+            eprintln!("TIMING written {:?}", t0.elapsed());
+            let mut b = WriteBatch::new();
+            b.put(Cf::Meta, MARKER_KEY, encode(&marker));
+            store.engine().write(b, Durability::Sync)?;
+            // From here on the staged files are what a restart finishes
+            // the load from: never removed on an error.
+            kept = Some(staging.path().to_path_buf());
+            ingest(rocks, &marker)?;
+            eprintln!("TIMING ingested {:?}", t0.elapsed());
+            let mut clear = WriteBatch::new();
+            clear.delete(Cf::Meta, MARKER_KEY);
+            let done = BulkApplied {
+                applied: w.applied,
+                live: w.live,
+                last_seq: summary.last_seq,
+                committed_at: slot.committed_at,
+            };
+            Ok((done, clear, summary))
+        });
+        match (&summary, kept) {
+            (Err(_), Some(_)) => {
+                let _ = staging.keep();
+            }
+            _ => drop(staging),
+        }
+        summary
+    }
+}
+
+/// A load interrupted after its files were staged (see the module notes).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Interrupted {
+    pub dataset: String,
+    pub applied: u64,
+    /// Where its staged files are.
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, bincode::Encode, bincode::Decode)]
+struct Marker {
+    dataset: String,
+    dir: String,
+    /// The dataset's counters when the load began.
+    before: DatasetStats,
+    first_seq: u64,
+    last_seq: u64,
+    applied: u64,
+    live: u64,
+    committed_at: i64,
+    keymap: Vec<String>,
+    changes: Vec<String>,
+    records: Vec<String>,
+}
+
+impl Marker {
+    fn files(&self) -> [(Cf, Vec<PathBuf>); 3] {
+        let dir = Path::new(&self.dir);
+        let paths = |names: &[String]| names.iter().map(|n| dir.join(n)).collect::<Vec<_>>();
+        // Mappings first: alone they reveal nothing and change no answer;
+        // the change log before the records it announces.
+        [(Cf::KeyMap, paths(&self.keymap)), (Cf::Changes, paths(&self.changes)), (Cf::Records, paths(&self.records))]
+    }
+}
+
+fn read_marker(store: &Store) -> Result<Option<Marker>> {
+    match store.engine().get(Cf::Meta, MARKER_KEY)? {
+        Some(b) => decode::<Marker>("bulk load marker", &b).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// The unfinished load of this store, if one was interrupted.
+pub fn interrupted(store: &Store) -> Result<Option<Interrupted>> {
+    Ok(read_marker(store)?.map(|m| Interrupted { dataset: m.dataset, applied: m.applied, dir: PathBuf::from(m.dir) }))
+}
+
+/// Finishes an interrupted load from its staged files: ingests them again
+/// and writes the counters. Refuses when the files are gone or when the
+/// store was written to since (its sequence numbers or the dataset's
+/// counters moved), since the load's numbers may then be taken.
+pub fn finish_interrupted(store: &Store) -> Result<Option<Interrupted>> {
+    let Some(m) = read_marker(store)? else { return Ok(None) };
+    let rocks = rocks_of(store)?;
+    let lost = || {
+        Error::Bulk(format!(
+            "the bulk load of dataset {} was interrupted and its staged files in {} are incomplete; restore the data \
+             directory from a backup",
+            m.dataset, m.dir
+        ))
+    };
+    if m.files().iter().flat_map(|(_, f)| f).any(|p| !p.is_file()) {
+        return Err(lost());
+    }
+    let moved_on = || {
+        Error::Bulk(format!(
+            "the store was written to after the bulk load of dataset {} was interrupted; restore the data directory \
+             from a backup",
+            m.dataset
+        ))
+    };
+    store.bulk_commit(&m.dataset, |slot| {
+        if slot.stats != m.before {
+            return Err(moved_on());
+        }
+        // Either no change of the load was ingested and nothing else took
+        // its numbers, or all were (ingestion of a family is atomic) and
+        // the last change is the load's.
+        let untouched = slot.first_seq == m.first_seq;
+        let changes_in = slot.first_seq == m.last_seq + 1
+            && match store.engine().get(Cf::Changes, &seq_key(m.last_seq))? {
+                Some(b) => {
+                    let c = decode::<ChangeEntry>("change", &b)?;
+                    c.dataset == m.dataset && c.committed_at == m.committed_at
+                }
+                None => false,
+            };
+        if !(untouched || changes_in) {
+            return Err(moved_on());
+        }
+        ingest(rocks, &m)?;
+        let mut clear = WriteBatch::new();
+        clear.delete(Cf::Meta, MARKER_KEY);
+        let done = BulkApplied { applied: m.applied, live: m.live, last_seq: m.last_seq, committed_at: m.committed_at };
+        Ok((done, clear, ()))
+    })?;
+    let _ = std::fs::remove_dir_all(&m.dir);
+    Ok(Some(Interrupted { dataset: m.dataset, applied: m.applied, dir: PathBuf::from(m.dir) }))
+}
+
+/// Ingests the marker's files family by family. Each file is ingested
+/// through a fresh hard link that RocksDB moves into the store, so the
+/// staged file itself stays for a restart; where links are impossible
+/// (another file system) RocksDB copies.
+fn ingest(rocks: &RocksEngine, m: &Marker) -> Result<()> {
+    for (cf, files) in m.files() {
+        if files.is_empty() {
+            continue;
+        }
+        let mut links = Vec::with_capacity(files.len());
+        for f in &files {
+            let link = f.with_extension("ingest");
+            let _ = std::fs::remove_file(&link);
+            if std::fs::hard_link(f, &link).is_err() {
+                break;
+            }
+            links.push(link);
+        }
+        let mut opts = IngestExternalFileOptions::default();
+        let paths = if links.len() == files.len() {
+            opts.set_move_files(true);
+            links
+        } else {
+            for l in &links {
+                let _ = std::fs::remove_file(l);
+            }
+            files
+        };
+        rocks.db().ingest_external_file_cf_opts(rocks.cf(cf), &opts, paths).map_err(engine_err)?;
+    }
+    Ok(())
+}
+
+/// Sorted items on their way to the file writers: winners carry their
+/// sequence number, key references 0.
+struct OutBatch {
+    buf: Vec<u8>,
+    items: Vec<(usize, usize, u64)>,
+}
+
+impl OutBatch {
+    fn new() -> Self {
+        OutBatch { buf: Vec::with_capacity(BATCH_ITEMS * 256), items: Vec::with_capacity(BATCH_ITEMS) }
+    }
+
+    fn cleared(mut self) -> Self {
+        self.buf.clear();
+        self.items.clear();
+        self
+    }
+
+    fn push(&mut self, item: &[u8], seq: u64) {
+        self.items.push((self.buf.len(), item.len(), seq));
+        self.buf.extend_from_slice(item);
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&[u8], u64)> {
+        self.items.iter().map(|&(off, len, seq)| (&self.buf[off..off + len], seq))
+    }
+}
+
+#[derive(Debug, Default)]
+struct Written {
+    applied: u64,
+    live: u64,
+    superseded: u64,
+    records: Vec<PathBuf>,
+    changes: Vec<PathBuf>,
+    keymap: Vec<PathBuf>,
+    bytes: u64,
+}
+
+/// Writes the SST files of the sorted stream: the calling thread merges,
+/// drops superseded lines and numbers the records; one thread writes
+/// `records`, another `changes` and `keymap`.
+fn write_files(
+    rocks: &RocksEngine,
+    sorted: &mut sort::Sorted<KEY_LEN>,
+    dataset: &str,
+    slot: &BulkSlot,
+    dir: &Path,
+    sst_bytes: u64,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Written> {
+    let (rtx, rrx) = crossbeam::channel::bounded::<Arc<OutBatch>>(4);
+    let (ctx, crx) = crossbeam::channel::bounded::<Arc<OutBatch>>(4);
+    std::thread::scope(|s| {
+        let records = s.spawn(move || -> Result<(Vec<PathBuf>, u64)> {
+            let t = std::time::Instant::now();
+            let _g = Tm("records", t);
+            let opts = rocks.sst_options(Cf::Records);
+            let mut out = SstSeries::new(&opts, dir, "records", sst_bytes);
+            let mut key = Vec::with_capacity(16 + dataset.len());
+            let mut val = Vec::with_capacity(1024);
+            for batch in rrx {
+                for (item, seq) in batch.iter() {
+                    if seq == 0 {
+                        continue;
+                    }
+                    key.clear();
+                    key.extend_from_slice(&item[..16]);
+                    key.extend_from_slice(dataset.as_bytes());
+                    record_value(&mut val, item, seq, slot.committed_at);
+                    out.put(&key, &val)?;
+                }
+            }
+            out.finish()
+        });
+        let changes = s.spawn(move || -> Result<(Vec<PathBuf>, Vec<PathBuf>, u64)> {
+            let t = std::time::Instant::now();
+            let _g = Tm("changes", t);
+            let copts = rocks.sst_options(Cf::Changes);
+            let kopts = rocks.sst_options(Cf::KeyMap);
+            let mut changes = SstSeries::new(&copts, dir, "changes", sst_bytes);
+            let mut keymap = SstSeries::new(&kopts, dir, "keymap", sst_bytes);
+            let mut val = Vec::with_capacity(1024);
+            let mut last_pid = [0u8; 16];
+            let mut any = false;
+            for batch in crx {
+                for (item, seq) in batch.iter() {
+                    if seq != 0 {
+                        change_value(&mut val, item, dataset, slot.committed_at);
+                        changes.put(&seq_key(seq), &val)?;
+                    }
+                    // A subject's record and the references to it carry
+                    // the same mapping (sealing is deterministic): one entry.
+                    if !any || item[..16] != last_pid {
+                        keymap.put(&item[..16], sealed_of(item))?;
+                        last_pid.copy_from_slice(&item[..16]);
+                        any = true;
+                    }
+                }
+            }
+            let (c, cb) = changes.finish()?;
+            let (k, kb) = keymap.finish()?;
+            Ok((c, k, cb + kb))
+        });
+        let t = std::time::Instant::now();
+        let _g = Tm("produce", t);
+        let produced = produce(sorted, slot.first_seq, &rtx, &ctx, progress);
+        drop((rtx, ctx));
+        let records = joined(records.join());
+        let changes = joined(changes.join());
+        // A writer's own error explains a producer's failed send.
+        let (rfiles, rbytes) = records?;
+        let (cfiles, kfiles, cbytes) = changes?;
+        let mut w = produced?;
+        w.records = rfiles;
+        w.changes = cfiles;
+        w.keymap = kfiles;
+        w.bytes = rbytes + cbytes;
+        Ok(w)
+    })
+}
+
+struct Tm(&'static str, std::time::Instant);
+impl Drop for Tm { fn drop(&mut self) {
+    let st = std::fs::read_to_string("/proc/thread-self/stat").unwrap_or_default();
+    let f: Vec<&str> = st.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let cpu = f.get(11).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0) + f.get(12).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0);
+    eprintln!("TIMING {} {:?} cpu {} ms", self.0, self.1.elapsed(), cpu * 10); } }
+fn joined<T>(r: std::thread::Result<Result<T>>) -> Result<T> {
+    r.unwrap_or_else(|_| Err(Error::Bulk("a file writer thread panicked".into())))
+}
+
+fn produce(
+    sorted: &mut sort::Sorted<KEY_LEN>,
+    first_seq: u64,
+    rtx: &crossbeam::channel::Sender<Arc<OutBatch>>,
+    ctx: &crossbeam::channel::Sender<Arc<OutBatch>>,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Written> {
+    let mut w = Written::default();
+    let mut seq = first_seq;
+    let mut last_pid = [0u8; 16];
+    let mut any = false;
+    let mut batch = OutBatch::new();
+    // Batches come back once both writers dropped them: reused, so that
+    // no fresh (page-faulting) memory is taken per batch.
+    let mut sent: std::collections::VecDeque<Arc<OutBatch>> = std::collections::VecDeque::new();
+    let gone = || Error::Bulk("a file writer stopped".into());
+    loop {
+        let item = sorted.next()?;
+        if let Some(item) = item {
+            if item[16] == KIND_RECORD {
+                if any && item[..16] == last_pid {
+                    w.superseded += 1;
+                    continue;
+                }
+                last_pid.copy_from_slice(&item[..16]);
+                any = true;
+                w.applied += 1;
+                w.live += (item[AT_OP] == OP_UPSERT) as u64;
+                batch.push(item, seq);
+                seq += 1;
+            } else {
+                batch.push(item, 0);
+            }
+        }
+        if batch.items.len() >= BATCH_ITEMS || (item.is_none() && !batch.items.is_empty()) {
+            let reused = match sent.front() {
+                Some(f) if Arc::strong_count(f) == 1 => sent.pop_front().and_then(|a| Arc::try_unwrap(a).ok()),
+                _ => None,
+            };
+            let next = reused.map(OutBatch::cleared).unwrap_or_else(OutBatch::new);
+            let b = Arc::new(std::mem::replace(&mut batch, next));
+            rtx.send(b.clone()).map_err(|_| gone())?;
+            ctx.send(b.clone()).map_err(|_| gone())?;
+            sent.push_back(b);
+            if sent.len() > 16 {
+                sent.pop_front();
+            }
+            progress(w.applied + w.superseded);
+        }
+        if item.is_none() {
+            return Ok(w);
+        }
+    }
+}
+
+fn sealed_of(item: &[u8]) -> &[u8] {
+    if item[16] == KIND_RECORD {
+        let n = item[AT_SEALED_LEN] as usize;
+        &item[AT_SEALED..AT_SEALED + n]
+    } else {
+        &item[AT_OP..]
+    }
+}
+
+fn version_of(item: &[u8]) -> u64 {
+    !u64::from_be_bytes(item[17..25].try_into().expect("8 bytes"))
+}
+
+/// The encoded fields of a record item (empty for a delete).
+fn fields_of(item: &[u8]) -> &[u8] {
+    &item[AT_SEALED + item[AT_SEALED_LEN] as usize..]
+}
+
+/// `encode(&StoredRecord { version, committed_at, seq, body })`, spliced
+/// from the item's pre-encoded fields (bincode writes a struct as its
+/// fields in order and an enum as its variant index, then the payload).
+fn record_value(out: &mut Vec<u8>, item: &[u8], seq: u64, committed_at: i64) {
+    out.clear();
+    out.push(FORMAT_V1);
+    enc(out, version_of(item));
+    enc(out, committed_at);
+    enc(out, seq);
+    if item[AT_OP] == OP_UPSERT {
+        enc(out, 0u32); // Body::Live
+        out.extend_from_slice(fields_of(item));
+    } else {
+        enc(out, 1u32); // Body::Deleted
+    }
+}
+
+/// `encode(&ChangeEntry { .. })` for a record item, spliced like
+/// [`record_value`].
+fn change_value(out: &mut Vec<u8>, item: &[u8], dataset: &str, committed_at: i64) {
+    out.clear();
+    out.push(FORMAT_V1);
+    enc(out, dataset);
+    enc(out, item[AT_DOC]);
+    out.extend_from_slice(&item[..16]); // Pid: a fixed array, no length
+    let upsert = item[AT_OP] == OP_UPSERT;
+    enc(out, if upsert { 0u32 } else { 1u32 }); // ChangeOp
+    enc(out, version_of(item));
+    enc(out, committed_at);
+    if upsert {
+        out.extend_from_slice(fields_of(item));
+    } else {
+        enc(out, 0u64); // no fields
+    }
+}
+
+/// SST files of one family, cut at about `max_bytes`.
+struct SstSeries<'o> {
+    opts: &'o Options,
+    dir: &'o Path,
+    name: &'static str,
+    max_bytes: u64,
+    cur: Option<SstFileWriter<'o>>,
+    puts: u64,
+    files: Vec<PathBuf>,
+}
+
+impl<'o> SstSeries<'o> {
+    fn new(opts: &'o Options, dir: &'o Path, name: &'static str, max_bytes: u64) -> Self {
+        SstSeries { opts, dir, name, max_bytes, cur: None, puts: 0, files: Vec::new() }
+    }
+
+    fn put(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        if self.cur.is_none() {
+            let path = self.dir.join(format!("{}-{:04}.sst", self.name, self.files.len() + 1));
+            let w = SstFileWriter::create(self.opts);
+            w.open(&path).map_err(engine_err)?;
+            self.files.push(path);
+            self.cur = Some(w);
+        }
+        let w = self.cur.as_mut().expect("opened above");
+        w.put(key, value).map_err(engine_err)?;
+        self.puts += 1;
+        if self.puts % 1024 == 0 && w.file_size() >= self.max_bytes {
+            w.finish().map_err(engine_err)?;
+            self.cur = None;
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<(Vec<PathBuf>, u64)> {
+        if let Some(mut w) = self.cur.take() {
+            w.finish().map_err(engine_err)?;
+        }
+        let mut bytes = 0;
+        for f in &self.files {
+            bytes += std::fs::metadata(f)?.len();
+        }
+        Ok((self.files, bytes))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{Body, ChangeOp, StoredFields, StoredRecord, StoredValue};
+
+    fn item(op: u8, version: u64, fields: &StoredFields) -> Vec<u8> {
+        let key = SubjectKey::parse(Subject::Person, "11010519491231002X").unwrap();
+        let mut buf = Vec::new();
+        push_key(&mut buf, &Pid([7; 16]), KIND_RECORD, !version, 3, key);
+        push_sealed(&mut buf, op, &[1, 2, 3]);
+        if op == OP_UPSERT {
+            enc(&mut buf, fields);
+        }
+        buf
+    }
+
+    #[test]
+    fn spliced_values_equal_the_stored_encodings() {
+        let fields: StoredFields = vec![
+            ("name".into(), StoredValue::Str("张三".into())),
+            ("birth_date".into(), StoredValue::Date(2_433_282)),
+            ("spouse".into(), StoredValue::Key { doc: 1, pid: Pid([3; 16]) }),
+            ("photo".into(), StoredValue::Bytes(vec![0; 300])),
+        ];
+        for (version, seq, at) in [(1u64, 1u64, 0i64), (250, 251, -5), (70_000, 1 << 33, 1_763_000_000_000_000), (u64::MAX, u64::MAX - 1, i64::MIN)] {
+            for op in [OP_UPSERT, OP_DELETE] {
+                let it = item(op, version, &fields);
+                let live = op == OP_UPSERT;
+                let body = if live { Body::Live(fields.clone()) } else { Body::Deleted };
+                let mut got = Vec::new();
+                record_value(&mut got, &it, seq, at);
+                assert_eq!(got, encode(&StoredRecord { version, committed_at: at, seq, body }));
+                change_value(&mut got, &it, "hukou", at);
+                let c = ChangeEntry {
+                    dataset: "hukou".into(),
+                    doc: 1,
+                    pid: Pid([7; 16]),
+                    op: if live { ChangeOp::Upsert } else { ChangeOp::Delete },
+                    version,
+                    committed_at: at,
+                    fields: if live { fields.clone() } else { Vec::new() },
+                };
+                assert_eq!(got, encode(&c));
+                assert_eq!(sealed_of(&it), &[1, 2, 3]);
+                assert_eq!(version_of(&it), version);
+            }
+        }
+    }
+
+    #[test]
+    fn borrowed_values_encode_like_stored_values() {
+        use crate::record::to_stored;
+        let person = SubjectKey::parse(Subject::Person, "11010519491231002X").unwrap();
+        let values = vec![
+            Value::Str("张三".into()),
+            Value::Date(time::macros::date!(1949 - 12 - 31)),
+            Value::DateTime(-1_234_567),
+            Value::Int(i64::MIN),
+            Value::Decimal("12.5".into()),
+            Value::Bool(true),
+            Value::Code("normal".into()),
+            Value::Key(person),
+            Value::Bytes(vec![1, 2, 3, 255]),
+        ];
+        let mut pid_of = |k: &SubjectKey| Pid([k.as_str().len() as u8; 16]);
+        let fields: StoredFields = values.iter().map(|v| ("f".to_owned(), to_stored(v, &mut pid_of))).collect();
+        let mut mine = Vec::new();
+        enc(&mut mine, values.len());
+        for v in &values {
+            enc(&mut mine, "f");
+            enc(&mut mine, stored_ref(v, &mut pid_of));
+            let mut one = Vec::new();
+            enc(&mut one, stored_ref(v, &mut pid_of));
+            assert_eq!(one, bincode::encode_to_vec(to_stored(v, &mut pid_of), bincode_config()).unwrap(), "{v:?}");
+        }
+        assert_eq!(mine, bincode::encode_to_vec(&fields, bincode_config()).unwrap());
+    }
+
+    #[test]
+    fn sort_keys_order_versions_down_and_lines_up() {
+        let key = SubjectKey::parse(Subject::Person, "11010519491231002X").unwrap();
+        let k = |kind, v: u64, line| {
+            let mut b = Vec::new();
+            push_key(&mut b, &Pid([1; 16]), kind, !v, line, key);
+            b[..KEY_LEN].to_vec()
+        };
+        assert!(k(KIND_RECORD, 5, 9) < k(KIND_RECORD, 4, 1), "higher version first");
+        assert!(k(KIND_RECORD, 5, 1) < k(KIND_RECORD, 5, 2), "then the earlier line");
+        assert!(k(KIND_RECORD, 0, 9) < k(KIND_KEYREF, 0, 0), "records before references");
+    }
+}

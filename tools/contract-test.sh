@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Contract test: schemathesis (from PyPI) reads the running server's own
+# /openapi.json and drives every operation with generated requests,
+# checking that no answer is a 5xx and every answer matches the document
+# (status code, content type, body schema). Bounded in time:
+#   tools/contract-test.sh [SECONDS]   (default 60)
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
+max_time="${1:-60}"
+venv="${BASEDATA_VENV:-/var/tmp/basedata-venv}"
+if [ ! -x "$venv/bin/schemathesis" ]; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q "schemathesis==4.32.5"
+fi
+bin="${CARGO_TARGET_DIR:-target}/release/basedata"
+[ -x "$bin" ] || cargo build --release --locked --bin basedata
+
+dir="$(mktemp -d)"
+port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+token="contract-test-token-0001"
+cat > "$dir/basedata.toml" <<TOML
+[[departments]]
+id = "gongan"
+roles = ["provider", "consumer", "auditor", "admin"]
+token = "$token"
+TOML
+"$bin" serve --data "$dir/data" --config "$dir/basedata.toml" --listen "127.0.0.1:$port" 2>"$dir/server.log" &
+pid=$!
+trap 'kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true; rm -rf "$dir"' EXIT
+for _ in $(seq 100); do
+  curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+# A record to look up, so that success paths are exercised too.
+curl -fsS -X POST "http://127.0.0.1:$port/v1/datasets/hukou/updates" \
+  -H "Authorization: Bearer $token" -H 'Content-Type: application/x-ndjson' \
+  --data-binary '{"key":"11010519491231002X","version":1,"fields":{"name":"张三","gender":"2","birth_date":"1949-12-31","status":"normal"}}' >/dev/null
+
+"$venv/bin/schemathesis" run "http://127.0.0.1:$port/openapi.json" \
+  -H "Authorization: Bearer $token" -H "X-Purpose: contract-test" \
+  --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance \
+  --max-time "$max_time" --workers 2 --seed 20261122 --no-color --request-timeout 65
+status=$?
+if grep -q '"level":"ERROR"' "$dir/server.log"; then
+  echo "server logged errors during the contract test:" >&2
+  grep '"level":"ERROR"' "$dir/server.log" | head -5 >&2
+  exit 1
+fi
+exit $status

@@ -1,0 +1,266 @@
+//! `POST /v1/verify/batch` (NDJSON in, NDJSON out, streamed) and the job
+//! endpoints `POST /v1/jobs`, `GET /v1/jobs/{id}`, `GET /v1/jobs/{id}/result`.
+//!
+//! The batch endpoint answers `200` at once and streams: the request body
+//! is cut into chunks as it arrives, and each chunk's answers are sent as
+//! soon as its audit entries are durable (`crate::batch`). Memory stays
+//! bounded whatever the body's length, so the client must read answers
+//! while it sends (curl does); a client that sends everything before
+//! reading should submit a job instead. A failure mid-stream aborts the
+//! response rather than end it cleanly, so a truncated answer can never be
+//! mistaken for a complete one.
+
+use super::{ApiError, ApiResult, AppState};
+use crate::auth::{Caller, Purpose};
+use crate::batch::{Batch, Requester, OUT_QUEUE};
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use basedata_query::batch::{Chunk, Cutter};
+use basedata_query::jobs::{self, JobId, JobMeta, JobState};
+use basedata_store::{Durability, WriteBatch};
+use http_body_util::channel::Channel;
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+type BodySender = http_body_util::channel::Sender<Bytes, std::io::Error>;
+
+/// A streamed NDJSON response and the sender that feeds it.
+fn ndjson_stream() -> (BodySender, Response) {
+    let (tx, body) = Channel::<Bytes, std::io::Error>::new(1);
+    let resp = ([(header::CONTENT_TYPE, "application/x-ndjson")], Body::new(body)).into_response();
+    (tx, resp)
+}
+
+/// Reads `body`, cutting it into chunks for `tx`. `Err` when the body
+/// broke off (the client went away) or the receiver stopped.
+async fn cut_body(mut body: Body, tx: mpsc::Sender<Chunk>) -> Result<(), ()> {
+    let mut cutter = Cutter::new();
+    let mut ready = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else { return Err(()) };
+        let Ok(data) = frame.into_data() else { continue };
+        cutter.push(&data, &mut ready);
+        for c in ready.drain(..) {
+            tx.send(c).await.map_err(|_| ())?;
+        }
+    }
+    if let Some(c) = cutter.finish() {
+        tx.send(c).await.map_err(|_| ())?;
+    }
+    Ok(())
+}
+
+fn batch_for(state: &AppState, caller: Caller, purpose: Purpose) -> Batch {
+    Batch {
+        store: state.store.clone(),
+        committer: state.committer.clone(),
+        requester: Arc::new(Requester { caller, purpose: purpose.0 }),
+    }
+}
+
+pub async fn verify_batch(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Extension(purpose): Extension<Purpose>,
+    body: Body,
+) -> Response {
+    let dept = caller.department.id.clone();
+    let batch = batch_for(&state, caller, purpose);
+    let (chunk_tx, chunk_rx) = mpsc::channel::<Chunk>(1);
+    let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(OUT_QUEUE);
+    let (mut body_tx, resp) = ndjson_stream();
+    tokio::spawn(async move {
+        let _ = cut_body(body, chunk_tx).await;
+    });
+    let run = tokio::spawn(async move { batch.stream(chunk_rx, out_tx).await });
+    tokio::spawn(async move {
+        while let Some(bytes) = out_rx.recv().await {
+            if body_tx.send_data(Bytes::from(bytes)).await.is_err() {
+                // The client went away; dropping `out_rx` stops the run.
+                tracing::info!(department = %dept, "batch comparison abandoned by the client");
+                return;
+            }
+        }
+        match run.await {
+            Ok(Ok(c)) => tracing::info!(
+                department = %dept,
+                lines = c.processed,
+                matched = c.matched,
+                mismatched = c.mismatched,
+                not_found = c.not_found,
+                invalid = c.invalid,
+                "batch comparison"
+            ),
+            Ok(Err(e)) => {
+                tracing::error!(department = %dept, error = %e, "batch comparison failed");
+                body_tx.abort(std::io::Error::other("the batch comparison failed"));
+            }
+            Err(e) => {
+                tracing::error!(department = %dept, error = %e, "batch comparison panicked");
+                body_tx.abort(std::io::Error::other("the batch comparison failed"));
+            }
+        }
+    });
+    resp
+}
+
+/// Stores a job's input chunk by chunk as it arrives, then queues it.
+/// The `202` is sent only once the whole input is synced.
+pub async fn submit_job(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Extension(purpose): Extension<Purpose>,
+    body: Body,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let id = JobId::random()?;
+    let mut meta = JobMeta {
+        id,
+        department: caller.department.id.clone(),
+        operator: caller.operator.clone(),
+        purpose: purpose.0,
+        state: JobState::Receiving,
+        created_at: state.store.clock().now_micros(),
+        finished_at: None,
+        total: 0,
+        chunks: 0,
+        done_chunks: 0,
+        counts: Default::default(),
+        error: None,
+    };
+    let mut b = WriteBatch::new();
+    jobs::put_meta(&mut b, &meta);
+    write(&state, b, Durability::Buffered).await?;
+    let (tx, mut rx) = mpsc::channel::<Chunk>(1);
+    let reader = tokio::spawn(cut_body(body, tx));
+    while let Some(chunk) = rx.recv().await {
+        meta.total = chunk.first_line + chunk.lines as u64 - 1;
+        let mut b = WriteBatch::new();
+        jobs::put_input(&mut b, &id, meta.chunks, &chunk);
+        // Unsynced: the final synced write below covers every earlier one.
+        write(&state, b, Durability::Buffered).await?;
+        meta.chunks += 1;
+    }
+    if !matches!(reader.await, Ok(Ok(()))) {
+        discard(&state, id).await;
+        return Err(ApiError::invalid_body("the request body could not be read to its end"));
+    }
+    meta.state = JobState::Queued;
+    let mut b = WriteBatch::new();
+    jobs::put_meta(&mut b, &meta);
+    write(&state, b, Durability::Sync).await?;
+    state.job_wake.notify_one();
+    tracing::info!(job = %id.to_hex(), department = %meta.department, lines = meta.total, "batch job queued");
+    Ok((StatusCode::ACCEPTED, Json(json!({"id": id.to_hex(), "state": "queued", "total": meta.total}))))
+}
+
+async fn write(state: &AppState, b: WriteBatch, d: Durability) -> ApiResult<()> {
+    let store = state.store.clone();
+    tokio::task::spawn_blocking(move || store.engine().write(b, d)).await.map_err(ApiError::internal)??;
+    Ok(())
+}
+
+async fn discard(state: &AppState, id: JobId) {
+    let store = state.store.clone();
+    let r = tokio::task::spawn_blocking(move || {
+        let mut b = WriteBatch::new();
+        jobs::delete_into(&**store.engine(), &id, &mut b)?;
+        store.engine().write(b, Durability::Buffered)
+    })
+    .await;
+    if !matches!(r, Ok(Ok(()))) {
+        // Left behind, it is discarded at the next start.
+        tracing::warn!(job = %id.to_hex(), "cannot discard an incomplete job");
+    }
+}
+
+/// The caller's job `id`; another department's job is as absent as a
+/// nonexistent one, so ids reveal nothing.
+async fn own_job(state: &AppState, caller: &Caller, id: &str) -> ApiResult<JobMeta> {
+    let missing = || ApiError::not_found("no such job");
+    let id = JobId::parse(id).ok_or_else(missing)?;
+    let store = state.store.clone();
+    let meta = tokio::task::spawn_blocking(move || jobs::meta(&**store.engine(), &id)).await.map_err(ApiError::internal)??;
+    meta.filter(|m| m.department == caller.department.id && m.state != JobState::Receiving).ok_or_else(missing)
+}
+
+fn status_json(m: &JobMeta) -> Value {
+    let mut v = json!({
+        "id": m.id.to_hex(),
+        "state": m.state.as_str(),
+        "total": m.total,
+        "processed": m.counts.processed,
+        "matched": m.counts.matched,
+        "mismatched": m.counts.mismatched,
+        "not_found": m.counts.not_found,
+        "invalid": m.counts.invalid,
+        "created_at": basedata_store::value::format_datetime(m.created_at),
+    });
+    if let Some(t) = m.finished_at {
+        v["finished_at"] = json!(basedata_store::value::format_datetime(t));
+    }
+    if let Some(e) = &m.error {
+        v["error"] = json!(e);
+    }
+    v
+}
+
+pub async fn job_status(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    Ok(Json(status_json(&own_job(&state, &caller, &id).await?)))
+}
+
+/// The answers of a finished job, streamed chunk by chunk from the store.
+pub async fn job_result(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let meta = own_job(&state, &caller, &id).await?;
+    match meta.state {
+        JobState::Done => {}
+        JobState::Failed => {
+            return Err(ApiError::new(StatusCode::CONFLICT, "conflict", "the job failed; it has no result"));
+        }
+        s => {
+            let msg = format!("the job is {}; its result is ready when it is done", s.as_str());
+            return Err(ApiError::new(StatusCode::CONFLICT, "conflict", msg).with_details(status_json(&meta)));
+        }
+    }
+    let (mut tx, resp) = ndjson_stream();
+    let store = state.store.clone();
+    tokio::spawn(async move {
+        for n in 0..meta.chunks {
+            let s = store.clone();
+            let out = match tokio::task::spawn_blocking(move || jobs::output(&**s.engine(), &meta.id, n)).await {
+                Ok(Ok(Some(bytes))) => Ok(bytes),
+                Ok(Ok(None)) => Err("missing".to_owned()),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match out {
+                Ok(bytes) => {
+                    if tx.send_data(Bytes::from(bytes)).await.is_err() {
+                        return;
+                    }
+                }
+                Err(err) => {
+                    tracing::error!(job = %meta.id.to_hex(), chunk = n, error = %err, "cannot read a job's answers");
+                    tx.abort(std::io::Error::other("the job's answers could not be read"));
+                    return;
+                }
+            }
+        }
+    });
+    Ok(resp)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,42 @@
+//! `GET /openapi.json`: the OpenAPI 3 document of the API, generated from
+//! the handlers' annotations and the typed bodies in `schema`, so it
+//! changes with the code. A test checks that every endpoint of the
+//! contract is in it.
+
+use super::schema::*;
+use super::{audit, changes, gov, keys, ops, reports, subjects, updates};
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        let components = api.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "basedata", description = "Identity-keyed base-data store for government information sharing"),
+    modifiers(&BearerAuth),
+    paths(
+        ops::healthz, ops::readyz, ops::metrics, ops::catalog,
+        keys::person, keys::entity,
+        updates::post_updates,
+        subjects::lookup_person, subjects::lookup_entity, subjects::verify_person, subjects::verify_entity,
+        changes::changes,
+        gov::apply, gov::list_grants, gov::get_grant, gov::decide, gov::revoke,
+        gov::file_dispute, gov::list_disputes, gov::resolve_dispute,
+        audit::list, audit::verify,
+        reports::sharing, reports::freshness,
+    ),
+    components(schemas(ErrorBody, ErrorDetail, UpdateLine))
+)]
+pub struct ApiDoc;
+
+/// The document, rendered once.
+pub fn document() -> String {
+    ApiDoc::openapi().to_pretty_json().expect("the OpenAPI document serializes")
+}

@@ -1,0 +1,378 @@
+//! The typed request and response bodies of the API. Handlers build these
+//! and serialize them; the OpenAPI document derives its schemas from the
+//! same types, so the published contract cannot drift from what is sent.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use utoipa::ToSchema;
+
+/// `{"error": {...}}`: every error response.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable snake_case code, e.g. `invalid_key`, `forbidden`, `overloaded`.
+    pub code: String,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub details: Option<Value>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    pub status: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Ready {
+    pub status: String,
+    pub last_seq: u64,
+}
+
+/// Explanation of a key; only the members of a valid key of its kind, or
+/// `reason`/`message` of an invalid one, are present.
+#[derive(Serialize, ToSchema, Default)]
+pub struct KeyInfo {
+    pub valid: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub normalized: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub birth_date: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gender: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub registration_authority: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub organization_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub organization_code: Option<String>,
+    /// `length`, `format`, `checksum` or `date`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CatalogDoc {
+    pub datasets: Vec<DatasetDoc>,
+}
+
+/// A dataset of the catalog (rendered from the store's catalog types).
+#[derive(Serialize, ToSchema)]
+pub struct DatasetDoc {
+    pub id: String,
+    /// `person` or `entity`.
+    pub subject: String,
+    pub title: String,
+    pub provider: String,
+    pub provider_name: String,
+    /// `realtime`, `working_days:N` or `quarterly`.
+    pub update_frequency: String,
+    pub legal_basis: String,
+    pub fields: Vec<FieldDoc>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct FieldDoc {
+    pub name: String,
+    pub title: String,
+    /// string, date, datetime, integer, decimal, bool, code, person_key, entity_key, bytes
+    #[serde(rename = "type")]
+    pub ty: String,
+    /// unconditional, conditional or none
+    pub share: String,
+    pub condition: Option<String>,
+    pub legal_basis: Option<String>,
+    pub codes: Option<Vec<CodeDoc>>,
+    pub required: Option<bool>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CodeDoc {
+    pub value: String,
+    pub title: String,
+}
+
+/// One provider update (a line of NDJSON, or an item of a JSON array).
+#[derive(Deserialize, ToSchema)]
+#[allow(dead_code)]
+pub struct UpdateLine {
+    pub key: String,
+    pub version: u64,
+    /// `upsert` (default) or `delete`.
+    pub op: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub fields: Option<Map<String, Value>>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct UpdatesResult {
+    pub applied: usize,
+    pub stale: usize,
+    pub rejected: Vec<Rejection>,
+    pub last_seq: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Rejection {
+    pub line: u64,
+    pub key: Option<String>,
+    pub code: String,
+    pub message: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Lookup {
+    pub key: String,
+    pub subject: String,
+    pub datasets: BTreeMap<String, DatasetRecord>,
+    pub withheld: Vec<WithheldItem>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub as_of: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DatasetRecord {
+    pub version: u64,
+    pub updated_at: String,
+    #[schema(value_type = Object)]
+    pub fields: Map<String, Value>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct WithheldItem {
+    pub dataset: String,
+    pub field: String,
+    pub share: String,
+    /// `no_grant` or `not_shared`.
+    pub reason: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyRequest {
+    /// Default: the subject's primary dataset.
+    pub dataset: Option<String>,
+    /// Field name -> claimed value.
+    #[schema(value_type = Object)]
+    pub fields: Map<String, Value>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Verification {
+    pub key: String,
+    pub dataset: String,
+    /// `match`, `mismatch` or `not_found`.
+    pub result: String,
+    /// Field name -> `match`, `mismatch` or `no_value`.
+    pub fields: BTreeMap<String, String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Changes {
+    pub changes: Vec<ChangeItem>,
+    pub next: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ChangeItem {
+    pub seq: u64,
+    pub dataset: String,
+    pub subject: String,
+    pub key: String,
+    pub op: String,
+    pub version: u64,
+    pub committed_at: String,
+    #[schema(value_type = Object)]
+    pub fields: Map<String, Value>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GrantRequest {
+    pub dataset: String,
+    pub fields: Vec<String>,
+    pub purpose: Option<String>,
+    pub legal_basis: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionRequest {
+    pub approve: bool,
+    /// Required for a refusal.
+    pub reason: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeRequest {
+    pub reason: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct GrantDoc {
+    pub id: String,
+    pub department: String,
+    pub dataset: String,
+    pub fields: Vec<String>,
+    pub purpose: String,
+    pub legal_basis: String,
+    /// pending, approved, rejected, deemed_approved, revoked
+    pub state: String,
+    pub created_at: String,
+    /// Reply deadline (working days).
+    pub due: String,
+    pub decided_at: Option<String>,
+    pub decided_by: Option<String>,
+    pub reason: Option<String>,
+    pub revoked_at: Option<String>,
+    pub revoked_by: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct GrantList {
+    pub grants: Vec<GrantDoc>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DisputeRequest {
+    /// `person` or `entity`.
+    pub subject: String,
+    pub key: String,
+    pub dataset: String,
+    pub field: String,
+    /// The value the consumer believes correct.
+    #[schema(value_type = String)]
+    pub claimed: Value,
+    pub note: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResolutionRequest {
+    /// `confirmed` or `corrected`.
+    pub outcome: String,
+    pub note: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DisputeDoc {
+    pub id: String,
+    pub department: String,
+    pub subject: Option<String>,
+    pub key: Option<String>,
+    pub dataset: String,
+    pub field: String,
+    pub claimed: String,
+    pub note: String,
+    /// open or resolved
+    pub state: String,
+    pub overdue: bool,
+    pub created_at: String,
+    pub due: String,
+    pub resolution: Option<ResolutionDoc>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ResolutionDoc {
+    pub outcome: String,
+    pub note: Option<String>,
+    pub at: Option<String>,
+    pub by: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DisputeList {
+    pub disputes: Vec<DisputeDoc>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AuditEntryDoc {
+    pub seq: u64,
+    pub at: String,
+    pub department: String,
+    pub operator: Option<String>,
+    pub purpose: String,
+    /// lookup, verify, batch_verify, change_feed, update, denied, grant, dispute
+    pub action: String,
+    pub subject: Option<String>,
+    pub key: Option<String>,
+    pub datasets: Vec<String>,
+    pub fields: Vec<String>,
+    pub outcome: String,
+    /// SHA-256 of this entry chained to the previous one, hex.
+    pub hash: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AuditList {
+    pub entries: Vec<AuditEntryDoc>,
+    /// Pass as `after` to read the next page.
+    pub next: Option<u64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AuditCheck {
+    pub ok: bool,
+    pub entries: u64,
+    pub head: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SharingReport {
+    pub from: String,
+    pub to: String,
+    pub departments: Vec<SharingRow>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SharingRow {
+    pub department: String,
+    pub name: String,
+    pub datasets_provided: Vec<String>,
+    pub records_provided: u64,
+    pub updates_applied: u64,
+    pub update_requests: u64,
+    pub lookups: u64,
+    pub verifications: u64,
+    pub batch_lines: u64,
+    pub change_feed_reads: u64,
+    pub denials: u64,
+    pub grants_decided: usize,
+    pub grants_decided_on_time: usize,
+    pub grants_deemed_approved: usize,
+    pub disputes_resolved: usize,
+    pub disputes_resolved_on_time: usize,
+    pub disputes_overdue: usize,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct FreshnessReport {
+    pub as_of: String,
+    pub calendar_covers_this_year: bool,
+    pub datasets: Vec<FreshnessRow>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct FreshnessRow {
+    pub dataset: String,
+    pub provider: String,
+    pub update_frequency: String,
+    pub records: u64,
+    pub updates: u64,
+    pub last_update: Option<String>,
+    pub next_update_due: Option<String>,
+    pub overdue: bool,
+}

@@ -1,0 +1,209 @@
+//! `basedata load`: bulk-loads one update file into an empty dataset of a
+//! stopped store through SST files (`basedata_store::bulk`, pipeline in
+//! `basedata_ingest::sst`), writing every rejected line to an error report
+//! (NDJSON, one `{"line","key","code","message"}` object per line, as the
+//! updates endpoint reports them), with a progress bar on a terminal and a
+//! one-line summary.
+//!
+//! The store may be new: the data directory and its secret are created as
+//! `serve` would create them. An interrupted earlier load is finished
+//! first.
+
+use crate::config::Config;
+use crate::server;
+use anyhow::{bail, Context};
+use basedata_ingest::sst::{self, Progress};
+use basedata_store::bulk::{self, BulkOptions};
+use std::fs::File;
+use std::io::{BufWriter, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Smallest accepted `--memory-mb`.
+pub const MIN_MEMORY_MB: usize = 16;
+
+/// What to load, and with what.
+#[derive(Debug)]
+pub struct LoadOptions<'a> {
+    pub data: &'a Path,
+    pub dataset: &'a str,
+    pub input: &'a Path,
+    pub config: &'a Config,
+    pub key_file: Option<&'a Path>,
+    /// Error report (default: `INPUT.errors.ndjson` beside the input).
+    pub errors: Option<&'a Path>,
+    /// Scratch space for sort runs and staged SST files (default: the data
+    /// directory's parent, so staged files link into the store).
+    pub tmp: Option<&'a Path>,
+    /// Memory for sorting, in MiB.
+    pub memory_mb: usize,
+    /// Draw a progress bar on standard error when it is a terminal.
+    pub progress: bool,
+}
+
+/// What a load did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LoadReport {
+    pub dataset: String,
+    pub lines: u64,
+    /// Records stored (one per key).
+    pub loaded: u64,
+    pub rejected: u64,
+    /// Lines that lost to another line for the same key.
+    pub superseded: u64,
+    pub first_seq: u64,
+    pub last_seq: u64,
+    pub seconds: f64,
+    pub errors_file: PathBuf,
+    /// Sorted runs spilled to disk (0: sorted in memory).
+    pub runs: u64,
+    /// The dataset of an interrupted earlier load finished first.
+    pub finished_interrupted: Option<String>,
+}
+
+impl LoadReport {
+    pub fn records_per_second(&self) -> f64 {
+        if self.seconds > 0.0 {
+            self.loaded as f64 / self.seconds
+        } else {
+            0.0
+        }
+    }
+
+    /// The one-line summary `basedata load` prints.
+    pub fn summary(&self) -> String {
+        let mut s = format!(
+            "{}: {} lines, {} loaded, {} rejected, {} superseded, {:.1} s, {:.0} records/s",
+            self.dataset,
+            self.lines,
+            self.loaded,
+            self.rejected,
+            self.superseded,
+            self.seconds,
+            self.records_per_second()
+        );
+        if self.loaded > 0 {
+            s.push_str(&format!(", sequence numbers {}..={}", self.first_seq, self.last_seq));
+        }
+        if self.rejected > 0 {
+            s.push_str(&format!("; rejected lines in {}", self.errors_file.display()));
+        }
+        s
+    }
+}
+
+/// The default error report of `input`: `INPUT.errors.ndjson` beside it.
+pub fn default_errors_file(input: &Path) -> PathBuf {
+    let mut name = input.file_name().map(|n| n.to_os_string()).unwrap_or_else(|| "input".into());
+    name.push(".errors.ndjson");
+    input.with_file_name(name)
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y)
+}
+
+/// Runs a load; every refusal and failure is an error with a one-line reason.
+pub fn run(o: &LoadOptions) -> anyhow::Result<LoadReport> {
+    let started = Instant::now();
+    if o.memory_mb < MIN_MEMORY_MB {
+        bail!("--memory-mb must be at least {MIN_MEMORY_MB}");
+    }
+    let meta = std::fs::metadata(o.input).with_context(|| format!("cannot read {}", o.input.display()))?;
+    if !meta.is_file() {
+        bail!("{} is not a file", o.input.display());
+    }
+    let catalog = server::load_catalog(o.config)?;
+    let Some(ds) = catalog.dataset(o.dataset) else {
+        bail!("unknown dataset {} (the catalog is served at GET /v1/catalog)", o.dataset);
+    };
+    let errors_file = o.errors.map(Path::to_path_buf).unwrap_or_else(|| default_errors_file(o.input));
+    if same_file(&errors_file, o.input) {
+        bail!("the error report must not be the input file");
+    }
+    let tmp = match o.tmp {
+        Some(t) => t.to_path_buf(),
+        None => match o.data.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        },
+    };
+    let store = server::open_store(o.data, o.config, o.key_file, server::config_clock(o.config)).map_err(|e| {
+        if format!("{e:#}").contains("lock") {
+            e.context("the store is in use: stop the server first (a bulk load needs the data directory to itself)")
+        } else {
+            e
+        }
+    })?;
+    let finished_interrupted = bulk::finish_interrupted(&store)?.map(|i| {
+        eprintln!("finished the interrupted bulk load of {} ({} records)", i.dataset, i.applied);
+        i.dataset
+    });
+    let report_file = File::create(&errors_file).with_context(|| format!("cannot create {}", errors_file.display()))?;
+    let mut report = BufWriter::with_capacity(1 << 20, report_file);
+
+    let bar = if o.progress && std::io::stderr().is_terminal() {
+        indicatif::ProgressBar::new(meta.len())
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let reading = indicatif::ProgressStyle::with_template("reading  {bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+        .expect("valid template");
+    let writing = indicatif::ProgressStyle::with_template("writing  {bar:40} {pos}/{len} records {per_sec} eta {eta}")
+        .expect("valid template");
+    bar.set_style(reading);
+    let mut phase_writing = false;
+    let opts = BulkOptions { memory_bytes: o.memory_mb << 20, ..BulkOptions::new(tmp) };
+    let loaded = sst::load_file(
+        &store,
+        &ds.id,
+        o.input,
+        opts,
+        &mut |line, e| {
+            let obj = serde_json::json!({"line": line, "key": e.key, "code": e.code, "message": e.message});
+            serde_json::to_writer(&mut report, &obj)?;
+            report.write_all(b"\n")
+        },
+        &mut |p| match p {
+            Progress::Reading { bytes, .. } => bar.set_position(bytes),
+            Progress::Writing { records, total } => {
+                if !phase_writing {
+                    phase_writing = true;
+                    bar.set_style(writing.clone());
+                    bar.set_length(total);
+                    bar.reset();
+                }
+                bar.set_position(records);
+            }
+        },
+    );
+    bar.finish_and_clear();
+    let loaded = loaded.map_err(|e| anyhow::anyhow!("{e}"))?;
+    report
+        .into_inner()
+        .map_err(|e| e.into_error())
+        .and_then(|f| f.sync_all())
+        .with_context(|| format!("cannot write {}", errors_file.display()))?;
+    if loaded.lines > 0 && loaded.rejected == loaded.lines {
+        bail!(
+            "none of the {} lines of {} is a valid update of {} (each line's error is in {})",
+            loaded.lines,
+            o.input.display(),
+            ds.id,
+            errors_file.display()
+        );
+    }
+    Ok(LoadReport {
+        dataset: ds.id.clone(),
+        lines: loaded.lines,
+        loaded: loaded.bulk.applied,
+        rejected: loaded.rejected,
+        superseded: loaded.bulk.superseded,
+        first_seq: loaded.bulk.first_seq,
+        last_seq: loaded.bulk.last_seq,
+        seconds: started.elapsed().as_secs_f64(),
+        errors_file,
+        runs: loaded.bulk.sort.runs,
+        finished_interrupted,
+    })
+}

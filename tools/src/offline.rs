@@ -1,0 +1,109 @@
+//! Offline commands on a data directory whose server is stopped:
+//! `basedata compare` (a batch comparison from a file to a file, with the
+//! same line formats and the same audit entries as `POST /v1/verify/batch`)
+//! and `basedata audit-verify` (the audit chain check).
+
+use crate::auth::Caller;
+use crate::batch::{offline_department, Batch, Requester};
+use crate::config::Config;
+use crate::http::MAX_PURPOSE_CHARS;
+use crate::server;
+use anyhow::{bail, Context};
+use basedata_query::batch::Counts;
+use basedata_store::audit::ChainCheck;
+use basedata_store::commit::Committer;
+use basedata_store::Store;
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Opens the store in `data`, which must already exist: an offline
+/// command never creates a store (or a secret) by mistake.
+pub fn open_existing(data: &Path, cfg: &Config, key_file: Option<&Path>) -> anyhow::Result<Arc<Store>> {
+    if !data.join("CURRENT").is_file() {
+        bail!("no store in {}", data.display());
+    }
+    server::open_store(data, cfg, key_file, server::config_clock(cfg)).map_err(|e| {
+        if format!("{e:#}").contains("lock") {
+            e.context("the store is in use: stop the server first")
+        } else {
+            e
+        }
+    })
+}
+
+/// `basedata compare`.
+pub struct CompareOptions<'a> {
+    pub data: &'a Path,
+    pub input: &'a Path,
+    pub output: &'a Path,
+    pub department: &'a str,
+    pub operator: Option<&'a str>,
+    pub purpose: &'a str,
+    pub config: &'a Config,
+    pub key_file: Option<&'a Path>,
+    /// Draw a progress bar on standard error (when it is a terminal).
+    pub progress: bool,
+}
+
+/// Runs a comparison of `input` into `output`; returns the line counts.
+/// The output file is synced before this returns; every line's audit
+/// entry is durable before that line is written.
+pub fn compare(o: &CompareOptions) -> anyhow::Result<Counts> {
+    let purpose = o.purpose.trim();
+    if purpose.is_empty() {
+        bail!("--purpose must state what the comparison is for");
+    }
+    if purpose.chars().count() > MAX_PURPOSE_CHARS {
+        bail!("--purpose is limited to {MAX_PURPOSE_CHARS} characters");
+    }
+    let operator = o.operator.map(str::trim).filter(|s| !s.is_empty()).map(|s| s.chars().take(64).collect());
+    let department = offline_department(o.department, o.config)?;
+    let input = File::open(o.input).with_context(|| format!("cannot read {}", o.input.display()))?;
+    let len = input.metadata().map(|m| m.len()).unwrap_or(0);
+    if let (Ok(a), Ok(b)) = (o.input.canonicalize(), o.output.canonicalize()) {
+        if a == b {
+            bail!("--output must not be the input file");
+        }
+    }
+    let store = open_existing(o.data, o.config, o.key_file)?;
+    let output = File::create(o.output).with_context(|| format!("cannot create {}", o.output.display()))?;
+    let batch = Batch {
+        committer: Arc::new(Committer::start(store.clone(), 64)),
+        store: store.clone(),
+        requester: Arc::new(Requester { caller: Caller { department, operator }, purpose: purpose.to_owned() }),
+    };
+    let bar = if o.progress {
+        indicatif::ProgressBar::new(len)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+            .expect("valid template"),
+    );
+    let tick = bar.clone();
+    let (counts, out) = batch.run_blocking(input, BufWriter::with_capacity(1 << 20, output), move |n| tick.set_position(n))?;
+    bar.finish_and_clear();
+    let file = out.into_inner().map_err(|e| e.into_error())?;
+    file.sync_all().with_context(|| format!("cannot write {}", o.output.display()))?;
+    // Stops the writer after its last group; then nothing is buffered.
+    drop(batch);
+    store.engine().flush()?;
+    if counts.processed > 0 && counts.invalid == counts.processed {
+        bail!(
+            "none of the {} lines of {} is a valid request (each line's error is in {})",
+            counts.processed,
+            o.input.display(),
+            o.output.display()
+        );
+    }
+    Ok(counts)
+}
+
+/// `basedata audit-verify`: recomputes the whole hash chain.
+pub fn audit_verify(data: &Path, cfg: &Config, key_file: Option<&Path>) -> anyhow::Result<ChainCheck> {
+    let store = open_existing(data, cfg, key_file)?;
+    Ok(store.audit_verify()?)
+}
