@@ -49,19 +49,20 @@ impl Action {
         }
     }
 
+    /// Every action, in the order of their stored codes.
+    pub const ALL: [Action; 8] = [
+        Action::Lookup,
+        Action::Verify,
+        Action::BatchVerify,
+        Action::ChangeFeed,
+        Action::Update,
+        Action::Denied,
+        Action::Grant,
+        Action::Dispute,
+    ];
+
     pub fn parse(s: &str) -> Option<Action> {
-        [
-            Action::Lookup,
-            Action::Verify,
-            Action::BatchVerify,
-            Action::ChangeFeed,
-            Action::Update,
-            Action::Denied,
-            Action::Grant,
-            Action::Dispute,
-        ]
-        .into_iter()
-        .find(|a| a.as_str() == s)
+        Action::ALL.into_iter().find(|a| a.as_str() == s)
     }
 }
 

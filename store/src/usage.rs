@@ -43,19 +43,7 @@ impl Kind {
         if c == 0 {
             return Some(Kind::Applied);
         }
-        [
-            Action::Lookup,
-            Action::Verify,
-            Action::BatchVerify,
-            Action::ChangeFeed,
-            Action::Update,
-            Action::Denied,
-            Action::Grant,
-            Action::Dispute,
-        ]
-        .into_iter()
-        .find(|a| 1 + *a as u8 == c)
-        .map(Kind::Action)
+        Action::ALL.into_iter().find(|a| 1 + *a as u8 == c).map(Kind::Action)
     }
 }
 

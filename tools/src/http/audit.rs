@@ -16,11 +16,12 @@ use super::schema::{AuditCheck, AuditEntryDoc, AuditList, ErrorBody};
 
 pub const MAX_AUDIT_LIMIT: usize = 10_000;
 
-fn require_auditor(caller: &Caller) -> ApiResult<()> {
+/// Oversight (the audit log, reports) is for auditors and administrators.
+pub fn require_oversight(caller: &Caller) -> ApiResult<()> {
     if caller.department.has(Role::Auditor) || caller.department.has(Role::Admin) {
         Ok(())
     } else {
-        Err(ApiError::forbidden("the audit log is for auditors and administrators"))
+        Err(ApiError::forbidden("this is for auditors and administrators"))
     }
 }
 
@@ -77,7 +78,7 @@ pub async fn list(
     Extension(caller): Extension<Caller>,
     Query(p): Query<AuditParams>,
 ) -> ApiResult<Json<AuditList>> {
-    require_auditor(&caller)?;
+    require_oversight(&caller)?;
     let q = AuditQuery {
         department: p.department.filter(|d| !d.is_empty()),
         key: p.key.as_deref().filter(|k| !k.is_empty()).map(any_key).transpose()?,
@@ -98,7 +99,7 @@ pub async fn list(
               (status = 429, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn verify(State(state): State<AppState>, Extension(caller): Extension<Caller>) -> ApiResult<Json<AuditCheck>> {
-    require_auditor(&caller)?;
+    require_oversight(&caller)?;
     let store = state.store.clone();
     let check = tokio::task::spawn_blocking(move || store.audit_verify()).await.map_err(ApiError::internal)??;
     Ok(Json(AuditCheck { ok: check.ok, entries: check.entries, head: hex::encode(check.head), problem: check.problem }))

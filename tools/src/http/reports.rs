@@ -4,10 +4,10 @@
 //! write path and from the (few) grant and dispute records — never from a
 //! scan of the audit log.
 
+use super::audit::require_oversight;
 use super::subjects::parse_time;
 use super::{ApiError, ApiResult, AppState};
 use crate::auth::Caller;
-use crate::config::Role;
 use axum::extract::{Query, State};
 use axum::{Extension, Json};
 use basedata_query::gov::cst_date;
@@ -18,13 +18,6 @@ use basedata_store::Action;
 use serde::Deserialize;
 use super::schema::{ErrorBody, FreshnessReport, FreshnessRow, SharingReport, SharingRow};
 
-fn require_oversight(caller: &Caller) -> ApiResult<()> {
-    if caller.department.has(Role::Auditor) || caller.department.has(Role::Admin) {
-        Ok(())
-    } else {
-        Err(ApiError::forbidden("reports are for auditors and administrators"))
-    }
-}
 
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
