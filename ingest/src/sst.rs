@@ -46,19 +46,31 @@ pub struct FileLoadSummary {
     pub bulk: BulkSummary,
 }
 
+/// A piece of the input that ends at a line break (but the last).
 struct Chunk {
     index: u64,
-    first_line: u64,
     data: Vec<u8>,
 }
 
+/// A staged chunk. Line numbers are only known once the chunks before it
+/// are counted, so its rejections carry their line's offset in the chunk,
+/// and staged items an ordinal (chunk index, line in chunk) that orders
+/// like the line number.
 struct ChunkOut {
     index: u64,
     staged: Staged,
     rejects: Vec<(u64, LineError)>,
+    /// Lines in the chunk, blank ones included.
+    line_count: u64,
+    /// Non-blank lines.
     lines: u64,
     bytes: u64,
 }
+
+/// Bits of a line ordinal for the line's place in its chunk: a chunk holds
+/// at most `CHUNK_BYTES` plus one lines.
+const LINE_BITS: u32 = 24;
+const _: () = assert!(CHUNK_BYTES < 1 << LINE_BITS);
 
 /// Bulk-loads `input` into the empty dataset `dataset` of `store`. Rejected
 /// lines go to `on_reject` (1-based line number) in line order and do not
@@ -71,10 +83,7 @@ pub fn load_file(
     on_reject: &mut dyn FnMut(u64, &LineError) -> std::io::Result<()>,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<FileLoadSummary> {
-    let ds = store
-        .catalog()
-        .dataset(dataset)
-        .ok_or_else(|| Error::Invalid(format!("unknown dataset {dataset}")))?;
+    let ds = store.catalog().dataset(dataset).ok_or_else(|| Error::Invalid(format!("unknown dataset {dataset}")))?;
     let file = File::open(input)?;
     let total = file.metadata()?.len();
     let mut loader = BulkLoader::new(store, &ds.id, opts)?;
@@ -110,13 +119,15 @@ pub fn load_file(
         let mut waiting: BTreeMap<u64, ChunkOut> = BTreeMap::new();
         let mut next = 0u64;
         let mut bytes = 0u64;
+        let mut first_line = 1u64;
         for out in &out_rx {
             let out = out?;
             waiting.insert(out.index, out);
             while let Some(out) = waiting.remove(&next) {
-                for (line, e) in &out.rejects {
-                    on_reject(*line, e)?;
+                for (offset, e) in &out.rejects {
+                    on_reject(first_line + offset, e)?;
                 }
+                first_line += out.line_count;
                 summary.rejected += out.rejects.len() as u64;
                 summary.lines += out.lines;
                 loader.push(&out.staged)?;
@@ -130,14 +141,13 @@ pub fn load_file(
         reader.join().unwrap_or_else(|_| Err(Error::Bulk("the input reader panicked".into())))
     })?;
     let staged = loader.staged();
-    eprintln!("TIMING read done");
     progress(Progress::Writing { records: 0, total: staged });
     summary.bulk = loader.finish(&mut |records| progress(Progress::Writing { records, total: staged }))?;
     Ok(summary)
 }
 
 /// Cuts the file into chunks of whole lines (the last one may lack its
-/// line break) numbered in order, with the number of their first line.
+/// line break), numbered in order.
 fn read_chunks(
     mut file: File,
     tx: &crossbeam::channel::Sender<Chunk>,
@@ -145,7 +155,6 @@ fn read_chunks(
 ) -> Result<()> {
     let mut carry: Vec<u8> = Vec::new();
     let mut index = 0u64;
-    let mut line = 1u64;
     loop {
         let mut data = free.try_recv().unwrap_or_default();
         data.clear();
@@ -153,12 +162,16 @@ fn read_chunks(
         data.append(&mut carry);
         let read = (&mut file).take(CHUNK_BYTES as u64).read_to_end(&mut data)?;
         if read > 0 {
-            match data.iter().rposition(|&b| b == b'\n') {
+            match memchr::memrchr(b'\n', &data) {
                 Some(end) => carry.extend_from_slice(&data[end + 1..]),
                 None => {
                     // One line longer than a chunk: read on.
                     if data.len() > MAX_LINE_BYTES {
-                        return Err(Error::Bulk(format!("line {line} is longer than {} MiB", MAX_LINE_BYTES >> 20)));
+                        return Err(Error::Bulk(format!(
+                            "a line longer than {} MiB after {} MiB of input",
+                            MAX_LINE_BYTES >> 20,
+                            index * (CHUNK_BYTES as u64 >> 20)
+                        )));
                     }
                     carry = data;
                     continue;
@@ -168,13 +181,11 @@ fn read_chunks(
         } else if data.is_empty() {
             return Ok(());
         }
-        let lines = data.iter().filter(|&&b| b == b'\n').count() as u64;
-        if tx.send(Chunk { index, first_line: line, data }).is_err() {
+        if tx.send(Chunk { index, data }).is_err() {
             // The consumer stopped; it reports why.
             return Ok(());
         }
         index += 1;
-        line += lines;
         if read == 0 {
             return Ok(());
         }
@@ -186,24 +197,121 @@ fn stage_chunk(ds: &Dataset, stager: Stager<'_>, chunk: &Chunk, staged: Staged) 
         index: chunk.index,
         staged,
         rejects: Vec::new(),
+        line_count: 0,
         lines: 0,
         bytes: chunk.data.len() as u64,
     };
-    let mut body = chunk.data.as_slice();
-    if body.last() == Some(&b'\n') {
-        body = &body[..body.len() - 1];
-    }
-    for (i, line) in body.split(|&b| b == b'\n').enumerate() {
+    let data = chunk.data.as_slice();
+    let mut start = 0;
+    let ends = memchr::memchr_iter(b'\n', data).chain((!data.ends_with(b"\n")).then_some(data.len()));
+    for end in ends {
+        let line = &data[start..end];
+        start = end + 1;
+        let offset = out.line_count;
+        out.line_count += 1;
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let n = chunk.first_line + i as u64;
         out.lines += 1;
         match parse_line(ds, line) {
-            Ok(u) => stager.stage(&u, n, &mut out.staged)?,
-            Err(e) => out.rejects.push((n, e)),
+            Ok(u) => stager.stage(&u, chunk.index << LINE_BITS | offset, &mut out.staged)?,
+            Err(e) => out.rejects.push((offset, e)),
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use basedata_store::clock::SystemClock;
+    use basedata_store::engine::rocks::{RocksConfig, RocksEngine};
+    use basedata_store::keys::PersonKey;
+    use basedata_store::{Catalog, Secret, SubjectKey, Value};
+    use std::sync::Arc;
+
+    /// Distinct for `i` below 50,000.
+    fn person(i: u32) -> PersonKey {
+        let birth =
+            time::Date::from_calendar_date(1950 + (i / 1000) as i32, time::Month::March, 1 + (i % 28) as u8).unwrap();
+        PersonKey::from_parts("440305", birth, (i % 1000) as u16).unwrap()
+    }
+
+    fn line(i: u32, name: &str) -> String {
+        format!(
+            r#"{{"key":"{}","version":1,"fields":{{"name":"{name}","gender":"1","birth_date":"1960-01-01","status":"normal","registered_town":"{}"}}}}"#,
+            person(i).as_str(),
+            "街".repeat(60)
+        )
+    }
+
+    /// Line numbers across chunk boundaries, blank lines, CRLF and a last
+    /// line without its break come out as the updates endpoint counts them.
+    #[test]
+    fn lines_are_numbered_across_chunks_like_the_endpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut text = String::new();
+        let mut expected = Vec::new();
+        let mut n = 0u64;
+        let mut valid = 0u32;
+        for i in 0..12_000u32 {
+            n += 1;
+            match i % 997 {
+                5 => {
+                    text.push_str("{oops\n");
+                    expected.push((n, "invalid_body"));
+                }
+                6 => text.push_str(" \r\n"),
+                7 => {
+                    text.push_str(&line(i, "x").replace("\"gender\":\"1\"", "\"gender\":\"7\""));
+                    text.push_str("\r\n");
+                    expected.push((n, "invalid_value"));
+                }
+                _ => {
+                    text.push_str(&line(i, &format!("n{i}")));
+                    text.push_str(if i % 2 == 0 { "\n" } else { "\r\n" });
+                    valid += 1;
+                }
+            }
+        }
+        text.push_str(&line(20_000, "last"));
+        valid += 1;
+        assert!(text.len() > 3 * CHUNK_BYTES, "several chunks");
+        let input = dir.path().join("in.ndjson");
+        std::fs::write(&input, &text).unwrap();
+
+        let engine = Arc::new(RocksEngine::open(&dir.path().join("data"), &RocksConfig::default()).unwrap());
+        let store =
+            Store::open(engine, &Secret::from_bytes([3; 32]), Arc::new(Catalog::builtin()), Arc::new(SystemClock))
+                .unwrap();
+        let mut rejects = Vec::new();
+        let mut reading = 0;
+        let sum = load_file(
+            &store,
+            "hukou",
+            &input,
+            BulkOptions::new(dir.path()),
+            &mut |n, e| {
+                rejects.push((n, e.code));
+                Ok(())
+            },
+            &mut |p| {
+                if let Progress::Reading { bytes, total } = p {
+                    assert!(bytes <= total);
+                    reading = bytes;
+                }
+            },
+        )
+        .unwrap();
+        assert_eq!(reading, text.len() as u64);
+        assert_eq!(rejects, expected);
+        let blank = 12_000 / 997 + 1;
+        assert_eq!(sum.lines, 12_001 - blank as u64);
+        assert_eq!((sum.rejected, sum.bulk.applied), (expected.len() as u64, valid as u64));
+        let last = store.get(&SubjectKey::Person(person(20_000)), "hukou", None).unwrap().unwrap();
+        assert_eq!(last.field("name"), Some(&Value::Str("last".into())));
+        let r = store.get(&SubjectKey::Person(person(9)), "hukou", None).unwrap().unwrap();
+        assert_eq!(r.field("name"), Some(&Value::Str("n9".into())));
+    }
 }

@@ -93,6 +93,11 @@ impl<'a> Claims<'a> {
         Ok(Claims { items })
     }
 
+    /// Whether a claim is made about field `name`.
+    pub fn asks(&self, name: &str) -> bool {
+        self.items.iter().any(|(f, _)| f.name == name)
+    }
+
     pub fn field_names(&self) -> Vec<String> {
         self.items.iter().map(|(f, _)| f.name.clone()).collect()
     }

@@ -349,7 +349,7 @@ fn open_target(to: &Path, store_id: &str) -> Result<()> {
             if is_empty_dir(to)? == Some(false) {
                 return Err(fail(format!("{} is not empty and is not a basedata backup directory", to.display())));
             }
-            fs::create_dir_all(to.join(MANIFEST_DIR))?;
+            fs::create_dir_all(to)?;
             fs::write(to.join(README_FILE), README)?;
             let marker = Marker { format: BACKUP_FORMAT, store_id: store_id.to_owned() };
             write_atomic(&to.join(MARKER_FILE), &serde_json::to_vec_pretty(&marker).expect("marker serializes"))?;
@@ -469,15 +469,20 @@ fn compare(want: &Summary, got: &Summary) -> Result<()> {
     if want.audit_head != got.audit_head {
         return differs(format!("the audit chain head (entry {} restored, {} expected)", got.audit_head.seq, want.audit_head.seq));
     }
-    if want.families.len() != got.families.len() {
-        return differs("the set of column families".into());
-    }
-    for (w, g) in want.families.iter().zip(&got.families) {
-        if w != g {
-            return differs(format!("column family {} ({} entries restored, {} expected)", w.name, g.entries, w.entries));
+    for w in &want.families {
+        match got.families.iter().find(|g| g.name == w.name) {
+            Some(g) if g == w => {}
+            Some(g) => {
+                return differs(format!("column family {} ({} entries restored, {} expected)", w.name, g.entries, w.entries))
+            }
+            None => return differs(format!("column family {} (missing)", w.name)),
         }
     }
-    Ok(())
+    // A family this version added after the backup was made is new and empty.
+    match got.families.iter().find(|g| g.entries > 0 && !want.families.iter().any(|w| w.name == g.name)) {
+        Some(g) => differs(format!("column family {} (not in the backup)", g.name)),
+        None => Ok(()),
+    }
 }
 
 /// Undoes a restore that did not complete: the staging area, whatever was

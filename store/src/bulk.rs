@@ -51,8 +51,8 @@ use crate::engine::{Cf, Durability, WriteBatch};
 use crate::keys::{Subject, SubjectKey};
 use crate::pseudo::Pid;
 use crate::record::{seq_key, ChangeEntry};
-use crate::value::Value;
 use crate::store::{BulkApplied, BulkSlot, DatasetStats, Store, Update, UpdateOp};
+use crate::value::Value;
 use crate::{Error, Result};
 use rocksdb::{IngestExternalFileOptions, Options, SstFileWriter};
 use std::path::{Path, PathBuf};
@@ -182,8 +182,9 @@ impl std::fmt::Debug for Stager<'_> {
 }
 
 impl Stager<'_> {
-    /// Stages update `u` from input line `line` (its number breaks ties
-    /// between equal versions: the first line wins).
+    /// Stages update `u` from input line `line`: a line number, or any
+    /// number that grows with the position in the input; it breaks ties
+    /// between equal versions (the first line wins).
     pub fn stage(&self, u: &Update, line: u64, out: &mut Staged) -> Result<()> {
         if u.dataset != self.dataset || u.key.subject() != self.subject {
             return Err(Error::Invalid(format!("an update of {} in a bulk load of {}", u.dataset, self.dataset)));
@@ -303,6 +304,9 @@ pub struct BulkLoader<'s> {
     sorter: sort::Sorter<KEY_LEN>,
     opts: BulkOptions,
     staged: u64,
+    /// Stops ingestion before this family, as a crash would (recovery tests).
+    #[cfg(test)]
+    interrupt_before: Option<Cf>,
 }
 
 impl std::fmt::Debug for BulkLoader<'_> {
@@ -327,16 +331,27 @@ impl<'s> BulkLoader<'s> {
     /// or non-empty dataset, and a store with an unfinished load.
     pub fn new(store: &'s Store, dataset: &str, opts: BulkOptions) -> Result<Self> {
         let rocks = rocks_of(store)?;
-        let ds = store
-            .catalog()
-            .dataset(dataset)
-            .ok_or_else(|| Error::Invalid(format!("unknown dataset {dataset}")))?;
+        let ds =
+            store.catalog().dataset(dataset).ok_or_else(|| Error::Invalid(format!("unknown dataset {dataset}")))?;
         if let Some(i) = interrupted(store)? {
-            return Err(Error::Bulk(format!("the bulk load of dataset {} was interrupted and must be finished first", i.dataset)));
+            return Err(Error::Bulk(format!(
+                "the bulk load of dataset {} was interrupted and must be finished first",
+                i.dataset
+            )));
         }
         refuse_unless_empty(&ds.id, &store.dataset_stats(&ds.id))?;
         let sorter = sort::Sorter::new(&opts.tmp_dir, opts.memory_bytes)?;
-        Ok(BulkLoader { store, rocks, dataset: &ds.id, subject: ds.subject, sorter, opts, staged: 0 })
+        Ok(BulkLoader {
+            store,
+            rocks,
+            dataset: &ds.id,
+            subject: ds.subject,
+            sorter,
+            opts,
+            staged: 0,
+            #[cfg(test)]
+            interrupt_before: None,
+        })
     }
 
     /// A stager for this load's dataset, for any number of threads.
@@ -361,16 +376,20 @@ impl<'s> BulkLoader<'s> {
     /// Sorts, writes and ingests everything pushed and updates the
     /// counters; `progress` is told how many sorted records were written.
     pub fn finish(self, progress: &mut dyn FnMut(u64)) -> Result<BulkSummary> {
+        #[cfg(test)]
+        let stop_before = self.interrupt_before;
+        #[cfg(not(test))]
+        let stop_before = None;
         let BulkLoader { store, rocks, dataset, sorter, opts, staged, .. } = self;
         let sort_stats = sorter.stats();
-        let t0 = std::time::Instant::now();
         let mut sorted = sorter.finish()?;
-        eprintln!("TIMING sort {:?}", t0.elapsed());
         let staging = tempfile::Builder::new().prefix(".basedata-bulk-").tempdir_in(&opts.tmp_dir)?;
-        let mut kept: Option<PathBuf> = None;
+        // Absolute, so that a restart from anywhere finds the files.
+        let staging_path = staging.path().canonicalize()?;
+        let mut marked = false;
         let summary = store.bulk_commit(dataset, |slot| {
             refuse_unless_empty(dataset, &slot.stats)?;
-            let w = write_files(rocks, &mut sorted, dataset, slot, staging.path(), opts.sst_file_bytes, progress)?;
+            let w = write_files(rocks, &mut sorted, dataset, slot, &staging_path, opts.sst_file_bytes, progress)?;
             let mut summary = BulkSummary {
                 staged,
                 applied: w.applied,
@@ -384,13 +403,14 @@ impl<'s> BulkLoader<'s> {
             if w.applied == 0 {
                 summary.first_seq = 0;
                 summary.last_seq = 0;
-                let none = BulkApplied { last_seq: slot.first_seq - 1, committed_at: slot.committed_at, ..Default::default() };
+                let none =
+                    BulkApplied { last_seq: slot.first_seq - 1, committed_at: slot.committed_at, ..Default::default() };
                 return Ok((none, WriteBatch::new(), summary));
             }
             let name = |p: &PathBuf| p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             let marker = Marker {
                 dataset: dataset.to_owned(),
-                dir: staging.path().to_string_lossy().into_owned(),
+                dir: staging_path.to_string_lossy().into_owned(),
                 before: slot.stats,
                 first_seq: slot.first_seq,
                 last_seq: summary.last_seq,
@@ -401,15 +421,16 @@ impl<'s> BulkLoader<'s> {
                 changes: w.changes.iter().map(name).collect(),
                 records: w.records.iter().map(name).collect(),
             };
-            eprintln!("TIMING written {:?}", t0.elapsed());
+            // The files are synced by their writers; their names too,
+            // before the marker points at them.
+            std::fs::File::open(&staging_path)?.sync_all()?;
             let mut b = WriteBatch::new();
             b.put(Cf::Meta, MARKER_KEY, encode(&marker));
             store.engine().write(b, Durability::Sync)?;
             // From here on the staged files are what a restart finishes
             // the load from: never removed on an error.
-            kept = Some(staging.path().to_path_buf());
-            ingest(rocks, &marker)?;
-            eprintln!("TIMING ingested {:?}", t0.elapsed());
+            marked = true;
+            ingest(rocks, &marker, stop_before)?;
             let mut clear = WriteBatch::new();
             clear.delete(Cf::Meta, MARKER_KEY);
             let done = BulkApplied {
@@ -420,11 +441,8 @@ impl<'s> BulkLoader<'s> {
             };
             Ok((done, clear, summary))
         });
-        match (&summary, kept) {
-            (Err(_), Some(_)) => {
-                let _ = staging.keep();
-            }
-            _ => drop(staging),
+        if summary.is_err() && marked {
+            let _ = staging.keep();
         }
         summary
     }
@@ -520,7 +538,7 @@ pub fn finish_interrupted(store: &Store) -> Result<Option<Interrupted>> {
         if !(untouched || changes_in) {
             return Err(moved_on());
         }
-        ingest(rocks, &m)?;
+        ingest(rocks, &m, None)?;
         let mut clear = WriteBatch::new();
         clear.delete(Cf::Meta, MARKER_KEY);
         let done = BulkApplied { applied: m.applied, live: m.live, last_seq: m.last_seq, committed_at: m.committed_at };
@@ -534,8 +552,11 @@ pub fn finish_interrupted(store: &Store) -> Result<Option<Interrupted>> {
 /// through a fresh hard link that RocksDB moves into the store, so the
 /// staged file itself stays for a restart; where links are impossible
 /// (another file system) RocksDB copies.
-fn ingest(rocks: &RocksEngine, m: &Marker) -> Result<()> {
+fn ingest(rocks: &RocksEngine, m: &Marker, stop_before: Option<Cf>) -> Result<()> {
     for (cf, files) in m.files() {
+        if stop_before == Some(cf) {
+            return Err(Error::Bulk(format!("ingestion stopped before {}", cf.name())));
+        }
         if files.is_empty() {
             continue;
         }
@@ -618,8 +639,6 @@ fn write_files(
     let (ctx, crx) = crossbeam::channel::bounded::<Arc<OutBatch>>(4);
     std::thread::scope(|s| {
         let records = s.spawn(move || -> Result<(Vec<PathBuf>, u64)> {
-            let t = std::time::Instant::now();
-            let _g = Tm("records", t);
             let opts = rocks.sst_options(Cf::Records);
             let mut out = SstSeries::new(&opts, dir, "records", sst_bytes);
             let mut key = Vec::with_capacity(16 + dataset.len());
@@ -639,8 +658,6 @@ fn write_files(
             out.finish()
         });
         let changes = s.spawn(move || -> Result<(Vec<PathBuf>, Vec<PathBuf>, u64)> {
-            let t = std::time::Instant::now();
-            let _g = Tm("changes", t);
             let copts = rocks.sst_options(Cf::Changes);
             let kopts = rocks.sst_options(Cf::KeyMap);
             let mut changes = SstSeries::new(&copts, dir, "changes", sst_bytes);
@@ -667,8 +684,6 @@ fn write_files(
             let (k, kb) = keymap.finish()?;
             Ok((c, k, cb + kb))
         });
-        let t = std::time::Instant::now();
-        let _g = Tm("produce", t);
         let produced = produce(sorted, slot.first_seq, &rtx, &ctx, progress);
         drop((rtx, ctx));
         let records = joined(records.join());
@@ -685,14 +700,35 @@ fn write_files(
     })
 }
 
-struct Tm(&'static str, std::time::Instant);
-impl Drop for Tm { fn drop(&mut self) {
-    let st = std::fs::read_to_string("/proc/thread-self/stat").unwrap_or_default();
-    let f: Vec<&str> = st.rsplit(')').next().unwrap_or("").split_whitespace().collect();
-    let cpu = f.get(11).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0) + f.get(12).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0);
-    eprintln!("TIMING {} {:?} cpu {} ms", self.0, self.1.elapsed(), cpu * 10); } }
 fn joined<T>(r: std::thread::Result<Result<T>>) -> Result<T> {
     r.unwrap_or_else(|_| Err(Error::Bulk("a file writer thread panicked".into())))
+}
+
+/// Numbers the sorted records: the first of a pseudonym wins (highest
+/// version, then first line) and takes the next sequence number; the
+/// others are superseded. Key references pass with 0.
+struct Numbering {
+    next_seq: u64,
+    last_pid: Option<[u8; 16]>,
+    w: Written,
+}
+
+impl Numbering {
+    fn take(&mut self, item: &[u8]) -> Option<u64> {
+        if item[16] != KIND_RECORD {
+            return Some(0);
+        }
+        let pid: [u8; 16] = item[..16].try_into().expect("16 bytes");
+        if self.last_pid == Some(pid) {
+            self.w.superseded += 1;
+            return None;
+        }
+        self.last_pid = Some(pid);
+        self.w.applied += 1;
+        self.w.live += (item[AT_OP] == OP_UPSERT) as u64;
+        self.next_seq += 1;
+        Some(self.next_seq - 1)
+    }
 }
 
 fn produce(
@@ -702,31 +738,36 @@ fn produce(
     ctx: &crossbeam::channel::Sender<Arc<OutBatch>>,
     progress: &mut dyn FnMut(u64),
 ) -> Result<Written> {
-    let mut w = Written::default();
-    let mut seq = first_seq;
-    let mut last_pid = [0u8; 16];
-    let mut any = false;
+    let mut n = Numbering { next_seq: first_seq, last_pid: None, w: Written::default() };
+    let gone = || Error::Bulk("a file writer stopped".into());
+    let mut send = |b: Arc<OutBatch>, n: &Numbering| -> Result<()> {
+        rtx.send(b.clone()).map_err(|_| gone())?;
+        ctx.send(b).map_err(|_| gone())?;
+        progress(n.w.applied + n.w.superseded);
+        Ok(())
+    };
+    if sorted.in_memory() {
+        // The sorted buckets go to the writers as they are.
+        while let Some(block) = sorted.next_block() {
+            let mut items = Vec::with_capacity(block.items.len());
+            for &(off, len) in &block.items {
+                if let Some(seq) = n.take(&block.bytes[off..off + len]) {
+                    items.push((off, len, seq));
+                }
+            }
+            send(Arc::new(OutBatch { buf: block.bytes, items }), &n)?;
+        }
+        return Ok(n.w);
+    }
     let mut batch = OutBatch::new();
     // Batches come back once both writers dropped them: reused, so that
     // no fresh (page-faulting) memory is taken per batch.
     let mut sent: std::collections::VecDeque<Arc<OutBatch>> = std::collections::VecDeque::new();
-    let gone = || Error::Bulk("a file writer stopped".into());
     loop {
         let item = sorted.next()?;
         if let Some(item) = item {
-            if item[16] == KIND_RECORD {
-                if any && item[..16] == last_pid {
-                    w.superseded += 1;
-                    continue;
-                }
-                last_pid.copy_from_slice(&item[..16]);
-                any = true;
-                w.applied += 1;
-                w.live += (item[AT_OP] == OP_UPSERT) as u64;
+            if let Some(seq) = n.take(item) {
                 batch.push(item, seq);
-                seq += 1;
-            } else {
-                batch.push(item, 0);
             }
         }
         if batch.items.len() >= BATCH_ITEMS || (item.is_none() && !batch.items.is_empty()) {
@@ -736,16 +777,14 @@ fn produce(
             };
             let next = reused.map(OutBatch::cleared).unwrap_or_else(OutBatch::new);
             let b = Arc::new(std::mem::replace(&mut batch, next));
-            rtx.send(b.clone()).map_err(|_| gone())?;
-            ctx.send(b.clone()).map_err(|_| gone())?;
+            send(b.clone(), &n)?;
             sent.push_back(b);
             if sent.len() > 16 {
                 sent.pop_front();
             }
-            progress(w.applied + w.superseded);
         }
         if item.is_none() {
-            return Ok(w);
+            return Ok(n.w);
         }
     }
 }
@@ -874,7 +913,12 @@ mod tests {
             ("spouse".into(), StoredValue::Key { doc: 1, pid: Pid([3; 16]) }),
             ("photo".into(), StoredValue::Bytes(vec![0; 300])),
         ];
-        for (version, seq, at) in [(1u64, 1u64, 0i64), (250, 251, -5), (70_000, 1 << 33, 1_763_000_000_000_000), (u64::MAX, u64::MAX - 1, i64::MIN)] {
+        for (version, seq, at) in [
+            (1u64, 1u64, 0i64),
+            (250, 251, -5),
+            (70_000, 1 << 33, 1_763_000_000_000_000),
+            (u64::MAX, u64::MAX - 1, i64::MIN),
+        ] {
             for op in [OP_UPSERT, OP_DELETE] {
                 let it = item(op, version, &fields);
                 let live = op == OP_UPSERT;
@@ -939,5 +983,258 @@ mod tests {
         assert!(k(KIND_RECORD, 5, 9) < k(KIND_RECORD, 4, 1), "higher version first");
         assert!(k(KIND_RECORD, 5, 1) < k(KIND_RECORD, 5, 2), "then the earlier line");
         assert!(k(KIND_RECORD, 0, 9) < k(KIND_KEYREF, 0, 0), "records before references");
+    }
+
+    // Loads through the real engine, compared with what the write path
+    // would have stored.
+
+    use crate::clock::ManualClock;
+    use crate::engine::rocks::RocksConfig;
+    use crate::keys::{EntityKey, PersonKey};
+    use crate::store::Outcome;
+    use crate::{Catalog, Secret};
+    use std::collections::BTreeMap;
+
+    fn person(i: u32) -> SubjectKey {
+        let birth =
+            time::Date::from_calendar_date(1950 + (i % 50) as i32, time::Month::March, 1 + (i % 28) as u8).unwrap();
+        SubjectKey::Person(PersonKey::from_parts("440305", birth, (i % 1000) as u16).unwrap())
+    }
+
+    fn entity(i: u32) -> SubjectKey {
+        SubjectKey::Entity(EntityKey::from_parts('9', '1', "440300", &format!("{:08}", 10_000_000 + i)).unwrap())
+    }
+
+    fn open(dir: &Path, clock: &Arc<ManualClock>) -> Store {
+        let cfg = RocksConfig { block_cache_bytes: 8 << 20, ..Default::default() };
+        let engine = Arc::new(RocksEngine::open(dir, &cfg).unwrap());
+        Store::open(engine, &Secret::from_bytes([5; 32]), Arc::new(Catalog::builtin()), clock.clone()).unwrap()
+    }
+
+    fn upsert(ds: &str, key: SubjectKey, version: u64, name: &str) -> Update {
+        Update {
+            dataset: ds.into(),
+            key,
+            version,
+            op: UpdateOp::Upsert(vec![("name".into(), Value::Str(name.into()))]),
+        }
+    }
+
+    fn load(store: &Store, ds: &str, updates: &[Update], tmp: &Path, memory: usize) -> Result<BulkSummary> {
+        let opts = BulkOptions { memory_bytes: memory, sst_file_bytes: 64 << 10, ..BulkOptions::new(tmp) };
+        let mut l = BulkLoader::new(store, ds, opts)?;
+        let mut staged = Staged::new();
+        for (i, u) in updates.iter().enumerate() {
+            l.stager().stage(u, i as u64 + 1, &mut staged)?;
+            if staged.records() == 100 {
+                l.push(&staged)?;
+                staged.clear();
+            }
+        }
+        l.push(&staged)?;
+        l.finish(&mut |_| {})
+    }
+
+    /// 400 persons; some get several lines (versions out of order, equal
+    /// versions), some a delete last.
+    fn person_updates() -> (Vec<Update>, BTreeMap<SubjectKey, (u64, Option<String>)>) {
+        let mut rng = fastrand::Rng::with_seed(7);
+        let mut updates = Vec::new();
+        let mut model: BTreeMap<SubjectKey, (u64, Option<String>)> = BTreeMap::new();
+        for n in 0..600u32 {
+            let key = person(rng.u32(0..400));
+            let version = rng.u64(1..5);
+            let u = if rng.u8(0..10) == 0 {
+                Update { dataset: "hukou".into(), key, version, op: UpdateOp::Delete }
+            } else {
+                upsert("hukou", key, version, &format!("line {n}"))
+            };
+            // The write path's rule, line by line: only a higher version applies.
+            let applies = model.get(&key).is_none_or(|(v, _)| version > *v);
+            if applies {
+                let name = match &u.op {
+                    UpdateOp::Upsert(_) => Some(format!("line {n}")),
+                    UpdateOp::Delete => None,
+                };
+                model.insert(key, (version, name));
+            }
+            updates.push(u);
+        }
+        (updates, model)
+    }
+
+    fn check_against_model(s: &Store, model: &BTreeMap<SubjectKey, (u64, Option<String>)>, first_seq: u64) {
+        let n = model.len() as u64;
+        let mut seqs = Vec::new();
+        for (key, (version, name)) in model {
+            let got = s.get(key, "hukou", None).unwrap();
+            match name {
+                Some(name) => {
+                    let r = got.expect("a live record");
+                    assert_eq!((r.version, r.field("name")), (*version, Some(&Value::Str(name.clone()))));
+                }
+                None => assert!(got.is_none(), "a tombstone reads as nothing"),
+            }
+            seqs.push(s.record_seq(key, "hukou").unwrap().expect("every key has a record or tombstone"));
+        }
+        seqs.sort_unstable();
+        assert_eq!(seqs, (first_seq..first_seq + n).collect::<Vec<_>>(), "one dense sequence number per key");
+        let changes = s.changes(first_seq - 1, usize::MAX).unwrap();
+        assert_eq!(changes.iter().map(|c| c.seq).collect::<Vec<_>>(), (first_seq..first_seq + n).collect::<Vec<_>>());
+        for c in &changes {
+            let (version, name) = &model[&c.key];
+            assert_eq!(c.version, *version);
+            assert_eq!(c.op, if name.is_some() { ChangeOp::Upsert } else { ChangeOp::Delete });
+            assert_eq!(c.fields.first().map(|(_, v)| v.clone()), name.clone().map(Value::Str));
+        }
+        let live = model.values().filter(|(_, n)| n.is_some()).count() as u64;
+        let st = s.dataset_stats("hukou");
+        assert_eq!((st.records, st.updates), (live, n));
+    }
+
+    #[test]
+    fn a_load_stores_what_the_write_path_would_in_memory_or_spilled() {
+        let (updates, model) = person_updates();
+        for memory in [64 << 20, 8 << 10] {
+            let dir = tempfile::tempdir().unwrap();
+            let clock = Arc::new(ManualClock::new(1_000_000));
+            let data = dir.path().join("data");
+            let s = open(&data, &clock);
+            // Something committed before: the load numbers after it.
+            s.apply(&[upsert("death", person(1), 1, "x")], Durability::Sync).unwrap();
+            let sum = load(&s, "hukou", &updates, dir.path(), memory).unwrap();
+            assert_eq!((sum.staged, sum.applied), (600, model.len() as u64));
+            assert_eq!(sum.superseded, 600 - model.len() as u64);
+            assert_eq!((sum.first_seq, sum.last_seq), (2, 1 + model.len() as u64));
+            assert_eq!(sum.sort.runs > 0, memory < 1 << 20, "{sum:?}");
+            assert!(sum.sst_bytes > 0);
+            check_against_model(&s, &model, 2);
+            assert_eq!(s.last_seq(), sum.last_seq);
+            // Nothing is left behind in the scratch directory.
+            let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+            assert_eq!(left, vec![std::ffi::OsString::from("data")]);
+
+            // After a reopen: counters and numbers held; versions respected.
+            drop(s);
+            clock.advance(1);
+            let s = open(&data, &clock);
+            check_against_model(&s, &model, 2);
+            let (key, (version, _)) = model.iter().next().unwrap();
+            let out = s
+                .apply(
+                    &[upsert("hukou", *key, *version, "replay"), upsert("hukou", *key, version + 1, "newer")],
+                    Durability::Sync,
+                )
+                .unwrap();
+            assert_eq!(out, vec![Outcome::Stale { current: *version }, Outcome::Applied { seq: sum.last_seq + 1 }]);
+            assert_eq!(s.dataset_stats("hukou").updates, model.len() as u64 + 1);
+        }
+    }
+
+    #[test]
+    fn key_typed_fields_get_their_mappings() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(5));
+        let s = open(&dir.path().join("data"), &clock);
+        let updates: Vec<Update> = (0..50)
+            .map(|i| Update {
+                dataset: "market_registration".into(),
+                key: entity(i),
+                version: 1,
+                op: UpdateOp::Upsert(vec![
+                    ("name".into(), Value::Str(format!("公司{i}"))),
+                    ("legal_representative_id".into(), Value::Key(person(1000 + i % 7))),
+                ]),
+            })
+            .collect();
+        let sum = load(&s, "market_registration", &updates, dir.path(), 1 << 20).unwrap();
+        assert_eq!(sum.applied, 50);
+        for i in 0..50 {
+            let r = s.get(&entity(i), "market_registration", None).unwrap().unwrap();
+            assert_eq!(r.field("legal_representative_id"), Some(&Value::Key(person(1000 + i % 7))));
+        }
+        assert_eq!(s.changes(0, 100).unwrap().len(), 50);
+    }
+
+    #[test]
+    fn non_empty_datasets_and_other_engines_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(5));
+        let s = open(&dir.path().join("data"), &clock);
+        // An empty load changes nothing and leaves the dataset loadable.
+        let sum = load(&s, "hukou", &[], dir.path(), 1 << 20).unwrap();
+        assert_eq!((sum.applied, s.last_seq(), s.dataset_stats("hukou").updates), (0, 0, 0));
+        load(&s, "hukou", &[upsert("hukou", person(1), 1, "a")], dir.path(), 1 << 20).unwrap();
+        let e = load(&s, "hukou", &[upsert("hukou", person(2), 1, "b")], dir.path(), 1 << 20).unwrap_err();
+        assert!(matches!(&e, Error::Bulk(m) if m.contains("POST /v1/datasets/hukou/updates")), "{e}");
+        assert!(s.get(&person(2), "hukou", None).unwrap().is_none());
+        let e = load(&s, "death", &[upsert("hukou", person(2), 1, "b")], dir.path(), 1 << 20).unwrap_err();
+        assert!(matches!(e, Error::Invalid(_)), "an update of another dataset: {e}");
+        assert!(matches!(load(&s, "nope", &[], dir.path(), 1 << 20), Err(Error::Invalid(_))));
+
+        let mem = Store::open(
+            Arc::new(crate::engine::mem::MemEngine::new()),
+            &Secret::from_bytes([5; 32]),
+            Arc::new(Catalog::builtin()),
+            clock,
+        )
+        .unwrap();
+        assert!(matches!(load(&mem, "hukou", &[], dir.path(), 1 << 20), Err(Error::Unsupported(_))));
+    }
+
+    fn interrupted_load(
+        dir: &Path,
+        clock: &Arc<ManualClock>,
+        before: Cf,
+    ) -> (Store, BTreeMap<SubjectKey, (u64, Option<String>)>) {
+        let (updates, model) = person_updates();
+        let s = open(&dir.join("data"), clock);
+        let opts = BulkOptions { memory_bytes: 1 << 20, ..BulkOptions::new(dir) };
+        let mut l = BulkLoader::new(&s, "hukou", opts).unwrap();
+        l.interrupt_before = Some(before);
+        let mut staged = Staged::new();
+        for (i, u) in updates.iter().enumerate() {
+            l.stager().stage(u, i as u64 + 1, &mut staged).unwrap();
+        }
+        l.push(&staged).unwrap();
+        assert!(matches!(l.finish(&mut |_| {}), Err(Error::Bulk(_))));
+        let i = interrupted(&s).unwrap().expect("a marker");
+        assert_eq!((i.dataset.as_str(), i.applied), ("hukou", model.len() as u64));
+        assert!(i.dir.is_dir(), "staged files are kept");
+        (s, model)
+    }
+
+    #[test]
+    fn an_interrupted_load_is_finished_from_its_staged_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(5));
+        let (s, model) = interrupted_load(dir.path(), &clock, Cf::Records);
+        drop(s);
+        // As after a crash: the change log is in, the records are not.
+        let s = open(&dir.path().join("data"), &clock);
+        assert_eq!(s.last_seq(), model.len() as u64);
+        assert!(s.get(model.keys().next().unwrap(), "hukou", None).unwrap().is_none());
+        let e = load(&s, "death", &[], dir.path(), 1 << 20).unwrap_err();
+        assert!(e.to_string().contains("must be finished first"), "{e}");
+        let done = finish_interrupted(&s).unwrap().expect("finished");
+        assert!(!done.dir.exists(), "staged files are removed once ingested");
+        assert_eq!(interrupted(&s).unwrap(), None);
+        assert_eq!(finish_interrupted(&s).unwrap(), None);
+        check_against_model(&s, &model, 1);
+        drop(s);
+        let s = open(&dir.path().join("data"), &clock);
+        check_against_model(&s, &model, 1);
+    }
+
+    #[test]
+    fn an_interrupted_load_is_not_finished_over_later_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(5));
+        let (s, _) = interrupted_load(dir.path(), &clock, Cf::Changes);
+        // A write that took the numbers the load was given.
+        s.apply(&[upsert("death", person(1), 1, "x")], Durability::Sync).unwrap();
+        let e = finish_interrupted(&s).unwrap_err();
+        assert!(e.to_string().contains("written to after"), "{e}");
+        assert!(interrupted(&s).unwrap().is_some(), "the marker stays for the operator");
     }
 }

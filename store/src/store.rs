@@ -459,6 +459,18 @@ impl Store {
     /// RocksDB walks each block once however the caller ordered the pairs
     /// (batch comparisons arrive in the order of the caller's spreadsheet).
     pub fn get_many(&self, items: &[(SubjectKey, &str)]) -> Result<Vec<Option<Record>>> {
+        self.get_many_fields(items, &|_, _| true)
+    }
+
+    /// [`Store::get_many`] keeping only the fields that `keep(i, name)`
+    /// accepts for pair `i`. Batch comparisons read millions of records for
+    /// two or three fields each; the others are skipped without being
+    /// copied out of the stored bytes.
+    pub fn get_many_fields(
+        &self,
+        items: &[(SubjectKey, &str)],
+        keep: &dyn Fn(usize, &str) -> bool,
+    ) -> Result<Vec<Option<Record>>> {
         let pids: Vec<Pid> = items.iter().map(|(k, _)| self.pseudo.pid(k)).collect();
         let rkeys: Vec<Vec<u8>> = items.iter().zip(&pids).map(|((_, ds), p)| record_key(p, ds)).collect();
         let mut order: Vec<usize> = (0..items.len()).collect();
@@ -466,34 +478,23 @@ impl Store {
         let sorted: Vec<&[u8]> = order.iter().map(|&i| rkeys[i].as_slice()).collect();
         let found = self.engine.multi_get(Cf::Records, &sorted)?;
         let mut out: Vec<Option<Record>> = vec![None; items.len()];
+        let mut key_of = |doc: u8, pid: &Pid| self.resolve_required(doc, pid);
         for (&i, bytes) in order.iter().zip(found) {
             let Some(bytes) = bytes else { continue };
-            let rec = decode::<StoredRecord>("record", &bytes)?;
-            if let Body::Live(fields) = rec.body {
-                // Moves the decoded strings rather than copying them: batches
-                // read millions of records.
-                let mut key_of = |doc: u8, pid: &Pid| self.resolve_required(doc, pid);
-                let fields = fields
-                    .into_iter()
-                    .map(|(n, v)| {
-                        let v = match v {
-                            StoredValue::Str(s) => Value::Str(s),
-                            StoredValue::Code(s) => Value::Code(s),
-                            StoredValue::Decimal(s) => Value::Decimal(s),
-                            StoredValue::Bytes(b) => Value::Bytes(b),
-                            other => from_stored(&other, &mut key_of)?,
-                        };
-                        Ok((n, v))
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                out[i] = Some(Record {
-                    dataset: items[i].1.to_owned(),
-                    version: rec.version,
-                    committed_at: rec.committed_at,
-                    seq: rec.seq,
-                    fields,
-                });
-            }
+            let rec = borrowed::decode_record(&bytes)?;
+            let borrowed::BodyRef::Live(fields) = rec.body else { continue };
+            let fields = fields
+                .into_iter()
+                .filter(|(n, _)| keep(i, n))
+                .map(|(n, v)| Ok((n.to_owned(), v.to_value(&mut key_of)?)))
+                .collect::<Result<Vec<_>>>()?;
+            out[i] = Some(Record {
+                dataset: items[i].1.to_owned(),
+                version: rec.version,
+                committed_at: rec.committed_at,
+                seq: rec.seq,
+                fields,
+            });
         }
         Ok(out)
     }
@@ -651,4 +652,73 @@ impl Store {
         Ok(out)
     }
 
+}
+
+/// Borrowed mirrors of the stored record layout (`record::StoredRecord`,
+/// `Body`, `StoredValue`): the same encoding, decoded without copying
+/// strings, for reads that keep only some fields. The layouts must stay
+/// identical; `tests/get_many.rs` round-trips every value kind through both.
+mod borrowed {
+    use crate::codec::FORMAT_V1;
+    use crate::keys::SubjectKey;
+    use crate::pseudo::Pid;
+    use crate::value::Value;
+    use crate::{Error, Result};
+
+    #[derive(bincode::BorrowDecode)]
+    pub(super) struct RecordRef<'a> {
+        pub version: u64,
+        pub committed_at: i64,
+        pub seq: u64,
+        pub body: BodyRef<'a>,
+    }
+
+    #[derive(bincode::BorrowDecode)]
+    pub(super) enum BodyRef<'a> {
+        Live(Vec<(&'a str, ValueRef<'a>)>),
+        #[allow(dead_code)]
+        Deleted,
+    }
+
+    #[derive(bincode::BorrowDecode)]
+    pub(super) enum ValueRef<'a> {
+        Str(&'a str),
+        Date(i32),
+        DateTime(i64),
+        Int(i64),
+        Decimal(&'a str),
+        Bool(bool),
+        Code(&'a str),
+        Key { doc: u8, pid: Pid },
+        Bytes(&'a [u8]),
+    }
+
+    impl ValueRef<'_> {
+        pub(super) fn to_value(&self, key_of: &mut impl FnMut(u8, &Pid) -> Result<SubjectKey>) -> Result<Value> {
+            Ok(match self {
+                ValueRef::Str(s) => Value::Str((*s).to_owned()),
+                ValueRef::Date(j) => Value::Date(
+                    time::Date::from_julian_day(*j)
+                        .map_err(|_| Error::Corrupt { what: "date value", msg: format!("julian day {j}") })?,
+                ),
+                ValueRef::DateTime(t) => Value::DateTime(*t),
+                ValueRef::Int(i) => Value::Int(*i),
+                ValueRef::Decimal(s) => Value::Decimal((*s).to_owned()),
+                ValueRef::Bool(b) => Value::Bool(*b),
+                ValueRef::Code(s) => Value::Code((*s).to_owned()),
+                ValueRef::Key { doc, pid } => Value::Key(key_of(*doc, pid)?),
+                ValueRef::Bytes(b) => Value::Bytes(b.to_vec()),
+            })
+        }
+    }
+
+    pub(super) fn decode_record(bytes: &[u8]) -> Result<RecordRef<'_>> {
+        match bytes.split_first() {
+            Some((&FORMAT_V1, body)) => bincode::borrow_decode_from_slice(body, bincode::config::standard())
+                .map(|(v, _)| v)
+                .map_err(|e| Error::Corrupt { what: "record", msg: e.to_string() }),
+            Some((&other, _)) => Err(Error::Format { what: "record", found: other }),
+            None => Err(Error::Corrupt { what: "record", msg: "empty value".into() }),
+        }
+    }
 }

@@ -53,7 +53,13 @@ fn key_endpoints_normalize_and_explain() {
     check("/v1/keys/entity/91350100M000100YI3", false, "reason", "format");
     check("/v1/keys/entity/91350100M000100Y44", false, "reason", "checksum");
     // Logs never carry the full ID numbers that passed through the paths.
-    let logs = s.logs();
+    // The log lines arrive through a pipe; give them a moment.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let mut logs = s.logs();
+    while !logs.contains("/v1/keys/person/{id}") && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        logs = s.logs();
+    }
     assert!(logs.contains("/v1/keys/person/{id}"), "access log missing: {logs}");
     assert!(!logs.contains("11010519491231002X") && !logs.contains("91350100M000100Y43"), "{logs}");
 }

@@ -4,16 +4,17 @@
 //! pipeline serves `POST /v1/verify/batch`, `basedata compare` and the
 //! benchmark; jobs (`crate::jobs`) reuse its steps.
 //!
-//! Pipeline: while chunk N's audit entries are being written by the
-//! committer's thread, the following chunks are parsed, read (one sorted
-//! multi-get each) and verified on the blocking pool, and queued behind it
-//! (up to [`IN_FLIGHT`] chunks), so the writer syncs them as one group.
-//! On two cores that keeps both busy — one verifying, one chaining and
-//! writing audit entries — and hides the latency of the sync, which is
-//! where the time went with one chunk at a time; splitting a chunk over
-//! more threads would only compete with the writer. Memory is bounded by
-//! a few chunks: the input channel, the chunk being verified, those in
-//! flight and the output queue.
+//! Pipeline: chunks are parsed, read (one sorted multi-get each) and
+//! verified on the blocking pool, [`verifiers`] at a time (one per core),
+//! and handed to the group committer in input order; up to [`IN_FLIGHT`]
+//! chunks may wait there, so the writer thread syncs several as one group
+//! while the next ones are verified. Verification and the writer's work
+//! (hash chain, index and WAL writes) cost about the same per line, so on
+//! two cores both stay busy and the sync's latency is hidden; committing
+//! one chunk at a time left the cores idle while each sync completed.
+//! Answers are released in order, each chunk only once it is durable.
+//! Memory is bounded by a few chunks: the input channel, the chunks being
+//! verified, those in flight and the output queue.
 //!
 //! Hot path: per-line work happens in `basedata_query::batch::process`
 //! and in building audit events, both on the blocking pool.
@@ -24,6 +25,7 @@ use basedata_query::batch::{self, Chunk, ChunkResult, Counts, UseKind};
 use basedata_store::catalog::Dataset;
 use basedata_store::commit::{Committer, JobDone, JobResult, SubmitError};
 use basedata_store::{Action, AuditEvent, Store, WriteBatch};
+use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::sync::Arc;
 use std::time::Duration;
@@ -142,16 +144,28 @@ pub struct Verified {
     pub events: Vec<AuditEvent>,
 }
 
+/// A chunk being verified on the blocking pool.
+pub type VerifyTask = tokio::task::JoinHandle<Result<Verified, BatchError>>;
+
+/// Verifies a chunk and builds its audit events, on the calling thread.
+pub fn verify_now(store: &Store, req: &Requester, chunk: &Chunk) -> Result<Verified, BatchError> {
+    let mut result = batch::process(store, &|ds| req.may_read(ds), chunk)?;
+    let events = req.events(&mut result);
+    Ok(Verified { result, events })
+}
+
+/// Chunks verified at once: verification is the costliest stage (about
+/// twice the writer's work a line), so it gets every core; the writer
+/// thread shares them.
+pub fn verifiers() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 8)
+}
+
 impl Batch {
-    /// Verifies `chunk` on the blocking pool.
-    pub async fn verify(&self, chunk: Chunk) -> Result<Verified, BatchError> {
+    /// Starts verifying `chunk` on the blocking pool.
+    pub fn spawn_verify(&self, chunk: Chunk) -> VerifyTask {
         let (store, req) = (self.store.clone(), self.requester.clone());
-        tokio::task::spawn_blocking(move || {
-            let mut result = batch::process(&store, &|ds| req.may_read(ds), &chunk)?;
-            let events = req.events(&mut result);
-            Ok(Verified { result, events })
-        })
-        .await?
+        tokio::task::spawn_blocking(move || verify_now(&store, &req, &chunk))
     }
 
     /// Hands audit events and extra writes to the group committer, waiting
@@ -179,12 +193,31 @@ impl Batch {
     pub async fn stream(&self, mut chunks: mpsc::Receiver<Chunk>, out: mpsc::Sender<Vec<u8>>) -> Result<Counts, BatchError> {
         let (pending_tx, mut pending_rx) = mpsc::channel::<(oneshot::Receiver<JobResult>, ChunkResult)>(IN_FLIGHT);
         let produce = async move {
-            while let Some(chunk) = chunks.recv().await {
-                let Verified { result, events } = self.verify(chunk).await?;
-                let rx = self.submit(events, WriteBatch::new()).await?;
-                if pending_tx.send((rx, result)).await.is_err() {
-                    // The releasing side stopped; its error says why.
+            // Chunks being verified, in input order; several at once, each
+            // committed in turn as soon as it and those before it are done.
+            let mut running: VecDeque<VerifyTask> = VecDeque::new();
+            let mut input_done = false;
+            let max = verifiers();
+            loop {
+                if running.is_empty() && input_done {
                     break;
+                }
+                let take = !input_done && running.len() < max;
+                tokio::select! {
+                    biased;
+                    done = async { running.front_mut().expect("checked").await }, if !running.is_empty() => {
+                        running.pop_front();
+                        let Verified { result, events } = done??;
+                        let rx = self.submit(events, WriteBatch::new()).await?;
+                        if pending_tx.send((rx, result)).await.is_err() {
+                            // The releasing side stopped; its error says why.
+                            break;
+                        }
+                    }
+                    chunk = chunks.recv(), if take => match chunk {
+                        Some(c) => running.push_back(self.spawn_verify(c)),
+                        None => input_done = true,
+                    },
                 }
             }
             Ok::<_, BatchError>(())

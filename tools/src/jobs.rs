@@ -10,11 +10,12 @@
 //! finished arriving was never acknowledged and is discarded at restart.
 
 use crate::auth::Caller;
-use crate::batch::{durable, Batch, BatchError, Requester, Verified, IN_FLIGHT};
+use crate::batch::{durable, verifiers, verify_now, Batch, BatchError, Requester, Verified, VerifyTask, IN_FLIGHT};
 use crate::http::AppState;
-use basedata_query::jobs::{self, JobId, JobMeta, JobState};
+use basedata_query::jobs::{self, JobMeta, JobState};
 use basedata_store::commit::JobResult;
 use basedata_store::{Durability, Store, WriteBatch};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -130,14 +131,6 @@ async fn fail(state: &AppState, mut meta: JobMeta, why: &str) {
     }
 }
 
-async fn read_input(store: &Arc<Store>, id: JobId, n: u64) -> Result<basedata_query::batch::Chunk, BatchError> {
-    let store = store.clone();
-    let chunk = tokio::task::spawn_blocking(move || jobs::input(&**store.engine(), &id, n)).await??;
-    chunk.ok_or_else(|| {
-        BatchError::from(basedata_store::Error::Corrupt { what: "job input", msg: format!("chunk {n} is missing") })
-    })
-}
-
 /// Runs the remaining chunks of `meta`'s job: chunks are verified while
 /// earlier ones commit (up to [`IN_FLIGHT`] in flight). The committer keeps
 /// their order, so after a crash the stored progress is always a prefix
@@ -157,9 +150,25 @@ async fn drive(b: &Batch, meta: &mut JobMeta) -> Result<(), BatchError> {
     let (tx, mut rx) = mpsc::channel::<(oneshot::Receiver<JobResult>, JobMeta)>(IN_FLIGHT);
     let mut m = meta.clone();
     let produce = async move {
-        for n in m.done_chunks..m.chunks {
-            let chunk = read_input(&b.store, m.id, n).await?;
-            let Verified { result, events } = b.verify(chunk).await?;
+        // Chunks being read and verified, several at once, in order.
+        let mut running: VecDeque<VerifyTask> = VecDeque::new();
+        let mut next = m.done_chunks;
+        let max = verifiers();
+        loop {
+            while running.len() < max && next < m.chunks {
+                let (store, req, id, n) = (b.store.clone(), b.requester.clone(), m.id, next);
+                running.push_back(tokio::task::spawn_blocking(move || {
+                    let chunk = jobs::input(&**store.engine(), &id, n)?.ok_or_else(|| basedata_store::Error::Corrupt {
+                        what: "job input",
+                        msg: format!("chunk {n} is missing"),
+                    })?;
+                    verify_now(&store, &req, &chunk)
+                }));
+                next += 1;
+            }
+            let Some(task) = running.pop_front() else { break };
+            let Verified { result, events } = task.await??;
+            let n = m.done_chunks;
             m.counts.add(&result.counts);
             m.done_chunks = n + 1;
             if m.done_chunks == m.chunks {
@@ -170,7 +179,10 @@ async fn drive(b: &Batch, meta: &mut JobMeta) -> Result<(), BatchError> {
             jobs::put_output(&mut extra, &m.id, n, &result.out);
             jobs::put_meta(&mut extra, &m);
             let done = b.submit(events, extra).await?;
-            if tx.send((done, m.clone())).await.is_err() {
+            if let Err(mpsc::error::SendError((done, _))) = tx.send((done, m.clone())).await {
+                // A commit failed: let this one land (or fail) before the
+                // job's outcome is recorded, so it cannot overwrite it.
+                let _ = durable(done).await;
                 break;
             }
         }

@@ -7,17 +7,29 @@
 //!
 //! The store may be new: the data directory and its secret are created as
 //! `serve` would create them. An interrupted earlier load is finished
-//! first.
+//! first. The load is audited like a provider's push: an `update` entry
+//! of the dataset's provider saying what was loaded.
 
 use crate::config::Config;
 use crate::server;
 use anyhow::{bail, Context};
 use basedata_ingest::sst::{self, Progress};
 use basedata_store::bulk::{self, BulkOptions};
+use basedata_store::{Action, AuditEvent, Durability};
 use std::fs::File;
 use std::io::{BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
+
+/// One line of the error report, in the field order of the updates
+/// endpoint's `rejected` entries.
+#[derive(serde::Serialize)]
+struct Rejection<'a> {
+    line: u64,
+    key: Option<&'a str>,
+    code: &'a str,
+    message: &'a str,
+}
 
 /// Smallest accepted `--memory-mb`.
 pub const MIN_MEMORY_MB: usize = 16;
@@ -54,6 +66,9 @@ pub struct LoadReport {
     pub first_seq: u64,
     pub last_seq: u64,
     pub seconds: f64,
+    /// Of them, reading and validating (the rest is sorting, writing and
+    /// ingesting).
+    pub reading_seconds: f64,
     pub errors_file: PathBuf,
     /// Sorted runs spilled to disk (0: sorted in memory).
     pub runs: u64,
@@ -128,6 +143,9 @@ pub fn run(o: &LoadOptions) -> anyhow::Result<LoadReport> {
             _ => PathBuf::from("."),
         },
     };
+    if tmp.starts_with(o.data) {
+        bail!("--tmp must not be inside the data directory");
+    }
     let store = server::open_store(o.data, o.config, o.key_file, server::config_clock(o.config)).map_err(|e| {
         if format!("{e:#}").contains("lock") {
             e.context("the store is in use: stop the server first (a bulk load needs the data directory to itself)")
@@ -147,12 +165,14 @@ pub fn run(o: &LoadOptions) -> anyhow::Result<LoadReport> {
     } else {
         indicatif::ProgressBar::hidden()
     };
-    let reading = indicatif::ProgressStyle::with_template("reading  {bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
-        .expect("valid template");
+    let reading =
+        indicatif::ProgressStyle::with_template("reading  {bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+            .expect("valid template");
     let writing = indicatif::ProgressStyle::with_template("writing  {bar:40} {pos}/{len} records {per_sec} eta {eta}")
         .expect("valid template");
     bar.set_style(reading);
     let mut phase_writing = false;
+    let mut reading_seconds = 0.0;
     let opts = BulkOptions { memory_bytes: o.memory_mb << 20, ..BulkOptions::new(tmp) };
     let loaded = sst::load_file(
         &store,
@@ -160,8 +180,8 @@ pub fn run(o: &LoadOptions) -> anyhow::Result<LoadReport> {
         o.input,
         opts,
         &mut |line, e| {
-            let obj = serde_json::json!({"line": line, "key": e.key, "code": e.code, "message": e.message});
-            serde_json::to_writer(&mut report, &obj)?;
+            let r = Rejection { line, key: e.key.as_deref(), code: e.code, message: &e.message };
+            serde_json::to_writer(&mut report, &r)?;
             report.write_all(b"\n")
         },
         &mut |p| match p {
@@ -169,6 +189,7 @@ pub fn run(o: &LoadOptions) -> anyhow::Result<LoadReport> {
             Progress::Writing { records, total } => {
                 if !phase_writing {
                     phase_writing = true;
+                    reading_seconds = started.elapsed().as_secs_f64();
                     bar.set_style(writing.clone());
                     bar.set_length(total);
                     bar.reset();
@@ -179,6 +200,28 @@ pub fn run(o: &LoadOptions) -> anyhow::Result<LoadReport> {
     );
     bar.finish_and_clear();
     let loaded = loaded.map_err(|e| anyhow::anyhow!("{e}"))?;
+    // On the record like a provider's push: the provider's department, the
+    // update action, what the load did.
+    let file_name = o.input.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let event = AuditEvent {
+        department: ds.provider.clone(),
+        operator: None,
+        purpose: "bulk load".into(),
+        action: Action::Update,
+        key: None,
+        datasets: vec![ds.id.clone()],
+        fields: Vec::new(),
+        outcome: format!(
+            "bulk load of {file_name}: lines={} loaded={} rejected={} superseded={} seq={}..={}",
+            loaded.lines,
+            loaded.bulk.applied,
+            loaded.rejected,
+            loaded.bulk.superseded,
+            loaded.bulk.first_seq,
+            loaded.bulk.last_seq
+        ),
+    };
+    store.commit(&[], &[event], Durability::Sync)?;
     report
         .into_inner()
         .map_err(|e| e.into_error())
@@ -202,6 +245,7 @@ pub fn run(o: &LoadOptions) -> anyhow::Result<LoadReport> {
         first_seq: loaded.bulk.first_seq,
         last_seq: loaded.bulk.last_seq,
         seconds: started.elapsed().as_secs_f64(),
+        reading_seconds,
         errors_file,
         runs: loaded.bulk.sort.runs,
         finished_interrupted,

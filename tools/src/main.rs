@@ -93,7 +93,7 @@ enum Command {
         /// Error report, one JSON object per rejected line (default: FILE.errors.ndjson beside the input).
         #[arg(long, value_name = "FILE")]
         errors: Option<PathBuf>,
-        /// Scratch directory for sort runs and staged SST files (default: the data directory's parent).
+        /// Scratch directory for sort runs and staged SST files, with room for about twice the input (default: the data directory's parent).
         #[arg(long, value_name = "DIR")]
         tmp: Option<PathBuf>,
         /// Memory for sorting, in MiB; beyond it sorted runs spill to the scratch directory.

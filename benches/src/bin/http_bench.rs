@@ -321,6 +321,8 @@ fn machine(work: &Path) -> Vec<(String, String)> {
         ("disk".into(), disk),
         ("kernel".into(), std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_owned()),
         ("date (UTC)".into(), sh("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"])),
+        // The working directory's commit, when run from the repository.
+        ("commit".into(), sh("git", &["describe", "--always", "--dirty"])),
     ]
 }
 

@@ -245,6 +245,49 @@ impl<const K: usize> Sorted<K> {
     pub fn stats(&self) -> SortStats {
         self.stats
     }
+
+    /// Whether everything was sorted in memory; then the items can be
+    /// taken a block at a time with [`Sorted::next_block`], without copying.
+    pub fn in_memory(&self) -> bool {
+        matches!(self.source, Source::Memory { .. })
+    }
+
+    /// Sorted in memory: the next block of items in key order, as the
+    /// bytes that hold them and their `(offset, length)` in those bytes.
+    /// `None` at the end, and for a merge (read those with `next`).
+    pub fn next_block(&mut self) -> Option<SortedBlock> {
+        let Source::Memory { buckets, bucket, pos } = &mut self.source else { return None };
+        // Blocks are whole buckets; a bucket partly read by `next` is not.
+        if *pos != 0 {
+            return None;
+        }
+        while *bucket < buckets.len() {
+            let mut b = std::mem::take(&mut buckets[*bucket]);
+            *bucket += 1;
+            if b.index.is_empty() {
+                continue;
+            }
+            b.sort::<K>();
+            let items = b
+                .index
+                .iter()
+                .map(|e| {
+                    let len = u32::from_le_bytes(b.arena[e.off..e.off + 4].try_into().expect("4 bytes")) as usize;
+                    (e.off + 4, len)
+                })
+                .collect();
+            return Some(SortedBlock { bytes: b.arena, items });
+        }
+        None
+    }
+}
+
+/// Items sorted in memory, handed out without copying.
+#[derive(Debug)]
+pub struct SortedBlock {
+    pub bytes: Vec<u8>,
+    /// `(offset, length)` of each item in `bytes`, in key order.
+    pub items: Vec<(usize, usize)>,
 }
 
 struct RunReader {
@@ -419,6 +462,26 @@ mod tests {
         assert!(out.windows(2).all(|w| w[0][..20] <= w[1][..20]));
         out.sort_by(|a, b| a[..20].cmp(&b[..20]).then(a.cmp(b)));
         assert_eq!(out, all);
+    }
+
+    #[test]
+    fn blocks_of_an_in_memory_sort_hold_every_item_in_order() {
+        let keys = shuffled(5_000, 4);
+        let tmp = tempfile::tempdir().unwrap();
+        let mut s = Sorter::<4>::new(tmp.path(), 64 << 20).unwrap();
+        for &k in &keys {
+            s.push(&item(k)).unwrap();
+        }
+        let mut sorted = s.finish().unwrap();
+        assert!(sorted.in_memory());
+        let mut out = Vec::new();
+        while let Some(b) = sorted.next_block() {
+            out.extend(b.items.iter().map(|&(off, len)| b.bytes[off..off + len].to_vec()));
+        }
+        assert_eq!(out, expected(&keys));
+        assert!(sorted.next().unwrap().is_none());
+        let (_, stats) = sort_all(&keys, 4096);
+        assert!(stats.runs > 0);
     }
 
     #[test]

@@ -101,9 +101,10 @@ impl RocksEngine {
     }
 
     /// Opens an existing private copy of a store (a checkpoint being backed
-    /// up, a restore being verified): never creates a database or a family,
-    /// and runs no automatic compaction, so that the files on disk stay the
-    /// ones of the copy (what a backup copies, or what was restored).
+    /// up, a restore being verified): never creates a database, and runs no
+    /// automatic compaction, so that the files on disk stay the ones of the
+    /// copy (what a backup copies, or what was restored). Families added
+    /// since the copy was made are created empty, as `open` would.
     pub fn open_copy(path: &Path) -> Result<Self> {
         let cfg = RocksConfig { block_cache_bytes: 8 << 20, background_jobs: 1, ..Default::default() };
         Self::open_with(path, &cfg, true)
@@ -113,7 +114,7 @@ impl RocksEngine {
         let cache = Cache::new_lru_cache(cfg.block_cache_bytes);
         let mut db_opts = Options::default();
         db_opts.create_if_missing(!copy);
-        db_opts.create_missing_column_families(!copy);
+        db_opts.create_missing_column_families(true);
         db_opts.set_max_background_jobs(cfg.background_jobs);
         db_opts.set_bytes_per_sync(1 << 20);
         db_opts.set_keep_log_file_num(4);

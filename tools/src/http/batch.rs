@@ -10,6 +10,7 @@
 //! response rather than end it cleanly, so a truncated answer can never be
 //! mistaken for a complete one.
 
+use super::schema::ErrorBody;
 use super::{ApiError, ApiResult, AppState};
 use crate::auth::{Caller, Purpose};
 use crate::batch::{Batch, Requester, OUT_QUEUE};
@@ -23,11 +24,81 @@ use basedata_query::jobs::{self, JobId, JobMeta, JobState};
 use basedata_store::{Durability, WriteBatch};
 use http_body_util::channel::Channel;
 use http_body_util::BodyExt;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
 type BodySender = http_body_util::channel::Sender<Bytes, std::io::Error>;
+
+/// One request line of a batch comparison (a line of the NDJSON body).
+/// Documentation only: lines are parsed by `basedata_query::batch`.
+#[allow(dead_code)]
+#[derive(utoipa::ToSchema)]
+pub struct BatchLine {
+    /// The caller's reference, echoed in the answer.
+    #[schema(rename = "ref", value_type = Option<Object>)]
+    pub reference: Option<Value>,
+    /// `person` or `entity`.
+    pub subject: String,
+    pub key: String,
+    /// Default: the subject's primary dataset.
+    pub dataset: Option<String>,
+    /// Claimed values by field name.
+    #[schema(value_type = Object)]
+    pub fields: serde_json::Map<String, Value>,
+}
+
+/// One answer line: a verdict, or the line's error. Documentation only:
+/// answers are written by `basedata_query::batch`.
+#[allow(dead_code)]
+#[derive(utoipa::ToSchema)]
+pub struct BatchAnswer {
+    #[schema(rename = "ref", value_type = Option<Object>)]
+    pub reference: Option<Value>,
+    /// The normalized key.
+    pub key: Option<String>,
+    pub dataset: Option<String>,
+    /// `match`, `mismatch` or `not_found`.
+    pub result: Option<String>,
+    /// Verdict per claimed field: `match`, `mismatch` or `no_value`.
+    #[schema(value_type = Option<Object>)]
+    pub fields: Option<serde_json::Map<String, Value>>,
+    /// Position of the line among the request's non-blank lines (errors only).
+    pub line: Option<u64>,
+    /// `{"code", "message", "details"?}` when the line could not be verified.
+    #[schema(value_type = Option<Object>)]
+    pub error: Option<Value>,
+}
+
+/// `202` to a job submission.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct JobAccepted {
+    pub id: String,
+    /// `queued`.
+    pub state: String,
+    /// Request lines stored.
+    pub total: u64,
+}
+
+/// A job's state and counts.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct JobStatus {
+    pub id: String,
+    /// `queued`, `running`, `done` or `failed`.
+    pub state: String,
+    pub total: u64,
+    pub processed: u64,
+    pub matched: u64,
+    pub mismatched: u64,
+    pub not_found: u64,
+    pub invalid: u64,
+    pub created_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    /// Why a failed job failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
 
 /// A streamed NDJSON response and the sender that feeds it.
 fn ndjson_stream() -> (BodySender, Response) {
@@ -63,6 +134,15 @@ fn batch_for(state: &AppState, caller: Caller, purpose: Purpose) -> Batch {
     }
 }
 
+/// Batch comparison: NDJSON claims in, one NDJSON answer per line out, in
+/// order, streamed as the body arrives; one audit entry per line.
+#[utoipa::path(post, path = "/v1/verify/batch", tag = "batch",
+    params(("X-Purpose" = String, Header, description = "Purpose of use")),
+    request_body(content = Vec<BatchLine>, content_type = "application/x-ndjson", description = "One claim a line"),
+    responses((status = 200, body = Vec<BatchAnswer>, content_type = "application/x-ndjson",
+               description = "One answer line per request line, in order"),
+              (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)),
+    security(("bearer" = [])))]
 pub async fn verify_batch(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -111,12 +191,18 @@ pub async fn verify_batch(
 
 /// Stores a job's input chunk by chunk as it arrives, then queues it.
 /// The `202` is sent only once the whole input is synced.
+#[utoipa::path(post, path = "/v1/jobs", tag = "batch",
+    params(("X-Purpose" = String, Header, description = "Purpose of use")),
+    request_body(content = Vec<BatchLine>, content_type = "application/x-ndjson", description = "One claim a line"),
+    responses((status = 202, body = JobAccepted), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("bearer" = [])))]
 pub async fn submit_job(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Extension(purpose): Extension<Purpose>,
     body: Body,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<JobAccepted>)> {
     let id = JobId::random()?;
     let mut meta = JobMeta {
         id,
@@ -155,7 +241,7 @@ pub async fn submit_job(
     write(&state, b, Durability::Sync).await?;
     state.job_wake.notify_one();
     tracing::info!(job = %id.to_hex(), department = %meta.department, lines = meta.total, "batch job queued");
-    Ok((StatusCode::ACCEPTED, Json(json!({"id": id.to_hex(), "state": "queued", "total": meta.total}))))
+    Ok((StatusCode::ACCEPTED, Json(JobAccepted { id: id.to_hex(), state: "queued".into(), total: meta.total })))
 }
 
 async fn write(state: &AppState, b: WriteBatch, d: Durability) -> ApiResult<()> {
@@ -188,36 +274,44 @@ async fn own_job(state: &AppState, caller: &Caller, id: &str) -> ApiResult<JobMe
     meta.filter(|m| m.department == caller.department.id && m.state != JobState::Receiving).ok_or_else(missing)
 }
 
-fn status_json(m: &JobMeta) -> Value {
-    let mut v = json!({
-        "id": m.id.to_hex(),
-        "state": m.state.as_str(),
-        "total": m.total,
-        "processed": m.counts.processed,
-        "matched": m.counts.matched,
-        "mismatched": m.counts.mismatched,
-        "not_found": m.counts.not_found,
-        "invalid": m.counts.invalid,
-        "created_at": basedata_store::value::format_datetime(m.created_at),
-    });
-    if let Some(t) = m.finished_at {
-        v["finished_at"] = json!(basedata_store::value::format_datetime(t));
+fn status(m: &JobMeta) -> JobStatus {
+    JobStatus {
+        id: m.id.to_hex(),
+        state: m.state.as_str().to_owned(),
+        total: m.total,
+        processed: m.counts.processed,
+        matched: m.counts.matched,
+        mismatched: m.counts.mismatched,
+        not_found: m.counts.not_found,
+        invalid: m.counts.invalid,
+        created_at: basedata_store::value::format_datetime(m.created_at),
+        finished_at: m.finished_at.map(basedata_store::value::format_datetime),
+        error: m.error.clone(),
     }
-    if let Some(e) = &m.error {
-        v["error"] = json!(e);
-    }
-    v
 }
 
+/// A job's state and counts (only the submitting department's jobs).
+#[utoipa::path(get, path = "/v1/jobs/{id}", tag = "batch",
+    params(("id" = String, Path, description = "Job id"), ("X-Purpose" = String, Header, description = "Purpose of use")),
+    responses((status = 200, body = JobStatus), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)),
+    security(("bearer" = [])))]
 pub async fn job_status(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
-    Ok(Json(status_json(&own_job(&state, &caller, &id).await?)))
+) -> ApiResult<Json<JobStatus>> {
+    Ok(Json(status(&own_job(&state, &caller, &id).await?)))
 }
 
 /// The answers of a finished job, streamed chunk by chunk from the store.
+#[utoipa::path(get, path = "/v1/jobs/{id}/result", tag = "batch",
+    params(("id" = String, Path, description = "Job id"), ("X-Purpose" = String, Header, description = "Purpose of use")),
+    responses((status = 200, body = Vec<BatchAnswer>, content_type = "application/x-ndjson",
+               description = "One answer line per request line, in order"),
+              (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody, description = "The job is not done"), (status = 429, body = ErrorBody)),
+    security(("bearer" = [])))]
 pub async fn job_result(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -231,7 +325,8 @@ pub async fn job_result(
         }
         s => {
             let msg = format!("the job is {}; its result is ready when it is done", s.as_str());
-            return Err(ApiError::new(StatusCode::CONFLICT, "conflict", msg).with_details(status_json(&meta)));
+            let details = serde_json::to_value(status(&meta)).unwrap_or_default();
+            return Err(ApiError::new(StatusCode::CONFLICT, "conflict", msg).with_details(details));
         }
     }
     let (mut tx, resp) = ndjson_stream();

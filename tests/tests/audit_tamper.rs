@@ -1,0 +1,148 @@
+//! Tampering with a stopped server's audit log, directly in its RocksDB
+//! files: `basedata audit-verify` exits 1 naming the problem for an
+//! altered, removed or swapped entry and for a cut-off tail, and a server
+//! started on the tampered data reports the chain broken.
+
+use basedata_store::codec::{decode, encode};
+use basedata_store::engine::rocks::{RocksConfig, RocksEngine};
+use basedata_store::{Cf, Durability, Engine, WriteBatch};
+use basedata_tests::*;
+use serde_json::{json, Value};
+use std::path::Path;
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}
+
+/// A stopped server's directory whose audit log holds some entries;
+/// returns the directory and the number of entries.
+fn audited_store() -> (tempfile::TempDir, u64) {
+    let scratch = tempfile::tempdir().unwrap();
+    let mut s = Server::start_in(scratch.path(), &standard_config(), &[]);
+    let g = basedata_tools::gen::GenConfig { persons: 20, entities: 0, seed: 4 };
+    let keys: Vec<String> = (0..20).map(|i| basedata_tools::gen::person_key(&g, i).as_str().to_owned()).collect();
+    let lines: Vec<Value> = (0..20)
+        .map(|i| json!({"key": keys[i], "version": 1, "fields": basedata_tools::gen::person_hukou(&g, i as u64)}))
+        .collect();
+    let r = s.req("POST", "/v1/datasets/hukou/updates").token(tokens::GONGAN).ndjson(&lines);
+    assert_eq!(r.json["applied"], 20, "{}", r.text);
+    for k in &keys[..6] {
+        let r = s.req("GET", &format!("/v1/persons/{k}")).token(tokens::COUNTER).purpose("核对").get();
+        assert_eq!(r.status, 200);
+    }
+    let batch: Vec<Value> = keys.iter().map(|k| json!({"ref": k, "subject": "person", "key": k, "fields": {"name": "某"}})).collect();
+    let r = s.req("POST", "/v1/verify/batch").token(tokens::COUNTER).purpose("批量").ndjson(&batch);
+    assert_eq!(r.text.lines().count(), 20);
+    let entries = s.req("GET", "/v1/audit/verify").token(tokens::AUDITOR).get().json["entries"].as_u64().unwrap();
+    assert_eq!(entries, 1 + 6 + 20);
+    assert!(s.terminate().success());
+    (scratch, entries)
+}
+
+/// A copy of the store (data and key file) with `tamper` applied to its
+/// raw audit family.
+fn tampered(src: &Path, tamper: impl FnOnce(&RocksEngine)) -> tempfile::TempDir {
+    let dst = tempfile::tempdir().unwrap();
+    copy_dir(&src.join("data"), &dst.path().join("data"));
+    std::fs::copy(src.join("data.key"), dst.path().join("data.key")).unwrap();
+    let engine = RocksEngine::open(&dst.path().join("data"), &RocksConfig::default()).unwrap();
+    tamper(&engine);
+    engine.flush().unwrap();
+    dst
+}
+
+fn key(seq: u64) -> [u8; 8] {
+    seq.to_be_bytes()
+}
+
+fn value(e: &RocksEngine, seq: u64) -> Vec<u8> {
+    e.get(Cf::Audit, &key(seq)).unwrap().expect("entry exists")
+}
+
+fn write(e: &RocksEngine, puts: &[(u64, Vec<u8>)], deletes: &[u64]) {
+    let mut b = WriteBatch::new();
+    for (s, v) in puts {
+        b.put(Cf::Audit, key(*s).to_vec(), v.clone());
+    }
+    for s in deletes {
+        b.delete(Cf::Audit, key(*s).to_vec());
+    }
+    e.write(b, Durability::Sync).unwrap();
+}
+
+/// Runs `audit-verify` on `dir/data`: exit code, the check's JSON, stderr.
+fn audit_verify(dir: &Path) -> (Option<i32>, Value, String) {
+    let data = dir.join("data");
+    let (st, out, err) = run_cli(&["audit-verify", "--data", data.to_str().unwrap()]);
+    (st.code(), serde_json::from_str(out.trim()).unwrap_or(Value::Null), err)
+}
+
+#[test]
+fn audit_verify_detects_every_kind_of_tampering() {
+    let (store, entries) = audited_store();
+    let (code, check, _) = audit_verify(store.path());
+    assert_eq!((code, &check["ok"], check["entries"].as_u64()), (Some(0), &json!(true), Some(entries)), "{check}");
+
+    let cases: Vec<(&str, Box<dyn FnOnce(&RocksEngine)>, String)> = vec![
+        (
+            "altered outcome",
+            Box::new(|e| {
+                let mut entry: basedata_store::audit::StoredEntry = decode("audit entry", &value(e, 9)).unwrap();
+                entry.outcome = "not_found".into();
+                write(e, &[(9, encode(&entry))], &[]);
+            }),
+            "entry 9 does not match its hash".into(),
+        ),
+        (
+            "altered bytes",
+            Box::new(|e| {
+                let mut v = value(e, 12);
+                let n = v.len();
+                v[n - 40] ^= 0x01;
+                write(e, &[(12, v)], &[]);
+            }),
+            "entry 12 ".into(),
+        ),
+        ("deleted entry", Box::new(|e| write(e, &[], &[4])), "entry 4 is missing (next is 5)".into()),
+        (
+            "swapped entries",
+            Box::new(|e| {
+                let (a, b) = (value(e, 10), value(e, 15));
+                write(e, &[(10, b), (15, a)], &[]);
+            }),
+            "entry 10 does not match its hash".into(),
+        ),
+        (
+            "truncated tail",
+            Box::new(move |e| write(e, &[], &[entries - 2, entries - 1, entries])),
+            format!("the chain ends at {} but the recorded head is {entries}", entries - 3),
+        ),
+    ];
+    let mut served = false;
+    for (what, tamper, problem) in cases {
+        let dir = tampered(store.path(), tamper);
+        let (code, check, err) = audit_verify(dir.path());
+        assert_eq!(code, Some(1), "{what}: {check} {err}");
+        assert_eq!(check["ok"], false, "{what}");
+        let p = check["problem"].as_str().unwrap_or("");
+        assert!(p.starts_with(&problem), "{what}: {p:?}");
+        assert!(err.contains("the audit chain is broken"), "{what}: {err}");
+        if !served {
+            // The server says the same to an auditor.
+            served = true;
+            let s = Server::start_in(dir.path(), &standard_config(), &[]);
+            let r = s.req("GET", "/v1/audit/verify").token(tokens::AUDITOR).get();
+            assert_eq!(r.json["ok"], false, "{what}: {}", r.text);
+            assert!(r.json["problem"].as_str().unwrap_or("").starts_with(&problem), "{}", r.text);
+        }
+    }
+}
