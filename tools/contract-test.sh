@@ -2,7 +2,10 @@
 # Contract test: schemathesis (from PyPI) reads the running server's own
 # /openapi.json and drives every operation with generated requests,
 # checking that no answer is a 5xx and every answer matches the document
-# (status code, content type, body schema). Bounded in time:
+# (status code, content type, body schema). The two NDJSON-bodied
+# operations (batch comparison and job submission) are left to the
+# end-to-end tests, since schemathesis cannot generate NDJSON bodies.
+# Bounded in time:
 #   tools/contract-test.sh [SECONDS]   (default 60)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
@@ -39,6 +42,7 @@ curl -fsS -X POST "http://127.0.0.1:$port/v1/datasets/hukou/updates" \
 "$venv/bin/schemathesis" run "http://127.0.0.1:$port/openapi.json" \
   -H "Authorization: Bearer $token" -H "X-Purpose: contract-test" \
   --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance \
+  --exclude-path /v1/verify/batch --exclude-path /v1/jobs \
   --max-time "$max_time" --workers 2 --seed 20261122 --no-color --request-timeout 65
 status=$?
 if grep -q '"level":"ERROR"' "$dir/server.log"; then

@@ -381,8 +381,8 @@ impl<'s> BulkLoader<'s> {
         #[cfg(not(test))]
         let stop_before = None;
         let BulkLoader { store, rocks, dataset, sorter, opts, staged, .. } = self;
-        let sort_stats = sorter.stats();
         let mut sorted = sorter.finish()?;
+        let sort_stats = sorted.stats();
         let staging = tempfile::Builder::new().prefix(".basedata-bulk-").tempdir_in(&opts.tmp_dir)?;
         // Absolute, so that a restart from anywhere finds the files.
         let staging_path = staging.path().canonicalize()?;

@@ -65,6 +65,11 @@ pub fn open_store(data: &Path, cfg: &Config, key_file: Option<&Path>, clock: Arc
     let rocks = RocksConfig { block_cache_bytes: cfg.block_cache_mb << 20, ..Default::default() };
     let engine = RocksEngine::open(data, &rocks).with_context(|| format!("cannot open the store in {}", data.display()))?;
     let store = Store::open(Arc::new(engine), &secret, Arc::new(catalog), clock)?;
+    // A bulk load cut short by a crash is completed (or refused) before
+    // anything is served, so no one reads half a load.
+    if let Some(done) = basedata_store::bulk::finish_interrupted(&store)? {
+        eprintln!("completed an interrupted bulk load: {done:?}");
+    }
     Ok(Arc::new(store))
 }
 

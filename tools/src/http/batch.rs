@@ -154,9 +154,7 @@ pub async fn verify_batch(
     let (chunk_tx, chunk_rx) = mpsc::channel::<Chunk>(1);
     let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(OUT_QUEUE);
     let (mut body_tx, resp) = ndjson_stream();
-    tokio::spawn(async move {
-        let _ = cut_body(body, chunk_tx).await;
-    });
+    let reader = tokio::spawn(cut_body(body, chunk_tx));
     let run = tokio::spawn(async move { batch.stream(chunk_rx, out_tx).await });
     tokio::spawn(async move {
         while let Some(bytes) = out_rx.recv().await {
@@ -166,7 +164,13 @@ pub async fn verify_batch(
                 return;
             }
         }
+        let read_whole = matches!(reader.await, Ok(Ok(())));
         match run.await {
+            // The request body broke off: the answers cover only part of it.
+            Ok(Ok(_)) if !read_whole => {
+                tracing::info!(department = %dept, "batch comparison request body broke off");
+                body_tx.abort(std::io::Error::other("the request body broke off"));
+            }
             Ok(Ok(c)) => tracing::info!(
                 department = %dept,
                 lines = c.processed,

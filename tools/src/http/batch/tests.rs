@@ -289,3 +289,16 @@ async fn a_resumed_job_continues_after_its_last_answered_chunk() {
     assert_eq!(st.store.audit_head().unwrap().seq - before, n - first.lines as u64);
     assert_eq!(status(&st, &id.to_hex(), COUNTER).await.1["processed"], n);
 }
+
+#[tokio::test]
+async fn a_request_body_that_breaks_off_ends_in_an_aborted_answer() {
+    // The answers so far may arrive, but never as a complete response.
+    let st = state(3);
+    let (mut tx, body) = http_body_util::channel::Channel::<Bytes, std::io::Error>::new(4);
+    let resp = router(st.clone()).oneshot(req("POST", "/v1/verify/batch", COUNTER, Body::new(body))).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    tx.send_data(Bytes::from(body_of((0..10).map(|i| line(i, 3))))).await.unwrap();
+    tx.abort(std::io::Error::other("client went away"));
+    let collected = tokio::time::timeout(std::time::Duration::from_secs(10), resp.into_body().collect()).await.unwrap();
+    assert!(collected.is_err(), "a broken-off request must not look answered in full");
+}
