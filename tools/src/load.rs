@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::server;
 use anyhow::{bail, Context};
 use basedata_ingest::sst::{self, Progress};
-use basedata_store::bulk::{self, BulkOptions};
+use basedata_store::bulk::BulkOptions;
 use basedata_store::{Action, AuditEvent, Durability};
 use std::fs::File;
 use std::io::{BufWriter, IsTerminal, Write};
@@ -72,8 +72,6 @@ pub struct LoadReport {
     pub errors_file: PathBuf,
     /// Sorted runs spilled to disk (0: sorted in memory).
     pub runs: u64,
-    /// The dataset of an interrupted earlier load finished first.
-    pub finished_interrupted: Option<String>,
 }
 
 impl LoadReport {
@@ -146,17 +144,9 @@ pub fn run(o: &LoadOptions) -> anyhow::Result<LoadReport> {
     if tmp.starts_with(o.data) {
         bail!("--tmp must not be inside the data directory");
     }
-    let store = server::open_store(o.data, o.config, o.key_file, server::config_clock(o.config)).map_err(|e| {
-        if format!("{e:#}").contains("lock") {
-            e.context("the store is in use: stop the server first (a bulk load needs the data directory to itself)")
-        } else {
-            e
-        }
-    })?;
-    let finished_interrupted = bulk::finish_interrupted(&store)?.map(|i| {
-        eprintln!("finished the interrupted bulk load of {} ({} records)", i.dataset, i.applied);
-        i.dataset
-    });
+    // Opening finishes an interrupted earlier load first (see `server::open_store`).
+    let store = server::open_store(o.data, o.config, o.key_file, server::config_clock(o.config))
+        .map_err(|e| crate::offline::in_use(e, "a bulk load needs the data directory to itself"))?;
     let report_file = File::create(&errors_file).with_context(|| format!("cannot create {}", errors_file.display()))?;
     let mut report = BufWriter::with_capacity(1 << 20, report_file);
 
@@ -248,6 +238,5 @@ pub fn run(o: &LoadOptions) -> anyhow::Result<LoadReport> {
         reading_seconds,
         errors_file,
         runs: loaded.bulk.sort.runs,
-        finished_interrupted,
     })
 }

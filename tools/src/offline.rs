@@ -24,13 +24,17 @@ pub fn open_existing(data: &Path, cfg: &Config, key_file: Option<&Path>) -> anyh
     if !data.join("CURRENT").is_file() {
         bail!("no store in {}", data.display());
     }
-    server::open_store(data, cfg, key_file, server::config_clock(cfg)).map_err(|e| {
-        if format!("{e:#}").contains("lock") {
-            e.context("the store is in use: stop the server first")
-        } else {
-            e
-        }
-    })
+    server::open_store(data, cfg, key_file, server::config_clock(cfg)).map_err(|e| in_use(e, "an offline command"))
+}
+
+/// Explains RocksDB's lock error, which is what an offline command meets
+/// while a server holds the store.
+pub fn in_use(e: anyhow::Error, why: &str) -> anyhow::Error {
+    if format!("{e:#}").contains("lock") {
+        e.context(format!("the store is in use: stop the server first ({why} needs the data directory to itself)"))
+    } else {
+        e
+    }
 }
 
 /// `basedata compare`.

@@ -67,8 +67,8 @@ pub fn open_store(data: &Path, cfg: &Config, key_file: Option<&Path>, clock: Arc
     let store = Store::open(Arc::new(engine), &secret, Arc::new(catalog), clock)?;
     // A bulk load cut short by a crash is completed (or refused) before
     // anything is served, so no one reads half a load.
-    if let Some(done) = basedata_store::bulk::finish_interrupted(&store)? {
-        eprintln!("completed an interrupted bulk load: {done:?}");
+    if let Some(i) = basedata_store::bulk::finish_interrupted(&store)? {
+        eprintln!("finished the interrupted bulk load of {} ({} records)", i.dataset, i.applied);
     }
     Ok(Arc::new(store))
 }
