@@ -8,6 +8,7 @@
 
 pub mod bulk;
 pub mod line;
+#[cfg(feature = "rocks")]
 pub mod sst;
 
 pub use bulk::{load_ndjson, BatchLoader, LoadSummary};

@@ -7,7 +7,9 @@
 //! caller asks for durability.
 
 pub mod audit;
+#[cfg(feature = "rocks")]
 pub mod backup;
+#[cfg(feature = "rocks")]
 pub mod bulk;
 pub mod calendar;
 pub mod catalog;

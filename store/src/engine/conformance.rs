@@ -131,12 +131,14 @@ macro_rules! engine_suite {
 }
 
 crate::engine_suite!(mem_engine, ((), Box::new(crate::engine::mem::MemEngine::new()) as Box<dyn crate::engine::Engine>));
+#[cfg(feature = "rocks")]
 crate::engine_suite!(rocks_engine, {
     let dir = tempfile::tempdir().unwrap();
     let e = crate::engine::rocks::RocksEngine::open(dir.path(), &Default::default()).unwrap();
     (dir, Box::new(e) as Box<dyn crate::engine::Engine>)
 });
 
+#[cfg(feature = "rocks")]
 #[test]
 fn rocks_reopen_reads_the_same_data() {
     use crate::engine::rocks::RocksEngine;

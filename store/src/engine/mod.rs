@@ -8,6 +8,7 @@
 //! honest. The trait deliberately knows nothing about records or keys.
 
 pub mod mem;
+#[cfg(feature = "rocks")]
 pub mod rocks;
 
 use crate::Result;
