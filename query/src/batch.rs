@@ -219,6 +219,8 @@ pub struct LineUse {
     pub fields: Vec<String>,
     /// `match`, `mismatch`, `not_found`, or the error code.
     pub outcome: &'static str,
+    /// A stored record was read for `key` (its pseudonym mapping exists).
+    pub record_found: bool,
 }
 
 /// The answers of one chunk: NDJSON lines in request order, one use per
@@ -516,6 +518,7 @@ pub fn process(store: &Store, may_read: &dyn Fn(&Dataset) -> bool, chunk: &Chunk
                     dataset: Some(ds.id.clone()),
                     fields: claims.field_names(),
                     outcome: outcome.as_str(),
+                    record_found: record.is_some(),
                 });
             }
             Prepared::Failed { key, ds, fields, kind, failure } => {
@@ -523,7 +526,14 @@ pub fn process(store: &Store, may_read: &dyn Fn(&Dataset) -> bool, chunk: &Chunk
                 let details = failure.reason.map(|reason| Reason { reason });
                 let error = ErrorBody { code: failure.code, message: &failure.message, details };
                 write_line(&mut res.out, &ErrorAnswer { r, line: chunk.first_line + i as u64, error });
-                res.uses.push(LineUse { kind, key, dataset: ds.map(|d| d.id.clone()), fields, outcome: failure.code });
+                res.uses.push(LineUse {
+                    kind,
+                    key,
+                    dataset: ds.map(|d| d.id.clone()),
+                    fields,
+                    outcome: failure.code,
+                    record_found: false,
+                });
             }
         }
     }

@@ -78,6 +78,10 @@ pub struct AuditEvent {
     /// Fields disclosed or verified.
     pub fields: Vec<String>,
     pub outcome: String,
+    /// The action found a stored record for `key`, so the key's pseudonym
+    /// mapping is already stored and the entry need not write it again
+    /// (an unconditional rewrite is a random insert per audited read).
+    pub key_mapped: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, bincode::Encode, bincode::Decode)]
@@ -176,7 +180,9 @@ pub(crate) fn append(
             let pid = store.pseudonym(&k);
             // The mapping may not exist yet (a lookup of an unknown key);
             // the auditor must still be able to see which key was asked for.
-            sealed.push((pid, k));
+            if !ev.key_mapped {
+                sealed.push((pid, k));
+            }
             (k.doc_type().as_u8(), pid)
         });
         let mut e = StoredEntry {

@@ -250,6 +250,7 @@ mod tests {
             datasets: vec!["death".into()],
             fields: vec![],
             outcome: "ok".into(),
+            key_mapped: false,
         }
     }
 

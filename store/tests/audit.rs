@@ -24,6 +24,7 @@ fn event(i: u32) -> AuditEvent {
         datasets: vec!["hukou".into()],
         fields: vec!["name".into()],
         outcome: "match".into(),
+        key_mapped: false,
     }
 }
 
@@ -144,4 +145,45 @@ fn a_truncated_tail_is_found() {
     // Everything removed: the recorded head still tells.
     let all: Vec<u64> = (1..=ENTRIES).collect();
     assert!(check(|e| delete(e, &all)).is_some());
+}
+
+/// An event flagged `key_mapped` (its action read a stored record) does not
+/// write the key's mapping again but still names the key to auditors,
+/// through the mapping the record's update wrote; an unflagged event about
+/// a key never stored writes the mapping itself. The by-key index lives in
+/// a vector memtable: it is read back here both before and after a flush.
+#[test]
+fn audited_keys_resolve_whether_or_not_the_event_writes_the_mapping() {
+    use basedata_store::audit::AuditQuery;
+    use basedata_store::{Update, UpdateOp, Value};
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(rocks(dir.path(), true), Arc::new(ManualClock::new(1_700_000_000_000_000)));
+    let stored = Update {
+        dataset: "hukou".into(),
+        key: person(1),
+        version: 1,
+        op: UpdateOp::Upsert(vec![
+            ("name".into(), Value::Str("甲".into())),
+            ("gender".into(), Value::Code("1".into())),
+            ("birth_date".into(), Value::Date(time::macros::date!(1980 - 01 - 01))),
+            ("status".into(), Value::Code("normal".into())),
+        ]),
+    };
+    s.commit(&[stored], &[], Durability::Sync).unwrap();
+    let mapped = AuditEvent { key_mapped: true, ..event(1) };
+    let unknown = AuditEvent { outcome: "not_found".into(), ..event(2) };
+    s.commit(&[], &[mapped, unknown], Durability::Sync).unwrap();
+    let by_key = |i: u32| {
+        let q = AuditQuery { department: None, key: Some(person(i)), from: None, to: None, after: 0, limit: 10 };
+        s.audit_query(&q).unwrap()
+    };
+    for round in 0..2 {
+        for i in [1, 2] {
+            let entries = by_key(i);
+            assert_eq!(entries.len(), 1, "person {i}, round {round}");
+            assert_eq!(entries[0].key, Some(person(i)), "person {i}, round {round}");
+        }
+        s.engine().flush().unwrap();
+    }
+    assert!(s.audit_verify().unwrap().ok);
 }

@@ -75,6 +75,7 @@ impl Requester {
                 datasets: u.dataset.into_iter().collect(),
                 fields: u.fields,
                 outcome: u.outcome.to_owned(),
+                key_mapped: u.record_found,
             })
             .collect()
     }

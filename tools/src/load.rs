@@ -210,6 +210,7 @@ pub fn run(o: &LoadOptions) -> anyhow::Result<LoadReport> {
             loaded.bulk.first_seq,
             loaded.bulk.last_seq
         ),
+        key_mapped: false,
     };
     store.commit(&[], &[event], Durability::Sync)?;
     report

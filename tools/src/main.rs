@@ -157,7 +157,7 @@ fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<Config> {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { data, config, listen, key_file } => {
-            logging::init("info");
+            let _log = logging::init_server("info");
             let cfg = match &config {
                 Some(p) => Config::load(p)?,
                 None => Config::default(),

@@ -58,6 +58,7 @@ pub fn event(caller: &Caller, purpose: Option<&Purpose>, action: Action, key: Op
         datasets: Vec::new(),
         fields: Vec::new(),
         outcome: String::new(),
+        key_mapped: false,
     }
 }
 

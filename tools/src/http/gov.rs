@@ -274,6 +274,7 @@ pub async fn sweep_deemed(state: &AppState) -> ApiResult<usize> {
             datasets: vec![g.dataset.clone()],
             fields: g.fields.clone(),
             outcome: format!("deemed_approved {}", g.id),
+            key_mapped: false,
         };
         commit_with(state, Vec::new(), vec![ev], GrantBook::write(&g)).await?;
         state.grant_book.put(g);

@@ -122,6 +122,7 @@ async fn lookup_subject(
     ev.datasets = result.datasets.iter().map(|d| d.dataset.clone()).collect();
     ev.fields = result.disclosed();
     ev.outcome = if result.datasets.is_empty() { "not_found".into() } else { "found".into() };
+    ev.key_mapped = !result.datasets.is_empty();
     commit(&state, Vec::new(), vec![ev]).await?;
     if result.datasets.is_empty() {
         return Err(ApiError::not_found("no record for this key in the requested datasets"));
@@ -226,6 +227,7 @@ async fn verify_subject(
     let record = state.store.get(&key, &ds.id, None)?;
     let (outcome, verdicts) = claims.verify(record.as_ref());
     ev.outcome = outcome.as_str().to_owned();
+    ev.key_mapped = record.is_some();
     commit(&state, Vec::new(), vec![ev]).await?;
     Ok(Json(Verification {
         key: key.as_str().into(),
