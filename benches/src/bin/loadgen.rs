@@ -2,7 +2,11 @@
 //! server. N persistent keep-alive connections each send one request at a
 //! time (no pipelining) — closed loop by default, or open loop at a fixed
 //! rate, where latency counts from the moment a request was due so that a
-//! stalled server cannot hide its queueing (no coordinated omission).
+//! stalled server cannot hide its queueing (no coordinated omission). The
+//! one exception is the client's own timer: tokio's has millisecond
+//! resolution, so an idle connection that sleeps until a request is due
+//! wakes up to a millisecond late; that request counts from when it was
+//! actually sent, since nothing on the server side held it back.
 //!
 //! It speaks HTTP over raw TCP: requests are rendered from precompiled
 //! templates into one reused buffer and responses are framed with
@@ -458,8 +462,13 @@ async fn run_connection(plan: Arc<Plan>, next: Arc<AtomicU64>, id: usize) -> Con
                 if due >= plan.end {
                     break;
                 }
-                tokio::time::sleep_until(due).await;
-                due
+                if due > Instant::now() {
+                    tokio::time::sleep_until(due).await;
+                    Instant::now()
+                } else {
+                    // Late because this connection was busy: the server's doing.
+                    due
+                }
             }
             None => {
                 let now = Instant::now();

@@ -6,7 +6,7 @@
 use super::{BatchOp, Cf, Durability, Engine, KvIter, WriteBatch};
 use crate::{Error, Result};
 use rocksdb::{
-    BlockBasedOptions, Cache, ColumnFamilyDescriptor, DBCompressionType, DataBlockIndexType, IteratorMode,
+    BlockBasedOptions, Cache, ColumnFamilyDescriptor, DBCompressionType, DataBlockIndexType, Env, IteratorMode,
     MemtableFactory, Options, ReadOptions, SliceTransform, WriteOptions, DB,
 };
 use std::path::{Path, PathBuf};
@@ -70,6 +70,7 @@ fn cf_options(cf: Cf, cfg: &RocksConfig, cache: &Cache) -> Options {
     table.set_format_version(5);
     let mut opts = Options::default();
     opts.set_write_buffer_size(cfg.write_buffer_bytes);
+    opts.set_max_write_buffer_number(4);
     opts.set_compression_type(if cfg.compression {
         DBCompressionType::Lz4
     } else {
@@ -134,6 +135,15 @@ impl RocksEngine {
         db_opts.create_if_missing(!copy);
         db_opts.create_missing_column_families(true);
         db_opts.set_max_background_jobs(cfg.background_jobs);
+        // Flushes and compactions run at the lowest CPU priority: on a small
+        // machine a burst of either would otherwise take a core from
+        // requests for a second at a time (tail latency), while over time
+        // they still get the idle CPU they need. Four memtables per family
+        // give a flush that waits its turn room before writes would stall.
+        let mut env = Env::new().map_err(engine_err)?;
+        env.lower_thread_pool_cpu_priority();
+        env.lower_high_priority_thread_pool_cpu_priority();
+        db_opts.set_env(&env);
         db_opts.set_bytes_per_sync(1 << 20);
         db_opts.set_keep_log_file_num(4);
         db_opts.set_max_total_wal_size(512 << 20);
