@@ -17,14 +17,14 @@ use crate::audit::{AuditEvent, ChainHead};
 use crate::catalog::Catalog;
 use crate::clock::Clock;
 use crate::codec::{decode, encode};
-use crate::engine::{prefix_end, Cf, Durability, Engine, WriteBatch};
+use crate::engine::{prefix_end, BatchOp, Cf, Durability, Engine, WriteBatch};
 use crate::keys::SubjectKey;
 use crate::pseudo::{Pid, Pseudonymizer, Secret};
 use crate::record::*;
 use crate::usage::{Kind, Owner};
 use crate::value::Value;
 use crate::{Error, Result};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -263,6 +263,26 @@ impl Store {
         (pid, sealed)
     }
 
+    /// Puts into `batch` the sealed key mapping of each update whose key
+    /// has no record in its dataset yet. Sealing is the costliest step
+    /// per new key on the single writer thread; a caller that passes this
+    /// batch as the `extra` of [`Store::commit_with`] has done it on its
+    /// own thread instead, and the writer then skips it. Sealing is
+    /// deterministic and records are never removed, so a key that gains a
+    /// record in the meantime just has the same mapping written twice.
+    pub fn seal_new_keys(&self, updates: &[Update], batch: &mut WriteBatch) -> Result<()> {
+        let pids: Vec<Pid> = updates.iter().map(|u| self.pseudo.pid(&u.key)).collect();
+        let rkeys: Vec<Vec<u8>> = updates.iter().zip(&pids).map(|(u, p)| record_key(p, &u.dataset)).collect();
+        let refs: Vec<&[u8]> = rkeys.iter().map(|k| k.as_slice()).collect();
+        let mut sealed = HashSet::new();
+        for ((u, pid), found) in updates.iter().zip(&pids).zip(self.engine.multi_get(Cf::Records, &refs)?) {
+            if found.is_none() && sealed.insert(*pid) {
+                batch.put(Cf::KeyMap, pid.0.to_vec(), self.pseudo.seal(pid, &u.key));
+            }
+        }
+        Ok(())
+    }
+
     /// The real key behind a pseudonym, if this store has seen it.
     pub fn resolve(&self, pid: &Pid) -> Result<Option<SubjectKey>> {
         match self.engine.get(Cf::KeyMap, &pid.0)? {
@@ -323,6 +343,15 @@ impl Store {
                 return Err(Error::Invalid(format!("dataset {} holds {} records", ds.id, ds.subject.as_str())));
             }
         }
+        // Mappings the caller sealed already (see `seal_new_keys`).
+        let presealed: HashSet<&[u8]> = extra
+            .ops()
+            .iter()
+            .filter_map(|op| match op {
+                BatchOp::Put { cf: Cf::KeyMap, key, .. } => Some(key.as_slice()),
+                _ => None,
+            })
+            .collect();
         let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let now = self.clock.now_micros().max(w.last_committed);
         let pids: Vec<Pid> = updates.iter().map(|u| self.pseudo.pid(&u.key)).collect();
@@ -354,7 +383,7 @@ impl Store {
             let seq = next_seq;
             next_seq += 1;
             let pid = pids[i];
-            if current.is_none() {
+            if current.is_none() && !presealed.contains(&pid.0[..]) {
                 batch.put(Cf::KeyMap, pid.0.to_vec(), self.pseudo.seal(&pid, &u.key));
             }
             let was_live = matches!(&current, Some(StoredRecord { body: Body::Live(_), .. }));
@@ -397,6 +426,7 @@ impl Store {
             d.1 += 1;
             outcomes.push(Outcome::Applied { seq });
         }
+        drop(presealed);
         batch.extend(extra);
         let first_audit_seq = w.audit_head.seq + 1;
         let audit_head = if events.is_empty() {

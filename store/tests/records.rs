@@ -227,3 +227,35 @@ impl NowForTest for ManualClock {
         self.now_micros()
     }
 }
+
+/// Mappings sealed by the caller (`seal_new_keys`) cover exactly the keys
+/// without a record, are taken by the writer in place of its own, and
+/// leave every key resolvable; a deleted record still counts as a record.
+#[test]
+fn keys_sealed_before_the_writer_resolve() {
+    use basedata_store::engine::BatchOp;
+    use basedata_store::{Cf, WriteBatch};
+    let s = mem_store(Arc::new(ManualClock::new(1_000_000)));
+    let (old, gone, new) = (person(1), person(2), person(3));
+    s.apply(&[upsert("hukou", old, 1, "a"), upsert("hukou", gone, 1, "b")], Durability::Sync).unwrap();
+    s.apply(&[delete("hukou", gone, 2)], Durability::Sync).unwrap();
+    // `new` twice in one request: one mapping.
+    let updates = [upsert("hukou", old, 2, "a2"), upsert("hukou", gone, 3, "b3"), upsert("hukou", new, 1, "c"), upsert("hukou", new, 2, "c2")];
+    let mut mappings = WriteBatch::new();
+    s.seal_new_keys(&updates, &mut mappings).unwrap();
+    let sealed: Vec<&[u8]> = mappings
+        .ops()
+        .iter()
+        .map(|op| match op {
+            BatchOp::Put { cf: Cf::KeyMap, key, .. } => key.as_slice(),
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(sealed, vec![&s.pseudonym(&new).0[..]]);
+    let done = s.commit_with(&updates, &[], mappings, Durability::Sync).unwrap();
+    assert!(done.outcomes.iter().all(|o| matches!(o, Outcome::Applied { .. })), "{:?}", done.outcomes);
+    for k in [old, gone, new] {
+        assert_eq!(s.resolve(&s.pseudonym(&k)).unwrap(), Some(k));
+    }
+    assert_eq!(name_of(&s, &new, "hukou", None), Some((2, "c2".into())));
+}
