@@ -13,8 +13,7 @@
 
 use crate::keys::{DocType, EntityKey, PersonKey, SubjectKey};
 use crate::{Error, Result};
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
-use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
 use std::path::Path;
 
 /// Length of a subject pseudonym.
@@ -121,7 +120,11 @@ impl Secret {
 /// Derives pseudonyms and seals/opens the real keys behind them.
 pub struct Pseudonymizer {
     pid_key: [u8; 32],
-    aead: ChaCha20Poly1305,
+    /// ring's ChaCha20-Poly1305 (RFC 8439, the same bytes as any other
+    /// implementation): its assembly seals a 19-byte key several times
+    /// faster than a portable one, and sealing is on the write path of
+    /// every new key.
+    aead: LessSafeKey,
     check: [u8; 32],
 }
 
@@ -133,6 +136,12 @@ impl std::fmt::Debug for Pseudonymizer {
 
 const SEALED_FORMAT: u8 = 1;
 
+/// The nonce of a pseudonym's mapping: its first 12 bytes (see the module
+/// comment for why a derived nonce is safe here).
+fn nonce(pid: &Pid) -> Nonce {
+    Nonce::assume_unique_for_key(pid.0[..12].try_into().expect("a pseudonym is 16 bytes"))
+}
+
 impl Pseudonymizer {
     pub fn new(secret: &Secret) -> Pseudonymizer {
         let pid_key = blake3::derive_key("basedata subject pseudonym v1", &secret.0);
@@ -140,7 +149,7 @@ impl Pseudonymizer {
         let check = blake3::derive_key("basedata secret check v1", &secret.0);
         Pseudonymizer {
             pid_key,
-            aead: ChaCha20Poly1305::new(Key::from_slice(&seal_key)),
+            aead: LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, &seal_key).expect("a 32-byte key")),
             check,
         }
     }
@@ -171,14 +180,14 @@ impl Pseudonymizer {
     /// The encrypted form of `key`, bound to its pseudonym.
     pub fn seal(&self, pid: &Pid, key: &SubjectKey) -> Vec<u8> {
         let (buf, len) = Self::plain(key);
-        let nonce = Nonce::from_slice(&pid.0[..12]);
-        let ct = self
-            .aead
-            .encrypt(nonce, Payload { msg: &buf[..len], aad: &pid.0 })
-            .expect("ChaCha20-Poly1305 encryption of a short message cannot fail");
-        let mut out = Vec::with_capacity(1 + ct.len());
+        let mut out = Vec::with_capacity(1 + len + CHACHA20_POLY1305.tag_len());
         out.push(SEALED_FORMAT);
-        out.extend_from_slice(&ct);
+        out.extend_from_slice(&buf[..len]);
+        let tag = self
+            .aead
+            .seal_in_place_separate_tag(nonce(pid), Aad::from(&pid.0), &mut out[1..])
+            .expect("ChaCha20-Poly1305 encryption of a short message cannot fail");
+        out.extend_from_slice(tag.as_ref());
         out
     }
 
@@ -189,10 +198,10 @@ impl Pseudonymizer {
         if fmt != SEALED_FORMAT {
             return Err(Error::Format { what: "key mapping", found: fmt });
         }
-        let nonce = Nonce::from_slice(&pid.0[..12]);
-        let plain = self
+        let mut buf = ct.to_vec();
+        let plain: &[u8] = self
             .aead
-            .decrypt(nonce, Payload { msg: ct, aad: &pid.0 })
+            .open_in_place(nonce(pid), Aad::from(&pid.0), &mut buf)
             .map_err(|_| corrupt("authentication failed"))?;
         let (&doc, body) = plain.split_first().ok_or_else(|| corrupt("empty plaintext"))?;
         match DocType::from_u8(doc) {
@@ -223,6 +232,31 @@ mod tests {
         assert_eq!(a.pid(&person()), a.pid(&person()));
         assert_ne!(a.pid(&person()), b.pid(&person()));
         assert_ne!(a.check_value(), b.check_value());
+    }
+
+    /// Mappings sealed before the switch to ring's implementation must
+    /// still open, and new ones must be the same bytes: both are RFC 8439.
+    #[test]
+    fn sealing_matches_the_portable_implementation() {
+        use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+        use chacha20poly1305::{ChaCha20Poly1305, Key};
+        let secret = Secret::from_bytes([7; 32]);
+        let p = Pseudonymizer::new(&secret);
+        let portable = ChaCha20Poly1305::new(Key::from_slice(&blake3::derive_key("basedata key mapping seal v1", &secret.0)));
+        let keys = [
+            person(),
+            SubjectKey::parse(Subject::Person, "110105491231002").unwrap(),
+            SubjectKey::parse(Subject::Entity, "91350100M000100Y43").unwrap(),
+        ];
+        for key in keys {
+            let pid = p.pid(&key);
+            let (buf, len) = Pseudonymizer::plain(&key);
+            let nonce = chacha20poly1305::Nonce::from_slice(&pid.0[..12]);
+            let mut old = vec![SEALED_FORMAT];
+            old.extend(portable.encrypt(nonce, Payload { msg: &buf[..len], aad: &pid.0 }).unwrap());
+            assert_eq!(p.seal(&pid, &key), old);
+            assert_eq!(p.open(&pid, &old).unwrap(), key);
+        }
     }
 
     #[test]
