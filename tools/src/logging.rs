@@ -36,10 +36,10 @@ impl Drop for LogGuard {
 /// How often the server's log buffer is written out at the latest.
 const FLUSH_EVERY: Duration = Duration::from_millis(100);
 
-/// [`init`] for the server: lines go into one shared buffer, written out
-/// when it fills and at least every [`FLUSH_EVERY`], instead of one write
-/// system call per access-log line on the request's thread (measured: a
-/// few percent of an audited read's CPU). What is still buffered when the
+/// [`init`] for the server: access-log lines go into one shared buffer,
+/// written out when it fills, when another line is logged, and at least
+/// every [`FLUSH_EVERY`], instead of one write system call per request on
+/// the request's thread (measured: a few percent of an audited read's CPU). What is still buffered when the
 /// process is killed is lost, which is why nothing of record (the audit
 /// trail) is ever only a log line.
 pub fn init_server(default_filter: &str) -> LogGuard {
@@ -59,13 +59,45 @@ pub fn init_server(default_filter: &str) -> LogGuard {
 }
 
 /// The shared buffer as a writer of whole lines (each line is formatted
-/// first, then written under the lock in one piece).
+/// first, then written under the lock in one piece). Only the access log,
+/// a line per request, waits in the buffer; any other line (start-up,
+/// backups, warnings, errors) is written out at once, with what is before it.
 struct Shared(Arc<Mutex<BufWriter<Stderr>>>);
 
+/// Target of the per-request access log (`http::access_log`).
+const ACCESS_TARGET: &str = "basedata::access";
+
+struct Line<'a> {
+    out: std::sync::MutexGuard<'a, BufWriter<Stderr>>,
+    flush: bool,
+}
+
+impl Write for Line<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.out.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+}
+
+impl Drop for Line<'_> {
+    fn drop(&mut self) {
+        if self.flush {
+            let _ = self.out.flush();
+        }
+    }
+}
+
 impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Shared {
-    type Writer = tracing_subscriber::fmt::writer::MutexGuardWriter<'a, BufWriter<Stderr>>;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.0.make_writer()
+    type Writer = Line<'a>;
+    fn make_writer(&'a self) -> Line<'a> {
+        Line { out: self.0.lock().unwrap_or_else(|e| e.into_inner()), flush: true }
+    }
+    fn make_writer_for(&'a self, meta: &tracing::Metadata<'_>) -> Line<'a> {
+        let mut line = self.make_writer();
+        line.flush = meta.target() != ACCESS_TARGET;
+        line
     }
 }
 
