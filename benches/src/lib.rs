@@ -1,4 +1,8 @@
-//! Shared fixtures of the benchmarks: stores filled with generated data.
+//! Shared fixtures of the benchmarks: stores filled with generated data,
+//! and (in [`harness`] and [`pg`]) what the side-by-side harnesses share.
+
+pub mod harness;
+pub mod pg;
 
 use basedata_store::clock::SystemClock;
 use basedata_store::engine::rocks::{RocksConfig, RocksEngine};

@@ -15,18 +15,19 @@
 //! `loadgen` is bounded in time; every process it starts is its own child
 //! and is stopped before it exits.
 
-use anyhow::{bail, Context};
+use anyhow::bail;
+use basedata_benches::harness::{
+    self, cpu_of, dir_bytes, f, free_port, http, machine, metric, ms, rss_mb, s, start_basedata, verify_args, wait_ready, write_config,
+    writer_counts, Loadgen, Proc, WorkDir, COUNTER_TOKEN, PROVIDER_TOKEN, VERIFY_BODY,
+};
 use clap::Parser;
 use hdrhistogram::Histogram;
 use serde_json::Value;
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const PROVIDER_TOKEN: &str = "bench-gongan-token-0000000000";
-const COUNTER_TOKEN: &str = "bench-counter-token-000000000";
 /// Longest a measured run may last, warm-up included.
 const MAX_MEASURE_SECONDS: f64 = 20.0;
 
@@ -71,185 +72,6 @@ struct Args {
     report: Option<PathBuf>,
 }
 
-/// A child process, stopped when dropped.
-struct Proc {
-    child: Child,
-    name: &'static str,
-}
-
-impl Proc {
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// SIGTERM (via kill(1), to this child's pid only), then SIGKILL after 30 s.
-    fn stop(mut self) {
-        let _ = Command::new("kill").arg("-TERM").arg(self.pid().to_string()).status();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        eprintln!("{} ignored SIGTERM; killing it", self.name);
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-/// One request on a fresh connection (`Connection: close`): status and body.
-fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> anyhow::Result<(u16, String)> {
-    let mut s = TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(Duration::from_secs(60)))?;
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    req.push_str(body);
-    s.write_all(req.as_bytes())?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, rest) = text.split_once("\r\n\r\n").context("malformed response")?;
-    let status: u16 = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).context("no status")?;
-    let chunked = head.lines().any(|l| l.to_ascii_lowercase().starts_with("transfer-encoding:") && l.contains("chunked"));
-    let body = if chunked { dechunk(rest) } else { rest.to_owned() };
-    Ok((status, body))
-}
-
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = s.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        s = rest[n..].trim_start_matches("\r\n");
-    }
-    out
-}
-
-fn wait_ready(addr: &str, proc_: &mut Proc, log: &Path) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while Instant::now() < deadline {
-        if let Ok((200, _)) = http(addr, "GET", "/healthz", &[], "") {
-            return Ok(());
-        }
-        if let Ok(Some(st)) = proc_.child.try_wait() {
-            bail!("{} exited with {st}; see {}", proc_.name, log.display());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    bail!("{} did not answer on {addr} within 120 s", proc_.name)
-}
-
-/// CPU seconds (user + system) used so far by process `pid`.
-fn cpu_of(pid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) / 100.0
-}
-
-/// Busy and total jiffies of the whole machine (all cores), from /proc/stat.
-fn machine_jiffies() -> (f64, f64) {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let v: Vec<f64> = stat
-        .lines()
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    let total: f64 = v.iter().take(8).sum();
-    let idle = v.get(3).copied().unwrap_or(0.0) + v.get(4).copied().unwrap_or(0.0);
-    (total - idle, total)
-}
-
-/// Cores kept busy, on average, between two readings of [`machine_jiffies`].
-fn busy_cores(a: (f64, f64), b: (f64, f64), cores: f64) -> f64 {
-    let total = b.1 - a.1;
-    if total <= 0.0 {
-        0.0
-    } else {
-        (b.0 - a.0) / total * cores
-    }
-}
-
-/// Waits (at most `max`) until the machine is nearly idle, so that other
-/// work on it does not take the CPU from the run; returns the busy cores
-/// seen last.
-fn wait_quiet(max: Duration, cores: f64) -> f64 {
-    let deadline = Instant::now() + max;
-    let mut warned = false;
-    loop {
-        let a = machine_jiffies();
-        std::thread::sleep(Duration::from_secs(1));
-        let busy = busy_cores(a, machine_jiffies(), cores);
-        if busy < 0.25 || Instant::now() >= deadline {
-            return busy;
-        }
-        if !warned {
-            eprintln!("[http_bench] the machine is busy ({busy:.2} cores in use by other work); waiting");
-            warned = true;
-        }
-    }
-}
-
-fn rss_mb(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<f64>().ok()))
-        })
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(0.0)
-}
-
-fn dir_bytes(p: &Path) -> u64 {
-    let Ok(rd) = std::fs::read_dir(p) else { return 0 };
-    rd.flatten()
-        .map(|e| match e.metadata() {
-            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
-            Ok(m) => m.len(),
-            Err(_) => 0,
-        })
-        .sum()
-}
-
-/// A gauge of the server's `/metrics` with the given name and label text.
-fn metric(addr: &str, prefix: &str) -> f64 {
-    let Ok((200, text)) = http(addr, "GET", "/metrics", &[], "") else { return 0.0 };
-    text.lines()
-        .find(|l| l.starts_with(prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}
-
-/// Group-commit counters: (groups, jobs).
-fn writer_counts(addr: &str) -> (f64, f64) {
-    (metric(addr, "basedata_writer{stat=\"groups\"}"), metric(addr, "basedata_writer{stat=\"jobs\"}"))
-}
-
 /// Synced-append latency of the disk under `dir`: 4 KiB + fdatasync, for
 /// about three seconds or 20,000 writes.
 fn fsync_probe(dir: &Path) -> anyhow::Result<Value> {
@@ -275,57 +97,6 @@ fn fsync_probe(dir: &Path) -> anyhow::Result<Value> {
     }))
 }
 
-fn sh(cmd: &str, args: &[&str]) -> String {
-    Command::new(cmd)
-        .args(args)
-        .output()
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_default()
-}
-
-fn machine(work: &Path) -> Vec<(String, String)> {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let field = |name: &str| {
-        cpuinfo
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_once(':'))
-            .map(|(_, v)| v.trim().to_owned())
-            .unwrap_or_default()
-    };
-    let mem = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|s| s.lines().next().and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse::<f64>().ok()))
-        .map(|kb| format!("{:.1} GiB", kb / 1024.0 / 1024.0))
-        .unwrap_or_default();
-    let df = sh("df", &["-PT", &work.to_string_lossy()]);
-    let disk = df
-        .lines()
-        .nth(1)
-        .map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            let dev = f.first().copied().unwrap_or("?");
-            let base = dev.rsplit('/').next().unwrap_or(dev);
-            let rot = std::fs::read_to_string(format!("/sys/block/{base}/queue/rotational"))
-                .map(|r| if r.trim() == "1" { " (reported rotational)" } else { " (reported non-rotational)" })
-                .unwrap_or("");
-            let size_gb = f.get(2).and_then(|k| k.parse::<f64>().ok()).map(|k| k / 1024.0 / 1024.0).unwrap_or(0.0);
-            format!("{dev}, {} , {size_gb:.0} GiB{rot}", f.get(1).copied().unwrap_or("?"))
-        })
-        .unwrap_or_default();
-    vec![
-        ("cores (nproc)".into(), std::thread::available_parallelism().map(|n| n.get().to_string()).unwrap_or_default()),
-        ("CPU".into(), format!("{} ({} MHz)", field("model name"), field("cpu MHz"))),
-        ("memory".into(), mem),
-        ("disk".into(), disk),
-        ("kernel".into(), std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_owned()),
-        ("date (UTC)".into(), sh("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"])),
-        // The working directory's commit, when run from the repository.
-        ("commit".into(), sh("git", &["describe", "--always", "--dirty"])),
-    ]
-}
-
 /// The figures of one measured run.
 struct Row {
     name: String,
@@ -340,41 +111,13 @@ struct Row {
 }
 
 struct Bench {
-    loadgen: PathBuf,
-    client_threads: usize,
-    cores: f64,
+    loadgen: Loadgen,
     quiet_wait: Duration,
     rows: Vec<Row>,
-    log: std::fs::File,
-}
-
-fn shell_quote(a: &str) -> String {
-    if a.bytes().all(|c| c.is_ascii_alphanumeric() || b"-_./:=,@".contains(&c)) {
-        a.to_owned()
-    } else {
-        format!("'{}'", a.replace('\'', "'\\''"))
-    }
 }
 
 impl Bench {
-    /// Runs `loadgen` with `args`; returns its JSON result and the command line.
-    fn loadgen(&mut self, label: &str, args: &[String]) -> anyhow::Result<(Value, String)> {
-        let mut all: Vec<String> = args.to_vec();
-        all.extend(["--threads".into(), self.client_threads.to_string(), "--label".into(), label.into()]);
-        let command = std::iter::once("loadgen".to_owned()).chain(all.iter().map(|a| shell_quote(a))).collect::<Vec<_>>().join(" ");
-        eprintln!("[http_bench] {label}: {command}");
-        let out = Command::new(&self.loadgen).args(&all).stderr(Stdio::inherit()).output().context("run loadgen")?;
-        if !out.status.success() {
-            bail!("loadgen failed ({}) for {label}", out.status);
-        }
-        let v: Value = serde_json::from_slice(&out.stdout).context("loadgen output")?;
-        writeln!(self.log, "{v}")?;
-        eprintln!("[http_bench]   {v}");
-        Ok((v, command))
-    }
-
     /// A measured run against the server `server` (its CPU and group-commit counters are read around it).
-    #[allow(clippy::too_many_arguments)]
     fn measure(
         &mut self,
         name: &str,
@@ -384,77 +127,46 @@ impl Bench {
         target: &str,
         verdict: impl Fn(&Value) -> Option<bool>,
     ) -> anyhow::Result<Value> {
-        wait_quiet(self.quiet_wait, self.cores);
-        let cpu0 = cpu_of(server.pid());
+        let pid = server.pid();
         let w0 = metrics_addr.map(writer_counts);
-        let m0 = machine_jiffies();
-        let t0 = Instant::now();
-        let (v, command) = self.loadgen(name, args)?;
-        let elapsed = t0.elapsed().as_secs_f64();
-        let all_busy = busy_cores(m0, machine_jiffies(), self.cores);
-        let server_cpu_s = cpu_of(server.pid()) - cpu0;
-        // What the machine did beyond the server and the client: other work that took CPU from the run.
-        let other_cores = (all_busy - (server_cpu_s + f(&v, &["client_cpu_s"])) / elapsed).max(0.0);
+        let ((v, command), sample) = harness::measure(self.quiet_wait, "http_bench", &|| cpu_of(pid), || self.loadgen.run(name, args))?;
         let jobs_per_group = match (w0, metrics_addr.map(writer_counts)) {
             (Some((g0, j0)), Some((g1, j1))) if g1 > g0 => Some((j1 - j0) / (g1 - g0)),
             _ => None,
         };
         let ok = verdict(&v);
-        self.rows.push(Row { name: name.into(), result: v.clone(), server_cpu_s, jobs_per_group, other_cores, command, target: target.into(), verdict: ok });
+        self.rows.push(Row {
+            name: name.into(),
+            result: v.clone(),
+            server_cpu_s: sample.server_cpu_s,
+            jobs_per_group,
+            other_cores: sample.other_cores,
+            command,
+            target: target.into(),
+            verdict: ok,
+        });
         Ok(v)
     }
 }
 
-fn f(v: &Value, path: &[&str]) -> f64 {
-    let mut x = v;
-    for p in path {
-        x = &x[*p];
-    }
-    x.as_f64().unwrap_or(0.0)
-}
-
-fn ms(us: f64) -> String {
-    format!("{:.2}", us / 1000.0)
-}
-
-fn s(v: impl Into<String>) -> String {
-    v.into()
-}
-
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    harness::stop_children_on_signal("http_bench");
     if !(args.duration > 0.0 && args.warmup >= 0.0 && args.duration + args.warmup <= MAX_MEASURE_SECONDS) {
         bail!("--warmup + --duration must be at most {MAX_MEASURE_SECONDS} seconds");
     }
-    let here = std::env::current_exe()?.parent().context("exe dir")?.to_path_buf();
-    let basedata = args.basedata.clone().unwrap_or_else(|| here.join("basedata"));
-    let loadgen = here.join("loadgen");
-    let minimal = here.join("minimal_axum");
-    for b in [&basedata, &loadgen, &minimal] {
-        if !b.exists() {
-            bail!("{} is missing: cargo build --release --bin basedata -p basedata-benches --bins", b.display());
-        }
-    }
-    let mut scratch = None;
-    let work = match &args.work {
-        Some(w) => {
-            std::fs::create_dir_all(w)?;
-            w.clone()
-        }
-        None => {
-            let t = tempfile::Builder::new().prefix("basedata-http-bench-").tempdir_in("/var/tmp")?;
-            let p = t.path().to_path_buf();
-            scratch = Some(t);
-            p
-        }
-    };
+    let (basedata, [loadgen, minimal]) = harness::binaries(args.basedata.as_deref(), ["loadgen", "minimal_axum"])?;
+    let work_dir = WorkDir::new(args.work.as_deref(), "basedata-http-bench-")?;
+    let work = work_dir.path.clone();
     let mut bench = Bench {
-        loadgen,
-        client_threads: args.client_threads,
-        cores: std::thread::available_parallelism().map(|n| n.get() as f64).unwrap_or(1.0),
+        loadgen: Loadgen {
+            path: loadgen,
+            threads: args.client_threads,
+            log: std::fs::File::create(work.join("results.jsonl"))?,
+            tag: "http_bench",
+        },
         quiet_wait: Duration::from_secs(args.quiet_wait),
         rows: Vec::new(),
-        log: std::fs::File::create(work.join("results.jsonl"))?,
     };
     let machine = machine(&work);
     eprintln!("[http_bench] working in {}", work.display());
@@ -466,14 +178,12 @@ fn main() -> anyhow::Result<()> {
     // 2. Data and server.
     let gen_dir = work.join("gen");
     let t = Instant::now();
-    let st = Command::new(&basedata)
-        .args(["gen", "--persons", &args.persons.to_string(), "--entities", "0", "--out"])
-        .arg(&gen_dir)
-        .stdout(Stdio::null())
-        .status()?;
-    if !st.success() {
-        bail!("basedata gen failed");
-    }
+    harness::run_logged(
+        Command::new(&basedata).args(["gen", "--persons", &args.persons.to_string(), "--entities", "0", "--out"]).arg(&gen_dir),
+        "basedata gen",
+        Duration::from_secs(3600),
+        &work.join("gen.log"),
+    )?;
     let gen_secs = t.elapsed().as_secs_f64();
     let hukou = gen_dir.join("hukou.ndjson");
     let rows_path = work.join("rows.tsv");
@@ -498,32 +208,10 @@ fn main() -> anyhow::Result<()> {
     };
     let first_row: Vec<String> = std::fs::read_to_string(&rows_path)?.lines().next().unwrap_or("").split('\t').map(str::to_owned).collect();
     let config = work.join("basedata.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[[departments]]\nid = \"gongan\"\nroles = [\"provider\", \"consumer\"]\ntoken = \"{PROVIDER_TOKEN}\"\n\n\
-             [[departments]]\nid = \"shebao-counter\"\nroles = [\"consumer\"]\ntoken = \"{COUNTER_TOKEN}\"\n"
-        ),
-    )?;
+    write_config(&config, None)?;
     let port = free_port()?;
     let addr = format!("127.0.0.1:{port}");
-    let server_log = work.join("server.log");
-    let mut server = Proc {
-        child: Command::new(&basedata)
-            .arg("serve")
-            .arg("--data")
-            .arg(work.join("data"))
-            .arg("--config")
-            .arg(&config)
-            .arg("--listen")
-            .arg(&addr)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&server_log)?)
-            .spawn()?,
-        name: "basedata serve",
-    };
-    wait_ready(&addr, &mut server, &server_log)?;
+    let server = start_basedata(&basedata, &work.join("data"), &config, &addr, &work.join("server.log"))?;
     let base = format!("http://{addr}");
     let provider = format!("Authorization: Bearer {PROVIDER_TOKEN}");
     let counter = format!("Authorization: Bearer {COUNTER_TOKEN}");
@@ -557,7 +245,7 @@ fn main() -> anyhow::Result<()> {
     let sent = v["issued"].as_u64().unwrap_or(0);
     if sent < batches {
         eprintln!("[http_bench] loading the remaining {} batches (not measured)", batches - sent);
-        bench.loadgen("ingest (rest, not measured)", &ingest_args(&[s("--skip-requests"), sent.to_string(), s("-d"), s("600")]))?;
+        bench.loadgen.run("ingest (rest, not measured)", &ingest_args(&[s("--skip-requests"), sent.to_string(), s("-d"), s("600")]))?;
     }
     let held = metric(&addr, "basedata_dataset_records{dataset=\"hukou\"}");
     eprintln!("[http_bench] hukou records held: {held}");
@@ -590,7 +278,7 @@ fn main() -> anyhow::Result<()> {
     )?;
 
     // 5. Verification next to the minimal axum handler.
-    let verify_body = r#"{"dataset":"hukou","fields":{"name":"{1}","birth_date":"{2}"}}"#;
+    let verify_body = VERIFY_BODY;
     let probe = verify_body.replace("{1}", &first_row[1]).replace("{2}", &first_row[2]);
     let auth = format!("Bearer {COUNTER_TOKEN}");
     let (st, body) = http(&addr, "POST", &format!("/v1/persons/{}/verify", first_row[0]), &[("Authorization", &auth), ("X-Purpose", "benchmark")], &probe)?;
@@ -599,15 +287,11 @@ fn main() -> anyhow::Result<()> {
     }
     let mport = free_port()?;
     let maddr = format!("127.0.0.1:{mport}");
-    let mut mini = Proc {
-        child: Command::new(&minimal)
-            .args(["--listen", &maddr, "--max-seconds", "120"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?,
-        name: "minimal_axum",
-    };
-    wait_ready_minimal(&maddr, &mut mini)?;
+    let mut mini = Proc::new(
+        Command::new(&minimal).args(["--listen", &maddr, "--max-seconds", "120"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn()?,
+        "minimal_axum",
+    );
+    wait_ready(&maddr, "/", &mut mini, None, Duration::from_secs(30))?;
     let mini_v = bench.measure(
         "minimal axum handler, POST / (ceiling)",
         &mini,
@@ -624,15 +308,7 @@ fn main() -> anyhow::Result<()> {
     )?;
     mini.stop();
     let verify_args = |extra: &[String]| -> Vec<String> {
-        let mut a = vec![
-            s("--url"), format!("{base}/v1/persons/{{0}}/verify"),
-            s("-H"), counter.clone(),
-            s("-H"), s("X-Purpose: benchmark"),
-            s("-H"), s("Content-Type: application/json"),
-            s("--keys"), rows_arg.clone(),
-            s("--body"), s(verify_body),
-            s("-c"), conns.clone(), s("--warmup"), warm.clone(), s("-d"), dur.clone(),
-        ];
+        let mut a = verify_args(&base, &rows_path, args.connections, args.warmup, args.duration);
         a.extend_from_slice(extra);
         a
     };
@@ -769,24 +445,7 @@ fn main() -> anyhow::Result<()> {
         std::fs::write(p, &r)?;
     }
     if args.keep {
-        if let Some(t) = scratch {
-            let _ = t.keep();
-        }
-        eprintln!("[http_bench] kept {}", work.display());
+        eprintln!("[http_bench] kept {}", work_dir.keep().display());
     }
     Ok(())
-}
-
-fn wait_ready_minimal(addr: &str, p: &mut Proc) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if let Ok((200, _)) = http(addr, "GET", "/", &[], "") {
-            return Ok(());
-        }
-        if let Ok(Some(st)) = p.child.try_wait() {
-            bail!("minimal_axum exited with {st}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    bail!("minimal_axum did not answer on {addr}")
 }
