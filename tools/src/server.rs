@@ -8,7 +8,7 @@ use crate::http::{router, AppState};
 use anyhow::{bail, Context};
 use basedata_store::clock::{Clock, SystemClock};
 use basedata_store::engine::rocks::{RocksConfig, RocksEngine};
-use basedata_store::{Catalog, Secret, Store};
+use basedata_store::{Catalog, Cf, Secret, Store};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -59,11 +59,31 @@ pub fn load_catalog(cfg: &Config) -> anyhow::Result<Catalog> {
 
 /// Opens (or creates) the RocksDB store in `data`.
 pub fn open_store(data: &Path, cfg: &Config, key_file: Option<&Path>, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<Store>> {
+    open_store_with(data, cfg, key_file, clock, false)
+}
+
+/// [`open_store`] for serving: also warms the page cache for point reads
+/// (see `RocksEngine::warm_page_cache`).
+pub fn open_store_for_serving(data: &Path, cfg: &Config, key_file: Option<&Path>, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<Store>> {
+    open_store_with(data, cfg, key_file, clock, true)
+}
+
+fn open_store_with(
+    data: &Path,
+    cfg: &Config,
+    key_file: Option<&Path>,
+    clock: Arc<dyn Clock>,
+    warm: bool,
+) -> anyhow::Result<Arc<Store>> {
     let secret = load_secret(data, cfg, key_file)?;
     let catalog = load_catalog(cfg)?;
     std::fs::create_dir_all(data).with_context(|| format!("cannot create {}", data.display()))?;
     let rocks = RocksConfig { block_cache_bytes: cfg.block_cache_mb << 20, ..Default::default() };
     let engine = RocksEngine::open(data, &rocks).with_context(|| format!("cannot open the store in {}", data.display()))?;
+    if warm {
+        // Point reads land on records and key mappings; the rest is read in order.
+        engine.warm_page_cache(&[Cf::Records, Cf::KeyMap]);
+    }
     let store = Store::open(Arc::new(engine), &secret, Arc::new(catalog), clock)?;
     // A bulk load cut short by a crash is completed (or refused) before
     // anything is served, so no one reads half a load.
@@ -175,7 +195,7 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 /// `basedata serve`.
 pub fn run(data: &Path, cfg: Config, listen: &str, key_file: Option<&Path>) -> anyhow::Result<()> {
-    let store = open_store(data, &cfg, key_file, config_clock(&cfg))?;
+    let store = open_store_for_serving(data, &cfg, key_file, config_clock(&cfg))?;
     if cfg.departments.is_empty() {
         eprintln!("warning: no departments configured; every API request will be refused (see --config)");
     }
