@@ -1,10 +1,15 @@
 //! Point reads through the store (pseudonymize, read, decode, resolve)
 //! next to the bare engine read of the same record key, so the overhead of
-//! the record model stays visible.
+//! the record model stays visible; and an in-process verification (claims
+//! checked against the catalog and normalized, the record read with only
+//! the claimed fields decoded, verdicts) next to the same bare read. The
+//! audit entry an answer waits for is the group committer's, measured over
+//! HTTP by `http_bench`.
 
 use basedata_benches::{hukou_fixture, person};
 use basedata_store::keys::SubjectKey;
 use basedata_store::record::record_key;
+use basedata_query::verify::{Claims, Outcome};
 use basedata_store::Cf;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::hint::black_box;
@@ -34,6 +39,24 @@ fn reads(c: &mut Criterion) {
         b.iter(|| {
             i = (i + 1) % keys.len();
             black_box(f.store.get_all(&keys[i], None, None).unwrap())
+        })
+    });
+    let hukou = f.store.catalog().dataset("hukou").unwrap().clone();
+    let claims: Vec<serde_json::Map<String, serde_json::Value>> = keys
+        .iter()
+        .map(|k| {
+            let r = f.store.get(k, "hukou", None).unwrap().expect("generated person");
+            ["name", "birth_date"].iter().map(|n| (n.to_string(), r.field(n).unwrap().to_json())).collect()
+        })
+        .collect();
+    g.bench_function("verify_in_process", |b| {
+        b.iter(|| {
+            i = (i + 1) % keys.len();
+            let c = Claims::parse(&hukou, &claims[i]).unwrap();
+            let r = f.store.get_fields(&keys[i], "hukou", &|n| c.asks(n)).unwrap();
+            let (outcome, _) = c.verify(r.as_ref());
+            assert_eq!(outcome, Outcome::Match);
+            black_box(outcome)
         })
     });
     g.bench_function("pseudonym", |b| {

@@ -508,25 +508,41 @@ impl Store {
         let sorted: Vec<&[u8]> = order.iter().map(|&i| rkeys[i].as_slice()).collect();
         let found = self.engine.multi_get(Cf::Records, &sorted)?;
         let mut out: Vec<Option<Record>> = vec![None; items.len()];
-        let mut key_of = |doc: u8, pid: &Pid| self.resolve_required(doc, pid);
         for (&i, bytes) in order.iter().zip(found) {
-            let Some(bytes) = bytes else { continue };
-            let rec = borrowed::decode_record(&bytes)?;
-            let borrowed::BodyRef::Live(fields) = rec.body else { continue };
-            let fields = fields
-                .into_iter()
-                .filter(|(n, _)| keep(i, n))
-                .map(|(n, v)| Ok((n.to_owned(), v.to_value(&mut key_of)?)))
-                .collect::<Result<Vec<_>>>()?;
-            out[i] = Some(Record {
-                dataset: items[i].1.to_owned(),
-                version: rec.version,
-                committed_at: rec.committed_at,
-                seq: rec.seq,
-                fields,
-            });
+            if let Some(bytes) = bytes {
+                out[i] = self.decode_fields(&bytes, items[i].1, &|n| keep(i, n))?;
+            }
         }
         Ok(out)
+    }
+
+    /// The current record of `dataset` for `key` with only the fields
+    /// `keep` accepts decoded (a verification reads the claimed ones).
+    pub fn get_fields(&self, key: &SubjectKey, dataset: &str, keep: &dyn Fn(&str) -> bool) -> Result<Option<Record>> {
+        let rkey = record_key(&self.pseudo.pid(key), dataset);
+        match self.engine.get(Cf::Records, &rkey)? {
+            Some(bytes) => self.decode_fields(&bytes, dataset, keep),
+            None => Ok(None),
+        }
+    }
+
+    /// A stored record with the fields `keep` accepts; `None` for a delete.
+    fn decode_fields(&self, bytes: &[u8], dataset: &str, keep: &dyn Fn(&str) -> bool) -> Result<Option<Record>> {
+        let rec = borrowed::decode_record(bytes)?;
+        let borrowed::BodyRef::Live(fields) = rec.body else { return Ok(None) };
+        let mut key_of = |doc: u8, pid: &Pid| self.resolve_required(doc, pid);
+        let fields = fields
+            .into_iter()
+            .filter(|(n, _)| keep(n))
+            .map(|(n, v)| Ok((n.to_owned(), v.to_value(&mut key_of)?)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Some(Record {
+            dataset: dataset.to_owned(),
+            version: rec.version,
+            committed_at: rec.committed_at,
+            seq: rec.seq,
+            fields,
+        }))
     }
 
     /// Change-log sequence number of the current record of `dataset` for
