@@ -14,6 +14,10 @@ use basedata_store::Cf;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::hint::black_box;
 
+// The server's allocator, so that allocation costs are the server's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const PERSONS: u64 = 200_000;
 
 fn reads(c: &mut Criterion) {

@@ -91,10 +91,27 @@ pub fn canonical_stored(v: &Value) -> Vec<u8> {
     }
 }
 
-/// Equality of canonical forms through fixed-size digests, compared in
-/// constant time, so that the time taken does not track how much of a
-/// stored value a guess got right.
+/// Canonical forms up to this long (names, dates, codes, numbers, keys:
+/// nearly every claim) are compared directly.
+const SHORT: usize = 64;
+
+/// Equality of canonical forms in constant time, so that the time taken
+/// does not track how much of a stored value a guess got right: short
+/// forms as fixed-size, length-prefixed, zero-padded buffers (a quarter of
+/// the cost of digests); longer ones through fixed-size digests (BLAKE3's
+/// equality is constant-time). Which of the two ran tells only whether a
+/// value is longer than `SHORT` bytes.
 pub fn same(a: &[u8], b: &[u8]) -> bool {
+    use subtle::ConstantTimeEq;
+    if a.len() <= SHORT && b.len() <= SHORT {
+        let pad = |v: &[u8]| {
+            let mut out = [0u8; SHORT + 1];
+            out[0] = v.len() as u8;
+            out[1..=v.len()].copy_from_slice(v);
+            out
+        };
+        return pad(a)[..].ct_eq(&pad(b)[..]).into();
+    }
     blake3::hash(a) == blake3::hash(b)
 }
 
@@ -112,6 +129,27 @@ mod tests {
         let stored = Value::from_json(f, &stored).unwrap().unwrap();
         let got = canonical_claim(f, &claim).ok().map(|c| same(&c, &canonical_stored(&stored)));
         assert_eq!(got, expected, "{ds}.{field}: {claim}");
+    }
+
+    /// Equal and unequal forms on both sides of the short-form limit,
+    /// including a prefix and zero bytes (which the padding must not hide).
+    #[test]
+    fn same_is_equality_at_every_length() {
+        for n in [0usize, 1, 7, 63, 64, 65, 200] {
+            let a: Vec<u8> = (0..n).map(|i| (i * 7 % 251) as u8 + 1).collect();
+            assert!(same(&a, &a.clone()), "{n}");
+            let mut b = a.clone();
+            if let Some(last) = b.last_mut() {
+                *last ^= 1;
+                assert!(!same(&a, &b), "{n}: last byte differs");
+            }
+            let mut longer = a.clone();
+            longer.push(0);
+            assert!(!same(&a, &longer), "{n}: trailing zero byte");
+            if n > 0 {
+                assert!(!same(&a, &a[..n - 1]), "{n}: prefix");
+            }
+        }
     }
 
     #[test]
