@@ -14,15 +14,31 @@ use serde_json::Value as Json;
 /// Folds full-width ASCII variants (U+FF01–FF5E) and the ideographic space
 /// to ASCII and trims surrounding white space (Unicode included).
 pub fn fold_text(s: &str) -> String {
-    let folded: String = s
-        .chars()
-        .map(|c| match c {
-            '\u{FF01}'..='\u{FF5E}' => char::from_u32(c as u32 - 0xFF01 + 0x21).unwrap_or(c),
-            '\u{3000}' => ' ',
-            _ => c,
-        })
-        .collect();
-    folded.trim_matches(|c: char| c.is_whitespace() || c == '\u{200B}' || c == '\u{FEFF}').to_owned()
+    fold_text_cow(s).into_owned()
+}
+
+/// [`fold_text`], borrowing when nothing needs folding (nearly every stored
+/// value), so that a verification does not copy what it compares.
+/// Trimming before folding gives the same result as after: folding never
+/// yields a character that trimming removes, except U+3000 → space, and
+/// U+3000 is white space itself.
+pub fn fold_text_cow(s: &str) -> std::borrow::Cow<'_, str> {
+    let trimmed = s.trim_matches(|c: char| c.is_whitespace() || c == '\u{200B}' || c == '\u{FEFF}');
+    let folds = |c: char| matches!(c, '\u{FF01}'..='\u{FF5E}' | '\u{3000}');
+    // Full-width forms are three UTF-8 bytes starting 0xE3 or 0xEF.
+    if !trimmed.bytes().any(|b| b == 0xE3 || b == 0xEF) || !trimmed.chars().any(folds) {
+        return std::borrow::Cow::Borrowed(trimmed);
+    }
+    std::borrow::Cow::Owned(
+        trimmed
+            .chars()
+            .map(|c| match c {
+                '\u{FF01}'..='\u{FF5E}' => char::from_u32(c as u32 - 0xFF01 + 0x21).unwrap_or(c),
+                '\u{3000}' => ' ',
+                _ => c,
+            })
+            .collect(),
+    )
 }
 
 /// Dates in the notations people type: 1949-12-31, 19491231, 1949/12/31,
@@ -48,7 +64,7 @@ fn parse_loose_date(s: &str) -> Option<time::Date> {
 
 fn json_text(j: &Json) -> Option<String> {
     match j {
-        Json::String(s) => Some(fold_text(s)),
+        Json::String(s) => Some(fold_text_cow(s).into_owned()),
         Json::Number(n) => Some(n.to_string()),
         Json::Bool(b) => Some(b.to_string()),
         _ => None,
@@ -77,17 +93,22 @@ pub fn canonical_claim(field: &Field, claim: &Json) -> Result<Vec<u8>, String> {
     })
 }
 
-/// Canonical form of a stored value, comparable with [`canonical_claim`].
-pub fn canonical_stored(v: &Value) -> Vec<u8> {
+/// Canonical form of a stored value, comparable with [`canonical_claim`];
+/// borrowed from the value where it already is one.
+pub fn canonical_stored(v: &Value) -> std::borrow::Cow<'_, [u8]> {
+    use std::borrow::Cow;
     match v {
-        Value::Str(s) | Value::Code(s) => fold_text(s).into_bytes(),
-        Value::Decimal(s) => s.clone().into_bytes(),
-        Value::Date(d) => format_date(*d).into_bytes(),
-        Value::DateTime(t) => t.to_be_bytes().to_vec(),
-        Value::Int(i) => i.to_be_bytes().to_vec(),
-        Value::Bool(b) => b.to_string().into_bytes(),
-        Value::Key(k) => k.as_str().as_bytes().to_vec(),
-        Value::Bytes(b) => b.clone(),
+        Value::Str(s) | Value::Code(s) => match fold_text_cow(s) {
+            Cow::Borrowed(t) => Cow::Borrowed(t.as_bytes()),
+            Cow::Owned(t) => Cow::Owned(t.into_bytes()),
+        },
+        Value::Decimal(s) => Cow::Borrowed(s.as_bytes()),
+        Value::Date(d) => Cow::Owned(format_date(*d).into_bytes()),
+        Value::DateTime(t) => Cow::Owned(t.to_be_bytes().to_vec()),
+        Value::Int(i) => Cow::Owned(i.to_be_bytes().to_vec()),
+        Value::Bool(b) => Cow::Borrowed(if *b { b"true" } else { b"false" }),
+        Value::Key(k) => Cow::Borrowed(k.as_str().as_bytes()),
+        Value::Bytes(b) => Cow::Borrowed(b),
     }
 }
 
@@ -104,13 +125,21 @@ const SHORT: usize = 64;
 pub fn same(a: &[u8], b: &[u8]) -> bool {
     use subtle::ConstantTimeEq;
     if a.len() <= SHORT && b.len() <= SHORT {
+        // Length byte, value, zeros: 72 bytes, compared as nine words whose
+        // differences are OR-ed together (no early exit), then tested once.
         let pad = |v: &[u8]| {
-            let mut out = [0u8; SHORT + 1];
+            let mut out = [0u8; 72];
             out[0] = v.len() as u8;
             out[1..=v.len()].copy_from_slice(v);
             out
         };
-        return pad(a)[..].ct_eq(&pad(b)[..]).into();
+        let (pa, pb) = (pad(a), pad(b));
+        let mut diff = 0u64;
+        for (x, y) in pa.chunks_exact(8).zip(pb.chunks_exact(8)) {
+            let word = |c: &[u8]| u64::from_le_bytes(c.try_into().expect("8-byte chunk"));
+            diff |= word(x) ^ word(y);
+        }
+        return diff.ct_eq(&0).into();
     }
     blake3::hash(a) == blake3::hash(b)
 }
@@ -191,5 +220,41 @@ mod tests {
     fn fold_text_cases() {
         assert_eq!(fold_text("\u{FEFF} Ａｂ１ \n"), "Ab1");
         assert_eq!(fold_text("张\u{3000}三"), "张 三");
+        assert_eq!(fold_text("\u{3000}\u{3000}Ａ\u{200B}"), "A");
+        assert!(matches!(fold_text_cow("  张三 "), std::borrow::Cow::Borrowed("张三")));
+        assert!(matches!(fold_text_cow("Ａ"), std::borrow::Cow::Owned(_)));
+    }
+
+    /// The folding as first written (fold every character, then trim),
+    /// against which the borrowing fast path is checked.
+    fn fold_then_trim(s: &str) -> String {
+        let folded: String = s
+            .chars()
+            .map(|c| match c {
+                '\u{FF01}'..='\u{FF5E}' => char::from_u32(c as u32 - 0xFF01 + 0x21).unwrap_or(c),
+                '\u{3000}' => ' ',
+                _ => c,
+            })
+            .collect();
+        folded.trim_matches(|c: char| c.is_whitespace() || c == '\u{200B}' || c == '\u{FEFF}').to_owned()
+    }
+
+    /// Every string of up to four characters from an alphabet of the
+    /// characters that matter (white space of both widths, zero-width
+    /// marks, full-width letters and their neighbours, CJK, ASCII).
+    #[test]
+    fn trimming_first_folds_like_folding_first() {
+        let alphabet = [' ', '\u{3000}', '\u{200B}', '\u{FEFF}', '\u{FF01}', '\u{FF21}', '\u{FF5E}', '\u{FF5F}', '\u{FF00}', '张', 'a', '\n', '\u{3001}'];
+        let mut stack = vec![String::new()];
+        while let Some(s) = stack.pop() {
+            assert_eq!(fold_text_cow(&s), fold_then_trim(&s), "{s:?}");
+            if s.chars().count() < 4 {
+                for c in alphabet {
+                    let mut t = s.clone();
+                    t.push(c);
+                    stack.push(t);
+                }
+            }
+        }
     }
 }

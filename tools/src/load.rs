@@ -163,7 +163,7 @@ pub fn run(o: &LoadOptions) -> anyhow::Result<LoadReport> {
     bar.set_style(reading);
     let mut phase_writing = false;
     let mut reading_seconds = 0.0;
-    let opts = BulkOptions { memory_bytes: o.memory_mb << 20, ..BulkOptions::new(tmp) };
+    let opts = BulkOptions { memory_bytes: o.memory_mb << 20, expected_bytes: meta.len(), ..BulkOptions::new(tmp) };
     let loaded = sst::load_file(
         &store,
         &ds.id,

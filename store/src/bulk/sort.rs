@@ -86,6 +86,10 @@ impl Bucket {
 }
 
 const BUCKETS: usize = 256;
+/// Average size, with its length prefix and index entry, assumed of an
+/// item for [`Sorter::reserve`] (a staged person record is about 250
+/// bytes of input for 220 of item).
+const TYPICAL_ITEM: usize = 250;
 const ENTRY: usize = std::mem::size_of::<Entry>();
 
 fn head_of(key: &[u8]) -> u128 {
@@ -124,6 +128,22 @@ impl<const K: usize> Sorter<K> {
 
     pub fn stats(&self) -> SortStats {
         self.stats
+    }
+
+    /// Reserves room for about `bytes` of items (at most the memory budget),
+    /// spread over the arenas as pseudonym keys spread. Items are assumed
+    /// to average [`TYPICAL_ITEM`] bytes for the indexes.
+    pub fn reserve(&mut self, bytes: u64) {
+        let bytes = (bytes.min(self.budget as u64) as usize) / BUCKETS;
+        if bytes == 0 {
+            return;
+        }
+        // A little over the even share: arenas fill unevenly.
+        let (arena, entries) = (bytes + bytes / 8, (bytes + bytes / 8) / TYPICAL_ITEM);
+        for b in &mut self.buckets {
+            b.arena.reserve(arena.saturating_sub(b.arena.len()));
+            b.index.reserve(entries.saturating_sub(b.index.len()));
+        }
     }
 
     /// Adds one item (its first `K` bytes are its key).
@@ -384,8 +404,13 @@ mod tests {
     }
 
     fn sort_all(keys: &[u32], budget: usize) -> (Vec<Vec<u8>>, SortStats) {
+        sort_reserved(keys, budget, 0)
+    }
+
+    fn sort_reserved(keys: &[u32], budget: usize, reserve: u64) -> (Vec<Vec<u8>>, SortStats) {
         let tmp = tempfile::tempdir().unwrap();
         let mut s = Sorter::<4>::new(tmp.path(), budget).unwrap();
+        s.reserve(reserve);
         for &k in keys {
             s.push(&item(k)).unwrap();
         }
@@ -419,6 +444,25 @@ mod tests {
         let (out, stats) = sort_all(&keys, 64 << 20);
         assert_eq!(out, expected(&keys));
         assert_eq!((stats.items, stats.runs), (10_000, 0));
+    }
+
+    /// Reserved room changes nothing but where the items are kept: the
+    /// same order in memory, and the same spilling when the budget is
+    /// smaller than the reservation asked for.
+    #[test]
+    fn reserving_room_keeps_results_and_budget() {
+        let keys = shuffled(10_000, 5);
+        let (out, stats) = sort_reserved(&keys, 64 << 20, 10_000 * 40);
+        assert_eq!(out, expected(&keys));
+        assert_eq!(stats.runs, 0);
+        let (out, stats) = sort_reserved(&keys, 16 << 10, 1 << 30);
+        assert_eq!(out, expected(&keys));
+        assert!(stats.runs > 1, "{stats:?}");
+        let tmp = tempfile::tempdir().unwrap();
+        let mut s = Sorter::<4>::new(tmp.path(), 1 << 20).unwrap();
+        s.reserve(u64::MAX);
+        let held: usize = s.buckets.iter().map(|b| b.arena.capacity()).sum();
+        assert!(((1 << 20)..(2 << 20)).contains(&held), "reservation capped by the budget: {held}");
     }
 
     #[test]
