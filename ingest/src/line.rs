@@ -4,6 +4,7 @@
 use basedata_store::catalog::Dataset;
 use basedata_store::keys::{mask, SubjectKey};
 use basedata_store::store::{Update, UpdateOp};
+use basedata_store::value::JsonScalar;
 use basedata_store::Value;
 use serde::Deserialize;
 use std::borrow::Cow;
@@ -31,7 +32,52 @@ struct RawLine<'a> {
     version: Option<u64>,
     #[serde(borrow)]
     op: Option<Cow<'a, str>>,
-    fields: Option<serde_json::Map<String, serde_json::Value>>,
+    #[serde(borrow)]
+    fields: Option<RawFields<'a>>,
+}
+
+/// The members of `"fields"` in the order sent, values untyped until they
+/// meet their catalog fields; strings borrow from the line.
+struct RawFields<'a>(Vec<(Cow<'a, str>, JsonScalar<'a>)>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for RawFields<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Name<'a>(Cow<'a, str>);
+        impl<'de> Deserialize<'de> for Name<'de> {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct V;
+                impl<'de> serde::de::Visitor<'de> for V {
+                    type Value = Name<'de>;
+                    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                        f.write_str("a field name")
+                    }
+                    fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Name<'de>, E> {
+                        Ok(Name(Cow::Borrowed(s)))
+                    }
+                    fn visit_str<E>(self, s: &str) -> Result<Name<'de>, E> {
+                        Ok(Name(Cow::Owned(s.to_owned())))
+                    }
+                }
+                d.deserialize_str(V)
+            }
+        }
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = RawFields<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object of fields")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<RawFields<'de>, A::Error> {
+                let mut out = Vec::with_capacity(a.size_hint().unwrap_or(8).min(64));
+                while let Some((Name(n), v)) = a.next_entry::<Name<'de>, JsonScalar<'de>>()? {
+                    out.push((n, v));
+                }
+                Ok(RawFields(out))
+            }
+        }
+        // Covariant: fields borrowed for the input's lifetime serve for any shorter one.
+        Ok(d.deserialize_map(V)?)
+    }
 }
 
 /// Parses one NDJSON line of an update body for `dataset`.
@@ -88,20 +134,19 @@ fn parse_raw(dataset: &Dataset, raw: RawLine<'_>) -> Result<Update, LineError> {
     Ok(Update { dataset: dataset.id.clone(), key, version, op })
 }
 
-/// Validates the fields of an upsert; the result is in catalog order.
-fn parse_fields(
-    dataset: &Dataset,
-    fields: &serde_json::Map<String, serde_json::Value>,
-) -> Result<Vec<(String, Value)>, (&'static str, String)> {
-    for name in fields.keys() {
-        if dataset.field(name).is_none() {
-            return Err(("unknown_field", format!("dataset {} has no field {name}", dataset.id)));
-        }
+/// Validates the fields of an upsert; the result is in catalog order. A
+/// name sent twice counts once, with its last value (as a JSON object
+/// read into a map would have it), and of several unknown names the
+/// first in byte order is reported.
+fn parse_fields(dataset: &Dataset, fields: &RawFields<'_>) -> Result<Vec<(String, Value)>, (&'static str, String)> {
+    let unknown = fields.0.iter().map(|(n, _)| n).filter(|n| dataset.field(n).is_none()).min();
+    if let Some(name) = unknown {
+        return Err(("unknown_field", format!("dataset {} has no field {name}", dataset.id)));
     }
-    let mut out = Vec::with_capacity(fields.len());
+    let mut out = Vec::with_capacity(fields.0.len());
     for f in &dataset.fields {
-        let value = match fields.get(&f.name) {
-            Some(json) => Value::from_json(f, json).map_err(|e| ("invalid_value", e.message))?,
+        let value = match fields.0.iter().rev().find(|(n, _)| *n == f.name) {
+            Some((_, json)) => Value::from_scalar(f, json).map_err(|e| ("invalid_value", e.message))?,
             None => None,
         };
         match value {
@@ -169,5 +214,71 @@ mod tests {
         let names: Vec<_> = fields.iter().map(|(n, _)| n.as_str()).collect();
         let order: Vec<_> = cat.dataset("hukou").unwrap().fields.iter().map(|f| f.name.as_str()).filter(|n| names.contains(n)).collect();
         assert_eq!(names, order);
+    }
+
+    /// The field validation as first written, over a `serde_json::Map`
+    /// (members in name order, a repeated name keeping its last value).
+    fn fields_through_a_map(ds: &Dataset, line: &str) -> Result<Vec<(String, Value)>, String> {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let map = v["fields"].as_object().unwrap();
+        if let Some(name) = map.keys().find(|n| ds.field(n).is_none()) {
+            return Err(format!("unknown_field: dataset {} has no field {name}", ds.id));
+        }
+        let mut out = Vec::new();
+        for f in &ds.fields {
+            match map.get(&f.name).map(|j| Value::from_json(f, j)) {
+                Some(Err(e)) => return Err(format!("invalid_value: {}", e.message)),
+                Some(Ok(Some(v))) => out.push((f.name.clone(), v)),
+                _ if f.required => return Err(format!("invalid_value: field {}: required", f.name)),
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+
+    /// Reading fields straight from the line gives what the map gave, for
+    /// every kind of value, escapes, repeats and mistakes.
+    #[test]
+    fn fields_parse_as_through_a_map() {
+        let cat = Catalog::builtin();
+        let hukou = cat.dataset("hukou").unwrap();
+        let base = r#""name":"张三","gender":"2","birth_date":"1949-12-31","status":"normal""#;
+        let cases = [
+            base.to_string(),
+            format!(r#"{base},"name":"李四""#),
+            format!(r#"{base},"name":"\u5f20\u4e09 \"x\"""#),
+            format!(r#"{base},"gender":2"#),
+            format!(r#"{base},"gender":2.0"#),
+            format!(r#"{base},"gender":null"#),
+            format!(r#"{base},"name":null"#),
+            format!(r#"{base},"name":["a"]"#),
+            format!(r#"{base},"name":{{"a":1}}"#),
+            format!(r#"{base},"name":7"#),
+            format!(r#"{base},"zz":1,"aa":2"#),
+            format!(r#"{base},"birth_date":" 1949-12-31 ""#),
+            format!(r#"{base},"birth_date":true"#),
+            format!(r#"{base},"name":"a\u0001b""#),
+            r#""gender":"2""#.to_string(),
+        ];
+        let mut datasets: Vec<(&Dataset, String)> = cases.iter().map(|c| (hukou, c.clone())).collect();
+        // Every type of the catalog, each as a string, a number, a boolean and null.
+        for ds in cat.datasets() {
+            for f in &ds.fields {
+                for v in [r#""1""#, "1", "-1", "1.5", "18446744073709551615", "true", "null", r#""2024-01-01""#, r#""2024-01-01T00:00:00Z""#, r#""aGVsbG8=""#, r#""11010519491231002X""#, r#""91350100M000100Y43""#] {
+                    datasets.push((ds, format!(r#""{}":{v}"#, f.name)));
+                }
+            }
+        }
+        for (ds, fields) in datasets {
+            let key = if ds.subject == basedata_store::Subject::Person { "11010519491231002X" } else { "91350100M000100Y43" };
+            let line = format!(r#"{{"key":"{key}","version":1,"fields":{{{fields}}}}}"#);
+            let expected = fields_through_a_map(ds, &line);
+            let got = match parse_line(ds, line.as_bytes()) {
+                Ok(Update { op: UpdateOp::Upsert(f), .. }) => Ok(f),
+                Ok(_) => panic!("not an upsert"),
+                Err(e) => Err(format!("{}: {}", e.code, e.message)),
+            };
+            assert_eq!(got, expected, "{}: {line}", ds.id);
+        }
     }
 }

@@ -98,11 +98,13 @@ pub fn load_file(
         // another thread than the one that took them).
         let (free_data_tx, free_data_rx) = crossbeam::channel::bounded::<Vec<u8>>(4 * workers);
         let (free_staged_tx, free_staged_rx) = crossbeam::channel::bounded::<Staged>(4 * workers);
-        let reader = s.spawn(move || read_chunks(file, &chunk_tx, &free_data_rx));
+        // Named threads, so that profiles and `top -H` tell the stages apart.
+        let named = |name: &str| std::thread::Builder::new().name(name.to_owned());
+        let reader = named("load-read").spawn_scoped(s, move || read_chunks(file, &chunk_tx, &free_data_rx))?;
         for _ in 0..workers {
             let (rx, tx) = (chunk_rx.clone(), out_tx.clone());
             let (free_data, free_staged) = (free_data_tx.clone(), free_staged_rx.clone());
-            s.spawn(move || {
+            named("load-stage").spawn_scoped(s, move || {
                 for chunk in rx {
                     let mut staged = free_staged.try_recv().unwrap_or_default();
                     staged.clear();
@@ -112,7 +114,7 @@ pub fn load_file(
                         return;
                     }
                 }
-            });
+            })?;
         }
         drop((chunk_rx, out_tx, free_data_tx, free_staged_rx));
         // Results come back in any order; they are taken in input order.

@@ -644,7 +644,8 @@ fn write_files(
     let (rtx, rrx) = crossbeam::channel::bounded::<Arc<OutBatch>>(4);
     let (ctx, crx) = crossbeam::channel::bounded::<Arc<OutBatch>>(4);
     std::thread::scope(|s| {
-        let records = s.spawn(move || -> Result<(Vec<PathBuf>, u64)> {
+        let named = |name: &str| std::thread::Builder::new().name(name.to_owned());
+        let records = named("load-records").spawn_scoped(s, move || -> Result<(Vec<PathBuf>, u64)> {
             let opts = rocks.sst_options(Cf::Records);
             let mut out = SstSeries::new(&opts, dir, "records", sst_bytes);
             let mut key = Vec::with_capacity(16 + dataset.len());
@@ -662,8 +663,8 @@ fn write_files(
                 }
             }
             out.finish()
-        });
-        let changes = s.spawn(move || -> Result<(Vec<PathBuf>, Vec<PathBuf>, u64)> {
+        })?;
+        let changes = named("load-changes").spawn_scoped(s, move || -> Result<(Vec<PathBuf>, Vec<PathBuf>, u64)> {
             let copts = rocks.sst_options(Cf::Changes);
             let kopts = rocks.sst_options(Cf::KeyMap);
             let mut changes = SstSeries::new(&copts, dir, "changes", sst_bytes);
@@ -689,7 +690,7 @@ fn write_files(
             let (c, cb) = changes.finish()?;
             let (k, kb) = keymap.finish()?;
             Ok((c, k, cb + kb))
-        });
+        })?;
         let produced = produce(sorted, slot.first_seq, &rtx, &ctx, progress);
         drop((rtx, ctx));
         let records = joined(records.join());
