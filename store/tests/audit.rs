@@ -7,6 +7,7 @@ mod common;
 use basedata_store::audit::{AuditEvent, StoredEntry};
 use basedata_store::clock::ManualClock;
 use basedata_store::codec::{decode, encode};
+use basedata_store::engine::rocks::{RocksConfig, RocksEngine};
 use basedata_store::{Action, Cf, Durability, Engine, WriteBatch};
 use common::*;
 use std::path::Path;
@@ -186,4 +187,61 @@ fn audited_keys_resolve_whether_or_not_the_event_writes_the_mapping() {
         s.engine().flush().unwrap();
     }
     assert!(s.audit_verify().unwrap().ok);
+}
+
+/// The audit index used to be compacted leveled and is now tiered: an
+/// index written leveled, down to the bottom level, opens under the new
+/// options with every entry in place, and takes new entries, flushes and
+/// compactions on top of it.
+#[test]
+fn an_index_compacted_leveled_opens_and_grows_tiered() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = |i: u32| {
+        let mut k = vec![b'k'];
+        k.extend_from_slice(&xorshift(i).to_be_bytes());
+        k.extend_from_slice(&i.to_be_bytes());
+        k
+    };
+    {
+        let mut opts = rocksdb::Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        let names: Vec<&str> = Cf::ALL.iter().map(|c| c.name()).collect();
+        let db = rocksdb::DB::open_cf(&opts, dir.path(), &names).unwrap();
+        let cf = db.cf_handle(Cf::AuditIndex.name()).unwrap();
+        for round in 0..4u32 {
+            for i in round * 5_000..(round + 1) * 5_000 {
+                db.put_cf(&cf, key(i), b"").unwrap();
+            }
+            db.flush_cf(&cf).unwrap();
+        }
+        db.compact_range_cf(&cf, None::<&[u8]>, None::<&[u8]>);
+        let live = db.live_files().unwrap();
+        assert!(live.iter().any(|f| f.column_family_name == Cf::AuditIndex.name() && f.level > 0), "leveled files");
+    }
+    let engine = RocksEngine::open(dir.path(), &RocksConfig { block_cache_bytes: 8 << 20, ..Default::default() }).unwrap();
+    let count = |e: &RocksEngine| e.scan(Cf::AuditIndex, &[], None, false).unwrap().count();
+    assert_eq!(count(&engine), 20_000);
+    for round in 4..12u32 {
+        let mut b = WriteBatch::new();
+        for i in round * 5_000..(round + 1) * 5_000 {
+            b.put(Cf::AuditIndex, key(i), Vec::new());
+        }
+        engine.write(b, Durability::Sync).unwrap();
+        engine.db().flush_cf(engine.cf(Cf::AuditIndex)).unwrap();
+    }
+    engine.db().compact_range_cf(engine.cf(Cf::AuditIndex), None::<&[u8]>, None::<&[u8]>);
+    assert_eq!(count(&engine), 60_000);
+    let mut want: Vec<Vec<u8>> = (0..60_000).map(key).collect();
+    want.sort();
+    let got: Vec<Vec<u8>> = engine.scan(Cf::AuditIndex, &[], None, false).unwrap().map(|kv| kv.unwrap().0.to_vec()).collect();
+    assert_eq!(got, want);
+}
+
+/// Scattered but repeatable key bytes, as pseudonyms are.
+fn xorshift(i: u32) -> u32 {
+    let mut x = i.wrapping_mul(2_654_435_761) ^ 0x9E37_79B9;
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^ (x << 5)
 }
