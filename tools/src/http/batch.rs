@@ -319,6 +319,7 @@ pub async fn job_status(
 pub async fn job_result(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
+    Extension(purpose): Extension<Purpose>,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     let meta = own_job(&state, &caller, &id).await?;
@@ -333,6 +334,12 @@ pub async fn job_result(
             return Err(ApiError::new(StatusCode::CONFLICT, "conflict", msg).with_details(details));
         }
     }
+    // Every line was audited when it was verified; the download of the
+    // answers is a use of its own (who took the verdicts, when, and why),
+    // recorded before the first byte goes out.
+    let mut ev = super::commit::event(&caller, Some(&purpose), basedata_store::Action::BatchVerify, None);
+    ev.outcome = format!("result_download:{}", meta.id.to_hex());
+    super::commit::commit(&state, Vec::new(), vec![ev]).await?;
     let (mut tx, resp) = ndjson_stream();
     let store = state.store.clone();
     tokio::spawn(async move {

@@ -245,14 +245,21 @@ async fn jobs_are_private_conflict_until_done_then_answer_every_line() {
     let sum: u64 = ["matched", "mismatched", "not_found", "invalid"].iter().map(|k| j[k].as_u64().unwrap()).sum();
     assert_eq!(sum, n);
     assert_eq!(j["invalid"].as_u64().unwrap(), (0..n).filter(|i| i % 7 >= 5).count() as u64);
-    let (s, out) = send(&st, req("GET", &format!("/v1/jobs/{id}/result"), COUNTER, Body::empty())).await;
-    assert_eq!(s, StatusCode::OK);
-    check_answers(&ndjson(&out), n, 20);
     // Audited once per line, in the submitter's name and purpose.
     assert_eq!(st.store.audit_head().unwrap().seq - before, n);
     let q = basedata_store::audit::AuditQuery { after: before, limit: 1, ..Default::default() };
     let e = &st.store.audit_query(&q).unwrap()[0];
     assert_eq!((e.department.as_str(), e.purpose.as_str(), e.action), ("counter", "低保复核", basedata_store::Action::BatchVerify));
+    // The download is audited too: one more entry, naming the job.
+    let (s, out) = send(&st, req("GET", &format!("/v1/jobs/{id}/result"), COUNTER, Body::empty())).await;
+    assert_eq!(s, StatusCode::OK);
+    check_answers(&ndjson(&out), n, 20);
+    let head = st.store.audit_head().unwrap().seq;
+    assert_eq!(head - before, n + 1);
+    let q = basedata_store::audit::AuditQuery { after: head - 1, limit: 1, ..Default::default() };
+    let e = &st.store.audit_query(&q).unwrap()[0];
+    assert_eq!((e.department.as_str(), e.purpose.as_str()), ("counter", "低保复核"));
+    assert_eq!((e.action, e.key, e.outcome.clone()), (basedata_store::Action::BatchVerify, None, format!("result_download:{id}")));
 }
 
 #[tokio::test]
@@ -285,8 +292,8 @@ async fn a_resumed_job_continues_after_its_last_answered_chunk() {
     runner.abort();
     let (_, out) = send(&st, req("GET", &format!("/v1/jobs/{}/result", id.to_hex()), COUNTER, Body::empty())).await;
     check_answers(&ndjson(&out), n, 5);
-    // Only the two remaining chunks were audited now.
-    assert_eq!(st.store.audit_head().unwrap().seq - before, n - first.lines as u64);
+    // Only the two remaining chunks were audited now, and the download.
+    assert_eq!(st.store.audit_head().unwrap().seq - before, n - first.lines as u64 + 1);
     assert_eq!(status(&st, &id.to_hex(), COUNTER).await.1["processed"], n);
 }
 
