@@ -528,19 +528,20 @@ impl Store {
 
     /// A stored record with the fields `keep` accepts; `None` for a delete.
     fn decode_fields(&self, bytes: &[u8], dataset: &str, keep: &dyn Fn(&str) -> bool) -> Result<Option<Record>> {
-        let rec = borrowed::decode_record(bytes)?;
-        let borrowed::BodyRef::Live(fields) = rec.body else { return Ok(None) };
         let mut key_of = |doc: u8, pid: &Pid| self.resolve_required(doc, pid);
-        let fields = fields
-            .into_iter()
-            .filter(|(n, _)| keep(n))
-            .map(|(n, v)| Ok((n.to_owned(), v.to_value(&mut key_of)?)))
-            .collect::<Result<Vec<_>>>()?;
+        let mut fields = Vec::new();
+        let head = borrowed::visit_live_fields(bytes, |n, v| {
+            if keep(n) {
+                fields.push((n.to_owned(), v.to_value(&mut key_of)?));
+            }
+            Ok(())
+        })?;
+        let Some(head) = head else { return Ok(None) };
         Ok(Some(Record {
             dataset: dataset.to_owned(),
-            version: rec.version,
-            committed_at: rec.committed_at,
-            seq: rec.seq,
+            version: head.version,
+            committed_at: head.committed_at,
+            seq: head.seq,
             fields,
         }))
     }
@@ -712,21 +713,6 @@ mod borrowed {
     use crate::{Error, Result};
 
     #[derive(bincode::BorrowDecode)]
-    pub(super) struct RecordRef<'a> {
-        pub version: u64,
-        pub committed_at: i64,
-        pub seq: u64,
-        pub body: BodyRef<'a>,
-    }
-
-    #[derive(bincode::BorrowDecode)]
-    pub(super) enum BodyRef<'a> {
-        Live(Vec<(&'a str, ValueRef<'a>)>),
-        #[allow(dead_code)]
-        Deleted,
-    }
-
-    #[derive(bincode::BorrowDecode)]
     pub(super) enum ValueRef<'a> {
         Str(&'a str),
         Date(i32),
@@ -758,13 +744,47 @@ mod borrowed {
         }
     }
 
-    pub(super) fn decode_record(bytes: &[u8]) -> Result<RecordRef<'_>> {
-        match bytes.split_first() {
-            Some((&FORMAT_V1, body)) => bincode::borrow_decode_from_slice(body, bincode::config::standard())
-                .map(|(v, _)| v)
-                .map_err(|e| Error::Corrupt { what: "record", msg: e.to_string() }),
-            Some((&other, _)) => Err(Error::Format { what: "record", found: other }),
-            None => Err(Error::Corrupt { what: "record", msg: "empty value".into() }),
+    /// The header fields of a stored record.
+    pub(super) struct Head {
+        pub version: u64,
+        pub committed_at: i64,
+        pub seq: u64,
+    }
+
+    /// Decodes a stored record field by field, handing each to `visit`
+    /// without collecting them (a read that keeps two fields of ten need
+    /// not build the other eight); `None` for a delete's tombstone. The
+    /// order of reads is the derived layout of `record::StoredRecord`:
+    /// header, body variant, field count, then name and value of each field.
+    pub(super) fn visit_live_fields<'a>(
+        bytes: &'a [u8],
+        mut visit: impl FnMut(&'a str, ValueRef<'a>) -> Result<()>,
+    ) -> Result<Option<Head>> {
+        use bincode::de::BorrowDecode;
+        let corrupt = |e: bincode::error::DecodeError| Error::Corrupt { what: "record", msg: e.to_string() };
+        let body = match bytes.split_first() {
+            Some((&FORMAT_V1, body)) => body,
+            Some((&other, _)) => return Err(Error::Format { what: "record", found: other }),
+            None => return Err(Error::Corrupt { what: "record", msg: "empty value".into() }),
+        };
+        let reader = bincode::de::read::SliceReader::new(body);
+        let mut d = bincode::de::DecoderImpl::new(reader, bincode::config::standard(), ());
+        let head = Head {
+            version: u64::borrow_decode(&mut d).map_err(corrupt)?,
+            committed_at: i64::borrow_decode(&mut d).map_err(corrupt)?,
+            seq: u64::borrow_decode(&mut d).map_err(corrupt)?,
+        };
+        match u32::borrow_decode(&mut d).map_err(corrupt)? {
+            0 => {}
+            1 => return Ok(None),
+            other => return Err(Error::Corrupt { what: "record", msg: format!("unknown body variant {other}") }),
         }
+        let n = u64::borrow_decode(&mut d).map_err(corrupt)?;
+        for _ in 0..n {
+            let name = <&str>::borrow_decode(&mut d).map_err(corrupt)?;
+            let value = ValueRef::borrow_decode(&mut d).map_err(corrupt)?;
+            visit(name, value)?;
+        }
+        Ok(Some(head))
     }
 }
