@@ -107,12 +107,21 @@ pub struct Config {
     /// requests are shed with 503 overloaded.
     #[serde(default = "default_write_queue")]
     pub write_queue: usize,
+    /// Days a finished batch job's input and answers are kept for its
+    /// department to download; then they are deleted (the audit entries of
+    /// its lines stay).
+    #[serde(default = "default_job_retention_days")]
+    pub job_retention_days: u32,
     /// HTTPS, and mutual TLS with a client CA.
     pub tls: Option<TlsConfig>,
 }
 
 fn default_timeout() -> u64 {
     120
+}
+
+fn default_job_retention_days() -> u32 {
+    30
 }
 
 fn default_write_queue() -> usize {
@@ -180,6 +189,7 @@ impl Default for Config {
             policy: PolicyConfig::default(),
             request_timeout_seconds: default_timeout(),
             write_queue: default_write_queue(),
+            job_retention_days: default_job_retention_days(),
             tls: None,
         }
     }
@@ -237,6 +247,9 @@ impl Config {
         }
         if !(1..=60).contains(&self.policy.grant_reply_days) || !(1..=60).contains(&self.policy.dispute_days) {
             bail!("policy deadlines are 1 to 60 working days");
+        }
+        if self.job_retention_days == 0 {
+            bail!("job_retention_days must be at least 1");
         }
         if self.request_timeout_seconds < 70 || self.write_queue == 0 {
             // Change-feed long polls wait up to 60 s.

@@ -30,7 +30,7 @@ const RETRY_PAUSE: Duration = Duration::from_secs(5);
 pub async fn runner(state: AppState) {
     let started = state.store.clock().now_micros();
     loop {
-        match next_job(&state.store, started).await {
+        match next_job(&state.store, started, state.job_retention).await {
             Ok(Some(meta)) => run_job(&state, meta).await,
             Ok(None) => {
                 tokio::select! {
@@ -46,16 +46,31 @@ pub async fn runner(state: AppState) {
     }
 }
 
+/// Whether a finished job's input and answers have been kept for
+/// `retention` by `now` (Unix microseconds).
+pub(crate) fn expired(m: &JobMeta, now: i64, retention: Duration) -> bool {
+    let kept = i64::try_from(retention.as_micros()).unwrap_or(i64::MAX);
+    matches!(m.state, JobState::Done | JobState::Failed)
+        && m.finished_at.is_some_and(|at| now.saturating_sub(at) >= kept)
+}
+
 /// The job to run next, after discarding jobs whose input stopped
-/// arriving before this process started (their submitter got no id).
-async fn next_job(store: &Arc<Store>, started: i64) -> Result<Option<JobMeta>, BatchError> {
+/// arriving before this process started (their submitter got no id) and
+/// finished jobs kept for `retention` (their lines' audit entries stay:
+/// they are the record; the stored answers are only a convenience).
+async fn next_job(store: &Arc<Store>, started: i64, retention: Duration) -> Result<Option<JobMeta>, BatchError> {
     let store = store.clone();
     tokio::task::spawn_blocking(move || {
         let engine = &**store.engine();
         let all = jobs::all(engine)?;
+        let now = store.clock().now_micros();
         let mut discard = WriteBatch::new();
         for m in all.iter().filter(|m| m.state == JobState::Receiving && m.created_at < started) {
             tracing::info!(job = %m.id.to_hex(), "discarding a job whose input never completed");
+            jobs::delete_into(engine, &m.id, &mut discard)?;
+        }
+        for m in all.iter().filter(|m| expired(m, now, retention)) {
+            tracing::info!(job = %m.id.to_hex(), department = %m.department, "deleting a finished job past its retention");
             jobs::delete_into(engine, &m.id, &mut discard)?;
         }
         if !discard.is_empty() {

@@ -119,6 +119,7 @@ pub fn app_state(store: Arc<Store>, cfg: &Config) -> anyhow::Result<AppState> {
         .with_governance(cfg.policy.policy(), calendar)?
         .with_write_queue(cfg.write_queue);
     state.request_timeout = std::time::Duration::from_secs(cfg.request_timeout_seconds);
+    state.job_retention = std::time::Duration::from_secs(u64::from(cfg.job_retention_days) * 86_400);
     Ok(state)
 }
 

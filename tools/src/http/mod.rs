@@ -83,6 +83,8 @@ pub struct AppStateInner {
     pub request_timeout: std::time::Duration,
     /// Wakes the batch job runner when a job is queued.
     pub job_wake: Arc<tokio::sync::Notify>,
+    /// How long a finished job's input and answers are kept.
+    pub job_retention: std::time::Duration,
 }
 
 /// Jobs waiting for the writer before requests are refused with 503.
@@ -111,6 +113,7 @@ impl AppState {
             metrics: Arc::new(crate::metrics::Metrics::new()),
             request_timeout: std::time::Duration::from_secs(120),
             job_wake: Arc::new(tokio::sync::Notify::new()),
+            job_retention: std::time::Duration::from_secs(30 * 86_400),
         }))
     }
 

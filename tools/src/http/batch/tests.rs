@@ -309,3 +309,62 @@ async fn a_request_body_that_breaks_off_ends_in_an_aborted_answer() {
     let collected = tokio::time::timeout(std::time::Duration::from_secs(10), resp.into_body().collect()).await.unwrap();
     assert!(collected.is_err(), "a broken-off request must not look answered in full");
 }
+
+/// A finished job is kept for the retention and then deleted with its
+/// input and answers; running and queued ones never expire.
+#[test]
+fn finished_jobs_expire_after_the_retention() {
+    use basedata_query::jobs::{JobId, JobMeta, JobState};
+    let day = 86_400_000_000i64;
+    let retention = std::time::Duration::from_secs(30 * 86_400);
+    let mut m = JobMeta {
+        id: JobId([1; 16]),
+        department: "counter".into(),
+        operator: None,
+        purpose: "p".into(),
+        state: JobState::Done,
+        created_at: 0,
+        finished_at: Some(10 * day),
+        total: 1,
+        chunks: 1,
+        done_chunks: 1,
+        counts: Default::default(),
+        error: None,
+    };
+    assert!(!crate::jobs::expired(&m, 40 * day - 1, retention));
+    assert!(crate::jobs::expired(&m, 40 * day, retention));
+    m.state = JobState::Failed;
+    assert!(crate::jobs::expired(&m, 41 * day, retention));
+    for s in [JobState::Running, JobState::Queued, JobState::Receiving] {
+        m.state = s;
+        assert!(!crate::jobs::expired(&m, 400 * day, retention), "{s:?}");
+    }
+    m.state = JobState::Done;
+    m.finished_at = None;
+    assert!(!crate::jobs::expired(&m, 400 * day, retention));
+}
+
+#[tokio::test]
+async fn the_runner_deletes_jobs_past_their_retention() {
+    let mut st = state(5);
+    st.job_retention = std::time::Duration::ZERO;
+    let n = 300;
+    let before = st.store.audit_head().unwrap().seq;
+    let (s, b) = send(&st, req("POST", "/v1/jobs", COUNTER, Body::from(body_of((0..n).map(|i| line(i, 5)))))).await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    let id = json_of(&b)["id"].as_str().unwrap().to_owned();
+    let runner = tokio::spawn(crate::jobs::runner(st.clone()));
+    // Done, then deleted at the runner's next look (no retention at all).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while status(&st, &id, COUNTER).await.0 != StatusCode::NOT_FOUND {
+        assert!(std::time::Instant::now() < deadline, "the job was not deleted");
+        st.job_wake.notify_one();
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    runner.abort();
+    assert!(basedata_query::jobs::all(&**st.store.engine()).unwrap().is_empty());
+    let left = st.store.engine().scan(basedata_store::Cf::Jobs, &[], None, false).unwrap().count();
+    assert_eq!(left, 0, "input and answers are deleted with the job");
+    // Its lines' audit entries stay.
+    assert_eq!(st.store.audit_head().unwrap().seq - before, n);
+}
