@@ -115,9 +115,8 @@ pub fn app_state(store: Arc<Store>, cfg: &Config) -> anyhow::Result<AppState> {
         Some(p) => basedata_store::calendar::Calendar::load(p)?,
         None => basedata_store::calendar::Calendar::builtin(),
     };
-    let mut state = AppState::new(store, departments, cfg.max_body_mb << 20)
-        .with_governance(cfg.policy.policy(), calendar)?
-        .with_write_queue(cfg.write_queue);
+    let mut state = AppState::with_queue(store, departments, cfg.max_body_mb << 20, cfg.write_queue)
+        .with_governance(cfg.policy.policy(), calendar)?;
     state.request_timeout = std::time::Duration::from_secs(cfg.request_timeout_seconds);
     state.job_retention = std::time::Duration::from_secs(u64::from(cfg.job_retention_days) * 86_400);
     Ok(state)

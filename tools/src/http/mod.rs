@@ -91,7 +91,14 @@ pub struct AppStateInner {
 pub const WRITE_QUEUE: usize = 4096;
 
 impl AppState {
+    /// The state with a writer queue of [`WRITE_QUEUE`] jobs.
     pub fn new(store: Arc<Store>, departments: Departments, max_body_bytes: usize) -> AppState {
+        AppState::with_queue(store, departments, max_body_bytes, WRITE_QUEUE)
+    }
+
+    /// The state with a writer whose queue holds `write_queue` waiting jobs
+    /// at most (the one writer thread is started here, once).
+    pub fn with_queue(store: Arc<Store>, departments: Departments, max_body_bytes: usize, write_queue: usize) -> AppState {
         let catalog = store.catalog().clone();
         let catalog_json = serde_json::to_vec(&serde_json::json!({ "datasets": catalog.datasets() }))
             .expect("catalog serializes");
@@ -99,7 +106,7 @@ impl AppState {
             GrantBook::load(&**store.engine(), Policy::default(), store.clock().clone()).expect("grants load"),
         );
         AppState(Arc::new(AppStateInner {
-            committer: Arc::new(Committer::start(store.clone(), WRITE_QUEUE)),
+            committer: Arc::new(Committer::start(store.clone(), write_queue)),
             seq_tx: Arc::new(tokio::sync::watch::channel(store.last_seq()).0),
             store,
             catalog,
@@ -115,12 +122,6 @@ impl AppState {
             job_wake: Arc::new(tokio::sync::Notify::new()),
             job_retention: std::time::Duration::from_secs(30 * 86_400),
         }))
-    }
-
-    /// A writer with a queue of `jobs` waiting jobs at most.
-    pub fn with_write_queue(mut self, jobs: usize) -> AppState {
-        self.committer = Arc::new(Committer::start(self.store.clone(), jobs));
-        self
     }
 
     /// Replaces the governance policy and calendar (from the configuration).
