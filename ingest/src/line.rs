@@ -42,25 +42,9 @@ struct RawFields<'a>(Vec<(Cow<'a, str>, JsonScalar<'a>)>);
 
 impl<'de: 'a, 'a> Deserialize<'de> for RawFields<'a> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Name<'a>(Cow<'a, str>);
-        impl<'de> Deserialize<'de> for Name<'de> {
-            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                struct V;
-                impl<'de> serde::de::Visitor<'de> for V {
-                    type Value = Name<'de>;
-                    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                        f.write_str("a field name")
-                    }
-                    fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Name<'de>, E> {
-                        Ok(Name(Cow::Borrowed(s)))
-                    }
-                    fn visit_str<E>(self, s: &str) -> Result<Name<'de>, E> {
-                        Ok(Name(Cow::Owned(s.to_owned())))
-                    }
-                }
-                d.deserialize_str(V)
-            }
-        }
+        #[derive(Deserialize)]
+        #[serde(transparent)]
+        struct Name<'a>(#[serde(borrow)] Cow<'a, str>);
         struct V;
         impl<'de> serde::de::Visitor<'de> for V {
             type Value = RawFields<'de>;
@@ -280,5 +264,16 @@ mod tests {
             };
             assert_eq!(got, expected, "{}: {line}", ds.id);
         }
+    }
+
+    /// Names and string values without escapes borrow from the line; an
+    /// escaped one is unescaped into its own string.
+    #[test]
+    fn fields_borrow_from_the_line() {
+        let line = r#"{"key":"11010519491231002X","version":1,"fields":{"name":"张三","n\u0061me":"a\"b"}}"#;
+        let raw: RawLine = serde_json::from_str(line).unwrap();
+        let f = raw.fields.unwrap().0;
+        assert!(matches!(f[0], (Cow::Borrowed("name"), JsonScalar::Str(Cow::Borrowed("张三")))), "{f:?}");
+        assert!(matches!(&f[1], (Cow::Owned(n), JsonScalar::Str(Cow::Owned(v))) if n == "name" && v == "a\"b"), "{f:?}");
     }
 }

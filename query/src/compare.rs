@@ -64,7 +64,7 @@ fn parse_loose_date(s: &str) -> Option<time::Date> {
 
 fn json_text(j: &Json) -> Option<String> {
     match j {
-        Json::String(s) => Some(fold_text_cow(s).into_owned()),
+        Json::String(s) => Some(fold_text(s)),
         Json::Number(n) => Some(n.to_string()),
         Json::Bool(b) => Some(b.to_string()),
         _ => None,
@@ -125,10 +125,12 @@ const SHORT: usize = 64;
 pub fn same(a: &[u8], b: &[u8]) -> bool {
     use subtle::ConstantTimeEq;
     if a.len() <= SHORT && b.len() <= SHORT {
-        // Length byte, value, zeros: 72 bytes, compared as nine words whose
-        // differences are OR-ed together (no early exit), then tested once.
+        // Length byte, value, zeros, to a whole number of words, compared
+        // as words whose differences are OR-ed together (no early exit),
+        // then tested once.
+        const PADDED: usize = (SHORT + 1).div_ceil(8) * 8;
         let pad = |v: &[u8]| {
-            let mut out = [0u8; 72];
+            let mut out = [0u8; PADDED];
             out[0] = v.len() as u8;
             out[1..=v.len()].copy_from_slice(v);
             out

@@ -8,7 +8,7 @@ use crate::{Error, Result};
 /// The current stored format of every value type.
 pub const FORMAT_V1: u8 = 1;
 
-fn config() -> bincode::config::Configuration {
+pub(crate) fn config() -> bincode::config::Configuration {
     bincode::config::standard()
 }
 
@@ -23,10 +23,16 @@ pub fn encode<T: bincode::Encode>(value: &T) -> Vec<u8> {
 
 /// Decodes a value written by [`encode`]; `what` names the value kind in errors.
 pub fn decode<T: bincode::Decode<()>>(what: &'static str, bytes: &[u8]) -> Result<T> {
+    bincode::decode_from_slice(v1_body(what, bytes)?, config())
+        .map(|(v, _)| v)
+        .map_err(|e| Error::Corrupt { what, msg: e.to_string() })
+}
+
+/// The bincode bytes behind the format marker of a value written by
+/// [`encode`], for readers that decode it piece by piece.
+pub(crate) fn v1_body<'a>(what: &'static str, bytes: &'a [u8]) -> Result<&'a [u8]> {
     match bytes.split_first() {
-        Some((&FORMAT_V1, body)) => bincode::decode_from_slice(body, config())
-            .map(|(v, _)| v)
-            .map_err(|e| Error::Corrupt { what, msg: e.to_string() }),
+        Some((&FORMAT_V1, body)) => Ok(body),
         Some((&other, _)) => Err(Error::Format { what, found: other }),
         None => Err(Error::Corrupt { what, msg: "empty value".into() }),
     }

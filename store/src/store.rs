@@ -701,12 +701,12 @@ impl Store {
 
 }
 
-/// Borrowed mirrors of the stored record layout (`record::StoredRecord`,
-/// `Body`, `StoredValue`): the same encoding, decoded without copying
-/// strings, for reads that keep only some fields. The layouts must stay
-/// identical; `tests/get_many.rs` round-trips every value kind through both.
+/// The stored record layout (`record::StoredRecord`, with `StoredValue`
+/// mirrored by `ValueRef`) read field by field without copying strings,
+/// for reads that keep only some fields. The layouts must stay identical;
+/// `tests/get_many.rs` round-trips every value kind through both.
 mod borrowed {
-    use crate::codec::FORMAT_V1;
+    use crate::codec::{config, v1_body};
     use crate::keys::SubjectKey;
     use crate::pseudo::Pid;
     use crate::value::Value;
@@ -762,13 +762,8 @@ mod borrowed {
     ) -> Result<Option<Head>> {
         use bincode::de::BorrowDecode;
         let corrupt = |e: bincode::error::DecodeError| Error::Corrupt { what: "record", msg: e.to_string() };
-        let body = match bytes.split_first() {
-            Some((&FORMAT_V1, body)) => body,
-            Some((&other, _)) => return Err(Error::Format { what: "record", found: other }),
-            None => return Err(Error::Corrupt { what: "record", msg: "empty value".into() }),
-        };
-        let reader = bincode::de::read::SliceReader::new(body);
-        let mut d = bincode::de::DecoderImpl::new(reader, bincode::config::standard(), ());
+        let reader = bincode::de::read::SliceReader::new(v1_body("record", bytes)?);
+        let mut d = bincode::de::DecoderImpl::new(reader, config(), ());
         let head = Head {
             version: u64::borrow_decode(&mut d).map_err(corrupt)?,
             committed_at: i64::borrow_decode(&mut d).map_err(corrupt)?,

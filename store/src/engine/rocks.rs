@@ -7,8 +7,7 @@ use super::{BatchOp, Cf, Durability, Engine, KvIter, WriteBatch};
 use crate::{Error, Result};
 use rocksdb::{
     BlockBasedIndexType, BlockBasedOptions, Cache, ColumnFamilyDescriptor, DBCompactionStyle, DBCompressionType,
-    DataBlockIndexType, Env, IteratorMode, MemtableFactory, Options, ReadOptions, SliceTransform,
-    UniversalCompactOptions, WriteOptions, DB,
+    DataBlockIndexType, Env, IteratorMode, MemtableFactory, Options, ReadOptions, SliceTransform, WriteOptions, DB,
 };
 use std::path::{Path, PathBuf};
 
@@ -138,9 +137,6 @@ fn cf_options(cf: Cf, cfg: &RocksConfig, cache: &Cache) -> Options {
             opts.set_memtable_factory(MemtableFactory::Vector);
             opts.set_write_buffer_size(cfg.write_buffer_bytes.min(16 << 20));
             opts.set_compaction_style(DBCompactionStyle::Universal);
-            let mut uni = UniversalCompactOptions::default();
-            uni.set_max_size_amplification_percent(200);
-            opts.set_universal_compaction_options(&uni);
         }
     }
     opts.set_block_based_table_factory(&table);
