@@ -10,11 +10,8 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 max_time="${1:-60}"
-venv="${BASEDATA_VENV:-/var/tmp/basedata-venv}"
-if [ ! -x "$venv/bin/schemathesis" ]; then
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install -q "schemathesis==4.32.5"
-fi
+venv="$BASEDATA_VENV"
+venv_install "schemathesis==4.32.5" schemathesis
 bin="${CARGO_TARGET_DIR:-target}/release/basedata"
 [ -x "$bin" ] || cargo build --release --locked --bin basedata
 

@@ -28,3 +28,13 @@ if [ -z "${CARGO_TARGET_DIR:-}" ] && [ ! -e target ]; then
   mkdir -p "$cache"
   ln -s "$cache" target
 fi
+
+# Python tools of the test suite (schemathesis, the NATS server of cluster
+# mode) live in one virtualenv outside the clone, reused between runs.
+export BASEDATA_VENV="${BASEDATA_VENV:-/var/tmp/basedata-venv}"
+venv_install() { # venv_install PACKAGE==VERSION EXECUTABLE
+  if [ ! -x "$BASEDATA_VENV/bin/$2" ]; then
+    [ -x "$BASEDATA_VENV/bin/pip" ] || python3 -m venv "$BASEDATA_VENV"
+    "$BASEDATA_VENV/bin/pip" install -q "$1"
+  fi
+}

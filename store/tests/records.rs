@@ -259,3 +259,33 @@ fn keys_sealed_before_the_writer_resolve() {
     }
     assert_eq!(name_of(&s, &new, "hukou", None), Some((2, "c2".into())));
 }
+
+#[test]
+fn records_digest_ignores_when_and_in_what_batches_updates_were_applied() {
+    let a = mem_store(Arc::new(ManualClock::new(1_000_000)));
+    let b = mem_store(Arc::new(ManualClock::new(9_000_000)));
+    let ups = [upsert("hukou", person(1), 3, "a"), upsert("hukou", person(2), 1, "b"), delete("hukou", person(3), 2)];
+    a.apply(&ups, Durability::Sync).unwrap();
+    // Other batches, a replayed stale update, and an earlier change-log
+    // entry of its own: the same records in the end.
+    b.apply(&[upsert("death", person(9), 1, "x")], Durability::Sync).unwrap();
+    b.apply(&[delete("death", person(9), 2)], Durability::Sync).unwrap();
+    a.apply(&[upsert("death", person(9), 2, "y"), delete("death", person(9), 2)], Durability::Sync).unwrap();
+    for u in ups.iter().rev() {
+        b.apply(std::slice::from_ref(u), Durability::Sync).unwrap();
+    }
+    b.apply(&[upsert("hukou", person(1), 2, "old")], Durability::Sync).unwrap();
+    // a: death/9 went straight to v2 upsert (its delete at v2 was stale);
+    // b: death/9 is deleted at v2. They differ until a deletes it too.
+    let (na, da) = a.records_digest().unwrap();
+    let (nb, db) = b.records_digest().unwrap();
+    assert_eq!(na, 4);
+    assert_eq!(nb, 4);
+    assert_ne!(da, db, "a live record and a tombstone differ");
+    a.apply(&[delete("death", person(9), 3)], Durability::Sync).unwrap();
+    b.apply(&[delete("death", person(9), 3)], Durability::Sync).unwrap();
+    assert_eq!(a.records_digest().unwrap(), b.records_digest().unwrap());
+    assert_ne!(a.last_seq(), b.last_seq(), "the change logs differ, the records do not");
+    b.apply(&[upsert("hukou", person(2), 5, "b")], Durability::Sync).unwrap();
+    assert_ne!(a.records_digest().unwrap().1, b.records_digest().unwrap().1, "a version alone changes it");
+}

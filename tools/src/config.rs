@@ -114,6 +114,105 @@ pub struct Config {
     pub job_retention_days: u32,
     /// HTTPS, and mutual TLS with a client CA.
     pub tls: Option<TlsConfig>,
+    /// Cluster mode: updates go through a replicated NATS JetStream log.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// `[cluster]` (or `serve --cluster URLS`): log-first replication on NATS
+/// JetStream. Every node of a cluster uses the same catalog and the same
+/// store secret (pseudonyms, and with them partitions, must agree).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// NATS server URLs; the client fails over between them. May be left
+    /// to `serve --cluster URLS`.
+    #[serde(default)]
+    pub servers: Vec<String>,
+    /// This node's name, in logs, metrics and `GET /v1/cluster`.
+    #[serde(default = "default_node")]
+    pub node: String,
+    /// The JetStream stream holding the update log.
+    #[serde(default = "default_stream")]
+    pub stream: String,
+    /// Partitions of the log (subjects `<stream>.p.<n>`), fixed for the
+    /// life of a stream: a key's partition is xxh3 of its pseudonym
+    /// modulo this.
+    #[serde(default = "default_partitions")]
+    pub partitions: u16,
+    /// Copies of the stream kept by the NATS cluster (3 survives one loss).
+    #[serde(default = "default_replicas")]
+    pub replicas: usize,
+    /// How long a provider's request waits for this node to apply what it
+    /// logged, to report applied and stale counts; after that the answer
+    /// says only that the updates are durable in the log.
+    #[serde(default = "default_apply_wait_ms")]
+    pub apply_wait_ms: u64,
+    /// How long a read asking for a log position (`X-Basedata-Min-Position`)
+    /// waits for this node to reach it before it is answered 503.
+    #[serde(default = "default_read_wait_ms")]
+    pub read_wait_ms: u64,
+}
+
+fn default_node() -> String {
+    "node".into()
+}
+
+fn default_stream() -> String {
+    "BASEDATA".into()
+}
+
+fn default_partitions() -> u16 {
+    16
+}
+
+fn default_replicas() -> usize {
+    3
+}
+
+fn default_apply_wait_ms() -> u64 {
+    2_000
+}
+
+fn default_read_wait_ms() -> u64 {
+    2_000
+}
+
+impl ClusterConfig {
+    /// Settings for the given servers, the rest defaulted.
+    pub fn with_servers(servers: Vec<String>) -> ClusterConfig {
+        ClusterConfig {
+            servers,
+            node: default_node(),
+            stream: default_stream(),
+            partitions: default_partitions(),
+            replicas: default_replicas(),
+            apply_wait_ms: default_apply_wait_ms(),
+            read_wait_ms: default_read_wait_ms(),
+        }
+    }
+
+    /// Everything but the server list, which the command line may still give.
+    pub fn validate_settings(&self) -> anyhow::Result<()> {
+        let name_ok = |s: &str| !s.is_empty() && s.len() <= 64 && s.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-');
+        if !name_ok(&self.stream) || !name_ok(&self.node) {
+            bail!("[cluster] stream and node names are 1 to 64 letters, digits, '-' or '_'");
+        }
+        if self.partitions == 0 || self.partitions > 1024 {
+            bail!("[cluster] partitions must be 1 to 1024");
+        }
+        if !(1..=5).contains(&self.replicas) {
+            bail!("[cluster] replicas must be 1 to 5 (JetStream's limit)");
+        }
+        Ok(())
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        self.validate_settings()?;
+        if self.servers.is_empty() {
+            bail!("cluster mode needs at least one NATS server URL ([cluster] servers or --cluster URLS)");
+        }
+        Ok(())
+    }
 }
 
 fn default_timeout() -> u64 {
@@ -191,6 +290,7 @@ impl Default for Config {
             write_queue: default_write_queue(),
             job_retention_days: default_job_retention_days(),
             tls: None,
+            cluster: None,
         }
     }
 }
@@ -254,6 +354,9 @@ impl Config {
         if self.request_timeout_seconds < 70 || self.write_queue == 0 {
             // Change-feed long polls wait up to 60 s.
             bail!("request_timeout_seconds must be at least 70 and write_queue positive");
+        }
+        if let Some(c) = &self.cluster {
+            c.validate_settings()?;
         }
         if self.block_cache_mb == 0 || self.max_body_mb == 0 {
             bail!("block_cache_mb and max_body_mb must be positive");

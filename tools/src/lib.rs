@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod batch;
+pub mod cluster;
 pub mod backup;
 pub mod config;
 pub mod demo;

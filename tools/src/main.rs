@@ -32,6 +32,13 @@ enum Command {
         /// File holding the store secret (default: DIR.key beside the data directory).
         #[arg(long, value_name = "FILE")]
         key_file: Option<PathBuf>,
+        /// Cluster mode: NATS server URLs, comma-separated (replaces
+        /// `servers` of the configuration's [cluster]).
+        #[arg(long, value_name = "URLS", value_delimiter = ',')]
+        cluster: Option<Vec<String>>,
+        /// This node's name in cluster mode (replaces [cluster] node).
+        #[arg(long, value_name = "NAME", requires = "cluster")]
+        node: Option<String>,
     },
     /// Generate a demo data set if DIR is empty, print the demo tokens and serve.
     Demo {
@@ -156,12 +163,22 @@ fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<Config> {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve { data, config, listen, key_file } => {
+        Command::Serve { data, config, listen, key_file, cluster, node } => {
             let _log = logging::init_server("info");
-            let cfg = match &config {
+            let mut cfg = match &config {
                 Some(p) => Config::load(p)?,
                 None => Config::default(),
             };
+            if let Some(servers) = cluster {
+                let c = cfg.cluster.get_or_insert_with(|| basedata_tools::config::ClusterConfig::with_servers(Vec::new()));
+                c.servers = servers;
+                if let Some(n) = node {
+                    c.node = n;
+                }
+            }
+            if let Some(c) = &cfg.cluster {
+                c.validate()?;
+            }
             let data = data.or_else(|| cfg.data.clone()).ok_or_else(|| anyhow::anyhow!("--data DIR is required"))?;
             let listen = listen.or_else(|| cfg.listen.clone()).unwrap_or_else(|| "127.0.0.1:8080".into());
             server::run(&data, cfg, &listen, key_file.as_deref())

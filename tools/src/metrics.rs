@@ -36,6 +36,7 @@ pub struct Metrics {
     dataset_updates: IntGaugeVec,
     commit: IntGaugeVec,
     rocks: IntGaugeVec,
+    cluster: IntGaugeVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -85,6 +86,14 @@ impl Metrics {
             &["cf", "property"],
         )
         .expect("metric");
+        let cluster = IntGaugeVec::new(
+            Opts::new(
+                "cluster",
+                "Cluster mode: position, stream_last, lag, replica_lag, replicas_current, published, publish_failures, applied_messages, unreadable_messages, apply_failures",
+            ),
+            &["stat"],
+        )
+        .expect("metric");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),
@@ -95,6 +104,7 @@ impl Metrics {
             Box::new(dataset_updates.clone()),
             Box::new(commit.clone()),
             Box::new(rocks.clone()),
+            Box::new(cluster.clone()),
         ] {
             registry.register(c).expect("unique metric names");
         }
@@ -102,7 +112,7 @@ impl Metrics {
         {
             let _ = registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()));
         }
-        Metrics { registry, requests, latency, refused, last_seq, audit_seq, dataset_records, dataset_updates, commit, rocks }
+        Metrics { registry, requests, latency, refused, last_seq, audit_seq, dataset_records, dataset_updates, commit, rocks, cluster }
     }
 
     pub fn observe(&self, route: &str, method: &str, status: u16, department: &str, seconds: f64) {
@@ -113,6 +123,27 @@ impl Metrics {
 
     pub fn refused(&self, department: &str, reason: &str) {
         self.refused.with_label_values(&[department, reason]).inc();
+    }
+
+    /// Cluster mode's figures, read at scrape time like the rest.
+    pub fn set_cluster(&self, c: &crate::cluster::Cluster) {
+        let st = &c.stats;
+        let position = c.position();
+        let stream_last = st.stream_last.load(Ordering::Relaxed);
+        for (name, v) in [
+            ("position", position),
+            ("stream_last", stream_last),
+            ("lag", stream_last.saturating_sub(position)),
+            ("replica_lag", st.replica_lag.load(Ordering::Relaxed)),
+            ("replicas_current", st.replicas_current.load(Ordering::Relaxed)),
+            ("published", st.published.load(Ordering::Relaxed)),
+            ("publish_failures", st.publish_failures.load(Ordering::Relaxed)),
+            ("applied_messages", st.applied_messages.load(Ordering::Relaxed)),
+            ("unreadable_messages", st.unreadable_messages.load(Ordering::Relaxed)),
+            ("apply_failures", st.apply_failures.load(Ordering::Relaxed)),
+        ] {
+            self.cluster.with_label_values(&[name]).set(v as i64);
+        }
     }
 
     /// Reads the scrape-time figures and renders everything.

@@ -199,11 +199,21 @@ pub fn run(data: &Path, cfg: Config, listen: &str, key_file: Option<&Path>) -> a
     if cfg.departments.is_empty() {
         eprintln!("warning: no departments configured; every API request will be refused (see --config)");
     }
-    let state = app_state(store, &cfg)?;
+    let mut state = app_state(store, &cfg)?;
     let tls = cfg.tls.as_ref().map(crate::tls::acceptor).transpose()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     let rt = runtime()?;
     rt.block_on(async move {
+        if let Some(c) = cfg.cluster.clone() {
+            // The same secret as the store's: the log's payloads are sealed with it.
+            let secret = load_secret(data, &cfg, key_file)?;
+            let position = crate::cluster::stored_position(&state.store)?;
+            let node = c.node.clone();
+            let cluster = crate::cluster::Cluster::connect(c, &secret, position).await?;
+            tracing::info!(node = %node, position, "cluster mode: updates go through the replicated log");
+            state.cluster = Some(cluster.clone());
+            tokio::spawn(crate::cluster::applier(state.clone(), cluster));
+        }
         let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
         tracing::info!(listen = %listener.local_addr()?, "serving");
         eprintln!("basedata listening on {scheme}://{}", listener.local_addr()?);

@@ -9,6 +9,7 @@
 mod audit;
 mod batch;
 mod changes;
+mod cluster;
 mod commit;
 pub mod error;
 pub mod gov;
@@ -85,6 +86,8 @@ pub struct AppStateInner {
     pub job_wake: Arc<tokio::sync::Notify>,
     /// How long a finished job's input and answers are kept.
     pub job_retention: std::time::Duration,
+    /// Cluster mode: the replicated update log (None on a single node).
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 /// Jobs waiting for the writer before requests are refused with 503.
@@ -121,6 +124,7 @@ impl AppState {
             request_timeout: std::time::Duration::from_secs(120),
             job_wake: Arc::new(tokio::sync::Notify::new()),
             job_retention: std::time::Duration::from_secs(30 * 86_400),
+            cluster: None,
         }))
     }
 
@@ -169,6 +173,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/reports/freshness", get(reports::freshness))
         .route("/v1/audit", get(audit::list))
         .route("/v1/audit/verify", get(audit::verify))
+        .route("/v1/cluster", get(cluster::status))
         .merge(subject_reads)
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
@@ -181,6 +186,7 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(|| async {
             ApiError::new(axum::http::StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed here")
         })
+        .layer(middleware::from_fn_with_state(state.clone(), cluster::position))
         .layer(middleware::from_fn_with_state(state.clone(), time_limit))
         .layer(middleware::map_response(json_errors))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {

@@ -4,7 +4,7 @@
 //! contract is in it.
 
 use super::schema::*;
-use super::{audit, batch, changes, gov, keys, ops, reports, subjects, updates};
+use super::{audit, batch, changes, cluster, gov, keys, ops, reports, subjects, updates};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -30,7 +30,7 @@ impl Modify for BearerAuth {
         batch::verify_batch, batch::submit_job, batch::job_status, batch::job_result,
         gov::apply, gov::list_grants, gov::get_grant, gov::decide, gov::revoke,
         gov::file_dispute, gov::list_disputes, gov::resolve_dispute,
-        audit::list, audit::verify,
+        audit::list, audit::verify, cluster::status,
         reports::sharing, reports::freshness,
     ),
     components(schemas(ErrorBody, ErrorDetail, UpdateLine))

@@ -53,6 +53,9 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let store = state.store.clone();
     let commit = state.committer.stats().clone();
     let metrics = state.metrics.clone();
+    if let Some(c) = &state.cluster {
+        metrics.set_cluster(c);
+    }
     let body = tokio::task::spawn_blocking(move || metrics.render(&store, &commit)).await.unwrap_or_default();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body)
 }

@@ -119,6 +119,51 @@ pub struct UpdatesResult {
     pub stale: usize,
     pub rejected: Vec<Rejection>,
     pub last_seq: u64,
+    /// Cluster mode: the log position of the last message holding these
+    /// updates (ask a node for it with `X-Basedata-Min-Position`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub position: Option<u64>,
+    /// Cluster mode: updates durable in the replicated log that this node
+    /// had not applied yet when it answered, so that whether they were
+    /// applied or stale is not known here (`applied + stale + logged` is
+    /// what was submitted).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub logged: Option<usize>,
+}
+
+/// `GET /v1/cluster`: this node's place in the replicated update log.
+#[derive(Serialize, ToSchema)]
+pub struct ClusterStatus {
+    pub node: String,
+    pub stream: String,
+    pub partitions: u16,
+    /// Stream sequence of the last message applied here.
+    pub position: u64,
+    /// The stream's first and last sequence numbers now.
+    pub stream_first: u64,
+    pub stream_last: u64,
+    /// Messages in the stream not yet applied here.
+    pub lag: u64,
+    /// The NATS server leading the stream.
+    pub leader: Option<String>,
+    pub replicas: Vec<ClusterReplica>,
+    /// Whether this node's NATS connection is up.
+    pub connected: bool,
+    /// Records held here (tombstones included) and their digest, when
+    /// asked for with `digest=true`: equal on nodes that applied the same log.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub records: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ClusterReplica {
+    pub name: String,
+    pub current: bool,
+    pub offline: bool,
+    /// Operations behind the leader.
+    pub lag: Option<u64>,
 }
 
 #[derive(Serialize, ToSchema)]

@@ -87,18 +87,69 @@ pub async fn post_updates(
     let parsed = read_body(&state, ds, format, body).await?;
     let submitted = parsed.updates.len();
     ev.outcome = format!("submitted={submitted} rejected={}", parsed.rejected.len());
+    if let Some(cluster) = state.cluster.clone() {
+        return logged(&state, &cluster, ds, parsed, ev).await;
+    }
     // New keys' mappings are sealed here, on a request thread, so that the
     // single writer has less to do per update.
     let mut mappings = basedata_store::WriteBatch::new();
     state.store.seal_new_keys(&parsed.updates, &mut mappings)?;
     let done = commit_with(&state, parsed.updates, vec![ev], mappings).await?;
     let applied = done.outcomes.iter().filter(|o| matches!(o, Outcome::Applied { .. })).count();
-    let rejected = parsed
-        .rejected
-        .into_iter()
-        .map(|(line, e)| Rejection { line, key: e.key, code: e.code.into(), message: e.message })
-        .collect();
-    Ok(Json(UpdatesResult { applied, stale: submitted - applied, rejected, last_seq: done.last_seq }))
+    let rejected = rejections(parsed.rejected);
+    Ok(Json(UpdatesResult { applied, stale: submitted - applied, rejected, last_seq: done.last_seq, position: None, logged: None }))
+}
+
+fn rejections(r: Vec<(u64, LineError)>) -> Vec<Rejection> {
+    r.into_iter().map(|(line, e)| Rejection { line, key: e.key, code: e.code.into(), message: e.message }).collect()
+}
+
+/// Cluster mode: the valid lines are made durable in the replicated log
+/// (the `200` promises that much, and no more is needed for them to reach
+/// every node), the request is audited here, and the answer waits a
+/// little for this node to apply them so it can tell applied from stale.
+async fn logged(
+    state: &AppState,
+    cluster: &crate::cluster::Cluster,
+    ds: &Dataset,
+    parsed: Parsed,
+    mut ev: basedata_store::AuditEvent,
+) -> ApiResult<Json<UpdatesResult>> {
+    let submitted = parsed.updates.len();
+    let seqs = if submitted == 0 {
+        Vec::new()
+    } else {
+        cluster.publish(&state.store, &ds.id, &parsed.updates).await.map_err(|e| ApiError::unavailable(e.0))?
+    };
+    let last = seqs.iter().copied().max();
+    ev.outcome = format!("{} logged_to={}", ev.outcome, last.unwrap_or(0));
+    commit_with(state, Vec::new(), vec![ev], basedata_store::WriteBatch::new()).await?;
+    let rejected = rejections(parsed.rejected);
+    let Some(last) = last else {
+        let position = Some(cluster.position());
+        return Ok(Json(UpdatesResult { applied: 0, stale: 0, rejected, last_seq: state.store.last_seq(), position, logged: None }));
+    };
+    let wait = std::time::Duration::from_millis(cluster.config().apply_wait_ms);
+    let seen = cluster.wait_for(last, wait).await;
+    let outcomes: Option<Vec<_>> = if seen { seqs.iter().map(|s| cluster.outcome(*s)).collect() } else { None };
+    Ok(Json(match outcomes {
+        Some(o) => UpdatesResult {
+            applied: o.iter().map(|a| a.applied).sum(),
+            stale: o.iter().map(|a| a.stale).sum(),
+            rejected,
+            last_seq: o.iter().map(|a| a.last_seq).max().unwrap_or_default(),
+            position: Some(last),
+            logged: Some(0),
+        },
+        None => UpdatesResult {
+            applied: 0,
+            stale: 0,
+            rejected,
+            last_seq: state.store.last_seq(),
+            position: Some(last),
+            logged: Some(submitted),
+        },
+    }))
 }
 
 async fn read_body(state: &AppState, ds: &Dataset, format: Format, mut body: Body) -> ApiResult<Parsed> {
