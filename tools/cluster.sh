@@ -136,7 +136,8 @@ start_node() {
 
 wait_node() {
   local hp="NODE_PORT_$1"
-  wait_http "http://127.0.0.1:${!hp}/healthz" 90 "node-$1"
+  # Ready: the store is writable and the node has reached the update log.
+  wait_http "http://127.0.0.1:${!hp}/readyz" 90 "node-$1"
 }
 
 stop_pid() { # stop_pid FILE SIGNAL

@@ -190,6 +190,11 @@ pub fn agent() -> ureq::Agent {
         .into()
 }
 
+/// A request builder for any URL.
+pub fn req(method: &str, url: &str) -> Req {
+    Req { method: method.into(), url: url.into(), headers: Vec::new() }
+}
+
 /// A small request builder over ureq that never turns statuses into errors.
 pub struct Req {
     method: String,
@@ -227,6 +232,11 @@ impl Req {
         self.header("x-purpose", p)
     }
     pub fn send(self, body: Option<(&str, Vec<u8>)>) -> Resp {
+        self.try_send(body).expect("request failed at transport level")
+    }
+    /// [`Req::send`] that reports a transport failure (a server that is
+    /// down, a connection cut) instead of panicking.
+    pub fn try_send(self, body: Option<(&str, Vec<u8>)>) -> Result<Resp, String> {
         let a = agent();
         let uri: ureq::http::Uri = self.url.parse().unwrap();
         let mut b = ureq::http::Request::builder().method(self.method.as_str()).uri(uri);
@@ -237,7 +247,7 @@ impl Req {
             Some((ct, bytes)) => a.run(b.header("content-type", ct).body(bytes).unwrap()),
             None => a.run(b.body(()).unwrap()),
         };
-        let mut r = result.expect("request failed at transport level");
+        let mut r = result.map_err(|e| e.to_string())?;
         let status = r.status().as_u16();
         let headers = r
             .headers()
@@ -246,7 +256,7 @@ impl Req {
             .collect();
         let text = r.body_mut().with_config().limit(1 << 30).read_to_string().unwrap_or_default();
         let json = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Resp { status, text, json, headers }
+        Ok(Resp { status, text, json, headers })
     }
     pub fn get(self) -> Resp {
         self.send(None)
@@ -255,12 +265,18 @@ impl Req {
         self.send(Some(("application/json", serde_json::to_vec(v).unwrap())))
     }
     pub fn ndjson(self, lines: &[Value]) -> Resp {
+        self.try_ndjson(lines).expect("request failed at transport level")
+    }
+    pub fn try_json(self, v: &Value) -> Result<Resp, String> {
+        self.try_send(Some(("application/json", serde_json::to_vec(v).unwrap())))
+    }
+    pub fn try_ndjson(self, lines: &[Value]) -> Result<Resp, String> {
         let mut body = Vec::new();
         for l in lines {
             serde_json::to_writer(&mut body, l).unwrap();
             body.push(b'\n');
         }
-        self.send(Some(("application/x-ndjson", body)))
+        self.try_send(Some(("application/x-ndjson", body)))
     }
 }
 

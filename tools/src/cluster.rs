@@ -19,6 +19,7 @@
 //!   across nodes.
 
 use crate::config::ClusterConfig;
+use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::{self, consumer, stream};
 use basedata_ingest::line::{parse_line, write_line};
 use basedata_store::codec::{decode, encode};
@@ -49,6 +50,10 @@ const IN_FLIGHT: usize = 256;
 /// logged them.
 const OUTCOMES_KEPT: usize = 65_536;
 const PARTITIONS_KEY: &str = "basedata_partitions";
+/// A consumer silent this long while the stream holds messages it has not
+/// received is recreated (the client's own check takes two missed 15 s
+/// heartbeats).
+const WATCHDOG: Duration = Duration::from_secs(3);
 
 /// What applying one log message did on this node.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -90,6 +95,14 @@ pub struct Cluster {
     /// Set while the log no longer holds the messages this node needs
     /// next (it must be seeded from a peer's backup).
     behind_log: AtomicBool,
+    /// Set once the stream was found with this node's settings.
+    stream_ok: AtomicBool,
+    /// The stream sequence of the last message received, and when the
+    /// consumer last showed life: the watchdog restarts a consumer that
+    /// has fallen silent while the stream grew (its server died, say).
+    last_received: AtomicU64,
+    last_activity: Mutex<std::time::Instant>,
+    restart: tokio::sync::Notify,
     pub stats: ClusterStats,
 }
 
@@ -103,6 +116,12 @@ impl std::fmt::Debug for Cluster {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct LogError(pub String);
+
+/// A random id per log message, so that a message sent again after a lost
+/// acknowledgement is stored once (JetStream's duplicate window).
+fn message_id() -> String {
+    format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
+}
 
 /// The subject of a partition.
 pub fn subject(stream: &str, partition: u16) -> String {
@@ -146,9 +165,9 @@ pub fn stored_position(store: &Store) -> anyhow::Result<u64> {
 }
 
 impl Cluster {
-    /// Connects to the NATS servers and makes sure the stream exists with
-    /// this configuration (waiting, up to a minute, for a JetStream
-    /// cluster that is still electing its leaders).
+    /// Starts connecting to the NATS servers (in the background: a node
+    /// serves reads whether or not the log is reachable) with the store's
+    /// recorded position.
     pub async fn connect(cfg: ClusterConfig, secret: &Secret, position: u64) -> anyhow::Result<Arc<Cluster>> {
         let client = async_nats::ConnectOptions::new()
             .name(format!("basedata-{}", cfg.node))
@@ -157,7 +176,31 @@ impl Cluster {
             .connect(cfg.servers.clone())
             .await?;
         let mut js = jetstream::new(client.clone());
-        js.set_timeout(Duration::from_secs(10));
+        // A lost acknowledgement is resent (under the same message id, so
+        // stored once) rather than waited for long.
+        js.set_timeout(Duration::from_secs(2));
+        Ok(Arc::new(Cluster {
+            sealer: LogSealer::new(secret),
+            client,
+            js,
+            position: tokio::sync::watch::channel(position).0,
+            outcomes: Mutex::new(BTreeMap::new()),
+            failed: AtomicBool::new(false),
+            behind_log: AtomicBool::new(false),
+            stream_ok: AtomicBool::new(false),
+            last_received: AtomicU64::new(position),
+            last_activity: Mutex::new(std::time::Instant::now()),
+            restart: tokio::sync::Notify::new(),
+            stats: ClusterStats::default(),
+            cfg,
+        }))
+    }
+
+    /// Makes sure the stream exists with this node's settings (creating it
+    /// the first time), waiting while the JetStream cluster is still
+    /// electing its leaders.
+    async fn ensure_stream(&self) -> anyhow::Result<stream::Stream> {
+        let cfg = &self.cfg;
         let want = stream::Config {
             name: cfg.stream.clone(),
             subjects: vec![format!("{}.p.*", cfg.stream)],
@@ -167,17 +210,16 @@ impl Cluster {
             metadata: [(PARTITIONS_KEY.to_owned(), cfg.partitions.to_string())].into(),
             ..Default::default()
         };
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        let info = loop {
-            match js.get_or_create_stream(want.clone()).await {
-                Ok(mut s) => break s.info().await?.clone(),
-                Err(e) if tokio::time::Instant::now() < deadline => {
+        let mut s = loop {
+            match self.js.get_or_create_stream(want.clone()).await {
+                Ok(s) => break s,
+                Err(e) => {
                     tracing::info!(error = %e, "waiting for the JetStream cluster");
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
-                Err(e) => anyhow::bail!("cannot open stream {} on {:?}: {e}", cfg.stream, cfg.servers),
             }
         };
+        let info = s.info().await?;
         let theirs = info.config.metadata.get(PARTITIONS_KEY).cloned().unwrap_or_default();
         if theirs != cfg.partitions.to_string() {
             anyhow::bail!(
@@ -189,17 +231,8 @@ impl Cluster {
         if info.config.num_replicas != cfg.replicas {
             tracing::warn!(stream = %cfg.stream, replicas = info.config.num_replicas, "the stream keeps another number of replicas than configured");
         }
-        Ok(Arc::new(Cluster {
-            sealer: LogSealer::new(secret),
-            client,
-            js,
-            position: tokio::sync::watch::channel(position).0,
-            outcomes: Mutex::new(BTreeMap::new()),
-            failed: AtomicBool::new(false),
-            behind_log: AtomicBool::new(false),
-            stats: ClusterStats::default(),
-            cfg,
-        }))
+        self.stream_ok.store(true, Ordering::Release);
+        Ok(s)
     }
 
     pub fn config(&self) -> &ClusterConfig {
@@ -214,6 +247,7 @@ impl Cluster {
     /// Whether the NATS connection is up and the applier can go on.
     pub fn healthy(&self) -> bool {
         matches!(self.client.connection_state(), async_nats::connection::State::Connected)
+            && self.stream_ok.load(Ordering::Relaxed)
             && !self.behind_log.load(Ordering::Relaxed)
     }
 
@@ -235,6 +269,9 @@ impl Cluster {
     /// request. Returns the stream sequences of the messages; once this
     /// returns the updates are durable on a quorum of the stream's replicas.
     pub async fn publish(&self, store: &Store, dataset: &str, updates: &[Update]) -> Result<Vec<u64>, LogError> {
+        if !self.stream_ok.load(Ordering::Acquire) {
+            return Err(LogError("this node has not reached the update log yet; nothing was acknowledged, resend".into()));
+        }
         let mut by_partition: BTreeMap<u16, Vec<&Update>> = BTreeMap::new();
         for u in updates {
             by_partition.entry(partition_of(&store.pseudonym(&u.key), self.cfg.partitions)).or_default().push(u);
@@ -243,7 +280,7 @@ impl Cluster {
             self.stats.publish_failures.fetch_add(1, Ordering::Relaxed);
             LogError(format!("the update log did not take the updates ({what}: {e}); nothing was acknowledged, resend them"))
         };
-        let mut acks = Vec::new();
+        let mut messages = Vec::new();
         for (p, ups) in by_partition {
             let subject = subject(&self.cfg.stream, p);
             // Lines of one key stay in one message or consecutive ones, in order.
@@ -257,15 +294,43 @@ impl Cluster {
                 }
                 let plain = encode_message(dataset, &ups[start..end]);
                 let sealed = self.sealer.seal(subject.as_bytes(), &plain).map_err(|e| fail("seal", &e))?;
-                let ack = self.js.publish(subject.clone(), sealed.into()).await.map_err(|e| fail("publish", &e))?;
-                acks.push(ack);
+                messages.push((subject.clone(), bytes::Bytes::from(sealed), message_id()));
                 start = end;
             }
         }
-        let mut seqs = Vec::with_capacity(acks.len());
-        for ack in acks {
-            let a = ack.await.map_err(|e| fail("acknowledgement", &e))?;
-            seqs.push(a.sequence);
+        let build = |payload: &bytes::Bytes, id: &str| PublishMessage::build().payload(payload.clone()).message_id(id);
+        // All sent back to back, then all awaited: one round trip of
+        // acknowledgements for the request.
+        let mut acks = Vec::with_capacity(messages.len());
+        for (subject, payload, id) in &messages {
+            acks.push(self.js.send_publish(subject.clone(), build(payload, id)).await);
+        }
+        // While the stream elects a new leader (a NATS server died) it takes
+        // nothing for a few seconds; a message that was not acknowledged is
+        // sent again under the same id, which the stream stores once.
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(self.cfg.publish_retry_ms);
+        let mut seqs = Vec::with_capacity(messages.len());
+        for ((subject, payload, id), first) in messages.iter().zip(acks) {
+            let mut attempt = match first {
+                Ok(ack) => ack.await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            loop {
+                match attempt {
+                    Ok(a) => {
+                        seqs.push(a.sequence);
+                        break;
+                    }
+                    Err(e) if tokio::time::Instant::now() >= deadline => return Err(fail("acknowledgement", &e)),
+                    Err(_) => {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        attempt = match self.js.send_publish(subject.clone(), build(payload, id)).await {
+                            Ok(ack) => ack.await.map_err(|e| e.to_string()),
+                            Err(e) => Err(e.to_string()),
+                        };
+                    }
+                }
+            }
         }
         self.stats.published.fetch_add(seqs.len() as u64, Ordering::Relaxed);
         Ok(seqs)
@@ -289,11 +354,23 @@ impl Cluster {
         }
     }
 
-    /// Looks at the stream's replicas: lag and currency, for metrics.
+    fn touch(&self) {
+        *self.last_activity.lock().unwrap_or_else(|e| e.into_inner()) = std::time::Instant::now();
+    }
+
+    /// Looks at the stream (its replicas' lag, for metrics) and restarts a
+    /// consumer that receives nothing while the stream grows.
     async fn observe_stream(&self) {
         let Ok(mut s) = self.js.get_stream(&self.cfg.stream).await else { return };
         let Ok(info) = s.info().await else { return };
-        self.stats.stream_last.fetch_max(info.state.last_sequence, Ordering::Relaxed);
+        let last = info.state.last_sequence;
+        self.stats.stream_last.fetch_max(last, Ordering::Relaxed);
+        let silent = self.last_activity.lock().unwrap_or_else(|e| e.into_inner()).elapsed();
+        if last > self.last_received.load(Ordering::Relaxed) && silent > WATCHDOG {
+            tracing::warn!(stream_last = last, received = self.last_received.load(Ordering::Relaxed), "the log consumer fell silent; restarting it");
+            self.touch();
+            self.restart.notify_one();
+        }
         if let Some(c) = &info.cluster {
             let lag = c.replicas.iter().filter_map(|r| r.lag).max().unwrap_or(0);
             let current = 1 + c.replicas.iter().filter(|r| r.current && !r.offline).count();
@@ -354,7 +431,7 @@ async fn apply_from(state: &crate::http::AppState, cluster: &Arc<Cluster>) -> an
     // it; whatever was in flight after them is redone (harmlessly).
     cluster.failed.store(false, Ordering::Release);
     let from = cluster.position() + 1;
-    let mut s = cluster.js.get_stream(&cluster.cfg.stream).await?;
+    let mut s = cluster.ensure_stream().await?;
     let info = s.info().await?.clone();
     if info.state.messages > 0 && info.state.first_sequence > from {
         cluster.behind_log.store(true, Ordering::Relaxed);
@@ -378,18 +455,27 @@ async fn apply_from(state: &crate::http::AppState, cluster: &Arc<Cluster>) -> an
         .await?;
     let mut messages = consumer.messages().await?;
     tracing::info!(from, node = %cluster.cfg.node, "applying the update log");
+    cluster.last_received.store(from - 1, Ordering::Relaxed);
+    cluster.touch();
     let in_flight = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
     let mut next = from;
-    while let Some(m) = messages.next().await {
+    loop {
+        let m = tokio::select! {
+            m = messages.next() => m,
+            _ = cluster.restart.notified() => anyhow::bail!("restarted by the watchdog"),
+        };
+        let Some(m) = m else { break };
         if cluster.failed.load(Ordering::Acquire) {
             anyhow::bail!("a write of applied updates failed");
         }
         let m = m?;
+        cluster.touch();
         let (seq, pending) = {
             let info = m.info().map_err(|e| anyhow::anyhow!("a log message without its position: {e}"))?;
             (info.stream_sequence, info.pending)
         };
         cluster.stats.stream_last.fetch_max(seq + pending, Ordering::Relaxed);
+        cluster.last_received.fetch_max(seq, Ordering::Relaxed);
         if seq < next {
             continue;
         }

@@ -151,6 +151,16 @@ pub struct ClusterConfig {
     /// waits for this node to reach it before it is answered 503.
     #[serde(default = "default_read_wait_ms")]
     pub read_wait_ms: u64,
+    /// How long a provider's request keeps resending what the log did not
+    /// acknowledge (a stream electing a new leader takes seconds) before
+    /// it is answered 503.
+    #[serde(default = "default_publish_retry_ms")]
+    pub publish_retry_ms: u64,
+}
+
+fn default_publish_retry_ms() -> u64 {
+    // JetStream's elections after a lost leader took 6 to 11 s here.
+    20_000
 }
 
 fn default_node() -> String {
@@ -188,6 +198,7 @@ impl ClusterConfig {
             replicas: default_replicas(),
             apply_wait_ms: default_apply_wait_ms(),
             read_wait_ms: default_read_wait_ms(),
+            publish_retry_ms: default_publish_retry_ms(),
         }
     }
 

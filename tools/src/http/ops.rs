@@ -29,6 +29,12 @@ pub async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Ready>> {
     })
     .await
     .map_err(ApiError::internal)?;
+    if let Some(c) = &state.cluster {
+        if !c.healthy() {
+            // Reads are still answered; updates are not.
+            return Err(ApiError::unavailable("this node cannot reach the update log (cluster mode); it serves reads only"));
+        }
+    }
     match probe {
         Ok(last_seq) => Ok(Json(Ready { status: "ready".into(), last_seq })),
         Err(e) => {
