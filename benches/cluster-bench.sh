@@ -12,6 +12,7 @@
 # ingest the time until every node has applied everything.
 #
 #   benches/cluster-bench.sh [PERSONS] [VERIFY_SECONDS]   (default 200000, 10)
+#   NATS_SYNC=2m benches/cluster-bench.sh …    JetStream's default sync instead of always
 #
 # Prints a Markdown table; the raw loadgen results go to WORK/results.jsonl.
 set -euo pipefail
@@ -165,7 +166,7 @@ run_case "cluster, 1 node" 1
 run_case "cluster, 3 nodes" 3
 
 echo
-echo "$persons persons; $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)); NATS $("${NATS_SERVER:-$BASEDATA_VENV/bin/nats-server}" --version 2>/dev/null || true)"
+echo "NATS sync_interval: ${NATS_SYNC:-always}; $persons persons; $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)); NATS $("${NATS_SERVER:-$BASEDATA_VENV/bin/nats-server}" --version 2>/dev/null || true)"
 echo
 echo "| mode | ingest, updates/s | max apply lag, messages | max replica lag, ops | all nodes applied after | verify, req/s | verify p99, ms |"
 echo "|---|---:|---:|---:|---:|---:|---:|"

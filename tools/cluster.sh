@@ -12,7 +12,8 @@
 #
 # DIR/cluster.env holds the ports, URLs and tokens (for scripts and tests);
 # DIR/logs/ the processes' logs. Ports are picked free at the first start
-# and kept. BASEDATA_BIN and NATS_SERVER override the binaries.
+# and kept. BASEDATA_BIN and NATS_SERVER override the binaries; NATS_SYNC
+# the servers' sync_interval (default always) at the first start.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
@@ -100,6 +101,9 @@ port: ${!cp}
 http: 127.0.0.1:${!mp}
 jetstream {
   store_dir: "$dir/nats-$i"
+  # fsync every message before it is acknowledged (JetStream's default is
+  # every 2 minutes): an acknowledged update must survive a power cut.
+  sync_interval: ${NATS_SYNC:-always}
   max_memory_store: 256MB
   max_file_store: 8GB
 }

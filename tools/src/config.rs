@@ -447,6 +447,29 @@ token = "counter-secret-token"
         }
     }
 
+    #[test]
+    fn cluster_section_defaults_and_limits() {
+        let c = parse("[cluster]\nservers = [\"nats://127.0.0.1:4222\"]\nnode = \"n-1\"\n").unwrap();
+        let cl = c.cluster.unwrap();
+        assert_eq!((cl.stream.as_str(), cl.partitions, cl.replicas, cl.node.as_str()), ("BASEDATA", 16, 3, "n-1"));
+        assert!(cl.validate().is_ok());
+        // Servers may come from the command line, so the file alone may omit them…
+        let c = parse("[cluster]\npartitions = 4\n").unwrap();
+        // …but serving needs them.
+        assert!(c.cluster.unwrap().validate().is_err());
+        for bad in [
+            "[cluster]\npartitions = 0\n",
+            "[cluster]\npartitions = 5000\n",
+            "[cluster]\nreplicas = 0\n",
+            "[cluster]\nreplicas = 7\n",
+            "[cluster]\nstream = \"a.b\"\n",
+            "[cluster]\nnode = \"\"\n",
+            "[cluster]\nservers = []\nsurprise = 1\n",
+        ] {
+            assert!(parse(bad).is_err(), "accepted: {bad}");
+        }
+    }
+
     const TLS_DEPTS: &str = r#"
 [[departments]]
 id = "gongan"

@@ -62,6 +62,31 @@ async fn health_needs_no_token_and_carries_request_id() {
 }
 
 #[tokio::test]
+async fn single_node_has_no_cluster_status_and_no_positions() {
+    // Counters may not see it at all; an auditor would get 404 here.
+    let (s, body, _) = call(get("/v1/cluster", Some(TOKEN))).await;
+    assert_eq!((s, body["error"]["code"].as_str()), (StatusCode::FORBIDDEN, Some("forbidden")));
+    let mut state = test_state();
+    state.departments = Arc::new(
+        Departments::from_config(&[DepartmentConfig {
+            id: "audit".into(),
+            roles: vec![Role::Auditor],
+            token: Some("test-auditor-token-01".into()),
+            ..Default::default()
+        }])
+        .unwrap(),
+    );
+    let resp = router(state).oneshot(get("/v1/cluster", Some("test-auditor-token-01"))).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    assert!(!resp.headers().contains_key(crate::cluster::POSITION_HEADER));
+    // A position asked of a single node is ignored, not waited for.
+    let req = HttpRequest::get("/healthz").header(crate::cluster::MIN_POSITION_HEADER, "99").body(Body::empty()).unwrap();
+    let (s, _, h) = call(req).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(!h.contains_key(crate::cluster::POSITION_HEADER));
+}
+
+#[tokio::test]
 async fn request_id_is_echoed_when_sane() {
     let req = HttpRequest::get("/healthz").header("x-request-id", "abc-123").body(Body::empty()).unwrap();
     let (_, _, h) = call(req).await;
