@@ -9,7 +9,8 @@
 //! newer one that was sent (none lost, none invented); all nodes converge
 //! on the stream's last position and the same record digest; the
 //! survivors answered every verification sent to them during the outage;
-//! a read asking for a position sees the write that returned it; each
+//! a read asking for a position sees the write that returned it; a node
+//! restored from a peer's backup resumes from the backup's position; each
 //! node's audit chain verifies.
 //!
 //! Keys, batch sizes and target nodes come from a seed printed per run
@@ -346,6 +347,41 @@ fn cluster_survives_losing_a_nats_server_and_a_node() {
             assert_eq!(r.json["datasets"]["hukou"]["fields"]["name"], format!("n{v}"), "node {node}, key {k}");
         }
     }
+    // A node seeded from a peer's backup resumes from the position the
+    // backup holds and takes only the tail of the stream.
+    let backups = c.dir.join("backups");
+    let (st, _, err) = run_cli(&["backup", "--data", c.dir.join("node-1").to_str().unwrap(), "--to", backups.to_str().unwrap()]);
+    assert!(st.success(), "backup: {err}");
+    let seeded_at = c.status(1, false)["position"].as_u64().unwrap();
+    for i in 0..10u64 {
+        let r = req("POST", &c.url(2, "/v1/datasets/hukou/updates")).token(c.token("GONGAN")).ndjson(&[line(&keys[i as usize], 1_000_000 + i)]);
+        assert_eq!(r.status, 200, "{}", r.text);
+    }
+    let dir5 = c.dir.join("node-5-seeded");
+    std::fs::create_dir_all(&dir5).unwrap();
+    let key = c.dir.join("cluster.key");
+    let (st, _, err) =
+        run_cli(&["restore", "--from", backups.to_str().unwrap(), "--data", dir5.join("data").to_str().unwrap(), "--key-file", key.to_str().unwrap()]);
+    assert!(st.success(), "restore: {err}");
+    let config = std::fs::read_to_string(c.dir.join("basedata.toml")).unwrap();
+    let seeded = Server::start_in(&dir5, &config, &["--key-file", key.to_str().unwrap(), "--cluster", &c.env["NATS_URLS"], "--node", "node-5"]);
+    let last = c.status(1, false)["stream_last"].as_u64().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let seeded_status = |digest: bool| {
+        let path = if digest { "/v1/cluster?digest=true" } else { "/v1/cluster" };
+        seeded.req("GET", path).token(c.token("AUDITOR")).get().json
+    };
+    while seeded_status(false)["position"].as_u64().unwrap_or(0) < last || c.status(1, false)["position"].as_u64().unwrap() < last {
+        assert!(Instant::now() < deadline, "the seeded node did not catch up:\n{}", tail(&seeded.logs()));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        seeded.logs().contains(&format!("\"from\":{}", seeded_at + 1)),
+        "the seeded node did not resume after the backup's position {seeded_at}:\n{}",
+        tail(&seeded.logs())
+    );
+    assert_eq!(seeded_status(true)["digest"], c.status(1, true)["digest"]);
+
     for node in 1..=3 {
         let r = req("GET", &c.url(node, "/v1/audit/verify")).token(c.token("AUDITOR")).get();
         assert_eq!(r.json["ok"], true, "node {node}: {}", r.text);
