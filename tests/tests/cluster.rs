@@ -10,8 +10,9 @@
 //! on the stream's last position and the same record digest; the
 //! survivors answered every verification sent to them during the outage;
 //! a read asking for a position sees the write that returned it; a node
-//! restored from a peer's backup resumes from the backup's position; each
-//! node's audit chain verifies.
+//! restored from a peer's backup resumes from the backup's position; a node
+//! holding half the partitions answers exactly for its keys; each node's
+//! audit chain verifies.
 //!
 //! Keys, batch sizes and target nodes come from a seed printed per run
 //! (`BASEDATA_CLUSTER_SEED` reruns with the same ones).
@@ -381,6 +382,62 @@ fn cluster_survives_losing_a_nats_server_and_a_node() {
         tail(&seeded.logs())
     );
     assert_eq!(seeded_status(true)["digest"], c.status(1, true)["digest"]);
+
+    // A node holding half the partitions: it answers for its keys, sends
+    // the others away with the partition named, and still takes updates.
+    let half: Vec<u16> = (0..8).collect();
+    let half_arg = half.iter().map(u16::to_string).collect::<Vec<_>>().join(",");
+    let dir6 = c.dir.join("node-6-half");
+    std::fs::create_dir_all(&dir6).unwrap();
+    let partial = Server::start_in(
+        &dir6,
+        &config,
+        &["--key-file", key.to_str().unwrap(), "--cluster", &c.env["NATS_URLS"], "--node", "node-6", "--serve-partitions", &half_arg],
+    );
+    let secret = basedata_store::Secret::from_hex(std::fs::read_to_string(&key).unwrap().trim()).unwrap();
+    let pseudo = basedata_store::pseudo::Pseudonymizer::new(&secret);
+    let partition = |k: &str| {
+        let key = basedata_store::SubjectKey::Person(basedata_store::PersonKey::parse(k).unwrap());
+        basedata_tools::cluster::partition_of(&pseudo.pid(&key), 16)
+    };
+    let last = c.status(1, false)["stream_last"].as_u64().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let st = partial.req("GET", "/v1/cluster").token(c.token("AUDITOR")).get().json;
+        if st["position"].as_u64().unwrap_or(0) >= last {
+            assert_eq!(st["serves"], json!(half));
+            break;
+        }
+        assert!(Instant::now() < deadline, "the partial node did not catch up:\n{}", tail(&partial.logs()));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (mut held, mut elsewhere) = (0, 0);
+    for (k, _) in &acked {
+        let path = format!("/v1/persons/{k}?datasets=hukou");
+        let here = partial.req("GET", &path).token(c.token("COUNTER")).purpose(PURPOSE).get();
+        let p = partition(k);
+        if half.contains(&p) {
+            let there = req("GET", &c.url(1, &path)).token(c.token("COUNTER")).purpose(PURPOSE).get();
+            assert_eq!(here.status, 200, "{}", here.text);
+            assert_eq!(here.json["datasets"]["hukou"]["version"], there.json["datasets"]["hukou"]["version"], "{k}");
+            held += 1;
+        } else {
+            assert_eq!((here.status, here.code()), (503, "unavailable"), "{k}: {}", here.text);
+            assert_eq!(here.json["error"]["details"]["partition"], p);
+            elsewhere += 1;
+        }
+    }
+    assert!(held > 0 && elsewhere > 0, "{held} keys held, {elsewhere} not");
+    let batch = partial.req("POST", "/v1/verify/batch").token(c.token("COUNTER")).purpose(PURPOSE).ndjson(&[json!({"key": keys[0], "fields": {"gender": "1"}})]);
+    assert_eq!((batch.status, batch.code()), (503, "unavailable"), "{}", batch.text);
+    // Updates for both kinds of partition: what this node does not hold is
+    // reported as logged (applied elsewhere), the rest as applied.
+    let lines: Vec<Value> = keys.iter().take(40).enumerate().map(|(i, k)| line(k, 2_000_000 + i as u64)).collect();
+    let r = partial.req("POST", "/v1/datasets/hukou/updates").token(c.token("GONGAN")).ndjson(&lines);
+    assert_eq!(r.status, 200, "{}", r.text);
+    let not_here = keys.iter().take(40).filter(|k| !half.contains(&partition(k))).count() as u64;
+    assert_eq!(r.json["logged"].as_u64(), Some(not_here), "{}", r.text);
+    assert_eq!(r.json["applied"].as_u64(), Some(40 - not_here), "{}", r.text);
 
     for node in 1..=3 {
         let r = req("GET", &c.url(node, "/v1/audit/verify")).token(c.token("AUDITOR")).get();

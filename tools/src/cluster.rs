@@ -25,7 +25,7 @@ use basedata_ingest::line::{parse_line, write_line};
 use basedata_store::codec::{decode, encode};
 use basedata_store::commit::SubmitError;
 use basedata_store::pseudo::LogSealer;
-use basedata_store::{Catalog, Cf, Outcome, Secret, Store, Update, WriteBatch};
+use basedata_store::{Catalog, Cf, Outcome, Secret, Store, SubjectKey, Update, WriteBatch};
 use futures_util::StreamExt;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -64,6 +64,15 @@ pub struct Applied {
     pub last_seq: u64,
 }
 
+/// One message of a provider's request, acknowledged by the stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LoggedMessage {
+    pub position: u64,
+    pub partition: u16,
+    /// Update lines in it.
+    pub lines: usize,
+}
+
 /// Counters for metrics and `GET /v1/cluster`.
 #[derive(Debug, Default)]
 pub struct ClusterStats {
@@ -84,6 +93,8 @@ pub struct ClusterStats {
 /// A node's connection to the log.
 pub struct Cluster {
     cfg: ClusterConfig,
+    /// Per partition: whether this node holds it.
+    served: Vec<bool>,
     client: async_nats::Client,
     js: jetstream::Context,
     sealer: LogSealer,
@@ -126,6 +137,11 @@ fn message_id() -> String {
 /// The subject of a partition.
 pub fn subject(stream: &str, partition: u16) -> String {
     format!("{stream}.p.{partition}")
+}
+
+/// The partition of a log subject (`<stream>.p.<n>`).
+pub fn partition_of_subject(stream: &str, subject: &str) -> Option<u16> {
+    subject.strip_prefix(stream)?.strip_prefix(".p.")?.parse().ok()
 }
 
 /// A key's partition, from its pseudonym: stable for a secret and a
@@ -179,7 +195,11 @@ impl Cluster {
         // A lost acknowledgement is resent (under the same message id, so
         // stored once) rather than waited for long.
         js.set_timeout(Duration::from_secs(2));
+        let served = (0..cfg.partitions)
+            .map(|p| cfg.serve_partitions.as_ref().is_none_or(|ps| ps.contains(&p)))
+            .collect();
         Ok(Arc::new(Cluster {
+            served,
             sealer: LogSealer::new(secret),
             client,
             js,
@@ -239,6 +259,22 @@ impl Cluster {
         &self.cfg
     }
 
+    /// Whether this node holds partition `p`.
+    pub fn serves(&self, p: u16) -> bool {
+        self.served.get(usize::from(p)).copied().unwrap_or(false)
+    }
+
+    /// Whether this node holds every partition (and so can answer any key).
+    pub fn serves_all(&self) -> bool {
+        self.served.iter().all(|s| *s)
+    }
+
+    /// The partition of `key` when this node does not hold it.
+    pub fn not_held(&self, store: &Store, key: &SubjectKey) -> Option<u16> {
+        let p = partition_of(&store.pseudonym(key), self.cfg.partitions);
+        (!self.serves(p)).then_some(p)
+    }
+
     /// The stream sequence of the last message this node has applied durably.
     pub fn position(&self) -> u64 {
         *self.position.borrow()
@@ -266,9 +302,9 @@ impl Cluster {
     /// Logs validated updates of one dataset: one message per partition
     /// (and per [`MESSAGE_BYTES`] of lines), published back to back and
     /// then awaited, so one round of stream acknowledgements covers the
-    /// request. Returns the stream sequences of the messages; once this
+    /// request. Returns what was logged, message by message; once this
     /// returns the updates are durable on a quorum of the stream's replicas.
-    pub async fn publish(&self, store: &Store, dataset: &str, updates: &[Update]) -> Result<Vec<u64>, LogError> {
+    pub async fn publish(&self, store: &Store, dataset: &str, updates: &[Update]) -> Result<Vec<LoggedMessage>, LogError> {
         if !self.stream_ok.load(Ordering::Acquire) {
             return Err(LogError("this node has not reached the update log yet; nothing was acknowledged, resend".into()));
         }
@@ -294,7 +330,7 @@ impl Cluster {
                 }
                 let plain = encode_message(dataset, &ups[start..end]);
                 let sealed = self.sealer.seal(subject.as_bytes(), &plain).map_err(|e| fail("seal", &e))?;
-                messages.push((subject.clone(), bytes::Bytes::from(sealed), message_id()));
+                messages.push((subject.clone(), bytes::Bytes::from(sealed), message_id(), p, end - start));
                 start = end;
             }
         }
@@ -302,7 +338,7 @@ impl Cluster {
         // All sent back to back, then all awaited: one round trip of
         // acknowledgements for the request.
         let mut acks = Vec::with_capacity(messages.len());
-        for (subject, payload, id) in &messages {
+        for (subject, payload, id, ..) in &messages {
             acks.push(self.js.send_publish(subject.clone(), build(payload, id)).await);
         }
         // While the stream elects a new leader (a NATS server died) it takes
@@ -310,7 +346,7 @@ impl Cluster {
         // sent again under the same id, which the stream stores once.
         let deadline = tokio::time::Instant::now() + Duration::from_millis(self.cfg.publish_retry_ms);
         let mut seqs = Vec::with_capacity(messages.len());
-        for ((subject, payload, id), first) in messages.iter().zip(acks) {
+        for ((subject, payload, id, partition, lines), first) in messages.iter().zip(acks) {
             let mut attempt = match first {
                 Ok(ack) => ack.await.map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
@@ -318,7 +354,7 @@ impl Cluster {
             loop {
                 match attempt {
                     Ok(a) => {
-                        seqs.push(a.sequence);
+                        seqs.push(LoggedMessage { position: a.sequence, partition: *partition, lines: *lines });
                         break;
                     }
                     Err(e) if tokio::time::Instant::now() >= deadline => return Err(fail("acknowledgement", &e)),
@@ -480,26 +516,35 @@ async fn apply_from(state: &crate::http::AppState, cluster: &Arc<Cluster>) -> an
             continue;
         }
         next = seq + 1;
-        let updates = match cluster
-            .sealer
-            .open(m.subject.as_bytes(), &m.payload)
-            .map_err(|e| e.to_string())
-            .and_then(|plain| decode_message(&state.catalog, &plain))
-        {
-            Ok(u) => u,
-            Err(e) => {
-                // Skipped, not retried: the same bytes would fail the same
-                // way forever. A node with another secret or catalog than
-                // its peers fails on every message and says so here.
-                cluster.stats.unreadable_messages.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(position = seq, subject = %m.subject, error = %e, "an unreadable log message was skipped");
-                Vec::new()
-            }
-        };
+        let held = partition_of_subject(&cluster.cfg.stream, &m.subject).is_some_and(|p| cluster.serves(p));
+        // Another node's partition: nothing to open or apply, but the
+        // position passes it (in order, through the writer, which writes
+        // nothing for an empty job).
+        let updates = if held { open_message(state, cluster, seq, &m) } else { Vec::new() };
         let permit = in_flight.clone().acquire_owned().await?;
-        submit(state, cluster, seq, updates, permit).await?;
+        submit(state, cluster, seq, updates, held, permit).await?;
     }
     Ok(())
+}
+
+/// The updates of a log message of this node's partitions. An unreadable
+/// one is skipped, not retried: the same bytes would fail the same way
+/// forever (a node with another secret or catalog than its peers fails on
+/// every message, and says so in its log and metrics).
+fn open_message(state: &crate::http::AppState, cluster: &Cluster, seq: u64, m: &jetstream::Message) -> Vec<Update> {
+    match cluster
+        .sealer
+        .open(m.subject.as_bytes(), &m.payload)
+        .map_err(|e| e.to_string())
+        .and_then(|plain| decode_message(&state.catalog, &plain))
+    {
+        Ok(u) => u,
+        Err(e) => {
+            cluster.stats.unreadable_messages.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(position = seq, subject = %m.subject, error = %e, "an unreadable log message was skipped");
+            Vec::new()
+        }
+    }
 }
 
 /// Hands one message's updates to the writer, with the position in the
@@ -509,12 +554,17 @@ async fn submit(
     cluster: &Arc<Cluster>,
     seq: u64,
     updates: Vec<Update>,
+    held: bool,
     permit: tokio::sync::OwnedSemaphorePermit,
 ) -> anyhow::Result<()> {
     let permit = Arc::new(Mutex::new(Some(permit)));
     loop {
         let mut extra = WriteBatch::new();
-        extra.put(Cf::Meta, META_POSITION.to_vec(), encode(&seq));
+        // A message of another node's partition costs no write: a restart
+        // reads it again from the last position written, and passes it again.
+        if held {
+            extra.put(Cf::Meta, META_POSITION.to_vec(), encode(&seq));
+        }
         let c = cluster.clone();
         let seq_tx = state.seq_tx.clone();
         let p = permit.clone();
@@ -568,6 +618,10 @@ mod tests {
         // 1,000 expected per partition; 5 standard deviations is about ±160.
         assert!(counts.iter().all(|c| (840..=1160).contains(c)), "{counts:?}");
         assert_eq!(subject("BASEDATA", 7), "BASEDATA.p.7");
+        assert_eq!(partition_of_subject("BASEDATA", "BASEDATA.p.7"), Some(7));
+        assert_eq!(partition_of_subject("BASEDATA", "OTHER.p.7"), None);
+        assert_eq!(partition_of_subject("BASEDATA", "BASEDATA.q.7"), None);
+        assert_eq!(partition_of_subject("BASEDATA", "BASEDATA.p.x"), None);
     }
 
     #[test]

@@ -156,6 +156,11 @@ pub struct ClusterConfig {
     /// it is answered 503.
     #[serde(default = "default_publish_retry_ms")]
     pub publish_retry_ms: u64,
+    /// The partitions this node holds and answers for (default: all).
+    /// Every node still takes updates for any key; reads of a key in a
+    /// partition it does not hold are answered `503` naming the partition.
+    #[serde(default)]
+    pub serve_partitions: Option<Vec<u16>>,
 }
 
 fn default_publish_retry_ms() -> u64 {
@@ -199,6 +204,7 @@ impl ClusterConfig {
             apply_wait_ms: default_apply_wait_ms(),
             read_wait_ms: default_read_wait_ms(),
             publish_retry_ms: default_publish_retry_ms(),
+            serve_partitions: None,
         }
     }
 
@@ -213,6 +219,12 @@ impl ClusterConfig {
         }
         if !(1..=5).contains(&self.replicas) {
             bail!("[cluster] replicas must be 1 to 5 (JetStream's limit)");
+        }
+        if let Some(ps) = &self.serve_partitions {
+            let mut seen = std::collections::HashSet::new();
+            if ps.is_empty() || ps.iter().any(|p| *p >= self.partitions || !seen.insert(*p)) {
+                bail!("[cluster] serve_partitions must list distinct partitions below {}", self.partitions);
+            }
         }
         Ok(())
     }
@@ -454,7 +466,7 @@ token = "counter-secret-token"
         assert_eq!((cl.stream.as_str(), cl.partitions, cl.replicas, cl.node.as_str()), ("BASEDATA", 16, 3, "n-1"));
         assert!(cl.validate().is_ok());
         // Servers may come from the command line, so the file alone may omit them…
-        let c = parse("[cluster]\npartitions = 4\n").unwrap();
+        let c = parse("[cluster]\npartitions = 4\nserve_partitions = [0, 3]\n").unwrap();
         // …but serving needs them.
         assert!(c.cluster.unwrap().validate().is_err());
         for bad in [
@@ -465,6 +477,9 @@ token = "counter-secret-token"
             "[cluster]\nstream = \"a.b\"\n",
             "[cluster]\nnode = \"\"\n",
             "[cluster]\nservers = []\nsurprise = 1\n",
+            "[cluster]\nserve_partitions = []\n",
+            "[cluster]\nserve_partitions = [16]\n",
+            "[cluster]\nserve_partitions = [1, 1]\n",
         ] {
             assert!(parse(bad).is_err(), "accepted: {bad}");
         }

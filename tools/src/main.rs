@@ -39,6 +39,10 @@ enum Command {
         /// This node's name in cluster mode (replaces [cluster] node).
         #[arg(long, value_name = "NAME", requires = "cluster")]
         node: Option<String>,
+        /// Cluster mode: the partitions this node holds, comma-separated
+        /// (replaces [cluster] serve_partitions; default all).
+        #[arg(long, value_name = "LIST", value_delimiter = ',', requires = "cluster")]
+        serve_partitions: Option<Vec<u16>>,
     },
     /// Generate a demo data set if DIR is empty, print the demo tokens and serve.
     Demo {
@@ -163,7 +167,7 @@ fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<Config> {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve { data, config, listen, key_file, cluster, node } => {
+        Command::Serve { data, config, listen, key_file, cluster, node, serve_partitions } => {
             let _log = logging::init_server("info");
             let mut cfg = match &config {
                 Some(p) => Config::load(p)?,
@@ -174,6 +178,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 c.servers = servers;
                 if let Some(n) = node {
                     c.node = n;
+                }
+                if serve_partitions.is_some() {
+                    c.serve_partitions = serve_partitions;
                 }
             }
             if let Some(c) = &cfg.cluster {

@@ -134,6 +134,17 @@ fn batch_for(state: &AppState, caller: Caller, purpose: Purpose) -> Batch {
     }
 }
 
+/// Batch comparisons take keys of every partition: in cluster mode they
+/// run on nodes that hold them all.
+fn holds_everything(state: &AppState) -> ApiResult<()> {
+    match &state.cluster {
+        Some(c) if !c.serves_all() => {
+            Err(ApiError::unavailable("this node holds only some partitions; send batch comparisons to a node that holds them all"))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Batch comparison: NDJSON claims in, one NDJSON answer per line out, in
 /// order, streamed as the body arrives; one audit entry per line.
 #[utoipa::path(post, path = "/v1/verify/batch", tag = "batch",
@@ -141,7 +152,8 @@ fn batch_for(state: &AppState, caller: Caller, purpose: Purpose) -> Batch {
     request_body(content = Vec<BatchLine>, content_type = "application/x-ndjson", description = "One claim a line"),
     responses((status = 200, body = Vec<BatchAnswer>, content_type = "application/x-ndjson",
                description = "One answer line per request line, in order"),
-              (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)),
+              (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody),
+              (status = 503, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn verify_batch(
     State(state): State<AppState>,
@@ -149,6 +161,9 @@ pub async fn verify_batch(
     Extension(purpose): Extension<Purpose>,
     body: Body,
 ) -> Response {
+    if let Err(e) = holds_everything(&state) {
+        return e.into_response();
+    }
     let dept = caller.department.id.clone();
     let batch = batch_for(&state, caller, purpose);
     let (chunk_tx, chunk_rx) = mpsc::channel::<Chunk>(1);
@@ -207,6 +222,7 @@ pub async fn submit_job(
     Extension(purpose): Extension<Purpose>,
     body: Body,
 ) -> ApiResult<(StatusCode, Json<JobAccepted>)> {
+    holds_everything(&state)?;
     let id = JobId::random()?;
     let mut meta = JobMeta {
         id,

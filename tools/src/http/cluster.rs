@@ -53,6 +53,7 @@ pub async fn status(
         node: cfg.node.clone(),
         stream: cfg.stream.clone(),
         partitions: cfg.partitions,
+        serves: (0..cfg.partitions).filter(|p| cluster.serves(*p)).collect(),
         position,
         stream_first: info.state.first_sequence,
         stream_last: info.state.last_sequence,

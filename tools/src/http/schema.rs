@@ -137,6 +137,8 @@ pub struct ClusterStatus {
     pub node: String,
     pub stream: String,
     pub partitions: u16,
+    /// The partitions this node holds.
+    pub serves: Vec<u16>,
     /// Stream sequence of the last message applied here.
     pub position: u64,
     /// The stream's first and last sequence numbers now.

@@ -110,6 +110,7 @@ async fn lookup_subject(
     Query(q): Query<LookupParams>,
 ) -> ApiResult<Json<Lookup>> {
     let key = SubjectKey::parse(subject, &raw_key).map_err(ApiError::invalid_key)?;
+    held_here(&state, &key)?;
     let datasets = select_datasets(&state, subject, q.datasets.as_deref())?;
     let as_of = q.as_of.as_deref().map(|t| parse_time("as_of", t)).transpose()?;
     let mut ev = event(&caller, Some(&purpose), Action::Lookup, Some(key));
@@ -152,6 +153,17 @@ async fn lookup_subject(
         withheld,
         as_of: as_of.map(format_datetime),
     }))
+}
+
+/// Cluster mode on a node holding only some partitions: a key of another
+/// partition is not answered here (its records are not here), and the
+/// answer says which partition to ask for.
+pub fn held_here(state: &AppState, key: &SubjectKey) -> ApiResult<()> {
+    match state.cluster.as_ref().and_then(|c| c.not_held(&state.store, key)) {
+        None => Ok(()),
+        Some(p) => Err(ApiError::unavailable(format!("this node does not hold partition {p} of the key; ask a node that does"))
+            .with_details(serde_json::json!({ "partition": p }))),
+    }
 }
 
 /// Parses a JSON request body, mapping every failure to `invalid_body`.
@@ -211,6 +223,7 @@ async fn verify_subject(
     body: axum::body::Bytes,
 ) -> ApiResult<Json<Verification>> {
     let key = SubjectKey::parse(subject, &raw_key).map_err(ApiError::invalid_key)?;
+    held_here(&state, &key)?;
     let req: VerifyRequest = json_body(&body)?;
     let ds = match &req.dataset {
         Some(id) => state.catalog.dataset(id).filter(|d| d.subject == subject).ok_or_else(|| ApiError::unknown_dataset(id))?,

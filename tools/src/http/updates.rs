@@ -116,12 +116,12 @@ async fn logged(
     mut ev: basedata_store::AuditEvent,
 ) -> ApiResult<Json<UpdatesResult>> {
     let submitted = parsed.updates.len();
-    let seqs = if submitted == 0 {
+    let logged_msgs = if submitted == 0 {
         Vec::new()
     } else {
         cluster.publish(&state.store, &ds.id, &parsed.updates).await.map_err(|e| ApiError::unavailable(e.0))?
     };
-    let last = seqs.iter().copied().max();
+    let last = logged_msgs.iter().map(|m| m.position).max();
     ev.outcome = format!("{} logged_to={}", ev.outcome, last.unwrap_or(0));
     commit_with(state, Vec::new(), vec![ev], basedata_store::WriteBatch::new()).await?;
     let rejected = rejections(parsed.rejected);
@@ -129,27 +129,27 @@ async fn logged(
         let position = Some(cluster.position());
         return Ok(Json(UpdatesResult { applied: 0, stale: 0, rejected, last_seq: state.store.last_seq(), position, logged: None }));
     };
+    // Lines of partitions this node does not hold are applied elsewhere:
+    // their outcome is not known here.
+    let (mine, elsewhere): (Vec<&crate::cluster::LoggedMessage>, Vec<_>) = logged_msgs.iter().partition(|m| cluster.serves(m.partition));
+    let mut logged = elsewhere.iter().map(|m| m.lines).sum::<usize>();
+    let (mut applied, mut stale) = (0, 0);
+    let mut last_seq = state.store.last_seq();
     let wait = std::time::Duration::from_millis(cluster.config().apply_wait_ms);
-    let seen = cluster.wait_for(last, wait).await;
-    let outcomes: Option<Vec<_>> = if seen { seqs.iter().map(|s| cluster.outcome(*s)).collect() } else { None };
-    Ok(Json(match outcomes {
-        Some(o) => UpdatesResult {
-            applied: o.iter().map(|a| a.applied).sum(),
-            stale: o.iter().map(|a| a.stale).sum(),
-            rejected,
-            last_seq: o.iter().map(|a| a.last_seq).max().unwrap_or_default(),
-            position: Some(last),
-            logged: Some(0),
-        },
-        None => UpdatesResult {
-            applied: 0,
-            stale: 0,
-            rejected,
-            last_seq: state.store.last_seq(),
-            position: Some(last),
-            logged: Some(submitted),
-        },
-    }))
+    let outcomes: Option<Vec<_>> = match mine.iter().map(|m| m.position).max() {
+        Some(p) if cluster.wait_for(p, wait).await => mine.iter().map(|m| cluster.outcome(m.position)).collect(),
+        Some(_) => None,
+        None => Some(Vec::new()),
+    };
+    match outcomes {
+        Some(o) => {
+            applied = o.iter().map(|a| a.applied).sum();
+            stale = o.iter().map(|a| a.stale).sum();
+            last_seq = o.iter().map(|a| a.last_seq).max().unwrap_or(last_seq);
+        }
+        None => logged += mine.iter().map(|m| m.lines).sum::<usize>(),
+    }
+    Ok(Json(UpdatesResult { applied, stale, rejected, last_seq, position: Some(last), logged: Some(logged) }))
 }
 
 async fn read_body(state: &AppState, ds: &Dataset, format: Format, mut body: Body) -> ApiResult<Parsed> {
