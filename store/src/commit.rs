@@ -12,7 +12,7 @@ use crate::engine::{Durability, WriteBatch};
 use crate::store::{Outcome, Store, Update};
 use crate::Error;
 use crossbeam::channel::{bounded, Receiver, Sender, TrySendError};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -33,6 +33,8 @@ struct Job {
     events: Vec<AuditEvent>,
     extra: WriteBatch,
     reply: Reply,
+    /// Raised: the job is answered [`Error::Abandoned`] instead of written.
+    guard: Option<Arc<AtomicBool>>,
 }
 
 /// Why a job was not accepted.
@@ -102,8 +104,25 @@ impl Committer {
         extra: WriteBatch,
         reply: Reply,
     ) -> Result<(), SubmitError> {
+        self.submit_guarded(updates, events, extra, reply, None)
+    }
+
+    /// [`Committer::submit_with`] for a chain of jobs that must be written
+    /// in order or not at all: once `guard` is raised (by the reply of a
+    /// job whose write failed, which runs before the writer takes its next
+    /// group), every job of the chain still queued is answered
+    /// [`Error::Abandoned`] unwritten, so no later link is durable without
+    /// the one before it.
+    pub fn submit_guarded(
+        &self,
+        updates: Vec<Update>,
+        events: Vec<AuditEvent>,
+        extra: WriteBatch,
+        reply: Reply,
+        guard: Option<Arc<AtomicBool>>,
+    ) -> Result<(), SubmitError> {
         let tx = self.tx.as_ref().ok_or(SubmitError::Closed)?;
-        match tx.try_send(Job { updates, events, extra, reply }) {
+        match tx.try_send(Job { updates, events, extra, reply, guard }) {
             Ok(()) => {
                 self.stats.queued.fetch_add(1, Ordering::Relaxed);
                 Ok(())
@@ -126,7 +145,7 @@ impl Committer {
         patience: std::time::Duration,
     ) -> Result<(), SubmitError> {
         let tx = self.tx.as_ref().ok_or(SubmitError::Closed)?;
-        match tx.send_timeout(Job { updates, events, extra, reply }, patience) {
+        match tx.send_timeout(Job { updates, events, extra, reply, guard: None }, patience) {
             Ok(()) => {
                 self.stats.queued.fetch_add(1, Ordering::Relaxed);
                 Ok(())
@@ -152,19 +171,33 @@ impl Drop for Committer {
 }
 
 fn writer_loop(store: Arc<Store>, rx: Receiver<Job>, stats: Arc<CommitStats>) {
+    let abandoned = |j: Job| {
+        if j.guard.as_ref().is_some_and(|g| g.load(Ordering::Acquire)) {
+            (j.reply)(Err(Arc::new(Error::Abandoned)));
+            None
+        } else {
+            Some(j)
+        }
+    };
     while let Ok(first) = rx.recv() {
-        let mut group = vec![first];
-        let mut items = group[0].updates.len() + group[0].events.len();
+        stats.queued.fetch_sub(1, Ordering::Relaxed);
+        let mut group: Vec<Job> = abandoned(first).into_iter().collect();
+        let mut items: usize = group.iter().map(|j| j.updates.len() + j.events.len()).sum();
         while items < MAX_GROUP_ITEMS {
             match rx.try_recv() {
                 Ok(j) => {
-                    items += j.updates.len() + j.events.len();
-                    group.push(j);
+                    stats.queued.fetch_sub(1, Ordering::Relaxed);
+                    if let Some(j) = abandoned(j) {
+                        items += j.updates.len() + j.events.len();
+                        group.push(j);
+                    }
                 }
                 Err(_) => break,
             }
         }
-        stats.queued.fetch_sub(group.len(), Ordering::Relaxed);
+        if group.is_empty() {
+            continue;
+        }
         let mut updates = Vec::new();
         let mut events = Vec::new();
         let mut extra = WriteBatch::new();
@@ -211,7 +244,7 @@ mod tests {
     use crate::engine::mem::MemEngine;
     use crate::keys::{PersonKey, SubjectKey};
     use crate::store::UpdateOp;
-    use crate::{Catalog, Secret, Value};
+    use crate::{Catalog, Error, Secret, Value};
     use std::sync::mpsc;
 
     fn store() -> Arc<Store> {
@@ -298,6 +331,46 @@ mod tests {
         assert_eq!(s.audit_verify().unwrap().entries, 500);
         let r = c.submit_waiting(vec![], vec![], WriteBatch::new(), Box::new(|_| {}), std::time::Duration::ZERO);
         assert_eq!(r, Err(SubmitError::Closed));
+    }
+
+    #[test]
+    fn a_raised_guard_drops_the_rest_of_its_chain_unwritten() {
+        let s = store();
+        let mut c = Committer::start(s.clone(), 10_000);
+        let guard = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = mpsc::channel();
+        let submit = |i: u16| {
+            let (tx, g) = (tx.clone(), guard.clone());
+            // The reply of job 10 raises the guard, as a failed write's would.
+            let reply: Reply = Box::new(move |r| {
+                if i == 10 {
+                    g.store(true, Ordering::Release);
+                }
+                tx.send((i, r.map(|_| ()).map_err(|e| matches!(*e, Error::Abandoned)))).unwrap();
+            });
+            c.submit_guarded(vec![upd(i, 1)], vec![], WriteBatch::new(), reply, Some(guard.clone())).unwrap();
+        };
+        for i in 0..=10 {
+            submit(i);
+        }
+        let mut answers: Vec<(u16, Result<(), bool>)> = (0..=10).map(|_| rx.recv().unwrap()).collect();
+        // Queued after the raise: dropped, however they are grouped.
+        for i in 11..100 {
+            submit(i);
+        }
+        // A job outside the chain is written whatever the guard says.
+        let (tx2, rx2) = mpsc::channel();
+        c.submit(vec![upd(500, 1)], vec![], Box::new(move |r| tx2.send(r.is_ok()).unwrap())).unwrap();
+        c.shutdown();
+        drop(tx);
+        answers.extend(rx.iter());
+        answers.sort_by_key(|(i, _)| *i);
+        assert_eq!(answers.len(), 100);
+        assert!(answers[..=10].iter().all(|(_, r)| r.is_ok()), "{answers:?}");
+        assert!(answers[11..].iter().all(|(_, r)| *r == Err(true)), "{answers:?}");
+        assert!(rx2.recv().unwrap());
+        assert_eq!(s.last_seq(), 12, "jobs 0..=10 and the unguarded one");
+        assert!(s.get(&key(11), "death", None).unwrap().is_none());
     }
 
     #[test]

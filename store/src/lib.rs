@@ -59,6 +59,10 @@ pub enum Error {
     Unsupported(&'static str),
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
+    /// A job the group committer dropped unwritten because its guard was
+    /// raised (see `commit::Committer::submit_guarded`).
+    #[error("not written: an earlier write of its chain failed")]
+    Abandoned,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

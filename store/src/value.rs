@@ -172,8 +172,15 @@ pub fn date_bytes(d: Date) -> Option<[u8; 10]> {
 }
 
 /// Parses an RFC 3339 time into Unix microseconds.
+/// Only times whose UTC form RFC 3339 can write (years 0000–9999) are
+/// accepted, so that every stored time reads back as what was sent (an
+/// offset can carry a local 0000 or 9999 across the year boundary).
 pub fn parse_datetime(s: &str) -> Option<i64> {
     let t = OffsetDateTime::parse(s.trim(), &Rfc3339).ok()?;
+    // `checked_to_offset` is None where the UTC year leaves `time`'s range.
+    if !(0..=9999).contains(&t.checked_to_offset(time::UtcOffset::UTC)?.year()) {
+        return None;
+    }
     i64::try_from(t.unix_timestamp_nanos() / 1000).ok()
 }
 
@@ -373,6 +380,12 @@ mod tests {
         assert_eq!(format_datetime(t), "2026-11-22T08:00:00Z");
         assert_eq!(parse_datetime("2026-11-22T16:00:00+08:00"), Some(t));
         assert!(parse_datetime("yesterday").is_none());
+        // Written back as sent, or refused: never rendered as another time.
+        for s in ["0000-01-01T00:00:00Z", "9999-12-31T23:59:59.999999Z", "0001-01-01T00:30:00+01:00"] {
+            assert_eq!(parse_datetime(&format_datetime(parse_datetime(s).unwrap())), parse_datetime(s), "{s}");
+        }
+        assert_eq!(parse_datetime("0000-01-01T00:00:00+01:00"), None, "UTC year -1");
+        assert_eq!(parse_datetime("9999-12-31T23:00:00-02:00"), None, "UTC year 10000");
     }
 
     /// The hand-rolled formatting agrees with `time`'s own for every day

@@ -17,6 +17,7 @@
 //! Keys, batch sizes and target nodes come from a seed printed per run
 //! (`BASEDATA_CLUSTER_SEED` reruns with the same ones).
 
+use base64::Engine;
 use basedata_tests::*;
 use basedata_tools::gen::{person_key, GenConfig};
 use serde_json::{json, Value};
@@ -80,11 +81,20 @@ impl Cluster {
         &self.env[&format!("TOKEN_{who}")]
     }
 
+    /// `GET /v1/cluster` of a node, with the stream's figures (a node
+    /// whose NATS server just came back may not have them for a moment).
     fn status(&self, node: usize, digest: bool) -> Value {
         let path = if digest { "/v1/cluster?digest=true" } else { "/v1/cluster" };
-        let r = req("GET", &self.url(node, path)).token(self.token("AUDITOR")).get();
-        assert_eq!(r.status, 200, "{}", r.text);
-        r.json
+        let mut tries = 0;
+        loop {
+            let r = req("GET", &self.url(node, path)).token(self.token("AUDITOR")).get();
+            assert_eq!(r.status, 200, "{}", r.text);
+            if r.json["stream_last"].is_u64() || tries == 50 {
+                return r.json;
+            }
+            tries += 1;
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     fn logs(&self, what: &str) -> String {
@@ -129,7 +139,9 @@ fn cluster_survives_losing_a_nats_server_and_a_node() {
         .token(c.token("GONGAN"))
         .ndjson(&[line(&keys[0], 1)]);
     assert_eq!(r.status, 200, "{}", r.text);
-    assert_eq!((r.json["applied"].as_u64(), r.json["logged"].as_u64()), (Some(1), Some(0)), "{}", r.text);
+    // Applied here, or (on a slow machine) not yet within the wait.
+    let (applied, logged) = (r.json["applied"].as_u64().unwrap(), r.json["logged"].as_u64().unwrap());
+    assert_eq!((applied + logged, r.json["stale"].as_u64()), (1, Some(0)), "{}", r.text);
     let pos = r.json["position"].as_u64().unwrap();
     let read = req("GET", &format!("{}?datasets=hukou", c.url(2, &format!("/v1/persons/{}", keys[0]))))
         .token(c.token("COUNTER"))
@@ -146,6 +158,17 @@ fn cluster_survives_losing_a_nats_server_and_a_node() {
         .header("x-basedata-min-position", &(pos + 1_000_000).to_string())
         .get();
     assert_eq!((ahead.status, ahead.code()), (503, "unavailable"), "{}", ahead.text);
+    // A line too large for one NATS message (the servers take 1 MiB) is
+    // rejected on its own; the rest of the request is logged and applied.
+    let photo = base64::engine::general_purpose::STANDARD.encode(vec![7u8; 900 << 10]);
+    let mut big = line(&keys[1], 5);
+    big["fields"]["photo"] = json!(photo);
+    let r = req("POST", &c.url(1, "/v1/datasets/hukou/updates")).token(c.token("GONGAN")).ndjson(&[line(&keys[2], 1), big]);
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json["rejected"].as_array().unwrap().len(), 1, "{}", r.text);
+    assert_eq!((r.json["rejected"][0]["line"].as_u64(), r.json["rejected"][0]["code"].as_str()), (Some(2), Some("payload_too_large")));
+    assert_eq!(r.json["applied"].as_u64().unwrap() + r.json["logged"].as_u64().unwrap(), 1, "{}", r.text);
+
     let bad = req("GET", &c.url(2, &format!("/v1/persons/{}", keys[0])))
         .token(c.token("COUNTER"))
         .purpose(PURPOSE)
@@ -159,8 +182,9 @@ fn cluster_survives_losing_a_nats_server_and_a_node() {
     let stop = Arc::new(AtomicBool::new(false));
     let outage = Arc::new(AtomicBool::new(false));
     let models: Vec<Arc<Mutex<HashMap<String, KeyModel>>>> = (0..WRITERS).map(|_| Arc::new(Mutex::new(HashMap::new()))).collect();
-    // The first key's version 1 is acknowledged already.
+    // Version 1 of the first and third keys is acknowledged already.
     models[0].lock().unwrap().insert(keys[0].clone(), KeyModel { sent: 1, acked: 1 });
+    models[0].lock().unwrap().insert(keys[2].clone(), KeyModel { sent: 1, acked: 1 });
     let acked_batches = Arc::new(AtomicU64::new(0));
     let refused_batches = Arc::new(AtomicU64::new(0));
     let mut threads = Vec::new();
@@ -205,7 +229,9 @@ fn cluster_survives_losing_a_nats_server_and_a_node() {
                     // node died mid-request): the lines' fate is unknown.
                     Ok(r) => {
                         assert!(r.status == 503, "node {node}: {} {}", r.status, r.text);
-                        refused.fetch_add(1, SeqCst);
+                        if refused.fetch_add(1, SeqCst) < 5 {
+                            eprintln!("refused by node {node}: {}", r.text);
+                        }
                     }
                     Err(_) => {
                         refused.fetch_add(1, SeqCst);
@@ -258,7 +284,6 @@ fn cluster_survives_losing_a_nats_server_and_a_node() {
         acked
     };
     std::thread::sleep(KILL_AT);
-    let at_kill = phase("kill");
     let leader = c.status(1, false)["leader"].as_str().unwrap().to_owned();
     let nats_n = leader.trim_start_matches("nats-").to_owned();
     eprintln!("killing {leader} (the stream leader) and node-3");
@@ -266,6 +291,9 @@ fn cluster_survives_losing_a_nats_server_and_a_node() {
     Cluster::script(&c.dir, &["kill", "node", "3"]);
     Cluster::script(&c.dir, &["kill", "nats", &nats_n]);
     outage.store(true, SeqCst);
+    // Counted once both are dead: what is acknowledged from here on was
+    // acknowledged by two NATS servers of three.
+    let at_kill = phase("killed");
     std::thread::sleep(REVIVE_AT.saturating_sub(started.elapsed()));
     outage.store(false, SeqCst);
     let at_revive = phase("revive");
@@ -436,8 +464,10 @@ fn cluster_survives_losing_a_nats_server_and_a_node() {
     let r = partial.req("POST", "/v1/datasets/hukou/updates").token(c.token("GONGAN")).ndjson(&lines);
     assert_eq!(r.status, 200, "{}", r.text);
     let not_here = keys.iter().take(40).filter(|k| !half.contains(&partition(k))).count() as u64;
-    assert_eq!(r.json["logged"].as_u64(), Some(not_here), "{}", r.text);
-    assert_eq!(r.json["applied"].as_u64(), Some(40 - not_here), "{}", r.text);
+    let (applied, logged) = (r.json["applied"].as_u64().unwrap(), r.json["logged"].as_u64().unwrap());
+    // Those of other partitions are logged; its own are applied (or, on a
+    // slow machine, logged too when the wait ran out).
+    assert!(logged >= not_here && applied + logged == 40 && r.json["stale"] == 0, "{} of 40 elsewhere: {}", not_here, r.text);
 
     for node in 1..=3 {
         let r = req("GET", &c.url(node, "/v1/audit/verify")).token(c.token("AUDITOR")).get();

@@ -64,6 +64,36 @@ pub struct Applied {
     pub last_seq: u64,
 }
 
+/// A log message ready to publish.
+#[derive(Debug)]
+pub struct Outgoing {
+    subject: String,
+    payload: bytes::Bytes,
+    /// Sent again under the same id, it is stored once.
+    id: String,
+    partition: u16,
+    lines: usize,
+}
+
+impl Outgoing {
+    fn build(&self) -> PublishMessage {
+        PublishMessage::build().payload(self.payload.clone()).message_id(&self.id)
+    }
+}
+
+/// A provider request's updates as log messages.
+#[derive(Debug, Default)]
+pub struct Prepared {
+    pub messages: Vec<Outgoing>,
+    /// Indices of updates too large for one message of the NATS servers.
+    pub too_large: Vec<usize>,
+    /// That limit, in bytes.
+    pub limit: usize,
+}
+
+/// Messages of one request awaiting their acknowledgement at a time.
+const ACK_WINDOW: usize = 64;
+
 /// One message of a provider's request, acknowledged by the stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LoggedMessage {
@@ -100,12 +130,9 @@ pub struct Cluster {
     sealer: LogSealer,
     position: tokio::sync::watch::Sender<u64>,
     outcomes: Mutex<BTreeMap<u64, Applied>>,
-    /// Set when a write of applied messages failed: the applier restarts
-    /// from the last durable position.
-    failed: AtomicBool,
-    /// Set while the log no longer holds the messages this node needs
-    /// next (it must be seeded from a peer's backup).
-    behind_log: AtomicBool,
+    /// Set while the applier cannot go on: a message this node cannot
+    /// apply, or a log that no longer holds what it needs next.
+    stuck: AtomicBool,
     /// Set once the stream was found with this node's settings.
     stream_ok: AtomicBool,
     /// The stream sequence of the last message received, and when the
@@ -180,6 +207,39 @@ pub fn stored_position(store: &Store) -> anyhow::Result<u64> {
     })
 }
 
+/// The partitions a store's position covers (`cluster/partitions`).
+pub const META_PARTITIONS: &[u8] = b"cluster/partitions";
+
+/// The position to apply the log from, for the partitions `cfg` serves.
+/// A position covers only the partitions the store held when it was
+/// written: a node that now serves more (its configuration grew, or it was
+/// restored from the backup of a node that held fewer) reads the log again
+/// from the start, where every update it holds already is stale and those
+/// of its new partitions are applied. The partitions are recorded (synced)
+/// before anything is applied.
+pub fn prepare_store(store: &Store, cfg: &ClusterConfig) -> anyhow::Result<u64> {
+    let serves: Vec<u16> = (0..cfg.partitions)
+        .filter(|p| cfg.serve_partitions.as_ref().is_none_or(|ps| ps.contains(p)))
+        .collect();
+    let mut position = stored_position(store)?;
+    if position > 0 {
+        let held: Option<Vec<u16>> = match store.engine().get(Cf::Meta, META_PARTITIONS)? {
+            Some(v) => Some(decode("cluster partitions", &v)?),
+            None => None,
+        };
+        let covered = held.as_ref().is_some_and(|h| serves.iter().all(|p| h.contains(p)));
+        if !covered {
+            tracing::warn!(position, ?held, ?serves, "this node now serves partitions its position does not cover; reading the log again from the start");
+            position = 0;
+        }
+    }
+    let mut b = WriteBatch::new();
+    b.put(Cf::Meta, META_PARTITIONS.to_vec(), encode(&serves));
+    b.put(Cf::Meta, META_POSITION.to_vec(), encode(&position));
+    store.engine().write(b, basedata_store::Durability::Sync)?;
+    Ok(position)
+}
+
 impl Cluster {
     /// Starts connecting to the NATS servers (in the background: a node
     /// serves reads whether or not the log is reachable) with the store's
@@ -205,8 +265,7 @@ impl Cluster {
             js,
             position: tokio::sync::watch::channel(position).0,
             outcomes: Mutex::new(BTreeMap::new()),
-            failed: AtomicBool::new(false),
-            behind_log: AtomicBool::new(false),
+            stuck: AtomicBool::new(false),
             stream_ok: AtomicBool::new(false),
             last_received: AtomicU64::new(position),
             last_activity: Mutex::new(std::time::Instant::now()),
@@ -284,7 +343,7 @@ impl Cluster {
     pub fn healthy(&self) -> bool {
         matches!(self.client.connection_state(), async_nats::connection::State::Connected)
             && self.stream_ok.load(Ordering::Relaxed)
-            && !self.behind_log.load(Ordering::Relaxed)
+            && !self.stuck.load(Ordering::Relaxed)
     }
 
     /// Waits until this node has applied the log up to `pos`; false when
@@ -299,77 +358,123 @@ impl Cluster {
         self.outcomes.lock().unwrap_or_else(|e| e.into_inner()).get(&pos).copied()
     }
 
-    /// Logs validated updates of one dataset: one message per partition
-    /// (and per [`MESSAGE_BYTES`] of lines), published back to back and
-    /// then awaited, so one round of stream acknowledgements covers the
-    /// request. Returns what was logged, message by message; once this
-    /// returns the updates are durable on a quorum of the stream's replicas.
-    pub async fn publish(&self, store: &Store, dataset: &str, updates: &[Update]) -> Result<Vec<LoggedMessage>, LogError> {
+    /// Seals validated updates of one dataset into log messages: one per
+    /// partition, cut at [`MESSAGE_BYTES`] of lines (the lines of one key
+    /// stay in order, in one message or consecutive ones). An update whose
+    /// line alone, sealed, exceeds what the NATS servers take in one
+    /// message is left out and named in `too_large` (by index).
+    pub fn prepare(&self, store: &Store, dataset: &str, updates: &[Update]) -> Result<Prepared, LogError> {
         if !self.stream_ok.load(Ordering::Acquire) {
             return Err(LogError("this node has not reached the update log yet; nothing was acknowledged, resend".into()));
         }
-        let mut by_partition: BTreeMap<u16, Vec<&Update>> = BTreeMap::new();
-        for u in updates {
-            by_partition.entry(partition_of(&store.pseudonym(&u.key), self.cfg.partitions)).or_default().push(u);
+        let limit = self.client.server_info().max_payload.max(4096);
+        let cut = MESSAGE_BYTES.min(limit / 2);
+        let mut by_partition: BTreeMap<u16, Vec<(usize, &Update)>> = BTreeMap::new();
+        for (i, u) in updates.iter().enumerate() {
+            by_partition.entry(partition_of(&store.pseudonym(&u.key), self.cfg.partitions)).or_default().push((i, u));
         }
-        let fail = |what: &str, e: &dyn std::fmt::Display| {
-            self.stats.publish_failures.fetch_add(1, Ordering::Relaxed);
-            LogError(format!("the update log did not take the updates ({what}: {e}); nothing was acknowledged, resend them"))
-        };
-        let mut messages = Vec::new();
+        let mut out = Prepared::default();
         for (p, ups) in by_partition {
             let subject = subject(&self.cfg.stream, p);
-            // Lines of one key stay in one message or consecutive ones, in order.
             let mut start = 0;
             while start < ups.len() {
                 let mut end = start;
                 let mut bytes = 0;
-                while end < ups.len() && (end == start || bytes < MESSAGE_BYTES) {
-                    bytes += line_size_hint(ups[end]);
+                while end < ups.len() && (end == start || bytes < cut) {
+                    bytes += line_size_hint(ups[end].1);
                     end += 1;
                 }
-                let plain = encode_message(dataset, &ups[start..end]);
-                let sealed = self.sealer.seal(subject.as_bytes(), &plain).map_err(|e| fail("seal", &e))?;
-                messages.push((subject.clone(), bytes::Bytes::from(sealed), message_id(), p, end - start));
-                start = end;
-            }
-        }
-        let build = |payload: &bytes::Bytes, id: &str| PublishMessage::build().payload(payload.clone()).message_id(id);
-        // All sent back to back, then all awaited: one round trip of
-        // acknowledgements for the request.
-        let mut acks = Vec::with_capacity(messages.len());
-        for (subject, payload, id, ..) in &messages {
-            acks.push(self.js.send_publish(subject.clone(), build(payload, id)).await);
-        }
-        // While the stream elects a new leader (a NATS server died) it takes
-        // nothing for a few seconds; a message that was not acknowledged is
-        // sent again under the same id, which the stream stores once.
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(self.cfg.publish_retry_ms);
-        let mut seqs = Vec::with_capacity(messages.len());
-        for ((subject, payload, id, partition, lines), first) in messages.iter().zip(acks) {
-            let mut attempt = match first {
-                Ok(ack) => ack.await.map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            };
-            loop {
-                match attempt {
-                    Ok(a) => {
-                        seqs.push(LoggedMessage { position: a.sequence, partition: *partition, lines: *lines });
-                        break;
+                let lines: Vec<&Update> = ups[start..end].iter().map(|(_, u)| *u).collect();
+                let sealed = self.sealer.seal(subject.as_bytes(), &encode_message(dataset, &lines)).map_err(|e| LogError(e.to_string()))?;
+                if sealed.len() <= limit {
+                    out.messages.push(Outgoing { subject: subject.clone(), payload: sealed.into(), id: message_id(), partition: p, lines: lines.len() });
+                    start = end;
+                } else if end - start == 1 {
+                    out.too_large.push(ups[start].0);
+                    start = end;
+                } else {
+                    // The size hints were short; one line at a time.
+                    let (i, u) = ups[start];
+                    let sealed = self.sealer.seal(subject.as_bytes(), &encode_message(dataset, &[u])).map_err(|e| LogError(e.to_string()))?;
+                    if sealed.len() <= limit {
+                        out.messages.push(Outgoing { subject: subject.clone(), payload: sealed.into(), id: message_id(), partition: p, lines: 1 });
+                    } else {
+                        out.too_large.push(i);
                     }
-                    Err(e) if tokio::time::Instant::now() >= deadline => return Err(fail("acknowledgement", &e)),
-                    Err(_) => {
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                        attempt = match self.js.send_publish(subject.clone(), build(payload, id)).await {
-                            Ok(ack) => ack.await.map_err(|e| e.to_string()),
-                            Err(e) => Err(e.to_string()),
-                        };
-                    }
+                    start += 1;
                 }
             }
         }
-        self.stats.published.fetch_add(seqs.len() as u64, Ordering::Relaxed);
-        Ok(seqs)
+        out.limit = limit;
+        Ok(out)
+    }
+
+    /// Publishes prepared messages: sent back to back with at most
+    /// [`ACK_WINDOW`] unacknowledged, so that one round trip covers many
+    /// and no request holds more of the client's acknowledgement slots
+    /// than that. A message the stream did not acknowledge — its leader
+    /// died and a new one is being elected — is sent again under the same
+    /// id for up to `publish_retry_ms`; JetStream stores it once. Once this
+    /// returns the updates are durable on a quorum of the stream's replicas.
+    pub async fn send(&self, prepared: &Prepared) -> Result<Vec<LoggedMessage>, LogError> {
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(self.cfg.publish_retry_ms);
+        let mut done = Vec::with_capacity(prepared.messages.len());
+        let mut pending = std::collections::VecDeque::with_capacity(ACK_WINDOW);
+        for m in &prepared.messages {
+            if pending.len() == ACK_WINDOW {
+                let (m, first) = pending.pop_front().expect("a full window");
+                done.push(self.settle(m, first, deadline).await?);
+            }
+            let first = self.js.send_publish(m.subject.clone(), m.build()).await.map_err(|e| e.to_string());
+            pending.push_back((m, first));
+        }
+        while let Some((m, first)) = pending.pop_front() {
+            done.push(self.settle(m, first, deadline).await?);
+        }
+        self.stats.published.fetch_add(done.len() as u64, Ordering::Relaxed);
+        Ok(done)
+    }
+
+    async fn settle(
+        &self,
+        m: &Outgoing,
+        first: Result<async_nats::jetstream::context::PublishAckFuture, String>,
+        deadline: tokio::time::Instant,
+    ) -> Result<LoggedMessage, LogError> {
+        let mut attempt = match first {
+            Ok(ack) => ack.await.map_err(|e| e.to_string()),
+            Err(e) => Err(e),
+        };
+        let mut id = m.id.clone();
+        let mut tries = 0u32;
+        loop {
+            match attempt {
+                Ok(a) => return Ok(LoggedMessage { position: a.sequence, partition: m.partition, lines: m.lines }),
+                Err(e) if tokio::time::Instant::now() >= deadline => {
+                    self.stats.publish_failures.fetch_add(1, Ordering::Relaxed);
+                    return Err(LogError(format!(
+                        "the update log did not take the updates (acknowledgement: {e}); nothing was acknowledged, resend them"
+                    )));
+                }
+                Err(_) => {
+                    tries += 1;
+                    // A stream that took a message under this id from its old
+                    // leader may go on answering nothing to it under a new one
+                    // (seen here for 20 s and more); under a fresh id it is
+                    // taken, and should the first copy surface too, applying
+                    // it twice changes nothing (the second is stale).
+                    if tries % 3 == 0 {
+                        id = message_id();
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    let msg = PublishMessage::build().payload(m.payload.clone()).message_id(&id);
+                    attempt = match self.js.send_publish(m.subject.clone(), msg).await {
+                        Ok(ack) => ack.await.map_err(|e| e.to_string()),
+                        Err(e) => Err(e.to_string()),
+                    };
+                }
+            }
+        }
     }
 
     fn record(&self, pos: u64, applied: Applied) {
@@ -381,13 +486,16 @@ impl Cluster {
             }
         }
         self.stats.applied_messages.fetch_add(1, Ordering::Relaxed);
-        if !self.failed.load(Ordering::Acquire) {
-            self.position.send_if_modified(|p| {
-                let newer = pos > *p;
-                *p = (*p).max(pos);
-                newer
-            });
-        }
+        // Answered jobs are a sign of life too: a writer slow on a busy
+        // disk must not look like a dead consumer to the watchdog.
+        self.touch();
+        // Only written jobs get here, and they are a prefix of the run's
+        // chain (see `apply_from`): the position never passes a gap.
+        self.position.send_if_modified(|p| {
+            let newer = pos > *p;
+            *p = (*p).max(pos);
+            newer
+        });
     }
 
     fn touch(&self) {
@@ -441,7 +549,9 @@ fn value_len(v: &basedata_store::Value) -> usize {
 }
 
 /// Applies the log into the store, forever: restarts from the durable
-/// position after a lost connection, a failed write or a bad message.
+/// position after a lost connection, a failed write or a silent consumer;
+/// waits longer (and reports itself unready) while it is stuck on a
+/// message it cannot apply or on a log that no longer holds what it needs.
 pub async fn applier(state: crate::http::AppState, cluster: Arc<Cluster>) {
     {
         let cluster = cluster.clone();
@@ -458,25 +568,57 @@ pub async fn applier(state: crate::http::AppState, cluster: Arc<Cluster>) {
             Ok(()) => tracing::warn!("the log consumer ended; resuming"),
             Err(e) => tracing::warn!(error = %e, position = cluster.position(), "applying the log stopped; resuming"),
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        let pause = if cluster.stuck.load(Ordering::Relaxed) { 5_000 } else { 500 };
+        tokio::time::sleep(Duration::from_millis(pause)).await;
     }
 }
 
+/// Why a run of the applier cannot go on until something changes.
+fn stuck(cluster: &Cluster, why: String) -> anyhow::Error {
+    cluster.stuck.store(true, Ordering::Relaxed);
+    anyhow::anyhow!(why)
+}
+
+/// One run of the applier, from the position + 1. Its jobs form one chain
+/// of the group committer: a failed write raises the chain's guard, so no
+/// later message of the run is written without it, and the position on
+/// disk and in memory stays at the last message written, every message
+/// before it written too. The run ends only once every job it handed to
+/// the writer has been answered, so the next run starts from a position
+/// nothing will move any more.
 async fn apply_from(state: &crate::http::AppState, cluster: &Arc<Cluster>) -> anyhow::Result<()> {
-    // Writes that failed leave the position where the last good one put
-    // it; whatever was in flight after them is redone (harmlessly).
-    cluster.failed.store(false, Ordering::Release);
+    let chain = Arc::new(AtomicBool::new(false));
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
+    let result = consume(state, cluster, &chain, &in_flight).await;
+    let _drained = in_flight.acquire_many(IN_FLIGHT as u32).await;
+    result
+}
+
+async fn consume(
+    state: &crate::http::AppState,
+    cluster: &Arc<Cluster>,
+    chain: &Arc<AtomicBool>,
+    in_flight: &Arc<tokio::sync::Semaphore>,
+) -> anyhow::Result<()> {
     let from = cluster.position() + 1;
     let mut s = cluster.ensure_stream().await?;
     let info = s.info().await?.clone();
-    if info.state.messages > 0 && info.state.first_sequence > from {
-        cluster.behind_log.store(true, Ordering::Relaxed);
-        anyhow::bail!(
-            "the log starts at {} but this node needs {from} next: seed it from a backup of another node",
-            info.state.first_sequence
-        );
+    if info.state.first_sequence > from {
+        return Err(stuck(
+            cluster,
+            format!(
+                "the log starts at {} but this node needs {from} next: seed it from a backup of a node that is further on",
+                info.state.first_sequence
+            ),
+        ));
     }
-    cluster.behind_log.store(false, Ordering::Relaxed);
+    if from > info.state.last_sequence + 1 {
+        return Err(stuck(
+            cluster,
+            format!("this node has applied the log up to {} but the log ends at {} (was the stream recreated?)", from - 1, info.state.last_sequence),
+        ));
+    }
+    cluster.stuck.store(false, Ordering::Relaxed);
     let deliver_policy = if from <= 1 {
         consumer::DeliverPolicy::All
     } else {
@@ -493,15 +635,15 @@ async fn apply_from(state: &crate::http::AppState, cluster: &Arc<Cluster>) -> an
     tracing::info!(from, node = %cluster.cfg.node, "applying the update log");
     cluster.last_received.store(from - 1, Ordering::Relaxed);
     cluster.touch();
-    let in_flight = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
     let mut next = from;
+    let mut unwritten = 0u32;
     loop {
         let m = tokio::select! {
             m = messages.next() => m,
-            _ = cluster.restart.notified() => anyhow::bail!("restarted by the watchdog"),
+            _ = cluster.restart.notified() => anyhow::bail!("restarted (a failed write, or a silent consumer)"),
         };
-        let Some(m) = m else { break };
-        if cluster.failed.load(Ordering::Acquire) {
+        let Some(m) = m else { return Ok(()) };
+        if chain.load(Ordering::Acquire) {
             anyhow::bail!("a write of applied updates failed");
         }
         let m = m?;
@@ -515,36 +657,47 @@ async fn apply_from(state: &crate::http::AppState, cluster: &Arc<Cluster>) -> an
         if seq < next {
             continue;
         }
+        if seq > next {
+            // Deleted from the stream before this node read it.
+            return Err(stuck(cluster, format!("the log has no message {next} (the next is {seq}): seed this node from a backup")));
+        }
         next = seq + 1;
         let held = partition_of_subject(&cluster.cfg.stream, &m.subject).is_some_and(|p| cluster.serves(p));
-        // Another node's partition: nothing to open or apply, but the
-        // position passes it (in order, through the writer, which writes
-        // nothing for an empty job).
-        let updates = if held { open_message(state, cluster, seq, &m) } else { Vec::new() };
+        // Another node's partition: nothing to open or apply; the position
+        // passes it in order, through the writer, which writes nothing for
+        // an empty job but now and then the position.
+        let updates = if held {
+            match open_message(state, cluster, &m) {
+                Ok(u) => u,
+                Err(e) => {
+                    // Not skipped: a node whose catalog or secret is not yet
+                    // its peers' (a rolling upgrade) applies it once it is.
+                    cluster.stats.unreadable_messages.fetch_add(1, Ordering::Relaxed);
+                    return Err(stuck(cluster, format!("log message {seq} ({}) cannot be applied here: {e}", m.subject)));
+                }
+            }
+        } else {
+            Vec::new()
+        };
+        unwritten = if held { 0 } else { unwritten + 1 };
+        let write_position = held || unwritten >= SKIPPED_BETWEEN_WRITES;
+        if write_position {
+            unwritten = 0;
+        }
         let permit = in_flight.clone().acquire_owned().await?;
-        submit(state, cluster, seq, updates, held, permit).await?;
+        submit(state, cluster, chain, seq, updates, write_position, permit).await?;
     }
-    Ok(())
 }
 
-/// The updates of a log message of this node's partitions. An unreadable
-/// one is skipped, not retried: the same bytes would fail the same way
-/// forever (a node with another secret or catalog than its peers fails on
-/// every message, and says so in its log and metrics).
-fn open_message(state: &crate::http::AppState, cluster: &Cluster, seq: u64, m: &jetstream::Message) -> Vec<Update> {
-    match cluster
-        .sealer
-        .open(m.subject.as_bytes(), &m.payload)
-        .map_err(|e| e.to_string())
-        .and_then(|plain| decode_message(&state.catalog, &plain))
-    {
-        Ok(u) => u,
-        Err(e) => {
-            cluster.stats.unreadable_messages.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(position = seq, subject = %m.subject, error = %e, "an unreadable log message was skipped");
-            Vec::new()
-        }
-    }
+/// Messages of other partitions after which a node that holds only some
+/// writes its position anyway, so that a restart need not re-read them
+/// all (and finds them even if the stream has since dropped old ones).
+const SKIPPED_BETWEEN_WRITES: u32 = 1_000;
+
+/// The updates of a log message of this node's partitions.
+fn open_message(state: &crate::http::AppState, cluster: &Cluster, m: &jetstream::Message) -> Result<Vec<Update>, String> {
+    let plain = cluster.sealer.open(m.subject.as_bytes(), &m.payload).map_err(|e| e.to_string())?;
+    decode_message(&state.catalog, &plain)
 }
 
 /// Hands one message's updates to the writer, with the position in the
@@ -552,22 +705,20 @@ fn open_message(state: &crate::http::AppState, cluster: &Cluster, seq: u64, m: &
 async fn submit(
     state: &crate::http::AppState,
     cluster: &Arc<Cluster>,
+    chain: &Arc<AtomicBool>,
     seq: u64,
     updates: Vec<Update>,
-    held: bool,
+    write_position: bool,
     permit: tokio::sync::OwnedSemaphorePermit,
 ) -> anyhow::Result<()> {
     let permit = Arc::new(Mutex::new(Some(permit)));
     loop {
         let mut extra = WriteBatch::new();
-        // A message of another node's partition costs no write: a restart
-        // reads it again from the last position written, and passes it again.
-        if held {
+        if write_position {
             extra.put(Cf::Meta, META_POSITION.to_vec(), encode(&seq));
         }
-        let c = cluster.clone();
+        let (c, g, p) = (cluster.clone(), chain.clone(), permit.clone());
         let seq_tx = state.seq_tx.clone();
-        let p = permit.clone();
         let reply: basedata_store::commit::Reply = Box::new(move |r| {
             match r {
                 Ok(done) => {
@@ -582,15 +733,19 @@ async fn submit(
                         });
                     }
                 }
+                Err(e) if matches!(*e, basedata_store::Error::Abandoned) => {}
                 Err(e) => {
+                    // Raised here, on the writer thread, before it takes its
+                    // next group: nothing queued behind this job is written.
+                    g.store(true, Ordering::Release);
                     c.stats.apply_failures.fetch_add(1, Ordering::Relaxed);
-                    c.failed.store(true, Ordering::Release);
                     tracing::error!(position = seq, error = %e, "applying a log message failed");
+                    c.restart.notify_one();
                 }
             }
             p.lock().unwrap_or_else(|e| e.into_inner()).take();
         });
-        match state.committer.submit_with(updates.clone(), Vec::new(), extra, reply) {
+        match state.committer.submit_guarded(updates.clone(), Vec::new(), extra, reply, Some(chain.clone())) {
             Ok(()) => return Ok(()),
             Err(SubmitError::Overloaded) => tokio::time::sleep(Duration::from_millis(2)).await,
             Err(SubmitError::Closed) => anyhow::bail!("the writer stopped"),
@@ -622,6 +777,41 @@ mod tests {
         assert_eq!(partition_of_subject("BASEDATA", "OTHER.p.7"), None);
         assert_eq!(partition_of_subject("BASEDATA", "BASEDATA.q.7"), None);
         assert_eq!(partition_of_subject("BASEDATA", "BASEDATA.p.x"), None);
+    }
+
+    #[test]
+    fn a_node_that_serves_more_partitions_reads_the_log_again() {
+        let store = Store::open(
+            Arc::new(basedata_store::engine::mem::MemEngine::new()),
+            &Secret::from_bytes([2; 32]),
+            Arc::new(Catalog::builtin()),
+            Arc::new(basedata_store::clock::ManualClock::new(1)),
+        )
+        .unwrap();
+        let mut cfg = ClusterConfig::with_servers(vec!["nats://127.0.0.1:1".into()]);
+        cfg.serve_partitions = Some(vec![0, 1, 2]);
+        assert_eq!(prepare_store(&store, &cfg).unwrap(), 0);
+        let mut b = WriteBatch::new();
+        b.put(Cf::Meta, META_POSITION.to_vec(), encode(&500u64));
+        store.engine().write(b, basedata_store::Durability::Sync).unwrap();
+        // Fewer partitions, or the same: the position stands.
+        cfg.serve_partitions = Some(vec![1, 2]);
+        assert_eq!(prepare_store(&store, &cfg).unwrap(), 500);
+        assert_eq!(prepare_store(&store, &cfg).unwrap(), 500);
+        // One more than the position covers (now {1, 2}): from the start.
+        cfg.serve_partitions = Some(vec![0, 1, 2]);
+        assert_eq!(prepare_store(&store, &cfg).unwrap(), 0);
+        assert_eq!(stored_position(&store).unwrap(), 0);
+        // All of them, from a position of all of them: stands.
+        cfg.serve_partitions = None;
+        let mut b = WriteBatch::new();
+        b.put(Cf::Meta, META_POSITION.to_vec(), encode(&700u64));
+        store.engine().write(b, basedata_store::Durability::Sync).unwrap();
+        assert_eq!(prepare_store(&store, &cfg).unwrap(), 0, "recorded {{0,1,2}} does not cover all 16");
+        let mut b = WriteBatch::new();
+        b.put(Cf::Meta, META_POSITION.to_vec(), encode(&700u64));
+        store.engine().write(b, basedata_store::Durability::Sync).unwrap();
+        assert_eq!(prepare_store(&store, &cfg).unwrap(), 700);
     }
 
     #[test]

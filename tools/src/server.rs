@@ -207,7 +207,7 @@ pub fn run(data: &Path, cfg: Config, listen: &str, key_file: Option<&Path>) -> a
         if let Some(c) = cfg.cluster.clone() {
             // The same secret as the store's: the log's payloads are sealed with it.
             let secret = load_secret(data, &cfg, key_file)?;
-            let position = crate::cluster::stored_position(&state.store)?;
+            let position = crate::cluster::prepare_store(&state.store, &c)?;
             let node = c.node.clone();
             let cluster = crate::cluster::Cluster::connect(c, &secret, position).await?;
             tracing::info!(node = %node, position, "cluster mode: updates go through the replicated log");

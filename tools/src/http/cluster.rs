@@ -38,7 +38,8 @@ pub async fn status(
     let Some(cluster) = state.cluster.clone() else {
         return Err(ApiError::not_found("this server runs as a single node (no --cluster)"));
     };
-    let info = cluster.stream_info().await.map_err(|e| ApiError::unavailable(format!("the update log cannot be reached: {e}")))?;
+    // Without the log the node still tells where it is.
+    let info = cluster.stream_info().await.ok();
     let position = cluster.position();
     let (records, digest) = if q.digest.unwrap_or(false) {
         let store = state.store.clone();
@@ -47,7 +48,8 @@ pub async fn status(
     } else {
         (None, None)
     };
-    let c = info.cluster.unwrap_or_default();
+    let c = info.as_ref().and_then(|i| i.cluster.clone()).unwrap_or_default();
+    let state_of = |f: fn(&async_nats::jetstream::stream::State) -> u64| info.as_ref().map(|i| f(&i.state));
     let cfg = cluster.config();
     Ok(Json(ClusterStatus {
         node: cfg.node.clone(),
@@ -55,9 +57,9 @@ pub async fn status(
         partitions: cfg.partitions,
         serves: (0..cfg.partitions).filter(|p| cluster.serves(*p)).collect(),
         position,
-        stream_first: info.state.first_sequence,
-        stream_last: info.state.last_sequence,
-        lag: info.state.last_sequence.saturating_sub(position),
+        stream_first: state_of(|s| s.first_sequence),
+        stream_last: state_of(|s| s.last_sequence),
+        lag: state_of(|s| s.last_sequence).map(|l| l.saturating_sub(position)),
         leader: c.leader,
         replicas: c
             .replicas

@@ -141,11 +141,12 @@ pub struct ClusterStatus {
     pub serves: Vec<u16>,
     /// Stream sequence of the last message applied here.
     pub position: u64,
-    /// The stream's first and last sequence numbers now.
-    pub stream_first: u64,
-    pub stream_last: u64,
+    /// The stream's first and last sequence numbers now (absent while the
+    /// log cannot be reached: the node still answers reads).
+    pub stream_first: Option<u64>,
+    pub stream_last: Option<u64>,
     /// Messages in the stream not yet applied here.
-    pub lag: u64,
+    pub lag: Option<u64>,
     /// The NATS server leading the stream.
     pub leader: Option<String>,
     pub replicas: Vec<ClusterReplica>,

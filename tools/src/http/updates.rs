@@ -25,6 +25,8 @@ use serde_json::Value;
 #[derive(Default)]
 struct Parsed {
     updates: Vec<Update>,
+    /// The line number of each update.
+    lines: Vec<u64>,
     rejected: Vec<(u64, LineError)>,
 }
 
@@ -35,7 +37,10 @@ impl Parsed {
             return;
         }
         match parse_line(ds, line) {
-            Ok(u) => self.updates.push(u),
+            Ok(u) => {
+                self.updates.push(u);
+                self.lines.push(n);
+            }
             Err(e) => self.rejected.push((n, e)),
         }
     }
@@ -104,28 +109,38 @@ fn rejections(r: Vec<(u64, LineError)>) -> Vec<Rejection> {
     r.into_iter().map(|(line, e)| Rejection { line, key: e.key, code: e.code.into(), message: e.message }).collect()
 }
 
-/// Cluster mode: the valid lines are made durable in the replicated log
-/// (the `200` promises that much, and no more is needed for them to reach
-/// every node), the request is audited here, and the answer waits a
-/// little for this node to apply them so it can tell applied from stale.
+/// Cluster mode: the request is audited here first (so that no update is
+/// in the log without the request that brought it on record), then the
+/// valid lines are made durable in the replicated log — the `200` promises
+/// that much, and no more is needed for them to reach every node — and the
+/// answer waits a little for this node to apply them, so it can tell
+/// applied from stale.
 async fn logged(
     state: &AppState,
     cluster: &crate::cluster::Cluster,
     ds: &Dataset,
-    parsed: Parsed,
+    mut parsed: Parsed,
     mut ev: basedata_store::AuditEvent,
 ) -> ApiResult<Json<UpdatesResult>> {
-    let submitted = parsed.updates.len();
-    let logged_msgs = if submitted == 0 {
-        Vec::new()
+    let prepared = if parsed.updates.is_empty() {
+        crate::cluster::Prepared::default()
     } else {
-        cluster.publish(&state.store, &ds.id, &parsed.updates).await.map_err(|e| ApiError::unavailable(e.0))?
+        cluster.prepare(&state.store, &ds.id, &parsed.updates).map_err(|e| ApiError::unavailable(e.0))?
     };
-    let last = logged_msgs.iter().map(|m| m.position).max();
-    ev.outcome = format!("{} logged_to={}", ev.outcome, last.unwrap_or(0));
+    for &i in &prepared.too_large {
+        let e = LineError {
+            code: "payload_too_large",
+            message: format!("this update is larger than one message of the update log takes ({} bytes)", prepared.limit),
+            key: Some(parsed.updates[i].key.as_str().to_owned()),
+        };
+        parsed.rejected.push((parsed.lines[i], e));
+    }
+    parsed.rejected.sort_by_key(|(line, _)| *line);
+    ev.outcome = format!("submitted={} rejected={}", parsed.updates.len() - prepared.too_large.len(), parsed.rejected.len());
     commit_with(state, Vec::new(), vec![ev], basedata_store::WriteBatch::new()).await?;
+    let logged_msgs = cluster.send(&prepared).await.map_err(|e| ApiError::unavailable(e.0))?;
     let rejected = rejections(parsed.rejected);
-    let Some(last) = last else {
+    let Some(last) = logged_msgs.iter().map(|m| m.position).max() else {
         let position = Some(cluster.position());
         return Ok(Json(UpdatesResult { applied: 0, stale: 0, rejected, last_seq: state.store.last_seq(), position, logged: None }));
     };
@@ -189,7 +204,10 @@ async fn read_body(state: &AppState, ds: &Dataset, format: Format, mut body: Bod
             let items: Vec<Value> = json_body(&buf)?;
             for (i, v) in items.iter().enumerate() {
                 match parse_value(ds, v) {
-                    Ok(u) => parsed.updates.push(u),
+                    Ok(u) => {
+                        parsed.updates.push(u);
+                        parsed.lines.push(i as u64 + 1);
+                    }
                     Err(e) => parsed.rejected.push((i as u64 + 1, e)),
                 }
             }
