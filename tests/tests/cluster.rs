@@ -11,8 +11,9 @@
 //! survivors answered every verification sent to them during the outage;
 //! a read asking for a position sees the write that returned it; a node
 //! restored from a peer's backup resumes from the backup's position; a node
-//! holding half the partitions answers exactly for its keys; each node's
-//! audit chain verifies.
+//! holding half the partitions answers exactly for its keys; a node with
+//! an older catalog stops at the first update it cannot apply and goes on
+//! from there once upgraded; each node's audit chain verifies.
 //!
 //! Keys, batch sizes and target nodes come from a seed printed per run
 //! (`BASEDATA_CLUSTER_SEED` reruns with the same ones).
@@ -468,6 +469,38 @@ fn cluster_survives_losing_a_nats_server_and_a_node() {
     // Those of other partitions are logged; its own are applied (or, on a
     // slow machine, logged too when the wait ran out).
     assert!(logged >= not_here && applied + logged == 40 && r.json["stale"] == 0, "{} of 40 elsewhere: {}", not_here, r.text);
+
+    // A node whose catalog lacks a field its peers write (an upgrade half
+    // done) stops at the first message it cannot apply, unready, instead
+    // of skipping it; with its peers' catalog it goes on from there.
+    let dir7 = c.dir.join("node-7-old-catalog");
+    std::fs::create_dir_all(&dir7).unwrap();
+    let catalog = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../store/catalog/default.toml")).unwrap();
+    let gender = "[[datasets.fields]]\nname = \"gender\"\ntitle = \"性别\"\ntype = \"code\"\nshare = \"unconditional\"\ncode_list = \"gender\"\nrequired = true\n\n";
+    assert!(catalog.contains(gender), "the catalog's hukou gender field moved");
+    std::fs::write(dir7.join("catalog.toml"), catalog.replacen(gender, "", 1)).unwrap();
+    let key_arg = key.to_str().unwrap().to_owned();
+    let args7 = ["--key-file", key_arg.as_str(), "--cluster", c.env["NATS_URLS"].as_str(), "--node", "node-7"];
+    let mut old = Server::start_in(&dir7, &format!("catalog = \"catalog.toml\"\n{config}"), &args7);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !old.logs().contains("cannot be applied here") || old.req("GET", "/readyz").get().status != 503 {
+        assert!(Instant::now() < deadline, "a node with another catalog did not stop:\n{}", tail(&old.logs()));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let stopped_at = old.req("GET", "/v1/cluster").token(c.token("AUDITOR")).get().json["position"].as_u64().unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(old.req("GET", "/v1/cluster").token(c.token("AUDITOR")).get().json["position"].as_u64(), Some(stopped_at));
+    let last = c.status(1, false)["stream_last"].as_u64().unwrap();
+    assert!(stopped_at < last, "stopped at {stopped_at} of {last}");
+    old.terminate();
+    let upgraded = Server::start_in(&dir7, &config, &args7);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while upgraded.req("GET", "/v1/cluster").token(c.token("AUDITOR")).get().json["position"].as_u64().unwrap_or(0) < last {
+        assert!(Instant::now() < deadline, "the upgraded node did not catch up:\n{}", tail(&upgraded.logs()));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(upgraded.logs().contains(&format!("\"from\":{}", stopped_at + 1)), "{}", tail(&upgraded.logs()));
+    assert_eq!(upgraded.req("GET", "/v1/cluster?digest=true").token(c.token("AUDITOR")).get().json["digest"], c.status(1, true)["digest"]);
 
     for node in 1..=3 {
         let r = req("GET", &c.url(node, "/v1/audit/verify")).token(c.token("AUDITOR")).get();
