@@ -122,11 +122,14 @@ impl Committer {
         guard: Option<Arc<AtomicBool>>,
     ) -> Result<(), SubmitError> {
         let tx = self.tx.as_ref().ok_or(SubmitError::Closed)?;
-        match tx.try_send(Job { updates, events, extra, reply, guard }) {
-            Ok(()) => {
-                self.stats.queued.fetch_add(1, Ordering::Relaxed);
-                Ok(())
-            }
+        // Counted before the writer can take it (and count it out).
+        self.stats.queued.fetch_add(1, Ordering::Relaxed);
+        let sent = tx.try_send(Job { updates, events, extra, reply, guard });
+        if sent.is_err() {
+            self.stats.queued.fetch_sub(1, Ordering::Relaxed);
+        }
+        match sent {
+            Ok(()) => Ok(()),
             Err(TrySendError::Full(_)) => Err(SubmitError::Overloaded),
             Err(TrySendError::Disconnected(_)) => Err(SubmitError::Closed),
         }
@@ -145,11 +148,13 @@ impl Committer {
         patience: std::time::Duration,
     ) -> Result<(), SubmitError> {
         let tx = self.tx.as_ref().ok_or(SubmitError::Closed)?;
-        match tx.send_timeout(Job { updates, events, extra, reply, guard: None }, patience) {
-            Ok(()) => {
-                self.stats.queued.fetch_add(1, Ordering::Relaxed);
-                Ok(())
-            }
+        self.stats.queued.fetch_add(1, Ordering::Relaxed);
+        let sent = tx.send_timeout(Job { updates, events, extra, reply, guard: None }, patience);
+        if sent.is_err() {
+            self.stats.queued.fetch_sub(1, Ordering::Relaxed);
+        }
+        match sent {
+            Ok(()) => Ok(()),
             Err(crossbeam::channel::SendTimeoutError::Timeout(_)) => Err(SubmitError::Overloaded),
             Err(crossbeam::channel::SendTimeoutError::Disconnected(_)) => Err(SubmitError::Closed),
         }

@@ -26,7 +26,7 @@ use basedata_store::codec::{decode, encode};
 use basedata_store::commit::SubmitError;
 use basedata_store::pseudo::LogSealer;
 use basedata_store::{Catalog, Cf, Outcome, Secret, Store, SubjectKey, Update, WriteBatch};
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -101,6 +101,10 @@ pub struct LoggedMessage {
     pub partition: u16,
     /// Update lines in it.
     pub lines: usize,
+    /// Sent again under a fresh id: an earlier copy may be in the log too,
+    /// applied before this one, so this one's outcome (stale) is not the
+    /// request's.
+    pub resent: bool,
 }
 
 /// Counters for metrics and `GET /v1/cluster`.
@@ -449,7 +453,10 @@ impl Cluster {
         let mut tries = 0u32;
         loop {
             match attempt {
-                Ok(a) => return Ok(LoggedMessage { position: a.sequence, partition: m.partition, lines: m.lines }),
+                Ok(a) => {
+                    let resent = id != m.id;
+                    return Ok(LoggedMessage { position: a.sequence, partition: m.partition, lines: m.lines, resent });
+                }
                 Err(e) if tokio::time::Instant::now() >= deadline => {
                     self.stats.publish_failures.fetch_add(1, Ordering::Relaxed);
                     return Err(LogError(format!(
@@ -486,6 +493,8 @@ impl Cluster {
             }
         }
         self.stats.applied_messages.fetch_add(1, Ordering::Relaxed);
+        // Going on again: whatever stopped the applier is behind it.
+        self.stuck.store(false, Ordering::Relaxed);
         // Answered jobs are a sign of life too: a writer slow on a busy
         // disk must not look like a dead consumer to the watchdog.
         self.touch();
@@ -510,7 +519,8 @@ impl Cluster {
         let last = info.state.last_sequence;
         self.stats.stream_last.fetch_max(last, Ordering::Relaxed);
         let silent = self.last_activity.lock().unwrap_or_else(|e| e.into_inner()).elapsed();
-        if last > self.last_received.load(Ordering::Relaxed) && silent > WATCHDOG {
+        // A stuck applier is silent on purpose.
+        if last > self.last_received.load(Ordering::Relaxed) && silent > WATCHDOG && !self.stuck.load(Ordering::Relaxed) {
             tracing::warn!(stream_last = last, received = self.last_received.load(Ordering::Relaxed), "the log consumer fell silent; restarting it");
             self.touch();
             self.restart.notify_one();
@@ -618,7 +628,6 @@ async fn consume(
             format!("this node has applied the log up to {} but the log ends at {} (was the stream recreated?)", from - 1, info.state.last_sequence),
         ));
     }
-    cluster.stuck.store(false, Ordering::Relaxed);
     let deliver_policy = if from <= 1 {
         consumer::DeliverPolicy::All
     } else {
@@ -635,6 +644,8 @@ async fn consume(
     tracing::info!(from, node = %cluster.cfg.node, "applying the update log");
     cluster.last_received.store(from - 1, Ordering::Relaxed);
     cluster.touch();
+    // A restart asked for before this run began is this run.
+    let _ = cluster.restart.notified().now_or_never();
     let mut next = from;
     let mut unwritten = 0u32;
     loop {
