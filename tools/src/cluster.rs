@@ -101,10 +101,6 @@ pub struct LoggedMessage {
     pub partition: u16,
     /// Update lines in it.
     pub lines: usize,
-    /// Sent again under a fresh id: an earlier copy may be in the log too,
-    /// applied before this one, so this one's outcome (stale) is not the
-    /// request's.
-    pub resent: bool,
 }
 
 /// Counters for metrics and `GET /v1/cluster`.
@@ -256,9 +252,9 @@ impl Cluster {
             .connect(cfg.servers.clone())
             .await?;
         let mut js = jetstream::new(client.clone());
-        // A lost acknowledgement is resent (under the same message id, so
-        // stored once) rather than waited for long.
-        js.set_timeout(Duration::from_secs(2));
+        // An acknowledgement not there in 5 s is asked for again by sending
+        // the message again (under its id, so it is stored once).
+        js.set_timeout(Duration::from_secs(5));
         let served = (0..cfg.partitions)
             .map(|p| cfg.serve_partitions.as_ref().is_none_or(|ps| ps.contains(&p)))
             .collect();
@@ -416,10 +412,11 @@ impl Cluster {
     /// Publishes prepared messages: sent back to back with at most
     /// [`ACK_WINDOW`] unacknowledged, so that one round trip covers many
     /// and no request holds more of the client's acknowledgement slots
-    /// than that. A message the stream did not acknowledge — its leader
-    /// died and a new one is being elected — is sent again under the same
-    /// id for up to `publish_retry_ms`; JetStream stores it once. Once this
-    /// returns the updates are durable on a quorum of the stream's replicas.
+    /// than that. A message the stream did not acknowledge within 5 s — its
+    /// leader died and a new one is being elected — is sent again, backing
+    /// off, under the same id for up to `publish_retry_ms`; JetStream
+    /// stores it once. Once this returns the updates are durable on a
+    /// quorum of the stream's replicas.
     pub async fn send(&self, prepared: &Prepared) -> Result<Vec<LoggedMessage>, LogError> {
         let deadline = tokio::time::Instant::now() + Duration::from_millis(self.cfg.publish_retry_ms);
         let mut done = Vec::with_capacity(prepared.messages.len());
@@ -449,14 +446,10 @@ impl Cluster {
             Ok(ack) => ack.await.map_err(|e| e.to_string()),
             Err(e) => Err(e),
         };
-        let mut id = m.id.clone();
-        let mut tries = 0u32;
+        let mut backoff = Duration::from_millis(100);
         loop {
             match attempt {
-                Ok(a) => {
-                    let resent = id != m.id;
-                    return Ok(LoggedMessage { position: a.sequence, partition: m.partition, lines: m.lines, resent });
-                }
+                Ok(a) => return Ok(LoggedMessage { position: a.sequence, partition: m.partition, lines: m.lines }),
                 Err(e) if tokio::time::Instant::now() >= deadline => {
                     self.stats.publish_failures.fetch_add(1, Ordering::Relaxed);
                     return Err(LogError(format!(
@@ -464,18 +457,12 @@ impl Cluster {
                     )));
                 }
                 Err(_) => {
-                    tries += 1;
-                    // A stream that took a message under this id from its old
-                    // leader may go on answering nothing to it under a new one
-                    // (seen here for 20 s and more); under a fresh id it is
-                    // taken, and should the first copy surface too, applying
-                    // it twice changes nothing (the second is stale).
-                    if tries % 3 == 0 {
-                        id = message_id();
-                    }
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    let msg = PublishMessage::build().payload(m.payload.clone()).message_id(&id);
-                    attempt = match self.js.send_publish(m.subject.clone(), msg).await {
+                    // Backing off: a stream slow to acknowledge (a new leader
+                    // catching up) must not be sent more copies than it can
+                    // take; each copy under the same id is stored once.
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                    attempt = match self.js.send_publish(m.subject.clone(), m.build()).await {
                         Ok(ack) => ack.await.map_err(|e| e.to_string()),
                         Err(e) => Err(e.to_string()),
                     };

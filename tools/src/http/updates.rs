@@ -144,11 +144,10 @@ async fn logged(
         let position = Some(cluster.position());
         return Ok(Json(UpdatesResult { applied: 0, stale: 0, rejected, last_seq: state.store.last_seq(), position, logged: None }));
     };
-    // Lines of partitions this node does not hold are applied elsewhere,
-    // and those of a message resent under a fresh id may have been applied
-    // by an earlier copy: their outcome is not known here.
+    // Lines of partitions this node does not hold are applied elsewhere:
+    // their outcome is not known here.
     let (mine, elsewhere): (Vec<&crate::cluster::LoggedMessage>, Vec<_>) =
-        logged_msgs.iter().partition(|m| cluster.serves(m.partition) && !m.resent);
+        logged_msgs.iter().partition(|m| cluster.serves(m.partition));
     let mut logged = elsewhere.iter().map(|m| m.lines).sum::<usize>();
     let (mut applied, mut stale) = (0, 0);
     let mut last_seq = state.store.last_seq();
