@@ -46,6 +46,27 @@ pub enum SubmitError {
     Closed,
 }
 
+/// A job [`Committer::submit_guarded`] did not queue, and why.
+pub struct Refused {
+    pub why: SubmitError,
+    pub updates: Vec<Update>,
+    pub events: Vec<AuditEvent>,
+    pub extra: WriteBatch,
+    pub reply: Reply,
+}
+
+impl Refused {
+    fn of(why: SubmitError, j: Job) -> Refused {
+        Refused { why, updates: j.updates, events: j.events, extra: j.extra, reply: j.reply }
+    }
+}
+
+impl std::fmt::Debug for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Refused").field("why", &self.why).field("updates", &self.updates.len()).finish()
+    }
+}
+
 /// Counters for metrics.
 #[derive(Debug, Default)]
 pub struct CommitStats {
@@ -104,7 +125,7 @@ impl Committer {
         extra: WriteBatch,
         reply: Reply,
     ) -> Result<(), SubmitError> {
-        self.submit_guarded(updates, events, extra, reply, None)
+        self.submit_guarded(updates, events, extra, reply, None).map_err(|r| r.why)
     }
 
     /// [`Committer::submit_with`] for a chain of jobs that must be written
@@ -112,7 +133,8 @@ impl Committer {
     /// job whose write failed, which runs before the writer takes its next
     /// group), every job of the chain still queued is answered
     /// [`Error::Abandoned`] unwritten, so no later link is durable without
-    /// the one before it.
+    /// the one before it. A job the queue does not take comes back whole,
+    /// to be offered again without being rebuilt.
     pub fn submit_guarded(
         &self,
         updates: Vec<Update>,
@@ -120,18 +142,19 @@ impl Committer {
         extra: WriteBatch,
         reply: Reply,
         guard: Option<Arc<AtomicBool>>,
-    ) -> Result<(), SubmitError> {
-        let tx = self.tx.as_ref().ok_or(SubmitError::Closed)?;
+    ) -> Result<(), Refused> {
+        let job = Job { updates, events, extra, reply, guard };
+        let Some(tx) = self.tx.as_ref() else { return Err(Refused::of(SubmitError::Closed, job)) };
         // Counted before the writer can take it (and count it out).
         self.stats.queued.fetch_add(1, Ordering::Relaxed);
-        let sent = tx.try_send(Job { updates, events, extra, reply, guard });
+        let sent = tx.try_send(job);
         if sent.is_err() {
             self.stats.queued.fetch_sub(1, Ordering::Relaxed);
         }
         match sent {
             Ok(()) => Ok(()),
-            Err(TrySendError::Full(_)) => Err(SubmitError::Overloaded),
-            Err(TrySendError::Disconnected(_)) => Err(SubmitError::Closed),
+            Err(TrySendError::Full(job)) => Err(Refused::of(SubmitError::Overloaded, job)),
+            Err(TrySendError::Disconnected(job)) => Err(Refused::of(SubmitError::Closed, job)),
         }
     }
 

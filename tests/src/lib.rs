@@ -262,7 +262,7 @@ impl Req {
         self.send(None)
     }
     pub fn json(self, v: &Value) -> Resp {
-        self.send(Some(("application/json", serde_json::to_vec(v).unwrap())))
+        self.try_json(v).expect("request failed at transport level")
     }
     pub fn ndjson(self, lines: &[Value]) -> Resp {
         self.try_ndjson(lines).expect("request failed at transport level")

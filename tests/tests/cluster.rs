@@ -98,6 +98,41 @@ impl Cluster {
         }
     }
 
+    /// Starts one more node of this cluster, outside the script, in
+    /// `DIR/<dir>` with `config` (the script's, or a variant) and `extra`
+    /// arguments beside the cluster's own.
+    fn extra_node(&self, node: &str, dir: &str, config: &str, extra: &[&str]) -> Server {
+        let dir = self.dir.join(dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = self.dir.join("cluster.key");
+        let mut args = vec!["--key-file", key.to_str().unwrap(), "--cluster", self.env["NATS_URLS"].as_str(), "--node", node];
+        args.extend_from_slice(extra);
+        Server::start_in(&dir, config, &args)
+    }
+
+    fn config(&self) -> String {
+        std::fs::read_to_string(self.dir.join("basedata.toml")).unwrap()
+    }
+
+    /// `GET /v1/cluster` of a node started by [`Cluster::extra_node`].
+    fn status_of(&self, node: &Server, digest: bool) -> Value {
+        let path = if digest { "/v1/cluster?digest=true" } else { "/v1/cluster" };
+        node.req("GET", path).token(self.token("AUDITOR")).get().json
+    }
+
+    /// Waits (up to a minute) until `node` has applied the log up to `last`.
+    fn wait_caught_up(&self, node: &Server, last: u64, what: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let st = self.status_of(node, false);
+            if st["position"].as_u64().unwrap_or(0) >= last {
+                return st;
+            }
+            assert!(Instant::now() < deadline, "{what} did not catch up to {last}:\n{}", tail(&node.logs()));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     fn logs(&self, what: &str) -> String {
         std::fs::read_to_string(self.dir.join("logs").join(format!("{what}.log"))).unwrap_or_default()
     }
@@ -330,26 +365,16 @@ fn cluster_survives_losing_a_nats_server_and_a_node() {
     assert!(acked_total > 20, "too few updates were acknowledged to test anything: {acked_total}");
 
     // A fourth node joins empty and catches up from the stream.
-    let mut late = {
-        let nats_urls = c.env["NATS_URLS"].clone();
-        let key = c.dir.join("cluster.key");
-        let config = std::fs::read_to_string(c.dir.join("basedata.toml")).unwrap();
-        let dir = c.dir.join("node-4-late");
-        std::fs::create_dir_all(&dir).unwrap();
-        Server::start_in(&dir, &config, &["--key-file", key.to_str().unwrap(), "--cluster", &nats_urls, "--node", "node-4"])
-    };
+    let config = c.config();
+    let mut late = c.extra_node("node-4", "node-4-late", &config, &[]);
 
     // Convergence: every node reaches the stream's last position and the
     // same digest.
     let last = c.status(1, false)["stream_last"].as_u64().unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
-    let late_status = |digest: bool| {
-        let path = if digest { "/v1/cluster?digest=true" } else { "/v1/cluster" };
-        late.req("GET", path).token(c.token("AUDITOR")).get().json
-    };
     loop {
         let mut positions: Vec<u64> = (1..=3).map(|n| c.status(n, false)["position"].as_u64().unwrap()).collect();
-        positions.push(late_status(false)["position"].as_u64().unwrap_or(0));
+        positions.push(c.status_of(&late, false)["position"].as_u64().unwrap_or(0));
         if positions.iter().all(|p| *p >= last) {
             break;
         }
@@ -367,7 +392,7 @@ fn cluster_survives_losing_a_nats_server_and_a_node() {
             (s["records"].as_u64().unwrap(), s["digest"].as_str().unwrap().to_owned())
         })
         .collect();
-    let s4 = late_status(true);
+    let s4 = c.status_of(&late, true);
     digests.push((s4["records"].as_u64().unwrap(), s4["digest"].as_str().unwrap().to_owned()));
     eprintln!("converged at position {last}: {digests:?}");
     assert!(digests.iter().all(|d| *d == digests[0]), "nodes hold different records: {digests:?}");
@@ -399,22 +424,17 @@ fn cluster_survives_losing_a_nats_server_and_a_node() {
         let r = req("POST", &c.url(2, "/v1/datasets/hukou/updates")).token(c.token("GONGAN")).ndjson(&[line(&keys[i as usize], 1_000_000 + i)]);
         assert_eq!(r.status, 200, "{}", r.text);
     }
-    let dir5 = c.dir.join("node-5-seeded");
-    std::fs::create_dir_all(&dir5).unwrap();
     let key = c.dir.join("cluster.key");
+    let restored = c.dir.join("node-5-seeded/data");
     let (st, _, err) =
-        run_cli(&["restore", "--from", backups.to_str().unwrap(), "--data", dir5.join("data").to_str().unwrap(), "--key-file", key.to_str().unwrap()]);
+        run_cli(&["restore", "--from", backups.to_str().unwrap(), "--data", restored.to_str().unwrap(), "--key-file", key.to_str().unwrap()]);
     assert!(st.success(), "restore: {err}");
-    let config = std::fs::read_to_string(c.dir.join("basedata.toml")).unwrap();
-    let seeded = Server::start_in(&dir5, &config, &["--key-file", key.to_str().unwrap(), "--cluster", &c.env["NATS_URLS"], "--node", "node-5"]);
+    let seeded = c.extra_node("node-5", "node-5-seeded", &config, &[]);
     let last = c.status(1, false)["stream_last"].as_u64().unwrap();
+    c.wait_caught_up(&seeded, last, "the seeded node");
     let deadline = Instant::now() + Duration::from_secs(60);
-    let seeded_status = |digest: bool| {
-        let path = if digest { "/v1/cluster?digest=true" } else { "/v1/cluster" };
-        seeded.req("GET", path).token(c.token("AUDITOR")).get().json
-    };
-    while seeded_status(false)["position"].as_u64().unwrap_or(0) < last || c.status(1, false)["position"].as_u64().unwrap() < last {
-        assert!(Instant::now() < deadline, "the seeded node did not catch up:\n{}", tail(&seeded.logs()));
+    while c.status(1, false)["position"].as_u64().unwrap() < last {
+        assert!(Instant::now() < deadline, "node-1 did not apply the tail it was sent");
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(
@@ -422,19 +442,13 @@ fn cluster_survives_losing_a_nats_server_and_a_node() {
         "the seeded node did not resume after the backup's position {seeded_at}:\n{}",
         tail(&seeded.logs())
     );
-    assert_eq!(seeded_status(true)["digest"], c.status(1, true)["digest"]);
+    assert_eq!(c.status_of(&seeded, true)["digest"], c.status(1, true)["digest"]);
 
     // A node holding half the partitions: it answers for its keys, sends
     // the others away with the partition named, and still takes updates.
     let half: Vec<u16> = (0..8).collect();
     let half_arg = half.iter().map(u16::to_string).collect::<Vec<_>>().join(",");
-    let dir6 = c.dir.join("node-6-half");
-    std::fs::create_dir_all(&dir6).unwrap();
-    let partial = Server::start_in(
-        &dir6,
-        &config,
-        &["--key-file", key.to_str().unwrap(), "--cluster", &c.env["NATS_URLS"], "--node", "node-6", "--serve-partitions", &half_arg],
-    );
+    let partial = c.extra_node("node-6", "node-6-half", &config, &["--serve-partitions", &half_arg]);
     let secret = basedata_store::Secret::from_hex(std::fs::read_to_string(&key).unwrap().trim()).unwrap();
     let pseudo = basedata_store::pseudo::Pseudonymizer::new(&secret);
     let partition = |k: &str| {
@@ -442,16 +456,7 @@ fn cluster_survives_losing_a_nats_server_and_a_node() {
         basedata_tools::cluster::partition_of(&pseudo.pid(&key), 16)
     };
     let last = c.status(1, false)["stream_last"].as_u64().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let st = partial.req("GET", "/v1/cluster").token(c.token("AUDITOR")).get().json;
-        if st["position"].as_u64().unwrap_or(0) >= last {
-            assert_eq!(st["serves"], json!(half));
-            break;
-        }
-        assert!(Instant::now() < deadline, "the partial node did not catch up:\n{}", tail(&partial.logs()));
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    assert_eq!(c.wait_caught_up(&partial, last, "the partial node")["serves"], json!(half));
     let (mut held, mut elsewhere) = (0, 0);
     for (k, _) in &acked {
         let path = format!("/v1/persons/{k}?datasets=hukou");
@@ -491,28 +496,22 @@ fn cluster_survives_losing_a_nats_server_and_a_node() {
     let gender = "[[datasets.fields]]\nname = \"gender\"\ntitle = \"性别\"\ntype = \"code\"\nshare = \"unconditional\"\ncode_list = \"gender\"\nrequired = true\n\n";
     assert!(catalog.contains(gender), "the catalog's hukou gender field moved");
     std::fs::write(dir7.join("catalog.toml"), catalog.replacen(gender, "", 1)).unwrap();
-    let key_arg = key.to_str().unwrap().to_owned();
-    let args7 = ["--key-file", key_arg.as_str(), "--cluster", c.env["NATS_URLS"].as_str(), "--node", "node-7"];
-    let mut old = Server::start_in(&dir7, &format!("catalog = \"catalog.toml\"\n{config}"), &args7);
+    let mut old = c.extra_node("node-7", "node-7-old-catalog", &format!("catalog = \"catalog.toml\"\n{config}"), &[]);
     let deadline = Instant::now() + Duration::from_secs(60);
     while !old.logs().contains("cannot be applied here") || old.req("GET", "/readyz").get().status != 503 {
         assert!(Instant::now() < deadline, "a node with another catalog did not stop:\n{}", tail(&old.logs()));
         std::thread::sleep(Duration::from_millis(200));
     }
-    let stopped_at = old.req("GET", "/v1/cluster").token(c.token("AUDITOR")).get().json["position"].as_u64().unwrap();
+    let stopped_at = c.status_of(&old, false)["position"].as_u64().unwrap();
     std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(old.req("GET", "/v1/cluster").token(c.token("AUDITOR")).get().json["position"].as_u64(), Some(stopped_at));
+    assert_eq!(c.status_of(&old, false)["position"].as_u64(), Some(stopped_at));
     let last = c.status(1, false)["stream_last"].as_u64().unwrap();
     assert!(stopped_at < last, "stopped at {stopped_at} of {last}");
     old.terminate();
-    let upgraded = Server::start_in(&dir7, &config, &args7);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while upgraded.req("GET", "/v1/cluster").token(c.token("AUDITOR")).get().json["position"].as_u64().unwrap_or(0) < last {
-        assert!(Instant::now() < deadline, "the upgraded node did not catch up:\n{}", tail(&upgraded.logs()));
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let upgraded = c.extra_node("node-7", "node-7-old-catalog", &config, &[]);
+    c.wait_caught_up(&upgraded, last, "the upgraded node");
     assert!(upgraded.logs().contains(&format!("\"from\":{}", stopped_at + 1)), "{}", tail(&upgraded.logs()));
-    assert_eq!(upgraded.req("GET", "/v1/cluster?digest=true").token(c.token("AUDITOR")).get().json["digest"], c.status(1, true)["digest"]);
+    assert_eq!(c.status_of(&upgraded, true)["digest"], c.status(1, true)["digest"]);
 
     for node in 1..=3 {
         let r = req("GET", &c.url(node, "/v1/audit/verify")).token(c.token("AUDITOR")).get();

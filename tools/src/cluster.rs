@@ -19,6 +19,7 @@
 //!   across nodes.
 
 use crate::config::ClusterConfig;
+use async_nats::jetstream::context::PublishAckFuture;
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::{self, consumer, stream};
 use basedata_ingest::line::{parse_line, write_line};
@@ -35,6 +36,8 @@ use std::time::Duration;
 /// The store's position in the log: the stream sequence of the last
 /// applied message.
 pub const META_POSITION: &[u8] = b"cluster/position";
+/// The partitions a store's position covers.
+pub const META_PARTITIONS: &[u8] = b"cluster/partitions";
 /// Response header: the log position the answer reflects (at least).
 pub const POSITION_HEADER: &str = "x-basedata-position";
 /// Request header: answer only once this node has applied the log up to here.
@@ -207,9 +210,6 @@ pub fn stored_position(store: &Store) -> anyhow::Result<u64> {
     })
 }
 
-/// The partitions a store's position covers (`cluster/partitions`).
-pub const META_PARTITIONS: &[u8] = b"cluster/partitions";
-
 /// The position to apply the log from, for the partitions `cfg` serves.
 /// A position covers only the partitions the store held when it was
 /// written: a node that now serves more (its configuration grew, or it was
@@ -218,9 +218,7 @@ pub const META_PARTITIONS: &[u8] = b"cluster/partitions";
 /// of its new partitions are applied. The partitions are recorded (synced)
 /// before anything is applied.
 pub fn prepare_store(store: &Store, cfg: &ClusterConfig) -> anyhow::Result<u64> {
-    let serves: Vec<u16> = (0..cfg.partitions)
-        .filter(|p| cfg.serve_partitions.as_ref().is_none_or(|ps| ps.contains(p)))
-        .collect();
+    let serves = cfg.served_partitions();
     let mut position = stored_position(store)?;
     if position > 0 {
         let held: Option<Vec<u16>> = match store.engine().get(Cf::Meta, META_PARTITIONS)? {
@@ -255,9 +253,10 @@ impl Cluster {
         // An acknowledgement not there in 5 s is asked for again by sending
         // the message again (under its id, so it is stored once).
         js.set_timeout(Duration::from_secs(5));
-        let served = (0..cfg.partitions)
-            .map(|p| cfg.serve_partitions.as_ref().is_none_or(|ps| ps.contains(&p)))
-            .collect();
+        let mut served = vec![false; usize::from(cfg.partitions)];
+        for p in cfg.served_partitions() {
+            served[usize::from(p)] = true;
+        }
         Ok(Arc::new(Cluster {
             served,
             sealer: LogSealer::new(secret),
@@ -384,25 +383,21 @@ impl Cluster {
                     bytes += line_size_hint(ups[end].1);
                     end += 1;
                 }
-                let lines: Vec<&Update> = ups[start..end].iter().map(|(_, u)| *u).collect();
-                let sealed = self.sealer.seal(subject.as_bytes(), &encode_message(dataset, &lines)).map_err(|e| LogError(e.to_string()))?;
-                if sealed.len() <= limit {
-                    out.messages.push(Outgoing { subject: subject.clone(), payload: sealed.into(), id: message_id(), partition: p, lines: lines.len() });
-                    start = end;
-                } else if end - start == 1 {
-                    out.too_large.push(ups[start].0);
-                    start = end;
-                } else {
-                    // The size hints were short; one line at a time.
-                    let (i, u) = ups[start];
-                    let sealed = self.sealer.seal(subject.as_bytes(), &encode_message(dataset, &[u])).map_err(|e| LogError(e.to_string()))?;
+                loop {
+                    let lines: Vec<&Update> = ups[start..end].iter().map(|(_, u)| *u).collect();
+                    let sealed = self.sealer.seal(subject.as_bytes(), &encode_message(dataset, &lines)).map_err(|e| LogError(e.to_string()))?;
                     if sealed.len() <= limit {
-                        out.messages.push(Outgoing { subject: subject.clone(), payload: sealed.into(), id: message_id(), partition: p, lines: 1 });
-                    } else {
-                        out.too_large.push(i);
+                        out.messages.push(Outgoing { subject: subject.clone(), payload: sealed.into(), id: message_id(), partition: p, lines: lines.len() });
+                        break;
                     }
-                    start += 1;
+                    if end - start == 1 {
+                        out.too_large.push(ups[start].0);
+                        break;
+                    }
+                    // The size hints were short; this line on its own.
+                    end = start + 1;
                 }
+                start = end;
             }
         }
         out.limit = limit;
@@ -426,7 +421,7 @@ impl Cluster {
                 let (m, first) = pending.pop_front().expect("a full window");
                 done.push(self.settle(m, first, deadline).await?);
             }
-            let first = self.js.send_publish(m.subject.clone(), m.build()).await.map_err(|e| e.to_string());
+            let first = self.publish_once(m).await;
             pending.push_back((m, first));
         }
         while let Some((m, first)) = pending.pop_front() {
@@ -436,16 +431,21 @@ impl Cluster {
         Ok(done)
     }
 
+    /// Sends `m` once; the acknowledgement is awaited apart.
+    async fn publish_once(&self, m: &Outgoing) -> Result<PublishAckFuture, String> {
+        self.js.send_publish(m.subject.clone(), m.build()).await.map_err(|e| e.to_string())
+    }
+
+    /// Awaits a sent message's acknowledgement, sending it again (backing
+    /// off) until the stream takes it or `deadline` passes.
     async fn settle(
         &self,
         m: &Outgoing,
-        first: Result<async_nats::jetstream::context::PublishAckFuture, String>,
+        first: Result<PublishAckFuture, String>,
         deadline: tokio::time::Instant,
     ) -> Result<LoggedMessage, LogError> {
-        let mut attempt = match first {
-            Ok(ack) => ack.await.map_err(|e| e.to_string()),
-            Err(e) => Err(e),
-        };
+        let acked = |sent: Result<PublishAckFuture, String>| async move { sent?.await.map_err(|e| e.to_string()) };
+        let mut attempt = acked(first).await;
         let mut backoff = Duration::from_millis(100);
         loop {
             match attempt {
@@ -462,10 +462,7 @@ impl Cluster {
                     // take; each copy under the same id is stored once.
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(2));
-                    attempt = match self.js.send_publish(m.subject.clone(), m.build()).await {
-                        Ok(ack) => ack.await.map_err(|e| e.to_string()),
-                        Err(e) => Err(e.to_string()),
-                    };
+                    attempt = acked(self.publish_once(m).await).await;
                 }
             }
         }
@@ -487,11 +484,7 @@ impl Cluster {
         self.touch();
         // Only written jobs get here, and they are a prefix of the run's
         // chain (see `apply_from`): the position never passes a gap.
-        self.position.send_if_modified(|p| {
-            let newer = pos > *p;
-            *p = (*p).max(pos);
-            newer
-        });
+        crate::http::raise_to(&self.position, pos);
     }
 
     fn touch(&self) {
@@ -501,8 +494,7 @@ impl Cluster {
     /// Looks at the stream (its replicas' lag, for metrics) and restarts a
     /// consumer that receives nothing while the stream grows.
     async fn observe_stream(&self) {
-        let Ok(mut s) = self.js.get_stream(&self.cfg.stream).await else { return };
-        let Ok(info) = s.info().await else { return };
+        let Ok(info) = self.stream_info().await else { return };
         let last = info.state.last_sequence;
         self.stats.stream_last.fetch_max(last, Ordering::Relaxed);
         let silent = self.last_activity.lock().unwrap_or_else(|e| e.into_inner()).elapsed();
@@ -598,8 +590,9 @@ async fn consume(
     in_flight: &Arc<tokio::sync::Semaphore>,
 ) -> anyhow::Result<()> {
     let from = cluster.position() + 1;
-    let mut s = cluster.ensure_stream().await?;
-    let info = s.info().await?.clone();
+    let s = cluster.ensure_stream().await?;
+    // Fetched just now by `ensure_stream`.
+    let info = s.cached_info();
     if info.state.first_sequence > from {
         return Err(stuck(
             cluster,
@@ -700,53 +693,53 @@ fn open_message(state: &crate::http::AppState, cluster: &Cluster, m: &jetstream:
 
 /// Hands one message's updates to the writer, with the position in the
 /// same batch; waits (briefly, repeatedly) while the writer's queue is full.
+/// The permit is held by the reply, so it is given back once the job is
+/// answered (or dropped with it, should the writer have stopped).
 async fn submit(
     state: &crate::http::AppState,
     cluster: &Arc<Cluster>,
     chain: &Arc<AtomicBool>,
     seq: u64,
-    updates: Vec<Update>,
+    mut updates: Vec<Update>,
     write_position: bool,
     permit: tokio::sync::OwnedSemaphorePermit,
 ) -> anyhow::Result<()> {
-    let permit = Arc::new(Mutex::new(Some(permit)));
-    loop {
-        let mut extra = WriteBatch::new();
-        if write_position {
-            extra.put(Cf::Meta, META_POSITION.to_vec(), encode(&seq));
-        }
-        let (c, g, p) = (cluster.clone(), chain.clone(), permit.clone());
-        let seq_tx = state.seq_tx.clone();
-        let reply: basedata_store::commit::Reply = Box::new(move |r| {
-            match r {
-                Ok(done) => {
-                    let applied = done.outcomes.iter().filter(|o| matches!(o, Outcome::Applied { .. })).count();
-                    let stale = done.outcomes.len() - applied;
-                    c.record(seq, Applied { applied, stale, last_seq: done.last_seq });
-                    if applied > 0 {
-                        seq_tx.send_if_modified(|s| {
-                            let newer = done.last_seq > *s;
-                            *s = (*s).max(done.last_seq);
-                            newer
-                        });
-                    }
-                }
-                Err(e) if matches!(*e, basedata_store::Error::Abandoned) => {}
-                Err(e) => {
-                    // Raised here, on the writer thread, before it takes its
-                    // next group: nothing queued behind this job is written.
-                    g.store(true, Ordering::Release);
-                    c.stats.apply_failures.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(position = seq, error = %e, "applying a log message failed");
-                    c.restart.notify_one();
+    let mut extra = WriteBatch::new();
+    if write_position {
+        extra.put(Cf::Meta, META_POSITION.to_vec(), encode(&seq));
+    }
+    let (c, g) = (cluster.clone(), chain.clone());
+    let seq_tx = state.seq_tx.clone();
+    let mut reply: basedata_store::commit::Reply = Box::new(move |r| {
+        let _permit = permit;
+        match r {
+            Ok(done) => {
+                let applied = done.outcomes.iter().filter(|o| matches!(o, Outcome::Applied { .. })).count();
+                let stale = done.outcomes.len() - applied;
+                c.record(seq, Applied { applied, stale, last_seq: done.last_seq });
+                if applied > 0 {
+                    crate::http::raise_to(&seq_tx, done.last_seq);
                 }
             }
-            p.lock().unwrap_or_else(|e| e.into_inner()).take();
-        });
-        match state.committer.submit_guarded(updates.clone(), Vec::new(), extra, reply, Some(chain.clone())) {
+            Err(e) if matches!(*e, basedata_store::Error::Abandoned) => {}
+            Err(e) => {
+                // Raised here, on the writer thread, before it takes its
+                // next group: nothing queued behind this job is written.
+                g.store(true, Ordering::Release);
+                c.stats.apply_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(position = seq, error = %e, "applying a log message failed");
+                c.restart.notify_one();
+            }
+        }
+    });
+    loop {
+        match state.committer.submit_guarded(updates, Vec::new(), extra, reply, Some(chain.clone())) {
             Ok(()) => return Ok(()),
-            Err(SubmitError::Overloaded) => tokio::time::sleep(Duration::from_millis(2)).await,
-            Err(SubmitError::Closed) => anyhow::bail!("the writer stopped"),
+            Err(r) if r.why == SubmitError::Overloaded => {
+                (updates, extra, reply) = (r.updates, r.extra, r.reply);
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            Err(_) => anyhow::bail!("the writer stopped"),
         }
     }
 }

@@ -208,6 +208,11 @@ impl ClusterConfig {
         }
     }
 
+    /// The partitions this node holds, ascending.
+    pub fn served_partitions(&self) -> Vec<u16> {
+        (0..self.partitions).filter(|p| self.serve_partitions.as_ref().is_none_or(|ps| ps.contains(p))).collect()
+    }
+
     /// Everything but the server list, which the command line may still give.
     pub fn validate_settings(&self) -> anyhow::Result<()> {
         let name_ok = |s: &str| !s.is_empty() && s.len() <= 64 && s.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-');

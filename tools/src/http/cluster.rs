@@ -55,7 +55,7 @@ pub async fn status(
         node: cfg.node.clone(),
         stream: cfg.stream.clone(),
         partitions: cfg.partitions,
-        serves: (0..cfg.partitions).filter(|p| cluster.serves(*p)).collect(),
+        serves: cfg.served_partitions(),
         position,
         stream_first: state_of(|s| s.first_sequence),
         stream_last: state_of(|s| s.last_sequence),

@@ -34,11 +34,7 @@ pub async fn commit_with(
         Ok(Ok(done)) => {
             if had_updates {
                 // Wakes change-feed long polls.
-                state.seq_tx.send_if_modified(|s| {
-                    let newer = done.last_seq > *s;
-                    *s = (*s).max(done.last_seq);
-                    newer
-                });
+                super::raise_to(&state.seq_tx, done.last_seq);
             }
             Ok(done)
         }

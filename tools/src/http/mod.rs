@@ -90,6 +90,16 @@ pub struct AppStateInner {
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
+/// Moves a watched sequence number up to `value`, never down, waking its
+/// waiters only when it moved (change-feed long polls, log positions).
+pub fn raise_to(tx: &tokio::sync::watch::Sender<u64>, value: u64) {
+    tx.send_if_modified(|s| {
+        let newer = value > *s;
+        *s = (*s).max(value);
+        newer
+    });
+}
+
 /// Jobs waiting for the writer before requests are refused with 503.
 pub const WRITE_QUEUE: usize = 4096;
 

@@ -90,11 +90,11 @@ pub async fn post_updates(
     }
     let format = body_format(&headers)?;
     let parsed = read_body(&state, ds, format, body).await?;
-    let submitted = parsed.updates.len();
-    ev.outcome = format!("submitted={submitted} rejected={}", parsed.rejected.len());
     if let Some(cluster) = state.cluster.clone() {
         return logged(&state, &cluster, ds, parsed, ev).await;
     }
+    let submitted = parsed.updates.len();
+    ev.outcome = format!("submitted={submitted} rejected={}", parsed.rejected.len());
     // New keys' mappings are sealed here, on a request thread, so that the
     // single writer has less to do per update.
     let mut mappings = basedata_store::WriteBatch::new();
