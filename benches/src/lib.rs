@@ -8,7 +8,7 @@ use basedata_store::clock::SystemClock;
 use basedata_store::engine::rocks::{RocksConfig, RocksEngine};
 use basedata_store::keys::PersonKey;
 use basedata_store::{Catalog, Secret, Store};
-use basedata_tools::gen::{self, GenConfig};
+use basedata_gen::{self as gen, GenConfig};
 use std::sync::Arc;
 
 /// A RocksDB store holding the generated hukou records of `persons`

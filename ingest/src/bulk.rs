@@ -1,11 +1,8 @@
-//! Streaming load of an NDJSON update file through the ordinary write
-//! path, in large unsynced batches with one sync at the end. Used by the
-//! demo and by `basedata load`.
+//! Loading updates through the ordinary write path in large unsynced
+//! batches with one sync at the end: for data sets built in process (the
+//! demo). Whole files go through `sst` instead.
 
-use crate::line::{parse_line, LineError};
-use basedata_store::catalog::Dataset;
 use basedata_store::{Durability, Outcome, Store, Update};
-use std::io::BufRead;
 
 /// Updates per engine write: large enough to amortize the write, small
 /// enough to keep memory flat.
@@ -65,41 +62,4 @@ impl<'a> BatchLoader<'a> {
         self.store.engine().flush()?;
         Ok(self.summary)
     }
-}
-
-/// Loads every line of `input` into `dataset`; rejected lines (1-based line
-/// numbers) go to `on_reject` and do not stop the load.
-pub fn load_ndjson(
-    store: &Store,
-    dataset: &Dataset,
-    input: impl BufRead,
-    mut on_reject: impl FnMut(u64, &LineError),
-    mut on_progress: impl FnMut(u64),
-) -> basedata_store::Result<LoadSummary> {
-    let mut loader = BatchLoader::new(store);
-    let mut rejected = 0;
-    let mut lines = 0u64;
-    for (i, line) in input.split(b'\n').enumerate() {
-        let line = line?;
-        let line = line.strip_suffix(b"\r").unwrap_or(&line);
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        lines += 1;
-        match parse_line(dataset, line) {
-            Ok(u) => loader.push(u)?,
-            Err(e) => {
-                rejected += 1;
-                on_reject(i as u64 + 1, &e);
-            }
-        }
-        if lines % 100_000 == 0 {
-            on_progress(lines);
-        }
-    }
-    let mut summary = loader.finish()?;
-    summary.lines = lines;
-    summary.rejected = rejected;
-    on_progress(lines);
-    Ok(summary)
 }

@@ -1,15 +1,21 @@
-//! The provider side of basedata: parsing and validating update lines
-//! against the catalog, and applying them durably: through the write path
-//! (`bulk`) or, for whole datasets, as SST files (`sst`).
+//! The provider side of basedata, as use cases: a provider's updates
+//! checked, validated line by line and applied durably (`provide`), in
+//! cluster mode through the replicated update log (`log`), and bulk loads
+//! of whole datasets (`sst`, through SST files; `bulk`, through the write
+//! path).
 //!
 //! Boundary: knows the update line format of the API and the catalog; does
-//! not know HTTP. Every rejection carries a stable error code and a message
-//! that names the field at fault without quoting the value.
+//! not know HTTP or the log's transport. Every rejection carries a stable
+//! error code and a message that names the field at fault without quoting
+//! the value.
 
 pub mod bulk;
 pub mod line;
+pub mod log;
+pub mod provide;
 #[cfg(feature = "rocks")]
 pub mod sst;
 
-pub use bulk::{load_ndjson, BatchLoader, LoadSummary};
+pub use bulk::{BatchLoader, LoadSummary};
 pub use line::{parse_line, parse_value, LineError};
+pub use provide::{Format, Provide, Report, Submission};

@@ -11,6 +11,7 @@
 //! channel is bounded, so memory stays at the sorter's budget plus a few
 //! chunks.
 
+use basedata_store::ndjson;
 use crate::line::{parse_line, LineError};
 use basedata_store::bulk::{BulkLoader, BulkOptions, BulkSummary, Staged, Stager};
 use basedata_store::catalog::Dataset;
@@ -203,18 +204,10 @@ fn stage_chunk(ds: &Dataset, stager: Stager<'_>, chunk: &Chunk, staged: Staged) 
         lines: 0,
         bytes: chunk.data.len() as u64,
     };
-    let data = chunk.data.as_slice();
-    let mut start = 0;
-    let ends = memchr::memchr_iter(b'\n', data).chain((!data.ends_with(b"\n")).then_some(data.len()));
-    for end in ends {
-        let line = &data[start..end];
-        start = end + 1;
+    for raw in ndjson::raw_lines(&chunk.data) {
         let offset = out.line_count;
         out.line_count += 1;
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
+        let Some(line) = ndjson::content(raw, chunk.index == 0 && offset == 0) else { continue };
         out.lines += 1;
         match parse_line(ds, line) {
             Ok(u) => stager.stage(&u, chunk.index << LINE_BITS | offset, &mut out.staged)?,

@@ -1,7 +1,16 @@
-//! The access decision, in one function: may this department see this
-//! field of this dataset, given its grants? Every read path asks it.
+//! The access decision: may this caller read this dataset at all
+//! ([`may_read`]), and may it see this field of it, given its grants
+//! ([`decide`])? Every read path (lookup, verification, batch, change feed)
+//! asks these two and nothing else.
 
+use crate::caller::{Caller, Role};
 use basedata_store::catalog::{Dataset, Field, Share};
+
+/// May `caller` read `dataset`? Consumers may read every dataset; a
+/// provider that is not a consumer only its own.
+pub fn may_read(caller: &Caller, dataset: &Dataset) -> bool {
+    caller.department.has(Role::Consumer) || caller.provides(dataset)
+}
 
 /// Why a field is withheld. Stable names: they appear in the API.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

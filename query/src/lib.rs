@@ -1,17 +1,28 @@
-//! The consumer side of basedata: the access decision, lookups filtered by
-//! it, and verification without disclosure.
+//! The consumer side of basedata, as use cases: audited lookups and
+//! verifications, batch comparisons and their jobs, the change feed, and
+//! the governance of conditional sharing and disputes. Each is a method of
+//! [`Queries`] that takes a [`Caller`] and plain values and returns plain
+//! results or an [`Error`] with a stable code.
 //!
-//! Boundary: takes a caller (department id and its grants) and real keys,
-//! reads through `basedata_store::Store`, and returns only what the caller
-//! may see; it does not know HTTP or the audit trail (callers record what
-//! these functions report as disclosed or verified).
+//! Boundary: knows the catalog, the access rules and the audit trail; does
+//! not know HTTP (no transport types cross it). Every use is audited
+//! durably, through the group committer, before its answer is returned.
 
 pub mod access;
 pub mod batch;
+pub mod changes;
 pub mod compare;
+pub mod error;
 pub mod gov;
+pub mod governance;
 pub mod jobs;
 pub mod lookup;
+pub mod oversight;
+pub mod service;
+pub mod subjects;
 pub mod verify;
 
-pub use access::{decide, Access, GrantSource, NoGrants, Withheld};
+pub use access::{decide, may_read, Access, GrantSource, NoGrants, Withheld};
+pub use basedata_store::caller::{self, Caller, Department, Directory, Role};
+pub use error::{Error, Result};
+pub use service::Queries;

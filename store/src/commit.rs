@@ -6,6 +6,10 @@
 //!
 //! Stale-version checks happen inside `Store::commit`, on this one thread,
 //! so concurrent updates of one key cannot race.
+//!
+//! Async callers use [`Committer::commit`], which waits for the job's group
+//! to be durable without holding a thread; [`Committer::watch_seq`] follows
+//! the last committed change-log sequence number (change-feed long polls).
 
 use crate::audit::AuditEvent;
 use crate::engine::{Durability, WriteBatch};
@@ -35,6 +39,29 @@ struct Job {
     reply: Reply,
     /// Raised: the job is answered [`Error::Abandoned`] instead of written.
     guard: Option<Arc<AtomicBool>>,
+}
+
+/// Why an awaited commit did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    /// The queue is full: shed load.
+    #[error("the writer's queue is full")]
+    Overloaded,
+    /// The writer has stopped (shutdown or a fatal write error).
+    #[error("the writer has stopped")]
+    Closed,
+    /// The group's write failed.
+    #[error("{0}")]
+    Failed(Arc<Error>),
+}
+
+impl From<SubmitError> for CommitError {
+    fn from(e: SubmitError) -> Self {
+        match e {
+            SubmitError::Overloaded => CommitError::Overloaded,
+            SubmitError::Closed => CommitError::Closed,
+        }
+    }
 }
 
 /// Why a job was not accepted.
@@ -82,6 +109,9 @@ pub struct Committer {
     tx: Option<Sender<Job>>,
     thread: Option<JoinHandle<()>>,
     stats: Arc<CommitStats>,
+    /// The last committed change-log sequence number, raised by the writer
+    /// after each group.
+    seq: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl std::fmt::Debug for Committer {
@@ -99,16 +129,37 @@ impl Committer {
     pub fn start(store: Arc<Store>, queue: usize) -> Committer {
         let (tx, rx) = bounded::<Job>(queue.max(1));
         let stats = Arc::new(CommitStats::default());
-        let st = stats.clone();
+        let seq = Arc::new(tokio::sync::watch::channel(store.last_seq()).0);
+        let (st, sq) = (stats.clone(), seq.clone());
         let thread = std::thread::Builder::new()
             .name("basedata-writer".into())
-            .spawn(move || writer_loop(store, rx, st))
+            .spawn(move || writer_loop(store, rx, st, sq))
             .expect("spawn writer thread");
-        Committer { tx: Some(tx), thread: Some(thread), stats }
+        Committer { tx: Some(tx), thread: Some(thread), stats, seq }
     }
 
     pub fn stats(&self) -> &Arc<CommitStats> {
         &self.stats
+    }
+
+    /// Follows the last committed change-log sequence number.
+    pub fn watch_seq(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.seq.subscribe()
+    }
+
+    /// Queues a job and waits until its group is durable: the answer to a
+    /// request that reads or changes data is sent only after this returns.
+    /// Refused at once when the queue is full.
+    pub async fn commit(&self, updates: Vec<Update>, events: Vec<AuditEvent>, extra: WriteBatch) -> Result<JobDone, CommitError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.submit_with(updates, events, extra, Box::new(move |r| {
+            let _ = tx.send(r);
+        }))?;
+        match rx.await {
+            Ok(Ok(done)) => Ok(done),
+            Ok(Err(e)) => Err(CommitError::Failed(e)),
+            Err(_) => Err(CommitError::Closed),
+        }
     }
 
     /// Queues a job; `reply` runs on the writer thread once the job's group
@@ -198,7 +249,17 @@ impl Drop for Committer {
     }
 }
 
-fn writer_loop(store: Arc<Store>, rx: Receiver<Job>, stats: Arc<CommitStats>) {
+/// Moves a watched sequence number up to `value`, never down, waking its
+/// waiters only when it moved.
+pub fn raise_to(tx: &tokio::sync::watch::Sender<u64>, value: u64) {
+    tx.send_if_modified(|s| {
+        let newer = value > *s;
+        *s = (*s).max(value);
+        newer
+    });
+}
+
+fn writer_loop(store: Arc<Store>, rx: Receiver<Job>, stats: Arc<CommitStats>, seq: Arc<tokio::sync::watch::Sender<u64>>) {
     let abandoned = |j: Job| {
         if j.guard.as_ref().is_some_and(|g| g.load(Ordering::Acquire)) {
             (j.reply)(Err(Arc::new(Error::Abandoned)));
@@ -244,6 +305,8 @@ fn writer_loop(store: Arc<Store>, rx: Receiver<Job>, stats: Arc<CommitStats>) {
         stats.largest_group.fetch_max(items as u64, Ordering::Relaxed);
         match store.commit_with(&updates, &events, extra, Durability::Sync) {
             Ok(done) => {
+                // Before the replies: whoever is answered can already see it.
+                raise_to(&seq, done.last_seq);
                 let mut outcomes = done.outcomes.into_iter();
                 let mut audit_seq = done.first_audit_seq;
                 for ((nu, ne), reply) in shape.into_iter().zip(replies) {

@@ -1,10 +1,12 @@
 //! basedata's storage layer: identity keys, the dataset catalog, typed
 //! values, the pseudonymized record model and the engines beneath it.
 //!
-//! Boundary: this crate knows nothing of HTTP, departments or purposes.
-//! It takes validated updates and real subject keys, and guarantees that
-//! what it stores is keyed by pseudonyms, versioned and durable when the
-//! caller asks for durability.
+//! Boundary: this crate knows nothing of HTTP or of the sharing rules. It
+//! takes validated updates, audit events and real subject keys, and
+//! guarantees that what it stores is keyed by pseudonyms, versioned and
+//! durable when the caller asks for durability. It also holds the two
+//! things both use-case crates stand on: who the caller is (`caller`) and
+//! the NDJSON line rule of every input (`ndjson`).
 
 pub mod audit;
 #[cfg(feature = "rocks")]
@@ -12,12 +14,14 @@ pub mod backup;
 #[cfg(feature = "rocks")]
 pub mod bulk;
 pub mod calendar;
+pub mod caller;
 pub mod catalog;
 pub mod commit;
 pub mod clock;
 pub mod codec;
 pub mod engine;
 pub mod keys;
+pub mod ndjson;
 pub mod pseudo;
 pub mod record;
 pub mod store;

@@ -28,10 +28,10 @@ fn copy_dir(from: &Path, to: &Path) {
 fn audited_store() -> (tempfile::TempDir, u64) {
     let scratch = tempfile::tempdir().unwrap();
     let mut s = Server::start_in(scratch.path(), &standard_config(), &[]);
-    let g = basedata_tools::gen::GenConfig { persons: 20, entities: 0, seed: 4 };
-    let keys: Vec<String> = (0..20).map(|i| basedata_tools::gen::person_key(&g, i).as_str().to_owned()).collect();
+    let g = basedata_gen::GenConfig { persons: 20, entities: 0, seed: 4 };
+    let keys: Vec<String> = (0..20).map(|i| basedata_gen::person_key(&g, i).as_str().to_owned()).collect();
     let lines: Vec<Value> = (0..20)
-        .map(|i| json!({"key": keys[i], "version": 1, "fields": basedata_tools::gen::person_hukou(&g, i as u64)}))
+        .map(|i| json!({"key": keys[i], "version": 1, "fields": basedata_gen::person_hukou(&g, i as u64)}))
         .collect();
     let r = s.req("POST", "/v1/datasets/hukou/updates").token(tokens::GONGAN).ndjson(&lines);
     assert_eq!(r.json["applied"], 20, "{}", r.text);

@@ -11,7 +11,7 @@ use basedata_store::engine::rocks::{RocksConfig, RocksEngine};
 use basedata_store::record::ChangeOp;
 use basedata_store::{Catalog, Cf, PersonKey, Secret, Store, SubjectKey, Value as FieldValue};
 use basedata_tests::*;
-use basedata_tools::gen::{self, GenConfig};
+use basedata_gen::{self as gen, GenConfig};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};

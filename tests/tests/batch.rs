@@ -5,7 +5,7 @@
 //! `audit-verify` commands on the same data.
 
 use basedata_tests::*;
-use basedata_tools::gen::{person_hukou, person_key, GenConfig};
+use basedata_gen::{person_hukou, person_key, GenConfig};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;

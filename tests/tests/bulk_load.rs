@@ -10,8 +10,8 @@
 //! arguments are refused with one line and a non-zero exit.
 
 use basedata_tests::*;
-use basedata_tools::config::Config;
-use basedata_tools::server;
+use basedata_server::config::Config;
+use basedata_server::lifecycle as server;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::Path;

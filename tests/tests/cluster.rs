@@ -20,7 +20,7 @@
 
 use base64::Engine;
 use basedata_tests::*;
-use basedata_tools::gen::{person_key, GenConfig};
+use basedata_gen::{person_key, GenConfig};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -453,7 +453,7 @@ fn cluster_survives_losing_a_nats_server_and_a_node() {
     let pseudo = basedata_store::pseudo::Pseudonymizer::new(&secret);
     let partition = |k: &str| {
         let key = basedata_store::SubjectKey::Person(basedata_store::PersonKey::parse(k).unwrap());
-        basedata_tools::cluster::partition_of(&pseudo.pid(&key), 16)
+        basedata_ingest::log::partition_of(&pseudo.pid(&key), 16)
     };
     let last = c.status(1, false)["stream_last"].as_u64().unwrap();
     assert_eq!(c.wait_caught_up(&partial, last, "the partial node")["serves"], json!(half));

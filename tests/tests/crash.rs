@@ -23,7 +23,7 @@ use basedata_store::keys::{mask, PersonKey};
 use basedata_store::record::ChangeOp;
 use basedata_store::{Catalog, Secret, Store, SubjectKey};
 use basedata_tests::*;
-use basedata_tools::gen::{person_key, GenConfig};
+use basedata_gen::{person_key, GenConfig};
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
 use std::ops::RangeInclusive;

@@ -5,7 +5,7 @@
 //! clean shutdown on SIGTERM. Every certificate is generated here.
 
 use basedata_tests::*;
-use basedata_tools::gen::{person_key, GenConfig};
+use basedata_gen::{person_key, GenConfig};
 use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};

@@ -1,10 +1,10 @@
 //! `basedata demo`: a generated data set, demo departments with printed
 //! tokens, and the server, in one command.
 
-use crate::config::{Config, DepartmentConfig, Role};
-use crate::gen::{self, GenConfig};
-use crate::server;
 use anyhow::Context;
+use basedata_gen::{self as gen, GenConfig};
+use basedata_server::config::{Config, DepartmentConfig, Role};
+use basedata_server::lifecycle as server;
 use basedata_ingest::{parse_line, BatchLoader};
 use basedata_store::keys::mask;
 use std::path::Path;

@@ -1,20 +1,8 @@
-//! The basedata binary's library: configuration, authentication, the HTTP
-//! API, the server lifecycle, the demo and the data generator. `main.rs`
-//! only parses the command line and calls in here.
+//! The `basedata` command line's commands: `demo`, `load`, `compare` and
+//! `audit-verify`, each parsing nothing and calling into the crates below
+//! (the server, the use cases, the store, the generator). `main.rs` parses
+//! the arguments.
 
-pub mod auth;
-pub mod batch;
-pub mod cluster;
-pub mod backup;
-pub mod config;
 pub mod demo;
-pub mod gen;
-pub mod http;
-pub mod jobs;
-pub mod limits;
 pub mod load;
-pub mod metrics;
 pub mod offline;
-pub mod logging;
-pub mod server;
-pub mod tls;

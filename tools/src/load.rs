@@ -10,9 +10,9 @@
 //! first. The load is audited like a provider's push: an `update` entry
 //! of the dataset's provider saying what was loaded.
 
-use crate::config::Config;
-use crate::server;
 use anyhow::{bail, Context};
+use basedata_server::config::Config;
+use basedata_server::lifecycle as server;
 use basedata_ingest::sst::{self, Progress};
 use basedata_store::bulk::BulkOptions;
 use basedata_store::{Action, AuditEvent, Durability};

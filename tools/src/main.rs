@@ -1,8 +1,10 @@
 //! The `basedata` command line: parses arguments and dispatches to the
 //! library. Every failure ends with a one-line reason and a non-zero exit.
 
-use basedata_tools::config::Config;
-use basedata_tools::{demo, gen, logging, server};
+use basedata_gen as gen;
+use basedata_server::config::Config;
+use basedata_server::{control, lifecycle as server, logging};
+use basedata_tools::demo;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -174,7 +176,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 None => Config::default(),
             };
             if let Some(servers) = cluster {
-                let c = cfg.cluster.get_or_insert_with(|| basedata_tools::config::ClusterConfig::with_servers(Vec::new()));
+                let c = cfg.cluster.get_or_insert_with(|| basedata_server::config::ClusterConfig::with_servers(Vec::new()));
                 c.servers = servers;
                 if let Some(n) = node {
                     c.node = n;
@@ -259,9 +261,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Backup { data, to } => basedata_tools::backup::run_backup(&data, &to),
+        Command::Backup { data, to } => control::run_backup(&data, &to),
         Command::Restore { from, data, key_file, backup_id } => {
-            basedata_tools::backup::run_restore(&from, &data, key_file.as_deref(), backup_id)
+            control::run_restore(&from, &data, key_file.as_deref(), backup_id)
         }
     }
 }

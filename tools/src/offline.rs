@@ -3,13 +3,12 @@
 //! same line formats and the same audit entries as `POST /v1/verify/batch`)
 //! and `basedata audit-verify` (the audit chain check).
 
-use crate::auth::Caller;
-use crate::batch::{offline_department, Batch, Requester};
-use crate::config::Config;
-use crate::http::MAX_PURPOSE_CHARS;
-use crate::server;
 use anyhow::{bail, Context};
-use basedata_query::batch::Counts;
+use basedata_query::batch::{Batch, Counts, Requester};
+use basedata_query::{Caller, Department, Role};
+use basedata_server::config::Config;
+use basedata_server::http::MAX_PURPOSE_CHARS;
+use basedata_server::lifecycle as server;
 use basedata_store::audit::ChainCheck;
 use basedata_store::commit::Committer;
 use basedata_store::Store;
@@ -35,6 +34,20 @@ pub fn in_use(e: anyhow::Error, why: &str) -> anyhow::Error {
     } else {
         e
     }
+}
+
+/// A department for offline runs: the configured one, or where no
+/// configuration names departments, a consumer, as the staff running
+/// comparisons are.
+pub fn offline_department(id: &str, cfg: &Config) -> anyhow::Result<Arc<Department>> {
+    let depts = basedata_server::auth::Departments::from_config(&cfg.departments)?;
+    if let Some(d) = depts.get(id) {
+        return Ok(d.identity.clone());
+    }
+    if !cfg.departments.is_empty() {
+        bail!("department {id:?} is not in the configuration");
+    }
+    Ok(Arc::new(Department::new(id, vec![Role::Consumer])))
 }
 
 /// `basedata compare`.

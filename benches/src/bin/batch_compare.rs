@@ -2,7 +2,7 @@
 //! on: a store of generated persons (default 1,000,000), then the same
 //! batch lines (default 1,000,000, in an order unrelated to storage order)
 //!
-//! 1. through the batch code path (`basedata_tools::batch::Batch::run_blocking`:
+//! 1. through the batch code path (`basedata_query::batch::Batch::run_blocking`:
 //!    line cutting, JSON parsing, key and claim checks, one sorted multi-get
 //!    per chunk, verification, one audit entry per line group-committed
 //!    with a synced write per group, answer formatting), and
@@ -21,9 +21,10 @@ use basedata_query::batch::CHUNK_LINES;
 use basedata_store::commit::Committer;
 use basedata_store::record::record_key;
 use basedata_store::{Catalog, Cf, SubjectKey};
-use basedata_tools::auth::Caller;
-use basedata_tools::batch::{offline_department, Batch, Requester};
-use basedata_tools::gen::{self, GenConfig};
+use basedata_query::Caller;
+use basedata_query::batch::{Batch, Requester};
+use basedata_tools::offline::offline_department;
+use basedata_gen::{self as gen, GenConfig};
 use std::io::Write;
 use std::sync::Arc;
 use std::time::Instant;
@@ -169,7 +170,7 @@ fn main() {
     bare("bare multi-get (warm-up)");
     let bare_rate = bare("bare sorted multi-get");
 
-    let cfg = basedata_tools::config::Config::default();
+    let cfg = basedata_server::config::Config::default();
     let batch = Batch {
         store: store.clone(),
         committer: Arc::new(Committer::start(store.clone(), 4096)),

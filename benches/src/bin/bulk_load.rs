@@ -14,8 +14,8 @@
 
 use basedata_store::engine::rocks::{RocksConfig, RocksEngine};
 use basedata_store::{Catalog, Cf, Engine};
-use basedata_tools::config::Config;
-use basedata_tools::gen::{self, GenConfig};
+use basedata_server::config::Config;
+use basedata_gen::{self as gen, GenConfig};
 use basedata_tools::load::{self, LoadOptions};
 use rocksdb::{IngestExternalFileOptions, SstFileWriter};
 use std::io::{BufWriter, Write};

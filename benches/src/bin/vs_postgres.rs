@@ -32,7 +32,7 @@ use basedata_benches::harness::{
 use basedata_benches::pg::{self, Pg, PgbenchResult, Settings};
 use basedata_store::catalog::FieldType;
 use basedata_store::Catalog;
-use basedata_tools::gen::{self, GenConfig};
+use basedata_gen::{self as gen, GenConfig};
 use clap::Parser;
 use serde_json::Value;
 use std::io::{BufWriter, Write};

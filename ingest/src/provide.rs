@@ -1,0 +1,318 @@
+//! The provider use case (一数一源): a department pushes updates of one
+//! dataset it provides. The provider check comes first (a refusal is
+//! audited), then the body is parsed line by line as it arrives, every
+//! line validated against the catalog; the valid lines are applied
+//! together through the group committer (or, in cluster mode, made
+//! durable in the replicated update log) with the request's audit entry,
+//! and the outcome is returned only once all of that is durable.
+//!
+//! Memory: an NDJSON body is parsed as it streams, so only a partial line
+//! and the parsed updates are held, never the raw body.
+
+use crate::line::{parse_line, parse_value, LineError};
+use crate::log::{LoggedMessage, UpdateLog};
+use basedata_store::caller::Caller;
+use basedata_store::catalog::Dataset;
+use basedata_store::commit::{CommitError, Committer};
+use basedata_store::ndjson::Splitter;
+use basedata_store::{Action, AuditEvent, Outcome, Store, Update, WriteBatch};
+use std::sync::Arc;
+
+/// Why a provider's request was not taken. Line-level mistakes are not
+/// errors: they are the outcome's `rejected` lines.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("no dataset {0:?} in the catalog")]
+    UnknownDataset(String),
+    /// Not the dataset's provider; audited as `denied`.
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    InvalidBody(String),
+    #[error("request body exceeds {0} bytes")]
+    PayloadTooLarge(usize),
+    #[error("the server is at capacity; retry shortly")]
+    Overloaded,
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// The stable code of the API (and of `denied` audit entries).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::UnknownDataset(_) => "unknown_dataset",
+            Error::Forbidden(_) => "forbidden",
+            Error::InvalidBody(_) => "invalid_body",
+            Error::PayloadTooLarge(_) => "payload_too_large",
+            Error::Overloaded => "overloaded",
+            Error::Unavailable(_) => "unavailable",
+            Error::Internal(_) => "internal",
+        }
+    }
+}
+
+impl From<basedata_store::Error> for Error {
+    fn from(e: basedata_store::Error) -> Self {
+        Error::Internal(e.to_string())
+    }
+}
+
+impl From<CommitError> for Error {
+    fn from(e: CommitError) -> Self {
+        match e {
+            CommitError::Overloaded => Error::Overloaded,
+            CommitError::Closed => Error::Unavailable("the server is shutting down".into()),
+            CommitError::Failed(e) => Error::Internal(e.to_string()),
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// How the updates of a body are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// One update a line.
+    Ndjson,
+    /// One JSON array of updates.
+    JsonArray,
+}
+
+/// What a provider's request did.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Report {
+    pub applied: usize,
+    /// Acknowledged, not applied: not newer than the stored version.
+    pub stale: usize,
+    /// Rejected lines by line number, in line order.
+    pub rejected: Vec<(u64, LineError)>,
+    /// The node's last change-log sequence number.
+    pub last_seq: u64,
+    /// Cluster mode: the log position of the request's last message.
+    pub position: Option<u64>,
+    /// Cluster mode: lines durable in the log whose outcome this node did
+    /// not see (another node's partitions, or not applied here in time).
+    pub logged: Option<usize>,
+}
+
+/// The provider use case and what it writes through.
+pub struct Provide {
+    store: Arc<Store>,
+    committer: Arc<Committer>,
+    /// Cluster mode: the replicated update log.
+    log: Option<Arc<dyn UpdateLog>>,
+    /// Largest accepted body, in bytes.
+    max_body_bytes: usize,
+}
+
+impl std::fmt::Debug for Provide {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Provide").field("cluster", &self.log.is_some()).field("max_body_bytes", &self.max_body_bytes).finish()
+    }
+}
+
+/// A request taken from an authorized provider, its body arriving.
+#[derive(Debug)]
+pub struct Submission<'a> {
+    ds: &'a Dataset,
+    format: Format,
+    limit: usize,
+    received: usize,
+    splitter: Splitter,
+    /// A JSON array body, which is parsed whole.
+    array: Vec<u8>,
+    updates: Vec<Update>,
+    /// The line number of each update.
+    lines: Vec<u64>,
+    rejected: Vec<(u64, LineError)>,
+    event: AuditEvent,
+}
+
+impl Submission<'_> {
+    /// The body's format (NDJSON unless said otherwise).
+    pub fn in_format(mut self, format: Format) -> Self {
+        self.format = format;
+        self
+    }
+
+    /// Takes the next piece of the body.
+    pub fn push(&mut self, bytes: &[u8]) -> Result<()> {
+        self.received += bytes.len();
+        if self.received > self.limit {
+            return Err(Error::PayloadTooLarge(self.limit));
+        }
+        match self.format {
+            Format::Ndjson => {
+                let (ds, updates, lines, rejected) = (self.ds, &mut self.updates, &mut self.lines, &mut self.rejected);
+                self.splitter.push(bytes, &mut |n, line| take(n, parse_line(ds, line), updates, lines, rejected));
+            }
+            Format::JsonArray => self.array.extend_from_slice(bytes),
+        }
+        Ok(())
+    }
+
+    /// The body has ended.
+    fn finish(&mut self) -> Result<()> {
+        match self.format {
+            Format::Ndjson => {
+                let (ds, updates, lines, rejected) = (self.ds, &mut self.updates, &mut self.lines, &mut self.rejected);
+                std::mem::take(&mut self.splitter)
+                    .finish(&mut |n, line| take(n, parse_line(ds, line), updates, lines, rejected));
+            }
+            Format::JsonArray => {
+                let items: Vec<serde_json::Value> = serde_json::from_slice(&self.array).map_err(|e| {
+                    let what = match e.classify() {
+                        serde_json::error::Category::Data => "an array of updates is expected",
+                        _ => "malformed JSON",
+                    };
+                    Error::InvalidBody(format!("request body: {what} (line {}, column {})", e.line(), e.column()))
+                })?;
+                self.array = Vec::new();
+                for (i, v) in items.iter().enumerate() {
+                    let n = i as u64 + 1;
+                    take(n, parse_value(self.ds, v), &mut self.updates, &mut self.lines, &mut self.rejected);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Files one parsed line as an update or a rejection.
+fn take(
+    n: u64,
+    parsed: std::result::Result<Update, LineError>,
+    updates: &mut Vec<Update>,
+    lines: &mut Vec<u64>,
+    rejected: &mut Vec<(u64, LineError)>,
+) {
+    match parsed {
+        Ok(u) => {
+            updates.push(u);
+            lines.push(n);
+        }
+        Err(e) => rejected.push((n, e)),
+    }
+}
+
+impl Provide {
+    pub fn new(store: Arc<Store>, committer: Arc<Committer>, max_body_bytes: usize) -> Provide {
+        Provide { store, committer, log: None, max_body_bytes }
+    }
+
+    /// Cluster mode: updates go through the replicated log.
+    pub fn with_log(mut self, log: Arc<dyn UpdateLog>) -> Provide {
+        self.log = Some(log);
+        self
+    }
+
+    /// Takes a request of `caller` to update `dataset`: only the dataset's
+    /// provider may (a refusal is audited before it is returned).
+    /// `purpose` defaults to "provider update".
+    pub async fn begin(&self, caller: &Caller, dataset: &str, purpose: Option<&str>) -> Result<Submission<'_>> {
+        let ds = self.store.catalog().dataset(dataset).ok_or_else(|| Error::UnknownDataset(dataset.to_owned()))?;
+        let mut event = caller.event(purpose.unwrap_or("provider update"), Action::Update, None);
+        event.datasets = vec![ds.id.clone()];
+        if !caller.provides(ds) {
+            let err = Error::Forbidden(format!("only {} provides dataset {} (one datum, one source)", ds.provider, ds.id));
+            event.action = Action::Denied;
+            event.outcome = err.code().to_owned();
+            self.committer.commit(Vec::new(), vec![event], WriteBatch::new()).await?;
+            return Err(err);
+        }
+        Ok(Submission {
+            ds,
+            format: Format::Ndjson,
+            limit: self.max_body_bytes,
+            received: 0,
+            splitter: Splitter::new(),
+            array: Vec::new(),
+            updates: Vec::new(),
+            lines: Vec::new(),
+            rejected: Vec::new(),
+            event,
+        })
+    }
+
+    /// Applies a whole submission: returns once its valid lines and its
+    /// audit entry are durable.
+    pub async fn apply(&self, mut s: Submission<'_>) -> Result<Report> {
+        s.finish()?;
+        if let Some(log) = &self.log {
+            return self.logged(&**log, s).await;
+        }
+        let submitted = s.updates.len();
+        s.event.outcome = format!("submitted={submitted} rejected={}", s.rejected.len());
+        // New keys' mappings are sealed here, on a request thread, so that
+        // the single writer has less to do per update.
+        let mut mappings = WriteBatch::new();
+        self.store.seal_new_keys(&s.updates, &mut mappings)?;
+        let done = self.committer.commit(s.updates, vec![s.event], mappings).await?;
+        let applied = done.outcomes.iter().filter(|o| matches!(o, Outcome::Applied { .. })).count();
+        Ok(Report {
+            applied,
+            stale: submitted - applied,
+            rejected: s.rejected,
+            last_seq: done.last_seq,
+            position: None,
+            logged: None,
+        })
+    }
+
+    /// Cluster mode: the request is audited here first (so that no update
+    /// is in the log without the request that brought it on record), then
+    /// the valid lines are made durable in the replicated log — the answer
+    /// promises that much, and no more is needed for them to reach every
+    /// node — and the answer waits a little for this node to apply them,
+    /// so it can tell applied from stale.
+    async fn logged(&self, log: &dyn UpdateLog, mut s: Submission<'_>) -> Result<Report> {
+        let prepared = if s.updates.is_empty() {
+            crate::log::Prepared::default()
+        } else {
+            log.prepare(&self.store, &s.ds.id, &s.updates).map_err(|e| Error::Unavailable(e.0))?
+        };
+        for &i in &prepared.too_large {
+            let e = LineError {
+                code: "payload_too_large",
+                message: format!("this update is larger than one message of the update log takes ({} bytes)", prepared.limit),
+                key: Some(s.updates[i].key.as_str().to_owned()),
+            };
+            s.rejected.push((s.lines[i], e));
+        }
+        s.rejected.sort_by_key(|(line, _)| *line);
+        s.event.outcome = format!("submitted={} rejected={}", s.updates.len() - prepared.too_large.len(), s.rejected.len());
+        self.committer.commit(Vec::new(), vec![s.event], WriteBatch::new()).await?;
+        let sent = log.send(&prepared).await.map_err(|e| Error::Unavailable(e.0))?;
+        let positions = log.positions();
+        let Some(last) = sent.iter().map(|m| m.position).max() else {
+            let position = Some(positions.position());
+            return Ok(Report { rejected: s.rejected, last_seq: self.store.last_seq(), position, ..Report::default() });
+        };
+        // Lines of partitions this node does not hold are applied
+        // elsewhere: their outcome is not known here.
+        let (mine, elsewhere): (Vec<&LoggedMessage>, Vec<_>) =
+            sent.iter().partition(|m| log.partitioning().serves(m.partition));
+        let mut logged = elsewhere.iter().map(|m| m.lines).sum::<usize>();
+        let (mut applied, mut stale) = (0, 0);
+        let mut last_seq = self.store.last_seq();
+        let outcomes: Option<Vec<_>> = match mine.iter().map(|m| m.position).max() {
+            Some(p) if positions.wait_for(p, log.apply_wait()).await => {
+                mine.iter().map(|m| positions.outcome(m.position)).collect()
+            }
+            Some(_) => None,
+            None => Some(Vec::new()),
+        };
+        match outcomes {
+            Some(o) => {
+                applied = o.iter().map(|a| a.applied).sum();
+                stale = o.iter().map(|a| a.stale).sum();
+                last_seq = o.iter().map(|a| a.last_seq).max().unwrap_or(last_seq);
+            }
+            None => logged += mine.iter().map(|m| m.lines).sum::<usize>(),
+        }
+        Ok(Report { applied, stale, rejected: s.rejected, last_seq, position: Some(last), logged: Some(logged) })
+    }
+}

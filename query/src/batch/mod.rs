@@ -1,0 +1,722 @@
+//! Batch comparison (批量比对): many verification claims, one NDJSON line
+//! each, answered line for line in the same order. This module cuts a byte
+//! stream into bounded chunks of lines and verifies one chunk with a
+//! single sorted multi-get, reporting one use per line
+//! ([`ChunkResult::uses`]); [`pipeline`] runs chunks through it and the
+//! group committer, one audit entry per line, releasing each chunk's
+//! answers once they are durable.
+//!
+//! Request line: `{"ref", "subject", "key", "dataset"?, "fields"}`; answer
+//! line: `{"ref", "key", "dataset", "result", "fields"}` or
+//! `{"ref", "line", "error": {"code", "message", "details"?}}`. Blank lines
+//! are not request lines: they get no answer and are not counted. Messages
+//! never quote a claimed value or a key.
+//!
+//! Hot path: everything here runs once per line of batches of millions;
+//! one chunk costs one multi-get, and answers are written straight into
+//! the chunk's output buffer.
+
+pub mod pipeline;
+
+pub use pipeline::{Batch, BatchError, Requester};
+
+use crate::verify::{Claims, Outcome, Verdict};
+use basedata_store::catalog::Dataset;
+use basedata_store::{Store, Subject, SubjectKey};
+use serde::ser::{SerializeMap, Serializer};
+use serde::Serialize;
+use serde_json::{Map, Value as Json};
+use std::borrow::Cow;
+
+/// Lines per chunk: large enough that a multi-get and a group commit are
+/// amortized over many lines, small enough that the first answers leave
+/// within milliseconds and a chunk's buffers stay small.
+pub const CHUNK_LINES: usize = 2048;
+/// A chunk is also cut when its lines reach this many bytes, so that a
+/// few huge lines (claimed photos) do not make one huge chunk.
+pub const CHUNK_BYTES: usize = 4 << 20;
+/// Longest accepted request line. Longer lines are answered
+/// `invalid_body` without being held in memory.
+pub const MAX_LINE_BYTES: usize = 1 << 20;
+
+/// A run of complete, non-blank request lines.
+#[derive(Clone, Debug, Default, PartialEq, Eq, bincode::Encode, bincode::Decode)]
+pub struct Chunk {
+    /// Ordinal (1-based) of the chunk's first line among the request's
+    /// non-blank lines: the answer's line number.
+    pub first_line: u64,
+    /// The lines, each ending in `\n`. An empty line stands for a line that
+    /// exceeded [`MAX_LINE_BYTES`] (blank lines are never kept, so an empty
+    /// one cannot be anything else).
+    pub data: Vec<u8>,
+    pub lines: u32,
+}
+
+impl Chunk {
+    /// The chunk's lines without their `\n`.
+    pub fn lines(&self) -> impl Iterator<Item = &[u8]> {
+        let body = self.data.strip_suffix(b"\n").unwrap_or(&[]);
+        let n = self.lines as usize;
+        body.split(|&b| b == b'\n').take(n)
+    }
+}
+
+/// Cuts a byte stream that arrives in arbitrary pieces into chunks of
+/// lines, holding at most one partial line (of at most
+/// [`MAX_LINE_BYTES`]) and one unfinished chunk.
+#[derive(Debug)]
+pub struct Cutter {
+    partial: Vec<u8>,
+    /// The current line has grown past the limit; its bytes are dropped
+    /// until its end.
+    overflow: bool,
+    cur: Chunk,
+    next_line: u64,
+    chunk_lines: usize,
+    /// A raw line (blank or not) has been seen: a byte-order mark is
+    /// dropped only before the first.
+    started: bool,
+}
+
+impl Default for Cutter {
+    fn default() -> Self {
+        Cutter::new()
+    }
+}
+
+impl Cutter {
+    pub fn new() -> Cutter {
+        Cutter::with_chunk_lines(CHUNK_LINES)
+    }
+
+    /// A cutter making chunks of at most `lines` lines (at least 1).
+    pub fn with_chunk_lines(lines: usize) -> Cutter {
+        Cutter {
+            partial: Vec::new(),
+            overflow: false,
+            cur: Chunk { first_line: 1, ..Chunk::default() },
+            next_line: 1,
+            chunk_lines: lines.max(1),
+            started: false,
+        }
+    }
+
+    /// Request lines completed so far.
+    pub fn lines(&self) -> u64 {
+        self.next_line - 1
+    }
+
+    /// Takes the next piece of the stream; full chunks go to `out`.
+    pub fn push(&mut self, mut bytes: &[u8], out: &mut Vec<Chunk>) {
+        while !bytes.is_empty() {
+            let Some(nl) = bytes.iter().position(|&b| b == b'\n') else {
+                if !self.overflow {
+                    self.partial.extend_from_slice(bytes);
+                    if self.partial.len() > MAX_LINE_BYTES + 1 {
+                        self.overflow = true;
+                        self.partial = Vec::new();
+                    }
+                }
+                return;
+            };
+            let seg = &bytes[..nl];
+            bytes = &bytes[nl + 1..];
+            if self.overflow {
+                self.overflow = false;
+                self.add_too_long(out);
+            } else if self.partial.is_empty() {
+                self.add_line(seg, out);
+            } else if self.partial.len() + seg.len() > MAX_LINE_BYTES + 1 {
+                self.partial.clear();
+                self.add_too_long(out);
+            } else {
+                let mut line = std::mem::take(&mut self.partial);
+                line.extend_from_slice(seg);
+                self.add_line(&line, out);
+                line.clear();
+                self.partial = line;
+            }
+        }
+    }
+
+    /// The end of the stream: the last line may lack its `\n`.
+    pub fn finish(mut self) -> Option<Chunk> {
+        let mut out = Vec::new();
+        if self.overflow {
+            self.add_too_long(&mut out);
+        } else if !self.partial.is_empty() {
+            let line = std::mem::take(&mut self.partial);
+            self.add_line(&line, &mut out);
+        }
+        debug_assert!(out.is_empty() || self.cur.lines == 0);
+        if let Some(c) = out.pop() {
+            return Some(c);
+        }
+        (self.cur.lines > 0).then_some(self.cur)
+    }
+
+    fn add_line(&mut self, raw: &[u8], out: &mut Vec<Chunk>) {
+        let first = !std::mem::replace(&mut self.started, true);
+        let Some(line) = basedata_store::ndjson::content(raw, first) else { return };
+        if line.len() > MAX_LINE_BYTES {
+            return self.add_too_long(out);
+        }
+        self.cur.data.extend_from_slice(line);
+        self.end_line(out);
+    }
+
+    fn add_too_long(&mut self, out: &mut Vec<Chunk>) {
+        self.started = true;
+        self.end_line(out);
+    }
+
+    fn end_line(&mut self, out: &mut Vec<Chunk>) {
+        self.cur.data.push(b'\n');
+        self.cur.lines += 1;
+        self.next_line += 1;
+        if self.cur.lines as usize >= self.chunk_lines || self.cur.data.len() >= CHUNK_BYTES {
+            let next = Chunk { first_line: self.next_line, ..Chunk::default() };
+            out.push(std::mem::replace(&mut self.cur, next));
+        }
+    }
+}
+
+/// Line counts of a batch. Every line is exactly one of matched,
+/// mismatched, not found or invalid (which includes refused lines).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, bincode::Encode, bincode::Decode)]
+pub struct Counts {
+    pub processed: u64,
+    pub matched: u64,
+    pub mismatched: u64,
+    pub not_found: u64,
+    pub invalid: u64,
+}
+
+impl Counts {
+    pub fn add(&mut self, o: &Counts) {
+        self.processed += o.processed;
+        self.matched += o.matched;
+        self.mismatched += o.mismatched;
+        self.not_found += o.not_found;
+        self.invalid += o.invalid;
+    }
+}
+
+/// How a line used subject data, for its audit entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UseKind {
+    /// Verified against the stored record (outcome `match`, `mismatch` or
+    /// `not_found`).
+    Verified,
+    /// Refused: the caller may not verify against the dataset.
+    Denied,
+    /// Rejected before any read (outcome: the error code).
+    Invalid,
+}
+
+/// What one line did, for its audit entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LineUse {
+    pub kind: UseKind,
+    pub key: Option<SubjectKey>,
+    pub dataset: Option<String>,
+    /// Fields verified (or asked for, when refused).
+    pub fields: Vec<String>,
+    /// `match`, `mismatch`, `not_found`, or the error code.
+    pub outcome: &'static str,
+    /// A stored record was read for `key` (its pseudonym mapping exists).
+    pub record_found: bool,
+}
+
+/// The answers of one chunk: NDJSON lines in request order, one use per
+/// line, and the counts.
+#[derive(Clone, Debug, Default)]
+pub struct ChunkResult {
+    pub out: Vec<u8>,
+    pub uses: Vec<LineUse>,
+    pub counts: Counts,
+}
+
+/// A line that could not be verified, and why.
+struct Failure {
+    code: &'static str,
+    message: String,
+    reason: Option<&'static str>,
+}
+
+impl Failure {
+    fn new(code: &'static str, message: impl Into<String>) -> Failure {
+        Failure { code, message: message.into(), reason: None }
+    }
+}
+
+enum Prepared<'c> {
+    Ready { key: SubjectKey, ds: &'c Dataset, claims: Claims<'c> },
+    Failed { key: Option<SubjectKey>, ds: Option<&'c Dataset>, fields: Vec<String>, kind: UseKind, failure: Failure },
+}
+
+/// A request line as parsed: every member optional and loosely typed, so
+/// that the checks below can say precisely what is wrong without quoting
+/// values. Strings are borrowed from the line where they have no escapes.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LineIn<'a> {
+    #[serde(rename = "ref", default)]
+    r: Json,
+    #[serde(borrow, default)]
+    subject: Text<'a>,
+    #[serde(borrow, default)]
+    key: Text<'a>,
+    #[serde(borrow, default)]
+    dataset: Text<'a>,
+    fields: Option<Json>,
+}
+
+/// A member that should be a string.
+#[derive(Default)]
+enum Text<'a> {
+    /// Absent or `null`.
+    #[default]
+    Missing,
+    Str(Cow<'a, str>),
+    /// Some other JSON value (skipped without being kept).
+    Other,
+}
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for Text<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+            type Value = Text<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Text<'a>, E> {
+                Ok(Text::Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Text<'a>, E> {
+                Ok(Text::Str(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Text<'a>, E> {
+                Ok(Text::Str(Cow::Owned(v)))
+            }
+            fn visit_unit<E>(self) -> Result<Text<'a>, E> {
+                Ok(Text::Missing)
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Text<'a>, E> {
+                Ok(Text::Other)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Text<'a>, E> {
+                Ok(Text::Other)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Text<'a>, E> {
+                Ok(Text::Other)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Text<'a>, E> {
+                Ok(Text::Other)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Text<'a>, A::Error> {
+                while a.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(Text::Other)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Text<'a>, A::Error> {
+                while a.next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?.is_some() {}
+                Ok(Text::Other)
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
+    }
+}
+
+fn syntax_failure(e: &serde_json::Error) -> Failure {
+    let msg = match e.classify() {
+        serde_json::error::Category::Data => {
+            let full = e.to_string();
+            // serde names the member (never a value) in these two messages.
+            if full.starts_with("unknown field") || full.starts_with("duplicate field") {
+                let member = full.split(" at line ").next().unwrap_or(&full).to_owned();
+                format!("{member}; a line has ref, subject, key, dataset (optional) and fields")
+            } else {
+                "a line must be a JSON object".to_owned()
+            }
+        }
+        _ => format!("the line is not valid JSON (column {})", e.column()),
+    };
+    Failure::new("invalid_body", msg)
+}
+
+/// Checks one parsed line against the catalog and the caller's access.
+fn prepare<'c>(store: &'c Store, may_read: &dyn Fn(&Dataset) -> bool, l: &LineIn<'_>) -> Prepared<'c> {
+    let fail = |key, ds, failure| Prepared::Failed { key, ds, fields: Vec::new(), kind: UseKind::Invalid, failure };
+    let subject = match &l.subject {
+        Text::Str(s) => match s.parse::<Subject>() {
+            Ok(s) => s,
+            Err(_) => return fail(None, None, Failure::new("invalid_value", "subject must be \"person\" or \"entity\"")),
+        },
+        Text::Other => return fail(None, None, Failure::new("invalid_value", "subject must be \"person\" or \"entity\"")),
+        Text::Missing => return fail(None, None, Failure::new("invalid_body", "subject is required (\"person\" or \"entity\")")),
+    };
+    let key = match &l.key {
+        Text::Str(k) => match SubjectKey::parse(subject, k) {
+            Ok(k) => k,
+            Err(e) => {
+                let f = Failure { code: "invalid_key", message: e.to_string(), reason: Some(e.reason()) };
+                return fail(None, None, f);
+            }
+        },
+        Text::Other => return fail(None, None, Failure::new("invalid_key", "key must be a string")),
+        Text::Missing => return fail(None, None, Failure::new("invalid_body", "key is required")),
+    };
+    let catalog = &**store.catalog();
+    let ds = match &l.dataset {
+        Text::Missing => match catalog.primary(subject) {
+            Some(d) => d,
+            None => return fail(Some(key), None, Failure::new("unknown_dataset", "the catalog has no primary dataset for this subject")),
+        },
+        Text::Str(id) => match catalog.dataset(id).filter(|d| d.subject == subject) {
+            Some(d) => d,
+            None => {
+                let msg = format!("no {} dataset {id:?} in the catalog", subject.as_str());
+                return fail(Some(key), None, Failure::new("unknown_dataset", msg));
+            }
+        },
+        Text::Other => return fail(Some(key), None, Failure::new("unknown_dataset", "dataset must be a string")),
+    };
+    let fields: &Map<String, Json> = match &l.fields {
+        Some(Json::Object(m)) => m,
+        Some(_) => return fail(Some(key), Some(ds), Failure::new("invalid_body", "fields must be an object of claimed values")),
+        None => return fail(Some(key), Some(ds), Failure::new("invalid_body", "fields is required")),
+    };
+    let claims = match Claims::parse(ds, fields) {
+        Ok(c) => c,
+        Err(e) => return fail(Some(key), Some(ds), Failure::new(e.code(), e.message())),
+    };
+    if !may_read(ds) {
+        return Prepared::Failed {
+            key: Some(key),
+            ds: Some(ds),
+            fields: claims.field_names(),
+            kind: UseKind::Denied,
+            failure: Failure::new("forbidden", format!("this department may not verify against dataset {}", ds.id)),
+        };
+    }
+    Prepared::Ready { key, ds, claims }
+}
+
+struct Verdicts<'a>(&'a [(&'a str, Verdict)]);
+
+impl Serialize for Verdicts<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for (name, v) in self.0 {
+            m.serialize_entry(name, v.as_str())?;
+        }
+        m.end()
+    }
+}
+
+#[derive(Serialize)]
+struct Answer<'a> {
+    #[serde(rename = "ref")]
+    r: &'a Json,
+    key: &'a str,
+    dataset: &'a str,
+    result: &'static str,
+    fields: Verdicts<'a>,
+}
+
+#[derive(Serialize)]
+struct Reason {
+    reason: &'static str,
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    code: &'static str,
+    message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    details: Option<Reason>,
+}
+
+#[derive(Serialize)]
+struct ErrorAnswer<'a> {
+    #[serde(rename = "ref")]
+    r: &'a Json,
+    line: u64,
+    error: ErrorBody<'a>,
+}
+
+fn write_line<T: Serialize>(out: &mut Vec<u8>, v: &T) {
+    // Serializing into a Vec of plain structs cannot fail.
+    serde_json::to_writer(&mut *out, v).expect("answer serializes");
+    out.push(b'\n');
+}
+
+/// Verifies the lines of `chunk`: parses and checks each line, reads every
+/// record needed with one multi-get in storage order, and writes the
+/// answers in request order. `may_read` is the caller's access rule.
+pub fn process(store: &Store, may_read: &dyn Fn(&Dataset) -> bool, chunk: &Chunk) -> basedata_store::Result<ChunkResult> {
+    let n = chunk.lines as usize;
+    let mut refs: Vec<Json> = Vec::with_capacity(n);
+    let mut prepared: Vec<Prepared> = Vec::with_capacity(n);
+    for line in chunk.lines() {
+        if line.is_empty() {
+            refs.push(Json::Null);
+            let msg = format!("the line is longer than {MAX_LINE_BYTES} bytes");
+            prepared.push(Prepared::Failed { key: None, ds: None, fields: Vec::new(), kind: UseKind::Invalid, failure: Failure::new("invalid_body", msg) });
+            continue;
+        }
+        match serde_json::from_slice::<LineIn>(line) {
+            Ok(l) => {
+                prepared.push(prepare(store, may_read, &l));
+                refs.push(l.r);
+            }
+            Err(e) => {
+                // Still echo the caller's ref when the line is JSON at all.
+                let r = match e.classify() {
+                    serde_json::error::Category::Data => serde_json::from_slice::<Json>(line)
+                        .ok()
+                        .and_then(|mut v| v.get_mut("ref").map(Json::take))
+                        .unwrap_or(Json::Null),
+                    _ => Json::Null,
+                };
+                refs.push(r);
+                prepared.push(Prepared::Failed { key: None, ds: None, fields: Vec::new(), kind: UseKind::Invalid, failure: syntax_failure(&e) });
+            }
+        }
+    }
+    // Sized up front: regrowing large buffers is what costs most in the
+    // allocator once a chunk has freed thousands of small values.
+    let mut wanted: Vec<(SubjectKey, &str)> = Vec::with_capacity(n);
+    let mut asked: Vec<&Claims> = Vec::with_capacity(n);
+    for p in &prepared {
+        if let Prepared::Ready { key, ds, claims } = p {
+            wanted.push((*key, ds.id.as_str()));
+            asked.push(claims);
+        }
+    }
+    // Only the claimed fields are read out of each record.
+    let mut records = store.get_many_fields(&wanted, &|i, name| asked[i].asks(name))?.into_iter();
+
+    // Answers are about as long as the requests (ref and key echoed,
+    // verdicts instead of values); errors add a message.
+    let out = Vec::with_capacity(chunk.data.len() + n * 96);
+    let mut res = ChunkResult { out, uses: Vec::with_capacity(n), counts: Counts::default() };
+    res.counts.processed = n as u64;
+    for (i, (p, r)) in prepared.into_iter().zip(&refs).enumerate() {
+        match p {
+            Prepared::Ready { key, ds, claims } => {
+                let record = records.next().flatten();
+                let (outcome, verdicts) = claims.verify(record.as_ref());
+                match outcome {
+                    Outcome::Match => res.counts.matched += 1,
+                    Outcome::Mismatch => res.counts.mismatched += 1,
+                    Outcome::NotFound => res.counts.not_found += 1,
+                }
+                write_line(
+                    &mut res.out,
+                    &Answer { r, key: key.as_str(), dataset: &ds.id, result: outcome.as_str(), fields: Verdicts(&verdicts) },
+                );
+                res.uses.push(LineUse {
+                    kind: UseKind::Verified,
+                    key: Some(key),
+                    dataset: Some(ds.id.clone()),
+                    fields: claims.field_names(),
+                    outcome: outcome.as_str(),
+                    record_found: record.is_some(),
+                });
+            }
+            Prepared::Failed { key, ds, fields, kind, failure } => {
+                res.counts.invalid += 1;
+                let details = failure.reason.map(|reason| Reason { reason });
+                let error = ErrorBody { code: failure.code, message: &failure.message, details };
+                write_line(&mut res.out, &ErrorAnswer { r, line: chunk.first_line + i as u64, error });
+                res.uses.push(LineUse {
+                    kind,
+                    key,
+                    dataset: ds.map(|d| d.id.clone()),
+                    fields,
+                    outcome: failure.code,
+                    record_found: false,
+                });
+            }
+        }
+    }
+    Ok(res)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cut(pieces: &[&[u8]], lines_per_chunk: usize) -> Vec<Chunk> {
+        let mut c = Cutter::with_chunk_lines(lines_per_chunk);
+        let mut out = Vec::new();
+        for p in pieces {
+            c.push(p, &mut out);
+        }
+        out.extend(c.finish());
+        out
+    }
+
+    fn lines(chunks: &[Chunk]) -> Vec<String> {
+        chunks.iter().flat_map(|c| c.lines().map(|l| String::from_utf8_lossy(l).into_owned())).collect()
+    }
+
+    #[test]
+    fn cutting_is_independent_of_how_the_bytes_arrive() {
+        let body = b"\xef\xbb\xbf{\"a\":1}\r\n\n  \n{\"b\":2}\n{\"c\":3}";
+        let whole = cut(&[body], 2);
+        assert_eq!(lines(&whole), vec!["{\"a\":1}", "{\"b\":2}", "{\"c\":3}"]);
+        assert_eq!(whole.iter().map(|c| (c.first_line, c.lines)).collect::<Vec<_>>(), vec![(1, 2), (3, 1)]);
+        // Byte by byte, the same lines and the same chunks.
+        let singles: Vec<&[u8]> = body.chunks(1).collect();
+        assert_eq!(cut(&singles, 2), whole);
+        assert!(cut(&[b"\n \r\n"], 2).is_empty());
+    }
+
+    const P1: &str = "11010519491231002X";
+
+    fn store() -> Store {
+        use basedata_store::clock::ManualClock;
+        use basedata_store::engine::mem::MemEngine;
+        use basedata_store::{Catalog, Durability, Secret, Update, UpdateOp, Value};
+        use std::sync::Arc;
+        let s = Store::open(
+            Arc::new(MemEngine::new()),
+            &Secret::from_bytes([3; 32]),
+            Arc::new(Catalog::builtin()),
+            Arc::new(ManualClock::new(1_000_000)),
+        )
+        .unwrap();
+        let fields = vec![
+            ("name".to_string(), Value::Str("张三".into())),
+            ("birth_date".to_string(), Value::Date(time::macros::date!(1949 - 12 - 31))),
+        ];
+        let key = SubjectKey::parse(Subject::Person, P1).unwrap();
+        let u = Update { dataset: "hukou".into(), key, version: 1, op: UpdateOp::Upsert(fields) };
+        s.apply(&[u], Durability::Sync).unwrap();
+        s
+    }
+
+    /// Runs one line through `process` and returns its answer and use.
+    fn check(line: &str, may_read: bool, expected: Json, outcome: &str, kind: UseKind) {
+        let s = store();
+        let chunk = Chunk { first_line: 7, data: format!("{line}\n").into_bytes(), lines: 1 };
+        let allow = move |_: &Dataset| may_read;
+        let res = process(&s, &allow, &chunk).unwrap();
+        let got: Json = serde_json::from_slice(res.out.strip_suffix(b"\n").unwrap()).unwrap();
+        assert_eq!(got, expected, "{line}");
+        assert_eq!(res.uses.len(), 1);
+        assert_eq!((res.uses[0].outcome, res.uses[0].kind), (outcome, kind), "{line}");
+        assert_eq!(res.counts.processed, 1);
+    }
+
+    #[test]
+    fn line_answers() {
+        use serde_json::json;
+        use UseKind::*;
+        check(
+            r#"{"ref":"a","subject":"person","key":"11010519491231002x","fields":{"name":" 张三 ","birth_date":"19491231"}}"#,
+            true,
+            json!({"ref":"a","key":P1,"dataset":"hukou","result":"match","fields":{"name":"match","birth_date":"match"}}),
+            "match",
+            Verified,
+        );
+        check(
+            r#"{"ref":2,"subject":"person","key":"11010519491231002X","dataset":"hukou","fields":{"name":"李四","cancel_date":"2020-01-01"}}"#,
+            true,
+            json!({"ref":2,"key":P1,"dataset":"hukou","result":"mismatch","fields":{"name":"mismatch","cancel_date":"no_value"}}),
+            "mismatch",
+            Verified,
+        );
+        // Escaped strings (not borrowable from the line) and a null dataset.
+        check(
+            r#"{"ref":"e","subject":"pers\u006fn","key":"1101051949123100\u0032X","dataset":null,"fields":{"name":"张三"}}"#,
+            true,
+            json!({"ref":"e","key":P1,"dataset":"hukou","result":"match","fields":{"name":"match"}}),
+            "match",
+            Verified,
+        );
+        check(
+            r#"{"ref":"c","subject":"person","key":"440305198001010013","fields":{"name":"x"}}"#,
+            true,
+            json!({"ref":"c","key":"440305198001010013","dataset":"hukou","result":"not_found","fields":{}}),
+            "not_found",
+            Verified,
+        );
+        let err = |r: Json, code: &str| (r, code.to_owned());
+        for (line, (r, code)) in [
+            ("{not json", err(Json::Null, "invalid_body")),
+            ("[1,2]", err(Json::Null, "invalid_body")),
+            (r#"{"ref":"k","subject":"person","key":"110105194912310021","fields":{"name":"x"}}"#, err(json!("k"), "invalid_key")),
+            (r#"{"ref":"k","subject":"person","key":5,"fields":{"name":"x"}}"#, err(json!("k"), "invalid_key")),
+            (r#"{"ref":"s","subject":"robot","key":"x","fields":{}}"#, err(json!("s"), "invalid_value")),
+            (r#"{"ref":"s","key":"11010519491231002X","fields":{"name":"x"}}"#, err(json!("s"), "invalid_body")),
+            (r#"{"ref":"d","subject":"person","key":"11010519491231002X","dataset":"market_registration","fields":{"name":"x"}}"#, err(json!("d"), "unknown_dataset")),
+            (r#"{"ref":"f","subject":"person","key":"11010519491231002X","fields":{"nickname":"x"}}"#, err(json!("f"), "unknown_field")),
+            (r#"{"ref":"v","subject":"person","key":"11010519491231002X","fields":{"birth_date":"someday"}}"#, err(json!("v"), "invalid_value")),
+            (r#"{"ref":"e","subject":"person","key":"11010519491231002X","fields":{}}"#, err(json!("e"), "invalid_body")),
+            (r#"{"ref":"u","subject":"person","key":"11010519491231002X","fields":{"name":"x"},"extra":1}"#, err(json!("u"), "invalid_body")),
+        ] {
+            let s = store();
+            let chunk = Chunk { first_line: 7, data: format!("{line}\n").into_bytes(), lines: 1 };
+            let res = process(&s, &|_| true, &chunk).unwrap();
+            let got: Json = serde_json::from_slice(&res.out).unwrap();
+            assert_eq!(got["ref"], r, "{line}");
+            assert_eq!(got["line"], 7, "{line}");
+            assert_eq!(got["error"]["code"], code.as_str(), "{line}");
+            assert!(!got["error"]["message"].as_str().unwrap().contains("1949123"), "{line}: a message quotes the key");
+            assert_eq!((res.uses[0].kind, res.uses[0].outcome), (Invalid, code.as_str()));
+            assert_eq!(res.counts.invalid, 1);
+        }
+        check(
+            r#"{"ref":"x","subject":"person","key":"110105194912310021","fields":{"name":"x"}}"#,
+            true,
+            json!({"ref":"x","line":7,"error":{"code":"invalid_key","message":basedata_store::keys::KeyError::Checksum.to_string(),"details":{"reason":"checksum"}}}),
+            "invalid_key",
+            Invalid,
+        );
+        check(
+            r#"{"ref":"no","subject":"person","key":"11010519491231002X","fields":{"name":"张三"}}"#,
+            false,
+            json!({"ref":"no","line":7,"error":{"code":"forbidden","message":"this department may not verify against dataset hukou"}}),
+            "forbidden",
+            Denied,
+        );
+    }
+
+    #[test]
+    fn answers_keep_request_order_across_storage_order() {
+        let s = store();
+        let mut body = String::new();
+        let keys = ["440305198001010013", P1, "11010519491231002X ", "bad", P1];
+        for (i, k) in keys.iter().enumerate() {
+            body.push_str(&format!("{{\"ref\":{i},\"subject\":\"person\",\"key\":\"{k}\",\"fields\":{{\"name\":\"张三\"}}}}\n"));
+        }
+        let chunk = cut(&[body.as_bytes()], 100).pop().unwrap();
+        let res = process(&s, &|_| true, &chunk).unwrap();
+        let out: Vec<Json> = res.out.split(|&b| b == b'\n').filter(|l| !l.is_empty()).map(|l| serde_json::from_slice(l).unwrap()).collect();
+        let got: Vec<(i64, &str)> = out
+            .iter()
+            .map(|o| (o["ref"].as_i64().unwrap(), o["result"].as_str().or(o["error"]["code"].as_str()).unwrap()))
+            .collect();
+        assert_eq!(got, vec![(0, "not_found"), (1, "match"), (2, "match"), (3, "invalid_key"), (4, "match")]);
+        assert_eq!(res.counts, Counts { processed: 5, matched: 3, mismatched: 0, not_found: 1, invalid: 1 });
+    }
+
+    #[test]
+    fn overlong_lines_become_placeholders_without_being_held() {
+        let long = vec![b'x'; MAX_LINE_BYTES + 10];
+        let pieces: Vec<&[u8]> = vec![b"{\"a\":1}\n", &long[..1000], &long[1000..], b"\n{\"b\":2}\n", &long];
+        let chunks = cut(&pieces, 100);
+        assert_eq!(lines(&chunks), vec!["{\"a\":1}", "", "{\"b\":2}", ""]);
+        let res = process(&store(), &|_| true, &chunks[0]).unwrap();
+        let out: Vec<Json> = res.out.split(|&b| b == b'\n').filter(|l| !l.is_empty()).map(|l| serde_json::from_slice(l).unwrap()).collect();
+        assert_eq!(out[1]["error"]["code"], "invalid_body");
+        assert_eq!(out[1]["line"], 2);
+        assert_eq!(res.counts.invalid, 4);
+        let exact = vec![b'y'; MAX_LINE_BYTES];
+        assert_eq!(lines(&cut(&[&exact, b"\n"], 10))[0].len(), MAX_LINE_BYTES);
+    }
+}

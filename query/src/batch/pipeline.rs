@@ -1,0 +1,288 @@
+//! Running batch comparisons: chunks of request lines are verified
+//! (`basedata_query::batch`) and each chunk's audit entries, one per line,
+//! are group-committed before the chunk's answers are released. The same
+//! pipeline serves `POST /v1/verify/batch`, `basedata compare` and the
+//! benchmark; jobs (`crate::jobs::runner`) reuse its steps.
+//!
+//! Pipeline: chunks are parsed, read (one sorted multi-get each) and
+//! verified on the blocking pool, [`verifiers`] at a time (one per core),
+//! and handed to the group committer in input order; up to [`IN_FLIGHT`]
+//! chunks may wait there, so the writer thread syncs several as one group
+//! while the next ones are verified. Verification and the writer's work
+//! (hash chain, index and WAL writes) cost about the same per line, so on
+//! two cores both stay busy and the sync's latency is hidden; committing
+//! one chunk at a time left the cores idle while each sync completed.
+//! Answers are released in order, each chunk only once it is durable.
+//! Memory is bounded by a few chunks: the input channel, the chunks being
+//! verified, those in flight and the output queue.
+//!
+//! Hot path: per-line work happens in [`process`](super::process) and in
+//! building audit events, both on the blocking pool.
+
+use super::{Chunk, ChunkResult, Counts, UseKind};
+use crate::caller::Caller;
+use basedata_store::catalog::Dataset;
+use basedata_store::commit::{Committer, JobDone, JobResult, SubmitError};
+use basedata_store::{Action, AuditEvent, Store, WriteBatch};
+use std::collections::VecDeque;
+use std::io::{Read, Write};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// How long a chunk waits for room in a full write queue before the run
+/// fails: batches slow down under load rather than fail at once.
+pub const SUBMIT_PATIENCE: Duration = Duration::from_secs(60);
+
+/// Answer chunks queued for a slow reader before verification pauses.
+pub const OUT_QUEUE: usize = 8;
+
+/// Chunks submitted to the committer and not yet durable. One synced write
+/// takes milliseconds whatever its size, so several chunks in flight let
+/// the writer put them into one group while the next ones are verified.
+/// The committer keeps submission order, so audit entries stay in line
+/// order and what is durable after a crash is always a prefix of chunks.
+pub const IN_FLIGHT: usize = 8;
+
+/// Who runs a batch, and why: recorded in every line's audit entry.
+#[derive(Clone, Debug)]
+pub struct Requester {
+    pub caller: Caller,
+    pub purpose: String,
+}
+
+impl Requester {
+    /// The single-verification rule: consumers may verify against every
+    /// dataset, a provider only against its own.
+    pub fn may_read(&self, ds: &Dataset) -> bool {
+        crate::access::may_read(&self.caller, ds)
+    }
+
+    /// One audit entry per line, in line order.
+    pub fn events(&self, res: &mut ChunkResult) -> Vec<AuditEvent> {
+        res.uses
+            .drain(..)
+            .map(|u| {
+                let action = match u.kind {
+                    UseKind::Denied => Action::Denied,
+                    UseKind::Verified | UseKind::Invalid => Action::BatchVerify,
+                };
+                let mut ev = self.caller.event(&self.purpose, action, u.key);
+                ev.datasets = u.dataset.into_iter().collect();
+                ev.fields = u.fields;
+                ev.outcome = u.outcome.to_owned();
+                ev.key_mapped = u.record_found;
+                ev
+            })
+            .collect()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    #[error("storage: {0}")]
+    Store(#[from] Arc<basedata_store::Error>),
+    #[error("the write queue stayed full for {}s", SUBMIT_PATIENCE.as_secs())]
+    Overloaded,
+    #[error("the writer has stopped")]
+    Closed,
+    #[error("the reader of the answers went away")]
+    Disconnected,
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("a worker failed: {0}")]
+    Worker(String),
+}
+
+impl From<basedata_store::Error> for BatchError {
+    fn from(e: basedata_store::Error) -> Self {
+        BatchError::Store(Arc::new(e))
+    }
+}
+
+impl From<tokio::task::JoinError> for BatchError {
+    fn from(e: tokio::task::JoinError) -> Self {
+        BatchError::Worker(e.to_string())
+    }
+}
+
+/// Everything a run needs.
+#[derive(Clone)]
+pub struct Batch {
+    pub store: Arc<Store>,
+    pub committer: Arc<Committer>,
+    pub requester: Arc<Requester>,
+}
+
+/// A verified chunk with its audit events, ready to commit.
+pub struct Verified {
+    pub result: ChunkResult,
+    pub events: Vec<AuditEvent>,
+}
+
+/// A chunk being verified on the blocking pool.
+pub type VerifyTask = tokio::task::JoinHandle<Result<Verified, BatchError>>;
+
+/// Verifies a chunk and builds its audit events, on the calling thread.
+pub fn verify_now(store: &Store, req: &Requester, chunk: &Chunk) -> Result<Verified, BatchError> {
+    let mut result = super::process(store, &|ds| req.may_read(ds), chunk)?;
+    let events = req.events(&mut result);
+    Ok(Verified { result, events })
+}
+
+/// Chunks verified at once: verification is the costliest stage (about
+/// twice the writer's work a line), so it gets every core; the writer
+/// thread shares them.
+pub fn verifiers() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 8)
+}
+
+impl Batch {
+    /// Starts verifying `chunk` on the blocking pool.
+    pub fn spawn_verify(&self, chunk: Chunk) -> VerifyTask {
+        let (store, req) = (self.store.clone(), self.requester.clone());
+        tokio::task::spawn_blocking(move || verify_now(&store, &req, &chunk))
+    }
+
+    /// Hands audit events and extra writes to the group committer, waiting
+    /// for room if its queue is full; the receiver answers once durable.
+    pub async fn submit(&self, events: Vec<AuditEvent>, extra: WriteBatch) -> Result<oneshot::Receiver<JobResult>, BatchError> {
+        let (tx, rx) = oneshot::channel();
+        let committer = self.committer.clone();
+        tokio::task::spawn_blocking(move || {
+            let reply = Box::new(move |r: JobResult| {
+                let _ = tx.send(r);
+            });
+            committer.submit_waiting(Vec::new(), events, extra, reply, SUBMIT_PATIENCE)
+        })
+        .await?
+        .map_err(|e| match e {
+            SubmitError::Overloaded => BatchError::Overloaded,
+            SubmitError::Closed => BatchError::Closed,
+        })?;
+        Ok(rx)
+    }
+
+    /// Runs chunks from `chunks` to `out` until the input ends; answers
+    /// leave in request order, each chunk only once its audit entries are
+    /// durable. Returns the line counts.
+    pub async fn stream(&self, mut chunks: mpsc::Receiver<Chunk>, out: mpsc::Sender<Vec<u8>>) -> Result<Counts, BatchError> {
+        let (pending_tx, mut pending_rx) = mpsc::channel::<(oneshot::Receiver<JobResult>, ChunkResult)>(IN_FLIGHT);
+        let produce = async move {
+            // Chunks being verified, in input order; several at once, each
+            // committed in turn as soon as it and those before it are done.
+            let mut running: VecDeque<VerifyTask> = VecDeque::new();
+            let mut input_done = false;
+            let max = verifiers();
+            loop {
+                if running.is_empty() && input_done {
+                    break;
+                }
+                let take = !input_done && running.len() < max;
+                tokio::select! {
+                    biased;
+                    done = async { running.front_mut().expect("checked").await }, if !running.is_empty() => {
+                        running.pop_front();
+                        let Verified { result, events } = done??;
+                        let rx = self.submit(events, WriteBatch::new()).await?;
+                        if pending_tx.send((rx, result)).await.is_err() {
+                            // The releasing side stopped; its error says why.
+                            break;
+                        }
+                    }
+                    chunk = chunks.recv(), if take => match chunk {
+                        Some(c) => running.push_back(self.spawn_verify(c)),
+                        None => input_done = true,
+                    },
+                }
+            }
+            Ok::<_, BatchError>(())
+        };
+        let release = async move {
+            let mut counts = Counts::default();
+            while let Some((rx, res)) = pending_rx.recv().await {
+                durable(rx).await?;
+                out.send(res.out).await.map_err(|_| BatchError::Disconnected)?;
+                counts.add(&res.counts);
+            }
+            Ok::<_, BatchError>(counts)
+        };
+        let (produced, released) = tokio::join!(produce, release);
+        produced?;
+        released
+    }
+
+    /// A whole comparison from a reader to a writer, for offline tools and
+    /// benchmarks: one blocking thread reads and cuts, the pipeline above
+    /// verifies and audits, another blocking thread writes. `progress` is
+    /// called with the bytes read so far. Returns the counts and the writer
+    /// (flushed).
+    pub fn run_blocking<R, W>(
+        &self,
+        mut input: R,
+        mut output: W,
+        progress: impl Fn(u64) + Send + 'static,
+    ) -> Result<(Counts, W), BatchError>
+    where
+        R: Read + Send + 'static,
+        W: Write + Send + 'static,
+    {
+        let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+        rt.block_on(async {
+            let (chunk_tx, chunk_rx) = mpsc::channel::<Chunk>(1);
+            let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(OUT_QUEUE);
+            let reader = tokio::task::spawn_blocking(move || -> Result<(), BatchError> {
+                let mut cutter = super::Cutter::new();
+                let mut buf = vec![0u8; 1 << 20];
+                let mut chunks = Vec::new();
+                let mut read = 0u64;
+                loop {
+                    let n = match input.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => n,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                        Err(e) => return Err(e.into()),
+                    };
+                    read += n as u64;
+                    cutter.push(&buf[..n], &mut chunks);
+                    for c in chunks.drain(..) {
+                        if chunk_tx.blocking_send(c).is_err() {
+                            // The pipeline stopped; its error says why.
+                            return Ok(());
+                        }
+                    }
+                    progress(read);
+                }
+                if let Some(c) = cutter.finish() {
+                    let _ = chunk_tx.blocking_send(c);
+                }
+                Ok(())
+            });
+            let writer = tokio::task::spawn_blocking(move || -> Result<W, BatchError> {
+                while let Some(bytes) = out_rx.blocking_recv() {
+                    output.write_all(&bytes)?;
+                }
+                output.flush()?;
+                Ok(output)
+            });
+            let counts = self.stream(chunk_rx, out_tx).await;
+            // Whatever stopped first, both threads end: their channels close.
+            let read = reader.await?;
+            let written = writer.await?;
+            // A failed writer or reader explains a stopped pipeline better
+            // than the pipeline's own "disconnected".
+            let output = written?;
+            read?;
+            Ok((counts?, output))
+        })
+    }
+}
+
+/// Waits for a submitted group to be durable.
+pub async fn durable(rx: oneshot::Receiver<JobResult>) -> Result<JobDone, BatchError> {
+    match rx.await {
+        Ok(Ok(done)) => Ok(done),
+        Ok(Err(e)) => Err(BatchError::Store(e)),
+        Err(_) => Err(BatchError::Closed),
+    }
+}

@@ -1,0 +1,94 @@
+//! The consumer use cases' one error type: client mistakes with the API's
+//! stable codes, refusals, and internal faults. No HTTP here: the edge maps
+//! each variant to its status.
+
+use basedata_store::commit::CommitError;
+use basedata_store::keys::KeyError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    InvalidKey(#[from] KeyError),
+    #[error("no dataset {0:?} in the catalog")]
+    UnknownDataset(String),
+    #[error("{0}")]
+    UnknownField(String),
+    #[error("{0}")]
+    InvalidValue(String),
+    #[error("{0}")]
+    InvalidBody(String),
+    /// The caller's department may not do this; audited as `denied` where
+    /// subject data were asked for.
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    /// The thing exists but is not in a state that allows this.
+    #[error("{0}")]
+    Conflict(String),
+    /// A batch job's answers were asked for before it was done.
+    #[error("the job is {}; its result is ready when it is done", .0.state.as_str())]
+    NotDone(Box<crate::jobs::JobMeta>),
+    /// The writer's queue is full: retry shortly.
+    #[error("the server is at capacity; retry shortly")]
+    Overloaded,
+    #[error("{0}")]
+    Unavailable(String),
+    /// A fault of the store or the process; its cause is for the log only.
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// The stable code of the API (and of `denied` audit entries).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::InvalidKey(_) => "invalid_key",
+            Error::UnknownDataset(_) => "unknown_dataset",
+            Error::UnknownField(_) => "unknown_field",
+            Error::InvalidValue(_) => "invalid_value",
+            Error::InvalidBody(_) => "invalid_body",
+            Error::Forbidden(_) => "forbidden",
+            Error::NotFound(_) => "not_found",
+            Error::Conflict(_) | Error::NotDone(_) => "conflict",
+            Error::Overloaded => "overloaded",
+            Error::Unavailable(_) => "unavailable",
+            Error::Internal(_) => "internal",
+        }
+    }
+}
+
+impl From<basedata_store::Error> for Error {
+    fn from(e: basedata_store::Error) -> Self {
+        Error::Internal(e.to_string())
+    }
+}
+
+impl From<CommitError> for Error {
+    fn from(e: CommitError) -> Self {
+        match e {
+            CommitError::Overloaded => Error::Overloaded,
+            CommitError::Closed => Error::Unavailable("the server is shutting down".into()),
+            CommitError::Failed(e) => Error::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<crate::verify::ClaimError> for Error {
+    fn from(e: crate::verify::ClaimError) -> Self {
+        let message = e.message();
+        match e {
+            crate::verify::ClaimError::UnknownField(_) => Error::UnknownField(message),
+            crate::verify::ClaimError::InvalidValue(_) => Error::InvalidValue(message),
+            crate::verify::ClaimError::Empty => Error::InvalidBody(message),
+        }
+    }
+}
+
+impl From<tokio::task::JoinError> for Error {
+    fn from(e: tokio::task::JoinError) -> Self {
+        Error::Internal(format!("a worker failed: {e}"))
+    }
+}

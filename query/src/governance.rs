@@ -1,0 +1,335 @@
+//! The governance use cases: conditional-sharing grants (apply, decide,
+//! revoke, list) and disputes (file, resolve, list), each state change
+//! committed together with its audit entry, and the deemed-approval sweep.
+//! The records and their deadlines are in `gov`; the rules of who may do
+//! what, and when, are here.
+
+use crate::caller::{system_event, Caller, Role};
+use crate::error::{Error, Result};
+use crate::gov::{cst_date, load_dispute, new_id, Dispute, Grant, GrantBook, GrantState, Resolution};
+use crate::service::Queries;
+use basedata_store::catalog::Share;
+use basedata_store::{Action, AuditEvent, Subject, SubjectKey};
+
+/// Longest free text of a grant or dispute, in characters.
+const MAX_TEXT: usize = 2000;
+
+fn required_text(name: &str, v: Option<&str>) -> Result<String> {
+    match v.map(str::trim) {
+        Some(t) if !t.is_empty() && t.chars().count() <= MAX_TEXT => Ok(t.to_owned()),
+        Some(t) if !t.is_empty() => Err(Error::InvalidValue(format!("{name} is limited to {MAX_TEXT} characters"))),
+        _ => Err(Error::InvalidValue(format!("{name} is required"))),
+    }
+}
+
+fn grant_event(caller: &Caller, g: &Grant, outcome: &str) -> AuditEvent {
+    let mut ev = caller.event(&g.purpose, Action::Grant, None);
+    ev.datasets = vec![g.dataset.clone()];
+    ev.fields = g.fields.clone();
+    ev.outcome = format!("{outcome} {}", g.id);
+    ev
+}
+
+/// What a dispute filing says.
+#[derive(Clone, Debug)]
+pub struct DisputeFiling<'a> {
+    pub subject: &'a str,
+    pub key: &'a str,
+    pub dataset: &'a str,
+    pub field: &'a str,
+    /// The value the consumer believes correct.
+    pub claimed: &'a serde_json::Value,
+    pub note: Option<&'a str>,
+}
+
+impl Queries {
+    fn is_provider_of(&self, caller: &Caller, dataset: &str) -> bool {
+        self.catalog.dataset(dataset).is_some_and(|d| caller.provides(d))
+    }
+
+    fn sees_grant(&self, caller: &Caller, g: &Grant) -> bool {
+        caller.department.has(Role::Admin)
+            || caller.department.has(Role::Auditor)
+            || g.department == caller.department.id
+            || self.is_provider_of(caller, &g.dataset)
+    }
+
+    fn sees_dispute(&self, caller: &Caller, d: &Dispute) -> bool {
+        caller.department.has(Role::Admin)
+            || caller.department.has(Role::Auditor)
+            || d.department == caller.department.id
+            || self.is_provider_of(caller, &d.dataset)
+    }
+
+    async fn commit_grant(&self, g: Grant, ev: AuditEvent) -> Result<Grant> {
+        self.record(vec![ev], GrantBook::write(&g)).await?;
+        self.grants.put(g.clone());
+        Ok(g)
+    }
+
+    /// A consumer applies for conditional fields of a dataset.
+    pub async fn apply_grant(
+        &self,
+        caller: &Caller,
+        dataset: &str,
+        fields: &[String],
+        purpose: Option<&str>,
+        legal_basis: Option<&str>,
+    ) -> Result<Grant> {
+        if !caller.department.has(Role::Consumer) {
+            return Err(Error::Forbidden("only consumer departments apply for conditional sharing".into()));
+        }
+        let ds = self.catalog.dataset(dataset).ok_or_else(|| Error::UnknownDataset(dataset.to_owned()))?;
+        if fields.is_empty() {
+            return Err(Error::InvalidValue("fields must name at least one conditional field".into()));
+        }
+        let mut names: Vec<String> = Vec::new();
+        for name in fields {
+            let f = ds.field(name).ok_or_else(|| Error::UnknownField(format!("dataset {} has no field {name}", ds.id)))?;
+            match f.share {
+                Share::Conditional => {}
+                Share::Unconditional => {
+                    return Err(Error::InvalidValue(format!("field {name} is shared unconditionally: no grant is needed")))
+                }
+                Share::None => {
+                    return Err(Error::InvalidValue(format!(
+                        "field {name} is not shared (negative list); only verification is possible"
+                    )))
+                }
+            }
+            if !names.contains(name) {
+                names.push(name.clone());
+            }
+        }
+        let purpose = required_text("purpose", purpose)?;
+        let legal_basis = required_text("legal_basis", legal_basis)?;
+        let _guard = self.gov_lock.lock().await;
+        let now = self.grants.now();
+        let g = Grant {
+            id: new_id(),
+            department: caller.department.id.clone(),
+            dataset: ds.id.clone(),
+            fields: names,
+            purpose,
+            legal_basis,
+            state: GrantState::Pending,
+            created_at: now,
+            due: self.grants.due_for(&self.calendar, now).to_julian_day(),
+            decided_at: None,
+            decided_by: None,
+            reason: None,
+            revoked_at: None,
+            revoked_by: None,
+        };
+        let ev = grant_event(caller, &g, "applied");
+        self.commit_grant(g, ev).await
+    }
+
+    /// A grant the caller may see; others' are as absent as missing ones.
+    pub fn grant(&self, caller: &Caller, id: &str) -> Result<Grant> {
+        self.grants
+            .get(id)
+            .filter(|g| self.sees_grant(caller, g))
+            .ok_or_else(|| Error::NotFound("no such grant".into()))
+    }
+
+    /// The dataset's provider approves or refuses a pending grant; a
+    /// refusal gives its reasons.
+    pub async fn decide_grant(&self, caller: &Caller, id: &str, approve: bool, reason: Option<&str>) -> Result<Grant> {
+        let _guard = self.gov_lock.lock().await;
+        let mut g = self.grant(caller, id)?;
+        if !self.is_provider_of(caller, &g.dataset) {
+            return Err(Error::Forbidden(format!("only the provider of {} decides on this grant", g.dataset)));
+        }
+        let now = self.grants.now();
+        match g.effective_state(now, self.grants.policy()) {
+            GrantState::Pending => {}
+            other => {
+                return Err(Error::Conflict(format!("the grant is {}; only pending grants are decided", other.as_str())))
+            }
+        }
+        let reason = reason.map(str::trim).filter(|r| !r.is_empty()).map(str::to_owned);
+        if !approve && reason.is_none() {
+            return Err(Error::InvalidValue("a refusal must give its reasons".into()));
+        }
+        g.state = if approve { GrantState::Approved } else { GrantState::Rejected };
+        g.decided_at = Some(now);
+        g.decided_by = Some(caller.department.id.clone());
+        g.reason = reason;
+        let ev = grant_event(caller, &g, g.state.as_str());
+        self.commit_grant(g, ev).await
+    }
+
+    /// The dataset's provider or an administrator revokes a grant; it
+    /// stops counting at once.
+    pub async fn revoke_grant(&self, caller: &Caller, id: &str, reason: Option<&str>) -> Result<Grant> {
+        let _guard = self.gov_lock.lock().await;
+        let mut g = self.grant(caller, id)?;
+        if !(self.is_provider_of(caller, &g.dataset) || caller.department.has(Role::Admin)) {
+            return Err(Error::Forbidden("only the dataset's provider or an administrator revokes a grant".into()));
+        }
+        let reason = required_text("reason", reason)?;
+        let now = self.grants.now();
+        match g.effective_state(now, self.grants.policy()) {
+            GrantState::Revoked | GrantState::Rejected => {
+                return Err(Error::Conflict(format!("the grant is already {}", g.state.as_str())))
+            }
+            _ => {}
+        }
+        g.state = GrantState::Revoked;
+        g.revoked_at = Some(now);
+        g.revoked_by = Some(caller.department.id.clone());
+        g.reason = Some(reason);
+        let ev = grant_event(caller, &g, "revoked");
+        self.commit_grant(g, ev).await
+    }
+
+    /// Grants the caller may see (its own, those on its datasets, all for
+    /// auditors and administrators), optionally in one state.
+    pub fn grants_list(&self, caller: &Caller, state: Option<&str>) -> Result<Vec<Grant>> {
+        let want = match state.filter(|s| !s.is_empty()) {
+            Some(s) => Some(GrantState::parse(s).ok_or_else(|| {
+                Error::InvalidValue("state is one of pending, approved, rejected, deemed_approved, revoked".into())
+            })?),
+            None => None,
+        };
+        let now = self.grants.now();
+        Ok(self
+            .grants
+            .all()
+            .into_iter()
+            .filter(|g| self.sees_grant(caller, g))
+            .filter(|g| want.is_none_or(|w| g.effective_state(now, self.grants.policy()) == w))
+            .collect())
+    }
+
+    /// Records grants that became deemed approved (the reply deadline
+    /// passed without a decision), each with its audit entry. The access
+    /// decision already honours them from the deadline on; this makes the
+    /// record match. Returns how many.
+    pub async fn sweep_deemed(&self) -> Result<usize> {
+        let _guard = self.gov_lock.lock().await;
+        let overdue = self.grants.overdue_pending();
+        for mut g in overdue.iter().cloned() {
+            g.state = GrantState::DeemedApproved;
+            let mut ev = system_event(&g.purpose, Action::Grant);
+            ev.datasets = vec![g.dataset.clone()];
+            ev.fields = g.fields.clone();
+            ev.outcome = format!("deemed_approved {}", g.id);
+            self.commit_grant(g, ev).await?;
+        }
+        Ok(overdue.len())
+    }
+
+    /// A consumer disputes a field of a record (异议核查).
+    pub async fn file_dispute(&self, caller: &Caller, f: &DisputeFiling<'_>) -> Result<Dispute> {
+        if !caller.department.has(Role::Consumer) {
+            return Err(Error::Forbidden("only consumer departments file disputes".into()));
+        }
+        let subject: Subject = f.subject.parse().map_err(|_| Error::InvalidValue("subject is person or entity".into()))?;
+        let key = SubjectKey::parse(subject, f.key)?;
+        let ds = self.dataset(subject, Some(f.dataset))?;
+        if ds.field(f.field).is_none() {
+            return Err(Error::UnknownField(format!("dataset {} has no field {}", ds.id, f.field)));
+        }
+        let claimed = match f.claimed {
+            serde_json::Value::String(s) => s.clone(),
+            v @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_)) => v.to_string(),
+            _ => return Err(Error::InvalidValue("claimed is the value the consumer believes correct (a string)".into())),
+        };
+        if claimed.chars().count() > MAX_TEXT {
+            return Err(Error::InvalidValue(format!("claimed is limited to {MAX_TEXT} characters")));
+        }
+        let _guard = self.gov_lock.lock().await;
+        let now = self.grants.now();
+        let due = self.calendar.add_working_days(cst_date(now), self.grants.policy().dispute_days);
+        let d = Dispute {
+            id: new_id(),
+            department: caller.department.id.clone(),
+            operator: caller.operator.clone(),
+            doc: key.doc_type().as_u8(),
+            pid: self.store.pseudonym(&key),
+            dataset: ds.id.clone(),
+            field: f.field.to_owned(),
+            claimed,
+            note: f.note.unwrap_or_default().to_owned(),
+            created_at: now,
+            opened_seq: self.store.last_seq(),
+            due: due.to_julian_day(),
+            resolution: None,
+            resolution_note: None,
+            resolved_at: None,
+            resolved_by: None,
+        };
+        let mut extra = d.write();
+        self.store.seal_into(&mut extra, &key);
+        let mut ev = caller.event("dispute", Action::Dispute, Some(key));
+        ev.datasets = vec![ds.id.clone()];
+        ev.fields = vec![d.field.clone()];
+        ev.outcome = format!("opened {}", d.id);
+        self.record(vec![ev], extra).await?;
+        Ok(d)
+    }
+
+    /// The dataset's provider confirms the value or reports its
+    /// correction; a correction needs an update of the record written
+    /// since the dispute was opened.
+    pub async fn resolve_dispute(&self, caller: &Caller, id: &str, outcome: &str, note: Option<&str>) -> Result<Dispute> {
+        let outcome = match outcome {
+            "confirmed" => Resolution::Confirmed,
+            "corrected" => Resolution::Corrected,
+            _ => return Err(Error::InvalidValue("outcome is confirmed or corrected".into())),
+        };
+        let _guard = self.gov_lock.lock().await;
+        let mut d = load_dispute(&**self.store.engine(), id)?
+            .filter(|d| self.sees_dispute(caller, d))
+            .ok_or_else(|| Error::NotFound("no such dispute".into()))?;
+        if !self.is_provider_of(caller, &d.dataset) {
+            return Err(Error::Forbidden(format!("only the provider of {} resolves this dispute", d.dataset)));
+        }
+        if !d.is_open() {
+            return Err(Error::Conflict("the dispute is already resolved".into()));
+        }
+        let key = self.store.resolve(&d.pid)?.ok_or_else(|| Error::Internal("dispute subject without key mapping".into()))?;
+        if outcome == Resolution::Corrected {
+            let seq = self.store.record_seq(&key, &d.dataset)?;
+            if seq.is_none_or(|s| s <= d.opened_seq) {
+                return Err(Error::Conflict(
+                    "a correction needs an update of this record after the dispute was opened: send it to the updates endpoint first"
+                        .into(),
+                ));
+            }
+        }
+        let now = self.grants.now();
+        d.resolution = Some(outcome);
+        d.resolution_note = note.map(|n| n.trim().to_owned()).filter(|n| !n.is_empty());
+        d.resolved_at = Some(now);
+        d.resolved_by = Some(caller.department.id.clone());
+        let mut ev = caller.event("dispute", Action::Dispute, Some(key));
+        ev.datasets = vec![d.dataset.clone()];
+        ev.fields = vec![d.field.clone()];
+        ev.outcome = format!("{} {}", outcome.as_str(), d.id);
+        self.record(vec![ev], d.write()).await?;
+        Ok(d)
+    }
+
+    /// Disputes the caller may see, optionally `open`, `resolved` or `overdue`.
+    pub async fn disputes(&self, caller: &Caller, state: Option<&str>) -> Result<Vec<Dispute>> {
+        let now = self.grants.now();
+        let filter: fn(&Dispute, i64) -> bool = match state.unwrap_or("") {
+            "" => |_, _| true,
+            "open" => |d, _| d.is_open(),
+            "resolved" => |d, _| !d.is_open(),
+            "overdue" => |d, now| d.is_overdue(now),
+            _ => return Err(Error::InvalidValue("state is one of open, resolved, overdue".into())),
+        };
+        let store = self.store.clone();
+        let all = tokio::task::spawn_blocking(move || crate::gov::all_disputes(&**store.engine())).await??;
+        Ok(all.into_iter().filter(|d| self.sees_dispute(caller, d) && filter(d, now)).collect())
+    }
+
+    /// The real key a dispute is about (its record holds the pseudonym).
+    pub fn dispute_key(&self, d: &Dispute) -> Result<Option<SubjectKey>> {
+        Ok(self.store.resolve(&d.pid)?)
+    }
+}

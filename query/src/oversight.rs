@@ -1,0 +1,193 @@
+//! Oversight, for auditors and administrators: the audit trail (who used
+//! which subject's data, when, why and how) and its chain check, and the
+//! evaluation reports of Arts. 35–37 — per department over a period, what
+//! it provided and used and how timely it answered; per dataset, whether
+//! its provider keeps it current. Reports are built from the usage
+//! counters kept on the write path and from the (few) grant and dispute
+//! records, never from a scan of the audit log.
+
+use crate::caller::{Caller, Role};
+use crate::error::{Error, Result};
+use crate::gov::{cst_date, end_of_day, GrantState};
+use crate::service::Queries;
+use basedata_store::audit::{AuditEntry, AuditQuery, ChainCheck};
+use basedata_store::catalog::UpdateFrequency;
+use basedata_store::usage::{day_of, totals, Kind, Owner};
+use basedata_store::Action;
+use time::Date;
+
+/// Entries one audit query returns at most.
+pub const MAX_AUDIT_LIMIT: usize = 10_000;
+
+/// One department's figures over a period.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DepartmentFigures {
+    pub department: String,
+    pub name: String,
+    pub datasets_provided: Vec<String>,
+    pub records_provided: u64,
+    pub updates_applied: u64,
+    /// Uses by kind (update requests, lookups, verifications, batch
+    /// lines, change-feed reads, denials).
+    pub uses: Vec<(Action, u64)>,
+    pub grants_decided: usize,
+    pub grants_decided_on_time: usize,
+    pub grants_deemed_approved: usize,
+    pub disputes_resolved: usize,
+    pub disputes_resolved_on_time: usize,
+    pub disputes_overdue: usize,
+}
+
+impl DepartmentFigures {
+    /// Uses of kind `a` in the period.
+    pub fn used(&self, a: Action) -> u64 {
+        self.uses.iter().find(|(k, _)| *k == a).map_or(0, |(_, n)| *n)
+    }
+}
+
+/// One dataset's timeliness.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DatasetFreshness {
+    pub dataset: String,
+    pub provider: String,
+    pub update_frequency: String,
+    pub records: u64,
+    pub updates: u64,
+    /// Unix microseconds; `None` before the first update.
+    pub last_update: Option<i64>,
+    pub next_update_due: Option<Date>,
+    pub overdue: bool,
+}
+
+/// How long a provider may go without an update before it is overdue:
+/// (working days, calendar days); the larger bound applies.
+fn allowed_gap(freq: &UpdateFrequency) -> (u32, u32) {
+    match freq {
+        // Base data is updated as it changes (Art. 19); a whole working day
+        // without any change to a populated base dataset is suspicious.
+        UpdateFrequency::Realtime => (1, 0),
+        UpdateFrequency::WorkingDays(n) => (*n, 0),
+        UpdateFrequency::Quarterly => (0, 92),
+    }
+}
+
+impl Queries {
+    /// Oversight (the audit log, reports) is for auditors and administrators.
+    pub fn require_oversight(&self, caller: &Caller) -> Result<()> {
+        if caller.department.has(Role::Auditor) || caller.department.has(Role::Admin) {
+            Ok(())
+        } else {
+            Err(Error::Forbidden("this is for auditors and administrators".into()))
+        }
+    }
+
+    /// Audit entries matching `q` (its limit clamped to 1..=[`MAX_AUDIT_LIMIT`]).
+    pub async fn audit(&self, caller: &Caller, mut q: AuditQuery) -> Result<Vec<AuditEntry>> {
+        self.require_oversight(caller)?;
+        q.limit = q.limit.clamp(1, MAX_AUDIT_LIMIT);
+        let store = self.store.clone();
+        Ok(tokio::task::spawn_blocking(move || store.audit_query(&q)).await??)
+    }
+
+    /// Recomputes the hash chain of the whole audit log.
+    pub async fn audit_check(&self, caller: &Caller) -> Result<ChainCheck> {
+        self.require_oversight(caller)?;
+        let store = self.store.clone();
+        Ok(tokio::task::spawn_blocking(move || store.audit_verify()).await??)
+    }
+
+    /// Per configured department over `from..=to` (Unix microseconds;
+    /// default the beginning and now): provided, used, denied, and the
+    /// timeliness of its answers. Returns the period and the rows.
+    pub async fn sharing_report(
+        &self,
+        caller: &Caller,
+        from: Option<i64>,
+        to: Option<i64>,
+    ) -> Result<(i64, i64, Vec<DepartmentFigures>)> {
+        self.require_oversight(caller)?;
+        let now = self.grants.now();
+        let (from, to) = (from.unwrap_or(0), to.unwrap_or(now));
+        if to < from {
+            return Err(Error::InvalidValue("to is before from".into()));
+        }
+        // Counters are per CST day: the period covers the days of `from` to `to`.
+        let (from_day, to_day) = (day_of(from), day_of(to) + 1);
+        let grants = self.grants.all();
+        let store = self.store.clone();
+        let disputes = tokio::task::spawn_blocking(move || crate::gov::all_disputes(&**store.engine())).await??;
+        let in_period = |t: i64| t >= from && t <= to;
+        let engine = &**self.store.engine();
+        let mut rows = Vec::new();
+        for dept in self.directory.all() {
+            let id = dept.id.as_str();
+            let used = totals(engine, Owner::Department(id), from_day, to_day)?;
+            let uses = [Action::Update, Action::Lookup, Action::Verify, Action::BatchVerify, Action::ChangeFeed, Action::Denied]
+                .into_iter()
+                .map(|a| (a, used.get(&Kind::Action(a)).copied().unwrap_or(0)))
+                .collect();
+            let mut f = DepartmentFigures { department: id.to_owned(), name: dept.name.clone(), uses, ..Default::default() };
+            for ds in self.catalog.datasets().iter().filter(|d| d.provider == id) {
+                f.records_provided += self.store.dataset_stats(&ds.id).records;
+                f.updates_applied +=
+                    totals(engine, Owner::Dataset(&ds.id), from_day, to_day)?.get(&Kind::Applied).copied().unwrap_or(0);
+                f.datasets_provided.push(ds.id.clone());
+            }
+            let mine = |dataset: &String| f.datasets_provided.contains(dataset);
+            let decided: Vec<_> = grants.iter().filter(|g| mine(&g.dataset) && g.decided_at.is_some_and(in_period)).collect();
+            let resolved: Vec<_> =
+                disputes.iter().filter(|d| mine(&d.dataset) && d.resolved_at.is_some_and(in_period)).collect();
+            f.grants_decided = decided.len();
+            f.grants_decided_on_time = decided.iter().filter(|g| g.decided_on_time() == Some(true)).count();
+            f.grants_deemed_approved = grants
+                .iter()
+                .filter(|g| {
+                    mine(&g.dataset)
+                        && g.effective_state(now, self.grants.policy()) == GrantState::DeemedApproved
+                        && in_period(end_of_day(g.due_date()))
+                })
+                .count();
+            f.disputes_resolved = resolved.len();
+            f.disputes_resolved_on_time = resolved.iter().filter(|d| d.resolved_on_time() == Some(true)).count();
+            f.disputes_overdue = disputes.iter().filter(|d| mine(&d.dataset) && d.is_overdue(now)).count();
+            rows.push(f);
+        }
+        Ok((from, to, rows))
+    }
+
+    /// Per dataset: records held, last update, and whether its provider is
+    /// overdue against its update frequency. Returns the time it is as of,
+    /// whether the working-day calendar covers this year, and the rows.
+    pub fn freshness_report(&self, caller: &Caller) -> Result<(i64, bool, Vec<DatasetFreshness>)> {
+        self.require_oversight(caller)?;
+        let now = self.grants.now();
+        let today = cst_date(now);
+        let rows = self
+            .catalog
+            .datasets()
+            .iter()
+            .map(|ds| {
+                let st = self.store.dataset_stats(&ds.id);
+                let (wd, cd) = allowed_gap(&ds.update_frequency);
+                let due = (st.last_update != 0).then(|| {
+                    let last = cst_date(st.last_update);
+                    std::cmp::max(
+                        self.calendar.add_working_days(last, wd),
+                        last.saturating_add(time::Duration::days(i64::from(cd))),
+                    )
+                });
+                DatasetFreshness {
+                    dataset: ds.id.clone(),
+                    provider: ds.provider.clone(),
+                    update_frequency: ds.update_frequency.to_string(),
+                    records: st.records,
+                    updates: st.updates,
+                    last_update: (st.last_update != 0).then_some(st.last_update),
+                    next_update_due: due,
+                    overdue: due.is_some_and(|d| today > d),
+                }
+            })
+            .collect();
+        Ok((now, self.calendar.covers(today.year()), rows))
+    }
+}

@@ -1,0 +1,113 @@
+//! The consumer side's handles, held once per process: the store, the
+//! group committer, the grant book, the calendar and the job queue. Every
+//! use case of this crate is a method on [`Queries`]; the transport holds
+//! one and calls them.
+
+use crate::caller::Directory;
+use crate::error::{Error, Result};
+use crate::gov::{GrantBook, Policy};
+use basedata_store::calendar::Calendar;
+use basedata_store::catalog::Dataset;
+use basedata_store::commit::Committer;
+use basedata_store::{Action, AuditEvent, Catalog, Store, Subject, WriteBatch};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The consumer use cases and what they share.
+pub struct Queries {
+    pub store: Arc<Store>,
+    pub catalog: Arc<Catalog>,
+    /// The single writer: audit entries and state changes, group-committed.
+    pub committer: Arc<Committer>,
+    /// Conditional-sharing grants: the access decision's grant source.
+    pub grants: Arc<GrantBook>,
+    pub calendar: Arc<Calendar>,
+    /// Serializes governance state changes (check, then commit).
+    pub(crate) gov_lock: tokio::sync::Mutex<()>,
+    /// Wakes the job runner when a job is queued.
+    pub(crate) job_wake: tokio::sync::Notify,
+    /// How long a finished job's input and answers are kept.
+    pub job_retention: Duration,
+    /// The configured departments, for jobs run after their request ended.
+    pub(crate) directory: Arc<dyn Directory>,
+}
+
+impl std::fmt::Debug for Queries {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queries").finish_non_exhaustive()
+    }
+}
+
+impl Queries {
+    /// The use cases over `store`, writing through `committer`; grants are
+    /// loaded from the store under `policy`.
+    pub fn new(
+        store: Arc<Store>,
+        committer: Arc<Committer>,
+        policy: Policy,
+        calendar: Calendar,
+        directory: Arc<dyn Directory>,
+    ) -> basedata_store::Result<Queries> {
+        let grants = Arc::new(GrantBook::load(&**store.engine(), policy, store.clock().clone())?);
+        Ok(Queries {
+            catalog: store.catalog().clone(),
+            store,
+            committer,
+            grants,
+            calendar: Arc::new(calendar),
+            gov_lock: tokio::sync::Mutex::new(()),
+            job_wake: tokio::sync::Notify::new(),
+            job_retention: Duration::from_secs(30 * 86_400),
+            directory,
+        })
+    }
+
+    /// Wakes the job runner (a job was queued, or its retention passed).
+    pub fn wake_jobs(&self) {
+        self.job_wake.notify_one();
+    }
+
+    /// Commits audit events (and extra state writes) and waits until they
+    /// are durable: no answer leaves before the record of it.
+    pub async fn record(&self, events: Vec<AuditEvent>, extra: WriteBatch) -> Result<()> {
+        self.committer.commit(Vec::new(), events, extra).await?;
+        Ok(())
+    }
+
+    /// Records a refused use durably, then returns the refusal.
+    pub async fn deny(&self, mut ev: AuditEvent, err: Error) -> Error {
+        ev.action = Action::Denied;
+        ev.outcome = err.code().to_owned();
+        match self.record(vec![ev], WriteBatch::new()).await {
+            Ok(()) => err,
+            Err(e) => e,
+        }
+    }
+
+    /// A dataset of `subject` by id, or the subject's primary dataset.
+    pub fn dataset(&self, subject: Subject, id: Option<&str>) -> Result<&Dataset> {
+        match id {
+            Some(id) => {
+                self.catalog.dataset(id).filter(|d| d.subject == subject).ok_or_else(|| Error::UnknownDataset(id.to_owned()))
+            }
+            None => self.catalog.primary(subject).ok_or_else(|| Error::UnknownDataset("(primary)".into())),
+        }
+    }
+
+    /// Resolves `datasets=a,b` for a subject (default: all of its datasets).
+    pub fn datasets(&self, subject: Subject, param: Option<&str>) -> Result<Vec<&Dataset>> {
+        match param.map(str::trim).filter(|p| !p.is_empty()) {
+            None => Ok(self.catalog.datasets_for(subject).collect()),
+            Some(list) => {
+                let mut out: Vec<&Dataset> = Vec::new();
+                for id in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                    let ds = self.dataset(subject, Some(id))?;
+                    if !out.iter().any(|d| d.id == ds.id) {
+                        out.push(ds);
+                    }
+                }
+                Ok(out)
+            }
+        }
+    }
+}

@@ -1,0 +1,527 @@
+//! The server configuration file (TOML, see CLI.md): listen address,
+//! departments with roles and tokens, the secret's location, catalog and
+//! engine tuning. Command-line flags override the file.
+
+use anyhow::{bail, Context};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+pub use basedata_query::Role;
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DepartmentConfig {
+    pub id: String,
+    #[serde(default)]
+    pub name: String,
+    pub roles: Vec<Role>,
+    /// A bearer token in the clear (convenient for demos).
+    pub token: Option<String>,
+    /// Hex SHA-256 of the bearer token (preferred: the file then holds no secret).
+    pub token_sha256: Option<String>,
+    /// Sustained requests per second this department may make (none: unlimited).
+    pub rate_limit: Option<u32>,
+    /// Requests above the rate that may arrive at once (default: one second's worth).
+    pub burst: Option<u32>,
+    /// Requests of this department in progress at once (none: unlimited).
+    pub max_concurrent: Option<u32>,
+    /// Subject of the client certificate that identifies this department
+    /// over mutual TLS, e.g. `CN=gongan,O=市公安局` (matching rule in
+    /// `tls`). With it, the token is optional.
+    pub cert_subject: Option<String>,
+}
+
+/// When a client of a TLS server with a client CA must show a certificate.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    /// The handshake fails without a certificate signed by the client CA.
+    Required,
+    /// A client without a certificate may still authenticate by token.
+    #[default]
+    Optional,
+}
+
+/// `[tls]`: serve HTTPS instead of plain HTTP.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, the server's own certificate first.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// PEM certificates of the CA(s) that sign client certificates:
+    /// enables mutual TLS.
+    pub client_ca: Option<PathBuf>,
+    /// Default `optional`; only meaningful with `client_ca`.
+    pub client_auth: Option<ClientAuth>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub listen: Option<String>,
+    pub data: Option<PathBuf>,
+    /// File holding the 32-byte store secret as hex (outside the data directory).
+    pub key_file: Option<PathBuf>,
+    /// The store secret inline, as hex, when no key file is used.
+    pub secret: Option<String>,
+    /// A catalog file replacing the built-in one.
+    pub catalog: Option<PathBuf>,
+    #[serde(default = "default_cache_mb")]
+    pub block_cache_mb: usize,
+    #[serde(default = "default_max_body_mb")]
+    pub max_body_mb: usize,
+    #[serde(default)]
+    pub departments: Vec<DepartmentConfig>,
+    /// Working-day calendar file replacing the built-in one.
+    pub calendar: Option<PathBuf>,
+    /// Shifts the server's clock, in seconds: for deadline drills and
+    /// tests, never for production.
+    #[serde(default)]
+    pub clock_offset_seconds: i64,
+    #[serde(default)]
+    pub policy: PolicyConfig,
+    /// Longest time a request may take before it is answered 503.
+    #[serde(default = "default_timeout")]
+    pub request_timeout_seconds: u64,
+    /// Writes (updates and audit entries) waiting for the disk before
+    /// requests are shed with 503 overloaded.
+    #[serde(default = "default_write_queue")]
+    pub write_queue: usize,
+    /// Days a finished batch job's input and answers are kept for its
+    /// department to download; then they are deleted (the audit entries of
+    /// its lines stay).
+    #[serde(default = "default_job_retention_days")]
+    pub job_retention_days: u32,
+    /// HTTPS, and mutual TLS with a client CA.
+    pub tls: Option<TlsConfig>,
+    /// Cluster mode: updates go through a replicated NATS JetStream log.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// `[cluster]` (or `serve --cluster URLS`): log-first replication on NATS
+/// JetStream. Every node of a cluster uses the same catalog and the same
+/// store secret (pseudonyms, and with them partitions, must agree).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// NATS server URLs; the client fails over between them. May be left
+    /// to `serve --cluster URLS`.
+    #[serde(default)]
+    pub servers: Vec<String>,
+    /// This node's name, in logs, metrics and `GET /v1/cluster`.
+    #[serde(default = "default_node")]
+    pub node: String,
+    /// The JetStream stream holding the update log.
+    #[serde(default = "default_stream")]
+    pub stream: String,
+    /// Partitions of the log (subjects `<stream>.p.<n>`), fixed for the
+    /// life of a stream: a key's partition is xxh3 of its pseudonym
+    /// modulo this.
+    #[serde(default = "default_partitions")]
+    pub partitions: u16,
+    /// Copies of the stream kept by the NATS cluster (3 survives one loss).
+    #[serde(default = "default_replicas")]
+    pub replicas: usize,
+    /// How long a provider's request waits for this node to apply what it
+    /// logged, to report applied and stale counts; after that the answer
+    /// says only that the updates are durable in the log.
+    #[serde(default = "default_apply_wait_ms")]
+    pub apply_wait_ms: u64,
+    /// How long a read asking for a log position (`X-Basedata-Min-Position`)
+    /// waits for this node to reach it before it is answered 503.
+    #[serde(default = "default_read_wait_ms")]
+    pub read_wait_ms: u64,
+    /// How long a provider's request keeps resending what the log did not
+    /// acknowledge (a stream electing a new leader takes seconds) before
+    /// it is answered 503.
+    #[serde(default = "default_publish_retry_ms")]
+    pub publish_retry_ms: u64,
+    /// The partitions this node holds and answers for (default: all).
+    /// Every node still takes updates for any key; reads of a key in a
+    /// partition it does not hold are answered `503` naming the partition.
+    #[serde(default)]
+    pub serve_partitions: Option<Vec<u16>>,
+}
+
+fn default_publish_retry_ms() -> u64 {
+    // JetStream's elections after a lost leader took 6 to 11 s here.
+    20_000
+}
+
+fn default_node() -> String {
+    "node".into()
+}
+
+fn default_stream() -> String {
+    "BASEDATA".into()
+}
+
+fn default_partitions() -> u16 {
+    16
+}
+
+fn default_replicas() -> usize {
+    3
+}
+
+fn default_apply_wait_ms() -> u64 {
+    2_000
+}
+
+fn default_read_wait_ms() -> u64 {
+    2_000
+}
+
+impl ClusterConfig {
+    /// Settings for the given servers, the rest defaulted.
+    pub fn with_servers(servers: Vec<String>) -> ClusterConfig {
+        ClusterConfig {
+            servers,
+            node: default_node(),
+            stream: default_stream(),
+            partitions: default_partitions(),
+            replicas: default_replicas(),
+            apply_wait_ms: default_apply_wait_ms(),
+            read_wait_ms: default_read_wait_ms(),
+            publish_retry_ms: default_publish_retry_ms(),
+            serve_partitions: None,
+        }
+    }
+
+    /// The partitions this node holds, ascending.
+    pub fn served_partitions(&self) -> Vec<u16> {
+        (0..self.partitions).filter(|p| self.serve_partitions.as_ref().is_none_or(|ps| ps.contains(p))).collect()
+    }
+
+    /// Everything but the server list, which the command line may still give.
+    pub fn validate_settings(&self) -> anyhow::Result<()> {
+        let name_ok = |s: &str| !s.is_empty() && s.len() <= 64 && s.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-');
+        if !name_ok(&self.stream) || !name_ok(&self.node) {
+            bail!("[cluster] stream and node names are 1 to 64 letters, digits, '-' or '_'");
+        }
+        if self.partitions == 0 || self.partitions > 1024 {
+            bail!("[cluster] partitions must be 1 to 1024");
+        }
+        if !(1..=5).contains(&self.replicas) {
+            bail!("[cluster] replicas must be 1 to 5 (JetStream's limit)");
+        }
+        if let Some(ps) = &self.serve_partitions {
+            let mut seen = std::collections::HashSet::new();
+            if ps.is_empty() || ps.iter().any(|p| *p >= self.partitions || !seen.insert(*p)) {
+                bail!("[cluster] serve_partitions must list distinct partitions below {}", self.partitions);
+            }
+        }
+        Ok(())
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        self.validate_settings()?;
+        if self.servers.is_empty() {
+            bail!("cluster mode needs at least one NATS server URL ([cluster] servers or --cluster URLS)");
+        }
+        Ok(())
+    }
+}
+
+fn default_timeout() -> u64 {
+    120
+}
+
+fn default_job_retention_days() -> u32 {
+    30
+}
+
+fn default_write_queue() -> usize {
+    4096
+}
+
+/// Deadlines of the sharing measures (Guangzhou Arts. 26, 30).
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// A grant unanswered by its due date counts as approved.
+    #[serde(default = "yes")]
+    pub deemed_approval: bool,
+    #[serde(default = "five")]
+    pub grant_reply_days: u32,
+    #[serde(default = "five")]
+    pub dispute_days: u32,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn five() -> u32 {
+    5
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig { deemed_approval: true, grant_reply_days: 5, dispute_days: 5 }
+    }
+}
+
+impl PolicyConfig {
+    pub fn policy(&self) -> basedata_query::gov::Policy {
+        basedata_query::gov::Policy {
+            grant_reply_days: self.grant_reply_days,
+            dispute_days: self.dispute_days,
+            deemed_approval: self.deemed_approval,
+        }
+    }
+}
+
+fn default_cache_mb() -> usize {
+    512
+}
+
+fn default_max_body_mb() -> usize {
+    256
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: None,
+            data: None,
+            key_file: None,
+            secret: None,
+            catalog: None,
+            block_cache_mb: default_cache_mb(),
+            max_body_mb: default_max_body_mb(),
+            departments: Vec::new(),
+            calendar: None,
+            clock_offset_seconds: 0,
+            policy: PolicyConfig::default(),
+            request_timeout_seconds: default_timeout(),
+            write_queue: default_write_queue(),
+            job_retention_days: default_job_retention_days(),
+            tls: None,
+            cluster: None,
+        }
+    }
+}
+
+impl Config {
+    pub fn load(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let mut cfg: Config = toml::from_str(&text).with_context(|| format!("invalid configuration {}", path.display()))?;
+        // Relative paths in the file are relative to the file.
+        let base = path.parent().unwrap_or(Path::new("."));
+        for p in [&mut cfg.data, &mut cfg.key_file, &mut cfg.catalog, &mut cfg.calendar].into_iter().flatten() {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        if let Some(tls) = &mut cfg.tls {
+            for p in [Some(&mut tls.cert), Some(&mut tls.key), tls.client_ca.as_mut()].into_iter().flatten() {
+                if p.is_relative() {
+                    *p = base.join(&*p);
+                }
+            }
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let mut seen = std::collections::HashSet::new();
+        for d in &self.departments {
+            if d.id.is_empty() || !d.id.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-') {
+                bail!("department id {:?} must be letters, digits, '-' or '_'", d.id);
+            }
+            if !seen.insert(&d.id) {
+                bail!("department {} is configured twice", d.id);
+            }
+            match (&d.token, &d.token_sha256) {
+                (Some(t), None) if t.len() >= 16 => {}
+                (Some(_), None) => bail!("department {}: token must be at least 16 characters", d.id),
+                (None, Some(h)) if h.len() == 64 && hex::decode(h).is_ok() => {}
+                (None, Some(_)) => bail!("department {}: token_sha256 must be 64 hex digits", d.id),
+                (None, None) if d.cert_subject.is_some() => {}
+                _ => bail!("department {}: give exactly one of token or token_sha256", d.id),
+            }
+            if d.roles.is_empty() {
+                bail!("department {} has no roles", d.id);
+            }
+            if d.rate_limit == Some(0) || d.burst == Some(0) || d.max_concurrent == Some(0) {
+                bail!("department {}: rate_limit, burst and max_concurrent must be positive", d.id);
+            }
+        }
+        self.validate_tls()?;
+        if self.key_file.is_some() && self.secret.is_some() {
+            bail!("give key_file or secret, not both");
+        }
+        if !(1..=60).contains(&self.policy.grant_reply_days) || !(1..=60).contains(&self.policy.dispute_days) {
+            bail!("policy deadlines are 1 to 60 working days");
+        }
+        if self.job_retention_days == 0 {
+            bail!("job_retention_days must be at least 1");
+        }
+        if self.request_timeout_seconds < 70 || self.write_queue == 0 {
+            // Change-feed long polls wait up to 60 s.
+            bail!("request_timeout_seconds must be at least 70 and write_queue positive");
+        }
+        if let Some(c) = &self.cluster {
+            c.validate_settings()?;
+        }
+        if self.block_cache_mb == 0 || self.max_body_mb == 0 {
+            bail!("block_cache_mb and max_body_mb must be positive");
+        }
+        Ok(())
+    }
+
+    /// `[tls]` and the departments' certificate subjects: each parses, no
+    /// two are the same (a certificate identifies one department at most),
+    /// and they need a client CA to be of any use.
+    fn validate_tls(&self) -> anyhow::Result<()> {
+        let client_ca = self.tls.as_ref().is_some_and(|t| t.client_ca.is_some());
+        if self.tls.as_ref().is_some_and(|t| t.client_auth.is_some()) && !client_ca {
+            bail!("[tls] client_auth needs client_ca");
+        }
+        let mut subjects: Vec<(crate::cert::CertSubject, &str)> = Vec::new();
+        for d in &self.departments {
+            let Some(s) = &d.cert_subject else { continue };
+            if !client_ca {
+                bail!("department {}: cert_subject needs [tls] with client_ca", d.id);
+            }
+            let subject = crate::cert::CertSubject::parse(s).with_context(|| format!("department {}: cert_subject", d.id))?;
+            if let Some((_, other)) = subjects.iter().find(|(o, _)| *o == subject) {
+                bail!("departments {other} and {} have the same cert_subject", d.id);
+            }
+            subjects.push((subject, &d.id));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> anyhow::Result<Config> {
+        let c: Config = toml::from_str(s)?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    #[test]
+    fn cli_md_example_parses() {
+        let c = parse(
+            r#"
+listen = "127.0.0.1:8080"
+[[departments]]
+id = "gongan"
+name = "市公安局"
+roles = ["provider", "consumer"]
+token = "gongan-secret-token"
+[[departments]]
+id = "shebao-counter"
+name = "社保服务窗口"
+roles = ["consumer"]
+token = "counter-secret-token"
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.departments.len(), 2);
+        assert_eq!(c.departments[0].roles, vec![Role::Provider, Role::Consumer]);
+    }
+
+    #[test]
+    fn invalid_configurations_are_refused() {
+        for bad in [
+            "[[departments]]\nid = \"a\"\nroles = [\"consumer\"]\n",
+            "[[departments]]\nid = \"a\"\nroles = [\"consumer\"]\ntoken = \"short\"\n",
+            "[[departments]]\nid = \"a b\"\nroles = [\"consumer\"]\ntoken = \"0123456789abcdef\"\n",
+            "[[departments]]\nid = \"a\"\nroles = []\ntoken = \"0123456789abcdef\"\n",
+            "[[departments]]\nid = \"a\"\nroles = [\"king\"]\ntoken = \"0123456789abcdef\"\n",
+            "[[departments]]\nid = \"a\"\nroles = [\"consumer\"]\ntoken_sha256 = \"xyz\"\n",
+            "[[departments]]\nid = \"a\"\nroles = [\"consumer\"]\ntoken = \"0123456789abcdef\"\n[[departments]]\nid = \"a\"\nroles = [\"consumer\"]\ntoken = \"0123456789abcdeg\"\n",
+            "unknown_key = 1\n",
+        ] {
+            assert!(parse(bad).is_err(), "accepted: {bad}");
+        }
+    }
+
+    #[test]
+    fn cluster_section_defaults_and_limits() {
+        let c = parse("[cluster]\nservers = [\"nats://127.0.0.1:4222\"]\nnode = \"n-1\"\n").unwrap();
+        let cl = c.cluster.unwrap();
+        assert_eq!((cl.stream.as_str(), cl.partitions, cl.replicas, cl.node.as_str()), ("BASEDATA", 16, 3, "n-1"));
+        assert!(cl.validate().is_ok());
+        // Servers may come from the command line, so the file alone may omit them…
+        let c = parse("[cluster]\npartitions = 4\nserve_partitions = [0, 3]\n").unwrap();
+        // …but serving needs them.
+        assert!(c.cluster.unwrap().validate().is_err());
+        for bad in [
+            "[cluster]\npartitions = 0\n",
+            "[cluster]\npartitions = 5000\n",
+            "[cluster]\nreplicas = 0\n",
+            "[cluster]\nreplicas = 7\n",
+            "[cluster]\nstream = \"a.b\"\n",
+            "[cluster]\nnode = \"\"\n",
+            "[cluster]\nservers = []\nsurprise = 1\n",
+            "[cluster]\nserve_partitions = []\n",
+            "[cluster]\nserve_partitions = [16]\n",
+            "[cluster]\nserve_partitions = [1, 1]\n",
+        ] {
+            assert!(parse(bad).is_err(), "accepted: {bad}");
+        }
+    }
+
+    const TLS_DEPTS: &str = r#"
+[[departments]]
+id = "gongan"
+roles = ["consumer"]
+cert_subject = "CN=gongan,O=市公安局"
+[[departments]]
+id = "counter"
+roles = ["consumer"]
+token = "counter-secret-token"
+cert_subject = "CN=counter"
+"#;
+
+    #[test]
+    fn tls_section_and_certificate_subjects() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("basedata.toml");
+        let text = format!(
+            "[tls]\ncert = \"server.crt\"\nkey = \"/abs/server.key\"\nclient_ca = \"ca/clients.pem\"\nclient_auth = \"required\"\n{TLS_DEPTS}"
+        );
+        std::fs::write(&path, text).unwrap();
+        let c = Config::load(&path).unwrap();
+        let tls = c.tls.unwrap();
+        assert_eq!(tls.cert, dir.path().join("server.crt"));
+        assert_eq!(tls.key, Path::new("/abs/server.key"));
+        assert_eq!(tls.client_ca.unwrap(), dir.path().join("ca/clients.pem"));
+        assert_eq!(tls.client_auth, Some(ClientAuth::Required));
+        // A department identified by certificate needs no token.
+        assert!(c.departments[0].token.is_none());
+        assert!(parse("[tls]\ncert = \"a\"\nkey = \"b\"\n").unwrap().tls.unwrap().client_auth.is_none());
+    }
+
+    #[test]
+    fn invalid_tls_configurations_are_refused() {
+        let tls = "[tls]\ncert = \"a\"\nkey = \"b\"\nclient_ca = \"c\"\n";
+        for bad in [
+            // Certificate subjects without a client CA to verify them.
+            TLS_DEPTS.to_owned(),
+            format!("[tls]\ncert = \"a\"\nkey = \"b\"\n{TLS_DEPTS}"),
+            "[tls]\ncert = \"a\"\nkey = \"b\"\nclient_auth = \"optional\"\n".to_owned(),
+            format!("{tls}client_auth = \"sometimes\"\n"),
+            "[tls]\ncert = \"a\"\n".to_owned(),
+            format!("{tls}[[departments]]\nid = \"a\"\nroles = [\"consumer\"]\ncert_subject = \"CN=a, O=b\"\n"),
+            format!("{tls}[[departments]]\nid = \"a\"\nroles = [\"consumer\"]\ncert_subject = \"nonsense\"\n"),
+            // The same subject twice would make a certificate ambiguous.
+            format!("{tls}[[departments]]\nid = \"a\"\nroles = [\"consumer\"]\ncert_subject = \"CN=x,O=y\"\n[[departments]]\nid = \"b\"\nroles = [\"consumer\"]\ncert_subject = \"o=y,cn=x\"\n"),
+            // Neither token nor certificate.
+            format!("{tls}[[departments]]\nid = \"a\"\nroles = [\"consumer\"]\n"),
+        ] {
+            assert!(parse(&bad).is_err(), "accepted: {bad}");
+        }
+        assert!(parse(&format!("{tls}{TLS_DEPTS}")).is_ok());
+    }
+}

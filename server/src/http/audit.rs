@@ -1,0 +1,91 @@
+//! `GET /v1/audit` (who did what, to whom, why) and `GET /v1/audit/verify`
+//! (the hash chain is intact), for auditors and administrators.
+
+use super::subjects::parse_time;
+use super::{ApiError, ApiResult, AppState};
+use crate::auth::Caller;
+use axum::extract::{Query, State};
+use axum::{Extension, Json};
+use basedata_store::audit::{AuditEntry, AuditQuery};
+use basedata_store::keys::{EntityKey, PersonKey};
+use basedata_store::value::format_datetime;
+use basedata_store::SubjectKey;
+use serde::Deserialize;
+use super::schema::{AuditCheck, AuditEntryDoc, AuditList, ErrorBody};
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AuditParams {
+    /// Only this department's uses.
+    department: Option<String>,
+    /// Only uses concerning this subject (citizen ID number or credit code).
+    key: Option<String>,
+    /// RFC 3339, inclusive.
+    from: Option<String>,
+    /// RFC 3339, exclusive.
+    to: Option<String>,
+    /// 1–10000, default 100.
+    limit: Option<usize>,
+    /// Entries after this sequence number (paging).
+    after: Option<u64>,
+}
+
+/// A key of either kind; a citizen ID is tried first (both are 18
+/// characters, and a string that is valid as both is rare and ambiguous).
+fn any_key(s: &str) -> ApiResult<SubjectKey> {
+    match PersonKey::parse(s) {
+        Ok(k) => Ok(SubjectKey::Person(k)),
+        Err(pe) => EntityKey::parse(s).map(SubjectKey::Entity).map_err(|_| ApiError::invalid_key(pe)),
+    }
+}
+
+pub fn entry_doc(e: &AuditEntry) -> AuditEntryDoc {
+    AuditEntryDoc {
+        seq: e.seq,
+        at: format_datetime(e.at),
+        department: e.department.clone(),
+        operator: e.operator.clone(),
+        purpose: e.purpose.clone(),
+        action: e.action.as_str().into(),
+        subject: e.subject.map(|s| s.as_str().to_owned()),
+        key: e.key.map(|k| k.as_str().to_owned()),
+        datasets: e.datasets.clone(),
+        fields: e.fields.clone(),
+        outcome: e.outcome.clone(),
+        hash: hex::encode(e.hash),
+    }
+}
+
+/// Audit entries: who used which subject's data, when, why and how.
+#[utoipa::path(get, path = "/v1/audit", tag = "audit", params(AuditParams),
+    responses((status = 200, body = AuditList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 429, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn list(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Query(p): Query<AuditParams>,
+) -> ApiResult<Json<AuditList>> {
+    state.queries.require_oversight(&caller)?;
+    let q = AuditQuery {
+        department: p.department.filter(|d| !d.is_empty()),
+        key: p.key.as_deref().filter(|k| !k.is_empty()).map(any_key).transpose()?,
+        from: p.from.as_deref().map(|t| parse_time("from", t)).transpose()?,
+        to: p.to.as_deref().map(|t| parse_time("to", t)).transpose()?,
+        after: p.after.unwrap_or(0),
+        limit: p.limit.unwrap_or(100),
+    };
+    let entries = state.queries.audit(&caller, q).await?;
+    let next = entries.last().map(|e| e.seq);
+    Ok(Json(AuditList { entries: entries.iter().map(entry_doc).collect(), next }))
+}
+
+/// Recomputes the hash chain of the whole audit log.
+#[utoipa::path(get, path = "/v1/audit/verify", tag = "audit",
+    responses((status = 200, body = AuditCheck), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 429, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn verify(State(state): State<AppState>, Extension(caller): Extension<Caller>) -> ApiResult<Json<AuditCheck>> {
+    let check = state.queries.audit_check(&caller).await?;
+    Ok(Json(AuditCheck { ok: check.ok, entries: check.entries, head: hex::encode(check.head), problem: check.problem }))
+}

@@ -1,0 +1,374 @@
+//! Handler tests of batch comparison and jobs, through the router with
+//! `oneshot` and in-memory stores.
+
+use crate::auth::Departments;
+use crate::config::{DepartmentConfig, Role};
+use crate::http::{router, AppState};
+use axum::body::{Body, Bytes};
+use axum::http::{Request, StatusCode};
+use basedata_store::clock::ManualClock;
+use basedata_store::engine::mem::MemEngine;
+use basedata_store::{Catalog, Durability, Secret, Store, SubjectKey, Update, UpdateOp, Value};
+use http_body_util::BodyExt;
+use serde_json::{json, Value as Json};
+use std::sync::Arc;
+use tower::ServiceExt;
+
+const COUNTER: &str = "batch-counter-token-001";
+const OTHER: &str = "batch-other-token-00001";
+const WEIJIAN: &str = "batch-weijian-token-001";
+
+fn dept(id: &str, roles: Vec<Role>, token: &str) -> DepartmentConfig {
+    DepartmentConfig { id: id.into(), name: id.into(), roles, token: Some(token.into()), ..Default::default() }
+}
+
+/// A store with `n` generated persons' household registrations.
+fn state(n: u64) -> AppState {
+    state_with(n, crate::http::Settings { max_body_bytes: 1 << 20, ..Default::default() })
+}
+
+fn state_with(n: u64, settings: crate::http::Settings) -> AppState {
+    let store = Store::open(
+        Arc::new(MemEngine::new()),
+        &Secret::from_bytes([7; 32]),
+        Arc::new(Catalog::builtin()),
+        Arc::new(ManualClock::new(1_763_800_000_000_000)),
+    )
+    .unwrap();
+    let updates: Vec<Update> = (0..n)
+        .map(|i| Update {
+            dataset: "hukou".into(),
+            key: SubjectKey::Person(person(i)),
+            version: 1,
+            op: UpdateOp::Upsert(vec![("name".into(), Value::Str(format!("姓名{i}")))]),
+        })
+        .collect();
+    store.apply(&updates, Durability::Sync).unwrap();
+    let depts = Departments::from_config(&[
+        dept("counter", vec![Role::Consumer], COUNTER),
+        dept("other", vec![Role::Consumer], OTHER),
+        dept("weijian", vec![Role::Provider], WEIJIAN),
+    ])
+    .unwrap();
+    AppState::build(Arc::new(store), depts, settings).unwrap()
+}
+
+fn person(i: u64) -> basedata_store::PersonKey {
+    basedata_gen::person_key(&basedata_gen::GenConfig { persons: 1 << 20, entities: 0, seed: 3 }, i)
+}
+
+/// Line `i` of a test batch: a match, a mismatch, an unknown person, or
+/// (every seventh) a broken line, by `i`.
+fn line(i: u64, stored: u64) -> String {
+    match i % 7 {
+        6 => format!("{{\"ref\":\"r{i}\",\"subject\":\"person\",\"key\":\"12345\",\"fields\":{{\"name\":\"x\"}}}}"),
+        5 => format!("{{\"ref\":\"r{i}\" oops"),
+        _ => {
+            let k = person(i % (stored + 1));
+            let name = if i % 3 == 0 { "别人".to_owned() } else { format!("姓名{}", i % (stored + 1)) };
+            json!({"ref": format!("r{i}"), "subject": "person", "key": k.as_str(), "fields": {"name": name}}).to_string()
+        }
+    }
+}
+
+fn body_of(lines: impl Iterator<Item = String>) -> Vec<u8> {
+    let mut b = Vec::new();
+    for l in lines {
+        b.extend_from_slice(l.as_bytes());
+        b.push(b'\n');
+    }
+    b
+}
+
+fn req(method: &str, path: &str, token: &str, body: Body) -> Request<Body> {
+    Request::builder()
+        .method(method)
+        .uri(path)
+        .header("authorization", format!("Bearer {token}"))
+        .header("x-purpose", "%E4%BD%8E%E4%BF%9D%E5%A4%8D%E6%A0%B8")
+        .body(body)
+        .unwrap()
+}
+
+async fn send(state: &AppState, r: Request<Body>) -> (StatusCode, Vec<u8>) {
+    let resp = router(state.clone()).oneshot(r).await.unwrap();
+    let s = resp.status();
+    (s, resp.into_body().collect().await.unwrap().to_bytes().to_vec())
+}
+
+fn ndjson(bytes: &[u8]) -> Vec<Json> {
+    bytes.split(|&b| b == b'\n').filter(|l| !l.is_empty()).map(|l| serde_json::from_slice(l).unwrap()).collect()
+}
+
+fn json_of(bytes: &[u8]) -> Json {
+    serde_json::from_slice(bytes).unwrap()
+}
+
+/// Checks answers against `line(i, stored)` for i in 0..n.
+fn check_answers(out: &[Json], n: u64, stored: u64) {
+    assert_eq!(out.len() as u64, n);
+    for (i, a) in out.iter().enumerate() {
+        let i = i as u64;
+        let expected = match i % 7 {
+            6 => "invalid_key",
+            5 => "invalid_body",
+            _ if i % (stored + 1) == stored => "not_found",
+            _ if i % 3 == 0 => "mismatch",
+            _ => "match",
+        };
+        let got = a["result"].as_str().or(a["error"]["code"].as_str()).unwrap();
+        assert_eq!(got, expected, "line {i}: {a}");
+        if i % 7 != 5 {
+            assert_eq!(a["ref"], format!("r{i}"), "line {i}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn batch_answers_every_line_in_order_and_audits_each() {
+    let st = state(50);
+    let n = 12_345;
+    let before = st.store.audit_head().unwrap().seq;
+    let (s, out) = send(&st, req("POST", "/v1/verify/batch", COUNTER, Body::from(body_of((0..n).map(|i| line(i, 50)))))).await;
+    assert_eq!(s, StatusCode::OK);
+    check_answers(&ndjson(&out), n, 50);
+    assert_eq!(st.store.audit_head().unwrap().seq - before, n);
+    let check = st.store.audit_verify().unwrap();
+    assert!(check.ok, "{check:?}");
+    // The entries say who, why, what and the outcome, in line order.
+    let q = basedata_store::audit::AuditQuery { department: Some("counter".into()), limit: 7, ..Default::default() };
+    let entries = st.store.audit_query(&q).unwrap();
+    let outcomes: Vec<&str> = entries.iter().map(|e| e.outcome.as_str()).collect();
+    assert_eq!(outcomes, vec!["mismatch", "match", "match", "mismatch", "match", "invalid_body", "invalid_key"]);
+    assert_eq!(entries[1].action, basedata_store::Action::BatchVerify);
+    assert_eq!(entries[1].purpose, "低保复核");
+    assert_eq!(entries[1].key, Some(SubjectKey::Person(person(1))));
+    assert_eq!(entries[1].fields, vec!["name".to_string()]);
+    assert_eq!(entries[1].datasets, vec!["hukou".to_string()]);
+}
+
+#[tokio::test]
+async fn batch_streams_answers_before_the_body_ends() {
+    let st = state(10);
+    let (mut tx, body) = http_body_util::channel::Channel::<Bytes, std::io::Error>::new(4);
+    let resp = router(st.clone()).oneshot(req("POST", "/v1/verify/batch", COUNTER, Body::new(body))).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["content-type"], "application/x-ndjson");
+    let mut resp_body = resp.into_body();
+    // A full chunk and a half, then wait for answers while the body is open.
+    let first = basedata_query::batch::CHUNK_LINES as u64 + 100;
+    tx.send_data(Bytes::from(body_of((0..first).map(|i| line(i, 10))))).await.unwrap();
+    let mut got = Vec::new();
+    while ndjson(&got).len() < basedata_query::batch::CHUNK_LINES {
+        let frame = tokio::time::timeout(std::time::Duration::from_secs(10), resp_body.frame())
+            .await
+            .expect("answers arrive while the request is still open")
+            .unwrap()
+            .unwrap();
+        got.extend_from_slice(&frame.into_data().unwrap());
+    }
+    tx.send_data(Bytes::from(body_of((first..first + 10).map(|i| line(i, 10))))).await.unwrap();
+    drop(tx);
+    got.extend_from_slice(&resp_body.collect().await.unwrap().to_bytes());
+    check_answers(&ndjson(&got), first + 10, 10);
+}
+
+#[tokio::test]
+async fn batch_needs_a_purpose_and_refuses_lines_per_dataset_access() {
+    let st = state(3);
+    let mut r = req("POST", "/v1/verify/batch", COUNTER, Body::from(line(1, 3)));
+    r.headers_mut().remove("x-purpose");
+    let (s, b) = send(&st, r).await;
+    assert_eq!((s, json_of(&b)["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("purpose_required")));
+    // weijian provides `death` only: hukou lines are refused, death lines answered.
+    let k = person(1);
+    let lines = [
+        json!({"ref": 1, "subject": "person", "key": k.as_str(), "fields": {"name": "姓名1"}}),
+        json!({"ref": 2, "subject": "person", "key": k.as_str(), "dataset": "death", "fields": {"death_date": "2020-01-01"}}),
+    ];
+    let before = st.store.audit_head().unwrap().seq;
+    let (s, out) = send(&st, req("POST", "/v1/verify/batch", WEIJIAN, Body::from(body_of(lines.iter().map(|l| l.to_string()))))).await;
+    assert_eq!(s, StatusCode::OK);
+    let out = ndjson(&out);
+    assert_eq!(out[0]["error"]["code"], "forbidden");
+    assert_eq!(out[1]["result"], "not_found");
+    let q = basedata_store::audit::AuditQuery { after: before, limit: 10, ..Default::default() };
+    let actions: Vec<_> = st.store.audit_query(&q).unwrap().iter().map(|e| (e.action, e.outcome.clone())).collect();
+    assert_eq!(
+        actions,
+        vec![(basedata_store::Action::Denied, "forbidden".into()), (basedata_store::Action::BatchVerify, "not_found".into())]
+    );
+    // An empty body is an empty answer.
+    let (s, out) = send(&st, req("POST", "/v1/verify/batch", COUNTER, Body::empty())).await;
+    assert_eq!((s, out.len()), (StatusCode::OK, 0));
+}
+
+async fn status(st: &AppState, id: &str, token: &str) -> (StatusCode, Json) {
+    let (s, b) = send(st, req("GET", &format!("/v1/jobs/{id}"), token, Body::empty())).await;
+    (s, json_of(&b))
+}
+
+#[tokio::test]
+async fn jobs_are_private_conflict_until_done_then_answer_every_line() {
+    let st = state(20);
+    let n = 5_000;
+    let (s, b) = send(&st, req("POST", "/v1/jobs", COUNTER, Body::from(body_of((0..n).map(|i| line(i, 20)))))).await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    let job = json_of(&b);
+    assert_eq!(job["state"], "queued");
+    let id = job["id"].as_str().unwrap().to_owned();
+    assert_eq!(id.len(), 32);
+    // No runner yet: the job waits, and its result is a conflict.
+    let (s, j) = status(&st, &id, COUNTER).await;
+    assert_eq!((s, j["state"].as_str(), j["total"].as_u64(), j["processed"].as_u64()), (StatusCode::OK, Some("queued"), Some(n), Some(0)));
+    let (s, b) = send(&st, req("GET", &format!("/v1/jobs/{id}/result"), COUNTER, Body::empty())).await;
+    assert_eq!((s, json_of(&b)["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("conflict")));
+    // Another department cannot tell the job exists; nor can a made-up id.
+    for (path, token) in [
+        (format!("/v1/jobs/{id}"), OTHER),
+        (format!("/v1/jobs/{id}/result"), OTHER),
+        ("/v1/jobs/00000000000000000000000000000000".to_owned(), COUNTER),
+        ("/v1/jobs/not-an-id".to_owned(), COUNTER),
+    ] {
+        let (s, b) = send(&st, req("GET", &path, token, Body::empty())).await;
+        assert_eq!((s, json_of(&b)["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")), "{path}");
+    }
+    let before = st.store.audit_head().unwrap().seq;
+    let runner = tokio::spawn(basedata_query::jobs::runner::runner(st.queries.clone()));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let j = loop {
+        let (_, j) = status(&st, &id, COUNTER).await;
+        if j["state"] == "done" {
+            break j;
+        }
+        assert!(std::time::Instant::now() < deadline, "job not done: {j}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    runner.abort();
+    assert_eq!(j["processed"], n);
+    let sum: u64 = ["matched", "mismatched", "not_found", "invalid"].iter().map(|k| j[k].as_u64().unwrap()).sum();
+    assert_eq!(sum, n);
+    assert_eq!(j["invalid"].as_u64().unwrap(), (0..n).filter(|i| i % 7 >= 5).count() as u64);
+    // Audited once per line, in the submitter's name and purpose.
+    assert_eq!(st.store.audit_head().unwrap().seq - before, n);
+    let q = basedata_store::audit::AuditQuery { after: before, limit: 1, ..Default::default() };
+    let e = &st.store.audit_query(&q).unwrap()[0];
+    assert_eq!((e.department.as_str(), e.purpose.as_str(), e.action), ("counter", "低保复核", basedata_store::Action::BatchVerify));
+    // The download is audited too: one more entry, naming the job.
+    let (s, out) = send(&st, req("GET", &format!("/v1/jobs/{id}/result"), COUNTER, Body::empty())).await;
+    assert_eq!(s, StatusCode::OK);
+    check_answers(&ndjson(&out), n, 20);
+    let head = st.store.audit_head().unwrap().seq;
+    assert_eq!(head - before, n + 1);
+    let q = basedata_store::audit::AuditQuery { after: head - 1, limit: 1, ..Default::default() };
+    let e = &st.store.audit_query(&q).unwrap()[0];
+    assert_eq!((e.department.as_str(), e.purpose.as_str()), ("counter", "低保复核"));
+    assert_eq!((e.action, e.key, e.outcome.clone()), (basedata_store::Action::BatchVerify, None, format!("result_download:{id}")));
+}
+
+#[tokio::test]
+async fn a_resumed_job_continues_after_its_last_answered_chunk() {
+    // Simulates a crash after the first chunk: its answers and progress
+    // were committed; the runner must neither redo nor skip a chunk.
+    let st = state(5);
+    let n = basedata_query::batch::CHUNK_LINES as u64 * 2 + 7;
+    let (_, b) = send(&st, req("POST", "/v1/jobs", COUNTER, Body::from(body_of((0..n).map(|i| line(i, 5)))))).await;
+    let id = basedata_query::jobs::JobId::parse(json_of(&b)["id"].as_str().unwrap()).unwrap();
+    let engine = st.store.engine().clone();
+    let mut meta = basedata_query::jobs::meta(&*engine, &id).unwrap().unwrap();
+    assert_eq!(meta.chunks, 3);
+    let first = basedata_query::jobs::input(&*engine, &id, 0).unwrap().unwrap();
+    let done = basedata_query::batch::process(&st.store, &|_| true, &first).unwrap();
+    let mut w = basedata_store::WriteBatch::new();
+    basedata_query::jobs::put_output(&mut w, &id, 0, &done.out);
+    meta.state = basedata_query::jobs::JobState::Running;
+    meta.done_chunks = 1;
+    meta.counts = done.counts;
+    basedata_query::jobs::put_meta(&mut w, &meta);
+    engine.write(w, Durability::Sync).unwrap();
+    let before = st.store.audit_head().unwrap().seq;
+    let runner = tokio::spawn(basedata_query::jobs::runner::runner(st.queries.clone()));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while status(&st, &id.to_hex(), COUNTER).await.1["state"] != "done" {
+        assert!(std::time::Instant::now() < deadline);
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    runner.abort();
+    let (_, out) = send(&st, req("GET", &format!("/v1/jobs/{}/result", id.to_hex()), COUNTER, Body::empty())).await;
+    check_answers(&ndjson(&out), n, 5);
+    // Only the two remaining chunks were audited now, and the download.
+    assert_eq!(st.store.audit_head().unwrap().seq - before, n - first.lines as u64 + 1);
+    assert_eq!(status(&st, &id.to_hex(), COUNTER).await.1["processed"], n);
+}
+
+#[tokio::test]
+async fn a_request_body_that_breaks_off_ends_in_an_aborted_answer() {
+    // The answers so far may arrive, but never as a complete response.
+    let st = state(3);
+    let (mut tx, body) = http_body_util::channel::Channel::<Bytes, std::io::Error>::new(4);
+    let resp = router(st.clone()).oneshot(req("POST", "/v1/verify/batch", COUNTER, Body::new(body))).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    tx.send_data(Bytes::from(body_of((0..10).map(|i| line(i, 3))))).await.unwrap();
+    tx.abort(std::io::Error::other("client went away"));
+    let collected = tokio::time::timeout(std::time::Duration::from_secs(10), resp.into_body().collect()).await.unwrap();
+    assert!(collected.is_err(), "a broken-off request must not look answered in full");
+}
+
+/// A finished job is kept for the retention and then deleted with its
+/// input and answers; running and queued ones never expire.
+#[test]
+fn finished_jobs_expire_after_the_retention() {
+    use basedata_query::jobs::{JobId, JobMeta, JobState};
+    let day = 86_400_000_000i64;
+    let retention = std::time::Duration::from_secs(30 * 86_400);
+    let mut m = JobMeta {
+        id: JobId([1; 16]),
+        department: "counter".into(),
+        operator: None,
+        purpose: "p".into(),
+        state: JobState::Done,
+        created_at: 0,
+        finished_at: Some(10 * day),
+        total: 1,
+        chunks: 1,
+        done_chunks: 1,
+        counts: Default::default(),
+        error: None,
+    };
+    assert!(!basedata_query::jobs::runner::expired(&m, 40 * day - 1, retention));
+    assert!(basedata_query::jobs::runner::expired(&m, 40 * day, retention));
+    m.state = JobState::Failed;
+    assert!(basedata_query::jobs::runner::expired(&m, 41 * day, retention));
+    for s in [JobState::Running, JobState::Queued, JobState::Receiving] {
+        m.state = s;
+        assert!(!basedata_query::jobs::runner::expired(&m, 400 * day, retention), "{s:?}");
+    }
+    m.state = JobState::Done;
+    m.finished_at = None;
+    assert!(!basedata_query::jobs::runner::expired(&m, 400 * day, retention));
+}
+
+#[tokio::test]
+async fn the_runner_deletes_jobs_past_their_retention() {
+    let settings = crate::http::Settings { job_retention: std::time::Duration::ZERO, ..Default::default() };
+    let st = state_with(5, settings);
+    let n = 300;
+    let before = st.store.audit_head().unwrap().seq;
+    let (s, b) = send(&st, req("POST", "/v1/jobs", COUNTER, Body::from(body_of((0..n).map(|i| line(i, 5)))))).await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    let id = json_of(&b)["id"].as_str().unwrap().to_owned();
+    let runner = tokio::spawn(basedata_query::jobs::runner::runner(st.queries.clone()));
+    // Done, then deleted at the runner's next look (no retention at all).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while status(&st, &id, COUNTER).await.0 != StatusCode::NOT_FOUND {
+        assert!(std::time::Instant::now() < deadline, "the job was not deleted");
+        st.queries.wake_jobs();
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    runner.abort();
+    assert!(basedata_query::jobs::all(&**st.store.engine()).unwrap().is_empty());
+    let left = st.store.engine().scan(basedata_store::Cf::Jobs, &[], None, false).unwrap().count();
+    assert_eq!(left, 0, "input and answers are deleted with the job");
+    // Its lines' audit entries stay.
+    assert_eq!(st.store.audit_head().unwrap().seq - before, n);
+}

@@ -1,0 +1,98 @@
+//! Cluster mode over HTTP: `GET /v1/cluster` (this node's place in the
+//! replicated log, and on request a digest of its records), and the layer
+//! that tags every answer with the log position it reflects and holds a
+//! request asking for a position this node has not reached yet.
+
+use super::schema::{ClusterReplica, ClusterStatus, ErrorBody};
+use super::{ApiError, ApiResult, AppState};
+use crate::auth::Caller;
+use crate::cluster::{MIN_POSITION_HEADER, POSITION_HEADER};
+use axum::extract::{Query, Request, State};
+use axum::http::HeaderValue;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use serde::Deserialize;
+use std::time::Duration;
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct StatusParams {
+    /// Also count this node's records and digest them (reads them all).
+    digest: Option<bool>,
+}
+
+/// This node's place in the replicated update log (cluster mode only).
+#[utoipa::path(get, path = "/v1/cluster", tag = "operations", params(StatusParams),
+    responses((status = 200, body = ClusterStatus), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody),
+              (status = 503, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn status(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Query(q): Query<StatusParams>,
+) -> ApiResult<Json<ClusterStatus>> {
+    state.queries.require_oversight(&caller)?;
+    let Some(cluster) = state.cluster.clone() else {
+        return Err(ApiError::not_found("this server runs as a single node (no --cluster)"));
+    };
+    // Without the log the node still tells where it is.
+    let info = cluster.stream_info().await.ok();
+    let position = cluster.position();
+    let (records, digest) = if q.digest.unwrap_or(false) {
+        let store = state.store.clone();
+        let (n, d) = tokio::task::spawn_blocking(move || store.records_digest()).await.map_err(ApiError::internal)??;
+        (Some(n), Some(d))
+    } else {
+        (None, None)
+    };
+    let c = info.as_ref().and_then(|i| i.cluster.clone()).unwrap_or_default();
+    let state_of = |f: fn(&async_nats::jetstream::stream::State) -> u64| info.as_ref().map(|i| f(&i.state));
+    let cfg = cluster.config();
+    Ok(Json(ClusterStatus {
+        node: cfg.node.clone(),
+        stream: cfg.stream.clone(),
+        partitions: cfg.partitions,
+        serves: cfg.served_partitions(),
+        position,
+        stream_first: state_of(|s| s.first_sequence),
+        stream_last: state_of(|s| s.last_sequence),
+        lag: state_of(|s| s.last_sequence).map(|l| l.saturating_sub(position)),
+        leader: c.leader,
+        replicas: c
+            .replicas
+            .into_iter()
+            .map(|r| ClusterReplica { name: r.name, current: r.current, offline: r.offline, lag: r.lag })
+            .collect(),
+        connected: cluster.healthy(),
+        records,
+        digest,
+    }))
+}
+
+/// In cluster mode: waits for `X-Basedata-Min-Position` (up to
+/// `read_wait_ms`, then `503 unavailable`), and tags the answer with
+/// `X-Basedata-Position`, the position this node had applied before the
+/// request ran (what the answer reflects at least).
+pub async fn position(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let Some(cluster) = state.cluster.clone() else {
+        return next.run(req).await;
+    };
+    if let Some(v) = req.headers().get(MIN_POSITION_HEADER) {
+        let Some(want) = v.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()) else {
+            return ApiError::invalid_value(format!("{MIN_POSITION_HEADER} must be an unsigned integer")).into_response();
+        };
+        let wait = Duration::from_millis(cluster.config().read_wait_ms);
+        if !cluster.wait_for(want, wait).await {
+            let have = cluster.position();
+            return ApiError::unavailable(format!("this node has applied the update log up to {have}, not yet {want}; retry or ask another node"))
+                .with_details(serde_json::json!({ "position": have, "wanted": want }))
+                .into_response();
+        }
+    }
+    let at = cluster.position();
+    let mut resp = next.run(req).await;
+    resp.headers_mut().insert(POSITION_HEADER, HeaderValue::from(at));
+    resp
+}

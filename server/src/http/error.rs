@@ -1,0 +1,129 @@
+//! The API's one error type: a status, a stable snake_case code, a human
+//! message and optional details, rendered as
+//! `{"error": {"code", "message", "details"}}`. Internal failures become a
+//! `500`/`503` with a generic message; their cause goes to the log only.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub details: Option<Value>,
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError { status, code, message: message.into(), details: None }
+    }
+
+    pub fn with_details(mut self, details: Value) -> Self {
+        self.details = Some(details);
+        self
+    }
+
+    pub fn unauthenticated(msg: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthenticated", msg)
+    }
+    pub fn forbidden(msg: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", msg)
+    }
+    pub fn purpose_required() -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "purpose_required",
+            "this request reads subject data: state its purpose in the X-Purpose header",
+        )
+    }
+    pub fn invalid_key(e: basedata_store::keys::KeyError) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_key", e.to_string()).with_details(json!({"reason": e.reason()}))
+    }
+    pub fn unknown_dataset(id: &str) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "unknown_dataset", format!("no dataset {id:?} in the catalog"))
+    }
+    pub fn invalid_body(msg: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_body", msg)
+    }
+    pub fn invalid_value(msg: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_value", msg)
+    }
+    pub fn not_found(msg: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", msg)
+    }
+    pub fn payload_too_large(limit: usize) -> Self {
+        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", format!("request body exceeds {limit} bytes"))
+    }
+    pub fn overloaded() -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", "the server is at capacity; retry shortly")
+    }
+    pub fn unavailable(msg: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", msg)
+    }
+
+    /// An internal failure: logged in full, answered without internals.
+    pub fn internal(err: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %err, "internal error");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; the incident has been logged")
+    }
+}
+
+impl From<basedata_store::Error> for ApiError {
+    fn from(e: basedata_store::Error) -> Self {
+        ApiError::internal(e)
+    }
+}
+
+/// The consumer use cases' errors, each to its status.
+impl From<basedata_query::Error> for ApiError {
+    fn from(e: basedata_query::Error) -> Self {
+        use basedata_query::Error as E;
+        let code = e.code();
+        match e {
+            E::InvalidKey(k) => ApiError::invalid_key(k),
+            E::UnknownDataset(id) => ApiError::unknown_dataset(&id),
+            E::UnknownField(m) | E::InvalidValue(m) | E::InvalidBody(m) => Self::new(StatusCode::BAD_REQUEST, code, m),
+            E::Forbidden(m) => ApiError::forbidden(m),
+            E::NotFound(m) => ApiError::not_found(m),
+            E::Conflict(m) => Self::new(StatusCode::CONFLICT, code, m),
+            E::NotDone(meta) => {
+                let message = E::NotDone(meta.clone()).to_string();
+                let details = serde_json::to_value(crate::http::batch::status(&meta)).unwrap_or_default();
+                Self::new(StatusCode::CONFLICT, code, message).with_details(details)
+            }
+            E::Overloaded => ApiError::overloaded(),
+            E::Unavailable(m) => ApiError::unavailable(m),
+            E::Internal(m) => ApiError::internal(m),
+        }
+    }
+}
+
+/// The provider use case's errors, each to its status.
+impl From<basedata_ingest::provide::Error> for ApiError {
+    fn from(e: basedata_ingest::provide::Error) -> Self {
+        use basedata_ingest::provide::Error as E;
+        match e {
+            E::UnknownDataset(id) => ApiError::unknown_dataset(&id),
+            E::Forbidden(m) => ApiError::forbidden(m),
+            E::InvalidBody(m) => ApiError::invalid_body(m),
+            E::PayloadTooLarge(limit) => ApiError::payload_too_large(limit),
+            E::Overloaded => ApiError::overloaded(),
+            E::Unavailable(m) => ApiError::unavailable(m),
+            E::Internal(m) => ApiError::internal(m),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut err = json!({"code": self.code, "message": self.message});
+        if let Some(d) = self.details {
+            err["details"] = d;
+        }
+        (self.status, axum::Json(json!({ "error": err }))).into_response()
+    }
+}

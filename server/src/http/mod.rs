@@ -1,0 +1,386 @@
+//! The HTTP API (axum): shared state, the router, and the layers every
+//! request passes through — request id and access log, authentication,
+//! the purpose requirement for subject-data reads, panic and body limits.
+//!
+//! Handlers live in submodules by area. Each is thin: it extracts the
+//! request's parts, calls one use case of `basedata_ingest` or
+//! `basedata_query`, and maps the outcome to the API's schema. Each returns
+//! `ApiResult`, so a client mistake is always a 4xx with a stable code and
+//! an internal fault never leaks its cause.
+
+mod audit;
+mod batch;
+mod changes;
+mod cluster;
+pub mod error;
+pub mod gov;
+mod keys;
+mod ops;
+pub mod openapi;
+mod reports;
+pub mod schema;
+mod subjects;
+mod updates;
+
+use crate::auth::{Departments, Purpose};
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderName, HeaderValue};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use basedata_ingest::Provide;
+use basedata_query::gov::Policy;
+use basedata_query::Queries;
+use basedata_store::calendar::Calendar;
+use basedata_store::commit::Committer;
+use basedata_store::{Catalog, Store};
+pub use error::{ApiError, ApiResult};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Everything a handler may need, shared by all requests. One `Arc`: the
+/// router clones the state for every request, and one reference count is
+/// measurably cheaper than a dozen.
+#[derive(Clone)]
+pub struct AppState(Arc<AppStateInner>);
+
+impl std::ops::Deref for AppState {
+    type Target = AppStateInner;
+    fn deref(&self) -> &AppStateInner {
+        &self.0
+    }
+}
+
+/// Changes made while the server is being assembled, before any request
+/// holds a clone (afterwards each change would copy the state).
+impl std::ops::DerefMut for AppState {
+    fn deref_mut(&mut self) -> &mut AppStateInner {
+        Arc::make_mut(&mut self.0)
+    }
+}
+
+/// The fields of [`AppState`].
+#[derive(Clone)]
+pub struct AppStateInner {
+    pub store: Arc<Store>,
+    pub catalog: Arc<Catalog>,
+    pub departments: Arc<Departments>,
+    /// `GET /v1/catalog`, rendered once: the catalog does not change while serving.
+    pub catalog_json: axum::body::Bytes,
+    /// The single writer: updates and audit entries, group-committed.
+    pub committer: Arc<Committer>,
+    /// The consumer use cases.
+    pub queries: Arc<Queries>,
+    /// The provider use case.
+    pub provide: Arc<Provide>,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// Longest a request may take (body streaming endpoints excepted).
+    pub request_timeout: Duration,
+    /// Largest update body.
+    pub max_body_bytes: usize,
+    /// Cluster mode: the replicated update log (None on a single node).
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
+}
+
+/// Jobs waiting for the writer before requests are refused with 503.
+pub const WRITE_QUEUE: usize = 4096;
+
+/// What the configuration decides about the state.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub max_body_bytes: usize,
+    pub write_queue: usize,
+    pub request_timeout: Duration,
+    pub job_retention: Duration,
+    pub policy: Policy,
+    pub calendar: Calendar,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            max_body_bytes: 256 << 20,
+            write_queue: WRITE_QUEUE,
+            request_timeout: Duration::from_secs(120),
+            job_retention: Duration::from_secs(30 * 86_400),
+            policy: Policy::default(),
+            calendar: Calendar::builtin(),
+        }
+    }
+}
+
+impl AppState {
+    /// The state with default settings but the body limit.
+    pub fn new(store: Arc<Store>, departments: Departments, max_body_bytes: usize) -> AppState {
+        AppState::build(store, departments, Settings { max_body_bytes, ..Settings::default() })
+            .expect("grants load from a store that opened")
+    }
+
+    /// The state for `settings`: the one writer thread is started here,
+    /// once, and the use cases are set up over it.
+    pub fn build(store: Arc<Store>, departments: Departments, settings: Settings) -> basedata_store::Result<AppState> {
+        let catalog = store.catalog().clone();
+        let catalog_json = serde_json::to_vec(&serde_json::json!({ "datasets": catalog.datasets() }))
+            .map_err(|e| basedata_store::Error::Config(format!("catalog: {e}")))?;
+        let committer = Arc::new(Committer::start(store.clone(), settings.write_queue));
+        let departments = Arc::new(departments);
+        let mut queries =
+            Queries::new(store.clone(), committer.clone(), settings.policy, settings.calendar, departments.clone())?;
+        queries.job_retention = settings.job_retention;
+        Ok(AppState(Arc::new(AppStateInner {
+            provide: Arc::new(Provide::new(store.clone(), committer.clone(), settings.max_body_bytes)),
+            queries: Arc::new(queries),
+            committer,
+            store,
+            catalog,
+            departments,
+            catalog_json: catalog_json.into(),
+            metrics: Arc::new(crate::metrics::Metrics::new()),
+            request_timeout: settings.request_timeout,
+            max_body_bytes: settings.max_body_bytes,
+            cluster: None,
+        })))
+    }
+
+    /// Cluster mode: updates go through `cluster`'s replicated log.
+    pub fn with_cluster(mut self, cluster: Arc<crate::cluster::Cluster>) -> AppState {
+        let provide = Provide::new(self.store.clone(), self.committer.clone(), self.max_body_bytes).with_log(cluster.clone());
+        self.provide = Arc::new(provide);
+        self.cluster = Some(cluster);
+        self
+    }
+}
+
+static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Builds the whole API router.
+pub fn router(state: AppState) -> Router {
+    let subject_reads = Router::new()
+        .route("/v1/persons/{id}", get(subjects::lookup_person))
+        .route("/v1/entities/{code}", get(subjects::lookup_entity))
+        .route("/v1/persons/{id}/verify", post(subjects::verify_person))
+        .route("/v1/entities/{code}/verify", post(subjects::verify_entity))
+        .route("/v1/changes", get(changes::changes))
+        // Both stream bodies of any length in bounded memory.
+        .route("/v1/verify/batch", post(batch::verify_batch).layer(axum::extract::DefaultBodyLimit::disable()))
+        .route("/v1/jobs", post(batch::submit_job).layer(axum::extract::DefaultBodyLimit::disable()))
+        .route("/v1/jobs/{id}", get(batch::job_status))
+        .route("/v1/jobs/{id}/result", get(batch::job_result))
+        .route_layer(middleware::from_fn(require_purpose));
+    let authenticated = Router::new()
+        .route("/v1/keys/person/{id}", get(keys::person))
+        .route("/v1/keys/entity/{code}", get(keys::entity))
+        .route("/v1/catalog", get(ops::catalog))
+        .route(
+            "/v1/datasets/{dataset}/updates",
+            // The handler enforces its own, configurable limit while streaming.
+            post(updates::post_updates).layer(axum::extract::DefaultBodyLimit::disable()),
+        )
+        .route("/v1/grants", post(gov::apply).get(gov::list_grants))
+        .route("/v1/grants/{id}", get(gov::get_grant))
+        .route("/v1/grants/{id}/decision", post(gov::decide))
+        .route("/v1/grants/{id}/revoke", post(gov::revoke))
+        .route("/v1/disputes", post(gov::file_dispute).get(gov::list_disputes))
+        .route("/v1/disputes/{id}/resolution", post(gov::resolve_dispute))
+        .route("/v1/reports/sharing", get(reports::sharing))
+        .route("/v1/reports/freshness", get(reports::freshness))
+        .route("/v1/audit", get(audit::list))
+        .route("/v1/audit/verify", get(audit::verify))
+        .route("/v1/cluster", get(cluster::status))
+        .merge(subject_reads)
+        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    Router::new()
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .route("/openapi.json", get(openapi_json))
+        .merge(authenticated)
+        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(axum::http::StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed here")
+        })
+        .layer(middleware::from_fn_with_state(state.clone(), cluster::position))
+        .layer(middleware::from_fn_with_state(state.clone(), time_limit))
+        .layer(middleware::map_response(json_errors))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
+            ApiError::internal("handler panicked").into_response()
+        }))
+        .layer(middleware::from_fn_with_state(state.clone(), access_log))
+        .with_state(state)
+}
+
+/// Endpoints whose bodies stream for as long as the data lasts; the time
+/// limit would cut legitimate large transfers short.
+fn streams(req: &Request) -> bool {
+    let p = req.uri().path();
+    p == "/v1/verify/batch" || (p == "/v1/jobs" && req.method() == axum::http::Method::POST) || p.ends_with("/updates")
+}
+
+/// Answers `503 unavailable` for a request that takes longer than the
+/// configured limit, instead of holding the connection indefinitely.
+async fn time_limit(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if streams(&req) {
+        return next.run(req).await;
+    }
+    match tokio::time::timeout(state.request_timeout, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => ApiError::unavailable("the request took too long and was abandoned").into_response(),
+    }
+}
+
+async fn openapi_json() -> impl IntoResponse {
+    static DOC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let doc = DOC.get_or_init(openapi::document).clone();
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], doc)
+}
+
+/// Turns the plain-text rejections of axum's extractors (a malformed query
+/// string, a body over the extractor limit, bad percent-encoding in a
+/// path) into the API's JSON error format with a stable code, so that no
+/// client ever has to parse two error formats.
+async fn json_errors(resp: Response) -> Response {
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return resp;
+    }
+    let code = match status.as_u16() {
+        400 => "invalid_value",
+        404 => "not_found",
+        405 => "method_not_allowed",
+        413 => "payload_too_large",
+        415 | 422 => "invalid_body",
+        429 => "overloaded",
+        s if s >= 500 => "unavailable",
+        _ => "invalid_body",
+    };
+    let (parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+    let message = String::from_utf8_lossy(&text).trim().to_owned();
+    let message = if message.is_empty() { status.canonical_reason().unwrap_or("error").to_owned() } else { message };
+    let mut out = ApiError::new(status, code, message).into_response();
+    for (k, v) in parts.headers.iter().filter(|(k, _)| *k != axum::http::header::CONTENT_TYPE && *k != axum::http::header::CONTENT_LENGTH) {
+        out.headers_mut().insert(k.clone(), v.clone());
+    }
+    out
+}
+
+/// Department id recorded on the response for the access log.
+#[derive(Clone)]
+struct LoggedDepartment(String);
+
+/// Gives every request an id (echoing a sane incoming `X-Request-Id`) and
+/// writes one log line per request. Only the route template is logged,
+/// never the concrete path, which holds ID numbers.
+async fn access_log(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let id = req
+        .headers()
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 64 && v.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-'))
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("{:016x}", fastrand::u64(..)));
+    let method = req.method().clone();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let mut resp = next.run(req).await;
+    let dept = resp.extensions().get::<LoggedDepartment>().map(|d| d.0.clone()).unwrap_or_default();
+    let elapsed = started.elapsed();
+    state.metrics.observe(&route, method.as_str(), resp.status().as_u16(), &dept, elapsed.as_secs_f64());
+    tracing::info!(
+        target: "basedata::access",
+        request_id = %id,
+        method = %method,
+        route = %route,
+        status = resp.status().as_u16(),
+        department = %dept,
+        micros = elapsed.as_micros() as u64,
+        "request"
+    );
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert(REQUEST_ID.clone(), v);
+    }
+    resp
+}
+
+/// Decodes a header that may be percent-encoded UTF-8 (or raw UTF-8).
+pub fn header_text(req: &Request, name: &str) -> Option<String> {
+    header_text_map(req.headers(), name)
+}
+
+pub fn header_text_map(headers: &axum::http::HeaderMap, name: &str) -> Option<String> {
+    let raw = headers.get(name)?.as_bytes();
+    let decoded = percent_encoding::percent_decode(raw).decode_utf8().ok()?;
+    let t = decoded.trim();
+    (!t.is_empty()).then(|| t.to_owned())
+}
+
+async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let token = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim);
+    // Over mutual TLS, the verified client certificate of the connection.
+    let peer = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<crate::tls::TlsPeer>>()
+        .and_then(|c| c.0.subject.clone());
+    let department = match state.departments.identify(token.filter(|t| !t.is_empty()), peer.as_deref()) {
+        Ok(d) => d,
+        Err(why) => return ApiError::unauthenticated(why).into_response(),
+    };
+    let dept_id = department.id.clone();
+    // Held until the response is produced: the concurrency cap counts
+    // requests in progress.
+    let _permit = match department.limits.admit() {
+        Ok(p) => p,
+        Err(r) => {
+            state.metrics.refused(&dept_id, r.reason);
+            let mut resp = ApiError::new(
+                axum::http::StatusCode::TOO_MANY_REQUESTS,
+                "overloaded",
+                format!("{} of department {dept_id} exceeded; retry later", r.reason),
+            )
+            .into_response();
+            resp.headers_mut().insert(axum::http::header::RETRY_AFTER, HeaderValue::from(r.retry_after_secs));
+            resp.extensions_mut().insert(LoggedDepartment(dept_id));
+            return resp;
+        }
+    };
+    let operator = header_text(&req, "x-operator").map(|o| o.chars().take(64).collect());
+    req.extensions_mut().insert(department.caller(operator));
+    let mut resp = next.run(req).await;
+    resp.extensions_mut().insert(LoggedDepartment(dept_id));
+    resp
+}
+
+/// Longest accepted purpose statement, in characters.
+pub const MAX_PURPOSE_CHARS: usize = 500;
+
+/// The purpose layer: subject-data reads must say what they are for.
+async fn require_purpose(mut req: Request, next: Next) -> Response {
+    match header_text(&req, "x-purpose") {
+        None => ApiError::purpose_required().into_response(),
+        Some(p) if p.chars().count() > MAX_PURPOSE_CHARS => {
+            ApiError::invalid_value(format!("X-Purpose is limited to {MAX_PURPOSE_CHARS} characters")).into_response()
+        }
+        Some(p) => {
+            req.extensions_mut().insert(Purpose(p));
+            next.run(req).await
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,183 @@
+//! Lookups and verifications of one subject (`/v1/persons/{id}`,
+//! `/v1/entities/{code}`, `…/verify`): the use cases are
+//! `Queries::lookup` and `Queries::verify`, each audited durably before it
+//! answers.
+//!
+//! Hot path: key parsing runs here, pseudonymization and point reads in
+//! the use case, inline (microseconds, mostly cache hits); the only wait
+//! is the group commit of the audit entry.
+
+use super::schema::{DatasetRecord, ErrorBody, Lookup, Verification, VerifyRequest, WithheldItem};
+use super::{ApiError, ApiResult, AppState};
+use crate::auth::{Caller, Purpose};
+use axum::extract::{Path, Query, State};
+use axum::{Extension, Json};
+use basedata_ingest::log::UpdateLog;
+use basedata_store::value::{format_datetime, parse_datetime};
+use basedata_store::{Subject, SubjectKey};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct LookupParams {
+    /// Comma-separated dataset ids (default: all of the subject's datasets).
+    datasets: Option<String>,
+    /// RFC 3339 time: the records as they stood then.
+    as_of: Option<String>,
+}
+
+pub fn parse_time(param: &str, value: &str) -> ApiResult<i64> {
+    parse_datetime(value).ok_or_else(|| ApiError::invalid_value(format!("{param} must be an RFC 3339 time")))
+}
+
+/// Look a person up: the fields the caller may see, and what is withheld.
+#[utoipa::path(get, path = "/v1/persons/{id}", tag = "subjects",
+    params(("id" = String, Path, description = "Citizen ID number"), LookupParams,
+           ("X-Purpose" = String, Header, description = "Purpose of use (UTF-8, percent-encoding allowed)"),
+           ("X-Operator" = Option<String>, Header, description = "Staff member at the counter")),
+    responses((status = 200, body = Lookup), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody),
+              (status = 503, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn lookup_person(
+    state: State<AppState>,
+    caller: Extension<Caller>,
+    purpose: Extension<Purpose>,
+    Path(id): Path<String>,
+    q: Query<LookupParams>,
+) -> ApiResult<Json<Lookup>> {
+    lookup_subject(state, caller, purpose, Subject::Person, id, q).await
+}
+
+/// Look an organization up.
+#[utoipa::path(get, path = "/v1/entities/{code}", tag = "subjects",
+    params(("code" = String, Path, description = "Unified social credit code"), LookupParams,
+           ("X-Purpose" = String, Header, description = "Purpose of use"),
+           ("X-Operator" = Option<String>, Header, description = "Staff member at the counter")),
+    responses((status = 200, body = Lookup), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody),
+              (status = 503, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn lookup_entity(
+    state: State<AppState>,
+    caller: Extension<Caller>,
+    purpose: Extension<Purpose>,
+    Path(code): Path<String>,
+    q: Query<LookupParams>,
+) -> ApiResult<Json<Lookup>> {
+    lookup_subject(state, caller, purpose, Subject::Entity, code, q).await
+}
+
+async fn lookup_subject(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Extension(purpose): Extension<Purpose>,
+    subject: Subject,
+    raw_key: String,
+    Query(q): Query<LookupParams>,
+) -> ApiResult<Json<Lookup>> {
+    let key = SubjectKey::parse(subject, &raw_key).map_err(ApiError::invalid_key)?;
+    held_here(&state, &key)?;
+    let as_of = q.as_of.as_deref().map(|t| parse_time("as_of", t)).transpose()?;
+    let result = state.queries.lookup(&caller, &purpose.0, key, q.datasets.as_deref(), as_of).await?;
+    let datasets = result
+        .datasets
+        .into_iter()
+        .map(|d| {
+            let fields: Map<String, Value> = d.fields.iter().map(|(n, v)| (n.clone(), v.to_json())).collect();
+            (d.dataset, DatasetRecord { version: d.version, updated_at: format_datetime(d.updated_at), fields })
+        })
+        .collect();
+    let withheld = result
+        .withheld
+        .into_iter()
+        .map(|w| WithheldItem { dataset: w.dataset, field: w.field, share: w.share.as_str().into(), reason: w.reason.as_str().into() })
+        .collect();
+    Ok(Json(Lookup {
+        key: key.as_str().into(),
+        subject: subject.as_str().into(),
+        datasets,
+        withheld,
+        as_of: as_of.map(format_datetime),
+    }))
+}
+
+/// Cluster mode on a node holding only some partitions: a key of another
+/// partition is not answered here (its records are not here), and the
+/// answer says which partition to ask for.
+pub fn held_here(state: &AppState, key: &SubjectKey) -> ApiResult<()> {
+    match state.cluster.as_ref().and_then(|c| c.partitioning().not_held(&state.store, key)) {
+        None => Ok(()),
+        Some(p) => Err(ApiError::unavailable(format!("this node does not hold partition {p} of the key; ask a node that does"))
+            .with_details(serde_json::json!({ "partition": p }))),
+    }
+}
+
+/// Parses a JSON request body, mapping every failure to `invalid_body`.
+pub fn json_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        let what = match e.classify() {
+            serde_json::error::Category::Data => "a member is missing or has the wrong type",
+            _ => "malformed JSON",
+        };
+        ApiError::invalid_body(format!("request body: {what} (line {}, column {})", e.line(), e.column()))
+    })
+}
+
+
+/// Verify claimed values of a person's record without disclosing them.
+#[utoipa::path(post, path = "/v1/persons/{id}/verify", tag = "subjects", request_body = VerifyRequest,
+    params(("id" = String, Path, description = "Citizen ID number"),
+           ("X-Purpose" = String, Header, description = "Purpose of use")),
+    responses((status = 200, body = Verification), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody),
+              (status = 503, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn verify_person(
+    state: State<AppState>,
+    caller: Extension<Caller>,
+    purpose: Extension<Purpose>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<Verification>> {
+    verify_subject(state, caller, purpose, Subject::Person, id, body).await
+}
+
+/// Verify claimed values of an organization's record without disclosing them.
+#[utoipa::path(post, path = "/v1/entities/{code}/verify", tag = "subjects", request_body = VerifyRequest,
+    params(("code" = String, Path, description = "Unified social credit code"),
+           ("X-Purpose" = String, Header, description = "Purpose of use")),
+    responses((status = 200, body = Verification), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody),
+              (status = 503, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn verify_entity(
+    state: State<AppState>,
+    caller: Extension<Caller>,
+    purpose: Extension<Purpose>,
+    Path(code): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<Verification>> {
+    verify_subject(state, caller, purpose, Subject::Entity, code, body).await
+}
+
+async fn verify_subject(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Extension(purpose): Extension<Purpose>,
+    subject: Subject,
+    raw_key: String,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<Verification>> {
+    let key = SubjectKey::parse(subject, &raw_key).map_err(ApiError::invalid_key)?;
+    held_here(&state, &key)?;
+    let req: VerifyRequest = json_body(&body)?;
+    let v = state.queries.verify(&caller, &purpose.0, key, req.dataset.as_deref(), &req.fields).await?;
+    Ok(Json(Verification {
+        key: key.as_str().into(),
+        dataset: v.dataset,
+        result: v.outcome.as_str().into(),
+        fields: v.fields.into_iter().map(|(n, v)| (n, v.as_str().to_owned())).collect(),
+    }))
+}
