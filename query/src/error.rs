@@ -26,9 +26,6 @@ pub enum Error {
     /// The thing exists but is not in a state that allows this.
     #[error("{0}")]
     Conflict(String),
-    /// A batch job's answers were asked for before it was done.
-    #[error("the job is {}; its result is ready when it is done", .0.state.as_str())]
-    NotDone(Box<crate::jobs::JobMeta>),
     /// The writer's queue is full: retry shortly.
     #[error("the server is at capacity; retry shortly")]
     Overloaded,
@@ -52,7 +49,7 @@ impl Error {
             Error::InvalidBody(_) => "invalid_body",
             Error::Forbidden(_) => "forbidden",
             Error::NotFound(_) => "not_found",
-            Error::Conflict(_) | Error::NotDone(_) => "conflict",
+            Error::Conflict(_) => "conflict",
             Error::Overloaded => "overloaded",
             Error::Unavailable(_) => "unavailable",
             Error::Internal(_) => "internal",

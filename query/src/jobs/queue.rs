@@ -76,22 +76,30 @@ impl Queries {
         meta.filter(|m| m.department == caller.department.id && m.state != JobState::Receiving).ok_or_else(missing)
     }
 
-    /// Opens the answers of the caller's finished job `id` for download.
-    /// Every line was audited when it was verified; the download is a use
-    /// of its own (who took the verdicts, when, and why), recorded before
-    /// the first byte goes out.
-    pub async fn job_result(&self, caller: &Caller, purpose: &str, id: &str) -> Result<JobResult> {
+    /// Opens the answers of the caller's finished job `id` for download,
+    /// or says how far the job is when it is not done yet. Every line was
+    /// audited when it was verified; the download is a use of its own (who
+    /// took the verdicts, when, and why), recorded before the first byte
+    /// goes out.
+    pub async fn job_result(&self, caller: &Caller, purpose: &str, id: &str) -> Result<Download> {
         let meta = self.job(caller, id).await?;
         match meta.state {
             JobState::Done => {}
             JobState::Failed => return Err(Error::Conflict("the job failed; it has no result".into())),
-            _ => return Err(Error::NotDone(Box::new(meta))),
+            _ => return Ok(Download::NotDone(meta)),
         }
         let mut ev = caller.event(purpose, Action::BatchVerify, None);
         ev.outcome = format!("result_download:{}", meta.id.to_hex());
         self.record(vec![ev], WriteBatch::new()).await?;
-        Ok(JobResult { store: self.store.clone(), meta })
+        Ok(Download::Ready(JobResult { store: self.store.clone(), meta }))
     }
+}
+
+/// A job's answers, or where the job stands while they are not ready.
+#[derive(Debug)]
+pub enum Download {
+    Ready(JobResult),
+    NotDone(JobMeta),
 }
 
 /// A finished job's answers, chunk by chunk.

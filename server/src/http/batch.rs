@@ -21,7 +21,7 @@ use axum::{Extension, Json};
 use basedata_ingest::log::UpdateLog;
 use basedata_query::batch::pipeline::OUT_QUEUE;
 use basedata_query::batch::{Batch, Chunk, Cutter, Requester};
-use basedata_query::jobs::queue::BrokenInput;
+use basedata_query::jobs::queue::{BrokenInput, Download};
 use basedata_query::jobs::JobMeta;
 use http_body_util::channel::Channel;
 use http_body_util::BodyExt;
@@ -231,7 +231,7 @@ pub async fn submit_job(
     Ok((StatusCode::ACCEPTED, Json(JobAccepted { id: meta.id.to_hex(), state: "queued".into(), total: meta.total })))
 }
 
-pub fn status(m: &JobMeta) -> JobStatus {
+fn status(m: &JobMeta) -> JobStatus {
     JobStatus {
         id: m.id.to_hex(),
         state: m.state.as_str().to_owned(),
@@ -275,7 +275,14 @@ pub async fn job_result(
     Extension(purpose): Extension<Purpose>,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    let result = state.queries.job_result(&caller, &purpose.0, &id).await?;
+    let result = match state.queries.job_result(&caller, &purpose.0, &id).await? {
+        Download::Ready(r) => r,
+        Download::NotDone(meta) => {
+            let msg = format!("the job is {}; its result is ready when it is done", meta.state.as_str());
+            let details = serde_json::to_value(status(&meta)).unwrap_or_default();
+            return Err(ApiError::new(StatusCode::CONFLICT, "conflict", msg).with_details(details));
+        }
+    };
     let (mut tx, resp) = ndjson_stream();
     tokio::spawn(async move {
         for n in 0..result.meta.chunks {

@@ -90,11 +90,6 @@ impl From<basedata_query::Error> for ApiError {
             E::Forbidden(m) => ApiError::forbidden(m),
             E::NotFound(m) => ApiError::not_found(m),
             E::Conflict(m) => Self::new(StatusCode::CONFLICT, code, m),
-            E::NotDone(meta) => {
-                let message = E::NotDone(meta.clone()).to_string();
-                let details = serde_json::to_value(crate::http::batch::status(&meta)).unwrap_or_default();
-                Self::new(StatusCode::CONFLICT, code, message).with_details(details)
-            }
             E::Overloaded => ApiError::overloaded(),
             E::Unavailable(m) => ApiError::unavailable(m),
             E::Internal(m) => ApiError::internal(m),
