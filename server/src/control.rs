@@ -56,13 +56,13 @@ struct Shared {
 }
 
 impl ControlSocket {
-    /// Starts answering for `store`; `None` (logged) when the store is not
-    /// a RocksDB one or the socket cannot be made (a data directory path
-    /// longer than a socket address allows, about 100 bytes): backups then
-    /// need the server stopped.
+    /// Starts answering for `store`; `None` (logged) when the store's
+    /// engine makes no checkpoints (nothing on disk to back up) or the
+    /// socket cannot be made (a data directory path longer than a socket
+    /// address allows, about 100 bytes): backups then need the server
+    /// stopped.
     pub fn start(store: &Arc<Store>) -> Option<ControlSocket> {
-        let rocks = store.engine().as_any().downcast_ref::<RocksEngine>()?;
-        let path = control_socket_path(rocks.path());
+        let path = control_socket_path(store.engine().checkpoint()?.dir());
         // A socket left by a killed server: the store lock we hold says no
         // other server uses this directory.
         let _ = std::fs::remove_file(&path);
@@ -151,10 +151,10 @@ fn answer(store: &Store, line: &str) -> Value {
             let Some(to) = req.to.filter(|p| p.is_absolute()) else {
                 return error_reply("a backup needs an absolute \"to\" directory");
             };
-            let Some(rocks) = store.engine().as_any().downcast_ref::<RocksEngine>() else {
+            if store.engine().checkpoint().is_none() {
                 return error_reply("this store's engine cannot be backed up");
-            };
-            match store_backup::create(rocks, &to) {
+            }
+            match store_backup::create(&**store.engine(), &to) {
                 Ok(m) => {
                     tracing::info!(backup_id = m.backup_id, last_seq = m.summary.last_seq,
                         files_copied = m.copy.files_copied, to = %to.display(), "backup written");

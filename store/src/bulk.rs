@@ -46,15 +46,13 @@
 pub mod sort;
 
 use crate::codec::{decode, encode, FORMAT_V1};
-use crate::engine::rocks::RocksEngine;
-use crate::engine::{Cf, Durability, WriteBatch};
+use crate::engine::{Cf, Durability, SstIngest, SstWriter, WriteBatch};
 use crate::keys::{Subject, SubjectKey};
 use crate::pseudo::Pid;
 use crate::record::{seq_key, ChangeEntry};
 use crate::store::{BulkApplied, BulkSlot, DatasetStats, Store, Update, UpdateOp};
 use crate::value::Value;
 use crate::{Error, Result};
-use rocksdb::{IngestExternalFileOptions, Options, SstFileWriter};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -89,17 +87,10 @@ fn enc<T: bincode::Encode>(buf: &mut Vec<u8>, v: T) {
     bincode::encode_into_std_write(v, buf, bincode_config()).expect("encode into Vec");
 }
 
-fn engine_err(e: rocksdb::Error) -> Error {
-    Error::Engine(e.into_string())
-}
-
-/// The RocksDB engine under `store`: SST ingestion has no in-memory form.
-fn rocks_of(store: &Store) -> Result<&RocksEngine> {
-    store
-        .engine()
-        .as_any()
-        .downcast_ref::<RocksEngine>()
-        .ok_or(Error::Unsupported("bulk loading needs the RocksDB engine"))
+/// The SST ingestion of the engine under `store`; an engine without it
+/// (the memory engine) cannot take a bulk load.
+fn sst_ingest_of(store: &Store) -> Result<&dyn SstIngest> {
+    store.engine().sst_ingest().ok_or(Error::Unsupported("bulk loading needs an engine that ingests SST files"))
 }
 
 /// How much memory and which scratch space a load may use.
@@ -303,7 +294,7 @@ pub struct BulkSummary {
 /// [`BulkLoader::finish`].
 pub struct BulkLoader<'s> {
     store: &'s Store,
-    rocks: &'s RocksEngine,
+    sst: &'s dyn SstIngest,
     dataset: &'s str,
     subject: Subject,
     sorter: sort::Sorter<KEY_LEN>,
@@ -332,10 +323,11 @@ fn refuse_unless_empty(dataset: &str, stats: &DatasetStats) -> Result<()> {
 }
 
 impl<'s> BulkLoader<'s> {
-    /// Starts a load of `dataset`; refuses a non-RocksDB store, an unknown
-    /// or non-empty dataset, and a store with an unfinished load.
+    /// Starts a load of `dataset`; refuses a store whose engine cannot
+    /// ingest SST files, an unknown or non-empty dataset, and a store with
+    /// an unfinished load.
     pub fn new(store: &'s Store, dataset: &str, opts: BulkOptions) -> Result<Self> {
-        let rocks = rocks_of(store)?;
+        let sst = sst_ingest_of(store)?;
         let ds =
             store.catalog().dataset(dataset).ok_or_else(|| Error::Invalid(format!("unknown dataset {dataset}")))?;
         if let Some(i) = interrupted(store)? {
@@ -349,7 +341,7 @@ impl<'s> BulkLoader<'s> {
         sorter.reserve(opts.expected_bytes);
         Ok(BulkLoader {
             store,
-            rocks,
+            sst,
             dataset: &ds.id,
             subject: ds.subject,
             sorter,
@@ -386,7 +378,7 @@ impl<'s> BulkLoader<'s> {
         let stop_before = self.interrupt_before;
         #[cfg(not(test))]
         let stop_before = None;
-        let BulkLoader { store, rocks, dataset, sorter, opts, staged, .. } = self;
+        let BulkLoader { store, sst, dataset, sorter, opts, staged, .. } = self;
         let mut sorted = sorter.finish()?;
         let sort_stats = sorted.stats();
         let staging = tempfile::Builder::new().prefix(".basedata-bulk-").tempdir_in(&opts.tmp_dir)?;
@@ -395,7 +387,7 @@ impl<'s> BulkLoader<'s> {
         let mut marked = false;
         let summary = store.bulk_commit(dataset, |slot| {
             refuse_unless_empty(dataset, &slot.stats)?;
-            let w = write_files(rocks, &mut sorted, dataset, slot, &staging_path, opts.sst_file_bytes, progress)?;
+            let w = write_files(sst, &mut sorted, dataset, slot, &staging_path, opts.sst_file_bytes, progress)?;
             let mut summary = BulkSummary {
                 staged,
                 applied: w.applied,
@@ -436,7 +428,7 @@ impl<'s> BulkLoader<'s> {
             // From here on the staged files are what a restart finishes
             // the load from: never removed on an error.
             marked = true;
-            ingest(rocks, &marker, stop_before)?;
+            ingest(sst, &marker, stop_before)?;
             let mut clear = WriteBatch::new();
             clear.delete(Cf::Meta, MARKER_KEY);
             let done = BulkApplied {
@@ -507,7 +499,7 @@ pub fn interrupted(store: &Store) -> Result<Option<Interrupted>> {
 /// counters moved), since the load's numbers may then be taken.
 pub fn finish_interrupted(store: &Store) -> Result<Option<Interrupted>> {
     let Some(m) = read_marker(store)? else { return Ok(None) };
-    let rocks = rocks_of(store)?;
+    let sst = sst_ingest_of(store)?;
     let lost = || {
         Error::Bulk(format!(
             "the bulk load of dataset {} was interrupted and its staged files in {} are incomplete; restore the data \
@@ -544,7 +536,7 @@ pub fn finish_interrupted(store: &Store) -> Result<Option<Interrupted>> {
         if !(untouched || changes_in) {
             return Err(moved_on());
         }
-        ingest(rocks, &m, None)?;
+        ingest(sst, &m, None)?;
         let mut clear = WriteBatch::new();
         clear.delete(Cf::Meta, MARKER_KEY);
         let done = BulkApplied { applied: m.applied, live: m.live, last_seq: m.last_seq, committed_at: m.committed_at };
@@ -555,10 +547,10 @@ pub fn finish_interrupted(store: &Store) -> Result<Option<Interrupted>> {
 }
 
 /// Ingests the marker's files family by family. Each file is ingested
-/// through a fresh hard link that RocksDB moves into the store, so the
+/// through a fresh hard link that the engine moves into the store, so the
 /// staged file itself stays for a restart; where links are impossible
-/// (another file system) RocksDB copies.
-fn ingest(rocks: &RocksEngine, m: &Marker, stop_before: Option<Cf>) -> Result<()> {
+/// (another file system) the engine copies.
+fn ingest(sst: &dyn SstIngest, m: &Marker, stop_before: Option<Cf>) -> Result<()> {
     for (cf, files) in m.files() {
         if stop_before == Some(cf) {
             return Err(Error::Bulk(format!("ingestion stopped before {}", cf.name())));
@@ -575,17 +567,14 @@ fn ingest(rocks: &RocksEngine, m: &Marker, stop_before: Option<Cf>) -> Result<()
             }
             links.push(link);
         }
-        let mut opts = IngestExternalFileOptions::default();
-        let paths = if links.len() == files.len() {
-            opts.set_move_files(true);
-            links
+        if links.len() == files.len() {
+            sst.ingest(cf, &links, true)?;
         } else {
             for l in &links {
                 let _ = std::fs::remove_file(l);
             }
-            files
-        };
-        rocks.db().ingest_external_file_cf_opts(rocks.cf(cf), &opts, paths).map_err(engine_err)?;
+            sst.ingest(cf, &files, false)?;
+        }
     }
     Ok(())
 }
@@ -633,7 +622,7 @@ struct Written {
 /// drops superseded lines and numbers the records; one thread writes
 /// `records`, another `changes` and `keymap`.
 fn write_files(
-    rocks: &RocksEngine,
+    sst: &dyn SstIngest,
     sorted: &mut sort::Sorted<KEY_LEN>,
     dataset: &str,
     slot: &BulkSlot,
@@ -646,8 +635,7 @@ fn write_files(
     std::thread::scope(|s| {
         let named = |name: &str| std::thread::Builder::new().name(name.to_owned());
         let records = named("load-records").spawn_scoped(s, move || -> Result<(Vec<PathBuf>, u64)> {
-            let opts = rocks.sst_options(Cf::Records);
-            let mut out = SstSeries::new(&opts, dir, "records", sst_bytes);
+            let mut out = SstSeries::new(sst, Cf::Records, dir, sst_bytes);
             let mut key = Vec::with_capacity(16 + dataset.len());
             let mut val = Vec::with_capacity(1024);
             for batch in rrx {
@@ -665,10 +653,8 @@ fn write_files(
             out.finish()
         })?;
         let changes = named("load-changes").spawn_scoped(s, move || -> Result<(Vec<PathBuf>, Vec<PathBuf>, u64)> {
-            let copts = rocks.sst_options(Cf::Changes);
-            let kopts = rocks.sst_options(Cf::KeyMap);
-            let mut changes = SstSeries::new(&copts, dir, "changes", sst_bytes);
-            let mut keymap = SstSeries::new(&kopts, dir, "keymap", sst_bytes);
+            let mut changes = SstSeries::new(sst, Cf::Changes, dir, sst_bytes);
+            let mut keymap = SstSeries::new(sst, Cf::KeyMap, dir, sst_bytes);
             let mut val = Vec::with_capacity(1024);
             let mut last_pid = [0u8; 16];
             let mut any = false;
@@ -852,41 +838,43 @@ fn change_value(out: &mut Vec<u8>, item: &[u8], dataset: &str, committed_at: i64
 
 /// SST files of one family, cut at about `max_bytes`.
 struct SstSeries<'o> {
-    opts: &'o Options,
+    sst: &'o dyn SstIngest,
+    cf: Cf,
     dir: &'o Path,
-    name: &'static str,
     max_bytes: u64,
-    cur: Option<SstFileWriter<'o>>,
+    cur: Option<Box<dyn SstWriter + 'o>>,
     puts: u64,
     files: Vec<PathBuf>,
 }
 
 impl<'o> SstSeries<'o> {
-    fn new(opts: &'o Options, dir: &'o Path, name: &'static str, max_bytes: u64) -> Self {
-        SstSeries { opts, dir, name, max_bytes, cur: None, puts: 0, files: Vec::new() }
+    fn new(sst: &'o dyn SstIngest, cf: Cf, dir: &'o Path, max_bytes: u64) -> Self {
+        SstSeries { sst, cf, dir, max_bytes, cur: None, puts: 0, files: Vec::new() }
     }
 
     fn put(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
-        if self.cur.is_none() {
-            let path = self.dir.join(format!("{}-{:04}.sst", self.name, self.files.len() + 1));
-            let w = SstFileWriter::create(self.opts);
-            w.open(&path).map_err(engine_err)?;
-            self.files.push(path);
-            self.cur = Some(w);
-        }
-        let w = self.cur.as_mut().expect("opened above");
-        w.put(key, value).map_err(engine_err)?;
+        let w = match &mut self.cur {
+            Some(w) => w,
+            None => {
+                let path = self.dir.join(format!("{}-{:04}.sst", self.cf.name(), self.files.len() + 1));
+                let w = self.sst.sst_writer(self.cf, &path)?;
+                self.files.push(path);
+                self.cur.insert(w)
+            }
+        };
+        w.put(key, value)?;
         self.puts += 1;
         if self.puts % 1024 == 0 && w.file_size() >= self.max_bytes {
-            w.finish().map_err(engine_err)?;
-            self.cur = None;
+            if let Some(w) = self.cur.take() {
+                w.finish()?;
+            }
         }
         Ok(())
     }
 
     fn finish(mut self) -> Result<(Vec<PathBuf>, u64)> {
-        if let Some(mut w) = self.cur.take() {
-            w.finish().map_err(engine_err)?;
+        if let Some(w) = self.cur.take() {
+            w.finish()?;
         }
         let mut bytes = 0;
         for f in &self.files {
@@ -996,7 +984,7 @@ mod tests {
     // would have stored.
 
     use crate::clock::ManualClock;
-    use crate::engine::rocks::RocksConfig;
+    use crate::engine::rocks::{RocksConfig, RocksEngine};
     use crate::keys::{EntityKey, PersonKey};
     use crate::store::Outcome;
     use crate::{Catalog, Secret};
