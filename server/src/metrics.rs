@@ -191,18 +191,17 @@ impl Metrics {
 mod tests {
     use super::*;
     use basedata_store::clock::SystemClock;
-    use basedata_store::engine::rocks::{RocksConfig, RocksEngine};
+    use basedata_store::dir::{open_with_secret, OpenOptions};
     use basedata_store::{Catalog, Secret};
     use std::sync::Arc;
 
     #[test]
     fn engine_figures_keep_their_published_labels() {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = RocksConfig { block_cache_bytes: 8 << 20, ..Default::default() };
-        let engine = Arc::new(RocksEngine::open(dir.path(), &cfg).unwrap());
-        let store =
-            Store::open(engine, &Secret::generate().unwrap(), Arc::new(Catalog::builtin()), Arc::new(SystemClock)).unwrap();
-        let text = Metrics::new().render(&store, &CommitStats::default());
+        let opts = OpenOptions { block_cache_bytes: 8 << 20, warm_page_cache: false };
+        let secret = Secret::generate().unwrap();
+        let opened = open_with_secret(dir.path(), &secret, Arc::new(Catalog::builtin()), Arc::new(SystemClock), &opts);
+        let text = Metrics::new().render(&opened.unwrap().store, &CommitStats::default());
         for label in [
             "estimate-num-keys",
             "total-sst-files-size",
