@@ -45,13 +45,12 @@
 
 pub mod sort;
 
-use crate::codec::{decode, encode, FORMAT_V1};
+use crate::codec::{decode, encode};
 use crate::engine::{Cf, Durability, SstIngest, SstWriter, WriteBatch};
 use crate::keys::{Subject, SubjectKey};
 use crate::pseudo::Pid;
-use crate::record::{seq_key, ChangeEntry};
+use crate::record::{encode_change, encode_fields, encode_record, seq_key, ChangeEntry};
 use crate::store::{BulkApplied, BulkSlot, DatasetStats, Store, Update, UpdateOp};
-use crate::value::Value;
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -75,17 +74,6 @@ const AT_SEALED: usize = KEY_LEN + 3;
 const MARKER_KEY: &[u8] = b"bulk_load";
 /// Items handed from the merge to the file writers at once.
 const BATCH_ITEMS: usize = 4096;
-
-fn bincode_config() -> bincode::config::Configuration {
-    // The configuration of `codec`: the stored forms must be byte-identical
-    // (checked by the tests below).
-    bincode::config::standard()
-}
-
-fn enc<T: bincode::Encode>(buf: &mut Vec<u8>, v: T) {
-    // Writing into a Vec cannot fail; an Err here would be a bincode bug.
-    bincode::encode_into_std_write(v, buf, bincode_config()).expect("encode into Vec");
-}
 
 /// The SST ingestion of the engine under `store`; an engine without it
 /// (the memory engine) cannot take a bulk load.
@@ -193,16 +181,12 @@ impl Stager<'_> {
             UpdateOp::Delete => push_sealed(&mut out.buf, OP_DELETE, &sealed),
             UpdateOp::Upsert(fields) => {
                 push_sealed(&mut out.buf, OP_UPSERT, &sealed);
-                // `enc(&StoredFields)` of `to_stored` without copying the values.
-                enc(&mut out.buf, fields.len());
-                for (name, v) in fields {
-                    enc(&mut out.buf, name.as_str());
-                    let sv = stored_ref(v, &mut |k: &SubjectKey| {
-                        refs.push(*k);
-                        self.store.pseudonym(k)
-                    });
-                    enc(&mut out.buf, sv);
-                }
+                // Encoded once here; the writers splice them into both the
+                // record and the change-log entry.
+                encode_fields(&mut out.buf, fields, &mut |k: &SubjectKey| {
+                    refs.push(*k);
+                    self.store.pseudonym(k)
+                });
             }
         }
         out.end(at);
@@ -217,38 +201,6 @@ impl Stager<'_> {
         }
         out.records += 1;
         Ok(())
-    }
-}
-
-/// A borrowed mirror of [`crate::record::StoredValue`], variant for variant
-/// in the same order: bincode writes `&str` and `&[u8]` as it writes
-/// `String` and `Vec<u8>`, so fields are encoded exactly as stored without
-/// copying their strings (the tests hold the two encodings equal).
-#[derive(bincode::Encode)]
-enum StoredValueRef<'a> {
-    Str(&'a str),
-    Date(i32),
-    DateTime(i64),
-    Int(i64),
-    Decimal(&'a str),
-    Bool(bool),
-    Code(&'a str),
-    Key { doc: u8, pid: Pid },
-    Bytes(&'a [u8]),
-}
-
-/// [`to_stored`], borrowing.
-fn stored_ref<'a>(v: &'a Value, pid_of: &mut impl FnMut(&SubjectKey) -> Pid) -> StoredValueRef<'a> {
-    match v {
-        Value::Str(s) => StoredValueRef::Str(s),
-        Value::Date(d) => StoredValueRef::Date(d.to_julian_day()),
-        Value::DateTime(t) => StoredValueRef::DateTime(*t),
-        Value::Int(i) => StoredValueRef::Int(*i),
-        Value::Decimal(s) => StoredValueRef::Decimal(s),
-        Value::Bool(b) => StoredValueRef::Bool(*b),
-        Value::Code(s) => StoredValueRef::Code(s),
-        Value::Key(k) => StoredValueRef::Key { doc: k.doc_type().as_u8(), pid: pid_of(k) },
-        Value::Bytes(b) => StoredValueRef::Bytes(b),
     }
 }
 
@@ -795,45 +747,20 @@ fn version_of(item: &[u8]) -> u64 {
     !u64::from_be_bytes(item[17..25].try_into().expect("8 bytes"))
 }
 
-/// The encoded fields of a record item (empty for a delete).
-fn fields_of(item: &[u8]) -> &[u8] {
-    &item[AT_SEALED + item[AT_SEALED_LEN] as usize..]
+/// The encoded fields of a record item, `None` for a delete.
+fn fields_of(item: &[u8]) -> Option<&[u8]> {
+    (item[AT_OP] == OP_UPSERT).then(|| &item[AT_SEALED + item[AT_SEALED_LEN] as usize..])
 }
 
-/// `encode(&StoredRecord { version, committed_at, seq, body })`, spliced
-/// from the item's pre-encoded fields (bincode writes a struct as its
-/// fields in order and an enum as its variant index, then the payload).
+/// The stored record of a record item.
 fn record_value(out: &mut Vec<u8>, item: &[u8], seq: u64, committed_at: i64) {
-    out.clear();
-    out.push(FORMAT_V1);
-    enc(out, version_of(item));
-    enc(out, committed_at);
-    enc(out, seq);
-    if item[AT_OP] == OP_UPSERT {
-        enc(out, 0u32); // Body::Live
-        out.extend_from_slice(fields_of(item));
-    } else {
-        enc(out, 1u32); // Body::Deleted
-    }
+    encode_record(out, version_of(item), committed_at, seq, fields_of(item));
 }
 
-/// `encode(&ChangeEntry { .. })` for a record item, spliced like
-/// [`record_value`].
+/// The change-log entry of a record item.
 fn change_value(out: &mut Vec<u8>, item: &[u8], dataset: &str, committed_at: i64) {
-    out.clear();
-    out.push(FORMAT_V1);
-    enc(out, dataset);
-    enc(out, item[AT_DOC]);
-    out.extend_from_slice(&item[..16]); // Pid: a fixed array, no length
-    let upsert = item[AT_OP] == OP_UPSERT;
-    enc(out, if upsert { 0u32 } else { 1u32 }); // ChangeOp
-    enc(out, version_of(item));
-    enc(out, committed_at);
-    if upsert {
-        out.extend_from_slice(fields_of(item));
-    } else {
-        enc(out, 0u64); // no fields
-    }
+    let pid: &[u8; 16] = item[..16].try_into().expect("16 bytes");
+    encode_change(out, dataset, item[AT_DOC], pid, version_of(item), committed_at, fields_of(item));
 }
 
 /// SST files of one family, cut at about `max_bytes`.
@@ -888,6 +815,7 @@ impl<'o> SstSeries<'o> {
 mod tests {
     use super::*;
     use crate::record::{Body, ChangeOp, StoredFields, StoredRecord, StoredValue};
+    use crate::value::Value;
 
     fn item(op: u8, version: u64, fields: &StoredFields) -> Vec<u8> {
         let key = SubjectKey::parse(Subject::Person, "11010519491231002X").unwrap();
@@ -895,7 +823,7 @@ mod tests {
         push_key(&mut buf, &Pid([7; 16]), KIND_RECORD, !version, 3, key);
         push_sealed(&mut buf, op, &[1, 2, 3]);
         if op == OP_UPSERT {
-            enc(&mut buf, fields);
+            crate::codec::encode_into(&mut buf, fields);
         }
         buf
     }
@@ -936,35 +864,6 @@ mod tests {
                 assert_eq!(version_of(&it), version);
             }
         }
-    }
-
-    #[test]
-    fn borrowed_values_encode_like_stored_values() {
-        use crate::record::to_stored;
-        let person = SubjectKey::parse(Subject::Person, "11010519491231002X").unwrap();
-        let values = vec![
-            Value::Str("张三".into()),
-            Value::Date(time::macros::date!(1949 - 12 - 31)),
-            Value::DateTime(-1_234_567),
-            Value::Int(i64::MIN),
-            Value::Decimal("12.5".into()),
-            Value::Bool(true),
-            Value::Code("normal".into()),
-            Value::Key(person),
-            Value::Bytes(vec![1, 2, 3, 255]),
-        ];
-        let mut pid_of = |k: &SubjectKey| Pid([k.as_str().len() as u8; 16]);
-        let fields: StoredFields = values.iter().map(|v| ("f".to_owned(), to_stored(v, &mut pid_of))).collect();
-        let mut mine = Vec::new();
-        enc(&mut mine, values.len());
-        for v in &values {
-            enc(&mut mine, "f");
-            enc(&mut mine, stored_ref(v, &mut pid_of));
-            let mut one = Vec::new();
-            enc(&mut one, stored_ref(v, &mut pid_of));
-            assert_eq!(one, bincode::encode_to_vec(to_stored(v, &mut pid_of), bincode_config()).unwrap(), "{v:?}");
-        }
-        assert_eq!(mine, bincode::encode_to_vec(&fields, bincode_config()).unwrap());
     }
 
     #[test]
