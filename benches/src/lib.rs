@@ -5,7 +5,7 @@ pub mod harness;
 pub mod pg;
 
 use basedata_store::clock::SystemClock;
-use basedata_store::engine::rocks::{RocksConfig, RocksEngine};
+use basedata_store::dir::{open_with_secret, OpenOptions};
 use basedata_store::keys::PersonKey;
 use basedata_store::{Catalog, Secret, Store};
 use basedata_gen::{self as gen, GenConfig};
@@ -21,10 +21,10 @@ pub struct Fixture {
 
 pub fn hukou_fixture(persons: u64, cache_mb: usize) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = RocksConfig { block_cache_bytes: cache_mb << 20, ..Default::default() };
-    let engine = Arc::new(RocksEngine::open(dir.path(), &cfg).unwrap());
+    let opts = OpenOptions { block_cache_bytes: cache_mb << 20, warm_page_cache: false };
     let catalog = Arc::new(Catalog::builtin());
-    let store = Arc::new(Store::open(engine, &Secret::from_bytes([9; 32]), catalog.clone(), Arc::new(SystemClock)).unwrap());
+    let opened = open_with_secret(dir.path(), &Secret::from_bytes([9; 32]), catalog.clone(), Arc::new(SystemClock), &opts);
+    let store = Arc::new(opened.unwrap().store);
     let g = GenConfig { persons, entities: 0, seed: 1 };
     let hukou = catalog.dataset("hukou").unwrap();
     let mut loader = basedata_ingest::BatchLoader::new(&store);

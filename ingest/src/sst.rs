@@ -221,7 +221,7 @@ fn stage_chunk(ds: &Dataset, stager: Stager<'_>, chunk: &Chunk, staged: Staged) 
 mod tests {
     use super::*;
     use basedata_store::clock::SystemClock;
-    use basedata_store::engine::rocks::{RocksConfig, RocksEngine};
+    use basedata_store::dir::{open_with_secret, OpenOptions};
     use basedata_store::keys::PersonKey;
     use basedata_store::{Catalog, Secret, SubjectKey, Value};
     use std::sync::Arc;
@@ -276,10 +276,11 @@ mod tests {
         let input = dir.path().join("in.ndjson");
         std::fs::write(&input, &text).unwrap();
 
-        let engine = Arc::new(RocksEngine::open(&dir.path().join("data"), &RocksConfig::default()).unwrap());
-        let store =
-            Store::open(engine, &Secret::from_bytes([3; 32]), Arc::new(Catalog::builtin()), Arc::new(SystemClock))
-                .unwrap();
+        let data = dir.path().join("data");
+        let (catalog, clock) = (Arc::new(Catalog::builtin()), Arc::new(SystemClock));
+        let store = open_with_secret(&data, &Secret::from_bytes([3; 32]), catalog, clock, &OpenOptions::default())
+            .unwrap()
+            .store;
         let mut rejects = Vec::new();
         let mut reading = 0;
         let sum = load_file(

@@ -327,6 +327,22 @@ impl Config {
         Ok(cfg)
     }
 
+    /// Where the store secret is to be found under this configuration;
+    /// `key_file` is the one named on the command line, if any.
+    pub fn key_source<'a>(&'a self, key_file: Option<&'a Path>) -> basedata_store::dir::KeySource<'a> {
+        basedata_store::dir::KeySource {
+            key_file,
+            secret_hex: self.secret.as_deref(),
+            config_key_file: self.key_file.as_deref(),
+        }
+    }
+
+    /// How the engine of the data directory is opened under this
+    /// configuration; `warm_page_cache` for a server about to serve.
+    pub fn open_options(&self, warm_page_cache: bool) -> basedata_store::dir::OpenOptions {
+        basedata_store::dir::OpenOptions { block_cache_bytes: self.block_cache_mb << 20, warm_page_cache }
+    }
+
     pub fn validate(&self) -> anyhow::Result<()> {
         let mut seen = std::collections::HashSet::new();
         for d in &self.departments {

@@ -16,10 +16,9 @@
 //! `{"ok": false, "error": "..."}`. Requests are served one at a time, so
 //! backups of one store never overlap; shutdown waits for one in progress.
 
-use crate::lifecycle::default_key_file;
 use anyhow::{bail, Context};
 use basedata_store::backup::{self as store_backup, Manifest};
-use basedata_store::engine::rocks::{RocksConfig, RocksEngine};
+use basedata_store::dir::{self, control_socket_path, default_key_file};
 use basedata_store::{Secret, Store};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -30,15 +29,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-/// Name of the control socket inside the data directory.
-pub const CONTROL_SOCKET: &str = "control.sock";
-
 /// Largest request line accepted on the control socket.
 const MAX_REQUEST: u64 = 64 << 10;
-
-pub fn control_socket_path(data: &Path) -> PathBuf {
-    data.join(CONTROL_SOCKET)
-}
 
 /// The server side: a thread answering on `DIR/control.sock` while the
 /// guard lives. Dropping it removes the socket and waits for a backup in
@@ -56,13 +48,13 @@ struct Shared {
 }
 
 impl ControlSocket {
-    /// Starts answering for `store`; `None` (logged) when the store is not
-    /// a RocksDB one or the socket cannot be made (a data directory path
-    /// longer than a socket address allows, about 100 bytes): backups then
-    /// need the server stopped.
+    /// Starts answering for `store`; `None` (logged) when the store's
+    /// engine makes no checkpoints (nothing on disk to back up) or the
+    /// socket cannot be made (a data directory path longer than a socket
+    /// address allows, about 100 bytes): backups then need the server
+    /// stopped.
     pub fn start(store: &Arc<Store>) -> Option<ControlSocket> {
-        let rocks = store.engine().as_any().downcast_ref::<RocksEngine>()?;
-        let path = control_socket_path(rocks.path());
+        let path = control_socket_path(store.engine().checkpoint()?.dir());
         // A socket left by a killed server: the store lock we hold says no
         // other server uses this directory.
         let _ = std::fs::remove_file(&path);
@@ -151,10 +143,10 @@ fn answer(store: &Store, line: &str) -> Value {
             let Some(to) = req.to.filter(|p| p.is_absolute()) else {
                 return error_reply("a backup needs an absolute \"to\" directory");
             };
-            let Some(rocks) = store.engine().as_any().downcast_ref::<RocksEngine>() else {
+            if store.engine().checkpoint().is_none() {
                 return error_reply("this store's engine cannot be backed up");
-            };
-            match store_backup::create(rocks, &to) {
+            }
+            match store_backup::create(&**store.engine(), &to) {
                 Ok(m) => {
                     tracing::info!(backup_id = m.backup_id, last_seq = m.summary.last_seq,
                         files_copied = m.copy.files_copied, to = %to.display(), "backup written");
@@ -188,7 +180,7 @@ fn backup_via_server(stream: UnixStream, to: &Path) -> anyhow::Result<Manifest> 
 /// Backs up the store in `data` into `to`: through the server that holds
 /// it, or directly when none does.
 pub fn backup(data: &Path, to: &Path) -> anyhow::Result<Manifest> {
-    if !data.join("CURRENT").is_file() {
+    if !dir::holds_store(data) {
         bail!("{} holds no store", data.display());
     }
     let to = std::path::absolute(to).with_context(|| format!("backup directory {}", to.display()))?;
@@ -197,8 +189,9 @@ pub fn backup(data: &Path, to: &Path) -> anyhow::Result<Manifest> {
         Ok(stream) => return backup_via_server(stream, &to),
         Err(e) => e,
     };
-    let cfg = RocksConfig { block_cache_bytes: 8 << 20, ..Default::default() };
-    let engine = match RocksEngine::open(data, &cfg) {
+    // A backup reads every table once: a small cache will do.
+    let opts = dir::OpenOptions { block_cache_bytes: 8 << 20, warm_page_cache: false };
+    let engine = match dir::open_engine(data, &opts) {
         Ok(e) => e,
         // RocksDB names its LOCK file when another holder has it.
         Err(e) if e.to_string().contains("LOCK") => bail!(
@@ -207,9 +200,9 @@ pub fn backup(data: &Path, to: &Path) -> anyhow::Result<Manifest> {
             data.display(),
             socket.display()
         ),
-        Err(e) => return Err(e).with_context(|| format!("cannot open the store in {}", data.display())),
+        Err(e) => return Err(e.into()),
     };
-    Ok(store_backup::create(&engine, &to)?)
+    Ok(store_backup::create(&*engine, &to)?)
 }
 
 fn mib(bytes: u64) -> String {
@@ -285,10 +278,10 @@ mod tests {
     fn control_socket_backs_up_and_refuses_bad_requests() {
         let tmp = tempfile::tempdir().unwrap();
         let data = tmp.path().join("data");
-        let cfg = RocksConfig { block_cache_bytes: 8 << 20, ..Default::default() };
-        let engine = Arc::new(RocksEngine::open(&data, &cfg).unwrap());
+        let opts = dir::OpenOptions { block_cache_bytes: 8 << 20, warm_page_cache: false };
         let secret = Secret::generate().unwrap();
-        let store = Arc::new(Store::open(engine, &secret, Arc::new(Catalog::builtin()), Arc::new(SystemClock)).unwrap());
+        let opened = dir::open_with_secret(&data, &secret, Arc::new(Catalog::builtin()), Arc::new(SystemClock), &opts);
+        let store = Arc::new(opened.unwrap().store);
         let control = ControlSocket::start(&store).expect("control socket");
         let mode = std::fs::metadata(control_socket_path(&data)).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);

@@ -1,53 +1,23 @@
 //! Server lifecycle: open the store from a data directory and the secret
-//! (kept outside it), bind, serve until SIGTERM or Ctrl-C, then drain
-//! in-flight requests and close the store cleanly.
+//! (kept outside it; the rules are `basedata_store::dir`'s), bind, serve
+//! until SIGTERM or Ctrl-C, then drain in-flight requests and close the
+//! store cleanly.
 
 use crate::auth::Departments;
 use crate::config::Config;
 use crate::http::{router, AppState, Settings};
-use anyhow::{bail, Context};
+use anyhow::Context;
 use basedata_store::clock::{Clock, SystemClock};
-use basedata_store::engine::rocks::{RocksConfig, RocksEngine};
-use basedata_store::{Catalog, Cf, Secret, Store};
-use std::path::{Path, PathBuf};
+use basedata_store::dir::{self, Notice};
+use basedata_store::{Catalog, Store};
+use std::path::Path;
 use std::sync::Arc;
 
-/// Where the secret lives when neither the configuration nor a flag says:
-/// beside the data directory (`DIR.key`), never inside it.
-pub fn default_key_file(data: &Path) -> PathBuf {
-    let mut name = data.file_name().map(|n| n.to_os_string()).unwrap_or_else(|| "data".into());
-    name.push(".key");
-    data.with_file_name(name)
-}
-
-fn dir_is_empty(dir: &Path) -> bool {
-    match std::fs::read_dir(dir) {
-        Ok(mut it) => it.next().is_none(),
-        Err(_) => true,
+/// Tells the operator, on standard error, what opening a store did.
+pub fn tell(notices: &[Notice]) {
+    for n in notices {
+        eprintln!("{n}");
     }
-}
-
-/// Resolves the store secret: inline in the configuration, or a key file
-/// (flag, configuration, or the default beside the data directory). A key
-/// file is created only together with a new, empty data directory, so a
-/// lost key file can never silently start a second, unreadable store.
-pub fn load_secret(data: &Path, cfg: &Config, key_file: Option<&Path>) -> anyhow::Result<Secret> {
-    if let (Some(hex), None) = (&cfg.secret, key_file) {
-        return Ok(Secret::from_hex(hex)?);
-    }
-    let path = key_file.map(Path::to_path_buf).or_else(|| cfg.key_file.clone()).unwrap_or_else(|| default_key_file(data));
-    if path.starts_with(data) {
-        bail!("the key file {} must not be inside the data directory", path.display());
-    }
-    if path.exists() {
-        return Ok(Secret::load(&path)?);
-    }
-    if dir_is_empty(data) {
-        let s = Secret::create_file(&path)?;
-        eprintln!("created a new store secret in {} (keep it apart from the data and back it up)", path.display());
-        return Ok(s);
-    }
-    bail!("no key file at {} for the existing data directory {}", path.display(), data.display())
 }
 
 pub fn load_catalog(cfg: &Config) -> anyhow::Result<Catalog> {
@@ -57,13 +27,12 @@ pub fn load_catalog(cfg: &Config) -> anyhow::Result<Catalog> {
     })
 }
 
-/// Opens (or creates) the RocksDB store in `data`.
+/// Opens (or creates) the store in `data` (see `basedata_store::dir`).
 pub fn open_store(data: &Path, cfg: &Config, key_file: Option<&Path>, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<Store>> {
     open_store_with(data, cfg, key_file, clock, false)
 }
 
-/// [`open_store`] for serving: also warms the page cache for point reads
-/// (see `RocksEngine::warm_page_cache`).
+/// [`open_store`] for serving: also warms the page cache for point reads.
 pub fn open_store_for_serving(data: &Path, cfg: &Config, key_file: Option<&Path>, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<Store>> {
     open_store_with(data, cfg, key_file, clock, true)
 }
@@ -75,22 +44,14 @@ fn open_store_with(
     clock: Arc<dyn Clock>,
     warm: bool,
 ) -> anyhow::Result<Arc<Store>> {
-    let secret = load_secret(data, cfg, key_file)?;
+    // The secret first, while a new data directory is still empty: its
+    // key file is created only then.
+    let (secret, created) = dir::load_secret(data, &cfg.key_source(key_file))?;
+    tell(created.as_slice());
     let catalog = load_catalog(cfg)?;
-    std::fs::create_dir_all(data).with_context(|| format!("cannot create {}", data.display()))?;
-    let rocks = RocksConfig { block_cache_bytes: cfg.block_cache_mb << 20, ..Default::default() };
-    let engine = RocksEngine::open(data, &rocks).with_context(|| format!("cannot open the store in {}", data.display()))?;
-    if warm {
-        // Point reads land on records and key mappings; the rest is read in order.
-        engine.warm_page_cache(&[Cf::Records, Cf::KeyMap]);
-    }
-    let store = Store::open(Arc::new(engine), &secret, Arc::new(catalog), clock)?;
-    // A bulk load cut short by a crash is completed (or refused) before
-    // anything is served, so no one reads half a load.
-    if let Some(i) = basedata_store::bulk::finish_interrupted(&store)? {
-        eprintln!("finished the interrupted bulk load of {} ({} records)", i.dataset, i.applied);
-    }
-    Ok(Arc::new(store))
+    let opened = dir::open_with_secret(data, &secret, Arc::new(catalog), clock, &cfg.open_options(warm))?;
+    tell(&opened.notices);
+    Ok(Arc::new(opened.store))
 }
 
 pub fn system_clock() -> Arc<dyn Clock> {
@@ -210,7 +171,7 @@ pub fn run(data: &Path, cfg: Config, listen: &str, key_file: Option<&Path>) -> a
     rt.block_on(async move {
         if let Some(c) = cfg.cluster.clone() {
             // The same secret as the store's: the log's payloads are sealed with it.
-            let secret = load_secret(data, &cfg, key_file)?;
+            let (secret, _) = dir::load_secret(data, &cfg.key_source(key_file))?;
             let position = crate::cluster::prepare_store(&state.store, &c.served_partitions())?;
             let node = c.node.clone();
             let cluster = crate::cluster::Cluster::connect(c, &secret, position).await?;

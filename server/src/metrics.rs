@@ -5,25 +5,31 @@
 //! observation, nothing more.
 
 use basedata_store::commit::CommitStats;
+use basedata_store::engine::EngineStats;
 use basedata_store::{Cf, Store};
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use std::sync::atomic::Ordering;
 
-/// RocksDB properties worth watching, per column family.
-const ROCKS_PROPERTIES: &[&str] = &[
-    "rocksdb.estimate-num-keys",
-    "rocksdb.total-sst-files-size",
-    "rocksdb.live-sst-files-size",
-    "rocksdb.cur-size-all-mem-tables",
-    "rocksdb.estimate-pending-compaction-bytes",
-    "rocksdb.num-running-compactions",
-    "rocksdb.num-running-flushes",
-    "rocksdb.num-files-at-level0",
-    "rocksdb.block-cache-usage",
-    "rocksdb.block-cache-pinned-usage",
-];
+/// The engine's figures per column family with their `property` labels.
+/// The labels are what dashboards select on: they stay the RocksDB
+/// property names (without `rocksdb.`) they were first published as,
+/// whatever the figures are called in the store.
+fn engine_figures(s: &EngineStats) -> [(&'static str, Option<u64>); 10] {
+    [
+        ("estimate-num-keys", s.estimated_keys),
+        ("total-sst-files-size", s.total_sst_bytes),
+        ("live-sst-files-size", s.live_sst_bytes),
+        ("cur-size-all-mem-tables", s.memtable_bytes),
+        ("estimate-pending-compaction-bytes", s.pending_compaction_bytes),
+        ("num-running-compactions", s.running_compactions),
+        ("num-running-flushes", s.running_flushes),
+        ("num-files-at-level0", s.l0_files),
+        ("block-cache-usage", s.block_cache_bytes),
+        ("block-cache-pinned-usage", s.block_cache_pinned_bytes),
+    ]
+}
 
 pub struct Metrics {
     registry: Registry,
@@ -168,9 +174,9 @@ impl Metrics {
             self.commit.with_label_values(&[name]).set(v as i64);
         }
         for cf in Cf::ALL {
-            for p in ROCKS_PROPERTIES {
-                if let Some(v) = store.engine().property_u64(cf, p) {
-                    self.rocks.with_label_values(&[cf.name(), p.trim_start_matches("rocksdb.")]).set(v as i64);
+            for (label, v) in engine_figures(&store.engine().stats(cf)) {
+                if let Some(v) = v {
+                    self.rocks.with_label_values(&[cf.name(), label]).set(v as i64);
                 }
             }
         }
@@ -178,5 +184,40 @@ impl Metrics {
         // Encoding into a Vec cannot fail for valid metric families.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use basedata_store::clock::SystemClock;
+    use basedata_store::dir::{open_with_secret, OpenOptions};
+    use basedata_store::{Catalog, Secret};
+    use std::sync::Arc;
+
+    #[test]
+    fn engine_figures_keep_their_published_labels() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = OpenOptions { block_cache_bytes: 8 << 20, warm_page_cache: false };
+        let secret = Secret::generate().unwrap();
+        let opened = open_with_secret(dir.path(), &secret, Arc::new(Catalog::builtin()), Arc::new(SystemClock), &opts);
+        let text = Metrics::new().render(&opened.unwrap().store, &CommitStats::default());
+        for label in [
+            "estimate-num-keys",
+            "total-sst-files-size",
+            "live-sst-files-size",
+            "cur-size-all-mem-tables",
+            "estimate-pending-compaction-bytes",
+            "num-running-compactions",
+            "num-running-flushes",
+            "num-files-at-level0",
+            "block-cache-usage",
+            "block-cache-pinned-usage",
+        ] {
+            for cf in Cf::ALL {
+                let series = format!("basedata_rocksdb_property{{cf=\"{}\",property=\"{label}\"}}", cf.name());
+                assert!(text.contains(&series), "{series} missing:\n{text}");
+            }
+        }
     }
 }

@@ -373,9 +373,12 @@ fn manifest_path(dir: &Path, id: u32) -> PathBuf {
 /// Backs up the open store `engine` into the backup directory `to` (created
 /// if missing) and returns the new backup's manifest. Writers may keep
 /// writing meanwhile; backups of one store must not run concurrently, which
-/// holds when only the process owning the store makes them.
-pub fn create(engine: &RocksEngine, to: &Path) -> Result<Manifest> {
-    let data = engine.path();
+/// holds when only the process owning the store makes them. An engine
+/// without checkpoints (the memory engine) is refused with
+/// [`Error::Unsupported`].
+pub fn create(engine: &dyn Engine, to: &Path) -> Result<Manifest> {
+    let checkpoint = engine.checkpoint().ok_or(Error::Unsupported("backups need an engine with checkpoints"))?;
+    let data = checkpoint.dir();
     let check = engine.get(Cf::Meta, META_SECRET_CHECK)?.ok_or_else(|| {
         fail(format!("{} holds no basedata store", data.display()))
     })?;
@@ -394,7 +397,9 @@ pub fn create(engine: &RocksEngine, to: &Path) -> Result<Manifest> {
     remove_stale(&staging)?;
     // Declared before the copy so that the copy is closed before its files go.
     let _cleanup = RemoveOnDrop(staging.clone());
-    engine.checkpoint(&staging)?;
+    checkpoint.create_checkpoint(&staging)?;
+    // The checkpoint is a RocksDB directory: opened as one, for the
+    // BackupEngine below.
     let copy = RocksEngine::open_copy(&staging)?;
     let summary = summarize(&copy)?;
     if summary.store_id != store_id {
@@ -625,10 +630,10 @@ mod tests {
         let secret = Secret::generate().unwrap();
         let (engine, store) = open_store(&data, &secret);
         put_many(&engine, 0, 5000);
-        let first = create(&engine, &to).unwrap();
+        let first = create(&*engine, &to).unwrap();
         assert_eq!((first.copy.files_copied, first.copy.bytes_copied), (first.copy.files_total, first.copy.bytes_total));
         put_many(&engine, 5000, 10);
-        let second = create(&engine, &to).unwrap();
+        let second = create(&*engine, &to).unwrap();
         assert_eq!(second.backup_id, first.backup_id + 1);
         // The first backup's tables are reused: only the new flush and metadata are copied.
         assert!(second.copy.files_copied < second.copy.files_total, "{:?}", second.copy);
@@ -668,7 +673,7 @@ mod tests {
         let secret = Secret::generate().unwrap();
         let (engine, _store) = open_store(&data, &secret);
         put_many(&engine, 0, 100);
-        let m = create(&engine, &to).unwrap();
+        let m = create(&*engine, &to).unwrap();
         let mut forged = m.clone();
         forged.summary.families[Cf::Jobs as usize].entries += 1;
         fs::write(manifest_path(&to, m.backup_id), serde_json::to_vec(&forged).unwrap()).unwrap();
@@ -680,12 +685,22 @@ mod tests {
         // A directory that is not a backup is refused, in both directions.
         let e = restore(&data, None, &target, None).unwrap_err();
         assert!(e.to_string().contains("not a basedata backup directory"), "{e}");
-        let e = create(&engine, &data.join("inside")).unwrap_err();
+        let e = create(&*engine, &data.join("inside")).unwrap_err();
         assert!(e.to_string().contains("must not contain each other"), "{e}");
         let other = tmp.path().join("other");
         fs::create_dir_all(&other).unwrap();
         fs::write(other.join("x"), b"x").unwrap();
-        let e = create(&engine, &other).unwrap_err();
+        let e = create(&*engine, &other).unwrap_err();
         assert!(e.to_string().contains("not a basedata backup directory"), "{e}");
+    }
+
+    #[test]
+    fn an_engine_without_checkpoints_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let engine = Arc::new(crate::engine::mem::MemEngine::new());
+        let store = Store::open(engine, &Secret::generate().unwrap(), Arc::new(Catalog::builtin()), Arc::new(SystemClock));
+        let store = store.unwrap();
+        assert!(matches!(create(&**store.engine(), &tmp.path().join("backups")), Err(Error::Unsupported(_))));
+        assert!(!tmp.path().join("backups").exists(), "nothing is written");
     }
 }

@@ -45,16 +45,13 @@
 
 pub mod sort;
 
-use crate::codec::{decode, encode, FORMAT_V1};
-use crate::engine::rocks::RocksEngine;
-use crate::engine::{Cf, Durability, WriteBatch};
+use crate::codec::{decode, encode};
+use crate::engine::{Cf, Durability, SstIngest, SstWriter, WriteBatch};
 use crate::keys::{Subject, SubjectKey};
 use crate::pseudo::Pid;
-use crate::record::{seq_key, ChangeEntry};
+use crate::record::{encode_change, encode_fields, encode_record, seq_key, ChangeEntry};
 use crate::store::{BulkApplied, BulkSlot, DatasetStats, Store, Update, UpdateOp};
-use crate::value::Value;
 use crate::{Error, Result};
-use rocksdb::{IngestExternalFileOptions, Options, SstFileWriter};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -78,28 +75,10 @@ const MARKER_KEY: &[u8] = b"bulk_load";
 /// Items handed from the merge to the file writers at once.
 const BATCH_ITEMS: usize = 4096;
 
-fn bincode_config() -> bincode::config::Configuration {
-    // The configuration of `codec`: the stored forms must be byte-identical
-    // (checked by the tests below).
-    bincode::config::standard()
-}
-
-fn enc<T: bincode::Encode>(buf: &mut Vec<u8>, v: T) {
-    // Writing into a Vec cannot fail; an Err here would be a bincode bug.
-    bincode::encode_into_std_write(v, buf, bincode_config()).expect("encode into Vec");
-}
-
-fn engine_err(e: rocksdb::Error) -> Error {
-    Error::Engine(e.into_string())
-}
-
-/// The RocksDB engine under `store`: SST ingestion has no in-memory form.
-fn rocks_of(store: &Store) -> Result<&RocksEngine> {
-    store
-        .engine()
-        .as_any()
-        .downcast_ref::<RocksEngine>()
-        .ok_or(Error::Unsupported("bulk loading needs the RocksDB engine"))
+/// The SST ingestion of the engine under `store`; an engine without it
+/// (the memory engine) cannot take a bulk load.
+fn sst_ingest_of(store: &Store) -> Result<&dyn SstIngest> {
+    store.engine().sst_ingest().ok_or(Error::Unsupported("bulk loading needs an engine that ingests SST files"))
 }
 
 /// How much memory and which scratch space a load may use.
@@ -202,16 +181,12 @@ impl Stager<'_> {
             UpdateOp::Delete => push_sealed(&mut out.buf, OP_DELETE, &sealed),
             UpdateOp::Upsert(fields) => {
                 push_sealed(&mut out.buf, OP_UPSERT, &sealed);
-                // `enc(&StoredFields)` of `to_stored` without copying the values.
-                enc(&mut out.buf, fields.len());
-                for (name, v) in fields {
-                    enc(&mut out.buf, name.as_str());
-                    let sv = stored_ref(v, &mut |k: &SubjectKey| {
-                        refs.push(*k);
-                        self.store.pseudonym(k)
-                    });
-                    enc(&mut out.buf, sv);
-                }
+                // Encoded once here; the writers splice them into both the
+                // record and the change-log entry.
+                encode_fields(&mut out.buf, fields, &mut |k: &SubjectKey| {
+                    refs.push(*k);
+                    self.store.pseudonym(k)
+                });
             }
         }
         out.end(at);
@@ -226,38 +201,6 @@ impl Stager<'_> {
         }
         out.records += 1;
         Ok(())
-    }
-}
-
-/// A borrowed mirror of [`crate::record::StoredValue`], variant for variant
-/// in the same order: bincode writes `&str` and `&[u8]` as it writes
-/// `String` and `Vec<u8>`, so fields are encoded exactly as stored without
-/// copying their strings (the tests hold the two encodings equal).
-#[derive(bincode::Encode)]
-enum StoredValueRef<'a> {
-    Str(&'a str),
-    Date(i32),
-    DateTime(i64),
-    Int(i64),
-    Decimal(&'a str),
-    Bool(bool),
-    Code(&'a str),
-    Key { doc: u8, pid: Pid },
-    Bytes(&'a [u8]),
-}
-
-/// [`to_stored`], borrowing.
-fn stored_ref<'a>(v: &'a Value, pid_of: &mut impl FnMut(&SubjectKey) -> Pid) -> StoredValueRef<'a> {
-    match v {
-        Value::Str(s) => StoredValueRef::Str(s),
-        Value::Date(d) => StoredValueRef::Date(d.to_julian_day()),
-        Value::DateTime(t) => StoredValueRef::DateTime(*t),
-        Value::Int(i) => StoredValueRef::Int(*i),
-        Value::Decimal(s) => StoredValueRef::Decimal(s),
-        Value::Bool(b) => StoredValueRef::Bool(*b),
-        Value::Code(s) => StoredValueRef::Code(s),
-        Value::Key(k) => StoredValueRef::Key { doc: k.doc_type().as_u8(), pid: pid_of(k) },
-        Value::Bytes(b) => StoredValueRef::Bytes(b),
     }
 }
 
@@ -303,7 +246,7 @@ pub struct BulkSummary {
 /// [`BulkLoader::finish`].
 pub struct BulkLoader<'s> {
     store: &'s Store,
-    rocks: &'s RocksEngine,
+    sst: &'s dyn SstIngest,
     dataset: &'s str,
     subject: Subject,
     sorter: sort::Sorter<KEY_LEN>,
@@ -332,10 +275,11 @@ fn refuse_unless_empty(dataset: &str, stats: &DatasetStats) -> Result<()> {
 }
 
 impl<'s> BulkLoader<'s> {
-    /// Starts a load of `dataset`; refuses a non-RocksDB store, an unknown
-    /// or non-empty dataset, and a store with an unfinished load.
+    /// Starts a load of `dataset`; refuses a store whose engine cannot
+    /// ingest SST files, an unknown or non-empty dataset, and a store with
+    /// an unfinished load.
     pub fn new(store: &'s Store, dataset: &str, opts: BulkOptions) -> Result<Self> {
-        let rocks = rocks_of(store)?;
+        let sst = sst_ingest_of(store)?;
         let ds =
             store.catalog().dataset(dataset).ok_or_else(|| Error::Invalid(format!("unknown dataset {dataset}")))?;
         if let Some(i) = interrupted(store)? {
@@ -349,7 +293,7 @@ impl<'s> BulkLoader<'s> {
         sorter.reserve(opts.expected_bytes);
         Ok(BulkLoader {
             store,
-            rocks,
+            sst,
             dataset: &ds.id,
             subject: ds.subject,
             sorter,
@@ -386,7 +330,7 @@ impl<'s> BulkLoader<'s> {
         let stop_before = self.interrupt_before;
         #[cfg(not(test))]
         let stop_before = None;
-        let BulkLoader { store, rocks, dataset, sorter, opts, staged, .. } = self;
+        let BulkLoader { store, sst, dataset, sorter, opts, staged, .. } = self;
         let mut sorted = sorter.finish()?;
         let sort_stats = sorted.stats();
         let staging = tempfile::Builder::new().prefix(".basedata-bulk-").tempdir_in(&opts.tmp_dir)?;
@@ -395,7 +339,7 @@ impl<'s> BulkLoader<'s> {
         let mut marked = false;
         let summary = store.bulk_commit(dataset, |slot| {
             refuse_unless_empty(dataset, &slot.stats)?;
-            let w = write_files(rocks, &mut sorted, dataset, slot, &staging_path, opts.sst_file_bytes, progress)?;
+            let w = write_files(sst, &mut sorted, dataset, slot, &staging_path, opts.sst_file_bytes, progress)?;
             let mut summary = BulkSummary {
                 staged,
                 applied: w.applied,
@@ -436,7 +380,7 @@ impl<'s> BulkLoader<'s> {
             // From here on the staged files are what a restart finishes
             // the load from: never removed on an error.
             marked = true;
-            ingest(rocks, &marker, stop_before)?;
+            ingest(sst, &marker, stop_before)?;
             let mut clear = WriteBatch::new();
             clear.delete(Cf::Meta, MARKER_KEY);
             let done = BulkApplied {
@@ -507,7 +451,7 @@ pub fn interrupted(store: &Store) -> Result<Option<Interrupted>> {
 /// counters moved), since the load's numbers may then be taken.
 pub fn finish_interrupted(store: &Store) -> Result<Option<Interrupted>> {
     let Some(m) = read_marker(store)? else { return Ok(None) };
-    let rocks = rocks_of(store)?;
+    let sst = sst_ingest_of(store)?;
     let lost = || {
         Error::Bulk(format!(
             "the bulk load of dataset {} was interrupted and its staged files in {} are incomplete; restore the data \
@@ -544,7 +488,7 @@ pub fn finish_interrupted(store: &Store) -> Result<Option<Interrupted>> {
         if !(untouched || changes_in) {
             return Err(moved_on());
         }
-        ingest(rocks, &m, None)?;
+        ingest(sst, &m, None)?;
         let mut clear = WriteBatch::new();
         clear.delete(Cf::Meta, MARKER_KEY);
         let done = BulkApplied { applied: m.applied, live: m.live, last_seq: m.last_seq, committed_at: m.committed_at };
@@ -555,10 +499,10 @@ pub fn finish_interrupted(store: &Store) -> Result<Option<Interrupted>> {
 }
 
 /// Ingests the marker's files family by family. Each file is ingested
-/// through a fresh hard link that RocksDB moves into the store, so the
+/// through a fresh hard link that the engine moves into the store, so the
 /// staged file itself stays for a restart; where links are impossible
-/// (another file system) RocksDB copies.
-fn ingest(rocks: &RocksEngine, m: &Marker, stop_before: Option<Cf>) -> Result<()> {
+/// (another file system) the engine copies.
+fn ingest(sst: &dyn SstIngest, m: &Marker, stop_before: Option<Cf>) -> Result<()> {
     for (cf, files) in m.files() {
         if stop_before == Some(cf) {
             return Err(Error::Bulk(format!("ingestion stopped before {}", cf.name())));
@@ -575,17 +519,14 @@ fn ingest(rocks: &RocksEngine, m: &Marker, stop_before: Option<Cf>) -> Result<()
             }
             links.push(link);
         }
-        let mut opts = IngestExternalFileOptions::default();
-        let paths = if links.len() == files.len() {
-            opts.set_move_files(true);
-            links
+        if links.len() == files.len() {
+            sst.ingest(cf, &links, true)?;
         } else {
             for l in &links {
                 let _ = std::fs::remove_file(l);
             }
-            files
-        };
-        rocks.db().ingest_external_file_cf_opts(rocks.cf(cf), &opts, paths).map_err(engine_err)?;
+            sst.ingest(cf, &files, false)?;
+        }
     }
     Ok(())
 }
@@ -633,7 +574,7 @@ struct Written {
 /// drops superseded lines and numbers the records; one thread writes
 /// `records`, another `changes` and `keymap`.
 fn write_files(
-    rocks: &RocksEngine,
+    sst: &dyn SstIngest,
     sorted: &mut sort::Sorted<KEY_LEN>,
     dataset: &str,
     slot: &BulkSlot,
@@ -646,8 +587,7 @@ fn write_files(
     std::thread::scope(|s| {
         let named = |name: &str| std::thread::Builder::new().name(name.to_owned());
         let records = named("load-records").spawn_scoped(s, move || -> Result<(Vec<PathBuf>, u64)> {
-            let opts = rocks.sst_options(Cf::Records);
-            let mut out = SstSeries::new(&opts, dir, "records", sst_bytes);
+            let mut out = SstSeries::new(sst, Cf::Records, dir, sst_bytes);
             let mut key = Vec::with_capacity(16 + dataset.len());
             let mut val = Vec::with_capacity(1024);
             for batch in rrx {
@@ -665,10 +605,8 @@ fn write_files(
             out.finish()
         })?;
         let changes = named("load-changes").spawn_scoped(s, move || -> Result<(Vec<PathBuf>, Vec<PathBuf>, u64)> {
-            let copts = rocks.sst_options(Cf::Changes);
-            let kopts = rocks.sst_options(Cf::KeyMap);
-            let mut changes = SstSeries::new(&copts, dir, "changes", sst_bytes);
-            let mut keymap = SstSeries::new(&kopts, dir, "keymap", sst_bytes);
+            let mut changes = SstSeries::new(sst, Cf::Changes, dir, sst_bytes);
+            let mut keymap = SstSeries::new(sst, Cf::KeyMap, dir, sst_bytes);
             let mut val = Vec::with_capacity(1024);
             let mut last_pid = [0u8; 16];
             let mut any = false;
@@ -809,84 +747,61 @@ fn version_of(item: &[u8]) -> u64 {
     !u64::from_be_bytes(item[17..25].try_into().expect("8 bytes"))
 }
 
-/// The encoded fields of a record item (empty for a delete).
-fn fields_of(item: &[u8]) -> &[u8] {
-    &item[AT_SEALED + item[AT_SEALED_LEN] as usize..]
+/// The encoded fields of a record item, `None` for a delete.
+fn fields_of(item: &[u8]) -> Option<&[u8]> {
+    (item[AT_OP] == OP_UPSERT).then(|| &item[AT_SEALED + item[AT_SEALED_LEN] as usize..])
 }
 
-/// `encode(&StoredRecord { version, committed_at, seq, body })`, spliced
-/// from the item's pre-encoded fields (bincode writes a struct as its
-/// fields in order and an enum as its variant index, then the payload).
+/// The stored record of a record item.
 fn record_value(out: &mut Vec<u8>, item: &[u8], seq: u64, committed_at: i64) {
-    out.clear();
-    out.push(FORMAT_V1);
-    enc(out, version_of(item));
-    enc(out, committed_at);
-    enc(out, seq);
-    if item[AT_OP] == OP_UPSERT {
-        enc(out, 0u32); // Body::Live
-        out.extend_from_slice(fields_of(item));
-    } else {
-        enc(out, 1u32); // Body::Deleted
-    }
+    encode_record(out, version_of(item), committed_at, seq, fields_of(item));
 }
 
-/// `encode(&ChangeEntry { .. })` for a record item, spliced like
-/// [`record_value`].
+/// The change-log entry of a record item.
 fn change_value(out: &mut Vec<u8>, item: &[u8], dataset: &str, committed_at: i64) {
-    out.clear();
-    out.push(FORMAT_V1);
-    enc(out, dataset);
-    enc(out, item[AT_DOC]);
-    out.extend_from_slice(&item[..16]); // Pid: a fixed array, no length
-    let upsert = item[AT_OP] == OP_UPSERT;
-    enc(out, if upsert { 0u32 } else { 1u32 }); // ChangeOp
-    enc(out, version_of(item));
-    enc(out, committed_at);
-    if upsert {
-        out.extend_from_slice(fields_of(item));
-    } else {
-        enc(out, 0u64); // no fields
-    }
+    let pid: &[u8; 16] = item[..16].try_into().expect("16 bytes");
+    encode_change(out, dataset, item[AT_DOC], pid, version_of(item), committed_at, fields_of(item));
 }
 
 /// SST files of one family, cut at about `max_bytes`.
 struct SstSeries<'o> {
-    opts: &'o Options,
+    sst: &'o dyn SstIngest,
+    cf: Cf,
     dir: &'o Path,
-    name: &'static str,
     max_bytes: u64,
-    cur: Option<SstFileWriter<'o>>,
+    cur: Option<Box<dyn SstWriter + 'o>>,
     puts: u64,
     files: Vec<PathBuf>,
 }
 
 impl<'o> SstSeries<'o> {
-    fn new(opts: &'o Options, dir: &'o Path, name: &'static str, max_bytes: u64) -> Self {
-        SstSeries { opts, dir, name, max_bytes, cur: None, puts: 0, files: Vec::new() }
+    fn new(sst: &'o dyn SstIngest, cf: Cf, dir: &'o Path, max_bytes: u64) -> Self {
+        SstSeries { sst, cf, dir, max_bytes, cur: None, puts: 0, files: Vec::new() }
     }
 
     fn put(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
-        if self.cur.is_none() {
-            let path = self.dir.join(format!("{}-{:04}.sst", self.name, self.files.len() + 1));
-            let w = SstFileWriter::create(self.opts);
-            w.open(&path).map_err(engine_err)?;
-            self.files.push(path);
-            self.cur = Some(w);
-        }
-        let w = self.cur.as_mut().expect("opened above");
-        w.put(key, value).map_err(engine_err)?;
+        let w = match &mut self.cur {
+            Some(w) => w,
+            None => {
+                let path = self.dir.join(format!("{}-{:04}.sst", self.cf.name(), self.files.len() + 1));
+                let w = self.sst.sst_writer(self.cf, &path)?;
+                self.files.push(path);
+                self.cur.insert(w)
+            }
+        };
+        w.put(key, value)?;
         self.puts += 1;
         if self.puts % 1024 == 0 && w.file_size() >= self.max_bytes {
-            w.finish().map_err(engine_err)?;
-            self.cur = None;
+            if let Some(w) = self.cur.take() {
+                w.finish()?;
+            }
         }
         Ok(())
     }
 
     fn finish(mut self) -> Result<(Vec<PathBuf>, u64)> {
-        if let Some(mut w) = self.cur.take() {
-            w.finish().map_err(engine_err)?;
+        if let Some(w) = self.cur.take() {
+            w.finish()?;
         }
         let mut bytes = 0;
         for f in &self.files {
@@ -900,6 +815,7 @@ impl<'o> SstSeries<'o> {
 mod tests {
     use super::*;
     use crate::record::{Body, ChangeOp, StoredFields, StoredRecord, StoredValue};
+    use crate::value::Value;
 
     fn item(op: u8, version: u64, fields: &StoredFields) -> Vec<u8> {
         let key = SubjectKey::parse(Subject::Person, "11010519491231002X").unwrap();
@@ -907,7 +823,7 @@ mod tests {
         push_key(&mut buf, &Pid([7; 16]), KIND_RECORD, !version, 3, key);
         push_sealed(&mut buf, op, &[1, 2, 3]);
         if op == OP_UPSERT {
-            enc(&mut buf, fields);
+            crate::codec::encode_into(&mut buf, fields);
         }
         buf
     }
@@ -951,35 +867,6 @@ mod tests {
     }
 
     #[test]
-    fn borrowed_values_encode_like_stored_values() {
-        use crate::record::to_stored;
-        let person = SubjectKey::parse(Subject::Person, "11010519491231002X").unwrap();
-        let values = vec![
-            Value::Str("张三".into()),
-            Value::Date(time::macros::date!(1949 - 12 - 31)),
-            Value::DateTime(-1_234_567),
-            Value::Int(i64::MIN),
-            Value::Decimal("12.5".into()),
-            Value::Bool(true),
-            Value::Code("normal".into()),
-            Value::Key(person),
-            Value::Bytes(vec![1, 2, 3, 255]),
-        ];
-        let mut pid_of = |k: &SubjectKey| Pid([k.as_str().len() as u8; 16]);
-        let fields: StoredFields = values.iter().map(|v| ("f".to_owned(), to_stored(v, &mut pid_of))).collect();
-        let mut mine = Vec::new();
-        enc(&mut mine, values.len());
-        for v in &values {
-            enc(&mut mine, "f");
-            enc(&mut mine, stored_ref(v, &mut pid_of));
-            let mut one = Vec::new();
-            enc(&mut one, stored_ref(v, &mut pid_of));
-            assert_eq!(one, bincode::encode_to_vec(to_stored(v, &mut pid_of), bincode_config()).unwrap(), "{v:?}");
-        }
-        assert_eq!(mine, bincode::encode_to_vec(&fields, bincode_config()).unwrap());
-    }
-
-    #[test]
     fn sort_keys_order_versions_down_and_lines_up() {
         let key = SubjectKey::parse(Subject::Person, "11010519491231002X").unwrap();
         let k = |kind, v: u64, line| {
@@ -996,7 +883,7 @@ mod tests {
     // would have stored.
 
     use crate::clock::ManualClock;
-    use crate::engine::rocks::RocksConfig;
+    use crate::engine::rocks::{RocksConfig, RocksEngine};
     use crate::keys::{EntityKey, PersonKey};
     use crate::store::Outcome;
     use crate::{Catalog, Secret};

@@ -16,9 +16,15 @@ pub(crate) fn config() -> bincode::config::Configuration {
 pub fn encode<T: bincode::Encode>(value: &T) -> Vec<u8> {
     let mut out = Vec::with_capacity(64);
     out.push(FORMAT_V1);
-    // Writing into a Vec cannot fail; an Err here would be a bincode bug.
-    bincode::encode_into_std_write(value, &mut out, config()).expect("encode into Vec");
+    encode_into(&mut out, value);
     out
+}
+
+/// Appends the bincode of `value`, without a marker: for writers that
+/// build a stored value from parts (see `record`).
+pub(crate) fn encode_into<T: bincode::Encode>(out: &mut Vec<u8>, value: T) {
+    // Writing into a Vec cannot fail; an Err here would be a bincode bug.
+    bincode::encode_into_std_write(value, out, config()).expect("encode into Vec");
 }
 
 /// Decodes a value written by [`encode`]; `what` names the value kind in errors.

@@ -19,6 +19,7 @@ pub mod catalog;
 pub mod commit;
 pub mod clock;
 pub mod codec;
+pub mod dir;
 pub mod engine;
 pub mod keys;
 pub mod ndjson;
@@ -48,6 +49,21 @@ pub enum Error {
     Format { what: &'static str, found: u8 },
     #[error("the secret key does not belong to this data directory")]
     WrongSecret,
+    /// A key file named inside the data directory (see `dir::load_secret`):
+    /// the secret must never be stored, or backed up, with the data.
+    #[error("the key file {} must not be inside the data directory", key_file.display())]
+    KeyFileInsideData { key_file: std::path::PathBuf },
+    /// No key file where an existing data directory's secret should be
+    /// (see `dir::load_secret`); a new one would not read its data.
+    #[error("no key file at {} for the existing data directory {}", key_file.display(), data.display())]
+    NoKeyFile { key_file: std::path::PathBuf, data: std::path::PathBuf },
+    /// A data directory that cannot be created.
+    #[error("cannot create {}: {cause}", path.display())]
+    CreateDir { path: std::path::PathBuf, cause: std::io::Error },
+    /// The engine in a data directory that cannot be opened: another
+    /// process holds it, or its files are damaged or not a store's.
+    #[error("cannot open the store in {}: {cause}", path.display())]
+    Open { path: std::path::PathBuf, cause: Box<Error> },
     #[error("invalid update: {0}")]
     Invalid(String),
     #[error("configuration: {0}")]

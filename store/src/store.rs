@@ -530,7 +530,7 @@ impl Store {
     fn decode_fields(&self, bytes: &[u8], dataset: &str, keep: &dyn Fn(&str) -> bool) -> Result<Option<Record>> {
         let mut key_of = |doc: u8, pid: &Pid| self.resolve_required(doc, pid);
         let mut fields = Vec::new();
-        let head = borrowed::visit_live_fields(bytes, |n, v| {
+        let head = visit_live_fields(bytes, |n, v| {
             if keep(n) {
                 fields.push((n.to_owned(), v.to_value(&mut key_of)?));
             }
@@ -720,89 +720,5 @@ impl Store {
             });
         }
         Ok(out)
-    }
-
-}
-
-/// The stored record layout (`record::StoredRecord`, with `StoredValue`
-/// mirrored by `ValueRef`) read field by field without copying strings,
-/// for reads that keep only some fields. The layouts must stay identical;
-/// `tests/get_many.rs` round-trips every value kind through both.
-mod borrowed {
-    use crate::codec::{config, v1_body};
-    use crate::keys::SubjectKey;
-    use crate::pseudo::Pid;
-    use crate::value::Value;
-    use crate::{Error, Result};
-
-    #[derive(bincode::BorrowDecode)]
-    pub(super) enum ValueRef<'a> {
-        Str(&'a str),
-        Date(i32),
-        DateTime(i64),
-        Int(i64),
-        Decimal(&'a str),
-        Bool(bool),
-        Code(&'a str),
-        Key { doc: u8, pid: Pid },
-        Bytes(&'a [u8]),
-    }
-
-    impl ValueRef<'_> {
-        pub(super) fn to_value(&self, key_of: &mut impl FnMut(u8, &Pid) -> Result<SubjectKey>) -> Result<Value> {
-            Ok(match self {
-                ValueRef::Str(s) => Value::Str((*s).to_owned()),
-                ValueRef::Date(j) => Value::Date(
-                    time::Date::from_julian_day(*j)
-                        .map_err(|_| Error::Corrupt { what: "date value", msg: format!("julian day {j}") })?,
-                ),
-                ValueRef::DateTime(t) => Value::DateTime(*t),
-                ValueRef::Int(i) => Value::Int(*i),
-                ValueRef::Decimal(s) => Value::Decimal((*s).to_owned()),
-                ValueRef::Bool(b) => Value::Bool(*b),
-                ValueRef::Code(s) => Value::Code((*s).to_owned()),
-                ValueRef::Key { doc, pid } => Value::Key(key_of(*doc, pid)?),
-                ValueRef::Bytes(b) => Value::Bytes(b.to_vec()),
-            })
-        }
-    }
-
-    /// The header fields of a stored record.
-    pub(super) struct Head {
-        pub version: u64,
-        pub committed_at: i64,
-        pub seq: u64,
-    }
-
-    /// Decodes a stored record field by field, handing each to `visit`
-    /// without collecting them (a read that keeps two fields of ten need
-    /// not build the other eight); `None` for a delete's tombstone. The
-    /// order of reads is the derived layout of `record::StoredRecord`:
-    /// header, body variant, field count, then name and value of each field.
-    pub(super) fn visit_live_fields<'a>(
-        bytes: &'a [u8],
-        mut visit: impl FnMut(&'a str, ValueRef<'a>) -> Result<()>,
-    ) -> Result<Option<Head>> {
-        use bincode::de::BorrowDecode;
-        let corrupt = |e: bincode::error::DecodeError| Error::Corrupt { what: "record", msg: e.to_string() };
-        let reader = bincode::de::read::SliceReader::new(v1_body("record", bytes)?);
-        let mut d = bincode::de::DecoderImpl::new(reader, config(), ());
-        let head = Head {
-            version: u64::borrow_decode(&mut d).map_err(corrupt)?,
-            committed_at: i64::borrow_decode(&mut d).map_err(corrupt)?,
-            seq: u64::borrow_decode(&mut d).map_err(corrupt)?,
-        };
-        match u32::borrow_decode(&mut d).map_err(corrupt)? {
-            0 => {}
-            1 => return Ok(None),
-            other => return Err(Error::Corrupt { what: "record", msg: format!("unknown body variant {other}") }),
-        }
-        let n = u64::borrow_decode(&mut d).map_err(corrupt)?;
-        for _ in 0..n {
-            let name = <&str>::borrow_decode(&mut d).map_err(corrupt)?;
-            let value = ValueRef::borrow_decode(&mut d).map_err(corrupt)?;
-            visit(name, value)?;
-        }
-        Ok(Some(head))
     }
 }

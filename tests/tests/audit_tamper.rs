@@ -4,7 +4,7 @@
 //! started on the tampered data reports the chain broken.
 
 use basedata_store::codec::{decode, encode};
-use basedata_store::engine::rocks::{RocksConfig, RocksEngine};
+use basedata_store::dir::{open_engine, OpenOptions};
 use basedata_store::{Cf, Durability, Engine, WriteBatch};
 use basedata_tests::*;
 use serde_json::{json, Value};
@@ -50,12 +50,12 @@ fn audited_store() -> (tempfile::TempDir, u64) {
 
 /// A copy of the store (data and key file) with `tamper` applied to its
 /// raw audit family.
-fn tampered(src: &Path, tamper: impl FnOnce(&RocksEngine)) -> tempfile::TempDir {
+fn tampered(src: &Path, tamper: impl FnOnce(&dyn Engine)) -> tempfile::TempDir {
     let dst = tempfile::tempdir().unwrap();
     copy_dir(&src.join("data"), &dst.path().join("data"));
     std::fs::copy(src.join("data.key"), dst.path().join("data.key")).unwrap();
-    let engine = RocksEngine::open(&dst.path().join("data"), &RocksConfig::default()).unwrap();
-    tamper(&engine);
+    let engine = open_engine(&dst.path().join("data"), &OpenOptions::default()).unwrap();
+    tamper(&*engine);
     engine.flush().unwrap();
     dst
 }
@@ -64,11 +64,11 @@ fn key(seq: u64) -> [u8; 8] {
     seq.to_be_bytes()
 }
 
-fn value(e: &RocksEngine, seq: u64) -> Vec<u8> {
+fn value(e: &dyn Engine, seq: u64) -> Vec<u8> {
     e.get(Cf::Audit, &key(seq)).unwrap().expect("entry exists")
 }
 
-fn write(e: &RocksEngine, puts: &[(u64, Vec<u8>)], deletes: &[u64]) {
+fn write(e: &dyn Engine, puts: &[(u64, Vec<u8>)], deletes: &[u64]) {
     let mut b = WriteBatch::new();
     for (s, v) in puts {
         b.put(Cf::Audit, key(*s).to_vec(), v.clone());
@@ -92,7 +92,8 @@ fn audit_verify_detects_every_kind_of_tampering() {
     let (code, check, _) = audit_verify(store.path());
     assert_eq!((code, &check["ok"], check["entries"].as_u64()), (Some(0), &json!(true), Some(entries)), "{check}");
 
-    let cases: Vec<(&str, Box<dyn FnOnce(&RocksEngine)>, String)> = vec![
+    type Tamper = Box<dyn FnOnce(&dyn Engine)>;
+    let cases: Vec<(&str, Tamper, String)> = vec![
         (
             "altered outcome",
             Box::new(|e| {

@@ -7,7 +7,7 @@
 //! directory and a wrong key.
 
 use basedata_store::clock::SystemClock;
-use basedata_store::engine::rocks::{RocksConfig, RocksEngine};
+use basedata_store::dir::{self as data_dir, KeySource, OpenOptions};
 use basedata_store::record::ChangeOp;
 use basedata_store::{Catalog, Cf, PersonKey, Secret, Store, SubjectKey, Value as FieldValue};
 use basedata_tests::*;
@@ -58,12 +58,11 @@ fn manifest(backups: &Path, id: u64) -> Value {
     serde_json::from_slice(&std::fs::read(backups.join(format!("manifests/{id}.json"))).unwrap()).unwrap()
 }
 
-fn open(dir: &Path, key_file: &Path) -> Store {
-    let cfg = RocksConfig { block_cache_bytes: 16 << 20, ..Default::default() };
-    let engine = RocksEngine::open(dir, &cfg).unwrap();
-    let secret = Secret::load(key_file).unwrap();
-    Store::open(std::sync::Arc::new(engine), &secret, std::sync::Arc::new(Catalog::builtin()), std::sync::Arc::new(SystemClock))
-        .unwrap()
+fn open(data: &Path, key_file: &Path) -> Store {
+    let keys = KeySource { key_file: Some(key_file), ..Default::default() };
+    let opts = OpenOptions { block_cache_bytes: 16 << 20, warm_page_cache: false };
+    let catalog = std::sync::Arc::new(Catalog::builtin());
+    data_dir::open(data, &keys, catalog, std::sync::Arc::new(SystemClock), &opts).unwrap().store
 }
 
 fn raw(store: &Store, cf: Cf) -> Vec<(Box<[u8]>, Box<[u8]>)> {

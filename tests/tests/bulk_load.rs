@@ -9,12 +9,14 @@
 //! second load into a loaded dataset, a load while the server runs and bad
 //! arguments are refused with one line and a non-zero exit.
 
+use basedata_store::clock::SystemClock;
+use basedata_store::dir::{self as data_dir, KeySource, OpenOptions};
+use basedata_store::Catalog;
 use basedata_tests::*;
-use basedata_server::config::Config;
-use basedata_server::lifecycle as server;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 
 fn read_ndjson(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path)
@@ -215,7 +217,9 @@ fn a_bulk_load_serves_like_pushed_updates() {
     assert!(s.terminate().success());
 
     // The change log: dense, every loaded record once, then the online one.
-    let store = server::open_store(&data, &Config::default(), None, server::system_clock()).unwrap();
+    let opened =
+        data_dir::open(&data, &KeySource::default(), Arc::new(Catalog::builtin()), Arc::new(SystemClock), &OpenOptions::default());
+    let store = opened.unwrap().store;
     let changes = store.changes(0, usize::MAX).unwrap();
     assert_eq!(changes.iter().map(|c| c.seq).collect::<Vec<_>>(), (1..=total + 1).collect::<Vec<_>>());
     let mut per_dataset: BTreeMap<&str, usize> = BTreeMap::new();

@@ -18,10 +18,10 @@
 //! interleaving).
 
 use basedata_store::clock::SystemClock;
-use basedata_store::engine::rocks::RocksEngine;
+use basedata_store::dir::{self as data_dir, KeySource, OpenOptions};
 use basedata_store::keys::{mask, PersonKey};
 use basedata_store::record::ChangeOp;
-use basedata_store::{Catalog, Secret, Store, SubjectKey};
+use basedata_store::{Catalog, SubjectKey};
 use basedata_tests::*;
 use basedata_gen::{person_key, GenConfig};
 use serde_json::{json, Value};
@@ -406,9 +406,11 @@ fn acknowledged_updates_survive_sigkill_and_the_change_log_has_no_gaps() {
     assert!(total_cut > 0, "no kill ever cut a request in flight");
 
     // The data directory itself, opened in-process after the last kill.
-    let secret = Secret::load(&dir.path().join("data.key")).unwrap();
-    let engine = RocksEngine::open(&dir.path().join("data"), &Default::default()).unwrap();
-    let store = Store::open(Arc::new(engine), &secret, Arc::new(Catalog::builtin()), Arc::new(SystemClock)).unwrap();
+    // With its key file beside it, as the server found it.
+    let data = dir.path().join("data");
+    let catalog = Arc::new(Catalog::builtin());
+    let opened = data_dir::open(&data, &KeySource::default(), catalog, Arc::new(SystemClock), &OpenOptions::default());
+    let store = opened.unwrap().store;
     let log = store.changes(0, usize::MAX).unwrap();
     for (n, c) in log.iter().enumerate() {
         assert_eq!(c.seq, n as u64 + 1, "the change log has a gap before {}", c.seq);

@@ -15,10 +15,11 @@ use basedata_server::config::Config;
 use basedata_server::lifecycle as server;
 use basedata_ingest::sst::{self, Progress};
 use basedata_store::bulk::BulkOptions;
-use basedata_store::{Action, AuditEvent, Durability};
+use basedata_store::{dir, Action, AuditEvent, Durability};
 use std::fs::File;
 use std::io::{BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// One line of the error report, in the field order of the updates
@@ -126,7 +127,7 @@ pub fn run(o: &LoadOptions) -> anyhow::Result<LoadReport> {
     if !meta.is_file() {
         bail!("{} is not a file", o.input.display());
     }
-    let catalog = server::load_catalog(o.config)?;
+    let catalog = Arc::new(server::load_catalog(o.config)?);
     let Some(ds) = catalog.dataset(o.dataset) else {
         bail!("unknown dataset {} (the catalog is served at GET /v1/catalog)", o.dataset);
     };
@@ -144,9 +145,18 @@ pub fn run(o: &LoadOptions) -> anyhow::Result<LoadReport> {
     if tmp.starts_with(o.data) {
         bail!("--tmp must not be inside the data directory");
     }
-    // Opening finishes an interrupted earlier load first (see `server::open_store`).
-    let store = server::open_store(o.data, o.config, o.key_file, server::config_clock(o.config))
-        .map_err(|e| crate::offline::in_use(e, "a bulk load needs the data directory to itself"))?;
+    // The secret first, told about at once if it is new, even should the
+    // store then fail to open; opening finishes an interrupted earlier
+    // load first (see `basedata_store::dir`).
+    let in_use =
+        |e: basedata_store::Error| crate::offline::in_use(e.into(), "a bulk load needs the data directory to itself");
+    let (secret, created) = dir::load_secret(o.data, &o.config.key_source(o.key_file)).map_err(in_use)?;
+    server::tell(created.as_slice());
+    let clock = server::config_clock(o.config);
+    let opened =
+        dir::open_with_secret(o.data, &secret, catalog.clone(), clock, &o.config.open_options(false)).map_err(in_use)?;
+    server::tell(&opened.notices);
+    let store = opened.store;
     let report_file = File::create(&errors_file).with_context(|| format!("cannot create {}", errors_file.display()))?;
     let mut report = BufWriter::with_capacity(1 << 20, report_file);
 

@@ -11,7 +11,7 @@ use basedata_server::http::MAX_PURPOSE_CHARS;
 use basedata_server::lifecycle as server;
 use basedata_store::audit::ChainCheck;
 use basedata_store::commit::Committer;
-use basedata_store::Store;
+use basedata_store::{dir, Store};
 use std::fs::File;
 use std::io::BufWriter;
 use std::path::Path;
@@ -20,7 +20,7 @@ use std::sync::Arc;
 /// Opens the store in `data`, which must already exist: an offline
 /// command never creates a store (or a secret) by mistake.
 pub fn open_existing(data: &Path, cfg: &Config, key_file: Option<&Path>) -> anyhow::Result<Arc<Store>> {
-    if !data.join("CURRENT").is_file() {
+    if !dir::holds_store(data) {
         bail!("no store in {}", data.display());
     }
     server::open_store(data, cfg, key_file, server::config_clock(cfg)).map_err(|e| in_use(e, "an offline command"))

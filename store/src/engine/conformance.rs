@@ -1,8 +1,14 @@
 //! One behavioural suite for every engine: each case is a plain function
 //! over `&dyn Engine`, and `engine_suite!` instantiates all cases for an
-//! engine constructor.
+//! engine constructor. The optional capabilities are cases too: an engine
+//! either has one and it works, or answers `None` for it, and never panics.
 
-use super::{prefix_end, Cf, Durability, Engine, WriteBatch};
+use super::{prefix_end, Cf, Durability, Engine, EngineStats, WriteBatch};
+use crate::Result;
+use std::path::Path;
+
+/// Opens a copy written by an engine's checkpoint, as that engine.
+pub type OpenCopy = fn(&Path) -> Result<Box<dyn Engine>>;
 
 fn put(e: &dyn Engine, cf: Cf, k: &[u8], v: &[u8]) {
     let mut b = WriteBatch::new();
@@ -101,10 +107,91 @@ pub fn binary_keys_and_large_values(e: &dyn Engine) {
     assert_eq!(all, vec![key.to_vec()]);
 }
 
+/// Which figures an engine keeps, by name.
+fn kept(s: &EngineStats) -> Vec<(&'static str, bool)> {
+    s.figures().iter().map(|&(name, v)| (name, v.is_some())).collect()
+}
+
+pub fn stats_are_kept_alike_for_every_family(e: &dyn Engine) {
+    let empty = e.stats(Cf::Gov);
+    for i in 0..200u32 {
+        put(e, Cf::Jobs, &i.to_be_bytes(), &[7u8; 100]);
+    }
+    e.flush().unwrap();
+    let s = e.stats(Cf::Jobs);
+    // A figure is kept for every family or for none, populated or empty.
+    for cf in Cf::ALL {
+        assert_eq!(kept(&e.stats(cf)), kept(&s), "{}", cf.name());
+    }
+    assert_eq!(kept(&empty), kept(&s));
+    if s == EngineStats::default() {
+        return;
+    }
+    // An engine with statistics counts what a populated family holds.
+    assert!(s.estimated_keys.is_some_and(|n| n > 0), "{s:?}");
+    if let (Some(total), Some(live)) = (s.total_sst_bytes, s.live_sst_bytes) {
+        assert!(live > 0 && total >= live, "{s:?}");
+    }
+}
+
+pub fn sst_files_ingest_as_written(e: &dyn Engine) {
+    let Some(sst) = e.sst_ingest() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    // Subject-prefixed keys, so that the prefix read below goes through the
+    // ingested file's prefix filter.
+    let subject = [3u8; 16];
+    let key = |ds: &[u8]| [&subject[..], ds].concat();
+    put(e, Cf::Records, &key(b"hukou"), b"older");
+    let copied = dir.path().join("records.sst");
+    let mut w = sst.sst_writer(Cf::Records, &copied).unwrap();
+    for ds in [&b"death"[..], b"hukou", b"marriage"] {
+        w.put(&key(ds), ds).unwrap();
+    }
+    w.finish().unwrap();
+    sst.ingest(Cf::Records, std::slice::from_ref(&copied), false).unwrap();
+    assert!(copied.is_file(), "ingested by copy: the file stays");
+    assert_eq!(e.get(Cf::Records, &key(b"hukou")).unwrap().unwrap(), b"hukou", "the file's value is the newer");
+    let end = prefix_end(&subject).unwrap();
+    assert_eq!(keys(e, Cf::Records, &subject, Some(&end), false).len(), 3);
+
+    let moved = dir.path().join("keymap.sst");
+    let mut w = sst.sst_writer(Cf::KeyMap, &moved).unwrap();
+    w.put(b"k", b"v").unwrap();
+    w.finish().unwrap();
+    sst.ingest(Cf::KeyMap, std::slice::from_ref(&moved), true).unwrap();
+    assert!(!moved.exists(), "taken over by the engine");
+    assert_eq!(e.get(Cf::KeyMap, b"k").unwrap().unwrap(), b"v");
+    assert_eq!(e.get(Cf::Records, b"k").unwrap(), None, "into its own family only");
+
+    // Misuse is an error, not a panic.
+    let mut w = sst.sst_writer(Cf::Meta, &dir.path().join("unordered.sst")).unwrap();
+    w.put(b"b", b"1").unwrap();
+    assert!(w.put(b"a", b"2").is_err(), "keys must ascend");
+    assert!(sst.ingest(Cf::Meta, &[dir.path().join("missing.sst")], false).is_err());
+}
+
+pub fn checkpoint_opens_with_the_same_data(e: &dyn Engine, open_copy: OpenCopy) {
+    let Some(cp) = e.checkpoint() else { return };
+    assert!(cp.dir().is_dir(), "{}", cp.dir().display());
+    put(e, Cf::Records, b"0123456789abcdefhukou", b"record");
+    put(e, Cf::Changes, &1u64.to_be_bytes(), b"change");
+    let dir = tempfile::tempdir().unwrap();
+    let to = dir.path().join("checkpoint");
+    cp.create_checkpoint(&to).unwrap();
+    put(e, Cf::Changes, &2u64.to_be_bytes(), b"later");
+    let copy = open_copy(&to).unwrap();
+    assert_eq!(copy.get(Cf::Records, b"0123456789abcdefhukou").unwrap().unwrap(), b"record");
+    assert_eq!(copy.get(Cf::Changes, &1u64.to_be_bytes()).unwrap().unwrap(), b"change");
+    assert_eq!(copy.get(Cf::Changes, &2u64.to_be_bytes()).unwrap(), None, "the copy is of its instant");
+    assert_eq!(e.get(Cf::Changes, &2u64.to_be_bytes()).unwrap().unwrap(), b"later");
+    // An existing target is refused, never written into.
+    assert!(cp.create_checkpoint(&to).is_err());
+}
+
 #[macro_export]
 #[doc(hidden)]
 macro_rules! engine_suite {
-    ($modname:ident, $make:expr) => {
+    ($modname:ident, $make:expr, $open_copy:expr) => {
         mod $modname {
             #[allow(unused_imports)]
             use super::*;
@@ -126,17 +213,55 @@ macro_rules! engine_suite {
             case!(multi_get_matches_get);
             case!(empty_batch_is_fine);
             case!(binary_keys_and_large_values);
+            case!(stats_are_kept_alike_for_every_family);
+            case!(sst_files_ingest_as_written);
+
+            #[test]
+            fn checkpoint_opens_with_the_same_data() {
+                let (_guard, engine) = $make;
+                c::checkpoint_opens_with_the_same_data(&*engine, $open_copy);
+            }
         }
     };
 }
 
-crate::engine_suite!(mem_engine, ((), Box::new(crate::engine::mem::MemEngine::new()) as Box<dyn crate::engine::Engine>));
+crate::engine_suite!(
+    mem_engine,
+    ((), Box::new(crate::engine::mem::MemEngine::new()) as Box<dyn crate::engine::Engine>),
+    |_| Err(crate::Error::Unsupported("copies of a memory engine"))
+);
 #[cfg(feature = "rocks")]
-crate::engine_suite!(rocks_engine, {
+crate::engine_suite!(
+    rocks_engine,
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let e = crate::engine::rocks::RocksEngine::open(dir.path(), &Default::default()).unwrap();
+        (dir, Box::new(e) as Box<dyn crate::engine::Engine>)
+    },
+    |p| Ok(Box::new(crate::engine::rocks::RocksEngine::open_copy(p)?) as Box<dyn crate::engine::Engine>)
+);
+
+/// Which capabilities each engine has is part of its contract: a lost one
+/// would otherwise pass the suite as "consistently absent".
+#[test]
+fn the_memory_engine_has_no_optional_capability() {
+    let e = crate::engine::mem::MemEngine::new();
+    put(&e, Cf::Jobs, b"k", b"v");
+    assert!(e.sst_ingest().is_none() && e.checkpoint().is_none());
+    assert_eq!(e.stats(Cf::Jobs), EngineStats::default());
+}
+
+#[cfg(feature = "rocks")]
+#[test]
+fn the_rocks_engine_has_every_capability() {
     let dir = tempfile::tempdir().unwrap();
     let e = crate::engine::rocks::RocksEngine::open(dir.path(), &Default::default()).unwrap();
-    (dir, Box::new(e) as Box<dyn crate::engine::Engine>)
-});
+    put(&e, Cf::Jobs, b"k", b"v");
+    assert!(e.sst_ingest().is_some());
+    assert_eq!(e.checkpoint().map(|c| c.dir()), Some(dir.path()));
+    let s = e.stats(Cf::Jobs);
+    assert!(s.figures().iter().all(|(_, v)| v.is_some()), "{s:?}");
+}
 
 #[cfg(feature = "rocks")]
 #[test]

@@ -1,6 +1,8 @@
 //! In-memory engine: ordered maps behind a lock. For tests, the offline
 //! tools' scratch stores and as the second implementation that keeps the
-//! engine trait from growing RocksDB-shaped corners.
+//! engine trait from growing RocksDB-shaped corners. It has none of the
+//! optional capabilities (SST ingestion, checkpoints, statistics): with
+//! nothing on disk they would be pretence.
 
 use super::{BatchOp, Cf, Durability, Engine, KvIter, WriteBatch};
 use crate::Result;
@@ -70,9 +72,5 @@ impl Engine for MemEngine {
             items.reverse();
         }
         Ok(Box::new(items.into_iter()))
-    }
-
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
     }
 }

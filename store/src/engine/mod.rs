@@ -4,12 +4,24 @@
 //! Everything above this trait (record model, pseudonymization, change log,
 //! audit) is engine-agnostic. Two engines implement it: [`rocks::RocksEngine`]
 //! for production and [`mem::MemEngine`] for tests and tools; one
-//! conformance suite (`tests` below) runs against both, so the seam stays
+//! conformance suite (`conformance`) runs against both, so the seam stays
 //! honest. The trait deliberately knows nothing about records or keys.
+//!
+//! What only some engines can do is a capability of its own (in
+//! `capability`): SST files written outside the engine and ingested
+//! ([`SstIngest`], bulk loads), consistent on-disk copies of a live store
+//! ([`Checkpoint`], backups) and typed statistics ([`EngineStats`],
+//! metrics). [`Engine`] hands each out through an accessor that defaults to
+//! "absent", so callers ask for what they need instead of naming an engine
+//! type, and an engine without it is refused with a clear error rather than
+//! a failed downcast.
 
+mod capability;
 pub mod mem;
 #[cfg(feature = "rocks")]
 pub mod rocks;
+
+pub use capability::{Checkpoint, EngineStats, SstIngest, SstWriter};
 
 use crate::Result;
 
@@ -165,18 +177,23 @@ pub trait Engine: Send + Sync + 'static {
         Ok(())
     }
 
-    /// Engine-specific numeric properties (sizes, cache use) for metrics.
-    fn property_u64(&self, _cf: Cf, _name: &str) -> Option<u64> {
+    /// Sizes, counts and cache use of family `cf`, for metrics; a figure
+    /// the engine does not keep is `None`.
+    fn stats(&self, _cf: Cf) -> EngineStats {
+        EngineStats::default()
+    }
+
+    /// SST files written beside the engine and ingested whole (bulk loads);
+    /// `None` where the engine has no such files.
+    fn sst_ingest(&self) -> Option<&dyn SstIngest> {
         None
     }
 
-    /// Writes a consistent, openable copy of the store to `dir`.
-    fn checkpoint(&self, _dir: &std::path::Path) -> Result<()> {
-        Err(crate::Error::Unsupported("checkpoint"))
+    /// Consistent on-disk copies of the live store (backups); `None` where
+    /// the engine keeps nothing on disk.
+    fn checkpoint(&self) -> Option<&dyn Checkpoint> {
+        None
     }
-
-    /// Lets engine-specific tools (bulk SST ingest) reach the concrete type.
-    fn as_any(&self) -> &dyn std::any::Any;
 }
 
 /// The smallest key greater than every key starting with `prefix`, or `None`

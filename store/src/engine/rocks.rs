@@ -3,13 +3,15 @@
 //! (the subject pseudonym) on records and history so that "every dataset of
 //! one person" is a prefix seek that the prefix bloom can skip.
 
-use super::{BatchOp, Cf, Durability, Engine, KvIter, WriteBatch};
+use super::{BatchOp, Cf, Checkpoint, Durability, Engine, EngineStats, KvIter, SstIngest, SstWriter, WriteBatch};
 use crate::{Error, Result};
 use rocksdb::{
     BlockBasedIndexType, BlockBasedOptions, Cache, ColumnFamilyDescriptor, DBCompactionStyle, DBCompressionType,
-    DataBlockIndexType, Env, IteratorMode, MemtableFactory, Options, ReadOptions, SliceTransform, WriteOptions, DB,
+    DataBlockIndexType, Env, IngestExternalFileOptions, IteratorMode, MemtableFactory, Options, ReadOptions,
+    SliceTransform, SstFileWriter, WriteOptions, DB,
 };
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 /// Length of the pseudonym that prefixes record and history keys.
 pub const SUBJECT_PREFIX_LEN: usize = 16;
@@ -50,6 +52,9 @@ pub struct RocksEngine {
     /// the families' own table options; see [`RocksEngine::sst_options`].
     cfg: RocksConfig,
     cache: Cache,
+    /// The families' SST options in `Cf::ALL` order, made on the first SST
+    /// writer: a writer borrows its options for as long as it writes.
+    sst_opts: OnceLock<Vec<Options>>,
 }
 
 impl std::fmt::Debug for RocksEngine {
@@ -204,7 +209,15 @@ impl RocksEngine {
         let mut sync_opts = WriteOptions::default();
         sync_opts.set_sync(true);
         let buffered_opts = WriteOptions::default();
-        Ok(RocksEngine { db, path: path.to_path_buf(), sync_opts, buffered_opts, cfg: cfg.clone(), cache })
+        Ok(RocksEngine {
+            db,
+            path: path.to_path_buf(),
+            sync_opts,
+            buffered_opts,
+            cfg: cfg.clone(),
+            cache,
+            sst_opts: OnceLock::new(),
+        })
     }
 
     /// The options of family `cf`, for an `SstFileWriter` whose files are
@@ -358,16 +371,69 @@ impl Engine for RocksEngine {
         self.db.flush_wal(true).map_err(engine_err)
     }
 
-    fn property_u64(&self, cf: Cf, name: &str) -> Option<u64> {
-        self.db.property_int_value_cf(self.cf(cf), name).ok().flatten()
+    fn stats(&self, cf: Cf) -> EngineStats {
+        let p = |name: &str| self.db.property_int_value_cf(self.cf(cf), name).ok().flatten();
+        EngineStats {
+            estimated_keys: p("rocksdb.estimate-num-keys"),
+            total_sst_bytes: p("rocksdb.total-sst-files-size"),
+            live_sst_bytes: p("rocksdb.live-sst-files-size"),
+            memtable_bytes: p("rocksdb.cur-size-all-mem-tables"),
+            pending_compaction_bytes: p("rocksdb.estimate-pending-compaction-bytes"),
+            running_compactions: p("rocksdb.num-running-compactions"),
+            running_flushes: p("rocksdb.num-running-flushes"),
+            l0_files: p("rocksdb.num-files-at-level0"),
+            block_cache_bytes: p("rocksdb.block-cache-usage"),
+            block_cache_pinned_bytes: p("rocksdb.block-cache-pinned-usage"),
+        }
     }
 
-    fn checkpoint(&self, dir: &Path) -> Result<()> {
+    fn sst_ingest(&self) -> Option<&dyn SstIngest> {
+        Some(self)
+    }
+
+    fn checkpoint(&self) -> Option<&dyn Checkpoint> {
+        Some(self)
+    }
+}
+
+impl SstIngest for RocksEngine {
+    fn sst_writer(&self, cf: Cf, path: &Path) -> Result<Box<dyn SstWriter + '_>> {
+        let opts = self.sst_opts.get_or_init(|| Cf::ALL.iter().map(|&cf| self.sst_options(cf)).collect());
+        let writer = SstFileWriter::create(&opts[cf.index()]);
+        writer.open(path).map_err(engine_err)?;
+        Ok(Box::new(RocksSstWriter(writer)))
+    }
+
+    fn ingest(&self, cf: Cf, files: &[PathBuf], move_files: bool) -> Result<()> {
+        let mut opts = IngestExternalFileOptions::default();
+        opts.set_move_files(move_files);
+        self.db.ingest_external_file_cf_opts(self.cf(cf), &opts, files.to_vec()).map_err(engine_err)
+    }
+}
+
+struct RocksSstWriter<'o>(SstFileWriter<'o>);
+
+impl SstWriter for RocksSstWriter<'_> {
+    fn put(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        self.0.put(key, value).map_err(engine_err)
+    }
+
+    fn file_size(&self) -> u64 {
+        self.0.file_size()
+    }
+
+    fn finish(mut self: Box<Self>) -> Result<()> {
+        self.0.finish().map_err(engine_err)
+    }
+}
+
+impl Checkpoint for RocksEngine {
+    fn dir(&self) -> &Path {
+        &self.path
+    }
+
+    fn create_checkpoint(&self, to: &Path) -> Result<()> {
         let cp = rocksdb::checkpoint::Checkpoint::new(&self.db).map_err(engine_err)?;
-        cp.create_checkpoint(dir).map_err(engine_err)
-    }
-
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
+        cp.create_checkpoint(to).map_err(engine_err)
     }
 }
