@@ -501,7 +501,7 @@ mod tests {
         .unwrap();
         let cat = Catalog::builtin();
         let ds = cat.dataset("hukou").unwrap();
-        let line = br#"{"key":"11010519491231002X","version":4,"fields":{"name":"x","gender":"2","status":"normal"}}"#;
+        let line = br#"{"key":"11010519491231002X","version":4,"fields":{"name":"x","gender":"2","status":"normal","birth_date":"1949-12-31"}}"#;
         let ups = vec![parse_line(ds, line).unwrap()];
         let part = Partitioning::new("S", 4, &[0, 1, 2, 3], &Secret::from_bytes([3; 32]));
         let prepared = part.prepare(&store, "hukou", &ups, 1 << 20).unwrap();
