@@ -212,14 +212,6 @@ impl Partitioning {
         Partitioning { stream: stream.to_owned(), partitions, served, sealer: LogSealer::new(secret) }
     }
 
-    pub fn stream(&self) -> &str {
-        &self.stream
-    }
-
-    pub fn partitions(&self) -> u16 {
-        self.partitions
-    }
-
     /// Whether this node holds partition `p`.
     pub fn serves(&self, p: u16) -> bool {
         self.served.get(usize::from(p)).copied().unwrap_or(false)

@@ -76,11 +76,6 @@ impl Splitter {
         }
     }
 
-    /// Bytes held for an unfinished line.
-    pub fn pending(&self) -> usize {
-        self.partial.len()
-    }
-
     fn line(&mut self, raw: &[u8], each: &mut impl FnMut(u64, &[u8])) {
         self.seen += 1;
         if let Some(line) = content(raw, self.seen == 1) {
