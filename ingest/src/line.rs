@@ -123,10 +123,20 @@ fn json_error_kind(e: &serde_json::Error) -> String {
     }
 }
 
+/// Client text quoted back in a rejection, cut to a few dozen characters:
+/// a line's bad key or field name may be as long as the body.
+fn echo(text: &str) -> String {
+    const MAX: usize = 64;
+    match text.char_indices().nth(MAX) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_owned(),
+    }
+}
+
 fn parse_raw(dataset: &Dataset, raw: RawLine<'_>) -> Result<Update, LineError> {
     let key_text = raw.key.ok_or_else(|| LineError::new("invalid_body", "missing \"key\"", None))?;
     let key = SubjectKey::parse(dataset.subject, &key_text).map_err(|e| {
-        LineError::new("invalid_key", format!("invalid key ({}): {e}", e.reason()), Some(key_text.to_string()))
+        LineError::new("invalid_key", format!("invalid key ({}): {e}", e.reason()), Some(echo(&key_text)))
     })?;
     let shown = Some(key.as_str().to_owned());
     let version = raw
@@ -153,7 +163,7 @@ fn parse_raw(dataset: &Dataset, raw: RawLine<'_>) -> Result<Update, LineError> {
 fn parse_fields(dataset: &Dataset, fields: &RawFields<'_>) -> Result<Vec<(String, Value)>, (&'static str, String)> {
     let unknown = fields.0.iter().map(|(n, _)| n).filter(|n| dataset.field(n).is_none()).min();
     if let Some(name) = unknown {
-        return Err(("unknown_field", format!("dataset {} has no field {name}", dataset.id)));
+        return Err(("unknown_field", format!("dataset {} has no field {}", dataset.id, echo(name))));
     }
     let mut out = Vec::with_capacity(fields.0.len());
     for f in &dataset.fields {

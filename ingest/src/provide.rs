@@ -7,7 +7,11 @@
 //! and the outcome is returned only once all of that is durable.
 //!
 //! Memory: an NDJSON body is parsed as it streams, so only a partial line
-//! and the parsed updates are held, never the raw body.
+//! and the parsed updates are held, never the raw body (a JSON array body
+//! is held, within the body limit, and parsed one element at a time).
+//! Rejections are listed with their lines up to [`MAX_LISTED_REJECTIONS`]
+//! and only counted beyond, so a body of nothing but bad lines answers in
+//! bounded size.
 
 use crate::line::{parse_line, parse_value, LineError};
 use crate::log::{LoggedMessage, UpdateLog};
@@ -16,6 +20,7 @@ use basedata_store::catalog::Dataset;
 use basedata_store::commit::{CommitError, Committer};
 use basedata_store::ndjson::Splitter;
 use basedata_store::{Action, AuditEvent, Outcome, Store, Update, WriteBatch};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// Why a provider's request was not taken. Line-level mistakes are not
@@ -81,14 +86,55 @@ pub enum Format {
     JsonArray,
 }
 
+/// Rejected lines listed with their line number, key and message; past
+/// these, rejections are only counted by code.
+pub const MAX_LISTED_REJECTIONS: usize = 1000;
+
+/// The rejected lines of a request: the first [`MAX_LISTED_REJECTIONS`]
+/// in line order, and a count of all of them by code.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Rejections {
+    /// The lowest-numbered rejected lines, in line order.
+    pub listed: Vec<(u64, LineError)>,
+    /// Every rejected line, counted by its code.
+    pub by_code: BTreeMap<&'static str, usize>,
+}
+
+impl Rejections {
+    fn push(&mut self, line: u64, e: LineError) {
+        *self.by_code.entry(e.code).or_default() += 1;
+        if self.listed.len() < MAX_LISTED_REJECTIONS {
+            self.listed.push((line, e));
+        }
+    }
+
+    /// Adds rejections found after parsing (whose lines may come before
+    /// listed ones) and keeps the listed ones the lowest-numbered.
+    fn merge(&mut self, more: Vec<(u64, LineError)>) {
+        if more.is_empty() {
+            return;
+        }
+        for (_, e) in &more {
+            *self.by_code.entry(e.code).or_default() += 1;
+        }
+        self.listed.extend(more);
+        self.listed.sort_by_key(|(line, _)| *line);
+        self.listed.truncate(MAX_LISTED_REJECTIONS);
+    }
+
+    /// How many lines were rejected, listed or not.
+    pub fn total(&self) -> usize {
+        self.by_code.values().sum()
+    }
+}
+
 /// What a provider's request did.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Report {
     pub applied: usize,
     /// Acknowledged, not applied: not newer than the stored version.
     pub stale: usize,
-    /// Rejected lines by line number, in line order.
-    pub rejected: Vec<(u64, LineError)>,
+    pub rejected: Rejections,
     /// The node's last change-log sequence number.
     pub last_seq: u64,
     /// Cluster mode: the log position of the request's last message.
@@ -127,7 +173,7 @@ pub struct Submission<'a> {
     updates: Vec<Update>,
     /// The line number of each update.
     lines: Vec<u64>,
-    rejected: Vec<(u64, LineError)>,
+    rejected: Rejections,
     event: AuditEvent,
 }
 
@@ -163,19 +209,45 @@ impl Submission<'_> {
                     .finish(&mut |n, line| take(n, parse_line(ds, line), updates, lines, rejected));
             }
             Format::JsonArray => {
-                let items: Vec<serde_json::Value> = serde_json::from_slice(&self.array).map_err(|e| {
+                // Element by element: a whole `Vec<Value>` of a large body
+                // would take many times the body's size.
+                let array = std::mem::take(&mut self.array);
+                let (ds, updates, lines, rejected) = (self.ds, &mut self.updates, &mut self.lines, &mut self.rejected);
+                let mut each = EachElement(|n, v: serde_json::Value| take(n, parse_value(ds, &v), updates, lines, rejected));
+                let mut de = serde_json::Deserializer::from_slice(&array);
+                serde::de::DeserializeSeed::deserialize(&mut each, &mut de).and_then(|()| de.end()).map_err(|e| {
                     let what = match e.classify() {
                         serde_json::error::Category::Data => "an array of updates is expected",
                         _ => "malformed JSON",
                     };
                     Error::InvalidBody(format!("request body: {what} (line {}, column {})", e.line(), e.column()))
                 })?;
-                self.array = Vec::new();
-                for (i, v) in items.iter().enumerate() {
-                    let n = i as u64 + 1;
-                    take(n, parse_value(self.ds, v), &mut self.updates, &mut self.lines, &mut self.rejected);
-                }
             }
+        }
+        Ok(())
+    }
+}
+
+/// Visits the elements of one JSON array in turn, numbering them from 1.
+struct EachElement<F>(F);
+
+impl<'de, F: FnMut(u64, serde_json::Value)> serde::de::DeserializeSeed<'de> for &mut EachElement<F> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> std::result::Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de, F: FnMut(u64, serde_json::Value)> serde::de::Visitor<'de> for &mut EachElement<F> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an array of updates")
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<(), A::Error> {
+        let mut n = 0;
+        while let Some(v) = seq.next_element::<serde_json::Value>()? {
+            n += 1;
+            (self.0)(n, v);
         }
         Ok(())
     }
@@ -187,14 +259,14 @@ fn take(
     parsed: std::result::Result<Update, LineError>,
     updates: &mut Vec<Update>,
     lines: &mut Vec<u64>,
-    rejected: &mut Vec<(u64, LineError)>,
+    rejected: &mut Rejections,
 ) {
     match parsed {
         Ok(u) => {
             updates.push(u);
             lines.push(n);
         }
-        Err(e) => rejected.push((n, e)),
+        Err(e) => rejected.push(n, e),
     }
 }
 
@@ -232,7 +304,7 @@ impl Provide {
             array: Vec::new(),
             updates: Vec::new(),
             lines: Vec::new(),
-            rejected: Vec::new(),
+            rejected: Rejections::default(),
             event,
         })
     }
@@ -245,7 +317,7 @@ impl Provide {
             return self.logged(&**log, s).await;
         }
         let submitted = s.updates.len();
-        s.event.outcome = format!("submitted={submitted} rejected={}", s.rejected.len());
+        s.event.outcome = format!("submitted={submitted} rejected={}", s.rejected.total());
         // New keys' mappings are sealed here, on a request thread, so that
         // the single writer has less to do per update.
         let mut mappings = WriteBatch::new();
@@ -274,16 +346,16 @@ impl Provide {
         } else {
             log.prepare(&self.store, &s.ds.id, &s.updates).map_err(|e| Error::Unavailable(e.0))?
         };
-        for &i in &prepared.too_large {
+        let too_large = prepared.too_large.iter().map(|&i| {
             let e = LineError {
                 code: "payload_too_large",
                 message: format!("this update is larger than one message of the update log takes ({} bytes)", prepared.limit),
                 key: Some(s.updates[i].key.as_str().to_owned()),
             };
-            s.rejected.push((s.lines[i], e));
-        }
-        s.rejected.sort_by_key(|(line, _)| *line);
-        s.event.outcome = format!("submitted={} rejected={}", s.updates.len() - prepared.too_large.len(), s.rejected.len());
+            (s.lines[i], e)
+        });
+        s.rejected.merge(too_large.collect());
+        s.event.outcome = format!("submitted={} rejected={}", s.updates.len() - prepared.too_large.len(), s.rejected.total());
         self.committer.commit(Vec::new(), vec![s.event], WriteBatch::new()).await?;
         let sent = log.send(&prepared).await.map_err(|e| Error::Unavailable(e.0))?;
         let positions = log.positions();
@@ -314,5 +386,92 @@ impl Provide {
             None => logged += mine.iter().map(|m| m.lines).sum::<usize>(),
         }
         Ok(Report { applied, stale, rejected: s.rejected, last_seq, position: Some(last), logged: Some(logged) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use basedata_store::caller::{Department, Role};
+    use basedata_store::{Catalog, Secret};
+
+    fn provide() -> Provide {
+        let store = Store::open(
+            Arc::new(basedata_store::engine::mem::MemEngine::new()),
+            &Secret::from_bytes([5; 32]),
+            Arc::new(Catalog::builtin()),
+            Arc::new(basedata_store::clock::ManualClock::new(1)),
+        )
+        .unwrap();
+        let store = Arc::new(store);
+        let committer = Arc::new(Committer::start(store.clone(), 64));
+        Provide::new(store, committer, 64 << 20)
+    }
+
+    fn gongan() -> Caller {
+        Caller { department: Arc::new(Department::new("gongan", vec![Role::Provider])), operator: None }
+    }
+
+    fn run<T>(f: impl std::future::Future<Output = T>) -> T {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+    }
+
+    const GOOD: &str = r#"{"key":"11010519491231002X","version":1,"fields":{"name":"张三","gender":"2","birth_date":"1949-12-31","status":"normal"}}"#;
+
+    #[test]
+    fn a_body_of_bad_lines_lists_the_first_thousand_and_counts_the_rest() {
+        let p = provide();
+        let caller = gongan();
+        let r = run(async {
+            let mut s = p.begin(&caller, "hukou", None).await.unwrap();
+            let bad = "{}\n".repeat(10_000);
+            for _ in 0..30 {
+                s.push(bad.as_bytes()).unwrap();
+            }
+            s.push(format!("{GOOD}\n{{\"key\":\"1\",\"version\":1}}\n").as_bytes()).unwrap();
+            p.apply(s).await.unwrap()
+        });
+        assert_eq!(r.applied, 1);
+        assert_eq!(r.rejected.listed.len(), MAX_LISTED_REJECTIONS);
+        assert!(r.rejected.listed.iter().map(|(n, _)| *n).eq(1..=MAX_LISTED_REJECTIONS as u64), "the lowest lines, in order");
+        assert_eq!(r.rejected.total(), 300_001);
+        assert_eq!(r.rejected.by_code.get("invalid_body"), Some(&300_000));
+        assert_eq!(r.rejected.by_code.get("invalid_key"), Some(&1));
+    }
+
+    #[test]
+    fn rejections_found_later_keep_the_listed_ones_lowest() {
+        let e = |code| LineError { code, message: String::new(), key: None };
+        let mut r = Rejections::default();
+        for n in 10..2_000 {
+            r.push(n, e("invalid_body"));
+        }
+        r.merge(vec![(5, e("payload_too_large")), (3_000, e("payload_too_large"))]);
+        assert_eq!(r.listed.len(), MAX_LISTED_REJECTIONS);
+        assert_eq!(r.listed[0].0, 5);
+        assert_eq!(r.listed.last().unwrap().0, 10 + MAX_LISTED_REJECTIONS as u64 - 2);
+        assert_eq!(r.total(), 1_992);
+    }
+
+    #[test]
+    fn a_json_array_is_taken_element_by_element() {
+        let p = provide();
+        let caller = gongan();
+        let r = run(async {
+            let mut s = p.begin(&caller, "hukou", None).await.unwrap().in_format(Format::JsonArray);
+            s.push(format!("[{{}}, {GOOD}, 7]").as_bytes()).unwrap();
+            p.apply(s).await.unwrap()
+        });
+        assert_eq!(r.applied, 1);
+        assert_eq!(r.rejected.listed.iter().map(|(n, _)| *n).collect::<Vec<_>>(), vec![1, 3]);
+        let p = provide();
+        for body in [&b"{}"[..], b"[{}", b"[1] x"] {
+            let err = run(async {
+                let mut s = p.begin(&caller, "hukou", None).await.unwrap().in_format(Format::JsonArray);
+                s.push(body).unwrap();
+                p.apply(s).await.unwrap_err()
+            });
+            assert_eq!(err.code(), "invalid_body", "{}", String::from_utf8_lossy(body));
+        }
     }
 }
