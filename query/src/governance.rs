@@ -80,6 +80,15 @@ impl Queries {
             return Err(Error::Forbidden("only consumer departments apply for conditional sharing".into()));
         }
         let ds = self.catalog.dataset(dataset).ok_or_else(|| Error::UnknownDataset(dataset.to_owned()))?;
+        // A provider already reads its own conditional fields; a grant it
+        // approved to itself would only count in the sharing report as a
+        // request decided on time.
+        if ds.provider == caller.department.id {
+            return Err(Error::Conflict(format!(
+                "department {} provides dataset {}: its own fields need no grant",
+                caller.department.id, ds.id
+            )));
+        }
         if fields.is_empty() {
             return Err(Error::InvalidValue("fields must name at least one conditional field".into()));
         }
@@ -140,6 +149,11 @@ impl Queries {
         let mut g = self.grant(caller, id)?;
         if !self.is_provider_of(caller, &g.dataset) {
             return Err(Error::Forbidden(format!("only the provider of {} decides on this grant", g.dataset)));
+        }
+        // Applications to one's own dataset are refused; one stored before
+        // that rule is still not the provider's to approve.
+        if g.department == caller.department.id {
+            return Err(Error::Conflict("a department does not decide on its own application".into()));
         }
         let now = self.grants.now();
         match g.effective_state(now, self.grants.policy()) {
