@@ -98,6 +98,72 @@ pub struct Config {
     pub tls: Option<TlsConfig>,
     /// Cluster mode: updates go through a replicated NATS JetStream log.
     pub cluster: Option<ClusterConfig>,
+    /// How long clients may take, and how many connections they may hold.
+    #[serde(default)]
+    pub connections: ConnectionsConfig,
+}
+
+/// `[connections]`: every connection is closed when its client is too
+/// slow, and admitted only under the caps (see `conn`).
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConnectionsConfig {
+    /// A request's headers must be complete this long after their first byte.
+    pub header_timeout_seconds: f64,
+    /// A request body must make progress at least this often.
+    pub body_timeout_seconds: f64,
+    /// A connection with no request begun this long after the last answer
+    /// (or its opening) is closed.
+    pub idle_timeout_seconds: f64,
+    /// An answer the client does not read for this long is abandoned.
+    pub send_timeout_seconds: f64,
+    /// Open connections one client address may hold (429 past it).
+    pub max_per_client: usize,
+    /// Open connections in all (503 past it). Also kept below the process's
+    /// open-file limit, which the store needs a share of.
+    pub max_total: usize,
+    /// At shutdown, longest wait for answers in progress.
+    pub drain_seconds: f64,
+}
+
+impl Default for ConnectionsConfig {
+    fn default() -> Self {
+        let d = crate::conn::ConnLimits::default();
+        ConnectionsConfig {
+            header_timeout_seconds: d.header_timeout.as_secs_f64(),
+            body_timeout_seconds: d.body_timeout.as_secs_f64(),
+            idle_timeout_seconds: d.idle_timeout.as_secs_f64(),
+            send_timeout_seconds: d.send_timeout.as_secs_f64(),
+            max_per_client: d.per_client,
+            max_total: d.total,
+            drain_seconds: d.drain.as_secs_f64(),
+        }
+    }
+}
+
+impl ConnectionsConfig {
+    /// The limits, checked: every timeout between 0.1 s and a day, caps at
+    /// least 1.
+    pub fn limits(&self) -> anyhow::Result<crate::conn::ConnLimits> {
+        let secs = |name: &str, v: f64| {
+            if !(0.1..=86_400.0).contains(&v) {
+                bail!("[connections] {name} must be between 0.1 and 86400 seconds");
+            }
+            Ok(std::time::Duration::from_secs_f64(v))
+        };
+        if self.max_per_client == 0 || self.max_total == 0 {
+            bail!("[connections] max_per_client and max_total must be at least 1");
+        }
+        Ok(crate::conn::ConnLimits {
+            header_timeout: secs("header_timeout_seconds", self.header_timeout_seconds)?,
+            body_timeout: secs("body_timeout_seconds", self.body_timeout_seconds)?,
+            idle_timeout: secs("idle_timeout_seconds", self.idle_timeout_seconds)?,
+            send_timeout: secs("send_timeout_seconds", self.send_timeout_seconds)?,
+            per_client: self.max_per_client,
+            total: self.max_total,
+            drain: secs("drain_seconds", self.drain_seconds)?,
+        })
+    }
 }
 
 /// `[cluster]` (or `serve --cluster URLS`): log-first replication on NATS
@@ -301,6 +367,7 @@ impl Default for Config {
             job_retention_days: default_job_retention_days(),
             tls: None,
             cluster: None,
+            connections: ConnectionsConfig::default(),
         }
     }
 }
@@ -344,6 +411,7 @@ impl Config {
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {
+        self.connections.limits()?;
         let mut seen = std::collections::HashSet::new();
         for d in &self.departments {
             if d.id.is_empty() || !d.id.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-') {

@@ -1,7 +1,7 @@
 //! The HTTP edge of basedata: the router and its thin handlers (extract,
 //! call a use case of `basedata_ingest` or `basedata_query`, map the
 //! outcome to the API's schema), authentication, per-department limits,
-//! TLS, metrics, logging, the configuration file, the server's lifecycle,
+//! connection admission and timeouts, TLS, metrics, logging, the configuration file, the server's lifecycle,
 //! the control socket, and the transport of cluster mode's update log.
 //!
 //! Boundary: the only crate that knows HTTP (axum, hyper, tower, rustls)
@@ -11,6 +11,7 @@ pub mod auth;
 pub mod cert;
 pub mod cluster;
 pub mod config;
+pub mod conn;
 pub mod control;
 pub mod http;
 pub mod lifecycle;

@@ -83,6 +83,7 @@ pub fn app_state(store: Arc<Store>, cfg: &Config) -> anyhow::Result<AppState> {
         job_retention: std::time::Duration::from_secs(u64::from(cfg.job_retention_days) * 86_400),
         policy: cfg.policy.policy(),
         calendar,
+        connections: fit_to_open_files(cfg.connections.limits()?),
     };
     Ok(AppState::build(store, departments, settings)?)
 }
@@ -117,14 +118,7 @@ pub async fn serve_tls(
     };
     // Runs batch comparison jobs, resuming any a previous run left unfinished.
     let jobs = tokio::spawn(basedata_query::jobs::runner::runner(state.queries.clone()));
-    match tls {
-        None => axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?,
-        Some(acceptor) => {
-            let listener = crate::tls::TlsListener::new(listener, acceptor)?;
-            let app = app.into_make_service_with_connect_info::<crate::tls::TlsPeer>();
-            axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?
-        }
-    }
+    crate::conn::serve(listener, tls, app, state.conn_limits, state.connections.clone(), shutdown_signal()).await;
     sweeper.abort();
     jobs.abort();
     // Unsynced writes (none on the API paths, but bulk tools may share the
@@ -135,7 +129,27 @@ pub async fn serve_tls(
     Ok(())
 }
 
-async fn shutdown_signal() {
+/// Keeps the total connection cap below the process's open-file limit:
+/// past it, accepting fails for every client and the store cannot open
+/// its files. A quarter of the limit (at least 64) is left to the store.
+fn fit_to_open_files(mut limits: crate::conn::ConnLimits) -> crate::conn::ConnLimits {
+    let soft = std::fs::read_to_string("/proc/self/limits").ok().and_then(|t| {
+        let line = t.lines().find(|l| l.starts_with("Max open files"))?;
+        line.split_whitespace().nth(3)?.parse::<usize>().ok()
+    });
+    if let Some(soft) = soft {
+        let room = soft.saturating_sub((soft / 4).max(64)).max(16);
+        if limits.total > room {
+            tracing::warn!(configured = limits.total, open_file_limit = soft, using = room,
+                "[connections] max_total exceeds what the open-file limit allows; lowered");
+            limits.total = room;
+        }
+    }
+    limits
+}
+
+/// Completes at the first SIGINT or SIGTERM.
+async fn signalled() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -151,7 +165,19 @@ async fn shutdown_signal() {
         _ = ctrl_c => {},
         _ = term => {},
     }
+}
+
+async fn shutdown_signal() {
+    signalled().await;
     tracing::info!("shutdown requested; draining requests");
+    // A second signal means now: every acknowledged write is already
+    // durable, so nothing is lost by not waiting. (Once handled, the
+    // signals no longer end the process by themselves.)
+    tokio::spawn(async {
+        signalled().await;
+        tracing::warn!("second shutdown signal; exiting without waiting");
+        std::process::exit(130);
+    });
 }
 
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

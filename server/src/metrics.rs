@@ -43,6 +43,7 @@ pub struct Metrics {
     commit: IntGaugeVec,
     rocks: IntGaugeVec,
     cluster: IntGaugeVec,
+    connections: IntGaugeVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -100,6 +101,14 @@ impl Metrics {
             &["stat"],
         )
         .expect("metric");
+        let connections = IntGaugeVec::new(
+            Opts::new(
+                "connections",
+                "Connections: open, accepted, refused_per_client, refused_total, closed_idle, closed_header, closed_send",
+            ),
+            &["stat"],
+        )
+        .expect("metric");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),
@@ -111,6 +120,7 @@ impl Metrics {
             Box::new(commit.clone()),
             Box::new(rocks.clone()),
             Box::new(cluster.clone()),
+            Box::new(connections.clone()),
         ] {
             registry.register(c).expect("unique metric names");
         }
@@ -118,7 +128,7 @@ impl Metrics {
         {
             let _ = registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()));
         }
-        Metrics { registry, requests, latency, refused, last_seq, audit_seq, dataset_records, dataset_updates, commit, rocks, cluster }
+        Metrics { registry, requests, latency, refused, last_seq, audit_seq, dataset_records, dataset_updates, commit, rocks, cluster, connections }
     }
 
     pub fn observe(&self, route: &str, method: &str, status: u16, department: &str, seconds: f64) {
@@ -129,6 +139,13 @@ impl Metrics {
 
     pub fn refused(&self, department: &str, reason: &str) {
         self.refused.with_label_values(&[department, reason]).inc();
+    }
+
+    /// The connection figures, read at scrape time like the rest.
+    pub fn set_connections(&self, c: &crate::conn::ConnStats) {
+        for (name, v) in c.figures() {
+            self.connections.with_label_values(&[name]).set(v as i64);
+        }
     }
 
     /// Cluster mode's figures, read at scrape time like the rest.

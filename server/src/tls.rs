@@ -1,48 +1,38 @@
 //! Transport security for `basedata serve`: the `[tls]` section turned into
 //! a rustls acceptor (server certificate chain, and a client CA for mutual
-//! TLS), and a listener that completes handshakes beside the accept loop
-//! and hands each connection's verified client-certificate subject
-//! ([`CertSubject`]) to the requests.
+//! TLS), and the verified client-certificate subject ([`CertSubject`]) of
+//! a connection, which [`crate::conn`] hands to its requests.
 
 pub use crate::cert::CertSubject;
 use crate::config::{ClientAuth, TlsConfig};
 use anyhow::{bail, Context};
-use axum::extract::connect_info::Connected;
-use axum::serve::{IncomingStream, Listener};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Semaphore};
-use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
 /// Who is at the other end of a TLS connection: its address and, when it
 /// presented a certificate that the client CA verified, that certificate's
-/// subject. Found in every request's extensions as
-/// `ConnectInfo<TlsPeer>` when the server speaks TLS.
+/// subject. Found in every request's extensions as `ConnectInfo<TlsPeer>`
+/// (with no subject over plain TCP).
 #[derive(Clone, Debug)]
 pub struct TlsPeer {
     pub addr: SocketAddr,
     pub subject: Option<Arc<CertSubject>>,
 }
 
-impl Connected<IncomingStream<'_, TlsListener>> for TlsPeer {
-    fn connect_info(stream: IncomingStream<'_, TlsListener>) -> TlsPeer {
-        let (_, conn) = stream.io().get_ref();
-        // rustls only reports certificates its verifier accepted; the
-        // first is the client's own.
-        let subject = conn
-            .peer_certificates()
-            .and_then(|chain| chain.first())
-            .and_then(|leaf| CertSubject::from_cert_der(leaf.as_ref()))
-            .map(Arc::new);
-        TlsPeer { addr: *stream.remote_addr(), subject }
-    }
+/// The subject of the certificate a TLS client presented, when the client
+/// CA verified it.
+pub fn client_subject(conn: &rustls::ServerConnection) -> Option<Arc<CertSubject>> {
+    // rustls only reports certificates its verifier accepted; the first is
+    // the client's own.
+    conn.peer_certificates()
+        .and_then(|chain| chain.first())
+        .and_then(|leaf| CertSubject::from_cert_der(leaf.as_ref()))
+        .map(Arc::new)
 }
 
 fn read_certs(path: &Path, what: &str) -> anyhow::Result<Vec<CertificateDer<'static>>> {
@@ -84,93 +74,6 @@ pub fn acceptor(cfg: &TlsConfig) -> anyhow::Result<TlsAcceptor> {
         .with_context(|| format!("TLS certificate {} and key {}", cfg.cert.display(), cfg.key.display()))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
-}
-
-/// Longest a client may take to complete its handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Handshakes in progress at once; further connections wait to be accepted.
-const MAX_HANDSHAKES: usize = 1024;
-
-/// A TCP listener whose connections come out TLS-established. Handshakes
-/// run in their own tasks, so a slow or silent client never holds up the
-/// next one; the accept task ends when the listener is dropped (at
-/// shutdown).
-pub struct TlsListener {
-    local: SocketAddr,
-    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
-    accepting: tokio::task::JoinHandle<()>,
-}
-
-impl TlsListener {
-    /// Must be called within the Tokio runtime.
-    pub fn new(listener: TcpListener, acceptor: TlsAcceptor) -> std::io::Result<TlsListener> {
-        let local = listener.local_addr()?;
-        let (tx, ready) = mpsc::channel(64);
-        let accepting = tokio::spawn(accept_loop(listener, acceptor, tx));
-        Ok(TlsListener { local, ready, accepting })
-    }
-}
-
-impl Drop for TlsListener {
-    fn drop(&mut self) {
-        self.accepting.abort();
-    }
-}
-
-async fn accept_loop(
-    listener: TcpListener,
-    acceptor: TlsAcceptor,
-    ready: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
-) {
-    let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
-    loop {
-        let Ok(permit) = handshakes.clone().acquire_owned().await else { return };
-        let (tcp, addr) = match listener.accept().await {
-            Ok(c) => c,
-            Err(e) if is_connection_error(&e) => continue,
-            Err(e) => {
-                // Out of file descriptors and the like: back off as axum does.
-                tracing::error!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-        };
-        let _ = tcp.set_nodelay(true);
-        let acceptor = acceptor.clone();
-        let ready = ready.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(stream)) => {
-                    let _ = ready.send((stream, addr)).await;
-                }
-                Ok(Err(e)) => tracing::info!(target: "basedata::tls", peer = %addr, error = %e, "TLS handshake failed"),
-                Err(_) => tracing::info!(target: "basedata::tls", peer = %addr, "TLS handshake timed out"),
-            }
-        });
-    }
-}
-
-fn is_connection_error(e: &std::io::Error) -> bool {
-    use std::io::ErrorKind::*;
-    matches!(e.kind(), ConnectionRefused | ConnectionAborted | ConnectionReset)
-}
-
-impl Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.ready.recv().await {
-            Some(c) => c,
-            // The accept task only ends when this listener is dropped.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        Ok(self.local)
-    }
 }
 
 #[cfg(test)]

@@ -81,6 +81,9 @@ pub struct AppStateInner {
     pub max_body_bytes: usize,
     /// Cluster mode: the replicated update log (None on a single node).
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// The connection rules, and what they did (for `/metrics`).
+    pub conn_limits: crate::conn::ConnLimits,
+    pub connections: Arc<crate::conn::ConnStats>,
 }
 
 /// Jobs waiting for the writer before requests are refused with 503.
@@ -95,6 +98,7 @@ pub struct Settings {
     pub job_retention: Duration,
     pub policy: Policy,
     pub calendar: Calendar,
+    pub connections: crate::conn::ConnLimits,
 }
 
 impl Default for Settings {
@@ -106,6 +110,7 @@ impl Default for Settings {
             job_retention: Duration::from_secs(30 * 86_400),
             policy: Policy::default(),
             calendar: Calendar::builtin(),
+            connections: crate::conn::ConnLimits::default(),
         }
     }
 }
@@ -140,6 +145,8 @@ impl AppState {
             request_timeout: settings.request_timeout,
             max_body_bytes: settings.max_body_bytes,
             cluster: None,
+            conn_limits: settings.connections,
+            connections: Arc::default(),
         })))
     }
 
@@ -286,7 +293,7 @@ async fn access_log(State(state): State<AppState>, req: Request, next: Next) -> 
         .filter(|v| !v.is_empty() && v.len() <= 64 && v.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-'))
         .map(str::to_owned)
         .unwrap_or_else(|| format!("{:016x}", fastrand::u64(..)));
-    let method = req.method().clone();
+    let method = method_label(req.method());
     let route = req
         .extensions()
         .get::<MatchedPath>()
@@ -295,7 +302,7 @@ async fn access_log(State(state): State<AppState>, req: Request, next: Next) -> 
     let mut resp = next.run(req).await;
     let dept = resp.extensions().get::<LoggedDepartment>().map(|d| d.0.clone()).unwrap_or_default();
     let elapsed = started.elapsed();
-    state.metrics.observe(&route, method.as_str(), resp.status().as_u16(), &dept, elapsed.as_secs_f64());
+    state.metrics.observe(&route, method, resp.status().as_u16(), &dept, elapsed.as_secs_f64());
     tracing::info!(
         target: "basedata::access",
         request_id = %id,
@@ -312,31 +319,85 @@ async fn access_log(State(state): State<AppState>, req: Request, next: Next) -> 
     resp
 }
 
-/// Decodes a header that may be percent-encoded UTF-8 (or raw UTF-8).
-pub fn header_text(req: &Request, name: &str) -> Option<String> {
-    header_text_map(req.headers(), name)
+/// The request method as a metrics label and log field: the methods HTTP
+/// defines, anything else `other`. Used verbatim, a client's made-up
+/// methods would each add a metrics series and fill the log.
+fn method_label(m: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        Method::TRACE => "TRACE",
+        Method::CONNECT => "CONNECT",
+        _ => "other",
+    }
 }
 
-pub fn header_text_map(headers: &axum::http::HeaderMap, name: &str) -> Option<String> {
-    let raw = headers.get(name)?.as_bytes();
-    let decoded = percent_encoding::percent_decode(raw).decode_utf8().ok()?;
+/// Longest accepted `X-Operator` (a staff id), in characters.
+pub const MAX_OPERATOR_CHARS: usize = 64;
+
+/// A free-text header (`X-Purpose`, `X-Operator`): percent-encoded or raw
+/// UTF-8, trimmed; absent or blank is `None`. What would be stored in the
+/// audit log must be stored as sent, so a value is refused rather than
+/// altered: repeated, not UTF-8, holding control characters (a NUL or a
+/// line break would forge or hide audit text), or longer than `max_chars`.
+pub fn header_text(headers: &axum::http::HeaderMap, name: &'static str, max_chars: usize) -> ApiResult<Option<String>> {
+    let mut values = headers.get_all(name).iter();
+    let Some(raw) = values.next() else { return Ok(None) };
+    let refuse = |why: String| ApiError::invalid_value(why).with_details(serde_json::json!({"header": name}));
+    if values.next().is_some() {
+        return Err(refuse(format!("{name} is given more than once; send it once")));
+    }
+    let decoded = percent_encoding::percent_decode(raw.as_bytes())
+        .decode_utf8()
+        .map_err(|_| refuse(format!("{name} is not UTF-8 (send UTF-8, percent-encoded or raw)")))?;
+    if decoded.chars().any(char::is_control) {
+        return Err(refuse(format!("{name} holds control characters")));
+    }
     let t = decoded.trim();
-    (!t.is_empty()).then(|| t.to_owned())
+    if t.chars().count() > max_chars {
+        return Err(refuse(format!("{name} is limited to {max_chars} characters")));
+    }
+    Ok((!t.is_empty()).then(|| t.to_owned()))
+}
+
+/// The bearer token of a request, if it sent one. The scheme name is
+/// case-insensitive (RFC 7235); two `Authorization` headers are refused
+/// rather than one of them silently chosen.
+fn bearer_token(headers: &axum::http::HeaderMap) -> Result<Option<&str>, &'static str> {
+    let mut values = headers.get_all(axum::http::header::AUTHORIZATION).iter();
+    let Some(v) = values.next() else { return Ok(None) };
+    if values.next().is_some() {
+        return Err("more than one Authorization header");
+    }
+    let v = v.to_str().map_err(|_| "the Authorization header is not ASCII")?;
+    let (scheme, token) = v.trim_start().split_once(' ').unwrap_or((v, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err("the Authorization scheme must be Bearer");
+    }
+    Ok(Some(token.trim()).filter(|t| !t.is_empty()))
 }
 
 async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let token = req
-        .headers()
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-        .map(str::trim);
+    let token = match bearer_token(req.headers()) {
+        Ok(t) => t,
+        Err(why) => return ApiError::unauthenticated(why).into_response(),
+    };
+    let operator = match header_text(req.headers(), "X-Operator", MAX_OPERATOR_CHARS) {
+        Ok(o) => o,
+        Err(e) => return e.into_response(),
+    };
     // Over mutual TLS, the verified client certificate of the connection.
     let peer = req
         .extensions()
         .get::<axum::extract::ConnectInfo<crate::tls::TlsPeer>>()
         .and_then(|c| c.0.subject.clone());
-    let department = match state.departments.identify(token.filter(|t| !t.is_empty()), peer.as_deref()) {
+    let department = match state.departments.identify(token, peer.as_deref()) {
         Ok(d) => d,
         Err(why) => return ApiError::unauthenticated(why).into_response(),
     };
@@ -358,7 +419,6 @@ async fn authenticate(State(state): State<AppState>, mut req: Request, next: Nex
             return resp;
         }
     };
-    let operator = header_text(&req, "x-operator").map(|o| o.chars().take(64).collect());
     req.extensions_mut().insert(department.caller(operator));
     let mut resp = next.run(req).await;
     resp.extensions_mut().insert(LoggedDepartment(dept_id));
@@ -370,12 +430,10 @@ pub const MAX_PURPOSE_CHARS: usize = 500;
 
 /// The purpose layer: subject-data reads must say what they are for.
 async fn require_purpose(mut req: Request, next: Next) -> Response {
-    match header_text(&req, "x-purpose") {
-        None => ApiError::purpose_required().into_response(),
-        Some(p) if p.chars().count() > MAX_PURPOSE_CHARS => {
-            ApiError::invalid_value(format!("X-Purpose is limited to {MAX_PURPOSE_CHARS} characters")).into_response()
-        }
-        Some(p) => {
+    match header_text(req.headers(), "X-Purpose", MAX_PURPOSE_CHARS) {
+        Err(e) => e.into_response(),
+        Ok(None) => ApiError::purpose_required().into_response(),
+        Ok(Some(p)) => {
             req.extensions_mut().insert(Purpose(p));
             next.run(req).await
         }

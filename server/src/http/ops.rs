@@ -59,6 +59,7 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let store = state.store.clone();
     let commit = state.committer.stats().clone();
     let metrics = state.metrics.clone();
+    metrics.set_connections(&state.connections);
     if let Some(c) = &state.cluster {
         metrics.set_cluster(c);
     }

@@ -117,7 +117,13 @@ pub struct UpdateLine {
 pub struct UpdatesResult {
     pub applied: usize,
     pub stale: usize,
+    /// The first 1,000 rejected lines, in line order.
     pub rejected: Vec<Rejection>,
+    /// How many lines were rejected in all (more than are listed when
+    /// over 1,000).
+    pub rejected_total: usize,
+    /// Every rejected line counted by its code.
+    pub rejected_by_code: std::collections::BTreeMap<String, usize>,
     pub last_seq: u64,
     /// Cluster mode: the log position of the last message holding these
     /// updates (ask a node for it with `X-Basedata-Min-Position`).

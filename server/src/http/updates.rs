@@ -44,7 +44,7 @@ pub async fn post_updates(
     headers: HeaderMap,
     mut body: Body,
 ) -> ApiResult<Json<UpdatesResult>> {
-    let purpose = super::header_text_map(&headers, "x-purpose");
+    let purpose = super::header_text(&headers, "X-Purpose", super::MAX_PURPOSE_CHARS)?;
     // Provider first: a refusal is audited whatever the body.
     let submission = state.provide.begin(&caller, &dataset, purpose.as_deref()).await?;
     let mut submission = submission.in_format(body_format(&headers)?);
@@ -55,12 +55,20 @@ pub async fn post_updates(
         }
     }
     let r = state.provide.apply(submission).await?;
-    let rejected =
-        r.rejected.into_iter().map(|(line, e)| Rejection { line, key: e.key, code: e.code.into(), message: e.message }).collect();
+    let rejected_total = r.rejected.total();
+    let rejected_by_code = r.rejected.by_code.iter().map(|(code, n)| ((*code).to_owned(), *n)).collect();
+    let rejected = r
+        .rejected
+        .listed
+        .into_iter()
+        .map(|(line, e)| Rejection { line, key: e.key, code: e.code.into(), message: e.message })
+        .collect();
     Ok(Json(UpdatesResult {
         applied: r.applied,
         stale: r.stale,
         rejected,
+        rejected_total,
+        rejected_by_code,
         last_seq: r.last_seq,
         position: r.position,
         logged: r.logged,

@@ -1,0 +1,542 @@
+//! Connections: who may open one, how long each may sit idle or dribble,
+//! and serving HTTP/1.1 on them (plain or TLS) until shutdown.
+//!
+//! A server that never closes a connection can be held by anyone without a
+//! token: idle sockets, half-sent headers and bodies that stop halfway each
+//! pin a file descriptor until the process runs out. So every connection
+//! is admitted against a cap per client address and a cap in total, and a
+//! watchdog closes it when the client is too slow:
+//! - no request begins within `idle_timeout` of the previous answer (or
+//!   of the connection opening);
+//! - a request's headers are not complete within `header_timeout` of their
+//!   first byte;
+//! - a request body makes no progress for `body_timeout` (per chunk, so a
+//!   large upload at a steady pace is never cut);
+//! - an answer cannot be written for `send_timeout` (a client that stopped
+//!   reading).
+//!
+//! Requests in progress are not limited here: long polls and streamed
+//! batches have their own rules.
+
+use crate::tls::TlsPeer;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::Router;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+
+/// The connection rules (`[connections]` in the configuration).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnLimits {
+    pub header_timeout: Duration,
+    pub body_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub send_timeout: Duration,
+    /// Open connections one client address may hold.
+    pub per_client: usize,
+    /// Open connections in all.
+    pub total: usize,
+    /// Longest a server that is shutting down waits for answers in progress.
+    pub drain: Duration,
+}
+
+impl Default for ConnLimits {
+    fn default() -> Self {
+        ConnLimits {
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(60),
+            per_client: 256,
+            total: 4096,
+            drain: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Connection figures for `/metrics`, kept as plain counters so that
+/// accepting a connection costs a few atomic increments.
+#[derive(Debug, Default)]
+pub struct ConnStats {
+    pub open: AtomicUsize,
+    pub accepted: AtomicU64,
+    pub refused_per_client: AtomicU64,
+    pub refused_total: AtomicU64,
+    pub closed_idle: AtomicU64,
+    pub closed_header: AtomicU64,
+    pub closed_send: AtomicU64,
+}
+
+impl ConnStats {
+    /// `(stat label, value)` pairs, for the metrics page.
+    pub fn figures(&self) -> [(&'static str, u64); 7] {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        [
+            ("open", self.open.load(Ordering::Relaxed) as u64),
+            ("accepted", get(&self.accepted)),
+            ("refused_per_client", get(&self.refused_per_client)),
+            ("refused_total", get(&self.refused_total)),
+            ("closed_idle", get(&self.closed_idle)),
+            ("closed_header", get(&self.closed_header)),
+            ("closed_send", get(&self.closed_send)),
+        ]
+    }
+}
+
+/// Counts open connections per client address and in all.
+#[derive(Debug)]
+struct Admission {
+    limits: ConnLimits,
+    per_client: Mutex<HashMap<IpAddr, usize>>,
+    stats: Arc<ConnStats>,
+}
+
+/// One admitted connection; gives its place back when dropped.
+#[derive(Debug)]
+struct Slot {
+    admission: Arc<Admission>,
+    ip: IpAddr,
+}
+
+/// Why a connection was not admitted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Refusal {
+    PerClient,
+    Total,
+}
+
+impl Admission {
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Slot, Refusal> {
+        let mut map = self.per_client.lock().unwrap_or_else(|p| p.into_inner());
+        if self.stats.open.load(Ordering::Relaxed) >= self.limits.total {
+            self.stats.refused_total.fetch_add(1, Ordering::Relaxed);
+            return Err(Refusal::Total);
+        }
+        let n = map.entry(ip).or_insert(0);
+        if *n >= self.limits.per_client {
+            self.stats.refused_per_client.fetch_add(1, Ordering::Relaxed);
+            return Err(Refusal::PerClient);
+        }
+        *n += 1;
+        self.stats.open.fetch_add(1, Ordering::Relaxed);
+        self.stats.accepted.fetch_add(1, Ordering::Relaxed);
+        Ok(Slot { admission: self.clone(), ip })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut map = self.admission.per_client.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+        self.admission.stats.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// What the watchdog knows of one connection, in milliseconds since it
+/// opened (0 = not set).
+#[derive(Debug)]
+struct Activity {
+    opened: Instant,
+    /// Requests whose answer is not yet completely sent.
+    in_flight: AtomicUsize,
+    /// When the last answer was sent (the connection opening counts).
+    idle_since: AtomicU64,
+    /// First byte read while no request was in flight: a request began.
+    first_byte: AtomicU64,
+    /// When a write started waiting for the client to read.
+    write_blocked: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            opened: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            idle_since: AtomicU64::new(1),
+            first_byte: AtomicU64::new(0),
+            write_blocked: AtomicU64::new(0),
+        }
+    }
+
+    /// Never 0, which means "not set".
+    fn now(&self) -> u64 {
+        self.opened.elapsed().as_millis() as u64 + 1
+    }
+
+    fn request_began(&self) {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.first_byte.store(0, Ordering::Release);
+    }
+
+    fn answer_sent(&self) {
+        self.idle_since.store(self.now(), Ordering::Release);
+        self.first_byte.store(0, Ordering::Release);
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Either why the connection is to be closed now, or how long until
+    /// the watchdog should look again.
+    fn check(&self, l: &ConnLimits) -> Result<Duration, Closed> {
+        let now = self.now();
+        let ms = |d: Duration| d.as_millis() as u64;
+        let (deadline, why) = if self.in_flight.load(Ordering::Acquire) == 0 {
+            match self.first_byte.load(Ordering::Acquire) {
+                0 => (self.idle_since.load(Ordering::Acquire) + ms(l.idle_timeout), Closed::Idle),
+                t => (t + ms(l.header_timeout), Closed::Header),
+            }
+        } else {
+            match self.write_blocked.load(Ordering::Acquire) {
+                // Nothing to time here; look again in a while (a request
+                // may end, or a write block, at any moment).
+                0 => (now + ms(l.send_timeout.min(l.idle_timeout).min(l.header_timeout)), Closed::Send),
+                t => (t + ms(l.send_timeout), Closed::Send),
+            }
+        };
+        if now >= deadline {
+            Err(why)
+        } else {
+            // Not to the millisecond: state changes in between are
+            // re-read at the next look.
+            Ok(Duration::from_millis((deadline - now).max(20)))
+        }
+    }
+}
+
+/// Why the watchdog closed a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Closed {
+    Idle,
+    Header,
+    Send,
+}
+
+async fn watchdog(activity: &Activity, limits: &ConnLimits) -> Closed {
+    loop {
+        match activity.check(limits) {
+            Ok(wait) => tokio::time::sleep(wait).await,
+            Err(why) => return why,
+        }
+    }
+}
+
+/// A connection's byte stream, reporting reads and blocked writes to its
+/// [`Activity`].
+struct Watched<T> {
+    io: T,
+    activity: Arc<Activity>,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.io).poll_read(cx, buf);
+        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            let a = &self.activity;
+            if a.in_flight.load(Ordering::Acquire) == 0 && a.first_byte.load(Ordering::Acquire) == 0 {
+                a.first_byte.store(a.now(), Ordering::Release);
+            }
+        }
+        r
+    }
+}
+
+impl<T> Watched<T> {
+    fn wrote<R>(&self, r: Poll<R>) -> Poll<R> {
+        let a = &self.activity;
+        match r {
+            Poll::Pending => {
+                if a.write_blocked.load(Ordering::Acquire) == 0 {
+                    a.write_blocked.store(a.now(), Ordering::Release);
+                }
+            }
+            Poll::Ready(_) => a.write_blocked.store(0, Ordering::Release),
+        }
+        r
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.wrote(r)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.wrote(r)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let r = Pin::new(&mut self.io).poll_flush(cx);
+        self.wrote(r)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// An answer's body; the answer counts as sent once it is dropped (hyper
+/// drops it after writing its last frame, or when the connection ends).
+struct Answer {
+    body: Body,
+    _sent: AnswerSent,
+}
+
+struct AnswerSent(Arc<Activity>);
+
+impl Drop for AnswerSent {
+    fn drop(&mut self) {
+        self.0.answer_sent();
+    }
+}
+
+impl http_body::Body for Answer {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// Serves `app` on `listener` (over TLS when an acceptor is given) until
+/// `shutdown` completes, then lets the answers in progress finish (for at
+/// most `limits.drain`: a client holding a connection open must not keep
+/// the process from ending).
+pub async fn serve(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    app: Router,
+    limits: ConnLimits,
+    stats: Arc<ConnStats>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let admission = Arc::new(Admission { limits, per_client: Mutex::new(HashMap::new()), stats: stats.clone() });
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, addr) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(c) => c,
+                Err(e) if is_connection_error(&e) => continue,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off.
+                    tracing::error!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let slot = match admission.admit(addr.ip()) {
+            Ok(s) => s,
+            Err(why) => {
+                refuse(tcp, why);
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        tokio::spawn(connection(tcp, addr, slot, tls.clone(), app.clone(), limits, stats.clone(), graceful.watcher()));
+    }
+    drop(listener);
+    if tokio::time::timeout(limits.drain, graceful.shutdown()).await.is_err() {
+        tracing::warn!(open = stats.open.load(Ordering::Relaxed), "answers still in progress after the drain time; closing");
+    }
+}
+
+/// The answers to a connection over a cap, written by hand: nothing of the
+/// HTTP machinery is spent on a connection that is not admitted.
+const REFUSED_PER_CLIENT: &[u8] = b"HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: 95\r\n\r\n{\"error\":{\"code\":\"overloaded\",\"message\":\"too many connections from this address; retry later\"}}";
+const REFUSED_TOTAL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: 82\r\n\r\n{\"error\":{\"code\":\"unavailable\",\"message\":\"the server holds too many connections\"}}";
+
+/// Tells a client over a cap why, as far as the socket takes it without
+/// waiting, then closes.
+fn refuse(tcp: TcpStream, why: Refusal) {
+    let _ = tcp.try_write(if why == Refusal::PerClient { REFUSED_PER_CLIENT } else { REFUSED_TOTAL });
+}
+
+fn is_connection_error(e: &io::Error) -> bool {
+    use io::ErrorKind::*;
+    matches!(e.kind(), ConnectionRefused | ConnectionAborted | ConnectionReset)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn connection(
+    tcp: TcpStream,
+    addr: SocketAddr,
+    slot: Slot,
+    tls: Option<TlsAcceptor>,
+    app: Router,
+    limits: ConnLimits,
+    stats: Arc<ConnStats>,
+    graceful: hyper_util::server::graceful::Watcher,
+) {
+    let _slot = slot;
+    let activity = Arc::new(Activity::new());
+    let io = Watched { io: tcp, activity: activity.clone() };
+    match tls {
+        None => run(io, addr, None, app, limits, &stats, activity, graceful).await,
+        Some(acceptor) => {
+            // The handshake is the first thing the client must send.
+            let stream = match tokio::time::timeout(limits.header_timeout, acceptor.accept(io)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => return tracing::info!(target: "basedata::tls", peer = %addr, error = %e, "TLS handshake failed"),
+                Err(_) => return tracing::info!(target: "basedata::tls", peer = %addr, "TLS handshake timed out"),
+            };
+            let subject = crate::tls::client_subject(stream.get_ref().1);
+            run(stream, addr, subject, app, limits, &stats, activity, graceful).await
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run<T>(
+    io: T,
+    addr: SocketAddr,
+    subject: Option<Arc<crate::cert::CertSubject>>,
+    app: Router,
+    limits: ConnLimits,
+    stats: &ConnStats,
+    activity: Arc<Activity>,
+    graceful: hyper_util::server::graceful::Watcher,
+) where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let peer = TlsPeer { addr, subject };
+    let body_timeout = limits.body_timeout;
+    let act = activity.clone();
+    let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+        act.request_began();
+        let sent = AnswerSent(act.clone());
+        let mut req = req.map(|b| Body::new(tower_http::timeout::TimeoutBody::new(body_timeout, b)));
+        req.extensions_mut().insert(ConnectInfo(peer.clone()));
+        let answer = tower::ServiceExt::oneshot(app.clone(), req);
+        async move {
+            let resp = answer.await?;
+            Ok::<_, std::convert::Infallible>(resp.map(|body| Body::new(Answer { body, _sent: sent })))
+        }
+    });
+    let mut http = hyper::server::conn::http1::Builder::new();
+    // A backstop only: the watchdog closes slow headers sooner.
+    http.timer(TokioTimer::new()).header_read_timeout(limits.idle_timeout + limits.header_timeout);
+    let conn = graceful.watch(http.serve_connection(TokioIo::new(io), service));
+    tokio::select! {
+        r = conn => {
+            if let Err(e) = r {
+                tracing::debug!(peer = %addr, error = %e, "connection ended");
+            }
+        }
+        why = watchdog(&activity, &limits) => {
+            let counter = match why {
+                Closed::Idle => &stats.closed_idle,
+                Closed::Header => &stats.closed_header,
+                Closed::Send => &stats.closed_send,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(peer = %addr, reason = ?why, "connection closed by the server");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> ConnLimits {
+        ConnLimits { per_client: 2, total: 3, ..ConnLimits::default() }
+    }
+
+    #[test]
+    fn admission_caps_per_address_and_in_total_and_frees_on_drop() {
+        let a = Arc::new(Admission { limits: limits(), per_client: Mutex::new(HashMap::new()), stats: Arc::default() });
+        let (x, y): (IpAddr, IpAddr) = ("127.0.0.1".parse().unwrap(), "127.0.0.2".parse().unwrap());
+        let s1 = a.admit(x).unwrap();
+        let _s2 = a.admit(x).unwrap();
+        assert_eq!(a.admit(x).unwrap_err(), Refusal::PerClient);
+        let _s3 = a.admit(y).unwrap();
+        assert_eq!(a.admit(y).unwrap_err(), Refusal::Total);
+        drop(s1);
+        let _s4 = a.admit(x).unwrap();
+        assert_eq!(a.stats.open.load(Ordering::Relaxed), 3);
+        assert_eq!(a.stats.refused_per_client.load(Ordering::Relaxed), 1);
+        assert_eq!(a.stats.refused_total.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn refusals_are_complete_http_answers() {
+        for answer in [REFUSED_PER_CLIENT, REFUSED_TOTAL] {
+            let text = std::str::from_utf8(answer).unwrap();
+            let (head, body) = text.split_once("\r\n\r\n").unwrap();
+            let length = head.lines().find_map(|l| l.strip_prefix("content-length: ")).unwrap();
+            assert_eq!(length.parse::<usize>().unwrap(), body.len(), "{head}");
+            let v: serde_json::Value = serde_json::from_str(body).unwrap();
+            assert!(v["error"]["code"].is_string());
+        }
+    }
+
+    #[test]
+    fn the_watchdog_times_idle_headers_and_blocked_writes() {
+        let l = ConnLimits {
+            idle_timeout: Duration::from_millis(1_000),
+            header_timeout: Duration::from_millis(300),
+            send_timeout: Duration::from_millis(500),
+            ..ConnLimits::default()
+        };
+        let a = Activity::new();
+        // Idle: the deadline is the idle timeout from the opening.
+        let wait = a.check(&l).unwrap();
+        assert!(wait > Duration::from_millis(900), "{wait:?}");
+        // A first byte read switches to the header timeout.
+        let a = Activity { opened: Instant::now() - Duration::from_secs(5), ..Activity::new() };
+        assert_eq!(a.check(&l), Err(Closed::Idle), "idle since 1 ms, 5 s ago");
+        a.first_byte.store(a.now() - 100, Ordering::Release);
+        assert!(a.check(&l).unwrap() <= Duration::from_millis(200));
+        a.first_byte.store(a.now() - 400, Ordering::Release);
+        assert_eq!(a.check(&l), Err(Closed::Header));
+        // A request in flight is not idle, unless its answer cannot be written.
+        a.request_began();
+        assert!(a.check(&l).is_ok());
+        a.write_blocked.store(a.now() - 600, Ordering::Release);
+        assert_eq!(a.check(&l), Err(Closed::Send));
+        a.write_blocked.store(0, Ordering::Release);
+        a.answer_sent();
+        assert!(a.check(&l).unwrap() > Duration::from_millis(900), "idle again, from now");
+    }
+}
