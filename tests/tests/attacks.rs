@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 const P1: &str = "11010519491231002X";
 
 fn config(connections: &str, extra: &str) -> String {
-    format!("{extra}\n[connections]\n{connections}\n\n{}", standard_config())
+    let section = if connections.is_empty() { String::new() } else { format!("[connections]\n{connections}\n") };
+    format!("{extra}\n{section}\n{}", standard_config())
 }
 
 fn addr(s: &Server) -> SocketAddr {
