@@ -12,8 +12,9 @@
 //!   first byte;
 //! - a request body makes no progress for `body_timeout` (per chunk, so a
 //!   large upload at a steady pace is never cut);
-//! - an answer cannot be written for `send_timeout` (a client that stopped
-//!   reading).
+//! - an answer cannot be written for `send_timeout` while the client sends
+//!   nothing either (a client that stopped reading; one that is still
+//!   sending its request body is left alone, as it will read after).
 //!
 //! Requests in progress are not limited here: long polls and streamed
 //! batches have their own rules.
@@ -162,6 +163,8 @@ struct Activity {
     first_byte: AtomicU64,
     /// When a write started waiting for the client to read.
     write_blocked: AtomicU64,
+    /// When bytes last arrived.
+    last_read: AtomicU64,
 }
 
 impl Activity {
@@ -172,6 +175,7 @@ impl Activity {
             idle_since: AtomicU64::new(1),
             first_byte: AtomicU64::new(0),
             write_blocked: AtomicU64::new(0),
+            last_read: AtomicU64::new(1),
         }
     }
 
@@ -206,7 +210,7 @@ impl Activity {
                 // Nothing to time here; look again in a while (a request
                 // may end, or a write block, at any moment).
                 0 => (now + ms(l.send_timeout.min(l.idle_timeout).min(l.header_timeout)), Closed::Send),
-                t => (t + ms(l.send_timeout), Closed::Send),
+                t => (t.max(self.last_read.load(Ordering::Acquire)) + ms(l.send_timeout), Closed::Send),
             }
         };
         if now >= deadline {
@@ -249,8 +253,10 @@ impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
         let r = Pin::new(&mut self.io).poll_read(cx, buf);
         if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
             let a = &self.activity;
+            let now = a.now();
+            a.last_read.store(now, Ordering::Release);
             if a.in_flight.load(Ordering::Acquire) == 0 && a.first_byte.load(Ordering::Acquire) == 0 {
-                a.first_byte.store(a.now(), Ordering::Release);
+                a.first_byte.store(now, Ordering::Release);
             }
         }
         r
@@ -535,6 +541,9 @@ mod tests {
         assert!(a.check(&l).is_ok());
         a.write_blocked.store(a.now() - 600, Ordering::Release);
         assert_eq!(a.check(&l), Err(Closed::Send));
+        // Unless the client is still sending.
+        a.last_read.store(a.now() - 100, Ordering::Release);
+        assert!(a.check(&l).is_ok(), "a client still sending is not cut off");
         a.write_blocked.store(0, Ordering::Release);
         a.answer_sent();
         assert!(a.check(&l).unwrap() > Duration::from_millis(900), "idle again, from now");

@@ -291,3 +291,61 @@ fn offline_compare_answers_like_the_api_and_is_audited() {
         assert!(err.contains(reason) && err.trim().lines().count() == 1, "{args:?}: {err}");
     }
 }
+
+/// Peak resident memory of a process, in bytes.
+fn peak_rss(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+    kb * 1024
+}
+
+#[test]
+fn a_client_that_sends_everything_before_reading_gets_every_answer() {
+    // As urllib or HttpURLConnection do: the whole body with a length,
+    // and only then the answer. The server must read on while the
+    // answers wait for the client.
+    let s = Server::start(&standard_config());
+    seed(&s);
+    let n: u64 = 1_000_000;
+    let mut body = Vec::with_capacity(n as usize * 90);
+    for i in 0..n {
+        body.extend_from_slice(line(i).as_bytes());
+        body.push(b'\n');
+    }
+    let base = peak_rss(s.pid());
+    let mut conn = TcpStream::connect(&s.addr).unwrap();
+    let head = format!(
+        "POST /v1/verify/batch HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nX-Purpose: x\r\n\
+         Content-Type: application/x-ndjson\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        s.addr,
+        tokens::COUNTER,
+        body.len()
+    );
+    let started = Instant::now();
+    conn.set_write_timeout(Some(Duration::from_secs(240))).unwrap();
+    conn.write_all(head.as_bytes()).unwrap();
+    conn.write_all(&body).expect("the server stopped reading the body");
+    let sent_after = started.elapsed();
+    conn.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    let mut answer = Vec::new();
+    conn.read_to_end(&mut answer).unwrap();
+    let text = String::from_utf8(answer).unwrap();
+    let (head, chunked) = text.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    // De-chunk.
+    let mut rest = chunked;
+    let mut lines = String::new();
+    loop {
+        let (size, after) = rest.split_once("\r\n").unwrap();
+        let size = usize::from_str_radix(size.trim(), 16).unwrap();
+        if size == 0 {
+            break;
+        }
+        lines.push_str(&after[..size]);
+        rest = &after[size + 2..];
+    }
+    check(&parse_lines(&lines), n);
+    let grown = peak_rss(s.pid()).saturating_sub(base);
+    eprintln!("1M lines: body sent in {sent_after:?}, all answers in {:?}, server memory grew {} MB", started.elapsed(), grown >> 20);
+    assert!(grown < 512 << 20, "server memory grew by {} MB", grown >> 20);
+}

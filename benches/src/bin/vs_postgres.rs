@@ -10,7 +10,10 @@
 //!    `postgres` user): `COPY` of the persons into a table keyed by ID
 //!    number plus the primary-key build, timed; disk after `CHECKPOINT`;
 //!    point verification with `pgbench -M prepared`; batch comparison
-//!    (`\copy` in, join, `\copy` out) of the batch file; then it is stopped;
+//!    (`\copy` in, join, `\copy` out) of the batch file; then the same two
+//!    doing the same job as basedata, with an audit row (indexed by subject
+//!    and department) committed per verification and per batch line,
+//!    `synchronous_commit` on; then it is stopped;
 //! 2. basedata: `basedata load` of the same records, timed; disk; `basedata
 //!    serve` with the same cache size; `POST /v1/persons/{id}/verify`
 //!    through `loadgen` at the same concurrency; `POST /v1/verify/batch` of
@@ -160,6 +163,9 @@ struct Point {
     batch_lines: u64,
     gen_s: f64,
     pg: Side,
+    /// PostgreSQL doing the same job: an audit row per verification (in
+    /// the same committed transaction) and per batch line.
+    pga: Side,
     bd: Side,
     pg_vacuum_s: f64,
     pg_rn_index_s: f64,
@@ -482,6 +488,50 @@ fn run_pg(ctx: &mut Ctx, dir: &Path, p: &mut Point, track: &mut dyn FnMut()) -> 
     p.pg.verify_other = s.other_cores;
     p.pg.verify_failed = r.failed;
 
+    // The same job: every verification leaves an audit row (who, why,
+    // whom, what came out), indexed by subject and by department as
+    // basedata's audit is, committed with `synchronous_commit` on before
+    // the answer.
+    pg.sql(
+        "CREATE TABLE audit (seq bigserial PRIMARY KEY, at timestamptz NOT NULL DEFAULT now(), department text NOT NULL, \
+         purpose text NOT NULL, subject_key text NOT NULL, outcome text NOT NULL); \
+         CREATE INDEX audit_subject ON audit (subject_key, seq); CREATE INDEX audit_department ON audit (department, seq);",
+        limit,
+    )?;
+    let audited_sql = format!(
+        "\\set r random(1, :rows)\nWITH v AS ({}), a AS (INSERT INTO audit (department, purpose, subject_key, outcome) \
+         SELECT 'bench-counter', 'benchmark', id, name || ' ' || birth_date FROM v) SELECT * FROM v;\n",
+        point_query.trim_end_matches(';')
+    );
+    let audited_script = dir.join("pg-point-audited.sql");
+    std::fs::write(&audited_script, &audited_sql)?;
+    let audited_arg = audited_script.to_string_lossy().into_owned();
+    let audited_args = |secs: u64| -> Vec<String> {
+        bench_args(secs).into_iter().map(|a| if a == script_arg { audited_arg.clone() } else { a }).collect()
+    };
+    ctx.note_command(
+        "PostgreSQL point verification with an audit row (pgbench)",
+        format!(
+            "pgbench -h 127.0.0.1 -U postgres {}\n-- pg-point-audited.sql:\n{audited_sql}",
+            audited_args(ctx.args.duration).iter().map(|a| harness::shell_quote(a)).collect::<Vec<_>>().join(" ")
+        ),
+    );
+    if ctx.args.warmup > 0 {
+        pg.pgbench(&audited_args(ctx.args.warmup), bench_limit)?;
+    }
+    eprintln!("[{TAG}] {n} persons: pgbench with audit rows");
+    let (r, s): (PgbenchResult, Sample) = measure(ctx.quiet, TAG, &|| tree_cpu(pid), || {
+        let r = pg.pgbench(&audited_args(ctx.args.duration), bench_limit)?;
+        std::thread::sleep(Duration::from_millis(500));
+        Ok(r)
+    })?;
+    eprintln!("[{TAG}]   {r:?}");
+    p.pga.verify_rps = r.tps;
+    p.pga.verify_mean_ms = r.latency_avg_ms;
+    p.pga.verify_server_cpu_us = s.server_cpu_s * 1e6 / (r.transactions.max(1) as f64);
+    p.pga.verify_other = s.other_cores;
+    p.pga.verify_failed = r.failed;
+
     // Batch comparison: \copy in, join, \copy out.
     let field_verdict = |col: &str| {
         format!("CASE WHEN p.id IS NULL THEN '' WHEN p.{col} IS NULL THEN 'no_value' WHEN p.{col} = c.{col} THEN 'match' ELSE 'mismatch' END")
@@ -504,6 +554,31 @@ fn run_pg(ctx: &mut Ctx, dir: &Path, p: &mut Point, track: &mut dyn FnMut()) -> 
     let (_, batch) = measure(ctx.quiet, TAG, &|| tree_cpu(pid), || pg.psql_file(&batch_script, limit))?;
     p.pg.batch = batch;
     p.pg.batch_counts = count_pg(&out)?;
+    remove(&out, ctx.args.keep);
+
+    // The same job: an audit row per line, in the transaction that answers.
+    let verdict_of = |c: &str| {
+        format!("CASE WHEN p.id IS NULL THEN 'not_found' WHEN p.name = {c}.name AND p.birth_date = {c}.birth_date THEN 'match' ELSE 'mismatch' END")
+    };
+    let audited_batch_sql = batch_sql.replacen(
+        "ANALYZE claims;\n",
+        &format!(
+            "ANALYZE claims;\nBEGIN;\nINSERT INTO audit (department, purpose, subject_key, outcome) \
+             SELECT 'bench-counter', 'benchmark', c.id, {} FROM claims c LEFT JOIN persons p ON p.id = c.id ORDER BY c.line;\n",
+            verdict_of("c")
+        ),
+        1,
+    ) + "COMMIT;\n";
+    let audited_batch = dir.join("pg-batch-audited.sql");
+    std::fs::write(&audited_batch, &audited_batch_sql)?;
+    ctx.note_command(
+        "PostgreSQL batch comparison with an audit row per line (timed)",
+        format!("psql -X -v ON_ERROR_STOP=1 -h 127.0.0.1 -U postgres -f pg-batch-audited.sql\n-- pg-batch-audited.sql:\n{audited_batch_sql}"),
+    );
+    eprintln!("[{TAG}] {n} persons: PostgreSQL batch of {} lines with audit rows", p.batch_lines);
+    let (_, batch) = measure(ctx.quiet, TAG, &|| tree_cpu(pid), || pg.psql_file(&audited_batch, limit))?;
+    p.pga.batch = batch;
+    p.pga.batch_counts = count_pg(&out)?;
     remove(&out, ctx.args.keep);
     p.pg_pss_mb = pg.pss_mb();
     track();
@@ -660,6 +735,7 @@ fn point_table(p: &Point, connections: usize) -> String {
     let b = p.batch_lines as f64;
     let (bd, pg) = (&p.bd, &p.pg);
     let load_ratio = ratio(pg.load.wall_s, bd.load.wall_s);
+    let pga = &p.pga;
     let verify_ratio = ratio(bd.verify_rps, pg.verify_rps);
     let batch_ratio = ratio(pg.batch.wall_s, bd.batch.wall_s);
     let mut r = format!("#### {} persons\n\n", thousands(n));
@@ -672,7 +748,15 @@ fn point_table(p: &Point, connections: usize) -> String {
         (bd.verify_rps, format!("{:.2} ms", bd.verify_mean_ms)),
         (pg.verify_rps, format!("{:.2} ms", pg.verify_mean_ms)),
         verify_ratio,
-        1.5,
+        1.0,
+    );
+    target_row(
+        &mut r,
+        "point verification against PostgreSQL with an audit row per use, req/s (mean latency)",
+        (bd.verify_rps, format!("{:.2} ms", bd.verify_mean_ms)),
+        (pga.verify_rps, format!("{:.2} ms", pga.verify_mean_ms)),
+        ratio(bd.verify_rps, pga.verify_rps),
+        3.0,
     );
     target_row(
         &mut r,
@@ -680,6 +764,14 @@ fn point_table(p: &Point, connections: usize) -> String {
         (ratio(b, bd.batch.wall_s), secs(bd.batch.wall_s)),
         (ratio(b, pg.batch.wall_s), secs(pg.batch.wall_s)),
         batch_ratio,
+        1.0,
+    );
+    target_row(
+        &mut r,
+        "batch comparison against PostgreSQL with an audit row per line, lines/s (wall s)",
+        (ratio(b, bd.batch.wall_s), secs(bd.batch.wall_s)),
+        (ratio(b, pga.batch.wall_s), secs(pga.batch.wall_s)),
+        ratio(pga.batch.wall_s, bd.batch.wall_s),
         3.0,
     );
     r.push_str(&format!(
@@ -715,13 +807,16 @@ fn point_table(p: &Point, connections: usize) -> String {
         "- Batch verdicts: basedata {}; PostgreSQL {}{}.\n",
         c(&bd.batch_counts),
         c(&pg.batch_counts),
-        if bd.batch_counts == pg.batch_counts { " (the same)" } else { " — **they differ**" }
+        if bd.batch_counts == pg.batch_counts && pg.batch_counts == pga.batch_counts { " (the same, also with audit rows)" } else { " — **they differ**" }
     ));
     r.push_str(&format!(
-        "- Point verification: basedata p99 {} ms, {} failed requests; PostgreSQL {} failed transactions.\n",
+        "- Point verification: basedata p99 {} ms, {} failed requests; PostgreSQL {} failed transactions ({} with audit rows; \
+         server CPU {:.0} µs per audited verification).\n",
         bd.verify_p99_ms.map(|v| format!("{v:.2}")).unwrap_or_default(),
         bd.verify_failed,
-        pg.verify_failed
+        pg.verify_failed,
+        pga.verify_failed,
+        pga.verify_server_cpu_us
     ));
     r.push_str(&format!(
         "- PostgreSQL after the load: `pg_total_relation_size` {} MB (table {} MB, primary key {} MB); data directory {} MB \

@@ -3,10 +3,12 @@
 //!
 //! The batch endpoint answers `200` at once and streams: the request body
 //! is cut into chunks as it arrives, and each chunk's answers are sent as
-//! soon as its audit entries are durable (`basedata_query::batch::pipeline`). Memory stays
-//! bounded whatever the body's length, so the client must read answers
-//! while it sends (curl does); a client that sends everything before
-//! reading should submit a job instead. A failure mid-stream aborts the
+//! soon as its audit entries are durable (`basedata_query::batch::pipeline`).
+//! Answers the client has not read yet wait in a [`Spool`] (memory, then a
+//! sealed temporary file), so the body is read on whatever the client does
+//! with the answer: a client that sends everything before it reads works
+//! as well as one that reads while it sends, and memory stays bounded
+//! whatever the body's length. A failure mid-stream aborts the
 //! response rather than end it cleanly, so a truncated answer can never be
 //! mistaken for a complete one.
 
@@ -20,9 +22,10 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use basedata_ingest::log::UpdateLog;
 use basedata_query::batch::pipeline::OUT_QUEUE;
-use basedata_query::batch::{Batch, Chunk, Cutter, Requester};
+use basedata_query::batch::{Batch, BatchError, Chunk, Counts, Cutter, Requester};
 use basedata_query::jobs::queue::{BrokenInput, Download};
 use basedata_query::jobs::JobMeta;
+use super::spool::{Spool, SPOOL_MEMORY};
 use http_body_util::channel::Channel;
 use http_body_util::BodyExt;
 use serde_json::Value;
@@ -169,44 +172,75 @@ pub async fn verify_batch(
     let batch = batch_for(&state, caller, purpose);
     let (chunk_tx, chunk_rx) = mpsc::channel::<Chunk>(1);
     let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(OUT_QUEUE);
-    let (mut body_tx, resp) = ndjson_stream();
+    let (body_tx, resp) = ndjson_stream();
     let reader = tokio::spawn(cut_body(body, chunk_tx));
     let run = tokio::spawn(async move { batch.stream(chunk_rx, out_tx).await });
+    // Answers are taken as fast as they come, whether or not the client
+    // reads yet, so that the body is always read on.
+    let spool = Arc::new(Spool::new(SPOOL_MEMORY));
+    let collector = spool.clone();
     tokio::spawn(async move {
         while let Some(bytes) = out_rx.recv().await {
-            if body_tx.send_data(Bytes::from(bytes)).await.is_err() {
-                // The client went away; dropping `out_rx` stops the run.
-                tracing::info!(department = %dept, "batch comparison abandoned by the client");
+            if collector.push(bytes).is_err() {
+                // Dropping `out_rx` stops the run.
                 return;
             }
         }
-        let read_whole = matches!(reader.await, Ok(Ok(())));
-        match run.await {
-            // The request body broke off: the answers cover only part of it.
-            Ok(Ok(_)) if !read_whole => {
-                tracing::info!(department = %dept, "batch comparison request body broke off");
-                body_tx.abort(std::io::Error::other("the request body broke off"));
-            }
-            Ok(Ok(c)) => tracing::info!(
-                department = %dept,
-                lines = c.processed,
-                matched = c.matched,
-                mismatched = c.mismatched,
-                not_found = c.not_found,
-                invalid = c.invalid,
-                "batch comparison"
-            ),
-            Ok(Err(e)) => {
-                tracing::error!(department = %dept, error = %e, "batch comparison failed");
-                body_tx.abort(std::io::Error::other("the batch comparison failed"));
-            }
-            Err(e) => {
-                tracing::error!(department = %dept, error = %e, "batch comparison panicked");
-                body_tx.abort(std::io::Error::other("the batch comparison failed"));
-            }
-        }
+        collector.close();
     });
+    tokio::spawn(relay(spool, body_tx, reader, run, dept));
     resp
+}
+
+/// Sends a batch comparison's spooled answers to the client, then ends
+/// the answer cleanly only if the whole body was read and compared.
+async fn relay(
+    spool: Arc<Spool>,
+    mut body_tx: BodySender,
+    reader: tokio::task::JoinHandle<Result<(), ()>>,
+    run: tokio::task::JoinHandle<Result<Counts, BatchError>>,
+    dept: String,
+) {
+    while let Some(next) = spool.pop().await {
+        let sent = match next {
+            Ok(bytes) => body_tx.send_data(bytes).await.is_ok(),
+            Err(e) => {
+                tracing::error!(department = %dept, error = %e, "batch answers could not be spooled");
+                spool.abandon();
+                return body_tx.abort(std::io::Error::other("the batch comparison failed"));
+            }
+        };
+        if !sent {
+            tracing::info!(department = %dept, "batch comparison abandoned by the client");
+            return spool.abandon();
+        }
+    }
+    let read_whole = matches!(reader.await, Ok(Ok(())));
+    match run.await {
+        // The request body broke off: the answers cover only part of it.
+        Ok(Ok(_)) if !read_whole => {
+            tracing::info!(department = %dept, "batch comparison request body broke off");
+            body_tx.abort(std::io::Error::other("the request body broke off"));
+        }
+        Ok(Ok(c)) => tracing::info!(
+            department = %dept,
+            lines = c.processed,
+            matched = c.matched,
+            mismatched = c.mismatched,
+            not_found = c.not_found,
+            invalid = c.invalid,
+            spilled_bytes = spool.peak_spilled(),
+            "batch comparison"
+        ),
+        Ok(Err(e)) => {
+            tracing::error!(department = %dept, error = %e, "batch comparison failed");
+            body_tx.abort(std::io::Error::other("the batch comparison failed"));
+        }
+        Err(e) => {
+            tracing::error!(department = %dept, error = %e, "batch comparison panicked");
+            body_tx.abort(std::io::Error::other("the batch comparison failed"));
+        }
+    }
 }
 
 /// Stores a job's input chunk by chunk as it arrives, then queues it.

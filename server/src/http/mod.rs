@@ -19,6 +19,7 @@ mod ops;
 pub mod openapi;
 mod reports;
 pub mod schema;
+mod spool;
 mod subjects;
 mod updates;
 

@@ -1,0 +1,279 @@
+//! A first-in, first-out buffer of answer bytes that never makes its
+//! writer wait: held in memory up to a bound, beyond it appended to an
+//! unnamed temporary file and read back in order.
+//!
+//! Why: a batch comparison answers while its request body is still
+//! arriving. A client that sends its whole body before it reads (most HTTP
+//! libraries do) leaves the answers unread; if they backed up into the
+//! comparison, the server would stop reading the body and both sides would
+//! wait for ever. With the spool in between, the server always keeps
+//! reading, and memory stays bounded whatever the body's length.
+//!
+//! Answers hold normalized keys, and the store promises that clear keys
+//! rest on disk only sealed. So every record in the file is sealed
+//! (ChaCha20-Poly1305) with a key made for this one spool and held only in
+//! memory: the file is unreadable once the request ends, and it has no
+//! name, so it vanishes with the process whatever happens.
+
+use axum::body::Bytes;
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::sync::Mutex;
+use tokio::sync::Notify;
+
+/// Bytes an answer spool holds in memory before it spills to a file.
+pub const SPOOL_MEMORY: usize = 8 << 20;
+
+#[derive(Debug)]
+pub struct Spool {
+    state: Mutex<State>,
+    /// Wakes the reader; one stored permit is enough for one reader.
+    ready: Notify,
+    memory: usize,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    mem: VecDeque<Bytes>,
+    mem_bytes: usize,
+    /// Once a file is in use, everything goes to it until it is read out,
+    /// so that the order is kept.
+    file: Option<SpillFile>,
+    /// The writer has no more.
+    closed: bool,
+    /// The reader is gone: further writes are refused.
+    abandoned: bool,
+    /// A spill failed (disk full and the like).
+    failed: Option<io::ErrorKind>,
+    /// Most bytes the file ever held, for the log.
+    peak_spilled: u64,
+}
+
+struct SpillFile {
+    file: File,
+    key: LessSafeKey,
+    write_at: u64,
+    read_at: u64,
+    /// Records sealed and opened so far: the nonce of each.
+    sealed: u64,
+    opened: u64,
+}
+
+impl std::fmt::Debug for SpillFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpillFile").field("write_at", &self.write_at).field("read_at", &self.read_at).finish()
+    }
+}
+
+fn nonce(n: u64) -> Nonce {
+    let mut b = [0u8; 12];
+    b[4..].copy_from_slice(&n.to_be_bytes());
+    Nonce::assume_unique_for_key(b)
+}
+
+impl SpillFile {
+    fn create() -> io::Result<SpillFile> {
+        let mut k = [0u8; 32];
+        getrandom::fill(&mut k).map_err(|e| io::Error::other(format!("no OS randomness: {e}")))?;
+        let key = LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, &k).expect("a 32-byte key"));
+        Ok(SpillFile { file: tempfile::tempfile()?, key, write_at: 0, read_at: 0, sealed: 0, opened: 0 })
+    }
+
+    /// `length (u32 LE) ‖ ciphertext ‖ tag`.
+    fn append(&mut self, plain: &[u8]) -> io::Result<()> {
+        let mut record = Vec::with_capacity(4 + plain.len() + CHACHA20_POLY1305.tag_len());
+        record.extend_from_slice(&[0; 4]);
+        record.extend_from_slice(plain);
+        let tag = self
+            .key
+            .seal_in_place_separate_tag(nonce(self.sealed), Aad::empty(), &mut record[4..])
+            .map_err(|_| io::Error::other("cannot seal a spilled answer"))?;
+        record.extend_from_slice(tag.as_ref());
+        let len = u32::try_from(record.len() - 4).map_err(|_| io::Error::other("answer piece over 4 GiB"))?;
+        record[..4].copy_from_slice(&len.to_le_bytes());
+        self.file.write_all_at(&record, self.write_at)?;
+        self.write_at += record.len() as u64;
+        self.sealed += 1;
+        Ok(())
+    }
+
+    /// The next record, or `None` when all written ones are read.
+    fn next(&mut self) -> io::Result<Option<Bytes>> {
+        if self.read_at >= self.write_at {
+            return Ok(None);
+        }
+        let mut len = [0u8; 4];
+        self.file.read_exact_at(&mut len, self.read_at)?;
+        let len = u32::from_le_bytes(len) as usize;
+        let mut buf = vec![0u8; len];
+        self.file.read_exact_at(&mut buf, self.read_at + 4)?;
+        let plain = self
+            .key
+            .open_in_place(nonce(self.opened), Aad::empty(), &mut buf)
+            .map_err(|_| io::Error::other("a spilled answer does not open"))?
+            .len();
+        buf.truncate(plain);
+        self.read_at += 4 + len as u64;
+        self.opened += 1;
+        Ok(Some(Bytes::from(buf)))
+    }
+}
+
+impl State {
+    /// Appends to the file (made on first use); the bytes it now holds.
+    fn spill(&mut self, bytes: &[u8]) -> io::Result<u64> {
+        if self.file.is_none() {
+            self.file = Some(SpillFile::create()?);
+        }
+        let f = self.file.as_mut().expect("made above");
+        f.append(bytes)?;
+        Ok(f.write_at - f.read_at)
+    }
+}
+
+impl Spool {
+    /// A spool holding up to `memory` bytes in memory.
+    pub fn new(memory: usize) -> Spool {
+        Spool { state: Mutex::new(State::default()), ready: Notify::new(), memory }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds bytes at the end; never waits for the reader. Fails once the
+    /// reader is gone or a spill failed.
+    pub fn push(&self, bytes: Vec<u8>) -> io::Result<()> {
+        let mut s = self.lock();
+        if s.abandoned {
+            return Err(io::ErrorKind::BrokenPipe.into());
+        }
+        if let Some(kind) = s.failed {
+            return Err(kind.into());
+        }
+        if s.file.is_none() && s.mem_bytes + bytes.len() <= self.memory {
+            s.mem_bytes += bytes.len();
+            s.mem.push_back(Bytes::from(bytes));
+        } else {
+            // Page-cache writes: short enough to make under the lock and
+            // on this thread.
+            match s.spill(&bytes) {
+                Ok(held) => s.peak_spilled = s.peak_spilled.max(held),
+                Err(e) => {
+                    s.failed = Some(e.kind());
+                    drop(s);
+                    self.ready.notify_one();
+                    return Err(e);
+                }
+            }
+        }
+        drop(s);
+        self.ready.notify_one();
+        Ok(())
+    }
+
+    /// The writer has no more.
+    pub fn close(&self) {
+        self.lock().closed = true;
+        self.ready.notify_one();
+    }
+
+    /// The reader is gone; later pushes fail, so the writer stops.
+    pub fn abandon(&self) {
+        let mut s = self.lock();
+        s.abandoned = true;
+        s.mem.clear();
+        s.file = None;
+    }
+
+    /// Most bytes ever spilled to the file at once.
+    pub fn peak_spilled(&self) -> u64 {
+        self.lock().peak_spilled
+    }
+
+    /// The next bytes in order; `None` once the writer closed and all is
+    /// read.
+    pub async fn pop(&self) -> Option<io::Result<Bytes>> {
+        loop {
+            {
+                let mut s = self.lock();
+                if let Some(kind) = s.failed {
+                    return Some(Err(kind.into()));
+                }
+                if let Some(b) = s.mem.pop_front() {
+                    s.mem_bytes -= b.len();
+                    return Some(Ok(b));
+                }
+                if let Some(f) = s.file.as_mut() {
+                    match f.next() {
+                        Ok(Some(b)) => return Some(Ok(b)),
+                        // Read out: back to memory (and the file is gone).
+                        Ok(None) => s.file = None,
+                        Err(e) => {
+                            s.failed = Some(e.kind());
+                            return Some(Err(e));
+                        }
+                    }
+                }
+                if s.closed {
+                    return None;
+                }
+            }
+            self.ready.notified().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run<T>(f: impl std::future::Future<Output = T>) -> T {
+        tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+    }
+
+    #[test]
+    fn bytes_come_out_in_order_through_memory_and_file() {
+        let spool = Spool::new(100);
+        let mut expected = Vec::new();
+        for i in 0..1_000u32 {
+            let piece = format!("line {i} {}\n", "x".repeat((i % 37) as usize)).into_bytes();
+            expected.extend_from_slice(&piece);
+            spool.push(piece).unwrap();
+            // Read some along the way, so memory and file alternate.
+            if i % 7 == 0 {
+                let b = run(spool.pop()).unwrap().unwrap();
+                expected.drain(..b.len()).for_each(drop);
+            }
+        }
+        assert!(spool.peak_spilled() > 1_000, "most went to the file");
+        spool.close();
+        let mut got = Vec::new();
+        while let Some(b) = run(spool.pop()) {
+            got.extend_from_slice(&b.unwrap());
+        }
+        assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn the_file_holds_no_clear_text() {
+        let mut f = SpillFile::create().unwrap();
+        f.append(b"11010519491231002X").unwrap();
+        let mut raw = vec![0u8; f.write_at as usize];
+        f.file.read_exact_at(&mut raw, 0).unwrap();
+        assert!(!raw.windows(18).any(|w| w == b"11010519491231002X"));
+        assert_eq!(&f.next().unwrap().unwrap()[..], b"11010519491231002X");
+        assert!(f.next().unwrap().is_none());
+    }
+
+    #[test]
+    fn a_gone_reader_stops_the_writer() {
+        let spool = Spool::new(10);
+        spool.push(b"0123456789abc".to_vec()).unwrap();
+        spool.abandon();
+        assert_eq!(spool.push(b"x".to_vec()).unwrap_err().kind(), io::ErrorKind::BrokenPipe);
+    }
+}
