@@ -7,7 +7,7 @@
 //!   xxh3 of the key's pseudonym modulo the configured count. Each message
 //!   holds updates of one dataset and one partition as update lines (the
 //!   API's own format, keys normalized), sealed with a key derived from the
-//!   store secret ([`LogSealer`]): the log's servers hold neither real keys
+//!   store secret ([`Sealer`]): the log's servers hold neither real keys
 //!   nor field values in the clear.
 //! - Applying: each message's updates go through the group committer like
 //!   a provider's, with the message's stream sequence written in the same
@@ -21,7 +21,7 @@
 use crate::line::{parse_line, write_line};
 use basedata_store::codec::{decode, encode};
 use basedata_store::commit::{Committer, SubmitError};
-use basedata_store::pseudo::LogSealer;
+use basedata_store::pseudo::Sealer;
 use basedata_store::{Catalog, Cf, Outcome, Pid, Secret, Store, SubjectKey, Update, WriteBatch};
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -198,7 +198,7 @@ pub struct Partitioning {
     partitions: u16,
     /// Per partition: whether this node holds it.
     served: Vec<bool>,
-    sealer: LogSealer,
+    sealer: Sealer,
 }
 
 impl Partitioning {
@@ -209,7 +209,7 @@ impl Partitioning {
                 *s = true;
             }
         }
-        Partitioning { stream: stream.to_owned(), partitions, served, sealer: LogSealer::new(secret) }
+        Partitioning { stream: stream.to_owned(), partitions, served, sealer: Sealer::log(secret) }
     }
 
     /// Whether this node holds partition `p`.

@@ -29,6 +29,13 @@ pub enum Error {
     /// The writer's queue is full: retry shortly.
     #[error("the server is at capacity; retry shortly")]
     Overloaded,
+    /// The department has as many unfinished batch jobs as it may; a new
+    /// one is taken once one of them is done.
+    #[error("the department has {limit} unfinished batch jobs, its limit; submit again once one is done")]
+    TooManyJobs { limit: u32, retry_after_secs: u64 },
+    /// A request body over a configured limit (bytes or lines).
+    #[error("{0}")]
+    PayloadTooLarge(String),
     #[error("{0}")]
     Unavailable(String),
     /// A fault of the store or the process; its cause is for the log only.
@@ -50,7 +57,8 @@ impl Error {
             Error::Forbidden(_) => "forbidden",
             Error::NotFound(_) => "not_found",
             Error::Conflict(_) => "conflict",
-            Error::Overloaded => "overloaded",
+            Error::Overloaded | Error::TooManyJobs { .. } => "overloaded",
+            Error::PayloadTooLarge(_) => "payload_too_large",
             Error::Unavailable(_) => "unavailable",
             Error::Internal(_) => "internal",
         }

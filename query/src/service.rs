@@ -26,6 +26,9 @@ pub struct Queries {
     pub(crate) gov_lock: tokio::sync::Mutex<()>,
     /// Wakes the job runner when a job is queued.
     pub(crate) job_wake: tokio::sync::Notify,
+    /// Serializes the admission of jobs (count a department's unfinished
+    /// jobs, then record the new one).
+    pub(crate) job_admission: tokio::sync::Mutex<()>,
     /// How long a finished job's input and answers are kept.
     pub job_retention: Duration,
     /// The configured departments, for jobs run after their request ended.
@@ -57,6 +60,7 @@ impl Queries {
             calendar: Arc::new(calendar),
             gov_lock: tokio::sync::Mutex::new(()),
             job_wake: tokio::sync::Notify::new(),
+            job_admission: tokio::sync::Mutex::new(()),
             job_retention: Duration::from_secs(30 * 86_400),
             directory,
         })

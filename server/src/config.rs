@@ -25,6 +25,13 @@ pub struct DepartmentConfig {
     pub burst: Option<u32>,
     /// Requests of this department in progress at once (none: unlimited).
     pub max_concurrent: Option<u32>,
+    /// Largest request body of one of this department's batch jobs, in
+    /// MB (default: `max_body_mb`).
+    pub max_job_mb: Option<u64>,
+    /// Most request lines of one of its batch jobs (default 1,000,000).
+    pub max_job_lines: Option<u64>,
+    /// Its batch jobs unfinished (queued or running) at once (default 4).
+    pub max_jobs: Option<u32>,
     /// Subject of the client certificate that identifies this department
     /// over mutual TLS, e.g. `CN=gongan,O=市公安局` (matching rule in
     /// `tls`). With it, the token is optional.
@@ -434,6 +441,12 @@ impl Config {
             if d.rate_limit == Some(0) || d.burst == Some(0) || d.max_concurrent == Some(0) {
                 bail!("department {}: rate_limit, burst and max_concurrent must be positive", d.id);
             }
+            if d.max_job_mb == Some(0) || d.max_job_lines == Some(0) || d.max_jobs == Some(0) {
+                bail!("department {}: max_job_mb, max_job_lines and max_jobs must be positive", d.id);
+            }
+            if d.max_job_mb.is_some_and(|mb| mb > 1 << 20) {
+                bail!("department {}: max_job_mb is at most 1048576 (1 TB)", d.id);
+            }
         }
         self.validate_tls()?;
         if self.key_file.is_some() && self.secret.is_some() {
@@ -523,6 +536,10 @@ token = "counter-secret-token"
             "[[departments]]\nid = \"a\"\nroles = []\ntoken = \"0123456789abcdef\"\n",
             "[[departments]]\nid = \"a\"\nroles = [\"king\"]\ntoken = \"0123456789abcdef\"\n",
             "[[departments]]\nid = \"a\"\nroles = [\"consumer\"]\ntoken_sha256 = \"xyz\"\n",
+            "[[departments]]\nid = \"a\"\nroles = [\"consumer\"]\ntoken = \"0123456789abcdef\"\nmax_jobs = 0\n",
+            "[[departments]]\nid = \"a\"\nroles = [\"consumer\"]\ntoken = \"0123456789abcdef\"\nmax_job_lines = 0\n",
+            "[[departments]]\nid = \"a\"\nroles = [\"consumer\"]\ntoken = \"0123456789abcdef\"\nmax_job_mb = 0\n",
+            "[[departments]]\nid = \"a\"\nroles = [\"consumer\"]\ntoken = \"0123456789abcdef\"\nmax_job_mb = -1\n",
             "[[departments]]\nid = \"a\"\nroles = [\"consumer\"]\ntoken = \"0123456789abcdef\"\n[[departments]]\nid = \"a\"\nroles = [\"consumer\"]\ntoken = \"0123456789abcdeg\"\n",
             "unknown_key = 1\n",
         ] {

@@ -216,59 +216,105 @@ impl Pseudonymizer {
     }
 }
 
-/// Seals what leaves the store for a replicated log (cluster mode): update
-/// batches carry real keys and field values, and the log's servers are not
-/// trusted with either, so the payload is ChaCha20-Poly1305 under a key of
-/// its own derived from the store secret, with the log subject as
-/// associated data (a payload cannot be replayed under another partition
-/// unnoticed). Each payload is sealed once with a fresh random nonce.
-pub struct LogSealer {
+/// Seals payloads that carry real keys under a key of their own derived
+/// from the store secret, ChaCha20-Poly1305 with a fresh random nonce per
+/// payload and caller-chosen associated data. One type, one key per use
+/// ([`Sealing`]): a payload sealed for one use never opens as another's.
+///
+/// - [`Sealing::ReplicatedLog`] (cluster mode): update batches carry real
+///   keys and field values, and the log's servers are not trusted with
+///   either; the log subject is the associated data, so a payload cannot be
+///   replayed under another partition unnoticed.
+/// - [`Sealing::Jobs`]: a batch comparison job's input and answer lines
+///   carry ID numbers, and the data directory (its write-ahead log, table
+///   files and backups) may hold no real key in the clear; the storage key
+///   of a chunk (kind, job, chunk number) is the associated data, so chunks
+///   cannot be swapped between jobs, positions or input and output.
+pub struct Sealer {
     aead: LessSafeKey,
+    what: &'static str,
 }
 
-impl std::fmt::Debug for LogSealer {
+/// What a [`Sealer`] seals: each use has its own derived key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sealing {
+    ReplicatedLog,
+    Jobs,
+}
+
+impl Sealing {
+    /// The key derivation context (never change one: sealed data would
+    /// no longer open) and the name of the payload in errors.
+    fn context(self) -> (&'static str, &'static str) {
+        match self {
+            Sealing::ReplicatedLog => ("basedata replicated log payload v1", "log payload"),
+            Sealing::Jobs => ("basedata batch job lines v1", "job lines"),
+        }
+    }
+}
+
+impl std::fmt::Debug for Sealer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("LogSealer(..)")
+        write!(f, "Sealer({})", self.what)
     }
 }
 
-const LOG_FORMAT: u8 = 1;
-const LOG_NONCE_LEN: usize = 12;
+const SEALED_PAYLOAD_FORMAT: u8 = 1;
+const PAYLOAD_NONCE_LEN: usize = 12;
 
-impl LogSealer {
-    pub fn new(secret: &Secret) -> LogSealer {
-        let key = blake3::derive_key("basedata replicated log payload v1", &secret.0);
-        LogSealer { aead: LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, &key).expect("a 32-byte key")) }
+impl Sealer {
+    pub fn new(secret: &Secret, use_: Sealing) -> Sealer {
+        let (context, what) = use_.context();
+        let key = blake3::derive_key(context, &secret.0);
+        Sealer { aead: LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, &key).expect("a 32-byte key")), what }
     }
+
+    /// The replicated log's sealer.
+    pub fn log(secret: &Secret) -> Sealer {
+        Sealer::new(secret, Sealing::ReplicatedLog)
+    }
+
+    /// Bytes a sealed payload adds to its plaintext.
+    pub const OVERHEAD: usize = 1 + PAYLOAD_NONCE_LEN + 16;
 
     /// `format ‖ nonce ‖ ciphertext ‖ tag`.
     pub fn seal(&self, ad: &[u8], plain: &[u8]) -> Result<Vec<u8>> {
-        let mut n = [0u8; LOG_NONCE_LEN];
-        getrandom::fill(&mut n).map_err(|e| Error::Config(format!("no OS randomness: {e}")))?;
-        let mut out = Vec::with_capacity(1 + LOG_NONCE_LEN + plain.len() + CHACHA20_POLY1305.tag_len());
-        out.push(LOG_FORMAT);
-        out.extend_from_slice(&n);
-        out.extend_from_slice(plain);
-        let tag = self
-            .aead
-            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(n), Aad::from(ad), &mut out[1 + LOG_NONCE_LEN..])
-            .map_err(|_| Error::Invalid("payload too large to seal".into()))?;
-        out.extend_from_slice(tag.as_ref());
+        let mut out = Vec::with_capacity(Self::OVERHEAD + plain.len());
+        self.seal_into(ad, plain, &mut out)?;
         Ok(out)
     }
 
+    /// [`Sealer::seal`], appending to `out` (which may hold a prefix of
+    /// the caller's, left as it is).
+    pub fn seal_into(&self, ad: &[u8], plain: &[u8], out: &mut Vec<u8>) -> Result<()> {
+        let mut n = [0u8; PAYLOAD_NONCE_LEN];
+        getrandom::fill(&mut n).map_err(|e| Error::Config(format!("no OS randomness: {e}")))?;
+        out.reserve(Self::OVERHEAD + plain.len());
+        out.push(SEALED_PAYLOAD_FORMAT);
+        out.extend_from_slice(&n);
+        let start = out.len();
+        out.extend_from_slice(plain);
+        let tag = self
+            .aead
+            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(n), Aad::from(ad), &mut out[start..])
+            .map_err(|_| Error::Invalid("payload too large to seal".into()))?;
+        out.extend_from_slice(tag.as_ref());
+        Ok(())
+    }
+
     /// The plaintext of a sealed payload; fails on another secret, another
-    /// subject, or any change to the bytes.
+    /// use, other associated data, or any change to the bytes.
     pub fn open(&self, ad: &[u8], sealed: &[u8]) -> Result<Vec<u8>> {
-        let corrupt = |msg: &str| Error::Corrupt { what: "log payload", msg: msg.into() };
+        let what = self.what;
+        let corrupt = |msg: &str| Error::Corrupt { what, msg: msg.into() };
         let (&fmt, rest) = sealed.split_first().ok_or_else(|| corrupt("empty"))?;
-        if fmt != LOG_FORMAT {
-            return Err(Error::Format { what: "log payload", found: fmt });
+        if fmt != SEALED_PAYLOAD_FORMAT {
+            return Err(Error::Format { what, found: fmt });
         }
-        if rest.len() < LOG_NONCE_LEN + CHACHA20_POLY1305.tag_len() {
+        if rest.len() < PAYLOAD_NONCE_LEN + CHACHA20_POLY1305.tag_len() {
             return Err(corrupt("too short"));
         }
-        let (n, ct) = rest.split_at(LOG_NONCE_LEN);
+        let (n, ct) = rest.split_at(PAYLOAD_NONCE_LEN);
         let nonce = Nonce::assume_unique_for_key(n.try_into().expect("split at the nonce length"));
         let mut buf = ct.to_vec();
         let len = self
@@ -285,19 +331,39 @@ impl LogSealer {
 mod tests {
     #[test]
     fn log_payloads_round_trip_and_bind_to_secret_and_subject() {
-        let s = LogSealer::new(&Secret::from_bytes([3; 32]));
+        let s = Sealer::log(&Secret::from_bytes([3; 32]));
         let a = s.seal(b"p.1", b"hello").unwrap();
         let b = s.seal(b"p.1", b"hello").unwrap();
         assert_ne!(a, b, "every payload has a fresh nonce");
         assert_eq!(s.open(b"p.1", &a).unwrap(), b"hello");
         assert!(s.open(b"p.2", &a).is_err(), "another subject");
-        assert!(LogSealer::new(&Secret::from_bytes([4; 32])).open(b"p.1", &a).is_err(), "another secret");
+        assert!(Sealer::log(&Secret::from_bytes([4; 32])).open(b"p.1", &a).is_err(), "another secret");
+        assert!(Sealer::new(&Secret::from_bytes([3; 32]), Sealing::Jobs).open(b"p.1", &a).is_err(), "another use");
         let mut t = a.clone();
         *t.last_mut().unwrap() ^= 1;
         assert!(s.open(b"p.1", &t).is_err(), "tampered");
         assert!(s.open(b"p.1", &a[..10]).is_err(), "truncated");
         assert!(matches!(s.open(b"p.1", &[9, 0, 0]), Err(Error::Format { .. })));
         assert_eq!(s.open(b"", &s.seal(b"", b"").unwrap()).unwrap(), b"");
+        assert_eq!(a.len(), 5 + Sealer::OVERHEAD);
+        let mut prefixed = vec![9u8];
+        s.seal_into(b"p.1", b"hello", &mut prefixed).unwrap();
+        assert_eq!((prefixed[0], s.open(b"p.1", &prefixed[1..]).unwrap()), (9, b"hello".to_vec()));
+    }
+
+    /// The replicated log's key is the one payloads were sealed with
+    /// before the sealer served other uses: logged messages still open.
+    #[test]
+    fn log_payload_key_is_unchanged() {
+        use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+        use chacha20poly1305::{ChaCha20Poly1305, Key};
+        let secret = Secret::from_bytes([5; 32]);
+        let portable = ChaCha20Poly1305::new(Key::from_slice(&blake3::derive_key("basedata replicated log payload v1", &secret.0)));
+        let n = [7u8; 12];
+        let mut old = vec![1u8];
+        old.extend_from_slice(&n);
+        old.extend(portable.encrypt(chacha20poly1305::Nonce::from_slice(&n), Payload { msg: b"lines", aad: b"p.3" }).unwrap());
+        assert_eq!(Sealer::log(&secret).open(b"p.3", &old).unwrap(), b"lines");
     }
 
     use super::*;

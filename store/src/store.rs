@@ -19,7 +19,7 @@ use crate::clock::Clock;
 use crate::codec::{decode, encode};
 use crate::engine::{prefix_end, BatchOp, Cf, Durability, Engine, WriteBatch};
 use crate::keys::SubjectKey;
-use crate::pseudo::{Pid, Pseudonymizer, Secret};
+use crate::pseudo::{Pid, Pseudonymizer, Sealer, Sealing, Secret};
 use crate::record::*;
 use crate::usage::{Kind, Owner};
 use crate::value::Value;
@@ -148,6 +148,9 @@ pub struct Committed {
 pub struct Store {
     engine: Arc<dyn Engine>,
     pseudo: Pseudonymizer,
+    /// Seals batch job lines: they hold ID numbers, which may not reach
+    /// the data directory in the clear.
+    job_sealer: Sealer,
     catalog: Arc<Catalog>,
     clock: Arc<dyn Clock>,
     writer: Mutex<WriterState>,
@@ -211,6 +214,7 @@ impl Store {
         Ok(Store {
             engine,
             pseudo,
+            job_sealer: Sealer::new(secret, Sealing::Jobs),
             catalog,
             clock,
             writer: Mutex::new(WriterState {
@@ -226,6 +230,12 @@ impl Store {
 
     pub fn engine(&self) -> &Arc<dyn Engine> {
         &self.engine
+    }
+
+    /// The sealer of what comparison jobs store (their lines carry real
+    /// keys); its key is derived from this store's secret.
+    pub fn job_sealer(&self) -> &Sealer {
+        &self.job_sealer
     }
 
     pub fn catalog(&self) -> &Arc<Catalog> {

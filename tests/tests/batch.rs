@@ -349,3 +349,24 @@ fn a_client_that_sends_everything_before_reading_gets_every_answer() {
     eprintln!("1M lines: body sent in {sent_after:?}, all answers in {:?}, server memory grew {} MB", started.elapsed(), grown >> 20);
     assert!(grown < 512 << 20, "server memory grew by {} MB", grown >> 20);
 }
+
+/// A department's job limits from the configuration: a job over its lines
+/// is `413 payload_too_large`, one within them is taken.
+#[test]
+fn job_size_limits_come_from_the_department_configuration() {
+    let cfg = standard_config().replace("id = \"shebao-counter\"\n", "id = \"shebao-counter\"\nmax_job_lines = 100\nmax_job_mb = 1\n");
+    let s = Server::start(&cfg);
+    seed(&s);
+    let submit = |lines: &[Value]| s.req("POST", "/v1/jobs").token(tokens::COUNTER).purpose("limits").ndjson(lines);
+    let lines: Vec<Value> = (0..101).map(|i| serde_json::from_str(&line(i)).unwrap_or(json!({"ref": i}))).collect();
+    let r = submit(&lines);
+    assert_eq!((r.status, r.code()), (413, "payload_too_large"), "{}", r.text);
+    // (A body over max_job_mb is refused before it is read, which a client
+    // that sends its whole body first may see as a reset connection; the
+    // handler tests check that refusal.)
+    let r = submit(&lines[..100]);
+    assert_eq!((r.status, r.json["total"].as_u64()), (202, Some(100)), "{}", r.text);
+    // Another department has the defaults.
+    let r = s.req("POST", "/v1/jobs").token(tokens::GONGAN).purpose("limits").ndjson(&lines);
+    assert_eq!(r.status, 202, "{}", r.text);
+}

@@ -2,9 +2,14 @@
 //! input stored as it arrives, acknowledged once synced), follow it, and
 //! download its answers (itself an audited use). Only the submitting
 //! department sees a job; to anyone else it is as absent as a missing one.
+//!
+//! Submissions are bounded per department ([`JobLimits`]): a body over the
+//! byte or line limit is refused (`payload_too_large`) and what was stored
+//! of it is deleted; a department with its limit of jobs unfinished is
+//! refused a new one ([`Error::TooManyJobs`]) before anything is stored.
 
 use super::{JobId, JobMeta, JobState};
-use crate::batch::Chunk;
+use crate::batch::{Chunk, Cutter};
 use crate::caller::Caller;
 use crate::error::{Error, Result};
 use crate::service::Queries;
@@ -16,18 +21,50 @@ use tokio::sync::mpsc;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BrokenInput;
 
+/// What one department may submit as jobs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct JobLimits {
+    /// Largest request body of one job, in bytes.
+    pub max_bytes: u64,
+    /// Most request lines of one job.
+    pub max_lines: u64,
+    /// Jobs of the department unfinished at once (being received, queued
+    /// or running).
+    pub max_jobs: u32,
+}
+
+impl Default for JobLimits {
+    /// Safe for any department: a job of up to a million lines (about 100
+    /// MB of typical claims) and four unfinished at once.
+    fn default() -> Self {
+        JobLimits { max_bytes: 256 << 20, max_lines: 1_000_000, max_jobs: 4 }
+    }
+}
+
+/// How long a department refused for having too many unfinished jobs is
+/// asked to wait: about what a job of the default size takes.
+pub const JOB_RETRY_AFTER_SECS: u64 = 30;
+
 impl Queries {
-    /// Stores a job's input chunk by chunk as `chunks` delivers it, then
-    /// queues the job. `input` reports whether the input arrived whole;
-    /// if not, what was stored is discarded. Returns once the whole input
-    /// is synced.
-    pub async fn submit_job(
+    /// Stores a job's input as `body` delivers it (the raw request body in
+    /// pieces of any size), cut into chunks, then queues the job.
+    /// `declared_len` is the body length the client announced, if any: a
+    /// body announced over the limit is refused before it is read.
+    /// `input` reports whether the body arrived whole; if not, or if it
+    /// passes a limit, what was stored is discarded. Returns once the
+    /// whole input is synced.
+    pub async fn submit_job<B: AsRef<[u8]>>(
         &self,
         caller: &Caller,
         purpose: &str,
-        mut chunks: mpsc::Receiver<Chunk>,
+        limits: JobLimits,
+        declared_len: Option<u64>,
+        mut body: mpsc::Receiver<B>,
         input: impl std::future::Future<Output = Result<(), BrokenInput>>,
     ) -> Result<JobMeta> {
+        if declared_len.is_some_and(|n| n > limits.max_bytes) {
+            return Err(too_many_bytes(limits));
+        }
         let id = JobId::random()?;
         let mut meta = JobMeta {
             id,
@@ -43,20 +80,48 @@ impl Queries {
             counts: Default::default(),
             error: None,
         };
-        let mut b = WriteBatch::new();
-        super::put_meta(&mut b, &meta);
-        write(&self.store, b, Durability::Buffered).await?;
-        while let Some(chunk) = chunks.recv().await {
-            meta.total = chunk.first_line + chunk.lines as u64 - 1;
+        {
+            // Counted and recorded under one lock: two submissions of a
+            // department at its limit cannot both pass.
+            let _admission = self.job_admission.lock().await;
+            let unfinished = unfinished_jobs(&self.store, &meta.department).await?;
+            if unfinished >= u64::from(limits.max_jobs) {
+                return Err(Error::TooManyJobs { limit: limits.max_jobs, retry_after_secs: JOB_RETRY_AFTER_SECS });
+            }
             let mut b = WriteBatch::new();
-            super::put_input(&mut b, &id, meta.chunks, &chunk);
-            // Unsynced: the final synced write below covers every earlier one.
+            super::put_meta(&mut b, &meta);
             write(&self.store, b, Durability::Buffered).await?;
-            meta.chunks += 1;
         }
-        if input.await.is_err() {
+        let (mut cutter, mut ready, mut bytes) = (Cutter::new(), Vec::new(), 0u64);
+        let received = async {
+            while let Some(piece) = body.recv().await {
+                let piece = piece.as_ref();
+                bytes += piece.len() as u64;
+                if bytes > limits.max_bytes {
+                    return Err(too_many_bytes(limits));
+                }
+                cutter.push(piece, &mut ready);
+                if cutter.lines() > limits.max_lines {
+                    return Err(too_many_lines(limits));
+                }
+                for chunk in ready.drain(..) {
+                    self.store_chunk(&mut meta, &chunk).await?;
+                }
+            }
+            if input.await.is_err() {
+                return Err(Error::InvalidBody("the request body could not be read to its end".into()));
+            }
+            if let Some(last) = cutter.finish() {
+                if last.first_line + u64::from(last.lines) - 1 > limits.max_lines {
+                    return Err(too_many_lines(limits));
+                }
+                self.store_chunk(&mut meta, &last).await?;
+            }
+            Ok(())
+        };
+        if let Err(e) = received.await {
             discard(&self.store, id).await;
-            return Err(Error::InvalidBody("the request body could not be read to its end".into()));
+            return Err(e);
         }
         meta.state = JobState::Queued;
         let mut b = WriteBatch::new();
@@ -65,6 +130,18 @@ impl Queries {
         self.job_wake.notify_one();
         tracing::info!(job = %id.to_hex(), department = %meta.department, lines = meta.total, "batch job queued");
         Ok(meta)
+    }
+
+    /// Stores the next input chunk of `meta`'s job (sealed: its lines hold
+    /// ID numbers), unsynced: the synced write that queues the job covers
+    /// every earlier one.
+    async fn store_chunk(&self, meta: &mut JobMeta, chunk: &Chunk) -> Result<()> {
+        meta.total = chunk.first_line + u64::from(chunk.lines) - 1;
+        let mut b = WriteBatch::new();
+        super::put_input(&self.store, &mut b, &meta.id, meta.chunks, chunk)?;
+        write(&self.store, b, Durability::Buffered).await?;
+        meta.chunks += 1;
+        Ok(())
     }
 
     /// The caller's job `id`.
@@ -114,11 +191,27 @@ impl JobResult {
     /// threads.
     pub async fn chunk(&self, n: u64) -> Result<Vec<u8>> {
         let (store, id) = (self.store.clone(), self.meta.id);
-        match tokio::task::spawn_blocking(move || super::output(&**store.engine(), &id, n)).await?? {
+        match tokio::task::spawn_blocking(move || super::output(&store, &id, n)).await?? {
             Some(bytes) => Ok(bytes),
             None => Err(Error::Internal(format!("chunk {n} of job {} is missing", id.to_hex()))),
         }
     }
+}
+
+fn too_many_bytes(limits: JobLimits) -> Error {
+    Error::PayloadTooLarge(format!("a job's request body is limited to {} bytes", limits.max_bytes))
+}
+
+fn too_many_lines(limits: JobLimits) -> Error {
+    Error::PayloadTooLarge(format!("a job is limited to {} request lines", limits.max_lines))
+}
+
+/// Jobs of `department` not finished: being received, queued or running.
+async fn unfinished_jobs(store: &Arc<Store>, department: &str) -> Result<u64> {
+    let (store, department) = (store.clone(), department.to_owned());
+    let all = tokio::task::spawn_blocking(move || super::all(&**store.engine())).await??;
+    let unfinished = |m: &&JobMeta| matches!(m.state, JobState::Receiving | JobState::Queued | JobState::Running);
+    Ok(all.iter().filter(|m| m.department == department).filter(unfinished).count() as u64)
 }
 
 async fn write(store: &Arc<Store>, b: WriteBatch, d: Durability) -> Result<()> {

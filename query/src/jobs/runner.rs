@@ -1,6 +1,12 @@
 //! The runner of batch comparison jobs: long batches whose input was
-//! stored as it arrived (`super::queue`) run in the background, one job at
-//! a time, chunk after chunk, across restarts.
+//! stored as it arrived (`super::queue`) run in the background, chunk
+//! after chunk, across restarts.
+//!
+//! Fairness: the runner works in slices of [`SLICE_CHUNKS`] chunks and
+//! takes turns ([`Turns`]): departments with unfinished jobs in turn, and
+//! within a department its jobs in turn. So one department's job of a
+//! million lines delays another's one-line job by a slice per department,
+//! not by the whole job.
 //!
 //! Guarantee: a chunk's answers, the job's progress and the chunk's audit
 //! entries are written in one atomic, synced batch (the group committer's
@@ -15,7 +21,7 @@ use crate::jobs::{self, JobMeta, JobState};
 use crate::service::Queries;
 use basedata_store::commit::JobResult;
 use basedata_store::{Durability, Store, WriteBatch};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -24,20 +30,28 @@ use tokio::sync::{mpsc, oneshot};
 const IDLE_RESCAN: Duration = Duration::from_secs(30);
 /// Pause before retrying a job whose chunk could not be queued for writing.
 const RETRY_PAUSE: Duration = Duration::from_secs(5);
+/// Chunks of a job run in one turn: with [`crate::batch::CHUNK_LINES`]
+/// lines each, about 16,000 lines, a fraction of a second; long enough to
+/// keep the verifiers and the committer busy, short enough that a waiting
+/// department's turn comes soon.
+pub const SLICE_CHUNKS: u64 = 8;
 
-/// Runs queued jobs forever, oldest first; the one found running after a
-/// restart goes first. Woken when a job is queued.
+/// Runs unfinished jobs forever, a slice at a time, taking turns by
+/// department and job. Woken when a job is queued.
 pub async fn runner(state: Arc<Queries>) {
     let started = state.store.clock().now_micros();
+    let mut turns = Turns::default();
     loop {
-        match next_job(&state.store, started, state.job_retention).await {
-            Ok(Some(meta)) => run_job(&state, meta).await,
-            Ok(None) => {
-                tokio::select! {
-                    _ = state.job_wake.notified() => {}
-                    _ = tokio::time::sleep(IDLE_RESCAN) => {}
+        match unfinished(&state.store, started, state.job_retention).await {
+            Ok(jobs) => match turns.next(&jobs) {
+                Some(meta) => run_slice(&state, meta.clone()).await,
+                None => {
+                    tokio::select! {
+                        _ = state.job_wake.notified() => {}
+                        _ = tokio::time::sleep(IDLE_RESCAN) => {}
+                    }
                 }
-            }
+            },
             Err(e) => {
                 tracing::error!(error = %e, "cannot list batch jobs");
                 tokio::time::sleep(RETRY_PAUSE).await;
@@ -54,11 +68,40 @@ pub fn expired(m: &JobMeta, now: i64, retention: Duration) -> bool {
         && m.finished_at.is_some_and(|at| now.saturating_sub(at) >= kept)
 }
 
-/// The job to run next, after discarding jobs whose input stopped
-/// arriving before this process started (their submitter got no id) and
-/// finished jobs kept for `retention` (their lines' audit entries stay:
-/// they are the record; the stored answers are only a convenience).
-async fn next_job(store: &Arc<Store>, started: i64, retention: Duration) -> Result<Option<JobMeta>, BatchError> {
+/// Whose turn it is. Departments take turns in the order of their ids,
+/// and a department's jobs in the order they were submitted; each turn
+/// goes to the next one after the last served that still has work.
+#[derive(Debug, Default)]
+pub struct Turns {
+    last_department: Option<String>,
+    /// Per department, the (submission time, id) of the job served last.
+    last_job: HashMap<String, (i64, [u8; 16])>,
+}
+
+impl Turns {
+    /// The job whose turn it is among `jobs` (unfinished, oldest first).
+    pub fn next<'a>(&mut self, jobs: &'a [JobMeta]) -> Option<&'a JobMeta> {
+        let mut departments: Vec<&str> = jobs.iter().map(|m| m.department.as_str()).collect();
+        departments.sort_unstable();
+        departments.dedup();
+        let after = |d: &&&str| self.last_department.as_deref().is_some_and(|last| **d > last);
+        let department = *departments.iter().find(after).or(departments.first())?;
+        let theirs: Vec<&JobMeta> = jobs.iter().filter(|m| m.department == department).collect();
+        let last = self.last_job.get(department);
+        let later = |m: &&&JobMeta| last.is_some_and(|l| (m.created_at, m.id.0) > *l);
+        let job = *theirs.iter().find(later).or(theirs.first())?;
+        self.last_department = Some(department.to_owned());
+        self.last_job.insert(department.to_owned(), (job.created_at, job.id.0));
+        Some(job)
+    }
+}
+
+/// The jobs to run (queued or running, oldest first), after discarding
+/// jobs whose input stopped arriving before this process started (their
+/// submitter got no id) and finished jobs kept for `retention` (their
+/// lines' audit entries stay: they are the record; the stored answers are
+/// only a convenience).
+async fn unfinished(store: &Arc<Store>, started: i64, retention: Duration) -> Result<Vec<JobMeta>, BatchError> {
     let store = store.clone();
     tokio::task::spawn_blocking(move || {
         let engine = &**store.engine();
@@ -76,8 +119,7 @@ async fn next_job(store: &Arc<Store>, started: i64, retention: Duration) -> Resu
         if !discard.is_empty() {
             engine.write(discard, Durability::Sync)?;
         }
-        let running = all.iter().find(|m| m.state == JobState::Running);
-        Ok(running.or_else(|| all.iter().find(|m| m.state == JobState::Queued)).cloned())
+        Ok(all.into_iter().filter(|m| matches!(m.state, JobState::Queued | JobState::Running)).collect())
     })
     .await?
 }
@@ -90,7 +132,8 @@ async fn write_meta(store: &Arc<Store>, meta: &JobMeta) -> Result<(), BatchError
     Ok(())
 }
 
-async fn run_job(state: &Queries, mut meta: JobMeta) {
+/// Runs the next slice of `meta`'s job.
+async fn run_slice(state: &Queries, mut meta: JobMeta) {
     let id = meta.id.to_hex();
     let Some(department) = state.directory.department(&meta.department) else {
         fail(state, meta, "the submitting department is no longer configured").await;
@@ -111,9 +154,10 @@ async fn run_job(state: &Queries, mut meta: JobMeta) {
             tokio::time::sleep(RETRY_PAUSE).await;
             return;
         }
+        tracing::info!(job = %id, department = %meta.department, total = meta.total, "running batch job");
     }
-    tracing::info!(job = %id, total = meta.total, from_chunk = meta.done_chunks, "running batch job");
-    match drive(&batch, &mut meta).await {
+    match drive(&batch, &mut meta, SLICE_CHUNKS).await {
+        Ok(()) if meta.state != JobState::Done => {}
         Ok(()) => tracing::info!(
             job = %id,
             total = meta.total,
@@ -146,11 +190,11 @@ async fn fail(state: &Queries, mut meta: JobMeta, why: &str) {
     }
 }
 
-/// Runs the remaining chunks of `meta`'s job: chunks are verified while
-/// earlier ones commit (up to [`IN_FLIGHT`] in flight). The committer keeps
-/// their order, so after a crash the stored progress is always a prefix
-/// of chunks whose answers are stored with it.
-async fn drive(b: &Batch, meta: &mut JobMeta) -> Result<(), BatchError> {
+/// Runs up to `slice` of the remaining chunks of `meta`'s job: chunks are
+/// verified while earlier ones commit (up to [`IN_FLIGHT`] in flight). The
+/// committer keeps their order, so after a crash the stored progress is
+/// always a prefix of chunks whose answers are stored with it.
+async fn drive(b: &Batch, meta: &mut JobMeta, slice: u64) -> Result<(), BatchError> {
     if meta.done_chunks >= meta.chunks {
         // Nothing (left) to verify: record the job as done.
         let mut m = meta.clone();
@@ -168,12 +212,13 @@ async fn drive(b: &Batch, meta: &mut JobMeta) -> Result<(), BatchError> {
         // Chunks being read and verified, several at once, in order.
         let mut running: VecDeque<VerifyTask> = VecDeque::new();
         let mut next = m.done_chunks;
+        let end = m.chunks.min(m.done_chunks.saturating_add(slice.max(1)));
         let max = verifiers();
         loop {
-            while running.len() < max && next < m.chunks {
+            while running.len() < max && next < end {
                 let (store, req, id, n) = (b.store.clone(), b.requester.clone(), m.id, next);
                 running.push_back(tokio::task::spawn_blocking(move || {
-                    let chunk = jobs::input(&**store.engine(), &id, n)?.ok_or_else(|| basedata_store::Error::Corrupt {
+                    let chunk = jobs::input(&store, &id, n)?.ok_or_else(|| basedata_store::Error::Corrupt {
                         what: "job input",
                         msg: format!("chunk {n} is missing"),
                     })?;
@@ -191,7 +236,7 @@ async fn drive(b: &Batch, meta: &mut JobMeta) -> Result<(), BatchError> {
                 m.finished_at = Some(b.store.clock().now_micros());
             }
             let mut extra = WriteBatch::new();
-            jobs::put_output(&mut extra, &m.id, n, &result.out);
+            jobs::put_output(&b.store, &mut extra, &m.id, n, &result.out)?;
             jobs::put_meta(&mut extra, &m);
             let done = b.submit(events, extra).await?;
             if let Err(mpsc::error::SendError((done, _))) = tx.send((done, m.clone())).await {
@@ -222,4 +267,66 @@ async fn drive(b: &Batch, meta: &mut JobMeta) -> Result<(), BatchError> {
     let (produced, released) = tokio::join!(produce, release);
     released?;
     produced
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jobs::JobId;
+
+    fn job(department: &str, created_at: i64) -> JobMeta {
+        JobMeta {
+            id: JobId([created_at as u8; 16]),
+            department: department.into(),
+            operator: None,
+            purpose: "p".into(),
+            state: JobState::Queued,
+            created_at,
+            finished_at: None,
+            total: 1,
+            chunks: 1,
+            done_chunks: 0,
+            counts: Default::default(),
+            error: None,
+        }
+    }
+
+    fn turns(t: &mut Turns, jobs: &[JobMeta], n: usize) -> Vec<(String, i64)> {
+        (0..n).map(|_| t.next(jobs).map(|m| (m.department.clone(), m.created_at)).unwrap()).collect()
+    }
+
+    fn pairs(p: &[(&str, i64)]) -> Vec<(String, i64)> {
+        p.iter().map(|(d, t)| (d.to_string(), *t)).collect()
+    }
+
+    #[test]
+    fn departments_take_turns_and_so_do_their_jobs() {
+        let mut t = Turns::default();
+        assert!(t.next(&[]).is_none());
+        // b submitted two jobs before a's one and c's one: still a, b, c in turn.
+        let jobs = [job("b", 1), job("b", 2), job("a", 3), job("c", 4)];
+        assert_eq!(
+            turns(&mut t, &jobs, 6),
+            pairs(&[("a", 3), ("b", 1), ("c", 4), ("a", 3), ("b", 2), ("c", 4)])
+        );
+        // a's job finished and d arrived: the turn goes on from c.
+        let jobs = [job("b", 1), job("b", 2), job("c", 4), job("d", 5)];
+        assert_eq!(turns(&mut t, &jobs, 4), pairs(&[("d", 5), ("b", 1), ("c", 4), ("d", 5)]));
+        // A job newer than the last served is served next in its department.
+        let jobs = [job("b", 1), job("b", 2), job("b", 7)];
+        assert_eq!(turns(&mut t, &jobs, 4), pairs(&[("b", 2), ("b", 7), ("b", 1), ("b", 2)]));
+    }
+
+    /// One department's long job delays another's short one by a slice,
+    /// not by the whole job.
+    #[test]
+    fn a_short_job_is_served_after_one_slice_of_a_long_one() {
+        let mut t = Turns::default();
+        let long = job("a", 1);
+        assert_eq!(t.next(std::slice::from_ref(&long)).unwrap().department, "a");
+        // The short job arrives while the long one's first slice runs.
+        let both = [long.clone(), job("b", 2)];
+        assert_eq!(t.next(&both).unwrap().department, "b");
+        assert_eq!(t.next(std::slice::from_ref(&long)).unwrap().department, "a");
+    }
 }

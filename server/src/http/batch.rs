@@ -17,13 +17,13 @@ use super::{ApiError, ApiResult, AppState};
 use crate::auth::{Caller, Purpose};
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use basedata_ingest::log::UpdateLog;
 use basedata_query::batch::pipeline::OUT_QUEUE;
 use basedata_query::batch::{Batch, BatchError, Chunk, Counts, Cutter, Requester};
-use basedata_query::jobs::queue::{BrokenInput, Download};
+use basedata_query::jobs::queue::{BrokenInput, Download, JobLimits};
 use basedata_query::jobs::JobMeta;
 use super::spool::{Spool, SPOOL_MEMORY};
 use http_body_util::channel::Channel;
@@ -243,25 +243,47 @@ async fn relay(
     }
 }
 
+/// Reads `body` into `tx` frame by frame. `Err` when the body broke off
+/// (the client went away) or the receiver stopped.
+async fn read_body(mut body: Body, tx: mpsc::Sender<Bytes>) -> Result<(), ()> {
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else { return Err(()) };
+        if let Ok(data) = frame.into_data() {
+            tx.send(data).await.map_err(|_| ())?;
+        }
+    }
+    Ok(())
+}
+
 /// Stores a job's input chunk by chunk as it arrives, then queues it.
-/// The `202` is sent only once the whole input is synced.
+/// The `202` is sent only once the whole input is synced. The department's
+/// job limits apply: `413` past the size of a job, `429` with
+/// `Retry-After` when it has as many unfinished jobs as it may.
 #[utoipa::path(post, path = "/v1/jobs", tag = "batch",
     params(("X-Purpose" = String, Header, description = "Purpose of use")),
     request_body(content = Vec<BatchLine>, content_type = "application/x-ndjson", description = "One claim a line"),
     responses((status = 202, body = JobAccepted), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-              (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
+              (status = 413, body = ErrorBody, description = "Over the department's bytes or lines per job"),
+              (status = 429, body = ErrorBody, description = "Too many unfinished jobs of the department (see Retry-After)"),
+              (status = 503, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn submit_job(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Extension(purpose): Extension<Purpose>,
+    headers: HeaderMap,
     body: Body,
 ) -> ApiResult<(StatusCode, Json<JobAccepted>)> {
     holds_everything(&state)?;
-    let (tx, rx) = mpsc::channel::<Chunk>(1);
-    let reader = tokio::spawn(cut_body(body, tx));
+    let limits = match state.departments.get(&caller.department.id) {
+        Some(d) => d.limits.jobs(state.max_body_bytes),
+        None => JobLimits { max_bytes: state.max_body_bytes as u64, ..JobLimits::default() },
+    };
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let (tx, rx) = mpsc::channel::<Bytes>(16);
+    let reader = tokio::spawn(read_body(body, tx));
     let input = async move { if matches!(reader.await, Ok(Ok(()))) { Ok(()) } else { Err(BrokenInput) } };
-    let meta = state.queries.submit_job(&caller, &purpose.0, rx, input).await?;
+    let meta = state.queries.submit_job(&caller, &purpose.0, limits, declared, rx, input).await?;
     Ok((StatusCode::ACCEPTED, Json(JobAccepted { id: meta.id.to_hex(), state: "queued".into(), total: meta.total })))
 }
 

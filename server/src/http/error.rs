@@ -13,13 +13,21 @@ pub struct ApiError {
     pub code: &'static str,
     pub message: String,
     pub details: Option<Value>,
+    /// Seconds for a `Retry-After` header (refusals for load).
+    pub retry_after: Option<u64>,
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into(), details: None }
+        ApiError { status, code, message: message.into(), details: None, retry_after: None }
+    }
+
+    /// Adds `Retry-After: secs` to the answer.
+    pub fn with_retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs);
+        self
     }
 
     pub fn with_details(mut self, details: Value) -> Self {
@@ -91,6 +99,13 @@ impl From<basedata_query::Error> for ApiError {
             E::NotFound(m) => ApiError::not_found(m),
             E::Conflict(m) => Self::new(StatusCode::CONFLICT, code, m),
             E::Overloaded => ApiError::overloaded(),
+            E::TooManyJobs { limit, retry_after_secs } => {
+                let msg = e.to_string();
+                Self::new(StatusCode::TOO_MANY_REQUESTS, code, msg)
+                    .with_details(json!({"max_jobs": limit}))
+                    .with_retry_after(retry_after_secs)
+            }
+            E::PayloadTooLarge(m) => Self::new(StatusCode::PAYLOAD_TOO_LARGE, code, m),
             E::Unavailable(m) => ApiError::unavailable(m),
             E::Internal(m) => ApiError::internal(m),
         }
@@ -119,6 +134,10 @@ impl IntoResponse for ApiError {
         if let Some(d) = self.details {
             err["details"] = d;
         }
-        (self.status, axum::Json(json!({ "error": err }))).into_response()
+        let mut resp = (self.status, axum::Json(json!({ "error": err }))).into_response();
+        if let Some(secs) = self.retry_after {
+            resp.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(secs));
+        }
+        resp
     }
 }

@@ -414,8 +414,8 @@ async fn authenticate(State(state): State<AppState>, mut req: Request, next: Nex
                 "overloaded",
                 format!("{} of department {dept_id} exceeded; retry later", r.reason),
             )
+            .with_retry_after(r.retry_after_secs)
             .into_response();
-            resp.headers_mut().insert(axum::http::header::RETRY_AFTER, HeaderValue::from(r.retry_after_secs));
             resp.extensions_mut().insert(LoggedDepartment(dept_id));
             return resp;
         }

@@ -28,6 +28,16 @@ fn state(n: u64) -> AppState {
 }
 
 fn state_with(n: u64, settings: crate::http::Settings) -> AppState {
+    let depts = Departments::from_config(&[
+        dept("counter", vec![Role::Consumer], COUNTER),
+        dept("other", vec![Role::Consumer], OTHER),
+        dept("weijian", vec![Role::Provider], WEIJIAN),
+    ])
+    .unwrap();
+    AppState::build(Arc::new(store_of(n)), depts, settings).unwrap()
+}
+
+fn store_of(n: u64) -> Store {
     let store = Store::open(
         Arc::new(MemEngine::new()),
         &Secret::from_bytes([7; 32]),
@@ -44,13 +54,7 @@ fn state_with(n: u64, settings: crate::http::Settings) -> AppState {
         })
         .collect();
     store.apply(&updates, Durability::Sync).unwrap();
-    let depts = Departments::from_config(&[
-        dept("counter", vec![Role::Consumer], COUNTER),
-        dept("other", vec![Role::Consumer], OTHER),
-        dept("weijian", vec![Role::Provider], WEIJIAN),
-    ])
-    .unwrap();
-    AppState::build(Arc::new(store), depts, settings).unwrap()
+    store
 }
 
 fn person(i: u64) -> basedata_store::PersonKey {
@@ -277,10 +281,10 @@ async fn a_resumed_job_continues_after_its_last_answered_chunk() {
     let engine = st.store.engine().clone();
     let mut meta = basedata_query::jobs::meta(&*engine, &id).unwrap().unwrap();
     assert_eq!(meta.chunks, 3);
-    let first = basedata_query::jobs::input(&*engine, &id, 0).unwrap().unwrap();
+    let first = basedata_query::jobs::input(&st.store, &id, 0).unwrap().unwrap();
     let done = basedata_query::batch::process(&st.store, &|_| true, &first).unwrap();
     let mut w = basedata_store::WriteBatch::new();
-    basedata_query::jobs::put_output(&mut w, &id, 0, &done.out);
+    basedata_query::jobs::put_output(&st.store, &mut w, &id, 0, &done.out).unwrap();
     meta.state = basedata_query::jobs::JobState::Running;
     meta.done_chunks = 1;
     meta.counts = done.counts;
@@ -371,4 +375,151 @@ async fn the_runner_deletes_jobs_past_their_retention() {
     assert_eq!(left, 0, "input and answers are deleted with the job");
     // Its lines' audit entries stay.
     assert_eq!(st.store.audit_head().unwrap().seq - before, n);
+}
+
+/// A store with `n` persons and the given departments.
+fn state_with_departments(n: u64, depts: &[DepartmentConfig]) -> AppState {
+    let settings = crate::http::Settings { max_body_bytes: 1 << 20, ..Default::default() };
+    AppState::build(Arc::new(store_of(n)), Departments::from_config(depts).unwrap(), settings).unwrap()
+}
+
+async fn send_with_headers(state: &AppState, r: Request<Body>) -> (StatusCode, axum::http::HeaderMap, Json) {
+    let resp = router(state.clone()).oneshot(r).await.unwrap();
+    let (s, h) = (resp.status(), resp.headers().clone());
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (s, h, serde_json::from_slice(&body).unwrap_or(Json::Null))
+}
+
+/// Every stored piece of every job, and the metas among them.
+fn stored_job_entries(st: &AppState) -> (usize, usize) {
+    let all = st.store.engine().scan(basedata_store::Cf::Jobs, &[], None, false).unwrap().count();
+    (all, basedata_query::jobs::all(&**st.store.engine()).unwrap().len())
+}
+
+async fn wait_done(st: &AppState, id: &str, token: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while status(st, id, token).await.1["state"] != "done" {
+        assert!(std::time::Instant::now() < deadline, "job {id} not done");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// `max_body_mb` applies to jobs too (unless the department has its own
+/// `max_job_mb`): a bigger body is `413`, whether its length is announced
+/// or only found while it streams, and nothing of it stays stored.
+#[tokio::test]
+async fn a_job_over_the_byte_limit_is_refused_and_leaves_nothing() {
+    let st = state(5);
+    let lines = (0..20_000).map(|i| line(i, 5));
+    let body = body_of(lines);
+    assert!(body.len() > 1 << 20);
+    // Streamed, length unknown: refused once past the limit.
+    let (s, h, j) = send_with_headers(&st, req("POST", "/v1/jobs", COUNTER, Body::from(body.clone()))).await;
+    assert_eq!((s, j["error"]["code"].as_str()), (StatusCode::PAYLOAD_TOO_LARGE, Some("payload_too_large")), "{j}");
+    assert!(h.get("retry-after").is_none());
+    assert_eq!(stored_job_entries(&st), (0, 0), "a refused job leaves nothing behind");
+    // Announced: refused before it is read.
+    let mut r = req("POST", "/v1/jobs", COUNTER, Body::from(body.clone()));
+    r.headers_mut().insert("content-length", body.len().into());
+    let (s, _, j) = send_with_headers(&st, r).await;
+    assert_eq!((s, j["error"]["code"].as_str()), (StatusCode::PAYLOAD_TOO_LARGE, Some("payload_too_large")));
+    assert_eq!(stored_job_entries(&st), (0, 0));
+    // A department's own limit replaces the server's.
+    let mut big = dept("counter", vec![Role::Consumer], COUNTER);
+    big.max_job_mb = Some(4);
+    let st = state_with_departments(5, &[big]);
+    let (s, _, j) = send_with_headers(&st, req("POST", "/v1/jobs", COUNTER, Body::from(body))).await;
+    assert_eq!((s, j["total"].as_u64()), (StatusCode::ACCEPTED, Some(20_000)), "{j}");
+}
+
+#[tokio::test]
+async fn a_job_over_the_line_limit_is_refused_and_leaves_nothing() {
+    let mut d = dept("counter", vec![Role::Consumer], COUNTER);
+    d.max_job_lines = Some(3000);
+    let st = state_with_departments(5, &[d]);
+    // Past the limit in a later piece of the body, after a chunk was
+    // stored: what was stored is deleted.
+    let (mut tx, body) = http_body_util::channel::Channel::<Bytes, std::io::Error>::new(4);
+    tx.send_data(Bytes::from(body_of((0..2500).map(|i| line(i, 5))))).await.unwrap();
+    tx.send_data(Bytes::from(body_of((2500..3001).map(|i| line(i, 5))))).await.unwrap();
+    drop(tx);
+    let (s, _, j) = send_with_headers(&st, req("POST", "/v1/jobs", COUNTER, Body::new(body))).await;
+    assert_eq!((s, j["error"]["code"].as_str()), (StatusCode::PAYLOAD_TOO_LARGE, Some("payload_too_large")), "{j}");
+    assert_eq!(stored_job_entries(&st), (0, 0), "a refused job leaves nothing behind");
+    // Blank lines are not request lines: exactly at the limit is taken.
+    let mut body = body_of((0..3000).map(|i| line(i, 5)));
+    body.extend_from_slice(b"\n\n");
+    let (s, _, j) = send_with_headers(&st, req("POST", "/v1/jobs", COUNTER, Body::from(body))).await;
+    assert_eq!((s, j["total"].as_u64()), (StatusCode::ACCEPTED, Some(3000)), "{j}");
+}
+
+/// A department with `max_jobs` unfinished jobs gets `429 overloaded` with
+/// `Retry-After` for the next, before anything is stored; others are not
+/// affected, and once its jobs are done it may submit again.
+#[tokio::test]
+async fn too_many_unfinished_jobs_are_refused_with_retry_after() {
+    let mut d = dept("counter", vec![Role::Consumer], COUNTER);
+    d.max_jobs = Some(2);
+    let st = state_with_departments(5, &[d, dept("other", vec![Role::Consumer], OTHER)]);
+    let submit = |token: &'static str| {
+        let st = st.clone();
+        async move { send_with_headers(&st, req("POST", "/v1/jobs", token, Body::from(body_of((0..10).map(|i| line(i, 5)))))).await }
+    };
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let (s, _, j) = submit(COUNTER).await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{j}");
+        ids.push(j["id"].as_str().unwrap().to_owned());
+    }
+    let stored = stored_job_entries(&st);
+    let (s, h, j) = submit(COUNTER).await;
+    assert_eq!((s, j["error"]["code"].as_str()), (StatusCode::TOO_MANY_REQUESTS, Some("overloaded")), "{j}");
+    assert_eq!(j["error"]["details"]["max_jobs"], 2);
+    let retry: u64 = h["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!(retry >= 1);
+    assert_eq!(stored_job_entries(&st), stored, "a refused job stores nothing");
+    // Another department's limit is its own (default 4).
+    for _ in 0..4 {
+        assert_eq!(submit(OTHER).await.0, StatusCode::ACCEPTED);
+    }
+    assert_eq!(submit(OTHER).await.0, StatusCode::TOO_MANY_REQUESTS);
+    let runner = tokio::spawn(basedata_query::jobs::runner::runner(st.queries.clone()));
+    for id in &ids {
+        wait_done(&st, id, COUNTER).await;
+    }
+    runner.abort();
+    assert_eq!(submit(COUNTER).await.0, StatusCode::ACCEPTED, "done jobs no longer count");
+}
+
+/// Department `counter` queues a job of many slices, then `other` a
+/// one-line job: the one-line job is answered after one slice of the long
+/// one, not after all of it. The audit trail records the order in which
+/// lines were verified (chunk by chunk, in commit order).
+#[tokio::test]
+async fn a_one_line_job_does_not_wait_for_another_departments_long_job() {
+    use basedata_query::batch::CHUNK_LINES;
+    use basedata_query::jobs::runner::SLICE_CHUNKS;
+    let st = state_with(20, crate::http::Settings::default());
+    let slice_lines = SLICE_CHUNKS * CHUNK_LINES as u64;
+    let long = 3 * slice_lines + 5;
+    let (s, b) = send(&st, req("POST", "/v1/jobs", COUNTER, Body::from(body_of((0..long).map(|i| line(i, 20)))))).await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    let long_id = json_of(&b)["id"].as_str().unwrap().to_owned();
+    let (s, b) = send(&st, req("POST", "/v1/jobs", OTHER, Body::from(body_of(std::iter::once(line(1, 20)))))).await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    let short_id = json_of(&b)["id"].as_str().unwrap().to_owned();
+    let before = st.store.audit_head().unwrap().seq;
+    let runner = tokio::spawn(basedata_query::jobs::runner::runner(st.queries.clone()));
+    wait_done(&st, &long_id, COUNTER).await;
+    wait_done(&st, &short_id, OTHER).await;
+    runner.abort();
+    let entries = |dept: &str| {
+        let q = basedata_store::audit::AuditQuery { department: Some(dept.into()), after: before, limit: 1_000_000, ..Default::default() };
+        st.store.audit_query(&q).unwrap().iter().map(|e| e.seq).collect::<Vec<u64>>()
+    };
+    let (long_seqs, short_seqs) = (entries("counter"), entries("other"));
+    assert_eq!((long_seqs.len() as u64, short_seqs.len()), (long, 1));
+    let long_before_short = long_seqs.iter().filter(|s| **s < short_seqs[0]).count() as u64;
+    assert!(long_before_short <= slice_lines, "the short job waited for {long_before_short} lines of the long one");
+    assert!(long - long_before_short >= 2 * slice_lines, "the short job was done while the long one went on");
 }
