@@ -19,3 +19,15 @@ pub mod sst;
 pub use bulk::{BatchLoader, LoadSummary};
 pub use line::{parse_line, parse_value, LineError};
 pub use provide::{Format, Provide, Report, Submission};
+
+/// A store in memory with the built-in catalog, for this crate's tests.
+#[cfg(test)]
+pub(crate) fn memory_store(secret: u8) -> basedata_store::Store {
+    basedata_store::Store::open(
+        std::sync::Arc::new(basedata_store::engine::mem::MemEngine::new()),
+        &basedata_store::Secret::from_bytes([secret; 32]),
+        std::sync::Arc::new(basedata_store::Catalog::builtin()),
+        std::sync::Arc::new(basedata_store::clock::ManualClock::new(1)),
+    )
+    .expect("an in-memory store opens")
+}

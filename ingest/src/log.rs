@@ -436,13 +436,7 @@ mod tests {
 
     #[test]
     fn a_node_that_serves_more_partitions_reads_the_log_again() {
-        let store = Store::open(
-            Arc::new(basedata_store::engine::mem::MemEngine::new()),
-            &Secret::from_bytes([2; 32]),
-            Arc::new(Catalog::builtin()),
-            Arc::new(basedata_store::clock::ManualClock::new(1)),
-        )
-        .unwrap();
+        let store = crate::memory_store(2);
         let all: Vec<u16> = (0..16).collect();
         assert_eq!(prepare_store(&store, &[0, 1, 2]).unwrap(), 0);
         let put = |pos: u64| {

@@ -393,17 +393,9 @@ impl Provide {
 mod tests {
     use super::*;
     use basedata_store::caller::{Department, Role};
-    use basedata_store::{Catalog, Secret};
 
     fn provide() -> Provide {
-        let store = Store::open(
-            Arc::new(basedata_store::engine::mem::MemEngine::new()),
-            &Secret::from_bytes([5; 32]),
-            Arc::new(Catalog::builtin()),
-            Arc::new(basedata_store::clock::ManualClock::new(1)),
-        )
-        .unwrap();
-        let store = Arc::new(store);
+        let store = Arc::new(crate::memory_store(5));
         let committer = Arc::new(Committer::start(store.clone(), 64));
         Provide::new(store, committer, 64 << 20)
     }

@@ -162,17 +162,10 @@ fn made_up_methods_grow_neither_the_metrics_nor_the_log() {
     assert!(logs.lines().all(|l| l.len() < 4_000), "an overlong log line");
 }
 
-/// Peak resident memory of a process, in bytes.
-fn peak_rss(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb: u64 = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
-    kb * 1024
-}
-
 #[test]
 fn an_updates_answer_stays_small_at_the_body_limit() {
     let s = Server::start(&config("", "max_body_mb = 32"));
-    let base = peak_rss(s.pid());
+    let base = s.peak_rss();
     // Nothing but bad lines, up to the body limit, as NDJSON and as one array.
     let lines = (32 << 20) / 3 - 10;
     let ndjson = "{}\n".repeat(lines).into_bytes();
@@ -188,7 +181,7 @@ fn an_updates_answer_stays_small_at_the_body_limit() {
         assert_eq!(r.json["rejected_total"], lines);
         assert_eq!(r.json["rejected_by_code"]["invalid_body"], lines);
     }
-    let grown = peak_rss(s.pid()).saturating_sub(base);
+    let grown = s.peak_rss().saturating_sub(base);
     assert!(grown < 400 << 20, "peak memory grew by {} MB for a 32 MB body", grown >> 20);
 }
 

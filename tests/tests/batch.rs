@@ -292,13 +292,6 @@ fn offline_compare_answers_like_the_api_and_is_audited() {
     }
 }
 
-/// Peak resident memory of a process, in bytes.
-fn peak_rss(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb: u64 = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
-    kb * 1024
-}
-
 #[test]
 fn a_client_that_sends_everything_before_reading_gets_every_answer() {
     // As urllib or HttpURLConnection do: the whole body with a length,
@@ -312,7 +305,7 @@ fn a_client_that_sends_everything_before_reading_gets_every_answer() {
         body.extend_from_slice(line(i).as_bytes());
         body.push(b'\n');
     }
-    let base = peak_rss(s.pid());
+    let base = s.peak_rss();
     let mut conn = TcpStream::connect(&s.addr).unwrap();
     let head = format!(
         "POST /v1/verify/batch HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nX-Purpose: x\r\n\
@@ -345,7 +338,7 @@ fn a_client_that_sends_everything_before_reading_gets_every_answer() {
         rest = &after[size + 2..];
     }
     check(&parse_lines(&lines), n);
-    let grown = peak_rss(s.pid()).saturating_sub(base);
+    let grown = s.peak_rss().saturating_sub(base);
     eprintln!("1M lines: body sent in {sent_after:?}, all answers in {:?}, server memory grew {} MB", started.elapsed(), grown >> 20);
     assert!(grown < 512 << 20, "server memory grew by {} MB", grown >> 20);
 }

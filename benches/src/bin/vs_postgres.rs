@@ -387,6 +387,29 @@ fn remove(path: &Path, keep: bool) {
 }
 
 /// The PostgreSQL side of one size.
+/// A measured `pgbench` run (`args` for a number of seconds) after its
+/// warm-up, recorded in `side`.
+fn pgbench_into(pg: &Pg, ctx: &Ctx, args: &dyn Fn(u64) -> Vec<String>, side: &mut Side) -> anyhow::Result<()> {
+    let limit = Duration::from_secs(ctx.args.duration + ctx.args.warmup + 120);
+    if ctx.args.warmup > 0 {
+        pg.pgbench(&args(ctx.args.warmup), limit)?;
+    }
+    let pid = pg.pid();
+    let (r, s): (PgbenchResult, Sample) = measure(ctx.quiet, TAG, &|| tree_cpu(pid), || {
+        let r = pg.pgbench(&args(ctx.args.duration), limit)?;
+        // Backends exit after pgbench; their CPU counts once the postmaster has reaped them.
+        std::thread::sleep(Duration::from_millis(500));
+        Ok(r)
+    })?;
+    eprintln!("[{TAG}]   {r:?}");
+    side.verify_rps = r.tps;
+    side.verify_mean_ms = r.latency_avg_ms;
+    side.verify_server_cpu_us = s.server_cpu_s * 1e6 / (r.transactions.max(1) as f64);
+    side.verify_other = s.other_cores;
+    side.verify_failed = r.failed;
+    Ok(())
+}
+
 fn run_pg(ctx: &mut Ctx, dir: &Path, p: &mut Point, track: &mut dyn FnMut()) -> anyhow::Result<()> {
     let n = p.persons;
     let limit = step_timeout(n);
@@ -463,30 +486,13 @@ fn run_pg(ctx: &mut Ctx, dir: &Path, p: &mut Point, track: &mut dyn FnMut()) -> 
             .map(|x| x.to_string())
             .collect()
     };
-    ctx.note_command(
-        "PostgreSQL point verification (pgbench)",
-        format!(
-            "pgbench -h 127.0.0.1 -U postgres {}\n-- pg-point.sql:\n{point_sql}",
-            bench_args(ctx.args.duration).iter().map(|a| harness::shell_quote(a)).collect::<Vec<_>>().join(" ")
-        ),
-    );
-    let bench_limit = Duration::from_secs(ctx.args.duration + ctx.args.warmup + 120);
-    if ctx.args.warmup > 0 {
-        pg.pgbench(&bench_args(ctx.args.warmup), bench_limit)?;
-    }
+    let pgbench_line = |args: Vec<String>, file: &str, sql: &str| {
+        let args: Vec<String> = args.iter().map(|a| harness::shell_quote(a)).collect();
+        format!("pgbench -h 127.0.0.1 -U postgres {}\n-- {file}:\n{sql}", args.join(" "))
+    };
+    ctx.note_command("PostgreSQL point verification (pgbench)", pgbench_line(bench_args(ctx.args.duration), "pg-point.sql", &point_sql));
     eprintln!("[{TAG}] {n} persons: pgbench");
-    let (r, s): (PgbenchResult, Sample) = measure(ctx.quiet, TAG, &|| tree_cpu(pid), || {
-        let r = pg.pgbench(&bench_args(ctx.args.duration), bench_limit)?;
-        // Backends exit after pgbench; their CPU counts once the postmaster has reaped them.
-        std::thread::sleep(Duration::from_millis(500));
-        Ok(r)
-    })?;
-    eprintln!("[{TAG}]   {r:?}");
-    p.pg.verify_rps = r.tps;
-    p.pg.verify_mean_ms = r.latency_avg_ms;
-    p.pg.verify_server_cpu_us = s.server_cpu_s * 1e6 / (r.transactions.max(1) as f64);
-    p.pg.verify_other = s.other_cores;
-    p.pg.verify_failed = r.failed;
+    pgbench_into(&pg, ctx, &bench_args, &mut p.pg)?;
 
     // The same job: every verification leaves an audit row (who, why,
     // whom, what came out), indexed by subject and by department as
@@ -511,26 +517,10 @@ fn run_pg(ctx: &mut Ctx, dir: &Path, p: &mut Point, track: &mut dyn FnMut()) -> 
     };
     ctx.note_command(
         "PostgreSQL point verification with an audit row (pgbench)",
-        format!(
-            "pgbench -h 127.0.0.1 -U postgres {}\n-- pg-point-audited.sql:\n{audited_sql}",
-            audited_args(ctx.args.duration).iter().map(|a| harness::shell_quote(a)).collect::<Vec<_>>().join(" ")
-        ),
+        pgbench_line(audited_args(ctx.args.duration), "pg-point-audited.sql", &audited_sql),
     );
-    if ctx.args.warmup > 0 {
-        pg.pgbench(&audited_args(ctx.args.warmup), bench_limit)?;
-    }
     eprintln!("[{TAG}] {n} persons: pgbench with audit rows");
-    let (r, s): (PgbenchResult, Sample) = measure(ctx.quiet, TAG, &|| tree_cpu(pid), || {
-        let r = pg.pgbench(&audited_args(ctx.args.duration), bench_limit)?;
-        std::thread::sleep(Duration::from_millis(500));
-        Ok(r)
-    })?;
-    eprintln!("[{TAG}]   {r:?}");
-    p.pga.verify_rps = r.tps;
-    p.pga.verify_mean_ms = r.latency_avg_ms;
-    p.pga.verify_server_cpu_us = s.server_cpu_s * 1e6 / (r.transactions.max(1) as f64);
-    p.pga.verify_other = s.other_cores;
-    p.pga.verify_failed = r.failed;
+    pgbench_into(&pg, ctx, &audited_args, &mut p.pga)?;
 
     // Batch comparison: \copy in, join, \copy out.
     let field_verdict = |col: &str| {
