@@ -1,6 +1,12 @@
 //! Lookups: the records of one subject in the requested datasets, current
 //! or as of a past moment, reduced to the fields the caller may see, with
 //! every withheld field listed and why.
+//!
+//! An answer must not tell what it withholds: the withheld fields are
+//! those of every requested dataset, whether or not the subject has a
+//! record there, and a record of which the caller may see nothing is left
+//! out as if it did not exist. So a person with an adoption record the
+//! caller may not see is answered exactly like a person without one.
 
 use crate::access::{decide, Access, GrantSource, Withheld};
 use basedata_store::catalog::{Dataset, Share};
@@ -27,6 +33,9 @@ pub struct WithheldField {
 pub struct LookupResult {
     pub datasets: Vec<DatasetView>,
     pub withheld: Vec<WithheldField>,
+    /// Records found of which the caller may see nothing: not shown, only
+    /// counted for the audit trail.
+    pub hidden: usize,
 }
 
 impl LookupResult {
@@ -51,23 +60,26 @@ pub fn lookup(
     let ids: Vec<&str> = datasets.iter().map(|d| d.id.as_str()).collect();
     let records = store.get_all(key, Some(&ids), as_of)?;
     let mut out = LookupResult::default();
+    for ds in datasets {
+        for f in &ds.fields {
+            if let Access::Withheld(reason) = decide(department, ds, f, grants) {
+                out.withheld.push(WithheldField { dataset: ds.id.clone(), field: f.name.clone(), share: f.share, reason });
+            }
+        }
+    }
     for rec in records {
         let Some(ds) = datasets.iter().find(|d| d.id == rec.dataset) else { continue };
         let mut visible = Vec::with_capacity(rec.fields.len());
         for f in &ds.fields {
-            match decide(department, ds, f, grants) {
-                Access::Allowed => {
-                    if let Some(v) = rec.field(&f.name) {
-                        visible.push((f.name.clone(), v.clone()));
-                    }
+            if let Access::Allowed = decide(department, ds, f, grants) {
+                if let Some(v) = rec.field(&f.name) {
+                    visible.push((f.name.clone(), v.clone()));
                 }
-                Access::Withheld(reason) => out.withheld.push(WithheldField {
-                    dataset: ds.id.clone(),
-                    field: f.name.clone(),
-                    share: f.share,
-                    reason,
-                }),
             }
+        }
+        if visible.is_empty() {
+            out.hidden += 1;
+            continue;
         }
         out.datasets.push(DatasetView { dataset: rec.dataset, version: rec.version, updated_at: rec.committed_at, fields: visible });
     }

@@ -45,11 +45,17 @@ impl Queries {
         let result = lookup(&self.store, &caller.department.id, &*self.grants, &key, &datasets, as_of)?;
         ev.datasets = result.datasets.iter().map(|d| d.dataset.clone()).collect();
         ev.fields = result.disclosed();
-        ev.outcome = if result.datasets.is_empty() { "not_found".into() } else { "found".into() };
-        ev.key_mapped = !result.datasets.is_empty();
+        // The trail keeps what the answer does not say: records that exist
+        // but of which nothing could be shown.
+        ev.outcome = match (result.datasets.is_empty(), result.hidden) {
+            (false, _) => "found".into(),
+            (true, 0) => "not_found".into(),
+            (true, _) => "nothing_visible".into(),
+        };
+        ev.key_mapped = !result.datasets.is_empty() || result.hidden > 0;
         self.record(vec![ev], WriteBatch::new()).await?;
         if result.datasets.is_empty() {
-            return Err(Error::NotFound("no record for this key in the requested datasets".into()));
+            return Err(Error::NotFound("no record for this key in the requested datasets that this department may see".into()));
         }
         Ok(result)
     }

@@ -253,3 +253,34 @@ fn a_provider_cannot_grant_itself_its_own_dataset() {
     let grants = s.req("GET", "/v1/grants").token(tokens::GONGAN).get();
     assert_eq!(grants.json["grants"].as_array().map(Vec::len), Some(0), "{}", grants.text);
 }
+
+#[test]
+fn a_record_the_caller_may_not_see_is_answered_as_no_record() {
+    let s = Server::start(&standard_config());
+    const P2: &str = "440305198001010013";
+    let hukou = |key: &str| json!({"key": key, "version": 1, "fields": {"name": "张三", "gender": "2", "birth_date": "1949-12-31", "status": "normal"}});
+    let r = s.req("POST", "/v1/datasets/hukou/updates").token(tokens::GONGAN).ndjson(&[hukou(P1), hukou(P2)]);
+    assert_eq!(r.json["applied"], 2, "{}", r.text);
+    // P1 has an adoption record; every item of it is conditional.
+    let adoption = json!({"key": P1, "version": 1, "fields": {"name": "张三", "role": "adoptee", "adoption_certificate_no": "民收字001"}});
+    let r = s.req("POST", "/v1/datasets/adoption/updates").token(tokens::MINZHENG).ndjson(&[adoption]);
+    assert_eq!(r.json["applied"], 1, "{}", r.text);
+
+    let lookup = |key: &str, datasets: &str| {
+        s.req("GET", &format!("/v1/persons/{key}{datasets}")).token(tokens::COUNTER).purpose("核验身份").get()
+    };
+    // All datasets: the two answers differ only in the key.
+    let (a, b) = (lookup(P1, ""), lookup(P2, ""));
+    assert_eq!((a.status, b.status), (200, 200), "{} {}", a.text, b.text);
+    // (Both records came in one request: one commit time.)
+    assert_eq!(a.text.replace(P1, "KEY"), b.text.replace(P2, "KEY"));
+    assert!(a.json["datasets"].get("adoption").is_none(), "{}", a.text);
+    // Only the adoption dataset: both are "not found", word for word.
+    let (a, b) = (lookup(P1, "?datasets=adoption"), lookup(P2, "?datasets=adoption"));
+    assert_eq!((a.status, a.code()), (404, "not_found"), "{}", a.text);
+    assert_eq!(a.text, b.text);
+    // The auditors still see what happened.
+    let audit = s.req("GET", &format!("/v1/audit?key={P1}")).token(tokens::AUDITOR).get();
+    let outcomes: Vec<&str> = audit.json["entries"].as_array().unwrap().iter().filter_map(|e| e["outcome"].as_str()).collect();
+    assert!(outcomes.contains(&"nothing_visible"), "{outcomes:?}");
+}
