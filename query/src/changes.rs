@@ -53,9 +53,18 @@ impl Queries {
             if !may_read(caller, ds) {
                 continue;
             }
-            c.fields.retain(|(name, _)| {
-                ds.field(name).is_some_and(|f| decide(&caller.department.id, ds, f, &*self.grants) == Access::Allowed)
-            });
+            let allowed = |f: &basedata_store::catalog::Field| decide(&caller.department.id, ds, f, &*self.grants) == Access::Allowed;
+            // As in lookups, a change the caller may see nothing of is not
+            // shown: its mere presence would tell that a withheld record
+            // exists (or changed) and when.
+            if !ds.fields.iter().any(allowed) {
+                continue;
+            }
+            let had_fields = !c.fields.is_empty();
+            c.fields.retain(|(name, _)| ds.field(name).is_some_and(allowed));
+            if had_fields && c.fields.is_empty() {
+                continue;
+            }
             let mut ev = caller.event(purpose, Action::ChangeFeed, Some(c.key));
             ev.datasets = vec![c.dataset.clone()];
             ev.fields = c.fields.iter().map(|(f, _)| format!("{}.{f}", c.dataset)).collect();

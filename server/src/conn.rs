@@ -224,9 +224,12 @@ impl Activity {
         if now >= deadline {
             Err(why)
         } else {
-            // Not to the millisecond: state changes in between are
-            // re-read at the next look.
-            Ok(Duration::from_millis((deadline - now).max(20)))
+            // Not to the millisecond: state changes in between (a first
+            // byte, a request, a blocked write) are read at the next look,
+            // which is never further off than half the shortest timeout,
+            // so each is enforced within one and a half times its length.
+            let shortest = l.header_timeout.min(l.idle_timeout).min(l.send_timeout) / 2;
+            Ok(Duration::from_millis((deadline - now).max(20)).min(shortest.max(Duration::from_millis(20))))
         }
     }
 }
@@ -401,9 +404,35 @@ const REFUSED_PER_CLIENT: &[u8] = b"HTTP/1.1 429 Too Many Requests\r\ncontent-ty
 const REFUSED_TOTAL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: 82\r\n\r\n{\"error\":{\"code\":\"unavailable\",\"message\":\"the server holds too many connections\"}}";
 
 /// Tells a client over a cap why, as far as the socket takes it without
-/// waiting, then closes.
+/// waiting, then closes. Closing with the client's request still unread
+/// would send a reset that can overtake the answer, so what the client
+/// sent is read and dropped for a moment first.
 fn refuse(tcp: TcpStream, why: Refusal) {
+    // Lingering refusals hold file descriptors too: a flood past the caps
+    // gets its connections closed at once.
+    static LINGERING: AtomicUsize = AtomicUsize::new(0);
     let _ = tcp.try_write(if why == Refusal::PerClient { REFUSED_PER_CLIENT } else { REFUSED_TOTAL });
+    if LINGERING.fetch_add(1, Ordering::AcqRel) >= 64 {
+        LINGERING.fetch_sub(1, Ordering::AcqRel);
+        return;
+    }
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut tcp = tcp;
+        let _ = tcp.shutdown().await;
+        let mut sink = [0u8; 4096];
+        let _ = tokio::time::timeout(Duration::from_millis(500), async {
+            let mut read = 0usize;
+            while read < 64 << 10 {
+                match tcp.read(&mut sink).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => read += n,
+                }
+            }
+        })
+        .await;
+        LINGERING.fetch_sub(1, Ordering::AcqRel);
+    });
 }
 
 fn is_connection_error(e: &io::Error) -> bool {
@@ -435,6 +464,10 @@ async fn connection(
                 Err(_) => return tracing::info!(target: "basedata::tls", peer = %addr, "TLS handshake timed out"),
             };
             let subject = crate::tls::client_subject(stream.get_ref().1);
+            // The handshake's bytes were not a request: the connection is
+            // idle from here.
+            activity.first_byte.store(0, Ordering::Release);
+            activity.idle_since.store(activity.now(), Ordering::Release);
             run(stream, addr, subject, app, limits, &stats, activity, graceful).await
         }
     }
@@ -535,8 +568,8 @@ mod tests {
         };
         let a = Activity::new();
         // Idle: the deadline is the idle timeout from the opening.
-        let wait = a.check(&l).unwrap();
-        assert!(wait > Duration::from_millis(900), "{wait:?}");
+        // (Looks come at least every half of the shortest timeout.)
+        assert_eq!(a.check(&l).unwrap(), Duration::from_millis(150));
         // A first byte read switches to the header timeout.
         let a = Activity { opened: Instant::now() - Duration::from_secs(5), ..Activity::new() };
         assert_eq!(a.check(&l), Err(Closed::Idle), "idle since 1 ms, 5 s ago");
@@ -554,6 +587,6 @@ mod tests {
         assert!(a.check(&l).is_ok(), "a client still sending is not cut off");
         a.write_blocked.store(0, Ordering::Release);
         a.answer_sent();
-        assert!(a.check(&l).unwrap() > Duration::from_millis(900), "idle again, from now");
+        assert_eq!(a.check(&l).unwrap(), Duration::from_millis(150), "idle again, from now");
     }
 }

@@ -117,7 +117,8 @@ pub async fn serve_tls(
         })
     };
     // Runs batch comparison jobs, resuming any a previous run left unfinished.
-    let jobs = tokio::spawn(basedata_query::jobs::runner::runner(state.queries.clone()));
+    let started = state.store.clock().now_micros();
+    let jobs = tokio::spawn(basedata_query::jobs::runner::runner(state.queries.clone(), started));
     crate::conn::serve(listener, tls, app, state.conn_limits, state.connections.clone(), shutdown_signal()).await;
     sweeper.abort();
     jobs.abort();

@@ -202,6 +202,8 @@ fn free_text_headers_are_stored_as_sent_or_refused() {
         ("核验", Some("%FF%FE"), "an operator that is not UTF-8"),
         ("核验", Some(&"a".repeat(65)[..]), "an operator over 64 characters"),
         ("核验", Some("op%07"), "a control character in the operator"),
+        ("核验%E2%80%A8伪造", None, "a line separator"),
+        ("核验%E2%80%AEabc", None, "a right-to-left override"),
     ] {
         let r = lookup(purpose, operator);
         assert_eq!((r.status, r.code()), (400, "invalid_value"), "{what}: {}", r.text);
@@ -279,6 +281,10 @@ fn a_record_the_caller_may_not_see_is_answered_as_no_record() {
     let (a, b) = (lookup(P1, "?datasets=adoption"), lookup(P2, "?datasets=adoption"));
     assert_eq!((a.status, a.code()), (404, "not_found"), "{}", a.text);
     assert_eq!(a.text, b.text);
+    // Nor does the change feed show that P1's adoption record came in.
+    let feed = s.req("GET", "/v1/changes?after=0").token(tokens::COUNTER).purpose("核验身份").get();
+    let datasets: Vec<&str> = feed.json["changes"].as_array().unwrap().iter().filter_map(|c| c["dataset"].as_str()).collect();
+    assert_eq!(datasets, ["hukou", "hukou"], "{}", feed.text);
     // The auditors still see what happened.
     let audit = s.req("GET", &format!("/v1/audit?key={P1}")).token(tokens::AUDITOR).get();
     let outcomes: Vec<&str> = audit.json["entries"].as_array().unwrap().iter().filter_map(|e| e["outcome"].as_str()).collect();

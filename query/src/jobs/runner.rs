@@ -38,8 +38,11 @@ pub const SLICE_CHUNKS: u64 = 8;
 
 /// Runs unfinished jobs forever, a slice at a time, taking turns by
 /// department and job. Woken when a job is queued.
-pub async fn runner(state: Arc<Queries>) {
-    let started = state.store.clock().now_micros();
+///
+/// `started` is the moment before which an upload still `Receiving` is a
+/// leftover of an earlier process: take it before the server accepts
+/// requests, or an upload that began meanwhile would be discarded.
+pub async fn runner(state: Arc<Queries>, started: i64) {
     let mut turns = Turns::default();
     loop {
         match unfinished(&state.store, started, state.job_retention).await {

@@ -25,7 +25,7 @@ use basedata_query::batch::pipeline::OUT_QUEUE;
 use basedata_query::batch::{Batch, BatchError, Chunk, Counts, Cutter, Requester};
 use basedata_query::jobs::queue::{BrokenInput, Download, JobLimits};
 use basedata_query::jobs::JobMeta;
-use super::spool::{Spool, SPOOL_MEMORY};
+use super::spool::{Spool, SPOOL_DISK_MAX, SPOOL_MEMORY};
 use http_body_util::channel::Channel;
 use http_body_util::BodyExt;
 use serde_json::Value;
@@ -177,7 +177,7 @@ pub async fn verify_batch(
     let run = tokio::spawn(async move { batch.stream(chunk_rx, out_tx).await });
     // Answers are taken as fast as they come, whether or not the client
     // reads yet, so that the body is always read on.
-    let spool = Arc::new(Spool::new(SPOOL_MEMORY));
+    let spool = Arc::new(Spool::new(SPOOL_MEMORY, SPOOL_DISK_MAX));
     let collector = spool.clone();
     tokio::spawn(async move {
         while let Some(bytes) = out_rx.recv().await {

@@ -26,6 +26,13 @@ use tokio::sync::Notify;
 
 /// Bytes an answer spool holds in memory before it spills to a file.
 pub const SPOOL_MEMORY: usize = 8 << 20;
+/// Size at which a spill file is closed for writing and a new one begun,
+/// so that files read out are given back while the answer goes on.
+const SEGMENT: u64 = 64 << 20;
+/// Most unread bytes on disk: past it the answer is abandoned (a client
+/// that never reads would otherwise fill the disk for as long as it sends).
+/// About thirty million answer lines.
+pub const SPOOL_DISK_MAX: u64 = 4 << 30;
 
 #[derive(Debug)]
 pub struct Spool {
@@ -33,22 +40,26 @@ pub struct Spool {
     /// Wakes the reader; one stored permit is enough for one reader.
     ready: Notify,
     memory: usize,
+    disk_max: u64,
 }
 
 #[derive(Debug, Default)]
 struct State {
     mem: VecDeque<Bytes>,
     mem_bytes: usize,
-    /// Once a file is in use, everything goes to it until it is read out,
-    /// so that the order is kept.
-    file: Option<SpillFile>,
+    /// Spill files, oldest first. Once one is in use, everything goes to
+    /// the last until all are read out, so that the order is kept; each is
+    /// dropped (and, having no name, gone) once read out.
+    files: VecDeque<SpillFile>,
+    /// Unread bytes in the files.
+    on_disk: u64,
     /// The writer has no more.
     closed: bool,
     /// The reader is gone: further writes are refused.
     abandoned: bool,
     /// A spill failed (disk full and the like).
     failed: Option<io::ErrorKind>,
-    /// Most bytes the file ever held, for the log.
+    /// Most unread bytes the files ever held, for the log.
     peak_spilled: u64,
 }
 
@@ -123,21 +134,42 @@ impl SpillFile {
 }
 
 impl State {
-    /// Appends to the file (made on first use); the bytes it now holds.
-    fn spill(&mut self, bytes: &[u8]) -> io::Result<u64> {
-        if self.file.is_none() {
-            self.file = Some(SpillFile::create()?);
+    /// Appends to the last file (a new one when there is none or it is
+    /// full); the unread bytes now on disk.
+    fn spill(&mut self, bytes: &[u8], disk_max: u64) -> io::Result<u64> {
+        if self.on_disk + bytes.len() as u64 > disk_max {
+            return Err(io::Error::new(io::ErrorKind::StorageFull, format!("over {disk_max} bytes of answers unread")));
         }
-        let f = self.file.as_mut().expect("made above");
+        if self.files.back().is_none_or(|f| f.write_at >= SEGMENT) {
+            self.files.push_back(SpillFile::create()?);
+        }
+        let f = self.files.back_mut().expect("made above");
+        let before = f.write_at;
         f.append(bytes)?;
-        Ok(f.write_at - f.read_at)
+        self.on_disk += f.write_at - before;
+        Ok(self.on_disk)
+    }
+
+    /// The next record of the files, dropping each once read out.
+    fn unspill(&mut self) -> io::Result<Option<Bytes>> {
+        while let Some(f) = self.files.front_mut() {
+            let before = f.read_at;
+            if let Some(b) = f.next()? {
+                self.on_disk -= f.read_at - before;
+                return Ok(Some(b));
+            }
+            // Read out; the last one is also dropped, so that what comes
+            // next goes to memory again.
+            self.files.pop_front();
+        }
+        Ok(None)
     }
 }
 
 impl Spool {
     /// A spool holding up to `memory` bytes in memory.
-    pub fn new(memory: usize) -> Spool {
-        Spool { state: Mutex::new(State::default()), ready: Notify::new(), memory }
+    pub fn new(memory: usize, disk_max: u64) -> Spool {
+        Spool { state: Mutex::new(State::default()), ready: Notify::new(), memory, disk_max }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -154,13 +186,13 @@ impl Spool {
         if let Some(kind) = s.failed {
             return Err(kind.into());
         }
-        if s.file.is_none() && s.mem_bytes + bytes.len() <= self.memory {
+        if s.files.is_empty() && s.mem_bytes + bytes.len() <= self.memory {
             s.mem_bytes += bytes.len();
             s.mem.push_back(Bytes::from(bytes));
         } else {
             // Page-cache writes: short enough to make under the lock and
             // on this thread.
-            match s.spill(&bytes) {
+            match s.spill(&bytes, self.disk_max) {
                 Ok(held) => s.peak_spilled = s.peak_spilled.max(held),
                 Err(e) => {
                     s.failed = Some(e.kind());
@@ -186,7 +218,8 @@ impl Spool {
         let mut s = self.lock();
         s.abandoned = true;
         s.mem.clear();
-        s.file = None;
+        s.files.clear();
+        s.on_disk = 0;
     }
 
     /// Most bytes ever spilled to the file at once.
@@ -207,15 +240,12 @@ impl Spool {
                     s.mem_bytes -= b.len();
                     return Some(Ok(b));
                 }
-                if let Some(f) = s.file.as_mut() {
-                    match f.next() {
-                        Ok(Some(b)) => return Some(Ok(b)),
-                        // Read out: back to memory (and the file is gone).
-                        Ok(None) => s.file = None,
-                        Err(e) => {
-                            s.failed = Some(e.kind());
-                            return Some(Err(e));
-                        }
+                match s.unspill() {
+                    Ok(Some(b)) => return Some(Ok(b)),
+                    Ok(None) => {}
+                    Err(e) => {
+                        s.failed = Some(e.kind());
+                        return Some(Err(e));
                     }
                 }
                 if s.closed {
@@ -237,7 +267,7 @@ mod tests {
 
     #[test]
     fn bytes_come_out_in_order_through_memory_and_file() {
-        let spool = Spool::new(100);
+        let spool = Spool::new(100, SPOOL_DISK_MAX);
         let mut expected = Vec::new();
         for i in 0..1_000u32 {
             let piece = format!("line {i} {}\n", "x".repeat((i % 37) as usize)).into_bytes();
@@ -271,9 +301,41 @@ mod tests {
 
     #[test]
     fn a_gone_reader_stops_the_writer() {
-        let spool = Spool::new(10);
+        let spool = Spool::new(10, SPOOL_DISK_MAX);
         spool.push(b"0123456789abc".to_vec()).unwrap();
         spool.abandon();
         assert_eq!(spool.push(b"x".to_vec()).unwrap_err().kind(), io::ErrorKind::BrokenPipe);
+    }
+
+    #[test]
+    fn unread_answers_past_the_disk_bound_abandon_the_answer() {
+        let spool = Spool::new(10, 1_000);
+        for _ in 0..9 {
+            spool.push(vec![b'x'; 50]).unwrap();
+        }
+        let err = spool.push(vec![b'x'; 600]).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::StorageFull);
+        assert!(run(spool.pop()).unwrap().is_err(), "the reader learns of it");
+    }
+
+    #[test]
+    fn files_read_out_are_given_back() {
+        let spool = Spool::new(0, SPOOL_DISK_MAX);
+        let piece = vec![7u8; 1 << 20];
+        for _ in 0..70 {
+            spool.push(piece.clone()).unwrap();
+        }
+        assert_eq!(spool.lock().files.len(), 2, "a new file past 64 MiB");
+        for _ in 0..66 {
+            assert_eq!(run(spool.pop()).unwrap().unwrap().len(), 1 << 20);
+        }
+        assert_eq!(spool.lock().files.len(), 1, "the first, read out, is gone");
+        spool.close();
+        let mut rest = 0;
+        while let Some(b) = run(spool.pop()) {
+            rest += b.unwrap().len();
+        }
+        assert_eq!(rest, 4 << 20);
+        assert!(spool.lock().files.is_empty());
     }
 }

@@ -238,7 +238,7 @@ async fn jobs_are_private_conflict_until_done_then_answer_every_line() {
         assert_eq!((s, json_of(&b)["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")), "{path}");
     }
     let before = st.store.audit_head().unwrap().seq;
-    let runner = tokio::spawn(basedata_query::jobs::runner::runner(st.queries.clone()));
+    let runner = tokio::spawn(basedata_query::jobs::runner::runner(st.queries.clone(), st.store.clock().now_micros()));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let j = loop {
         let (_, j) = status(&st, &id, COUNTER).await;
@@ -291,7 +291,7 @@ async fn a_resumed_job_continues_after_its_last_answered_chunk() {
     basedata_query::jobs::put_meta(&mut w, &meta);
     engine.write(w, Durability::Sync).unwrap();
     let before = st.store.audit_head().unwrap().seq;
-    let runner = tokio::spawn(basedata_query::jobs::runner::runner(st.queries.clone()));
+    let runner = tokio::spawn(basedata_query::jobs::runner::runner(st.queries.clone(), st.store.clock().now_micros()));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while status(&st, &id.to_hex(), COUNTER).await.1["state"] != "done" {
         assert!(std::time::Instant::now() < deadline);
@@ -361,7 +361,7 @@ async fn the_runner_deletes_jobs_past_their_retention() {
     let (s, b) = send(&st, req("POST", "/v1/jobs", COUNTER, Body::from(body_of((0..n).map(|i| line(i, 5)))))).await;
     assert_eq!(s, StatusCode::ACCEPTED);
     let id = json_of(&b)["id"].as_str().unwrap().to_owned();
-    let runner = tokio::spawn(basedata_query::jobs::runner::runner(st.queries.clone()));
+    let runner = tokio::spawn(basedata_query::jobs::runner::runner(st.queries.clone(), st.store.clock().now_micros()));
     // Done, then deleted at the runner's next look (no retention at all).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while status(&st, &id, COUNTER).await.0 != StatusCode::NOT_FOUND {
@@ -483,7 +483,7 @@ async fn too_many_unfinished_jobs_are_refused_with_retry_after() {
         assert_eq!(submit(OTHER).await.0, StatusCode::ACCEPTED);
     }
     assert_eq!(submit(OTHER).await.0, StatusCode::TOO_MANY_REQUESTS);
-    let runner = tokio::spawn(basedata_query::jobs::runner::runner(st.queries.clone()));
+    let runner = tokio::spawn(basedata_query::jobs::runner::runner(st.queries.clone(), st.store.clock().now_micros()));
     for id in &ids {
         wait_done(&st, id, COUNTER).await;
     }
@@ -509,7 +509,7 @@ async fn a_one_line_job_does_not_wait_for_another_departments_long_job() {
     assert_eq!(s, StatusCode::ACCEPTED);
     let short_id = json_of(&b)["id"].as_str().unwrap().to_owned();
     let before = st.store.audit_head().unwrap().seq;
-    let runner = tokio::spawn(basedata_query::jobs::runner::runner(st.queries.clone()));
+    let runner = tokio::spawn(basedata_query::jobs::runner::runner(st.queries.clone(), st.store.clock().now_micros()));
     wait_done(&st, &long_id, COUNTER).await;
     wait_done(&st, &short_id, OTHER).await;
     runner.abort();
