@@ -52,6 +52,19 @@ impl GrantSource for NoGrants {
     }
 }
 
+/// May `department` have a claimed value of `field` verified? Verifying
+/// discloses nothing of a field the caller may not read, unless the
+/// catalog says the answer itself would (`verifiable = false`): then only
+/// those who may read it may verify it.
+pub fn may_verify(department: &str, dataset: &Dataset, field: &Field, grants: &dyn GrantSource) -> bool {
+    field.verifiable || decide(department, dataset, field, grants) == Access::Allowed
+}
+
+/// Why a claim was refused by [`may_verify`].
+pub fn unverifiable(dataset: &Dataset, field: &Field) -> String {
+    format!("field {} of dataset {} is verified only by departments that may read it", field.name, dataset.id)
+}
+
 /// The decision. `none` fields are withheld from everybody, the provider
 /// included (it reads its own system of record, not this platform);
 /// conditional fields need a grant unless the caller is the provider.

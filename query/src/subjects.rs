@@ -6,7 +6,7 @@
 //! calling thread (microseconds, mostly cache hits); the only wait is the
 //! group commit of the audit entry.
 
-use crate::access::may_read;
+use crate::access::{may_read, may_verify, unverifiable};
 use crate::caller::Caller;
 use crate::error::{Error, Result};
 use crate::lookup::{lookup, LookupResult};
@@ -78,6 +78,9 @@ impl Queries {
         if !may_read(caller, ds) {
             let msg = format!("department {} may not verify against dataset {}", caller.department.id, ds.id);
             return Err(self.deny(ev, Error::Forbidden(msg)).await);
+        }
+        if let Some(f) = claims.fields().find(|f| !may_verify(&caller.department.id, ds, f, &*self.grants)) {
+            return Err(self.deny(ev, Error::Forbidden(unverifiable(ds, f))).await);
         }
         // Only the claimed fields are decoded.
         let record = self.store.get_fields(&key, &ds.id, &|name| claims.asks(name))?;

@@ -98,6 +98,11 @@ impl<'a> Claims<'a> {
         self.items.iter().any(|(f, _)| f.name == name)
     }
 
+    /// The fields claimed, in claim order.
+    pub fn fields(&self) -> impl Iterator<Item = &'a Field> + '_ {
+        self.items.iter().map(|(f, _)| *f)
+    }
+
     pub fn field_names(&self) -> Vec<String> {
         self.items.iter().map(|(f, _)| f.name.clone()).collect()
     }

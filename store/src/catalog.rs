@@ -222,10 +222,24 @@ pub struct Field {
     /// Every upsert must carry this field.
     #[serde(skip_serializing_if = "is_false")]
     pub required: bool,
+    /// Whether a department that may not read the field may still have a
+    /// claimed value of it verified. Off where the answer itself would
+    /// disclose: a record whose very existence is secret (adoption), or a
+    /// field of a handful of values that a few guesses would reveal.
+    #[serde(skip_serializing_if = "is_true")]
+    pub verifiable: bool,
 }
 
 fn is_false(b: &bool) -> bool {
     !*b
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Field {
@@ -508,6 +522,8 @@ struct RawField {
     code_list: Option<String>,
     #[serde(default)]
     required: bool,
+    #[serde(default = "yes")]
+    verifiable: bool,
 }
 
 impl RawCatalog {
@@ -716,6 +732,7 @@ impl RawField {
             legal_basis: self.legal_basis,
             codes,
             required: self.required,
+            verifiable: self.verifiable,
         })
     }
 }

@@ -281,6 +281,26 @@ fn a_record_the_caller_may_not_see_is_answered_as_no_record() {
     let (a, b) = (lookup(P1, "?datasets=adoption"), lookup(P2, "?datasets=adoption"));
     assert_eq!((a.status, a.code()), (404, "not_found"), "{}", a.text);
     assert_eq!(a.text, b.text);
+    // Nor does a verification, single or in a batch: the same refusal for both.
+    let verify = |key: &str| {
+        s.req("POST", &format!("/v1/persons/{key}/verify")).token(tokens::COUNTER).purpose("核验身份")
+            .json(&json!({"dataset": "adoption", "fields": {"role": "adoptee"}}))
+    };
+    let (a, b) = (verify(P1), verify(P2));
+    assert_eq!((a.status, a.code()), (403, "forbidden"), "{}", a.text);
+    assert_eq!(a.text, b.text);
+    let batch = format!(
+        "{}\n{}\n",
+        json!({"ref": 1, "subject": "person", "key": P1, "dataset": "adoption", "fields": {"role": "adoptee"}}),
+        json!({"ref": 2, "subject": "person", "key": P2, "dataset": "adoption", "fields": {"role": "adoptee"}})
+    );
+    let r = s.req("POST", "/v1/verify/batch").token(tokens::COUNTER).purpose("核验身份").send(Some(("application/x-ndjson", batch.into_bytes())));
+    let codes: Vec<&str> = r.text.lines().map(|l| if l.contains("\"forbidden\"") { "forbidden" } else { "other" }).collect();
+    assert_eq!(codes, ["forbidden", "forbidden"], "{}", r.text);
+    // The provider, which reads its own dataset, still verifies.
+    let own = s.req("POST", &format!("/v1/persons/{P1}/verify")).token(tokens::MINZHENG).purpose("收养登记核验")
+        .json(&json!({"dataset": "adoption", "fields": {"role": "adoptee"}}));
+    assert_eq!((own.status, own.json["result"].as_str()), (200, Some("match")), "{}", own.text);
     // Nor does the change feed show that P1's adoption record came in.
     let feed = s.req("GET", "/v1/changes?after=0").token(tokens::COUNTER).purpose("核验身份").get();
     let datasets: Vec<&str> = feed.json["changes"].as_array().unwrap().iter().filter_map(|c| c["dataset"].as_str()).collect();

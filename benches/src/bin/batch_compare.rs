@@ -177,6 +177,7 @@ fn main() {
         requester: Arc::new(Requester {
             caller: Caller { department: offline_department("bench-counter", &cfg).unwrap(), operator: None },
             purpose: "benchmark".into(),
+            grants: Arc::new(basedata_query::access::NoGrants),
         }),
     };
     let audit_before = store.audit_head().unwrap().seq;

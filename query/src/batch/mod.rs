@@ -345,8 +345,30 @@ fn syntax_failure(e: &serde_json::Error) -> Failure {
     Failure::new("invalid_body", msg)
 }
 
+/// What the caller of a batch may do, as [`crate::access`] decides it for
+/// a single verification.
+pub trait LineAccess {
+    /// May it verify against `ds` at all?
+    fn may_read(&self, ds: &Dataset) -> bool;
+    /// May it have a claimed value of `field` verified?
+    fn may_verify(&self, ds: &Dataset, field: &basedata_store::catalog::Field) -> bool;
+}
+
+/// Everything allowed: for callers that checked access themselves, and tests.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Unrestricted;
+
+impl LineAccess for Unrestricted {
+    fn may_read(&self, _: &Dataset) -> bool {
+        true
+    }
+    fn may_verify(&self, _: &Dataset, _: &basedata_store::catalog::Field) -> bool {
+        true
+    }
+}
+
 /// Checks one parsed line against the catalog and the caller's access.
-fn prepare<'c>(store: &'c Store, may_read: &dyn Fn(&Dataset) -> bool, l: &LineIn<'_>) -> Prepared<'c> {
+fn prepare<'c>(store: &'c Store, access: &dyn LineAccess, l: &LineIn<'_>) -> Prepared<'c> {
     let fail = |key, ds, failure| Prepared::Failed { key, ds, fields: Vec::new(), kind: UseKind::Invalid, failure };
     let subject = match &l.subject {
         Text::Str(s) => match s.parse::<Subject>() {
@@ -391,13 +413,18 @@ fn prepare<'c>(store: &'c Store, may_read: &dyn Fn(&Dataset) -> bool, l: &LineIn
         Ok(c) => c,
         Err(e) => return fail(Some(key), Some(ds), Failure::new(e.code(), e.message())),
     };
-    if !may_read(ds) {
+    let refusal = if !access.may_read(ds) {
+        Some(format!("this department may not verify against dataset {}", ds.id))
+    } else {
+        claims.fields().find(|f| !access.may_verify(ds, f)).map(|f| crate::access::unverifiable(ds, f))
+    };
+    if let Some(message) = refusal {
         return Prepared::Failed {
             key: Some(key),
             ds: Some(ds),
             fields: claims.field_names(),
             kind: UseKind::Denied,
-            failure: Failure::new("forbidden", format!("this department may not verify against dataset {}", ds.id)),
+            failure: Failure { code: "forbidden", message, reason: None },
         };
     }
     Prepared::Ready { key, ds, claims }
@@ -454,8 +481,8 @@ fn write_line<T: Serialize>(out: &mut Vec<u8>, v: &T) {
 
 /// Verifies the lines of `chunk`: parses and checks each line, reads every
 /// record needed with one multi-get in storage order, and writes the
-/// answers in request order. `may_read` is the caller's access rule.
-pub fn process(store: &Store, may_read: &dyn Fn(&Dataset) -> bool, chunk: &Chunk) -> basedata_store::Result<ChunkResult> {
+/// answers in request order. `access` is the caller's access rule.
+pub fn process(store: &Store, access: &dyn LineAccess, chunk: &Chunk) -> basedata_store::Result<ChunkResult> {
     let n = chunk.lines as usize;
     let mut refs: Vec<Json> = Vec::with_capacity(n);
     let mut prepared: Vec<Prepared> = Vec::with_capacity(n);
@@ -468,7 +495,7 @@ pub fn process(store: &Store, may_read: &dyn Fn(&Dataset) -> bool, chunk: &Chunk
         }
         match serde_json::from_slice::<LineIn>(line) {
             Ok(l) => {
-                prepared.push(prepare(store, may_read, &l));
+                prepared.push(prepare(store, access, &l));
                 refs.push(l.r);
             }
             Err(e) => {
@@ -603,8 +630,16 @@ mod tests {
     fn check(line: &str, may_read: bool, expected: Json, outcome: &str, kind: UseKind) {
         let s = store();
         let chunk = Chunk { first_line: 7, data: format!("{line}\n").into_bytes(), lines: 1 };
-        let allow = move |_: &Dataset| may_read;
-        let res = process(&s, &allow, &chunk).unwrap();
+        struct Only(bool);
+        impl LineAccess for Only {
+            fn may_read(&self, _: &Dataset) -> bool {
+                self.0
+            }
+            fn may_verify(&self, _: &Dataset, f: &basedata_store::catalog::Field) -> bool {
+                f.verifiable
+            }
+        }
+        let res = process(&s, &Only(may_read), &chunk).unwrap();
         let got: Json = serde_json::from_slice(res.out.strip_suffix(b"\n").unwrap()).unwrap();
         assert_eq!(got, expected, "{line}");
         assert_eq!(res.uses.len(), 1);
@@ -661,7 +696,7 @@ mod tests {
         ] {
             let s = store();
             let chunk = Chunk { first_line: 7, data: format!("{line}\n").into_bytes(), lines: 1 };
-            let res = process(&s, &|_| true, &chunk).unwrap();
+            let res = process(&s, &Unrestricted, &chunk).unwrap();
             let got: Json = serde_json::from_slice(&res.out).unwrap();
             assert_eq!(got["ref"], r, "{line}");
             assert_eq!(got["line"], 7, "{line}");
@@ -684,6 +719,14 @@ mod tests {
             "forbidden",
             Denied,
         );
+        // Whether a person was adopted is not told by a verdict either.
+        check(
+            r#"{"ref":"ad","subject":"person","key":"11010519491231002X","dataset":"adoption","fields":{"role":"adoptee"}}"#,
+            true,
+            json!({"ref":"ad","line":7,"error":{"code":"forbidden","message":"field role of dataset adoption is verified only by departments that may read it"}}),
+            "forbidden",
+            Denied,
+        );
     }
 
     #[test]
@@ -695,7 +738,7 @@ mod tests {
             body.push_str(&format!("{{\"ref\":{i},\"subject\":\"person\",\"key\":\"{k}\",\"fields\":{{\"name\":\"张三\"}}}}\n"));
         }
         let chunk = cut(&[body.as_bytes()], 100).pop().unwrap();
-        let res = process(&s, &|_| true, &chunk).unwrap();
+        let res = process(&s, &Unrestricted, &chunk).unwrap();
         let out: Vec<Json> = res.out.split(|&b| b == b'\n').filter(|l| !l.is_empty()).map(|l| serde_json::from_slice(l).unwrap()).collect();
         let got: Vec<(i64, &str)> = out
             .iter()
@@ -711,7 +754,7 @@ mod tests {
         let pieces: Vec<&[u8]> = vec![b"{\"a\":1}\n", &long[..1000], &long[1000..], b"\n{\"b\":2}\n", &long];
         let chunks = cut(&pieces, 100);
         assert_eq!(lines(&chunks), vec!["{\"a\":1}", "", "{\"b\":2}", ""]);
-        let res = process(&store(), &|_| true, &chunks[0]).unwrap();
+        let res = process(&store(), &Unrestricted, &chunks[0]).unwrap();
         let out: Vec<Json> = res.out.split(|&b| b == b'\n').filter(|l| !l.is_empty()).map(|l| serde_json::from_slice(l).unwrap()).collect();
         assert_eq!(out[1]["error"]["code"], "invalid_body");
         assert_eq!(out[1]["line"], 2);

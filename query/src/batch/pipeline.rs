@@ -20,6 +20,7 @@
 //! building audit events, both on the blocking pool.
 
 use super::{Chunk, ChunkResult, Counts, UseKind};
+use crate::access::GrantSource;
 use crate::caller::Caller;
 use basedata_store::catalog::Dataset;
 use basedata_store::commit::{Committer, JobDone, JobResult, SubmitError};
@@ -45,18 +46,33 @@ pub const OUT_QUEUE: usize = 8;
 pub const IN_FLIGHT: usize = 8;
 
 /// Who runs a batch, and why: recorded in every line's audit entry.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Requester {
     pub caller: Caller,
     pub purpose: String,
+    /// The caller's grants, for fields that only their readers may verify.
+    pub grants: Arc<dyn GrantSource>,
+}
+
+impl std::fmt::Debug for Requester {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Requester").field("caller", &self.caller).field("purpose", &self.purpose).finish()
+    }
+}
+
+/// The single-verification rules: consumers may verify against every
+/// dataset, a provider only against its own; fields the catalog marks
+/// unverifiable only with the right to read them.
+impl super::LineAccess for Requester {
+    fn may_read(&self, ds: &Dataset) -> bool {
+        crate::access::may_read(&self.caller, ds)
+    }
+    fn may_verify(&self, ds: &Dataset, field: &basedata_store::catalog::Field) -> bool {
+        crate::access::may_verify(&self.caller.department.id, ds, field, &*self.grants)
+    }
 }
 
 impl Requester {
-    /// The single-verification rule: consumers may verify against every
-    /// dataset, a provider only against its own.
-    pub fn may_read(&self, ds: &Dataset) -> bool {
-        crate::access::may_read(&self.caller, ds)
-    }
 
     /// One audit entry per line, in line order.
     pub fn events(&self, res: &mut ChunkResult) -> Vec<AuditEvent> {
@@ -125,7 +141,7 @@ pub type VerifyTask = tokio::task::JoinHandle<Result<Verified, BatchError>>;
 
 /// Verifies a chunk and builds its audit events, on the calling thread.
 pub fn verify_now(store: &Store, req: &Requester, chunk: &Chunk) -> Result<Verified, BatchError> {
-    let mut result = super::process(store, &|ds| req.may_read(ds), chunk)?;
+    let mut result = super::process(store, req, chunk)?;
     let events = req.events(&mut result);
     Ok(Verified { result, events })
 }

@@ -148,6 +148,7 @@ async fn run_slice(state: &Queries, mut meta: JobMeta) {
         requester: Arc::new(Requester {
             caller: Caller { department, operator: meta.operator.clone() },
             purpose: meta.purpose.clone(),
+            grants: state.grants.clone(),
         }),
     };
     if meta.state == JobState::Queued {

@@ -134,7 +134,7 @@ fn batch_for(state: &AppState, caller: Caller, purpose: Purpose) -> Batch {
     Batch {
         store: state.store.clone(),
         committer: state.committer.clone(),
-        requester: Arc::new(Requester { caller, purpose: purpose.0 }),
+        requester: Arc::new(Requester { caller, purpose: purpose.0, grants: state.queries.grants.clone() }),
     }
 }
 

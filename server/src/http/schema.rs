@@ -93,6 +93,9 @@ pub struct FieldDoc {
     pub legal_basis: Option<String>,
     pub codes: Option<Vec<CodeDoc>>,
     pub required: Option<bool>,
+    /// Present (`false`) when only departments that may read the field may
+    /// have a claimed value of it verified.
+    pub verifiable: Option<bool>,
 }
 
 #[derive(Serialize, ToSchema)]

@@ -282,7 +282,7 @@ async fn a_resumed_job_continues_after_its_last_answered_chunk() {
     let mut meta = basedata_query::jobs::meta(&*engine, &id).unwrap().unwrap();
     assert_eq!(meta.chunks, 3);
     let first = basedata_query::jobs::input(&st.store, &id, 0).unwrap().unwrap();
-    let done = basedata_query::batch::process(&st.store, &|_| true, &first).unwrap();
+    let done = basedata_query::batch::process(&st.store, &basedata_query::batch::Unrestricted, &first).unwrap();
     let mut w = basedata_store::WriteBatch::new();
     basedata_query::jobs::put_output(&st.store, &mut w, &id, 0, &done.out).unwrap();
     meta.state = basedata_query::jobs::JobState::Running;
