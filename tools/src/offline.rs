@@ -89,7 +89,7 @@ pub fn compare(o: &CompareOptions) -> anyhow::Result<Counts> {
     let batch = Batch {
         committer: Arc::new(Committer::start(store.clone(), 64)),
         store: store.clone(),
-        requester: Arc::new(Requester { caller: Caller { department, operator }, purpose: purpose.to_owned() }),
+        requester: Arc::new(Requester { caller: Caller::declared(department, operator), purpose: purpose.to_owned() }),
     };
     let bar = if o.progress {
         indicatif::ProgressBar::new(len)
