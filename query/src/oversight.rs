@@ -5,6 +5,10 @@
 //! its provider keeps it current. Reports are built from the usage
 //! counters kept on the write path and from the (few) grant and dispute
 //! records, never from a scan of the audit log.
+//!
+//! Two views reach beyond auditors: the "who used my data" report a
+//! counter prints for a person standing at it (itself audited), and a
+//! provider's view of its own datasets' timeliness.
 
 use crate::caller::{Caller, Role};
 use crate::error::{Error, Result};
@@ -13,8 +17,11 @@ use crate::service::Queries;
 use basedata_store::audit::{AuditEntry, AuditQuery, ChainCheck};
 use basedata_store::catalog::UpdateFrequency;
 use basedata_store::usage::{day_of, totals, Kind, Owner};
-use basedata_store::Action;
+use basedata_store::{Action, SubjectKey, WriteBatch};
 use time::Date;
+
+/// Entries an access report lists at most (the newest are cut).
+pub const MAX_ACCESS_REPORT: usize = 2_000;
 
 /// Entries one audit query returns at most.
 pub const MAX_AUDIT_LIMIT: usize = 10_000;
@@ -160,6 +167,40 @@ impl Queries {
     /// whether the working-day calendar covers this year, and the rows.
     pub fn freshness_report(&self, caller: &Caller) -> Result<(i64, bool, Vec<DatasetFreshness>)> {
         self.require_oversight(caller)?;
+        self.freshness_rows()
+    }
+
+    /// The freshness rows of the datasets `caller` provides (一数一源: a
+    /// provider watches its own).
+    pub fn own_freshness(&self, caller: &Caller) -> Result<(i64, bool, Vec<DatasetFreshness>)> {
+        if !caller.department.has(Role::Provider) {
+            return Err(Error::Forbidden("this is for providers".into()));
+        }
+        let (now, covered, mut rows) = self.freshness_rows()?;
+        rows.retain(|r| r.provider == caller.department.id);
+        Ok((now, covered, rows))
+    }
+
+    /// Every recorded use of `key`'s data, oldest first (at most
+    /// [`MAX_ACCESS_REPORT`]): what a person who shows their ID at a
+    /// counter is entitled to know. For consuming departments (counters),
+    /// auditors and administrators; the report is itself recorded, under
+    /// `purpose`, before it is returned.
+    pub async fn access_report(&self, caller: &Caller, purpose: &str, key: SubjectKey) -> Result<Vec<basedata_store::audit::AuditEntry>> {
+        let d = &caller.department;
+        if !(d.has(Role::Consumer) || d.has(Role::Auditor) || d.has(Role::Admin)) {
+            return Err(Error::Forbidden("access reports are printed at counters".into()));
+        }
+        let store = self.store.clone();
+        let q = AuditQuery { key: Some(key), limit: MAX_ACCESS_REPORT, ..AuditQuery::default() };
+        let entries = tokio::task::spawn_blocking(move || store.audit_query(&q)).await??;
+        let mut ev = caller.event(purpose, Action::AccessReport, Some(key));
+        ev.outcome = format!("entries={}", entries.len());
+        self.record(vec![ev], WriteBatch::new()).await?;
+        Ok(entries)
+    }
+
+    fn freshness_rows(&self) -> Result<(i64, bool, Vec<DatasetFreshness>)> {
         let now = self.grants.now();
         let today = cst_date(now);
         let rows = self

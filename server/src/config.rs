@@ -101,6 +101,12 @@ pub struct Config {
     /// How long clients may take, and how many connections they may hold.
     #[serde(default)]
     pub connections: ConnectionsConfig,
+    /// Staff accounts of the console (`[[staff]]`).
+    #[serde(default)]
+    pub staff: Vec<crate::console::staff::StaffConfig>,
+    /// Session and lockout rules of the console.
+    #[serde(default)]
+    pub console: crate::console::staff::ConsoleConfig,
 }
 
 /// `[connections]`: every connection is closed when its client is too
@@ -367,6 +373,8 @@ impl Default for Config {
             job_retention_days: default_job_retention_days(),
             tls: None,
             cluster: None,
+            staff: Vec::new(),
+            console: Default::default(),
             connections: ConnectionsConfig::default(),
         }
     }

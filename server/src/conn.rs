@@ -412,7 +412,7 @@ async fn connection(
     let activity = Arc::new(Activity::new());
     let io = Watched { io: tcp, activity: activity.clone() };
     match tls {
-        None => run(io, addr, None, app, limits, &stats, activity, graceful).await,
+        None => run(io, TlsPeer { addr, subject: None, tls: false }, app, limits, &stats, activity, graceful).await,
         Some(acceptor) => {
             // The handshake is the first thing the client must send.
             let stream = match tokio::time::timeout(limits.header_timeout, acceptor.accept(io)).await {
@@ -421,7 +421,7 @@ async fn connection(
                 Err(_) => return tracing::info!(target: "basedata::tls", peer = %addr, "TLS handshake timed out"),
             };
             let subject = crate::tls::client_subject(stream.get_ref().1);
-            run(stream, addr, subject, app, limits, &stats, activity, graceful).await
+            run(stream, TlsPeer { addr, subject, tls: true }, app, limits, &stats, activity, graceful).await
         }
     }
 }
@@ -429,8 +429,7 @@ async fn connection(
 #[allow(clippy::too_many_arguments)]
 async fn run<T>(
     io: T,
-    addr: SocketAddr,
-    subject: Option<Arc<crate::cert::CertSubject>>,
+    peer: TlsPeer,
     app: Router,
     limits: ConnLimits,
     stats: &ConnStats,
@@ -439,7 +438,7 @@ async fn run<T>(
 ) where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let peer = TlsPeer { addr, subject };
+    let addr = peer.addr;
     let body_timeout = limits.body_timeout;
     let act = activity.clone();
     let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {

@@ -85,7 +85,10 @@ pub fn app_state(store: Arc<Store>, cfg: &Config) -> anyhow::Result<AppState> {
         calendar,
         connections: fit_to_open_files(cfg.connections.limits()?),
     };
-    Ok(AppState::build(store, departments, settings)?)
+    let staff = crate::console::staff::StaffBook::from_config(&cfg.staff, cfg.console, &departments)?;
+    let mut state = AppState::build(store, departments, settings)?;
+    state.console = Arc::new(crate::console::Console::new(staff));
+    Ok(state)
 }
 
 /// Serves `state` on `listener` until a shutdown signal arrives.

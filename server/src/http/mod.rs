@@ -84,6 +84,8 @@ pub struct AppStateInner {
     /// The connection rules, and what they did (for `/metrics`).
     pub conn_limits: crate::conn::ConnLimits,
     pub connections: Arc<crate::conn::ConnStats>,
+    /// The console's staff accounts and sessions.
+    pub console: Arc<crate::console::Console>,
 }
 
 /// Jobs waiting for the writer before requests are refused with 503.
@@ -129,6 +131,8 @@ impl AppState {
         let catalog_json = serde_json::to_vec(&serde_json::json!({ "datasets": catalog.datasets() }))
             .map_err(|e| basedata_store::Error::Config(format!("catalog: {e}")))?;
         let committer = Arc::new(Committer::start(store.clone(), settings.write_queue));
+        let console = crate::console::staff::StaffBook::from_config(&[], Default::default(), &departments)
+            .map_err(|e| basedata_store::Error::Config(format!("console: {e}")))?;
         let departments = Arc::new(departments);
         let mut queries =
             Queries::new(store.clone(), committer.clone(), settings.policy, settings.calendar, departments.clone())?;
@@ -147,6 +151,7 @@ impl AppState {
             cluster: None,
             conn_limits: settings.connections,
             connections: Arc::default(),
+            console: Arc::new(crate::console::Console::new(console)),
         })))
     }
 
@@ -197,7 +202,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/cluster", get(cluster::status))
         .merge(subject_reads)
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
-    Router::new()
+    let api = Router::new()
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
@@ -209,7 +214,12 @@ pub fn router(state: AppState) -> Router {
         })
         .layer(middleware::from_fn_with_state(state.clone(), cluster::position))
         .layer(middleware::from_fn_with_state(state.clone(), time_limit))
-        .layer(middleware::map_response(json_errors))
+        .layer(middleware::map_response(json_errors));
+    // The console answers its own errors as pages, so it is merged beside
+    // the API's JSON error layer, not under it (a layer wraps only the
+    // routes added before it).
+    let console = crate::console::router().layer(middleware::from_fn_with_state(state.clone(), time_limit));
+    api.merge(console)
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
             ApiError::internal("handler panicked").into_response()
         }))
