@@ -8,6 +8,7 @@
 //! Boundary: the only crate that knows HTTP (axum, hyper, tower, rustls)
 //! and NATS. Nothing below it depends on it.
 
+pub mod accounts;
 pub mod auth;
 pub mod cert;
 pub mod cluster;

@@ -5,7 +5,8 @@
 use anyhow::Context;
 use basedata_gen::{self as gen, GenConfig};
 use basedata_server::config::{Config, DepartmentConfig, Role};
-use basedata_server::console::staff::{hash_password, StaffConfig, StaffRole};
+use basedata_server::accounts::staff::hash_password;
+use basedata_server::config::{StaffConfig, StaffRole};
 use basedata_server::lifecycle as server;
 use basedata_ingest::{parse_line, BatchLoader};
 use basedata_store::keys::mask;

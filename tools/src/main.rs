@@ -272,7 +272,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if password.chars().count() < 8 {
                 anyhow::bail!("a staff password needs at least 8 characters");
             }
-            println!("{}", basedata_server::console::staff::hash_password(password)?);
+            println!("{}", basedata_server::accounts::staff::hash_password(password)?);
             Ok(())
         }
         Command::Backup { data, to } => control::run_backup(&data, &to),

@@ -4,8 +4,8 @@
 //! bar charts (SVG drawn here) and CSV downloads.
 
 use super::html::{csrf_field, esc, notice, table, Page};
-use super::session::Session;
-use super::staff::StaffRole;
+use crate::accounts::session::Session;
+use crate::accounts::staff::StaffRole;
 use super::{key_reason, need, query_error, CsrfForm, Form};
 use crate::http::AppState;
 use axum::extract::State;
@@ -85,7 +85,7 @@ fn entries_table(state: &AppState, entries: &[AuditEntry]) -> String {
 
 /// A signed-in operator's id with the name on the account.
 fn staff_name(state: &AppState, id: &str) -> String {
-    match state.console.staff.get(id) {
+    match state.accounts.staff.get(id) {
         Some(s) if !s.name.is_empty() => format!("{}（{id}）", s.name),
         _ => id.to_owned(),
     }

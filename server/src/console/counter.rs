@@ -15,8 +15,8 @@ use basedata_store::catalog::{Field, FieldType, Share};
 use basedata_store::value::format_datetime;
 use basedata_store::{Subject, SubjectKey, Value};
 use std::fmt::Write;
-use super::session::Session;
-use super::staff::StaffRole;
+use crate::accounts::session::Session;
+use crate::accounts::staff::StaffRole;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -417,7 +417,7 @@ async fn report(State(state): State<AppState>, CsrfForm { session, form }: CsrfF
         .map(|e| {
             let what = if e.fields.is_empty() { e.datasets.join("、") } else { e.fields.join("、") };
             vec![
-                esc(&crate::console::auditor::cst(e.at)),
+                esc(&super::auditor::cst(e.at)),
                 esc(&dept_name(&e.department)),
                 esc(&e.purpose),
                 action_title(e.action.as_str()).to_owned(),
@@ -425,7 +425,7 @@ async fn report(State(state): State<AppState>, CsrfForm { session, form }: CsrfF
             ]
         })
         .collect();
-    let now = crate::console::auditor::cst(state.queries.grants.now());
+    let now = super::auditor::cst(state.queries.grants.now());
     let body = format!(
         r#"<p>号码：<span class="keynum" id="shown-key">{}</span> · 打印时间：{} · 经办：{}（{}）</p><p>共 {} 条使用记录。</p>{}<p class="noprint"><button type="button" id="print-btn" data-print>打印</button></p>{back}"#,
         esc(&masked(&key)),

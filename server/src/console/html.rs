@@ -2,7 +2,7 @@
 //! small building blocks. Pages are rendered on the server from plain
 //! strings; every value from data or input goes through [`esc`].
 
-use super::staff::{Staff, StaffRole};
+use crate::accounts::staff::{Staff, StaffRole};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use std::fmt::Write;
@@ -62,7 +62,7 @@ impl Page {
         Page { status: StatusCode::OK, title: title.into(), body, who: None, nav: "" }
     }
 
-    pub fn signed(mut self, session: &super::session::Session, nav: &'static str) -> Page {
+    pub fn signed(mut self, session: &crate::accounts::session::Session, nav: &'static str) -> Page {
         self.who = Some((session.staff.clone(), session.csrf.clone()));
         self.nav = nav;
         self

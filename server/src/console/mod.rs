@@ -15,8 +15,6 @@
 mod auditor;
 mod counter;
 pub mod html;
-pub mod session;
-pub mod staff;
 mod steward;
 
 use crate::http::AppState;
@@ -28,24 +26,9 @@ use axum::routing::{get, post};
 use axum::Router;
 use basedata_store::audit::{Action, AuditEvent};
 use html::{error_page, esc, notice, Page};
-use session::{same_token, Session, Sessions, COOKIE, PRE_COOKIE};
-use staff::{SignInError, StaffBook, StaffRole};
+use crate::accounts::session::{self, same_token, Session, COOKIE, PRE_COOKIE};
+use crate::accounts::staff::{self, SignInError, StaffRole};
 use std::sync::Arc;
-use std::time::Duration;
-
-/// The console's own state: staff accounts and live sessions.
-#[derive(Debug)]
-pub struct Console {
-    pub staff: StaffBook,
-    pub sessions: Sessions,
-}
-
-impl Console {
-    pub fn new(staff: StaffBook) -> Console {
-        let idle = Duration::from_secs(staff.rules().session_idle_minutes.max(1) * 60);
-        Console { staff, sessions: Sessions::new(idle) }
-    }
-}
 
 /// The purpose recorded for sign-ins.
 const SIGN_IN_PURPOSE: &str = "控制台登录";
@@ -111,7 +94,7 @@ impl FromRequestParts<AppState> for Session {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         cookie_value(&parts.headers, COOKIE)
-            .and_then(|id| state.console.sessions.get(id))
+            .and_then(|id| state.accounts.sessions.get(id))
             .ok_or_else(|| html::secure(Redirect::to("/console/login").into_response()))
     }
 }
@@ -188,7 +171,7 @@ impl axum::extract::OptionalFromRequestParts<AppState> for Session {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Option<Self>, Self::Rejection> {
-        Ok(cookie_value(&parts.headers, COOKIE).and_then(|id| state.console.sessions.get(id)))
+        Ok(cookie_value(&parts.headers, COOKIE).and_then(|id| state.accounts.sessions.get(id)))
     }
 }
 
@@ -222,7 +205,7 @@ fn login_form(token: &str, cert_staff: Option<&str>, message: &str) -> String {
 async fn login_page(State(state): State<AppState>, req: Request) -> Response {
     let token = session::random_token();
     let tls = over_tls(req.headers(), req.extensions());
-    let cert_staff = peer_subject(req.extensions()).and_then(|s| state.console.staff.by_subject(&s).map(|st| st.display().to_owned()));
+    let cert_staff = peer_subject(req.extensions()).and_then(|s| state.accounts.staff.by_subject(&s).map(|st| st.display().to_owned()));
     let mut resp = Page::new("工作人员登录", login_form(&token, cert_staff.as_deref(), "")).into_response();
     resp.headers_mut().append(header::SET_COOKIE, cookie(PRE_COOKIE, &token, Some(900), tls));
     resp
@@ -250,7 +233,7 @@ async fn audit_sign_in(state: &AppState, department: &str, operator: Option<&str
 
 /// Starts a session for `staff` and sends the person to their first page.
 fn start_session(state: &AppState, staff: Arc<staff::Staff>, tls: bool) -> Response {
-    let s = state.console.sessions.create(staff);
+    let s = state.accounts.sessions.create(staff);
     let mut resp = Redirect::to("/console/").into_response();
     resp.headers_mut().append(header::SET_COOKIE, cookie(COOKIE, &s.id, None, tls));
     resp.headers_mut().append(header::SET_COOKIE, cookie(PRE_COOKIE, "", Some(0), tls));
@@ -286,13 +269,13 @@ async fn login(State(state): State<AppState>, req: Request) -> Response {
     let book_state = state.clone();
     let attempt = {
         let id = id.clone();
-        tokio::task::spawn_blocking(move || book_state.console.staff.sign_in(&id, &password)).await
+        tokio::task::spawn_blocking(move || book_state.accounts.staff.sign_in(&id, &password)).await
     };
     let result = match attempt {
         Ok(r) => r,
         Err(_) => return error_page(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "暂时无法登录").into_response(),
     };
-    let department = state.console.staff.get(&id).map(|s| s.department.id.clone()).unwrap_or_else(|| "console".into());
+    let department = state.accounts.staff.get(&id).map(|s| s.department.id.clone()).unwrap_or_else(|| "console".into());
     match result {
         Ok(staff) => {
             if let Err(r) = audit_sign_in(&state, &department, recorded_id, true, "ok").await {
@@ -308,7 +291,7 @@ async fn login(State(state): State<AppState>, req: Request) -> Response {
                 SignInError::BadCredentials => (StatusCode::UNAUTHORIZED, "工号或密码不正确。".to_owned()),
                 SignInError::Locked => (
                     StatusCode::FORBIDDEN,
-                    format!("登录失败次数过多，账号已锁定 {} 分钟。", state.console.staff.rules().lockout_minutes),
+                    format!("登录失败次数过多，账号已锁定 {} 分钟。", state.accounts.staff.rules().lockout_minutes),
                 ),
                 SignInError::Disabled => (StatusCode::FORBIDDEN, "账号已停用，请联系管理员。".to_owned()),
             };
@@ -336,7 +319,7 @@ async fn login_cert(State(state): State<AppState>, req: Request) -> Response {
     if let Err(r) = check_pre_token(&parts.headers, &form) {
         return r;
     }
-    let staff = subject.and_then(|s| state.console.staff.by_subject(&s).cloned());
+    let staff = subject.and_then(|s| state.accounts.staff.by_subject(&s).cloned());
     match staff {
         Some(st) if !st.disabled => {
             if let Err(r) = audit_sign_in(&state, &st.department.id, Some(&st.id), true, "ok_certificate").await {
@@ -360,7 +343,7 @@ async fn logout(State(state): State<AppState>, req: Request) -> Response {
         Ok(f) => f,
         Err(r) => return r,
     };
-    state.console.sessions.end(&f.session.id);
+    state.accounts.sessions.end(&f.session.id);
     let mut resp = Redirect::to("/console/login").into_response();
     resp.headers_mut().append(header::SET_COOKIE, cookie(COOKIE, "", Some(0), tls));
     html::secure(resp)

@@ -3,8 +3,8 @@
 //! disputes about its records, and watch its datasets' timeliness.
 
 use super::html::{csrf_field, esc, notice, table, Page};
-use super::session::Session;
-use super::staff::StaffRole;
+use crate::accounts::session::Session;
+use crate::accounts::staff::StaffRole;
 use super::{need, query_error, CsrfForm};
 use crate::http::AppState;
 use axum::extract::{Path, State};

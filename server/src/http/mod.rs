@@ -85,7 +85,7 @@ pub struct AppStateInner {
     pub conn_limits: crate::conn::ConnLimits,
     pub connections: Arc<crate::conn::ConnStats>,
     /// The console's staff accounts and sessions.
-    pub console: Arc<crate::console::Console>,
+    pub accounts: Arc<crate::accounts::Accounts>,
 }
 
 /// Jobs waiting for the writer before requests are refused with 503.
@@ -131,8 +131,8 @@ impl AppState {
         let catalog_json = serde_json::to_vec(&serde_json::json!({ "datasets": catalog.datasets() }))
             .map_err(|e| basedata_store::Error::Config(format!("catalog: {e}")))?;
         let committer = Arc::new(Committer::start(store.clone(), settings.write_queue));
-        let console = crate::console::staff::StaffBook::from_config(&[], Default::default(), &departments)
-            .map_err(|e| basedata_store::Error::Config(format!("console: {e}")))?;
+        let staff = crate::accounts::staff::StaffBook::from_config(&[], Default::default(), &departments)
+            .map_err(|e| basedata_store::Error::Config(format!("staff accounts: {e}")))?;
         let departments = Arc::new(departments);
         let mut queries =
             Queries::new(store.clone(), committer.clone(), settings.policy, settings.calendar, departments.clone())?;
@@ -151,7 +151,7 @@ impl AppState {
             cluster: None,
             conn_limits: settings.connections,
             connections: Arc::default(),
-            console: Arc::new(crate::console::Console::new(console)),
+            accounts: Arc::new(crate::accounts::Accounts::new(staff)),
         })))
     }
 
@@ -168,6 +168,12 @@ static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Builds the whole API router.
 pub fn router(state: AppState) -> Router {
+    router_with(state, Router::new())
+}
+
+/// The API router with `pages` (the console) beside it: they share the
+/// request id, access log and panic catcher, not the API's JSON errors.
+pub fn router_with(state: AppState, pages: Router<AppState>) -> Router {
     let subject_reads = Router::new()
         .route("/v1/persons/{id}", get(subjects::lookup_person))
         .route("/v1/entities/{code}", get(subjects::lookup_entity))
@@ -215,11 +221,10 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), cluster::position))
         .layer(middleware::from_fn_with_state(state.clone(), time_limit))
         .layer(middleware::map_response(json_errors));
-    // The console answers its own errors as pages, so it is merged beside
+    // Pages answer their own errors as pages, so they are merged beside
     // the API's JSON error layer, not under it (a layer wraps only the
     // routes added before it).
-    let console = crate::console::router().layer(middleware::from_fn_with_state(state.clone(), time_limit));
-    api.merge(console)
+    api.merge(pages.layer(middleware::from_fn_with_state(state.clone(), time_limit)))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
             ApiError::internal("handler panicked").into_response()
         }))
