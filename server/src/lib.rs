@@ -21,4 +21,5 @@ pub mod lifecycle;
 pub mod limits;
 pub mod logging;
 pub mod metrics;
+pub mod rejections;
 pub mod tls;

@@ -185,10 +185,21 @@ impl Browser {
         self.call("POST", &self.s("/window/rect"), Some(json!({"width": width, "height": height})));
     }
 
-    /// Saves a PNG of the viewport as `dir/name.png` and returns its path.
+    /// Saves a PNG of the whole page as `dir/name.png` (the window is
+    /// stretched to the page's height for it) and returns its path.
     pub fn screenshot(&self, name: &str) -> PathBuf {
         use base64::Engine as _;
+        let rect = self.call("GET", &self.s("/window/rect"), None);
+        let (w, h) = (rect["width"].as_u64().unwrap_or(1280), rect["height"].as_u64().unwrap_or(1000));
+        let page = self.script("return document.documentElement.scrollHeight", json!([])).as_u64().unwrap_or(h);
+        let tall = page + (h.saturating_sub(self.script("return window.innerHeight", json!([])).as_u64().unwrap_or(h)));
+        if tall > h {
+            self.resize(w as u32, tall.min(6000) as u32);
+        }
         let b64 = self.call("GET", &self.s("/screenshot"), None);
+        if tall > h {
+            self.resize(w as u32, h as u32);
+        }
         let png = base64::engine::general_purpose::STANDARD.decode(b64.as_str().unwrap_or("")).expect("base64 screenshot");
         let path = screenshot_dir().join(format!("{name}.png"));
         std::fs::write(&path, png).unwrap();

@@ -147,6 +147,13 @@ fn staff_work_through_every_page_in_a_browser() {
         "subject": "person", "key": key, "dataset": "hukou", "field": "name", "claimed": "张某", "note": "申请人称姓名有误"}));
     assert_eq!(r.status, 201, "{}", r.text);
     let dispute = r.json["id"].as_str().unwrap().to_owned();
+    // A second application, to be refused; and a provider's line rejected.
+    let r = s.req("POST", "/v1/grants").token(tokens::COUNTER).json(&json!({
+        "dataset": "residence_permit", "fields": ["residence_address"], "purpose": "居住证核验", "legal_basis": "居住证暂行条例"}));
+    assert_eq!(r.status, 201, "{}", r.text);
+    let refused = r.json["id"].as_str().unwrap().to_owned();
+    let r = s.req("POST", "/v1/datasets/hukou/updates").token(tokens::GONGAN).ndjson(&[json!({"key": key, "version": 2, "fields": {"name": 5}})]);
+    assert_eq!(r.json["rejected"][0]["code"], "invalid_value", "{}", r.text);
 
     // --- steward: approve the grant, resolve the dispute ---
     sign_in(&b, &s, "steward1", STEWARD_PW);
@@ -154,8 +161,17 @@ fn staff_work_through_every_page_in_a_browser() {
     b.find("#grants form[data-grant]");
     b.find(&format!("#disputes form[data-dispute=\"{dispute}\"]"));
     assert!(b.text("#freshness").contains("户籍"), "{}", b.text("#freshness"));
+    // The rejected line, with its code and the key masked.
+    assert!(b.text("#rejected").contains("invalid_value"), "{}", b.text("#rejected"));
+    assert!(!b.source().contains(&key));
     b.screenshot("07-steward-queue");
-    b.click("#grants form[data-grant] button[value=\"approve\"]");
+    // A refusal needs its reason; Enter in the reason field refuses.
+    b.fill(&format!("#reason-{refused}"), "用途与申请的信息项不符\u{E007}");
+    b.wait_for("the refusal notice", |b| !b.all("[data-code=\"rejected\"]").is_empty());
+    assert!(b.all(&format!("form[data-grant=\"{refused}\"]")).is_empty(), "the refused grant is still pending");
+    let r = s.req("GET", &format!("/v1/grants/{refused}")).token(tokens::COUNTER).get();
+    assert_eq!((r.json["state"].as_str(), r.json["reason"].as_str()), (Some("rejected"), Some("用途与申请的信息项不符")), "{}", r.text);
+    b.click("#grants form[data-grant] button");
     b.wait_for("the approval notice", |b| !b.all("[data-code=\"approved\"]").is_empty());
     assert!(b.all("#grants form[data-grant]").is_empty(), "the grant is still pending");
     b.select(&format!("#outcome-{dispute}"), "confirmed");

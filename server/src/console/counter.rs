@@ -12,7 +12,6 @@ use axum::routing::{get, post};
 use axum::Router;
 use basedata_query::Withheld;
 use basedata_store::catalog::{Field, FieldType, Share};
-use basedata_store::value::format_datetime;
 use basedata_store::{Subject, SubjectKey, Value};
 use std::fmt::Write;
 use crate::accounts::session::Session;
@@ -174,7 +173,7 @@ async fn lookup(State(state): State<AppState>, CsrfForm { session, form }: CsrfF
             esc(&ds.title),
             esc(&ds.provider_name),
             d.version,
-            esc(&format_datetime(d.updated_at)),
+            esc(&super::auditor::cst(d.updated_at)),
             table(&format!("ds-{}", d.dataset), &["信息项", "内容"], &rows)
         );
     }

@@ -57,9 +57,11 @@ async fn render(state: &AppState, session: &Session, message: String) -> Respons
                 esc(&field_titles(state, &g.dataset, &g.fields)),
                 format!("{}<br><span class=\"muted\">{}</span>", esc(&g.purpose), esc(&g.legal_basis)),
                 format!(r#"<span class="{cls}">{}</span>"#, format_date(due)),
+                // Two forms, so that Enter in the reason field refuses
+                // rather than submitting the first (approving) button.
                 format!(
-                    r#"<form method="post" action="/console/steward/grants/{id}" class="decide" data-grant="{id}">{}<button type="submit" name="decision" value="approve" id="approve-{id}">同意</button><label for="reason-{id}" class="sr">不同意的理由</label><input id="reason-{id}" name="reason" placeholder="不同意的理由" maxlength="500"><button type="submit" name="decision" value="refuse" id="refuse-{id}">不同意</button></form>"#,
-                    csrf_field(&session.csrf),
+                    r#"<form method="post" action="/console/steward/grants/{id}" class="decide" data-grant="{id}">{csrf}<input type="hidden" name="decision" value="approve"><button type="submit" id="approve-{id}">同意</button></form><form method="post" action="/console/steward/grants/{id}" class="decide" data-refuse="{id}">{csrf}<input type="hidden" name="decision" value="refuse"><label for="reason-{id}" class="sr">不同意的理由</label><input id="reason-{id}" name="reason" placeholder="不同意的理由（必填）" required maxlength="500"><button type="submit" class="refuse" id="refuse-{id}">不同意</button></form>"#,
+                    csrf = csrf_field(&session.csrf),
                     id = esc(&g.id)
                 ),
             ]
@@ -121,6 +123,28 @@ async fn render(state: &AppState, session: &Session, message: String) -> Respons
         }
         Err(e) => body.push_str(&query_error(&e)),
     }
+    // The last rejected update lines of the department's datasets.
+    let mut rows = Vec::new();
+    for ds in state.catalog.datasets().iter().filter(|d| d.provider == session.staff.department.id) {
+        for r in state.rejections.recent(&ds.id) {
+            rows.push((r.at, vec![
+                esc(&super::auditor::cst(r.at)),
+                esc(&ds.title),
+                r.line.to_string(),
+                format!(r#"<span class="keynum">{}</span>"#, esc(r.key.as_deref().unwrap_or(""))),
+                format!(r#"<code data-rejected="{0}">{0}</code>"#, esc(&r.code)),
+                esc(&r.message),
+            ]));
+        }
+    }
+    rows.sort_by(|a, b| b.0.cmp(&a.0));
+    let rows: Vec<Vec<String>> = rows.into_iter().take(50).map(|(_, r)| r).collect();
+    let _ = write!(
+        body,
+        r#"<section class="card"><h2>最近被拒绝的更新</h2><p class="muted">本次启动以来，每个数据集保留最近 {} 行。</p>{}</section>"#,
+        crate::rejections::KEPT,
+        table("rejected", &["时间", "数据集", "行号", "号码", "代码", "原因"], &rows)
+    );
     Page::new("数据管护", body).signed(session, "steward").into_response()
 }
 
