@@ -20,6 +20,19 @@ use basedata_store::usage::{day_of, totals, Kind, Owner};
 use basedata_store::{Action, SubjectKey, WriteBatch};
 use time::Date;
 
+/// Julian day number of 1970-01-01 (the usage counters count days from it).
+const UNIX_EPOCH_JULIAN_DAY: i32 = 2_440_588;
+
+/// Daily figures over a period, one row per department or dataset.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UsageByDay {
+    pub first_day: Date,
+    /// Per department: lookups, verifications and batch lines a day.
+    pub by_department: Vec<(String, Vec<u64>)>,
+    /// Per dataset: updates applied a day.
+    pub by_dataset: Vec<(String, Vec<u64>)>,
+}
+
 /// Entries an access report lists at most (the newest are cut).
 pub const MAX_ACCESS_REPORT: usize = 2_000;
 
@@ -198,6 +211,46 @@ impl Queries {
         ev.outcome = format!("entries={}", entries.len());
         self.record(vec![ev], WriteBatch::new()).await?;
         Ok(entries)
+    }
+
+    /// Day by day over the last `days` CST days (oldest first, today
+    /// last): each department's uses (lookups, verifications and batch
+    /// lines) and each dataset's applied updates, from the usage counters.
+    /// Returns the first day's date and the two series.
+    pub async fn usage_by_day(&self, caller: &Caller, days: u32) -> Result<UsageByDay> {
+        self.require_oversight(caller)?;
+        let days = days.clamp(1, 366) as i32;
+        let today = basedata_store::usage::day_of(self.grants.now());
+        let first = today - days + 1;
+        let departments: Vec<String> = self.directory.all().iter().map(|d| d.id.clone()).collect();
+        let datasets: Vec<String> = self.catalog.datasets().iter().map(|d| d.id.clone()).collect();
+        let store = self.store.clone();
+        let (by_department, by_dataset) = tokio::task::spawn_blocking(move || -> Result<_> {
+            let engine = store.engine();
+            let used = [Action::Lookup, Action::Verify, Action::BatchVerify].map(Kind::Action);
+            let mut deps = Vec::with_capacity(departments.len());
+            for d in departments {
+                let mut row = Vec::with_capacity(days as usize);
+                for day in first..=today {
+                    let t = totals(&**engine, Owner::Department(&d), day, day + 1)?;
+                    row.push(used.iter().map(|k| t.get(k).copied().unwrap_or(0)).sum());
+                }
+                deps.push((d, row));
+            }
+            let mut sets = Vec::with_capacity(datasets.len());
+            for ds in datasets {
+                let mut row = Vec::with_capacity(days as usize);
+                for day in first..=today {
+                    let t = totals(&**engine, Owner::Dataset(&ds), day, day + 1)?;
+                    row.push(t.get(&Kind::Applied).copied().unwrap_or(0));
+                }
+                sets.push((ds, row));
+            }
+            Ok((deps, sets))
+        })
+        .await??;
+        let first_date = Date::from_julian_day(first + UNIX_EPOCH_JULIAN_DAY).unwrap_or(Date::MIN);
+        Ok(UsageByDay { first_day: first_date, by_department, by_dataset })
     }
 
     fn freshness_rows(&self) -> Result<(i64, bool, Vec<DatasetFreshness>)> {

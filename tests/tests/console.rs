@@ -217,6 +217,9 @@ fn staff_work_through_every_page_in_a_browser() {
     b.click("#nav-reports");
     b.find("#sharing-chart");
     b.find("#freshness-chart");
+    // Today's uses of the counter are on the chart over time.
+    assert!(b.source().contains("<svg id=\"usage-by-day\""), "no usage chart");
+    assert!(b.source().contains("<svg id=\"updates-by-day\""), "no update chart");
     b.screenshot("13-reports");
     // The same page on a phone-sized screen.
     b.resize(390, 844);

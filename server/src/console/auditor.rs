@@ -243,6 +243,52 @@ fn bars(id: &str, rows: &[(String, u64)]) -> String {
     s
 }
 
+/// Days the charts over time cover.
+const SERIES_DAYS: u32 = 30;
+
+/// One row of small bars per series (a day a bar), on one scale per chart,
+/// labelled with the row's total; the dates run along the bottom.
+fn series_chart(id: &str, first: Date, rows: &[(String, Vec<u64>)]) -> String {
+    let rows: Vec<&(String, Vec<u64>)> = rows.iter().filter(|(_, v)| v.iter().any(|n| *n > 0)).collect();
+    if rows.is_empty() {
+        return format!(r#"<p id="{id}" class="muted">这段时间没有记录。</p>"#);
+    }
+    let days = rows[0].1.len().max(1);
+    let max = rows.iter().flat_map(|(_, v)| v.iter().copied()).max().unwrap_or(1).max(1);
+    let (left, width, row_h) = (170usize, 400usize, 30usize);
+    let bar_w = width / days;
+    let h = rows.len() * row_h + 24;
+    let mut s = format!(r#"<svg id="{id}" class="chart" viewBox="0 0 660 {h}" role="img" aria-label="按日统计" xmlns="http://www.w3.org/2000/svg">"#);
+    for (i, (label, values)) in rows.iter().enumerate() {
+        let base = i * row_h + row_h - 4;
+        let _ = write!(s, r#"<text x="0" y="{}" font-size="13">{}</text>"#, base - 6, esc(label));
+        for (d, n) in values.iter().enumerate() {
+            if *n == 0 {
+                continue;
+            }
+            let bh = ((*n as f64 / max as f64) * (row_h as f64 - 8.0)).ceil().max(1.0) as usize;
+            let _ = write!(
+                s,
+                r#"<rect x="{}" y="{}" width="{}" height="{bh}" class="bar"><title>{}：{n}</title></rect>"#,
+                left + d * bar_w,
+                base - bh,
+                bar_w.saturating_sub(2).max(1),
+                first.saturating_add(time::Duration::days(d as i64))
+            );
+        }
+        let _ = write!(s, r#"<text x="{}" y="{}" font-size="13">{}</text>"#, left + width + 8, base - 6, values.iter().sum::<u64>());
+    }
+    let last = first.saturating_add(time::Duration::days(days as i64 - 1));
+    let _ = write!(
+        s,
+        r#"<text x="{left}" y="{}" font-size="12">{first}</text><text x="{}" y="{}" font-size="12" text-anchor="end">{last}</text></svg>"#,
+        h - 4,
+        left + width,
+        h - 4
+    );
+    s
+}
+
 async fn reports(State(state): State<AppState>, session: Session) -> Response {
     if let Err(r) = need(&session, StaffRole::Auditor) {
         return r;
@@ -275,6 +321,17 @@ async fn reports(State(state): State<AppState>, session: Session) -> Response {
                 r#"<section class="card"><h2>各部门使用量（查询、核验与批量比对）</h2>{}{}<p><a id="sharing-csv" href="/console/reports/sharing.csv" download>下载 CSV</a></p></section>"#,
                 bars("sharing-chart", &uses),
                 table("sharing", &["部门", "提供记录", "查询", "核验", "批量比对", "被拒绝", "按期答复申请", "按期办结异议"], &table_rows)
+            );
+        }
+        Err(e) => body.push_str(&query_error(&e)),
+    }
+    match state.queries.usage_by_day(&caller, SERIES_DAYS).await {
+        Ok(u) => {
+            let _ = write!(
+                body,
+                r#"<section class="card"><h2>近 {SERIES_DAYS} 天每日使用量（按部门）</h2>{}</section><section class="card"><h2>近 {SERIES_DAYS} 天每日更新量（按数据集）</h2>{}</section>"#,
+                series_chart("usage-by-day", u.first_day, &u.by_department),
+                series_chart("updates-by-day", u.first_day, &u.by_dataset)
             );
         }
         Err(e) => body.push_str(&query_error(&e)),
