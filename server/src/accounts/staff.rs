@@ -167,6 +167,13 @@ impl StaffBook {
     /// so that guessing cannot tell accounts apart either.
     pub fn sign_in(&self, id: &str, password: &str) -> Result<Arc<Staff>, SignInError> {
         let now = Instant::now();
+        if !valid_id(id) {
+            // No account has such an id. It costs the same time, but is not
+            // counted: the failure table keys only on possible ids, so
+            // made-up long strings cannot grow it.
+            let _ = PasswordHash::new(&self.decoy).map(|h| Argon2::default().verify_password(password.as_bytes(), &h));
+            return Err(SignInError::BadCredentials);
+        }
         if self.locked(id, now) {
             return Err(SignInError::Locked);
         }
@@ -257,6 +264,8 @@ mod tests {
         assert_eq!(b.sign_in("clerk1", "correct horse").unwrap().id, "clerk1");
         assert_eq!(b.sign_in("clerk1", "wrong").unwrap_err(), SignInError::BadCredentials);
         assert_eq!(b.sign_in("nobody", "correct horse").unwrap_err(), SignInError::BadCredentials);
+        assert_eq!(b.sign_in(&"x".repeat(10_000), "pw").unwrap_err(), SignInError::BadCredentials);
+        assert!(b.failures.lock().unwrap().keys().all(|k| k.len() <= 64));
         // The caller carries the person as a verified operator.
         let c = b.get("clerk1").unwrap().caller();
         assert!(c.operator_verified && c.operator.as_deref() == Some("clerk1"));
