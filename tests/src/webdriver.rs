@@ -171,6 +171,28 @@ impl Browser {
         self.call("POST", &self.s(&format!("/element/{}/click", e.0)), Some(json!({})));
     }
 
+    /// Clicks something that loads a new page (a submit button, a link)
+    /// and waits until the new page has loaded: the old page is marked
+    /// first, so that a check right after cannot read the old one.
+    pub fn click_to_load(&self, css: &str) {
+        self.script("window.__basedata_old_page = true", json!([]));
+        self.click(css);
+        self.wait_for_load();
+    }
+
+    /// Waits until the page marked by [`Browser::click_to_load`] (or
+    /// before typing Enter into a form) is replaced and complete.
+    pub fn wait_for_load(&self) {
+        self.wait_for("the next page", |b| {
+            b.script("return window.__basedata_old_page === undefined && document.readyState === 'complete'", json!([])) == json!(true)
+        });
+    }
+
+    /// Marks the current page as the old one (see [`Browser::wait_for_load`]).
+    pub fn mark_page(&self) {
+        self.script("window.__basedata_old_page = true", json!([]));
+    }
+
     /// Picks the option with `value` of a select element.
     pub fn select(&self, css: &str, value: &str) {
         self.click(&format!("{css} option[value=\"{value}\"]"));

@@ -66,12 +66,12 @@ fn sign_in(b: &Browser, s: &Server, id: &str, pw: &str) {
     b.wait_for("the sign-in page", |b| b.url().ends_with("/console/login"));
     b.fill("#staff-id", id);
     b.fill("#password", pw);
-    b.click("#login");
+    b.click_to_load("#login");
     b.wait_for("a signed-in page", |b| !b.all("#who").is_empty());
 }
 
 fn sign_out(b: &Browser) {
-    b.click("#logout");
+    b.click_to_load("#logout");
     b.wait_for("the sign-in page", |b| !b.all("#login").is_empty());
 }
 
@@ -109,7 +109,7 @@ fn staff_work_through_every_page_in_a_browser() {
     b.wait_for("the valid hint", |b| b.text("#lookup-key-hint").contains("号码有效"));
     b.select("#lookup-purpose", "办理社会保险业务");
     b.fill("#lookup-purpose-note", "业务单号 2026-001");
-    b.click("#lookup-btn");
+    b.click_to_load("#lookup-btn");
     b.wait_for("the lookup result", |b| !b.all("[data-field=\"hukou.name\"]").is_empty());
     assert_eq!(b.text("[data-field=\"hukou.name\"]"), name);
     assert!(b.all("[data-field=\"hukou.photo\"]").is_empty(), "photo shown without a grant");
@@ -123,7 +123,7 @@ fn staff_work_through_every_page_in_a_browser() {
     b.click("details summary");
     b.fill("#grant-hukou-purpose", "社保待遇资格认证");
     b.fill("#grant-hukou-basis", "社会保险法第七十二条");
-    b.click("#grant-hukou-submit");
+    b.click_to_load("#grant-hukou-submit");
     b.wait_for("the application notice", |b| !b.all("[data-code=\"pending\"]").is_empty());
     b.screenshot("04-counter-grant-applied");
 
@@ -133,7 +133,7 @@ fn staff_work_through_every_page_in_a_browser() {
     b.fill("#claim-name", &name);
     b.fill("#claim-birth_date", "1900-01-01");
     b.screenshot("05-counter-verify-form");
-    b.click("#verify-btn");
+    b.click_to_load("#verify-btn");
     b.wait_for("the verdicts", |b| !b.all("#verify-result").is_empty());
     assert_eq!(b.attr("#verify-result", "data-result").as_deref(), Some("mismatch"));
     assert_eq!(b.text("[data-verdict=\"name\"]"), "一致");
@@ -166,17 +166,19 @@ fn staff_work_through_every_page_in_a_browser() {
     assert!(!b.source().contains(&key));
     b.screenshot("07-steward-queue");
     // A refusal needs its reason; Enter in the reason field refuses.
+    b.mark_page();
     b.fill(&format!("#reason-{refused}"), "用途与申请的信息项不符\u{E007}");
+    b.wait_for_load();
     b.wait_for("the refusal notice", |b| !b.all("[data-code=\"rejected\"]").is_empty());
     assert!(b.all(&format!("form[data-grant=\"{refused}\"]")).is_empty(), "the refused grant is still pending");
     let r = s.req("GET", &format!("/v1/grants/{refused}")).token(tokens::COUNTER).get();
     assert_eq!((r.json["state"].as_str(), r.json["reason"].as_str()), (Some("rejected"), Some("用途与申请的信息项不符")), "{}", r.text);
-    b.click("#grants form[data-grant] button");
+    b.click_to_load("#grants form[data-grant] button");
     b.wait_for("the approval notice", |b| !b.all("[data-code=\"approved\"]").is_empty());
     assert!(b.all("#grants form[data-grant]").is_empty(), "the grant is still pending");
     b.select(&format!("#outcome-{dispute}"), "confirmed");
     b.fill(&format!("#note-{dispute}"), "经核对户籍档案，姓名无误");
-    b.click(&format!("#resolve-{dispute}"));
+    b.click_to_load(&format!("#resolve-{dispute}"));
     b.wait_for("the resolution notice", |b| !b.all("[data-code=\"resolved\"]").is_empty());
     assert!(b.all(&format!("form[data-dispute=\"{dispute}\"]")).is_empty());
     b.screenshot("08-steward-resolved");
@@ -185,12 +187,12 @@ fn staff_work_through_every_page_in_a_browser() {
     // --- clerk again: the approved field is now shown; print the access report ---
     sign_in(&b, &s, "clerk1", CLERK_PW);
     b.fill("#lookup-key", &key);
-    b.click("#lookup-btn");
+    b.click_to_load("#lookup-btn");
     b.wait_for("the lookup result", |b| !b.all("[data-field=\"hukou.photo\"]").is_empty());
     b.screenshot("09-counter-lookup-after-grant");
-    b.click("#nav-report");
+    b.click_to_load("#nav-report");
     b.fill("#report-key", &key);
-    b.click("#report-btn");
+    b.click_to_load("#report-btn");
     let report = b.text("#access-report");
     assert!(report.contains("社保服务窗口") && report.contains("办理社会保险业务") && report.contains("查询"), "{report}");
     assert!(report.contains("批处理"), "the program's use is listed too: {report}");
@@ -203,18 +205,18 @@ fn staff_work_through_every_page_in_a_browser() {
     assert!(b.url().ends_with("/console/audit"), "{}", b.url());
     assert_eq!(b.attr("#chain", "data-chain").as_deref(), Some("ok"));
     b.fill("#audit-key", &key);
-    b.click("#audit-btn");
+    b.click_to_load("#audit-btn");
     b.wait_for("the entries", |b| !b.all("#audit-count").is_empty());
     let trail = b.text("#audit");
     assert!(trail.contains("王五（clerk1）") && trail.contains("已核实"), "{trail}");
     assert!(trail.contains("prog-7") && trail.contains("自报"), "{trail}");
     assert!(!b.source().contains(&key) && !b.url().contains(&key));
     b.screenshot("11-audit-by-subject");
-    b.click("#nav-queues");
+    b.click_to_load("#nav-queues");
     b.find("#grant-queue");
     assert!(b.text("#dispute-queue").contains("已办结"));
     b.screenshot("12-queues");
-    b.click("#nav-reports");
+    b.click_to_load("#nav-reports");
     b.find("#sharing-chart");
     b.find("#freshness-chart");
     // Today's uses of the counter are on the chart over time.
@@ -223,7 +225,7 @@ fn staff_work_through_every_page_in_a_browser() {
     b.screenshot("13-reports");
     // The same page on a phone-sized screen.
     b.resize(390, 844);
-    b.click("#nav-audit");
+    b.click_to_load("#nav-audit");
     b.find("#chain");
     b.screenshot("14-audit-narrow");
     drop(b);
