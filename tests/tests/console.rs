@@ -385,3 +385,15 @@ fn sign_in_locks_out_forms_need_their_token_and_pages_are_guarded() {
     let r = s.req("GET", "/v1/nothing").token(tokens::AUDITOR).get();
     assert_eq!(r.code(), "not_found");
 }
+
+/// Pages count against the department's rate limit like its API calls.
+#[test]
+fn console_requests_count_against_the_department_rate_limit() {
+    let cfg = console_config(5).replacen("id = \"shebao-counter\"\n", "id = \"shebao-counter\"\nrate_limit = 1\nburst = 2\n", 1);
+    let s = Server::start(&cfg);
+    let (cookie, _) = http_sign_in(&s, "clerk1", CLERK_PW, "/console/counter");
+    let answers: Vec<Answer> = (0..4).map(|_| call(&s, "GET", "/console/counter", &cookie, None)).collect();
+    let refused = answers.iter().find(|a| a.status == 429).expect("no page refused past the rate limit");
+    assert_eq!(refused.code(), Some("overloaded"));
+    assert!(!refused.header("retry-after").is_empty());
+}

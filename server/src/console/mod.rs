@@ -33,7 +33,8 @@ use std::sync::Arc;
 /// The purpose recorded for sign-ins.
 const SIGN_IN_PURPOSE: &str = "控制台登录";
 
-pub fn router() -> Router<AppState> {
+/// The console's routes; `state` for the admission layer.
+pub fn router(state: &AppState) -> Router<AppState> {
     Router::new()
         .route("/console", get(home))
         .route("/console/", get(home))
@@ -49,6 +50,27 @@ pub fn router() -> Router<AppState> {
         .route("/console/{*rest}", axum::routing::any(|| async { error_page(StatusCode::NOT_FOUND, "not_found", "没有这个页面") }))
         // Forms are small; a larger body is no console request.
         .layer(axum::extract::DefaultBodyLimit::max(64 << 10))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), admit))
+}
+
+/// A signed-in person's requests count against their department's rate
+/// and concurrency caps like its API requests, so that pages are no way
+/// around them. The permit is held until the page is rendered.
+async fn admit(State(state): State<AppState>, req: Request, next: axum::middleware::Next) -> Response {
+    let Some(session) = cookie_value(req.headers(), COOKIE).and_then(|id| state.accounts.sessions.get(id)) else {
+        return next.run(req).await;
+    };
+    let department = &session.staff.department;
+    match department.limits.admit() {
+        Ok(_permit) => next.run(req).await,
+        Err(r) => {
+            state.metrics.refused(&department.id, r.reason);
+            let mut resp = error_page(StatusCode::TOO_MANY_REQUESTS, "overloaded", &format!("本部门请求过多，请 {} 秒后重试。", r.retry_after_secs))
+                .into_response();
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(r.retry_after_secs));
+            resp
+        }
+    }
 }
 
 /// Whether the request came over TLS (the connection layer says so).
