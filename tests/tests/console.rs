@@ -397,3 +397,38 @@ fn console_requests_count_against_the_department_rate_limit() {
     assert_eq!(refused.code(), Some("overloaded"));
     assert!(!refused.header("retry-after").is_empty());
 }
+
+/// Past their working-day deadlines, an open dispute stands out on the
+/// auditor's queue and the steward's page, and an unanswered grant shows
+/// as deemed approved (the server's clock is moved on by configuration).
+#[test]
+fn overdue_disputes_stand_out_and_unanswered_grants_are_deemed_approved() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = console_config(5);
+    let mut s = Server::start_in(dir.path(), &cfg, &[]);
+    let (key, fields) = person(2);
+    let r = s.req("POST", "/v1/datasets/hukou/updates").token(tokens::GONGAN).ndjson(&[json!({"key": key, "version": 1, "fields": fields})]);
+    assert_eq!(r.json["applied"], 1, "{}", r.text);
+    let r = s.req("POST", "/v1/disputes").token(tokens::COUNTER).json(&json!({
+        "subject": "person", "key": key, "dataset": "hukou", "field": "name", "claimed": "某某", "note": "核对"}));
+    assert_eq!(r.status, 201, "{}", r.text);
+    let r = s.req("POST", "/v1/grants").token(tokens::COUNTER).json(&json!({
+        "dataset": "hukou", "fields": ["photo"], "purpose": "人像比对", "legal_basis": "依申请"}));
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert!(s.terminate().success());
+    // Three weeks on: past five working days whatever the holidays.
+    let s = Server::start_in(dir.path(), &format!("clock_offset_seconds = {}\n{cfg}", 21 * 86_400), &[]);
+    let (cookie, _) = http_sign_in(&s, "auditor1", AUDITOR_PW, "/console/audit");
+    let q = call(&s, "GET", "/console/queues", &cookie, None);
+    assert_eq!(q.status, 200);
+    let disputes = &q.body[q.body.find("id=\"dispute-queue\"").unwrap()..];
+    assert!(disputes.contains("class=\"overdue\""), "{}", q.body);
+    let grants = &q.body[q.body.find("id=\"grant-queue\"").unwrap()..q.body.find("id=\"dispute-queue\"").unwrap()];
+    assert!(grants.contains("deemed_approved"), "{}", q.body);
+    let (cookie, _) = http_sign_in(&s, "steward1", STEWARD_PW, "/console/steward");
+    let p = call(&s, "GET", "/console/steward", &cookie, None);
+    let open = &p.body[p.body.find("id=\"disputes\"").unwrap()..];
+    assert!(open.contains("class=\"overdue\""), "{}", p.body);
+    // A deemed approval is no longer waiting for an answer.
+    assert!(!p.body.contains("data-grant="), "{}", p.body);
+}
