@@ -105,6 +105,18 @@ fn staff_work_through_every_page_in_a_browser() {
     b.fill("#lookup-key", &key[..10]);
     b.wait_for("the length hint", |b| b.text("#lookup-key-hint").contains("位数不对"));
     b.screenshot("02-counter-key-check");
+    // Credit codes are checked as such once the subject is an organization,
+    // the embedded organization code's own check character included.
+    b.click("#lookup-entity");
+    b.fill("#lookup-key", "91350100M000100Y43");
+    b.wait_for("a valid credit code", |b| b.text("#lookup-key-hint").contains("号码有效"));
+    b.fill("#lookup-key", "91350100M000100Y44");
+    b.wait_for("the credit code's check", |b| b.text("#lookup-key-hint").contains("校验位不符"));
+    b.fill("#lookup-key", "91350100M000100X43");
+    b.wait_for("the organization code's check", |b| b.text("#lookup-key-hint").contains("校验位不符"));
+    b.fill("#lookup-key", "91350100M00O100Y43");
+    b.wait_for("a letter outside the alphabet", |b| b.text("#lookup-key-hint").contains("不允许的字符"));
+    b.click("#lookup-person");
     b.fill("#lookup-key", &key);
     b.wait_for("the valid hint", |b| b.text("#lookup-key-hint").contains("号码有效"));
     b.select("#lookup-purpose", "办理社会保险业务");
