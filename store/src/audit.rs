@@ -44,6 +44,8 @@ pub enum Action {
     SignIn,
     /// A "who used my data" report printed for a person at the counter.
     AccessReport,
+    /// An administrator's action on a staff account (unlock, sign out).
+    Account,
 }
 
 impl Action {
@@ -59,11 +61,12 @@ impl Action {
             Action::Dispute => "dispute",
             Action::SignIn => "sign_in",
             Action::AccessReport => "access_report",
+            Action::Account => "account",
         }
     }
 
     /// Every action, in the order of their stored codes.
-    pub const ALL: [Action; 10] = [
+    pub const ALL: [Action; 11] = [
         Action::Lookup,
         Action::Verify,
         Action::BatchVerify,
@@ -74,6 +77,7 @@ impl Action {
         Action::Dispute,
         Action::SignIn,
         Action::AccessReport,
+        Action::Account,
     ];
 
     pub fn parse(s: &str) -> Option<Action> {

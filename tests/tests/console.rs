@@ -34,6 +34,7 @@ fn staff_hash(password: &str) -> String {
 const CLERK_PW: &str = "clerk-password-1";
 const STEWARD_PW: &str = "steward-password-1";
 const AUDITOR_PW: &str = "auditor-password-1";
+const ADMIN_PW: &str = "admin-password-1";
 
 /// The standard departments (with names) and one account per staff kind.
 fn console_config(max_failures: u32) -> String {
@@ -42,6 +43,7 @@ fn console_config(max_failures: u32) -> String {
         ("clerk1", "王五", "shebao-counter", "clerk", CLERK_PW),
         ("steward1", "李四", "gongan", "steward", STEWARD_PW),
         ("auditor1", "赵六", "shenji", "auditor", AUDITOR_PW),
+        ("admin1", "钱七", "admin", "admin", ADMIN_PW),
     ] {
         s.push_str(&format!(
             "[[staff]]\nid = \"{id}\"\nname = \"{name}\"\ndepartment = \"{dept}\"\nroles = [\"{role}\"]\npassword_argon2 = \"{}\"\n\n",
@@ -240,6 +242,12 @@ fn staff_work_through_every_page_in_a_browser() {
     b.click_to_load("#nav-audit");
     b.find("#chain");
     b.screenshot("14-audit-narrow");
+    b.resize(1280, 1000);
+    sign_out(&b);
+    sign_in(&b, &s, "admin1", ADMIN_PW);
+    b.click_to_load("#nav-admin");
+    assert!(b.text("#staff").contains("clerk1"));
+    b.screenshot("15-admin-staff");
     drop(b);
 
     // The API says which operators were verified and which declared.
@@ -364,6 +372,25 @@ fn sign_in_locks_out_forms_need_their_token_and_pages_are_guarded() {
     let r = s.req("GET", "/v1/audit?department=shebao-counter&limit=100").token(tokens::AUDITOR).get();
     let outcomes: Vec<&str> = r.json["entries"].as_array().unwrap().iter().filter(|e| e["action"] == "sign_in").filter_map(|e| e["outcome"].as_str()).collect();
     assert_eq!(outcomes, vec!["bad_credentials", "bad_credentials", "locked", "locked"], "{}", r.text);
+
+    // An administrator sees the lock, lifts it, and the clerk signs in.
+    let (admin, admin_csrf) = http_sign_in(&s, "admin1", ADMIN_PW, "/console/admin/staff");
+    let page = call(&s, "GET", "/console/admin/staff", &admin, None);
+    assert!(page.body.contains("<span data-status=\"clerk1\"><span class=\"overdue\">已锁定</span>"), "{}", page.body);
+    let r = call(&s, "POST", "/console/admin/staff/clerk1/unlock", &admin, Some(&format!("csrf={admin_csrf}")));
+    assert_eq!((r.status, r.code()), (200, Some("unlocked")), "{}", r.body);
+    let (clerk, _) = http_sign_in(&s, "clerk1", CLERK_PW, "/console/counter");
+    // ... and signs the clerk out everywhere.
+    let r = call(&s, "POST", "/console/admin/staff/clerk1/sign-out", &admin, Some(&format!("csrf={admin_csrf}")));
+    assert_eq!((r.status, r.code()), (200, Some("signed_out")), "{}", r.body);
+    assert_eq!(call(&s, "GET", "/console/counter", &clerk, None).status, 303);
+    let r = s.req("GET", "/v1/audit?department=admin&limit=100").token(tokens::AUDITOR).get();
+    let acts: Vec<&str> = r.json["entries"].as_array().unwrap().iter().filter(|e| e["action"] == "account").filter_map(|e| e["outcome"].as_str()).collect();
+    assert_eq!(acts, vec!["unlocked clerk1", "signed_out clerk1"], "{}", r.text);
+    // Only administrators manage accounts.
+    let (clerk, clerk_csrf) = http_sign_in(&s, "clerk1", CLERK_PW, "/console/counter");
+    let r = call(&s, "POST", "/console/admin/staff/clerk1/sign-out", &clerk, Some(&format!("csrf={clerk_csrf}")));
+    assert_eq!((r.status, r.code()), (403, Some("forbidden")));
 
     // Another account signs in; the session cookie is strict too.
     let (cookie, csrf) = http_sign_in(&s, "auditor1", AUDITOR_PW, "/console/audit");

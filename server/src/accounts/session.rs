@@ -85,6 +85,20 @@ impl Sessions {
         Some(Session { id: id.to_owned(), staff: e.staff.clone(), csrf: e.csrf.clone() })
     }
 
+    /// Live sessions of staff member `staff_id`.
+    pub fn count_for(&self, staff_id: &str) -> usize {
+        let now = Instant::now();
+        self.map.lock().unwrap().values().filter(|e| e.staff.id == staff_id && now.duration_since(e.last_used) < self.idle).count()
+    }
+
+    /// Ends every session of staff member `staff_id`; returns how many.
+    pub fn end_for(&self, staff_id: &str) -> usize {
+        let mut map = self.map.lock().unwrap();
+        let before = map.len();
+        map.retain(|_, e| e.staff.id != staff_id);
+        before - map.len()
+    }
+
     pub fn end(&self, id: &str) {
         self.map.lock().unwrap().remove(id);
     }

@@ -24,7 +24,7 @@ pub struct Staff {
     pub name: String,
     pub department: Arc<crate::auth::Department>,
     pub roles: Vec<StaffRole>,
-    password: Option<String>,
+    pub(crate) password: Option<String>,
     pub cert_subject: Option<crate::cert::CertSubject>,
     pub disabled: bool,
 }
@@ -151,6 +151,23 @@ impl StaffBook {
 
     pub fn get(&self, id: &str) -> Option<&Arc<Staff>> {
         self.list.iter().find(|s| s.id == id)
+    }
+
+    /// Every account, in configuration order.
+    pub fn all(&self) -> &[Arc<Staff>] {
+        &self.list
+    }
+
+    /// Failed sign-ins in a row of `id`, and whether it is locked now.
+    pub fn failures(&self, id: &str) -> (u32, bool) {
+        let f = self.failures.lock().unwrap();
+        f.get(id).map_or((0, false), |e| (e.count, e.locked_until.is_some_and(|u| Instant::now() < u)))
+    }
+
+    /// Clears `id`'s failures and lock (an administrator vouched for the
+    /// person).
+    pub fn unlock(&self, id: &str) {
+        self.failures.lock().unwrap().remove(id);
     }
 
     pub fn is_empty(&self) -> bool {

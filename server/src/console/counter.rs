@@ -392,6 +392,7 @@ pub fn action_title(a: &str) -> &'static str {
         "dispute" => "异议",
         "sign_in" => "登录",
         "access_report" => "打印使用记录告知单",
+        "account" => "账号管理",
         _ => "其他",
     }
 }

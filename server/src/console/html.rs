@@ -82,6 +82,7 @@ const NAV: &[(&str, &str, &str, StaffRole)] = &[
     ("audit", "/console/audit", "审计日志", StaffRole::Auditor),
     ("queues", "/console/queues", "申请与异议", StaffRole::Auditor),
     ("reports", "/console/reports", "统计报表", StaffRole::Auditor),
+    ("admin", "/console/admin/staff", "账号管理", StaffRole::Admin),
 ];
 
 impl IntoResponse for Page {

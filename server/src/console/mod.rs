@@ -12,6 +12,7 @@
 //! script); key numbers travel only in POST bodies, never in URLs; every
 //! sign-in and failure is audited, and repeated failures lock the account.
 
+mod admin;
 mod auditor;
 mod counter;
 pub mod html;
@@ -46,6 +47,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .merge(counter::routes())
         .merge(steward::routes())
         .merge(auditor::routes())
+        .merge(admin::routes())
         // Unknown console paths answer as a page, not as the API's JSON.
         .route("/console/{*rest}", axum::routing::any(|| async { error_page(StatusCode::NOT_FOUND, "not_found", "没有这个页面") }))
         // Forms are small; a larger body is no console request.

@@ -362,7 +362,7 @@ pub struct AuditEntryDoc {
     pub operator_source: Option<String>,
     pub purpose: String,
     /// lookup, verify, batch_verify, change_feed, update, denied, grant,
-    /// dispute, sign_in, access_report
+    /// dispute, sign_in, access_report, account
     pub action: String,
     pub subject: Option<String>,
     pub key: Option<String>,
