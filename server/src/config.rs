@@ -134,41 +134,36 @@ pub struct ConnectionsConfig {
 
 impl Default for ConnectionsConfig {
     fn default() -> Self {
-        let d = crate::conn::ConnLimits::default();
         ConnectionsConfig {
-            header_timeout_seconds: d.header_timeout.as_secs_f64(),
-            body_timeout_seconds: d.body_timeout.as_secs_f64(),
-            idle_timeout_seconds: d.idle_timeout.as_secs_f64(),
-            send_timeout_seconds: d.send_timeout.as_secs_f64(),
-            max_per_client: d.per_client,
-            max_total: d.total,
-            drain_seconds: d.drain.as_secs_f64(),
+            header_timeout_seconds: 10.0,
+            body_timeout_seconds: 30.0,
+            idle_timeout_seconds: 60.0,
+            send_timeout_seconds: 60.0,
+            max_per_client: 256,
+            max_total: 4096,
+            drain_seconds: 30.0,
         }
     }
 }
 
 impl ConnectionsConfig {
-    /// The limits, checked: every timeout between 0.1 s and a day, caps at
-    /// least 1.
-    pub fn limits(&self) -> anyhow::Result<crate::conn::ConnLimits> {
-        let secs = |name: &str, v: f64| {
+    /// Every timeout between 0.1 s and a day, caps at least 1.
+    pub fn check(&self) -> anyhow::Result<()> {
+        for (name, v) in [
+            ("header_timeout_seconds", self.header_timeout_seconds),
+            ("body_timeout_seconds", self.body_timeout_seconds),
+            ("idle_timeout_seconds", self.idle_timeout_seconds),
+            ("send_timeout_seconds", self.send_timeout_seconds),
+            ("drain_seconds", self.drain_seconds),
+        ] {
             if !(0.1..=86_400.0).contains(&v) {
                 bail!("[connections] {name} must be between 0.1 and 86400 seconds");
             }
-            Ok(std::time::Duration::from_secs_f64(v))
-        };
+        }
         if self.max_per_client == 0 || self.max_total == 0 {
             bail!("[connections] max_per_client and max_total must be at least 1");
         }
-        Ok(crate::conn::ConnLimits {
-            header_timeout: secs("header_timeout_seconds", self.header_timeout_seconds)?,
-            body_timeout: secs("body_timeout_seconds", self.body_timeout_seconds)?,
-            idle_timeout: secs("idle_timeout_seconds", self.idle_timeout_seconds)?,
-            send_timeout: secs("send_timeout_seconds", self.send_timeout_seconds)?,
-            per_client: self.max_per_client,
-            total: self.max_total,
-            drain: secs("drain_seconds", self.drain_seconds)?,
-        })
+        Ok(())
     }
 }
 
@@ -419,7 +414,7 @@ impl Config {
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {
-        self.connections.limits()?;
+        self.connections.check()?;
         let mut seen = std::collections::HashSet::new();
         for d in &self.departments {
             if d.id.is_empty() || !d.id.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-') {

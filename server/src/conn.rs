@@ -52,17 +52,25 @@ pub struct ConnLimits {
     pub drain: Duration,
 }
 
+impl ConnLimits {
+    /// The limits of a `[connections]` section, checked.
+    pub fn from_config(c: &crate::config::ConnectionsConfig) -> anyhow::Result<ConnLimits> {
+        c.check()?;
+        Ok(ConnLimits {
+            header_timeout: Duration::from_secs_f64(c.header_timeout_seconds),
+            body_timeout: Duration::from_secs_f64(c.body_timeout_seconds),
+            idle_timeout: Duration::from_secs_f64(c.idle_timeout_seconds),
+            send_timeout: Duration::from_secs_f64(c.send_timeout_seconds),
+            per_client: c.max_per_client,
+            total: c.max_total,
+            drain: Duration::from_secs_f64(c.drain_seconds),
+        })
+    }
+}
+
 impl Default for ConnLimits {
     fn default() -> Self {
-        ConnLimits {
-            header_timeout: Duration::from_secs(10),
-            body_timeout: Duration::from_secs(30),
-            idle_timeout: Duration::from_secs(60),
-            send_timeout: Duration::from_secs(60),
-            per_client: 256,
-            total: 4096,
-            drain: Duration::from_secs(30),
-        }
+        ConnLimits::from_config(&crate::config::ConnectionsConfig::default()).expect("the defaults pass the checks")
     }
 }
 

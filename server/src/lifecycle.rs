@@ -83,7 +83,7 @@ pub fn app_state(store: Arc<Store>, cfg: &Config) -> anyhow::Result<AppState> {
         job_retention: std::time::Duration::from_secs(u64::from(cfg.job_retention_days) * 86_400),
         policy: cfg.policy.policy(),
         calendar,
-        connections: fit_to_open_files(cfg.connections.limits()?),
+        connections: fit_to_open_files(crate::conn::ConnLimits::from_config(&cfg.connections)?),
     };
     let staff = crate::accounts::staff::StaffBook::from_config(&cfg.staff, cfg.console, &departments)?;
     let mut state = AppState::build(store, departments, settings)?;
