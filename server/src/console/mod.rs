@@ -76,7 +76,7 @@ async fn admit(State(state): State<AppState>, req: Request, next: axum::middlewa
 }
 
 /// Whether the request came over TLS (the connection layer says so).
-fn over_tls(_headers: &HeaderMap, ext: &axum::http::Extensions) -> bool {
+fn over_tls(ext: &axum::http::Extensions) -> bool {
     ext.get::<axum::extract::ConnectInfo<crate::tls::TlsPeer>>().is_some_and(|c| c.0.tls)
 }
 
@@ -228,7 +228,7 @@ fn login_form(token: &str, cert_staff: Option<&str>, message: &str) -> String {
 /// and in the form, which must agree when it comes back.
 async fn login_page(State(state): State<AppState>, req: Request) -> Response {
     let token = session::random_token();
-    let tls = over_tls(req.headers(), req.extensions());
+    let tls = over_tls(req.extensions());
     let cert_staff = peer_subject(req.extensions()).and_then(|s| state.accounts.staff.by_subject(&s).map(|st| st.display().to_owned()));
     let mut resp = Page::new("工作人员登录", login_form(&token, cert_staff.as_deref(), "")).into_response();
     resp.headers_mut().append(header::SET_COOKIE, cookie(PRE_COOKIE, &token, Some(900), tls));
@@ -273,7 +273,7 @@ fn check_pre_token(headers: &HeaderMap, form: &Form) -> Result<(), Response> {
 }
 
 async fn login(State(state): State<AppState>, req: Request) -> Response {
-    let tls = over_tls(req.headers(), req.extensions());
+    let tls = over_tls(req.extensions());
     let (parts, body) = req.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, 64 << 10).await else {
         return error_page(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "表单过大").into_response();
@@ -330,7 +330,7 @@ async fn login(State(state): State<AppState>, req: Request) -> Response {
 
 /// Sign-in by the client certificate of a mutual-TLS connection.
 async fn login_cert(State(state): State<AppState>, req: Request) -> Response {
-    let tls = over_tls(req.headers(), req.extensions());
+    let tls = over_tls(req.extensions());
     let subject = peer_subject(req.extensions());
     let (parts, body) = req.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, 64 << 10).await else {
@@ -362,7 +362,7 @@ async fn login_cert(State(state): State<AppState>, req: Request) -> Response {
 }
 
 async fn logout(State(state): State<AppState>, req: Request) -> Response {
-    let tls = over_tls(req.headers(), req.extensions());
+    let tls = over_tls(req.extensions());
     let f = match CsrfForm::from_request(req, &state).await {
         Ok(f) => f,
         Err(r) => return r,
