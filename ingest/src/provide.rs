@@ -401,7 +401,7 @@ mod tests {
     }
 
     fn gongan() -> Caller {
-        Caller { department: Arc::new(Department::new("gongan", vec![Role::Provider])), operator: None }
+        Caller::declared(Arc::new(Department::new("gongan", vec![Role::Provider])), None)
     }
 
     fn run<T>(f: impl std::future::Future<Output = T>) -> T {

@@ -5,6 +5,10 @@
 //! its provider keeps it current. Reports are built from the usage
 //! counters kept on the write path and from the (few) grant and dispute
 //! records, never from a scan of the audit log.
+//!
+//! Two views reach beyond auditors: the "who used my data" report a
+//! counter prints for a person standing at it (itself audited), and a
+//! provider's view of its own datasets' timeliness.
 
 use crate::caller::{Caller, Role};
 use crate::error::{Error, Result};
@@ -13,8 +17,24 @@ use crate::service::Queries;
 use basedata_store::audit::{AuditEntry, AuditQuery, ChainCheck};
 use basedata_store::catalog::UpdateFrequency;
 use basedata_store::usage::{day_of, totals, Kind, Owner};
-use basedata_store::Action;
+use basedata_store::{Action, SubjectKey, WriteBatch};
 use time::Date;
+
+/// Julian day number of 1970-01-01 (the usage counters count days from it).
+const UNIX_EPOCH_JULIAN_DAY: i32 = 2_440_588;
+
+/// Daily figures over a period, one row per department or dataset.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UsageByDay {
+    pub first_day: Date,
+    /// Per department: lookups, verifications and batch lines a day.
+    pub by_department: Vec<(String, Vec<u64>)>,
+    /// Per dataset: updates applied a day.
+    pub by_dataset: Vec<(String, Vec<u64>)>,
+}
+
+/// Entries an access report lists at most (the newest are cut).
+pub const MAX_ACCESS_REPORT: usize = 2_000;
 
 /// Entries one audit query returns at most.
 pub const MAX_AUDIT_LIMIT: usize = 10_000;
@@ -160,6 +180,80 @@ impl Queries {
     /// whether the working-day calendar covers this year, and the rows.
     pub fn freshness_report(&self, caller: &Caller) -> Result<(i64, bool, Vec<DatasetFreshness>)> {
         self.require_oversight(caller)?;
+        self.freshness_rows()
+    }
+
+    /// The freshness rows of the datasets `caller` provides (一数一源: a
+    /// provider watches its own).
+    pub fn own_freshness(&self, caller: &Caller) -> Result<(i64, bool, Vec<DatasetFreshness>)> {
+        if !caller.department.has(Role::Provider) {
+            return Err(Error::Forbidden("this is for providers".into()));
+        }
+        let (now, covered, mut rows) = self.freshness_rows()?;
+        rows.retain(|r| r.provider == caller.department.id);
+        Ok((now, covered, rows))
+    }
+
+    /// Every recorded use of `key`'s data, oldest first (at most
+    /// [`MAX_ACCESS_REPORT`]): what a person who shows their ID at a
+    /// counter is entitled to know. For consuming departments (counters),
+    /// auditors and administrators; the report is itself recorded, under
+    /// `purpose`, before it is returned.
+    pub async fn access_report(&self, caller: &Caller, purpose: &str, key: SubjectKey) -> Result<Vec<basedata_store::audit::AuditEntry>> {
+        let d = &caller.department;
+        if !(d.has(Role::Consumer) || d.has(Role::Auditor) || d.has(Role::Admin)) {
+            return Err(Error::Forbidden("access reports are printed at counters".into()));
+        }
+        let store = self.store.clone();
+        let q = AuditQuery { key: Some(key), limit: MAX_ACCESS_REPORT, ..AuditQuery::default() };
+        let entries = tokio::task::spawn_blocking(move || store.audit_query(&q)).await??;
+        let mut ev = caller.event(purpose, Action::AccessReport, Some(key));
+        ev.outcome = format!("entries={}", entries.len());
+        self.record(vec![ev], WriteBatch::new()).await?;
+        Ok(entries)
+    }
+
+    /// Day by day over the last `days` CST days (oldest first, today
+    /// last): each department's uses (lookups, verifications and batch
+    /// lines) and each dataset's applied updates, from the usage counters.
+    /// Returns the first day's date and the two series.
+    pub async fn usage_by_day(&self, caller: &Caller, days: u32) -> Result<UsageByDay> {
+        self.require_oversight(caller)?;
+        let days = days.clamp(1, 366) as i32;
+        let today = basedata_store::usage::day_of(self.grants.now());
+        let first = today - days + 1;
+        let departments: Vec<String> = self.directory.all().iter().map(|d| d.id.clone()).collect();
+        let datasets: Vec<String> = self.catalog.datasets().iter().map(|d| d.id.clone()).collect();
+        let store = self.store.clone();
+        let (by_department, by_dataset) = tokio::task::spawn_blocking(move || -> Result<_> {
+            let engine = store.engine();
+            let used = [Action::Lookup, Action::Verify, Action::BatchVerify].map(Kind::Action);
+            let mut deps = Vec::with_capacity(departments.len());
+            for d in departments {
+                let mut row = Vec::with_capacity(days as usize);
+                for day in first..=today {
+                    let t = totals(&**engine, Owner::Department(&d), day, day + 1)?;
+                    row.push(used.iter().map(|k| t.get(k).copied().unwrap_or(0)).sum());
+                }
+                deps.push((d, row));
+            }
+            let mut sets = Vec::with_capacity(datasets.len());
+            for ds in datasets {
+                let mut row = Vec::with_capacity(days as usize);
+                for day in first..=today {
+                    let t = totals(&**engine, Owner::Dataset(&ds), day, day + 1)?;
+                    row.push(t.get(&Kind::Applied).copied().unwrap_or(0));
+                }
+                sets.push((ds, row));
+            }
+            Ok((deps, sets))
+        })
+        .await??;
+        let first_date = Date::from_julian_day(first + UNIX_EPOCH_JULIAN_DAY).unwrap_or(Date::MIN);
+        Ok(UsageByDay { first_day: first_date, by_department, by_dataset })
+    }
+
+    fn freshness_rows(&self) -> Result<(i64, bool, Vec<DatasetFreshness>)> {
         let now = self.grants.now();
         let today = cst_date(now);
         let rows = self

@@ -126,7 +126,7 @@ impl Department {
     /// This department as the caller of one request, with the staff member
     /// its `X-Operator` names.
     pub fn caller(&self, operator: Option<String>) -> Caller {
-        Caller { department: self.identity.clone(), operator }
+        Caller::declared(self.identity.clone(), operator)
     }
 }
 

@@ -108,6 +108,12 @@ pub struct Config {
     /// How long clients may take, and how many connections they may hold.
     #[serde(default)]
     pub connections: ConnectionsConfig,
+    /// Staff accounts of the console (`[[staff]]`).
+    #[serde(default)]
+    pub staff: Vec<StaffConfig>,
+    /// Session and lockout rules of the console.
+    #[serde(default)]
+    pub console: ConsoleConfig,
 }
 
 /// `[connections]`: every connection is closed when its client is too
@@ -369,6 +375,8 @@ impl Default for Config {
             job_retention_days: default_job_retention_days(),
             tls: None,
             cluster: None,
+            staff: Vec::new(),
+            console: Default::default(),
             connections: ConnectionsConfig::default(),
         }
     }
@@ -619,5 +627,80 @@ cert_subject = "CN=counter"
             assert!(parse(&bad).is_err(), "accepted: {bad}");
         }
         assert!(parse(&format!("{tls}{TLS_DEPTS}")).is_ok());
+    }
+}
+
+/// `[[staff]]` in the configuration file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaffConfig {
+    /// Sign-in name, recorded as the operator of every use: `[A-Za-z0-9._-]`, at most 64.
+    pub id: String,
+    #[serde(default)]
+    pub name: String,
+    /// The configured department this person works for.
+    pub department: String,
+    pub roles: Vec<StaffRole>,
+    /// PHC string of an argon2id hash (`basedata staff-password` makes one).
+    pub password_argon2: Option<String>,
+    /// Subject of the client certificate that signs this person in over
+    /// mutual TLS (same matching rule as departments' `cert_subject`).
+    pub cert_subject: Option<String>,
+    /// A disabled account cannot sign in; its sessions end at once.
+    #[serde(default)]
+    pub disabled: bool,
+}
+
+/// `[console]`: session and lockout rules; every value has a default.
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleConfig {
+    /// A session unused this long ends.
+    pub session_idle_minutes: u64,
+    /// Failed sign-ins in a row after which the account is locked.
+    pub max_failures: u32,
+    /// How long a locked account stays locked.
+    pub lockout_minutes: u64,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        ConsoleConfig { session_idle_minutes: 15, max_failures: 5, lockout_minutes: 15 }
+    }
+}
+
+/// What a staff member does in the console.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StaffRole {
+    /// Counter staff: lookups, verifications, access reports.
+    Clerk,
+    /// A provider's data steward: grant requests, disputes, freshness.
+    Steward,
+    /// Audit trail, queues, reports.
+    Auditor,
+    /// Everything above.
+    Admin,
+}
+
+impl StaffRole {
+    pub fn title(self) -> &'static str {
+        match self {
+            StaffRole::Clerk => "窗口人员",
+            StaffRole::Steward => "数据管护员",
+            StaffRole::Auditor => "审计员",
+            StaffRole::Admin => "管理员",
+        }
+    }
+
+    /// The department role this staff role acts through: a clerk's
+    /// department must consume, a steward's provide, an auditor's audit.
+    pub fn needs(self) -> &'static [Role] {
+        match self {
+            StaffRole::Clerk => &[Role::Consumer],
+            StaffRole::Steward => &[Role::Provider],
+            StaffRole::Auditor => &[Role::Auditor, Role::Admin],
+            StaffRole::Admin => &[],
+        }
     }
 }

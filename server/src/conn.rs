@@ -455,7 +455,7 @@ async fn connection(
     let activity = Arc::new(Activity::new());
     let io = Watched { io: tcp, activity: activity.clone() };
     match tls {
-        None => run(io, addr, None, app, limits, &stats, activity, graceful).await,
+        None => run(io, TlsPeer { addr, subject: None, tls: false }, app, limits, &stats, activity, graceful).await,
         Some(acceptor) => {
             // The handshake is the first thing the client must send.
             let stream = match tokio::time::timeout(limits.header_timeout, acceptor.accept(io)).await {
@@ -468,7 +468,7 @@ async fn connection(
             // idle from here.
             activity.first_byte.store(0, Ordering::Release);
             activity.idle_since.store(activity.now(), Ordering::Release);
-            run(stream, addr, subject, app, limits, &stats, activity, graceful).await
+            run(stream, TlsPeer { addr, subject, tls: true }, app, limits, &stats, activity, graceful).await
         }
     }
 }
@@ -476,8 +476,7 @@ async fn connection(
 #[allow(clippy::too_many_arguments)]
 async fn run<T>(
     io: T,
-    addr: SocketAddr,
-    subject: Option<Arc<crate::cert::CertSubject>>,
+    peer: TlsPeer,
     app: Router,
     limits: ConnLimits,
     stats: &ConnStats,
@@ -486,7 +485,7 @@ async fn run<T>(
 ) where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let peer = TlsPeer { addr, subject };
+    let addr = peer.addr;
     let body_timeout = limits.body_timeout;
     let act = activity.clone();
     let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {

@@ -5,7 +5,7 @@
 
 use crate::auth::Departments;
 use crate::config::Config;
-use crate::http::{router, AppState, Settings};
+use crate::http::{AppState, Settings};
 use anyhow::Context;
 use basedata_store::clock::{Clock, SystemClock};
 use basedata_store::dir::{self, Notice};
@@ -85,7 +85,10 @@ pub fn app_state(store: Arc<Store>, cfg: &Config) -> anyhow::Result<AppState> {
         calendar,
         connections: fit_to_open_files(crate::conn::ConnLimits::from_config(&cfg.connections)?),
     };
-    Ok(AppState::build(store, departments, settings)?)
+    let staff = crate::accounts::staff::StaffBook::from_config(&cfg.staff, cfg.console, &departments)?;
+    let mut state = AppState::build(store, departments, settings)?;
+    state.accounts = Arc::new(crate::accounts::Accounts::new(staff));
+    Ok(state)
 }
 
 /// Serves `state` on `listener` until a shutdown signal arrives.
@@ -100,7 +103,7 @@ pub async fn serve_tls(
     listener: tokio::net::TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
 ) -> anyhow::Result<()> {
-    let app = router(state.clone());
+    let app = crate::http::router_with(state.clone(), crate::console::router(&state));
     // Lets `basedata backup --data DIR` reach this process, which holds the store.
     let _control = crate::control::ControlSocket::start(&state.store);
     // Records grants that the reply deadline turned into deemed approvals.

@@ -22,6 +22,8 @@ use tokio_rustls::TlsAcceptor;
 pub struct TlsPeer {
     pub addr: SocketAddr,
     pub subject: Option<Arc<CertSubject>>,
+    /// The connection is TLS (the console then marks its cookies Secure).
+    pub tls: bool,
 }
 
 /// The subject of the certificate a TLS client presented, when the client

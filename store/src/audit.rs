@@ -8,11 +8,18 @@
 //! `meta`: `audit_head` = last seq and hash, written in the same batch, so
 //! that truncating the tail is detected too.
 //!
-//! Entry hash = SHA-256(previous hash ‖ seq ‖ encoded entry without hash).
+//! Entry hash = SHA-256(previous hash ‖ seq ‖ encoded entry without hash),
+//! where the encoding is the entry's stored bytes with the trailing 32-byte
+//! hash zeroed, so an entry is checked in the format it was written in.
 //! Subject keys are stored as pseudonyms like everywhere else; the chain
 //! covers the pseudonym, so resolving keys for display changes nothing.
+//!
+//! Formats: marker 1 (the first release) has no operator provenance; such
+//! entries read as `operator_verified = false` (the operator, if any, was
+//! declared by the calling program). Marker 2 adds `operator_verified`
+//! before the hash. Both stay readable and verifiable.
 
-use crate::codec::{decode, encode};
+use crate::codec::{config, decode, encode, encode_into};
 use crate::engine::{prefix_end, Cf, WriteBatch};
 use crate::keys::{Subject, SubjectKey};
 use crate::pseudo::Pid;
@@ -33,6 +40,12 @@ pub enum Action {
     Denied,
     Grant,
     Dispute,
+    /// A staff member's sign-in to the console, successful or not.
+    SignIn,
+    /// A "who used my data" report printed for a person at the counter.
+    AccessReport,
+    /// An administrator's action on a staff account (unlock, sign out).
+    Account,
 }
 
 impl Action {
@@ -46,11 +59,14 @@ impl Action {
             Action::Denied => "denied",
             Action::Grant => "grant",
             Action::Dispute => "dispute",
+            Action::SignIn => "sign_in",
+            Action::AccessReport => "access_report",
+            Action::Account => "account",
         }
     }
 
     /// Every action, in the order of their stored codes.
-    pub const ALL: [Action; 8] = [
+    pub const ALL: [Action; 11] = [
         Action::Lookup,
         Action::Verify,
         Action::BatchVerify,
@@ -59,6 +75,9 @@ impl Action {
         Action::Denied,
         Action::Grant,
         Action::Dispute,
+        Action::SignIn,
+        Action::AccessReport,
+        Action::Account,
     ];
 
     pub fn parse(s: &str) -> Option<Action> {
@@ -71,6 +90,10 @@ impl Action {
 pub struct AuditEvent {
     pub department: String,
     pub operator: Option<String>,
+    /// The platform itself established who `operator` is (a console
+    /// session, a client certificate); false when the calling program
+    /// merely declared it (`X-Operator`).
+    pub operator_verified: bool,
     pub purpose: String,
     pub action: Action,
     pub key: Option<SubjectKey>,
@@ -84,6 +107,8 @@ pub struct AuditEvent {
     pub key_mapped: bool,
 }
 
+/// The stored form of an entry (format marker 2). The hash must stay the
+/// last member: it is the last 32 bytes of the encoding.
 #[derive(Clone, Debug, PartialEq, Eq, bincode::Encode, bincode::Decode)]
 pub struct StoredEntry {
     pub at: i64,
@@ -96,7 +121,71 @@ pub struct StoredEntry {
     pub datasets: Vec<String>,
     pub fields: Vec<String>,
     pub outcome: String,
+    pub operator_verified: bool,
     pub hash: [u8; 32],
+}
+
+/// Format marker of [`StoredEntry`] since operators carry provenance.
+pub const ENTRY_FORMAT_V2: u8 = 2;
+
+/// The stored form of entries written before operator provenance
+/// (format marker 1): read, never written.
+#[derive(Clone, Debug, PartialEq, Eq, bincode::Encode, bincode::Decode)]
+pub struct StoredEntryV1 {
+    pub at: i64,
+    pub department: String,
+    pub operator: Option<String>,
+    pub purpose: String,
+    pub action: Action,
+    pub subject: Option<(u8, Pid)>,
+    pub datasets: Vec<String>,
+    pub fields: Vec<String>,
+    pub outcome: String,
+    pub hash: [u8; 32],
+}
+
+impl StoredEntryV1 {
+    /// The encoding as the first release wrote it (marker 1), for tests of
+    /// old stores.
+    pub fn encode(&self) -> Vec<u8> {
+        crate::codec::encode(self)
+    }
+}
+
+impl StoredEntry {
+    /// The stored bytes: marker 2, then bincode.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(128);
+        out.push(ENTRY_FORMAT_V2);
+        encode_into(&mut out, self);
+        out
+    }
+
+    /// Reads an entry of either format.
+    pub fn decode(bytes: &[u8]) -> Result<StoredEntry> {
+        const WHAT: &str = "audit entry";
+        match bytes.first() {
+            Some(&ENTRY_FORMAT_V2) => bincode::decode_from_slice(&bytes[1..], config())
+                .map(|(v, _)| v)
+                .map_err(|e| crate::Error::Corrupt { what: WHAT, msg: e.to_string() }),
+            _ => {
+                let v1: StoredEntryV1 = decode(WHAT, bytes)?;
+                Ok(StoredEntry {
+                    at: v1.at,
+                    department: v1.department,
+                    operator: v1.operator,
+                    purpose: v1.purpose,
+                    action: v1.action,
+                    subject: v1.subject,
+                    datasets: v1.datasets,
+                    fields: v1.fields,
+                    outcome: v1.outcome,
+                    operator_verified: false,
+                    hash: v1.hash,
+                })
+            }
+        }
+    }
 }
 
 /// An entry as read back, with its subject key in the clear.
@@ -106,6 +195,7 @@ pub struct AuditEntry {
     pub at: i64,
     pub department: String,
     pub operator: Option<String>,
+    pub operator_verified: bool,
     pub purpose: String,
     pub action: Action,
     pub subject: Option<Subject>,
@@ -123,10 +213,13 @@ pub struct ChainHead {
     pub hash: [u8; 32],
 }
 
-pub(crate) fn entry_hash(prev: &[u8; 32], seq: u64, e: &StoredEntry) -> [u8; 32] {
-    let mut unhashed = e.clone();
-    unhashed.hash = [0; 32];
-    chain_hash(prev, seq, &encode(&unhashed))
+/// The hash an entry's stored bytes must carry after `prev`: the bytes
+/// with their trailing hash zeroed, whatever the format.
+pub(crate) fn stored_hash(prev: &[u8; 32], seq: u64, bytes: &[u8]) -> Option<[u8; 32]> {
+    let n = bytes.len().checked_sub(32)?;
+    let mut unhashed = bytes.to_vec();
+    unhashed[n..].fill(0);
+    Some(chain_hash(prev, seq, &unhashed))
 }
 
 /// The hash of an entry from its encoding with a zero hash.
@@ -195,16 +288,17 @@ pub(crate) fn append(
             datasets: ev.datasets.clone(),
             fields: ev.fields.clone(),
             outcome: ev.outcome.clone(),
+            operator_verified: ev.operator_verified,
             hash: [0; 32],
         };
         let seq = head.seq + 1;
         // The hash is the encoding's last 32 bytes (a fixed-size array):
         // hash the encoding with zeros there, then fill it in.
-        let mut bytes = encode(&e);
+        let mut bytes = e.encode();
         e.hash = chain_hash(&head.hash, seq, &bytes);
         let n = bytes.len();
         bytes[n - 32..].copy_from_slice(&e.hash);
-        debug_assert_eq!(bytes, encode(&e));
+        debug_assert_eq!(bytes, e.encode());
         for k in index_keys(seq, &e) {
             let kind = match k[0] {
                 b'k' => 0,
@@ -276,6 +370,7 @@ impl Store {
             at: e.at,
             department: e.department,
             operator: e.operator,
+            operator_verified: e.operator_verified,
             purpose: e.purpose,
             action: e.action,
             subject,
@@ -289,7 +384,7 @@ impl Store {
 
     fn audit_get(&self, seq: u64) -> Result<Option<StoredEntry>> {
         match self.engine().get(Cf::Audit, &seq_key(seq))? {
-            Some(b) => Ok(Some(decode("audit entry", &b)?)),
+            Some(b) => Ok(Some(StoredEntry::decode(&b)?)),
             None => Ok(None),
         }
     }
@@ -362,11 +457,11 @@ impl Store {
             if seq != expected_seq {
                 return Ok(fail(entries, prev, format!("entry {expected_seq} is missing (next is {seq})")));
             }
-            let e: StoredEntry = match decode("audit entry", &v) {
+            let e = match StoredEntry::decode(&v) {
                 Ok(e) => e,
                 Err(err) => return Ok(fail(entries, prev, format!("entry {seq} is unreadable: {err}"))),
             };
-            if entry_hash(&prev, seq, &e) != e.hash {
+            if stored_hash(&prev, seq, &v) != Some(e.hash) {
                 return Ok(fail(entries, prev, format!("entry {seq} does not match its hash")));
             }
             prev = e.hash;

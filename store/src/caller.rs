@@ -60,17 +60,32 @@ pub trait Directory: Send + Sync {
 #[derive(Clone, Debug)]
 pub struct Caller {
     pub department: Arc<Department>,
-    /// The staff member acting, as the calling program declared it.
+    /// The staff member acting.
     pub operator: Option<String>,
+    /// Whether the platform established `operator` itself (a console
+    /// session): recorded with every use, so that an auditor can tell a
+    /// signed-in staff member from a name a program wrote in `X-Operator`.
+    pub operator_verified: bool,
 }
 
 impl Caller {
+    /// A caller whose operator, if any, the calling program declared.
+    pub fn declared(department: Arc<Department>, operator: Option<String>) -> Caller {
+        Caller { department, operator, operator_verified: false }
+    }
+
+    /// A caller whose operator the platform signed in.
+    pub fn verified(department: Arc<Department>, operator: String) -> Caller {
+        Caller { department, operator: Some(operator), operator_verified: true }
+    }
+
     /// The audit event of a use by this caller, for `purpose`; the use case
     /// fills in what it read and how it ended.
     pub fn event(&self, purpose: &str, action: Action, key: Option<SubjectKey>) -> AuditEvent {
         AuditEvent {
             department: self.department.id.clone(),
             operator: self.operator.clone(),
+            operator_verified: self.operator_verified,
             purpose: purpose.to_owned(),
             action,
             key,
@@ -93,6 +108,7 @@ pub fn system_event(purpose: &str, action: Action) -> AuditEvent {
     AuditEvent {
         department: "system".into(),
         operator: None,
+        operator_verified: false,
         purpose: purpose.to_owned(),
         action,
         key: None,

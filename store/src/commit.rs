@@ -368,6 +368,7 @@ mod tests {
         AuditEvent {
             department: "d".into(),
             operator: None,
+            operator_verified: false,
             purpose: "p".into(),
             action: Action::Lookup,
             key: Some(key(i)),

@@ -6,7 +6,7 @@ mod common;
 
 use basedata_store::audit::{AuditEvent, StoredEntry};
 use basedata_store::clock::ManualClock;
-use basedata_store::codec::{decode, encode};
+use basedata_store::codec::encode;
 use basedata_store::engine::rocks::{RocksConfig, RocksEngine};
 use basedata_store::{Action, Cf, Durability, Engine, WriteBatch};
 use common::*;
@@ -19,6 +19,7 @@ fn event(i: u32) -> AuditEvent {
     AuditEvent {
         department: "shebao-counter".into(),
         operator: Some("op-7".into()),
+        operator_verified: false,
         purpose: "低保资格复核".into(),
         action: Action::BatchVerify,
         key: Some(person(i)),
@@ -86,20 +87,20 @@ fn an_untouched_chain_verifies() {
 fn an_altered_entry_is_found() {
     // A field changed and the entry re-encoded, its old hash kept.
     let p = check(|e| {
-        let mut entry: StoredEntry = decode("audit entry", &value(e, 4)).unwrap();
+        let mut entry: StoredEntry = StoredEntry::decode(&value(e, 4)).unwrap();
         entry.outcome = "mismatch".into();
-        put(e, 4, encode(&entry));
+        put(e, 4, entry.encode());
     });
     assert_eq!(p.as_deref(), Some("entry 4 does not match its hash"));
     // The purpose rewritten with its hash recomputed: the next entry's
     // link no longer matches.
     let p = check(|e| {
-        let prev: StoredEntry = decode("audit entry", &value(e, 3)).unwrap();
-        let mut entry: StoredEntry = decode("audit entry", &value(e, 4)).unwrap();
+        let prev: StoredEntry = StoredEntry::decode(&value(e, 3)).unwrap();
+        let mut entry: StoredEntry = StoredEntry::decode(&value(e, 4)).unwrap();
         entry.purpose = "另有用途".into();
         entry.hash = [0; 32];
-        entry.hash = sha2_of(&prev.hash, 4, &encode(&entry));
-        put(e, 4, encode(&entry));
+        entry.hash = sha2_of(&prev.hash, 4, &entry.encode());
+        put(e, 4, entry.encode());
     });
     assert_eq!(p.as_deref(), Some("entry 5 does not match its hash"));
     // Raw bytes flipped in the middle of the value.
@@ -244,4 +245,57 @@ fn xorshift(i: u32) -> u32 {
     x ^= x << 13;
     x ^= x >> 17;
     x ^ (x << 5)
+}
+
+/// Entries written before operators carried provenance (format 1) still
+/// read, as declared operators, and still verify; entries of the current
+/// format follow them in the same chain and keep whether the operator was
+/// verified.
+#[test]
+fn first_format_entries_read_and_verify_beside_new_ones() {
+    use basedata_store::audit::{AuditQuery, ChainHead, StoredEntryV1};
+    let dir = tempfile::tempdir().unwrap();
+    write_entries(dir.path());
+    {
+        // Rewrite the whole chain as the first release wrote it.
+        let raw = rocks(dir.path(), true);
+        let mut prev = [0u8; 32];
+        for seq in 1..=ENTRIES {
+            let e = StoredEntry::decode(&value(&*raw, seq)).unwrap();
+            let mut old = StoredEntryV1 {
+                at: e.at,
+                department: e.department,
+                operator: e.operator,
+                purpose: e.purpose,
+                action: e.action,
+                subject: e.subject,
+                datasets: e.datasets,
+                fields: e.fields,
+                outcome: e.outcome,
+                hash: [0; 32],
+            };
+            old.hash = sha2_of(&prev, seq, &old.encode());
+            assert_eq!(old.encode()[0], 1);
+            prev = old.hash;
+            put(&*raw, seq, old.encode());
+        }
+        let mut b = WriteBatch::new();
+        b.put(Cf::Meta, b"audit_head".to_vec(), encode(&ChainHead { seq: ENTRIES, hash: prev }));
+        raw.write(b, Durability::Sync).unwrap();
+    }
+    let s = open(rocks(dir.path(), true), Arc::new(ManualClock::new(1_800_000_000_000_000)));
+    let c = s.audit_verify().unwrap();
+    assert!(c.ok && c.entries == ENTRIES, "{c:?}");
+    let verified = AuditEvent { operator: Some("clerk-1".into()), operator_verified: true, ..event(1) };
+    s.commit(&[], &[verified, event(2)], Durability::Sync).unwrap();
+    let c = s.audit_verify().unwrap();
+    assert!(c.ok && c.entries == ENTRIES + 2, "{c:?}");
+    let q = AuditQuery { department: None, key: None, from: None, to: None, after: 0, limit: 100 };
+    let all = s.audit_query(&q).unwrap();
+    let flags: Vec<bool> = all.iter().map(|e| e.operator_verified).collect();
+    let mut want = vec![false; ENTRIES as usize];
+    want.extend([true, false]);
+    assert_eq!(flags, want);
+    assert_eq!(all[ENTRIES as usize].operator.as_deref(), Some("clerk-1"));
+    assert_eq!(all[0].operator.as_deref(), Some("op-7"));
 }

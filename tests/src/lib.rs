@@ -2,6 +2,8 @@
 //! loopback port in a scratch directory, waits until it answers, talks to
 //! it over real HTTP, and stops it (SIGTERM or SIGKILL) on demand or drop.
 
+pub mod webdriver;
+
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

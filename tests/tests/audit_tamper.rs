@@ -3,7 +3,6 @@
 //! altered, removed or swapped entry and for a cut-off tail, and a server
 //! started on the tampered data reports the chain broken.
 
-use basedata_store::codec::{decode, encode};
 use basedata_store::dir::{open_engine, OpenOptions};
 use basedata_store::{Cf, Durability, Engine, WriteBatch};
 use basedata_tests::*;
@@ -97,9 +96,9 @@ fn audit_verify_detects_every_kind_of_tampering() {
         (
             "altered outcome",
             Box::new(|e| {
-                let mut entry: basedata_store::audit::StoredEntry = decode("audit entry", &value(e, 9)).unwrap();
+                let mut entry = basedata_store::audit::StoredEntry::decode(&value(e, 9)).unwrap();
                 entry.outcome = "not_found".into();
-                write(e, &[(9, encode(&entry))], &[]);
+                write(e, &[(9, entry.encode())], &[]);
             }),
             "entry 9 does not match its hash".into(),
         ),

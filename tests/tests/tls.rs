@@ -90,12 +90,17 @@ struct TlsServer {
 }
 
 fn start(client_auth: &str) -> TlsServer {
+    start_with(client_auth, "")
+}
+
+/// [`start`] with `extra` appended to the configuration.
+fn start_with(client_auth: &str, extra: &str) -> TlsServer {
     let dir = tempfile::tempdir().unwrap();
     let pki = pki();
     std::fs::write(dir.path().join("server.crt"), &pki.server.cert).unwrap();
     std::fs::write(dir.path().join("server.key"), &pki.server.key).unwrap();
     std::fs::write(dir.path().join("clients.pem"), &pki.ca).unwrap();
-    let server = Server::spawn_in(dir.path(), &tls_config(client_auth), &[]);
+    let server = Server::spawn_in(dir.path(), &format!("{}{extra}", tls_config(client_auth)), &[]);
     let s = TlsServer { server, pki, _dir: dir };
     s.wait_ready();
     s
@@ -118,6 +123,9 @@ impl TlsServer {
         ureq::Agent::config_builder()
             .tls_config(tls.build())
             .http_status_as_error(false)
+            // The console's redirects are checked, not followed.
+            .max_redirects(0)
+            .max_redirects_will_error(false)
             .timeout_global(Some(Duration::from_secs(30)))
             .build()
             .into()
@@ -272,4 +280,70 @@ fn required_client_certificates_and_clean_shutdown() {
     let status = s.server.terminate();
     assert!(status.success(), "exit status {status:?}; logs:\n{}", s.server.logs());
     assert!(s.server.logs().contains("shut down cleanly"), "{}", s.server.logs());
+}
+
+/// A console page over TLS: status, `Set-Cookie` headers and body.
+fn page(agent: &ureq::Agent, method: &str, url: &str, cookie: &str, form: Option<&str>) -> (u16, Vec<String>, String) {
+    let mut b = ureq::http::Request::builder().method(method).uri(url);
+    if !cookie.is_empty() {
+        b = b.header("cookie", cookie);
+    }
+    let mut r = match form {
+        Some(f) => agent.run(b.header("content-type", "application/x-www-form-urlencoded").body(f.as_bytes().to_vec()).unwrap()),
+        None => agent.run(b.body(()).unwrap()),
+    }
+    .unwrap();
+    let cookies = r.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap_or("").to_owned()).collect();
+    (r.status().as_u16(), cookies, r.body_mut().read_to_string().unwrap_or_default())
+}
+
+fn cookie_pair(cookies: &[String], name: &str) -> String {
+    let c = cookies.iter().find(|c| c.starts_with(&format!("{name}="))).unwrap_or_else(|| panic!("no {name} in {cookies:?}"));
+    c.split(';').next().unwrap().to_owned()
+}
+
+/// Over mutual TLS a staff member signs in to the console with a client
+/// certificate whose subject is on their account; the cookies are Secure.
+/// A certificate on no account is refused, and both attempts are audited.
+#[test]
+fn console_sign_in_by_client_certificate() {
+    let staff = "\n[[staff]]\nid = \"steward.cert\"\nname = \"证书管护员\"\ndepartment = \"gongan\"\nroles = [\"steward\"]\ncert_subject = \"CN=stranger,O=市公安局\"\n";
+    let s = start_with("optional", staff);
+    let person = s.client(Some(&s.pki.stranger));
+    let (status, cookies, body) = page(&person, "GET", &s.url("/console/login"), "", None);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("id=\"login-cert\"") && body.contains("证书管护员"), "{body}");
+    assert!(cookies.iter().all(|c| c.contains("; Secure") && c.contains("HttpOnly")), "{cookies:?}");
+    let pre = cookie_pair(&cookies, "bd_signin");
+    let at = body.find("name=\"csrf\" value=\"").unwrap() + 19;
+    let token = &body[at..at + 64];
+    let (status, cookies, _) = page(&person, "POST", &s.url("/console/login/cert"), &pre, Some(&format!("csrf={token}")));
+    assert_eq!(status, 303);
+    assert!(cookies.iter().all(|c| c.contains("; Secure")), "{cookies:?}");
+    let session = cookie_pair(&cookies, "bd_session");
+    let (status, _, body) = page(&person, "GET", &s.url("/console/steward"), &session, None);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("证书管护员"));
+
+    // A certificate that is on no staff account.
+    let other = s.client(Some(&s.pki.renshe));
+    let (_, cookies, body) = page(&other, "GET", &s.url("/console/login"), "", None);
+    assert!(!body.contains("login-cert"));
+    let pre = cookie_pair(&cookies, "bd_signin");
+    let at = body.find("name=\"csrf\" value=\"").unwrap() + 19;
+    let (status, _, body) = page(&other, "POST", &s.url("/console/login/cert"), &pre, Some(&format!("csrf={}", &body[at..at + 64])));
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("data-code=\"certificate_refused\""));
+
+    let auditor = s.client(None);
+    let (status, audit) = call(&auditor, "GET", &s.url("/v1/audit?limit=100"), &[("authorization", &format!("Bearer {}", tokens::AUDITOR))], None).unwrap();
+    assert_eq!(status, 200);
+    let outcomes: Vec<(String, bool)> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "sign_in")
+        .map(|e| (e["outcome"].as_str().unwrap_or("").to_owned(), e["operator_source"] == "verified"))
+        .collect();
+    assert_eq!(outcomes, vec![("ok_certificate".to_owned(), true), ("certificate_refused".to_owned(), false)], "{audit}");
 }

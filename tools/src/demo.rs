@@ -1,9 +1,12 @@
 //! `basedata demo`: a generated data set, demo departments with printed
-//! tokens, and the server, in one command.
+//! tokens, demo staff accounts of the console, and the server, in one
+//! command.
 
 use anyhow::Context;
 use basedata_gen::{self as gen, GenConfig};
 use basedata_server::config::{Config, DepartmentConfig, Role};
+use basedata_server::accounts::staff::hash_password;
+use basedata_server::config::{StaffConfig, StaffRole};
 use basedata_server::lifecycle as server;
 use basedata_ingest::{parse_line, BatchLoader};
 use basedata_store::keys::mask;
@@ -50,6 +53,33 @@ pub fn demo_departments(catalog: &basedata_store::Catalog) -> Vec<DepartmentConf
     out
 }
 
+/// Console accounts, one per kind of staff, with fixed demo passwords
+/// (printed by the banner): (id, name, department, role, password).
+pub const DEMO_STAFF: &[(&str, &str, &str, StaffRole, &str)] = &[
+    ("clerk", "王窗口", "shebao-counter", StaffRole::Clerk, "demo-clerk-pass"),
+    ("steward", "李管护", "gongan", StaffRole::Steward, "demo-steward-pass"),
+    ("auditor", "赵审计", "shenji", StaffRole::Auditor, "demo-auditor-pass"),
+    ("admin", "钱管理", "admin", StaffRole::Admin, "demo-admin-pass"),
+];
+
+/// The `[[staff]]` accounts of [`DEMO_STAFF`], their passwords hashed.
+pub fn demo_staff() -> anyhow::Result<Vec<StaffConfig>> {
+    DEMO_STAFF
+        .iter()
+        .map(|(id, name, dept, role, pw)| {
+            Ok(StaffConfig {
+                id: (*id).into(),
+                name: (*name).into(),
+                department: (*dept).into(),
+                roles: vec![*role],
+                password_argon2: Some(hash_password(pw)?),
+                cert_subject: None,
+                disabled: false,
+            })
+        })
+        .collect()
+}
+
 fn generate_into(store: &basedata_store::Store, g: &GenConfig) -> anyhow::Result<()> {
     let started = Instant::now();
     let catalog = store.catalog().clone();
@@ -84,6 +114,7 @@ pub fn run(opts: DemoOptions<'_>) -> anyhow::Result<()> {
     let mut cfg = Config::default();
     let catalog = server::load_catalog(&cfg)?;
     cfg.departments = demo_departments(&catalog);
+    cfg.staff = demo_staff()?;
     let fresh = std::fs::read_dir(opts.data).map(|mut d| d.next().is_none()).unwrap_or(true);
     let store = server::open_store(opts.data, &cfg, None, server::system_clock())?;
     let g = GenConfig { persons: opts.persons, entities: opts.entities, seed: opts.seed };
@@ -112,6 +143,10 @@ fn print_banner(addr: &str, depts: &[DepartmentConfig], g: &GenConfig, fresh: bo
     for d in depts {
         let roles: Vec<_> = d.roles.iter().map(|r| r.as_str()).collect();
         out.push_str(&format!("  {:<24} {:<16} {}\n", d.token.as_deref().unwrap_or(""), d.id, roles.join(",")));
+    }
+    out.push_str(&format!("\nConsole (web pages for people): http://{addr}/console/ — sign in as (id / password, role):\n"));
+    for (id, name, dept, role, pw) in DEMO_STAFF {
+        out.push_str(&format!("  {:<10} {:<20} {} ({:?}, {})\n", id, pw, name, role, dept));
     }
     out.push_str("\nTry:\n");
     out.push_str(&format!("  curl -s -H 'Authorization: Bearer demo-counter-token' http://{addr}/v1/catalog\n"));

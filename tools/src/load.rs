@@ -206,6 +206,7 @@ pub fn run(o: &LoadOptions) -> anyhow::Result<LoadReport> {
     let event = AuditEvent {
         department: ds.provider.clone(),
         operator: None,
+        operator_verified: false,
         purpose: "bulk load".into(),
         action: Action::Update,
         key: None,

@@ -119,6 +119,10 @@ enum Command {
         #[arg(long, value_name = "MB", default_value_t = 1024)]
         memory_mb: usize,
     },
+    /// Hash a console staff password (read from standard input, one line)
+    /// for `password_argon2` of a `[[staff]]` account: adding an account or
+    /// resetting its password is writing this into the configuration.
+    StaffPassword,
     /// Check the audit log's hash chain; exit 1 if it is broken.
     AuditVerify {
         #[arg(long, value_name = "DIR")]
@@ -259,6 +263,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 eprintln!("error: the audit chain is broken: {}", check.problem.as_deref().unwrap_or("unknown problem"));
                 std::process::exit(1);
             }
+            Ok(())
+        }
+        Command::StaffPassword => {
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line)?;
+            let password = line.trim_end_matches(['\r', '\n']);
+            if password.chars().count() < 8 {
+                anyhow::bail!("a staff password needs at least 8 characters");
+            }
+            println!("{}", basedata_server::accounts::staff::hash_password(password)?);
             Ok(())
         }
         Command::Backup { data, to } => control::run_backup(&data, &to),

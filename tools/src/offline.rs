@@ -92,7 +92,7 @@ pub fn compare(o: &CompareOptions) -> anyhow::Result<Counts> {
         // Offline, grants are not consulted: fields that only their readers
         // may verify are verified for their provider alone.
         requester: Arc::new(Requester {
-            caller: Caller { department, operator },
+            caller: Caller::declared(department, operator),
             purpose: purpose.to_owned(),
             grants: Arc::new(basedata_query::access::NoGrants),
         }),

@@ -175,7 +175,7 @@ fn main() {
         store: store.clone(),
         committer: Arc::new(Committer::start(store.clone(), 4096)),
         requester: Arc::new(Requester {
-            caller: Caller { department: offline_department("bench-counter", &cfg).unwrap(), operator: None },
+            caller: Caller::declared(offline_department("bench-counter", &cfg).unwrap(), None),
             purpose: "benchmark".into(),
             grants: Arc::new(basedata_query::access::NoGrants),
         }),

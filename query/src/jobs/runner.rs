@@ -146,7 +146,7 @@ async fn run_slice(state: &Queries, mut meta: JobMeta) {
         store: state.store.clone(),
         committer: state.committer.clone(),
         requester: Arc::new(Requester {
-            caller: Caller { department, operator: meta.operator.clone() },
+            caller: Caller::declared(department, meta.operator.clone()),
             purpose: meta.purpose.clone(),
             grants: state.grants.clone(),
         }),

@@ -45,6 +45,7 @@ pub fn entry_doc(e: &AuditEntry) -> AuditEntryDoc {
         at: format_datetime(e.at),
         department: e.department.clone(),
         operator: e.operator.clone(),
+        operator_source: e.operator.as_ref().map(|_| if e.operator_verified { "verified" } else { "declared" }.to_owned()),
         purpose: e.purpose.clone(),
         action: e.action.as_str().into(),
         subject: e.subject.map(|s| s.as_str().to_owned()),

@@ -85,6 +85,10 @@ pub struct AppStateInner {
     /// The connection rules, and what they did (for `/metrics`).
     pub conn_limits: crate::conn::ConnLimits,
     pub connections: Arc<crate::conn::ConnStats>,
+    /// The console's staff accounts and sessions.
+    pub accounts: Arc<crate::accounts::Accounts>,
+    /// The last rejected update lines per dataset, for stewards.
+    pub rejections: Arc<crate::rejections::RecentRejections>,
 }
 
 /// Jobs waiting for the writer before requests are refused with 503.
@@ -130,6 +134,8 @@ impl AppState {
         let catalog_json = serde_json::to_vec(&serde_json::json!({ "datasets": catalog.datasets() }))
             .map_err(|e| basedata_store::Error::Config(format!("catalog: {e}")))?;
         let committer = Arc::new(Committer::start(store.clone(), settings.write_queue));
+        let staff = crate::accounts::staff::StaffBook::from_config(&[], Default::default(), &departments)
+            .map_err(|e| basedata_store::Error::Config(format!("staff accounts: {e}")))?;
         let departments = Arc::new(departments);
         let mut queries =
             Queries::new(store.clone(), committer.clone(), settings.policy, settings.calendar, departments.clone())?;
@@ -148,6 +154,8 @@ impl AppState {
             cluster: None,
             conn_limits: settings.connections,
             connections: Arc::default(),
+            accounts: Arc::new(crate::accounts::Accounts::new(staff)),
+            rejections: Arc::default(),
         })))
     }
 
@@ -164,6 +172,12 @@ static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Builds the whole API router.
 pub fn router(state: AppState) -> Router {
+    router_with(state, Router::new())
+}
+
+/// The API router with `pages` (the console) beside it: they share the
+/// request id, access log and panic catcher, not the API's JSON errors.
+pub fn router_with(state: AppState, pages: Router<AppState>) -> Router {
     let subject_reads = Router::new()
         .route("/v1/persons/{id}", get(subjects::lookup_person))
         .route("/v1/entities/{code}", get(subjects::lookup_entity))
@@ -198,7 +212,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/cluster", get(cluster::status))
         .merge(subject_reads)
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
-    Router::new()
+    let api = Router::new()
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
@@ -210,7 +224,11 @@ pub fn router(state: AppState) -> Router {
         })
         .layer(middleware::from_fn_with_state(state.clone(), cluster::position))
         .layer(middleware::from_fn_with_state(state.clone(), time_limit))
-        .layer(middleware::map_response(json_errors))
+        .layer(middleware::map_response(json_errors));
+    // Pages answer their own errors as pages, so they are merged beside
+    // the API's JSON error layer, not under it (a layer wraps only the
+    // routes added before it).
+    api.merge(pages.layer(middleware::from_fn_with_state(state.clone(), time_limit)))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
             ApiError::internal("handler panicked").into_response()
         }))

@@ -359,8 +359,13 @@ pub struct AuditEntryDoc {
     pub at: String,
     pub department: String,
     pub operator: Option<String>,
+    /// `verified`: a staff member signed in to the console (the platform
+    /// established who it is); `declared`: the calling program's
+    /// `X-Operator`, not checked. Absent without an operator.
+    pub operator_source: Option<String>,
     pub purpose: String,
-    /// lookup, verify, batch_verify, change_feed, update, denied, grant, dispute
+    /// lookup, verify, batch_verify, change_feed, update, denied, grant,
+    /// dispute, sign_in, access_report, account
     pub action: String,
     pub subject: Option<String>,
     pub key: Option<String>,

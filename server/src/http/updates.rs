@@ -55,6 +55,19 @@ pub async fn post_updates(
         }
     }
     let r = state.provide.apply(submission).await?;
+    if !r.rejected.listed.is_empty() {
+        let at = state.queries.grants.now();
+        state.rejections.record(
+            &dataset,
+            r.rejected.listed.iter().map(|(line, e)| crate::rejections::Rejected {
+                at,
+                line: *line,
+                key: e.key.as_deref().map(|k| basedata_store::keys::mask(k).to_string()),
+                code: e.code.to_owned(),
+                message: e.message.clone(),
+            }),
+        );
+    }
     let rejected_total = r.rejected.total();
     let rejected_by_code = r.rejected.by_code.iter().map(|(code, n)| ((*code).to_owned(), *n)).collect();
     let rejected = r

@@ -1,0 +1,439 @@
+//! Counter pages (窗口): look a person or an organization up, verify
+//! claimed values, apply for conditional fields, and print the "who used
+//! my data" report for a person at the counter. Key numbers come in POST
+//! bodies only and are shown masked.
+
+use super::html::{csrf_field, esc, notice, table, Page};
+use super::{key_reason, need, query_error, CsrfForm};
+use crate::http::AppState;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use basedata_query::Withheld;
+use basedata_store::catalog::{Field, FieldType, Share};
+use basedata_store::{Subject, SubjectKey, Value};
+use std::fmt::Write;
+use crate::accounts::session::Session;
+use crate::accounts::staff::StaffRole;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/console/counter", get(counter_page))
+        .route("/console/counter/lookup", post(lookup))
+        .route("/console/counter/verify", get(verify_page).post(verify))
+        .route("/console/counter/grant", post(apply_grant))
+        .route("/console/report", get(report_page).post(report))
+}
+
+/// Purposes offered at the counter (Art. 25: every use states one); the
+/// person may add particulars.
+const PURPOSES: &[&str] = &["办理社会保险业务", "办理户籍相关业务", "办理婚姻登记业务", "办理市场主体登记业务", "核实申请人身份", "行政审批材料核验"];
+
+fn purpose_fields(form_id: &str) -> String {
+    let mut s = format!(r#"<label for="{form_id}-purpose">用途</label><select id="{form_id}-purpose" name="purpose" required>"#);
+    for p in PURPOSES {
+        let _ = write!(s, r#"<option value="{p}">{p}</option>"#);
+    }
+    let _ = write!(
+        s,
+        r#"</select><label for="{form_id}-purpose-note">用途说明（可选，例如业务编号）</label><input id="{form_id}-purpose-note" name="purpose_note" maxlength="200">"#
+    );
+    s
+}
+
+/// The purpose of a submitted form: one of the offered ones, with the
+/// person's particulars appended.
+fn purpose_of(f: &super::Form) -> Result<String, String> {
+    let p = f.get("purpose").ok_or("请选择用途")?;
+    if !PURPOSES.contains(&p) {
+        return Err("请选择列出的用途之一".into());
+    }
+    match f.get("purpose_note") {
+        Some(n) if n.chars().any(char::is_control) => Err("用途说明含有控制字符".into()),
+        Some(n) => Ok(format!("{p}：{}", n.chars().take(200).collect::<String>())),
+        None => Ok(p.to_owned()),
+    }
+}
+
+fn subject_fields(form_id: &str, entity_first: bool) -> String {
+    let (p, e) = if entity_first { ("", " checked") } else { (" checked", "") };
+    format!(
+        r#"<fieldset class="inline"><legend>对象</legend><label><input type="radio" name="subject" value="person" id="{form_id}-person"{p}> 自然人（公民身份号码）</label><label><input type="radio" name="subject" value="entity" id="{form_id}-entity"{e}> 法人和其他组织（统一社会信用代码）</label></fieldset>"#
+    )
+}
+
+fn key_field(form_id: &str) -> String {
+    format!(
+        r#"<label for="{form_id}-key">号码</label><input id="{form_id}-key" name="key" class="keynum" data-keycheck="{form_id}" autocomplete="off" spellcheck="false" maxlength="40" required aria-describedby="{form_id}-key-hint"><p id="{form_id}-key-hint" class="hint" aria-live="polite"></p>"#
+    )
+}
+
+/// Reads the subject and key of a form; the error explains the reason.
+fn key_of(f: &super::Form) -> Result<SubjectKey, String> {
+    let subject = match f.get("subject") {
+        Some("entity") => Subject::Entity,
+        _ => Subject::Person,
+    };
+    let raw = f.get("key").ok_or("请输入号码")?;
+    SubjectKey::parse(subject, raw).map_err(|e| format!("号码无效：{}", key_reason(e.reason())))
+}
+
+/// A key number as the counter shows it (GB/T 35273: masked on display).
+pub fn masked(k: &SubjectKey) -> String {
+    k.masked().to_string()
+}
+
+async fn counter_page(session: Session) -> Response {
+    if let Err(r) = need(&session, StaffRole::Clerk) {
+        return r;
+    }
+    let csrf = csrf_field(&session.csrf);
+    let body = format!(
+        r#"<section class="card"><h2>查询</h2><form method="post" action="/console/counter/lookup" id="lookup">{csrf}{}{}{}<button id="lookup-btn" type="submit">查询</button></form></section>
+<section class="card"><h2>核验</h2><p>只比对申请人提供的信息是否与登记一致，不显示登记内容。</p><p><a id="verify-link" href="/console/counter/verify?dataset=hukou">核验自然人信息</a> · <a href="/console/counter/verify?dataset=market_registration">核验企业信息</a></p></section>"#,
+        subject_fields("lookup", false),
+        key_field("lookup"),
+        purpose_fields("lookup")
+    );
+    Page::new("查询核验", body).signed(&session, "counter").into_response()
+}
+
+/// A stored value for display: codes with their titles, person keys masked.
+fn show(field: Option<&Field>, v: &Value) -> String {
+    match v {
+        Value::Key(k) => esc(&masked(k)),
+        Value::Code(c) => {
+            let title = field.and_then(|f| f.codes.iter().find(|x| &x.value == c)).map(|x| x.title.as_str());
+            match title {
+                Some(t) => format!("{} <span class=\"muted\">({})</span>", esc(t), esc(c)),
+                None => esc(c),
+            }
+        }
+        Value::Bytes(b) => format!("<span class=\"muted\">[二进制数据 {} 字节]</span>", b.len()),
+        other => match other.to_json() {
+            serde_json::Value::String(s) => esc(&s),
+            j => esc(&j.to_string()),
+        },
+    }
+}
+
+fn withheld_reason(w: Withheld) -> &'static str {
+    match w {
+        Withheld::NoGrant => "有条件共享，未获授权",
+        Withheld::NotShared => "不予共享",
+    }
+}
+
+fn share_title(s: Share) -> &'static str {
+    match s {
+        Share::Unconditional => "无条件共享",
+        Share::Conditional => "有条件共享",
+        Share::None => "不予共享",
+    }
+}
+
+async fn lookup(State(state): State<AppState>, CsrfForm { session, form }: CsrfForm) -> Response {
+    if let Err(r) = need(&session, StaffRole::Clerk) {
+        return r;
+    }
+    let page = |body: String| Page::new("查询结果", body).signed(&session, "counter").into_response();
+    let back = r#"<p><a href="/console/counter">返回查询</a></p>"#;
+    let key = match key_of(&form) {
+        Ok(k) => k,
+        Err(m) => return page(format!("{}{back}", notice("error", "invalid_key", &m))),
+    };
+    let purpose = match purpose_of(&form) {
+        Ok(p) => p,
+        Err(m) => return page(format!("{}{back}", notice("error", "purpose_required", &m))),
+    };
+    let caller = session.staff.caller();
+    let result = match state.queries.lookup(&caller, &purpose, key, None, None).await {
+        Ok(r) => r,
+        Err(e) => return page(format!("<p>号码：<span class=\"keynum\" id=\"shown-key\">{}</span></p>{}{back}", esc(&masked(&key)), query_error(&e))),
+    };
+    let mut body = format!(
+        r#"<p>号码：<span class="keynum" id="shown-key">{}</span> · 用途：{}</p>"#,
+        esc(&masked(&key)),
+        esc(&purpose)
+    );
+    for d in &result.datasets {
+        let Some(ds) = state.catalog.dataset(&d.dataset) else { continue };
+        let rows: Vec<Vec<String>> = d
+            .fields
+            .iter()
+            .map(|(n, v)| {
+                let f = ds.field(n);
+                vec![esc(f.map_or(n.as_str(), |f| f.title.as_str())), format!(r#"<span data-field="{}.{}">{}</span>"#, esc(&d.dataset), esc(n), show(f, v))]
+            })
+            .collect();
+        let _ = write!(
+            body,
+            r#"<section class="card"><h2>{} <span class="muted">{} · 版本 {} · 更新于 {}</span></h2>{}</section>"#,
+            esc(&ds.title),
+            esc(&ds.provider_name),
+            d.version,
+            esc(&super::auditor::cst(d.updated_at)),
+            table(&format!("ds-{}", d.dataset), &["信息项", "内容"], &rows)
+        );
+    }
+    if !result.withheld.is_empty() {
+        let rows: Vec<Vec<String>> = result
+            .withheld
+            .iter()
+            .map(|w| {
+                let ds = state.catalog.dataset(&w.dataset);
+                let f = ds.and_then(|d| d.field(&w.field));
+                let why = f.and_then(|f| if w.reason == Withheld::NotShared { f.legal_basis.clone() } else { f.condition.clone() });
+                vec![
+                    esc(ds.map_or(w.dataset.as_str(), |d| d.title.as_str())),
+                    format!(r#"<span data-withheld="{}.{}">{}</span>"#, esc(&w.dataset), esc(&w.field), esc(f.map_or(w.field.as_str(), |f| f.title.as_str()))),
+                    share_title(w.share).to_owned(),
+                    format!("{}{}", withheld_reason(w.reason), why.map(|y| format!("<br><span class=\"muted\">{}</span>", esc(&y))).unwrap_or_default()),
+                ]
+            })
+            .collect();
+        let _ = write!(body, r#"<section class="card"><h2>未显示的信息项</h2>{}"#, table("withheld", &["数据集", "信息项", "共享类型", "原因"], &rows));
+        // Conditional fields may be applied for, one application per dataset.
+        let mut by_dataset: Vec<(&str, Vec<&str>)> = Vec::new();
+        for w in result.withheld.iter().filter(|w| w.reason == Withheld::NoGrant) {
+            match by_dataset.iter_mut().find(|(d, _)| *d == w.dataset) {
+                Some((_, f)) => f.push(&w.field),
+                None => by_dataset.push((&w.dataset, vec![&w.field])),
+            }
+        }
+        for (ds_id, fields) in by_dataset {
+            let ds = state.catalog.dataset(ds_id);
+            let mut boxes = String::new();
+            for f in &fields {
+                let title = ds.and_then(|d| d.field(f)).map_or(*f, |x| x.title.as_str());
+                let _ = write!(boxes, r#"<label><input type="checkbox" name="fields" value="{}" checked> {}</label>"#, esc(f), esc(title));
+            }
+            let _ = write!(
+                body,
+                r#"<details><summary>申请使用「{}」的有条件共享信息项</summary><form method="post" action="/console/counter/grant" id="grant-{ds}">{}<input type="hidden" name="dataset" value="{ds}"><fieldset class="inline"><legend>信息项</legend>{boxes}</fieldset><label for="grant-{ds}-purpose">申请用途</label><input id="grant-{ds}-purpose" name="purpose" required maxlength="500"><label for="grant-{ds}-basis">依据</label><input id="grant-{ds}-basis" name="legal_basis" required maxlength="500"><button type="submit" id="grant-{ds}-submit">提交申请</button></form></details>"#,
+                esc(ds.map_or(ds_id, |d| d.title.as_str())),
+                csrf_field(&session.csrf),
+                ds = esc(ds_id),
+            );
+        }
+        body.push_str("</section>");
+    }
+    body.push_str(back);
+    page(body)
+}
+
+/// A claimed value from a text box as the JSON the verification expects.
+fn claim(field: &Field, text: &str) -> serde_json::Value {
+    match field.ty {
+        FieldType::Integer => text.parse::<i64>().map(serde_json::Value::from).unwrap_or_else(|_| text.into()),
+        FieldType::Bool => match text {
+            "true" | "是" => true.into(),
+            "false" | "否" => false.into(),
+            _ => text.into(),
+        },
+        _ => text.into(),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct VerifyParams {
+    dataset: Option<String>,
+}
+
+async fn verify_page(State(state): State<AppState>, session: Session, q: axum::extract::Query<VerifyParams>) -> Response {
+    if let Err(r) = need(&session, StaffRole::Clerk) {
+        return r;
+    }
+    let ds_id = q.dataset.as_deref().unwrap_or("hukou");
+    let Some(ds) = state.catalog.dataset(ds_id) else {
+        return super::html::error_page(axum::http::StatusCode::NOT_FOUND, "unknown_dataset", "没有这个数据集").into_response();
+    };
+    let mut pick = String::from(r#"<form method="get" action="/console/counter/verify" class="inline"><label for="verify-dataset">数据集</label><select id="verify-dataset" name="dataset">"#);
+    for d in state.catalog.datasets() {
+        let sel = if d.id == ds.id { " selected" } else { "" };
+        let _ = write!(pick, r#"<option value="{}"{sel}>{}</option>"#, esc(&d.id), esc(&d.title));
+    }
+    pick.push_str(r#"</select><button type="submit" id="verify-switch">切换</button></form>"#);
+    let mut inputs = String::new();
+    for f in ds.fields.iter().filter(|f| !matches!(f.ty, FieldType::Bytes)) {
+        let hint = match f.ty {
+            FieldType::Date => "（YYYY-MM-DD）",
+            FieldType::Code if !f.codes.is_empty() => "",
+            _ => "",
+        };
+        let codes: Vec<String> = f.codes.iter().map(|c| format!("{}={}", c.value, c.title)).collect();
+        let codes = if codes.is_empty() { String::new() } else { format!(r#"<span class="muted">{}</span>"#, esc(&codes.join("，"))) };
+        let _ = write!(
+            inputs,
+            r#"<label for="claim-{n}">{}{hint} {codes}</label><input id="claim-{n}" name="f.{n}" maxlength="500" autocomplete="off">"#,
+            esc(&f.title),
+            n = esc(&f.name)
+        );
+    }
+    let entity = ds.subject == Subject::Entity;
+    let body = format!(
+        r#"{pick}<section class="card"><form method="post" action="/console/counter/verify" id="verify">{}<input type="hidden" name="dataset" value="{}">{}{}{}<fieldset><legend>申请人提供的信息（填写要核验的项）</legend>{inputs}</fieldset><button id="verify-btn" type="submit">核验</button></form></section>"#,
+        csrf_field(&session.csrf),
+        esc(&ds.id),
+        subject_fields("verify", entity),
+        key_field("verify"),
+        purpose_fields("verify"),
+    );
+    Page::new(format!("核验 · {}", ds.title), body).signed(&session, "counter").into_response()
+}
+
+fn verdict_title(v: &str) -> &'static str {
+    match v {
+        "match" => "一致",
+        "mismatch" => "不一致",
+        "no_value" => "无登记值",
+        "not_found" => "无此记录",
+        _ => "—",
+    }
+}
+
+async fn verify(State(state): State<AppState>, CsrfForm { session, form }: CsrfForm) -> Response {
+    if let Err(r) = need(&session, StaffRole::Clerk) {
+        return r;
+    }
+    let page = |body: String| Page::new("核验结果", body).signed(&session, "counter").into_response();
+    let back = r#"<p><a href="/console/counter/verify">返回核验</a></p>"#;
+    let Some(ds) = form.get("dataset").and_then(|d| state.catalog.dataset(d)) else {
+        return page(format!("{}{back}", notice("error", "unknown_dataset", "请选择数据集")));
+    };
+    let key = match key_of(&form) {
+        Ok(k) => k,
+        Err(m) => return page(format!("{}{back}", notice("error", "invalid_key", &m))),
+    };
+    let purpose = match purpose_of(&form) {
+        Ok(p) => p,
+        Err(m) => return page(format!("{}{back}", notice("error", "purpose_required", &m))),
+    };
+    let mut claims = serde_json::Map::new();
+    for (k, v) in &form.0 {
+        let (Some(name), v) = (k.strip_prefix("f."), v.trim()) else { continue };
+        if v.is_empty() {
+            continue;
+        }
+        let Some(f) = ds.field(name) else {
+            return page(format!("{}{back}", notice("error", "unknown_field", &format!("没有信息项 {name}"))));
+        };
+        claims.insert(name.to_owned(), claim(f, v));
+    }
+    if claims.is_empty() {
+        return page(format!("{}{back}", notice("error", "invalid_body", "请至少填写一项要核验的信息")));
+    }
+    let v = match state.queries.verify(&session.staff.caller(), &purpose, key, Some(&ds.id), &claims).await {
+        Ok(v) => v,
+        Err(e) => return page(format!("{}{back}", query_error(&e))),
+    };
+    let rows: Vec<Vec<String>> = v
+        .fields
+        .iter()
+        .map(|(n, verdict)| {
+            let title = ds.field(n).map_or(n.as_str(), |f| f.title.as_str());
+            vec![esc(title), format!(r#"<span class="verdict {0}" data-verdict="{1}">{2}</span>"#, verdict.as_str(), esc(n), verdict_title(verdict.as_str()))]
+        })
+        .collect();
+    let overall = v.outcome.as_str();
+    let body = format!(
+        r#"<p>号码：<span class="keynum" id="shown-key">{}</span> · {} · 用途：{}</p><p class="result {overall}" id="verify-result" data-result="{overall}">核验结论：{}</p>{}{back}"#,
+        esc(&masked(&key)),
+        esc(&ds.title),
+        esc(&purpose),
+        verdict_title(overall),
+        table("verdicts", &["信息项", "结果"], &rows)
+    );
+    page(body)
+}
+
+async fn apply_grant(State(state): State<AppState>, CsrfForm { session, form }: CsrfForm) -> Response {
+    if let Err(r) = need(&session, StaffRole::Clerk) {
+        return r;
+    }
+    let page = |body: String| Page::new("授权申请", body).signed(&session, "counter").into_response();
+    let dataset = form.get("dataset").unwrap_or("");
+    let fields: Vec<String> = form.all("fields").into_iter().map(str::to_owned).collect();
+    let body = match state.queries.apply_grant(&session.staff.caller(), dataset, &fields, form.get("purpose"), form.get("legal_basis")).await {
+        Ok(g) => notice(
+            "ok",
+            "pending",
+            &format!("已提交申请（编号 {}），提供部门应在 {} 前答复；逾期未答复视为同意。", g.id, basedata_store::value::format_date(g.due_date())),
+        ),
+        Err(e) => query_error(&e),
+    };
+    page(format!(r#"{body}<p><a href="/console/counter">返回查询</a></p>"#))
+}
+
+async fn report_page(session: Session) -> Response {
+    if let Err(r) = need(&session, StaffRole::Clerk) {
+        return r;
+    }
+    let body = format!(
+        r#"<section class="card"><p>本人持有效证件到窗口查询时，可打印其信息的全部使用记录：使用部门、用途、时间和内容。打印本身也会记入审计日志。</p><form method="post" action="/console/report" id="report">{}{}{}<button id="report-btn" type="submit">生成告知单</button></form></section>"#,
+        csrf_field(&session.csrf),
+        subject_fields("report", false),
+        key_field("report"),
+    );
+    Page::new("使用记录告知", body).signed(&session, "report").into_response()
+}
+
+/// What an action means, for a citizen.
+pub fn action_title(a: &str) -> &'static str {
+    match a {
+        "lookup" => "查询",
+        "verify" => "核验",
+        "batch_verify" => "批量比对",
+        "change_feed" => "变更订阅",
+        "update" => "更新",
+        "denied" => "被拒绝的使用",
+        "grant" => "授权",
+        "dispute" => "异议",
+        "sign_in" => "登录",
+        "access_report" => "打印使用记录告知单",
+        "account" => "账号管理",
+        _ => "其他",
+    }
+}
+
+async fn report(State(state): State<AppState>, CsrfForm { session, form }: CsrfForm) -> Response {
+    if let Err(r) = need(&session, StaffRole::Clerk) {
+        return r;
+    }
+    let back = r#"<p class="noprint"><a href="/console/report">返回</a></p>"#;
+    let page = |body: String| Page::new("信息使用记录告知单", body).signed(&session, "report").into_response();
+    let key = match key_of(&form) {
+        Ok(k) => k,
+        Err(m) => return page(format!("{}{back}", notice("error", "invalid_key", &m))),
+    };
+    let entries = match state.queries.access_report(&session.staff.caller(), "本人查询信息使用记录", key).await {
+        Ok(e) => e,
+        Err(e) => return page(format!("{}{back}", query_error(&e))),
+    };
+    let dept_name = |id: &str| state.departments.get(id).map(|d| if d.name.is_empty() { d.id.clone() } else { d.name.clone() }).unwrap_or_else(|| id.to_owned());
+    let rows: Vec<Vec<String>> = entries
+        .iter()
+        .map(|e| {
+            let what = if e.fields.is_empty() { e.datasets.join("、") } else { e.fields.join("、") };
+            vec![
+                esc(&super::auditor::cst(e.at)),
+                esc(&dept_name(&e.department)),
+                esc(&e.purpose),
+                action_title(e.action.as_str()).to_owned(),
+                esc(&what),
+            ]
+        })
+        .collect();
+    let now = super::auditor::cst(state.queries.grants.now());
+    let body = format!(
+        r#"<p>号码：<span class="keynum" id="shown-key">{}</span> · 打印时间：{} · 经办：{}（{}）</p><p>共 {} 条使用记录。</p>{}<p class="noprint"><button type="button" id="print-btn" data-print>打印</button></p>{back}"#,
+        esc(&masked(&key)),
+        esc(&now),
+        esc(session.staff.display()),
+        esc(&session.staff.department.name),
+        entries.len(),
+        table("access-report", &["时间", "使用部门", "用途", "方式", "内容"], &rows),
+    );
+    page(body)
+}

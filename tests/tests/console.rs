@@ -1,0 +1,473 @@
+//! The people's console against a real server: headless Chromium signs in
+//! as each kind of staff and goes through each page's main flow (a clerk
+//! looks up and verifies; a steward approves a grant, after which the
+//! clerk sees the field, and resolves a dispute; an auditor finds the
+//! clerk's use by subject with the clerk's name on it; the printed access
+//! report lists it), writing a screenshot of each page. Sign-in lockout,
+//! CSRF refusal and the cookies' and pages' security attributes are
+//! checked over plain HTTP.
+
+use basedata_tests::webdriver::{screenshot_dir, Browser};
+use basedata_tests::*;
+use serde_json::{json, Value};
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// An argon2id hash made by `basedata staff-password`, the admin command.
+fn staff_hash(password: &str) -> String {
+    let mut child = Command::new(binary())
+        .arg("staff-password")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(format!("{password}\n").as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let h = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(h.starts_with("$argon2id$"), "{h}");
+    h
+}
+
+const CLERK_PW: &str = "clerk-password-1";
+const STEWARD_PW: &str = "steward-password-1";
+const AUDITOR_PW: &str = "auditor-password-1";
+const ADMIN_PW: &str = "admin-password-1";
+
+/// The standard departments (with names) and one account per staff kind.
+fn console_config(max_failures: u32) -> String {
+    let mut s = standard_config().replace("id = \"shebao-counter\"\n", "id = \"shebao-counter\"\nname = \"社保服务窗口\"\n");
+    for (id, name, dept, role, pw) in [
+        ("clerk1", "王五", "shebao-counter", "clerk", CLERK_PW),
+        ("steward1", "李四", "gongan", "steward", STEWARD_PW),
+        ("auditor1", "赵六", "shenji", "auditor", AUDITOR_PW),
+        ("admin1", "钱七", "admin", "admin", ADMIN_PW),
+    ] {
+        s.push_str(&format!(
+            "[[staff]]\nid = \"{id}\"\nname = \"{name}\"\ndepartment = \"{dept}\"\nroles = [\"{role}\"]\npassword_argon2 = \"{}\"\n\n",
+            staff_hash(pw)
+        ));
+    }
+    s.push_str(&format!("[console]\nmax_failures = {max_failures}\nlockout_minutes = 10\n"));
+    s
+}
+
+/// A generated person's key and hukou fields, with a photo (conditional).
+fn person(i: u64) -> (String, serde_json::Map<String, Value>) {
+    let g = basedata_gen::GenConfig { persons: 10, entities: 0, seed: 17 };
+    let key = basedata_gen::person_key(&g, i).as_str().to_owned();
+    let mut fields = basedata_gen::person_hukou(&g, i);
+    fields.insert("photo".into(), json!("aGVsbG8="));
+    (key, fields)
+}
+
+fn sign_in(b: &Browser, s: &Server, id: &str, pw: &str) {
+    b.goto(&s.url("/console/"));
+    b.wait_for("the sign-in page", |b| b.url().ends_with("/console/login"));
+    b.fill("#staff-id", id);
+    b.fill("#password", pw);
+    b.click_to_load("#login");
+    b.wait_for("a signed-in page", |b| !b.all("#who").is_empty());
+}
+
+fn sign_out(b: &Browser) {
+    b.click_to_load("#logout");
+    b.wait_for("the sign-in page", |b| !b.all("#login").is_empty());
+}
+
+#[test]
+fn staff_work_through_every_page_in_a_browser() {
+    let s = Server::start(&console_config(5));
+    let (key, fields) = person(0);
+    let name = fields["name"].as_str().unwrap().to_owned();
+    let birth = fields["birth_date"].as_str().unwrap().to_owned();
+    let r = s.req("POST", "/v1/datasets/hukou/updates").token(tokens::GONGAN).ndjson(&[json!({"key": key, "version": 1, "fields": fields})]);
+    assert_eq!(r.json["applied"], 1, "{}", r.text);
+    // A program's use with a declared operator, for the auditor to tell apart.
+    let r = s.req("GET", &format!("/v1/persons/{key}")).token(tokens::COUNTER).purpose("批处理").header("x-operator", "prog-7").get();
+    assert_eq!(r.status, 200, "{}", r.text);
+
+    let b = Browser::start();
+    // Unsigned: every page leads to the sign-in page.
+    b.goto(&s.url("/console/counter"));
+    b.wait_for("the sign-in page", |b| b.url().ends_with("/console/login"));
+    b.screenshot("01-login");
+
+    // --- clerk: look up, with the key checked as it is typed ---
+    sign_in(&b, &s, "clerk1", CLERK_PW);
+    assert!(b.text("#who").contains("王五"));
+    assert!(b.url().ends_with("/console/counter"), "{}", b.url());
+    let mut bad = key.clone();
+    let last = if bad.ends_with('1') { '2' } else { '1' };
+    bad.replace_range(17.., &last.to_string());
+    b.fill("#lookup-key", &bad);
+    b.wait_for("the check-character hint", |b| b.text("#lookup-key-hint").contains("校验位不符"));
+    b.fill("#lookup-key", &key[..10]);
+    b.wait_for("the length hint", |b| b.text("#lookup-key-hint").contains("位数不对"));
+    b.screenshot("02-counter-key-check");
+    // Credit codes are checked as such once the subject is an organization,
+    // the embedded organization code's own check character included.
+    b.click("#lookup-entity");
+    b.fill("#lookup-key", "91350100M000100Y43");
+    b.wait_for("a valid credit code", |b| b.text("#lookup-key-hint").contains("号码有效"));
+    b.fill("#lookup-key", "91350100M000100Y44");
+    b.wait_for("the credit code's check", |b| b.text("#lookup-key-hint").contains("校验位不符"));
+    b.fill("#lookup-key", "91350100M000100X43");
+    b.wait_for("the organization code's check", |b| b.text("#lookup-key-hint").contains("校验位不符"));
+    b.fill("#lookup-key", "91350100M00O100Y43");
+    b.wait_for("a letter outside the alphabet", |b| b.text("#lookup-key-hint").contains("不允许的字符"));
+    b.click("#lookup-person");
+    b.fill("#lookup-key", &key);
+    b.wait_for("the valid hint", |b| b.text("#lookup-key-hint").contains("号码有效"));
+    b.select("#lookup-purpose", "办理社会保险业务");
+    b.fill("#lookup-purpose-note", "业务单号 2026-001");
+    b.click_to_load("#lookup-btn");
+    b.wait_for("the lookup result", |b| !b.all("[data-field=\"hukou.name\"]").is_empty());
+    assert_eq!(b.text("[data-field=\"hukou.name\"]"), name);
+    assert!(b.all("[data-field=\"hukou.photo\"]").is_empty(), "photo shown without a grant");
+    assert!(b.text("#withheld").contains("有条件共享，未获授权"));
+    // The key is masked on the page and absent from the address.
+    let shown = b.text("#shown-key");
+    assert!(shown.contains('*') && !shown.contains(&key[6..14]), "{shown}");
+    assert!(!b.url().contains(&key) && !b.source().contains(&key), "full key on the page or in the URL");
+    b.screenshot("03-counter-lookup");
+    // Apply for the photo from the result page.
+    b.click("details summary");
+    b.fill("#grant-hukou-purpose", "社保待遇资格认证");
+    b.fill("#grant-hukou-basis", "社会保险法第七十二条");
+    b.click_to_load("#grant-hukou-submit");
+    b.wait_for("the application notice", |b| !b.all("[data-code=\"pending\"]").is_empty());
+    b.screenshot("04-counter-grant-applied");
+
+    // Verify: one claim right, one wrong.
+    b.goto(&s.url("/console/counter/verify?dataset=hukou"));
+    b.fill("#verify-key", &key);
+    b.fill("#claim-name", &name);
+    b.fill("#claim-birth_date", "1900-01-01");
+    b.screenshot("05-counter-verify-form");
+    b.click_to_load("#verify-btn");
+    b.wait_for("the verdicts", |b| !b.all("#verify-result").is_empty());
+    assert_eq!(b.attr("#verify-result", "data-result").as_deref(), Some("mismatch"));
+    assert_eq!(b.text("[data-verdict=\"name\"]"), "一致");
+    assert_eq!(b.text("[data-verdict=\"birth_date\"]"), "不一致");
+    assert!(!birth.is_empty());
+    b.screenshot("06-counter-verify-result");
+    sign_out(&b);
+
+    // A dispute about the record, filed by the counter's program.
+    let r = s.req("POST", "/v1/disputes").token(tokens::COUNTER).json(&json!({
+        "subject": "person", "key": key, "dataset": "hukou", "field": "name", "claimed": "张某", "note": "申请人称姓名有误"}));
+    assert_eq!(r.status, 201, "{}", r.text);
+    let dispute = r.json["id"].as_str().unwrap().to_owned();
+    // A second application, to be refused; and a provider's line rejected.
+    let r = s.req("POST", "/v1/grants").token(tokens::COUNTER).json(&json!({
+        "dataset": "residence_permit", "fields": ["residence_address"], "purpose": "居住证核验", "legal_basis": "居住证暂行条例"}));
+    assert_eq!(r.status, 201, "{}", r.text);
+    let refused = r.json["id"].as_str().unwrap().to_owned();
+    let r = s.req("POST", "/v1/datasets/hukou/updates").token(tokens::GONGAN).ndjson(&[json!({"key": key, "version": 2, "fields": {"name": 5}})]);
+    assert_eq!(r.json["rejected"][0]["code"], "invalid_value", "{}", r.text);
+
+    // --- steward: approve the grant, resolve the dispute ---
+    sign_in(&b, &s, "steward1", STEWARD_PW);
+    assert!(b.url().ends_with("/console/steward"), "{}", b.url());
+    b.find("#grants form[data-grant]");
+    b.find(&format!("#disputes form[data-dispute=\"{dispute}\"]"));
+    assert!(b.text("#freshness").contains("户籍"), "{}", b.text("#freshness"));
+    // The rejected line, with its code and the key masked.
+    assert!(b.text("#rejected").contains("invalid_value"), "{}", b.text("#rejected"));
+    assert!(!b.source().contains(&key));
+    b.screenshot("07-steward-queue");
+    // A refusal needs its reason; Enter in the reason field refuses.
+    b.mark_page();
+    b.fill(&format!("#reason-{refused}"), "用途与申请的信息项不符\u{E007}");
+    b.wait_for_load();
+    b.wait_for("the refusal notice", |b| !b.all("[data-code=\"rejected\"]").is_empty());
+    assert!(b.all(&format!("form[data-grant=\"{refused}\"]")).is_empty(), "the refused grant is still pending");
+    let r = s.req("GET", &format!("/v1/grants/{refused}")).token(tokens::COUNTER).get();
+    assert_eq!((r.json["state"].as_str(), r.json["reason"].as_str()), (Some("rejected"), Some("用途与申请的信息项不符")), "{}", r.text);
+    b.click_to_load("#grants form[data-grant] button");
+    b.wait_for("the approval notice", |b| !b.all("[data-code=\"approved\"]").is_empty());
+    assert!(b.all("#grants form[data-grant]").is_empty(), "the grant is still pending");
+    b.select(&format!("#outcome-{dispute}"), "confirmed");
+    b.fill(&format!("#note-{dispute}"), "经核对户籍档案，姓名无误");
+    b.click_to_load(&format!("#resolve-{dispute}"));
+    b.wait_for("the resolution notice", |b| !b.all("[data-code=\"resolved\"]").is_empty());
+    assert!(b.all(&format!("form[data-dispute=\"{dispute}\"]")).is_empty());
+    b.screenshot("08-steward-resolved");
+    sign_out(&b);
+
+    // --- clerk again: the approved field is now shown; print the access report ---
+    sign_in(&b, &s, "clerk1", CLERK_PW);
+    b.fill("#lookup-key", &key);
+    b.click_to_load("#lookup-btn");
+    b.wait_for("the lookup result", |b| !b.all("[data-field=\"hukou.photo\"]").is_empty());
+    b.screenshot("09-counter-lookup-after-grant");
+    b.click_to_load("#nav-report");
+    b.fill("#report-key", &key);
+    b.click_to_load("#report-btn");
+    let report = b.text("#access-report");
+    assert!(report.contains("社保服务窗口") && report.contains("办理社会保险业务") && report.contains("查询"), "{report}");
+    assert!(report.contains("批处理"), "the program's use is listed too: {report}");
+    assert!(!b.source().contains(&key));
+    b.screenshot("10-access-report");
+    sign_out(&b);
+
+    // --- auditor: the clerk's use by subject, with the clerk's name ---
+    sign_in(&b, &s, "auditor1", AUDITOR_PW);
+    assert!(b.url().ends_with("/console/audit"), "{}", b.url());
+    assert_eq!(b.attr("#chain", "data-chain").as_deref(), Some("ok"));
+    b.fill("#audit-key", &key);
+    b.click_to_load("#audit-btn");
+    b.wait_for("the entries", |b| !b.all("#audit-count").is_empty());
+    let trail = b.text("#audit");
+    assert!(trail.contains("王五（clerk1）") && trail.contains("已核实"), "{trail}");
+    assert!(trail.contains("prog-7") && trail.contains("自报"), "{trail}");
+    assert!(!b.source().contains(&key) && !b.url().contains(&key));
+    b.screenshot("11-audit-by-subject");
+    b.click_to_load("#nav-queues");
+    b.find("#grant-queue");
+    assert!(b.text("#dispute-queue").contains("已办结"));
+    b.screenshot("12-queues");
+    b.click_to_load("#nav-reports");
+    b.find("#sharing-chart");
+    b.find("#freshness-chart");
+    // Today's uses of the counter are on the chart over time.
+    assert!(b.source().contains("<svg id=\"usage-by-day\""), "no usage chart");
+    assert!(b.source().contains("<svg id=\"updates-by-day\""), "no update chart");
+    b.screenshot("13-reports");
+    // The same page on a phone-sized screen.
+    b.resize(390, 844);
+    b.click_to_load("#nav-audit");
+    b.find("#chain");
+    b.screenshot("14-audit-narrow");
+    b.resize(1280, 1000);
+    sign_out(&b);
+    sign_in(&b, &s, "admin1", ADMIN_PW);
+    b.click_to_load("#nav-admin");
+    assert!(b.text("#staff").contains("clerk1"));
+    b.screenshot("15-admin-staff");
+    drop(b);
+
+    // The API says which operators were verified and which declared.
+    let r = s.req("GET", &format!("/v1/audit?key={key}&limit=100")).token(tokens::AUDITOR).get();
+    let entries = r.json["entries"].as_array().unwrap();
+    let source = |op: &str| entries.iter().find(|e| e["operator"] == op).map(|e| e["operator_source"].clone());
+    assert_eq!(source("clerk1"), Some(json!("verified")), "{}", r.text);
+    assert_eq!(source("prog-7"), Some(json!("declared")), "{}", r.text);
+    assert!(entries.iter().any(|e| e["action"] == "access_report" && e["operator"] == "clerk1"), "{}", r.text);
+    let r = s.req("GET", "/v1/audit?department=shebao-counter&limit=1000").token(tokens::AUDITOR).get();
+    assert!(
+        r.json["entries"].as_array().unwrap().iter().any(|e| e["action"] == "sign_in" && e["operator"] == "clerk1" && e["outcome"] == "ok"),
+        "{}",
+        r.text
+    );
+    eprintln!("screenshots in {}", screenshot_dir().display());
+}
+
+/// An agent that keeps redirects and statuses as they are.
+fn raw_agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .max_redirects_will_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into()
+}
+
+struct Answer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Vec<&str> {
+        self.headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str()).collect()
+    }
+    /// The value of a `Set-Cookie` of this answer.
+    fn cookie(&self, name: &str) -> Option<String> {
+        self.header("set-cookie").iter().find_map(|c| c.strip_prefix(&format!("{name}=")).map(|v| v.split(';').next().unwrap_or("").to_owned()))
+    }
+    /// The CSRF token of the first form.
+    fn csrf(&self) -> String {
+        let at = self.body.find("name=\"csrf\" value=\"").expect("a form with a CSRF token") + 19;
+        self.body[at..at + 64].to_owned()
+    }
+    fn code(&self) -> Option<&str> {
+        let at = self.body.find("data-code=\"")? + 11;
+        self.body[at..].split('"').next()
+    }
+}
+
+fn call(s: &Server, method: &str, path: &str, cookie: &str, form: Option<&str>) -> Answer {
+    let mut b = ureq::http::Request::builder().method(method).uri(s.url(path));
+    if !cookie.is_empty() {
+        b = b.header("cookie", cookie);
+    }
+    let agent = raw_agent();
+    let mut r = match form {
+        Some(f) => agent.run(b.header("content-type", "application/x-www-form-urlencoded").body(f.as_bytes().to_vec()).unwrap()),
+        None => agent.run(b.body(()).unwrap()),
+    }
+    .unwrap();
+    Answer {
+        status: r.status().as_u16(),
+        headers: r.headers().iter().map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned())).collect(),
+        body: r.body_mut().read_to_string().unwrap_or_default(),
+    }
+}
+
+/// Signs in over HTTP; returns the session cookie and the CSRF token of
+/// `home`, the person's first page.
+fn http_sign_in(s: &Server, id: &str, pw: &str, home: &str) -> (String, String) {
+    let page = call(s, "GET", "/console/login", "", None);
+    let pre = format!("bd_signin={}", page.cookie("bd_signin").unwrap());
+    let r = call(s, "POST", "/console/login", &pre, Some(&format!("csrf={}&id={id}&password={pw}", page.csrf())));
+    assert_eq!(r.status, 303, "{}", r.body);
+    let cookie = format!("bd_session={}", r.cookie("bd_session").unwrap());
+    let page = call(s, "GET", home, &cookie, None);
+    assert_eq!(page.status, 200, "{}", page.body);
+    (cookie, page.csrf())
+}
+
+#[test]
+fn sign_in_locks_out_forms_need_their_token_and_pages_are_guarded() {
+    let s = Server::start(&console_config(3));
+    let (key, fields) = person(1);
+    let r = s.req("POST", "/v1/datasets/hukou/updates").token(tokens::GONGAN).ndjson(&[json!({"key": key, "version": 1, "fields": fields})]);
+    assert_eq!(r.json["applied"], 1, "{}", r.text);
+
+    // The sign-in page: security headers and a strict, script-free cookie.
+    let page = call(&s, "GET", "/console/login", "", None);
+    assert_eq!(page.status, 200);
+    let csp = page.header("content-security-policy").join("");
+    assert!(csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert_eq!(page.header("x-frame-options"), vec!["DENY"]);
+    let set = page.header("set-cookie").join("\n");
+    assert!(set.contains("HttpOnly") && set.contains("SameSite=Strict") && set.contains("Path=/console"), "{set}");
+    assert!(!set.contains("Secure"), "Secure over plain HTTP would drop the cookie: {set}");
+    let pre = format!("bd_signin={}", page.cookie("bd_signin").unwrap());
+    let token = page.csrf();
+
+    // A sign-in form without its token (a cross-site post) is refused.
+    let r = call(&s, "POST", "/console/login", "", Some(&format!("csrf={token}&id=clerk1&password={CLERK_PW}")));
+    assert_eq!((r.status, r.code()), (403, Some("csrf_failed")));
+
+    // Three wrong passwords lock the account; then even the right one fails.
+    let attempt = |pw: &str| call(&s, "POST", "/console/login", &pre, Some(&format!("csrf={token}&id=clerk1&password={pw}")));
+    let r = attempt("wrong-1");
+    assert_eq!((r.status, r.code()), (401, Some("bad_credentials")));
+    assert_eq!(attempt("wrong-2").status, 401);
+    let r = attempt("wrong-3");
+    assert_eq!((r.status, r.code()), (403, Some("locked")));
+    let r = attempt(CLERK_PW);
+    assert_eq!((r.status, r.code()), (403, Some("locked")), "a locked account signed in");
+    // An unknown account fails the same way as a wrong password.
+    let r = call(&s, "POST", "/console/login", &pre, Some(&format!("csrf={token}&id=nobody&password=x")));
+    assert_eq!((r.status, r.code()), (401, Some("bad_credentials")));
+    // Every attempt is in the audit trail.
+    let r = s.req("GET", "/v1/audit?department=shebao-counter&limit=100").token(tokens::AUDITOR).get();
+    let outcomes: Vec<&str> = r.json["entries"].as_array().unwrap().iter().filter(|e| e["action"] == "sign_in").filter_map(|e| e["outcome"].as_str()).collect();
+    assert_eq!(outcomes, vec!["bad_credentials", "bad_credentials", "locked", "locked"], "{}", r.text);
+
+    // An administrator sees the lock, lifts it, and the clerk signs in.
+    let (admin, admin_csrf) = http_sign_in(&s, "admin1", ADMIN_PW, "/console/admin/staff");
+    let page = call(&s, "GET", "/console/admin/staff", &admin, None);
+    assert!(page.body.contains("<span data-status=\"clerk1\"><span class=\"overdue\">已锁定</span>"), "{}", page.body);
+    let r = call(&s, "POST", "/console/admin/staff/clerk1/unlock", &admin, Some(&format!("csrf={admin_csrf}")));
+    assert_eq!((r.status, r.code()), (200, Some("unlocked")), "{}", r.body);
+    let (clerk, _) = http_sign_in(&s, "clerk1", CLERK_PW, "/console/counter");
+    // ... and signs the clerk out everywhere.
+    let r = call(&s, "POST", "/console/admin/staff/clerk1/sign-out", &admin, Some(&format!("csrf={admin_csrf}")));
+    assert_eq!((r.status, r.code()), (200, Some("signed_out")), "{}", r.body);
+    assert_eq!(call(&s, "GET", "/console/counter", &clerk, None).status, 303);
+    let r = s.req("GET", "/v1/audit?department=admin&limit=100").token(tokens::AUDITOR).get();
+    let acts: Vec<&str> = r.json["entries"].as_array().unwrap().iter().filter(|e| e["action"] == "account").filter_map(|e| e["outcome"].as_str()).collect();
+    assert_eq!(acts, vec!["unlocked clerk1", "signed_out clerk1"], "{}", r.text);
+    // Only administrators manage accounts.
+    let (clerk, clerk_csrf) = http_sign_in(&s, "clerk1", CLERK_PW, "/console/counter");
+    let r = call(&s, "POST", "/console/admin/staff/clerk1/sign-out", &clerk, Some(&format!("csrf={clerk_csrf}")));
+    assert_eq!((r.status, r.code()), (403, Some("forbidden")));
+
+    // Another account signs in; the session cookie is strict too.
+    let (cookie, csrf) = http_sign_in(&s, "auditor1", AUDITOR_PW, "/console/audit");
+    // A clerk's page is not an auditor's.
+    let r = call(&s, "GET", "/console/counter", &cookie, None);
+    assert_eq!((r.status, r.code()), (403, Some("forbidden")));
+    // A change without the session's token is refused, with a wrong one too.
+    let form = format!("key={key}&department=");
+    let r = call(&s, "POST", "/console/audit", &cookie, Some(&form));
+    assert_eq!((r.status, r.code()), (403, Some("csrf_failed")));
+    let r = call(&s, "POST", "/console/audit", &cookie, Some(&format!("csrf={}&{form}", "0".repeat(64))));
+    assert_eq!((r.status, r.code()), (403, Some("csrf_failed")));
+    let r = call(&s, "POST", "/console/audit", &cookie, Some(&format!("csrf={csrf}&{form}")));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("id=\"audit-count\""));
+    // Bad input is a clear message, never a fault.
+    let r = call(&s, "POST", "/console/audit", &cookie, Some(&format!("csrf={csrf}&key=12345&from=2026-13-01")));
+    assert_eq!((r.status, r.code()), (200, Some("invalid_key")));
+    let r = call(&s, "POST", "/console/audit", &cookie, Some(&format!("csrf={csrf}&from=2026-13-01")));
+    assert_eq!((r.status, r.code()), (200, Some("invalid_value")));
+    let r = call(&s, "POST", "/console/audit", &cookie, Some("%%%"));
+    assert!(r.status < 500, "{}", r.status);
+    let r = call(&s, "GET", "/console/no-such-page", &cookie, None);
+    assert_eq!((r.status, r.code()), (404, Some("not_found")));
+    // Signed out, the session is gone.
+    let r = call(&s, "POST", "/console/logout", &cookie, Some(&format!("csrf={csrf}")));
+    assert_eq!(r.status, 303);
+    let r = call(&s, "GET", "/console/audit", &cookie, None);
+    assert_eq!((r.status, r.header("location")), (303, vec!["/console/login"]));
+    // The API is untouched by the console: still JSON errors.
+    let r = s.req("GET", "/v1/nothing").token(tokens::AUDITOR).get();
+    assert_eq!(r.code(), "not_found");
+}
+
+/// Pages count against the department's rate limit like its API calls.
+#[test]
+fn console_requests_count_against_the_department_rate_limit() {
+    let cfg = console_config(5).replacen("id = \"shebao-counter\"\n", "id = \"shebao-counter\"\nrate_limit = 1\nburst = 2\n", 1);
+    let s = Server::start(&cfg);
+    let (cookie, _) = http_sign_in(&s, "clerk1", CLERK_PW, "/console/counter");
+    let answers: Vec<Answer> = (0..4).map(|_| call(&s, "GET", "/console/counter", &cookie, None)).collect();
+    let refused = answers.iter().find(|a| a.status == 429).expect("no page refused past the rate limit");
+    assert_eq!(refused.code(), Some("overloaded"));
+    assert!(!refused.header("retry-after").is_empty());
+}
+
+/// Past their working-day deadlines, an open dispute stands out on the
+/// auditor's queue and the steward's page, and an unanswered grant shows
+/// as deemed approved (the server's clock is moved on by configuration).
+#[test]
+fn overdue_disputes_stand_out_and_unanswered_grants_are_deemed_approved() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = console_config(5);
+    let mut s = Server::start_in(dir.path(), &cfg, &[]);
+    let (key, fields) = person(2);
+    let r = s.req("POST", "/v1/datasets/hukou/updates").token(tokens::GONGAN).ndjson(&[json!({"key": key, "version": 1, "fields": fields})]);
+    assert_eq!(r.json["applied"], 1, "{}", r.text);
+    let r = s.req("POST", "/v1/disputes").token(tokens::COUNTER).json(&json!({
+        "subject": "person", "key": key, "dataset": "hukou", "field": "name", "claimed": "某某", "note": "核对"}));
+    assert_eq!(r.status, 201, "{}", r.text);
+    let r = s.req("POST", "/v1/grants").token(tokens::COUNTER).json(&json!({
+        "dataset": "hukou", "fields": ["photo"], "purpose": "人像比对", "legal_basis": "依申请"}));
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert!(s.terminate().success());
+    // Three weeks on: past five working days whatever the holidays.
+    let s = Server::start_in(dir.path(), &format!("clock_offset_seconds = {}\n{cfg}", 21 * 86_400), &[]);
+    let (cookie, _) = http_sign_in(&s, "auditor1", AUDITOR_PW, "/console/audit");
+    let q = call(&s, "GET", "/console/queues", &cookie, None);
+    assert_eq!(q.status, 200);
+    let disputes = &q.body[q.body.find("id=\"dispute-queue\"").unwrap()..];
+    assert!(disputes.contains("class=\"overdue\""), "{}", q.body);
+    let grants = &q.body[q.body.find("id=\"grant-queue\"").unwrap()..q.body.find("id=\"dispute-queue\"").unwrap()];
+    assert!(grants.contains("deemed_approved"), "{}", q.body);
+    let (cookie, _) = http_sign_in(&s, "steward1", STEWARD_PW, "/console/steward");
+    let p = call(&s, "GET", "/console/steward", &cookie, None);
+    let open = &p.body[p.body.find("id=\"disputes\"").unwrap()..];
+    assert!(open.contains("class=\"overdue\""), "{}", p.body);
+    // A deemed approval is no longer waiting for an answer.
+    assert!(!p.body.contains("data-grant="), "{}", p.body);
+}
