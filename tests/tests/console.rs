@@ -210,6 +210,7 @@ fn staff_work_through_every_page_in_a_browser() {
     let report = b.text("#access-report");
     assert!(report.contains("社保服务窗口") && report.contains("办理社会保险业务") && report.contains("查询"), "{report}");
     assert!(report.contains("批处理"), "the program's use is listed too: {report}");
+    assert!(report.contains("户籍登记信息：姓名"), "fields by their titles: {report}");
     assert!(!b.source().contains(&key));
     b.screenshot("10-access-report");
     sign_out(&b);

@@ -397,6 +397,40 @@ pub fn action_title(a: &str) -> &'static str {
     }
 }
 
+/// What a use touched, in words a citizen reads: each dataset's title with
+/// the titles of its fields (`户籍登记信息：姓名、性别`).
+fn what_was_used(state: &AppState, datasets: &[String], fields: &[String]) -> String {
+    let mut groups: Vec<(String, Vec<String>)> = Vec::new();
+    for f in fields {
+        let (ds, name) = match f.split_once('.') {
+            Some((d, n)) => (d.to_owned(), n),
+            None => (datasets.first().cloned().unwrap_or_default(), f.as_str()),
+        };
+        let title = state.catalog.dataset(&ds).and_then(|d| d.field(name)).map_or(name.to_owned(), |x| x.title.clone());
+        match groups.iter_mut().find(|(d, _)| *d == ds) {
+            Some((_, t)) => t.push(title),
+            None => groups.push((ds, vec![title])),
+        }
+    }
+    for d in datasets {
+        if !groups.iter().any(|(g, _)| g == d) {
+            groups.push((d.clone(), Vec::new()));
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(d, titles)| {
+            let ds = state.catalog.dataset(&d).map_or(d, |x| x.title.clone());
+            if titles.is_empty() {
+                ds
+            } else {
+                format!("{ds}：{}", titles.join("、"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("；")
+}
+
 async fn report(State(state): State<AppState>, CsrfForm { session, form }: CsrfForm) -> Response {
     if let Err(r) = need(&session, StaffRole::Clerk) {
         return r;
@@ -415,7 +449,7 @@ async fn report(State(state): State<AppState>, CsrfForm { session, form }: CsrfF
     let rows: Vec<Vec<String>> = entries
         .iter()
         .map(|e| {
-            let what = if e.fields.is_empty() { e.datasets.join("、") } else { e.fields.join("、") };
+            let what = what_was_used(&state, &e.datasets, &e.fields);
             vec![
                 esc(&super::auditor::cst(e.at)),
                 esc(&dept_name(&e.department)),
