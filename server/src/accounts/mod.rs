@@ -27,27 +27,10 @@ impl Accounts {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::Departments;
-    use crate::config::{ConsoleConfig, DepartmentConfig, Role, StaffConfig, StaffRole};
+    use crate::config::ConsoleConfig;
 
     fn book() -> StaffBook {
-        let departments = Departments::from_config(&[DepartmentConfig {
-            id: "counter".into(),
-            roles: vec![Role::Consumer],
-            token: Some("t-counter-0000000000".into()),
-            ..Default::default()
-        }])
-        .unwrap();
-        let staff = StaffConfig {
-            id: "clerk1".into(),
-            name: String::new(),
-            department: "counter".into(),
-            roles: vec![StaffRole::Clerk],
-            password_argon2: Some(staff::hash_password("pw-12345678").unwrap()),
-            cert_subject: None,
-            disabled: false,
-        };
-        StaffBook::from_config(&[staff], ConsoleConfig::default(), &departments).unwrap()
+        staff::test_book("pw-12345678", ConsoleConfig::default())
     }
 
     #[test]

@@ -249,30 +249,41 @@ pub fn hash_password(password: &str) -> anyhow::Result<String> {
     Ok(Argon2::default().hash_password(password.as_bytes(), &salt).map_err(|e| anyhow::anyhow!("{e}"))?.to_string())
 }
 
+/// One consumer department, `counter`, for tests.
+#[cfg(test)]
+pub(crate) fn test_departments() -> Departments {
+    use crate::config::{DepartmentConfig, Role};
+    Departments::from_config(&[DepartmentConfig {
+        id: "counter".into(),
+        roles: vec![Role::Consumer],
+        token: Some("t-counter-0000000000".into()),
+        ..Default::default()
+    }])
+    .expect("a valid department")
+}
+
+/// A book with one clerk of `counter`, `clerk1` (王五), signing in with
+/// `password`, for tests.
+#[cfg(test)]
+pub(crate) fn test_book(password: &str, rules: ConsoleConfig) -> StaffBook {
+    let staff = StaffConfig {
+        id: "clerk1".into(),
+        name: "王五".into(),
+        department: "counter".into(),
+        roles: vec![StaffRole::Clerk],
+        password_argon2: Some(hash_password(password).expect("a hash")),
+        cert_subject: None,
+        disabled: false,
+    };
+    StaffBook::from_config(&[staff], rules, &test_departments()).expect("a valid staff list")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{DepartmentConfig, Role};
 
     fn book(max_failures: u32) -> StaffBook {
-        let departments = Departments::from_config(&[DepartmentConfig {
-            id: "counter".into(),
-            roles: vec![Role::Consumer],
-            token: Some("t-counter-0000000000".into()),
-            ..Default::default()
-        }])
-        .unwrap();
-        let staff = StaffConfig {
-            id: "clerk1".into(),
-            name: "王五".into(),
-            department: "counter".into(),
-            roles: vec![StaffRole::Clerk],
-            password_argon2: Some(hash_password("correct horse").unwrap()),
-            cert_subject: None,
-            disabled: false,
-        };
-        let rules = ConsoleConfig { max_failures, ..ConsoleConfig::default() };
-        StaffBook::from_config(&[staff], rules, &departments).unwrap()
+        test_book("correct horse", ConsoleConfig { max_failures, ..ConsoleConfig::default() })
     }
 
     #[test]
@@ -308,13 +319,7 @@ mod tests {
 
     #[test]
     fn configuration_mistakes_are_refused() {
-        let departments = Departments::from_config(&[DepartmentConfig {
-            id: "counter".into(),
-            roles: vec![Role::Consumer],
-            token: Some("t-counter-0000000000".into()),
-            ..Default::default()
-        }])
-        .unwrap();
+        let departments = test_departments();
         let good = StaffConfig {
             id: "s1".into(),
             name: String::new(),

@@ -272,19 +272,24 @@ fn check_pre_token(headers: &HeaderMap, form: &Form) -> Result<(), Response> {
     }
 }
 
-async fn login(State(state): State<AppState>, req: Request) -> Response {
-    let tls = over_tls(req.extensions());
+/// A sign-in form: read (64 KiB at most), parsed, and its pre-session
+/// CSRF token checked.
+async fn sign_in_form(req: Request) -> Result<Form, Response> {
     let (parts, body) = req.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, 64 << 10).await else {
-        return error_page(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "表单过大").into_response();
+        return Err(error_page(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "表单过大").into_response());
     };
-    let form = match Form::parse(&bytes) {
+    let form = Form::parse(&bytes)?;
+    check_pre_token(&parts.headers, &form)?;
+    Ok(form)
+}
+
+async fn login(State(state): State<AppState>, req: Request) -> Response {
+    let tls = over_tls(req.extensions());
+    let form = match sign_in_form(req).await {
         Ok(f) => f,
         Err(r) => return r,
     };
-    if let Err(r) = check_pre_token(&parts.headers, &form) {
-        return r;
-    }
     let id = form.get("id").unwrap_or("").to_owned();
     let password = form.0.iter().find(|(k, _)| k == "password").map(|(_, v)| v.clone()).unwrap_or_default();
     // An id that could not be a staff id is not written into the audit
@@ -332,15 +337,8 @@ async fn login(State(state): State<AppState>, req: Request) -> Response {
 async fn login_cert(State(state): State<AppState>, req: Request) -> Response {
     let tls = over_tls(req.extensions());
     let subject = peer_subject(req.extensions());
-    let (parts, body) = req.into_parts();
-    let Ok(bytes) = axum::body::to_bytes(body, 64 << 10).await else {
-        return error_page(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "表单过大").into_response();
-    };
-    let form = match Form::parse(&bytes) {
-        Ok(f) => f,
-        Err(r) => return r,
-    };
-    if let Err(r) = check_pre_token(&parts.headers, &form) {
+    // The form carries nothing but its CSRF token.
+    if let Err(r) = sign_in_form(req).await {
         return r;
     }
     let staff = subject.and_then(|s| state.accounts.staff.by_subject(&s).cloned());
