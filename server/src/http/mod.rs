@@ -313,15 +313,13 @@ async fn access_log(State(state): State<AppState>, req: Request, next: Next) -> 
         .map(str::to_owned)
         .unwrap_or_else(|| format!("{:016x}", fastrand::u64(..)));
     let method = method_label(req.method());
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|m| m.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
+    // A clone of the matched path shares its string: nothing is allocated.
+    let matched = req.extensions().get::<MatchedPath>().cloned();
+    let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
     let mut resp = next.run(req).await;
     let dept = resp.extensions().get::<LoggedDepartment>().map(|d| d.0.clone()).unwrap_or_default();
     let elapsed = started.elapsed();
-    state.metrics.observe(&route, method, resp.status().as_u16(), &dept, elapsed.as_secs_f64());
+    state.metrics.observe(route, method, resp.status(), &dept, elapsed.as_secs_f64());
     tracing::info!(
         target: "basedata::access",
         request_id = %id,
