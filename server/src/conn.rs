@@ -208,28 +208,29 @@ impl Activity {
     fn check(&self, l: &ConnLimits) -> Result<Duration, Closed> {
         let now = self.now();
         let ms = |d: Duration| d.as_millis() as u64;
-        let (deadline, why) = if self.in_flight.load(Ordering::Acquire) == 0 {
+        let deadline = if self.in_flight.load(Ordering::Acquire) == 0 {
             match self.first_byte.load(Ordering::Acquire) {
-                0 => (self.idle_since.load(Ordering::Acquire) + ms(l.idle_timeout), Closed::Idle),
-                t => (t + ms(l.header_timeout), Closed::Header),
+                0 => Some((self.idle_since.load(Ordering::Acquire) + ms(l.idle_timeout), Closed::Idle)),
+                t => Some((t + ms(l.header_timeout), Closed::Header)),
             }
         } else {
+            // A request in progress is timed only while its answer cannot
+            // be written.
             match self.write_blocked.load(Ordering::Acquire) {
-                // Nothing to time here; look again in a while (a request
-                // may end, or a write block, at any moment).
-                0 => (now + ms(l.send_timeout.min(l.idle_timeout).min(l.header_timeout)), Closed::Send),
-                t => (t.max(self.last_read.load(Ordering::Acquire)) + ms(l.send_timeout), Closed::Send),
+                0 => None,
+                t => Some((t.max(self.last_read.load(Ordering::Acquire)) + ms(l.send_timeout), Closed::Send)),
             }
         };
-        if now >= deadline {
-            Err(why)
-        } else {
-            // Not to the millisecond: state changes in between (a first
-            // byte, a request, a blocked write) are read at the next look,
-            // which is never further off than half the shortest timeout,
-            // so each is enforced within one and a half times its length.
-            let shortest = l.header_timeout.min(l.idle_timeout).min(l.send_timeout) / 2;
-            Ok(Duration::from_millis((deadline - now).max(20)).min(shortest.max(Duration::from_millis(20))))
+        // Not to the millisecond: state changes in between (a first byte,
+        // a request, a blocked write) are read at the next look, which is
+        // never further off than half the shortest timeout, so each is
+        // enforced within one and a half times its length.
+        let floor = Duration::from_millis(20);
+        let look = (l.header_timeout.min(l.idle_timeout).min(l.send_timeout) / 2).max(floor);
+        match deadline {
+            Some((at, why)) if now >= at => Err(why),
+            Some((at, _)) => Ok(Duration::from_millis(at - now).max(floor).min(look)),
+            None => Ok(look),
         }
     }
 }
@@ -315,6 +316,63 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// A request body. Dropped before its end (a handler answered without
+/// reading it all: a refusal, a body over a limit), it is read on and
+/// thrown away for a while, up to a bound: closing with the client still
+/// sending would reset the connection, and most clients send their whole
+/// body before they read, so they would see a broken pipe instead of the
+/// answer.
+struct ReadOnDrop {
+    body: Option<Pin<Box<tower_http::timeout::TimeoutBody<Incoming>>>>,
+}
+
+/// How much of an abandoned request body is read on, and for how long.
+const READ_ON_BYTES: usize = 64 << 20;
+const READ_ON_TIME: Duration = Duration::from_secs(5);
+
+impl http_body::Body for ReadOnDrop {
+    type Data = bytes::Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        match self.body.as_mut() {
+            Some(b) => b.as_mut().poll_frame(cx),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.as_ref().is_none_or(|b| b.is_end_stream())
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.as_ref().map_or_else(|| http_body::SizeHint::with_exact(0), |b| b.size_hint())
+    }
+}
+
+impl Drop for ReadOnDrop {
+    fn drop(&mut self) {
+        let Some(mut body) = self.body.take().filter(|b| !http_body::Body::is_end_stream(&**b)) else { return };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        runtime.spawn(async move {
+            use http_body_util::BodyExt;
+            let _ = tokio::time::timeout(READ_ON_TIME, async {
+                let mut seen = 0usize;
+                while let Some(Ok(frame)) = body.frame().await {
+                    seen += frame.data_ref().map_or(0, |d| d.len());
+                    if seen > READ_ON_BYTES {
+                        break;
+                    }
+                }
+            })
+            .await;
+        });
     }
 }
 
@@ -491,7 +549,8 @@ async fn run<T>(
     let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
         act.request_began();
         let sent = AnswerSent(act.clone());
-        let mut req = req.map(|b| Body::new(tower_http::timeout::TimeoutBody::new(body_timeout, b)));
+        let mut req =
+            req.map(|b| Body::new(ReadOnDrop { body: Some(Box::pin(tower_http::timeout::TimeoutBody::new(body_timeout, b))) }));
         req.extensions_mut().insert(ConnectInfo(peer.clone()));
         let answer = tower::ServiceExt::oneshot(app.clone(), req);
         async move {

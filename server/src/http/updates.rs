@@ -51,12 +51,7 @@ pub async fn post_updates(
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|_| ApiError::invalid_body("the request body could not be read"))?;
         if let Ok(data) = frame.into_data() {
-            if let Err(e) = submission.push(&data) {
-                if matches!(e, basedata_ingest::provide::Error::PayloadTooLarge(_)) {
-                    drain_some(body).await;
-                }
-                return Err(e.into());
-            }
+            submission.push(&data)?;
         }
     }
     let r = state.provide.apply(submission).await?;
@@ -91,22 +86,4 @@ pub async fn post_updates(
         position: r.position,
         logged: r.logged,
     }))
-}
-
-/// Reads and drops what a client still sends after its body was refused,
-/// up to a bound, so that it gets to read the `413` instead of a broken
-/// connection (most clients send the whole body before they read).
-async fn drain_some(mut body: Body) {
-    const MAX_BYTES: usize = 64 << 20;
-    const MAX_TIME: std::time::Duration = std::time::Duration::from_secs(5);
-    let _ = tokio::time::timeout(MAX_TIME, async {
-        let mut seen = 0usize;
-        while let Some(Ok(frame)) = body.frame().await {
-            seen += frame.data_ref().map_or(0, |d| d.len());
-            if seen > MAX_BYTES {
-                break;
-            }
-        }
-    })
-    .await;
 }
