@@ -107,6 +107,15 @@ pub struct AuditEvent {
     pub key_mapped: bool,
 }
 
+/// Whether `c` may stand in free text kept in the audit trail (purposes,
+/// operators, notes). Control characters, line and paragraph separators
+/// and bidirectional overrides could forge lines in, or hide text of,
+/// whatever shows the trail, so text holding them is refused, never stored.
+pub fn fits_audit_text(c: char) -> bool {
+    !(c.is_control()
+        || matches!(c, '\u{2028}' | '\u{2029}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}'))
+}
+
 /// The stored form of an entry (format marker 2). The hash must stay the
 /// last member: it is the last 32 bytes of the encoding.
 #[derive(Clone, Debug, PartialEq, Eq, bincode::Encode, bincode::Decode)]

@@ -50,7 +50,7 @@ fn purpose_of(f: &super::Form) -> Result<String, String> {
         return Err("请选择列出的用途之一".into());
     }
     match f.get("purpose_note") {
-        Some(n) if n.chars().any(char::is_control) => Err("用途说明含有控制字符".into()),
+        Some(n) if !n.chars().all(basedata_store::audit::fits_audit_text) => Err("用途说明含有控制字符或格式字符".into()),
         Some(n) => Ok(format!("{p}：{}", n.chars().take(200).collect::<String>())),
         None => Ok(p.to_owned()),
     }

@@ -373,13 +373,7 @@ pub fn header_text(headers: &axum::http::HeaderMap, name: &'static str, max_char
     let decoded = percent_encoding::percent_decode(raw.as_bytes())
         .decode_utf8()
         .map_err(|_| refuse(format!("{name} is not UTF-8 (send UTF-8, percent-encoded or raw)")))?;
-    // Line and paragraph separators and bidirectional overrides are not
-    // control characters to Unicode, but break lines in, or hide text of,
-    // whatever shows the audit trail.
-    let unsafe_char = |c: char| {
-        c.is_control() || matches!(c, '\u{2028}' | '\u{2029}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}')
-    };
-    if decoded.chars().any(unsafe_char) {
+    if !decoded.chars().all(basedata_store::audit::fits_audit_text) {
         return Err(refuse(format!("{name} holds control or formatting characters")));
     }
     let t = decoded.trim();
