@@ -52,17 +52,57 @@ impl GrantSource for NoGrants {
     }
 }
 
-/// May `department` have a claimed value of `field` verified? Verifying
-/// discloses nothing of a field the caller may not read, unless the
-/// catalog says the answer itself would (`verifiable = false`): then only
-/// those who may read it may verify it.
-pub fn may_verify(department: &str, dataset: &Dataset, field: &Field, grants: &dyn GrantSource) -> bool {
-    field.verifiable || decide(department, dataset, field, grants) == Access::Allowed
+/// How a claim of a field may be verified by a department.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClaimRule {
+    /// Verified freely: the department may read the field, or a verdict
+    /// discloses too little to matter (a field of many possible values).
+    Free,
+    /// The department may not read the field and it has few possible
+    /// values, so every verdict narrows it down: distinct claims are
+    /// counted per subject (see [`crate::claims`]), one verification at a
+    /// time, never in bulk.
+    Counted,
+    /// Only departments that may read the field may verify it: the
+    /// catalog says a verdict itself would disclose (`verifiable = false`).
+    Refused,
 }
 
-/// Why a claim was refused by [`may_verify`].
+/// The rule for `department`'s claims of `field`.
+pub fn claim_rule(department: &str, dataset: &Dataset, field: &Field, grants: &dyn GrantSource) -> ClaimRule {
+    if decide(department, dataset, field, grants) == Access::Allowed {
+        ClaimRule::Free
+    } else if !field.verifiable {
+        ClaimRule::Refused
+    } else if field.few_values {
+        ClaimRule::Counted
+    } else {
+        ClaimRule::Free
+    }
+}
+
+/// Why a claim was refused by [`claim_rule`] (`Refused`).
 pub fn unverifiable(dataset: &Dataset, field: &Field) -> String {
     format!("field {} of dataset {} is verified only by departments that may read it", field.name, dataset.id)
+}
+
+/// Why a `Counted` claim is refused in a batch.
+pub fn not_in_bulk(dataset: &Dataset, field: &Field) -> String {
+    format!(
+        "field {} of dataset {} has few possible values and this department may not read it: \
+         it is verified one subject at a time (POST /v1/verify), where distinct claims are counted",
+        field.name, dataset.id
+    )
+}
+
+/// Why a claim may not be verified in a batch line, if it may not: the
+/// batch paths' form of [`claim_rule`].
+pub fn bulk_refusal(department: &str, dataset: &Dataset, field: &Field, grants: &dyn GrantSource) -> Option<String> {
+    match claim_rule(department, dataset, field, grants) {
+        ClaimRule::Free => None,
+        ClaimRule::Counted => Some(not_in_bulk(dataset, field)),
+        ClaimRule::Refused => Some(unverifiable(dataset, field)),
+    }
 }
 
 /// The decision. `none` fields are withheld from everybody, the provider

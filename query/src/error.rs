@@ -21,6 +21,10 @@ pub enum Error {
     /// subject data were asked for.
     #[error("{0}")]
     Forbidden(String),
+    /// Too many different claims of a field the department may not read
+    /// (see `claims`); audited as `denied` and flagged to auditors.
+    #[error("{message}")]
+    ClaimLimit { message: String, dataset: String, field: String, distinct: u32, period_days: u32 },
     #[error("{0}")]
     NotFound(String),
     /// The thing exists but is not in a state that allows this.
@@ -55,6 +59,7 @@ impl Error {
             Error::InvalidValue(_) => "invalid_value",
             Error::InvalidBody(_) => "invalid_body",
             Error::Forbidden(_) => "forbidden",
+            Error::ClaimLimit { .. } => "claim_limit",
             Error::NotFound(_) => "not_found",
             Error::Conflict(_) => "conflict",
             Error::Overloaded | Error::TooManyJobs { .. } => "overloaded",

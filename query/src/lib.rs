@@ -11,6 +11,7 @@
 pub mod access;
 pub mod batch;
 pub mod changes;
+pub mod claims;
 pub mod compare;
 pub mod error;
 pub mod gov;

@@ -56,6 +56,8 @@ pub struct DepartmentFigures {
     pub disputes_resolved: usize,
     pub disputes_resolved_on_time: usize,
     pub disputes_overdue: usize,
+    /// Verifications refused for too many different claims (see `claims`).
+    pub claim_limit_refusals: usize,
 }
 
 impl DepartmentFigures {
@@ -170,6 +172,7 @@ impl Queries {
             f.disputes_resolved = resolved.len();
             f.disputes_resolved_on_time = resolved.iter().filter(|d| d.resolved_on_time() == Some(true)).count();
             f.disputes_overdue = disputes.iter().filter(|d| mine(&d.dataset) && d.is_overdue(now)).count();
+            f.claim_limit_refusals = crate::claims::flags(engine, id, from, to)?.len();
             rows.push(f);
         }
         Ok((from, to, rows))

@@ -31,6 +31,10 @@ pub struct Queries {
     pub(crate) job_admission: tokio::sync::Mutex<()>,
     /// How long a finished job's input and answers are kept.
     pub job_retention: Duration,
+    /// How many distinct claims of a field it may not read a department
+    /// may make per subject (see `claims`).
+    pub claim_policy: crate::claims::ClaimPolicy,
+    pub(crate) claim_locks: crate::claims::ClaimLocks,
     /// The configured departments, for jobs run after their request ended.
     pub(crate) directory: Arc<dyn Directory>,
 }
@@ -62,6 +66,8 @@ impl Queries {
             job_wake: tokio::sync::Notify::new(),
             job_admission: tokio::sync::Mutex::new(()),
             job_retention: Duration::from_secs(30 * 86_400),
+            claim_policy: crate::claims::ClaimPolicy::default(),
+            claim_locks: crate::claims::ClaimLocks::default(),
             directory,
         })
     }
@@ -79,10 +85,15 @@ impl Queries {
     }
 
     /// Records a refused use durably, then returns the refusal.
-    pub async fn deny(&self, mut ev: AuditEvent, err: Error) -> Error {
+    pub async fn deny(&self, ev: AuditEvent, err: Error) -> Error {
+        self.deny_with(ev, err, WriteBatch::new()).await
+    }
+
+    /// [`Queries::deny`], committing `extra` with the refusal's entry.
+    pub async fn deny_with(&self, mut ev: AuditEvent, err: Error, extra: WriteBatch) -> Error {
         ev.action = Action::Denied;
         ev.outcome = err.code().to_owned();
-        match self.record(vec![ev], WriteBatch::new()).await {
+        match self.record(vec![ev], extra).await {
             Ok(()) => err,
             Err(e) => e,
         }

@@ -6,7 +6,8 @@
 //! calling thread (microseconds, mostly cache hits); the only wait is the
 //! group commit of the audit entry.
 
-use crate::access::{may_read, may_verify, unverifiable};
+use crate::access::{claim_rule, may_read, unverifiable, ClaimRule};
+use crate::claims;
 use crate::caller::Caller;
 use crate::error::{Error, Result};
 use crate::lookup::{lookup, LookupResult};
@@ -79,15 +80,35 @@ impl Queries {
             let msg = format!("department {} may not verify against dataset {}", caller.department.id, ds.id);
             return Err(self.deny(ev, Error::Forbidden(msg)).await);
         }
-        if let Some(f) = claims.fields().find(|f| !may_verify(&caller.department.id, ds, f, &*self.grants)) {
-            return Err(self.deny(ev, Error::Forbidden(unverifiable(ds, f))).await);
+        let dept = caller.department.id.as_str();
+        let mut counted = Vec::new();
+        for (f, value) in claims.claimed() {
+            match claim_rule(dept, ds, f, &*self.grants) {
+                ClaimRule::Free => {}
+                ClaimRule::Counted => counted.push((f, value)),
+                ClaimRule::Refused => return Err(self.deny(ev, Error::Forbidden(unverifiable(ds, f))).await),
+            }
         }
+        // Counted claims: check and count under the subject's lock, held
+        // until the count is committed with the audit entry.
+        let mut extra = WriteBatch::new();
+        let _counting = if counted.is_empty() {
+            None
+        } else {
+            let guard = self.claim_locks.lock(dept, &self.store.pseudonym(&key)).await;
+            let now = self.grants.now();
+            match claims::admit(&self.store, self.claim_policy, dept, &key, ds, &counted, now)? {
+                claims::Admission::Admitted(batch) => extra = batch,
+                claims::Admission::Refused(flag, err) => return Err(self.deny_with(ev, err, flag).await),
+            }
+            Some(guard)
+        };
         // Only the claimed fields are decoded.
         let record = self.store.get_fields(&key, &ds.id, &|name| claims.asks(name))?;
         let (outcome, verdicts) = claims.verify(record.as_ref());
         ev.outcome = outcome.as_str().to_owned();
         ev.key_mapped = record.is_some();
-        self.record(vec![ev], WriteBatch::new()).await?;
+        self.record(vec![ev], extra).await?;
         Ok(Verification {
             dataset: ds.id.clone(),
             outcome,

@@ -103,6 +103,11 @@ impl<'a> Claims<'a> {
         self.items.iter().map(|(f, _)| *f)
     }
 
+    /// The claims: each field with its claimed value in canonical form.
+    pub fn claimed(&self) -> impl Iterator<Item = (&'a Field, &[u8])> + '_ {
+        self.items.iter().map(|(f, c)| (*f, c.as_slice()))
+    }
+
     pub fn field_names(&self) -> Vec<String> {
         self.items.iter().map(|(f, _)| f.name.clone()).collect()
     }

@@ -322,6 +322,12 @@ pub struct PolicyConfig {
     pub grant_reply_days: u32,
     #[serde(default = "five")]
     pub dispute_days: u32,
+    /// Different claims of a field of few values that a department may
+    /// not read, per subject and period, before it is refused.
+    #[serde(default = "two")]
+    pub distinct_claims: u32,
+    #[serde(default = "thirty")]
+    pub claim_period_days: u32,
 }
 
 fn yes() -> bool {
@@ -332,9 +338,17 @@ fn five() -> u32 {
     5
 }
 
+fn two() -> u32 {
+    2
+}
+
+fn thirty() -> u32 {
+    30
+}
+
 impl Default for PolicyConfig {
     fn default() -> Self {
-        PolicyConfig { deemed_approval: true, grant_reply_days: 5, dispute_days: 5 }
+        PolicyConfig { deemed_approval: true, grant_reply_days: 5, dispute_days: 5, distinct_claims: 2, claim_period_days: 30 }
     }
 }
 
@@ -345,6 +359,10 @@ impl PolicyConfig {
             dispute_days: self.dispute_days,
             deemed_approval: self.deemed_approval,
         }
+    }
+
+    pub fn claims(&self) -> basedata_query::claims::ClaimPolicy {
+        basedata_query::claims::ClaimPolicy { distinct: self.distinct_claims, period_days: self.claim_period_days }
     }
 }
 
@@ -457,6 +475,9 @@ impl Config {
         }
         if !(1..=60).contains(&self.policy.grant_reply_days) || !(1..=60).contains(&self.policy.dispute_days) {
             bail!("policy deadlines are 1 to 60 working days");
+        }
+        if !(1..=100).contains(&self.policy.distinct_claims) || !(1..=3660).contains(&self.policy.claim_period_days) {
+            bail!("[policy] distinct_claims is 1 to 100 and claim_period_days 1 to 3660");
         }
         if self.job_retention_days == 0 {
             bail!("job_retention_days must be at least 1");

@@ -82,6 +82,7 @@ pub fn app_state(store: Arc<Store>, cfg: &Config) -> anyhow::Result<AppState> {
         request_timeout: std::time::Duration::from_secs(cfg.request_timeout_seconds),
         job_retention: std::time::Duration::from_secs(u64::from(cfg.job_retention_days) * 86_400),
         policy: cfg.policy.policy(),
+        claims: cfg.policy.claims(),
         calendar,
         connections: fit_to_open_files(crate::conn::ConnLimits::from_config(&cfg.connections)?),
     };

@@ -228,6 +228,13 @@ pub struct Field {
     /// field of a handful of values that a few guesses would reveal.
     #[serde(skip_serializing_if = "is_true")]
     pub verifiable: bool,
+    /// Whether the field has so few possible values (a code list, a
+    /// boolean, a date within a narrow range) that a handful of
+    /// verifications would reveal it. A department that may not read such
+    /// a field has its distinct claims of it counted per subject (see
+    /// `basedata_store::claims`) and may not verify it in bulk.
+    #[serde(skip_serializing_if = "is_false")]
+    pub few_values: bool,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -524,6 +531,8 @@ struct RawField {
     required: bool,
     #[serde(default = "yes")]
     verifiable: bool,
+    /// Default: true for code lists and booleans.
+    few_values: Option<bool>,
 }
 
 impl RawCatalog {
@@ -733,6 +742,7 @@ impl RawField {
             codes,
             required: self.required,
             verifiable: self.verifiable,
+            few_values: self.few_values.unwrap_or(matches!(self.ty, FieldType::Code | FieldType::Bool)),
         })
     }
 }

@@ -126,6 +126,10 @@ pub struct Pseudonymizer {
     /// every new key.
     aead: LessSafeKey,
     check: [u8; 32],
+    /// Keys digests of values that ledgers must recognize again without
+    /// holding them (a claimed value of a field of few values would be
+    /// read back from a plain hash by trying each).
+    digest_key: [u8; 32],
 }
 
 impl std::fmt::Debug for Pseudonymizer {
@@ -147,7 +151,9 @@ impl Pseudonymizer {
         let pid_key = blake3::derive_key("basedata subject pseudonym v1", &secret.0);
         let seal_key = blake3::derive_key("basedata key mapping seal v1", &secret.0);
         let check = blake3::derive_key("basedata secret check v1", &secret.0);
+        let digest_key = blake3::derive_key("basedata value digest v1", &secret.0);
         Pseudonymizer {
+            digest_key,
             pid_key,
             aead: LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, &seal_key).expect("a 32-byte key")),
             check,
@@ -166,6 +172,19 @@ impl Pseudonymizer {
         let s = key.as_str().as_bytes();
         buf[1..1 + s.len()].copy_from_slice(s);
         (buf, 1 + s.len())
+    }
+
+    /// A keyed digest of `parts` (each length-prefixed, so that no two
+    /// different lists share an input); deterministic for a secret.
+    pub fn digest(&self, parts: &[&[u8]]) -> [u8; 16] {
+        let mut h = blake3::Hasher::new_keyed(&self.digest_key);
+        for p in parts {
+            h.update(&(p.len() as u64).to_be_bytes());
+            h.update(p);
+        }
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&h.finalize().as_bytes()[..16]);
+        out
     }
 
     /// The pseudonym of a subject key; deterministic for a secret.

@@ -257,6 +257,12 @@ impl Store {
         self.pseudo.pid(key)
     }
 
+    /// A keyed digest of `parts`: for ledgers that must recognize a value
+    /// again without being able to tell what it was.
+    pub fn digest(&self, parts: &[&[u8]]) -> [u8; 16] {
+        self.pseudo.digest(parts)
+    }
+
     /// Registers the encrypted mapping for `key` in `batch`.
     pub fn seal_into(&self, batch: &mut WriteBatch, key: &SubjectKey) -> Pid {
         let pid = self.pseudo.pid(key);

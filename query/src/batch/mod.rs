@@ -350,8 +350,9 @@ fn syntax_failure(e: &serde_json::Error) -> Failure {
 pub trait LineAccess {
     /// May it verify against `ds` at all?
     fn may_read(&self, ds: &Dataset) -> bool;
-    /// May it have a claimed value of `field` verified?
-    fn may_verify(&self, ds: &Dataset, field: &basedata_store::catalog::Field) -> bool;
+    /// Why it may not have a claimed value of `field` verified in a
+    /// batch, if it may not.
+    fn refusal(&self, ds: &Dataset, field: &basedata_store::catalog::Field) -> Option<String>;
 }
 
 /// Everything allowed: for callers that checked access themselves, and tests.
@@ -362,8 +363,8 @@ impl LineAccess for Unrestricted {
     fn may_read(&self, _: &Dataset) -> bool {
         true
     }
-    fn may_verify(&self, _: &Dataset, _: &basedata_store::catalog::Field) -> bool {
-        true
+    fn refusal(&self, _: &Dataset, _: &basedata_store::catalog::Field) -> Option<String> {
+        None
     }
 }
 
@@ -416,7 +417,7 @@ fn prepare<'c>(store: &'c Store, access: &dyn LineAccess, l: &LineIn<'_>) -> Pre
     let refusal = if !access.may_read(ds) {
         Some(format!("this department may not verify against dataset {}", ds.id))
     } else {
-        claims.fields().find(|f| !access.may_verify(ds, f)).map(|f| crate::access::unverifiable(ds, f))
+        claims.fields().find_map(|f| access.refusal(ds, f))
     };
     if let Some(message) = refusal {
         return Prepared::Failed {
@@ -635,8 +636,8 @@ mod tests {
             fn may_read(&self, _: &Dataset) -> bool {
                 self.0
             }
-            fn may_verify(&self, _: &Dataset, f: &basedata_store::catalog::Field) -> bool {
-                f.verifiable
+            fn refusal(&self, ds: &Dataset, f: &basedata_store::catalog::Field) -> Option<String> {
+                crate::access::bulk_refusal("nobody", ds, f, &crate::access::NoGrants)
             }
         }
         let res = process(&s, &Only(may_read), &chunk).unwrap();

@@ -62,13 +62,14 @@ impl std::fmt::Debug for Requester {
 
 /// The single-verification rules: consumers may verify against every
 /// dataset, a provider only against its own; fields the catalog marks
-/// unverifiable only with the right to read them.
+/// unverifiable only with the right to read them, and fields of few values
+/// the caller may not read not in bulk at all.
 impl super::LineAccess for Requester {
     fn may_read(&self, ds: &Dataset) -> bool {
         crate::access::may_read(&self.caller, ds)
     }
-    fn may_verify(&self, ds: &Dataset, field: &basedata_store::catalog::Field) -> bool {
-        crate::access::may_verify(&self.caller.department.id, ds, field, &*self.grants)
+    fn refusal(&self, ds: &Dataset, field: &basedata_store::catalog::Field) -> Option<String> {
+        crate::access::bulk_refusal(&self.caller.department.id, ds, field, &*self.grants)
     }
 }
 

@@ -396,7 +396,7 @@ async fn sharing_csv(State(state): State<AppState>, session: Session) -> Respons
     match state.queries.sharing_report(&session.staff.caller(), None, None).await {
         Ok((_, _, rows)) => csv(
             "sharing.csv",
-            &["department", "records_provided", "updates_applied", "lookups", "verifications", "batch_lines", "denials", "grants_decided", "grants_decided_on_time", "disputes_resolved", "disputes_resolved_on_time"],
+            &["department", "records_provided", "updates_applied", "lookups", "verifications", "batch_lines", "denials", "grants_decided", "grants_decided_on_time", "disputes_resolved", "disputes_resolved_on_time", "claim_limit_refusals"],
             rows.iter()
                 .map(|f| {
                     vec![
@@ -411,6 +411,7 @@ async fn sharing_csv(State(state): State<AppState>, session: Session) -> Respons
                         f.grants_decided_on_time.to_string(),
                         f.disputes_resolved.to_string(),
                         f.disputes_resolved_on_time.to_string(),
+                        f.claim_limit_refusals.to_string(),
                     ]
                 })
                 .collect(),

@@ -96,6 +96,8 @@ impl From<basedata_query::Error> for ApiError {
             E::UnknownDataset(id) => ApiError::unknown_dataset(&id),
             E::UnknownField(m) | E::InvalidValue(m) | E::InvalidBody(m) => Self::new(StatusCode::BAD_REQUEST, code, m),
             E::Forbidden(m) => ApiError::forbidden(m),
+            E::ClaimLimit { message, dataset, field, distinct, period_days } => Self::new(StatusCode::FORBIDDEN, code, message)
+                .with_details(json!({"dataset": dataset, "field": field, "distinct_claims": distinct, "period_days": period_days})),
             E::NotFound(m) => ApiError::not_found(m),
             E::Conflict(m) => Self::new(StatusCode::CONFLICT, code, m),
             E::Overloaded => ApiError::overloaded(),

@@ -102,6 +102,7 @@ pub struct Settings {
     pub request_timeout: Duration,
     pub job_retention: Duration,
     pub policy: Policy,
+    pub claims: basedata_query::claims::ClaimPolicy,
     pub calendar: Calendar,
     pub connections: crate::conn::ConnLimits,
 }
@@ -114,6 +115,7 @@ impl Default for Settings {
             request_timeout: Duration::from_secs(120),
             job_retention: Duration::from_secs(30 * 86_400),
             policy: Policy::default(),
+            claims: basedata_query::claims::ClaimPolicy::default(),
             calendar: Calendar::builtin(),
             connections: crate::conn::ConnLimits::default(),
         }
@@ -140,6 +142,7 @@ impl AppState {
         let mut queries =
             Queries::new(store.clone(), committer.clone(), settings.policy, settings.calendar, departments.clone())?;
         queries.job_retention = settings.job_retention;
+        queries.claim_policy = settings.claims;
         Ok(AppState(Arc::new(AppStateInner {
             provide: Arc::new(Provide::new(store.clone(), committer.clone(), settings.max_body_bytes)),
             queries: Arc::new(queries),

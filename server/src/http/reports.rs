@@ -55,6 +55,7 @@ pub async fn sharing(
             disputes_resolved: f.disputes_resolved,
             disputes_resolved_on_time: f.disputes_resolved_on_time,
             disputes_overdue: f.disputes_overdue,
+            claim_limit_refusals: f.claim_limit_refusals,
         })
         .collect();
     Ok(Json(SharingReport { from: format_datetime(from), to: format_datetime(to), departments }))

@@ -96,6 +96,11 @@ pub struct FieldDoc {
     /// Present (`false`) when only departments that may read the field may
     /// have a claimed value of it verified.
     pub verifiable: Option<bool>,
+    /// Present (`true`) when the field has so few possible values that a
+    /// department that may not read it has its distinct claims of it
+    /// counted per subject (`403 claim_limit` beyond the limit) and may not
+    /// verify it in a batch.
+    pub few_values: Option<bool>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -412,6 +417,9 @@ pub struct SharingRow {
     pub batch_lines: u64,
     pub change_feed_reads: u64,
     pub denials: u64,
+    /// Verifications refused for too many different claims of a field of
+    /// few values the department may not read: flags for auditors.
+    pub claim_limit_refusals: usize,
     pub grants_decided: usize,
     pub grants_decided_on_time: usize,
     pub grants_deemed_approved: usize,
