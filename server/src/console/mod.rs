@@ -59,7 +59,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
 /// and concurrency caps like its API requests, so that pages are no way
 /// around them. The permit is held until the page is rendered.
 async fn admit(State(state): State<AppState>, req: Request, next: axum::middleware::Next) -> Response {
-    let Some(session) = cookie_value(req.headers(), COOKIE).and_then(|id| state.accounts.sessions.get(id)) else {
+    let Some(session) = cookie_value(req.headers(), COOKIE).and_then(|id| state.accounts.session(id)) else {
         return next.run(req).await;
     };
     let department = &session.staff.department;
@@ -118,7 +118,7 @@ impl FromRequestParts<AppState> for Session {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         cookie_value(&parts.headers, COOKIE)
-            .and_then(|id| state.accounts.sessions.get(id))
+            .and_then(|id| state.accounts.session(id))
             .ok_or_else(|| html::secure(Redirect::to("/console/login").into_response()))
     }
 }
@@ -136,6 +136,11 @@ impl Form {
     /// Every non-blank value of `name`.
     pub fn all(&self, name: &str) -> Vec<&str> {
         self.0.iter().filter(|(k, _)| k == name).map(|(_, v)| v.trim()).filter(|v| !v.is_empty()).collect()
+    }
+
+    /// The first value of `name` exactly as sent (passwords).
+    pub fn raw(&self, name: &str) -> Option<&str> {
+        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
 
     fn parse(bytes: &[u8]) -> Result<Form, Response> {
@@ -195,7 +200,7 @@ impl axum::extract::OptionalFromRequestParts<AppState> for Session {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Option<Self>, Self::Rejection> {
-        Ok(cookie_value(&parts.headers, COOKIE).and_then(|id| state.accounts.sessions.get(id)))
+        Ok(cookie_value(&parts.headers, COOKIE).and_then(|id| state.accounts.session(id)))
     }
 }
 
@@ -291,7 +296,7 @@ async fn login(State(state): State<AppState>, req: Request) -> Response {
         Err(r) => return r,
     };
     let id = form.get("id").unwrap_or("").to_owned();
-    let password = form.0.iter().find(|(k, _)| k == "password").map(|(_, v)| v.clone()).unwrap_or_default();
+    let password = form.raw("password").unwrap_or_default().to_owned();
     // An id that could not be a staff id is not written into the audit
     // log as an operator (it could hold anything); it still fails alike.
     let recorded_id = staff::valid_id(&id).then_some(id.as_str());
@@ -341,7 +346,7 @@ async fn login_cert(State(state): State<AppState>, req: Request) -> Response {
     if let Err(r) = sign_in_form(req).await {
         return r;
     }
-    let staff = subject.and_then(|s| state.accounts.staff.by_subject(&s).cloned());
+    let staff = subject.and_then(|s| state.accounts.staff.by_subject(&s));
     match staff {
         Some(st) if !st.disabled => {
             if let Err(r) = audit_sign_in(&state, &st.department.id, Some(&st.id), true, "ok_certificate").await {
@@ -405,6 +410,22 @@ pub fn query_error(e: &basedata_query::Error) -> String {
         }
     };
     notice("error", e.code(), &text)
+}
+
+/// A department by its configured name, with its id as a tooltip.
+pub fn department_label(state: &AppState, id: &str) -> String {
+    match state.departments.get(id) {
+        Some(d) if !d.name.is_empty() => format!(r#"<span title="{0}">{1}</span>"#, esc(id), esc(&d.name)),
+        _ => esc(id),
+    }
+}
+
+/// A dataset by its catalog title, with its id as a tooltip.
+pub fn dataset_label(state: &AppState, id: &str) -> String {
+    match state.catalog.dataset(id) {
+        Some(d) if !d.title.is_empty() => format!(r#"<span title="{0}">{1}</span>"#, esc(id), esc(&d.title)),
+        _ => esc(id),
+    }
 }
 
 /// Why a key number is not valid, in words for the counter.
