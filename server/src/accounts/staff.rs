@@ -118,15 +118,15 @@ pub enum AccountError {
     NotFound,
     /// Configured accounts change only with the configuration.
     Configured,
-    /// The account is already in the state asked for.
-    Unchanged(&'static str),
+    /// The account is already disabled (`true`) or enabled (`false`).
+    Unchanged { disabled: bool },
 }
 
 impl AccountError {
     pub fn code(&self) -> &'static str {
         match self {
             AccountError::NotFound => "not_found",
-            AccountError::Taken { .. } | AccountError::Configured | AccountError::Unchanged(_) => "conflict",
+            AccountError::Taken { .. } | AccountError::Configured | AccountError::Unchanged { .. } => "conflict",
             _ => "invalid_value",
         }
     }
@@ -147,7 +147,7 @@ impl AccountError {
             AccountError::BadHash(m) => format!("密码散列无效：{m}"),
             AccountError::NotFound => "没有这个账号。".into(),
             AccountError::Configured => "该账号在配置文件中管理，不能在此修改。".into(),
-            AccountError::Unchanged(what) => format!("账号已经{what}。"),
+            AccountError::Unchanged { disabled } => format!("账号已经{}。", if *disabled { "停用" } else { "启用" }),
         }
     }
 }
@@ -173,7 +173,7 @@ impl std::fmt::Display for AccountError {
             AccountError::BadHash(m) => write!(f, "password_argon2: {m}"),
             AccountError::NotFound => write!(f, "no such account"),
             AccountError::Configured => write!(f, "the account is in the configuration file; change it there"),
-            AccountError::Unchanged(what) => write!(f, "the account is {what} already"),
+            AccountError::Unchanged { disabled } => write!(f, "the account is {} already", if *disabled { "disabled" } else { "enabled" }),
         }
     }
 }
@@ -481,8 +481,9 @@ impl StaffBook {
         let s = self.stored_account(id)?;
         let mut r = s.record(by, now).ok_or(AccountError::Configured)?;
         match change {
-            Change::Disable if r.disabled => return Err(AccountError::Unchanged("停用")),
-            Change::Enable if !r.disabled => return Err(AccountError::Unchanged("启用")),
+            Change::Disable | Change::Enable if r.disabled == matches!(change, Change::Disable) => {
+                return Err(AccountError::Unchanged { disabled: r.disabled })
+            }
             Change::Disable => r.disabled = true,
             Change::Enable => r.disabled = false,
             Change::Reset(hash) => {
