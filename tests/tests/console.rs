@@ -472,3 +472,125 @@ fn overdue_disputes_stand_out_and_unanswered_grants_are_deemed_approved() {
     // A deemed approval is no longer waiting for an answer.
     assert!(!p.body.contains("data-grant="), "{}", p.body);
 }
+
+/// Runs `basedata staff ARGS --config FILE --data DIR` with `stdin`;
+/// returns whether it succeeded, its output and its errors.
+fn staff_command(dir: &std::path::Path, args: &[&str], stdin: &str) -> (bool, String, String) {
+    let mut child = Command::new(binary())
+        .arg("staff")
+        .args(args)
+        .arg("--config")
+        .arg(dir.join("basedata.toml"))
+        .arg("--data")
+        .arg(dir.join("data"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// The `account` entries of the audit trail, as (department, operator,
+/// operator source, outcome).
+fn account_entries(s: &Server) -> Vec<(String, String, String, String)> {
+    let r = s.req("GET", "/v1/audit?limit=1000").token(tokens::AUDITOR).get();
+    let text = |v: &Value| v.as_str().unwrap_or("").to_owned();
+    r.json["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "account")
+        .map(|e| (text(&e["department"]), text(&e["operator"]), text(&e["operator_source"]), text(&e["outcome"])))
+        .collect()
+}
+
+/// The first administrator of a new store comes from the command line;
+/// accounts added on the page and by the command survive restarts; the
+/// command refuses bad accounts and a store a server holds.
+#[test]
+fn the_staff_command_and_the_page_keep_accounts_in_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = console_config(5);
+    std::fs::write(dir.path().join("basedata.toml"), &cfg).unwrap();
+    // A new data directory: the command creates the store and the account.
+    let (ok, out, err) = staff_command(dir.path(), &["add", "boss", "--name", "孙八", "--department", "admin", "--role", "admin", "--operator", "root"], "boss-password-1\n");
+    assert!(ok, "{err}");
+    assert_eq!(out, "added boss\n");
+    // Mistakes are refused with their reason, and nothing is added.
+    for (args, stdin, why) in [
+        (vec!["add", "s1", "--department", "shebao-counter", "--role", "steward"], "password-1234\n", "provider"),
+        (vec!["add", "s1", "--department", "nowhere", "--role", "clerk"], "password-1234\n", "no department"),
+        (vec!["add", "s1", "--department", "shebao-counter", "--role", "boss"], "password-1234\n", "no role"),
+        (vec!["add", "s 1", "--department", "shebao-counter", "--role", "clerk"], "password-1234\n", "staff id"),
+        (vec!["add", "s1", "--department", "shebao-counter", "--role", "clerk"], "short\n", "8 to 256"),
+        (vec!["add", "clerk1", "--department", "shebao-counter", "--role", "clerk"], "password-1234\n", "configuration"),
+        (vec!["add", "boss", "--department", "admin", "--role", "admin"], "password-1234\n", "twice"),
+        (vec!["disable", "clerk1"], "", "configuration file"),
+        (vec!["reset", "nobody"], "password-1234\n", "no such account"),
+    ] {
+        let (ok, _, err) = staff_command(dir.path(), &args, stdin);
+        assert!(!ok && err.contains(why), "{args:?}: {err}");
+    }
+    let (ok, out, err) = staff_command(dir.path(), &["add", "gen1", "--department", "shebao-counter", "--role", "clerk", "--generate-password"], "");
+    assert!(ok, "{err}");
+    let generated = out.lines().find_map(|l| l.strip_prefix("password: ")).expect("the generated password").to_owned();
+    assert_eq!(generated.len(), 16);
+
+    let mut s = Server::start_in(dir.path(), &cfg, &[]);
+    // While the server holds the store, the command says what to do instead.
+    let (ok, _, err) = staff_command(dir.path(), &["list"], "");
+    assert!(!ok && err.contains("in use by a running server") && err.contains("账号管理"), "{err}");
+    let (admin, csrf) = http_sign_in(&s, "boss", "boss-password-1", "/console/admin/staff");
+    http_sign_in(&s, "gen1", &generated, "/console/counter");
+    let page = call(&s, "GET", "/console/admin/staff", &admin, None);
+    assert!(page.body.contains("<span data-source=\"boss\">系统内</span>") && page.body.contains("<span data-source=\"clerk1\">配置文件</span>"), "{}", page.body);
+    // A change without the session's token is refused and changes nothing.
+    let add = "id=temp1&name=&department=shebao-counter&roles=clerk&password=temp-password-1&password2=temp-password-1";
+    let r = call(&s, "POST", "/console/admin/staff", &admin, Some(add));
+    assert_eq!((r.status, r.code()), (403, Some("csrf_failed")));
+    let r = call(&s, "POST", "/console/admin/staff/gen1/disable", &admin, Some(&format!("csrf={}", "0".repeat(64))));
+    assert_eq!((r.status, r.code()), (403, Some("csrf_failed")));
+    http_sign_in(&s, "gen1", &generated, "/console/counter");
+    // With it: passwords must agree; configured accounts stay read-only.
+    let r = call(&s, "POST", "/console/admin/staff", &admin, Some(&format!("csrf={csrf}&{}", add.replace("password2=temp-password-1", "password2=other"))));
+    assert_eq!((r.status, r.code()), (200, Some("invalid_value")), "{}", r.body);
+    let r = call(&s, "POST", "/console/admin/staff/clerk1/disable", &admin, Some(&format!("csrf={csrf}")));
+    assert_eq!((r.status, r.code()), (200, Some("conflict")), "{}", r.body);
+    let r = call(&s, "POST", "/console/admin/staff", &admin, Some(&format!("csrf={csrf}&{add}")));
+    assert_eq!((r.status, r.code()), (200, Some("added")), "{}", r.body);
+    assert!(!r.body.contains("temp-password-1"));
+    let r = call(&s, "POST", "/console/admin/staff", &admin, Some(&format!("csrf={csrf}&{add}")));
+    assert_eq!((r.status, r.code()), (200, Some("conflict")), "{}", r.body);
+    http_sign_in(&s, "temp1", "temp-password-1", "/console/counter");
+    assert!(s.terminate().success());
+
+    // Offline again: both stored accounts are there; one is disabled.
+    let (ok, out, err) = staff_command(dir.path(), &["list"], "");
+    assert!(ok, "{err}");
+    assert!(out.contains("boss\tstore\tenabled\tadmin\tadmin\t孙八") && out.contains("temp1\tstore\tenabled") && out.contains("clerk1\tconfig"), "{out}");
+    let (ok, _, err) = staff_command(dir.path(), &["disable", "temp1", "--operator", "root"], "");
+    assert!(ok, "{err}");
+    let s = Server::start_in(dir.path(), &cfg, &[]);
+    let page = call(&s, "GET", "/console/login", "", None);
+    let pre = format!("bd_signin={}", page.cookie("bd_signin").unwrap());
+    let r = call(&s, "POST", "/console/login", &pre, Some(&format!("csrf={}&id=temp1&password=temp-password-1", page.csrf())));
+    assert_eq!((r.status, r.code()), (403, Some("disabled")));
+    http_sign_in(&s, "boss", "boss-password-1", "/console/admin/staff");
+    // Every change is audited: the command's as the system's with the
+    // declared operator, the page's with the administrator verified.
+    let acts = account_entries(&s);
+    let row = |d: &str, o: &str, src: &str, what: &str| (d.to_owned(), o.to_owned(), src.to_owned(), what.to_owned());
+    assert_eq!(
+        acts,
+        vec![
+            row("system", "root", "declared", "added boss"),
+            row("system", "", "", "added gen1"),
+            row("admin", "boss", "verified", "added temp1"),
+            row("system", "root", "declared", "disabled temp1"),
+        ],
+        "{acts:?}"
+    );
+}

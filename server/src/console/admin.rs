@@ -92,7 +92,7 @@ fn render(state: &AppState, session: &Session, message: String) -> Response {
                 }
                 let _ = write!(
                     actions,
-                    r#"<details><summary>重设密码</summary><form method="post" action="/console/admin/staff/{id}/reset" id="reset-form-{id}">{}{}<button type="submit" id="reset-{id}">重设密码</button></form></details>"#,
+                    r#"<details><summary id="reset-open-{id}">重设密码</summary><form method="post" action="/console/admin/staff/{id}/reset" id="reset-form-{id}">{}{}<button type="submit" id="reset-{id}">重设密码</button></form></details>"#,
                     csrf_field(csrf),
                     password_fields(&format!("reset-{}", esc(&s.id))),
                     id = esc(&s.id)
