@@ -594,3 +594,82 @@ fn the_staff_command_and_the_page_keep_accounts_in_the_store() {
         "{acts:?}"
     );
 }
+
+/// An administrator adds an account on the page; the new person signs in
+/// and looks a person up; a password reset makes the old one fail and
+/// the new one work; disabling ends the live session and refuses the
+/// next sign-in; the account is still there after a restart.
+#[test]
+fn an_administrator_manages_stored_accounts_in_a_browser() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = console_config(5);
+    let mut s = Server::start_in(dir.path(), &cfg, &[]);
+    let (key, fields) = person(3);
+    let r = s.req("POST", "/v1/datasets/hukou/updates").token(tokens::GONGAN).ndjson(&[json!({"key": key, "version": 1, "fields": fields})]);
+    assert_eq!(r.json["applied"], 1, "{}", r.text);
+
+    let b = Browser::start();
+    sign_in(&b, &s, "admin1", ADMIN_PW);
+    b.click_to_load("#nav-admin");
+    assert!(b.text("#staff").contains("在配置文件中管理"), "configured accounts are read-only");
+    b.fill("#new-id", "zhou.jiu");
+    b.fill("#new-name", "周九");
+    b.select("#new-department", "shebao-counter");
+    b.click("#new-role-clerk");
+    b.fill("#new-password", "zhou-password-1");
+    b.fill("#new-password2", "zhou-password-1");
+    b.screenshot("16-admin-add-account");
+    b.click_to_load("#add-btn");
+    b.wait_for("the added notice", |b| !b.all("[data-code=\"added\"]").is_empty());
+    assert_eq!(b.text("[data-source=\"zhou.jiu\"]"), "系统内");
+    sign_out(&b);
+
+    // The new person signs in and looks a person up.
+    sign_in(&b, &s, "zhou.jiu", "zhou-password-1");
+    assert!(b.text("#who").contains("周九"));
+    b.fill("#lookup-key", &key);
+    b.select("#lookup-purpose", "办理社会保险业务");
+    b.click_to_load("#lookup-btn");
+    b.wait_for("the lookup result", |b| !b.all("[data-field=\"hukou.name\"]").is_empty());
+    assert_eq!(b.text("[data-field=\"hukou.name\"]"), fields["name"].as_str().unwrap());
+    sign_out(&b);
+
+    // A password reset, generated and shown once.
+    sign_in(&b, &s, "admin1", ADMIN_PW);
+    b.click_to_load("#nav-admin");
+    b.click("#reset-open-zhou\\.jiu");
+    b.click("#reset-zhou\\.jiu-generate");
+    b.click_to_load("#reset-zhou\\.jiu");
+    b.wait_for("the reset notice", |b| !b.all("[data-code=\"password_reset\"]").is_empty());
+    let new_pw = b.text("#generated-password");
+    assert_eq!(new_pw.chars().count(), 16, "{new_pw}");
+    b.screenshot("17-admin-password-reset");
+    let page = call(&s, "GET", "/console/login", "", None);
+    let pre = format!("bd_signin={}", page.cookie("bd_signin").unwrap());
+    let attempt = |pw: &str| call(&s, "POST", "/console/login", &pre, Some(&format!("csrf={}&id=zhou.jiu&password={pw}", page.csrf())));
+    assert_eq!(attempt("zhou-password-1").code(), Some("bad_credentials"), "the old password still works");
+    // The new one works: a live session, to be ended by disabling.
+    let (live, _) = http_sign_in(&s, "zhou.jiu", &new_pw, "/console/counter");
+    b.click_to_load("#nav-admin");
+    b.click_to_load("#disable-zhou\\.jiu");
+    b.wait_for("the disabled notice", |b| !b.all("[data-code=\"disabled\"]").is_empty());
+    assert_eq!(b.text("[data-status=\"zhou.jiu\"]"), "已停用");
+    b.screenshot("18-admin-disabled");
+    let r = call(&s, "GET", "/console/counter", &live, None);
+    assert_eq!((r.status, r.header("location")), (303, vec!["/console/login"]), "the live session outlived the account");
+    assert_eq!(attempt(&new_pw).code(), Some("disabled"));
+    drop(b);
+
+    // After a restart the account is there, still disabled; enabled again,
+    // it signs in with the reset password.
+    assert!(s.terminate().success());
+    let s = Server::start_in(dir.path(), &cfg, &[]);
+    let (admin, csrf) = http_sign_in(&s, "admin1", ADMIN_PW, "/console/admin/staff");
+    let page = call(&s, "GET", "/console/admin/staff", &admin, None);
+    assert!(page.body.contains("<span data-status=\"zhou.jiu\">已停用</span>"), "{}", page.body);
+    let r = call(&s, "POST", "/console/admin/staff/zhou.jiu/enable", &admin, Some(&format!("csrf={csrf}")));
+    assert_eq!((r.status, r.code()), (200, Some("enabled")), "{}", r.body);
+    http_sign_in(&s, "zhou.jiu", &new_pw, "/console/counter");
+    let acts: Vec<String> = account_entries(&s).into_iter().map(|(_, op, _, what)| format!("{op}: {what}")).collect();
+    assert_eq!(acts, vec!["admin1: added zhou.jiu", "admin1: password_reset zhou.jiu", "admin1: disabled zhou.jiu", "admin1: enabled zhou.jiu"]);
+}
