@@ -133,8 +133,11 @@ fn staff_work_through_every_page_in_a_browser() {
     assert!(shown.contains('*') && !shown.contains(&key[6..14]), "{shown}");
     assert!(!b.url().contains(&key) && !b.source().contains(&key), "full key on the page or in the URL");
     b.screenshot("03-counter-lookup");
+    // What is never shared is folded away, what may be applied for is not.
+    assert_eq!(b.all("#withheld details[open] #withheld-conditional [data-withheld=\"hukou.photo\"]").len(), 1);
+    assert_eq!(b.all("#withheld details:not([open]) #withheld-none [data-withheld=\"death.cause_of_death\"]").len(), 1, "never-shared fields not folded");
     // Apply for the photo from the result page.
-    b.click("details summary");
+    b.click("#grant-hukou-open");
     b.fill("#grant-hukou-purpose", "社保待遇资格认证");
     b.fill("#grant-hukou-basis", "社会保险法第七十二条");
     b.click_to_load("#grant-hukou-submit");
@@ -225,6 +228,9 @@ fn staff_work_through_every_page_in_a_browser() {
     let trail = b.text("#audit");
     assert!(trail.contains("王五（clerk1）") && trail.contains("已核实"), "{trail}");
     assert!(trail.contains("prog-7") && trail.contains("自报"), "{trail}");
+    // Departments by name, outcomes in words (their ids and codes as tooltips).
+    assert!(trail.contains("社保服务窗口") && trail.contains("已查到") && !trail.contains("shebao-counter"), "{trail}");
+    assert!(b.source().contains(r#"<span title="shebao-counter">社保服务窗口</span>"#));
     assert!(!b.source().contains(&key) && !b.url().contains(&key));
     b.screenshot("11-audit-by-subject");
     b.click_to_load("#nav-queues");
@@ -414,6 +420,15 @@ fn sign_in_locks_out_forms_need_their_token_and_pages_are_guarded() {
     assert_eq!((r.status, r.code()), (200, Some("invalid_value")));
     let r = call(&s, "POST", "/console/audit", &cookie, Some("%%%"));
     assert!(r.status < 500, "{}", r.status);
+    // A purpose note over its limit is refused, not cut.
+    let (clerk, clerk_csrf) = http_sign_in(&s, "clerk1", CLERK_PW, "/console/counter");
+    let note = "号".repeat(201);
+    let lookup = format!("csrf={clerk_csrf}&subject=person&key={key}&purpose=%E6%A0%B8%E5%AE%9E%E7%94%B3%E8%AF%B7%E4%BA%BA%E8%BA%AB%E4%BB%BD&purpose_note=");
+    let r = call(&s, "POST", "/console/counter/lookup", &clerk, Some(&format!("{lookup}{note}")));
+    assert_eq!(r.code(), Some("purpose_required"), "{}", r.body);
+    assert!(r.body.contains("用途说明最多 200 个字符，现有 201 个"), "{}", r.body);
+    let r = call(&s, "POST", "/console/counter/lookup", &clerk, Some(&format!("{lookup}{}", &note[..600])));
+    assert!(r.body.contains("data-field=\"hukou.name\""), "{}", r.body);
     let r = call(&s, "GET", "/console/no-such-page", &cookie, None);
     assert_eq!((r.status, r.code()), (404, Some("not_found")));
     // Signed out, the session is gone.
