@@ -11,8 +11,8 @@
 //! Layout (`gov` family): `a/<id>` -> [`StaffRecord`] behind the store's
 //! format marker.
 
-use basedata_store::codec::{decode, encode};
-use basedata_store::engine::{prefix_end, Cf, Engine, WriteBatch};
+use basedata_store::codec::{decode, decode_all, encode};
+use basedata_store::engine::{Cf, Engine, WriteBatch};
 use basedata_store::Result;
 
 /// One stored account.
@@ -54,13 +54,7 @@ impl StaffRecord {
 
 /// Every stored account, ordered by id.
 pub fn all(engine: &dyn Engine) -> Result<Vec<StaffRecord>> {
-    let end = prefix_end(b"a/");
-    let mut out = Vec::new();
-    for item in engine.scan(Cf::Gov, b"a/", end.as_deref(), false)? {
-        let (_, v) = item?;
-        out.push(decode::<StaffRecord>("staff account", &v)?);
-    }
-    Ok(out)
+    decode_all(engine, Cf::Gov, b"a/", "staff account")
 }
 
 pub fn load(engine: &dyn Engine, id: &str) -> Result<Option<StaffRecord>> {

@@ -63,6 +63,15 @@ fn person(i: u64) -> (String, serde_json::Map<String, Value>) {
     (key, fields)
 }
 
+/// A server on `dir` holding generated person `i`'s hukou record.
+fn start_with_person(dir: &std::path::Path, cfg: &str, i: u64) -> (Server, String, serde_json::Map<String, Value>) {
+    let s = Server::start_in(dir, cfg, &[]);
+    let (key, fields) = person(i);
+    let r = s.req("POST", "/v1/datasets/hukou/updates").token(tokens::GONGAN).ndjson(&[json!({"key": key, "version": 1, "fields": fields})]);
+    assert_eq!(r.json["applied"], 1, "{}", r.text);
+    (s, key, fields)
+}
+
 fn sign_in(b: &Browser, s: &Server, id: &str, pw: &str) {
     b.goto(&s.url("/console/"));
     b.wait_for("the sign-in page", |b| b.url().ends_with("/console/login"));
@@ -460,10 +469,7 @@ fn console_requests_count_against_the_department_rate_limit() {
 fn overdue_disputes_stand_out_and_unanswered_grants_are_deemed_approved() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = console_config(5);
-    let mut s = Server::start_in(dir.path(), &cfg, &[]);
-    let (key, fields) = person(2);
-    let r = s.req("POST", "/v1/datasets/hukou/updates").token(tokens::GONGAN).ndjson(&[json!({"key": key, "version": 1, "fields": fields})]);
-    assert_eq!(r.json["applied"], 1, "{}", r.text);
+    let (mut s, key, _) = start_with_person(dir.path(), &cfg, 2);
     let r = s.req("POST", "/v1/disputes").token(tokens::COUNTER).json(&json!({
         "subject": "person", "key": key, "dataset": "hukou", "field": "name", "claimed": "某某", "note": "核对"}));
     assert_eq!(r.status, 201, "{}", r.text);
@@ -618,10 +624,7 @@ fn the_staff_command_and_the_page_keep_accounts_in_the_store() {
 fn an_administrator_manages_stored_accounts_in_a_browser() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = console_config(5);
-    let mut s = Server::start_in(dir.path(), &cfg, &[]);
-    let (key, fields) = person(3);
-    let r = s.req("POST", "/v1/datasets/hukou/updates").token(tokens::GONGAN).ndjson(&[json!({"key": key, "version": 1, "fields": fields})]);
-    assert_eq!(r.json["applied"], 1, "{}", r.text);
+    let (mut s, key, fields) = start_with_person(dir.path(), &cfg, 3);
 
     let b = Browser::start();
     sign_in(&b, &s, "admin1", ADMIN_PW);

@@ -602,16 +602,22 @@ pub(crate) fn test_departments() -> Departments {
 /// `password`, for tests.
 #[cfg(test)]
 pub(crate) fn test_book(password: &str, rules: ConsoleConfig) -> StaffBook {
-    let staff = StaffConfig {
-        id: "clerk1".into(),
-        name: "王五".into(),
+    let staff = StaffConfig { name: "王五".into(), ..test_clerk("clerk1", password) };
+    StaffBook::from_config(&[staff], rules, &test_departments()).expect("a valid staff list")
+}
+
+/// A configured clerk of `counter` signing in with `password`, for tests.
+#[cfg(test)]
+pub(crate) fn test_clerk(id: &str, password: &str) -> StaffConfig {
+    StaffConfig {
+        id: id.into(),
+        name: String::new(),
         department: "counter".into(),
         roles: vec![StaffRole::Clerk],
         password_argon2: Some(hash_password(password).expect("a hash")),
         cert_subject: None,
         disabled: false,
-    };
-    StaffBook::from_config(&[staff], rules, &test_departments()).expect("a valid staff list")
+    }
 }
 
 #[cfg(test)]
@@ -656,15 +662,7 @@ mod tests {
     #[test]
     fn configuration_mistakes_are_refused() {
         let departments = test_departments();
-        let good = StaffConfig {
-            id: "s1".into(),
-            name: String::new(),
-            department: "counter".into(),
-            roles: vec![StaffRole::Clerk],
-            password_argon2: Some(hash_password("pw-123456").unwrap()),
-            cert_subject: None,
-            disabled: false,
-        };
+        let good = test_clerk("s1", "pw-123456");
         let check = |c: StaffConfig| StaffBook::from_config(&[c], ConsoleConfig::default(), &departments).err().map(|e| e.to_string());
         assert_eq!(check(good.clone()), None);
         assert!(check(StaffConfig { id: "bad id".into(), ..good.clone() }).is_some());
@@ -729,16 +727,7 @@ mod tests {
         let taken = StaffRecord { id: "clerk1".into(), ..ok.clone() };
         let gone = StaffRecord { id: "s4".into(), department: "closed".into(), ..ok.clone() };
         let role = StaffRecord { id: "s5".into(), roles: vec!["superuser".into()], ..ok.clone() };
-        let staff = StaffConfig {
-            id: "clerk1".into(),
-            name: String::new(),
-            department: "counter".into(),
-            roles: vec![StaffRole::Clerk],
-            password_argon2: Some(hash_password("pw-123456").unwrap()),
-            cert_subject: None,
-            disabled: false,
-        };
-        let b = StaffBook::load(&[staff], &[taken, gone, role, ok], ConsoleConfig::default(), &test_departments()).unwrap();
+        let b = StaffBook::load(&[test_clerk("clerk1", "pw-123456")], &[taken, gone, role, ok], ConsoleConfig::default(), &test_departments()).unwrap();
         assert_eq!(b.all().iter().map(|s| s.id.as_str()).collect::<Vec<_>>(), vec!["clerk1", "s3"]);
         assert!(!b.get("clerk1").unwrap().stored(), "the configuration's account counts");
         let out: Vec<&str> = b.left_out().iter().map(|(id, _)| id.as_str()).collect();
