@@ -438,6 +438,13 @@ fn sign_in_locks_out_forms_need_their_token_and_pages_are_guarded() {
     assert!(r.body.contains("用途说明最多 200 个字符，现有 201 个"), "{}", r.body);
     let r = call(&s, "POST", "/console/counter/lookup", &clerk, Some(&format!("{lookup}{}", &note[..600])));
     assert!(r.body.contains("data-field=\"hukou.name\""), "{}", r.body);
+    // The access report: one page here, and a later page on request.
+    let report = format!("csrf={clerk_csrf}&subject=person&key={key}");
+    let r = call(&s, "POST", "/console/report", &clerk, Some(&report));
+    assert!(r.body.contains("<p id=\"report-count\">共 1 条使用记录。</p>") && !r.body.contains("id=\"next-page\""), "{}", r.body);
+    assert!(r.body.contains(&format!("核实申请人身份：{}<", &note[..600])), "the note was cut: {}", r.body);
+    let r = call(&s, "POST", "/console/report", &clerk, Some(&format!("{report}&after=999999&page=2")));
+    assert!(r.body.contains("<p id=\"report-count\">第 2 页，0 条使用记录（最后一页）。</p>"), "{}", r.body);
     let r = call(&s, "GET", "/console/no-such-page", &cookie, None);
     assert_eq!((r.status, r.code()), (404, Some("not_found")));
     // Signed out, the session is gone.
