@@ -443,8 +443,30 @@ fn sign_in_locks_out_forms_need_their_token_and_pages_are_guarded() {
     let r = call(&s, "POST", "/console/report", &clerk, Some(&report));
     assert!(r.body.contains("<p id=\"report-count\">共 1 条使用记录。</p>") && !r.body.contains("id=\"next-page\""), "{}", r.body);
     assert!(r.body.contains(&format!("核实申请人身份：{}<", &note[..600])), "the note was cut: {}", r.body);
+    // A later page needs the tag the earlier one carried for this number.
     let r = call(&s, "POST", "/console/report", &clerk, Some(&format!("{report}&after=999999&page=2")));
-    assert!(r.body.contains("<p id=\"report-count\">第 2 页，0 条使用记录（最后一页）。</p>"), "{}", r.body);
+    assert_eq!(r.code(), Some("invalid_value"), "{}", r.body);
+    let tag = "0".repeat(64);
+    let r = call(&s, "POST", "/console/report", &clerk, Some(&format!("{report}&after=999999&page=2&key_tag={tag}")));
+    assert_eq!(r.code(), Some("invalid_value"), "{}", r.body);
+    // Past 2,000 uses the report goes on on a next page.
+    let lines: String = (0..2000).map(|i| format!("{}\n", json!({"ref": i, "subject": "person", "key": key, "fields": {"name": "某某"}}))).collect();
+    let r = s.req("POST", "/v1/verify/batch").token(tokens::COUNTER).purpose("批量核验").send(Some(("application/x-ndjson", lines.into_bytes())));
+    assert_eq!(r.status, 200, "{}", r.text);
+    let first = call(&s, "POST", "/console/report", &clerk, Some(&report));
+    assert!(first.body.contains("<p id=\"report-count\">第 1 页，2000 条使用记录；后面还有记录，见下一页。</p>"), "{}", first.body);
+    assert!(!first.body.contains(&key), "the full number is on the page");
+    let hidden = |name: &str| {
+        let at = first.body.find(&format!("name=\"{name}\" value=\"")).unwrap_or_else(|| panic!("no {name}: {}", first.body)) + name.len() + 15;
+        first.body[at..].split('"').next().unwrap().to_owned()
+    };
+    let next = format!("{report}&after={}&page={}&key_tag={}", hidden("after"), hidden("page"), hidden("key_tag"));
+    let r = call(&s, "POST", "/console/report", &clerk, Some(&next));
+    assert!(r.body.contains("<p id=\"report-count\">第 2 页，3 条使用记录（最后一页）。</p>"), "{}", r.body);
+    // The tag is the number's: another number with it is refused.
+    let (other, _) = person(4);
+    let r = call(&s, "POST", "/console/report", &clerk, Some(&next.replace(&key, &other)));
+    assert_eq!(r.code(), Some("invalid_value"), "{}", r.body);
     let r = call(&s, "GET", "/console/no-such-page", &cookie, None);
     assert_eq!((r.status, r.code()), (404, Some("not_found")));
     // Signed out, the session is gone.

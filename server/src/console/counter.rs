@@ -454,6 +454,17 @@ pub(super) fn what_was_used(state: &AppState, datasets: &[String], fields: &[Str
         .join("；")
 }
 
+/// A tag of `key` that only this session can make: it ties the pages of
+/// one access report to one number without writing the number down.
+fn report_tag(session: &Session, key: &SubjectKey) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(session.id.as_bytes());
+    h.update(b"\0access-report\0");
+    h.update(key.to_string().as_bytes());
+    hex::encode(h.finalize())
+}
+
 async fn report(State(state): State<AppState>, CsrfForm { session, form }: CsrfForm) -> Response {
     if let Err(r) = need(&session, StaffRole::Clerk) {
         return r;
@@ -464,9 +475,16 @@ async fn report(State(state): State<AppState>, CsrfForm { session, form }: CsrfF
         Ok(k) => k,
         Err(m) => return page(format!("{}{back}", notice("error", "invalid_key", &m))),
     };
-    // A later page starts after the last entry of the one before.
+    // A later page starts after the last entry of the one before, for the
+    // same number: the page carries a tag of the number keyed by the
+    // session id (which no page shows), and the number typed again must
+    // match it.
+    let tag = report_tag(&session, &key);
     let after: u64 = form.get("after").and_then(|a| a.parse().ok()).unwrap_or(0);
     let page_no: u64 = form.get("page").and_then(|a| a.parse().ok()).unwrap_or(1).max(1);
+    if after > 0 && !form.get("key_tag").is_some_and(|t| crate::accounts::session::same_token(t, &tag)) {
+        return page(format!("{}{back}", notice("error", "invalid_value", "号码与上一页的不一致：请输入同一号码，或重新生成告知单。")));
+    }
     let report = match state.queries.access_report(&session.staff.caller(), "本人查询信息使用记录", key, after).await {
         Ok(r) => r,
         Err(e) => return page(format!("{}{back}", query_error(&e))),
@@ -498,7 +516,7 @@ async fn report(State(state): State<AppState>, CsrfForm { session, form }: CsrfF
     // number is never written into a page.
     let next = match (report.more, entries.last()) {
         (true, Some(last)) => format!(
-            r#"<section class="card noprint" id="next-page"><p>每页最多 {} 条。打印下一页请再次输入号码：</p><form method="post" action="/console/report" id="report-next">{}<input type="hidden" name="after" value="{}"><input type="hidden" name="page" value="{}">{}{}<button id="report-next-btn" type="submit">下一页</button></form></section>"#,
+            r#"<section class="card noprint" id="next-page"><p>每页最多 {} 条。打印下一页请再次输入号码：</p><form method="post" action="/console/report" id="report-next">{}<input type="hidden" name="after" value="{}"><input type="hidden" name="page" value="{}"><input type="hidden" name="key_tag" value="{tag}">{}{}<button id="report-next-btn" type="submit">下一页</button></form></section>"#,
             basedata_query::oversight::MAX_ACCESS_REPORT,
             csrf_field(&session.csrf),
             last.seq,
