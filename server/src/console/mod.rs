@@ -486,6 +486,7 @@ pub fn outcome_label(outcome: &str) -> String {
         "enabled" => "启用账号",
         "password_reset" => "重设密码",
         "applied" => "提交申请",
+        "pending" => "待答复",
         "approved" => "同意",
         "rejected" => "拒绝",
         "deemed_approved" => "视为同意",
