@@ -11,8 +11,8 @@
 
 use crate::access::GrantSource;
 use basedata_store::calendar::Calendar;
-use basedata_store::codec::{decode, encode};
-use basedata_store::engine::{prefix_end, Cf, Engine, WriteBatch};
+use basedata_store::codec::{decode, decode_all, encode};
+use basedata_store::engine::{Cf, Engine, WriteBatch};
 use basedata_store::usage::{day_of, CST_OFFSET_MICROS};
 use basedata_store::{Pid, Result};
 use std::collections::HashMap;
@@ -149,13 +149,8 @@ pub struct GrantBook {
 
 impl GrantBook {
     pub fn load(engine: &dyn Engine, policy: Policy, clock: Arc<dyn basedata_store::clock::Clock>) -> Result<GrantBook> {
-        let mut grants = HashMap::new();
-        let end = prefix_end(b"g/");
-        for item in engine.scan(Cf::Gov, b"g/", end.as_deref(), false)? {
-            let (_, v) = item?;
-            let g: Grant = decode("grant", &v)?;
-            grants.insert(g.id.clone(), g);
-        }
+        let grants: HashMap<String, Grant> =
+            decode_all::<Grant>(engine, Cf::Gov, b"g/", "grant")?.into_iter().map(|g| (g.id.clone(), g)).collect();
         Ok(GrantBook { grants: RwLock::new(grants), policy, clock })
     }
 
@@ -289,12 +284,7 @@ pub fn load_dispute(engine: &dyn Engine, id: &str) -> Result<Option<Dispute>> {
 }
 
 pub fn all_disputes(engine: &dyn Engine) -> Result<Vec<Dispute>> {
-    let end = prefix_end(b"x/");
-    let mut out = Vec::new();
-    for item in engine.scan(Cf::Gov, b"x/", end.as_deref(), false)? {
-        let (_, v) = item?;
-        out.push(decode::<Dispute>("dispute", &v)?);
-    }
+    let mut out: Vec<Dispute> = decode_all(engine, Cf::Gov, b"x/", "dispute")?;
     out.sort_by(|a, b| a.created_at.cmp(&b.created_at).then_with(|| a.id.cmp(&b.id)));
     Ok(out)
 }

@@ -20,6 +20,7 @@ pub mod jobs;
 pub mod lookup;
 pub mod oversight;
 pub mod service;
+pub mod staff;
 pub mod subjects;
 pub mod verify;
 

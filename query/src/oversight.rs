@@ -33,8 +33,19 @@ pub struct UsageByDay {
     pub by_dataset: Vec<(String, Vec<u64>)>,
 }
 
-/// Entries an access report lists at most (the newest are cut).
+/// Entries one page of an access report lists at most; the next page
+/// starts after the last entry of this one.
 pub const MAX_ACCESS_REPORT: usize = 2_000;
+
+/// One page of an access report.
+#[derive(Clone, Debug)]
+pub struct AccessReport {
+    /// Oldest first.
+    pub entries: Vec<basedata_store::audit::AuditEntry>,
+    /// Whether later entries follow (ask again with `after` = the last
+    /// entry's `seq`).
+    pub more: bool,
+}
 
 /// Entries one audit query returns at most.
 pub const MAX_AUDIT_LIMIT: usize = 10_000;
@@ -197,23 +208,26 @@ impl Queries {
         Ok((now, covered, rows))
     }
 
-    /// Every recorded use of `key`'s data, oldest first (at most
-    /// [`MAX_ACCESS_REPORT`]): what a person who shows their ID at a
-    /// counter is entitled to know. For consuming departments (counters),
-    /// auditors and administrators; the report is itself recorded, under
-    /// `purpose`, before it is returned.
-    pub async fn access_report(&self, caller: &Caller, purpose: &str, key: SubjectKey) -> Result<Vec<basedata_store::audit::AuditEntry>> {
+    /// Every recorded use of `key`'s data after audit entry `after`,
+    /// oldest first, a page of at most [`MAX_ACCESS_REPORT`]: what a
+    /// person who shows their ID at a counter is entitled to know. For
+    /// consuming departments (counters), auditors and administrators; each
+    /// page is itself recorded, under `purpose`, before it is returned.
+    pub async fn access_report(&self, caller: &Caller, purpose: &str, key: SubjectKey, after: u64) -> Result<AccessReport> {
         let d = &caller.department;
         if !(d.has(Role::Consumer) || d.has(Role::Auditor) || d.has(Role::Admin)) {
             return Err(Error::Forbidden("access reports are printed at counters".into()));
         }
         let store = self.store.clone();
-        let q = AuditQuery { key: Some(key), limit: MAX_ACCESS_REPORT, ..AuditQuery::default() };
-        let entries = tokio::task::spawn_blocking(move || store.audit_query(&q)).await??;
+        // One more than a page tells whether another page follows.
+        let q = AuditQuery { key: Some(key), after, limit: MAX_ACCESS_REPORT + 1, ..AuditQuery::default() };
+        let mut entries = tokio::task::spawn_blocking(move || store.audit_query(&q)).await??;
+        let more = entries.len() > MAX_ACCESS_REPORT;
+        entries.truncate(MAX_ACCESS_REPORT);
         let mut ev = caller.event(purpose, Action::AccessReport, Some(key));
-        ev.outcome = format!("entries={}", entries.len());
+        ev.outcome = if after == 0 { format!("entries={}", entries.len()) } else { format!("entries={} after={after}", entries.len()) };
         self.record(vec![ev], WriteBatch::new()).await?;
-        Ok(entries)
+        Ok(AccessReport { entries, more })
     }
 
     /// Day by day over the last `days` CST days (oldest first, today

@@ -714,6 +714,32 @@ impl StaffRole {
         }
     }
 
+    pub const ALL: [StaffRole; 4] = [StaffRole::Clerk, StaffRole::Steward, StaffRole::Auditor, StaffRole::Admin];
+
+    /// The name in the configuration (and in stored accounts).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StaffRole::Clerk => "clerk",
+            StaffRole::Steward => "steward",
+            StaffRole::Auditor => "auditor",
+            StaffRole::Admin => "admin",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<StaffRole> {
+        StaffRole::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+
+    /// What [`StaffRole::needs`] asks of the department, in Chinese.
+    pub fn needs_zh(self) -> &'static str {
+        match self {
+            StaffRole::Clerk => "需要具有使用（consumer）角色的部门",
+            StaffRole::Steward => "需要具有提供（provider）角色的部门",
+            StaffRole::Auditor => "需要具有审计（auditor）或管理（admin）角色的部门",
+            StaffRole::Admin => "",
+        }
+    }
+
     /// The department role this staff role acts through: a clerk's
     /// department must consume, a steward's provide, an auditor's audit.
     pub fn needs(self) -> &'static [Role] {

@@ -86,7 +86,8 @@ pub fn app_state(store: Arc<Store>, cfg: &Config) -> anyhow::Result<AppState> {
         calendar,
         connections: fit_to_open_files(crate::conn::ConnLimits::from_config(&cfg.connections)?),
     };
-    let staff = crate::accounts::staff::StaffBook::from_config(&cfg.staff, cfg.console, &departments)?;
+    let stored = basedata_query::staff::all(store.engine().as_ref())?;
+    let staff = crate::accounts::staff::StaffBook::load(&cfg.staff, &stored, cfg.console, &departments)?;
     let mut state = AppState::build(store, departments, settings)?;
     state.accounts = Arc::new(crate::accounts::Accounts::new(staff));
     Ok(state)

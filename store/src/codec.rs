@@ -44,6 +44,18 @@ pub(crate) fn v1_body<'a>(what: &'static str, bytes: &'a [u8]) -> Result<&'a [u8
     }
 }
 
+/// Every value under `prefix` of family `cf`, each written by [`encode`],
+/// in key order; `what` names the value kind in errors.
+pub fn decode_all<T: bincode::Decode<()>>(engine: &dyn crate::Engine, cf: crate::Cf, prefix: &[u8], what: &'static str) -> Result<Vec<T>> {
+    let end = crate::engine::prefix_end(prefix);
+    let mut out = Vec::new();
+    for item in engine.scan(cf, prefix, end.as_deref(), false)? {
+        let (_, v) = item?;
+        out.push(decode::<T>(what, &v)?);
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

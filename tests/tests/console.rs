@@ -63,6 +63,15 @@ fn person(i: u64) -> (String, serde_json::Map<String, Value>) {
     (key, fields)
 }
 
+/// A server on `dir` holding generated person `i`'s hukou record.
+fn start_with_person(dir: &std::path::Path, cfg: &str, i: u64) -> (Server, String, serde_json::Map<String, Value>) {
+    let s = Server::start_in(dir, cfg, &[]);
+    let (key, fields) = person(i);
+    let r = s.req("POST", "/v1/datasets/hukou/updates").token(tokens::GONGAN).ndjson(&[json!({"key": key, "version": 1, "fields": fields})]);
+    assert_eq!(r.json["applied"], 1, "{}", r.text);
+    (s, key, fields)
+}
+
 fn sign_in(b: &Browser, s: &Server, id: &str, pw: &str) {
     b.goto(&s.url("/console/"));
     b.wait_for("the sign-in page", |b| b.url().ends_with("/console/login"));
@@ -133,8 +142,11 @@ fn staff_work_through_every_page_in_a_browser() {
     assert!(shown.contains('*') && !shown.contains(&key[6..14]), "{shown}");
     assert!(!b.url().contains(&key) && !b.source().contains(&key), "full key on the page or in the URL");
     b.screenshot("03-counter-lookup");
+    // What is never shared is folded away, what may be applied for is not.
+    assert_eq!(b.all("#withheld details[open] #withheld-conditional [data-withheld=\"hukou.photo\"]").len(), 1);
+    assert_eq!(b.all("#withheld details:not([open]) #withheld-none [data-withheld=\"death.cause_of_death\"]").len(), 1, "never-shared fields not folded");
     // Apply for the photo from the result page.
-    b.click("details summary");
+    b.click("#grant-hukou-open");
     b.fill("#grant-hukou-purpose", "社保待遇资格认证");
     b.fill("#grant-hukou-basis", "社会保险法第七十二条");
     b.click_to_load("#grant-hukou-submit");
@@ -225,6 +237,9 @@ fn staff_work_through_every_page_in_a_browser() {
     let trail = b.text("#audit");
     assert!(trail.contains("王五（clerk1）") && trail.contains("已核实"), "{trail}");
     assert!(trail.contains("prog-7") && trail.contains("自报"), "{trail}");
+    // Departments by name, outcomes in words (their ids and codes as tooltips).
+    assert!(trail.contains("社保服务窗口") && trail.contains("已查到") && !trail.contains("shebao-counter"), "{trail}");
+    assert!(b.source().contains(r#"<span title="shebao-counter">社保服务窗口</span>"#));
     assert!(!b.source().contains(&key) && !b.url().contains(&key));
     b.screenshot("11-audit-by-subject");
     b.click_to_load("#nav-queues");
@@ -414,6 +429,44 @@ fn sign_in_locks_out_forms_need_their_token_and_pages_are_guarded() {
     assert_eq!((r.status, r.code()), (200, Some("invalid_value")));
     let r = call(&s, "POST", "/console/audit", &cookie, Some("%%%"));
     assert!(r.status < 500, "{}", r.status);
+    // A purpose note over its limit is refused, not cut.
+    let (clerk, clerk_csrf) = http_sign_in(&s, "clerk1", CLERK_PW, "/console/counter");
+    let note = "号".repeat(201);
+    let lookup = format!("csrf={clerk_csrf}&subject=person&key={key}&purpose=%E6%A0%B8%E5%AE%9E%E7%94%B3%E8%AF%B7%E4%BA%BA%E8%BA%AB%E4%BB%BD&purpose_note=");
+    let r = call(&s, "POST", "/console/counter/lookup", &clerk, Some(&format!("{lookup}{note}")));
+    assert_eq!(r.code(), Some("purpose_required"), "{}", r.body);
+    assert!(r.body.contains("用途说明最多 200 个字符，现有 201 个"), "{}", r.body);
+    let r = call(&s, "POST", "/console/counter/lookup", &clerk, Some(&format!("{lookup}{}", &note[..600])));
+    assert!(r.body.contains("data-field=\"hukou.name\""), "{}", r.body);
+    // The access report: one page here, and a later page on request.
+    let report = format!("csrf={clerk_csrf}&subject=person&key={key}");
+    let r = call(&s, "POST", "/console/report", &clerk, Some(&report));
+    assert!(r.body.contains("<p id=\"report-count\">共 1 条使用记录。</p>") && !r.body.contains("id=\"next-page\""), "{}", r.body);
+    assert!(r.body.contains(&format!("核实申请人身份：{}<", &note[..600])), "the note was cut: {}", r.body);
+    // A later page needs the tag the earlier one carried for this number.
+    let r = call(&s, "POST", "/console/report", &clerk, Some(&format!("{report}&after=999999&page=2")));
+    assert_eq!(r.code(), Some("invalid_value"), "{}", r.body);
+    let tag = "0".repeat(64);
+    let r = call(&s, "POST", "/console/report", &clerk, Some(&format!("{report}&after=999999&page=2&key_tag={tag}")));
+    assert_eq!(r.code(), Some("invalid_value"), "{}", r.body);
+    // Past 2,000 uses the report goes on on a next page.
+    let lines: String = (0..2000).map(|i| format!("{}\n", json!({"ref": i, "subject": "person", "key": key, "fields": {"name": "某某"}}))).collect();
+    let r = s.req("POST", "/v1/verify/batch").token(tokens::COUNTER).purpose("批量核验").send(Some(("application/x-ndjson", lines.into_bytes())));
+    assert_eq!(r.status, 200, "{}", r.text);
+    let first = call(&s, "POST", "/console/report", &clerk, Some(&report));
+    assert!(first.body.contains("<p id=\"report-count\">第 1 页，2000 条使用记录；后面还有记录，见下一页。</p>"), "{}", first.body);
+    assert!(!first.body.contains(&key), "the full number is on the page");
+    let hidden = |name: &str| {
+        let at = first.body.find(&format!("name=\"{name}\" value=\"")).unwrap_or_else(|| panic!("no {name}: {}", first.body)) + name.len() + 15;
+        first.body[at..].split('"').next().unwrap().to_owned()
+    };
+    let next = format!("{report}&after={}&page={}&key_tag={}", hidden("after"), hidden("page"), hidden("key_tag"));
+    let r = call(&s, "POST", "/console/report", &clerk, Some(&next));
+    assert!(r.body.contains("<p id=\"report-count\">第 2 页，3 条使用记录（最后一页）。</p>"), "{}", r.body);
+    // The tag is the number's: another number with it is refused.
+    let (other, _) = person(4);
+    let r = call(&s, "POST", "/console/report", &clerk, Some(&next.replace(&key, &other)));
+    assert_eq!(r.code(), Some("invalid_value"), "{}", r.body);
     let r = call(&s, "GET", "/console/no-such-page", &cookie, None);
     assert_eq!((r.status, r.code()), (404, Some("not_found")));
     // Signed out, the session is gone.
@@ -445,10 +498,7 @@ fn console_requests_count_against_the_department_rate_limit() {
 fn overdue_disputes_stand_out_and_unanswered_grants_are_deemed_approved() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = console_config(5);
-    let mut s = Server::start_in(dir.path(), &cfg, &[]);
-    let (key, fields) = person(2);
-    let r = s.req("POST", "/v1/datasets/hukou/updates").token(tokens::GONGAN).ndjson(&[json!({"key": key, "version": 1, "fields": fields})]);
-    assert_eq!(r.json["applied"], 1, "{}", r.text);
+    let (mut s, key, _) = start_with_person(dir.path(), &cfg, 2);
     let r = s.req("POST", "/v1/disputes").token(tokens::COUNTER).json(&json!({
         "subject": "person", "key": key, "dataset": "hukou", "field": "name", "claimed": "某某", "note": "核对"}));
     assert_eq!(r.status, 201, "{}", r.text);
@@ -471,4 +521,202 @@ fn overdue_disputes_stand_out_and_unanswered_grants_are_deemed_approved() {
     assert!(open.contains("class=\"overdue\""), "{}", p.body);
     // A deemed approval is no longer waiting for an answer.
     assert!(!p.body.contains("data-grant="), "{}", p.body);
+}
+
+/// Runs `basedata staff ARGS --config FILE --data DIR` with `stdin`;
+/// returns whether it succeeded, its output and its errors.
+fn staff_command(dir: &std::path::Path, args: &[&str], stdin: &str) -> (bool, String, String) {
+    let mut child = Command::new(binary())
+        .arg("staff")
+        .args(args)
+        .arg("--config")
+        .arg(dir.join("basedata.toml"))
+        .arg("--data")
+        .arg(dir.join("data"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// The `account` entries of the audit trail, as (department, operator,
+/// operator source, outcome).
+fn account_entries(s: &Server) -> Vec<(String, String, String, String)> {
+    let r = s.req("GET", "/v1/audit?limit=1000").token(tokens::AUDITOR).get();
+    let text = |v: &Value| v.as_str().unwrap_or("").to_owned();
+    r.json["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "account")
+        .map(|e| (text(&e["department"]), text(&e["operator"]), text(&e["operator_source"]), text(&e["outcome"])))
+        .collect()
+}
+
+/// The first administrator of a new store comes from the command line;
+/// accounts added on the page and by the command survive restarts; the
+/// command refuses bad accounts and a store a server holds.
+#[test]
+fn the_staff_command_and_the_page_keep_accounts_in_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = console_config(5);
+    std::fs::write(dir.path().join("basedata.toml"), &cfg).unwrap();
+    // A new data directory: the command creates the store and the account.
+    let (ok, out, err) = staff_command(dir.path(), &["add", "boss", "--name", "孙八", "--department", "admin", "--role", "admin", "--operator", "root"], "boss-password-1\n");
+    assert!(ok, "{err}");
+    assert_eq!(out, "added boss\n");
+    // Mistakes are refused with their reason, and nothing is added.
+    for (args, stdin, why) in [
+        (vec!["add", "s1", "--department", "shebao-counter", "--role", "steward"], "password-1234\n", "provider"),
+        (vec!["add", "s1", "--department", "nowhere", "--role", "clerk"], "password-1234\n", "no department"),
+        (vec!["add", "s1", "--department", "shebao-counter", "--role", "boss"], "password-1234\n", "no role"),
+        (vec!["add", "s 1", "--department", "shebao-counter", "--role", "clerk"], "password-1234\n", "staff id"),
+        (vec!["add", "s1", "--department", "shebao-counter", "--role", "clerk"], "short\n", "8 to 256"),
+        (vec!["add", "clerk1", "--department", "shebao-counter", "--role", "clerk"], "password-1234\n", "configuration"),
+        (vec!["add", "boss", "--department", "admin", "--role", "admin"], "password-1234\n", "twice"),
+        (vec!["disable", "clerk1"], "", "configuration file"),
+        (vec!["reset", "nobody"], "password-1234\n", "no such account"),
+    ] {
+        let (ok, _, err) = staff_command(dir.path(), &args, stdin);
+        assert!(!ok && err.contains(why), "{args:?}: {err}");
+    }
+    let (ok, out, err) = staff_command(dir.path(), &["add", "gen1", "--department", "shebao-counter", "--role", "clerk", "--generate-password"], "");
+    assert!(ok, "{err}");
+    let generated = out.lines().find_map(|l| l.strip_prefix("password: ")).expect("the generated password").to_owned();
+    assert_eq!(generated.len(), 16);
+
+    let mut s = Server::start_in(dir.path(), &cfg, &[]);
+    // While the server holds the store, the command says what to do instead.
+    let (ok, _, err) = staff_command(dir.path(), &["list"], "");
+    assert!(!ok && err.contains("in use by a running server") && err.contains("账号管理"), "{err}");
+    let (admin, csrf) = http_sign_in(&s, "boss", "boss-password-1", "/console/admin/staff");
+    http_sign_in(&s, "gen1", &generated, "/console/counter");
+    let page = call(&s, "GET", "/console/admin/staff", &admin, None);
+    assert!(page.body.contains("<span data-source=\"boss\">系统内</span>") && page.body.contains("<span data-source=\"clerk1\">配置文件</span>"), "{}", page.body);
+    // A change without the session's token is refused and changes nothing.
+    let add = "id=temp1&name=&department=shebao-counter&roles=clerk&password=temp-password-1&password2=temp-password-1";
+    let r = call(&s, "POST", "/console/admin/staff", &admin, Some(add));
+    assert_eq!((r.status, r.code()), (403, Some("csrf_failed")));
+    let r = call(&s, "POST", "/console/admin/staff/gen1/disable", &admin, Some(&format!("csrf={}", "0".repeat(64))));
+    assert_eq!((r.status, r.code()), (403, Some("csrf_failed")));
+    http_sign_in(&s, "gen1", &generated, "/console/counter");
+    // With it: passwords must agree; configured accounts stay read-only.
+    let r = call(&s, "POST", "/console/admin/staff", &admin, Some(&format!("csrf={csrf}&{}", add.replace("password2=temp-password-1", "password2=other"))));
+    assert_eq!((r.status, r.code()), (200, Some("invalid_value")), "{}", r.body);
+    let r = call(&s, "POST", "/console/admin/staff/clerk1/disable", &admin, Some(&format!("csrf={csrf}")));
+    assert_eq!((r.status, r.code()), (200, Some("conflict")), "{}", r.body);
+    let r = call(&s, "POST", "/console/admin/staff", &admin, Some(&format!("csrf={csrf}&{add}")));
+    assert_eq!((r.status, r.code()), (200, Some("added")), "{}", r.body);
+    assert!(!r.body.contains("temp-password-1"));
+    let r = call(&s, "POST", "/console/admin/staff", &admin, Some(&format!("csrf={csrf}&{add}")));
+    assert_eq!((r.status, r.code()), (200, Some("conflict")), "{}", r.body);
+    http_sign_in(&s, "temp1", "temp-password-1", "/console/counter");
+    assert!(s.terminate().success());
+
+    // Offline again: both stored accounts are there; one is disabled.
+    let (ok, out, err) = staff_command(dir.path(), &["list"], "");
+    assert!(ok, "{err}");
+    assert!(out.contains("boss\tstore\tenabled\tadmin\tadmin\t孙八") && out.contains("temp1\tstore\tenabled") && out.contains("clerk1\tconfig"), "{out}");
+    let (ok, _, err) = staff_command(dir.path(), &["disable", "temp1", "--operator", "root"], "");
+    assert!(ok, "{err}");
+    let s = Server::start_in(dir.path(), &cfg, &[]);
+    let page = call(&s, "GET", "/console/login", "", None);
+    let pre = format!("bd_signin={}", page.cookie("bd_signin").unwrap());
+    let r = call(&s, "POST", "/console/login", &pre, Some(&format!("csrf={}&id=temp1&password=temp-password-1", page.csrf())));
+    assert_eq!((r.status, r.code()), (403, Some("disabled")));
+    http_sign_in(&s, "boss", "boss-password-1", "/console/admin/staff");
+    // Every change is audited: the command's as the system's with the
+    // declared operator, the page's with the administrator verified.
+    let acts = account_entries(&s);
+    let row = |d: &str, o: &str, src: &str, what: &str| (d.to_owned(), o.to_owned(), src.to_owned(), what.to_owned());
+    assert_eq!(
+        acts,
+        vec![
+            row("system", "root", "declared", "added boss"),
+            row("system", "", "", "added gen1"),
+            row("admin", "boss", "verified", "added temp1"),
+            row("system", "root", "declared", "disabled temp1"),
+        ],
+        "{acts:?}"
+    );
+}
+
+/// An administrator adds an account on the page; the new person signs in
+/// and looks a person up; a password reset makes the old one fail and
+/// the new one work; disabling ends the live session and refuses the
+/// next sign-in; the account is still there after a restart.
+#[test]
+fn an_administrator_manages_stored_accounts_in_a_browser() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = console_config(5);
+    let (mut s, key, fields) = start_with_person(dir.path(), &cfg, 3);
+
+    let b = Browser::start();
+    sign_in(&b, &s, "admin1", ADMIN_PW);
+    b.click_to_load("#nav-admin");
+    assert!(b.text("#staff").contains("在配置文件中管理"), "configured accounts are read-only");
+    b.fill("#new-id", "zhou.jiu");
+    b.fill("#new-name", "周九");
+    b.select("#new-department", "shebao-counter");
+    b.click("#new-role-clerk");
+    b.fill("#new-password", "zhou-password-1");
+    b.fill("#new-password2", "zhou-password-1");
+    b.screenshot("16-admin-add-account");
+    b.click_to_load("#add-btn");
+    b.wait_for("the added notice", |b| !b.all("[data-code=\"added\"]").is_empty());
+    assert_eq!(b.text("[data-source=\"zhou.jiu\"]"), "系统内");
+    sign_out(&b);
+
+    // The new person signs in and looks a person up.
+    sign_in(&b, &s, "zhou.jiu", "zhou-password-1");
+    assert!(b.text("#who").contains("周九"));
+    b.fill("#lookup-key", &key);
+    b.select("#lookup-purpose", "办理社会保险业务");
+    b.click_to_load("#lookup-btn");
+    b.wait_for("the lookup result", |b| !b.all("[data-field=\"hukou.name\"]").is_empty());
+    assert_eq!(b.text("[data-field=\"hukou.name\"]"), fields["name"].as_str().unwrap());
+    sign_out(&b);
+
+    // A password reset, generated and shown once.
+    sign_in(&b, &s, "admin1", ADMIN_PW);
+    b.click_to_load("#nav-admin");
+    b.click("#reset-open-zhou\\.jiu");
+    b.click("#reset-zhou\\.jiu-generate");
+    b.click_to_load("#reset-zhou\\.jiu");
+    b.wait_for("the reset notice", |b| !b.all("[data-code=\"password_reset\"]").is_empty());
+    let new_pw = b.text("#generated-password");
+    assert_eq!(new_pw.chars().count(), 16, "{new_pw}");
+    b.screenshot("17-admin-password-reset");
+    let page = call(&s, "GET", "/console/login", "", None);
+    let pre = format!("bd_signin={}", page.cookie("bd_signin").unwrap());
+    let attempt = |pw: &str| call(&s, "POST", "/console/login", &pre, Some(&format!("csrf={}&id=zhou.jiu&password={pw}", page.csrf())));
+    assert_eq!(attempt("zhou-password-1").code(), Some("bad_credentials"), "the old password still works");
+    // The new one works: a live session, to be ended by disabling.
+    let (live, _) = http_sign_in(&s, "zhou.jiu", &new_pw, "/console/counter");
+    b.click_to_load("#nav-admin");
+    b.click_to_load("#disable-zhou\\.jiu");
+    b.wait_for("the disabled notice", |b| !b.all("[data-code=\"disabled\"]").is_empty());
+    assert_eq!(b.text("[data-status=\"zhou.jiu\"]"), "已停用");
+    b.screenshot("18-admin-disabled");
+    let r = call(&s, "GET", "/console/counter", &live, None);
+    assert_eq!((r.status, r.header("location")), (303, vec!["/console/login"]), "the live session outlived the account");
+    assert_eq!(attempt(&new_pw).code(), Some("disabled"));
+    drop(b);
+
+    // After a restart the account is there, still disabled; enabled again,
+    // it signs in with the reset password.
+    assert!(s.terminate().success());
+    let s = Server::start_in(dir.path(), &cfg, &[]);
+    let (admin, csrf) = http_sign_in(&s, "admin1", ADMIN_PW, "/console/admin/staff");
+    let page = call(&s, "GET", "/console/admin/staff", &admin, None);
+    assert!(page.body.contains("<span data-status=\"zhou.jiu\">已停用</span>"), "{}", page.body);
+    let r = call(&s, "POST", "/console/admin/staff/zhou.jiu/enable", &admin, Some(&format!("csrf={csrf}")));
+    assert_eq!((r.status, r.code()), (200, Some("enabled")), "{}", r.body);
+    http_sign_in(&s, "zhou.jiu", &new_pw, "/console/counter");
+    let acts: Vec<String> = account_entries(&s).into_iter().map(|(_, op, _, what)| format!("{op}: {what}")).collect();
+    assert_eq!(acts, vec!["admin1: added zhou.jiu", "admin1: password_reset zhou.jiu", "admin1: disabled zhou.jiu", "admin1: enabled zhou.jiu"]);
 }

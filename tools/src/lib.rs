@@ -1,8 +1,9 @@
-//! The `basedata` command line's commands: `demo`, `load`, `compare` and
-//! `audit-verify`, each parsing nothing and calling into the crates below
+//! The `basedata` command line's commands: `demo`, `load`, `compare`,
+//! `audit-verify` and `staff`, each parsing nothing and calling into the crates below
 //! (the server, the use cases, the store, the generator). `main.rs` parses
 //! the arguments.
 
 pub mod demo;
 pub mod load;
 pub mod offline;
+pub mod staff;

@@ -5,7 +5,7 @@ use basedata_gen as gen;
 use basedata_server::config::Config;
 use basedata_server::{control, lifecycle as server, logging};
 use basedata_tools::demo;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
 // glibc malloc was 13–17% of server CPU on the verify path (many small,
@@ -120,9 +120,14 @@ enum Command {
         memory_mb: usize,
     },
     /// Hash a console staff password (read from standard input, one line)
-    /// for `password_argon2` of a `[[staff]]` account: adding an account or
-    /// resetting its password is writing this into the configuration.
+    /// for `password_argon2` of a `[[staff]]` account of the configuration.
     StaffPassword,
+    /// Manage the console's staff accounts held in the store (the server
+    /// stopped; while it runs, use the console's account page).
+    Staff {
+        #[command(subcommand)]
+        action: StaffCommand,
+    },
     /// Check the audit log's hash chain; exit 1 if it is broken.
     AuditVerify {
         #[arg(long, value_name = "DIR")]
@@ -154,6 +159,104 @@ enum Command {
         #[arg(long, value_name = "ID")]
         backup_id: Option<u32>,
     },
+}
+
+/// The store a `staff` command works on.
+#[derive(Args)]
+struct StaffStore {
+    /// The configuration: its departments and `[[staff]]` accounts.
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+    /// Data directory (default: `data` of the configuration).
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
+    /// File holding the store secret (default: DIR.key beside the data directory).
+    #[arg(long, value_name = "FILE")]
+    key_file: Option<PathBuf>,
+    /// Who runs the command, for the audit entry.
+    #[arg(long, value_name = "ID")]
+    operator: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum StaffCommand {
+    /// Add an account; its password is read from standard input (one line)
+    /// unless --generate-password prints a new one, once.
+    Add {
+        /// Sign-in name and audit operator: A-Z a-z 0-9 . _ -
+        id: String,
+        #[arg(long, default_value = "")]
+        name: String,
+        /// A configured department.
+        #[arg(long, value_name = "ID")]
+        department: String,
+        /// clerk, steward, auditor, admin (comma-separated or repeated).
+        #[arg(long = "role", value_name = "ROLE", value_delimiter = ',', required = true)]
+        roles: Vec<String>,
+        #[arg(long)]
+        generate_password: bool,
+        #[command(flatten)]
+        store: StaffStore,
+    },
+    /// Disable an account: it can no longer sign in.
+    Disable {
+        id: String,
+        #[command(flatten)]
+        store: StaffStore,
+    },
+    /// Enable a disabled account again.
+    Enable {
+        id: String,
+        #[command(flatten)]
+        store: StaffStore,
+    },
+    /// Give an account a new password, read from standard input (one line)
+    /// unless --generate-password prints a new one, once.
+    Reset {
+        id: String,
+        #[arg(long)]
+        generate_password: bool,
+        #[command(flatten)]
+        store: StaffStore,
+    },
+    /// List every account, configured and stored, one per line.
+    List {
+        #[command(flatten)]
+        store: StaffStore,
+    },
+}
+
+fn run_staff(command: StaffCommand) -> anyhow::Result<()> {
+    use basedata_tools::staff::StaffAction;
+    let (action, store, generate) = match command {
+        StaffCommand::Add { id, name, department, roles, generate_password, store } => {
+            let roles = roles
+                .iter()
+                .map(|r| {
+                    basedata_server::accounts::staff::StaffRole::parse(r)
+                        .ok_or_else(|| anyhow::anyhow!("no role {r:?} (clerk, steward, auditor, admin)"))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let account = basedata_server::accounts::staff::NewAccount { id, name, department, roles };
+            (StaffAction::Add(account), store, generate_password)
+        }
+        StaffCommand::Disable { id, store } => (StaffAction::Disable(id), store, false),
+        StaffCommand::Enable { id, store } => (StaffAction::Enable(id), store, false),
+        StaffCommand::Reset { id, generate_password, store } => (StaffAction::Reset(id), store, generate_password),
+        StaffCommand::List { store } => (StaffAction::List, store, false),
+    };
+    let cfg = Config::load(&store.config)?;
+    let data = store.data.or_else(|| cfg.data.clone()).ok_or_else(|| anyhow::anyhow!("--data DIR is required"))?;
+    let options = basedata_tools::staff::StaffOptions {
+        data: &data,
+        config: &cfg,
+        key_file: store.key_file.as_deref(),
+        operator: store.operator.as_deref(),
+        generate,
+    };
+    let out = basedata_tools::staff::run(&options, action, &mut std::io::stdin().lock())?;
+    print!("{out}");
+    Ok(())
 }
 
 fn main() {
@@ -266,14 +369,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::StaffPassword => {
-            let mut line = String::new();
-            std::io::stdin().read_line(&mut line)?;
-            let password = line.trim_end_matches(['\r', '\n']);
-            if password.chars().count() < 8 {
-                anyhow::bail!("a staff password needs at least 8 characters");
-            }
-            println!("{}", basedata_server::accounts::staff::hash_password(password)?);
+            let password = basedata_tools::staff::read_password(&mut std::io::stdin().lock())?;
+            println!("{}", basedata_server::accounts::staff::hash_password(&password)?);
             Ok(())
+        }
+        Command::Staff { action } => {
+            logging::init("warn");
+            run_staff(action)
         }
         Command::Backup { data, to } => control::run_backup(&data, &to),
         Command::Restore { from, data, key_file, backup_id } => {

@@ -29,11 +29,16 @@ pub fn open_existing(data: &Path, cfg: &Config, key_file: Option<&Path>) -> anyh
 /// Explains RocksDB's lock error, which is what an offline command meets
 /// while a server holds the store.
 pub fn in_use(e: anyhow::Error, why: &str) -> anyhow::Error {
-    if format!("{e:#}").contains("lock") {
+    if locked(&e) {
         e.context(format!("the store is in use: stop the server first ({why} needs the data directory to itself)"))
     } else {
         e
     }
+}
+
+/// Whether opening a store failed on its lock (a server holds it).
+pub fn locked(e: &anyhow::Error) -> bool {
+    format!("{e:#}").contains("lock")
 }
 
 /// A department for offline runs: the configured one, or where no

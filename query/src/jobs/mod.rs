@@ -201,12 +201,7 @@ pub fn output(store: &Store, id: &JobId, n: u64) -> Result<Option<Vec<u8>>> {
 
 /// Every job, oldest first.
 pub fn all(e: &dyn Engine) -> Result<Vec<JobMeta>> {
-    let end = prefix_end(b"m");
-    let mut out = Vec::new();
-    for item in e.scan(Cf::Jobs, b"m", end.as_deref(), false)? {
-        let (_, v) = item?;
-        out.push(decode::<JobMeta>("job", &v)?);
-    }
+    let mut out: Vec<JobMeta> = basedata_store::codec::decode_all(e, Cf::Jobs, b"m", "job")?;
     out.sort_by_key(|m| (m.created_at, m.id.0));
     Ok(out)
 }

@@ -6,7 +6,7 @@
 pub mod session;
 pub mod staff;
 
-use session::Sessions;
+use session::{Session, Sessions};
 use staff::StaffBook;
 use std::time::Duration;
 
@@ -15,12 +15,28 @@ use std::time::Duration;
 pub struct Accounts {
     pub staff: StaffBook,
     pub sessions: Sessions,
+    /// Held from checking a change to an account until it is committed
+    /// and taken in, so that two administrators cannot both add one id.
+    pub changing: tokio::sync::Mutex<()>,
 }
 
 impl Accounts {
     pub fn new(staff: StaffBook) -> Accounts {
         let idle = Duration::from_secs(staff.rules().session_idle_minutes.max(1) * 60);
-        Accounts { staff, sessions: Sessions::new(idle) }
+        Accounts { staff, sessions: Sessions::new(idle), changing: tokio::sync::Mutex::new(()) }
+    }
+
+    /// The live session `id`, if its account is still as it was when the
+    /// person signed in: disabling an account or resetting its password
+    /// ends its sessions at once.
+    pub fn session(&self, id: &str) -> Option<Session> {
+        let s = self.sessions.get(id)?;
+        if self.staff.is_current(&s.staff) {
+            Some(s)
+        } else {
+            self.sessions.end(id);
+            None
+        }
     }
 }
 

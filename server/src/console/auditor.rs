@@ -6,7 +6,7 @@
 use super::html::{csrf_field, esc, notice, table, Page};
 use crate::accounts::session::Session;
 use crate::accounts::staff::StaffRole;
-use super::{key_reason, need, query_error, CsrfForm, Form};
+use super::{dataset_name, department_name, field_titles, key_reason, labelled, need, query_error, CsrfForm, Form};
 use crate::http::AppState;
 use axum::extract::State;
 use axum::http::header;
@@ -66,17 +66,18 @@ fn entries_table(state: &AppState, entries: &[AuditEntry]) -> String {
                 (None, _) => "—".into(),
             };
             let key = e.key.map(|k| format!(r#"<span class="keynum">{}</span>"#, esc(&k.masked().to_string()))).unwrap_or_default();
-            let what = if e.fields.is_empty() { e.datasets.join("、") } else { e.fields.join("、") };
+            let ids = if e.fields.is_empty() { e.datasets.join("、") } else { e.fields.join("、") };
+            let what = super::counter::what_was_used(state, &e.datasets, &e.fields);
             vec![
                 e.seq.to_string(),
                 esc(&cst(e.at)),
-                esc(&e.department),
+                super::department_label(state, &e.department),
                 operator,
                 esc(&e.purpose),
                 action_title(e.action).to_owned(),
                 key,
-                esc(&what),
-                esc(&e.outcome),
+                labelled(&ids, &what),
+                super::outcome_label(&e.outcome),
             ]
         })
         .collect();
@@ -186,10 +187,10 @@ async fn queues(State(state): State<AppState>, session: Session) -> Response {
                     let late_decision = g.decided_on_time() == Some(false);
                     let cls = if late || late_decision { "overdue" } else { "" };
                     vec![
-                        esc(&g.department),
-                        esc(&g.dataset),
-                        esc(&g.fields.join("、")),
-                        esc(st.as_str()),
+                        super::department_label(&state, &g.department),
+                        super::dataset_label(&state, &g.dataset),
+                        labelled(&g.fields.join("、"), &field_titles(&state, &g.dataset, &g.fields)),
+                        super::outcome_label(st.as_str()),
                         format!(r#"<span class="{cls}">{}</span>"#, format_date(g.due_date())),
                         g.decided_at.map(cst).map(|s| esc(&s)).unwrap_or_default(),
                     ]
@@ -207,9 +208,12 @@ async fn queues(State(state): State<AppState>, session: Session) -> Response {
                 .map(|d| {
                     let cls = if d.is_overdue(now) || d.resolved_on_time() == Some(false) { "overdue" } else { "" };
                     vec![
-                        esc(&d.department),
-                        esc(&format!("{}.{}", d.dataset, d.field)),
-                        if d.is_open() { "待核查".into() } else { format!("已办结（{}）", d.resolution.map_or("", |r| r.as_str())) },
+                        super::department_label(&state, &d.department),
+                        labelled(
+                            &format!("{}.{}", d.dataset, d.field),
+                            &format!("{} · {}", dataset_name(&state, &d.dataset), field_titles(&state, &d.dataset, std::slice::from_ref(&d.field))),
+                        ),
+                        if d.is_open() { "待核查".into() } else { format!("已办结（{}）", d.resolution.map_or(String::new(), |r| super::outcome_label(r.as_str()))) },
                         format!(r#"<span class="{cls}">{}</span>"#, format_date(d.due_date())),
                         d.resolved_at.map(cst).map(|s| esc(&s)).unwrap_or_default(),
                     ]
@@ -220,6 +224,11 @@ async fn queues(State(state): State<AppState>, session: Session) -> Response {
         Err(e) => body.push_str(&query_error(&e)),
     }
     Page::new("申请与异议", body).signed(&session, "queues").into_response()
+}
+
+/// Series labelled by name instead of id.
+fn named(rows: &[(String, Vec<u64>)], name: impl Fn(&str) -> String) -> Vec<(String, Vec<u64>)> {
+    rows.iter().map(|(id, v)| (name(id), v.clone())).collect()
 }
 
 /// Horizontal bars, one per row, drawn as SVG (no script, no library).
@@ -305,7 +314,7 @@ async fn reports(State(state): State<AppState>, session: Session) -> Response {
                 .iter()
                 .map(|f| {
                     vec![
-                        esc(&f.department),
+                        super::department_label(&state, &f.department),
                         f.records_provided.to_string(),
                         f.used(Action::Lookup).to_string(),
                         f.used(Action::Verify).to_string(),
@@ -330,21 +339,21 @@ async fn reports(State(state): State<AppState>, session: Session) -> Response {
             let _ = write!(
                 body,
                 r#"<section class="card"><h2>近 {SERIES_DAYS} 天每日使用量（按部门）</h2>{}</section><section class="card"><h2>近 {SERIES_DAYS} 天每日更新量（按数据集）</h2>{}</section>"#,
-                series_chart("usage-by-day", u.first_day, &u.by_department),
-                series_chart("updates-by-day", u.first_day, &u.by_dataset)
+                series_chart("usage-by-day", u.first_day, &named(&u.by_department, |id| department_name(&state, id))),
+                series_chart("updates-by-day", u.first_day, &named(&u.by_dataset, |id| dataset_name(&state, id)))
             );
         }
         Err(e) => body.push_str(&query_error(&e)),
     }
     match state.queries.freshness_report(&caller) {
         Ok((_, _, rows)) => {
-            let chart: Vec<(String, u64)> = rows.iter().map(|f| (f.dataset.clone(), f.records)).collect();
+            let chart: Vec<(String, u64)> = rows.iter().map(|f| (dataset_name(&state, &f.dataset), f.records)).collect();
             let table_rows: Vec<Vec<String>> = rows
                 .iter()
                 .map(|f| {
                     vec![
-                        esc(&f.dataset),
-                        esc(&f.provider),
+                        super::dataset_label(&state, &f.dataset),
+                        super::department_label(&state, &f.provider),
                         esc(&f.update_frequency),
                         f.records.to_string(),
                         f.last_update.map(cst).map(|s| esc(&s)).unwrap_or_else(|| "从未".into()),

@@ -26,6 +26,10 @@ pub fn routes() -> Router<AppState> {
         .route("/console/report", get(report_page).post(report))
 }
 
+/// Most characters of the particulars added to a purpose (the whole
+/// purpose stays within the audit log's 500).
+const PURPOSE_NOTE_CHARS: usize = 200;
+
 /// Purposes offered at the counter (Art. 25: every use states one); the
 /// person may add particulars.
 const PURPOSES: &[&str] = &["办理社会保险业务", "办理户籍相关业务", "办理婚姻登记业务", "办理市场主体登记业务", "核实申请人身份", "行政审批材料核验"];
@@ -37,7 +41,7 @@ fn purpose_fields(form_id: &str) -> String {
     }
     let _ = write!(
         s,
-        r#"</select><label for="{form_id}-purpose-note">用途说明（可选，例如业务编号）</label><input id="{form_id}-purpose-note" name="purpose_note" maxlength="200">"#
+        r#"</select><label for="{form_id}-purpose-note">用途说明（可选，例如业务编号）</label><input id="{form_id}-purpose-note" name="purpose_note" maxlength="{PURPOSE_NOTE_CHARS}">"#
     );
     s
 }
@@ -51,7 +55,11 @@ fn purpose_of(f: &super::Form) -> Result<String, String> {
     }
     match f.get("purpose_note") {
         Some(n) if !n.chars().all(basedata_store::audit::fits_audit_text) => Err("用途说明含有控制字符或格式字符".into()),
-        Some(n) => Ok(format!("{p}：{}", n.chars().take(200).collect::<String>())),
+        // Refused rather than cut: the audit log holds what was stated.
+        Some(n) if n.chars().count() > PURPOSE_NOTE_CHARS => {
+            Err(format!("用途说明最多 {PURPOSE_NOTE_CHARS} 个字符，现有 {} 个，请删减后重新提交", n.chars().count()))
+        }
+        Some(n) => Ok(format!("{p}：{n}")),
         None => Ok(p.to_owned()),
     }
 }
@@ -178,22 +186,37 @@ async fn lookup(State(state): State<AppState>, CsrfForm { session, form }: CsrfF
         );
     }
     if !result.withheld.is_empty() {
-        let rows: Vec<Vec<String>> = result
-            .withheld
-            .iter()
-            .map(|w| {
-                let ds = state.catalog.dataset(&w.dataset);
-                let f = ds.and_then(|d| d.field(&w.field));
-                let why = f.and_then(|f| if w.reason == Withheld::NotShared { f.legal_basis.clone() } else { f.condition.clone() });
-                vec![
-                    esc(ds.map_or(w.dataset.as_str(), |d| d.title.as_str())),
-                    format!(r#"<span data-withheld="{}.{}">{}</span>"#, esc(&w.dataset), esc(&w.field), esc(f.map_or(w.field.as_str(), |f| f.title.as_str()))),
-                    share_title(w.share).to_owned(),
-                    format!("{}{}", withheld_reason(w.reason), why.map(|y| format!("<br><span class=\"muted\">{}</span>", esc(&y))).unwrap_or_default()),
-                ]
-            })
-            .collect();
-        let _ = write!(body, r#"<section class="card"><h2>未显示的信息项</h2>{}"#, table("withheld", &["数据集", "信息项", "共享类型", "原因"], &rows));
+        // Grouped by reason: what may be applied for stays open, what is
+        // never shared is folded away (it can be long).
+        let _ = write!(body, r#"<section class="card"><h2>未显示的信息项（{} 项）</h2><div id="withheld">"#, result.withheld.len());
+        for (reason, open, id) in [(Withheld::NoGrant, " open", "withheld-conditional"), (Withheld::NotShared, "", "withheld-none")] {
+            let rows: Vec<Vec<String>> = result
+                .withheld
+                .iter()
+                .filter(|w| w.reason == reason)
+                .map(|w| {
+                    let ds = state.catalog.dataset(&w.dataset);
+                    let f = ds.and_then(|d| d.field(&w.field));
+                    let why = f.and_then(|f| if w.reason == Withheld::NotShared { f.legal_basis.clone() } else { f.condition.clone() });
+                    vec![
+                        esc(ds.map_or(w.dataset.as_str(), |d| d.title.as_str())),
+                        format!(r#"<span data-withheld="{}.{}">{}</span>"#, esc(&w.dataset), esc(&w.field), esc(f.map_or(w.field.as_str(), |f| f.title.as_str()))),
+                        share_title(w.share).to_owned(),
+                        why.map(|y| esc(&y)).unwrap_or_default(),
+                    ]
+                })
+                .collect();
+            if !rows.is_empty() {
+                let _ = write!(
+                    body,
+                    r#"<details{open}><summary>{}（{} 项）</summary>{}</details>"#,
+                    withheld_reason(reason),
+                    rows.len(),
+                    table(id, &["数据集", "信息项", "共享类型", "条件或依据"], &rows)
+                );
+            }
+        }
+        body.push_str("</div>");
         // Conditional fields may be applied for, one application per dataset.
         let mut by_dataset: Vec<(&str, Vec<&str>)> = Vec::new();
         for w in result.withheld.iter().filter(|w| w.reason == Withheld::NoGrant) {
@@ -211,7 +234,7 @@ async fn lookup(State(state): State<AppState>, CsrfForm { session, form }: CsrfF
             }
             let _ = write!(
                 body,
-                r#"<details><summary>申请使用「{}」的有条件共享信息项</summary><form method="post" action="/console/counter/grant" id="grant-{ds}">{}<input type="hidden" name="dataset" value="{ds}"><fieldset class="inline"><legend>信息项</legend>{boxes}</fieldset><label for="grant-{ds}-purpose">申请用途</label><input id="grant-{ds}-purpose" name="purpose" required maxlength="500"><label for="grant-{ds}-basis">依据</label><input id="grant-{ds}-basis" name="legal_basis" required maxlength="500"><button type="submit" id="grant-{ds}-submit">提交申请</button></form></details>"#,
+                r#"<details><summary id="grant-{ds}-open">申请使用「{}」的有条件共享信息项</summary><form method="post" action="/console/counter/grant" id="grant-{ds}">{}<input type="hidden" name="dataset" value="{ds}"><fieldset class="inline"><legend>信息项</legend>{boxes}</fieldset><label for="grant-{ds}-purpose">申请用途</label><input id="grant-{ds}-purpose" name="purpose" required maxlength="500"><label for="grant-{ds}-basis">依据</label><input id="grant-{ds}-basis" name="legal_basis" required maxlength="500"><button type="submit" id="grant-{ds}-submit">提交申请</button></form></details>"#,
                 esc(ds.map_or(ds_id, |d| d.title.as_str())),
                 csrf_field(&session.csrf),
                 ds = esc(ds_id),
@@ -399,7 +422,7 @@ pub fn action_title(a: &str) -> &'static str {
 
 /// What a use touched, in words a citizen reads: each dataset's title with
 /// the titles of its fields (`户籍登记信息：姓名、性别`).
-fn what_was_used(state: &AppState, datasets: &[String], fields: &[String]) -> String {
+pub(super) fn what_was_used(state: &AppState, datasets: &[String], fields: &[String]) -> String {
     let mut groups: Vec<(String, Vec<String>)> = Vec::new();
     for f in fields {
         let (ds, name) = match f.split_once('.') {
@@ -431,6 +454,17 @@ fn what_was_used(state: &AppState, datasets: &[String], fields: &[String]) -> St
         .join("；")
 }
 
+/// A tag of `key` that only this session can make: it ties the pages of
+/// one access report to one number without writing the number down.
+fn report_tag(session: &Session, key: &SubjectKey) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(session.id.as_bytes());
+    h.update(b"\0access-report\0");
+    h.update(key.to_string().as_bytes());
+    hex::encode(h.finalize())
+}
+
 async fn report(State(state): State<AppState>, CsrfForm { session, form }: CsrfForm) -> Response {
     if let Err(r) = need(&session, StaffRole::Clerk) {
         return r;
@@ -441,18 +475,28 @@ async fn report(State(state): State<AppState>, CsrfForm { session, form }: CsrfF
         Ok(k) => k,
         Err(m) => return page(format!("{}{back}", notice("error", "invalid_key", &m))),
     };
-    let entries = match state.queries.access_report(&session.staff.caller(), "本人查询信息使用记录", key).await {
-        Ok(e) => e,
+    // A later page starts after the last entry of the one before, for the
+    // same number: the page carries a tag of the number keyed by the
+    // session id (which no page shows), and the number typed again must
+    // match it.
+    let tag = report_tag(&session, &key);
+    let after: u64 = form.get("after").and_then(|a| a.parse().ok()).unwrap_or(0);
+    let page_no: u64 = form.get("page").and_then(|a| a.parse().ok()).unwrap_or(1).max(1);
+    if after > 0 && !form.get("key_tag").is_some_and(|t| crate::accounts::session::same_token(t, &tag)) {
+        return page(format!("{}{back}", notice("error", "invalid_value", "号码与上一页的不一致：请输入同一号码，或重新生成告知单。")));
+    }
+    let report = match state.queries.access_report(&session.staff.caller(), "本人查询信息使用记录", key, after).await {
+        Ok(r) => r,
         Err(e) => return page(format!("{}{back}", query_error(&e))),
     };
-    let dept_name = |id: &str| state.departments.get(id).map(|d| if d.name.is_empty() { d.id.clone() } else { d.name.clone() }).unwrap_or_else(|| id.to_owned());
+    let entries = &report.entries;
     let rows: Vec<Vec<String>> = entries
         .iter()
         .map(|e| {
             let what = what_was_used(&state, &e.datasets, &e.fields);
             vec![
                 esc(&super::auditor::cst(e.at)),
-                esc(&dept_name(&e.department)),
+                super::department_label(&state, &e.department),
                 esc(&e.purpose),
                 action_title(e.action.as_str()).to_owned(),
                 esc(&what),
@@ -460,13 +504,34 @@ async fn report(State(state): State<AppState>, CsrfForm { session, form }: CsrfF
         })
         .collect();
     let now = super::auditor::cst(state.queries.grants.now());
+    let count = match (report.more, page_no) {
+        (false, 1) => format!("共 {} 条使用记录。", entries.len()),
+        (more, n) => format!(
+            "第 {n} 页，{} 条使用记录{}",
+            entries.len(),
+            if more { "；后面还有记录，见下一页。" } else { "（最后一页）。" }
+        ),
+    };
+    // The next page is asked for with the number typed again: the full
+    // number is never written into a page.
+    let next = match (report.more, entries.last()) {
+        (true, Some(last)) => format!(
+            r#"<section class="card noprint" id="next-page"><p>每页最多 {} 条。打印下一页请再次输入号码：</p><form method="post" action="/console/report" id="report-next">{}<input type="hidden" name="after" value="{}"><input type="hidden" name="page" value="{}"><input type="hidden" name="key_tag" value="{tag}">{}{}<button id="report-next-btn" type="submit">下一页</button></form></section>"#,
+            basedata_query::oversight::MAX_ACCESS_REPORT,
+            csrf_field(&session.csrf),
+            last.seq,
+            page_no + 1,
+            subject_fields("report", matches!(key, SubjectKey::Entity(_))),
+            key_field("report"),
+        ),
+        _ => String::new(),
+    };
     let body = format!(
-        r#"<p>号码：<span class="keynum" id="shown-key">{}</span> · 打印时间：{} · 经办：{}（{}）</p><p>共 {} 条使用记录。</p>{}<p class="noprint"><button type="button" id="print-btn" data-print>打印</button></p>{back}"#,
+        r#"<p>号码：<span class="keynum" id="shown-key">{}</span> · 打印时间：{} · 经办：{}（{}）</p><p id="report-count">{count}</p>{}<p class="noprint"><button type="button" id="print-btn" data-print>打印</button></p>{next}{back}"#,
         esc(&masked(&key)),
         esc(&now),
         esc(session.staff.display()),
         esc(&session.staff.department.name),
-        entries.len(),
         table("access-report", &["时间", "使用部门", "用途", "方式", "内容"], &rows),
     );
     page(body)

@@ -59,7 +59,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
 /// and concurrency caps like its API requests, so that pages are no way
 /// around them. The permit is held until the page is rendered.
 async fn admit(State(state): State<AppState>, req: Request, next: axum::middleware::Next) -> Response {
-    let Some(session) = cookie_value(req.headers(), COOKIE).and_then(|id| state.accounts.sessions.get(id)) else {
+    let Some(session) = cookie_value(req.headers(), COOKIE).and_then(|id| state.accounts.session(id)) else {
         return next.run(req).await;
     };
     let department = &session.staff.department;
@@ -118,7 +118,7 @@ impl FromRequestParts<AppState> for Session {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         cookie_value(&parts.headers, COOKIE)
-            .and_then(|id| state.accounts.sessions.get(id))
+            .and_then(|id| state.accounts.session(id))
             .ok_or_else(|| html::secure(Redirect::to("/console/login").into_response()))
     }
 }
@@ -136,6 +136,11 @@ impl Form {
     /// Every non-blank value of `name`.
     pub fn all(&self, name: &str) -> Vec<&str> {
         self.0.iter().filter(|(k, _)| k == name).map(|(_, v)| v.trim()).filter(|v| !v.is_empty()).collect()
+    }
+
+    /// The first value of `name` exactly as sent (passwords).
+    pub fn raw(&self, name: &str) -> Option<&str> {
+        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
 
     fn parse(bytes: &[u8]) -> Result<Form, Response> {
@@ -195,7 +200,7 @@ impl axum::extract::OptionalFromRequestParts<AppState> for Session {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Option<Self>, Self::Rejection> {
-        Ok(cookie_value(&parts.headers, COOKIE).and_then(|id| state.accounts.sessions.get(id)))
+        Ok(cookie_value(&parts.headers, COOKIE).and_then(|id| state.accounts.session(id)))
     }
 }
 
@@ -291,7 +296,7 @@ async fn login(State(state): State<AppState>, req: Request) -> Response {
         Err(r) => return r,
     };
     let id = form.get("id").unwrap_or("").to_owned();
-    let password = form.0.iter().find(|(k, _)| k == "password").map(|(_, v)| v.clone()).unwrap_or_default();
+    let password = form.raw("password").unwrap_or_default().to_owned();
     // An id that could not be a staff id is not written into the audit
     // log as an operator (it could hold anything); it still fails alike.
     let recorded_id = staff::valid_id(&id).then_some(id.as_str());
@@ -341,7 +346,7 @@ async fn login_cert(State(state): State<AppState>, req: Request) -> Response {
     if let Err(r) = sign_in_form(req).await {
         return r;
     }
-    let staff = subject.and_then(|s| state.accounts.staff.by_subject(&s).cloned());
+    let staff = subject.and_then(|s| state.accounts.staff.by_subject(&s));
     match staff {
         Some(st) if !st.disabled => {
             if let Err(r) = audit_sign_in(&state, &st.department.id, Some(&st.id), true, "ok_certificate").await {
@@ -407,6 +412,94 @@ pub fn query_error(e: &basedata_query::Error) -> String {
     notice("error", e.code(), &text)
 }
 
+/// A department's configured name, or its id.
+pub fn department_name(state: &AppState, id: &str) -> String {
+    state.departments.get(id).filter(|d| !d.name.is_empty()).map_or_else(|| id.to_owned(), |d| d.name.clone())
+}
+
+/// A dataset's catalog title, or its id.
+pub fn dataset_name(state: &AppState, id: &str) -> String {
+    state.catalog.dataset(id).filter(|d| !d.title.is_empty()).map_or_else(|| id.to_owned(), |d| d.title.clone())
+}
+
+/// The titles of `fields` of `dataset`, joined (a field the catalog does
+/// not know shows as its name).
+pub fn field_titles(state: &AppState, dataset: &str, fields: &[String]) -> String {
+    let ds = state.catalog.dataset(dataset);
+    fields.iter().map(|f| ds.and_then(|d| d.field(f)).map_or(f.as_str(), |x| x.title.as_str())).collect::<Vec<_>>().join("、")
+}
+
+/// A name for people with the id it stands for as a tooltip.
+pub fn labelled(id: &str, name: &str) -> String {
+    if name == id {
+        esc(id)
+    } else {
+        format!(r#"<span title="{}">{}</span>"#, esc(id), esc(name))
+    }
+}
+
+/// A department by its configured name, with its id as a tooltip.
+pub fn department_label(state: &AppState, id: &str) -> String {
+    labelled(id, &department_name(state, id))
+}
+
+/// A dataset by its catalog title, with its id as a tooltip.
+pub fn dataset_label(state: &AppState, id: &str) -> String {
+    labelled(id, &dataset_name(state, id))
+}
+
+/// An audit outcome in words, with the stable code as a tooltip: its
+/// first word is the code (`ok`, `not_found`, `added wang.wu`, ...); what
+/// follows it (an id) is kept; an unknown code shows as it is.
+pub fn outcome_label(outcome: &str) -> String {
+    let (code, rest) = outcome.split_once(' ').unwrap_or((outcome, ""));
+    if let Some(n) = code.strip_prefix("entries=").filter(|n| n.bytes().all(|b| b.is_ascii_digit())) {
+        // An access report: how many uses it listed.
+        return format!(r#"<span title="{}">列出 {n} 条</span>"#, esc(outcome));
+    }
+    let word = match code {
+        "ok" => "成功",
+        "found" => "已查到",
+        "not_found" => "无记录",
+        "nothing_visible" => "无可显示的内容",
+        "match" => "一致",
+        "mismatch" => "不一致",
+        "no_value" => "无登记值",
+        "forbidden" => "无权使用",
+        "invalid_key" => "号码无效",
+        "invalid_value" | "invalid_body" => "输入有误",
+        "unknown_dataset" => "无此数据集",
+        "unknown_field" => "无此信息项",
+        "purpose_required" => "未说明用途",
+        "conflict" => "状态不允许",
+        "overloaded" => "请求过多",
+        "payload_too_large" => "请求过大",
+        "unavailable" => "暂不可用",
+        "bad_credentials" => "工号或密码错误",
+        "locked" => "已锁定",
+        "disabled" => "已停用",
+        "ok_certificate" => "证书登录成功",
+        "certificate_refused" => "证书被拒",
+        "unlocked" => "解除锁定",
+        "signed_out" => "强制退出",
+        "added" => "添加账号",
+        "enabled" => "启用账号",
+        "password_reset" => "重设密码",
+        "applied" => "提交申请",
+        "pending" => "待答复",
+        "approved" => "同意",
+        "rejected" => "拒绝",
+        "deemed_approved" => "视为同意",
+        "revoked" => "撤销",
+        "opened" => "提出异议",
+        "confirmed" => "核实无误",
+        "corrected" => "已更正",
+        _ => return esc(outcome),
+    };
+    let rest = if rest.is_empty() { String::new() } else { format!(" {}", esc(rest)) };
+    format!(r#"<span title="{}">{word}</span>{rest}"#, esc(outcome))
+}
+
 /// Why a key number is not valid, in words for the counter.
 pub fn key_reason(reason: &str) -> &'static str {
     match reason {
@@ -415,5 +508,20 @@ pub fn key_reason(reason: &str) -> &'static str {
         "date" => "出生日期不存在",
         "checksum" => "校验位不符",
         _ => "格式不正确",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcomes_read_in_words_and_keep_their_code() {
+        assert_eq!(outcome_label("not_found"), r#"<span title="not_found">无记录</span>"#);
+        assert_eq!(outcome_label("added wang.wu"), r#"<span title="added wang.wu">添加账号</span> wang.wu"#);
+        // Unknown outcomes show as they are, escaped.
+        assert_eq!(outcome_label("entries=3"), r#"<span title="entries=3">列出 3 条</span>"#);
+        assert_eq!(outcome_label("submitted=3 rejected=0"), "submitted=3 rejected=0");
+        assert_eq!(outcome_label("<b>"), "&lt;b&gt;");
     }
 }

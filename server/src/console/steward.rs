@@ -5,7 +5,7 @@
 use super::html::{csrf_field, esc, notice, table, Page};
 use crate::accounts::session::Session;
 use crate::accounts::staff::StaffRole;
-use super::{need, query_error, CsrfForm};
+use super::{dataset_name, field_titles, need, query_error, CsrfForm};
 use crate::http::AppState;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
@@ -26,15 +26,6 @@ fn provides(state: &AppState, session: &Session, dataset: &str) -> bool {
     state.catalog.dataset(dataset).is_some_and(|d| d.provider == session.staff.department.id)
 }
 
-fn dataset_title(state: &AppState, id: &str) -> String {
-    state.catalog.dataset(id).map_or_else(|| id.to_owned(), |d| d.title.clone())
-}
-
-fn field_titles(state: &AppState, dataset: &str, fields: &[String]) -> String {
-    let ds = state.catalog.dataset(dataset);
-    fields.iter().map(|f| ds.and_then(|d| d.field(f)).map_or(f.as_str(), |x| x.title.as_str())).collect::<Vec<_>>().join("、")
-}
-
 async fn render(state: &AppState, session: &Session, message: String) -> Response {
     let caller = session.staff.caller();
     let now = state.queries.grants.now();
@@ -52,8 +43,8 @@ async fn render(state: &AppState, session: &Session, message: String) -> Respons
             let due = g.due_date();
             let cls = if due < today { "overdue" } else { "" };
             vec![
-                esc(&state.departments.get(&g.department).map_or(g.department.clone(), |d| d.name.clone())),
-                esc(&dataset_title(state, &g.dataset)),
+                super::department_label(state, &g.department),
+                esc(&dataset_name(state, &g.dataset)),
                 esc(&field_titles(state, &g.dataset, &g.fields)),
                 format!("{}<br><span class=\"muted\">{}</span>", esc(&g.purpose), esc(&g.legal_basis)),
                 format!(r#"<span class="{cls}">{}</span>"#, format_date(due)),
@@ -82,9 +73,9 @@ async fn render(state: &AppState, session: &Session, message: String) -> Respons
         let key = state.queries.dispute_key(d).ok().flatten().map(|k| k.masked().to_string()).unwrap_or_default();
         let cls = if d.is_overdue(now) { "overdue" } else { "" };
         rows.push(vec![
-            esc(&state.departments.get(&d.department).map_or(d.department.clone(), |x| x.name.clone())),
+            super::department_label(state, &d.department),
             format!(r#"<span class="keynum">{}</span>"#, esc(&key)),
-            esc(&format!("{} · {}", dataset_title(state, &d.dataset), field_titles(state, &d.dataset, std::slice::from_ref(&d.field)))),
+            esc(&format!("{} · {}", dataset_name(state, &d.dataset), field_titles(state, &d.dataset, std::slice::from_ref(&d.field)))),
             format!("{}<br><span class=\"muted\">{}</span>", esc(&d.claimed), esc(&d.note)),
             format!(r#"<span class="{cls}">{}</span>"#, format_date(d.due_date())),
             format!(
@@ -106,7 +97,7 @@ async fn render(state: &AppState, session: &Session, message: String) -> Respons
                 .iter()
                 .map(|f| {
                     vec![
-                        esc(&dataset_title(state, &f.dataset)),
+                        esc(&dataset_name(state, &f.dataset)),
                         esc(&f.update_frequency),
                         f.records.to_string(),
                         f.last_update.map(super::auditor::cst).map(|s| esc(&s)).unwrap_or_else(|| "从未".into()),
@@ -168,7 +159,7 @@ async fn decide(State(state): State<AppState>, Path(id): Path<String>, CsrfForm 
         Ok(g) => notice(
             "ok",
             g.state.as_str(),
-            &format!("已{}「{}」的申请。", if approve { "同意" } else { "拒绝" }, dataset_title(&state, &g.dataset)),
+            &format!("已{}「{}」的申请。", if approve { "同意" } else { "拒绝" }, dataset_name(&state, &g.dataset)),
         ),
         Err(e) => query_error(&e),
     };

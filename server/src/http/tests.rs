@@ -310,3 +310,33 @@ async fn extractor_rejections_are_json_errors() {
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert_eq!(body["error"]["code"], "invalid_value");
 }
+
+/// An access report comes in pages of `MAX_ACCESS_REPORT` entries, each
+/// starting after the last one before, until every use is listed.
+#[tokio::test]
+async fn access_reports_page_through_every_use() {
+    use basedata_query::oversight::MAX_ACCESS_REPORT;
+    let state = test_state();
+    let g = basedata_gen::GenConfig { persons: 2, entities: 0, seed: 5 };
+    let key = basedata_store::SubjectKey::Person(basedata_gen::person_key(&g, 0));
+    let other = basedata_store::SubjectKey::Person(basedata_gen::person_key(&g, 1));
+    let counter = state.departments.get("counter").unwrap().caller(None);
+    let uses = MAX_ACCESS_REPORT + 7;
+    let events: Vec<_> = (0..uses)
+        .flat_map(|i| {
+            let mut a = counter.event("核验", basedata_store::Action::Verify, Some(key));
+            a.outcome = format!("match {i}");
+            [a, counter.event("核验", basedata_store::Action::Verify, Some(other))]
+        })
+        .collect();
+    state.queries.record(events, basedata_store::WriteBatch::new()).await.unwrap();
+    let first = state.queries.access_report(&counter, "告知", key, 0).await.unwrap();
+    assert_eq!((first.entries.len(), first.more), (MAX_ACCESS_REPORT, true));
+    let last = first.entries.last().unwrap().seq;
+    let second = state.queries.access_report(&counter, "告知", key, last).await.unwrap();
+    assert!(!second.more);
+    // The rest of the uses, then the first page's own access report entry.
+    assert_eq!(second.entries.len(), uses - MAX_ACCESS_REPORT + 1);
+    assert_eq!(second.entries[0].outcome, format!("match {MAX_ACCESS_REPORT}"));
+    assert!(second.entries.iter().all(|e| e.seq > last));
+}
