@@ -21,6 +21,10 @@ pub enum Error {
     /// subject data were asked for.
     #[error("{0}")]
     Forbidden(String),
+    /// The stated purpose is not one the department may state (an unknown
+    /// code, or one its list lacks); audited as `denied`.
+    #[error("{message}")]
+    PurposeNotAllowed { message: String, code: String, reason: &'static str, allowed: Vec<String> },
     #[error("{0}")]
     NotFound(String),
     /// The thing exists but is not in a state that allows this.
@@ -55,6 +59,7 @@ impl Error {
             Error::InvalidValue(_) => "invalid_value",
             Error::InvalidBody(_) => "invalid_body",
             Error::Forbidden(_) => "forbidden",
+            Error::PurposeNotAllowed { .. } => "purpose_not_allowed",
             Error::NotFound(_) => "not_found",
             Error::Conflict(_) => "conflict",
             Error::Overloaded | Error::TooManyJobs { .. } => "overloaded",

@@ -42,7 +42,7 @@ impl Queries {
             let msg = format!("department {} may not read dataset {}", caller.department.id, ds.id);
             return Err(self.deny(ev, Error::Forbidden(msg)).await);
         }
-        let result = lookup(&self.store, &caller.department.id, &*self.grants, &key, &datasets, as_of)?;
+        let result = lookup(&self.store, caller, &*self.grants, &key, &datasets, as_of)?;
         ev.datasets = result.datasets.iter().map(|d| d.dataset.clone()).collect();
         ev.fields = result.disclosed();
         // The trail keeps what the answer does not say: records that exist
@@ -79,7 +79,7 @@ impl Queries {
             let msg = format!("department {} may not verify against dataset {}", caller.department.id, ds.id);
             return Err(self.deny(ev, Error::Forbidden(msg)).await);
         }
-        if let Some(f) = claims.fields().find(|f| !may_verify(&caller.department.id, ds, f, &*self.grants)) {
+        if let Some(f) = claims.fields().find(|f| !may_verify(caller, ds, f, &*self.grants)) {
             return Err(self.deny(ev, Error::Forbidden(unverifiable(ds, f))).await);
         }
         // Only the claimed fields are decoded.

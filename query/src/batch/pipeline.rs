@@ -68,7 +68,7 @@ impl super::LineAccess for Requester {
         crate::access::may_read(&self.caller, ds)
     }
     fn may_verify(&self, ds: &Dataset, field: &basedata_store::catalog::Field) -> bool {
-        crate::access::may_verify(&self.caller.department.id, ds, field, &*self.grants)
+        crate::access::may_verify(&self.caller, ds, field, &*self.grants)
     }
 }
 

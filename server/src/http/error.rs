@@ -96,6 +96,10 @@ impl From<basedata_query::Error> for ApiError {
             E::UnknownDataset(id) => ApiError::unknown_dataset(&id),
             E::UnknownField(m) | E::InvalidValue(m) | E::InvalidBody(m) => Self::new(StatusCode::BAD_REQUEST, code, m),
             E::Forbidden(m) => ApiError::forbidden(m),
+            E::PurposeNotAllowed { message, code: purpose_code, reason, allowed } => {
+                Self::new(StatusCode::FORBIDDEN, code, message)
+                    .with_details(json!({"purpose_code": purpose_code, "reason": reason, "allowed": allowed}))
+            }
             E::NotFound(m) => ApiError::not_found(m),
             E::Conflict(m) => Self::new(StatusCode::CONFLICT, code, m),
             E::Overloaded => ApiError::overloaded(),

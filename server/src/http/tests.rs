@@ -162,7 +162,8 @@ async fn purpose_layer_requires_a_purpose() {
     // A throwaway route behind the layer, as subject reads will be.
     let app = Router::new()
         .route("/probe", axum::routing::get(|axum::Extension(p): axum::Extension<Purpose>| async move { p.0 }))
-        .route_layer(middleware::from_fn(require_purpose));
+        .route_layer(middleware::from_fn_with_state(test_state(), require_purpose))
+        .with_state(test_state());
     let send = |h: Option<&'static [u8]>| {
         let app = app.clone();
         async move {
@@ -261,6 +262,8 @@ const CONTRACT: &[(&str, &str)] = &[
     ("get", "/v1/audit/verify"),
     ("get", "/v1/reports/sharing"),
     ("get", "/v1/reports/freshness"),
+    ("get", "/v1/departments"),
+    ("put", "/v1/departments/{id}/responsible"),
 ];
 
 #[tokio::test]
