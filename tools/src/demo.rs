@@ -29,7 +29,7 @@ pub struct DemoOptions<'a> {
 pub const STRICT_COUNTER: &str = "yibao-counter";
 const STRICT_PURPOSES: &[&str] = &["medical_insurance", "identity_check"];
 
-/// The counter that follows the change feed of every dataset in the demo.
+/// The counter in the transitional mode.
 const FEED_COUNTER: &str = "shebao-counter";
 
 fn person(name: &str, post: &str, contact: &str, since: &str) -> ResponsiblePerson {
@@ -83,27 +83,30 @@ pub fn demo_departments(catalog: &basedata_store::Catalog) -> Vec<DepartmentConf
     out
 }
 
-/// Subscriptions of the feed counter to every dataset's changes, applied
-/// for and approved through the grant rules like any other, so that the
-/// change feed delivers to it in the demo. Applied once per data directory.
+/// Subscriptions of every consumer in the transitional mode to the changes
+/// of every dataset it does not provide, applied for and approved through
+/// the grant rules like any other, so that the change feed delivers to
+/// them as before subscriptions existed (the strict counter holds none).
+/// Applied once per data directory.
 async fn demo_subscriptions(state: &basedata_server::http::AppState) -> anyhow::Result<()> {
-    let Some(counter) = state.departments.get(FEED_COUNTER) else { return Ok(()) };
-    let counter = counter.caller(None);
-    let held = state.queries.grants_list(&counter, None)?;
-    for ds in state.catalog.datasets() {
-        if held.iter().any(|g| g.dataset == ds.id && g.kind == GrantKind::Subscription) {
-            continue;
+    for dept in state.departments.iter().filter(|d| d.has(Role::Consumer) && d.identity.purposes.is_none()) {
+        let consumer = dept.caller(None);
+        let held = state.queries.grants_list(&consumer, None)?;
+        for ds in state.catalog.datasets() {
+            if ds.provider == dept.id || held.iter().any(|g| g.dataset == ds.id && g.kind == GrantKind::Subscription) {
+                continue;
+            }
+            let Some(provider) = state.departments.get(&ds.provider) else { continue };
+            let application = Application {
+                dataset: &ds.id,
+                kind: GrantKind::Subscription,
+                fields: &[],
+                purpose: Some("演示：业务系统同步基础数据"),
+                legal_basis: Some("《政务信息资源共享管理暂行办法》第十四条"),
+            };
+            let g = state.queries.apply_grant(&consumer, &application).await?;
+            state.queries.decide_grant(&provider.caller(None), &g.id, true, None).await?;
         }
-        let Some(provider) = state.departments.get(&ds.provider) else { continue };
-        let application = Application {
-            dataset: &ds.id,
-            kind: GrantKind::Subscription,
-            fields: &[],
-            purpose: Some("演示：窗口业务系统同步基础数据"),
-            legal_basis: Some("《政务信息资源共享管理暂行办法》第十四条"),
-        };
-        let g = state.queries.apply_grant(&counter, &application).await?;
-        state.queries.decide_grant(&provider.caller(None), &g.id, true, None).await?;
     }
     Ok(())
 }
@@ -205,7 +208,7 @@ fn print_banner(addr: &str, depts: &[DepartmentConfig], g: &GenConfig, fresh: bo
         out.push_str(&format!("  {:<10} {:<20} {} ({:?}, {})\n", id, pw, name, role, dept));
     }
     out.push_str(&format!(
-        "\nPurposes (X-Purpose: CODE or CODE; note; codes in GET /v1/catalog): {STRICT_COUNTER} may state only {} (strict);\nthe other departments still state free text (transitional). {FEED_COUNTER} holds approved change-feed subscriptions.\n",
+        "\nPurposes (X-Purpose: CODE or CODE; note; codes in GET /v1/catalog): {STRICT_COUNTER} may state only {} (strict);\nthe other departments still state free text (transitional) and hold approved change-feed subscriptions.\n",
         STRICT_PURPOSES.join(", ")
     ));
     out.push_str("\nTry:\n");

@@ -227,7 +227,8 @@ async fn lookup(State(state): State<AppState>, CsrfForm { session, form }: CsrfF
         let _ = write!(body, r#"<section class="card"><h2>未显示的信息项</h2>{}"#, table("withheld", &["数据集", "信息项", "共享类型", "原因"], &rows));
         // Conditional fields may be applied for, one application per dataset.
         let mut by_dataset: Vec<(&str, Vec<&str>)> = Vec::new();
-        for w in result.withheld.iter().filter(|w| w.reason == Withheld::NoGrant) {
+        // (A field granted for another purpose may be applied for under this one.)
+        for w in result.withheld.iter().filter(|w| matches!(w.reason, Withheld::NoGrant | Withheld::OtherPurpose)) {
             match by_dataset.iter_mut().find(|(d, _)| *d == w.dataset) {
                 Some((_, f)) => f.push(&w.field),
                 None => by_dataset.push((&w.dataset, vec![&w.field])),
