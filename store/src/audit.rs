@@ -202,6 +202,29 @@ impl StoredEntryV1 {
     }
 }
 
+/// The current form of an entry read in an older format: what the format
+/// lacked is `operator_verified` (format 1: `false`, declared) and the
+/// purpose code (formats 1 and 2: none).
+macro_rules! upgrade {
+    ($old:expr, $verified:expr) => {{
+        let o = $old;
+        StoredEntry {
+            at: o.at,
+            department: o.department,
+            operator: o.operator,
+            purpose: o.purpose,
+            action: o.action,
+            subject: o.subject,
+            datasets: o.datasets,
+            fields: o.fields,
+            outcome: o.outcome,
+            operator_verified: $verified,
+            purpose_code: None,
+            hash: o.hash,
+        }
+    }};
+}
+
 impl StoredEntry {
     /// The stored bytes: marker 3, then bincode.
     pub fn encode(&self) -> Vec<u8> {
@@ -219,38 +242,10 @@ impl StoredEntry {
             Some(&ENTRY_FORMAT_V3) => bincode::decode_from_slice(&bytes[1..], config()).map(|(v, _)| v).map_err(corrupt),
             Some(&ENTRY_FORMAT_V2) => {
                 let (v2, _): (StoredEntryV2, _) = bincode::decode_from_slice(&bytes[1..], config()).map_err(corrupt)?;
-                Ok(StoredEntry {
-                    at: v2.at,
-                    department: v2.department,
-                    operator: v2.operator,
-                    purpose: v2.purpose,
-                    action: v2.action,
-                    subject: v2.subject,
-                    datasets: v2.datasets,
-                    fields: v2.fields,
-                    outcome: v2.outcome,
-                    operator_verified: v2.operator_verified,
-                    purpose_code: None,
-                    hash: v2.hash,
-                })
+                let verified = v2.operator_verified;
+                Ok(upgrade!(v2, verified))
             }
-            _ => {
-                let v1: StoredEntryV1 = decode(WHAT, bytes)?;
-                Ok(StoredEntry {
-                    at: v1.at,
-                    department: v1.department,
-                    operator: v1.operator,
-                    purpose: v1.purpose,
-                    action: v1.action,
-                    subject: v1.subject,
-                    datasets: v1.datasets,
-                    fields: v1.fields,
-                    outcome: v1.outcome,
-                    operator_verified: false,
-                    purpose_code: None,
-                    hash: v1.hash,
-                })
-            }
+            _ => Ok(upgrade!(decode::<StoredEntryV1>(WHAT, bytes)?, false)),
         }
     }
 }

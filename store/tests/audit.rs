@@ -264,42 +264,37 @@ fn first_format_entries_read_and_verify_beside_new_ones() {
         let mut prev = [0u8; 32];
         for seq in 1..=ENTRIES {
             let e = StoredEntry::decode(&value(&*raw, seq)).unwrap();
-            if seq > ENTRIES / 2 {
-                let mut v2 = StoredEntryV2 {
-                    at: e.at,
-                    department: e.department,
-                    operator: e.operator,
-                    purpose: e.purpose,
-                    action: e.action,
-                    subject: e.subject,
-                    datasets: e.datasets,
-                    fields: e.fields,
-                    outcome: e.outcome,
-                    operator_verified: false,
-                    hash: [0; 32],
+            // The fields both old formats share, from the current entry.
+            macro_rules! old_entry {
+                ($ty:ident { $($extra:tt)* }) => {
+                    $ty {
+                        at: e.at,
+                        department: e.department,
+                        operator: e.operator,
+                        purpose: e.purpose,
+                        action: e.action,
+                        subject: e.subject,
+                        datasets: e.datasets,
+                        fields: e.fields,
+                        outcome: e.outcome,
+                        $($extra)*
+                        hash: [0; 32],
+                    }
                 };
-                v2.hash = sha2_of(&prev, seq, &v2.encode());
-                assert_eq!(v2.encode()[0], 2);
-                prev = v2.hash;
-                put(&*raw, seq, v2.encode());
-                continue;
             }
-            let mut old = StoredEntryV1 {
-                at: e.at,
-                department: e.department,
-                operator: e.operator,
-                purpose: e.purpose,
-                action: e.action,
-                subject: e.subject,
-                datasets: e.datasets,
-                fields: e.fields,
-                outcome: e.outcome,
-                hash: [0; 32],
+            let (marker, bytes) = if seq > ENTRIES / 2 {
+                let mut v2 = old_entry!(StoredEntryV2 { operator_verified: false, });
+                v2.hash = sha2_of(&prev, seq, &v2.encode());
+                prev = v2.hash;
+                (2, v2.encode())
+            } else {
+                let mut v1 = old_entry!(StoredEntryV1 {});
+                v1.hash = sha2_of(&prev, seq, &v1.encode());
+                prev = v1.hash;
+                (1, v1.encode())
             };
-            old.hash = sha2_of(&prev, seq, &old.encode());
-            assert_eq!(old.encode()[0], 1);
-            prev = old.hash;
-            put(&*raw, seq, old.encode());
+            assert_eq!(bytes[0], marker);
+            put(&*raw, seq, bytes);
         }
         let mut b = WriteBatch::new();
         b.put(Cf::Meta, b"audit_head".to_vec(), encode(&ChainHead { seq: ENTRIES, hash: prev }));
