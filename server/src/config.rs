@@ -569,6 +569,10 @@ token = "counter-secret-token"
             "[[departments]]\nid = \"a\"\nroles = [\"consumer\"]\ntoken = \"0123456789abcdef\"\nmax_job_lines = 0\n",
             "[[departments]]\nid = \"a\"\nroles = [\"consumer\"]\ntoken = \"0123456789abcdef\"\nmax_job_mb = 0\n",
             "[[departments]]\nid = \"a\"\nroles = [\"consumer\"]\ntoken = \"0123456789abcdef\"\nmax_job_mb = -1\n",
+            "[[departments]]\nid = \"a\"\nroles = [\"consumer\"]\ntoken = \"0123456789abcdef\"\npurposes = []\n",
+            "[[departments]]\nid = \"a\"\nroles = [\"consumer\"]\ntoken = \"0123456789abcdef\"\nresponsible = [{ name = \"x\", post = \"y\", contact = \"z\", since = \"soon\" }]\n",
+            "[[departments]]\nid = \"a\"\nroles = [\"consumer\"]\ntoken = \"0123456789abcdef\"\nresponsible = [{ name = \"x\", post = \"y\", contact = \"z\" }]\n",
+            "[policy]\nresponsible_max_age_days = 0\n",
             "[[departments]]\nid = \"a\"\nroles = [\"consumer\"]\ntoken = \"0123456789abcdef\"\n[[departments]]\nid = \"a\"\nroles = [\"consumer\"]\ntoken = \"0123456789abcdeg\"\n",
             "unknown_key = 1\n",
         ] {
