@@ -1,7 +1,8 @@
 //! The access decision: may this caller read this dataset at all
-//! ([`may_read`]), and may it see this field of it, given its grants
-//! ([`decide`])? Every read path (lookup, verification, batch, change feed)
-//! asks these two and nothing else.
+//! ([`may_read`]), may it see this field of it, given its grants and the
+//! purpose its use states ([`decide`]), and may it follow the dataset's
+//! changes ([`may_follow`])? Every read path (lookup, verification, batch,
+//! change feed) asks these and nothing else.
 
 use crate::caller::{Caller, Role};
 use basedata_store::catalog::{Dataset, Field, Share};
@@ -17,6 +18,10 @@ pub fn may_read(caller: &Caller, dataset: &Dataset) -> bool {
 pub enum Withheld {
     /// Conditional, and no approved grant covers it.
     NoGrant,
+    /// Conditional, and the approved grants that cover it are for another
+    /// purpose than the one this use states (a grant is used only for the
+    /// purpose applied for).
+    OtherPurpose,
     /// On the negative list: never disclosed.
     NotShared,
 }
@@ -25,6 +30,7 @@ impl Withheld {
     pub fn as_str(self) -> &'static str {
         match self {
             Withheld::NoGrant => "no_grant",
+            Withheld::OtherPurpose => "granted_for_other_purpose",
             Withheld::NotShared => "not_shared",
         }
     }
@@ -36,9 +42,29 @@ pub enum Access {
     Withheld(Withheld),
 }
 
-/// Approved (or deemed approved) grants of conditional fields.
+/// What a grant opens: a conditional field, or a dataset's change feed
+/// (a subscription).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope<'a> {
+    Field(&'a str),
+    Feed,
+}
+
+/// Whether approved grants cover a use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Coverage {
+    Covered,
+    /// Granted, but only for other purposes than the use's.
+    OtherPurpose,
+    None,
+}
+
+/// Approved (or deemed approved) grants of conditional fields and of
+/// change-feed subscriptions.
 pub trait GrantSource: Send + Sync {
-    fn granted(&self, department: &str, dataset: &str, field: &str) -> bool;
+    /// Whether `department`'s grants cover `scope` of `dataset` for a use
+    /// under the catalogued purpose `purpose` (`None`: a free-text purpose).
+    fn coverage(&self, department: &str, purpose: Option<&str>, dataset: &str, scope: Scope<'_>) -> Coverage;
 }
 
 /// No grants at all: conditional fields are withheld from everyone but
@@ -47,8 +73,8 @@ pub trait GrantSource: Send + Sync {
 pub struct NoGrants;
 
 impl GrantSource for NoGrants {
-    fn granted(&self, _: &str, _: &str, _: &str) -> bool {
-        false
+    fn coverage(&self, _: &str, _: Option<&str>, _: &str, _: Scope<'_>) -> Coverage {
+        Coverage::None
     }
 }
 
@@ -68,9 +94,9 @@ pub enum ClaimRule {
     Refused,
 }
 
-/// The rule for `department`'s claims of `field`.
-pub fn claim_rule(department: &str, dataset: &Dataset, field: &Field, grants: &dyn GrantSource) -> ClaimRule {
-    if decide(department, dataset, field, grants) == Access::Allowed {
+/// The rule for `caller`'s claims of `field` (under the purpose its use states).
+pub fn claim_rule(caller: &Caller, dataset: &Dataset, field: &Field, grants: &dyn GrantSource) -> ClaimRule {
+    if decide(caller, dataset, field, grants) == Access::Allowed {
         ClaimRule::Free
     } else if !field.verifiable {
         ClaimRule::Refused
@@ -90,31 +116,48 @@ pub fn unverifiable(dataset: &Dataset, field: &Field) -> String {
 pub fn not_in_bulk(dataset: &Dataset, field: &Field) -> String {
     format!(
         "field {} of dataset {} has few possible values and this department may not read it: \
-         it is verified one subject at a time (POST /v1/verify), where distinct claims are counted",
+         it is verified one subject at a time (POST /v1/persons/{{id}}/verify), where distinct claims are counted",
         field.name, dataset.id
     )
 }
 
 /// Why a claim may not be verified in a batch line, if it may not: the
 /// batch paths' form of [`claim_rule`].
-pub fn bulk_refusal(department: &str, dataset: &Dataset, field: &Field, grants: &dyn GrantSource) -> Option<String> {
-    match claim_rule(department, dataset, field, grants) {
+pub fn bulk_refusal(caller: &Caller, dataset: &Dataset, field: &Field, grants: &dyn GrantSource) -> Option<String> {
+    match claim_rule(caller, dataset, field, grants) {
         ClaimRule::Free => None,
         ClaimRule::Counted => Some(not_in_bulk(dataset, field)),
         ClaimRule::Refused => Some(unverifiable(dataset, field)),
     }
 }
 
+/// May `caller` have `dataset`'s changes from the change feed? Its
+/// provider may; anyone else needs an approved subscription for the
+/// purpose the read states.
+pub fn may_follow(caller: &Caller, dataset: &Dataset, grants: &dyn GrantSource) -> bool {
+    caller.provides(dataset)
+        || (caller.department.has(Role::Consumer)
+            && grants.coverage(&caller.department.id, caller.purpose_code.as_deref(), &dataset.id, Scope::Feed)
+                == Coverage::Covered)
+}
+
 /// The decision. `none` fields are withheld from everybody, the provider
 /// included (it reads its own system of record, not this platform);
-/// conditional fields need a grant unless the caller is the provider.
-pub fn decide(department: &str, dataset: &Dataset, field: &Field, grants: &dyn GrantSource) -> Access {
+/// conditional fields need a grant for the use's purpose unless the caller
+/// is the provider.
+pub fn decide(caller: &Caller, dataset: &Dataset, field: &Field, grants: &dyn GrantSource) -> Access {
+    let department = caller.department.id.as_str();
     match field.share {
         Share::Unconditional => Access::Allowed,
         Share::None => Access::Withheld(Withheld::NotShared),
         Share::Conditional if department == dataset.provider => Access::Allowed,
-        Share::Conditional if grants.granted(department, &dataset.id, &field.name) => Access::Allowed,
-        Share::Conditional => Access::Withheld(Withheld::NoGrant),
+        Share::Conditional => {
+            match grants.coverage(department, caller.purpose_code.as_deref(), &dataset.id, Scope::Field(&field.name)) {
+                Coverage::Covered => Access::Allowed,
+                Coverage::OtherPurpose => Access::Withheld(Withheld::OtherPurpose),
+                Coverage::None => Access::Withheld(Withheld::NoGrant),
+            }
+        }
     }
 }
 
@@ -123,22 +166,37 @@ mod tests {
     use super::*;
     use basedata_store::Catalog;
 
-    struct One(&'static str, &'static str, &'static str);
+    /// One grant of a field to a department, for uses under `purpose`.
+    struct One(&'static str, &'static str, &'static str, Option<&'static str>);
     impl GrantSource for One {
-        fn granted(&self, d: &str, ds: &str, f: &str) -> bool {
-            (d, ds, f) == (self.0, self.1, self.2)
+        fn coverage(&self, d: &str, purpose: Option<&str>, ds: &str, scope: Scope<'_>) -> Coverage {
+            match (d, ds, scope) == (self.0, self.1, Scope::Field(self.2)) {
+                true if purpose == self.3 => Coverage::Covered,
+                true => Coverage::OtherPurpose,
+                false => Coverage::None,
+            }
         }
     }
 
+    fn caller(dept: &str, purpose: Option<&str>) -> Caller {
+        let mut c = Caller::declared(std::sync::Arc::new(crate::caller::Department::new(dept, vec![Role::Consumer])), None);
+        c.purpose_code = purpose.map(str::to_owned);
+        c
+    }
+
     fn check(dept: &str, ds: &str, field: &str, grants: &dyn GrantSource, expected: Access) {
+        check_for(dept, None, ds, field, grants, expected)
+    }
+
+    fn check_for(dept: &str, purpose: Option<&str>, ds: &str, field: &str, grants: &dyn GrantSource, expected: Access) {
         let cat = Catalog::builtin();
         let d = cat.dataset(ds).unwrap();
-        assert_eq!(decide(dept, d, d.field(field).unwrap(), grants), expected, "{dept} {ds}.{field}");
+        assert_eq!(decide(&caller(dept, purpose), d, d.field(field).unwrap(), grants), expected, "{dept} {purpose:?} {ds}.{field}");
     }
 
     #[test]
     fn decision_table() {
-        let g = One("counter", "hukou", "photo");
+        let g = One("counter", "hukou", "photo", None);
         check("counter", "hukou", "name", &NoGrants, Access::Allowed);
         check("counter", "hukou", "photo", &NoGrants, Access::Withheld(Withheld::NoGrant));
         check("counter", "hukou", "photo", &g, Access::Allowed);
@@ -147,6 +205,16 @@ mod tests {
         check("gongan", "hukou", "photo", &NoGrants, Access::Allowed);
         check("counter", "death", "cause_of_death", &NoGrants, Access::Withheld(Withheld::NotShared));
         check("weijian", "death", "cause_of_death", &NoGrants, Access::Withheld(Withheld::NotShared));
-        check("counter", "death", "cause_of_death", &One("counter", "death", "cause_of_death"), Access::Withheld(Withheld::NotShared));
+        check("counter", "death", "cause_of_death", &One("counter", "death", "cause_of_death", None), Access::Withheld(Withheld::NotShared));
+    }
+
+    #[test]
+    fn a_grant_opens_fields_only_for_its_purpose() {
+        let g = One("counter", "hukou", "photo", Some("social_insurance"));
+        check_for("counter", Some("social_insurance"), "hukou", "photo", &g, Access::Allowed);
+        check_for("counter", Some("tax_administration"), "hukou", "photo", &g, Access::Withheld(Withheld::OtherPurpose));
+        check_for("counter", None, "hukou", "photo", &g, Access::Withheld(Withheld::OtherPurpose));
+        check_for("other", Some("social_insurance"), "hukou", "photo", &g, Access::Withheld(Withheld::NoGrant));
+        check_for("counter", Some("tax_administration"), "hukou", "name", &g, Access::Allowed);
     }
 }

@@ -1,10 +1,11 @@
 //! The change feed: the change log in commit order, reduced to the
-//! datasets and fields the caller may read at the time of reading, each
-//! delivered change audited. A long poll sleeps on the committer's
+//! datasets the caller follows (its own, and those it holds an approved
+//! subscription to for the purpose it states) and to the fields it may
+//! read, at the time of reading, each delivered change audited. A long poll sleeps on the committer's
 //! sequence watch instead of polling the store. `next` is the position to
 //! resume from, so a consumer that stores it loses and repeats nothing.
 
-use crate::access::{decide, may_read, Access};
+use crate::access::{decide, may_follow, Access};
 use crate::caller::Caller;
 use crate::error::{Error, Result};
 use crate::service::Queries;
@@ -50,10 +51,10 @@ impl Queries {
             }
             next = c.seq;
             let Some(ds) = self.catalog.dataset(&c.dataset) else { continue };
-            if !may_read(caller, ds) {
+            if !may_follow(caller, ds, &*self.grants) {
                 continue;
             }
-            let allowed = |f: &basedata_store::catalog::Field| decide(&caller.department.id, ds, f, &*self.grants) == Access::Allowed;
+            let allowed = |f: &basedata_store::catalog::Field| decide(caller, ds, f, &*self.grants) == Access::Allowed;
             // As in lookups, a change the caller may see nothing of is not
             // shown: its mere presence would tell that a withheld record
             // exists (or changed) and when.

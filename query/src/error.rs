@@ -25,6 +25,10 @@ pub enum Error {
     /// (see `claims`); audited as `denied` and flagged to auditors.
     #[error("{message}")]
     ClaimLimit { message: String, dataset: String, field: String, distinct: u32, period_days: u32 },
+    /// The stated purpose is not one the department may state (an unknown
+    /// code, or one its list lacks); audited as `denied`.
+    #[error("{message}")]
+    PurposeNotAllowed { message: String, code: String, reason: &'static str, allowed: Vec<String> },
     #[error("{0}")]
     NotFound(String),
     /// The thing exists but is not in a state that allows this.
@@ -60,6 +64,7 @@ impl Error {
             Error::InvalidBody(_) => "invalid_body",
             Error::Forbidden(_) => "forbidden",
             Error::ClaimLimit { .. } => "claim_limit",
+            Error::PurposeNotAllowed { .. } => "purpose_not_allowed",
             Error::NotFound(_) => "not_found",
             Error::Conflict(_) => "conflict",
             Error::Overloaded | Error::TooManyJobs { .. } => "overloaded",

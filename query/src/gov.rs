@@ -7,12 +7,19 @@
 //! memory (they number in the thousands) and is the [`GrantSource`] of the
 //! access decision, so a revocation stops counting the moment it commits.
 //!
-//! Layout (`gov` family): `g/<id>` -> [`Grant`], `x/<id>` -> [`Dispute`].
+//! A grant is of conditional fields or of a dataset's change feed (a
+//! subscription), and for one purpose: it covers only uses that state
+//! the catalogued purpose it was applied for, and a grant applied for with
+//! a free-text purpose only uses that state none.
+//!
+//! Layout (`gov` family): `g/<id>` -> [`Grant`] (format marker 2; grants
+//! of marker 1, from before kinds and purpose codes, read as field grants
+//! with no purpose code), `x/<id>` -> [`Dispute`].
 
-use crate::access::GrantSource;
+use crate::access::{Coverage, GrantSource, Scope};
 use basedata_store::calendar::Calendar;
-use basedata_store::codec::{decode, decode_all, encode};
-use basedata_store::engine::{Cf, Engine, WriteBatch};
+use basedata_store::codec::{decode, decode_all, encode, encode_marked, marked_body, FORMAT_V1};
+use basedata_store::engine::{prefix_end, Cf, Engine, WriteBatch};
 use basedata_store::usage::{day_of, CST_OFFSET_MICROS};
 use basedata_store::{Pid, Result};
 use std::collections::HashMap;
@@ -39,11 +46,14 @@ pub struct Policy {
     pub dispute_days: u32,
     /// A grant unanswered by its due date counts as approved (Art. 26).
     pub deemed_approval: bool,
+    /// Days after which a department's record of responsible persons is
+    /// flagged as out of date in the sharing report.
+    pub responsible_max_age_days: u32,
 }
 
 impl Default for Policy {
     fn default() -> Self {
-        Policy { grant_reply_days: 5, dispute_days: 5, deemed_approval: true }
+        Policy { grant_reply_days: 5, dispute_days: 5, deemed_approval: true, responsible_max_age_days: 365 }
     }
 }
 
@@ -74,14 +84,42 @@ impl GrantState {
     }
 }
 
+/// What a grant opens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, bincode::Encode, bincode::Decode)]
+pub enum GrantKind {
+    /// Conditional fields of the dataset, in lookups, verification and the feed.
+    Fields,
+    /// The dataset's changes in the change feed (a subscription).
+    Subscription,
+}
+
+impl GrantKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GrantKind::Fields => "fields",
+            GrantKind::Subscription => "subscription",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<GrantKind> {
+        [GrantKind::Fields, GrantKind::Subscription].into_iter().find(|k| k.as_str() == s)
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, bincode::Encode, bincode::Decode)]
 pub struct Grant {
     pub id: String,
     /// The applying (consumer) department.
     pub department: String,
     pub dataset: String,
+    pub kind: GrantKind,
+    /// Empty for a subscription.
     pub fields: Vec<String>,
+    /// The purpose as applied for (code and note, or free text).
     pub purpose: String,
+    /// The catalogued purpose applied for; uses under another purpose are
+    /// not covered. `None`: a free-text purpose.
+    pub purpose_code: Option<String>,
     pub legal_basis: String,
     pub state: GrantState,
     pub created_at: i64,
@@ -94,7 +132,72 @@ pub struct Grant {
     pub revoked_by: Option<String>,
 }
 
+/// Grants as stored before kinds and purpose codes (format marker 1):
+/// read, never written.
+#[derive(Clone, Debug, PartialEq, Eq, bincode::Encode, bincode::Decode)]
+struct GrantV1 {
+    id: String,
+    department: String,
+    dataset: String,
+    fields: Vec<String>,
+    purpose: String,
+    legal_basis: String,
+    state: GrantState,
+    created_at: i64,
+    due: i32,
+    decided_at: Option<i64>,
+    decided_by: Option<String>,
+    reason: Option<String>,
+    revoked_at: Option<i64>,
+    revoked_by: Option<String>,
+}
+
+/// Format marker of stored grants with a kind and a purpose code.
+const GRANT_FORMAT_V2: u8 = 2;
+
 impl Grant {
+    fn encode(&self) -> Vec<u8> {
+        encode_marked(GRANT_FORMAT_V2, self)
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Grant> {
+        let (marker, body) = marked_body("grant", bytes)?;
+        if marker == GRANT_FORMAT_V2 {
+            return body.decode();
+        }
+        if marker != FORMAT_V1 {
+            return Err(basedata_store::Error::Format { what: "grant", found: marker });
+        }
+        let g: GrantV1 = body.decode()?;
+        Ok(Grant {
+            id: g.id,
+            department: g.department,
+            dataset: g.dataset,
+            kind: GrantKind::Fields,
+            fields: g.fields,
+            purpose: g.purpose,
+            purpose_code: None,
+            legal_basis: g.legal_basis,
+            state: g.state,
+            created_at: g.created_at,
+            due: g.due,
+            decided_at: g.decided_at,
+            decided_by: g.decided_by,
+            reason: g.reason,
+            revoked_at: g.revoked_at,
+            revoked_by: g.revoked_by,
+        })
+    }
+
+    /// Whether the grant, approved, opens `scope`.
+    fn opens(&self, scope: Scope<'_>) -> bool {
+        match (self.kind, scope) {
+            (GrantKind::Fields, Scope::Field(f)) => self.fields.iter().any(|g| g == f),
+            (GrantKind::Subscription, Scope::Feed) => true,
+            _ => false,
+        }
+    }
+
     pub fn due_date(&self) -> Date {
         Date::from_julian_day(self.due).unwrap_or(Date::MIN)
     }
@@ -149,8 +252,13 @@ pub struct GrantBook {
 
 impl GrantBook {
     pub fn load(engine: &dyn Engine, policy: Policy, clock: Arc<dyn basedata_store::clock::Clock>) -> Result<GrantBook> {
-        let grants: HashMap<String, Grant> =
-            decode_all::<Grant>(engine, Cf::Gov, b"g/", "grant")?.into_iter().map(|g| (g.id.clone(), g)).collect();
+        let mut grants = HashMap::new();
+        let end = prefix_end(b"g/");
+        for item in engine.scan(Cf::Gov, b"g/", end.as_deref(), false)? {
+            let (_, v) = item?;
+            let g = Grant::decode(&v)?;
+            grants.insert(g.id.clone(), g);
+        }
         Ok(GrantBook { grants: RwLock::new(grants), policy, clock })
     }
 
@@ -175,7 +283,7 @@ impl GrantBook {
     /// The write that stores `g`; call [`GrantBook::put`] once it is durable.
     pub fn write(g: &Grant) -> WriteBatch {
         let mut b = WriteBatch::new();
-        b.put(Cf::Gov, grant_key(&g.id), encode(g));
+        b.put(Cf::Gov, grant_key(&g.id), g.encode());
         b
     }
 
@@ -203,14 +311,22 @@ impl GrantBook {
 }
 
 impl GrantSource for GrantBook {
-    fn granted(&self, department: &str, dataset: &str, field: &str) -> bool {
+    fn coverage(&self, department: &str, purpose: Option<&str>, dataset: &str, scope: Scope<'_>) -> Coverage {
         let now = self.now();
-        self.grants.read().unwrap_or_else(|e| e.into_inner()).values().any(|g| {
-            g.department == department
+        let mut found = Coverage::None;
+        for g in self.grants.read().unwrap_or_else(|e| e.into_inner()).values() {
+            if g.department == department
                 && g.dataset == dataset
-                && g.fields.iter().any(|f| f == field)
+                && g.opens(scope)
                 && matches!(g.effective_state(now, &self.policy), GrantState::Approved | GrantState::DeemedApproved)
-        })
+            {
+                if g.purpose_code.as_deref() == purpose {
+                    return Coverage::Covered;
+                }
+                found = Coverage::OtherPurpose;
+            }
+        }
+        found
     }
 }
 
@@ -305,8 +421,10 @@ mod tests {
             id: "g1".into(),
             department: "counter".into(),
             dataset: "hukou".into(),
+            kind: GrantKind::Fields,
             fields: vec!["photo".into()],
             purpose: "p".into(),
+            purpose_code: None,
             legal_basis: "b".into(),
             state: GrantState::Pending,
             created_at: 0,
@@ -317,6 +435,10 @@ mod tests {
             revoked_at: None,
             revoked_by: None,
         }
+    }
+
+    fn granted(book: &GrantBook, department: &str, field: &str) -> bool {
+        book.coverage(department, None, "hukou", Scope::Field(field)) == Coverage::Covered
     }
 
     #[test]
@@ -334,15 +456,15 @@ mod tests {
         let clock = Arc::new(ManualClock::new(micros(due, 23)));
         let book = GrantBook::load(&MemEngine::new(), Policy::default(), clock.clone()).unwrap();
         book.put(grant(due));
-        assert!(!book.granted("counter", "hukou", "photo"));
+        assert!(!granted(&book, "counter", "photo"));
         clock.set(micros(due, 24));
-        assert!(book.granted("counter", "hukou", "photo"));
-        assert!(!book.granted("counter", "hukou", "name"));
-        assert!(!book.granted("other", "hukou", "photo"));
+        assert!(granted(&book, "counter", "photo"));
+        assert!(!granted(&book, "counter", "name"));
+        assert!(!granted(&book, "other", "photo"));
         assert_eq!(book.overdue_pending().len(), 1);
         let off = GrantBook::load(&MemEngine::new(), Policy { deemed_approval: false, ..Policy::default() }, clock).unwrap();
         off.put(grant(due));
-        assert!(!off.granted("counter", "hukou", "photo"));
+        assert!(!granted(&off, "counter", "photo"));
         assert!(off.overdue_pending().is_empty());
     }
 
@@ -353,10 +475,51 @@ mod tests {
         let mut g = grant(date!(2030 - 01 - 01));
         g.state = GrantState::Approved;
         book.put(g.clone());
-        assert!(book.granted("counter", "hukou", "photo"));
+        assert!(granted(&book, "counter", "photo"));
         g.state = GrantState::Revoked;
         book.put(g);
-        assert!(!book.granted("counter", "hukou", "photo"));
+        assert!(!granted(&book, "counter", "photo"));
+    }
+
+    #[test]
+    fn grants_cover_their_purpose_and_kind_only() {
+        let book = GrantBook::load(&MemEngine::new(), Policy::default(), Arc::new(ManualClock::new(0))).unwrap();
+        let mut g = grant(date!(2030 - 01 - 01));
+        g.state = GrantState::Approved;
+        g.purpose_code = Some("social_insurance".into());
+        book.put(g.clone());
+        let cov = |purpose, scope| book.coverage("counter", purpose, "hukou", scope);
+        assert_eq!(cov(Some("social_insurance"), Scope::Field("photo")), Coverage::Covered);
+        assert_eq!(cov(Some("tax_administration"), Scope::Field("photo")), Coverage::OtherPurpose);
+        assert_eq!(cov(None, Scope::Field("photo")), Coverage::OtherPurpose);
+        assert_eq!(cov(Some("social_insurance"), Scope::Feed), Coverage::None);
+        book.put(Grant { id: "g2".into(), kind: GrantKind::Subscription, fields: Vec::new(), ..g });
+        assert_eq!(cov(Some("social_insurance"), Scope::Feed), Coverage::Covered);
+        assert_eq!(cov(Some("tax_administration"), Scope::Feed), Coverage::OtherPurpose);
+    }
+
+    #[test]
+    fn first_format_grants_read_as_field_grants_without_a_purpose_code() {
+        let g = grant(date!(2030 - 01 - 01));
+        let old = GrantV1 {
+            id: g.id.clone(),
+            department: g.department.clone(),
+            dataset: g.dataset.clone(),
+            fields: g.fields.clone(),
+            purpose: g.purpose.clone(),
+            legal_basis: g.legal_basis.clone(),
+            state: g.state,
+            created_at: g.created_at,
+            due: g.due,
+            decided_at: None,
+            decided_by: None,
+            reason: None,
+            revoked_at: None,
+            revoked_by: None,
+        };
+        assert_eq!(Grant::decode(&encode(&old)).unwrap(), g);
+        assert_eq!(Grant::decode(&g.encode()).unwrap(), g);
+        assert!(Grant::decode(&[9, 0]).is_err());
     }
 
     #[test]

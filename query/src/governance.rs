@@ -6,7 +6,7 @@
 
 use crate::caller::{system_event, Caller, Role};
 use crate::error::{Error, Result};
-use crate::gov::{cst_date, load_dispute, new_id, Dispute, Grant, GrantBook, GrantState, Resolution};
+use crate::gov::{cst_date, load_dispute, new_id, Dispute, Grant, GrantBook, GrantKind, GrantState, Resolution};
 use crate::service::Queries;
 use basedata_store::catalog::Share;
 use basedata_store::{Action, AuditEvent, Subject, SubjectKey};
@@ -24,10 +24,22 @@ fn required_text(name: &str, v: Option<&str>) -> Result<String> {
 
 fn grant_event(caller: &Caller, g: &Grant, outcome: &str) -> AuditEvent {
     let mut ev = caller.event(&g.purpose, Action::Grant, None);
+    ev.purpose_code = g.purpose_code.clone();
     ev.datasets = vec![g.dataset.clone()];
     ev.fields = g.fields.clone();
     ev.outcome = format!("{outcome} {}", g.id);
     ev
+}
+
+/// What a grant application says.
+#[derive(Clone, Debug)]
+pub struct Application<'a> {
+    pub dataset: &'a str,
+    pub kind: GrantKind,
+    /// The conditional fields; none for a subscription.
+    pub fields: &'a [String],
+    pub purpose: Option<&'a str>,
+    pub legal_basis: Option<&'a str>,
 }
 
 /// What a dispute filing says.
@@ -67,33 +79,38 @@ impl Queries {
         Ok(g)
     }
 
-    /// A consumer applies for conditional fields of a dataset.
-    pub async fn apply_grant(
-        &self,
-        caller: &Caller,
-        dataset: &str,
-        fields: &[String],
-        purpose: Option<&str>,
-        legal_basis: Option<&str>,
-    ) -> Result<Grant> {
+    /// A consumer applies for conditional fields of a dataset, or for a
+    /// subscription to its changes, for one purpose: a strict department
+    /// names one of its purpose codes (`CODE` or `CODE; note`), and a
+    /// refused purpose is audited as `denied`.
+    pub async fn apply_grant(&self, caller: &Caller, a: &Application<'_>) -> Result<Grant> {
         if !caller.department.has(Role::Consumer) {
             return Err(Error::Forbidden("only consumer departments apply for conditional sharing".into()));
         }
-        let ds = self.catalog.dataset(dataset).ok_or_else(|| Error::UnknownDataset(dataset.to_owned()))?;
-        // A provider already reads its own conditional fields; a grant it
-        // approved to itself would only count in the sharing report as a
-        // request decided on time.
+        let ds = self.catalog.dataset(a.dataset).ok_or_else(|| Error::UnknownDataset(a.dataset.to_owned()))?;
+        // A provider already reads its own conditional fields and follows
+        // its own changes; a grant it approved to itself would only count
+        // in the sharing report as a request decided on time.
         if ds.provider == caller.department.id {
             return Err(Error::Conflict(format!(
-                "department {} provides dataset {}: its own fields need no grant",
+                "department {} provides dataset {}: its own data need no grant",
                 caller.department.id, ds.id
             )));
         }
-        if fields.is_empty() {
-            return Err(Error::InvalidValue("fields must name at least one conditional field".into()));
-        }
         let mut names: Vec<String> = Vec::new();
-        for name in fields {
+        match a.kind {
+            GrantKind::Subscription if !a.fields.is_empty() => {
+                return Err(Error::InvalidValue(
+                    "a subscription is to a whole dataset's changes: leave fields out (conditional fields need their own grant)".into(),
+                ))
+            }
+            GrantKind::Subscription => {}
+            GrantKind::Fields if a.fields.is_empty() => {
+                return Err(Error::InvalidValue("fields must name at least one conditional field".into()))
+            }
+            GrantKind::Fields => {}
+        }
+        for name in a.fields {
             let f = ds.field(name).ok_or_else(|| Error::UnknownField(format!("dataset {} has no field {name}", ds.id)))?;
             match f.share {
                 Share::Conditional => {}
@@ -110,16 +127,19 @@ impl Queries {
                 names.push(name.clone());
             }
         }
-        let purpose = required_text("purpose", purpose)?;
-        let legal_basis = required_text("legal_basis", legal_basis)?;
+        let purpose = required_text("purpose", a.purpose)?;
+        let legal_basis = required_text("legal_basis", a.legal_basis)?;
+        let purpose_code = self.admit_purpose(caller, &purpose).await?.purpose_code;
         let _guard = self.gov_lock.lock().await;
         let now = self.grants.now();
         let g = Grant {
             id: new_id(),
             department: caller.department.id.clone(),
             dataset: ds.id.clone(),
+            kind: a.kind,
             fields: names,
             purpose,
+            purpose_code,
             legal_basis,
             state: GrantState::Pending,
             created_at: now,
@@ -227,6 +247,7 @@ impl Queries {
         for mut g in overdue.iter().cloned() {
             g.state = GrantState::DeemedApproved;
             let mut ev = system_event(&g.purpose, Action::Grant);
+            ev.purpose_code = g.purpose_code.clone();
             ev.datasets = vec![g.dataset.clone()];
             ev.fields = g.fields.clone();
             ev.outcome = format!("deemed_approved {}", g.id);

@@ -9,6 +9,7 @@
 //! caller may not see is answered exactly like a person without one.
 
 use crate::access::{decide, Access, GrantSource, Withheld};
+use crate::caller::Caller;
 use basedata_store::catalog::{Dataset, Share};
 use basedata_store::{Result, Store, SubjectKey, Value};
 
@@ -51,7 +52,7 @@ impl LookupResult {
 /// Looks `key` up in `datasets` (all of the same subject as the key).
 pub fn lookup(
     store: &Store,
-    department: &str,
+    caller: &Caller,
     grants: &dyn GrantSource,
     key: &SubjectKey,
     datasets: &[&Dataset],
@@ -62,7 +63,7 @@ pub fn lookup(
     let mut out = LookupResult::default();
     for ds in datasets {
         for f in &ds.fields {
-            if let Access::Withheld(reason) = decide(department, ds, f, grants) {
+            if let Access::Withheld(reason) = decide(caller, ds, f, grants) {
                 out.withheld.push(WithheldField { dataset: ds.id.clone(), field: f.name.clone(), share: f.share, reason });
             }
         }
@@ -71,7 +72,7 @@ pub fn lookup(
         let Some(ds) = datasets.iter().find(|d| d.id == rec.dataset) else { continue };
         let mut visible = Vec::with_capacity(rec.fields.len());
         for f in &ds.fields {
-            if let Access::Allowed = decide(department, ds, f, grants) {
+            if let Access::Allowed = decide(caller, ds, f, grants) {
                 if let Some(v) = rec.field(&f.name) {
                     visible.push((f.name.clone(), v.clone()));
                 }

@@ -69,6 +69,15 @@ pub struct DepartmentFigures {
     pub disputes_overdue: usize,
     /// Verifications refused for too many different claims (see `claims`).
     pub claim_limit_refusals: usize,
+    /// Whether it states catalogued purposes only (`strict`) or free text
+    /// (`transitional`).
+    pub purpose_mode: &'static str,
+    /// Its reads of subject data in the period that named no catalogued
+    /// purpose.
+    pub uses_without_catalogued_purpose: u64,
+    /// Whether its record of responsible persons is current, and its date.
+    pub responsible: Option<crate::departments::RecordStatus>,
+    pub responsible_as_of: Option<Date>,
 }
 
 impl DepartmentFigures {
@@ -159,7 +168,17 @@ impl Queries {
                 .into_iter()
                 .map(|a| (a, used.get(&Kind::Action(a)).copied().unwrap_or(0)))
                 .collect();
-            let mut f = DepartmentFigures { department: id.to_owned(), name: dept.name.clone(), uses, ..Default::default() };
+            let view = self.view(&dept)?;
+            let mut f = DepartmentFigures {
+                department: id.to_owned(),
+                name: dept.name.clone(),
+                uses,
+                purpose_mode: if dept.purposes.is_some() { "strict" } else { "transitional" },
+                uses_without_catalogued_purpose: used.get(&Kind::Uncatalogued).copied().unwrap_or(0),
+                responsible: Some(self.record_status(&view, now)),
+                responsible_as_of: view.responsible_as_of,
+                ..Default::default()
+            };
             for ds in self.catalog.datasets().iter().filter(|d| d.provider == id) {
                 f.records_provided += self.store.dataset_stats(&ds.id).records;
                 f.updates_applied +=

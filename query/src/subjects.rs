@@ -43,7 +43,7 @@ impl Queries {
             let msg = format!("department {} may not read dataset {}", caller.department.id, ds.id);
             return Err(self.deny(ev, Error::Forbidden(msg)).await);
         }
-        let result = lookup(&self.store, &caller.department.id, &*self.grants, &key, &datasets, as_of)?;
+        let result = lookup(&self.store, caller, &*self.grants, &key, &datasets, as_of)?;
         ev.datasets = result.datasets.iter().map(|d| d.dataset.clone()).collect();
         ev.fields = result.disclosed();
         // The trail keeps what the answer does not say: records that exist
@@ -83,7 +83,7 @@ impl Queries {
         let dept = caller.department.id.as_str();
         let mut counted = Vec::new();
         for (f, value) in claims.claimed() {
-            match claim_rule(dept, ds, f, &*self.grants) {
+            match claim_rule(caller, ds, f, &*self.grants) {
                 ClaimRule::Free => {}
                 ClaimRule::Counted => counted.push((f, value)),
                 ClaimRule::Refused => return Err(self.deny(ev, Error::Forbidden(unverifiable(ds, f))).await),

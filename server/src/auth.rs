@@ -64,6 +64,8 @@ impl Departments {
                     id: c.id.clone(),
                     name: c.name.clone(),
                     roles: c.roles.clone(),
+                    purposes: c.purposes.clone(),
+                    responsible: c.responsible.clone(),
                 }),
                 token_digest,
                 cert_subject,

@@ -36,6 +36,13 @@ pub struct DepartmentConfig {
     /// over mutual TLS, e.g. `CN=gongan,O=市公安局` (matching rule in
     /// `tls`). With it, the token is optional.
     pub cert_subject: Option<String>,
+    /// The catalogued purpose codes it may state (strict); left out, it
+    /// states purposes as free text (the transitional mode).
+    pub purposes: Option<Vec<String>>,
+    /// Its responsible persons for information sharing (`[[departments.responsible]]`);
+    /// a record set through `PUT /v1/departments/{id}/responsible` replaces them.
+    #[serde(default)]
+    pub responsible: Vec<basedata_query::caller::ResponsiblePerson>,
 }
 
 /// When a client of a TLS server with a client CA must show a certificate.
@@ -328,6 +335,14 @@ pub struct PolicyConfig {
     pub distinct_claims: u32,
     #[serde(default = "thirty")]
     pub claim_period_days: u32,
+    /// A department's record of responsible persons older than this is
+    /// flagged in the sharing report.
+    #[serde(default = "a_year")]
+    pub responsible_max_age_days: u32,
+}
+
+fn a_year() -> u32 {
+    365
 }
 
 fn yes() -> bool {
@@ -348,7 +363,14 @@ fn thirty() -> u32 {
 
 impl Default for PolicyConfig {
     fn default() -> Self {
-        PolicyConfig { deemed_approval: true, grant_reply_days: 5, dispute_days: 5, distinct_claims: 2, claim_period_days: 30 }
+        PolicyConfig {
+            deemed_approval: true,
+            grant_reply_days: 5,
+            dispute_days: 5,
+            distinct_claims: 2,
+            claim_period_days: 30,
+            responsible_max_age_days: a_year(),
+        }
     }
 }
 
@@ -358,6 +380,7 @@ impl PolicyConfig {
             grant_reply_days: self.grant_reply_days,
             dispute_days: self.dispute_days,
             deemed_approval: self.deemed_approval,
+            responsible_max_age_days: self.responsible_max_age_days,
         }
     }
 
@@ -468,6 +491,13 @@ impl Config {
             if d.max_job_mb.is_some_and(|mb| mb > 1 << 20) {
                 bail!("department {}: max_job_mb is at most 1048576 (1 TB)", d.id);
             }
+            if d.purposes.as_ref().is_some_and(|p| p.is_empty()) {
+                bail!("department {}: purposes lists at least one code (leave it out for free-text purposes)", d.id);
+            }
+            for p in &d.responsible {
+                basedata_query::departments::check_person(p)
+                    .map_err(|e| anyhow::anyhow!("department {}: responsible person: {e}", d.id))?;
+            }
         }
         self.validate_tls()?;
         if self.key_file.is_some() && self.secret.is_some() {
@@ -478,6 +508,9 @@ impl Config {
         }
         if !(1..=100).contains(&self.policy.distinct_claims) || !(1..=3660).contains(&self.policy.claim_period_days) {
             bail!("[policy] distinct_claims is 1 to 100 and claim_period_days 1 to 3660");
+        }
+        if self.policy.responsible_max_age_days == 0 {
+            bail!("policy responsible_max_age_days must be at least 1");
         }
         if self.job_retention_days == 0 {
             bail!("job_retention_days must be at least 1");
@@ -564,6 +597,10 @@ token = "counter-secret-token"
             "[[departments]]\nid = \"a\"\nroles = [\"consumer\"]\ntoken = \"0123456789abcdef\"\nmax_job_lines = 0\n",
             "[[departments]]\nid = \"a\"\nroles = [\"consumer\"]\ntoken = \"0123456789abcdef\"\nmax_job_mb = 0\n",
             "[[departments]]\nid = \"a\"\nroles = [\"consumer\"]\ntoken = \"0123456789abcdef\"\nmax_job_mb = -1\n",
+            "[[departments]]\nid = \"a\"\nroles = [\"consumer\"]\ntoken = \"0123456789abcdef\"\npurposes = []\n",
+            "[[departments]]\nid = \"a\"\nroles = [\"consumer\"]\ntoken = \"0123456789abcdef\"\nresponsible = [{ name = \"x\", post = \"y\", contact = \"z\", since = \"soon\" }]\n",
+            "[[departments]]\nid = \"a\"\nroles = [\"consumer\"]\ntoken = \"0123456789abcdef\"\nresponsible = [{ name = \"x\", post = \"y\", contact = \"z\" }]\n",
+            "[policy]\nresponsible_max_age_days = 0\n",
             "[[departments]]\nid = \"a\"\nroles = [\"consumer\"]\ntoken = \"0123456789abcdef\"\n[[departments]]\nid = \"a\"\nroles = [\"consumer\"]\ntoken = \"0123456789abcdeg\"\n",
             "unknown_key = 1\n",
         ] {

@@ -71,6 +71,14 @@ pub fn config_clock(cfg: &Config) -> Arc<dyn Clock> {
 /// The application state for a configuration: departments, governance
 /// policy and calendar.
 pub fn app_state(store: Arc<Store>, cfg: &Config) -> anyhow::Result<AppState> {
+    // A purpose list names purposes of the catalog the store was opened with.
+    for d in &cfg.departments {
+        for code in d.purposes.iter().flatten() {
+            if store.catalog().purpose(code).is_none() {
+                anyhow::bail!("department {}: purpose {code:?} is not a purpose of the catalog", d.id);
+            }
+        }
+    }
     let departments = Departments::from_config(&cfg.departments)?;
     let calendar = match &cfg.calendar {
         Some(p) => basedata_store::calendar::Calendar::load(p)?,

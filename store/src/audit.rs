@@ -46,6 +46,8 @@ pub enum Action {
     AccessReport,
     /// An administrator's action on a staff account (unlock, sign out).
     Account,
+    /// A change of a department's record of responsible persons.
+    Responsible,
 }
 
 impl Action {
@@ -62,11 +64,12 @@ impl Action {
             Action::SignIn => "sign_in",
             Action::AccessReport => "access_report",
             Action::Account => "account",
+            Action::Responsible => "responsible",
         }
     }
 
     /// Every action, in the order of their stored codes.
-    pub const ALL: [Action; 11] = [
+    pub const ALL: [Action; 12] = [
         Action::Lookup,
         Action::Verify,
         Action::BatchVerify,
@@ -78,10 +81,16 @@ impl Action {
         Action::SignIn,
         Action::AccessReport,
         Action::Account,
+        Action::Responsible,
     ];
 
     pub fn parse(s: &str) -> Option<Action> {
         Action::ALL.into_iter().find(|a| a.as_str() == s)
+    }
+
+    /// Whether the action is a use of subject data, which states a purpose.
+    pub fn reads_subject_data(self) -> bool {
+        matches!(self, Action::Lookup | Action::Verify | Action::BatchVerify | Action::ChangeFeed)
     }
 }
 
@@ -94,7 +103,11 @@ pub struct AuditEvent {
     /// session, a client certificate); false when the calling program
     /// merely declared it (`X-Operator`).
     pub operator_verified: bool,
+    /// The stated purpose as sent (code and note, or free text).
     pub purpose: String,
+    /// The catalogued purpose `purpose` names; `None` for free text (a
+    /// department without a purpose list) and for the platform's own events.
+    pub purpose_code: Option<String>,
     pub action: Action,
     pub key: Option<SubjectKey>,
     pub datasets: Vec<String>,
@@ -116,7 +129,7 @@ pub fn fits_audit_text(c: char) -> bool {
         || matches!(c, '\u{2028}' | '\u{2029}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}'))
 }
 
-/// The stored form of an entry (format marker 2). The hash must stay the
+/// The stored form of an entry (format marker 3). The hash must stay the
 /// last member: it is the last 32 bytes of the encoding.
 #[derive(Clone, Debug, PartialEq, Eq, bincode::Encode, bincode::Decode)]
 pub struct StoredEntry {
@@ -131,11 +144,39 @@ pub struct StoredEntry {
     pub fields: Vec<String>,
     pub outcome: String,
     pub operator_verified: bool,
+    pub purpose_code: Option<String>,
     pub hash: [u8; 32],
 }
 
-/// Format marker of [`StoredEntry`] since operators carry provenance.
+/// Format marker of entries with operator provenance but no purpose code.
 pub const ENTRY_FORMAT_V2: u8 = 2;
+/// Format marker of [`StoredEntry`] since entries carry the purpose code.
+pub const ENTRY_FORMAT_V3: u8 = 3;
+
+/// The stored form of entries of format marker 2: read, never written.
+#[derive(Clone, Debug, PartialEq, Eq, bincode::Encode, bincode::Decode)]
+pub struct StoredEntryV2 {
+    pub at: i64,
+    pub department: String,
+    pub operator: Option<String>,
+    pub purpose: String,
+    pub action: Action,
+    pub subject: Option<(u8, Pid)>,
+    pub datasets: Vec<String>,
+    pub fields: Vec<String>,
+    pub outcome: String,
+    pub operator_verified: bool,
+    pub hash: [u8; 32],
+}
+
+impl StoredEntryV2 {
+    /// The encoding as format 2 wrote it, for tests of old stores.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = vec![ENTRY_FORMAT_V2];
+        encode_into(&mut out, self);
+        out
+    }
+}
 
 /// The stored form of entries written before operator provenance
 /// (format marker 1): read, never written.
@@ -161,38 +202,50 @@ impl StoredEntryV1 {
     }
 }
 
+/// The current form of an entry read in an older format: what the format
+/// lacked is `operator_verified` (format 1: `false`, declared) and the
+/// purpose code (formats 1 and 2: none).
+macro_rules! upgrade {
+    ($old:expr, $verified:expr) => {{
+        let o = $old;
+        StoredEntry {
+            at: o.at,
+            department: o.department,
+            operator: o.operator,
+            purpose: o.purpose,
+            action: o.action,
+            subject: o.subject,
+            datasets: o.datasets,
+            fields: o.fields,
+            outcome: o.outcome,
+            operator_verified: $verified,
+            purpose_code: None,
+            hash: o.hash,
+        }
+    }};
+}
+
 impl StoredEntry {
-    /// The stored bytes: marker 2, then bincode.
+    /// The stored bytes: marker 3, then bincode.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(128);
-        out.push(ENTRY_FORMAT_V2);
+        out.push(ENTRY_FORMAT_V3);
         encode_into(&mut out, self);
         out
     }
 
-    /// Reads an entry of either format.
+    /// Reads an entry of any format.
     pub fn decode(bytes: &[u8]) -> Result<StoredEntry> {
         const WHAT: &str = "audit entry";
+        let corrupt = |e: bincode::error::DecodeError| crate::Error::Corrupt { what: WHAT, msg: e.to_string() };
         match bytes.first() {
-            Some(&ENTRY_FORMAT_V2) => bincode::decode_from_slice(&bytes[1..], config())
-                .map(|(v, _)| v)
-                .map_err(|e| crate::Error::Corrupt { what: WHAT, msg: e.to_string() }),
-            _ => {
-                let v1: StoredEntryV1 = decode(WHAT, bytes)?;
-                Ok(StoredEntry {
-                    at: v1.at,
-                    department: v1.department,
-                    operator: v1.operator,
-                    purpose: v1.purpose,
-                    action: v1.action,
-                    subject: v1.subject,
-                    datasets: v1.datasets,
-                    fields: v1.fields,
-                    outcome: v1.outcome,
-                    operator_verified: false,
-                    hash: v1.hash,
-                })
+            Some(&ENTRY_FORMAT_V3) => bincode::decode_from_slice(&bytes[1..], config()).map(|(v, _)| v).map_err(corrupt),
+            Some(&ENTRY_FORMAT_V2) => {
+                let (v2, _): (StoredEntryV2, _) = bincode::decode_from_slice(&bytes[1..], config()).map_err(corrupt)?;
+                let verified = v2.operator_verified;
+                Ok(upgrade!(v2, verified))
             }
+            _ => Ok(upgrade!(decode::<StoredEntryV1>(WHAT, bytes)?, false)),
         }
     }
 }
@@ -206,6 +259,7 @@ pub struct AuditEntry {
     pub operator: Option<String>,
     pub operator_verified: bool,
     pub purpose: String,
+    pub purpose_code: Option<String>,
     pub action: Action,
     pub subject: Option<Subject>,
     pub key: Option<SubjectKey>,
@@ -298,6 +352,7 @@ pub(crate) fn append(
             fields: ev.fields.clone(),
             outcome: ev.outcome.clone(),
             operator_verified: ev.operator_verified,
+            purpose_code: ev.purpose_code.clone(),
             hash: [0; 32],
         };
         let seq = head.seq + 1;
@@ -381,6 +436,7 @@ impl Store {
             operator: e.operator,
             operator_verified: e.operator_verified,
             purpose: e.purpose,
+            purpose_code: e.purpose_code,
             action: e.action,
             subject,
             key,

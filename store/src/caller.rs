@@ -29,18 +29,40 @@ impl Role {
     }
 }
 
-/// A department (政务部门) as the use cases see it: its id, name and roles.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A person responsible for a department's information sharing
+/// (共享工作责任人员), as published to the other departments.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize, bincode::Encode, bincode::Decode)]
+#[serde(deny_unknown_fields)]
+pub struct ResponsiblePerson {
+    pub name: String,
+    /// Post (职务), e.g. 信息中心主任.
+    pub post: String,
+    /// How to reach them: an office telephone or e-mail address.
+    pub contact: String,
+    /// Responsible since this date, `YYYY-MM-DD`.
+    pub since: String,
+}
+
+/// A department (政务部门) as the use cases see it: its id, name, roles,
+/// the purposes it may state and the responsible persons its
+/// configuration names.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct Department {
     pub id: String,
     pub name: String,
     pub roles: Vec<Role>,
+    /// The catalogued purpose codes it may state; `None`: no list yet, so
+    /// it states purposes as free text (the transitional mode).
+    pub purposes: Option<Vec<String>>,
+    /// Responsible persons from the configuration (a record set through
+    /// the API replaces them).
+    pub responsible: Vec<ResponsiblePerson>,
 }
 
 impl Department {
     pub fn new(id: impl Into<String>, roles: Vec<Role>) -> Department {
         let id = id.into();
-        Department { name: id.clone(), id, roles }
+        Department { name: id.clone(), id, roles, ..Default::default() }
     }
 
     pub fn has(&self, role: Role) -> bool {
@@ -66,17 +88,20 @@ pub struct Caller {
     /// session): recorded with every use, so that an auditor can tell a
     /// signed-in staff member from a name a program wrote in `X-Operator`.
     pub operator_verified: bool,
+    /// The catalogued purpose this use stated, once its purpose was
+    /// admitted; recorded with every use and matched against grants.
+    pub purpose_code: Option<String>,
 }
 
 impl Caller {
     /// A caller whose operator, if any, the calling program declared.
     pub fn declared(department: Arc<Department>, operator: Option<String>) -> Caller {
-        Caller { department, operator, operator_verified: false }
+        Caller { department, operator, operator_verified: false, purpose_code: None }
     }
 
     /// A caller whose operator the platform signed in.
     pub fn verified(department: Arc<Department>, operator: String) -> Caller {
-        Caller { department, operator: Some(operator), operator_verified: true }
+        Caller { department, operator: Some(operator), operator_verified: true, purpose_code: None }
     }
 
     /// The audit event of a use by this caller, for `purpose`; the use case
@@ -87,6 +112,7 @@ impl Caller {
             operator: self.operator.clone(),
             operator_verified: self.operator_verified,
             purpose: purpose.to_owned(),
+            purpose_code: self.purpose_code.clone(),
             action,
             key,
             datasets: Vec::new(),
@@ -110,6 +136,7 @@ pub fn system_event(purpose: &str, action: Action) -> AuditEvent {
         operator: None,
         operator_verified: false,
         purpose: purpose.to_owned(),
+        purpose_code: None,
         action,
         key: None,
         datasets: Vec::new(),

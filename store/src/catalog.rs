@@ -8,7 +8,10 @@
 //! validated once, so the rest of the code may rely on its invariants: ids
 //! and field names are unique identifiers, every conditional field states its
 //! condition, every unshared field its legal basis, every code field its
-//! codes, and both primary datasets exist with the right subject.
+//! codes, and both primary datasets exist with the right subject. The
+//! catalog also lists the purposes of use (用途) a department may state,
+//! each with its legal basis, so that a use and a grant can name the same
+//! purpose by its code.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -285,10 +288,24 @@ impl Dataset {
     }
 }
 
+/// A purpose of use (用途) of the catalog: what a department states when it
+/// reads subject data, and what a grant is for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Purpose {
+    /// `[a-z][a-z0-9_]*`, unique: what `X-Purpose` and grants name.
+    pub code: String,
+    /// The purpose in words (Chinese).
+    pub name: String,
+    /// The law or measure under which a department uses data for it.
+    pub legal_basis: String,
+}
+
 /// A validated catalog. Cheap to share behind an `Arc`; immutable once built.
 #[derive(Clone, Debug, Serialize)]
 pub struct Catalog {
     datasets: Vec<Dataset>,
+    purposes: Vec<Purpose>,
     primary_person: String,
     primary_entity: String,
     #[serde(skip)]
@@ -371,6 +388,12 @@ pub enum CatalogError {
         value: String,
         reason: &'static str,
     },
+    #[error("purpose code `{code}` is invalid: {reason}")]
+    InvalidPurposeCode { code: String, reason: &'static str },
+    #[error("purpose `{0}` is defined more than once")]
+    DuplicatePurpose(String),
+    #[error("purpose `{code}`: {what} must not be empty")]
+    EmptyPurposeText { code: String, what: &'static str },
     #[error("{key} `{id}` is not a dataset of the catalog")]
     UnknownPrimary { key: &'static str, id: String },
     #[error("{key} `{id}` is a dataset about {actual}, not {expected}")]
@@ -417,6 +440,16 @@ impl Catalog {
     /// All datasets, in file order.
     pub fn datasets(&self) -> &[Dataset] {
         &self.datasets
+    }
+
+    /// The purposes of use, in file order.
+    pub fn purposes(&self) -> &[Purpose] {
+        &self.purposes
+    }
+
+    /// The purpose with this code. A catalog lists a few dozen at most.
+    pub fn purpose(&self, code: &str) -> Option<&Purpose> {
+        self.purposes.iter().find(|p| p.code == code)
     }
 
     pub fn datasets_for(&self, subject: Subject) -> impl Iterator<Item = &Dataset> + '_ {
@@ -499,6 +532,8 @@ struct RawCatalog {
     code_lists: BTreeMap<String, Vec<Code>>,
     #[serde(default)]
     datasets: Vec<RawDataset>,
+    #[serde(default)]
+    purposes: Vec<Purpose>,
 }
 
 #[derive(Deserialize)]
@@ -546,8 +581,20 @@ impl RawCatalog {
             }
             datasets.push(dataset);
         }
+        for (i, p) in self.purposes.iter().enumerate() {
+            check_identifier(&p.code).map_err(|reason| CatalogError::InvalidPurposeCode { code: p.code.clone(), reason })?;
+            if self.purposes[..i].iter().any(|q| q.code == p.code) {
+                return Err(CatalogError::DuplicatePurpose(p.code.clone()));
+            }
+            for (what, text) in [("name", &p.name), ("legal_basis", &p.legal_basis)] {
+                if text.trim().is_empty() {
+                    return Err(CatalogError::EmptyPurposeText { code: p.code.clone(), what });
+                }
+            }
+        }
         let catalog = Catalog {
             datasets,
+            purposes: self.purposes,
             primary_person: self
                 .primary_person
                 .unwrap_or_else(|| DEFAULT_PRIMARY_PERSON.to_owned()),
@@ -1394,5 +1441,21 @@ share = "unconditional"
                 "{bad:?} deserialized"
             );
         }
+    }
+
+    #[test]
+    fn purposes_are_catalogued_and_checked() {
+        let cat = Catalog::builtin();
+        assert!(cat.purposes().len() >= 5);
+        let p = cat.purpose("social_insurance").expect("built-in purpose");
+        assert!(!p.name.is_empty() && !p.legal_basis.is_empty());
+        assert!(cat.purpose("unknown").is_none());
+        assert!(Catalog::from_toml_str(MINIMAL).unwrap().purposes().is_empty());
+        let purpose = |code: &str, name: &str| {
+            format!("{MINIMAL}\n[[purposes]]\ncode = \"{code}\"\nname = \"{name}\"\nlegal_basis = \"b\"\n")
+        };
+        invalid(&purpose("Bad-Code", "x"), "purpose code `Bad-Code` is invalid");
+        invalid(&purpose("a", " "), "purpose `a`: name must not be empty");
+        invalid(&format!("{}{}", purpose("a", "x"), &purpose("a", "y")[MINIMAL.len()..]), "purpose `a` is defined more than once");
     }
 }

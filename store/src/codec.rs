@@ -27,6 +27,38 @@ pub(crate) fn encode_into<T: bincode::Encode>(out: &mut Vec<u8>, value: T) {
     bincode::encode_into_std_write(value, out, config()).expect("encode into Vec");
 }
 
+/// Encodes `value` behind format marker `marker`: for a value type whose
+/// layout moved on past [`FORMAT_V1`] (its reader dispatches with
+/// [`marked_body`]).
+pub fn encode_marked<T: bincode::Encode>(marker: u8, value: &T) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    out.push(marker);
+    encode_into(&mut out, value);
+    out
+}
+
+/// The format marker of a stored value and a decoder of its body.
+pub fn marked_body<'a>(what: &'static str, bytes: &'a [u8]) -> Result<(u8, Body<'a>)> {
+    match bytes.split_first() {
+        Some((&m, body)) => Ok((m, Body { what, bytes: body })),
+        None => Err(Error::Corrupt { what, msg: "empty value".into() }),
+    }
+}
+
+/// The bincode body of a stored value behind its marker.
+pub struct Body<'a> {
+    what: &'static str,
+    bytes: &'a [u8],
+}
+
+impl Body<'_> {
+    pub fn decode<T: bincode::Decode<()>>(&self) -> Result<T> {
+        bincode::decode_from_slice(self.bytes, config())
+            .map(|(v, _)| v)
+            .map_err(|e| Error::Corrupt { what: self.what, msg: e.to_string() })
+    }
+}
+
 /// Decodes a value written by [`encode`]; `what` names the value kind in errors.
 pub fn decode<T: bincode::Decode<()>>(what: &'static str, bytes: &[u8]) -> Result<T> {
     bincode::decode_from_slice(v1_body(what, bytes)?, config())

@@ -370,6 +370,7 @@ mod tests {
             operator: None,
             operator_verified: false,
             purpose: "p".into(),
+            purpose_code: None,
             action: Action::Lookup,
             key: Some(key(i)),
             datasets: vec!["death".into()],

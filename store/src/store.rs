@@ -457,6 +457,9 @@ impl Store {
         let mut usage = crate::usage::UsageDelta::default();
         for ev in events {
             usage.add(Owner::Department(&ev.department), today, Kind::Action(ev.action), 1);
+            if ev.action.reads_subject_data() && ev.purpose_code.is_none() {
+                usage.add(Owner::Department(&ev.department), today, Kind::Uncatalogued, 1);
+            }
         }
         for (ds, (_, applied)) in &stats_delta {
             usage.add(Owner::Dataset(ds), today, Kind::Applied, *applied);

@@ -22,6 +22,9 @@ pub fn day_of(micros: i64) -> i32 {
     (micros + CST_OFFSET_MICROS).div_euclid(86_400_000_000) as i32
 }
 
+/// The stored code of [`Kind::Uncatalogued`], far above the actions'.
+const UNCATALOGUED: u8 = 0xff;
+
 /// What a counter counts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kind {
@@ -29,6 +32,10 @@ pub enum Kind {
     Action(Action),
     /// Updates applied to a dataset.
     Applied,
+    /// A department's reads of subject data whose stated purpose named no
+    /// catalogued purpose (free text, accepted from departments without a
+    /// purpose list).
+    Uncatalogued,
 }
 
 impl Kind {
@@ -36,12 +43,15 @@ impl Kind {
         match self {
             Kind::Applied => 0,
             Kind::Action(a) => 1 + a as u8,
+            Kind::Uncatalogued => UNCATALOGUED,
         }
     }
 
     fn from_code(c: u8) -> Option<Kind> {
-        if c == 0 {
-            return Some(Kind::Applied);
+        match c {
+            0 => return Some(Kind::Applied),
+            UNCATALOGUED => return Some(Kind::Uncatalogued),
+            _ => {}
         }
         Action::ALL.into_iter().find(|a| 1 + *a as u8 == c).map(Kind::Action)
     }
@@ -157,7 +167,7 @@ mod tests {
 
     #[test]
     fn kind_codes_round_trip() {
-        for k in [Kind::Applied, Kind::Action(Action::Lookup), Kind::Action(Action::Dispute)] {
+        for k in [Kind::Applied, Kind::Action(Action::Lookup), Kind::Action(Action::Dispute), Kind::Uncatalogued] {
             assert_eq!(Kind::from_code(k.code()), Some(k));
         }
     }

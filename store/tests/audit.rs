@@ -21,6 +21,7 @@ fn event(i: u32) -> AuditEvent {
         operator: Some("op-7".into()),
         operator_verified: false,
         purpose: "低保资格复核".into(),
+        purpose_code: None,
         action: Action::BatchVerify,
         key: Some(person(i)),
         datasets: vec!["hukou".into()],
@@ -247,37 +248,53 @@ fn xorshift(i: u32) -> u32 {
     x ^ (x << 5)
 }
 
-/// Entries written before operators carried provenance (format 1) still
-/// read, as declared operators, and still verify; entries of the current
-/// format follow them in the same chain and keep whether the operator was
-/// verified.
+/// Entries written before operators carried provenance (format 1) and
+/// before purpose codes (format 2) still read, as declared operators
+/// without a purpose code, and still verify; entries of the current format
+/// follow them in the same chain and keep whether the operator was
+/// verified and which purpose they named.
 #[test]
 fn first_format_entries_read_and_verify_beside_new_ones() {
-    use basedata_store::audit::{AuditQuery, ChainHead, StoredEntryV1};
+    use basedata_store::audit::{AuditQuery, ChainHead, StoredEntryV1, StoredEntryV2};
     let dir = tempfile::tempdir().unwrap();
     write_entries(dir.path());
     {
-        // Rewrite the whole chain as the first release wrote it.
+        // Rewrite the whole chain as the first two formats wrote it.
         let raw = rocks(dir.path(), true);
         let mut prev = [0u8; 32];
         for seq in 1..=ENTRIES {
             let e = StoredEntry::decode(&value(&*raw, seq)).unwrap();
-            let mut old = StoredEntryV1 {
-                at: e.at,
-                department: e.department,
-                operator: e.operator,
-                purpose: e.purpose,
-                action: e.action,
-                subject: e.subject,
-                datasets: e.datasets,
-                fields: e.fields,
-                outcome: e.outcome,
-                hash: [0; 32],
+            // The fields both old formats share, from the current entry.
+            macro_rules! old_entry {
+                ($ty:ident { $($extra:tt)* }) => {
+                    $ty {
+                        at: e.at,
+                        department: e.department,
+                        operator: e.operator,
+                        purpose: e.purpose,
+                        action: e.action,
+                        subject: e.subject,
+                        datasets: e.datasets,
+                        fields: e.fields,
+                        outcome: e.outcome,
+                        $($extra)*
+                        hash: [0; 32],
+                    }
+                };
+            }
+            let (marker, bytes) = if seq > ENTRIES / 2 {
+                let mut v2 = old_entry!(StoredEntryV2 { operator_verified: false, });
+                v2.hash = sha2_of(&prev, seq, &v2.encode());
+                prev = v2.hash;
+                (2, v2.encode())
+            } else {
+                let mut v1 = old_entry!(StoredEntryV1 {});
+                v1.hash = sha2_of(&prev, seq, &v1.encode());
+                prev = v1.hash;
+                (1, v1.encode())
             };
-            old.hash = sha2_of(&prev, seq, &old.encode());
-            assert_eq!(old.encode()[0], 1);
-            prev = old.hash;
-            put(&*raw, seq, old.encode());
+            assert_eq!(bytes[0], marker);
+            put(&*raw, seq, bytes);
         }
         let mut b = WriteBatch::new();
         b.put(Cf::Meta, b"audit_head".to_vec(), encode(&ChainHead { seq: ENTRIES, hash: prev }));
@@ -286,7 +303,13 @@ fn first_format_entries_read_and_verify_beside_new_ones() {
     let s = open(rocks(dir.path(), true), Arc::new(ManualClock::new(1_800_000_000_000_000)));
     let c = s.audit_verify().unwrap();
     assert!(c.ok && c.entries == ENTRIES, "{c:?}");
-    let verified = AuditEvent { operator: Some("clerk-1".into()), operator_verified: true, ..event(1) };
+    let verified = AuditEvent {
+        operator: Some("clerk-1".into()),
+        operator_verified: true,
+        purpose: "social_assistance; 低保资格复核".into(),
+        purpose_code: Some("social_assistance".into()),
+        ..event(1)
+    };
     s.commit(&[], &[verified, event(2)], Durability::Sync).unwrap();
     let c = s.audit_verify().unwrap();
     assert!(c.ok && c.entries == ENTRIES + 2, "{c:?}");
@@ -298,4 +321,9 @@ fn first_format_entries_read_and_verify_beside_new_ones() {
     assert_eq!(flags, want);
     assert_eq!(all[ENTRIES as usize].operator.as_deref(), Some("clerk-1"));
     assert_eq!(all[0].operator.as_deref(), Some("op-7"));
+    let codes: Vec<Option<&str>> = all.iter().map(|e| e.purpose_code.as_deref()).collect();
+    let mut want = vec![None; ENTRIES as usize];
+    want.extend([Some("social_assistance"), None]);
+    assert_eq!(codes, want);
+    assert_eq!(all[ENTRIES as usize].purpose, "social_assistance; 低保资格复核");
 }

@@ -56,6 +56,18 @@ pub fn standard_config() -> String {
     s
 }
 
+/// Has `consumer` subscribe to `dataset`'s changes (a grant of kind
+/// `subscription`, for `purpose`) and `provider` approve it; returns the grant.
+pub fn subscribe(s: &Server, consumer: &str, provider: &str, dataset: &str, purpose: &str) -> Value {
+    let body = serde_json::json!({"dataset": dataset, "kind": "subscription", "purpose": purpose, "legal_basis": "测试依据"});
+    let r = s.req("POST", "/v1/grants").token(consumer).json(&body);
+    assert_eq!(r.status, 201, "subscription to {dataset}: {}", r.text);
+    let id = r.json["id"].as_str().expect("grant id").to_owned();
+    let d = s.req("POST", &format!("/v1/grants/{id}/decision")).token(provider).json(&serde_json::json!({"approve": true}));
+    assert_eq!(d.status, 200, "approval of the subscription to {dataset}: {}", d.text);
+    d.json
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }

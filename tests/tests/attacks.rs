@@ -301,7 +301,10 @@ fn a_record_the_caller_may_not_see_is_answered_as_no_record() {
     let own = s.req("POST", &format!("/v1/persons/{P1}/verify")).token(tokens::MINZHENG).purpose("收养登记核验")
         .json(&json!({"dataset": "adoption", "fields": {"role": "adoptee"}}));
     assert_eq!((own.status, own.json["result"].as_str()), (200, Some("match")), "{}", own.text);
-    // Nor does the change feed show that P1's adoption record came in.
+    // Nor does the change feed show that P1's adoption record came in,
+    // even to a subscriber of both datasets.
+    subscribe(&s, tokens::COUNTER, tokens::GONGAN, "hukou", "核验身份");
+    subscribe(&s, tokens::COUNTER, tokens::MINZHENG, "adoption", "核验身份");
     let feed = s.req("GET", "/v1/changes?after=0").token(tokens::COUNTER).purpose("核验身份").get();
     let datasets: Vec<&str> = feed.json["changes"].as_array().unwrap().iter().filter_map(|c| c["dataset"].as_str()).collect();
     assert_eq!(datasets, ["hukou", "hukou"], "{}", feed.text);

@@ -337,6 +337,7 @@ fn acknowledged_updates_survive_sigkill_and_the_change_log_has_no_gaps() {
 
     let dir = tempfile::tempdir().unwrap();
     let mut server = Server::start_in(dir.path(), &standard_config(), &[]);
+    subscribe(&server, tokens::COUNTER, tokens::GONGAN, "hukou", PURPOSE);
     for cycle in 0..CYCLES {
         let seed = mix(base ^ mix(cycle));
         let mut rng = fastrand::Rng::with_seed(seed);

@@ -167,6 +167,15 @@ fn demo_generates_prints_tokens_and_serves() {
         .call()
         .unwrap();
     assert_eq!(r.status().as_u16(), 200);
+    // The demo's strict counter states catalogued purposes only; the
+    // transitional one states free text and is subscribed to the feed.
+    let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
+    let strict = req("GET", &url(&format!("/v1/persons/{key}"))).token("demo-yibao-token").purpose("核验身份").get();
+    assert_eq!((strict.status, strict.code()), (403, "purpose_not_allowed"), "{}", strict.text);
+    let strict = req("GET", &url(&format!("/v1/persons/{key}"))).token("demo-yibao-token").purpose("identity_check; 演示").get();
+    assert_eq!(strict.status, 200, "{}", strict.text);
+    let feed = req("GET", &url("/v1/changes?limit=5")).token("demo-counter-token").purpose("核验身份").get();
+    assert_eq!(feed.json["changes"].as_array().map(Vec::len), Some(5), "{}", feed.text);
     let _ = child.kill();
     let _ = child.wait();
 }

@@ -179,6 +179,28 @@ fn change_feed_filters_resumes_and_long_polls() {
     push(&s, tokens::GONGAN, "hukou", &[json!({"key": P2, "version": 2, "op": "delete"})]);
 
     let feed = |q: &str| s.req("GET", &format!("/v1/changes{q}")).token(tokens::COUNTER).purpose("订阅变更").get();
+    // Without a subscription the feed delivers nothing of a dataset, and
+    // moves on past it.
+    let r = feed("?after=0");
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(r.json["changes"].as_array().unwrap().is_empty(), "{}", r.text);
+    assert_eq!(r.json["next"].as_u64(), Some(4));
+    // A subscription is a grant the provider decides on; pending, it opens nothing.
+    let pending = s.req("POST", "/v1/grants").token(tokens::COUNTER)
+        .json(&json!({"dataset": "hukou", "kind": "subscription", "purpose": "订阅变更", "legal_basis": "b"}));
+    assert_eq!((pending.status, pending.json["kind"].as_str()), (201, Some("subscription")), "{}", pending.text);
+    assert!(feed("?after=0").json["changes"].as_array().unwrap().is_empty());
+    let with_fields = s.req("POST", "/v1/grants").token(tokens::COUNTER)
+        .json(&json!({"dataset": "hukou", "kind": "subscription", "fields": ["photo"], "purpose": "p", "legal_basis": "b"}));
+    assert_eq!(with_fields.code(), "invalid_value", "{}", with_fields.text);
+    let id = pending.json["id"].as_str().unwrap();
+    let r = s.req("POST", &format!("/v1/grants/{id}/decision")).token(tokens::GONGAN).json(&json!({"approve": true}));
+    assert_eq!(r.json["state"], "approved", "{}", r.text);
+    // Only hukou so far: the death record stays out.
+    let r = feed("?after=0");
+    let datasets: Vec<&str> = r.json["changes"].as_array().unwrap().iter().filter_map(|c| c["dataset"].as_str()).collect();
+    assert_eq!(datasets, ["hukou", "hukou", "hukou"], "{}", r.text);
+    subscribe(&s, tokens::COUNTER, tokens::WEIJIAN, "death", "订阅变更");
     let r = feed("?after=0&limit=2");
     assert_eq!(r.status, 200, "{}", r.text);
     let c = r.json["changes"].as_array().unwrap();

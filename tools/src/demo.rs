@@ -4,6 +4,9 @@
 
 use anyhow::Context;
 use basedata_gen::{self as gen, GenConfig};
+use basedata_query::caller::ResponsiblePerson;
+use basedata_query::gov::GrantKind;
+use basedata_query::governance::Application;
 use basedata_server::config::{Config, DepartmentConfig, Role};
 use basedata_server::accounts::staff::hash_password;
 use basedata_server::config::{StaffConfig, StaffRole};
@@ -21,9 +24,24 @@ pub struct DemoOptions<'a> {
     pub listen: &'a str,
 }
 
-/// One department per provider in the catalog, plus a service counter, an
-/// auditor and an administrator; tokens are fixed so the printed examples
-/// keep working across restarts.
+/// The demo's consumer in the strict purpose mode: it states only these
+/// catalogued purposes.
+pub const STRICT_COUNTER: &str = "yibao-counter";
+const STRICT_PURPOSES: &[&str] = &["medical_insurance", "identity_check"];
+
+/// The counter in the transitional mode.
+const FEED_COUNTER: &str = "shebao-counter";
+
+fn person(name: &str, post: &str, contact: &str, since: &str) -> ResponsiblePerson {
+    ResponsiblePerson { name: name.into(), post: post.into(), contact: contact.into(), since: since.into() }
+}
+
+/// One department per provider in the catalog, plus two service counters
+/// (one with free-text purposes, the transitional mode, one with a purpose
+/// list, the strict mode), an auditor and an administrator; tokens are
+/// fixed so the printed examples keep working across restarts. Some
+/// departments name responsible persons, one of them long ago, so that
+/// the sharing report shows current, out-of-date and missing records.
 pub fn demo_departments(catalog: &basedata_store::Catalog) -> Vec<DepartmentConfig> {
     let mut out: Vec<DepartmentConfig> = Vec::new();
     for ds in catalog.datasets() {
@@ -38,7 +56,8 @@ pub fn demo_departments(catalog: &basedata_store::Catalog) -> Vec<DepartmentConf
         }
     }
     for (id, name, role, token) in [
-        ("shebao-counter", "社保服务窗口", Role::Consumer, "demo-counter-token"),
+        (FEED_COUNTER, "社保服务窗口", Role::Consumer, "demo-counter-token"),
+        (STRICT_COUNTER, "医保服务窗口", Role::Consumer, "demo-yibao-token"),
         ("shenji", "审计部门", Role::Auditor, "demo-auditor-token"),
         ("admin", "共享主管部门", Role::Admin, "demo-admin-token"),
     ] {
@@ -50,7 +69,46 @@ pub fn demo_departments(catalog: &basedata_store::Catalog) -> Vec<DepartmentConf
             ..Default::default()
         });
     }
+    for d in &mut out {
+        match d.id.as_str() {
+            STRICT_COUNTER => {
+                d.purposes = Some(STRICT_PURPOSES.iter().map(|p| (*p).to_owned()).collect());
+                d.responsible = vec![person("演示联络员乙", "医保服务窗口负责人", "020-00000002", "2026-06-01")];
+            }
+            FEED_COUNTER => d.responsible = vec![person("演示联络员甲", "社保服务窗口负责人", "020-00000001", "2024-03-01")],
+            "gongan" => d.responsible = vec![person("演示联络员丙", "信息中心主任", "020-00000003", "2026-09-01")],
+            _ => {}
+        }
+    }
     out
+}
+
+/// Subscriptions of every consumer in the transitional mode to the changes
+/// of every dataset it does not provide, applied for and approved through
+/// the grant rules like any other, so that the change feed delivers to
+/// them as before subscriptions existed (the strict counter holds none).
+/// Applied once per data directory.
+async fn demo_subscriptions(state: &basedata_server::http::AppState) -> anyhow::Result<()> {
+    for dept in state.departments.iter().filter(|d| d.has(Role::Consumer) && d.identity.purposes.is_none()) {
+        let consumer = dept.caller(None);
+        let held = state.queries.grants_list(&consumer, None)?;
+        for ds in state.catalog.datasets() {
+            if ds.provider == dept.id || held.iter().any(|g| g.dataset == ds.id && g.kind == GrantKind::Subscription) {
+                continue;
+            }
+            let Some(provider) = state.departments.get(&ds.provider) else { continue };
+            let application = Application {
+                dataset: &ds.id,
+                kind: GrantKind::Subscription,
+                fields: &[],
+                purpose: Some("演示：业务系统同步基础数据"),
+                legal_basis: Some("《政务信息资源共享管理暂行办法》第十四条"),
+            };
+            let g = state.queries.apply_grant(&consumer, &application).await?;
+            state.queries.decide_grant(&provider.caller(None), &g.id, true, None).await?;
+        }
+    }
+    Ok(())
 }
 
 /// Console accounts, one per kind of staff, with fixed demo passwords
@@ -131,6 +189,7 @@ pub fn run(opts: DemoOptions<'_>) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen on {}", opts.listen))?;
         let addr = listener.local_addr()?;
+        demo_subscriptions(&state).await.context("demo subscriptions")?;
         print_banner(&addr.to_string(), &cfg.departments, &g, fresh);
         server::serve(state, listener).await
     })
@@ -148,6 +207,10 @@ fn print_banner(addr: &str, depts: &[DepartmentConfig], g: &GenConfig, fresh: bo
     for (id, name, dept, role, pw) in DEMO_STAFF {
         out.push_str(&format!("  {:<10} {:<20} {} ({:?}, {})\n", id, pw, name, role, dept));
     }
+    out.push_str(&format!(
+        "\nPurposes (X-Purpose: CODE or CODE; note; codes in GET /v1/catalog): {STRICT_COUNTER} may state only {} (strict);\nthe other departments still state free text (transitional) and hold approved change-feed subscriptions.\n",
+        STRICT_PURPOSES.join(", ")
+    ));
     out.push_str("\nTry:\n");
     out.push_str(&format!("  curl -s -H 'Authorization: Bearer demo-counter-token' http://{addr}/v1/catalog\n"));
     if let Some(p) = person {

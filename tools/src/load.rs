@@ -208,6 +208,7 @@ pub fn run(o: &LoadOptions) -> anyhow::Result<LoadReport> {
         operator: None,
         operator_verified: false,
         purpose: "bulk load".into(),
+        purpose_code: None,
         action: Action::Update,
         key: None,
         datasets: vec![ds.id.clone()],

@@ -90,6 +90,17 @@ pub fn compare(o: &CompareOptions) -> anyhow::Result<Counts> {
         }
     }
     let store = open_existing(o.data, o.config, o.key_file)?;
+    // The purpose rules of the API: a department with a purpose list
+    // states one of its codes.
+    let mut caller = Caller::declared(department, operator);
+    caller.purpose_code = basedata_query::purpose::code_for(store.catalog(), &caller.department, purpose).map_err(|r| {
+        anyhow::anyhow!(
+            "--purpose: department {} states one of its purposes ({}) as CODE or CODE; note ({})",
+            caller.department.id,
+            caller.department.purposes.clone().unwrap_or_default().join(", "),
+            r.as_str()
+        )
+    })?;
     let output = File::create(o.output).with_context(|| format!("cannot create {}", o.output.display()))?;
     let batch = Batch {
         committer: Arc::new(Committer::start(store.clone(), 64)),
@@ -97,7 +108,7 @@ pub fn compare(o: &CompareOptions) -> anyhow::Result<Counts> {
         // Offline, grants are not consulted: fields that only their readers
         // may verify are verified for their provider alone.
         requester: Arc::new(Requester {
-            caller: Caller::declared(department, operator),
+            caller,
             purpose: purpose.to_owned(),
             grants: Arc::new(basedata_query::access::NoGrants),
         }),

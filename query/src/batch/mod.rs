@@ -637,7 +637,11 @@ mod tests {
                 self.0
             }
             fn refusal(&self, ds: &Dataset, f: &basedata_store::catalog::Field) -> Option<String> {
-                crate::access::bulk_refusal("nobody", ds, f, &crate::access::NoGrants)
+                let nobody = crate::Caller::declared(
+                    std::sync::Arc::new(crate::caller::Department::new("nobody", vec![crate::Role::Consumer])),
+                    None,
+                );
+                crate::access::bulk_refusal(&nobody, ds, f, &crate::access::NoGrants)
             }
         }
         let res = process(&s, &Only(may_read), &chunk).unwrap();

@@ -69,7 +69,7 @@ impl super::LineAccess for Requester {
         crate::access::may_read(&self.caller, ds)
     }
     fn refusal(&self, ds: &Dataset, field: &basedata_store::catalog::Field) -> Option<String> {
-        crate::access::bulk_refusal(&self.caller.department.id, ds, field, &*self.grants)
+        crate::access::bulk_refusal(&self.caller, ds, field, &*self.grants)
     }
 }
 

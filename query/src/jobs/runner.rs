@@ -142,11 +142,21 @@ async fn run_slice(state: &Queries, mut meta: JobMeta) {
         fail(state, meta, "the submitting department is no longer configured").await;
         return;
     };
+    let mut caller = Caller::declared(department, meta.operator.clone());
+    // Admitted at submission; the department's purposes may have changed
+    // since (a restart with another configuration).
+    match state.purpose_code(&caller, &meta.purpose) {
+        Ok(code) => caller.purpose_code = code,
+        Err(_) => {
+            fail(state, meta, "the job's purpose is no longer one its department may state").await;
+            return;
+        }
+    }
     let batch = Batch {
         store: state.store.clone(),
         committer: state.committer.clone(),
         requester: Arc::new(Requester {
-            caller: Caller::declared(department, meta.operator.clone()),
+            caller,
             purpose: meta.purpose.clone(),
             grants: state.grants.clone(),
         }),

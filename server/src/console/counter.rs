@@ -10,8 +10,11 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use basedata_query::Withheld;
+use basedata_query::gov::GrantKind;
+use basedata_query::governance::Application;
+use basedata_query::{Department, Withheld};
 use basedata_store::catalog::{Field, FieldType, Share};
+use basedata_store::Catalog;
 use basedata_store::{Subject, SubjectKey, Value};
 use std::fmt::Write;
 use crate::accounts::session::Session;
@@ -30,14 +33,26 @@ pub fn routes() -> Router<AppState> {
 /// purpose stays within the audit log's 500).
 const PURPOSE_NOTE_CHARS: usize = 200;
 
-/// Purposes offered at the counter (Art. 25: every use states one); the
-/// person may add particulars.
+/// Purposes offered at the counter of a department without a purpose list
+/// (Art. 25: every use states one); the person may add particulars.
 const PURPOSES: &[&str] = &["办理社会保险业务", "办理户籍相关业务", "办理婚姻登记业务", "办理市场主体登记业务", "核实申请人身份", "行政审批材料核验"];
 
-fn purpose_fields(form_id: &str) -> String {
+/// The purposes a clerk of `dept` chooses from: its catalogued purposes
+/// (code, name) when it has a list, else the counter's free-text ones.
+fn offered(dept: &Department, catalog: &Catalog) -> Vec<(String, String)> {
+    match &dept.purposes {
+        Some(codes) => codes
+            .iter()
+            .map(|c| (c.clone(), catalog.purpose(c).map_or_else(|| c.clone(), |p| format!("{}（{c}）", p.name))))
+            .collect(),
+        None => PURPOSES.iter().map(|p| ((*p).to_owned(), (*p).to_owned())).collect(),
+    }
+}
+
+fn purpose_fields(form_id: &str, dept: &Department, catalog: &Catalog) -> String {
     let mut s = format!(r#"<label for="{form_id}-purpose">用途</label><select id="{form_id}-purpose" name="purpose" required>"#);
-    for p in PURPOSES {
-        let _ = write!(s, r#"<option value="{p}">{p}</option>"#);
+    for (value, title) in offered(dept, catalog) {
+        let _ = write!(s, r#"<option value="{}">{}</option>"#, esc(&value), esc(&title));
     }
     let _ = write!(
         s,
@@ -47,20 +62,31 @@ fn purpose_fields(form_id: &str) -> String {
 }
 
 /// The purpose of a submitted form: one of the offered ones, with the
-/// person's particulars appended.
-fn purpose_of(f: &super::Form) -> Result<String, String> {
+/// person's particulars appended — after `; ` for a catalogued code (the
+/// statement syntax the purpose rules read), else after a colon.
+fn purpose_of(f: &super::Form, dept: &Department, catalog: &Catalog) -> Result<String, String> {
     let p = f.get("purpose").ok_or("请选择用途")?;
-    if !PURPOSES.contains(&p) {
+    if !offered(dept, catalog).iter().any(|(v, _)| v == p) {
         return Err("请选择列出的用途之一".into());
     }
+    let sep = if dept.purposes.is_some() { "; " } else { "：" };
     match f.get("purpose_note") {
         Some(n) if !n.chars().all(basedata_store::audit::fits_audit_text) => Err("用途说明含有控制字符或格式字符".into()),
         // Refused rather than cut: the audit log holds what was stated.
         Some(n) if n.chars().count() > PURPOSE_NOTE_CHARS => {
             Err(format!("用途说明最多 {PURPOSE_NOTE_CHARS} 个字符，现有 {} 个，请删减后重新提交", n.chars().count()))
         }
-        Some(n) => Ok(format!("{p}：{n}")),
+        Some(n) => Ok(format!("{p}{sep}{n}")),
         None => Ok(p.to_owned()),
+    }
+}
+
+/// The purpose of a grant application: a choice of the department's
+/// purposes when it has a list, else free text.
+fn grant_purpose_field(ds: &str, dept: &Department, catalog: &Catalog) -> String {
+    match dept.purposes {
+        Some(_) => purpose_fields(&format!("grant-{}", esc(ds)), dept, catalog),
+        None => format!(r#"<label for="grant-{ds}-purpose">申请用途</label><input id="grant-{ds}-purpose" name="purpose" required maxlength="500">"#, ds = esc(ds)),
     }
 }
 
@@ -92,7 +118,7 @@ pub fn masked(k: &SubjectKey) -> String {
     k.masked().to_string()
 }
 
-async fn counter_page(session: Session) -> Response {
+async fn counter_page(State(state): State<AppState>, session: Session) -> Response {
     if let Err(r) = need(&session, StaffRole::Clerk) {
         return r;
     }
@@ -102,7 +128,7 @@ async fn counter_page(session: Session) -> Response {
 <section class="card"><h2>核验</h2><p>只比对申请人提供的信息是否与登记一致，不显示登记内容。</p><p><a id="verify-link" href="/console/counter/verify?dataset=hukou">核验自然人信息</a> · <a href="/console/counter/verify?dataset=market_registration">核验企业信息</a></p></section>"#,
         subject_fields("lookup", false),
         key_field("lookup"),
-        purpose_fields("lookup")
+        purpose_fields("lookup", &session.staff.caller().department, &state.catalog)
     );
     Page::new("查询核验", body).signed(&session, "counter").into_response()
 }
@@ -129,6 +155,7 @@ fn show(field: Option<&Field>, v: &Value) -> String {
 fn withheld_reason(w: Withheld) -> &'static str {
     match w {
         Withheld::NoGrant => "有条件共享，未获授权",
+        Withheld::OtherPurpose => "有条件共享，授权用于其他用途",
         Withheld::NotShared => "不予共享",
     }
 }
@@ -151,11 +178,15 @@ async fn lookup(State(state): State<AppState>, CsrfForm { session, form }: CsrfF
         Ok(k) => k,
         Err(m) => return page(format!("{}{back}", notice("error", "invalid_key", &m))),
     };
-    let purpose = match purpose_of(&form) {
+    let caller = session.staff.caller();
+    let purpose = match purpose_of(&form, &caller.department, &state.catalog) {
         Ok(p) => p,
         Err(m) => return page(format!("{}{back}", notice("error", "purpose_required", &m))),
     };
-    let caller = session.staff.caller();
+    let caller = match state.queries.admit_purpose(&caller, &purpose).await {
+        Ok(c) => c,
+        Err(e) => return page(format!("{}{back}", query_error(&e))),
+    };
     let result = match state.queries.lookup(&caller, &purpose, key, None, None).await {
         Ok(r) => r,
         Err(e) => return page(format!("<p>号码：<span class=\"keynum\" id=\"shown-key\">{}</span></p>{}{back}", esc(&masked(&key)), query_error(&e))),
@@ -189,7 +220,11 @@ async fn lookup(State(state): State<AppState>, CsrfForm { session, form }: CsrfF
         // Grouped by reason: what may be applied for stays open, what is
         // never shared is folded away (it can be long).
         let _ = write!(body, r#"<section class="card"><h2>未显示的信息项（{} 项）</h2><div id="withheld">"#, result.withheld.len());
-        for (reason, open, id) in [(Withheld::NoGrant, " open", "withheld-conditional"), (Withheld::NotShared, "", "withheld-none")] {
+        for (reason, open, id) in [
+            (Withheld::NoGrant, " open", "withheld-conditional"),
+            (Withheld::OtherPurpose, " open", "withheld-other-purpose"),
+            (Withheld::NotShared, "", "withheld-none"),
+        ] {
             let rows: Vec<Vec<String>> = result
                 .withheld
                 .iter()
@@ -219,7 +254,8 @@ async fn lookup(State(state): State<AppState>, CsrfForm { session, form }: CsrfF
         body.push_str("</div>");
         // Conditional fields may be applied for, one application per dataset.
         let mut by_dataset: Vec<(&str, Vec<&str>)> = Vec::new();
-        for w in result.withheld.iter().filter(|w| w.reason == Withheld::NoGrant) {
+        // (A field granted for another purpose may be applied for under this one.)
+        for w in result.withheld.iter().filter(|w| matches!(w.reason, Withheld::NoGrant | Withheld::OtherPurpose)) {
             match by_dataset.iter_mut().find(|(d, _)| *d == w.dataset) {
                 Some((_, f)) => f.push(&w.field),
                 None => by_dataset.push((&w.dataset, vec![&w.field])),
@@ -234,10 +270,11 @@ async fn lookup(State(state): State<AppState>, CsrfForm { session, form }: CsrfF
             }
             let _ = write!(
                 body,
-                r#"<details><summary id="grant-{ds}-open">申请使用「{}」的有条件共享信息项</summary><form method="post" action="/console/counter/grant" id="grant-{ds}">{}<input type="hidden" name="dataset" value="{ds}"><fieldset class="inline"><legend>信息项</legend>{boxes}</fieldset><label for="grant-{ds}-purpose">申请用途</label><input id="grant-{ds}-purpose" name="purpose" required maxlength="500"><label for="grant-{ds}-basis">依据</label><input id="grant-{ds}-basis" name="legal_basis" required maxlength="500"><button type="submit" id="grant-{ds}-submit">提交申请</button></form></details>"#,
+                r#"<details><summary id="grant-{ds}-open">申请使用「{}」的有条件共享信息项</summary><form method="post" action="/console/counter/grant" id="grant-{ds}">{}<input type="hidden" name="dataset" value="{ds}"><fieldset class="inline"><legend>信息项</legend>{boxes}</fieldset>{purpose}<label for="grant-{ds}-basis">依据</label><input id="grant-{ds}-basis" name="legal_basis" required maxlength="500"><button type="submit" id="grant-{ds}-submit">提交申请</button></form></details>"#,
                 esc(ds.map_or(ds_id, |d| d.title.as_str())),
                 csrf_field(&session.csrf),
                 ds = esc(ds_id),
+                purpose = grant_purpose_field(ds_id, &session.staff.caller().department, &state.catalog),
             );
         }
         body.push_str("</section>");
@@ -301,7 +338,7 @@ async fn verify_page(State(state): State<AppState>, session: Session, q: axum::e
         esc(&ds.id),
         subject_fields("verify", entity),
         key_field("verify"),
-        purpose_fields("verify"),
+        purpose_fields("verify", &session.staff.caller().department, &state.catalog),
     );
     Page::new(format!("核验 · {}", ds.title), body).signed(&session, "counter").into_response()
 }
@@ -329,7 +366,8 @@ async fn verify(State(state): State<AppState>, CsrfForm { session, form }: CsrfF
         Ok(k) => k,
         Err(m) => return page(format!("{}{back}", notice("error", "invalid_key", &m))),
     };
-    let purpose = match purpose_of(&form) {
+    let caller = session.staff.caller();
+    let purpose = match purpose_of(&form, &caller.department, &state.catalog) {
         Ok(p) => p,
         Err(m) => return page(format!("{}{back}", notice("error", "purpose_required", &m))),
     };
@@ -347,7 +385,11 @@ async fn verify(State(state): State<AppState>, CsrfForm { session, form }: CsrfF
     if claims.is_empty() {
         return page(format!("{}{back}", notice("error", "invalid_body", "请至少填写一项要核验的信息")));
     }
-    let v = match state.queries.verify(&session.staff.caller(), &purpose, key, Some(&ds.id), &claims).await {
+    let caller = match state.queries.admit_purpose(&caller, &purpose).await {
+        Ok(c) => c,
+        Err(e) => return page(format!("{}{back}", query_error(&e))),
+    };
+    let v = match state.queries.verify(&caller, &purpose, key, Some(&ds.id), &claims).await {
         Ok(v) => v,
         Err(e) => return page(format!("{}{back}", query_error(&e))),
     };
@@ -378,7 +420,23 @@ async fn apply_grant(State(state): State<AppState>, CsrfForm { session, form }: 
     let page = |body: String| Page::new("授权申请", body).signed(&session, "counter").into_response();
     let dataset = form.get("dataset").unwrap_or("");
     let fields: Vec<String> = form.all("fields").into_iter().map(str::to_owned).collect();
-    let body = match state.queries.apply_grant(&session.staff.caller(), dataset, &fields, form.get("purpose"), form.get("legal_basis")).await {
+    let caller = session.staff.caller();
+    // A department with a purpose list applies for one of its purposes.
+    let purpose = match caller.department.purposes {
+        Some(_) => match purpose_of(&form, &caller.department, &state.catalog) {
+            Ok(p) => Some(p),
+            Err(m) => return page(format!(r#"{}<p><a href="/console/counter">返回查询</a></p>"#, notice("error", "purpose_required", &m))),
+        },
+        None => form.get("purpose").map(str::to_owned),
+    };
+    let application = Application {
+        dataset,
+        kind: GrantKind::Fields,
+        fields: &fields,
+        purpose: purpose.as_deref(),
+        legal_basis: form.get("legal_basis"),
+    };
+    let body = match state.queries.apply_grant(&caller, &application).await {
         Ok(g) => notice(
             "ok",
             "pending",

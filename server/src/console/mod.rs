@@ -247,6 +247,7 @@ async fn audit_sign_in(state: &AppState, department: &str, operator: Option<&str
         operator: operator.map(str::to_owned),
         operator_verified: verified,
         purpose: SIGN_IN_PURPOSE.to_owned(),
+        purpose_code: None,
         action: Action::SignIn,
         key: None,
         datasets: Vec::new(),
@@ -397,6 +398,7 @@ pub fn query_error(e: &basedata_query::Error) -> String {
     let text = match e {
         E::NotFound(_) => "未找到记录。".to_owned(),
         E::Forbidden(m) => format!("无权进行此操作：{m}"),
+        E::PurposeNotAllowed { message, .. } => format!("本部门不能以此用途使用数据：{message}"),
         E::Conflict(m) => format!("当前状态不允许此操作：{m}"),
         E::InvalidValue(m) => format!("输入有误：{m}"),
         E::UnknownDataset(m) => format!("没有这个数据集：{m}"),

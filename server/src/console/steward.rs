@@ -45,7 +45,11 @@ async fn render(state: &AppState, session: &Session, message: String) -> Respons
             vec![
                 super::department_label(state, &g.department),
                 esc(&dataset_name(state, &g.dataset)),
-                esc(&field_titles(state, &g.dataset, &g.fields)),
+                match g.kind {
+                    // A subscription opens the dataset's changes, no fields.
+                    basedata_query::gov::GrantKind::Subscription => "变更订阅".to_owned(),
+                    basedata_query::gov::GrantKind::Fields => esc(&field_titles(state, &g.dataset, &g.fields)),
+                },
                 format!("{}<br><span class=\"muted\">{}</span>", esc(&g.purpose), esc(&g.legal_basis)),
                 format!(r#"<span class="{cls}">{}</span>"#, format_date(due)),
                 // Two forms, so that Enter in the reason field refuses

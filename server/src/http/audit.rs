@@ -47,6 +47,7 @@ pub fn entry_doc(e: &AuditEntry) -> AuditEntryDoc {
         operator: e.operator.clone(),
         operator_source: e.operator.as_ref().map(|_| if e.operator_verified { "verified" } else { "declared" }.to_owned()),
         purpose: e.purpose.clone(),
+        purpose_code: e.purpose_code.clone(),
         action: e.action.as_str().into(),
         subject: e.subject.map(|s| s.as_str().to_owned()),
         key: e.key.map(|k| k.as_str().to_owned()),

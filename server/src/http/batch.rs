@@ -307,7 +307,7 @@ fn status(m: &JobMeta) -> JobStatus {
 #[utoipa::path(get, path = "/v1/jobs/{id}", tag = "batch",
     params(("id" = String, Path, description = "Job id"), ("X-Purpose" = String, Header, description = "Purpose of use")),
     responses((status = 200, body = JobStatus), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-              (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)),
+              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn job_status(
     State(state): State<AppState>,
@@ -322,7 +322,7 @@ pub async fn job_status(
     params(("id" = String, Path, description = "Job id"), ("X-Purpose" = String, Header, description = "Purpose of use")),
     responses((status = 200, body = Vec<BatchAnswer>, content_type = "application/x-ndjson",
                description = "One answer line per request line, in order"),
-              (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
               (status = 409, body = ErrorBody, description = "The job is not done"), (status = 429, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn job_result(

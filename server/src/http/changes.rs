@@ -25,11 +25,13 @@ pub struct Params {
     wait: Option<u64>,
 }
 
-/// The change log in commit order, filtered to what the caller may read.
+/// The change log in commit order, filtered to the datasets the caller
+/// provides or holds an approved subscription to (a grant of kind
+/// `subscription`, for the purpose stated) and to the fields it may read.
 #[utoipa::path(get, path = "/v1/changes", tag = "subjects",
-    params(Params, ("X-Purpose" = String, Header, description = "Purpose of use")),
+    params(Params, ("X-Purpose" = String, Header, description = "Purpose of use: CODE or CODE; note")),
     responses((status = 200, body = Changes), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-              (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
+              (status = 403, body = ErrorBody, description = "purpose_not_allowed"), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn changes(
     State(state): State<AppState>,

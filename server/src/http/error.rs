@@ -98,6 +98,10 @@ impl From<basedata_query::Error> for ApiError {
             E::Forbidden(m) => ApiError::forbidden(m),
             E::ClaimLimit { message, dataset, field, distinct, period_days } => Self::new(StatusCode::FORBIDDEN, code, message)
                 .with_details(json!({"dataset": dataset, "field": field, "distinct_claims": distinct, "period_days": period_days})),
+            E::PurposeNotAllowed { message, code: purpose_code, reason, allowed } => {
+                Self::new(StatusCode::FORBIDDEN, code, message)
+                    .with_details(json!({"purpose_code": purpose_code, "reason": reason, "allowed": allowed}))
+            }
             E::NotFound(m) => ApiError::not_found(m),
             E::Conflict(m) => Self::new(StatusCode::CONFLICT, code, m),
             E::Overloaded => ApiError::overloaded(),

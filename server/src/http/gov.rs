@@ -8,13 +8,13 @@ use super::schema::{
     ResolutionDoc, ResolutionRequest, RevokeRequest,
 };
 use super::subjects::json_body;
-use super::{ApiResult, AppState};
+use super::{ApiError, ApiResult, AppState};
 use crate::auth::Caller;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
-use basedata_query::gov::{Dispute, Grant};
-use basedata_query::governance::DisputeFiling;
+use basedata_query::gov::{Dispute, Grant, GrantKind};
+use basedata_query::governance::{Application, DisputeFiling};
 use basedata_store::value::{format_date, format_datetime};
 use serde::Deserialize;
 
@@ -24,8 +24,10 @@ pub fn grant_doc(g: &Grant, state: &AppState) -> GrantDoc {
         id: g.id.clone(),
         department: g.department.clone(),
         dataset: g.dataset.clone(),
+        kind: g.kind.as_str().into(),
         fields: g.fields.clone(),
         purpose: g.purpose.clone(),
+        purpose_code: g.purpose_code.clone(),
         legal_basis: g.legal_basis.clone(),
         state: g.effective_state(now, state.queries.grants.policy()).as_str().into(),
         created_at: format_datetime(g.created_at),
@@ -38,7 +40,7 @@ pub fn grant_doc(g: &Grant, state: &AppState) -> GrantDoc {
     }
 }
 
-/// Apply for conditional fields of a dataset (consumer).
+/// Apply for conditional fields of a dataset, or subscribe to its changes (consumer).
 #[utoipa::path(post, path = "/v1/grants", tag = "governance", request_body = GrantRequest,
     responses((status = 201, body = GrantDoc), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)), security(("bearer" = [])))]
 pub async fn apply(
@@ -47,10 +49,22 @@ pub async fn apply(
     body: axum::body::Bytes,
 ) -> ApiResult<(StatusCode, Json<GrantDoc>)> {
     let req: GrantRequest = json_body(&body)?;
-    let g = state
-        .queries
-        .apply_grant(&caller, &req.dataset, &req.fields, req.purpose.as_deref(), req.legal_basis.as_deref())
-        .await?;
+    let kind = match req.kind.as_deref() {
+        None => GrantKind::Fields,
+        Some(k) => GrantKind::parse(k).ok_or_else(|| ApiError::invalid_value("kind is fields or subscription"))?,
+    };
+    let fields = match (kind, req.fields) {
+        (GrantKind::Fields, None) => return Err(ApiError::invalid_body("fields is required: the conditional fields applied for")),
+        (_, fields) => fields.unwrap_or_default(),
+    };
+    let application = Application {
+        dataset: &req.dataset,
+        kind,
+        fields: &fields,
+        purpose: req.purpose.as_deref(),
+        legal_basis: req.legal_basis.as_deref(),
+    };
+    let g = state.queries.apply_grant(&caller, &application).await?;
     Ok((StatusCode::CREATED, Json(grant_doc(&g, &state))))
 }
 

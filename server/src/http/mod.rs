@@ -12,6 +12,7 @@ mod audit;
 mod batch;
 mod changes;
 mod cluster;
+mod departments;
 pub mod error;
 pub mod gov;
 mod keys;
@@ -133,7 +134,7 @@ impl AppState {
     /// once, and the use cases are set up over it.
     pub fn build(store: Arc<Store>, departments: Departments, settings: Settings) -> basedata_store::Result<AppState> {
         let catalog = store.catalog().clone();
-        let catalog_json = serde_json::to_vec(&serde_json::json!({ "datasets": catalog.datasets() }))
+        let catalog_json = serde_json::to_vec(&serde_json::json!({ "datasets": catalog.datasets(), "purposes": catalog.purposes() }))
             .map_err(|e| basedata_store::Error::Config(format!("catalog: {e}")))?;
         let committer = Arc::new(Committer::start(store.clone(), settings.write_queue));
         let staff = crate::accounts::staff::StaffBook::from_config(&[], Default::default(), &departments)
@@ -192,7 +193,7 @@ pub fn router_with(state: AppState, pages: Router<AppState>) -> Router {
         .route("/v1/jobs", post(batch::submit_job).layer(axum::extract::DefaultBodyLimit::disable()))
         .route("/v1/jobs/{id}", get(batch::job_status))
         .route("/v1/jobs/{id}/result", get(batch::job_result))
-        .route_layer(middleware::from_fn(require_purpose));
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_purpose));
     let authenticated = Router::new()
         .route("/v1/keys/person/{id}", get(keys::person))
         .route("/v1/keys/entity/{code}", get(keys::entity))
@@ -208,6 +209,8 @@ pub fn router_with(state: AppState, pages: Router<AppState>) -> Router {
         .route("/v1/grants/{id}/revoke", post(gov::revoke))
         .route("/v1/disputes", post(gov::file_dispute).get(gov::list_disputes))
         .route("/v1/disputes/{id}/resolution", post(gov::resolve_dispute))
+        .route("/v1/departments", get(departments::list))
+        .route("/v1/departments/{id}/responsible", axum::routing::put(departments::set_responsible))
         .route("/v1/reports/sharing", get(reports::sharing))
         .route("/v1/reports/freshness", get(reports::freshness))
         .route("/v1/audit", get(audit::list))
@@ -448,16 +451,25 @@ async fn authenticate(State(state): State<AppState>, mut req: Request, next: Nex
 /// Longest accepted purpose statement, in characters.
 pub const MAX_PURPOSE_CHARS: usize = 500;
 
-/// The purpose layer: subject-data reads must say what they are for.
-async fn require_purpose(mut req: Request, next: Next) -> Response {
-    match header_text(req.headers(), "X-Purpose", MAX_PURPOSE_CHARS) {
-        Err(e) => e.into_response(),
-        Ok(None) => ApiError::purpose_required().into_response(),
-        Ok(Some(p)) => {
-            req.extensions_mut().insert(Purpose(p));
-            next.run(req).await
+/// The purpose layer: subject-data reads must say what they are for, and a
+/// department with a purpose list may state only its purposes (a refusal
+/// is audited); the admitted caller carries the purpose code on.
+async fn require_purpose(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let p = match header_text(req.headers(), "X-Purpose", MAX_PURPOSE_CHARS) {
+        Err(e) => return e.into_response(),
+        Ok(None) => return ApiError::purpose_required().into_response(),
+        Ok(Some(p)) => p,
+    };
+    if let Some(caller) = req.extensions().get::<crate::auth::Caller>() {
+        match state.queries.admit_purpose(caller, &p).await {
+            Ok(admitted) => {
+                req.extensions_mut().insert(admitted);
+            }
+            Err(e) => return ApiError::from(e).into_response(),
         }
     }
+    req.extensions_mut().insert(Purpose(p));
+    next.run(req).await
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 //! contract is in it.
 
 use super::schema::*;
-use super::{audit, batch, changes, cluster, gov, keys, ops, reports, subjects, updates};
+use super::{audit, batch, changes, cluster, departments, gov, keys, ops, reports, subjects, updates};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -32,6 +32,7 @@ impl Modify for BearerAuth {
         gov::file_dispute, gov::list_disputes, gov::resolve_dispute,
         audit::list, audit::verify, cluster::status,
         reports::sharing, reports::freshness,
+        departments::list, departments::set_responsible,
     ),
     components(schemas(ErrorBody, ErrorDetail, UpdateLine))
 )]

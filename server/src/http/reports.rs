@@ -56,6 +56,12 @@ pub async fn sharing(
             disputes_resolved_on_time: f.disputes_resolved_on_time,
             disputes_overdue: f.disputes_overdue,
             claim_limit_refusals: f.claim_limit_refusals,
+            flagged: f.uses_without_catalogued_purpose > 0
+                || f.responsible != Some(basedata_query::departments::RecordStatus::Current),
+            purpose_mode: f.purpose_mode.into(),
+            uses_without_catalogued_purpose: f.uses_without_catalogued_purpose,
+            responsible_record: f.responsible.map_or("missing", |r| r.as_str()).into(),
+            responsible_as_of: f.responsible_as_of.map(format_date),
         })
         .collect();
     Ok(Json(SharingReport { from: format_datetime(from), to: format_datetime(to), departments }))

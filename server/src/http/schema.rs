@@ -63,6 +63,17 @@ pub struct KeyInfo {
 #[derive(Serialize, ToSchema)]
 pub struct CatalogDoc {
     pub datasets: Vec<DatasetDoc>,
+    /// The purposes of use a request states in `X-Purpose` (`CODE` or
+    /// `CODE; note`) and a grant is applied for.
+    pub purposes: Vec<PurposeDoc>,
+}
+
+/// A purpose of use (用途) of the catalog.
+#[derive(Serialize, ToSchema)]
+pub struct PurposeDoc {
+    pub code: String,
+    pub name: String,
+    pub legal_basis: String,
 }
 
 /// A dataset of the catalog (rendered from the store's catalog types).
@@ -214,7 +225,8 @@ pub struct WithheldItem {
     pub dataset: String,
     pub field: String,
     pub share: String,
-    /// `no_grant` or `not_shared`.
+    /// `no_grant`, `granted_for_other_purpose` (the grants that cover it are for
+    /// another purpose than the one stated) or `not_shared`.
     pub reason: String,
 }
 
@@ -261,7 +273,13 @@ pub struct ChangeItem {
 #[serde(deny_unknown_fields)]
 pub struct GrantRequest {
     pub dataset: String,
-    pub fields: Vec<String>,
+    /// `fields` (the default: conditional fields) or `subscription` (the
+    /// dataset's changes in the change feed).
+    pub kind: Option<String>,
+    /// The conditional fields (required for `fields`); left out for a subscription.
+    pub fields: Option<Vec<String>>,
+    /// `CODE` or `CODE; note` (a department with a purpose list must name
+    /// one of its codes); free text from a department without one.
     pub purpose: Option<String>,
     pub legal_basis: Option<String>,
 }
@@ -285,8 +303,13 @@ pub struct GrantDoc {
     pub id: String,
     pub department: String,
     pub dataset: String,
+    /// `fields` or `subscription`.
+    pub kind: String,
     pub fields: Vec<String>,
     pub purpose: String,
+    /// The catalogued purpose the grant is for: it covers only uses that
+    /// state it. Null for a free-text purpose (covers uses stating none).
+    pub purpose_code: Option<String>,
     pub legal_basis: String,
     /// pending, approved, rejected, deemed_approved, revoked
     pub state: String,
@@ -369,8 +392,10 @@ pub struct AuditEntryDoc {
     /// `X-Operator`, not checked. Absent without an operator.
     pub operator_source: Option<String>,
     pub purpose: String,
+    /// The catalogued purpose `purpose` names; null for free text.
+    pub purpose_code: Option<String>,
     /// lookup, verify, batch_verify, change_feed, update, denied, grant,
-    /// dispute, sign_in, access_report, account
+    /// dispute, sign_in, access_report, account, responsible
     pub action: String,
     pub subject: Option<String>,
     pub key: Option<String>,
@@ -426,6 +451,61 @@ pub struct SharingRow {
     pub disputes_resolved: usize,
     pub disputes_resolved_on_time: usize,
     pub disputes_overdue: usize,
+    /// `strict` (catalogued purposes only) or `transitional` (free text accepted).
+    pub purpose_mode: String,
+    /// Lookups, verifications, batch lines and change-feed reads whose
+    /// purpose named no catalogued purpose.
+    pub uses_without_catalogued_purpose: u64,
+    /// The record of responsible persons: `current`, `missing` or `out_of_date`.
+    pub responsible_record: String,
+    /// The date the record stands as of.
+    pub responsible_as_of: Option<String>,
+    /// True when the department needs attention: uses without a
+    /// catalogued purpose, or a responsible-persons record missing or out of date.
+    pub flagged: bool,
+}
+
+/// A person responsible for a department's information sharing.
+#[derive(Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResponsiblePersonDoc {
+    pub name: String,
+    /// Post (职务).
+    pub post: String,
+    /// Office telephone or e-mail.
+    pub contact: String,
+    /// Responsible since, `YYYY-MM-DD`.
+    pub since: String,
+}
+
+/// A department as published to every authenticated department.
+#[derive(Serialize, ToSchema)]
+pub struct DepartmentDoc {
+    pub id: String,
+    pub name: String,
+    pub roles: Vec<String>,
+    /// The purpose codes it may state; null: free text (the transitional mode).
+    pub purposes: Option<Vec<String>>,
+    pub responsible: Vec<ResponsiblePersonDoc>,
+    /// The date the record stands as of (last set, or the latest `since` of configured persons).
+    pub responsible_as_of: Option<String>,
+    /// `api` or `config`; null when nobody is recorded.
+    pub responsible_source: Option<String>,
+    /// When and by whom the record was last set through the API.
+    pub responsible_updated_at: Option<String>,
+    pub responsible_updated_by: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DepartmentList {
+    pub departments: Vec<DepartmentDoc>,
+}
+
+/// `PUT /v1/departments/{id}/responsible`: the whole new record.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResponsibleRequest {
+    pub persons: Vec<ResponsiblePersonDoc>,
 }
 
 #[derive(Serialize, ToSchema)]

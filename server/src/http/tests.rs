@@ -14,14 +14,7 @@ use tower::ServiceExt;
 pub(crate) const TOKEN: &str = "test-counter-token-0001";
 
 pub(crate) fn test_state() -> AppState {
-    let store = Store::open(
-        Arc::new(MemEngine::new()),
-        &Secret::from_bytes([1; 32]),
-        Arc::new(Catalog::builtin()),
-        Arc::new(ManualClock::new(1_763_800_000_000_000)),
-    )
-    .unwrap();
-    let depts = Departments::from_config(&[DepartmentConfig {
+    state_with(&[DepartmentConfig {
         id: "counter".into(),
         name: "窗口".into(),
         roles: vec![Role::Consumer],
@@ -29,8 +22,18 @@ pub(crate) fn test_state() -> AppState {
         token_sha256: None,
         ..Default::default()
     }])
+}
+
+/// A state over an empty in-memory store with these departments.
+fn state_with(departments: &[DepartmentConfig]) -> AppState {
+    let store = Store::open(
+        Arc::new(MemEngine::new()),
+        &Secret::from_bytes([1; 32]),
+        Arc::new(Catalog::builtin()),
+        Arc::new(ManualClock::new(1_763_800_000_000_000)),
+    )
     .unwrap();
-    AppState::new(Arc::new(store), depts, 1 << 20)
+    AppState::new(Arc::new(store), Departments::from_config(departments).unwrap(), 1 << 20)
 }
 
 pub(crate) async fn call(req: HttpRequest<Body>) -> (StatusCode, Value, axum::http::HeaderMap) {
@@ -162,7 +165,8 @@ async fn purpose_layer_requires_a_purpose() {
     // A throwaway route behind the layer, as subject reads will be.
     let app = Router::new()
         .route("/probe", axum::routing::get(|axum::Extension(p): axum::Extension<Purpose>| async move { p.0 }))
-        .route_layer(middleware::from_fn(require_purpose));
+        .route_layer(middleware::from_fn_with_state(test_state(), require_purpose))
+        .with_state(test_state());
     let send = |h: Option<&'static [u8]>| {
         let app = app.clone();
         async move {
@@ -261,6 +265,8 @@ const CONTRACT: &[(&str, &str)] = &[
     ("get", "/v1/audit/verify"),
     ("get", "/v1/reports/sharing"),
     ("get", "/v1/reports/freshness"),
+    ("get", "/v1/departments"),
+    ("put", "/v1/departments/{id}/responsible"),
 ];
 
 #[tokio::test]
@@ -339,4 +345,37 @@ async fn access_reports_page_through_every_use() {
     assert_eq!(second.entries.len(), uses - MAX_ACCESS_REPORT + 1);
     assert_eq!(second.entries[0].outcome, format!("match {MAX_ACCESS_REPORT}"));
     assert!(second.entries.iter().all(|e| e.seq > last));
+}
+
+#[tokio::test]
+async fn a_strict_department_states_its_purpose_codes_only() {
+    let app = router(state_with(&[DepartmentConfig {
+        id: "strict".into(),
+        roles: vec![Role::Consumer],
+        token: Some(TOKEN.into()),
+        purposes: Some(vec!["social_insurance".into()]),
+        ..Default::default()
+    }]));
+    let send = |purpose: &'static str| {
+        let app = app.clone();
+        async move {
+            let req = HttpRequest::get("/v1/persons/11010519491231002X")
+                .header("authorization", format!("Bearer {TOKEN}"))
+                .header("x-purpose", purpose)
+                .body(Body::empty())
+                .unwrap();
+            let resp = app.oneshot(req).await.unwrap();
+            let s = resp.status();
+            (s, serde_json::from_slice::<Value>(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap())
+        }
+    };
+    let (s, b) = send("tax_administration; x").await;
+    assert_eq!((s, b["error"]["code"].as_str()), (StatusCode::FORBIDDEN, Some("purpose_not_allowed")), "{b}");
+    assert_eq!(b["error"]["details"]["purpose_code"], "tax_administration");
+    assert_eq!(b["error"]["details"]["reason"], "not_allowed");
+    let (s, b) = send("办理社保").await;
+    assert_eq!((s, b["error"]["details"]["reason"].as_str()), (StatusCode::FORBIDDEN, Some("unknown")), "{b}");
+    // Admitted: the lookup itself answers (nothing stored yet).
+    let (s, b) = send("social_insurance; 业务 42").await;
+    assert_eq!((s, b["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")), "{b}");
 }
