@@ -11,6 +11,14 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// This package's directory, as cargo names it when it runs a test; the
+/// path compiled in only as a fallback. Cargo reuses a test binary built
+/// from identical sources in another checkout with the same build cache,
+/// and the compiled-in path then names that checkout, which may be gone.
+pub fn package_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
+}
+
 /// The binary under test: `BASEDATA_BIN`, else the release build of this
 /// workspace (honouring `CARGO_TARGET_DIR`). `tools/test.sh` builds it first.
 pub fn binary() -> PathBuf {
@@ -19,7 +27,7 @@ pub fn binary() -> PathBuf {
     }
     let target = std::env::var("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+        .unwrap_or_else(|_| package_dir().join("../target"));
     let bin = target.join("release/basedata");
     assert!(bin.exists(), "{} is missing: run `cargo build --release --bin basedata` (tools/test.sh does)", bin.display());
     bin

@@ -33,7 +33,7 @@ pub fn screenshot_dir() -> PathBuf {
     let dir = std::env::var("BASEDATA_SCREENSHOTS").map(PathBuf::from).unwrap_or_else(|_| {
         std::env::var("CARGO_TARGET_DIR")
             .map(PathBuf::from)
-            .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
+            .unwrap_or_else(|_| crate::package_dir().join("../target"))
             .join("console-screenshots")
     });
     std::fs::create_dir_all(&dir).unwrap();

@@ -46,7 +46,7 @@ struct Cluster {
 
 impl Cluster {
     fn script(dir: &Path, args: &[&str]) {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tools/cluster.sh");
+        let script = package_dir().join("../tools/cluster.sh");
         let out = Command::new("bash")
             .arg(&script)
             .args(&args[..1])
@@ -140,7 +140,7 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tools/cluster.sh");
+        let script = package_dir().join("../tools/cluster.sh");
         let _ = Command::new("bash").arg(script).arg("stop").arg(&self.dir).output();
     }
 }
@@ -492,7 +492,7 @@ fn cluster_survives_losing_a_nats_server_and_a_node() {
     // of skipping it; with its peers' catalog it goes on from there.
     let dir7 = c.dir.join("node-7-old-catalog");
     std::fs::create_dir_all(&dir7).unwrap();
-    let catalog = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../store/catalog/default.toml")).unwrap();
+    let catalog = std::fs::read_to_string(package_dir().join("../store/catalog/default.toml")).unwrap();
     let gender = "[[datasets.fields]]\nname = \"gender\"\ntitle = \"性别\"\ntype = \"code\"\nshare = \"unconditional\"\ncode_list = \"gender\"\nrequired = true\n\n";
     assert!(catalog.contains(gender), "the catalog's hukou gender field moved");
     std::fs::write(dir7.join("catalog.toml"), catalog.replacen(gender, "", 1)).unwrap();

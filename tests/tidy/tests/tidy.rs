@@ -2,7 +2,6 @@
 //! rest on checked on small examples.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 use std::sync::OnceLock;
 
 use basedata_tidy::{
@@ -12,7 +11,12 @@ use basedata_tidy::{
 
 fn metadata() -> &'static Metadata {
     static METADATA: OnceLock<Metadata> = OnceLock::new();
-    METADATA.get_or_init(|| Metadata::load(Path::new(env!("CARGO_MANIFEST_DIR"))))
+    // The directory cargo names when it runs the test, not the one compiled
+    // in: a test binary is reused across checkouts of identical sources.
+    METADATA.get_or_init(|| {
+        let dir = std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| env!("CARGO_MANIFEST_DIR").into(), std::path::PathBuf::from);
+        Metadata::load(&dir)
+    })
 }
 
 fn list<T: std::fmt::Display>(items: impl IntoIterator<Item = T>) -> String {
