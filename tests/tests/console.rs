@@ -252,6 +252,11 @@ fn staff_work_through_every_page_in_a_browser() {
     // Today's uses of the counter are on the chart over time.
     assert!(b.source().contains("<svg id=\"usage-by-day\""), "no usage chart");
     assert!(b.source().contains("<svg id=\"updates-by-day\""), "no update chart");
+    // Oversight flags per department: the counter states free text, so its
+    // uses are counted as naming no catalogued purpose, and marked.
+    let oversight = b.text("#oversight");
+    assert!(oversight.contains("社保服务窗口") && oversight.contains("自由填写（过渡）"), "{oversight}");
+    assert!(b.source().contains(r#"<span class="overdue">"#), "no flagged cell");
     b.screenshot("13-reports");
     // The same page on a phone-sized screen.
     b.resize(390, 844);

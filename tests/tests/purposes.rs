@@ -185,3 +185,46 @@ fn departments_publish_responsible_persons_and_changes_are_audited() {
     let counter = dept(&s.req("GET", "/v1/departments").token(tokens::COUNTER).get(), "shebao-counter");
     assert_eq!(counter["responsible"][0]["name"], "测试新联络员", "{counter}");
 }
+
+/// Offline comparison follows the same purpose rules: a strict
+/// department's refused purpose stops it before any line is read, and the
+/// refusal is on record like one over the API.
+#[test]
+fn offline_compare_refuses_and_records_a_purpose_the_department_may_not_state() {
+    let scratch = tempfile::tempdir().unwrap();
+    let mut s = Server::start_in(scratch.path(), &config(""), &[]);
+    seed(&s);
+    assert!(s.terminate().success());
+    let (input, output) = (scratch.path().join("in.ndjson"), scratch.path().join("out.ndjson"));
+    std::fs::write(&input, format!("{}\n", json!({"subject": "person", "key": P1, "fields": {"name": "张三"}}))).unwrap();
+    let data = scratch.path().join("data");
+    let cfg = s.config.clone();
+    let args = |purpose: &'static str| {
+        let mut a: Vec<String> = ["compare", "--data"].iter().map(|x| x.to_string()).collect();
+        for x in [data.to_str().unwrap(), "--input", input.to_str().unwrap(), "--output", output.to_str().unwrap()] {
+            a.push(x.to_owned());
+        }
+        for x in ["--department", "yibao", "--purpose", purpose, "--config", cfg.to_str().unwrap()] {
+            a.push(x.to_owned());
+        }
+        a
+    };
+    let run = |purpose: &'static str| {
+        let a = args(purpose);
+        run_cli(&a.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let (st, _, err) = run("social_insurance; 离线比对");
+    assert!(!st.success() && err.contains("not_allowed") && err.contains("medical_insurance"), "{err}");
+    let (st, _, err) = run("medical_insurance; 离线比对");
+    assert!(st.success(), "{err}");
+    let answers = std::fs::read_to_string(&output).unwrap();
+    assert!(answers.contains("\"match\""), "{answers}");
+
+    let s = Server::start_in(scratch.path(), &config(""), &[]);
+    let entries = audit_of(&s, "yibao");
+    let denied: Vec<&Value> = entries.iter().filter(|e| e["action"] == "denied").collect();
+    assert_eq!(denied.len(), 1, "{entries:?}");
+    assert_eq!(denied[0]["outcome"], "purpose_not_allowed: purpose not_allowed");
+    assert_eq!(denied[0]["purpose"], "social_insurance; 离线比对");
+    assert_eq!(entries.iter().filter(|e| e["action"] == "batch_verify").count(), 1, "{entries:?}");
+}

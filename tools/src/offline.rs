@@ -93,14 +93,21 @@ pub fn compare(o: &CompareOptions) -> anyhow::Result<Counts> {
     // The purpose rules of the API: a department with a purpose list
     // states one of its codes.
     let mut caller = Caller::declared(department, operator);
-    caller.purpose_code = basedata_query::purpose::code_for(store.catalog(), &caller.department, purpose).map_err(|r| {
-        anyhow::anyhow!(
-            "--purpose: department {} states one of its purposes ({}) as CODE or CODE; note ({})",
-            caller.department.id,
-            caller.department.purposes.clone().unwrap_or_default().join(", "),
-            r.as_str()
-        )
-    })?;
+    caller.purpose_code = match basedata_query::purpose::code_for(store.catalog(), &caller.department, purpose) {
+        Ok(code) => code,
+        Err(r) => {
+            // Refused as over the API: recorded before it is reported.
+            let mut ev = caller.event(purpose, basedata_store::Action::Denied, None);
+            ev.outcome = format!("purpose_not_allowed: purpose {}", r.as_str());
+            store.commit(&[], &[ev], basedata_store::Durability::Sync)?;
+            bail!(
+                "--purpose: department {} states one of its purposes ({}) as CODE or CODE; note ({})",
+                caller.department.id,
+                caller.department.purposes.clone().unwrap_or_default().join(", "),
+                r.as_str()
+            )
+        }
+    };
     let output = File::create(o.output).with_context(|| format!("cannot create {}", o.output.display()))?;
     let batch = Batch {
         committer: Arc::new(Committer::start(store.clone(), 64)),

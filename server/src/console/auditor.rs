@@ -298,6 +298,36 @@ fn series_chart(id: &str, first: Date, rows: &[(String, Vec<u64>)]) -> String {
     s
 }
 
+/// What an auditor should look into per department: uses that named no
+/// catalogued purpose, verifications refused for guessing at a field it may
+/// not read, and a missing or out-of-date record of responsible persons
+/// (each marked when it calls for attention).
+fn oversight_rows(state: &AppState, rows: &[basedata_query::oversight::DepartmentFigures]) -> Vec<Vec<String>> {
+    use basedata_query::departments::RecordStatus;
+    let flag = |text: String, on: bool| if on { format!(r#"<span class="overdue">{text}</span>"#) } else { text };
+    rows.iter()
+        .map(|f| {
+            let mode = if f.purpose_mode == "strict" { "按目录（严格）" } else { "自由填写（过渡）" };
+            let responsible = match f.responsible {
+                Some(RecordStatus::Current) => "现行".to_owned(),
+                Some(RecordStatus::OutOfDate) => "已过期".to_owned(),
+                Some(RecordStatus::Missing) | None => "未登记".to_owned(),
+            };
+            let responsible = match f.responsible_as_of {
+                Some(d) => format!("{responsible}（{}）", basedata_store::value::format_date(d)),
+                None => responsible,
+            };
+            vec![
+                super::department_label(state, &f.department),
+                mode.to_owned(),
+                flag(f.uses_without_catalogued_purpose.to_string(), f.uses_without_catalogued_purpose > 0),
+                flag(f.claim_limit_refusals.to_string(), f.claim_limit_refusals > 0),
+                flag(responsible, f.responsible != Some(RecordStatus::Current)),
+            ]
+        })
+        .collect()
+}
+
 async fn reports(State(state): State<AppState>, session: Session) -> Response {
     if let Err(r) = need(&session, StaffRole::Auditor) {
         return r;
@@ -330,6 +360,11 @@ async fn reports(State(state): State<AppState>, session: Session) -> Response {
                 r#"<section class="card"><h2>各部门使用量（查询、核验与批量比对）</h2>{}{}<p><a id="sharing-csv" href="/console/reports/sharing.csv" download>下载 CSV</a></p></section>"#,
                 bars("sharing-chart", &uses),
                 table("sharing", &["部门", "提供记录", "查询", "核验", "批量比对", "被拒绝", "按期答复申请", "按期办结异议"], &table_rows)
+            );
+            let _ = write!(
+                body,
+                r#"<section class="card"><h2>监督提示（用途、核验与责任人）</h2>{}</section>"#,
+                table("oversight", &["部门", "用途说明方式", "未列明目录用途的使用", "核验超限被拒", "责任人登记"], &oversight_rows(&state, &rows))
             );
         }
         Err(e) => body.push_str(&query_error(&e)),
@@ -405,7 +440,7 @@ async fn sharing_csv(State(state): State<AppState>, session: Session) -> Respons
     match state.queries.sharing_report(&session.staff.caller(), None, None).await {
         Ok((_, _, rows)) => csv(
             "sharing.csv",
-            &["department", "records_provided", "updates_applied", "lookups", "verifications", "batch_lines", "denials", "grants_decided", "grants_decided_on_time", "disputes_resolved", "disputes_resolved_on_time", "claim_limit_refusals"],
+            &["department", "records_provided", "updates_applied", "lookups", "verifications", "batch_lines", "denials", "grants_decided", "grants_decided_on_time", "disputes_resolved", "disputes_resolved_on_time", "claim_limit_refusals", "purpose_mode", "uses_without_catalogued_purpose", "responsible_record", "responsible_as_of"],
             rows.iter()
                 .map(|f| {
                     vec![
@@ -421,6 +456,10 @@ async fn sharing_csv(State(state): State<AppState>, session: Session) -> Respons
                         f.disputes_resolved.to_string(),
                         f.disputes_resolved_on_time.to_string(),
                         f.claim_limit_refusals.to_string(),
+                        f.purpose_mode.to_owned(),
+                        f.uses_without_catalogued_purpose.to_string(),
+                        f.responsible.map_or("missing", |r| r.as_str()).to_owned(),
+                        f.responsible_as_of.map(basedata_store::value::format_date).unwrap_or_default(),
                     ]
                 })
                 .collect(),
