@@ -201,6 +201,13 @@ fn change_feed_filters_resumes_and_long_polls() {
     let datasets: Vec<&str> = r.json["changes"].as_array().unwrap().iter().filter_map(|c| c["dataset"].as_str()).collect();
     assert_eq!(datasets, ["hukou", "hukou", "hukou"], "{}", r.text);
     subscribe(&s, tokens::COUNTER, tokens::WEIJIAN, "death", "订阅变更");
+    // Subscriptions are listed on their own; a made-up kind is refused.
+    let list = |q: &str| s.req("GET", &format!("/v1/grants{q}")).token(tokens::COUNTER).get();
+    let subs = list("?kind=subscription");
+    let datasets: Vec<&str> = subs.json["grants"].as_array().unwrap().iter().filter_map(|g| g["dataset"].as_str()).collect();
+    assert_eq!(datasets, ["hukou", "death"], "{}", subs.text);
+    assert!(list("?kind=fields").json["grants"].as_array().unwrap().iter().all(|g| g["kind"] == "fields"));
+    assert_eq!(list("?kind=both").code(), "invalid_value");
     let r = feed("?after=0&limit=2");
     assert_eq!(r.status, 200, "{}", r.text);
     let c = r.json["changes"].as_array().unwrap();

@@ -103,15 +103,32 @@ pub struct ListParams {
     state: Option<String>,
 }
 
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct GrantListParams {
+    /// pending, approved, rejected, deemed_approved, revoked.
+    state: Option<String>,
+    /// fields (conditional fields) or subscription (a dataset's change feed).
+    kind: Option<String>,
+}
+
 /// Grants visible to the caller: its own, those on its datasets, or all for auditors and administrators.
-#[utoipa::path(get, path = "/v1/grants", tag = "governance", params(ListParams),
+#[utoipa::path(get, path = "/v1/grants", tag = "governance", params(GrantListParams),
     responses((status = 200, body = GrantList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)), security(("bearer" = [])))]
 pub async fn list_grants(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Query(p): Query<ListParams>,
+    Query(p): Query<GrantListParams>,
 ) -> ApiResult<Json<GrantList>> {
-    let grants = state.queries.grants_list(&caller, p.state.as_deref())?;
+    let kind = match p.kind.as_deref().filter(|k| !k.is_empty()) {
+        Some(k) => Some(
+            basedata_query::gov::GrantKind::parse(k)
+                .ok_or_else(|| ApiError::invalid_value("kind is fields or subscription"))?,
+        ),
+        None => None,
+    };
+    let mut grants = state.queries.grants_list(&caller, p.state.as_deref())?;
+    grants.retain(|g| kind.is_none_or(|k| g.kind == k));
     Ok(Json(GrantList { grants: grants.iter().map(|g| grant_doc(g, &state)).collect() }))
 }
 
