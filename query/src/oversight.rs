@@ -202,7 +202,7 @@ impl Queries {
             f.disputes_resolved = resolved.len();
             f.disputes_resolved_on_time = resolved.iter().filter(|d| d.resolved_on_time() == Some(true)).count();
             f.disputes_overdue = disputes.iter().filter(|d| mine(&d.dataset) && d.is_overdue(now)).count();
-            f.claim_limit_refusals = crate::claims::flags(engine, id, from, to)?.len();
+            f.claim_limit_refusals = crate::claims::refusals(engine, id, from, to)?;
             rows.push(f);
         }
         Ok((from, to, rows))

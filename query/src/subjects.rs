@@ -95,9 +95,10 @@ impl Queries {
         let _counting = if counted.is_empty() {
             None
         } else {
-            let guard = self.claim_locks.lock(dept, &self.store.pseudonym(&key)).await;
+            let pid = self.store.pseudonym(&key);
+            let guard = self.claim_locks.lock(dept, &pid).await;
             let now = self.grants.now();
-            match claims::admit(&self.store, self.claim_policy, dept, &key, ds, &counted, now)? {
+            match claims::admit(&self.store, self.claim_policy, dept, pid, ds, &counted, now)? {
                 claims::Admission::Admitted(batch) => extra = batch,
                 claims::Admission::Refused(flag, err) => return Err(self.deny_with(ev, err, flag).await),
             }

@@ -12,7 +12,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use basedata_query::gov::GrantKind;
 use basedata_query::governance::Application;
-use basedata_query::{Department, Withheld};
+use basedata_query::{Caller, Department, Withheld};
 use basedata_store::catalog::{Field, FieldType, Share};
 use basedata_store::Catalog;
 use basedata_store::{Subject, SubjectKey, Value};
@@ -104,6 +104,14 @@ fn key_field(form_id: &str) -> String {
 }
 
 /// Reads the subject and key of a form; the error explains the reason.
+/// The number and the stated purpose of a lookup or verification form,
+/// or the notice saying which of the two is wrong.
+fn key_and_purpose(f: &super::Form, caller: &Caller, catalog: &Catalog) -> Result<(SubjectKey, String), String> {
+    let key = key_of(f).map_err(|m| notice("error", "invalid_key", &m))?;
+    let purpose = purpose_of(f, &caller.department, catalog).map_err(|m| notice("error", "purpose_required", &m))?;
+    Ok((key, purpose))
+}
+
 fn key_of(f: &super::Form) -> Result<SubjectKey, String> {
     let subject = match f.get("subject") {
         Some("entity") => Subject::Entity,
@@ -174,14 +182,10 @@ async fn lookup(State(state): State<AppState>, CsrfForm { session, form }: CsrfF
     }
     let page = |body: String| Page::new("查询结果", body).signed(&session, "counter").into_response();
     let back = r#"<p><a href="/console/counter">返回查询</a></p>"#;
-    let key = match key_of(&form) {
-        Ok(k) => k,
-        Err(m) => return page(format!("{}{back}", notice("error", "invalid_key", &m))),
-    };
     let caller = session.staff.caller();
-    let purpose = match purpose_of(&form, &caller.department, &state.catalog) {
-        Ok(p) => p,
-        Err(m) => return page(format!("{}{back}", notice("error", "purpose_required", &m))),
+    let (key, purpose) = match key_and_purpose(&form, &caller, &state.catalog) {
+        Ok(kp) => kp,
+        Err(n) => return page(format!("{n}{back}")),
     };
     let caller = match state.queries.admit_purpose(&caller, &purpose).await {
         Ok(c) => c,
@@ -362,14 +366,10 @@ async fn verify(State(state): State<AppState>, CsrfForm { session, form }: CsrfF
     let Some(ds) = form.get("dataset").and_then(|d| state.catalog.dataset(d)) else {
         return page(format!("{}{back}", notice("error", "unknown_dataset", "请选择数据集")));
     };
-    let key = match key_of(&form) {
-        Ok(k) => k,
-        Err(m) => return page(format!("{}{back}", notice("error", "invalid_key", &m))),
-    };
     let caller = session.staff.caller();
-    let purpose = match purpose_of(&form, &caller.department, &state.catalog) {
-        Ok(p) => p,
-        Err(m) => return page(format!("{}{back}", notice("error", "purpose_required", &m))),
+    let (key, purpose) = match key_and_purpose(&form, &caller, &state.catalog) {
+        Ok(kp) => kp,
+        Err(n) => return page(format!("{n}{back}")),
     };
     let mut claims = serde_json::Map::new();
     for (k, v) in &form.0 {
