@@ -33,12 +33,38 @@ if [ -z "$nats" ]; then
   fi
 fi
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+# free_ports N: N distinct free ports below the kernel's ephemeral range, so
+# that no outgoing connection (a route, a client) can be handed one of them
+# between now and the moment its server binds it. All are held open until
+# all are chosen, so none is picked twice.
+free_ports() {
+  python3 - "$1" <<'PY'
+import random, socket, sys
+low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+held, ports = [], []
+while len(ports) < int(sys.argv[1]):
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", random.randrange(10000, low)))
+    except OSError:
+        s.close(); continue
+    held.append(s); ports.append(s.getsockname()[1])
+print(" ".join(map(str, ports)))
+PY
+}
 
-wait_http() { # wait_http URL SECONDS WHAT
-  local deadline=$((SECONDS + $2))
+# wait_http URL SECONDS WHAT PIDFILE: wait until URL answers 2xx; fail at
+# once if the process is gone, and show the end of its log either way.
+wait_http() {
+  local deadline=$((SECONDS + $2)) log="$dir/logs/$3.log"
   until curl -sf -o /dev/null "$1"; do
-    if ((SECONDS > deadline)); then echo "error: $3 did not come up ($1); see $dir/logs" >&2; return 1; fi
+    local why=""
+    if ! alive "$4"; then why="exited"; elif ((SECONDS > deadline)); then why="did not come up within $2 s"; fi
+    if [ -n "$why" ]; then
+      echo "error: $3 $why ($1); the end of $log:" >&2
+      tail -n 25 "$log" >&2 || true
+      return 1
+    fi
     sleep 0.2
   done
 }
@@ -51,14 +77,15 @@ setup() {
   [ -f "$dir/cluster.env" ] && return 0
   {
     echo "NODES=$nodes"
-    local urls=""
+    local urls="" ports
+    read -r -a ports <<<"$(free_ports $((9 + nodes)))"
     for i in 1 2 3; do
-      local c r m; c="$(free_port)"; r="$(free_port)"; m="$(free_port)"
+      local c="${ports[$((3 * i - 3))]}" r="${ports[$((3 * i - 2))]}" m="${ports[$((3 * i - 1))]}"
       echo "NATS_PORT_$i=$c"; echo "NATS_ROUTE_PORT_$i=$r"; echo "NATS_MONITOR_PORT_$i=$m"
       urls="${urls:+$urls,}nats://127.0.0.1:$c"
     done
     echo "NATS_URLS=$urls"
-    for i in $(seq 1 "$nodes"); do echo "NODE_PORT_$i=$(free_port)"; done
+    for i in $(seq 1 "$nodes"); do echo "NODE_PORT_$i=${ports[$((8 + i))]}"; done
     for d in gongan counter auditor; do echo "TOKEN_${d^^}=$d-$(od -An -tx1 -N12 /dev/urandom | tr -d ' \n')"; done
   } > "$dir/cluster.env"
   # shellcheck disable=SC1091
@@ -126,7 +153,7 @@ start_nats() {
 
 wait_nats() {
   local mp="NATS_MONITOR_PORT_$1"
-  wait_http "http://127.0.0.1:${!mp}/healthz" 30 "nats-$1"
+  wait_http "http://127.0.0.1:${!mp}/healthz" 60 "nats-$1" "$dir/pids/nats-$1.pid"
 }
 
 start_node() {
@@ -141,7 +168,7 @@ start_node() {
 wait_node() {
   local hp="NODE_PORT_$1"
   # Ready: the store is writable and the node has reached the update log.
-  wait_http "http://127.0.0.1:${!hp}/readyz" 90 "node-$1"
+  wait_http "http://127.0.0.1:${!hp}/readyz" 90 "node-$1" "$dir/pids/node-$1.pid"
 }
 
 stop_pid() { # stop_pid FILE SIGNAL
