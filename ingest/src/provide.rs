@@ -318,6 +318,7 @@ impl Provide {
         }
         let submitted = s.updates.len();
         s.event.outcome = format!("submitted={submitted} rejected={}", s.rejected.total());
+        s.event.rejected_lines = s.rejected.total() as u64;
         // New keys' mappings are sealed here, on a request thread, so that
         // the single writer has less to do per update.
         let mut mappings = WriteBatch::new();
@@ -356,6 +357,7 @@ impl Provide {
         });
         s.rejected.merge(too_large.collect());
         s.event.outcome = format!("submitted={} rejected={}", s.updates.len() - prepared.too_large.len(), s.rejected.total());
+        s.event.rejected_lines = s.rejected.total() as u64;
         self.committer.commit(Vec::new(), vec![s.event], WriteBatch::new()).await?;
         let sent = log.send(&prepared).await.map_err(|e| Error::Unavailable(e.0))?;
         let positions = log.positions();

@@ -9,6 +9,7 @@
 //! durably, through the group committer, before its answer is returned.
 
 pub mod access;
+pub mod annual;
 pub mod batch;
 pub mod changes;
 pub mod claims;

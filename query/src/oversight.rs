@@ -11,11 +11,11 @@
 //! provider's view of its own datasets' timeliness.
 
 use crate::caller::{Caller, Role};
+use crate::annual::allowed_gap;
 use crate::error::{Error, Result};
 use crate::gov::{cst_date, end_of_day, GrantState};
 use crate::service::Queries;
 use basedata_store::audit::{AuditEntry, AuditQuery, ChainCheck};
-use basedata_store::catalog::UpdateFrequency;
 use basedata_store::usage::{day_of, totals, Kind, Owner};
 use basedata_store::{Action, SubjectKey, WriteBatch};
 use time::Date;
@@ -99,18 +99,6 @@ pub struct DatasetFreshness {
     pub last_update: Option<i64>,
     pub next_update_due: Option<Date>,
     pub overdue: bool,
-}
-
-/// How long a provider may go without an update before it is overdue:
-/// (working days, calendar days); the larger bound applies.
-fn allowed_gap(freq: &UpdateFrequency) -> (u32, u32) {
-    match freq {
-        // Base data is updated as it changes (Art. 19); a whole working day
-        // without any change to a populated base dataset is suspicious.
-        UpdateFrequency::Realtime => (1, 0),
-        UpdateFrequency::WorkingDays(n) => (*n, 0),
-        UpdateFrequency::Quarterly => (0, 92),
-    }
 }
 
 impl Queries {

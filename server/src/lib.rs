@@ -9,6 +9,7 @@
 //! and NATS. Nothing below it depends on it.
 
 pub mod accounts;
+pub mod annual_doc;
 pub mod auth;
 pub mod cert;
 pub mod cluster;

@@ -118,6 +118,9 @@ pub struct AuditEvent {
     /// mapping is already stored and the entry need not write it again
     /// (an unconditional rewrite is a random insert per audited read).
     pub key_mapped: bool,
+    /// Update lines this request had refused: counted against its datasets
+    /// for the yearly report's data quality, not part of the stored entry.
+    pub rejected_lines: u64,
 }
 
 /// Whether `c` may stand in free text kept in the audit trail (purposes,

@@ -119,6 +119,7 @@ impl Caller {
             fields: Vec::new(),
             outcome: String::new(),
             key_mapped: false,
+            rejected_lines: 0,
         }
     }
 
@@ -143,5 +144,6 @@ pub fn system_event(purpose: &str, action: Action) -> AuditEvent {
         fields: Vec::new(),
         outcome: String::new(),
         key_mapped: false,
+        rejected_lines: 0,
     }
 }

@@ -377,6 +377,7 @@ mod tests {
             fields: vec![],
             outcome: "ok".into(),
             key_mapped: false,
+            rejected_lines: 0,
         }
     }
 

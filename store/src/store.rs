@@ -13,7 +13,7 @@
 //!
 //! Hot path: `get`/`get_all` are lock-free point reads and one prefix seek.
 
-use crate::audit::{AuditEvent, ChainHead};
+use crate::audit::{Action, AuditEvent, ChainHead};
 use crate::catalog::Catalog;
 use crate::clock::Clock;
 use crate::codec::{decode, encode};
@@ -21,7 +21,7 @@ use crate::engine::{prefix_end, BatchOp, Cf, Durability, Engine, WriteBatch};
 use crate::keys::SubjectKey;
 use crate::pseudo::{Pid, Pseudonymizer, Sealer, Sealing, Secret};
 use crate::record::*;
-use crate::usage::{Kind, Owner};
+use crate::usage::{Kind, Owner, Refusal};
 use crate::value::Value;
 use crate::{Error, Result};
 use std::collections::{HashMap, HashSet};
@@ -456,9 +456,24 @@ impl Store {
         let today = crate::usage::day_of(now);
         let mut usage = crate::usage::UsageDelta::default();
         for ev in events {
-            usage.add(Owner::Department(&ev.department), today, Kind::Action(ev.action), 1);
+            let department = Owner::Department(&ev.department);
+            usage.add(department, today, Kind::Action(ev.action), 1);
             if ev.action.reads_subject_data() && ev.purpose_code.is_none() {
-                usage.add(Owner::Department(&ev.department), today, Kind::Uncatalogued, 1);
+                usage.add(department, today, Kind::Uncatalogued, 1);
+            }
+            let refusal = (ev.action == Action::Denied).then(|| Refusal::of_outcome(&ev.outcome)).flatten();
+            if let Some(r) = refusal {
+                usage.add(department, today, Kind::Refused(r), 1);
+            }
+            // Who used (or was refused) which dataset, for its provider's
+            // part of the yearly report.
+            if ev.action.reads_subject_data() || ev.action == Action::Denied {
+                for ds in &ev.datasets {
+                    usage.add(Owner::Use { department: &ev.department, dataset: ds }, today, Kind::Action(ev.action), 1);
+                }
+            }
+            for ds in &ev.datasets {
+                usage.add(Owner::Dataset(ds), today, Kind::Rejected, ev.rejected_lines);
             }
         }
         for (ds, (_, applied)) in &stats_delta {

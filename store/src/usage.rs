@@ -6,8 +6,9 @@
 //! Days are calendar days in China Standard Time (UTC+8), the time zone of
 //! the measures' deadlines and of the yearly report.
 //!
-//! Layout (`gov` family): `u/d/<department>\0<day:i32 BE><kind:u8>` and
-//! `u/s/<dataset>\0<day><kind>` -> u64 BE.
+//! Layout (`gov` family): `u/d/<department>\0<day:i32 BE><kind:u8>`,
+//! `u/s/<dataset>\0<day><kind>` and, per consuming department and dataset
+//! it touched, `u/p/<department>\0<dataset>\0<day><kind>` -> u64 BE.
 
 use crate::audit::Action;
 use crate::engine::{prefix_end, Cf, Engine, WriteBatch};
@@ -24,6 +25,39 @@ pub fn day_of(micros: i64) -> i32 {
 
 /// The stored code of [`Kind::Uncatalogued`], far above the actions'.
 const UNCATALOGUED: u8 = 0xff;
+/// The stored code of [`Kind::Rejected`].
+const REJECTED: u8 = 0xf0;
+/// The stored codes of [`Kind::Refused`], one per [`Refusal`].
+const REFUSED: u8 = 0xf1;
+
+/// Why a department's request was refused, as the yearly report groups
+/// refusals (Huizhou Art. 51 (三): use beyond what was granted).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Refusal {
+    /// A purpose the department may not state (`purpose_not_allowed`).
+    Purpose = 0,
+    /// Data of a class, dataset or role it may not use (`forbidden`).
+    Class = 1,
+    /// Too many different claims about a few-valued field (`claim_limit`).
+    ClaimLimit = 2,
+}
+
+impl Refusal {
+    pub const ALL: [Refusal; 3] = [Refusal::Purpose, Refusal::Class, Refusal::ClaimLimit];
+
+    /// The refusal a denial's outcome records: denials' outcomes start with
+    /// the stable error code of the refusal.
+    pub fn of_outcome(outcome: &str) -> Option<Refusal> {
+        let code = outcome.split([':', ' ']).next().unwrap_or("");
+        match code {
+            "purpose_not_allowed" => Some(Refusal::Purpose),
+            "forbidden" => Some(Refusal::Class),
+            "claim_limit" => Some(Refusal::ClaimLimit),
+            _ => None,
+        }
+    }
+}
 
 /// What a counter counts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -36,6 +70,11 @@ pub enum Kind {
     /// catalogued purpose (free text, accepted from departments without a
     /// purpose list).
     Uncatalogued,
+    /// Update lines of a dataset refused (malformed, invalid values, too
+    /// large): the data-quality side of a provider's year.
+    Rejected,
+    /// A department's requests refused, by why.
+    Refused(Refusal),
 }
 
 impl Kind {
@@ -44,6 +83,8 @@ impl Kind {
             Kind::Applied => 0,
             Kind::Action(a) => 1 + a as u8,
             Kind::Uncatalogued => UNCATALOGUED,
+            Kind::Rejected => REJECTED,
+            Kind::Refused(r) => REFUSED + r as u8,
         }
     }
 
@@ -51,23 +92,40 @@ impl Kind {
         match c {
             0 => return Some(Kind::Applied),
             UNCATALOGUED => return Some(Kind::Uncatalogued),
+            REJECTED => return Some(Kind::Rejected),
             _ => {}
+        }
+        if let Some(r) = Refusal::ALL.into_iter().find(|r| REFUSED + *r as u8 == c) {
+            return Some(Kind::Refused(r));
         }
         Action::ALL.into_iter().find(|a| 1 + *a as u8 == c).map(Kind::Action)
     }
 }
 
-/// Whose counter: a department or a dataset.
+/// Whose counter: a department, a dataset, or a department's use of one
+/// dataset (who used a provider's data, and how).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Owner<'a> {
     Department(&'a str),
     Dataset(&'a str),
+    Use { department: &'a str, dataset: &'a str },
 }
+
+/// The key prefix of every use counter.
+const USE_PREFIX: &[u8] = b"u/p/";
 
 fn prefix(owner: Owner<'_>) -> Vec<u8> {
     let (tag, name) = match owner {
         Owner::Department(n) => (b"u/d/", n),
         Owner::Dataset(n) => (b"u/s/", n),
+        Owner::Use { department, dataset } => {
+            let mut k = USE_PREFIX.to_vec();
+            k.extend_from_slice(department.as_bytes());
+            k.push(0);
+            k.extend_from_slice(dataset.as_bytes());
+            k.push(0);
+            return k;
+        }
     };
     let mut k = tag.to_vec();
     k.extend_from_slice(name.as_bytes());
@@ -152,6 +210,58 @@ pub fn totals(engine: &dyn Engine, owner: Owner<'_>, from_day: i32, to_day: i32)
     Ok(out)
 }
 
+/// `owner`'s counters of `kind`, one value per day of `[from_day, to_day)`,
+/// in one scan.
+pub fn daily(engine: &dyn Engine, owner: Owner<'_>, kind: Kind, from_day: i32, to_day: i32) -> Result<Vec<u64>> {
+    let mut out = vec![0; (to_day - from_day).max(0) as usize];
+    if out.is_empty() {
+        return Ok(out);
+    }
+    let p = prefix(owner);
+    let (mut start, mut end) = (p.clone(), p);
+    start.extend_from_slice(&from_day.to_be_bytes());
+    end.extend_from_slice(&to_day.to_be_bytes());
+    for item in engine.scan(Cf::Gov, &start, Some(&end), false)? {
+        let (k, v) = item?;
+        let Some((day, code)) = day_and_code(&k) else { continue };
+        if Kind::from_code(code) == Some(kind) && (from_day..to_day).contains(&day) {
+            out[(day - from_day) as usize] += v.as_ref().try_into().map(u64::from_be_bytes).unwrap_or(0);
+        }
+    }
+    Ok(out)
+}
+
+/// The day and kind code that end every counter key.
+fn day_and_code(k: &[u8]) -> Option<(i32, u8)> {
+    let n = k.len().checked_sub(5)?;
+    Some((i32::from_be_bytes(k[n..n + 4].try_into().ok()?), k[n + 4]))
+}
+
+/// Every department's use of every dataset over days `[from_day, to_day)`:
+/// `(department, dataset) -> kind -> total`. One scan of the use counters
+/// (a row per pair, day and kind used).
+pub fn use_totals(
+    engine: &dyn Engine,
+    from_day: i32,
+    to_day: i32,
+) -> Result<HashMap<(String, String), HashMap<Kind, u64>>> {
+    let mut out: HashMap<(String, String), HashMap<Kind, u64>> = HashMap::new();
+    let end = prefix_end(USE_PREFIX);
+    for item in engine.scan(Cf::Gov, USE_PREFIX, end.as_deref(), false)? {
+        let (k, v) = item?;
+        let Some((day, code)) = day_and_code(&k) else { continue };
+        let (Some(kind), true) = (Kind::from_code(code), (from_day..to_day).contains(&day)) else { continue };
+        // `<department>\0<dataset>\0` between the prefix and the day.
+        let names = &k[USE_PREFIX.len()..k.len() - 5];
+        let mut parts = names.split(|b| *b == 0);
+        let (Some(d), Some(ds)) = (parts.next(), parts.next()) else { continue };
+        let (Ok(d), Ok(ds)) = (std::str::from_utf8(d), std::str::from_utf8(ds)) else { continue };
+        let n = v.as_ref().try_into().map(u64::from_be_bytes).unwrap_or(0);
+        *out.entry((d.to_owned(), ds.to_owned())).or_default().entry(kind).or_default() += n;
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,7 +277,12 @@ mod tests {
 
     #[test]
     fn kind_codes_round_trip() {
-        for k in [Kind::Applied, Kind::Action(Action::Lookup), Kind::Action(Action::Dispute), Kind::Uncatalogued] {
+        let mut kinds = vec![Kind::Applied, Kind::Uncatalogued, Kind::Rejected];
+        kinds.extend(Action::ALL.map(Kind::Action));
+        kinds.extend(Refusal::ALL.map(Kind::Refused));
+        let codes: std::collections::HashSet<u8> = kinds.iter().map(|k| k.code()).collect();
+        assert_eq!(codes.len(), kinds.len(), "two kinds share a stored code");
+        for k in kinds {
             assert_eq!(Kind::from_code(k.code()), Some(k));
         }
     }

@@ -28,6 +28,7 @@ fn event(i: u32) -> AuditEvent {
         fields: vec!["name".into()],
         outcome: "match".into(),
         key_mapped: false,
+        rejected_lines: 0,
     }
 }
 

@@ -258,6 +258,16 @@ fn staff_work_through_every_page_in_a_browser() {
     assert!(oversight.contains("社保服务窗口") && oversight.contains("自由填写（过渡）"), "{oversight}");
     assert!(b.source().contains(r#"<span class="overdue">"#), "no flagged cell");
     b.screenshot("13-reports");
+    // The yearly report, opened from the reports page: the counter's
+    // lookups of this session are in its table of who used the household
+    // register.
+    b.click_to_load("#annual-open");
+    b.find("#consumers-hukou");
+    assert!(b.text("#title").contains("年度政务信息共享情况报告"));
+    assert!(b.text("#consumers-hukou").contains("社保服务窗口"), "{}", b.text("#consumers-hukou"));
+    b.screenshot("13b-annual-report");
+    b.click_to_load("#back");
+    b.find("#sharing-chart");
     // The same page on a phone-sized screen.
     b.resize(390, 844);
     b.click_to_load("#nav-audit");

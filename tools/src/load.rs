@@ -223,6 +223,7 @@ pub fn run(o: &LoadOptions) -> anyhow::Result<LoadReport> {
             loaded.bulk.last_seq
         ),
         key_mapped: false,
+        rejected_lines: loaded.rejected,
     };
     store.commit(&[], &[event], Durability::Sync)?;
     report

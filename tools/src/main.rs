@@ -4,6 +4,7 @@
 use basedata_gen as gen;
 use basedata_server::config::Config;
 use basedata_server::{control, lifecycle as server, logging};
+use anyhow::Context;
 use basedata_tools::demo;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -127,6 +128,11 @@ enum Command {
     Staff {
         #[command(subcommand)]
         action: StaffCommand,
+    },
+    /// Reports from a running server, for auditors and administrators.
+    Report {
+        #[command(subcommand)]
+        report: ReportCommand,
     },
     /// Check the audit log's hash chain; exit 1 if it is broken.
     AuditVerify {
@@ -259,6 +265,31 @@ fn run_staff(command: StaffCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+#[derive(clap::Subcommand)]
+enum ReportCommand {
+    /// The yearly sharing report (Guangzhou Art. 37, Huizhou Arts. 50-51):
+    /// writes annual-YEAR.json, annual-YEAR.html and annual-YEAR.pdf. The
+    /// token (an auditor's or administrator's) is read from BASEDATA_TOKEN
+    /// or --token-file, never from the command line.
+    Annual {
+        /// The server, e.g. http://127.0.0.1:8080.
+        #[arg(long, value_name = "URL")]
+        url: String,
+        /// The calendar year (default: this year, up to now).
+        #[arg(long)]
+        year: Option<i32>,
+        /// File holding the bearer token (default: $BASEDATA_TOKEN).
+        #[arg(long, value_name = "FILE")]
+        token_file: Option<PathBuf>,
+        /// Directory to write into.
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        out: PathBuf,
+        /// Skip the PDF (no Chromium needed).
+        #[arg(long)]
+        no_pdf: bool,
+    },
+}
+
 fn main() {
     let cli = Cli::parse();
     if let Err(e) = run(cli) {
@@ -351,6 +382,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 progress: true,
             })?;
             println!("{}", report.summary());
+            Ok(())
+        }
+        Command::Report { report: ReportCommand::Annual { url, year, token_file, out, no_pdf } } => {
+            let token = match token_file {
+                Some(f) => std::fs::read_to_string(&f).with_context(|| format!("cannot read {}", f.display()))?.trim().to_owned(),
+                None => std::env::var("BASEDATA_TOKEN").map_err(|_| anyhow::anyhow!("set BASEDATA_TOKEN or pass --token-file"))?,
+            };
+            let w = basedata_tools::report::annual(&basedata_tools::report::Options { url, token, year, out, pdf: !no_pdf })?;
+            for p in [Some(&w.json), Some(&w.html), w.pdf.as_ref()].into_iter().flatten() {
+                println!("{}", p.display());
+            }
             Ok(())
         }
         Command::AuditVerify { data, config, key_file } => {

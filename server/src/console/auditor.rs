@@ -3,7 +3,7 @@
 //! their working-day deadlines, and the sharing and freshness reports as
 //! bar charts (SVG drawn here) and CSV downloads.
 
-use super::html::{csrf_field, esc, notice, table, Page};
+use super::html::{bars, csrf_field, esc, notice, table, Page};
 use crate::accounts::session::Session;
 use crate::accounts::staff::StaffRole;
 use super::{dataset_name, department_name, field_titles, key_reason, labelled, need, query_error, CsrfForm, Form};
@@ -27,6 +27,7 @@ pub fn routes() -> Router<AppState> {
         .route("/console/reports", get(reports))
         .route("/console/reports/sharing.csv", get(sharing_csv))
         .route("/console/reports/freshness.csv", get(freshness_csv))
+        .route("/console/reports/annual", get(annual))
 }
 
 const CST: UtcOffset = match UtcOffset::from_hms(8, 0, 0) {
@@ -231,27 +232,6 @@ fn named(rows: &[(String, Vec<u64>)], name: impl Fn(&str) -> String) -> Vec<(Str
     rows.iter().map(|(id, v)| (name(id), v.clone())).collect()
 }
 
-/// Horizontal bars, one per row, drawn as SVG (no script, no library).
-fn bars(id: &str, rows: &[(String, u64)]) -> String {
-    let max = rows.iter().map(|r| r.1).max().unwrap_or(0).max(1);
-    let h = 24 * rows.len().max(1) + 8;
-    let mut s = format!(r#"<svg id="{id}" class="chart" viewBox="0 0 640 {h}" role="img" aria-label="柱状图" xmlns="http://www.w3.org/2000/svg">"#);
-    for (i, (label, n)) in rows.iter().enumerate() {
-        let y = 4 + i * 24;
-        let w = (*n as f64 / max as f64 * 400.0).round() as u64;
-        let _ = write!(
-            s,
-            r#"<text x="0" y="{}" font-size="13">{}</text><rect x="180" y="{y}" width="{w}" height="18" class="bar"></rect><text x="{}" y="{}" font-size="13">{n}</text>"#,
-            y + 14,
-            esc(label),
-            185 + w,
-            y + 14
-        );
-    }
-    s.push_str("</svg>");
-    s
-}
-
 /// Days the charts over time cover.
 const SERIES_DAYS: u32 = 30;
 
@@ -405,7 +385,35 @@ async fn reports(State(state): State<AppState>, session: Session) -> Response {
         }
         Err(e) => body.push_str(&query_error(&e)),
     }
+    let this_year = basedata_query::gov::cst_date(state.queries.grants.now()).year();
+    let _ = write!(
+        body,
+        r#"<section class="card"><h2>年度报告</h2><form method="get" action="/console/reports/annual"><label for="annual-year">年度</label><input id="annual-year" type="number" name="year" value="{this_year}" min="{}" max="{this_year}" required><button type="submit" id="annual-open">打开年度报告</button></form><p class="muted">按惠州办法第五十一条的评价内容编排，可在浏览器中打印为 PDF；命令 <code>basedata report annual</code> 直接生成 HTML 与 PDF。</p></section>"#,
+        basedata_query::annual::FIRST_YEAR
+    );
     Page::new("统计报表", body).signed(&session, "reports").into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct AnnualParams {
+    year: Option<String>,
+}
+
+/// The yearly report document for a signed-in auditor.
+async fn annual(State(state): State<AppState>, session: Session, q: axum::extract::Query<AnnualParams>) -> Response {
+    if let Err(r) = need(&session, StaffRole::Auditor) {
+        return r;
+    }
+    let now = state.queries.grants.now();
+    let year = match q.year.as_deref().map(|y| y.trim().parse::<i32>()) {
+        None => basedata_query::gov::cst_date(now).year(),
+        Some(Ok(y)) => y,
+        Some(Err(_)) => return Page::new("年度报告", notice("error", "invalid_value", "年度应为四位数字，例如 2026。")).signed(&session, "reports").into_response(),
+    };
+    match state.queries.annual_report(&session.staff.caller(), year).await {
+        Ok(r) => crate::annual_doc::response(crate::annual_doc::render(&crate::http::annual::to_schema(r, now), Some("/console/reports"))),
+        Err(e) => Page::new("年度报告", query_error(&e)).signed(&session, "reports").into_response(),
+    }
 }
 
 /// One CSV field, quoted when it must be; a leading formula character is

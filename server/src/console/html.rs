@@ -151,3 +151,24 @@ pub fn table(id: &str, head: &[&str], rows: &[Vec<String>]) -> String {
     t.push_str("</tbody></table></div>");
     t
 }
+
+/// Horizontal bars, one per row, drawn as SVG (no script, no library).
+pub fn bars(id: &str, rows: &[(String, u64)]) -> String {
+    let max = rows.iter().map(|r| r.1).max().unwrap_or(0).max(1);
+    let h = 24 * rows.len().max(1) + 8;
+    let mut s = format!(r#"<svg id="{id}" class="chart" viewBox="0 0 640 {h}" role="img" aria-label="柱状图" xmlns="http://www.w3.org/2000/svg">"#);
+    for (i, (label, n)) in rows.iter().enumerate() {
+        let y = 4 + i * 24;
+        let w = (*n as f64 / max as f64 * 400.0).round() as u64;
+        let _ = write!(
+            s,
+            r#"<text x="0" y="{}" font-size="13">{}</text><rect x="180" y="{y}" width="{w}" height="18" class="bar"></rect><text x="{}" y="{}" font-size="13">{n}</text>"#,
+            y + 14,
+            esc(label),
+            185 + w,
+            y + 14
+        );
+    }
+    s.push_str("</svg>");
+    s
+}

@@ -18,6 +18,7 @@ pub mod gov;
 mod keys;
 mod ops;
 pub mod openapi;
+pub mod annual;
 mod reports;
 pub mod schema;
 mod spool;
@@ -212,6 +213,7 @@ pub fn router_with(state: AppState, pages: Router<AppState>) -> Router {
         .route("/v1/departments", get(departments::list))
         .route("/v1/departments/{id}/responsible", axum::routing::put(departments::set_responsible))
         .route("/v1/reports/sharing", get(reports::sharing))
+        .route("/v1/reports/annual", get(annual::annual))
         .route("/v1/reports/freshness", get(reports::freshness))
         .route("/v1/audit", get(audit::list))
         .route("/v1/audit/verify", get(audit::verify))
@@ -472,5 +474,7 @@ async fn require_purpose(State(state): State<AppState>, mut req: Request, next: 
     next.run(req).await
 }
 
+#[cfg(test)]
+mod annual_tests;
 #[cfg(test)]
 mod tests;

@@ -4,7 +4,7 @@
 //! contract is in it.
 
 use super::schema::*;
-use super::{audit, batch, changes, cluster, departments, gov, keys, ops, reports, subjects, updates};
+use super::{annual, audit, batch, changes, cluster, departments, gov, keys, ops, reports, subjects, updates};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -31,7 +31,7 @@ impl Modify for BearerAuth {
         gov::apply, gov::list_grants, gov::get_grant, gov::decide, gov::revoke,
         gov::file_dispute, gov::list_disputes, gov::resolve_dispute,
         audit::list, audit::verify, cluster::status,
-        reports::sharing, reports::freshness,
+        reports::sharing, reports::freshness, annual::annual,
         departments::list, departments::set_responsible,
     ),
     components(schemas(ErrorBody, ErrorDetail, UpdateLine))

@@ -526,3 +526,106 @@ pub struct FreshnessRow {
     pub next_update_due: Option<String>,
     pub overdue: bool,
 }
+
+/// The yearly sharing report (Guangzhou Arts. 35–37, Huizhou Arts. 50–51).
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct AnnualReport {
+    pub year: i32,
+    /// The period covered: the start of the year and its end, or now for
+    /// the current year (RFC 3339, China Standard Time days).
+    pub from: String,
+    pub to: String,
+    /// The first and last day of the period (China Standard Time).
+    pub first_day: String,
+    pub last_day: String,
+    /// The year is over and its figures are final.
+    pub complete: bool,
+    /// Days of the year the period covers.
+    pub days: u32,
+    /// The working-day calendar covers the year (deadlines and timeliness
+    /// count working days).
+    pub calendar_covers_year: bool,
+    pub generated_at: String,
+    /// Grant requests and disputes over all datasets.
+    pub grants: AnnualHandling,
+    pub disputes: AnnualHandling,
+    pub departments: Vec<AnnualDepartment>,
+    pub datasets: Vec<AnnualDataset>,
+}
+
+/// How grant requests or disputes were answered in the year.
+#[derive(Serialize, Deserialize, ToSchema, Clone, Default)]
+pub struct AnnualHandling {
+    pub received: usize,
+    /// Decided (grants) or resolved (disputes) in the year.
+    pub answered: usize,
+    pub on_time: usize,
+    pub late: usize,
+    /// Grants deemed approved for want of an answer by the deadline.
+    pub deemed_approved: usize,
+    /// Unanswered at the end of the period and past the deadline.
+    pub open_overdue: usize,
+}
+
+/// Uses counted over the year.
+#[derive(Serialize, Deserialize, ToSchema, Clone, Default, PartialEq, Eq)]
+pub struct AnnualUses {
+    pub lookups: u64,
+    pub verifications: u64,
+    pub batch_lines: u64,
+    pub change_feed_reads: u64,
+    pub denials: u64,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct AnnualDepartment {
+    pub department: String,
+    pub name: String,
+    pub roles: Vec<String>,
+    /// `strict` or `transitional`.
+    pub purpose_mode: String,
+    /// `current`, `missing` or `out_of_date` at the end of the period.
+    pub responsible_record: String,
+    pub responsible_as_of: Option<String>,
+    pub responsible_persons: usize,
+    pub datasets_provided: Vec<String>,
+    pub update_requests: u64,
+    pub updates_applied: u64,
+    pub rejected_lines: u64,
+    pub uses: AnnualUses,
+    pub uses_without_catalogued_purpose: u64,
+    pub refused_for_purpose: u64,
+    pub refused_for_class: u64,
+    pub refused_for_claim_limit: u64,
+    /// About the datasets it provides.
+    pub grants: AnnualHandling,
+    pub disputes: AnnualHandling,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct AnnualDataset {
+    pub dataset: String,
+    pub title: String,
+    pub provider: String,
+    pub update_frequency: String,
+    pub updates_applied: u64,
+    pub rejected_lines: u64,
+    /// Updates applied per month, January first.
+    pub monthly_updates: Vec<u64>,
+    pub update_days: u32,
+    /// Days the provider was past the date its update frequency required
+    /// the next update by.
+    pub days_overdue: u32,
+    pub longest_gap_days: u32,
+    pub days_before_first_update: u32,
+    /// Who used the dataset, and how.
+    pub consumers: Vec<AnnualConsumer>,
+    pub grants: AnnualHandling,
+    pub disputes: AnnualHandling,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct AnnualConsumer {
+    pub department: String,
+    pub uses: AnnualUses,
+}
