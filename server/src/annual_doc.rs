@@ -34,6 +34,10 @@ nav.screen { margin-bottom: 1rem; }
 @media print { nav.screen { display: none; } }
 "#;
 
+/// The columns of the grants-and-disputes tables.
+const HANDLING_HEAD: [&str; 12] =
+    ["提供部门", "授权申请收到", "已答复", "按时", "逾期答复", "视为同意", "逾期未答复", "异议收到", "已办结", "按时", "逾期办结", "逾期未结"];
+
 fn n(v: impl std::fmt::Display) -> String {
     format!(r#"<span class="n">{v}</span>"#)
 }
@@ -330,13 +334,15 @@ pub fn render(r: &AnnualReport, back: Option<&str>) -> String {
         .collect();
     b.push_str(&table(
         "handling-table",
-        &["提供部门", "授权申请收到", "已答复", "按时", "逾期答复", "视为同意", "逾期未答复", "异议收到", "已办结", "按时", "逾期办结", "逾期未结"],
+        &HANDLING_HEAD,
         &rows,
     ));
     let mut total = vec!["合计".to_owned()];
     total.extend(handling_cells(&r.grants, true));
     total.extend(handling_cells(&r.disputes, false));
-    b.push_str(&table("handling-total", &["", "授权申请收到", "已答复", "按时", "逾期答复", "视为同意", "逾期未答复", "异议收到", "已办结", "按时", "逾期办结", "逾期未结"], &[total]));
+    let mut head = HANDLING_HEAD;
+    head[0] = "";
+    b.push_str(&table("handling-total", &head, &[total]));
 
     // Complaints: honest about what the platform does not see.
     b.push_str(r#"<h2 id="complaints">五、投诉情况</h2><p class="note" id="complaints-note">部门之间的投诉（广州规定第三十六条、惠州办法第五十八条）向主管部门提出，不经本平台办理，本平台没有投诉记录；请由主管部门补充。</p>"#);

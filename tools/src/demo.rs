@@ -223,5 +223,8 @@ fn print_banner(addr: &str, depts: &[DepartmentConfig], g: &GenConfig, fresh: bo
         }
         tracing::info!(example_key = %mask(p.as_str()), "demo ready");
     }
+    out.push_str(&format!(
+        "  BASEDATA_TOKEN=demo-auditor-token target/release/basedata report annual --url http://{addr} --out target/reports   # the yearly report: JSON, HTML, PDF\n"
+    ));
     println!("{out}");
 }
