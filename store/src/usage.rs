@@ -276,6 +276,16 @@ mod tests {
     }
 
     #[test]
+    fn refusals_are_told_by_the_denial_code() {
+        assert_eq!(Refusal::of_outcome("purpose_not_allowed: purpose not_allowed"), Some(Refusal::Purpose));
+        assert_eq!(Refusal::of_outcome("forbidden"), Some(Refusal::Class));
+        assert_eq!(Refusal::of_outcome("claim_limit"), Some(Refusal::ClaimLimit));
+        for other in ["invalid_key", "not_found", "", "forbiddenx", "claim_limits"] {
+            assert_eq!(Refusal::of_outcome(other), None, "{other}");
+        }
+    }
+
+    #[test]
     fn kind_codes_round_trip() {
         let mut kinds = vec![Kind::Applied, Kind::Uncatalogued, Kind::Rejected];
         kinds.extend(Action::ALL.map(Kind::Action));
