@@ -290,10 +290,10 @@ impl Queries {
                 refused_for_claim_limit: n(Kind::Refused(Refusal::ClaimLimit)),
                 ..Default::default()
             };
+            row.rejected_lines = n(Kind::Rejected);
             for ds in datasets.iter().filter(|d| d.provider == id) {
                 row.datasets_provided.push(ds.dataset.clone());
                 row.updates_applied += ds.updates_applied;
-                row.rejected_lines += ds.rejected_lines;
                 row.grants.add(&ds.grants);
                 row.disputes.add(&ds.disputes);
             }

@@ -472,6 +472,9 @@ impl Store {
                     usage.add(Owner::Use { department: &ev.department, dataset: ds }, today, Kind::Action(ev.action), 1);
                 }
             }
+            // Rejected update lines, against the dataset and against the
+            // provider that sent them (a dataset may have several).
+            usage.add(department, today, Kind::Rejected, ev.rejected_lines);
             for ds in &ev.datasets {
                 usage.add(Owner::Dataset(ds), today, Kind::Rejected, ev.rejected_lines);
             }

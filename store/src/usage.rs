@@ -70,8 +70,9 @@ pub enum Kind {
     /// catalogued purpose (free text, accepted from departments without a
     /// purpose list).
     Uncatalogued,
-    /// Update lines of a dataset refused (malformed, invalid values, too
-    /// large): the data-quality side of a provider's year.
+    /// Update lines refused (malformed, invalid values, too large), of a
+    /// dataset and of the provider that sent them: the data-quality side of
+    /// a provider's year.
     Rejected,
     /// A department's requests refused, by why.
     Refused(Refusal),
