@@ -2,9 +2,11 @@
 //! may contain a full ID number or a field value: keys go through
 //! `keys::mask`, and the access log records route templates, not paths.
 
+use std::cell::RefCell;
+use std::fmt::Write as _;
 use std::io::{BufWriter, Stderr, Write};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tracing_subscriber::EnvFilter;
 
 /// Installs the global subscriber, writing each line straight to stderr;
@@ -45,6 +47,7 @@ const FLUSH_EVERY: Duration = Duration::from_millis(100);
 pub fn init_server(default_filter: &str) -> LogGuard {
     let out = Arc::new(Mutex::new(BufWriter::with_capacity(256 << 10, std::io::stderr())));
     install(default_filter, Shared(out.clone()));
+    let _ = ACCESS_OUT.set(out.clone());
     let (tx, rx) = std::sync::mpsc::channel::<()>();
     let o = out.clone();
     let flusher = std::thread::Builder::new()
@@ -118,4 +121,134 @@ where
         .with_env_filter(filter)
         .with_writer(writer)
         .try_init();
+}
+
+/// The server's log buffer, for access-log lines written without going
+/// through `tracing`'s formatter (see [`access`]).
+static ACCESS_OUT: OnceLock<Arc<Mutex<BufWriter<Stderr>>>> = OnceLock::new();
+
+/// One request, as the access log records it.
+#[derive(Clone, Copy, Debug)]
+pub struct AccessLine<'a> {
+    pub request_id: &'a str,
+    pub method: &'a str,
+    /// The route template, never the concrete path (which holds keys).
+    pub route: &'a str,
+    pub status: u16,
+    pub department: &'a str,
+    pub micros: u64,
+}
+
+thread_local! {
+    /// The line being formatted, and the second whose timestamp prefix
+    /// (`2026-12-04T03:30:01`) was formatted last.
+    static LINE: RefCell<(String, i64, String)> = const { RefCell::new((String::new(), i64::MIN, String::new())) };
+}
+
+/// Writes one access-log line: the same JSON object `tracing`'s JSON
+/// formatter writes for the event, built by hand into a reused buffer.
+/// Measured with callgrind on the key-check endpoint, which does no store
+/// work, the generic formatter took a quarter of a request's instructions.
+/// `RUST_LOG` still decides whether the line is written; without the
+/// server's logger (commands, tests) the event goes through `tracing`.
+pub fn access(l: &AccessLine<'_>) {
+    if !tracing::enabled!(target: "basedata::access", tracing::Level::INFO) {
+        return;
+    }
+    let Some(out) = ACCESS_OUT.get() else {
+        tracing::info!(
+            target: "basedata::access",
+            request_id = %l.request_id,
+            method = %l.method,
+            route = %l.route,
+            status = l.status,
+            department = %l.department,
+            micros = l.micros,
+            "request"
+        );
+        return;
+    };
+    LINE.with_borrow_mut(|(buf, second, prefix)| {
+        format_access(l, SystemTime::now(), buf, second, prefix);
+        let mut w = out.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = w.write_all(buf.as_bytes());
+    });
+}
+
+/// Formats `l` at `now` into `buf` (a whole line, newline included),
+/// reusing the timestamp prefix of `second` when it is still current.
+fn format_access(l: &AccessLine<'_>, now: SystemTime, buf: &mut String, second: &mut i64, prefix: &mut String) {
+    let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs() as i64;
+    if secs != *second {
+        *second = secs;
+        prefix.clear();
+        let t = time::OffsetDateTime::from_unix_timestamp(secs).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+        let _ = write!(
+            prefix,
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second()
+        );
+    }
+    buf.clear();
+    let _ = write!(buf, r#"{{"timestamp":"{prefix}.{:06}Z","level":"INFO","fields":{{"message":"request","request_id":""#, since.subsec_micros());
+    json_str(buf, l.request_id);
+    buf.push_str(r#"","method":""#);
+    json_str(buf, l.method);
+    buf.push_str(r#"","route":""#);
+    json_str(buf, l.route);
+    let _ = write!(buf, r#"","status":{},"department":""#, l.status);
+    json_str(buf, l.department);
+    let _ = writeln!(buf, r#"","micros":{}}},"target":"basedata::access"}}"#, l.micros);
+}
+
+/// Appends `s` escaped for a JSON string.
+fn json_str(buf: &mut String, s: &str) {
+    for c in s.chars() {
+        match c {
+            '"' => buf.push_str("\\\""),
+            '\\' => buf.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(buf, "\\u{:04x}", c as u32);
+            }
+            c => buf.push(c),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn access_lines_are_the_json_tracing_writes() {
+        let (mut buf, mut second, mut prefix) = (String::new(), i64::MIN, String::new());
+        let line = AccessLine {
+            request_id: "00ff",
+            method: "GET",
+            route: "/v1/persons/{id}",
+            status: 200,
+            department: "odd\"dept\\\u{1}",
+            micros: 42,
+        };
+        let at = UNIX_EPOCH + Duration::from_micros(1_796_355_001_000_123);
+        format_access(&line, at, &mut buf, &mut second, &mut prefix);
+        assert!(buf.ends_with('\n') && buf.matches('\n').count() == 1);
+        let v: serde_json::Value = serde_json::from_str(&buf).unwrap();
+        assert_eq!(v["timestamp"], "2026-12-04T03:30:01.000123Z");
+        assert_eq!((v["level"].as_str(), v["target"].as_str()), (Some("INFO"), Some("basedata::access")));
+        let f = &v["fields"];
+        assert_eq!((f["message"].as_str(), f["request_id"].as_str(), f["method"].as_str()), (Some("request"), Some("00ff"), Some("GET")));
+        assert_eq!((f["route"].as_str(), f["status"].as_u64(), f["micros"].as_u64()), (Some("/v1/persons/{id}"), Some(200), Some(42)));
+        assert_eq!(f["department"].as_str(), Some("odd\"dept\\\u{1}"));
+        // The next line within the same second reuses the prefix.
+        format_access(&line, at + Duration::from_micros(5), &mut buf, &mut second, &mut prefix);
+        let v: serde_json::Value = serde_json::from_str(&buf).unwrap();
+        assert_eq!(v["timestamp"], "2026-12-04T03:30:01.000128Z");
+    }
 }

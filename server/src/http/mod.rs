@@ -328,16 +328,14 @@ async fn access_log(State(state): State<AppState>, req: Request, next: Next) -> 
     let dept = resp.extensions().get::<LoggedDepartment>().map(|d| d.0.clone()).unwrap_or_default();
     let elapsed = started.elapsed();
     state.metrics.observe(route, method, resp.status(), &dept, elapsed.as_secs_f64());
-    tracing::info!(
-        target: "basedata::access",
-        request_id = %id,
-        method = %method,
-        route = %route,
-        status = resp.status().as_u16(),
-        department = %dept,
-        micros = elapsed.as_micros() as u64,
-        "request"
-    );
+    crate::logging::access(&crate::logging::AccessLine {
+        request_id: &id,
+        method,
+        route,
+        status: resp.status().as_u16(),
+        department: &dept,
+        micros: elapsed.as_micros() as u64,
+    });
     if let Ok(v) = HeaderValue::from_str(&id) {
         resp.headers_mut().insert(REQUEST_ID.clone(), v);
     }
