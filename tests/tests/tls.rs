@@ -274,6 +274,11 @@ fn required_client_certificates_and_clean_shutdown() {
     // So does a client without a certificate, token or not.
     let anonymous = s.client(None);
     assert_refused(get(&anonymous, &s.url("/v1/catalog"), &[("authorization", &bearer(tokens::COUNTER))]), "no certificate, required");
+    // The client may see the refusal before the server's task has logged it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !s.server.logs().contains("TLS handshake failed") && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     assert!(s.server.logs().contains("TLS handshake failed"), "{}", s.server.logs());
 
     // gongan's agent keeps its connection open: SIGTERM still drains and exits.
