@@ -48,6 +48,8 @@ const OUTCOMES_KEPT: usize = 65_536;
 pub struct Applied {
     pub applied: usize,
     pub stale: usize,
+    /// Refused by the writer: outside the provider's area or fields.
+    pub refused: usize,
     /// The node's last change-log sequence number after it.
     pub last_seq: u64,
 }
@@ -133,10 +135,17 @@ pub fn partition_of(pid: &Pid, partitions: u16) -> u16 {
     (xxhash_rust::xxh3::xxh3_64(pid.as_bytes()) % u64::from(partitions.max(1))) as u16
 }
 
-/// The update lines of one message: `dataset\n` then one line per update.
+/// The update lines of one message: `dataset\n` (`dataset@provider\n`
+/// for a provider of a dataset of several, whose part every node's writer
+/// judges) then one line per update. All updates of a message come from
+/// one request, so from one provider.
 pub fn encode_message(dataset: &str, updates: &[&Update]) -> Vec<u8> {
     let mut out = Vec::with_capacity(64 + updates.len() * 192);
     out.extend_from_slice(dataset.as_bytes());
+    if let Some(by) = updates.first().and_then(|u| u.provider.as_deref()) {
+        out.push(b'@');
+        out.extend_from_slice(by.as_bytes());
+    }
     for u in updates {
         out.push(b'\n');
         write_line(u, &mut out);
@@ -147,11 +156,20 @@ pub fn encode_message(dataset: &str, updates: &[&Update]) -> Vec<u8> {
 /// Reads a message back, validating every line against this node's catalog.
 pub fn decode_message(catalog: &Catalog, plain: &[u8]) -> Result<Vec<Update>, String> {
     let mut lines = plain.split(|&c| c == b'\n');
-    let name = std::str::from_utf8(lines.next().unwrap_or_default()).map_err(|_| "dataset name is not UTF-8".to_owned())?;
+    let head = std::str::from_utf8(lines.next().unwrap_or_default()).map_err(|_| "dataset name is not UTF-8".to_owned())?;
+    let (name, by) = match head.split_once('@') {
+        Some((name, by)) => (name, Some(by)),
+        None => (head, None),
+    };
     let ds = catalog.dataset(name).ok_or_else(|| format!("dataset {name} is not in this node's catalog"))?;
     lines
         .enumerate()
-        .map(|(i, l)| parse_line(ds, l).map_err(|e| format!("line {}: {} ({})", i + 1, e.code, e.message)))
+        .map(|(i, l)| {
+            let mut u = parse_line(ds, l).map_err(|e| format!("line {}: {} ({})", i + 1, e.code, e.message))?;
+            // Refused or not, the writer decides as on the node that took it.
+            u.provider = by.map(str::to_owned);
+            Ok(u)
+        })
         .collect()
 }
 
@@ -386,9 +404,11 @@ pub async fn submit(
         let _permit = permit;
         match r {
             Ok(done) => {
-                let applied = done.outcomes.iter().filter(|o| matches!(o, Outcome::Applied { .. })).count();
-                let stale = done.outcomes.len() - applied;
-                watch.applied(seq, Applied { applied, stale, last_seq: done.last_seq });
+                let count = |f: fn(&Outcome) -> bool| done.outcomes.iter().filter(|o| f(o)).count();
+                let applied = count(|o| matches!(o, Outcome::Applied { .. }));
+                let stale = count(|o| matches!(o, Outcome::Stale { .. }));
+                let refused = count(|o| matches!(o, Outcome::Refused { .. }));
+                watch.applied(seq, Applied { applied, stale, refused, last_seq: done.last_seq });
             }
             Err(e) if matches!(*e, basedata_store::Error::Abandoned) => {}
             Err(e) => {

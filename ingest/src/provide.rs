@@ -13,10 +13,11 @@
 //! and only counted beyond, so a body of nothing but bad lines answers in
 //! bounded size.
 
-use crate::line::{parse_line, parse_value, LineError};
+use crate::line::{for_provider, parse_line, parse_value, LineError};
 use crate::log::{LoggedMessage, UpdateLog};
 use basedata_store::caller::Caller;
-use basedata_store::catalog::Dataset;
+use basedata_store::catalog::{Dataset, Provider};
+use basedata_store::providers::REFUSED;
 use basedata_store::commit::{CommitError, Committer};
 use basedata_store::ndjson::Splitter;
 use basedata_store::{Action, AuditEvent, Outcome, Store, Update, WriteBatch};
@@ -100,6 +101,21 @@ pub struct Rejections {
     pub by_code: BTreeMap<&'static str, usize>,
 }
 
+/// The lines of `outcomes` the writer refused (outside the provider's
+/// area or fields), as rejections of the lines `lines` numbers.
+fn refused_lines(outcomes: &[Outcome], updates_lines: &[u64], keys: &[String]) -> Vec<(u64, LineError)> {
+    outcomes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, o)| match o {
+            Outcome::Refused { reason } => {
+                Some((updates_lines[i], LineError { code: REFUSED, message: reason.clone(), key: Some(keys[i].clone()) }))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
 impl Rejections {
     fn push(&mut self, line: u64, e: LineError) {
         *self.by_code.entry(e.code).or_default() += 1;
@@ -120,6 +136,14 @@ impl Rejections {
         self.listed.extend(more);
         self.listed.sort_by_key(|(line, _)| *line);
         self.listed.truncate(MAX_LISTED_REJECTIONS);
+    }
+
+    /// Counts rejections whose lines are not known here (cluster mode:
+    /// refused by the writer of another node's apply).
+    fn count(&mut self, code: &'static str, n: usize) {
+        if n > 0 {
+            *self.by_code.entry(code).or_default() += n;
+        }
     }
 
     /// How many lines were rejected, listed or not.
@@ -164,6 +188,8 @@ impl std::fmt::Debug for Provide {
 #[derive(Debug)]
 pub struct Submission<'a> {
     ds: &'a Dataset,
+    /// The caller's part, for a dataset of several providers.
+    by: Option<&'a Provider>,
     format: Format,
     limit: usize,
     received: usize,
@@ -192,8 +218,8 @@ impl Submission<'_> {
         }
         match self.format {
             Format::Ndjson => {
-                let (ds, updates, lines, rejected) = (self.ds, &mut self.updates, &mut self.lines, &mut self.rejected);
-                self.splitter.push(bytes, &mut |n, line| take(n, parse_line(ds, line), updates, lines, rejected));
+                let (ds, by, updates, lines, rejected) = (self.ds, self.by, &mut self.updates, &mut self.lines, &mut self.rejected);
+                self.splitter.push(bytes, &mut |n, line| take(n, parse_line(ds, line).and_then(|u| for_provider(ds, by, u)), updates, lines, rejected));
             }
             Format::JsonArray => self.array.extend_from_slice(bytes),
         }
@@ -204,16 +230,18 @@ impl Submission<'_> {
     fn finish(&mut self) -> Result<()> {
         match self.format {
             Format::Ndjson => {
-                let (ds, updates, lines, rejected) = (self.ds, &mut self.updates, &mut self.lines, &mut self.rejected);
+                let (ds, by, updates, lines, rejected) = (self.ds, self.by, &mut self.updates, &mut self.lines, &mut self.rejected);
                 std::mem::take(&mut self.splitter)
-                    .finish(&mut |n, line| take(n, parse_line(ds, line), updates, lines, rejected));
+                    .finish(&mut |n, line| take(n, parse_line(ds, line).and_then(|u| for_provider(ds, by, u)), updates, lines, rejected));
             }
             Format::JsonArray => {
                 // Element by element: a whole `Vec<Value>` of a large body
                 // would take many times the body's size.
                 let array = std::mem::take(&mut self.array);
-                let (ds, updates, lines, rejected) = (self.ds, &mut self.updates, &mut self.lines, &mut self.rejected);
-                let mut each = EachElement(|n, v: serde_json::Value| take(n, parse_value(ds, &v), updates, lines, rejected));
+                let (ds, by, updates, lines, rejected) = (self.ds, self.by, &mut self.updates, &mut self.lines, &mut self.rejected);
+                let mut each = EachElement(|n, v: serde_json::Value| {
+                    take(n, parse_value(ds, &v).and_then(|u| for_provider(ds, by, u)), updates, lines, rejected)
+                });
                 let mut de = serde_json::Deserializer::from_slice(&array);
                 serde::de::DeserializeSeed::deserialize(&mut each, &mut de).and_then(|()| de.end()).map_err(|e| {
                     let what = match e.classify() {
@@ -289,14 +317,17 @@ impl Provide {
         let mut event = caller.event(purpose.unwrap_or("provider update"), Action::Update, None);
         event.datasets = vec![ds.id.clone()];
         if !caller.provides(ds) {
-            let err = Error::Forbidden(format!("only {} provides dataset {} (one datum, one source)", ds.provider, ds.id));
+            let who: Vec<&str> = ds.providers.iter().map(|p| p.id.as_str()).collect();
+            let err = Error::Forbidden(format!("only {} provides dataset {} (one datum, one source)", who.join(", "), ds.id));
             event.action = Action::Denied;
             event.outcome = err.code().to_owned();
             self.committer.commit(Vec::new(), vec![event], WriteBatch::new()).await?;
             return Err(err);
         }
+        let by = ds.division.as_ref().and_then(|_| ds.provider_entry(&caller.department.id));
         Ok(Submission {
             ds,
+            by,
             format: Format::Ndjson,
             limit: self.max_body_bytes,
             received: 0,
@@ -322,11 +353,19 @@ impl Provide {
         // the single writer has less to do per update.
         let mut mappings = WriteBatch::new();
         self.store.seal_new_keys(&s.updates, &mut mappings)?;
+        let keys: Vec<String> =
+            if s.by.is_some() { s.updates.iter().map(|u| u.key.as_str().to_owned()).collect() } else { Vec::new() };
+        let denied = s.event.clone();
         let done = self.committer.commit(s.updates, vec![s.event], mappings).await?;
         let applied = done.outcomes.iter().filter(|o| matches!(o, Outcome::Applied { .. })).count();
+        let stale = done.outcomes.iter().filter(|o| matches!(o, Outcome::Stale { .. })).count();
+        if s.by.is_some() {
+            s.rejected.merge(refused_lines(&done.outcomes, &s.lines, &keys));
+        }
+        self.audit_refusals(denied, &s.rejected).await?;
         Ok(Report {
             applied,
-            stale: submitted - applied,
+            stale,
             rejected: s.rejected,
             last_seq: done.last_seq,
             position: None,
@@ -356,11 +395,13 @@ impl Provide {
         });
         s.rejected.merge(too_large.collect());
         s.event.outcome = format!("submitted={} rejected={}", s.updates.len() - prepared.too_large.len(), s.rejected.total());
+        let denied = s.event.clone();
         self.committer.commit(Vec::new(), vec![s.event], WriteBatch::new()).await?;
         let sent = log.send(&prepared).await.map_err(|e| Error::Unavailable(e.0))?;
         let positions = log.positions();
         let Some(last) = sent.iter().map(|m| m.position).max() else {
             let position = Some(positions.position());
+            self.audit_refusals(denied, &s.rejected).await?;
             return Ok(Report { rejected: s.rejected, last_seq: self.store.last_seq(), position, ..Report::default() });
         };
         // Lines of partitions this node does not hold are applied
@@ -381,11 +422,24 @@ impl Provide {
             Some(o) => {
                 applied = o.iter().map(|a| a.applied).sum();
                 stale = o.iter().map(|a| a.stale).sum();
+                s.rejected.count(REFUSED, o.iter().map(|a| a.refused).sum());
                 last_seq = o.iter().map(|a| a.last_seq).max().unwrap_or(last_seq);
             }
             None => logged += mine.iter().map(|m| m.lines).sum::<usize>(),
         }
+        self.audit_refusals(denied, &s.rejected).await?;
         Ok(Report { applied, stale, rejected: s.rejected, last_seq, position: Some(last), logged: Some(logged) })
+    }
+
+    /// Lines refused for being outside the caller's area or fields are
+    /// on record as a `denied` entry of their own beside the request's,
+    /// like a refused request (`event` is the request's entry, reused).
+    async fn audit_refusals(&self, mut event: AuditEvent, rejected: &Rejections) -> Result<()> {
+        let Some(&n) = rejected.by_code.get(REFUSED).filter(|&&n| n > 0) else { return Ok(()) };
+        event.action = Action::Denied;
+        event.outcome = format!("{REFUSED} lines={n}: outside the provider's area or fields");
+        self.committer.commit(Vec::new(), vec![event], WriteBatch::new()).await?;
+        Ok(())
     }
 }
 
