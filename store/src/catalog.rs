@@ -279,6 +279,7 @@ pub struct Dataset {
     /// dataset of one provider.
     pub providers: Vec<Provider>,
     /// How several providers divide the dataset; `None` for one provider.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub division: Option<Division>,
     pub update_frequency: UpdateFrequency,
     /// The article or measure that defines the dataset.

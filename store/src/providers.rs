@@ -48,8 +48,7 @@ impl Provider {
 }
 
 /// Where a record's area comes from.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AreaOf {
     /// The value of this field of the record (string or code).
     Field(String),
@@ -58,11 +57,31 @@ pub enum AreaOf {
 }
 
 /// How a dataset with several providers is divided among them.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Division {
     Area(AreaOf),
     Fields,
+}
+
+/// As `GET /v1/catalog` shows it: `{"by": "area", "area_field": F}`,
+/// `{"by": "area", "area_from_key": true}` or `{"by": "fields"}`.
+impl Serialize for Division {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(None)?;
+        match self {
+            Division::Area(AreaOf::Field(f)) => {
+                m.serialize_entry("by", "area")?;
+                m.serialize_entry("area_field", f)?;
+            }
+            Division::Area(AreaOf::KeyRegion) => {
+                m.serialize_entry("by", "area")?;
+                m.serialize_entry("area_from_key", &true)?;
+            }
+            Division::Fields => m.serialize_entry("by", "fields")?,
+        }
+        m.end()
+    }
 }
 
 /// Why a provider may not make an update; its line is refused as
@@ -176,6 +195,15 @@ impl Division {
                 }
             }
         }
+    }
+}
+
+impl Division {
+    /// Whether `by` may write `op` where no record is held: every line of
+    /// a bulk load, which fills an empty dataset. Nothing is merged into
+    /// an absent record, so no value needs its stored form.
+    pub fn admits_new(&self, providers: &[Provider], by: &Provider, key: &SubjectKey, op: &UpdateOp) -> Result<(), Refusal> {
+        self.settle(providers, by, key, op, Current::Absent, &mut |_| StoredValue::Bool(false)).map(|_| ())
     }
 }
 

@@ -56,8 +56,9 @@ pub enum UpdateOp {
     Delete,
 }
 
-/// Where a provider's counters are kept beside its dataset's.
-pub(crate) fn provider_stats_name(dataset: &str, provider: &str) -> String {
+/// The name under which a provider of a dataset of several has its
+/// counters (dataset statistics, daily usage) beside its dataset's.
+pub fn provider_stats_name(dataset: &str, provider: &str) -> String {
     format!("{dataset}@{provider}")
 }
 
@@ -530,6 +531,9 @@ impl Store {
         }
         for (ds, (_, applied)) in &stats_delta {
             usage.add(Owner::Dataset(ds), today, Kind::Applied, *applied);
+        }
+        for ((ds, by), applied) in &provider_delta {
+            usage.add(Owner::Dataset(&provider_stats_name(ds, by)), today, Kind::Applied, *applied);
         }
         let usage_values = usage.write(&w.usage, &*self.engine, &mut batch)?;
         let mut new_stats = Vec::with_capacity(stats_delta.len());

@@ -101,6 +101,10 @@ enum Command {
         data: PathBuf,
         #[arg(long, value_name = "ID")]
         dataset: String,
+        /// The provider whose load it is (a department id): required for a dataset of several
+        /// providers, whose lines must then keep to its area or fields.
+        #[arg(long, value_name = "ID")]
+        provider: Option<String>,
         /// NDJSON update file, the format of POST /v1/datasets/{id}/updates.
         #[arg(long, value_name = "FILE")]
         input: PathBuf,
@@ -336,12 +340,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Load { data, dataset, input, config, key_file, errors, tmp, memory_mb } => {
+        Command::Load { data, dataset, provider, input, config, key_file, errors, tmp, memory_mb } => {
             logging::init("warn");
             let cfg = load_config(config.as_deref())?;
             let report = basedata_tools::load::run(&basedata_tools::load::LoadOptions {
                 data: &data,
                 dataset: &dataset,
+                provider: provider.as_deref(),
                 input: &input,
                 config: &cfg,
                 key_file: key_file.as_deref(),

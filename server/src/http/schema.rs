@@ -83,12 +83,44 @@ pub struct DatasetDoc {
     /// `person` or `entity`.
     pub subject: String,
     pub title: String,
+    /// The only provider; of several, the steward, who decides grants and
+    /// resolves disputes for the dataset.
     pub provider: String,
     pub provider_name: String,
+    /// Every provider with its part (one entry, without a part, for a
+    /// dataset of one provider). Each writes only records of its `areas`
+    /// or only its `fields`; other lines are refused as `forbidden`.
+    pub providers: Vec<ProviderDoc>,
+    /// Present for a dataset of several providers: how it is divided.
+    pub division: Option<DivisionDoc>,
     /// `realtime`, `working_days:N` or `quarterly`.
     pub update_frequency: String,
     pub legal_basis: String,
     pub fields: Vec<FieldDoc>,
+}
+
+/// One provider of a dataset and its part.
+#[derive(Serialize, ToSchema)]
+pub struct ProviderDoc {
+    /// A department id.
+    pub id: String,
+    pub name: String,
+    /// Administrative division codes (2, 4, 6, 9 or 12 digits); a record
+    /// whose area value equals one or begins with it is in the area.
+    pub areas: Option<Vec<String>>,
+    /// The fields it provides.
+    pub fields: Option<Vec<String>>,
+}
+
+/// How a dataset of several providers is divided.
+#[derive(Serialize, ToSchema)]
+pub struct DivisionDoc {
+    /// `area` or `fields`.
+    pub by: String,
+    /// `by: area`: the field holding a record's division code.
+    pub area_field: Option<String>,
+    /// `by: area`: `true` when the region of the record's key decides.
+    pub area_from_key: Option<bool>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -521,6 +553,19 @@ pub struct FreshnessRow {
     pub provider: String,
     pub update_frequency: String,
     pub records: u64,
+    pub updates: u64,
+    pub last_update: Option<String>,
+    pub next_update_due: Option<String>,
+    pub overdue: bool,
+    /// A dataset of several providers: each one's updates and timeliness
+    /// by the same rule (left out for a dataset of one provider).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub providers: Vec<ProviderFreshnessRow>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ProviderFreshnessRow {
+    pub provider: String,
     pub updates: u64,
     pub last_update: Option<String>,
     pub next_update_due: Option<String>,
