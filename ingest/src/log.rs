@@ -497,6 +497,18 @@ mod tests {
     }
 
     #[test]
+    fn a_message_carries_the_provider_of_a_dataset_of_several() {
+        let cat = Catalog::from_toml_str(include_str!("../../store/catalog/several-providers.toml")).unwrap();
+        let ds = cat.dataset("death").unwrap();
+        let line = br#"{"key":"11010519491231002X","version":4,"fields":{"police_station":"station 1"}}"#;
+        let u = crate::line::for_provider(ds, ds.provider_entry("gongan"), parse_line(ds, line).unwrap()).unwrap();
+        let plain = encode_message("death", &[&u]);
+        assert!(plain.starts_with(b"death@gongan\n"));
+        let back = decode_message(&cat, &plain).unwrap();
+        assert_eq!((back[0].provider.as_deref(), &back[0]), (Some("gongan"), &u));
+    }
+
+    #[test]
     fn sealed_messages_open_only_with_their_subject() {
         let store = Store::open(
             Arc::new(basedata_store::engine::mem::MemEngine::new()),

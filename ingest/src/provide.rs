@@ -520,4 +520,134 @@ mod tests {
             assert_eq!(err.code(), "invalid_body", "{}", String::from_utf8_lossy(body));
         }
     }
+
+    /// A store with the example catalog of several providers.
+    fn several() -> (Provide, Arc<Store>) {
+        let catalog = basedata_store::Catalog::from_toml_str(include_str!("../../store/catalog/several-providers.toml")).unwrap();
+        let store = Arc::new(
+            Store::open(
+                Arc::new(basedata_store::engine::mem::MemEngine::new()),
+                &basedata_store::Secret::from_bytes([9; 32]),
+                Arc::new(catalog),
+                Arc::new(basedata_store::clock::ManualClock::new(1)),
+            )
+            .unwrap(),
+        );
+        let committer = Arc::new(Committer::start(store.clone(), 64));
+        (Provide::new(store.clone(), committer, 1 << 20), store)
+    }
+
+    fn provider(id: &str) -> Caller {
+        Caller::declared(Arc::new(Department::new(id, vec![Role::Provider])), None)
+    }
+
+    /// Sends `lines` to `dataset` as `who`: (applied, stale, refused lines as (line, code, message)).
+    fn send(p: &Provide, who: &str, dataset: &str, lines: &[String]) -> (usize, usize, Vec<(u64, &'static str, String)>) {
+        let r = run(async {
+            let mut s = p.begin(&provider(who), dataset, None).await.unwrap();
+            s.push(lines.join("\n").as_bytes()).unwrap();
+            p.apply(s).await.unwrap()
+        });
+        (r.applied, r.stale, r.rejected.listed.into_iter().map(|(n, e)| (n, e.code, e.message)).collect())
+    }
+
+    const P1: &str = "11010519491231002X";
+    const P2: &str = "110105198001010016";
+
+    fn permit(key: &str, version: u64, area: &str) -> String {
+        format!(r#"{{"key":"{key}","version":{version},"fields":{{"name":"甲","area_code":"{area}","permit_no":"p{version}"}}}}"#)
+    }
+
+    fn delete(key: &str, version: u64) -> String {
+        format!(r#"{{"key":"{key}","version":{version},"op":"delete"}}"#)
+    }
+
+    fn area_of(store: &Store, key: &str) -> Option<String> {
+        let k = basedata_store::SubjectKey::parse(basedata_store::Subject::Person, key).unwrap();
+        let r = store.get(&k, "residence_permit", None).unwrap()?;
+        match r.field("area_code") {
+            Some(basedata_store::Value::Str(s)) => Some(s.clone()),
+            _ => None,
+        }
+    }
+
+    fn denied_entries(store: &Store, department: &str) -> Vec<String> {
+        let q = basedata_store::audit::AuditQuery { department: Some(department.into()), limit: 100, ..Default::default() };
+        store.audit_query(&q).unwrap().into_iter().filter(|e| e.action == Action::Denied).map(|e| e.outcome).collect()
+    }
+
+    #[test]
+    fn each_area_provider_writes_only_records_of_its_area() {
+        let (p, store) = several();
+        // Yuexiu creates its own record; a new record in Tianhe's area or in
+        // nobody's is refused, line by line.
+        let (applied, _, refused) =
+            send(&p, "yuexiu", "residence_permit", &[permit(P1, 1, "440104001"), permit(P2, 1, "440106"), permit(P2, 2, "440199")]);
+        assert_eq!(applied, 1);
+        assert_eq!(refused.iter().map(|(n, c, _)| (*n, *c)).collect::<Vec<_>>(), vec![(2, "forbidden"), (3, "forbidden")]);
+        assert!(refused[0].2.contains("440106 is not in the area of yuexiu; only tianhe may"), "{}", refused[0].2);
+        assert!(refused[1].2.contains("area 440199 is not any provider's area"), "{}", refused[1].2);
+        assert_eq!(denied_entries(&store, "yuexiu"), vec!["forbidden lines=2: outside the provider's area or fields"]);
+        // Tianhe may neither change nor delete Yuexiu's record.
+        let (applied, _, refused) = send(&p, "tianhe", "residence_permit", &[permit(P1, 2, "440106"), delete(P1, 3)]);
+        assert_eq!((applied, refused.len()), (0, 2));
+        assert!(refused.iter().all(|(_, c, m)| *c == "forbidden" && m.contains("only yuexiu may change or move it")), "{refused:?}");
+        assert_eq!(area_of(&store, P1).as_deref(), Some("440104001"));
+        // A stale line stays stale, whoever sends it.
+        assert_eq!(send(&p, "tianhe", "residence_permit", &[permit(P1, 1, "440106")]).1, 1);
+    }
+
+    #[test]
+    fn a_record_moves_to_another_area_by_its_current_provider_only() {
+        let (p, store) = several();
+        send(&p, "yuexiu", "residence_permit", &[permit(P1, 1, "440104")]);
+        // Yuexiu moves it to Tianhe; from then on Tianhe owns it.
+        assert_eq!(send(&p, "yuexiu", "residence_permit", &[permit(P1, 2, "440106")]).0, 1);
+        assert_eq!(area_of(&store, P1).as_deref(), Some("440106"));
+        let (applied, _, refused) = send(&p, "yuexiu", "residence_permit", &[permit(P1, 3, "440104")]);
+        assert_eq!((applied, refused[0].1), (0, "forbidden"), "the old area's provider cannot take it back");
+        assert_eq!(send(&p, "tianhe", "residence_permit", &[permit(P1, 4, "440106")]).0, 1);
+        assert_eq!(send(&p, "yuexiu", "residence_permit", &[delete(P1, 5)]).2.len(), 1, "nor delete it");
+        assert_eq!(send(&p, "tianhe", "residence_permit", &[delete(P1, 6)]).0, 1);
+        assert_eq!(area_of(&store, P1), None);
+        // Tianhe's counters are its own.
+        assert_eq!(store.provider_stats("residence_permit", "tianhe").updates, 2);
+        assert_eq!(store.provider_stats("residence_permit", "yuexiu").updates, 2);
+    }
+
+    #[test]
+    fn a_field_provider_writes_only_its_fields_and_keeps_the_others() {
+        let (p, store) = several();
+        let key = basedata_store::SubjectKey::parse(basedata_store::Subject::Person, P1).unwrap();
+        let fields = || -> Vec<String> {
+            store.get(&key, "death", None).unwrap().map(|r| r.fields.into_iter().map(|(n, _)| n).collect()).unwrap_or_default()
+        };
+        let police = |v: u64, extra: &str| format!(r#"{{"key":"{P1}","version":{v},"fields":{{"police_station":"某派出所"{extra}}}}}"#);
+        let health = |v: u64| format!(r#"{{"key":"{P1}","version":{v},"fields":{{"name":"甲","death_date":"2020-02-02"}}}}"#);
+        assert_eq!(send(&p, "gongan", "death", &[police(1, "")]).0, 1);
+        // A field of health's part: the whole line is refused.
+        let (applied, _, refused) = send(&p, "gongan", "death", &[police(2, r#","cause_of_death":"x""#)]);
+        assert_eq!((applied, refused[0].1), (0, "forbidden"));
+        assert_eq!(refused[0].2, "field cause_of_death is provided by weijian, not gongan");
+        // Health's upsert sets its fields and keeps the police's.
+        assert_eq!(send(&p, "weijian", "death", &[health(3)]).0, 1);
+        assert_eq!(fields(), ["name", "death_date", "police_station"]);
+        // Health's part requires its name; the police's does not.
+        let (_, _, refused) = send(&p, "weijian", "death", &[format!(r#"{{"key":"{P1}","version":4,"fields":{{"death_date":"2020-02-03"}}}}"#)]);
+        assert_eq!((refused[0].1, refused[0].2.as_str()), ("invalid_value", "field name: required"));
+        // A delete removes the sender's fields only; the record goes with the last.
+        assert_eq!(send(&p, "gongan", "death", &[delete(P1, 5)]).0, 1);
+        assert_eq!(fields(), ["name", "death_date"]);
+        assert_eq!(send(&p, "weijian", "death", &[delete(P1, 6)]).0, 1);
+        assert!(store.get(&key, "death", None).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_department_outside_the_providers_is_refused_whole() {
+        let (p, store) = several();
+        let err = run(async { p.begin(&provider("shichang"), "residence_permit", None).await.unwrap_err() });
+        assert_eq!(err.code(), "forbidden");
+        assert!(err.to_string().contains("only yuexiu, tianhe, laisui provide"), "{err}");
+        assert_eq!(denied_entries(&store, "shichang"), vec!["forbidden"]);
+    }
 }

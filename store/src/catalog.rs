@@ -1639,6 +1639,18 @@ share = "unconditional"
     }
 
     #[test]
+    fn the_example_catalog_of_several_providers_is_valid() {
+        let c = Catalog::from_toml_str(include_str!("../catalog/several-providers.toml")).unwrap();
+        let permits = c.dataset("residence_permit").unwrap();
+        assert_eq!((permits.provider.as_str(), permits.providers.len()), ("laisui", 3));
+        assert_eq!(c.dataset("death").unwrap().division, Some(Division::Fields));
+        let json = serde_json::to_value(permits).unwrap();
+        assert_eq!(json["division"], serde_json::json!({"by": "area", "area_field": "area_code"}));
+        assert_eq!(json["providers"][0], serde_json::json!({"id": "yuexiu", "name": "越秀区来穗人员服务管理中心", "areas": ["440104"]}));
+        assert!(serde_json::to_value(c.dataset("hukou").unwrap()).unwrap().get("division").is_none());
+    }
+
+    #[test]
     fn several_providers_by_fields() {
         let parts = "[[datasets.providers]]\nid = \"weijian\"\nfields = [\"name\", \"county\"]\n\
                      [[datasets.providers]]\nid = \"gongan\"\nfields = [\"station\"]\n";
