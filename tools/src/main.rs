@@ -58,6 +58,10 @@ enum Command {
         seed: u64,
         #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
         listen: String,
+        /// A catalog file instead of the built-in catalog, e.g. store/catalog/several-providers.toml
+        /// (datasets of several providers, each demo department with its token).
+        #[arg(long, value_name = "FILE")]
+        catalog: Option<PathBuf>,
     },
     /// Write generated update files, one DATASET.ndjson per dataset.
     Gen {
@@ -303,9 +307,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let listen = listen.or_else(|| cfg.listen.clone()).unwrap_or_else(|| "127.0.0.1:8080".into());
             server::run(&data, cfg, &listen, key_file.as_deref())
         }
-        Command::Demo { data, persons, entities, seed, listen } => {
+        Command::Demo { data, persons, entities, seed, listen, catalog } => {
             logging::init("warn");
-            demo::run(demo::DemoOptions { data: &data, persons, entities, seed, listen: &listen })
+            demo::run(demo::DemoOptions { data: &data, persons, entities, seed, listen: &listen, catalog: catalog.as_deref() })
         }
         Command::Gen { persons, entities, out, seed } => {
             let catalog = basedata_store::Catalog::builtin();
