@@ -6,7 +6,8 @@
 //! - One stream, subjects `<stream>.p.<partition>`, the partition being
 //!   xxh3 of the key's pseudonym modulo the configured count. Each message
 //!   holds updates of one dataset and one partition as update lines (the
-//!   API's own format, keys normalized), sealed with a key derived from the
+//!   API's own format, keys normalized; the header names the provider of
+//!   a dataset of several, whose part each node's writer judges), sealed with a key derived from the
 //!   store secret ([`Sealer`]): the log's servers hold neither real keys
 //!   nor field values in the clear.
 //! - Applying: each message's updates go through the group committer like
