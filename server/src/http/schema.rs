@@ -230,6 +230,10 @@ pub struct ClusterReplica {
 pub struct Rejection {
     pub line: u64,
     pub key: Option<String>,
+    /// `invalid_body`, `invalid_key`, `unknown_field`, `invalid_value`,
+    /// `payload_too_large` (cluster mode), or `forbidden`: a line of a
+    /// dataset of several providers outside the sender's area or fields
+    /// (also recorded as a `denied` audit entry).
     pub code: String,
     pub message: String,
 }
