@@ -165,7 +165,7 @@ fn parse_raw(dataset: &Dataset, raw: RawLine<'_>) -> Result<Update, LineError> {
 pub fn for_provider(dataset: &Dataset, by: Option<&Provider>, mut u: Update) -> Result<Update, LineError> {
     let (Some(division), Some(by)) = (&dataset.division, by) else { return Ok(u) };
     let refused = |m: String| LineError::new(basedata_store::providers::REFUSED, m, Some(u.key.as_str().to_owned()));
-    division.precheck(&dataset.providers, by, &u.key, &u.op).map_err(|r| refused(r.0))?;
+    division.precheck(&dataset.providers, by, &u.key, u.op.change()).map_err(|r| refused(r.0))?;
     if let (Division::Fields, UpdateOp::Upsert(fields)) = (division, &u.op) {
         let missing = dataset.fields.iter().find(|f| f.required && by.fields.contains(&f.name) && !fields.iter().any(|(n, _)| *n == f.name));
         if let Some(f) = missing {

@@ -247,7 +247,7 @@ fn stage_chunk(ds: &Dataset, by: &Provider, stager: Stager<'_>, chunk: &Chunk, s
 fn new_in_part(ds: &Dataset, by: &Provider, u: basedata_store::Update) -> std::result::Result<basedata_store::Update, LineError> {
     let u = for_provider(ds, Some(by), u)?;
     if let Some(division) = &ds.division {
-        if let Err(r) = division.admits_new(&ds.providers, by, &u.key, &u.op) {
+        if let Err(r) = division.admits_new(&ds.providers, by, &u.key, u.op.change()) {
             let key = Some(u.key.as_str().to_owned());
             return Err(LineError { code: basedata_store::providers::REFUSED, message: r.0, key });
         }

@@ -22,7 +22,6 @@ use std::sync::OnceLock;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::keys::Subject;
-pub use crate::providers::{AreaOf, Division, Provider};
 
 /// The built-in catalog, compiled into the binary so that a store works
 /// without any configuration.
@@ -309,6 +308,78 @@ impl Dataset {
     pub fn is_provided_by(&self, id: &str) -> bool {
         self.provider_entry(id).is_some()
     }
+}
+
+// Several providers of one dataset: the parts, as the catalog declares
+// them. What each part may write is judged in `crate::providers`.
+
+/// One provider of a dataset and the part it answers for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Provider {
+    /// A department id.
+    pub id: String,
+    pub name: String,
+    /// Division codes of its area (a dataset divided by area).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub areas: Vec<String>,
+    /// Its fields (a dataset divided by fields).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<String>,
+}
+
+impl Provider {
+    /// Whether `area` (a record's area value) is in this provider's area.
+    pub fn holds_area(&self, area: &str) -> bool {
+        self.areas.iter().any(|code| area.starts_with(code.as_str()))
+    }
+}
+
+/// Where a record's area comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AreaOf {
+    /// The value of this field of the record (string or code).
+    Field(String),
+    /// The 6-digit region of the record's key, which never changes.
+    KeyRegion,
+}
+
+/// How a dataset with several providers is divided among them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Division {
+    Area(AreaOf),
+    Fields,
+}
+
+/// As `GET /v1/catalog` shows it: `{"by": "area", "area_field": F}`,
+/// `{"by": "area", "area_from_key": true}` or `{"by": "fields"}`.
+impl Serialize for Division {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(None)?;
+        match self {
+            Division::Area(AreaOf::Field(f)) => {
+                m.serialize_entry("by", "area")?;
+                m.serialize_entry("area_field", f)?;
+            }
+            Division::Area(AreaOf::KeyRegion) => {
+                m.serialize_entry("by", "area")?;
+                m.serialize_entry("area_from_key", &true)?;
+            }
+            Division::Fields => m.serialize_entry("by", "fields")?,
+        }
+        m.end()
+    }
+}
+
+/// Checks one division code of an area: digits only, of a level's length.
+pub fn check_area_code(code: &str) -> Result<(), &'static str> {
+    if !code.bytes().all(|b| b.is_ascii_digit()) {
+        return Err("must be digits only");
+    }
+    if ![2, 4, 6, 9, 12].contains(&code.len()) {
+        return Err("must have 2, 4, 6, 9 or 12 digits (province, city, county, town, community)");
+    }
+    Ok(())
 }
 
 /// A purpose of use (用途) of the catalog: what a department states when it
@@ -820,7 +891,7 @@ fn check_division(
     };
     let all: Vec<(&str, &str)> = providers.iter().flat_map(|p| p.areas.iter().map(move |a| (p.id.as_str(), a.as_str()))).collect();
     for (i, (id, a)) in all.iter().enumerate() {
-        crate::providers::check_area_code(a).map_err(|reason| format!("provider `{id}`: area `{a}` {reason}"))?;
+        check_area_code(a).map_err(|reason| format!("provider `{id}`: area `{a}` {reason}"))?;
         if let Some((other, b)) = all[..i].iter().find(|(_, b)| a.starts_with(b) || b.starts_with(a)) {
             return Err(format!("areas overlap: `{b}` of `{other}` and `{a}` of `{id}`"));
         }

@@ -1,7 +1,8 @@
 //! Several providers of one dataset (一数一源 per area or per part): which
 //! provider may write which record or which fields, and how the writer
-//! combines a part's update with the record it finds. The catalog builds a
-//! [`Division`] for a dataset that names several providers; the group
+//! combines a part's update with the record it finds. The catalog declares
+//! the parts ([`Provider`], [`Division`]) of a dataset that names several
+//! providers; this module judges updates against them, and the group
 //! writer applies [`Division::settle`] to every update that carries its
 //! provider, against the current record under the writer lock, so that the
 //! check and the write cannot be separated by another provider's update.
@@ -20,68 +21,18 @@
 //!   The record has one version: an update must be newer than the stored
 //!   version whoever wrote it.
 
+use crate::catalog::{AreaOf, Division, Provider};
 use crate::keys::SubjectKey;
 use crate::record::StoredValue;
-use crate::store::UpdateOp;
 use crate::value::Value;
-use serde::Serialize;
 
-/// One provider of a dataset and the part it answers for.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Provider {
-    /// A department id.
-    pub id: String,
-    pub name: String,
-    /// Division codes of its area (a dataset divided by area).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub areas: Vec<String>,
-    /// Its fields (a dataset divided by fields).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub fields: Vec<String>,
-}
-
-impl Provider {
-    /// Whether `area` (a record's area value) is in this provider's area.
-    pub fn holds_area(&self, area: &str) -> bool {
-        self.areas.iter().any(|code| area.starts_with(code.as_str()))
-    }
-}
-
-/// Where a record's area comes from.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum AreaOf {
-    /// The value of this field of the record (string or code).
-    Field(String),
-    /// The 6-digit region of the record's key, which never changes.
-    KeyRegion,
-}
-
-/// How a dataset with several providers is divided among them.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Division {
-    Area(AreaOf),
-    Fields,
-}
-
-/// As `GET /v1/catalog` shows it: `{"by": "area", "area_field": F}`,
-/// `{"by": "area", "area_from_key": true}` or `{"by": "fields"}`.
-impl Serialize for Division {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
-        let mut m = s.serialize_map(None)?;
-        match self {
-            Division::Area(AreaOf::Field(f)) => {
-                m.serialize_entry("by", "area")?;
-                m.serialize_entry("area_field", f)?;
-            }
-            Division::Area(AreaOf::KeyRegion) => {
-                m.serialize_entry("by", "area")?;
-                m.serialize_entry("area_from_key", &true)?;
-            }
-            Division::Fields => m.serialize_entry("by", "fields")?,
-        }
-        m.end()
-    }
+/// What an update does, as a division judges it: the store's `UpdateOp`
+/// borrowed (this module sits below the store).
+#[derive(Clone, Copy, Debug)]
+pub enum Change<'a> {
+    /// The sender's fields as sent.
+    Upsert(&'a [(String, Value)]),
+    Delete,
 }
 
 /// Why a provider may not make an update; its line is refused as
@@ -116,9 +67,9 @@ impl Division {
     /// part, or a new area outside every provider's. The ingest side runs
     /// this on each line, so most refusals carry their line number; the
     /// writer runs [`Division::settle`] for the rest.
-    pub fn precheck(&self, providers: &[Provider], by: &Provider, key: &SubjectKey, op: &UpdateOp) -> Result<(), Refusal> {
+    pub fn precheck(&self, providers: &[Provider], by: &Provider, key: &SubjectKey, op: Change<'_>) -> Result<(), Refusal> {
         match (self, op) {
-            (Division::Fields, UpdateOp::Upsert(fields)) => {
+            (Division::Fields, Change::Upsert(fields)) => {
                 for (name, _) in fields {
                     if !by.fields.iter().any(|f| f == name) {
                         return Err(not_its_field(providers, by, name));
@@ -126,9 +77,9 @@ impl Division {
                 }
                 Ok(())
             }
-            (Division::Fields, UpdateOp::Delete) => Ok(()),
+            (Division::Fields, Change::Delete) => Ok(()),
             (Division::Area(AreaOf::KeyRegion), _) => own_area(by, Some(key.region()), "the key's region"),
-            (Division::Area(AreaOf::Field(f)), UpdateOp::Upsert(fields)) => {
+            (Division::Area(AreaOf::Field(f)), Change::Upsert(fields)) => {
                 let area = fields.iter().find(|(n, _)| n == f).and_then(|(_, v)| area_value(v));
                 match area {
                     None => Err(Refusal(format!("field {f} (the record's area) is missing"))),
@@ -138,7 +89,7 @@ impl Division {
                     Some(_) => Ok(()),
                 }
             }
-            (Division::Area(AreaOf::Field(_)), UpdateOp::Delete) => Ok(()),
+            (Division::Area(AreaOf::Field(_)), Change::Delete) => Ok(()),
         }
     }
 
@@ -152,7 +103,7 @@ impl Division {
         providers: &[Provider],
         by: &Provider,
         key: &SubjectKey,
-        op: &UpdateOp,
+        op: Change<'_>,
         current: Current<'_>,
         stored: &mut dyn FnMut(&Value) -> StoredValue,
     ) -> Result<Settled, Refusal> {
@@ -165,11 +116,11 @@ impl Division {
                         let area = fields.iter().find(|(n, _)| n == f).and_then(|(_, v)| stored_area(v));
                         (area, "the record's current area")
                     }
-                    (Current::Absent, UpdateOp::Upsert(fields)) => {
+                    (Current::Absent, Change::Upsert(fields)) => {
                         (fields.iter().find(|(n, _)| n == f).and_then(|(_, v)| area_value(v)), "the new record's area")
                     }
                     // Deleting what is not held takes nobody's data.
-                    (Current::Absent, UpdateOp::Delete) => return Ok(Settled::AsSent),
+                    (Current::Absent, Change::Delete) => return Ok(Settled::AsSent),
                 };
                 own_area(by, area, whose).map_err(|e| match area.and_then(|a| providers.iter().find(|p| p.holds_area(a))) {
                     Some(owner) => Refusal(format!("{}; only {} may change or move it", e.0, owner.id)),
@@ -184,10 +135,10 @@ impl Division {
                     Current::Absent => Vec::new(),
                 };
                 match op {
-                    UpdateOp::Delete if others.is_empty() => Ok(Settled::Delete),
-                    UpdateOp::Delete => Ok(Settled::Fields(others)),
-                    UpdateOp::Upsert(_) if others.is_empty() => Ok(Settled::AsSent),
-                    UpdateOp::Upsert(fields) => {
+                    Change::Delete if others.is_empty() => Ok(Settled::Delete),
+                    Change::Delete => Ok(Settled::Fields(others)),
+                    Change::Upsert(_) if others.is_empty() => Ok(Settled::AsSent),
+                    Change::Upsert(fields) => {
                         let mut all = others;
                         all.extend(fields.iter().map(|(n, v)| (n.clone(), stored(v))));
                         Ok(Settled::Fields(all))
@@ -202,7 +153,7 @@ impl Division {
     /// Whether `by` may write `op` where no record is held: every line of
     /// a bulk load, which fills an empty dataset. Nothing is merged into
     /// an absent record, so no value needs its stored form.
-    pub fn admits_new(&self, providers: &[Provider], by: &Provider, key: &SubjectKey, op: &UpdateOp) -> Result<(), Refusal> {
+    pub fn admits_new(&self, providers: &[Provider], by: &Provider, key: &SubjectKey, op: Change<'_>) -> Result<(), Refusal> {
         self.settle(providers, by, key, op, Current::Absent, &mut |_| StoredValue::Bool(false)).map(|_| ())
     }
 }
@@ -236,17 +187,6 @@ fn stored_area(v: &StoredValue) -> Option<&str> {
     }
 }
 
-/// Checks one division code of an area: digits only, of a level's length.
-pub fn check_area_code(code: &str) -> Result<(), &'static str> {
-    if !code.bytes().all(|b| b.is_ascii_digit()) {
-        return Err("must be digits only");
-    }
-    if ![2, 4, 6, 9, 12].contains(&code.len()) {
-        return Err("must have 2, 4, 6, 9 or 12 digits (province, city, county, town, community)");
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -263,8 +203,10 @@ mod tests {
         SubjectKey::parse(crate::keys::Subject::Person, "11010519491231002X").unwrap()
     }
 
-    fn upsert(fields: &[(&str, &str)]) -> UpdateOp {
-        UpdateOp::Upsert(fields.iter().map(|(n, v)| (n.to_string(), Value::Str(v.to_string()))).collect())
+    fn upsert(fields: &[(&str, &str)]) -> Change<'static> {
+        // Leaked: a few tiny vectors per test run.
+        let v: Vec<(String, Value)> = fields.iter().map(|(n, v)| (n.to_string(), Value::Str(v.to_string()))).collect();
+        Change::Upsert(Vec::leak(v))
     }
 
     fn to_stored(v: &Value) -> StoredValue {
@@ -292,32 +234,32 @@ mod tests {
         let ps = [town("a", &["441302"]), town("b", &["441303"])];
         let d = Division::Area(AreaOf::Field("county".into()));
         let mut st = to_stored;
-        let settle = |by: &Provider, op: &UpdateOp, cur: Current<'_>, st: &mut dyn FnMut(&Value) -> StoredValue| {
+        let settle = |by: &Provider, op: Change<'_>, cur: Current<'_>, st: &mut dyn FnMut(&Value) -> StoredValue| {
             d.settle(&ps, by, &key(), op, cur, st)
         };
         // New records: in the writer's own area only.
-        assert_eq!(settle(&ps[0], &upsert(&[("county", "441302")]), Current::Absent, &mut st), Ok(Settled::AsSent));
-        let e = settle(&ps[1], &upsert(&[("county", "441302")]), Current::Absent, &mut st).unwrap_err();
+        assert_eq!(settle(&ps[0], upsert(&[("county", "441302")]), Current::Absent, &mut st), Ok(Settled::AsSent));
+        let e = settle(&ps[1], upsert(&[("county", "441302")]), Current::Absent, &mut st).unwrap_err();
         assert!(e.0.contains("not in the area of b") && e.0.contains("only a may"), "{}", e.0);
         // Moving out: the current owner may, the new area's provider may not yet.
         let in_a = live(&[("county", "441302")]);
-        assert_eq!(settle(&ps[0], &upsert(&[("county", "441303")]), Current::Live(&in_a), &mut st), Ok(Settled::AsSent));
-        assert!(settle(&ps[1], &upsert(&[("county", "441303")]), Current::Live(&in_a), &mut st).is_err());
+        assert_eq!(settle(&ps[0], upsert(&[("county", "441303")]), Current::Live(&in_a), &mut st), Ok(Settled::AsSent));
+        assert!(settle(&ps[1], upsert(&[("county", "441303")]), Current::Live(&in_a), &mut st).is_err());
         // Once moved, the new area's provider owns it and the old one no longer does.
         let in_b = live(&[("county", "441303")]);
-        assert_eq!(settle(&ps[1], &UpdateOp::Delete, Current::Live(&in_b), &mut st), Ok(Settled::AsSent));
-        assert!(settle(&ps[0], &UpdateOp::Delete, Current::Live(&in_b), &mut st).is_err());
+        assert_eq!(settle(&ps[1], Change::Delete, Current::Live(&in_b), &mut st), Ok(Settled::AsSent));
+        assert!(settle(&ps[0], Change::Delete, Current::Live(&in_b), &mut st).is_err());
         // Nobody's area, or none given.
-        assert!(settle(&ps[0], &upsert(&[("county", "441399")]), Current::Live(&in_a), &mut st).unwrap_err().0.contains("not any provider's"));
-        assert!(settle(&ps[0], &upsert(&[("name", "x")]), Current::Absent, &mut st).unwrap_err().0.contains("missing"));
+        assert!(settle(&ps[0], upsert(&[("county", "441399")]), Current::Live(&in_a), &mut st).unwrap_err().0.contains("not any provider's"));
+        assert!(settle(&ps[0], upsert(&[("name", "x")]), Current::Absent, &mut st).unwrap_err().0.contains("missing"));
     }
 
     #[test]
     fn the_key_region_decides_when_the_catalog_says_so() {
         let ps = [town("beijing", &["11"]), town("huizhou", &["4413"])];
         let d = Division::Area(AreaOf::KeyRegion);
-        assert!(d.precheck(&ps, &ps[0], &key(), &UpdateOp::Delete).is_ok());
-        assert!(d.precheck(&ps, &ps[1], &key(), &upsert(&[])).is_err());
+        assert!(d.precheck(&ps, &ps[0], &key(), Change::Delete).is_ok());
+        assert!(d.precheck(&ps, &ps[1], &key(), upsert(&[])).is_err());
     }
 
     #[test]
@@ -326,12 +268,12 @@ mod tests {
         let d = Division::Fields;
         let mut st = to_stored;
         let cur = live(&[("date", "d1"), ("station", "s1"), ("cause", "c1")]);
-        let out = d.settle(&ps, &ps[0], &key(), &upsert(&[("date", "d2")]), Current::Live(&cur), &mut st).unwrap();
+        let out = d.settle(&ps, &ps[0], &key(), upsert(&[("date", "d2")]), Current::Live(&cur), &mut st).unwrap();
         assert_eq!(out, Settled::Fields(live(&[("station", "s1"), ("date", "d2")])));
-        let e = d.settle(&ps, &ps[1], &key(), &upsert(&[("station", "s2"), ("cause", "x")]), Current::Live(&cur), &mut st).unwrap_err();
+        let e = d.settle(&ps, &ps[1], &key(), upsert(&[("station", "s2"), ("cause", "x")]), Current::Live(&cur), &mut st).unwrap_err();
         assert_eq!(e.0, "field cause is provided by weijian, not gongan");
-        assert_eq!(d.settle(&ps, &ps[1], &key(), &UpdateOp::Delete, Current::Live(&cur), &mut st), Ok(Settled::Fields(live(&[("date", "d1"), ("cause", "c1")]))));
-        assert_eq!(d.settle(&ps, &ps[1], &key(), &UpdateOp::Delete, Current::Live(&live(&[("station", "s1")])), &mut st), Ok(Settled::Delete));
-        assert_eq!(d.settle(&ps, &ps[1], &key(), &upsert(&[("station", "s2")]), Current::Absent, &mut st), Ok(Settled::AsSent));
+        assert_eq!(d.settle(&ps, &ps[1], &key(), Change::Delete, Current::Live(&cur), &mut st), Ok(Settled::Fields(live(&[("date", "d1"), ("cause", "c1")]))));
+        assert_eq!(d.settle(&ps, &ps[1], &key(), Change::Delete, Current::Live(&live(&[("station", "s1")])), &mut st), Ok(Settled::Delete));
+        assert_eq!(d.settle(&ps, &ps[1], &key(), upsert(&[("station", "s2")]), Current::Absent, &mut st), Ok(Settled::AsSent));
     }
 }

@@ -67,6 +67,16 @@ fn ds_of<'a>(catalog: &'a Catalog, id: &str) -> Result<&'a crate::catalog::Datas
     catalog.dataset(id).ok_or_else(|| Error::Invalid(format!("unknown dataset {id}")))
 }
 
+impl UpdateOp {
+    /// The update as a division of several providers judges it.
+    pub fn change(&self) -> crate::providers::Change<'_> {
+        match self {
+            UpdateOp::Upsert(fields) => crate::providers::Change::Upsert(fields),
+            UpdateOp::Delete => crate::providers::Change::Delete,
+        }
+    }
+}
+
 /// What happened to one update.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -440,7 +450,7 @@ impl Store {
                         })
                     };
                     let settled = match ds.provider_entry(by) {
-                        Some(p) => division.settle(&ds.providers, p, &u.key, &u.op, live, &mut st),
+                        Some(p) => division.settle(&ds.providers, p, &u.key, u.op.change(), live, &mut st),
                         None => Err(Refusal(format!("{by} is not a provider of dataset {}", ds.id))),
                     };
                     match settled {
