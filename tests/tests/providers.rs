@@ -4,7 +4,8 @@
 //! and are refused, line by line, in the other's; a record moves from one
 //! area to the other; the police, providing a part of the death records'
 //! fields, are refused outside them; the catalog, the audit trail, the
-//! freshness report and grants follow the division.
+//! freshness report and grants follow the division; a bulk load is one
+//! provider's and keeps to its area.
 
 use basedata_gen::{person_key, GenConfig};
 use basedata_tests::*;
@@ -92,6 +93,15 @@ fn area_and_field_providers_each_write_only_their_part() {
     let fields = &r.json["datasets"]["death"]["fields"];
     assert_eq!((fields["police_station"].as_str(), fields["death_date"].as_str()), (Some("某派出所"), Some("2020-02-02")), "{}", r.text);
 
+    // The police's delete takes their fields only; the change feed shows
+    // the record as it results, to every provider of the dataset.
+    assert_eq!(push(&s, tokens::GONGAN, "death", &[json!({"key": c, "version": 4, "op": "delete"})]).json["applied"], 1);
+    let feed = s.req("GET", "/v1/changes?after=0&limit=100").token(tokens::WEIJIAN).purpose("数据同步").get();
+    let deaths: Vec<&Value> = feed.json["changes"].as_array().unwrap().iter().filter(|c| c["dataset"] == "death").collect();
+    let last = deaths.last().unwrap();
+    assert_eq!((last["op"].as_str(), last["version"].as_u64()), (Some("upsert"), Some(4)), "{}", feed.text);
+    assert_eq!(last["fields"], json!({"name": "测试", "death_date": "2020-02-02"}));
+
     // Refused lines are on record as denied entries of their senders.
     let audit = s.req("GET", "/v1/audit?department=tianhe&limit=100").token(tokens::AUDITOR).get();
     let denied: Vec<&str> = audit.json["entries"].as_array().unwrap().iter()
@@ -116,4 +126,42 @@ fn area_and_field_providers_each_write_only_their_part() {
     assert_eq!((d.status, d.code()), (403, "forbidden"), "{}", d.text);
     let d = s.req("POST", &format!("/v1/grants/{id}/decision")).token(LAISUI).json(&json!({"approve": true}));
     assert_eq!(d.status, 200, "{}", d.text);
+}
+
+#[test]
+fn a_bulk_load_is_one_providers_and_keeps_to_its_area() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg_text = config(dir.path());
+    let cfg = dir.path().join("basedata.toml");
+    std::fs::write(&cfg, &cfg_text).unwrap();
+    let (a, b) = (key(3), key(4));
+    let input = dir.path().join("permits.ndjson");
+    let lines = [permit(&a, 1, "440104"), permit(&b, 1, "440106")];
+    std::fs::write(&input, lines.iter().map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+    let data = dir.path().join("data");
+    let load = |extra: &[&str]| {
+        let mut args = vec!["load", "--data", data.to_str().unwrap(), "--dataset", "residence_permit"];
+        args.extend_from_slice(&["--input", input.to_str().unwrap(), "--config", cfg.to_str().unwrap()]);
+        args.extend_from_slice(extra);
+        run_cli(&args)
+    };
+    let (st, _, err) = load(&[]);
+    assert!(!st.success() && err.contains("name the one whose part this load is with --provider"), "{err}");
+    let (st, _, err) = load(&["--provider", "gongan"]);
+    assert!(!st.success() && err.contains("gongan is not a provider of dataset residence_permit"), "{err}");
+    let (st, out, err) = load(&["--provider", "yuexiu"]);
+    assert!(st.success(), "{out}{err}");
+    let errors = std::fs::read_to_string(dir.path().join("permits.ndjson.errors.ndjson")).unwrap();
+    let errors: Vec<Value> = errors.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!((errors[0]["line"].as_u64(), errors[0]["code"].as_str()), (Some(2), Some("forbidden")));
+
+    // Served: Yuexiu's record is there, Tianhe's area still Tianhe's to fill.
+    let s = Server::start_in(dir.path(), &cfg_text, &[]);
+    assert_eq!(permit_area(&s, &a).as_deref(), Some("440104"));
+    assert_eq!(permit_area(&s, &b), None);
+    assert_eq!(push(&s, TIANHE, "residence_permit", &[permit(&b, 1, "440106")]).json["applied"], 1);
+    assert_eq!(rejected(&push(&s, TIANHE, "residence_permit", &[permit(&a, 2, "440106")])).len(), 1);
+    let audit = s.req("GET", "/v1/audit?department=yuexiu&limit=10").token(tokens::AUDITOR).get();
+    assert!(audit.json["entries"][0]["outcome"].as_str().unwrap().contains("loaded=1 rejected=1"), "{}", audit.text);
 }
