@@ -116,6 +116,17 @@ fn area_and_field_providers_each_write_only_their_part() {
     assert_eq!(updates, [("yuexiu".to_owned(), 2), ("tianhe".to_owned(), 2), ("laisui".to_owned(), 0)], "{row}");
     assert_eq!(row["updates"], 4);
 
+    // Every provider of the dataset reads its conditional fields, as an
+    // only provider does; a consumer needs a grant.
+    let d = key(5);
+    let line = json!({"key": d, "version": 1, "fields": {"name": "测试", "area_code": "440104", "residence_address": "某街1号"}});
+    assert_eq!(push(&s, YUEXIU, "residence_permit", &[line]).json["applied"], 1);
+    let read = |token: &str| {
+        let r = s.req("GET", &format!("/v1/persons/{d}?datasets=residence_permit")).token(token).purpose("上门服务").get();
+        r.json["datasets"]["residence_permit"]["fields"]["residence_address"].as_str().map(str::to_owned)
+    };
+    assert_eq!((read(TIANHE).as_deref(), read(tokens::COUNTER)), (Some("某街1号"), None));
+
     // The steward decides grants; another provider of the dataset may not,
     // and needs none to read it.
     let apply = json!({"dataset": "residence_permit", "fields": ["residence_address"], "purpose": "上门服务", "legal_basis": "测试依据"});
