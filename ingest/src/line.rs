@@ -1,7 +1,7 @@
 //! One provider update line (`{"key","version","op","fields"}`) parsed and
 //! validated against its dataset in the catalog.
 
-use basedata_store::catalog::Dataset;
+use basedata_store::catalog::{Dataset, Division, Provider};
 use basedata_store::keys::{mask, SubjectKey};
 use basedata_store::store::{Update, UpdateOp};
 use basedata_store::value::JsonScalar;
@@ -153,7 +153,27 @@ fn parse_raw(dataset: &Dataset, raw: RawLine<'_>) -> Result<Update, LineError> {
         Some(_) => return Err(LineError::new("invalid_body", "\"op\" must be \"upsert\" or \"delete\"", shown)),
     };
     tracing::trace!(key = %mask(key.as_str()), version, "parsed update");
-    Ok(Update { dataset: dataset.id.clone(), key, version, op })
+    Ok(Update { dataset: dataset.id.clone(), key, version, op, provider: None })
+}
+
+/// Gives a parsed update of a dataset of several providers to `by`, its
+/// writer, refusing it as `forbidden` at once when it is outside `by`'s
+/// part whatever the stored record holds (a field of another part, a new
+/// area no provider holds); the writer judges the rest against the record
+/// ([`basedata_store::providers`]). A dataset of one provider passes as
+/// it is.
+pub fn for_provider(dataset: &Dataset, by: Option<&Provider>, mut u: Update) -> Result<Update, LineError> {
+    let (Some(division), Some(by)) = (&dataset.division, by) else { return Ok(u) };
+    let refused = |m: String| LineError::new(basedata_store::providers::REFUSED, m, Some(u.key.as_str().to_owned()));
+    division.precheck(&dataset.providers, by, &u.key, u.op.change()).map_err(|r| refused(r.0))?;
+    if let (Division::Fields, UpdateOp::Upsert(fields)) = (division, &u.op) {
+        let missing = dataset.fields.iter().find(|f| f.required && by.fields.contains(&f.name) && !fields.iter().any(|(n, _)| *n == f.name));
+        if let Some(f) = missing {
+            return Err(LineError::new("invalid_value", format!("field {}: required", f.name), Some(u.key.as_str().to_owned())));
+        }
+    }
+    u.provider = Some(by.id.clone());
+    Ok(u)
 }
 
 /// Validates the fields of an upsert; the result is in catalog order. A
@@ -173,7 +193,9 @@ fn parse_fields(dataset: &Dataset, fields: &RawFields<'_>) -> Result<Vec<(String
         };
         match value {
             Some(v) => out.push((f.name.clone(), v)),
-            None if f.required => {
+            // A dataset divided by fields requires a field of its
+            // provider only ([`for_provider`]).
+            None if f.required && dataset.division != Some(Division::Fields) => {
                 return Err(("invalid_value", format!("field {}: required", f.name)));
             }
             None => {}

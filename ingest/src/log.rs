@@ -6,7 +6,8 @@
 //! - One stream, subjects `<stream>.p.<partition>`, the partition being
 //!   xxh3 of the key's pseudonym modulo the configured count. Each message
 //!   holds updates of one dataset and one partition as update lines (the
-//!   API's own format, keys normalized), sealed with a key derived from the
+//!   API's own format, keys normalized; the header names the provider of
+//!   a dataset of several, whose part each node's writer judges), sealed with a key derived from the
 //!   store secret ([`Sealer`]): the log's servers hold neither real keys
 //!   nor field values in the clear.
 //! - Applying: each message's updates go through the group committer like
@@ -48,6 +49,8 @@ const OUTCOMES_KEPT: usize = 65_536;
 pub struct Applied {
     pub applied: usize,
     pub stale: usize,
+    /// Refused by the writer: outside the provider's area or fields.
+    pub refused: usize,
     /// The node's last change-log sequence number after it.
     pub last_seq: u64,
 }
@@ -133,10 +136,17 @@ pub fn partition_of(pid: &Pid, partitions: u16) -> u16 {
     (xxhash_rust::xxh3::xxh3_64(pid.as_bytes()) % u64::from(partitions.max(1))) as u16
 }
 
-/// The update lines of one message: `dataset\n` then one line per update.
+/// The update lines of one message: `dataset\n` (`dataset@provider\n`
+/// for a provider of a dataset of several, whose part every node's writer
+/// judges) then one line per update. All updates of a message come from
+/// one request, so from one provider.
 pub fn encode_message(dataset: &str, updates: &[&Update]) -> Vec<u8> {
     let mut out = Vec::with_capacity(64 + updates.len() * 192);
     out.extend_from_slice(dataset.as_bytes());
+    if let Some(by) = updates.first().and_then(|u| u.provider.as_deref()) {
+        out.push(b'@');
+        out.extend_from_slice(by.as_bytes());
+    }
     for u in updates {
         out.push(b'\n');
         write_line(u, &mut out);
@@ -147,11 +157,20 @@ pub fn encode_message(dataset: &str, updates: &[&Update]) -> Vec<u8> {
 /// Reads a message back, validating every line against this node's catalog.
 pub fn decode_message(catalog: &Catalog, plain: &[u8]) -> Result<Vec<Update>, String> {
     let mut lines = plain.split(|&c| c == b'\n');
-    let name = std::str::from_utf8(lines.next().unwrap_or_default()).map_err(|_| "dataset name is not UTF-8".to_owned())?;
+    let head = std::str::from_utf8(lines.next().unwrap_or_default()).map_err(|_| "dataset name is not UTF-8".to_owned())?;
+    let (name, by) = match head.split_once('@') {
+        Some((name, by)) => (name, Some(by)),
+        None => (head, None),
+    };
     let ds = catalog.dataset(name).ok_or_else(|| format!("dataset {name} is not in this node's catalog"))?;
     lines
         .enumerate()
-        .map(|(i, l)| parse_line(ds, l).map_err(|e| format!("line {}: {} ({})", i + 1, e.code, e.message)))
+        .map(|(i, l)| {
+            let mut u = parse_line(ds, l).map_err(|e| format!("line {}: {} ({})", i + 1, e.code, e.message))?;
+            // Refused or not, the writer decides as on the node that took it.
+            u.provider = by.map(str::to_owned);
+            Ok(u)
+        })
         .collect()
 }
 
@@ -386,9 +405,11 @@ pub async fn submit(
         let _permit = permit;
         match r {
             Ok(done) => {
-                let applied = done.outcomes.iter().filter(|o| matches!(o, Outcome::Applied { .. })).count();
-                let stale = done.outcomes.len() - applied;
-                watch.applied(seq, Applied { applied, stale, last_seq: done.last_seq });
+                let count = |f: fn(&Outcome) -> bool| done.outcomes.iter().filter(|o| f(o)).count();
+                let applied = count(|o| matches!(o, Outcome::Applied { .. }));
+                let stale = count(|o| matches!(o, Outcome::Stale { .. }));
+                let refused = count(|o| matches!(o, Outcome::Refused { .. }));
+                watch.applied(seq, Applied { applied, stale, refused, last_seq: done.last_seq });
             }
             Err(e) if matches!(*e, basedata_store::Error::Abandoned) => {}
             Err(e) => {
@@ -474,6 +495,18 @@ mod tests {
         let bad = [b"hukou\n".as_slice(), br#"{"key":"11010519491231002X","version":1,"fields":{"nick":"x"}}"#].concat();
         assert!(decode_message(&cat, &bad).unwrap_err().contains("unknown_field"));
         assert_eq!(decode_message(&cat, b"hukou").unwrap(), Vec::<Update>::new());
+    }
+
+    #[test]
+    fn a_message_carries_the_provider_of_a_dataset_of_several() {
+        let cat = Catalog::from_toml_str(include_str!("../../store/catalog/several-providers.toml")).unwrap();
+        let ds = cat.dataset("death").unwrap();
+        let line = br#"{"key":"11010519491231002X","version":4,"fields":{"police_station":"station 1"}}"#;
+        let u = crate::line::for_provider(ds, ds.provider_entry("gongan"), parse_line(ds, line).unwrap()).unwrap();
+        let plain = encode_message("death", &[&u]);
+        assert!(plain.starts_with(b"death@gongan\n"));
+        let back = decode_message(&cat, &plain).unwrap();
+        assert_eq!((back[0].provider.as_deref(), &back[0]), (Some("gongan"), &u));
     }
 
     #[test]

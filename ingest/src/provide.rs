@@ -13,10 +13,11 @@
 //! and only counted beyond, so a body of nothing but bad lines answers in
 //! bounded size.
 
-use crate::line::{parse_line, parse_value, LineError};
+use crate::line::{for_provider, parse_line, parse_value, LineError};
 use crate::log::{LoggedMessage, UpdateLog};
 use basedata_store::caller::Caller;
-use basedata_store::catalog::Dataset;
+use basedata_store::catalog::{Dataset, Provider};
+use basedata_store::providers::REFUSED;
 use basedata_store::commit::{CommitError, Committer};
 use basedata_store::ndjson::Splitter;
 use basedata_store::{Action, AuditEvent, Outcome, Store, Update, WriteBatch};
@@ -100,6 +101,21 @@ pub struct Rejections {
     pub by_code: BTreeMap<&'static str, usize>,
 }
 
+/// The lines of `outcomes` the writer refused (outside the provider's
+/// area or fields), as rejections of the lines `lines` numbers.
+fn refused_lines(outcomes: &[Outcome], updates_lines: &[u64], keys: &[String]) -> Vec<(u64, LineError)> {
+    outcomes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, o)| match o {
+            Outcome::Refused { reason } => {
+                Some((updates_lines[i], LineError { code: REFUSED, message: reason.clone(), key: Some(keys[i].clone()) }))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
 impl Rejections {
     fn push(&mut self, line: u64, e: LineError) {
         *self.by_code.entry(e.code).or_default() += 1;
@@ -120,6 +136,14 @@ impl Rejections {
         self.listed.extend(more);
         self.listed.sort_by_key(|(line, _)| *line);
         self.listed.truncate(MAX_LISTED_REJECTIONS);
+    }
+
+    /// Counts rejections whose lines are not known here (cluster mode:
+    /// refused by the writer of another node's apply).
+    fn count(&mut self, code: &'static str, n: usize) {
+        if n > 0 {
+            *self.by_code.entry(code).or_default() += n;
+        }
     }
 
     /// How many lines were rejected, listed or not.
@@ -164,6 +188,8 @@ impl std::fmt::Debug for Provide {
 #[derive(Debug)]
 pub struct Submission<'a> {
     ds: &'a Dataset,
+    /// The caller's part, for a dataset of several providers.
+    by: Option<&'a Provider>,
     format: Format,
     limit: usize,
     received: usize,
@@ -192,8 +218,8 @@ impl Submission<'_> {
         }
         match self.format {
             Format::Ndjson => {
-                let (ds, updates, lines, rejected) = (self.ds, &mut self.updates, &mut self.lines, &mut self.rejected);
-                self.splitter.push(bytes, &mut |n, line| take(n, parse_line(ds, line), updates, lines, rejected));
+                let (ds, by, updates, lines, rejected) = (self.ds, self.by, &mut self.updates, &mut self.lines, &mut self.rejected);
+                self.splitter.push(bytes, &mut |n, line| take(n, parse_line(ds, line).and_then(|u| for_provider(ds, by, u)), updates, lines, rejected));
             }
             Format::JsonArray => self.array.extend_from_slice(bytes),
         }
@@ -204,16 +230,18 @@ impl Submission<'_> {
     fn finish(&mut self) -> Result<()> {
         match self.format {
             Format::Ndjson => {
-                let (ds, updates, lines, rejected) = (self.ds, &mut self.updates, &mut self.lines, &mut self.rejected);
+                let (ds, by, updates, lines, rejected) = (self.ds, self.by, &mut self.updates, &mut self.lines, &mut self.rejected);
                 std::mem::take(&mut self.splitter)
-                    .finish(&mut |n, line| take(n, parse_line(ds, line), updates, lines, rejected));
+                    .finish(&mut |n, line| take(n, parse_line(ds, line).and_then(|u| for_provider(ds, by, u)), updates, lines, rejected));
             }
             Format::JsonArray => {
                 // Element by element: a whole `Vec<Value>` of a large body
                 // would take many times the body's size.
                 let array = std::mem::take(&mut self.array);
-                let (ds, updates, lines, rejected) = (self.ds, &mut self.updates, &mut self.lines, &mut self.rejected);
-                let mut each = EachElement(|n, v: serde_json::Value| take(n, parse_value(ds, &v), updates, lines, rejected));
+                let (ds, by, updates, lines, rejected) = (self.ds, self.by, &mut self.updates, &mut self.lines, &mut self.rejected);
+                let mut each = EachElement(|n, v: serde_json::Value| {
+                    take(n, parse_value(ds, &v).and_then(|u| for_provider(ds, by, u)), updates, lines, rejected)
+                });
                 let mut de = serde_json::Deserializer::from_slice(&array);
                 serde::de::DeserializeSeed::deserialize(&mut each, &mut de).and_then(|()| de.end()).map_err(|e| {
                     let what = match e.classify() {
@@ -289,14 +317,17 @@ impl Provide {
         let mut event = caller.event(purpose.unwrap_or("provider update"), Action::Update, None);
         event.datasets = vec![ds.id.clone()];
         if !caller.provides(ds) {
-            let err = Error::Forbidden(format!("only {} provides dataset {} (one datum, one source)", ds.provider, ds.id));
+            let who: Vec<&str> = ds.providers.iter().map(|p| p.id.as_str()).collect();
+            let err = Error::Forbidden(format!("only {} provides dataset {} (one datum, one source)", who.join(", "), ds.id));
             event.action = Action::Denied;
             event.outcome = err.code().to_owned();
             self.committer.commit(Vec::new(), vec![event], WriteBatch::new()).await?;
             return Err(err);
         }
+        let by = ds.division.as_ref().and_then(|_| ds.provider_entry(&caller.department.id));
         Ok(Submission {
             ds,
+            by,
             format: Format::Ndjson,
             limit: self.max_body_bytes,
             received: 0,
@@ -323,11 +354,20 @@ impl Provide {
         // the single writer has less to do per update.
         let mut mappings = WriteBatch::new();
         self.store.seal_new_keys(&s.updates, &mut mappings)?;
+        let keys: Vec<String> =
+            if s.by.is_some() { s.updates.iter().map(|u| u.key.as_str().to_owned()).collect() } else { Vec::new() };
+        let denied = s.event.clone();
         let done = self.committer.commit(s.updates, vec![s.event], mappings).await?;
         let applied = done.outcomes.iter().filter(|o| matches!(o, Outcome::Applied { .. })).count();
+        let stale = done.outcomes.iter().filter(|o| matches!(o, Outcome::Stale { .. })).count();
+        let counted = s.rejected.total();
+        if s.by.is_some() {
+            s.rejected.merge(refused_lines(&done.outcomes, &s.lines, &keys));
+        }
+        self.audit_refusals(denied, &s.rejected, s.rejected.total() - counted).await?;
         Ok(Report {
             applied,
-            stale: submitted - applied,
+            stale,
             rejected: s.rejected,
             last_seq: done.last_seq,
             position: None,
@@ -358,11 +398,13 @@ impl Provide {
         s.rejected.merge(too_large.collect());
         s.event.outcome = format!("submitted={} rejected={}", s.updates.len() - prepared.too_large.len(), s.rejected.total());
         s.event.rejected_lines = s.rejected.total() as u64;
+        let denied = s.event.clone();
         self.committer.commit(Vec::new(), vec![s.event], WriteBatch::new()).await?;
         let sent = log.send(&prepared).await.map_err(|e| Error::Unavailable(e.0))?;
         let positions = log.positions();
         let Some(last) = sent.iter().map(|m| m.position).max() else {
             let position = Some(positions.position());
+            self.audit_refusals(denied, &s.rejected, 0).await?;
             return Ok(Report { rejected: s.rejected, last_seq: self.store.last_seq(), position, ..Report::default() });
         };
         // Lines of partitions this node does not hold are applied
@@ -379,15 +421,33 @@ impl Provide {
             Some(_) => None,
             None => Some(Vec::new()),
         };
+        let counted = s.rejected.total();
         match outcomes {
             Some(o) => {
                 applied = o.iter().map(|a| a.applied).sum();
                 stale = o.iter().map(|a| a.stale).sum();
+                s.rejected.count(REFUSED, o.iter().map(|a| a.refused).sum());
                 last_seq = o.iter().map(|a| a.last_seq).max().unwrap_or(last_seq);
             }
             None => logged += mine.iter().map(|m| m.lines).sum::<usize>(),
         }
+        self.audit_refusals(denied, &s.rejected, s.rejected.total() - counted).await?;
         Ok(Report { applied, stale, rejected: s.rejected, last_seq, position: Some(last), logged: Some(logged) })
+    }
+
+    /// Lines refused for being outside the caller's area or fields are
+    /// on record as a `denied` entry of their own beside the request's,
+    /// like a refused request (`event` is the request's entry, reused).
+    /// `found_later` of them were found by the writer, after the request's
+    /// entry counted the others as rejected lines: the refusal's entry
+    /// counts those, so the yearly report counts each line once.
+    async fn audit_refusals(&self, mut event: AuditEvent, rejected: &Rejections, found_later: usize) -> Result<()> {
+        let Some(&n) = rejected.by_code.get(REFUSED).filter(|&&n| n > 0) else { return Ok(()) };
+        event.action = Action::Denied;
+        event.rejected_lines = found_later as u64;
+        event.outcome = format!("{REFUSED} lines={n}: outside the provider's area or fields");
+        self.committer.commit(Vec::new(), vec![event], WriteBatch::new()).await?;
+        Ok(())
     }
 }
 
@@ -467,5 +527,135 @@ mod tests {
             });
             assert_eq!(err.code(), "invalid_body", "{}", String::from_utf8_lossy(body));
         }
+    }
+
+    /// A store with the example catalog of several providers.
+    fn several() -> (Provide, Arc<Store>) {
+        let catalog = basedata_store::Catalog::from_toml_str(include_str!("../../store/catalog/several-providers.toml")).unwrap();
+        let store = Arc::new(
+            Store::open(
+                Arc::new(basedata_store::engine::mem::MemEngine::new()),
+                &basedata_store::Secret::from_bytes([9; 32]),
+                Arc::new(catalog),
+                Arc::new(basedata_store::clock::ManualClock::new(1)),
+            )
+            .unwrap(),
+        );
+        let committer = Arc::new(Committer::start(store.clone(), 64));
+        (Provide::new(store.clone(), committer, 1 << 20), store)
+    }
+
+    fn provider(id: &str) -> Caller {
+        Caller::declared(Arc::new(Department::new(id, vec![Role::Provider])), None)
+    }
+
+    /// Sends `lines` to `dataset` as `who`: (applied, stale, refused lines as (line, code, message)).
+    fn send(p: &Provide, who: &str, dataset: &str, lines: &[String]) -> (usize, usize, Vec<(u64, &'static str, String)>) {
+        let r = run(async {
+            let mut s = p.begin(&provider(who), dataset, None).await.unwrap();
+            s.push(lines.join("\n").as_bytes()).unwrap();
+            p.apply(s).await.unwrap()
+        });
+        (r.applied, r.stale, r.rejected.listed.into_iter().map(|(n, e)| (n, e.code, e.message)).collect())
+    }
+
+    const P1: &str = "11010519491231002X";
+    const P2: &str = "110105198001010016";
+
+    fn permit(key: &str, version: u64, area: &str) -> String {
+        format!(r#"{{"key":"{key}","version":{version},"fields":{{"name":"甲","area_code":"{area}","permit_no":"p{version}"}}}}"#)
+    }
+
+    fn delete(key: &str, version: u64) -> String {
+        format!(r#"{{"key":"{key}","version":{version},"op":"delete"}}"#)
+    }
+
+    fn area_of(store: &Store, key: &str) -> Option<String> {
+        let k = basedata_store::SubjectKey::parse(basedata_store::Subject::Person, key).unwrap();
+        let r = store.get(&k, "residence_permit", None).unwrap()?;
+        match r.field("area_code") {
+            Some(basedata_store::Value::Str(s)) => Some(s.clone()),
+            _ => None,
+        }
+    }
+
+    fn denied_entries(store: &Store, department: &str) -> Vec<String> {
+        let q = basedata_store::audit::AuditQuery { department: Some(department.into()), limit: 100, ..Default::default() };
+        store.audit_query(&q).unwrap().into_iter().filter(|e| e.action == Action::Denied).map(|e| e.outcome).collect()
+    }
+
+    #[test]
+    fn each_area_provider_writes_only_records_of_its_area() {
+        let (p, store) = several();
+        // Yuexiu creates its own record; a new record in Tianhe's area or in
+        // nobody's is refused, line by line.
+        let (applied, _, refused) =
+            send(&p, "yuexiu", "residence_permit", &[permit(P1, 1, "440104001"), permit(P2, 1, "440106"), permit(P2, 2, "440199")]);
+        assert_eq!(applied, 1);
+        assert_eq!(refused.iter().map(|(n, c, _)| (*n, *c)).collect::<Vec<_>>(), vec![(2, "forbidden"), (3, "forbidden")]);
+        assert!(refused[0].2.contains("440106 is not in the area of yuexiu; only tianhe may"), "{}", refused[0].2);
+        assert!(refused[1].2.contains("area 440199 is not any provider's area"), "{}", refused[1].2);
+        assert_eq!(denied_entries(&store, "yuexiu"), vec!["forbidden lines=2: outside the provider's area or fields"]);
+        // Tianhe may neither change nor delete Yuexiu's record.
+        let (applied, _, refused) = send(&p, "tianhe", "residence_permit", &[permit(P1, 2, "440106"), delete(P1, 3)]);
+        assert_eq!((applied, refused.len()), (0, 2));
+        assert!(refused.iter().all(|(_, c, m)| *c == "forbidden" && m.contains("only yuexiu may change or move it")), "{refused:?}");
+        assert_eq!(area_of(&store, P1).as_deref(), Some("440104001"));
+        // A stale line stays stale, whoever sends it.
+        assert_eq!(send(&p, "tianhe", "residence_permit", &[permit(P1, 1, "440106")]).1, 1);
+    }
+
+    #[test]
+    fn a_record_moves_to_another_area_by_its_current_provider_only() {
+        let (p, store) = several();
+        send(&p, "yuexiu", "residence_permit", &[permit(P1, 1, "440104")]);
+        // Yuexiu moves it to Tianhe; from then on Tianhe owns it.
+        assert_eq!(send(&p, "yuexiu", "residence_permit", &[permit(P1, 2, "440106")]).0, 1);
+        assert_eq!(area_of(&store, P1).as_deref(), Some("440106"));
+        let (applied, _, refused) = send(&p, "yuexiu", "residence_permit", &[permit(P1, 3, "440104")]);
+        assert_eq!((applied, refused[0].1), (0, "forbidden"), "the old area's provider cannot take it back");
+        assert_eq!(send(&p, "tianhe", "residence_permit", &[permit(P1, 4, "440106")]).0, 1);
+        assert_eq!(send(&p, "yuexiu", "residence_permit", &[delete(P1, 5)]).2.len(), 1, "nor delete it");
+        assert_eq!(send(&p, "tianhe", "residence_permit", &[delete(P1, 6)]).0, 1);
+        assert_eq!(area_of(&store, P1), None);
+        // Tianhe's counters are its own.
+        assert_eq!(store.provider_stats("residence_permit", "tianhe").updates, 2);
+        assert_eq!(store.provider_stats("residence_permit", "yuexiu").updates, 2);
+    }
+
+    #[test]
+    fn a_field_provider_writes_only_its_fields_and_keeps_the_others() {
+        let (p, store) = several();
+        let key = basedata_store::SubjectKey::parse(basedata_store::Subject::Person, P1).unwrap();
+        let fields = || -> Vec<String> {
+            store.get(&key, "death", None).unwrap().map(|r| r.fields.into_iter().map(|(n, _)| n).collect()).unwrap_or_default()
+        };
+        let police = |v: u64, extra: &str| format!(r#"{{"key":"{P1}","version":{v},"fields":{{"police_station":"某派出所"{extra}}}}}"#);
+        let health = |v: u64| format!(r#"{{"key":"{P1}","version":{v},"fields":{{"name":"甲","death_date":"2020-02-02"}}}}"#);
+        assert_eq!(send(&p, "gongan", "death", &[police(1, "")]).0, 1);
+        // A field of health's part: the whole line is refused.
+        let (applied, _, refused) = send(&p, "gongan", "death", &[police(2, r#","cause_of_death":"x""#)]);
+        assert_eq!((applied, refused[0].1), (0, "forbidden"));
+        assert_eq!(refused[0].2, "field cause_of_death is provided by weijian, not gongan");
+        // Health's upsert sets its fields and keeps the police's.
+        assert_eq!(send(&p, "weijian", "death", &[health(3)]).0, 1);
+        assert_eq!(fields(), ["name", "death_date", "police_station"]);
+        // Health's part requires its name; the police's does not.
+        let (_, _, refused) = send(&p, "weijian", "death", &[format!(r#"{{"key":"{P1}","version":4,"fields":{{"death_date":"2020-02-03"}}}}"#)]);
+        assert_eq!((refused[0].1, refused[0].2.as_str()), ("invalid_value", "field name: required"));
+        // A delete removes the sender's fields only; the record goes with the last.
+        assert_eq!(send(&p, "gongan", "death", &[delete(P1, 5)]).0, 1);
+        assert_eq!(fields(), ["name", "death_date"]);
+        assert_eq!(send(&p, "weijian", "death", &[delete(P1, 6)]).0, 1);
+        assert!(store.get(&key, "death", None).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_department_outside_the_providers_is_refused_whole() {
+        let (p, store) = several();
+        let err = run(async { p.begin(&provider("shichang"), "residence_permit", None).await.unwrap_err() });
+        assert_eq!(err.code(), "forbidden");
+        assert!(err.to_string().contains("only yuexiu, tianhe, laisui provide"), "{err}");
+        assert_eq!(denied_entries(&store, "shichang"), vec!["forbidden"]);
     }
 }

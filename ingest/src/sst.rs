@@ -12,9 +12,9 @@
 //! chunks.
 
 use basedata_store::ndjson;
-use crate::line::{parse_line, LineError};
+use crate::line::{for_provider, parse_line, LineError};
 use basedata_store::bulk::{BulkLoader, BulkOptions, BulkSummary, Staged, Stager};
-use basedata_store::catalog::Dataset;
+use basedata_store::catalog::{Dataset, Provider};
 use basedata_store::{Error, Result, Store};
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -73,18 +73,44 @@ struct ChunkOut {
 const LINE_BITS: u32 = 24;
 const _: () = assert!(CHUNK_BYTES < 1 << LINE_BITS);
 
-/// Bulk-loads `input` into the empty dataset `dataset` of `store`. Rejected
-/// lines go to `on_reject` (1-based line number) in line order and do not
-/// stop the load; an error from `on_reject` does.
+/// The provider a bulk load of `ds` is for: `provider`, which must be one
+/// of the dataset's, or its only provider when none is named. A dataset of
+/// several providers needs one named: its lines are held to that
+/// provider's part as the updates endpoint would hold them (a bulk load
+/// fills an empty dataset, so every line is a new record of the part).
+pub fn load_provider<'a>(ds: &'a Dataset, provider: Option<&str>) -> Result<&'a Provider> {
+    let named = |p: &str| {
+        ds.provider_entry(p).ok_or_else(|| Error::Invalid(format!("{p} is not a provider of dataset {}", ds.id)))
+    };
+    match (provider, &ds.division) {
+        (Some(p), _) => named(p),
+        (None, None) => named(&ds.provider),
+        (None, Some(_)) => {
+            let ids: Vec<&str> = ds.providers.iter().map(|p| p.id.as_str()).collect();
+            Err(Error::Invalid(format!(
+                "dataset {} has several providers ({}): name the one whose part this load is with --provider",
+                ds.id,
+                ids.join(", ")
+            )))
+        }
+    }
+}
+
+/// Bulk-loads `input` into the empty dataset `dataset` of `store` for
+/// `provider` (see [`load_provider`]). Rejected lines go to `on_reject`
+/// (1-based line number) in line order and do not stop the load; an error
+/// from `on_reject` does.
 pub fn load_file(
     store: &Store,
     dataset: &str,
+    provider: Option<&str>,
     input: &Path,
     opts: BulkOptions,
     on_reject: &mut dyn FnMut(u64, &LineError) -> std::io::Result<()>,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<FileLoadSummary> {
     let ds = store.catalog().dataset(dataset).ok_or_else(|| Error::Invalid(format!("unknown dataset {dataset}")))?;
+    let by = load_provider(ds, provider)?;
     let file = File::open(input)?;
     let total = file.metadata()?.len();
     let mut loader = BulkLoader::new(store, &ds.id, opts)?;
@@ -109,7 +135,7 @@ pub fn load_file(
                 for chunk in rx {
                     let mut staged = free_staged.try_recv().unwrap_or_default();
                     staged.clear();
-                    let out = stage_chunk(ds, stager, &chunk, staged);
+                    let out = stage_chunk(ds, by, stager, &chunk, staged);
                     let _ = free_data.try_send(chunk.data);
                     if tx.send(out).is_err() {
                         return;
@@ -195,7 +221,7 @@ fn read_chunks(
     }
 }
 
-fn stage_chunk(ds: &Dataset, stager: Stager<'_>, chunk: &Chunk, staged: Staged) -> Result<ChunkOut> {
+fn stage_chunk(ds: &Dataset, by: &Provider, stager: Stager<'_>, chunk: &Chunk, staged: Staged) -> Result<ChunkOut> {
     let mut out = ChunkOut {
         index: chunk.index,
         staged,
@@ -209,12 +235,24 @@ fn stage_chunk(ds: &Dataset, stager: Stager<'_>, chunk: &Chunk, staged: Staged) 
         out.line_count += 1;
         let Some(line) = ndjson::content(raw, chunk.index == 0 && offset == 0) else { continue };
         out.lines += 1;
-        match parse_line(ds, line) {
+        match parse_line(ds, line).and_then(|u| new_in_part(ds, by, u)) {
             Ok(u) => stager.stage(&u, chunk.index << LINE_BITS | offset, &mut out.staged)?,
             Err(e) => out.rejects.push((offset, e)),
         }
     }
     Ok(out)
+}
+
+/// A line of a bulk load held to `by`'s part, as a new record.
+fn new_in_part(ds: &Dataset, by: &Provider, u: basedata_store::Update) -> std::result::Result<basedata_store::Update, LineError> {
+    let u = for_provider(ds, Some(by), u)?;
+    if let Some(division) = &ds.division {
+        if let Err(r) = division.admits_new(&ds.providers, by, &u.key, u.op.change()) {
+            let key = Some(u.key.as_str().to_owned());
+            return Err(LineError { code: basedata_store::providers::REFUSED, message: r.0, key });
+        }
+    }
+    Ok(u)
 }
 
 #[cfg(test)]
@@ -286,6 +324,7 @@ mod tests {
         let sum = load_file(
             &store,
             "hukou",
+            None,
             &input,
             BulkOptions::new(dir.path()),
             &mut |n, e| {

@@ -12,6 +12,8 @@ use crate::error::{Error, Result};
 use crate::gov::{cst_date, end_of_day, Grant, GrantState};
 use crate::service::Queries;
 use basedata_store::catalog::{Dataset, UpdateFrequency};
+use basedata_store::engine::Engine;
+use basedata_store::store::provider_stats_name;
 use basedata_store::usage::{daily, day_of, totals, use_totals, Kind, Owner, Refusal, CST_OFFSET_MICROS};
 use basedata_store::Action;
 use std::collections::HashMap;
@@ -114,15 +116,11 @@ pub struct ConsumerUse {
     pub uses: Uses,
 }
 
-/// One dataset's year.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DatasetYear {
-    pub dataset: String,
-    pub title: String,
-    pub provider: String,
-    pub update_frequency: String,
+/// Updates and timeliness over the period, of a dataset or of one
+/// provider's part of it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Timeliness {
     pub updates_applied: u64,
-    pub rejected_lines: u64,
     /// Updates applied per month, January first.
     pub monthly_updates: [u64; 12],
     /// Days of the period with at least one update applied.
@@ -133,8 +131,29 @@ pub struct DatasetYear {
     /// The longest run of calendar days without an update, within the
     /// period (counting from the last update before it).
     pub longest_gap_days: u32,
-    /// Days of the period before the dataset's first update ever.
+    /// Days of the period before the first update ever.
     pub days_before_first_update: u32,
+}
+
+/// One provider's part of a dataset of several.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProviderYear {
+    pub provider: String,
+    pub timeliness: Timeliness,
+}
+
+/// One dataset's year.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DatasetYear {
+    pub dataset: String,
+    pub title: String,
+    /// The dataset's provider, or with several its steward.
+    pub provider: String,
+    pub update_frequency: String,
+    pub timeliness: Timeliness,
+    pub rejected_lines: u64,
+    /// With several providers: each one's part.
+    pub providers: Vec<ProviderYear>,
     pub consumers: Vec<ConsumerUse>,
     pub grants: Handling,
     pub disputes: Handling,
@@ -291,11 +310,19 @@ impl Queries {
                 ..Default::default()
             };
             row.rejected_lines = n(Kind::Rejected);
-            for ds in datasets.iter().filter(|d| d.provider == id) {
+            for ds in &datasets {
+                // With several providers each counts its own part; grants
+                // and disputes are the steward's.
+                let own = ds.providers.iter().find(|p| p.provider == id);
+                if own.is_none() && ds.provider != id {
+                    continue;
+                }
                 row.datasets_provided.push(ds.dataset.clone());
-                row.updates_applied += ds.updates_applied;
-                row.grants.add(&ds.grants);
-                row.disputes.add(&ds.disputes);
+                row.updates_applied += own.map_or(ds.timeliness.updates_applied, |p| p.timeliness.updates_applied);
+                if ds.provider == id {
+                    row.grants.add(&ds.grants);
+                    row.disputes.add(&ds.disputes);
+                }
             }
             departments.push(row);
         }
@@ -320,29 +347,41 @@ impl Queries {
     }
 
     /// A dataset's updates, rejected lines and timeliness over days
-    /// `[first_day, end_day)`.
-    fn dataset_year(&self, engine: &dyn basedata_store::engine::Engine, ds: &Dataset, first_day: i32, end_day: i32) -> Result<DatasetYear> {
-        let owner = Owner::Dataset(&ds.id);
-        let before = first_day - LOOK_BACK_DAYS;
-        let applied = daily(engine, owner, Kind::Applied, before, end_day)?;
-        let rejected = daily(engine, owner, Kind::Rejected, first_day, end_day)?;
-        let (wd, cd) = allowed_gap(&ds.update_frequency);
-        let mut row = DatasetYear {
+    /// `[first_day, end_day)`, and with several providers each one's.
+    fn dataset_year(&self, engine: &dyn Engine, ds: &Dataset, first_day: i32, end_day: i32) -> Result<DatasetYear> {
+        let providers = match ds.division {
+            None => Vec::new(),
+            Some(_) => ds
+                .providers
+                .iter()
+                .map(|p| {
+                    let counted = provider_stats_name(&ds.id, &p.id);
+                    let timeliness = self.timeliness(engine, &counted, &ds.update_frequency, first_day, end_day)?;
+                    Ok(ProviderYear { provider: p.id.clone(), timeliness })
+                })
+                .collect::<Result<_>>()?,
+        };
+        Ok(DatasetYear {
             dataset: ds.id.clone(),
             title: ds.title.clone(),
             provider: ds.provider.clone(),
             update_frequency: ds.update_frequency.to_string(),
-            updates_applied: 0,
-            rejected_lines: rejected.iter().sum(),
-            monthly_updates: [0; 12],
-            update_days: 0,
-            days_overdue: 0,
-            longest_gap_days: 0,
-            days_before_first_update: 0,
+            timeliness: self.timeliness(engine, &ds.id, &ds.update_frequency, first_day, end_day)?,
+            rejected_lines: daily(engine, Owner::Dataset(&ds.id), Kind::Rejected, first_day, end_day)?.iter().sum(),
+            providers,
             consumers: Vec::new(),
             grants: Handling::default(),
             disputes: Handling::default(),
-        };
+        })
+    }
+
+    /// Updates and timeliness of the counters named `counted` (a dataset,
+    /// or `dataset@provider`), walked day by day against `freq`.
+    fn timeliness(&self, engine: &dyn Engine, counted: &str, freq: &UpdateFrequency, first_day: i32, end_day: i32) -> Result<Timeliness> {
+        let before = first_day - LOOK_BACK_DAYS;
+        let applied = daily(engine, Owner::Dataset(counted), Kind::Applied, before, end_day)?;
+        let (wd, cd) = allowed_gap(freq);
+        let mut t = Timeliness::default();
         // The last day with an update, and the date the next one is due by.
         let mut last: Option<(i32, Date)> = None;
         for day in before..end_day {
@@ -350,17 +389,17 @@ impl Queries {
             let in_year = day >= first_day;
             if in_year {
                 match last {
-                    None => row.days_before_first_update += 1,
+                    None => t.days_before_first_update += 1,
                     // Overdue on a day without an update past the due date.
-                    Some((_, due)) if n == 0 && date_of_day(day) > due => row.days_overdue += 1,
+                    Some((_, due)) if n == 0 && date_of_day(day) > due => t.days_overdue += 1,
                     _ => {}
                 }
             }
             if n > 0 {
                 if in_year {
-                    row.updates_applied += n;
-                    row.update_days += 1;
-                    row.monthly_updates[usize::from(u8::from(date_of_day(day).month())) - 1] += n;
+                    t.updates_applied += n;
+                    t.update_days += 1;
+                    t.monthly_updates[usize::from(u8::from(date_of_day(day).month())) - 1] += n;
                 }
                 let date = date_of_day(day);
                 let due = std::cmp::max(
@@ -369,10 +408,10 @@ impl Queries {
                 );
                 last = Some((day, due));
             } else if let (true, Some((l, _))) = (in_year, last) {
-                row.longest_gap_days = row.longest_gap_days.max((day - l) as u32);
+                t.longest_gap_days = t.longest_gap_days.max((day - l) as u32);
             }
         }
-        Ok(row)
+        Ok(t)
     }
 }
 

@@ -59,6 +59,12 @@ impl Queries {
         self.catalog.dataset(dataset).is_some_and(|d| caller.provides(d))
     }
 
+    /// The dataset's only provider or, of several, its steward: who
+    /// decides and revokes grants and resolves disputes for all of them.
+    fn is_steward_of(&self, caller: &Caller, dataset: &str) -> bool {
+        self.catalog.dataset(dataset).is_some_and(|d| caller.stewards(d))
+    }
+
     fn sees_grant(&self, caller: &Caller, g: &Grant) -> bool {
         caller.department.has(Role::Admin)
             || caller.department.has(Role::Auditor)
@@ -91,7 +97,7 @@ impl Queries {
         // A provider already reads its own conditional fields and follows
         // its own changes; a grant it approved to itself would only count
         // in the sharing report as a request decided on time.
-        if ds.provider == caller.department.id {
+        if ds.is_provided_by(&caller.department.id) {
             return Err(Error::Conflict(format!(
                 "department {} provides dataset {}: its own data need no grant",
                 caller.department.id, ds.id
@@ -167,8 +173,8 @@ impl Queries {
     pub async fn decide_grant(&self, caller: &Caller, id: &str, approve: bool, reason: Option<&str>) -> Result<Grant> {
         let _guard = self.gov_lock.lock().await;
         let mut g = self.grant(caller, id)?;
-        if !self.is_provider_of(caller, &g.dataset) {
-            return Err(Error::Forbidden(format!("only the provider of {} decides on this grant", g.dataset)));
+        if !self.is_steward_of(caller, &g.dataset) {
+            return Err(Error::Forbidden(format!("only the provider (steward) of {} decides on this grant", g.dataset)));
         }
         // Applications to one's own dataset are refused; one stored before
         // that rule is still not the provider's to approve.
@@ -199,7 +205,7 @@ impl Queries {
     pub async fn revoke_grant(&self, caller: &Caller, id: &str, reason: Option<&str>) -> Result<Grant> {
         let _guard = self.gov_lock.lock().await;
         let mut g = self.grant(caller, id)?;
-        if !(self.is_provider_of(caller, &g.dataset) || caller.department.has(Role::Admin)) {
+        if !(self.is_steward_of(caller, &g.dataset) || caller.department.has(Role::Admin)) {
             return Err(Error::Forbidden("only the dataset's provider or an administrator revokes a grant".into()));
         }
         let reason = required_text("reason", reason)?;
@@ -319,8 +325,8 @@ impl Queries {
         let mut d = load_dispute(&**self.store.engine(), id)?
             .filter(|d| self.sees_dispute(caller, d))
             .ok_or_else(|| Error::NotFound("no such dispute".into()))?;
-        if !self.is_provider_of(caller, &d.dataset) {
-            return Err(Error::Forbidden(format!("only the provider of {} resolves this dispute", d.dataset)));
+        if !self.is_steward_of(caller, &d.dataset) {
+            return Err(Error::Forbidden(format!("only the provider (steward) of {} resolves this dispute", d.dataset)));
         }
         if !d.is_open() {
             return Err(Error::Conflict("the dispute is already resolved".into()));

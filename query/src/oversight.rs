@@ -99,6 +99,19 @@ pub struct DatasetFreshness {
     pub last_update: Option<i64>,
     pub next_update_due: Option<Date>,
     pub overdue: bool,
+    /// A dataset of several providers: each one's own timeliness, by the
+    /// same rule (empty for a dataset of one provider).
+    pub providers: Vec<ProviderFreshness>,
+}
+
+/// One provider's timeliness within a dataset of several.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProviderFreshness {
+    pub provider: String,
+    pub updates: u64,
+    pub last_update: Option<i64>,
+    pub next_update_due: Option<Date>,
+    pub overdue: bool,
 }
 
 impl Queries {
@@ -167,13 +180,25 @@ impl Queries {
                 responsible_as_of: view.responsible_as_of,
                 ..Default::default()
             };
-            for ds in self.catalog.datasets().iter().filter(|d| d.provider == id) {
-                f.records_provided += self.store.dataset_stats(&ds.id).records;
+            for ds in self.catalog.datasets().iter().filter(|d| d.is_provided_by(id)) {
+                // Of a dataset of several providers, a department counts
+                // its own updates; records, which may change areas, count
+                // for the steward.
+                let counted = match ds.division {
+                    None => ds.id.clone(),
+                    Some(_) => basedata_store::store::provider_stats_name(&ds.id, id),
+                };
+                if ds.provider == id {
+                    f.records_provided += self.store.dataset_stats(&ds.id).records;
+                }
                 f.updates_applied +=
-                    totals(engine, Owner::Dataset(&ds.id), from_day, to_day)?.get(&Kind::Applied).copied().unwrap_or(0);
+                    totals(engine, Owner::Dataset(&counted), from_day, to_day)?.get(&Kind::Applied).copied().unwrap_or(0);
                 f.datasets_provided.push(ds.id.clone());
             }
-            let mine = |dataset: &String| f.datasets_provided.contains(dataset);
+            // Grants and disputes are the steward's.
+            let stewarded: Vec<&str> =
+                self.catalog.datasets().iter().filter(|d| d.provider == id).map(|d| d.id.as_str()).collect();
+            let mine = |dataset: &String| stewarded.contains(&dataset.as_str());
             let decided: Vec<_> = grants.iter().filter(|g| mine(&g.dataset) && g.decided_at.is_some_and(in_period)).collect();
             let resolved: Vec<_> =
                 disputes.iter().filter(|d| mine(&d.dataset) && d.resolved_at.is_some_and(in_period)).collect();
@@ -211,7 +236,8 @@ impl Queries {
             return Err(Error::Forbidden("this is for providers".into()));
         }
         let (now, covered, mut rows) = self.freshness_rows()?;
-        rows.retain(|r| r.provider == caller.department.id);
+        let id = &caller.department.id;
+        rows.retain(|r| r.provider == *id || r.providers.iter().any(|p| p.provider == *id));
         Ok((now, covered, rows))
     }
 
@@ -287,14 +313,36 @@ impl Queries {
             .map(|ds| {
                 let st = self.store.dataset_stats(&ds.id);
                 let (wd, cd) = allowed_gap(&ds.update_frequency);
-                let due = (st.last_update != 0).then(|| {
-                    let last = cst_date(st.last_update);
-                    std::cmp::max(
-                        self.calendar.add_working_days(last, wd),
-                        last.saturating_add(time::Duration::days(i64::from(cd))),
-                    )
-                });
+                let due_after = |last_update: i64| {
+                    (last_update != 0).then(|| {
+                        let last = cst_date(last_update);
+                        std::cmp::max(
+                            self.calendar.add_working_days(last, wd),
+                            last.saturating_add(time::Duration::days(i64::from(cd))),
+                        )
+                    })
+                };
+                let due = due_after(st.last_update);
+                let providers = match ds.division {
+                    None => Vec::new(),
+                    Some(_) => ds
+                        .providers
+                        .iter()
+                        .map(|p| {
+                            let ps = self.store.provider_stats(&ds.id, &p.id);
+                            let due = due_after(ps.last_update);
+                            ProviderFreshness {
+                                provider: p.id.clone(),
+                                updates: ps.updates,
+                                last_update: (ps.last_update != 0).then_some(ps.last_update),
+                                next_update_due: due,
+                                overdue: due.is_some_and(|d| today > d),
+                            }
+                        })
+                        .collect(),
+                };
                 DatasetFreshness {
+                    providers,
                     dataset: ds.id.clone(),
                     provider: ds.provider.clone(),
                     update_frequency: ds.update_frequency.to_string(),

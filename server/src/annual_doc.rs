@@ -244,6 +244,15 @@ pub fn render(r: &AnnualReport, back: Option<&str>) -> String {
         &["数据集", "提供部门", "更新频率", "更新条数", "有更新的天数", "逾期天数", "最长间隔(天)", "被拒绝行", "异议收到", "按时办结", "逾期办结", "逾期未结"],
         &rows,
     ));
+    for d in r.datasets.iter().filter(|d| !d.providers.is_empty()) {
+        let rows: Vec<Vec<String>> = d
+            .providers
+            .iter()
+            .map(|p| vec![name(&p.provider), n(p.updates_applied), n(p.update_days), bad(u64::from(p.days_overdue)), n(p.longest_gap_days)])
+            .collect();
+        let _ = write!(b, "<h3>{}：各提供部门</h3>", title(&d.dataset));
+        b.push_str(&table(&format!("providers-{}", esc(&d.dataset)), &["提供部门", "更新条数", "有更新的天数", "逾期天数", "最长间隔(天)"], &rows));
+    }
     b.push_str(r#"<h3>逾期未更新天数</h3>"#);
     let chart: Vec<(String, u64)> =
         r.datasets.iter().filter(|d| d.days_overdue > 0).map(|d| (title(&d.dataset), u64::from(d.days_overdue))).collect();
@@ -400,6 +409,7 @@ mod tests {
                 days_overdue: 300,
                 longest_gap_days: 330,
                 days_before_first_update: 0,
+                providers: Vec::new(),
                 consumers: vec![AnnualConsumer { department: "gongan".into(), uses: AnnualUses { lookups: 4, ..Default::default() } }],
                 grants: AnnualHandling::default(),
                 disputes: AnnualHandling::default(),

@@ -123,8 +123,15 @@ impl Caller {
         }
     }
 
-    /// Whether this caller is the provider of `dataset` (一数一源).
+    /// Whether this caller is a provider of `dataset` (一数一源), the only
+    /// one or one of several (each for its area or fields).
     pub fn provides(&self, dataset: &crate::catalog::Dataset) -> bool {
+        self.department.has(Role::Provider) && dataset.is_provided_by(&self.department.id)
+    }
+
+    /// Whether this caller answers for `dataset`: its only provider, or
+    /// the steward of several, who decides grants and resolves disputes.
+    pub fn stewards(&self, dataset: &crate::catalog::Dataset) -> bool {
         self.department.has(Role::Provider) && self.department.id == dataset.provider
     }
 }

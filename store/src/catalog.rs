@@ -260,15 +260,26 @@ impl Field {
     }
 }
 
-/// One dataset (信息资源) of the catalog, written by exactly one provider.
+/// One dataset (信息资源) of the catalog, written by one provider or by
+/// several, each for an area or a part of the fields
+/// ([`crate::providers`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Dataset {
     pub id: String,
     pub subject: Subject,
     pub title: String,
-    /// Department id of the only department allowed to write the dataset.
+    /// The department that answers for the dataset: its only provider, or
+    /// of several the steward (the `steward` key, else the first named),
+    /// who decides grants, resolves disputes and is measured for
+    /// timeliness as a whole.
     pub provider: String,
     pub provider_name: String,
+    /// Every provider with its part: one entry without a part for a
+    /// dataset of one provider.
+    pub providers: Vec<Provider>,
+    /// How several providers divide the dataset; `None` for one provider.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub division: Option<Division>,
     pub update_frequency: UpdateFrequency,
     /// The article or measure that defines the dataset.
     pub legal_basis: String,
@@ -286,6 +297,89 @@ impl Dataset {
     pub fn field_index(&self, name: &str) -> Option<usize> {
         self.fields.iter().position(|f| f.name == name)
     }
+
+    /// The provider entry of department `id`, if it provides the dataset
+    /// (or a part of it).
+    pub fn provider_entry(&self, id: &str) -> Option<&Provider> {
+        self.providers.iter().find(|p| p.id == id)
+    }
+
+    /// Whether department `id` provides the dataset or a part of it.
+    pub fn is_provided_by(&self, id: &str) -> bool {
+        self.provider_entry(id).is_some()
+    }
+}
+
+// Several providers of one dataset: the parts, as the catalog declares
+// them. What each part may write is judged in `crate::providers`.
+
+/// One provider of a dataset and the part it answers for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Provider {
+    /// A department id.
+    pub id: String,
+    pub name: String,
+    /// Division codes of its area (a dataset divided by area).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub areas: Vec<String>,
+    /// Its fields (a dataset divided by fields).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<String>,
+}
+
+impl Provider {
+    /// Whether `area` (a record's area value) is in this provider's area.
+    pub fn holds_area(&self, area: &str) -> bool {
+        self.areas.iter().any(|code| area.starts_with(code.as_str()))
+    }
+}
+
+/// Where a record's area comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AreaOf {
+    /// The value of this field of the record (string or code).
+    Field(String),
+    /// The 6-digit region of the record's key, which never changes.
+    KeyRegion,
+}
+
+/// How a dataset with several providers is divided among them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Division {
+    Area(AreaOf),
+    Fields,
+}
+
+/// As `GET /v1/catalog` shows it: `{"by": "area", "area_field": F}`,
+/// `{"by": "area", "area_from_key": true}` or `{"by": "fields"}`.
+impl Serialize for Division {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(None)?;
+        match self {
+            Division::Area(AreaOf::Field(f)) => {
+                m.serialize_entry("by", "area")?;
+                m.serialize_entry("area_field", f)?;
+            }
+            Division::Area(AreaOf::KeyRegion) => {
+                m.serialize_entry("by", "area")?;
+                m.serialize_entry("area_from_key", &true)?;
+            }
+            Division::Fields => m.serialize_entry("by", "fields")?,
+        }
+        m.end()
+    }
+}
+
+/// Checks one division code of an area: digits only, of a level's length.
+pub fn check_area_code(code: &str) -> Result<(), &'static str> {
+    if !code.bytes().all(|b| b.is_ascii_digit()) {
+        return Err("must be digits only");
+    }
+    if ![2, 4, 6, 9, 12].contains(&code.len()) {
+        return Err("must have 2, 4, 6, 9 or 12 digits (province, city, county, town, community)");
+    }
+    Ok(())
 }
 
 /// A purpose of use (用途) of the catalog: what a department states when it
@@ -388,6 +482,8 @@ pub enum CatalogError {
         value: String,
         reason: &'static str,
     },
+    #[error("dataset `{dataset}`: {message}")]
+    Providers { dataset: String, message: String },
     #[error("purpose code `{code}` is invalid: {reason}")]
     InvalidPurposeCode { code: String, reason: &'static str },
     #[error("purpose `{0}` is defined more than once")]
@@ -542,12 +638,31 @@ struct RawDataset {
     id: String,
     subject: Subject,
     title: String,
-    provider: String,
+    /// The only provider; or `providers`, with `area_field` or
+    /// `area_from_key` when they divide it by area, and `steward`.
+    provider: Option<String>,
     provider_name: Option<String>,
+    #[serde(default)]
+    providers: Vec<RawProvider>,
+    area_field: Option<String>,
+    #[serde(default)]
+    area_from_key: bool,
+    steward: Option<String>,
     update_frequency: String,
     legal_basis: String,
     #[serde(default)]
     fields: Vec<RawField>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProvider {
+    id: String,
+    name: Option<String>,
+    #[serde(default)]
+    areas: Vec<String>,
+    #[serde(default)]
+    fields: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -634,11 +749,11 @@ impl RawDataset {
             reason,
         })?;
         for (what, text) in [
-            ("title", &self.title),
-            ("provider", &self.provider),
-            ("legal_basis", &self.legal_basis),
+            ("title", Some(&self.title)),
+            ("provider", self.provider.as_ref()),
+            ("legal_basis", Some(&self.legal_basis)),
         ] {
-            if text.trim().is_empty() {
+            if text.is_some_and(|t| t.trim().is_empty()) {
                 return Err(CatalogError::EmptyDatasetText { dataset: id, what });
             }
         }
@@ -664,21 +779,124 @@ impl RawDataset {
             }
             fields.push(field);
         }
-        let provider_name = match self.provider_name {
+        let named = |id: String, name: Option<String>| match name {
             Some(name) if !name.trim().is_empty() => name,
-            _ => self.provider.clone(),
+            _ => id,
+        };
+        let fail = |message: String| CatalogError::Providers { dataset: id.clone(), message };
+        let (providers, division) = match (self.provider, self.providers.is_empty()) {
+            (Some(_), false) => return Err(fail("give either `provider` or `providers`, not both".into())),
+            (None, true) => return Err(fail("names no `provider` (or `providers`)".into())),
+            (Some(provider), true) => {
+                if self.area_field.is_some() || self.area_from_key || self.steward.is_some() {
+                    return Err(fail("`area_field`, `area_from_key` and `steward` go with `providers`".into()));
+                }
+                let name = named(provider.clone(), self.provider_name);
+                (vec![Provider { id: provider, name, areas: Vec::new(), fields: Vec::new() }], None)
+            }
+            (None, false) => {
+                if self.provider_name.is_some() {
+                    return Err(fail("with `providers`, each provider has its own `name`; `provider_name` is for `provider`".into()));
+                }
+                let providers: Vec<Provider> = self
+                    .providers
+                    .into_iter()
+                    .map(|p| Provider { name: named(p.id.clone(), p.name), id: p.id, areas: p.areas, fields: p.fields })
+                    .collect();
+                let division = check_division(&providers, &fields, self.area_field, self.area_from_key).map_err(fail)?;
+                (providers, Some(division))
+            }
+        };
+        let steward = match self.steward {
+            None => 0,
+            Some(s) => providers.iter().position(|p| p.id == s).ok_or_else(|| fail(format!("steward `{s}` is not one of its providers")))?,
         };
         Ok(Dataset {
             id,
             subject: self.subject,
             title: self.title,
-            provider: self.provider,
-            provider_name,
+            provider: providers[steward].id.clone(),
+            provider_name: providers[steward].name.clone(),
+            providers,
+            division,
             update_frequency,
             legal_basis: self.legal_basis,
             fields,
         })
     }
+}
+
+/// Checks how several providers divide a dataset: each by area or each by
+/// fields; areas valid division codes, none inside another's (overlap);
+/// fields known, each provided once, and all of them provided (a field
+/// nobody provides could never be written).
+fn check_division(
+    providers: &[Provider],
+    fields: &[Field],
+    area_field: Option<String>,
+    area_from_key: bool,
+) -> Result<Division, String> {
+    for (i, p) in providers.iter().enumerate() {
+        if p.id.trim().is_empty() {
+            return Err("a provider's id must not be empty".into());
+        }
+        if providers[..i].iter().any(|q| q.id == p.id) {
+            return Err(format!("provider `{}` is named more than once", p.id));
+        }
+    }
+    let by_area = providers.iter().all(|p| !p.areas.is_empty() && p.fields.is_empty());
+    let by_fields = providers.iter().all(|p| p.areas.is_empty() && !p.fields.is_empty());
+    if by_fields {
+        if area_field.is_some() || area_from_key {
+            return Err("providers of fields take no `area_field` or `area_from_key`".into());
+        }
+        for (i, p) in providers.iter().enumerate() {
+            for (j, f) in p.fields.iter().enumerate() {
+                if !fields.iter().any(|g| &g.name == f) {
+                    return Err(format!("provider `{}`: unknown field `{f}`", p.id));
+                }
+                let earlier = providers[..i].iter().find(|q| q.fields.contains(f));
+                if let Some(q) = earlier {
+                    return Err(format!("field `{f}` is given to both `{}` and `{}` (parts must not overlap)", q.id, p.id));
+                }
+                if p.fields[..j].contains(f) {
+                    return Err(format!("provider `{}` lists field `{f}` twice", p.id));
+                }
+            }
+        }
+        let missing: Vec<&str> = fields
+            .iter()
+            .filter(|f| !providers.iter().any(|p| p.fields.contains(&f.name)))
+            .map(|f| f.name.as_str())
+            .collect();
+        if !missing.is_empty() {
+            return Err(format!("no provider provides field(s) {} (the parts must cover every field)", missing.join(", ")));
+        }
+        return Ok(Division::Fields);
+    }
+    if !by_area {
+        return Err("every provider needs either `areas` or `fields`, not both, and all of them the same kind".into());
+    }
+    let area = match (area_field, area_from_key) {
+        (Some(_), true) => return Err("give either `area_field` or `area_from_key`, not both".into()),
+        (None, false) => return Err("providers of areas need `area_field` (the field holding a record's division code) or `area_from_key = true`".into()),
+        (None, true) => AreaOf::KeyRegion,
+        (Some(f), false) => match fields.iter().find(|g| g.name == f) {
+            None => return Err(format!("`area_field`: unknown field `{f}`")),
+            Some(g) if !matches!(g.ty, FieldType::String | FieldType::Code) => {
+                return Err(format!("`area_field` `{f}` must be a string or code field (it is {})", g.ty));
+            }
+            Some(_) => AreaOf::Field(f),
+        },
+    };
+    let all: Vec<(&str, &str)> = providers.iter().flat_map(|p| p.areas.iter().map(move |a| (p.id.as_str(), a.as_str()))).collect();
+    for (i, (id, a)) in all.iter().enumerate() {
+        check_area_code(a).map_err(|reason| format!("provider `{id}`: area `{a}` {reason}"))?;
+        if let Some((other, b)) = all[..i].iter().find(|(_, b)| a.starts_with(b) || b.starts_with(a)) {
+            return Err(format!("areas overlap: `{b}` of `{other}` and `{a}` of `{id}`"));
+        }
+    }
+    Ok(Division::Area(area))
 }
 
 impl RawField {
@@ -1457,5 +1675,96 @@ share = "unconditional"
         invalid(&purpose("Bad-Code", "x"), "purpose code `Bad-Code` is invalid");
         invalid(&purpose("a", " "), "purpose `a`: name must not be empty");
         invalid(&format!("{}{}", purpose("a", "x"), &purpose("a", "y")[MINIMAL.len()..]), "purpose `a` is defined more than once");
+    }
+
+    /// MINIMAL plus a person dataset `permits` (fields `name`, `county`,
+    /// `station`) whose provider lines are `providers` (TOML after the
+    /// dataset's keys, which `head` adds to).
+    fn several(head: &str, providers: &str) -> String {
+        format!(
+            "{MINIMAL}\n[[datasets]]\nid = \"permits\"\nsubject = \"person\"\ntitle = \"t\"\n\
+             update_frequency = \"realtime\"\nlegal_basis = \"b\"\n{head}\n{providers}\n\
+             [[datasets.fields]]\nname = \"name\"\ntitle = \"姓名\"\ntype = \"string\"\nshare = \"unconditional\"\n\
+             [[datasets.fields]]\nname = \"county\"\ntitle = \"县\"\ntype = \"string\"\nshare = \"unconditional\"\n\
+             [[datasets.fields]]\nname = \"station\"\ntitle = \"所\"\ntype = \"string\"\nshare = \"unconditional\"\n"
+        )
+    }
+
+    const TOWNS: &str = "[[datasets.providers]]\nid = \"town_a\"\nname = \"甲镇\"\nareas = [\"441302001\"]\n\
+                         [[datasets.providers]]\nid = \"town_b\"\nareas = [\"441302002\", \"441303\"]\n";
+
+    #[test]
+    fn several_providers_by_area() {
+        let c = Catalog::from_toml_str(&several("area_field = \"county\"", TOWNS)).unwrap();
+        let d = c.dataset("permits").unwrap();
+        assert_eq!(d.division, Some(Division::Area(AreaOf::Field("county".into()))));
+        assert_eq!((d.provider.as_str(), d.provider_name.as_str()), ("town_a", "甲镇"), "the first named is the steward");
+        assert_eq!(d.providers[1].name, "town_b");
+        assert!(d.is_provided_by("town_b") && !d.is_provided_by("gongan"));
+        let c = Catalog::from_toml_str(&several("area_from_key = true\nsteward = \"town_b\"", TOWNS)).unwrap();
+        let d = c.dataset("permits").unwrap();
+        assert_eq!((d.division.clone(), d.provider.as_str()), (Some(Division::Area(AreaOf::KeyRegion)), "town_b"));
+        // The one-provider form is unchanged.
+        let hukou = c.dataset("hukou").unwrap();
+        assert_eq!((hukou.division.clone(), hukou.providers.len()), (None, 1));
+    }
+
+    #[test]
+    fn the_example_catalog_of_several_providers_is_valid() {
+        let c = Catalog::from_toml_str(include_str!("../catalog/several-providers.toml")).unwrap();
+        let permits = c.dataset("residence_permit").unwrap();
+        assert_eq!((permits.provider.as_str(), permits.providers.len()), ("laisui", 3));
+        assert_eq!(c.dataset("death").unwrap().division, Some(Division::Fields));
+        let json = serde_json::to_value(permits).unwrap();
+        assert_eq!(json["division"], serde_json::json!({"by": "area", "area_field": "area_code"}));
+        assert_eq!(json["providers"][0], serde_json::json!({"id": "yuexiu", "name": "越秀区来穗人员服务管理中心", "areas": ["440104"]}));
+        assert!(serde_json::to_value(c.dataset("hukou").unwrap()).unwrap().get("division").is_none());
+    }
+
+    #[test]
+    fn several_providers_by_fields() {
+        let parts = "[[datasets.providers]]\nid = \"weijian\"\nfields = [\"name\", \"county\"]\n\
+                     [[datasets.providers]]\nid = \"gongan\"\nfields = [\"station\"]\n";
+        let c = Catalog::from_toml_str(&several("steward = \"gongan\"", parts)).unwrap();
+        let d = c.dataset("permits").unwrap();
+        assert_eq!((d.division.clone(), d.provider.as_str()), (Some(Division::Fields), "gongan"));
+    }
+
+    #[test]
+    fn overlapping_incomplete_or_mixed_divisions_are_refused() {
+        let town = |id: &str, areas: &str| format!("[[datasets.providers]]\nid = \"{id}\"\nareas = [{areas}]\n");
+        let part = |id: &str, fields: &str| format!("[[datasets.providers]]\nid = \"{id}\"\nfields = [{fields}]\n");
+        let area = "area_field = \"county\"";
+        for (head, providers, expected) in [
+            // Overlap: the same code, or one inside another, within or across providers.
+            (area, town("a", "\"4413\"") + &town("b", "\"441302\""), "areas overlap: `4413` of `a` and `441302` of `b`"),
+            (area, town("a", "\"441302\", \"441302\""), "areas overlap"),
+            (area, town("a", "\"441302\"") + &town("a", "\"441303\""), "provider `a` is named more than once"),
+            (area, town("a", "\"44130\""), "provider `a`: area `44130` must have 2, 4, 6, 9 or 12 digits"),
+            (area, town("a", "\"4413x2\""), "must be digits only"),
+            ("", town("a", "\"441302\""), "need `area_field`"),
+            ("area_field = \"nowhere\"", town("a", "\"441302\""), "`area_field`: unknown field `nowhere`"),
+            ("area_field = \"county\"\narea_from_key = true", town("a", "\"441302\""), "either `area_field` or `area_from_key`"),
+            (area, town("a", "\"441302\"") + &part("b", "\"name\""), "not both, and all of them the same kind"),
+            (area, "[[datasets.providers]]\nid = \"a\"\n".to_owned(), "needs either `areas` or `fields`"),
+            ("steward = \"c\"", part("a", "\"name\", \"county\"") + &part("b", "\"station\""), "steward `c` is not one of its providers"),
+            // Fields: overlap, gap, unknown.
+            ("", part("a", "\"name\", \"county\"") + &part("b", "\"county\", \"station\""), "field `county` is given to both `a` and `b`"),
+            ("", part("a", "\"name\"") + &part("b", "\"station\""), "no provider provides field(s) county"),
+            ("", part("a", "\"name\", \"county\"") + &part("b", "\"station\", \"colour\""), "provider `b`: unknown field `colour`"),
+            (area, part("a", "\"name\", \"county\"") + &part("b", "\"station\""), "providers of fields take no `area_field`"),
+            // The two forms do not mix.
+            ("provider = \"p\"", part("a", "\"name\", \"county\", \"station\""), "either `provider` or `providers`, not both"),
+            ("provider_name = \"x\"", part("a", "\"name\", \"county\", \"station\""), "`provider_name` is for `provider`"),
+            ("", String::new(), "names no `provider` (or `providers`)"),
+        ] {
+            let toml = several(head, &providers);
+            invalid(&toml, expected);
+            invalid(&toml, "dataset `permits`: ");
+        }
+        invalid(
+            &MINIMAL.replace("provider = \"gongan\"", "provider = \"gongan\"\nsteward = \"gongan\""),
+            "dataset `hukou`: `area_field`, `area_from_key` and `steward` go with `providers`",
+        );
     }
 }

@@ -772,6 +772,15 @@ impl SubjectKey {
         }
     }
 
+    /// The 6-digit administrative area code the key carries: a person's
+    /// place of first registration, an organization's registering office.
+    pub fn region(&self) -> &str {
+        match self {
+            SubjectKey::Person(k) => k.region(),
+            SubjectKey::Entity(k) => k.region(),
+        }
+    }
+
     /// The masked form, for display and logs.
     pub fn masked(&self) -> Masked<'_> {
         Masked(self.as_str())

@@ -19,9 +19,10 @@ use crate::clock::Clock;
 use crate::codec::{decode, encode};
 use crate::engine::{prefix_end, BatchOp, Cf, Durability, Engine, WriteBatch};
 use crate::keys::SubjectKey;
+use crate::providers::{Current, Refusal, Settled};
 use crate::pseudo::{Pid, Pseudonymizer, Sealer, Sealing, Secret};
 use crate::record::*;
-use crate::usage::{Kind, Owner, Refusal};
+use crate::usage::{Kind, Owner};
 use crate::value::Value;
 use crate::{Error, Result};
 use std::collections::{HashMap, HashSet};
@@ -41,6 +42,11 @@ pub struct Update {
     pub key: SubjectKey,
     pub version: u64,
     pub op: UpdateOp,
+    /// The department writing it, for a dataset of several providers: the
+    /// writer lets it write only its area or its fields, judged against
+    /// the record it finds ([`crate::providers`]). `None` writes the whole
+    /// record (a dataset of one provider, whose check is the request's).
+    pub provider: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -50,12 +56,35 @@ pub enum UpdateOp {
     Delete,
 }
 
+/// The name under which a provider of a dataset of several has its
+/// counters (dataset statistics, daily usage) beside its dataset's.
+pub fn provider_stats_name(dataset: &str, provider: &str) -> String {
+    format!("{dataset}@{provider}")
+}
+
+/// The catalog's dataset of an update the writer checked on entry.
+fn ds_of<'a>(catalog: &'a Catalog, id: &str) -> Result<&'a crate::catalog::Dataset> {
+    catalog.dataset(id).ok_or_else(|| Error::Invalid(format!("unknown dataset {id}")))
+}
+
+impl UpdateOp {
+    /// The update as a division of several providers judges it.
+    pub fn change(&self) -> crate::providers::Change<'_> {
+        match self {
+            UpdateOp::Upsert(fields) => crate::providers::Change::Upsert(fields),
+            UpdateOp::Delete => crate::providers::Change::Delete,
+        }
+    }
+}
+
 /// What happened to one update.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
     Applied { seq: u64 },
     /// Not applied: the stored version is the same or newer.
     Stale { current: u64 },
+    /// Not applied: outside its provider's area or fields (why, in words).
+    Refused { reason: String },
 }
 
 /// A record as read, with subject keys in the clear.
@@ -322,6 +351,12 @@ impl Store {
     }
 
     /// Counters of one dataset.
+    /// The counters of one provider of a dataset of several (its records
+    /// stay 0: they are counted per dataset only).
+    pub fn provider_stats(&self, dataset: &str, provider: &str) -> DatasetStats {
+        self.dataset_stats(&provider_stats_name(dataset, provider))
+    }
+
     pub fn dataset_stats(&self, dataset: &str) -> DatasetStats {
         let w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         w.stats.get(dataset).copied().unwrap_or_default()
@@ -381,6 +416,8 @@ impl Store {
         let mut next_seq = w.next_seq;
         // Per dataset: (live-record delta, applied updates).
         let mut stats_delta: HashMap<&str, (i64, u64)> = HashMap::new();
+        // Per (dataset, provider) of several: applied updates.
+        let mut provider_delta: HashMap<(&str, &str), u64> = HashMap::new();
         for (i, u) in updates.iter().enumerate() {
             let rkey = rkeys[i].as_slice();
             let current = match overlay.get(rkey) {
@@ -396,6 +433,36 @@ impl Store {
                     continue;
                 }
             }
+            // Key-typed values of a merged record, to be mapped below.
+            let mut sealed_refs = Vec::new();
+            let settled = match (&u.provider, &ds_of(&self.catalog, &u.dataset)?.division) {
+                (Some(by), Some(division)) => {
+                    let ds = ds_of(&self.catalog, &u.dataset)?;
+                    let live = match &current {
+                        Some(StoredRecord { body: Body::Live(f), .. }) => Current::Live(f),
+                        _ => Current::Absent,
+                    };
+                    let mut st = |v: &Value| {
+                        to_stored(v, &mut |k: &SubjectKey| {
+                            let p = self.pseudo.pid(k);
+                            sealed_refs.push((p, *k));
+                            p
+                        })
+                    };
+                    let settled = match ds.provider_entry(by) {
+                        Some(p) => division.settle(&ds.providers, p, &u.key, u.op.change(), live, &mut st),
+                        None => Err(Refusal(format!("{by} is not a provider of dataset {}", ds.id))),
+                    };
+                    match settled {
+                        Ok(s) => s,
+                        Err(Refusal(reason)) => {
+                            outcomes.push(Outcome::Refused { reason });
+                            continue;
+                        }
+                    }
+                }
+                _ => Settled::AsSent,
+            };
             let seq = next_seq;
             next_seq += 1;
             let pid = pids[i];
@@ -407,8 +474,17 @@ impl Store {
                 let h = HistoryEntry { version, committed_at, superseded_at: now, seq: old_seq, fields };
                 batch.put(Cf::History, history_key(&pid, &u.dataset, old_seq), encode(&h));
             }
-            let (op, body, fields) = match &u.op {
-                UpdateOp::Upsert(fields) => {
+            let (op, body, fields) = match (settled, &u.op) {
+                (Settled::Fields(mut sf), _) => {
+                    let ds = ds_of(&self.catalog, &u.dataset)?;
+                    sf.sort_by_key(|(n, _)| ds.field_index(n));
+                    for (p, k) in sealed_refs {
+                        batch.put(Cf::KeyMap, p.0.to_vec(), self.pseudo.seal(&p, &k));
+                    }
+                    (ChangeOp::Upsert, Body::Live(sf.clone()), sf)
+                }
+                (Settled::Delete, _) | (Settled::AsSent, UpdateOp::Delete) => (ChangeOp::Delete, Body::Deleted, Vec::new()),
+                (Settled::AsSent, UpdateOp::Upsert(fields)) => {
                     let mut sealed_refs = Vec::new();
                     let mut pid_of = |k: &SubjectKey| {
                         let p = self.pseudo.pid(k);
@@ -421,7 +497,6 @@ impl Store {
                     }
                     (ChangeOp::Upsert, Body::Live(sf.clone()), sf)
                 }
-                UpdateOp::Delete => (ChangeOp::Delete, Body::Deleted, Vec::new()),
             };
             let is_live = matches!(body, Body::Live(_));
             let rec = StoredRecord { version: u.version, committed_at: now, seq, body };
@@ -440,6 +515,9 @@ impl Store {
             let d = stats_delta.entry(u.dataset.as_str()).or_default();
             d.0 += is_live as i64 - was_live as i64;
             d.1 += 1;
+            if let Some(by) = &u.provider {
+                *provider_delta.entry((u.dataset.as_str(), by.as_str())).or_default() += 1;
+            }
             outcomes.push(Outcome::Applied { seq });
         }
         drop(presealed);
@@ -461,7 +539,7 @@ impl Store {
             if ev.action.reads_subject_data() && ev.purpose_code.is_none() {
                 usage.add(department, today, Kind::Uncatalogued, 1);
             }
-            let refusal = (ev.action == Action::Denied).then(|| Refusal::of_outcome(&ev.outcome)).flatten();
+            let refusal = (ev.action == Action::Denied).then(|| crate::usage::Refusal::of_outcome(&ev.outcome)).flatten();
             if let Some(r) = refusal {
                 usage.add(department, today, Kind::Refused(r), 1);
             }
@@ -482,10 +560,19 @@ impl Store {
         for (ds, (_, applied)) in &stats_delta {
             usage.add(Owner::Dataset(ds), today, Kind::Applied, *applied);
         }
+        for ((ds, by), applied) in &provider_delta {
+            usage.add(Owner::Dataset(&provider_stats_name(ds, by)), today, Kind::Applied, *applied);
+        }
         let usage_values = usage.write(&w.usage, &*self.engine, &mut batch)?;
         let mut new_stats = Vec::with_capacity(stats_delta.len());
-        for (ds, (live_delta, applied)) in &stats_delta {
-            let mut s = w.stats.get(*ds).copied().unwrap_or_default();
+        // A provider's counters ride with its dataset's under the name
+        // `dataset@provider` (no dataset id holds `@`); records are not
+        // counted per provider, since a record may change areas.
+        let per_provider = provider_delta.iter().map(|((ds, by), n)| (provider_stats_name(ds, by), (0, *n)));
+        let all_deltas: Vec<(String, (i64, u64))> =
+            stats_delta.iter().map(|(ds, d)| (ds.to_string(), *d)).chain(per_provider).collect();
+        for (ds, (live_delta, applied)) in &all_deltas {
+            let mut s = w.stats.get(ds.as_str()).copied().unwrap_or_default();
             s.records = s.records.saturating_add_signed(*live_delta);
             s.updates += applied;
             s.last_update = now;

@@ -22,6 +22,9 @@ pub struct DemoOptions<'a> {
     pub entities: u64,
     pub seed: u64,
     pub listen: &'a str,
+    /// A catalog file instead of the built-in one (for instance the
+    /// example of several providers, `store/catalog/several-providers.toml`).
+    pub catalog: Option<&'a Path>,
 }
 
 /// The demo's consumer in the strict purpose mode: it states only these
@@ -36,7 +39,8 @@ fn person(name: &str, post: &str, contact: &str, since: &str) -> ResponsiblePers
     ResponsiblePerson { name: name.into(), post: post.into(), contact: contact.into(), since: since.into() }
 }
 
-/// One department per provider in the catalog, plus two service counters
+/// One department per provider in the catalog (every provider of a
+/// dataset of several, each with its own token), plus two service counters
 /// (one with free-text purposes, the transitional mode, one with a purpose
 /// list, the strict mode), an auditor and an administrator; tokens are
 /// fixed so the printed examples keep working across restarts. Some
@@ -44,13 +48,13 @@ fn person(name: &str, post: &str, contact: &str, since: &str) -> ResponsiblePers
 /// the sharing report shows current, out-of-date and missing records.
 pub fn demo_departments(catalog: &basedata_store::Catalog) -> Vec<DepartmentConfig> {
     let mut out: Vec<DepartmentConfig> = Vec::new();
-    for ds in catalog.datasets() {
-        if !out.iter().any(|d| d.id == ds.provider) {
+    for p in catalog.datasets().iter().flat_map(|ds| &ds.providers) {
+        if !out.iter().any(|d| d.id == p.id) {
             out.push(DepartmentConfig {
-                id: ds.provider.clone(),
-                name: ds.provider_name.clone(),
+                id: p.id.clone(),
+                name: p.name.clone(),
                 roles: vec![Role::Provider, Role::Consumer],
-                token: Some(format!("demo-{}-token", ds.provider)),
+                token: Some(format!("demo-{}-token", p.id)),
                 ..Default::default()
             });
         }
@@ -93,7 +97,7 @@ async fn demo_subscriptions(state: &basedata_server::http::AppState) -> anyhow::
         let consumer = dept.caller(None);
         let held = state.queries.grants_list(&consumer, None)?;
         for ds in state.catalog.datasets() {
-            if ds.provider == dept.id || held.iter().any(|g| g.dataset == ds.id && g.kind == GrantKind::Subscription) {
+            if ds.is_provided_by(&dept.id) || held.iter().any(|g| g.dataset == ds.id && g.kind == GrantKind::Subscription) {
                 continue;
             }
             let Some(provider) = state.departments.get(&ds.provider) else { continue };
@@ -169,7 +173,7 @@ fn generate_into(store: &basedata_store::Store, g: &GenConfig) -> anyhow::Result
 }
 
 pub fn run(opts: DemoOptions<'_>) -> anyhow::Result<()> {
-    let mut cfg = Config::default();
+    let mut cfg = Config { catalog: opts.catalog.map(Path::to_path_buf), ..Config::default() };
     let catalog = server::load_catalog(&cfg)?;
     cfg.departments = demo_departments(&catalog);
     cfg.staff = demo_staff()?;

@@ -8,7 +8,8 @@
 //! The store may be new: the data directory and its secret are created as
 //! `serve` would create them. An interrupted earlier load is finished
 //! first. The load is audited like a provider's push: an `update` entry
-//! of the dataset's provider saying what was loaded.
+//! of the dataset's provider (of several, the one named with `--provider`,
+//! whose area or fields the lines must keep to) saying what was loaded.
 
 use anyhow::{bail, Context};
 use basedata_server::config::Config;
@@ -40,6 +41,9 @@ pub const MIN_MEMORY_MB: usize = 16;
 pub struct LoadOptions<'a> {
     pub data: &'a Path,
     pub dataset: &'a str,
+    /// The provider whose load it is; needed for a dataset of several
+    /// providers, whose lines are then held to its area or fields.
+    pub provider: Option<&'a str>,
     pub input: &'a Path,
     pub config: &'a Config,
     pub key_file: Option<&'a Path>,
@@ -131,6 +135,7 @@ pub fn run(o: &LoadOptions) -> anyhow::Result<LoadReport> {
     let Some(ds) = catalog.dataset(o.dataset) else {
         bail!("unknown dataset {} (the catalog is served at GET /v1/catalog)", o.dataset);
     };
+    let by = sst::load_provider(ds, o.provider).map_err(|e| anyhow::anyhow!("{e}"))?;
     let errors_file = o.errors.map(Path::to_path_buf).unwrap_or_else(|| default_errors_file(o.input));
     if same_file(&errors_file, o.input) {
         bail!("the error report must not be the input file");
@@ -177,6 +182,7 @@ pub fn run(o: &LoadOptions) -> anyhow::Result<LoadReport> {
     let loaded = sst::load_file(
         &store,
         &ds.id,
+        Some(&by.id),
         o.input,
         opts,
         &mut |line, e| {
@@ -204,7 +210,7 @@ pub fn run(o: &LoadOptions) -> anyhow::Result<LoadReport> {
     // update action, what the load did.
     let file_name = o.input.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let event = AuditEvent {
-        department: ds.provider.clone(),
+        department: by.id.clone(),
         operator: None,
         operator_verified: false,
         purpose: "bulk load".into(),

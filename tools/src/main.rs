@@ -59,6 +59,10 @@ enum Command {
         seed: u64,
         #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
         listen: String,
+        /// A catalog file instead of the built-in catalog, e.g. store/catalog/several-providers.toml
+        /// (datasets of several providers, each demo department with its token).
+        #[arg(long, value_name = "FILE")]
+        catalog: Option<PathBuf>,
     },
     /// Write generated update files, one DATASET.ndjson per dataset.
     Gen {
@@ -102,6 +106,10 @@ enum Command {
         data: PathBuf,
         #[arg(long, value_name = "ID")]
         dataset: String,
+        /// The provider whose load it is (a department id): required for a dataset of several
+        /// providers, whose lines must then keep to its area or fields.
+        #[arg(long, value_name = "ID")]
+        provider: Option<String>,
         /// NDJSON update file, the format of POST /v1/datasets/{id}/updates.
         #[arg(long, value_name = "FILE")]
         input: PathBuf,
@@ -330,9 +338,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let listen = listen.or_else(|| cfg.listen.clone()).unwrap_or_else(|| "127.0.0.1:8080".into());
             server::run(&data, cfg, &listen, key_file.as_deref())
         }
-        Command::Demo { data, persons, entities, seed, listen } => {
+        Command::Demo { data, persons, entities, seed, listen, catalog } => {
             logging::init("warn");
-            demo::run(demo::DemoOptions { data: &data, persons, entities, seed, listen: &listen })
+            demo::run(demo::DemoOptions { data: &data, persons, entities, seed, listen: &listen, catalog: catalog.as_deref() })
         }
         Command::Gen { persons, entities, out, seed } => {
             let catalog = basedata_store::Catalog::builtin();
@@ -367,12 +375,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Load { data, dataset, input, config, key_file, errors, tmp, memory_mb } => {
+        Command::Load { data, dataset, provider, input, config, key_file, errors, tmp, memory_mb } => {
             logging::init("warn");
             let cfg = load_config(config.as_deref())?;
             let report = basedata_tools::load::run(&basedata_tools::load::LoadOptions {
                 data: &data,
                 dataset: &dataset,
+                provider: provider.as_deref(),
                 input: &input,
                 config: &cfg,
                 key_file: key_file.as_deref(),

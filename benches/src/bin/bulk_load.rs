@@ -109,6 +109,7 @@ fn main() {
         load::run(&LoadOptions {
             data: &data,
             dataset: "hukou",
+            provider: None,
             input: &input,
             config: &cfg,
             key_file: None,

@@ -2,7 +2,7 @@
 //! figures as JSON, or with `format=html` the printable document
 //! (`crate::annual_doc`), which `basedata report annual` also prints to PDF.
 
-use super::schema::{AnnualConsumer, AnnualDataset, AnnualDepartment, AnnualHandling, AnnualReport, AnnualUses, ErrorBody};
+use super::schema::{AnnualConsumer, AnnualDataset, AnnualDepartment, AnnualHandling, AnnualProvider, AnnualReport, AnnualUses, ErrorBody};
 use super::{ApiError, ApiResult, AppState};
 use crate::auth::Caller;
 use axum::extract::{Query, State};
@@ -97,17 +97,29 @@ pub fn to_schema(r: q::AnnualReport, generated_at: i64) -> AnnualReport {
                     .iter()
                     .map(|c| AnnualConsumer { department: c.department.clone(), uses: (&c.uses).into() })
                     .collect(),
+                providers: d
+                    .providers
+                    .iter()
+                    .map(|p| AnnualProvider {
+                        provider: p.provider.clone(),
+                        updates_applied: p.timeliness.updates_applied,
+                        update_days: p.timeliness.update_days,
+                        days_overdue: p.timeliness.days_overdue,
+                        longest_gap_days: p.timeliness.longest_gap_days,
+                        days_before_first_update: p.timeliness.days_before_first_update,
+                    })
+                    .collect(),
                 dataset: d.dataset,
                 title: d.title,
                 provider: d.provider,
                 update_frequency: d.update_frequency,
-                updates_applied: d.updates_applied,
+                updates_applied: d.timeliness.updates_applied,
                 rejected_lines: d.rejected_lines,
-                monthly_updates: d.monthly_updates.to_vec(),
-                update_days: d.update_days,
-                days_overdue: d.days_overdue,
-                longest_gap_days: d.longest_gap_days,
-                days_before_first_update: d.days_before_first_update,
+                monthly_updates: d.timeliness.monthly_updates.to_vec(),
+                update_days: d.timeliness.update_days,
+                days_overdue: d.timeliness.days_overdue,
+                longest_gap_days: d.timeliness.longest_gap_days,
+                days_before_first_update: d.timeliness.days_before_first_update,
             })
             .collect(),
     }

@@ -2,7 +2,7 @@
 //! `Queries::sharing_report` and `Queries::freshness_report`; here they are
 //! rendered.
 
-use super::schema::{ErrorBody, FreshnessReport, FreshnessRow, SharingReport, SharingRow};
+use super::schema::{ErrorBody, FreshnessReport, FreshnessRow, ProviderFreshnessRow, SharingReport, SharingRow};
 use super::subjects::parse_time;
 use super::{ApiResult, AppState};
 use crate::auth::Caller;
@@ -85,6 +85,17 @@ pub async fn freshness(State(state): State<AppState>, Extension(caller): Extensi
             last_update: d.last_update.map(format_datetime),
             next_update_due: d.next_update_due.map(format_date),
             overdue: d.overdue,
+            providers: d
+                .providers
+                .into_iter()
+                .map(|p| ProviderFreshnessRow {
+                    provider: p.provider,
+                    updates: p.updates,
+                    last_update: p.last_update.map(format_datetime),
+                    next_update_due: p.next_update_due.map(format_date),
+                    overdue: p.overdue,
+                })
+                .collect(),
         })
         .collect();
     Ok(Json(FreshnessReport { as_of: format_datetime(as_of), calendar_covers_this_year: covers, datasets }))

@@ -83,12 +83,44 @@ pub struct DatasetDoc {
     /// `person` or `entity`.
     pub subject: String,
     pub title: String,
+    /// The only provider; of several, the steward, who decides grants and
+    /// resolves disputes for the dataset.
     pub provider: String,
     pub provider_name: String,
+    /// Every provider with its part (one entry, without a part, for a
+    /// dataset of one provider). Each writes only records of its `areas`
+    /// or only its `fields`; other lines are refused as `forbidden`.
+    pub providers: Vec<ProviderDoc>,
+    /// Present for a dataset of several providers: how it is divided.
+    pub division: Option<DivisionDoc>,
     /// `realtime`, `working_days:N` or `quarterly`.
     pub update_frequency: String,
     pub legal_basis: String,
     pub fields: Vec<FieldDoc>,
+}
+
+/// One provider of a dataset and its part.
+#[derive(Serialize, ToSchema)]
+pub struct ProviderDoc {
+    /// A department id.
+    pub id: String,
+    pub name: String,
+    /// Administrative division codes (2, 4, 6, 9 or 12 digits); a record
+    /// whose area value equals one or begins with it is in the area.
+    pub areas: Option<Vec<String>>,
+    /// The fields it provides.
+    pub fields: Option<Vec<String>>,
+}
+
+/// How a dataset of several providers is divided.
+#[derive(Serialize, ToSchema)]
+pub struct DivisionDoc {
+    /// `area` or `fields`.
+    pub by: String,
+    /// `by: area`: the field holding a record's division code.
+    pub area_field: Option<String>,
+    /// `by: area`: `true` when the region of the record's key decides.
+    pub area_from_key: Option<bool>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -198,6 +230,10 @@ pub struct ClusterReplica {
 pub struct Rejection {
     pub line: u64,
     pub key: Option<String>,
+    /// `invalid_body`, `invalid_key`, `unknown_field`, `invalid_value`,
+    /// `payload_too_large` (cluster mode), or `forbidden`: a line of a
+    /// dataset of several providers outside the sender's area or fields
+    /// (also recorded as a `denied` audit entry).
     pub code: String,
     pub message: String,
 }
@@ -525,6 +561,19 @@ pub struct FreshnessRow {
     pub last_update: Option<String>,
     pub next_update_due: Option<String>,
     pub overdue: bool,
+    /// A dataset of several providers: each one's updates and timeliness
+    /// by the same rule (left out for a dataset of one provider).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub providers: Vec<ProviderFreshnessRow>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ProviderFreshnessRow {
+    pub provider: String,
+    pub updates: u64,
+    pub last_update: Option<String>,
+    pub next_update_due: Option<String>,
+    pub overdue: bool,
 }
 
 /// The yearly sharing report (Guangzhou Arts. 35–37, Huizhou Arts. 50–51).
@@ -606,6 +655,7 @@ pub struct AnnualDepartment {
 pub struct AnnualDataset {
     pub dataset: String,
     pub title: String,
+    /// The provider, or with several the steward.
     pub provider: String,
     pub update_frequency: String,
     pub updates_applied: u64,
@@ -618,10 +668,23 @@ pub struct AnnualDataset {
     pub days_overdue: u32,
     pub longest_gap_days: u32,
     pub days_before_first_update: u32,
+    /// With several providers: each one's updates and timeliness.
+    pub providers: Vec<AnnualProvider>,
     /// Who used the dataset, and how.
     pub consumers: Vec<AnnualConsumer>,
     pub grants: AnnualHandling,
     pub disputes: AnnualHandling,
+}
+
+/// One provider's part of a dataset of several, over the year.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct AnnualProvider {
+    pub provider: String,
+    pub updates_applied: u64,
+    pub update_days: u32,
+    pub days_overdue: u32,
+    pub longest_gap_days: u32,
+    pub days_before_first_update: u32,
 }
 
 #[derive(Serialize, Deserialize, ToSchema)]

@@ -29,6 +29,12 @@ fn body_format(headers: &HeaderMap) -> ApiResult<Format> {
 }
 
 /// Provider updates of one dataset; answered once the applied ones are durable.
+///
+/// Only the dataset's provider, or one of its providers, may send them
+/// (`403 forbidden` otherwise). A provider of a dataset of several (see
+/// `providers` and `division` in the catalog) writes only records of its
+/// areas or only its fields: its other lines are rejected with code
+/// `forbidden`, and the rest apply.
 #[utoipa::path(post, path = "/v1/datasets/{dataset}/updates", tag = "provider",
     params(("dataset" = String, Path, description = "Dataset id from the catalog")),
     request_body(content = Vec<UpdateLine>, description = "NDJSON (application/x-ndjson, one update a line) or a JSON array",
