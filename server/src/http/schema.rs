@@ -34,13 +34,42 @@ pub struct Ready {
     pub last_seq: u64,
 }
 
+/// The type of the legal document whose number keys a subject (证件类型):
+/// `citizen_id` and `passport`, `hk_macao_taiwan_permit`,
+/// `foreign_permanent_residence` for persons; `unified_credit_code` and
+/// `business_licence` (the registration number of a market entity without
+/// a credit code) for entities.
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum IdType {
+    CitizenId,
+    UnifiedCreditCode,
+    Passport,
+    HkMacaoTaiwanPermit,
+    ForeignPermanentResidence,
+    BusinessLicence,
+}
+
 /// Explanation of a key; only the members of a valid key of its kind, or
 /// `reason`/`message` of an invalid one, are present.
 #[derive(Serialize, ToSchema, Default)]
 pub struct KeyInfo {
     pub valid: bool,
+    /// The document type the key was checked as.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<IdType>)]
+    pub id_type: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub normalized: Option<String>,
+    /// What the number is within its type: `cn_ordinary` or `other`
+    /// (passport), `hong_kong`, `macao` or `taiwan` (permit), `card_2017` or
+    /// `card_2023` (permanent residence card), or for a citizen ID number
+    /// of a Hong Kong, Macao or Taiwan resident's residence permit
+    /// `hong_kong_residence_permit`, `macao_residence_permit`,
+    /// `taiwan_residence_permit`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub birth_date: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -125,6 +154,10 @@ pub struct CodeDoc {
 #[allow(dead_code)]
 pub struct UpdateLine {
     pub key: String,
+    /// The document type of `key` (default: `citizen_id` in a person
+    /// dataset, `unified_credit_code` in an entity dataset).
+    #[schema(value_type = Option<IdType>)]
+    pub id_type: Option<String>,
     pub version: u64,
     /// `upsert` (default) or `delete`.
     pub op: Option<String>,
@@ -205,6 +238,9 @@ pub struct Rejection {
 #[derive(Serialize, ToSchema)]
 pub struct Lookup {
     pub key: String,
+    /// The document type of `key`.
+    #[schema(value_type = IdType)]
+    pub id_type: String,
     pub subject: String,
     pub datasets: BTreeMap<String, DatasetRecord>,
     pub withheld: Vec<WithheldItem>,
@@ -243,6 +279,9 @@ pub struct VerifyRequest {
 #[derive(Serialize, ToSchema)]
 pub struct Verification {
     pub key: String,
+    /// The document type of `key`.
+    #[schema(value_type = IdType)]
+    pub id_type: String,
     pub dataset: String,
     /// `match`, `mismatch` or `not_found`.
     pub result: String,
