@@ -301,6 +301,9 @@ pub struct ChangeItem {
     pub dataset: String,
     pub subject: String,
     pub key: String,
+    /// The document type of `key`.
+    #[schema(value_type = IdType)]
+    pub id_type: String,
     pub op: String,
     pub version: u64,
     pub committed_at: String,
@@ -373,6 +376,9 @@ pub struct DisputeRequest {
     /// `person` or `entity`.
     pub subject: String,
     pub key: String,
+    /// The document type of `key` (default: the subject's own).
+    #[schema(value_type = Option<IdType>)]
+    pub id_type: Option<String>,
     pub dataset: String,
     pub field: String,
     /// The value the consumer believes correct.
@@ -395,6 +401,9 @@ pub struct DisputeDoc {
     pub department: String,
     pub subject: Option<String>,
     pub key: Option<String>,
+    /// The document type of `key`.
+    #[schema(value_type = Option<IdType>)]
+    pub id_type: Option<String>,
     pub dataset: String,
     pub field: String,
     pub claimed: String,
@@ -438,6 +447,10 @@ pub struct AuditEntryDoc {
     pub action: String,
     pub subject: Option<String>,
     pub key: Option<String>,
+    /// The document type of `key`; absent without a key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<IdType>)]
+    pub id_type: Option<String>,
     pub datasets: Vec<String>,
     pub fields: Vec<String>,
     pub outcome: String,
