@@ -22,6 +22,7 @@ impl LoadSummary {
             match o {
                 Outcome::Applied { .. } => self.applied += 1,
                 Outcome::Stale { .. } => self.stale += 1,
+                Outcome::Refused { .. } => self.rejected += 1,
             }
         }
     }

@@ -33,6 +33,11 @@ struct RawLine<'a> {
     /// number or credit code).
     #[serde(borrow)]
     id_type: Option<Cow<'a, str>>,
+    /// The business-licence registration number of the entity that the
+    /// credit code `key` was assigned to: links the two (see
+    /// `basedata_store::link`).
+    #[serde(borrow)]
+    registration_number: Option<Cow<'a, str>>,
     version: Option<u64>,
     #[serde(borrow)]
     op: Option<Cow<'a, str>>,
@@ -97,6 +102,10 @@ pub fn write_line(u: &Update, out: &mut Vec<u8>) {
         out.extend_from_slice(b",\"id_type\":");
         text(out, u.key.doc_type().as_str());
     }
+    if let Some(licence) = &u.link {
+        out.extend_from_slice(b",\"registration_number\":");
+        text(out, licence.as_str());
+    }
     out.extend_from_slice(b",\"version\":");
     out.extend_from_slice(u.version.to_string().as_bytes());
     match &u.op {
@@ -157,6 +166,17 @@ fn parse_raw(dataset: &Dataset, raw: RawLine<'_>) -> Result<Update, LineError> {
         LineError::new("invalid_key", format!("invalid key ({}): {e}", e.reason()), Some(echo(&key_text)))
     })?;
     let shown = Some(key.as_str().to_owned());
+    let link = match raw.registration_number.as_deref() {
+        None => None,
+        Some(_) if key.doc_type() != DocType::UnifiedCreditCode => {
+            let msg = "\"registration_number\" links a credit code to the registration number it replaces: \
+                       it needs an entity key that is a credit code";
+            return Err(LineError::new("invalid_value", msg, shown));
+        }
+        Some(number) => Some(SubjectKey::parse_doc(DocType::BusinessLicence, number).map_err(|e| {
+            LineError::new("invalid_key", format!("invalid registration_number ({}): {e}", e.reason()), shown.clone())
+        })?),
+    };
     let version = raw
         .version
         .ok_or_else(|| LineError::new("invalid_body", "missing \"version\" (an unsigned 64-bit integer)", shown.clone()))?;
@@ -171,7 +191,7 @@ fn parse_raw(dataset: &Dataset, raw: RawLine<'_>) -> Result<Update, LineError> {
         Some(_) => return Err(LineError::new("invalid_body", "\"op\" must be \"upsert\" or \"delete\"", shown)),
     };
     tracing::trace!(key = %mask(key.as_str()), version, "parsed update");
-    Ok(Update { dataset: dataset.id.clone(), key, version, op })
+    Ok(Update { link, dataset: dataset.id.clone(), key, version, op })
 }
 
 /// Validates the fields of an upsert; the result is in catalog order. A
@@ -238,6 +258,9 @@ mod tests {
         check("hukou", r#"{"key":"E12345678","id_type":"business_licence","version":1,"op":"delete"}"#, Err("invalid_value"));
         check("hukou", r#"{"key":"E12345678","id_type":"Passport","version":1,"op":"delete"}"#, Err("invalid_value"));
         check("market_registration", r#"{"key":"440300100001233","id_type":"business_licence","version":1,"op":"delete"}"#, Err("invalid_key"));
+        // A link names a valid registration number beside a credit code.
+        check("market_registration", r#"{"key":"91350100M000100Y43","registration_number":"440300100001233","version":1,"op":"delete"}"#, Err("invalid_key"));
+        check("hukou", r#"{"key":"11010519491231002X","registration_number":"440300100001233","version":1,"op":"delete"}"#, Err("invalid_value"));
     }
 
     #[test]
@@ -247,6 +270,15 @@ mod tests {
         let line = format!(r#"{{"key":"{licence}","id_type":"business_licence","version":1,"op":"delete"}}"#);
         let u = parse_line(cat.dataset("market_registration").unwrap(), line.as_bytes()).unwrap();
         assert_eq!((u.key.doc_type(), u.key.as_str()), (DocType::BusinessLicence, licence.as_str()));
+        let linked = format!(r#"{{"key":"91350100M000100Y43","registration_number":" {licence} ","version":1,"op":"delete"}}"#);
+        let u = parse_line(cat.dataset("market_registration").unwrap(), linked.as_bytes()).unwrap();
+        assert_eq!(u.link, Some(SubjectKey::Document(licence)));
+        let mut out = Vec::new();
+        write_line(&u, &mut out);
+        assert_eq!(parse_line(cat.dataset("market_registration").unwrap(), &out).unwrap(), u);
+        let by_licence = format!(r#"{{"key":"{licence}","id_type":"business_licence","registration_number":"{licence}","version":1,"op":"delete"}}"#);
+        let e = parse_line(cat.dataset("market_registration").unwrap(), by_licence.as_bytes()).unwrap_err();
+        assert_eq!(e.code, "invalid_value");
         let u = parse_line(cat.dataset("hukou").unwrap(), br#"{"key":" h12345678 ","id_type":"hk_macao_taiwan_permit","version":1,"op":"delete"}"#).unwrap();
         assert_eq!((u.key.doc_type(), u.key.as_str()), (DocType::HkMacaoTaiwanPermit, "H12345678"));
     }

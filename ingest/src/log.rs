@@ -387,7 +387,7 @@ pub async fn submit(
         match r {
             Ok(done) => {
                 let applied = done.outcomes.iter().filter(|o| matches!(o, Outcome::Applied { .. })).count();
-                let stale = done.outcomes.len() - applied;
+                let stale = done.outcomes.iter().filter(|o| matches!(o, Outcome::Stale { .. })).count();
                 watch.applied(seq, Applied { applied, stale, last_seq: done.last_seq });
             }
             Err(e) if matches!(*e, basedata_store::Error::Abandoned) => {}

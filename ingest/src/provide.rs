@@ -322,11 +322,27 @@ impl Provide {
         // the single writer has less to do per update.
         let mut mappings = WriteBatch::new();
         self.store.seal_new_keys(&s.updates, &mut mappings)?;
+        let keys: Vec<String> = s.updates.iter().map(|u| u.key.as_str().to_owned()).collect();
         let done = self.committer.commit(s.updates, vec![s.event], mappings).await?;
         let applied = done.outcomes.iter().filter(|o| matches!(o, Outcome::Applied { .. })).count();
+        // A link that conflicts with stored ones is found by the writer:
+        // its line is rejected like one that failed validation.
+        let refused: Vec<(u64, LineError)> = done
+            .outcomes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, o)| match o {
+                Outcome::Refused { reason } => {
+                    Some((s.lines[i], LineError { code: "conflict", message: (*reason).to_owned(), key: Some(keys[i].clone()) }))
+                }
+                _ => None,
+            })
+            .collect();
+        let stale = submitted - applied - refused.len();
+        s.rejected.merge(refused);
         Ok(Report {
             applied,
-            stale: submitted - applied,
+            stale,
             rejected: s.rejected,
             last_seq: done.last_seq,
             position: None,

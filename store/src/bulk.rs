@@ -907,6 +907,7 @@ mod tests {
 
     fn upsert(ds: &str, key: SubjectKey, version: u64, name: &str) -> Update {
         Update {
+            link: None,
             dataset: ds.into(),
             key,
             version,
@@ -939,7 +940,7 @@ mod tests {
             let key = person(rng.u32(0..400));
             let version = rng.u64(1..5);
             let u = if rng.u8(0..10) == 0 {
-                Update { dataset: "hukou".into(), key, version, op: UpdateOp::Delete }
+                Update { link: None, dataset: "hukou".into(), key, version, op: UpdateOp::Delete }
             } else {
                 upsert("hukou", key, version, &format!("line {n}"))
             };
@@ -1032,6 +1033,7 @@ mod tests {
         let s = open(&dir.path().join("data"), &clock);
         let updates: Vec<Update> = (0..50)
             .map(|i| Update {
+                link: None,
                 dataset: "market_registration".into(),
                 key: entity(i),
                 version: 1,

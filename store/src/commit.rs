@@ -357,6 +357,7 @@ mod tests {
 
     fn upd(i: u16, v: u64) -> Update {
         Update {
+            link: None,
             dataset: "death".into(),
             key: key(i),
             version: v,

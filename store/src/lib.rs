@@ -22,6 +22,7 @@ pub mod codec;
 pub mod dir;
 pub mod engine;
 pub mod keys;
+pub mod link;
 pub mod ndjson;
 pub mod pseudo;
 pub mod record;

@@ -27,6 +27,7 @@ fn no_id_number_in_raw_store() {
         let mut ups = Vec::new();
         for p in &persons {
             ups.push(Update {
+                link: None,
                 dataset: "hukou".into(),
                 key: *p,
                 version,
@@ -38,6 +39,7 @@ fn no_id_number_in_raw_store() {
         }
         for (i, e) in entities.iter().enumerate() {
             ups.push(Update {
+                link: None,
                 dataset: "market_registration".into(),
                 key: *e,
                 version,

@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 fn upsert(ds: &str, key: SubjectKey, version: u64, name: &str) -> Update {
     Update {
+        link: None,
         dataset: ds.into(),
         key,
         version,
@@ -21,7 +22,7 @@ fn upsert(ds: &str, key: SubjectKey, version: u64, name: &str) -> Update {
 }
 
 fn delete(ds: &str, key: SubjectKey, version: u64) -> Update {
-    Update { dataset: ds.into(), key, version, op: UpdateOp::Delete }
+    Update { link: None, dataset: ds.into(), key, version, op: UpdateOp::Delete }
 }
 
 fn name_of(store: &Store, key: &SubjectKey, ds: &str, as_of: Option<i64>) -> Option<(u64, String)> {
@@ -120,6 +121,7 @@ fn embedded_keys_round_trip_through_pseudonyms() {
     let s = mem_store(Arc::new(ManualClock::new(1)));
     let rep = person(9);
     let u = Update {
+        link: None,
         dataset: "market_registration".into(),
         key: entity(1),
         version: 1,

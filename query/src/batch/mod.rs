@@ -647,7 +647,7 @@ mod tests {
             ("birth_date".to_string(), Value::Date(time::macros::date!(1949 - 12 - 31))),
         ];
         let key = SubjectKey::parse(Subject::Person, P1).unwrap();
-        let u = Update { dataset: "hukou".into(), key, version: 1, op: UpdateOp::Upsert(fields) };
+        let u = Update { link: None, dataset: "hukou".into(), key, version: 1, op: UpdateOp::Upsert(fields) };
         s.apply(&[u], Durability::Sync).unwrap();
         s
     }

@@ -47,6 +47,7 @@ fn store_of(n: u64) -> Store {
     .unwrap();
     let updates: Vec<Update> = (0..n)
         .map(|i| Update {
+            link: None,
             dataset: "hukou".into(),
             key: SubjectKey::Person(person(i)),
             version: 1,
