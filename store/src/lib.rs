@@ -22,7 +22,6 @@ pub mod codec;
 pub mod dir;
 pub mod engine;
 pub mod keys;
-pub mod link;
 pub mod ndjson;
 pub mod pseudo;
 pub mod record;
@@ -35,6 +34,7 @@ pub use engine::{Cf, Durability, Engine, WriteBatch};
 pub use keys::{EntityKey, PersonKey, Subject, SubjectKey};
 pub use pseudo::{Pid, Secret};
 pub use audit::{Action, AuditEvent};
+pub use store::link;
 pub use store::{Change, Committed, Outcome, Record, Store, Update, UpdateOp};
 pub use value::Value;
 

@@ -13,6 +13,8 @@
 //!
 //! Hot path: `get`/`get_all` are lock-free point reads and one prefix seek.
 
+pub mod link;
+
 use crate::audit::{AuditEvent, ChainHead};
 use crate::catalog::Catalog;
 use crate::clock::Clock;
@@ -42,7 +44,7 @@ pub struct Update {
     pub version: u64,
     pub op: UpdateOp,
     /// A business-licence registration number that the credit code `key`
-    /// was assigned to: linked in the same batch (see [`crate::link`]).
+    /// was assigned to: linked in the same batch (see [`link`]).
     pub link: Option<SubjectKey>,
 }
 
@@ -60,7 +62,7 @@ pub enum Outcome {
     /// Not applied: the stored version is the same or newer.
     Stale { current: u64 },
     /// Not applied: the link it asks for conflicts with stored ones (the
-    /// reason is one of [`crate::link`]'s messages).
+    /// reason is one of [`link`]'s messages).
     Refused { reason: &'static str },
 }
 
@@ -384,7 +386,7 @@ impl Store {
         let stored = self.engine.multi_get(Cf::Records, &refs)?;
 
         let mut overlay: HashMap<Vec<u8>, StoredRecord> = HashMap::new();
-        let mut links = crate::link::Pending::default();
+        let mut links = link::Pending::default();
         let mut batch = WriteBatch::new();
         let mut outcomes = Vec::with_capacity(updates.len());
         let mut next_seq = w.next_seq;

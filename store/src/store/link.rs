@@ -26,7 +26,7 @@
 use crate::engine::{prefix_end, Cf, WriteBatch};
 use crate::keys::{DocType, SubjectKey};
 use crate::pseudo::{Pid, PID_LEN};
-use crate::store::Store;
+use super::Store;
 use crate::{Error, Result};
 use std::collections::HashMap;
 
