@@ -443,9 +443,15 @@ fn validate_person(
         _ => return Err(KeyError::Date),
     }
     let check = person_check(&buf[..17]);
-    if fill_check {
-        buf[17] = check;
-    } else if buf[17] != check {
+    settle_check(&mut buf[17], check, fill_check)
+}
+
+/// Puts the computed `check` character into `slot` (`fill`), or compares
+/// it with the one there.
+fn settle_check(slot: &mut u8, check: u8, fill: bool) -> Result<(), KeyError> {
+    if fill {
+        *slot = check;
+    } else if *slot != check {
         return Err(KeyError::Checksum);
     }
     Ok(())
@@ -1037,14 +1043,20 @@ mod tests {
     /// `expected` is the normalized key, or `!reason` for a rejection.
     #[track_caller]
     fn check(subject: Subject, input: &str, expected: &str) {
-        let got = match SubjectKey::parse_at(subject, input, TODAY) {
+        check_doc(subject.doc_type(), input, expected);
+    }
+
+    /// [`check`] of a key of document type `doc`.
+    #[track_caller]
+    pub(super) fn check_doc(doc: DocType, input: &str, expected: &str) {
+        let got = match SubjectKey::parse_doc_at(doc, input, TODAY) {
             Ok(key) => {
-                assert_eq!(key.subject(), subject);
+                assert_eq!(key.subject(), doc.subject());
                 key.as_str().to_owned()
             }
             Err(e) => format!("!{}", e.reason()),
         };
-        assert_eq!(got, expected, "{subject} input {input:?}");
+        assert_eq!(got, expected, "{doc:?} input {input:?}");
     }
 
     #[test]

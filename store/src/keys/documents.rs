@@ -27,7 +27,7 @@
 //!   digits, the last an ISO 7064 MOD 11,10 check digit.
 
 use super::{
-    ascii_str, fold, person_birth, validate_person, Folded, Gender, Horizon, KeyError, Masked,
+    ascii_str, fold, person_birth, settle_check, validate_person, Folded, Gender, Horizon, KeyError, Masked,
     PersonKey, KEY_LEN,
 };
 use super::DocType;
@@ -129,11 +129,7 @@ fn validate(doc: DocType, buf: &mut [u8; KEY_LEN], len: usize, horizon: Horizon,
     }
     if doc == DocType::BusinessLicence {
         let check = mod11_10_check(&b[..14]);
-        if fill_check {
-            buf[14] = check;
-        } else if buf[14] != check {
-            return Err(KeyError::Checksum);
-        }
+        return settle_check(&mut buf[14], check, fill_check);
     }
     Ok(())
 }
@@ -276,25 +272,13 @@ impl std::fmt::Debug for DocKey {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{SubjectKey, Subject};
+    use super::super::{Subject, SubjectKey};
     use super::*;
     use proptest::prelude::*;
     use time::macros::date;
 
     const TODAY: Date = date!(2026 - 11 - 22);
-
-    /// `expected` is the normalized key, or `!reason` for a rejection.
-    #[track_caller]
-    fn check(doc: DocType, input: &str, expected: &str) {
-        let got = match SubjectKey::parse_doc_at(doc, input, TODAY) {
-            Ok(key) => {
-                assert_eq!(key.subject(), doc.subject());
-                key.as_str().to_owned()
-            }
-            Err(e) => format!("!{}", e.reason()),
-        };
-        assert_eq!(got, expected, "{doc:?} input {input:?}");
-    }
+    use super::super::tests::check_doc as check;
 
     use DocType::{BusinessLicence as BL, ForeignPermanentResidence as FPR, HkMacaoTaiwanPermit as HMT, Passport as PP};
 
