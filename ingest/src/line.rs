@@ -98,9 +98,9 @@ pub fn write_line(u: &Update, out: &mut Vec<u8>) {
     let text = |out: &mut Vec<u8>, s: &str| serde_json::to_writer(&mut *out, s).expect("JSON into a Vec");
     out.extend_from_slice(b"{\"key\":");
     text(out, u.key.as_str());
-    if u.key.doc_type() != u.key.subject().doc_type() {
+    if let Some(doc) = u.key.other_doc_type() {
         out.extend_from_slice(b",\"id_type\":");
-        text(out, u.key.doc_type().as_str());
+        text(out, doc.as_str());
     }
     if let Some(licence) = &u.link {
         out.extend_from_slice(b",\"registration_number\":");

@@ -842,6 +842,13 @@ impl SubjectKey {
         }
     }
 
+    /// The document type, when it is not its subject's default (citizen
+    /// ID number, credit code): what answers name as `id_type`, so that
+    /// answers about default keys stay as they always were.
+    pub fn other_doc_type(&self) -> Option<DocType> {
+        Some(self.doc_type()).filter(|d| *d != self.subject().doc_type())
+    }
+
     /// The normalized key.
     pub fn as_str(&self) -> &str {
         match self {

@@ -105,6 +105,8 @@ fn an_entity_known_by_its_licence_number_keeps_its_record_and_trail_when_given_a
         assert_eq!(name_of(&r, "market_registration"), "某某五金有限公司");
         assert_eq!(r.json["datasets"]["market_registration"]["version"], 2);
         assert_eq!(r.json["key"], key);
+        // Answers about a credit code are as they always were.
+        assert_eq!(r.json.get("id_type").and_then(Value::as_str), id_type, "{}", r.text);
         let q = id_type.map(|t| format!("?id_type={t}")).unwrap_or_default();
         let claim = json!({"fields": {"name": "某某五金有限公司"}});
         let v = s.req("POST", &format!("/v1/entities/{key}/verify{q}")).token(tokens::COUNTER).purpose(purpose).json(&claim);

@@ -459,13 +459,6 @@ impl Serialize for Verdicts<'_> {
     }
 }
 
-/// The `id_type` an answer names: only that of a key not of its
-/// subject's default document, so that answers about citizen IDs and
-/// credit codes stay as they were.
-fn other_doc(key: &SubjectKey) -> Option<&'static str> {
-    (key.doc_type() != key.subject().doc_type()).then(|| key.doc_type().as_str())
-}
-
 #[derive(Serialize)]
 struct Answer<'a> {
     #[serde(rename = "ref")]
@@ -568,7 +561,7 @@ pub fn process(store: &Store, access: &dyn LineAccess, chunk: &Chunk) -> basedat
                 }
                 write_line(
                     &mut res.out,
-                    &Answer { r, key: key.as_str(), id_type: other_doc(&key), dataset: &ds.id, result: outcome.as_str(), fields: Verdicts(&verdicts) },
+                    &Answer { r, key: key.as_str(), id_type: key.other_doc_type().map(DocType::as_str), dataset: &ds.id, result: outcome.as_str(), fields: Verdicts(&verdicts) },
                 );
                 res.uses.push(LineUse {
                     kind: UseKind::Verified,

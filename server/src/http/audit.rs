@@ -68,7 +68,7 @@ pub fn entry_doc(e: &AuditEntry) -> AuditEntryDoc {
         action: e.action.as_str().into(),
         subject: e.subject.map(|s| s.as_str().to_owned()),
         key: e.key.map(|k| k.as_str().to_owned()),
-        id_type: e.key.map(|k| k.doc_type().as_str().to_owned()),
+        id_type: e.key.and_then(|k| k.other_doc_type()).map(|d| d.as_str().to_owned()),
         datasets: e.datasets.clone(),
         fields: e.fields.clone(),
         outcome: e.outcome.clone(),

@@ -148,7 +148,7 @@ pub async fn get_grant(
 fn dispute_doc(d: &Dispute, state: &AppState) -> ApiResult<DisputeDoc> {
     let stored = state.queries.dispute_key(d)?;
     let key = stored.map(|k| k.as_str().to_owned());
-    let id_type = stored.map(|k| k.doc_type().as_str().to_owned());
+    let id_type = stored.and_then(|k| k.other_doc_type()).map(|d| d.as_str().to_owned());
     let subject = basedata_store::keys::DocType::from_u8(d.doc).map(|t| t.subject().as_str().to_owned());
     let now = state.queries.grants.now();
     Ok(DisputeDoc {

@@ -49,8 +49,8 @@ fn explain(key: &SubjectKey) -> KeyInfo {
 fn check(subject: Subject, raw: &str, id_type: Option<&str>) -> ApiResult<Json<KeyInfo>> {
     let doc = doc_type_of(subject, id_type)?;
     let info = match SubjectKey::parse_doc(doc, raw) {
-        Ok(key) => KeyInfo { id_type: Some(key.doc_type().as_str().into()), ..explain(&key) },
-        Err(e) => KeyInfo { id_type: Some(doc.as_str().into()), ..invalid(e) },
+        Ok(key) => KeyInfo { id_type: key.other_doc_type().map(|d| d.as_str().into()), ..explain(&key) },
+        Err(e) => KeyInfo { id_type: id_type.map(|_| doc.as_str().into()), ..invalid(e) },
     };
     Ok(Json(info))
 }

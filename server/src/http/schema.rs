@@ -56,7 +56,8 @@ pub enum IdType {
 #[derive(Serialize, ToSchema, Default)]
 pub struct KeyInfo {
     pub valid: bool,
-    /// The document type the key was checked as.
+    /// The document type the key was checked as, when the request named
+    /// one (a valid key's: when it is not the subject's default).
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<IdType>)]
     pub id_type: Option<String>,
@@ -238,9 +239,11 @@ pub struct Rejection {
 #[derive(Serialize, ToSchema)]
 pub struct Lookup {
     pub key: String,
-    /// The document type of `key`.
-    #[schema(value_type = IdType)]
-    pub id_type: String,
+    /// The document type of `key`, when it is not the subject's default
+    /// (citizen ID number, credit code).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<IdType>)]
+    pub id_type: Option<String>,
     pub subject: String,
     pub datasets: BTreeMap<String, DatasetRecord>,
     pub withheld: Vec<WithheldItem>,
@@ -279,9 +282,11 @@ pub struct VerifyRequest {
 #[derive(Serialize, ToSchema)]
 pub struct Verification {
     pub key: String,
-    /// The document type of `key`.
-    #[schema(value_type = IdType)]
-    pub id_type: String,
+    /// The document type of `key`, when it is not the subject's default
+    /// (citizen ID number, credit code).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<IdType>)]
+    pub id_type: Option<String>,
     pub dataset: String,
     /// `match`, `mismatch` or `not_found`.
     pub result: String,
@@ -301,9 +306,11 @@ pub struct ChangeItem {
     pub dataset: String,
     pub subject: String,
     pub key: String,
-    /// The document type of `key`.
-    #[schema(value_type = IdType)]
-    pub id_type: String,
+    /// The document type of `key`, when it is not the subject's default
+    /// (citizen ID number, credit code).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<IdType>)]
+    pub id_type: Option<String>,
     pub op: String,
     pub version: u64,
     pub committed_at: String,
@@ -401,7 +408,8 @@ pub struct DisputeDoc {
     pub department: String,
     pub subject: Option<String>,
     pub key: Option<String>,
-    /// The document type of `key`.
+    /// The document type of `key`, when it is not the subject's default.
+    #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<IdType>)]
     pub id_type: Option<String>,
     pub dataset: String,
@@ -447,7 +455,7 @@ pub struct AuditEntryDoc {
     pub action: String,
     pub subject: Option<String>,
     pub key: Option<String>,
-    /// The document type of `key`; absent without a key.
+    /// The document type of `key`, when it is not the subject's default.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<IdType>)]
     pub id_type: Option<String>,

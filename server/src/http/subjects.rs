@@ -132,7 +132,7 @@ async fn lookup_subject(
         .collect();
     Ok(Json(Lookup {
         key: key.as_str().into(),
-        id_type: key.doc_type().as_str().into(),
+        id_type: key.other_doc_type().map(|d| d.as_str().into()),
         subject: subject.as_str().into(),
         datasets,
         withheld,
@@ -216,7 +216,7 @@ async fn verify_subject(
     let v = state.queries.verify(&caller, &purpose.0, key, req.dataset.as_deref(), &req.fields).await?;
     Ok(Json(Verification {
         key: key.as_str().into(),
-        id_type: key.doc_type().as_str().into(),
+        id_type: key.other_doc_type().map(|d| d.as_str().into()),
         dataset: v.dataset,
         result: v.outcome.as_str().into(),
         fields: v.fields.into_iter().map(|(n, v)| (n, v.as_str().to_owned())).collect(),
