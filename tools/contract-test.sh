@@ -31,10 +31,30 @@ for _ in $(seq 100); do
   curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break
   sleep 0.1
 done
-# A record to look up, so that success paths are exercised too.
+# Records to look up, so that success paths are exercised too: one by a
+# citizen ID number, one by a passport number (id_type).
 curl -fsS -X POST "http://127.0.0.1:$port/v1/datasets/hukou/updates" \
   -H "Authorization: Bearer $token" -H 'Content-Type: application/x-ndjson' \
   --data-binary '{"key":"11010519491231002X","version":1,"fields":{"name":"张三","gender":"2","birth_date":"1949-12-31","status":"normal"}}' >/dev/null
+curl -fsS -X POST "http://127.0.0.1:$port/v1/datasets/residence_permit/updates" \
+  -H "Authorization: Bearer $token" -H 'Content-Type: application/x-ndjson' \
+  --data-binary '{"key":"E12345678","id_type":"passport","version":1,"fields":{"name":"SMITH JOHN"}}' >/dev/null
+
+# The passport holder by its document type, before the generated requests:
+# the key check, the lookup and a refused type of another subject.
+expect() { # expect STATUS PATH JQ-FREE-SUBSTRING
+  local got
+  got="$(curl -sS -o "$dir/body" -w '%{http_code}' "http://127.0.0.1:$port$2" \
+    -H "Authorization: Bearer $token" -H "X-Purpose: contract-test")"
+  if [ "$got" != "$1" ] || ! grep -q -- "$3" "$dir/body"; then
+    echo "GET $2: expected $1 with $3, got $got: $(cat "$dir/body")" >&2
+    exit 1
+  fi
+}
+expect 200 '/v1/keys/person/e12345678?id_type=passport' '"normalized":"E12345678"'
+expect 200 '/v1/persons/E12345678?id_type=passport' '"id_type":"passport"'
+expect 400 '/v1/persons/E12345678?id_type=business_licence' '"invalid_value"'
+expect 400 '/v1/persons/E12345678' '"invalid_key"'
 
 "$venv/bin/schemathesis" run "http://127.0.0.1:$port/openapi.json" \
   -H "Authorization: Bearer $token" -H "X-Purpose: contract-test" \

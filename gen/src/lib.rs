@@ -28,7 +28,7 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use basedata_store::catalog::{Catalog, Dataset, Field, FieldType};
-use basedata_store::keys::{EntityKey, PersonKey, Subject};
+use basedata_store::keys::{DocKey, DocType, EntityKey, PersonKey, Subject, SubjectKey};
 use time::macros::date;
 use time::Date;
 
@@ -95,6 +95,56 @@ pub fn person_key(cfg: &GenConfig, i: u64) -> PersonKey {
 /// the key space (about 990 million organizations).
 pub fn entity_key(cfg: &GenConfig, i: u64) -> EntityKey {
     World::new(cfg).entity(i).key
+}
+
+/// Number `i` (0-based) of a generated document of type `doc`: a valid key
+/// of that type, distinct for distinct `i` (a keyed permutation of the
+/// index, as for citizen IDs), depending only on `(seed, doc, i)`.
+///
+/// - citizen ID and credit code: those of person or entity `i`;
+/// - passport: a Chinese ordinary passport, `E` or `G` and 8 digits;
+/// - permit: in turn a Hong Kong (`H`), Macao (`M`) and Taiwan (8 digits) one;
+/// - permanent residence card: the 2023 card, `9`, a province, a
+///   nationality, a birth date in 1950–1999, a sequence number, the check;
+/// - business licence: a Guangzhou or Shenzhen registration number with its
+///   MOD 11,10 check digit.
+///
+/// Panics beyond the type's key space (at least 18 million numbers).
+pub fn doc_key(cfg: &GenConfig, doc: DocType, i: u64) -> SubjectKey {
+    const PURPOSE: u64 = 0x646f_6300;
+    let perm = |domain: u64| Feistel::new(domain, cfg.seed, PURPOSE + u64::from(doc.as_u8())).permute(i);
+    let complete = |body: String| match DocKey::complete(doc, &body) {
+        Ok(k) => SubjectKey::Document(k),
+        Err(e) => unreachable!("generated {doc:?} body is valid: {e}"),
+    };
+    match doc {
+        DocType::CitizenId => SubjectKey::Person(person_key(cfg, i)),
+        DocType::UnifiedCreditCode => SubjectKey::Entity(entity_key(cfg, i)),
+        DocType::Passport => {
+            let n = perm(2 * 100_000_000);
+            complete(format!("{}{:08}", if n % 2 == 0 { 'E' } else { 'G' }, n / 2))
+        }
+        DocType::HkMacaoTaiwanPermit => {
+            let n = perm(3 * 100_000_000);
+            let prefix = ["H", "M", ""][(n % 3) as usize];
+            complete(format!("{prefix}{:08}", n / 3))
+        }
+        DocType::ForeignPermanentResidence => {
+            // 2 provinces x 4 nationalities x 18,262 days x 125 sequence numbers.
+            const DAYS: u64 = 18_262;
+            let n = perm(2 * 4 * DAYS * 125);
+            let province = ["44", "31"][(n % 2) as usize];
+            let nation = ["840", "826", "392", "410"][(n / 2 % 4) as usize];
+            let birth = jd(date!(1950 - 01 - 01).to_julian_day() + (n / 8 % DAYS) as i32);
+            let seq = n / 8 / DAYS;
+            let (y, m, d) = (birth.year(), u8::from(birth.month()), birth.day());
+            complete(format!("9{province}{nation}{y:04}{m:02}{d:02}{seq:03}"))
+        }
+        DocType::BusinessLicence => {
+            let n = perm(2 * 100_000_000);
+            complete(format!("{}{:08}", ["440100", "440300"][(n % 2) as usize], n / 2))
+        }
+    }
 }
 
 /// The fields of person `i`'s household registration (`hukou`) exactly as
@@ -3165,6 +3215,30 @@ mod tests {
         entities: 5_000,
         seed: 42,
     };
+
+    /// Every document type's generated numbers parse back as themselves,
+    /// of that type, and are distinct.
+    #[test]
+    fn document_keys_are_valid_and_distinct() {
+        for doc in DocType::ALL {
+            let mut seen = HashSet::new();
+            for i in 0..3_000 {
+                let key = doc_key(&SAMPLE, doc, i);
+                assert_eq!(key.doc_type(), doc, "{key:?}");
+                assert_eq!(SubjectKey::parse_doc(doc, key.as_str()), Ok(key));
+                assert!(seen.insert(key), "{doc:?} {i} repeats");
+            }
+            let other = GenConfig { seed: 43, ..SAMPLE };
+            assert_ne!(doc_key(&other, doc, 0), doc_key(&SAMPLE, doc, 0), "{doc:?}");
+        }
+        let kinds: HashSet<_> = (0..30)
+            .map(|i| match doc_key(&SAMPLE, DocType::HkMacaoTaiwanPermit, i) {
+                SubjectKey::Document(k) => k.kind(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(kinds.len(), 3);
+    }
 
     /// Generated lines of one configuration, by dataset, parsed.
     struct Sample {

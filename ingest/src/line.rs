@@ -2,7 +2,7 @@
 //! validated against its dataset in the catalog.
 
 use basedata_store::catalog::{Dataset, Division, Provider};
-use basedata_store::keys::{mask, SubjectKey};
+use basedata_store::keys::{mask, DocType, SubjectKey};
 use basedata_store::store::{Update, UpdateOp};
 use basedata_store::value::JsonScalar;
 use basedata_store::Value;
@@ -29,6 +29,15 @@ impl LineError {
 struct RawLine<'a> {
     #[serde(borrow)]
     key: Option<Cow<'a, str>>,
+    /// The document type of `key` (default: the subject's own, citizen ID
+    /// number or credit code).
+    #[serde(borrow)]
+    id_type: Option<Cow<'a, str>>,
+    /// The business-licence registration number of the entity that the
+    /// credit code `key` was assigned to: links the two (see
+    /// `basedata_store::link`).
+    #[serde(borrow)]
+    registration_number: Option<Cow<'a, str>>,
     version: Option<u64>,
     #[serde(borrow)]
     op: Option<Cow<'a, str>>,
@@ -89,6 +98,14 @@ pub fn write_line(u: &Update, out: &mut Vec<u8>) {
     let text = |out: &mut Vec<u8>, s: &str| serde_json::to_writer(&mut *out, s).expect("JSON into a Vec");
     out.extend_from_slice(b"{\"key\":");
     text(out, u.key.as_str());
+    if let Some(doc) = u.key.other_doc_type() {
+        out.extend_from_slice(b",\"id_type\":");
+        text(out, doc.as_str());
+    }
+    if let Some(licence) = &u.link {
+        out.extend_from_slice(b",\"registration_number\":");
+        text(out, licence.as_str());
+    }
     out.extend_from_slice(b",\"version\":");
     out.extend_from_slice(u.version.to_string().as_bytes());
     match &u.op {
@@ -135,10 +152,31 @@ fn echo(text: &str) -> String {
 
 fn parse_raw(dataset: &Dataset, raw: RawLine<'_>) -> Result<Update, LineError> {
     let key_text = raw.key.ok_or_else(|| LineError::new("invalid_body", "missing \"key\"", None))?;
-    let key = SubjectKey::parse(dataset.subject, &key_text).map_err(|e| {
+    let doc = match raw.id_type.as_deref() {
+        None => dataset.subject.doc_type(),
+        Some(name) => DocType::for_subject(dataset.subject, name).ok_or_else(|| {
+            LineError::new(
+                "invalid_value",
+                format!("\"id_type\" of a {} is one of {}", dataset.subject, DocType::names(dataset.subject).join(", ")),
+                Some(echo(&key_text)),
+            )
+        })?,
+    };
+    let key = SubjectKey::parse_doc(doc, &key_text).map_err(|e| {
         LineError::new("invalid_key", format!("invalid key ({}): {e}", e.reason()), Some(echo(&key_text)))
     })?;
     let shown = Some(key.as_str().to_owned());
+    let link = match raw.registration_number.as_deref() {
+        None => None,
+        Some(_) if key.doc_type() != DocType::UnifiedCreditCode => {
+            let msg = "\"registration_number\" links a credit code to the registration number it replaces: \
+                       it needs an entity key that is a credit code";
+            return Err(LineError::new("invalid_value", msg, shown));
+        }
+        Some(number) => Some(SubjectKey::parse_doc(DocType::BusinessLicence, number).map_err(|e| {
+            LineError::new("invalid_key", format!("invalid registration_number ({}): {e}", e.reason()), shown.clone())
+        })?),
+    };
     let version = raw
         .version
         .ok_or_else(|| LineError::new("invalid_body", "missing \"version\" (an unsigned 64-bit integer)", shown.clone()))?;
@@ -153,7 +191,7 @@ fn parse_raw(dataset: &Dataset, raw: RawLine<'_>) -> Result<Update, LineError> {
         Some(_) => return Err(LineError::new("invalid_body", "\"op\" must be \"upsert\" or \"delete\"", shown)),
     };
     tracing::trace!(key = %mask(key.as_str()), version, "parsed update");
-    Ok(Update { dataset: dataset.id.clone(), key, version, op, provider: None })
+    Ok(Update { link, dataset: dataset.id.clone(), key, version, op, provider: None })
 }
 
 /// Gives a parsed update of a dataset of several providers to `by`, its
@@ -235,6 +273,36 @@ mod tests {
         check("hukou", r#"{"key":"11010519491231002X","version":1,"fields":{"gender":"2","birth_date":"1949-12-31","status":"normal"}}"#, Err("invalid_value"));
         check("hukou", "not json", Err("invalid_body"));
         check("hukou", "[1,2]", Err("invalid_body"));
+        // Other documents by "id_type"; one of another subject or unknown is refused.
+        check("hukou", r#"{"key":"E12345678","id_type":"passport","version":1,"op":"delete"}"#, Ok(()));
+        check("hukou", r#"{"key":"E1234-678","id_type":"passport","version":1,"op":"delete"}"#, Err("invalid_key"));
+        check("hukou", r#"{"key":"11010519491231002X","id_type":"citizen_id","version":1,"op":"delete"}"#, Ok(()));
+        check("hukou", r#"{"key":"E12345678","id_type":"business_licence","version":1,"op":"delete"}"#, Err("invalid_value"));
+        check("hukou", r#"{"key":"E12345678","id_type":"Passport","version":1,"op":"delete"}"#, Err("invalid_value"));
+        check("market_registration", r#"{"key":"440300100001233","id_type":"business_licence","version":1,"op":"delete"}"#, Err("invalid_key"));
+        // A link names a valid registration number beside a credit code.
+        check("market_registration", r#"{"key":"91350100M000100Y43","registration_number":"440300100001233","version":1,"op":"delete"}"#, Err("invalid_key"));
+        check("hukou", r#"{"key":"11010519491231002X","registration_number":"440300100001233","version":1,"op":"delete"}"#, Err("invalid_value"));
+    }
+
+    #[test]
+    fn id_type_keys_the_document() {
+        let cat = Catalog::builtin();
+        let licence = basedata_store::keys::DocKey::complete(DocType::BusinessLicence, "44030010000123").unwrap();
+        let line = format!(r#"{{"key":"{licence}","id_type":"business_licence","version":1,"op":"delete"}}"#);
+        let u = parse_line(cat.dataset("market_registration").unwrap(), line.as_bytes()).unwrap();
+        assert_eq!((u.key.doc_type(), u.key.as_str()), (DocType::BusinessLicence, licence.as_str()));
+        let linked = format!(r#"{{"key":"91350100M000100Y43","registration_number":" {licence} ","version":1,"op":"delete"}}"#);
+        let u = parse_line(cat.dataset("market_registration").unwrap(), linked.as_bytes()).unwrap();
+        assert_eq!(u.link, Some(SubjectKey::Document(licence)));
+        let mut out = Vec::new();
+        write_line(&u, &mut out);
+        assert_eq!(parse_line(cat.dataset("market_registration").unwrap(), &out).unwrap(), u);
+        let by_licence = format!(r#"{{"key":"{licence}","id_type":"business_licence","registration_number":"{licence}","version":1,"op":"delete"}}"#);
+        let e = parse_line(cat.dataset("market_registration").unwrap(), by_licence.as_bytes()).unwrap_err();
+        assert_eq!(e.code, "invalid_value");
+        let u = parse_line(cat.dataset("hukou").unwrap(), br#"{"key":" h12345678 ","id_type":"hk_macao_taiwan_permit","version":1,"op":"delete"}"#).unwrap();
+        assert_eq!((u.key.doc_type(), u.key.as_str()), (DocType::HkMacaoTaiwanPermit, "H12345678"));
     }
 
     #[test]
@@ -243,6 +311,8 @@ mod tests {
         let lines = [
             ("hukou", OK),
             ("hukou", r#"{"key":"11010519491231002x","version":18446744073709551615,"op":"delete"}"#),
+            ("hukou", r#"{"key":"g12345678","id_type":"passport","version":2,"op":"delete"}"#),
+            ("hukou", r#"{"key":"USA310085012340","id_type":"foreign_permanent_residence","version":2,"op":"delete"}"#),
             ("hukou", r#"{"key":"11010519491231002X","version":3,"fields":{"name":"\"引号\"\n\\","gender":1,"birth_date":"1949-12-31","status":"cancelled","cancel_date":"2020-02-29","cancel_reason":"deceased","photo":"aGVsbG8="}}"#),
             ("market_registration", r#"{"key":"91350100M000100Y43","version":7,"fields":{"name":"某某有限公司","legal_representative":"张三","legal_representative_id":"11010519491231002x","type":"limited_liability","address":"福州市","registered_capital":"0100.50","established_on":"2001-01-01","status":"active"}}"#),
         ];

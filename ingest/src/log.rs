@@ -51,6 +51,8 @@ pub struct Applied {
     pub stale: usize,
     /// Refused by the writer: outside the provider's area or fields.
     pub refused: usize,
+    /// Refused by the writer: links that conflict with stored ones.
+    pub conflicts: usize,
     /// The node's last change-log sequence number after it.
     pub last_seq: u64,
 }
@@ -408,8 +410,9 @@ pub async fn submit(
                 let count = |f: fn(&Outcome) -> bool| done.outcomes.iter().filter(|o| f(o)).count();
                 let applied = count(|o| matches!(o, Outcome::Applied { .. }));
                 let stale = count(|o| matches!(o, Outcome::Stale { .. }));
-                let refused = count(|o| matches!(o, Outcome::Refused { .. }));
-                watch.applied(seq, Applied { applied, stale, refused, last_seq: done.last_seq });
+                let refused = count(|o| matches!(o, Outcome::Refused { code, .. } if *code != "conflict"));
+                let conflicts = count(|o| matches!(o, Outcome::Refused { code: "conflict", .. }));
+                watch.applied(seq, Applied { applied, stale, refused, conflicts, last_seq: done.last_seq });
             }
             Err(e) if matches!(*e, basedata_store::Error::Abandoned) => {}
             Err(e) => {

@@ -108,8 +108,8 @@ fn refused_lines(outcomes: &[Outcome], updates_lines: &[u64], keys: &[String]) -
         .iter()
         .enumerate()
         .filter_map(|(i, o)| match o {
-            Outcome::Refused { reason } => {
-                Some((updates_lines[i], LineError { code: REFUSED, message: reason.clone(), key: Some(keys[i].clone()) }))
+            Outcome::Refused { code, reason } => {
+                Some((updates_lines[i], LineError { code, message: reason.clone(), key: Some(keys[i].clone()) }))
             }
             _ => None,
         })
@@ -354,16 +354,16 @@ impl Provide {
         // the single writer has less to do per update.
         let mut mappings = WriteBatch::new();
         self.store.seal_new_keys(&s.updates, &mut mappings)?;
-        let keys: Vec<String> =
-            if s.by.is_some() { s.updates.iter().map(|u| u.key.as_str().to_owned()).collect() } else { Vec::new() };
+        let keys: Vec<String> = s.updates.iter().map(|u| u.key.as_str().to_owned()).collect();
         let denied = s.event.clone();
         let done = self.committer.commit(s.updates, vec![s.event], mappings).await?;
         let applied = done.outcomes.iter().filter(|o| matches!(o, Outcome::Applied { .. })).count();
         let stale = done.outcomes.iter().filter(|o| matches!(o, Outcome::Stale { .. })).count();
+        // Lines the writer refused (outside the provider's part, or links
+        // that conflict with stored ones) are rejected like ones that
+        // failed validation.
         let counted = s.rejected.total();
-        if s.by.is_some() {
-            s.rejected.merge(refused_lines(&done.outcomes, &s.lines, &keys));
-        }
+        s.rejected.merge(refused_lines(&done.outcomes, &s.lines, &keys));
         self.audit_refusals(denied, &s.rejected, s.rejected.total() - counted).await?;
         Ok(Report {
             applied,
@@ -427,6 +427,7 @@ impl Provide {
                 applied = o.iter().map(|a| a.applied).sum();
                 stale = o.iter().map(|a| a.stale).sum();
                 s.rejected.count(REFUSED, o.iter().map(|a| a.refused).sum());
+                s.rejected.count("conflict", o.iter().map(|a| a.conflicts).sum());
                 last_seq = o.iter().map(|a| a.last_seq).max().unwrap_or(last_seq);
             }
             None => logged += mine.iter().map(|m| m.lines).sum::<usize>(),
@@ -442,10 +443,14 @@ impl Provide {
     /// entry counted the others as rejected lines: the refusal's entry
     /// counts those, so the yearly report counts each line once.
     async fn audit_refusals(&self, mut event: AuditEvent, rejected: &Rejections, found_later: usize) -> Result<()> {
-        let Some(&n) = rejected.by_code.get(REFUSED).filter(|&&n| n > 0) else { return Ok(()) };
+        let n = rejected.by_code.get(REFUSED).copied().unwrap_or(0);
+        event.outcome = match (n, found_later) {
+            (0, 0) => return Ok(()),
+            (0, later) => format!("conflict lines={later}: links that conflict with stored ones"),
+            (n, _) => format!("{REFUSED} lines={n}: outside the provider's area or fields"),
+        };
         event.action = Action::Denied;
         event.rejected_lines = found_later as u64;
-        event.outcome = format!("{REFUSED} lines={n}: outside the provider's area or fields");
         self.committer.commit(Vec::new(), vec![event], WriteBatch::new()).await?;
         Ok(())
     }

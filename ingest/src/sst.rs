@@ -236,6 +236,13 @@ fn stage_chunk(ds: &Dataset, by: &Provider, stager: Stager<'_>, chunk: &Chunk, s
         let Some(line) = ndjson::content(raw, chunk.index == 0 && offset == 0) else { continue };
         out.lines += 1;
         match parse_line(ds, line).and_then(|u| new_in_part(ds, by, u)) {
+            // A link reads and writes the keymap beside the records: it
+            // goes through the updates endpoint, one batch at a time.
+            Ok(u) if u.link.is_some() => out.rejects.push((offset, LineError {
+                code: "invalid_value",
+                message: "\"registration_number\" links are not taken by a bulk load; send them to the updates endpoint".into(),
+                key: Some(u.key.as_str().to_owned()),
+            })),
             Ok(u) => stager.stage(&u, chunk.index << LINE_BITS | offset, &mut out.staged)?,
             Err(e) => out.rejects.push((offset, e)),
         }

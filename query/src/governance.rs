@@ -47,6 +47,8 @@ pub struct Application<'a> {
 pub struct DisputeFiling<'a> {
     pub subject: &'a str,
     pub key: &'a str,
+    /// The document type of `key` (default: the subject's own).
+    pub id_type: Option<&'a str>,
     pub dataset: &'a str,
     pub field: &'a str,
     /// The value the consumer believes correct.
@@ -268,7 +270,14 @@ impl Queries {
             return Err(Error::Forbidden("only consumer departments file disputes".into()));
         }
         let subject: Subject = f.subject.parse().map_err(|_| Error::InvalidValue("subject is person or entity".into()))?;
-        let key = SubjectKey::parse(subject, f.key)?;
+        let doc = match f.id_type {
+            None => subject.doc_type(),
+            Some(name) => basedata_store::keys::DocType::for_subject(subject, name).ok_or_else(|| {
+                let names = basedata_store::keys::DocType::names(subject).join(", ");
+                Error::InvalidValue(format!("id_type of a {subject} is one of {names}"))
+            })?,
+        };
+        let key = SubjectKey::parse_doc(doc, f.key)?;
         let ds = self.dataset(subject, Some(f.dataset))?;
         if ds.field(f.field).is_none() {
             return Err(Error::UnknownField(format!("dataset {} has no field {}", ds.id, f.field)));

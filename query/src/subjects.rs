@@ -95,7 +95,9 @@ impl Queries {
         let _counting = if counted.is_empty() {
             None
         } else {
-            let pid = self.store.pseudonym(&key);
+            // Counted per subject: a credit code and the registration
+            // number it is linked to share one count.
+            let pid = self.store.home(&key)?.pid;
             let guard = self.claim_locks.lock(dept, &pid).await;
             let now = self.grants.now();
             match claims::admit(&self.store, self.claim_policy, dept, pid, ds, &counted, now)? {

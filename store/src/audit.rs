@@ -462,28 +462,50 @@ impl Store {
     /// checked on the entries it yields.
     pub fn audit_query(&self, q: &AuditQuery) -> Result<Vec<AuditEntry>> {
         let limit = q.limit.max(1);
-        let mut out = Vec::new();
-        let (prefix, start): (Vec<u8>, Vec<u8>) = if let Some(k) = &q.key {
-            let mut p = vec![b'k'];
-            p.extend_from_slice(&self.pseudonym(k).0);
+        // An index prefix and where to start reading it (after `q.after`).
+        let after = |p: Vec<u8>| {
             let mut s = p.clone();
             s.extend_from_slice(&seq_key(q.after.saturating_add(1)));
             (p, s)
+        };
+        let scans: Vec<(Vec<u8>, Vec<u8>)> = if let Some(k) = &q.key {
+            // A key linked to another (a licence number and its credit
+            // code) has the other's entries in its trail too.
+            self.audit_pids(k)?
+                .iter()
+                .map(|pid| {
+                    let mut p = vec![b'k'];
+                    p.extend_from_slice(&pid.0);
+                    after(p)
+                })
+                .collect()
         } else if let Some(d) = &q.department {
             let mut p = vec![b'd'];
             p.extend_from_slice(d.as_bytes());
             p.push(0);
-            let mut s = p.clone();
-            s.extend_from_slice(&seq_key(q.after.saturating_add(1)));
-            (p, s)
+            vec![after(p)]
         } else {
             let p = vec![b't'];
             let mut s = p.clone();
             s.extend_from_slice(&q.from.unwrap_or(i64::MIN).max(0).to_be_bytes());
-            (p, s)
+            vec![(p, s)]
         };
-        let end = prefix_end(&prefix);
-        for item in self.engine().scan(Cf::AuditIndex, &start, end.as_deref(), false)? {
+        let mut out = Vec::new();
+        for (prefix, start) in &scans {
+            out.extend(self.audit_scan(q, prefix, start, limit)?);
+        }
+        if scans.len() > 1 {
+            out.sort_by_key(|e| e.seq);
+            out.truncate(limit);
+        }
+        Ok(out)
+    }
+
+    /// Up to `limit` entries of one index range that pass `q`'s filters.
+    fn audit_scan(&self, q: &AuditQuery, prefix: &[u8], start: &[u8], limit: usize) -> Result<Vec<AuditEntry>> {
+        let mut out = Vec::new();
+        let end = prefix_end(prefix);
+        for item in self.engine().scan(Cf::AuditIndex, start, end.as_deref(), false)? {
             let (k, _) = item?;
             let seq = seq_from_key(&k[k.len() - 8..])?;
             if seq <= q.after {

@@ -908,6 +908,7 @@ mod tests {
     fn upsert(ds: &str, key: SubjectKey, version: u64, name: &str) -> Update {
         Update {
             provider: None,
+            link: None,
             dataset: ds.into(),
             key,
             version,
@@ -940,7 +941,7 @@ mod tests {
             let key = person(rng.u32(0..400));
             let version = rng.u64(1..5);
             let u = if rng.u8(0..10) == 0 {
-                Update { dataset: "hukou".into(), key, version, op: UpdateOp::Delete, provider: None }
+                Update { link: None, dataset: "hukou".into(), key, version, op: UpdateOp::Delete, provider: None }
             } else {
                 upsert("hukou", key, version, &format!("line {n}"))
             };
@@ -1034,6 +1035,7 @@ mod tests {
         let updates: Vec<Update> = (0..50)
             .map(|i| Update {
                 provider: None,
+                link: None,
                 dataset: "market_registration".into(),
                 key: entity(i),
                 version: 1,

@@ -358,6 +358,7 @@ mod tests {
     fn upd(i: u16, v: u64) -> Update {
         Update {
             provider: None,
+            link: None,
             dataset: "death".into(),
             key: key(i),
             version: v,

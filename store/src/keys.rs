@@ -6,6 +6,12 @@
 //! (normalization), what is rejected and why (the `reason` in an
 //! `invalid_key` error), and how a key is shown to people (masked).
 //!
+//! Other legal documents key subjects too (see [`documents`]): passports,
+//! Hong Kong/Macao/Taiwan permits and foreigners' permanent residence cards
+//! for persons, business-licence registration numbers for market entities
+//! without a credit code. A key is always of one [`DocType`]; the citizen
+//! ID number and the credit code are the defaults a client need not name.
+//!
 //! # Normalization
 //!
 //! Before validation an input is trimmed of surrounding white space (ASCII
@@ -50,6 +56,9 @@ use std::str::FromStr;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use time::macros::date;
 use time::{Date, Month};
+
+mod documents;
+pub use documents::{mod11_10_check, DocKey, PASSPORT_LEN};
 
 /// The kind of subject a record is about.
 #[derive(
@@ -105,10 +114,9 @@ impl FromStr for Subject {
 #[error("unknown subject: expected \"person\" or \"entity\"")]
 pub struct UnknownSubject;
 
-/// Legal identity document type. Only [`DocType::CitizenId`] and
-/// [`DocType::UnifiedCreditCode`] are served now; the others are reserved so
-/// that stored keys have room for them. The `u8` codes are written to storage:
-/// never renumber them, only add.
+/// Legal identity document type (证件类型), named `id_type` in the API. The
+/// `u8` codes are written to storage (in pseudonyms, key mappings, change
+/// log and audit entries): never renumber them, only add.
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
 )]
@@ -171,6 +179,23 @@ impl DocType {
         }
     }
 
+    /// The document type of this `id_type` name for a key of `subject`:
+    /// `None` when the name is unknown or names another subject's document.
+    pub fn for_subject(subject: Subject, name: &str) -> Option<DocType> {
+        DocType::ALL
+            .into_iter()
+            .find(|d| d.as_str() == name && d.subject() == subject)
+    }
+
+    /// The `id_type` names of `subject`'s document types, default first.
+    pub fn names(subject: Subject) -> Vec<&'static str> {
+        DocType::ALL
+            .into_iter()
+            .filter(|d| d.subject() == subject)
+            .map(DocType::as_str)
+            .collect()
+    }
+
     /// The snake_case name, as in serialized form.
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -191,14 +216,19 @@ pub enum KeyError {
     /// Wrong number of characters after trimming.
     #[error(
         "wrong number of characters: a citizen ID number has 18 (15 in the legacy form), \
-         a unified social credit code has 18"
+         a unified social credit code has 18; a passport number 5 to 15, a Hong Kong or \
+         Macao permit 9 or 11, a Taiwan permit 8, a permanent residence card 15 or 18, \
+         a business-licence registration number 15"
     )]
     Length,
     /// A character that is not allowed where it stands.
     #[error(
         "a character is not allowed where it stands: citizen ID numbers are digits with \
          an optional final X; unified social credit codes use digits and letters other \
-         than I, O, S, V and Z, with a 6-digit area code"
+         than I, O, S, V and Z, with a 6-digit area code; passport numbers are letters and \
+         digits; permits are H or M and digits, or digits only; permanent residence cards are \
+         3 letters and 12 digits, or 18 characters beginning with 9; business-licence \
+         registration numbers are digits"
     )]
     Format,
     /// A check character does not match the rest of the key.
@@ -413,9 +443,15 @@ fn validate_person(
         _ => return Err(KeyError::Date),
     }
     let check = person_check(&buf[..17]);
-    if fill_check {
-        buf[17] = check;
-    } else if buf[17] != check {
+    settle_check(&mut buf[17], check, fill_check)
+}
+
+/// Puts the computed `check` character into `slot` (`fill`), or compares
+/// it with the one there.
+fn settle_check(slot: &mut u8, check: u8, fill: bool) -> Result<(), KeyError> {
+    if fill {
+        *slot = check;
+    } else if *slot != check {
         return Err(KeyError::Checksum);
     }
     Ok(())
@@ -612,6 +648,14 @@ impl PersonKey {
         decimal(&self.0[14..17]) as u16
     }
 
+    /// Which residence permit of Hong Kong, Macao or Taiwan residents
+    /// (港澳台居民居住证) this number is, if it is one (area code 810000,
+    /// 820000 or 830000): `hong_kong_residence_permit`,
+    /// `macao_residence_permit` or `taiwan_residence_permit`.
+    pub fn residence_permit(&self) -> Option<&'static str> {
+        documents::residence_permit(&self.0)
+    }
+
     /// The masked form, for display and logs.
     pub fn masked(&self) -> Masked<'_> {
         Masked(self.as_str())
@@ -716,17 +760,21 @@ impl EntityKey {
     }
 }
 
-/// The key of either kind of subject.
+/// The key of a subject: a citizen ID number, a credit code, or the number
+/// of another legal document.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum SubjectKey {
-    /// A natural person.
+    /// A natural person by citizen ID number.
     Person(PersonKey),
-    /// A legal person or other organization.
+    /// A legal person or other organization by credit code.
     Entity(EntityKey),
+    /// A person or a market entity by the number of another document.
+    Document(DocKey),
 }
 
 impl SubjectKey {
-    /// Normalizes and validates a key of the given subject kind.
+    /// Normalizes and validates a key of the given subject kind, by its
+    /// default document (citizen ID number, credit code).
     pub fn parse(subject: Subject, input: &str) -> Result<Self, KeyError> {
         match subject {
             Subject::Person => PersonKey::parse(input).map(SubjectKey::Person),
@@ -743,17 +791,62 @@ impl SubjectKey {
         }
     }
 
+    /// Normalizes and validates the number of a document of type `doc`. An
+    /// 18-digit residence permit of a Hong Kong, Macao or Taiwan resident
+    /// given as a permit is the citizen ID number it is.
+    pub fn parse_doc(doc: DocType, input: &str) -> Result<Self, KeyError> {
+        Self::parse_doc_in(doc, input, Horizon::Clock)
+    }
+
+    /// As [`SubjectKey::parse_doc`], with `today` as the last admissible
+    /// birth date.
+    pub fn parse_doc_at(doc: DocType, input: &str, today: Date) -> Result<Self, KeyError> {
+        Self::parse_doc_in(doc, input, Horizon::Fixed(today))
+    }
+
+    fn parse_doc_in(doc: DocType, input: &str, horizon: Horizon) -> Result<Self, KeyError> {
+        match doc {
+            DocType::CitizenId => parse_person(input, horizon).map(SubjectKey::Person),
+            DocType::UnifiedCreditCode => EntityKey::parse(input).map(SubjectKey::Entity),
+            _ => Ok(match documents::parse(doc, input, horizon)? {
+                documents::Parsed::Doc(k) => SubjectKey::Document(k),
+                documents::Parsed::Citizen(k) => SubjectKey::Person(k),
+            }),
+        }
+    }
+
+    /// Re-validates a key read back from storage by its document type
+    /// code: exactly the normalized bytes, nothing trimmed or folded.
+    pub fn from_normalized_bytes(doc: DocType, b: &[u8]) -> Result<Self, KeyError> {
+        match doc {
+            DocType::CitizenId => PersonKey::from_normalized_bytes(b).map(SubjectKey::Person),
+            DocType::UnifiedCreditCode => EntityKey::from_normalized_bytes(b).map(SubjectKey::Entity),
+            _ => DocKey::from_normalized_bytes(doc, b).map(SubjectKey::Document),
+        }
+    }
+
     /// The kind of subject.
     pub fn subject(&self) -> Subject {
         match self {
             SubjectKey::Person(_) => Subject::Person,
             SubjectKey::Entity(_) => Subject::Entity,
+            SubjectKey::Document(k) => k.doc_type().subject(),
         }
     }
 
     /// The type of the document whose number this is.
     pub fn doc_type(&self) -> DocType {
-        self.subject().doc_type()
+        match self {
+            SubjectKey::Document(k) => k.doc_type(),
+            _ => self.subject().doc_type(),
+        }
+    }
+
+    /// The document type, when it is not its subject's default (citizen
+    /// ID number, credit code): what answers name as `id_type`, so that
+    /// answers about default keys stay as they always were.
+    pub fn other_doc_type(&self) -> Option<DocType> {
+        Some(self.doc_type()).filter(|d| *d != self.subject().doc_type())
     }
 
     /// The normalized key.
@@ -761,23 +854,28 @@ impl SubjectKey {
         match self {
             SubjectKey::Person(k) => k.as_str(),
             SubjectKey::Entity(k) => k.as_str(),
+            SubjectKey::Document(k) => k.as_str(),
         }
     }
 
     /// The normalized key as bytes.
-    pub fn as_bytes(&self) -> &[u8; KEY_LEN] {
+    pub fn as_bytes(&self) -> &[u8] {
         match self {
             SubjectKey::Person(k) => k.as_bytes(),
             SubjectKey::Entity(k) => k.as_bytes(),
+            SubjectKey::Document(k) => k.as_bytes(),
         }
     }
 
     /// The 6-digit administrative area code the key carries: a person's
-    /// place of first registration, an organization's registering office.
-    pub fn region(&self) -> &str {
+    /// place of first registration, an organization's or a licence's
+    /// registering office; `None` for documents that carry none (passports,
+    /// permits, residence cards).
+    pub fn region(&self) -> Option<&str> {
         match self {
-            SubjectKey::Person(k) => k.region(),
-            SubjectKey::Entity(k) => k.region(),
+            SubjectKey::Person(k) => Some(k.region()),
+            SubjectKey::Entity(k) => Some(k.region()),
+            SubjectKey::Document(k) => k.region(),
         }
     }
 
@@ -796,6 +894,12 @@ impl From<PersonKey> for SubjectKey {
 impl From<EntityKey> for SubjectKey {
     fn from(key: EntityKey) -> Self {
         SubjectKey::Entity(key)
+    }
+}
+
+impl From<DocKey> for SubjectKey {
+    fn from(key: DocKey) -> Self {
+        SubjectKey::Document(key)
     }
 }
 
@@ -958,14 +1062,20 @@ mod tests {
     /// `expected` is the normalized key, or `!reason` for a rejection.
     #[track_caller]
     fn check(subject: Subject, input: &str, expected: &str) {
-        let got = match SubjectKey::parse_at(subject, input, TODAY) {
+        check_doc(subject.doc_type(), input, expected);
+    }
+
+    /// [`check`] of a key of document type `doc`.
+    #[track_caller]
+    pub(super) fn check_doc(doc: DocType, input: &str, expected: &str) {
+        let got = match SubjectKey::parse_doc_at(doc, input, TODAY) {
             Ok(key) => {
-                assert_eq!(key.subject(), subject);
+                assert_eq!(key.subject(), doc.subject());
                 key.as_str().to_owned()
             }
             Err(e) => format!("!{}", e.reason()),
         };
-        assert_eq!(got, expected, "{subject} input {input:?}");
+        assert_eq!(got, expected, "{doc:?} input {input:?}");
     }
 
     #[test]

@@ -35,6 +35,7 @@ pub use engine::{Cf, Durability, Engine, WriteBatch};
 pub use keys::{EntityKey, PersonKey, Subject, SubjectKey};
 pub use pseudo::{Pid, Secret};
 pub use audit::{Action, AuditEvent};
+pub use store::link;
 pub use store::{Change, Committed, Outcome, Record, Store, Update, UpdateOp};
 pub use value::Value;
 

@@ -78,7 +78,7 @@ impl Division {
                 Ok(())
             }
             (Division::Fields, Change::Delete) => Ok(()),
-            (Division::Area(AreaOf::KeyRegion), _) => own_area(by, Some(key.region()), "the key's region"),
+            (Division::Area(AreaOf::KeyRegion), _) => own_area(by, key.region(), "the key's region"),
             (Division::Area(AreaOf::Field(f)), Change::Upsert(fields)) => {
                 let area = fields.iter().find(|(n, _)| n == f).and_then(|(_, v)| area_value(v));
                 match area {

@@ -13,6 +13,8 @@
 //!
 //! Hot path: `get`/`get_all` are lock-free point reads and one prefix seek.
 
+pub mod link;
+
 use crate::audit::{Action, AuditEvent, ChainHead};
 use crate::catalog::Catalog;
 use crate::clock::Clock;
@@ -47,6 +49,9 @@ pub struct Update {
     /// the record it finds ([`crate::providers`]). `None` writes the whole
     /// record (a dataset of one provider, whose check is the request's).
     pub provider: Option<String>,
+    /// A business-licence registration number that the credit code `key`
+    /// was assigned to: linked in the same batch (see [`link`]).
+    pub link: Option<SubjectKey>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -83,8 +88,10 @@ pub enum Outcome {
     Applied { seq: u64 },
     /// Not applied: the stored version is the same or newer.
     Stale { current: u64 },
-    /// Not applied: outside its provider's area or fields (why, in words).
-    Refused { reason: String },
+    /// Not applied: outside its provider's area or fields (`code`
+    /// `forbidden`), or a link that conflicts with stored ones (`conflict`,
+    /// the reason one of [`link`]'s messages).
+    Refused { code: &'static str, reason: String },
 }
 
 /// A record as read, with subject keys in the clear.
@@ -405,12 +412,15 @@ impl Store {
             .collect();
         let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let now = self.clock.now_micros().max(w.last_committed);
-        let pids: Vec<Pid> = updates.iter().map(|u| self.pseudo.pid(&u.key)).collect();
-        let rkeys: Vec<Vec<u8>> = updates.iter().zip(&pids).map(|(u, p)| record_key(p, &u.dataset)).collect();
+        let keys: Vec<&SubjectKey> = updates.iter().map(|u| &u.key).collect();
+        // Where each key's records are before this batch links anything.
+        let homes = self.homes(&keys)?;
+        let rkeys: Vec<Vec<u8>> = updates.iter().zip(&homes).map(|(u, h)| record_key(&h.pid, &u.dataset)).collect();
         let refs: Vec<&[u8]> = rkeys.iter().map(|k| k.as_slice()).collect();
         let stored = self.engine.multi_get(Cf::Records, &refs)?;
 
-        let mut overlay: HashMap<&[u8], StoredRecord> = HashMap::new();
+        let mut overlay: HashMap<Vec<u8>, StoredRecord> = HashMap::new();
+        let mut links = link::Pending::default();
         let mut batch = WriteBatch::new();
         let mut outcomes = Vec::with_capacity(updates.len());
         let mut next_seq = w.next_seq;
@@ -419,9 +429,24 @@ impl Store {
         // Per (dataset, provider) of several: applied updates.
         let mut provider_delta: HashMap<(&str, &str), u64> = HashMap::new();
         for (i, u) in updates.iter().enumerate() {
-            let rkey = rkeys[i].as_slice();
+            if let Some(licence) = &u.link {
+                let fresh = |p: &Pid| overlay.keys().any(|k| k.starts_with(&p.0));
+                if let Err(reason) = self.link_into(&u.key, licence, &mut links, fresh, &mut batch)? {
+                    outcomes.push(Outcome::Refused { code: "conflict", reason: reason.to_owned() });
+                    continue;
+                }
+            }
+            // A link made earlier in this batch moves the key's home.
+            let home = self.home_pending(&u.key, &links, homes[i]);
+            let moved = home.pid != homes[i].pid;
+            let rkey_buf = if moved { record_key(&home.pid, &u.dataset) } else { rkeys[i].clone() };
+            let rkey = rkey_buf.as_slice();
             let current = match overlay.get(rkey) {
                 Some(r) => Some(r.clone()),
+                None if moved => match self.engine.get(Cf::Records, rkey)? {
+                    Some(bytes) => Some(decode::<StoredRecord>("record", &bytes)?),
+                    None => None,
+                },
                 None => match &stored[i] {
                     Some(bytes) => Some(decode::<StoredRecord>("record", bytes)?),
                     None => None,
@@ -456,7 +481,7 @@ impl Store {
                     match settled {
                         Ok(s) => s,
                         Err(Refusal(reason)) => {
-                            outcomes.push(Outcome::Refused { reason });
+                            outcomes.push(Outcome::Refused { code: crate::providers::REFUSED, reason });
                             continue;
                         }
                     }
@@ -465,8 +490,10 @@ impl Store {
             };
             let seq = next_seq;
             next_seq += 1;
-            let pid = pids[i];
-            if current.is_none() && !presealed.contains(&pid.0[..]) {
+            let pid = home.pid;
+            // A linked key's home holds the other key's mapping, written
+            // with the link: a pseudonym only ever seals its own key.
+            if current.is_none() && !home.linked && !presealed.contains(&pid.0[..]) {
                 batch.put(Cf::KeyMap, pid.0.to_vec(), self.pseudo.seal(&pid, &u.key));
             }
             let was_live = matches!(&current, Some(StoredRecord { body: Body::Live(_), .. }));
@@ -501,10 +528,10 @@ impl Store {
             let is_live = matches!(body, Body::Live(_));
             let rec = StoredRecord { version: u.version, committed_at: now, seq, body };
             batch.put(Cf::Records, rkey.to_vec(), encode(&rec));
-            overlay.insert(rkey, rec);
+            overlay.insert(rkey_buf, rec);
             let change = ChangeEntry {
                 dataset: u.dataset.clone(),
-                doc: u.key.doc_type().as_u8(),
+                doc: home.doc.as_u8(),
                 pid,
                 op,
                 version: u.version,
@@ -600,7 +627,7 @@ impl Store {
     /// The record of `dataset` for `key`, current or as it stood at `as_of`
     /// (Unix microseconds).
     pub fn get(&self, key: &SubjectKey, dataset: &str, as_of: Option<i64>) -> Result<Option<Record>> {
-        let pid = self.pseudo.pid(key);
+        let pid = self.home(key)?.pid;
         let current = match self.engine.get(Cf::Records, &record_key(&pid, dataset))? {
             Some(b) => Some(decode::<StoredRecord>("record", &b)?),
             None => None,
@@ -625,8 +652,9 @@ impl Store {
         items: &[(SubjectKey, &str)],
         keep: &dyn Fn(usize, &str) -> bool,
     ) -> Result<Vec<Option<Record>>> {
-        let pids: Vec<Pid> = items.iter().map(|(k, _)| self.pseudo.pid(k)).collect();
-        let rkeys: Vec<Vec<u8>> = items.iter().zip(&pids).map(|((_, ds), p)| record_key(p, ds)).collect();
+        let keys: Vec<&SubjectKey> = items.iter().map(|(k, _)| k).collect();
+        let homes = self.homes(&keys)?;
+        let rkeys: Vec<Vec<u8>> = items.iter().zip(&homes).map(|((_, ds), h)| record_key(&h.pid, ds)).collect();
         let mut order: Vec<usize> = (0..items.len()).collect();
         order.sort_unstable_by(|&a, &b| rkeys[a].cmp(&rkeys[b]));
         let sorted: Vec<&[u8]> = order.iter().map(|&i| rkeys[i].as_slice()).collect();
@@ -643,7 +671,7 @@ impl Store {
     /// The current record of `dataset` for `key` with only the fields
     /// `keep` accepts decoded (a verification reads the claimed ones).
     pub fn get_fields(&self, key: &SubjectKey, dataset: &str, keep: &dyn Fn(&str) -> bool) -> Result<Option<Record>> {
-        let rkey = record_key(&self.pseudo.pid(key), dataset);
+        let rkey = record_key(&self.home(key)?.pid, dataset);
         match self.engine.get(Cf::Records, &rkey)? {
             Some(bytes) => self.decode_fields(&bytes, dataset, keep),
             None => Ok(None),
@@ -673,7 +701,7 @@ impl Store {
     /// Change-log sequence number of the current record of `dataset` for
     /// `key`, deletes included (`None`: never written).
     pub fn record_seq(&self, key: &SubjectKey, dataset: &str) -> Result<Option<u64>> {
-        let pid = self.pseudo.pid(key);
+        let pid = self.home(key)?.pid;
         Ok(match self.engine.get(Cf::Records, &record_key(&pid, dataset))? {
             Some(b) => Some(decode::<StoredRecord>("record", &b)?.seq),
             None => None,
@@ -683,7 +711,7 @@ impl Store {
     /// Records of `key` in the given datasets (all of its subject's when
     /// `datasets` is `None`), in dataset-id order.
     pub fn get_all(&self, key: &SubjectKey, datasets: Option<&[&str]>, as_of: Option<i64>) -> Result<Vec<Record>> {
-        let pid = self.pseudo.pid(key);
+        let pid = self.home(key)?.pid;
         let end = prefix_end(&pid.0);
         let mut out = Vec::new();
         for item in self.engine.scan(Cf::Records, &pid.0, end.as_deref(), false)? {

@@ -164,6 +164,7 @@ fn audited_keys_resolve_whether_or_not_the_event_writes_the_mapping() {
     let s = open(rocks(dir.path(), true), Arc::new(ManualClock::new(1_700_000_000_000_000)));
     let stored = Update {
         provider: None,
+        link: None,
         dataset: "hukou".into(),
         key: person(1),
         version: 1,

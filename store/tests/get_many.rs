@@ -10,7 +10,7 @@ use common::*;
 use std::sync::Arc;
 
 fn upsert(ds: &str, key: SubjectKey, version: u64, name: &str) -> Update {
-    Update { dataset: ds.into(), key, version, op: UpdateOp::Upsert(vec![("name".into(), Value::Str(name.into()))]), provider: None }
+    Update { link: None, dataset: ds.into(), key, version, op: UpdateOp::Upsert(vec![("name".into(), Value::Str(name.into()))]), provider: None }
 }
 
 fn check(s: &Store) {
@@ -54,7 +54,7 @@ fn fill(s: &Store) {
         Durability::Sync,
     )
     .unwrap();
-    s.apply(&[Update { dataset: "hukou".into(), key: person(5), version: 2, op: UpdateOp::Delete, provider: None }], Durability::Sync).unwrap();
+    s.apply(&[Update { link: None, dataset: "hukou".into(), key: person(5), version: 2, op: UpdateOp::Delete, provider: None }], Durability::Sync).unwrap();
 }
 
 #[test]
@@ -85,7 +85,7 @@ fn every_kind_of_value_reads_back_and_fields_can_be_left_out() {
         ("i_bytes".to_string(), Value::Bytes(vec![0, 255, 7])),
         ("j_key".to_string(), Value::Key(entity(9))),
     ];
-    let u = Update { dataset: "hukou".into(), key: person(8), version: 3, op: UpdateOp::Upsert(fields.clone()), provider: None };
+    let u = Update { link: None, dataset: "hukou".into(), key: person(8), version: 3, op: UpdateOp::Upsert(fields.clone()), provider: None };
     s.apply(&[u], Durability::Sync).unwrap();
     let asks = [(person(8), "hukou"), (person(9), "hukou")];
     let all = s.get_many(&asks).unwrap();

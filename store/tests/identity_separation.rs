@@ -28,6 +28,7 @@ fn no_id_number_in_raw_store() {
         for p in &persons {
             ups.push(Update {
                 provider: None,
+                link: None,
                 dataset: "hukou".into(),
                 key: *p,
                 version,
@@ -40,6 +41,7 @@ fn no_id_number_in_raw_store() {
         for (i, e) in entities.iter().enumerate() {
             ups.push(Update {
                 provider: None,
+                link: None,
                 dataset: "market_registration".into(),
                 key: *e,
                 version,

@@ -14,6 +14,7 @@ use std::sync::Arc;
 fn upsert(ds: &str, key: SubjectKey, version: u64, name: &str) -> Update {
     Update {
         provider: None,
+        link: None,
         dataset: ds.into(),
         key,
         version,
@@ -22,7 +23,7 @@ fn upsert(ds: &str, key: SubjectKey, version: u64, name: &str) -> Update {
 }
 
 fn delete(ds: &str, key: SubjectKey, version: u64) -> Update {
-    Update { dataset: ds.into(), key, version, op: UpdateOp::Delete, provider: None }
+    Update { link: None, dataset: ds.into(), key, version, op: UpdateOp::Delete, provider: None }
 }
 
 fn name_of(store: &Store, key: &SubjectKey, ds: &str, as_of: Option<i64>) -> Option<(u64, String)> {
@@ -122,6 +123,7 @@ fn embedded_keys_round_trip_through_pseudonyms() {
     let rep = person(9);
     let u = Update {
         provider: None,
+        link: None,
         dataset: "market_registration".into(),
         key: entity(1),
         version: 1,

@@ -6,8 +6,10 @@
 //! group committer, one audit entry per line, releasing each chunk's
 //! answers once they are durable.
 //!
-//! Request line: `{"ref", "subject", "key", "dataset"?, "fields"}`; answer
-//! line: `{"ref", "key", "dataset", "result", "fields"}` or
+//! Request line: `{"ref", "subject", "key", "id_type"?, "dataset"?,
+//! "fields"}`; answer line: `{"ref", "key", "id_type"?, "dataset", "result",
+//! "fields"}` (`id_type` when the key is not of the subject's default
+//! document) or
 //! `{"ref", "line", "error": {"code", "message", "details"?}}`. Blank lines
 //! are not request lines: they get no answer and are not counted. Messages
 //! never quote a claimed value or a key.
@@ -22,6 +24,7 @@ pub use pipeline::{Batch, BatchError, Requester};
 
 use crate::verify::{Claims, Outcome, Verdict};
 use basedata_store::catalog::Dataset;
+use basedata_store::keys::DocType;
 use basedata_store::{Store, Subject, SubjectKey};
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
@@ -268,6 +271,8 @@ struct LineIn<'a> {
     #[serde(borrow, default)]
     key: Text<'a>,
     #[serde(borrow, default)]
+    id_type: Text<'a>,
+    #[serde(borrow, default)]
     dataset: Text<'a>,
     fields: Option<Json>,
 }
@@ -335,7 +340,7 @@ fn syntax_failure(e: &serde_json::Error) -> Failure {
             // serde names the member (never a value) in these two messages.
             if full.starts_with("unknown field") || full.starts_with("duplicate field") {
                 let member = full.split(" at line ").next().unwrap_or(&full).to_owned();
-                format!("{member}; a line has ref, subject, key, dataset (optional) and fields")
+                format!("{member}; a line has ref, subject, key, id_type (optional), dataset (optional) and fields")
             } else {
                 "a line must be a JSON object".to_owned()
             }
@@ -379,8 +384,19 @@ fn prepare<'c>(store: &'c Store, access: &dyn LineAccess, l: &LineIn<'_>) -> Pre
         Text::Other => return fail(None, None, Failure::new("invalid_value", "subject must be \"person\" or \"entity\"")),
         Text::Missing => return fail(None, None, Failure::new("invalid_body", "subject is required (\"person\" or \"entity\")")),
     };
+    let doc = match &l.id_type {
+        Text::Missing => subject.doc_type(),
+        Text::Str(name) => match DocType::for_subject(subject, name) {
+            Some(d) => d,
+            None => {
+                let msg = format!("id_type of a {subject} is one of {}", DocType::names(subject).join(", "));
+                return fail(None, None, Failure::new("invalid_value", msg));
+            }
+        },
+        Text::Other => return fail(None, None, Failure::new("invalid_value", "id_type must be a string")),
+    };
     let key = match &l.key {
-        Text::Str(k) => match SubjectKey::parse(subject, k) {
+        Text::Str(k) => match SubjectKey::parse_doc(doc, k) {
             Ok(k) => k,
             Err(e) => {
                 let f = Failure { code: "invalid_key", message: e.to_string(), reason: Some(e.reason()) };
@@ -448,6 +464,8 @@ struct Answer<'a> {
     #[serde(rename = "ref")]
     r: &'a Json,
     key: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id_type: Option<&'static str>,
     dataset: &'a str,
     result: &'static str,
     fields: Verdicts<'a>,
@@ -543,7 +561,7 @@ pub fn process(store: &Store, access: &dyn LineAccess, chunk: &Chunk) -> basedat
                 }
                 write_line(
                     &mut res.out,
-                    &Answer { r, key: key.as_str(), dataset: &ds.id, result: outcome.as_str(), fields: Verdicts(&verdicts) },
+                    &Answer { r, key: key.as_str(), id_type: key.other_doc_type().map(DocType::as_str), dataset: &ds.id, result: outcome.as_str(), fields: Verdicts(&verdicts) },
                 );
                 res.uses.push(LineUse {
                     kind: UseKind::Verified,
@@ -622,7 +640,7 @@ mod tests {
             ("birth_date".to_string(), Value::Date(time::macros::date!(1949 - 12 - 31))),
         ];
         let key = SubjectKey::parse(Subject::Person, P1).unwrap();
-        let u = Update { dataset: "hukou".into(), key, version: 1, op: UpdateOp::Upsert(fields), provider: None };
+        let u = Update { link: None, dataset: "hukou".into(), key, version: 1, op: UpdateOp::Upsert(fields), provider: None };
         s.apply(&[u], Durability::Sync).unwrap();
         s
     }
@@ -670,6 +688,14 @@ mod tests {
             "mismatch",
             Verified,
         );
+        // A key of another document names its type in the answer.
+        check(
+            r#"{"ref":"pp","subject":"person","id_type":"passport","key":"e12345678","fields":{"name":"张三"}}"#,
+            true,
+            json!({"ref":"pp","key":"E12345678","id_type":"passport","dataset":"hukou","result":"not_found","fields":{}}),
+            "not_found",
+            Verified,
+        );
         // Escaped strings (not borrowable from the line) and a null dataset.
         check(
             r#"{"ref":"e","subject":"pers\u006fn","key":"1101051949123100\u0032X","dataset":null,"fields":{"name":"张三"}}"#,
@@ -692,6 +718,9 @@ mod tests {
             (r#"{"ref":"k","subject":"person","key":"110105194912310021","fields":{"name":"x"}}"#, err(json!("k"), "invalid_key")),
             (r#"{"ref":"k","subject":"person","key":5,"fields":{"name":"x"}}"#, err(json!("k"), "invalid_key")),
             (r#"{"ref":"s","subject":"robot","key":"x","fields":{}}"#, err(json!("s"), "invalid_value")),
+            (r#"{"ref":"t","subject":"person","id_type":"business_licence","key":"x","fields":{}}"#, err(json!("t"), "invalid_value")),
+            (r#"{"ref":"t","subject":"person","id_type":7,"key":"x","fields":{}}"#, err(json!("t"), "invalid_value")),
+            (r#"{"ref":"p","subject":"person","id_type":"passport","key":"E123","fields":{"name":"x"}}"#, err(json!("p"), "invalid_key")),
             (r#"{"ref":"s","key":"11010519491231002X","fields":{"name":"x"}}"#, err(json!("s"), "invalid_body")),
             (r#"{"ref":"d","subject":"person","key":"11010519491231002X","dataset":"market_registration","fields":{"name":"x"}}"#, err(json!("d"), "unknown_dataset")),
             (r#"{"ref":"f","subject":"person","key":"11010519491231002X","fields":{"nickname":"x"}}"#, err(json!("f"), "unknown_field")),

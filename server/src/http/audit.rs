@@ -7,19 +7,24 @@ use crate::auth::Caller;
 use axum::extract::{Query, State};
 use axum::{Extension, Json};
 use basedata_store::audit::{AuditEntry, AuditQuery};
-use basedata_store::keys::{EntityKey, PersonKey};
+use basedata_store::keys::{DocType, EntityKey, PersonKey};
 use basedata_store::value::format_datetime;
 use basedata_store::SubjectKey;
 use serde::Deserialize;
-use super::schema::{AuditCheck, AuditEntryDoc, AuditList, ErrorBody};
+use super::schema::{AuditCheck, AuditEntryDoc, AuditList, ErrorBody, IdType};
 
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct AuditParams {
     /// Only this department's uses.
     department: Option<String>,
-    /// Only uses concerning this subject (citizen ID number or credit code).
+    /// Only uses concerning this subject (citizen ID number or credit code,
+    /// or the number of the document `id_type` names).
     key: Option<String>,
+    /// The document type of `key` (default: a citizen ID number, else a
+    /// credit code).
+    #[param(value_type = Option<IdType>)]
+    id_type: Option<String>,
     /// RFC 3339, inclusive.
     from: Option<String>,
     /// RFC 3339, exclusive.
@@ -39,6 +44,18 @@ fn any_key(s: &str) -> ApiResult<SubjectKey> {
     }
 }
 
+/// The key of `?key=`, as the document `?id_type=` names or else as
+/// [`any_key`] reads it.
+fn query_key(key: &str, id_type: Option<&str>) -> ApiResult<SubjectKey> {
+    let Some(name) = id_type else { return any_key(key) };
+    let doc = DocType::ALL.into_iter().find(|d| d.as_str() == name).ok_or_else(|| {
+        let allowed: Vec<_> = DocType::ALL.iter().map(|d| d.as_str()).collect();
+        ApiError::invalid_value(format!("id_type is one of {}", allowed.join(", ")))
+            .with_details(serde_json::json!({ "allowed": allowed }))
+    })?;
+    SubjectKey::parse_doc(doc, key).map_err(ApiError::invalid_key)
+}
+
 pub fn entry_doc(e: &AuditEntry) -> AuditEntryDoc {
     AuditEntryDoc {
         seq: e.seq,
@@ -51,6 +68,7 @@ pub fn entry_doc(e: &AuditEntry) -> AuditEntryDoc {
         action: e.action.as_str().into(),
         subject: e.subject.map(|s| s.as_str().to_owned()),
         key: e.key.map(|k| k.as_str().to_owned()),
+        id_type: e.key.and_then(|k| k.other_doc_type()).map(|d| d.as_str().to_owned()),
         datasets: e.datasets.clone(),
         fields: e.fields.clone(),
         outcome: e.outcome.clone(),
@@ -71,7 +89,7 @@ pub async fn list(
     state.queries.require_oversight(&caller)?;
     let q = AuditQuery {
         department: p.department.filter(|d| !d.is_empty()),
-        key: p.key.as_deref().filter(|k| !k.is_empty()).map(any_key).transpose()?,
+        key: p.key.as_deref().filter(|k| !k.is_empty()).map(|k| query_key(k, p.id_type.as_deref())).transpose()?,
         from: p.from.as_deref().map(|t| parse_time("from", t)).transpose()?,
         to: p.to.as_deref().map(|t| parse_time("to", t)).transpose()?,
         after: p.after.unwrap_or(0),

@@ -48,6 +48,7 @@ pub async fn changes(
             seq: c.seq,
             subject: c.key.subject().as_str().into(),
             key: c.key.as_str().into(),
+            id_type: c.key.other_doc_type().map(|d| d.as_str().into()),
             op: c.op.as_str().into(),
             version: c.version,
             committed_at: format_datetime(c.committed_at),

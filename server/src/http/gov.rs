@@ -146,7 +146,9 @@ pub async fn get_grant(
 // ---- disputes ----
 
 fn dispute_doc(d: &Dispute, state: &AppState) -> ApiResult<DisputeDoc> {
-    let key = state.queries.dispute_key(d)?.map(|k| k.as_str().to_owned());
+    let stored = state.queries.dispute_key(d)?;
+    let key = stored.map(|k| k.as_str().to_owned());
+    let id_type = stored.and_then(|k| k.other_doc_type()).map(|d| d.as_str().to_owned());
     let subject = basedata_store::keys::DocType::from_u8(d.doc).map(|t| t.subject().as_str().to_owned());
     let now = state.queries.grants.now();
     Ok(DisputeDoc {
@@ -154,6 +156,7 @@ fn dispute_doc(d: &Dispute, state: &AppState) -> ApiResult<DisputeDoc> {
         department: d.department.clone(),
         subject,
         key,
+        id_type,
         dataset: d.dataset.clone(),
         field: d.field.clone(),
         claimed: d.claimed.clone(),
@@ -183,6 +186,7 @@ pub async fn file_dispute(
     let filing = DisputeFiling {
         subject: &req.subject,
         key: &req.key,
+        id_type: req.id_type.as_deref(),
         dataset: &req.dataset,
         field: &req.field,
         claimed: &req.claimed,

@@ -34,7 +34,7 @@ impl Modify for BearerAuth {
         reports::sharing, reports::freshness, annual::annual,
         departments::list, departments::set_responsible,
     ),
-    components(schemas(ErrorBody, ErrorDetail, UpdateLine))
+    components(schemas(ErrorBody, ErrorDetail, UpdateLine, IdType))
 )]
 pub struct ApiDoc;
 

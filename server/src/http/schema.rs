@@ -34,13 +34,43 @@ pub struct Ready {
     pub last_seq: u64,
 }
 
+/// The type of the legal document whose number keys a subject (证件类型):
+/// `citizen_id` and `passport`, `hk_macao_taiwan_permit`,
+/// `foreign_permanent_residence` for persons; `unified_credit_code` and
+/// `business_licence` (the registration number of a market entity without
+/// a credit code) for entities.
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum IdType {
+    CitizenId,
+    UnifiedCreditCode,
+    Passport,
+    HkMacaoTaiwanPermit,
+    ForeignPermanentResidence,
+    BusinessLicence,
+}
+
 /// Explanation of a key; only the members of a valid key of its kind, or
 /// `reason`/`message` of an invalid one, are present.
 #[derive(Serialize, ToSchema, Default)]
 pub struct KeyInfo {
     pub valid: bool,
+    /// The document type the key was checked as, when the request named
+    /// one (a valid key's: when it is not the subject's default).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<IdType>)]
+    pub id_type: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub normalized: Option<String>,
+    /// What the number is within its type: `cn_ordinary` or `other`
+    /// (passport), `hong_kong`, `macao` or `taiwan` (permit), `card_2017` or
+    /// `card_2023` (permanent residence card), or for a citizen ID number
+    /// of a Hong Kong, Macao or Taiwan resident's residence permit
+    /// `hong_kong_residence_permit`, `macao_residence_permit`,
+    /// `taiwan_residence_permit`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub birth_date: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -157,6 +187,10 @@ pub struct CodeDoc {
 #[allow(dead_code)]
 pub struct UpdateLine {
     pub key: String,
+    /// The document type of `key` (default: `citizen_id` in a person
+    /// dataset, `unified_credit_code` in an entity dataset).
+    #[schema(value_type = Option<IdType>)]
+    pub id_type: Option<String>,
     pub version: u64,
     /// `upsert` (default) or `delete`.
     pub op: Option<String>,
@@ -241,6 +275,11 @@ pub struct Rejection {
 #[derive(Serialize, ToSchema)]
 pub struct Lookup {
     pub key: String,
+    /// The document type of `key`, when it is not the subject's default
+    /// (citizen ID number, credit code).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<IdType>)]
+    pub id_type: Option<String>,
     pub subject: String,
     pub datasets: BTreeMap<String, DatasetRecord>,
     pub withheld: Vec<WithheldItem>,
@@ -279,6 +318,11 @@ pub struct VerifyRequest {
 #[derive(Serialize, ToSchema)]
 pub struct Verification {
     pub key: String,
+    /// The document type of `key`, when it is not the subject's default
+    /// (citizen ID number, credit code).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<IdType>)]
+    pub id_type: Option<String>,
     pub dataset: String,
     /// `match`, `mismatch` or `not_found`.
     pub result: String,
@@ -298,6 +342,11 @@ pub struct ChangeItem {
     pub dataset: String,
     pub subject: String,
     pub key: String,
+    /// The document type of `key`, when it is not the subject's default
+    /// (citizen ID number, credit code).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<IdType>)]
+    pub id_type: Option<String>,
     pub op: String,
     pub version: u64,
     pub committed_at: String,
@@ -370,6 +419,9 @@ pub struct DisputeRequest {
     /// `person` or `entity`.
     pub subject: String,
     pub key: String,
+    /// The document type of `key` (default: the subject's own).
+    #[schema(value_type = Option<IdType>)]
+    pub id_type: Option<String>,
     pub dataset: String,
     pub field: String,
     /// The value the consumer believes correct.
@@ -392,6 +444,10 @@ pub struct DisputeDoc {
     pub department: String,
     pub subject: Option<String>,
     pub key: Option<String>,
+    /// The document type of `key`, when it is not the subject's default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<IdType>)]
+    pub id_type: Option<String>,
     pub dataset: String,
     pub field: String,
     pub claimed: String,
@@ -435,6 +491,10 @@ pub struct AuditEntryDoc {
     pub action: String,
     pub subject: Option<String>,
     pub key: Option<String>,
+    /// The document type of `key`, when it is not the subject's default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<IdType>)]
+    pub id_type: Option<String>,
     pub datasets: Vec<String>,
     pub fields: Vec<String>,
     pub outcome: String,

@@ -7,13 +7,14 @@
 //! the use case, inline (microseconds, mostly cache hits); the only wait
 //! is the group commit of the audit entry.
 
-use super::schema::{DatasetRecord, ErrorBody, Lookup, Verification, VerifyRequest, WithheldItem};
+use super::schema::{DatasetRecord, ErrorBody, IdType, Lookup, Verification, VerifyRequest, WithheldItem};
 use super::{ApiError, ApiResult, AppState};
 use crate::auth::{Caller, Purpose};
 use axum::extract::{Path, Query, State};
 use axum::{Extension, Json};
 use basedata_ingest::log::UpdateLog;
 use basedata_store::value::{format_datetime, parse_datetime};
+use basedata_store::keys::DocType;
 use basedata_store::{Subject, SubjectKey};
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -25,6 +26,41 @@ pub struct LookupParams {
     datasets: Option<String>,
     /// RFC 3339 time: the records as they stood then.
     as_of: Option<String>,
+    /// The document type of the key in the path (default: `citizen_id` for
+    /// a person, `unified_credit_code` for an entity).
+    #[param(value_type = Option<IdType>)]
+    id_type: Option<String>,
+}
+
+/// `?id_type=` of the requests that name one subject by a key in the path.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct IdTypeParam {
+    /// The document type of the key in the path (default: `citizen_id` for
+    /// a person, `unified_credit_code` for an entity).
+    #[param(value_type = Option<IdType>)]
+    pub id_type: Option<String>,
+}
+
+/// The document type an `id_type` names for a key of `subject`, the
+/// subject's own when none is given; another subject's type or an unknown
+/// name is `400 invalid_value`.
+pub fn doc_type_of(subject: Subject, id_type: Option<&str>) -> ApiResult<DocType> {
+    match id_type {
+        None => Ok(subject.doc_type()),
+        Some(name) => DocType::for_subject(subject, name).ok_or_else(|| {
+            let allowed = DocType::names(subject);
+            ApiError::invalid_value(format!("id_type of a {subject} is one of {}", allowed.join(", ")))
+                .with_details(serde_json::json!({ "allowed": allowed }))
+        }),
+    }
+}
+
+/// The key a request names: `raw` as a number of the document `id_type`
+/// names (see [`doc_type_of`]).
+pub fn parse_key(subject: Subject, raw: &str, id_type: Option<&str>) -> ApiResult<SubjectKey> {
+    let doc = doc_type_of(subject, id_type)?;
+    SubjectKey::parse_doc(doc, raw).map_err(ApiError::invalid_key)
 }
 
 pub fn parse_time(param: &str, value: &str) -> ApiResult<i64> {
@@ -33,7 +69,7 @@ pub fn parse_time(param: &str, value: &str) -> ApiResult<i64> {
 
 /// Look a person up: the fields the caller may see, and what is withheld.
 #[utoipa::path(get, path = "/v1/persons/{id}", tag = "subjects",
-    params(("id" = String, Path, description = "Citizen ID number"), LookupParams,
+    params(("id" = String, Path, description = "Citizen ID number, or the number of the document `id_type` names"), LookupParams,
            ("X-Purpose" = String, Header, description = "Purpose of use (UTF-8, percent-encoding allowed)"),
            ("X-Operator" = Option<String>, Header, description = "Staff member at the counter, as the calling program declares it: recorded in the audit trail as declared, not verified")),
     responses((status = 200, body = Lookup), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
@@ -52,7 +88,7 @@ pub async fn lookup_person(
 
 /// Look an organization up.
 #[utoipa::path(get, path = "/v1/entities/{code}", tag = "subjects",
-    params(("code" = String, Path, description = "Unified social credit code"), LookupParams,
+    params(("code" = String, Path, description = "Unified social credit code, or the business-licence registration number with `id_type=business_licence`"), LookupParams,
            ("X-Purpose" = String, Header, description = "Purpose of use"),
            ("X-Operator" = Option<String>, Header, description = "Staff member at the counter, as the calling program declares it: recorded in the audit trail as declared, not verified")),
     responses((status = 200, body = Lookup), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
@@ -77,7 +113,7 @@ async fn lookup_subject(
     raw_key: String,
     Query(q): Query<LookupParams>,
 ) -> ApiResult<Json<Lookup>> {
-    let key = SubjectKey::parse(subject, &raw_key).map_err(ApiError::invalid_key)?;
+    let key = parse_key(subject, &raw_key, q.id_type.as_deref())?;
     held_here(&state, &key)?;
     let as_of = q.as_of.as_deref().map(|t| parse_time("as_of", t)).transpose()?;
     let result = state.queries.lookup(&caller, &purpose.0, key, q.datasets.as_deref(), as_of).await?;
@@ -96,6 +132,7 @@ async fn lookup_subject(
         .collect();
     Ok(Json(Lookup {
         key: key.as_str().into(),
+        id_type: key.other_doc_type().map(|d| d.as_str().into()),
         subject: subject.as_str().into(),
         datasets,
         withheld,
@@ -128,7 +165,7 @@ pub fn json_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
 
 /// Verify claimed values of a person's record without disclosing them.
 #[utoipa::path(post, path = "/v1/persons/{id}/verify", tag = "subjects", request_body = VerifyRequest,
-    params(("id" = String, Path, description = "Citizen ID number"),
+    params(("id" = String, Path, description = "Citizen ID number, or the number of the document `id_type` names"), IdTypeParam,
            ("X-Purpose" = String, Header, description = "Purpose of use")),
     responses((status = 200, body = Verification), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
               (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody),
@@ -139,14 +176,15 @@ pub async fn verify_person(
     caller: Extension<Caller>,
     purpose: Extension<Purpose>,
     Path(id): Path<String>,
+    q: Query<IdTypeParam>,
     body: axum::body::Bytes,
 ) -> ApiResult<Json<Verification>> {
-    verify_subject(state, caller, purpose, Subject::Person, id, body).await
+    verify_subject(state, caller, purpose, Subject::Person, id, q, body).await
 }
 
 /// Verify claimed values of an organization's record without disclosing them.
 #[utoipa::path(post, path = "/v1/entities/{code}/verify", tag = "subjects", request_body = VerifyRequest,
-    params(("code" = String, Path, description = "Unified social credit code"),
+    params(("code" = String, Path, description = "Unified social credit code, or the business-licence registration number with `id_type=business_licence`"), IdTypeParam,
            ("X-Purpose" = String, Header, description = "Purpose of use")),
     responses((status = 200, body = Verification), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
               (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody),
@@ -157,9 +195,10 @@ pub async fn verify_entity(
     caller: Extension<Caller>,
     purpose: Extension<Purpose>,
     Path(code): Path<String>,
+    q: Query<IdTypeParam>,
     body: axum::body::Bytes,
 ) -> ApiResult<Json<Verification>> {
-    verify_subject(state, caller, purpose, Subject::Entity, code, body).await
+    verify_subject(state, caller, purpose, Subject::Entity, code, q, body).await
 }
 
 async fn verify_subject(
@@ -168,14 +207,16 @@ async fn verify_subject(
     Extension(purpose): Extension<Purpose>,
     subject: Subject,
     raw_key: String,
+    Query(q): Query<IdTypeParam>,
     body: axum::body::Bytes,
 ) -> ApiResult<Json<Verification>> {
-    let key = SubjectKey::parse(subject, &raw_key).map_err(ApiError::invalid_key)?;
+    let key = parse_key(subject, &raw_key, q.id_type.as_deref())?;
     held_here(&state, &key)?;
     let req: VerifyRequest = json_body(&body)?;
     let v = state.queries.verify(&caller, &purpose.0, key, req.dataset.as_deref(), &req.fields).await?;
     Ok(Json(Verification {
         key: key.as_str().into(),
+        id_type: key.other_doc_type().map(|d| d.as_str().into()),
         dataset: v.dataset,
         result: v.outcome.as_str().into(),
         fields: v.fields.into_iter().map(|(n, v)| (n, v.as_str().to_owned())).collect(),

@@ -1,8 +1,8 @@
-//! Fuzzes citizen ID number and credit code parsing: never a panic, and
-//! every accepted key is already in its one normalized form.
+//! Fuzzes key parsing of every document type: never a panic, and every
+//! accepted key is already in its one normalized form.
 #![no_main]
 
-use basedata_store::keys::{EntityKey, PersonKey, Subject, SubjectKey};
+use basedata_store::keys::{DocType, EntityKey, PersonKey, Subject, SubjectKey};
 use libfuzzer_sys::fuzz_target;
 use time::macros::date;
 
@@ -27,5 +27,12 @@ fuzz_target!(|data: &[u8]| {
         let _ = (k.registration_authority(), k.organization_type());
         let s = SubjectKey::parse(Subject::Entity, text).expect("subject key parse disagrees");
         assert_eq!(s.as_str(), k.as_str());
+    }
+    for doc in DocType::ALL {
+        if let Ok(k) = SubjectKey::parse_doc_at(doc, text, today) {
+            assert_eq!(k.subject(), doc.subject());
+            assert_eq!(SubjectKey::parse_doc_at(doc, k.as_str(), today), Ok(k), "normalization is not idempotent");
+            assert_eq!(SubjectKey::from_normalized_bytes(k.doc_type(), k.as_bytes()), Ok(k));
+        }
     }
 });

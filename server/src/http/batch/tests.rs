@@ -48,6 +48,7 @@ fn store_of(n: u64) -> Store {
     let updates: Vec<Update> = (0..n)
         .map(|i| Update {
             provider: None,
+            link: None,
             dataset: "hukou".into(),
             key: SubjectKey::Person(person(i)),
             version: 1,
