@@ -18,11 +18,19 @@ bin="${CARGO_TARGET_DIR:-target}/release/basedata"
 dir="$(mktemp -d)"
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 token="contract-test-token-0001"
+strict="contract-test-strict-0001"
 cat > "$dir/basedata.toml" <<TOML
 [[departments]]
 id = "gongan"
 roles = ["provider", "consumer", "auditor", "admin"]
 token = "$token"
+
+# A department that may state only catalogued purposes of its list.
+[[departments]]
+id = "yibao"
+roles = ["consumer"]
+token = "$strict"
+purposes = ["identity_check"]
 TOML
 "$bin" serve --data "$dir/data" --config "$dir/basedata.toml" --listen "127.0.0.1:$port" 2>"$dir/server.log" &
 pid=$!
@@ -42,19 +50,32 @@ curl -fsS -X POST "http://127.0.0.1:$port/v1/datasets/residence_permit/updates" 
 
 # The passport holder by its document type, before the generated requests:
 # the key check, the lookup and a refused type of another subject.
-expect() { # expect STATUS PATH JQ-FREE-SUBSTRING
+expect_as() { # expect_as TOKEN PURPOSE STATUS PATH SUBSTRING
   local got
-  got="$(curl -sS -o "$dir/body" -w '%{http_code}' "http://127.0.0.1:$port$2" \
-    -H "Authorization: Bearer $token" -H "X-Purpose: contract-test")"
-  if [ "$got" != "$1" ] || ! grep -q -- "$3" "$dir/body"; then
-    echo "GET $2: expected $1 with $3, got $got: $(cat "$dir/body")" >&2
+  got="$(curl -sS -o "$dir/body" -w '%{http_code} %{content_type}' "http://127.0.0.1:$port$4" \
+    -H "Authorization: Bearer $1" -H "X-Purpose: $2")"
+  if [ "${got%% *}" != "$3" ] || ! grep -q -- "$5" "$dir/body"; then
+    echo "GET $4 as ${1%%-*}…: expected $3 with $5, got $got: $(head -c 300 "$dir/body")" >&2
     exit 1
   fi
+  content_type="${got#* }"
 }
+expect() { expect_as "$token" contract-test "$@"; }
 expect 200 '/v1/keys/person/e12345678?id_type=passport' '"normalized":"E12345678"'
 expect 200 '/v1/persons/E12345678?id_type=passport' '"id_type":"passport"'
 expect 400 '/v1/persons/E12345678?id_type=business_licence' '"invalid_value"'
 expect 400 '/v1/persons/E12345678' '"invalid_key"'
+
+# A strict department: its catalogued purpose is served, any other refused.
+expect_as "$strict" identity_check 200 '/v1/persons/11010519491231002X?datasets=hukou' '"hukou"'
+expect_as "$strict" 'identity_check; counter 7' 200 '/v1/persons/11010519491231002X?datasets=hukou' '"hukou"'
+expect_as "$strict" tax_administration 403 '/v1/persons/11010519491231002X' '"purpose_not_allowed"'
+expect_as "$strict" 'free text' 403 '/v1/persons/11010519491231002X' '"purpose_not_allowed"'
+# The yearly report, as figures and as the document.
+expect 200 '/v1/reports/annual' '"departments"'
+expect 200 '/v1/reports/annual?format=html' '年度政务信息共享情况报告'
+case "$content_type" in text/html*) ;; *) echo "the yearly report's document came as $content_type" >&2; exit 1 ;; esac
+expect 400 '/v1/reports/annual?year=1999' '"invalid_value"'
 
 "$venv/bin/schemathesis" run "http://127.0.0.1:$port/openapi.json" \
   -H "Authorization: Bearer $token" -H "X-Purpose: contract-test" \
