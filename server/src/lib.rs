@@ -9,7 +9,6 @@
 //! and NATS. Nothing below it depends on it.
 
 pub mod accounts;
-pub mod annual_doc;
 pub mod auth;
 pub mod cert;
 pub mod cluster;
@@ -17,6 +16,7 @@ pub mod config;
 pub mod conn;
 pub mod console;
 pub mod control;
+pub mod html;
 pub mod http;
 pub mod lifecycle;
 pub mod limits;

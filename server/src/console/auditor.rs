@@ -411,7 +411,7 @@ async fn annual(State(state): State<AppState>, session: Session, q: axum::extrac
         Some(Err(_)) => return Page::new("年度报告", notice("error", "invalid_value", "年度应为四位数字，例如 2026。")).signed(&session, "reports").into_response(),
     };
     match state.queries.annual_report(&session.staff.caller(), year).await {
-        Ok(r) => crate::annual_doc::response(crate::annual_doc::render(&crate::http::annual::to_schema(r, now), Some("/console/reports"))),
+        Ok(r) => crate::http::annual_doc::response(crate::http::annual_doc::render(&crate::http::annual::to_schema(r, now), Some("/console/reports"))),
         Err(e) => Page::new("年度报告", query_error(&e)).signed(&session, "reports").into_response(),
     }
 }

@@ -150,7 +150,7 @@ pub async fn annual(
     };
     let report = to_schema(state.queries.annual_report(&caller, year).await?, now);
     if html {
-        Ok(crate::annual_doc::response(crate::annual_doc::render(&report, None)))
+        Ok(crate::http::annual_doc::response(crate::http::annual_doc::render(&report, None)))
     } else {
         Ok(Json(report).into_response())
     }

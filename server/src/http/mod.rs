@@ -19,6 +19,7 @@ mod keys;
 mod ops;
 pub mod openapi;
 pub mod annual;
+pub mod annual_doc;
 mod reports;
 pub mod schema;
 mod spool;

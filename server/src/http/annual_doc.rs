@@ -3,10 +3,10 @@
 //! evaluation headings of Huizhou Art. 51 and the reporting duty of
 //! Guangzhou Art. 37, which `basedata report annual` prints to PDF.
 
-use crate::console::html::{bars, esc, table};
-use crate::http::schema::{AnnualHandling, AnnualReport, AnnualUses};
+use super::schema::{AnnualHandling, AnnualReport, AnnualUses};
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
+use crate::html::{bars, esc, table};
 use std::collections::HashMap;
 use std::fmt::Write;
 
@@ -362,7 +362,7 @@ pub fn render(r: &AnnualReport, back: Option<&str>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::schema::{AnnualConsumer, AnnualDataset, AnnualDepartment};
+    use super::super::schema::{AnnualConsumer, AnnualDataset, AnnualDepartment};
 
     fn report() -> AnnualReport {
         AnnualReport {
