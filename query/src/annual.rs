@@ -193,9 +193,16 @@ fn day_of_date(d: Date) -> i32 {
     d.to_julian_day() - UNIX_EPOCH_JULIAN_DAY
 }
 
+/// The date by which the update after one on `last` is due, under `freq`
+/// (the freshness report's rule and the yearly report's, day by day).
+pub(crate) fn next_update_due(calendar: &basedata_store::calendar::Calendar, freq: &UpdateFrequency, last: Date) -> Date {
+    let (wd, cd) = allowed_gap(freq);
+    std::cmp::max(calendar.add_working_days(last, wd), last.saturating_add(time::Duration::days(i64::from(cd))))
+}
+
 /// How long a provider may go without an update before it is overdue:
 /// (working days, calendar days); the larger bound applies.
-pub(crate) fn allowed_gap(freq: &UpdateFrequency) -> (u32, u32) {
+fn allowed_gap(freq: &UpdateFrequency) -> (u32, u32) {
     match freq {
         // Base data is updated as it changes (Art. 19); a whole working day
         // without any change to a populated base dataset is suspicious.
@@ -380,7 +387,6 @@ impl Queries {
     fn timeliness(&self, engine: &dyn Engine, counted: &str, freq: &UpdateFrequency, first_day: i32, end_day: i32) -> Result<Timeliness> {
         let before = first_day - LOOK_BACK_DAYS;
         let applied = daily(engine, Owner::Dataset(counted), Kind::Applied, before, end_day)?;
-        let (wd, cd) = allowed_gap(freq);
         let mut t = Timeliness::default();
         // The last day with an update, and the date the next one is due by.
         let mut last: Option<(i32, Date)> = None;
@@ -401,12 +407,7 @@ impl Queries {
                     t.update_days += 1;
                     t.monthly_updates[usize::from(u8::from(date_of_day(day).month())) - 1] += n;
                 }
-                let date = date_of_day(day);
-                let due = std::cmp::max(
-                    self.calendar.add_working_days(date, wd),
-                    date.saturating_add(time::Duration::days(i64::from(cd))),
-                );
-                last = Some((day, due));
+                last = Some((day, next_update_due(&self.calendar, freq, date_of_day(day))));
             } else if let (true, Some((l, _))) = (in_year, last) {
                 t.longest_gap_days = t.longest_gap_days.max((day - l) as u32);
             }

@@ -11,7 +11,7 @@
 //! provider's view of its own datasets' timeliness.
 
 use crate::caller::{Caller, Role};
-use crate::annual::allowed_gap;
+use crate::annual::next_update_due;
 use crate::error::{Error, Result};
 use crate::gov::{cst_date, end_of_day, GrantState};
 use crate::service::Queries;
@@ -312,15 +312,8 @@ impl Queries {
             .iter()
             .map(|ds| {
                 let st = self.store.dataset_stats(&ds.id);
-                let (wd, cd) = allowed_gap(&ds.update_frequency);
                 let due_after = |last_update: i64| {
-                    (last_update != 0).then(|| {
-                        let last = cst_date(last_update);
-                        std::cmp::max(
-                            self.calendar.add_working_days(last, wd),
-                            last.saturating_add(time::Duration::days(i64::from(cd))),
-                        )
-                    })
+                    (last_update != 0).then(|| next_update_due(&self.calendar, &ds.update_frequency, cst_date(last_update)))
                 };
                 let due = due_after(st.last_update);
                 let providers = match ds.division {
