@@ -735,3 +735,38 @@ fn an_administrator_manages_stored_accounts_in_a_browser() {
     let acts: Vec<String> = account_entries(&s).into_iter().map(|(_, op, _, what)| format!("{op}: {what}")).collect();
     assert_eq!(acts, vec!["admin1: added zhou.jiu", "admin1: password_reset zhou.jiu", "admin1: disabled zhou.jiu", "admin1: enabled zhou.jiu"]);
 }
+
+#[test]
+fn counter_looks_up_holders_of_other_documents() {
+    let s = Server::start(&console_config(5));
+    // A passport holder's residence permit, pushed by its provider.
+    let g = basedata_gen::GenConfig { persons: 1, entities: 0, seed: 21 };
+    let passport = basedata_gen::doc_key(&g, basedata_store::keys::DocType::Passport, 0);
+    let line = json!({"key": passport.as_str(), "id_type": "passport", "version": 1, "fields": {"name": "SMITH JOHN"}});
+    let r = s.req("POST", "/v1/datasets/residence_permit/updates").token(tokens::GONGAN).ndjson(&[line]);
+    assert_eq!(r.json["applied"], 1, "{}", r.text);
+
+    let (clerk, csrf) = http_sign_in(&s, "clerk1", CLERK_PW, "/console/counter");
+    let page = call(&s, "GET", "/console/counter", &clerk, None);
+    assert!(page.body.contains(r#"<option value="passport">护照</option>"#), "no document type to choose");
+    let lookup = |subject: &str, id_type: &str, key: &str| {
+        let form = format!("csrf={csrf}&subject={subject}&id_type={id_type}&key={key}&purpose=%E5%8A%9E%E7%90%86%E7%A4%BE%E4%BC%9A%E4%BF%9D%E9%99%A9%E4%B8%9A%E5%8A%A1");
+        call(&s, "POST", "/console/counter/lookup", &clerk, Some(&form))
+    };
+    // By passport: the record, its number masked on the page.
+    let r = lookup("person", "passport", passport.as_str());
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains(r#"data-field="residence_permit.name">SMITH JOHN<"#), "{}", r.body);
+    assert!(!r.body.contains(passport.as_str()), "the full number is on the page");
+    // The same characters as a citizen ID are refused with the reason; a
+    // licence number is no person's document.
+    let r = lookup("person", "", passport.as_str());
+    assert!(r.body.contains("号码无效"), "{}", r.body);
+    let r = lookup("person", "business_licence", "110108000000016");
+    assert!(r.body.contains("不是自然人的证件"), "{}", r.body);
+    // The use is on record under the passport, by the signed-in clerk.
+    let q = format!("/v1/audit?key={}&id_type=passport&limit=10", passport.as_str());
+    let a = s.req("GET", &q).token(tokens::AUDITOR).get();
+    let e = a.json["entries"].as_array().unwrap().iter().find(|e| e["action"] == "lookup").unwrap_or_else(|| panic!("{}", a.text)).clone();
+    assert_eq!(e["operator"], "clerk1", "{e}");
+}

@@ -15,6 +15,7 @@ use basedata_query::governance::Application;
 use basedata_query::{Caller, Department, Withheld};
 use basedata_store::catalog::{Field, FieldType, Share};
 use basedata_store::Catalog;
+use basedata_store::keys::DocType;
 use basedata_store::{Subject, SubjectKey, Value};
 use std::fmt::Write;
 use crate::accounts::session::Session;
@@ -97,9 +98,23 @@ fn subject_fields(form_id: &str, entity_first: bool) -> String {
     )
 }
 
+/// The document a number belongs to, when it is not the subject's own
+/// (citizen ID, credit code): passports, permits, residence cards and
+/// business licences, as the API's `id_type`.
+const OTHER_DOCUMENTS: [(&str, &str); 4] = [
+    ("passport", "护照"),
+    ("hk_macao_taiwan_permit", "港澳台居民通行证"),
+    ("foreign_permanent_residence", "外国人永久居留身份证"),
+    ("business_licence", "营业执照注册号（无统一社会信用代码的组织）"),
+];
+
 fn key_field(form_id: &str) -> String {
+    let mut options = String::from(r#"<option value="" selected>公民身份号码或统一社会信用代码</option>"#);
+    for (value, title) in OTHER_DOCUMENTS {
+        options.push_str(&format!(r#"<option value="{value}">{title}</option>"#));
+    }
     format!(
-        r#"<label for="{form_id}-key">号码</label><input id="{form_id}-key" name="key" class="keynum" data-keycheck="{form_id}" autocomplete="off" spellcheck="false" maxlength="40" required aria-describedby="{form_id}-key-hint"><p id="{form_id}-key-hint" class="hint" aria-live="polite"></p>"#
+        r#"<label for="{form_id}-id-type">证件类型</label><select id="{form_id}-id-type" name="id_type">{options}</select><label for="{form_id}-key">号码</label><input id="{form_id}-key" name="key" class="keynum" data-keycheck="{form_id}" autocomplete="off" spellcheck="false" maxlength="40" required aria-describedby="{form_id}-key-hint"><p id="{form_id}-key-hint" class="hint" aria-live="polite"></p>"#
     )
 }
 
@@ -118,7 +133,14 @@ fn key_of(f: &super::Form) -> Result<SubjectKey, String> {
         _ => Subject::Person,
     };
     let raw = f.get("key").ok_or("请输入号码")?;
-    SubjectKey::parse(subject, raw).map_err(|e| format!("号码无效：{}", key_reason(e.reason())))
+    let doc = match f.get("id_type") {
+        None => subject.doc_type(),
+        Some(name) => DocType::for_subject(subject, name).ok_or_else(|| {
+            let title = OTHER_DOCUMENTS.iter().find(|(v, _)| *v == name).map_or(name, |(_, t)| *t);
+            format!("{title}不是{}的证件，请另选对象或证件类型", if subject == Subject::Person { "自然人" } else { "法人和其他组织" })
+        })?,
+    };
+    SubjectKey::parse_doc(doc, raw).map_err(|e| format!("号码无效：{}", key_reason(e.reason())))
 }
 
 /// A key number as the counter shows it (GB/T 35273: masked on display).
@@ -579,7 +601,7 @@ async fn report(State(state): State<AppState>, CsrfForm { session, form }: CsrfF
             csrf_field(&session.csrf),
             last.seq,
             page_no + 1,
-            subject_fields("report", matches!(key, SubjectKey::Entity(_))),
+            subject_fields("report", key.subject() == Subject::Entity),
             key_field("report"),
         ),
         _ => String::new(),

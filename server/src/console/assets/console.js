@@ -1,6 +1,6 @@
 // The console's only script: checks a key number as it is typed (GB 11643
-// citizen ID, GB 32100 unified social credit code) and says why it is not
-// valid; and the print button of the access report. The server checks
+// citizen ID, GB 32100 unified social credit code; other documents are left
+// to the server) and says why it is not valid; and the print button of the access report. The server checks
 // everything again: this is help for the person typing, not a rule.
 "use strict";
 (function () {
@@ -63,6 +63,17 @@
       const r = form.querySelector("input[name=subject]:checked");
       kind = r ? r.value : "person";
     }
+    // Other documents (passports, permits, licences) are checked by the
+    // server alone: say so instead of judging them as ID numbers.
+    const doc = form && form.querySelector("select[name=id_type]");
+    if (doc && doc.value) {
+      input.setAttribute("aria-invalid", "false");
+      if (hint) {
+        hint.textContent = s ? "提交后由系统核对此证件号码" : "";
+        hint.className = "hint";
+      }
+      return;
+    }
     let why;
     if (!s) why = null;
     else if (kind === "entity") why = entity(s);
@@ -79,7 +90,7 @@
     for (const input of document.querySelectorAll("input[data-keycheck]")) {
       input.addEventListener("input", () => check(input));
       if (input.form) {
-        for (const r of input.form.querySelectorAll("input[name=subject]")) r.addEventListener("change", () => check(input));
+        for (const r of input.form.querySelectorAll("input[name=subject], select[name=id_type]")) r.addEventListener("change", () => check(input));
       }
     }
     for (const b of document.querySelectorAll("[data-print]")) b.addEventListener("click", () => window.print());
