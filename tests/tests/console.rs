@@ -769,4 +769,12 @@ fn counter_looks_up_holders_of_other_documents() {
     let a = s.req("GET", &q).token(tokens::AUDITOR).get();
     let e = a.json["entries"].as_array().unwrap().iter().find(|e| e["action"] == "lookup").unwrap_or_else(|| panic!("{}", a.text)).clone();
     assert_eq!(e["operator"], "clerk1", "{e}");
+    // The auditor finds it by the passport on the audit page.
+    let (auditor, acsrf) = http_sign_in(&s, "auditor1", AUDITOR_PW, "/console/audit");
+    let form = format!("csrf={acsrf}&id_type=passport&key={}", passport.as_str());
+    let r = call(&s, "POST", "/console/audit", &auditor, Some(&form));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("王五") && r.body.contains("查询"), "the clerk's lookup is not listed: {}", r.body);
+    let r = call(&s, "POST", "/console/audit", &auditor, Some(&format!("csrf={acsrf}&id_type=passport&key=1")));
+    assert!(r.body.contains("号码无效"), "{}", r.body);
 }

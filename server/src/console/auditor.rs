@@ -110,8 +110,9 @@ async fn render_audit(state: &AppState, session: &Session, form: &Form, entries:
     }
     let val = |n: &str| esc(form.get(n).unwrap_or(""));
     let mut body = format!(
-        r#"{chain}<section class="card"><form method="post" action="/console/audit" id="audit-search">{}<div class="grid"><div><label for="audit-key">号码（公民身份号码或统一社会信用代码）</label><input id="audit-key" name="key" class="keynum" data-keycheck="any" autocomplete="off" maxlength="40"></div><div><label for="audit-department">部门</label><select id="audit-department" name="department">{depts}</select></div><div><label for="audit-from">起始日期</label><input id="audit-from" name="from" type="date" value="{}"></div><div><label for="audit-to">截止日期（含）</label><input id="audit-to" name="to" type="date" value="{}"></div></div><button id="audit-btn" type="submit">查询</button></form></section>"#,
+        r#"{chain}<section class="card"><form method="post" action="/console/audit" id="audit-search">{}<div class="grid"><div>{}</div><div><label for="audit-key">号码</label><input id="audit-key" name="key" class="keynum" data-keycheck="any" autocomplete="off" maxlength="40"></div><div><label for="audit-department">部门</label><select id="audit-department" name="department">{depts}</select></div><div><label for="audit-from">起始日期</label><input id="audit-from" name="from" type="date" value="{}"></div><div><label for="audit-to">截止日期（含）</label><input id="audit-to" name="to" type="date" value="{}"></div></div><button id="audit-btn" type="submit">查询</button></form></section>"#,
         csrf_field(&session.csrf),
+        super::counter::id_type_select("audit"),
         val("from"),
         val("to"),
     );
@@ -140,7 +141,20 @@ async fn audit_search(State(state): State<AppState>, CsrfForm { session, form }:
         return r;
     }
     let mut q = AuditQuery { limit: 1000, ..AuditQuery::default() };
-    if let Some(k) = form.get("key") {
+    let other = form.get("id_type").map(|name| super::counter::other_document(name).ok_or(name));
+    if let (Some(Err(name)), Some(_)) = (&other, form.get("key")) {
+        let m = notice("error", "invalid_value", &format!("未知的证件类型：{name}"));
+        return render_audit(&state, &session, &form, Err(m)).await;
+    }
+    if let (Some(k), Some(Ok(doc))) = (form.get("key"), other) {
+        q.key = match SubjectKey::parse_doc(doc, k) {
+            Ok(key) => Some(key),
+            Err(e) => {
+                let m = notice("error", "invalid_key", &format!("号码无效：{}", key_reason(e.reason())));
+                return render_audit(&state, &session, &form, Err(m)).await;
+            }
+        };
+    } else if let Some(k) = form.get("key") {
         q.key = match PersonKey::parse(k) {
             Ok(p) => Some(SubjectKey::Person(p)),
             Err(pe) => match EntityKey::parse(k) {

@@ -108,13 +108,24 @@ const OTHER_DOCUMENTS: [(&str, &str); 4] = [
     ("business_licence", "营业执照注册号（无统一社会信用代码的组织）"),
 ];
 
-fn key_field(form_id: &str) -> String {
+/// The 证件类型 choice of a form whose number field is `{form_id}-key`.
+pub(super) fn id_type_select(form_id: &str) -> String {
     let mut options = String::from(r#"<option value="" selected>公民身份号码或统一社会信用代码</option>"#);
     for (value, title) in OTHER_DOCUMENTS {
         options.push_str(&format!(r#"<option value="{value}">{title}</option>"#));
     }
+    format!(r#"<label for="{form_id}-id-type">证件类型</label><select id="{form_id}-id-type" name="id_type">{options}</select>"#)
+}
+
+/// The other document a form's `id_type` names, whichever its subject.
+pub(super) fn other_document(name: &str) -> Option<DocType> {
+    OTHER_DOCUMENTS.iter().any(|(v, _)| *v == name).then(|| DocType::ALL.into_iter().find(|d| d.as_str() == name)).flatten()
+}
+
+fn key_field(form_id: &str) -> String {
     format!(
-        r#"<label for="{form_id}-id-type">证件类型</label><select id="{form_id}-id-type" name="id_type">{options}</select><label for="{form_id}-key">号码</label><input id="{form_id}-key" name="key" class="keynum" data-keycheck="{form_id}" autocomplete="off" spellcheck="false" maxlength="40" required aria-describedby="{form_id}-key-hint"><p id="{form_id}-key-hint" class="hint" aria-live="polite"></p>"#
+        r#"{}<label for="{form_id}-key">号码</label><input id="{form_id}-key" name="key" class="keynum" data-keycheck="{form_id}" autocomplete="off" spellcheck="false" maxlength="40" required aria-describedby="{form_id}-key-hint"><p id="{form_id}-key-hint" class="hint" aria-live="polite"></p>"#,
+        id_type_select(form_id)
     )
 }
 
