@@ -8,8 +8,8 @@ use crate::caller::{system_event, Caller, Role};
 use crate::error::{Error, Result};
 use crate::gov::{cst_date, load_dispute, new_id, Dispute, Grant, GrantBook, GrantKind, GrantState, Resolution};
 use crate::service::Queries;
-use basedata_store::catalog::Share;
-use basedata_store::{Action, AuditEvent, Subject, SubjectKey};
+use basedata_store::catalog::{AreaOf, Division, Share};
+use basedata_store::{Action, AuditEvent, Subject, SubjectKey, Value};
 
 /// Longest free text of a grant or dispute, in characters.
 const MAX_TEXT: usize = 2000;
@@ -65,6 +65,27 @@ impl Queries {
     /// decides and revokes grants and resolves disputes for all of them.
     fn is_steward_of(&self, caller: &Caller, dataset: &str) -> bool {
         self.catalog.dataset(dataset).is_some_and(|d| caller.stewards(d))
+    }
+
+    /// In a dataset of several providers, the one answering for the
+    /// disputed value: the provider of the disputed field, or of the area
+    /// the record (or its key's region) is in. `None` for a dataset of one
+    /// provider, or a record no provider's area holds.
+    fn part_provider_of(&self, d: &Dispute, key: &SubjectKey) -> Result<Option<String>> {
+        let Some(ds) = self.catalog.dataset(&d.dataset) else { return Ok(None) };
+        let Some(division) = &ds.division else { return Ok(None) };
+        let in_area = |a: &str| ds.providers.iter().find(|p| p.holds_area(a.trim())).map(|p| p.id.clone());
+        Ok(match division {
+            Division::Fields => ds.providers.iter().find(|p| p.fields.iter().any(|f| *f == d.field)).map(|p| p.id.clone()),
+            Division::Area(AreaOf::KeyRegion) => key.region().and_then(in_area),
+            Division::Area(AreaOf::Field(f)) => match self.store.get(key, &ds.id, None)? {
+                Some(r) => match r.field(f) {
+                    Some(Value::Str(a) | Value::Code(a)) => in_area(a),
+                    _ => None,
+                },
+                None => None,
+            },
+        })
     }
 
     fn sees_grant(&self, caller: &Caller, g: &Grant) -> bool {
@@ -334,13 +355,21 @@ impl Queries {
         let mut d = load_dispute(&**self.store.engine(), id)?
             .filter(|d| self.sees_dispute(caller, d))
             .ok_or_else(|| Error::NotFound("no such dispute".into()))?;
-        if !self.is_steward_of(caller, &d.dataset) {
-            return Err(Error::Forbidden(format!("only the provider (steward) of {} resolves this dispute", d.dataset)));
+        let key = self.store.resolve(&d.pid)?.ok_or_else(|| Error::Internal("dispute subject without key mapping".into()))?;
+        // The steward, or in a dataset of several providers the one whose
+        // area or fields the disputed value is in (it made the value, and
+        // it can correct it).
+        let part = self.part_provider_of(&d, &key)?;
+        if !self.is_steward_of(caller, &d.dataset) && part.as_deref() != Some(caller.department.id.as_str()) {
+            return Err(Error::Forbidden(format!(
+                "only the provider of the disputed value ({}) or the steward of {} resolves this dispute",
+                part.as_deref().unwrap_or("the steward"),
+                d.dataset
+            )));
         }
         if !d.is_open() {
             return Err(Error::Conflict("the dispute is already resolved".into()));
         }
-        let key = self.store.resolve(&d.pid)?.ok_or_else(|| Error::Internal("dispute subject without key mapping".into()))?;
         if outcome == Resolution::Corrected {
             let seq = self.store.record_seq(&key, &d.dataset)?;
             if seq.is_none_or(|s| s <= d.opened_seq) {

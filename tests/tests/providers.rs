@@ -138,6 +138,27 @@ fn area_and_field_providers_each_write_only_their_part() {
     let d = s.req("POST", &format!("/v1/grants/{id}/decision")).token(LAISUI).json(&json!({"approve": true}));
     assert_eq!(d.status, 200, "{}", d.text);
 
+    // A dispute goes to the provider of the disputed value: the office of
+    // the record's area, or the provider of the field; the steward may too.
+    let dispute = |key: &str, ds: &str, field: &str| {
+        let body = json!({"subject": "person", "key": key, "dataset": ds, "field": field, "claimed": "某某", "note": "窗口核对不一致"});
+        let r = s.req("POST", "/v1/disputes").token(tokens::COUNTER).purpose("异议核查").json(&body);
+        assert_eq!(r.status, 201, "{}", r.text);
+        r.json["id"].as_str().unwrap().to_owned()
+    };
+    let resolve = |token: &str, id: &str| {
+        s.req("POST", &format!("/v1/disputes/{id}/resolution")).token(token).json(&json!({"outcome": "confirmed", "note": "核实无误"}))
+    };
+    let id = dispute(&key(5), "residence_permit", "name");
+    let r = resolve(TIANHE, &id);
+    assert_eq!((r.status, r.code()), (403, "forbidden"), "{}", r.text);
+    assert!(r.text.contains("yuexiu"), "the refusal names who answers for it: {}", r.text);
+    assert_eq!(resolve(YUEXIU, &id).status, 200);
+    let id = dispute(&c, "death", "police_station");
+    assert_eq!(resolve(tokens::WEIJIAN, &id).status, 200, "the steward of deaths may resolve");
+    let id = dispute(&c, "death", "police_station");
+    assert_eq!(resolve(tokens::GONGAN, &id).status, 200, "the police answer for their field");
+
     // The yearly report counts each office's own updates and refused
     // lines, each line once, and the steward's grant.
     let r = s.req("GET", "/v1/reports/annual").token(tokens::AUDITOR).get();
