@@ -469,14 +469,19 @@ fn refuse(tcp: TcpStream, why: Refusal) {
     // Lingering refusals hold file descriptors too: a flood past the caps
     // gets its connections closed at once.
     static LINGERING: AtomicUsize = AtomicUsize::new(0);
-    let _ = tcp.try_write(if why == Refusal::PerClient { REFUSED_PER_CLIENT } else { REFUSED_TOTAL });
+    let answer = if why == Refusal::PerClient { REFUSED_PER_CLIENT } else { REFUSED_TOTAL };
     if LINGERING.fetch_add(1, Ordering::AcqRel) >= 64 {
         LINGERING.fetch_sub(1, Ordering::AcqRel);
+        let _ = tcp.try_write(answer);
         return;
     }
     tokio::spawn(async move {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut tcp = tcp;
+        // Written once the socket is known writable: a try_write straight
+        // after accept can find the new socket's readiness not yet
+        // reported, write nothing, and leave the client with a bare close.
+        let _ = tokio::time::timeout(Duration::from_millis(500), tcp.write_all(answer)).await;
         let _ = tcp.shutdown().await;
         let mut sink = [0u8; 4096];
         let _ = tokio::time::timeout(Duration::from_millis(500), async {
