@@ -1,8 +1,11 @@
 //! `basedata report annual`: fetches the yearly report from a running
 //! server (as an auditor or administrator) and writes it as JSON, as the
-//! printable HTML document and, through headless Chromium, as PDF.
+//! printable HTML document (rendered here, as the server renders it) and,
+//! through headless Chromium, as PDF.
 
 use anyhow::{bail, Context};
+use basedata_server::http::annual_doc;
+use basedata_server::http::schema::AnnualReport;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -25,10 +28,10 @@ pub struct Written {
     pub pdf: Option<PathBuf>,
 }
 
-fn fetch(agent: &ureq::Agent, o: &Options, format: &str) -> anyhow::Result<String> {
-    let mut url = format!("{}/v1/reports/annual?format={format}", o.url.trim_end_matches('/'));
+fn fetch(agent: &ureq::Agent, o: &Options) -> anyhow::Result<String> {
+    let mut url = format!("{}/v1/reports/annual", o.url.trim_end_matches('/'));
     if let Some(y) = o.year {
-        url.push_str(&format!("&year={y}"));
+        url.push_str(&format!("?year={y}"));
     }
     let mut resp = agent
         .get(&url)
@@ -86,12 +89,13 @@ pub fn annual(o: &Options) -> anyhow::Result<Written> {
         .http_status_as_error(false)
         .build()
         .into();
-    let json = fetch(&agent, o, "json")?;
-    let year = serde_json::from_str::<serde_json::Value>(&json)?
-        .get("year")
-        .and_then(|y| y.as_i64())
-        .context("the answer has no year")?;
-    let html = fetch(&agent, o, "html")?;
+    // One request: the document is rendered here from the same figures,
+    // so the JSON and the HTML are one snapshot (the counters move between
+    // two requests) and the server builds the report once.
+    let json = fetch(&agent, o)?;
+    let report: AnnualReport = serde_json::from_str(&json).context("the answer is not a yearly report")?;
+    let year = report.year;
+    let html = annual_doc::render(&report, None);
     std::fs::create_dir_all(&o.out).with_context(|| format!("cannot create {}", o.out.display()))?;
     let base = o.out.join(format!("annual-{year}"));
     let written = Written { json: base.with_extension("json"), html: base.with_extension("html"), pdf: o.pdf.then(|| base.with_extension("pdf")) };
