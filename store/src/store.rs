@@ -460,9 +460,9 @@ impl Store {
             }
             // Key-typed values of a merged record, to be mapped below.
             let mut sealed_refs = Vec::new();
-            let settled = match (&u.provider, &ds_of(&self.catalog, &u.dataset)?.division) {
+            let ds = ds_of(&self.catalog, &u.dataset)?;
+            let settled = match (&u.provider, &ds.division) {
                 (Some(by), Some(division)) => {
-                    let ds = ds_of(&self.catalog, &u.dataset)?;
                     let live = match &current {
                         Some(StoredRecord { body: Body::Live(f), .. }) => Current::Live(f),
                         _ => Current::Absent,
@@ -503,7 +503,6 @@ impl Store {
             }
             let (op, body, fields) = match (settled, &u.op) {
                 (Settled::Fields(mut sf), _) => {
-                    let ds = ds_of(&self.catalog, &u.dataset)?;
                     sf.sort_by_key(|(n, _)| ds.field_index(n));
                     for (p, k) in sealed_refs {
                         batch.put(Cf::KeyMap, p.0.to_vec(), self.pseudo.seal(&p, &k));
