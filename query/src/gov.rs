@@ -156,7 +156,7 @@ struct GrantV1 {
 const GRANT_FORMAT_V2: u8 = 2;
 
 impl Grant {
-    fn encode(&self) -> Vec<u8> {
+    pub(crate) fn encode(&self) -> Vec<u8> {
         encode_marked(GRANT_FORMAT_V2, self)
     }
 
@@ -230,13 +230,13 @@ pub fn new_id() -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-fn grant_key(id: &str) -> Vec<u8> {
+pub(crate) fn grant_key(id: &str) -> Vec<u8> {
     let mut k = b"g/".to_vec();
     k.extend_from_slice(id.as_bytes());
     k
 }
 
-fn dispute_key(id: &str) -> Vec<u8> {
+pub(crate) fn dispute_key(id: &str) -> Vec<u8> {
     let mut k = b"x/".to_vec();
     k.extend_from_slice(id.as_bytes());
     k
@@ -406,7 +406,7 @@ pub fn all_disputes(engine: &dyn Engine) -> Result<Vec<Dispute>> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use basedata_store::clock::ManualClock;
     use basedata_store::engine::mem::MemEngine;
@@ -416,7 +416,7 @@ mod tests {
         (d.to_julian_day() as i64 - 2_440_588) * 86_400_000_000 + hour_cst * 3_600_000_000 - CST_OFFSET_MICROS
     }
 
-    fn grant(due: Date) -> Grant {
+    pub(crate) fn grant(due: Date) -> Grant {
         Grant {
             id: "g1".into(),
             department: "counter".into(),

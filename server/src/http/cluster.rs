@@ -3,7 +3,7 @@
 //! that tags every answer with the log position it reflects and holds a
 //! request asking for a position this node has not reached yet.
 
-use super::schema::{ClusterReplica, ClusterStatus, ErrorBody};
+use super::schema::{ClusterReplica, ClusterStatus, ErrorBody, GovernanceState};
 use super::{ApiError, ApiResult, AppState};
 use crate::auth::Caller;
 use crate::cluster::{MIN_POSITION_HEADER, POSITION_HEADER};
@@ -40,12 +40,25 @@ pub async fn status(
     // Without the log the node still tells where it is.
     let info = cluster.stream_info().await.ok();
     let position = cluster.position();
-    let (records, digest) = if q.digest.unwrap_or(false) {
+    let (records, digest, governance) = if q.digest.unwrap_or(false) {
         let store = state.store.clone();
         let (n, d) = tokio::task::spawn_blocking(move || store.records_digest()).await.map_err(ApiError::internal)??;
-        (Some(n), Some(d))
+        let queries = state.queries.clone();
+        let g = tokio::task::spawn_blocking(move || queries.governance_digest()).await.map_err(ApiError::internal)??;
+        let p = state.queries.grants.policy();
+        let governance = GovernanceState {
+            grants: g.grants,
+            disputes: g.disputes,
+            responsible: g.responsible,
+            digest: g.digest,
+            policy: format!(
+                "grant_reply_days={} dispute_days={} deemed_approval={}",
+                p.grant_reply_days, p.dispute_days, p.deemed_approval
+            ),
+        };
+        (Some(n), Some(d), Some(governance))
     } else {
-        (None, None)
+        (None, None, None)
     };
     let c = info.as_ref().and_then(|i| i.cluster.clone()).unwrap_or_default();
     let state_of = |f: fn(&async_nats::jetstream::stream::State) -> u64| info.as_ref().map(|i| f(&i.state));
@@ -68,6 +81,7 @@ pub async fn status(
         connected: cluster.healthy(),
         records,
         digest,
+        governance,
     }))
 }
 

@@ -81,6 +81,9 @@ pub struct AppStateInner {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Longest a request may take (body streaming endpoints excepted).
     pub request_timeout: Duration,
+    /// How often unanswered grants past their deadline are recorded as
+    /// deemed approved.
+    pub deadline_sweep: Duration,
     /// Largest update body.
     pub max_body_bytes: usize,
     /// Cluster mode: the replicated update log (None on a single node).
@@ -108,6 +111,7 @@ pub struct Settings {
     pub claims: basedata_query::claims::ClaimPolicy,
     pub calendar: Calendar,
     pub connections: crate::conn::ConnLimits,
+    pub deadline_sweep: Duration,
 }
 
 impl Default for Settings {
@@ -121,6 +125,7 @@ impl Default for Settings {
             claims: basedata_query::claims::ClaimPolicy::default(),
             calendar: Calendar::builtin(),
             connections: crate::conn::ConnLimits::default(),
+            deadline_sweep: Duration::from_secs(30),
         }
     }
 }
@@ -156,6 +161,7 @@ impl AppState {
             catalog_json: catalog_json.into(),
             metrics: Arc::new(crate::metrics::Metrics::new()),
             request_timeout: settings.request_timeout,
+            deadline_sweep: settings.deadline_sweep,
             max_body_bytes: settings.max_body_bytes,
             cluster: None,
             conn_limits: settings.connections,

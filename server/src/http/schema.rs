@@ -249,6 +249,26 @@ pub struct ClusterStatus {
     pub records: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub digest: Option<String>,
+    /// Governance state held here (grants, disputes, responsible persons),
+    /// when asked for with `digest=true`: equal on nodes that applied the
+    /// same log.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub governance: Option<GovernanceState>,
+}
+
+/// A node's governance state in brief.
+#[derive(Serialize, ToSchema)]
+pub struct GovernanceState {
+    pub grants: u64,
+    pub disputes: u64,
+    /// Departments with responsible persons recorded through the API.
+    pub responsible: u64,
+    /// BLAKE3 of the records in key order (a dispute without its
+    /// node-local change-log mark).
+    pub digest: String,
+    /// This node's deadline policy: nodes that disagree on it disagree on
+    /// when a grant is deemed approved.
+    pub policy: String,
 }
 
 #[derive(Serialize, ToSchema)]

@@ -1,0 +1,347 @@
+//! Governance state changes as entries of a replicated log. A grant,
+//! dispute or responsible-persons change is decided by the node that took
+//! the request (who may do it, what the new record is, with every time in
+//! it taken from that node's clock once), then applied against a
+//! precondition on the record it replaces: at once on a single node, and
+//! in cluster mode by every node in log order, so that all nodes hold the
+//! same governance state and a change that lost a race (two decisions on
+//! one grant, two nodes deeming it approved) is refused everywhere alike.
+//!
+//! The request's audit events travel in the entry and are recorded only by
+//! the node that took the request, in the same atomic batch as the state
+//! it changes there: one entry in the trail per change, on the node that
+//! answered it.
+
+use crate::departments::ResponsibleRecord;
+use crate::error::{Error, Result};
+use crate::gov::{dispute_key, grant_key, load_dispute, Dispute, Grant, GrantState};
+use crate::service::Queries;
+use basedata_store::codec::{encode_marked, marked_body};
+use basedata_store::keys::DocType;
+use basedata_store::{Action, AuditEvent, Cf, SubjectKey, WriteBatch};
+use std::future::Future;
+use std::pin::Pin;
+
+/// What a change expects of the record it replaces.
+#[derive(Clone, Debug, PartialEq, Eq, bincode::Encode, bincode::Decode)]
+pub enum Expect {
+    /// No record of its id yet (a new grant or dispute).
+    Absent,
+    /// A grant stored in one of these states.
+    GrantIn(Vec<GrantState>),
+    /// A dispute not yet resolved.
+    Open,
+    /// Whatever is there: a replacement.
+    Anything,
+}
+
+/// One governance state change, as the node that took the request decided it.
+#[derive(Clone, Debug, PartialEq, bincode::Encode, bincode::Decode)]
+pub enum Change {
+    Grant { grant: Grant, expect: Expect },
+    /// `key` is the subject's document type and key: a new dispute seals
+    /// it into every node's key mapping, so that any node can resolve it.
+    Dispute { dispute: Dispute, key: (u8, String), expect: Expect },
+    Responsible { department: String, record: ResponsibleRecord },
+}
+
+/// What an applied change stored.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Changed {
+    Grant(Grant),
+    Dispute(Dispute),
+    Responsible,
+}
+
+/// What applying an entry did: the change, or why its precondition failed.
+pub type Applied = std::result::Result<Changed, String>;
+
+/// An audit event as it travels in a log entry: the store's event holds a
+/// parsed key, the entry the key's document type and normalized number.
+#[derive(Clone, Debug, PartialEq, bincode::Encode, bincode::Decode)]
+struct LoggedEvent {
+    department: String,
+    operator: Option<String>,
+    operator_verified: bool,
+    purpose: String,
+    purpose_code: Option<String>,
+    action: Action,
+    key: Option<(u8, String)>,
+    datasets: Vec<String>,
+    fields: Vec<String>,
+    outcome: String,
+}
+
+/// One entry of the governance log.
+#[derive(Clone, Debug, PartialEq, bincode::Encode, bincode::Decode)]
+pub struct Entry {
+    /// The node that took the request: the one that records its events.
+    pub origin: String,
+    pub change: Change,
+    events: Vec<LoggedEvent>,
+}
+
+/// Format marker of [`Entry`] in the log.
+const ENTRY_FORMAT: u8 = 1;
+
+fn key_parts(k: &SubjectKey) -> (u8, String) {
+    (k.doc_type().as_u8(), k.as_str().to_owned())
+}
+
+fn key_of((doc, key): &(u8, String)) -> Result<SubjectKey> {
+    let doc = DocType::from_u8(*doc).ok_or_else(|| Error::Internal(format!("a log entry names document type {doc}")))?;
+    SubjectKey::from_normalized_bytes(doc, key.as_bytes()).map_err(|e| Error::Internal(format!("a log entry's key: {e}")))
+}
+
+impl Entry {
+    pub fn new(origin: &str, change: Change, events: &[AuditEvent]) -> Entry {
+        let events = events
+            .iter()
+            .map(|e| LoggedEvent {
+                department: e.department.clone(),
+                operator: e.operator.clone(),
+                operator_verified: e.operator_verified,
+                purpose: e.purpose.clone(),
+                purpose_code: e.purpose_code.clone(),
+                action: e.action,
+                key: e.key.as_ref().map(key_parts),
+                datasets: e.datasets.clone(),
+                fields: e.fields.clone(),
+                outcome: e.outcome.clone(),
+            })
+            .collect();
+        Entry { origin: origin.to_owned(), change, events }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        encode_marked(ENTRY_FORMAT, self)
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Entry> {
+        let (marker, body) = marked_body("governance log entry", bytes)?;
+        if marker != ENTRY_FORMAT {
+            return Err(Error::Internal(format!("governance log entry of unknown format {marker}: is this node older than its peers?")));
+        }
+        Ok(body.decode()?)
+    }
+
+    /// The request's audit events, to be recorded by its origin.
+    pub fn events(&self) -> Result<Vec<AuditEvent>> {
+        self.events
+            .iter()
+            .map(|e| {
+                Ok(AuditEvent {
+                    department: e.department.clone(),
+                    operator: e.operator.clone(),
+                    operator_verified: e.operator_verified,
+                    purpose: e.purpose.clone(),
+                    purpose_code: e.purpose_code.clone(),
+                    action: e.action,
+                    key: e.key.as_ref().map(key_of).transpose()?,
+                    datasets: e.datasets.clone(),
+                    fields: e.fields.clone(),
+                    outcome: e.outcome.clone(),
+                    key_mapped: false,
+                    rejected_lines: 0,
+                })
+            })
+            .collect()
+    }
+}
+
+/// A future of the log, boxed so that [`GovernanceLog`] is object-safe.
+pub type LogFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The replicated log as the governance use cases see it (cluster mode).
+pub trait GovernanceLog: Send + Sync {
+    /// This node's name, carried in its entries.
+    fn node(&self) -> &str;
+    /// Appends an encoded [`Entry`]; once this returns its position, the
+    /// entry is durable in the log.
+    fn append<'a>(&'a self, entry: Vec<u8>) -> LogFuture<'a, std::result::Result<u64, String>>;
+    /// Waits (bounded) until this node has applied `position`, and says
+    /// what applying it did; `None` when the wait ran out.
+    fn outcome<'a>(&'a self, position: u64) -> LogFuture<'a, Option<Applied>>;
+}
+
+/// Why `current` does not meet `expect`, if it does not.
+fn grant_precondition(expect: &Expect, current: Option<&Grant>) -> std::result::Result<(), String> {
+    match (expect, current) {
+        (Expect::Anything, _) | (Expect::Absent, None) => Ok(()),
+        (Expect::GrantIn(states), Some(g)) if states.contains(&g.state) => Ok(()),
+        (_, Some(g)) => Err(format!("the grant was {} meanwhile; this change no longer applies", g.state.as_str())),
+        (_, None) => Err("no such grant".into()),
+    }
+}
+
+fn dispute_precondition(expect: &Expect, current: Option<&Dispute>) -> std::result::Result<(), String> {
+    match (expect, current) {
+        (Expect::Anything, _) | (Expect::Absent, None) => Ok(()),
+        (Expect::Open, Some(d)) if d.is_open() => Ok(()),
+        (Expect::Open, Some(_)) => Err("the dispute was resolved meanwhile".into()),
+        (_, Some(_)) => Err("a dispute of this id exists".into()),
+        (_, None) => Err("no such dispute".into()),
+    }
+}
+
+impl Queries {
+    /// Cluster mode: governance changes go through `log`.
+    pub fn use_governance_log(&self, log: std::sync::Arc<dyn GovernanceLog>) {
+        // Set once at start-up, before any request.
+        let _ = self.gov_log.set(log);
+    }
+
+    /// Whether governance changes go through a replicated log.
+    pub fn governance_logged(&self) -> bool {
+        self.gov_log.get().is_some()
+    }
+
+    /// Makes `change` with its audit `events`: at once on a single node;
+    /// in cluster mode once the log holds it and this node has applied it.
+    pub(crate) async fn govern(&self, change: Change, events: Vec<AuditEvent>) -> Result<Changed> {
+        let applied = match self.gov_log.get() {
+            None => self.apply_change(&change, events, true, WriteBatch::new()).await?,
+            Some(log) => {
+                let entry = Entry::new(log.node(), change, &events);
+                let position = log.append(entry.encode()).await.map_err(|e| {
+                    Error::Unavailable(format!("the governance log did not take the change ({e}); nothing changed, send it again"))
+                })?;
+                log.outcome(position).await.ok_or_else(|| {
+                    Error::Unavailable(format!(
+                        "the change is in the governance log at position {position} but this node has not applied it yet; it takes effect on every node — look it up before sending it again"
+                    ))
+                })?
+            }
+        };
+        applied.map_err(Error::Conflict)
+    }
+
+    /// Applies one change: its record if `change`'s precondition holds,
+    /// with `events` (the node that took the request records them; the
+    /// others pass none) and `extra` (the log position, in cluster mode) in
+    /// one atomic batch. A failed precondition writes only `extra`.
+    /// Every node that applies the same entries in the same order ends with
+    /// the same records (a dispute's change-log mark is each node's own).
+    pub async fn apply_change(&self, change: &Change, events: Vec<AuditEvent>, mine: bool, mut extra: WriteBatch) -> Result<Applied> {
+        let _guard = self.gov_lock.lock().await;
+        let events = if mine { events } else { Vec::new() };
+        match change {
+            Change::Grant { grant, expect } => {
+                if let Err(why) = grant_precondition(expect, self.grants.get(&grant.id).as_ref()) {
+                    self.record(Vec::new(), extra).await?;
+                    return Ok(Err(why));
+                }
+                extra.put(Cf::Gov, grant_key(&grant.id), grant.encode());
+                self.record(events, extra).await?;
+                self.grants.put(grant.clone());
+                Ok(Ok(Changed::Grant(grant.clone())))
+            }
+            Change::Dispute { dispute, key, expect } => {
+                let current = load_dispute(&**self.store.engine(), &dispute.id)?;
+                if let Err(why) = dispute_precondition(expect, current.as_ref()) {
+                    self.record(Vec::new(), extra).await?;
+                    return Ok(Err(why));
+                }
+                let mut d = dispute.clone();
+                // A correction must come after the dispute in this node's
+                // change log, whose numbers are its own: marked where this
+                // node applies the filing, kept by every later change.
+                d.opened_seq = match &current {
+                    Some(c) => c.opened_seq,
+                    None => self.store.last_seq(),
+                };
+                if current.is_none() {
+                    self.store.seal_into(&mut extra, &key_of(key)?);
+                }
+                extra.put(Cf::Gov, dispute_key(&d.id), basedata_store::codec::encode(&d));
+                self.record(events, extra).await?;
+                Ok(Ok(Changed::Dispute(d)))
+            }
+            Change::Responsible { department, record } => {
+                extra.put(Cf::Gov, crate::departments::record_key(department), basedata_store::codec::encode(record));
+                self.record(events, extra).await?;
+                Ok(Ok(Changed::Responsible))
+            }
+        }
+    }
+
+    /// The governance state as every node of a cluster should hold it:
+    /// counts and a BLAKE3 digest of grants, disputes (without their
+    /// node-local change-log mark) and recorded responsible persons, in key
+    /// order.
+    pub fn governance_digest(&self) -> Result<GovernanceDigest> {
+        let mut h = blake3::Hasher::new();
+        let mut grants = self.grants.all();
+        grants.sort_by(|a, b| a.id.cmp(&b.id));
+        for g in &grants {
+            h.update(&grant_key(&g.id));
+            h.update(&g.encode());
+        }
+        let mut disputes = crate::gov::all_disputes(&**self.store.engine())?;
+        disputes.sort_by(|a, b| a.id.cmp(&b.id));
+        for d in &disputes {
+            let mut d = d.clone();
+            d.opened_seq = 0;
+            h.update(&dispute_key(&d.id));
+            h.update(&basedata_store::codec::encode(&d));
+        }
+        let records = crate::departments::all_records(&**self.store.engine())?;
+        for (k, v) in &records {
+            h.update(k);
+            h.update(v);
+        }
+        Ok(GovernanceDigest {
+            grants: grants.len() as u64,
+            disputes: disputes.len() as u64,
+            responsible: records.len() as u64,
+            digest: h.finalize().to_hex().to_string(),
+        })
+    }
+}
+
+/// See [`Queries::governance_digest`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GovernanceDigest {
+    pub grants: u64,
+    pub disputes: u64,
+    pub responsible: u64,
+    pub digest: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_round_trip_with_their_events() {
+        let key = SubjectKey::parse(basedata_store::Subject::Person, "11010519491231002X").unwrap();
+        let mut ev = basedata_store::caller::system_event("p", Action::Dispute);
+        ev.key = Some(key);
+        ev.outcome = "opened x".into();
+        let change = Change::Responsible {
+            department: "gongan".into(),
+            record: ResponsibleRecord { persons: Vec::new(), updated_at: 7, updated_by: "admin".into() },
+        };
+        let e = Entry::new("node-1", change, std::slice::from_ref(&ev));
+        let back = Entry::decode(&e.encode()).unwrap();
+        assert_eq!(back, e);
+        let events = back.events().unwrap();
+        assert_eq!((events[0].key, events[0].outcome.as_str(), events[0].key_mapped), (Some(key), "opened x", false));
+        let mut other = e.encode();
+        other[0] = 9;
+        assert!(Entry::decode(&other).unwrap_err().to_string().contains("unknown format 9"));
+    }
+
+    #[test]
+    fn preconditions_name_what_changed() {
+        let g = crate::gov::tests::grant(time::macros::date!(2026 - 03 - 02));
+        assert!(grant_precondition(&Expect::Absent, None).is_ok());
+        assert!(grant_precondition(&Expect::GrantIn(vec![GrantState::Pending]), Some(&g)).is_ok());
+        let mut decided = g.clone();
+        decided.state = GrantState::DeemedApproved;
+        let why = grant_precondition(&Expect::GrantIn(vec![GrantState::Pending]), Some(&decided)).unwrap_err();
+        assert!(why.contains("deemed_approved"), "{why}");
+        assert!(grant_precondition(&Expect::Absent, Some(&g)).is_err());
+        assert!(grant_precondition(&Expect::GrantIn(vec![GrantState::Pending]), None).is_err());
+    }
+}
