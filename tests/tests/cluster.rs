@@ -681,3 +681,33 @@ fn tail(s: &str) -> String {
     let lines: Vec<&str> = s.lines().collect();
     lines[lines.len().saturating_sub(30)..].join("\n")
 }
+
+/// A node that cannot reach the log (no NATS server at its address) takes
+/// no governance change — `503`, nothing changed — and goes on answering
+/// reads with the state it has.
+#[test]
+fn a_node_cut_off_from_the_log_refuses_governance_changes_and_keeps_answering() {
+    let dir = tempfile::tempdir().unwrap();
+    let nowhere = format!("nats://127.0.0.1:{}", free_port());
+    let s = Server::start_in(dir.path(), &standard_config(), &["--cluster", &nowhere, "--node", "cut-off"]);
+    let grant = json!({"dataset": "hukou", "fields": ["photo"], "purpose": "社保待遇资格认证比对照片", "legal_basis": "《社会保险法》第七十二条"});
+    let r = s.req("POST", "/v1/grants").token(tokens::COUNTER).json(&grant);
+    assert_eq!((r.status, r.code()), (503, "unavailable"), "{}", r.text);
+    assert!(r.text.contains("nothing changed"), "{}", r.text);
+    let dispute = json!({"subject": "person", "key": "11010519491231002X", "dataset": "hukou", "field": "name", "claimed": "张三"});
+    let r = s.req("POST", "/v1/disputes").token(tokens::COUNTER).json(&dispute);
+    assert_eq!((r.status, r.code()), (503, "unavailable"), "{}", r.text);
+    let person = json!({"persons": [{"name": "王五", "post": "科长", "contact": "020-00000000", "since": "2026-01-05"}]});
+    let r = s.req("PUT", "/v1/departments/gongan/responsible").token(tokens::ADMIN).json(&person);
+    assert_eq!((r.status, r.code()), (503, "unavailable"), "{}", r.text);
+    // Checks that need no change still answer as on any node.
+    let r = s.req("POST", "/v1/grants").token(tokens::COUNTER).json(&json!({"dataset": "hukou", "fields": ["name"], "purpose": "p", "legal_basis": "b"}));
+    assert_eq!((r.status, r.code()), (400, "invalid_value"), "{}", r.text);
+    // Reads go on with the state it has.
+    let r = s.req("GET", "/v1/grants").token(tokens::COUNTER).get();
+    assert_eq!(r.json["grants"], json!([]), "{}", r.text);
+    let r = s.req("GET", "/v1/persons/11010519491231002X").token(tokens::COUNTER).purpose(PURPOSE).get();
+    assert_eq!(r.status, 404, "{}", r.text);
+    assert_eq!(s.req("GET", "/v1/departments").token(tokens::COUNTER).get().status, 200);
+    assert_eq!(s.req("GET", "/readyz").get().status, 503, "a node without the log takes no changes");
+}
