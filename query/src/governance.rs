@@ -215,7 +215,7 @@ impl Queries {
             return Err(Error::Conflict("a department does not decide on its own application".into()));
         }
         let now = self.grants.now();
-        match g.effective_state(now, self.grants.policy()) {
+        match g.effective_state(now, &self.grants.policy()) {
             GrantState::Pending => {}
             other => {
                 return Err(Error::Conflict(format!("the grant is {}; only pending grants are decided", other.as_str())))
@@ -242,7 +242,7 @@ impl Queries {
         }
         let reason = required_text("reason", reason)?;
         let now = self.grants.now();
-        match g.effective_state(now, self.grants.policy()) {
+        match g.effective_state(now, &self.grants.policy()) {
             GrantState::Revoked | GrantState::Rejected => {
                 return Err(Error::Conflict(format!("the grant is already {}", g.state.as_str())))
             }
@@ -272,7 +272,7 @@ impl Queries {
             .all()
             .into_iter()
             .filter(|g| self.sees_grant(caller, g))
-            .filter(|g| want.is_none_or(|w| g.effective_state(now, self.grants.policy()) == w))
+            .filter(|g| want.is_none_or(|w| g.effective_state(now, &self.grants.policy()) == w))
             .collect())
     }
 

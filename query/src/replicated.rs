@@ -14,10 +14,11 @@
 
 use crate::departments::ResponsibleRecord;
 use crate::error::{Error, Result};
-use crate::gov::{dispute_key, grant_key, load_dispute, Dispute, Grant, GrantState};
+use crate::gov::{dispute_key, grant_key, load_dispute, Dispute, Grant, GrantState, PolicyRecord, POLICY_KEY};
 use crate::service::Queries;
 use basedata_store::codec::{encode_marked, marked_body};
 use basedata_store::keys::DocType;
+use basedata_store::caller::{Caller, Role};
 use basedata_store::{Action, AuditEvent, Cf, SubjectKey, WriteBatch};
 use std::future::Future;
 use std::pin::Pin;
@@ -43,6 +44,8 @@ pub enum Change {
     /// it into every node's key mapping, so that any node can resolve it.
     Dispute { dispute: Dispute, key: (u8, String), expect: Expect },
     Responsible { department: String, record: ResponsibleRecord },
+    /// A policy switch: the last in log order stands on every node.
+    Policy { record: PolicyRecord },
 }
 
 /// What an applied change stored.
@@ -51,6 +54,7 @@ pub enum Changed {
     Grant(Grant),
     Dispute(Dispute),
     Responsible,
+    Policy,
 }
 
 /// What applying an entry did: the change, or why its precondition failed.
@@ -185,6 +189,44 @@ fn dispute_precondition(expect: &Expect, current: Option<&Dispute>) -> std::resu
 }
 
 impl Queries {
+    /// The deadline policy in force and the switch it comes from (`None`:
+    /// the configuration), for anyone authenticated.
+    pub fn policy(&self) -> (crate::gov::Policy, Option<PolicyRecord>) {
+        (self.grants.policy(), self.grants.policy_record())
+    }
+
+    /// An administrator switches the deadline policy: what `change` sets
+    /// replaces the policy in force, on every node of a cluster, from its
+    /// place in the log on; audited (`policy`).
+    pub async fn switch_policy(&self, caller: &Caller, change: &PolicyChange) -> Result<crate::gov::Policy> {
+        if !caller.department.has(Role::Admin) {
+            return Err(Error::Forbidden("only an administrator switches the governance policy".into()));
+        }
+        let mut p = self.grants.policy();
+        let days = |name: &str, v: Option<u32>, max: u32, into: &mut u32| match v {
+            Some(d) if (1..=max).contains(&d) => {
+                *into = d;
+                Ok(())
+            }
+            Some(_) => Err(Error::InvalidValue(format!("{name} is 1 to {max} days"))),
+            None => Ok(()),
+        };
+        days("grant_reply_days", change.grant_reply_days, 60, &mut p.grant_reply_days)?;
+        days("dispute_days", change.dispute_days, 60, &mut p.dispute_days)?;
+        days("responsible_max_age_days", change.responsible_max_age_days, 3660, &mut p.responsible_max_age_days)?;
+        if let Some(d) = change.deemed_approval {
+            p.deemed_approval = d;
+        }
+        let record = PolicyRecord { policy: p, set_at: self.grants.now(), set_by: caller.department.id.clone() };
+        let mut ev = caller.event("governance policy", Action::Policy, None);
+        ev.outcome = format!(
+            "grant_reply_days={} dispute_days={} deemed_approval={} responsible_max_age_days={}",
+            p.grant_reply_days, p.dispute_days, p.deemed_approval, p.responsible_max_age_days
+        );
+        self.govern(Change::Policy { record }, vec![ev]).await?;
+        Ok(p)
+    }
+
     /// Cluster mode: governance changes go through `log`.
     pub fn use_governance_log(&self, log: std::sync::Arc<dyn GovernanceLog>) {
         // Set once at start-up, before any request.
@@ -262,6 +304,12 @@ impl Queries {
                 self.record(events, extra).await?;
                 Ok(Ok(Changed::Responsible))
             }
+            Change::Policy { record } => {
+                extra.put(Cf::Gov, POLICY_KEY.to_vec(), basedata_store::codec::encode(record));
+                self.record(events, extra).await?;
+                self.grants.switch_policy(record.clone());
+                Ok(Ok(Changed::Policy))
+            }
         }
     }
 
@@ -290,6 +338,10 @@ impl Queries {
             h.update(k);
             h.update(v);
         }
+        if let Some(p) = self.grants.policy_record() {
+            h.update(POLICY_KEY);
+            h.update(&basedata_store::codec::encode(&p));
+        }
         Ok(GovernanceDigest {
             grants: grants.len() as u64,
             disputes: disputes.len() as u64,
@@ -297,6 +349,15 @@ impl Queries {
             digest: h.finalize().to_hex().to_string(),
         })
     }
+}
+
+/// What a policy switch sets; what it leaves out stays as it is.
+#[derive(Clone, Debug, Default)]
+pub struct PolicyChange {
+    pub grant_reply_days: Option<u32>,
+    pub dispute_days: Option<u32>,
+    pub deemed_approval: Option<bool>,
+    pub responsible_max_age_days: Option<u32>,
 }
 
 /// See [`Queries::governance_digest`].

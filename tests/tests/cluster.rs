@@ -20,7 +20,8 @@
 //! photo on nodes 2 and 3, and its revocation through node 3 closes it on
 //! nodes 1 and 2; a dispute filed through node 2 is resolved through node
 //! 3; a grant left undecided is deemed approved exactly once when two nodes
-//! whose clocks run a month ahead both sweep it; every node, including the
+//! whose clocks run a month ahead both sweep it; a policy switch made
+//! through one node stands on all; every node, including the
 //! ones that joined late, were seeded from a backup or upgraded, ends with
 //! the same governance digest.
 //!
@@ -645,6 +646,15 @@ fn cluster_survives_losing_a_nats_server_and_a_node() {
     }
     assert_eq!(seen.len(), 1, "the deemed approval is audited {} times: {seen:?}", seen.len());
     eprintln!("deemed approved once, audited by {:?}", seen.iter().next().unwrap().0);
+
+    // A policy switch through node 2 stands on every node.
+    let r = req("PUT", &c.url(2, "/v1/policy")).token(c.token("ADMIN")).json(&json!({"dispute_days": 7}));
+    assert_eq!((r.status, r.json["source"].as_str()), (200, Some("api")), "{}", r.text);
+    for node in [1, 3] {
+        eventually(&format!("the policy switch on node {node}"), || {
+            req("GET", &c.url(node, "/v1/policy")).token(c.token("COUNTER")).get().json["dispute_days"] == 7
+        });
+    }
 
     // The same governance state everywhere: the three, the late joiner,
     // the node seeded from a backup, the upgraded one and the two ahead.

@@ -52,8 +52,8 @@ pub async fn status(
             responsible: g.responsible,
             digest: g.digest,
             policy: format!(
-                "grant_reply_days={} dispute_days={} deemed_approval={}",
-                p.grant_reply_days, p.dispute_days, p.deemed_approval
+                "grant_reply_days={} dispute_days={} deemed_approval={} responsible_max_age_days={}",
+                p.grant_reply_days, p.dispute_days, p.deemed_approval, p.responsible_max_age_days
             ),
         };
         (Some(n), Some(d), Some(governance))

@@ -219,6 +219,7 @@ pub fn router_with(state: AppState, pages: Router<AppState>) -> Router {
         .route("/v1/disputes/{id}/resolution", post(gov::resolve_dispute))
         .route("/v1/departments", get(departments::list))
         .route("/v1/departments/{id}/responsible", axum::routing::put(departments::set_responsible))
+        .route("/v1/policy", get(departments::policy).put(departments::switch_policy))
         .route("/v1/reports/sharing", get(reports::sharing))
         .route("/v1/reports/annual", get(annual::annual))
         .route("/v1/reports/freshness", get(reports::freshness))

@@ -617,6 +617,34 @@ pub struct DepartmentList {
     pub departments: Vec<DepartmentDoc>,
 }
 
+/// The governance policy in force: reply deadlines and the deemed-approval rule.
+#[derive(Serialize, ToSchema)]
+pub struct PolicyDoc {
+    /// Working days a provider has to answer a grant application.
+    pub grant_reply_days: u32,
+    /// Working days a provider has to check a dispute.
+    pub dispute_days: u32,
+    /// A grant unanswered by its due date counts as approved.
+    pub deemed_approval: bool,
+    pub responsible_max_age_days: u32,
+    /// `config` (the configuration file) or `api` (switched through `PUT /v1/policy`).
+    pub source: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub set_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub set_by: Option<String>,
+}
+
+/// `PUT /v1/policy`: what to switch; members left out stay as they are.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyRequest {
+    pub grant_reply_days: Option<u32>,
+    pub dispute_days: Option<u32>,
+    pub deemed_approval: Option<bool>,
+    pub responsible_max_age_days: Option<u32>,
+}
+
 /// `PUT /v1/departments/{id}/responsible`: the whole new record.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
