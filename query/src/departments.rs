@@ -21,14 +21,7 @@ const MAX_PERSON_TEXT: usize = 200;
 /// Most persons one record lists.
 pub const MAX_PERSONS: usize = 20;
 
-/// A department's record of responsible persons set through the API.
-#[derive(Clone, Debug, PartialEq, Eq, bincode::Encode, bincode::Decode)]
-pub struct ResponsibleRecord {
-    pub persons: Vec<ResponsiblePerson>,
-    /// When it was set (Unix microseconds) and by which department.
-    pub updated_at: i64,
-    pub updated_by: String,
-}
+pub use crate::gov::ResponsibleRecord;
 
 /// Whether a department's record is current enough (for the sharing report).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -179,7 +172,7 @@ impl Queries {
         let names: Vec<&str> = record.persons.iter().map(|p| p.name.as_str()).collect();
         ev.outcome = format!("recorded for {}: {}", d.id, names.join(", "));
         // The last change in log order stands on every node.
-        self.govern(crate::replicated::Change::Responsible { department: d.id.clone(), record }, vec![ev]).await?;
+        self.govern(crate::govlog::Change::Responsible { department: d.id.clone(), record }, vec![ev]).await?;
         self.view(&d)
     }
 }

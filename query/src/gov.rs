@@ -242,6 +242,15 @@ pub(crate) fn dispute_key(id: &str) -> Vec<u8> {
     k
 }
 
+/// A department's record of responsible persons set through the API.
+#[derive(Clone, Debug, PartialEq, Eq, bincode::Encode, bincode::Decode)]
+pub struct ResponsibleRecord {
+    pub persons: Vec<basedata_store::caller::ResponsiblePerson>,
+    /// When it was set (Unix microseconds) and by which department.
+    pub updated_at: i64,
+    pub updated_by: String,
+}
+
 /// A policy switched through the API (or, in cluster mode, the log): it
 /// stands instead of the configuration's from then on.
 #[derive(Clone, Debug, PartialEq, Eq, bincode::Encode, bincode::Decode)]

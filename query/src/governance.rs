@@ -7,7 +7,7 @@
 use crate::caller::{system_event, Caller, Role};
 use crate::error::{Error, Result};
 use crate::gov::{cst_date, load_dispute, new_id, Dispute, Grant, GrantKind, GrantState, Resolution};
-use crate::replicated::{Change, Changed, Expect};
+use crate::govlog::{Change, Changed, Expect};
 use crate::service::Queries;
 use basedata_store::catalog::{AreaOf, Division, Share};
 use basedata_store::{Action, AuditEvent, Subject, SubjectKey, Value};

@@ -17,6 +17,7 @@ pub mod compare;
 pub mod departments;
 pub mod error;
 pub mod gov;
+pub mod govlog;
 pub mod governance;
 pub mod jobs;
 pub mod lookup;

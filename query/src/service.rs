@@ -25,7 +25,7 @@ pub struct Queries {
     /// Serializes governance state changes (check, then commit).
     pub(crate) gov_lock: tokio::sync::Mutex<()>,
     /// Cluster mode: the replicated log governance changes go through.
-    pub(crate) gov_log: std::sync::OnceLock<Arc<dyn crate::replicated::GovernanceLog>>,
+    pub(crate) gov_log: std::sync::OnceLock<Arc<dyn crate::govlog::GovernanceLog>>,
     /// Wakes the job runner when a job is queued.
     pub(crate) job_wake: tokio::sync::Notify,
     /// Serializes the admission of jobs (count a department's unfinished
