@@ -252,6 +252,11 @@ fn staff_work_through_every_page_in_a_browser() {
     // Today's uses of the counter are on the chart over time.
     assert!(b.source().contains("<svg id=\"usage-by-day\""), "no usage chart");
     assert!(b.source().contains("<svg id=\"updates-by-day\""), "no update chart");
+    // Use per dataset over time: today's bar of the household register.
+    b.find("#uses-by-dataset");
+    assert!(b.source().contains("<svg id=\"uses-by-dataset\""), "no chart of uses per dataset");
+    assert!(b.text("#uses-by-dataset").contains("户籍登记信息"), "{}", b.text("#uses-by-dataset"));
+    assert_eq!(b.attr("#daily-csv", "href").as_deref(), Some("/console/reports/daily.csv"));
     // Oversight flags per department: the counter states free text, so its
     // uses are counted as naming no catalogued purpose, and marked.
     let oversight = b.text("#oversight");
@@ -482,6 +487,20 @@ fn sign_in_locks_out_forms_need_their_token_and_pages_are_guarded() {
     let (other, _) = person(4);
     let r = call(&s, "POST", "/console/report", &clerk, Some(&next.replace(&key, &other)));
     assert_eq!(r.code(), Some("invalid_value"), "{}", r.body);
+    // The series over time as CSV, a row per series and a column per day
+    // (today last): the batch lines are today's uses of the register.
+    let r = call(&s, "GET", "/console/reports/daily.csv", &cookie, None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.header("content-type").join("").starts_with("text/csv"), "{:?}", r.headers);
+    let head = r.body.lines().next().unwrap();
+    assert!(head.starts_with("\u{feff}series,id,name,") && head.split(',').count() == 3 + 30, "{head}");
+    let today = |row: &str| -> u64 {
+        let line = r.body.lines().find(|l| l.starts_with(row)).unwrap_or_else(|| panic!("no {row}: {}", r.body));
+        line.rsplit(',').next().unwrap().parse().unwrap()
+    };
+    assert!(today("dataset_uses,hukou,户籍登记信息,") >= 2000, "{}", r.body);
+    assert!(today("department_uses,shebao-counter,社保服务窗口,") >= 2000, "{}", r.body);
+    assert_eq!(today("dataset_uses,death,"), 0, "{}", r.body);
     let r = call(&s, "GET", "/console/no-such-page", &cookie, None);
     assert_eq!((r.status, r.code()), (404, Some("not_found")));
     // Signed out, the session is gone.
