@@ -22,6 +22,7 @@ pub mod jobs;
 pub mod lookup;
 pub mod oversight;
 pub mod purpose;
+pub mod rejected;
 pub mod service;
 pub mod staff;
 pub mod subjects;

@@ -24,6 +24,9 @@ pub struct Queries {
     pub calendar: Arc<Calendar>,
     /// Serializes governance state changes (check, then commit).
     pub(crate) gov_lock: tokio::sync::Mutex<()>,
+    /// Serializes keeping rejected update lines (number after the last
+    /// stored, then commit).
+    pub(crate) rejected_lock: tokio::sync::Mutex<()>,
     /// Wakes the job runner when a job is queued.
     pub(crate) job_wake: tokio::sync::Notify,
     /// Serializes the admission of jobs (count a department's unfinished
@@ -63,6 +66,7 @@ impl Queries {
             grants,
             calendar: Arc::new(calendar),
             gov_lock: tokio::sync::Mutex::new(()),
+            rejected_lock: tokio::sync::Mutex::new(()),
             job_wake: tokio::sync::Notify::new(),
             job_admission: tokio::sync::Mutex::new(()),
             job_retention: Duration::from_secs(30 * 86_400),

@@ -755,6 +755,39 @@ fn an_administrator_manages_stored_accounts_in_a_browser() {
     assert_eq!(acts, vec!["admin1: added zhou.jiu", "admin1: password_reset zhou.jiu", "admin1: disabled zhou.jiu", "admin1: enabled zhou.jiu"]);
 }
 
+/// Rejected update lines are kept in the store: after a restart the
+/// steward still sees the newest 50 of the dataset, keys masked.
+#[test]
+fn rejected_update_lines_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = console_config(5);
+    let (mut s, key, _) = start_with_person(dir.path(), &cfg, 5);
+    // 54 lines with a number that is no valid ID, then one with the
+    // person's key and a value of the wrong type.
+    let bad_keys: Vec<Value> = (0..54).map(|i| json!({"key": format!("1234567890{i:05}"), "version": 1, "fields": {"name": "某某"}})).collect();
+    let r = s.req("POST", "/v1/datasets/hukou/updates").token(tokens::GONGAN).ndjson(&bad_keys);
+    assert_eq!(r.json["rejected_total"], 54, "{}", r.text);
+    let r = s.req("POST", "/v1/datasets/hukou/updates").token(tokens::GONGAN).ndjson(&[json!({"key": key, "version": 2, "fields": {"name": 5}})]);
+    assert_eq!(r.json["rejected"][0]["code"], "invalid_value", "{}", r.text);
+    assert!(s.terminate().success());
+
+    let s = Server::start_in(dir.path(), &cfg, &[]);
+    let (cookie, _) = http_sign_in(&s, "steward1", STEWARD_PW, "/console/steward");
+    let p = call(&s, "GET", "/console/steward", &cookie, None);
+    let rejected = &p.body[p.body.find("id=\"rejected\"").unwrap_or_else(|| panic!("{}", p.body))..];
+    let codes: Vec<&str> = rejected.split("data-rejected=\"").skip(1).map(|c| c.split('"').next().unwrap()).collect();
+    assert_eq!(codes.len(), 50, "{rejected}");
+    assert_eq!(codes[0], "invalid_value", "the newest first: {rejected}");
+    assert!(codes[1..].iter().all(|c| *c == "invalid_key"), "{codes:?}");
+    // The key as the steward sees it: masked, never whole.
+    let masked = basedata_store::keys::mask(&key).to_string();
+    assert!(rejected.contains(&format!("<span class=\"keynum\">{masked}</span>")), "{rejected}");
+    assert!(!p.body.contains(&key) && !p.body.contains("123456789000053"), "a full number on the page");
+    // Of the first request, its last 49 lines are kept (54 down to 6).
+    let lines: Vec<&str> = rejected.split("<td data-label=\"行号\">").skip(1).map(|c| c.split('<').next().unwrap()).collect();
+    assert_eq!((lines.first(), lines.get(1), lines.last()), (Some(&"1"), Some(&"54"), Some(&"6")), "{rejected}");
+}
+
 #[test]
 fn counter_looks_up_holders_of_other_documents() {
     let s = Server::start(&console_config(5));
