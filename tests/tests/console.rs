@@ -1,7 +1,8 @@
 //! The people's console against a real server: headless Chromium signs in
 //! as each kind of staff and goes through each page's main flow (a clerk
-//! looks up and verifies; a steward approves a grant, after which the
-//! clerk sees the field, and resolves a dispute; an auditor finds the
+//! looks up and verifies, and files a dispute from a lookup's result; a
+//! steward approves a grant, after which the clerk sees the field, and
+//! resolves the dispute; an auditor finds the
 //! clerk's use by subject with the clerk's name on it; the printed access
 //! report lists it), writing a screenshot of each page. Sign-in lockout,
 //! CSRF refusal and the cookies' and pages' security attributes are
@@ -152,6 +153,26 @@ fn staff_work_through_every_page_in_a_browser() {
     b.click_to_load("#grant-hukou-submit");
     b.wait_for("the application notice", |b| !b.all("[data-code=\"pending\"]").is_empty());
     b.screenshot("04-counter-grant-applied");
+    // The applicant says the name is wrong: a dispute, filed from the
+    // lookup's result.
+    b.click_to_load("#nav-counter");
+    b.fill("#lookup-key", &key);
+    b.click_to_load("#lookup-btn");
+    b.wait_for("the lookup result", |b| !b.all("#dispute-hukou").is_empty());
+    b.click("#dispute-hukou-open");
+    b.select("#dispute-hukou-field", "name");
+    b.fill("#dispute-hukou-claimed", "张某");
+    b.fill("#dispute-hukou-note", "申请人称姓名有误");
+    // The photo (binary) cannot be disputed with a typed value.
+    assert!(b.all("#dispute-hukou-field option[value=\"photo\"]").is_empty());
+    assert!(!b.source().contains(&key), "full key on the page");
+    b.screenshot("04b-counter-dispute-form");
+    b.click_to_load("#dispute-hukou-submit");
+    b.wait_for("the dispute notice", |b| !b.all("[data-code=\"opened\"]").is_empty());
+    let dispute = b.text("#dispute-id");
+    assert_eq!(dispute.len(), 32, "{dispute}");
+    assert!(!b.url().contains(&key) && !b.source().contains(&key), "full key on the page or in the URL");
+    b.screenshot("04c-counter-dispute-filed");
 
     // Verify: one claim right, one wrong.
     b.goto(&s.url("/console/counter/verify?dataset=hukou"));
@@ -168,11 +189,10 @@ fn staff_work_through_every_page_in_a_browser() {
     b.screenshot("06-counter-verify-result");
     sign_out(&b);
 
-    // A dispute about the record, filed by the counter's program.
-    let r = s.req("POST", "/v1/disputes").token(tokens::COUNTER).json(&json!({
-        "subject": "person", "key": key, "dataset": "hukou", "field": "name", "claimed": "张某", "note": "申请人称姓名有误"}));
-    assert_eq!(r.status, 201, "{}", r.text);
-    let dispute = r.json["id"].as_str().unwrap().to_owned();
+    // The dispute is the API's too, by the clerk's department.
+    let r = s.req("GET", "/v1/disputes?state=open").token(tokens::COUNTER).get();
+    let d = r.json["disputes"].as_array().unwrap().iter().find(|d| d["id"] == dispute.as_str()).unwrap_or_else(|| panic!("{}", r.text)).clone();
+    assert_eq!((d["claimed"].as_str(), d["field"].as_str(), d["note"].as_str()), (Some("张某"), Some("name"), Some("申请人称姓名有误")), "{d}");
     // A second application, to be refused; and a provider's line rejected.
     let r = s.req("POST", "/v1/grants").token(tokens::COUNTER).json(&json!({
         "dataset": "residence_permit", "fields": ["residence_address"], "purpose": "居住证核验", "legal_basis": "居住证暂行条例"}));
@@ -186,6 +206,7 @@ fn staff_work_through_every_page_in_a_browser() {
     assert!(b.url().ends_with("/console/steward"), "{}", b.url());
     b.find("#grants form[data-grant]");
     b.find(&format!("#disputes form[data-dispute=\"{dispute}\"]"));
+    assert!(b.text("#disputes").contains("张某") && b.text("#disputes").contains("申请人称姓名有误"), "{}", b.text("#disputes"));
     assert!(b.text("#freshness").contains("户籍"), "{}", b.text("#freshness"));
     // The rejected line, with its code and the key masked.
     assert!(b.text("#rejected").contains("invalid_value"), "{}", b.text("#rejected"));
@@ -293,6 +314,15 @@ fn staff_work_through_every_page_in_a_browser() {
     assert_eq!(source("clerk1"), Some(json!("verified")), "{}", r.text);
     assert_eq!(source("prog-7"), Some(json!("declared")), "{}", r.text);
     assert!(entries.iter().any(|e| e["action"] == "access_report" && e["operator"] == "clerk1"), "{}", r.text);
+    // The dispute filed on the page is on record with the clerk, verified.
+    assert!(
+        entries.iter().any(|e| e["action"] == "dispute"
+            && e["operator"] == "clerk1"
+            && e["operator_source"] == "verified"
+            && e["outcome"] == format!("opened {dispute}")),
+        "{}",
+        r.text
+    );
     let r = s.req("GET", "/v1/audit?department=shebao-counter&limit=1000").token(tokens::AUDITOR).get();
     assert!(
         r.json["entries"].as_array().unwrap().iter().any(|e| e["action"] == "sign_in" && e["operator"] == "clerk1" && e["outcome"] == "ok"),
