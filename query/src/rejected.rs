@@ -195,6 +195,48 @@ mod tests {
         }
     }
 
+    struct NoDirectory;
+
+    impl crate::caller::Directory for NoDirectory {
+        fn department(&self, _: &str) -> Option<std::sync::Arc<crate::Department>> {
+            None
+        }
+        fn all(&self) -> Vec<std::sync::Arc<crate::Department>> {
+            Vec::new()
+        }
+    }
+
+    #[tokio::test]
+    async fn the_steward_sees_every_part_and_another_provider_its_own() {
+        use basedata_store::{clock::ManualClock, commit::Committer, Catalog, Secret, Store};
+        use std::sync::Arc;
+        let catalog = Catalog::from_toml_str(include_str!("../../store/catalog/several-providers.toml")).unwrap();
+        let store = Arc::new(
+            Store::open(Arc::new(MemEngine::new()), &Secret::from_bytes([3; 32]), Arc::new(catalog), Arc::new(ManualClock::new(1)))
+                .unwrap(),
+        );
+        let committer = Arc::new(Committer::start(store.clone(), 64));
+        let policy = crate::gov::Policy::default();
+        let q = Queries::new(store, committer, policy, basedata_store::calendar::Calendar::builtin(), Arc::new(NoDirectory)).unwrap();
+        let sent = |by: &str, n: u64| RejectedLine::new(10, n, None, "forbidden", "outside the provider's area", by);
+        // Two parts' requests to the dataset of several providers.
+        q.keep_rejected("residence_permit", vec![sent("yuexiu", 1), sent("yuexiu", 2)]).await.unwrap();
+        q.keep_rejected("residence_permit", vec![sent("tianhe", 7)]).await.unwrap();
+        q.keep_rejected("residence_permit", Vec::new()).await.unwrap();
+        let caller = |id: &str, role: Role| Caller::declared(Arc::new(crate::Department::new(id, vec![role])), None);
+        let lines = |id: &str, role: Role| q.rejected_lines(&caller(id, role), "residence_permit");
+        let seen = |id: &str| lines(id, Role::Provider).unwrap().iter().map(|l| (l.provider.clone(), l.line)).collect::<Vec<_>>();
+        let (yuexiu, tianhe) = ("yuexiu".to_owned(), "tianhe".to_owned());
+        // The steward (laisui) sees every part's lines, newest first.
+        assert_eq!(seen("laisui"), vec![(tianhe.clone(), 7), (yuexiu.clone(), 2), (yuexiu.clone(), 1)]);
+        assert_eq!(seen("yuexiu"), vec![(yuexiu.clone(), 2), (yuexiu, 1)]);
+        assert_eq!(seen("tianhe"), vec![(tianhe, 7)]);
+        // Nobody else: the provider of other datasets, a consumer.
+        assert!(matches!(lines("shichang", Role::Provider), Err(Error::Forbidden(_))));
+        assert!(matches!(lines("laisui", Role::Consumer), Err(Error::Forbidden(_))));
+        assert!(matches!(q.rejected_lines(&caller("laisui", Role::Provider), "nothing"), Err(Error::UnknownDataset(_))));
+    }
+
     #[test]
     fn an_unknown_format_is_an_error_not_a_misread() {
         let engine = MemEngine::new();
