@@ -488,6 +488,28 @@ fn sign_in_locks_out_forms_need_their_token_and_pages_are_guarded() {
     assert!(r.body.contains("用途说明最多 200 个字符，现有 201 个"), "{}", r.body);
     let r = call(&s, "POST", "/console/counter/lookup", &clerk, Some(&format!("{lookup}{}", &note[..600])));
     assert!(r.body.contains("data-field=\"hukou.name\""), "{}", r.body);
+    // The result's dispute form names the person by the session's handle;
+    // a dispute needs the token, and bad input is a clear message (none
+    // of these is filed, so none is in the access report below).
+    let at = r.body.find("name=\"subject_ref\" value=\"").unwrap_or_else(|| panic!("no dispute form: {}", r.body)) + 26;
+    let handle = r.body[at..at + 64].to_owned();
+    let dispute = |form: &str| call(&s, "POST", "/console/counter/dispute", &clerk, Some(form));
+    let r = dispute(&format!("subject_ref={handle}&dataset=hukou&field=name&claimed=x"));
+    assert_eq!((r.status, r.code()), (403, Some("csrf_failed")));
+    for (rest, code) in [
+        (format!("subject_ref={handle}&dataset=hukou&field=name"), "invalid_value"),
+        (format!("subject_ref={handle}&dataset=hukou&claimed=x"), "invalid_value"),
+        (format!("subject_ref={handle}&dataset=hukou&field=nothing&claimed=x"), "unknown_field"),
+        (format!("subject_ref={handle}&dataset=market_registration&field=name&claimed=x"), "unknown_dataset"),
+        (format!("subject_ref={handle}&dataset=hukou&field=name&claimed={}", "某".repeat(501)), "invalid_value"),
+        (format!("subject_ref={handle}&dataset=hukou&field=name&claimed=a%07b"), "invalid_value"),
+        (format!("subject_ref={}&dataset=hukou&field=name&claimed=x", "0".repeat(64)), "invalid_value"),
+        ("dataset=hukou&field=name&claimed=x".to_owned(), "invalid_value"),
+    ] {
+        let r = dispute(&format!("csrf={clerk_csrf}&{rest}"));
+        assert_eq!((r.status, r.code()), (200, Some(code)), "{rest}: {}", r.body);
+        assert!(!r.body.contains(&key), "the full number is on the page");
+    }
     // The access report: one page here, and a later page on request.
     let report = format!("csrf={clerk_csrf}&subject=person&key={key}");
     let r = call(&s, "POST", "/console/report", &clerk, Some(&report));
