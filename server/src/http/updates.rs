@@ -14,7 +14,7 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap};
 use axum::{Extension, Json};
 use basedata_ingest::Format;
-use basedata_query::rejected::RejectedLine;
+use basedata_query::rejected::{self, RejectedLine};
 use http_body_util::BodyExt;
 
 fn body_format(headers: &HeaderMap) -> ApiResult<Format> {
@@ -63,13 +63,14 @@ pub async fn post_updates(
     }
     let r = state.provide.apply(submission).await?;
     if !r.rejected.listed.is_empty() {
-        // Kept for the provider's stewards after the request's own audit
-        // entry is durable. The updates are in and the answer lists every
-        // line, so a failure here is logged rather than failing the request.
+        // Kept for the provider's stewards once the request's updates and
+        // audit entry are durable. The updates are in and the answer lists
+        // the lines itself, so a failure here is logged rather than
+        // failing the request.
         let at = state.queries.grants.now();
-        let lines = r
-            .rejected
-            .listed
+        // Only the last lines of a request could be kept.
+        let listed = &r.rejected.listed[r.rejected.listed.len().saturating_sub(rejected::KEPT)..];
+        let lines = listed
             .iter()
             .map(|(line, e)| RejectedLine::new(at, *line, e.key.as_deref(), e.code, &e.message, &caller.department.id))
             .collect();
