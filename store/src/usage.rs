@@ -214,6 +214,12 @@ pub fn totals(engine: &dyn Engine, owner: Owner<'_>, from_day: i32, to_day: i32)
 /// `owner`'s counters of `kind`, one value per day of `[from_day, to_day)`,
 /// in one scan.
 pub fn daily(engine: &dyn Engine, owner: Owner<'_>, kind: Kind, from_day: i32, to_day: i32) -> Result<Vec<u64>> {
+    daily_sum(engine, owner, &[kind], from_day, to_day)
+}
+
+/// The sum of `owner`'s counters of `kinds`, one value per day of
+/// `[from_day, to_day)`, in one scan (a day's kinds sit side by side).
+pub fn daily_sum(engine: &dyn Engine, owner: Owner<'_>, kinds: &[Kind], from_day: i32, to_day: i32) -> Result<Vec<u64>> {
     let mut out = vec![0; (to_day - from_day).max(0) as usize];
     if out.is_empty() {
         return Ok(out);
@@ -225,7 +231,7 @@ pub fn daily(engine: &dyn Engine, owner: Owner<'_>, kind: Kind, from_day: i32, t
     for item in engine.scan(Cf::Gov, &start, Some(&end), false)? {
         let (k, v) = item?;
         let Some((day, code)) = day_and_code(&k) else { continue };
-        if Kind::from_code(code) == Some(kind) && (from_day..to_day).contains(&day) {
+        if Kind::from_code(code).is_some_and(|k| kinds.contains(&k)) && (from_day..to_day).contains(&day) {
             out[(day - from_day) as usize] += v.as_ref().try_into().map(u64::from_be_bytes).unwrap_or(0);
         }
     }
@@ -284,6 +290,28 @@ mod tests {
         for other in ["invalid_key", "not_found", "", "forbiddenx", "claim_limits"] {
             assert_eq!(Refusal::of_outcome(other), None, "{other}");
         }
+    }
+
+    #[test]
+    fn daily_sums_add_the_kinds_asked_for_day_by_day() {
+        let engine = crate::engine::mem::MemEngine::new();
+        let owner = Owner::Use { department: "counter", dataset: "hukou" };
+        let mut d = UsageDelta::default();
+        d.add(owner, 10, Kind::Action(Action::Lookup), 2);
+        d.add(owner, 10, Kind::Action(Action::Verify), 3);
+        d.add(owner, 12, Kind::Action(Action::BatchVerify), 4);
+        d.add(owner, 12, Kind::Action(Action::Denied), 7);
+        // Outside the days asked for, and another dataset whose name
+        // begins with this one's.
+        d.add(owner, 13, Kind::Action(Action::Lookup), 1);
+        d.add(Owner::Use { department: "counter", dataset: "hukou2" }, 10, Kind::Action(Action::Lookup), 5);
+        let mut batch = WriteBatch::new();
+        d.write(&UsageCache::default(), &engine, &mut batch).unwrap();
+        engine.write(batch, crate::Durability::Sync).unwrap();
+        let used = [Action::Lookup, Action::Verify, Action::BatchVerify].map(Kind::Action);
+        assert_eq!(daily_sum(&engine, owner, &used, 9, 13).unwrap(), vec![0, 5, 0, 4]);
+        assert_eq!(daily(&engine, owner, Kind::Action(Action::Denied), 9, 13).unwrap(), vec![0, 0, 0, 7]);
+        assert_eq!(daily_sum(&engine, owner, &used, 13, 13).unwrap(), Vec::<u64>::new());
     }
 
     #[test]
