@@ -36,6 +36,9 @@ pub enum Change {
     Responsible { department: String, record: ResponsibleRecord },
     /// A policy switch: the last in log order stands on every node.
     Policy { record: PolicyRecord },
+    /// A stored staff account of the console, added (`Absent`) or changed
+    /// (`Anything`: the last change in log order stands).
+    Staff { record: crate::staff::StaffRecord, expect: Expect },
 }
 
 /// What an applied change stored.
@@ -45,6 +48,7 @@ pub enum Changed {
     Dispute(Dispute),
     Responsible,
     Policy,
+    Staff,
 }
 
 /// What applying an entry did: the change, or why its precondition failed.

@@ -79,6 +79,20 @@ impl Queries {
         Ok(p)
     }
 
+    /// Who takes in a stored staff account once it is committed (the
+    /// console's account book, on every node): replaces any before.
+    pub fn on_staff_change(&self, hook: std::sync::Arc<dyn Fn(&crate::staff::StaffRecord) + Send + Sync>) {
+        *self.staff_hook.write().unwrap_or_else(|e| e.into_inner()) = Some(hook);
+    }
+
+    /// Stores a staff account with its audit event: a new one must not
+    /// exist yet (`new`); a change replaces what is stored. In cluster
+    /// mode through the log, so every node's console knows it.
+    pub async fn store_staff(&self, record: crate::staff::StaffRecord, new: bool, ev: AuditEvent) -> Result<()> {
+        let expect = if new { Expect::Absent } else { Expect::Anything };
+        self.govern(Change::Staff { record, expect }, vec![ev]).await.map(|_| ())
+    }
+
     /// Cluster mode: governance changes go through `log`.
     pub fn use_governance_log(&self, log: std::sync::Arc<dyn GovernanceLog>) {
         // Set once at start-up, before any request.
@@ -156,6 +170,20 @@ impl Queries {
                 self.record(events, extra).await?;
                 Ok(Ok(Changed::Responsible))
             }
+            Change::Staff { record, expect } => {
+                let current = crate::staff::load(&**self.store.engine(), &record.id)?;
+                if *expect == Expect::Absent && current.is_some() {
+                    self.record(Vec::new(), extra).await?;
+                    return Ok(Err(format!("an account {} was added meanwhile", record.id)));
+                }
+                extra.put(Cf::Gov, crate::staff::key(&record.id), basedata_store::codec::encode(record));
+                self.record(events, extra).await?;
+                let hook = self.staff_hook.read().unwrap_or_else(|e| e.into_inner()).clone();
+                if let Some(hook) = hook {
+                    hook(record);
+                }
+                Ok(Ok(Changed::Staff))
+            }
             Change::Policy { record } => {
                 extra.put(Cf::Gov, POLICY_KEY.to_vec(), basedata_store::codec::encode(record));
                 self.record(events, extra).await?;
@@ -194,10 +222,16 @@ impl Queries {
             h.update(POLICY_KEY);
             h.update(&basedata_store::codec::encode(&p));
         }
+        let accounts = crate::staff::all(&**self.store.engine())?;
+        for a in &accounts {
+            h.update(&crate::staff::key(&a.id));
+            h.update(&basedata_store::codec::encode(a));
+        }
         Ok(GovernanceDigest {
             grants: grants.len() as u64,
             disputes: disputes.len() as u64,
             responsible: records.len() as u64,
+            accounts: accounts.len() as u64,
             digest: h.finalize().to_hex().to_string(),
         })
     }
@@ -218,6 +252,8 @@ pub struct GovernanceDigest {
     pub grants: u64,
     pub disputes: u64,
     pub responsible: u64,
+    /// Stored staff accounts of the console.
+    pub accounts: u64,
     pub digest: String,
 }
 

@@ -26,6 +26,9 @@ pub struct Queries {
     pub(crate) gov_lock: tokio::sync::Mutex<()>,
     /// Cluster mode: the replicated log governance changes go through.
     pub(crate) gov_log: std::sync::OnceLock<Arc<dyn crate::govlog::GovernanceLog>>,
+    /// Takes in committed staff accounts (see `Queries::on_staff_change`).
+    #[allow(clippy::type_complexity)]
+    pub(crate) staff_hook: std::sync::RwLock<Option<Arc<dyn Fn(&crate::staff::StaffRecord) + Send + Sync>>>,
     /// Serializes keeping rejected update lines (number after the last
     /// stored, then commit).
     pub(crate) rejected_lock: tokio::sync::Mutex<()>,
@@ -69,6 +72,7 @@ impl Queries {
             calendar: Arc::new(calendar),
             gov_lock: tokio::sync::Mutex::new(()),
             gov_log: std::sync::OnceLock::new(),
+            staff_hook: std::sync::RwLock::new(None),
             rejected_lock: tokio::sync::Mutex::new(()),
             job_wake: tokio::sync::Notify::new(),
             job_admission: tokio::sync::Mutex::new(()),

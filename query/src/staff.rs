@@ -37,7 +37,7 @@ pub struct StaffRecord {
     pub changed_by: String,
 }
 
-fn key(id: &str) -> Vec<u8> {
+pub(crate) fn key(id: &str) -> Vec<u8> {
     let mut k = b"a/".to_vec();
     k.extend_from_slice(id.as_bytes());
     k

@@ -222,7 +222,32 @@ async fn two_nodes_agree_on_grants_disputes_and_deemed_approvals() {
     let on_b = b.q.departments(&admin).unwrap();
     assert_eq!(on_b.iter().find(|d| d.id == "gongan").unwrap().responsible, vec![person]);
 
+    // A staff account added on A is taken in by B's console too.
+    let taken: Arc<Mutex<Vec<String>>> = Arc::default();
+    for n in [&a, &b] {
+        let taken = taken.clone();
+        n.q.on_staff_change(Arc::new(move |r| taken.lock().unwrap().push(r.id.clone())));
+    }
+    let account = basedata_query::staff::StaffRecord {
+        id: "li.si".into(),
+        name: "李四".into(),
+        department: "shebao".into(),
+        roles: vec!["clerk".into()],
+        password_argon2: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA".into(),
+        disabled: false,
+        created_at: START,
+        created_by: "admin1".into(),
+        changed_at: START,
+        changed_by: "admin1".into(),
+    };
+    let ev = admin.event("account", basedata_store::Action::Account, None);
+    a.q.store_staff(account.clone(), true, ev.clone()).await.unwrap();
+    assert_eq!(*taken.lock().unwrap(), ["li.si", "li.si"], "taken in on both nodes");
+    assert_eq!(basedata_query::staff::load(&**b.store.engine(), "li.si").unwrap(), Some(account.clone()));
+    let twice = b.q.store_staff(account, true, ev).await.unwrap_err();
+    assert_eq!(twice.code(), "conflict", "{twice}");
+
     let (da, db) = (a.q.governance_digest().unwrap(), b.q.governance_digest().unwrap());
-    assert_eq!((da.grants, da.disputes, da.responsible), (3, 1, 1));
+    assert_eq!((da.grants, da.disputes, da.responsible, da.accounts), (3, 1, 1, 1));
     assert_eq!(da, db);
 }

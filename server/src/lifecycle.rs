@@ -99,6 +99,7 @@ pub fn app_state(store: Arc<Store>, cfg: &Config) -> anyhow::Result<AppState> {
     let staff = crate::accounts::staff::StaffBook::load(&cfg.staff, &stored, cfg.console, &departments)?;
     let mut state = AppState::build(store, departments, settings)?;
     state.accounts = Arc::new(crate::accounts::Accounts::new(staff));
+    state.watch_staff();
     Ok(state)
 }
 

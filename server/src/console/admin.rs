@@ -219,16 +219,12 @@ async fn new_password(form: &Form) -> Result<(String, Option<String>), String> {
 async fn commit(state: &AppState, session: &Session, record: StaffRecord, verb: &str, done: String, generated: Option<String>) -> Response {
     let mut ev = session.staff.caller().event(PURPOSE, Action::Account, None);
     ev.outcome = format!("{verb} {}", record.id);
-    if let Err(e) = state.queries.record(vec![ev], record.write()).await {
+    // Taken in (and the former version's sessions ended) by the account
+    // book's hook once committed: here, and on every node of a cluster.
+    let new = verb == "added";
+    if let Err(e) = state.queries.store_staff(record.clone(), new, ev).await {
         return render(state, session, super::query_error(&e));
     }
-    if let Err(e) = state.accounts.staff.put(&record) {
-        // Checked before the commit; only a bug gets here.
-        tracing::error!(staff = %record.id, error = %e, "a committed staff account was not taken in");
-        return refused(state, session, &e);
-    }
-    // Sessions of the former version are over already; drop them now.
-    state.accounts.sessions.end_for(&record.id);
     let mut message = notice("ok", verb, &done);
     if let Some(p) = generated {
         let _ = write!(

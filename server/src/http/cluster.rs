@@ -50,6 +50,7 @@ pub async fn status(
             grants: g.grants,
             disputes: g.disputes,
             responsible: g.responsible,
+            accounts: g.accounts,
             digest: g.digest,
             policy: format!(
                 "grant_reply_days={} dispute_days={} deemed_approval={} responsible_max_age_days={}",

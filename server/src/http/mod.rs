@@ -149,7 +149,7 @@ impl AppState {
             Queries::new(store.clone(), committer.clone(), settings.policy, settings.calendar, departments.clone())?;
         queries.job_retention = settings.job_retention;
         queries.claim_policy = settings.claims;
-        Ok(AppState(Arc::new(AppStateInner {
+        let state = AppState(Arc::new(AppStateInner {
             provide: Arc::new(Provide::new(store.clone(), committer.clone(), settings.max_body_bytes)),
             queries: Arc::new(queries),
             committer,
@@ -165,7 +165,24 @@ impl AppState {
             conn_limits: settings.connections,
             connections: Arc::default(),
             accounts: Arc::new(crate::accounts::Accounts::new(staff)),
-        })))
+        }));
+        state.watch_staff();
+        Ok(state)
+    }
+
+    /// Hands the staff accounts the use cases commit (on this node, or on
+    /// any node of a cluster through the log) to this state's account book,
+    /// ending the sessions of each account's former version.
+    pub fn watch_staff(&self) {
+        let accounts = self.accounts.clone();
+        self.queries.on_staff_change(Arc::new(move |r| {
+            if let Err(e) = accounts.staff.put(r) {
+                // Checked before it was committed; only a bug, or another
+                // node with other departments, gets here.
+                tracing::error!(staff = %r.id, error = %e, "a committed staff account was not taken in");
+            }
+            accounts.sessions.end_for(&r.id);
+        }));
     }
 
     /// Cluster mode: updates go through `cluster`'s replicated log.

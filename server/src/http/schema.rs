@@ -263,6 +263,8 @@ pub struct GovernanceState {
     pub disputes: u64,
     /// Departments with responsible persons recorded through the API.
     pub responsible: u64,
+    /// Staff accounts of the console held in the store.
+    pub accounts: u64,
     /// BLAKE3 of the records in key order (a dispute without its
     /// node-local change-log mark).
     pub digest: String,
