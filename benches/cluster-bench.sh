@@ -13,6 +13,7 @@
 #
 #   benches/cluster-bench.sh [PERSONS] [VERIFY_SECONDS]   (default 200000, 10)
 #   NATS_SYNC=2m benches/cluster-bench.sh …    JetStream's default sync instead of always
+#   BASEDATA_BENCH_BIN=/path/to/basedata benches/cluster-bench.sh …   another build
 #
 # Prints a Markdown table; the raw loadgen results go to WORK/results.jsonl.
 set -euo pipefail
@@ -21,7 +22,8 @@ source tools/setup.sh
 persons="${1:-200000}"
 seconds="${2:-10}"
 cargo build --release --locked --bin basedata --bin loadgen >&2
-bin="$PWD/target/release/basedata"
+# BASEDATA_BENCH_BIN runs another build of the server (an A/B comparison).
+bin="${BASEDATA_BENCH_BIN:-$PWD/target/release/basedata}"
 loadgen="$PWD/target/release/loadgen"
 work="$(mktemp -d /var/tmp/cluster-bench.XXXXXX)"
 export BASEDATA_BIN="$bin"
