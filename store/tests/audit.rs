@@ -180,7 +180,7 @@ fn audited_keys_resolve_whether_or_not_the_event_writes_the_mapping() {
     let unknown = AuditEvent { outcome: "not_found".into(), ..event(2) };
     s.commit(&[], &[mapped, unknown], Durability::Sync).unwrap();
     let by_key = |i: u32| {
-        let q = AuditQuery { department: None, key: Some(person(i)), from: None, to: None, after: 0, limit: 10 };
+        let q = AuditQuery { department: None, key: Some(person(i)), from: None, to: None, after: 0, limit: 10, ..Default::default() };
         s.audit_query(&q).unwrap()
     };
     for round in 0..2 {
@@ -316,7 +316,7 @@ fn first_format_entries_read_and_verify_beside_new_ones() {
     s.commit(&[], &[verified, event(2)], Durability::Sync).unwrap();
     let c = s.audit_verify().unwrap();
     assert!(c.ok && c.entries == ENTRIES + 2, "{c:?}");
-    let q = AuditQuery { department: None, key: None, from: None, to: None, after: 0, limit: 100 };
+    let q = AuditQuery { department: None, key: None, from: None, to: None, after: 0, limit: 100, ..Default::default() };
     let all = s.audit_query(&q).unwrap();
     let flags: Vec<bool> = all.iter().map(|e| e.operator_verified).collect();
     let mut want = vec![false; ENTRIES as usize];
