@@ -15,7 +15,7 @@ use async_nats::jetstream::context::PublishAckFuture;
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::{self, consumer, stream};
 use basedata_ingest::log::{
-    partition_of_subject, submit, Applied, ApplyWatch, LogError, LogFuture, LoggedMessage, Outgoing, Partitioning,
+    partition_of_subject, submit, submit_with, Applied, ApplyWatch, LogError, LogFuture, LoggedMessage, Outgoing, Partitioning,
     Positions, Prepared, UpdateLog,
 };
 use basedata_store::commit::Committer;
@@ -26,6 +26,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub use basedata_ingest::log::{prepare_store, stored_position, META_PARTITIONS, META_POSITION};
+
+pub mod audit_ship;
 
 /// Response header: the log position the answer reflects (at least).
 pub const POSITION_HEADER: &str = "x-basedata-position";
@@ -84,6 +86,8 @@ pub struct Cluster {
     last_activity: Mutex<std::time::Instant>,
     restart: tokio::sync::Notify,
     pub stats: ClusterStats,
+    /// The cluster-wide audit trail: shipping this node's, keeping the others'.
+    pub audit: audit_ship::AuditLink,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -118,6 +122,7 @@ impl Cluster {
             last_activity: Mutex::new(std::time::Instant::now()),
             restart: tokio::sync::Notify::new(),
             stats: ClusterStats::default(),
+            audit: audit_ship::AuditLink::new(secret),
             cfg,
         }))
     }
@@ -129,7 +134,7 @@ impl Cluster {
         let cfg = &self.cfg;
         let want = stream::Config {
             name: cfg.stream.clone(),
-            subjects: vec![format!("{}.p.*", cfg.stream)],
+            subjects: vec![format!("{}.p.*", cfg.stream), format!("{}.a.*", cfg.stream)],
             num_replicas: cfg.replicas,
             storage: stream::StorageType::File,
             retention: stream::RetentionPolicy::Limits,
@@ -145,7 +150,16 @@ impl Cluster {
                 }
             }
         };
-        let info = s.info().await?;
+        let mut info = s.info().await?.clone();
+        // A stream made before it carried every subject is updated in place,
+        // its other settings kept.
+        let missing: Vec<String> = want.subjects.iter().filter(|w| !info.config.subjects.contains(w)).cloned().collect();
+        if !missing.is_empty() {
+            let mut updated = info.config.clone();
+            updated.subjects.extend(missing);
+            info = self.js.update_stream(&updated).await?;
+            s = self.js.get_stream(&cfg.stream).await?;
+        }
         let theirs = info.config.metadata.get(PARTITIONS_KEY).cloned().unwrap_or_default();
         if theirs != cfg.partitions.to_string() {
             anyhow::bail!(
@@ -329,6 +343,8 @@ impl ApplyWatch for Cluster {
 pub struct ApplyTo {
     pub catalog: Arc<Catalog>,
     pub committer: Arc<Committer>,
+    /// Read (never written) by the audit trail's shipper and applier.
+    pub store: Arc<Store>,
 }
 
 /// Applies the log into the store, forever: restarts from the durable
@@ -346,6 +362,7 @@ pub async fn applier(to: ApplyTo, cluster: Arc<Cluster>) {
             }
         });
     }
+    tokio::spawn(audit_ship::shipper(to.store.clone(), cluster.clone()));
     loop {
         match apply_from(&to, &cluster).await {
             Ok(()) => tracing::warn!("the log consumer ended; resuming"),
@@ -420,6 +437,7 @@ async fn consume(
     cluster.touch();
     // A restart asked for before this run began is this run.
     let _ = cluster.restart.notified().now_or_never();
+    cluster.audit.begin_run();
     let mut next = from;
     let mut unwritten = 0u32;
     loop {
@@ -447,6 +465,15 @@ async fn consume(
             return Err(stuck(cluster, format!("the log has no message {next} (the next is {seq}): seed this node from a backup")));
         }
         next = seq + 1;
+        // Another node's audit entries: appended to its chain here.
+        if let Some(staged) = audit_ship::stage(cluster, &to.store, &m.subject, &m.payload) {
+            let extra = staged.map_err(|e| stuck(cluster, format!("log message {seq} ({}) cannot be applied here: {e}", m.subject)))?;
+            unwritten = 0;
+            let permit = in_flight.clone().acquire_owned().await?;
+            let watch: Arc<dyn ApplyWatch> = cluster.clone();
+            submit_with(&to.committer, watch, chain, seq, Vec::new(), extra, true, permit).await?;
+            continue;
+        }
         let held = partition_of_subject(&cluster.cfg.stream, &m.subject).is_some_and(|p| cluster.partitioning.serves(p));
         // Another node's partition: nothing to open or apply; the position
         // passes it in order, through the writer, which writes nothing for

@@ -217,7 +217,11 @@ pub fn run(data: &Path, cfg: Config, listen: &str, key_file: Option<&Path>) -> a
             let cluster = crate::cluster::Cluster::connect(c, &secret, position).await?;
             tracing::info!(node = %node, position, "cluster mode: updates go through the replicated log");
             state = state.with_cluster(cluster.clone());
-            let to = crate::cluster::ApplyTo { catalog: state.catalog.clone(), committer: state.committer.clone() };
+            let to = crate::cluster::ApplyTo {
+                catalog: state.catalog.clone(),
+                committer: state.committer.clone(),
+                store: state.store.clone(),
+            };
             tokio::spawn(crate::cluster::applier(to, cluster));
         }
         let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
