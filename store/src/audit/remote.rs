@@ -283,6 +283,7 @@ impl Store {
         let mut chain = heads.get(node).copied().unwrap_or(RemoteChain { anchor: b.anchor, head: b.anchor });
         let mut done = Appended::default();
         let mut mapped: HashSet<Pid> = HashSet::new();
+        let mut carried: Vec<(u64, Pid, &Vec<u8>)> = Vec::new();
         let mut index: Vec<Vec<u8>> = Vec::new();
         let prefix = index_prefix(node);
         for (i, shipped) in b.entries.iter().enumerate() {
@@ -298,12 +299,9 @@ impl Store {
             if stored_hash(&chain.head.hash, seq, &shipped.bytes) != Some(e.hash) {
                 return Err(broken(seq, "it does not link to the entry before it".into()));
             }
-            if let Some((_, pid)) = &e.subject {
-                if let Some(sealed) = &shipped.mapping {
-                    if mapped.insert(*pid) && self.engine().get(Cf::KeyMap, &pid.0)?.is_none() {
-                        self.open_mapping(pid, sealed).map_err(|err| broken(seq, format!("its key mapping: {err}")))?;
-                        batch.put(Cf::KeyMap, pid.0.to_vec(), sealed.clone());
-                    }
+            if let (Some((_, pid)), Some(sealed)) = (&e.subject, &shipped.mapping) {
+                if mapped.insert(*pid) {
+                    carried.push((seq, *pid, sealed));
                 }
             }
             for k in index_keys(seq, &e) {
@@ -312,6 +310,15 @@ impl Store {
             batch.put(Cf::Audit, entry_key(node, seq), shipped.bytes.clone());
             chain.head = ChainHead { seq, hash: e.hash };
             done.appended += 1;
+        }
+        // The mappings this store lacks, read at once (a message of batch
+        // comparisons names a thousand subjects).
+        let keys: Vec<&[u8]> = carried.iter().map(|(_, pid, _)| pid.0.as_slice()).collect();
+        for ((seq, pid, sealed), held) in carried.iter().zip(self.engine().multi_get(Cf::KeyMap, &keys)?) {
+            if held.is_none() {
+                self.open_mapping(pid, sealed).map_err(|err| broken(*seq, format!("its key mapping: {err}")))?;
+                batch.put(Cf::KeyMap, pid.0.to_vec(), (*sealed).clone());
+            }
         }
         // In key order, as the local chain's are (memtable inserts).
         index.sort_unstable();
