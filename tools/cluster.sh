@@ -86,7 +86,7 @@ setup() {
     done
     echo "NATS_URLS=$urls"
     for i in $(seq 1 "$nodes"); do echo "NODE_PORT_$i=${ports[$((8 + i))]}"; done
-    for d in gongan counter auditor; do echo "TOKEN_${d^^}=$d-$(od -An -tx1 -N12 /dev/urandom | tr -d ' \n')"; done
+    for d in gongan counter auditor admin; do echo "TOKEN_${d^^}=$d-$(od -An -tx1 -N12 /dev/urandom | tr -d ' \n')"; done
   } > "$dir/cluster.env"
   # shellcheck disable=SC1091
   source "$dir/cluster.env"
@@ -107,6 +107,11 @@ token = "$TOKEN_COUNTER"
 id = "shenji"
 roles = ["auditor"]
 token = "$TOKEN_AUDITOR"
+
+[[departments]]
+id = "admin"
+roles = ["admin"]
+token = "$TOKEN_ADMIN"
 
 [cluster]
 # servers: given on the command line (--cluster)
@@ -199,7 +204,7 @@ case "$cmd" in
     for i in $(seq 1 "$NODES"); do wait_node "$i"; done
     echo "cluster up in $dir: NATS $NATS_URLS"
     for i in $(seq 1 "$NODES"); do hp="NODE_PORT_$i"; echo "  node-$i http://127.0.0.1:${!hp}"; done
-    echo "tokens: provider gongan $TOKEN_GONGAN, counter $TOKEN_COUNTER, auditor $TOKEN_AUDITOR"
+    echo "tokens: provider gongan $TOKEN_GONGAN, counter $TOKEN_COUNTER, auditor $TOKEN_AUDITOR, admin $TOKEN_ADMIN"
     echo "try:   curl -s -H 'Authorization: Bearer $TOKEN_AUDITOR' http://127.0.0.1:$NODE_PORT_1/v1/cluster"
     ;;
   stop)

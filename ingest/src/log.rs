@@ -112,7 +112,7 @@ pub trait UpdateLog: Send + Sync {
 
 /// A random id per log message, so that a message sent again after a lost
 /// acknowledgement is stored once (the log's duplicate window).
-fn message_id() -> String {
+pub fn message_id() -> String {
     let mut b = [0u8; 16];
     // Unique is all it needs; the clock stands in without an entropy source.
     if getrandom::fill(&mut b).is_err() {
@@ -125,6 +125,13 @@ fn message_id() -> String {
 /// The subject of a partition.
 pub fn subject(stream: &str, partition: u16) -> String {
     format!("{stream}.p.{partition}")
+}
+
+/// The subject of governance entries (grants, disputes, responsible
+/// persons), one for the whole stream so that every node applies them in
+/// one order.
+pub fn governance_subject(stream: &str) -> String {
+    format!("{stream}.g")
 }
 
 /// The partition of a log subject (`<stream>.p.<n>`).
@@ -299,6 +306,17 @@ impl Partitioning {
         }
         out.limit = limit;
         Ok(out)
+    }
+
+    /// Seals a payload other than update lines (a governance entry) for
+    /// `subject`, under the same key as update messages.
+    pub fn seal(&self, subject: &str, plain: &[u8]) -> Result<Vec<u8>, LogError> {
+        self.sealer.seal(subject.as_bytes(), plain).map_err(|e| LogError(e.to_string()))
+    }
+
+    /// Opens what [`Partitioning::seal`] sealed for `subject`.
+    pub fn unseal(&self, subject: &str, payload: &[u8]) -> Result<Vec<u8>, String> {
+        self.sealer.open(subject.as_bytes(), payload).map_err(|e| e.to_string())
     }
 
     /// The updates of a log message of this node's partitions.

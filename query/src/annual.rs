@@ -226,13 +226,13 @@ fn grant_handling<'a>(grants: impl Iterator<Item = &'a Grant>, from: i64, to: i6
             } else {
                 h.late += 1;
             }
-        } else if g.effective_state(to, q.grants.policy()) == GrantState::DeemedApproved && g.decided_at.is_none() {
+        } else if g.effective_state(to, &q.grants.policy()) == GrantState::DeemedApproved && g.decided_at.is_none() {
             h.deemed_approved += within(deadline) as usize;
         }
         // Unanswered at the end of the period (answered later, or not yet)
         // and past the deadline, without the policy answering for it.
         let unanswered_at_end = g.created_at <= to && g.decided_at.is_none_or(|t| t > to);
-        if unanswered_at_end && deadline <= to && g.effective_state(to, q.grants.policy()) == GrantState::Pending {
+        if unanswered_at_end && deadline <= to && g.effective_state(to, &q.grants.policy()) == GrantState::Pending {
             h.open_overdue += 1;
         }
     }

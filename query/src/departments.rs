@@ -11,8 +11,8 @@ use crate::caller::{Caller, Department, ResponsiblePerson, Role};
 use crate::error::{Error, Result};
 use crate::gov::cst_date;
 use crate::service::Queries;
-use basedata_store::codec::{decode, encode};
-use basedata_store::engine::{Cf, WriteBatch};
+use basedata_store::codec::decode;
+use basedata_store::engine::Cf;
 use basedata_store::Action;
 use time::Date;
 
@@ -21,14 +21,7 @@ const MAX_PERSON_TEXT: usize = 200;
 /// Most persons one record lists.
 pub const MAX_PERSONS: usize = 20;
 
-/// A department's record of responsible persons set through the API.
-#[derive(Clone, Debug, PartialEq, Eq, bincode::Encode, bincode::Decode)]
-pub struct ResponsibleRecord {
-    pub persons: Vec<ResponsiblePerson>,
-    /// When it was set (Unix microseconds) and by which department.
-    pub updated_at: i64,
-    pub updated_by: String,
-}
+pub use crate::gov::ResponsibleRecord;
 
 /// Whether a department's record is current enough (for the sharing report).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,10 +61,16 @@ pub struct DepartmentView {
     pub responsible_updated: Option<(i64, String)>,
 }
 
-fn record_key(department: &str) -> Vec<u8> {
+pub(crate) fn record_key(department: &str) -> Vec<u8> {
     let mut k = b"r/".to_vec();
     k.extend_from_slice(department.as_bytes());
     k
+}
+
+/// Every department's record as stored (key, value), in key order.
+pub(crate) fn all_records(engine: &dyn basedata_store::Engine) -> basedata_store::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let end = basedata_store::engine::prefix_end(b"r/");
+    engine.scan(Cf::Gov, b"r/", end.as_deref(), false)?.map(|r| r.map(|(k, v)| (k.into_vec(), v.into_vec()))).collect()
 }
 
 /// Checks one person's particulars: every text present, short, fit for the
@@ -168,14 +167,12 @@ impl Queries {
         for (i, p) in persons.iter().enumerate() {
             check_person(p).map_err(|e| Error::InvalidValue(format!("persons[{i}]: {e}")))?;
         }
-        let _guard = self.gov_lock.lock().await;
         let record = ResponsibleRecord { persons, updated_at: self.grants.now(), updated_by: caller.department.id.clone() };
-        let mut batch = WriteBatch::new();
-        batch.put(Cf::Gov, record_key(&d.id), encode(&record));
         let mut ev = caller.event("responsible persons", Action::Responsible, None);
         let names: Vec<&str> = record.persons.iter().map(|p| p.name.as_str()).collect();
         ev.outcome = format!("recorded for {}: {}", d.id, names.join(", "));
-        self.record(vec![ev], batch).await?;
+        // The last change in log order stands on every node.
+        self.govern(crate::govlog::Change::Responsible { department: d.id.clone(), record }, vec![ev]).await?;
         self.view(&d)
     }
 }

@@ -38,7 +38,7 @@ pub fn end_of_day(d: Date) -> i64 {
 }
 
 /// Policy knobs of the deadlines.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, bincode::Encode, bincode::Decode)]
 pub struct Policy {
     /// Working days a provider has to answer a grant application.
     pub grant_reply_days: u32,
@@ -156,7 +156,7 @@ struct GrantV1 {
 const GRANT_FORMAT_V2: u8 = 2;
 
 impl Grant {
-    fn encode(&self) -> Vec<u8> {
+    pub(crate) fn encode(&self) -> Vec<u8> {
         encode_marked(GRANT_FORMAT_V2, self)
     }
 
@@ -230,23 +230,45 @@ pub fn new_id() -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-fn grant_key(id: &str) -> Vec<u8> {
+pub(crate) fn grant_key(id: &str) -> Vec<u8> {
     let mut k = b"g/".to_vec();
     k.extend_from_slice(id.as_bytes());
     k
 }
 
-fn dispute_key(id: &str) -> Vec<u8> {
+pub(crate) fn dispute_key(id: &str) -> Vec<u8> {
     let mut k = b"x/".to_vec();
     k.extend_from_slice(id.as_bytes());
     k
 }
 
-/// All grants, in memory, behind a lock that readers hold only briefly.
+/// A department's record of responsible persons set through the API.
+#[derive(Clone, Debug, PartialEq, Eq, bincode::Encode, bincode::Decode)]
+pub struct ResponsibleRecord {
+    pub persons: Vec<basedata_store::caller::ResponsiblePerson>,
+    /// When it was set (Unix microseconds) and by which department.
+    pub updated_at: i64,
+    pub updated_by: String,
+}
+
+/// A policy switched through the API (or, in cluster mode, the log): it
+/// stands instead of the configuration's from then on.
+#[derive(Clone, Debug, PartialEq, Eq, bincode::Encode, bincode::Decode)]
+pub struct PolicyRecord {
+    pub policy: Policy,
+    /// When (Unix microseconds) and by which department.
+    pub set_at: i64,
+    pub set_by: String,
+}
+
+pub(crate) const POLICY_KEY: &[u8] = b"p/policy";
+
+/// All grants, in memory, behind a lock that readers hold only briefly,
+/// and the deadline policy in force.
 #[derive(Debug)]
 pub struct GrantBook {
     grants: RwLock<HashMap<String, Grant>>,
-    policy: Policy,
+    policy: RwLock<(Policy, Option<PolicyRecord>)>,
     clock: Arc<dyn basedata_store::clock::Clock>,
 }
 
@@ -259,11 +281,27 @@ impl GrantBook {
             let g = Grant::decode(&v)?;
             grants.insert(g.id.clone(), g);
         }
-        Ok(GrantBook { grants: RwLock::new(grants), policy, clock })
+        let switched: Option<PolicyRecord> = match engine.get(Cf::Gov, POLICY_KEY)? {
+            Some(v) => Some(decode("policy", &v)?),
+            None => None,
+        };
+        let policy = switched.as_ref().map_or(policy, |r| r.policy);
+        Ok(GrantBook { grants: RwLock::new(grants), policy: RwLock::new((policy, switched)), clock })
     }
 
-    pub fn policy(&self) -> &Policy {
-        &self.policy
+    /// The deadline policy in force.
+    pub fn policy(&self) -> Policy {
+        self.policy.read().unwrap_or_else(|e| e.into_inner()).0
+    }
+
+    /// The switch the policy in force comes from; `None`: the configuration.
+    pub fn policy_record(&self) -> Option<PolicyRecord> {
+        self.policy.read().unwrap_or_else(|e| e.into_inner()).1.clone()
+    }
+
+    /// Puts a committed switch in force.
+    pub(crate) fn switch_policy(&self, record: PolicyRecord) {
+        *self.policy.write().unwrap_or_else(|e| e.into_inner()) = (record.policy, Some(record));
     }
 
     pub fn now(&self) -> i64 {
@@ -296,29 +334,31 @@ impl GrantBook {
     /// approved, as they should be recorded.
     pub fn overdue_pending(&self) -> Vec<Grant> {
         let now = self.now();
+        let policy = self.policy();
         self.grants
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .values()
-            .filter(|g| g.state == GrantState::Pending && g.effective_state(now, &self.policy) == GrantState::DeemedApproved)
+            .filter(|g| g.state == GrantState::Pending && g.effective_state(now, &policy) == GrantState::DeemedApproved)
             .cloned()
             .collect()
     }
 
     pub fn due_for(&self, calendar: &Calendar, now: i64) -> Date {
-        calendar.add_working_days(cst_date(now), self.policy.grant_reply_days)
+        calendar.add_working_days(cst_date(now), self.policy().grant_reply_days)
     }
 }
 
 impl GrantSource for GrantBook {
     fn coverage(&self, department: &str, purpose: Option<&str>, dataset: &str, scope: Scope<'_>) -> Coverage {
         let now = self.now();
+        let policy = self.policy();
         let mut found = Coverage::None;
         for g in self.grants.read().unwrap_or_else(|e| e.into_inner()).values() {
             if g.department == department
                 && g.dataset == dataset
                 && g.opens(scope)
-                && matches!(g.effective_state(now, &self.policy), GrantState::Approved | GrantState::DeemedApproved)
+                && matches!(g.effective_state(now, &policy), GrantState::Approved | GrantState::DeemedApproved)
             {
                 if g.purpose_code.as_deref() == purpose {
                     return Coverage::Covered;
@@ -406,7 +446,7 @@ pub fn all_disputes(engine: &dyn Engine) -> Result<Vec<Dispute>> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use basedata_store::clock::ManualClock;
     use basedata_store::engine::mem::MemEngine;
@@ -416,7 +456,7 @@ mod tests {
         (d.to_julian_day() as i64 - 2_440_588) * 86_400_000_000 + hour_cst * 3_600_000_000 - CST_OFFSET_MICROS
     }
 
-    fn grant(due: Date) -> Grant {
+    pub(crate) fn grant(due: Date) -> Grant {
         Grant {
             id: "g1".into(),
             department: "counter".into(),

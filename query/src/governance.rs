@@ -6,7 +6,8 @@
 
 use crate::caller::{system_event, Caller, Role};
 use crate::error::{Error, Result};
-use crate::gov::{cst_date, load_dispute, new_id, Dispute, Grant, GrantBook, GrantKind, GrantState, Resolution};
+use crate::gov::{cst_date, load_dispute, new_id, Dispute, Grant, GrantKind, GrantState, Resolution};
+use crate::govlog::{Change, Changed, Expect};
 use crate::service::Queries;
 use basedata_store::catalog::{AreaOf, Division, Share};
 use basedata_store::{Action, AuditEvent, Subject, SubjectKey, Value};
@@ -102,10 +103,21 @@ impl Queries {
             || self.is_provider_of(caller, &d.dataset)
     }
 
-    async fn commit_grant(&self, g: Grant, ev: AuditEvent) -> Result<Grant> {
-        self.record(vec![ev], GrantBook::write(&g)).await?;
-        self.grants.put(g.clone());
-        Ok(g)
+    /// Stores `g` with its audit event if the stored grant is as `expect`
+    /// says (through the log, in cluster mode).
+    async fn commit_grant(&self, g: Grant, expect: Expect, ev: AuditEvent) -> Result<Grant> {
+        match self.govern(Change::Grant { grant: g, expect }, vec![ev]).await? {
+            Changed::Grant(g) => Ok(g),
+            other => Err(Error::Internal(format!("a grant change stored {other:?}"))),
+        }
+    }
+
+    async fn commit_dispute(&self, d: Dispute, key: &SubjectKey, expect: Expect, ev: AuditEvent) -> Result<Dispute> {
+        let key = (key.doc_type().as_u8(), key.as_str().to_owned());
+        match self.govern(Change::Dispute { dispute: d, key, expect }, vec![ev]).await? {
+            Changed::Dispute(d) => Ok(d),
+            other => Err(Error::Internal(format!("a dispute change stored {other:?}"))),
+        }
     }
 
     /// A consumer applies for conditional fields of a dataset, or for a
@@ -159,7 +171,6 @@ impl Queries {
         let purpose = required_text("purpose", a.purpose)?;
         let legal_basis = required_text("legal_basis", a.legal_basis)?;
         let purpose_code = self.admit_purpose(caller, &purpose).await?.purpose_code;
-        let _guard = self.gov_lock.lock().await;
         let now = self.grants.now();
         let g = Grant {
             id: new_id(),
@@ -180,7 +191,7 @@ impl Queries {
             revoked_by: None,
         };
         let ev = grant_event(caller, &g, "applied");
-        self.commit_grant(g, ev).await
+        self.commit_grant(g, Expect::Absent, ev).await
     }
 
     /// A grant the caller may see; others' are as absent as missing ones.
@@ -194,7 +205,6 @@ impl Queries {
     /// The dataset's provider approves or refuses a pending grant; a
     /// refusal gives its reasons.
     pub async fn decide_grant(&self, caller: &Caller, id: &str, approve: bool, reason: Option<&str>) -> Result<Grant> {
-        let _guard = self.gov_lock.lock().await;
         let mut g = self.grant(caller, id)?;
         if !self.is_steward_of(caller, &g.dataset) {
             return Err(Error::Forbidden(format!("only the provider (steward) of {} decides on this grant", g.dataset)));
@@ -205,7 +215,7 @@ impl Queries {
             return Err(Error::Conflict("a department does not decide on its own application".into()));
         }
         let now = self.grants.now();
-        match g.effective_state(now, self.grants.policy()) {
+        match g.effective_state(now, &self.grants.policy()) {
             GrantState::Pending => {}
             other => {
                 return Err(Error::Conflict(format!("the grant is {}; only pending grants are decided", other.as_str())))
@@ -220,20 +230,19 @@ impl Queries {
         g.decided_by = Some(caller.department.id.clone());
         g.reason = reason;
         let ev = grant_event(caller, &g, g.state.as_str());
-        self.commit_grant(g, ev).await
+        self.commit_grant(g, Expect::GrantIn(vec![GrantState::Pending]), ev).await
     }
 
     /// The dataset's provider or an administrator revokes a grant; it
     /// stops counting at once.
     pub async fn revoke_grant(&self, caller: &Caller, id: &str, reason: Option<&str>) -> Result<Grant> {
-        let _guard = self.gov_lock.lock().await;
         let mut g = self.grant(caller, id)?;
         if !(self.is_steward_of(caller, &g.dataset) || caller.department.has(Role::Admin)) {
             return Err(Error::Forbidden("only the dataset's provider or an administrator revokes a grant".into()));
         }
         let reason = required_text("reason", reason)?;
         let now = self.grants.now();
-        match g.effective_state(now, self.grants.policy()) {
+        match g.effective_state(now, &self.grants.policy()) {
             GrantState::Revoked | GrantState::Rejected => {
                 return Err(Error::Conflict(format!("the grant is already {}", g.state.as_str())))
             }
@@ -244,7 +253,8 @@ impl Queries {
         g.revoked_by = Some(caller.department.id.clone());
         g.reason = Some(reason);
         let ev = grant_event(caller, &g, "revoked");
-        self.commit_grant(g, ev).await
+        let from = vec![GrantState::Pending, GrantState::Approved, GrantState::DeemedApproved];
+        self.commit_grant(g, Expect::GrantIn(from), ev).await
     }
 
     /// Grants the caller may see (its own, those on its datasets, all for
@@ -262,27 +272,35 @@ impl Queries {
             .all()
             .into_iter()
             .filter(|g| self.sees_grant(caller, g))
-            .filter(|g| want.is_none_or(|w| g.effective_state(now, self.grants.policy()) == w))
+            .filter(|g| want.is_none_or(|w| g.effective_state(now, &self.grants.policy()) == w))
             .collect())
     }
 
     /// Records grants that became deemed approved (the reply deadline
     /// passed without a decision), each with its audit entry. The access
     /// decision already honours them from the deadline on; this makes the
-    /// record match. Returns how many.
+    /// record match. In cluster mode every node sweeps and logs what it
+    /// finds; the first entry for a grant applies everywhere, the others
+    /// find it no longer pending and change nothing, so a grant is deemed
+    /// approved, and audited as such, once. Returns how many this call
+    /// recorded.
     pub async fn sweep_deemed(&self) -> Result<usize> {
-        let _guard = self.gov_lock.lock().await;
-        let overdue = self.grants.overdue_pending();
-        for mut g in overdue.iter().cloned() {
+        let mut recorded = 0;
+        for mut g in self.grants.overdue_pending() {
             g.state = GrantState::DeemedApproved;
             let mut ev = system_event(&g.purpose, Action::Grant);
             ev.purpose_code = g.purpose_code.clone();
             ev.datasets = vec![g.dataset.clone()];
             ev.fields = g.fields.clone();
             ev.outcome = format!("deemed_approved {}", g.id);
-            self.commit_grant(g, ev).await?;
+            match self.commit_grant(g, Expect::GrantIn(vec![GrantState::Pending]), ev).await {
+                Ok(_) => recorded += 1,
+                // Decided, revoked or deemed through another node meanwhile.
+                Err(Error::Conflict(_)) => {}
+                Err(e) => return Err(e),
+            }
         }
-        Ok(overdue.len())
+        Ok(recorded)
     }
 
     /// A consumer disputes a field of a record (异议核查).
@@ -311,7 +329,6 @@ impl Queries {
         if claimed.chars().count() > MAX_TEXT {
             return Err(Error::InvalidValue(format!("claimed is limited to {MAX_TEXT} characters")));
         }
-        let _guard = self.gov_lock.lock().await;
         let now = self.grants.now();
         let due = self.calendar.add_working_days(cst_date(now), self.grants.policy().dispute_days);
         let d = Dispute {
@@ -332,14 +349,11 @@ impl Queries {
             resolved_at: None,
             resolved_by: None,
         };
-        let mut extra = d.write();
-        self.store.seal_into(&mut extra, &key);
         let mut ev = caller.event("dispute", Action::Dispute, Some(key));
         ev.datasets = vec![ds.id.clone()];
         ev.fields = vec![d.field.clone()];
         ev.outcome = format!("opened {}", d.id);
-        self.record(vec![ev], extra).await?;
-        Ok(d)
+        self.commit_dispute(d, &key, Expect::Absent, ev).await
     }
 
     /// The dataset's provider confirms the value or reports its
@@ -351,7 +365,6 @@ impl Queries {
             "corrected" => Resolution::Corrected,
             _ => return Err(Error::InvalidValue("outcome is confirmed or corrected".into())),
         };
-        let _guard = self.gov_lock.lock().await;
         let mut d = load_dispute(&**self.store.engine(), id)?
             .filter(|d| self.sees_dispute(caller, d))
             .ok_or_else(|| Error::NotFound("no such dispute".into()))?;
@@ -388,8 +401,7 @@ impl Queries {
         ev.datasets = vec![d.dataset.clone()];
         ev.fields = vec![d.field.clone()];
         ev.outcome = format!("{} {}", outcome.as_str(), d.id);
-        self.record(vec![ev], d.write()).await?;
-        Ok(d)
+        self.commit_dispute(d, &key, Expect::Open, ev).await
     }
 
     /// Disputes the caller may see, optionally `open`, `resolved` or `overdue`.

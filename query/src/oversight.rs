@@ -217,7 +217,7 @@ impl Queries {
                 .iter()
                 .filter(|g| {
                     mine(&g.dataset)
-                        && g.effective_state(now, self.grants.policy()) == GrantState::DeemedApproved
+                        && g.effective_state(now, &self.grants.policy()) == GrantState::DeemedApproved
                         && in_period(end_of_day(g.due_date()))
                 })
                 .count();

@@ -24,6 +24,8 @@ pub struct Queries {
     pub calendar: Arc<Calendar>,
     /// Serializes governance state changes (check, then commit).
     pub(crate) gov_lock: tokio::sync::Mutex<()>,
+    /// Cluster mode: the replicated log governance changes go through.
+    pub(crate) gov_log: std::sync::OnceLock<Arc<dyn crate::govlog::GovernanceLog>>,
     /// Wakes the job runner when a job is queued.
     pub(crate) job_wake: tokio::sync::Notify,
     /// Serializes the admission of jobs (count a department's unfinished
@@ -63,6 +65,7 @@ impl Queries {
             grants,
             calendar: Arc::new(calendar),
             gov_lock: tokio::sync::Mutex::new(()),
+            gov_log: std::sync::OnceLock::new(),
             job_wake: tokio::sync::Notify::new(),
             job_admission: tokio::sync::Mutex::new(()),
             job_retention: Duration::from_secs(30 * 86_400),

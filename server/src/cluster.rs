@@ -9,17 +9,26 @@
 //! Reads carry the position they reflect (`X-Basedata-Position`) and may
 //! ask for at least one (`X-Basedata-Min-Position`): read-your-writes
 //! across nodes.
+//!
+//! Governance changes (grants, disputes, responsible persons) travel on
+//! the stream's subject `<stream>.g` ([`GovernanceLog`] for the use cases
+//! in `basedata_query::replicated`), in the same order as the updates, and
+//! every node applies them at their place in that order.
 
 use crate::config::ClusterConfig;
 use async_nats::jetstream::context::PublishAckFuture;
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::{self, consumer, stream};
 use basedata_ingest::log::{
-    partition_of_subject, submit, submit_with, Applied, ApplyWatch, LogError, LogFuture, LoggedMessage, Outgoing, Partitioning,
-    Positions, Prepared, UpdateLog,
+    governance_subject, message_id, partition_of_subject, submit, submit_with, Applied, ApplyWatch, LogError, LogFuture,
+    LoggedMessage, Outgoing, Partitioning, Positions, Prepared, UpdateLog,
 };
+use basedata_query::replicated::{self, Entry, GovernanceLog};
+use basedata_query::Queries;
+use basedata_store::codec::encode;
 use basedata_store::commit::Committer;
-use basedata_store::{Catalog, Secret, Store, Update};
+use basedata_store::{Catalog, Cf, Secret, Store, Update, WriteBatch};
+use std::collections::BTreeMap;
 use futures_util::{FutureExt, StreamExt};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -67,10 +76,18 @@ pub struct ClusterStats {
     pub replicas_current: AtomicU64,
 }
 
+/// Outcomes of governance entries applied here, kept for the requests
+/// that logged them (a few minutes' worth at any realistic rate).
+const GOV_OUTCOMES_KEPT: usize = 4_096;
+
 /// A node's connection to the log.
 pub struct Cluster {
     cfg: ClusterConfig,
     partitioning: Partitioning,
+    /// `<stream>.g`.
+    gov_subject: String,
+    /// What applying each recent governance entry did, by position.
+    gov_outcomes: Mutex<BTreeMap<u64, replicated::Applied>>,
     client: async_nats::Client,
     js: jetstream::Context,
     positions: Positions,
@@ -112,6 +129,8 @@ impl Cluster {
         // the message again (under its id, so it is stored once).
         js.set_timeout(Duration::from_secs(5));
         Ok(Arc::new(Cluster {
+            gov_subject: governance_subject(&cfg.stream),
+            gov_outcomes: Mutex::new(BTreeMap::new()),
             partitioning: Partitioning::new(&cfg.stream, cfg.partitions, &cfg.served_partitions(), secret),
             client,
             js,
@@ -134,7 +153,7 @@ impl Cluster {
         let cfg = &self.cfg;
         let want = stream::Config {
             name: cfg.stream.clone(),
-            subjects: vec![format!("{}.p.*", cfg.stream), format!("{}.a.*", cfg.stream)],
+            subjects: stream_subjects(&cfg.stream),
             num_replicas: cfg.replicas,
             storage: stream::StorageType::File,
             retention: stream::RetentionPolicy::Limits,
@@ -151,14 +170,13 @@ impl Cluster {
             }
         };
         let mut info = s.info().await?.clone();
-        // A stream made before it carried every subject is updated in place,
-        // its other settings kept.
+        // A stream made by an older release lacks the newer subjects.
         let missing: Vec<String> = want.subjects.iter().filter(|w| !info.config.subjects.contains(w)).cloned().collect();
         if !missing.is_empty() {
-            let mut updated = info.config.clone();
-            updated.subjects.extend(missing);
-            info = self.js.update_stream(&updated).await?;
-            s = self.js.get_stream(&cfg.stream).await?;
+            let mut grown = info.config.clone();
+            grown.subjects.extend(missing.iter().cloned());
+            info = self.js.update_stream(grown).await?;
+            tracing::info!(stream = %cfg.stream, subjects = ?missing, "the stream now takes the newer subjects too");
         }
         let theirs = info.config.metadata.get(PARTITIONS_KEY).cloned().unwrap_or_default();
         if theirs != cfg.partitions.to_string() {
@@ -293,6 +311,59 @@ impl Cluster {
     }
 }
 
+/// The subjects of the stream: update partitions, governance entries and
+/// each node's audit entries.
+fn stream_subjects(stream: &str) -> Vec<String> {
+    vec![format!("{stream}.p.*"), governance_subject(stream), format!("{stream}.a.*")]
+}
+
+impl Cluster {
+    /// Remembers what applying the governance entry at `seq` did, for the
+    /// request that logged it.
+    fn gov_applied(&self, seq: u64, applied: replicated::Applied) {
+        let mut o = self.gov_outcomes.lock().unwrap_or_else(|e| e.into_inner());
+        o.insert(seq, applied);
+        while o.len() > GOV_OUTCOMES_KEPT {
+            o.pop_first();
+        }
+    }
+}
+
+impl GovernanceLog for Cluster {
+    fn node(&self) -> &str {
+        &self.cfg.node
+    }
+
+    fn append<'a>(&'a self, entry: Vec<u8>) -> replicated::LogFuture<'a, Result<u64, String>> {
+        Box::pin(async move {
+            if !self.stream_ok.load(Ordering::Acquire) {
+                return Err("this node has not reached the log yet".to_owned());
+            }
+            let payload = self.partitioning.seal(&self.gov_subject, &entry).map_err(|e| e.0)?;
+            let limit = self.client.server_info().max_payload.max(4096);
+            if payload.len() > limit {
+                return Err(format!("the entry takes {} bytes, more than the log's servers take ({limit})", payload.len()));
+            }
+            let prepared = Prepared {
+                messages: vec![Outgoing { subject: self.gov_subject.clone(), payload, id: message_id(), partition: 0, lines: 0 }],
+                too_large: Vec::new(),
+                limit,
+            };
+            let logged = self.publish(&prepared).await.map_err(|e| e.0)?;
+            logged.first().map(|m| m.position).ok_or_else(|| "the log acknowledged nothing".to_owned())
+        })
+    }
+
+    fn outcome<'a>(&'a self, position: u64) -> replicated::LogFuture<'a, Option<replicated::Applied>> {
+        Box::pin(async move {
+            if !self.positions.wait_for(position, self.apply_wait()).await {
+                return None;
+            }
+            self.gov_outcomes.lock().unwrap_or_else(|e| e.into_inner()).get(&position).cloned()
+        })
+    }
+}
+
 impl UpdateLog for Cluster {
     fn prepare(&self, store: &Store, dataset: &str, updates: &[Update]) -> Result<Prepared, LogError> {
         if !self.stream_ok.load(Ordering::Acquire) {
@@ -338,13 +409,15 @@ impl ApplyWatch for Cluster {
     }
 }
 
-/// What the applier writes with: the store's catalog and its one writer.
+/// What the applier writes with: the store's catalog and its one writer,
+/// and the governance use cases that apply governance entries.
 #[derive(Clone)]
 pub struct ApplyTo {
     pub catalog: Arc<Catalog>,
     pub committer: Arc<Committer>,
     /// Read (never written) by the audit trail's shipper and applier.
     pub store: Arc<Store>,
+    pub queries: Arc<Queries>,
 }
 
 /// Applies the log into the store, forever: restarts from the durable
@@ -474,6 +547,11 @@ async fn consume(
             submit_with(&to.committer, watch, chain, seq, Vec::new(), extra, true, permit).await?;
             continue;
         }
+        if m.subject.as_str() == cluster.gov_subject {
+            apply_governance(to, cluster, chain, in_flight, seq, &m.payload).await?;
+            unwritten = 0;
+            continue;
+        }
         let held = partition_of_subject(&cluster.cfg.stream, &m.subject).is_some_and(|p| cluster.partitioning.serves(p));
         // Another node's partition: nothing to open or apply; the position
         // passes it in order, through the writer, which writes nothing for
@@ -499,6 +577,57 @@ async fn consume(
         let permit = in_flight.clone().acquire_owned().await?;
         let watch: Arc<dyn ApplyWatch> = cluster.clone();
         submit(&to.committer, watch, chain, seq, updates, write_position, permit).await?;
+    }
+}
+
+/// Applies the governance entry at `seq`, once every message before it is
+/// durable here (so the state it is checked against, and the change-log
+/// mark a dispute takes, are the same at this point on every node), with
+/// the position in the same batch. Only the node that logged the entry
+/// records its audit events.
+async fn apply_governance(
+    to: &ApplyTo,
+    cluster: &Arc<Cluster>,
+    chain: &Arc<AtomicBool>,
+    in_flight: &Arc<tokio::sync::Semaphore>,
+    seq: u64,
+    payload: &[u8],
+) -> anyhow::Result<()> {
+    let _all = in_flight.clone().acquire_many_owned(IN_FLIGHT as u32).await?;
+    if chain.load(Ordering::Acquire) {
+        anyhow::bail!("a write of applied updates failed");
+    }
+    let entry = cluster
+        .partitioning
+        .unseal(&cluster.gov_subject, payload)
+        .and_then(|plain| Entry::decode(&plain).map_err(|e| e.to_string()))
+        .and_then(|e| {
+            let mine = e.origin == cluster.cfg.node;
+            let events = if mine { e.events().map_err(|e| e.to_string())? } else { Vec::new() };
+            Ok((e, mine, events))
+        });
+    let (entry, mine, events) = match entry {
+        Ok(x) => x,
+        Err(e) => {
+            cluster.stats.unreadable_messages.fetch_add(1, Ordering::Relaxed);
+            return Err(stuck(cluster, format!("governance entry {seq} cannot be applied here: {e}")));
+        }
+    };
+    let mut extra = WriteBatch::new();
+    extra.put(Cf::Meta, META_POSITION.to_vec(), encode(&seq));
+    match to.queries.apply_change(&entry.change, events, mine, extra).await {
+        Ok(applied) => {
+            if let Err(why) = &applied {
+                tracing::info!(position = seq, origin = %entry.origin, why = %why, "a governance entry found the state changed and changed nothing");
+            }
+            cluster.gov_applied(seq, applied);
+            cluster.applied(seq, Applied::default());
+            Ok(())
+        }
+        Err(e) => {
+            cluster.stats.apply_failures.fetch_add(1, Ordering::Relaxed);
+            anyhow::bail!("applying governance entry {seq} failed: {e}")
+        }
     }
 }
 

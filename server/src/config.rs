@@ -339,6 +339,11 @@ pub struct PolicyConfig {
     /// flagged in the sharing report.
     #[serde(default = "a_year")]
     pub responsible_max_age_days: u32,
+    /// Seconds between two looks for grants past their deadline (each
+    /// one found is recorded as deemed approved; in cluster mode through
+    /// the log, once for the cluster).
+    #[serde(default = "thirty")]
+    pub sweep_seconds: u32,
 }
 
 fn a_year() -> u32 {
@@ -370,6 +375,7 @@ impl Default for PolicyConfig {
             distinct_claims: 2,
             claim_period_days: 30,
             responsible_max_age_days: a_year(),
+            sweep_seconds: 30,
         }
     }
 }
@@ -508,6 +514,9 @@ impl Config {
         }
         if !(1..=100).contains(&self.policy.distinct_claims) || !(1..=3660).contains(&self.policy.claim_period_days) {
             bail!("[policy] distinct_claims is 1 to 100 and claim_period_days 1 to 3660");
+        }
+        if !(1..=3600).contains(&self.policy.sweep_seconds) {
+            bail!("[policy] sweep_seconds is 1 to 3600");
         }
         if self.policy.responsible_max_age_days == 0 {
             bail!("policy responsible_max_age_days must be at least 1");

@@ -93,6 +93,7 @@ pub fn app_state(store: Arc<Store>, cfg: &Config) -> anyhow::Result<AppState> {
         claims: cfg.policy.claims(),
         calendar,
         connections: fit_to_open_files(crate::conn::ConnLimits::from_config(&cfg.connections)?),
+        deadline_sweep: std::time::Duration::from_secs(u64::from(cfg.policy.sweep_seconds)),
     };
     let stored = basedata_query::staff::all(store.engine().as_ref())?;
     let staff = crate::accounts::staff::StaffBook::load(&cfg.staff, &stored, cfg.console, &departments)?;
@@ -119,8 +120,9 @@ pub async fn serve_tls(
     // Records grants that the reply deadline turned into deemed approvals.
     let sweeper = {
         let queries = state.queries.clone();
+        let every = state.deadline_sweep;
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
+            let mut tick = tokio::time::interval(every);
             loop {
                 tick.tick().await;
                 if let Err(e) = queries.sweep_deemed().await {
@@ -217,9 +219,11 @@ pub fn run(data: &Path, cfg: Config, listen: &str, key_file: Option<&Path>) -> a
             let cluster = crate::cluster::Cluster::connect(c, &secret, position).await?;
             tracing::info!(node = %node, position, "cluster mode: updates go through the replicated log");
             state = state.with_cluster(cluster.clone());
+            state.queries.use_governance_log(cluster.clone());
             let to = crate::cluster::ApplyTo {
                 catalog: state.catalog.clone(),
                 committer: state.committer.clone(),
+                queries: state.queries.clone(),
                 store: state.store.clone(),
             };
             tokio::spawn(crate::cluster::applier(to, cluster));

@@ -53,6 +53,8 @@ pub enum Action {
     Account,
     /// A change of a department's record of responsible persons.
     Responsible,
+    /// A switch of the governance policy (reply deadlines, deemed approval).
+    Policy,
 }
 
 impl Action {
@@ -70,11 +72,12 @@ impl Action {
             Action::AccessReport => "access_report",
             Action::Account => "account",
             Action::Responsible => "responsible",
+            Action::Policy => "policy",
         }
     }
 
     /// Every action, in the order of their stored codes.
-    pub const ALL: [Action; 12] = [
+    pub const ALL: [Action; 13] = [
         Action::Lookup,
         Action::Verify,
         Action::BatchVerify,
@@ -87,6 +90,7 @@ impl Action {
         Action::AccessReport,
         Action::Account,
         Action::Responsible,
+        Action::Policy,
     ];
 
     pub fn parse(s: &str) -> Option<Action> {

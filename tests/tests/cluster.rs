@@ -18,6 +18,16 @@
 //! verifications node 1 answered, each node checks every chain, and the
 //! chains' heads agree on nodes 1 to 3.
 //!
+//! Governance goes through the same log, under the same load and kills: a
+//! grant applied for through node 2 and approved through node 1 opens the
+//! photo on nodes 2 and 3, and its revocation through node 3 closes it on
+//! nodes 1 and 2; a dispute filed through node 2 is resolved through node
+//! 3; a grant left undecided is deemed approved exactly once when two nodes
+//! whose clocks run a month ahead both sweep it; a policy switch made
+//! through one node stands on all; every node, including the
+//! ones that joined late, were seeded from a backup or upgraded, ends with
+//! the same governance digest.
+//!
 //! Keys, batch sizes and target nodes come from a seed printed per run
 //! (`BASEDATA_CLUSTER_SEED` reruns with the same ones).
 
@@ -182,6 +192,47 @@ struct KeyModel {
     acked: u64,
 }
 
+/// A governance request through `node` that must end in `want`. While the
+/// log is electing a leader (`503` saying nothing changed) or the node has
+/// not yet applied what the request needs (`404` on a node just back), it
+/// is sent again, for up to a minute. A `503` saying the change is logged
+/// but not applied here yet is waited out by sending it again too: a
+/// decision is then refused as already made (`409`), which counts as done.
+fn gov_call(c: &Cluster, node: usize, who: &str, path: &str, body: &Value, want: u16) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut logged_before = false;
+    loop {
+        let r = req("POST", &c.url(node, path)).token(c.token(who)).try_json(body);
+        match r {
+            Ok(r) if r.status == want => return r.json,
+            Ok(r) if r.status == 409 && logged_before => return Value::Null,
+            Ok(r) if r.status == 503 || r.status == 404 => {
+                logged_before |= r.status == 503 && !r.text.contains("nothing changed");
+                assert!(Instant::now() < deadline, "{path} through node {node}: still {} after a minute: {}", r.status, r.text);
+            }
+            Ok(r) => panic!("{path} through node {node}: {} {}", r.status, r.text),
+            Err(e) => assert!(Instant::now() < deadline, "{path} through node {node}: {e}"),
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Waits (up to a minute) until `cond` holds.
+fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !cond() {
+        assert!(Instant::now() < deadline, "{what}: not within a minute");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Whether a lookup through `node` shows `key`'s photo (a conditional field).
+fn photo_visible(c: &Cluster, node: usize, key: &str) -> bool {
+    let r = req("GET", &c.url(node, &format!("/v1/persons/{key}?datasets=hukou"))).token(c.token("COUNTER")).purpose(PURPOSE).get();
+    assert_eq!(r.status, 200, "node {node}: {}", r.text);
+    r.json["datasets"]["hukou"]["fields"].get("photo").is_some()
+}
+
 fn line(key: &str, version: u64) -> Value {
     json!({"key": key, "version": version, "op": "upsert",
            "fields": {"name": format!("n{version}"), "gender": "1", "birth_date": "1980-01-01", "status": "normal"}})
@@ -232,6 +283,17 @@ fn cluster_survives_losing_a_nats_server_and_a_node() {
     assert_eq!(r.json["rejected"].as_array().unwrap().len(), 1, "{}", r.text);
     assert_eq!((r.json["rejected"][0]["line"].as_u64(), r.json["rejected"][0]["code"].as_str()), (Some(2), Some("payload_too_large")));
     assert_eq!(r.json["applied"].as_u64().unwrap() + r.json["logged"].as_u64().unwrap(), 1, "{}", r.text);
+
+    // A record with a photo, for the grants.
+    let gov_key = person_key(&gen, gen.persons + 1).as_str().to_owned();
+    let mut with_photo = line(&gov_key, 1);
+    with_photo["fields"]["photo"] = json!("aGVsbG8=");
+    let r = req("POST", &c.url(1, "/v1/datasets/hukou/updates")).token(c.token("GONGAN")).ndjson(&[with_photo]);
+    assert_eq!(r.status, 200, "{}", r.text);
+    eventually("the photo record on every node", || {
+        (1..=3).all(|n| req("GET", &c.url(n, &format!("/v1/persons/{gov_key}"))).token(c.token("COUNTER")).purpose(PURPOSE).get().status == 200)
+    });
+    assert!(!photo_visible(&c, 2, &gov_key), "the photo shows before any grant");
 
     let bad = req("GET", &c.url(2, &format!("/v1/persons/{}", keys[0])))
         .token(c.token("COUNTER"))
@@ -348,12 +410,35 @@ fn cluster_survives_losing_a_nats_server_and_a_node() {
     }
 
     let started = Instant::now();
+    // Under that load: a grant applied for through node 2 and approved
+    // through node 1 opens the photo on nodes 2 and 3; a dispute is filed
+    // through node 2; another grant is left undecided.
+    let application = |purpose: &str| json!({"dataset": "hukou", "fields": ["photo"], "purpose": purpose, "legal_basis": "《社会保险法》第七十二条"});
+    let grant = gov_call(&c, 2, "COUNTER", "/v1/grants", &application("社保待遇资格认证比对照片"), 201);
+    let grant_id = grant["id"].as_str().unwrap().to_owned();
+    let decided = gov_call(&c, 1, "GONGAN", &format!("/v1/grants/{grant_id}/decision"), &json!({"approve": true, "reason": "依法履职需要"}), 200);
+    assert!(decided.is_null() || decided["state"] == "approved", "{decided}");
+    for node in [2, 3] {
+        eventually(&format!("the approved photo on node {node}"), || photo_visible(&c, node, &gov_key));
+    }
+    let undecided = gov_call(&c, 1, "COUNTER", "/v1/grants", &application("出生医学证明核验"), 201);
+    let undecided_id = undecided["id"].as_str().unwrap().to_owned();
+    let dispute = gov_call(
+        &c,
+        2,
+        "COUNTER",
+        "/v1/disputes",
+        &json!({"subject": "person", "key": gov_key, "dataset": "hukou", "field": "name", "claimed": "张三", "note": "窗口核对"}),
+        201,
+    );
+    let dispute_id = dispute["id"].as_str().unwrap().to_owned();
+    eprintln!("{:>6.2} s governance: grant {grant_id} approved, grant {undecided_id} pending, dispute {dispute_id} open", started.elapsed().as_secs_f64());
     let phase = |name: &str| {
         let acked = acked_batches.load(SeqCst);
         eprintln!("{:>6.2} s {name}: {acked} batches acknowledged, {} not", started.elapsed().as_secs_f64(), refused_batches.load(SeqCst));
         acked
     };
-    std::thread::sleep(KILL_AT);
+    std::thread::sleep(KILL_AT.saturating_sub(started.elapsed()));
     let leader = c.status(1, false)["leader"].as_str().unwrap().to_owned();
     let nats_n = leader.trim_start_matches("nats-").to_owned();
     eprintln!("killing {leader} (the stream leader) and node-3");
@@ -385,6 +470,19 @@ fn cluster_survives_losing_a_nats_server_and_a_node() {
     Cluster::script(&c.dir, &["restart", "node", "3"]);
     node3_down.store(false, SeqCst);
     phase("node back");
+    // Node 3, back: resolves the dispute filed through node 2 and revokes
+    // the grant; the photo closes on nodes 1 and 2.
+    let resolved = gov_call(&c, 3, "GONGAN", &format!("/v1/disputes/{dispute_id}/resolution"), &json!({"outcome": "confirmed", "note": "经核实无误"}), 200);
+    assert!(resolved.is_null() || resolved["state"] == "resolved" || resolved["outcome"] == "confirmed", "{resolved}");
+    gov_call(&c, 3, "GONGAN", &format!("/v1/grants/{grant_id}/revoke"), &json!({"reason": "用途已结束"}), 200);
+    for node in [1, 2] {
+        eventually(&format!("the revoked photo closed on node {node}"), || !photo_visible(&c, node, &gov_key));
+    }
+    for node in 1..=3 {
+        let r = req("GET", &c.url(node, &format!("/v1/disputes?state=resolved"))).token(c.token("COUNTER")).get();
+        assert!(r.json["disputes"].as_array().is_some_and(|a| a.iter().any(|d| d["id"] == dispute_id.as_str())), "node {node}: {}", r.text);
+    }
+    phase("governance done");
     std::thread::sleep(stop_at.saturating_sub(started.elapsed()));
     stop.store(true, SeqCst);
     for t in threads {
@@ -550,8 +648,76 @@ fn cluster_survives_losing_a_nats_server_and_a_node() {
     assert!(upgraded.logs().contains(&format!("\"from\":{}", stopped_at + 1)), "{}", tail(&upgraded.logs()));
     assert_eq!(c.status_of(&upgraded, true)["digest"], c.status(1, true)["digest"]);
 
+    // Deemed approval, once for the cluster: two more nodes whose clocks run
+    // a month ahead catch up and sweep every second; both find the
+    // undecided grant past its deadline, and the first entry wins.
+    let ahead = format!("clock_offset_seconds = {}\n{config}\n[policy]\nsweep_seconds = 1\n", 30 * 86_400);
+    let ahead8 = c.extra_node("node-8", "node-8-ahead", &ahead, &[]);
+    let ahead9 = c.extra_node("node-9", "node-9-ahead", &ahead, &[]);
+    for node in 1..=3 {
+        eventually(&format!("the undecided grant deemed approved on node {node}"), || {
+            let r = req("GET", &c.url(node, &format!("/v1/grants/{undecided_id}"))).token(c.token("COUNTER")).get();
+            r.json["state"] == "deemed_approved"
+        });
+    }
+    let last = c.status(1, false)["stream_last"].as_u64().unwrap();
+    c.wait_caught_up(&ahead8, last, "node-8");
+    c.wait_caught_up(&ahead9, last, "node-9");
+    // Its audit entry exists once in the cluster, wherever it is read.
+    let deemed = format!("deemed_approved {undecided_id}");
+    let mut seen = std::collections::BTreeSet::new();
+    let mut read = |name: &str, r: Resp| {
+        assert_eq!(r.status, 200, "{name}: {}", r.text);
+        for e in r.json["entries"].as_array().unwrap() {
+            if e["outcome"] == deemed.as_str() {
+                seen.insert((e["node"].as_str().unwrap_or(name).to_owned(), e["seq"].as_u64().unwrap()));
+            }
+        }
+    };
+    let audit = "/v1/audit?department=system&limit=1000";
+    for node in 1..=3 {
+        read(&format!("node-{node}"), req("GET", &c.url(node, audit)).token(c.token("AUDITOR")).get());
+    }
+    for (name, n) in [("node-8", &ahead8), ("node-9", &ahead9)] {
+        read(name, n.req("GET", audit).token(c.token("AUDITOR")).get());
+    }
+    assert_eq!(seen.len(), 1, "the deemed approval is audited {} times: {seen:?}", seen.len());
+    eprintln!("deemed approved once, audited by {:?}", seen.iter().next().unwrap().0);
+
+    // A policy switch through node 2 stands on every node.
+    let r = req("PUT", &c.url(2, "/v1/policy")).token(c.token("ADMIN")).json(&json!({"dispute_days": 7}));
+    assert_eq!((r.status, r.json["source"].as_str()), (200, Some("api")), "{}", r.text);
+    for node in [1, 3] {
+        eventually(&format!("the policy switch on node {node}"), || {
+            req("GET", &c.url(node, "/v1/policy")).token(c.token("COUNTER")).get().json["dispute_days"] == 7
+        });
+    }
+
+    // The same governance state everywhere: the three, the late joiner,
+    // the node seeded from a backup, the upgraded one and the two ahead.
+    let last = c.status(1, false)["stream_last"].as_u64().unwrap();
+    let mut governance = Vec::new();
+    for node in 1..=3 {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while c.status(node, false)["position"].as_u64().unwrap() < last {
+            assert!(Instant::now() < deadline, "node {node} did not catch up to {last}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        governance.push((format!("node-{node}"), c.status(node, true)["governance"].clone()));
+    }
+    for (name, n) in [("node-4", &late), ("node-5", &seeded), ("node-7", &upgraded), ("node-8", &ahead8), ("node-9", &ahead9)] {
+        c.wait_caught_up(n, last, name);
+        governance.push((name.to_owned(), c.status_of(n, true)["governance"].clone()));
+    }
+    eprintln!("governance at position {last}: {}", governance[0].1);
+    assert_eq!(governance[0].1["grants"], 2, "{}", governance[0].1);
+    assert_eq!(governance[0].1["disputes"], 1, "{}", governance[0].1);
+    for (name, g) in &governance {
+        assert_eq!((g["digest"].as_str(), g["policy"].as_str()), (governance[0].1["digest"].as_str(), governance[0].1["policy"].as_str()), "{name}: {g}");
+    }
+
     // The cluster-wide audit trail: every node's chain, on every node.
-    let last = c.quiesce(&[&late, &seeded, &partial, &upgraded]);
+    let last = c.quiesce(&[&late, &seeded, &partial, &upgraded, &ahead8, &ahead9]);
     let key = verified_on_1.lock().unwrap().clone().expect("node 1 answered no verification");
     let r = req("GET", &c.url(3, &format!("/v1/audit?key={key}&limit=10000"))).token(c.token("AUDITOR")).get();
     assert_eq!(r.status, 200, "{}", r.text);
@@ -591,4 +757,34 @@ fn cluster_survives_losing_a_nats_server_and_a_node() {
 fn tail(s: &str) -> String {
     let lines: Vec<&str> = s.lines().collect();
     lines[lines.len().saturating_sub(30)..].join("\n")
+}
+
+/// A node that cannot reach the log (no NATS server at its address) takes
+/// no governance change — `503`, nothing changed — and goes on answering
+/// reads with the state it has.
+#[test]
+fn a_node_cut_off_from_the_log_refuses_governance_changes_and_keeps_answering() {
+    let dir = tempfile::tempdir().unwrap();
+    let nowhere = format!("nats://127.0.0.1:{}", free_port());
+    let s = Server::start_in(dir.path(), &standard_config(), &["--cluster", &nowhere, "--node", "cut-off"]);
+    let grant = json!({"dataset": "hukou", "fields": ["photo"], "purpose": "社保待遇资格认证比对照片", "legal_basis": "《社会保险法》第七十二条"});
+    let r = s.req("POST", "/v1/grants").token(tokens::COUNTER).json(&grant);
+    assert_eq!((r.status, r.code()), (503, "unavailable"), "{}", r.text);
+    assert!(r.text.contains("nothing changed"), "{}", r.text);
+    let dispute = json!({"subject": "person", "key": "11010519491231002X", "dataset": "hukou", "field": "name", "claimed": "张三"});
+    let r = s.req("POST", "/v1/disputes").token(tokens::COUNTER).json(&dispute);
+    assert_eq!((r.status, r.code()), (503, "unavailable"), "{}", r.text);
+    let person = json!({"persons": [{"name": "王五", "post": "科长", "contact": "020-00000000", "since": "2026-01-05"}]});
+    let r = s.req("PUT", "/v1/departments/gongan/responsible").token(tokens::ADMIN).json(&person);
+    assert_eq!((r.status, r.code()), (503, "unavailable"), "{}", r.text);
+    // Checks that need no change still answer as on any node.
+    let r = s.req("POST", "/v1/grants").token(tokens::COUNTER).json(&json!({"dataset": "hukou", "fields": ["name"], "purpose": "p", "legal_basis": "b"}));
+    assert_eq!((r.status, r.code()), (400, "invalid_value"), "{}", r.text);
+    // Reads go on with the state it has.
+    let r = s.req("GET", "/v1/grants").token(tokens::COUNTER).get();
+    assert_eq!(r.json["grants"], json!([]), "{}", r.text);
+    let r = s.req("GET", "/v1/persons/11010519491231002X").token(tokens::COUNTER).purpose(PURPOSE).get();
+    assert_eq!(r.status, 404, "{}", r.text);
+    assert_eq!(s.req("GET", "/v1/departments").token(tokens::COUNTER).get().status, 200);
+    assert_eq!(s.req("GET", "/readyz").get().status, 503, "a node without the log takes no changes");
 }

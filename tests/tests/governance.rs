@@ -126,6 +126,55 @@ fn unanswered_grants_are_deemed_approved_unless_switched_off() {
 }
 
 #[test]
+fn administrators_switch_the_policy_and_the_switch_outlasts_the_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Server::start_in(dir.path(), &config(0, ""), &[]);
+    push(&s, tokens::GONGAN, "hukou", &[hukou(P1, 1, "张三")]);
+    let p = s.req("GET", "/v1/policy").token(tokens::COUNTER).get();
+    assert_eq!(p.status, 200, "{}", p.text);
+    assert_eq!((p.json["source"].as_str(), p.json["deemed_approval"].as_bool(), p.json["grant_reply_days"].as_u64()), (Some("config"), Some(true), Some(5)));
+    let put = |token: &str, body: Value| s.req("PUT", "/v1/policy").token(token).json(&body);
+    for (token, body, status, code) in [
+        (tokens::GONGAN, json!({"deemed_approval": false}), 403, "forbidden"),
+        (tokens::ADMIN, json!({"grant_reply_days": 0}), 400, "invalid_value"),
+        (tokens::ADMIN, json!({"dispute_days": 61}), 400, "invalid_value"),
+        (tokens::ADMIN, json!({"deemed": false}), 400, "invalid_body"),
+        (tokens::ADMIN, json!({"deemed_approval": "no"}), 400, "invalid_body"),
+    ] {
+        let r = put(token, body.clone());
+        assert_eq!((r.status, r.code()), (status, code), "{body}: {}", r.text);
+    }
+    let r = put(tokens::ADMIN, json!({"deemed_approval": false, "grant_reply_days": 3}));
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!((r.json["source"].as_str(), r.json["set_by"].as_str(), r.json["deemed_approval"].as_bool()), (Some("api"), Some("admin"), Some(false)));
+    assert_eq!((r.json["grant_reply_days"].as_u64(), r.json["dispute_days"].as_u64()), (Some(3), Some(5)), "left out, left as it was");
+    // A new application's deadline follows the switch: 3 working days.
+    let g = s.req("POST", "/v1/grants").token(tokens::COUNTER)
+        .json(&json!({"dataset": "hukou", "fields": ["photo"], "purpose": "p", "legal_basis": "b"}));
+    assert_eq!(g.status, 201, "{}", g.text);
+    let id = g.json["id"].as_str().unwrap().to_owned();
+    let audit = s.req("GET", "/v1/audit?department=admin").token(tokens::AUDITOR).get();
+    let switched: Vec<&Value> = audit.json["entries"].as_array().unwrap().iter().filter(|e| e["action"] == "policy").collect();
+    assert_eq!(switched.len(), 1, "{}", audit.text);
+    assert!(switched[0]["outcome"].as_str().unwrap().contains("deemed_approval=false"), "{}", audit.text);
+    s.terminate();
+
+    // Three weeks later, restarted with the configuration's rule on: the
+    // switch stands, so the grant is still pending.
+    let mut s = Server::start_in(dir.path(), &config(21, "[policy]\ndeemed_approval = true"), &[]);
+    let g = s.req("GET", &format!("/v1/grants/{id}")).token(tokens::COUNTER).get();
+    assert_eq!(g.json["state"], "pending", "{}", g.text);
+    assert!(!photo_visible(&s));
+    // Switched on again: deemed approved at once, and the photo shows.
+    let r = s.req("PUT", "/v1/policy").token(tokens::ADMIN).json(&json!({"deemed_approval": true}));
+    assert_eq!((r.status, r.json["deemed_approval"].as_bool()), (200, Some(true)), "{}", r.text);
+    let g = s.req("GET", &format!("/v1/grants/{id}")).token(tokens::COUNTER).get();
+    assert_eq!(g.json["state"], "deemed_approved", "{}", g.text);
+    assert!(photo_visible(&s));
+    s.terminate();
+}
+
+#[test]
 fn disputes_are_checked_and_corrected_by_the_provider() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = Server::start_in(dir.path(), &config(0, ""), &[]);

@@ -189,7 +189,7 @@ async fn queues(State(state): State<AppState>, session: Session) -> Response {
     let caller = session.staff.caller();
     let now = state.queries.grants.now();
     let today = basedata_query::gov::cst_date(now);
-    let policy = state.queries.grants.policy();
+    let policy = &state.queries.grants.policy();
     let mut body = String::new();
     match state.queries.grants_list(&caller, None) {
         Ok(mut grants) => {

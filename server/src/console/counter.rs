@@ -507,6 +507,8 @@ pub fn action_title(a: &str) -> &'static str {
         "sign_in" => "登录",
         "access_report" => "打印使用记录告知单",
         "account" => "账号管理",
+        "responsible" => "责任人登记",
+        "policy" => "共享规则调整",
         _ => "其他",
     }
 }

@@ -3,7 +3,7 @@
 //! that tags every answer with the log position it reflects and holds a
 //! request asking for a position this node has not reached yet.
 
-use super::schema::{ChainHeadDoc, ClusterAudit, ClusterReplica, ClusterStatus, ErrorBody};
+use super::schema::{ChainHeadDoc, ClusterAudit, ClusterReplica, ClusterStatus, ErrorBody, GovernanceState};
 use super::{ApiError, ApiResult, AppState};
 use crate::auth::Caller;
 use crate::cluster::{MIN_POSITION_HEADER, POSITION_HEADER};
@@ -42,10 +42,28 @@ pub async fn status(
     // Without the log the node still tells where it is.
     let info = cluster.stream_info().await.ok();
     let position = cluster.position();
-    let cfg = cluster.config();
-    let (records, digest, audit_chains) = if q.digest.unwrap_or(false) {
+    let (records, digest, governance) = if q.digest.unwrap_or(false) {
         let store = state.store.clone();
         let (n, d) = tokio::task::spawn_blocking(move || store.records_digest()).await.map_err(ApiError::internal)??;
+        let queries = state.queries.clone();
+        let g = tokio::task::spawn_blocking(move || queries.governance_digest()).await.map_err(ApiError::internal)??;
+        let p = state.queries.grants.policy();
+        let governance = GovernanceState {
+            grants: g.grants,
+            disputes: g.disputes,
+            responsible: g.responsible,
+            digest: g.digest,
+            policy: format!(
+                "grant_reply_days={} dispute_days={} deemed_approval={} responsible_max_age_days={}",
+                p.grant_reply_days, p.dispute_days, p.deemed_approval, p.responsible_max_age_days
+            ),
+        };
+        (Some(n), Some(d), Some(governance))
+    } else {
+        (None, None, None)
+    };
+    let cfg = cluster.config();
+    let audit_chains = if q.digest.unwrap_or(false) {
         let store = state.store.clone();
         let (local, remote) = tokio::task::spawn_blocking(move || -> basedata_store::Result<_> {
             Ok((store.audit_head()?, store.remote_chains()?))
@@ -56,9 +74,9 @@ pub async fn status(
         let mut chains: std::collections::BTreeMap<String, ChainHeadDoc> =
             remote.into_iter().map(|(node, c)| (node, head(c.head))).collect();
         chains.insert(cfg.node.clone(), head(local));
-        (Some(n), Some(d), Some(chains))
+        Some(chains)
     } else {
-        (None, None, None)
+        None
     };
     let audit = {
         let st = &cluster.audit.stats;
@@ -107,6 +125,7 @@ pub async fn status(
         digest,
         audit,
         audit_chains,
+        governance,
     }))
 }
 

@@ -29,7 +29,7 @@ pub fn grant_doc(g: &Grant, state: &AppState) -> GrantDoc {
         purpose: g.purpose.clone(),
         purpose_code: g.purpose_code.clone(),
         legal_basis: g.legal_basis.clone(),
-        state: g.effective_state(now, state.queries.grants.policy()).as_str().into(),
+        state: g.effective_state(now, &state.queries.grants.policy()).as_str().into(),
         created_at: format_datetime(g.created_at),
         due: format_date(g.due_date()),
         decided_at: g.decided_at.map(format_datetime),

@@ -81,6 +81,9 @@ pub struct AppStateInner {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Longest a request may take (body streaming endpoints excepted).
     pub request_timeout: Duration,
+    /// How often unanswered grants past their deadline are recorded as
+    /// deemed approved.
+    pub deadline_sweep: Duration,
     /// Largest update body.
     pub max_body_bytes: usize,
     /// Cluster mode: the replicated update log (None on a single node).
@@ -108,6 +111,7 @@ pub struct Settings {
     pub claims: basedata_query::claims::ClaimPolicy,
     pub calendar: Calendar,
     pub connections: crate::conn::ConnLimits,
+    pub deadline_sweep: Duration,
 }
 
 impl Default for Settings {
@@ -121,6 +125,7 @@ impl Default for Settings {
             claims: basedata_query::claims::ClaimPolicy::default(),
             calendar: Calendar::builtin(),
             connections: crate::conn::ConnLimits::default(),
+            deadline_sweep: Duration::from_secs(30),
         }
     }
 }
@@ -156,6 +161,7 @@ impl AppState {
             catalog_json: catalog_json.into(),
             metrics: Arc::new(crate::metrics::Metrics::new()),
             request_timeout: settings.request_timeout,
+            deadline_sweep: settings.deadline_sweep,
             max_body_bytes: settings.max_body_bytes,
             cluster: None,
             conn_limits: settings.connections,
@@ -213,6 +219,7 @@ pub fn router_with(state: AppState, pages: Router<AppState>) -> Router {
         .route("/v1/disputes/{id}/resolution", post(gov::resolve_dispute))
         .route("/v1/departments", get(departments::list))
         .route("/v1/departments/{id}/responsible", axum::routing::put(departments::set_responsible))
+        .route("/v1/policy", get(departments::policy).put(departments::switch_policy))
         .route("/v1/reports/sharing", get(reports::sharing))
         .route("/v1/reports/annual", get(annual::annual))
         .route("/v1/reports/freshness", get(reports::freshness))

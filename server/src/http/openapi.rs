@@ -32,7 +32,7 @@ impl Modify for BearerAuth {
         gov::file_dispute, gov::list_disputes, gov::resolve_dispute,
         audit::list, audit::verify, cluster::status,
         reports::sharing, reports::freshness, annual::annual,
-        departments::list, departments::set_responsible,
+        departments::list, departments::set_responsible, departments::policy, departments::switch_policy,
     ),
     components(schemas(ErrorBody, ErrorDetail, UpdateLine, IdType))
 )]

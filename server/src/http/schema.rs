@@ -249,6 +249,11 @@ pub struct ClusterStatus {
     pub records: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub digest: Option<String>,
+    /// Governance state held here (grants, disputes, responsible persons),
+    /// when asked for with `digest=true`: equal on nodes that applied the
+    /// same log.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub governance: Option<GovernanceState>,
     /// Shipping this node's audit chain through the log.
     pub audit: ClusterAudit,
     /// With `digest=true`: the head of every audit chain held here, this
@@ -286,6 +291,21 @@ pub struct ChainHeadDoc {
     pub seq: u64,
     /// Hex.
     pub hash: String,
+}
+
+/// A node's governance state in brief.
+#[derive(Serialize, ToSchema)]
+pub struct GovernanceState {
+    pub grants: u64,
+    pub disputes: u64,
+    /// Departments with responsible persons recorded through the API.
+    pub responsible: u64,
+    /// BLAKE3 of the records in key order (a dispute without its
+    /// node-local change-log mark).
+    pub digest: String,
+    /// This node's deadline policy: nodes that disagree on it disagree on
+    /// when a grant is deemed approved.
+    pub policy: String,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -657,6 +677,34 @@ pub struct DepartmentDoc {
 #[derive(Serialize, ToSchema)]
 pub struct DepartmentList {
     pub departments: Vec<DepartmentDoc>,
+}
+
+/// The governance policy in force: reply deadlines and the deemed-approval rule.
+#[derive(Serialize, ToSchema)]
+pub struct PolicyDoc {
+    /// Working days a provider has to answer a grant application.
+    pub grant_reply_days: u32,
+    /// Working days a provider has to check a dispute.
+    pub dispute_days: u32,
+    /// A grant unanswered by its due date counts as approved.
+    pub deemed_approval: bool,
+    pub responsible_max_age_days: u32,
+    /// `config` (the configuration file) or `api` (switched through `PUT /v1/policy`).
+    pub source: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub set_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub set_by: Option<String>,
+}
+
+/// `PUT /v1/policy`: what to switch; members left out stay as they are.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyRequest {
+    pub grant_reply_days: Option<u32>,
+    pub dispute_days: Option<u32>,
+    pub deemed_approval: Option<bool>,
+    pub responsible_max_age_days: Option<u32>,
 }
 
 /// `PUT /v1/departments/{id}/responsible`: the whole new record.

@@ -1,0 +1,160 @@
+//! The governance log's entries, apart from how they are applied: a
+//! governance state change as the node that took the request decided it
+//! (`Change`, with the precondition it needs), the entry that carries it
+//! and the request's audit events through a replicated log (`Entry`), and
+//! the log as the use cases see it (`GovernanceLog`). `replicated` applies
+//! them.
+
+use crate::error::{Error, Result};
+use crate::gov::{Dispute, Grant, GrantState, PolicyRecord, ResponsibleRecord};
+use basedata_store::codec::{encode_marked, marked_body};
+use basedata_store::keys::DocType;
+use basedata_store::{Action, AuditEvent, SubjectKey};
+use std::future::Future;
+use std::pin::Pin;
+
+/// What a change expects of the record it replaces.
+#[derive(Clone, Debug, PartialEq, Eq, bincode::Encode, bincode::Decode)]
+pub enum Expect {
+    /// No record of its id yet (a new grant or dispute).
+    Absent,
+    /// A grant stored in one of these states.
+    GrantIn(Vec<GrantState>),
+    /// A dispute not yet resolved.
+    Open,
+    /// Whatever is there: a replacement.
+    Anything,
+}
+
+/// One governance state change, as the node that took the request decided it.
+#[derive(Clone, Debug, PartialEq, bincode::Encode, bincode::Decode)]
+pub enum Change {
+    Grant { grant: Grant, expect: Expect },
+    /// `key` is the subject's document type and key: a new dispute seals
+    /// it into every node's key mapping, so that any node can resolve it.
+    Dispute { dispute: Dispute, key: (u8, String), expect: Expect },
+    Responsible { department: String, record: ResponsibleRecord },
+    /// A policy switch: the last in log order stands on every node.
+    Policy { record: PolicyRecord },
+}
+
+/// What an applied change stored.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Changed {
+    Grant(Grant),
+    Dispute(Dispute),
+    Responsible,
+    Policy,
+}
+
+/// What applying an entry did: the change, or why its precondition failed.
+pub type Applied = std::result::Result<Changed, String>;
+
+/// An audit event as it travels in a log entry: the store's event holds a
+/// parsed key, the entry the key's document type and normalized number.
+#[derive(Clone, Debug, PartialEq, bincode::Encode, bincode::Decode)]
+struct LoggedEvent {
+    department: String,
+    operator: Option<String>,
+    operator_verified: bool,
+    purpose: String,
+    purpose_code: Option<String>,
+    action: Action,
+    key: Option<(u8, String)>,
+    datasets: Vec<String>,
+    fields: Vec<String>,
+    outcome: String,
+}
+
+/// One entry of the governance log.
+#[derive(Clone, Debug, PartialEq, bincode::Encode, bincode::Decode)]
+pub struct Entry {
+    /// The node that took the request: the one that records its events.
+    pub origin: String,
+    pub change: Change,
+    events: Vec<LoggedEvent>,
+}
+
+/// Format marker of [`Entry`] in the log.
+const ENTRY_FORMAT: u8 = 1;
+
+fn key_parts(k: &SubjectKey) -> (u8, String) {
+    (k.doc_type().as_u8(), k.as_str().to_owned())
+}
+
+pub(crate) fn key_of((doc, key): &(u8, String)) -> Result<SubjectKey> {
+    let doc = DocType::from_u8(*doc).ok_or_else(|| Error::Internal(format!("a log entry names document type {doc}")))?;
+    SubjectKey::from_normalized_bytes(doc, key.as_bytes()).map_err(|e| Error::Internal(format!("a log entry's key: {e}")))
+}
+
+impl Entry {
+    pub fn new(origin: &str, change: Change, events: &[AuditEvent]) -> Entry {
+        let events = events
+            .iter()
+            .map(|e| LoggedEvent {
+                department: e.department.clone(),
+                operator: e.operator.clone(),
+                operator_verified: e.operator_verified,
+                purpose: e.purpose.clone(),
+                purpose_code: e.purpose_code.clone(),
+                action: e.action,
+                key: e.key.as_ref().map(key_parts),
+                datasets: e.datasets.clone(),
+                fields: e.fields.clone(),
+                outcome: e.outcome.clone(),
+            })
+            .collect();
+        Entry { origin: origin.to_owned(), change, events }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        encode_marked(ENTRY_FORMAT, self)
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Entry> {
+        let (marker, body) = marked_body("governance log entry", bytes)?;
+        if marker != ENTRY_FORMAT {
+            return Err(Error::Internal(format!("governance log entry of unknown format {marker}: is this node older than its peers?")));
+        }
+        Ok(body.decode()?)
+    }
+
+    /// The request's audit events, to be recorded by its origin.
+    pub fn events(&self) -> Result<Vec<AuditEvent>> {
+        self.events
+            .iter()
+            .map(|e| {
+                Ok(AuditEvent {
+                    department: e.department.clone(),
+                    operator: e.operator.clone(),
+                    operator_verified: e.operator_verified,
+                    purpose: e.purpose.clone(),
+                    purpose_code: e.purpose_code.clone(),
+                    action: e.action,
+                    key: e.key.as_ref().map(key_of).transpose()?,
+                    datasets: e.datasets.clone(),
+                    fields: e.fields.clone(),
+                    outcome: e.outcome.clone(),
+                    key_mapped: false,
+                    rejected_lines: 0,
+                })
+            })
+            .collect()
+    }
+}
+
+/// A future of the log, boxed so that [`GovernanceLog`] is object-safe.
+pub type LogFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The replicated log as the governance use cases see it (cluster mode).
+pub trait GovernanceLog: Send + Sync {
+    /// This node's name, carried in its entries.
+    fn node(&self) -> &str;
+    /// Appends an encoded [`Entry`]; once this returns its position, the
+    /// entry is durable in the log.
+    fn append<'a>(&'a self, entry: Vec<u8>) -> LogFuture<'a, std::result::Result<u64, String>>;
+    /// Waits (bounded) until this node has applied `position`, and says
+    /// what applying it did; `None` when the wait ran out.
+    fn outcome<'a>(&'a self, position: u64) -> LogFuture<'a, Option<Applied>>;
+}
+

@@ -1,0 +1,262 @@
+//! Governance state changes as entries of a replicated log. A grant,
+//! dispute or responsible-persons change is decided by the node that took
+//! the request (who may do it, what the new record is, with every time in
+//! it taken from that node's clock once), then applied against a
+//! precondition on the record it replaces: at once on a single node, and
+//! in cluster mode by every node in log order, so that all nodes hold the
+//! same governance state and a change that lost a race (two decisions on
+//! one grant, two nodes deeming it approved) is refused everywhere alike.
+//!
+//! The request's audit events travel in the entry and are recorded only by
+//! the node that took the request, in the same atomic batch as the state
+//! it changes there: one entry in the trail per change, on the node that
+//! answered it.
+
+use crate::error::{Error, Result};
+use crate::gov::{dispute_key, grant_key, load_dispute, Dispute, Grant, PolicyRecord, POLICY_KEY};
+use crate::govlog::key_of;
+pub use crate::govlog::{Applied, Change, Changed, Entry, Expect, GovernanceLog, LogFuture};
+use crate::service::Queries;
+use basedata_store::caller::{Caller, Role};
+use basedata_store::{Action, AuditEvent, Cf, WriteBatch};
+
+/// Why `current` does not meet `expect`, if it does not.
+fn grant_precondition(expect: &Expect, current: Option<&Grant>) -> std::result::Result<(), String> {
+    match (expect, current) {
+        (Expect::Anything, _) | (Expect::Absent, None) => Ok(()),
+        (Expect::GrantIn(states), Some(g)) if states.contains(&g.state) => Ok(()),
+        (_, Some(g)) => Err(format!("the grant was {} meanwhile; this change no longer applies", g.state.as_str())),
+        (_, None) => Err("no such grant".into()),
+    }
+}
+
+fn dispute_precondition(expect: &Expect, current: Option<&Dispute>) -> std::result::Result<(), String> {
+    match (expect, current) {
+        (Expect::Anything, _) | (Expect::Absent, None) => Ok(()),
+        (Expect::Open, Some(d)) if d.is_open() => Ok(()),
+        (Expect::Open, Some(_)) => Err("the dispute was resolved meanwhile".into()),
+        (_, Some(_)) => Err("a dispute of this id exists".into()),
+        (_, None) => Err("no such dispute".into()),
+    }
+}
+
+impl Queries {
+    /// The deadline policy in force and the switch it comes from (`None`:
+    /// the configuration), for anyone authenticated.
+    pub fn policy(&self) -> (crate::gov::Policy, Option<PolicyRecord>) {
+        (self.grants.policy(), self.grants.policy_record())
+    }
+
+    /// An administrator switches the deadline policy: what `change` sets
+    /// replaces the policy in force, on every node of a cluster, from its
+    /// place in the log on; audited (`policy`).
+    pub async fn switch_policy(&self, caller: &Caller, change: &PolicyChange) -> Result<crate::gov::Policy> {
+        if !caller.department.has(Role::Admin) {
+            return Err(Error::Forbidden("only an administrator switches the governance policy".into()));
+        }
+        let mut p = self.grants.policy();
+        let days = |name: &str, v: Option<u32>, max: u32, into: &mut u32| match v {
+            Some(d) if (1..=max).contains(&d) => {
+                *into = d;
+                Ok(())
+            }
+            Some(_) => Err(Error::InvalidValue(format!("{name} is 1 to {max} days"))),
+            None => Ok(()),
+        };
+        days("grant_reply_days", change.grant_reply_days, 60, &mut p.grant_reply_days)?;
+        days("dispute_days", change.dispute_days, 60, &mut p.dispute_days)?;
+        days("responsible_max_age_days", change.responsible_max_age_days, 3660, &mut p.responsible_max_age_days)?;
+        if let Some(d) = change.deemed_approval {
+            p.deemed_approval = d;
+        }
+        let record = PolicyRecord { policy: p, set_at: self.grants.now(), set_by: caller.department.id.clone() };
+        let mut ev = caller.event("governance policy", Action::Policy, None);
+        ev.outcome = format!(
+            "grant_reply_days={} dispute_days={} deemed_approval={} responsible_max_age_days={}",
+            p.grant_reply_days, p.dispute_days, p.deemed_approval, p.responsible_max_age_days
+        );
+        self.govern(Change::Policy { record }, vec![ev]).await?;
+        Ok(p)
+    }
+
+    /// Cluster mode: governance changes go through `log`.
+    pub fn use_governance_log(&self, log: std::sync::Arc<dyn GovernanceLog>) {
+        // Set once at start-up, before any request.
+        let _ = self.gov_log.set(log);
+    }
+
+    /// Whether governance changes go through a replicated log.
+    pub fn governance_logged(&self) -> bool {
+        self.gov_log.get().is_some()
+    }
+
+    /// Makes `change` with its audit `events`: at once on a single node;
+    /// in cluster mode once the log holds it and this node has applied it.
+    pub(crate) async fn govern(&self, change: Change, events: Vec<AuditEvent>) -> Result<Changed> {
+        let applied = match self.gov_log.get() {
+            None => self.apply_change(&change, events, true, WriteBatch::new()).await?,
+            Some(log) => {
+                let entry = Entry::new(log.node(), change, &events);
+                let position = log.append(entry.encode()).await.map_err(|e| {
+                    Error::Unavailable(format!("the governance log did not take the change ({e}); nothing changed, send it again"))
+                })?;
+                log.outcome(position).await.ok_or_else(|| {
+                    Error::Unavailable(format!(
+                        "the change is in the governance log at position {position} but this node has not applied it yet; it takes effect on every node — look it up before sending it again"
+                    ))
+                })?
+            }
+        };
+        applied.map_err(Error::Conflict)
+    }
+
+    /// Applies one change: its record if `change`'s precondition holds,
+    /// with `events` (the node that took the request records them; the
+    /// others pass none) and `extra` (the log position, in cluster mode) in
+    /// one atomic batch. A failed precondition writes only `extra`.
+    /// Every node that applies the same entries in the same order ends with
+    /// the same records (a dispute's change-log mark is each node's own).
+    pub async fn apply_change(&self, change: &Change, events: Vec<AuditEvent>, mine: bool, mut extra: WriteBatch) -> Result<Applied> {
+        let _guard = self.gov_lock.lock().await;
+        let events = if mine { events } else { Vec::new() };
+        match change {
+            Change::Grant { grant, expect } => {
+                if let Err(why) = grant_precondition(expect, self.grants.get(&grant.id).as_ref()) {
+                    self.record(Vec::new(), extra).await?;
+                    return Ok(Err(why));
+                }
+                extra.put(Cf::Gov, grant_key(&grant.id), grant.encode());
+                self.record(events, extra).await?;
+                self.grants.put(grant.clone());
+                Ok(Ok(Changed::Grant(grant.clone())))
+            }
+            Change::Dispute { dispute, key, expect } => {
+                let current = load_dispute(&**self.store.engine(), &dispute.id)?;
+                if let Err(why) = dispute_precondition(expect, current.as_ref()) {
+                    self.record(Vec::new(), extra).await?;
+                    return Ok(Err(why));
+                }
+                let mut d = dispute.clone();
+                // A correction must come after the dispute in this node's
+                // change log, whose numbers are its own: marked where this
+                // node applies the filing, kept by every later change.
+                d.opened_seq = match &current {
+                    Some(c) => c.opened_seq,
+                    None => self.store.last_seq(),
+                };
+                if current.is_none() {
+                    self.store.seal_into(&mut extra, &key_of(key)?);
+                }
+                extra.put(Cf::Gov, dispute_key(&d.id), basedata_store::codec::encode(&d));
+                self.record(events, extra).await?;
+                Ok(Ok(Changed::Dispute(d)))
+            }
+            Change::Responsible { department, record } => {
+                extra.put(Cf::Gov, crate::departments::record_key(department), basedata_store::codec::encode(record));
+                self.record(events, extra).await?;
+                Ok(Ok(Changed::Responsible))
+            }
+            Change::Policy { record } => {
+                extra.put(Cf::Gov, POLICY_KEY.to_vec(), basedata_store::codec::encode(record));
+                self.record(events, extra).await?;
+                self.grants.switch_policy(record.clone());
+                Ok(Ok(Changed::Policy))
+            }
+        }
+    }
+
+    /// The governance state as every node of a cluster should hold it:
+    /// counts and a BLAKE3 digest of grants, disputes (without their
+    /// node-local change-log mark) and recorded responsible persons, in key
+    /// order.
+    pub fn governance_digest(&self) -> Result<GovernanceDigest> {
+        let mut h = blake3::Hasher::new();
+        let mut grants = self.grants.all();
+        grants.sort_by(|a, b| a.id.cmp(&b.id));
+        for g in &grants {
+            h.update(&grant_key(&g.id));
+            h.update(&g.encode());
+        }
+        let mut disputes = crate::gov::all_disputes(&**self.store.engine())?;
+        disputes.sort_by(|a, b| a.id.cmp(&b.id));
+        for d in &disputes {
+            let mut d = d.clone();
+            d.opened_seq = 0;
+            h.update(&dispute_key(&d.id));
+            h.update(&basedata_store::codec::encode(&d));
+        }
+        let records = crate::departments::all_records(&**self.store.engine())?;
+        for (k, v) in &records {
+            h.update(k);
+            h.update(v);
+        }
+        if let Some(p) = self.grants.policy_record() {
+            h.update(POLICY_KEY);
+            h.update(&basedata_store::codec::encode(&p));
+        }
+        Ok(GovernanceDigest {
+            grants: grants.len() as u64,
+            disputes: disputes.len() as u64,
+            responsible: records.len() as u64,
+            digest: h.finalize().to_hex().to_string(),
+        })
+    }
+}
+
+/// What a policy switch sets; what it leaves out stays as it is.
+#[derive(Clone, Debug, Default)]
+pub struct PolicyChange {
+    pub grant_reply_days: Option<u32>,
+    pub dispute_days: Option<u32>,
+    pub deemed_approval: Option<bool>,
+    pub responsible_max_age_days: Option<u32>,
+}
+
+/// See [`Queries::governance_digest`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GovernanceDigest {
+    pub grants: u64,
+    pub disputes: u64,
+    pub responsible: u64,
+    pub digest: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gov::{GrantState, ResponsibleRecord};
+    use basedata_store::SubjectKey;
+
+    #[test]
+    fn entries_round_trip_with_their_events() {
+        let key = SubjectKey::parse(basedata_store::Subject::Person, "11010519491231002X").unwrap();
+        let mut ev = basedata_store::caller::system_event("p", Action::Dispute);
+        ev.key = Some(key);
+        ev.outcome = "opened x".into();
+        let change = Change::Responsible {
+            department: "gongan".into(),
+            record: ResponsibleRecord { persons: Vec::new(), updated_at: 7, updated_by: "admin".into() },
+        };
+        let e = Entry::new("node-1", change, std::slice::from_ref(&ev));
+        let back = Entry::decode(&e.encode()).unwrap();
+        assert_eq!(back, e);
+        let events = back.events().unwrap();
+        assert_eq!((events[0].key, events[0].outcome.as_str(), events[0].key_mapped), (Some(key), "opened x", false));
+        let mut other = e.encode();
+        other[0] = 9;
+        assert!(Entry::decode(&other).unwrap_err().to_string().contains("unknown format 9"));
+    }
+
+    #[test]
+    fn preconditions_name_what_changed() {
+        let g = crate::gov::tests::grant(time::macros::date!(2026 - 03 - 02));
+        assert!(grant_precondition(&Expect::Absent, None).is_ok());
+        assert!(grant_precondition(&Expect::GrantIn(vec![GrantState::Pending]), Some(&g)).is_ok());
+        let mut decided = g.clone();
+        decided.state = GrantState::DeemedApproved;
+        let why = grant_precondition(&Expect::GrantIn(vec![GrantState::Pending]), Some(&decided)).unwrap_err();
+        assert!(why.contains("deemed_approved"), "{why}");
+        assert!(grant_precondition(&Expect::Absent, Some(&g)).is_err());
+        assert!(grant_precondition(&Expect::GrantIn(vec![GrantState::Pending]), None).is_err());
+    }
+}
