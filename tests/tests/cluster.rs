@@ -752,6 +752,13 @@ fn cluster_survives_losing_a_nats_server_and_a_node() {
     assert!(heads.iter().all(|h| *h == heads[0]), "the nodes hold different audit chains: {heads:?}");
     assert_eq!(late.req("GET", "/v1/audit/verify").token(c.token("AUDITOR")).get().json["ok"], true);
     late.terminate();
+    // Offline, the stopped node's store checks every chain it holds.
+    let key_file = c.dir.join("cluster.key");
+    let data = c.dir.join("node-4-late/data");
+    let (st, out, err) = run_cli(&["audit-verify", "--data", data.to_str().unwrap(), "--key-file", key_file.to_str().unwrap()]);
+    assert!(st.success(), "audit-verify: {out} {err}");
+    let check: Value = serde_json::from_str(out.trim()).unwrap();
+    assert!(check["ok"] == true && check["chains"].as_array().is_some_and(|c| c.len() >= 3), "{out}");
 }
 
 fn tail(s: &str) -> String {
