@@ -278,7 +278,7 @@ async fn ship(cluster: &Cluster, subject: &str, batch: &ShippedBatch) -> u64 {
                 cluster.audit.stats.failures.fetch_add(1, Ordering::Relaxed);
                 failures += 1;
                 // Once, then every 30 or so: an unreachable log is a state.
-                if failures == 1 || failures % 32 == 0 {
+                if failures == 1 || failures.is_multiple_of(32) {
                     tracing::warn!(error = %e, first = batch.first, attempts = failures, "the log did not take this node's audit entries; they stay here and are sent again");
                 }
                 tokio::time::sleep(backoff).await;
