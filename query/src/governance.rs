@@ -329,6 +329,9 @@ impl Queries {
         if claimed.chars().count() > MAX_TEXT {
             return Err(Error::InvalidValue(format!("claimed is limited to {MAX_TEXT} characters")));
         }
+        if f.note.is_some_and(|n| n.chars().count() > MAX_TEXT) {
+            return Err(Error::InvalidValue(format!("note is limited to {MAX_TEXT} characters")));
+        }
         let now = self.grants.now();
         let due = self.calendar.add_working_days(cst_date(now), self.grants.policy().dispute_days);
         let d = Dispute {

@@ -24,6 +24,7 @@ pub mod lookup;
 pub mod oversight;
 pub mod purpose;
 pub mod replicated;
+pub mod rejected;
 pub mod service;
 pub mod staff;
 pub mod subjects;

@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::gov::{cst_date, end_of_day, GrantState};
 use crate::service::Queries;
 use basedata_store::audit::{AuditEntry, AuditQuery, ChainCheck};
-use basedata_store::usage::{day_of, totals, Kind, Owner};
+use basedata_store::usage::{daily, daily_sum, day_of, totals, Kind, Owner};
 use basedata_store::{Action, SubjectKey, WriteBatch};
 use time::Date;
 
@@ -31,6 +31,9 @@ pub struct UsageByDay {
     pub by_department: Vec<(String, Vec<u64>)>,
     /// Per dataset: updates applied a day.
     pub by_dataset: Vec<(String, Vec<u64>)>,
+    /// Per dataset: its lookups, verifications and batch lines a day, by
+    /// every configured department together.
+    pub uses_by_dataset: Vec<(String, Vec<u64>)>,
 }
 
 /// Entries one page of an access report lists at most; the next page
@@ -274,42 +277,42 @@ impl Queries {
 
     /// Day by day over the last `days` CST days (oldest first, today
     /// last): each department's uses (lookups, verifications and batch
-    /// lines) and each dataset's applied updates, from the usage counters.
-    /// Returns the first day's date and the two series.
+    /// lines), each dataset's applied updates, and each dataset's uses by
+    /// all configured departments, from the usage counters. Returns the
+    /// first day's date and the three series.
     pub async fn usage_by_day(&self, caller: &Caller, days: u32) -> Result<UsageByDay> {
         self.require_oversight(caller)?;
         let days = days.clamp(1, 366) as i32;
         let today = basedata_store::usage::day_of(self.grants.now());
-        let first = today - days + 1;
+        let (first, end) = (today - days + 1, today + 1);
         let departments: Vec<String> = self.directory.all().iter().map(|d| d.id.clone()).collect();
         let datasets: Vec<String> = self.catalog.datasets().iter().map(|d| d.id.clone()).collect();
         let store = self.store.clone();
-        let (by_department, by_dataset) = tokio::task::spawn_blocking(move || -> Result<_> {
-            let engine = store.engine();
+        let (by_department, by_dataset, uses_by_dataset) = tokio::task::spawn_blocking(move || -> Result<_> {
+            let engine = &**store.engine();
             let used = [Action::Lookup, Action::Verify, Action::BatchVerify].map(Kind::Action);
             let mut deps = Vec::with_capacity(departments.len());
-            for d in departments {
-                let mut row = Vec::with_capacity(days as usize);
-                for day in first..=today {
-                    let t = totals(&**engine, Owner::Department(&d), day, day + 1)?;
-                    row.push(used.iter().map(|k| t.get(k).copied().unwrap_or(0)).sum());
-                }
-                deps.push((d, row));
+            for d in &departments {
+                deps.push((d.clone(), daily_sum(engine, Owner::Department(d), &used, first, end)?));
             }
             let mut sets = Vec::with_capacity(datasets.len());
+            let mut uses = Vec::with_capacity(datasets.len());
             for ds in datasets {
-                let mut row = Vec::with_capacity(days as usize);
-                for day in first..=today {
-                    let t = totals(&**engine, Owner::Dataset(&ds), day, day + 1)?;
-                    row.push(t.get(&Kind::Applied).copied().unwrap_or(0));
+                sets.push((ds.clone(), daily(engine, Owner::Dataset(&ds), Kind::Applied, first, end)?));
+                // One scan per department that could have used it: the
+                // use counters are kept per (department, dataset).
+                let mut row = vec![0; days as usize];
+                for d in &departments {
+                    let theirs = daily_sum(engine, Owner::Use { department: d, dataset: &ds }, &used, first, end)?;
+                    row.iter_mut().zip(theirs).for_each(|(n, m)| *n += m);
                 }
-                sets.push((ds, row));
+                uses.push((ds, row));
             }
-            Ok((deps, sets))
+            Ok((deps, sets, uses))
         })
         .await??;
         let first_date = Date::from_julian_day(first + UNIX_EPOCH_JULIAN_DAY).unwrap_or(Date::MIN);
-        Ok(UsageByDay { first_day: first_date, by_department, by_dataset })
+        Ok(UsageByDay { first_day: first_date, by_department, by_dataset, uses_by_dataset })
     }
 
     fn freshness_rows(&self) -> Result<(i64, bool, Vec<DatasetFreshness>)> {
@@ -357,5 +360,86 @@ impl Queries {
             })
             .collect();
         Ok((now, self.calendar.covers(today.year()), rows))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use basedata_store::caller::{Department, Directory};
+    use basedata_store::calendar::Calendar;
+    use basedata_store::clock::ManualClock;
+    use basedata_store::commit::Committer;
+    use basedata_store::engine::mem::MemEngine;
+    use basedata_store::{Catalog, Secret, Store, Subject};
+    use std::sync::Arc;
+
+    struct Departments(Vec<Arc<Department>>);
+
+    impl Directory for Departments {
+        fn department(&self, id: &str) -> Option<Arc<Department>> {
+            self.0.iter().find(|d| d.id == id).cloned()
+        }
+        fn all(&self) -> Vec<Arc<Department>> {
+            self.0.clone()
+        }
+    }
+
+    const DAY: i64 = 86_400_000_000;
+
+    /// One department's use of `datasets`, about a valid citizen ID.
+    fn used(dept: &Arc<Department>, action: Action, datasets: &[&str]) -> basedata_store::AuditEvent {
+        let key = SubjectKey::parse(Subject::Person, "11010519491231002X").unwrap();
+        let mut ev = Caller::declared(dept.clone(), None).event("测试", action, Some(key));
+        ev.datasets = datasets.iter().map(|d| (*d).to_owned()).collect();
+        ev.outcome = "found".into();
+        ev
+    }
+
+    fn series<'a>(rows: &'a [(String, Vec<u64>)], id: &str) -> &'a [u64] {
+        &rows.iter().find(|(d, _)| d == id).unwrap_or_else(|| panic!("no row {id}")).1
+    }
+
+    #[tokio::test]
+    async fn uses_per_dataset_are_summed_over_departments_day_by_day() {
+        // 2026-12-01, noon in Beijing.
+        let clock = Arc::new(ManualClock::new(1_796_097_600_000_000));
+        let store = Arc::new(
+            Store::open(Arc::new(MemEngine::new()), &Secret::from_bytes([7; 32]), Arc::new(Catalog::builtin()), clock.clone())
+                .unwrap(),
+        );
+        let committer = Arc::new(Committer::start(store.clone(), 64));
+        let counter = Arc::new(Department::new("counter", vec![Role::Consumer]));
+        let tax = Arc::new(Department::new("tax", vec![Role::Consumer]));
+        let audit = Arc::new(Department::new("audit", vec![Role::Auditor]));
+        let directory = Arc::new(Departments(vec![counter.clone(), tax.clone(), audit.clone()]));
+        let q = Queries::new(store, committer, crate::gov::Policy::default(), Calendar::builtin(), directory).unwrap();
+
+        // Today: two lookups by the counter (one of two datasets), a
+        // verification by the tax office.
+        let today = vec![
+            used(&counter, Action::Lookup, &["hukou", "marriage"]),
+            used(&counter, Action::Lookup, &["hukou"]),
+            used(&tax, Action::Verify, &["hukou"]),
+        ];
+        q.record(today, WriteBatch::new()).await.unwrap();
+        // Two days later: a batch line, and a refused use, which is no use.
+        clock.advance(2 * DAY);
+        q.record(vec![used(&tax, Action::BatchVerify, &["marriage"]), used(&counter, Action::Denied, &["hukou"])], WriteBatch::new())
+            .await
+            .unwrap();
+
+        let u = q.usage_by_day(&Caller::declared(audit, None), 4).await.unwrap();
+        assert_eq!(u.first_day, Date::from_calendar_date(2026, time::Month::November, 30).unwrap());
+        assert_eq!(series(&u.uses_by_dataset, "hukou"), [0, 3, 0, 0]);
+        assert_eq!(series(&u.uses_by_dataset, "marriage"), [0, 1, 0, 1]);
+        assert_eq!(series(&u.uses_by_dataset, "death"), [0, 0, 0, 0]);
+        assert_eq!(u.uses_by_dataset.len(), q.catalog.datasets().len());
+        assert_eq!(series(&u.by_department, "counter"), [0, 2, 0, 0]);
+        assert_eq!(series(&u.by_department, "tax"), [0, 1, 0, 1]);
+        assert_eq!(series(&u.by_dataset, "hukou"), [0, 0, 0, 0]);
+        // Oversight is for auditors.
+        let refused = q.usage_by_day(&Caller::declared(counter, None), 4).await;
+        assert!(matches!(refused, Err(Error::Forbidden(_))), "{refused:?}");
     }
 }

@@ -26,6 +26,9 @@ pub struct Queries {
     pub(crate) gov_lock: tokio::sync::Mutex<()>,
     /// Cluster mode: the replicated log governance changes go through.
     pub(crate) gov_log: std::sync::OnceLock<Arc<dyn crate::govlog::GovernanceLog>>,
+    /// Serializes keeping rejected update lines (number after the last
+    /// stored, then commit).
+    pub(crate) rejected_lock: tokio::sync::Mutex<()>,
     /// Wakes the job runner when a job is queued.
     pub(crate) job_wake: tokio::sync::Notify,
     /// Serializes the admission of jobs (count a department's unfinished
@@ -66,6 +69,7 @@ impl Queries {
             calendar: Arc::new(calendar),
             gov_lock: tokio::sync::Mutex::new(()),
             gov_log: std::sync::OnceLock::new(),
+            rejected_lock: tokio::sync::Mutex::new(()),
             job_wake: tokio::sync::Notify::new(),
             job_admission: tokio::sync::Mutex::new(()),
             job_retention: Duration::from_secs(30 * 86_400),

@@ -22,5 +22,4 @@ pub mod lifecycle;
 pub mod limits;
 pub mod logging;
 pub mod metrics;
-pub mod rejections;
 pub mod tls;

@@ -15,7 +15,7 @@
 
 pub mod link;
 
-use crate::audit::{Action, AuditEvent, ChainHead};
+use crate::audit::{AuditEvent, ChainHead};
 use crate::catalog::Catalog;
 use crate::clock::Clock;
 use crate::codec::{decode, encode};
@@ -566,28 +566,8 @@ impl Store {
         let today = crate::usage::day_of(now);
         let mut usage = crate::usage::UsageDelta::default();
         for ev in events {
-            let department = Owner::Department(&ev.department);
-            usage.add(department, today, Kind::Action(ev.action), 1);
-            if ev.action.reads_subject_data() && ev.purpose_code.is_none() {
-                usage.add(department, today, Kind::Uncatalogued, 1);
-            }
-            let refusal = (ev.action == Action::Denied).then(|| crate::usage::Refusal::of_outcome(&ev.outcome)).flatten();
-            if let Some(r) = refusal {
-                usage.add(department, today, Kind::Refused(r), 1);
-            }
-            // Who used (or was refused) which dataset, for its provider's
-            // part of the yearly report.
-            if ev.action.reads_subject_data() || ev.action == Action::Denied {
-                for ds in &ev.datasets {
-                    usage.add(Owner::Use { department: &ev.department, dataset: ds }, today, Kind::Action(ev.action), 1);
-                }
-            }
-            // Rejected update lines, against the dataset and against the
-            // provider that sent them (a dataset may have several).
-            usage.add(department, today, Kind::Rejected, ev.rejected_lines);
-            for ds in &ev.datasets {
-                usage.add(Owner::Dataset(ds), today, Kind::Rejected, ev.rejected_lines);
-            }
+            let uncatalogued = ev.purpose_code.is_none();
+            crate::usage::count_use(&mut usage, today, &ev.department, ev.action, uncatalogued, &ev.outcome, &ev.datasets, ev.rejected_lines);
         }
         for (ds, (_, applied)) in &stats_delta {
             usage.add(Owner::Dataset(ds), today, Kind::Applied, *applied);

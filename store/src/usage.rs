@@ -9,6 +9,15 @@
 //! Layout (`gov` family): `u/d/<department>\0<day:i32 BE><kind:u8>`,
 //! `u/s/<dataset>\0<day><kind>` and, per consuming department and dataset
 //! it touched, `u/p/<department>\0<dataset>\0<day><kind>` -> u64 BE.
+//!
+//! In cluster mode every node applies every update, so a dataset's applied
+//! updates are counted by each node's writer already; uses are answered by
+//! one node each. The uses other nodes answered are counted from their
+//! audit entries as this node receives them through the log, once per
+//! entry (a chain's copy takes each entry once), under the same keys with
+//! `U` for `u`: the applier alone writes those, so they never race the
+//! writer's cache of its own. Every read sums both, so any node reports the
+//! cluster's uses and none counts a use twice.
 
 use crate::audit::Action;
 use crate::engine::{prefix_end, Cf, Engine, WriteBatch};
@@ -141,6 +150,92 @@ fn counter_key(owner: Owner<'_>, day: i32, kind: Kind) -> Vec<u8> {
     k
 }
 
+/// What a use adds to the counters: the action per department, a read
+/// without a catalogued purpose, a refusal by its kind, the datasets used
+/// (or refused) by the department, and rejected update lines. Shared by
+/// the writer (this node's events) and the applier (others' entries).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn count_use(
+    delta: &mut UsageDelta,
+    day: i32,
+    department: &str,
+    action: Action,
+    uncatalogued: bool,
+    outcome: &str,
+    datasets: &[String],
+    rejected_lines: u64,
+) {
+    let owner = Owner::Department(department);
+    delta.add(owner, day, Kind::Action(action), 1);
+    if action.reads_subject_data() && uncatalogued {
+        delta.add(owner, day, Kind::Uncatalogued, 1);
+    }
+    let refusal = (action == Action::Denied).then(|| Refusal::of_outcome(outcome)).flatten();
+    if let Some(r) = refusal {
+        delta.add(owner, day, Kind::Refused(r), 1);
+    }
+    // Who used (or was refused) which dataset, for its provider's part of
+    // the yearly report.
+    if action.reads_subject_data() || action == Action::Denied {
+        for ds in datasets {
+            delta.add(Owner::Use { department, dataset: ds }, day, Kind::Action(action), 1);
+        }
+    }
+    // Rejected update lines, against the dataset and against the provider
+    // that sent them (a dataset may have several).
+    delta.add(owner, day, Kind::Rejected, rejected_lines);
+    for ds in datasets {
+        delta.add(Owner::Dataset(ds), day, Kind::Rejected, rejected_lines);
+    }
+}
+
+/// The first byte of the counters of uses other nodes answered.
+const REMOTE: u8 = b'U';
+
+/// `key` as the counter of uses other nodes answered.
+fn remote_key(mut key: Vec<u8>) -> Vec<u8> {
+    key[0] = REMOTE;
+    key
+}
+
+/// The counters of uses other nodes of a cluster answered, kept by this
+/// node's applier from their audit entries (see the module's doc). The
+/// applier stages entries in log order and they are written in that order,
+/// so it increments from its own cache; after a failed write it must
+/// [`RemoteUsage::forget`] what it staged.
+#[derive(Debug, Default)]
+pub struct RemoteUsage {
+    values: HashMap<Vec<u8>, u64>,
+}
+
+impl RemoteUsage {
+    /// Counts one entry another node answered into `batch`.
+    pub fn count(&mut self, engine: &dyn Engine, e: &crate::audit::StoredEntry, batch: &mut WriteBatch) -> Result<()> {
+        let mut delta = UsageDelta::default();
+        // Rejected update lines are counted by the node that took the
+        // request: an entry does not carry them.
+        count_use(&mut delta, day_of(e.at), &e.department, e.action, e.purpose_code.is_none(), &e.outcome, &e.datasets, 0);
+        for (k, by) in delta.inc {
+            let k = remote_key(k);
+            let base = match self.values.get(&k) {
+                Some(v) => *v,
+                None => engine.get(Cf::Gov, &k)?.and_then(|b| b.try_into().ok()).map(u64::from_be_bytes).unwrap_or(0),
+            };
+            batch.put(Cf::Gov, k.clone(), (base + by).to_be_bytes().to_vec());
+            if self.values.len() > 100_000 {
+                self.values.clear();
+            }
+            self.values.insert(k, base + by);
+        }
+        Ok(())
+    }
+
+    /// Drops the cache: what was staged but not written must be read again.
+    pub fn forget(&mut self) {
+        self.values.clear();
+    }
+}
+
 /// Counter values read so far, so that the writer increments without a
 /// read per event. Only the writer thread touches it.
 #[derive(Debug, Default)]
@@ -188,9 +283,19 @@ impl UsageCache {
     }
 }
 
-/// Sums of `owner`'s counters over days `[from_day, to_day)`.
+/// Sums of `owner`'s counters over days `[from_day, to_day)`: the uses
+/// this node answered and those other nodes did.
 pub fn totals(engine: &dyn Engine, owner: Owner<'_>, from_day: i32, to_day: i32) -> Result<HashMap<Kind, u64>> {
-    let p = prefix(owner);
+    let mut out = HashMap::new();
+    for p in [prefix(owner), remote_key(prefix(owner))] {
+        for (kind, n) in totals_of(engine, p, from_day, to_day)? {
+            *out.entry(kind).or_default() += n;
+        }
+    }
+    Ok(out)
+}
+
+fn totals_of(engine: &dyn Engine, p: Vec<u8>, from_day: i32, to_day: i32) -> Result<HashMap<Kind, u64>> {
     let mut start = p.clone();
     start.extend_from_slice(&from_day.to_be_bytes());
     let mut end = p.clone();
@@ -214,19 +319,26 @@ pub fn totals(engine: &dyn Engine, owner: Owner<'_>, from_day: i32, to_day: i32)
 /// `owner`'s counters of `kind`, one value per day of `[from_day, to_day)`,
 /// in one scan.
 pub fn daily(engine: &dyn Engine, owner: Owner<'_>, kind: Kind, from_day: i32, to_day: i32) -> Result<Vec<u64>> {
+    daily_sum(engine, owner, &[kind], from_day, to_day)
+}
+
+/// The sum of `owner`'s counters of `kinds`, one value per day of
+/// `[from_day, to_day)`, in one scan (a day's kinds sit side by side).
+pub fn daily_sum(engine: &dyn Engine, owner: Owner<'_>, kinds: &[Kind], from_day: i32, to_day: i32) -> Result<Vec<u64>> {
     let mut out = vec![0; (to_day - from_day).max(0) as usize];
     if out.is_empty() {
         return Ok(out);
     }
-    let p = prefix(owner);
-    let (mut start, mut end) = (p.clone(), p);
-    start.extend_from_slice(&from_day.to_be_bytes());
-    end.extend_from_slice(&to_day.to_be_bytes());
-    for item in engine.scan(Cf::Gov, &start, Some(&end), false)? {
-        let (k, v) = item?;
-        let Some((day, code)) = day_and_code(&k) else { continue };
-        if Kind::from_code(code) == Some(kind) && (from_day..to_day).contains(&day) {
-            out[(day - from_day) as usize] += v.as_ref().try_into().map(u64::from_be_bytes).unwrap_or(0);
+    for p in [prefix(owner), remote_key(prefix(owner))] {
+        let (mut start, mut end) = (p.clone(), p);
+        start.extend_from_slice(&from_day.to_be_bytes());
+        end.extend_from_slice(&to_day.to_be_bytes());
+        for item in engine.scan(Cf::Gov, &start, Some(&end), false)? {
+            let (k, v) = item?;
+            let Some((day, code)) = day_and_code(&k) else { continue };
+            if Kind::from_code(code).is_some_and(|k| kinds.contains(&k)) && (from_day..to_day).contains(&day) {
+                out[(day - from_day) as usize] += v.as_ref().try_into().map(u64::from_be_bytes).unwrap_or(0);
+            }
         }
     }
     Ok(out)
@@ -247,18 +359,20 @@ pub fn use_totals(
     to_day: i32,
 ) -> Result<HashMap<(String, String), HashMap<Kind, u64>>> {
     let mut out: HashMap<(String, String), HashMap<Kind, u64>> = HashMap::new();
-    let end = prefix_end(USE_PREFIX);
-    for item in engine.scan(Cf::Gov, USE_PREFIX, end.as_deref(), false)? {
-        let (k, v) = item?;
-        let Some((day, code)) = day_and_code(&k) else { continue };
-        let (Some(kind), true) = (Kind::from_code(code), (from_day..to_day).contains(&day)) else { continue };
-        // `<department>\0<dataset>\0` between the prefix and the day.
-        let names = &k[USE_PREFIX.len()..k.len() - 5];
-        let mut parts = names.split(|b| *b == 0);
-        let (Some(d), Some(ds)) = (parts.next(), parts.next()) else { continue };
-        let (Ok(d), Ok(ds)) = (std::str::from_utf8(d), std::str::from_utf8(ds)) else { continue };
-        let n = v.as_ref().try_into().map(u64::from_be_bytes).unwrap_or(0);
-        *out.entry((d.to_owned(), ds.to_owned())).or_default().entry(kind).or_default() += n;
+    for p in [USE_PREFIX.to_vec(), remote_key(USE_PREFIX.to_vec())] {
+        let end = prefix_end(&p);
+        for item in engine.scan(Cf::Gov, &p, end.as_deref(), false)? {
+            let (k, v) = item?;
+            let Some((day, code)) = day_and_code(&k) else { continue };
+            let (Some(kind), true) = (Kind::from_code(code), (from_day..to_day).contains(&day)) else { continue };
+            // `<department>\0<dataset>\0` between the prefix and the day.
+            let names = &k[p.len()..k.len() - 5];
+            let mut parts = names.split(|b| *b == 0);
+            let (Some(d), Some(ds)) = (parts.next(), parts.next()) else { continue };
+            let (Ok(d), Ok(ds)) = (std::str::from_utf8(d), std::str::from_utf8(ds)) else { continue };
+            let n = v.as_ref().try_into().map(u64::from_be_bytes).unwrap_or(0);
+            *out.entry((d.to_owned(), ds.to_owned())).or_default().entry(kind).or_default() += n;
+        }
     }
     Ok(out)
 }
@@ -284,6 +398,92 @@ mod tests {
         for other in ["invalid_key", "not_found", "", "forbiddenx", "claim_limits"] {
             assert_eq!(Refusal::of_outcome(other), None, "{other}");
         }
+    }
+
+    #[test]
+    fn daily_sums_add_the_kinds_asked_for_day_by_day() {
+        let engine = crate::engine::mem::MemEngine::new();
+        let owner = Owner::Use { department: "counter", dataset: "hukou" };
+        let mut d = UsageDelta::default();
+        d.add(owner, 10, Kind::Action(Action::Lookup), 2);
+        d.add(owner, 10, Kind::Action(Action::Verify), 3);
+        d.add(owner, 12, Kind::Action(Action::BatchVerify), 4);
+        d.add(owner, 12, Kind::Action(Action::Denied), 7);
+        // Outside the days asked for, and another dataset whose name
+        // begins with this one's.
+        d.add(owner, 13, Kind::Action(Action::Lookup), 1);
+        d.add(Owner::Use { department: "counter", dataset: "hukou2" }, 10, Kind::Action(Action::Lookup), 5);
+        let mut batch = WriteBatch::new();
+        d.write(&UsageCache::default(), &engine, &mut batch).unwrap();
+        engine.write(batch, crate::Durability::Sync).unwrap();
+        let used = [Action::Lookup, Action::Verify, Action::BatchVerify].map(Kind::Action);
+        assert_eq!(daily_sum(&engine, owner, &used, 9, 13).unwrap(), vec![0, 5, 0, 4]);
+        assert_eq!(daily(&engine, owner, Kind::Action(Action::Denied), 9, 13).unwrap(), vec![0, 0, 0, 7]);
+        assert_eq!(daily_sum(&engine, owner, &used, 13, 13).unwrap(), Vec::<u64>::new());
+    }
+
+    fn entry(at: i64, department: &str, action: Action, datasets: &[&str], outcome: &str) -> crate::audit::StoredEntry {
+        crate::audit::StoredEntry {
+            at,
+            department: department.into(),
+            operator: None,
+            purpose: "p".into(),
+            action,
+            subject: None,
+            datasets: datasets.iter().map(|d| d.to_string()).collect(),
+            fields: Vec::new(),
+            outcome: outcome.into(),
+            operator_verified: false,
+            purpose_code: None,
+            hash: [0; 32],
+        }
+    }
+
+    #[test]
+    fn uses_other_nodes_answered_count_beside_this_nodes_own() {
+        let engine = crate::engine::mem::MemEngine::new();
+        let day = 20_000;
+        let at = i64::from(day) * 86_400_000_000 - CST_OFFSET_MICROS + 3_600_000_000;
+        assert_eq!(day_of(at), day);
+        // This node's writer: one lookup of hukou by the counter.
+        let mut own = UsageDelta::default();
+        count_use(&mut own, day, "counter", Action::Lookup, true, "found", &["hukou".into()], 0);
+        let mut batch = WriteBatch::new();
+        own.write(&UsageCache::default(), &engine, &mut batch).unwrap();
+        engine.write(batch, crate::Durability::Sync).unwrap();
+        // Another node's entries: two lookups, a verification and a
+        // refusal for a purpose, staged in two batches.
+        let mut remote = RemoteUsage::default();
+        let mut batch = WriteBatch::new();
+        remote.count(&engine, &entry(at, "counter", Action::Lookup, &["hukou"], "found"), &mut batch).unwrap();
+        remote.count(&engine, &entry(at, "counter", Action::Lookup, &["hukou", "marriage"], "found"), &mut batch).unwrap();
+        engine.write(batch, crate::Durability::Sync).unwrap();
+        let mut batch = WriteBatch::new();
+        remote.count(&engine, &entry(at, "counter", Action::Verify, &["hukou"], "match"), &mut batch).unwrap();
+        remote.count(&engine, &entry(at, "counter", Action::Denied, &["hukou"], "purpose_not_allowed: x"), &mut batch).unwrap();
+        engine.write(batch, crate::Durability::Sync).unwrap();
+        // After a failed write the applier forgets its cache and reads
+        // what was written.
+        remote.forget();
+        let mut batch = WriteBatch::new();
+        remote.count(&engine, &entry(at, "counter", Action::Lookup, &["hukou"], "found"), &mut batch).unwrap();
+        engine.write(batch, crate::Durability::Sync).unwrap();
+
+        let t = totals(&engine, Owner::Department("counter"), day, day + 1).unwrap();
+        assert_eq!(t.get(&Kind::Action(Action::Lookup)), Some(&4), "1 here and 3 elsewhere: {t:?}");
+        assert_eq!(t.get(&Kind::Action(Action::Verify)), Some(&1));
+        assert_eq!(t.get(&Kind::Refused(Refusal::Purpose)), Some(&1));
+        assert_eq!(t.get(&Kind::Uncatalogued), Some(&5), "reads without a purpose code: {t:?}");
+        let used = [Action::Lookup, Action::Verify, Action::BatchVerify].map(Kind::Action);
+        let hukou = Owner::Use { department: "counter", dataset: "hukou" };
+        assert_eq!(daily_sum(&engine, hukou, &used, day - 1, day + 1).unwrap(), vec![0, 5]);
+        let pairs = use_totals(&engine, day, day + 1).unwrap();
+        assert_eq!(pairs[&("counter".to_owned(), "hukou".to_owned())][&Kind::Action(Action::Lookup)], 4);
+        assert_eq!(pairs[&("counter".to_owned(), "marriage".to_owned())][&Kind::Action(Action::Lookup)], 1);
+        assert_eq!(pairs[&("counter".to_owned(), "hukou".to_owned())][&Kind::Action(Action::Denied)], 1);
+        // A dataset's applied updates are each node's own count; others'
+        // entries add nothing to them.
+        assert!(totals(&engine, Owner::Dataset("hukou"), day, day + 1).unwrap().get(&Kind::Applied).is_none());
     }
 
     #[test]

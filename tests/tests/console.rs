@@ -1,7 +1,8 @@
 //! The people's console against a real server: headless Chromium signs in
 //! as each kind of staff and goes through each page's main flow (a clerk
-//! looks up and verifies; a steward approves a grant, after which the
-//! clerk sees the field, and resolves a dispute; an auditor finds the
+//! looks up and verifies, and files a dispute from a lookup's result; a
+//! steward approves a grant, after which the clerk sees the field, and
+//! resolves the dispute; an auditor finds the
 //! clerk's use by subject with the clerk's name on it; the printed access
 //! report lists it), writing a screenshot of each page. Sign-in lockout,
 //! CSRF refusal and the cookies' and pages' security attributes are
@@ -152,6 +153,26 @@ fn staff_work_through_every_page_in_a_browser() {
     b.click_to_load("#grant-hukou-submit");
     b.wait_for("the application notice", |b| !b.all("[data-code=\"pending\"]").is_empty());
     b.screenshot("04-counter-grant-applied");
+    // The applicant says the name is wrong: a dispute, filed from the
+    // lookup's result.
+    b.click_to_load("#nav-counter");
+    b.fill("#lookup-key", &key);
+    b.click_to_load("#lookup-btn");
+    b.wait_for("the lookup result", |b| !b.all("#dispute-hukou").is_empty());
+    b.click("#dispute-hukou-open");
+    b.select("#dispute-hukou-field", "name");
+    b.fill("#dispute-hukou-claimed", "张某");
+    b.fill("#dispute-hukou-note", "申请人称姓名有误");
+    // The photo (binary) cannot be disputed with a typed value.
+    assert!(b.all("#dispute-hukou-field option[value=\"photo\"]").is_empty());
+    assert!(!b.source().contains(&key), "full key on the page");
+    b.screenshot("04b-counter-dispute-form");
+    b.click_to_load("#dispute-hukou-submit");
+    b.wait_for("the dispute notice", |b| !b.all("[data-code=\"opened\"]").is_empty());
+    let dispute = b.text("#dispute-id");
+    assert_eq!(dispute.len(), 32, "{dispute}");
+    assert!(!b.url().contains(&key) && !b.source().contains(&key), "full key on the page or in the URL");
+    b.screenshot("04c-counter-dispute-filed");
 
     // Verify: one claim right, one wrong.
     b.goto(&s.url("/console/counter/verify?dataset=hukou"));
@@ -168,11 +189,10 @@ fn staff_work_through_every_page_in_a_browser() {
     b.screenshot("06-counter-verify-result");
     sign_out(&b);
 
-    // A dispute about the record, filed by the counter's program.
-    let r = s.req("POST", "/v1/disputes").token(tokens::COUNTER).json(&json!({
-        "subject": "person", "key": key, "dataset": "hukou", "field": "name", "claimed": "张某", "note": "申请人称姓名有误"}));
-    assert_eq!(r.status, 201, "{}", r.text);
-    let dispute = r.json["id"].as_str().unwrap().to_owned();
+    // The dispute is the API's too, by the clerk's department.
+    let r = s.req("GET", "/v1/disputes?state=open").token(tokens::COUNTER).get();
+    let d = r.json["disputes"].as_array().unwrap().iter().find(|d| d["id"] == dispute.as_str()).unwrap_or_else(|| panic!("{}", r.text)).clone();
+    assert_eq!((d["claimed"].as_str(), d["field"].as_str(), d["note"].as_str()), (Some("张某"), Some("name"), Some("申请人称姓名有误")), "{d}");
     // A second application, to be refused; and a provider's line rejected.
     let r = s.req("POST", "/v1/grants").token(tokens::COUNTER).json(&json!({
         "dataset": "residence_permit", "fields": ["residence_address"], "purpose": "居住证核验", "legal_basis": "居住证暂行条例"}));
@@ -186,6 +206,7 @@ fn staff_work_through_every_page_in_a_browser() {
     assert!(b.url().ends_with("/console/steward"), "{}", b.url());
     b.find("#grants form[data-grant]");
     b.find(&format!("#disputes form[data-dispute=\"{dispute}\"]"));
+    assert!(b.text("#disputes").contains("张某") && b.text("#disputes").contains("申请人称姓名有误"), "{}", b.text("#disputes"));
     assert!(b.text("#freshness").contains("户籍"), "{}", b.text("#freshness"));
     // The rejected line, with its code and the key masked.
     assert!(b.text("#rejected").contains("invalid_value"), "{}", b.text("#rejected"));
@@ -252,6 +273,11 @@ fn staff_work_through_every_page_in_a_browser() {
     // Today's uses of the counter are on the chart over time.
     assert!(b.source().contains("<svg id=\"usage-by-day\""), "no usage chart");
     assert!(b.source().contains("<svg id=\"updates-by-day\""), "no update chart");
+    // Use per dataset over time: today's bar of the household register.
+    b.find("#uses-by-dataset");
+    assert!(b.source().contains("<svg id=\"uses-by-dataset\""), "no chart of uses per dataset");
+    assert!(b.text("#uses-by-dataset").contains("户籍登记信息"), "{}", b.text("#uses-by-dataset"));
+    assert_eq!(b.attr("#daily-csv", "href").as_deref(), Some("/console/reports/daily.csv"));
     // Oversight flags per department: the counter states free text, so its
     // uses are counted as naming no catalogued purpose, and marked.
     let oversight = b.text("#oversight");
@@ -288,6 +314,15 @@ fn staff_work_through_every_page_in_a_browser() {
     assert_eq!(source("clerk1"), Some(json!("verified")), "{}", r.text);
     assert_eq!(source("prog-7"), Some(json!("declared")), "{}", r.text);
     assert!(entries.iter().any(|e| e["action"] == "access_report" && e["operator"] == "clerk1"), "{}", r.text);
+    // The dispute filed on the page is on record with the clerk, verified.
+    assert!(
+        entries.iter().any(|e| e["action"] == "dispute"
+            && e["operator"] == "clerk1"
+            && e["operator_source"] == "verified"
+            && e["outcome"] == format!("opened {dispute}")),
+        "{}",
+        r.text
+    );
     let r = s.req("GET", "/v1/audit?department=shebao-counter&limit=1000").token(tokens::AUDITOR).get();
     assert!(
         r.json["entries"].as_array().unwrap().iter().any(|e| e["action"] == "sign_in" && e["operator"] == "clerk1" && e["outcome"] == "ok"),
@@ -453,6 +488,28 @@ fn sign_in_locks_out_forms_need_their_token_and_pages_are_guarded() {
     assert!(r.body.contains("用途说明最多 200 个字符，现有 201 个"), "{}", r.body);
     let r = call(&s, "POST", "/console/counter/lookup", &clerk, Some(&format!("{lookup}{}", &note[..600])));
     assert!(r.body.contains("data-field=\"hukou.name\""), "{}", r.body);
+    // The result's dispute form names the person by the session's handle;
+    // a dispute needs the token, and bad input is a clear message (none
+    // of these is filed, so none is in the access report below).
+    let at = r.body.find("name=\"subject_ref\" value=\"").unwrap_or_else(|| panic!("no dispute form: {}", r.body)) + 26;
+    let handle = r.body[at..at + 64].to_owned();
+    let dispute = |form: &str| call(&s, "POST", "/console/counter/dispute", &clerk, Some(form));
+    let r = dispute(&format!("subject_ref={handle}&dataset=hukou&field=name&claimed=x"));
+    assert_eq!((r.status, r.code()), (403, Some("csrf_failed")));
+    for (rest, code) in [
+        (format!("subject_ref={handle}&dataset=hukou&field=name"), "invalid_value"),
+        (format!("subject_ref={handle}&dataset=hukou&claimed=x"), "invalid_value"),
+        (format!("subject_ref={handle}&dataset=hukou&field=nothing&claimed=x"), "unknown_field"),
+        (format!("subject_ref={handle}&dataset=market_registration&field=name&claimed=x"), "unknown_dataset"),
+        (format!("subject_ref={handle}&dataset=hukou&field=name&claimed={}", "某".repeat(501)), "invalid_value"),
+        (format!("subject_ref={handle}&dataset=hukou&field=name&claimed=a%07b"), "invalid_value"),
+        (format!("subject_ref={}&dataset=hukou&field=name&claimed=x", "0".repeat(64)), "invalid_value"),
+        ("dataset=hukou&field=name&claimed=x".to_owned(), "invalid_value"),
+    ] {
+        let r = dispute(&format!("csrf={clerk_csrf}&{rest}"));
+        assert_eq!((r.status, r.code()), (200, Some(code)), "{rest}: {}", r.body);
+        assert!(!r.body.contains(&key), "the full number is on the page");
+    }
     // The access report: one page here, and a later page on request.
     let report = format!("csrf={clerk_csrf}&subject=person&key={key}");
     let r = call(&s, "POST", "/console/report", &clerk, Some(&report));
@@ -482,6 +539,20 @@ fn sign_in_locks_out_forms_need_their_token_and_pages_are_guarded() {
     let (other, _) = person(4);
     let r = call(&s, "POST", "/console/report", &clerk, Some(&next.replace(&key, &other)));
     assert_eq!(r.code(), Some("invalid_value"), "{}", r.body);
+    // The series over time as CSV, a row per series and a column per day
+    // (today last): the batch lines are today's uses of the register.
+    let r = call(&s, "GET", "/console/reports/daily.csv", &cookie, None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.header("content-type").join("").starts_with("text/csv"), "{:?}", r.headers);
+    let head = r.body.lines().next().unwrap();
+    assert!(head.starts_with("\u{feff}series,id,name,") && head.split(',').count() == 3 + 30, "{head}");
+    let today = |row: &str| -> u64 {
+        let line = r.body.lines().find(|l| l.starts_with(row)).unwrap_or_else(|| panic!("no {row}: {}", r.body));
+        line.rsplit(',').next().unwrap().parse().unwrap()
+    };
+    assert!(today("dataset_uses,hukou,户籍登记信息,") >= 2000, "{}", r.body);
+    assert!(today("department_uses,shebao-counter,社保服务窗口,") >= 2000, "{}", r.body);
+    assert_eq!(today("dataset_uses,death,"), 0, "{}", r.body);
     let r = call(&s, "GET", "/console/no-such-page", &cookie, None);
     assert_eq!((r.status, r.code()), (404, Some("not_found")));
     // Signed out, the session is gone.
@@ -734,6 +805,39 @@ fn an_administrator_manages_stored_accounts_in_a_browser() {
     http_sign_in(&s, "zhou.jiu", &new_pw, "/console/counter");
     let acts: Vec<String> = account_entries(&s).into_iter().map(|(_, op, _, what)| format!("{op}: {what}")).collect();
     assert_eq!(acts, vec!["admin1: added zhou.jiu", "admin1: password_reset zhou.jiu", "admin1: disabled zhou.jiu", "admin1: enabled zhou.jiu"]);
+}
+
+/// Rejected update lines are kept in the store: after a restart the
+/// steward still sees the newest 50 of the dataset, keys masked.
+#[test]
+fn rejected_update_lines_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = console_config(5);
+    let (mut s, key, _) = start_with_person(dir.path(), &cfg, 5);
+    // 54 lines with a number that is no valid ID, then one with the
+    // person's key and a value of the wrong type.
+    let bad_keys: Vec<Value> = (0..54).map(|i| json!({"key": format!("1234567890{i:05}"), "version": 1, "fields": {"name": "某某"}})).collect();
+    let r = s.req("POST", "/v1/datasets/hukou/updates").token(tokens::GONGAN).ndjson(&bad_keys);
+    assert_eq!(r.json["rejected_total"], 54, "{}", r.text);
+    let r = s.req("POST", "/v1/datasets/hukou/updates").token(tokens::GONGAN).ndjson(&[json!({"key": key, "version": 2, "fields": {"name": 5}})]);
+    assert_eq!(r.json["rejected"][0]["code"], "invalid_value", "{}", r.text);
+    assert!(s.terminate().success());
+
+    let s = Server::start_in(dir.path(), &cfg, &[]);
+    let (cookie, _) = http_sign_in(&s, "steward1", STEWARD_PW, "/console/steward");
+    let p = call(&s, "GET", "/console/steward", &cookie, None);
+    let rejected = &p.body[p.body.find("id=\"rejected\"").unwrap_or_else(|| panic!("{}", p.body))..];
+    let codes: Vec<&str> = rejected.split("data-rejected=\"").skip(1).map(|c| c.split('"').next().unwrap()).collect();
+    assert_eq!(codes.len(), 50, "{rejected}");
+    assert_eq!(codes[0], "invalid_value", "the newest first: {rejected}");
+    assert!(codes[1..].iter().all(|c| *c == "invalid_key"), "{codes:?}");
+    // The key as the steward sees it: masked, never whole.
+    let masked = basedata_store::keys::mask(&key).to_string();
+    assert!(rejected.contains(&format!("<span class=\"keynum\">{masked}</span>")), "{rejected}");
+    assert!(!p.body.contains(&key) && !p.body.contains("123456789000053"), "a full number on the page");
+    // Of the first request, its last 49 lines are kept (54 down to 6).
+    let lines: Vec<&str> = rejected.split("<td data-label=\"行号\">").skip(1).map(|c| c.split('<').next().unwrap()).collect();
+    assert_eq!((lines.first(), lines.get(1), lines.last()), (Some(&"1"), Some(&"54"), Some(&"6")), "{rejected}");
 }
 
 #[test]

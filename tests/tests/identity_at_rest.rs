@@ -1,4 +1,5 @@
-//! A data directory that served batch jobs, disputes and grants holds no ID
+//! A data directory that served batch jobs, disputes, grants and rejected
+//! update lines holds no ID
 //! number in the clear: not in any file byte for byte (the write-ahead log
 //! before any flush; table files, write-ahead log and MANIFEST after one),
 //! nor in any decompressed key or value of any column family. The store's
@@ -93,6 +94,9 @@ fn no_id_number_on_disk_after_jobs_disputes_and_grants() {
     assert_eq!(r.status, 201, "{}", r.text);
     let r = s.req("GET", &format!("/v1/persons/{}", key(7))).token(tokens::COUNTER).purpose("identity-check").get();
     assert_eq!(r.status, 200);
+    // A provider's line rejected with its key: kept for the stewards, masked.
+    let r = s.req("POST", "/v1/datasets/hukou/updates").token(tokens::GONGAN).ndjson(&[json!({"key": key(9), "version": 2, "fields": {"name": 5}})]);
+    assert_eq!(r.json["rejected"][0]["code"], "invalid_value", "{}", r.text);
     s.kill();
 
     let ids: Vec<String> = (0..n).map(key).collect();
@@ -106,16 +110,20 @@ fn no_id_number_on_disk_after_jobs_disputes_and_grants() {
     let engine = RocksEngine::open(&data, &RocksConfig { compression: false, ..Default::default() }).unwrap();
     engine.flush().unwrap();
     let mut jobs = 0;
+    let masked = basedata_store::keys::mask(&key(9)).to_string();
+    let mut kept_masked = 0;
     for cf in Cf::ALL {
         for item in engine.scan(cf, &[], None, false).unwrap() {
             let (k, v) = item.unwrap();
             jobs += usize::from(cf == Cf::Jobs);
+            kept_masked += usize::from(cf == Cf::Gov && contains(&v, masked.as_bytes()));
             for id in &ids {
                 assert!(!contains(&k, id.as_bytes()) && !contains(&v, id.as_bytes()), "{} holds the ID number {id}", cf.name());
             }
         }
     }
     assert!(jobs > 2, "the job's input and answers are stored (saw {jobs} entries)");
+    assert_eq!(kept_masked, 1, "the rejected line is kept, its key masked");
     drop(engine);
     let seen = assert_no_id_in_files(&data, &ids, "after flush");
     assert!(seen.iter().any(|f| f.ends_with(".sst")), "no table file among {seen:?}");

@@ -3,7 +3,8 @@
 //! token that every state-changing form must carry back.
 
 use super::staff::Staff;
-use std::collections::HashMap;
+use basedata_store::SubjectKey;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
@@ -32,7 +33,15 @@ struct Entry {
     staff: Arc<Staff>,
     csrf: String,
     last_used: Instant,
+    /// Subjects this session looked up, by a random handle that its pages
+    /// carry instead of the number (newest last, at most
+    /// [`REMEMBERED_SUBJECTS`]).
+    subjects: VecDeque<(String, SubjectKey)>,
 }
+
+/// Subjects a session remembers for forms that act on a lookup's result
+/// (a dispute): a clerk works on a few people at a time.
+pub const REMEMBERED_SUBJECTS: usize = 16;
 
 /// A live session as a request sees it.
 #[derive(Clone, Debug)]
@@ -67,7 +76,7 @@ impl Sessions {
         // Expired sessions are dropped here, so the map stays as small as
         // the number of people working.
         map.retain(|_, e| now.duration_since(e.last_used) < self.idle);
-        map.insert(id.clone(), Entry { staff: staff.clone(), csrf: csrf.clone(), last_used: now });
+        map.insert(id.clone(), Entry { staff: staff.clone(), csrf: csrf.clone(), last_used: now, subjects: VecDeque::new() });
         Session { id, staff, csrf }
     }
 
@@ -83,6 +92,33 @@ impl Sessions {
         }
         e.last_used = now;
         Some(Session { id: id.to_owned(), staff: e.staff.clone(), csrf: e.csrf.clone() })
+    }
+
+    /// A handle for `key` that session `id`'s later forms may carry in
+    /// its place, so that the number itself never leaves the server in a
+    /// page or a URL; `None` if the session has ended. The same key keeps
+    /// its handle.
+    pub fn remember_subject(&self, id: &str, key: SubjectKey) -> Option<String> {
+        let mut map = self.map.lock().unwrap();
+        let e = map.get_mut(id)?;
+        if let Some(at) = e.subjects.iter().position(|(_, k)| *k == key) {
+            let kept = e.subjects.remove(at)?;
+            let handle = kept.0.clone();
+            e.subjects.push_back(kept);
+            return Some(handle);
+        }
+        if e.subjects.len() == REMEMBERED_SUBJECTS {
+            e.subjects.pop_front();
+        }
+        let handle = random_token();
+        e.subjects.push_back((handle.clone(), key));
+        Some(handle)
+    }
+
+    /// The subject session `id` remembered under `handle`.
+    pub fn subject(&self, id: &str, handle: &str) -> Option<SubjectKey> {
+        let map = self.map.lock().unwrap();
+        map.get(id)?.subjects.iter().find(|(h, _)| same_token(h, handle)).map(|(_, k)| *k)
     }
 
     /// Live sessions of staff member `staff_id`.
@@ -116,5 +152,29 @@ mod tests {
         assert!(same_token(&a, &a.clone()));
         assert!(!same_token(&a, &b));
         assert!(!same_token(&a, &a[..63]));
+    }
+
+    #[test]
+    fn a_session_remembers_the_subjects_it_looked_up_by_handle() {
+        let sessions = Sessions::new(Duration::from_secs(600));
+        let staff = crate::accounts::staff::test_book("correct horse", crate::config::ConsoleConfig::default()).get("clerk1").unwrap();
+        let (s, other) = (sessions.create(staff.clone()), sessions.create(staff));
+        let g = basedata_gen::GenConfig { persons: 20, entities: 0, seed: 3 };
+        let key = |i: u32| SubjectKey::from(basedata_gen::person_key(&g, u64::from(i)));
+        let h = sessions.remember_subject(&s.id, key(0)).unwrap();
+        assert_eq!(h.len(), 64);
+        assert_eq!(sessions.subject(&s.id, &h), Some(key(0)));
+        // Another session cannot use the handle; the same key keeps it.
+        assert_eq!(sessions.subject(&other.id, &h), None);
+        assert_eq!(sessions.remember_subject(&s.id, key(0)), Some(h.clone()));
+        // The oldest fall out past the bound; an ended session has none.
+        for i in 1..=REMEMBERED_SUBJECTS as u32 {
+            sessions.remember_subject(&s.id, key(i)).unwrap();
+        }
+        assert_eq!(sessions.subject(&s.id, &h), None);
+        let last = sessions.remember_subject(&s.id, key(1)).unwrap();
+        sessions.end(&s.id);
+        assert_eq!(sessions.subject(&s.id, &last), None);
+        assert_eq!(sessions.remember_subject(&s.id, key(1)), None);
     }
 }

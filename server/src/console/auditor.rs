@@ -27,6 +27,7 @@ pub fn routes() -> Router<AppState> {
         .route("/console/reports", get(reports))
         .route("/console/reports/sharing.csv", get(sharing_csv))
         .route("/console/reports/freshness.csv", get(freshness_csv))
+        .route("/console/reports/daily.csv", get(daily_csv))
         .route("/console/reports/annual", get(annual))
 }
 
@@ -367,8 +368,9 @@ async fn reports(State(state): State<AppState>, session: Session) -> Response {
         Ok(u) => {
             let _ = write!(
                 body,
-                r#"<section class="card"><h2>近 {SERIES_DAYS} 天每日使用量（按部门）</h2>{}</section><section class="card"><h2>近 {SERIES_DAYS} 天每日更新量（按数据集）</h2>{}</section>"#,
+                r#"<section class="card"><h2>近 {SERIES_DAYS} 天每日使用量（按部门）</h2>{}</section><section class="card"><h2>近 {SERIES_DAYS} 天每日使用量（按数据集）</h2><p class="muted">各部门对该数据集的查询、核验与批量比对之和。</p>{}</section><section class="card"><h2>近 {SERIES_DAYS} 天每日更新量（按数据集）</h2>{}<p><a id="daily-csv" href="/console/reports/daily.csv" download>下载每日数据 CSV</a></p></section>"#,
                 series_chart("usage-by-day", u.first_day, &named(&u.by_department, |id| department_name(&state, id))),
+                series_chart("uses-by-dataset", u.first_day, &named(&u.uses_by_dataset, |id| dataset_name(&state, id))),
                 series_chart("updates-by-day", u.first_day, &named(&u.by_dataset, |id| dataset_name(&state, id)))
             );
         }
@@ -441,9 +443,9 @@ fn csv_field(s: &str) -> String {
     }
 }
 
-fn csv(name: &str, head: &[&str], rows: Vec<Vec<String>>) -> Response {
+fn csv<S: AsRef<str>>(name: &str, head: &[S], rows: Vec<Vec<String>>) -> Response {
     let mut out = String::from("\u{feff}");
-    out.push_str(&head.join(","));
+    out.push_str(&head.iter().map(|h| csv_field(h.as_ref())).collect::<Vec<_>>().join(","));
     out.push_str("\r\n");
     for r in rows {
         out.push_str(&r.iter().map(|f| csv_field(f)).collect::<Vec<_>>().join(","));
@@ -513,6 +515,43 @@ async fn freshness_csv(State(state): State<AppState>, session: Session) -> Respo
                 })
                 .collect(),
         ),
+        Err(e) => Page::new("统计报表", query_error(&e)).signed(&session, "reports").into_response(),
+    }
+}
+
+/// The series of the charts over time, a row per series and a column
+/// per day: each department's uses, each dataset's uses by all
+/// departments, each dataset's applied updates.
+fn daily_rows(state: &AppState, u: &basedata_query::oversight::UsageByDay) -> (Vec<String>, Vec<Vec<String>>) {
+    let days = u.by_department.first().or(u.by_dataset.first()).map_or(0, |(_, v)| v.len());
+    let mut head: Vec<String> = ["series", "id", "name"].map(str::to_owned).into();
+    head.extend((0..days).map(|d| u.first_day.saturating_add(time::Duration::days(d as i64)).to_string()));
+    let mut rows = Vec::new();
+    type Series<'a> = (&'static str, &'a [(String, Vec<u64>)], fn(&AppState, &str) -> String);
+    let all: [Series<'_>; 3] = [
+        ("department_uses", &u.by_department, department_name),
+        ("dataset_uses", &u.uses_by_dataset, dataset_name),
+        ("dataset_updates", &u.by_dataset, dataset_name),
+    ];
+    for (series, of, name) in all {
+        for (id, values) in of {
+            let mut row = vec![series.to_owned(), id.clone(), name(state, id)];
+            row.extend(values.iter().map(u64::to_string));
+            rows.push(row);
+        }
+    }
+    (head, rows)
+}
+
+async fn daily_csv(State(state): State<AppState>, session: Session) -> Response {
+    if let Err(r) = need(&session, StaffRole::Auditor) {
+        return r;
+    }
+    match state.queries.usage_by_day(&session.staff.caller(), SERIES_DAYS).await {
+        Ok(u) => {
+            let (head, rows) = daily_rows(&state, &u);
+            csv("daily.csv", &head, rows)
+        }
         Err(e) => Page::new("统计报表", query_error(&e)).signed(&session, "reports").into_response(),
     }
 }

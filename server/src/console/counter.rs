@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use basedata_query::gov::GrantKind;
-use basedata_query::governance::Application;
+use basedata_query::governance::{Application, DisputeFiling};
 use basedata_query::{Caller, Department, Withheld};
 use basedata_store::catalog::{Field, FieldType, Share};
 use basedata_store::Catalog;
@@ -27,6 +27,7 @@ pub fn routes() -> Router<AppState> {
         .route("/console/counter/lookup", post(lookup))
         .route("/console/counter/verify", get(verify_page).post(verify))
         .route("/console/counter/grant", post(apply_grant))
+        .route("/console/counter/dispute", post(file_dispute))
         .route("/console/report", get(report_page).post(report))
 }
 
@@ -233,6 +234,9 @@ async fn lookup(State(state): State<AppState>, CsrfForm { session, form }: CsrfF
         esc(&masked(&key)),
         esc(&purpose)
     );
+    // A dispute about a value shown here names the subject by a handle
+    // the session keeps: the number is never written into the page.
+    let handle = state.accounts.sessions.remember_subject(&session.id, key);
     for d in &result.datasets {
         let Some(ds) = state.catalog.dataset(&d.dataset) else { continue };
         let rows: Vec<Vec<String>> = d
@@ -243,9 +247,13 @@ async fn lookup(State(state): State<AppState>, CsrfForm { session, form }: CsrfF
                 vec![esc(f.map_or(n.as_str(), |f| f.title.as_str())), format!(r#"<span data-field="{}.{}">{}</span>"#, esc(&d.dataset), esc(n), show(f, v))]
             })
             .collect();
+        let dispute = match &handle {
+            Some(h) => dispute_form(&session, h, ds, d.fields.iter().map(|(n, _)| n.as_str())),
+            None => String::new(),
+        };
         let _ = write!(
             body,
-            r#"<section class="card"><h2>{} <span class="muted">{} · 版本 {} · 更新于 {}</span></h2>{}</section>"#,
+            r#"<section class="card"><h2>{} <span class="muted">{} · 版本 {} · 更新于 {}</span></h2>{}{dispute}</section>"#,
             esc(&ds.title),
             esc(&ds.provider_name),
             d.version,
@@ -318,6 +326,96 @@ async fn lookup(State(state): State<AppState>, CsrfForm { session, form }: CsrfF
     }
     body.push_str(back);
     page(body)
+}
+
+/// Most characters of a disputed value or a dispute's note typed at the
+/// counter.
+const DISPUTE_TEXT_CHARS: usize = 500;
+
+/// The form that files a dispute (异议) about one of `fields` of `ds` as
+/// shown, for the subject the session keeps under `handle`.
+fn dispute_form<'a>(session: &Session, handle: &str, ds: &basedata_store::catalog::Dataset, fields: impl Iterator<Item = &'a str>) -> String {
+    let mut options = String::new();
+    for name in fields {
+        // A value typed at the counter cannot stand for binary data.
+        let Some(f) = ds.field(name).filter(|f| !matches!(f.ty, FieldType::Bytes)) else { continue };
+        let _ = write!(options, r#"<option value="{}">{}</option>"#, esc(&f.name), esc(&f.title));
+    }
+    if options.is_empty() {
+        return String::new();
+    }
+    format!(
+        r#"<details><summary id="dispute-{ds}-open">对登记内容提出异议</summary><form method="post" action="/console/counter/dispute" id="dispute-{ds}">{}<input type="hidden" name="subject_ref" value="{}"><input type="hidden" name="dataset" value="{ds}"><label for="dispute-{ds}-field">信息项</label><select id="dispute-{ds}-field" name="field" required>{options}</select><label for="dispute-{ds}-claimed">认为正确的值</label><input id="dispute-{ds}-claimed" name="claimed" required maxlength="{DISPUTE_TEXT_CHARS}" autocomplete="off"><label for="dispute-{ds}-note">说明（例如申请人提供的证明材料）</label><input id="dispute-{ds}-note" name="note" maxlength="{DISPUTE_TEXT_CHARS}"><button type="submit" id="dispute-{ds}-submit">提交异议</button></form></details>"#,
+        csrf_field(&session.csrf),
+        esc(handle),
+        ds = esc(&ds.id),
+    )
+}
+
+/// Files a dispute from a lookup's result: the same use case as `POST
+/// /v1/disputes`, audited with the signed-in clerk.
+async fn file_dispute(State(state): State<AppState>, CsrfForm { session, form }: CsrfForm) -> Response {
+    if let Err(r) = need(&session, StaffRole::Clerk) {
+        return r;
+    }
+    let page = |body: String| Page::new("提出异议", body).signed(&session, "counter").into_response();
+    let back = r#"<p><a href="/console/counter">返回查询</a></p>"#;
+    let Some(key) = form.get("subject_ref").and_then(|h| state.accounts.sessions.subject(&session.id, h)) else {
+        return page(format!("{}{back}", notice("error", "invalid_value", "查询结果已失效，请重新查询后再提出异议。")));
+    };
+    let shown = format!(r#"<p>号码：<span class="keynum" id="shown-key">{}</span></p>"#, esc(&masked(&key)));
+    let Some(ds) = form.get("dataset").and_then(|d| state.catalog.dataset(d)) else {
+        return page(format!("{shown}{}{back}", notice("error", "unknown_dataset", "请从查询结果中选择数据集")));
+    };
+    let Some(field) = form.get("field") else {
+        return page(format!("{shown}{}{back}", notice("error", "invalid_value", "请选择有异议的信息项")));
+    };
+    let Some(claimed) = form.get("claimed") else {
+        return page(format!("{shown}{}{back}", notice("error", "invalid_value", "请填写认为正确的值")));
+    };
+    let note = form.get("note");
+    for (what, text) in [("认为正确的值", Some(claimed)), ("说明", note)] {
+        let Some(text) = text else { continue };
+        // Refused rather than cut, like the purpose's particulars.
+        let n = text.chars().count();
+        if n > DISPUTE_TEXT_CHARS {
+            let m = format!("{what}最多 {DISPUTE_TEXT_CHARS} 个字符，现有 {n} 个，请删减后重新提交");
+            return page(format!("{shown}{}{back}", notice("error", "invalid_value", &m)));
+        }
+        if !text.chars().all(basedata_store::audit::fits_audit_text) {
+            return page(format!("{shown}{}{back}", notice("error", "invalid_value", &format!("{what}含有控制字符或格式字符"))));
+        }
+    }
+    let subject = key.subject().to_string();
+    let claimed_value = serde_json::Value::String(claimed.to_owned());
+    let filing = DisputeFiling {
+        subject: &subject,
+        key: key.as_str(),
+        id_type: key.other_doc_type().map(DocType::as_str),
+        dataset: &ds.id,
+        field,
+        claimed: &claimed_value,
+        note,
+    };
+    match state.queries.file_dispute(&session.staff.caller(), &filing).await {
+        Ok(d) => {
+            let field_title = ds.field(&d.field).map_or(d.field.as_str(), |f| f.title.as_str());
+            let message = format!(
+                "已提出异议，{}应在 {} 前核查并答复。",
+                if ds.provider_name.is_empty() { ds.provider.as_str() } else { ds.provider_name.as_str() },
+                basedata_store::value::format_date(d.due_date())
+            );
+            page(format!(
+                r#"{}{shown}<p>异议编号：<span id="dispute-id">{}</span> · {} · {} · 认为正确的值：{}</p>{back}"#,
+                notice("ok", "opened", &message),
+                esc(&d.id),
+                esc(&ds.title),
+                esc(field_title),
+                esc(&d.claimed),
+            ))
+        }
+        Err(e) => page(format!("{shown}{}{back}", query_error(&e))),
+    }
 }
 
 /// A claimed value from a text box as the JSON the verification expects.

@@ -11,6 +11,7 @@ use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use basedata_query::rejected::KEPT;
 use basedata_store::value::format_date;
 use std::fmt::Write;
 
@@ -118,13 +119,24 @@ async fn render(state: &AppState, session: &Session, message: String) -> Respons
         }
         Err(e) => body.push_str(&query_error(&e)),
     }
-    // The last rejected update lines of the department's datasets.
+    // The last rejected update lines of the datasets the department
+    // provides (of a dataset of several providers, the steward sees every
+    // part's lines, another provider its own).
     let mut rows = Vec::new();
-    for ds in state.catalog.datasets().iter().filter(|d| d.provider == session.staff.department.id) {
-        for r in state.rejections.recent(&ds.id) {
+    for ds in state.catalog.datasets().iter().filter(|d| d.is_provided_by(&session.staff.department.id)) {
+        let lines = match state.queries.rejected_lines(&caller, &ds.id) {
+            Ok(l) => l,
+            Err(e) => {
+                body.push_str(&query_error(&e));
+                continue;
+            }
+        };
+        let several = ds.division.is_some();
+        for r in lines {
+            let title = if several { format!("{}（{}）", ds.title, super::department_name(state, &r.provider)) } else { ds.title.clone() };
             rows.push((r.at, vec![
                 esc(&super::auditor::cst(r.at)),
-                esc(&ds.title),
+                esc(&title),
                 r.line.to_string(),
                 format!(r#"<span class="keynum">{}</span>"#, esc(r.key.as_deref().unwrap_or(""))),
                 format!(r#"<code data-rejected="{0}">{0}</code>"#, esc(&r.code)),
@@ -132,12 +144,13 @@ async fn render(state: &AppState, session: &Session, message: String) -> Respons
             ]));
         }
     }
+    // Newest first across datasets (a stable sort: each dataset's lines
+    // stay in the order they were kept).
     rows.sort_by(|a, b| b.0.cmp(&a.0));
-    let rows: Vec<Vec<String>> = rows.into_iter().take(50).map(|(_, r)| r).collect();
+    let rows: Vec<Vec<String>> = rows.into_iter().take(KEPT).map(|(_, r)| r).collect();
     let _ = write!(
         body,
-        r#"<section class="card"><h2>最近被拒绝的更新</h2><p class="muted">本次启动以来，每个数据集保留最近 {} 行。</p>{}</section>"#,
-        crate::rejections::KEPT,
+        r#"<section class="card"><h2>最近被拒绝的更新</h2><p class="muted">每个数据集保留最近 {KEPT} 行（重启后仍在），此处列出最新的 {KEPT} 行；号码只保存遮蔽后的形式。</p>{}</section>"#,
         table("rejected", &["时间", "数据集", "行号", "号码", "代码", "原因"], &rows)
     );
     Page::new("数据管护", body).signed(session, "steward").into_response()

@@ -93,8 +93,6 @@ pub struct AppStateInner {
     pub connections: Arc<crate::conn::ConnStats>,
     /// The console's staff accounts and sessions.
     pub accounts: Arc<crate::accounts::Accounts>,
-    /// The last rejected update lines per dataset, for stewards.
-    pub rejections: Arc<crate::rejections::RecentRejections>,
 }
 
 /// Jobs waiting for the writer before requests are refused with 503.
@@ -167,7 +165,6 @@ impl AppState {
             conn_limits: settings.connections,
             connections: Arc::default(),
             accounts: Arc::new(crate::accounts::Accounts::new(staff)),
-            rejections: Arc::default(),
         })))
     }
 

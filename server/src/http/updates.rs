@@ -14,6 +14,7 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap};
 use axum::{Extension, Json};
 use basedata_ingest::Format;
+use basedata_query::rejected::{self, RejectedLine};
 use http_body_util::BodyExt;
 
 fn body_format(headers: &HeaderMap) -> ApiResult<Format> {
@@ -62,17 +63,20 @@ pub async fn post_updates(
     }
     let r = state.provide.apply(submission).await?;
     if !r.rejected.listed.is_empty() {
+        // Kept for the provider's stewards once the request's updates and
+        // audit entry are durable. The updates are in and the answer lists
+        // the lines itself, so a failure here is logged rather than
+        // failing the request.
         let at = state.queries.grants.now();
-        state.rejections.record(
-            &dataset,
-            r.rejected.listed.iter().map(|(line, e)| crate::rejections::Rejected {
-                at,
-                line: *line,
-                key: e.key.as_deref().map(|k| basedata_store::keys::mask(k).to_string()),
-                code: e.code.to_owned(),
-                message: e.message.clone(),
-            }),
-        );
+        // Only the last lines of a request could be kept.
+        let listed = &r.rejected.listed[r.rejected.listed.len().saturating_sub(rejected::KEPT)..];
+        let lines = listed
+            .iter()
+            .map(|(line, e)| RejectedLine::new(at, *line, e.key.as_deref(), e.code, &e.message, &caller.department.id))
+            .collect();
+        if let Err(e) = state.queries.keep_rejected(&dataset, lines).await {
+            tracing::warn!(code = e.code(), error = %e, dataset = %dataset, "cannot keep the rejected lines for the stewards");
+        }
     }
     let rejected_total = r.rejected.total();
     let rejected_by_code = r.rejected.by_code.iter().map(|(code, n)| ((*code).to_owned(), *n)).collect();
