@@ -748,6 +748,17 @@ fn cluster_survives_losing_a_nats_server_and_a_node() {
     assert_eq!(r.json["ok"], true, "{}", r.text);
     let of_1 = r.json["chains"].as_array().unwrap().iter().find(|c| c["node"] == "node-1").cloned();
     assert!(of_1.is_some_and(|c| c["entries"].as_u64() > Some(0)), "the seeded node lost node 1's chain: {}", r.text);
+    // Every node counts every node's uses in its reports, each once.
+    let uses: Vec<(u64, u64)> = (1..=3)
+        .map(|node| {
+            let r = req("GET", &c.url(node, "/v1/reports/sharing")).token(c.token("AUDITOR")).get();
+            assert_eq!(r.status, 200, "{}", r.text);
+            let row = r.json["departments"].as_array().unwrap().iter().find(|d| d["department"] == "shebao-counter").cloned().unwrap();
+            (row["lookups"].as_u64().unwrap(), row["verifications"].as_u64().unwrap())
+        })
+        .collect();
+    eprintln!("the counter's lookups and verifications, as nodes 1 to 3 report them: {uses:?}");
+    assert!(uses.iter().all(|u| *u == uses[0]) && uses[0].1 > 0, "{uses:?}");
     eprintln!("audit chain heads: {}", heads[0]);
     assert!(heads.iter().all(|h| *h == heads[0]), "the nodes hold different audit chains: {heads:?}");
     assert_eq!(late.req("GET", "/v1/audit/verify").token(c.token("AUDITOR")).get().json["ok"], true);

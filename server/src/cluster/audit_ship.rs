@@ -27,6 +27,7 @@ use super::Cluster;
 use async_nats::jetstream::message::PublishMessage;
 use basedata_store::audit::remote::{valid_node_name, RemoteHeads, ShippedBatch};
 use basedata_store::pseudo::Sealer;
+use basedata_store::usage::RemoteUsage;
 use basedata_store::{Secret, Store, WriteBatch};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -106,6 +107,9 @@ pub struct AuditLink {
     /// written in order or (after a failed one) not at all, and the next
     /// run starts again from what is on disk.
     heads: Mutex<Option<RemoteHeads>>,
+    /// The counters of uses other nodes answered, staged with their
+    /// entries; forgotten with the heads.
+    usage: Mutex<RemoteUsage>,
     pub stats: ShipStats,
 }
 
@@ -117,12 +121,18 @@ impl std::fmt::Debug for AuditLink {
 
 impl AuditLink {
     pub fn new(secret: &Secret) -> AuditLink {
-        AuditLink { sealer: Sealer::log(secret), heads: Mutex::new(None), stats: ShipStats::default() }
+        AuditLink {
+            sealer: Sealer::log(secret),
+            heads: Mutex::new(None),
+            usage: Mutex::new(RemoteUsage::default()),
+            stats: ShipStats::default(),
+        }
     }
 
     /// A new run of the applier: heads are read again from the store.
     pub(super) fn begin_run(&self) {
         *self.heads.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        self.usage.lock().unwrap_or_else(|e| e.into_inner()).forget();
     }
 
     /// The writes that append another node's shipped entries to its chain
@@ -140,7 +150,8 @@ impl AuditLink {
         }
         let heads = heads.as_mut().expect("loaded above");
         let mut wb = WriteBatch::new();
-        let done = store.remote_append(heads, &batch, &mut wb).map_err(|e| e.to_string())?;
+        let mut usage = self.usage.lock().unwrap_or_else(|e| e.into_inner());
+        let done = store.remote_append(heads, Some(&mut usage), &batch, &mut wb).map_err(|e| e.to_string())?;
         self.stats.remote_appended.fetch_add(done.appended as u64, Ordering::Relaxed);
         Ok(wb)
     }

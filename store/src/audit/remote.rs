@@ -26,6 +26,7 @@ use super::{index_keys, stored_hash, ChainCheck, ChainHead, StoredEntry};
 use crate::codec::{decode, encode};
 use crate::engine::{prefix_end, Cf, WriteBatch};
 use crate::record::{seq_from_key, seq_key};
+use crate::usage::RemoteUsage;
 use crate::{Pid, Result, Store};
 use std::collections::{BTreeMap, HashSet};
 
@@ -235,7 +236,8 @@ impl Store {
                 break;
             }
             let mut wb = WriteBatch::new();
-            self.remote_append(&mut heads, &b, &mut wb).map_err(|e| crate::Error::Corrupt { what: "audit chain", msg: e.to_string() })?;
+            // Their uses were counted here as this store's own.
+            self.remote_append(&mut heads, None, &b, &mut wb).map_err(|e| crate::Error::Corrupt { what: "audit chain", msg: e.to_string() })?;
             self.engine().write(wb, crate::Durability::Sync)?;
             from = b.last() + 1;
         }
@@ -270,11 +272,20 @@ impl Store {
     /// Puts into `batch` the entries of `b` that extend its node's chain
     /// (`heads`, which this advances: the caller keeps it across batches
     /// written in order, and reloads it after a failed write), their index
-    /// keys, the key mappings this store lacks, and the chain's new head.
-    /// Entries the chain holds already are skipped; a gap, an entry that
-    /// does not link to the one before or a mapping of another pseudonym
-    /// is refused and `batch` must then be dropped.
-    pub fn remote_append(&self, heads: &mut RemoteHeads, b: &ShippedBatch, batch: &mut WriteBatch) -> std::result::Result<Appended, RemoteError> {
+    /// keys, the key mappings this store lacks, the chain's new head and,
+    /// with `usage`, each new entry's use in the counters of uses other
+    /// nodes answered (once per entry: duplicates are not counted; the
+    /// caller forgets `usage`'s cache with the heads). Entries the chain
+    /// holds already are skipped; a gap, an entry that does not link to
+    /// the one before or a mapping of another pseudonym is refused and
+    /// `batch` must then be dropped.
+    pub fn remote_append(
+        &self,
+        heads: &mut RemoteHeads,
+        mut usage: Option<&mut RemoteUsage>,
+        b: &ShippedBatch,
+        batch: &mut WriteBatch,
+    ) -> std::result::Result<Appended, RemoteError> {
         let node = &b.node;
         let broken = |seq: u64, why: String| RemoteError::Broken { node: node.clone(), seq, why };
         if !valid_node_name(node) {
@@ -306,6 +317,9 @@ impl Store {
             }
             for k in index_keys(seq, &e) {
                 index.push([prefix.as_slice(), &k].concat());
+            }
+            if let Some(u) = usage.as_deref_mut() {
+                u.count(&**self.engine(), &e, batch)?;
             }
             batch.put(Cf::Audit, entry_key(node, seq), shipped.bytes.clone());
             chain.head = ChainHead { seq, hash: e.hash };
