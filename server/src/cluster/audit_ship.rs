@@ -151,7 +151,9 @@ impl AuditLink {
         let heads = heads.as_mut().expect("loaded above");
         let mut wb = WriteBatch::new();
         let mut usage = self.usage.lock().unwrap_or_else(|e| e.into_inner());
-        let done = store.remote_append(heads, Some(&mut usage), &batch, &mut wb).map_err(|e| e.to_string())?;
+        let engine = store.engine().clone();
+        let mut count = |e: &basedata_store::audit::StoredEntry, wb: &mut WriteBatch| usage.count(&*engine, e, wb);
+        let done = store.remote_append(heads, Some(&mut count), &batch, &mut wb).map_err(|e| e.to_string())?;
         self.stats.remote_appended.fetch_add(done.appended as u64, Ordering::Relaxed);
         Ok(wb)
     }

@@ -26,7 +26,6 @@ use super::{index_keys, stored_hash, ChainCheck, ChainHead, StoredEntry};
 use crate::codec::{decode, encode};
 use crate::engine::{prefix_end, Cf, WriteBatch};
 use crate::record::{seq_from_key, seq_key};
-use crate::usage::RemoteUsage;
 use crate::{Pid, Result, Store};
 use std::collections::{BTreeMap, HashSet};
 
@@ -272,17 +271,17 @@ impl Store {
     /// Puts into `batch` the entries of `b` that extend its node's chain
     /// (`heads`, which this advances: the caller keeps it across batches
     /// written in order, and reloads it after a failed write), their index
-    /// keys, the key mappings this store lacks, the chain's new head and,
-    /// with `usage`, each new entry's use in the counters of uses other
-    /// nodes answered (once per entry: duplicates are not counted; the
-    /// caller forgets `usage`'s cache with the heads). Entries the chain
+    /// keys, the key mappings this store lacks, the chain's new head and
+    /// whatever `each_new` puts for each new entry (the counters of uses
+    /// other nodes answered, `usage::RemoteUsage`: once per entry, as
+    /// duplicates are not passed to it). Entries the chain
     /// holds already are skipped; a gap, an entry that does not link to
     /// the one before or a mapping of another pseudonym is refused and
     /// `batch` must then be dropped.
     pub fn remote_append(
         &self,
         heads: &mut RemoteHeads,
-        mut usage: Option<&mut RemoteUsage>,
+        mut each_new: Option<&mut dyn FnMut(&StoredEntry, &mut WriteBatch) -> Result<()>>,
         b: &ShippedBatch,
         batch: &mut WriteBatch,
     ) -> std::result::Result<Appended, RemoteError> {
@@ -318,8 +317,8 @@ impl Store {
             for k in index_keys(seq, &e) {
                 index.push([prefix.as_slice(), &k].concat());
             }
-            if let Some(u) = usage.as_deref_mut() {
-                u.count(&**self.engine(), &e, batch)?;
+            if let Some(f) = each_new.as_deref_mut() {
+                f(&e, batch)?;
             }
             batch.put(Cf::Audit, entry_key(node, seq), shipped.bytes.clone());
             chain.head = ChainHead { seq, hash: e.hash };

@@ -237,20 +237,3 @@ fn a_store_seeded_from_a_peer_keeps_the_peer_chain_and_ships_after_it() {
     assert_eq!(append(&a, &ship(&a, 4, 5)).unwrap(), Appended { appended: 0, duplicates: 2 });
     assert!(a.audit_verify().unwrap().ok);
 }
-
-#[test]
-fn each_appended_entry_counts_once_as_a_use_another_node_answered() {
-    use crate::usage::{day_of, totals, Kind, Owner, RemoteUsage};
-    let (a, b) = two_nodes();
-    let mut usage = RemoteUsage::default();
-    let mut heads = b.remote_heads().unwrap();
-    for batch in [ship(&a, 1, 3), ship(&a, 2, 5), ship(&a, 1, 5)] {
-        let mut wb = WriteBatch::new();
-        b.remote_append(&mut heads, Some(&mut usage), &batch, &mut wb).unwrap();
-        b.engine().write(wb, Durability::Sync).unwrap();
-    }
-    let day = day_of(1_000);
-    let count = |d: &str| totals(&**b.engine(), Owner::Department(d), day, day + 1).unwrap().get(&Kind::Action(Action::Verify)).copied();
-    // Node A's d1 uses (1, 3, 5) beside B's own (one, key 7); d2's (2, 4).
-    assert_eq!((count("d1"), count("d2"), count("d3")), (Some(4), Some(2), Some(1)));
-}
