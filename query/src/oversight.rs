@@ -366,7 +366,7 @@ impl Queries {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use basedata_store::caller::{Department, Directory};
+    use basedata_store::caller::{Department, Listed};
     use basedata_store::calendar::Calendar;
     use basedata_store::clock::ManualClock;
     use basedata_store::commit::Committer;
@@ -374,16 +374,6 @@ mod tests {
     use basedata_store::{Catalog, Secret, Store, Subject};
     use std::sync::Arc;
 
-    struct Departments(Vec<Arc<Department>>);
-
-    impl Directory for Departments {
-        fn department(&self, id: &str) -> Option<Arc<Department>> {
-            self.0.iter().find(|d| d.id == id).cloned()
-        }
-        fn all(&self) -> Vec<Arc<Department>> {
-            self.0.clone()
-        }
-    }
 
     const DAY: i64 = 86_400_000_000;
 
@@ -412,7 +402,7 @@ mod tests {
         let counter = Arc::new(Department::new("counter", vec![Role::Consumer]));
         let tax = Arc::new(Department::new("tax", vec![Role::Consumer]));
         let audit = Arc::new(Department::new("audit", vec![Role::Auditor]));
-        let directory = Arc::new(Departments(vec![counter.clone(), tax.clone(), audit.clone()]));
+        let directory = Arc::new(Listed(vec![counter.clone(), tax.clone(), audit.clone()]));
         let q = Queries::new(store, committer, crate::gov::Policy::default(), Calendar::builtin(), directory).unwrap();
 
         // Today: two lookups by the counter (one of two datasets), a

@@ -7,7 +7,8 @@
 //! both; and both end with the same governance digest.
 
 use basedata_query::replicated::{Applied, Change, Entry, Expect, GovernanceLog, LogFuture};
-use basedata_query::{Caller, Coverage, Department, Directory, GrantSource, Queries, Role, Scope};
+use basedata_query::{Caller, Coverage, Department, GrantSource, Queries, Role, Scope};
+use basedata_store::caller::Listed;
 use basedata_store::clock::ManualClock;
 use basedata_store::commit::Committer;
 use basedata_store::audit::AuditQuery;
@@ -19,16 +20,6 @@ const DAY: i64 = 86_400_000_000;
 /// 2026-03-02 09:00 China Standard Time, a Monday.
 const START: i64 = 1_772_413_200_000_000;
 
-struct Departments(Vec<Arc<Department>>);
-
-impl Directory for Departments {
-    fn department(&self, id: &str) -> Option<Arc<Department>> {
-        self.0.iter().find(|d| d.id == id).cloned()
-    }
-    fn all(&self) -> Vec<Arc<Department>> {
-        self.0.clone()
-    }
-}
 
 /// The shared log: entries in order, and how far each node has applied it.
 #[derive(Default)]
@@ -92,7 +83,7 @@ struct Node {
     store: Arc<Store>,
 }
 
-fn node(hub: &Arc<Hub>, index: usize, name: &str, directory: Arc<Departments>) -> Node {
+fn node(hub: &Arc<Hub>, index: usize, name: &str, directory: Arc<Listed>) -> Node {
     let clock = Arc::new(ManualClock::new(START));
     let store = Arc::new(
         Store::open(
@@ -124,7 +115,7 @@ fn audited(n: &Node, outcome_prefix: &str) -> usize {
 async fn two_nodes_agree_on_grants_disputes_and_deemed_approvals() {
     let gongan = Arc::new(Department::new("gongan", vec![Role::Provider, Role::Consumer]));
     let shebao = Arc::new(Department::new("shebao", vec![Role::Consumer]));
-    let directory = Arc::new(Departments(vec![gongan.clone(), shebao.clone()]));
+    let directory = Arc::new(Listed(vec![gongan.clone(), shebao.clone()]));
     let hub = Arc::new(Hub::default());
     let (a, b) = (node(&hub, 0, "node-a", directory.clone()), node(&hub, 1, "node-b", directory.clone()));
     hub.nodes.set(vec![("node-a".into(), a.q.clone()), ("node-b".into(), b.q.clone())]).ok().unwrap();
