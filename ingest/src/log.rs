@@ -412,11 +412,26 @@ pub async fn submit(
     watch: Arc<dyn ApplyWatch>,
     chain: &Arc<AtomicBool>,
     seq: u64,
-    mut updates: Vec<Update>,
+    updates: Vec<Update>,
     write_position: bool,
     permit: tokio::sync::OwnedSemaphorePermit,
 ) -> Result<(), LogError> {
-    let mut extra = WriteBatch::new();
+    submit_with(committer, watch, chain, seq, updates, WriteBatch::new(), write_position, permit).await
+}
+
+/// [`submit`] with writes of the message's own (another node's audit
+/// entries) in the same batch as its position.
+#[allow(clippy::too_many_arguments)]
+pub async fn submit_with(
+    committer: &Committer,
+    watch: Arc<dyn ApplyWatch>,
+    chain: &Arc<AtomicBool>,
+    seq: u64,
+    mut updates: Vec<Update>,
+    mut extra: WriteBatch,
+    write_position: bool,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) -> Result<(), LogError> {
     if write_position {
         extra.put(Cf::Meta, META_POSITION.to_vec(), encode(&seq));
     }

@@ -142,6 +142,15 @@ impl Queries {
         Ok(tokio::task::spawn_blocking(move || store.audit_verify()).await??)
     }
 
+    /// [`Queries::audit_check`], and each other node's chain held here
+    /// (cluster mode), by node name.
+    pub async fn audit_check_all(&self, caller: &Caller) -> Result<(ChainCheck, Vec<(String, ChainCheck)>)> {
+        self.require_oversight(caller)?;
+        let store = self.store.clone();
+        Ok(tokio::task::spawn_blocking(move || -> basedata_store::Result<_> { Ok((store.audit_verify()?, store.audit_verify_remote()?)) })
+            .await??)
+    }
+
     /// Per configured department over `from..=to` (Unix microseconds;
     /// default the beginning and now): provided, used, denied, and the
     /// timeliness of its answers. Returns the period and the rows.

@@ -20,8 +20,8 @@ use async_nats::jetstream::context::PublishAckFuture;
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::{self, consumer, stream};
 use basedata_ingest::log::{
-    governance_subject, message_id, partition_of_subject, submit, Applied, ApplyWatch, LogError, LogFuture, LoggedMessage,
-    Outgoing, Partitioning, Positions, Prepared, UpdateLog,
+    governance_subject, message_id, partition_of_subject, submit, submit_with, Applied, ApplyWatch, LogError, LogFuture,
+    LoggedMessage, Outgoing, Partitioning, Positions, Prepared, UpdateLog,
 };
 use basedata_query::replicated::{self, Entry, GovernanceLog};
 use basedata_query::Queries;
@@ -35,6 +35,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub use basedata_ingest::log::{prepare_store, stored_position, META_PARTITIONS, META_POSITION};
+
+pub mod audit_ship;
 
 /// Response header: the log position the answer reflects (at least).
 pub const POSITION_HEADER: &str = "x-basedata-position";
@@ -101,6 +103,8 @@ pub struct Cluster {
     last_activity: Mutex<std::time::Instant>,
     restart: tokio::sync::Notify,
     pub stats: ClusterStats,
+    /// The cluster-wide audit trail: shipping this node's, keeping the others'.
+    pub audit: audit_ship::AuditLink,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -137,6 +141,7 @@ impl Cluster {
             last_activity: Mutex::new(std::time::Instant::now()),
             restart: tokio::sync::Notify::new(),
             stats: ClusterStats::default(),
+            audit: audit_ship::AuditLink::new(secret),
             cfg,
         }))
     }
@@ -171,7 +176,7 @@ impl Cluster {
             let mut grown = info.config.clone();
             grown.subjects.extend(missing.iter().cloned());
             info = self.js.update_stream(grown).await?;
-            tracing::info!(stream = %cfg.stream, subjects = ?missing, "the stream now takes governance entries too");
+            tracing::info!(stream = %cfg.stream, subjects = ?missing, "the stream now takes the newer subjects too");
         }
         let theirs = info.config.metadata.get(PARTITIONS_KEY).cloned().unwrap_or_default();
         if theirs != cfg.partitions.to_string() {
@@ -306,9 +311,10 @@ impl Cluster {
     }
 }
 
-/// The subjects of the stream: update partitions and governance entries.
+/// The subjects of the stream: update partitions, governance entries and
+/// each node's audit entries.
 fn stream_subjects(stream: &str) -> Vec<String> {
-    vec![format!("{stream}.p.*"), governance_subject(stream)]
+    vec![format!("{stream}.p.*"), governance_subject(stream), format!("{stream}.a.*")]
 }
 
 impl Cluster {
@@ -409,6 +415,8 @@ impl ApplyWatch for Cluster {
 pub struct ApplyTo {
     pub catalog: Arc<Catalog>,
     pub committer: Arc<Committer>,
+    /// Read (never written) by the audit trail's shipper and applier.
+    pub store: Arc<Store>,
     pub queries: Arc<Queries>,
 }
 
@@ -427,6 +435,7 @@ pub async fn applier(to: ApplyTo, cluster: Arc<Cluster>) {
             }
         });
     }
+    tokio::spawn(audit_ship::shipper(to.store.clone(), cluster.clone()));
     loop {
         match apply_from(&to, &cluster).await {
             Ok(()) => tracing::warn!("the log consumer ended; resuming"),
@@ -501,6 +510,7 @@ async fn consume(
     cluster.touch();
     // A restart asked for before this run began is this run.
     let _ = cluster.restart.notified().now_or_never();
+    cluster.audit.begin_run();
     let mut next = from;
     let mut unwritten = 0u32;
     loop {
@@ -528,6 +538,15 @@ async fn consume(
             return Err(stuck(cluster, format!("the log has no message {next} (the next is {seq}): seed this node from a backup")));
         }
         next = seq + 1;
+        // Another node's audit entries: appended to its chain here.
+        if let Some(staged) = audit_ship::stage(cluster, &to.store, &m.subject, &m.payload) {
+            let extra = staged.map_err(|e| stuck(cluster, format!("log message {seq} ({}) cannot be applied here: {e}", m.subject)))?;
+            unwritten = 0;
+            let permit = in_flight.clone().acquire_owned().await?;
+            let watch: Arc<dyn ApplyWatch> = cluster.clone();
+            submit_with(&to.committer, watch, chain, seq, Vec::new(), extra, true, permit).await?;
+            continue;
+        }
         if m.subject.as_str() == cluster.gov_subject {
             apply_governance(to, cluster, chain, in_flight, seq, &m.payload).await?;
             unwritten = 0;

@@ -225,6 +225,7 @@ pub fn run(data: &Path, cfg: Config, listen: &str, key_file: Option<&Path>) -> a
                 catalog: state.catalog.clone(),
                 committer: state.committer.clone(),
                 queries: state.queries.clone(),
+                store: state.store.clone(),
             };
             tokio::spawn(crate::cluster::applier(to, cluster));
         }

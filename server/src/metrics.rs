@@ -96,7 +96,7 @@ impl Metrics {
         let cluster = IntGaugeVec::new(
             Opts::new(
                 "cluster",
-                "Cluster mode: position, stream_last, lag, replica_lag, replicas_current, published, publish_failures, applied_messages, unreadable_messages, apply_failures",
+                "Cluster mode: position, stream_last, lag, replica_lag, replicas_current, published, publish_failures, applied_messages, unreadable_messages, apply_failures, audit_head, audit_shipped, audit_unshipped, audit_shipped_entries, audit_ship_failures, audit_ship_lag_max_ms, audit_ship_lag_p99_ms",
             ),
             &["stat"],
         )
@@ -165,6 +165,9 @@ impl Metrics {
             ("unreadable_messages", st.unreadable_messages.load(Ordering::Relaxed)),
             ("apply_failures", st.apply_failures.load(Ordering::Relaxed)),
         ] {
+            self.cluster.with_label_values(&[name]).set(v as i64);
+        }
+        for (name, v) in crate::cluster::audit_ship::figures(&c.audit.stats) {
             self.cluster.with_label_values(&[name]).set(v as i64);
         }
     }

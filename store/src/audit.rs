@@ -14,6 +14,9 @@
 //! Subject keys are stored as pseudonyms like everywhere else; the chain
 //! covers the pseudonym, so resolving keys for display changes nothing.
 //!
+//! Another node's chain (cluster mode) is kept beside the local one in the
+//! same families under keys that cannot collide with it: see [`remote`].
+//!
 //! Formats: marker 1 (the first release) has no operator provenance; such
 //! entries read as `operator_verified = false` (the operator, if any, was
 //! declared by the calling program). Marker 2 adds `operator_verified`
@@ -26,6 +29,8 @@ use crate::pseudo::Pid;
 use crate::record::{doc_type, seq_from_key, seq_key};
 use crate::{Result, Store};
 use sha2::{Digest, Sha256};
+
+pub mod remote;
 
 pub(crate) const META_AUDIT_HEAD: &[u8] = b"audit_head";
 
@@ -260,6 +265,9 @@ impl StoredEntry {
 /// An entry as read back, with its subject key in the clear.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AuditEntry {
+    /// The node whose chain holds the entry (the node that answered the
+    /// use), when it is another node of the cluster; `None` for this one's.
+    pub node: Option<String>,
     pub seq: u64,
     pub at: i64,
     pub department: String,
@@ -301,7 +309,7 @@ fn chain_hash(prev: &[u8; 32], seq: u64, unhashed: &[u8]) -> [u8; 32] {
     h.finalize().into()
 }
 
-fn index_keys(seq: u64, e: &StoredEntry) -> Vec<Vec<u8>> {
+pub(crate) fn index_keys(seq: u64, e: &StoredEntry) -> Vec<Vec<u8>> {
     let mut out = Vec::with_capacity(3);
     if let Some((_, pid)) = &e.subject {
         let mut k = vec![b'k'];
@@ -413,8 +421,16 @@ pub struct AuditQuery {
     /// Unix microseconds, exclusive.
     pub to: Option<i64>,
     /// Only entries with a sequence number greater than this (paging).
+    /// With other nodes' chains held, local entry `after` stands for its
+    /// place in the merged order (see [`AuditCursor`]).
     pub after: u64,
     pub limit: usize,
+    /// Only entries after this place in the merged order of every chain
+    /// held (cluster mode); takes the place of `after`.
+    pub cursor: Option<AuditCursor>,
+    /// This node's name in the cluster, which orders its entries among
+    /// the others' (see [`AuditCursor`]); `None` on a single node.
+    pub node: Option<String>,
 }
 
 /// Result of checking the whole chain.
@@ -427,8 +443,66 @@ pub struct ChainCheck {
     pub problem: Option<String>,
 }
 
+/// Where an entry's chain is kept: this node's own, or another node's
+/// (cluster mode, see [`remote`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Chain<'a> {
+    Local,
+    Remote(&'a str),
+}
+
+impl Chain<'_> {
+    fn entry_key(self, seq: u64) -> Vec<u8> {
+        match self {
+            Chain::Local => seq_key(seq).to_vec(),
+            Chain::Remote(node) => remote::entry_key(node, seq),
+        }
+    }
+
+    /// What the chain's index keys start with before the local layout's.
+    fn index_prefix(self) -> Vec<u8> {
+        match self {
+            Chain::Local => Vec::new(),
+            Chain::Remote(node) => remote::index_prefix(node),
+        }
+    }
+}
+
+/// A place in the merged order of every chain a node holds (cluster
+/// mode): entries are ordered by time, then the name of the node whose
+/// chain holds them, then sequence number, and a page starts after the
+/// last entry of the one before. Written `<at>.<seq>.<node>` (`at` in Unix
+/// microseconds), so that the node name, last, may hold anything.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditCursor {
+    pub at: i64,
+    pub node: String,
+    pub seq: u64,
+}
+
+impl AuditCursor {
+    /// The cursor of an entry; `local` names this node's own chain.
+    pub fn of(e: &AuditEntry, local: &str) -> AuditCursor {
+        AuditCursor { at: e.at, node: e.node.clone().unwrap_or_else(|| local.to_owned()), seq: e.seq }
+    }
+
+    pub fn parse(s: &str) -> Option<AuditCursor> {
+        let mut parts = s.splitn(3, '.');
+        let at = parts.next()?.parse().ok()?;
+        let seq = parts.next()?.parse().ok()?;
+        let node = parts.next()?.to_owned();
+        Some(AuditCursor { at, node, seq })
+    }
+}
+
+impl std::fmt::Display for AuditCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}.{}", self.at, self.seq, self.node)
+    }
+}
+
 impl Store {
-    fn to_entry(&self, seq: u64, e: StoredEntry) -> Result<AuditEntry> {
+    pub(crate) fn to_entry(&self, seq: u64, e: StoredEntry) -> Result<AuditEntry> {
         let (subject, key) = match &e.subject {
             Some((doc, pid)) => {
                 let subject = doc_type(*doc)?.subject();
@@ -437,6 +511,7 @@ impl Store {
             None => (None, None),
         };
         Ok(AuditEntry {
+            node: None,
             seq,
             at: e.at,
             department: e.department,
@@ -455,7 +530,11 @@ impl Store {
     }
 
     fn audit_get(&self, seq: u64) -> Result<Option<StoredEntry>> {
-        match self.engine().get(Cf::Audit, &seq_key(seq))? {
+        self.audit_get_in(Chain::Local, seq)
+    }
+
+    fn audit_get_in(&self, chain: Chain<'_>, seq: u64) -> Result<Option<StoredEntry>> {
+        match self.engine().get(Cf::Audit, &chain.entry_key(seq))? {
             Some(b) => Ok(Some(StoredEntry::decode(&b)?)),
             None => Ok(None),
         }
@@ -464,12 +543,98 @@ impl Store {
     /// Entries matching `q`, oldest first. The most selective index (subject,
     /// then department, then time) drives the read; the other filters are
     /// checked on the entries it yields.
+    ///
+    /// With other nodes' chains held (cluster mode) every chain is read the
+    /// same way and the entries are merged in the order (time, node, seq);
+    /// paging then goes by [`AuditCursor`] (`after` names a local entry's
+    /// place in that order). Without them it is this node's chain in
+    /// sequence order, paged by `after`, as on a single node.
     pub fn audit_query(&self, q: &AuditQuery) -> Result<Vec<AuditEntry>> {
         let limit = q.limit.max(1);
-        // An index prefix and where to start reading it (after `q.after`).
-        let after = |p: Vec<u8>| {
+        let remotes = self.remote_chains()?;
+        if remotes.is_empty() && q.cursor.is_none() {
+            return self.chain_query(q, Chain::Local, q.after, None, limit);
+        }
+        let local = q.node.as_deref().unwrap_or("");
+        let cursor = match &q.cursor {
+            Some(c) => Some(c.clone()),
+            // A local entry not (yet) there: nothing after it.
+            None if q.after > 0 => Some(match self.audit_get(q.after)? {
+                Some(e) => AuditCursor { at: e.at, node: local.to_owned(), seq: q.after },
+                None => AuditCursor { at: i64::MAX, node: local.to_owned(), seq: q.after },
+            }),
+            None => None,
+        };
+        let chains = std::iter::once((local, Chain::Local))
+            .chain(remotes.iter().filter(|(n, _)| n != local).map(|(n, _)| (n.as_str(), Chain::Remote(n))));
+        let mut out = Vec::new();
+        for (name, chain) in chains {
+            let after = match &cursor {
+                None => 0,
+                Some(c) => match self.after_cursor(chain, name, c)? {
+                    Some(seq) => seq,
+                    None => continue,
+                },
+            };
+            let mut got = self.chain_query(q, chain, after, cursor.as_ref().map(|c| c.at), limit)?;
+            if let Chain::Remote(n) = chain {
+                for e in &mut got {
+                    e.node = Some(n.to_owned());
+                }
+            }
+            out.extend(got);
+        }
+        let order = |e: &AuditEntry| (e.at, e.node.clone().unwrap_or_else(|| local.to_owned()), e.seq);
+        out.sort_by_cached_key(order);
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    /// The last sequence number of `chain` (named `name`) at or before
+    /// cursor `c` in the merged order; `None` when the chain has nothing
+    /// after `c`. A chain's times never decrease along its sequence numbers (its
+    /// writer's clock is held monotonic), so its time index finds the place.
+    fn after_cursor(&self, chain: Chain<'_>, name: &str, c: &AuditCursor) -> Result<Option<u64>> {
+        if name == c.node {
+            return Ok(Some(c.seq));
+        }
+        // Same time: a chain named before the cursor's comes first.
+        let bound = if name < c.node.as_str() {
+            match c.at.checked_add(1) {
+                Some(b) => b,
+                None => return Ok(None),
+            }
+        } else {
+            c.at
+        };
+        let mut p = chain.index_prefix();
+        p.push(b't');
+        let end = prefix_end(&p);
+        let mut start = p.clone();
+        start.extend_from_slice(&bound.max(0).to_be_bytes());
+        match self.engine().scan(Cf::AuditIndex, &start, end.as_deref(), false)?.next() {
+            Some(item) => {
+                let (k, _) = item?;
+                Ok(Some(seq_from_key(&k[k.len() - 8..])?.saturating_sub(1)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Up to `limit` entries of one chain after sequence number `after`
+    /// matching `q`, in sequence order; `time_floor` is a time no wanted
+    /// entry is before (a cursor's), where the time index starts reading.
+    fn chain_query(&self, q: &AuditQuery, chain: Chain<'_>, after: u64, time_floor: Option<i64>, limit: usize) -> Result<Vec<AuditEntry>> {
+        let base = chain.index_prefix();
+        let with = |kind: &[u8]| {
+            let mut p = base.clone();
+            p.extend_from_slice(kind);
+            p
+        };
+        // An index prefix and where to start reading it (after `after`).
+        let after_start = |p: Vec<u8>| {
             let mut s = p.clone();
-            s.extend_from_slice(&seq_key(q.after.saturating_add(1)));
+            s.extend_from_slice(&seq_key(after.saturating_add(1)));
             (p, s)
         };
         let scans: Vec<(Vec<u8>, Vec<u8>)> = if let Some(k) = &q.key {
@@ -478,25 +643,26 @@ impl Store {
             self.audit_pids(k)?
                 .iter()
                 .map(|pid| {
-                    let mut p = vec![b'k'];
+                    let mut p = with(b"k");
                     p.extend_from_slice(&pid.0);
-                    after(p)
+                    after_start(p)
                 })
                 .collect()
         } else if let Some(d) = &q.department {
-            let mut p = vec![b'd'];
+            let mut p = with(b"d");
             p.extend_from_slice(d.as_bytes());
             p.push(0);
-            vec![after(p)]
+            vec![after_start(p)]
         } else {
-            let p = vec![b't'];
+            let p = with(b"t");
             let mut s = p.clone();
-            s.extend_from_slice(&q.from.unwrap_or(i64::MIN).max(0).to_be_bytes());
+            let from = q.from.unwrap_or(i64::MIN).max(time_floor.unwrap_or(i64::MIN));
+            s.extend_from_slice(&from.max(0).to_be_bytes());
             vec![(p, s)]
         };
         let mut out = Vec::new();
         for (prefix, start) in &scans {
-            out.extend(self.audit_scan(q, prefix, start, limit)?);
+            out.extend(self.audit_scan(q, chain, prefix, start, after, limit)?);
         }
         if scans.len() > 1 {
             out.sort_by_key(|e| e.seq);
@@ -506,16 +672,16 @@ impl Store {
     }
 
     /// Up to `limit` entries of one index range that pass `q`'s filters.
-    fn audit_scan(&self, q: &AuditQuery, prefix: &[u8], start: &[u8], limit: usize) -> Result<Vec<AuditEntry>> {
+    fn audit_scan(&self, q: &AuditQuery, chain: Chain<'_>, prefix: &[u8], start: &[u8], after: u64, limit: usize) -> Result<Vec<AuditEntry>> {
         let mut out = Vec::new();
         let end = prefix_end(prefix);
         for item in self.engine().scan(Cf::AuditIndex, start, end.as_deref(), false)? {
             let (k, _) = item?;
             let seq = seq_from_key(&k[k.len() - 8..])?;
-            if seq <= q.after {
+            if seq <= after {
                 continue;
             }
-            let Some(e) = self.audit_get(seq)? else { continue };
+            let Some(e) = self.audit_get_in(chain, seq)? else { continue };
             if q.to.is_some_and(|to| e.at >= to) {
                 // Entries are in time order on every index.
                 break;
@@ -545,7 +711,8 @@ impl Store {
         let mut expected_seq = 1u64;
         let mut entries = 0u64;
         let fail = |entries, prev, msg: String| ChainCheck { ok: false, entries, head: prev, problem: Some(msg) };
-        for item in self.engine().scan(Cf::Audit, &[], None, false)? {
+        // Other nodes' chains sort after every local key (see `remote`).
+        for item in self.engine().scan(Cf::Audit, &[], Some(&[remote::REMOTE_ENTRY]), false)? {
             let (k, v) = item?;
             let seq = seq_from_key(&k)?;
             if seq != expected_seq {

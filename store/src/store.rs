@@ -335,6 +335,12 @@ impl Store {
         Ok(())
     }
 
+    /// The key a sealed mapping holds for `pid` (as stored in `keymap`);
+    /// fails unless it was sealed for that pseudonym under this secret.
+    pub(crate) fn open_mapping(&self, pid: &Pid, sealed: &[u8]) -> Result<SubjectKey> {
+        self.pseudo.open(pid, sealed)
+    }
+
     /// The real key behind a pseudonym, if this store has seen it.
     pub fn resolve(&self, pid: &Pid) -> Result<Option<SubjectKey>> {
         match self.engine.get(Cf::KeyMap, &pid.0)? {

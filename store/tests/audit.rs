@@ -180,7 +180,7 @@ fn audited_keys_resolve_whether_or_not_the_event_writes_the_mapping() {
     let unknown = AuditEvent { outcome: "not_found".into(), ..event(2) };
     s.commit(&[], &[mapped, unknown], Durability::Sync).unwrap();
     let by_key = |i: u32| {
-        let q = AuditQuery { department: None, key: Some(person(i)), from: None, to: None, after: 0, limit: 10 };
+        let q = AuditQuery { department: None, key: Some(person(i)), from: None, to: None, after: 0, limit: 10, ..Default::default() };
         s.audit_query(&q).unwrap()
     };
     for round in 0..2 {
@@ -316,7 +316,7 @@ fn first_format_entries_read_and_verify_beside_new_ones() {
     s.commit(&[], &[verified, event(2)], Durability::Sync).unwrap();
     let c = s.audit_verify().unwrap();
     assert!(c.ok && c.entries == ENTRIES + 2, "{c:?}");
-    let q = AuditQuery { department: None, key: None, from: None, to: None, after: 0, limit: 100 };
+    let q = AuditQuery { department: None, key: None, from: None, to: None, after: 0, limit: 100, ..Default::default() };
     let all = s.audit_query(&q).unwrap();
     let flags: Vec<bool> = all.iter().map(|e| e.operator_verified).collect();
     let mut want = vec![false; ENTRIES as usize];
@@ -329,4 +329,35 @@ fn first_format_entries_read_and_verify_beside_new_ones() {
     want.extend([Some("social_assistance"), None]);
     assert_eq!(codes, want);
     assert_eq!(all[ENTRIES as usize].purpose, "social_assistance; 低保资格复核");
+}
+
+/// Another node's entries, appended to its chain here, count once each
+/// among the uses other nodes answered (a duplicate is not counted again),
+/// beside this node's own uses.
+#[test]
+fn other_nodes_entries_count_once_as_their_uses() {
+    use basedata_store::audit::remote::RemoteHeads;
+    use basedata_store::audit::ChainHead;
+    use basedata_store::usage::{day_of, totals, Kind, Owner, RemoteUsage};
+    let at = 1_700_000_000_000_000;
+    let a = mem_store(Arc::new(ManualClock::new(at)));
+    let b = mem_store(Arc::new(ManualClock::new(at)));
+    a.commit(&[], &(0..5).map(event).collect::<Vec<_>>(), Durability::Sync).unwrap();
+    b.commit(&[], &[event(9)], Durability::Sync).unwrap();
+    let mut usage = RemoteUsage::default();
+    let mut heads = RemoteHeads::new();
+    for (from, to) in [(1, 3), (2, 5), (1, 5)] {
+        let batch = a.audit_ship_batch("node-a", ChainHead::default(), from, to, 100, 1 << 20).unwrap();
+        let mut wb = WriteBatch::new();
+        let engine = b.engine().clone();
+        let mut count = |e: &StoredEntry, wb: &mut WriteBatch| usage.count(&*engine, e, wb);
+        b.remote_append(&mut heads, Some(&mut count), &batch, &mut wb).unwrap();
+        b.engine().write(wb, Durability::Sync).unwrap();
+    }
+    let day = day_of(at);
+    let t = totals(&**b.engine(), Owner::Department("shebao-counter"), day, day + 1).unwrap();
+    assert_eq!(t.get(&Kind::Action(Action::BatchVerify)), Some(&6), "5 answered by node A, 1 here: {t:?}");
+    // Node A's own counters know only its own uses.
+    let t = totals(&**a.engine(), Owner::Department("shebao-counter"), day, day + 1).unwrap();
+    assert_eq!(t.get(&Kind::Action(Action::BatchVerify)), Some(&5));
 }

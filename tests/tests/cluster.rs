@@ -13,7 +13,10 @@
 //! restored from a peer's backup resumes from the backup's position; a node
 //! holding half the partitions answers exactly for its keys; a node with
 //! an older catalog stops at the first update it cannot apply and goes on
-//! from there once upgraded; each node's audit chain verifies.
+//! from there once upgraded; each node's audit chain verifies, and every
+//! node holds every node's chain: an auditor on node 3 finds the
+//! verifications node 1 answered, each node checks every chain, and the
+//! chains' heads agree on nodes 1 to 3.
 //!
 //! Governance goes through the same log, under the same load and kills: a
 //! grant applied for through node 2 and approved through node 1 opens the
@@ -139,6 +142,31 @@ impl Cluster {
                 return st;
             }
             assert!(Instant::now() < deadline, "{what} did not catch up to {last}:\n{}", tail(&node.logs()));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits (up to a minute) until every node named has shipped its whole
+    /// audit chain to the log and nodes 1 to 3 have applied the log to its
+    /// end; returns that position.
+    fn quiesce(&self, extra: &[&Server]) -> u64 {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let mut unshipped: Vec<u64> = (1..=3).map(|n| self.status(n, false)["audit"]["unshipped"].as_u64().unwrap()).collect();
+            unshipped.extend(extra.iter().map(|s| self.status_of(s, false)["audit"]["unshipped"].as_u64().unwrap()));
+            if unshipped.iter().all(|u| *u == 0) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "audit entries were not shipped: {unshipped:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let last = self.status(1, false)["stream_last"].as_u64().unwrap();
+        loop {
+            let positions: Vec<u64> = (1..=3).map(|n| self.status(n, false)["position"].as_u64().unwrap()).collect();
+            if positions.iter().all(|p| *p >= last) {
+                return last;
+            }
+            assert!(Instant::now() < deadline, "nodes did not reach {last}: {positions:?}");
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -342,10 +370,13 @@ fn cluster_survives_losing_a_nats_server_and_a_node() {
     // touches it again, so claims are checked against the answer's shape,
     // not its verdict; what counts is that the survivors answer.
     let survivor_answers = Arc::new(AtomicU64::new(0));
+    // A key node 1 answered a verification of, for the auditors of the others.
+    let verified_on_1 = Arc::new(Mutex::new(None::<String>));
     let survivor_failures = Arc::new(Mutex::new(Vec::<String>::new()));
     for v in 0..VERIFIERS {
         let (c, stop, outage, node3_down, answers, failures) =
             (c.clone(), stop.clone(), outage.clone(), node3_down.clone(), survivor_answers.clone(), survivor_failures.clone());
+        let verified_on_1 = verified_on_1.clone();
         let keys = keys.clone();
         let mut rng = fastrand::Rng::with_seed(seed ^ (0x100 + v as u64));
         threads.push(std::thread::spawn(move || {
@@ -362,6 +393,9 @@ fn cluster_survives_losing_a_nats_server_and_a_node() {
                 let during = outage.load(SeqCst) && node != 3;
                 match r {
                     Ok(r) if r.status == 200 || r.status == 404 => {
+                        if node == 1 && r.status == 200 {
+                            verified_on_1.lock().unwrap().get_or_insert_with(|| k.clone());
+                        }
                         if during {
                             answers.fetch_add(1, SeqCst);
                         }
@@ -514,6 +548,9 @@ fn cluster_survives_losing_a_nats_server_and_a_node() {
     }
     // A node seeded from a peer's backup resumes from the position the
     // backup holds and takes only the tail of the stream.
+    // Quiet first: the lookups above were audited, and their entries
+    // travel through the log, which moves positions on.
+    c.quiesce(&[&late]);
     let backups = c.dir.join("backups");
     let (st, _, err) = run_cli(&["backup", "--data", c.dir.join("node-1").to_str().unwrap(), "--to", backups.to_str().unwrap()]);
     assert!(st.success(), "backup: {err}");
@@ -679,12 +716,60 @@ fn cluster_survives_losing_a_nats_server_and_a_node() {
         assert_eq!((g["digest"].as_str(), g["policy"].as_str()), (governance[0].1["digest"].as_str(), governance[0].1["policy"].as_str()), "{name}: {g}");
     }
 
+    // The cluster-wide audit trail: every node's chain, on every node.
+    let last = c.quiesce(&[&late, &seeded, &partial, &upgraded, &ahead8, &ahead9]);
+    let key = verified_on_1.lock().unwrap().clone().expect("node 1 answered no verification");
+    let r = req("GET", &c.url(3, &format!("/v1/audit?key={key}&limit=10000"))).token(c.token("AUDITOR")).get();
+    assert_eq!(r.status, 200, "{}", r.text);
+    let entries = r.json["entries"].as_array().unwrap();
+    assert!(
+        entries.iter().any(|e| e["node"] == "node-1" && e["action"] == "verify" && e["key"] == key.as_str()),
+        "node 3 does not show node 1's verification of {key}: {}",
+        r.text
+    );
+    let times: Vec<&str> = entries.iter().map(|e| e["at"].as_str().unwrap()).collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "not in time order: {times:?}");
+    let mut heads = Vec::new();
     for node in 1..=3 {
         let r = req("GET", &c.url(node, "/v1/audit/verify")).token(c.token("AUDITOR")).get();
         assert_eq!(r.json["ok"], true, "node {node}: {}", r.text);
+        let chains: Vec<&str> = r.json["chains"].as_array().unwrap().iter().map(|c| c["node"].as_str().unwrap()).collect();
+        for other in ["node-1", "node-2", "node-3", "node-4", "node-6"] {
+            assert!(chains.contains(&other), "node {node} does not hold {other}'s chain: {}", r.text);
+        }
+        let st = c.status(node, true);
+        assert!(st["position"].as_u64().unwrap() >= last);
+        eprintln!("node-{node} audit shipping: {}", st["audit"]);
+        heads.push(st["audit_chains"].clone());
     }
+    // The node seeded from node 1's backup keeps node 1's chain, which its
+    // own trail began with, as node 1's, and ships only its own after it.
+    let r = seeded.req("GET", "/v1/audit/verify").token(c.token("AUDITOR")).get();
+    assert_eq!(r.json["ok"], true, "{}", r.text);
+    let of_1 = r.json["chains"].as_array().unwrap().iter().find(|c| c["node"] == "node-1").cloned();
+    assert!(of_1.is_some_and(|c| c["entries"].as_u64() > Some(0)), "the seeded node lost node 1's chain: {}", r.text);
+    // Every node counts every node's uses in its reports, each once.
+    let uses: Vec<(u64, u64)> = (1..=3)
+        .map(|node| {
+            let r = req("GET", &c.url(node, "/v1/reports/sharing")).token(c.token("AUDITOR")).get();
+            assert_eq!(r.status, 200, "{}", r.text);
+            let row = r.json["departments"].as_array().unwrap().iter().find(|d| d["department"] == "shebao-counter").cloned().unwrap();
+            (row["lookups"].as_u64().unwrap(), row["verifications"].as_u64().unwrap())
+        })
+        .collect();
+    eprintln!("the counter's lookups and verifications, as nodes 1 to 3 report them: {uses:?}");
+    assert!(uses.iter().all(|u| *u == uses[0]) && uses[0].1 > 0, "{uses:?}");
+    eprintln!("audit chain heads: {}", heads[0]);
+    assert!(heads.iter().all(|h| *h == heads[0]), "the nodes hold different audit chains: {heads:?}");
     assert_eq!(late.req("GET", "/v1/audit/verify").token(c.token("AUDITOR")).get().json["ok"], true);
     late.terminate();
+    // Offline, the stopped node's store checks every chain it holds.
+    let key_file = c.dir.join("cluster.key");
+    let data = c.dir.join("node-4-late/data");
+    let (st, out, err) = run_cli(&["audit-verify", "--data", data.to_str().unwrap(), "--key-file", key_file.to_str().unwrap()]);
+    assert!(st.success(), "audit-verify: {out} {err}");
+    let check: Value = serde_json::from_str(out.trim()).unwrap();
+    assert!(check["ok"] == true && check["chains"].as_array().is_some_and(|c| c.len() >= 3), "{out}");
 }
 
 fn tail(s: &str) -> String {

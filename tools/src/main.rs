@@ -407,14 +407,28 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::AuditVerify { data, config, key_file } => {
             logging::init("warn");
             let cfg = load_config(config.as_deref())?;
-            let check = basedata_tools::offline::audit_verify(&data, &cfg, key_file.as_deref())?;
-            let mut line = serde_json::json!({"ok": check.ok, "entries": check.entries, "head": hex::encode(check.head)});
+            let (check, remote) = basedata_tools::offline::audit_verify(&data, &cfg, key_file.as_deref())?;
+            let ok = check.ok && remote.iter().all(|(_, c)| c.ok);
+            let mut line = serde_json::json!({"ok": ok, "entries": check.entries, "head": hex::encode(check.head)});
             if let Some(p) = &check.problem {
                 line["problem"] = serde_json::json!(p);
+            }
+            // Other nodes' chains held here (cluster mode), each checked apart.
+            if !remote.is_empty() {
+                line["chains"] = remote
+                    .iter()
+                    .map(|(node, c)| {
+                        serde_json::json!({"node": node, "entries": c.entries, "head": hex::encode(c.head), "ok": c.ok, "problem": c.problem})
+                    })
+                    .collect();
             }
             println!("{line}");
             if !check.ok {
                 eprintln!("error: the audit chain is broken: {}", check.problem.as_deref().unwrap_or("unknown problem"));
+                std::process::exit(1);
+            }
+            if let Some((node, c)) = remote.iter().find(|(_, c)| !c.ok) {
+                eprintln!("error: the copy of node {node}'s audit chain is broken: {}", c.problem.as_deref().unwrap_or("unknown problem"));
                 std::process::exit(1);
             }
             Ok(())

@@ -148,8 +148,9 @@ pub fn compare(o: &CompareOptions) -> anyhow::Result<Counts> {
     Ok(counts)
 }
 
-/// `basedata audit-verify`: recomputes the whole hash chain.
-pub fn audit_verify(data: &Path, cfg: &Config, key_file: Option<&Path>) -> anyhow::Result<ChainCheck> {
+/// `basedata audit-verify`: recomputes the whole hash chain, and each
+/// other node's chain the store holds (cluster mode), by node name.
+pub fn audit_verify(data: &Path, cfg: &Config, key_file: Option<&Path>) -> anyhow::Result<(ChainCheck, Vec<(String, ChainCheck)>)> {
     let store = open_existing(data, cfg, key_file)?;
-    Ok(store.audit_verify()?)
+    Ok((store.audit_verify()?, store.audit_verify_remote()?))
 }

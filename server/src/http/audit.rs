@@ -6,12 +6,12 @@ use super::{ApiError, ApiResult, AppState};
 use crate::auth::Caller;
 use axum::extract::{Query, State};
 use axum::{Extension, Json};
-use basedata_store::audit::{AuditEntry, AuditQuery};
+use basedata_store::audit::{AuditCursor, AuditEntry, AuditQuery};
 use basedata_store::keys::{DocType, EntityKey, PersonKey};
 use basedata_store::value::format_datetime;
 use basedata_store::SubjectKey;
 use serde::Deserialize;
-use super::schema::{AuditCheck, AuditEntryDoc, AuditList, ErrorBody, IdType};
+use super::schema::{AuditCheck, AuditEntryDoc, AuditList, ChainCheckDoc, ErrorBody, IdType};
 
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -31,8 +31,11 @@ pub struct AuditParams {
     to: Option<String>,
     /// 1–10000, default 100.
     limit: Option<usize>,
-    /// Entries after this sequence number (paging).
-    after: Option<u64>,
+    /// Entries after this one (paging): the `cursor` of the page before
+    /// (`<at µs>.<seq>.<node>`), or on a single node also its `next`, a
+    /// sequence number (in cluster mode, a number names an entry of this
+    /// node's own chain and the page starts after its place in the order).
+    after: Option<String>,
 }
 
 /// A key of either kind; a citizen ID is tried first (both are 18
@@ -56,8 +59,10 @@ fn query_key(key: &str, id_type: Option<&str>) -> ApiResult<SubjectKey> {
     SubjectKey::parse_doc(doc, key).map_err(ApiError::invalid_key)
 }
 
-pub fn entry_doc(e: &AuditEntry) -> AuditEntryDoc {
+/// `local`: this node's name in cluster mode, for its own entries.
+pub fn entry_doc(e: &AuditEntry, local: Option<&str>) -> AuditEntryDoc {
     AuditEntryDoc {
+        node: e.node.clone().or_else(|| local.map(str::to_owned)),
         seq: e.seq,
         at: format_datetime(e.at),
         department: e.department.clone(),
@@ -87,25 +92,59 @@ pub async fn list(
     Query(p): Query<AuditParams>,
 ) -> ApiResult<Json<AuditList>> {
     state.queries.require_oversight(&caller)?;
+    let local = state.cluster.as_ref().map(|c| c.config().node.clone());
+    let (after, cursor) = match p.after.as_deref().map(str::trim).filter(|a| !a.is_empty()) {
+        None => (0, None),
+        Some(a) => match a.parse::<u64>() {
+            Ok(seq) => (seq, None),
+            Err(_) => (
+                0,
+                Some(AuditCursor::parse(a).ok_or_else(|| {
+                    ApiError::invalid_value("after is a sequence number or a cursor <at µs>.<seq>.<node> from an earlier page")
+                })?),
+            ),
+        },
+    };
     let q = AuditQuery {
         department: p.department.filter(|d| !d.is_empty()),
         key: p.key.as_deref().filter(|k| !k.is_empty()).map(|k| query_key(k, p.id_type.as_deref())).transpose()?,
         from: p.from.as_deref().map(|t| parse_time("from", t)).transpose()?,
         to: p.to.as_deref().map(|t| parse_time("to", t)).transpose()?,
-        after: p.after.unwrap_or(0),
+        after,
         limit: p.limit.unwrap_or(100),
+        cursor,
+        node: local.clone(),
     };
     let entries = state.queries.audit(&caller, q).await?;
-    let next = entries.last().map(|e| e.seq);
-    Ok(Json(AuditList { entries: entries.iter().map(entry_doc).collect(), next }))
+    let last = entries.last();
+    let next = if local.is_none() { last.map(|e| e.seq) } else { None };
+    let cursor = last.map(|e| AuditCursor::of(e, local.as_deref().unwrap_or("")).to_string());
+    Ok(Json(AuditList { entries: entries.iter().map(|e| entry_doc(e, local.as_deref())).collect(), next, cursor }))
 }
 
-/// Recomputes the hash chain of the whole audit log.
+/// Recomputes the hash chain of the whole audit log, and in cluster mode
+/// every other node's chain held here.
 #[utoipa::path(get, path = "/v1/audit/verify", tag = "audit",
     responses((status = 200, body = AuditCheck), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
               (status = 429, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn verify(State(state): State<AppState>, Extension(caller): Extension<Caller>) -> ApiResult<Json<AuditCheck>> {
-    let check = state.queries.audit_check(&caller).await?;
-    Ok(Json(AuditCheck { ok: check.ok, entries: check.entries, head: hex::encode(check.head), problem: check.problem }))
+    let (check, remote) = state.queries.audit_check_all(&caller).await?;
+    let local = state.cluster.as_ref().map(|c| c.config().node.clone());
+    let doc = |node: Option<String>, c: &basedata_store::audit::ChainCheck| ChainCheckDoc {
+        node,
+        entries: c.entries,
+        head: hex::encode(c.head),
+        ok: c.ok,
+        problem: c.problem.clone(),
+    };
+    let mut chains = vec![doc(local, &check)];
+    chains.extend(remote.iter().map(|(n, c)| doc(Some(n.clone()), c)));
+    Ok(Json(AuditCheck {
+        ok: chains.iter().all(|c| c.ok),
+        entries: check.entries,
+        head: hex::encode(check.head),
+        problem: check.problem,
+        chains,
+    }))
 }

@@ -3,7 +3,7 @@
 //! that tags every answer with the log position it reflects and holds a
 //! request asking for a position this node has not reached yet.
 
-use super::schema::{ClusterReplica, ClusterStatus, ErrorBody, GovernanceState};
+use super::schema::{ChainHeadDoc, ClusterAudit, ClusterReplica, ClusterStatus, ErrorBody, GovernanceState};
 use super::{ApiError, ApiResult, AppState};
 use crate::auth::Caller;
 use crate::cluster::{MIN_POSITION_HEADER, POSITION_HEADER};
@@ -13,12 +13,14 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde::Deserialize;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct StatusParams {
-    /// Also count this node's records and digest them (reads them all).
+    /// Also count this node's records and digest them (reads them all),
+    /// and give the head of every audit chain held here.
     digest: Option<bool>,
 }
 
@@ -61,9 +63,49 @@ pub async fn status(
     } else {
         (None, None, None)
     };
+    let cfg = cluster.config();
+    let audit_chains = if q.digest.unwrap_or(false) {
+        let store = state.store.clone();
+        let (local, remote) = tokio::task::spawn_blocking(move || -> basedata_store::Result<_> {
+            Ok((store.audit_head()?, store.remote_chains()?))
+        })
+        .await
+        .map_err(ApiError::internal)??;
+        let head = |h: basedata_store::audit::ChainHead| ChainHeadDoc { seq: h.seq, hash: hex::encode(h.hash) };
+        let mut chains: std::collections::BTreeMap<String, ChainHeadDoc> =
+            remote.into_iter().map(|(node, c)| (node, head(c.head))).collect();
+        chains.insert(cfg.node.clone(), head(local));
+        Some(chains)
+    } else {
+        None
+    };
+    let audit = {
+        let st = &cluster.audit.stats;
+        let head = state.store.audit_head().map(|h| h.seq).unwrap_or(0).max(st.head.load(Relaxed));
+        let shipped = st.shipped.load(Relaxed);
+        // Read here, not from the shipper: it may not be reading at all
+        // (the log was never reached).
+        let oldest = if head > shipped {
+            state.store.audit_ship_batch(&cfg.node, Default::default(), shipped + 1, shipped + 1, 1, 1).ok().and_then(|b| b.oldest_at()).unwrap_or(0)
+        } else {
+            0
+        };
+        let now = state.store.clock().now_micros();
+        ClusterAudit {
+            head,
+            shipped,
+            unshipped: head.saturating_sub(shipped),
+            oldest_unshipped_age_ms: if oldest > 0 && head > shipped { (now.saturating_sub(oldest).max(0) / 1_000) as u64 } else { 0 },
+            ship_lag_max_ms: st.lag_max_us.load(Relaxed) as f64 / 1_000.0,
+            ship_lag_p99_ms: st.lag_p99_us() as f64 / 1_000.0,
+            shipped_entries: st.shipped_entries.load(Relaxed),
+            messages: st.messages.load(Relaxed),
+            failures: st.failures.load(Relaxed),
+            remote_appended: st.remote_appended.load(Relaxed),
+        }
+    };
     let c = info.as_ref().and_then(|i| i.cluster.clone()).unwrap_or_default();
     let state_of = |f: fn(&async_nats::jetstream::stream::State) -> u64| info.as_ref().map(|i| f(&i.state));
-    let cfg = cluster.config();
     Ok(Json(ClusterStatus {
         node: cfg.node.clone(),
         stream: cfg.stream.clone(),
@@ -82,6 +124,8 @@ pub async fn status(
         connected: cluster.healthy(),
         records,
         digest,
+        audit,
+        audit_chains,
         governance,
     }))
 }

@@ -254,6 +254,43 @@ pub struct ClusterStatus {
     /// same log.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub governance: Option<GovernanceState>,
+    /// Shipping this node's audit chain through the log.
+    pub audit: ClusterAudit,
+    /// With `digest=true`: the head of every audit chain held here, this
+    /// node's and the copies of the others', by node: equal on nodes that
+    /// hold the same chains.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audit_chains: Option<std::collections::BTreeMap<String, ChainHeadDoc>>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ClusterAudit {
+    /// The last entry of this node's chain.
+    pub head: u64,
+    /// The last entry the log has acknowledged.
+    pub shipped: u64,
+    /// Entries on this node's disk only, not yet in the log.
+    pub unshipped: u64,
+    /// Age of the oldest of them (0 when none).
+    pub oldest_unshipped_age_ms: u64,
+    /// The shipping window: acknowledgement time minus the time of the
+    /// oldest entry of each message, the largest since start and the 99th
+    /// percentile of the last 1,024 messages.
+    pub ship_lag_max_ms: f64,
+    pub ship_lag_p99_ms: f64,
+    /// Entries and messages acknowledged since start; sends that failed.
+    pub shipped_entries: u64,
+    pub messages: u64,
+    pub failures: u64,
+    /// Other nodes' entries appended here since start.
+    pub remote_appended: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ChainHeadDoc {
+    pub seq: u64,
+    /// Hex.
+    pub hash: String,
 }
 
 /// A node's governance state in brief.
@@ -497,6 +534,9 @@ pub struct DisputeList {
 
 #[derive(Serialize, ToSchema)]
 pub struct AuditEntryDoc {
+    /// Cluster mode: the node that answered the use (whose chain holds the
+    /// entry; `seq` and `hash` are of that chain). Null on a single node.
+    pub node: Option<String>,
     pub seq: u64,
     pub at: String,
     pub department: String,
@@ -527,16 +567,38 @@ pub struct AuditEntryDoc {
 #[derive(Serialize, ToSchema)]
 pub struct AuditList {
     pub entries: Vec<AuditEntryDoc>,
-    /// Pass as `after` to read the next page.
+    /// Pass as `after` to read the next page (a single node; null in
+    /// cluster mode, where paging is by `cursor`).
     pub next: Option<u64>,
+    /// The last entry's place in the order of every chain this node holds
+    /// (time, node, sequence number), `<at µs>.<seq>.<node>`: pass it as
+    /// `after` to read the next page, on a single node or in a cluster.
+    pub cursor: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
 pub struct AuditCheck {
+    /// Every chain held here is intact: this node's and (cluster mode)
+    /// each other node's copy.
     pub ok: bool,
+    /// Entries, head and problem of this node's own chain.
     pub entries: u64,
     pub head: String,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+    /// Each chain checked, this node's first.
+    pub chains: Vec<ChainCheckDoc>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ChainCheckDoc {
+    /// The node whose chain it is (null: this node, on a single node).
+    pub node: Option<String>,
+    pub entries: u64,
+    /// The hash of the last entry, hex.
+    pub head: String,
+    pub ok: bool,
+    /// The first problem found.
     pub problem: Option<String>,
 }
 

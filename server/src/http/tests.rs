@@ -379,3 +379,47 @@ async fn a_strict_department_states_its_purpose_codes_only() {
     let (s, b) = send("social_insurance; 业务 42").await;
     assert_eq!((s, b["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")), "{b}");
 }
+
+/// On a single node the audit trail pages by `next` as it always did, and
+/// by `cursor` too; entries name no node; the check lists the one chain.
+#[tokio::test]
+async fn a_single_node_audit_trail_pages_by_next_or_cursor() {
+    let mut state = test_state();
+    state.departments = Arc::new(
+        Departments::from_config(&[DepartmentConfig {
+            id: "audit".into(),
+            roles: vec![Role::Auditor],
+            token: Some("test-auditor-token-01".into()),
+            ..Default::default()
+        }])
+        .unwrap(),
+    );
+    let auditor = state.departments.get("audit").unwrap().caller(None);
+    let events: Vec<_> = (0..5).map(|_| auditor.event("核验", basedata_store::Action::Lookup, None)).collect();
+    state.queries.record(events, basedata_store::WriteBatch::new()).await.unwrap();
+    let page = |q: String| {
+        let state = state.clone();
+        async move {
+            let resp = router(state).oneshot(get(&format!("/v1/audit?limit=2{q}"), Some("test-auditor-token-01"))).await.unwrap();
+            let s = resp.status();
+            let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+            (s, serde_json::from_slice::<Value>(&bytes).unwrap())
+        }
+    };
+    let (s, first) = page(String::new()).await;
+    assert_eq!(s, StatusCode::OK, "{first}");
+    let seqs = |v: &Value| v["entries"].as_array().unwrap().iter().map(|e| e["seq"].as_u64().unwrap()).collect::<Vec<_>>();
+    assert_eq!(seqs(&first), vec![1, 2]);
+    assert!(first["entries"][0]["node"].is_null());
+    assert_eq!(first["next"], 2);
+    let (_, by_next) = page("&after=2".into()).await;
+    let (_, by_cursor) = page(format!("&after={}", first["cursor"].as_str().unwrap())).await;
+    assert_eq!((seqs(&by_next), seqs(&by_cursor)), (vec![3, 4], vec![3, 4]));
+    let (s, bad) = page("&after=soon".into()).await;
+    assert_eq!((s, bad["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_value")));
+    let resp = router(state.clone()).oneshot(get("/v1/audit/verify", Some("test-auditor-token-01"))).await.unwrap();
+    let body: Value = serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!((body["ok"].as_bool(), body["entries"].as_u64()), (Some(true), Some(5)), "{body}");
+    assert_eq!(body["chains"].as_array().unwrap().len(), 1);
+    assert!(body["chains"][0]["node"].is_null() && body["chains"][0]["ok"] == true);
+}

@@ -1,0 +1,391 @@
+//! Other nodes' audit chains (cluster mode), kept beside this node's own so
+//! that an auditor on any node sees every node's uses and can check every
+//! chain link by link.
+//!
+//! Each node ships its own entries through the replicated log as they are
+//! stored (their exact stored bytes: the chain hashes those), with the
+//! sealed key mapping of each entry's subject so the receiver can show the
+//! key. A receiver appends them to its copy of that node's chain only as
+//! the chain's next entries: a duplicate is skipped, a gap or an entry that
+//! does not link to the one before is refused, so a copy is never a broken
+//! chain.
+//!
+//! Layout, in the families of the local chain but under keys that cannot
+//! collide with it (local keys are 8-byte big-endian sequence numbers below
+//! 2^56, and local index keys start with `k`, `d` or `t`):
+//! - `audit`: `0xFF node 0x00 seq` -> the entry's stored bytes, so a scan
+//!   of the local chain stops before the first `0xFF`;
+//! - `audit_index`: `'R' node 0x00` followed by the local layout's index
+//!   key (`'k' pid seq`, `'d' department 0x00 seq`, `'t' at seq`);
+//! - `meta`: `audit/remote/<node>` -> [`RemoteChain`].
+//!
+//! A node name is 1 to 64 characters of ASCII letters, digits, `-` and `_`
+//! (it is also a token of the log's subjects).
+
+use super::{index_keys, stored_hash, ChainCheck, ChainHead, StoredEntry};
+use crate::codec::{decode, encode};
+use crate::engine::{prefix_end, Cf, WriteBatch};
+use crate::record::{seq_from_key, seq_key};
+use crate::{Pid, Result, Store};
+use std::collections::{BTreeMap, HashSet};
+
+/// First byte of another node's entry keys in `audit`.
+pub const REMOTE_ENTRY: u8 = 0xFF;
+/// First byte of another node's index keys in `audit_index`.
+const REMOTE_INDEX: u8 = b'R';
+/// Prefix of the per-node chain records in `meta`.
+pub const META_REMOTE: &[u8] = b"audit/remote/";
+
+/// The key of another node's entry `seq` in `audit`.
+pub fn entry_key(node: &str, seq: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(node.len() + 10);
+    k.push(REMOTE_ENTRY);
+    k.extend_from_slice(node.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&seq_key(seq));
+    k
+}
+
+/// What another node's index keys start with in `audit_index`.
+pub fn index_prefix(node: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(node.len() + 2);
+    k.push(REMOTE_INDEX);
+    k.extend_from_slice(node.as_bytes());
+    k.push(0);
+    k
+}
+
+fn meta_key(node: &str) -> Vec<u8> {
+    [META_REMOTE, node.as_bytes()].concat()
+}
+
+/// Whether `node` may name a node: it is part of storage keys and of the
+/// log's subjects.
+pub fn valid_node_name(node: &str) -> bool {
+    (1..=64).contains(&node.len()) && node.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Where this node's shipping of its own chain stands (`meta`,
+/// `cluster/audit_shipped`): the last entry the log has acknowledged.
+pub const META_SHIPPED: &[u8] = b"cluster/audit_shipped";
+
+/// This node's shipping record: its name, where its chain as shipped
+/// starts (see [`RemoteChain`]) and the last entry acknowledged.
+#[derive(Clone, Debug, Default, PartialEq, Eq, bincode::Encode, bincode::Decode)]
+pub struct Shipped {
+    pub node: String,
+    pub anchor: ChainHead,
+    pub seq: u64,
+}
+
+/// A node's chain as held here: where the copy starts (`anchor`: the
+/// sequence number and hash just before its first entry, zeros for a chain
+/// held from its start) and its last entry.
+///
+/// A chain starts after an anchor when its node was seeded from a peer's
+/// backup: the entries before are the peer's, shipped under the peer's name.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, bincode::Encode, bincode::Decode)]
+pub struct RemoteChain {
+    pub anchor: ChainHead,
+    pub head: ChainHead,
+}
+
+/// Every other node's chain held here, by node name.
+pub type RemoteHeads = BTreeMap<String, RemoteChain>;
+
+/// One entry as shipped: its stored bytes, and for an entry about a
+/// subject the sealed key mapping of its pseudonym (as in `keymap`), so the
+/// receiver can show the key. Sealed under the secret the nodes share, it
+/// opens only against that pseudonym.
+#[derive(Clone, Debug, PartialEq, Eq, bincode::Encode, bincode::Decode)]
+pub struct ShippedEntry {
+    pub bytes: Vec<u8>,
+    pub mapping: Option<Vec<u8>>,
+}
+
+/// A run of consecutive entries of one node's chain, `first` onwards: the
+/// plaintext of one log message (sealed by the transport).
+#[derive(Clone, Debug, PartialEq, Eq, bincode::Encode, bincode::Decode)]
+pub struct ShippedBatch {
+    pub node: String,
+    /// Where the node's chain, as shipped, starts (see [`RemoteChain`]).
+    pub anchor: ChainHead,
+    pub first: u64,
+    pub entries: Vec<ShippedEntry>,
+}
+
+impl ShippedBatch {
+    /// The sequence number of the last entry (`first - 1` when empty).
+    pub fn last(&self) -> u64 {
+        (self.first + self.entries.len() as u64).saturating_sub(1)
+    }
+
+    /// Versioned bytes (marker, then bincode).
+    pub fn encode(&self) -> Vec<u8> {
+        encode(self)
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<ShippedBatch> {
+        decode("shipped audit entries", bytes)
+    }
+
+    /// The time of the first entry, the oldest (Unix microseconds).
+    pub fn oldest_at(&self) -> Option<i64> {
+        self.entries.first().and_then(|e| StoredEntry::decode(&e.bytes).ok()).map(|e| e.at)
+    }
+}
+
+/// Why shipped entries cannot be appended: the applier stops there rather
+/// than store a broken chain.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    #[error("audit entries of node {node}: entry {expected} is next, the message starts at {found} (a gap)")]
+    Gap { node: String, expected: u64, found: u64 },
+    #[error("audit entry {seq} of node {node} is refused: {why}")]
+    Broken { node: String, seq: u64, why: String },
+    #[error("{0}")]
+    Store(#[from] crate::Error),
+}
+
+/// What [`Store::remote_append`] did with a batch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Appended {
+    pub appended: usize,
+    /// Entries the chain held already (a message sent again).
+    pub duplicates: usize,
+}
+
+impl Store {
+    /// This node's entries `from..=to` for shipping: at most `max_entries`,
+    /// and no more once `max_bytes` of entries are taken (at least one).
+    /// A missing local entry is an error: a chain is shipped whole.
+    pub fn audit_ship_batch(
+        &self,
+        node: &str,
+        anchor: ChainHead,
+        from: u64,
+        to: u64,
+        max_entries: usize,
+        max_bytes: usize,
+    ) -> Result<ShippedBatch> {
+        let mut out = ShippedBatch { node: node.to_owned(), anchor, first: from, entries: Vec::new() };
+        if from > to {
+            return Ok(out);
+        }
+        let end = seq_key(to.saturating_add(1));
+        let mut bytes = 0;
+        for item in self.engine().scan(Cf::Audit, &seq_key(from), Some(&end), false)? {
+            let (k, v) = item?;
+            let seq = seq_from_key(&k)?;
+            let expected = from + out.entries.len() as u64;
+            if seq != expected {
+                return Err(crate::Error::Corrupt { what: "audit chain", msg: format!("entry {expected} is missing (next is {seq})") });
+            }
+            let e = StoredEntry::decode(&v)?;
+            let mapping = match &e.subject {
+                Some((_, pid)) => self.engine().get(Cf::KeyMap, &pid.0)?,
+                None => None,
+            };
+            bytes += v.len() + mapping.as_ref().map_or(0, Vec::len);
+            out.entries.push(ShippedEntry { bytes: v.into_vec(), mapping });
+            if out.entries.len() >= max_entries || bytes >= max_bytes {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Where shipping this store's chain as node `node` stands. A store
+    /// whose record names another node was seeded from that node's backup
+    /// (or renamed): its local chain up to now is that node's, which this
+    /// store adopts as a copy of the other's chain (the other ships those
+    /// entries itself, and this store goes on reading them from the log),
+    /// and its own chain, as shipped, starts after it. The new record is
+    /// written before it is returned, so the anchor never moves.
+    pub fn audit_shipped(&self, node: &str) -> Result<Shipped> {
+        let prev: Option<Shipped> = match self.engine().get(Cf::Meta, META_SHIPPED)? {
+            Some(v) => Some(decode("audit shipping record", &v)?),
+            None => None,
+        };
+        match prev {
+            Some(s) if s.node == node => Ok(s),
+            None => Ok(Shipped { node: node.to_owned(), anchor: ChainHead::default(), seq: 0 }),
+            Some(other) => {
+                let head = self.audit_head()?;
+                self.adopt_local_chain(&other, head)?;
+                let s = Shipped { node: node.to_owned(), anchor: head, seq: head.seq };
+                self.record_audit_shipped(&s)?;
+                Ok(s)
+            }
+        }
+    }
+
+    /// Copies the local entries after `prev.anchor` up to `head` as node
+    /// `prev.node`'s chain, unless a copy of that chain is held already.
+    fn adopt_local_chain(&self, prev: &Shipped, head: ChainHead) -> Result<()> {
+        if !valid_node_name(&prev.node) || self.engine().get(Cf::Meta, &meta_key(&prev.node))?.is_some() {
+            return Ok(());
+        }
+        tracing::info!(node = %prev.node, entries = head.seq - prev.anchor.seq, "keeping the audit chain of the node this store was copied from");
+        let mut heads = RemoteHeads::new();
+        let mut from = prev.anchor.seq + 1;
+        while from <= head.seq {
+            let b = self.audit_ship_batch(&prev.node, prev.anchor, from, head.seq, 1_000, 1 << 20)?;
+            if b.entries.is_empty() {
+                break;
+            }
+            let mut wb = WriteBatch::new();
+            // Their uses were counted here as this store's own.
+            self.remote_append(&mut heads, None, &b, &mut wb).map_err(|e| crate::Error::Corrupt { what: "audit chain", msg: e.to_string() })?;
+            self.engine().write(wb, crate::Durability::Sync)?;
+            from = b.last() + 1;
+        }
+        Ok(())
+    }
+
+    /// Records that the log has acknowledged this node's entries up to
+    /// `s.seq` (synced: a restart resumes after it).
+    pub fn record_audit_shipped(&self, s: &Shipped) -> Result<()> {
+        let mut b = WriteBatch::new();
+        b.put(Cf::Meta, META_SHIPPED.to_vec(), encode(s));
+        self.engine().write(b, crate::Durability::Sync)
+    }
+
+    /// Every other node's chain held here, in name order.
+    pub fn remote_chains(&self) -> Result<Vec<(String, RemoteChain)>> {
+        let end = prefix_end(META_REMOTE);
+        let mut out = Vec::new();
+        for item in self.engine().scan(Cf::Meta, META_REMOTE, end.as_deref(), false)? {
+            let (k, v) = item?;
+            let node = String::from_utf8_lossy(&k[META_REMOTE.len()..]).into_owned();
+            out.push((node, decode("remote audit chain", &v)?));
+        }
+        Ok(out)
+    }
+
+    /// [`Store::remote_chains`] as a map, for [`Store::remote_append`].
+    pub fn remote_heads(&self) -> Result<RemoteHeads> {
+        Ok(self.remote_chains()?.into_iter().collect())
+    }
+
+    /// Puts into `batch` the entries of `b` that extend its node's chain
+    /// (`heads`, which this advances: the caller keeps it across batches
+    /// written in order, and reloads it after a failed write), their index
+    /// keys, the key mappings this store lacks, the chain's new head and
+    /// whatever `each_new` puts for each new entry (the counters of uses
+    /// other nodes answered, `usage::RemoteUsage`: once per entry, as
+    /// duplicates are not passed to it). Entries the chain
+    /// holds already are skipped; a gap, an entry that does not link to
+    /// the one before or a mapping of another pseudonym is refused and
+    /// `batch` must then be dropped.
+    pub fn remote_append(
+        &self,
+        heads: &mut RemoteHeads,
+        mut each_new: Option<&mut dyn FnMut(&StoredEntry, &mut WriteBatch) -> Result<()>>,
+        b: &ShippedBatch,
+        batch: &mut WriteBatch,
+    ) -> std::result::Result<Appended, RemoteError> {
+        let node = &b.node;
+        let broken = |seq: u64, why: String| RemoteError::Broken { node: node.clone(), seq, why };
+        if !valid_node_name(node) {
+            return Err(broken(b.first, format!("{node:?} is not a node name")));
+        }
+        let mut chain = heads.get(node).copied().unwrap_or(RemoteChain { anchor: b.anchor, head: b.anchor });
+        let mut done = Appended::default();
+        let mut mapped: HashSet<Pid> = HashSet::new();
+        let mut carried: Vec<(u64, Pid, &Vec<u8>)> = Vec::new();
+        let mut index: Vec<Vec<u8>> = Vec::new();
+        let prefix = index_prefix(node);
+        for (i, shipped) in b.entries.iter().enumerate() {
+            let seq = b.first + i as u64;
+            if seq <= chain.head.seq {
+                done.duplicates += 1;
+                continue;
+            }
+            if seq != chain.head.seq + 1 {
+                return Err(RemoteError::Gap { node: node.clone(), expected: chain.head.seq + 1, found: seq });
+            }
+            let e = StoredEntry::decode(&shipped.bytes).map_err(|err| broken(seq, format!("unreadable: {err}")))?;
+            if stored_hash(&chain.head.hash, seq, &shipped.bytes) != Some(e.hash) {
+                return Err(broken(seq, "it does not link to the entry before it".into()));
+            }
+            if let (Some((_, pid)), Some(sealed)) = (&e.subject, &shipped.mapping) {
+                if mapped.insert(*pid) {
+                    carried.push((seq, *pid, sealed));
+                }
+            }
+            for k in index_keys(seq, &e) {
+                index.push([prefix.as_slice(), &k].concat());
+            }
+            if let Some(f) = each_new.as_deref_mut() {
+                f(&e, batch)?;
+            }
+            batch.put(Cf::Audit, entry_key(node, seq), shipped.bytes.clone());
+            chain.head = ChainHead { seq, hash: e.hash };
+            done.appended += 1;
+        }
+        // The mappings this store lacks, read at once (a message of batch
+        // comparisons names a thousand subjects).
+        let keys: Vec<&[u8]> = carried.iter().map(|(_, pid, _)| pid.0.as_slice()).collect();
+        for ((seq, pid, sealed), held) in carried.iter().zip(self.engine().multi_get(Cf::KeyMap, &keys)?) {
+            if held.is_none() {
+                self.open_mapping(pid, sealed).map_err(|err| broken(*seq, format!("its key mapping: {err}")))?;
+                batch.put(Cf::KeyMap, pid.0.to_vec(), (*sealed).clone());
+            }
+        }
+        // In key order, as the local chain's are (memtable inserts).
+        index.sort_unstable();
+        for k in index {
+            batch.put(Cf::AuditIndex, k, Vec::new());
+        }
+        if done.appended > 0 {
+            batch.put(Cf::Meta, meta_key(node), encode(&chain));
+            heads.insert(node.clone(), chain);
+        }
+        Ok(done)
+    }
+
+    /// Checks every other node's chain held here link by link, from its
+    /// anchor to its recorded head; one result per node, in name order.
+    pub fn audit_verify_remote(&self) -> Result<Vec<(String, ChainCheck)>> {
+        let mut out = Vec::new();
+        for (node, chain) in self.remote_chains()? {
+            let check = self.verify_remote_chain(&node, &chain)?;
+            out.push((node, check));
+        }
+        Ok(out)
+    }
+
+    fn verify_remote_chain(&self, node: &str, chain: &RemoteChain) -> Result<ChainCheck> {
+        let mut prev = chain.anchor.hash;
+        let mut expected = chain.anchor.seq + 1;
+        let mut entries = 0u64;
+        let fail = |entries, prev, msg: String| ChainCheck { ok: false, entries, head: prev, problem: Some(msg) };
+        let start = entry_key(node, 0);
+        let end = prefix_end(&start[..start.len() - 8]);
+        for item in self.engine().scan(Cf::Audit, &start, end.as_deref(), false)? {
+            let (k, v) = item?;
+            let seq = seq_from_key(&k[k.len() - 8..])?;
+            if seq != expected {
+                return Ok(fail(entries, prev, format!("entry {expected} is missing (next is {seq})")));
+            }
+            let e = match StoredEntry::decode(&v) {
+                Ok(e) => e,
+                Err(err) => return Ok(fail(entries, prev, format!("entry {seq} is unreadable: {err}"))),
+            };
+            if stored_hash(&prev, seq, &v) != Some(e.hash) {
+                return Ok(fail(entries, prev, format!("entry {seq} does not match its hash")));
+            }
+            prev = e.hash;
+            expected += 1;
+            entries += 1;
+        }
+        if chain.head.seq != expected - 1 || chain.head.hash != prev {
+            return Ok(fail(entries, prev, format!("the chain ends at {} but the recorded head is {}", expected - 1, chain.head.seq)));
+        }
+        Ok(ChainCheck { ok: true, entries, head: prev, problem: None })
+    }
+}
+
+#[cfg(test)]
+mod tests;

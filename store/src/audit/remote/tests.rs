@@ -1,0 +1,239 @@
+//! Other nodes' chains: appended only in order and intact, found by audit
+//! queries beside the local chain, checked apart from it.
+
+use super::*;
+use crate::audit::{Action, AuditCursor, AuditEvent, AuditQuery};
+use crate::clock::ManualClock;
+use crate::engine::mem::MemEngine;
+use crate::engine::Durability;
+use crate::keys::{PersonKey, SubjectKey};
+use crate::{Catalog, Secret};
+use std::sync::Arc;
+
+fn store(clock: i64) -> (Store, Arc<ManualClock>) {
+    let c = Arc::new(ManualClock::new(clock));
+    let s = Store::open(Arc::new(MemEngine::new()), &Secret::from_bytes([9; 32]), Arc::new(Catalog::builtin()), c.clone()).unwrap();
+    (s, c)
+}
+
+fn key(i: u16) -> SubjectKey {
+    let d = time::Date::from_calendar_date(1980, time::Month::May, 5).unwrap();
+    SubjectKey::Person(PersonKey::from_parts("440305", d, i).unwrap())
+}
+
+fn event(department: &str, k: Option<u16>) -> AuditEvent {
+    AuditEvent {
+        department: department.into(),
+        operator: None,
+        operator_verified: false,
+        purpose: "p".into(),
+        purpose_code: None,
+        action: Action::Verify,
+        key: k.map(key),
+        datasets: vec!["hukou".into()],
+        fields: vec!["name".into()],
+        outcome: "match".into(),
+        key_mapped: false,
+        rejected_lines: 0,
+    }
+}
+
+/// Commits one audited use per event at `at`, then moves the clock on.
+fn uses(s: &Store, clock: &ManualClock, events: &[AuditEvent]) {
+    for e in events {
+        s.commit(&[], std::slice::from_ref(e), Durability::Sync).unwrap();
+        clock.advance(10);
+    }
+}
+
+fn ship(s: &Store, from: u64, to: u64) -> ShippedBatch {
+    s.audit_ship_batch("node-a", ChainHead::default(), from, to, 1_000, 1 << 20).unwrap()
+}
+
+fn append(s: &Store, b: &ShippedBatch) -> std::result::Result<Appended, RemoteError> {
+    let mut heads = s.remote_heads().unwrap();
+    let mut wb = WriteBatch::new();
+    let done = s.remote_append(&mut heads, None, b, &mut wb)?;
+    s.engine().write(wb, Durability::Sync).unwrap();
+    Ok(done)
+}
+
+/// Node A with five uses (keys 1 to 5, departments d1/d2), node B with two
+/// of its own (keys 7 and 1), interleaved in time.
+fn two_nodes() -> (Store, Store) {
+    let (a, ca) = store(1_000);
+    let (b, cb) = store(1_005);
+    let ea: Vec<AuditEvent> = (1..=5).map(|i| event(if i % 2 == 0 { "d2" } else { "d1" }, Some(i))).collect();
+    uses(&a, &ca, &ea);
+    uses(&b, &cb, &[event("d1", Some(7)), event("d3", Some(1))]);
+    (a, b)
+}
+
+#[test]
+fn entries_are_appended_in_order_and_the_chain_verifies() {
+    let (a, b) = two_nodes();
+    assert_eq!(append(&b, &ship(&a, 1, 3)).unwrap(), Appended { appended: 3, duplicates: 0 });
+    assert_eq!(append(&b, &ship(&a, 4, 5)).unwrap(), Appended { appended: 2, duplicates: 0 });
+    let chains = b.remote_chains().unwrap();
+    assert_eq!(chains, vec![("node-a".to_owned(), RemoteChain { anchor: ChainHead::default(), head: a.audit_head().unwrap() })]);
+    let checks = b.audit_verify_remote().unwrap();
+    assert_eq!(checks.len(), 1);
+    assert!(checks[0].1.ok && checks[0].1.entries == 5, "{checks:?}");
+    assert_eq!(checks[0].1.head, a.audit_head().unwrap().hash);
+    // The local chain and its check do not see the other node's entries.
+    let local = b.audit_verify().unwrap();
+    assert!(local.ok && local.entries == 2, "{local:?}");
+    assert_eq!(b.audit_head().unwrap().seq, 2);
+}
+
+#[test]
+fn duplicates_are_skipped() {
+    let (a, b) = two_nodes();
+    append(&b, &ship(&a, 1, 3)).unwrap();
+    assert_eq!(append(&b, &ship(&a, 1, 3)).unwrap(), Appended { appended: 0, duplicates: 3 });
+    assert_eq!(append(&b, &ship(&a, 2, 5)).unwrap(), Appended { appended: 2, duplicates: 2 });
+    assert!(b.audit_verify_remote().unwrap()[0].1.ok);
+    assert_eq!(b.remote_chains().unwrap()[0].1.head.seq, 5);
+}
+
+#[test]
+fn a_gap_is_refused() {
+    let (a, b) = two_nodes();
+    let err = append(&b, &ship(&a, 2, 5)).unwrap_err();
+    assert!(matches!(err, RemoteError::Gap { expected: 1, found: 2, .. }), "{err}");
+    append(&b, &ship(&a, 1, 2)).unwrap();
+    let err = append(&b, &ship(&a, 4, 5)).unwrap_err();
+    assert!(matches!(err, RemoteError::Gap { expected: 3, found: 4, .. }), "{err}");
+    assert_eq!(b.remote_chains().unwrap()[0].1.head.seq, 2);
+}
+
+#[test]
+fn a_tampered_entry_is_refused() {
+    let (a, b) = two_nodes();
+    let mut batch = ship(&a, 1, 3);
+    // Another department in entry 2, same length: the hash no longer fits.
+    let bytes = &mut batch.entries[1].bytes;
+    let at = bytes.windows(2).position(|w| w == b"d2").unwrap();
+    bytes[at + 1] = b'9';
+    let err = append(&b, &batch).unwrap_err();
+    assert!(matches!(err, RemoteError::Broken { seq: 2, .. }), "{err}");
+    assert!(b.remote_chains().unwrap().is_empty(), "nothing of the refused batch is kept");
+    // A key mapping sealed for another pseudonym is refused too.
+    let mut batch = ship(&a, 1, 2);
+    batch.entries[1].mapping = batch.entries[0].mapping.clone();
+    assert!(matches!(append(&b, &batch).unwrap_err(), RemoteError::Broken { seq: 2, .. }));
+    // A stored copy changed afterwards fails the check.
+    append(&b, &ship(&a, 1, 5)).unwrap();
+    let k = entry_key("node-a", 4);
+    let mut v = b.engine().get(Cf::Audit, &k).unwrap().unwrap();
+    let n = v.len();
+    v[n - 40] ^= 1;
+    let mut wb = WriteBatch::new();
+    wb.put(Cf::Audit, k, v);
+    b.engine().write(wb, Durability::Sync).unwrap();
+    let check = &b.audit_verify_remote().unwrap()[0].1;
+    assert!(!check.ok && check.entries == 3, "{check:?}");
+    assert!(b.audit_verify().unwrap().ok, "the local chain is not concerned");
+}
+
+#[test]
+fn a_chain_shipped_from_an_anchor_starts_there() {
+    let (a, b) = two_nodes();
+    let mut heads = RemoteHeads::new();
+    let mut wb = WriteBatch::new();
+    let anchor = a.audit_ship_batch("node-a", ChainHead::default(), 1, 3, 100, 1 << 20).unwrap();
+    append(&b, &anchor).unwrap();
+    let at3 = b.remote_chains().unwrap()[0].1.head;
+    let (c, _) = store(0);
+    let later = a.audit_ship_batch("node-c", at3, 4, 5, 100, 1 << 20).unwrap();
+    c.remote_append(&mut heads, None, &later, &mut wb).unwrap();
+    c.engine().write(wb, Durability::Sync).unwrap();
+    let chains = c.remote_chains().unwrap();
+    assert_eq!(chains[0].1.anchor, at3);
+    assert_eq!(chains[0].1.head.seq, 5);
+    let check = &c.audit_verify_remote().unwrap()[0].1;
+    assert!(check.ok && check.entries == 2, "{check:?}");
+}
+
+#[test]
+fn batches_are_cut_at_their_limits() {
+    let (a, _) = two_nodes();
+    assert_eq!(a.audit_ship_batch("n", ChainHead::default(), 1, 5, 2, 1 << 20).unwrap().entries.len(), 2);
+    assert_eq!(a.audit_ship_batch("n", ChainHead::default(), 1, 5, 100, 1).unwrap().entries.len(), 1);
+    let all = a.audit_ship_batch("n", ChainHead::default(), 2, 5, 100, 1 << 20).unwrap();
+    assert_eq!((all.first, all.last(), all.entries.len()), (2, 5, 4));
+    assert!(all.entries.iter().all(|e| e.mapping.is_some()));
+    assert_eq!(ShippedBatch::decode(&all.encode()).unwrap(), all);
+    assert_eq!(all.oldest_at(), Some(1_010));
+    assert!(a.audit_ship_batch("n", ChainHead::default(), 6, 5, 100, 1 << 20).unwrap().entries.is_empty());
+    assert!(!valid_node_name("a.b") && !valid_node_name("") && valid_node_name("node-1_x"));
+}
+
+fn query(s: &Store, q: AuditQuery) -> Vec<(Option<String>, u64, i64)> {
+    s.audit_query(&AuditQuery { node: Some("node-b".into()), limit: 100, ..q }).unwrap().into_iter().map(|e| (e.node, e.seq, e.at)).collect()
+}
+
+#[test]
+fn queries_find_remote_entries_by_subject_department_and_time() {
+    let (a, b) = two_nodes();
+    append(&b, &ship(&a, 1, 5)).unwrap();
+    let remote = |seq: u64| (Some("node-a".to_owned()), seq, 1_000 + 10 * (seq as i64 - 1));
+    let local = |seq: u64| (None, seq, 1_005 + 10 * (seq as i64 - 1));
+    // Key 3 was used on node A only; B never saw it, yet shows the key.
+    let by_key = b.audit_query(&AuditQuery { key: Some(key(3)), limit: 10, ..Default::default() }).unwrap();
+    assert_eq!(by_key.len(), 1);
+    assert_eq!((by_key[0].node.as_deref(), by_key[0].seq, by_key[0].key), (Some("node-a"), 3, Some(key(3))));
+    // Key 1: on both nodes, in time order.
+    assert_eq!(query(&b, AuditQuery { key: Some(key(1)), ..Default::default() }), vec![remote(1), local(2)]);
+    assert_eq!(query(&b, AuditQuery { department: Some("d2".into()), ..Default::default() }), vec![remote(2), remote(4)]);
+    assert_eq!(query(&b, AuditQuery { department: Some("d1".into()), ..Default::default() }), vec![remote(1), local(1), remote(3), remote(5)]);
+    assert_eq!(
+        query(&b, AuditQuery { from: Some(1_010), to: Some(1_030), ..Default::default() }),
+        vec![remote(2), local(2), remote(3)]
+    );
+    let all = query(&b, AuditQuery::default());
+    assert_eq!(all, vec![remote(1), local(1), remote(2), local(2), remote(3), remote(4), remote(5)]);
+    // Paging by cursor, two at a time, gives the same entries once each.
+    for filter in [AuditQuery::default(), AuditQuery { department: Some("d1".into()), ..Default::default() }] {
+        let whole = query(&b, filter.clone());
+        let mut paged = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = b.audit_query(&AuditQuery { node: Some("node-b".into()), limit: 2, cursor: cursor.clone(), ..filter.clone() }).unwrap();
+            let Some(last) = page.last() else { break };
+            cursor = Some(AuditCursor::of(last, "node-b"));
+            paged.extend(page.into_iter().map(|e| (e.node, e.seq, e.at)));
+        }
+        assert_eq!(paged, whole);
+    }
+    // `after` names a local entry's place in the merged order.
+    assert_eq!(query(&b, AuditQuery { after: 1, ..Default::default() }), all[2..].to_vec());
+    let c = AuditCursor { at: 1_010, node: "node-a".into(), seq: 2 };
+    assert_eq!(AuditCursor::parse(&c.to_string()), Some(c));
+    assert_eq!(AuditCursor::parse("5.3.a.b"), Some(AuditCursor { at: 5, seq: 3, node: "a.b".into() }));
+    assert_eq!(AuditCursor::parse("x"), None);
+    // Without other chains the local query is the single node's.
+    let (single, clock) = store(1);
+    uses(&single, &clock, &[event("d1", Some(1)), event("d1", Some(2))]);
+    let q = AuditQuery { after: 1, limit: 10, ..Default::default() };
+    assert_eq!(single.audit_query(&q).unwrap().iter().map(|e| (e.node.clone(), e.seq)).collect::<Vec<_>>(), vec![(None, 2)]);
+}
+
+#[test]
+fn a_store_seeded_from_a_peer_keeps_the_peer_chain_and_ships_after_it() {
+    let (a, _) = two_nodes();
+    assert_eq!(a.audit_shipped("node-a").unwrap(), Shipped { node: "node-a".into(), anchor: ChainHead::default(), seq: 0 });
+    a.record_audit_shipped(&Shipped { node: "node-a".into(), anchor: ChainHead::default(), seq: 3 }).unwrap();
+    assert_eq!(a.audit_shipped("node-a").unwrap().seq, 3);
+    // The same store under another name: a copy of node A's.
+    let head = a.audit_head().unwrap();
+    let s = a.audit_shipped("node-c").unwrap();
+    assert_eq!(s, Shipped { node: "node-c".into(), anchor: head, seq: 5 });
+    assert_eq!(a.audit_shipped("node-c").unwrap(), s, "the anchor stays");
+    let chains = a.remote_chains().unwrap();
+    assert_eq!(chains, vec![("node-a".to_owned(), RemoteChain { anchor: ChainHead::default(), head })]);
+    assert!(a.audit_verify_remote().unwrap()[0].1.ok);
+    // Node A's messages still in the log are duplicates here now.
+    assert_eq!(append(&a, &ship(&a, 4, 5)).unwrap(), Appended { appended: 0, duplicates: 2 });
+    assert!(a.audit_verify().unwrap().ok);
+}
