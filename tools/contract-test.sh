@@ -77,11 +77,15 @@ expect 200 '/v1/reports/annual?format=html' '年度政务信息共享情况报�
 case "$content_type" in text/html*) ;; *) echo "the yearly report's document came as $content_type" >&2; exit 1 ;; esac
 expect 400 '/v1/reports/annual?year=1999' '"invalid_value"'
 
+# One worker: with two threads, hypothesis parsing lambdas' sources at once
+# now and then trips Debian Python 3.11's AST recursion check
+# ("AST constructor recursion depth mismatch"), an error of the tool that
+# failed the run.
 "$venv/bin/schemathesis" run "http://127.0.0.1:$port/openapi.json" \
   -H "Authorization: Bearer $token" -H "X-Purpose: contract-test" \
   --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance \
   --exclude-path /v1/verify/batch --exclude-path /v1/jobs \
-  --max-time "$max_time" --workers 2 --seed 20261122 --no-color --request-timeout 65
+  --max-time "$max_time" --workers 1 --seed 20261122 --no-color --request-timeout 65
 status=$?
 if grep -q '"level":"ERROR"' "$dir/server.log"; then
   echo "server logged errors during the contract test:" >&2
