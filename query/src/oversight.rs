@@ -45,9 +45,10 @@ pub const MAX_ACCESS_REPORT: usize = 2_000;
 pub struct AccessReport {
     /// Oldest first.
     pub entries: Vec<basedata_store::audit::AuditEntry>,
-    /// Whether later entries follow (ask again with `after` = the last
-    /// entry's `seq`).
+    /// Whether later entries follow.
     pub more: bool,
+    /// Where the next page starts, when `more`: pass it back as `after`.
+    pub next: Option<basedata_store::audit::AuditCursor>,
 }
 
 /// Entries one audit query returns at most.
@@ -258,21 +259,35 @@ impl Queries {
     /// person who shows their ID at a counter is entitled to know. For
     /// consuming departments (counters), auditors and administrators; each
     /// page is itself recorded, under `purpose`, before it is returned.
-    pub async fn access_report(&self, caller: &Caller, purpose: &str, key: SubjectKey, after: u64) -> Result<AccessReport> {
+    /// `after` continues from an earlier page's `next`; `node` is this
+    /// node's name in a cluster, whose trail holds every node's uses.
+    pub async fn access_report(
+        &self,
+        caller: &Caller,
+        purpose: &str,
+        key: SubjectKey,
+        after: Option<basedata_store::audit::AuditCursor>,
+        node: Option<String>,
+    ) -> Result<AccessReport> {
         let d = &caller.department;
         if !(d.has(Role::Consumer) || d.has(Role::Auditor) || d.has(Role::Admin)) {
             return Err(Error::Forbidden("access reports are printed at counters".into()));
         }
         let store = self.store.clone();
         // One more than a page tells whether another page follows.
-        let q = AuditQuery { key: Some(key), after, limit: MAX_ACCESS_REPORT + 1, ..AuditQuery::default() };
+        let local = node.clone().unwrap_or_default();
+        let q = AuditQuery { key: Some(key), cursor: after.clone(), node, limit: MAX_ACCESS_REPORT + 1, ..AuditQuery::default() };
         let mut entries = tokio::task::spawn_blocking(move || store.audit_query(&q)).await??;
         let more = entries.len() > MAX_ACCESS_REPORT;
         entries.truncate(MAX_ACCESS_REPORT);
         let mut ev = caller.event(purpose, Action::AccessReport, Some(key));
-        ev.outcome = if after == 0 { format!("entries={}", entries.len()) } else { format!("entries={} after={after}", entries.len()) };
+        ev.outcome = match &after {
+            None => format!("entries={}", entries.len()),
+            Some(c) => format!("entries={} after={c}", entries.len()),
+        };
         self.record(vec![ev], WriteBatch::new()).await?;
-        Ok(AccessReport { entries, more })
+        let next = entries.last().filter(|_| more).map(|e| basedata_store::audit::AuditCursor::of(e, &local));
+        Ok(AccessReport { entries, more, next })
     }
 
     /// Day by day over the last `days` CST days (oldest first, today

@@ -59,6 +59,9 @@ fn action_title(a: Action) -> &'static str {
 }
 
 fn entries_table(state: &AppState, entries: &[AuditEntry]) -> String {
+    // In a cluster the trail holds every node's uses: each is numbered in
+    // the chain of the node that answered it.
+    let local = state.cluster.as_ref().map(|c| c.config().node.clone());
     let rows: Vec<Vec<String>> = entries
         .iter()
         .map(|e| {
@@ -70,8 +73,12 @@ fn entries_table(state: &AppState, entries: &[AuditEntry]) -> String {
             let key = e.key.map(|k| format!(r#"<span class="keynum">{}</span>"#, esc(&k.masked().to_string()))).unwrap_or_default();
             let ids = if e.fields.is_empty() { e.datasets.join("、") } else { e.fields.join("、") };
             let what = super::counter::what_was_used(state, &e.datasets, &e.fields);
+            let number = match (&e.node, &local) {
+                (Some(node), _) | (None, Some(node)) => format!("{}·{}", esc(node), e.seq),
+                (None, None) => e.seq.to_string(),
+            };
             vec![
-                e.seq.to_string(),
+                number,
                 esc(&cst(e.at)),
                 super::department_label(state, &e.department),
                 operator,
@@ -132,7 +139,8 @@ async fn audit_page(State(state): State<AppState>, session: Session) -> Response
     }
     // The latest entries: a time-index read from a day back.
     let now = state.queries.grants.now();
-    let q = AuditQuery { from: Some(now - 86_400_000_000), limit: 1000, ..AuditQuery::default() };
+    let node = state.cluster.as_ref().map(|c| c.config().node.clone());
+    let q = AuditQuery { from: Some(now - 86_400_000_000), limit: 1000, node, ..AuditQuery::default() };
     let entries = state.queries.audit(&session.staff.caller(), q).await.map_err(|e| query_error(&e));
     render_audit(&state, &session, &Form::default(), entries).await
 }
@@ -141,7 +149,8 @@ async fn audit_search(State(state): State<AppState>, CsrfForm { session, form }:
     if let Err(r) = need(&session, StaffRole::Auditor) {
         return r;
     }
-    let mut q = AuditQuery { limit: 1000, ..AuditQuery::default() };
+    let node = state.cluster.as_ref().map(|c| c.config().node.clone());
+    let mut q = AuditQuery { limit: 1000, node, ..AuditQuery::default() };
     let other = form.get("id_type").map(|name| super::counter::other_document(name).ok_or(name));
     if let (Some(Err(name)), Some(_)) = (&other, form.get("key")) {
         let m = notice("error", "invalid_value", &format!("未知的证件类型：{name}"));

@@ -671,12 +671,20 @@ async fn report(State(state): State<AppState>, CsrfForm { session, form }: CsrfF
     // session id (which no page shows), and the number typed again must
     // match it.
     let tag = report_tag(&session, &key);
-    let after: u64 = form.get("after").and_then(|a| a.parse().ok()).unwrap_or(0);
+    // Where the page before ended, in the order of every node's uses (a
+    // cluster's trail holds them all).
+    let after = form.get("after").map(str::trim).filter(|a| !a.is_empty());
     let page_no: u64 = form.get("page").and_then(|a| a.parse().ok()).unwrap_or(1).max(1);
-    if after > 0 && !form.get("key_tag").is_some_and(|t| crate::accounts::session::same_token(t, &tag)) {
+    if after.is_some() && !form.get("key_tag").is_some_and(|t| crate::accounts::session::same_token(t, &tag)) {
         return page(format!("{}{back}", notice("error", "invalid_value", "号码与上一页的不一致：请输入同一号码，或重新生成告知单。")));
     }
-    let report = match state.queries.access_report(&session.staff.caller(), "本人查询信息使用记录", key, after).await {
+    let after = match after.map(basedata_store::audit::AuditCursor::parse) {
+        None => None,
+        Some(Some(c)) => Some(c),
+        Some(None) => return page(format!("{}{back}", notice("error", "invalid_value", "分页位置无效：请重新生成告知单。"))),
+    };
+    let local = state.cluster.as_ref().map(|c| c.config().node.clone());
+    let report = match state.queries.access_report(&session.staff.caller(), "本人查询信息使用记录", key, after, local).await {
         Ok(r) => r,
         Err(e) => return page(format!("{}{back}", query_error(&e))),
     };
@@ -705,17 +713,17 @@ async fn report(State(state): State<AppState>, CsrfForm { session, form }: CsrfF
     };
     // The next page is asked for with the number typed again: the full
     // number is never written into a page.
-    let next = match (report.more, entries.last()) {
-        (true, Some(last)) => format!(
+    let next = match &report.next {
+        Some(cursor) => format!(
             r#"<section class="card noprint" id="next-page"><p>每页最多 {} 条。打印下一页请再次输入号码：</p><form method="post" action="/console/report" id="report-next">{}<input type="hidden" name="after" value="{}"><input type="hidden" name="page" value="{}"><input type="hidden" name="key_tag" value="{tag}">{}{}<button id="report-next-btn" type="submit">下一页</button></form></section>"#,
             basedata_query::oversight::MAX_ACCESS_REPORT,
             csrf_field(&session.csrf),
-            last.seq,
+            esc(&cursor.to_string()),
             page_no + 1,
             subject_fields("report", key.subject() == Subject::Entity),
             key_field("report"),
         ),
-        _ => String::new(),
+        None => String::new(),
     };
     let body = format!(
         r#"<p>号码：<span class="keynum" id="shown-key">{}</span> · 打印时间：{} · 经办：{}（{}）</p><p id="report-count">{count}</p>{}<p class="noprint"><button type="button" id="print-btn" data-print>打印</button></p>{next}{back}"#,

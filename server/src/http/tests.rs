@@ -336,10 +336,11 @@ async fn access_reports_page_through_every_use() {
         })
         .collect();
     state.queries.record(events, basedata_store::WriteBatch::new()).await.unwrap();
-    let first = state.queries.access_report(&counter, "告知", key, 0).await.unwrap();
+    let first = state.queries.access_report(&counter, "告知", key, None, None).await.unwrap();
     assert_eq!((first.entries.len(), first.more), (MAX_ACCESS_REPORT, true));
     let last = first.entries.last().unwrap().seq;
-    let second = state.queries.access_report(&counter, "告知", key, last).await.unwrap();
+    let second = state.queries.access_report(&counter, "告知", key, first.next.clone(), None).await.unwrap();
+    assert!(second.next.is_none());
     assert!(!second.more);
     // The rest of the uses, then the first page's own access report entry.
     assert_eq!(second.entries.len(), uses - MAX_ACCESS_REPORT + 1);
