@@ -707,32 +707,45 @@ impl Store {
 
     /// Recomputes the whole chain from the first entry.
     pub fn audit_verify(&self) -> Result<ChainCheck> {
-        let mut prev = [0u8; 32];
-        let mut expected_seq = 1u64;
-        let mut entries = 0u64;
-        let fail = |entries, prev, msg: String| ChainCheck { ok: false, entries, head: prev, problem: Some(msg) };
         // Other nodes' chains sort after every local key (see `remote`).
-        for item in self.engine().scan(Cf::Audit, &[], Some(&[remote::REMOTE_ENTRY]), false)? {
-            let (k, v) = item?;
-            let seq = seq_from_key(&k)?;
-            if seq != expected_seq {
-                return Ok(fail(entries, prev, format!("entry {expected_seq} is missing (next is {seq})")));
-            }
-            let e = match StoredEntry::decode(&v) {
-                Ok(e) => e,
-                Err(err) => return Ok(fail(entries, prev, format!("entry {seq} is unreadable: {err}"))),
-            };
-            if stored_hash(&prev, seq, &v) != Some(e.hash) {
-                return Ok(fail(entries, prev, format!("entry {seq} does not match its hash")));
-            }
-            prev = e.hash;
-            expected_seq += 1;
-            entries += 1;
-        }
-        let head = self.audit_head()?;
-        if head.seq != entries || head.hash != prev {
-            return Ok(fail(entries, prev, format!("the chain ends at {entries} but the recorded head is {}", head.seq)));
-        }
-        Ok(ChainCheck { ok: true, entries, head: prev, problem: None })
+        let scan = self.engine().scan(Cf::Audit, &[], Some(&[remote::REMOTE_ENTRY]), false)?;
+        walk_chain(scan.map(|i| i.and_then(|(k, v)| Ok((seq_from_key(&k)?, v)))), ChainHead::default(), self.audit_head()?)
     }
+}
+
+/// Checks stored entries, in key order, link by link from `anchor` (the
+/// head before the first of them) to the recorded `head`: the first
+/// problem found, or the chain's length and last hash.
+pub(crate) fn walk_chain(
+    entries: impl Iterator<Item = Result<(u64, Box<[u8]>)>>,
+    anchor: ChainHead,
+    head: ChainHead,
+) -> Result<ChainCheck> {
+    let mut prev = anchor.hash;
+    let mut expected = anchor.seq + 1;
+    let mut n = 0u64;
+    let fail = |n, prev, msg: String| ChainCheck { ok: false, entries: n, head: prev, problem: Some(msg) };
+    for item in entries {
+        let (seq, v) = item?;
+        if seq != expected {
+            return Ok(fail(n, prev, format!("entry {expected} is missing (next is {seq})")));
+        }
+        let e = match StoredEntry::decode(&v) {
+            Ok(e) => e,
+            Err(err) => return Ok(fail(n, prev, format!("entry {seq} is unreadable: {err}"))),
+        };
+        if stored_hash(&prev, seq, &v) != Some(e.hash) {
+            return Ok(fail(n, prev, format!("entry {seq} does not match its hash")));
+        }
+        prev = e.hash;
+        expected += 1;
+        n += 1;
+    }
+    if head.seq != expected - 1 || head.hash != prev {
+        return Ok(fail(n, prev, format!("the chain ends at {} but the recorded head is {}", expected - 1, head.seq)));
+    }
+    Ok(ChainCheck { ok: true, entries: n, head: prev, problem: None })
+}
+
+impl Store {
 }

@@ -13,6 +13,22 @@ use tower::ServiceExt;
 
 pub(crate) const TOKEN: &str = "test-counter-token-0001";
 
+/// The test state with one department, an auditor (token
+/// `test-auditor-token-01`).
+fn auditor_state() -> AppState {
+    let mut state = test_state();
+    state.departments = Arc::new(
+        Departments::from_config(&[DepartmentConfig {
+            id: "audit".into(),
+            roles: vec![Role::Auditor],
+            token: Some("test-auditor-token-01".into()),
+            ..Default::default()
+        }])
+        .unwrap(),
+    );
+    state
+}
+
 pub(crate) fn test_state() -> AppState {
     state_with(&[DepartmentConfig {
         id: "counter".into(),
@@ -69,16 +85,7 @@ async fn single_node_has_no_cluster_status_and_no_positions() {
     // Counters may not see it at all; an auditor would get 404 here.
     let (s, body, _) = call(get("/v1/cluster", Some(TOKEN))).await;
     assert_eq!((s, body["error"]["code"].as_str()), (StatusCode::FORBIDDEN, Some("forbidden")));
-    let mut state = test_state();
-    state.departments = Arc::new(
-        Departments::from_config(&[DepartmentConfig {
-            id: "audit".into(),
-            roles: vec![Role::Auditor],
-            token: Some("test-auditor-token-01".into()),
-            ..Default::default()
-        }])
-        .unwrap(),
-    );
+    let state = auditor_state();
     let resp = router(state).oneshot(get("/v1/cluster", Some("test-auditor-token-01"))).await.unwrap();
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
     assert!(!resp.headers().contains_key(crate::cluster::POSITION_HEADER));
@@ -385,16 +392,7 @@ async fn a_strict_department_states_its_purpose_codes_only() {
 /// by `cursor` too; entries name no node; the check lists the one chain.
 #[tokio::test]
 async fn a_single_node_audit_trail_pages_by_next_or_cursor() {
-    let mut state = test_state();
-    state.departments = Arc::new(
-        Departments::from_config(&[DepartmentConfig {
-            id: "audit".into(),
-            roles: vec![Role::Auditor],
-            token: Some("test-auditor-token-01".into()),
-            ..Default::default()
-        }])
-        .unwrap(),
-    );
+    let state = auditor_state();
     let auditor = state.departments.get("audit").unwrap().caller(None);
     let events: Vec<_> = (0..5).map(|_| auditor.event("核验", basedata_store::Action::Lookup, None)).collect();
     state.queries.record(events, basedata_store::WriteBatch::new()).await.unwrap();

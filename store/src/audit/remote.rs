@@ -22,7 +22,7 @@
 //! A node name is 1 to 64 characters of ASCII letters, digits, `-` and `_`
 //! (it is also a token of the log's subjects).
 
-use super::{index_keys, stored_hash, ChainCheck, ChainHead, StoredEntry};
+use super::{index_keys, stored_hash, walk_chain, ChainCheck, ChainHead, StoredEntry};
 use crate::codec::{decode, encode};
 use crate::engine::{prefix_end, Cf, WriteBatch};
 use crate::record::{seq_from_key, seq_key};
@@ -357,33 +357,10 @@ impl Store {
     }
 
     fn verify_remote_chain(&self, node: &str, chain: &RemoteChain) -> Result<ChainCheck> {
-        let mut prev = chain.anchor.hash;
-        let mut expected = chain.anchor.seq + 1;
-        let mut entries = 0u64;
-        let fail = |entries, prev, msg: String| ChainCheck { ok: false, entries, head: prev, problem: Some(msg) };
         let start = entry_key(node, 0);
         let end = prefix_end(&start[..start.len() - 8]);
-        for item in self.engine().scan(Cf::Audit, &start, end.as_deref(), false)? {
-            let (k, v) = item?;
-            let seq = seq_from_key(&k[k.len() - 8..])?;
-            if seq != expected {
-                return Ok(fail(entries, prev, format!("entry {expected} is missing (next is {seq})")));
-            }
-            let e = match StoredEntry::decode(&v) {
-                Ok(e) => e,
-                Err(err) => return Ok(fail(entries, prev, format!("entry {seq} is unreadable: {err}"))),
-            };
-            if stored_hash(&prev, seq, &v) != Some(e.hash) {
-                return Ok(fail(entries, prev, format!("entry {seq} does not match its hash")));
-            }
-            prev = e.hash;
-            expected += 1;
-            entries += 1;
-        }
-        if chain.head.seq != expected - 1 || chain.head.hash != prev {
-            return Ok(fail(entries, prev, format!("the chain ends at {} but the recorded head is {}", expected - 1, chain.head.seq)));
-        }
-        Ok(ChainCheck { ok: true, entries, head: prev, problem: None })
+        let scan = self.engine().scan(Cf::Audit, &start, end.as_deref(), false)?;
+        walk_chain(scan.map(|i| i.and_then(|(k, v)| Ok((seq_from_key(&k[k.len() - 8..])?, v)))), chain.anchor, chain.head)
     }
 }
 
