@@ -183,6 +183,12 @@ pub fn decode_message(catalog: &Catalog, plain: &[u8]) -> Result<Vec<Update>, St
         .collect()
 }
 
+/// Puts the write of the store's position, `seq`, into `b`: written in
+/// the same batch as what applying message `seq` wrote.
+pub fn put_position(b: &mut WriteBatch, seq: u64) {
+    b.put(Cf::Meta, META_POSITION.to_vec(), encode(&seq));
+}
+
 /// The position recorded in a store (0: nothing applied yet).
 pub fn stored_position(store: &Store) -> basedata_store::Result<u64> {
     Ok(match store.engine().get(Cf::Meta, META_POSITION)? {
@@ -433,7 +439,7 @@ pub async fn submit_with(
     permit: tokio::sync::OwnedSemaphorePermit,
 ) -> Result<(), LogError> {
     if write_position {
-        extra.put(Cf::Meta, META_POSITION.to_vec(), encode(&seq));
+        put_position(&mut extra, seq);
     }
     let g = chain.clone();
     let mut reply: basedata_store::commit::Reply = Box::new(move |r| {

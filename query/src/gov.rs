@@ -51,6 +51,22 @@ pub struct Policy {
     pub responsible_max_age_days: u32,
 }
 
+impl Policy {
+    /// Why the policy cannot stand, if it cannot: the rules a configured
+    /// policy and a switched one share.
+    pub fn check(&self) -> std::result::Result<(), String> {
+        for (name, days) in [("grant_reply_days", self.grant_reply_days), ("dispute_days", self.dispute_days)] {
+            if !(1..=60).contains(&days) {
+                return Err(format!("{name} is 1 to 60 working days"));
+            }
+        }
+        if self.responsible_max_age_days == 0 {
+            return Err("responsible_max_age_days must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
 impl Default for Policy {
     fn default() -> Self {
         Policy { grant_reply_days: 5, dispute_days: 5, deemed_approval: true, responsible_max_age_days: 365 }
@@ -318,11 +334,10 @@ impl GrantBook {
         v
     }
 
-    /// The write that stores `g`; call [`GrantBook::put`] once it is durable.
-    pub fn write(g: &Grant) -> WriteBatch {
-        let mut b = WriteBatch::new();
+    /// Puts the write that stores `g` into `b`; call [`GrantBook::put`]
+    /// once it is durable.
+    pub fn write_into(g: &Grant, b: &mut WriteBatch) {
         b.put(Cf::Gov, grant_key(&g.id), g.encode());
-        b
     }
 
     /// Makes a committed grant visible to the access decision.
@@ -425,10 +440,9 @@ impl Dispute {
         self.resolved_at.map(|t| cst_date(t) <= self.due_date())
     }
 
-    pub fn write(&self) -> WriteBatch {
-        let mut b = WriteBatch::new();
+    /// Puts the write that stores this dispute into `b`.
+    pub fn write_into(&self, b: &mut WriteBatch) {
         b.put(Cf::Gov, dispute_key(&self.id), encode(self));
-        b
     }
 }
 
@@ -567,7 +581,9 @@ pub(crate) mod tests {
         let engine = MemEngine::new();
         let mut g = grant(date!(2030 - 01 - 01));
         g.state = GrantState::Approved;
-        engine.write(GrantBook::write(&g), basedata_store::Durability::Sync).unwrap();
+        let mut b = WriteBatch::new();
+        GrantBook::write_into(&g, &mut b);
+        engine.write(b, basedata_store::Durability::Sync).unwrap();
         let book = GrantBook::load(&engine, Policy::default(), Arc::new(ManualClock::new(0))).unwrap();
         assert_eq!(book.get("g1"), Some(g));
     }

@@ -7,7 +7,7 @@
 use crate::caller::{system_event, Caller, Role};
 use crate::error::{Error, Result};
 use crate::gov::{cst_date, load_dispute, new_id, Dispute, Grant, GrantKind, GrantState, Resolution};
-use crate::govlog::{Change, Changed, Expect};
+use crate::govlog::{key_parts, Change, Changed, Expect};
 use crate::service::Queries;
 use basedata_store::catalog::{AreaOf, Division, Share};
 use basedata_store::{Action, AuditEvent, Subject, SubjectKey, Value};
@@ -113,8 +113,7 @@ impl Queries {
     }
 
     async fn commit_dispute(&self, d: Dispute, key: &SubjectKey, expect: Expect, ev: AuditEvent) -> Result<Dispute> {
-        let key = (key.doc_type().as_u8(), key.as_str().to_owned());
-        match self.govern(Change::Dispute { dispute: d, key, expect }, vec![ev]).await? {
+        match self.govern(Change::Dispute { dispute: d, key: key_parts(key), expect }, vec![ev]).await? {
             Changed::Dispute(d) => Ok(d),
             other => Err(Error::Internal(format!("a dispute change stored {other:?}"))),
         }

@@ -82,7 +82,8 @@ pub struct Entry {
 /// Format marker of [`Entry`] in the log.
 const ENTRY_FORMAT: u8 = 1;
 
-fn key_parts(k: &SubjectKey) -> (u8, String) {
+/// A key as a change carries it: its document type's code and its number.
+pub(crate) fn key_parts(k: &SubjectKey) -> (u8, String) {
     (k.doc_type().as_u8(), k.as_str().to_owned())
 }
 

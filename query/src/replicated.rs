@@ -13,7 +13,7 @@
 //! answered it.
 
 use crate::error::{Error, Result};
-use crate::gov::{dispute_key, grant_key, load_dispute, Dispute, Grant, PolicyRecord, POLICY_KEY};
+use crate::gov::{dispute_key, grant_key, load_dispute, Dispute, Grant, GrantBook, PolicyRecord, POLICY_KEY};
 use crate::govlog::key_of;
 pub use crate::govlog::{Applied, Change, Changed, Entry, Expect, GovernanceLog, LogFuture};
 use crate::service::Queries;
@@ -55,20 +55,15 @@ impl Queries {
             return Err(Error::Forbidden("only an administrator switches the governance policy".into()));
         }
         let mut p = self.grants.policy();
-        let days = |name: &str, v: Option<u32>, max: u32, into: &mut u32| match v {
-            Some(d) if (1..=max).contains(&d) => {
-                *into = d;
-                Ok(())
-            }
-            Some(_) => Err(Error::InvalidValue(format!("{name} is 1 to {max} days"))),
-            None => Ok(()),
-        };
-        days("grant_reply_days", change.grant_reply_days, 60, &mut p.grant_reply_days)?;
-        days("dispute_days", change.dispute_days, 60, &mut p.dispute_days)?;
-        days("responsible_max_age_days", change.responsible_max_age_days, 3660, &mut p.responsible_max_age_days)?;
-        if let Some(d) = change.deemed_approval {
-            p.deemed_approval = d;
+        p.grant_reply_days = change.grant_reply_days.unwrap_or(p.grant_reply_days);
+        p.dispute_days = change.dispute_days.unwrap_or(p.dispute_days);
+        p.deemed_approval = change.deemed_approval.unwrap_or(p.deemed_approval);
+        p.responsible_max_age_days = change.responsible_max_age_days.unwrap_or(p.responsible_max_age_days);
+        // Ten years at most through the API; the configuration may hold more.
+        if change.responsible_max_age_days.is_some_and(|d| d > 3660) {
+            return Err(Error::InvalidValue("responsible_max_age_days is 1 to 3660 days".into()));
         }
+        p.check().map_err(Error::InvalidValue)?;
         let record = PolicyRecord { policy: p, set_at: self.grants.now(), set_by: caller.department.id.clone() };
         let mut ev = caller.event("governance policy", Action::Policy, None);
         ev.outcome = format!(
@@ -99,16 +94,11 @@ impl Queries {
         let _ = self.gov_log.set(log);
     }
 
-    /// Whether governance changes go through a replicated log.
-    pub fn governance_logged(&self) -> bool {
-        self.gov_log.get().is_some()
-    }
-
     /// Makes `change` with its audit `events`: at once on a single node;
     /// in cluster mode once the log holds it and this node has applied it.
     pub(crate) async fn govern(&self, change: Change, events: Vec<AuditEvent>) -> Result<Changed> {
         let applied = match self.gov_log.get() {
-            None => self.apply_change(&change, events, true, WriteBatch::new()).await?,
+            None => self.apply_change(&change, events, WriteBatch::new()).await?,
             Some(log) => {
                 let entry = Entry::new(log.node(), change, &events);
                 let position = log.append(entry.encode()).await.map_err(|e| {
@@ -125,21 +115,20 @@ impl Queries {
     }
 
     /// Applies one change: its record if `change`'s precondition holds,
-    /// with `events` (the node that took the request records them; the
+    /// with `events` (the node that took the request passes them; the
     /// others pass none) and `extra` (the log position, in cluster mode) in
     /// one atomic batch. A failed precondition writes only `extra`.
     /// Every node that applies the same entries in the same order ends with
     /// the same records (a dispute's change-log mark is each node's own).
-    pub async fn apply_change(&self, change: &Change, events: Vec<AuditEvent>, mine: bool, mut extra: WriteBatch) -> Result<Applied> {
+    pub async fn apply_change(&self, change: &Change, events: Vec<AuditEvent>, mut extra: WriteBatch) -> Result<Applied> {
         let _guard = self.gov_lock.lock().await;
-        let events = if mine { events } else { Vec::new() };
         match change {
             Change::Grant { grant, expect } => {
                 if let Err(why) = grant_precondition(expect, self.grants.get(&grant.id).as_ref()) {
                     self.record(Vec::new(), extra).await?;
                     return Ok(Err(why));
                 }
-                extra.put(Cf::Gov, grant_key(&grant.id), grant.encode());
+                GrantBook::write_into(grant, &mut extra);
                 self.record(events, extra).await?;
                 self.grants.put(grant.clone());
                 Ok(Ok(Changed::Grant(grant.clone())))
@@ -161,7 +150,7 @@ impl Queries {
                 if current.is_none() {
                     self.store.seal_into(&mut extra, &key_of(key)?);
                 }
-                extra.put(Cf::Gov, dispute_key(&d.id), basedata_store::codec::encode(&d));
+                d.write_into(&mut extra);
                 self.record(events, extra).await?;
                 Ok(Ok(Changed::Dispute(d)))
             }
@@ -176,7 +165,7 @@ impl Queries {
                     self.record(Vec::new(), extra).await?;
                     return Ok(Err(format!("an account {} was added meanwhile", record.id)));
                 }
-                extra.put(Cf::Gov, crate::staff::key(&record.id), basedata_store::codec::encode(record));
+                record.write_into(&mut extra);
                 self.record(events, extra).await?;
                 let hook = self.staff_hook.read().unwrap_or_else(|e| e.into_inner()).clone();
                 if let Some(hook) = hook {

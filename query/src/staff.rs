@@ -47,8 +47,13 @@ impl StaffRecord {
     /// The write that stores this record.
     pub fn write(&self) -> WriteBatch {
         let mut b = WriteBatch::new();
-        b.put(Cf::Gov, key(&self.id), encode(self));
+        self.write_into(&mut b);
         b
+    }
+
+    /// Puts the write that stores this record into `b`.
+    pub fn write_into(&self, b: &mut WriteBatch) {
+        b.put(Cf::Gov, key(&self.id), encode(self));
     }
 }
 

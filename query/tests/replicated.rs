@@ -40,9 +40,8 @@ impl Hub {
                 let Some(bytes) = self.entries.lock().unwrap().get(applied[i]).cloned() else { break };
                 let position = applied[i] as u64 + 1;
                 let entry = Entry::decode(&bytes).unwrap();
-                let mine = entry.origin == *name;
-                let events = if mine { entry.events().unwrap() } else { Vec::new() };
-                let out = q.apply_change(&entry.change, events, mine, WriteBatch::new()).await.unwrap();
+                let events = if entry.origin == *name { entry.events().unwrap() } else { Vec::new() };
+                let out = q.apply_change(&entry.change, events, WriteBatch::new()).await.unwrap();
                 self.outcomes.lock().unwrap().insert((i, position), out);
                 applied[i] += 1;
             }

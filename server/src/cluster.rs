@@ -20,14 +20,13 @@ use async_nats::jetstream::context::PublishAckFuture;
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::{self, consumer, stream};
 use basedata_ingest::log::{
-    governance_subject, message_id, partition_of_subject, submit, submit_with, Applied, ApplyWatch, LogError, LogFuture,
+    governance_subject, message_id, partition_of_subject, put_position, submit, submit_with, Applied, ApplyWatch, LogError, LogFuture,
     LoggedMessage, Outgoing, Partitioning, Positions, Prepared, UpdateLog,
 };
 use basedata_query::replicated::{self, Entry, GovernanceLog};
 use basedata_query::Queries;
-use basedata_store::codec::encode;
 use basedata_store::commit::Committer;
-use basedata_store::{Catalog, Cf, Secret, Store, Update, WriteBatch};
+use basedata_store::{Catalog, Secret, Store, Update, WriteBatch};
 use std::collections::BTreeMap;
 use futures_util::{FutureExt, StreamExt};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -141,7 +140,7 @@ impl Cluster {
             last_activity: Mutex::new(std::time::Instant::now()),
             restart: tokio::sync::Notify::new(),
             stats: ClusterStats::default(),
-            audit: audit_ship::AuditLink::new(secret),
+            audit: audit_ship::AuditLink::default(),
             cfg,
         }))
     }
@@ -602,11 +601,10 @@ async fn apply_governance(
         .unseal(&cluster.gov_subject, payload)
         .and_then(|plain| Entry::decode(&plain).map_err(|e| e.to_string()))
         .and_then(|e| {
-            let mine = e.origin == cluster.cfg.node;
-            let events = if mine { e.events().map_err(|e| e.to_string())? } else { Vec::new() };
-            Ok((e, mine, events))
+            let events = if e.origin == cluster.cfg.node { e.events().map_err(|e| e.to_string())? } else { Vec::new() };
+            Ok((e, events))
         });
-    let (entry, mine, events) = match entry {
+    let (entry, events) = match entry {
         Ok(x) => x,
         Err(e) => {
             cluster.stats.unreadable_messages.fetch_add(1, Ordering::Relaxed);
@@ -614,8 +612,8 @@ async fn apply_governance(
         }
     };
     let mut extra = WriteBatch::new();
-    extra.put(Cf::Meta, META_POSITION.to_vec(), encode(&seq));
-    match to.queries.apply_change(&entry.change, events, mine, extra).await {
+    put_position(&mut extra, seq);
+    match to.queries.apply_change(&entry.change, events, extra).await {
         Ok(applied) => {
             if let Err(why) = &applied {
                 tracing::info!(position = seq, origin = %entry.origin, why = %why, "a governance entry found the state changed and changed nothing");

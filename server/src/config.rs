@@ -509,17 +509,12 @@ impl Config {
         if self.key_file.is_some() && self.secret.is_some() {
             bail!("give key_file or secret, not both");
         }
-        if !(1..=60).contains(&self.policy.grant_reply_days) || !(1..=60).contains(&self.policy.dispute_days) {
-            bail!("policy deadlines are 1 to 60 working days");
-        }
+        self.policy.policy().check().map_err(|e| anyhow::anyhow!("[policy] {e}"))?;
         if !(1..=100).contains(&self.policy.distinct_claims) || !(1..=3660).contains(&self.policy.claim_period_days) {
             bail!("[policy] distinct_claims is 1 to 100 and claim_period_days 1 to 3660");
         }
         if !(1..=3600).contains(&self.policy.sweep_seconds) {
             bail!("[policy] sweep_seconds is 1 to 3600");
-        }
-        if self.policy.responsible_max_age_days == 0 {
-            bail!("policy responsible_max_age_days must be at least 1");
         }
         if self.job_retention_days == 0 {
             bail!("job_retention_days must be at least 1");

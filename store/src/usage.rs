@@ -205,7 +205,7 @@ fn remote_key(mut key: Vec<u8>) -> Vec<u8> {
 /// [`RemoteUsage::forget`] what it staged.
 #[derive(Debug, Default)]
 pub struct RemoteUsage {
-    values: HashMap<Vec<u8>, u64>,
+    cache: UsageCache,
 }
 
 impl RemoteUsage {
@@ -215,24 +215,17 @@ impl RemoteUsage {
         // Rejected update lines are counted by the node that took the
         // request: an entry does not carry them.
         count_use(&mut delta, day_of(e.at), &e.department, e.action, e.purpose_code.is_none(), &e.outcome, &e.datasets, 0);
-        for (k, by) in delta.inc {
-            let k = remote_key(k);
-            let base = match self.values.get(&k) {
-                Some(v) => *v,
-                None => engine.get(Cf::Gov, &k)?.and_then(|b| b.try_into().ok()).map(u64::from_be_bytes).unwrap_or(0),
-            };
-            batch.put(Cf::Gov, k.clone(), (base + by).to_be_bytes().to_vec());
-            if self.values.len() > 100_000 {
-                self.values.clear();
-            }
-            self.values.insert(k, base + by);
-        }
+        delta.inc = delta.inc.into_iter().map(|(k, by)| (remote_key(k), by)).collect();
+        // Taken in at once, not after the write: the applier's next
+        // entries are written after these, in order, or not at all.
+        let values = delta.write(&self.cache, engine, batch)?;
+        self.cache.absorb(values);
         Ok(())
     }
 
     /// Drops the cache: what was staged but not written must be read again.
     pub fn forget(&mut self) {
-        self.values.clear();
+        self.cache = UsageCache::default();
     }
 }
 

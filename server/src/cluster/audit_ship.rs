@@ -7,7 +7,7 @@
 //! Shipping: one task per node reads the entries after the last one the
 //! log acknowledged (`cluster/audit_shipped` in `meta`) in chain order, up
 //! to [`BATCH_ENTRIES`] entries or [`BATCH_BYTES`] a message, sealed like
-//! update messages (the log's [`Sealer`], the subject as associated data,
+//! update messages (the log's seal, the subject as associated data,
 //! since the entries carry sealed key mappings and pseudonyms), under the
 //! message id `<node>-a-<first seq>` so a resend after a lost
 //! acknowledgement is stored once. It sends as soon as entries exist (it
@@ -26,9 +26,8 @@
 use super::Cluster;
 use async_nats::jetstream::message::PublishMessage;
 use basedata_store::audit::remote::{valid_node_name, RemoteHeads, ShippedBatch};
-use basedata_store::pseudo::Sealer;
 use basedata_store::usage::RemoteUsage;
-use basedata_store::{Secret, Store, WriteBatch};
+use basedata_store::{Store, WriteBatch};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -98,10 +97,10 @@ impl ShipStats {
     }
 }
 
-/// A node's end of the cluster-wide audit trail: its seal, its shipping
+/// A node's end of the cluster-wide audit trail: its shipping
 /// figures, and the other nodes' chain heads as the applier has staged them.
+#[derive(Default)]
 pub struct AuditLink {
-    sealer: Sealer,
     /// Loaded from the store at the first audit message of each run of the
     /// applier, then advanced as messages are staged: a run's jobs are
     /// written in order or (after a failed one) not at all, and the next
@@ -120,15 +119,6 @@ impl std::fmt::Debug for AuditLink {
 }
 
 impl AuditLink {
-    pub fn new(secret: &Secret) -> AuditLink {
-        AuditLink {
-            sealer: Sealer::log(secret),
-            heads: Mutex::new(None),
-            usage: Mutex::new(RemoteUsage::default()),
-            stats: ShipStats::default(),
-        }
-    }
-
     /// A new run of the applier: heads are read again from the store.
     pub(super) fn begin_run(&self) {
         *self.heads.lock().unwrap_or_else(|e| e.into_inner()) = None;
@@ -138,9 +128,8 @@ impl AuditLink {
     /// The writes that append another node's shipped entries to its chain
     /// here, from a message of `<stream>.a.<node>`; an error stops the
     /// applier at this message (a gap or a broken link is never stored).
-    fn stage(&self, store: &Store, node: &str, subject: &str, payload: &[u8]) -> Result<WriteBatch, String> {
-        let plain = self.sealer.open(subject.as_bytes(), payload).map_err(|e| e.to_string())?;
-        let batch = ShippedBatch::decode(&plain).map_err(|e| e.to_string())?;
+    fn stage(&self, store: &Store, node: &str, plain: &[u8]) -> Result<WriteBatch, String> {
+        let batch = ShippedBatch::decode(plain).map_err(|e| e.to_string())?;
         if batch.node != node {
             return Err(format!("it holds entries of node {} under node {node}'s subject", batch.node));
         }
@@ -168,7 +157,7 @@ pub(super) fn stage(cluster: &Cluster, store: &Store, subject: &str, payload: &[
     if node == cluster.cfg.node {
         return None;
     }
-    let staged = cluster.audit.stage(store, node, subject, payload);
+    let staged = cluster.partitioning.unseal(subject, payload).and_then(|plain| cluster.audit.stage(store, node, &plain));
     if staged.is_err() {
         cluster.stats.unreadable_messages.fetch_add(1, Ordering::Relaxed);
     }
@@ -265,7 +254,7 @@ async fn ship(cluster: &Cluster, subject: &str, batch: &ShippedBatch) -> u64 {
     let mut backoff = Duration::from_millis(100);
     let mut failures = 0u32;
     loop {
-        let sent = match cluster.audit.sealer.seal(subject.as_bytes(), &plain) {
+        let sent = match cluster.partitioning.seal(subject, &plain) {
             Ok(payload) => {
                 let m = PublishMessage::build().payload(payload.into()).message_id(&id);
                 match cluster.js.send_publish(subject.to_owned(), m).await {
@@ -308,7 +297,7 @@ async fn stored_last(cluster: &Cluster, subject: &str, seq: u64, batch: &Shipped
     if m.subject.as_str() != subject {
         return None;
     }
-    let plain = cluster.audit.sealer.open(subject.as_bytes(), &m.payload).ok()?;
+    let plain = cluster.partitioning.unseal(subject, &m.payload).ok()?;
     let stored = ShippedBatch::decode(&plain).ok()?;
     (stored.node == batch.node && stored.first == batch.first).then(|| stored.last())
 }

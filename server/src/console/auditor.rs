@@ -61,7 +61,7 @@ fn action_title(a: Action) -> &'static str {
 fn entries_table(state: &AppState, entries: &[AuditEntry]) -> String {
     // In a cluster the trail holds every node's uses: each is numbered in
     // the chain of the node that answered it.
-    let local = state.cluster.as_ref().map(|c| c.config().node.clone());
+    let local = state.node_name();
     let rows: Vec<Vec<String>> = entries
         .iter()
         .map(|e| {
@@ -139,7 +139,7 @@ async fn audit_page(State(state): State<AppState>, session: Session) -> Response
     }
     // The latest entries: a time-index read from a day back.
     let now = state.queries.grants.now();
-    let node = state.cluster.as_ref().map(|c| c.config().node.clone());
+    let node = state.node_name();
     let q = AuditQuery { from: Some(now - 86_400_000_000), limit: 1000, node, ..AuditQuery::default() };
     let entries = state.queries.audit(&session.staff.caller(), q).await.map_err(|e| query_error(&e));
     render_audit(&state, &session, &Form::default(), entries).await
@@ -149,7 +149,7 @@ async fn audit_search(State(state): State<AppState>, CsrfForm { session, form }:
     if let Err(r) = need(&session, StaffRole::Auditor) {
         return r;
     }
-    let node = state.cluster.as_ref().map(|c| c.config().node.clone());
+    let node = state.node_name();
     let mut q = AuditQuery { limit: 1000, node, ..AuditQuery::default() };
     let other = form.get("id_type").map(|name| super::counter::other_document(name).ok_or(name));
     if let (Some(Err(name)), Some(_)) = (&other, form.get("key")) {

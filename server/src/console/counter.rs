@@ -683,7 +683,7 @@ async fn report(State(state): State<AppState>, CsrfForm { session, form }: CsrfF
         Some(Some(c)) => Some(c),
         Some(None) => return page(format!("{}{back}", notice("error", "invalid_value", "分页位置无效：请重新生成告知单。"))),
     };
-    let local = state.cluster.as_ref().map(|c| c.config().node.clone());
+    let local = state.node_name();
     let report = match state.queries.access_report(&session.staff.caller(), "本人查询信息使用记录", key, after, local).await {
         Ok(r) => r,
         Err(e) => return page(format!("{}{back}", query_error(&e))),

@@ -92,7 +92,7 @@ pub async fn list(
     Query(p): Query<AuditParams>,
 ) -> ApiResult<Json<AuditList>> {
     state.queries.require_oversight(&caller)?;
-    let local = state.cluster.as_ref().map(|c| c.config().node.clone());
+    let local = state.node_name();
     let (after, cursor) = match p.after.as_deref().map(str::trim).filter(|a| !a.is_empty()) {
         None => (0, None),
         Some(a) => match a.parse::<u64>() {
@@ -130,7 +130,7 @@ pub async fn list(
     security(("bearer" = [])))]
 pub async fn verify(State(state): State<AppState>, Extension(caller): Extension<Caller>) -> ApiResult<Json<AuditCheck>> {
     let (check, remote) = state.queries.audit_check_all(&caller).await?;
-    let local = state.cluster.as_ref().map(|c| c.config().node.clone());
+    let local = state.node_name();
     let doc = |node: Option<String>, c: &basedata_store::audit::ChainCheck| ChainCheckDoc {
         node,
         entries: c.entries,

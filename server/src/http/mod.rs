@@ -185,6 +185,11 @@ impl AppState {
         }));
     }
 
+    /// This node's name in a cluster; `None` on a single node.
+    pub fn node_name(&self) -> Option<String> {
+        self.cluster.as_ref().map(|c| c.config().node.clone())
+    }
+
     /// Cluster mode: updates go through `cluster`'s replicated log.
     pub fn with_cluster(mut self, cluster: Arc<crate::cluster::Cluster>) -> AppState {
         let provide = Provide::new(self.store.clone(), self.committer.clone(), self.max_body_bytes).with_log(cluster.clone());
