@@ -17,10 +17,14 @@
 //! Another node's chain (cluster mode) is kept beside the local one in the
 //! same families under keys that cannot collide with it: see [`remote`].
 //!
+//! A run of batch lines of one caller is stored as one entry that takes a
+//! sequence number per line (see [`chunk`]); read back, each line is an
+//! entry of its own.
+//!
 //! Formats: marker 1 (the first release) has no operator provenance; such
 //! entries read as `operator_verified = false` (the operator, if any, was
 //! declared by the calling program). Marker 2 adds `operator_verified`
-//! before the hash. Both stay readable and verifiable.
+//! before the hash. Both stay readable and verifiable. Marker 4 is a chunk.
 
 use crate::codec::{config, decode, encode, encode_into};
 use crate::engine::{prefix_end, Cf, WriteBatch};
@@ -30,7 +34,11 @@ use crate::record::{doc_type, seq_from_key, seq_key};
 use crate::{Result, Store};
 use sha2::{Digest, Sha256};
 
+pub mod chunk;
 pub mod remote;
+
+pub use chunk::Stored;
+use chunk::{IndexTarget, StoredChunk};
 
 pub(crate) const META_AUDIT_HEAD: &[u8] = b"audit_head";
 
@@ -257,6 +265,7 @@ impl StoredEntry {
                 let verified = v2.operator_verified;
                 Ok(upgrade!(v2, verified))
             }
+            Some(&chunk::ENTRY_FORMAT_CHUNK) => Err(crate::Error::Corrupt { what: WHAT, msg: "a chunk of batch lines, not one entry".into() }),
             _ => Ok(upgrade!(decode::<StoredEntryV1>(WHAT, bytes)?, false)),
         }
     }
@@ -312,30 +321,45 @@ fn chain_hash(prev: &[u8; 32], seq: u64, unhashed: &[u8]) -> [u8; 32] {
 pub(crate) fn index_keys(seq: u64, e: &StoredEntry) -> Vec<Vec<u8>> {
     let mut out = Vec::with_capacity(3);
     if let Some((_, pid)) = &e.subject {
-        let mut k = vec![b'k'];
-        k.extend_from_slice(&pid.0);
-        k.extend_from_slice(&seq_key(seq));
-        out.push(k);
+        out.push(subject_index_key(pid, seq));
     }
-    let mut d = vec![b'd'];
-    d.extend_from_slice(e.department.as_bytes());
+    out.push(department_index_key(&e.department, seq));
+    out.push(time_index_key(e.at, seq));
+    out
+}
+
+pub(crate) fn subject_index_key(pid: &Pid, seq: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + pid.0.len() + 8);
+    k.push(b'k');
+    k.extend_from_slice(&pid.0);
+    k.extend_from_slice(&seq_key(seq));
+    k
+}
+
+pub(crate) fn department_index_key(department: &str, seq: u64) -> Vec<u8> {
+    let mut d = Vec::with_capacity(department.len() + 10);
+    d.push(b'd');
+    d.extend_from_slice(department.as_bytes());
     d.push(0);
     d.extend_from_slice(&seq_key(seq));
-    out.push(d);
-    let mut t = vec![b't'];
-    t.extend_from_slice(&e.at.to_be_bytes());
+    d
+}
+
+pub(crate) fn time_index_key(at: i64, seq: u64) -> Vec<u8> {
+    let mut t = Vec::with_capacity(17);
+    t.push(b't');
+    t.extend_from_slice(&at.to_be_bytes());
     t.extend_from_slice(&seq_key(seq));
-    out.push(t);
-    out
+    t
 }
 
 /// Appends `events` to the chain inside `batch`; returns the new head.
 ///
-/// Hot path for batch comparison (one entry per line): each entry is
-/// encoded once, and the index keys and key mappings are put grouped by
-/// kind and in key order rather than entry by entry, because RocksDB's
-/// memtable inserts keys that follow each other several times faster than
-/// scattered ones.
+/// A run of batch lines of one caller (see [`chunk`]) is stored as one
+/// entry taking one sequence number a line; any other event as an entry
+/// of its own. Index keys and key mappings are put grouped by kind and in
+/// key order rather than entry by entry, because RocksDB's memtable inserts
+/// keys that follow each other several times faster than scattered ones.
 pub(crate) fn append(
     store: &Store,
     head: ChainHead,
@@ -345,9 +369,9 @@ pub(crate) fn append(
 ) -> ChainHead {
     let mut head = head;
     let mut sealed: Vec<(Pid, SubjectKey)> = Vec::new();
-    let mut index: [Vec<Vec<u8>>; 3] = Default::default();
-    for ev in events {
-        let subject = ev.key.map(|k| {
+    let mut index: [Vec<(Vec<u8>, Vec<u8>)>; 3] = Default::default();
+    let mut subject = |ev: &AuditEvent| {
+        ev.key.map(|k| {
             let pid = store.pseudonym(&k);
             // The mapping may not exist yet (a lookup of an unknown key);
             // the auditor must still be able to see which key was asked for.
@@ -355,44 +379,61 @@ pub(crate) fn append(
                 sealed.push((pid, k));
             }
             (k.doc_type().as_u8(), pid)
-        });
-        let mut e = StoredEntry {
-            at,
-            department: ev.department.clone(),
-            operator: ev.operator.clone(),
-            purpose: ev.purpose.clone(),
-            action: ev.action,
-            subject,
-            datasets: ev.datasets.clone(),
-            fields: ev.fields.clone(),
-            outcome: ev.outcome.clone(),
-            operator_verified: ev.operator_verified,
-            purpose_code: ev.purpose_code.clone(),
-            hash: [0; 32],
-        };
-        let seq = head.seq + 1;
+        })
+    };
+    let mut rest = events;
+    while !rest.is_empty() {
+        let n = chunk::run_len(rest);
+        let (run, more) = rest.split_at(n);
+        rest = more;
+        let first = head.seq + 1;
         // The hash is the encoding's last 32 bytes (a fixed-size array):
         // hash the encoding with zeros there, then fill it in.
-        let mut bytes = e.encode();
-        e.hash = chain_hash(&head.hash, seq, &bytes);
-        let n = bytes.len();
-        bytes[n - 32..].copy_from_slice(&e.hash);
-        debug_assert_eq!(bytes, e.encode());
-        for k in index_keys(seq, &e) {
+        let (stored, mut bytes) = if n == 1 {
+            let ev = &run[0];
+            let e = StoredEntry {
+                at,
+                department: ev.department.clone(),
+                operator: ev.operator.clone(),
+                purpose: ev.purpose.clone(),
+                action: ev.action,
+                subject: subject(ev),
+                datasets: ev.datasets.clone(),
+                fields: ev.fields.clone(),
+                outcome: ev.outcome.clone(),
+                operator_verified: ev.operator_verified,
+                purpose_code: ev.purpose_code.clone(),
+                hash: [0; 32],
+            };
+            let bytes = e.encode();
+            (Stored::One(e), bytes)
+        } else {
+            let c = StoredChunk::of(at, run, &mut subject);
+            let bytes = c.encode();
+            (Stored::Chunk(c), bytes)
+        };
+        let hash = chain_hash(&head.hash, first, &bytes);
+        let len = bytes.len();
+        bytes[len - 32..].copy_from_slice(&hash);
+        let stored = match stored {
+            Stored::One(e) => Stored::One(StoredEntry { hash, ..e }),
+            Stored::Chunk(c) => Stored::Chunk(StoredChunk { hash, ..c }),
+        };
+        for (k, v) in stored.index_entries(first) {
             let kind = match k[0] {
                 b'k' => 0,
                 b'd' => 1,
                 _ => 2,
             };
-            index[kind].push(k);
+            index[kind].push((k, v));
         }
-        head = ChainHead { seq, hash: e.hash };
-        batch.put(Cf::Audit, seq_key(seq).to_vec(), bytes);
+        head = ChainHead { seq: first + stored.span() - 1, hash };
+        batch.put(Cf::Audit, seq_key(first).to_vec(), bytes);
     }
     for mut keys in index {
         keys.sort_unstable();
-        for k in keys {
-            batch.put(Cf::AuditIndex, k, Vec::new());
+        for (k, v) in keys {
+            batch.put(Cf::AuditIndex, k, v);
         }
     }
     sealed.sort_unstable_by(|a, b| a.0 .0.cmp(&b.0 .0));
@@ -529,15 +570,27 @@ impl Store {
         })
     }
 
-    fn audit_get(&self, seq: u64) -> Result<Option<StoredEntry>> {
-        self.audit_get_in(Chain::Local, seq)
-    }
-
-    fn audit_get_in(&self, chain: Chain<'_>, seq: u64) -> Result<Option<StoredEntry>> {
-        match self.engine().get(Cf::Audit, &chain.entry_key(seq))? {
-            Some(b) => Ok(Some(StoredEntry::decode(&b)?)),
+    /// The entry stored at `first` in `chain`.
+    fn stored_at(&self, chain: Chain<'_>, first: u64) -> Result<Option<Stored>> {
+        match self.engine().get(Cf::Audit, &chain.entry_key(first))? {
+            Some(b) => Ok(Some(Stored::decode(&b)?)),
             None => Ok(None),
         }
+    }
+
+    /// The entry of `chain` that holds use `seq` (a chunk of batch lines
+    /// holds several), and where it is stored.
+    fn covering(&self, chain: Chain<'_>, seq: u64) -> Result<Option<(u64, Stored)>> {
+        if let Some(s) = self.stored_at(chain, seq)? {
+            return Ok(Some((seq, s)));
+        }
+        let start = chain.entry_key(0);
+        let end = chain.entry_key(seq);
+        let Some(item) = self.engine().scan(Cf::Audit, &start, Some(&end), true)?.next() else { return Ok(None) };
+        let (k, v) = item?;
+        let first = seq_from_key(&k[k.len() - 8..])?;
+        let s = Stored::decode(&v)?;
+        Ok((first + s.span() > seq).then_some((first, s)))
     }
 
     /// Entries matching `q`, oldest first. The most selective index (subject,
@@ -559,8 +612,8 @@ impl Store {
         let cursor = match &q.cursor {
             Some(c) => Some(c.clone()),
             // A local entry not (yet) there: nothing after it.
-            None if q.after > 0 => Some(match self.audit_get(q.after)? {
-                Some(e) => AuditCursor { at: e.at, node: local.to_owned(), seq: q.after },
+            None if q.after > 0 => Some(match self.covering(Chain::Local, q.after)? {
+                Some((_, e)) => AuditCursor { at: e.at(), node: local.to_owned(), seq: q.after },
                 None => AuditCursor { at: i64::MAX, node: local.to_owned(), seq: q.after },
             }),
             None => None,
@@ -652,7 +705,14 @@ impl Store {
             let mut p = with(b"d");
             p.extend_from_slice(d.as_bytes());
             p.push(0);
-            vec![after_start(p)]
+            // A chunk of batch lines holding `after` is indexed at its first line.
+            let from = match after {
+                0 => 0,
+                _ => self.covering(chain, after + 1)?.map_or(after, |(first, _)| first.min(after + 1) - 1),
+            };
+            let mut s = p.clone();
+            s.extend_from_slice(&seq_key(from + 1));
+            vec![(p, s)]
         } else {
             let p = with(b"t");
             let mut s = p.clone();
@@ -675,26 +735,37 @@ impl Store {
     fn audit_scan(&self, q: &AuditQuery, chain: Chain<'_>, prefix: &[u8], start: &[u8], after: u64, limit: usize) -> Result<Vec<AuditEntry>> {
         let mut out = Vec::new();
         let end = prefix_end(prefix);
+        let kind = prefix[chain.index_prefix().len()];
+        // The last entry read: a chunk's lines follow each other in the
+        // subject index when one subject is in a batch several times.
+        let mut held: Option<(u64, Stored)> = None;
         for item in self.engine().scan(Cf::AuditIndex, start, end.as_deref(), false)? {
-            let (k, _) = item?;
+            let (k, v) = item?;
             let seq = seq_from_key(&k[k.len() - 8..])?;
-            if seq <= after {
+            let target = IndexTarget::of(kind, seq, &v)?;
+            if *target.uses.end() <= after {
                 continue;
             }
-            let Some(e) = self.audit_get_in(chain, seq)? else { continue };
-            if q.to.is_some_and(|to| e.at >= to) {
+            if held.as_ref().is_none_or(|(first, _)| *first != target.first) {
+                held = self.stored_at(chain, target.first)?.map(|e| (target.first, e));
+            }
+            let Some((first, e)) = &held else { continue };
+            if q.to.is_some_and(|to| e.at() >= to) {
                 // Entries are in time order on every index.
                 break;
             }
-            if q.from.is_some_and(|from| e.at < from) {
+            if q.from.is_some_and(|from| e.at() < from) {
                 continue;
             }
-            if q.department.as_ref().is_some_and(|d| *d != e.department) {
+            if q.department.as_ref().is_some_and(|d| d != e.department()) {
                 continue;
             }
-            out.push(self.to_entry(seq, e)?);
-            if out.len() >= limit {
-                break;
+            for seq in (*target.uses.start()).max(after + 1)..=*target.uses.end() {
+                let Some(line) = e.line((seq - first) as usize) else { break };
+                out.push(self.to_entry(seq, line)?);
+                if out.len() >= limit {
+                    return Ok(out);
+                }
             }
         }
         Ok(out)
@@ -730,16 +801,16 @@ pub(crate) fn walk_chain(
         if seq != expected {
             return Ok(fail(n, prev, format!("entry {expected} is missing (next is {seq})")));
         }
-        let e = match StoredEntry::decode(&v) {
+        let e = match Stored::decode(&v) {
             Ok(e) => e,
             Err(err) => return Ok(fail(n, prev, format!("entry {seq} is unreadable: {err}"))),
         };
-        if stored_hash(&prev, seq, &v) != Some(e.hash) {
+        if stored_hash(&prev, seq, &v) != Some(e.hash()) {
             return Ok(fail(n, prev, format!("entry {seq} does not match its hash")));
         }
-        prev = e.hash;
-        expected += 1;
-        n += 1;
+        prev = e.hash();
+        expected += e.span();
+        n += e.span();
     }
     if head.seq != expected - 1 || head.hash != prev {
         return Ok(fail(n, prev, format!("the chain ends at {} but the recorded head is {}", expected - 1, head.seq)));
@@ -747,5 +818,4 @@ pub(crate) fn walk_chain(
     Ok(ChainCheck { ok: true, entries: n, head: prev, problem: None })
 }
 
-impl Store {
-}
+

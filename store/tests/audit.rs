@@ -22,7 +22,7 @@ fn event(i: u32) -> AuditEvent {
         operator_verified: false,
         purpose: "低保资格复核".into(),
         purpose_code: None,
-        action: Action::BatchVerify,
+        action: Action::Verify,
         key: Some(person(i)),
         datasets: vec!["hukou".into()],
         fields: vec!["name".into()],
@@ -356,8 +356,8 @@ fn other_nodes_entries_count_once_as_their_uses() {
     }
     let day = day_of(at);
     let t = totals(&**b.engine(), Owner::Department("shebao-counter"), day, day + 1).unwrap();
-    assert_eq!(t.get(&Kind::Action(Action::BatchVerify)), Some(&6), "5 answered by node A, 1 here: {t:?}");
+    assert_eq!(t.get(&Kind::Action(Action::Verify)), Some(&6), "5 answered by node A, 1 here: {t:?}");
     // Node A's own counters know only its own uses.
     let t = totals(&**a.engine(), Owner::Department("shebao-counter"), day, day + 1).unwrap();
-    assert_eq!(t.get(&Kind::Action(Action::BatchVerify)), Some(&5));
+    assert_eq!(t.get(&Kind::Action(Action::Verify)), Some(&5));
 }

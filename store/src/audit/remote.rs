@@ -22,8 +22,8 @@
 //! A node name is 1 to 64 characters of ASCII letters, digits, `-` and `_`
 //! (it is also a token of the log's subjects).
 
-use super::{index_keys, stored_hash, walk_chain, ChainCheck, ChainHead, StoredEntry};
-use crate::codec::{decode, encode};
+use super::{stored_hash, walk_chain, ChainCheck, ChainHead, Stored, StoredEntry};
+use crate::codec::{decode, encode, encode_marked, marked_body, FORMAT_V1};
 use crate::engine::{prefix_end, Cf, WriteBatch};
 use crate::record::{seq_from_key, seq_key};
 use crate::{Pid, Result, Store};
@@ -93,14 +93,16 @@ pub struct RemoteChain {
 /// Every other node's chain held here, by node name.
 pub type RemoteHeads = BTreeMap<String, RemoteChain>;
 
-/// One entry as shipped: its stored bytes, and for an entry about a
-/// subject the sealed key mapping of its pseudonym (as in `keymap`), so the
-/// receiver can show the key. Sealed under the secret the nodes share, it
-/// opens only against that pseudonym.
+/// One entry as shipped: its stored bytes, and for each of its uses (one,
+/// or a chunk's batch lines) about a subject the sealed key mapping of its
+/// pseudonym (as in `keymap`), so the receiver can show the key. Sealed
+/// under the secret the nodes share, a mapping opens only against that
+/// pseudonym.
 #[derive(Clone, Debug, PartialEq, Eq, bincode::Encode, bincode::Decode)]
 pub struct ShippedEntry {
     pub bytes: Vec<u8>,
-    pub mapping: Option<Vec<u8>>,
+    /// One per use of the entry, in order.
+    pub mappings: Vec<Option<Vec<u8>>>,
 }
 
 /// A run of consecutive entries of one node's chain, `first` onwards: the
@@ -111,27 +113,62 @@ pub struct ShippedBatch {
     /// Where the node's chain, as shipped, starts (see [`RemoteChain`]).
     pub anchor: ChainHead,
     pub first: u64,
+    /// The sequence numbers the entries take (a chunk of batch lines takes one a line).
+    pub uses: u64,
     pub entries: Vec<ShippedEntry>,
 }
 
+/// Format marker of [`ShippedBatch`] since entries may be chunks of batch lines.
+const SHIPPED_FORMAT_V2: u8 = 2;
+
+/// A shipped entry as format 1 sent it: one use per entry.
+#[derive(bincode::Decode)]
+struct ShippedEntryV1 {
+    bytes: Vec<u8>,
+    mapping: Option<Vec<u8>>,
+}
+
+/// A message as format 1 sent it (still read: the log keeps old messages).
+#[derive(bincode::Decode)]
+struct ShippedBatchV1 {
+    node: String,
+    anchor: ChainHead,
+    first: u64,
+    entries: Vec<ShippedEntryV1>,
+}
+
 impl ShippedBatch {
-    /// The sequence number of the last entry (`first - 1` when empty).
+    /// The sequence number of the last use (`first - 1` when empty).
     pub fn last(&self) -> u64 {
-        (self.first + self.entries.len() as u64).saturating_sub(1)
+        (self.first + self.uses).saturating_sub(1)
     }
 
     /// Versioned bytes (marker, then bincode).
     pub fn encode(&self) -> Vec<u8> {
-        encode(self)
+        encode_marked(SHIPPED_FORMAT_V2, self)
     }
 
     pub fn decode(bytes: &[u8]) -> Result<ShippedBatch> {
-        decode("shipped audit entries", bytes)
+        let (marker, body) = marked_body("shipped audit entries", bytes)?;
+        match marker {
+            SHIPPED_FORMAT_V2 => body.decode(),
+            FORMAT_V1 => {
+                let v1: ShippedBatchV1 = body.decode()?;
+                Ok(ShippedBatch {
+                    node: v1.node,
+                    anchor: v1.anchor,
+                    first: v1.first,
+                    uses: v1.entries.len() as u64,
+                    entries: v1.entries.into_iter().map(|e| ShippedEntry { bytes: e.bytes, mappings: vec![e.mapping] }).collect(),
+                })
+            }
+            m => Err(crate::Error::Corrupt { what: "shipped audit entries", msg: format!("unknown format marker {m}") }),
+        }
     }
 
     /// The time of the first entry, the oldest (Unix microseconds).
     pub fn oldest_at(&self) -> Option<i64> {
-        self.entries.first().and_then(|e| StoredEntry::decode(&e.bytes).ok()).map(|e| e.at)
+        self.entries.first().and_then(|e| Stored::decode(&e.bytes).ok()).map(|e| e.at())
     }
 }
 
@@ -168,7 +205,7 @@ impl Store {
         max_entries: usize,
         max_bytes: usize,
     ) -> Result<ShippedBatch> {
-        let mut out = ShippedBatch { node: node.to_owned(), anchor, first: from, entries: Vec::new() };
+        let mut out = ShippedBatch { node: node.to_owned(), anchor, first: from, uses: 0, entries: Vec::new() };
         if from > to {
             return Ok(out);
         }
@@ -177,17 +214,18 @@ impl Store {
         for item in self.engine().scan(Cf::Audit, &seq_key(from), Some(&end), false)? {
             let (k, v) = item?;
             let seq = seq_from_key(&k)?;
-            let expected = from + out.entries.len() as u64;
+            let expected = from + out.uses;
             if seq != expected {
                 return Err(crate::Error::Corrupt { what: "audit chain", msg: format!("entry {expected} is missing (next is {seq})") });
             }
-            let e = StoredEntry::decode(&v)?;
-            let mapping = match &e.subject {
-                Some((_, pid)) => self.engine().get(Cf::KeyMap, &pid.0)?,
-                None => None,
-            };
-            bytes += v.len() + mapping.as_ref().map_or(0, Vec::len);
-            out.entries.push(ShippedEntry { bytes: v.into_vec(), mapping });
+            let e = Stored::decode(&v)?;
+            let pids: Vec<Option<Pid>> = e.into_lines().into_iter().map(|l| l.subject.map(|(_, pid)| pid)).collect();
+            let keys: Vec<&[u8]> = pids.iter().flatten().map(|p| p.0.as_slice()).collect();
+            let mut found = self.engine().multi_get(Cf::KeyMap, &keys)?.into_iter();
+            let mappings: Vec<Option<Vec<u8>>> = pids.iter().map(|p| p.and_then(|_| found.next().flatten())).collect();
+            bytes += v.len() + mappings.iter().flatten().map(Vec::len).sum::<usize>();
+            out.uses += mappings.len() as u64;
+            out.entries.push(ShippedEntry { bytes: v.into_vec(), mappings });
             if out.entries.len() >= max_entries || bytes >= max_bytes {
                 break;
             }
@@ -294,35 +332,39 @@ impl Store {
         let mut done = Appended::default();
         let mut mapped: HashSet<Pid> = HashSet::new();
         let mut carried: Vec<(u64, Pid, &Vec<u8>)> = Vec::new();
-        let mut index: Vec<Vec<u8>> = Vec::new();
+        let mut index: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         let prefix = index_prefix(node);
-        for (i, shipped) in b.entries.iter().enumerate() {
-            let seq = b.first + i as u64;
-            if seq <= chain.head.seq {
-                done.duplicates += 1;
+        let mut seq = b.first;
+        for shipped in &b.entries {
+            let e = Stored::decode(&shipped.bytes).map_err(|err| broken(seq, format!("unreadable: {err}")))?;
+            let first = seq;
+            seq += e.span();
+            if first <= chain.head.seq {
+                done.duplicates += e.span() as usize;
                 continue;
             }
-            if seq != chain.head.seq + 1 {
-                return Err(RemoteError::Gap { node: node.clone(), expected: chain.head.seq + 1, found: seq });
+            if first != chain.head.seq + 1 {
+                return Err(RemoteError::Gap { node: node.clone(), expected: chain.head.seq + 1, found: first });
             }
-            let e = StoredEntry::decode(&shipped.bytes).map_err(|err| broken(seq, format!("unreadable: {err}")))?;
-            if stored_hash(&chain.head.hash, seq, &shipped.bytes) != Some(e.hash) {
-                return Err(broken(seq, "it does not link to the entry before it".into()));
+            if stored_hash(&chain.head.hash, first, &shipped.bytes) != Some(e.hash()) {
+                return Err(broken(first, "it does not link to the entry before it".into()));
             }
-            if let (Some((_, pid)), Some(sealed)) = (&e.subject, &shipped.mapping) {
-                if mapped.insert(*pid) {
-                    carried.push((seq, *pid, sealed));
+            for (k, v) in e.index_entries(first) {
+                index.push(([prefix.as_slice(), &k].concat(), v));
+            }
+            batch.put(Cf::Audit, entry_key(node, first), shipped.bytes.clone());
+            chain.head = ChainHead { seq: first + e.span() - 1, hash: e.hash() };
+            done.appended += e.span() as usize;
+            for (i, line) in e.into_lines().iter().enumerate() {
+                if let (Some((_, pid)), Some(Some(sealed))) = (&line.subject, shipped.mappings.get(i)) {
+                    if mapped.insert(*pid) {
+                        carried.push((first + i as u64, *pid, sealed));
+                    }
+                }
+                if let Some(f) = each_new.as_deref_mut() {
+                    f(line, batch)?;
                 }
             }
-            for k in index_keys(seq, &e) {
-                index.push([prefix.as_slice(), &k].concat());
-            }
-            if let Some(f) = each_new.as_deref_mut() {
-                f(&e, batch)?;
-            }
-            batch.put(Cf::Audit, entry_key(node, seq), shipped.bytes.clone());
-            chain.head = ChainHead { seq, hash: e.hash };
-            done.appended += 1;
         }
         // The mappings this store lacks, read at once (a message of batch
         // comparisons names a thousand subjects).
@@ -335,8 +377,8 @@ impl Store {
         }
         // In key order, as the local chain's are (memtable inserts).
         index.sort_unstable();
-        for k in index {
-            batch.put(Cf::AuditIndex, k, Vec::new());
+        for (k, v) in index {
+            batch.put(Cf::AuditIndex, k, v);
         }
         if done.appended > 0 {
             batch.put(Cf::Meta, meta_key(node), encode(&chain));

@@ -120,7 +120,7 @@ fn a_tampered_entry_is_refused() {
     assert!(b.remote_chains().unwrap().is_empty(), "nothing of the refused batch is kept");
     // A key mapping sealed for another pseudonym is refused too.
     let mut batch = ship(&a, 1, 2);
-    batch.entries[1].mapping = batch.entries[0].mapping.clone();
+    batch.entries[1].mappings = batch.entries[0].mappings.clone();
     assert!(matches!(append(&b, &batch).unwrap_err(), RemoteError::Broken { seq: 2, .. }));
     // A stored copy changed afterwards fails the check.
     append(&b, &ship(&a, 1, 5)).unwrap();
@@ -162,7 +162,7 @@ fn batches_are_cut_at_their_limits() {
     assert_eq!(a.audit_ship_batch("n", ChainHead::default(), 1, 5, 100, 1).unwrap().entries.len(), 1);
     let all = a.audit_ship_batch("n", ChainHead::default(), 2, 5, 100, 1 << 20).unwrap();
     assert_eq!((all.first, all.last(), all.entries.len()), (2, 5, 4));
-    assert!(all.entries.iter().all(|e| e.mapping.is_some()));
+    assert!(all.entries.iter().all(|e| e.mappings.iter().all(Option::is_some)));
     assert_eq!(ShippedBatch::decode(&all.encode()).unwrap(), all);
     assert_eq!(all.oldest_at(), Some(1_010));
     assert!(a.audit_ship_batch("n", ChainHead::default(), 6, 5, 100, 1 << 20).unwrap().entries.is_empty());

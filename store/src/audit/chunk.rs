@@ -1,0 +1,249 @@
+//! Batch lines audited as one stored entry per run of lines: the lines of
+//! one caller's batch chunk share who, why and when, so they are stored
+//! once with a compact row per line (action, subject pseudonym, indexes
+//! into a table of the chunk's dataset, field and outcome names) and hashed
+//! into the chain once.
+//!
+//! A chunk of `n` lines takes the sequence numbers `first..first + n`,
+//! stored under `first`: every line keeps a sequence number of its own, as
+//! it had when each line was an entry, so paging, counts and the API's
+//! one entry per line are unchanged. Its index keys: a subject key per
+//! line at the line's number whose value is `first` (where the line is
+//! stored), and one department and one time key at `first` whose value is
+//! the chunk's last number. Index keys of single entries have empty values.
+
+use super::{Action, AuditEvent, StoredEntry};
+use crate::codec::encode_into;
+use crate::pseudo::Pid;
+use crate::record::{seq_from_key, seq_key};
+use crate::Result;
+
+/// Format marker of a [`StoredChunk`].
+pub const ENTRY_FORMAT_CHUNK: u8 = 4;
+
+/// Lines at most in one chunk entry, so one entry stays a few hundred
+/// kilobytes however many batch chunks a group commit joins.
+pub const MAX_CHUNK_LINES: usize = 2048;
+
+/// The stored form of a run of batch lines. The hash must stay the last
+/// member: it is the last 32 bytes of the encoding.
+#[derive(Clone, Debug, PartialEq, Eq, bincode::Encode, bincode::Decode)]
+pub struct StoredChunk {
+    pub at: i64,
+    pub department: String,
+    pub operator: Option<String>,
+    pub purpose: String,
+    pub operator_verified: bool,
+    pub purpose_code: Option<String>,
+    /// The dataset, field and outcome names the lines refer to by index.
+    pub names: Vec<String>,
+    pub lines: Vec<ChunkLine>,
+    pub hash: [u8; 32],
+}
+
+/// One batch line of a [`StoredChunk`].
+#[derive(Clone, Debug, PartialEq, Eq, bincode::Encode, bincode::Decode)]
+pub struct ChunkLine {
+    pub action: Action,
+    pub subject: Option<(u8, Pid)>,
+    pub datasets: Vec<u32>,
+    pub fields: Vec<u32>,
+    pub outcome: u32,
+}
+
+/// A stored audit entry of any format: one use, or a chunk of batch lines.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Stored {
+    One(StoredEntry),
+    Chunk(StoredChunk),
+}
+
+impl Stored {
+    pub fn decode(bytes: &[u8]) -> Result<Stored> {
+        match bytes.first() {
+            Some(&ENTRY_FORMAT_CHUNK) => bincode::decode_from_slice(&bytes[1..], crate::codec::config())
+                .map(|(c, _)| Stored::Chunk(c))
+                .map_err(|e| crate::Error::Corrupt { what: "audit chunk", msg: e.to_string() }),
+            _ => StoredEntry::decode(bytes).map(Stored::One),
+        }
+    }
+
+    /// The sequence numbers the entry takes.
+    pub fn span(&self) -> u64 {
+        match self {
+            Stored::One(_) => 1,
+            Stored::Chunk(c) => c.lines.len() as u64,
+        }
+    }
+
+    pub fn hash(&self) -> [u8; 32] {
+        match self {
+            Stored::One(e) => e.hash,
+            Stored::Chunk(c) => c.hash,
+        }
+    }
+
+    pub fn at(&self) -> i64 {
+        match self {
+            Stored::One(e) => e.at,
+            Stored::Chunk(c) => c.at,
+        }
+    }
+
+    pub fn department(&self) -> &str {
+        match self {
+            Stored::One(e) => &e.department,
+            Stored::Chunk(c) => &c.department,
+        }
+    }
+
+    /// Use `i` of the entry (0 for a single use) as a single entry; a
+    /// chunk's lines carry the chunk's hash.
+    pub fn line(&self, i: usize) -> Option<StoredEntry> {
+        match self {
+            Stored::One(e) => (i == 0).then(|| e.clone()),
+            Stored::Chunk(c) => c.lines.get(i).map(|l| c.expand(l)),
+        }
+    }
+
+    /// Every use of the entry, in sequence order.
+    pub fn into_lines(self) -> Vec<StoredEntry> {
+        match self {
+            Stored::One(e) => vec![e],
+            Stored::Chunk(c) => c.lines.iter().map(|l| c.expand(l)).collect(),
+        }
+    }
+
+    /// Index keys and values of the entry stored at `first` (see the module's doc).
+    pub(crate) fn index_entries(&self, first: u64) -> Vec<(Vec<u8>, Vec<u8>)> {
+        match self {
+            Stored::One(e) => super::index_keys(first, e).into_iter().map(|k| (k, Vec::new())).collect(),
+            Stored::Chunk(c) => {
+                let last = seq_key(first + c.lines.len() as u64 - 1).to_vec();
+                let mut out = Vec::with_capacity(c.lines.len() + 2);
+                for (i, l) in c.lines.iter().enumerate() {
+                    if let Some((_, pid)) = &l.subject {
+                        out.push((super::subject_index_key(pid, first + i as u64), seq_key(first).to_vec()));
+                    }
+                }
+                out.push((super::department_index_key(&c.department, first), last.clone()));
+                out.push((super::time_index_key(c.at, first), last));
+                out
+            }
+        }
+    }
+}
+
+impl StoredChunk {
+    fn name(&self, i: u32) -> String {
+        self.names.get(i as usize).cloned().unwrap_or_default()
+    }
+
+    fn expand(&self, l: &ChunkLine) -> StoredEntry {
+        StoredEntry {
+            at: self.at,
+            department: self.department.clone(),
+            operator: self.operator.clone(),
+            purpose: self.purpose.clone(),
+            action: l.action,
+            subject: l.subject,
+            datasets: l.datasets.iter().map(|&i| self.name(i)).collect(),
+            fields: l.fields.iter().map(|&i| self.name(i)).collect(),
+            outcome: self.name(l.outcome),
+            operator_verified: self.operator_verified,
+            purpose_code: self.purpose_code.clone(),
+            hash: self.hash,
+        }
+    }
+
+    /// A chunk of `events` (all [`joins`]) at `at` with a zero hash;
+    /// `subject` gives each event's stored subject.
+    pub(crate) fn of(at: i64, events: &[AuditEvent], mut subject: impl FnMut(&AuditEvent) -> Option<(u8, Pid)>) -> StoredChunk {
+        let head = &events[0];
+        // A chunk's lines name a handful of datasets, fields and outcomes:
+        // a linear search beats hashing them.
+        let mut names: Vec<String> = Vec::new();
+        let id = |s: &str, names: &mut Vec<String>| -> u32 {
+            match names.iter().position(|n| n == s) {
+                Some(i) => i as u32,
+                None => {
+                    names.push(s.to_owned());
+                    names.len() as u32 - 1
+                }
+            }
+        };
+        let lines = events
+            .iter()
+            .map(|ev| ChunkLine {
+                action: ev.action,
+                subject: subject(ev),
+                datasets: ev.datasets.iter().map(|d| id(d, &mut names)).collect(),
+                fields: ev.fields.iter().map(|f| id(f, &mut names)).collect(),
+                outcome: id(&ev.outcome, &mut names),
+            })
+            .collect();
+        StoredChunk {
+            at,
+            department: head.department.clone(),
+            operator: head.operator.clone(),
+            purpose: head.purpose.clone(),
+            operator_verified: head.operator_verified,
+            purpose_code: head.purpose_code.clone(),
+            names,
+            lines,
+            hash: [0; 32],
+        }
+    }
+
+    /// The stored bytes: marker 4, then bincode.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64 + 48 * self.lines.len());
+        out.push(ENTRY_FORMAT_CHUNK);
+        encode_into(&mut out, self);
+        out
+    }
+}
+
+/// Whether `b` may be stored in one chunk with `a`: both batch lines (a
+/// line verified or refused), of the same caller, purpose and operator.
+pub(crate) fn joins(a: &AuditEvent, b: &AuditEvent) -> bool {
+    let line = |e: &AuditEvent| matches!(e.action, Action::BatchVerify | Action::Denied);
+    line(a)
+        && line(b)
+        && a.department == b.department
+        && a.purpose == b.purpose
+        && a.purpose_code == b.purpose_code
+        && a.operator == b.operator
+        && a.operator_verified == b.operator_verified
+}
+
+/// How many events from the start of `events` go into one stored entry:
+/// a run of joining batch lines (up to [`MAX_CHUNK_LINES`]), else one.
+pub(crate) fn run_len(events: &[AuditEvent]) -> usize {
+    let Some(first) = events.first() else { return 0 };
+    events.iter().take(MAX_CHUNK_LINES).take_while(|e| joins(first, e)).count().max(1)
+}
+
+/// What an index key points at: the stored entry (`first`) and which of
+/// its uses (see the module's doc).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct IndexTarget {
+    pub first: u64,
+    pub uses: std::ops::RangeInclusive<u64>,
+}
+
+impl IndexTarget {
+    /// From an index key of kind `kind` (`k`, `d` or `t`), its sequence
+    /// number and its value.
+    pub(crate) fn of(kind: u8, seq: u64, value: &[u8]) -> Result<IndexTarget> {
+        if value.is_empty() {
+            return Ok(IndexTarget { first: seq, uses: seq..=seq });
+        }
+        let other = seq_from_key(value)?;
+        Ok(if kind == b'k' {
+            IndexTarget { first: other, uses: seq..=seq }
+        } else {
+            IndexTarget { first: seq, uses: seq..=other }
+        })
+    }
+}
