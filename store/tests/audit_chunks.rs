@@ -1,7 +1,7 @@
-//! Batch lines stored as chunks (one audit entry a run of lines, one
-//! sequence number a line): read back line by line through every index and
-//! page boundary, checked link by link, found when tampered with, shipped
-//! to another node and counted there once a line.
+//! Uses stored as chunks (one audit entry a run of one department's uses
+//! in a commit, one sequence number a use): read back use by use through
+//! every index and page boundary, checked link by link, found when
+//! tampered with, shipped to another node and counted there once a use.
 
 mod common;
 
@@ -22,10 +22,11 @@ fn line(dept: &str, i: u32) -> AuditEvent {
     let denied = i % 7 == 3;
     AuditEvent {
         department: dept.into(),
-        operator: Some("op-7".into()),
-        operator_verified: false,
-        purpose: "低保资格复核".into(),
-        purpose_code: Some("social_assistance".into()),
+        // Operators, purposes and their provenance differ use by use.
+        operator: (i % 4 != 0).then(|| format!("op-{}", i % 3)),
+        operator_verified: i % 2 == 0,
+        purpose: if i % 11 == 0 { "核对".into() } else { "social_assistance; 低保资格复核".into() },
+        purpose_code: (i % 11 != 0).then(|| "social_assistance".into()),
         action: if denied { Action::Denied } else { Action::BatchVerify },
         key: Some(person(i % 300)),
         datasets: vec!["hukou".into()],
@@ -42,7 +43,7 @@ fn single(dept: &str, i: u32) -> AuditEvent {
 
 /// The events of the store below, in sequence order.
 fn events() -> Vec<AuditEvent> {
-    let mut out: Vec<AuditEvent> = (0..2500).map(|i| line("shebao", i)).collect();
+    let mut out: Vec<AuditEvent> = (0..4000).map(|i| line("shebao", i)).collect();
     // Another department's lines in between, and single uses.
     out.splice(1000..1000, (0..40).map(|i| line("minzheng", i)));
     out.insert(1500, single("shebao", 1));
@@ -87,10 +88,11 @@ fn same_use(e: &AuditEntry, ev: &AuditEvent) {
     assert_eq!(e.operator, ev.operator, "seq {}", e.seq);
     assert_eq!(e.purpose, ev.purpose, "seq {}", e.seq);
     assert_eq!(e.purpose_code, ev.purpose_code, "seq {}", e.seq);
+    assert_eq!(e.operator_verified, ev.operator_verified, "seq {}", e.seq);
 }
 
 #[test]
-fn runs_of_batch_lines_are_stored_as_chunks_with_a_number_a_line() {
+fn runs_of_one_departments_uses_are_stored_as_chunks_with_a_number_a_use() {
     let (s, ev) = store();
     let stored: Vec<(u64, Stored)> = s
         .engine()
@@ -102,15 +104,16 @@ fn runs_of_batch_lines_are_stored_as_chunks_with_a_number_a_line() {
         })
         .collect();
     let spans: Vec<(u64, u64)> = stored.iter().map(|(first, e)| (*first, e.span())).collect();
-    // First commit: 1000 shebao lines, 40 minzheng, 160 shebao; second:
-    // 300 shebao, the single use, the remaining 1040 shebao lines and the
-    // last single use.
-    assert!(MAX_CHUNK_LINES >= 1040);
-    assert_eq!(spans, vec![(1, 1000), (1001, 40), (1041, 160), (1201, 300), (1501, 1), (1502, 1040), (2542, 1)]);
+    // First commit: 1000 shebao uses, 40 minzheng, 160 shebao; second:
+    // 2841 shebao uses (batch lines and a single verification), cut at
+    // MAX_CHUNK_LINES, then minzheng's single use, stored alone.
+    assert_eq!(MAX_CHUNK_LINES, 2048);
+    assert_eq!(spans, vec![(1, 1000), (1001, 40), (1041, 160), (1201, 2048), (3249, 793), (4042, 1)]);
     let total: u64 = spans.iter().map(|s| s.1).sum();
     assert_eq!(total, ev.len() as u64);
     assert!(spans.windows(2).all(|w| w[0].0 + w[0].1 == w[1].0), "consecutive: {spans:?}");
     assert_eq!(stored.iter().filter(|(_, e)| matches!(e, Stored::Chunk(_))).count(), 5);
+    assert!(matches!(stored[5].1, Stored::One(_)));
     let check = s.audit_verify().unwrap();
     assert!(check.ok, "{check:?}");
     assert_eq!(check.entries, ev.len() as u64);
@@ -128,7 +131,7 @@ fn every_line_reads_back_as_its_own_entry_through_every_index() {
         same_use(e, want);
     }
     // Paged by any size, across chunk boundaries, the same entries.
-    for limit in [1, 7, 999, 1000, 1001] {
+    for limit in [1, 7, 999, 1000, 1001, 2048] {
         let seqs: Vec<u64> = paged(&s, AuditQuery::default(), limit).iter().map(|e| e.seq).collect();
         assert_eq!(seqs, (1..=ev.len() as u64).collect::<Vec<_>>(), "limit {limit}");
     }
@@ -211,7 +214,7 @@ fn chunks_ship_to_another_node_and_count_once_a_line_there() {
         from = batch.last() + 1;
         messages += 1;
     }
-    assert_eq!(messages, 4, "two entries a message");
+    assert_eq!(messages, 3, "two entries a message");
     let checks = b.audit_verify_remote().unwrap();
     assert_eq!(checks.len(), 1);
     assert!(checks[0].1.ok, "{checks:?}");
@@ -237,4 +240,40 @@ fn chunks_ship_to_another_node_and_count_once_a_line_there() {
     for k in [Kind::Action(Action::BatchVerify), Kind::Action(Action::Denied), Kind::Action(Action::Verify)] {
         assert_eq!(t.get(&k), own.get(&k), "{k:?}");
     }
+}
+
+#[test]
+fn the_index_check_finds_a_missing_a_misdirected_and_a_stray_key() {
+    let (s, ev) = store();
+    let check = s.audit_index_check().unwrap();
+    assert!(check.ok, "{check:?}");
+    // A subject key a use, a department and a time key an entry.
+    assert_eq!(check.keys, ev.len() as u64 + 2 * 6);
+    let raw = s.engine().clone();
+    let subject_key = |seq: u64| {
+        let pid = s.pseudonym(&person(((seq - 1) % 300) as u32));
+        [&[b'k'][..], &pid.0, &seq.to_be_bytes()].concat()
+    };
+    let write = |put: Option<(Vec<u8>, Vec<u8>)>, delete: Option<Vec<u8>>| {
+        let mut wb = WriteBatch::new();
+        if let Some((k, v)) = put {
+            wb.put(Cf::AuditIndex, k, v);
+        }
+        if let Some(k) = delete {
+            wb.delete(Cf::AuditIndex, k);
+        }
+        raw.write(wb, Durability::Sync).unwrap();
+    };
+    // Use 5 is line 5 of the chunk stored at 1 (person 4).
+    let k5 = subject_key(5);
+    assert_eq!(raw.get(Cf::AuditIndex, &k5).unwrap(), Some(1u64.to_be_bytes().to_vec()));
+    write(None, Some(k5.clone()));
+    assert_eq!(s.audit_index_check().unwrap().problem.as_deref(), Some("entry 1 lacks its index key (k)"));
+    write(Some((k5.clone(), 2u64.to_be_bytes().to_vec())), None);
+    assert_eq!(s.audit_index_check().unwrap().problem.as_deref(), Some("the index key of entry 1 (k) points elsewhere"));
+    write(Some((k5, 1u64.to_be_bytes().to_vec())), None);
+    assert!(s.audit_index_check().unwrap().ok);
+    write(Some((subject_key(4043), Vec::new())), None);
+    let check = s.audit_index_check().unwrap();
+    assert_eq!(check.problem, Some(format!("the index holds {} keys where the entries call for {}", check.keys, check.keys - 1)));
 }

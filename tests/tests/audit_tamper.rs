@@ -3,6 +3,7 @@
 //! altered, removed or swapped entry and for a cut-off tail, and a server
 //! started on the tampered data reports the chain broken.
 
+use basedata_store::audit::Stored;
 use basedata_store::dir::{open_engine, OpenOptions};
 use basedata_store::{Cf, Durability, Engine, WriteBatch};
 use basedata_tests::*;
@@ -96,37 +97,62 @@ fn audit_verify_detects_every_kind_of_tampering() {
         (
             "altered outcome",
             Box::new(|e| {
-                let mut entry = basedata_store::audit::StoredEntry::decode(&value(e, 9)).unwrap();
+                let mut entry = basedata_store::audit::StoredEntry::decode(&value(e, 3)).unwrap();
                 entry.outcome = "not_found".into();
-                write(e, &[(9, entry.encode())], &[]);
+                write(e, &[(3, entry.encode())], &[]);
             }),
-            "entry 9 does not match its hash".into(),
+            "entry 3 does not match its hash".into(),
         ),
         (
             "altered bytes",
             Box::new(|e| {
-                let mut v = value(e, 12);
+                let mut v = value(e, 5);
                 let n = v.len();
                 v[n - 40] ^= 0x01;
-                write(e, &[(12, v)], &[]);
+                write(e, &[(5, v)], &[]);
             }),
-            "entry 12 ".into(),
+            "entry 5 ".into(),
         ),
         ("deleted entry", Box::new(|e| write(e, &[], &[4])), "entry 4 is missing (next is 5)".into()),
         (
             "swapped entries",
             Box::new(|e| {
-                let (a, b) = (value(e, 10), value(e, 15));
-                write(e, &[(10, b), (15, a)], &[]);
+                let (a, b) = (value(e, 2), value(e, 6));
+                write(e, &[(2, b), (6, a)], &[]);
             }),
-            "entry 10 does not match its hash".into(),
+            "entry 2 does not match its hash".into(),
         ),
         (
+            // The batch's 20 lines are one stored entry (entries 8 to 27).
+            "altered batch line",
+            Box::new(|e| {
+                let Stored::Chunk(mut c) = Stored::decode(&value(e, 8)).unwrap() else { panic!("the batch is one chunk") };
+                assert_eq!(c.lines.len(), 20);
+                c.names.push("match".into());
+                c.lines[13].outcome = c.names.len() as u32 - 1;
+                write(e, &[(8, c.encode())], &[]);
+            }),
+            "entry 8 does not match its hash".into(),
+        ),
+        ("deleted batch lines", Box::new(|e| write(e, &[], &[8])), format!("the chain ends at 7 but the recorded head is {entries}")),
+        (
             "truncated tail",
-            Box::new(move |e| write(e, &[], &[entries - 2, entries - 1, entries])),
-            format!("the chain ends at {} but the recorded head is {entries}", entries - 3),
+            Box::new(move |e| write(e, &[], &[6, 7, 8])),
+            format!("the chain ends at 5 but the recorded head is {entries}"),
         ),
     ];
+    // The index, checked against the entries: a key removed is found.
+    assert_eq!(check["index"]["ok"], true, "{check}");
+    let dir = tampered(store.path(), |e| {
+        let (k, _) = e.scan(Cf::AuditIndex, b"k", None, false).unwrap().next().unwrap().unwrap();
+        let mut b = WriteBatch::new();
+        b.delete(Cf::AuditIndex, k.to_vec());
+        e.write(b, Durability::Sync).unwrap();
+    });
+    let (code, check, err) = audit_verify(dir.path());
+    assert_eq!((code, &check["ok"], &check["index"]["ok"]), (Some(1), &json!(false), &json!(false)), "{check}");
+    assert!(check["index"]["problem"].as_str().unwrap_or("").contains("lacks its index key (k)"), "{check}");
+    assert!(err.contains("the audit index does not match the entries"), "{err}");
     let mut served = false;
     for (what, tamper, problem) in cases {
         let dir = tampered(store.path(), tamper);

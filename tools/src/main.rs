@@ -407,9 +407,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::AuditVerify { data, config, key_file } => {
             logging::init("warn");
             let cfg = load_config(config.as_deref())?;
-            let (check, remote) = basedata_tools::offline::audit_verify(&data, &cfg, key_file.as_deref())?;
-            let ok = check.ok && remote.iter().all(|(_, c)| c.ok);
+            let basedata_tools::offline::AuditChecks { chain: check, remote, index } =
+                basedata_tools::offline::audit_verify(&data, &cfg, key_file.as_deref())?;
+            let ok = check.ok && remote.iter().all(|(_, c)| c.ok) && index.ok;
             let mut line = serde_json::json!({"ok": ok, "entries": check.entries, "head": hex::encode(check.head)});
+            line["index"] = serde_json::json!({"ok": index.ok, "keys": index.keys, "problem": index.problem});
             if let Some(p) = &check.problem {
                 line["problem"] = serde_json::json!(p);
             }
@@ -429,6 +431,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             if let Some((node, c)) = remote.iter().find(|(_, c)| !c.ok) {
                 eprintln!("error: the copy of node {node}'s audit chain is broken: {}", c.problem.as_deref().unwrap_or("unknown problem"));
+                std::process::exit(1);
+            }
+            if !index.ok {
+                eprintln!("error: the audit index does not match the entries: {}", index.problem.as_deref().unwrap_or("unknown problem"));
                 std::process::exit(1);
             }
             Ok(())

@@ -1,13 +1,14 @@
-//! Batch lines audited as one stored entry per run of lines: the lines of
-//! one caller's batch chunk share who, why and when, so they are stored
-//! once with a compact row per line (action, subject pseudonym, indexes
-//! into a table of the chunk's dataset, field and outcome names) and hashed
-//! into the chain once.
+//! Uses audited as one stored entry per run: the uses one group commit
+//! writes for one department (a batch chunk's lines, the verifications of
+//! a department's counters that arrived together) share the department and
+//! the time, so they are stored once with a compact row per use (action,
+//! subject pseudonym, indexes into a table of the run's operator, purpose,
+//! dataset, field and outcome names) and hashed into the chain once.
 //!
-//! A chunk of `n` lines takes the sequence numbers `first..first + n`,
-//! stored under `first`: every line keeps a sequence number of its own, as
-//! it had when each line was an entry, so paging, counts and the API's
-//! one entry per line are unchanged. Its index keys: a subject key per
+//! A chunk of `n` uses takes the sequence numbers `first..first + n`,
+//! stored under `first`: every use keeps a sequence number of its own, as
+//! it had when each use was an entry, so paging, counts and the API's
+//! one entry per use are unchanged. Its index keys: a subject key per
 //! line at the line's number whose value is `first` (where the line is
 //! stored), and one department and one time key at `first` whose value is
 //! the chunk's last number. Index keys of single entries have empty values.
@@ -21,31 +22,32 @@ use crate::Result;
 /// Format marker of a [`StoredChunk`].
 pub const ENTRY_FORMAT_CHUNK: u8 = 4;
 
-/// Lines at most in one chunk entry, so one entry stays a few hundred
+/// Uses at most in one chunk entry, so one entry stays a few hundred
 /// kilobytes however many batch chunks a group commit joins.
 pub const MAX_CHUNK_LINES: usize = 2048;
 
-/// The stored form of a run of batch lines. The hash must stay the last
-/// member: it is the last 32 bytes of the encoding.
+/// The stored form of a run of one department's uses. The hash must stay
+/// the last member: it is the last 32 bytes of the encoding.
 #[derive(Clone, Debug, PartialEq, Eq, bincode::Encode, bincode::Decode)]
 pub struct StoredChunk {
     pub at: i64,
     pub department: String,
-    pub operator: Option<String>,
-    pub purpose: String,
-    pub operator_verified: bool,
-    pub purpose_code: Option<String>,
-    /// The dataset, field and outcome names the lines refer to by index.
+    /// The texts the lines refer to by index: operators, purposes and
+    /// purpose codes, dataset, field and outcome names.
     pub names: Vec<String>,
     pub lines: Vec<ChunkLine>,
     pub hash: [u8; 32],
 }
 
-/// One batch line of a [`StoredChunk`].
+/// One use of a [`StoredChunk`]; `u32`s index [`StoredChunk::names`].
 #[derive(Clone, Debug, PartialEq, Eq, bincode::Encode, bincode::Decode)]
 pub struct ChunkLine {
     pub action: Action,
     pub subject: Option<(u8, Pid)>,
+    pub operator: Option<u32>,
+    pub operator_verified: bool,
+    pub purpose: u32,
+    pub purpose_code: Option<u32>,
     pub datasets: Vec<u32>,
     pub fields: Vec<u32>,
     pub outcome: u32,
@@ -143,25 +145,25 @@ impl StoredChunk {
         StoredEntry {
             at: self.at,
             department: self.department.clone(),
-            operator: self.operator.clone(),
-            purpose: self.purpose.clone(),
+            operator: l.operator.map(|i| self.name(i)),
+            purpose: self.name(l.purpose),
             action: l.action,
             subject: l.subject,
             datasets: l.datasets.iter().map(|&i| self.name(i)).collect(),
             fields: l.fields.iter().map(|&i| self.name(i)).collect(),
             outcome: self.name(l.outcome),
-            operator_verified: self.operator_verified,
-            purpose_code: self.purpose_code.clone(),
+            operator_verified: l.operator_verified,
+            purpose_code: l.purpose_code.map(|i| self.name(i)),
             hash: self.hash,
         }
     }
 
-    /// A chunk of `events` (all [`joins`]) at `at` with a zero hash;
+    /// A chunk of `events` (of one department) at `at` with a zero hash;
     /// `subject` gives each event's stored subject.
     pub(crate) fn of(at: i64, events: &[AuditEvent], mut subject: impl FnMut(&AuditEvent) -> Option<(u8, Pid)>) -> StoredChunk {
         let head = &events[0];
-        // A chunk's lines name a handful of datasets, fields and outcomes:
-        // a linear search beats hashing them.
+        // A run's uses name a handful of operators, purposes, datasets,
+        // fields and outcomes: a linear search beats hashing them.
         let mut names: Vec<String> = Vec::new();
         let id = |s: &str, names: &mut Vec<String>| -> u32 {
             match names.iter().position(|n| n == s) {
@@ -177,22 +179,16 @@ impl StoredChunk {
             .map(|ev| ChunkLine {
                 action: ev.action,
                 subject: subject(ev),
+                operator: ev.operator.as_deref().map(|o| id(o, &mut names)),
+                operator_verified: ev.operator_verified,
+                purpose: id(&ev.purpose, &mut names),
+                purpose_code: ev.purpose_code.as_deref().map(|c| id(c, &mut names)),
                 datasets: ev.datasets.iter().map(|d| id(d, &mut names)).collect(),
                 fields: ev.fields.iter().map(|f| id(f, &mut names)).collect(),
                 outcome: id(&ev.outcome, &mut names),
             })
             .collect();
-        StoredChunk {
-            at,
-            department: head.department.clone(),
-            operator: head.operator.clone(),
-            purpose: head.purpose.clone(),
-            operator_verified: head.operator_verified,
-            purpose_code: head.purpose_code.clone(),
-            names,
-            lines,
-            hash: [0; 32],
-        }
+        StoredChunk { at, department: head.department.clone(), names, lines, hash: [0; 32] }
     }
 
     /// The stored bytes: marker 4, then bincode.
@@ -204,24 +200,11 @@ impl StoredChunk {
     }
 }
 
-/// Whether `b` may be stored in one chunk with `a`: both batch lines (a
-/// line verified or refused), of the same caller, purpose and operator.
-pub(crate) fn joins(a: &AuditEvent, b: &AuditEvent) -> bool {
-    let line = |e: &AuditEvent| matches!(e.action, Action::BatchVerify | Action::Denied);
-    line(a)
-        && line(b)
-        && a.department == b.department
-        && a.purpose == b.purpose
-        && a.purpose_code == b.purpose_code
-        && a.operator == b.operator
-        && a.operator_verified == b.operator_verified
-}
-
 /// How many events from the start of `events` go into one stored entry:
-/// a run of joining batch lines (up to [`MAX_CHUNK_LINES`]), else one.
+/// a run of one department's (up to [`MAX_CHUNK_LINES`]).
 pub(crate) fn run_len(events: &[AuditEvent]) -> usize {
     let Some(first) = events.first() else { return 0 };
-    events.iter().take(MAX_CHUNK_LINES).take_while(|e| joins(first, e)).count().max(1)
+    events.iter().take(MAX_CHUNK_LINES).take_while(|e| e.department == first.department).count()
 }
 
 /// What an index key points at: the stored entry (`first`) and which of
