@@ -8,9 +8,13 @@
 //! the model admits: the acknowledged update or one sent after it, never an
 //! older one, never one that was not sent. The change feed must continue
 //! the log without a gap and hold every acknowledged update, and the audit
-//! chain must verify. After the last cycle the data directory is opened
-//! in-process to check the whole change log, the current records and the
-//! audit chain directly.
+//! chain must verify. Meanwhile counters verify the same persons, singly and
+//! in small batches: after each restart every answered verification (each
+//! line of an answered batch) must have its audit entry, found by the
+//! person's key, and none may have more entries than were sent. After the
+//! last cycle the data directory is opened in-process to check the whole
+//! change log, the current records, the audit chain and its index
+//! directly.
 //!
 //! Kill delays, batch sizes, keys and operations come from a seed printed
 //! per run (`BASEDATA_CRASH_SEED` reruns with the same ones; thread timing
@@ -40,6 +44,9 @@ const KILL_AFTER_MS: RangeInclusive<u64> = 50..=400;
 /// One line in this many is a delete.
 const DELETE_ONE_IN: u32 = 10;
 const CHECKERS: usize = 8;
+const VERIFIERS: usize = 3;
+/// Lines of a batch comparison sent by a verifier.
+const VERIFY_BATCH_LINES: RangeInclusive<usize> = 2..=40;
 const PURPOSE: &str = "crash-recovery-check";
 
 /// One update line as the model knows it.
@@ -219,6 +226,106 @@ fn write(
     rep
 }
 
+/// What one verifier did in one cycle, by global key index: uses answered
+/// (a 200 for a single verification, a batch's answer read whole) and
+/// uses sent without an answer (each may or may not be audited).
+#[derive(Default)]
+struct VerifierReport {
+    answered: HashMap<usize, u64>,
+    unknown: HashMap<usize, u64>,
+    requests: u64,
+    unexpected: Vec<String>,
+}
+
+/// Verifies random persons until stopped or the server dies: singly, or
+/// a batch of a few lines; the claims need not match.
+fn verify(v: usize, seed: u64, server_url: &str, keys: &[PersonKey], killing: &AtomicBool, stop: &AtomicBool) -> VerifierReport {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let agent = agent();
+    let mut rep = VerifierReport::default();
+    while !stop.load(SeqCst) {
+        let picked: Vec<usize> = if rng.bool() {
+            vec![rng.usize(0..KEYS)]
+        } else {
+            (0..rng.usize(VERIFY_BATCH_LINES)).map(|_| rng.usize(0..KEYS)).collect()
+        };
+        let mut claim = |i: usize| json!({"name": name_of(rng.u64(1..=5) + i as u64 % 2)});
+        let answer = if picked.len() == 1 {
+            let url = format!("{server_url}/v1/persons/{}/verify", keys[picked[0]].as_str());
+            let body = json!({"dataset": "hukou", "fields": claim(picked[0])}).to_string();
+            agent
+                .post(&url)
+                .header("authorization", format!("Bearer {}", tokens::COUNTER))
+                .header("x-purpose", PURPOSE)
+                .header("content-type", "application/json")
+                .send(body.as_bytes())
+                .and_then(|mut r| Ok((r.status().as_u16(), r.body_mut().read_to_string()?)))
+                .map(|(status, text)| (status, status == 200 && text.contains("\"result\"")))
+        } else {
+            let mut body = Vec::new();
+            for (n, &i) in picked.iter().enumerate() {
+                let line = json!({"ref": format!("v{v}-{n}"), "subject": "person", "key": keys[i].as_str(), "fields": claim(i)});
+                serde_json::to_writer(&mut body, &line).unwrap();
+                body.push(b'\n');
+            }
+            agent
+                .post(&format!("{server_url}/v1/verify/batch"))
+                .header("authorization", format!("Bearer {}", tokens::COUNTER))
+                .header("x-purpose", PURPOSE)
+                .header("content-type", "application/x-ndjson")
+                .send(&body[..])
+                .and_then(|mut r| Ok((r.status().as_u16(), r.body_mut().read_to_string()?)))
+                .map(|(status, text)| {
+                    // Whole: one answer a line, in order (a cut stream is shorter).
+                    let whole = text.lines().count() == picked.len()
+                        && text.lines().enumerate().all(|(n, l)| l.contains(&format!("\"v{v}-{n}\"")) && l.contains("\"result\""));
+                    (status, status == 200 && whole)
+                })
+        };
+        let into = match answer {
+            Ok((_, true)) => &mut rep.answered,
+            Ok((status, false)) => {
+                if !killing.load(SeqCst) && status != 503 {
+                    rep.unexpected.push(format!("verifier {v}: {} uses answered {status} while the server was up", picked.len()));
+                }
+                &mut rep.unknown
+            }
+            Err(e) => {
+                if !killing.load(SeqCst) {
+                    rep.unexpected.push(format!("verifier {v}: transport error while the server was up: {e}"));
+                }
+                &mut rep.unknown
+            }
+        };
+        for i in picked {
+            *into.entry(i).or_default() += 1;
+        }
+        rep.requests += 1;
+    }
+    rep
+}
+
+/// The audited verifications of each key, through the audit query by key
+/// (paged); `keys_of` picks the keys to ask for.
+fn audited_verifications(server: &Server, keys: &[PersonKey], keys_of: impl Iterator<Item = usize>) -> HashMap<usize, u64> {
+    let mut out = HashMap::new();
+    for i in keys_of {
+        let mut after = 0u64;
+        let n = out.entry(i).or_default();
+        loop {
+            let r = server.req("GET", &format!("/v1/audit?key={}&limit=500&after={after}", keys[i].as_str())).token(tokens::AUDITOR).get();
+            assert_eq!(r.status, 200, "{}", r.text);
+            let entries = r.json["entries"].as_array().expect("entries");
+            if entries.is_empty() {
+                break;
+            }
+            *n += entries.iter().filter(|e| matches!(e["action"].as_str(), Some("verify" | "batch_verify"))).count() as u64;
+            after = entries.last().unwrap()["seq"].as_u64().unwrap();
+        }
+    }
+    out
+}
+
 /// Looks every key up over HTTP; returns the disagreements with the model
 /// and how many keys were found at a later, unacknowledged state.
 fn check_lookups(server: &Server, keys: &[PersonKey], models: &[Vec<KeyModel>]) -> (Vec<String>, usize) {
@@ -334,6 +441,9 @@ fn acknowledged_updates_survive_sigkill_and_the_change_log_has_no_gaps() {
     let mut all_acked: Vec<(usize, Line)> = Vec::new();
     let mut seen = LogSeen { pos: 0, last_version: vec![0; KEYS] };
     let (mut max_acked_seq, mut audit_entries, mut total_cut) = (0u64, 0u64, 0u64);
+    // Verifications by key over all cycles: answered, and sent without an answer.
+    let (mut verified, mut unsure): (HashMap<usize, u64>, HashMap<usize, u64>) = Default::default();
+    let (mut verify_requests, mut verified_uses) = (0u64, 0u64);
 
     let dir = tempfile::tempdir().unwrap();
     let mut server = Server::start_in(dir.path(), &standard_config(), &[]);
@@ -344,7 +454,8 @@ fn acknowledged_updates_survive_sigkill_and_the_change_log_has_no_gaps() {
         let kill_after = rng.u64(KILL_AFTER_MS);
         let (killing, stop) = (AtomicBool::new(false), AtomicBool::new(false));
         let url = server.url("/v1/datasets/hukou/updates");
-        let reports: Vec<WriterReport> = std::thread::scope(|s| {
+        let base_url = server.url("");
+        let (reports, checks): (Vec<WriterReport>, Vec<VerifierReport>) = std::thread::scope(|s| {
             let handles: Vec<_> = models
                 .iter_mut()
                 .enumerate()
@@ -353,13 +464,19 @@ fn acknowledged_updates_survive_sigkill_and_the_change_log_has_no_gaps() {
                     s.spawn(move || write(w, wseed, url, keys, m, killing, stop))
                 })
                 .collect();
+            let verifiers: Vec<_> = (0..VERIFIERS)
+                .map(|v| {
+                    let (vseed, url, keys, killing, stop) = (rng.u64(..), &base_url, &keys, &killing, &stop);
+                    s.spawn(move || verify(v, vseed, url, keys, killing, stop))
+                })
+                .collect();
             std::thread::sleep(Duration::from_millis(kill_after));
             killing.store(true, SeqCst);
             server.kill();
             stop.store(true, SeqCst);
-            handles.into_iter().map(|h| h.join().unwrap()).collect()
+            (handles.into_iter().map(|h| h.join().unwrap()).collect(), verifiers.into_iter().map(|h| h.join().unwrap()).collect())
         });
-        let unexpected: Vec<&String> = reports.iter().flat_map(|r| &r.unexpected).collect();
+        let unexpected: Vec<&String> = reports.iter().flat_map(|r| &r.unexpected).chain(checks.iter().flat_map(|r| &r.unexpected)).collect();
         assert!(unexpected.is_empty(), "cycle {cycle} (seed {base}): {unexpected:#?}\nserver log:\n{}", server.logs());
         let sum = |f: fn(&WriterReport) -> u64| reports.iter().map(f).sum::<u64>();
         let (lines, deletes, requests, cut, shed) = (
@@ -393,10 +510,35 @@ fn acknowledged_updates_survive_sigkill_and_the_change_log_has_no_gaps() {
         assert!(entries >= audit_entries + requests, "cycle {cycle} (seed {base}): audit has {entries} entries, expected at least {audit_entries} + {requests}");
         audit_entries = entries;
 
+        // Every answered verification is on record under its person's key.
+        let mut touched: HashSet<usize> = HashSet::new();
+        for c in &checks {
+            verify_requests += c.requests;
+            for (&i, &n) in &c.answered {
+                *verified.entry(i).or_default() += n;
+                verified_uses += n;
+                touched.insert(i);
+            }
+            for (&i, &n) in &c.unknown {
+                *unsure.entry(i).or_default() += n;
+                touched.insert(i);
+            }
+        }
+        let audited = audited_verifications(&server, &keys, touched.iter().copied());
+        for (i, n) in &audited {
+            let (answered, sent) = (verified.get(i).copied().unwrap_or(0), unsure.get(i).copied().unwrap_or(0));
+            assert!(
+                (answered..=answered + sent).contains(n),
+                "cycle {cycle} (seed {base}): person #{i} has {n} audited verifications; {answered} were answered and {sent} more sent"
+            );
+        }
+
         eprintln!(
             "cycle {cycle:2} (seed {seed}): killed after {kill_after:3} ms; acknowledged {lines:5} updates ({deletes} deletes) in {requests:3} requests, \
-             {cut} cut by the kill, {shed} shed; restarted in {restart_ms} ms; {KEYS} keys agree ({newer} at a later unacknowledged update); log +{} changes, no gap; audit {entries} entries",
-            seen.pos - before
+             {cut} cut by the kill, {shed} shed; restarted in {restart_ms} ms; {KEYS} keys agree ({newer} at a later unacknowledged update); log +{} changes, no gap; audit {entries} entries, \
+             the verifications of {} persons on record",
+            seen.pos - before,
+            touched.len()
         );
         all_acked.extend(cycle_acked);
     }
@@ -405,6 +547,7 @@ fn acknowledged_updates_survive_sigkill_and_the_change_log_has_no_gaps() {
     // The checks above saw something worth checking.
     assert!(all_acked.len() >= 100 && acked_deletes > 0, "only {} updates ({acked_deletes} deletes) acknowledged", all_acked.len());
     assert!(total_cut > 0, "no kill ever cut a request in flight");
+    assert!(verified_uses >= 100, "only {verified_uses} verifications answered in {verify_requests} requests");
 
     // The data directory itself, opened in-process after the last kill.
     // With its key file beside it, as the server found it.
@@ -450,12 +593,17 @@ fn acknowledged_updates_survive_sigkill_and_the_change_log_has_no_gaps() {
     let check = store.audit_verify().unwrap();
     assert!(check.ok, "audit chain: {:?}", check.problem);
     assert!(check.entries >= audit_entries);
+    // The index holds exactly what the entries call for.
+    let index = store.audit_index_check().unwrap();
+    assert!(index.ok, "audit index: {:?}", index.problem);
     eprintln!(
         "crash test: {CYCLES} cycles, {} acknowledged updates ({acked_deletes} deletes), {total_cut} requests cut, \
-         log of {} changes without a gap, {} audit entries, in {:.1} s",
+         log of {} changes without a gap, {verified_uses} verifications answered in {verify_requests} requests and on record, \
+         {} audit entries, {} index keys, in {:.1} s",
         all_acked.len(),
         log.len(),
         check.entries,
+        index.keys,
         started.elapsed().as_secs_f64()
     );
 }
