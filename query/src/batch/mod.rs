@@ -3,7 +3,7 @@
 //! stream into bounded chunks of lines and verifies one chunk with a
 //! single sorted multi-get, reporting one use per line
 //! ([`ChunkResult::uses`]); [`pipeline`] runs chunks through it and the
-//! group committer, one audit entry per line, releasing each chunk's
+//! group committer, one audited use per line, releasing each chunk's
 //! answers once they are durable.
 //!
 //! Request line: `{"ref", "subject", "key", "id_type"?, "dataset"?,

@@ -1,6 +1,7 @@
 //! Running batch comparisons: chunks of request lines are verified
-//! (`basedata_query::batch`) and each chunk's audit entries, one per line,
-//! are group-committed before the chunk's answers are released. The same
+//! (`basedata_query::batch`) and each chunk's audited uses, one per line,
+//! are group-committed (stored as one chunk entry, `store::audit::chunk`)
+//! before the chunk's answers are released. The same
 //! pipeline serves `POST /v1/verify/batch`, `basedata compare` and the
 //! benchmark; jobs (`crate::jobs::runner`) reuse its steps.
 //!
@@ -8,10 +9,11 @@
 //! verified on the blocking pool, [`verifiers`] at a time (one per core),
 //! and handed to the group committer in input order; up to [`IN_FLIGHT`]
 //! chunks may wait there, so the writer thread syncs several as one group
-//! while the next ones are verified. Verification and the writer's work
-//! (hash chain, index and WAL writes) cost about the same per line, so on
-//! two cores both stay busy and the sync's latency is hidden; committing
-//! one chunk at a time left the cores idle while each sync completed.
+//! while the next ones are verified. Verification costs several times the
+//! writer's work a line (a chunk entry, a subject index key a line, the
+//! WAL), so both cores verify while the writer syncs, and the sync's
+//! latency is hidden; committing one chunk at a time left the cores idle
+//! while each sync completed.
 //! Answers are released in order, each chunk only once it is durable.
 //! Memory is bounded by a few chunks: the input channel, the chunks being
 //! verified, those in flight and the output queue.
@@ -75,7 +77,7 @@ impl super::LineAccess for Requester {
 
 impl Requester {
 
-    /// One audit entry per line, in line order.
+    /// One audit event per line, in line order.
     pub fn events(&self, res: &mut ChunkResult) -> Vec<AuditEvent> {
         res.uses
             .drain(..)
@@ -147,8 +149,8 @@ pub fn verify_now(store: &Store, req: &Requester, chunk: &Chunk) -> Result<Verif
     Ok(Verified { result, events })
 }
 
-/// Chunks verified at once: verification is the costliest stage (about
-/// twice the writer's work a line), so it gets every core; the writer
+/// Chunks verified at once: verification is the costliest stage (several
+/// times the writer's work a line), so it gets every core; the writer
 /// thread shares them.
 pub fn verifiers() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 8)
