@@ -247,7 +247,7 @@ pub fn router_with(state: AppState, pages: Router<AppState>) -> Router {
         .route("/v1/cluster", get(cluster::status))
         .merge(subject_reads)
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
-    let api = Router::new()
+    let mut api = Router::new()
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
@@ -256,8 +256,13 @@ pub fn router_with(state: AppState, pages: Router<AppState>) -> Router {
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(axum::http::StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed here")
-        })
-        .layer(middleware::from_fn_with_state(state.clone(), cluster::position))
+        });
+    // Read positions exist in cluster mode only; a single node spares
+    // every request the layer (a boxed future and a route clone each).
+    if state.cluster.is_some() {
+        api = api.layer(middleware::from_fn_with_state(state.clone(), cluster::position));
+    }
+    let api = api
         .layer(middleware::from_fn_with_state(state.clone(), time_limit))
         .layer(middleware::map_response(json_errors));
     // Pages answer their own errors as pages, so they are merged beside
