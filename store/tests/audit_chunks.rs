@@ -277,3 +277,20 @@ fn the_index_check_finds_a_missing_a_misdirected_and_a_stray_key() {
     let check = s.audit_index_check().unwrap();
     assert_eq!(check.problem, Some(format!("the index holds {} keys where the entries call for {}", check.keys, check.keys - 1)));
 }
+
+#[test]
+fn a_chunk_without_uses_is_unreadable_not_a_gap_in_numbers() {
+    let (s, _) = store();
+    let raw = s.engine().clone();
+    let Stored::Chunk(mut c) = Stored::decode(&raw.get(Cf::Audit, &1001u64.to_be_bytes()).unwrap().unwrap()).unwrap() else {
+        panic!("entry 1001 is a chunk")
+    };
+    c.lines.clear();
+    assert!(Stored::decode(&c.encode()).is_err());
+    let mut wb = WriteBatch::new();
+    wb.put(Cf::Audit, 1001u64.to_be_bytes().to_vec(), c.encode());
+    raw.write(wb, Durability::Sync).unwrap();
+    let check = s.audit_verify().unwrap();
+    assert!(check.problem.as_deref().unwrap_or("").starts_with("entry 1001 is unreadable"), "{check:?}");
+    assert!(!s.audit_index_check().unwrap().ok);
+}

@@ -63,9 +63,16 @@ pub enum Stored {
 impl Stored {
     pub fn decode(bytes: &[u8]) -> Result<Stored> {
         match bytes.first() {
-            Some(&ENTRY_FORMAT_CHUNK) => bincode::decode_from_slice(&bytes[1..], crate::codec::config())
-                .map(|(c, _)| Stored::Chunk(c))
-                .map_err(|e| crate::Error::Corrupt { what: "audit chunk", msg: e.to_string() }),
+            Some(&ENTRY_FORMAT_CHUNK) => {
+                let corrupt = |msg: String| crate::Error::Corrupt { what: "audit chunk", msg };
+                let (c, _): (StoredChunk, _) =
+                    bincode::decode_from_slice(&bytes[1..], crate::codec::config()).map_err(|e| corrupt(e.to_string()))?;
+                // Every chunk holds a use: one without would take no number.
+                if c.lines.is_empty() {
+                    return Err(corrupt("a chunk without uses".into()));
+                }
+                Ok(Stored::Chunk(c))
+            }
             _ => StoredEntry::decode(bytes).map(Stored::One),
         }
     }
