@@ -678,6 +678,10 @@ impl Store {
     /// matching `q`, in sequence order; `time_floor` is a time no wanted
     /// entry is before (a cursor's), where the time index starts reading.
     fn chain_query(&self, q: &AuditQuery, chain: Chain<'_>, after: u64, time_floor: Option<i64>, limit: usize) -> Result<Vec<AuditEntry>> {
+        if after == u64::MAX {
+            // Nothing can follow the last number there is.
+            return Ok(Vec::new());
+        }
         let base = chain.index_prefix();
         let with = |kind: &[u8]| {
             let mut p = base.clone();
@@ -761,7 +765,16 @@ impl Store {
                 continue;
             }
             for seq in (*target.uses.start()).max(after + 1)..=*target.uses.end() {
-                let Some(line) = e.line((seq - first) as usize) else { break };
+                let Some(line) = seq.checked_sub(*first).and_then(|i| e.line(i as usize)) else { break };
+                // A subject key names its use's subject; one that does not
+                // (an index altered by hand) shows nothing rather than
+                // another subject's use.
+                if kind == b'k' {
+                    let pid = &k[k.len() - 8 - crate::pseudo::PID_LEN..k.len() - 8];
+                    if line.subject.is_none_or(|(_, p)| p.0 != pid) {
+                        break;
+                    }
+                }
                 out.push(self.to_entry(seq, line)?);
                 if out.len() >= limit {
                     return Ok(out);

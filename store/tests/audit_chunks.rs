@@ -294,3 +294,21 @@ fn a_chunk_without_uses_is_unreadable_not_a_gap_in_numbers() {
     assert!(check.problem.as_deref().unwrap_or("").starts_with("entry 1001 is unreadable"), "{check:?}");
     assert!(!s.audit_index_check().unwrap().ok);
 }
+
+#[test]
+fn a_subject_key_pointing_at_another_subjects_use_shows_nothing() {
+    let (s, ev) = store();
+    let by = |p: u32| -> Vec<u64> {
+        let q = AuditQuery { key: Some(person(p)), limit: 10_000, ..Default::default() };
+        s.audit_query(&q).unwrap().iter().map(|e| e.seq).collect()
+    };
+    let before = by(77);
+    // Use 1005 is person 4's (line 4 of minzheng's chunk stored at 1001).
+    assert_eq!(ev[1004].key, Some(person(4)));
+    let pid = s.pseudonym(&person(77));
+    let mut wb = WriteBatch::new();
+    wb.put(Cf::AuditIndex, [&[b'k'][..], &pid.0, &1005u64.to_be_bytes()].concat(), 1001u64.to_be_bytes().to_vec());
+    s.engine().write(wb, Durability::Sync).unwrap();
+    assert_eq!(by(77), before);
+    assert!(!s.audit_index_check().unwrap().ok);
+}
