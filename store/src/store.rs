@@ -565,10 +565,7 @@ impl Store {
         }
         let today = crate::usage::day_of(now);
         let mut usage = crate::usage::UsageDelta::default();
-        for ev in events {
-            let uncatalogued = ev.purpose_code.is_none();
-            crate::usage::count_use(&mut usage, today, &ev.department, ev.action, uncatalogued, &ev.outcome, &ev.datasets, ev.rejected_lines);
-        }
+        crate::usage::count_events(&mut usage, today, events);
         for (ds, (_, applied)) in &stats_delta {
             usage.add(Owner::Dataset(ds), today, Kind::Applied, *applied);
         }

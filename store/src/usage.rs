@@ -150,10 +150,10 @@ fn counter_key(owner: Owner<'_>, day: i32, kind: Kind) -> Vec<u8> {
     k
 }
 
-/// What a use adds to the counters: the action per department, a read
-/// without a catalogued purpose, a refusal by its kind, the datasets used
-/// (or refused) by the department, and rejected update lines. Shared by
-/// the writer (this node's events) and the applier (others' entries).
+/// What `n` alike uses add to the counters: the action per department, a
+/// read without a catalogued purpose, a refusal by its kind, the datasets
+/// used (or refused) by the department, and rejected update lines. Shared
+/// by the writer (this node's events) and the applier (others' entries).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn count_use(
     delta: &mut UsageDelta,
@@ -161,31 +161,64 @@ pub(crate) fn count_use(
     department: &str,
     action: Action,
     uncatalogued: bool,
-    outcome: &str,
+    refusal: Option<Refusal>,
     datasets: &[String],
     rejected_lines: u64,
+    n: u64,
 ) {
     let owner = Owner::Department(department);
-    delta.add(owner, day, Kind::Action(action), 1);
+    delta.add(owner, day, Kind::Action(action), n);
     if action.reads_subject_data() && uncatalogued {
-        delta.add(owner, day, Kind::Uncatalogued, 1);
+        delta.add(owner, day, Kind::Uncatalogued, n);
     }
-    let refusal = (action == Action::Denied).then(|| Refusal::of_outcome(outcome)).flatten();
     if let Some(r) = refusal {
-        delta.add(owner, day, Kind::Refused(r), 1);
+        delta.add(owner, day, Kind::Refused(r), n);
     }
     // Who used (or was refused) which dataset, for its provider's part of
     // the yearly report.
     if action.reads_subject_data() || action == Action::Denied {
         for ds in datasets {
-            delta.add(Owner::Use { department, dataset: ds }, day, Kind::Action(action), 1);
+            delta.add(Owner::Use { department, dataset: ds }, day, Kind::Action(action), n);
         }
     }
     // Rejected update lines, against the dataset and against the provider
     // that sent them (a dataset may have several).
-    delta.add(owner, day, Kind::Rejected, rejected_lines);
+    delta.add(owner, day, Kind::Rejected, rejected_lines * n);
     for ds in datasets {
-        delta.add(Owner::Dataset(ds), day, Kind::Rejected, rejected_lines);
+        delta.add(Owner::Dataset(ds), day, Kind::Rejected, rejected_lines * n);
+    }
+}
+
+/// The kind of refusal a use's outcome records, for a refused use.
+pub(crate) fn refusal_of(action: Action, outcome: &str) -> Option<Refusal> {
+    (action == Action::Denied).then(|| Refusal::of_outcome(outcome)).flatten()
+}
+
+/// Counts `events` into `delta`: alike uses (same department, action,
+/// purpose provenance, refusal, datasets and rejected lines — a batch
+/// chunk's lines mostly are) once, with their number, so a chunk of
+/// thousands of lines costs a few counter updates, not thousands.
+pub(crate) fn count_events(delta: &mut UsageDelta, day: i32, events: &[crate::audit::AuditEvent]) {
+    type Shape<'a> = (&'a str, Action, bool, Option<Refusal>, &'a [String], u64);
+    let mut alike: Vec<(Shape<'_>, u64)> = Vec::new();
+    for ev in events {
+        let shape: Shape<'_> = (
+            &ev.department,
+            ev.action,
+            ev.purpose_code.is_none(),
+            refusal_of(ev.action, &ev.outcome),
+            &ev.datasets,
+            ev.rejected_lines,
+        );
+        // Few shapes a commit, and alike uses come together: looking at
+        // the last few keeps a commit of many shapes linear.
+        match alike.iter_mut().rev().take(8).find(|(s, _)| *s == shape) {
+            Some((_, n)) => *n += 1,
+            None => alike.push((shape, 1)),
+        }
+    }
+    for ((department, action, uncatalogued, refusal, datasets, rejected), n) in alike {
+        count_use(delta, day, department, action, uncatalogued, refusal, datasets, rejected, n);
     }
 }
 
@@ -214,7 +247,8 @@ impl RemoteUsage {
         let mut delta = UsageDelta::default();
         // Rejected update lines are counted by the node that took the
         // request: an entry does not carry them.
-        count_use(&mut delta, day_of(e.at), &e.department, e.action, e.purpose_code.is_none(), &e.outcome, &e.datasets, 0);
+        let refusal = refusal_of(e.action, &e.outcome);
+        count_use(&mut delta, day_of(e.at), &e.department, e.action, e.purpose_code.is_none(), refusal, &e.datasets, 0, 1);
         delta.inc = delta.inc.into_iter().map(|(k, by)| (remote_key(k), by)).collect();
         // Taken in at once, not after the write: the applier's next
         // entries are written after these, in order, or not at all.
@@ -440,7 +474,7 @@ mod tests {
         assert_eq!(day_of(at), day);
         // This node's writer: one lookup of hukou by the counter.
         let mut own = UsageDelta::default();
-        count_use(&mut own, day, "counter", Action::Lookup, true, "found", &["hukou".into()], 0);
+        count_use(&mut own, day, "counter", Action::Lookup, true, None, &["hukou".into()], 0, 1);
         let mut batch = WriteBatch::new();
         own.write(&UsageCache::default(), &engine, &mut batch).unwrap();
         engine.write(batch, crate::Durability::Sync).unwrap();
@@ -489,5 +523,41 @@ mod tests {
         for k in kinds {
             assert_eq!(Kind::from_code(k.code()), Some(k));
         }
+    }
+
+    /// Counting alike uses together gives the counters that counting them
+    /// one by one gives, however the shapes interleave.
+    #[test]
+    fn alike_uses_counted_together_count_as_one_by_one() {
+        use crate::audit::AuditEvent;
+        let mut events = Vec::new();
+        for i in 0..500u32 {
+            let action = [Action::BatchVerify, Action::Denied, Action::Verify, Action::Update][(i % 7 % 4) as usize];
+            events.push(AuditEvent {
+                department: format!("d{}", i % 3),
+                operator: None,
+                operator_verified: false,
+                purpose: "p".into(),
+                purpose_code: (i % 5 != 0).then(|| "code".into()),
+                action,
+                key: None,
+                datasets: if i % 11 == 0 { vec!["hukou".into(), "death".into()] } else { vec!["hukou".into()] },
+                fields: vec![],
+                outcome: ["match", "forbidden", "purpose_not_allowed", "claim_limit"][(i % 4) as usize].into(),
+                key_mapped: false,
+                rejected_lines: if action == Action::Update { u64::from(i % 3) } else { 0 },
+            });
+        }
+        // Long runs of one shape too.
+        events.extend(std::iter::repeat_n(events[1].clone(), 300));
+        let mut together = UsageDelta::default();
+        count_events(&mut together, 7, &events);
+        let mut one_by_one = UsageDelta::default();
+        for e in &events {
+            let refusal = refusal_of(e.action, &e.outcome);
+            count_use(&mut one_by_one, 7, &e.department, e.action, e.purpose_code.is_none(), refusal, &e.datasets, e.rejected_lines, 1);
+        }
+        assert!(together.inc.len() > 20, "{} counters", together.inc.len());
+        assert_eq!(together.inc, one_by_one.inc);
     }
 }
