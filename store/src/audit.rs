@@ -17,9 +17,9 @@
 //! Another node's chain (cluster mode) is kept beside the local one in the
 //! same families under keys that cannot collide with it: see [`remote`].
 //!
-//! A run of batch lines of one caller is stored as one entry that takes a
-//! sequence number per line (see [`chunk`]); read back, each line is an
-//! entry of its own.
+//! The run of one department's uses that one commit writes is stored as
+//! one entry that takes a sequence number per use (see [`chunk`]); read
+//! back, each use is an entry of its own.
 //!
 //! Formats: marker 1 (the first release) has no operator provenance; such
 //! entries read as `operator_verified = false` (the operator, if any, was
@@ -265,7 +265,7 @@ impl StoredEntry {
                 let verified = v2.operator_verified;
                 Ok(upgrade!(v2, verified))
             }
-            Some(&chunk::ENTRY_FORMAT_CHUNK) => Err(crate::Error::Corrupt { what: WHAT, msg: "a chunk of batch lines, not one entry".into() }),
+            Some(&chunk::ENTRY_FORMAT_CHUNK) => Err(crate::Error::Corrupt { what: WHAT, msg: "a chunk of uses, not one entry".into() }),
             _ => Ok(upgrade!(decode::<StoredEntryV1>(WHAT, bytes)?, false)),
         }
     }
@@ -355,9 +355,9 @@ pub(crate) fn time_index_key(at: i64, seq: u64) -> Vec<u8> {
 
 /// Appends `events` to the chain inside `batch`; returns the new head.
 ///
-/// A run of batch lines of one caller (see [`chunk`]) is stored as one
-/// entry taking one sequence number a line; any other event as an entry
-/// of its own. Index keys and key mappings are put grouped by kind and in
+/// A run of one department's events (see [`chunk`]) is stored as one
+/// entry taking one sequence number an event; a run of one as an entry of
+/// the single-use format. Index keys and key mappings are put grouped by kind and in
 /// key order rather than entry by entry, because RocksDB's memtable inserts
 /// keys that follow each other several times faster than scattered ones.
 pub(crate) fn append(
@@ -415,10 +415,7 @@ pub(crate) fn append(
         let hash = chain_hash(&head.hash, first, &bytes);
         let len = bytes.len();
         bytes[len - 32..].copy_from_slice(&hash);
-        let stored = match stored {
-            Stored::One(e) => Stored::One(StoredEntry { hash, ..e }),
-            Stored::Chunk(c) => Stored::Chunk(StoredChunk { hash, ..c }),
-        };
+        // Index keys and span do not depend on the hash left zero in `stored`.
         for (k, v) in stored.index_entries(first) {
             let kind = match k[0] {
                 b'k' => 0,
@@ -789,11 +786,16 @@ impl Store {
         load_head(&**self.engine())
     }
 
-    /// Recomputes the whole chain from the first entry.
-    pub fn audit_verify(&self) -> Result<ChainCheck> {
+    /// This node's stored entries in chain order: where each is stored, and its bytes.
+    fn local_entries(&self) -> Result<impl Iterator<Item = Result<(u64, Box<[u8]>)>> + '_> {
         // Other nodes' chains sort after every local key (see `remote`).
         let scan = self.engine().scan(Cf::Audit, &[], Some(&[remote::REMOTE_ENTRY]), false)?;
-        walk_chain(scan.map(|i| i.and_then(|(k, v)| Ok((seq_from_key(&k)?, v)))), ChainHead::default(), self.audit_head()?)
+        Ok(scan.map(|i| i.and_then(|(k, v)| Ok((seq_from_key(&k)?, v)))))
+    }
+
+    /// Recomputes the whole chain from the first entry.
+    pub fn audit_verify(&self) -> Result<ChainCheck> {
+        walk_chain(self.local_entries()?, ChainHead::default(), self.audit_head()?)
     }
 }
 
@@ -815,9 +817,8 @@ impl Store {
     pub fn audit_index_check(&self) -> Result<IndexCheck> {
         let fail = |keys, msg: String| IndexCheck { ok: false, keys, problem: Some(msg) };
         let mut expected = 0u64;
-        for item in self.engine().scan(Cf::Audit, &[], Some(&[remote::REMOTE_ENTRY]), false)? {
-            let (k, v) = item?;
-            let first = seq_from_key(&k)?;
+        for item in self.local_entries()? {
+            let (first, v) = item?;
             let stored = match Stored::decode(&v) {
                 Ok(s) => s,
                 Err(e) => return Ok(fail(0, format!("entry {first} is unreadable: {e}"))),
@@ -876,5 +877,3 @@ pub(crate) fn walk_chain(
     }
     Ok(ChainCheck { ok: true, entries: n, head: prev, problem: None })
 }
-
-

@@ -53,7 +53,7 @@ pub struct ChunkLine {
     pub outcome: u32,
 }
 
-/// A stored audit entry of any format: one use, or a chunk of batch lines.
+/// A stored audit entry of any format: one use, or a chunk of one department's uses.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Stored {
     One(StoredEntry),
@@ -112,6 +112,14 @@ impl Stored {
         match self {
             Stored::One(e) => (i == 0).then(|| e.clone()),
             Stored::Chunk(c) => c.lines.get(i).map(|l| c.expand(l)),
+        }
+    }
+
+    /// The subject pseudonym of every use of the entry, in sequence order.
+    pub fn subjects(&self) -> Vec<Option<Pid>> {
+        match self {
+            Stored::One(e) => vec![e.subject.map(|(_, pid)| pid)],
+            Stored::Chunk(c) => c.lines.iter().map(|l| l.subject.map(|(_, pid)| pid)).collect(),
         }
     }
 

@@ -219,7 +219,7 @@ impl Store {
                 return Err(crate::Error::Corrupt { what: "audit chain", msg: format!("entry {expected} is missing (next is {seq})") });
             }
             let e = Stored::decode(&v)?;
-            let pids: Vec<Option<Pid>> = e.into_lines().into_iter().map(|l| l.subject.map(|(_, pid)| pid)).collect();
+            let pids = e.subjects();
             let keys: Vec<&[u8]> = pids.iter().flatten().map(|p| p.0.as_slice()).collect();
             let mut found = self.engine().multi_get(Cf::KeyMap, &keys)?.into_iter();
             let mappings: Vec<Option<Vec<u8>>> = pids.iter().map(|p| p.and_then(|_| found.next().flatten())).collect();
