@@ -194,22 +194,27 @@ pub(crate) fn refusal_of(action: Action, outcome: &str) -> Option<Refusal> {
     (action == Action::Denied).then(|| Refusal::of_outcome(outcome)).flatten()
 }
 
-/// Counts `events` into `delta`: alike uses (same department, action,
-/// purpose provenance, refusal, datasets and rejected lines — a batch
-/// chunk's lines mostly are) once, with their number, so a chunk of
-/// thousands of lines costs a few counter updates, not thousands.
+/// A use as the counters see it: department, action, whether it read
+/// without a catalogued purpose, its refusal, datasets, rejected lines.
+type Shape<'a> = (&'a str, Action, bool, Option<Refusal>, &'a [String], u64);
+
+/// Counts `events` into `delta`, alike ones together (see [`count_shapes`]).
 pub(crate) fn count_events(delta: &mut UsageDelta, day: i32, events: &[crate::audit::AuditEvent]) {
-    type Shape<'a> = (&'a str, Action, bool, Option<Refusal>, &'a [String], u64);
-    let mut alike: Vec<(Shape<'_>, u64)> = Vec::new();
-    for ev in events {
-        let shape: Shape<'_> = (
-            &ev.department,
-            ev.action,
-            ev.purpose_code.is_none(),
-            refusal_of(ev.action, &ev.outcome),
-            &ev.datasets,
-            ev.rejected_lines,
-        );
+    count_shapes(
+        delta,
+        day,
+        events.iter().map(|ev| {
+            (&*ev.department, ev.action, ev.purpose_code.is_none(), refusal_of(ev.action, &ev.outcome), &ev.datasets[..], ev.rejected_lines)
+        }),
+    );
+}
+
+/// Counts uses of `day` into `delta`: alike ones (a batch chunk's lines
+/// mostly are) once, with their number, so a chunk of thousands of lines
+/// costs a few counter updates, not thousands.
+fn count_shapes<'a>(delta: &mut UsageDelta, day: i32, uses: impl Iterator<Item = Shape<'a>>) {
+    let mut alike: Vec<(Shape<'a>, u64)> = Vec::new();
+    for shape in uses {
         // Few shapes a commit, and alike uses come together: looking at
         // the last few keeps a commit of many shapes linear.
         match alike.iter_mut().rev().take(8).find(|(s, _)| *s == shape) {
@@ -242,13 +247,17 @@ pub struct RemoteUsage {
 }
 
 impl RemoteUsage {
-    /// Counts one entry another node answered into `batch`.
-    pub fn count(&mut self, engine: &dyn Engine, e: &crate::audit::StoredEntry, batch: &mut WriteBatch) -> Result<()> {
+    /// Counts the uses of one stored entry another node answered (one, or
+    /// a chunk's, which share its time) into `batch`.
+    pub fn count(&mut self, engine: &dyn Engine, uses: &[crate::audit::StoredEntry], batch: &mut WriteBatch) -> Result<()> {
+        let Some(first) = uses.first() else { return Ok(()) };
         let mut delta = UsageDelta::default();
         // Rejected update lines are counted by the node that took the
         // request: an entry does not carry them.
-        let refusal = refusal_of(e.action, &e.outcome);
-        count_use(&mut delta, day_of(e.at), &e.department, e.action, e.purpose_code.is_none(), refusal, &e.datasets, 0, 1);
+        let shapes = uses
+            .iter()
+            .map(|e| (&*e.department, e.action, e.purpose_code.is_none(), refusal_of(e.action, &e.outcome), &e.datasets[..], 0));
+        count_shapes(&mut delta, day_of(first.at), shapes);
         delta.inc = delta.inc.into_iter().map(|(k, by)| (remote_key(k), by)).collect();
         // Taken in at once, not after the write: the applier's next
         // entries are written after these, in order, or not at all.
@@ -482,18 +491,18 @@ mod tests {
         // refusal for a purpose, staged in two batches.
         let mut remote = RemoteUsage::default();
         let mut batch = WriteBatch::new();
-        remote.count(&engine, &entry(at, "counter", Action::Lookup, &["hukou"], "found"), &mut batch).unwrap();
-        remote.count(&engine, &entry(at, "counter", Action::Lookup, &["hukou", "marriage"], "found"), &mut batch).unwrap();
+        remote.count(&engine, &[entry(at, "counter", Action::Lookup, &["hukou"], "found")], &mut batch).unwrap();
+        remote.count(&engine, &[entry(at, "counter", Action::Lookup, &["hukou", "marriage"], "found")], &mut batch).unwrap();
         engine.write(batch, crate::Durability::Sync).unwrap();
         let mut batch = WriteBatch::new();
-        remote.count(&engine, &entry(at, "counter", Action::Verify, &["hukou"], "match"), &mut batch).unwrap();
-        remote.count(&engine, &entry(at, "counter", Action::Denied, &["hukou"], "purpose_not_allowed: x"), &mut batch).unwrap();
+        remote.count(&engine, &[entry(at, "counter", Action::Verify, &["hukou"], "match")], &mut batch).unwrap();
+        remote.count(&engine, &[entry(at, "counter", Action::Denied, &["hukou"], "purpose_not_allowed: x")], &mut batch).unwrap();
         engine.write(batch, crate::Durability::Sync).unwrap();
         // After a failed write the applier forgets its cache and reads
         // what was written.
         remote.forget();
         let mut batch = WriteBatch::new();
-        remote.count(&engine, &entry(at, "counter", Action::Lookup, &["hukou"], "found"), &mut batch).unwrap();
+        remote.count(&engine, &[entry(at, "counter", Action::Lookup, &["hukou"], "found")], &mut batch).unwrap();
         engine.write(batch, crate::Durability::Sync).unwrap();
 
         let t = totals(&engine, Owner::Department("counter"), day, day + 1).unwrap();

@@ -350,7 +350,7 @@ fn other_nodes_entries_count_once_as_their_uses() {
         let batch = a.audit_ship_batch("node-a", ChainHead::default(), from, to, 100, 1 << 20).unwrap();
         let mut wb = WriteBatch::new();
         let engine = b.engine().clone();
-        let mut count = |e: &StoredEntry, wb: &mut WriteBatch| usage.count(&*engine, e, wb);
+        let mut count = |uses: &[StoredEntry], wb: &mut WriteBatch| usage.count(&*engine, uses, wb);
         b.remote_append(&mut heads, Some(&mut count), &batch, &mut wb).unwrap();
         b.engine().write(wb, Durability::Sync).unwrap();
     }

@@ -207,7 +207,7 @@ fn chunks_ship_to_another_node_and_count_once_a_line_there() {
         for _ in 0..2 {
             let mut wb = WriteBatch::new();
             let engine = b.engine().clone();
-            let mut count = |e: &StoredEntry, wb: &mut WriteBatch| usage.count(&*engine, e, wb);
+            let mut count = |uses: &[StoredEntry], wb: &mut WriteBatch| usage.count(&*engine, uses, wb);
             b.remote_append(&mut heads, Some(&mut count), &batch, &mut wb).unwrap();
             b.engine().write(wb, Durability::Sync).unwrap();
         }

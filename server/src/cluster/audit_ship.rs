@@ -141,7 +141,7 @@ impl AuditLink {
         let mut wb = WriteBatch::new();
         let mut usage = self.usage.lock().unwrap_or_else(|e| e.into_inner());
         let engine = store.engine().clone();
-        let mut count = |e: &basedata_store::audit::StoredEntry, wb: &mut WriteBatch| usage.count(&*engine, e, wb);
+        let mut count = |uses: &[basedata_store::audit::StoredEntry], wb: &mut WriteBatch| usage.count(&*engine, uses, wb);
         let done = store.remote_append(heads, Some(&mut count), &batch, &mut wb).map_err(|e| e.to_string())?;
         self.stats.remote_appended.fetch_add(done.appended as u64, Ordering::Relaxed);
         Ok(wb)

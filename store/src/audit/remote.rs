@@ -310,16 +310,16 @@ impl Store {
     /// (`heads`, which this advances: the caller keeps it across batches
     /// written in order, and reloads it after a failed write), their index
     /// keys, the key mappings this store lacks, the chain's new head and
-    /// whatever `each_new` puts for each new entry (the counters of uses
-    /// other nodes answered, `usage::RemoteUsage`: once per entry, as
-    /// duplicates are not passed to it). Entries the chain
+    /// whatever `each_new` puts for each new entry, given its uses (the
+    /// counters of uses other nodes answered, `usage::RemoteUsage`: once
+    /// per use, as duplicates are not passed to it). Entries the chain
     /// holds already are skipped; a gap, an entry that does not link to
     /// the one before or a mapping of another pseudonym is refused and
     /// `batch` must then be dropped.
     pub fn remote_append(
         &self,
         heads: &mut RemoteHeads,
-        mut each_new: Option<&mut dyn FnMut(&StoredEntry, &mut WriteBatch) -> Result<()>>,
+        mut each_new: Option<&mut dyn FnMut(&[StoredEntry], &mut WriteBatch) -> Result<()>>,
         b: &ShippedBatch,
         batch: &mut WriteBatch,
     ) -> std::result::Result<Appended, RemoteError> {
@@ -355,15 +355,15 @@ impl Store {
             batch.put(Cf::Audit, entry_key(node, first), shipped.bytes.clone());
             chain.head = ChainHead { seq: first + e.span() - 1, hash: e.hash() };
             done.appended += e.span() as usize;
-            for (i, line) in e.into_lines().iter().enumerate() {
-                if let (Some((_, pid)), Some(Some(sealed))) = (&line.subject, shipped.mappings.get(i)) {
-                    if mapped.insert(*pid) {
-                        carried.push((first + i as u64, *pid, sealed));
+            for (i, pid) in e.subjects().into_iter().enumerate() {
+                if let (Some(pid), Some(Some(sealed))) = (pid, shipped.mappings.get(i)) {
+                    if mapped.insert(pid) {
+                        carried.push((first + i as u64, pid, sealed));
                     }
                 }
-                if let Some(f) = each_new.as_deref_mut() {
-                    f(line, batch)?;
-                }
+            }
+            if let Some(f) = each_new.as_deref_mut() {
+                f(&e.into_lines(), batch)?;
             }
         }
         // The mappings this store lacks, read at once (a message of batch
