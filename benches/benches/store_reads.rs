@@ -2,14 +2,15 @@
 //! next to the bare engine read of the same record key, so the overhead of
 //! the record model stays visible; and an in-process verification (claims
 //! checked against the catalog and normalized, the record read with only
-//! the claimed fields decoded, verdicts) next to the same bare read. The
+//! the claimed fields decoded, verdicts) next to the same bare read, and
+//! the same verification from the claim fingerprints (no read). The
 //! audit entry an answer waits for is the group committer's, measured over
 //! HTTP by `http_bench`.
 
 use basedata_benches::{hukou_fixture, person};
 use basedata_store::keys::SubjectKey;
 use basedata_store::record::record_key;
-use basedata_query::verify::{Claims, Outcome};
+use basedata_query::verify::{verify_many, Claims, Outcome};
 use basedata_store::Cf;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::hint::black_box;
@@ -59,6 +60,17 @@ fn reads(c: &mut Criterion) {
             let c = Claims::parse(&hukou, &claims[i]).unwrap();
             let r = f.store.get_fields(&keys[i], "hukou", &|n| c.asks(n)).unwrap();
             let (outcome, _) = c.verify(r.as_ref());
+            assert_eq!(outcome, Outcome::Match);
+            black_box(outcome)
+        })
+    });
+    // The same verification from the claim fingerprints (no record read).
+    f.store.keep_prints().unwrap();
+    g.bench_function("verify_from_prints", |b| {
+        b.iter(|| {
+            i = (i + 1) % keys.len();
+            let c = Claims::parse(&hukou, &claims[i]).unwrap();
+            let (outcome, _, _) = verify_many(&f.store, &[(keys[i], "hukou")], &[&c]).unwrap().pop().unwrap();
             assert_eq!(outcome, Outcome::Match);
             black_box(outcome)
         })

@@ -8,37 +8,14 @@ use base64::Engine as _;
 use basedata_store::catalog::{Field, FieldType};
 use basedata_store::keys::{EntityKey, PersonKey};
 use basedata_store::value::{canonical_decimal, format_date, parse_date, parse_datetime};
-use basedata_store::Value;
 use serde_json::Value as Json;
+
+pub use basedata_store::value::{canonical_stored, fold_text_cow};
 
 /// Folds full-width ASCII variants (U+FF01–FF5E) and the ideographic space
 /// to ASCII and trims surrounding white space (Unicode included).
 pub fn fold_text(s: &str) -> String {
     fold_text_cow(s).into_owned()
-}
-
-/// [`fold_text`], borrowing when nothing needs folding (nearly every stored
-/// value), so that a verification does not copy what it compares.
-/// Trimming before folding gives the same result as after: folding never
-/// yields a character that trimming removes, except U+3000 → space, and
-/// U+3000 is white space itself.
-pub fn fold_text_cow(s: &str) -> std::borrow::Cow<'_, str> {
-    let trimmed = s.trim_matches(|c: char| c.is_whitespace() || c == '\u{200B}' || c == '\u{FEFF}');
-    let folds = |c: char| matches!(c, '\u{FF01}'..='\u{FF5E}' | '\u{3000}');
-    // Full-width forms are three UTF-8 bytes starting 0xE3 or 0xEF.
-    if !trimmed.bytes().any(|b| b == 0xE3 || b == 0xEF) || !trimmed.chars().any(folds) {
-        return std::borrow::Cow::Borrowed(trimmed);
-    }
-    std::borrow::Cow::Owned(
-        trimmed
-            .chars()
-            .map(|c| match c {
-                '\u{FF01}'..='\u{FF5E}' => char::from_u32(c as u32 - 0xFF01 + 0x21).unwrap_or(c),
-                '\u{3000}' => ' ',
-                _ => c,
-            })
-            .collect(),
-    )
 }
 
 /// Dates in the notations people type: 1949-12-31, 19491231, 1949/12/31,
@@ -93,25 +70,6 @@ pub fn canonical_claim(field: &Field, claim: &Json) -> Result<Vec<u8>, String> {
     })
 }
 
-/// Canonical form of a stored value, comparable with [`canonical_claim`];
-/// borrowed from the value where it already is one.
-pub fn canonical_stored(v: &Value) -> std::borrow::Cow<'_, [u8]> {
-    use std::borrow::Cow;
-    match v {
-        Value::Str(s) | Value::Code(s) => match fold_text_cow(s) {
-            Cow::Borrowed(t) => Cow::Borrowed(t.as_bytes()),
-            Cow::Owned(t) => Cow::Owned(t.into_bytes()),
-        },
-        Value::Decimal(s) => Cow::Borrowed(s.as_bytes()),
-        Value::Date(d) => Cow::Owned(format_date(*d).into_bytes()),
-        Value::DateTime(t) => Cow::Owned(t.to_be_bytes().to_vec()),
-        Value::Int(i) => Cow::Owned(i.to_be_bytes().to_vec()),
-        Value::Bool(b) => Cow::Borrowed(if *b { b"true" } else { b"false" }),
-        Value::Key(k) => Cow::Borrowed(k.as_str().as_bytes()),
-        Value::Bytes(b) => Cow::Borrowed(b),
-    }
-}
-
 /// Canonical forms up to this long (names, dates, codes, numbers, keys:
 /// nearly every claim) are compared directly.
 const SHORT: usize = 64;
@@ -149,7 +107,7 @@ pub fn same(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use basedata_store::Catalog;
+    use basedata_store::{Catalog, Value};
     use serde_json::json;
 
     /// One case: the field, the stored value (as an update would give it),

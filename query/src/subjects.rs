@@ -106,11 +106,11 @@ impl Queries {
             }
             Some(guard)
         };
-        // Only the claimed fields are decoded.
-        let record = self.store.get_fields(&key, &ds.id, &|name| claims.asks(name))?;
-        let (outcome, verdicts) = claims.verify(record.as_ref());
+        let (outcome, verdicts, found) = crate::verify::verify_many(&self.store, &[(key, &ds.id)], &[&claims])?
+            .pop()
+            .ok_or_else(|| basedata_store::Error::Invalid("a verification has no result".into()))?;
         ev.outcome = outcome.as_str().to_owned();
-        ev.key_mapped = record.is_some();
+        ev.key_mapped = found;
         self.record(vec![ev], extra).await?;
         Ok(Verification {
             dataset: ds.id.clone(),

@@ -5,7 +5,9 @@
 
 use crate::compare::{canonical_claim, canonical_stored, same};
 use basedata_store::catalog::{Dataset, Field};
+use basedata_store::prints::{PrintView, Prints};
 use basedata_store::store::Record;
+use basedata_store::{Store, SubjectKey};
 use serde_json::{Map, Value as Json};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,7 +77,8 @@ impl ClaimError {
 /// Claims checked against the dataset and reduced to canonical forms.
 #[derive(Clone, Debug)]
 pub struct Claims<'a> {
-    items: Vec<(&'a Field, Vec<u8>)>,
+    /// Field, its position in the dataset, claimed value in canonical form.
+    items: Vec<(&'a Field, usize, Vec<u8>)>,
 }
 
 impl<'a> Claims<'a> {
@@ -85,31 +88,32 @@ impl<'a> Claims<'a> {
         }
         let mut items = Vec::with_capacity(fields.len());
         for (name, claim) in fields {
-            let f = dataset
-                .field(name)
+            let i = dataset
+                .field_index(name)
                 .ok_or_else(|| ClaimError::UnknownField(format!("dataset {} has no field {name}", dataset.id)))?;
-            items.push((f, canonical_claim(f, claim).map_err(ClaimError::InvalidValue)?));
+            let f = &dataset.fields[i];
+            items.push((f, i, canonical_claim(f, claim).map_err(ClaimError::InvalidValue)?));
         }
         Ok(Claims { items })
     }
 
     /// Whether a claim is made about field `name`.
     pub fn asks(&self, name: &str) -> bool {
-        self.items.iter().any(|(f, _)| f.name == name)
+        self.items.iter().any(|(f, _, _)| f.name == name)
     }
 
     /// The fields claimed, in claim order.
     pub fn fields(&self) -> impl Iterator<Item = &'a Field> + '_ {
-        self.items.iter().map(|(f, _)| *f)
+        self.items.iter().map(|(f, _, _)| *f)
     }
 
     /// The claims: each field with its claimed value in canonical form.
     pub fn claimed(&self) -> impl Iterator<Item = (&'a Field, &[u8])> + '_ {
-        self.items.iter().map(|(f, c)| (*f, c.as_slice()))
+        self.items.iter().map(|(f, _, c)| (*f, c.as_slice()))
     }
 
     pub fn field_names(&self) -> Vec<String> {
-        self.items.iter().map(|(f, _)| f.name.clone()).collect()
+        self.items.iter().map(|(f, _, _)| f.name.clone()).collect()
     }
 
     /// Verdicts against `record` (`None`: no record for the key).
@@ -118,7 +122,7 @@ impl<'a> Claims<'a> {
         let verdicts: Vec<(&str, Verdict)> = self
             .items
             .iter()
-            .map(|(f, claim)| {
+            .map(|(f, _, claim)| {
                 let v = match rec.field(&f.name) {
                     None => Verdict::NoValue,
                     Some(stored) if same(claim, &canonical_stored(stored)) => Verdict::Match,
@@ -127,9 +131,58 @@ impl<'a> Claims<'a> {
                 (f.name.as_str(), v)
             })
             .collect();
-        let all = verdicts.iter().all(|(_, v)| *v == Verdict::Match);
-        (if all { Outcome::Match } else { Outcome::Mismatch }, verdicts)
+        overall(verdicts)
     }
+
+    /// The verdicts [`Claims::verify`] gives, from the record's claim
+    /// fingerprints instead of the record (`None`: no live record).
+    pub fn verify_printed(&self, store: &Store, prints: &Prints, view: Option<PrintView<'_>>) -> (Outcome, Vec<(&'a str, Verdict)>) {
+        let Some(view) = view else { return (Outcome::NotFound, Vec::new()) };
+        let verdicts: Vec<(&str, Verdict)> = self
+            .items
+            .iter()
+            .map(|(f, i, claim)| {
+                let v = match view.field(*i) {
+                    None => Verdict::NoValue,
+                    Some(stored) if store.claim_print(prints, f, claim) == Some(stored) => Verdict::Match,
+                    Some(_) => Verdict::Mismatch,
+                };
+                (f.name.as_str(), v)
+            })
+            .collect();
+        overall(verdicts)
+    }
+}
+
+fn overall<'a>(verdicts: Vec<(&'a str, Verdict)>) -> (Outcome, Vec<(&'a str, Verdict)>) {
+    let all = verdicts.iter().all(|(_, v)| *v == Verdict::Match);
+    (if all { Outcome::Match } else { Outcome::Mismatch }, verdicts)
+}
+
+/// A verification's result: the outcome, the verdict of each claimed
+/// field, and whether a live record was found (for the audit entry).
+pub type Checked<'a> = (Outcome, Vec<(&'a str, Verdict)>, bool);
+
+/// Verifies `claims[i]` against the current record of `items[i]`, for
+/// every `i`: from the claim fingerprints when the store keeps them (no
+/// record read), otherwise from the records, read with one sorted
+/// multi-get keeping only the claimed fields.
+pub fn verify_many<'a>(store: &Store, items: &[(SubjectKey, &str)], claims: &[&Claims<'a>]) -> basedata_store::Result<Vec<Checked<'a>>> {
+    let mut out = Vec::with_capacity(items.len());
+    if let Some(prints) = store.prints() {
+        store.printed_many(&prints, items, |i, view| {
+            let found = view.is_some();
+            let (o, v) = claims[i].verify_printed(store, &prints, view);
+            out.push((o, v, found));
+        })?;
+        return Ok(out);
+    }
+    let records = store.get_many_fields(items, &|i, name| claims[i].asks(name))?;
+    for (c, r) in claims.iter().zip(&records) {
+        let (o, v) = c.verify(r.as_ref());
+        out.push((o, v, r.is_some()));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -84,6 +84,11 @@ pub struct Config {
     pub catalog: Option<PathBuf>,
     #[serde(default = "default_cache_mb")]
     pub block_cache_mb: usize,
+    /// Keep claim fingerprints of every record in memory while serving
+    /// (`basedata_store::prints`): verifications then read no records.
+    /// Costs a scan of the records at start and ~140 bytes a record.
+    #[serde(default = "yes")]
+    pub verify_prints: bool,
     #[serde(default = "default_max_body_mb")]
     pub max_body_mb: usize,
     #[serde(default)]
@@ -412,6 +417,7 @@ impl Default for Config {
             secret: None,
             catalog: None,
             block_cache_mb: default_cache_mb(),
+            verify_prints: true,
             max_body_mb: default_max_body_mb(),
             departments: Vec::new(),
             calendar: None,

@@ -51,6 +51,11 @@ fn open_store_with(
     let catalog = load_catalog(cfg)?;
     let opened = dir::open_with_secret(data, &secret, Arc::new(catalog), clock, &cfg.open_options(warm))?;
     tell(&opened.notices);
+    if warm && cfg.verify_prints {
+        let t = std::time::Instant::now();
+        let records = opened.store.keep_prints()?;
+        tracing::info!(records, ms = t.elapsed().as_millis() as u64, "claim fingerprints built");
+    }
     Ok(Arc::new(opened.store))
 }
 

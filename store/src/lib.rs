@@ -23,6 +23,7 @@ pub mod dir;
 pub mod engine;
 pub mod keys;
 pub mod ndjson;
+pub mod prints;
 pub mod providers;
 pub mod pseudo;
 pub mod record;

@@ -22,6 +22,7 @@ use crate::codec::{decode, encode};
 use crate::engine::{prefix_end, BatchOp, Cf, Durability, Engine, WriteBatch};
 use crate::keys::SubjectKey;
 use crate::providers::{Current, Refusal, Settled};
+use crate::prints::{PrintView, Prints};
 use crate::pseudo::{Pid, Pseudonymizer, Sealer, Sealing, Secret};
 use crate::record::*;
 use crate::usage::{Kind, Owner};
@@ -29,7 +30,7 @@ use crate::value::Value;
 use crate::{Error, Result};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 pub(crate) const META_FORMAT: &[u8] = b"format";
 pub(crate) const META_SECRET_CHECK: &[u8] = b"secret_check";
@@ -191,6 +192,9 @@ pub struct Store {
     clock: Arc<dyn Clock>,
     writer: Mutex<WriterState>,
     last_seq: AtomicU64,
+    /// Claim fingerprints of every live record, when this store keeps them
+    /// ([`Store::keep_prints`]); replaced whole, never half-built.
+    prints: RwLock<Option<Arc<Prints>>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -261,7 +265,59 @@ impl Store {
                 usage: Default::default(),
             }),
             last_seq: AtomicU64::new(last_seq),
+            prints: RwLock::new(None),
         })
+    }
+
+    /// Builds the claim fingerprints of every live record (one scan) and
+    /// keeps them current from now on, so that verifications need not read
+    /// records ([`crate::prints`]). For servers; tools that only load or
+    /// inspect skip the scan and the memory. Returns the records covered.
+    pub fn keep_prints(&self) -> Result<usize> {
+        // Under the writer lock: no commit can fall between the scan and
+        // the table taking over.
+        let _w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let built = Arc::new(Prints::build(&self.catalog, &*self.engine)?);
+        let n = built.len();
+        *self.prints.write().unwrap_or_else(|e| e.into_inner()) = Some(built);
+        Ok(n)
+    }
+
+    /// The claim fingerprints, if this store keeps them.
+    pub fn prints(&self) -> Option<Arc<Prints>> {
+        self.prints.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The fingerprint of a claimed value of `field` in canonical form
+    /// (the bytes `value::canonical_stored` gives a stored value). A
+    /// claimed subject key is fingerprinted by its pseudonym, as stored;
+    /// `None` when the canonical form is not a key of the field's type.
+    pub fn claim_print(&self, prints: &Prints, field: &crate::catalog::Field, canonical: &[u8]) -> Option<u64> {
+        use crate::catalog::FieldType;
+        let key = match field.ty {
+            FieldType::PersonKey => SubjectKey::Person(crate::keys::PersonKey::parse(std::str::from_utf8(canonical).ok()?).ok()?),
+            FieldType::EntityKey => SubjectKey::Entity(crate::keys::EntityKey::parse(std::str::from_utf8(canonical).ok()?).ok()?),
+            _ => return Some(prints.claim(canonical)),
+        };
+        Some(prints.claim_key(key.doc_type().as_u8(), &self.pseudo.pid(&key)))
+    }
+
+    /// Calls `found(i, view)` with the fingerprints of the current record
+    /// of each pair (`None`: no live record), through `prints`.
+    pub fn printed_many(
+        &self,
+        prints: &Prints,
+        items: &[(SubjectKey, &str)],
+        mut found: impl FnMut(usize, Option<PrintView<'_>>),
+    ) -> Result<()> {
+        let keys: Vec<&SubjectKey> = items.iter().map(|(k, _)| k).collect();
+        let homes = self.homes(&keys)?;
+        for (i, ((_, ds), home)) in items.iter().zip(&homes).enumerate() {
+            prints
+                .with(&home.pid, ds, |v| found(i, v))
+                .ok_or_else(|| Error::Invalid(format!("unknown dataset {ds}")))?;
+        }
+        Ok(())
     }
 
     pub fn engine(&self) -> &Arc<dyn Engine> {
@@ -593,7 +649,15 @@ impl Store {
         if next_seq != w.next_seq {
             batch.put(Cf::Meta, META_LAST_SEQ, seq_key(next_seq - 1).to_vec());
         }
+        let prints = self.prints();
+        let staged = match &prints {
+            Some(p) => p.stage(&batch)?,
+            None => Default::default(),
+        };
         self.engine.write(batch, durability)?;
+        if let Some(p) = prints {
+            p.apply(staged);
+        }
         // Only a successful write moves the writer state on.
         w.next_seq = next_seq;
         w.last_committed = now;
@@ -801,6 +865,12 @@ impl Store {
         let last_seq = done.last_seq.max(w.next_seq - 1);
         batch.put(Cf::Meta, META_LAST_SEQ, seq_key(last_seq).to_vec());
         self.engine.write(batch, Durability::Sync)?;
+        // The load wrote its records as files, past the commit path: the
+        // fingerprints are built again from what is now stored.
+        if done.applied > 0 && self.prints().is_some() {
+            let rebuilt = Arc::new(Prints::build(&self.catalog, &*self.engine)?);
+            *self.prints.write().unwrap_or_else(|e| e.into_inner()) = Some(rebuilt);
+        }
         w.next_seq = last_seq + 1;
         w.last_committed = w.last_committed.max(done.committed_at);
         w.usage.absorb(usage_values);

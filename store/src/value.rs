@@ -320,6 +320,50 @@ impl Value {
     }
 }
 
+/// Folds full-width ASCII variants (U+FF01–FF5E) and the ideographic space
+/// to ASCII and trims surrounding white space (Unicode included),
+/// borrowing when nothing needs folding (nearly every stored value), so that a verification does not copy what it compares.
+/// Trimming before folding gives the same result as after: folding never
+/// yields a character that trimming removes, except U+3000 → space, and
+/// U+3000 is white space itself.
+pub fn fold_text_cow(s: &str) -> Cow<'_, str> {
+    let trimmed = s.trim_matches(|c: char| c.is_whitespace() || c == '\u{200B}' || c == '\u{FEFF}');
+    let folds = |c: char| matches!(c, '\u{FF01}'..='\u{FF5E}' | '\u{3000}');
+    // Full-width forms are three UTF-8 bytes starting 0xE3 or 0xEF.
+    if !trimmed.bytes().any(|b| b == 0xE3 || b == 0xEF) || !trimmed.chars().any(folds) {
+        return Cow::Borrowed(trimmed);
+    }
+    Cow::Owned(
+        trimmed
+            .chars()
+            .map(|c| match c {
+                '\u{FF01}'..='\u{FF5E}' => char::from_u32(c as u32 - 0xFF01 + 0x21).unwrap_or(c),
+                '\u{3000}' => ' ',
+                _ => c,
+            })
+            .collect(),
+    )
+}
+
+/// Canonical form of a stored value: what verification compares a claimed
+/// value with, once the claim is made canonical by the same rules.
+/// Borrowed from the value where it already is one.
+pub fn canonical_stored(v: &Value) -> Cow<'_, [u8]> {
+    match v {
+        Value::Str(s) | Value::Code(s) => match fold_text_cow(s) {
+            Cow::Borrowed(t) => Cow::Borrowed(t.as_bytes()),
+            Cow::Owned(t) => Cow::Owned(t.into_bytes()),
+        },
+        Value::Decimal(s) => Cow::Borrowed(s.as_bytes()),
+        Value::Date(d) => Cow::Owned(format_date(*d).into_bytes()),
+        Value::DateTime(t) => Cow::Owned(t.to_be_bytes().to_vec()),
+        Value::Int(i) => Cow::Owned(i.to_be_bytes().to_vec()),
+        Value::Bool(b) => Cow::Borrowed(if *b { b"true" } else { b"false" }),
+        Value::Key(k) => Cow::Borrowed(k.as_str().as_bytes()),
+        Value::Bytes(b) => Cow::Borrowed(b),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

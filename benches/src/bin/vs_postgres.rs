@@ -107,6 +107,10 @@ struct Args {
     /// Generator seed.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Serve without claim fingerprints (`verify_prints = false`):
+    /// verifications read the records, for comparing the two paths.
+    #[arg(long)]
+    no_prints: bool,
 }
 
 /// A count, with `_` or `,` allowed between digits and an optional `k`/`M` suffix.
@@ -584,6 +588,10 @@ fn run_basedata(ctx: &mut Ctx, dir: &Path, p: &mut Point, track: &mut dyn FnMut(
     let limit = step_timeout(n);
     let config = dir.join("basedata.toml");
     write_config(&config, Some(ctx.args.cache_mb))?;
+    if ctx.args.no_prints {
+        let c = std::fs::read_to_string(&config)?;
+        std::fs::write(&config, format!("verify_prints = false\n{c}"))?;
+    }
     let data = dir.join("bd-data");
     let input = dir.join("hukou.ndjson");
     let load_args: Vec<String> = vec![

@@ -541,8 +541,7 @@ pub fn process(store: &Store, access: &dyn LineAccess, chunk: &Chunk) -> basedat
             asked.push(claims);
         }
     }
-    // Only the claimed fields are read out of each record.
-    let mut records = store.get_many_fields(&wanted, &|i, name| asked[i].asks(name))?.into_iter();
+    let mut checked = crate::verify::verify_many(store, &wanted, &asked)?.into_iter();
 
     // Answers are about as long as the requests (ref and key echoed,
     // verdicts instead of values); errors add a message.
@@ -552,8 +551,9 @@ pub fn process(store: &Store, access: &dyn LineAccess, chunk: &Chunk) -> basedat
     for (i, (p, r)) in prepared.into_iter().zip(&refs).enumerate() {
         match p {
             Prepared::Ready { key, ds, claims } => {
-                let record = records.next().flatten();
-                let (outcome, verdicts) = claims.verify(record.as_ref());
+                let (outcome, verdicts, found) = checked
+                    .next()
+                    .ok_or_else(|| basedata_store::Error::Invalid("a verified line has no result".into()))?;
                 match outcome {
                     Outcome::Match => res.counts.matched += 1,
                     Outcome::Mismatch => res.counts.mismatched += 1,
@@ -569,7 +569,7 @@ pub fn process(store: &Store, access: &dyn LineAccess, chunk: &Chunk) -> basedat
                     dataset: Some(ds.id.clone()),
                     fields: claims.field_names(),
                     outcome: outcome.as_str(),
-                    record_found: record.is_some(),
+                    record_found: found,
                 });
             }
             Prepared::Failed { key, ds, fields, kind, failure } => {
