@@ -38,6 +38,7 @@ pub struct Metrics {
     refused: IntCounterVec,
     last_seq: IntGauge,
     audit_seq: IntGauge,
+    prints: IntGauge,
     dataset_records: IntGaugeVec,
     dataset_updates: IntGaugeVec,
     commit: IntGaugeVec,
@@ -79,6 +80,7 @@ impl Metrics {
         .expect("metric");
         let last_seq = IntGauge::new("change_log_last_seq", "Sequence number of the last applied change").expect("metric");
         let audit_seq = IntGauge::new("audit_last_seq", "Sequence number of the last audit entry").expect("metric");
+        let prints = IntGauge::new("verify_prints_records", "Records whose claim fingerprints are held in memory (-1: not kept)").expect("metric");
         let dataset_records =
             IntGaugeVec::new(Opts::new("dataset_records", "Records held per dataset"), &["dataset"]).expect("metric");
         let dataset_updates =
@@ -115,6 +117,7 @@ impl Metrics {
             Box::new(refused.clone()),
             Box::new(last_seq.clone()),
             Box::new(audit_seq.clone()),
+            Box::new(prints.clone()),
             Box::new(dataset_records.clone()),
             Box::new(dataset_updates.clone()),
             Box::new(commit.clone()),
@@ -128,7 +131,7 @@ impl Metrics {
         {
             let _ = registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()));
         }
-        Metrics { registry, requests, latency, refused, last_seq, audit_seq, dataset_records, dataset_updates, commit, rocks, cluster, connections }
+        Metrics { registry, requests, latency, refused, last_seq, audit_seq, prints, dataset_records, dataset_updates, commit, rocks, cluster, connections }
     }
 
     pub fn observe(&self, route: &str, method: &str, status: axum::http::StatusCode, department: &str, seconds: f64) {
@@ -178,6 +181,7 @@ impl Metrics {
         if let Ok(h) = store.audit_head() {
             self.audit_seq.set(h.seq as i64);
         }
+        self.prints.set(store.prints().map_or(-1, |p| p.len() as i64));
         for ds in store.catalog().datasets() {
             let s = store.dataset_stats(&ds.id);
             self.dataset_records.with_label_values(&[&ds.id]).set(s.records as i64);

@@ -223,3 +223,55 @@ fn every_use_is_audited_and_the_chain_survives_restart() {
     let r = s.req("GET", &format!("/v1/persons/{P2}")).token(tokens::COUNTER).purpose("x").get();
     assert_eq!(r.json["datasets"]["hukou"]["fields"]["name"], "李四");
 }
+
+/// Verifications are answered from claim fingerprints held in memory:
+/// they follow every update and delete at once, are the same after a
+/// restart (the table is built again from the records) and the same as a
+/// server that reads the records (`verify_prints = false`) gives.
+#[test]
+fn verifications_follow_updates_and_restarts_with_or_without_fingerprints() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Server::start_in(dir.path(), &standard_config(), &[]);
+    let verify = |s: &Server, key: &str, fields: Value| {
+        let r = s.req("POST", &format!("/v1/persons/{key}/verify")).token(tokens::COUNTER).purpose("核验").json(&json!({"fields": fields}));
+        assert_eq!(r.status, 200, "{}", r.text);
+        r.json
+    };
+    let result = |j: Value| j["result"].as_str().unwrap().to_owned();
+    let kept = |s: &Server| -> i64 {
+        let m = s.req("GET", "/metrics").get().text;
+        let line = m.lines().find(|l| l.starts_with("basedata_verify_prints_records ")).unwrap_or_else(|| panic!("no gauge in {m}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    push(&s, tokens::GONGAN, "hukou", &[hukou(P1, 1, "张三", "normal"), hukou(P2, 1, "李四", "normal")]);
+    assert_eq!(kept(&s), 2);
+    assert_eq!(result(verify(&s, P1, json!({"name": "张三"}))), "match");
+    push(&s, tokens::GONGAN, "hukou", &[hukou(P1, 2, "张叁", "normal")]);
+    assert_eq!(result(verify(&s, P1, json!({"name": "张三"}))), "mismatch", "the update is seen at once");
+    assert_eq!(result(verify(&s, P1, json!({"name": "ＡＢ张叁"}))), "mismatch");
+    assert_eq!(result(verify(&s, P1, json!({"name": "\u{3000}张叁 "}))), "match");
+    push(&s, tokens::GONGAN, "hukou", &[json!({"key": P2, "version": 2, "op": "delete"})]);
+    assert_eq!(result(verify(&s, P2, json!({"name": "李四"}))), "not_found", "the delete is seen at once");
+    assert_eq!(kept(&s), 1);
+    let claims = [
+        (P1, json!({"name": "张叁", "birth_date": "1949年12月31日", "photo": "aGVsbG8="})),
+        (P1, json!({"name": "张叁", "gender": "1", "cancel_date": "2020-01-01"})),
+        (P2, json!({"name": "李四"})),
+    ];
+    let answers: Vec<Value> = claims.iter().map(|(k, f)| verify(&s, k, f.clone())).collect();
+    assert_eq!(answers[0]["result"], "match", "{}", answers[0]);
+    assert_eq!(answers[1]["fields"], json!({"name": "match", "gender": "mismatch", "cancel_date": "no_value"}));
+
+    s.kill();
+    let s = Server::start_in(dir.path(), &standard_config(), &[]);
+    assert_eq!(kept(&s), 1, "built again at start");
+    let again: Vec<Value> = claims.iter().map(|(k, f)| verify(&s, k, f.clone())).collect();
+    assert_eq!(again, answers);
+    drop(s);
+
+    let reading = format!("verify_prints = false\n{}", standard_config());
+    let s = Server::start_in(dir.path(), &reading, &[]);
+    assert_eq!(kept(&s), -1, "not kept");
+    let from_records: Vec<Value> = claims.iter().map(|(k, f)| verify(&s, k, f.clone())).collect();
+    assert_eq!(from_records, answers);
+}
