@@ -220,7 +220,10 @@ pub fn router_with(state: AppState, pages: Router<AppState>) -> Router {
         .route("/v1/jobs", post(batch::submit_job).layer(axum::extract::DefaultBodyLimit::disable()))
         .route("/v1/jobs/{id}", get(batch::job_status))
         .route("/v1/jobs/{id}/result", get(batch::job_result))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_purpose));
+        // Authentication and the purpose in one layer: each layer is a
+        // boxed future and a route clone on every request, and these are
+        // the hottest routes.
+        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate_with_purpose));
     let authenticated = Router::new()
         .route("/v1/keys/person/{id}", get(keys::person))
         .route("/v1/keys/entity/{code}", get(keys::entity))
@@ -245,8 +248,8 @@ pub fn router_with(state: AppState, pages: Router<AppState>) -> Router {
         .route("/v1/audit", get(audit::list))
         .route("/v1/audit/verify", get(audit::verify))
         .route("/v1/cluster", get(cluster::status))
-        .merge(subject_reads)
-        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .merge(subject_reads);
     let mut api = Router::new()
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
@@ -262,9 +265,7 @@ pub fn router_with(state: AppState, pages: Router<AppState>) -> Router {
     if state.cluster.is_some() {
         api = api.layer(middleware::from_fn_with_state(state.clone(), cluster::position));
     }
-    let api = api
-        .layer(middleware::from_fn_with_state(state.clone(), time_limit))
-        .layer(middleware::map_response(json_errors));
+    let api = api.layer(middleware::from_fn_with_state(state.clone(), api_edge));
     // Pages answer their own errors as pages, so they are merged beside
     // the API's JSON error layer, not under it (a layer wraps only the
     // routes added before it).
@@ -293,6 +294,12 @@ async fn time_limit(State(state): State<AppState>, req: Request, next: Next) -> 
         Ok(resp) => resp,
         Err(_) => ApiError::unavailable("the request took too long and was abandoned").into_response(),
     }
+}
+
+/// The API's outer layer, in one boxed future: the time limit, and the
+/// API's JSON errors for whatever answered in plain text.
+async fn api_edge(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    json_errors(time_limit(State(state), req, next).await).await
 }
 
 async fn openapi_json() -> impl IntoResponse {
@@ -439,14 +446,42 @@ fn bearer_token(headers: &axum::http::HeaderMap) -> Result<Option<&str>, &'stati
 }
 
 async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let (permit, dept_id) = match admit(&state, &mut req) {
+        Ok(a) => a,
+        Err(resp) => return resp,
+    };
+    let mut resp = next.run(req).await;
+    drop(permit);
+    resp.extensions_mut().insert(LoggedDepartment(dept_id));
+    resp
+}
+
+/// [`authenticate`], then the purpose ([`state_purpose`]), as one layer:
+/// the subject reads'.
+async fn authenticate_with_purpose(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let (permit, dept_id) = match admit(&state, &mut req) {
+        Ok(a) => a,
+        Err(resp) => return resp,
+    };
+    let mut resp = match state_purpose(&state, &mut req).await {
+        Ok(()) => next.run(req).await,
+        Err(resp) => resp,
+    };
+    drop(permit);
+    resp.extensions_mut().insert(LoggedDepartment(dept_id));
+    resp
+}
+
+/// Identifies the department of a request and admits it within its
+/// limits: the caller goes into the request's extensions, and the permit
+/// returned is held until the answer is produced (the concurrency cap
+/// counts requests in progress). `Err` is the refusal to send.
+fn admit(state: &AppState, req: &mut Request) -> Result<(Option<tokio::sync::OwnedSemaphorePermit>, String), Response> {
     let token = match bearer_token(req.headers()) {
         Ok(t) => t,
-        Err(why) => return ApiError::unauthenticated(why).into_response(),
+        Err(why) => return Err(ApiError::unauthenticated(why).into_response()),
     };
-    let operator = match header_text(req.headers(), "X-Operator", MAX_OPERATOR_CHARS) {
-        Ok(o) => o,
-        Err(e) => return e.into_response(),
-    };
+    let operator = header_text(req.headers(), "X-Operator", MAX_OPERATOR_CHARS).map_err(IntoResponse::into_response)?;
     // Over mutual TLS, the verified client certificate of the connection.
     let peer = req
         .extensions()
@@ -454,12 +489,10 @@ async fn authenticate(State(state): State<AppState>, mut req: Request, next: Nex
         .and_then(|c| c.0.subject.clone());
     let department = match state.departments.identify(token, peer.as_deref()) {
         Ok(d) => d,
-        Err(why) => return ApiError::unauthenticated(why).into_response(),
+        Err(why) => return Err(ApiError::unauthenticated(why).into_response()),
     };
     let dept_id = department.id.clone();
-    // Held until the response is produced: the concurrency cap counts
-    // requests in progress.
-    let _permit = match department.limits.admit() {
+    let permit = match department.limits.admit() {
         Ok(p) => p,
         Err(r) => {
             state.metrics.refused(&dept_id, r.reason);
@@ -471,25 +504,24 @@ async fn authenticate(State(state): State<AppState>, mut req: Request, next: Nex
             .with_retry_after(r.retry_after_secs)
             .into_response();
             resp.extensions_mut().insert(LoggedDepartment(dept_id));
-            return resp;
+            return Err(resp);
         }
     };
     req.extensions_mut().insert(department.caller(operator));
-    let mut resp = next.run(req).await;
-    resp.extensions_mut().insert(LoggedDepartment(dept_id));
-    resp
+    Ok((permit, dept_id))
 }
 
 /// Longest accepted purpose statement, in characters.
 pub const MAX_PURPOSE_CHARS: usize = 500;
 
-/// The purpose layer: subject-data reads must say what they are for, and a
+/// The purpose rule: subject-data reads must say what they are for, and a
 /// department with a purpose list may state only its purposes (a refusal
-/// is audited); the admitted caller carries the purpose code on.
-async fn require_purpose(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+/// is audited); the admitted caller, carrying the purpose code, and the
+/// purpose go into the request's extensions. `Err` is the refusal.
+async fn state_purpose(state: &AppState, req: &mut Request) -> Result<(), Response> {
     let p = match header_text(req.headers(), "X-Purpose", MAX_PURPOSE_CHARS) {
-        Err(e) => return e.into_response(),
-        Ok(None) => return ApiError::purpose_required().into_response(),
+        Err(e) => return Err(e.into_response()),
+        Ok(None) => return Err(ApiError::purpose_required().into_response()),
         Ok(Some(p)) => p,
     };
     if let Some(caller) = req.extensions().get::<crate::auth::Caller>() {
@@ -497,11 +529,11 @@ async fn require_purpose(State(state): State<AppState>, mut req: Request, next: 
             Ok(admitted) => {
                 req.extensions_mut().insert(admitted);
             }
-            Err(e) => return ApiError::from(e).into_response(),
+            Err(e) => return Err(ApiError::from(e).into_response()),
         }
     }
     req.extensions_mut().insert(Purpose(p));
-    next.run(req).await
+    Ok(())
 }
 
 #[cfg(test)]

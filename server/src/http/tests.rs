@@ -169,15 +169,18 @@ async fn unknown_routes_and_methods_get_json_errors() {
 
 #[tokio::test]
 async fn purpose_layer_requires_a_purpose() {
-    // A throwaway route behind the layer, as subject reads will be.
+    // A throwaway route behind the subject reads' layer.
     let app = Router::new()
         .route("/probe", axum::routing::get(|axum::Extension(p): axum::Extension<Purpose>| async move { p.0 }))
-        .route_layer(middleware::from_fn_with_state(test_state(), require_purpose))
+        .route_layer(middleware::from_fn_with_state(test_state(), authenticate_with_purpose))
         .with_state(test_state());
+    // Authentication comes first: no token, no word about the purpose.
+    let resp = app.clone().oneshot(HttpRequest::get("/probe").body(Body::empty()).unwrap()).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
     let send = |h: Option<&'static [u8]>| {
         let app = app.clone();
         async move {
-            let mut b = HttpRequest::get("/probe");
+            let mut b = HttpRequest::get("/probe").header("authorization", format!("Bearer {TOKEN}"));
             if let Some(h) = h {
                 b = b.header("x-purpose", axum::http::HeaderValue::from_bytes(h).unwrap());
             }
