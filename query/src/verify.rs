@@ -154,7 +154,7 @@ impl<'a> Claims<'a> {
     }
 }
 
-fn overall<'a>(verdicts: Vec<(&'a str, Verdict)>) -> (Outcome, Vec<(&'a str, Verdict)>) {
+fn overall(verdicts: Vec<(&str, Verdict)>) -> (Outcome, Vec<(&str, Verdict)>) {
     let all = verdicts.iter().all(|(_, v)| *v == Verdict::Match);
     (if all { Outcome::Match } else { Outcome::Mismatch }, verdicts)
 }

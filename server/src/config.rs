@@ -86,7 +86,8 @@ pub struct Config {
     pub block_cache_mb: usize,
     /// Keep claim fingerprints of every record in memory while serving
     /// (`basedata_store::prints`): verifications then read no records.
-    /// Costs a scan of the records at start and ~160 bytes a record.
+    /// Costs a scan of the records at start and ~160 bytes a record; not
+    /// built when that would be over half the available memory.
     #[serde(default = "yes")]
     pub verify_prints: bool,
     #[serde(default = "default_max_body_mb")]

@@ -27,6 +27,16 @@ pub fn load_catalog(cfg: &Config) -> anyhow::Result<Catalog> {
     })
 }
 
+/// Memory a record's claim fingerprints take, with the table's share, as
+/// measured for hukou records (BENCHMARKS.md) and rounded up.
+const PRINT_BYTES_PER_RECORD: u64 = 200;
+
+/// Whether the claim fingerprints of `records` records fit in half of the
+/// `available` memory (unknown: assumed to fit).
+fn prints_fit(records: u64, available: Option<u64>) -> bool {
+    available.is_none_or(|a| records.saturating_mul(PRINT_BYTES_PER_RECORD) <= a / 2)
+}
+
 /// Opens (or creates) the store in `data` (see `basedata_store::dir`).
 pub fn open_store(data: &Path, cfg: &Config, key_file: Option<&Path>, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<Store>> {
     open_store_with(data, cfg, key_file, clock, false)
@@ -52,9 +62,23 @@ fn open_store_with(
     let opened = dir::open_with_secret(data, &secret, Arc::new(catalog), clock, &cfg.open_options(warm))?;
     tell(&opened.notices);
     if warm && cfg.verify_prints {
-        let t = std::time::Instant::now();
-        let records = opened.store.keep_prints()?;
-        tracing::info!(records, ms = t.elapsed().as_millis() as u64, "claim fingerprints built");
+        // Measured: ~160 bytes a record. A table that would take more than
+        // half the memory left is not built: verifications then read the
+        // records, slower but without pushing the machine into swap.
+        let records: u64 = opened.store.catalog().datasets().iter().map(|d| opened.store.dataset_stats(&d.id).records).sum();
+        let available = basedata_store::engine::rocks::available_memory_bytes();
+        if prints_fit(records, available) {
+            let t = std::time::Instant::now();
+            let records = opened.store.keep_prints()?;
+            tracing::info!(records, ms = t.elapsed().as_millis() as u64, "claim fingerprints built");
+        } else {
+            tracing::warn!(
+                records,
+                need_mb = records.saturating_mul(PRINT_BYTES_PER_RECORD) >> 20,
+                available_mb = available.unwrap_or(0) >> 20,
+                "claim fingerprints not kept: they would take more than half the available memory; verifications read the records"
+            );
+        }
     }
     Ok(Arc::new(opened.store))
 }
@@ -239,4 +263,19 @@ pub fn run(data: &Path, cfg: Config, listen: &str, key_file: Option<&Path>) -> a
         eprintln!("basedata listening on {scheme}://{}", listener.local_addr()?);
         serve_tls(state, listener, tls).await
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprints_are_kept_only_within_half_the_available_memory() {
+        let gib = 1u64 << 30;
+        assert!(prints_fit(1_000_000, Some(24 * gib)));
+        assert!(prints_fit(50_000_000, Some(24 * gib)), "10 GB of 24");
+        assert!(!prints_fit(100_000_000, Some(24 * gib)), "20 GB of 24");
+        assert!(!prints_fit(1_000_000, Some(300 << 20)), "200 MB of 300");
+        assert!(prints_fit(u64::MAX, None), "unknown memory: kept");
+    }
 }

@@ -64,7 +64,7 @@ impl std::fmt::Debug for RocksEngine {
 }
 
 /// `MemAvailable` of /proc/meminfo, in bytes (Linux).
-fn available_memory_bytes() -> Option<u64> {
+pub fn available_memory_bytes() -> Option<u64> {
     let info = std::fs::read_to_string("/proc/meminfo").ok()?;
     let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
