@@ -112,12 +112,6 @@ impl PrintView<'_> {
 #[derive(Default)]
 pub struct Staged(Vec<(PrintKey, Option<Entry>)>);
 
-impl Staged {
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
 /// The in-memory fingerprint table. See the module documentation.
 pub struct Prints {
     seed: u64,
@@ -206,13 +200,9 @@ impl Prints {
         xxh3_64_with_seed(canonical, self.seed)
     }
 
-    /// The fingerprint of a claimed subject key, by its pseudonym and
-    /// document type, as key values are stored.
+    /// The fingerprint of a subject key, by its pseudonym and document
+    /// type, as key values are stored: for claimed keys and stored ones.
     pub fn claim_key(&self, doc: u8, pid: &Pid) -> u64 {
-        self.key_print(doc, pid)
-    }
-
-    fn key_print(&self, doc: u8, pid: &Pid) -> u64 {
         let mut b = [0u8; 2 + PID_LEN];
         b[0] = b'K';
         b[1] = doc;
@@ -237,7 +227,7 @@ impl Prints {
             ValueRef::DateTime(t) => h(&t.to_be_bytes()),
             ValueRef::Int(i) => h(&i.to_be_bytes()),
             ValueRef::Bool(b) => h(if b { b"true" } else { b"false" }),
-            ValueRef::Key { doc, pid } => self.key_print(doc, &pid),
+            ValueRef::Key { doc, pid } => self.claim_key(doc, &pid),
             ValueRef::Bytes(b) => h(b),
         })
     }

@@ -277,6 +277,12 @@ impl Store {
         // Under the writer lock: no commit can fall between the scan and
         // the table taking over.
         let _w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        self.build_prints()
+    }
+
+    /// Builds the fingerprints from what is stored and puts them in place
+    /// of any kept so far; the caller holds the writer lock.
+    fn build_prints(&self) -> Result<usize> {
         let built = Arc::new(Prints::build(&self.catalog, &*self.engine)?);
         let n = built.len();
         *self.prints.write().unwrap_or_else(|e| e.into_inner()) = Some(built);
@@ -868,8 +874,7 @@ impl Store {
         // The load wrote its records as files, past the commit path: the
         // fingerprints are built again from what is now stored.
         if done.applied > 0 && self.prints().is_some() {
-            let rebuilt = Arc::new(Prints::build(&self.catalog, &*self.engine)?);
-            *self.prints.write().unwrap_or_else(|e| e.into_inner()) = Some(rebuilt);
+            self.build_prints()?;
         }
         w.next_seq = last_seq + 1;
         w.last_committed = w.last_committed.max(done.committed_at);

@@ -47,7 +47,6 @@ struct Tally {
     lines: u64,
     bytes: u64,
     hash: blake3::Hasher,
-    digest: [u8; 32],
 }
 
 impl Write for Tally {
@@ -55,7 +54,6 @@ impl Write for Tally {
         self.lines += buf.iter().filter(|&&b| b == b'\n').count() as u64;
         self.bytes += buf.len() as u64;
         self.hash.update(buf);
-        self.digest = *self.hash.finalize().as_bytes();
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -212,7 +210,7 @@ fn main() {
             cpu * 1e6 / lines as f64,
             cpu * 100.0 / s
         );
-        (rate, tally.digest)
+        (rate, tally.hash.finalize())
     };
     let (from_records, records_digest) = run("records read");
     let rss = basedata_benches::harness::rss_mb(std::process::id());

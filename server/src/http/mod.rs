@@ -445,25 +445,25 @@ fn bearer_token(headers: &axum::http::HeaderMap) -> Result<Option<&str>, &'stati
     Ok(Some(token.trim()).filter(|t| !t.is_empty()))
 }
 
-async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let (permit, dept_id) = match admit(&state, &mut req) {
-        Ok(a) => a,
-        Err(resp) => return resp,
-    };
-    let mut resp = next.run(req).await;
-    drop(permit);
-    resp.extensions_mut().insert(LoggedDepartment(dept_id));
-    resp
+async fn authenticate(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    authenticated(&state, req, next, false).await
 }
 
 /// [`authenticate`], then the purpose ([`state_purpose`]), as one layer:
 /// the subject reads'.
-async fn authenticate_with_purpose(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let (permit, dept_id) = match admit(&state, &mut req) {
+async fn authenticate_with_purpose(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    authenticated(&state, req, next, true).await
+}
+
+/// Admits the request ([`admit`]), checks its purpose if `purpose`, and
+/// runs the rest; the answer names the department for the access log.
+async fn authenticated(state: &AppState, mut req: Request, next: Next, purpose: bool) -> Response {
+    let (permit, dept_id) = match admit(state, &mut req) {
         Ok(a) => a,
         Err(resp) => return resp,
     };
-    let mut resp = match state_purpose(&state, &mut req).await {
+    let stated = if purpose { state_purpose(state, &mut req).await } else { Ok(()) };
+    let mut resp = match stated {
         Ok(()) => next.run(req).await,
         Err(resp) => resp,
     };
