@@ -21,7 +21,7 @@ pub struct Fixture {
 
 pub fn hukou_fixture(persons: u64, cache_mb: usize) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let opts = OpenOptions { block_cache_bytes: cache_mb << 20, warm_page_cache: false };
+    let opts = OpenOptions { block_cache_bytes: cache_mb << 20, warm_page_cache: false, prime_wal_bytes: 0 };
     let catalog = Arc::new(Catalog::builtin());
     let opened = open_with_secret(dir.path(), &Secret::from_bytes([9; 32]), catalog.clone(), Arc::new(SystemClock), &opts);
     let store = Arc::new(opened.unwrap().store);

@@ -90,6 +90,12 @@ pub struct Config {
     /// built when that would be over half the available memory.
     #[serde(default = "yes")]
     pub verify_prints: bool,
+    /// Megabytes written into each of two write-ahead log files at start
+    /// so that the synced writes after it overwrite a recycled file in
+    /// place instead of growing a new one (0: not done). See
+    /// `RocksEngine::prime_wal`.
+    #[serde(default = "default_prime_wal_mb")]
+    pub prime_wal_mb: u64,
     #[serde(default = "default_max_body_mb")]
     pub max_body_mb: usize,
     #[serde(default)]
@@ -405,6 +411,12 @@ fn default_cache_mb() -> usize {
     512
 }
 
+/// The memtable size: a log file of that length holds about what one
+/// memtable switch to the next writes.
+fn default_prime_wal_mb() -> u64 {
+    64
+}
+
 fn default_max_body_mb() -> usize {
     256
 }
@@ -419,6 +431,7 @@ impl Default for Config {
             catalog: None,
             block_cache_mb: default_cache_mb(),
             verify_prints: true,
+            prime_wal_mb: default_prime_wal_mb(),
             max_body_mb: default_max_body_mb(),
             departments: Vec::new(),
             calendar: None,
@@ -469,9 +482,14 @@ impl Config {
     }
 
     /// How the engine of the data directory is opened under this
-    /// configuration; `warm_page_cache` for a server about to serve.
-    pub fn open_options(&self, warm_page_cache: bool) -> basedata_store::dir::OpenOptions {
-        basedata_store::dir::OpenOptions { block_cache_bytes: self.block_cache_mb << 20, warm_page_cache }
+    /// configuration; `serving` for a server about to serve (page cache
+    /// warmed, write-ahead log primed).
+    pub fn open_options(&self, serving: bool) -> basedata_store::dir::OpenOptions {
+        basedata_store::dir::OpenOptions {
+            block_cache_bytes: self.block_cache_mb << 20,
+            warm_page_cache: serving,
+            prime_wal_bytes: if serving { self.prime_wal_mb << 20 } else { 0 },
+        }
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {

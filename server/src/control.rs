@@ -190,7 +190,7 @@ pub fn backup(data: &Path, to: &Path) -> anyhow::Result<Manifest> {
         Err(e) => e,
     };
     // A backup reads every table once: a small cache will do.
-    let opts = dir::OpenOptions { block_cache_bytes: 8 << 20, warm_page_cache: false };
+    let opts = dir::OpenOptions { block_cache_bytes: 8 << 20, warm_page_cache: false, prime_wal_bytes: 0 };
     let engine = match dir::open_engine(data, &opts) {
         Ok(e) => e,
         // RocksDB names its LOCK file when another holder has it.
@@ -278,7 +278,7 @@ mod tests {
     fn control_socket_backs_up_and_refuses_bad_requests() {
         let tmp = tempfile::tempdir().unwrap();
         let data = tmp.path().join("data");
-        let opts = dir::OpenOptions { block_cache_bytes: 8 << 20, warm_page_cache: false };
+        let opts = dir::OpenOptions { block_cache_bytes: 8 << 20, warm_page_cache: false, prime_wal_bytes: 0 };
         let secret = Secret::generate().unwrap();
         let opened = dir::open_with_secret(&data, &secret, Arc::new(Catalog::builtin()), Arc::new(SystemClock), &opts);
         let store = Arc::new(opened.unwrap().store);

@@ -222,7 +222,7 @@ mod tests {
     #[test]
     fn engine_figures_keep_their_published_labels() {
         let dir = tempfile::tempdir().unwrap();
-        let opts = OpenOptions { block_cache_bytes: 8 << 20, warm_page_cache: false };
+        let opts = OpenOptions { block_cache_bytes: 8 << 20, warm_page_cache: false, prime_wal_bytes: 0 };
         let secret = Secret::generate().unwrap();
         let opened = open_with_secret(dir.path(), &secret, Arc::new(Catalog::builtin()), Arc::new(SystemClock), &opts);
         let text = Metrics::new().render(&opened.unwrap().store, &CommitStats::default());

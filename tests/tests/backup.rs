@@ -60,7 +60,7 @@ fn manifest(backups: &Path, id: u64) -> Value {
 
 fn open(data: &Path, key_file: &Path) -> Store {
     let keys = KeySource { key_file: Some(key_file), ..Default::default() };
-    let opts = OpenOptions { block_cache_bytes: 16 << 20, warm_page_cache: false };
+    let opts = OpenOptions { block_cache_bytes: 16 << 20, warm_page_cache: false, prime_wal_bytes: 0 };
     let catalog = std::sync::Arc::new(Catalog::builtin());
     data_dir::open(data, &keys, catalog, std::sync::Arc::new(SystemClock), &opts).unwrap().store
 }

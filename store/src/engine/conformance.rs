@@ -281,3 +281,66 @@ fn rocks_reopen_reads_the_same_data() {
         assert!(names.iter().any(|n| n == cf.name()), "{} missing", cf.name());
     }
 }
+
+/// The newest write-ahead log file of a RocksDB directory: its number and
+/// length.
+#[cfg(feature = "rocks")]
+fn newest_log(dir: &std::path::Path) -> (u64, u64) {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| {
+            let e = e.unwrap();
+            let name = e.file_name().into_string().unwrap();
+            let n = name.strip_suffix(".log")?.parse::<u64>().ok()?;
+            Some((n, e.metadata().unwrap().len()))
+        })
+        .max()
+        .expect("a log file")
+}
+
+#[cfg(feature = "rocks")]
+#[test]
+fn rocks_synced_writes_after_priming_overwrite_a_recycled_log_and_survive_a_reopen() {
+    use crate::engine::rocks::RocksEngine;
+    const PRIMED: u64 = 2 << 20;
+    let key = |i: u32| format!("0123456789abcdef{i:08}hukou").into_bytes();
+    let write_synced = |e: &RocksEngine| {
+        for i in 0..300u32 {
+            put(e, Cf::Records, &key(i), &[7u8; 200]);
+        }
+    };
+
+    // Unprimed, the log a database opens with starts empty and every
+    // synced write makes it longer (what priming exists to avoid).
+    let plain = tempfile::tempdir().unwrap();
+    {
+        let e = RocksEngine::open(plain.path(), &Default::default()).unwrap();
+        let (n, before) = newest_log(plain.path());
+        write_synced(&e);
+        let (m, after) = newest_log(plain.path());
+        assert_eq!(n, m);
+        assert!(before < 4096 && after >= before + 300 * 200, "{before} -> {after}");
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let e = RocksEngine::open(dir.path(), &Default::default()).unwrap();
+        e.prime_wal(PRIMED).unwrap();
+        let (n, before) = newest_log(dir.path());
+        assert!(before >= PRIMED, "the log now written is a recycled, full-length file: {before}");
+        write_synced(&e);
+        // The same file, no longer: the writes went into its old length.
+        assert_eq!(newest_log(dir.path()), (n, before));
+        // Dropped without a flush: the writes are only in that log.
+    }
+    let e = RocksEngine::open(dir.path(), &Default::default()).unwrap();
+    for i in 0..300u32 {
+        assert_eq!(e.get(Cf::Records, &key(i)).unwrap().as_deref(), Some(&[7u8; 200][..]), "key {i}");
+    }
+    // Priming leaves nothing readable behind.
+    for cf in Cf::ALL {
+        if cf != Cf::Records {
+            assert_eq!(keys(&e, cf, b"", None, false), Vec::<Vec<u8>>::new(), "{}", cf.name());
+        }
+    }
+}
