@@ -158,6 +158,11 @@ pub struct Opened {
     pub notices: Vec<Notice>,
 }
 
+/// Free disk space, in multiples of the priming size, below which the
+/// write-ahead log is not primed.
+#[cfg(feature = "rocks")]
+const PRIME_HEADROOM: u64 = 8;
+
 /// Opens (or creates) the engine of `data` without a store on it, for
 /// tools and tests that read or change raw column families (backups,
 /// inspections); needs no secret.
@@ -168,9 +173,23 @@ pub fn open_engine(data: &Path, opts: &OpenOptions) -> Result<Arc<dyn Engine>> {
     let engine = RocksEngine::open(data, &cfg)
         .map_err(|cause| Error::Open { path: data.to_path_buf(), cause: Box::new(cause) })?;
     if opts.prime_wal_bytes > 0 {
-        let t = std::time::Instant::now();
-        engine.prime_wal(opts.prime_wal_bytes).map_err(|cause| Error::Open { path: data.to_path_buf(), cause: Box::new(cause) })?;
-        tracing::info!(mb = opts.prime_wal_bytes >> 20, ms = t.elapsed().as_millis() as u64, "write-ahead log primed");
+        // Priming writes twice its size; a failed log write would leave
+        // RocksDB refusing all writes, so it needs clear headroom and is
+        // skipped, with a warning, without it: it only saves time.
+        let available = crate::engine::rocks::available_disk_bytes(data);
+        if available.is_some_and(|a| a >= opts.prime_wal_bytes.saturating_mul(PRIME_HEADROOM)) {
+            let t = std::time::Instant::now();
+            engine
+                .prime_wal(opts.prime_wal_bytes)
+                .map_err(|cause| Error::Open { path: data.to_path_buf(), cause: Box::new(cause) })?;
+            tracing::info!(mb = opts.prime_wal_bytes >> 20, ms = t.elapsed().as_millis() as u64, "write-ahead log primed");
+        } else {
+            tracing::warn!(
+                mb = opts.prime_wal_bytes >> 20,
+                available_mb = available.unwrap_or(0) >> 20,
+                "write-ahead log not primed: too little free disk space; synced writes then also write the log file's size"
+            );
+        }
     }
     if opts.warm_page_cache {
         // Point reads land on records and key mappings; the rest is read

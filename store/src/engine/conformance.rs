@@ -344,3 +344,12 @@ fn rocks_synced_writes_after_priming_overwrite_a_recycled_log_and_survive_a_reop
         }
     }
 }
+
+#[cfg(feature = "rocks")]
+#[test]
+fn free_disk_space_is_read_for_a_directory_and_not_made_up_for_a_missing_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let free = crate::engine::rocks::available_disk_bytes(dir.path()).expect("statvfs of a directory");
+    assert!(free > 0);
+    assert_eq!(crate::engine::rocks::available_disk_bytes(&dir.path().join("missing")), None);
+}

@@ -71,6 +71,13 @@ pub fn available_memory_bytes() -> Option<u64> {
     Some(kib * 1024)
 }
 
+/// Bytes an unprivileged process may still write on the file system of
+/// `path` (`statvfs`), or `None` when it cannot be told.
+pub fn available_disk_bytes(path: &Path) -> Option<u64> {
+    let st = rustix::fs::statvfs(path).ok()?;
+    Some(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
 fn op_key(op: &BatchOp) -> (Cf, &[u8]) {
     match op {
         BatchOp::Put { cf, key, .. } | BatchOp::Delete { cf, key } => (*cf, key.as_slice()),
