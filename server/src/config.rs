@@ -417,6 +417,9 @@ fn default_prime_wal_mb() -> u64 {
     64
 }
 
+/// Priming writes twice this at every start; more would only delay it.
+const MAX_PRIME_WAL_MB: u64 = 4096;
+
 fn default_max_body_mb() -> usize {
     256
 }
@@ -494,6 +497,9 @@ impl Config {
 
     pub fn validate(&self) -> anyhow::Result<()> {
         self.connections.check()?;
+        if self.prime_wal_mb > MAX_PRIME_WAL_MB {
+            bail!("prime_wal_mb must be 0 to {MAX_PRIME_WAL_MB}");
+        }
         let mut seen = std::collections::HashSet::new();
         for d in &self.departments {
             if d.id.is_empty() || !d.id.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-') {
@@ -614,6 +620,15 @@ token = "counter-secret-token"
     }
 
     #[test]
+    fn log_priming_is_on_by_default_for_serving_only_and_bounded() {
+        let c = parse("").unwrap();
+        assert_eq!(c.open_options(true).prime_wal_bytes, 64 << 20);
+        assert_eq!(c.open_options(false).prime_wal_bytes, 0, "tools that only load or inspect do not prime");
+        assert_eq!(parse("prime_wal_mb = 0\n").unwrap().open_options(true).prime_wal_bytes, 0);
+        assert_eq!(parse("prime_wal_mb = 4096\n").unwrap().open_options(true).prime_wal_bytes, 4096 << 20);
+    }
+
+    #[test]
     fn invalid_configurations_are_refused() {
         for bad in [
             "[[departments]]\nid = \"a\"\nroles = [\"consumer\"]\n",
@@ -630,6 +645,8 @@ token = "counter-secret-token"
             "[[departments]]\nid = \"a\"\nroles = [\"consumer\"]\ntoken = \"0123456789abcdef\"\nresponsible = [{ name = \"x\", post = \"y\", contact = \"z\", since = \"soon\" }]\n",
             "[[departments]]\nid = \"a\"\nroles = [\"consumer\"]\ntoken = \"0123456789abcdef\"\nresponsible = [{ name = \"x\", post = \"y\", contact = \"z\" }]\n",
             "[policy]\nresponsible_max_age_days = 0\n",
+            "prime_wal_mb = 4097\n",
+            "prime_wal_mb = -1\n",
             "[[departments]]\nid = \"a\"\nroles = [\"consumer\"]\ntoken = \"0123456789abcdef\"\n[[departments]]\nid = \"a\"\nroles = [\"consumer\"]\ntoken = \"0123456789abcdeg\"\n",
             "unknown_key = 1\n",
         ] {
