@@ -33,6 +33,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use futures_util::FutureExt;
 use basedata_ingest::Provide;
 use basedata_query::gov::Policy;
 use basedata_query::Queries;
@@ -270,9 +271,6 @@ pub fn router_with(state: AppState, pages: Router<AppState>) -> Router {
     // the API's JSON error layer, not under it (a layer wraps only the
     // routes added before it).
     api.merge(pages.layer(middleware::from_fn_with_state(state.clone(), time_limit)))
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
-            ApiError::internal("handler panicked").into_response()
-        }))
         .layer(middleware::from_fn_with_state(state.clone(), access_log))
         .with_state(state)
 }
@@ -363,7 +361,13 @@ async fn access_log(State(state): State<AppState>, req: Request, next: Next) -> 
     // A clone of the matched path shares its string: nothing is allocated.
     let matched = req.extensions().get::<MatchedPath>().cloned();
     let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
-    let mut resp = next.run(req).await;
+    // The panic catcher lives here rather than in a layer of its own: a
+    // layer costs a route clone and a boxed future on every request. A
+    // panic is answered 500 and logged like any other answer.
+    let mut resp = std::panic::AssertUnwindSafe(next.run(req))
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|_| ApiError::internal("handler panicked").into_response());
     let dept = resp.extensions().get::<LoggedDepartment>().map(|d| d.0.clone()).unwrap_or_default();
     let elapsed = started.elapsed();
     state.metrics.observe(route, method, resp.status(), &dept, elapsed.as_secs_f64());

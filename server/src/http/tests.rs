@@ -97,6 +97,31 @@ async fn single_node_has_no_cluster_status_and_no_positions() {
 }
 
 #[tokio::test]
+async fn a_panicking_handler_is_answered_500_in_json_and_counted() {
+    let state = test_state();
+    let pages = Router::new().route("/boom", axum::routing::get(|| async {
+        panic!("a handler's bug");
+        #[allow(unreachable_code)]
+        ""
+    }));
+    let app = router_with(state.clone(), pages);
+    let req = HttpRequest::get("/boom").header("x-request-id", "boom-1").body(Body::empty()).unwrap();
+    let resp = app.clone().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(resp.headers()["x-request-id"], "boom-1", "answered through the access log");
+    let body: Value = serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(body["error"]["code"], "internal");
+    let text = state.metrics.render(&state.store, state.committer.stats());
+    assert!(
+        text.lines().any(|l| l.contains("route=\"/boom\"") && l.contains("status=\"500\"")),
+        "the panic is counted like any answer:\n{text}"
+    );
+    // The server goes on answering.
+    let (s, _, _) = call(get("/healthz", None)).await;
+    assert_eq!(s, StatusCode::OK);
+}
+
+#[tokio::test]
 async fn request_id_is_echoed_when_sane() {
     let req = HttpRequest::get("/healthz").header("x-request-id", "abc-123").body(Body::empty()).unwrap();
     let (_, _, h) = call(req).await;
