@@ -243,9 +243,9 @@ impl RocksEngine {
     /// WAL segments for the same reason. Each round appends `bytes` of
     /// log-only data (in the log, never in a table) and flushes, which
     /// switches to the next log file; the old one is then obsolete and
-    /// goes to the recycle list. Two rounds: the first log file is never
-    /// recycled (only ones created since the open are), so the second
-    /// round's switch is the first to reuse one.
+    /// goes to the recycle list. Two rounds: at the first switch the
+    /// recycle list is still empty and the next log is a new file; the
+    /// second switch reuses the first round's full-length one.
     pub fn prime_wal(&self, bytes: u64) -> Result<()> {
         const CHUNK: usize = 1 << 20;
         // A log switch needs a family with data to flush: one key, put and
