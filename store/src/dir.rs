@@ -170,8 +170,8 @@ const PRIME_HEADROOM: u64 = 8;
 pub fn open_engine(data: &Path, opts: &OpenOptions) -> Result<Arc<dyn Engine>> {
     std::fs::create_dir_all(data).map_err(|cause| Error::CreateDir { path: data.to_path_buf(), cause })?;
     let cfg = RocksConfig { block_cache_bytes: opts.block_cache_bytes, ..Default::default() };
-    let engine = RocksEngine::open(data, &cfg)
-        .map_err(|cause| Error::Open { path: data.to_path_buf(), cause: Box::new(cause) })?;
+    let open_err = |cause| Error::Open { path: data.to_path_buf(), cause: Box::new(cause) };
+    let engine = RocksEngine::open(data, &cfg).map_err(open_err)?;
     if opts.prime_wal_bytes > 0 {
         // Priming writes twice its size; a failed log write would leave
         // RocksDB refusing all writes, so it needs clear headroom and is
@@ -179,9 +179,7 @@ pub fn open_engine(data: &Path, opts: &OpenOptions) -> Result<Arc<dyn Engine>> {
         let available = crate::engine::rocks::available_disk_bytes(data);
         if available.is_some_and(|a| a >= opts.prime_wal_bytes.saturating_mul(PRIME_HEADROOM)) {
             let t = std::time::Instant::now();
-            engine
-                .prime_wal(opts.prime_wal_bytes)
-                .map_err(|cause| Error::Open { path: data.to_path_buf(), cause: Box::new(cause) })?;
+            engine.prime_wal(opts.prime_wal_bytes).map_err(open_err)?;
             tracing::info!(mb = opts.prime_wal_bytes >> 20, ms = t.elapsed().as_millis() as u64, "write-ahead log primed");
         } else {
             tracing::warn!(

@@ -253,7 +253,6 @@ impl RocksEngine {
         const PRIMER: &[u8] = b"\xffwal-primer";
         let filler = vec![0u8; CHUNK];
         let meta = self.cf(Cf::Meta);
-        let all: Vec<&rocksdb::ColumnFamily> = Cf::ALL.iter().map(|&cf| self.cf(cf)).collect();
         for _ in 0..2 {
             let mut left = bytes;
             loop {
@@ -268,9 +267,16 @@ impl RocksEngine {
                     break;
                 }
             }
-            self.db.flush_cfs_opt(&all, &rocksdb::FlushOptions::default()).map_err(engine_err)?;
+            self.flush_families()?;
         }
         Ok(())
+    }
+
+    /// Flushes the memtables of every family, together (atomic flush),
+    /// and waits for it.
+    fn flush_families(&self) -> Result<()> {
+        let all: Vec<&rocksdb::ColumnFamily> = Cf::ALL.iter().map(|&cf| self.cf(cf)).collect();
+        self.db.flush_cfs_opt(&all, &rocksdb::FlushOptions::default()).map_err(engine_err)
     }
 
     /// The options of family `cf`, for an `SstFileWriter` whose files are
@@ -418,8 +424,7 @@ impl Engine for RocksEngine {
     }
 
     fn flush(&self) -> Result<()> {
-        let all: Vec<&rocksdb::ColumnFamily> = Cf::ALL.iter().map(|&cf| self.cf(cf)).collect();
-        self.db.flush_cfs_opt(&all, &rocksdb::FlushOptions::default()).map_err(engine_err)?;
+        self.flush_families()?;
         self.db.flush_wal(true).map_err(engine_err)
     }
 
