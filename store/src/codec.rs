@@ -8,8 +8,22 @@ use crate::{Error, Result};
 /// The current stored format of every value type.
 pub const FORMAT_V1: u8 = 1;
 
-pub(crate) fn config() -> bincode::config::Configuration {
-    bincode::config::standard()
+/// The most memory, in bytes, that decoding one stored value may claim.
+/// bincode sizes a container from the length written before it; without
+/// a bound, a damaged length (a flipped bit on disk) makes it allocate
+/// terabytes, and the process aborts instead of reporting a corrupt value.
+/// The largest values kept (audit chunks, shipped audit batches) stay far
+/// below this.
+pub(crate) const DECODE_LIMIT: usize = 1 << 30;
+
+/// The format of every stored value: bincode's standard configuration
+/// (little-endian varints). The limit binds decoding only, not the bytes.
+pub(crate) fn config() -> bincode::config::Configuration<
+    bincode::config::LittleEndian,
+    bincode::config::Varint,
+    bincode::config::Limit<DECODE_LIMIT>,
+> {
+    bincode::config::standard().with_limit::<DECODE_LIMIT>()
 }
 
 /// Encodes `value` behind the current format marker.
@@ -113,5 +127,41 @@ mod tests {
         assert!(matches!(decode::<Sample>("sample", &bytes), Err(Error::Format { found: 99, .. })));
         assert!(matches!(decode::<Sample>("sample", &[]), Err(Error::Corrupt { .. })));
         assert!(decode::<Sample>("sample", &[FORMAT_V1, 0xff]).is_err());
+    }
+
+    #[derive(bincode::Encode, bincode::Decode, Debug, PartialEq)]
+    struct Nested {
+        bytes: Vec<u8>,
+        items: Vec<Sample>,
+    }
+
+    /// A length of 2^40 in front of a container, as a damaged value
+    /// would have: an error naming the value, never an allocation of
+    /// terabytes (which aborts the process).
+    #[test]
+    fn a_damaged_length_is_a_corrupt_value_not_an_allocation() {
+        let good = Nested { bytes: vec![1, 2, 3], items: vec![Sample { a: 5, b: "z".into() }] };
+        let bytes = encode(&good);
+        assert_eq!(decode::<Nested>("nested", &bytes).unwrap(), good);
+        // bincode's varint: 0xfd, then the length as a little-endian u64.
+        let huge = |prefix: &[u8]| {
+            let mut v = vec![FORMAT_V1];
+            v.extend_from_slice(prefix);
+            v.push(0xfd);
+            v.extend_from_slice(&(1u64 << 40).to_le_bytes());
+            v.extend_from_slice(&[0; 16]);
+            v
+        };
+        // The byte vector's length, then the items' length (after an empty byte vector).
+        for damaged in [huge(&[]), huge(&[0])] {
+            match decode::<Nested>("nested", &damaged) {
+                Err(Error::Corrupt { what: "nested", .. }) => {}
+                other => panic!("expected a corrupt value, got {other:?}"),
+            }
+        }
+        // A string's length too, through the borrowed decoder.
+        let mut s = vec![FORMAT_V1, 7, 0xfd];
+        s.extend_from_slice(&(1u64 << 40).to_le_bytes());
+        assert!(matches!(decode::<Sample>("sample", &s), Err(Error::Corrupt { .. })));
     }
 }
