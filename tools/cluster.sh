@@ -13,11 +13,12 @@
 # DIR/cluster.env holds the ports, URLs and tokens (for scripts and tests);
 # DIR/logs/ the processes' logs. Ports are picked free at the first start
 # and kept. BASEDATA_BIN and NATS_SERVER override the binaries; NATS_SYNC
-# the servers' sync_interval (default always) at the first start.
+# the servers' sync_interval (default always) and NATS_MAX_PAYLOAD the
+# largest message they take (bytes, default 1048576) at the first start.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
-usage() { sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 [ $# -ge 2 ] || usage
 cmd="$1"; dir="$2"; shift 2
 
@@ -131,6 +132,7 @@ server_name: nats-$i
 host: 127.0.0.1
 port: ${!cp}
 http: 127.0.0.1:${!mp}
+max_payload: ${NATS_MAX_PAYLOAD:-1048576}
 jetstream {
   store_dir: "$dir/nats-$i"
   # fsync every message before it is acknowledged (JetStream's default is

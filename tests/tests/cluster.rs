@@ -59,6 +59,11 @@ struct Cluster {
 
 impl Cluster {
     fn script(dir: &Path, args: &[&str]) {
+        Cluster::script_with(dir, args, &[]);
+    }
+
+    /// [`Cluster::script`] with more variables in the script's environment.
+    fn script_with(dir: &Path, args: &[&str], env: &[(&str, &str)]) {
         let script = package_dir().join("../tools/cluster.sh");
         let out = Command::new("bash")
             .arg(&script)
@@ -66,6 +71,7 @@ impl Cluster {
             .arg(dir)
             .args(&args[1..])
             .env("BASEDATA_BIN", binary())
+            .envs(env.iter().copied())
             .output()
             .expect("run tools/cluster.sh");
         assert!(
@@ -77,7 +83,12 @@ impl Cluster {
     }
 
     fn start(dir: &Path) -> Cluster {
-        Cluster::script(dir, &["start"]);
+        Cluster::start_with(dir, &[])
+    }
+
+    /// [`Cluster::start`], with `env` for the script (its NATS settings).
+    fn start_with(dir: &Path, env: &[(&str, &str)]) -> Cluster {
+        Cluster::script_with(dir, &["start"], env);
         let text = std::fs::read_to_string(dir.join("cluster.env")).unwrap();
         let env = text
             .lines()
@@ -805,4 +816,54 @@ fn a_node_cut_off_from_the_log_refuses_governance_changes_and_keeps_answering() 
     assert_eq!(r.status, 404, "{}", r.text);
     assert_eq!(s.req("GET", "/v1/departments").token(tokens::COUNTER).get().status, 200);
     assert_eq!(s.req("GET", "/readyz").get().status, 503, "a node without the log takes no changes");
+}
+
+/// The servers of the log here take messages of at most 256 KiB. Node 1
+/// answers three batches of 2,048 verifications of unknown keys while two
+/// of the three NATS servers are down (the stream has no quorum); each batch is one audit entry of about a
+/// hundred kilobytes with its lines' key mappings. Once the log is back,
+/// node 1 has them all to ship at once: messages filled to the usual
+/// 256 KiB would be refused by the servers for ever, so it must fill them
+/// to the servers' limit, and every node must end up with node 1's chain.
+#[test]
+fn audit_entries_are_shipped_in_messages_the_servers_take() {
+    let scratch = tempfile::tempdir().unwrap();
+    let c = Cluster::start_with(scratch.path(), &[("NATS_MAX_PAYLOAD", "262144")]);
+    let gen = GenConfig { persons: 3 * 2048, entities: 0, seed: 15 };
+    // Nothing was answered yet: the chains are empty or hold setup only.
+    c.quiesce(&[]);
+    let before = c.status(1, false)["audit"]["shipped"].as_u64().unwrap();
+    for n in ["1", "2"] {
+        Cluster::script(&c.dir, &["kill", "nats", n]);
+    }
+    for b in 0..3u64 {
+        let lines: Vec<Value> = (b * 2048..(b + 1) * 2048)
+            .map(|i| json!({"ref": i.to_string(), "subject": "person", "key": person_key(&gen, i).as_str(), "fields": {"name": "张三"}}))
+            .collect();
+        let r = req("POST", &c.url(1, "/v1/verify/batch")).token(c.token("COUNTER")).purpose(PURPOSE).ndjson(&lines);
+        assert_eq!(r.status, 200, "{}", r.text);
+        assert_eq!(r.text.lines().count(), 2048);
+        assert!(r.text.lines().all(|l| l.contains("\"not_found\"")), "{}", tail(&r.text));
+    }
+    let head = c.status(1, false)["audit"]["head"].as_u64().unwrap();
+    assert!(head >= before + 3 * 2048, "node 1's chain holds the batches' uses: {before} → {head}");
+    for n in ["1", "2"] {
+        Cluster::script(&c.dir, &["restart", "nats", n]);
+    }
+    c.quiesce(&[]);
+    let status = c.status(1, false);
+    assert!(status["audit"]["shipped"].as_u64().unwrap() >= head, "{status}");
+    // An auditor on node 3 finds a use node 1 answered in the last batch.
+    let key = person_key(&gen, 3 * 2048 - 1);
+    let r = req("GET", &c.url(3, &format!("/v1/audit?key={key}&limit=100"))).token(c.token("AUDITOR")).get();
+    assert_eq!(r.status, 200, "{}", r.text);
+    let entries = r.json["entries"].as_array().unwrap();
+    assert!(
+        entries.iter().any(|e| e["node"] == "node-1" && e["action"] == "batch_verify" && e["key"] == key.as_str()),
+        "node 3 does not show node 1's use of {key}: {}",
+        r.text
+    );
+    let r = req("GET", &c.url(3, "/v1/audit/verify")).token(c.token("AUDITOR")).get();
+    assert_eq!(r.json["ok"], true, "{}", r.text);
+    assert!(!c.logs("node-1").contains("larger than the log's servers take"), "{}", tail(&c.logs("node-1")));
 }

@@ -6,7 +6,9 @@
 //!
 //! Shipping: one task per node reads the entries after the last one the
 //! log acknowledged (`cluster/audit_shipped` in `meta`) in chain order, up
-//! to [`BATCH_ENTRIES`] entries or [`BATCH_BYTES`] a message, sealed like
+//! to [`BATCH_ENTRIES`] entries or [`BATCH_BYTES`] a message (half the
+//! servers' `max_payload` when that is smaller, see [`batch_bytes`]; a
+//! message still too large goes again with half its entries), sealed like
 //! update messages (the log's seal, the subject as associated data,
 //! since the entries carry sealed key mappings and pseudonyms), under the
 //! message id `<node>-a-<first seq>` so a resend after a lost
@@ -37,6 +39,22 @@ use std::time::Duration;
 pub const BATCH_ENTRIES: usize = 1_000;
 /// Bytes of entries (and their key mappings) per message, at most about.
 pub const BATCH_BYTES: usize = 256 << 10;
+
+/// The bytes of entries a message is filled with when the log's servers
+/// take messages of up to `max_payload` bytes: half of that, for the
+/// framing, the seal and the last entry (which may pass the budget), and
+/// never more than [`BATCH_BYTES`]. A message over `max_payload` is
+/// refused by the servers however often it is sent.
+pub fn batch_bytes(max_payload: usize) -> usize {
+    BATCH_BYTES.min(max_payload / 2).max(1)
+}
+
+/// A sealed message larger than the log's servers take.
+#[derive(Debug)]
+struct TooLarge {
+    bytes: usize,
+    limit: usize,
+}
 /// How often the shipper looks for new entries when it has nothing to send.
 pub const TICK: Duration = Duration::from_millis(25);
 /// Acknowledged messages whose lag the percentile is taken over.
@@ -187,6 +205,10 @@ pub async fn shipper(store: Arc<Store>, cluster: Arc<Cluster>) {
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut more = false;
+    // Lowered while messages come out too large for the servers, back
+    // to the full count after each message the log took.
+    let mut max_entries = BATCH_ENTRIES;
+    let mut oversized = 0u32;
     loop {
         // A backlog is sent message after message; otherwise look again soon.
         if !more {
@@ -209,7 +231,8 @@ pub async fn shipper(store: Arc<Store>, cluster: Arc<Cluster>) {
             continue;
         }
         let (s, r) = (store.clone(), rec.clone());
-        let batch = match tokio::task::spawn_blocking(move || s.audit_ship_batch(&r.node, r.anchor, r.seq + 1, head, BATCH_ENTRIES, BATCH_BYTES)).await {
+        let budget = batch_bytes(max_payload(&cluster));
+        let batch = match tokio::task::spawn_blocking(move || s.audit_ship_batch(&r.node, r.anchor, r.seq + 1, head, max_entries, budget)).await {
             Ok(Ok(b)) if !b.entries.is_empty() => b,
             Ok(Ok(_)) => continue,
             Ok(Err(e)) => {
@@ -223,7 +246,36 @@ pub async fn shipper(store: Arc<Store>, cluster: Arc<Cluster>) {
             }
         };
         let oldest = batch.oldest_at().unwrap_or(0);
-        let last = ship(&cluster, &subject, &batch).await;
+        let last = match ship(&cluster, &subject, &batch).await {
+            Ok(last) => {
+                max_entries = BATCH_ENTRIES;
+                oversized = 0;
+                last
+            }
+            Err(TooLarge { bytes, limit }) if batch.entries.len() > 1 => {
+                tracing::debug!(bytes, limit, entries = batch.entries.len(), "an audit message came out too large; sending fewer entries");
+                max_entries = (batch.entries.len() / 2).max(1);
+                more = true;
+                continue;
+            }
+            Err(TooLarge { bytes, limit }) => {
+                // One entry alone (a chunk of a batch's uses with its key
+                // mappings) is over the limit: only a larger max_payload
+                // gets it, and the chain after it, to the other nodes.
+                cluster.audit.stats.failures.fetch_add(1, Ordering::Relaxed);
+                oversized += 1;
+                if oversized == 1 || oversized.is_multiple_of(30) {
+                    tracing::error!(
+                        bytes,
+                        limit,
+                        entry = batch.first,
+                        "an audit entry is larger than the log's servers take (their max_payload); it and the entries after it stay on this node until max_payload is raised"
+                    );
+                }
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                continue;
+            }
+        };
         let acked_at = store.clock().now_micros();
         link.stats.record_lag(acked_at.saturating_sub(oldest).max(0) as u64);
         let count = last.saturating_sub(rec.seq);
@@ -242,12 +294,19 @@ pub async fn shipper(store: Arc<Store>, cluster: Arc<Cluster>) {
     }
 }
 
+/// The largest message the log's servers take, as the one connected to
+/// says (it may change on a reconnect to another server).
+fn max_payload(cluster: &Cluster) -> usize {
+    cluster.client.server_info().max_payload.max(4096)
+}
+
 /// Publishes one batch until the log acknowledges it, backing off (0.1 s
 /// doubling to 2 s) while it cannot; returns the last entry the log now
-/// holds of this node's chain. A message whose id the log has seen (it was
+/// holds of this node's chain, or [`TooLarge`] for a batch the servers
+/// would refuse whatever the retries. A message whose id the log has seen (it was
 /// stored before a restart lost the record of it) may have held fewer
 /// entries than this one: the stored one tells how far it went.
-async fn ship(cluster: &Cluster, subject: &str, batch: &ShippedBatch) -> u64 {
+async fn ship(cluster: &Cluster, subject: &str, batch: &ShippedBatch) -> Result<u64, TooLarge> {
     let plain = batch.encode();
     let mut id = format!("{}-a-{}", batch.node, batch.first);
     let mut own_id = false;
@@ -255,6 +314,9 @@ async fn ship(cluster: &Cluster, subject: &str, batch: &ShippedBatch) -> u64 {
     let mut failures = 0u32;
     loop {
         let sent = match cluster.partitioning.seal(subject, &plain) {
+            Ok(payload) if payload.len() > max_payload(cluster) => {
+                return Err(TooLarge { bytes: payload.len(), limit: max_payload(cluster) });
+            }
             Ok(payload) => {
                 let m = PublishMessage::build().payload(payload.into()).message_id(&id);
                 match cluster.js.send_publish(subject.to_owned(), m).await {
@@ -265,12 +327,12 @@ async fn ship(cluster: &Cluster, subject: &str, batch: &ShippedBatch) -> u64 {
             Err(e) => Err(e.to_string()),
         };
         match sent {
-            Ok(ack) if !ack.duplicate => return batch.last(),
+            Ok(ack) if !ack.duplicate => return Ok(batch.last()),
             Ok(ack) => match stored_last(cluster, subject, ack.sequence, batch).await {
-                Some(last) => return last,
+                Some(last) => return Ok(last),
                 // Not found out: send this batch under an id of its own
                 // (should it be stored twice, receivers skip the repeats).
-                None if own_id => return batch.last(),
+                None if own_id => return Ok(batch.last()),
                 None => {
                     id = format!("{}-a-{}-{}", batch.node, batch.first, batch.last());
                     own_id = true;
@@ -318,6 +380,16 @@ pub fn figures(stats: &ShipStats) -> [(&'static str, u64); 7] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn messages_are_filled_to_half_the_servers_limit_at_most() {
+        // NATS's default of 1 MiB leaves the usual budget.
+        assert_eq!(batch_bytes(1 << 20), BATCH_BYTES);
+        assert_eq!(batch_bytes(64 << 20), BATCH_BYTES);
+        assert_eq!(batch_bytes(256 << 10), 128 << 10);
+        assert_eq!(batch_bytes(4096), 2048);
+        assert_eq!(batch_bytes(0), 1);
+    }
 
     #[test]
     fn audit_subjects_name_their_node() {
