@@ -182,6 +182,20 @@ impl Cluster {
         }
     }
 
+    /// The audit entries for `key` an auditor sees on `node`, asserting
+    /// that one of them is a use of kind `action` that node `by` answered.
+    fn shows_use(&self, node: usize, by: &str, action: &str, key: &str) -> Vec<Value> {
+        let r = req("GET", &self.url(node, &format!("/v1/audit?key={key}&limit=10000"))).token(self.token("AUDITOR")).get();
+        assert_eq!(r.status, 200, "{}", r.text);
+        let entries = r.json["entries"].as_array().unwrap().clone();
+        assert!(
+            entries.iter().any(|e| e["node"] == by && e["action"] == action && e["key"] == key),
+            "node {node} does not show {by}'s {action} of {key}: {}",
+            r.text
+        );
+        entries
+    }
+
     fn logs(&self, what: &str) -> String {
         std::fs::read_to_string(self.dir.join("logs").join(format!("{what}.log"))).unwrap_or_default()
     }
@@ -730,14 +744,7 @@ fn cluster_survives_losing_a_nats_server_and_a_node() {
     // The cluster-wide audit trail: every node's chain, on every node.
     let last = c.quiesce(&[&late, &seeded, &partial, &upgraded, &ahead8, &ahead9]);
     let key = verified_on_1.lock().unwrap().clone().expect("node 1 answered no verification");
-    let r = req("GET", &c.url(3, &format!("/v1/audit?key={key}&limit=10000"))).token(c.token("AUDITOR")).get();
-    assert_eq!(r.status, 200, "{}", r.text);
-    let entries = r.json["entries"].as_array().unwrap();
-    assert!(
-        entries.iter().any(|e| e["node"] == "node-1" && e["action"] == "verify" && e["key"] == key.as_str()),
-        "node 3 does not show node 1's verification of {key}: {}",
-        r.text
-    );
+    let entries = c.shows_use(3, "node-1", "verify", &key);
     let times: Vec<&str> = entries.iter().map(|e| e["at"].as_str().unwrap()).collect();
     assert!(times.windows(2).all(|w| w[0] <= w[1]), "not in time order: {times:?}");
     let mut heads = Vec::new();
@@ -854,15 +861,7 @@ fn audit_entries_are_shipped_in_messages_the_servers_take() {
     let status = c.status(1, false);
     assert!(status["audit"]["shipped"].as_u64().unwrap() >= head, "{status}");
     // An auditor on node 3 finds a use node 1 answered in the last batch.
-    let key = person_key(&gen, 3 * 2048 - 1);
-    let r = req("GET", &c.url(3, &format!("/v1/audit?key={key}&limit=100"))).token(c.token("AUDITOR")).get();
-    assert_eq!(r.status, 200, "{}", r.text);
-    let entries = r.json["entries"].as_array().unwrap();
-    assert!(
-        entries.iter().any(|e| e["node"] == "node-1" && e["action"] == "batch_verify" && e["key"] == key.as_str()),
-        "node 3 does not show node 1's use of {key}: {}",
-        r.text
-    );
+    c.shows_use(3, "node-1", "batch_verify", person_key(&gen, 3 * 2048 - 1).as_str());
     let r = req("GET", &c.url(3, "/v1/audit/verify")).token(c.token("AUDITOR")).get();
     assert_eq!(r.json["ok"], true, "{}", r.text);
     assert!(!c.logs("node-1").contains("larger than the log's servers take"), "{}", tail(&c.logs("node-1")));
