@@ -49,6 +49,9 @@ pub fn batch_bytes(max_payload: usize) -> usize {
     BATCH_BYTES.min(max_payload / 2).max(1)
 }
 
+/// Bytes kept free of a message's payload for its headers.
+const HEADER_ROOM: usize = 1024;
+
 /// A sealed message larger than the log's servers take.
 #[derive(Debug)]
 struct TooLarge {
@@ -314,7 +317,8 @@ async fn ship(cluster: &Cluster, subject: &str, batch: &ShippedBatch) -> Result<
     let mut failures = 0u32;
     loop {
         let sent = match cluster.partitioning.seal(subject, &plain) {
-            Ok(payload) if payload.len() > max_payload(cluster) => {
+            // The servers count headers (the message id) in max_payload too.
+            Ok(payload) if payload.len() + HEADER_ROOM > max_payload(cluster) => {
                 return Err(TooLarge { bytes: payload.len(), limit: max_payload(cluster) });
             }
             Ok(payload) => {
