@@ -159,7 +159,7 @@ mod tests {
                 other => panic!("expected a corrupt value, got {other:?}"),
             }
         }
-        // A string's length too, through the borrowed decoder.
+        // A string's length too.
         let mut s = vec![FORMAT_V1, 7, 0xfd];
         s.extend_from_slice(&(1u64 << 40).to_le_bytes());
         assert!(matches!(decode::<Sample>("sample", &s), Err(Error::Corrupt { .. })));
