@@ -326,6 +326,13 @@ impl Cluster {
             o.pop_first();
         }
     }
+
+    /// The largest message the log's servers take (their `max_payload`),
+    /// as the one connected to says: it may change on a reconnect to
+    /// another server, so it is read at each use.
+    pub(crate) fn max_payload(&self) -> usize {
+        self.client.server_info().max_payload.max(4096)
+    }
 }
 
 impl GovernanceLog for Cluster {
@@ -339,7 +346,7 @@ impl GovernanceLog for Cluster {
                 return Err("this node has not reached the log yet".to_owned());
             }
             let payload = self.partitioning.seal(&self.gov_subject, &entry).map_err(|e| e.0)?;
-            let limit = self.client.server_info().max_payload.max(4096);
+            let limit = self.max_payload();
             if payload.len() > limit {
                 return Err(format!("the entry takes {} bytes, more than the log's servers take ({limit})", payload.len()));
             }
@@ -368,7 +375,7 @@ impl UpdateLog for Cluster {
         if !self.stream_ok.load(Ordering::Acquire) {
             return Err(LogError("this node has not reached the update log yet; nothing was acknowledged, resend".into()));
         }
-        let limit = self.client.server_info().max_payload.max(4096);
+        let limit = self.max_payload();
         self.partitioning.prepare(store, dataset, updates, limit)
     }
 

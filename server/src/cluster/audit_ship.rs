@@ -234,7 +234,7 @@ pub async fn shipper(store: Arc<Store>, cluster: Arc<Cluster>) {
             continue;
         }
         let (s, r) = (store.clone(), rec.clone());
-        let budget = batch_bytes(max_payload(&cluster));
+        let budget = batch_bytes(cluster.max_payload());
         let batch = match tokio::task::spawn_blocking(move || s.audit_ship_batch(&r.node, r.anchor, r.seq + 1, head, max_entries, budget)).await {
             Ok(Ok(b)) if !b.entries.is_empty() => b,
             Ok(Ok(_)) => continue,
@@ -297,12 +297,6 @@ pub async fn shipper(store: Arc<Store>, cluster: Arc<Cluster>) {
     }
 }
 
-/// The largest message the log's servers take, as the one connected to
-/// says (it may change on a reconnect to another server).
-fn max_payload(cluster: &Cluster) -> usize {
-    cluster.client.server_info().max_payload.max(4096)
-}
-
 /// Publishes one batch until the log acknowledges it, backing off (0.1 s
 /// doubling to 2 s) while it cannot; returns the last entry the log now
 /// holds of this node's chain, or [`TooLarge`] for a batch the servers
@@ -316,11 +310,10 @@ async fn ship(cluster: &Cluster, subject: &str, batch: &ShippedBatch) -> Result<
     let mut backoff = Duration::from_millis(100);
     let mut failures = 0u32;
     loop {
+        let limit = cluster.max_payload();
         let sent = match cluster.partitioning.seal(subject, &plain) {
             // The servers count headers (the message id) in max_payload too.
-            Ok(payload) if payload.len() + HEADER_ROOM > max_payload(cluster) => {
-                return Err(TooLarge { bytes: payload.len(), limit: max_payload(cluster) });
-            }
+            Ok(payload) if payload.len() + HEADER_ROOM > limit => return Err(TooLarge { bytes: payload.len(), limit }),
             Ok(payload) => {
                 let m = PublishMessage::build().payload(payload.into()).message_id(&id);
                 match cluster.js.send_publish(subject.to_owned(), m).await {
