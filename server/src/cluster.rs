@@ -58,6 +58,11 @@ fn publish_message(m: &Outgoing) -> PublishMessage {
 /// Messages of one request awaiting their acknowledgement at a time.
 const ACK_WINDOW: usize = 64;
 
+/// Bytes of a log server's `max_payload` kept free of every message's
+/// payload for the message's headers (a message id and the JetStream
+/// headers the client adds are far below this).
+pub(crate) const HEADER_ROOM: usize = 1024;
+
 /// Counters for metrics and `GET /v1/cluster`.
 #[derive(Debug, Default)]
 pub struct ClusterStats {
@@ -327,11 +332,13 @@ impl Cluster {
         }
     }
 
-    /// The largest message the log's servers take (their `max_payload`),
-    /// as the one connected to says: it may change on a reconnect to
-    /// another server, so it is read at each use.
-    pub(crate) fn max_payload(&self) -> usize {
-        self.client.server_info().max_payload.max(4096)
+    /// The largest payload a message of ours may carry: the log's servers'
+    /// `max_payload` less [`HEADER_ROOM`], since they count a message's
+    /// headers (its id) in that limit too and close the connection of a
+    /// client that sends more. Read at each use, as the one connected to
+    /// says: it may change on a reconnect to another server.
+    pub(crate) fn payload_limit(&self) -> usize {
+        self.client.server_info().max_payload.max(4 * HEADER_ROOM) - HEADER_ROOM
     }
 }
 
@@ -346,7 +353,7 @@ impl GovernanceLog for Cluster {
                 return Err("this node has not reached the log yet".to_owned());
             }
             let payload = self.partitioning.seal(&self.gov_subject, &entry).map_err(|e| e.0)?;
-            let limit = self.max_payload();
+            let limit = self.payload_limit();
             if payload.len() > limit {
                 return Err(format!("the entry takes {} bytes, more than the log's servers take ({limit})", payload.len()));
             }
@@ -375,7 +382,7 @@ impl UpdateLog for Cluster {
         if !self.stream_ok.load(Ordering::Acquire) {
             return Err(LogError("this node has not reached the update log yet; nothing was acknowledged, resend".into()));
         }
-        let limit = self.max_payload();
+        let limit = self.payload_limit();
         self.partitioning.prepare(store, dataset, updates, limit)
     }
 

@@ -865,4 +865,46 @@ fn audit_entries_are_shipped_in_messages_the_servers_take() {
     let r = req("GET", &c.url(3, "/v1/audit/verify")).token(c.token("AUDITOR")).get();
     assert_eq!(r.json["ok"], true, "{}", r.text);
     assert!(!c.logs("node-1").contains("larger than the log's servers take"), "{}", tail(&c.logs("node-1")));
+
+    // An update line whose message would pass the servers' limit once its
+    // headers are counted is refused on its own (the servers would close
+    // the connection of a client that sent it), and every smaller one is
+    // logged. Bisecting on the photo's size finds where one turns into the
+    // other; its last probes are lines whose message falls just short of
+    // max_payload without its headers.
+    let key = person_key(&gen, 0);
+    let mut version = 100;
+    let mut taken = |b64: usize| -> bool {
+        version += 1;
+        let mut l = line(key.as_str(), version);
+        l["fields"]["photo"] = json!(base64::engine::general_purpose::STANDARD.encode(vec![7u8; b64 / 4 * 3]));
+        let r = req("POST", &c.url(1, "/v1/datasets/hukou/updates")).token(c.token("GONGAN")).ndjson(&[l]);
+        assert_eq!(r.status, 200, "a line with {b64} bytes of photo: {}", r.text);
+        match r.json["rejected"].as_array().unwrap().first() {
+            Some(e) => {
+                assert_eq!(e["code"], "payload_too_large", "{}", r.text);
+                false
+            }
+            None => {
+                // `logged` is left out when no message was sent.
+                assert_eq!(r.json["applied"].as_u64().unwrap() + r.json["logged"].as_u64().unwrap_or(0), 1, "{}", r.text);
+                true
+            }
+        }
+    };
+    // In units of 4 base64 characters (3 bytes of photo).
+    let (mut lo, mut hi) = (200_000 / 4, 262_144 / 4);
+    assert!(taken(lo * 4) && !taken(hi * 4));
+    while hi - lo > 1 {
+        let mid = (lo + hi) / 2;
+        if taken(mid * 4) {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    eprintln!("the largest update line logged carries {} characters of photo", lo * 4);
+    // The node stayed connected: a small update afterwards is logged.
+    let r = req("POST", &c.url(1, "/v1/datasets/hukou/updates")).token(c.token("GONGAN")).ndjson(&[line(person_key(&gen, 20).as_str(), 1)]);
+    assert_eq!((r.status, r.json["applied"].as_u64().unwrap() + r.json["logged"].as_u64().unwrap()), (200, 1), "{}", r.text);
 }

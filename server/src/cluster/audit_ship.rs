@@ -40,17 +40,14 @@ pub const BATCH_ENTRIES: usize = 1_000;
 /// Bytes of entries (and their key mappings) per message, at most about.
 pub const BATCH_BYTES: usize = 256 << 10;
 
-/// The bytes of entries a message is filled with when the log's servers
-/// take messages of up to `max_payload` bytes: half of that, for the
-/// framing, the seal and the last entry (which may pass the budget), and
-/// never more than [`BATCH_BYTES`]. A message over `max_payload` is
-/// refused by the servers however often it is sent.
-pub fn batch_bytes(max_payload: usize) -> usize {
-    BATCH_BYTES.min(max_payload / 2).max(1)
+/// The bytes of entries a message is filled with when its payload may
+/// take up to `limit` bytes ([`Cluster::payload_limit`]): half of that,
+/// for the framing, the seal and the last entry (which may pass the
+/// budget), and never more than [`BATCH_BYTES`]. A message over the
+/// servers' `max_payload` is refused however often it is sent.
+pub fn batch_bytes(limit: usize) -> usize {
+    BATCH_BYTES.min(limit / 2).max(1)
 }
-
-/// Bytes kept free of a message's payload for its headers.
-const HEADER_ROOM: usize = 1024;
 
 /// A sealed message larger than the log's servers take.
 #[derive(Debug)]
@@ -234,7 +231,7 @@ pub async fn shipper(store: Arc<Store>, cluster: Arc<Cluster>) {
             continue;
         }
         let (s, r) = (store.clone(), rec.clone());
-        let budget = batch_bytes(cluster.max_payload());
+        let budget = batch_bytes(cluster.payload_limit());
         let batch = match tokio::task::spawn_blocking(move || s.audit_ship_batch(&r.node, r.anchor, r.seq + 1, head, max_entries, budget)).await {
             Ok(Ok(b)) if !b.entries.is_empty() => b,
             Ok(Ok(_)) => continue,
@@ -310,10 +307,9 @@ async fn ship(cluster: &Cluster, subject: &str, batch: &ShippedBatch) -> Result<
     let mut backoff = Duration::from_millis(100);
     let mut failures = 0u32;
     loop {
-        let limit = cluster.max_payload();
+        let limit = cluster.payload_limit();
         let sent = match cluster.partitioning.seal(subject, &plain) {
-            // The servers count headers (the message id) in max_payload too.
-            Ok(payload) if payload.len() + HEADER_ROOM > limit => return Err(TooLarge { bytes: payload.len(), limit }),
+            Ok(payload) if payload.len() > limit => return Err(TooLarge { bytes: payload.len(), limit }),
             Ok(payload) => {
                 let m = PublishMessage::build().payload(payload.into()).message_id(&id);
                 match cluster.js.send_publish(subject.to_owned(), m).await {
