@@ -74,7 +74,8 @@ pub struct Prepared {
     pub messages: Vec<Outgoing>,
     /// Indices of updates too large for one message of the log's servers.
     pub too_large: Vec<usize>,
-    /// That limit, in bytes.
+    /// The payload limit they were held to, in bytes (the servers'
+    /// `max_payload` less room for the message's headers).
     pub limit: usize,
 }
 
@@ -265,8 +266,9 @@ impl Partitioning {
     /// Seals validated updates of one dataset into log messages: one per
     /// partition, cut at [`MESSAGE_BYTES`] of lines (the lines of one key
     /// stay in order, in one message or consecutive ones). An update whose
-    /// line alone, sealed, exceeds `limit` (what the log's servers take in
-    /// one message) is left out and named in `too_large` (by index).
+    /// line alone, sealed, exceeds `limit` (the log's payload limit: what
+    /// its servers take in one message, less room for the message's
+    /// headers) is left out and named in `too_large` (by index).
     pub fn prepare(&self, store: &Store, dataset: &str, updates: &[Update], limit: usize) -> Result<Prepared, LogError> {
         let cut = MESSAGE_BYTES.min(limit / 2);
         let mut by_partition: BTreeMap<u16, Vec<(usize, &Update)>> = BTreeMap::new();

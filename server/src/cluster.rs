@@ -333,10 +333,11 @@ impl Cluster {
     }
 
     /// The largest payload a message of ours may carry: the log's servers'
-    /// `max_payload` less [`HEADER_ROOM`], since they count a message's
-    /// headers (its id) in that limit too and close the connection of a
-    /// client that sends more. Read at each use, as the one connected to
-    /// says: it may change on a reconnect to another server.
+    /// `max_payload` less [`HEADER_ROOM`], since a message's headers (its
+    /// id) count in that limit too: the client refuses, and the servers
+    /// would reject, a message whose headers and payload pass it. Read at
+    /// each use, as the one connected to says: it may change on a
+    /// reconnect to another server.
     pub(crate) fn payload_limit(&self) -> usize {
         self.client.server_info().max_payload.max(4 * HEADER_ROOM) - HEADER_ROOM
     }

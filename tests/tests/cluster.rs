@@ -832,6 +832,9 @@ fn a_node_cut_off_from_the_log_refuses_governance_changes_and_keeps_answering() 
 /// node 1 has them all to ship at once: messages filled to the usual
 /// 256 KiB would be refused by the servers for ever, so it must fill them
 /// to the servers' limit, and every node must end up with node 1's chain.
+/// Update lines sized around the limit then show that a message's headers
+/// are counted: the largest line taken leaves them room, and none is
+/// refused by the servers after the node accepted it.
 #[test]
 fn audit_entries_are_shipped_in_messages_the_servers_take() {
     let scratch = tempfile::tempdir().unwrap();
@@ -870,8 +873,9 @@ fn audit_entries_are_shipped_in_messages_the_servers_take() {
     // headers are counted is refused on its own (the servers would close
     // the connection of a client that sent it), and every smaller one is
     // logged. Bisecting on the photo's size finds where one turns into the
-    // other; its last probes are lines whose message falls just short of
-    // max_payload without its headers.
+    // other; on code that left headers out of the count, its last probes
+    // would be lines whose message falls just short of max_payload without
+    // its headers, and the servers would refuse them (a 503 here).
     let key = person_key(&gen, 0);
     let mut version = 100;
     let mut taken = |b64: usize| -> bool {
@@ -886,8 +890,7 @@ fn audit_entries_are_shipped_in_messages_the_servers_take() {
                 false
             }
             None => {
-                // `logged` is left out when no message was sent.
-                assert_eq!(r.json["applied"].as_u64().unwrap() + r.json["logged"].as_u64().unwrap_or(0), 1, "{}", r.text);
+                assert_eq!(r.json["applied"].as_u64().unwrap() + r.json["logged"].as_u64().unwrap(), 1, "{}", r.text);
                 true
             }
         }
@@ -903,7 +906,11 @@ fn audit_entries_are_shipped_in_messages_the_servers_take() {
             hi = mid;
         }
     }
-    eprintln!("the largest update line logged carries {} characters of photo", lo * 4);
+    // The limit sits just below max_payload less the headers' room, not
+    // far below it (the line's other fields and the seal take the rest).
+    let largest = lo * 4;
+    eprintln!("the largest update line logged carries {largest} characters of photo");
+    assert!((262_144 - 4_096..262_144 - 1_024).contains(&largest), "{largest}");
     // The node stayed connected: a small update afterwards is logged.
     let r = req("POST", &c.url(1, "/v1/datasets/hukou/updates")).token(c.token("GONGAN")).ndjson(&[line(person_key(&gen, 20).as_str(), 1)]);
     assert_eq!((r.status, r.json["applied"].as_u64().unwrap() + r.json["logged"].as_u64().unwrap()), (200, 1), "{}", r.text);

@@ -40,6 +40,10 @@ struct Args {
 /// Size of the preallocated log; writes wrap around inside it.
 const LOG_BYTES: u64 = 64 << 20;
 
+/// A group stops taking jobs past this many bytes, so that a block (at
+/// most this plus one body of axum's 2 MiB limit) always fits in the log.
+const GROUP_BYTES: usize = 1 << 20;
+
 /// A body to make durable, and where to say it is.
 type Job = (axum::body::Bytes, tokio::sync::oneshot::Sender<()>);
 
@@ -64,8 +68,11 @@ fn writer(file: File, rx: crossbeam::channel::Receiver<Job>) {
     let mut block = Vec::with_capacity(64 << 10);
     let mut waiting = Vec::with_capacity(256);
     while let Ok(first) = rx.recv() {
+        let mut bytes = first.0.len();
         waiting.push(first);
-        while let Ok(more) = rx.try_recv() {
+        while bytes < GROUP_BYTES {
+            let Ok(more) = rx.try_recv() else { break };
+            bytes += more.0.len();
             waiting.push(more);
         }
         block.clear();
@@ -94,7 +101,7 @@ async fn post_durable(State(tx): State<crossbeam::channel::Sender<Job>>, body: a
     let (done, synced) = tokio::sync::oneshot::channel();
     tx.try_send((body, done)).map_err(|_| StatusCode::SERVICE_UNAVAILABLE)?;
     synced.await.map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
-    Ok(Json(json!({"result": "match", "fields": {"name": "match"}, "received": received})))
+    Ok(answer(received))
 }
 
 async fn get_root() -> Json<Value> {
@@ -102,7 +109,12 @@ async fn get_root() -> Json<Value> {
 }
 
 async fn post_root(body: axum::body::Bytes) -> Json<Value> {
-    Json(json!({"result": "match", "fields": {"name": "match"}, "received": body.len()}))
+    answer(body.len())
+}
+
+/// What a POST answers, with or without `--durable`.
+fn answer(received: usize) -> Json<Value> {
+    Json(json!({"result": "match", "fields": {"name": "match"}, "received": received}))
 }
 
 fn main() -> anyhow::Result<()> {

@@ -6,9 +6,10 @@
 //!
 //! Shipping: one task per node reads the entries after the last one the
 //! log acknowledged (`cluster/audit_shipped` in `meta`) in chain order, up
-//! to [`BATCH_ENTRIES`] entries or [`BATCH_BYTES`] a message (half the
-//! servers' `max_payload` when that is smaller, see [`batch_bytes`]; a
-//! message still too large goes again with half its entries), sealed like
+//! to [`BATCH_ENTRIES`] entries or [`BATCH_BYTES`] a message (half of what
+//! a message may carry, the servers' `max_payload` less 1 KiB for its
+//! headers, when that is smaller, see [`batch_bytes`]; a message still too
+//! large goes again with half its entries), sealed like
 //! update messages (the log's seal, the subject as associated data,
 //! since the entries carry sealed key mappings and pseudonyms), under the
 //! message id `<node>-a-<first seq>` so a resend after a lost
@@ -41,7 +42,7 @@ pub const BATCH_ENTRIES: usize = 1_000;
 pub const BATCH_BYTES: usize = 256 << 10;
 
 /// The bytes of entries a message is filled with when its payload may
-/// take up to `limit` bytes ([`Cluster::payload_limit`]): half of that,
+/// take up to `limit` bytes (`Cluster::payload_limit`): half of that,
 /// for the framing, the seal and the last entry (which may pass the
 /// budget), and never more than [`BATCH_BYTES`]. A message over the
 /// servers' `max_payload` is refused however often it is sent.
@@ -269,7 +270,7 @@ pub async fn shipper(store: Arc<Store>, cluster: Arc<Cluster>) {
                         bytes,
                         limit,
                         entry = batch.first,
-                        "an audit entry is larger than the log's servers take (their max_payload); it and the entries after it stay on this node until max_payload is raised"
+                        "an audit entry is larger than a message to the log's servers may carry (their max_payload less 1 KiB for headers); it and the entries after it stay on this node until max_payload is raised"
                     );
                 }
                 tokio::time::sleep(Duration::from_secs(2)).await;
@@ -373,13 +374,15 @@ pub fn figures(stats: &ShipStats) -> [(&'static str, u64); 7] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::HEADER_ROOM;
 
     #[test]
     fn messages_are_filled_to_half_the_servers_limit_at_most() {
-        // NATS's default of 1 MiB leaves the usual budget.
-        assert_eq!(batch_bytes(1 << 20), BATCH_BYTES);
-        assert_eq!(batch_bytes(64 << 20), BATCH_BYTES);
-        assert_eq!(batch_bytes(256 << 10), 128 << 10);
+        // The argument is a payload limit: max_payload less the headers'
+        // room. NATS's default of 1 MiB leaves the usual budget.
+        assert_eq!(batch_bytes((1 << 20) - HEADER_ROOM), BATCH_BYTES);
+        assert_eq!(batch_bytes((64 << 20) - HEADER_ROOM), BATCH_BYTES);
+        assert_eq!(batch_bytes((256 << 10) - HEADER_ROOM), ((256 << 10) - HEADER_ROOM) / 2);
         assert_eq!(batch_bytes(4096), 2048);
         assert_eq!(batch_bytes(0), 1);
     }
