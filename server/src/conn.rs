@@ -325,15 +325,39 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
 /// sending would reset the connection, and most clients send their whole
 /// body before they read, so they would see a broken pipe instead of the
 /// answer.
-struct ReadOnDrop {
-    body: Option<Pin<Box<tower_http::timeout::TimeoutBody<Incoming>>>>,
+struct ReadOnDrop<B = Incoming>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    body: Option<Pin<Box<tower_http::timeout::TimeoutBody<B>>>>,
+    /// Whether the body has ended: it had none, or a read found its end.
+    /// Kept here because the timeout wrapper does not pass the inner
+    /// body's `is_end_stream` on (it would say "not yet" for every body,
+    /// and every request would leave a task reading nothing behind it).
+    ended: bool,
+}
+
+impl<B> ReadOnDrop<B>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn new(body: B, timeout: Duration) -> ReadOnDrop<B> {
+        let ended = http_body::Body::is_end_stream(&body);
+        ReadOnDrop { body: Some(Box::pin(tower_http::timeout::TimeoutBody::new(timeout, body))), ended }
+    }
 }
 
 /// How much of an abandoned request body is read on, and for how long.
 const READ_ON_BYTES: usize = 64 << 20;
 const READ_ON_TIME: Duration = Duration::from_secs(5);
 
-impl http_body::Body for ReadOnDrop {
+impl<B> http_body::Body for ReadOnDrop<B>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     type Data = bytes::Bytes;
     type Error = Box<dyn std::error::Error + Send + Sync>;
 
@@ -341,24 +365,40 @@ impl http_body::Body for ReadOnDrop {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        if self.ended {
+            return Poll::Ready(None);
+        }
         match self.body.as_mut() {
-            Some(b) => b.as_mut().poll_frame(cx),
+            Some(b) => {
+                let frame = b.as_mut().poll_frame(cx);
+                if let Poll::Ready(None) = frame {
+                    self.ended = true;
+                }
+                frame
+            }
             None => Poll::Ready(None),
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.as_ref().is_none_or(|b| b.is_end_stream())
+        self.ended || self.body.is_none()
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
-        self.body.as_ref().map_or_else(|| http_body::SizeHint::with_exact(0), |b| b.size_hint())
+        match &self.body {
+            Some(b) if !self.ended => b.size_hint(),
+            _ => http_body::SizeHint::with_exact(0),
+        }
     }
 }
 
-impl Drop for ReadOnDrop {
+impl<B> Drop for ReadOnDrop<B>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     fn drop(&mut self) {
-        let Some(mut body) = self.body.take().filter(|b| !http_body::Body::is_end_stream(&**b)) else { return };
+        let Some(mut body) = self.body.take().filter(|_| !self.ended) else { return };
         let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
         runtime.spawn(async move {
             use http_body_util::BodyExt;
@@ -555,7 +595,7 @@ async fn run<T>(
         act.request_began();
         let sent = AnswerSent(act.clone());
         let mut req =
-            req.map(|b| Body::new(ReadOnDrop { body: Some(Box::pin(tower_http::timeout::TimeoutBody::new(body_timeout, b))) }));
+            req.map(|b| Body::new(ReadOnDrop::new(b, body_timeout)));
         req.extensions_mut().insert(ConnectInfo(peer.clone()));
         let answer = tower::ServiceExt::oneshot(app.clone(), req);
         async move {
@@ -588,6 +628,34 @@ async fn run<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Request bodies read to their end, or that had none, are dropped
+    /// without a task to read on; one left unread gets that task.
+    #[tokio::test]
+    async fn only_a_body_left_unread_is_read_on_after_the_answer() {
+        use http_body::Body as _;
+        use http_body_util::{BodyExt, Empty, Full};
+        let tasks = || tokio::runtime::Handle::current().metrics().num_alive_tasks();
+        let before = tasks();
+        let t = Duration::from_secs(5);
+
+        let read = ReadOnDrop::new(Full::new(bytes::Bytes::from_static(b"{\"dataset\":\"hukou\"}")), t);
+        assert!(!read.is_end_stream());
+        let got = read.collect().await.unwrap().to_bytes();
+        assert_eq!(&got[..], b"{\"dataset\":\"hukou\"}");
+        assert_eq!(tasks(), before, "a body read to its end left a reader behind");
+
+        let none = ReadOnDrop::new(Empty::<bytes::Bytes>::new(), t);
+        assert!(none.is_end_stream());
+        assert_eq!(none.size_hint().exact(), Some(0));
+        drop(none);
+        assert_eq!(tasks(), before, "an empty body left a reader behind");
+
+        // The current-thread runtime runs the reader only once this test
+        // yields, so it is still counted here.
+        drop(ReadOnDrop::new(Full::new(bytes::Bytes::from_static(b"unread")), t));
+        assert_eq!(tasks(), before + 1, "an unread body must be read on");
+    }
 
     fn limits() -> ConnLimits {
         ConnLimits { per_client: 2, total: 3, ..ConnLimits::default() }
