@@ -867,11 +867,11 @@ fn audit_entries_are_shipped_in_messages_the_servers_take() {
     c.shows_use(3, "node-1", "batch_verify", person_key(&gen, 3 * 2048 - 1).as_str());
     let r = req("GET", &c.url(3, "/v1/audit/verify")).token(c.token("AUDITOR")).get();
     assert_eq!(r.json["ok"], true, "{}", r.text);
-    assert!(!c.logs("node-1").contains("larger than the log's servers take"), "{}", tail(&c.logs("node-1")));
+    assert!(!c.logs("node-1").contains("an audit entry is larger than a message"), "{}", tail(&c.logs("node-1")));
 
     // An update line whose message would pass the servers' limit once its
-    // headers are counted is refused on its own (the servers would close
-    // the connection of a client that sent it), and every smaller one is
+    // headers are counted is refused on its own (the client and the servers
+    // would refuse the message, and the whole request fail), and every smaller one is
     // logged. Bisecting on the photo's size finds where one turns into the
     // other; on code that left headers out of the count, its last probes
     // would be lines whose message falls just short of max_payload without
@@ -911,7 +911,7 @@ fn audit_entries_are_shipped_in_messages_the_servers_take() {
     let largest = lo * 4;
     eprintln!("the largest update line logged carries {largest} characters of photo");
     assert!((262_144 - 4_096..262_144 - 1_024).contains(&largest), "{largest}");
-    // The node stayed connected: a small update afterwards is logged.
+    // The node goes on logging: a small update afterwards is taken.
     let r = req("POST", &c.url(1, "/v1/datasets/hukou/updates")).token(c.token("GONGAN")).ndjson(&[line(person_key(&gen, 20).as_str(), 1)]);
     assert_eq!((r.status, r.json["applied"].as_u64().unwrap() + r.json["logged"].as_u64().unwrap()), (200, 1), "{}", r.text);
 }

@@ -50,7 +50,7 @@ pub fn batch_bytes(limit: usize) -> usize {
     BATCH_BYTES.min(limit / 2).max(1)
 }
 
-/// A sealed message larger than the log's servers take.
+/// A sealed message larger than a message to the log's servers may carry.
 #[derive(Debug)]
 struct TooLarge {
     bytes: usize,
