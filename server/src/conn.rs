@@ -21,8 +21,7 @@
 
 use crate::tls::TlsPeer;
 use axum::body::Body;
-use axum::extract::ConnectInfo;
-use axum::Router;
+use crate::http::Edge;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::collections::HashMap;
@@ -458,7 +457,7 @@ impl http_body::Body for Answer {
 pub async fn serve(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
-    app: Router,
+    app: Edge,
     limits: ConnLimits,
     stats: Arc<ConnStats>,
     shutdown: impl Future<Output = ()>,
@@ -549,7 +548,7 @@ async fn connection(
     addr: SocketAddr,
     slot: Slot,
     tls: Option<TlsAcceptor>,
-    app: Router,
+    app: Edge,
     limits: ConnLimits,
     stats: Arc<ConnStats>,
     graceful: hyper_util::server::graceful::Watcher,
@@ -580,7 +579,7 @@ async fn connection(
 async fn run<T>(
     io: T,
     peer: TlsPeer,
-    app: Router,
+    app: Edge,
     limits: ConnLimits,
     stats: &ConnStats,
     activity: Arc<Activity>,
@@ -594,12 +593,10 @@ async fn run<T>(
     let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
         act.request_began();
         let sent = AnswerSent(act.clone());
-        let mut req =
-            req.map(|b| Body::new(ReadOnDrop::new(b, body_timeout)));
-        req.extensions_mut().insert(ConnectInfo(peer.clone()));
-        let answer = tower::ServiceExt::oneshot(app.clone(), req);
+        let req = req.map(|b| Body::new(ReadOnDrop::new(b, body_timeout)));
+        let answer = app.call(req, &peer);
         async move {
-            let resp = answer.await?;
+            let resp = answer.await;
             Ok::<_, std::convert::Infallible>(resp.map(|body| Body::new(Answer { body, _sent: sent })))
         }
     });

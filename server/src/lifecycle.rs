@@ -144,7 +144,7 @@ pub async fn serve_tls(
     listener: tokio::net::TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
 ) -> anyhow::Result<()> {
-    let app = crate::http::router_with(state.clone(), crate::console::router(&state));
+    let app = crate::http::Edge::new(crate::http::router_with(state.clone(), crate::console::router(&state)), &state);
     // Lets `basedata backup --data DIR` reach this process, which holds the store.
     let _control = crate::control::ControlSocket::start(&state.store);
     // Records grants that the reply deadline turned into deemed approvals.

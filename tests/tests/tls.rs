@@ -235,11 +235,20 @@ fn client_certificates_authenticate_departments() {
     assert_eq!(body["datasets"]["hukou"]["fields"]["name"], "测试甲", "{}", brief(&body));
     let (status, body) = get(&renshe, &person, &[]).unwrap();
     assert_eq!((status, body["error"]["code"].as_str()), (400, Some("purpose_required")), "{}", brief(&body));
+    // A verification, which the server serves beside its router, knows
+    // the certificate's department too.
+    let verify = s.url(&format!("/v1/persons/{}/verify", key.as_str()));
+    let claim = json!({"dataset": "hukou", "fields": {"name": "测试甲"}});
+    let (status, body) = call(&renshe, "POST", &verify, &[("x-purpose", "就业补贴资格复核")], Some(std::slice::from_ref(&claim))).unwrap();
+    assert_eq!((status, body["result"].as_str()), (200, Some("match")), "{}", brief(&body));
+    let (status, body) = call(&s.client(Some(&s.pki.stranger)), "POST", &verify, &[("x-purpose", "复核")], Some(std::slice::from_ref(&claim))).unwrap();
+    assert_eq!((status, body["error"]["code"].as_str()), (401, Some("unauthenticated")), "{}", brief(&body));
     // The lookup is audited under the certificate's department.
     let auditor = s.client(None);
     let (status, body) = get(&auditor, &s.url("/v1/audit?department=renshe"), &[("authorization", &bearer(tokens::AUDITOR))]).unwrap();
     assert_eq!(status, 200, "{}", brief(&body));
     assert!(body.to_string().contains("就业补贴资格审核"), "{}", brief(&body));
+    assert!(body.to_string().contains("就业补贴资格复核"), "the verification too: {}", brief(&body));
 
     // A token of another department, or an unknown one, beside the certificate.
     for (agent, token) in [(&gongan, tokens::COUNTER), (&renshe, tokens::GONGAN), (&renshe, "not-a-known-token-at-all")] {

@@ -13,6 +13,7 @@ mod batch;
 mod changes;
 mod cluster;
 mod departments;
+mod edge;
 pub mod error;
 pub mod gov;
 mod keys;
@@ -40,6 +41,7 @@ use basedata_store::calendar::Calendar;
 use basedata_store::commit::Committer;
 use basedata_store::{Catalog, Store};
 use futures_util::FutureExt;
+pub use edge::Edge;
 pub use error::{ApiError, ApiResult};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -350,36 +352,50 @@ struct LoggedDepartment(String);
 /// never the concrete path, which holds ID numbers.
 async fn access_log(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let id = req
-        .headers()
-        .get(&REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 64 && v.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-'))
-        .map(str::to_owned)
-        .unwrap_or_else(|| format!("{:016x}", fastrand::u64(..)));
+    let id = request_id(req.headers());
     let method = method_label(req.method());
     // A clone of the matched path shares its string: nothing is allocated.
     let matched = req.extensions().get::<MatchedPath>().cloned();
     let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
-    // The panic catcher lives here rather than in a layer of its own: a
-    // layer costs a route clone and a boxed future on every request. A
-    // panic is answered 500 and logged like any other answer.
-    let mut resp = std::panic::AssertUnwindSafe(next.run(req))
+    let resp = caught(next.run(req)).await;
+    answered(&state, started, &id, method, route, resp)
+}
+
+/// The request's id: a sane incoming `X-Request-Id` (at most 64 letters,
+/// digits and dashes), else a fresh one.
+fn request_id(headers: &axum::http::HeaderMap) -> String {
+    headers
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 64 && v.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-'))
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("{:016x}", fastrand::u64(..)))
+}
+
+/// Runs a request to its answer; a panic is answered 500 and logged like
+/// any other answer. (Not a layer of its own: a layer costs a route clone
+/// and a boxed future on every request.)
+async fn caught(answer: impl std::future::Future<Output = Response>) -> Response {
+    std::panic::AssertUnwindSafe(answer)
         .catch_unwind()
         .await
-        .unwrap_or_else(|_| ApiError::internal("handler panicked").into_response());
+        .unwrap_or_else(|_| ApiError::internal("handler panicked").into_response())
+}
+
+/// Counts and logs an answer, and names its request id on it.
+fn answered(state: &AppState, started: Instant, id: &str, method: &'static str, route: &str, mut resp: Response) -> Response {
     let dept = resp.extensions().get::<LoggedDepartment>().map(|d| d.0.clone()).unwrap_or_default();
     let elapsed = started.elapsed();
     state.metrics.observe(route, method, resp.status(), &dept, elapsed.as_secs_f64());
     crate::logging::access(&crate::logging::AccessLine {
-        request_id: &id,
+        request_id: id,
         method,
         route,
         status: resp.status().as_u16(),
         department: &dept,
         micros: elapsed.as_micros() as u64,
     });
-    if let Ok(v) = HeaderValue::from_str(&id) {
+    if let Ok(v) = HeaderValue::from_str(id) {
         resp.headers_mut().insert(REQUEST_ID.clone(), v);
     }
     resp
@@ -453,7 +469,7 @@ async fn authenticate(State(state): State<AppState>, req: Request, next: Next) -
     authenticated(&state, req, next, false).await
 }
 
-/// [`authenticate`], then the purpose ([`state_purpose`]), as one layer:
+/// [`authenticate`], then the purpose ([`stated_purpose`]), as one layer:
 /// the subject reads'.
 async fn authenticate_with_purpose(State(state): State<AppState>, req: Request, next: Next) -> Response {
     authenticated(&state, req, next, true).await
@@ -462,36 +478,54 @@ async fn authenticate_with_purpose(State(state): State<AppState>, req: Request, 
 /// Admits the request ([`admit`]), checks its purpose if `purpose`, and
 /// runs the rest; the answer names the department for the access log.
 async fn authenticated(state: &AppState, mut req: Request, next: Next, purpose: bool) -> Response {
-    let (permit, dept_id) = match admit(state, &mut req) {
+    let peer = req.extensions().get::<axum::extract::ConnectInfo<crate::tls::TlsPeer>>().and_then(|c| c.0.subject.as_deref());
+    let admitted = match admit(state, req.headers(), peer) {
         Ok(a) => a,
         Err(resp) => return resp,
     };
-    let stated = if purpose { state_purpose(state, &mut req).await } else { Ok(()) };
-    let mut resp = match stated {
-        Ok(()) => next.run(req).await,
-        Err(resp) => resp,
+    let Admitted { permit, department, caller } = admitted;
+    let resp = if purpose {
+        match stated_purpose(state, req.headers(), &caller).await {
+            Ok((caller, purpose)) => {
+                req.extensions_mut().insert(caller);
+                req.extensions_mut().insert(purpose);
+                next.run(req).await
+            }
+            Err(resp) => resp,
+        }
+    } else {
+        req.extensions_mut().insert(caller);
+        next.run(req).await
     };
     drop(permit);
-    resp.extensions_mut().insert(LoggedDepartment(dept_id));
+    logged(department, resp)
+}
+
+/// An answer that names the department, for the access log.
+fn logged(department: String, mut resp: Response) -> Response {
+    resp.extensions_mut().insert(LoggedDepartment(department));
     resp
 }
 
-/// Identifies the department of a request and admits it within its
-/// limits: the caller goes into the request's extensions, and the permit
-/// returned is held until the answer is produced (the concurrency cap
-/// counts requests in progress). `Err` is the refusal to send.
-fn admit(state: &AppState, req: &mut Request) -> Result<(Option<tokio::sync::OwnedSemaphorePermit>, String), Response> {
-    let token = match bearer_token(req.headers()) {
+/// A request's department, admitted within its limits.
+struct Admitted {
+    /// Held until the answer is produced: the concurrency cap counts
+    /// requests in progress.
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    department: String,
+    caller: crate::auth::Caller,
+}
+
+/// Identifies the department of a request (its bearer token, and `peer`,
+/// the verified client certificate's subject over mutual TLS) and admits
+/// it within its limits. `Err` is the refusal to send.
+fn admit(state: &AppState, headers: &axum::http::HeaderMap, peer: Option<&crate::tls::CertSubject>) -> Result<Admitted, Response> {
+    let token = match bearer_token(headers) {
         Ok(t) => t,
         Err(why) => return Err(ApiError::unauthenticated(why).into_response()),
     };
-    let operator = header_text(req.headers(), "X-Operator", MAX_OPERATOR_CHARS).map_err(IntoResponse::into_response)?;
-    // Over mutual TLS, the verified client certificate of the connection.
-    let peer = req
-        .extensions()
-        .get::<axum::extract::ConnectInfo<crate::tls::TlsPeer>>()
-        .and_then(|c| c.0.subject.clone());
-    let department = match state.departments.identify(token, peer.as_deref()) {
+    let operator = header_text(headers, "X-Operator", MAX_OPERATOR_CHARS).map_err(IntoResponse::into_response)?;
+    let department = match state.departments.identify(token, peer) {
         Ok(d) => d,
         Err(why) => return Err(ApiError::unauthenticated(why).into_response()),
     };
@@ -500,19 +534,17 @@ fn admit(state: &AppState, req: &mut Request) -> Result<(Option<tokio::sync::Own
         Ok(p) => p,
         Err(r) => {
             state.metrics.refused(&dept_id, r.reason);
-            let mut resp = ApiError::new(
+            let resp = ApiError::new(
                 axum::http::StatusCode::TOO_MANY_REQUESTS,
                 "overloaded",
                 format!("{} of department {dept_id} exceeded; retry later", r.reason),
             )
             .with_retry_after(r.retry_after_secs)
             .into_response();
-            resp.extensions_mut().insert(LoggedDepartment(dept_id));
-            return Err(resp);
+            return Err(logged(dept_id, resp));
         }
     };
-    req.extensions_mut().insert(department.caller(operator));
-    Ok((permit, dept_id))
+    Ok(Admitted { permit, department: dept_id, caller: department.caller(operator) })
 }
 
 /// Longest accepted purpose statement, in characters.
@@ -520,24 +552,22 @@ pub const MAX_PURPOSE_CHARS: usize = 500;
 
 /// The purpose rule: subject-data reads must say what they are for, and a
 /// department with a purpose list may state only its purposes (a refusal
-/// is audited); the admitted caller, carrying the purpose code, and the
-/// purpose go into the request's extensions. `Err` is the refusal.
-async fn state_purpose(state: &AppState, req: &mut Request) -> Result<(), Response> {
-    let p = match header_text(req.headers(), "X-Purpose", MAX_PURPOSE_CHARS) {
+/// is audited). `Ok` is the caller admitted with the purpose code, and the
+/// purpose as stated; `Err` is the refusal.
+async fn stated_purpose(
+    state: &AppState,
+    headers: &axum::http::HeaderMap,
+    caller: &crate::auth::Caller,
+) -> Result<(crate::auth::Caller, Purpose), Response> {
+    let p = match header_text(headers, "X-Purpose", MAX_PURPOSE_CHARS) {
         Err(e) => return Err(e.into_response()),
         Ok(None) => return Err(ApiError::purpose_required().into_response()),
         Ok(Some(p)) => p,
     };
-    if let Some(caller) = req.extensions().get::<crate::auth::Caller>() {
-        match state.queries.admit_purpose(caller, &p).await {
-            Ok(admitted) => {
-                req.extensions_mut().insert(admitted);
-            }
-            Err(e) => return Err(ApiError::from(e).into_response()),
-        }
+    match state.queries.admit_purpose(caller, &p).await {
+        Ok(admitted) => Ok((admitted, Purpose(p))),
+        Err(e) => Err(ApiError::from(e).into_response()),
     }
-    req.extensions_mut().insert(Purpose(p));
-    Ok(())
 }
 
 #[cfg(test)]

@@ -201,7 +201,7 @@ pub async fn verify_entity(
     verify_subject(state, caller, purpose, Subject::Entity, code, q, body).await
 }
 
-async fn verify_subject(
+pub(super) async fn verify_subject(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Extension(purpose): Extension<Purpose>,

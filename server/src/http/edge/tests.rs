@@ -1,0 +1,225 @@
+//! The fast verification route held to the router: the same requests sent
+//! to two equal stores, one through [`Edge`] and one through the router
+//! alone, must get the same answers byte for byte, leave the same audit
+//! trail and count the same in the metrics.
+
+use super::*;
+use crate::config::{DepartmentConfig, Role};
+use crate::http::{router, AppState, Settings};
+use crate::auth::Departments;
+use axum::body::Body;
+use axum::http::{HeaderMap, Request as HttpRequest, StatusCode};
+use basedata_gen::{person_hukou, person_key, GenConfig};
+use basedata_store::clock::ManualClock;
+use basedata_store::engine::mem::MemEngine;
+use basedata_store::{Catalog, Secret, Store};
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use tower::ServiceExt;
+
+const PROVIDER: &str = "edge-provider-token-01";
+const COUNTER: &str = "edge-counter-token-001";
+const STRICT: &str = "edge-strict-token-0001";
+const AUDITOR: &str = "edge-auditor-token-001";
+const PERSONS: u64 = 4;
+
+fn dept(id: &str, roles: Vec<Role>, token: &str, purposes: Option<Vec<&str>>) -> DepartmentConfig {
+    DepartmentConfig {
+        id: id.into(),
+        name: id.into(),
+        roles,
+        token: Some(token.into()),
+        purposes: purposes.map(|p| p.into_iter().map(String::from).collect()),
+        ..Default::default()
+    }
+}
+
+/// A store with `PERSONS` hukou records, the same every time.
+async fn world() -> AppState {
+    let clock = Arc::new(ManualClock::new(1_763_800_000_000_000));
+    let store = Store::open(Arc::new(MemEngine::new()), &Secret::from_bytes([9; 32]), Arc::new(Catalog::builtin()), clock).unwrap();
+    let departments = Departments::from_config(&[
+        dept("gongan", vec![Role::Provider], PROVIDER, None),
+        dept("counter", vec![Role::Consumer], COUNTER, None),
+        dept("strict", vec![Role::Consumer], STRICT, Some(vec!["social_insurance"])),
+        dept("audit", vec![Role::Auditor], AUDITOR, None),
+    ])
+    .unwrap();
+    let state = AppState::build(Arc::new(store), departments, Settings::default()).unwrap();
+    let g = gen();
+    let lines: Vec<String> = (0..PERSONS)
+        .map(|i| json!({"key": person_key(&g, i).as_str(), "version": 1, "op": "upsert", "fields": person_hukou(&g, i)}).to_string())
+        .collect();
+    let req = HttpRequest::post("/v1/datasets/hukou/updates")
+        .header("authorization", format!("Bearer {PROVIDER}"))
+        .header("content-type", "application/x-ndjson")
+        .body(Body::from(lines.join("\n")))
+        .unwrap();
+    let resp = router(state.clone()).oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    state
+}
+
+fn gen() -> GenConfig {
+    GenConfig { persons: PERSONS, entities: 0, seed: 11 }
+}
+
+fn peer() -> crate::tls::TlsPeer {
+    crate::tls::TlsPeer { addr: "127.0.0.1:40000".parse().unwrap(), subject: None, tls: false }
+}
+
+/// One request, built afresh for each side.
+struct Case {
+    method: &'static str,
+    path: String,
+    headers: Vec<(&'static str, String)>,
+    body: Vec<u8>,
+    /// Whether the fast route takes it.
+    fast: bool,
+}
+
+impl Case {
+    fn request(&self) -> HttpRequest<Body> {
+        let mut b = HttpRequest::builder().method(self.method).uri(&self.path);
+        for (k, v) in &self.headers {
+            b = b.header(*k, v);
+        }
+        b.body(Body::from(self.body.clone())).unwrap()
+    }
+}
+
+async fn answer(resp: Response) -> (StatusCode, HeaderMap, Vec<u8>) {
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    (status, headers, resp.into_body().collect().await.unwrap().to_bytes().to_vec())
+}
+
+fn cases() -> Vec<Case> {
+    let g = gen();
+    let key = |i| person_key(&g, i).as_str().to_owned();
+    let name = |i| person_hukou(&g, i)["name"].as_str().unwrap().to_owned();
+    let claim = |_: u64, n: &str| json!({"dataset": "hukou", "fields": {"name": n}}).to_string().into_bytes();
+    let std = |token: &str, purpose: Option<&str>, rid: usize| {
+        let mut h = vec![("authorization", format!("Bearer {token}")), ("content-type", "application/json".into())];
+        if let Some(p) = purpose {
+            h.push(("x-purpose", p.into()));
+        }
+        h.push(("x-request-id", format!("edge-{rid}")));
+        h
+    };
+    let verify = |i: u64| format!("/v1/persons/{}/verify", key(i));
+    let mut v = vec![
+        // match, mismatch, and the same with an operator named
+        Case { method: "POST", path: verify(0), headers: std(COUNTER, Some("benchmark"), 1), body: claim(0, &name(0)), fast: true },
+        Case { method: "POST", path: verify(1), headers: std(COUNTER, Some("benchmark"), 2), body: claim(1, "不是这个名字"), fast: true },
+        Case {
+            method: "POST",
+            path: verify(2),
+            headers: [std(COUNTER, Some("social_insurance; 复核"), 3), vec![("x-operator", "clerk-7".into())]].concat(),
+            body: claim(2, &name(2)),
+            fast: true,
+        },
+        // a subject with no record
+        Case { method: "POST", path: verify(PERSONS + 1), headers: std(COUNTER, Some("benchmark"), 4), body: claim(0, "某"), fast: true },
+        // refusals on the way in, in the layers' order
+        Case { method: "POST", path: verify(0), headers: vec![("x-request-id", "edge-5".into())], body: claim(0, "x"), fast: true },
+        Case { method: "POST", path: verify(0), headers: std("not-a-known-token-000", Some("benchmark"), 6), body: claim(0, "x"), fast: true },
+        Case { method: "POST", path: verify(0), headers: std(COUNTER, None, 7), body: claim(0, "x"), fast: true },
+        Case { method: "POST", path: verify(0), headers: std(STRICT, Some("benchmark"), 8), body: claim(0, "x"), fast: true },
+        Case {
+            method: "POST",
+            path: verify(0),
+            headers: [std(COUNTER, Some("benchmark"), 9), vec![("x-operator", "%0Aforged".into())]].concat(),
+            body: claim(0, "x"),
+            fast: true,
+        },
+        // bad keys and bodies
+        Case { method: "POST", path: "/v1/persons/110105194912310021/verify".into(), headers: std(COUNTER, Some("benchmark"), 10), body: claim(0, "x"), fast: true },
+        Case { method: "POST", path: verify(0), headers: std(COUNTER, Some("benchmark"), 11), body: b"{\"dataset\":".to_vec(), fast: true },
+        Case { method: "POST", path: verify(0), headers: std(COUNTER, Some("benchmark"), 12), body: br#"{"dataset":"nope","fields":{"name":"x"}}"#.to_vec(), fast: true },
+        Case { method: "POST", path: verify(0), headers: std(COUNTER, Some("benchmark"), 13), body: vec![b' '; 3 << 20], fast: true },
+        // an entity (none are held)
+        Case {
+            method: "POST",
+            path: "/v1/entities/91350100M000100Y43/verify".into(),
+            headers: std(COUNTER, Some("benchmark"), 14),
+            body: br#"{"fields":{"name":"x"}}"#.to_vec(),
+            fast: true,
+        },
+        // a request id of the server's making
+        Case { method: "POST", path: verify(3), headers: std(COUNTER, Some("benchmark"), 15)[..3].to_vec(), body: claim(3, &name(3)), fast: true },
+        // left to the router
+        Case { method: "POST", path: format!("{}?id_type=citizen_id", verify(0)), headers: std(COUNTER, Some("benchmark"), 16), body: claim(0, &name(0)), fast: false },
+        Case { method: "POST", path: verify(0).replacen("/v1/persons/", "/v1/persons/%20", 1), headers: std(COUNTER, Some("benchmark"), 17), body: claim(0, &name(0)), fast: false },
+        Case { method: "GET", path: verify(0), headers: std(COUNTER, Some("benchmark"), 18), body: vec![], fast: false },
+        Case { method: "POST", path: "/v1/persons//verify".into(), headers: std(COUNTER, Some("benchmark"), 19), body: claim(0, "x"), fast: false },
+        Case { method: "POST", path: format!("{}/", verify(0)), headers: std(COUNTER, Some("benchmark"), 20), body: claim(0, "x"), fast: false },
+    ];
+    // The same verifications again, so that repeated uses are compared too.
+    v.push(Case { method: "POST", path: verify(0), headers: std(COUNTER, Some("benchmark"), 21), body: claim(0, &name(0)), fast: true });
+    v
+}
+
+#[tokio::test]
+async fn the_fast_route_answers_audits_and_counts_as_the_router_does() {
+    let (fast, slow) = (world().await, world().await);
+    let edge = Edge::new(router(fast.clone()), &fast);
+    let plain = router(slow.clone());
+    let mut fast_taken = 0;
+    for (i, case) in cases().iter().enumerate() {
+        let req = case.request();
+        assert_eq!(verification(&req).is_some(), case.fast, "case {i}: {} {}", case.method, case.path);
+        fast_taken += usize::from(case.fast);
+        let (s1, mut h1, b1) = answer(edge.call(req, &peer()).await).await;
+        let (s2, mut h2, b2) = answer(plain.clone().oneshot(case.request()).await.unwrap()).await;
+        if !case.headers.iter().any(|(k, _)| *k == "x-request-id") {
+            // Fresh ids differ; both must carry one.
+            assert!(h1.remove("x-request-id").is_some() && h2.remove("x-request-id").is_some(), "case {i}");
+        }
+        // The router states the length of a full body; hyper does so on
+        // the wire for both.
+        for (h, b) in [(&mut h1, &b1), (&mut h2, &b2)] {
+            if let Some(n) = h.remove("content-length") {
+                assert_eq!(n.to_str().unwrap(), b.len().to_string(), "case {i}");
+            }
+        }
+        assert_eq!(
+            (s1, &h1, String::from_utf8_lossy(&b1)),
+            (s2, &h2, String::from_utf8_lossy(&b2)),
+            "case {i}: {} {}",
+            case.method,
+            case.path
+        );
+    }
+    assert!(fast_taken >= 15, "the fast route was taken {fast_taken} times");
+
+    // The audit trails: entry for entry, hashes included (same secret,
+    // same clock, same order of uses).
+    let trail = |state: AppState| async move {
+        let req = HttpRequest::get("/v1/audit?limit=1000").header("authorization", format!("Bearer {AUDITOR}")).body(Body::empty()).unwrap();
+        let (s, _, b) = answer(router(state).oneshot(req).await.unwrap()).await;
+        assert_eq!(s, StatusCode::OK);
+        serde_json::from_slice::<Value>(&b).unwrap()
+    };
+    let (t1, t2) = (trail(fast.clone()).await, trail(slow.clone()).await);
+    let entries = t1["entries"].as_array().expect("entries");
+    assert!(entries.iter().filter(|e| e["action"] == "verify").count() >= 6, "{t1}");
+    assert!(entries.iter().any(|e| e["outcome"].as_str().is_some_and(|o| o.contains("purpose"))), "the refused purpose is audited: {t1}");
+    assert_eq!(t1, t2);
+
+    // The metrics: the same requests counted under the same labels (times
+    // differ, so histogram sums and buckets are left out).
+    let counted = |state: &AppState| -> Vec<String> {
+        state
+            .metrics
+            .render(&state.store, state.committer.stats())
+            .lines()
+            .filter(|l| l.contains("verify") && !l.starts_with('#') && !l.contains("_bucket") && !l.contains("_sum"))
+            .map(str::to_owned)
+            .collect()
+    };
+    let (m1, m2) = (counted(&fast), counted(&slow));
+    assert!(m1.iter().any(|l| l.contains("route=\"/v1/persons/{id}/verify\"") && l.contains("status=\"200\"")), "{m1:#?}");
+    assert_eq!(m1, m2);
+}
