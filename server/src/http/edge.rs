@@ -47,7 +47,10 @@ impl Edge {
         if let Some(state) = &self.fast {
             if let Some((subject, key)) = verification(&req) {
                 let key = key.to_owned();
-                return Either::Left(verify(state.clone(), req, peer.subject.clone(), subject, key));
+                // Boxed: hyper moves the future it is handed into its
+                // own slot, and this one, the whole verification's state
+                // machine, is large enough for the copy to show.
+                return Either::Left(Box::pin(verify(state.clone(), req, peer.subject.clone(), subject, key)));
             }
         }
         req.extensions_mut().insert(axum::extract::ConnectInfo(peer.clone()));
