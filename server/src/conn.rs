@@ -21,7 +21,6 @@
 
 use crate::tls::TlsPeer;
 use axum::body::Body;
-use crate::http::Edge;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::collections::HashMap;
@@ -450,14 +449,22 @@ impl http_body::Body for Answer {
     }
 }
 
+/// What a connection hands each request to: the HTTP edge (the router,
+/// and the routes served beside it). A trait, so that connections know
+/// nothing of the API behind them.
+pub trait Serve: Clone + Send + Sync + 'static {
+    /// The answer to `req`, from a connection whose peer is `peer`.
+    fn call(&self, req: axum::extract::Request, peer: &TlsPeer) -> impl Future<Output = axum::response::Response> + Send + 'static + use<Self>;
+}
+
 /// Serves `app` on `listener` (over TLS when an acceptor is given) until
 /// `shutdown` completes, then lets the answers in progress finish (for at
 /// most `limits.drain`: a client holding a connection open must not keep
 /// the process from ending).
-pub async fn serve(
+pub async fn serve<A: Serve>(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
-    app: Edge,
+    app: A,
     limits: ConnLimits,
     stats: Arc<ConnStats>,
     shutdown: impl Future<Output = ()>,
@@ -543,12 +550,12 @@ fn is_connection_error(e: &io::Error) -> bool {
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn connection(
+async fn connection<A: Serve>(
     tcp: TcpStream,
     addr: SocketAddr,
     slot: Slot,
     tls: Option<TlsAcceptor>,
-    app: Edge,
+    app: A,
     limits: ConnLimits,
     stats: Arc<ConnStats>,
     graceful: hyper_util::server::graceful::Watcher,
@@ -576,10 +583,10 @@ async fn connection(
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn run<T>(
+async fn run<T, A: Serve>(
     io: T,
     peer: TlsPeer,
-    app: Edge,
+    app: A,
     limits: ConnLimits,
     stats: &ConnStats,
     activity: Arc<Activity>,

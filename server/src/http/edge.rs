@@ -1,22 +1,23 @@
 //! What a connection hands each request to: the router, or — for a
-//! counter's point verification, the hottest request there is — the same
-//! steps called directly.
+//! counter's lookups and verifications of one subject, the hottest
+//! requests there are — the same steps called directly.
 //!
-//! The router spends on every request what a verification does not need:
-//! a route lookup with its path parameters and matched path, a boxed
-//! future and a service clone for each of its three layers, the request's
-//! caller and purpose put into its extensions and cloned back out by the
-//! extractors. [`Edge`] takes the two verification routes past all that
+//! The router spends on every request what these reads do not need: a
+//! route lookup with its path parameters and matched path, a boxed future
+//! and a service clone for each of its three layers, the request's caller
+//! and purpose put into its extensions and cloned back out by the
+//! extractors. [`Edge`] takes the four subject-read routes past all that
 //! and runs the very functions the layers run, in the layers' order:
 //! request id, panic catcher, JSON errors, time limit, admission, purpose,
-//! handler, metrics and access log. So the answer, its headers, its audit
-//! entry, its metrics and its log line are the router's (its tests hold
-//! the two side by side). Anything the fast route does
-//! not take exactly as the router would — another method, a query string,
-//! a percent-encoded key, cluster mode with its read positions — goes to
-//! the router.
+//! handler (with the router's own query and body extractors), metrics and
+//! access log. So the answer, its headers, its audit entry, its metrics
+//! and its log line are the router's (its tests hold the two side by
+//! side). Anything the fast route does not take exactly as the router
+//! would — another method, a path of another shape, a percent-encoded
+//! key, cluster mode with its read positions — goes to the router.
 
 use super::{answered, caught, json_errors, request_id, subjects, AppState, Purpose};
+use crate::auth::Caller;
 use axum::extract::{FromRequest, Query, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Router};
@@ -25,7 +26,7 @@ use futures_util::future::Either;
 use std::future::Future;
 use std::time::Instant;
 
-/// The router, and the state for the verification routes served beside
+/// The router, and the state for the subject reads served beside
 /// it (`None`: every request goes to the router).
 #[derive(Clone)]
 pub struct Edge {
@@ -34,8 +35,8 @@ pub struct Edge {
 }
 
 impl Edge {
-    /// `router` built over `state`, with the verification routes served
-    /// beside it on a single node. In cluster mode every answer carries
+    /// `router` built over `state`, with the subject reads served beside
+    /// it on a single node. In cluster mode every answer carries
     /// the node's read position, a layer of the router's: all requests go
     /// through it.
     pub fn new(router: Router, state: &AppState) -> Edge {
@@ -45,12 +46,12 @@ impl Edge {
     /// The answer to `req`, from a connection whose peer is `peer`.
     pub fn call(&self, mut req: Request, peer: &crate::tls::TlsPeer) -> impl Future<Output = Response> + Send + 'static {
         if let Some(state) = &self.fast {
-            if let Some((subject, key)) = verification(&req) {
+            if let Some((read, subject, key)) = subject_read(&req) {
                 let key = key.to_owned();
                 // Boxed: hyper moves the future it is handed into its
-                // own slot, and this one, the whole verification's state
-                // machine, is large enough for the copy to show.
-                return Either::Left(Box::pin(verify(state.clone(), req, peer.subject.clone(), subject, key)));
+                // own slot, and this one, the whole read's state machine,
+                // is large enough for the copy to show.
+                return Either::Left(Box::pin(serve(state.clone(), req, peer.subject.clone(), read, subject, key)));
             }
         }
         req.extensions_mut().insert(axum::extract::ConnectInfo(peer.clone()));
@@ -64,42 +65,74 @@ impl Edge {
     }
 }
 
-/// The route templates, as the router names them in metrics and the log.
-const PERSON_ROUTE: &str = "/v1/persons/{id}/verify";
-const ENTITY_ROUTE: &str = "/v1/entities/{code}/verify";
+/// The subject reads served here.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Read {
+    /// `GET /v1/persons/{id}`, `GET /v1/entities/{code}`
+    Lookup,
+    /// `POST /v1/persons/{id}/verify`, `POST /v1/entities/{code}/verify`
+    Verify,
+}
 
-/// The subject and the key in the path of a verification that the fast
-/// route serves as the router would: `POST`, no query string (`id_type`
-/// is left to the router's extractor) and a key of one segment with no
-/// percent-encoding (which the router's path extractor would decode).
-fn verification(req: &Request) -> Option<(Subject, &str)> {
-    if req.method() != axum::http::Method::POST || req.uri().query().is_some() {
-        return None;
+impl Read {
+    /// The method, as the metrics and the log name it.
+    fn method(self) -> &'static str {
+        match self {
+            Read::Lookup => "GET",
+            Read::Verify => "POST",
+        }
     }
+
+    /// The route template, as the router names it in metrics and the log.
+    fn route(self, subject: Subject) -> &'static str {
+        match (self, subject) {
+            (Read::Lookup, Subject::Person) => "/v1/persons/{id}",
+            (Read::Lookup, Subject::Entity) => "/v1/entities/{code}",
+            (Read::Verify, Subject::Person) => "/v1/persons/{id}/verify",
+            (Read::Verify, Subject::Entity) => "/v1/entities/{code}/verify",
+        }
+    }
+}
+
+/// The read, subject and key in the path of a request that the fast route
+/// serves as the router would: `GET` of a subject or `POST` of its
+/// verification (`HEAD` and the rest are the router's), with a key of one
+/// non-empty segment and no percent-encoding (which the router's path
+/// extractor would decode).
+fn subject_read(req: &Request) -> Option<(Read, Subject, &str)> {
+    let read = match *req.method() {
+        axum::http::Method::GET => Read::Lookup,
+        axum::http::Method::POST => Read::Verify,
+        _ => return None,
+    };
     let path = req.uri().path();
     let (subject, rest) = match path.strip_prefix("/v1/persons/") {
         Some(rest) => (Subject::Person, rest),
         None => (Subject::Entity, path.strip_prefix("/v1/entities/")?),
     };
-    let key = rest.strip_suffix("/verify")?;
-    (!key.is_empty() && !key.contains(['/', '%'])).then_some((subject, key))
+    let key = match read {
+        Read::Lookup => rest,
+        Read::Verify => rest.strip_suffix("/verify")?,
+    };
+    (!key.is_empty() && !key.contains(['/', '%'])).then_some((read, subject, key))
 }
 
-/// A verification, through the steps the router's layers take.
-async fn verify(
+/// A subject read, through the steps the router's layers take.
+async fn serve(
     state: AppState,
     req: Request,
     peer: Option<std::sync::Arc<crate::tls::CertSubject>>,
+    read: Read,
     subject: Subject,
     key: String,
 ) -> Response {
     // access_log
     let started = Instant::now();
     let id = request_id(req.headers());
-    let route = if subject == Subject::Person { PERSON_ROUTE } else { ENTITY_ROUTE };
+    let route = read.route(subject);
     let resp = caught(async {
         // api_edge: the time limit inside the JSON errors
-        let limited = tokio::time::timeout(state.request_timeout, admitted(&state, req, peer.as_deref(), subject, key));
+        let limited = tokio::time::timeout(state.request_timeout, admitted(&state, req, peer.as_deref(), read, subject, key));
         let resp = match limited.await {
             Ok(resp) => resp,
             Err(_) => super::ApiError::unavailable("the request took too long and was abandoned").into_response(),
@@ -107,7 +140,7 @@ async fn verify(
         json_errors(resp).await
     })
     .await;
-    answered(&state, started, &id, "POST", route, resp)
+    answered(&state, started, &id, read.method(), route, resp)
 }
 
 /// authenticate_with_purpose, then the handler.
@@ -115,6 +148,7 @@ async fn admitted(
     state: &AppState,
     req: Request,
     peer: Option<&crate::tls::CertSubject>,
+    read: Read,
     subject: Subject,
     key: String,
 ) -> Response {
@@ -123,25 +157,40 @@ async fn admitted(
         Err(resp) => return resp,
     };
     let resp = match super::stated_purpose(state, req.headers(), &caller).await {
-        Ok((caller, purpose)) => handler(state, caller, purpose, subject, key, req).await,
+        Ok((caller, purpose)) => handler(state, caller, purpose, read, subject, key, req).await,
         Err(resp) => resp,
     };
     drop(permit);
     super::logged(department, resp)
 }
 
-/// The verification handler with its extractors' work done here: the
-/// body is read by the router's own extractor, so its limit and its
-/// refusals are the router's.
-async fn handler(state: &AppState, caller: crate::auth::Caller, purpose: Purpose, subject: Subject, key: String, req: Request) -> Response {
-    let body = match axum::body::Bytes::from_request(req, state).await {
-        Ok(b) => b,
-        Err(rejection) => return rejection.into_response(),
-    };
-    let no_query = Query(subjects::IdTypeParam { id_type: None });
-    subjects::verify_subject(State(state.clone()), Extension(caller), Extension(purpose), subject, key, no_query, body)
-        .await
-        .into_response()
+/// The handler, with its extractors' work done here by the router's own
+/// extractors (query string, then body), so that their refusals and the
+/// body's limit are the router's.
+async fn handler(state: &AppState, caller: Caller, purpose: Purpose, read: Read, subject: Subject, key: String, req: Request) -> Response {
+    let (state, caller, purpose) = (State(state.clone()), Extension(caller), Extension(purpose));
+    match read {
+        Read::Lookup => match Query::try_from_uri(req.uri()) {
+            Ok(q) => subjects::lookup_subject(state, caller, purpose, subject, key, q).await.into_response(),
+            Err(rejection) => rejection.into_response(),
+        },
+        Read::Verify => {
+            let q = match Query::try_from_uri(req.uri()) {
+                Ok(q) => q,
+                Err(rejection) => return rejection.into_response(),
+            };
+            match axum::body::Bytes::from_request(req, &state.0).await {
+                Ok(body) => subjects::verify_subject(state, caller, purpose, subject, key, q, body).await.into_response(),
+                Err(rejection) => rejection.into_response(),
+            }
+        }
+    }
+}
+
+impl crate::conn::Serve for Edge {
+    fn call(&self, req: Request, peer: &crate::tls::TlsPeer) -> impl Future<Output = Response> + Send + 'static + use<> {
+        Edge::call(self, req, peer)
+    }
 }
 
 #[cfg(test)]

@@ -105,7 +105,7 @@ pub async fn lookup_entity(
     lookup_subject(state, caller, purpose, Subject::Entity, code, q).await
 }
 
-async fn lookup_subject(
+pub(super) async fn lookup_subject(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Extension(purpose): Extension<Purpose>,
