@@ -6,7 +6,8 @@
 //! test kept while it went.
 
 use super::*;
-use crate::config::{DepartmentConfig, Role};
+use super::tests::dept;
+use crate::config::Role;
 use axum::body::Body;
 use axum::http::{Request as HttpRequest, StatusCode};
 use basedata_gen::{person_hukou, person_key, GenConfig};
@@ -41,17 +42,6 @@ struct Sim {
 fn at_ten(d: Date) -> i64 {
     let days = i64::from(d.to_julian_day() - date!(1970 - 01 - 01).to_julian_day());
     days * 86_400_000_000 + 2 * 3_600_000_000
-}
-
-fn dept(id: &str, name: &str, roles: Vec<Role>, token: &str, purposes: Option<Vec<&str>>) -> DepartmentConfig {
-    DepartmentConfig {
-        id: id.into(),
-        name: name.into(),
-        roles,
-        token: Some(token.into()),
-        purposes: purposes.map(|p| p.into_iter().map(String::from).collect()),
-        ..Default::default()
-    }
 }
 
 impl Sim {

@@ -29,6 +29,18 @@ fn auditor_state() -> AppState {
     state
 }
 
+/// A department of the configuration, as the tests write them.
+pub(crate) fn dept(id: &str, name: &str, roles: Vec<Role>, token: &str, purposes: Option<Vec<&str>>) -> DepartmentConfig {
+    DepartmentConfig {
+        id: id.into(),
+        name: name.into(),
+        roles,
+        token: Some(token.into()),
+        purposes: purposes.map(|p| p.into_iter().map(String::from).collect()),
+        ..Default::default()
+    }
+}
+
 pub(crate) fn test_state() -> AppState {
     state_with(&[DepartmentConfig {
         id: "counter".into(),

@@ -4,7 +4,8 @@
 //! trail and count the same in the metrics.
 
 use super::*;
-use crate::config::{DepartmentConfig, Role};
+use crate::config::Role;
+use crate::http::tests::dept;
 use crate::http::{router, AppState, Settings};
 use crate::auth::Departments;
 use axum::body::Body;
@@ -24,26 +25,15 @@ const STRICT: &str = "edge-strict-token-0001";
 const AUDITOR: &str = "edge-auditor-token-001";
 const PERSONS: u64 = 4;
 
-fn dept(id: &str, roles: Vec<Role>, token: &str, purposes: Option<Vec<&str>>) -> DepartmentConfig {
-    DepartmentConfig {
-        id: id.into(),
-        name: id.into(),
-        roles,
-        token: Some(token.into()),
-        purposes: purposes.map(|p| p.into_iter().map(String::from).collect()),
-        ..Default::default()
-    }
-}
-
 /// A store with `PERSONS` hukou records, the same every time.
 async fn world() -> AppState {
     let clock = Arc::new(ManualClock::new(1_763_800_000_000_000));
     let store = Store::open(Arc::new(MemEngine::new()), &Secret::from_bytes([9; 32]), Arc::new(Catalog::builtin()), clock).unwrap();
     let departments = Departments::from_config(&[
-        dept("gongan", vec![Role::Provider], PROVIDER, None),
-        dept("counter", vec![Role::Consumer], COUNTER, None),
-        dept("strict", vec![Role::Consumer], STRICT, Some(vec!["social_insurance"])),
-        dept("audit", vec![Role::Auditor], AUDITOR, None),
+        dept("gongan", "gongan", vec![Role::Provider], PROVIDER, None),
+        dept("counter", "counter", vec![Role::Consumer], COUNTER, None),
+        dept("strict", "strict", vec![Role::Consumer], STRICT, Some(vec!["social_insurance"])),
+        dept("audit", "audit", vec![Role::Auditor], AUDITOR, None),
     ])
     .unwrap();
     let state = AppState::build(Arc::new(store), departments, Settings::default()).unwrap();
