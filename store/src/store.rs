@@ -98,7 +98,7 @@ pub enum Outcome {
 /// Most named datasets [`Store::get_all`] reads by point reads. Measured
 /// on lookups (`GET /v1/persons/{id}`): one dataset by a multi-get is
 /// about 5% faster than by a scan of the subject's records, all twelve
-/// person datasets about 11% slower (points that find nothing cost more
+/// person datasets about 8% slower (points that find nothing cost more
 /// than one scan that finds what there is).
 pub const POINT_READS_UP_TO: usize = 3;
 
