@@ -86,7 +86,7 @@ impl Metrics {
         let dataset_updates =
             IntGaugeVec::new(Opts::new("dataset_updates_total", "Changes applied per dataset"), &["dataset"]).expect("metric");
         let commit = IntGaugeVec::new(
-            Opts::new("writer", "Group-commit writer: groups, jobs, items, largest_group, queued, failures"),
+            Opts::new("writer", "Group-commit writer: groups, jobs, items, largest_group, longest_commit_us, slow_commits (over 10 ms), queued, failures"),
             &["stat"],
         )
         .expect("metric");
@@ -192,6 +192,8 @@ impl Metrics {
             ("jobs", commit.jobs.load(Ordering::Relaxed)),
             ("items", commit.items.load(Ordering::Relaxed)),
             ("largest_group", commit.largest_group.load(Ordering::Relaxed)),
+            ("longest_commit_us", commit.longest_commit_us.load(Ordering::Relaxed)),
+            ("slow_commits", commit.slow_commits.load(Ordering::Relaxed)),
             ("queued", commit.queued.load(Ordering::Relaxed) as u64),
             ("failures", commit.failures.load(Ordering::Relaxed)),
         ] {

@@ -101,6 +101,11 @@ pub struct CommitStats {
     pub jobs: AtomicU64,
     pub items: AtomicU64,
     pub largest_group: AtomicU64,
+    /// The longest group commit (the synced write), in microseconds: every
+    /// answer of its group waited that long.
+    pub longest_commit_us: AtomicU64,
+    /// Group commits that took longer than [`SLOW_COMMIT`].
+    pub slow_commits: AtomicU64,
     pub queued: AtomicUsize,
     pub failures: AtomicU64,
 }
@@ -259,6 +264,10 @@ pub fn raise_to(tx: &tokio::sync::watch::Sender<u64>, value: u64) {
     });
 }
 
+/// A group commit slower than this is counted (`slow_commits`): a stall
+/// of the disk or of the engine that every answer in the group waited out.
+pub const SLOW_COMMIT: std::time::Duration = std::time::Duration::from_millis(10);
+
 fn writer_loop(store: Arc<Store>, rx: Receiver<Job>, stats: Arc<CommitStats>, seq: Arc<tokio::sync::watch::Sender<u64>>) {
     let abandoned = |j: Job| {
         if j.guard.as_ref().is_some_and(|g| g.load(Ordering::Acquire)) {
@@ -303,7 +312,14 @@ fn writer_loop(store: Arc<Store>, rx: Receiver<Job>, stats: Arc<CommitStats>, se
         stats.jobs.fetch_add(replies.len() as u64, Ordering::Relaxed);
         stats.items.fetch_add(items as u64, Ordering::Relaxed);
         stats.largest_group.fetch_max(items as u64, Ordering::Relaxed);
-        match store.commit_with(&updates, &events, extra, Durability::Sync) {
+        let started = std::time::Instant::now();
+        let committed = store.commit_with(&updates, &events, extra, Durability::Sync);
+        let took = started.elapsed();
+        stats.longest_commit_us.fetch_max(took.as_micros() as u64, Ordering::Relaxed);
+        if took > SLOW_COMMIT {
+            stats.slow_commits.fetch_add(1, Ordering::Relaxed);
+        }
+        match committed {
             Ok(done) => {
                 // Before the replies: whoever is answered can already see it.
                 raise_to(&seq, done.last_seq);
@@ -381,6 +397,59 @@ mod tests {
             key_mapped: false,
             rejected_lines: 0,
         }
+    }
+
+    /// An in-memory engine whose writes take `delay_ms` longer.
+    struct Slow {
+        inner: MemEngine,
+        delay_ms: AtomicU64,
+    }
+
+    impl crate::engine::Engine for Slow {
+        fn get(&self, cf: crate::engine::Cf, key: &[u8]) -> crate::Result<Option<Vec<u8>>> {
+            self.inner.get(cf, key)
+        }
+        fn write(&self, batch: WriteBatch, durability: Durability) -> crate::Result<()> {
+            std::thread::sleep(std::time::Duration::from_millis(self.delay_ms.load(Ordering::Relaxed)));
+            self.inner.write(batch, durability)
+        }
+        fn scan<'a>(
+            &'a self,
+            cf: crate::engine::Cf,
+            start: &[u8],
+            end: Option<&[u8]>,
+            reverse: bool,
+        ) -> crate::Result<crate::engine::KvIter<'a>> {
+            self.inner.scan(cf, start, end, reverse)
+        }
+    }
+
+    #[test]
+    fn a_slow_group_commit_is_counted_and_its_length_kept() {
+        let engine = Arc::new(Slow { inner: MemEngine::new(), delay_ms: AtomicU64::new(0) });
+        let s = Arc::new(
+            Store::open(engine.clone(), &Secret::from_bytes([5; 32]), Arc::new(Catalog::builtin()), Arc::new(ManualClock::new(1_000)))
+                .unwrap(),
+        );
+        let mut c = Committer::start(s, 100);
+        let commit = |c: &Committer, i: u16| {
+            let (tx, rx) = mpsc::channel();
+            c.submit(vec![upd(i, 1)], vec![event(i)], Box::new(move |r| tx.send(r.is_ok()).unwrap())).unwrap();
+            assert!(rx.recv().unwrap());
+        };
+        commit(&c, 1);
+        let fast = c.stats().longest_commit_us.load(Ordering::Relaxed);
+        let slow_before = c.stats().slow_commits.load(Ordering::Relaxed);
+        engine.delay_ms.store(SLOW_COMMIT.as_millis() as u64 * 3, Ordering::Relaxed);
+        commit(&c, 2);
+        let longest = c.stats().longest_commit_us.load(Ordering::Relaxed);
+        assert!(longest >= SLOW_COMMIT.as_micros() as u64 * 3 && longest > fast, "{fast} then {longest}");
+        assert_eq!(c.stats().slow_commits.load(Ordering::Relaxed), slow_before + 1);
+        // The longest is kept when shorter ones follow.
+        engine.delay_ms.store(0, Ordering::Relaxed);
+        commit(&c, 3);
+        assert_eq!(c.stats().longest_commit_us.load(Ordering::Relaxed), longest);
+        c.shutdown();
     }
 
     #[test]
