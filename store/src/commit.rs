@@ -443,12 +443,15 @@ mod tests {
         engine.delay_ms.store(SLOW_COMMIT.as_millis() as u64 * 3, Ordering::Relaxed);
         commit(&c, 2);
         let longest = c.stats().longest_commit_us.load(Ordering::Relaxed);
-        assert!(longest >= SLOW_COMMIT.as_micros() as u64 * 3 && longest > fast, "{fast} then {longest}");
+        assert!(longest >= SLOW_COMMIT.as_micros() as u64 * 3, "{fast} then {longest}");
         assert_eq!(c.stats().slow_commits.load(Ordering::Relaxed), slow_before + 1);
-        // The longest is kept when shorter ones follow.
+        // The longest is kept when shorter ones follow (a mark no commit
+        // here can reach stands in for it, however loaded the machine).
+        let mark = 3_600_000_000;
+        c.stats().longest_commit_us.store(mark, Ordering::Relaxed);
         engine.delay_ms.store(0, Ordering::Relaxed);
         commit(&c, 3);
-        assert_eq!(c.stats().longest_commit_us.load(Ordering::Relaxed), longest);
+        assert_eq!(c.stats().longest_commit_us.load(Ordering::Relaxed), mark);
         c.shutdown();
     }
 

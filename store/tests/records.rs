@@ -311,6 +311,7 @@ fn records_of_named_datasets_are_those_of_the_scan() {
         let all = ids(s.get_all(&k, None, as_of).unwrap());
         for want in [
             vec!["hukou"],
+            vec!["hukou", "hukou"],
             vec!["marriage", "hukou"],
             vec!["death", "birth", "hukou", "hukou", "marriage"],
             vec!["death", "hukou", "marriage"],

@@ -281,7 +281,9 @@ pub fn router_with(state: AppState, pages: Router<AppState>) -> Router {
 /// limit would cut legitimate large transfers short.
 fn streams(req: &Request) -> bool {
     let p = req.uri().path();
-    p == "/v1/verify/batch" || (p == "/v1/jobs" && req.method() == axum::http::Method::POST) || p.ends_with("/updates")
+    p == "/v1/verify/batch"
+        || (p == "/v1/jobs" && req.method() == axum::http::Method::POST)
+        || (p.starts_with("/v1/datasets/") && p.ends_with("/updates"))
 }
 
 /// Answers `503 unavailable` for a request that takes longer than the

@@ -27,8 +27,16 @@ const PERSONS: u64 = 4;
 
 /// A store with `PERSONS` hukou records, the same every time.
 async fn world() -> AppState {
+    world_with(Settings::default()).await
+}
+
+async fn world_with(settings: Settings) -> AppState {
+    world_on(Arc::new(MemEngine::new()), settings).await
+}
+
+async fn world_on(engine: Arc<dyn basedata_store::Engine>, settings: Settings) -> AppState {
     let clock = Arc::new(ManualClock::new(1_763_800_000_000_000));
-    let store = Store::open(Arc::new(MemEngine::new()), &Secret::from_bytes([9; 32]), Arc::new(Catalog::builtin()), clock).unwrap();
+    let store = Store::open(engine, &Secret::from_bytes([9; 32]), Arc::new(Catalog::builtin()), clock).unwrap();
     let departments = Departments::from_config(&[
         dept("gongan", "gongan", vec![Role::Provider], PROVIDER, None),
         dept("counter", "counter", vec![Role::Consumer], COUNTER, None),
@@ -36,7 +44,7 @@ async fn world() -> AppState {
         dept("audit", "audit", vec![Role::Auditor], AUDITOR, None),
     ])
     .unwrap();
-    let state = AppState::build(Arc::new(store), departments, Settings::default()).unwrap();
+    let state = AppState::build(Arc::new(store), departments, settings).unwrap();
     let g = gen();
     let lines: Vec<String> = (0..PERSONS)
         .map(|i| json!({"key": person_key(&g, i).as_str(), "version": 1, "op": "upsert", "fields": person_hukou(&g, i)}).to_string())
@@ -239,4 +247,52 @@ async fn the_fast_route_answers_audits_and_counts_as_the_router_does() {
         assert!(m1.iter().any(|l| l.contains(&format!("route=\"{route}\""))), "{route}: {m1:#?}");
     }
     assert_eq!(m1, m2);
+}
+
+/// An in-memory engine whose writes (the audit entries' group commits)
+/// take 200 ms.
+struct SlowWrites(MemEngine);
+
+impl basedata_store::Engine for SlowWrites {
+    fn get(&self, cf: basedata_store::Cf, key: &[u8]) -> basedata_store::Result<Option<Vec<u8>>> {
+        self.0.get(cf, key)
+    }
+    fn write(&self, batch: basedata_store::WriteBatch, durability: basedata_store::Durability) -> basedata_store::Result<()> {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        self.0.write(batch, durability)
+    }
+    fn scan<'a>(
+        &'a self,
+        cf: basedata_store::Cf,
+        start: &[u8],
+        end: Option<&[u8]>,
+        reverse: bool,
+    ) -> basedata_store::Result<basedata_store::engine::KvIter<'a>> {
+        self.0.scan(cf, start, end, reverse)
+    }
+}
+
+/// The time limit holds on the fast route as on the router: a read that
+/// waits for its audit entry past the limit is answered 503 by both.
+#[tokio::test]
+async fn a_read_past_the_time_limit_is_answered_503_by_both() {
+    let limited = || Settings { request_timeout: std::time::Duration::from_millis(20), ..Settings::default() };
+    let fast = world_on(Arc::new(SlowWrites(MemEngine::new())), limited()).await;
+    let slow = world_on(Arc::new(SlowWrites(MemEngine::new())), limited()).await;
+    let edge = Edge::new(router(fast.clone()), &fast);
+    let g = gen();
+    let key = person_key(&g, 0).as_str().to_owned();
+    let headers = |b: axum::http::request::Builder| {
+        b.header("authorization", format!("Bearer {COUNTER}")).header("x-purpose", "benchmark").header("x-request-id", "late-1")
+    };
+    let claim = json!({"dataset": "hukou", "fields": {"name": "x"}}).to_string();
+    for (method, path, body) in [("POST", format!("/v1/persons/{key}/verify"), claim), ("GET", format!("/v1/persons/{key}"), String::new())] {
+        let req = || headers(HttpRequest::builder().method(method).uri(&path)).body(Body::from(body.clone())).unwrap();
+        assert!(subject_read(&req()).is_some());
+        let (s1, h1, b1) = answer(edge.call(req(), &peer()).await).await;
+        let (s2, _, b2) = answer(router(slow.clone()).oneshot(req()).await.unwrap()).await;
+        assert_eq!((s1, String::from_utf8_lossy(&b1)), (s2, String::from_utf8_lossy(&b2)), "{method} {path}");
+        assert_eq!(s1, StatusCode::SERVICE_UNAVAILABLE, "{}", String::from_utf8_lossy(&b1));
+        assert_eq!(h1["x-request-id"], "late-1");
+    }
 }
