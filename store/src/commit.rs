@@ -399,34 +399,9 @@ mod tests {
         }
     }
 
-    /// An in-memory engine whose writes take `delay_ms` longer.
-    struct Slow {
-        inner: MemEngine,
-        delay_ms: AtomicU64,
-    }
-
-    impl crate::engine::Engine for Slow {
-        fn get(&self, cf: crate::engine::Cf, key: &[u8]) -> crate::Result<Option<Vec<u8>>> {
-            self.inner.get(cf, key)
-        }
-        fn write(&self, batch: WriteBatch, durability: Durability) -> crate::Result<()> {
-            std::thread::sleep(std::time::Duration::from_millis(self.delay_ms.load(Ordering::Relaxed)));
-            self.inner.write(batch, durability)
-        }
-        fn scan<'a>(
-            &'a self,
-            cf: crate::engine::Cf,
-            start: &[u8],
-            end: Option<&[u8]>,
-            reverse: bool,
-        ) -> crate::Result<crate::engine::KvIter<'a>> {
-            self.inner.scan(cf, start, end, reverse)
-        }
-    }
-
     #[test]
     fn a_slow_group_commit_is_counted_and_its_length_kept() {
-        let engine = Arc::new(Slow { inner: MemEngine::new(), delay_ms: AtomicU64::new(0) });
+        let engine = Arc::new(MemEngine::new());
         let s = Arc::new(
             Store::open(engine.clone(), &Secret::from_bytes([5; 32]), Arc::new(Catalog::builtin()), Arc::new(ManualClock::new(1_000)))
                 .unwrap(),
@@ -440,7 +415,7 @@ mod tests {
         commit(&c, 1);
         let fast = c.stats().longest_commit_us.load(Ordering::Relaxed);
         let slow_before = c.stats().slow_commits.load(Ordering::Relaxed);
-        engine.delay_ms.store(SLOW_COMMIT.as_millis() as u64 * 3, Ordering::Relaxed);
+        engine.delay_writes(SLOW_COMMIT * 3);
         commit(&c, 2);
         let longest = c.stats().longest_commit_us.load(Ordering::Relaxed);
         assert!(longest >= SLOW_COMMIT.as_micros() as u64 * 3, "{fast} then {longest}");
@@ -449,7 +424,7 @@ mod tests {
         // here can reach stands in for it, however loaded the machine).
         let mark = 3_600_000_000;
         c.stats().longest_commit_us.store(mark, Ordering::Relaxed);
-        engine.delay_ms.store(0, Ordering::Relaxed);
+        engine.delay_writes(std::time::Duration::ZERO);
         commit(&c, 3);
         assert_eq!(c.stats().longest_commit_us.load(Ordering::Relaxed), mark);
         c.shutdown();

@@ -16,7 +16,7 @@
 //! would — another method, a path of another shape, a percent-encoded
 //! key, cluster mode with its read positions — goes to the router.
 
-use super::{answered, caught, json_errors, request_id, subjects, AppState, Purpose};
+use super::{answered, caught, json_errors, request_id, subjects, within_time_limit, AppState, Purpose};
 use crate::auth::Caller;
 use axum::extract::{FromRequest, Query, Request, State};
 use axum::response::{IntoResponse, Response};
@@ -132,12 +132,7 @@ async fn serve(
     let route = read.route(subject);
     let resp = caught(async {
         // api_edge: the time limit inside the JSON errors
-        let limited = tokio::time::timeout(state.request_timeout, admitted(&state, req, peer.as_deref(), read, subject, key));
-        let resp = match limited.await {
-            Ok(resp) => resp,
-            Err(_) => super::ApiError::unavailable("the request took too long and was abandoned").into_response(),
-        };
-        json_errors(resp).await
+        json_errors(within_time_limit(&state, admitted(&state, req, peer.as_deref(), read, subject, key)).await).await
     })
     .await;
     answered(&state, started, &id, read.method(), route, resp)

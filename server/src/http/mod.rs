@@ -292,7 +292,13 @@ async fn time_limit(State(state): State<AppState>, req: Request, next: Next) -> 
     if streams(&req) {
         return next.run(req).await;
     }
-    match tokio::time::timeout(state.request_timeout, next.run(req)).await {
+    within_time_limit(&state, next.run(req)).await
+}
+
+/// The answer, or `503 unavailable` once the request has taken longer
+/// than the configured limit.
+async fn within_time_limit(state: &AppState, answer: impl std::future::Future<Output = Response>) -> Response {
+    match tokio::time::timeout(state.request_timeout, answer).await {
         Ok(resp) => resp,
         Err(_) => ApiError::unavailable("the request took too long and was abandoned").into_response(),
     }

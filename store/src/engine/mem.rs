@@ -8,18 +8,29 @@ use super::{BatchOp, Cf, Durability, Engine, KvIter, WriteBatch};
 use crate::Result;
 use std::collections::BTreeMap;
 use std::ops::Bound;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::RwLock;
+use std::time::Duration;
 
 type Map = BTreeMap<Vec<u8>, Vec<u8>>;
 
 #[derive(Debug, Default)]
 pub struct MemEngine {
     cfs: RwLock<Vec<Map>>,
+    /// How much longer each write takes, in microseconds ([`MemEngine::delay_writes`]).
+    write_delay_us: AtomicU64,
 }
 
 impl MemEngine {
     pub fn new() -> Self {
-        MemEngine { cfs: RwLock::new(vec![Map::new(); Cf::ALL.len()]) }
+        MemEngine { cfs: RwLock::new(vec![Map::new(); Cf::ALL.len()]), write_delay_us: AtomicU64::new(0) }
+    }
+
+    /// Makes every write from now on take `delay` longer: a slow disk, for
+    /// tests of what waits on a write (the writer's stall counters, the
+    /// request time limit).
+    pub fn delay_writes(&self, delay: Duration) {
+        self.write_delay_us.store(delay.as_micros() as u64, Ordering::Relaxed);
     }
 }
 
@@ -30,6 +41,10 @@ impl Engine for MemEngine {
     }
 
     fn write(&self, batch: WriteBatch, _durability: Durability) -> Result<()> {
+        let delay = self.write_delay_us.load(Ordering::Relaxed);
+        if delay > 0 {
+            std::thread::sleep(Duration::from_micros(delay));
+        }
         // One write lock for the whole batch is what makes it atomic.
         let mut cfs = self.cfs.write().unwrap_or_else(|e| e.into_inner());
         for op in batch.into_ops() {

@@ -249,36 +249,19 @@ async fn the_fast_route_answers_audits_and_counts_as_the_router_does() {
     assert_eq!(m1, m2);
 }
 
-/// An in-memory engine whose writes (the audit entries' group commits)
-/// take 200 ms.
-struct SlowWrites(MemEngine);
-
-impl basedata_store::Engine for SlowWrites {
-    fn get(&self, cf: basedata_store::Cf, key: &[u8]) -> basedata_store::Result<Option<Vec<u8>>> {
-        self.0.get(cf, key)
-    }
-    fn write(&self, batch: basedata_store::WriteBatch, durability: basedata_store::Durability) -> basedata_store::Result<()> {
-        std::thread::sleep(std::time::Duration::from_millis(200));
-        self.0.write(batch, durability)
-    }
-    fn scan<'a>(
-        &'a self,
-        cf: basedata_store::Cf,
-        start: &[u8],
-        end: Option<&[u8]>,
-        reverse: bool,
-    ) -> basedata_store::Result<basedata_store::engine::KvIter<'a>> {
-        self.0.scan(cf, start, end, reverse)
-    }
-}
-
 /// The time limit holds on the fast route as on the router: a read that
 /// waits for its audit entry past the limit is answered 503 by both.
 #[tokio::test]
 async fn a_read_past_the_time_limit_is_answered_503_by_both() {
     let limited = || Settings { request_timeout: std::time::Duration::from_millis(20), ..Settings::default() };
-    let fast = world_on(Arc::new(SlowWrites(MemEngine::new())), limited()).await;
-    let slow = world_on(Arc::new(SlowWrites(MemEngine::new())), limited()).await;
+    // Every write, the audit entries' group commits among them, takes 200 ms.
+    let slow_disk = || {
+        let engine = MemEngine::new();
+        engine.delay_writes(std::time::Duration::from_millis(200));
+        Arc::new(engine)
+    };
+    let fast = world_on(slow_disk(), limited()).await;
+    let slow = world_on(slow_disk(), limited()).await;
     let edge = Edge::new(router(fast.clone()), &fast);
     let g = gen();
     let key = person_key(&g, 0).as_str().to_owned();
