@@ -601,11 +601,11 @@ async fn run<T, A: Serve>(
         act.request_began();
         let sent = AnswerSent(act.clone());
         let req = req.map(|b| Body::new(ReadOnDrop::new(b, body_timeout)));
-        let answer = app.call(req, &peer);
-        async move {
-            let resp = answer.await;
+        // A combinator, not an `async` block, so the answer's future is
+        // held once (see `http::within_time_limit`).
+        futures_util::FutureExt::map(app.call(req, &peer), move |resp| {
             Ok::<_, std::convert::Infallible>(resp.map(|body| Body::new(Answer { body, _sent: sent })))
-        }
+        })
     });
     let mut http = hyper::server::conn::http1::Builder::new();
     // A backstop only: the watchdog closes slow headers sooner.

@@ -56,12 +56,10 @@ impl Edge {
         }
         req.extensions_mut().insert(axum::extract::ConnectInfo(peer.clone()));
         let answer = tower::ServiceExt::oneshot(self.router.clone(), req);
-        Either::Right(async move {
-            match answer.await {
-                Ok(resp) => resp,
-                Err(never) => match never {},
-            }
-        })
+        Either::Right(futures_util::FutureExt::map(answer, |r| match r {
+            Ok(resp) => resp,
+            Err(never) => match never {},
+        }))
     }
 }
 

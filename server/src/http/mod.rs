@@ -297,11 +297,15 @@ async fn time_limit(State(state): State<AppState>, req: Request, next: Next) -> 
 
 /// The answer, or `503 unavailable` once the request has taken longer
 /// than the configured limit.
-async fn within_time_limit(state: &AppState, answer: impl std::future::Future<Output = Response>) -> Response {
-    match tokio::time::timeout(state.request_timeout, answer).await {
-        Ok(resp) => resp,
-        Err(_) => ApiError::unavailable("the request took too long and was abandoned").into_response(),
-    }
+///
+/// This and [`caught`] wrap a whole request's future, so they are plain
+/// functions over future combinators, not `async fn`s: an `async fn`
+/// keeps a future it is handed as an argument and, once it awaits it,
+/// again in the await's own slot. Nested three deep around a verification
+/// (3.5 KB) that made the future each request allocates and moves 15.6 KB.
+fn within_time_limit<F: std::future::Future<Output = Response>>(state: &AppState, answer: F) -> impl std::future::Future<Output = Response> {
+    tokio::time::timeout(state.request_timeout, answer)
+        .map(|r| r.unwrap_or_else(|_| ApiError::unavailable("the request took too long and was abandoned").into_response()))
 }
 
 /// The API's outer layer, in one boxed future: the time limit, and the
@@ -383,11 +387,10 @@ fn request_id(headers: &axum::http::HeaderMap) -> String {
 /// Runs a request to its answer; a panic is answered 500 and logged like
 /// any other answer. (Not a layer of its own: a layer costs a route clone
 /// and a boxed future on every request.)
-async fn caught(answer: impl std::future::Future<Output = Response>) -> Response {
+fn caught<F: std::future::Future<Output = Response>>(answer: F) -> impl std::future::Future<Output = Response> {
     std::panic::AssertUnwindSafe(answer)
         .catch_unwind()
-        .await
-        .unwrap_or_else(|_| ApiError::internal("handler panicked").into_response())
+        .map(|r| r.unwrap_or_else(|_| ApiError::internal("handler panicked").into_response()))
 }
 
 /// Counts and logs an answer, and names its request id on it.

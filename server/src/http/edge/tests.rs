@@ -279,3 +279,17 @@ async fn a_read_past_the_time_limit_is_answered_503_by_both() {
         assert_eq!(h1["x-request-id"], "late-1");
     }
 }
+
+#[tokio::test]
+async fn a_verifications_future_holds_each_step_once() {
+    // Each request allocates its future and hyper moves it: a wrapper
+    // written as an `async fn` over the future it is handed holds it twice
+    // (argument and await slot), and three such wrappers made 15.6 KB of
+    // a 3.5 KB verification. The bound leaves room for compiler changes,
+    // not for one more doubling.
+    let state = world().await;
+    let req = || Request::builder().method("POST").uri("/v1/persons/x/verify").body(axum::body::Body::empty()).unwrap();
+    let whole = std::mem::size_of_val(&serve(state.clone(), req(), None, Read::Verify, Subject::Person, "x".into()));
+    let inner = std::mem::size_of_val(&admitted(&state, req(), None, Read::Verify, Subject::Person, "x".into()));
+    assert!(whole < inner * 2, "serve {whole} bytes around admitted {inner}");
+}
