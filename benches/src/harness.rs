@@ -510,8 +510,12 @@ pub fn metric(addr: &str, prefix: &str) -> f64 {
 }
 
 /// Group-commit counters: (groups, jobs).
-pub fn writer_counts(addr: &str) -> (f64, f64) {
-    (metric(addr, "basedata_writer{stat=\"groups\"}"), metric(addr, "basedata_writer{stat=\"jobs\"}"))
+pub fn writer_counts(addr: &str) -> (f64, f64, f64) {
+    (
+        metric(addr, "basedata_writer{stat=\"groups\"}"),
+        metric(addr, "basedata_writer{stat=\"jobs\"}"),
+        metric(addr, "basedata_writer{stat=\"slow_commits\"}"),
+    )
 }
 
 /// Standard output of a command, trimmed ("" when it cannot run).

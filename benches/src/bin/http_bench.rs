@@ -106,6 +106,8 @@ struct Row {
     result: Value,
     server_cpu_s: f64,
     jobs_per_group: Option<f64>,
+    /// Group commits over 10 ms during the run.
+    slow_commits: Option<f64>,
     /// Cores used by processes other than the server and the client during the run.
     other_cores: f64,
     command: String,
@@ -133,8 +135,15 @@ impl Bench {
         let pid = server.pid();
         let w0 = metrics_addr.map(writer_counts);
         let ((v, command), sample) = harness::measure(self.quiet_wait, "http_bench", &|| cpu_of(pid), || self.loadgen.run(name, args))?;
-        let jobs_per_group = match (w0, metrics_addr.map(writer_counts)) {
-            (Some((g0, j0)), Some((g1, j1))) if g1 > g0 => Some((j1 - j0) / (g1 - g0)),
+        let w1 = metrics_addr.map(writer_counts);
+        let jobs_per_group = match (w0, w1) {
+            (Some((g0, j0, _)), Some((g1, j1, _))) if g1 > g0 => Some((j1 - j0) / (g1 - g0)),
+            _ => None,
+        };
+        // Stalls of the writer, which every answer of the group waits out
+        // (a flush's log switch, the disk): what a tail is made of.
+        let slow_commits = match (w0, w1) {
+            (Some((_, _, s0)), Some((_, _, s1))) => Some(s1 - s0),
             _ => None,
         };
         let ok = verdict(&v);
@@ -143,6 +152,7 @@ impl Bench {
             result: v.clone(),
             server_cpu_s: sample.server_cpu_s,
             jobs_per_group,
+            slow_commits,
             other_cores: sample.other_cores,
             command,
             target: target.into(),
@@ -406,14 +416,14 @@ fn main() -> anyhow::Result<()> {
     r.push_str(&format!(
         "| data set | {persons} persons (hukou), generated in {gen_secs:.1} s; store {store_mb:.0} MB on disk; server RSS {server_rss:.0} MB at the end |\n\n"
     ));
-    r.push_str("| benchmark | conns | req/s | updates/s | p50 ms | p90 ms | p99 ms | max ms | server CPU µs/req | client CPU µs/req | requests per group commit | other load (cores) | non-2xx / errors | target | |\n");
-    r.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|\n");
+    r.push_str("| benchmark | conns | req/s | updates/s | p50 ms | p90 ms | p99 ms | max ms | server CPU µs/req | client CPU µs/req | requests per group commit | group commits over 10 ms | other load (cores) | non-2xx / errors | target | |\n");
+    r.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|\n");
     for row in &bench.rows {
         let v = &row.result;
         let ok = f(v, &["ok"]).max(1.0);
         let is_update = row.name.starts_with("ingest");
         r.push_str(&format!(
-            "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {:.0} | {:.0} | {} | {:.2} | {} / {} | {} | {} |\n",
+            "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {:.0} | {:.0} | {} | {} | {:.2} | {} / {} | {} | {} |\n",
             row.name,
             v["connections"],
             f(v, &["rps"]),
@@ -425,6 +435,7 @@ fn main() -> anyhow::Result<()> {
             row.server_cpu_s * 1e6 / ok,
             f(v, &["client_cpu_s"]) * 1e6 / ok,
             row.jobs_per_group.map(|j| format!("{j:.1}")).unwrap_or_default(),
+            row.slow_commits.map(|n| format!("{n:.0}")).unwrap_or_default(),
             row.other_cores,
             v["non_2xx"],
             v["io_errors"],
