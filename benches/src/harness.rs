@@ -509,7 +509,7 @@ pub fn metric(addr: &str, prefix: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// Group-commit counters: (groups, jobs).
+/// Group-commit counters: (groups, jobs, group commits over 10 ms).
 pub fn writer_counts(addr: &str) -> (f64, f64, f64) {
     (
         metric(addr, "basedata_writer{stat=\"groups\"}"),

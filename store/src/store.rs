@@ -785,10 +785,8 @@ impl Store {
             let keys: Vec<Vec<u8>> = ids.iter().map(|ds| record_key(&pid, ds)).collect();
             let refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
             for (ds, v) in ids.iter().zip(self.engine.multi_get(Cf::Records, &refs)?) {
-                let Some(v) = v else { continue };
-                let cur = decode::<StoredRecord>("record", &v)?;
-                if let Some(r) = self.resolve_version(&pid, ds, Some(cur), as_of)? {
-                    out.push(r);
+                if let Some(v) = v {
+                    out.extend(self.stored_record(&pid, ds, &v, as_of)?);
                 }
             }
             return Ok(out);
@@ -801,12 +799,16 @@ impl Store {
             if datasets.is_some_and(|want| !want.contains(&ds)) {
                 continue;
             }
-            let cur = decode::<StoredRecord>("record", &v)?;
-            if let Some(r) = self.resolve_version(&pid, ds, Some(cur), as_of)? {
-                out.push(r);
-            }
+            out.extend(self.stored_record(&pid, ds, &v, as_of)?);
         }
         Ok(out)
+    }
+
+    /// The record `v` stored for `pid` in `dataset`, as it was `as_of` (if
+    /// it existed then): the same for the point reads and the scan of
+    /// [`Store::get_all`].
+    fn stored_record(&self, pid: &Pid, dataset: &str, v: &[u8], as_of: Option<i64>) -> Result<Option<Record>> {
+        self.resolve_version(pid, dataset, Some(decode::<StoredRecord>("record", v)?), as_of)
     }
 
     fn resolve_version(
