@@ -19,6 +19,11 @@
 //! Requests in progress are not limited here: long polls and streamed
 //! batches have their own rules.
 
+mod lane;
+
+/// The largest request body a connection's own loop takes (see [`lane`]).
+pub const LANE_MAX_BODY: usize = lane::MAX_BODY;
+
 use crate::tls::TlsPeer;
 use axum::body::Body;
 use hyper::body::Incoming;
@@ -84,11 +89,14 @@ pub struct ConnStats {
     pub closed_idle: AtomicU64,
     pub closed_header: AtomicU64,
     pub closed_send: AtomicU64,
+    /// Connections whose own loop met a request it does not take and
+    /// passed them to hyper (see [`lane`]).
+    pub handed_over: AtomicU64,
 }
 
 impl ConnStats {
     /// `(stat label, value)` pairs, for the metrics page.
-    pub fn figures(&self) -> [(&'static str, u64); 7] {
+    pub fn figures(&self) -> [(&'static str, u64); 8] {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         [
             ("open", self.open.load(Ordering::Relaxed) as u64),
@@ -98,6 +106,7 @@ impl ConnStats {
             ("closed_idle", get(&self.closed_idle)),
             ("closed_header", get(&self.closed_header)),
             ("closed_send", get(&self.closed_send)),
+            ("handed_over", get(&self.handed_over)),
         ]
     }
 }
@@ -455,6 +464,12 @@ impl http_body::Body for Answer {
 pub trait Serve: Clone + Send + Sync + 'static {
     /// The answer to `req`, from a connection whose peer is `peer`.
     fn call(&self, req: axum::extract::Request, peer: &TlsPeer) -> impl Future<Output = axum::response::Response> + Send + 'static + use<Self>;
+
+    /// Whether a request of `method` to `path` is one the connection may
+    /// serve in its own loop ([`lane`]) rather than through hyper.
+    fn takes(&self, _method: &axum::http::Method, _path: &str) -> bool {
+        false
+    }
 }
 
 /// Serves `app` on `listener` (over TLS when an acceptor is given) until
@@ -471,6 +486,9 @@ pub async fn serve<A: Serve>(
 ) {
     let admission = Arc::new(Admission { limits, per_client: Mutex::new(HashMap::new()), stats: stats.clone() });
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    // Tells connections serving in their own loop to stop at the next
+    // request (hyper's are told by `graceful`).
+    let (stopping, stop) = tokio::sync::watch::channel(false);
     tokio::pin!(shutdown);
     loop {
         let (tcp, addr) = tokio::select! {
@@ -494,9 +512,10 @@ pub async fn serve<A: Serve>(
             }
         };
         let _ = tcp.set_nodelay(true);
-        tokio::spawn(connection(tcp, addr, slot, tls.clone(), app.clone(), limits, stats.clone(), graceful.watcher()));
+        tokio::spawn(connection(tcp, addr, slot, tls.clone(), app.clone(), limits, stats.clone(), graceful.watcher(), stop.clone()));
     }
     drop(listener);
+    let _ = stopping.send(true);
     if tokio::time::timeout(limits.drain, graceful.shutdown()).await.is_err() {
         tracing::warn!(open = stats.open.load(Ordering::Relaxed), "answers still in progress after the drain time; closing");
     }
@@ -559,12 +578,13 @@ async fn connection<A: Serve>(
     limits: ConnLimits,
     stats: Arc<ConnStats>,
     graceful: hyper_util::server::graceful::Watcher,
+    stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let _slot = slot;
     let activity = Arc::new(Activity::new());
     let io = Watched { io: tcp, activity: activity.clone() };
     match tls {
-        None => run(io, TlsPeer { addr, subject: None, tls: false }, app, limits, &stats, activity, graceful).await,
+        None => run(io, TlsPeer { addr, subject: None, tls: false }, app, limits, &stats, activity, graceful, stop).await,
         Some(acceptor) => {
             // The handshake is the first thing the client must send.
             let stream = match tokio::time::timeout(limits.header_timeout, acceptor.accept(io)).await {
@@ -577,7 +597,7 @@ async fn connection<A: Serve>(
             // idle from here.
             activity.first_byte.store(0, Ordering::Release);
             activity.idle_since.store(activity.now(), Ordering::Release);
-            run(stream, TlsPeer { addr, subject, tls: true }, app, limits, &stats, activity, graceful).await
+            run(stream, TlsPeer { addr, subject, tls: true }, app, limits, &stats, activity, graceful, stop).await
         }
     }
 }
@@ -591,10 +611,23 @@ async fn run<T, A: Serve>(
     stats: &ConnStats,
     activity: Arc<Activity>,
     graceful: hyper_util::server::graceful::Watcher,
+    shutdown: tokio::sync::watch::Receiver<bool>,
 ) where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let addr = peer.addr;
+    let mut shutdown = shutdown;
+    let mut io = io;
+    let mut buf = bytes::BytesMut::with_capacity(8192);
+    let left = tokio::select! {
+        left = lane::serve(&mut io, &mut buf, &app, &peer, &activity, &limits, &mut shutdown) => left,
+        why = watchdog(&activity, &limits) => return closed(why, stats, addr),
+    };
+    if let lane::Left::Closed = left {
+        return;
+    }
+    stats.handed_over.fetch_add(1, Ordering::Relaxed);
+    let io = Rewind { prefix: buf.freeze(), io };
     let body_timeout = limits.body_timeout;
     let act = activity.clone();
     let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
@@ -617,15 +650,59 @@ async fn run<T, A: Serve>(
                 tracing::debug!(peer = %addr, error = %e, "connection ended");
             }
         }
-        why = watchdog(&activity, &limits) => {
-            let counter = match why {
-                Closed::Idle => &stats.closed_idle,
-                Closed::Header => &stats.closed_header,
-                Closed::Send => &stats.closed_send,
-            };
-            counter.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(peer = %addr, reason = ?why, "connection closed by the server");
+        why = watchdog(&activity, &limits) => closed(why, stats, addr),
+    }
+}
+
+/// Counts and logs a connection the watchdog closed.
+fn closed(why: Closed, stats: &ConnStats, addr: SocketAddr) {
+    let counter = match why {
+        Closed::Idle => &stats.closed_idle,
+        Closed::Header => &stats.closed_header,
+        Closed::Send => &stats.closed_send,
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
+    tracing::debug!(peer = %addr, reason = ?why, "connection closed by the server");
+}
+
+/// A connection's stream with bytes already read from it put back in
+/// front: what the lane read of a request it hands to hyper.
+struct Rewind<T> {
+    prefix: bytes::Bytes,
+    io: T,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Rewind<T> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix[..n]);
+            bytes::Buf::advance(&mut self.prefix, n);
+            return Poll::Ready(Ok(()));
         }
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Rewind<T> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 

@@ -269,6 +269,11 @@ fn format_access(l: &AccessLine<'_>, now: SystemTime, buf: &mut String, second: 
 
 /// Appends `s` escaped for a JSON string.
 fn json_str(buf: &mut String, s: &str) {
+    // Ids, routes and department names need no escaping: copied whole.
+    if !s.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+        buf.push_str(s);
+        return;
+    }
     for c in s.chars() {
         match c {
             '"' => buf.push_str("\\\""),

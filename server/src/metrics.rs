@@ -106,7 +106,7 @@ impl Metrics {
         let connections = IntGaugeVec::new(
             Opts::new(
                 "connections",
-                "Connections: open, accepted, refused_per_client, refused_total, closed_idle, closed_header, closed_send",
+                "Connections: open, accepted, refused_per_client, refused_total, closed_idle, closed_header, closed_send, handed_over (to hyper by the connection loop of subject reads)",
             ),
             &["stat"],
         )

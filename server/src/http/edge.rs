@@ -98,12 +98,15 @@ impl Read {
 /// non-empty segment and no percent-encoding (which the router's path
 /// extractor would decode).
 fn subject_read(req: &Request) -> Option<(Read, Subject, &str)> {
-    let read = match *req.method() {
+    subject_read_of(req.method(), req.uri().path())
+}
+
+fn subject_read_of<'p>(method: &axum::http::Method, path: &'p str) -> Option<(Read, Subject, &'p str)> {
+    let read = match *method {
         axum::http::Method::GET => Read::Lookup,
         axum::http::Method::POST => Read::Verify,
         _ => return None,
     };
-    let path = req.uri().path();
     let (subject, rest) = match path.strip_prefix("/v1/persons/") {
         Some(rest) => (Subject::Person, rest),
         None => (Subject::Entity, path.strip_prefix("/v1/entities/")?),
@@ -183,6 +186,12 @@ async fn handler(state: &AppState, caller: Caller, purpose: Purpose, read: Read,
 impl crate::conn::Serve for Edge {
     fn call(&self, req: Request, peer: &crate::tls::TlsPeer) -> impl Future<Output = Response> + Send + 'static + use<> {
         Edge::call(self, req, peer)
+    }
+
+    fn takes(&self, method: &axum::http::Method, path: &str) -> bool {
+        // The path without its query, as the router matches it.
+        let path = path.split_once('?').map_or(path, |(p, _)| p);
+        self.fast.is_some() && subject_read_of(method, path).is_some()
     }
 }
 

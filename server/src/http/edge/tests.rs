@@ -293,3 +293,138 @@ async fn a_verifications_future_holds_each_step_once() {
     let inner = std::mem::size_of_val(&admitted(&state, req(), None, Read::Verify, Subject::Person, "x".into()));
     assert!(whole < inner * 2, "serve {whole} bytes around admitted {inner}");
 }
+
+/// A server on a loopback port serving `state` as `basedata serve` does
+/// (the edge over the router, the connection code); its connection
+/// figures, and the sender that shuts it down.
+async fn listening(state: &AppState) -> (std::net::SocketAddr, Arc<crate::conn::ConnStats>, tokio::sync::oneshot::Sender<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stats = Arc::new(crate::conn::ConnStats::default());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let edge = Edge::new(router(state.clone()), state);
+    tokio::spawn(crate::conn::serve(listener, None, edge, crate::conn::ConnLimits::default(), stats.clone(), async {
+        let _ = stopped.await;
+    }));
+    (addr, stats, stop)
+}
+
+/// An answer as it came over the wire: status line, headers in order
+/// (names lowercased), body.
+#[derive(Debug, PartialEq)]
+struct Wire {
+    status: String,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+/// Sends `requests` on one new connection and reads as many answers.
+async fn exchange(addr: std::net::SocketAddr, requests: Vec<(Vec<u8>, bool)>) -> Vec<Wire> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut rd, mut wr) = stream.into_split();
+    let heads: Vec<bool> = requests.iter().map(|(_, head)| *head).collect();
+    // Written beside the reading: a large body may be answered before
+    // it is all sent.
+    let writing = tokio::spawn(async move {
+        for (bytes, _) in requests {
+            if wr.write_all(&bytes).await.is_err() {
+                break;
+            }
+        }
+        wr
+    });
+    let mut buf = Vec::new();
+    let mut got = Vec::new();
+    for is_head in heads {
+        let end = loop {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break end;
+            }
+            let mut chunk = [0u8; 8192];
+            let n = rd.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "closed before an answer; so far {got:?}");
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8(buf.drain(..end + 4).collect()).unwrap();
+        let mut lines = head.trim_end().split("\r\n");
+        let status = lines.next().unwrap().to_owned();
+        let headers: Vec<(String, String)> =
+            lines.map(|l| l.split_once(": ").map(|(k, v)| (k.to_owned(), v.to_owned())).unwrap()).collect();
+        let len: usize = headers.iter().find(|(k, _)| k == "content-length").map_or(0, |(_, v)| v.parse().unwrap());
+        let len = if is_head { 0 } else { len };
+        while buf.len() < len {
+            let mut chunk = [0u8; 8192];
+            let n = rd.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "closed inside a body");
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        let body = String::from_utf8_lossy(&buf.drain(..len).collect::<Vec<u8>>()).into_owned();
+        got.push(Wire { status, headers, body });
+    }
+    drop(writing);
+    got
+}
+
+impl Case {
+    /// The request as a client writes it.
+    fn wire(&self) -> Vec<u8> {
+        let mut out = format!("{} {} HTTP/1.1\r\nhost: 127.0.0.1\r\n", self.method, self.path);
+        for (k, v) in &self.headers {
+            out.push_str(&format!("{k}: {v}\r\n"));
+        }
+        if !self.body.is_empty() || self.method == "POST" {
+            out.push_str(&format!("content-length: {}\r\n", self.body.len()));
+        }
+        out.push_str("\r\n");
+        let mut bytes = out.into_bytes();
+        bytes.extend_from_slice(&self.body);
+        bytes
+    }
+}
+
+/// On the wire: every case sent to two equal stores, to one as a
+/// connection's first request (which the connection's own loop answers
+/// when it takes it) and to the other after a request that hands the
+/// connection to hyper. The answers must be the same bytes but for the
+/// date, and so must the audit trails.
+#[tokio::test]
+async fn the_connection_loop_writes_what_hyper_writes() {
+    let (fast, slow) = (world().await, world().await);
+    let (a, a_stats, _stop_a) = listening(&fast).await;
+    let (b, b_stats, _stop_b) = listening(&slow).await;
+    let healthz = (b"GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n".to_vec(), false);
+    let cases = cases();
+    let mut left_to_hyper = 0;
+    for (i, case) in cases.iter().enumerate() {
+        let head = case.method == "HEAD";
+        let mut one = exchange(a, vec![(case.wire(), head)]).await.remove(0);
+        let mut two = exchange(b, vec![healthz.clone(), (case.wire(), head)]).await.remove(1);
+        left_to_hyper += usize::from(!case.fast || case.body.len() > crate::conn::LANE_MAX_BODY);
+        for w in [&mut one, &mut two] {
+            let dates = w.headers.iter().filter(|(k, v)| k == "date" && v.ends_with(" GMT")).count();
+            assert_eq!(dates, 1, "case {i}: {w:?}");
+            w.headers.retain(|(k, _)| k != "date");
+            if !case.headers.iter().any(|(k, _)| *k == "x-request-id") {
+                let ids = w.headers.iter().filter(|(k, v)| k == "x-request-id" && v.len() == 16).count();
+                assert_eq!(ids, 1, "case {i}: {w:?}");
+                w.headers.retain(|(k, _)| k != "x-request-id");
+            }
+        }
+        assert_eq!(one, two, "case {i}: {} {}", case.method, case.path);
+    }
+    assert!(cases.len() - left_to_hyper >= 30, "the loop took {} of {}", cases.len() - left_to_hyper, cases.len());
+    let handed = |s: &crate::conn::ConnStats| s.handed_over.load(std::sync::atomic::Ordering::Relaxed) as usize;
+    assert_eq!(handed(&a_stats), left_to_hyper, "the loop answered the rest itself");
+    assert_eq!(handed(&b_stats), cases.len());
+
+    let trail = |state: AppState| async move {
+        let req = HttpRequest::get("/v1/audit?limit=1000").header("authorization", format!("Bearer {AUDITOR}")).body(Body::empty()).unwrap();
+        let (s, _, b) = answer(router(state).oneshot(req).await.unwrap()).await;
+        assert_eq!(s, StatusCode::OK);
+        serde_json::from_slice::<Value>(&b).unwrap()
+    };
+    let (t1, t2) = (trail(fast).await, trail(slow).await);
+    assert!(t1["entries"].as_array().expect("entries").iter().filter(|e| e["action"] == "verify").count() >= 6, "{t1}");
+    assert_eq!(t1, t2);
+}

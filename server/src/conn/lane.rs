@@ -1,0 +1,436 @@
+//! A connection's own HTTP/1.1 loop for the requests the edge answers
+//! beside the router (a counter's lookups and verifications): read, parse
+//! the head with `httparse`, answer, write — without hyper's dispatcher,
+//! body channel and per-request timers. The first request it does not take
+//! exactly as hyper would hands the connection, with the bytes already
+//! read, to hyper for the rest of its life.
+//!
+//! Taken: an `HTTP/1.1` `GET` or `POST` whose path the edge serves
+//! itself ([`Serve::takes`]), with at most [`MAX_HEADERS`] headers, no
+//! `Transfer-Encoding`, `Expect` or `Upgrade` header, no `Connection`
+//! header but `keep-alive` (the connection stays open, HTTP/1.1's
+//! default), and a `Content-Length` body of at most [`MAX_BODY`] bytes. Everything else — chunked bodies,
+//! `100-continue`, `Connection: close`, HTTP/1.0, malformed heads — is
+//! hyper's, which answers it as it always has.
+
+use super::{Activity, ConnLimits, Serve};
+use crate::tls::TlsPeer;
+use axum::body::Body;
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, Version};
+use bytes::BytesMut;
+use http_body_util::BodyExt;
+use std::cell::RefCell;
+use std::io::Write as _;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Headers a request the lane takes may have (more: hyper's, which
+/// allows 100).
+pub const MAX_HEADERS: usize = 32;
+/// The largest body the lane takes; a verification's is a few hundred bytes.
+pub const MAX_BODY: usize = 64 << 10;
+/// A head not complete within this many bytes is hyper's to judge.
+const MAX_HEAD: usize = 16 << 10;
+
+/// How the lane left a connection.
+pub enum Left {
+    /// The client closed it, or it broke, or the server is shutting down.
+    Closed,
+    /// A request the lane does not take: hyper serves the rest, starting
+    /// with the bytes in the buffer.
+    HandedOver,
+}
+
+/// A request head the lane takes, without its body.
+struct Taken {
+    req: Request<()>,
+    body_len: usize,
+}
+
+/// What the buffer's start holds. (Returned by value once a request:
+/// boxing the large variant would cost an allocation each time.)
+#[allow(clippy::large_enum_variant)]
+enum Head {
+    /// A request the lane takes; its head is gone from the buffer.
+    Taken(Taken),
+    Partial,
+    NotTaken,
+}
+
+/// Reads the head at the start of `buf`. A head the lane takes is split
+/// off the buffer, and its header values are slices of it, not copies
+/// (as hyper makes them).
+fn parse<A: Serve>(buf: &mut BytesMut, app: &A) -> Head {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut headers);
+    let head_len = match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => return Head::Partial,
+        _ => return Head::NotTaken,
+    };
+    if parsed.version != Some(1) {
+        return Head::NotTaken;
+    }
+    let method = match parsed.method {
+        Some("GET") => Method::GET,
+        Some("POST") => Method::POST,
+        _ => return Head::NotTaken,
+    };
+    let Some(path) = parsed.path.filter(|p| p.starts_with('/')) else { return Head::NotTaken };
+    if !app.takes(&method, path) {
+        return Head::NotTaken;
+    }
+    let Ok(uri) = Uri::try_from(path) else { return Head::NotTaken };
+    let mut names = Vec::with_capacity(parsed.headers.len());
+    let mut body_len = None;
+    let at = |part: &[u8]| part.as_ptr() as usize - buf.as_ptr() as usize;
+    for h in parsed.headers.iter() {
+        let Ok(name) = HeaderName::from_bytes(h.name.as_bytes()) else { return Head::NotTaken };
+        if name == header::TRANSFER_ENCODING || name == header::EXPECT || name == header::UPGRADE {
+            return Head::NotTaken;
+        }
+        // `keep-alive` is HTTP/1.1's default said aloud; anything else
+        // (`close`, an upgrade) changes what happens to the connection.
+        if name == header::CONNECTION && !h.value.eq_ignore_ascii_case(b"keep-alive") {
+            return Head::NotTaken;
+        }
+        if name == header::CONTENT_LENGTH {
+            // One plain decimal length; a second one, even equal, is
+            // hyper's to judge.
+            let len = match std::str::from_utf8(h.value).ok().filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit())) {
+                Some(v) if body_len.is_none() => v.parse::<usize>().ok(),
+                _ => None,
+            };
+            match len {
+                Some(n) if n <= MAX_BODY => body_len = Some(n),
+                _ => return Head::NotTaken,
+            }
+        }
+        let from = at(h.value);
+        names.push((name, from..from + h.value.len()));
+    }
+    let head = buf.split_to(head_len).freeze();
+    let mut map = HeaderMap::with_capacity(names.len());
+    for (name, value) in names {
+        match HeaderValue::from_maybe_shared(head.slice(value)) {
+            Ok(v) => map.append(name, v),
+            Err(_) => {
+                // Not a value hyper would take either; it answers the
+                // request, so the head goes back in front of the buffer.
+                let rest = buf.split();
+                buf.extend_from_slice(&head);
+                buf.unsplit(rest);
+                return Head::NotTaken;
+            }
+        };
+    }
+    let mut req = Request::new(());
+    *req.method_mut() = method;
+    *req.uri_mut() = uri;
+    *req.version_mut() = Version::HTTP_11;
+    *req.headers_mut() = map;
+    Head::Taken(Taken { req, body_len: body_len.unwrap_or(0) })
+}
+
+/// Serves the requests the lane takes on `io` until one it does not take
+/// (left in `buf` for hyper), the client closes, or `shutdown` turns true.
+pub async fn serve<T, A>(
+    io: &mut T,
+    buf: &mut BytesMut,
+    app: &A,
+    peer: &TlsPeer,
+    activity: &Activity,
+    limits: &ConnLimits,
+    shutdown: &mut tokio::sync::watch::Receiver<bool>,
+) -> Left
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+    A: Serve,
+{
+    let mut out: Vec<u8> = Vec::with_capacity(1024);
+    loop {
+        let taken = loop {
+            if !buf.is_empty() {
+                match parse(buf, app) {
+                    Head::Taken(t) => break t,
+                    Head::NotTaken => return Left::HandedOver,
+                    Head::Partial => {}
+                }
+            }
+            // Waiting for a request: a server shutting down closes an
+            // idle connection (one with half a head is let finish).
+            let read = if buf.is_empty() {
+                tokio::select! {
+                    r = io.read_buf(buf) => r,
+                    _ = shutdown.wait_for(|s| *s) => return Left::Closed,
+                }
+            } else {
+                io.read_buf(buf).await
+            };
+            match read {
+                Ok(0) | Err(_) => return Left::Closed,
+                Ok(_) => {}
+            }
+        };
+        activity.request_began();
+        while buf.len() < taken.body_len {
+            buf.reserve(taken.body_len - buf.len());
+            // The body's pace, as hyper's body timeout has it: each read
+            // within `body_timeout`.
+            match tokio::time::timeout(limits.body_timeout, io.read_buf(buf)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return Left::Closed,
+            }
+        }
+        let body = buf.split_to(taken.body_len).freeze();
+        let req = taken.req.map(|()| if body.is_empty() { Body::empty() } else { Body::from(body) });
+        let resp = app.call(req, peer).await;
+        let (parts, body) = resp.into_parts();
+        let Ok(body) = body.collect().await.map(|c| c.to_bytes()) else { return Left::Closed };
+        out.clear();
+        encode(&mut out, parts.status, &parts.headers, &body);
+        let written = io.write_all(&out).await;
+        activity.answer_sent();
+        if written.is_err() || *shutdown.borrow() {
+            return Left::Closed;
+        }
+        if buf.is_empty() && buf.capacity() < 4096 {
+            buf.reserve(8192);
+        }
+    }
+}
+
+/// An answer as hyper writes it: status line, the headers in their order,
+/// `content-length` and `date` unless the answer has its own.
+fn encode(out: &mut Vec<u8>, status: axum::http::StatusCode, headers: &HeaderMap, body: &[u8]) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("<unknown status code>").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if !headers.contains_key(header::CONTENT_LENGTH) {
+        let _ = write!(out, "content-length: {}\r\n", body.len());
+    }
+    if !headers.contains_key(header::DATE) {
+        out.extend_from_slice(b"date: ");
+        with_date(|d| out.extend_from_slice(d));
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body);
+}
+
+thread_local! {
+    /// The `date` header's text, made once a second per thread (as hyper
+    /// caches it).
+    static DATE: RefCell<(u64, String)> = const { RefCell::new((0, String::new())) };
+}
+
+fn with_date(f: impl FnOnce(&[u8])) {
+    let now = SystemTime::now();
+    let secs = now.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_secs();
+    DATE.with(|d| {
+        let mut d = d.borrow_mut();
+        if d.0 != secs || d.1.is_empty() {
+            *d = (secs, httpdate::fmt_http_date(now));
+        }
+        f(d.1.as_bytes());
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::response::{IntoResponse, Response};
+    use std::future::Future;
+    use std::sync::atomic::Ordering;
+
+    /// Takes paths under `/fast`; answers with the method, path, body and
+    /// the `x-purpose` header it was given.
+    #[derive(Clone)]
+    struct Echo;
+
+    impl Serve for Echo {
+        fn call(&self, req: axum::extract::Request, _peer: &TlsPeer) -> impl Future<Output = Response> + Send + 'static + use<> {
+            async move {
+                let purpose = req.headers().get("x-purpose").map(|v| v.as_bytes().to_vec()).unwrap_or_default();
+                let head = format!("{} {} ", req.method(), req.uri());
+                let body = req.into_body().collect().await.unwrap().to_bytes();
+                let mut text = head.into_bytes();
+                text.extend_from_slice(&body);
+                text.push(b' ');
+                text.extend_from_slice(&purpose);
+                ([("x-echo", "1")], text).into_response()
+            }
+        }
+
+        fn takes(&self, method: &Method, path: &str) -> bool {
+            (method == Method::GET || method == Method::POST) && path.starts_with("/fast")
+        }
+    }
+
+    fn taken(head: &[u8]) -> (Taken, BytesMut) {
+        let mut buf = BytesMut::from(head);
+        match parse(&mut buf, &Echo) {
+            Head::Taken(t) => (t, buf),
+            Head::Partial => panic!("partial: {}", String::from_utf8_lossy(head)),
+            Head::NotTaken => panic!("not taken: {}", String::from_utf8_lossy(head)),
+        }
+    }
+
+    #[test]
+    fn a_plain_request_is_taken_with_its_headers_and_its_body_left_in_the_buffer() {
+        let head = "POST /fast/1?id_type=citizen_id HTTP/1.1\r\nHost: a\r\nX-Purpose: 社保; 复核\r\nConnection: Keep-Alive\r\nContent-Length: 5\r\nX-Purpose: second\r\n\r\nhello";
+        let (t, rest) = taken(head.as_bytes());
+        assert_eq!(t.req.method(), Method::POST);
+        assert_eq!(t.req.uri().path(), "/fast/1");
+        assert_eq!(t.req.uri().query(), Some("id_type=citizen_id"));
+        assert_eq!(t.req.version(), Version::HTTP_11);
+        let purposes: Vec<&[u8]> = t.req.headers().get_all("x-purpose").iter().map(|v| v.as_bytes()).collect();
+        assert_eq!(purposes, vec!["社保; 复核".as_bytes(), b"second"], "values as sent, in order, repeats kept");
+        assert_eq!(t.req.headers().len(), 5);
+        assert_eq!(t.body_len, 5);
+        assert_eq!(&rest[..], b"hello");
+
+        let (t, rest) = taken(b"GET /fast HTTP/1.1\r\nHost: a\r\n\r\nGET /fast");
+        assert_eq!((t.req.method(), t.body_len), (&Method::GET, 0));
+        assert_eq!(&rest[..], b"GET /fast", "a pipelined request's start stays");
+    }
+
+    #[test]
+    fn a_head_not_yet_complete_waits_and_leaves_the_buffer_alone() {
+        for head in ["POST /fast HTTP/1.1\r\nHost: a\r\nContent-Le", "POST /fa", "P"] {
+            let mut buf = BytesMut::from(head.as_bytes());
+            assert!(matches!(parse(&mut buf, &Echo), Head::Partial), "{head}");
+            assert_eq!(&buf[..], head.as_bytes());
+        }
+        // One that never ends is not waited for without bound.
+        let long = format!("GET /fast HTTP/1.1\r\nX-Long: {}", "a".repeat(MAX_HEAD));
+        assert!(matches!(parse(&mut BytesMut::from(long.as_bytes()), &Echo), Head::NotTaken));
+    }
+
+    #[test]
+    fn what_the_lane_leaves_to_hyper_stays_in_the_buffer_untouched() {
+        let many: String = (0..=MAX_HEADERS).map(|i| format!("X-H{i}: v\r\n")).collect();
+        let big = format!("POST /fast HTTP/1.1\r\nContent-Length: {}\r\n\r\n", MAX_BODY + 1);
+        let cases = [
+            "GET /fast HTTP/1.0\r\n\r\n".to_owned(),
+            "HEAD /fast HTTP/1.1\r\n\r\n".into(),
+            "PUT /fast HTTP/1.1\r\nContent-Length: 0\r\n\r\n".into(),
+            "GET /slow HTTP/1.1\r\n\r\n".into(),
+            "GET http://a/fast HTTP/1.1\r\n\r\n".into(),
+            "GET * HTTP/1.1\r\n\r\n".into(),
+            "POST /fast HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n".into(),
+            "POST /fast HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n".into(),
+            "GET /fast HTTP/1.1\r\nConnection: close\r\n\r\n".into(),
+            "GET /fast HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n".into(),
+            "POST /fast HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello".into(),
+            "POST /fast HTTP/1.1\r\nContent-Length: +5\r\n\r\nhello".into(),
+            "POST /fast HTTP/1.1\r\nContent-Length: \r\n\r\n".into(),
+            "POST /fast HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n".into(),
+            big,
+            format!("GET /fast HTTP/1.1\r\n{many}\r\n"),
+            "GET /fast HTTP/1.1\r\nBad Name: v\r\n\r\n".into(),
+            "GET /fast HTTP/1.1\r\nX-Bad: a\x7fb\r\n\r\n".into(),
+            "garbage\r\n\r\n".into(),
+        ];
+        for head in cases {
+            let mut buf = BytesMut::from(head.as_bytes());
+            assert!(matches!(parse(&mut buf, &Echo), Head::NotTaken), "{head:?}");
+            assert_eq!(&buf[..], head.as_bytes(), "{head:?}");
+        }
+    }
+
+    fn peer() -> TlsPeer {
+        TlsPeer { addr: "127.0.0.1:40000".parse().unwrap(), subject: None, tls: false }
+    }
+
+    /// Reads answers off `client` until `n` have come (each ends its body,
+    /// whose length it states).
+    async fn answers(client: &mut tokio::io::DuplexStream, n: usize) -> Vec<String> {
+        let mut got = Vec::new();
+        let mut buf = Vec::new();
+        while got.len() < n {
+            let mut chunk = [0u8; 4096];
+            let k = client.read(&mut chunk).await.unwrap();
+            assert!(k > 0, "closed after {got:?}");
+            buf.extend_from_slice(&chunk[..k]);
+            while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8(buf[..end].to_vec()).unwrap();
+                let len: usize = head.lines().find_map(|l| l.strip_prefix("content-length: ")).unwrap().parse().unwrap();
+                if buf.len() < end + 4 + len {
+                    break;
+                }
+                let whole: Vec<u8> = buf.drain(..end + 4 + len).collect();
+                got.push(String::from_utf8(whole).unwrap());
+            }
+        }
+        got
+    }
+
+    #[tokio::test]
+    async fn pipelined_and_dribbled_requests_are_answered_in_order_until_one_is_not_taken() {
+        let (mut client, mut server) = tokio::io::duplex(1 << 16);
+        let activity = Activity::new();
+        let (_stopping, mut stop) = tokio::sync::watch::channel(false);
+        let limits = ConnLimits::default();
+        let mut buf = BytesMut::new();
+        let serving = async {
+            let left = serve(&mut server, &mut buf, &Echo, &peer(), &activity, &limits, &mut stop).await;
+            (left, buf)
+        };
+        let talking = async {
+            // Two at once, then one whose body comes later, then one for hyper.
+            client
+                .write_all(b"POST /fast/a HTTP/1.1\r\nContent-Length: 2\r\nX-Purpose: p1\r\n\r\nhiGET /fast/b HTTP/1.1\r\nX-Purpose: p2\r\n\r\n")
+                .await
+                .unwrap();
+            let first = answers(&mut client, 2).await;
+            client.write_all(b"POST /fast/c HTTP/1.1\r\nContent-Length: 6\r\n\r\nhal").await.unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            client.write_all(b"f!!GET /slow HTTP/1.1\r\n\r\n").await.unwrap();
+            let second = answers(&mut client, 1).await;
+            (first, second)
+        };
+        let ((left, buf), (first, second)) = tokio::join!(serving, talking);
+        assert!(matches!(left, Left::HandedOver));
+        assert_eq!(&buf[..], b"GET /slow HTTP/1.1\r\n\r\n", "hyper gets the request whole");
+        let bodies: Vec<&str> = first.iter().chain(&second).map(|a| a.split_once("\r\n\r\n").unwrap().1).collect();
+        assert_eq!(bodies, ["POST /fast/a hi p1", "GET /fast/b  p2", "POST /fast/c half!! "]);
+        for a in first.iter().chain(&second) {
+            assert!(a.starts_with("HTTP/1.1 200 OK\r\n"), "{a}");
+            assert!(a.contains("\r\nx-echo: 1\r\n") && a.contains("\r\ndate: ") && a.contains(" GMT\r\n"), "{a}");
+        }
+        assert_eq!(activity.in_flight.load(Ordering::Acquire), 0, "every answer counted as sent");
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_closes_at_shutdown_and_a_closed_one_ends_the_loop() {
+        let activity = Activity::new();
+        let limits = ConnLimits::default();
+        let (stopping, mut stop) = tokio::sync::watch::channel(false);
+        let (mut client, mut server) = tokio::io::duplex(1 << 16);
+        let mut buf = BytesMut::new();
+        let p = peer();
+        let serving = serve(&mut server, &mut buf, &Echo, &p, &activity, &limits, &mut stop);
+        let talking = async {
+            client.write_all(b"GET /fast HTTP/1.1\r\n\r\n").await.unwrap();
+            answers(&mut client, 1).await;
+            stopping.send(true).unwrap();
+        };
+        let (left, ()) = tokio::time::timeout(Duration::from_secs(5), async { tokio::join!(serving, talking) }).await.expect("closed at shutdown");
+        assert!(matches!(left, Left::Closed));
+
+        let (_stopping, mut stop) = tokio::sync::watch::channel(false);
+        let (client, mut server) = tokio::io::duplex(1 << 16);
+        drop(client);
+        let mut buf = BytesMut::new();
+        assert!(matches!(serve(&mut server, &mut buf, &Echo, &peer(), &activity, &limits, &mut stop).await, Left::Closed));
+    }
+}
