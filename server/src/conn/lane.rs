@@ -347,6 +347,62 @@ mod tests {
         }
     }
 
+    /// Mangled requests (bytes changed, dropped, added, cut short): the
+    /// parser never panics, leaves the buffer as it was unless it takes
+    /// the head, and when it takes one, takes exactly what `httparse`
+    /// reads from the same bytes.
+    #[test]
+    fn mangled_heads_are_taken_whole_or_left_alone() {
+        let bases: [&[u8]; 4] = [
+            b"POST /fast/110105194912310021/verify?id_type=citizen_id HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer t\r\nX-Purpose: p\r\nContent-Length: 5\r\n\r\nhello",
+            b"GET /fast/1 HTTP/1.1\r\nHost: a\r\nConnection: keep-alive\r\n\r\n",
+            b"GET /fast/2 HTTP/1.1\r\nX-Purpose: \xe7\xa4\xbe\xe4\xbf\x9d\r\n\r\nGET /fast/3 HTTP/1.1\r\n\r\n",
+            b"POST /fast HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        ];
+        let bytes: &[u8] = b"\r\n :/?%0123456789aZ\t\x00\x7f\x80\xff";
+        let mut rng = fastrand::Rng::with_seed(20261205);
+        let mut taken_count = 0;
+        for _ in 0..40_000 {
+            let mut input = bases[rng.usize(..bases.len())].to_vec();
+            for _ in 0..rng.usize(1..4) {
+                if input.is_empty() {
+                    break;
+                }
+                let at = rng.usize(..input.len());
+                match rng.u8(..4) {
+                    0 => input[at] = bytes[rng.usize(..bytes.len())],
+                    1 => {
+                        input.remove(at);
+                    }
+                    2 => input.insert(at, bytes[rng.usize(..bytes.len())]),
+                    _ => input.truncate(at),
+                }
+            }
+            let mut buf = BytesMut::from(&input[..]);
+            match parse(&mut buf, &Echo) {
+                Head::Partial | Head::NotTaken => assert_eq!(&buf[..], &input[..], "{:?}", String::from_utf8_lossy(&input)),
+                Head::Taken(t) => {
+                    taken_count += 1;
+                    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                    let mut reference = httparse::Request::new(&mut headers);
+                    let Ok(httparse::Status::Complete(n)) = reference.parse(&input) else { panic!("taken, but httparse disagrees") };
+                    assert_eq!(&buf[..], &input[n..], "the rest of the buffer");
+                    assert_eq!(Some(t.req.method().as_str()), reference.method);
+                    assert_eq!(t.req.uri().to_string(), reference.path.unwrap());
+                    let got: Vec<(String, Vec<u8>)> =
+                        t.req.headers().iter().map(|(k, v)| (k.as_str().to_owned(), v.as_bytes().to_vec())).collect();
+                    let want: Vec<(String, Vec<u8>)> =
+                        reference.headers.iter().map(|h| (h.name.to_ascii_lowercase(), h.value.to_vec())).collect();
+                    let (mut got, mut want) = (got, want);
+                    got.sort();
+                    want.sort();
+                    assert_eq!(got, want);
+                }
+            }
+        }
+        assert!(taken_count > 1_000, "only {taken_count} mangled heads were still taken");
+    }
+
     fn peer() -> TlsPeer {
         TlsPeer { addr: "127.0.0.1:40000".parse().unwrap(), subject: None, tls: false }
     }
