@@ -256,15 +256,40 @@ fn format_access(l: &AccessLine<'_>, now: SystemTime, buf: &mut String, second: 
         );
     }
     buf.clear();
-    let _ = write!(buf, r#"{{"timestamp":"{prefix}.{:06}Z","level":"INFO","fields":{{"message":"request","request_id":""#, since.subsec_micros());
+    buf.push_str(r#"{"timestamp":""#);
+    buf.push_str(prefix);
+    buf.push('.');
+    push_digits(buf, since.subsec_micros() as u64, 6);
+    buf.push_str(r#"Z","level":"INFO","fields":{"message":"request","request_id":""#);
     json_str(buf, l.request_id);
     buf.push_str(r#"","method":""#);
     json_str(buf, l.method);
     buf.push_str(r#"","route":""#);
     json_str(buf, l.route);
-    let _ = write!(buf, r#"","status":{},"department":""#, l.status);
+    buf.push_str(r#"","status":"#);
+    push_digits(buf, l.status as u64, 1);
+    buf.push_str(r#","department":""#);
     json_str(buf, l.department);
-    let _ = writeln!(buf, r#"","micros":{}}},"target":"basedata::access"}}"#, l.micros);
+    buf.push_str(r#"","micros":"#);
+    push_digits(buf, l.micros, 1);
+    buf.push_str("},\"target\":\"basedata::access\"}\n");
+}
+
+/// Appends `n` in decimal, zero-padded to at least `width` digits (a line
+/// a request: the formatting machinery costs more than the digits).
+fn push_digits(buf: &mut String, mut n: u64, width: usize) {
+    let mut digits = [b'0'; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let start = at.min(digits.len() - width.min(digits.len()));
+    buf.extend(digits[start..].iter().map(|&d| d as char));
 }
 
 /// Appends `s` escaped for a JSON string.
@@ -320,6 +345,15 @@ mod tests {
         // Pipes and terminals have no pages of their own to write back.
         let (reader, _writer) = std::io::pipe().unwrap();
         assert!(Writeback::of(std::fs::File::from(std::os::fd::OwnedFd::from(reader))).is_none());
+    }
+
+    #[test]
+    fn digits_are_decimal_and_padded_to_the_width_asked() {
+        for (n, width, want) in [(0, 1, "0"), (0, 6, "000000"), (123, 6, "000123"), (999_999, 6, "999999"), (200, 1, "200"), (u64::MAX, 1, "18446744073709551615"), (7, 20, "00000000000000000007")] {
+            let mut s = String::from("x");
+            push_digits(&mut s, n, width);
+            assert_eq!(s, format!("x{want}"), "{n} {width}");
+        }
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! `GET /metrics`: Prometheus text format. Request counters and latency
 //! histograms per route and department are updated by the access-log
-//! layer; store, writer and RocksDB figures are read at scrape time, so
-//! the request path pays for two atomic increments and one histogram
-//! observation, nothing more.
+//! layer (each request thread keeps the handles of the series it counts);
+//! store, writer and RocksDB figures are read at scrape time, so the
+//! request path pays for an atomic increment and a histogram observation,
+//! nothing more.
 
 use basedata_store::commit::CommitStats;
 use basedata_store::engine::EngineStats;
@@ -31,7 +32,34 @@ fn engine_figures(s: &EngineStats) -> [(&'static str, Option<u64>); 10] {
     ]
 }
 
+/// The series of one kind of answer, as a request thread last found them.
+struct Series {
+    metrics: u64,
+    route: String,
+    method: String,
+    status: axum::http::StatusCode,
+    department: String,
+    requests: prometheus::IntCounter,
+    latency: prometheus::Histogram,
+}
+
+/// Kinds of answer a request thread keeps the series of; past this the
+/// cache starts over (routes, statuses and departments are few, so it
+/// rarely does).
+const SERIES_CACHED: usize = 64;
+
+thread_local! {
+    /// Finding a series by its label values hashes them all and takes the
+    /// family's lock, and the handle it returns is a reference count
+    /// shared by every thread: per request, that cost more than the count
+    /// itself. Each thread keeps the handles it used.
+    static SERIES: std::cell::RefCell<Vec<Series>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 pub struct Metrics {
+    /// Tells this instance's series apart in the request threads' caches
+    /// (tests build many instances on one thread).
+    id: u64,
     registry: Registry,
     requests: IntCounterVec,
     latency: HistogramVec,
@@ -131,13 +159,38 @@ impl Metrics {
         {
             let _ = registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()));
         }
-        Metrics { registry, requests, latency, refused, last_seq, audit_seq, prints, dataset_records, dataset_updates, commit, rocks, cluster, connections }
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        Metrics { id, registry, requests, latency, refused, last_seq, audit_seq, prints, dataset_records, dataset_updates, commit, rocks, cluster, connections }
     }
 
     pub fn observe(&self, route: &str, method: &str, status: axum::http::StatusCode, department: &str, seconds: f64) {
-        // `as_str` is a static string: no allocation per request.
-        self.requests.with_label_values(&[route, method, status.as_str(), department]).inc();
-        self.latency.with_label_values(&[route, department]).observe(seconds);
+        SERIES.with_borrow_mut(|cache| {
+            let found = cache.iter().position(|s| {
+                s.metrics == self.id && s.status == status && s.method == method && s.route == route && s.department == department
+            });
+            let i = match found {
+                Some(i) => i,
+                None => {
+                    if cache.len() >= SERIES_CACHED {
+                        cache.clear();
+                    }
+                    // `as_str` is a static string: no allocation per request.
+                    cache.push(Series {
+                        metrics: self.id,
+                        route: route.to_owned(),
+                        method: method.to_owned(),
+                        status,
+                        department: department.to_owned(),
+                        requests: self.requests.with_label_values(&[route, method, status.as_str(), department]),
+                        latency: self.latency.with_label_values(&[route, department]),
+                    });
+                    cache.len() - 1
+                }
+            };
+            cache[i].requests.inc();
+            cache[i].latency.observe(seconds);
+        });
     }
 
     pub fn refused(&self, department: &str, reason: &str) {
