@@ -7,11 +7,11 @@
 //! the use case, inline (microseconds, mostly cache hits); the only wait
 //! is the group commit of the audit entry.
 
-use super::schema::{DatasetRecord, ErrorBody, IdType, Lookup, Verification, VerifyRequest, WithheldItem};
+use super::schema::{JsonAnswer, DatasetRecord, ErrorBody, IdType, Lookup, Verification, VerifyRequest, WithheldItem};
 use super::{ApiError, ApiResult, AppState};
 use crate::auth::{Caller, Purpose};
 use axum::extract::{Path, Query, State};
-use axum::{Extension, Json};
+use axum::Extension;
 use basedata_ingest::log::UpdateLog;
 use basedata_store::value::{format_datetime, parse_datetime};
 use basedata_store::keys::DocType;
@@ -82,7 +82,7 @@ pub async fn lookup_person(
     purpose: Extension<Purpose>,
     Path(id): Path<String>,
     q: Query<LookupParams>,
-) -> ApiResult<Json<Lookup>> {
+) -> ApiResult<JsonAnswer<Lookup>> {
     lookup_subject(state, caller, purpose, Subject::Person, id, q).await
 }
 
@@ -101,7 +101,7 @@ pub async fn lookup_entity(
     purpose: Extension<Purpose>,
     Path(code): Path<String>,
     q: Query<LookupParams>,
-) -> ApiResult<Json<Lookup>> {
+) -> ApiResult<JsonAnswer<Lookup>> {
     lookup_subject(state, caller, purpose, Subject::Entity, code, q).await
 }
 
@@ -112,7 +112,7 @@ pub(super) async fn lookup_subject(
     subject: Subject,
     raw_key: String,
     Query(q): Query<LookupParams>,
-) -> ApiResult<Json<Lookup>> {
+) -> ApiResult<JsonAnswer<Lookup>> {
     let key = parse_key(subject, &raw_key, q.id_type.as_deref())?;
     held_here(&state, &key)?;
     let as_of = q.as_of.as_deref().map(|t| parse_time("as_of", t)).transpose()?;
@@ -130,7 +130,7 @@ pub(super) async fn lookup_subject(
         .into_iter()
         .map(|w| WithheldItem { dataset: w.dataset, field: w.field, share: w.share.as_str().into(), reason: w.reason.as_str().into() })
         .collect();
-    Ok(Json(Lookup {
+    Ok(JsonAnswer(Lookup {
         key: key.as_str().into(),
         id_type: key.other_doc_type().map(|d| d.as_str().into()),
         subject: subject.as_str().into(),
@@ -178,7 +178,7 @@ pub async fn verify_person(
     Path(id): Path<String>,
     q: Query<IdTypeParam>,
     body: axum::body::Bytes,
-) -> ApiResult<Json<Verification>> {
+) -> ApiResult<JsonAnswer<Verification>> {
     verify_subject(state, caller, purpose, Subject::Person, id, q, body).await
 }
 
@@ -197,7 +197,7 @@ pub async fn verify_entity(
     Path(code): Path<String>,
     q: Query<IdTypeParam>,
     body: axum::body::Bytes,
-) -> ApiResult<Json<Verification>> {
+) -> ApiResult<JsonAnswer<Verification>> {
     verify_subject(state, caller, purpose, Subject::Entity, code, q, body).await
 }
 
@@ -209,12 +209,12 @@ pub(super) async fn verify_subject(
     raw_key: String,
     Query(q): Query<IdTypeParam>,
     body: axum::body::Bytes,
-) -> ApiResult<Json<Verification>> {
+) -> ApiResult<JsonAnswer<Verification>> {
     let key = parse_key(subject, &raw_key, q.id_type.as_deref())?;
     held_here(&state, &key)?;
     let req: VerifyRequest = json_body(&body)?;
     let v = state.queries.verify(&caller, &purpose.0, key, req.dataset.as_deref(), &req.fields).await?;
-    Ok(Json(Verification {
+    Ok(JsonAnswer(Verification {
         key: key.as_str().into(),
         id_type: key.other_doc_type().map(|d| d.as_str().into()),
         dataset: v.dataset,
