@@ -17,52 +17,123 @@ pub fn init(default_filter: &str) {
     install(default_filter, std::io::stderr);
 }
 
-/// Keeps the server's log buffer flushed; dropping it flushes what is
-/// still buffered and stops the flusher.
+/// Keeps the server's log written out; dropping it writes what is still
+/// pending and stops the log thread.
 pub struct LogGuard {
-    out: Arc<Mutex<BufWriter<Stderr>>>,
-    stop: Option<std::sync::mpsc::Sender<()>>,
+    log: Arc<Log<Stderr>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
     flusher: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Drop for LogGuard {
     fn drop(&mut self) {
-        self.stop.take();
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
         if let Some(t) = self.flusher.take() {
+            t.thread().unpark();
             let _ = t.join();
         }
-        flush(&self.out);
+        self.log.write_out(&mut Vec::new());
     }
 }
 
-/// How often the server's log buffer is written out at the latest.
+/// How often the log thread writes pending lines out at the latest.
 const FLUSH_EVERY: Duration = Duration::from_millis(100);
+/// Pending access lines that wake the log thread before its time.
+const WAKE_AT: usize = 256 << 10;
+/// Pending access lines past which a request thread writes them out
+/// itself: the log thread is not keeping up (a disk slower than the log),
+/// and the lines must neither be lost nor pile up in memory without bound.
+const HOLD_AT: usize = 16 << 20;
 
-/// [`init`] for the server: access-log lines go into one shared buffer,
-/// written out when it fills, when another line is logged, and at least
-/// every [`FLUSH_EVERY`], instead of one write system call per request on
-/// the request's thread (measured: a few percent of an audited read's CPU). What is still buffered when the
-/// process is killed is lost, which is why nothing of record (the audit
-/// trail) is ever only a log line.
+/// [`init`] for the server. Request threads never write the log: each
+/// access line is appended to a pending buffer in memory (a copy under a
+/// lock held for that copy only), and the log thread (`basedata-log`)
+/// writes the buffer out when it passes [`WAKE_AT`] and at least every
+/// [`FLUSH_EVERY`]. Written from the request threads, a busy log cost a
+/// few percent of an audited read's CPU in system calls, and a write
+/// that waited for the disk held every request thread behind the lock.
+/// Any other line (start-up, backups, warnings, errors) is written out at
+/// once, after the access lines pending before it. What is still pending
+/// when the process is killed is lost, which is why nothing of record (the
+/// audit trail) is ever only a log line.
 pub fn init_server(default_filter: &str) -> LogGuard {
-    let out = Arc::new(Mutex::new(BufWriter::with_capacity(256 << 10, std::io::stderr())));
-    install(default_filter, Shared(out.clone()));
-    let _ = ACCESS_OUT.set(out.clone());
-    let (tx, rx) = std::sync::mpsc::channel::<()>();
-    let o = out.clone();
+    let log = Arc::new(Log::new(std::io::stderr()));
+    install(default_filter, Shared(log.clone()));
+    let _ = ACCESS_OUT.set(log.clone());
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (l, done) = (log.clone(), stop.clone());
     let mut writeback = Writeback::of_stderr();
     let flusher = std::thread::Builder::new()
         .name("basedata-log".into())
         .spawn(move || {
-            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(FLUSH_EVERY) {
-                flush(&o);
+            let mut spare = Vec::with_capacity(WAKE_AT * 2);
+            while !done.load(std::sync::atomic::Ordering::Acquire) {
+                std::thread::park_timeout(FLUSH_EVERY);
+                l.write_out(&mut spare);
                 if let Some(w) = writeback.as_mut() {
                     w.start();
                 }
             }
         })
         .ok();
-    LogGuard { out, stop: Some(tx), flusher }
+    if let Some(t) = &flusher {
+        let _ = log.flusher.set(t.thread().clone());
+    }
+    LogGuard { log, stop, flusher }
+}
+
+/// The server's log: access lines pending in memory, and the stream
+/// they and every other line are written to.
+struct Log<W: Write> {
+    pending: Mutex<Vec<u8>>,
+    out: Mutex<BufWriter<W>>,
+    /// The log thread, woken when [`WAKE_AT`] is passed.
+    flusher: OnceLock<std::thread::Thread>,
+}
+
+impl<W: Write> Log<W> {
+    fn new(out: W) -> Log<W> {
+        Log { pending: Mutex::new(Vec::with_capacity(WAKE_AT * 2)), out: Mutex::new(BufWriter::with_capacity(64 << 10, out)), flusher: OnceLock::new() }
+    }
+
+    /// Appends one access line (newline included).
+    fn append(&self, line: &[u8]) {
+        let held = {
+            let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            p.extend_from_slice(line);
+            p.len()
+        };
+        if held >= HOLD_AT {
+            self.write_out(&mut Vec::new());
+        } else if held >= WAKE_AT && held - line.len() < WAKE_AT {
+            if let Some(t) = self.flusher.get() {
+                t.unpark();
+            }
+        }
+    }
+
+    /// Writes the pending lines out and flushes; `spare` (left empty) is
+    /// swapped in as the new pending buffer, so that the buffers' memory
+    /// is reused.
+    fn write_out(&self, spare: &mut Vec<u8>) {
+        // `out` first and held throughout: a line written at once by
+        // another thread meanwhile must come after these.
+        let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
+        spare.clear();
+        std::mem::swap(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()), spare);
+        let _ = out.write_all(spare);
+        let _ = out.flush();
+        spare.clear();
+    }
+
+    /// The stream, for a line written at once: the pending access lines
+    /// are written first, so that lines keep their order.
+    fn lock_out(&self) -> std::sync::MutexGuard<'_, BufWriter<W>> {
+        let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
+        let pending = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
+        let _ = out.write_all(&pending);
+        out
+    }
 }
 
 /// How much of the log may be written, and not yet on its way to the disk,
@@ -121,18 +192,13 @@ impl Writeback {
     }
 }
 
-/// The shared buffer as a writer of whole lines (each line is formatted
-/// first, then written under the lock in one piece). Only the access log,
-/// a line per request, waits in the buffer; any other line (start-up,
-/// backups, warnings, errors) is written out at once, with what is before it.
-struct Shared(Arc<Mutex<BufWriter<Stderr>>>);
-
-/// Target of the per-request access log (`http::access_log`).
-const ACCESS_TARGET: &str = "basedata::access";
+/// The log as a writer of whole lines for `tracing` (each line is
+/// formatted first, then written under the lock in one piece, after the
+/// access lines pending before it, and flushed).
+struct Shared(Arc<Log<Stderr>>);
 
 struct Line<'a> {
     out: std::sync::MutexGuard<'a, BufWriter<Stderr>>,
-    flush: bool,
 }
 
 impl Write for Line<'_> {
@@ -146,27 +212,15 @@ impl Write for Line<'_> {
 
 impl Drop for Line<'_> {
     fn drop(&mut self) {
-        if self.flush {
-            let _ = self.out.flush();
-        }
+        let _ = self.out.flush();
     }
 }
 
 impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Shared {
     type Writer = Line<'a>;
     fn make_writer(&'a self) -> Line<'a> {
-        Line { out: self.0.lock().unwrap_or_else(|e| e.into_inner()), flush: true }
+        Line { out: self.0.lock_out() }
     }
-    fn make_writer_for(&'a self, meta: &tracing::Metadata<'_>) -> Line<'a> {
-        let mut line = self.make_writer();
-        line.flush = meta.target() != ACCESS_TARGET;
-        line
-    }
-}
-
-fn flush(out: &Mutex<BufWriter<Stderr>>) {
-    let mut w = out.lock().unwrap_or_else(|e| e.into_inner());
-    let _ = w.flush();
 }
 
 fn install<W>(default_filter: &str, writer: W)
@@ -183,9 +237,9 @@ where
         .try_init();
 }
 
-/// The server's log buffer, for access-log lines written without going
-/// through `tracing`'s formatter (see [`access`]).
-static ACCESS_OUT: OnceLock<Arc<Mutex<BufWriter<Stderr>>>> = OnceLock::new();
+/// The server's log, for access-log lines written without going through
+/// `tracing`'s formatter (see [`access`]).
+static ACCESS_OUT: OnceLock<Arc<Log<Stderr>>> = OnceLock::new();
 
 /// One request, as the access log records it.
 #[derive(Clone, Copy, Debug)]
@@ -230,8 +284,7 @@ pub fn access(l: &AccessLine<'_>) {
     };
     LINE.with_borrow_mut(|(buf, second, prefix)| {
         format_access(l, SystemTime::now(), buf, second, prefix);
-        let mut w = out.lock().unwrap_or_else(|e| e.into_inner());
-        let _ = w.write_all(buf.as_bytes());
+        out.append(buf.as_bytes());
     });
 }
 
@@ -345,6 +398,57 @@ mod tests {
         // Pipes and terminals have no pages of their own to write back.
         let (reader, _writer) = std::io::pipe().unwrap();
         assert!(Writeback::of(std::fs::File::from(std::os::fd::OwnedFd::from(reader))).is_none());
+    }
+
+    /// A stream that keeps what was written to it.
+    #[derive(Clone, Default)]
+    struct Kept(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Kept {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Kept {
+        fn text(&self) -> String {
+            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+        }
+    }
+
+    #[test]
+    fn access_lines_wait_in_memory_and_keep_their_place_before_other_lines() {
+        let kept = Kept::default();
+        let log = Log::new(kept.clone());
+        log.append(b"a\n");
+        log.append(b"b\n");
+        assert_eq!(kept.text(), "", "an access line is not written by the thread that logs it");
+        {
+            let mut out = log.lock_out();
+            out.write_all(b"warning\n").unwrap();
+            out.flush().unwrap();
+        }
+        assert_eq!(kept.text(), "a\nb\nwarning\n", "a line written at once comes after the access lines before it");
+        log.append(b"c\n");
+        let mut spare = Vec::with_capacity(16);
+        log.write_out(&mut spare);
+        assert_eq!(kept.text(), "a\nb\nwarning\nc\n");
+        assert!(spare.is_empty() && log.pending.lock().unwrap().is_empty());
+
+        // Past the bound, the thread that logs writes the lines out itself.
+        let line = vec![b'x'; 4095].into_iter().chain([b'\n']).collect::<Vec<u8>>();
+        let before = kept.text().len();
+        for _ in 0..HOLD_AT / line.len() - 1 {
+            log.append(&line);
+        }
+        assert_eq!(kept.text().len(), before, "below the bound everything waits for the log thread");
+        log.append(&line);
+        assert_eq!(kept.text().len(), before + HOLD_AT, "at the bound the lines are written out");
+        assert!(log.pending.lock().unwrap().is_empty());
     }
 
     #[test]
