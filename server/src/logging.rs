@@ -330,19 +330,11 @@ fn format_access(l: &AccessLine<'_>, now: SystemTime, buf: &mut String, second: 
 
 /// Appends `n` in decimal, zero-padded to at least `width` digits (a line
 /// a request: the formatting machinery costs more than the digits).
-fn push_digits(buf: &mut String, mut n: u64, width: usize) {
-    let mut digits = [b'0'; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    let start = at.min(digits.len() - width.min(digits.len()));
-    buf.extend(digits[start..].iter().map(|&d| d as char));
+fn push_digits(buf: &mut String, n: u64, width: usize) {
+    let mut digits = itoa::Buffer::new();
+    let text = digits.format(n);
+    buf.extend(std::iter::repeat_n('0', width.saturating_sub(text.len())));
+    buf.push_str(text);
 }
 
 /// Appends `s` escaped for a JSON string.
@@ -453,7 +445,7 @@ mod tests {
 
     #[test]
     fn digits_are_decimal_and_padded_to_the_width_asked() {
-        for (n, width, want) in [(0, 1, "0"), (0, 6, "000000"), (123, 6, "000123"), (999_999, 6, "999999"), (200, 1, "200"), (u64::MAX, 1, "18446744073709551615"), (7, 20, "00000000000000000007")] {
+        for (n, width, want) in [(0, 1, "0"), (0, 6, "000000"), (123, 6, "000123"), (999_999, 6, "999999"), (200, 1, "200"), (u64::MAX, 1, "18446744073709551615"), (7, 30, "000000000000000000000000000007")] {
             let mut s = String::from("x");
             push_digits(&mut s, n, width);
             assert_eq!(s, format!("x{want}"), "{n} {width}");
