@@ -114,7 +114,7 @@ impl Metrics {
         let dataset_updates =
             IntGaugeVec::new(Opts::new("dataset_updates_total", "Changes applied per dataset"), &["dataset"]).expect("metric");
         let commit = IntGaugeVec::new(
-            Opts::new("writer", "Group-commit writer: groups, jobs, items, largest_group, longest_commit_us, slow_commits (over 10 ms), queued, failures"),
+            Opts::new("writer", "Group-commit writer: groups, jobs, items, largest_group, longest_commit_us, slow_commits (over 10 ms), long_commits (over 3 ms), queued, failures"),
             &["stat"],
         )
         .expect("metric");
@@ -247,6 +247,7 @@ impl Metrics {
             ("largest_group", commit.largest_group.load(Ordering::Relaxed)),
             ("longest_commit_us", commit.longest_commit_us.load(Ordering::Relaxed)),
             ("slow_commits", commit.slow_commits.load(Ordering::Relaxed)),
+            ("long_commits", commit.long_commits.load(Ordering::Relaxed)),
             ("queued", commit.queued.load(Ordering::Relaxed) as u64),
             ("failures", commit.failures.load(Ordering::Relaxed)),
         ] {
