@@ -465,8 +465,9 @@ pub trait Serve: Clone + Send + Sync + 'static {
     /// The answer to `req`, from a connection whose peer is `peer`.
     fn call(&self, req: axum::extract::Request, peer: &TlsPeer) -> impl Future<Output = axum::response::Response> + Send + 'static + use<Self>;
 
-    /// Whether a request of `method` to `path` is one the connection may
-    /// serve in its own loop ([`lane`]) rather than through hyper.
+    /// Whether a request of `method` to `path` (the URI's path, without
+    /// its query) is one the connection may serve in its own loop
+    /// ([`lane`]) rather than through hyper.
     fn takes(&self, _method: &axum::http::Method, _path: &str) -> bool {
         false
     }

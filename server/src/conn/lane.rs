@@ -77,10 +77,12 @@ fn parse<A: Serve>(buf: &mut BytesMut, app: &A) -> Head {
         _ => return Head::NotTaken,
     };
     let Some(path) = parsed.path.filter(|p| p.starts_with('/')) else { return Head::NotTaken };
-    if !app.takes(&method, path) {
+    // The path as the request will carry it (without its query), so that
+    // the edge judges exactly what it will later be handed.
+    let Ok(uri) = Uri::try_from(path) else { return Head::NotTaken };
+    if !app.takes(&method, uri.path()) {
         return Head::NotTaken;
     }
-    let Ok(uri) = Uri::try_from(path) else { return Head::NotTaken };
     let mut names = Vec::with_capacity(parsed.headers.len());
     let mut body_len = None;
     let at = |part: &[u8]| part.as_ptr() as usize - buf.as_ptr() as usize;

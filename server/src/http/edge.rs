@@ -189,8 +189,6 @@ impl crate::conn::Serve for Edge {
     }
 
     fn takes(&self, method: &axum::http::Method, path: &str) -> bool {
-        // The path without its query, as the router matches it.
-        let path = path.split_once('?').map_or(path, |(p, _)| p);
         self.fast.is_some() && subject_read_of(method, path).is_some()
     }
 }
