@@ -16,7 +16,7 @@
 //! every node applies them at their place in that order.
 
 use crate::config::ClusterConfig;
-use async_nats::jetstream::context::PublishAckFuture;
+use async_nats::jetstream::context::{PublishAckFuture, PublishError, PublishErrorKind};
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::{self, consumer, stream};
 use basedata_ingest::log::{
@@ -247,8 +247,8 @@ impl Cluster {
     }
 
     /// Sends `m` once; the acknowledgement is awaited apart.
-    async fn publish_once(&self, m: &Outgoing) -> Result<PublishAckFuture, String> {
-        self.js.send_publish(m.subject.clone(), publish_message(m)).await.map_err(|e| e.to_string())
+    async fn publish_once(&self, m: &Outgoing) -> Result<PublishAckFuture, Unsent> {
+        self.js.send_publish(m.subject.clone(), publish_message(m)).await.map_err(Unsent::from)
     }
 
     /// Awaits a sent message's acknowledgement, sending it again (backing
@@ -256,19 +256,20 @@ impl Cluster {
     async fn settle(
         &self,
         m: &Outgoing,
-        first: Result<PublishAckFuture, String>,
+        first: Result<PublishAckFuture, Unsent>,
         deadline: tokio::time::Instant,
     ) -> Result<LoggedMessage, LogError> {
-        let acked = |sent: Result<PublishAckFuture, String>| async move { sent?.await.map_err(|e| e.to_string()) };
+        let acked = |sent: Result<PublishAckFuture, Unsent>| async move { sent?.await.map_err(Unsent::from) };
         let mut attempt = acked(first).await;
         let mut backoff = Duration::from_millis(100);
         loop {
             match attempt {
                 Ok(a) => return Ok(LoggedMessage { position: a.sequence, partition: m.partition, lines: m.lines }),
-                Err(e) if tokio::time::Instant::now() >= deadline => {
+                Err(e) if e.permanent || tokio::time::Instant::now() >= deadline => {
                     self.stats.publish_failures.fetch_add(1, Ordering::Relaxed);
                     return Err(LogError(format!(
-                        "the update log did not take the updates (acknowledgement: {e}); nothing was acknowledged, resend them"
+                        "the update log did not take the updates (acknowledgement: {}); nothing was acknowledged, resend them",
+                        e.text
                     )));
                 }
                 Err(_) => {
@@ -648,3 +649,36 @@ async fn apply_governance(
 /// writes its position anyway, so that a restart need not re-read them
 /// all (and finds them even if the stream has since dropped old ones).
 const SKIPPED_BETWEEN_WRITES: u32 = 1_000;
+
+/// Why a message was not taken by the log.
+#[derive(Debug)]
+struct Unsent {
+    text: String,
+    /// Sending the same message again cannot succeed (it is larger than
+    /// the log's servers take), so waiting out the retry deadline would
+    /// only hold the provider's request.
+    permanent: bool,
+}
+
+impl From<PublishError> for Unsent {
+    fn from(e: PublishError) -> Unsent {
+        Unsent { permanent: e.kind() == PublishErrorKind::MaxPayloadExceeded, text: e.to_string() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Only a message over the size limit is given up on at once; a stream
+    /// slow to answer or briefly gone is sent to again until the deadline.
+    #[test]
+    fn only_an_oversized_message_is_not_sent_again() {
+        let over = Unsent::from(PublishError::new(PublishErrorKind::MaxPayloadExceeded));
+        assert!(over.permanent);
+        assert!(over.text.contains("max payload"), "{}", over.text);
+        for kind in [PublishErrorKind::TimedOut, PublishErrorKind::BrokenPipe, PublishErrorKind::StreamNotFound, PublishErrorKind::Other] {
+            assert!(!Unsent::from(PublishError::new(kind)).permanent, "{kind:?}");
+        }
+    }
+}
