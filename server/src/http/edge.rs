@@ -136,7 +136,7 @@ async fn serve(
         json_errors(within_time_limit(&state, admitted(&state, req, peer.as_deref(), read, subject, key)).await).await
     })
     .await;
-    answered(&state, started, &id, read.method(), route, resp)
+    answered(&state, started, id, read.method(), route, resp)
 }
 
 /// authenticate_with_purpose, then the handler.

@@ -404,9 +404,9 @@ pub struct Verification {
     pub id_type: Option<String>,
     pub dataset: String,
     /// `match`, `mismatch` or `not_found`.
-    pub result: String,
+    pub result: &'static str,
     /// Field name -> `match`, `mismatch` or `no_value`.
-    pub fields: BTreeMap<String, String>,
+    pub fields: BTreeMap<String, &'static str>,
 }
 
 #[derive(Serialize, ToSchema)]

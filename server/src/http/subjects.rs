@@ -218,7 +218,7 @@ pub(super) async fn verify_subject(
         key: key.as_str().into(),
         id_type: key.other_doc_type().map(|d| d.as_str().into()),
         dataset: v.dataset,
-        result: v.outcome.as_str().into(),
-        fields: v.fields.into_iter().map(|(n, v)| (n, v.as_str().to_owned())).collect(),
+        result: v.outcome.as_str(),
+        fields: v.fields.into_iter().map(|(n, v)| (n, v.as_str())).collect(),
     }))
 }
