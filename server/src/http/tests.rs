@@ -141,6 +141,14 @@ async fn request_id_is_echoed_when_sane() {
     let req = HttpRequest::get("/healthz").header("x-request-id", "bad id with spaces").body(Body::empty()).unwrap();
     let (_, _, h) = call(req).await;
     assert_ne!(h["x-request-id"], "bad id with spaces");
+    // In its place, and without one, a fresh id of sixteen hex digits.
+    let replaced = h["x-request-id"].to_str().unwrap().to_owned();
+    let (_, _, h) = call(HttpRequest::get("/healthz").body(Body::empty()).unwrap()).await;
+    let made = h["x-request-id"].to_str().unwrap().to_owned();
+    for id in [&replaced, &made] {
+        assert!(id.len() == 16 && id.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)), "{id}");
+    }
+    assert_ne!(replaced, made);
 }
 
 #[tokio::test]
