@@ -204,6 +204,12 @@ impl Activity {
         self.first_byte.store(0, Ordering::Release);
     }
 
+    /// A request the connection's own loop began but hands to hyper
+    /// unanswered (hyper begins it again).
+    fn request_abandoned(&self) {
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+
     fn answer_sent(&self) {
         self.idle_since.store(self.now(), Ordering::Release);
         self.first_byte.store(0, Ordering::Release);

@@ -10,8 +10,9 @@
 //! `Transfer-Encoding`, `Expect` or `Upgrade` header, no `Connection`
 //! header but `keep-alive` (the connection stays open, HTTP/1.1's
 //! default), and a `Content-Length` body of at most [`MAX_BODY`] bytes. Everything else — chunked bodies,
-//! `100-continue`, `Connection: close`, HTTP/1.0, malformed heads — is
-//! hyper's, which answers it as it always has.
+//! `100-continue`, `Connection: close`, HTTP/1.0, malformed heads, and a
+//! body that stalls or ends short (with its head) — is hyper's, which
+//! answers it as it always has.
 
 use super::{Activity, ConnLimits, Serve};
 use crate::tls::TlsPeer;
@@ -45,6 +46,9 @@ pub enum Left {
 struct Taken {
     req: Request<()>,
     body_len: usize,
+    /// The head as read, put back in front of the buffer for hyper if the
+    /// body does not come.
+    head: bytes::Bytes,
 }
 
 /// What the buffer's start holds. (Returned by value once a request:
@@ -131,7 +135,7 @@ fn parse<A: Serve>(buf: &mut BytesMut, app: &A) -> Head {
     *req.uri_mut() = uri;
     *req.version_mut() = Version::HTTP_11;
     *req.headers_mut() = map;
-    Head::Taken(Taken { req, body_len: body_len.unwrap_or(0) })
+    Head::Taken(Taken { req, body_len: body_len.unwrap_or(0), head })
 }
 
 /// Serves the requests the lane takes on `io` until one it does not take
@@ -181,7 +185,19 @@ where
             // within `body_timeout`.
             match tokio::time::timeout(limits.body_timeout, io.read_buf(buf)).await {
                 Ok(Ok(n)) if n > 0 => {}
-                _ => return Left::Closed,
+                Ok(Err(_)) => return Left::Closed,
+                // A body that stalls or ends short is hyper's to answer
+                // (its body timeout, its error for an incomplete message:
+                // admitted, logged and counted as on any connection), from
+                // the head on. A stalled client so gets one more
+                // `body_timeout` from hyper before that answer.
+                Ok(Ok(_)) | Err(_) => {
+                    activity.request_abandoned();
+                    let rest = buf.split();
+                    buf.extend_from_slice(&taken.head);
+                    buf.unsplit(rest);
+                    return Left::HandedOver;
+                }
             }
         }
         let body = buf.split_to(taken.body_len).freeze();
@@ -189,11 +205,25 @@ where
         let resp = app.call(req, peer).await;
         let (parts, body) = resp.into_parts();
         let Ok(body) = body.collect().await.map(|c| c.to_bytes()) else { return Left::Closed };
+        // A server shutting down closes the connection after this answer
+        // and says so in it, as hyper does; so does an answer that asks to.
+        let asked = closes(&parts.headers);
+        let closing = asked || *shutdown.borrow();
         out.clear();
-        encode(&mut out, parts.status, &parts.headers, &body);
-        let written = io.write_all(&out).await;
+        encode(&mut out, parts.status, &parts.headers, &body, closing && !asked);
+        // Flushed: a TLS stream holds what it could not send yet until
+        // asked to flush, and the next read would not send it.
+        let written = match io.write_all(&out).await {
+            Ok(()) => io.flush().await,
+            Err(e) => Err(e),
+        };
         activity.answer_sent();
-        if written.is_err() || *shutdown.borrow() {
+        if written.is_err() {
+            return Left::Closed;
+        }
+        if closing || *shutdown.borrow() {
+            // TLS's close_notify, then the FIN, as hyper ends a connection.
+            let _ = tokio::time::timeout(limits.send_timeout, io.shutdown()).await;
             return Left::Closed;
         }
         if buf.is_empty() && buf.capacity() < 4096 {
@@ -202,21 +232,50 @@ where
     }
 }
 
+/// Whether an answer's `Connection` header asks to close (a `close`
+/// among its comma-separated tokens).
+fn closes(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .any(|v| v.as_bytes().split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close")))
+}
+
 /// An answer as hyper writes it: status line, the headers in their order,
-/// `content-length` and `date` unless the answer has its own.
-fn encode(out: &mut Vec<u8>, status: axum::http::StatusCode, headers: &HeaderMap, body: &[u8]) {
+/// `connection: close` if `close` (and the answer does not say so
+/// itself), `content-length` and `date` unless the answer has its own.
+/// The body is framed by its length whatever the answer's headers claim:
+/// a `transfer-encoding` or a `content-length` that does not match it is
+/// left out (hyper would chunk, or fail the write). No body follows a
+/// 1xx, 204 or 304 status.
+fn encode(out: &mut Vec<u8>, status: axum::http::StatusCode, headers: &HeaderMap, body: &[u8], close: bool) {
+    let bodiless = status.is_informational() || status == axum::http::StatusCode::NO_CONTENT || status == axum::http::StatusCode::NOT_MODIFIED;
+    let body = if bodiless { &[][..] } else { body };
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.as_str().as_bytes());
     out.push(b' ');
-    out.extend_from_slice(status.canonical_reason().unwrap_or("<unknown status code>").as_bytes());
+    out.extend_from_slice(status.canonical_reason().unwrap_or("<none>").as_bytes());
     out.extend_from_slice(b"\r\n");
+    let mut has_length = false;
     for (name, value) in headers {
+        if name == header::TRANSFER_ENCODING {
+            continue;
+        }
+        if name == header::CONTENT_LENGTH {
+            if bodiless || has_length || value.as_bytes() != itoa::Buffer::new().format(body.len()).as_bytes() {
+                continue;
+            }
+            has_length = true;
+        }
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    if !headers.contains_key(header::CONTENT_LENGTH) {
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    if !has_length && !bodiless {
         let _ = write!(out, "content-length: {}\r\n", body.len());
     }
     if !headers.contains_key(header::DATE) {
@@ -490,5 +549,187 @@ mod tests {
         drop(client);
         let mut buf = BytesMut::new();
         assert!(matches!(serve(&mut server, &mut buf, &Echo, &peer(), &activity, &limits, &mut stop).await, Left::Closed));
+    }
+    fn encoded(status: u16, headers: &[(&str, &str)], body: &str, close: bool) -> String {
+        let mut map = HeaderMap::new();
+        for (k, v) in headers {
+            map.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+        }
+        let mut out = Vec::new();
+        encode(&mut out, axum::http::StatusCode::from_u16(status).unwrap(), &map, body.as_bytes(), close);
+        let text = String::from_utf8(out).unwrap();
+        // The date changes; the rest is checked exactly.
+        let (before, after) = text.split_once("date: ").unwrap();
+        format!("{before}date: _{}", &after[after.find("\r\n").unwrap()..])
+    }
+
+    /// The body is framed by its length whatever the answer's headers say,
+    /// and no body follows a status that has none.
+    #[test]
+    fn answers_are_framed_by_their_body_and_say_when_the_connection_closes() {
+        assert_eq!(
+            encoded(200, &[("content-type", "application/json")], "{}", false),
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\ndate: _\r\n\r\n{}"
+        );
+        assert_eq!(
+            encoded(200, &[("x-a", "1")], "hello", true),
+            "HTTP/1.1 200 OK\r\nx-a: 1\r\nconnection: close\r\ncontent-length: 5\r\ndate: _\r\n\r\nhello",
+            "a server shutting down says so, before the length as hyper writes it"
+        );
+        assert_eq!(
+            encoded(200, &[("content-length", "5"), ("x-a", "1")], "hello", false),
+            "HTTP/1.1 200 OK\r\ncontent-length: 5\r\nx-a: 1\r\ndate: _\r\n\r\nhello",
+            "the answer's own length, where it put it"
+        );
+        assert_eq!(
+            encoded(200, &[("transfer-encoding", "chunked"), ("content-length", "99"), ("content-length", "5")], "hello", false),
+            "HTTP/1.1 200 OK\r\ncontent-length: 5\r\ndate: _\r\n\r\nhello",
+            "no claim the body does not bear out"
+        );
+        assert_eq!(encoded(204, &[("content-length", "5")], "hello", false), "HTTP/1.1 204 No Content\r\ndate: _\r\n\r\n");
+        assert_eq!(encoded(304, &[], "hello", false), "HTTP/1.1 304 Not Modified\r\ndate: _\r\n\r\n");
+        assert_eq!(encoded(599, &[], "", false), "HTTP/1.1 599 <none>\r\ncontent-length: 0\r\ndate: _\r\n\r\n");
+        let mut map = HeaderMap::new();
+        map.append(header::CONNECTION, HeaderValue::from_static("keep-alive, Close"));
+        assert!(closes(&map));
+        map.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+        assert!(!closes(&map));
+    }
+
+    /// A stream that sends what is written only when flushed, as a TLS
+    /// stream does with what the socket could not take at once.
+    struct HoldsUntilFlushed<T> {
+        io: T,
+        held: Vec<u8>,
+    }
+
+    impl<T: AsyncRead + Unpin> AsyncRead for HoldsUntilFlushed<T> {
+        fn poll_read(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>, buf: &mut tokio::io::ReadBuf<'_>) -> std::task::Poll<std::io::Result<()>> {
+            std::pin::Pin::new(&mut self.io).poll_read(cx, buf)
+        }
+    }
+
+    impl<T: AsyncWrite + Unpin> AsyncWrite for HoldsUntilFlushed<T> {
+        fn poll_write(mut self: std::pin::Pin<&mut Self>, _cx: &mut std::task::Context<'_>, buf: &[u8]) -> std::task::Poll<std::io::Result<usize>> {
+            self.held.extend_from_slice(buf);
+            std::task::Poll::Ready(Ok(buf.len()))
+        }
+
+        fn poll_flush(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+            let this = &mut *self;
+            while !this.held.is_empty() {
+                match std::pin::Pin::new(&mut this.io).poll_write(cx, &this.held) {
+                    std::task::Poll::Ready(Ok(n)) => {
+                        this.held.drain(..n);
+                    }
+                    other => return other.map(|r| r.map(|_| ())),
+                }
+            }
+            std::pin::Pin::new(&mut this.io).poll_flush(cx)
+        }
+
+        fn poll_shutdown(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+            std::task::ready!(self.as_mut().poll_flush(cx))?;
+            std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
+        }
+    }
+
+    #[tokio::test]
+    async fn answers_reach_a_client_over_a_stream_that_holds_writes_until_flushed() {
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        let mut server = HoldsUntilFlushed { io: server, held: Vec::new() };
+        let activity = Activity::new();
+        let (_stopping, mut stop) = tokio::sync::watch::channel(false);
+        let limits = ConnLimits::default();
+        let mut buf = BytesMut::new();
+        let p = peer();
+        let serving = serve(&mut server, &mut buf, &Echo, &p, &activity, &limits, &mut stop);
+        let talking = async {
+            client.write_all(b"GET /fast/1 HTTP/1.1\r\n\r\nGET /fast/2 HTTP/1.1\r\n\r\n").await.unwrap();
+            let got = tokio::time::timeout(Duration::from_secs(5), answers(&mut client, 2)).await.expect("both answers sent");
+            drop(client);
+            got
+        };
+        let (left, got) = tokio::join!(serving, talking);
+        assert!(matches!(left, Left::Closed));
+        assert!(got[1].ends_with("GET /fast/2  "), "{got:?}");
+    }
+
+    /// Answers when it is let.
+    #[derive(Clone)]
+    struct Gated(std::sync::Arc<tokio::sync::Notify>);
+
+    impl Serve for Gated {
+        fn call(&self, _req: axum::extract::Request, _peer: &TlsPeer) -> impl Future<Output = Response> + Send + 'static + use<> {
+            let gate = self.0.clone();
+            async move {
+                gate.notified().await;
+                "done".into_response()
+            }
+        }
+
+        fn takes(&self, _method: &Method, path: &str) -> bool {
+            path.starts_with("/fast")
+        }
+    }
+
+    #[tokio::test]
+    async fn an_answer_in_progress_at_shutdown_says_the_connection_closes_and_it_does() {
+        let gate = std::sync::Arc::new(tokio::sync::Notify::new());
+        let (mut client, mut server) = tokio::io::duplex(1 << 16);
+        let activity = Activity::new();
+        let (stopping, mut stop) = tokio::sync::watch::channel(false);
+        let limits = ConnLimits::default();
+        let mut buf = BytesMut::new();
+        let app = Gated(gate.clone());
+        let p = peer();
+        let serving = serve(&mut server, &mut buf, &app, &p, &activity, &limits, &mut stop);
+        let talking = async {
+            client.write_all(b"POST /fast HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi").await.unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            stopping.send(true).unwrap();
+            gate.notify_one();
+            let got = answers(&mut client, 1).await;
+            let mut rest = Vec::new();
+            client.read_to_end(&mut rest).await.unwrap();
+            (got, rest)
+        };
+        let (left, (got, rest)) =
+            tokio::time::timeout(Duration::from_secs(5), async { tokio::join!(serving, talking) }).await.expect("answered and closed");
+        assert!(matches!(left, Left::Closed));
+        assert!(got[0].starts_with("HTTP/1.1 200 OK\r\n") && got[0].contains("\r\nconnection: close\r\n"), "{}", got[0]);
+        assert!(got[0].ends_with("\r\n\r\ndone"), "{}", got[0]);
+        assert!(rest.is_empty(), "then the end of the stream");
+        assert_eq!(activity.in_flight.load(Ordering::Acquire), 0);
+    }
+
+    /// A body that stalls, or ends short, goes to hyper with the head, so
+    /// that its answer is hyper's on any connection.
+    #[tokio::test]
+    async fn a_body_that_stalls_or_ends_short_is_handed_to_hyper_from_its_head() {
+        let sent: &[u8] = b"POST /fast HTTP/1.1\r\nX-Purpose: p\r\nContent-Length: 10\r\n\r\nabc";
+        for ends in [false, true] {
+            let (mut client, mut server) = tokio::io::duplex(1 << 16);
+            let activity = Activity::new();
+            let (_stopping, mut stop) = tokio::sync::watch::channel(false);
+            let limits = ConnLimits { body_timeout: Duration::from_millis(100), ..ConnLimits::default() };
+            let mut buf = BytesMut::new();
+            let serving = async {
+                let left = serve(&mut server, &mut buf, &Echo, &peer(), &activity, &limits, &mut stop).await;
+                (left, buf)
+            };
+            let talking = async {
+                client.write_all(sent).await.unwrap();
+                if ends {
+                    client.shutdown().await.unwrap();
+                }
+                client
+            };
+            let ((left, buf), _client) =
+                tokio::time::timeout(Duration::from_secs(5), async { tokio::join!(serving, talking) }).await.expect("handed over");
+            assert!(matches!(left, Left::HandedOver), "ends: {ends}");
+            assert_eq!(&buf[..], sent, "ends: {ends}");
+            assert_eq!(activity.in_flight.load(Ordering::Acquire), 0, "hyper begins it again");
+        }
     }
 }
