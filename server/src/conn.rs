@@ -204,6 +204,15 @@ impl Activity {
         self.first_byte.store(0, Ordering::Release);
     }
 
+    /// Bytes of a next request already wait (pipelined behind the one
+    /// just answered, so no read saw them arrive on an idle connection):
+    /// its head is timed from now, not the connection as idle.
+    fn head_waiting(&self) {
+        if self.in_flight.load(Ordering::Acquire) == 0 && self.first_byte.load(Ordering::Acquire) == 0 {
+            self.first_byte.store(self.now(), Ordering::Release);
+        }
+    }
+
     /// A request the connection's own loop began but hands to hyper
     /// unanswered (hyper begins it again).
     fn request_abandoned(&self) {

@@ -226,7 +226,9 @@ where
             let _ = tokio::time::timeout(limits.send_timeout, io.shutdown()).await;
             return Left::Closed;
         }
-        if buf.is_empty() && buf.capacity() < 4096 {
+        if !buf.is_empty() {
+            activity.head_waiting();
+        } else if buf.capacity() < 4096 {
             buf.reserve(8192);
         }
     }
@@ -731,5 +733,33 @@ mod tests {
             assert_eq!(&buf[..], sent, "ends: {ends}");
             assert_eq!(activity.in_flight.load(Ordering::Acquire), 0, "hyper begins it again");
         }
+    }
+    /// A next request's first bytes that came in behind an answered one
+    /// are timed as a head from the answer on, not as an idle connection.
+    #[tokio::test]
+    async fn a_pipelined_partial_head_is_timed_as_a_head() {
+        let (mut client, mut server) = tokio::io::duplex(1 << 16);
+        let activity = Activity::new();
+        let (_stopping, mut stop) = tokio::sync::watch::channel(false);
+        let limits = ConnLimits::default();
+        let mut buf = BytesMut::new();
+        let p = peer();
+        let serving = serve(&mut server, &mut buf, &Echo, &p, &activity, &limits, &mut stop);
+        let talking = async {
+            client.write_all(b"GET /fast/1 HTTP/1.1\r\n\r\nGET /fa").await.unwrap();
+            answers(&mut client, 1).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let first_byte = activity.first_byte.load(Ordering::Acquire);
+            let in_flight = activity.in_flight.load(Ordering::Acquire);
+            drop(client);
+            (first_byte, in_flight)
+        };
+        let (left, (first_byte, in_flight)) = tokio::join!(serving, talking);
+        assert!(matches!(left, Left::Closed));
+        assert_eq!(in_flight, 0);
+        assert_ne!(first_byte, 0, "the waiting head's clock runs");
+        let slow = ConnLimits { header_timeout: Duration::from_millis(1), ..ConnLimits::default() };
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert!(matches!(activity.check(&slow), Err(super::super::Closed::Header)));
     }
 }
