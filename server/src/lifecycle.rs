@@ -222,6 +222,9 @@ async fn shutdown_signal() {
     tokio::spawn(async {
         signalled().await;
         tracing::warn!("second shutdown signal; exiting without waiting");
+        // `exit` skips the log guard's drop, which writes out the
+        // pending access lines.
+        crate::logging::flush();
         std::process::exit(130);
     });
 }

@@ -75,11 +75,28 @@ pub fn init_server(default_filter: &str) -> LogGuard {
                 }
             }
         })
+        .map_err(|e| tracing::warn!(error = %e, "no log thread: access lines go out with the other lines, or past 16 MiB"))
         .ok();
     if let Some(t) = &flusher {
         let _ = log.flusher.set(t.thread().clone());
     }
     LogGuard { log, stop, flusher }
+}
+
+/// Writes the pending access lines out now: for an exit that skips
+/// [`LogGuard`]'s drop (`std::process::exit`).
+pub fn flush() {
+    if let Some(log) = ACCESS_OUT.get() {
+        log.write_out(&mut Vec::new());
+    }
+}
+
+/// Failed writes of the log (a full disk, a closed pipe), for `/metrics`.
+static WRITE_ERRORS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many writes of the server's log have failed.
+pub fn write_errors() -> u64 {
+    WRITE_ERRORS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// The server's log: access lines pending in memory, and the stream
@@ -89,11 +106,19 @@ struct Log<W: Write> {
     out: Mutex<BufWriter<W>>,
     /// The log thread, woken when [`WAKE_AT`] is passed.
     flusher: OnceLock<std::thread::Thread>,
+    /// A write failed, and may have cut its last line short (only ever
+    /// changed with `out` locked).
+    torn: std::sync::atomic::AtomicBool,
 }
 
 impl<W: Write> Log<W> {
     fn new(out: W) -> Log<W> {
-        Log { pending: Mutex::new(Vec::with_capacity(WAKE_AT * 2)), out: Mutex::new(BufWriter::with_capacity(64 << 10, out)), flusher: OnceLock::new() }
+        Log {
+            pending: Mutex::new(Vec::with_capacity(WAKE_AT * 2)),
+            out: Mutex::new(BufWriter::with_capacity(64 << 10, out)),
+            flusher: OnceLock::new(),
+            torn: std::sync::atomic::AtomicBool::new(false),
+        }
     }
 
     /// Appends one access line (newline included).
@@ -121,9 +146,35 @@ impl<W: Write> Log<W> {
         let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
         spare.clear();
         std::mem::swap(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()), spare);
-        let _ = out.write_all(spare);
-        let _ = out.flush();
+        self.put(&mut out, spare);
+        if out.flush().is_err() {
+            // What the buffer kept is tried again with the next write.
+            WRITE_ERRORS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         spare.clear();
+    }
+
+    /// Writes `lines` to `out`, whose lock the caller holds. A failed
+    /// write is counted and its lines are given up (held, a full disk or a
+    /// closed pipe would pile them up without bound); it may have cut a
+    /// line short, so the next write first ends that line, and the lines
+    /// after it each stand whole.
+    fn put(&self, out: &mut BufWriter<W>, lines: &[u8]) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if lines.is_empty() {
+            return;
+        }
+        if self.torn.load(Relaxed) {
+            if out.write_all(b"\n").is_err() {
+                WRITE_ERRORS.fetch_add(1, Relaxed);
+                return;
+            }
+            self.torn.store(false, Relaxed);
+        }
+        if out.write_all(lines).is_err() {
+            WRITE_ERRORS.fetch_add(1, Relaxed);
+            self.torn.store(true, Relaxed);
+        }
     }
 
     /// The stream, for a line written at once: the pending access lines
@@ -131,7 +182,7 @@ impl<W: Write> Log<W> {
     fn lock_out(&self) -> std::sync::MutexGuard<'_, BufWriter<W>> {
         let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
         let pending = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
-        let _ = out.write_all(&pending);
+        self.put(&mut out, &pending);
         out
     }
 }
@@ -441,6 +492,60 @@ mod tests {
         log.append(&line);
         assert_eq!(kept.text().len(), before + HOLD_AT, "at the bound the lines are written out");
         assert!(log.pending.lock().unwrap().is_empty());
+    }
+
+    /// Takes `room` more bytes, then fails once (a disk that fills up
+    /// and is freed again), then takes everything.
+    struct Fills {
+        kept: Kept,
+        room: Option<usize>,
+    }
+
+    impl Write for Fills {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            match self.room {
+                Some(0) => {
+                    self.room = None;
+                    Err(std::io::Error::other("no space left"))
+                }
+                Some(n) => {
+                    let k = buf.len().min(n);
+                    self.room = Some(n - k);
+                    self.kept.write(&buf[..k])
+                }
+                None => self.kept.write(buf),
+            }
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A write that fails part-way gives its lines up and is counted, and
+    /// the line it cut short is ended, so every later line stands whole.
+    #[test]
+    fn a_failed_write_is_counted_and_the_lines_after_it_stand_whole() {
+        let kept = Kept::default();
+        let log = Log::new(Fills { kept: kept.clone(), room: Some(100_500) });
+        // Lines past the buffer's 64 KiB go to the stream in one write.
+        let line = |c: u8| vec![c; 999].into_iter().chain([b'\n']).collect::<Vec<u8>>();
+        for _ in 0..200 {
+            log.append(&line(b'a'));
+        }
+        let errors = write_errors();
+        log.write_out(&mut Vec::new());
+        assert!(write_errors() > errors, "the failure is counted");
+        let cut = kept.text();
+        assert_eq!(cut.len(), 100_500);
+        assert!(!cut.ends_with('\n'), "the failed write cut a line short");
+        log.append(&line(b'b'));
+        log.append(&line(b'c'));
+        log.write_out(&mut Vec::new());
+        let text = kept.text();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[lines.len() - 2..], [std::str::from_utf8(&line(b'b')[..999]).unwrap(), std::str::from_utf8(&line(b'c')[..999]).unwrap()]);
+        assert_eq!(lines.len(), 100 + 1 + 2, "100 whole lines, the one cut short, then the later two");
+        assert!(text.ends_with('\n'));
     }
 
     #[test]

@@ -73,6 +73,7 @@ pub struct Metrics {
     rocks: IntGaugeVec,
     cluster: IntGaugeVec,
     connections: IntGaugeVec,
+    log_write_errors: IntGauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -109,6 +110,8 @@ impl Metrics {
         let last_seq = IntGauge::new("change_log_last_seq", "Sequence number of the last applied change").expect("metric");
         let audit_seq = IntGauge::new("audit_last_seq", "Sequence number of the last audit entry").expect("metric");
         let prints = IntGauge::new("verify_prints_records", "Records whose claim fingerprints are held in memory (-1: not kept)").expect("metric");
+        let log_write_errors =
+            IntGauge::new("log_write_errors", "Failed writes of the server's log (a full disk, a closed pipe); the lines of a failed write are given up").expect("metric");
         let dataset_records =
             IntGaugeVec::new(Opts::new("dataset_records", "Records held per dataset"), &["dataset"]).expect("metric");
         let dataset_updates =
@@ -152,6 +155,7 @@ impl Metrics {
             Box::new(rocks.clone()),
             Box::new(cluster.clone()),
             Box::new(connections.clone()),
+            Box::new(log_write_errors.clone()),
         ] {
             registry.register(c).expect("unique metric names");
         }
@@ -161,7 +165,7 @@ impl Metrics {
         }
         static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-        Metrics { id, registry, requests, latency, refused, last_seq, audit_seq, prints, dataset_records, dataset_updates, commit, rocks, cluster, connections }
+        Metrics { id, registry, requests, latency, refused, last_seq, audit_seq, prints, dataset_records, dataset_updates, commit, rocks, cluster, connections, log_write_errors }
     }
 
     pub fn observe(&self, route: &str, method: &str, status: axum::http::StatusCode, department: &str, seconds: f64) {
@@ -235,6 +239,7 @@ impl Metrics {
             self.audit_seq.set(h.seq as i64);
         }
         self.prints.set(store.prints().map_or(-1, |p| p.len() as i64));
+        self.log_write_errors.set(crate::logging::write_errors() as i64);
         for ds in store.catalog().datasets() {
             let s = store.dataset_stats(&ds.id);
             self.dataset_records.with_label_values(&[&ds.id]).set(s.records as i64);
