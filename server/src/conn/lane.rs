@@ -470,6 +470,11 @@ mod tests {
         TlsPeer { addr: "127.0.0.1:40000".parse().unwrap(), subject: None, tls: false }
     }
 
+    /// What [`serve`] is given besides the stream and the app, fresh.
+    fn fixtures() -> (Activity, ConnLimits, TlsPeer, BytesMut, (tokio::sync::watch::Sender<bool>, tokio::sync::watch::Receiver<bool>)) {
+        (Activity::new(), ConnLimits::default(), peer(), BytesMut::new(), tokio::sync::watch::channel(false))
+    }
+
     /// Reads answers off `client` until `n` have come (each ends its body,
     /// whose length it states).
     async fn answers(client: &mut tokio::io::DuplexStream, n: usize) -> Vec<String> {
@@ -496,12 +501,9 @@ mod tests {
     #[tokio::test]
     async fn pipelined_and_dribbled_requests_are_answered_in_order_until_one_is_not_taken() {
         let (mut client, mut server) = tokio::io::duplex(1 << 16);
-        let activity = Activity::new();
-        let (_stopping, mut stop) = tokio::sync::watch::channel(false);
-        let limits = ConnLimits::default();
-        let mut buf = BytesMut::new();
+        let (activity, limits, p, mut buf, (_stopping, mut stop)) = fixtures();
         let serving = async {
-            let left = serve(&mut server, &mut buf, &Echo, &peer(), &activity, &limits, &mut stop).await;
+            let left = serve(&mut server, &mut buf, &Echo, &p, &activity, &limits, &mut stop).await;
             (left, buf)
         };
         let talking = async {
@@ -531,12 +533,8 @@ mod tests {
 
     #[tokio::test]
     async fn an_idle_connection_closes_at_shutdown_and_a_closed_one_ends_the_loop() {
-        let activity = Activity::new();
-        let limits = ConnLimits::default();
-        let (stopping, mut stop) = tokio::sync::watch::channel(false);
+        let (activity, limits, p, mut buf, (stopping, mut stop)) = fixtures();
         let (mut client, mut server) = tokio::io::duplex(1 << 16);
-        let mut buf = BytesMut::new();
-        let p = peer();
         let serving = serve(&mut server, &mut buf, &Echo, &p, &activity, &limits, &mut stop);
         let talking = async {
             client.write_all(b"GET /fast HTTP/1.1\r\n\r\n").await.unwrap();
@@ -640,11 +638,7 @@ mod tests {
     async fn answers_reach_a_client_over_a_stream_that_holds_writes_until_flushed() {
         let (mut client, server) = tokio::io::duplex(1 << 16);
         let mut server = HoldsUntilFlushed { io: server, held: Vec::new() };
-        let activity = Activity::new();
-        let (_stopping, mut stop) = tokio::sync::watch::channel(false);
-        let limits = ConnLimits::default();
-        let mut buf = BytesMut::new();
-        let p = peer();
+        let (activity, limits, p, mut buf, (_stopping, mut stop)) = fixtures();
         let serving = serve(&mut server, &mut buf, &Echo, &p, &activity, &limits, &mut stop);
         let talking = async {
             client.write_all(b"GET /fast/1 HTTP/1.1\r\n\r\nGET /fast/2 HTTP/1.1\r\n\r\n").await.unwrap();
@@ -679,12 +673,8 @@ mod tests {
     async fn an_answer_in_progress_at_shutdown_says_the_connection_closes_and_it_does() {
         let gate = std::sync::Arc::new(tokio::sync::Notify::new());
         let (mut client, mut server) = tokio::io::duplex(1 << 16);
-        let activity = Activity::new();
-        let (stopping, mut stop) = tokio::sync::watch::channel(false);
-        let limits = ConnLimits::default();
-        let mut buf = BytesMut::new();
+        let (activity, limits, p, mut buf, (stopping, mut stop)) = fixtures();
         let app = Gated(gate.clone());
-        let p = peer();
         let serving = serve(&mut server, &mut buf, &app, &p, &activity, &limits, &mut stop);
         let talking = async {
             client.write_all(b"POST /fast HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi").await.unwrap();
@@ -712,12 +702,10 @@ mod tests {
         let sent: &[u8] = b"POST /fast HTTP/1.1\r\nX-Purpose: p\r\nContent-Length: 10\r\n\r\nabc";
         for ends in [false, true] {
             let (mut client, mut server) = tokio::io::duplex(1 << 16);
-            let activity = Activity::new();
-            let (_stopping, mut stop) = tokio::sync::watch::channel(false);
-            let limits = ConnLimits { body_timeout: Duration::from_millis(100), ..ConnLimits::default() };
-            let mut buf = BytesMut::new();
+            let (activity, limits, p, mut buf, (_stopping, mut stop)) = fixtures();
+            let limits = ConnLimits { body_timeout: Duration::from_millis(100), ..limits };
             let serving = async {
-                let left = serve(&mut server, &mut buf, &Echo, &peer(), &activity, &limits, &mut stop).await;
+                let left = serve(&mut server, &mut buf, &Echo, &p, &activity, &limits, &mut stop).await;
                 (left, buf)
             };
             let talking = async {
@@ -739,11 +727,7 @@ mod tests {
     #[tokio::test]
     async fn a_pipelined_partial_head_is_timed_as_a_head() {
         let (mut client, mut server) = tokio::io::duplex(1 << 16);
-        let activity = Activity::new();
-        let (_stopping, mut stop) = tokio::sync::watch::channel(false);
-        let limits = ConnLimits::default();
-        let mut buf = BytesMut::new();
-        let p = peer();
+        let (activity, limits, p, mut buf, (_stopping, mut stop)) = fixtures();
         let serving = serve(&mut server, &mut buf, &Echo, &p, &activity, &limits, &mut stop);
         let talking = async {
             client.write_all(b"GET /fast/1 HTTP/1.1\r\n\r\nGET /fa").await.unwrap();
