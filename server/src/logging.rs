@@ -80,6 +80,10 @@ pub fn init_server(default_filter: &str) -> LogGuard {
     if let Some(t) = &flusher {
         let _ = log.flusher.set(t.thread().clone());
     }
+    // A panic's message (Rust's own, written straight to stderr) comes
+    // after the access lines pending before it and never inside one.
+    let (l, print) = (log.clone(), std::panic::take_hook());
+    std::panic::set_hook(Box::new(move |info| l.in_order(|| print(info))));
     LogGuard { log, stop, flusher }
 }
 
@@ -152,6 +156,21 @@ impl<W: Write> Log<W> {
             WRITE_ERRORS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         spare.clear();
+    }
+
+    /// Runs `print`, which writes to the log's stream past it, with the
+    /// stream locked and the pending lines written first. If the lock is
+    /// held (a panic inside the log, or another thread writing), `print`
+    /// runs as it is: waiting could be waiting for itself.
+    fn in_order(&self, print: impl FnOnce()) {
+        let Ok(mut out) = self.out.try_lock() else { return print() };
+        if let Ok(mut pending) = self.pending.try_lock() {
+            let lines = std::mem::take(&mut *pending);
+            drop(pending);
+            self.put(&mut out, &lines);
+        }
+        let _ = out.flush();
+        print();
     }
 
     /// Writes `lines` to `out`, whose lock the caller holds. A failed
@@ -492,6 +511,26 @@ mod tests {
         log.append(&line);
         assert_eq!(kept.text().len(), before + HOLD_AT, "at the bound the lines are written out");
         assert!(log.pending.lock().unwrap().is_empty());
+    }
+
+    /// What a panic prints comes after the pending lines, and is printed
+    /// at once when the log is locked.
+    #[test]
+    fn a_panic_message_comes_after_the_pending_lines() {
+        let kept = Kept::default();
+        let log = Log::new(kept.clone());
+        log.append(b"a\n");
+        let mut printer = kept.clone();
+        log.in_order(|| printer.write_all(b"panicked\n").unwrap());
+        assert_eq!(kept.text(), "a\npanicked\n");
+        log.append(b"b\n");
+        let held = log.lock_out();
+        let mut printer = kept.clone();
+        log.in_order(|| printer.write_all(b"again\n").unwrap());
+        drop(held);
+        assert_eq!(kept.text(), "a\npanicked\nagain\n", "printed, not waited behind the lock");
+        log.write_out(&mut Vec::new());
+        assert_eq!(kept.text(), "a\npanicked\nagain\nb\n");
     }
 
     /// Takes `room` more bytes, then fails once (a disk that fills up
