@@ -306,52 +306,117 @@ fn writer_loop(store: Arc<Store>, rx: Receiver<Job>, stats: Arc<CommitStats>, se
         if group.is_empty() {
             continue;
         }
-        let mut updates = Vec::new();
-        let mut events = Vec::new();
-        let mut extra = WriteBatch::new();
-        let mut shape = Vec::with_capacity(group.len());
-        let mut replies = Vec::with_capacity(group.len());
-        for mut j in group {
-            shape.push((j.updates.len(), j.events.len()));
-            updates.append(&mut j.updates);
-            events.append(&mut j.events);
-            extra.extend(std::mem::take(&mut j.extra));
-            replies.push(j.reply);
-        }
-        stats.groups.fetch_add(1, Ordering::Relaxed);
-        stats.jobs.fetch_add(replies.len() as u64, Ordering::Relaxed);
-        stats.items.fetch_add(items as u64, Ordering::Relaxed);
-        stats.largest_group.fetch_max(items as u64, Ordering::Relaxed);
-        let started = std::time::Instant::now();
-        let committed = store.commit_with(&updates, &events, extra, Durability::Sync);
-        let took = started.elapsed();
-        stats.longest_commit_us.fetch_max(took.as_micros() as u64, Ordering::Relaxed);
-        if took > LONG_COMMIT {
-            stats.long_commits.fetch_add(1, Ordering::Relaxed);
-        }
-        if took > SLOW_COMMIT {
-            stats.slow_commits.fetch_add(1, Ordering::Relaxed);
-        }
-        match committed {
-            Ok(done) => {
-                // Before the replies: whoever is answered can already see it.
-                raise_to(&seq, done.last_seq);
-                let mut outcomes = done.outcomes.into_iter();
-                let mut audit_seq = done.first_audit_seq;
-                for ((nu, ne), reply) in shape.into_iter().zip(replies) {
-                    let mine: Vec<Outcome> = outcomes.by_ref().take(nu).collect();
-                    reply(Ok(JobDone { outcomes: mine, first_audit_seq: audit_seq, last_seq: done.last_seq }));
-                    audit_seq += ne as u64;
-                }
+        if let Err(why) = commit_group(&store, group, &stats, &seq) {
+            // The store's state in memory may no longer match the disk (a
+            // panic between the write and its bookkeeping): every job from
+            // here on is refused, never written, until a restart reopens
+            // the store. Better than callers waiting on a dead thread.
+            tracing::error!(panic = %why, "the commit writer panicked; refusing every commit until restart");
+            let e = Arc::new(Error::Engine(format!("the commit writer stopped after a panic ({why}); restart the server")));
+            while let Ok(j) = rx.recv() {
+                stats.queued.fetch_sub(1, Ordering::Relaxed);
+                answer(j.reply, Err(e.clone()));
             }
-            Err(e) => {
-                stats.failures.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(error = %e, "group commit failed");
-                let e = Arc::new(e);
-                for reply in replies {
-                    reply(Err(e.clone()));
-                }
+            return;
+        }
+    }
+}
+
+/// Answers a job; a reply that panics is the caller's loss, not the
+/// writer's, which goes on answering the rest.
+fn answer(reply: Reply, result: JobResult) {
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || reply(result))).is_err() {
+        tracing::error!("a commit's reply panicked");
+    }
+}
+
+/// Commits `group` as one write and answers each job. If the write fails
+/// and the group holds more than one job, each job is tried again alone,
+/// so that one job the store refuses (an update it cannot apply, a record
+/// it cannot read) fails only itself: a failed write changes nothing, in
+/// memory or on disk. `Err` (the panic's message) if the store panicked.
+fn commit_group(store: &Store, group: Vec<Job>, stats: &CommitStats, seq: &tokio::sync::watch::Sender<u64>) -> Result<(), String> {
+    let mut updates = Vec::new();
+    let mut events = Vec::new();
+    let mut extra = WriteBatch::new();
+    let mut extras = Vec::with_capacity(group.len());
+    let mut shape = Vec::with_capacity(group.len());
+    let mut replies = Vec::with_capacity(group.len());
+    let items: usize = group.iter().map(|j| j.updates.len() + j.events.len()).sum();
+    let alone = group.len() == 1;
+    for mut j in group {
+        shape.push((j.updates.len(), j.events.len()));
+        updates.append(&mut j.updates);
+        events.append(&mut j.events);
+        let mine = std::mem::take(&mut j.extra);
+        if !alone && !mine.is_empty() {
+            // Kept for a retry alone; most jobs have none.
+            extra.extend(mine.clone());
+        }
+        extras.push(mine);
+        replies.push(j.reply);
+    }
+    if alone {
+        extra = extras.pop().unwrap_or_default();
+    }
+    stats.groups.fetch_add(1, Ordering::Relaxed);
+    stats.jobs.fetch_add(replies.len() as u64, Ordering::Relaxed);
+    stats.items.fetch_add(items as u64, Ordering::Relaxed);
+    stats.largest_group.fetch_max(items as u64, Ordering::Relaxed);
+    let started = std::time::Instant::now();
+    let committed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| store.commit_with(&updates, &events, extra, Durability::Sync)));
+    let took = started.elapsed();
+    stats.longest_commit_us.fetch_max(took.as_micros() as u64, Ordering::Relaxed);
+    if took > LONG_COMMIT {
+        stats.long_commits.fetch_add(1, Ordering::Relaxed);
+    }
+    if took > SLOW_COMMIT {
+        stats.slow_commits.fetch_add(1, Ordering::Relaxed);
+    }
+    let committed = match committed {
+        Ok(c) => c,
+        Err(panic) => {
+            let why = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "no message".into());
+            let e = Arc::new(Error::Engine(format!("the commit writer panicked ({why})")));
+            for reply in replies {
+                answer(reply, Err(e.clone()));
             }
+            return Err(why);
+        }
+    };
+    match committed {
+        Ok(done) => {
+            // Before the replies: whoever is answered can already see it.
+            raise_to(seq, done.last_seq);
+            let mut outcomes = done.outcomes.into_iter();
+            let mut audit_seq = done.first_audit_seq;
+            for ((nu, ne), reply) in shape.into_iter().zip(replies) {
+                let mine: Vec<Outcome> = outcomes.by_ref().take(nu).collect();
+                answer(reply, Ok(JobDone { outcomes: mine, first_audit_seq: audit_seq, last_seq: done.last_seq }));
+                audit_seq += ne as u64;
+            }
+            Ok(())
+        }
+        Err(e) if alone => {
+            stats.failures.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(error = %e, "commit failed");
+            if let Some(reply) = replies.pop() {
+                answer(reply, Err(Arc::new(e)));
+            }
+            Ok(())
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, jobs = replies.len(), "group commit failed; trying each job alone");
+            let (mut updates, mut events) = (updates.into_iter(), events.into_iter());
+            for (((nu, ne), reply), extra) in shape.into_iter().zip(replies).zip(extras) {
+                let job = Job { updates: updates.by_ref().take(nu).collect(), events: events.by_ref().take(ne).collect(), extra, reply, guard: None };
+                commit_group(store, vec![job], stats, seq)?;
+            }
+            Ok(())
         }
     }
 }
@@ -552,5 +617,83 @@ mod tests {
         assert_eq!(answered.len() + refused, 2000);
         assert!(answered.iter().all(|ok| *ok));
         assert_eq!(c.submit(vec![], vec![], Box::new(|_| {})), Err(SubmitError::Closed));
+    }
+    fn mem_store() -> (Arc<MemEngine>, Arc<Store>) {
+        let engine = Arc::new(MemEngine::new());
+        let s = Store::open(engine.clone(), &Secret::from_bytes([6; 32]), Arc::new(Catalog::builtin()), Arc::new(ManualClock::new(1_000)));
+        (engine, Arc::new(s.unwrap()))
+    }
+
+    /// A job the store refuses, queued with others, fails alone: the group
+    /// is tried again job by job, and the others are written.
+    #[test]
+    fn a_refused_job_fails_only_itself_not_its_group() {
+        let (engine, s) = mem_store();
+        let mut c = Committer::start(s.clone(), 100);
+        let (tx, rx) = mpsc::channel();
+        // A slow first write, so that the next jobs queue up behind it and
+        // are taken as one group.
+        engine.delay_writes(std::time::Duration::from_millis(200));
+        let send = |i: u16, u: Update| {
+            let tx = tx.clone();
+            c.submit(vec![u], vec![event(i)], Box::new(move |r| tx.send((i, r.map(|_| ()).map_err(|e| e.to_string()))).unwrap())).unwrap();
+        };
+        send(0, upd(0, 1));
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        engine.delay_writes(std::time::Duration::ZERO);
+        send(1, upd(1, 1));
+        send(2, Update { dataset: "no-such-dataset".into(), ..upd(2, 1) });
+        send(3, upd(3, 1));
+        let mut got: Vec<(u16, Result<(), String>)> = (0..4).map(|_| rx.recv().unwrap()).collect();
+        got.sort_by_key(|(i, _)| *i);
+        assert!(got[0].1.is_ok() && got[1].1.is_ok() && got[3].1.is_ok(), "{got:?}");
+        assert!(got[2].1.as_ref().is_err_and(|e| e.contains("no-such-dataset")), "{got:?}");
+        assert_eq!(c.stats().failures.load(Ordering::Relaxed), 1, "the refused job alone");
+        assert!(c.stats().groups.load(Ordering::Relaxed) >= 5, "the group of three, then each alone");
+        for i in [0, 1, 3] {
+            assert!(s.get(&key(i), "death", None).unwrap().is_some(), "{i}");
+        }
+        let check = s.audit_verify().unwrap();
+        assert!(check.ok && check.entries == 3, "{check:?}");
+        c.shutdown();
+    }
+
+    /// A reply that panics costs its caller, not the writer.
+    #[test]
+    fn a_reply_that_panics_does_not_stop_the_writer() {
+        let s = store();
+        let c = Committer::start(s.clone(), 100);
+        c.submit(vec![upd(1, 1)], vec![], Box::new(|_| panic!("a caller's bug"))).unwrap();
+        let (tx, rx) = mpsc::channel();
+        c.submit(vec![upd(2, 1)], vec![], Box::new(move |r| tx.send(r.is_ok()).unwrap())).unwrap();
+        assert!(rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap());
+        assert_eq!(s.last_seq(), 2);
+    }
+
+    /// A panic inside the store answers its group and every later job
+    /// with an error (the store's state in memory can no longer be
+    /// trusted), instead of leaving them waiting on a dead thread.
+    #[test]
+    fn a_panic_in_the_store_is_answered_and_every_later_job_refused() {
+        let (engine, s) = mem_store();
+        let mut c = Committer::start(s.clone(), 100);
+        let (tx, rx) = mpsc::channel();
+        let send = |i: u16| {
+            let tx = tx.clone();
+            c.submit(vec![upd(i, 1)], vec![], Box::new(move |r| tx.send((i, r.map(|_| ()).map_err(|e| e.to_string()))).unwrap())).unwrap();
+        };
+        send(0);
+        assert!(rx.recv().unwrap().1.is_ok());
+        engine.panic_next_write();
+        send(1);
+        let (_, r) = rx.recv_timeout(std::time::Duration::from_secs(10)).expect("answered, not left waiting");
+        assert!(r.is_err_and(|e| e.contains("panicked")));
+        for i in 2..5 {
+            send(i);
+            let (_, r) = rx.recv_timeout(std::time::Duration::from_secs(10)).expect("answered, not left waiting");
+            assert!(r.is_err_and(|e| e.contains("restart")));
+        }
+        assert_eq!(s.last_seq(), 1, "nothing written after the panic");
+        c.shutdown();
     }
 }

@@ -19,11 +19,13 @@ pub struct MemEngine {
     cfs: RwLock<Vec<Map>>,
     /// How much longer each write takes, in microseconds ([`MemEngine::delay_writes`]).
     write_delay_us: AtomicU64,
+    /// The next write panics ([`MemEngine::panic_next_write`]).
+    panic_next: std::sync::atomic::AtomicBool,
 }
 
 impl MemEngine {
     pub fn new() -> Self {
-        MemEngine { cfs: RwLock::new(vec![Map::new(); Cf::ALL.len()]), write_delay_us: AtomicU64::new(0) }
+        MemEngine { cfs: RwLock::new(vec![Map::new(); Cf::ALL.len()]), write_delay_us: AtomicU64::new(0), panic_next: Default::default() }
     }
 
     /// Makes every write from now on take `delay` longer: a slow disk, for
@@ -31,6 +33,12 @@ impl MemEngine {
     /// request time limit).
     pub fn delay_writes(&self, delay: Duration) {
         self.write_delay_us.store(delay.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// Makes the next write panic, writing nothing: a bug in the engine,
+    /// for tests of what the writer thread does then.
+    pub fn panic_next_write(&self) {
+        self.panic_next.store(true, Ordering::Relaxed);
     }
 }
 
@@ -44,6 +52,9 @@ impl Engine for MemEngine {
         let delay = self.write_delay_us.load(Ordering::Relaxed);
         if delay > 0 {
             std::thread::sleep(Duration::from_micros(delay));
+        }
+        if self.panic_next.swap(false, Ordering::Relaxed) {
+            panic!("an injected engine panic");
         }
         // One write lock for the whole batch is what makes it atomic.
         let mut cfs = self.cfs.write().unwrap_or_else(|e| e.into_inner());
