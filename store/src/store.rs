@@ -901,11 +901,8 @@ impl Store {
         let last_seq = done.last_seq.max(w.next_seq - 1);
         batch.put(Cf::Meta, META_LAST_SEQ, seq_key(last_seq).to_vec());
         self.engine.write(batch, Durability::Sync)?;
-        // The load wrote its records as files, past the commit path: the
-        // fingerprints are built again from what is now stored.
-        if done.applied > 0 && self.prints().is_some() {
-            self.build_prints()?;
-        }
+        // Written: the state in memory follows before anything else can
+        // fail, or the next commit would reuse these change-log numbers.
         w.next_seq = last_seq + 1;
         w.last_committed = w.last_committed.max(done.committed_at);
         w.usage.absorb(usage_values);
@@ -913,6 +910,16 @@ impl Store {
             w.stats.insert(dataset.to_owned(), stats);
         }
         self.last_seq.store(last_seq, Ordering::Release);
+        // The load wrote its records as files, past the commit path: the
+        // fingerprints are built again from what is now stored. If that
+        // fails, verifications read the records instead (until a restart
+        // builds the fingerprints again): stale ones would answer wrong.
+        if done.applied > 0 && self.prints().is_some() {
+            if let Err(e) = self.build_prints() {
+                tracing::error!(error = %e, "claim fingerprints not rebuilt after a bulk load; verifying from the records");
+                *self.prints.write().unwrap_or_else(|e| e.into_inner()) = None;
+            }
+        }
         Ok(out)
     }
 
