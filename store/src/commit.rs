@@ -433,15 +433,15 @@ mod tests {
     use std::sync::mpsc;
 
     fn store() -> Arc<Store> {
-        Arc::new(
-            Store::open(
-                Arc::new(MemEngine::new()),
-                &Secret::from_bytes([5; 32]),
-                Arc::new(Catalog::builtin()),
-                Arc::new(ManualClock::new(1_000)),
-            )
-            .unwrap(),
-        )
+        mem_store().1
+    }
+
+    /// A store and the engine under it, for tests that slow or break its
+    /// writes.
+    fn mem_store() -> (Arc<MemEngine>, Arc<Store>) {
+        let engine = Arc::new(MemEngine::new());
+        let s = Store::open(engine.clone(), &Secret::from_bytes([5; 32]), Arc::new(Catalog::builtin()), Arc::new(ManualClock::new(1_000)));
+        (engine, Arc::new(s.unwrap()))
     }
 
     fn key(i: u16) -> SubjectKey {
@@ -479,11 +479,7 @@ mod tests {
 
     #[test]
     fn a_slow_group_commit_is_counted_and_its_length_kept() {
-        let engine = Arc::new(MemEngine::new());
-        let s = Arc::new(
-            Store::open(engine.clone(), &Secret::from_bytes([5; 32]), Arc::new(Catalog::builtin()), Arc::new(ManualClock::new(1_000)))
-                .unwrap(),
-        );
+        let (engine, s) = mem_store();
         let mut c = Committer::start(s, 100);
         let commit = |c: &Committer, i: u16| {
             let (tx, rx) = mpsc::channel();
@@ -617,11 +613,6 @@ mod tests {
         assert_eq!(answered.len() + refused, 2000);
         assert!(answered.iter().all(|ok| *ok));
         assert_eq!(c.submit(vec![], vec![], Box::new(|_| {})), Err(SubmitError::Closed));
-    }
-    fn mem_store() -> (Arc<MemEngine>, Arc<Store>) {
-        let engine = Arc::new(MemEngine::new());
-        let s = Store::open(engine.clone(), &Secret::from_bytes([6; 32]), Arc::new(Catalog::builtin()), Arc::new(ManualClock::new(1_000)));
-        (engine, Arc::new(s.unwrap()))
     }
 
     /// A job the store refuses, queued with others, fails alone: the group

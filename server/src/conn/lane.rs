@@ -123,9 +123,7 @@ fn parse<A: Serve>(buf: &mut BytesMut, app: &A) -> Head {
             Err(_) => {
                 // Not a value hyper would take either; it answers the
                 // request, so the head goes back in front of the buffer.
-                let rest = buf.split();
-                buf.extend_from_slice(&head);
-                buf.unsplit(rest);
+                put_back(buf, &head);
                 return Head::NotTaken;
             }
         };
@@ -136,6 +134,14 @@ fn parse<A: Serve>(buf: &mut BytesMut, app: &A) -> Head {
     *req.version_mut() = Version::HTTP_11;
     *req.headers_mut() = map;
     Head::Taken(Taken { req, body_len: body_len.unwrap_or(0), head })
+}
+
+/// Puts a head split off `buf` back in front of what followed it, for
+/// hyper to read the request from its start.
+fn put_back(buf: &mut BytesMut, head: &[u8]) {
+    let rest = buf.split();
+    buf.extend_from_slice(head);
+    buf.unsplit(rest);
 }
 
 /// Serves the requests the lane takes on `io` until one it does not take
@@ -193,9 +199,7 @@ where
                 // `body_timeout` from hyper before that answer.
                 Ok(Ok(_)) | Err(_) => {
                     activity.request_abandoned();
-                    let rest = buf.split();
-                    buf.extend_from_slice(&taken.head);
-                    buf.unsplit(rest);
+                    put_back(buf, &taken.head);
                     return Left::HandedOver;
                 }
             }
