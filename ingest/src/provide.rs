@@ -356,19 +356,28 @@ impl Provide {
         self.store.seal_new_keys(&s.updates, &mut mappings)?;
         let keys: Vec<String> = s.updates.iter().map(|u| u.key.as_str().to_owned()).collect();
         let denied = s.event.clone();
-        let done = self.committer.commit(s.updates, vec![s.event], mappings).await?;
+        let (committer, lines, mut rejected) = (self.committer.clone(), s.lines, s.rejected);
+        // The updates' commit and the entry for the lines the writer
+        // refused run to their end in a task of their own: a request given
+        // up between the two (its client gone, its time limit passed)
+        // would leave applied updates with no record of those refusals.
+        let settled = tokio::spawn(async move {
+            let done = committer.commit(s.updates, vec![s.event], mappings).await?;
+            // Lines the writer refused (outside the provider's part, or
+            // links that conflict with stored ones) are rejected like ones
+            // that failed validation.
+            let counted = rejected.total();
+            rejected.merge(refused_lines(&done.outcomes, &lines, &keys));
+            audit_refusals(&committer, denied, &rejected, rejected.total() - counted).await?;
+            Ok::<_, Error>((done, rejected))
+        });
+        let (done, rejected) = settled.await.map_err(|e| Error::Internal(format!("the submission's commit failed: {e}")))??;
         let applied = done.outcomes.iter().filter(|o| matches!(o, Outcome::Applied { .. })).count();
         let stale = done.outcomes.iter().filter(|o| matches!(o, Outcome::Stale { .. })).count();
-        // Lines the writer refused (outside the provider's part, or links
-        // that conflict with stored ones) are rejected like ones that
-        // failed validation.
-        let counted = s.rejected.total();
-        s.rejected.merge(refused_lines(&done.outcomes, &s.lines, &keys));
-        self.audit_refusals(denied, &s.rejected, s.rejected.total() - counted).await?;
         Ok(Report {
             applied,
             stale,
-            rejected: s.rejected,
+            rejected,
             last_seq: done.last_seq,
             position: None,
             logged: None,
@@ -404,7 +413,7 @@ impl Provide {
         let positions = log.positions();
         let Some(last) = sent.iter().map(|m| m.position).max() else {
             let position = Some(positions.position());
-            self.audit_refusals(denied, &s.rejected, 0).await?;
+            audit_refusals(&self.committer, denied, &s.rejected, 0).await?;
             return Ok(Report { rejected: s.rejected, last_seq: self.store.last_seq(), position, ..Report::default() });
         };
         // Lines of partitions this node does not hold are applied
@@ -432,28 +441,28 @@ impl Provide {
             }
             None => logged += mine.iter().map(|m| m.lines).sum::<usize>(),
         }
-        self.audit_refusals(denied, &s.rejected, s.rejected.total() - counted).await?;
+        audit_refusals(&self.committer, denied, &s.rejected, s.rejected.total() - counted).await?;
         Ok(Report { applied, stale, rejected: s.rejected, last_seq, position: Some(last), logged: Some(logged) })
     }
+}
 
-    /// Lines refused for being outside the caller's area or fields are
-    /// on record as a `denied` entry of their own beside the request's,
-    /// like a refused request (`event` is the request's entry, reused).
-    /// `found_later` of them were found by the writer, after the request's
-    /// entry counted the others as rejected lines: the refusal's entry
-    /// counts those, so the yearly report counts each line once.
-    async fn audit_refusals(&self, mut event: AuditEvent, rejected: &Rejections, found_later: usize) -> Result<()> {
-        let n = rejected.by_code.get(REFUSED).copied().unwrap_or(0);
-        event.outcome = match (n, found_later) {
-            (0, 0) => return Ok(()),
-            (0, later) => format!("conflict lines={later}: links that conflict with stored ones"),
-            (n, _) => format!("{REFUSED} lines={n}: outside the provider's area or fields"),
-        };
-        event.action = Action::Denied;
-        event.rejected_lines = found_later as u64;
-        self.committer.commit(Vec::new(), vec![event], WriteBatch::new()).await?;
-        Ok(())
-    }
+/// Lines refused for being outside the caller's area or fields are
+/// on record as a `denied` entry of their own beside the request's,
+/// like a refused request (`event` is the request's entry, reused).
+/// `found_later` of them were found by the writer, after the request's
+/// entry counted the others as rejected lines: the refusal's entry
+/// counts those, so the yearly report counts each line once.
+async fn audit_refusals(committer: &Committer, mut event: AuditEvent, rejected: &Rejections, found_later: usize) -> Result<()> {
+    let n = rejected.by_code.get(REFUSED).copied().unwrap_or(0);
+    event.outcome = match (n, found_later) {
+        (0, 0) => return Ok(()),
+        (0, later) => format!("conflict lines={later}: links that conflict with stored ones"),
+        (n, _) => format!("{REFUSED} lines={n}: outside the provider's area or fields"),
+    };
+    event.action = Action::Denied;
+    event.rejected_lines = found_later as u64;
+    committer.commit(Vec::new(), vec![event], WriteBatch::new()).await?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -536,10 +545,15 @@ mod tests {
 
     /// A store with the example catalog of several providers.
     fn several() -> (Provide, Arc<Store>) {
+        several_on(Arc::new(basedata_store::engine::mem::MemEngine::new()))
+    }
+
+    /// [`several`] over `engine`.
+    fn several_on(engine: Arc<basedata_store::engine::mem::MemEngine>) -> (Provide, Arc<Store>) {
         let catalog = basedata_store::Catalog::from_toml_str(include_str!("../../store/catalog/several-providers.toml")).unwrap();
         let store = Arc::new(
             Store::open(
-                Arc::new(basedata_store::engine::mem::MemEngine::new()),
+                engine,
                 &basedata_store::Secret::from_bytes([9; 32]),
                 Arc::new(catalog),
                 Arc::new(basedata_store::clock::ManualClock::new(1)),
@@ -587,6 +601,32 @@ mod tests {
     fn denied_entries(store: &Store, department: &str) -> Vec<String> {
         let q = basedata_store::audit::AuditQuery { department: Some(department.into()), limit: 100, ..Default::default() };
         store.audit_query(&q).unwrap().into_iter().filter(|e| e.action == Action::Denied).map(|e| e.outcome).collect()
+    }
+
+    #[test]
+    fn a_submission_given_up_while_it_commits_still_records_the_lines_it_refused() {
+        let engine = Arc::new(basedata_store::engine::mem::MemEngine::new());
+        let (p, store) = several_on(engine.clone());
+        let wait = std::time::Duration::from_millis(50);
+        let denied = run(async {
+            let mut s = p.begin(&provider("yuexiu"), "residence_permit", None).await.unwrap();
+            s.push([permit(P1, 1, "440104001"), permit(P2, 1, "440106")].join("\n").as_bytes()).unwrap();
+            // Each write takes 300 ms: the request is given up (its client
+            // gone, its time limit passed) while its updates are written.
+            engine.delay_writes(std::time::Duration::from_millis(300));
+            assert!(tokio::time::timeout(wait, p.apply(s)).await.is_err(), "given up before its commit was durable");
+            // The refusal's entry follows the commit all the same.
+            for _ in 0..100 {
+                let denied = denied_entries(&store, "yuexiu");
+                if !denied.is_empty() {
+                    return denied;
+                }
+                tokio::time::sleep(wait).await;
+            }
+            Vec::new()
+        });
+        assert_eq!(denied, vec!["forbidden lines=1: outside the provider's area or fields"]);
+        assert_eq!(area_of(&store, P1).as_deref(), Some("440104001"), "the valid line was applied");
     }
 
     #[test]

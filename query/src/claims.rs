@@ -95,20 +95,23 @@ pub enum Admission {
 /// concurrent verifications cannot both take the last free claim.
 #[derive(Debug)]
 pub struct ClaimLocks {
-    stripes: Vec<tokio::sync::Mutex<()>>,
+    stripes: Vec<std::sync::Arc<tokio::sync::Mutex<()>>>,
 }
 
 impl Default for ClaimLocks {
     fn default() -> Self {
-        ClaimLocks { stripes: (0..64).map(|_| tokio::sync::Mutex::new(())).collect() }
+        ClaimLocks { stripes: (0..64).map(|_| Default::default()).collect() }
     }
 }
 
 impl ClaimLocks {
-    pub async fn lock(&self, department: &str, pid: &Pid) -> tokio::sync::MutexGuard<'_, ()> {
+    /// The stripe of `department` and `pid`, locked: an owned guard, so
+    /// that it can be held until the count is committed even when the
+    /// request that took it is given up (see `Queries::record_then`).
+    pub async fn lock(&self, department: &str, pid: &Pid) -> tokio::sync::OwnedMutexGuard<()> {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         (department, pid.as_bytes()).hash(&mut h);
-        self.stripes[(h.finish() % self.stripes.len() as u64) as usize].lock().await
+        self.stripes[(h.finish() % self.stripes.len() as u64) as usize].clone().lock_owned().await
     }
 }
 

@@ -119,9 +119,11 @@ impl Queries {
             return Ok(());
         }
         // Numbering reads the last stored line: one request at a time.
-        let _guard = self.rejected_lock.lock().await;
+        // The lock is let go once the lines are durable, even if the
+        // request is given up meanwhile: the next numbering reads them.
+        let guard = self.rejected_lock.clone().lock_owned().await;
         let batch = append(&**self.store.engine(), dataset, &lines)?;
-        self.record(Vec::new(), batch).await
+        self.record_then(Vec::new(), batch, move || drop(guard)).await
     }
 
     /// The kept rejected lines of `dataset`, newest first: for its
@@ -195,29 +197,10 @@ mod tests {
         }
     }
 
-    struct NoDirectory;
-
-    impl crate::caller::Directory for NoDirectory {
-        fn department(&self, _: &str) -> Option<std::sync::Arc<crate::Department>> {
-            None
-        }
-        fn all(&self) -> Vec<std::sync::Arc<crate::Department>> {
-            Vec::new()
-        }
-    }
-
     #[tokio::test]
     async fn the_steward_sees_every_part_and_another_provider_its_own() {
-        use basedata_store::{clock::ManualClock, commit::Committer, Catalog, Secret, Store};
         use std::sync::Arc;
-        let catalog = Catalog::from_toml_str(include_str!("../../store/catalog/several-providers.toml")).unwrap();
-        let store = Arc::new(
-            Store::open(Arc::new(MemEngine::new()), &Secret::from_bytes([3; 32]), Arc::new(catalog), Arc::new(ManualClock::new(1)))
-                .unwrap(),
-        );
-        let committer = Arc::new(Committer::start(store.clone(), 64));
-        let policy = crate::gov::Policy::default();
-        let q = Queries::new(store, committer, policy, basedata_store::calendar::Calendar::builtin(), Arc::new(NoDirectory)).unwrap();
+        let q = crate::service::testing::queries(Arc::new(MemEngine::new()));
         let sent = |by: &str, n: u64| RejectedLine::new(10, n, None, "forbidden", "outside the provider's area", by);
         // Two parts' requests to the dataset of several providers.
         q.keep_rejected("residence_permit", vec![sent("yuexiu", 1), sent("yuexiu", 2)]).await.unwrap();
@@ -235,6 +218,23 @@ mod tests {
         assert!(matches!(lines("shichang", Role::Provider), Err(Error::Forbidden(_))));
         assert!(matches!(lines("laisui", Role::Consumer), Err(Error::Forbidden(_))));
         assert!(matches!(q.rejected_lines(&caller("laisui", Role::Provider), "nothing"), Err(Error::UnknownDataset(_))));
+    }
+
+    #[tokio::test]
+    async fn lines_kept_by_a_request_given_up_are_not_numbered_over() {
+        use std::sync::Arc;
+        use std::time::Duration;
+        let engine = Arc::new(MemEngine::new());
+        let q = crate::service::testing::queries(engine.clone());
+        let sent = |n: u64| RejectedLine::new(10, n, None, "forbidden", "outside the provider's area", "yuexiu");
+        engine.delay_writes(Duration::from_millis(300));
+        // Given up while its lines are written; the next request numbers
+        // its line after them, not over them.
+        let first = q.keep_rejected("residence_permit", vec![sent(1), sent(2)]);
+        assert!(tokio::time::timeout(Duration::from_millis(20), first).await.is_err());
+        q.keep_rejected("residence_permit", vec![sent(3)]).await.unwrap();
+        let kept = recent(&*engine, "residence_permit").unwrap();
+        assert_eq!(kept.iter().map(|l| l.line).collect::<Vec<_>>(), vec![3, 2, 1]);
     }
 
     #[test]

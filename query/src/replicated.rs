@@ -121,22 +121,31 @@ impl Queries {
     /// Every node that applies the same entries in the same order ends with
     /// the same records (a dispute's change-log mark is each node's own).
     pub async fn apply_change(&self, change: &Change, events: Vec<AuditEvent>, mut extra: WriteBatch) -> Result<Applied> {
-        let _guard = self.gov_lock.lock().await;
+        // Held from the precondition's check until the change is committed
+        // and in memory: moved into the commit's `after`, which runs on the
+        // writer even when the request waiting for it is given up, so no
+        // later change is checked against a state this one has left behind.
+        let guard = self.gov_lock.clone().lock_owned().await;
+        let release = move || drop(guard);
         match change {
             Change::Grant { grant, expect } => {
                 if let Err(why) = grant_precondition(expect, self.grants.get(&grant.id).as_ref()) {
-                    self.record(Vec::new(), extra).await?;
+                    self.record_then(Vec::new(), extra, release).await?;
                     return Ok(Err(why));
                 }
                 GrantBook::write_into(grant, &mut extra);
-                self.record(events, extra).await?;
-                self.grants.put(grant.clone());
+                let (book, taken) = (self.grants.clone(), grant.clone());
+                self.record_then(events, extra, move || {
+                    book.put(taken);
+                    release();
+                })
+                .await?;
                 Ok(Ok(Changed::Grant(grant.clone())))
             }
             Change::Dispute { dispute, key, expect } => {
                 let current = load_dispute(&**self.store.engine(), &dispute.id)?;
                 if let Err(why) = dispute_precondition(expect, current.as_ref()) {
-                    self.record(Vec::new(), extra).await?;
+                    self.record_then(Vec::new(), extra, release).await?;
                     return Ok(Err(why));
                 }
                 let mut d = dispute.clone();
@@ -151,32 +160,40 @@ impl Queries {
                     self.store.seal_into(&mut extra, &key_of(key)?);
                 }
                 d.write_into(&mut extra);
-                self.record(events, extra).await?;
+                self.record_then(events, extra, release).await?;
                 Ok(Ok(Changed::Dispute(d)))
             }
             Change::Responsible { department, record } => {
                 extra.put(Cf::Gov, crate::departments::record_key(department), basedata_store::codec::encode(record));
-                self.record(events, extra).await?;
+                self.record_then(events, extra, release).await?;
                 Ok(Ok(Changed::Responsible))
             }
             Change::Staff { record, expect } => {
                 let current = crate::staff::load(&**self.store.engine(), &record.id)?;
                 if *expect == Expect::Absent && current.is_some() {
-                    self.record(Vec::new(), extra).await?;
+                    self.record_then(Vec::new(), extra, release).await?;
                     return Ok(Err(format!("an account {} was added meanwhile", record.id)));
                 }
                 record.write_into(&mut extra);
-                self.record(events, extra).await?;
                 let hook = self.staff_hook.read().unwrap_or_else(|e| e.into_inner()).clone();
-                if let Some(hook) = hook {
-                    hook(record);
-                }
+                let taken = record.clone();
+                self.record_then(events, extra, move || {
+                    if let Some(hook) = hook {
+                        hook(&taken);
+                    }
+                    release();
+                })
+                .await?;
                 Ok(Ok(Changed::Staff))
             }
             Change::Policy { record } => {
                 extra.put(Cf::Gov, POLICY_KEY.to_vec(), basedata_store::codec::encode(record));
-                self.record(events, extra).await?;
-                self.grants.switch_policy(record.clone());
+                let (book, taken) = (self.grants.clone(), record.clone());
+                self.record_then(events, extra, move || {
+                    book.switch_policy(taken);
+                    release();
+                })
+                .await?;
                 Ok(Ok(Changed::Policy))
             }
         }
@@ -250,7 +267,10 @@ pub struct GovernanceDigest {
 mod tests {
     use super::*;
     use crate::gov::{GrantState, ResponsibleRecord};
+    use basedata_store::engine::mem::MemEngine;
     use basedata_store::SubjectKey;
+    use std::sync::Arc;
+    use std::time::Duration;
 
     #[test]
     fn entries_round_trip_with_their_events() {
@@ -270,6 +290,58 @@ mod tests {
         let mut other = e.encode();
         other[0] = 9;
         assert!(Entry::decode(&other).unwrap_err().to_string().contains("unknown format 9"));
+    }
+
+    /// Gives `change` up 20 ms in, as a request's time limit or a client
+    /// that goes away does, while its commit is still being written.
+    async fn given_up(q: &Queries, change: &Change) {
+        let started = q.apply_change(change, Vec::new(), WriteBatch::new());
+        assert!(tokio::time::timeout(Duration::from_millis(20), started).await.is_err(), "given up before it was durable");
+    }
+
+    fn slow_queries() -> (Queries, Arc<MemEngine>) {
+        let engine = Arc::new(MemEngine::new());
+        (crate::service::testing::queries(engine.clone()), engine)
+    }
+
+    #[tokio::test]
+    async fn a_change_given_up_while_it_commits_is_in_memory_before_the_next_is_checked() {
+        let (q, engine) = slow_queries();
+        let pending = crate::gov::tests::grant(time::macros::date!(2026 - 03 - 02));
+        let new = Change::Grant { grant: pending.clone(), expect: Expect::Absent };
+        q.apply_change(&new, Vec::new(), WriteBatch::new()).await.unwrap().unwrap();
+        engine.delay_writes(Duration::from_millis(300));
+        let decided = |state| {
+            let mut g = pending.clone();
+            g.state = state;
+            Change::Grant { grant: g, expect: Expect::GrantIn(vec![GrantState::Pending]) }
+        };
+        given_up(&q, &decided(GrantState::Approved)).await;
+        // The other decision, sent meanwhile, is checked against the
+        // approval (committed all the same), not against the book as it
+        // was before: it is refused, and the approval stands.
+        let second = q.apply_change(&decided(GrantState::Rejected), Vec::new(), WriteBatch::new()).await.unwrap();
+        assert!(second.as_ref().is_err_and(|why| why.contains("approved")), "{second:?}");
+        assert_eq!(q.grants.get(&pending.id).map(|g| g.state), Some(GrantState::Approved));
+        let stored = GrantBook::load(&**q.store.engine(), crate::gov::Policy::default(), q.store.clock().clone()).unwrap();
+        assert_eq!(stored.get(&pending.id).map(|g| g.state), Some(GrantState::Approved), "memory and the store agree");
+    }
+
+    #[tokio::test]
+    async fn a_policy_switch_given_up_while_it_commits_still_takes_effect() {
+        let (q, engine) = slow_queries();
+        engine.delay_writes(Duration::from_millis(300));
+        let policy = crate::gov::Policy { grant_reply_days: 9, ..Default::default() };
+        let record = PolicyRecord { policy, set_at: 5, set_by: "admin".into() };
+        given_up(&q, &Change::Policy { record: record.clone() }).await;
+        for _ in 0..100 {
+            if q.policy().0 == policy {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(q.policy(), (policy, Some(record)));
+        assert!(q.store.engine().get(Cf::Gov, POLICY_KEY).unwrap().is_some(), "and it is stored");
     }
 
     #[test]

@@ -23,7 +23,9 @@ pub struct Queries {
     pub grants: Arc<GrantBook>,
     pub calendar: Arc<Calendar>,
     /// Serializes governance state changes (check, then commit).
-    pub(crate) gov_lock: tokio::sync::Mutex<()>,
+    /// Held until the change is committed and taken in, even by a request
+    /// given up meanwhile (an owned guard, moved into the commit).
+    pub(crate) gov_lock: Arc<tokio::sync::Mutex<()>>,
     /// Cluster mode: the replicated log governance changes go through.
     pub(crate) gov_log: std::sync::OnceLock<Arc<dyn crate::govlog::GovernanceLog>>,
     /// Takes in committed staff accounts (see `Queries::on_staff_change`).
@@ -31,12 +33,12 @@ pub struct Queries {
     pub(crate) staff_hook: std::sync::RwLock<Option<Arc<dyn Fn(&crate::staff::StaffRecord) + Send + Sync>>>,
     /// Serializes keeping rejected update lines (number after the last
     /// stored, then commit).
-    pub(crate) rejected_lock: tokio::sync::Mutex<()>,
+    pub(crate) rejected_lock: Arc<tokio::sync::Mutex<()>>,
     /// Wakes the job runner when a job is queued.
     pub(crate) job_wake: tokio::sync::Notify,
     /// Serializes the admission of jobs (count a department's unfinished
     /// jobs, then record the new one).
-    pub(crate) job_admission: tokio::sync::Mutex<()>,
+    pub(crate) job_admission: Arc<tokio::sync::Mutex<()>>,
     /// How long a finished job's input and answers are kept.
     pub job_retention: Duration,
     /// How many distinct claims of a field it may not read a department
@@ -70,12 +72,12 @@ impl Queries {
             committer,
             grants,
             calendar: Arc::new(calendar),
-            gov_lock: tokio::sync::Mutex::new(()),
+            gov_lock: Arc::default(),
             gov_log: std::sync::OnceLock::new(),
             staff_hook: std::sync::RwLock::new(None),
-            rejected_lock: tokio::sync::Mutex::new(()),
+            rejected_lock: Arc::default(),
             job_wake: tokio::sync::Notify::new(),
-            job_admission: tokio::sync::Mutex::new(()),
+            job_admission: Arc::default(),
             job_retention: Duration::from_secs(30 * 86_400),
             claim_policy: crate::claims::ClaimPolicy::default(),
             claim_locks: crate::claims::ClaimLocks::default(),
@@ -95,16 +97,27 @@ impl Queries {
         Ok(())
     }
 
-    /// Records a refused use durably, then returns the refusal.
-    pub async fn deny(&self, ev: AuditEvent, err: Error) -> Error {
-        self.deny_with(ev, err, WriteBatch::new()).await
+    /// [`Queries::record`], with `after` run once the write is durable
+    /// even if the caller has gone by then (see
+    /// [`Committer::commit_then`]): where a lock guards a check and the
+    /// write it allows, the guard travels in `after`, so the next check
+    /// sees the write.
+    pub async fn record_then<A: FnOnce() + Send + 'static>(&self, events: Vec<AuditEvent>, extra: WriteBatch, after: A) -> Result<()> {
+        self.committer.commit_then(Vec::new(), events, extra, after).await?;
+        Ok(())
     }
 
-    /// [`Queries::deny`], committing `extra` with the refusal's entry.
-    pub async fn deny_with(&self, mut ev: AuditEvent, err: Error, extra: WriteBatch) -> Error {
+    /// Records a refused use durably, then returns the refusal.
+    pub async fn deny(&self, ev: AuditEvent, err: Error) -> Error {
+        self.deny_then(ev, err, WriteBatch::new(), || ()).await
+    }
+
+    /// [`Queries::deny`], committing `extra` with the refusal's entry and
+    /// running `after` as [`Queries::record_then`] does.
+    pub async fn deny_then<A: FnOnce() + Send + 'static>(&self, mut ev: AuditEvent, err: Error, extra: WriteBatch, after: A) -> Error {
         ev.action = Action::Denied;
         ev.outcome = err.code().to_owned();
-        match self.record(vec![ev], extra).await {
+        match self.record_then(vec![ev], extra, after).await {
             Ok(()) => err,
             Err(e) => e,
         }
@@ -135,5 +148,36 @@ impl Queries {
                 Ok(out)
             }
         }
+    }
+}
+
+/// Use cases over an in-memory store, for tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::Queries;
+    use basedata_store::engine::mem::MemEngine;
+    use basedata_store::{clock::ManualClock, commit::Committer, Catalog, Secret, Store};
+    use std::sync::Arc;
+
+    struct NoDirectory;
+
+    impl crate::caller::Directory for NoDirectory {
+        fn department(&self, _: &str) -> Option<Arc<crate::Department>> {
+            None
+        }
+        fn all(&self) -> Vec<Arc<crate::Department>> {
+            Vec::new()
+        }
+    }
+
+    /// The use cases over `engine`, with the catalog of a dataset of
+    /// several providers, a clock at 1 µs and the default policy.
+    pub fn queries(engine: Arc<MemEngine>) -> Queries {
+        let catalog = Catalog::from_toml_str(include_str!("../../store/catalog/several-providers.toml")).unwrap();
+        let clock = Arc::new(ManualClock::new(1));
+        let store = Arc::new(Store::open(engine, &Secret::from_bytes([3; 32]), Arc::new(catalog), clock).unwrap());
+        let committer = Arc::new(Committer::start(store.clone(), 64));
+        let (policy, calendar) = (crate::gov::Policy::default(), basedata_store::calendar::Calendar::builtin());
+        Queries::new(store, committer, policy, calendar, Arc::new(NoDirectory)).unwrap()
     }
 }

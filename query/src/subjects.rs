@@ -92,7 +92,7 @@ impl Queries {
         // Counted claims: check and count under the subject's lock, held
         // until the count is committed with the audit entry.
         let mut extra = WriteBatch::new();
-        let _counting = if counted.is_empty() {
+        let counting = if counted.is_empty() {
             None
         } else {
             // Counted per subject: a credit code and the registration
@@ -102,7 +102,7 @@ impl Queries {
             let now = self.grants.now();
             match claims::admit(&self.store, self.claim_policy, dept, pid, ds, &counted, now)? {
                 claims::Admission::Admitted(batch) => extra = batch,
-                claims::Admission::Refused(flag, err) => return Err(self.deny_with(ev, err, flag).await),
+                claims::Admission::Refused(flag, err) => return Err(self.deny_then(ev, err, flag, move || drop(guard)).await),
             }
             Some(guard)
         };
@@ -111,7 +111,8 @@ impl Queries {
             .ok_or_else(|| basedata_store::Error::Invalid("a verification has no result".into()))?;
         ev.outcome = outcome.as_str().to_owned();
         ev.key_mapped = found;
-        self.record(vec![ev], extra).await?;
+        // The count's lock is let go once the count is durable.
+        self.record_then(vec![ev], extra, move || drop(counting)).await?;
         Ok(Verification {
             dataset: ds.id.clone(),
             outcome,

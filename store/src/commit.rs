@@ -159,8 +159,29 @@ impl Committer {
     /// request that reads or changes data is sent only after this returns.
     /// Refused at once when the queue is full.
     pub async fn commit(&self, updates: Vec<Update>, events: Vec<AuditEvent>, extra: WriteBatch) -> Result<JobDone, CommitError> {
+        self.commit_then(updates, events, extra, || ()).await
+    }
+
+    /// [`Committer::commit`], and `after` runs on the writer thread once
+    /// the job is durable, before the caller hears of it — whether or not
+    /// the caller still waits. What must follow a commit (a cache taking
+    /// in what was written, a lock held until it lands) goes in `after`,
+    /// so that a request given up half-way (its client gone, its time
+    /// limit passed) cannot leave memory out of step with the store. What
+    /// `after` holds is dropped when it has run, or unrun when the job
+    /// fails or is not queued.
+    pub async fn commit_then<A: FnOnce() + Send + 'static>(
+        &self,
+        updates: Vec<Update>,
+        events: Vec<AuditEvent>,
+        extra: WriteBatch,
+        after: A,
+    ) -> Result<JobDone, CommitError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.submit_with(updates, events, extra, Box::new(move |r| {
+        self.submit_with(updates, events, extra, Box::new(move |r: JobResult| {
+            if r.is_ok() {
+                after();
+            }
             let _ = tx.send(r);
         }))?;
         match rx.await {

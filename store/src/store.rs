@@ -495,6 +495,9 @@ impl Store {
         let stored = self.engine.multi_get(Cf::Records, &refs)?;
 
         let mut overlay: HashMap<Vec<u8>, StoredRecord> = HashMap::new();
+        // The pseudonyms the overlay holds records under, so that a link's
+        // check of them costs one lookup, not a pass over the overlay.
+        let mut overlay_pids: HashSet<Pid> = HashSet::new();
         let mut links = link::Pending::default();
         let mut batch = WriteBatch::new();
         let mut outcomes = Vec::with_capacity(updates.len());
@@ -505,7 +508,7 @@ impl Store {
         let mut provider_delta: HashMap<(&str, &str), u64> = HashMap::new();
         for (i, u) in updates.iter().enumerate() {
             if let Some(licence) = &u.link {
-                let fresh = |p: &Pid| overlay.keys().any(|k| k.starts_with(&p.0));
+                let fresh = |p: &Pid| overlay_pids.contains(p);
                 if let Err(reason) = self.link_into(&u.key, licence, &mut links, fresh, &mut batch)? {
                     outcomes.push(Outcome::Refused { code: "conflict", reason: reason.to_owned() });
                     continue;
@@ -603,6 +606,7 @@ impl Store {
             let rec = StoredRecord { version: u.version, committed_at: now, seq, body };
             batch.put(Cf::Records, rkey.to_vec(), encode(&rec));
             overlay.insert(rkey_buf, rec);
+            overlay_pids.insert(home.pid);
             let change = ChangeEntry {
                 dataset: u.dataset.clone(),
                 doc: home.doc.as_u8(),

@@ -83,14 +83,22 @@ impl Queries {
         {
             // Counted and recorded under one lock: two submissions of a
             // department at its limit cannot both pass.
-            let _admission = self.job_admission.lock().await;
+            // The lock is let go only once the job is stored, even if the
+            // request is given up meanwhile: the next count must see it.
+            let admission = self.job_admission.clone().lock_owned().await;
             let unfinished = unfinished_jobs(&self.store, &meta.department).await?;
             if unfinished >= u64::from(limits.max_jobs) {
                 return Err(Error::TooManyJobs { limit: limits.max_jobs, retry_after_secs: JOB_RETRY_AFTER_SECS });
             }
             let mut b = WriteBatch::new();
             super::put_meta(&mut b, &meta);
-            write(&self.store, b, Durability::Buffered).await?;
+            let store = self.store.clone();
+            tokio::task::spawn_blocking(move || {
+                let written = store.engine().write(b, Durability::Buffered);
+                drop(admission);
+                written
+            })
+            .await??;
         }
         let (mut cutter, mut ready, mut bytes) = (Cutter::new(), Vec::new(), 0u64);
         let received = async {

@@ -16,14 +16,16 @@ pub struct Accounts {
     pub staff: StaffBook,
     pub sessions: Sessions,
     /// Held from checking a change to an account until it is committed
-    /// and taken in, so that two administrators cannot both add one id.
-    pub changing: tokio::sync::Mutex<()>,
+    /// and taken in, so that two administrators cannot both add one id
+    /// (owned guards: a commit keeps its guard even when its request is
+    /// given up, see `console::admin`).
+    pub changing: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Accounts {
     pub fn new(staff: StaffBook) -> Accounts {
         let idle = Duration::from_secs(staff.rules().session_idle_minutes.max(1) * 60);
-        Accounts { staff, sessions: Sessions::new(idle), changing: tokio::sync::Mutex::new(()) }
+        Accounts { staff, sessions: Sessions::new(idle), changing: Default::default() }
     }
 
     /// The live session `id`, if its account is still as it was when the

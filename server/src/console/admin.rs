@@ -18,6 +18,7 @@ use axum::Router;
 use basedata_query::staff::StaffRecord;
 use basedata_store::audit::Action;
 use std::fmt::Write;
+use tokio::sync::OwnedMutexGuard;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -216,13 +217,31 @@ async fn new_password(form: &Form) -> Result<(String, Option<String>), String> {
 
 /// Commits `record` with its audit entry, takes it in and shows the page
 /// with `done` (and a generated password, once).
-async fn commit(state: &AppState, session: &Session, record: StaffRecord, verb: &str, done: String, generated: Option<String>) -> Response {
+async fn commit(
+    state: &AppState,
+    session: &Session,
+    record: StaffRecord,
+    verb: &str,
+    done: String,
+    generated: Option<String>,
+    one_at_a_time: OwnedMutexGuard<()>,
+) -> Response {
     let mut ev = session.staff.caller().event(PURPOSE, Action::Account, None);
     ev.outcome = format!("{verb} {}", record.id);
     // Taken in (and the former version's sessions ended) by the account
     // book's hook once committed: here, and on every node of a cluster.
+    // Stored by a task of its own that holds the change lock to the end,
+    // so a request given up meanwhile cannot let the next change be
+    // checked against the account book as it was before this one.
     let new = verb == "added";
-    if let Err(e) = state.queries.store_staff(record.clone(), new, ev).await {
+    let (queries, stored) = (state.queries.clone(), record.clone());
+    let task = tokio::spawn(async move {
+        let r = queries.store_staff(stored, new, ev).await;
+        drop(one_at_a_time);
+        r
+    });
+    let stored = task.await.unwrap_or_else(|e| Err(basedata_query::Error::Internal(format!("storing the account failed: {e}"))));
+    if let Err(e) = stored {
         return render(state, session, super::query_error(&e));
     }
     let mut message = notice("ok", verb, &done);
@@ -252,7 +271,7 @@ async fn add(State(state): State<AppState>, CsrfForm { session, form }: CsrfForm
         },
         Err(e) => return refused(&state, &session, &e),
     };
-    let _one_at_a_time = state.accounts.changing.lock().await;
+    let one_at_a_time = state.accounts.changing.clone().lock_owned().await;
     // The cheap checks first, so that a mistake costs no hashing.
     if let Err(e) = state.accounts.staff.check_new(&account) {
         return refused(&state, &session, &e);
@@ -264,7 +283,7 @@ async fn add(State(state): State<AppState>, CsrfForm { session, form }: CsrfForm
     match state.accounts.staff.new_record(&account, hash, &session.staff.id, state.queries.store.clock().now_micros()) {
         Ok(record) => {
             let done = format!("已添加账号 {}。", record.id);
-            commit(&state, &session, record, "added", done, generated).await
+            commit(&state, &session, record, "added", done, generated, one_at_a_time).await
         }
         Err(e) => refused(&state, &session, &e),
     }
@@ -274,9 +293,9 @@ async fn change(state: AppState, session: Session, id: String, change: Change, d
     if let Err(r) = need(&session, StaffRole::Admin) {
         return r;
     }
-    let _one_at_a_time = state.accounts.changing.lock().await;
+    let one_at_a_time = state.accounts.changing.clone().lock_owned().await;
     match state.accounts.staff.changed_record(&id, &change, &session.staff.id, state.queries.store.clock().now_micros()) {
-        Ok(record) => commit(&state, &session, record, change.verb(), done, generated).await,
+        Ok(record) => commit(&state, &session, record, change.verb(), done, generated, one_at_a_time).await,
         Err(e) => refused(&state, &session, &e),
     }
 }

@@ -283,7 +283,13 @@ pub async fn submit_job(
     let (tx, rx) = mpsc::channel::<Bytes>(16);
     let reader = tokio::spawn(read_body(body, tx));
     let input = async move { if matches!(reader.await, Ok(Ok(()))) { Ok(()) } else { Err(BrokenInput) } };
-    let meta = state.queries.submit_job(&caller, &purpose.0, limits, declared, rx, input).await?;
+    // In a task of its own, so that it always ends by queueing the job or
+    // discarding what it stored: a client that goes away half-way drops
+    // this future, and a job left receiving would count against the
+    // department's unfinished jobs until the next start.
+    let queries = state.queries.clone();
+    let submitted = tokio::spawn(async move { queries.submit_job(&caller, &purpose.0, limits, declared, rx, input).await });
+    let meta = submitted.await.map_err(ApiError::internal)??;
     Ok((StatusCode::ACCEPTED, Json(JobAccepted { id: meta.id.to_hex(), state: "queued".into(), total: meta.total })))
 }
 

@@ -97,6 +97,12 @@ impl Read {
 /// verification (`HEAD` and the rest are the router's), with a key of one
 /// non-empty segment and no percent-encoding (which the router's path
 /// extractor would decode).
+/// Whether `req` is one of the four subject reads (which change nothing
+/// but their audit trail).
+pub(super) fn is_subject_read(req: &Request) -> bool {
+    subject_read(req).is_some()
+}
+
 fn subject_read(req: &Request) -> Option<(Read, Subject, &str)> {
     subject_read_of(req.method(), req.uri().path())
 }
@@ -133,7 +139,7 @@ async fn serve(
     let route = read.route(subject);
     let resp = caught(async {
         // api_edge: the time limit inside the JSON errors
-        json_errors(within_time_limit(&state, admitted(&state, req, peer.as_deref(), read, subject, key)).await).await
+        json_errors(within_time_limit(&state, false, admitted(&state, req, peer.as_deref(), read, subject, key)).await).await
     })
     .await;
     answered(&state, started, id, read.method(), route, resp)

@@ -292,7 +292,12 @@ async fn time_limit(State(state): State<AppState>, req: Request, next: Next) -> 
     if streams(&req) {
         return next.run(req).await;
     }
-    within_time_limit(&state, next.run(req)).await
+    // A change's job may be queued or being written when its answer is
+    // given up: it is made all the same (see `Committer::commit_then`),
+    // and its caller is told so.
+    let changes =
+        !matches!(*req.method(), axum::http::Method::GET | axum::http::Method::HEAD) && !edge::is_subject_read(&req);
+    within_time_limit(&state, changes, next.run(req)).await
 }
 
 /// The answer, or `503 unavailable` once the request has taken longer
@@ -303,9 +308,21 @@ async fn time_limit(State(state): State<AppState>, req: Request, next: Next) -> 
 /// keeps a future it is handed as an argument and, once it awaits it,
 /// again in the await's own slot. Nested three deep around a verification
 /// (3.5 KB) that made the future each request allocates and moves 15.6 KB.
-fn within_time_limit<F: std::future::Future<Output = Response>>(state: &AppState, answer: F) -> impl std::future::Future<Output = Response> {
-    tokio::time::timeout(state.request_timeout, answer)
-        .map(|r| r.unwrap_or_else(|_| ApiError::unavailable("the request took too long and was abandoned").into_response()))
+fn within_time_limit<F: std::future::Future<Output = Response>>(
+    state: &AppState,
+    changes: bool,
+    answer: F,
+) -> impl std::future::Future<Output = Response> {
+    tokio::time::timeout(state.request_timeout, answer).map(move |r| {
+        r.unwrap_or_else(|_| {
+            let message = if changes {
+                "the request took too long and its answer was abandoned; a change it asked for may still be made: look it up before sending it again"
+            } else {
+                "the request took too long and was abandoned"
+            };
+            ApiError::unavailable(message).into_response()
+        })
+    })
 }
 
 /// The API's outer layer, in one boxed future: the time limit, and the

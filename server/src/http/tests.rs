@@ -470,3 +470,36 @@ async fn a_single_node_audit_trail_pages_by_next_or_cursor() {
     assert_eq!(body["chains"].as_array().unwrap().len(), 1);
     assert!(body["chains"][0]["node"].is_null() && body["chains"][0]["ok"] == true);
 }
+
+/// A change given up at the time limit is still made once its write
+/// lands, and its `503` says so; a read's says only that it was given up.
+#[tokio::test]
+async fn a_change_past_the_time_limit_is_told_it_may_still_be_made_and_is() {
+    let engine = Arc::new(MemEngine::new());
+    let clock = Arc::new(ManualClock::new(1_763_800_000_000_000));
+    let store = Store::open(engine.clone(), &Secret::from_bytes([1; 32]), Arc::new(Catalog::builtin()), clock).unwrap();
+    let admin = "test-admin-token-00001";
+    let departments = Departments::from_config(&[dept("admin", "管理", vec![Role::Admin], admin, None)]).unwrap();
+    let settings = Settings { request_timeout: std::time::Duration::from_millis(20), ..Settings::default() };
+    let state = AppState::build(Arc::new(store), departments, settings).unwrap();
+    // Every write takes 300 ms: the switch's audited commit outlasts the limit.
+    engine.delay_writes(std::time::Duration::from_millis(300));
+    let put = HttpRequest::put("/v1/policy")
+        .header("authorization", format!("Bearer {admin}"))
+        .header("content-type", "application/json")
+        .body(Body::from(r#"{"grant_reply_days": 9}"#))
+        .unwrap();
+    let resp = router(state.clone()).oneshot(put).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(body["error"]["code"], "unavailable", "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("may still be made"), "{body}");
+    for _ in 0..100 {
+        if state.queries.policy().0.grant_reply_days == 9 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(state.queries.policy().0.grant_reply_days, 9, "the switch was made after its answer was given up");
+    assert!(state.queries.policy().1.is_some_and(|r| r.set_by == "admin"));
+}

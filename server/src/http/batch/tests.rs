@@ -493,6 +493,32 @@ async fn too_many_unfinished_jobs_are_refused_with_retry_after() {
     assert_eq!(submit(COUNTER).await.0, StatusCode::ACCEPTED, "done jobs no longer count");
 }
 
+/// A client that goes away while it uploads a job drops the request's
+/// future; what the job stored is discarded all the same, and it does not
+/// count against the department's unfinished jobs.
+#[tokio::test]
+async fn a_job_whose_client_goes_away_mid_upload_leaves_nothing_and_does_not_count() {
+    let mut d = dept("counter", vec![Role::Consumer], COUNTER);
+    d.max_jobs = Some(1);
+    let st = state_with_departments(5, &[d]);
+    let (mut tx, body) = http_body_util::channel::Channel::<Bytes, std::io::Error>::new(4);
+    tx.send_data(Bytes::from(body_of((0..2500).map(|i| line(i, 5))))).await.unwrap();
+    let upload = router(st.clone()).oneshot(req("POST", "/v1/jobs", COUNTER, Body::new(body)));
+    // The connection closes: hyper drops the request's future, then
+    // fails its body (hyper's body sender does so when dropped).
+    assert!(tokio::time::timeout(std::time::Duration::from_millis(300), upload).await.is_err(), "still receiving");
+    assert_eq!(stored_job_entries(&st).1, 1, "the job was admitted and was receiving");
+    tx.abort(std::io::Error::other("connection closed"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while stored_job_entries(&st) != (0, 0) {
+        assert!(std::time::Instant::now() < deadline, "the given-up job was not discarded: {:?}", stored_job_entries(&st));
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let next = req("POST", "/v1/jobs", COUNTER, Body::from(body_of((0..10).map(|i| line(i, 5)))));
+    let (s, _, j) = send_with_headers(&st, next).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "the department's one job slot is free again: {j}");
+}
+
 /// Department `counter` queues a job of many slices, then `other` a
 /// one-line job: the one-line job is answered after one slice of the long
 /// one, not after all of it. The audit trail records the order in which
