@@ -345,7 +345,7 @@ impl Provide {
     pub async fn apply(&self, mut s: Submission<'_>) -> Result<Report> {
         s.finish()?;
         if let Some(log) = &self.log {
-            return self.logged(&**log, s).await;
+            return self.logged(log.clone(), s).await;
         }
         let submitted = s.updates.len();
         s.event.outcome = format!("submitted={submitted} rejected={}", s.rejected.total());
@@ -390,7 +390,12 @@ impl Provide {
     /// promises that much, and no more is needed for them to reach every
     /// node — and the answer waits a little for this node to apply them,
     /// so it can tell applied from stale.
-    async fn logged(&self, log: &dyn UpdateLog, mut s: Submission<'_>) -> Result<Report> {
+    ///
+    /// From the request's entry on, the steps run to their end in a task
+    /// of their own, as on a single node: a request given up while the log
+    /// takes its lines or this node applies them would otherwise leave the
+    /// lines in the log with no record of the ones refused.
+    async fn logged(&self, log: Arc<dyn UpdateLog>, mut s: Submission<'_>) -> Result<Report> {
         let prepared = if s.updates.is_empty() {
             crate::log::Prepared::default()
         } else {
@@ -407,42 +412,46 @@ impl Provide {
         s.rejected.merge(too_large.collect());
         s.event.outcome = format!("submitted={} rejected={}", s.updates.len() - prepared.too_large.len(), s.rejected.total());
         s.event.rejected_lines = s.rejected.total() as u64;
-        let denied = s.event.clone();
-        self.committer.commit(Vec::new(), vec![s.event], WriteBatch::new()).await?;
-        let sent = log.send(&prepared).await.map_err(|e| Error::Unavailable(e.0))?;
-        let positions = log.positions();
-        let Some(last) = sent.iter().map(|m| m.position).max() else {
-            let position = Some(positions.position());
-            audit_refusals(&self.committer, denied, &s.rejected, 0).await?;
-            return Ok(Report { rejected: s.rejected, last_seq: self.store.last_seq(), position, ..Report::default() });
-        };
-        // Lines of partitions this node does not hold are applied
-        // elsewhere: their outcome is not known here.
-        let (mine, elsewhere): (Vec<&LoggedMessage>, Vec<_>) =
-            sent.iter().partition(|m| log.partitioning().serves(m.partition));
-        let mut logged = elsewhere.iter().map(|m| m.lines).sum::<usize>();
-        let (mut applied, mut stale) = (0, 0);
-        let mut last_seq = self.store.last_seq();
-        let outcomes: Option<Vec<_>> = match mine.iter().map(|m| m.position).max() {
-            Some(p) if positions.wait_for(p, log.apply_wait()).await => {
-                mine.iter().map(|m| positions.outcome(m.position)).collect()
+        let (store, committer, mut rejected, event) = (self.store.clone(), self.committer.clone(), s.rejected, s.event);
+        let settled = tokio::spawn(async move {
+            let denied = event.clone();
+            committer.commit(Vec::new(), vec![event], WriteBatch::new()).await?;
+            let sent = log.send(&prepared).await.map_err(|e| Error::Unavailable(e.0))?;
+            let positions = log.positions();
+            let Some(last) = sent.iter().map(|m| m.position).max() else {
+                let position = Some(positions.position());
+                audit_refusals(&committer, denied, &rejected, 0).await?;
+                return Ok(Report { rejected, last_seq: store.last_seq(), position, ..Report::default() });
+            };
+            // Lines of partitions this node does not hold are applied
+            // elsewhere: their outcome is not known here.
+            let (mine, elsewhere): (Vec<&LoggedMessage>, Vec<_>) =
+                sent.iter().partition(|m| log.partitioning().serves(m.partition));
+            let mut logged = elsewhere.iter().map(|m| m.lines).sum::<usize>();
+            let (mut applied, mut stale) = (0, 0);
+            let mut last_seq = store.last_seq();
+            let outcomes: Option<Vec<_>> = match mine.iter().map(|m| m.position).max() {
+                Some(p) if positions.wait_for(p, log.apply_wait()).await => {
+                    mine.iter().map(|m| positions.outcome(m.position)).collect()
+                }
+                Some(_) => None,
+                None => Some(Vec::new()),
+            };
+            let counted = rejected.total();
+            match outcomes {
+                Some(o) => {
+                    applied = o.iter().map(|a| a.applied).sum();
+                    stale = o.iter().map(|a| a.stale).sum();
+                    rejected.count(REFUSED, o.iter().map(|a| a.refused).sum());
+                    rejected.count("conflict", o.iter().map(|a| a.conflicts).sum());
+                    last_seq = o.iter().map(|a| a.last_seq).max().unwrap_or(last_seq);
+                }
+                None => logged += mine.iter().map(|m| m.lines).sum::<usize>(),
             }
-            Some(_) => None,
-            None => Some(Vec::new()),
-        };
-        let counted = s.rejected.total();
-        match outcomes {
-            Some(o) => {
-                applied = o.iter().map(|a| a.applied).sum();
-                stale = o.iter().map(|a| a.stale).sum();
-                s.rejected.count(REFUSED, o.iter().map(|a| a.refused).sum());
-                s.rejected.count("conflict", o.iter().map(|a| a.conflicts).sum());
-                last_seq = o.iter().map(|a| a.last_seq).max().unwrap_or(last_seq);
-            }
-            None => logged += mine.iter().map(|m| m.lines).sum::<usize>(),
-        }
-        audit_refusals(&self.committer, denied, &s.rejected, s.rejected.total() - counted).await?;
-        Ok(Report { applied, stale, rejected: s.rejected, last_seq, position: Some(last), logged: Some(logged) })
+            audit_refusals(&committer, denied, &rejected, rejected.total() - counted).await?;
+            Ok(Report { applied, stale, rejected, last_seq, position: Some(last), logged: Some(logged) })
+        });
+        settled.await.map_err(|e| Error::Internal(format!("the submission's logging failed: {e}")))?
     }
 }
 

@@ -438,11 +438,21 @@ where
     }
 }
 
-/// An answer's body; the answer counts as sent once it is dropped (hyper
-/// drops it after writing its last frame, or when the connection ends).
-struct Answer {
+/// An answer's body holding `T` until it is dropped: hyper drops it after
+/// writing its last frame, or when the connection ends. The connection
+/// holds its [`AnswerSent`] this way (the answer counts as sent once it is
+/// dropped), the HTTP edge a streamed answer's place under its
+/// department's concurrency cap.
+pub struct Holding<T> {
     body: Body,
-    _sent: AnswerSent,
+    _held: T,
+}
+
+impl<T: Send + Unpin + 'static> Holding<T> {
+    /// `body`, holding `held` while it lasts.
+    pub fn body(body: Body, held: T) -> Body {
+        Body::new(Holding { body, _held: held })
+    }
 }
 
 struct AnswerSent(Arc<Activity>);
@@ -453,7 +463,7 @@ impl Drop for AnswerSent {
     }
 }
 
-impl http_body::Body for Answer {
+impl<T: Unpin> http_body::Body for Holding<T> {
     type Data = bytes::Bytes;
     type Error = axum::Error;
 
@@ -550,14 +560,25 @@ fn refuse(tcp: TcpStream, why: Refusal) {
     // Lingering refusals hold file descriptors too: a flood past the caps
     // gets its connections closed at once.
     static LINGERING: AtomicUsize = AtomicUsize::new(0);
+    /// One lingering refusal, counted out when its task ends or is
+    /// dropped unfinished (a runtime shutting down drops its tasks).
+    struct Lingering;
+    impl Drop for Lingering {
+        fn drop(&mut self) {
+            LINGERING.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
     let answer = if why == Refusal::PerClient { REFUSED_PER_CLIENT } else { REFUSED_TOTAL };
-    if LINGERING.fetch_add(1, Ordering::AcqRel) >= 64 {
-        LINGERING.fetch_sub(1, Ordering::AcqRel);
+    let before = LINGERING.fetch_add(1, Ordering::AcqRel);
+    let counted = Lingering;
+    if before >= 64 {
+        drop(counted);
         let _ = tcp.try_write(answer);
         return;
     }
     tokio::spawn(async move {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let _counted = counted;
         let mut tcp = tcp;
         // Written once the socket is known writable: a try_write straight
         // after accept can find the new socket's readiness not yet
@@ -575,7 +596,6 @@ fn refuse(tcp: TcpStream, why: Refusal) {
             }
         })
         .await;
-        LINGERING.fetch_sub(1, Ordering::AcqRel);
     });
 }
 
@@ -653,7 +673,7 @@ async fn run<T, A: Serve>(
         // A combinator, not an `async` block, so the answer's future is
         // held once (see `http::within_time_limit`).
         futures_util::FutureExt::map(app.call(req, &peer), move |resp| {
-            Ok::<_, std::convert::Infallible>(resp.map(|body| Body::new(Answer { body, _sent: sent })))
+            Ok::<_, std::convert::Infallible>(resp.map(|body| Holding::body(body, sent)))
         })
     });
     let mut http = hyper::server::conn::http1::Builder::new();

@@ -399,6 +399,45 @@ fn http_sign_in(s: &Server, id: &str, pw: &str, home: &str) -> (String, String) 
     (cookie, page.csrf())
 }
 
+/// A sign-in whose client leaves while its password is being checked is
+/// on record if it counted: a failed attempt counts towards locking the
+/// account, and none may count unaudited. Whether the attempt got as far
+/// as the check depends on timing, so the test holds the trail to the
+/// count: the account locks on the third counted failure, and every
+/// counted failure has its entry.
+#[test]
+fn a_sign_in_whose_client_leaves_before_the_answer_is_audited_if_it_counted() {
+    let s = Server::start(&console_config(3));
+    let page = call(&s, "GET", "/console/login", "", None);
+    let pre = format!("bd_signin={}", page.cookie("bd_signin").unwrap());
+    let token = page.csrf();
+    let form = format!("csrf={token}&id=clerk1&password=wrong-1");
+    let mut tcp = std::net::TcpStream::connect(&s.addr).unwrap();
+    write!(
+        tcp,
+        "POST /console/login HTTP/1.1\r\nhost: x\r\ncookie: {pre}\r\ncontent-type: application/x-www-form-urlencoded\r\ncontent-length: {}\r\n\r\n{form}",
+        form.len()
+    )
+    .unwrap();
+    // Long enough for the server to start hashing, shorter than the hash.
+    std::thread::sleep(Duration::from_millis(5));
+    drop(tcp);
+    std::thread::sleep(Duration::from_millis(500));
+    let attempt = |pw: &str| call(&s, "POST", "/console/login", &pre, Some(&format!("csrf={token}&id=clerk1&password={pw}"))).status;
+    let statuses = [attempt("wrong-2"), attempt("wrong-3")];
+    let r = s.req("GET", "/v1/audit?department=shebao-counter&limit=100").token(tokens::AUDITOR).get();
+    let entries = r.json["entries"].as_array().cloned().unwrap_or_default();
+    let mut outcomes: Vec<String> =
+        entries.iter().filter(|e| e["action"] == "sign_in").filter_map(|e| e["outcome"].as_str().map(str::to_owned)).collect();
+    outcomes.sort();
+    if statuses[1] == 403 {
+        // The attempt that left counted: three failures, three entries.
+        assert_eq!(outcomes, ["bad_credentials", "bad_credentials", "locked"], "{statuses:?}: {}", r.text);
+    } else {
+        assert_eq!((statuses, outcomes.len()), ([401, 401], 2), "{}", r.text);
+    }
+}
+
 #[test]
 fn sign_in_locks_out_forms_need_their_token_and_pages_are_guarded() {
     let s = Server::start(&console_config(3));

@@ -134,7 +134,12 @@ impl Queries {
         meta.state = JobState::Queued;
         let mut b = WriteBatch::new();
         super::put_meta(&mut b, &meta);
-        write(&self.store, b, Durability::Sync).await?;
+        if let Err(e) = write(&self.store, b, Durability::Sync).await {
+            // Never acknowledged: left receiving, it would count against
+            // the department until the next start.
+            discard(&self.store, id).await;
+            return Err(e);
+        }
         self.job_wake.notify_one();
         tracing::info!(job = %id.to_hex(), department = %meta.department, lines = meta.total, "batch job queued");
         Ok(meta)

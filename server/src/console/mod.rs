@@ -301,28 +301,36 @@ async fn login(State(state): State<AppState>, req: Request) -> Response {
     let password = form.raw("password").unwrap_or_default().to_owned();
     // An id that could not be a staff id is not written into the audit
     // log as an operator (it could hold anything); it still fails alike.
-    let recorded_id = staff::valid_id(&id).then_some(id.as_str());
-    let book_state = state.clone();
-    let attempt = {
-        let id = id.clone();
-        tokio::task::spawn_blocking(move || book_state.accounts.staff.sign_in(&id, &password)).await
-    };
-    let result = match attempt {
-        Ok(r) => r,
-        Err(_) => return error_page(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "暂时无法登录").into_response(),
-    };
-    let department = state.accounts.staff.get(&id).map(|s| s.department.id.clone()).unwrap_or_else(|| "console".into());
-    match result {
-        Ok(staff) => {
-            if let Err(r) = audit_sign_in(&state, &department, recorded_id, true, "ok").await {
-                return r;
-            }
-            start_session(&state, staff, tls)
+    let recorded_id = staff::valid_id(&id).then(|| id.clone());
+    // The check and its audit entry are one step, run to its end in a task
+    // of its own: a failed attempt counts towards locking the account, so
+    // a client that goes away before the answer must not leave a counted
+    // failure (or a lock) with no entry in the audit trail.
+    let checked = tokio::spawn({
+        let state = state.clone();
+        async move {
+            let book = state.clone();
+            let attempt = tokio::task::spawn_blocking({
+                let id = id.clone();
+                move || book.accounts.staff.sign_in(&id, &password)
+            })
+            .await;
+            let result = attempt.ok()?;
+            let department = state.accounts.staff.get(&id).map(|s| s.department.id.clone()).unwrap_or_else(|| "console".into());
+            let outcome = result.as_ref().err().map_or("ok", |e| e.code());
+            let audited = audit_sign_in(&state, &department, recorded_id.as_deref(), result.is_ok(), outcome).await;
+            Some((result, audited))
         }
+    });
+    let Ok(Some((result, audited))) = checked.await else {
+        return error_page(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "暂时无法登录").into_response();
+    };
+    if let Err(r) = audited {
+        return r;
+    }
+    match result {
+        Ok(staff) => start_session(&state, staff, tls),
         Err(e) => {
-            if let Err(r) = audit_sign_in(&state, &department, recorded_id, false, e.code()).await {
-                return r;
-            }
             let (status, message) = match e {
                 SignInError::BadCredentials => (StatusCode::UNAUTHORIZED, "工号或密码不正确。".to_owned()),
                 SignInError::Locked => (

@@ -529,8 +529,18 @@ async fn authenticated(state: &AppState, mut req: Request, next: Next, purpose: 
         req.extensions_mut().insert(caller);
         next.run(req).await
     };
-    drop(permit);
-    logged(department, resp)
+    logged(department, held_while_sent(resp, permit))
+}
+
+/// The concurrency cap counts a request until its answer is produced; a
+/// streamed answer (a batch comparison, a job's download), whose work goes
+/// on while its body is sent, until that body is done with.
+fn held_while_sent(resp: Response, permit: Option<tokio::sync::OwnedSemaphorePermit>) -> Response {
+    use axum::body::HttpBody;
+    match permit {
+        Some(p) if resp.body().size_hint().exact().is_none() => resp.map(|body| crate::conn::Holding::body(body, p)),
+        _ => resp,
+    }
 }
 
 /// An answer that names the department, for the access log.
@@ -541,8 +551,8 @@ fn logged(department: String, mut resp: Response) -> Response {
 
 /// A request's department, admitted within its limits.
 struct Admitted {
-    /// Held until the answer is produced: the concurrency cap counts
-    /// requests in progress.
+    /// Held until the answer is produced, or a streamed answer sent: the
+    /// concurrency cap counts requests in progress.
     permit: Option<tokio::sync::OwnedSemaphorePermit>,
     department: String,
     caller: crate::auth::Caller,

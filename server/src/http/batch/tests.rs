@@ -493,6 +493,30 @@ async fn too_many_unfinished_jobs_are_refused_with_retry_after() {
     assert_eq!(submit(COUNTER).await.0, StatusCode::ACCEPTED, "done jobs no longer count");
 }
 
+/// A batch comparison's work goes on while its answers stream: it holds
+/// its place under the department's concurrency cap until its body is done
+/// with, not only until the answer's head is produced.
+#[tokio::test]
+async fn a_streamed_batch_counts_against_the_concurrency_cap_until_its_body_is_done() {
+    let mut d = dept("counter", vec![Role::Consumer], COUNTER);
+    d.max_concurrent = Some(1);
+    let st = state_with_departments(5, &[d]);
+    let (mut tx, body) = http_body_util::channel::Channel::<Bytes, std::io::Error>::new(4);
+    let first = router(st.clone()).oneshot(req("POST", "/v1/verify/batch", COUNTER, Body::new(body))).await.unwrap();
+    assert_eq!(first.status(), StatusCode::OK);
+    tx.send_data(Bytes::from(body_of((0..3).map(|i| line(i, 5))))).await.unwrap();
+    let another = || req("POST", "/v1/verify/batch", COUNTER, Body::from(body_of((0..3).map(|i| line(i, 5)))));
+    let (s, h, j) = send_with_headers(&st, another()).await;
+    assert_eq!((s, j["error"]["code"].as_str()), (StatusCode::TOO_MANY_REQUESTS, Some("overloaded")), "{j}");
+    assert!(h.contains_key("retry-after"));
+    // Once the first comparison's body has ended and been read, its place is free.
+    drop(tx);
+    let answers = tokio::time::timeout(std::time::Duration::from_secs(10), first.into_body().collect()).await.unwrap().unwrap();
+    assert_eq!(ndjson(&answers.to_bytes()).len(), 3);
+    let (s, body) = send(&st, another()).await;
+    assert_eq!(s, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+}
+
 /// A client that goes away while it uploads a job drops the request's
 /// future; what the job stored is discarded all the same, and it does not
 /// count against the department's unfinished jobs.
