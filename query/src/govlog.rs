@@ -24,6 +24,10 @@ pub enum Expect {
     Open,
     /// Whatever is there: a replacement.
     Anything,
+    /// A staff account as last changed at this time (Unix microseconds):
+    /// a change built from that version, refused if another came first.
+    /// Last, so that entries written before it decode as they were.
+    ChangedAt(i64),
 }
 
 /// One governance state change, as the node that took the request decided it.

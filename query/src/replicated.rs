@@ -81,10 +81,12 @@ impl Queries {
     }
 
     /// Stores a staff account with its audit event: a new one must not
-    /// exist yet (`new`); a change replaces what is stored. In cluster
-    /// mode through the log, so every node's console knows it.
-    pub async fn store_staff(&self, record: crate::staff::StaffRecord, new: bool, ev: AuditEvent) -> Result<()> {
-        let expect = if new { Expect::Absent } else { Expect::Anything };
+    /// exist yet ([`Expect::Absent`]); a change must replace the version
+    /// it was built from ([`Expect::ChangedAt`]), so that of two changes
+    /// made at once (two administrators, two nodes) the second is refused
+    /// rather than undoing the first. In cluster mode through the log, so
+    /// every node's console knows it.
+    pub async fn store_staff(&self, record: crate::staff::StaffRecord, expect: Expect, ev: AuditEvent) -> Result<()> {
         self.govern(Change::Staff { record, expect }, vec![ev]).await.map(|_| ())
     }
 
@@ -170,9 +172,16 @@ impl Queries {
             }
             Change::Staff { record, expect } => {
                 let current = crate::staff::load(&**self.store.engine(), &record.id)?;
-                if *expect == Expect::Absent && current.is_some() {
+                let refused = match (expect, &current) {
+                    (Expect::Absent, Some(_)) => Some(format!("an account {} was added meanwhile", record.id)),
+                    (Expect::ChangedAt(at), c) if c.as_ref().map(|c| c.changed_at) != Some(*at) => {
+                        Some(format!("account {} was changed meanwhile; look at it again before changing it", record.id))
+                    }
+                    _ => None,
+                };
+                if let Some(why) = refused {
                     self.record_then(Vec::new(), extra, release).await?;
-                    return Ok(Err(format!("an account {} was added meanwhile", record.id)));
+                    return Ok(Err(why));
                 }
                 record.write_into(&mut extra);
                 let hook = self.staff_hook.read().unwrap_or_else(|e| e.into_inner()).clone();
@@ -342,6 +351,39 @@ mod tests {
         }
         assert_eq!(q.policy(), (policy, Some(record)));
         assert!(q.store.engine().get(Cf::Gov, POLICY_KEY).unwrap().is_some(), "and it is stored");
+    }
+
+    #[tokio::test]
+    async fn a_staff_change_made_from_a_replaced_version_is_refused() {
+        let (q, _) = slow_queries();
+        let version = |changed_at: i64, disabled: bool| crate::staff::StaffRecord {
+            id: "clerk9".into(),
+            name: "赵九".into(),
+            department: "counter".into(),
+            roles: vec!["clerk".into()],
+            password_argon2: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA".into(),
+            disabled,
+            created_at: 1,
+            created_by: "admin1".into(),
+            changed_at,
+            changed_by: "admin1".into(),
+        };
+        let store = |record, expect| {
+            let q = &q;
+            async move { q.apply_change(&Change::Staff { record, expect }, Vec::new(), WriteBatch::new()).await }
+        };
+        store(version(1, false), Expect::Absent).await.unwrap().unwrap();
+        assert!(store(version(2, false), Expect::Absent).await.unwrap().unwrap_err().contains("added meanwhile"));
+        // Two changes built from version 1: the first is stored, the
+        // second would undo it and is refused.
+        store(version(5, true), Expect::ChangedAt(1)).await.unwrap().unwrap();
+        let second = store(version(6, false), Expect::ChangedAt(1)).await.unwrap();
+        assert!(second.as_ref().is_err_and(|why| why.contains("changed meanwhile")), "{second:?}");
+        let stored = crate::staff::load(&**q.store.engine(), "clerk9").unwrap().unwrap();
+        assert_eq!((stored.changed_at, stored.disabled), (5, true));
+        // Built from the version stored, a change goes through.
+        store(version(7, false), Expect::ChangedAt(5)).await.unwrap().unwrap();
+        assert!(store(version(8, true), Expect::ChangedAt(5)).await.unwrap().is_err());
     }
 
     #[test]

@@ -65,10 +65,11 @@ pub fn run(o: &StaffOptions, action: StaffAction, input: &mut dyn BufRead) -> an
             book.stored_account(&id)?;
             let (hash, generated) = password(o.generate, input)?;
             let change = Change::Reset(hash);
-            (book.changed_record(&id, &change, by, now)?, change.verb(), generated)
+            (book.changed_record(&id, &change, by, now)?.0, change.verb(), generated)
         }
-        StaffAction::Disable(id) => (book.changed_record(&id, &Change::Disable, by, now)?, Change::Disable.verb(), None),
-        StaffAction::Enable(id) => (book.changed_record(&id, &Change::Enable, by, now)?, Change::Enable.verb(), None),
+        // The store is this command's alone: no other change can come between.
+        StaffAction::Disable(id) => (book.changed_record(&id, &Change::Disable, by, now)?.0, Change::Disable.verb(), None),
+        StaffAction::Enable(id) => (book.changed_record(&id, &Change::Enable, by, now)?.0, Change::Enable.verb(), None),
     };
     let mut ev = system_event(PURPOSE, Action::Account);
     ev.operator = o.operator.map(str::to_owned);

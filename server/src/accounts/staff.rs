@@ -32,7 +32,7 @@ pub enum Source {
     /// `[[staff]]` of the configuration: read-only at run time.
     Config,
     /// The store, added by an administrator.
-    Store { created_at: i64, created_by: String },
+    Store { created_at: i64, created_by: String, changed_at: i64 },
 }
 
 /// A staff member, as the console knows them.
@@ -74,7 +74,7 @@ impl Staff {
 
     /// This account as a stored record, changed by `by` at `now`.
     fn record(&self, by: &str, now: i64) -> Option<StaffRecord> {
-        let Source::Store { created_at, created_by } = &self.source else { return None };
+        let Source::Store { created_at, created_by, .. } = &self.source else { return None };
         Some(StaffRecord {
             id: self.id.clone(),
             name: self.name.clone(),
@@ -212,7 +212,7 @@ fn stored_staff(r: &StaffRecord, departments: &dyn Fn(&str) -> Option<Arc<Depart
         password: Some(r.password_argon2.clone()),
         cert_subject: None,
         disabled: r.disabled,
-        source: Source::Store { created_at: r.created_at, created_by: r.created_by.clone() },
+        source: Source::Store { created_at: r.created_at, created_by: r.created_by.clone(), changed_at: r.changed_at },
     })
 }
 
@@ -477,8 +477,12 @@ impl StaffBook {
     }
 
     /// The record of stored account `id` after `change`.
-    pub fn changed_record(&self, id: &str, change: &Change, by: &str, now: i64) -> Result<StaffRecord, AccountError> {
+    /// The stored account `id` with `change` made by `by` at `now`, and
+    /// when the version it was made from was changed (for the store's
+    /// precondition, see `Queries::store_staff`).
+    pub fn changed_record(&self, id: &str, change: &Change, by: &str, now: i64) -> Result<(StaffRecord, i64), AccountError> {
         let s = self.stored_account(id)?;
+        let Source::Store { changed_at: from, .. } = s.source else { return Err(AccountError::Configured) };
         let mut r = s.record(by, now).ok_or(AccountError::Configured)?;
         match change {
             Change::Disable | Change::Enable if r.disabled == matches!(change, Change::Disable) => {
@@ -491,7 +495,7 @@ impl StaffBook {
                 r.password_argon2 = hash.clone();
             }
         }
-        Ok(r)
+        Ok((r, from))
     }
 
     /// Takes a committed record in, replacing the account's former
@@ -701,7 +705,7 @@ mod tests {
 
         // A reset: the old password fails, the new one works, and the
         // version a session holds is no longer current.
-        let reset = b.changed_record("s2", &Change::Reset(hash_password("second-pass-2").unwrap()), "admin1", 20).unwrap();
+        let (reset, _) = b.changed_record("s2", &Change::Reset(hash_password("second-pass-2").unwrap()), "admin1", 20).unwrap();
         assert_eq!((reset.created_at, reset.changed_at), (10, 20));
         b.put(&reset).unwrap();
         assert!(!b.is_current(&first));
@@ -709,12 +713,13 @@ mod tests {
         let second = b.sign_in("s2", "second-pass-2").unwrap();
         assert!(b.is_current(&second));
 
-        let off = b.changed_record("s2", &Change::Disable, "admin1", 30).unwrap();
+        let (off, from) = b.changed_record("s2", &Change::Disable, "admin1", 30).unwrap();
+        assert_eq!(from, 20, "made from the version the reset stored");
         b.put(&off).unwrap();
         assert!(!b.is_current(&second));
         assert_eq!(b.sign_in("s2", "second-pass-2").unwrap_err(), SignInError::Disabled);
         assert_eq!(b.changed_record("s2", &Change::Disable, "admin1", 31).unwrap_err().code(), "conflict");
-        b.put(&b.changed_record("s2", &Change::Enable, "admin1", 40).unwrap()).unwrap();
+        b.put(&b.changed_record("s2", &Change::Enable, "admin1", 40).unwrap().0).unwrap();
         assert!(b.sign_in("s2", "second-pass-2").is_ok());
         // Configured accounts first, stored ones after.
         assert_eq!(b.all().iter().map(|s| s.id.as_str()).collect::<Vec<_>>(), vec!["clerk1", "s2"]);

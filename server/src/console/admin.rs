@@ -15,6 +15,7 @@ use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use basedata_query::replicated::Expect;
 use basedata_query::staff::StaffRecord;
 use basedata_store::audit::Action;
 use std::fmt::Write;
@@ -154,12 +155,31 @@ async fn staff_page(State(state): State<AppState>, session: Session) -> Response
     render(&state, &session, String::new())
 }
 
-/// Records an administrator's action on an account, then shows the page.
-async fn act(state: &AppState, session: &Session, id: &str, outcome: &str, done: &str) -> Response {
+/// Makes an administrator's `change` to an account once its audit entry
+/// is durable, then shows the page saying what was `done` (from what the
+/// change returned). The change runs on the writer, after the entry: a
+/// request given up meanwhile still makes it, and an entry the writer
+/// refuses (its queue full) leaves no change made unrecorded.
+async fn act<T: Send + 'static>(
+    state: &AppState,
+    session: &Session,
+    id: &str,
+    outcome: &str,
+    change: impl FnOnce() -> T + Send + 'static,
+    done: impl FnOnce(T) -> String,
+) -> Response {
     let mut ev = session.staff.caller().event(PURPOSE, Action::Account, None);
     ev.outcome = format!("{outcome} {id}");
-    let message = match state.queries.record(vec![ev], basedata_store::WriteBatch::new()).await {
-        Ok(()) => notice("ok", outcome, done),
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let made = move || {
+        let _ = tx.send(change());
+    };
+    let message = match state.queries.record_then(vec![ev], basedata_store::WriteBatch::new(), made).await {
+        // Sent before the commit's answer, so it is there.
+        Ok(()) => match rx.await {
+            Ok(t) => notice("ok", outcome, &done(t)),
+            Err(_) => notice("error", "internal", "操作未完成，请重试。"),
+        },
         Err(e) => super::query_error(&e),
     };
     render(state, session, message)
@@ -172,8 +192,8 @@ async fn unlock(State(state): State<AppState>, Path(id): Path<String>, CsrfForm 
     if state.accounts.staff.get(&id).is_none() {
         return refused(&state, &session, &AccountError::NotFound);
     }
-    state.accounts.staff.unlock(&id);
-    act(&state, &session, &id, "unlocked", &format!("已解除 {id} 的锁定。")).await
+    let (accounts, whom) = (state.accounts.clone(), id.clone());
+    act(&state, &session, &id, "unlocked", move || accounts.staff.unlock(&whom), |()| format!("已解除 {id} 的锁定。")).await
 }
 
 async fn sign_out(State(state): State<AppState>, Path(id): Path<String>, CsrfForm { session, .. }: CsrfForm) -> Response {
@@ -183,8 +203,9 @@ async fn sign_out(State(state): State<AppState>, Path(id): Path<String>, CsrfFor
     if state.accounts.staff.get(&id).is_none() {
         return refused(&state, &session, &AccountError::NotFound);
     }
-    let n = state.accounts.sessions.end_for(&id);
-    act(&state, &session, &id, "signed_out", &format!("已结束 {id} 的 {n} 个会话。")).await
+    let (accounts, whom) = (state.accounts.clone(), id.clone());
+    let ended = move || accounts.sessions.end_for(&whom);
+    act(&state, &session, &id, "signed_out", ended, |n| format!("已结束 {id} 的 {n} 个会话。")).await
 }
 
 fn refused(state: &AppState, session: &Session, e: &AccountError) -> Response {
@@ -224,6 +245,7 @@ async fn commit(
     verb: &str,
     done: String,
     generated: Option<String>,
+    expect: Expect,
     one_at_a_time: OwnedMutexGuard<()>,
 ) -> Response {
     let mut ev = session.staff.caller().event(PURPOSE, Action::Account, None);
@@ -233,10 +255,9 @@ async fn commit(
     // Stored by a task of its own that holds the change lock to the end,
     // so a request given up meanwhile cannot let the next change be
     // checked against the account book as it was before this one.
-    let new = verb == "added";
     let (queries, stored) = (state.queries.clone(), record.clone());
     let task = tokio::spawn(async move {
-        let r = queries.store_staff(stored, new, ev).await;
+        let r = queries.store_staff(stored, expect, ev).await;
         drop(one_at_a_time);
         r
     });
@@ -283,7 +304,7 @@ async fn add(State(state): State<AppState>, CsrfForm { session, form }: CsrfForm
     match state.accounts.staff.new_record(&account, hash, &session.staff.id, state.queries.store.clock().now_micros()) {
         Ok(record) => {
             let done = format!("已添加账号 {}。", record.id);
-            commit(&state, &session, record, "added", done, generated, one_at_a_time).await
+            commit(&state, &session, record, "added", done, generated, Expect::Absent, one_at_a_time).await
         }
         Err(e) => refused(&state, &session, &e),
     }
@@ -295,7 +316,7 @@ async fn change(state: AppState, session: Session, id: String, change: Change, d
     }
     let one_at_a_time = state.accounts.changing.clone().lock_owned().await;
     match state.accounts.staff.changed_record(&id, &change, &session.staff.id, state.queries.store.clock().now_micros()) {
-        Ok(record) => commit(&state, &session, record, change.verb(), done, generated, one_at_a_time).await,
+        Ok((record, from)) => commit(&state, &session, record, change.verb(), done, generated, Expect::ChangedAt(from), one_at_a_time).await,
         Err(e) => refused(&state, &session, &e),
     }
 }
