@@ -240,11 +240,21 @@ async fn two_nodes_agree_on_grants_disputes_and_deemed_approvals() {
         changed_by: "admin1".into(),
     };
     let ev = admin.event("account", basedata_store::Action::Account, None);
-    a.q.store_staff(account.clone(), true, ev.clone()).await.unwrap();
+    a.q.store_staff(account.clone(), Expect::Absent, ev.clone()).await.unwrap();
     assert_eq!(*taken.lock().unwrap(), ["li.si", "li.si"], "taken in on both nodes");
     assert_eq!(basedata_query::staff::load(&**b.store.engine(), "li.si").unwrap(), Some(account.clone()));
-    let twice = b.q.store_staff(account, true, ev).await.unwrap_err();
+    let twice = b.q.store_staff(account.clone(), Expect::Absent, ev.clone()).await.unwrap_err();
     assert_eq!(twice.code(), "conflict", "{twice}");
+    // Two changes built from the same version, on two nodes: the first in
+    // the log stands on both, the second would undo it and is refused.
+    let off = basedata_query::staff::StaffRecord { disabled: true, changed_at: START + 1, ..account.clone() };
+    let renamed = basedata_query::staff::StaffRecord { name: "李四四".into(), changed_at: START + 2, ..account };
+    a.q.store_staff(off.clone(), Expect::ChangedAt(START), ev.clone()).await.unwrap();
+    let late = b.q.store_staff(renamed, Expect::ChangedAt(START), ev).await.unwrap_err();
+    assert_eq!(late.code(), "conflict", "{late}");
+    for n in [&a, &b] {
+        assert_eq!(basedata_query::staff::load(&**n.store.engine(), "li.si").unwrap(), Some(off.clone()));
+    }
 
     let (da, db) = (a.q.governance_digest().unwrap(), b.q.governance_digest().unwrap());
     assert_eq!((da.grants, da.disputes, da.responsible, da.accounts), (3, 1, 1, 1));
