@@ -38,11 +38,19 @@ pub enum Change {
     /// it into every node's key mapping, so that any node can resolve it.
     Dispute { dispute: Dispute, key: (u8, String), expect: Expect },
     Responsible { department: String, record: ResponsibleRecord },
-    /// A policy switch: the last in log order stands on every node.
+    /// A policy switch without a precondition, as logged before
+    /// [`Change::PolicySwitch`]: the last in log order stands.
     Policy { record: PolicyRecord },
     /// A stored staff account of the console, added (`Absent`) or changed
-    /// (`Anything`: the last change in log order stands).
+    /// (`ChangedAt` the version it was built from; `Anything` in entries
+    /// logged before that: the last change in log order stands).
     Staff { record: crate::staff::StaffRecord, expect: Expect },
+    /// A policy switch built from the policy in force: the configuration's
+    /// (`Absent`) or the switch made at `ChangedAt`. A switch built from a
+    /// policy another switch has replaced meanwhile is refused, so that of
+    /// two switches of different members made at once neither undoes the
+    /// other. Last, so that entries logged before it decode as they were.
+    PolicySwitch { record: PolicyRecord, expect: Expect },
 }
 
 /// What an applied change stored.

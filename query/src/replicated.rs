@@ -54,7 +54,11 @@ impl Queries {
         if !caller.department.has(Role::Admin) {
             return Err(Error::Forbidden("only an administrator switches the governance policy".into()));
         }
-        let mut p = self.grants.policy();
+        // The policy in force and the switch it comes from, read together:
+        // the switch is made only if that is still the policy in force.
+        let from = self.grants.policy_record();
+        let mut p = from.as_ref().map_or_else(|| self.grants.policy(), |r| r.policy);
+        let expect = from.map_or(Expect::Absent, |r| Expect::ChangedAt(r.set_at));
         p.grant_reply_days = change.grant_reply_days.unwrap_or(p.grant_reply_days);
         p.dispute_days = change.dispute_days.unwrap_or(p.dispute_days);
         p.deemed_approval = change.deemed_approval.unwrap_or(p.deemed_approval);
@@ -70,7 +74,7 @@ impl Queries {
             "grant_reply_days={} dispute_days={} deemed_approval={} responsible_max_age_days={}",
             p.grant_reply_days, p.dispute_days, p.deemed_approval, p.responsible_max_age_days
         );
-        self.govern(Change::Policy { record }, vec![ev]).await?;
+        self.govern(Change::PolicySwitch { record, expect }, vec![ev]).await?;
         Ok(p)
     }
 
@@ -195,7 +199,19 @@ impl Queries {
                 .await?;
                 Ok(Ok(Changed::Staff))
             }
-            Change::Policy { record } => {
+            Change::Policy { record } | Change::PolicySwitch { record, .. } => {
+                if let Change::PolicySwitch { expect, .. } = change {
+                    let in_force = self.grants.policy_record().map(|r| r.set_at);
+                    let holds = match expect {
+                        Expect::Absent => in_force.is_none(),
+                        Expect::ChangedAt(at) => in_force == Some(*at),
+                        _ => true,
+                    };
+                    if !holds {
+                        self.record_then(Vec::new(), extra, release).await?;
+                        return Ok(Err("the policy was switched meanwhile; look at it again before switching it".into()));
+                    }
+                }
                 extra.put(Cf::Gov, POLICY_KEY.to_vec(), basedata_store::codec::encode(record));
                 let (book, taken) = (self.grants.clone(), record.clone());
                 self.record_then(events, extra, move || {
@@ -337,12 +353,37 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_policy_switch_built_from_a_replaced_policy_is_refused() {
+        let (q, _) = slow_queries();
+        let switch = |grant_reply_days, set_at, expect| {
+            let record = PolicyRecord { policy: crate::gov::Policy { grant_reply_days, ..Default::default() }, set_at, set_by: "admin".into() };
+            let q = &q;
+            async move { q.apply_change(&Change::PolicySwitch { record, expect }, Vec::new(), WriteBatch::new()).await.unwrap() }
+        };
+        // Two switches built from the configuration's policy: the first
+        // stands, the second would undo it and is refused.
+        switch(9, 5, Expect::Absent).await.unwrap();
+        assert!(switch(7, 6, Expect::Absent).await.is_err_and(|why| why.contains("switched meanwhile")));
+        assert!(switch(7, 6, Expect::ChangedAt(4)).await.is_err());
+        assert_eq!(q.policy().0.grant_reply_days, 9);
+        switch(7, 6, Expect::ChangedAt(5)).await.unwrap();
+        assert_eq!(q.policy().1.map(|r| (r.policy.grant_reply_days, r.set_at)), Some((7, 6)));
+        // Through the use case, one member at a time: each switch keeps
+        // the members the one before set.
+        let admin = Caller::declared(std::sync::Arc::new(crate::Department::new("admin", vec![Role::Admin])), None);
+        q.switch_policy(&admin, &PolicyChange { dispute_days: Some(3), ..Default::default() }).await.unwrap();
+        let p = q.switch_policy(&admin, &PolicyChange { deemed_approval: Some(false), ..Default::default() }).await.unwrap();
+        assert_eq!((p.grant_reply_days, p.dispute_days, p.deemed_approval), (7, 3, false));
+        assert_eq!(q.policy().0, p);
+    }
+
+    #[tokio::test]
     async fn a_policy_switch_given_up_while_it_commits_still_takes_effect() {
         let (q, engine) = slow_queries();
         engine.delay_writes(Duration::from_millis(300));
         let policy = crate::gov::Policy { grant_reply_days: 9, ..Default::default() };
         let record = PolicyRecord { policy, set_at: 5, set_by: "admin".into() };
-        given_up(&q, &Change::Policy { record: record.clone() }).await;
+        given_up(&q, &Change::PolicySwitch { record: record.clone(), expect: Expect::Absent }).await;
         for _ in 0..100 {
             if q.policy().0 == policy {
                 break;
