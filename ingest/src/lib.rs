@@ -18,7 +18,7 @@ pub mod sst;
 
 pub use bulk::{BatchLoader, LoadSummary};
 pub use line::{for_provider, parse_line, parse_value, LineError};
-pub use provide::{Format, Provide, Report, Submission};
+pub use provide::{Format, KeepRejected, Provide, Report, Submission};
 
 /// A store in memory with the built-in catalog, for this crate's tests.
 #[cfg(test)]

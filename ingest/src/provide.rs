@@ -342,10 +342,17 @@ impl Provide {
 
     /// Applies a whole submission: returns once its valid lines and its
     /// audit entry are durable.
-    pub async fn apply(&self, mut s: Submission<'_>) -> Result<Report> {
+    pub async fn apply(&self, s: Submission<'_>) -> Result<Report> {
+        self.apply_keeping(s, None).await
+    }
+
+    /// [`Provide::apply`], then `keep` takes the listed rejected lines (if
+    /// any): in the same task as the commit, so that it runs even when
+    /// the request is given up meanwhile.
+    pub async fn apply_keeping(&self, mut s: Submission<'_>, keep: Option<KeepRejected>) -> Result<Report> {
         s.finish()?;
         if let Some(log) = &self.log {
-            return self.logged(log.clone(), s).await;
+            return self.logged(log.clone(), s, keep).await;
         }
         let submitted = s.updates.len();
         s.event.outcome = format!("submitted={submitted} rejected={}", s.rejected.total());
@@ -369,6 +376,7 @@ impl Provide {
             let counted = rejected.total();
             rejected.merge(refused_lines(&done.outcomes, &lines, &keys));
             audit_refusals(&committer, denied, &rejected, rejected.total() - counted).await?;
+            hand_over(keep, &rejected).await;
             Ok::<_, Error>((done, rejected))
         });
         let (done, rejected) = settled.await.map_err(|e| Error::Internal(format!("the submission's commit failed: {e}")))??;
@@ -395,7 +403,7 @@ impl Provide {
     /// of their own, as on a single node: a request given up while the log
     /// takes its lines or this node applies them would otherwise leave the
     /// lines in the log with no record of the ones refused.
-    async fn logged(&self, log: Arc<dyn UpdateLog>, mut s: Submission<'_>) -> Result<Report> {
+    async fn logged(&self, log: Arc<dyn UpdateLog>, mut s: Submission<'_>, keep: Option<KeepRejected>) -> Result<Report> {
         let prepared = if s.updates.is_empty() {
             crate::log::Prepared::default()
         } else {
@@ -421,6 +429,7 @@ impl Provide {
             let Some(last) = sent.iter().map(|m| m.position).max() else {
                 let position = Some(positions.position());
                 audit_refusals(&committer, denied, &rejected, 0).await?;
+                hand_over(keep, &rejected).await;
                 return Ok(Report { rejected, last_seq: store.last_seq(), position, ..Report::default() });
             };
             // Lines of partitions this node does not hold are applied
@@ -449,9 +458,22 @@ impl Provide {
                 None => logged += mine.iter().map(|m| m.lines).sum::<usize>(),
             }
             audit_refusals(&committer, denied, &rejected, rejected.total() - counted).await?;
+            hand_over(keep, &rejected).await;
             Ok(Report { applied, stale, rejected, last_seq, position: Some(last), logged: Some(logged) })
         });
         settled.await.map_err(|e| Error::Internal(format!("the submission's logging failed: {e}")))?
+    }
+}
+
+/// What keeps a submission's listed rejected lines for its stewards (see
+/// [`Provide::apply_keeping`]): handed the lines, a future that keeps them.
+pub type KeepRejected =
+    Box<dyn FnOnce(Vec<(u64, LineError)>) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send>;
+
+/// Hands the listed rejected lines to `keep`, if there are any.
+async fn hand_over(keep: Option<KeepRejected>, rejected: &Rejections) {
+    if let Some(keep) = keep.filter(|_| !rejected.listed.is_empty()) {
+        keep(rejected.listed.clone()).await;
     }
 }
 

@@ -503,3 +503,40 @@ async fn a_change_past_the_time_limit_is_told_it_may_still_be_made_and_is() {
     assert_eq!(state.queries.policy().0.grant_reply_days, 9, "the switch was made after its answer was given up");
     assert!(state.queries.policy().1.is_some_and(|r| r.set_by == "admin"));
 }
+
+/// A provider that goes away while its updates are written still has its
+/// rejected lines kept for the stewards, with the updates.
+#[tokio::test]
+async fn rejected_lines_are_kept_when_the_provider_leaves_before_the_answer() {
+    let engine = Arc::new(MemEngine::new());
+    let clock = Arc::new(ManualClock::new(1_763_800_000_000_000));
+    let store = Store::open(engine.clone(), &Secret::from_bytes([1; 32]), Arc::new(Catalog::builtin()), clock).unwrap();
+    let token = "test-gongan-token-0001";
+    let departments = Departments::from_config(&[dept("gongan", "公安", vec![Role::Provider], token, None)]).unwrap();
+    let state = AppState::build(Arc::new(store), departments, Settings::default()).unwrap();
+    let g = basedata_gen::GenConfig { persons: 1, entities: 0, seed: 5 };
+    let good = serde_json::json!({"key": basedata_gen::person_key(&g, 0).as_str(), "version": 1, "fields": basedata_gen::person_hukou(&g, 0)});
+    let body = format!("{good}\n{{\"key\":\"1\",\"version\":1}}\n");
+    // Every write takes 300 ms: the request is given up while its
+    // updates are written, as when the client goes away.
+    engine.delay_writes(std::time::Duration::from_millis(300));
+    let post = HttpRequest::post("/v1/datasets/hukou/updates")
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/x-ndjson")
+        .body(Body::from(body))
+        .unwrap();
+    let given_up = tokio::time::timeout(std::time::Duration::from_millis(50), router(state.clone()).oneshot(post)).await;
+    assert!(given_up.is_err(), "answered before its write was durable");
+    let gongan = state.departments.get("gongan").unwrap().caller(None);
+    let mut kept = Vec::new();
+    for _ in 0..100 {
+        kept = state.queries.rejected_lines(&gongan, "hukou").unwrap();
+        if !kept.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(kept.iter().map(|l| (l.line, l.code.as_str())).collect::<Vec<_>>(), vec![(2, "invalid_key")]);
+    let key = basedata_store::SubjectKey::Person(basedata_gen::person_key(&g, 0));
+    assert!(state.store.get(&key, "hukou", None).unwrap().is_some(), "and the valid line was applied");
+}

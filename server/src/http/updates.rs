@@ -61,23 +61,27 @@ pub async fn post_updates(
             submission.push(&data)?;
         }
     }
-    let r = state.provide.apply(submission).await?;
-    if !r.rejected.listed.is_empty() {
-        // Kept for the provider's stewards once the request's updates and
-        // audit entry are durable. The updates are in and the answer lists
-        // the lines itself, so a failure here is logged rather than
-        // failing the request.
-        let at = state.queries.grants.now();
-        // Only the last lines of a request could be kept.
-        let listed = &r.rejected.listed[r.rejected.listed.len().saturating_sub(rejected::KEPT)..];
-        let lines = listed
-            .iter()
-            .map(|(line, e)| RejectedLine::new(at, *line, e.key.as_deref(), e.code, &e.message, &caller.department.id))
-            .collect();
-        if let Err(e) = state.queries.keep_rejected(&dataset, lines).await {
-            tracing::warn!(code = e.code(), error = %e, dataset = %dataset, "cannot keep the rejected lines for the stewards");
-        }
-    }
+    // The listed rejected lines are kept for the provider's stewards once
+    // the request's updates and audit entry are durable, in the same task
+    // as the commit, so a request given up meanwhile keeps them too. The
+    // updates are in and the answer lists the lines itself, so a failure
+    // to keep them is logged rather than failing the request.
+    let (queries, department, kept_for) = (state.queries.clone(), caller.department.id.clone(), dataset.clone());
+    let keep: basedata_ingest::KeepRejected = Box::new(move |listed| {
+        Box::pin(async move {
+            let at = queries.grants.now();
+            // Only the last lines of a request could be kept.
+            let listed = &listed[listed.len().saturating_sub(rejected::KEPT)..];
+            let lines = listed
+                .iter()
+                .map(|(line, e)| RejectedLine::new(at, *line, e.key.as_deref(), e.code, &e.message, &department))
+                .collect();
+            if let Err(e) = queries.keep_rejected(&kept_for, lines).await {
+                tracing::warn!(code = e.code(), error = %e, dataset = %kept_for, "cannot keep the rejected lines for the stewards");
+            }
+        })
+    });
+    let r = state.provide.apply_keeping(submission, Some(keep)).await?;
     let rejected_total = r.rejected.total();
     let rejected_by_code = r.rejected.by_code.iter().map(|(code, n)| ((*code).to_owned(), *n)).collect();
     let rejected = r
