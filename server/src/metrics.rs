@@ -117,7 +117,7 @@ impl Metrics {
         let dataset_updates =
             IntGaugeVec::new(Opts::new("dataset_updates_total", "Changes applied per dataset"), &["dataset"]).expect("metric");
         let commit = IntGaugeVec::new(
-            Opts::new("writer", "Group-commit writer: groups, jobs, items, largest_group, longest_commit_us, slow_commits (over 10 ms), long_commits (over 3 ms), queued, failures"),
+            Opts::new("writer", "Group-commit writer: groups (writes; a failed group tried again job by job writes each alone), jobs, items, largest_group, longest_commit_us, slow_commits (over 10 ms), long_commits (over 3 ms), queued, failures"),
             &["stat"],
         )
         .expect("metric");

@@ -357,6 +357,19 @@ fn answer(reply: Reply, result: JobResult) {
 /// it cannot read) fails only itself: a failed write changes nothing, in
 /// memory or on disk. `Err` (the panic's message) if the store panicked.
 fn commit_group(store: &Store, group: Vec<Job>, stats: &CommitStats, seq: &tokio::sync::watch::Sender<u64>) -> Result<(), String> {
+    write_group(store, group, stats, seq, false)
+}
+
+/// [`commit_group`]; `retry`: the group is one job of a failed group tried
+/// again alone, whose jobs and items were counted with it (its write
+/// counts as a group of its own).
+fn write_group(
+    store: &Store,
+    group: Vec<Job>,
+    stats: &CommitStats,
+    seq: &tokio::sync::watch::Sender<u64>,
+    retry: bool,
+) -> Result<(), String> {
     let mut updates = Vec::new();
     let mut events = Vec::new();
     let mut extra = WriteBatch::new();
@@ -381,9 +394,11 @@ fn commit_group(store: &Store, group: Vec<Job>, stats: &CommitStats, seq: &tokio
         extra = extras.pop().unwrap_or_default();
     }
     stats.groups.fetch_add(1, Ordering::Relaxed);
-    stats.jobs.fetch_add(replies.len() as u64, Ordering::Relaxed);
-    stats.items.fetch_add(items as u64, Ordering::Relaxed);
-    stats.largest_group.fetch_max(items as u64, Ordering::Relaxed);
+    if !retry {
+        stats.jobs.fetch_add(replies.len() as u64, Ordering::Relaxed);
+        stats.items.fetch_add(items as u64, Ordering::Relaxed);
+        stats.largest_group.fetch_max(items as u64, Ordering::Relaxed);
+    }
     let started = std::time::Instant::now();
     let committed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| store.commit_with(&updates, &events, extra, Durability::Sync)));
     let took = started.elapsed();
@@ -435,7 +450,7 @@ fn commit_group(store: &Store, group: Vec<Job>, stats: &CommitStats, seq: &tokio
             let (mut updates, mut events) = (updates.into_iter(), events.into_iter());
             for (((nu, ne), reply), extra) in shape.into_iter().zip(replies).zip(extras) {
                 let job = Job { updates: updates.by_ref().take(nu).collect(), events: events.by_ref().take(ne).collect(), extra, reply, guard: None };
-                commit_group(store, vec![job], stats, seq)?;
+                write_group(store, vec![job], stats, seq, true)?;
             }
             Ok(())
         }
@@ -662,6 +677,8 @@ mod tests {
         assert!(got[2].1.as_ref().is_err_and(|e| e.contains("no-such-dataset")), "{got:?}");
         assert_eq!(c.stats().failures.load(Ordering::Relaxed), 1, "the refused job alone");
         assert!(c.stats().groups.load(Ordering::Relaxed) >= 5, "the group of three, then each alone");
+        assert_eq!(c.stats().jobs.load(Ordering::Relaxed), 4, "each job counted once, though written twice");
+        assert_eq!(c.stats().items.load(Ordering::Relaxed), 8);
         for i in [0, 1, 3] {
             assert!(s.get(&key(i), "death", None).unwrap().is_some(), "{i}");
         }
