@@ -471,19 +471,25 @@ async fn a_single_node_audit_trail_pages_by_next_or_cursor() {
     assert!(body["chains"][0]["node"].is_null() && body["chains"][0]["ok"] == true);
 }
 
+/// A state with the one department `department` over an in-memory store
+/// whose every write takes 300 ms.
+fn slow_state(department: DepartmentConfig, settings: Settings) -> AppState {
+    let engine = Arc::new(MemEngine::new());
+    let clock = Arc::new(ManualClock::new(1_763_800_000_000_000));
+    let store = Store::open(engine.clone(), &Secret::from_bytes([1; 32]), Arc::new(Catalog::builtin()), clock).unwrap();
+    let state = AppState::build(Arc::new(store), Departments::from_config(&[department]).unwrap(), settings).unwrap();
+    engine.delay_writes(std::time::Duration::from_millis(300));
+    state
+}
+
 /// A change given up at the time limit is still made once its write
 /// lands, and its `503` says so; a read's says only that it was given up.
 #[tokio::test]
 async fn a_change_past_the_time_limit_is_told_it_may_still_be_made_and_is() {
-    let engine = Arc::new(MemEngine::new());
-    let clock = Arc::new(ManualClock::new(1_763_800_000_000_000));
-    let store = Store::open(engine.clone(), &Secret::from_bytes([1; 32]), Arc::new(Catalog::builtin()), clock).unwrap();
     let admin = "test-admin-token-00001";
-    let departments = Departments::from_config(&[dept("admin", "管理", vec![Role::Admin], admin, None)]).unwrap();
     let settings = Settings { request_timeout: std::time::Duration::from_millis(20), ..Settings::default() };
-    let state = AppState::build(Arc::new(store), departments, settings).unwrap();
-    // Every write takes 300 ms: the switch's audited commit outlasts the limit.
-    engine.delay_writes(std::time::Duration::from_millis(300));
+    // The switch's audited commit outlasts the limit.
+    let state = slow_state(dept("admin", "管理", vec![Role::Admin], admin, None), settings);
     let put = HttpRequest::put("/v1/policy")
         .header("authorization", format!("Bearer {admin}"))
         .header("content-type", "application/json")
@@ -508,18 +514,13 @@ async fn a_change_past_the_time_limit_is_told_it_may_still_be_made_and_is() {
 /// rejected lines kept for the stewards, with the updates.
 #[tokio::test]
 async fn rejected_lines_are_kept_when_the_provider_leaves_before_the_answer() {
-    let engine = Arc::new(MemEngine::new());
-    let clock = Arc::new(ManualClock::new(1_763_800_000_000_000));
-    let store = Store::open(engine.clone(), &Secret::from_bytes([1; 32]), Arc::new(Catalog::builtin()), clock).unwrap();
     let token = "test-gongan-token-0001";
-    let departments = Departments::from_config(&[dept("gongan", "公安", vec![Role::Provider], token, None)]).unwrap();
-    let state = AppState::build(Arc::new(store), departments, Settings::default()).unwrap();
+    // The request is given up while its updates are written, as when the
+    // client goes away.
+    let state = slow_state(dept("gongan", "公安", vec![Role::Provider], token, None), Settings::default());
     let g = basedata_gen::GenConfig { persons: 1, entities: 0, seed: 5 };
     let good = serde_json::json!({"key": basedata_gen::person_key(&g, 0).as_str(), "version": 1, "fields": basedata_gen::person_hukou(&g, 0)});
     let body = format!("{good}\n{{\"key\":\"1\",\"version\":1}}\n");
-    // Every write takes 300 ms: the request is given up while its
-    // updates are written, as when the client goes away.
-    engine.delay_writes(std::time::Duration::from_millis(300));
     let post = HttpRequest::post("/v1/datasets/hukou/updates")
         .header("authorization", format!("Bearer {token}"))
         .header("content-type", "application/x-ndjson")
