@@ -175,6 +175,12 @@ pub fn admit(
 /// How many claims of `department` were refused at `from..=to` (Unix
 /// microseconds): the flags are counted by key, not decoded.
 pub fn refusals(engine: &dyn Engine, department: &str, from: i64, to: i64) -> Result<usize> {
+    // Times are stored big-endian, in numeric order from 1970 on; an
+    // earlier start would sort after every stored one.
+    let from = from.max(0);
+    if to < from {
+        return Ok(0);
+    }
     let p = flag_prefix(department);
     let mut start = p.clone();
     start.extend_from_slice(&from.to_be_bytes());

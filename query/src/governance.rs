@@ -17,11 +17,28 @@ const MAX_TEXT: usize = 2000;
 
 fn required_text(name: &str, v: Option<&str>) -> Result<String> {
     match v.map(str::trim) {
-        Some(t) if !t.is_empty() && t.chars().count() <= MAX_TEXT => Ok(t.to_owned()),
-        Some(t) if !t.is_empty() => Err(Error::InvalidValue(format!("{name} is limited to {MAX_TEXT} characters"))),
+        Some(t) if !t.is_empty() => checked_text(name, t, MAX_TEXT).map(|()| t.to_owned()),
         _ => Err(Error::InvalidValue(format!("{name} is required"))),
     }
 }
+
+/// Free text that goes on record with a grant or a dispute: at most `max`
+/// characters, and none that could forge or hide a line of the audit
+/// trail or of a page (the rule `X-Purpose` follows). Refused, never cut
+/// or cleaned.
+fn checked_text(name: &str, t: &str, max: usize) -> Result<()> {
+    if t.chars().count() > max {
+        return Err(Error::InvalidValue(format!("{name} is limited to {max} characters")));
+    }
+    if !t.chars().all(basedata_store::audit::fits_audit_text) {
+        return Err(Error::InvalidValue(format!("{name} holds control or formatting characters")));
+    }
+    Ok(())
+}
+
+/// Longest purpose a grant may state: what the `X-Purpose` header of a
+/// use may hold, since the grant covers uses that state it.
+const MAX_PURPOSE_CHARS: usize = 500;
 
 fn grant_event(caller: &Caller, g: &Grant, outcome: &str) -> AuditEvent {
     let mut ev = caller.event(&g.purpose, Action::Grant, None);
@@ -168,6 +185,7 @@ impl Queries {
             }
         }
         let purpose = required_text("purpose", a.purpose)?;
+        checked_text("purpose", &purpose, MAX_PURPOSE_CHARS)?;
         let legal_basis = required_text("legal_basis", a.legal_basis)?;
         let purpose_code = self.admit_purpose(caller, &purpose).await?.purpose_code;
         let now = self.grants.now();
@@ -221,6 +239,9 @@ impl Queries {
             }
         }
         let reason = reason.map(str::trim).filter(|r| !r.is_empty()).map(str::to_owned);
+        if let Some(r) = &reason {
+            checked_text("reason", r, MAX_TEXT)?;
+        }
         if !approve && reason.is_none() {
             return Err(Error::InvalidValue("a refusal must give its reasons".into()));
         }
@@ -325,11 +346,9 @@ impl Queries {
             v @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_)) => v.to_string(),
             _ => return Err(Error::InvalidValue("claimed is the value the consumer believes correct (a string)".into())),
         };
-        if claimed.chars().count() > MAX_TEXT {
-            return Err(Error::InvalidValue(format!("claimed is limited to {MAX_TEXT} characters")));
-        }
-        if f.note.is_some_and(|n| n.chars().count() > MAX_TEXT) {
-            return Err(Error::InvalidValue(format!("note is limited to {MAX_TEXT} characters")));
+        checked_text("claimed", &claimed, MAX_TEXT)?;
+        if let Some(n) = f.note {
+            checked_text("note", n, MAX_TEXT)?;
         }
         let now = self.grants.now();
         let due = self.calendar.add_working_days(cst_date(now), self.grants.policy().dispute_days);
@@ -396,6 +415,9 @@ impl Queries {
         }
         let now = self.grants.now();
         d.resolution = Some(outcome);
+        if let Some(n) = note {
+            checked_text("note", n.trim(), MAX_TEXT)?;
+        }
         d.resolution_note = note.map(|n| n.trim().to_owned()).filter(|n| !n.is_empty());
         d.resolved_at = Some(now);
         d.resolved_by = Some(caller.department.id.clone());

@@ -528,8 +528,14 @@ impl AuditCursor {
         let mut parts = s.splitn(3, '.');
         let at = parts.next()?.parse().ok()?;
         let seq = parts.next()?.parse().ok()?;
-        let node = parts.next()?.to_owned();
-        Some(AuditCursor { at, node, seq })
+        let node = parts.next()?;
+        // A cursor comes back from clients and its text goes on record
+        // (an access report's entry names it): a node's name is short and
+        // printable.
+        if node.chars().count() > 64 || !node.chars().all(fits_audit_text) {
+            return None;
+        }
+        Some(AuditCursor { at, node: node.to_owned(), seq })
     }
 }
 

@@ -332,17 +332,18 @@ pub fn totals(engine: &dyn Engine, owner: Owner<'_>, from_day: i32, to_day: i32)
 }
 
 fn totals_of(engine: &dyn Engine, p: Vec<u8>, from_day: i32, to_day: i32) -> Result<HashMap<Kind, u64>> {
-    let mut start = p.clone();
-    start.extend_from_slice(&from_day.to_be_bytes());
-    let mut end = p.clone();
-    end.extend_from_slice(&to_day.to_be_bytes());
+    // Counters are kept from day 0 (1970-01-01) on, where big-endian order
+    // is numeric order: a period that starts earlier starts there (a
+    // negative day's bytes would sort after every stored one).
+    let from_day = from_day.max(0);
     let mut out = HashMap::new();
     if to_day <= from_day {
         return Ok(out);
     }
-    // Day numbers are non-negative for any real date, so big-endian order
-    // is numeric order.
-    let end = if to_day < 0 { prefix_end(&p).unwrap_or(end) } else { end };
+    let mut start = p.clone();
+    start.extend_from_slice(&from_day.to_be_bytes());
+    let mut end = p.clone();
+    end.extend_from_slice(&to_day.to_be_bytes());
     for item in engine.scan(Cf::Gov, &start, Some(&end), false)? {
         let (k, v) = item?;
         let Some(kind) = k.last().copied().and_then(Kind::from_code) else { continue };
@@ -507,6 +508,9 @@ mod tests {
 
         let t = totals(&engine, Owner::Department("counter"), day, day + 1).unwrap();
         assert_eq!(t.get(&Kind::Action(Action::Lookup)), Some(&4), "1 here and 3 elsewhere: {t:?}");
+        // A period from before 1970 counts the same days.
+        assert_eq!(totals(&engine, Owner::Department("counter"), -3, day + 1).unwrap(), t);
+        assert!(totals(&engine, Owner::Department("counter"), -3, -1).unwrap().is_empty());
         assert_eq!(t.get(&Kind::Action(Action::Verify)), Some(&1));
         assert_eq!(t.get(&Kind::Refused(Refusal::Purpose)), Some(&1));
         assert_eq!(t.get(&Kind::Uncatalogued), Some(&5), "reads without a purpose code: {t:?}");

@@ -46,6 +46,11 @@ fn grants_apply_decide_revoke() {
         (json!({"dataset": "hukou", "fields": ["photo"], "purpose": " ", "legal_basis": "b"}), 400, "invalid_value"),
         (json!({"dataset": "hukou", "fields": [], "purpose": "p", "legal_basis": "b"}), 400, "invalid_value"),
         (json!({"dataset": "hukou"}), 400, "invalid_body"),
+        // Text that goes on record is refused, never cut or cleaned, when
+        // it holds what could forge or hide a line, or is too long.
+        (json!({"dataset": "hukou", "fields": ["photo"], "purpose": "比对\u{202E}照片", "legal_basis": "b"}), 400, "invalid_value"),
+        (json!({"dataset": "hukou", "fields": ["photo"], "purpose": "p", "legal_basis": "第一条\n伪造的一行"}), 400, "invalid_value"),
+        (json!({"dataset": "hukou", "fields": ["photo"], "purpose": "p".repeat(501), "legal_basis": "b"}), 400, "invalid_value"),
     ] {
         let r = apply(body.clone());
         assert_eq!((r.status, r.code()), (status, code), "{body}: {}", r.text);
@@ -62,6 +67,10 @@ fn grants_apply_decide_revoke() {
     assert_eq!(decide(tokens::SHICHANG, json!({"approve": true})).status, 404, "others do not see the grant");
     let r = decide(tokens::GONGAN, json!({"approve": false}));
     assert_eq!((r.status, r.code()), (400, "invalid_value"));
+    for reason in ["x".repeat(2001), "理由\u{0}".to_owned()] {
+        let r = decide(tokens::GONGAN, json!({"approve": false, "reason": reason}));
+        assert_eq!((r.status, r.code()), (400, "invalid_value"), "{}", r.text);
+    }
     let r = decide(tokens::GONGAN, json!({"approve": true, "reason": "依法履职需要"}));
     assert_eq!((r.status, r.json["state"].as_str()), (200, Some("approved")), "{}", r.text);
     assert!(photo_visible(&s));

@@ -674,7 +674,8 @@ async fn report(State(state): State<AppState>, CsrfForm { session, form }: CsrfF
     // Where the page before ended, in the order of every node's uses (a
     // cluster's trail holds them all).
     let after = form.get("after").map(str::trim).filter(|a| !a.is_empty());
-    let page_no: u64 = form.get("page").and_then(|a| a.parse().ok()).unwrap_or(1).max(1);
+    // A page number only labels the page; kept far from overflowing.
+    let page_no: u64 = form.get("page").and_then(|a| a.parse().ok()).unwrap_or(1).clamp(1, 1_000_000_000);
     if after.is_some() && !form.get("key_tag").is_some_and(|t| crate::accounts::session::same_token(t, &tag)) {
         return page(format!("{}{back}", notice("error", "invalid_value", "号码与上一页的不一致：请输入同一号码，或重新生成告知单。")));
     }

@@ -212,6 +212,10 @@ fn queries_find_remote_entries_by_subject_department_and_time() {
     assert_eq!(AuditCursor::parse(&c.to_string()), Some(c));
     assert_eq!(AuditCursor::parse("5.3.a.b"), Some(AuditCursor { at: 5, seq: 3, node: "a.b".into() }));
     assert_eq!(AuditCursor::parse("x"), None);
+    // What would go on record as written is refused.
+    assert_eq!(AuditCursor::parse("5.3.a\nforged"), None);
+    assert_eq!(AuditCursor::parse("5.3.a\u{202E}b"), None);
+    assert_eq!(AuditCursor::parse(&format!("5.3.{}", "n".repeat(65))), None);
     // Without other chains the local query is the single node's.
     let (single, clock) = store(1);
     uses(&single, &clock, &[event("d1", Some(1)), event("d1", Some(2))]);
