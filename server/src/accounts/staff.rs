@@ -96,6 +96,9 @@ pub fn valid_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
+/// Most characters of a staff member's name.
+pub const MAX_NAME_CHARS: usize = 64;
+
 /// Fewest and most characters of a staff password.
 pub const MIN_PASSWORD_CHARS: usize = 8;
 pub const MAX_PASSWORD_CHARS: usize = 256;
@@ -106,6 +109,9 @@ pub const MAX_PASSWORD_CHARS: usize = 256;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AccountError {
     InvalidId,
+    /// A name over [`MAX_NAME_CHARS`], or holding control or formatting
+    /// characters (it is shown on pages and in the audit trail).
+    InvalidName,
     /// The id is defined already (in the configuration when `configured`).
     Taken { configured: bool },
     NoDepartment(String),
@@ -135,6 +141,7 @@ impl AccountError {
     pub fn message_zh(&self) -> String {
         match self {
             AccountError::InvalidId => "工号只能由 1 至 64 个字母、数字和 . _ - 组成。".into(),
+            AccountError::InvalidName => format!("姓名最多 {MAX_NAME_CHARS} 个字符，且不能含控制字符或格式字符。"),
             AccountError::Taken { configured: true } => "该工号已在配置文件中定义。".into(),
             AccountError::Taken { configured: false } => "该工号已存在。".into(),
             AccountError::NoDepartment(d) => format!("没有部门 {d}。"),
@@ -156,6 +163,7 @@ impl std::fmt::Display for AccountError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             AccountError::InvalidId => write!(f, "use 1 to 64 of A-Z a-z 0-9 . _ - for a staff id"),
+            AccountError::InvalidName => write!(f, "a staff name is at most {MAX_NAME_CHARS} characters, without control or formatting characters"),
             AccountError::Taken { configured: true } => write!(f, "the id is defined in the configuration already"),
             AccountError::Taken { configured: false } => write!(f, "the id is defined twice"),
             AccountError::NoDepartment(d) => write!(f, "no department {d}"),
@@ -456,6 +464,10 @@ impl StaffBook {
     /// defined (before its password is hashed).
     pub fn check_new(&self, a: &NewAccount) -> Result<Arc<Department>, AccountError> {
         let department = check_account(&a.id, &a.department, &a.roles, &|d| self.department(d))?;
+        // Refused, never cut: the name is shown as it was typed.
+        if a.name.chars().count() > MAX_NAME_CHARS || !a.name.chars().all(basedata_store::audit::fits_audit_text) {
+            return Err(AccountError::InvalidName);
+        }
         if let Some(s) = self.get(&a.id) {
             return Err(AccountError::Taken { configured: !s.stored() });
         }
@@ -688,6 +700,11 @@ mod tests {
         // The rules of configured accounts hold for stored ones.
         assert_eq!(b.check_new(&new_account("clerk1")).unwrap_err(), AccountError::Taken { configured: true });
         assert_eq!(b.check_new(&new_account("bad id")).unwrap_err(), AccountError::InvalidId);
+        for name in ["赵".repeat(MAX_NAME_CHARS + 1), "赵\u{202E}六".to_owned(), "赵\n六".to_owned()] {
+            let a = NewAccount { name, ..new_account("s9") };
+            assert_eq!(b.check_new(&a).unwrap_err(), AccountError::InvalidName);
+        }
+        assert!(b.check_new(&NewAccount { name: "赵".repeat(MAX_NAME_CHARS), ..new_account("s9") }).is_ok());
         assert_eq!(b.check_new(&NewAccount { roles: vec![StaffRole::Steward], ..new_account("s2") }).unwrap_err().code(), "invalid_value");
         assert_eq!(b.check_new(&NewAccount { department: "nowhere".into(), ..new_account("s2") }).unwrap_err(), AccountError::NoDepartment("nowhere".into()));
         assert_eq!(b.check_new(&NewAccount { roles: vec![], ..new_account("s2") }).unwrap_err(), AccountError::NoRoles);

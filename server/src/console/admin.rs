@@ -286,7 +286,7 @@ async fn add(State(state): State<AppState>, CsrfForm { session, form }: CsrfForm
     let account = match roles {
         Ok(roles) => NewAccount {
             id: form.get("id").unwrap_or("").to_owned(),
-            name: form.get("name").unwrap_or("").chars().take(64).collect(),
+            name: form.get("name").unwrap_or("").to_owned(),
             department: form.get("department").unwrap_or("").to_owned(),
             roles,
         },
