@@ -375,8 +375,7 @@ impl Provide {
             // that failed validation.
             let counted = rejected.total();
             rejected.merge(refused_lines(&done.outcomes, &lines, &keys));
-            audit_refusals(&committer, denied, &rejected, rejected.total() - counted).await?;
-            hand_over(keep, &rejected).await;
+            last_steps(&committer, denied, &rejected, rejected.total() - counted, keep).await?;
             Ok::<_, Error>((done, rejected))
         });
         let (done, rejected) = settled.await.map_err(|e| Error::Internal(format!("the submission's commit failed: {e}")))??;
@@ -428,8 +427,7 @@ impl Provide {
             let positions = log.positions();
             let Some(last) = sent.iter().map(|m| m.position).max() else {
                 let position = Some(positions.position());
-                audit_refusals(&committer, denied, &rejected, 0).await?;
-                hand_over(keep, &rejected).await;
+                last_steps(&committer, denied, &rejected, 0, keep).await?;
                 return Ok(Report { rejected, last_seq: store.last_seq(), position, ..Report::default() });
             };
             // Lines of partitions this node does not hold are applied
@@ -457,8 +455,7 @@ impl Provide {
                 }
                 None => logged += mine.iter().map(|m| m.lines).sum::<usize>(),
             }
-            audit_refusals(&committer, denied, &rejected, rejected.total() - counted).await?;
-            hand_over(keep, &rejected).await;
+            last_steps(&committer, denied, &rejected, rejected.total() - counted, keep).await?;
             Ok(Report { applied, stale, rejected, last_seq, position: Some(last), logged: Some(logged) })
         });
         settled.await.map_err(|e| Error::Internal(format!("the submission's logging failed: {e}")))?
@@ -470,11 +467,21 @@ impl Provide {
 pub type KeepRejected =
     Box<dyn FnOnce(Vec<(u64, LineError)>) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send>;
 
-/// Hands the listed rejected lines to `keep`, if there are any.
-async fn hand_over(keep: Option<KeepRejected>, rejected: &Rejections) {
+/// A submission's last steps once its lines are in: the refusals' entry
+/// (see [`audit_refusals`]), then the listed rejected lines handed to
+/// `keep`, if there are any.
+async fn last_steps(
+    committer: &Committer,
+    denied: AuditEvent,
+    rejected: &Rejections,
+    found_later: usize,
+    keep: Option<KeepRejected>,
+) -> Result<()> {
+    audit_refusals(committer, denied, rejected, found_later).await?;
     if let Some(keep) = keep.filter(|_| !rejected.listed.is_empty()) {
         keep(rejected.listed.clone()).await;
     }
+    Ok(())
 }
 
 /// Lines refused for being outside the caller's area or fields are

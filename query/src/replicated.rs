@@ -40,6 +40,18 @@ fn dispute_precondition(expect: &Expect, current: Option<&Dispute>) -> std::resu
     }
 }
 
+/// Whether a record last changed at `current` (`None`: there is none) is
+/// the one a change expecting `expect` was built from: none for
+/// `Absent`, that version for `ChangedAt`; anything otherwise (entries
+/// logged before these preconditions).
+fn built_from(expect: &Expect, current: Option<i64>) -> bool {
+    match expect {
+        Expect::Absent => current.is_none(),
+        Expect::ChangedAt(at) => current == Some(*at),
+        _ => true,
+    }
+}
+
 impl Queries {
     /// The deadline policy in force and the switch it comes from (`None`:
     /// the configuration), for anyone authenticated.
@@ -120,6 +132,13 @@ impl Queries {
         applied.map_err(Error::Conflict)
     }
 
+    /// A change whose precondition failed: only `extra` (the log position,
+    /// in cluster mode) is written, then the lock `release` holds is let go.
+    async fn refused(&self, extra: WriteBatch, release: impl FnOnce() + Send + 'static, why: String) -> Result<Applied> {
+        self.record_then(Vec::new(), extra, release).await?;
+        Ok(Err(why))
+    }
+
     /// Applies one change: its record if `change`'s precondition holds,
     /// with `events` (the node that took the request passes them; the
     /// others pass none) and `extra` (the log position, in cluster mode) in
@@ -136,8 +155,7 @@ impl Queries {
         match change {
             Change::Grant { grant, expect } => {
                 if let Err(why) = grant_precondition(expect, self.grants.get(&grant.id).as_ref()) {
-                    self.record_then(Vec::new(), extra, release).await?;
-                    return Ok(Err(why));
+                    return self.refused(extra, release, why).await;
                 }
                 GrantBook::write_into(grant, &mut extra);
                 let (book, taken) = (self.grants.clone(), grant.clone());
@@ -151,8 +169,7 @@ impl Queries {
             Change::Dispute { dispute, key, expect } => {
                 let current = load_dispute(&**self.store.engine(), &dispute.id)?;
                 if let Err(why) = dispute_precondition(expect, current.as_ref()) {
-                    self.record_then(Vec::new(), extra, release).await?;
-                    return Ok(Err(why));
+                    return self.refused(extra, release, why).await;
                 }
                 let mut d = dispute.clone();
                 // A correction must come after the dispute in this node's
@@ -176,16 +193,13 @@ impl Queries {
             }
             Change::Staff { record, expect } => {
                 let current = crate::staff::load(&**self.store.engine(), &record.id)?;
-                let refused = match (expect, &current) {
-                    (Expect::Absent, Some(_)) => Some(format!("an account {} was added meanwhile", record.id)),
-                    (Expect::ChangedAt(at), c) if c.as_ref().map(|c| c.changed_at) != Some(*at) => {
-                        Some(format!("account {} was changed meanwhile; look at it again before changing it", record.id))
-                    }
-                    _ => None,
-                };
-                if let Some(why) = refused {
-                    self.record_then(Vec::new(), extra, release).await?;
-                    return Ok(Err(why));
+                if !built_from(expect, current.map(|c| c.changed_at)) {
+                    let why = if *expect == Expect::Absent {
+                        format!("an account {} was added meanwhile", record.id)
+                    } else {
+                        format!("account {} was changed meanwhile; look at it again before changing it", record.id)
+                    };
+                    return self.refused(extra, release, why).await;
                 }
                 record.write_into(&mut extra);
                 let hook = self.staff_hook.read().unwrap_or_else(|e| e.into_inner()).clone();
@@ -200,17 +214,12 @@ impl Queries {
                 Ok(Ok(Changed::Staff))
             }
             Change::Policy { record } | Change::PolicySwitch { record, .. } => {
-                if let Change::PolicySwitch { expect, .. } = change {
-                    let in_force = self.grants.policy_record().map(|r| r.set_at);
-                    let holds = match expect {
-                        Expect::Absent => in_force.is_none(),
-                        Expect::ChangedAt(at) => in_force == Some(*at),
-                        _ => true,
-                    };
-                    if !holds {
-                        self.record_then(Vec::new(), extra, release).await?;
-                        return Ok(Err("the policy was switched meanwhile; look at it again before switching it".into()));
-                    }
+                // A switch logged before switches had a precondition holds
+                // whatever is in force.
+                let expect = if let Change::PolicySwitch { expect, .. } = change { expect } else { &Expect::Anything };
+                if !built_from(expect, self.grants.policy_record().map(|r| r.set_at)) {
+                    let why = "the policy was switched meanwhile; look at it again before switching it".to_owned();
+                    return self.refused(extra, release, why).await;
                 }
                 extra.put(Cf::Gov, POLICY_KEY.to_vec(), basedata_store::codec::encode(record));
                 let (book, taken) = (self.grants.clone(), record.clone());

@@ -327,6 +327,11 @@ fn writer_loop(store: Arc<Store>, rx: Receiver<Job>, stats: Arc<CommitStats>, se
         if group.is_empty() {
             continue;
         }
+        // Counted once here: a failed group tried again job by job writes
+        // more groups, not more jobs.
+        stats.jobs.fetch_add(group.len() as u64, Ordering::Relaxed);
+        stats.items.fetch_add(items as u64, Ordering::Relaxed);
+        stats.largest_group.fetch_max(items as u64, Ordering::Relaxed);
         if let Err(why) = commit_group(&store, group, &stats, &seq) {
             // The store's state in memory may no longer match the disk (a
             // panic between the write and its bookkeeping): every job from
@@ -357,26 +362,12 @@ fn answer(reply: Reply, result: JobResult) {
 /// it cannot read) fails only itself: a failed write changes nothing, in
 /// memory or on disk. `Err` (the panic's message) if the store panicked.
 fn commit_group(store: &Store, group: Vec<Job>, stats: &CommitStats, seq: &tokio::sync::watch::Sender<u64>) -> Result<(), String> {
-    write_group(store, group, stats, seq, false)
-}
-
-/// [`commit_group`]; `retry`: the group is one job of a failed group tried
-/// again alone, whose jobs and items were counted with it (its write
-/// counts as a group of its own).
-fn write_group(
-    store: &Store,
-    group: Vec<Job>,
-    stats: &CommitStats,
-    seq: &tokio::sync::watch::Sender<u64>,
-    retry: bool,
-) -> Result<(), String> {
     let mut updates = Vec::new();
     let mut events = Vec::new();
     let mut extra = WriteBatch::new();
     let mut extras = Vec::with_capacity(group.len());
     let mut shape = Vec::with_capacity(group.len());
     let mut replies = Vec::with_capacity(group.len());
-    let items: usize = group.iter().map(|j| j.updates.len() + j.events.len()).sum();
     let alone = group.len() == 1;
     for mut j in group {
         shape.push((j.updates.len(), j.events.len()));
@@ -394,11 +385,6 @@ fn write_group(
         extra = extras.pop().unwrap_or_default();
     }
     stats.groups.fetch_add(1, Ordering::Relaxed);
-    if !retry {
-        stats.jobs.fetch_add(replies.len() as u64, Ordering::Relaxed);
-        stats.items.fetch_add(items as u64, Ordering::Relaxed);
-        stats.largest_group.fetch_max(items as u64, Ordering::Relaxed);
-    }
     let started = std::time::Instant::now();
     let committed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| store.commit_with(&updates, &events, extra, Durability::Sync)));
     let took = started.elapsed();
@@ -450,7 +436,7 @@ fn write_group(
             let (mut updates, mut events) = (updates.into_iter(), events.into_iter());
             for (((nu, ne), reply), extra) in shape.into_iter().zip(replies).zip(extras) {
                 let job = Job { updates: updates.by_ref().take(nu).collect(), events: events.by_ref().take(ne).collect(), extra, reply, guard: None };
-                write_group(store, vec![job], stats, seq, true)?;
+                commit_group(store, vec![job], stats, seq)?;
             }
             Ok(())
         }

@@ -726,6 +726,7 @@ mod tests {
             assert_eq!(activity.in_flight.load(Ordering::Acquire), 0, "hyper begins it again");
         }
     }
+
     /// A next request's first bytes that came in behind an answered one
     /// are timed as a head from the answer on, not as an idle connection.
     #[tokio::test]

@@ -97,14 +97,14 @@ impl Read {
 /// verification (`HEAD` and the rest are the router's), with a key of one
 /// non-empty segment and no percent-encoding (which the router's path
 /// extractor would decode).
+fn subject_read(req: &Request) -> Option<(Read, Subject, &str)> {
+    subject_read_of(req.method(), req.uri().path())
+}
+
 /// Whether `req` is one of the four subject reads (which change nothing
 /// but their audit trail).
 pub(super) fn is_subject_read(req: &Request) -> bool {
     subject_read(req).is_some()
-}
-
-fn subject_read(req: &Request) -> Option<(Read, Subject, &str)> {
-    subject_read_of(req.method(), req.uri().path())
 }
 
 fn subject_read_of<'p>(method: &axum::http::Method, path: &'p str) -> Option<(Read, Subject, &'p str)> {
