@@ -7,6 +7,16 @@
 //! Stale-version checks happen inside `Store::commit`, on this one thread,
 //! so concurrent updates of one key cannot race.
 //!
+//! A job of more updates than one slice ([`SLICE_UPDATES`], [`SLICE_BYTES`])
+//! — a provider's submission of a whole file — is written a slice per
+//! group, with whatever queued meanwhile beside each slice, and answered
+//! once its last slice is durable: a verification that arrives while a
+//! million-line submission is being written waits for one slice, not for
+//! the whole file. Its audit entries and extra writes go with the first
+//! slice. If a slice fails, the job is answered with that error and the
+//! slices before it stay written (its updates are versioned, so sending it
+//! again is harmless).
+//!
 //! Async callers use [`Committer::commit`], which waits for the job's group
 //! to be durable without holding a thread; [`Committer::watch_seq`] follows
 //! the last committed change-log sequence number (change-feed long polls).
@@ -15,9 +25,11 @@ use crate::audit::AuditEvent;
 use crate::engine::{Durability, WriteBatch};
 use crate::store::{Outcome, Store, Update};
 use crate::Error;
+use crate::value::Value;
 use crossbeam::channel::{bounded, Receiver, Sender, TrySendError};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 /// The result handed back to one job.
@@ -131,6 +143,20 @@ impl std::fmt::Debug for Committer {
 /// Items (updates plus events) at which a group stops growing, so one
 /// group's latency stays bounded.
 pub const MAX_GROUP_ITEMS: usize = 50_000;
+
+/// Updates at which a group stops growing: about 60 ms of the writer's
+/// time, the longest any job waits behind others' updates (many providers'
+/// submissions of a thousand lines at once). Events are cheaper, and
+/// bounded by [`MAX_GROUP_ITEMS`] only.
+pub const MAX_GROUP_UPDATES: usize = 4 * SLICE_UPDATES;
+
+/// Updates in one slice of a larger job: about 15 ms of the writer's time
+/// for plain records, what another job may wait behind a large one.
+pub const SLICE_UPDATES: usize = 1024;
+
+/// Bytes of field values at which a slice ends early (records with
+/// photos or scans): about the same bound in time for large records.
+pub const SLICE_BYTES: usize = 4 << 20;
 
 impl Committer {
     /// Starts the writer thread; `queue` bounds the number of waiting jobs.
@@ -299,39 +325,170 @@ pub const SLOW_COMMIT: std::time::Duration = std::time::Duration::from_millis(10
 /// part of the tail that `slow_commits` did not see (BENCHMARKS.md).
 pub const LONG_COMMIT: std::time::Duration = std::time::Duration::from_millis(3);
 
+/// A job too large for one group: what is left of it, written a slice per
+/// group, and what its written slices returned.
+struct Carried {
+    rest: std::vec::IntoIter<Update>,
+    /// Go with the first slice.
+    events: Vec<AuditEvent>,
+    extra: WriteBatch,
+    reply: Reply,
+    outcomes: Vec<Outcome>,
+    first_audit_seq: Option<u64>,
+}
+
+/// Where a slice's answer is left for the writer, which folds it into its
+/// job's.
+type Slot = Arc<Mutex<Option<JobResult>>>;
+
+impl Carried {
+    fn of(j: Job) -> Carried {
+        let outcomes = Vec::with_capacity(j.updates.len());
+        Carried { rest: j.updates.into_iter(), events: j.events, extra: j.extra, reply: j.reply, outcomes, first_audit_seq: None }
+    }
+
+    /// The next slice, as a job that leaves its answer in the slot.
+    fn next_slice(&mut self) -> (Job, Slot) {
+        let n = slice_len(self.rest.as_slice());
+        let slot: Slot = Arc::new(Mutex::new(None));
+        let into = slot.clone();
+        let job = Job {
+            updates: self.rest.by_ref().take(n).collect(),
+            events: std::mem::take(&mut self.events),
+            extra: std::mem::take(&mut self.extra),
+            reply: Box::new(move |r| *into.lock().unwrap_or_else(|e| e.into_inner()) = Some(r)),
+            guard: None,
+        };
+        (job, slot)
+    }
+
+    /// Takes in a slice's answer; the job's own answer once it is whole
+    /// (its last slice written, or a slice failed).
+    fn fold(&mut self, r: JobResult) -> Option<JobResult> {
+        match r {
+            Ok(done) => {
+                self.outcomes.extend(done.outcomes);
+                let first = *self.first_audit_seq.get_or_insert(done.first_audit_seq);
+                let whole = self.rest.as_slice().is_empty();
+                whole.then(|| Ok(JobDone { outcomes: std::mem::take(&mut self.outcomes), first_audit_seq: first, last_seq: done.last_seq }))
+            }
+            Err(e) => Some(Err(e)),
+        }
+    }
+}
+
+/// A group's size so far.
+#[derive(Default)]
+struct Size {
+    /// Updates and events.
+    items: usize,
+    updates: usize,
+}
+
+impl Size {
+    fn add(&mut self, j: &Job) {
+        self.items += j.updates.len() + j.events.len();
+        self.updates += j.updates.len();
+    }
+}
+
+/// How many of `updates` go in one slice: at most [`SLICE_UPDATES`], and
+/// fewer once their values pass [`SLICE_BYTES`]; at least one.
+fn slice_len(updates: &[Update]) -> usize {
+    let mut bytes = 0usize;
+    for (i, u) in updates.iter().take(SLICE_UPDATES).enumerate() {
+        bytes += approx_bytes(u);
+        if bytes > SLICE_BYTES {
+            return i.max(1);
+        }
+    }
+    updates.len().min(SLICE_UPDATES)
+}
+
+/// About how many bytes an update writes (its field values and names).
+fn approx_bytes(u: &Update) -> usize {
+    let fields = match &u.op {
+        crate::store::UpdateOp::Upsert(fields) => fields
+            .iter()
+            .map(|(name, v)| {
+                name.len()
+                    + match v {
+                        Value::Str(s) | Value::Decimal(s) | Value::Code(s) => s.len(),
+                        Value::Bytes(b) => b.len(),
+                        _ => 8,
+                    }
+            })
+            .sum(),
+        crate::store::UpdateOp::Delete => 0,
+    };
+    64 + fields
+}
+
+/// Whether `j` is written in slices. Never a guarded job: the jobs of a
+/// chain are written in order, and a later one must not land between the
+/// slices of an earlier one.
+fn sliced(j: &Job) -> bool {
+    j.guard.is_none() && slice_len(&j.updates) < j.updates.len()
+}
+
 fn writer_loop(store: Arc<Store>, rx: Receiver<Job>, stats: Arc<CommitStats>, seq: Arc<tokio::sync::watch::Sender<u64>>) {
-    let abandoned = |j: Job| {
+    // Large jobs, oldest first; one slice of the first goes in each group.
+    let mut carried: VecDeque<Carried> = VecDeque::new();
+    // A job taken from the queue: answered if abandoned, set aside if
+    // large, else added to the group. Counted once here: a failed group
+    // tried again job by job, or a job written in slices, writes more
+    // groups, not more jobs.
+    let take = |j: Job, group: &mut Vec<Job>, carried: &mut VecDeque<Carried>, size: &mut Size| {
+        stats.queued.fetch_sub(1, Ordering::Relaxed);
         if j.guard.as_ref().is_some_and(|g| g.load(Ordering::Acquire)) {
             (j.reply)(Err(Arc::new(Error::Abandoned)));
-            None
-        } else {
-            Some(j)
+            return;
         }
+        stats.jobs.fetch_add(1, Ordering::Relaxed);
+        stats.items.fetch_add((j.updates.len() + j.events.len()) as u64, Ordering::Relaxed);
+        if sliced(&j) {
+            carried.push_back(Carried::of(j));
+            return;
+        }
+        size.add(&j);
+        group.push(j);
     };
-    while let Ok(first) = rx.recv() {
-        stats.queued.fetch_sub(1, Ordering::Relaxed);
-        let mut group: Vec<Job> = abandoned(first).into_iter().collect();
-        let mut items: usize = group.iter().map(|j| j.updates.len() + j.events.len()).sum();
-        while items < MAX_GROUP_ITEMS {
+    // Whether the last group carried a slice.
+    let mut sliced_last = false;
+    loop {
+        let mut group: Vec<Job> = Vec::new();
+        let mut size = Size::default();
+        if carried.is_empty() {
+            // Nothing set aside: wait for work (none left: shut down).
+            match rx.recv() {
+                Ok(j) => take(j, &mut group, &mut carried, &mut size),
+                Err(_) => return,
+            }
+        }
+        while size.items < MAX_GROUP_ITEMS && size.updates < MAX_GROUP_UPDATES {
             match rx.try_recv() {
-                Ok(j) => {
-                    stats.queued.fetch_sub(1, Ordering::Relaxed);
-                    if let Some(j) = abandoned(j) {
-                        items += j.updates.len() + j.events.len();
-                        group.push(j);
-                    }
-                }
+                Ok(j) => take(j, &mut group, &mut carried, &mut size),
                 Err(_) => break,
             }
         }
+        // A slice goes in every other group at least: after a group with
+        // one, the jobs that queued while it was written go first, on
+        // their own, so that they wait for one slice and not two; and a
+        // steady stream of small jobs cannot put a large one off for good.
+        let mut slot = None;
+        if let Some(c) = carried.front_mut() {
+            if group.is_empty() || !sliced_last {
+                let (job, s) = c.next_slice();
+                size.add(&job);
+                group.push(job);
+                slot = Some(s);
+            }
+        }
+        sliced_last = slot.is_some();
         if group.is_empty() {
             continue;
         }
-        // Counted once here: a failed group tried again job by job writes
-        // more groups, not more jobs.
-        stats.jobs.fetch_add(group.len() as u64, Ordering::Relaxed);
-        stats.items.fetch_add(items as u64, Ordering::Relaxed);
-        stats.largest_group.fetch_max(items as u64, Ordering::Relaxed);
+        stats.largest_group.fetch_max(size.items as u64, Ordering::Relaxed);
         if let Err(why) = commit_group(&store, group, &stats, &seq) {
             // The store's state in memory may no longer match the disk (a
             // panic between the write and its bookkeeping): every job from
@@ -339,11 +496,23 @@ fn writer_loop(store: Arc<Store>, rx: Receiver<Job>, stats: Arc<CommitStats>, se
             // the store. Better than callers waiting on a dead thread.
             tracing::error!(panic = %why, "the commit writer panicked; refusing every commit until restart");
             let e = Arc::new(Error::Engine(format!("the commit writer stopped after a panic ({why}); restart the server")));
+            for c in carried.drain(..) {
+                answer(c.reply, Err(e.clone()));
+            }
             while let Ok(j) = rx.recv() {
                 stats.queued.fetch_sub(1, Ordering::Relaxed);
                 answer(j.reply, Err(e.clone()));
             }
             return;
+        }
+        let Some(slot) = slot else { continue };
+        let r = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let r = r.unwrap_or_else(|| Err(Arc::new(Error::Engine("a slice of a large commit was not answered".into()))));
+        let whole = carried.front_mut().and_then(|c| c.fold(r));
+        if let Some(r) = whole {
+            if let Some(c) = carried.pop_front() {
+                answer(c.reply, r);
+            }
         }
     }
 }
@@ -671,6 +840,165 @@ mod tests {
         let check = s.audit_verify().unwrap();
         assert!(check.ok && check.entries == 3, "{check:?}");
         c.shutdown();
+    }
+
+    /// The writer held in a reply until `release` is dropped or sent to,
+    /// so that what is submitted meanwhile queues up behind it.
+    fn hold_writer(c: &Committer) -> mpsc::Sender<()> {
+        let (release, gate) = mpsc::channel::<()>();
+        let (held, is_held) = mpsc::channel();
+        c.submit(vec![upd(900, 1)], vec![], Box::new(move |_| {
+            held.send(()).unwrap();
+            let _ = gate.recv();
+        }))
+        .unwrap();
+        is_held.recv().unwrap();
+        release
+    }
+
+    /// A job of several slices lets a job queued after it through before
+    /// its own answer, and still comes back whole: every update's outcome
+    /// in order, its audit entry, the last sequence number.
+    #[test]
+    fn a_large_job_is_written_in_slices_with_others_between_them() {
+        let s = store();
+        let mut c = Committer::start(s.clone(), 100);
+        let release = hold_writer(&c);
+        let n = 2 * SLICE_UPDATES + 10;
+        let (tx, rx) = mpsc::channel();
+        let big_tx = tx.clone();
+        let large: Vec<Update> = (1..=n as u64).map(|v| upd(1, v)).collect();
+        c.submit(large, vec![event(1)], Box::new(move |r| big_tx.send(("large", r)).unwrap())).unwrap();
+        c.submit(vec![], vec![event(2)], Box::new(move |r| tx.send(("small", r)).unwrap())).unwrap();
+        drop(release);
+        let (first, small) = rx.recv().unwrap();
+        let (second, large) = rx.recv().unwrap();
+        assert_eq!((first, second), ("small", "large"), "the small job waits for a slice, not for the whole");
+        let (small, large) = (small.unwrap(), large.unwrap());
+        assert_eq!(large.outcomes.len(), n);
+        let seqs: Vec<u64> = large.outcomes.iter().map(|o| match o {
+            Outcome::Applied { seq } => *seq,
+            other => panic!("{other:?}"),
+        }).collect();
+        assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "outcomes in order");
+        assert_eq!(large.last_seq, *seqs.last().unwrap());
+        assert_eq!(s.get(&key(1), "death", None).unwrap().unwrap().version, n as u64);
+        // The large job's entry went with its first slice, after the small
+        // job's group.
+        assert!(large.first_audit_seq > small.first_audit_seq, "{large:?} {small:?}");
+        let check = s.audit_verify().unwrap();
+        assert!(check.ok && check.entries == 2, "{check:?}");
+        assert_eq!(c.stats().jobs.load(Ordering::Relaxed), 3);
+        assert_eq!(c.stats().items.load(Ordering::Relaxed), 1 + (n as u64 + 1) + 1);
+        assert!(c.stats().groups.load(Ordering::Relaxed) >= 4, "the holder, the small job with the first slice, two more");
+        // The first slice with its job's entry, and the small job.
+        assert_eq!(c.stats().largest_group.load(Ordering::Relaxed), SLICE_UPDATES as u64 + 2);
+        c.shutdown();
+    }
+
+    /// A job queued while a slice is written goes next, in a group of its
+    /// own, not with the next slice: it waits for one slice, not two.
+    #[test]
+    fn a_job_queued_behind_a_slice_goes_next_on_its_own() {
+        let (engine, s) = mem_store();
+        let mut c = Committer::start(s.clone(), 100);
+        let (tx, rx) = mpsc::channel();
+        let big_tx = tx.clone();
+        // Every write takes a while, so the small job arrives during the
+        // first slice's.
+        engine.delay_writes(std::time::Duration::from_millis(300));
+        let large: Vec<Update> = (1..=2 * SLICE_UPDATES as u64 + 10).map(|v| upd(1, v)).collect();
+        c.submit(large, vec![], Box::new(move |r| big_tx.send(("large", r)).unwrap())).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        engine.delay_writes(std::time::Duration::ZERO);
+        c.submit(vec![upd(5, 1)], vec![], Box::new(move |r| tx.send(("small", r)).unwrap())).unwrap();
+        let (first, small) = rx.recv().unwrap();
+        let (second, large) = rx.recv().unwrap();
+        assert_eq!((first, second), ("small", "large"));
+        let seq = |o: &Outcome| match o {
+            Outcome::Applied { seq } => *seq,
+            other => panic!("{other:?}"),
+        };
+        let (small, large) = (small.unwrap(), large.unwrap());
+        let between = seq(&small.outcomes[0]);
+        assert_eq!(between, seq(&large.outcomes[SLICE_UPDATES - 1]) + 1, "right after the first slice");
+        assert_eq!(seq(&large.outcomes[SLICE_UPDATES]), between + 1, "and before the second");
+        assert_eq!(c.stats().groups.load(Ordering::Relaxed), 4, "three slices and the small job alone");
+        c.shutdown();
+    }
+
+    /// Many submissions queued at once are written a few at a time: a
+    /// group stops growing at [`MAX_GROUP_UPDATES`], so no job waits
+    /// behind all of them.
+    #[test]
+    fn a_group_stops_growing_at_its_updates() {
+        let s = store();
+        let mut c = Committer::start(s.clone(), 100);
+        let release = hold_writer(&c);
+        let (tx, rx) = mpsc::channel();
+        for i in 0..10u16 {
+            let tx = tx.clone();
+            let job: Vec<Update> = (1..=1000).map(|v| upd(i, v)).collect();
+            c.submit(job, vec![], Box::new(move |r| tx.send(r.is_ok()).unwrap())).unwrap();
+        }
+        drop(release);
+        assert!((0..10).all(|_| rx.recv().unwrap()));
+        // The holder, then 5 jobs (5,000 updates: past 4,096 with the
+        // fifth), then the other 5.
+        assert_eq!(c.stats().groups.load(Ordering::Relaxed), 3);
+        assert_eq!(c.stats().largest_group.load(Ordering::Relaxed), 5000);
+        assert_eq!(s.get(&key(9), "death", None).unwrap().unwrap().version, 1000);
+        c.shutdown();
+    }
+
+    /// A slice the store refuses answers its job with the error; the
+    /// slices before it stay written, the ones after it are never written,
+    /// and the writer goes on.
+    #[test]
+    fn a_failed_slice_answers_its_job_and_writes_no_more_of_it() {
+        let s = store();
+        let mut c = Committer::start(s.clone(), 100);
+        let release = hold_writer(&c);
+        let mut large: Vec<Update> = (1..=SLICE_UPDATES as u64).map(|v| upd(1, v)).collect();
+        large.extend((1..=SLICE_UPDATES as u64 + 10).map(|v| upd(2, v)));
+        large[SLICE_UPDATES + 5].dataset = "no-such-dataset".into();
+        let (tx, rx) = mpsc::channel();
+        c.submit(large, vec![event(1)], Box::new(move |r| tx.send(r.map(|_| ()).map_err(|e| e.to_string())).unwrap())).unwrap();
+        drop(release);
+        let r = rx.recv().unwrap();
+        assert!(r.as_ref().is_err_and(|e| e.contains("no-such-dataset")), "{r:?}");
+        assert_eq!(s.get(&key(1), "death", None).unwrap().unwrap().version, SLICE_UPDATES as u64, "the first slice stays");
+        assert!(s.get(&key(2), "death", None).unwrap().is_none(), "the failed slice and the one after it are not written");
+        assert_eq!(s.audit_verify().unwrap().entries, 1, "the job's entry, with its first slice");
+        let (tx, rx) = mpsc::channel();
+        c.submit(vec![upd(3, 1)], vec![], Box::new(move |r| tx.send(r.is_ok()).unwrap())).unwrap();
+        assert!(rx.recv().unwrap(), "the writer goes on");
+        c.shutdown();
+    }
+
+    #[test]
+    fn a_slice_ends_at_its_count_or_its_bytes_and_a_chain_is_never_sliced() {
+        let photo = |i: u16, mb: usize| Update {
+            op: UpdateOp::Upsert(vec![("photo".into(), Value::Bytes(vec![0; mb << 20]))]),
+            ..upd(i, 1)
+        };
+        assert_eq!(slice_len(&[]), 0);
+        assert_eq!(slice_len(&(0..10).map(|i| upd(i, 1)).collect::<Vec<_>>()), 10);
+        assert_eq!(slice_len(&(0..SLICE_UPDATES as u64 + 1).map(|v| upd(1, v)).collect::<Vec<_>>()), SLICE_UPDATES);
+        // 1 MiB each (and a few bytes more): three fit in 4 MiB, the
+        // fourth would pass it.
+        assert_eq!(slice_len(&(0..6).map(|i| photo(i, 1)).collect::<Vec<_>>()), 3);
+        // One record larger than a slice is a slice of its own.
+        assert_eq!(slice_len(&[photo(1, 5), photo(2, 1)]), 1);
+        let job = |guard: Option<Arc<AtomicBool>>| Job {
+            updates: (0..6).map(|i| photo(i, 1)).collect(),
+            events: vec![],
+            extra: WriteBatch::new(),
+            reply: Box::new(|_| {}),
+            guard,
+        };
+        assert!(sliced(&job(None)));
+        assert!(!sliced(&job(Some(Arc::new(AtomicBool::new(false))))));
     }
 
     /// A reply that panics costs its caller, not the writer.
