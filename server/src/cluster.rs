@@ -213,6 +213,26 @@ impl Cluster {
             && !self.stuck.load(Ordering::Relaxed)
     }
 
+    /// Whether the update log reaches `pos`: from what this node has seen
+    /// of it, else by asking the stream for its last position (the
+    /// stream's leader answers, so a position any node was given is
+    /// there). `Err(last)` when the log ends before `pos`; `Ok` when it
+    /// reaches it, or when the stream cannot say within `timeout` (a leader
+    /// being elected): then the caller waits as for any position.
+    pub async fn log_reaches(&self, pos: u64, timeout: Duration) -> Result<(), u64> {
+        if pos <= self.position() || pos <= self.stats.stream_last.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let Ok(Ok(info)) = tokio::time::timeout(timeout, self.stream_info()).await else { return Ok(()) };
+        let last = info.state.last_sequence;
+        self.stats.stream_last.fetch_max(last, Ordering::Relaxed);
+        if pos <= last {
+            Ok(())
+        } else {
+            Err(last)
+        }
+    }
+
     /// Waits until this node has applied the log up to `pos`; false when
     /// `timeout` passes first.
     pub async fn wait_for(&self, pos: u64, timeout: Duration) -> bool {

@@ -291,13 +291,17 @@ fn cluster_survives_losing_a_nats_server_and_a_node() {
     assert_eq!(read.status, 200, "{}", read.text);
     assert_eq!(read.json["datasets"]["hukou"]["version"], 1);
     assert!(read.header("x-basedata-position").unwrap().parse::<u64>().unwrap() >= pos);
-    // A position far ahead is refused after the wait, not served stale.
+    // A position past the end of the log is refused at once, not waited
+    // for and not served stale: no write was given it.
+    let asked = Instant::now();
     let ahead = req("GET", &c.url(2, &format!("/v1/persons/{}", keys[0])))
         .token(c.token("COUNTER"))
         .purpose(PURPOSE)
         .header("x-basedata-min-position", &(pos + 1_000_000).to_string())
         .get();
-    assert_eq!((ahead.status, ahead.code()), (503, "unavailable"), "{}", ahead.text);
+    assert_eq!((ahead.status, ahead.code()), (400, "invalid_value"), "{}", ahead.text);
+    assert!(ahead.json["error"]["details"]["log_end"].as_u64().unwrap() >= pos, "{}", ahead.text);
+    assert!(asked.elapsed() < Duration::from_secs(2), "answered without waiting out read_wait_ms (2 s)");
     // A line too large for one NATS message (the servers take 1 MiB) is
     // rejected on its own; the rest of the request is logged and applied.
     let photo = base64::engine::general_purpose::STANDARD.encode(vec![7u8; 900 << 10]);

@@ -133,7 +133,9 @@ pub async fn status(
 /// In cluster mode: waits for `X-Basedata-Min-Position` (up to
 /// `read_wait_ms`, then `503 unavailable`), and tags the answer with
 /// `X-Basedata-Position`, the position this node had applied before the
-/// request ran (what the answer reflects at least).
+/// request ran (what the answer reflects at least). A position past the
+/// end of the update log, which no write has been given and no node could
+/// serve, is `400 invalid_value` at once.
 pub async fn position(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let Some(cluster) = state.cluster.clone() else {
         return next.run(req).await;
@@ -143,7 +145,15 @@ pub async fn position(State(state): State<AppState>, req: Request, next: Next) -
             return ApiError::invalid_value(format!("{MIN_POSITION_HEADER} must be an unsigned integer")).into_response();
         };
         let wait = Duration::from_millis(cluster.config().read_wait_ms);
-        if !cluster.wait_for(want, wait).await {
+        let asked = std::time::Instant::now();
+        if let Err(last) = cluster.log_reaches(want, wait).await {
+            return ApiError::invalid_value(format!(
+                "{MIN_POSITION_HEADER} {want} is past the end of the update log ({last}): no write was given that position"
+            ))
+            .with_details(serde_json::json!({ "wanted": want, "log_end": last }))
+            .into_response();
+        }
+        if !cluster.wait_for(want, wait.saturating_sub(asked.elapsed())).await {
             let have = cluster.position();
             return ApiError::unavailable(format!("this node has applied the update log up to {have}, not yet {want}; retry or ask another node"))
                 .with_details(serde_json::json!({ "position": have, "wanted": want }))
