@@ -8,26 +8,28 @@
 //! so concurrent updates of one key cannot race.
 //!
 //! A job of more updates than one slice ([`SLICE_UPDATES`], [`SLICE_BYTES`])
-//! — a provider's submission of a whole file — is written a slice per
-//! group, with whatever queued meanwhile beside each slice, and answered
-//! once its last slice is durable: a verification that arrives while a
-//! million-line submission is being written waits for one slice, not for
-//! the whole file. Its audit entries and extra writes go with the first
-//! slice. If a slice fails, the job is answered with that error and the
-//! slices before it stay written (its updates are versioned, so sending it
-//! again is harmless).
+//! — a provider's submission of a whole file — is set aside and written a
+//! slice per group, the jobs that queued during a slice's write going
+//! first in a group of their own, and answered once its last slice is
+//! durable: a verification that arrives while a million-line submission is
+//! being written waits for one slice, not for the whole file. Its audit
+//! entries and extra writes go with the first slice, except the key
+//! mappings sealed beforehand, which go with the slice of their update. If
+//! a slice fails, the job is answered with that error and the slices
+//! before it stay written (its updates are versioned, so sending it again
+//! is harmless).
 //!
 //! Async callers use [`Committer::commit`], which waits for the job's group
 //! to be durable without holding a thread; [`Committer::watch_seq`] follows
 //! the last committed change-log sequence number (change-feed long polls).
 
 use crate::audit::AuditEvent;
-use crate::engine::{Durability, WriteBatch};
+use crate::engine::{BatchOp, Cf, Durability, WriteBatch};
 use crate::store::{Outcome, Store, Update};
 use crate::Error;
 use crate::value::Value;
 use crossbeam::channel::{bounded, Receiver, Sender, TrySendError};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -157,6 +159,11 @@ pub const SLICE_UPDATES: usize = 1024;
 /// Bytes of field values at which a slice ends early (records with
 /// photos or scans): about the same bound in time for large records.
 pub const SLICE_BYTES: usize = 4 << 20;
+
+/// Large jobs set aside at most: past it the writer takes no more jobs
+/// from the queue until one is done, so the queue's bound (and its
+/// `503 overloaded`) holds for large jobs too, give or take these.
+pub const MAX_SET_ASIDE: usize = 8;
 
 impl Committer {
     /// Starts the writer thread; `queue` bounds the number of waiting jobs.
@@ -332,6 +339,10 @@ struct Carried {
     /// Go with the first slice.
     events: Vec<AuditEvent>,
     extra: WriteBatch,
+    /// Key mappings sealed before the job was queued (`seal_new_keys`), by
+    /// pseudonym: each goes with the slice of its update, where the store
+    /// looks for it instead of sealing the key again.
+    mappings: HashMap<Vec<u8>, Vec<u8>>,
     reply: Reply,
     outcomes: Vec<Outcome>,
     first_audit_seq: Option<u64>,
@@ -344,18 +355,44 @@ type Slot = Arc<Mutex<Option<JobResult>>>;
 impl Carried {
     fn of(j: Job) -> Carried {
         let outcomes = Vec::with_capacity(j.updates.len());
-        Carried { rest: j.updates.into_iter(), events: j.events, extra: j.extra, reply: j.reply, outcomes, first_audit_seq: None }
+        let (mut extra, mut mappings) = (WriteBatch::new(), HashMap::new());
+        for op in j.extra.into_ops() {
+            match op {
+                BatchOp::Put { cf: Cf::KeyMap, key, value } => {
+                    mappings.insert(key, value);
+                }
+                BatchOp::Put { cf, key, value } => extra.put(cf, key, value),
+                BatchOp::Delete { cf, key } => extra.delete(cf, key),
+            }
+        }
+        Carried { rest: j.updates.into_iter(), events: j.events, extra, mappings, reply: j.reply, outcomes, first_audit_seq: None }
     }
 
     /// The next slice, as a job that leaves its answer in the slot.
-    fn next_slice(&mut self) -> (Job, Slot) {
+    fn next_slice(&mut self, store: &Store) -> (Job, Slot) {
         let n = slice_len(self.rest.as_slice());
+        let updates: Vec<Update> = self.rest.by_ref().take(n).collect();
+        let mut extra = std::mem::take(&mut self.extra);
+        if !self.mappings.is_empty() {
+            for u in &updates {
+                let pid = store.pseudonym(&u.key);
+                if let Some(sealed) = self.mappings.remove(&pid.0[..]) {
+                    extra.put(Cf::KeyMap, pid.0.to_vec(), sealed);
+                }
+            }
+            // Any left over (none from `seal_new_keys`) go with the last.
+            if self.rest.as_slice().is_empty() {
+                for (pid, sealed) in self.mappings.drain() {
+                    extra.put(Cf::KeyMap, pid, sealed);
+                }
+            }
+        }
         let slot: Slot = Arc::new(Mutex::new(None));
         let into = slot.clone();
         let job = Job {
-            updates: self.rest.by_ref().take(n).collect(),
+            updates,
             events: std::mem::take(&mut self.events),
-            extra: std::mem::take(&mut self.extra),
+            extra,
             reply: Box::new(move |r| *into.lock().unwrap_or_else(|e| e.into_inner()) = Some(r)),
             guard: None,
         };
@@ -438,9 +475,10 @@ fn writer_loop(store: Arc<Store>, rx: Receiver<Job>, stats: Arc<CommitStats>, se
     // large, else added to the group. Counted once here: a failed group
     // tried again job by job, or a job written in slices, writes more
     // groups, not more jobs.
+    // A job set aside still counts as queued until it is answered.
     let take = |j: Job, group: &mut Vec<Job>, carried: &mut VecDeque<Carried>, size: &mut Size| {
-        stats.queued.fetch_sub(1, Ordering::Relaxed);
         if j.guard.as_ref().is_some_and(|g| g.load(Ordering::Acquire)) {
+            stats.queued.fetch_sub(1, Ordering::Relaxed);
             (j.reply)(Err(Arc::new(Error::Abandoned)));
             return;
         }
@@ -450,6 +488,7 @@ fn writer_loop(store: Arc<Store>, rx: Receiver<Job>, stats: Arc<CommitStats>, se
             carried.push_back(Carried::of(j));
             return;
         }
+        stats.queued.fetch_sub(1, Ordering::Relaxed);
         size.add(&j);
         group.push(j);
     };
@@ -465,7 +504,7 @@ fn writer_loop(store: Arc<Store>, rx: Receiver<Job>, stats: Arc<CommitStats>, se
                 Err(_) => return,
             }
         }
-        while size.items < MAX_GROUP_ITEMS && size.updates < MAX_GROUP_UPDATES {
+        while size.items < MAX_GROUP_ITEMS && size.updates < MAX_GROUP_UPDATES && carried.len() < MAX_SET_ASIDE {
             match rx.try_recv() {
                 Ok(j) => take(j, &mut group, &mut carried, &mut size),
                 Err(_) => break,
@@ -478,7 +517,7 @@ fn writer_loop(store: Arc<Store>, rx: Receiver<Job>, stats: Arc<CommitStats>, se
         let mut slot = None;
         if let Some(c) = carried.front_mut() {
             if group.is_empty() || !sliced_last {
-                let (job, s) = c.next_slice();
+                let (job, s) = c.next_slice(&store);
                 size.add(&job);
                 group.push(job);
                 slot = Some(s);
@@ -497,6 +536,7 @@ fn writer_loop(store: Arc<Store>, rx: Receiver<Job>, stats: Arc<CommitStats>, se
             tracing::error!(panic = %why, "the commit writer panicked; refusing every commit until restart");
             let e = Arc::new(Error::Engine(format!("the commit writer stopped after a panic ({why}); restart the server")));
             for c in carried.drain(..) {
+                stats.queued.fetch_sub(1, Ordering::Relaxed);
                 answer(c.reply, Err(e.clone()));
             }
             while let Ok(j) = rx.recv() {
@@ -511,6 +551,7 @@ fn writer_loop(store: Arc<Store>, rx: Receiver<Job>, stats: Arc<CommitStats>, se
         let whole = carried.front_mut().and_then(|c| c.fold(r));
         if let Some(r) = whole {
             if let Some(c) = carried.pop_front() {
+                stats.queued.fetch_sub(1, Ordering::Relaxed);
                 answer(c.reply, r);
             }
         }
@@ -603,9 +644,18 @@ fn commit_group(store: &Store, group: Vec<Job>, stats: &CommitStats, seq: &tokio
         Err(e) => {
             tracing::warn!(error = %e, jobs = replies.len(), "group commit failed; trying each job alone");
             let (mut updates, mut events) = (updates.into_iter(), events.into_iter());
-            for (((nu, ne), reply), extra) in shape.into_iter().zip(replies).zip(extras) {
+            let mut jobs = shape.into_iter().zip(replies).zip(extras);
+            while let Some((((nu, ne), reply), extra)) = jobs.next() {
                 let job = Job { updates: updates.by_ref().take(nu).collect(), events: events.by_ref().take(ne).collect(), extra, reply, guard: None };
-                commit_group(store, vec![job], stats, seq)?;
+                if let Err(why) = commit_group(store, vec![job], stats, seq) {
+                    // The store panicked: the jobs not yet tried are
+                    // answered too, not dropped unanswered.
+                    let e = Arc::new(Error::Engine(format!("the commit writer panicked ({why})")));
+                    for ((_, reply), _) in jobs {
+                        answer(reply, Err(e.clone()));
+                    }
+                    return Err(why);
+                }
             }
             Ok(())
         }
@@ -896,6 +946,81 @@ mod tests {
         c.shutdown();
     }
 
+    /// `n` updates of different persons (born on different days).
+    fn distinct(n: usize) -> Vec<Update> {
+        let day = time::Date::from_calendar_date(1980, time::Month::May, 5).unwrap();
+        (0..n)
+            .map(|i| {
+                let d = day + time::Duration::days((i / 900) as i64);
+                let k = SubjectKey::Person(PersonKey::from_parts("440305", d, (i % 900) as u16 + 1).unwrap());
+                Update { key: k, ..upd(0, 1) }
+            })
+            .collect()
+    }
+
+    /// Key mappings sealed before the job was queued go with the slice of
+    /// their update, the job's other extra writes and its entries with the
+    /// first; written, every key resolves.
+    #[test]
+    fn a_large_jobs_presealed_mappings_go_with_their_slices() {
+        let s = store();
+        let n = 2 * SLICE_UPDATES + 10;
+        let updates = distinct(n);
+        let mut extra = WriteBatch::new();
+        s.seal_new_keys(&updates, &mut extra).unwrap();
+        extra.put(Cf::Meta, b"another write".to_vec(), b"1".to_vec());
+        let keys: Vec<SubjectKey> = updates.iter().map(|u| u.key).collect();
+        let mut c = Carried::of(Job { updates: updates.clone(), events: vec![event(1)], extra: extra.clone(), reply: Box::new(|_| {}), guard: None });
+        let count = |j: &Job, cf: Cf| j.extra.ops().iter().filter(|op| matches!(op, BatchOp::Put { cf: c, .. } if *c == cf)).count();
+        let slices: Vec<Job> = (0..3).map(|_| c.next_slice(&s).0).collect();
+        assert!(c.rest.as_slice().is_empty());
+        assert_eq!(slices.iter().map(|j| j.updates.len()).collect::<Vec<_>>(), [SLICE_UPDATES, SLICE_UPDATES, 10]);
+        assert_eq!(slices.iter().map(|j| count(j, Cf::KeyMap)).collect::<Vec<_>>(), [SLICE_UPDATES, SLICE_UPDATES, 10]);
+        assert_eq!(slices.iter().map(|j| count(j, Cf::Meta)).collect::<Vec<_>>(), [1, 0, 0]);
+        assert_eq!(slices.iter().map(|j| j.events.len()).collect::<Vec<_>>(), [1, 0, 0]);
+        for j in &slices {
+            for u in &j.updates {
+                let pid = s.pseudonym(&u.key);
+                assert!(j.extra.ops().iter().any(|op| matches!(op, BatchOp::Put { cf: Cf::KeyMap, key, .. } if key[..] == pid.0[..])));
+            }
+        }
+        // Through the writer: every key's mapping is there.
+        let mut committer = Committer::start(s.clone(), 100);
+        let (tx, rx) = mpsc::channel();
+        committer.submit_with(updates, vec![event(1)], extra, Box::new(move |r| tx.send(r.is_ok()).unwrap())).unwrap();
+        assert!(rx.recv().unwrap());
+        for k in &keys {
+            assert_eq!(s.resolve(&s.pseudonym(k)).unwrap(), Some(*k));
+        }
+        assert_eq!(committer.stats().queued.load(Ordering::Relaxed), 0, "a job set aside is counted out once answered");
+        committer.shutdown();
+    }
+
+    /// At most [`MAX_SET_ASIDE`] large jobs are set aside: the writer
+    /// takes no more from the queue until one is done, so the queue's bound
+    /// still holds them back (and a job behind them waits its turn).
+    #[test]
+    fn large_jobs_set_aside_are_bounded_and_counted_as_queued() {
+        let s = store();
+        let mut c = Committer::start(s.clone(), 100);
+        let release = hold_writer(&c);
+        let (tx, rx) = mpsc::channel();
+        for i in 0..MAX_SET_ASIDE as u16 + 4 {
+            let tx = tx.clone();
+            let job: Vec<Update> = (1..=SLICE_UPDATES as u64 + 1).map(|v| upd(i, v)).collect();
+            c.submit(job, vec![], Box::new(move |r| tx.send(("large", r.is_ok())).unwrap())).unwrap();
+        }
+        c.submit(vec![], vec![event(1)], Box::new(move |r| tx.send(("small", r.is_ok())).unwrap())).unwrap();
+        assert_eq!(c.stats().queued.load(Ordering::Relaxed), MAX_SET_ASIDE + 5);
+        drop(release);
+        let answers: Vec<(&str, bool)> = (0..MAX_SET_ASIDE + 5).map(|_| rx.recv().unwrap()).collect();
+        assert!(answers.iter().all(|(_, ok)| *ok));
+        let small = answers.iter().position(|(what, _)| *what == "small").unwrap();
+        assert!(small > 0, "the small job was behind more large jobs than may be set aside: {answers:?}");
+        assert_eq!(c.stats().queued.load(Ordering::Relaxed), 0);
+        c.shutdown();
+    }
+
     /// A job queued while a slice is written goes next, in a group of its
     /// own, not with the next slice: it waits for one slice, not two.
     #[test]
@@ -999,6 +1124,29 @@ mod tests {
         };
         assert!(sliced(&job(None)));
         assert!(!sliced(&job(Some(Arc::new(AtomicBool::new(false))))));
+    }
+
+    /// A panic while a failed group is tried again job by job answers the
+    /// jobs not yet tried as well, instead of dropping their replies.
+    #[test]
+    fn a_panic_while_retrying_a_group_answers_every_job_of_it() {
+        let (engine, s) = mem_store();
+        let mut c = Committer::start(s.clone(), 100);
+        let release = hold_writer(&c);
+        let (tx, rx) = mpsc::channel();
+        for (i, u) in [(1, upd(1, 1)), (2, Update { dataset: "no-such-dataset".into(), ..upd(2, 1) }), (3, upd(3, 1))] {
+            let tx = tx.clone();
+            c.submit(vec![u], vec![], Box::new(move |r| tx.send((i, r.map(|_| ()).map_err(|e| e.to_string()))).unwrap())).unwrap();
+        }
+        // The group is refused before it reaches the engine (an unknown
+        // dataset); the first job tried alone then panics there.
+        engine.panic_next_write();
+        drop(release);
+        let mut got: Vec<(u16, Result<(), String>)> =
+            (0..3).map(|_| rx.recv_timeout(std::time::Duration::from_secs(10)).expect("every job answered")).collect();
+        got.sort_by_key(|(i, _)| *i);
+        assert!(got.iter().all(|(_, r)| r.as_ref().is_err_and(|e| e.contains("panicked"))), "{got:?}");
+        c.shutdown();
     }
 
     /// A reply that panics costs its caller, not the writer.
