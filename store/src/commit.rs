@@ -892,6 +892,19 @@ mod tests {
         c.shutdown();
     }
 
+    /// A store, its committer, and the writer held (see [`hold_writer`]).
+    fn held() -> (Arc<Store>, Committer, mpsc::Sender<()>) {
+        let s = store();
+        let c = Committer::start(s.clone(), 100);
+        let release = hold_writer(&c);
+        (s, c, release)
+    }
+
+    /// Updates of the person `i`, versions 1 to `n`.
+    fn versions(i: u16, n: usize) -> Vec<Update> {
+        (1..=n as u64).map(|v| upd(i, v)).collect()
+    }
+
     /// The writer held in a reply until `release` is dropped or sent to,
     /// so that what is submitted meanwhile queues up behind it.
     fn hold_writer(c: &Committer) -> mpsc::Sender<()> {
@@ -911,13 +924,11 @@ mod tests {
     /// in order, its audit entry, the last sequence number.
     #[test]
     fn a_large_job_is_written_in_slices_with_others_between_them() {
-        let s = store();
-        let mut c = Committer::start(s.clone(), 100);
-        let release = hold_writer(&c);
+        let (s, mut c, release) = held();
         let n = 2 * SLICE_UPDATES + 10;
         let (tx, rx) = mpsc::channel();
         let big_tx = tx.clone();
-        let large: Vec<Update> = (1..=n as u64).map(|v| upd(1, v)).collect();
+        let large = versions(1, n);
         c.submit(large, vec![event(1)], Box::new(move |r| big_tx.send(("large", r)).unwrap())).unwrap();
         c.submit(vec![], vec![event(2)], Box::new(move |r| tx.send(("small", r)).unwrap())).unwrap();
         drop(release);
@@ -1001,13 +1012,11 @@ mod tests {
     /// still holds them back (and a job behind them waits its turn).
     #[test]
     fn large_jobs_set_aside_are_bounded_and_counted_as_queued() {
-        let s = store();
-        let mut c = Committer::start(s.clone(), 100);
-        let release = hold_writer(&c);
+        let (_, mut c, release) = held();
         let (tx, rx) = mpsc::channel();
         for i in 0..MAX_SET_ASIDE as u16 + 4 {
             let tx = tx.clone();
-            let job: Vec<Update> = (1..=SLICE_UPDATES as u64 + 1).map(|v| upd(i, v)).collect();
+            let job = versions(i, SLICE_UPDATES + 1);
             c.submit(job, vec![], Box::new(move |r| tx.send(("large", r.is_ok())).unwrap())).unwrap();
         }
         c.submit(vec![], vec![event(1)], Box::new(move |r| tx.send(("small", r.is_ok())).unwrap())).unwrap();
@@ -1032,7 +1041,7 @@ mod tests {
         // Every write takes a while, so the small job arrives during the
         // first slice's.
         engine.delay_writes(std::time::Duration::from_millis(300));
-        let large: Vec<Update> = (1..=2 * SLICE_UPDATES as u64 + 10).map(|v| upd(1, v)).collect();
+        let large = versions(1, 2 * SLICE_UPDATES + 10);
         c.submit(large, vec![], Box::new(move |r| big_tx.send(("large", r)).unwrap())).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(100));
         engine.delay_writes(std::time::Duration::ZERO);
@@ -1057,13 +1066,11 @@ mod tests {
     /// behind all of them.
     #[test]
     fn a_group_stops_growing_at_its_updates() {
-        let s = store();
-        let mut c = Committer::start(s.clone(), 100);
-        let release = hold_writer(&c);
+        let (s, mut c, release) = held();
         let (tx, rx) = mpsc::channel();
         for i in 0..10u16 {
             let tx = tx.clone();
-            let job: Vec<Update> = (1..=1000).map(|v| upd(i, v)).collect();
+            let job = versions(i, 1000);
             c.submit(job, vec![], Box::new(move |r| tx.send(r.is_ok()).unwrap())).unwrap();
         }
         drop(release);
@@ -1081,11 +1088,9 @@ mod tests {
     /// and the writer goes on.
     #[test]
     fn a_failed_slice_answers_its_job_and_writes_no_more_of_it() {
-        let s = store();
-        let mut c = Committer::start(s.clone(), 100);
-        let release = hold_writer(&c);
-        let mut large: Vec<Update> = (1..=SLICE_UPDATES as u64).map(|v| upd(1, v)).collect();
-        large.extend((1..=SLICE_UPDATES as u64 + 10).map(|v| upd(2, v)));
+        let (s, mut c, release) = held();
+        let mut large = versions(1, SLICE_UPDATES);
+        large.extend(versions(2, SLICE_UPDATES + 10));
         large[SLICE_UPDATES + 5].dataset = "no-such-dataset".into();
         let (tx, rx) = mpsc::channel();
         c.submit(large, vec![event(1)], Box::new(move |r| tx.send(r.map(|_| ()).map_err(|e| e.to_string())).unwrap())).unwrap();
