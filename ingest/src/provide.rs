@@ -62,7 +62,10 @@ impl Error {
 
 impl From<basedata_store::Error> for Error {
     fn from(e: basedata_store::Error) -> Self {
-        Error::Internal(e.to_string())
+        match e.unavailable_reason() {
+            Some(why) => Error::Unavailable(why.into()),
+            None => Error::Internal(e.to_string()),
+        }
     }
 }
 
@@ -71,7 +74,10 @@ impl From<CommitError> for Error {
         match e {
             CommitError::Overloaded => Error::Overloaded,
             CommitError::Closed => Error::Unavailable("the server is shutting down".into()),
-            CommitError::Failed(e) => Error::Internal(e.to_string()),
+            CommitError::Failed(e) => match e.unavailable_reason() {
+                Some(why) => Error::Unavailable(why.into()),
+                None => Error::Internal(e.to_string()),
+            },
         }
     }
 }

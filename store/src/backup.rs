@@ -163,7 +163,7 @@ struct Marker {
 }
 
 fn engine_err(e: rocksdb::Error) -> Error {
-    Error::Engine(e.into_string())
+    Error::engine(e.into_string())
 }
 
 fn fail(msg: String) -> Error {

@@ -1154,6 +1154,33 @@ mod tests {
         c.shutdown();
     }
 
+    /// A full disk fails the job with a reason the caller may pass on (to
+    /// try again later), unlike other engine failures; once space is freed
+    /// the writer goes on writing.
+    #[test]
+    fn a_full_disk_fails_a_job_with_a_reason_to_retry_and_passes() {
+        let (engine, s) = mem_store();
+        let mut c = Committer::start(s.clone(), 100);
+        let commit = |c: &Committer, i: u16| {
+            let (tx, rx) = mpsc::channel();
+            c.submit(vec![upd(i, 1)], vec![event(i)], Box::new(move |r| tx.send(r.map(|_| ())).unwrap())).unwrap();
+            rx.recv().unwrap()
+        };
+        engine.fail_writes(Some("IO error: No space left on device: While appending to file: /data/000004.log: No space left on device"));
+        let e = commit(&c, 1).unwrap_err();
+        assert!(matches!(*e, Error::NoSpace(_)), "{e:?}");
+        assert_eq!(e.unavailable_reason(), Some(crate::NO_SPACE));
+        engine.fail_writes(Some("Corruption: block checksum mismatch"));
+        let e = commit(&c, 2).unwrap_err();
+        assert_eq!(e.unavailable_reason(), None, "any other failure is the server's: {e:?}");
+        let io = Error::Io(std::io::Error::from(std::io::ErrorKind::StorageFull));
+        assert_eq!(io.unavailable_reason(), Some(crate::NO_SPACE));
+        engine.fail_writes(None);
+        assert!(commit(&c, 3).is_ok());
+        assert!(s.get(&key(1), "death", None).unwrap().is_none() && s.get(&key(3), "death", None).unwrap().is_some());
+        c.shutdown();
+    }
+
     /// A reply that panics costs its caller, not the writer.
     #[test]
     fn a_reply_that_panics_does_not_stop_the_writer() {

@@ -46,6 +46,10 @@ pub use value::Value;
 pub enum Error {
     #[error("storage engine: {0}")]
     Engine(String),
+    /// The engine could not write for want of disk space: it passes once
+    /// space is freed (see [`Error::unavailable_reason`]).
+    #[error("storage engine: {0}")]
+    NoSpace(String),
     #[error("corrupt {what}: {msg}")]
     Corrupt { what: &'static str, msg: String },
     #[error("unsupported stored format {found} of {what}")]
@@ -89,3 +93,30 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why a full disk refuses a request, as its callers are told.
+pub const NO_SPACE: &str = "the disk holding the store is full: nothing can be written, and no answer that must be audited can be given, until space is freed";
+
+impl Error {
+    /// An engine's failure, with a full disk told apart from the rest: it
+    /// passes when space is freed, where the rest is a fault to look into.
+    pub fn engine(msg: String) -> Error {
+        // strerror(ENOSPC), which RocksDB's I/O errors quote.
+        if msg.contains("No space left on device") {
+            Error::NoSpace(msg)
+        } else {
+            Error::Engine(msg)
+        }
+    }
+
+    /// For a failure that is the machine's state, not a fault of the
+    /// request or the server (a full disk): what to tell the caller, who
+    /// may try again later. `None` for the rest (internal errors).
+    pub fn unavailable_reason(&self) -> Option<&'static str> {
+        match self {
+            Error::NoSpace(_) => Some(NO_SPACE),
+            Error::Io(e) if e.kind() == std::io::ErrorKind::StorageFull => Some(NO_SPACE),
+            _ => None,
+        }
+    }
+}

@@ -82,7 +82,13 @@ impl ApiError {
 
 impl From<basedata_store::Error> for ApiError {
     fn from(e: basedata_store::Error) -> Self {
-        ApiError::internal(e)
+        match e.unavailable_reason() {
+            Some(why) => {
+                tracing::error!(error = %e, "refused: {why}");
+                ApiError::unavailable(why)
+            }
+            None => ApiError::internal(e),
+        }
     }
 }
 

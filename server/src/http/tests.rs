@@ -510,6 +510,62 @@ async fn a_change_past_the_time_limit_is_told_it_may_still_be_made_and_is() {
     assert!(state.queries.policy().1.is_some_and(|r| r.set_by == "admin"));
 }
 
+/// A full disk is `503 unavailable` with its reason, for a provider's
+/// updates and a counter's verification alike (not a `500`: nothing is
+/// wrong with the request or the server), and passes once space is freed.
+#[tokio::test]
+async fn a_full_disk_is_unavailable_not_an_internal_error_and_passes() {
+    let (provider, counter) = ("test-gongan-token-0001", "test-counter-token-001");
+    let engine = Arc::new(MemEngine::new());
+    let clock = Arc::new(ManualClock::new(1_763_800_000_000_000));
+    let store = Store::open(engine.clone(), &Secret::from_bytes([1; 32]), Arc::new(Catalog::builtin()), clock).unwrap();
+    let departments = Departments::from_config(&[
+        dept("gongan", "公安", vec![Role::Provider], provider, None),
+        dept("counter", "窗口", vec![Role::Consumer], counter, None),
+    ])
+    .unwrap();
+    let state = AppState::build(Arc::new(store), departments, Settings::default()).unwrap();
+    let g = basedata_gen::GenConfig { persons: 1, entities: 0, seed: 5 };
+    let key = basedata_gen::person_key(&g, 0);
+    let line = serde_json::json!({"key": key.as_str(), "version": 1, "fields": basedata_gen::person_hukou(&g, 0)}).to_string();
+    let update = || {
+        HttpRequest::post("/v1/datasets/hukou/updates")
+            .header("authorization", format!("Bearer {provider}"))
+            .header("content-type", "application/x-ndjson")
+            .body(Body::from(line.clone()))
+            .unwrap()
+    };
+    let verify = || {
+        HttpRequest::post(format!("/v1/persons/{}/verify", key.as_str()))
+            .header("authorization", format!("Bearer {counter}"))
+            .header("x-purpose", "test")
+            .header("content-type", "application/json")
+            .body(Body::from(r#"{"dataset": "hukou", "fields": {"name": "x"}}"#))
+            .unwrap()
+    };
+    let send = |req: HttpRequest<Body>| {
+        let state = state.clone();
+        async move {
+            let resp = router(state).oneshot(req).await.unwrap();
+            let status = resp.status();
+            let body: Value = serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+            (status, body)
+        }
+    };
+    engine.fail_writes(Some("IO error: No space left on device: While appending to file: /data/000004.log: No space left on device"));
+    for (what, req) in [("update", update()), ("verification", verify())] {
+        let (status, body) = send(req).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{what}: {body}");
+        assert_eq!(body["error"]["code"], "unavailable", "{what}: {body}");
+        assert!(body["error"]["message"].as_str().unwrap().contains("disk holding the store is full"), "{what}: {body}");
+    }
+    engine.fail_writes(None);
+    let (status, body) = send(update()).await;
+    assert_eq!((status, &body["applied"]), (StatusCode::OK, &serde_json::json!(1)), "{body}");
+    let (status, body) = send(verify()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
 /// A provider that goes away while its updates are written still has its
 /// rejected lines kept for the stewards, with the updates.
 #[tokio::test]

@@ -21,11 +21,18 @@ pub struct MemEngine {
     write_delay_us: AtomicU64,
     /// The next write panics ([`MemEngine::panic_next_write`]).
     panic_next: std::sync::atomic::AtomicBool,
+    /// Every write fails with this engine message ([`MemEngine::fail_writes`]).
+    failing: std::sync::Mutex<Option<String>>,
 }
 
 impl MemEngine {
     pub fn new() -> Self {
-        MemEngine { cfs: RwLock::new(vec![Map::new(); Cf::ALL.len()]), write_delay_us: AtomicU64::new(0), panic_next: Default::default() }
+        MemEngine {
+            cfs: RwLock::new(vec![Map::new(); Cf::ALL.len()]),
+            write_delay_us: AtomicU64::new(0),
+            panic_next: Default::default(),
+            failing: Default::default(),
+        }
     }
 
     /// Makes every write from now on take `delay` longer: a slow disk, for
@@ -39,6 +46,12 @@ impl MemEngine {
     /// for tests of what the writer thread does then.
     pub fn panic_next_write(&self) {
         self.panic_next.store(true, Ordering::Relaxed);
+    }
+
+    /// Makes every write from now on fail, writing nothing, as an engine
+    /// reporting `message` would (a full disk, say); `None` ends it.
+    pub fn fail_writes(&self, message: Option<&str>) {
+        *self.failing.lock().unwrap_or_else(|e| e.into_inner()) = message.map(str::to_owned);
     }
 }
 
@@ -55,6 +68,9 @@ impl Engine for MemEngine {
         }
         if self.panic_next.swap(false, Ordering::Relaxed) {
             panic!("an injected engine panic");
+        }
+        if let Some(message) = self.failing.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+            return Err(crate::Error::engine(message));
         }
         // One write lock for the whole batch is what makes it atomic.
         let mut cfs = self.cfs.write().unwrap_or_else(|e| e.into_inner());

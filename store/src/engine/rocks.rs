@@ -85,7 +85,7 @@ fn op_key(op: &BatchOp) -> (Cf, &[u8]) {
 }
 
 fn engine_err(e: rocksdb::Error) -> Error {
-    Error::Engine(e.into_string())
+    Error::engine(e.into_string())
 }
 
 fn cf_options(cf: Cf, cfg: &RocksConfig, cache: &Cache) -> Options {
