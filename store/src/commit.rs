@@ -125,6 +125,9 @@ pub struct CommitStats {
     pub long_commits: AtomicU64,
     pub queued: AtomicUsize,
     pub failures: AtomicU64,
+    /// Jobs written in slices (see the module's doc), and the slices written.
+    pub sliced_jobs: AtomicU64,
+    pub slices: AtomicU64,
 }
 
 pub struct Committer {
@@ -485,6 +488,7 @@ fn writer_loop(store: Arc<Store>, rx: Receiver<Job>, stats: Arc<CommitStats>, se
         stats.jobs.fetch_add(1, Ordering::Relaxed);
         stats.items.fetch_add((j.updates.len() + j.events.len()) as u64, Ordering::Relaxed);
         if sliced(&j) {
+            stats.sliced_jobs.fetch_add(1, Ordering::Relaxed);
             carried.push_back(Carried::of(j));
             return;
         }
@@ -518,6 +522,7 @@ fn writer_loop(store: Arc<Store>, rx: Receiver<Job>, stats: Arc<CommitStats>, se
         if let Some(c) = carried.front_mut() {
             if group.is_empty() || !sliced_last {
                 let (job, s) = c.next_slice(&store);
+                stats.slices.fetch_add(1, Ordering::Relaxed);
                 size.add(&job);
                 group.push(job);
                 slot = Some(s);
@@ -952,6 +957,7 @@ mod tests {
         assert_eq!(c.stats().jobs.load(Ordering::Relaxed), 3);
         assert_eq!(c.stats().items.load(Ordering::Relaxed), 1 + (n as u64 + 1) + 1);
         assert!(c.stats().groups.load(Ordering::Relaxed) >= 4, "the holder, the small job with the first slice, two more");
+        assert_eq!((c.stats().sliced_jobs.load(Ordering::Relaxed), c.stats().slices.load(Ordering::Relaxed)), (1, 3));
         // The first slice with its job's entry, and the small job.
         assert_eq!(c.stats().largest_group.load(Ordering::Relaxed), SLICE_UPDATES as u64 + 2);
         c.shutdown();

@@ -258,6 +258,7 @@ async fn metrics_are_prometheus_text() {
     assert!(text.contains("basedata_http_request_duration_seconds_bucket"));
     assert!(text.contains("basedata_dataset_records{dataset=\"hukou\"} 0"));
     assert!(text.contains("basedata_writer{stat=\"groups\"}"));
+    assert!(text.contains("basedata_writer{stat=\"slices\"}"));
 }
 
 #[tokio::test]
