@@ -60,12 +60,18 @@ impl Error {
     }
 }
 
+/// A store's failure: the caller may try again later (a full disk), or
+/// it is internal.
+fn from_store(e: &basedata_store::Error) -> Error {
+    match e.unavailable_reason() {
+        Some(why) => Error::Unavailable(why.into()),
+        None => Error::Internal(e.to_string()),
+    }
+}
+
 impl From<basedata_store::Error> for Error {
     fn from(e: basedata_store::Error) -> Self {
-        match e.unavailable_reason() {
-            Some(why) => Error::Unavailable(why.into()),
-            None => Error::Internal(e.to_string()),
-        }
+        from_store(&e)
     }
 }
 
@@ -74,10 +80,7 @@ impl From<CommitError> for Error {
         match e {
             CommitError::Overloaded => Error::Overloaded,
             CommitError::Closed => Error::Unavailable("the server is shutting down".into()),
-            CommitError::Failed(e) => match e.unavailable_reason() {
-                Some(why) => Error::Unavailable(why.into()),
-                None => Error::Internal(e.to_string()),
-            },
+            CommitError::Failed(e) => from_store(&e),
         }
     }
 }

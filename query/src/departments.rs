@@ -81,12 +81,7 @@ pub fn check_person(p: &ResponsiblePerson) -> std::result::Result<(), String> {
         if t.is_empty() {
             return Err(format!("{what} is required"));
         }
-        if t.chars().count() > MAX_PERSON_TEXT {
-            return Err(format!("{what} is limited to {MAX_PERSON_TEXT} characters"));
-        }
-        if !t.chars().all(basedata_store::audit::fits_audit_text) {
-            return Err(format!("{what} holds control or formatting characters"));
-        }
+        crate::governance::text_refusal(what, t, MAX_PERSON_TEXT)?;
     }
     parse_date(&p.since).map(|_| ()).ok_or_else(|| "since is a date, YYYY-MM-DD".to_owned())
 }

@@ -22,18 +22,22 @@ fn required_text(name: &str, v: Option<&str>) -> Result<String> {
     }
 }
 
-/// Free text that goes on record with a grant or a dispute: at most `max`
-/// characters, and none that could forge or hide a line of the audit
-/// trail or of a page (the rule `X-Purpose` follows). Refused, never cut
-/// or cleaned.
+/// Free text that goes on record (with a grant, a dispute, a responsible
+/// person): at most `max` characters, and none that could forge or hide a
+/// line of the audit trail or of a page (the rule `X-Purpose` follows).
+/// Refused, never cut or cleaned; the message names `name`.
+pub(crate) fn text_refusal(name: &str, t: &str, max: usize) -> std::result::Result<(), String> {
+    use basedata_store::audit::{audit_text_fault, TextFault};
+    match audit_text_fault(t, max) {
+        None => Ok(()),
+        Some(TextFault::TooLong) => Err(format!("{name} is limited to {max} characters")),
+        Some(TextFault::Unfit) => Err(format!("{name} holds control or formatting characters")),
+    }
+}
+
+/// [`text_refusal`] as this module's error.
 fn checked_text(name: &str, t: &str, max: usize) -> Result<()> {
-    if t.chars().count() > max {
-        return Err(Error::InvalidValue(format!("{name} is limited to {max} characters")));
-    }
-    if !t.chars().all(basedata_store::audit::fits_audit_text) {
-        return Err(Error::InvalidValue(format!("{name} holds control or formatting characters")));
-    }
-    Ok(())
+    text_refusal(name, t, max).map_err(Error::InvalidValue)
 }
 
 /// Longest purpose a grant may state: what the `X-Purpose` header of a

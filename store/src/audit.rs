@@ -149,6 +149,28 @@ pub fn fits_audit_text(c: char) -> bool {
         || matches!(c, '\u{2028}' | '\u{2029}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}'))
 }
 
+/// Why a text may not go on record as it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TextFault {
+    /// More characters than allowed.
+    TooLong,
+    /// A character [`fits_audit_text`] refuses.
+    Unfit,
+}
+
+/// Whether `t` may go on record as it is: at most `max_chars` characters,
+/// each one that [`fits_audit_text`]. Text that may not is refused, never
+/// cut or cleaned.
+pub fn audit_text_fault(t: &str, max_chars: usize) -> Option<TextFault> {
+    if t.chars().count() > max_chars {
+        Some(TextFault::TooLong)
+    } else if !t.chars().all(fits_audit_text) {
+        Some(TextFault::Unfit)
+    } else {
+        None
+    }
+}
+
 /// The stored form of an entry (format marker 3). The hash must stay the
 /// last member: it is the last 32 bytes of the encoding.
 #[derive(Clone, Debug, PartialEq, Eq, bincode::Encode, bincode::Decode)]
@@ -532,7 +554,7 @@ impl AuditCursor {
         // A cursor comes back from clients and its text goes on record
         // (an access report's entry names it): a node's name is short and
         // printable.
-        if node.chars().count() > 64 || !node.chars().all(fits_audit_text) {
+        if audit_text_fault(node, 64).is_some() {
             return None;
         }
         Some(AuditCursor { at, node: node.to_owned(), seq })

@@ -45,7 +45,7 @@
 
 use crate::audit::load_head;
 use crate::clock::{Clock, SystemClock};
-use crate::engine::rocks::RocksEngine;
+use crate::engine::rocks::{engine_err, RocksEngine};
 use crate::engine::{Cf, Engine};
 use crate::pseudo::{Pseudonymizer, Secret};
 use crate::record::seq_from_key;
@@ -160,10 +160,6 @@ pub struct Restored {
 struct Marker {
     format: u32,
     store_id: String,
-}
-
-fn engine_err(e: rocksdb::Error) -> Error {
-    Error::engine(e.into_string())
 }
 
 fn fail(msg: String) -> Error {

@@ -563,6 +563,11 @@ fn writer_loop(store: Arc<Store>, rx: Receiver<Job>, stats: Arc<CommitStats>, se
     }
 }
 
+/// What the jobs of a group the store panicked on are answered.
+fn panicked(why: &str) -> Arc<Error> {
+    Arc::new(Error::Engine(format!("the commit writer panicked ({why})")))
+}
+
 /// Answers a job; a reply that panics is the caller's loss, not the
 /// writer's, which goes on answering the rest.
 fn answer(reply: Reply, result: JobResult) {
@@ -618,7 +623,7 @@ fn commit_group(store: &Store, group: Vec<Job>, stats: &CommitStats, seq: &tokio
                 .map(|s| s.to_string())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "no message".into());
-            let e = Arc::new(Error::Engine(format!("the commit writer panicked ({why})")));
+            let e = panicked(&why);
             for reply in replies {
                 answer(reply, Err(e.clone()));
             }
@@ -655,7 +660,7 @@ fn commit_group(store: &Store, group: Vec<Job>, stats: &CommitStats, seq: &tokio
                 if let Err(why) = commit_group(store, vec![job], stats, seq) {
                     // The store panicked: the jobs not yet tried are
                     // answered too, not dropped unanswered.
-                    let e = Arc::new(Error::Engine(format!("the commit writer panicked ({why})")));
+                    let e = panicked(&why);
                     for ((_, reply), _) in jobs {
                         answer(reply, Err(e.clone()));
                     }

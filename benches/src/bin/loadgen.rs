@@ -568,7 +568,6 @@ fn pace(released: &tokio::sync::Semaphore, rate: f64, limit: u64, start: std::ti
         libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong);
     }
     let mut given = 0u64;
-    let mut last_wake = start;
     while given < limit {
         let now = std::time::Instant::now();
         if now >= end {
@@ -584,10 +583,9 @@ fn pace(released: &tokio::sync::Semaphore, rate: f64, limit: u64, start: std::ti
             given = due;
         }
         let next = start + Duration::from_secs_f64(given as f64 / rate);
-        last_wake = last_wake.max(now);
         // std's sleep is the kernel's hrtimer (tens of microseconds late at
         // worst here), unlike tokio's millisecond wheel.
-        std::thread::sleep(next.max(last_wake + gap).min(end).saturating_duration_since(std::time::Instant::now()));
+        std::thread::sleep(next.max(now + gap).min(end).saturating_duration_since(std::time::Instant::now()));
     }
     released.close();
     late

@@ -465,7 +465,7 @@ impl StaffBook {
     pub fn check_new(&self, a: &NewAccount) -> Result<Arc<Department>, AccountError> {
         let department = check_account(&a.id, &a.department, &a.roles, &|d| self.department(d))?;
         // Refused, never cut: the name is shown as it was typed.
-        if a.name.chars().count() > MAX_NAME_CHARS || !a.name.chars().all(basedata_store::audit::fits_audit_text) {
+        if basedata_store::audit::audit_text_fault(&a.name, MAX_NAME_CHARS).is_some() {
             return Err(AccountError::InvalidName);
         }
         if let Some(s) = self.get(&a.id) {

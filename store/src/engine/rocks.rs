@@ -84,7 +84,7 @@ fn op_key(op: &BatchOp) -> (Cf, &[u8]) {
     }
 }
 
-fn engine_err(e: rocksdb::Error) -> Error {
+pub(crate) fn engine_err(e: rocksdb::Error) -> Error {
     Error::engine(e.into_string())
 }
 
