@@ -117,7 +117,7 @@ impl Metrics {
         let dataset_updates =
             IntGaugeVec::new(Opts::new("dataset_updates_total", "Changes applied per dataset"), &["dataset"]).expect("metric");
         let commit = IntGaugeVec::new(
-            Opts::new("writer", "Group-commit writer: groups (writes; a failed group tried again job by job writes each alone), jobs, items, largest_group, longest_commit_us, slow_commits (over 10 ms), long_commits (over 3 ms), queued, failures, sliced_jobs and slices (jobs too large for one group, written a slice per group)"),
+            Opts::new("writer", "Group-commit writer: groups (writes; a failed group tried again job by job writes each alone), jobs, items, largest_group, longest_commit_us, slow_commits (over 10 ms), long_commits (over 3 ms), queued, failures, sliced_jobs and slices (jobs too large for one group, written a slice per group), bulk_jobs (jobs of many audit events, a batch's chunks, written after the jobs queued meanwhile)"),
             &["stat"],
         )
         .expect("metric");
@@ -256,6 +256,7 @@ impl Metrics {
             ("queued", commit.queued.load(Ordering::Relaxed) as u64),
             ("failures", commit.failures.load(Ordering::Relaxed)),
             ("sliced_jobs", commit.sliced_jobs.load(Ordering::Relaxed)),
+            ("bulk_jobs", commit.bulk_jobs.load(Ordering::Relaxed)),
             ("slices", commit.slices.load(Ordering::Relaxed)),
         ] {
             self.commit.with_label_values(&[name]).set(v as i64);

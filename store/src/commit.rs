@@ -19,6 +19,13 @@
 //! before it stay written (its updates are versioned, so sending it again
 //! is harmless).
 //!
+//! A job of many audit events ([`BULK_EVENTS`] or more: a batch
+//! comparison's chunk) is set aside the same way, whole, and such jobs go
+//! in a group up to [`BULK_GROUP_EVENTS`] at a time, taking turns with
+//! the slices: a verification queued behind a batch's chunks waits for
+//! two of them at most, not for every chunk the batch has in flight.
+//! Set-aside jobs of each kind keep their order among themselves.
+//!
 //! Async callers use [`Committer::commit`], which waits for the job's group
 //! to be durable without holding a thread; [`Committer::watch_seq`] follows
 //! the last committed change-log sequence number (change-feed long polls).
@@ -128,6 +135,8 @@ pub struct CommitStats {
     /// Jobs written in slices (see the module's doc), and the slices written.
     pub sliced_jobs: AtomicU64,
     pub slices: AtomicU64,
+    /// Jobs of many events set aside (see the module's doc).
+    pub bulk_jobs: AtomicU64,
 }
 
 pub struct Committer {
@@ -167,6 +176,20 @@ pub const SLICE_BYTES: usize = 4 << 20;
 /// from the queue until one is done, so the queue's bound (and its
 /// `503 overloaded`) holds for large jobs too, give or take these.
 pub const MAX_SET_ASIDE: usize = 8;
+
+/// Audit events from which a job is set aside and written after the jobs
+/// queued meanwhile: a batch comparison's chunk (2,048 lines) is, a
+/// single use or a short batch is not.
+pub const BULK_EVENTS: usize = 256;
+
+/// Events of set-aside jobs written in one group: about 7 ms of the
+/// writer's time, what a job queued behind a running batch waits for.
+/// At least one job goes, whatever its size.
+pub const BULK_GROUP_EVENTS: usize = 4096;
+
+/// Jobs of many events set aside at most: four batches' chunks in flight.
+/// Their memory is bounded by the batch pipelines that submit them.
+pub const MAX_BULK_SET_ASIDE: usize = 32;
 
 impl Committer {
     /// Starts the writer thread; `queue` bounds the number of waiting jobs.
@@ -471,15 +494,23 @@ fn sliced(j: &Job) -> bool {
     j.guard.is_none() && slice_len(&j.updates) < j.updates.len()
 }
 
+/// Whether `j`, not written in slices, is set aside whole for its many
+/// events. Never a guarded job, for the same reason.
+fn bulky(j: &Job) -> bool {
+    j.guard.is_none() && j.events.len() >= BULK_EVENTS
+}
+
 fn writer_loop(store: Arc<Store>, rx: Receiver<Job>, stats: Arc<CommitStats>, seq: Arc<tokio::sync::watch::Sender<u64>>) {
     // Large jobs, oldest first; one slice of the first goes in each group.
     let mut carried: VecDeque<Carried> = VecDeque::new();
+    // Jobs of many events, oldest first; a few go in a group.
+    let mut bulk: VecDeque<Job> = VecDeque::new();
     // A job taken from the queue: answered if abandoned, set aside if
     // large, else added to the group. Counted once here: a failed group
     // tried again job by job, or a job written in slices, writes more
     // groups, not more jobs.
     // A job set aside still counts as queued until it is answered.
-    let take = |j: Job, group: &mut Vec<Job>, carried: &mut VecDeque<Carried>, size: &mut Size| {
+    let take = |j: Job, group: &mut Vec<Job>, carried: &mut VecDeque<Carried>, bulk: &mut VecDeque<Job>, size: &mut Size| {
         if j.guard.as_ref().is_some_and(|g| g.load(Ordering::Acquire)) {
             stats.queued.fetch_sub(1, Ordering::Relaxed);
             (j.reply)(Err(Arc::new(Error::Abandoned)));
@@ -492,43 +523,70 @@ fn writer_loop(store: Arc<Store>, rx: Receiver<Job>, stats: Arc<CommitStats>, se
             carried.push_back(Carried::of(j));
             return;
         }
+        if bulky(&j) {
+            stats.bulk_jobs.fetch_add(1, Ordering::Relaxed);
+            bulk.push_back(j);
+            return;
+        }
         stats.queued.fetch_sub(1, Ordering::Relaxed);
         size.add(&j);
         group.push(j);
     };
-    // Whether the last group carried a slice.
-    let mut sliced_last = false;
+    // Whether the last group carried set-aside work, and whether its was
+    // jobs of many events (the next turn is then a slice's, if any).
+    let (mut heavy_last, mut bulk_last) = (false, false);
     loop {
         let mut group: Vec<Job> = Vec::new();
         let mut size = Size::default();
-        if carried.is_empty() {
+        if carried.is_empty() && bulk.is_empty() {
             // Nothing set aside: wait for work (none left: shut down).
             match rx.recv() {
-                Ok(j) => take(j, &mut group, &mut carried, &mut size),
+                Ok(j) => take(j, &mut group, &mut carried, &mut bulk, &mut size),
                 Err(_) => return,
             }
         }
-        while size.items < MAX_GROUP_ITEMS && size.updates < MAX_GROUP_UPDATES && carried.len() < MAX_SET_ASIDE {
+        while size.items < MAX_GROUP_ITEMS
+            && size.updates < MAX_GROUP_UPDATES
+            && carried.len() < MAX_SET_ASIDE
+            && bulk.len() < MAX_BULK_SET_ASIDE
+        {
             match rx.try_recv() {
-                Ok(j) => take(j, &mut group, &mut carried, &mut size),
+                Ok(j) => take(j, &mut group, &mut carried, &mut bulk, &mut size),
                 Err(_) => break,
             }
         }
-        // A slice goes in every other group at least: after a group with
-        // one, the jobs that queued while it was written go first, on
-        // their own, so that they wait for one slice and not two; and a
+        // Set-aside work goes in every other group at least: after a group
+        // with some, the jobs that queued while it was written go first,
+        // on their own, so that they wait for one turn and not two; and a
         // steady stream of small jobs cannot put a large one off for good.
+        // Slices and jobs of many events take turns.
         let mut slot = None;
-        if let Some(c) = carried.front_mut() {
-            if group.is_empty() || !sliced_last {
-                let (job, s) = c.next_slice(&store);
-                stats.slices.fetch_add(1, Ordering::Relaxed);
-                size.add(&job);
-                group.push(job);
-                slot = Some(s);
+        let mut heavy = false;
+        if group.is_empty() || !heavy_last {
+            if !carried.is_empty() && (bulk.is_empty() || bulk_last) {
+                if let Some(c) = carried.front_mut() {
+                    let (job, s) = c.next_slice(&store);
+                    stats.slices.fetch_add(1, Ordering::Relaxed);
+                    size.add(&job);
+                    group.push(job);
+                    slot = Some(s);
+                    (heavy, bulk_last) = (true, false);
+                }
+            } else if !bulk.is_empty() {
+                let mut events = 0;
+                while let Some(j) = bulk.pop_front() {
+                    events += j.events.len();
+                    stats.queued.fetch_sub(1, Ordering::Relaxed);
+                    size.add(&j);
+                    group.push(j);
+                    if bulk.front().is_none_or(|next| events + next.events.len() > BULK_GROUP_EVENTS) {
+                        break;
+                    }
+                }
+                (heavy, bulk_last) = (true, true);
             }
         }
-        sliced_last = slot.is_some();
+        heavy_last = heavy;
         if group.is_empty() {
             continue;
         }
@@ -543,6 +601,10 @@ fn writer_loop(store: Arc<Store>, rx: Receiver<Job>, stats: Arc<CommitStats>, se
             for c in carried.drain(..) {
                 stats.queued.fetch_sub(1, Ordering::Relaxed);
                 answer(c.reply, Err(e.clone()));
+            }
+            for j in bulk.drain(..) {
+                stats.queued.fetch_sub(1, Ordering::Relaxed);
+                answer(j.reply, Err(e.clone()));
             }
             while let Ok(j) = rx.recv() {
                 stats.queued.fetch_sub(1, Ordering::Relaxed);
@@ -1038,6 +1100,72 @@ mod tests {
         let small = answers.iter().position(|(what, _)| *what == "small").unwrap();
         assert!(small > 0, "the small job was behind more large jobs than may be set aside: {answers:?}");
         assert_eq!(c.stats().queued.load(Ordering::Relaxed), 0);
+        c.shutdown();
+    }
+
+    /// `n` events of the person `i`, as a batch chunk's uses.
+    fn events(i: u16, n: usize) -> Vec<AuditEvent> {
+        (0..n).map(|_| event(i)).collect()
+    }
+
+    /// Jobs of many events (a running batch's chunks in flight) are set
+    /// aside: a job queued behind them goes in the next group, not after
+    /// all of them; they go [`BULK_GROUP_EVENTS`] at a time, in their
+    /// order, and every one is answered.
+    #[test]
+    fn jobs_of_many_events_let_a_job_queued_behind_them_go_first() {
+        let (s, mut c, release) = held();
+        let (tx, rx) = mpsc::channel();
+        let chunks = 6usize;
+        for i in 0..chunks {
+            let tx = tx.clone();
+            c.submit(vec![], events(i as u16 + 1, BULK_EVENTS * 8), Box::new(move |r| tx.send((i, r)).unwrap())).unwrap();
+        }
+        c.submit(vec![upd(5, 1)], vec![event(5)], Box::new(move |r| tx.send((99, r)).unwrap())).unwrap();
+        assert_eq!(c.stats().queued.load(Ordering::Relaxed), chunks + 1);
+        drop(release);
+        let answers: Vec<(usize, JobDone)> = (0..=chunks).map(|_| {
+            let (who, r) = rx.recv().unwrap();
+            (who, r.unwrap())
+        }).collect();
+        let order: Vec<usize> = answers.iter().map(|(who, _)| *who).collect();
+        // The small job goes in the first group, with the first two chunks
+        // (4,096 events), and the other chunks two a group after it; not
+        // every chunk in one group ahead of it.
+        assert_eq!(order, [99, 0, 1, 2, 3, 4, 5], "{order:?}");
+        let seqs: Vec<u64> = answers.iter().map(|(_, d)| d.first_audit_seq).collect();
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "entries in the order written: {seqs:?}");
+        assert_eq!(c.stats().bulk_jobs.load(Ordering::Relaxed), chunks as u64);
+        assert_eq!(c.stats().groups.load(Ordering::Relaxed), 1 + 3, "the holder, then the chunks by two");
+        assert_eq!(c.stats().largest_group.load(Ordering::Relaxed), 2 * 8 * BULK_EVENTS as u64 + 2);
+        assert_eq!(c.stats().queued.load(Ordering::Relaxed), 0, "each counted out once answered");
+        let check = s.audit_verify().unwrap();
+        assert!(check.ok && check.entries == 1 + (chunks * 8 * BULK_EVENTS) as u64, "{check:?}");
+        c.shutdown();
+    }
+
+    /// Slices of a large submission and jobs of many events take turns,
+    /// and a job of fewer events than [`BULK_EVENTS`] (a short batch) is
+    /// not set aside.
+    #[test]
+    fn slices_and_jobs_of_many_events_take_turns() {
+        let (_, mut c, release) = held();
+        let (tx, rx) = mpsc::channel();
+        let big = tx.clone();
+        c.submit(versions(1, 3 * SLICE_UPDATES), vec![event(1)], Box::new(move |r| big.send(("large", r.is_ok())).unwrap())).unwrap();
+        for _ in 0..2 {
+            let tx = tx.clone();
+            c.submit(vec![], events(2, BULK_GROUP_EVENTS), Box::new(move |r| tx.send(("chunk", r.is_ok())).unwrap())).unwrap();
+        }
+        c.submit(vec![], events(3, BULK_EVENTS - 1), Box::new(move |r| tx.send(("short", r.is_ok())).unwrap())).unwrap();
+        drop(release);
+        let order: Vec<(&str, bool)> = (0..4).map(|_| rx.recv().unwrap()).collect();
+        // Groups: the holder; the short batch with the first slice; the
+        // first chunk; the second slice; the second chunk; the last slice.
+        assert_eq!(order, [("short", true), ("chunk", true), ("chunk", true), ("large", true)]);
+        assert_eq!(c.stats().groups.load(Ordering::Relaxed), 6);
+        assert_eq!(c.stats().bulk_jobs.load(Ordering::Relaxed), 2);
+        assert_eq!(c.stats().slices.load(Ordering::Relaxed), 3);
         c.shutdown();
     }
 
