@@ -18,6 +18,7 @@
 //! one chunk costs one multi-get, and answers are written straight into
 //! the chunk's output buffer.
 
+pub mod background;
 pub mod pipeline;
 
 pub use pipeline::{Batch, BatchError, Requester};

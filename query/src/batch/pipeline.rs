@@ -6,7 +6,8 @@
 //! benchmark; jobs (`crate::jobs::runner`) reuse its steps.
 //!
 //! Pipeline: chunks are parsed, read (one sorted multi-get each) and
-//! verified on the blocking pool, [`verifiers`] at a time (one per core),
+//! verified on the batch verifier threads ([`super::background`], at a lower
+//! CPU priority than requests), [`verifiers`] at a time (one per core),
 //! and handed to the group committer in input order; up to [`IN_FLIGHT`]
 //! chunks may wait there, so the writer thread syncs several as one group
 //! while the next ones are verified. Verification costs several times the
@@ -139,8 +140,8 @@ pub struct Verified {
     pub events: Vec<AuditEvent>,
 }
 
-/// A chunk being verified on the blocking pool.
-pub type VerifyTask = tokio::task::JoinHandle<Result<Verified, BatchError>>;
+/// A chunk being verified on a batch verifier thread.
+pub type VerifyTask = super::background::Task<Result<Verified, BatchError>>;
 
 /// Verifies a chunk and builds its audit events, on the calling thread.
 pub fn verify_now(store: &Store, req: &Requester, chunk: &Chunk) -> Result<Verified, BatchError> {
@@ -157,10 +158,10 @@ pub fn verifiers() -> usize {
 }
 
 impl Batch {
-    /// Starts verifying `chunk` on the blocking pool.
+    /// Starts verifying `chunk` on a batch verifier thread.
     pub fn spawn_verify(&self, chunk: Chunk) -> VerifyTask {
         let (store, req) = (self.store.clone(), self.requester.clone());
-        tokio::task::spawn_blocking(move || verify_now(&store, &req, &chunk))
+        super::background::run(move || verify_now(&store, &req, &chunk))
     }
 
     /// Hands audit events and extra writes to the group committer, waiting

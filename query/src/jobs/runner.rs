@@ -231,7 +231,7 @@ async fn drive(b: &Batch, meta: &mut JobMeta, slice: u64) -> Result<(), BatchErr
         loop {
             while running.len() < max && next < end {
                 let (store, req, id, n) = (b.store.clone(), b.requester.clone(), m.id, next);
-                running.push_back(tokio::task::spawn_blocking(move || {
+                running.push_back(crate::batch::background::run(move || {
                     let chunk = jobs::input(&store, &id, n)?.ok_or_else(|| basedata_store::Error::Corrupt {
                         what: "job input",
                         msg: format!("chunk {n} is missing"),
