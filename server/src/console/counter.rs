@@ -73,13 +73,25 @@ fn purpose_of(f: &super::Form, dept: &Department, catalog: &Catalog) -> Result<S
     }
     let sep = if dept.purposes.is_some() { "; " } else { "：" };
     match f.get("purpose_note") {
-        Some(n) if !n.chars().all(basedata_store::audit::fits_audit_text) => Err("用途说明含有控制字符或格式字符".into()),
         // Refused rather than cut: the audit log holds what was stated.
-        Some(n) if n.chars().count() > PURPOSE_NOTE_CHARS => {
-            Err(format!("用途说明最多 {PURPOSE_NOTE_CHARS} 个字符，现有 {} 个，请删减后重新提交", n.chars().count()))
-        }
-        Some(n) => Ok(format!("{p}{sep}{n}")),
+        Some(n) => match text_refusal("用途说明", n, PURPOSE_NOTE_CHARS) {
+            Some(why) => Err(why),
+            None => Ok(format!("{p}{sep}{n}")),
+        },
         None => Ok(p.to_owned()),
+    }
+}
+
+/// Why the form's `text` (shown to the clerk as `what`) may not go on
+/// record, if it may not: the audit trail's rule for short text, with the
+/// count to cut it to.
+fn text_refusal(what: &str, text: &str, max_chars: usize) -> Option<String> {
+    use basedata_store::audit::{audit_text_fault, TextFault};
+    match audit_text_fault(text, max_chars)? {
+        TextFault::TooLong => {
+            Some(format!("{what}最多 {max_chars} 个字符，现有 {} 个，请删减后重新提交", text.chars().count()))
+        }
+        TextFault::Unfit => Some(format!("{what}含有控制字符或格式字符")),
     }
 }
 
@@ -377,13 +389,8 @@ async fn file_dispute(State(state): State<AppState>, CsrfForm { session, form }:
     for (what, text) in [("认为正确的值", Some(claimed)), ("说明", note)] {
         let Some(text) = text else { continue };
         // Refused rather than cut, like the purpose's particulars.
-        let n = text.chars().count();
-        if n > DISPUTE_TEXT_CHARS {
-            let m = format!("{what}最多 {DISPUTE_TEXT_CHARS} 个字符，现有 {n} 个，请删减后重新提交");
+        if let Some(m) = text_refusal(what, text, DISPUTE_TEXT_CHARS) {
             return page(format!("{shown}{}{back}", notice("error", "invalid_value", &m)));
-        }
-        if !text.chars().all(basedata_store::audit::fits_audit_text) {
-            return page(format!("{shown}{}{back}", notice("error", "invalid_value", &format!("{what}含有控制字符或格式字符"))));
         }
     }
     let subject = key.subject().to_string();
@@ -735,4 +742,19 @@ async fn report(State(state): State<AppState>, CsrfForm { session, form }: CsrfF
         table("access-report", &["时间", "使用部门", "用途", "方式", "内容"], &rows),
     );
     page(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::text_refusal;
+
+    /// The clerk is told which text to mend and how: cut to the count, or
+    /// rid of a character the audit trail refuses; text that fits passes.
+    #[test]
+    fn a_text_too_long_or_unfit_is_refused_with_what_to_mend() {
+        assert_eq!(text_refusal("说明", "业务编号 12", 20), None);
+        assert_eq!(text_refusal("说明", &"字".repeat(21), 20).unwrap(), "说明最多 20 个字符，现有 21 个，请删减后重新提交");
+        assert_eq!(text_refusal("说明", "一行\n两行", 20).unwrap(), "说明含有控制字符或格式字符");
+        assert_eq!(text_refusal("说明", "\u{202E}反向", 20).unwrap(), "说明含有控制字符或格式字符");
+    }
 }
