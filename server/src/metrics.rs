@@ -117,7 +117,7 @@ impl Metrics {
         let dataset_updates =
             IntGaugeVec::new(Opts::new("dataset_updates_total", "Changes applied per dataset"), &["dataset"]).expect("metric");
         let commit = IntGaugeVec::new(
-            Opts::new("writer", "Group-commit writer: groups (writes; a failed group tried again job by job writes each alone), jobs, items, largest_group, longest_commit_us, slow_commits (over 10 ms), long_commits (over 3 ms), queued, failures, sliced_jobs and slices (jobs too large for one group, written a slice per group), bulk_jobs (jobs of many audit events, a batch's chunks, written after the jobs queued meanwhile)"),
+            Opts::new("writer", "Group-commit writer: groups (writes; a failed group tried again job by job writes each alone), jobs, items, largest_group, longest_commit_us, slow_commits (over 10 ms), long_commits (over 3 ms), queued, failures, sliced_jobs and slices (jobs too large for one group, written a slice per group), bulk_jobs (batch work, a batch's chunks and job progress, written after the jobs queued meanwhile)"),
             &["stat"],
         )
         .expect("metric");

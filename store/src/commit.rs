@@ -19,12 +19,14 @@
 //! before it stay written (its updates are versioned, so sending it again
 //! is harmless).
 //!
-//! A job of many audit events ([`BULK_EVENTS`] or more: a batch
-//! comparison's chunk) is set aside the same way, whole, and such jobs go
-//! in a group up to [`BULK_GROUP_EVENTS`] at a time, taking turns with
-//! the slices: a verification queued behind a batch's chunks waits for
-//! two of them at most, not for every chunk the batch has in flight.
-//! Set-aside jobs of each kind keep their order among themselves.
+//! Batch work ([`Committer::submit_waiting`]: a batch comparison's chunks
+//! and its job's progress) is set aside the same way, whole, and goes in a
+//! group up to [`BULK_GROUP_EVENTS`] at a time, taking turns with the
+//! slices: a verification queued behind a batch's chunks waits for two of
+//! them at most, not for every chunk the batch has in flight. Batch work
+//! keeps its order: whatever its size, a chunk never overtakes an earlier
+//! one (a job's progress record and the prefix of durable chunks after a
+//! crash depend on it).
 //!
 //! Async callers use [`Committer::commit`], which waits for the job's group
 //! to be durable without holding a thread; [`Committer::watch_seq`] follows
@@ -60,6 +62,9 @@ struct Job {
     reply: Reply,
     /// Raised: the job is answered [`Error::Abandoned`] instead of written.
     guard: Option<Arc<AtomicBool>>,
+    /// Batch work, set aside and written in order after the jobs queued
+    /// meanwhile (see the module's doc).
+    batch: bool,
 }
 
 /// Why an awaited commit did not happen.
@@ -135,7 +140,7 @@ pub struct CommitStats {
     /// Jobs written in slices (see the module's doc), and the slices written.
     pub sliced_jobs: AtomicU64,
     pub slices: AtomicU64,
-    /// Jobs of many events set aside (see the module's doc).
+    /// Batch jobs set aside (see the module's doc).
     pub bulk_jobs: AtomicU64,
 }
 
@@ -177,18 +182,14 @@ pub const SLICE_BYTES: usize = 4 << 20;
 /// `503 overloaded`) holds for large jobs too, give or take these.
 pub const MAX_SET_ASIDE: usize = 8;
 
-/// Audit events from which a job is set aside and written after the jobs
-/// queued meanwhile: a batch comparison's chunk (2,048 lines) is, a
-/// single use or a short batch is not.
-pub const BULK_EVENTS: usize = 256;
-
-/// Events of set-aside jobs written in one group: about 7 ms of the
-/// writer's time, what a job queued behind a running batch waits for.
-/// At least one job goes, whatever its size.
+/// Events of set-aside batch jobs written in one group: two chunks of
+/// 2,048 lines, about 7 ms of the writer's time, what a job queued behind
+/// a running batch waits for. At least one job goes, whatever its size.
 pub const BULK_GROUP_EVENTS: usize = 4096;
 
-/// Jobs of many events set aside at most: four batches' chunks in flight.
-/// Their memory is bounded by the batch pipelines that submit them.
+/// Batch jobs set aside at most: the chunks three batches keep in flight
+/// (about ten each). Past it the writer leaves the queue alone until one
+/// is written, as for [`MAX_SET_ASIDE`].
 pub const MAX_BULK_SET_ASIDE: usize = 32;
 
 impl Committer {
@@ -282,7 +283,7 @@ impl Committer {
         reply: Reply,
         guard: Option<Arc<AtomicBool>>,
     ) -> Result<(), Refused> {
-        let job = Job { updates, events, extra, reply, guard };
+        let job = Job { updates, events, extra, reply, guard, batch: false };
         let Some(tx) = self.tx.as_ref() else { return Err(Refused::of(SubmitError::Closed, job)) };
         // Counted before the writer can take it (and count it out).
         self.stats.queued.fetch_add(1, Ordering::Relaxed);
@@ -299,7 +300,9 @@ impl Committer {
 
     /// [`Committer::submit_with`] that waits up to `patience` for room in a
     /// full queue instead of refusing at once: for batch work, which would
-    /// rather slow down than fail half-way through millions of lines.
+    /// rather slow down than fail half-way through millions of lines. The
+    /// job is batch work (see the module's doc): written after the jobs
+    /// queued meanwhile, in order with the caller's other batch jobs.
     /// Blocks the calling thread while it waits.
     pub fn submit_waiting(
         &self,
@@ -311,7 +314,7 @@ impl Committer {
     ) -> Result<(), SubmitError> {
         let tx = self.tx.as_ref().ok_or(SubmitError::Closed)?;
         self.stats.queued.fetch_add(1, Ordering::Relaxed);
-        let sent = tx.send_timeout(Job { updates, events, extra, reply, guard: None }, patience);
+        let sent = tx.send_timeout(Job { updates, events, extra, reply, guard: None, batch: true }, patience);
         if sent.is_err() {
             self.stats.queued.fetch_sub(1, Ordering::Relaxed);
         }
@@ -421,6 +424,7 @@ impl Carried {
             extra,
             reply: Box::new(move |r| *into.lock().unwrap_or_else(|e| e.into_inner()) = Some(r)),
             guard: None,
+            batch: false,
         };
         (job, slot)
     }
@@ -494,10 +498,10 @@ fn sliced(j: &Job) -> bool {
     j.guard.is_none() && slice_len(&j.updates) < j.updates.len()
 }
 
-/// Whether `j`, not written in slices, is set aside whole for its many
-/// events. Never a guarded job, for the same reason.
+/// Whether `j`, not written in slices, is batch work set aside whole.
+/// Never a guarded job, for the same reason.
 fn bulky(j: &Job) -> bool {
-    j.guard.is_none() && j.events.len() >= BULK_EVENTS
+    j.guard.is_none() && j.batch
 }
 
 fn writer_loop(store: Arc<Store>, rx: Receiver<Job>, stats: Arc<CommitStats>, seq: Arc<tokio::sync::watch::Sender<u64>>) {
@@ -718,7 +722,7 @@ fn commit_group(store: &Store, group: Vec<Job>, stats: &CommitStats, seq: &tokio
             let (mut updates, mut events) = (updates.into_iter(), events.into_iter());
             let mut jobs = shape.into_iter().zip(replies).zip(extras);
             while let Some((((nu, ne), reply), extra)) = jobs.next() {
-                let job = Job { updates: updates.by_ref().take(nu).collect(), events: events.by_ref().take(ne).collect(), extra, reply, guard: None };
+                let job = Job { updates: updates.by_ref().take(nu).collect(), events: events.by_ref().take(ne).collect(), extra, reply, guard: None, batch: false };
                 if let Err(why) = commit_group(store, vec![job], stats, seq) {
                     // The store panicked: the jobs not yet tried are
                     // answered too, not dropped unanswered.
@@ -1054,7 +1058,7 @@ mod tests {
         s.seal_new_keys(&updates, &mut extra).unwrap();
         extra.put(Cf::Meta, b"another write".to_vec(), b"1".to_vec());
         let keys: Vec<SubjectKey> = updates.iter().map(|u| u.key).collect();
-        let mut c = Carried::of(Job { updates: updates.clone(), events: vec![event(1)], extra: extra.clone(), reply: Box::new(|_| {}), guard: None });
+        let mut c = Carried::of(Job { updates: updates.clone(), events: vec![event(1)], extra: extra.clone(), reply: Box::new(|_| {}), guard: None, batch: false });
         let count = |j: &Job, cf: Cf| j.extra.ops().iter().filter(|op| matches!(op, BatchOp::Put { cf: c, .. } if *c == cf)).count();
         let slices: Vec<Job> = (0..3).map(|_| c.next_slice(&s).0).collect();
         assert!(c.rest.as_slice().is_empty());
@@ -1108,23 +1112,32 @@ mod tests {
         (0..n).map(|_| event(i)).collect()
     }
 
-    /// Jobs of many events (a running batch's chunks in flight) are set
-    /// aside: a job queued behind them goes in the next group, not after
-    /// all of them; they go [`BULK_GROUP_EVENTS`] at a time, in their
-    /// order, and every one is answered.
+    /// Batch work submitted (a chunk of `n` uses of the person `i`), as the
+    /// batch pipeline does; its answer goes to `tx` as `who`.
+    fn batch_job<T: Send + 'static>(c: &Committer, i: u16, n: usize, tx: &mpsc::Sender<(T, JobResult)>, who: T) {
+        let tx = tx.clone();
+        let reply = Box::new(move |r| tx.send((who, r)).unwrap());
+        c.submit_waiting(vec![], events(i, n), WriteBatch::new(), reply, std::time::Duration::from_secs(5)).unwrap();
+    }
+
+    /// Batch work (a running batch's chunks in flight) is set aside: a job
+    /// queued behind it goes in the next group, not after all of it; the
+    /// chunks go [`BULK_GROUP_EVENTS`] at a time, in their order whatever
+    /// their size (the last, short chunk does not overtake the others),
+    /// and every one is answered.
     #[test]
-    fn jobs_of_many_events_let_a_job_queued_behind_them_go_first() {
+    fn batch_work_lets_a_job_queued_behind_it_go_first_and_keeps_its_order() {
         let (s, mut c, release) = held();
         let (tx, rx) = mpsc::channel();
-        let chunks = 6usize;
-        for i in 0..chunks {
-            let tx = tx.clone();
-            c.submit(vec![], events(i as u16 + 1, BULK_EVENTS * 8), Box::new(move |r| tx.send((i, r)).unwrap())).unwrap();
+        let sizes = [2048, 2048, 2048, 2048, 2048, 100];
+        for (i, n) in sizes.iter().enumerate() {
+            batch_job(&c, i as u16 + 1, *n, &tx, i);
         }
-        c.submit(vec![upd(5, 1)], vec![event(5)], Box::new(move |r| tx.send((99, r)).unwrap())).unwrap();
-        assert_eq!(c.stats().queued.load(Ordering::Relaxed), chunks + 1);
+        // A change-feed page's many uses are not batch work.
+        c.submit(vec![upd(5, 1)], events(5, 1000), Box::new(move |r| tx.send((99, r)).unwrap())).unwrap();
+        assert_eq!(c.stats().queued.load(Ordering::Relaxed), sizes.len() + 1);
         drop(release);
-        let answers: Vec<(usize, JobDone)> = (0..=chunks).map(|_| {
+        let answers: Vec<(usize, JobDone)> = (0..=sizes.len()).map(|_| {
             let (who, r) = rx.recv().unwrap();
             (who, r.unwrap())
         }).collect();
@@ -1135,34 +1148,38 @@ mod tests {
         assert_eq!(order, [99, 0, 1, 2, 3, 4, 5], "{order:?}");
         let seqs: Vec<u64> = answers.iter().map(|(_, d)| d.first_audit_seq).collect();
         assert!(seqs.windows(2).all(|w| w[0] < w[1]), "entries in the order written: {seqs:?}");
-        assert_eq!(c.stats().bulk_jobs.load(Ordering::Relaxed), chunks as u64);
+        assert_eq!(c.stats().bulk_jobs.load(Ordering::Relaxed), sizes.len() as u64);
         assert_eq!(c.stats().groups.load(Ordering::Relaxed), 1 + 3, "the holder, then the chunks by two");
-        assert_eq!(c.stats().largest_group.load(Ordering::Relaxed), 2 * 8 * BULK_EVENTS as u64 + 2);
+        assert_eq!(c.stats().largest_group.load(Ordering::Relaxed), 1 + 1000 + 2 * 2048);
         assert_eq!(c.stats().queued.load(Ordering::Relaxed), 0, "each counted out once answered");
         let check = s.audit_verify().unwrap();
-        assert!(check.ok && check.entries == 1 + (chunks * 8 * BULK_EVENTS) as u64, "{check:?}");
+        assert!(check.ok && check.entries == 1000 + sizes.iter().sum::<usize>() as u64, "{check:?}");
         c.shutdown();
     }
 
-    /// Slices of a large submission and jobs of many events take turns,
-    /// and a job of fewer events than [`BULK_EVENTS`] (a short batch) is
-    /// not set aside.
+    /// Slices of a large submission and batch work take turns, a group
+    /// each.
     #[test]
-    fn slices_and_jobs_of_many_events_take_turns() {
+    fn slices_and_batch_work_take_turns() {
         let (_, mut c, release) = held();
         let (tx, rx) = mpsc::channel();
         let big = tx.clone();
-        c.submit(versions(1, 3 * SLICE_UPDATES), vec![event(1)], Box::new(move |r| big.send(("large", r.is_ok())).unwrap())).unwrap();
-        for _ in 0..2 {
-            let tx = tx.clone();
-            c.submit(vec![], events(2, BULK_GROUP_EVENTS), Box::new(move |r| tx.send(("chunk", r.is_ok())).unwrap())).unwrap();
-        }
-        c.submit(vec![], events(3, BULK_EVENTS - 1), Box::new(move |r| tx.send(("short", r.is_ok())).unwrap())).unwrap();
+        c.submit(versions(1, 3 * SLICE_UPDATES), vec![event(1)], Box::new(move |r| big.send(("large", r)).unwrap())).unwrap();
+        batch_job(&c, 2, BULK_GROUP_EVENTS, &tx, "chunk");
+        batch_job(&c, 3, BULK_GROUP_EVENTS, &tx, "chunk");
+        c.submit(vec![], vec![event(4)], Box::new(move |r| tx.send(("small", r)).unwrap())).unwrap();
         drop(release);
-        let order: Vec<(&str, bool)> = (0..4).map(|_| rx.recv().unwrap()).collect();
-        // Groups: the holder; the short batch with the first slice; the
-        // first chunk; the second slice; the second chunk; the last slice.
-        assert_eq!(order, [("short", true), ("chunk", true), ("chunk", true), ("large", true)]);
+        let answers: Vec<(&str, JobDone)> = (0..4).map(|_| {
+            let (who, r) = rx.recv().unwrap();
+            (who, r.unwrap())
+        }).collect();
+        let order: Vec<&str> = answers.iter().map(|(who, _)| *who).collect();
+        assert_eq!(order, ["small", "chunk", "chunk", "large"]);
+        // Groups: the holder; the small job with the first chunk; the first
+        // slice (with the large job's entry); the second chunk; the other
+        // two slices, one a group.
+        let seq = |i: usize| answers[i].1.first_audit_seq;
+        assert!(seq(0) < seq(1) && seq(1) < seq(3) && seq(3) < seq(2), "the large job's entry between the chunks: {:?}", (0..4).map(seq).collect::<Vec<_>>());
         assert_eq!(c.stats().groups.load(Ordering::Relaxed), 6);
         assert_eq!(c.stats().bulk_jobs.load(Ordering::Relaxed), 2);
         assert_eq!(c.stats().slices.load(Ordering::Relaxed), 3);
@@ -1265,6 +1282,7 @@ mod tests {
             extra: WriteBatch::new(),
             reply: Box::new(|_| {}),
             guard,
+            batch: false,
         };
         assert!(sliced(&job(None)));
         assert!(!sliced(&job(Some(Arc::new(AtomicBool::new(false))))));

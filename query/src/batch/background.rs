@@ -118,20 +118,33 @@ mod tests {
         assert!(name.is_some_and(|n| n.starts_with("batch-verify-")), "on the pool");
     }
 
-    /// A panic is the work's error, not the pool's end: the next work runs.
+    /// A panic is the work's error, not the pool's end: after as many
+    /// panics as there are threads, every thread still serves (as many pieces of work as there
+    /// are threads meet, each on a thread of its own).
     #[tokio::test]
     async fn a_panic_is_an_error_and_the_pool_goes_on() {
-        let e = run(|| -> u32 { panic!("bad chunk") }).await.unwrap_err();
-        assert!(matches!(&e, BatchError::Worker(m) if m.contains("bad chunk")), "{e}");
-        let all = futures_all((0..2 * super::super::pipeline::verifiers()).map(|i| run(move || i * 2))).await;
-        assert_eq!(all, (0..2 * super::super::pipeline::verifiers()).map(|i| i * 2).collect::<Vec<_>>());
-    }
-
-    async fn futures_all<T>(tasks: impl Iterator<Item = Task<T>>) -> Vec<T> {
-        let mut out = Vec::new();
-        for t in tasks.collect::<Vec<_>>() {
-            out.push(t.await.unwrap());
+        let n = super::super::pipeline::verifiers();
+        for _ in 0..n {
+            let e = run(|| -> u32 { panic!("bad chunk") }).await.unwrap_err();
+            assert!(matches!(&e, BatchError::Worker(m) if m.contains("bad chunk")), "{e}");
         }
-        out
+        let arrived = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let tasks: Vec<_> = (0..n)
+            .map(|_| {
+                let arrived = arrived.clone();
+                run(move || {
+                    arrived.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+                    while arrived.load(std::sync::atomic::Ordering::SeqCst) < n && std::time::Instant::now() < until {
+                        std::thread::sleep(std::time::Duration::from_millis(1));
+                    }
+                    let on_pool = std::thread::current().name().is_some_and(|t| t.starts_with("batch-verify-"));
+                    (arrived.load(std::sync::atomic::Ordering::SeqCst) == n, on_pool)
+                })
+            })
+            .collect();
+        for t in tasks {
+            assert_eq!(t.await.unwrap(), (true, true), "all {n} threads serve, on the pool");
+        }
     }
 }
