@@ -1124,6 +1124,24 @@ mod tests {
         check_against_model(&s, &model, 1);
     }
 
+    /// A load that fails in process after its change log went in leaves
+    /// the store refusing commits, which would take the load's numbers and
+    /// make it unfinishable, until it is finished; then writes go on after
+    /// it.
+    #[test]
+    fn a_load_stopped_half_way_holds_writes_until_it_is_finished() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(5));
+        let (s, model) = interrupted_load(dir.path(), &clock, Cf::Records);
+        let e = s.apply(&[upsert("death", person(1), 1, "x")], Durability::Sync).unwrap_err();
+        assert!(e.to_string().contains("writes are refused until it is finished"), "{e}");
+        assert_eq!(s.last_seq(), 0, "nothing written");
+        finish_interrupted(&s).unwrap().expect("finished in process");
+        check_against_model(&s, &model, 1);
+        s.apply(&[upsert("death", person(1), 1, "x")], Durability::Sync).unwrap();
+        assert_eq!(s.last_seq(), model.len() as u64 + 1, "the next number after the load's");
+    }
+
     #[test]
     fn an_interrupted_load_is_not_finished_over_later_writes() {
         let dir = tempfile::tempdir().unwrap();

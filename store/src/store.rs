@@ -149,6 +149,11 @@ struct WriterState {
     stats: HashMap<String, DatasetStats>,
     audit_head: ChainHead,
     usage: crate::usage::UsageCache,
+    /// Why commits are refused: a bulk load failed after some of its
+    /// change-log entries were ingested, so the numbers from `next_seq` on
+    /// are taken until the load is finished (`bulk::finish_interrupted`,
+    /// or reopening the store, which finishes it).
+    stopped: Option<String>,
 }
 
 /// Where a bulk load (see [`crate::bulk`]) writes, handed out by
@@ -270,6 +275,7 @@ impl Store {
                 stats,
                 audit_head,
                 usage: Default::default(),
+                stopped: None,
             }),
             last_seq: AtomicU64::new(last_seq),
             prints: RwLock::new(None),
@@ -486,6 +492,9 @@ impl Store {
             })
             .collect();
         let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(why) = &w.stopped {
+            return Err(Error::Bulk(why.clone()));
+        }
         let now = self.clock.now_micros().max(w.last_committed);
         let keys: Vec<&SubjectKey> = updates.iter().map(|u| &u.key).collect();
         // Where each key's records are before this batch links anything.
@@ -888,7 +897,22 @@ impl Store {
             committed_at: self.clock.now_micros().max(w.last_committed),
             stats: w.stats.get(dataset).copied().unwrap_or_default(),
         };
-        let (done, mut batch, out) = load(&slot)?;
+        let (done, mut batch, out) = match load(&slot) {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                // Changes ingested before the failure hold numbers from
+                // `next_seq` on: no commit may take them (and so make the
+                // load unfinishable) until the load is finished.
+                // (Unknown, if the log cannot be read: taken, to be safe.)
+                if !matches!(self.engine.get(Cf::Changes, &seq_key(slot.first_seq)), Ok(None)) {
+                    w.stopped = Some(format!(
+                        "a bulk load of dataset {dataset} stopped half-way ({e}); writes are refused until it is \
+                         finished: restart the server or tool on this data directory"
+                    ));
+                }
+                return Err(e);
+            }
+        };
         let mut stats = slot.stats;
         let mut usage_values = Vec::new();
         if done.applied > 0 {
@@ -908,6 +932,7 @@ impl Store {
         // Written: the state in memory follows before anything else can
         // fail, or the next commit would reuse these change-log numbers.
         w.next_seq = last_seq + 1;
+        w.stopped = None;
         w.last_committed = w.last_committed.max(done.committed_at);
         w.usage.absorb(usage_values);
         if done.applied > 0 {
