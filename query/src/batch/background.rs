@@ -27,7 +27,7 @@ fn pool() -> Option<&'static crossbeam::channel::Sender<Work>> {
     POOL.get_or_init(|| {
         let (tx, rx) = crossbeam::channel::unbounded::<Work>();
         let mut started = 0;
-        for i in 0..super::pipeline::verifiers() {
+        for i in 0..threads() {
             let rx = rx.clone();
             let spawned = std::thread::Builder::new().name(format!("batch-verify-{i}")).spawn(move || {
                 if let Err(e) = lower_priority() {
@@ -46,6 +46,13 @@ fn pool() -> Option<&'static crossbeam::channel::Sender<Work>> {
         (started > 0).then_some(tx)
     })
     .as_ref()
+}
+
+/// The pool's threads: one per core. A batch keeps
+/// [`super::pipeline::verifiers`] chunks (at most 8) on it at a time, so
+/// on a larger machine several batches together still use every core.
+pub fn threads() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get()).max(2)
 }
 
 /// Raises the calling thread's nice value by [`NICE`], to 19 at most (on
@@ -123,7 +130,7 @@ mod tests {
     /// are threads meet, each on a thread of its own).
     #[tokio::test]
     async fn a_panic_is_an_error_and_the_pool_goes_on() {
-        let n = super::super::pipeline::verifiers();
+        let n = threads();
         for _ in 0..n {
             let e = run(|| -> u32 { panic!("bad chunk") }).await.unwrap_err();
             assert!(matches!(&e, BatchError::Worker(m) if m.contains("bad chunk")), "{e}");
