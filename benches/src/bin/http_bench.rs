@@ -491,6 +491,20 @@ fn main() -> anyhow::Result<()> {
              which the figures count\n",
             ms(v), ms(m), ms(d), ms(sync), v / sync.max(1.0), m / sync.max(1.0), v / d.max(1.0), ms(late),
         ));
+        // The latency split where it arose: before sending (the pacer, or
+        // all connections busy with earlier requests) and after.
+        let split = |prefix: &str| {
+            bench.rows.iter().find(|r| r.name.starts_with(prefix)).map(|r| {
+                (f(&r.result, &["wait_us", "p99"]), f(&r.result, &["service_us", "p99"]))
+            })
+        };
+        if let (Some((vw, vs)), Some((dw, ds))) = (split("verify at half"), split("minimal axum handler, synced, at")) {
+            r.push_str(&format!(
+                "Of that, the p99 of the wait from due to sent (a request that falls due while every connection is busy waits for one) \
+                 and of the time from sent to answered: verification {} ms and {} ms, the synced minimal handler {} ms and {} ms\n",
+                ms(vw), ms(vs), ms(dw), ms(ds),
+            ));
+        }
     }
     r.push_str("\nCommands (loadgen in target/release/; `{0}`… are columns of rows.tsv: key, name, birth date, gender):\n\n```sh\n");
     for row in &bench.rows {

@@ -13,7 +13,10 @@
 //! each time it wakes (at most every `--pace-us`), so requests arrive about
 //! as evenly as the rate asks. Latency still counts from when a request was
 //! due, so the pacer's own lateness is charged to the server; the result
-//! reports it (`pacer_late_us`).
+//! reports it (`pacer_late_us`), and splits each latency into the wait
+//! from due to sent (the pacer's lateness, or every connection busy with
+//! an earlier request: `wait_us`) and the time from sent to answered
+//! (`service_us`).
 //!
 //! It speaks HTTP over raw TCP: requests are rendered from precompiled
 //! templates into one reused buffer and responses are framed with
@@ -287,6 +290,11 @@ impl Plan {
 /// What one connection saw.
 struct ConnStats {
     hist: Histogram<u64>,
+    /// At a fixed rate: from when a request fell due to when it was sent
+    /// (the pacer's lateness, and waiting for a free connection), and from
+    /// then to its answer. Their sum is the latency, counted from due.
+    wait: Histogram<u64>,
+    service: Histogram<u64>,
     issued: u64,
     ok: u64,
     lines_ok: u64,
@@ -301,6 +309,8 @@ impl ConnStats {
     fn new() -> ConnStats {
         ConnStats {
             hist: Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("histogram bounds"),
+            wait: Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("histogram bounds"),
+            service: Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("histogram bounds"),
             issued: 0,
             ok: 0,
             lines_ok: 0,
@@ -314,6 +324,8 @@ impl ConnStats {
 
     fn merge(&mut self, o: ConnStats) {
         self.hist.add(&o.hist).expect("same bounds");
+        self.wait.add(&o.wait).expect("same bounds");
+        self.service.add(&o.service).expect("same bounds");
         self.issued += o.issued;
         self.ok += o.ok;
         self.lines_ok += o.lines_ok;
@@ -514,6 +526,7 @@ async fn run_connection(plan: Arc<Plan>, next: Arc<AtomicU64>, id: usize) -> Con
         }
         let c = conn.as_mut().expect("connected");
         let want_sample = st.sample.is_none();
+        let sent = Instant::now();
         match tokio::time::timeout(plan.timeout, c.roundtrip(&wbuf, want_sample)).await {
             Ok(Ok(a)) => {
                 let took = due.elapsed();
@@ -526,6 +539,10 @@ async fn run_connection(plan: Arc<Plan>, next: Arc<AtomicU64>, id: usize) -> Con
                         st.ok += 1;
                         st.lines_ok += lines;
                         st.hist.saturating_record(took.as_micros().max(1) as u64);
+                        if plan.rate.is_some() {
+                            st.wait.saturating_record(sent.saturating_duration_since(due).as_micros().max(1) as u64);
+                            st.service.saturating_record(sent.elapsed().as_micros().max(1) as u64);
+                        }
                     }
                 }
                 if !ok && st.sample.is_none() {
@@ -776,6 +793,8 @@ fn main() -> anyhow::Result<()> {
             "max": if h.is_empty() { 0 } else { h.max() },
             "mean": (h.mean() * 10.0).round() / 10.0,
         },
+        "wait_us": args.rate.map(|_| spread(&total.wait)),
+        "service_us": args.rate.map(|_| spread(&total.service)),
         "pacer_late_us": pacer_late.map(|h| serde_json::json!({
             "p50": h.value_at_quantile(0.5), "p99": h.value_at_quantile(0.99), "max": h.max(), "wakes": h.len(),
         })),
@@ -787,6 +806,14 @@ fn main() -> anyhow::Result<()> {
     });
     println!("{result}");
     Ok(())
+}
+
+/// Percentiles of a histogram of microseconds, for the result.
+fn spread(h: &Histogram<u64>) -> serde_json::Value {
+    if h.is_empty() {
+        return serde_json::json!(null);
+    }
+    serde_json::json!({"p50": h.value_at_quantile(0.5), "p90": h.value_at_quantile(0.9), "p99": h.value_at_quantile(0.99), "max": h.max()})
 }
 
 #[cfg(test)]
