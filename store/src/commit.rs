@@ -507,10 +507,10 @@ fn bulky(j: &Job) -> bool {
 fn writer_loop(store: Arc<Store>, rx: Receiver<Job>, stats: Arc<CommitStats>, seq: Arc<tokio::sync::watch::Sender<u64>>) {
     // Large jobs, oldest first; one slice of the first goes in each group.
     let mut carried: VecDeque<Carried> = VecDeque::new();
-    // Jobs of many events, oldest first; a few go in a group.
+    // Batch work, in the order submitted; a few jobs go in a group.
     let mut bulk: VecDeque<Job> = VecDeque::new();
     // A job taken from the queue: answered if abandoned, set aside if
-    // large, else added to the group. Counted once here: a failed group
+    // large or batch work, else added to the group. Counted once here: a failed group
     // tried again job by job, or a job written in slices, writes more
     // groups, not more jobs.
     // A job set aside still counts as queued until it is answered.
@@ -536,8 +536,8 @@ fn writer_loop(store: Arc<Store>, rx: Receiver<Job>, stats: Arc<CommitStats>, se
         size.add(&j);
         group.push(j);
     };
-    // Whether the last group carried set-aside work, and whether its was
-    // jobs of many events (the next turn is then a slice's, if any).
+    // Whether the last group carried set-aside work, and whether that was
+    // batch work (the next turn is then a slice's, if any).
     let (mut heavy_last, mut bulk_last) = (false, false);
     loop {
         let mut group: Vec<Job> = Vec::new();
@@ -563,12 +563,13 @@ fn writer_loop(store: Arc<Store>, rx: Receiver<Job>, stats: Arc<CommitStats>, se
         // with some, the jobs that queued while it was written go first,
         // on their own, so that they wait for one turn and not two; and a
         // steady stream of small jobs cannot put a large one off for good.
-        // Slices and jobs of many events take turns.
+        // Slices and batch work take turns.
         let mut slot = None;
         let mut heavy = false;
         if group.is_empty() || !heavy_last {
-            if !carried.is_empty() && (bulk.is_empty() || bulk_last) {
-                if let Some(c) = carried.front_mut() {
+            let slice_turn = bulk.is_empty() || bulk_last;
+            match carried.front_mut() {
+                Some(c) if slice_turn => {
                     let (job, s) = c.next_slice(&store);
                     stats.slices.fetch_add(1, Ordering::Relaxed);
                     size.add(&job);
@@ -576,18 +577,20 @@ fn writer_loop(store: Arc<Store>, rx: Receiver<Job>, stats: Arc<CommitStats>, se
                     slot = Some(s);
                     (heavy, bulk_last) = (true, false);
                 }
-            } else if !bulk.is_empty() {
-                let mut events = 0;
-                while let Some(j) = bulk.pop_front() {
-                    events += j.events.len();
-                    stats.queued.fetch_sub(1, Ordering::Relaxed);
-                    size.add(&j);
-                    group.push(j);
-                    if bulk.front().is_none_or(|next| events + next.events.len() > BULK_GROUP_EVENTS) {
-                        break;
+                _ if !bulk.is_empty() => {
+                    let mut events = 0;
+                    while let Some(j) = bulk.pop_front() {
+                        events += j.events.len();
+                        stats.queued.fetch_sub(1, Ordering::Relaxed);
+                        size.add(&j);
+                        group.push(j);
+                        if bulk.front().is_none_or(|next| events + next.events.len() > BULK_GROUP_EVENTS) {
+                            break;
+                        }
                     }
+                    (heavy, bulk_last) = (true, true);
                 }
-                (heavy, bulk_last) = (true, true);
+                _ => {}
             }
         }
         heavy_last = heavy;
@@ -602,18 +605,13 @@ fn writer_loop(store: Arc<Store>, rx: Receiver<Job>, stats: Arc<CommitStats>, se
             // the store. Better than callers waiting on a dead thread.
             tracing::error!(panic = %why, "the commit writer panicked; refusing every commit until restart");
             let e = Arc::new(Error::Engine(format!("the commit writer stopped after a panic ({why}); restart the server")));
-            for c in carried.drain(..) {
+            let refuse = |reply: Reply| {
                 stats.queued.fetch_sub(1, Ordering::Relaxed);
-                answer(c.reply, Err(e.clone()));
-            }
-            for j in bulk.drain(..) {
-                stats.queued.fetch_sub(1, Ordering::Relaxed);
-                answer(j.reply, Err(e.clone()));
-            }
-            while let Ok(j) = rx.recv() {
-                stats.queued.fetch_sub(1, Ordering::Relaxed);
-                answer(j.reply, Err(e.clone()));
-            }
+                answer(reply, Err(e.clone()));
+            };
+            carried.drain(..).for_each(|c| refuse(c.reply));
+            bulk.drain(..).for_each(|j| refuse(j.reply));
+            rx.iter().for_each(|j| refuse(j.reply));
             return;
         }
         let Some(slot) = slot else { continue };
@@ -684,11 +682,7 @@ fn commit_group(store: &Store, group: Vec<Job>, stats: &CommitStats, seq: &tokio
     let committed = match committed {
         Ok(c) => c,
         Err(panic) => {
-            let why = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "no message".into());
+            let why = crate::panic_text(&*panic);
             let e = panicked(&why);
             for reply in replies {
                 answer(reply, Err(e.clone()));

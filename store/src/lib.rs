@@ -94,6 +94,16 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// What a caught panic said (its `&str` or `String` payload), for the
+/// error that answers in its place.
+pub fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".into())
+}
+
 /// Why a full disk refuses a request, as its callers are told.
 pub const NO_SPACE: &str = "the disk holding the store is full: nothing can be written, and no answer that must be audited can be given, until space is freed";
 

@@ -89,8 +89,7 @@ pub fn run<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Task<T>
 }
 
 fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
-    let why = p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned());
-    format!("a batch verifier panicked: {}", why.unwrap_or_else(|| "no message".into()))
+    format!("a batch verifier panicked: {}", basedata_store::panic_text(p))
 }
 
 /// The result of [`run`], to await.
