@@ -16,6 +16,8 @@
 //! type, and an engine without it is refused with a clear error rather than
 //! a failed downcast.
 
+#[cfg(feature = "rocks")]
+pub mod background;
 mod capability;
 pub mod mem;
 #[cfg(feature = "rocks")]

@@ -179,14 +179,14 @@ impl RocksEngine {
         db_opts.create_if_missing(!copy);
         db_opts.create_missing_column_families(true);
         db_opts.set_max_background_jobs(cfg.background_jobs);
-        // Flushes and compactions run at the lowest CPU priority: on a small
-        // machine a burst of either would otherwise take a core from
-        // requests for a second at a time (tail latency), while over time
-        // they still get the idle CPU they need. Four memtables per family
-        // give a flush that waits its turn room before writes would stall.
+        // Flushes and compactions run only on CPU that requests leave
+        // unused (see `background`): on a small machine a burst of either
+        // would otherwise take a core from requests for a second at a time
+        // (tail latency), while over time they still get the idle CPU they
+        // need. Four memtables per family give a flush that waits its turn
+        // room before writes would stall.
         let mut env = Env::new().map_err(engine_err)?;
-        env.lower_thread_pool_cpu_priority();
-        env.lower_high_priority_thread_pool_cpu_priority();
+        super::background::start(&mut env, cfg.background_jobs);
         db_opts.set_env(&env);
         db_opts.set_bytes_per_sync(1 << 20);
         db_opts.set_keep_log_file_num(4);
