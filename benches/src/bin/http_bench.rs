@@ -450,8 +450,10 @@ fn main() -> anyhow::Result<()> {
             }
         ));
     }
+    // The first run whose name starts with `prefix`.
+    let row = |prefix: &str| bench.rows.iter().find(|r| r.name.starts_with(prefix));
     let per_req = |prefix: &str| {
-        bench.rows.iter().find(|r| r.name.starts_with(prefix)).map(|r| {
+        row(prefix).map(|r| {
             let ok = f(&r.result, &["ok"]).max(1.0);
             (f(&r.result, &["rps"]), r.server_cpu_s * 1e6 / ok)
         })
@@ -480,10 +482,10 @@ fn main() -> anyhow::Result<()> {
             ));
         }
     }
-    let p99 = |prefix: &str| bench.rows.iter().find(|r| r.name.starts_with(prefix)).map(|r| f(&r.result, &["latency_us", "p99"]));
+    let p99 = |prefix: &str| row(prefix).map(|r| f(&r.result, &["latency_us", "p99"]));
     if let (Some(v), Some(m), Some(d)) = (p99("verify at half"), p99("minimal axum handler at the same rate"), p99("minimal axum handler, synced, at")) {
         let sync = f(&fsync, &["p99_us"]);
-        let late = bench.rows.iter().find(|r| r.name.starts_with("verify at half")).map_or(0.0, |r| f(&r.result, &["pacer_late_us", "p99"]));
+        let late = row("verify at half").map_or(0.0, |r| f(&r.result, &["pacer_late_us", "p99"]));
         r.push_str(&format!(
             "\np99 at half the maximum rate: verification {} ms; at the same rate the minimal handler {} ms and the synced minimal handler {} ms; \
              the disk's fdatasync p99 {} ms (verification = **{:.1}×** it, the minimal handler {:.1}×; \
@@ -493,11 +495,7 @@ fn main() -> anyhow::Result<()> {
         ));
         // The latency split where it arose: before sending (the pacer, or
         // all connections busy with earlier requests) and after.
-        let split = |prefix: &str| {
-            bench.rows.iter().find(|r| r.name.starts_with(prefix)).map(|r| {
-                (f(&r.result, &["wait_us", "p99"]), f(&r.result, &["service_us", "p99"]))
-            })
-        };
+        let split = |prefix: &str| row(prefix).map(|r| (f(&r.result, &["wait_us", "p99"]), f(&r.result, &["service_us", "p99"])));
         if let (Some((vw, vs)), Some((dw, ds))) = (split("verify at half"), split("minimal axum handler, synced, at")) {
             r.push_str(&format!(
                 "Of that, the p99 of the wait from due to sent (a request that falls due while every connection is busy waits for one) \

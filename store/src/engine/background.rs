@@ -22,7 +22,7 @@ use std::sync::Mutex;
 
 /// How the background threads ended up scheduled.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Policy {
+enum Policy {
     /// `SCHED_IDLE`: run only on a core no normal thread wants.
     Idle,
     /// The idle policy was refused (another kernel, a sandbox): nice 19,
@@ -42,36 +42,33 @@ static POOLS: Mutex<Option<Pools>> = Mutex::new(None);
 
 /// Makes sure RocksDB's default environment has the flush and compaction
 /// threads that a database with `jobs` background jobs asks for at open,
-/// started at the idle policy. Returns how the pools' threads are scheduled.
-pub fn start(env: &mut Env, jobs: i32) -> Policy {
+/// started at the idle policy.
+pub(crate) fn start(env: &mut Env, jobs: i32) {
     let (flushes, compactions) = job_limits(jobs);
     let mut pools = POOLS.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(p) = pools.as_ref().filter(|p| flushes <= p.flushes && compactions <= p.compactions) {
-        return p.policy;
-    }
-    let (flushes, compactions) = match pools.as_ref() {
-        Some(p) => (flushes.max(p.flushes), compactions.max(p.compactions)),
-        None => (flushes, compactions),
+    let (flushes, compactions, refused_before) = match pools.as_ref() {
+        Some(p) if flushes <= p.flushes && compactions <= p.compactions => return,
+        Some(p) => (flushes.max(p.flushes), compactions.max(p.compactions), p.policy == Policy::Lowered),
+        None => (flushes, compactions, false),
     };
-    // A policy already lowered stays so: threads that the opening thread
-    // starts then lower themselves before their first job.
-    let idle = match pools.as_ref().map(|p| p.policy) {
-        Some(Policy::Lowered) => Err("the idle policy was refused before".to_string()),
-        _ => start_idle(env.clone(), flushes, compactions),
-    };
-    let policy = match idle {
-        Ok(()) => Policy::Idle,
-        Err(e) => {
-            if pools.is_none() {
+    // A policy once refused is not asked for again: threads that the
+    // opening thread starts then lower themselves before their first job.
+    let policy = if refused_before {
+        Policy::Lowered
+    } else {
+        match start_idle(env.clone(), flushes, compactions) {
+            Ok(()) => Policy::Idle,
+            Err(e) => {
                 tracing::warn!(error = %e, "RocksDB's background threads run at nice 19, not at the idle policy");
+                Policy::Lowered
             }
-            env.lower_thread_pool_cpu_priority();
-            env.lower_high_priority_thread_pool_cpu_priority();
-            Policy::Lowered
         }
     };
+    if policy == Policy::Lowered {
+        env.lower_thread_pool_cpu_priority();
+        env.lower_high_priority_thread_pool_cpu_priority();
+    }
     *pools = Some(Pools { flushes, compactions, policy });
-    policy
 }
 
 /// Starts the pools' threads from a thread that first makes itself idle,
@@ -118,19 +115,18 @@ fn make_self_idle() -> std::io::Result<()> {
     }
 }
 
-/// The scheduling policy of thread `tid` of this process (field 41 of its
-/// `stat`), for tests and diagnostics.
-#[cfg(target_os = "linux")]
-pub fn policy_of(tid: &str) -> Option<u32> {
-    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).ok()?;
-    // Fields after the parenthesized name start at field 3.
-    let rest = stat.rsplit_once(')')?.1;
-    rest.split_whitespace().nth(41 - 3)?.parse().ok()
-}
-
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
+
+    /// The scheduling policy of thread `tid` of this process (field 41 of
+    /// its `stat`).
+    fn policy_of(tid: &str) -> Option<u32> {
+        let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).ok()?;
+        // Fields after the parenthesized name start at field 3.
+        let rest = stat.rsplit_once(')')?.1;
+        rest.split_whitespace().nth(41 - 3)?.parse().ok()
+    }
 
     #[test]
     fn job_limits_match_rocksdb() {
@@ -166,6 +162,7 @@ mod tests {
             }
             std::thread::sleep(std::time::Duration::from_millis(20));
         };
+        assert!(pool.iter().any(|(_, n)| n == "rocksdb:high"), "{pool:?}");
         assert!(pool.iter().filter(|(_, n)| n == "rocksdb:low").count() >= 3, "{pool:?}");
         const SCHED_IDLE: u32 = 5;
         for (tid, name) in &pool {
