@@ -20,7 +20,7 @@ use basedata_store::catalog::{Dataset, Provider};
 use basedata_store::providers::REFUSED;
 use basedata_store::commit::{CommitError, Committer};
 use basedata_store::ndjson::Splitter;
-use basedata_store::{Action, AuditEvent, Outcome, Store, Update, WriteBatch};
+use basedata_store::{Action, AuditEvent, Failure, Outcome, Store, Update, WriteBatch};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -60,28 +60,26 @@ impl Error {
     }
 }
 
-/// A store's failure: the caller may try again later (a full disk), or
-/// it is internal.
-fn from_store(e: &basedata_store::Error) -> Error {
-    match e.unavailable_reason() {
-        Some(why) => Error::Unavailable(why.into()),
-        None => Error::Internal(e.to_string()),
+/// A store's failure, as every use case tells it ([`Failure`]).
+impl From<Failure> for Error {
+    fn from(f: Failure) -> Self {
+        match f {
+            Failure::Overloaded => Error::Overloaded,
+            Failure::Unavailable(why) => Error::Unavailable(why),
+            Failure::Internal(msg) => Error::Internal(msg),
+        }
     }
 }
 
 impl From<basedata_store::Error> for Error {
     fn from(e: basedata_store::Error) -> Self {
-        from_store(&e)
+        Failure::from(e).into()
     }
 }
 
 impl From<CommitError> for Error {
     fn from(e: CommitError) -> Self {
-        match e {
-            CommitError::Overloaded => Error::Overloaded,
-            CommitError::Closed => Error::Unavailable("the server is shutting down".into()),
-            CommitError::Failed(e) => from_store(&e),
-        }
+        Failure::from(e).into()
     }
 }
 

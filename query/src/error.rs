@@ -4,6 +4,7 @@
 
 use basedata_store::commit::CommitError;
 use basedata_store::keys::KeyError;
+use basedata_store::Failure;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -75,28 +76,26 @@ impl Error {
     }
 }
 
-/// A store's failure: the caller may try again later (a full disk), or
-/// it is internal.
-fn from_store(e: &basedata_store::Error) -> Error {
-    match e.unavailable_reason() {
-        Some(why) => Error::Unavailable(why.into()),
-        None => Error::Internal(e.to_string()),
+/// A store's failure, as every use case tells it ([`Failure`]).
+impl From<Failure> for Error {
+    fn from(f: Failure) -> Self {
+        match f {
+            Failure::Overloaded => Error::Overloaded,
+            Failure::Unavailable(why) => Error::Unavailable(why),
+            Failure::Internal(msg) => Error::Internal(msg),
+        }
     }
 }
 
 impl From<basedata_store::Error> for Error {
     fn from(e: basedata_store::Error) -> Self {
-        from_store(&e)
+        Failure::from(e).into()
     }
 }
 
 impl From<CommitError> for Error {
     fn from(e: CommitError) -> Self {
-        match e {
-            CommitError::Overloaded => Error::Overloaded,
-            CommitError::Closed => Error::Unavailable("the server is shutting down".into()),
-            CommitError::Failed(e) => from_store(&e),
-        }
+        Failure::from(e).into()
     }
 }
 

@@ -81,6 +81,16 @@ pub enum CommitError {
     Failed(Arc<Error>),
 }
 
+impl From<CommitError> for crate::Failure {
+    fn from(e: CommitError) -> crate::Failure {
+        match e {
+            CommitError::Overloaded => crate::Failure::Overloaded,
+            CommitError::Closed => crate::Failure::Unavailable("the server is shutting down".into()),
+            CommitError::Failed(e) => crate::Failure::from(&*e),
+        }
+    }
+}
+
 impl From<SubmitError> for CommitError {
     fn from(e: SubmitError) -> Self {
         match e {
@@ -1330,6 +1340,27 @@ mod tests {
         assert!(commit(&c, 3).is_ok());
         assert!(s.get(&key(1), "death", None).unwrap().is_none() && s.get(&key(3), "death", None).unwrap().is_some());
         c.shutdown();
+    }
+
+    /// What a use case's caller is told of a failed commit: shed load, try
+    /// again later (a full disk, a stopping server), or an internal fault
+    /// with its cause for the log.
+    #[test]
+    fn a_failed_commit_tells_its_caller_to_retry_or_that_it_is_a_fault() {
+        let full = Error::engine("IO error: No space left on device".into());
+        let corrupt = Error::engine("Corruption: block checksum mismatch".into());
+        let cases = [
+            (CommitError::Overloaded, crate::Failure::Overloaded),
+            (CommitError::Closed, crate::Failure::Unavailable("the server is shutting down".into())),
+            (CommitError::Failed(Arc::new(full)), crate::Failure::Unavailable(crate::NO_SPACE.into())),
+        ];
+        for (e, want) in cases {
+            assert_eq!(crate::Failure::from(e), want);
+        }
+        match crate::Failure::from(CommitError::Failed(Arc::new(corrupt))) {
+            crate::Failure::Internal(msg) => assert!(msg.contains("block checksum mismatch"), "{msg}"),
+            other => panic!("a corrupt block is the server's fault, not {other:?}"),
+        }
     }
 
     /// A reply that panics costs its caller, not the writer.

@@ -130,3 +130,33 @@ impl Error {
         }
     }
 }
+
+/// What a failed store call or commit tells a use case's caller, the same
+/// for every use case: shed load now, try again later, or a fault of the
+/// server. Each use case's error type is made from it, so the rule lives
+/// here once.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// The writer's queue is full.
+    Overloaded,
+    /// The machine's state (a full disk) or a stopping server: the caller
+    /// may try again later; what to tell them.
+    Unavailable(String),
+    /// Anything else, for the log.
+    Internal(String),
+}
+
+impl From<&Error> for Failure {
+    fn from(e: &Error) -> Failure {
+        match e.unavailable_reason() {
+            Some(why) => Failure::Unavailable(why.into()),
+            None => Failure::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Failure {
+        Failure::from(&e)
+    }
+}
