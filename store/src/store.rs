@@ -859,16 +859,25 @@ impl Store {
         let t = as_of.unwrap_or(i64::MAX);
         let prefix = history_prefix(pid, dataset);
         let end = prefix_end(&prefix);
-        // Newest first: the first version committed at or before `t` is the
-        // only candidate; it answers if it was still current at `t`.
-        for item in self.engine.scan(Cf::History, &prefix, end.as_deref(), true)? {
+        // The last version committed at or before `t` is the only
+        // candidate; it answers if it was still current at `t`. Entries are
+        // in change-log order, so commit times only grow: read forward
+        // (within one subject, which the engine serves from its prefix
+        // index; a reverse scan is a scan in total key order) up to the
+        // first committed after `t`.
+        let mut candidate = None;
+        for item in self.engine.scan(Cf::History, &prefix, end.as_deref(), false)? {
             let (_, v) = item?;
             let h = decode::<HistoryEntry>("history", &v)?;
-            if h.committed_at <= t {
-                return if t < h.superseded_at { live(h.version, h.committed_at, h.seq, &h.fields) } else { Ok(None) };
+            if h.committed_at > t {
+                break;
             }
+            candidate = Some(h);
         }
-        Ok(None)
+        match candidate {
+            Some(h) if t < h.superseded_at => live(h.version, h.committed_at, h.seq, &h.fields),
+            _ => Ok(None),
+        }
     }
 
     /// Serializes a bulk load with the write path. `load` runs with the

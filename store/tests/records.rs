@@ -58,10 +58,19 @@ fn subject_mismatch_and_unknown_dataset_are_rejected() {
     assert_eq!(s.last_seq(), 0);
 }
 
+/// On both engines: RocksDB keeps these versions in its hashed memtables
+/// (no flush happens here), read by subject prefix.
 #[test]
 fn as_of_reads_follow_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let on_rocks = |clock| open(rocks(dir.path(), true), clock);
+    as_of_reads_follow_history_on(&|clock| mem_store(clock));
+    as_of_reads_follow_history_on(&on_rocks);
+}
+
+fn as_of_reads_follow_history_on(make: &dyn Fn(Arc<ManualClock>) -> Store) {
     let clock = Arc::new(ManualClock::new(10_000_000));
-    let s = mem_store(clock.clone());
+    let s = make(clock.clone());
     let k = person(2);
     s.apply(&[upsert("hukou", k, 1, "v1")], Durability::Sync).unwrap(); // t=10s
     clock.set(20_000_000);

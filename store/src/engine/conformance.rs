@@ -33,11 +33,34 @@ pub fn get_put_delete(e: &dyn Engine) {
 }
 
 pub fn families_are_separate(e: &dyn Engine) {
-    put(e, Cf::Records, b"k", b"records");
-    put(e, Cf::History, b"k", b"history");
-    assert_eq!(e.get(Cf::Records, b"k").unwrap().unwrap(), b"records");
-    assert_eq!(e.get(Cf::History, b"k").unwrap().unwrap(), b"history");
-    assert_eq!(e.get(Cf::Changes, b"k").unwrap(), None);
+    let k = b"0123456789abcdef-k";
+    put(e, Cf::Records, k, b"records");
+    put(e, Cf::History, k, b"history");
+    assert_eq!(e.get(Cf::Records, k).unwrap().unwrap(), b"records");
+    assert_eq!(e.get(Cf::History, k).unwrap().unwrap(), b"history");
+    assert_eq!(e.get(Cf::Changes, k).unwrap(), None);
+}
+
+/// A key of a subject-keyed family must hold a whole subject prefix: a
+/// batch with a shorter one is refused whole, by every engine, and a key
+/// of exactly the prefix is fine.
+pub fn short_subject_keys_are_refused(e: &dyn Engine) {
+    for cf in Cf::ALL.into_iter().filter(|cf| cf.subject_keyed()) {
+        let mut b = WriteBatch::new();
+        b.put(Cf::Meta, b"m".to_vec(), b"1".to_vec());
+        b.put(cf, b"0123456789abcde".to_vec(), b"v".to_vec());
+        let err = e.write(b, Durability::Sync).unwrap_err();
+        assert!(matches!(err, crate::Error::Invalid(_)), "{}: {err:?}", cf.name());
+        assert_eq!(e.get(Cf::Meta, b"m").unwrap(), None, "nothing of the batch written");
+        let mut b = WriteBatch::new();
+        b.delete(cf, b"k".to_vec());
+        assert!(e.write(b, Durability::Buffered).is_err(), "{}: a delete too", cf.name());
+        put(e, cf, b"0123456789abcdef", b"v");
+        assert_eq!(e.get(cf, b"0123456789abcdef").unwrap().as_deref(), Some(&b"v"[..]));
+    }
+    // Other families take keys of any length.
+    put(e, Cf::Meta, b"m", b"1");
+    assert_eq!(e.get(Cf::Meta, b"m").unwrap().as_deref(), Some(&b"1"[..]));
 }
 
 pub fn batch_applies_in_order(e: &dyn Engine) {
@@ -207,6 +230,7 @@ macro_rules! engine_suite {
             }
             case!(get_put_delete);
             case!(families_are_separate);
+            case!(short_subject_keys_are_refused);
             case!(batch_applies_in_order);
             case!(scan_bounds_and_direction);
             case!(prefix_scan_on_subject_families);

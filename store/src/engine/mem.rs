@@ -72,6 +72,7 @@ impl Engine for MemEngine {
         if let Some(message) = self.failing.lock().unwrap_or_else(|e| e.into_inner()).clone() {
             return Err(crate::Error::engine(message));
         }
+        super::check_keys(&batch)?;
         // One write lock for the whole batch is what makes it atomic.
         let mut cfs = self.cfs.write().unwrap_or_else(|e| e.into_inner());
         for op in batch.into_ops() {

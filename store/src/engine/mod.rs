@@ -35,9 +35,9 @@ pub enum Cf {
     Meta,
     /// Pseudonym -> encrypted real key (the only place a real key is kept).
     KeyMap,
-    /// Current record per (pseudonym, dataset).
+    /// Current record per (pseudonym, dataset). Subject-keyed.
     Records,
-    /// Superseded record versions, for as-of reads.
+    /// Superseded record versions, for as-of reads. Subject-keyed.
     History,
     /// The change log, keyed by commit sequence number.
     Changes,
@@ -81,6 +81,36 @@ impl Cf {
     fn index(self) -> usize {
         self as usize
     }
+
+    /// Whether every key of this family starts with a subject's pseudonym
+    /// ([`SUBJECT_PREFIX_LEN`] bytes), by which an engine may hash or
+    /// filter it (RocksDB's memtables and prefix blooms of these families
+    /// do).
+    pub fn subject_keyed(self) -> bool {
+        matches!(self, Cf::Records | Cf::History)
+    }
+}
+
+/// Length of the subject prefix (a pseudonym) of every key of a
+/// subject-keyed family ([`Cf::subject_keyed`]).
+pub const SUBJECT_PREFIX_LEN: usize = 16;
+
+/// Refuses a batch that writes a key its family cannot hold: a key of a
+/// subject-keyed family shorter than the subject prefix, which an engine
+/// hashing by that prefix would file under bytes it does not have. Every
+/// engine checks it, so that none accepts what another would lose.
+fn check_keys(batch: &WriteBatch) -> Result<()> {
+    for op in batch.ops() {
+        let (BatchOp::Put { cf, key, .. } | BatchOp::Delete { cf, key }) = op;
+        if cf.subject_keyed() && key.len() < SUBJECT_PREFIX_LEN {
+            return Err(crate::Error::Invalid(format!(
+                "a key of {} is {} bytes; it must start with a {SUBJECT_PREFIX_LEN}-byte subject prefix",
+                cf.name(),
+                key.len()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// One operation of a write batch.
