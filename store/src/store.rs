@@ -397,13 +397,30 @@ impl Store {
     /// own thread instead, and the writer then skips it. Sealing is
     /// deterministic and records are never removed, so a key that gains a
     /// record in the meantime just has the same mapping written twice.
+    ///
+    /// Where the store keeps claim fingerprints, they tell which keys have
+    /// a live record without reading any: the read of every update's
+    /// record, which the writer repeats anyway, was the costliest part of
+    /// a single update on its request thread. A key whose record is a
+    /// tombstone, which the fingerprints do not hold, is sealed again: the
+    /// same mapping, written twice.
     pub fn seal_new_keys(&self, updates: &[Update], batch: &mut WriteBatch) -> Result<()> {
         let pids: Vec<Pid> = updates.iter().map(|u| self.pseudo.pid(&u.key)).collect();
-        let rkeys: Vec<Vec<u8>> = updates.iter().zip(&pids).map(|(u, p)| record_key(p, &u.dataset)).collect();
-        let refs: Vec<&[u8]> = rkeys.iter().map(|k| k.as_slice()).collect();
+        let recorded: Vec<bool> = match self.prints() {
+            Some(prints) => updates
+                .iter()
+                .zip(&pids)
+                .map(|(u, pid)| prints.with(pid, &u.dataset, |view| view.is_some()).unwrap_or(false))
+                .collect(),
+            None => {
+                let rkeys: Vec<Vec<u8>> = updates.iter().zip(&pids).map(|(u, p)| record_key(p, &u.dataset)).collect();
+                let refs: Vec<&[u8]> = rkeys.iter().map(|k| k.as_slice()).collect();
+                self.engine.multi_get(Cf::Records, &refs)?.iter().map(Option::is_some).collect()
+            }
+        };
         let mut sealed = HashSet::new();
-        for ((u, pid), found) in updates.iter().zip(&pids).zip(self.engine.multi_get(Cf::Records, &refs)?) {
-            if found.is_none() && sealed.insert(*pid) {
+        for ((u, pid), recorded) in updates.iter().zip(&pids).zip(recorded) {
+            if !recorded && sealed.insert(*pid) {
                 batch.put(Cf::KeyMap, pid.0.to_vec(), self.pseudo.seal(pid, &u.key));
             }
         }

@@ -243,15 +243,26 @@ impl NowForTest for ManualClock {
 
 /// Mappings sealed by the caller (`seal_new_keys`) cover exactly the keys
 /// without a record, are taken by the writer in place of its own, and
-/// leave every key resolvable; a deleted record still counts as a record.
+/// leave every key resolvable. Read from the records, a deleted record
+/// still counts as a record; told by the claim fingerprints, which hold
+/// live records only, its key is sealed again, to the same mapping.
 #[test]
 fn keys_sealed_before_the_writer_resolve() {
+    keys_sealed_before_the_writer_resolve_with(false);
+    keys_sealed_before_the_writer_resolve_with(true);
+}
+
+fn keys_sealed_before_the_writer_resolve_with(prints: bool) {
     use basedata_store::engine::BatchOp;
     use basedata_store::{Cf, WriteBatch};
     let s = mem_store(Arc::new(ManualClock::new(1_000_000)));
     let (old, gone, new) = (person(1), person(2), person(3));
     s.apply(&[upsert("hukou", old, 1, "a"), upsert("hukou", gone, 1, "b")], Durability::Sync).unwrap();
     s.apply(&[delete("hukou", gone, 2)], Durability::Sync).unwrap();
+    let gone_mapping = s.resolve(&s.pseudonym(&gone)).unwrap();
+    if prints {
+        assert_eq!(s.keep_prints().unwrap(), 1, "the one live record");
+    }
     // `new` twice in one request: one mapping.
     let updates = [upsert("hukou", old, 2, "a2"), upsert("hukou", gone, 3, "b3"), upsert("hukou", new, 1, "c"), upsert("hukou", new, 2, "c2")];
     let mut mappings = WriteBatch::new();
@@ -264,8 +275,13 @@ fn keys_sealed_before_the_writer_resolve() {
             other => panic!("unexpected {other:?}"),
         })
         .collect();
-    assert_eq!(sealed, vec![&s.pseudonym(&new).0[..]]);
+    if prints {
+        assert_eq!(sealed, vec![&s.pseudonym(&gone).0[..], &s.pseudonym(&new).0[..]]);
+    } else {
+        assert_eq!(sealed, vec![&s.pseudonym(&new).0[..]]);
+    }
     let done = s.commit_with(&updates, &[], mappings, Durability::Sync).unwrap();
+    assert_eq!(s.resolve(&s.pseudonym(&gone)).unwrap(), gone_mapping, "sealed again, the same key");
     assert!(done.outcomes.iter().all(|o| matches!(o, Outcome::Applied { .. })), "{:?}", done.outcomes);
     for k in [old, gone, new] {
         assert_eq!(s.resolve(&s.pseudonym(&k)).unwrap(), Some(k));
