@@ -1,6 +1,7 @@
 //! What a connection hands each request to: the router, or — for a
-//! counter's lookups and verifications of one subject, the hottest
-//! requests there are — the same steps called directly.
+//! counter's lookups and verifications of one subject and a provider's
+//! submissions, the hottest requests there are — the same steps called
+//! directly.
 //!
 //! The router spends on every request what these reads do not need: a
 //! route lookup with its path parameters and matched path, a boxed future
@@ -15,10 +16,15 @@
 //! side). Anything the fast route does not take exactly as the router
 //! would — another method, a path of another shape, a percent-encoded
 //! key, cluster mode with its read positions — goes to the router.
+//!
+//! A submission (`POST /v1/datasets/{dataset}/updates`) goes the same way
+//! through its own layers: request id, panic catcher, JSON errors (no
+//! time limit: a submission streams), admission, handler, metrics and
+//! access log.
 
-use super::{answered, caught, json_errors, request_id, subjects, within_time_limit, AppState, Purpose};
+use super::{answered, caught, json_errors, request_id, subjects, updates, within_time_limit, AppState, Purpose};
 use crate::auth::Caller;
-use axum::extract::{FromRequest, Query, Request, State};
+use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Router};
 use basedata_store::Subject;
@@ -46,12 +52,18 @@ impl Edge {
     /// The answer to `req`, from a connection whose peer is `peer`.
     pub fn call(&self, mut req: Request, peer: &crate::tls::TlsPeer) -> impl Future<Output = Response> + Send + 'static {
         if let Some(state) = &self.fast {
+            // Boxed: hyper moves the future it is handed into its own
+            // slot, and these, a whole request's state machine, are large
+            // enough for the copy to show.
             if let Some((read, subject, key)) = subject_read(&req) {
                 let key = key.to_owned();
-                // Boxed: hyper moves the future it is handed into its
-                // own slot, and this one, the whole read's state machine,
-                // is large enough for the copy to show.
-                return Either::Left(Box::pin(serve(state.clone(), req, peer.subject.clone(), read, subject, key)));
+                let fut: BoxedAnswer = Box::pin(serve(state.clone(), req, peer.subject.clone(), read, subject, key));
+                return Either::Left(fut);
+            }
+            if let Some(dataset) = submission_of(req.method(), req.uri().path()) {
+                let dataset = dataset.to_owned();
+                let fut: BoxedAnswer = Box::pin(serve_submission(state.clone(), req, peer.subject.clone(), dataset));
+                return Either::Left(fut);
             }
         }
         req.extensions_mut().insert(axum::extract::ConnectInfo(peer.clone()));
@@ -62,6 +74,9 @@ impl Edge {
         }))
     }
 }
+
+/// An answer's future, as hyper is handed it.
+type BoxedAnswer = std::pin::Pin<Box<dyn Future<Output = Response> + Send + 'static>>;
 
 /// The subject reads served here.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -122,6 +137,43 @@ fn subject_read_of<'p>(method: &axum::http::Method, path: &'p str) -> Option<(Re
         Read::Verify => rest.strip_suffix("/verify")?,
     };
     (!key.is_empty() && !key.contains(['/', '%'])).then_some((read, subject, key))
+}
+
+/// The dataset of a provider's submission that the fast route serves as
+/// the router would: `POST /v1/datasets/{dataset}/updates`, the dataset one
+/// non-empty segment without percent-encoding.
+fn submission_of<'p>(method: &axum::http::Method, path: &'p str) -> Option<&'p str> {
+    if method != axum::http::Method::POST {
+        return None;
+    }
+    let dataset = path.strip_prefix("/v1/datasets/")?.strip_suffix("/updates")?;
+    (!dataset.is_empty() && !dataset.contains(['/', '%'])).then_some(dataset)
+}
+
+/// A submission, through the steps the router's layers take.
+async fn serve_submission(
+    state: AppState,
+    req: Request,
+    peer: Option<std::sync::Arc<crate::tls::CertSubject>>,
+    dataset: String,
+) -> Response {
+    // access_log
+    let started = Instant::now();
+    let id = request_id(req.headers());
+    // api_edge: JSON errors, and no time limit for a body that streams
+    let resp = caught(async { json_errors(provided(&state, req, peer.as_deref(), dataset).await).await }).await;
+    answered(&state, started, id, "POST", "/v1/datasets/{dataset}/updates", resp)
+}
+
+/// authenticate, then the handler.
+async fn provided(state: &AppState, req: Request, peer: Option<&crate::tls::CertSubject>, dataset: String) -> Response {
+    let super::Admitted { permit, department, caller } = match super::admit(state, req.headers(), peer) {
+        Ok(a) => a,
+        Err(resp) => return resp,
+    };
+    let (parts, body) = req.into_parts();
+    let resp = updates::post_updates(State(state.clone()), Extension(caller), Path(dataset), parts.headers, body).await.into_response();
+    super::logged(department, super::held_while_sent(resp, permit))
 }
 
 /// A subject read, through the steps the router's layers take.
@@ -195,7 +247,7 @@ impl crate::conn::Serve for Edge {
     }
 
     fn takes(&self, method: &axum::http::Method, path: &str) -> bool {
-        self.fast.is_some() && subject_read_of(method, path).is_some()
+        self.fast.is_some() && (subject_read_of(method, path).is_some() || submission_of(method, path).is_some())
     }
 }
 

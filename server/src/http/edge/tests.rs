@@ -177,7 +177,53 @@ fn cases() -> Vec<Case> {
     ];
     // The same verifications again, so that repeated uses are compared too.
     v.push(Case { method: "POST", path: verify(0), headers: std(COUNTER, Some("benchmark"), 21), body: claim(0, &name(0)), fast: true });
+    // Submissions: applied, stale, a line rejected, a JSON array, and the
+    // refusals on the way in; then what the router keeps.
+    let line = |i: u64, version: u64| json!({"key": key(i), "version": version, "op": "upsert", "fields": person_hukou(&g, i)}).to_string();
+    let ndjson = |token: &str, rid: usize| {
+        vec![("authorization", format!("Bearer {token}")), ("content-type", "application/x-ndjson".into()), ("x-request-id", format!("edge-{rid}"))]
+    };
+    let updates = "/v1/datasets/hukou/updates".to_owned();
+    v.extend([
+        Case { method: "POST", path: updates.clone(), headers: ndjson(PROVIDER, 50), body: line(0, 2).into_bytes(), fast: true },
+        Case { method: "POST", path: updates.clone(), headers: ndjson(PROVIDER, 51), body: line(0, 2).into_bytes(), fast: true },
+        Case {
+            method: "POST",
+            path: updates.clone(),
+            headers: ndjson(PROVIDER, 52),
+            body: format!("{}\n{{\"key\":\"12345\",\"version\":1,\"op\":\"delete\"}}\n{}", line(1, 2), line(2, 2)).into_bytes(),
+            fast: true,
+        },
+        Case {
+            method: "POST",
+            path: updates.clone(),
+            headers: [ndjson(PROVIDER, 53), vec![("content-type", "application/json".into())]].concat(),
+            body: format!("[{}]", line(3, 2)).into_bytes(),
+            fast: true,
+        },
+        Case { method: "POST", path: updates.clone(), headers: ndjson(COUNTER, 54), body: line(0, 3).into_bytes(), fast: true },
+        Case { method: "POST", path: updates.clone(), headers: ndjson("not-a-known-token-000", 55), body: line(0, 3).into_bytes(), fast: true },
+        Case { method: "POST", path: updates.clone(), headers: vec![("x-request-id", "edge-56".into())], body: line(0, 3).into_bytes(), fast: true },
+        Case { method: "POST", path: "/v1/datasets/nope/updates".into(), headers: ndjson(PROVIDER, 57), body: line(0, 3).into_bytes(), fast: true },
+        Case {
+            method: "POST",
+            path: updates.clone(),
+            headers: [ndjson(PROVIDER, 58), vec![("content-type", "text/csv".into())]].concat(),
+            body: line(0, 3).into_bytes(),
+            fast: true,
+        },
+        Case { method: "POST", path: updates.clone(), headers: ndjson(PROVIDER, 59), body: b"{\"key\":".to_vec(), fast: true },
+        Case { method: "POST", path: "/v1/datasets/hu%6Bou/updates".into(), headers: ndjson(PROVIDER, 60), body: line(0, 4).into_bytes(), fast: false },
+        Case { method: "GET", path: updates.clone(), headers: ndjson(PROVIDER, 61), body: vec![], fast: false },
+        Case { method: "POST", path: format!("{updates}/"), headers: ndjson(PROVIDER, 62), body: line(0, 4).into_bytes(), fast: false },
+        Case { method: "POST", path: "/v1/datasets//updates".into(), headers: ndjson(PROVIDER, 63), body: line(0, 4).into_bytes(), fast: false },
+    ]);
     v
+}
+
+/// Whether the fast route takes `req`: a subject read or a submission.
+fn taken(req: &HttpRequest<Body>) -> bool {
+    subject_read(req).is_some() || submission_of(req.method(), req.uri().path()).is_some()
 }
 
 #[tokio::test]
@@ -188,7 +234,7 @@ async fn the_fast_route_answers_audits_and_counts_as_the_router_does() {
     let mut fast_taken = 0;
     for (i, case) in cases().iter().enumerate() {
         let req = case.request();
-        assert_eq!(subject_read(&req).is_some(), case.fast, "case {i}: {} {}", case.method, case.path);
+        assert_eq!(taken(&req), case.fast, "case {i}: {} {}", case.method, case.path);
         fast_taken += usize::from(case.fast);
         let (s1, mut h1, b1) = answer(edge.call(req, &peer()).await).await;
         let (s2, mut h2, b2) = answer(plain.clone().oneshot(case.request()).await.unwrap()).await;
@@ -229,6 +275,7 @@ async fn the_fast_route_answers_audits_and_counts_as_the_router_does() {
     assert!(entries.iter().filter(|e| e["action"] == "verify").count() >= 6, "{t1}");
     assert!(entries.iter().filter(|e| e["action"] == "lookup").count() >= 4, "{t1}");
     assert!(entries.iter().any(|e| e["outcome"].as_str().is_some_and(|o| o.contains("purpose"))), "the refused purpose is audited: {t1}");
+    assert!(entries.iter().filter(|e| e["action"] == "update").count() >= 5, "{t1}");
     assert_eq!(t1, t2);
 
     // The metrics: the same requests counted under the same labels (times
@@ -238,12 +285,17 @@ async fn the_fast_route_answers_audits_and_counts_as_the_router_does() {
             .metrics
             .render(&state.store, state.committer.stats())
             .lines()
-            .filter(|l| (l.contains("/v1/persons") || l.contains("/v1/entities")) && !l.starts_with('#') && !l.contains("_bucket") && !l.contains("_sum"))
+            .filter(|l| {
+                (l.contains("/v1/persons") || l.contains("/v1/entities") || l.contains("/v1/datasets"))
+                    && !l.starts_with('#')
+                    && !l.contains("_bucket")
+                    && !l.contains("_sum")
+            })
             .map(str::to_owned)
             .collect()
     };
     let (m1, m2) = (counted(&fast), counted(&slow));
-    for route in ["/v1/persons/{id}/verify", "/v1/persons/{id}", "/v1/entities/{code}"] {
+    for route in ["/v1/persons/{id}/verify", "/v1/persons/{id}", "/v1/entities/{code}", "/v1/datasets/{dataset}/updates"] {
         assert!(m1.iter().any(|l| l.contains(&format!("route=\"{route}\""))), "{route}: {m1:#?}");
     }
     assert_eq!(m1, m2);
