@@ -1,7 +1,8 @@
 //! A connection's own HTTP/1.1 loop for the requests the edge answers
-//! beside the router (a counter's lookups and verifications): read, parse
-//! the head with `httparse`, answer, write — without hyper's dispatcher,
-//! body channel and per-request timers. The first request it does not take
+//! beside the router (a counter's lookups and verifications, a provider's
+//! small submissions): read, parse the head with `httparse`, answer,
+//! write — without hyper's dispatcher, body channel and per-request
+//! timers. The first request it does not take
 //! exactly as hyper would hands the connection, with the bytes already
 //! read, to hyper for the rest of its life.
 //!
