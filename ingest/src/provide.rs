@@ -18,9 +18,9 @@ use crate::log::{LoggedMessage, UpdateLog};
 use basedata_store::caller::Caller;
 use basedata_store::catalog::{Dataset, Provider};
 use basedata_store::providers::REFUSED;
-use basedata_store::commit::{CommitError, Committer};
+use basedata_store::commit::Committer;
 use basedata_store::ndjson::Splitter;
-use basedata_store::{Action, AuditEvent, Failure, Outcome, Store, Update, WriteBatch};
+use basedata_store::{Action, AuditEvent, Outcome, Store, Update, WriteBatch};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -60,28 +60,8 @@ impl Error {
     }
 }
 
-/// A store's failure, as every use case tells it ([`Failure`]).
-impl From<Failure> for Error {
-    fn from(f: Failure) -> Self {
-        match f {
-            Failure::Overloaded => Error::Overloaded,
-            Failure::Unavailable(why) => Error::Unavailable(why),
-            Failure::Internal(msg) => Error::Internal(msg),
-        }
-    }
-}
-
-impl From<basedata_store::Error> for Error {
-    fn from(e: basedata_store::Error) -> Self {
-        Failure::from(e).into()
-    }
-}
-
-impl From<CommitError> for Error {
-    fn from(e: CommitError) -> Self {
-        Failure::from(e).into()
-    }
-}
+// A store's failure, as every use case tells it.
+basedata_store::failure_conversions!(Error);
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

@@ -2,9 +2,7 @@
 //! stable codes, refusals, and internal faults. No HTTP here: the edge maps
 //! each variant to its status.
 
-use basedata_store::commit::CommitError;
 use basedata_store::keys::KeyError;
-use basedata_store::Failure;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -76,28 +74,8 @@ impl Error {
     }
 }
 
-/// A store's failure, as every use case tells it ([`Failure`]).
-impl From<Failure> for Error {
-    fn from(f: Failure) -> Self {
-        match f {
-            Failure::Overloaded => Error::Overloaded,
-            Failure::Unavailable(why) => Error::Unavailable(why),
-            Failure::Internal(msg) => Error::Internal(msg),
-        }
-    }
-}
-
-impl From<basedata_store::Error> for Error {
-    fn from(e: basedata_store::Error) -> Self {
-        Failure::from(e).into()
-    }
-}
-
-impl From<CommitError> for Error {
-    fn from(e: CommitError) -> Self {
-        Failure::from(e).into()
-    }
-}
+// A store's failure, as every use case tells it.
+basedata_store::failure_conversions!(Error);
 
 impl From<crate::verify::ClaimError> for Error {
     fn from(e: crate::verify::ClaimError) -> Self {

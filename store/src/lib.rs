@@ -160,3 +160,34 @@ impl From<Error> for Failure {
         Failure::from(&e)
     }
 }
+
+/// Makes a use case's error type (one with `Overloaded`,
+/// `Unavailable(String)` and `Internal(String)` variants) from a store's
+/// [`Error`], a [`commit::CommitError`] and a [`Failure`], by [`Failure`]'s
+/// one rule.
+#[macro_export]
+macro_rules! failure_conversions {
+    ($error:ty) => {
+        impl From<$crate::Failure> for $error {
+            fn from(f: $crate::Failure) -> Self {
+                match f {
+                    $crate::Failure::Overloaded => Self::Overloaded,
+                    $crate::Failure::Unavailable(why) => Self::Unavailable(why),
+                    $crate::Failure::Internal(msg) => Self::Internal(msg),
+                }
+            }
+        }
+
+        impl From<$crate::Error> for $error {
+            fn from(e: $crate::Error) -> Self {
+                $crate::Failure::from(e).into()
+            }
+        }
+
+        impl From<$crate::commit::CommitError> for $error {
+            fn from(e: $crate::commit::CommitError) -> Self {
+                $crate::Failure::from(e).into()
+            }
+        }
+    };
+}
