@@ -37,19 +37,41 @@ fi
 # free_ports N: N distinct free ports below the kernel's ephemeral range, so
 # that no outgoing connection (a route, a client) can be handed one of them
 # between now and the moment its server binds it. All are held open until
-# all are chosen, so none is picked twice.
+# all are chosen, so none is picked twice. Clusters started at the same
+# time (tests run side by side) must not pick each other's ports either,
+# between the pick and the bind or while a process is down for a restart:
+# each pick is recorded, under a lock, in a file of claims that other
+# picks skip for an hour.
 free_ports() {
   python3 - "$1" <<'PY'
-import random, socket, sys
+import fcntl, os, random, socket, sys, tempfile, time
 low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
-held, ports = [], []
-while len(ports) < int(sys.argv[1]):
-    s = socket.socket()
+registry = os.path.join(tempfile.gettempdir(), "basedata-cluster-ports")
+with open(registry + ".lock", "a") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    now = time.time()
+    claims = {}
     try:
-        s.bind(("127.0.0.1", random.randrange(10000, low)))
-    except OSError:
-        s.close(); continue
-    held.append(s); ports.append(s.getsockname()[1])
+        for line in open(registry):
+            port, until = line.split()
+            if float(until) > now:
+                claims[int(port)] = float(until)
+    except (OSError, ValueError):
+        pass
+    held, ports = [], []
+    while len(ports) < int(sys.argv[1]):
+        port = random.randrange(10000, low)
+        if port in claims:
+            continue
+        s = socket.socket()
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            s.close(); continue
+        held.append(s); ports.append(port); claims[port] = now + 3600
+    with open(registry + ".new", "w") as out:
+        out.writelines(f"{p} {t}\n" for p, t in claims.items())
+    os.replace(registry + ".new", registry)
 print(" ".join(map(str, ports)))
 PY
 }
