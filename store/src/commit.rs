@@ -37,7 +37,7 @@ use crate::engine::{BatchOp, Cf, Durability, WriteBatch};
 use crate::store::{Outcome, Store, Update};
 use crate::Error;
 use crate::value::Value;
-use crossbeam::channel::{bounded, Receiver, Sender, TrySendError};
+use crossbeam::channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -371,6 +371,34 @@ pub const SLOW_COMMIT: std::time::Duration = std::time::Duration::from_millis(10
 /// part of the tail that `slow_commits` did not see (BENCHMARKS.md).
 pub const LONG_COMMIT: std::time::Duration = std::time::Duration::from_millis(3);
 
+/// How long the writer waits for a job before it flushes what the writes
+/// before left in the memtables, if that is at least [`IDLE_FLUSH_BYTES`].
+/// Flushes are atomic across families, so the first one after a
+/// provider's burst (set off by whichever family fills first, most often
+/// the audit index under the verifications that follow) writes every
+/// family's memtable at once: a few hundred megabytes, in the middle of
+/// those requests. Written in a pause instead, the same bytes are out of
+/// their way (BENCHMARKS.md, "The first verification run after ingest").
+pub const IDLE_FLUSH_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Memtable bytes worth a flush when the writer is idle, over all
+/// families (the hashed memtables of records and history count 4 MiB
+/// each when empty): half of one family's buffer; less would only make
+/// small files to merge.
+pub const IDLE_FLUSH_BYTES: u64 = 32 << 20;
+
+/// Starts a background flush if the memtables hold [`IDLE_FLUSH_BYTES`];
+/// a failure is logged (the flush RocksDB makes when a buffer fills is
+/// still to come).
+fn flush_when_idle(store: &Store) {
+    let held = store.engine().unflushed_bytes();
+    if held >= IDLE_FLUSH_BYTES {
+        if let Err(e) = store.engine().flush_in_background() {
+            tracing::warn!(error = %e, held, "the idle writer could not start a flush");
+        }
+    }
+}
+
 /// A job too large for one group: what is left of it, written a slice per
 /// group, and what its written slices returned.
 struct Carried {
@@ -553,10 +581,19 @@ fn writer_loop(store: Arc<Store>, rx: Receiver<Job>, stats: Arc<CommitStats>, se
         let mut group: Vec<Job> = Vec::new();
         let mut size = Size::default();
         if carried.is_empty() && bulk.is_empty() {
-            // Nothing set aside: wait for work (none left: shut down).
-            match rx.recv() {
-                Ok(j) => take(j, &mut group, &mut carried, &mut bulk, &mut size),
-                Err(_) => return,
+            // Nothing set aside: wait for work (none left: shut down). A
+            // pause after writes is the time to flush what they left in
+            // the memtables (see `IDLE_FLUSH_AFTER`).
+            let first = match rx.recv_timeout(IDLE_FLUSH_AFTER) {
+                Err(RecvTimeoutError::Timeout) => {
+                    flush_when_idle(&store);
+                    rx.recv().ok()
+                }
+                r => r.ok(),
+            };
+            match first {
+                Some(j) => take(j, &mut group, &mut carried, &mut bulk, &mut size),
+                None => return,
             }
         }
         while size.items < MAX_GROUP_ITEMS

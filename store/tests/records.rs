@@ -353,3 +353,31 @@ fn records_of_named_datasets_are_those_of_the_scan() {
     assert_eq!(ids(s.get_all(&k, Some(&["marriage", "hukou", "death"]), None).unwrap()), vec![("death".into(), 1), ("hukou".into(), 2)]);
     assert_eq!(ids(s.get_all(&k, Some(&["hukou", "marriage"]), Some(15_000_000)).unwrap()), vec![("hukou".into(), 1), ("marriage".into(), 1)]);
 }
+
+/// Once the writer has had nothing to do for a while, it flushes what the
+/// writes before left in the memtables (when that is worth a flush), so
+/// that the next requests do not pay for it.
+#[test]
+fn an_idle_writer_flushes_what_a_burst_left_in_memtables() {
+    use basedata_store::commit::{Committer, IDLE_FLUSH_AFTER, IDLE_FLUSH_BYTES};
+    let dir = tempfile::tempdir().unwrap();
+    let engine = rocks(dir.path(), false);
+    let store = Arc::new(open(engine.clone(), Arc::new(ManualClock::new(1_000_000))));
+    let long = "名".repeat(100);
+    for version in 1..=6u64 {
+        for chunk in (0..7_000u32).collect::<Vec<_>>().chunks(1_000) {
+            let updates: Vec<Update> = chunk.iter().map(|&i| upsert("hukou", person(i), version, &format!("{long}{i}"))).collect();
+            store.apply(&updates, Durability::Buffered).unwrap();
+        }
+    }
+    let held = engine.unflushed_bytes();
+    assert!(held >= IDLE_FLUSH_BYTES, "the burst left {held} bytes, too few for the test");
+    let mut c = Committer::start(store.clone(), 16);
+    let deadline = std::time::Instant::now() + IDLE_FLUSH_AFTER + std::time::Duration::from_secs(20);
+    while engine.unflushed_bytes() >= IDLE_FLUSH_BYTES {
+        assert!(std::time::Instant::now() < deadline, "still {} bytes unflushed", engine.unflushed_bytes());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(name_of(&store, &person(6_999), "hukou", None), Some((6, format!("{long}6999"))));
+    c.shutdown();
+}

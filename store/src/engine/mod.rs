@@ -209,6 +209,18 @@ pub trait Engine: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Bytes in the memtables that take writes now (not those already
+    /// being flushed); 0 where nothing is buffered.
+    fn unflushed_bytes(&self) -> u64 {
+        0
+    }
+
+    /// Starts persisting the memtables in the background and returns at
+    /// once; a no-op where nothing is buffered.
+    fn flush_in_background(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// Sizes, counts and cache use of family `cf`, for metrics; a figure
     /// the engine does not keep is `None`.
     fn stats(&self, _cf: Cf) -> EngineStats {

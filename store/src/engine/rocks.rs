@@ -447,6 +447,20 @@ impl Engine for RocksEngine {
         self.db.flush_wal(true).map_err(engine_err)
     }
 
+    fn unflushed_bytes(&self) -> u64 {
+        Cf::ALL
+            .iter()
+            .filter_map(|&cf| self.db.property_int_value_cf(self.cf(cf), "rocksdb.cur-size-active-mem-table").ok().flatten())
+            .sum()
+    }
+
+    fn flush_in_background(&self) -> Result<()> {
+        let all: Vec<&rocksdb::ColumnFamily> = Cf::ALL.iter().map(|&cf| self.cf(cf)).collect();
+        let mut opts = rocksdb::FlushOptions::default();
+        opts.set_wait(false);
+        self.db.flush_cfs_opt(&all, &opts).map_err(engine_err)
+    }
+
     fn stats(&self, cf: Cf) -> EngineStats {
         let p = |name: &str| self.db.property_int_value_cf(self.cf(cf), name).ok().flatten();
         EngineStats {
