@@ -13,7 +13,7 @@ use rocksdb::{
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-pub use super::SUBJECT_PREFIX_LEN;
+use super::SUBJECT_PREFIX_LEN;
 
 /// Tuning knobs that an operator sets in the configuration file.
 #[derive(Clone, Debug)]
@@ -285,16 +285,18 @@ impl RocksEngine {
                     break;
                 }
             }
-            self.flush_families()?;
+            self.flush_families(true)?;
         }
         Ok(())
     }
 
     /// Flushes the memtables of every family, together (atomic flush),
-    /// and waits for it.
-    fn flush_families(&self) -> Result<()> {
+    /// and waits for it if `wait`.
+    fn flush_families(&self, wait: bool) -> Result<()> {
         let all: Vec<&rocksdb::ColumnFamily> = Cf::ALL.iter().map(|&cf| self.cf(cf)).collect();
-        self.db.flush_cfs_opt(&all, &rocksdb::FlushOptions::default()).map_err(engine_err)
+        let mut opts = rocksdb::FlushOptions::default();
+        opts.set_wait(wait);
+        self.db.flush_cfs_opt(&all, &opts).map_err(engine_err)
     }
 
     /// The options of family `cf`, for an `SstFileWriter` whose files are
@@ -417,7 +419,7 @@ impl Engine for RocksEngine {
         // reverse scans and any other range must see the whole key order
         // (RocksDB does not support SeekToLast in prefix mode).
         let within_prefix = !reverse
-            && matches!(cf, Cf::Records | Cf::History)
+            && cf.subject_keyed()
             && start.len() >= SUBJECT_PREFIX_LEN
             && match (end, super::prefix_end(&start[..SUBJECT_PREFIX_LEN])) {
                 (Some(e), Some(pe)) => e <= pe.as_slice(),
@@ -443,7 +445,7 @@ impl Engine for RocksEngine {
     }
 
     fn flush(&self) -> Result<()> {
-        self.flush_families()?;
+        self.flush_families(true)?;
         self.db.flush_wal(true).map_err(engine_err)
     }
 
@@ -455,10 +457,7 @@ impl Engine for RocksEngine {
     }
 
     fn flush_in_background(&self) -> Result<()> {
-        let all: Vec<&rocksdb::ColumnFamily> = Cf::ALL.iter().map(|&cf| self.cf(cf)).collect();
-        let mut opts = rocksdb::FlushOptions::default();
-        opts.set_wait(false);
-        self.db.flush_cfs_opt(&all, &opts).map_err(engine_err)
+        self.flush_families(false)
     }
 
     fn stats(&self, cf: Cf) -> EngineStats {
