@@ -90,10 +90,11 @@ pub struct Config {
     /// built when that would be over half the available memory.
     #[serde(default = "yes")]
     pub verify_prints: bool,
-    /// Megabytes written into each of two write-ahead log files at start
-    /// so that the synced writes after it overwrite a recycled file in
-    /// place instead of growing a new one (0: not done). See
-    /// `RocksEngine::prime_wal`.
+    /// Megabytes of each journal segment (the store's write-ahead log),
+    /// zero-filled before use and then recycled, so that synced writes
+    /// overwrite allocated blocks in place instead of growing a file (0:
+    /// default-length segments grown as written). See
+    /// `basedata_store::engine::journal`.
     #[serde(default = "default_prime_wal_mb")]
     pub prime_wal_mb: u64,
     #[serde(default = "default_max_body_mb")]
@@ -411,13 +412,13 @@ fn default_cache_mb() -> usize {
     512
 }
 
-/// The memtable size: a log file of that length holds about what one
-/// memtable switch to the next writes.
+/// The memtable size: a segment of that length holds about what one
+/// memtable holds.
 fn default_prime_wal_mb() -> u64 {
     64
 }
 
-/// Priming writes twice this at every start; more would only delay it.
+/// A segment and a spare are zero-filled at every start; more would only delay it.
 const MAX_PRIME_WAL_MB: u64 = 4096;
 
 fn default_max_body_mb() -> usize {

@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 #[cfg(feature = "rocks")]
 use {
     crate::clock::Clock,
+    crate::engine::journal::JournalOptions,
     crate::engine::rocks::{RocksConfig, RocksEngine},
     crate::{Catalog, Cf, Engine},
     std::sync::Arc,
@@ -137,9 +138,10 @@ pub struct OpenOptions {
     /// after a restart or a bulk load its first reads would otherwise each
     /// wait for the disk.
     pub warm_page_cache: bool,
-    /// Bytes of each recycled write-ahead log file to prepare before the
-    /// store takes synced writes (0: none), for a server: see
-    /// `RocksEngine::prime_wal`.
+    /// Length of the journal's segment files, each made full-length
+    /// (zero-filled) before it is used and recycled after, for a server
+    /// (0: default-length segments, grown as written): see
+    /// `engine::journal`.
     pub prime_wal_bytes: u64,
 }
 
@@ -169,25 +171,28 @@ const PRIME_HEADROOM: u64 = 8;
 #[cfg(feature = "rocks")]
 pub fn open_engine(data: &Path, opts: &OpenOptions) -> Result<Arc<dyn Engine>> {
     std::fs::create_dir_all(data).map_err(|cause| Error::CreateDir { path: data.to_path_buf(), cause })?;
-    let cfg = RocksConfig { block_cache_bytes: opts.block_cache_bytes, ..Default::default() };
+    let mut cfg = RocksConfig { block_cache_bytes: opts.block_cache_bytes, ..Default::default() };
     let open_err = |cause| Error::Open { path: data.to_path_buf(), cause: Box::new(cause) };
-    let engine = RocksEngine::open(data, &cfg).map_err(open_err)?;
     if opts.prime_wal_bytes > 0 {
-        // Priming writes twice its size; a failed log write would leave
-        // RocksDB refusing all writes, so it needs clear headroom and is
-        // skipped, with a warning, without it: it only saves time.
+        // Prefilled segments take twice their size at once (the one
+        // written and a spare); a failed journal write stops all writes,
+        // so that needs clear headroom and is skipped, with a warning,
+        // without it: it only saves time.
         let available = crate::engine::rocks::available_disk_bytes(data);
         if available.is_some_and(|a| a >= opts.prime_wal_bytes.saturating_mul(PRIME_HEADROOM)) {
-            let t = std::time::Instant::now();
-            engine.prime_wal(opts.prime_wal_bytes).map_err(open_err)?;
-            tracing::info!(mb = opts.prime_wal_bytes >> 20, ms = t.elapsed().as_millis() as u64, "write-ahead log primed");
+            cfg.journal = JournalOptions { segment_bytes: opts.prime_wal_bytes, prefill: true };
         } else {
             tracing::warn!(
                 mb = opts.prime_wal_bytes >> 20,
                 available_mb = available.unwrap_or(0) >> 20,
-                "write-ahead log not primed: too little free disk space; synced writes then also write the log file's size"
+                "journal segments not prefilled: too little free disk space; synced writes then also write the segment's size"
             );
         }
+    }
+    let t = std::time::Instant::now();
+    let engine = RocksEngine::open(data, &cfg).map_err(open_err)?;
+    if cfg.journal.prefill {
+        tracing::info!(mb = opts.prime_wal_bytes >> 20, ms = t.elapsed().as_millis() as u64, "store opened, journal segments prefilled");
     }
     if opts.warm_page_cache {
         // Point reads land on records and key mappings; the rest is read

@@ -1,7 +1,7 @@
 //! A data directory that served batch jobs, disputes, grants and rejected
 //! update lines holds no ID
-//! number in the clear: not in any file byte for byte (the write-ahead log
-//! before any flush; table files, write-ahead log and MANIFEST after one),
+//! number in the clear: not in any file byte for byte (the journal before
+//! any flush; table files, journal and MANIFEST after one),
 //! nor in any decompressed key or value of any column family. The store's
 //! own scan (`store/tests/identity_separation.rs`) covers records, history
 //! and the change log; this one covers what the consumer use cases store.
@@ -40,8 +40,8 @@ fn files(dir: &Path, out: &mut Vec<(std::path::PathBuf, Vec<u8>)>) {
 }
 
 /// The first of `ids` (all of one length) that `hay` holds. One pass over
-/// `hay`, not one a number: a served store's write-ahead log files are
-/// primed to tens of megabytes each.
+/// `hay`, not one a number: a served store's journal segments are
+/// zero-filled to tens of megabytes each.
 fn find_any<'a>(hay: &[u8], ids: &HashSet<&'a [u8]>) -> Option<&'a [u8]> {
     let len = ids.iter().next()?.len();
     if hay.len() < len {
@@ -130,16 +130,16 @@ fn no_id_number_on_disk_after_jobs_disputes_and_grants() {
 
     let ids: Vec<String> = (0..n).map(key).collect();
     let data = scratch.path().join("data");
-    // Before any flush: all of it is in the write-ahead log.
+    // Before any flush: all of it is in the journal.
     let seen = assert_no_id_in_files(&data, &ids, "before flush");
-    assert!(seen.iter().any(|f| f.ends_with(".log") && f != "LOG"), "no write-ahead log among {seen:?}");
-    // The server primed its log: the scan covered recycled log files too,
+    assert!(seen.iter().any(|f| f.ends_with(".jnl")), "no journal segment among {seen:?}");
+    // The server prefilled its segments: the scan covered those too,
     // whose tails hold whatever their earlier use left there.
-    let primed = std::fs::read_dir(&data)
+    let primed = std::fs::read_dir(data.join(basedata_store::engine::rocks::JOURNAL_DIR))
         .unwrap()
         .filter_map(|e| e.ok())
-        .any(|e| e.file_name().to_string_lossy().ends_with(".log") && e.metadata().unwrap().len() >= 64 << 20);
-    assert!(primed, "no primed write-ahead log among {seen:?}");
+        .any(|e| e.file_name().to_string_lossy().ends_with(".jnl") && e.metadata().unwrap().len() >= 64 << 20);
+    assert!(primed, "no prefilled journal segment among {seen:?}");
 
     // After a flush into table files (uncompressed, so that the bytes of
     // the files are the bytes of the values).

@@ -306,67 +306,149 @@ fn rocks_reopen_reads_the_same_data() {
     }
 }
 
-/// The newest write-ahead log file of a RocksDB directory: its number and
-/// length.
+/// What a child process started by [`crash_after`] does before it dies.
 #[cfg(feature = "rocks")]
-fn newest_log(dir: &std::path::Path) -> (u64, u64) {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .filter_map(|e| {
-            let e = e.unwrap();
-            let name = e.file_name().into_string().unwrap();
-            let n = name.strip_suffix(".log")?.parse::<u64>().ok()?;
-            Some((n, e.metadata().unwrap().len()))
-        })
-        .max()
-        .expect("a log file")
+fn crash_scenario(name: &str, dir: &std::path::Path) {
+    use crate::engine::journal::JournalOptions;
+    use crate::engine::rocks::{RocksConfig, RocksEngine};
+    let key = |i: u32| format!("0123456789abcdef{i:08}hukou").into_bytes();
+    match name {
+        "journal" => {
+            let cfg = RocksConfig { journal: JournalOptions { segment_bytes: 64 << 10, prefill: true }, ..Default::default() };
+            let e = RocksEngine::open(dir, &cfg).unwrap();
+            for i in 0..300u32 {
+                let mut b = WriteBatch::new();
+                b.put(Cf::Records, key(i), vec![7u8; 200]);
+                // Unsynced writes are made durable by the next synced one.
+                let d = if i % 3 == 0 { Durability::Sync } else { Durability::Buffered };
+                e.write(b, d).unwrap();
+            }
+            put(&e, Cf::Meta, b"last", b"written");
+            assert!(e.journal().closed_segments() > 0, "the writes rolled over segments");
+            std::mem::forget(e);
+        }
+        "rocksdb-log" => {
+            // A store as written before the journal: RocksDB's own log.
+            let e = RocksEngine::open(dir, &Default::default()).unwrap();
+            let mut opts = rocksdb::WriteOptions::default();
+            opts.set_sync(true);
+            e.db().put_cf_opt(e.cf(Cf::Records), key(1), b"logged", &opts).unwrap();
+            std::mem::forget(e);
+        }
+        other => panic!("no crash scenario {other}"),
+    }
+    // Dies without closing anything, and without the exit handlers
+    // through which RocksDB would flush at shutdown: memtables are lost.
+    #[allow(unsafe_code)]
+    // SAFETY: `_exit` ends the process at once; nothing runs after it.
+    unsafe {
+        libc::_exit(0)
+    }
+}
+
+/// Runs `scenario` on `dir` in a child process that exits without
+/// closing the store, as a crash would leave it.
+#[cfg(feature = "rocks")]
+fn crash_after(scenario: &str, dir: &std::path::Path) {
+    let status = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "engine::conformance::crash_child", "--include-ignored", "--test-threads", "1"])
+        .env("BASEDATA_CRASH_CHILD", format!("{scenario}:{}", dir.display()))
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "{scenario}: {status}");
 }
 
 #[cfg(feature = "rocks")]
 #[test]
-fn rocks_synced_writes_after_priming_overwrite_a_recycled_log_and_survive_a_reopen() {
-    use crate::engine::rocks::RocksEngine;
-    const PRIMED: u64 = 2 << 20;
-    let key = |i: u32| format!("0123456789abcdef{i:08}hukou").into_bytes();
-    let write_synced = |e: &RocksEngine| {
-        for i in 0..300u32 {
-            put(e, Cf::Records, &key(i), &[7u8; 200]);
+#[ignore = "the child process of the crash tests; runs only under them"]
+fn crash_child() {
+    let v = std::env::var("BASEDATA_CRASH_CHILD").expect("started by crash_after");
+    let (name, dir) = v.split_once(':').unwrap();
+    crash_scenario(name, std::path::Path::new(dir));
+}
+
+#[cfg(feature = "rocks")]
+fn copy_dir(from: &std::path::Path, to: &std::path::Path, skip: &str) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_name() != skip && e.file_type().unwrap().is_file() {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
         }
-    };
-
-    // Unprimed, the log a database opens with starts empty and every
-    // synced write makes it longer (what priming exists to avoid).
-    let plain = tempfile::tempdir().unwrap();
-    {
-        let e = RocksEngine::open(plain.path(), &Default::default()).unwrap();
-        let (n, before) = newest_log(plain.path());
-        write_synced(&e);
-        let (m, after) = newest_log(plain.path());
-        assert_eq!(n, m);
-        assert!(before < 4096 && after >= before + 300 * 200, "{before} -> {after}");
     }
+}
 
+#[cfg(feature = "rocks")]
+#[test]
+fn rocks_writes_come_back_from_the_journal_after_a_crash() {
+    use crate::engine::rocks::{RocksEngine, JOURNAL_DIR};
     let dir = tempfile::tempdir().unwrap();
+    crash_after("journal", dir.path());
+    // RocksDB itself holds none of it: a copy without the journal is empty.
+    let bare = tempfile::tempdir().unwrap();
+    copy_dir(dir.path(), bare.path(), JOURNAL_DIR);
     {
-        let e = RocksEngine::open(dir.path(), &Default::default()).unwrap();
-        e.prime_wal(PRIMED).unwrap();
-        let (n, before) = newest_log(dir.path());
-        assert!(before >= PRIMED, "the log now written is a recycled, full-length file: {before}");
-        write_synced(&e);
-        // The same file, no longer: the writes went into its old length.
-        assert_eq!(newest_log(dir.path()), (n, before));
-        // Dropped without a flush: the writes are only in that log.
+        let e = RocksEngine::open(bare.path(), &Default::default()).unwrap();
+        assert_eq!(keys(&e, Cf::Records, b"", None, false).len(), 0);
     }
     let e = RocksEngine::open(dir.path(), &Default::default()).unwrap();
+    let got = keys(&e, Cf::Records, b"", None, false);
+    assert_eq!(got.len(), 300);
+    assert_eq!(e.get(Cf::Meta, b"last").unwrap().as_deref(), Some(&b"written"[..]));
+    assert_eq!(e.journal().last_lsn(), 301);
+    // The replay was flushed into tables and its segments released.
+    assert_eq!(e.journal().closed_segments(), 0);
+    put(&e, Cf::Meta, b"after", b"1");
+    drop(e);
+    let e = RocksEngine::open(dir.path(), &Default::default()).unwrap();
+    assert_eq!(e.journal().last_lsn(), 302);
+    assert_eq!(e.get(Cf::Meta, b"after").unwrap().as_deref(), Some(&b"1"[..]));
+}
+
+#[cfg(feature = "rocks")]
+#[test]
+fn rocks_a_store_written_with_rocksdbs_own_log_opens_with_its_writes() {
+    use crate::engine::rocks::RocksEngine;
+    let dir = tempfile::tempdir().unwrap();
+    crash_after("rocksdb-log", dir.path());
+    let e = RocksEngine::open(dir.path(), &Default::default()).unwrap();
+    let key = b"0123456789abcdef00000001hukou";
+    assert_eq!(e.get(Cf::Records, key).unwrap().as_deref(), Some(&b"logged"[..]));
+    put(&e, Cf::Records, key, b"journaled");
+    drop(e);
+    let e = RocksEngine::open(dir.path(), &Default::default()).unwrap();
+    assert_eq!(e.get(Cf::Records, key).unwrap().as_deref(), Some(&b"journaled"[..]));
+}
+
+#[cfg(feature = "rocks")]
+#[test]
+fn rocks_synced_writes_overwrite_a_prefilled_journal_segment_in_place() {
+    use crate::engine::journal::JournalOptions;
+    use crate::engine::rocks::{RocksConfig, RocksEngine, JOURNAL_DIR};
+    const SEGMENT: u64 = 2 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = RocksConfig { journal: JournalOptions { segment_bytes: SEGMENT, prefill: true }, ..Default::default() };
+    let e = RocksEngine::open(dir.path(), &cfg).unwrap();
+    let lengths = || {
+        let mut v: Vec<(String, u64)> = std::fs::read_dir(dir.path().join(JOURNAL_DIR))
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (e.file_name().into_string().unwrap(), e.metadata().unwrap().len())
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let before = lengths();
+    assert_eq!(before.len(), 2, "the segment written and a spare: {before:?}");
+    assert!(before.iter().all(|(_, len)| *len == SEGMENT), "{before:?}");
     for i in 0..300u32 {
-        assert_eq!(e.get(Cf::Records, &key(i)).unwrap().as_deref(), Some(&[7u8; 200][..]), "key {i}");
+        put(&e, Cf::Records, format!("0123456789abcdef{i:08}hukou").as_bytes(), &[7u8; 200]);
     }
-    // Priming leaves nothing readable behind.
-    for cf in Cf::ALL {
-        if cf != Cf::Records {
-            assert_eq!(keys(&e, cf, b"", None, false), Vec::<Vec<u8>>::new(), "{}", cf.name());
-        }
-    }
+    // The same files, no longer: the writes went into their length.
+    assert_eq!(lengths(), before);
 }
 
 #[cfg(feature = "rocks")]

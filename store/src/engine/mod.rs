@@ -19,6 +19,8 @@
 #[cfg(feature = "rocks")]
 pub mod background;
 mod capability;
+#[cfg(feature = "rocks")]
+pub mod journal;
 pub mod mem;
 #[cfg(feature = "rocks")]
 pub mod rocks;

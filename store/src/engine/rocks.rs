@@ -3,6 +3,7 @@
 //! (the subject pseudonym) on records and history so that "every dataset of
 //! one person" is a prefix seek that the prefix bloom can skip.
 
+use super::journal::{Journal, JournalOptions};
 use super::{BatchOp, Cf, Checkpoint, Durability, Engine, EngineStats, KvIter, SstIngest, SstWriter, WriteBatch};
 use crate::{Error, Result};
 use rocksdb::{
@@ -11,7 +12,7 @@ use rocksdb::{
     SliceTransform, SstFileWriter, WriteOptions, DB,
 };
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
 use super::SUBJECT_PREFIX_LEN;
 
@@ -28,6 +29,8 @@ pub struct RocksConfig {
     pub write_buffer_bytes: usize,
     /// Background flush/compaction threads.
     pub background_jobs: i32,
+    /// How the journal (the store's write-ahead log) lays out its segments.
+    pub journal: JournalOptions,
 }
 
 impl Default for RocksConfig {
@@ -38,15 +41,20 @@ impl Default for RocksConfig {
             bloom_bits_per_key: 10.0,
             write_buffer_bytes: 64 << 20,
             background_jobs: 2,
+            journal: JournalOptions::default(),
         }
     }
 }
 
 pub struct RocksEngine {
-    db: DB,
+    db: Arc<DB>,
     path: PathBuf,
-    sync_opts: WriteOptions,
-    buffered_opts: WriteOptions,
+    /// Every write goes to the journal first and to RocksDB without its
+    /// own log (see [`Engine::write`] below).
+    journal: Arc<Journal>,
+    unlogged: WriteOptions,
+    applied: Arc<Turnstile>,
+    keeper: Keeper,
     /// Kept so that SST files written outside the engine (bulk loads) get
     /// the families' own table options; see [`RocksEngine::sst_options`].
     cfg: RocksConfig,
@@ -85,6 +93,124 @@ fn op_key(op: &BatchOp) -> (Cf, &[u8]) {
 
 pub(crate) fn engine_err(e: rocksdb::Error) -> Error {
     Error::engine(e.into_string())
+}
+
+/// The journal's directory inside the data directory.
+pub const JOURNAL_DIR: &str = "journal";
+/// `meta` key: the last journal record the families hold, written with
+/// every record's own writes.
+const JOURNAL_APPLIED: &[u8] = b"journal_applied";
+/// Format byte of that value (every stored value starts with one), then
+/// the record number, big-endian.
+const POSITION_FORMAT: u8 = 1;
+/// Closed journal segments that make the keeper flush, so the log a
+/// reopen replays stays short (about 256 MiB with 64 MiB segments).
+const KEEP_SEGMENTS: usize = 4;
+
+/// Writes journal record `lsn` (its batch `wb`) to RocksDB without
+/// RocksDB's log, with the position it reaches.
+fn apply(db: &DB, mut wb: rocksdb::WriteBatch, lsn: u64, unlogged: &WriteOptions) -> Result<()> {
+    let meta = db.cf_handle(Cf::Meta.name()).expect("column family created at open");
+    let mut position = [POSITION_FORMAT; 9];
+    position[1..].copy_from_slice(&lsn.to_be_bytes());
+    wb.put_cf(meta, JOURNAL_APPLIED, position);
+    db.write_opt(wb, unlogged).map_err(engine_err)
+}
+
+/// Flushes every family's memtables together (atomic flush).
+fn flush_all(db: &DB, wait: bool) -> Result<()> {
+    let all: Vec<&rocksdb::ColumnFamily> =
+        Cf::ALL.iter().map(|&cf| db.cf_handle(cf.name()).expect("column family created at open")).collect();
+    let mut opts = rocksdb::FlushOptions::default();
+    opts.set_wait(wait);
+    db.flush_cfs_opt(&all, &opts).map_err(engine_err)
+}
+
+/// Applies journal records to RocksDB in their order, whichever thread
+/// wrote each: two batches writing one key must land as the journal has
+/// them, and a reopen replays in that order.
+struct Turnstile {
+    /// The last record applied, and whether writing stopped.
+    state: Mutex<(u64, bool)>,
+    turn: Condvar,
+}
+
+impl Turnstile {
+    fn new(last: u64) -> Turnstile {
+        Turnstile { state: Mutex::new((last, false)), turn: Condvar::new() }
+    }
+
+    fn last(&self) -> u64 {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).0
+    }
+
+    /// Runs `f` once every record before `lsn` is applied; a failure stops
+    /// every later turn.
+    fn take_turn(&self, lsn: u64, f: impl FnOnce() -> Result<()>) -> Result<()> {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        while st.0 + 1 != lsn && !st.1 {
+            st = self.turn.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+        if st.1 {
+            return Err(Error::engine("the store stopped taking writes after a failed write; reopen it".to_owned()));
+        }
+        let result = f();
+        st.0 = lsn;
+        st.1 |= result.is_err();
+        self.turn.notify_all();
+        result
+    }
+
+    /// A record was appended that will never be applied (its sync
+    /// failed): no later one may be either.
+    fn stop(&self) {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).1 = true;
+        self.turn.notify_all();
+    }
+}
+
+/// A thread that flushes the families and releases the journal segments
+/// the tables then hold: when segments pile up, and when the commit writer
+/// finds itself idle with data in memtables. Nobody waits for it.
+struct Keeper {
+    wake: Mutex<Option<std::sync::mpsc::SyncSender<()>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Keeper {
+    fn start(db: Arc<DB>, journal: Arc<Journal>, applied: Arc<Turnstile>) -> Keeper {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
+        let thread = std::thread::Builder::new()
+            .name("journal-keeper".into())
+            .spawn(move || {
+                while rx.recv().is_ok() {
+                    let through = applied.last();
+                    let done = flush_all(&db, true).and_then(|()| journal.release_through(through));
+                    if let Err(e) = done {
+                        tracing::warn!(error = %e, "flushing for the journal failed; its segments stay");
+                    }
+                }
+            })
+            .ok();
+        Keeper { wake: Mutex::new(Some(tx)), thread }
+    }
+
+    /// Asks for a flush; one already asked for and not begun covers this.
+    fn wake(&self) {
+        if let Some(tx) = self.wake.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            let _ = tx.try_send(());
+        }
+    }
+}
+
+impl Drop for RocksEngine {
+    fn drop(&mut self) {
+        // The keeper holds the database: it stops before the engine closes it.
+        self.keeper.wake.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(t) = self.keeper.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// Buckets of the hashed memtables of `records` and `history`: about
@@ -207,25 +333,16 @@ impl RocksEngine {
         super::background::start(&mut env, cfg.background_jobs);
         db_opts.set_env(&env);
         db_opts.set_bytes_per_sync(1 << 20);
-        db_opts.set_keep_log_file_num(4);
-        db_opts.set_max_total_wal_size(512 << 20);
-        // Every flush flushes all families together, so the log file it
-        // switches away from is obsolete at once and goes to the recycle
-        // list below. Without it, a family written rarely (store metadata)
-        // keeps every old log alive until `max_total_wal_size`, and each
-        // new log starts empty. Atomic flush rules out pipelined writes,
-        // which only help several concurrent writers: writes come from
-        // one writer thread (see `commit`).
+        // Every flush flushes all families together: writes reach RocksDB
+        // without its log (the journal is the log), and only an atomic
+        // flush persists a state in which every family holds the same
+        // journal records, the last of which `meta` names. Atomic flush
+        // rules out pipelined writes, which only help several concurrent
+        // writers: writes come from one writer thread (see `commit`).
         db_opts.set_atomic_flush(true);
         // Required by the vector memtable of the audit index; writes come
         // from one writer thread anyway (see `commit`).
         db_opts.set_allow_concurrent_memtable_write(false);
-        // Reuse old WAL files: a synced write then overwrites written
-        // blocks, and fdatasync need not also write the inode for the
-        // file's new size (a second, serial device write per sync; see
-        // `prime_wal` for the log a database starts with). Compatible with
-        // the default point-in-time WAL recovery.
-        db_opts.set_recycle_log_file_num(4);
         db_opts.set_compression_type(if cfg.compression {
             DBCompressionType::Lz4
         } else {
@@ -236,67 +353,58 @@ impl RocksEngine {
             opts.set_disable_auto_compactions(copy);
             ColumnFamilyDescriptor::new(cf.name(), opts)
         });
-        let db = DB::open_cf_descriptors(&db_opts, path, cfs).map_err(engine_err)?;
-        let mut sync_opts = WriteOptions::default();
-        sync_opts.set_sync(true);
-        let buffered_opts = WriteOptions::default();
+        // A store written before the journal existed may hold writes in
+        // RocksDB's own log: opening recovers them as it always did.
+        let db = Arc::new(DB::open_cf_descriptors(&db_opts, path, cfs).map_err(engine_err)?);
+        let mut unlogged = WriteOptions::default();
+        unlogged.disable_wal(true);
+        let meta = db.cf_handle(Cf::Meta.name()).expect("column family created at open");
+        let applied = match db.get_pinned_cf(meta, JOURNAL_APPLIED).map_err(engine_err)? {
+            Some(v) => match *v {
+                [POSITION_FORMAT, ..] if v.len() == 9 => u64::from_be_bytes(v[1..].try_into().unwrap_or_default()),
+                _ => return Err(Error::Corrupt { what: "journal position", msg: format!("{} bytes, format {:?}", v.len(), v.first()) }),
+            },
+            None => 0,
+        };
+        let mut last = applied;
+        let (journal, replayed) = Journal::open(&path.join(JOURNAL_DIR), cfg.journal, applied, |lsn, payload| {
+            last = lsn;
+            apply(&db, rocksdb::WriteBatch::from_data(payload), lsn, &unlogged)
+        })?;
+        let journal = Arc::new(journal);
+        if replayed > 0 {
+            tracing::info!(records = replayed, through = last, "journal replayed");
+        }
+        // What was replayed (or persisted before) is held by tables once
+        // flushed; the segments holding it can go.
+        flush_all(&db, true)?;
+        journal.release_through(journal.last_lsn())?;
+        let applied = Arc::new(Turnstile::new(journal.last_lsn()));
+        let keeper = Keeper::start(Arc::clone(&db), Arc::clone(&journal), Arc::clone(&applied));
         Ok(RocksEngine {
             db,
             path: path.to_path_buf(),
-            sync_opts,
-            buffered_opts,
+            journal,
+            unlogged,
+            applied,
+            keeper,
             cfg: cfg.clone(),
             cache,
             sst_opts: OnceLock::new(),
         })
     }
 
-    /// Gives the write-ahead log two recycled files of at least `bytes`
-    /// each, the one now written and the next: a server calls this before
-    /// it takes synced writes. RocksDB starts a new, empty log file at
-    /// every open, and a synced write that makes a log file longer costs
-    /// fdatasync a second, serial device write (the inode, for the new
-    /// size) and the CPU of its interrupt; a recycled file is overwritten
-    /// in place until its old length is used up. PostgreSQL zero-fills its
-    /// WAL segments for the same reason. Each round appends `bytes` of
-    /// log-only data (in the log, never in a table) and flushes, which
-    /// switches to the next log file; the old one is then obsolete and
-    /// goes to the recycle list. Two rounds: at the first switch the
-    /// recycle list is still empty and the next log is a new file; the
-    /// second switch reuses the first round's full-length one.
-    pub fn prime_wal(&self, bytes: u64) -> Result<()> {
-        const CHUNK: usize = 1 << 20;
-        // A log switch needs a family with data to flush: one key, put and
-        // deleted, whose tombstone is all that reaches a table.
-        const PRIMER: &[u8] = b"\xffwal-primer";
-        let filler = vec![0u8; CHUNK];
-        let meta = self.cf(Cf::Meta);
-        for _ in 0..2 {
-            let mut left = bytes;
-            loop {
-                let n = left.min(CHUNK as u64) as usize;
-                let mut wb = rocksdb::WriteBatch::default();
-                wb.put_log_data(&filler[..n]);
-                wb.put_cf(meta, PRIMER, b"");
-                wb.delete_cf(meta, PRIMER);
-                self.db.write_opt(wb, &self.buffered_opts).map_err(engine_err)?;
-                left -= n as u64;
-                if left == 0 {
-                    break;
-                }
-            }
-            self.flush_families(true)?;
-        }
-        Ok(())
+    /// Flushes the memtables of every family, together (atomic flush),
+    /// and releases the journal segments it then holds.
+    fn flush_families(&self) -> Result<()> {
+        let through = self.applied.last();
+        flush_all(&self.db, true)?;
+        self.journal.release_through(through)
     }
 
-    /// Flushes the memtables of every family, together (atomic flush),
-    /// and waits for it if `wait`.
-    fn flush_families(&self, wait: bool) -> Result<()> {
-        let all: Vec<&rocksdb::ColumnFamily> = Cf::ALL.iter().map(|&cf| self.cf(cf)).collect();
-        let mut opts = rocksdb::FlushOptions::default();
-        opts.set_wait(wait);
-        self.db.flush_cfs_opt(&all, &opts).map_err(engine_err)
+    /// The journal (tests: what it holds after a write).
+    pub fn journal(&self) -> &Journal {
+        &self.journal
     }
 
     /// The options of family `cf`, for an `SstFileWriter` whose files are
@@ -376,8 +484,21 @@ impl Engine for RocksEngine {
             .map_err(engine_err)
     }
 
+    /// Appends the batch to the journal, syncs it there (for
+    /// [`Durability::Sync`]), then applies it to RocksDB without RocksDB's
+    /// log, in journal order, together with the journal position it
+    /// reaches; a reopen replays what the tables do not hold yet. A batch
+    /// durable in the journal that then fails to apply stops every later
+    /// write, since memory and disk differ until a reopen replays it.
     fn write(&self, batch: WriteBatch, durability: Durability) -> Result<()> {
         super::check_keys(&batch)?;
+        if batch.is_empty() {
+            // A synced empty batch syncs the writes before it.
+            return match durability {
+                Durability::Sync => self.journal.sync_all(),
+                Durability::Buffered => Ok(()),
+            };
+        }
         let mut wb = rocksdb::WriteBatch::default();
         // In key order per family: each memtable insert then starts its
         // search from where the previous one ended instead of from the top
@@ -393,11 +514,21 @@ impl Engine for RocksEngine {
                 BatchOp::Delete { cf, key } => wb.delete_cf(self.cf(*cf), key),
             }
         }
-        let opts = match durability {
-            Durability::Sync => &self.sync_opts,
-            Durability::Buffered => &self.buffered_opts,
-        };
-        self.db.write_opt(wb, opts).map_err(engine_err)
+        let lsn = self.journal.append(wb.data())?;
+        if durability == Durability::Sync {
+            if let Err(e) = self.journal.sync_to(lsn) {
+                self.applied.stop();
+                return Err(e);
+            }
+        }
+        let result = self.applied.take_turn(lsn, || apply(&self.db, wb, lsn, &self.unlogged));
+        if let Err(e) = &result {
+            self.journal.fail(&format!("a write synced to the journal failed to apply: {e}; reopen the store"));
+        }
+        if self.journal.closed_segments() >= KEEP_SEGMENTS {
+            self.keeper.wake();
+        }
+        result
     }
 
     fn scan<'a>(
@@ -445,8 +576,8 @@ impl Engine for RocksEngine {
     }
 
     fn flush(&self) -> Result<()> {
-        self.flush_families(true)?;
-        self.db.flush_wal(true).map_err(engine_err)
+        self.journal.sync_all()?;
+        self.flush_families()
     }
 
     fn unflushed_bytes(&self) -> u64 {
@@ -457,7 +588,8 @@ impl Engine for RocksEngine {
     }
 
     fn flush_in_background(&self) -> Result<()> {
-        self.flush_families(false)
+        self.keeper.wake();
+        Ok(())
     }
 
     fn stats(&self, cf: Cf) -> EngineStats {
@@ -494,6 +626,9 @@ impl SstIngest for RocksEngine {
     }
 
     fn ingest(&self, cf: Cf, files: &[PathBuf], move_files: bool) -> Result<()> {
+        // Tables first hold every write before the files: a reopen then
+        // replays none of them over keys the files brought.
+        self.flush_families()?;
         let mut opts = IngestExternalFileOptions::default();
         opts.set_move_files(move_files);
         self.db.ingest_external_file_cf_opts(self.cf(cf), &opts, files.to_vec()).map_err(engine_err)

@@ -1,0 +1,515 @@
+//! The store's write-ahead journal: every write batch of a RocksDB store is
+//! appended here and made durable here before it reaches RocksDB, which
+//! keeps no log of its own.
+//!
+//! Writers from any thread append records; whichever of them first needs
+//! its record on disk leads: it takes every record appended meanwhile,
+//! writes them with one `pwrite` and one `fdatasync`, and wakes the others
+//! (group commit on the callers' own threads). Records are numbered densely
+//! from 1 (`lsn`) across segment files; a record is whole or absent after a
+//! crash, and a group is acknowledged only once every file it wrote is
+//! synced.
+//!
+//! Layout: `DIR/NNNNNNNNNNNNNNNN.jnl`, segments numbered in the order
+//! written, each opening with a header (magic, its own number, the first
+//! record number it holds) and then whole records: `len: u32`, `lsn: u64`,
+//! `check: u64` (xxh3 of the payload, seeded with the lsn), payload; all
+//! little-endian. `spare.jnl` is a file ready to become the next segment.
+//! Segments are made full-length in advance when asked (`prefill`), or
+//! recycled once released, so that a synced append overwrites allocated
+//! blocks and `fdatasync` need not also write the file's size or extents
+//! (a second, serial device write per sync).
+//!
+//! Reading a segment stops at the first record that is incomplete, fails
+//! its check or does not carry the next number: what follows was never
+//! acknowledged, or is an older segment's content in a recycled file (its
+//! header carries another number, or its records lower ones). A segment
+//! whose header starts after the next expected number ends the journal:
+//! it and any later segment belong to a group that was never acknowledged,
+//! and are removed. A session never appends to a segment it found at open
+//! (after a crash, new records written over a torn one could end at a
+//! boundary of the records that followed it), so each open starts a new one.
+
+use crate::{Error, Result};
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use xxhash_rust::xxh3::xxh3_64_with_seed;
+
+const MAGIC: &[u8; 8] = b"BDJRNL01";
+/// Segment header: magic, segment number, first lsn, check of the three.
+const HEADER: usize = 32;
+/// Record header: length, lsn, check.
+const RECORD: usize = 20;
+/// The largest record payload: a write batch of the store is a few
+/// megabytes at most (a group of the committer, a bulk chunk).
+pub const MAX_RECORD: usize = 1 << 30;
+const SPARE: &str = "spare.jnl";
+/// Unwritten appends beyond this are written out (not synced) by the
+/// appender, so that a run of unsynced writes (a bulk load) does not hold
+/// them all in memory.
+const WRITE_BEHIND: usize = 4 << 20;
+
+/// How a journal lays out its segments.
+#[derive(Clone, Copy, Debug)]
+pub struct JournalOptions {
+    /// Length of a segment; a record longer than that gets a segment of
+    /// its own.
+    pub segment_bytes: u64,
+    /// Make each new segment full-length (zero-filled) before it is used,
+    /// and keep released segments as spares instead of deleting them.
+    pub prefill: bool,
+}
+
+impl Default for JournalOptions {
+    fn default() -> Self {
+        JournalOptions { segment_bytes: 64 << 20, prefill: false }
+    }
+}
+
+/// A segment no longer appended to, kept until its records are released.
+#[derive(Debug)]
+struct Closed {
+    path: PathBuf,
+    /// Its last record's number; 0 when it holds none.
+    last: u64,
+}
+
+/// Records appended and not yet written, in order; `roll` starts a new
+/// segment before its bytes.
+struct Piece {
+    roll: bool,
+    first: u64,
+    last: u64,
+    bytes: Vec<u8>,
+}
+
+/// The segment being appended to: the leader's while it writes.
+struct Out {
+    file: File,
+    path: PathBuf,
+    number: u64,
+    /// Where the next bytes go.
+    offset: u64,
+    /// The last record written to it (0: none).
+    last: u64,
+}
+
+struct State {
+    next_lsn: u64,
+    /// Every record up to this is written (perhaps not yet synced).
+    written: u64,
+    /// Every record up to this is synced.
+    durable: u64,
+    pending: Vec<Piece>,
+    pending_bytes: usize,
+    /// Bytes the current segment holds once `pending` is written.
+    tail: u64,
+    leader: bool,
+    failed: Option<String>,
+    out: Option<Out>,
+    closed: Vec<Closed>,
+}
+
+pub struct Journal {
+    dir: PathBuf,
+    opts: JournalOptions,
+    state: Mutex<State>,
+    done: Condvar,
+    spare: Mutex<Option<PathBuf>>,
+}
+
+impl std::fmt::Debug for Journal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Journal").field("dir", &self.dir).finish()
+    }
+}
+
+fn io_err(what: &str, path: &Path, e: std::io::Error) -> Error {
+    Error::engine(format!("journal: {what} {}: {e}", path.display()))
+}
+
+fn segment_name(number: u64) -> String {
+    format!("{number:016}.jnl")
+}
+
+fn header(number: u64, first: u64) -> [u8; HEADER] {
+    let mut h = [0u8; HEADER];
+    h[..8].copy_from_slice(MAGIC);
+    h[8..16].copy_from_slice(&number.to_le_bytes());
+    h[16..24].copy_from_slice(&first.to_le_bytes());
+    let check = xxh3_64_with_seed(&h[..24], 0);
+    h[24..].copy_from_slice(&check.to_le_bytes());
+    h
+}
+
+/// The first record number of a segment whose header is valid and names it.
+fn read_header(bytes: &[u8], number: u64) -> Option<u64> {
+    let h = bytes.get(..HEADER)?;
+    let n = u64::from_le_bytes(h[8..16].try_into().ok()?);
+    let check = u64::from_le_bytes(h[24..32].try_into().ok()?);
+    (&h[..8] == MAGIC && n == number && check == xxh3_64_with_seed(&h[..24], 0))
+        .then(|| u64::from_le_bytes(h[16..24].try_into().unwrap_or_default()))
+}
+
+fn frame(out: &mut Vec<u8>, lsn: u64, payload: &[u8]) {
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&lsn.to_le_bytes());
+    out.extend_from_slice(&xxh3_64_with_seed(payload, lsn).to_le_bytes());
+    out.extend_from_slice(payload);
+}
+
+/// The record at `at` if it is whole, checks, and is number `lsn`.
+fn record_at(bytes: &[u8], at: usize, lsn: u64) -> Option<&[u8]> {
+    let h = bytes.get(at..at + RECORD)?;
+    let len = u32::from_le_bytes(h[..4].try_into().ok()?) as usize;
+    let got = u64::from_le_bytes(h[4..12].try_into().ok()?);
+    let check = u64::from_le_bytes(h[12..20].try_into().ok()?);
+    if len == 0 || got != lsn {
+        return None;
+    }
+    let payload = bytes.get(at + RECORD..at + RECORD + len)?;
+    (xxh3_64_with_seed(payload, lsn) == check).then_some(payload)
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io_err("syncing", dir, e))
+}
+
+/// Writes `len` zero bytes from `from` and syncs them, so the blocks are
+/// allocated and later appends change no metadata.
+fn zero_fill(file: &File, from: u64, len: u64, path: &Path) -> Result<()> {
+    const CHUNK: usize = 1 << 20;
+    let zeros = vec![0u8; CHUNK];
+    let mut at = from;
+    let end = from + len;
+    while at < end {
+        let n = (end - at).min(CHUNK as u64) as usize;
+        file.write_all_at(&zeros[..n], at).map_err(|e| io_err("filling", path, e))?;
+        at += n as u64;
+    }
+    file.sync_all().map_err(|e| io_err("syncing", path, e))
+}
+
+impl Journal {
+    /// Opens the journal in `dir` (made if missing) and hands `replay`
+    /// every record numbered after `applied`, in order. `applied` is the
+    /// last record the caller's durable state already holds. Returns the
+    /// journal, with a new segment to append to, and how many records
+    /// were replayed.
+    pub fn open(
+        dir: &Path,
+        opts: JournalOptions,
+        applied: u64,
+        mut replay: impl FnMut(u64, &[u8]) -> Result<()>,
+    ) -> Result<(Journal, u64)> {
+        std::fs::create_dir_all(dir).map_err(|e| io_err("creating", dir, e))?;
+        let mut segments: Vec<(u64, PathBuf)> = Vec::new();
+        let mut spare = None;
+        for entry in std::fs::read_dir(dir).map_err(|e| io_err("listing", dir, e))? {
+            let entry = entry.map_err(|e| io_err("listing", dir, e))?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name == SPARE {
+                spare = Some(entry.path());
+            } else if let Some(n) = name.strip_suffix(".jnl").and_then(|n| n.parse::<u64>().ok()) {
+                segments.push((n, entry.path()));
+            }
+        }
+        segments.sort();
+        let mut expected: Option<u64> = None;
+        let mut replayed = 0u64;
+        let mut closed = Vec::new();
+        let mut ended = false;
+        let mut previous: Option<u64> = None;
+        for (number, path) in &segments {
+            if ended {
+                std::fs::remove_file(path).map_err(|e| io_err("removing", path, e))?;
+                continue;
+            }
+            // Segments are made in number order and released oldest
+            // first, so a number skipped between two is a file lost.
+            if previous.is_some_and(|p| p + 1 != *number) {
+                return Err(Error::Corrupt {
+                    what: "journal",
+                    msg: format!("segment {} is missing", segment_name(number - 1)),
+                });
+            }
+            let bytes = std::fs::read(path).map_err(|e| io_err("reading", path, e))?;
+            let Some(first) = read_header(&bytes, *number) else {
+                // Never written (a crash before its header) or another
+                // segment's old content: no records.
+                closed.push(Closed { path: path.clone(), last: 0 });
+                previous = Some(*number);
+                continue;
+            };
+            match expected {
+                None if first > applied + 1 => {
+                    return Err(Error::Corrupt {
+                        what: "journal",
+                        msg: format!("records {} to {} are missing (segment {})", applied + 1, first - 1, path.display()),
+                    });
+                }
+                // Records before `applied + 1` that the journal lacks are
+                // in the caller's state (unsynced appends it persisted).
+                Some(e) if first > e.max(applied + 1) => {
+                    // Records after a gap were never acknowledged.
+                    ended = true;
+                    std::fs::remove_file(path).map_err(|e| io_err("removing", path, e))?;
+                    continue;
+                }
+                Some(e) if first < e => {
+                    return Err(Error::Corrupt {
+                        what: "journal",
+                        msg: format!("segment {} starts at record {first}, before {e}", path.display()),
+                    });
+                }
+                _ => {}
+            }
+            let mut lsn = first;
+            let mut at = HEADER;
+            while let Some(payload) = record_at(&bytes, at, lsn) {
+                if lsn > applied {
+                    replay(lsn, payload)?;
+                    replayed += 1;
+                }
+                at += RECORD + payload.len();
+                lsn += 1;
+            }
+            expected = Some(lsn);
+            previous = Some(*number);
+            closed.push(Closed { path: path.clone(), last: lsn - 1 });
+        }
+        let next_lsn = expected.unwrap_or(1).max(applied + 1);
+        // After the last segment kept (later ones were removed above).
+        let number = previous.map_or(1, |n| n + 1);
+        let journal = Journal {
+            dir: dir.to_path_buf(),
+            opts,
+            state: Mutex::new(State {
+                next_lsn,
+                written: next_lsn - 1,
+                durable: next_lsn - 1,
+                pending: Vec::new(),
+                pending_bytes: 0,
+                tail: HEADER as u64,
+                leader: false,
+                failed: None,
+                out: None,
+                closed,
+            }),
+            done: Condvar::new(),
+            spare: Mutex::new(None),
+        };
+        match spare {
+            Some(s) if opts.prefill => *journal.spare.lock().unwrap_or_else(|e| e.into_inner()) = Some(s),
+            Some(s) => std::fs::remove_file(&s).map_err(|e| io_err("removing", &s, e))?,
+            None => {}
+        }
+        let out = journal.new_segment(number, next_lsn)?;
+        journal.lock().out = Some(out);
+        if opts.prefill && journal.spare.lock().unwrap_or_else(|e| e.into_inner()).is_none() {
+            let path = dir.join(SPARE);
+            let file = File::create(&path).map_err(|e| io_err("creating", &path, e))?;
+            zero_fill(&file, 0, opts.segment_bytes, &path)?;
+            *journal.spare.lock().unwrap_or_else(|e| e.into_inner()) = Some(path);
+        }
+        Ok((journal, replayed))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Makes segment `number`, whose records start at `first`, from the
+    /// spare if there is one, with its header written and synced.
+    fn new_segment(&self, number: u64, first: u64) -> Result<Out> {
+        let path = self.dir.join(segment_name(number));
+        let spare = self.spare.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let file = match spare {
+            Some(s) => {
+                std::fs::rename(&s, &path).map_err(|e| io_err("renaming", &s, e))?;
+                OpenOptions::new().read(true).write(true).open(&path).map_err(|e| io_err("opening", &path, e))?
+            }
+            None => {
+                let file = OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create_new(true)
+                    .open(&path)
+                    .map_err(|e| io_err("creating", &path, e))?;
+                if self.opts.prefill {
+                    zero_fill(&file, 0, self.opts.segment_bytes, &path)?;
+                }
+                file
+            }
+        };
+        file.write_all_at(&header(number, first), 0).map_err(|e| io_err("writing", &path, e))?;
+        file.sync_data().map_err(|e| io_err("syncing", &path, e))?;
+        sync_dir(&self.dir)?;
+        Ok(Out { file, path, number, offset: HEADER as u64, last: 0 })
+    }
+
+    /// Appends a record; returns its number. It is on disk once
+    /// [`Journal::sync_to`] of that number returns.
+    pub fn append(&self, payload: &[u8]) -> Result<u64> {
+        if payload.is_empty() || payload.len() > MAX_RECORD {
+            return Err(Error::Invalid(format!("a journal record of {} bytes", payload.len())));
+        }
+        let len = (RECORD + payload.len()) as u64;
+        let (lsn, behind) = {
+            let mut st = self.lock();
+            if let Some(why) = &st.failed {
+                return Err(Error::engine(format!("journal: {why}")));
+            }
+            let lsn = st.next_lsn;
+            st.next_lsn += 1;
+            let roll = st.tail > HEADER as u64 && st.tail + len > self.opts.segment_bytes;
+            if roll {
+                st.tail = HEADER as u64;
+            }
+            st.tail += len;
+            match st.pending.last_mut() {
+                Some(p) if !roll => {
+                    frame(&mut p.bytes, lsn, payload);
+                    p.last = lsn;
+                }
+                _ => {
+                    let mut bytes = Vec::with_capacity(len as usize);
+                    frame(&mut bytes, lsn, payload);
+                    st.pending.push(Piece { roll, first: lsn, last: lsn, bytes });
+                }
+            }
+            st.pending_bytes += len as usize;
+            (lsn, st.pending_bytes > WRITE_BEHIND)
+        };
+        if behind {
+            self.advance(lsn, false)?;
+        }
+        Ok(lsn)
+    }
+
+    /// Returns once every record up to `lsn` is synced: by writing and
+    /// syncing what is pending itself, or by waiting for the thread that
+    /// does.
+    pub fn sync_to(&self, lsn: u64) -> Result<()> {
+        self.advance(lsn, true)
+    }
+
+    /// Syncs every record appended so far.
+    pub fn sync_all(&self) -> Result<()> {
+        let last = self.lock().next_lsn - 1;
+        self.advance(last, true)
+    }
+
+    /// The number of the last record appended.
+    pub fn last_lsn(&self) -> u64 {
+        self.lock().next_lsn - 1
+    }
+
+    /// Refuses every later append and sync: the caller's state no longer
+    /// matches the journal (a record synced here failed to apply).
+    pub fn fail(&self, why: &str) {
+        let mut st = self.lock();
+        st.failed.get_or_insert_with(|| why.to_owned());
+        self.done.notify_all();
+    }
+
+    pub fn failed(&self) -> Option<String> {
+        self.lock().failed.clone()
+    }
+
+    fn advance(&self, lsn: u64, sync: bool) -> Result<()> {
+        let mut st = self.lock();
+        loop {
+            if let Some(why) = &st.failed {
+                return Err(Error::engine(format!("journal: {why}")));
+            }
+            if st.durable >= lsn || (!sync && st.written >= lsn) {
+                return Ok(());
+            }
+            if st.leader {
+                st = self.done.wait(st).unwrap_or_else(|e| e.into_inner());
+                continue;
+            }
+            st.leader = true;
+            let pieces = std::mem::take(&mut st.pending);
+            st.pending_bytes = 0;
+            let upto = st.next_lsn - 1;
+            let Some(mut out) = st.out.take() else {
+                st.leader = false;
+                return Err(Error::engine("journal: no segment to write".to_owned()));
+            };
+            drop(st);
+            let result = self.write_out(&mut out, pieces, sync);
+            st = self.lock();
+            st.out = Some(out);
+            st.leader = false;
+            match result {
+                Ok(closed) => {
+                    st.written = upto;
+                    if sync {
+                        st.durable = upto;
+                    }
+                    st.closed.extend(closed);
+                }
+                Err(e) => {
+                    st.failed.get_or_insert_with(|| e.to_string());
+                }
+            }
+            self.done.notify_all();
+        }
+    }
+
+    /// Writes `pieces` in order, starting new segments where they roll;
+    /// a segment left behind is synced first. Returns those segments.
+    fn write_out(&self, out: &mut Out, pieces: Vec<Piece>, sync: bool) -> Result<Vec<Closed>> {
+        let mut closed = Vec::new();
+        for p in pieces {
+            if p.roll {
+                out.file.sync_data().map_err(|e| io_err("syncing", &out.path, e))?;
+                let next = self.new_segment(out.number + 1, p.first)?;
+                let old = std::mem::replace(out, next);
+                closed.push(Closed { path: old.path, last: old.last });
+            }
+            out.file.write_all_at(&p.bytes, out.offset).map_err(|e| io_err("writing", &out.path, e))?;
+            out.offset += p.bytes.len() as u64;
+            out.last = p.last;
+        }
+        if sync {
+            out.file.sync_data().map_err(|e| io_err("syncing", &out.path, e))?;
+        }
+        Ok(closed)
+    }
+
+    /// Segments no longer appended to and not yet released.
+    pub fn closed_segments(&self) -> usize {
+        self.lock().closed.len()
+    }
+
+    /// Removes the segments whose records are all numbered `lsn` or lower
+    /// (the caller's durable state holds them): one becomes the spare when
+    /// segments are prefilled.
+    pub fn release_through(&self, lsn: u64) -> Result<()> {
+        let released: Vec<Closed> = {
+            let mut st = self.lock();
+            let keep = st.closed.iter().position(|c| c.last > lsn).unwrap_or(st.closed.len());
+            st.closed.drain(..keep).collect()
+        };
+        for c in released {
+            let mut spare = self.spare.lock().unwrap_or_else(|e| e.into_inner());
+            if self.opts.prefill && spare.is_none() {
+                let to = self.dir.join(SPARE);
+                std::fs::rename(&c.path, &to).map_err(|e| io_err("renaming", &c.path, e))?;
+                *spare = Some(to);
+            } else {
+                std::fs::remove_file(&c.path).map_err(|e| io_err("removing", &c.path, e))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

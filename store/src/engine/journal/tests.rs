@@ -1,0 +1,268 @@
+//! Tests of the journal: what a reopen replays after clean closes, torn
+//! and lost tails, segment rolls and releases, and concurrent group commits.
+
+use super::*;
+use std::sync::Arc;
+
+fn payload(i: u64) -> Vec<u8> {
+    // Lengths vary so that records straddle small segments differently.
+    let n = 1 + (i * 37 % 200) as usize;
+    (0..n).map(|j| (i as usize + j) as u8).collect()
+}
+
+/// Opens `dir` and collects what it replays after `applied`.
+fn reopen(dir: &Path, opts: JournalOptions, applied: u64) -> (Journal, Vec<(u64, Vec<u8>)>) {
+    let mut got = Vec::new();
+    let (j, n) = Journal::open(dir, opts, applied, |lsn, p| {
+        got.push((lsn, p.to_vec()));
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(n as usize, got.len());
+    (j, got)
+}
+
+fn segments(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy() != SPARE)
+        .collect();
+    v.sort();
+    v
+}
+
+fn expect(range: std::ops::RangeInclusive<u64>) -> Vec<(u64, Vec<u8>)> {
+    range.map(|i| (i, payload(i))).collect()
+}
+
+#[test]
+fn synced_records_come_back_after_the_last_applied_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = JournalOptions::default();
+    let (j, got) = reopen(dir.path(), opts, 0);
+    assert!(got.is_empty());
+    for i in 1..=50 {
+        assert_eq!(j.append(&payload(i)).unwrap(), i);
+    }
+    j.sync_to(50).unwrap();
+    drop(j);
+    let (j, got) = reopen(dir.path(), opts, 0);
+    assert_eq!(got, expect(1..=50));
+    assert_eq!(j.last_lsn(), 50);
+    drop(j);
+    // What the caller's state holds already is not handed back.
+    let (j, got) = reopen(dir.path(), opts, 42);
+    assert_eq!(got, expect(43..=50));
+    assert_eq!(j.append(&payload(51)).unwrap(), 51);
+}
+
+#[test]
+fn a_torn_record_ends_the_journal_and_later_appends_follow_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = JournalOptions::default();
+    let (j, _) = reopen(dir.path(), opts, 0);
+    for i in 1..=20 {
+        j.append(&payload(i)).unwrap();
+    }
+    j.sync_all().unwrap();
+    drop(j);
+    // Tear the last record: its final byte never reached the disk.
+    let seg = segments(dir.path()).pop().unwrap();
+    let bytes = std::fs::read(&seg).unwrap();
+    let end = HEADER + (1..=20).map(|i| RECORD + payload(i).len()).sum::<usize>();
+    let mut torn = bytes.clone();
+    torn[end - 1] ^= 0xFF;
+    std::fs::write(&seg, &torn).unwrap();
+    let (j, got) = reopen(dir.path(), opts, 0);
+    assert_eq!(got, expect(1..=19));
+    // Record 20 was never acknowledged: its number is taken again.
+    assert_eq!(j.append(&payload(20)).unwrap(), 20);
+    j.append(&payload(21)).unwrap();
+    j.sync_all().unwrap();
+    drop(j);
+    let (_, got) = reopen(dir.path(), opts, 0);
+    assert_eq!(got, expect(1..=21));
+}
+
+#[test]
+fn records_roll_over_segments_and_released_ones_are_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = JournalOptions { segment_bytes: 600, prefill: false };
+    let (j, _) = reopen(dir.path(), opts, 0);
+    for i in 1..=100 {
+        j.append(&payload(i)).unwrap();
+        if i % 7 == 0 {
+            j.sync_to(i).unwrap();
+        }
+    }
+    // A record longer than a segment gets one of its own.
+    let big = vec![7u8; 2000];
+    assert_eq!(j.append(&big).unwrap(), 101);
+    j.sync_all().unwrap();
+    let closed = j.closed_segments();
+    assert!(closed > 5, "{closed} segments closed");
+    j.release_through(50).unwrap();
+    assert!(j.closed_segments() < closed);
+    drop(j);
+    let (j, got) = reopen(dir.path(), opts, 50);
+    let mut want = expect(51..=100);
+    want.push((101, big));
+    assert_eq!(got, want);
+    // Releasing everything leaves only the segment being appended to.
+    j.release_through(101).unwrap();
+    assert_eq!(j.closed_segments(), 0);
+    assert_eq!(segments(dir.path()).len(), 1);
+}
+
+#[test]
+fn segments_after_a_gap_in_the_records_were_never_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = JournalOptions { segment_bytes: 600, prefill: false };
+    let (j, _) = reopen(dir.path(), opts, 0);
+    for i in 1..=60 {
+        j.append(&payload(i)).unwrap();
+    }
+    j.sync_all().unwrap();
+    drop(j);
+    // A crash in the middle of a group that rolled: the second segment's
+    // last record is torn, the third (written in the same group) whole.
+    let segs = segments(dir.path());
+    assert!(segs.len() >= 4, "{segs:?}");
+    let second = &segs[1];
+    let mut bytes = std::fs::read(second).unwrap();
+    let first = read_header(&bytes, 2).unwrap();
+    let mut at = HEADER;
+    let mut lsn = first;
+    let mut last_at = at;
+    while let Some(p) = record_at(&bytes, at, lsn) {
+        last_at = at;
+        at += RECORD + p.len();
+        lsn += 1;
+    }
+    bytes[last_at + RECORD] ^= 0xFF;
+    std::fs::write(second, &bytes).unwrap();
+    let (_, got) = reopen(dir.path(), opts, 0);
+    assert_eq!(got, expect(1..=lsn - 2));
+    // The later segments are gone; the new session's follows the second.
+    let left = segments(dir.path());
+    assert_eq!(left.len(), 3, "{left:?}");
+}
+
+#[test]
+fn a_lost_segment_or_lost_records_refuse_to_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = JournalOptions { segment_bytes: 600, prefill: false };
+    let (j, _) = reopen(dir.path(), opts, 0);
+    for i in 1..=60 {
+        j.append(&payload(i)).unwrap();
+    }
+    j.sync_all().unwrap();
+    drop(j);
+    let segs = segments(dir.path());
+    std::fs::remove_file(&segs[2]).unwrap();
+    let e = Journal::open(dir.path(), opts, 0, |_, _| Ok(())).unwrap_err();
+    assert!(e.to_string().contains("missing"), "{e}");
+    // Without the first segments, records the caller does not hold are gone.
+    let dir = tempfile::tempdir().unwrap();
+    let (j, _) = reopen(dir.path(), opts, 0);
+    for i in 1..=60 {
+        j.append(&payload(i)).unwrap();
+    }
+    j.sync_all().unwrap();
+    drop(j);
+    std::fs::remove_file(&segments(dir.path())[0]).unwrap();
+    let e = Journal::open(dir.path(), opts, 0, |_, _| Ok(())).unwrap_err();
+    assert!(e.to_string().contains("missing"), "{e}");
+    // A caller whose state holds them opens it.
+    let first_kept = 1 + (1..=60).scan(HEADER, |used, i| {
+        *used += RECORD + payload(i).len();
+        Some(*used)
+    })
+    .take_while(|&u| u <= 600)
+    .count() as u64;
+    let (_, got) = reopen(dir.path(), opts, first_kept - 1);
+    assert_eq!(got, expect(first_kept..=60));
+}
+
+#[test]
+fn unsynced_records_the_caller_persisted_are_not_a_gap() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = JournalOptions::default();
+    let (j, _) = reopen(dir.path(), opts, 0);
+    for i in 1..=10 {
+        j.append(&payload(i)).unwrap();
+    }
+    j.sync_all().unwrap();
+    drop(j);
+    // Records 11..=15 reached the caller's state but not the journal.
+    let (j, got) = reopen(dir.path(), opts, 15);
+    assert!(got.is_empty());
+    assert_eq!(j.append(&payload(16)).unwrap(), 16);
+    j.sync_all().unwrap();
+    drop(j);
+    let (_, got) = reopen(dir.path(), opts, 15);
+    assert_eq!(got, expect(16..=16));
+}
+
+#[test]
+fn concurrent_appenders_share_syncs_and_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = JournalOptions { segment_bytes: 4096, prefill: false };
+    let (j, _) = reopen(dir.path(), opts, 0);
+    let j = Arc::new(j);
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let j = Arc::clone(&j);
+            std::thread::spawn(move || {
+                let mut mine = Vec::new();
+                for i in 0..200u64 {
+                    let p = format!("{t}:{i}").into_bytes();
+                    let lsn = j.append(&p).unwrap();
+                    j.sync_to(lsn).unwrap();
+                    mine.push((lsn, p));
+                }
+                mine
+            })
+        })
+        .collect();
+    let mut all: Vec<(u64, Vec<u8>)> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
+    all.sort();
+    drop(j);
+    let (_, got) = reopen(dir.path(), opts, 0);
+    assert_eq!(got, all);
+}
+
+#[test]
+fn prefilled_segments_are_full_length_and_recycled() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = JournalOptions { segment_bytes: 8192, prefill: true };
+    let (j, _) = reopen(dir.path(), opts, 0);
+    let spare = dir.path().join(SPARE);
+    assert_eq!(std::fs::metadata(&spare).unwrap().len(), 8192);
+    assert_eq!(std::fs::metadata(&segments(dir.path())[0]).unwrap().len(), 8192);
+    for i in 1..=200 {
+        j.append(&payload(i)).unwrap();
+    }
+    j.sync_all().unwrap();
+    j.release_through(200).unwrap();
+    // Released segments become the spare (one is kept) or go.
+    assert!(spare.exists());
+    assert_eq!(segments(dir.path()).len(), 1);
+    for i in 201..=400 {
+        j.append(&payload(i)).unwrap();
+    }
+    j.sync_all().unwrap();
+    drop(j);
+    // A recycled segment's old records do not come back.
+    let (_, got) = reopen(dir.path(), opts, 200);
+    assert_eq!(got, expect(201..=400));
+}
+
+#[test]
+fn empty_and_oversized_payloads_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (j, _) = reopen(dir.path(), JournalOptions::default(), 0);
+    assert!(j.append(&[]).is_err());
+    assert_eq!(j.append(b"x").unwrap(), 1);
+}
