@@ -71,6 +71,7 @@ pub struct Metrics {
     dataset_updates: IntGaugeVec,
     commit: IntGaugeVec,
     rocks: IntGaugeVec,
+    journal: IntGaugeVec,
     cluster: IntGaugeVec,
     connections: IntGaugeVec,
     log_write_errors: IntGauge,
@@ -126,6 +127,14 @@ impl Metrics {
             &["cf", "property"],
         )
         .expect("metric");
+        let journal = IntGaugeVec::new(
+            Opts::new(
+                "journal",
+                "The store's write-ahead journal since open: records, writes (group writes, one pwrite each), syncs (fdatasyncs), bytes, largest_group (records), replayed (at open, after a crash), segments (files held)",
+            ),
+            &["stat"],
+        )
+        .expect("metric");
         let cluster = IntGaugeVec::new(
             Opts::new(
                 "cluster",
@@ -153,6 +162,7 @@ impl Metrics {
             Box::new(dataset_updates.clone()),
             Box::new(commit.clone()),
             Box::new(rocks.clone()),
+            Box::new(journal.clone()),
             Box::new(cluster.clone()),
             Box::new(connections.clone()),
             Box::new(log_write_errors.clone()),
@@ -165,7 +175,7 @@ impl Metrics {
         }
         static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-        Metrics { id, registry, requests, latency, refused, last_seq, audit_seq, prints, dataset_records, dataset_updates, commit, rocks, cluster, connections, log_write_errors }
+        Metrics { id, registry, requests, latency, refused, last_seq, audit_seq, prints, dataset_records, dataset_updates, commit, rocks, journal, cluster, connections, log_write_errors }
     }
 
     pub fn observe(&self, route: &str, method: &str, status: axum::http::StatusCode, department: &str, seconds: f64) {
@@ -268,6 +278,11 @@ impl Metrics {
                 }
             }
         }
+        if let Some(j) = store.engine().journal_stats() {
+            for (name, v) in j.figures() {
+                self.journal.with_label_values(&[name]).set(v as i64);
+            }
+        }
         let mut out = Vec::with_capacity(16 << 10);
         // Encoding into a Vec cannot fail for valid metric families.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
@@ -307,5 +322,12 @@ mod tests {
                 assert!(text.contains(&series), "{series} missing:\n{text}");
             }
         }
+        // Opening wrote the store's format records: the journal took them.
+        for stat in ["records", "writes", "syncs", "bytes", "largest_group", "replayed", "segments"] {
+            let series = format!("basedata_journal{{stat=\"{stat}\"}}");
+            assert!(text.contains(&series), "{series} missing:\n{text}");
+        }
+        let records = text.lines().find_map(|l| l.strip_prefix("basedata_journal{stat=\"records\"} ")).unwrap();
+        assert!(records.parse::<u64>().unwrap() > 0, "{text}");
     }
 }

@@ -54,6 +54,42 @@ pub trait Checkpoint: Send + Sync {
 }
 
 /// Figures of one column family, read at scrape time for metrics. Each is
+/// What an engine's write-ahead journal has done since the store opened
+/// (see `engine::journal`): how many records its group commits took per
+/// write and sync, and what it holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct JournalStats {
+    /// Records appended (one a write batch).
+    pub records: u64,
+    /// Group writes (one `pwrite` each, and a sync unless all were unsynced).
+    pub writes: u64,
+    /// `fdatasync`s of those writes.
+    pub syncs: u64,
+    /// Bytes written.
+    pub bytes: u64,
+    /// The most records one group write took.
+    pub largest_group: u64,
+    /// Records replayed at open (written before a crash, not yet in tables).
+    pub replayed: u64,
+    /// Segment files held: the one appended to and those not yet released.
+    pub segments: u64,
+}
+
+impl JournalStats {
+    /// Every figure, named, in a fixed order.
+    pub fn figures(&self) -> [(&'static str, u64); 7] {
+        [
+            ("records", self.records),
+            ("writes", self.writes),
+            ("syncs", self.syncs),
+            ("bytes", self.bytes),
+            ("largest_group", self.largest_group),
+            ("replayed", self.replayed),
+            ("segments", self.segments),
+        ]
+    }
+}
+
 /// `None` where the engine does not keep it (the memory engine keeps none).
 /// Cache figures are those of the cache the family shares with the others.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

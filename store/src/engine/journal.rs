@@ -14,7 +14,7 @@
 //! written, each opening with a header (magic, its own number, the first
 //! record number it holds) and then whole records: `len: u32`, `lsn: u64`,
 //! `check: u64` (xxh3 of the payload, seeded with the lsn), payload; all
-//! little-endian. `spare.jnl` is a file ready to become the next segment.
+//! little-endian. `spare-N.jnl` are files ready to become the next segment.
 //! Segments are made full-length in advance when asked (`prefill`), or
 //! recycled once released, so that a synced append overwrites allocated
 //! blocks and `fdatasync` need not also write the file's size or extents
@@ -30,6 +30,7 @@
 //! (after a crash, new records written over a torn one could end at a
 //! boundary of the records that followed it), so each open starts a new one.
 
+use super::JournalStats;
 use crate::{Error, Result};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -45,7 +46,9 @@ const RECORD: usize = 20;
 /// The largest record payload: a write batch of the store is a few
 /// megabytes at most (a group of the committer, a bulk chunk).
 pub const MAX_RECORD: usize = 1 << 30;
-const SPARE: &str = "spare.jnl";
+const SPARE: &str = "spare-";
+/// Spares kept: released segments beyond these are deleted.
+const SPARES: usize = 2;
 /// Unwritten appends beyond this are written out (not synced) by the
 /// appender, so that a run of unsynced writes (a bulk load) does not hold
 /// them all in memory.
@@ -110,6 +113,7 @@ struct State {
     failed: Option<String>,
     out: Option<Out>,
     closed: Vec<Closed>,
+    stats: JournalStats,
 }
 
 pub struct Journal {
@@ -117,7 +121,9 @@ pub struct Journal {
     opts: JournalOptions,
     state: Mutex<State>,
     done: Condvar,
-    spare: Mutex<Option<PathBuf>>,
+    /// Files ready to become segments (prefilled ones only), and the
+    /// number the next one made gets.
+    spares: Mutex<(Vec<PathBuf>, u64)>,
 }
 
 impl std::fmt::Debug for Journal {
@@ -206,13 +212,16 @@ impl Journal {
     ) -> Result<(Journal, u64)> {
         std::fs::create_dir_all(dir).map_err(|e| io_err("creating", dir, e))?;
         let mut segments: Vec<(u64, PathBuf)> = Vec::new();
-        let mut spare = None;
+        let mut spares = Vec::new();
         for entry in std::fs::read_dir(dir).map_err(|e| io_err("listing", dir, e))? {
             let entry = entry.map_err(|e| io_err("listing", dir, e))?;
             let name = entry.file_name();
             let name = name.to_string_lossy();
-            if name == SPARE {
-                spare = Some(entry.path());
+            if let Some(n) = name.strip_prefix(SPARE).and_then(|n| n.strip_suffix(".jnl")).and_then(|n| n.parse::<u64>().ok()) {
+                spares.push((n, entry.path()));
+            } else if name.starts_with(SPARE) {
+                // A spare whose filling a crash cut short.
+                std::fs::remove_file(entry.path()).map_err(|e| io_err("removing", &entry.path(), e))?;
             } else if let Some(n) = name.strip_suffix(".jnl").and_then(|n| n.parse::<u64>().ok()) {
                 segments.push((n, entry.path()));
             }
@@ -298,22 +307,24 @@ impl Journal {
                 failed: None,
                 out: None,
                 closed,
+                stats: JournalStats { replayed, ..Default::default() },
             }),
             done: Condvar::new(),
-            spare: Mutex::new(None),
+            spares: Mutex::new((Vec::new(), 0)),
         };
-        match spare {
-            Some(s) if opts.prefill => *journal.spare.lock().unwrap_or_else(|e| e.into_inner()) = Some(s),
-            Some(s) => std::fs::remove_file(&s).map_err(|e| io_err("removing", &s, e))?,
-            None => {}
+        spares.sort();
+        journal.spares().1 = spares.last().map_or(0, |(n, _)| *n);
+        for (i, (_, path)) in spares.into_iter().enumerate() {
+            if opts.prefill && i < SPARES {
+                journal.spares().0.push(path);
+            } else {
+                std::fs::remove_file(&path).map_err(|e| io_err("removing", &path, e))?;
+            }
         }
-        let out = journal.new_segment(number, next_lsn)?;
+        let out = journal.new_segment(number, next_lsn, true)?;
         journal.lock().out = Some(out);
-        if opts.prefill && journal.spare.lock().unwrap_or_else(|e| e.into_inner()).is_none() {
-            let path = dir.join(SPARE);
-            let file = File::create(&path).map_err(|e| io_err("creating", &path, e))?;
-            zero_fill(&file, 0, opts.segment_bytes, &path)?;
-            *journal.spare.lock().unwrap_or_else(|e| e.into_inner()) = Some(path);
+        if journal.wants_spare() {
+            journal.make_spare()?;
         }
         Ok((journal, replayed))
     }
@@ -322,11 +333,18 @@ impl Journal {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Makes segment `number`, whose records start at `first`, from the
-    /// spare if there is one, with its header written and synced.
-    fn new_segment(&self, number: u64, first: u64) -> Result<Out> {
+    fn spares(&self) -> MutexGuard<'_, (Vec<PathBuf>, u64)> {
+        self.spares.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Makes segment `number`, whose records start at `first`, from a
+    /// spare if there is one, with its header written and synced. Without
+    /// one it is a new file, zero-filled first only when `fill` (at open;
+    /// a writer waiting on a roll gets a file that grows as written, and
+    /// the keeper makes the next spare).
+    fn new_segment(&self, number: u64, first: u64, fill: bool) -> Result<Out> {
         let path = self.dir.join(segment_name(number));
-        let spare = self.spare.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let spare = self.spares().0.pop();
         let file = match spare {
             Some(s) => {
                 std::fs::rename(&s, &path).map_err(|e| io_err("renaming", &s, e))?;
@@ -339,7 +357,7 @@ impl Journal {
                     .create_new(true)
                     .open(&path)
                     .map_err(|e| io_err("creating", &path, e))?;
-                if self.opts.prefill {
+                if fill && self.opts.prefill {
                     zero_fill(&file, 0, self.opts.segment_bytes, &path)?;
                 }
                 file
@@ -349,6 +367,44 @@ impl Journal {
         file.sync_data().map_err(|e| io_err("syncing", &path, e))?;
         sync_dir(&self.dir)?;
         Ok(Out { file, path, number, offset: HEADER as u64, last: 0 })
+    }
+
+    /// Whether segments are prefilled and no spare is ready for the next
+    /// roll: [`Journal::make_spare`] then makes one, off the write path.
+    pub fn wants_spare(&self) -> bool {
+        self.opts.prefill && self.spares().0.is_empty()
+    }
+
+    /// Makes a zero-filled spare segment.
+    pub fn make_spare(&self) -> Result<()> {
+        let n = {
+            let mut sp = self.spares();
+            sp.1 += 1;
+            sp.1
+        };
+        let path = self.dir.join(format!("{SPARE}{n}.jnl.tmp"));
+        let file = File::create(&path).map_err(|e| io_err("creating", &path, e))?;
+        zero_fill(&file, 0, self.opts.segment_bytes, &path)?;
+        let done = self.dir.join(format!("{SPARE}{n}.jnl"));
+        std::fs::rename(&path, &done).map_err(|e| io_err("renaming", &path, e))?;
+        self.spares().0.push(done);
+        Ok(())
+    }
+
+    /// Keeps `path` (a released segment) as a spare if segments are
+    /// prefilled and fewer than [`SPARES`] are ready, or deletes it.
+    fn keep_or_delete(&self, path: PathBuf) -> Result<()> {
+        let mut sp = self.spares();
+        if self.opts.prefill && sp.0.len() < SPARES {
+            sp.1 += 1;
+            let to = self.dir.join(format!("{SPARE}{}.jnl", sp.1));
+            std::fs::rename(&path, &to).map_err(|e| io_err("renaming", &path, e))?;
+            sp.0.push(to);
+            Ok(())
+        } else {
+            drop(sp);
+            std::fs::remove_file(&path).map_err(|e| io_err("removing", &path, e))
+        }
     }
 
     /// Appends a record; returns its number. It is on disk once
@@ -382,6 +438,7 @@ impl Journal {
                 }
             }
             st.pending_bytes += len as usize;
+            st.stats.records += 1;
             (lsn, st.pending_bytes > WRITE_BEHIND)
         };
         if behind {
@@ -435,8 +492,9 @@ impl Journal {
             }
             st.leader = true;
             let pieces = std::mem::take(&mut st.pending);
-            st.pending_bytes = 0;
+            let bytes = std::mem::take(&mut st.pending_bytes) as u64;
             let upto = st.next_lsn - 1;
+            let group = upto - st.written;
             let Some(mut out) = st.out.take() else {
                 st.leader = false;
                 return Err(Error::engine("journal: no segment to write".to_owned()));
@@ -451,7 +509,11 @@ impl Journal {
                     st.written = upto;
                     if sync {
                         st.durable = upto;
+                        st.stats.syncs += 1;
                     }
+                    st.stats.writes += u64::from(group > 0);
+                    st.stats.bytes += bytes;
+                    st.stats.largest_group = st.stats.largest_group.max(group);
                     st.closed.extend(closed);
                 }
                 Err(e) => {
@@ -469,7 +531,7 @@ impl Journal {
         for p in pieces {
             if p.roll {
                 out.file.sync_data().map_err(|e| io_err("syncing", &out.path, e))?;
-                let next = self.new_segment(out.number + 1, p.first)?;
+                let next = self.new_segment(out.number + 1, p.first, false)?;
                 let old = std::mem::replace(out, next);
                 closed.push(Closed { path: old.path, last: old.last });
             }
@@ -488,9 +550,14 @@ impl Journal {
         self.lock().closed.len()
     }
 
+    pub fn stats(&self) -> JournalStats {
+        let st = self.lock();
+        JournalStats { segments: st.closed.len() as u64 + 1, ..st.stats }
+    }
+
     /// Removes the segments whose records are all numbered `lsn` or lower
-    /// (the caller's durable state holds them): one becomes the spare when
-    /// segments are prefilled.
+    /// (the caller's durable state holds them), keeping some as spares
+    /// when segments are prefilled.
     pub fn release_through(&self, lsn: u64) -> Result<()> {
         let released: Vec<Closed> = {
             let mut st = self.lock();
@@ -498,14 +565,7 @@ impl Journal {
             st.closed.drain(..keep).collect()
         };
         for c in released {
-            let mut spare = self.spare.lock().unwrap_or_else(|e| e.into_inner());
-            if self.opts.prefill && spare.is_none() {
-                let to = self.dir.join(SPARE);
-                std::fs::rename(&c.path, &to).map_err(|e| io_err("renaming", &c.path, e))?;
-                *spare = Some(to);
-            } else {
-                std::fs::remove_file(&c.path).map_err(|e| io_err("removing", &c.path, e))?;
-            }
+            self.keep_or_delete(c.path)?;
         }
         Ok(())
     }

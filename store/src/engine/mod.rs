@@ -25,7 +25,7 @@ pub mod mem;
 #[cfg(feature = "rocks")]
 pub mod rocks;
 
-pub use capability::{Checkpoint, EngineStats, SstIngest, SstWriter};
+pub use capability::{Checkpoint, EngineStats, JournalStats, SstIngest, SstWriter};
 
 use crate::Result;
 
@@ -227,6 +227,12 @@ pub trait Engine: Send + Sync + 'static {
     /// the engine does not keep is `None`.
     fn stats(&self, _cf: Cf) -> EngineStats {
         EngineStats::default()
+    }
+
+    /// What the engine's write-ahead journal has done, for metrics; `None`
+    /// where the engine keeps none.
+    fn journal_stats(&self) -> Option<JournalStats> {
+        None
     }
 
     /// SST files written beside the engine and ingested whole (bulk loads);

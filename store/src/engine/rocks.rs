@@ -4,7 +4,7 @@
 //! one person" is a prefix seek that the prefix bloom can skip.
 
 use super::journal::{Journal, JournalOptions};
-use super::{BatchOp, Cf, Checkpoint, Durability, Engine, EngineStats, KvIter, SstIngest, SstWriter, WriteBatch};
+use super::{BatchOp, Cf, Checkpoint, Durability, Engine, EngineStats, JournalStats, KvIter, SstIngest, SstWriter, WriteBatch};
 use crate::{Error, Result};
 use rocksdb::{
     BlockBasedIndexType, BlockBasedOptions, Cache, ColumnFamilyDescriptor, DBCompactionStyle, DBCompressionType,
@@ -169,37 +169,57 @@ impl Turnstile {
     }
 }
 
-/// A thread that flushes the families and releases the journal segments
-/// the tables then hold: when segments pile up, and when the commit writer
-/// finds itself idle with data in memtables. Nobody waits for it.
+/// A thread that keeps the journal off the write path: it makes the next
+/// spare segment once a roll took the last one, and flushes the families
+/// and releases the journal segments the tables then hold when segments
+/// pile up and when the commit writer finds itself idle with data in
+/// memtables. Nobody waits for it.
 struct Keeper {
     wake: Mutex<Option<std::sync::mpsc::SyncSender<()>>>,
+    flush: Arc<std::sync::atomic::AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Keeper {
     fn start(db: Arc<DB>, journal: Arc<Journal>, applied: Arc<Turnstile>) -> Keeper {
+        use std::sync::atomic::Ordering;
         let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
+        let flush = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let asked = Arc::clone(&flush);
         let thread = std::thread::Builder::new()
             .name("journal-keeper".into())
             .spawn(move || {
                 while rx.recv().is_ok() {
-                    let through = applied.last();
-                    let done = flush_all(&db, true).and_then(|()| journal.release_through(through));
-                    if let Err(e) = done {
-                        tracing::warn!(error = %e, "flushing for the journal failed; its segments stay");
+                    if journal.wants_spare() {
+                        if let Err(e) = journal.make_spare() {
+                            tracing::warn!(error = %e, "making a journal spare failed; the next segment grows as written");
+                        }
+                    }
+                    if asked.swap(false, Ordering::Relaxed) || journal.closed_segments() >= KEEP_SEGMENTS {
+                        let through = applied.last();
+                        let done = flush_all(&db, true).and_then(|()| journal.release_through(through));
+                        if let Err(e) = done {
+                            tracing::warn!(error = %e, "flushing for the journal failed; its segments stay");
+                        }
                     }
                 }
             })
             .ok();
-        Keeper { wake: Mutex::new(Some(tx)), thread }
+        Keeper { wake: Mutex::new(Some(tx)), flush, thread }
     }
 
-    /// Asks for a flush; one already asked for and not begun covers this.
+    /// Asks for a look at the journal; one already asked for and not
+    /// begun covers this.
     fn wake(&self) {
         if let Some(tx) = self.wake.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
             let _ = tx.try_send(());
         }
+    }
+
+    /// Asks for a flush (and release) whatever the journal holds.
+    fn flush(&self) {
+        self.flush.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.wake();
     }
 }
 
@@ -525,7 +545,7 @@ impl Engine for RocksEngine {
         if let Err(e) = &result {
             self.journal.fail(&format!("a write synced to the journal failed to apply: {e}; reopen the store"));
         }
-        if self.journal.closed_segments() >= KEEP_SEGMENTS {
+        if self.journal.closed_segments() >= KEEP_SEGMENTS || self.journal.wants_spare() {
             self.keeper.wake();
         }
         result
@@ -588,7 +608,7 @@ impl Engine for RocksEngine {
     }
 
     fn flush_in_background(&self) -> Result<()> {
-        self.keeper.wake();
+        self.keeper.flush();
         Ok(())
     }
 
@@ -606,6 +626,10 @@ impl Engine for RocksEngine {
             block_cache_bytes: p("rocksdb.block-cache-usage"),
             block_cache_pinned_bytes: p("rocksdb.block-cache-pinned-usage"),
         }
+    }
+
+    fn journal_stats(&self) -> Option<JournalStats> {
+        Some(self.journal.stats())
     }
 
     fn sst_ingest(&self) -> Option<&dyn SstIngest> {
