@@ -104,8 +104,9 @@ const JOURNAL_APPLIED: &[u8] = b"journal_applied";
 /// the record number, big-endian.
 const POSITION_FORMAT: u8 = 1;
 /// Closed journal segments that make the keeper flush, so the log a
-/// reopen replays stays short (about 256 MiB with 64 MiB segments).
-const KEEP_SEGMENTS: usize = 4;
+/// reopen replays stays short (about 512 MiB with 64 MiB segments, what
+/// RocksDB's own log was allowed before a flush).
+const KEEP_SEGMENTS: usize = 8;
 
 /// Writes journal record `lsn` (its batch `wb`) to RocksDB without
 /// RocksDB's log, with the position it reaches.
