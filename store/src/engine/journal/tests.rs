@@ -36,6 +36,17 @@ fn expect(range: std::ops::RangeInclusive<u64>) -> Vec<(u64, Vec<u8>)> {
     range.map(|i| (i, payload(i))).collect()
 }
 
+/// A new journal holding records 1..=n, synced and closed.
+fn written(opts: JournalOptions, n: u64) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let (j, _) = reopen(dir.path(), opts, 0);
+    for i in 1..=n {
+        j.append(&payload(i)).unwrap();
+    }
+    j.sync_all().unwrap();
+    dir
+}
+
 #[test]
 fn synced_records_come_back_after_the_last_applied_one() {
     let dir = tempfile::tempdir().unwrap();
@@ -59,14 +70,8 @@ fn synced_records_come_back_after_the_last_applied_one() {
 
 #[test]
 fn a_torn_record_ends_the_journal_and_later_appends_follow_it() {
-    let dir = tempfile::tempdir().unwrap();
     let opts = JournalOptions::default();
-    let (j, _) = reopen(dir.path(), opts, 0);
-    for i in 1..=20 {
-        j.append(&payload(i)).unwrap();
-    }
-    j.sync_all().unwrap();
-    drop(j);
+    let dir = written(opts, 20);
     // Tear the last record: its final byte never reached the disk.
     let seg = segments(dir.path()).pop().unwrap();
     let bytes = std::fs::read(&seg).unwrap();
@@ -117,14 +122,8 @@ fn records_roll_over_segments_and_released_ones_are_removed() {
 
 #[test]
 fn segments_after_a_gap_in_the_records_were_never_acknowledged() {
-    let dir = tempfile::tempdir().unwrap();
     let opts = JournalOptions { segment_bytes: 600, prefill: false };
-    let (j, _) = reopen(dir.path(), opts, 0);
-    for i in 1..=60 {
-        j.append(&payload(i)).unwrap();
-    }
-    j.sync_all().unwrap();
-    drop(j);
+    let dir = written(opts, 60);
     // A crash in the middle of a group that rolled: the second segment's
     // last record is torn, the third (written in the same group) whole.
     let segs = segments(dir.path());
@@ -151,26 +150,14 @@ fn segments_after_a_gap_in_the_records_were_never_acknowledged() {
 
 #[test]
 fn a_lost_segment_or_lost_records_refuse_to_open() {
-    let dir = tempfile::tempdir().unwrap();
     let opts = JournalOptions { segment_bytes: 600, prefill: false };
-    let (j, _) = reopen(dir.path(), opts, 0);
-    for i in 1..=60 {
-        j.append(&payload(i)).unwrap();
-    }
-    j.sync_all().unwrap();
-    drop(j);
+    let dir = written(opts, 60);
     let segs = segments(dir.path());
     std::fs::remove_file(&segs[2]).unwrap();
     let e = Journal::open(dir.path(), opts, 0, |_, _| Ok(())).unwrap_err();
     assert!(e.to_string().contains("missing"), "{e}");
     // Without the first segments, records the caller does not hold are gone.
-    let dir = tempfile::tempdir().unwrap();
-    let (j, _) = reopen(dir.path(), opts, 0);
-    for i in 1..=60 {
-        j.append(&payload(i)).unwrap();
-    }
-    j.sync_all().unwrap();
-    drop(j);
+    let dir = written(opts, 60);
     std::fs::remove_file(&segments(dir.path())[0]).unwrap();
     let e = Journal::open(dir.path(), opts, 0, |_, _| Ok(())).unwrap_err();
     assert!(e.to_string().contains("missing"), "{e}");
@@ -187,14 +174,8 @@ fn a_lost_segment_or_lost_records_refuse_to_open() {
 
 #[test]
 fn unsynced_records_the_caller_persisted_are_not_a_gap() {
-    let dir = tempfile::tempdir().unwrap();
     let opts = JournalOptions::default();
-    let (j, _) = reopen(dir.path(), opts, 0);
-    for i in 1..=10 {
-        j.append(&payload(i)).unwrap();
-    }
-    j.sync_all().unwrap();
-    drop(j);
+    let dir = written(opts, 10);
     // Records 11..=15 reached the caller's state but not the journal.
     let (j, got) = reopen(dir.path(), opts, 15);
     assert!(got.is_empty());
