@@ -160,8 +160,8 @@ pub struct Opened {
     pub notices: Vec<Notice>,
 }
 
-/// Free disk space, in multiples of the priming size, below which the
-/// write-ahead log is not primed.
+/// Free disk space, in multiples of the segment length, below which the
+/// journal's segments are not prefilled.
 #[cfg(feature = "rocks")]
 const PRIME_HEADROOM: u64 = 8;
 

@@ -166,17 +166,64 @@ fn frame(out: &mut Vec<u8>, lsn: u64, payload: &[u8]) {
     out.extend_from_slice(payload);
 }
 
-/// The record at `at` if it is whole, checks, and is number `lsn`.
-fn record_at(bytes: &[u8], at: usize, lsn: u64) -> Option<&[u8]> {
-    let h = bytes.get(at..at + RECORD)?;
+/// A record header's payload length, number and check.
+fn record_head(h: &[u8]) -> Option<(usize, u64, u64)> {
+    let h = h.get(..RECORD)?;
     let len = u32::from_le_bytes(h[..4].try_into().ok()?) as usize;
-    let got = u64::from_le_bytes(h[4..12].try_into().ok()?);
+    let lsn = u64::from_le_bytes(h[4..12].try_into().ok()?);
     let check = u64::from_le_bytes(h[12..20].try_into().ok()?);
-    if len == 0 || got != lsn {
-        return None;
+    Some((len, lsn, check))
+}
+
+/// The first record number of segment file `path` (number `number`), if
+/// its header is valid; reads the header alone.
+fn first_of(path: &Path, number: u64) -> Result<Option<u64>> {
+    let file = File::open(path).map_err(|e| io_err("opening", path, e))?;
+    let mut h = [0u8; HEADER];
+    match file.read_exact_at(&mut h, 0) {
+        Ok(()) => Ok(read_header(&h, number)),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(None),
+        Err(e) => Err(io_err("reading", path, e)),
     }
-    let payload = bytes.get(at + RECORD..at + RECORD + len)?;
-    (xxh3_64_with_seed(payload, lsn) == check).then_some(payload)
+}
+
+/// Reads a segment's records in order from the file, up to the first
+/// that is not whole, fails its check or is not the next number: a
+/// prefilled segment is read only as far as it was written.
+struct Records {
+    file: std::io::BufReader<File>,
+    path: PathBuf,
+    /// Bytes of the file after what was read.
+    left: u64,
+    buf: Vec<u8>,
+}
+
+impl Records {
+    fn open(path: &Path) -> Result<Records> {
+        use std::io::{Seek, SeekFrom};
+        let mut file = File::open(path).map_err(|e| io_err("opening", path, e))?;
+        let len = file.metadata().map_err(|e| io_err("reading", path, e))?.len();
+        file.seek(SeekFrom::Start(HEADER as u64)).map_err(|e| io_err("reading", path, e))?;
+        Ok(Records { file: std::io::BufReader::with_capacity(1 << 16, file), path: path.to_path_buf(), left: len.saturating_sub(HEADER as u64), buf: Vec::new() })
+    }
+
+    /// Record `lsn`'s payload, or `None` where the records end.
+    fn next(&mut self, lsn: u64) -> Result<Option<&[u8]>> {
+        use std::io::Read;
+        if self.left < RECORD as u64 {
+            return Ok(None);
+        }
+        let mut head = [0u8; RECORD];
+        self.file.read_exact(&mut head).map_err(|e| io_err("reading", &self.path, e))?;
+        let Some((len, got, check)) = record_head(&head) else { return Ok(None) };
+        if len == 0 || got != lsn || len as u64 > self.left - RECORD as u64 {
+            return Ok(None);
+        }
+        self.buf.resize(len, 0);
+        self.file.read_exact(&mut self.buf).map_err(|e| io_err("reading", &self.path, e))?;
+        self.left -= (RECORD + len) as u64;
+        Ok((xxh3_64_with_seed(&self.buf, lsn) == check).then_some(&self.buf[..]))
+    }
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
@@ -232,7 +279,8 @@ impl Journal {
         let mut closed = Vec::new();
         let mut ended = false;
         let mut previous: Option<u64> = None;
-        for (number, path) in &segments {
+        let firsts = segments.iter().map(|(n, p)| first_of(p, *n)).collect::<Result<Vec<_>>>()?;
+        for (i, (number, path)) in segments.iter().enumerate() {
             if ended {
                 std::fs::remove_file(path).map_err(|e| io_err("removing", path, e))?;
                 continue;
@@ -245,12 +293,11 @@ impl Journal {
                     msg: format!("segment {} is missing", segment_name(number - 1)),
                 });
             }
-            let bytes = std::fs::read(path).map_err(|e| io_err("reading", path, e))?;
-            let Some(first) = read_header(&bytes, *number) else {
+            previous = Some(*number);
+            let Some(first) = firsts[i] else {
                 // Never written (a crash before its header) or another
                 // segment's old content: no records.
                 closed.push(Closed { path: path.clone(), last: 0 });
-                previous = Some(*number);
                 continue;
             };
             match expected {
@@ -263,8 +310,10 @@ impl Journal {
                 // Records before `applied + 1` that the journal lacks are
                 // in the caller's state (unsynced appends it persisted).
                 Some(e) if first > e.max(applied + 1) => {
-                    // Records after a gap were never acknowledged.
+                    // Records after a gap were never acknowledged. This
+                    // segment goes: the next one made takes its number.
                     ended = true;
+                    previous = Some(number - 1);
                     std::fs::remove_file(path).map_err(|e| io_err("removing", path, e))?;
                     continue;
                 }
@@ -276,18 +325,25 @@ impl Journal {
                 }
                 _ => {}
             }
+            // A segment whose successor starts at or before `applied + 1`
+            // holds only records the caller's state has: its records need
+            // not be read (after a clean close, none are).
+            let next_first = segments.get(i + 1).filter(|(n, _)| *n == number + 1).and_then(|_| firsts[i + 1]);
+            if let Some(nf) = next_first.filter(|&nf| nf >= first && nf <= applied + 1) {
+                expected = Some(nf);
+                closed.push(Closed { path: path.clone(), last: nf - 1 });
+                continue;
+            }
+            let mut records = Records::open(path)?;
             let mut lsn = first;
-            let mut at = HEADER;
-            while let Some(payload) = record_at(&bytes, at, lsn) {
+            while let Some(payload) = records.next(lsn)? {
                 if lsn > applied {
                     replay(lsn, payload)?;
                     replayed += 1;
                 }
-                at += RECORD + payload.len();
                 lsn += 1;
             }
             expected = Some(lsn);
-            previous = Some(*number);
             closed.push(Closed { path: path.clone(), last: lsn - 1 });
         }
         let next_lsn = expected.unwrap_or(1).max(applied + 1);
@@ -375,17 +431,18 @@ impl Journal {
         self.opts.prefill && self.spares().0.is_empty()
     }
 
+    /// A name for a new spare (`spares` is the spares' lock, held).
+    fn spare_path(&self, spares: &mut (Vec<PathBuf>, u64)) -> PathBuf {
+        spares.1 += 1;
+        self.dir.join(format!("{SPARE}{}.jnl", spares.1))
+    }
+
     /// Makes a zero-filled spare segment.
     pub fn make_spare(&self) -> Result<()> {
-        let n = {
-            let mut sp = self.spares();
-            sp.1 += 1;
-            sp.1
-        };
-        let path = self.dir.join(format!("{SPARE}{n}.jnl.tmp"));
+        let done = self.spare_path(&mut self.spares());
+        let path = done.with_extension("jnl.tmp");
         let file = File::create(&path).map_err(|e| io_err("creating", &path, e))?;
         zero_fill(&file, 0, self.opts.segment_bytes, &path)?;
-        let done = self.dir.join(format!("{SPARE}{n}.jnl"));
         std::fs::rename(&path, &done).map_err(|e| io_err("renaming", &path, e))?;
         self.spares().0.push(done);
         Ok(())
@@ -396,8 +453,7 @@ impl Journal {
     fn keep_or_delete(&self, path: PathBuf) -> Result<()> {
         let mut sp = self.spares();
         if self.opts.prefill && sp.0.len() < SPARES {
-            sp.1 += 1;
-            let to = self.dir.join(format!("{SPARE}{}.jnl", sp.1));
+            let to = self.spare_path(&mut sp);
             std::fs::rename(&path, &to).map_err(|e| io_err("renaming", &path, e))?;
             sp.0.push(to);
             Ok(())

@@ -118,13 +118,16 @@ fn apply(db: &DB, mut wb: rocksdb::WriteBatch, lsn: u64, unlogged: &WriteOptions
     db.write_opt(wb, unlogged).map_err(engine_err)
 }
 
-/// Flushes every family's memtables together (atomic flush).
-fn flush_all(db: &DB, wait: bool) -> Result<()> {
+/// Flushes every family's memtables together (atomic flush) and waits
+/// for it, then releases the journal segments the tables then hold.
+fn flush_and_release(db: &DB, journal: &Journal, applied: &Turnstile) -> Result<()> {
+    let through = applied.last();
     let all: Vec<&rocksdb::ColumnFamily> =
         Cf::ALL.iter().map(|&cf| db.cf_handle(cf.name()).expect("column family created at open")).collect();
     let mut opts = rocksdb::FlushOptions::default();
-    opts.set_wait(wait);
-    db.flush_cfs_opt(&all, &opts).map_err(engine_err)
+    opts.set_wait(true);
+    db.flush_cfs_opt(&all, &opts).map_err(engine_err)?;
+    journal.release_through(through)
 }
 
 /// Applies journal records to RocksDB in their order, whichever thread
@@ -197,9 +200,7 @@ impl Keeper {
                         }
                     }
                     if asked.swap(false, Ordering::Relaxed) || journal.closed_segments() >= KEEP_SEGMENTS {
-                        let through = applied.last();
-                        let done = flush_all(&db, true).and_then(|()| journal.release_through(through));
-                        if let Err(e) = done {
+                        if let Err(e) = flush_and_release(&db, &journal, &applied) {
                             tracing::warn!(error = %e, "flushing for the journal failed; its segments stay");
                         }
                     }
@@ -387,20 +388,19 @@ impl RocksEngine {
             },
             None => 0,
         };
-        let mut last = applied;
         let (journal, replayed) = Journal::open(&path.join(JOURNAL_DIR), cfg.journal, applied, |lsn, payload| {
-            last = lsn;
             apply(&db, rocksdb::WriteBatch::from_data(payload), lsn, &unlogged)
         })?;
         let journal = Arc::new(journal);
-        if replayed > 0 {
-            tracing::info!(records = replayed, through = last, "journal replayed");
-        }
-        // What was replayed (or persisted before) is held by tables once
-        // flushed; the segments holding it can go.
-        flush_all(&db, true)?;
-        journal.release_through(journal.last_lsn())?;
         let applied = Arc::new(Turnstile::new(journal.last_lsn()));
+        if replayed > 0 {
+            tracing::info!(records = replayed, through = journal.last_lsn(), "journal replayed");
+            // What was replayed is held by tables once flushed.
+            flush_and_release(&db, &journal, &applied)?;
+        } else {
+            // Every record the segments hold is in the tables already.
+            journal.release_through(journal.last_lsn())?;
+        }
         let keeper = Keeper::start(Arc::clone(&db), Arc::clone(&journal), Arc::clone(&applied));
         Ok(RocksEngine {
             db,
@@ -418,9 +418,7 @@ impl RocksEngine {
     /// Flushes the memtables of every family, together (atomic flush),
     /// and releases the journal segments it then holds.
     fn flush_families(&self) -> Result<()> {
-        let through = self.applied.last();
-        flush_all(&self.db, true)?;
-        self.journal.release_through(through)
+        flush_and_release(&self.db, &self.journal, &self.applied)
     }
 
     /// The journal (tests: what it holds after a write).

@@ -32,6 +32,14 @@ fn segments(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
+/// The record at `at` of a segment's bytes if it is whole, checks, and
+/// is number `lsn`.
+fn record_at(bytes: &[u8], at: usize, lsn: u64) -> Option<&[u8]> {
+    let (len, got, check) = record_head(bytes.get(at..)?)?;
+    let payload = bytes.get(at + RECORD..at + RECORD + len)?;
+    (len > 0 && got == lsn && xxh3_64_with_seed(payload, lsn) == check).then_some(payload)
+}
+
 fn expect(range: std::ops::RangeInclusive<u64>) -> Vec<(u64, Vec<u8>)> {
     range.map(|i| (i, payload(i))).collect()
 }
@@ -114,6 +122,10 @@ fn records_roll_over_segments_and_released_ones_are_removed() {
     let mut want = expect(51..=100);
     want.push((101, big));
     assert_eq!(got, want);
+    drop(j);
+    // A caller holding every record gets none back.
+    let (j, got) = reopen(dir.path(), opts, 101);
+    assert!(got.is_empty());
     // Releasing everything leaves only the segment being appended to.
     j.release_through(101).unwrap();
     assert_eq!(j.closed_segments(), 0);
