@@ -245,6 +245,7 @@ impl Queries {
     /// year, or one before [`FIRST_YEAR`], is refused.
     pub async fn annual_report(&self, caller: &Caller, year: i32) -> Result<AnnualReport> {
         self.require_oversight(caller)?;
+        self.settle_uses().await?;
         let now = self.grants.now();
         let this_year = cst_date(now).year();
         if !(FIRST_YEAR..=this_year).contains(&year) {

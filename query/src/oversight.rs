@@ -131,6 +131,7 @@ impl Queries {
     /// Audit entries matching `q` (its limit clamped to 1..=[`MAX_AUDIT_LIMIT`]).
     pub async fn audit(&self, caller: &Caller, mut q: AuditQuery) -> Result<Vec<AuditEntry>> {
         self.require_oversight(caller)?;
+        self.settle_uses().await?;
         q.limit = q.limit.clamp(1, MAX_AUDIT_LIMIT);
         let store = self.store.clone();
         Ok(tokio::task::spawn_blocking(move || store.audit_query(&q)).await??)
@@ -139,6 +140,7 @@ impl Queries {
     /// Recomputes the hash chain of the whole audit log.
     pub async fn audit_check(&self, caller: &Caller) -> Result<ChainCheck> {
         self.require_oversight(caller)?;
+        self.settle_uses().await?;
         let store = self.store.clone();
         Ok(tokio::task::spawn_blocking(move || store.audit_verify()).await??)
     }
@@ -147,6 +149,7 @@ impl Queries {
     /// (cluster mode), by node name.
     pub async fn audit_check_all(&self, caller: &Caller) -> Result<(ChainCheck, Vec<(String, ChainCheck)>)> {
         self.require_oversight(caller)?;
+        self.settle_uses().await?;
         let store = self.store.clone();
         Ok(tokio::task::spawn_blocking(move || -> basedata_store::Result<_> { Ok((store.audit_verify()?, store.audit_verify_remote()?)) })
             .await??)
@@ -162,6 +165,7 @@ impl Queries {
         to: Option<i64>,
     ) -> Result<(i64, i64, Vec<DepartmentFigures>)> {
         self.require_oversight(caller)?;
+        self.settle_uses().await?;
         let now = self.grants.now();
         let (from, to) = (from.unwrap_or(0), to.unwrap_or(now));
         if to < from {
@@ -273,6 +277,7 @@ impl Queries {
         if !(d.has(Role::Consumer) || d.has(Role::Auditor) || d.has(Role::Admin)) {
             return Err(Error::Forbidden("access reports are printed at counters".into()));
         }
+        self.settle_uses().await?;
         let store = self.store.clone();
         // One more than a page tells whether another page follows.
         let local = node.clone().unwrap_or_default();
@@ -297,6 +302,7 @@ impl Queries {
     /// first day's date and the three series.
     pub async fn usage_by_day(&self, caller: &Caller, days: u32) -> Result<UsageByDay> {
         self.require_oversight(caller)?;
+        self.settle_uses().await?;
         let days = days.clamp(1, 366) as i32;
         let today = basedata_store::usage::day_of(self.grants.now());
         let (first, end) = (today - days + 1, today + 1);

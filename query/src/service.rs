@@ -55,6 +55,11 @@ impl std::fmt::Debug for Queries {
     }
 }
 
+/// How long an auditor's read waits for the audit trail to enter the
+/// uses recorded before it: the writer enters them within a group or two
+/// (milliseconds); this long means it is stuck.
+pub const SETTLE_PATIENCE: Duration = Duration::from_secs(10);
+
 impl Queries {
     /// The use cases over `store`, writing through `committer`; grants are
     /// loaded from the store under `policy`.
@@ -92,9 +97,25 @@ impl Queries {
 
     /// Commits audit events (and extra state writes) and waits until they
     /// are durable: no answer leaves before the record of it.
+    /// Uses with no writes of their own go to the journal and are entered
+    /// into the audit trail behind the answer (see `commit`).
     pub async fn record(&self, events: Vec<AuditEvent>, extra: WriteBatch) -> Result<()> {
-        self.committer.commit(Vec::new(), events, extra).await?;
+        if extra.is_empty() {
+            self.committer.record_uses(events).await?;
+        } else {
+            self.committer.commit(Vec::new(), events, extra).await?;
+        }
         Ok(())
+    }
+
+    /// Waits until the audit trail holds every use recorded before the
+    /// call, so that an auditor sees each use whose answer has left;
+    /// `unavailable` if the writer does not get there in [`SETTLE_PATIENCE`].
+    pub async fn settle_uses(&self) -> Result<()> {
+        match tokio::time::timeout(SETTLE_PATIENCE, self.committer.settle_uses()).await {
+            Ok(true) => Ok(()),
+            _ => Err(Error::Unavailable("the audit trail is still entering recent uses; try again".into())),
+        }
     }
 
     /// [`Queries::record`], with `after` run once the write is durable

@@ -146,6 +146,11 @@ fn answer(store: &Store, line: &str) -> Value {
             if store.engine().checkpoint().is_none() {
                 return error_reply("this store's engine cannot be backed up");
             }
+            // Uses recorded in the journal and not yet in the audit trail
+            // would be missing from the copy: the writer enters them first.
+            if !store.pending_uses().settle(Duration::from_secs(30)) {
+                return error_reply("the audit trail is still entering recent uses; try again");
+            }
             match store_backup::create(&**store.engine(), &to) {
                 Ok(m) => {
                     tracing::info!(backup_id = m.backup_id, last_seq = m.summary.last_seq,

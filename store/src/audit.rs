@@ -36,6 +36,7 @@ use sha2::{Digest, Sha256};
 
 pub mod chunk;
 pub mod remote;
+pub mod uses;
 
 pub use chunk::Stored;
 use chunk::{IndexTarget, StoredChunk};

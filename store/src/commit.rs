@@ -31,13 +31,26 @@
 //! Async callers use [`Committer::commit`], which waits for the job's group
 //! to be durable without holding a thread; [`Committer::watch_seq`] follows
 //! the last committed change-log sequence number (change-feed long polls).
+//!
+//! Uses that change nothing but the audit trail (lookups, verifications,
+//! a batch's chunks: [`Committer::record_uses`]) do not wait for the
+//! writer where the engine keeps a journal: the caller appends them, sealed,
+//! as one journal record and waits only until the journal has it on disk
+//! (one `fdatasync` for every record waiting, shared with the writer's own
+//! by the journal's group commit). The record is queued in journal order
+//! ([`crate::audit::uses::Pending`]); the writer enters the queued records
+//! into the chain and indexes with its next group, together with the
+//! journal position they reach (`meta/uses_indexed`), so a reopen enters
+//! whatever the trail lacked from the journal. Auditors' reads first wait
+//! for the trail to hold every use recorded before them.
 
+use crate::audit::uses::MAX_PENDING_EVENTS;
 use crate::audit::AuditEvent;
 use crate::engine::{BatchOp, Cf, Durability, WriteBatch};
 use crate::store::{Outcome, Store, Update};
 use crate::Error;
 use crate::value::Value;
-use crossbeam::channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
+use crossbeam::channel::{bounded, Receiver, Sender, TrySendError};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -65,6 +78,9 @@ struct Job {
     /// Batch work, set aside and written in order after the jobs queued
     /// meanwhile (see the module's doc).
     batch: bool,
+    /// Records of uses durable in the journal already: a group of these
+    /// alone need not be synced (a crash re-enters them from the journal).
+    journaled: bool,
 }
 
 /// Why an awaited commit did not happen.
@@ -157,6 +173,13 @@ pub struct CommitStats {
 pub struct Committer {
     tx: Option<Sender<Job>>,
     thread: Option<JoinHandle<()>>,
+    store: Arc<Store>,
+    /// The queue's bound, which also bounds records of uses waiting to be
+    /// entered before a point use is refused.
+    bound: usize,
+    /// Makes records of uses durable for their async callers; `None`
+    /// where the engine keeps no journal.
+    syncer: Option<Syncer>,
     stats: Arc<CommitStats>,
     /// The last committed change-log sequence number, raised by the writer
     /// after each group.
@@ -208,12 +231,84 @@ impl Committer {
         let (tx, rx) = bounded::<Job>(queue.max(1));
         let stats = Arc::new(CommitStats::default());
         let seq = Arc::new(tokio::sync::watch::channel(store.last_seq()).0);
-        let (st, sq) = (stats.clone(), seq.clone());
+        let (st, sq, ws) = (stats.clone(), seq.clone(), store.clone());
         let thread = std::thread::Builder::new()
             .name("basedata-writer".into())
-            .spawn(move || writer_loop(store, rx, st, sq))
+            .spawn(move || writer_loop(ws, rx, st, sq))
             .expect("spawn writer thread");
-        Committer { tx: Some(tx), thread: Some(thread), stats, seq }
+        let syncer = store.engine().use_log().is_some().then(|| Syncer::start(store.clone()));
+        Committer { tx: Some(tx), thread: Some(thread), store, bound: queue.max(1), syncer, stats, seq }
+    }
+
+    /// Records uses that change nothing but the audit trail and waits
+    /// until they are durable: in the journal, to be entered by the writer
+    /// behind (see the module's doc), or with their entries where the
+    /// engine keeps no journal. Refused at once, as a full queue refuses,
+    /// while as many records wait to be entered as the queue holds jobs.
+    pub async fn record_uses(&self, events: Vec<AuditEvent>) -> Result<(), CommitError> {
+        if self.syncer.is_none() {
+            return self.commit(Vec::new(), events, WriteBatch::new()).await.map(drop);
+        }
+        // A writer this far behind is overloaded: shed, as a full queue does.
+        if self.store.pending_uses().records() >= self.bound {
+            return Err(CommitError::Overloaded);
+        }
+        match self.append_uses(events).await?.await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(CommitError::Failed(e)),
+            Err(_) => Err(CommitError::Closed),
+        }
+    }
+
+    /// Whether uses go to the journal ([`Committer::append_uses`]).
+    pub fn journals_uses(&self) -> bool {
+        self.syncer.is_some()
+    }
+
+    /// Appends uses to the journal as one record, in call order; the
+    /// receiver answers once it is durable. Waits while the writer has
+    /// [`MAX_PENDING_EVENTS`] events or more yet to enter. Only where
+    /// [`Committer::journals_uses`].
+    pub async fn append_uses(&self, events: Vec<AuditEvent>) -> Result<tokio::sync::oneshot::Receiver<JobResult>, CommitError> {
+        let (Some(syncer), Some(log), Some(_)) = (self.syncer.as_ref(), self.store.engine().use_log(), self.tx.as_ref()) else {
+            return Err(CommitError::Closed);
+        };
+        let pending = self.store.pending_uses();
+        if pending.events() >= MAX_PENDING_EVENTS {
+            let mut entered = pending.watch_entered();
+            while pending.events() >= MAX_PENDING_EVENTS {
+                if pending.closed() || entered.changed().await.is_err() {
+                    return Err(CommitError::Closed);
+                }
+            }
+        }
+        let payload = self.store.seal_uses(&events).map_err(|e| CommitError::Failed(Arc::new(e)))?;
+        let mut events = Some(events);
+        let lsn = log
+            .append_uses(&payload, &mut |lsn| pending.push(lsn, events.take().unwrap_or_default()))
+            .map_err(|e| CommitError::Failed(Arc::new(e)))?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        syncer.wait(lsn, Box::new(move |r| {
+            let _ = tx.send(r);
+        }));
+        Ok(rx)
+    }
+
+    /// Waits until every use recorded before the call is in the audit
+    /// trail (auditors' reads; the caller bounds the wait): whether it is,
+    /// `false` when the writer stopped.
+    pub async fn settle_uses(&self) -> bool {
+        let pending = self.store.pending_uses();
+        let target = pending.queued();
+        let mut entered = pending.watch_entered();
+        loop {
+            if *entered.borrow_and_update() >= target {
+                return true;
+            }
+            if pending.closed() || entered.changed().await.is_err() {
+                return false;
+            }
+        }
     }
 
     pub fn stats(&self) -> &Arc<CommitStats> {
@@ -293,7 +388,7 @@ impl Committer {
         reply: Reply,
         guard: Option<Arc<AtomicBool>>,
     ) -> Result<(), Refused> {
-        let job = Job { updates, events, extra, reply, guard, batch: false };
+        let job = Job { updates, events, extra, reply, guard, batch: false, journaled: false };
         let Some(tx) = self.tx.as_ref() else { return Err(Refused::of(SubmitError::Closed, job)) };
         // Counted before the writer can take it (and count it out).
         self.stats.queued.fetch_add(1, Ordering::Relaxed);
@@ -324,7 +419,7 @@ impl Committer {
     ) -> Result<(), SubmitError> {
         let tx = self.tx.as_ref().ok_or(SubmitError::Closed)?;
         self.stats.queued.fetch_add(1, Ordering::Relaxed);
-        let sent = tx.send_timeout(Job { updates, events, extra, reply, guard: None, batch: true }, patience);
+        let sent = tx.send_timeout(Job { updates, events, extra, reply, guard: None, batch: true, journaled: false }, patience);
         if sent.is_err() {
             self.stats.queued.fetch_sub(1, Ordering::Relaxed);
         }
@@ -335,8 +430,12 @@ impl Committer {
         }
     }
 
-    /// Stops accepting jobs, finishes the queued ones and joins the thread.
+    /// Stops accepting jobs, finishes the queued ones (and enters the
+    /// uses recorded so far) and joins the threads.
     pub fn shutdown(&mut self) {
+        if let Some(s) = self.syncer.as_mut() {
+            s.stop();
+        }
         self.tx.take();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -348,6 +447,108 @@ impl Drop for Committer {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+/// Makes records of uses durable for async callers: a thread that syncs
+/// the journal through the highest record waited for, once for all of
+/// them (the journal's group commit shares that sync with the writer's
+/// own), and answers them. Callers never block a runtime thread on it.
+struct Syncer {
+    state: Arc<(Mutex<SyncState>, std::sync::Condvar)>,
+    thread: Option<JoinHandle<()>>,
+}
+
+#[derive(Default)]
+struct SyncState {
+    waiting: Vec<(u64, Reply)>,
+    stop: bool,
+}
+
+impl Syncer {
+    fn start(store: Arc<Store>) -> Syncer {
+        let state: Arc<(Mutex<SyncState>, std::sync::Condvar)> = Arc::default();
+        let shared = state.clone();
+        let thread = std::thread::Builder::new()
+            .name("basedata-syncer".into())
+            .spawn(move || {
+                let (lock, cv) = &*shared;
+                loop {
+                    let waiting = {
+                        let mut st = lock.lock().unwrap_or_else(|e| e.into_inner());
+                        while st.waiting.is_empty() && !st.stop {
+                            st = cv.wait(st).unwrap_or_else(|e| e.into_inner());
+                        }
+                        if st.waiting.is_empty() {
+                            return;
+                        }
+                        std::mem::take(&mut st.waiting)
+                    };
+                    let upto = waiting.iter().map(|(lsn, _)| *lsn).max().unwrap_or(0);
+                    let synced = match store.engine().use_log() {
+                        Some(log) => log.sync_to(upto).map_err(Arc::new),
+                        None => Err(Arc::new(Error::Engine("the engine keeps no journal".into()))),
+                    };
+                    for (_, reply) in waiting {
+                        let r = synced.clone().map(|()| JobDone { outcomes: Vec::new(), first_audit_seq: 0, last_seq: store.last_seq() });
+                        answer(reply, r);
+                    }
+                }
+            })
+            .expect("spawn syncer thread");
+        Syncer { state, thread: Some(thread) }
+    }
+
+    /// Answers `reply` once journal record `lsn` is durable.
+    fn wait(&self, lsn: u64, reply: Reply) {
+        let (lock, cv) = &*self.state;
+        lock.lock().unwrap_or_else(|e| e.into_inner()).waiting.push((lsn, reply));
+        cv.notify_one();
+    }
+
+    /// Answers those waiting, then stops the thread.
+    fn stop(&mut self) {
+        let (lock, cv) = &*self.state;
+        lock.lock().unwrap_or_else(|e| e.into_inner()).stop = true;
+        cv.notify_one();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A job of the writer's own: the records of uses queued so far, entered
+/// into the audit trail with the journal position they reach. Taken with
+/// no record appended meanwhile, so every record of uses up to that
+/// position is among them or entered before.
+fn uses_job(store: &Arc<Store>) -> Option<Job> {
+    let log = store.engine().use_log()?;
+    let mut taken = None;
+    log.with_last(&mut |last| {
+        let (records, events) = store.pending_uses().take_all();
+        if records > 0 {
+            taken = Some((records, events, last));
+        }
+    });
+    let (records, events, through) = taken?;
+    let s = store.clone();
+    Some(Job {
+        updates: Vec::new(),
+        events,
+        extra: Store::uses_entered(through),
+        reply: Box::new(move |r: JobResult| match r {
+            Ok(_) => {
+                if let Some(log) = s.engine().use_log() {
+                    log.indexed(records, through);
+                }
+                s.pending_uses().entered(records);
+            }
+            // Durable in the journal all the same: the next open enters them.
+            Err(e) => tracing::error!(error = %e, records, "audited uses could not be entered into the audit trail; a restart enters them from the journal"),
+        }),
+        guard: None,
+        batch: false,
+        journaled: true,
+    })
 }
 
 /// Moves a watched sequence number up to `value`, never down, waking its
@@ -463,6 +664,7 @@ impl Carried {
             reply: Box::new(move |r| *into.lock().unwrap_or_else(|e| e.into_inner()) = Some(r)),
             guard: None,
             batch: false,
+            journaled: false,
         };
         (job, slot)
     }
@@ -542,7 +744,19 @@ fn bulky(j: &Job) -> bool {
     j.guard.is_none() && j.batch
 }
 
+/// What ended the writer's wait for work.
+enum Woke {
+    Job(Job),
+    /// Records of uses were queued.
+    Nudge,
+    /// Nothing came for [`IDLE_FLUSH_AFTER`].
+    Idle,
+    /// Every sender is gone: shut down.
+    Closed,
+}
+
 fn writer_loop(store: Arc<Store>, rx: Receiver<Job>, stats: Arc<CommitStats>, seq: Arc<tokio::sync::watch::Sender<u64>>) {
+    let nudges = store.pending_uses().nudges();
     // Large jobs, oldest first; one slice of the first goes in each group.
     let mut carried: VecDeque<Carried> = VecDeque::new();
     // Batch work, in the order submitted; a few jobs go in a group.
@@ -584,16 +798,32 @@ fn writer_loop(store: Arc<Store>, rx: Receiver<Job>, stats: Arc<CommitStats>, se
             // Nothing set aside: wait for work (none left: shut down). A
             // pause after writes is the time to flush what they left in
             // the memtables (see `IDLE_FLUSH_AFTER`).
-            let first = match rx.recv_timeout(IDLE_FLUSH_AFTER) {
-                Err(RecvTimeoutError::Timeout) => {
-                    flush_when_idle(&store);
-                    rx.recv().ok()
-                }
-                r => r.ok(),
+            // Records of uses queued wake the writer too.
+            let woke = crossbeam::channel::select! {
+                recv(rx) -> j => j.map_or(Woke::Closed, Woke::Job),
+                recv(nudges) -> _ => Woke::Nudge,
+                default(IDLE_FLUSH_AFTER) => Woke::Idle,
             };
-            match first {
-                Some(j) => take(j, &mut group, &mut carried, &mut bulk, &mut size),
-                None => return,
+            let woke = match woke {
+                Woke::Idle => {
+                    flush_when_idle(&store);
+                    crossbeam::channel::select! {
+                        recv(rx) -> j => j.map_or(Woke::Closed, Woke::Job),
+                        recv(nudges) -> _ => Woke::Nudge,
+                    }
+                }
+                w => w,
+            };
+            match woke {
+                Woke::Job(j) => take(j, &mut group, &mut carried, &mut bulk, &mut size),
+                Woke::Nudge | Woke::Idle => {}
+                Woke::Closed => {
+                    // Shut down: what was recorded so far goes in first.
+                    if let Some(job) = uses_job(&store) {
+                        let _ = commit_group(&store, vec![job], &stats, &seq);
+                    }
+                    return;
+                }
             }
         }
         while size.items < MAX_GROUP_ITEMS
@@ -641,6 +871,10 @@ fn writer_loop(store: Arc<Store>, rx: Receiver<Job>, stats: Arc<CommitStats>, se
             }
         }
         heavy_last = heavy;
+        if let Some(job) = uses_job(&store) {
+            size.add(&job);
+            group.push(job);
+        }
         if group.is_empty() {
             continue;
         }
@@ -652,6 +886,7 @@ fn writer_loop(store: Arc<Store>, rx: Receiver<Job>, stats: Arc<CommitStats>, se
             // the store. Better than callers waiting on a dead thread.
             tracing::error!(panic = %why, "the commit writer panicked; refusing every commit until restart");
             let e = Arc::new(Error::Engine(format!("the commit writer stopped after a panic ({why}); restart the server")));
+            store.pending_uses().close();
             let refuse = |reply: Reply| {
                 stats.queued.fetch_sub(1, Ordering::Relaxed);
                 answer(reply, Err(e.clone()));
@@ -700,6 +935,7 @@ fn commit_group(store: &Store, group: Vec<Job>, stats: &CommitStats, seq: &tokio
     let mut shape = Vec::with_capacity(group.len());
     let mut replies = Vec::with_capacity(group.len());
     let alone = group.len() == 1;
+    let durability = if group.iter().all(|j| j.journaled) { Durability::Buffered } else { Durability::Sync };
     for mut j in group {
         shape.push((j.updates.len(), j.events.len()));
         updates.append(&mut j.updates);
@@ -717,7 +953,7 @@ fn commit_group(store: &Store, group: Vec<Job>, stats: &CommitStats, seq: &tokio
     }
     stats.groups.fetch_add(1, Ordering::Relaxed);
     let started = std::time::Instant::now();
-    let committed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| store.commit_with(&updates, &events, extra, Durability::Sync)));
+    let committed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| store.commit_with(&updates, &events, extra, durability)));
     let took = started.elapsed();
     stats.longest_commit_us.fetch_max(took.as_micros() as u64, Ordering::Relaxed);
     if took > LONG_COMMIT {
@@ -763,7 +999,7 @@ fn commit_group(store: &Store, group: Vec<Job>, stats: &CommitStats, seq: &tokio
             let (mut updates, mut events) = (updates.into_iter(), events.into_iter());
             let mut jobs = shape.into_iter().zip(replies).zip(extras);
             while let Some((((nu, ne), reply), extra)) = jobs.next() {
-                let job = Job { updates: updates.by_ref().take(nu).collect(), events: events.by_ref().take(ne).collect(), extra, reply, guard: None, batch: false };
+                let job = Job { updates: updates.by_ref().take(nu).collect(), events: events.by_ref().take(ne).collect(), extra, reply, guard: None, batch: false, journaled: false };
                 if let Err(why) = commit_group(store, vec![job], stats, seq) {
                     // The store panicked: the jobs not yet tried are
                     // answered too, not dropped unanswered.
@@ -1099,7 +1335,7 @@ mod tests {
         s.seal_new_keys(&updates, &mut extra).unwrap();
         extra.put(Cf::Meta, b"another write".to_vec(), b"1".to_vec());
         let keys: Vec<SubjectKey> = updates.iter().map(|u| u.key).collect();
-        let mut c = Carried::of(Job { updates: updates.clone(), events: vec![event(1)], extra: extra.clone(), reply: Box::new(|_| {}), guard: None, batch: false });
+        let mut c = Carried::of(Job { updates: updates.clone(), events: vec![event(1)], extra: extra.clone(), reply: Box::new(|_| {}), guard: None, batch: false, journaled: false });
         let count = |j: &Job, cf: Cf| j.extra.ops().iter().filter(|op| matches!(op, BatchOp::Put { cf: c, .. } if *c == cf)).count();
         let slices: Vec<Job> = (0..3).map(|_| c.next_slice(&s).0).collect();
         assert!(c.rest.as_slice().is_empty());
@@ -1324,6 +1560,7 @@ mod tests {
             reply: Box::new(|_| {}),
             guard,
             batch: false,
+            journaled: false,
         };
         assert!(sliced(&job(None)));
         assert!(!sliced(&job(Some(Arc::new(AtomicBool::new(false))))));

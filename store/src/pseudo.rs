@@ -242,6 +242,9 @@ impl Pseudonymizer {
 ///   files and backups) may hold no real key in the clear; the storage key
 ///   of a chunk (kind, job, chunk number) is the associated data, so chunks
 ///   cannot be swapped between jobs, positions or input and output.
+/// - [`Sealing::Uses`]: the journal's records of audited uses (see
+///   `audit::uses`) name subjects by their keys until the commit writer
+///   enters them into the audit trail under pseudonyms.
 pub struct Sealer {
     aead: LessSafeKey,
     what: &'static str,
@@ -252,6 +255,7 @@ pub struct Sealer {
 pub enum Sealing {
     ReplicatedLog,
     Jobs,
+    Uses,
 }
 
 impl Sealing {
@@ -261,6 +265,7 @@ impl Sealing {
         match self {
             Sealing::ReplicatedLog => ("basedata replicated log payload v1", "log payload"),
             Sealing::Jobs => ("basedata batch job lines v1", "job lines"),
+            Sealing::Uses => ("basedata journal uses v1", "journal uses"),
         }
     }
 }

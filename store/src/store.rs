@@ -200,6 +200,10 @@ pub struct Store {
     /// Seals batch job lines: they hold ID numbers, which may not reach
     /// the data directory in the clear.
     job_sealer: Sealer,
+    /// Seals the journal's records of audited uses (`audit::uses`).
+    uses_sealer: Sealer,
+    /// Those records not yet entered into the audit trail.
+    pending_uses: crate::audit::uses::Pending,
     catalog: Arc<Catalog>,
     clock: Arc<dyn Clock>,
     writer: Mutex<WriterState>,
@@ -263,10 +267,12 @@ impl Store {
             stats.insert(name, decode::<DatasetStats>("dataset stats", &v)?);
         }
         let audit_head = crate::audit::load_head(&*engine)?;
-        Ok(Store {
+        let store = Store {
             engine,
             pseudo,
             job_sealer: Sealer::new(secret, Sealing::Jobs),
+            uses_sealer: Sealer::new(secret, Sealing::Uses),
+            pending_uses: Default::default(),
             catalog,
             clock,
             writer: Mutex::new(WriterState {
@@ -279,7 +285,54 @@ impl Store {
             }),
             last_seq: AtomicU64::new(last_seq),
             prints: RwLock::new(None),
-        })
+        };
+        store.enter_unindexed_uses()?;
+        Ok(store)
+    }
+
+    /// Enters into the audit trail the records of uses the journal holds
+    /// and the trail lacked at open (a crash came between an answer and
+    /// its entry), in journal order, before anything else is written.
+    fn enter_unindexed_uses(&self) -> Result<()> {
+        let Some(log) = self.engine.use_log() else { return Ok(()) };
+        let records = log.take_unindexed();
+        if records.is_empty() {
+            return Ok(());
+        }
+        let mut events = Vec::new();
+        for (_, payload) in &records {
+            events.extend(self.open_uses(payload)?);
+        }
+        let mut through = 0;
+        log.with_last(&mut |last| through = last);
+        self.commit_with(&[], &events, Self::uses_entered(through), Durability::Sync)?;
+        log.indexed(records.len() as u64, through);
+        tracing::info!(records = records.len(), entries = events.len(), "audited uses from the journal entered into the audit trail");
+        Ok(())
+    }
+
+    /// Records of uses durable in the journal and not yet in the audit
+    /// trail (see `commit`).
+    pub fn pending_uses(&self) -> &crate::audit::uses::Pending {
+        &self.pending_uses
+    }
+
+    /// The journal payload of a record of `events` (see `audit::uses`).
+    pub fn seal_uses(&self, events: &[AuditEvent]) -> Result<Vec<u8>> {
+        crate::audit::uses::seal(&self.uses_sealer, events)
+    }
+
+    /// The events of a journal payload made by [`Store::seal_uses`].
+    pub fn open_uses(&self, payload: &[u8]) -> Result<Vec<AuditEvent>> {
+        crate::audit::uses::open(&self.uses_sealer, payload)
+    }
+
+    /// The write that goes with entering records of uses: every one up to
+    /// journal position `through` is then in the audit trail.
+    pub fn uses_entered(through: u64) -> WriteBatch {
+        let mut b = WriteBatch::new();
+        b.put(Cf::Meta, crate::engine::USES_INDEXED, crate::engine::position_value(through));
+        b
     }
 
     /// Builds the claim fingerprints of every live record (one scan) and

@@ -382,6 +382,19 @@ fn check_lookups(server: &Server, keys: &[PersonKey], models: &[Vec<KeyModel>]) 
     })
 }
 
+/// Audit entries a server entered at open from records of uses that its
+/// journal held and the trail lacked (its log line says how many).
+fn uses_entered_at_open(logs: &str) -> u64 {
+    logs.lines()
+        .filter(|l| l.contains("entered into the audit trail"))
+        .filter_map(|l| {
+            let at = l.find("entries")? + "entries".len();
+            let digits: String = l[at..].trim_start_matches(['=', '"', ':', ' ']).chars().take_while(char::is_ascii_digit).collect();
+            digits.parse::<u64>().ok()
+        })
+        .sum()
+}
+
 /// What the change log has shown so far.
 struct LogSeen {
     /// Last sequence number read.
@@ -440,7 +453,7 @@ fn acknowledged_updates_survive_sigkill_and_the_change_log_has_no_gaps() {
     let mut models: Vec<Vec<KeyModel>> = vec![vec![KeyModel::default(); KEYS_PER_WRITER]; WRITERS];
     let mut all_acked: Vec<(usize, Line)> = Vec::new();
     let mut seen = LogSeen { pos: 0, last_version: vec![0; KEYS] };
-    let (mut max_acked_seq, mut audit_entries, mut total_cut) = (0u64, 0u64, 0u64);
+    let (mut max_acked_seq, mut audit_entries, mut total_cut, mut total_reentered) = (0u64, 0u64, 0u64, 0u64);
     // Verifications by key over all cycles: answered, and sent without an answer.
     let (mut verified, mut unsure): (HashMap<usize, u64>, HashMap<usize, u64>) = Default::default();
     let (mut verify_requests, mut verified_uses) = (0u64, 0u64);
@@ -493,6 +506,8 @@ fn acknowledged_updates_survive_sigkill_and_the_change_log_has_no_gaps() {
         let restart = Instant::now();
         server = Server::start_in(dir.path(), &standard_config(), &[]);
         let restart_ms = restart.elapsed().as_millis();
+        let reentered = uses_entered_at_open(&server.logs());
+        total_reentered += reentered;
 
         let (bad, newer) = check_lookups(&server, &keys, &models);
         assert!(bad.is_empty(), "cycle {cycle} (seed {base}): {} keys disagree, first: {:#?}", bad.len(), &bad[..bad.len().min(10)]);
@@ -535,7 +550,7 @@ fn acknowledged_updates_survive_sigkill_and_the_change_log_has_no_gaps() {
 
         eprintln!(
             "cycle {cycle:2} (seed {seed}): killed after {kill_after:3} ms; acknowledged {lines:5} updates ({deletes} deletes) in {requests:3} requests, \
-             {cut} cut by the kill, {shed} shed; restarted in {restart_ms} ms; {KEYS} keys agree ({newer} at a later unacknowledged update); log +{} changes, no gap; audit {entries} entries, \
+             {cut} cut by the kill, {shed} shed; restarted in {restart_ms} ms ({reentered} uses entered from the journal); {KEYS} keys agree ({newer} at a later unacknowledged update); log +{} changes, no gap; audit {entries} entries, \
              the verifications of {} persons on record",
             seen.pos - before,
             touched.len()
@@ -598,8 +613,8 @@ fn acknowledged_updates_survive_sigkill_and_the_change_log_has_no_gaps() {
     assert!(index.ok, "audit index: {:?}", index.problem);
     eprintln!(
         "crash test: {CYCLES} cycles, {} acknowledged updates ({acked_deletes} deletes), {total_cut} requests cut, \
-         log of {} changes without a gap, {verified_uses} verifications answered in {verify_requests} requests and on record, \
-         {} audit entries, {} index keys, in {:.1} s",
+         log of {} changes without a gap, {verified_uses} verifications answered in {verify_requests} requests and on record \
+         ({total_reentered} uses entered from the journal at restarts), {} audit entries, {} index keys, in {:.1} s",
         all_acked.len(),
         log.len(),
         check.entries,

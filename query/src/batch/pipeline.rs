@@ -26,7 +26,7 @@ use super::{Chunk, ChunkResult, Counts, UseKind};
 use crate::access::GrantSource;
 use crate::caller::Caller;
 use basedata_store::catalog::Dataset;
-use basedata_store::commit::{Committer, JobDone, JobResult, SubmitError};
+use basedata_store::commit::{CommitError, Committer, JobDone, JobResult, SubmitError};
 use basedata_store::{Action, AuditEvent, Store, WriteBatch};
 use std::collections::VecDeque;
 use std::io::{Read, Write};
@@ -166,7 +166,16 @@ impl Batch {
 
     /// Hands audit events and extra writes to the group committer, waiting
     /// for room if its queue is full; the receiver answers once durable.
+    /// A chunk's uses alone go to the journal (see `commit`): the writer
+    /// enters them behind, and the answers wait for the journal only.
     pub async fn submit(&self, events: Vec<AuditEvent>, extra: WriteBatch) -> Result<oneshot::Receiver<JobResult>, BatchError> {
+        if extra.is_empty() && self.committer.journals_uses() {
+            return self.committer.append_uses(events).await.map_err(|e| match e {
+                CommitError::Failed(e) => BatchError::Store(e),
+                CommitError::Overloaded => BatchError::Overloaded,
+                CommitError::Closed => BatchError::Closed,
+            });
+        }
         let (tx, rx) = oneshot::channel();
         let committer = self.committer.clone();
         tokio::task::spawn_blocking(move || {

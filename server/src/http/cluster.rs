@@ -36,6 +36,8 @@ pub async fn status(
     Query(q): Query<StatusParams>,
 ) -> ApiResult<Json<ClusterStatus>> {
     state.queries.require_oversight(&caller)?;
+    // The chain's head counts every use answered before this request.
+    state.queries.settle_uses().await?;
     let Some(cluster) = state.cluster.clone() else {
         return Err(ApiError::not_found("this server runs as a single node (no --cluster)"));
     };

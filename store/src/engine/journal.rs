@@ -14,7 +14,9 @@
 //! written, each opening with a header (magic, its own number, the first
 //! record number it holds) and then whole records: `len: u32`, `lsn: u64`,
 //! `check: u64` (xxh3 of the payload, seeded with the lsn), payload; all
-//! little-endian. `spare-N.jnl` are files ready to become the next segment.
+//! little-endian. The top bit of `len` marks a record of audited uses
+//! ([`Kind::Uses`]) rather than a write batch, and is part of the check's
+//! seed. `spare-N.jnl` are files ready to become the next segment.
 //! Segments are made full-length in advance when asked (`prefill`), or
 //! recycled once released, so that a synced append overwrites allocated
 //! blocks and `fdatasync` need not also write the file's size or extents
@@ -53,6 +55,28 @@ const SPARES: usize = 2;
 /// appender, so that a run of unsynced writes (a bulk load) does not hold
 /// them all in memory.
 const WRITE_BEHIND: usize = 4 << 20;
+
+/// What a record holds: the store's two kinds of journal record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A write batch of the engine, applied to the tables after it.
+    Batch,
+    /// Audited uses, durable here before their answers leave and entered
+    /// into the audit trail's chain and indexes behind (`commit`).
+    Uses,
+}
+
+/// The bit of a record's length field that marks [`Kind::Uses`].
+const USES_BIT: u32 = 1 << 31;
+
+impl Kind {
+    fn seed(self, lsn: u64) -> u64 {
+        match self {
+            Kind::Batch => lsn,
+            Kind::Uses => lsn ^ (1 << 63),
+        }
+    }
+}
 
 /// How a journal lays out its segments.
 #[derive(Clone, Copy, Debug)]
@@ -159,20 +183,22 @@ fn read_header(bytes: &[u8], number: u64) -> Option<u64> {
         .then(|| u64::from_le_bytes(h[16..24].try_into().unwrap_or_default()))
 }
 
-fn frame(out: &mut Vec<u8>, lsn: u64, payload: &[u8]) {
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+fn frame(out: &mut Vec<u8>, lsn: u64, kind: Kind, payload: &[u8]) {
+    let bit = if kind == Kind::Uses { USES_BIT } else { 0 };
+    out.extend_from_slice(&(payload.len() as u32 | bit).to_le_bytes());
     out.extend_from_slice(&lsn.to_le_bytes());
-    out.extend_from_slice(&xxh3_64_with_seed(payload, lsn).to_le_bytes());
+    out.extend_from_slice(&xxh3_64_with_seed(payload, kind.seed(lsn)).to_le_bytes());
     out.extend_from_slice(payload);
 }
 
-/// A record header's payload length, number and check.
-fn record_head(h: &[u8]) -> Option<(usize, u64, u64)> {
+/// A record header's payload length, kind, number and check.
+fn record_head(h: &[u8]) -> Option<(usize, Kind, u64, u64)> {
     let h = h.get(..RECORD)?;
-    let len = u32::from_le_bytes(h[..4].try_into().ok()?) as usize;
+    let len = u32::from_le_bytes(h[..4].try_into().ok()?);
+    let kind = if len & USES_BIT != 0 { Kind::Uses } else { Kind::Batch };
     let lsn = u64::from_le_bytes(h[4..12].try_into().ok()?);
     let check = u64::from_le_bytes(h[12..20].try_into().ok()?);
-    Some((len, lsn, check))
+    Some(((len & !USES_BIT) as usize, kind, lsn, check))
 }
 
 /// The first record number of segment file `path` (number `number`), if
@@ -207,22 +233,22 @@ impl Records {
         Ok(Records { file: std::io::BufReader::with_capacity(1 << 16, file), path: path.to_path_buf(), left: len.saturating_sub(HEADER as u64), buf: Vec::new() })
     }
 
-    /// Record `lsn`'s payload, or `None` where the records end.
-    fn next(&mut self, lsn: u64) -> Result<Option<&[u8]>> {
+    /// Record `lsn`'s kind and payload, or `None` where the records end.
+    fn next(&mut self, lsn: u64) -> Result<Option<(Kind, &[u8])>> {
         use std::io::Read;
         if self.left < RECORD as u64 {
             return Ok(None);
         }
         let mut head = [0u8; RECORD];
         self.file.read_exact(&mut head).map_err(|e| io_err("reading", &self.path, e))?;
-        let Some((len, got, check)) = record_head(&head) else { return Ok(None) };
+        let Some((len, kind, got, check)) = record_head(&head) else { return Ok(None) };
         if len == 0 || got != lsn || len as u64 > self.left - RECORD as u64 {
             return Ok(None);
         }
         self.buf.resize(len, 0);
         self.file.read_exact(&mut self.buf).map_err(|e| io_err("reading", &self.path, e))?;
         self.left -= (RECORD + len) as u64;
-        Ok((xxh3_64_with_seed(&self.buf, lsn) == check).then_some(&self.buf[..]))
+        Ok((xxh3_64_with_seed(&self.buf, kind.seed(lsn)) == check).then_some((kind, &self.buf[..])))
     }
 }
 
@@ -247,9 +273,9 @@ fn zero_fill(file: &File, from: u64, len: u64, path: &Path) -> Result<()> {
 
 impl Journal {
     /// Opens the journal in `dir` (made if missing) and hands `replay`
-    /// every record numbered after `applied`, in order. `applied` is the
-    /// last record the caller's durable state already holds. Returns the
-    /// journal, with a new segment to append to, and how many records
+    /// every write batch numbered after `applied`, in order. `applied` is
+    /// the last record the caller's durable state already holds. Returns
+    /// the journal, with a new segment to append to, and how many records
     /// were replayed.
     pub fn open(
         dir: &Path,
@@ -257,6 +283,24 @@ impl Journal {
         applied: u64,
         mut replay: impl FnMut(u64, &[u8]) -> Result<()>,
     ) -> Result<(Journal, u64)> {
+        Self::open_from(dir, opts, applied, applied, |lsn, kind, p| match kind {
+            Kind::Batch => replay(lsn, p),
+            Kind::Uses => Ok(()),
+        })
+    }
+
+    /// [`Journal::open`] that hands `replay` every record of either kind
+    /// numbered after `from` (at most `applied`) that the segments still
+    /// hold: records of uses not yet indexed may lie before `applied`.
+    /// Only records missing after `applied` are an error.
+    pub fn open_from(
+        dir: &Path,
+        opts: JournalOptions,
+        applied: u64,
+        from: u64,
+        mut replay: impl FnMut(u64, Kind, &[u8]) -> Result<()>,
+    ) -> Result<(Journal, u64)> {
+        let from = from.min(applied);
         std::fs::create_dir_all(dir).map_err(|e| io_err("creating", dir, e))?;
         let mut segments: Vec<(u64, PathBuf)> = Vec::new();
         let mut spares = Vec::new();
@@ -325,21 +369,21 @@ impl Journal {
                 }
                 _ => {}
             }
-            // A segment whose successor starts at or before `applied + 1`
+            // A segment whose successor starts at or before `from + 1`
             // holds only records the caller's state has: its records need
             // not be read (after a clean close, none are).
             let next_first = segments.get(i + 1).filter(|(n, _)| *n == number + 1).and_then(|_| firsts[i + 1]);
-            if let Some(nf) = next_first.filter(|&nf| nf >= first && nf <= applied + 1) {
+            if let Some(nf) = next_first.filter(|&nf| nf >= first && nf <= from + 1) {
                 expected = Some(nf);
                 closed.push(Closed { path: path.clone(), last: nf - 1 });
                 continue;
             }
             let mut records = Records::open(path)?;
             let mut lsn = first;
-            while let Some(payload) = records.next(lsn)? {
-                if lsn > applied {
-                    replay(lsn, payload)?;
-                    replayed += 1;
+            while let Some((kind, payload)) = records.next(lsn)? {
+                if lsn > from {
+                    replay(lsn, kind, payload)?;
+                    replayed += u64::from(lsn > applied && kind == Kind::Batch);
                 }
                 lsn += 1;
             }
@@ -466,6 +510,13 @@ impl Journal {
     /// Appends a record; returns its number. It is on disk once
     /// [`Journal::sync_to`] of that number returns.
     pub fn append(&self, payload: &[u8]) -> Result<u64> {
+        self.append_then(Kind::Batch, payload, |_| ())
+    }
+
+    /// Appends a record of `kind` and runs `then` with its number before
+    /// any later record is numbered: what `then` queues is in journal
+    /// order.
+    pub fn append_then(&self, kind: Kind, payload: &[u8], then: impl FnOnce(u64)) -> Result<u64> {
         if payload.is_empty() || payload.len() > MAX_RECORD {
             return Err(Error::Invalid(format!("a journal record of {} bytes", payload.len())));
         }
@@ -484,17 +535,18 @@ impl Journal {
             st.tail += len;
             match st.pending.last_mut() {
                 Some(p) if !roll => {
-                    frame(&mut p.bytes, lsn, payload);
+                    frame(&mut p.bytes, lsn, kind, payload);
                     p.last = lsn;
                 }
                 _ => {
                     let mut bytes = Vec::with_capacity(len as usize);
-                    frame(&mut bytes, lsn, payload);
+                    frame(&mut bytes, lsn, kind, payload);
                     st.pending.push(Piece { roll, first: lsn, last: lsn, bytes });
                 }
             }
             st.pending_bytes += len as usize;
             st.stats.records += 1;
+            then(lsn);
             (lsn, st.pending_bytes > WRITE_BEHIND)
         };
         if behind {
@@ -519,6 +571,18 @@ impl Journal {
     /// The number of the last record appended.
     pub fn last_lsn(&self) -> u64 {
         self.lock().next_lsn - 1
+    }
+
+    /// Runs `f` with the number of the last record appended, no record
+    /// being appended meanwhile (so no [`Journal::append_then`]'s `then`).
+    pub fn with_last<R>(&self, f: impl FnOnce(u64) -> R) -> R {
+        let st = self.lock();
+        f(st.next_lsn - 1)
+    }
+
+    /// The number up to which every record is synced.
+    pub fn durable_lsn(&self) -> u64 {
+        self.lock().durable
     }
 
     /// Refuses every later append and sync: the caller's state no longer

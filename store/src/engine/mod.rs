@@ -246,6 +246,65 @@ pub trait Engine: Send + Sync + 'static {
     fn checkpoint(&self) -> Option<&dyn Checkpoint> {
         None
     }
+
+    /// The journal taking records of audited uses; `None` where the engine
+    /// keeps no journal (uses are then written with their entries at once).
+    fn use_log(&self) -> Option<&dyn UseLog> {
+        None
+    }
+}
+
+/// `meta` key: every record of audited uses up to this journal position
+/// is in the audit trail (chained and indexed), written by whoever enters
+/// them with the entries; a reopen hands back the records after it.
+pub const USES_INDEXED: &[u8] = b"uses_indexed";
+
+/// Format byte of a journal position kept in `meta` (every stored value
+/// starts with one); the position follows, big-endian.
+pub const POSITION_FORMAT: u8 = 1;
+
+/// A journal position as `meta` keeps it.
+pub fn position_value(lsn: u64) -> Vec<u8> {
+    let mut v = Vec::with_capacity(9);
+    v.push(POSITION_FORMAT);
+    v.extend_from_slice(&lsn.to_be_bytes());
+    v
+}
+
+/// A journal position read back from `meta` (0 when absent).
+pub fn position_of(what: &'static str, v: Option<&[u8]>) -> Result<u64> {
+    match v {
+        None => Ok(0),
+        Some([POSITION_FORMAT, rest @ ..]) if rest.len() == 8 => {
+            Ok(u64::from_be_bytes(rest.try_into().unwrap_or_default()))
+        }
+        Some(v) => Err(crate::Error::Corrupt { what, msg: format!("{} bytes, format {:?}", v.len(), v.first()) }),
+    }
+}
+
+/// Records of audited uses in the engine's journal: durable there before
+/// their answers leave, and entered into the audit trail (chain and
+/// indexes) by the commit writer behind them (see `commit`).
+pub trait UseLog: Send + Sync {
+    /// Appends a record of uses; `queued` runs with its number before any
+    /// later record is numbered, so what it queues is in journal order.
+    fn append_uses(&self, payload: &[u8], queued: &mut dyn FnMut(u64)) -> Result<u64>;
+
+    /// Returns once every record up to `lsn` is durable (blocks).
+    fn sync_to(&self, lsn: u64) -> Result<()>;
+
+    /// Runs `f` with the last record's number while no record is appended
+    /// (so no `queued` of [`UseLog::append_uses`] runs meanwhile).
+    fn with_last(&self, f: &mut dyn FnMut(u64));
+
+    /// `records` more records of uses are in the audit trail, and with
+    /// them every one up to `through` (what the writer wrote as
+    /// [`USES_INDEXED`]): the journal may release them.
+    fn indexed(&self, records: u64, through: u64);
+
+    /// The records of uses the audit trail lacked at open, in journal
+    /// order, with their numbers; taken once.
+    fn take_unindexed(&self) -> Vec<(u64, Vec<u8>)>;
 }
 
 /// The smallest key greater than every key starting with `prefix`, or `None`

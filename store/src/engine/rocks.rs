@@ -3,8 +3,11 @@
 //! (the subject pseudonym) on records and history so that "every dataset of
 //! one person" is a prefix seek that the prefix bloom can skip.
 
-use super::journal::{Journal, JournalOptions};
-use super::{BatchOp, Cf, Checkpoint, Durability, Engine, EngineStats, JournalStats, KvIter, SstIngest, SstWriter, WriteBatch};
+use super::journal::{Journal, JournalOptions, Kind};
+use super::{
+    position_of, position_value, BatchOp, Cf, Checkpoint, Durability, Engine, EngineStats, JournalStats, KvIter, SstIngest,
+    SstWriter, UseLog, WriteBatch, USES_INDEXED,
+};
 use crate::{Error, Result};
 use rocksdb::{
     BlockBasedIndexType, BlockBasedOptions, Cache, ColumnFamilyDescriptor, DBCompactionStyle, DBCompressionType,
@@ -54,6 +57,7 @@ pub struct RocksEngine {
     journal: Arc<Journal>,
     unlogged: WriteOptions,
     applied: Arc<Turnstile>,
+    uses: Arc<UsesBook>,
     keeper: Keeper,
     /// Kept so that SST files written outside the engine (bulk loads) get
     /// the families' own table options; see [`RocksEngine::sst_options`].
@@ -98,11 +102,8 @@ pub(crate) fn engine_err(e: rocksdb::Error) -> Error {
 /// The journal's directory inside the data directory.
 pub const JOURNAL_DIR: &str = "journal";
 /// `meta` key: the last journal record the families hold, written with
-/// every record's own writes.
+/// every record's own writes (a [`position_value`]).
 const JOURNAL_APPLIED: &[u8] = b"journal_applied";
-/// Format byte of that value (every stored value starts with one), then
-/// the record number, big-endian.
-const POSITION_FORMAT: u8 = 1;
 /// Closed journal segments that make the keeper flush, so the log a
 /// reopen replays stays short (about 512 MiB with 64 MiB segments, what
 /// RocksDB's own log was allowed before a flush).
@@ -112,16 +113,49 @@ const KEEP_SEGMENTS: usize = 8;
 /// RocksDB's log, with the position it reaches.
 fn apply(db: &DB, mut wb: rocksdb::WriteBatch, lsn: u64, unlogged: &WriteOptions) -> Result<()> {
     let meta = db.cf_handle(Cf::Meta.name()).expect("column family created at open");
-    let mut position = [POSITION_FORMAT; 9];
-    position[1..].copy_from_slice(&lsn.to_be_bytes());
-    wb.put_cf(meta, JOURNAL_APPLIED, position);
+    wb.put_cf(meta, JOURNAL_APPLIED, position_value(lsn));
     db.write_opt(wb, unlogged).map_err(engine_err)
 }
 
+/// A journal position kept in `meta`.
+fn read_position(db: &DB, key: &'static [u8], what: &'static str) -> Result<u64> {
+    let meta = db.cf_handle(Cf::Meta.name()).expect("column family created at open");
+    position_of(what, db.get_pinned_cf(meta, key).map_err(engine_err)?.as_deref())
+}
+
+/// What the journal's records of audited uses have come to: they may be
+/// released only once in the audit trail.
+#[derive(Default)]
+struct UsesBook {
+    /// Records of uses appended (or found unindexed at open).
+    appended: std::sync::atomic::AtomicU64,
+    /// Of those, the ones in the audit trail.
+    indexed: std::sync::atomic::AtomicU64,
+    /// Every record of uses up to this is in the audit trail.
+    through: std::sync::atomic::AtomicU64,
+    unindexed: Mutex<Vec<(u64, Vec<u8>)>>,
+}
+
+impl UsesBook {
+    /// The last journal record that may be released as far as uses go,
+    /// capping `applied` (read before, so a use appended after this is
+    /// numbered beyond it).
+    fn cap(&self, applied: u64) -> u64 {
+        use std::sync::atomic::Ordering::SeqCst;
+        let appended = self.appended.load(SeqCst);
+        if appended == self.indexed.load(SeqCst) {
+            applied
+        } else {
+            applied.min(self.through.load(SeqCst))
+        }
+    }
+}
+
 /// Flushes every family's memtables together (atomic flush) and waits
-/// for it, then releases the journal segments the tables then hold.
-fn flush_and_release(db: &DB, journal: &Journal, applied: &Turnstile) -> Result<()> {
-    let through = applied.last();
+/// for it, then releases the journal segments the tables then hold, but
+/// none holding a record of uses not yet in the audit trail.
+fn flush_and_release(db: &DB, journal: &Journal, applied: &Turnstile, uses: &UsesBook) -> Result<()> {
+    let through = uses.cap(applied.last());
     let all: Vec<&rocksdb::ColumnFamily> =
         Cf::ALL.iter().map(|&cf| db.cf_handle(cf.name()).expect("column family created at open")).collect();
     let mut opts = rocksdb::FlushOptions::default();
@@ -132,16 +166,35 @@ fn flush_and_release(db: &DB, journal: &Journal, applied: &Turnstile) -> Result<
 
 /// Applies journal records to RocksDB in their order, whichever thread
 /// wrote each: two batches writing one key must land as the journal has
-/// them, and a reopen replays in that order.
+/// them, and a reopen replays in that order. Records of uses have no
+/// writes and are passed over.
 struct Turnstile {
-    /// The last record applied, and whether writing stopped.
-    state: Mutex<(u64, bool)>,
+    /// The last record applied, whether writing stopped, and records of
+    /// uses numbered beyond the last applied (passed over when reached).
+    state: Mutex<(u64, bool, std::collections::BTreeSet<u64>)>,
     turn: Condvar,
 }
 
 impl Turnstile {
     fn new(last: u64) -> Turnstile {
-        Turnstile { state: Mutex::new((last, false)), turn: Condvar::new() }
+        Turnstile { state: Mutex::new((last, false, Default::default())), turn: Condvar::new() }
+    }
+
+    /// Moves the last applied record past the records of uses that
+    /// follow it (the state's lock held).
+    fn pass_uses(st: &mut (u64, bool, std::collections::BTreeSet<u64>)) {
+        while st.2.first() == Some(&(st.0 + 1)) {
+            st.2.pop_first();
+            st.0 += 1;
+        }
+    }
+
+    /// Record `lsn` holds uses: nothing to apply, its turn passes at once.
+    fn pass(&self, lsn: u64) {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.2.insert(lsn);
+        Self::pass_uses(&mut st);
+        self.turn.notify_all();
     }
 
     fn last(&self) -> u64 {
@@ -158,9 +211,14 @@ impl Turnstile {
         if st.1 {
             return Err(Error::engine("the store stopped taking writes after a failed write; reopen it".to_owned()));
         }
+        // Not held while applying: records of uses pass meanwhile (under
+        // the journal's lock), and no other batch can take this turn.
+        drop(st);
         let result = f();
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         st.0 = lsn;
         st.1 |= result.is_err();
+        Self::pass_uses(&mut st);
         self.turn.notify_all();
         result
     }
@@ -185,7 +243,7 @@ struct Keeper {
 }
 
 impl Keeper {
-    fn start(db: Arc<DB>, journal: Arc<Journal>, applied: Arc<Turnstile>) -> Keeper {
+    fn start(db: Arc<DB>, journal: Arc<Journal>, applied: Arc<Turnstile>, uses: Arc<UsesBook>) -> Keeper {
         use std::sync::atomic::Ordering;
         let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
         let flush = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -200,7 +258,7 @@ impl Keeper {
                         }
                     }
                     if asked.swap(false, Ordering::Relaxed) || journal.closed_segments() >= KEEP_SEGMENTS {
-                        if let Err(e) = flush_and_release(&db, &journal, &applied) {
+                        if let Err(e) = flush_and_release(&db, &journal, &applied, &uses) {
                             tracing::warn!(error = %e, "flushing for the journal failed; its segments stay");
                         }
                     }
@@ -222,6 +280,39 @@ impl Keeper {
     fn flush(&self) {
         self.flush.store(true, std::sync::atomic::Ordering::Relaxed);
         self.wake();
+    }
+}
+
+impl UseLog for RocksEngine {
+    fn append_uses(&self, payload: &[u8], queued: &mut dyn FnMut(u64)) -> Result<u64> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let lsn = self.journal.append_then(Kind::Uses, payload, |lsn| {
+            self.uses.appended.fetch_add(1, SeqCst);
+            self.applied.pass(lsn);
+            queued(lsn);
+        })?;
+        if self.journal.closed_segments() >= KEEP_SEGMENTS || self.journal.wants_spare() {
+            self.keeper.wake();
+        }
+        Ok(lsn)
+    }
+
+    fn sync_to(&self, lsn: u64) -> Result<()> {
+        self.journal.sync_to(lsn)
+    }
+
+    fn with_last(&self, f: &mut dyn FnMut(u64)) {
+        self.journal.with_last(f)
+    }
+
+    fn indexed(&self, records: u64, through: u64) {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.uses.through.fetch_max(through, SeqCst);
+        self.uses.indexed.fetch_add(records, SeqCst);
+    }
+
+    fn take_unindexed(&self) -> Vec<(u64, Vec<u8>)> {
+        std::mem::take(&mut *self.uses.unindexed.lock().unwrap_or_else(|e| e.into_inner()))
     }
 }
 
@@ -380,34 +471,47 @@ impl RocksEngine {
         let db = Arc::new(DB::open_cf_descriptors(&db_opts, path, cfs).map_err(engine_err)?);
         let mut unlogged = WriteOptions::default();
         unlogged.disable_wal(true);
-        let meta = db.cf_handle(Cf::Meta.name()).expect("column family created at open");
-        let applied = match db.get_pinned_cf(meta, JOURNAL_APPLIED).map_err(engine_err)? {
-            Some(v) => match *v {
-                [POSITION_FORMAT, ..] if v.len() == 9 => u64::from_be_bytes(v[1..].try_into().unwrap_or_default()),
-                _ => return Err(Error::Corrupt { what: "journal position", msg: format!("{} bytes, format {:?}", v.len(), v.first()) }),
-            },
-            None => 0,
-        };
-        let (journal, replayed) = Journal::open(&path.join(JOURNAL_DIR), cfg.journal, applied, |lsn, payload| {
-            apply(&db, rocksdb::WriteBatch::from_data(payload), lsn, &unlogged)
-        })?;
+        let applied = read_position(&db, JOURNAL_APPLIED, "journal position")?;
+        // Records of uses are read from the position the audit trail holds,
+        // which may lie before `applied`; write batches after `applied`.
+        let indexed = read_position(&db, USES_INDEXED, "indexed uses position")?;
+        let mut unindexed = Vec::new();
+        let (journal, replayed) =
+            Journal::open_from(&path.join(JOURNAL_DIR), cfg.journal, applied, indexed, |lsn, kind, payload| match kind {
+                Kind::Batch if lsn > applied => apply(&db, rocksdb::WriteBatch::from_data(payload), lsn, &unlogged),
+                Kind::Batch => Ok(()),
+                Kind::Uses => {
+                    unindexed.push((lsn, payload.to_vec()));
+                    Ok(())
+                }
+            })?;
+        // Replayed batches may have entered some of them.
+        let indexed = read_position(&db, USES_INDEXED, "indexed uses position")?;
+        unindexed.retain(|(lsn, _)| *lsn > indexed);
+        let uses = Arc::new(UsesBook {
+            appended: (unindexed.len() as u64).into(),
+            through: indexed.into(),
+            unindexed: Mutex::new(unindexed),
+            ..Default::default()
+        });
         let journal = Arc::new(journal);
         let applied = Arc::new(Turnstile::new(journal.last_lsn()));
         if replayed > 0 {
             tracing::info!(records = replayed, through = journal.last_lsn(), "journal replayed");
             // What was replayed is held by tables once flushed.
-            flush_and_release(&db, &journal, &applied)?;
+            flush_and_release(&db, &journal, &applied, &uses)?;
         } else {
-            // Every record the segments hold is in the tables already.
-            journal.release_through(journal.last_lsn())?;
+            // Every write batch the segments hold is in the tables already.
+            journal.release_through(uses.cap(journal.last_lsn()))?;
         }
-        let keeper = Keeper::start(Arc::clone(&db), Arc::clone(&journal), Arc::clone(&applied));
+        let keeper = Keeper::start(Arc::clone(&db), Arc::clone(&journal), Arc::clone(&applied), Arc::clone(&uses));
         Ok(RocksEngine {
             db,
             path: path.to_path_buf(),
             journal,
             unlogged,
             applied,
+            uses,
             keeper,
             cfg: cfg.clone(),
             cache,
@@ -418,7 +522,7 @@ impl RocksEngine {
     /// Flushes the memtables of every family, together (atomic flush),
     /// and releases the journal segments it then holds.
     fn flush_families(&self) -> Result<()> {
-        flush_and_release(&self.db, &self.journal, &self.applied)
+        flush_and_release(&self.db, &self.journal, &self.applied, &self.uses)
     }
 
     /// The journal (tests: what it holds after a write).
@@ -636,6 +740,10 @@ impl Engine for RocksEngine {
     }
 
     fn checkpoint(&self) -> Option<&dyn Checkpoint> {
+        Some(self)
+    }
+
+    fn use_log(&self) -> Option<&dyn UseLog> {
         Some(self)
     }
 }

@@ -35,9 +35,9 @@ fn segments(dir: &Path) -> Vec<PathBuf> {
 /// The record at `at` of a segment's bytes if it is whole, checks, and
 /// is number `lsn`.
 fn record_at(bytes: &[u8], at: usize, lsn: u64) -> Option<&[u8]> {
-    let (len, got, check) = record_head(bytes.get(at..)?)?;
+    let (len, kind, got, check) = record_head(bytes.get(at..)?)?;
     let payload = bytes.get(at + RECORD..at + RECORD + len)?;
-    (len > 0 && got == lsn && xxh3_64_with_seed(payload, lsn) == check).then_some(payload)
+    (len > 0 && got == lsn && xxh3_64_with_seed(payload, kind.seed(lsn)) == check).then_some(payload)
 }
 
 fn expect(range: std::ops::RangeInclusive<u64>) -> Vec<(u64, Vec<u8>)> {
@@ -280,4 +280,59 @@ fn empty_and_oversized_payloads_are_refused() {
     let (j, _) = reopen(dir.path(), JournalOptions::default(), 0);
     assert!(j.append(&[]).is_err());
     assert_eq!(j.append(b"x").unwrap(), 1);
+}
+
+#[test]
+fn records_of_uses_come_back_with_their_kind_from_where_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = JournalOptions { segment_bytes: 4096, prefill: false };
+    {
+        let (j, _) = Journal::open(dir.path(), opts, 0, |_, _| Ok(())).unwrap();
+        let mut queued = Vec::new();
+        for i in 1..=30u64 {
+            let kind = if i % 3 == 0 { Kind::Uses } else { Kind::Batch };
+            let lsn = j.append_then(kind, &payload(i), |lsn| queued.push(lsn)).unwrap();
+            assert_eq!(lsn, i);
+        }
+        assert_eq!(queued, (1..=30).collect::<Vec<_>>(), "then runs in journal order");
+        j.sync_all().unwrap();
+    }
+    // The tables hold batches through 20, the trail uses through 10.
+    let mut got = Vec::new();
+    let (j, replayed) = Journal::open_from(dir.path(), opts, 20, 10, |lsn, kind, p| {
+        got.push((lsn, kind, p.to_vec()));
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(replayed, 6, "batches after 20 count as replayed");
+    let want: Vec<(u64, Kind, Vec<u8>)> =
+        (11..=30).map(|i| (i, if i % 3 == 0 { Kind::Uses } else { Kind::Batch }, payload(i))).collect();
+    assert_eq!(got, want);
+    drop(j);
+    // The plain open hands back batches only.
+    let (_, seen) = reopen(dir.path(), opts, 20);
+    assert_eq!(seen.iter().map(|(l, _)| *l).collect::<Vec<_>>(), vec![22, 23, 25, 26, 28, 29]);
+}
+
+#[test]
+fn a_record_whose_kind_bit_flipped_fails_its_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = JournalOptions::default();
+    {
+        let (j, _) = Journal::open(dir.path(), opts, 0, |_, _| Ok(())).unwrap();
+        j.append_then(Kind::Uses, b"uses", |_| ()).unwrap();
+        j.append(b"batch").unwrap();
+        j.sync_all().unwrap();
+    }
+    let seg = segments(dir.path()).into_iter().next().unwrap();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes[HEADER + 3] ^= 0x80;
+    std::fs::write(&seg, &bytes).unwrap();
+    let mut got = 0;
+    Journal::open_from(dir.path(), opts, 0, 0, |_, _, _| {
+        got += 1;
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(got, 0, "a flipped kind reads as a torn record");
 }

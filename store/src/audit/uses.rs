@@ -1,0 +1,229 @@
+//! Records of audited uses as the journal keeps them: a request's events,
+//! sealed (they name subjects by their keys, and the data directory holds
+//! no key in the clear), durable before the request's answer leaves, and
+//! entered into the chain and indexes by the commit writer behind it.
+
+use super::{Action, AuditEvent};
+use crate::codec::{decode, encode};
+use crate::keys::{DocType, SubjectKey};
+use crate::pseudo::Sealer;
+use crate::{Error, Result};
+
+/// Associated data of the seal: a record of uses opens only as one.
+const AD: &[u8] = b"basedata journal uses";
+
+/// What is stored of one event; its fields are [`AuditEvent`]'s.
+#[derive(bincode::Encode, bincode::Decode)]
+struct Line {
+    department: String,
+    operator: Option<String>,
+    operator_verified: bool,
+    purpose: String,
+    purpose_code: Option<String>,
+    action: Action,
+    /// Document type code and normalized key.
+    key: Option<(u8, Vec<u8>)>,
+    datasets: Vec<String>,
+    fields: Vec<String>,
+    outcome: String,
+    key_mapped: bool,
+    rejected_lines: u64,
+}
+
+/// The journal payload of `events`.
+pub fn seal(sealer: &Sealer, events: &[AuditEvent]) -> Result<Vec<u8>> {
+    let lines: Vec<Line> = events
+        .iter()
+        .map(|e| Line {
+            department: e.department.clone(),
+            operator: e.operator.clone(),
+            operator_verified: e.operator_verified,
+            purpose: e.purpose.clone(),
+            purpose_code: e.purpose_code.clone(),
+            action: e.action,
+            key: e.key.as_ref().map(|k| (k.doc_type().as_u8(), k.as_bytes().to_vec())),
+            datasets: e.datasets.clone(),
+            fields: e.fields.clone(),
+            outcome: e.outcome.clone(),
+            key_mapped: e.key_mapped,
+            rejected_lines: e.rejected_lines,
+        })
+        .collect();
+    sealer.seal(AD, &encode(&lines))
+}
+
+/// The events of a journal payload made by [`seal`].
+pub fn open(sealer: &Sealer, payload: &[u8]) -> Result<Vec<AuditEvent>> {
+    let lines: Vec<Line> = decode("journal uses", &sealer.open(AD, payload)?)?;
+    lines
+        .into_iter()
+        .map(|l| {
+            let key = match l.key {
+                None => None,
+                Some((doc, bytes)) => {
+                    let corrupt = |msg: &str| Error::Corrupt { what: "journal uses", msg: msg.to_owned() };
+                    let doc = DocType::from_u8(doc).ok_or_else(|| corrupt("unknown document type"))?;
+                    Some(SubjectKey::from_normalized_bytes(doc, &bytes).map_err(|_| corrupt("invalid key"))?)
+                }
+            };
+            Ok(AuditEvent {
+                department: l.department,
+                operator: l.operator,
+                operator_verified: l.operator_verified,
+                purpose: l.purpose,
+                purpose_code: l.purpose_code,
+                action: l.action,
+                key,
+                datasets: l.datasets,
+                fields: l.fields,
+                outcome: l.outcome,
+                key_mapped: l.key_mapped,
+                rejected_lines: l.rejected_lines,
+            })
+        })
+        .collect()
+}
+
+/// Events at which records of uses wait for the writer to enter those
+/// queued before them: about 30 ms of the writer's time, what an auditor
+/// may wait to see the newest uses, and the memory they hold meanwhile.
+pub const MAX_PENDING_EVENTS: usize = 32_768;
+
+#[derive(Default)]
+struct Queue {
+    records: std::collections::VecDeque<(u64, Vec<AuditEvent>)>,
+    events: usize,
+    /// Records queued and entered so far.
+    queued: u64,
+    entered: u64,
+    /// The writer stopped: nothing more will be entered.
+    closed: bool,
+}
+
+/// Records of uses durable (or about to be) in the journal and not yet
+/// entered into the audit trail, in journal order: filled by whoever
+/// records a use, emptied by the commit writer.
+pub struct Pending {
+    queue: std::sync::Mutex<Queue>,
+    /// Signalled when records are entered (blocking waiters).
+    entered_cv: std::sync::Condvar,
+    /// Records entered so far (async waiters).
+    entered: tokio::sync::watch::Sender<u64>,
+    /// Wakes the writer when a record is queued.
+    nudge: (crossbeam::channel::Sender<()>, crossbeam::channel::Receiver<()>),
+}
+
+impl Default for Pending {
+    fn default() -> Self {
+        Pending {
+            queue: Default::default(),
+            entered_cv: Default::default(),
+            entered: tokio::sync::watch::channel(0).0,
+            nudge: crossbeam::channel::bounded(1),
+        }
+    }
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let q = self.lock();
+        f.debug_struct("Pending").field("records", &q.records.len()).field("events", &q.events).finish()
+    }
+}
+
+impl Pending {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues record `lsn` (called in journal order) and wakes the writer.
+    pub fn push(&self, lsn: u64, events: Vec<AuditEvent>) {
+        let mut q = self.lock();
+        q.events += events.len();
+        q.queued += 1;
+        q.records.push_back((lsn, events));
+        drop(q);
+        let _ = self.nudge.0.try_send(());
+    }
+
+    /// Takes every queued record: how many, and their events in order.
+    pub fn take_all(&self) -> (u64, Vec<AuditEvent>) {
+        let mut q = self.lock();
+        let n = q.records.len() as u64;
+        q.events = 0;
+        let mut events = Vec::new();
+        for (_, mut e) in q.records.drain(..) {
+            events.append(&mut e);
+        }
+        (n, events)
+    }
+
+    /// `records` taken records are in the audit trail.
+    pub fn entered(&self, records: u64) {
+        let mut q = self.lock();
+        q.entered += records;
+        let n = q.entered;
+        drop(q);
+        self.entered_cv.notify_all();
+        self.entered.send_replace(n);
+    }
+
+    /// The writer stopped for good (a panic): waiters give up.
+    pub fn close(&self) {
+        self.lock().closed = true;
+        self.entered_cv.notify_all();
+        self.entered.send_modify(|_| ());
+    }
+
+    pub fn closed(&self) -> bool {
+        self.lock().closed
+    }
+
+    /// Records queued and not yet taken.
+    pub fn records(&self) -> usize {
+        self.lock().records.len()
+    }
+
+    /// Events queued and not yet taken.
+    pub fn events(&self) -> usize {
+        self.lock().events
+    }
+
+    /// Records queued so far: once this many are entered, every use
+    /// recorded before the call is in the audit trail.
+    pub fn queued(&self) -> u64 {
+        self.lock().queued
+    }
+
+    /// Follows the records entered.
+    pub fn watch_entered(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.entered.subscribe()
+    }
+
+    /// The writer's wake-up: a message arrives when a record was queued.
+    pub fn nudges(&self) -> crossbeam::channel::Receiver<()> {
+        self.nudge.1.clone()
+    }
+
+    /// Waits (blocking) until every use recorded before the call is in the
+    /// audit trail, or `patience` passes: whether it is.
+    pub fn settle(&self, patience: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + patience;
+        let mut q = self.lock();
+        let target = q.queued;
+        while q.entered < target {
+            if q.closed {
+                return false;
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            q = self.entered_cv.wait_timeout(q, left).unwrap_or_else(|e| e.into_inner()).0;
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,153 @@
+//! Tests of records of uses: sealed payloads, and (RocksDB) uses entered
+//! behind their answers, after a crash and only once.
+
+use super::*;
+use crate::pseudo::{Sealing, Secret};
+
+pub(super) fn event(key: Option<SubjectKey>) -> AuditEvent {
+    AuditEvent {
+        department: "shebao".into(),
+        operator: Some("op-7".into()),
+        operator_verified: true,
+        purpose: "benefit check".into(),
+        purpose_code: Some("benefit".into()),
+        action: Action::Verify,
+        key,
+        datasets: vec!["hukou".into()],
+        fields: vec!["name".into(), "birth_date".into()],
+        outcome: "match".into(),
+        key_mapped: true,
+        rejected_lines: 0,
+    }
+}
+
+#[test]
+fn events_come_back_whole_and_keys_are_not_in_the_clear() {
+    let sealer = Sealer::new(&Secret::from_bytes([7; 32]), Sealing::Uses);
+    let key = SubjectKey::parse(crate::Subject::Person, "11010519491231002X").unwrap();
+    let events = vec![event(Some(key.clone())), event(None)];
+    let payload = seal(&sealer, &events).unwrap();
+    assert!(!payload.windows(18).any(|w| w == key.as_bytes()), "the key is sealed");
+    assert_eq!(open(&sealer, &payload).unwrap(), events);
+    let other = Sealer::new(&Secret::from_bytes([8; 32]), Sealing::Uses);
+    assert!(open(&other, &payload).is_err(), "another secret does not open it");
+    let jobs = Sealer::new(&Secret::from_bytes([7; 32]), Sealing::Jobs);
+    assert!(open(&jobs, &payload).is_err(), "another use's key does not open it");
+}
+
+#[cfg(feature = "rocks")]
+mod journal {
+    use super::event;
+    use crate::audit::AuditQuery;
+    use crate::clock::ManualClock;
+    use crate::commit::Committer;
+    use crate::engine::rocks::RocksEngine;
+    use crate::engine::{position_of, Engine, USES_INDEXED};
+    use crate::keys::{PersonKey, SubjectKey};
+    use crate::{Catalog, Cf, Secret, Store};
+    use std::sync::Arc;
+
+    fn open(dir: &std::path::Path) -> (Arc<RocksEngine>, Arc<Store>) {
+        let engine = Arc::new(RocksEngine::open(dir, &Default::default()).unwrap());
+        let store = Store::open(engine.clone(), &Secret::from_bytes([9; 32]), Arc::new(Catalog::builtin()), Arc::new(ManualClock::new(5_000)));
+        (engine, Arc::new(store.unwrap()))
+    }
+
+    fn key(i: u16) -> SubjectKey {
+        let d = time::Date::from_calendar_date(1975, time::Month::March, 9).unwrap();
+        SubjectKey::Person(PersonKey::from_parts("110105", d, i).unwrap())
+    }
+
+    fn uses_of(store: &Store, i: u16) -> usize {
+        store.audit_query(&AuditQuery { key: Some(key(i)), limit: 100, ..AuditQuery::default() }).unwrap().len()
+    }
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread().build().unwrap()
+    }
+
+    #[test]
+    fn recorded_uses_are_durable_at_once_and_entered_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, store) = open(dir.path());
+        let committer = Committer::start(store.clone(), 64);
+        assert!(committer.journals_uses());
+        let rt = rt();
+        let before = engine.journal().durable_lsn();
+        rt.block_on(committer.record_uses(vec![event(Some(key(1)))])).unwrap();
+        // Answered once the journal had it on disk.
+        assert!(engine.journal().durable_lsn() > before);
+        let receivers: Vec<_> = (2..6).map(|i| rt.block_on(committer.append_uses(vec![event(Some(key(i))); 2])).unwrap()).collect();
+        for rx in receivers {
+            rt.block_on(rx).unwrap().unwrap();
+        }
+        assert!(rt.block_on(committer.settle_uses()));
+        for i in 1..6 {
+            assert_eq!(uses_of(&store, i), if i == 1 { 1 } else { 2 }, "subject {i}");
+        }
+        assert!(store.audit_verify().unwrap().ok);
+        let through = position_of("test", engine.get(Cf::Meta, USES_INDEXED).unwrap().as_deref()).unwrap();
+        assert!(through >= 5, "the trail's position {through}");
+    }
+
+    #[test]
+    fn uses_the_trail_lacked_at_a_crash_are_entered_at_open_once() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (engine, store) = open(dir.path());
+            let committer = Committer::start(store.clone(), 64);
+            rt().block_on(committer.record_uses(vec![event(Some(key(1)))])).unwrap();
+            assert!(rt().block_on(committer.settle_uses()));
+            drop(committer);
+            // Recorded, durable, and never entered: as if the process died
+            // between an answer and the writer's next group. Write batches
+            // follow them, so the tables' position passes them.
+            let log = engine.use_log().unwrap();
+            let mut last = 0;
+            for i in 2..5 {
+                let payload = store.seal_uses(&[event(Some(key(i)))]).unwrap();
+                last = log.append_uses(&payload, &mut |_| ()).unwrap();
+                let mut b = crate::WriteBatch::new();
+                b.put(Cf::Meta, format!("after-{i}").as_bytes(), vec![1]);
+                engine.write(b, crate::Durability::Sync).unwrap();
+            }
+            log.sync_to(last).unwrap();
+            assert_eq!(uses_of(&store, 2), 0);
+        }
+        let (engine, store) = open(dir.path());
+        for i in 1..5 {
+            assert_eq!(uses_of(&store, i), 1, "subject {i}");
+        }
+        assert!(store.audit_verify().unwrap().ok);
+        assert!(store.audit_index_check().unwrap().ok);
+        engine.flush().unwrap();
+        assert_eq!(engine.journal().closed_segments(), 0, "entered uses are released");
+        drop((engine, store));
+        let (_engine, store) = open(dir.path());
+        for i in 1..5 {
+            assert_eq!(uses_of(&store, i), 1, "subject {i} entered twice");
+        }
+    }
+
+    #[test]
+    fn segments_holding_uses_not_yet_entered_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, store) = open(dir.path());
+        let log = engine.use_log().unwrap();
+        let payload = store.seal_uses(&[event(Some(key(7)))]).unwrap();
+        let lsn = log.append_uses(&payload, &mut |_| ()).unwrap();
+        log.sync_to(lsn).unwrap();
+        // Later batches apply past the record of uses (no deadlock in the
+        // turnstile), and a flush must not release it.
+        for i in 0..3u8 {
+            let mut b = crate::WriteBatch::new();
+            b.put(Cf::Meta, &[b'k', i], vec![i]);
+            engine.write(b, crate::Durability::Sync).unwrap();
+        }
+        engine.flush().unwrap();
+        drop((engine, store));
+        let (_engine, store) = open(dir.path());
+        assert_eq!(uses_of(&store, 7), 1);
+    }
+
+}
