@@ -168,6 +168,16 @@ pub struct CommitStats {
     pub slices: AtomicU64,
     /// Batch jobs set aside (see the module's doc).
     pub bulk_jobs: AtomicU64,
+    /// Records of uses appended to the journal, the syncs made for them,
+    /// the longest of those (from the first waiter's arrival to its answer,
+    /// in microseconds) and those over [`SLOW_COMMIT`]: what a use's answer
+    /// waits for instead of a group commit.
+    pub use_records: AtomicU64,
+    pub use_syncs: AtomicU64,
+    pub longest_use_sync_us: AtomicU64,
+    pub slow_use_syncs: AtomicU64,
+    /// Records of uses entered into the audit trail by the writer.
+    pub uses_entered: AtomicU64,
 }
 
 pub struct Committer {
@@ -236,7 +246,7 @@ impl Committer {
             .name("basedata-writer".into())
             .spawn(move || writer_loop(ws, rx, st, sq))
             .expect("spawn writer thread");
-        let syncer = store.engine().use_log().is_some().then(|| Syncer::start(store.clone()));
+        let syncer = store.engine().use_log().is_some().then(|| Syncer::start(store.clone(), stats.clone()));
         Committer { tx: Some(tx), thread: Some(thread), store, bound: queue.max(1), syncer, stats, seq }
     }
 
@@ -287,6 +297,7 @@ impl Committer {
         let lsn = log
             .append_uses(&payload, &mut |lsn| pending.push(lsn, events.take().unwrap_or_default()))
             .map_err(|e| CommitError::Failed(Arc::new(e)))?;
+        self.stats.use_records.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = tokio::sync::oneshot::channel();
         syncer.wait(lsn, Box::new(move |r| {
             let _ = tx.send(r);
@@ -461,11 +472,13 @@ struct Syncer {
 #[derive(Default)]
 struct SyncState {
     waiting: Vec<(u64, Reply)>,
+    /// When the first of `waiting` arrived.
+    since: Option<std::time::Instant>,
     stop: bool,
 }
 
 impl Syncer {
-    fn start(store: Arc<Store>) -> Syncer {
+    fn start(store: Arc<Store>, stats: Arc<CommitStats>) -> Syncer {
         let state: Arc<(Mutex<SyncState>, std::sync::Condvar)> = Arc::default();
         let shared = state.clone();
         let thread = std::thread::Builder::new()
@@ -473,7 +486,7 @@ impl Syncer {
             .spawn(move || {
                 let (lock, cv) = &*shared;
                 loop {
-                    let waiting = {
+                    let (waiting, since) = {
                         let mut st = lock.lock().unwrap_or_else(|e| e.into_inner());
                         while st.waiting.is_empty() && !st.stop {
                             st = cv.wait(st).unwrap_or_else(|e| e.into_inner());
@@ -481,7 +494,7 @@ impl Syncer {
                         if st.waiting.is_empty() {
                             return;
                         }
-                        std::mem::take(&mut st.waiting)
+                        (std::mem::take(&mut st.waiting), st.since.take())
                     };
                     let upto = waiting.iter().map(|(lsn, _)| *lsn).max().unwrap_or(0);
                     let synced = match store.engine().use_log() {
@@ -492,6 +505,12 @@ impl Syncer {
                         let r = synced.clone().map(|()| JobDone { outcomes: Vec::new(), first_audit_seq: 0, last_seq: store.last_seq() });
                         answer(reply, r);
                     }
+                    let took = since.map_or(0, |t| t.elapsed().as_micros() as u64);
+                    stats.use_syncs.fetch_add(1, Ordering::Relaxed);
+                    stats.longest_use_sync_us.fetch_max(took, Ordering::Relaxed);
+                    if took > SLOW_COMMIT.as_micros() as u64 {
+                        stats.slow_use_syncs.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
             })
             .expect("spawn syncer thread");
@@ -501,7 +520,10 @@ impl Syncer {
     /// Answers `reply` once journal record `lsn` is durable.
     fn wait(&self, lsn: u64, reply: Reply) {
         let (lock, cv) = &*self.state;
-        lock.lock().unwrap_or_else(|e| e.into_inner()).waiting.push((lsn, reply));
+        let mut st = lock.lock().unwrap_or_else(|e| e.into_inner());
+        st.since.get_or_insert_with(std::time::Instant::now);
+        st.waiting.push((lsn, reply));
+        drop(st);
         cv.notify_one();
     }
 
@@ -520,7 +542,7 @@ impl Syncer {
 /// into the audit trail with the journal position they reach. Taken with
 /// no record appended meanwhile, so every record of uses up to that
 /// position is among them or entered before.
-fn uses_job(store: &Arc<Store>) -> Option<Job> {
+fn uses_job(store: &Arc<Store>, stats: &Arc<CommitStats>) -> Option<Job> {
     let log = store.engine().use_log()?;
     let mut taken = None;
     log.with_last(&mut |last| {
@@ -530,13 +552,14 @@ fn uses_job(store: &Arc<Store>) -> Option<Job> {
         }
     });
     let (records, events, through) = taken?;
-    let s = store.clone();
+    let (s, st) = (store.clone(), stats.clone());
     Some(Job {
         updates: Vec::new(),
         events,
         extra: Store::uses_entered(through),
         reply: Box::new(move |r: JobResult| match r {
             Ok(_) => {
+                st.uses_entered.fetch_add(records, Ordering::Relaxed);
                 if let Some(log) = s.engine().use_log() {
                     log.indexed(records, through);
                 }
@@ -819,7 +842,7 @@ fn writer_loop(store: Arc<Store>, rx: Receiver<Job>, stats: Arc<CommitStats>, se
                 Woke::Nudge | Woke::Idle => {}
                 Woke::Closed => {
                     // Shut down: what was recorded so far goes in first.
-                    if let Some(job) = uses_job(&store) {
+                    if let Some(job) = uses_job(&store, &stats) {
                         let _ = commit_group(&store, vec![job], &stats, &seq);
                     }
                     return;
@@ -871,7 +894,7 @@ fn writer_loop(store: Arc<Store>, rx: Receiver<Job>, stats: Arc<CommitStats>, se
             }
         }
         heavy_last = heavy;
-        if let Some(job) = uses_job(&store) {
+        if let Some(job) = uses_job(&store, &stats) {
             size.add(&job);
             group.push(job);
         }

@@ -12,73 +12,113 @@ use crate::{Error, Result};
 /// Associated data of the seal: a record of uses opens only as one.
 const AD: &[u8] = b"basedata journal uses";
 
-/// What is stored of one event; its fields are [`AuditEvent`]'s.
-#[derive(bincode::Encode, bincode::Decode)]
-struct Line {
-    department: String,
-    operator: Option<String>,
+/// The strings of a record's events, each stored once: a chunk's events
+/// share their department, purpose, datasets, fields and outcomes.
+#[derive(Default)]
+struct Table<'a> {
+    strings: Vec<&'a str>,
+}
+
+impl<'a> Table<'a> {
+    /// The place of `s` in the table. A linear search from the end: a
+    /// record holds a handful of distinct strings, the one wanted most
+    /// often the last added.
+    fn id(&mut self, s: &'a str) -> u32 {
+        if let Some(i) = self.strings.iter().rposition(|t| *t == s) {
+            return i as u32;
+        }
+        self.strings.push(s);
+        (self.strings.len() - 1) as u32
+    }
+}
+
+/// One event as a record stores it, strings by their place in the
+/// record's table. [`Row`] is the same layout, owned, for reading back.
+#[derive(bincode::Encode)]
+struct RowRef<'a> {
+    department: u32,
+    operator: Option<u32>,
     operator_verified: bool,
-    purpose: String,
-    purpose_code: Option<String>,
+    purpose: u32,
+    purpose_code: Option<u32>,
     action: Action,
     /// Document type code and normalized key.
-    key: Option<(u8, Vec<u8>)>,
-    datasets: Vec<String>,
-    fields: Vec<String>,
-    outcome: String,
+    key: Option<(u8, &'a [u8])>,
+    datasets: Vec<u32>,
+    fields: Vec<u32>,
+    outcome: u32,
     key_mapped: bool,
     rejected_lines: u64,
 }
 
-/// The journal payload of `events`.
+#[derive(bincode::Decode)]
+struct Row {
+    department: u32,
+    operator: Option<u32>,
+    operator_verified: bool,
+    purpose: u32,
+    purpose_code: Option<u32>,
+    action: Action,
+    key: Option<(u8, Vec<u8>)>,
+    datasets: Vec<u32>,
+    fields: Vec<u32>,
+    outcome: u32,
+    key_mapped: bool,
+    rejected_lines: u64,
+}
+
+/// The journal payload of `events`: the string table and the rows,
+/// behind the format marker, sealed.
 pub fn seal(sealer: &Sealer, events: &[AuditEvent]) -> Result<Vec<u8>> {
-    let lines: Vec<Line> = events
+    let mut t = Table::default();
+    let rows: Vec<RowRef<'_>> = events
         .iter()
-        .map(|e| Line {
-            department: e.department.clone(),
-            operator: e.operator.clone(),
+        .map(|e| RowRef {
+            department: t.id(&e.department),
+            operator: e.operator.as_deref().map(|o| t.id(o)),
             operator_verified: e.operator_verified,
-            purpose: e.purpose.clone(),
-            purpose_code: e.purpose_code.clone(),
+            purpose: t.id(&e.purpose),
+            purpose_code: e.purpose_code.as_deref().map(|c| t.id(c)),
             action: e.action,
-            key: e.key.as_ref().map(|k| (k.doc_type().as_u8(), k.as_bytes().to_vec())),
-            datasets: e.datasets.clone(),
-            fields: e.fields.clone(),
-            outcome: e.outcome.clone(),
+            key: e.key.as_ref().map(|k| (k.doc_type().as_u8(), k.as_bytes())),
+            datasets: e.datasets.iter().map(|d| t.id(d)).collect(),
+            fields: e.fields.iter().map(|f| t.id(f)).collect(),
+            outcome: t.id(&e.outcome),
             key_mapped: e.key_mapped,
             rejected_lines: e.rejected_lines,
         })
         .collect();
-    sealer.seal(AD, &encode(&lines))
+    sealer.seal(AD, &encode(&(&t.strings, &rows)))
 }
 
 /// The events of a journal payload made by [`seal`].
 pub fn open(sealer: &Sealer, payload: &[u8]) -> Result<Vec<AuditEvent>> {
-    let lines: Vec<Line> = decode("journal uses", &sealer.open(AD, payload)?)?;
-    lines
-        .into_iter()
-        .map(|l| {
-            let key = match l.key {
+    let corrupt = |msg: &str| Error::Corrupt { what: "journal uses", msg: msg.to_owned() };
+    let (strings, rows): (Vec<String>, Vec<Row>) = decode("journal uses", &sealer.open(AD, payload)?)?;
+    let s = |i: u32| strings.get(i as usize).cloned().ok_or_else(|| corrupt("a string outside the table"));
+    let many = |ids: Vec<u32>| ids.into_iter().map(s).collect::<Result<Vec<String>>>();
+    rows.into_iter()
+        .map(|r| {
+            let key = match r.key {
                 None => None,
                 Some((doc, bytes)) => {
-                    let corrupt = |msg: &str| Error::Corrupt { what: "journal uses", msg: msg.to_owned() };
                     let doc = DocType::from_u8(doc).ok_or_else(|| corrupt("unknown document type"))?;
                     Some(SubjectKey::from_normalized_bytes(doc, &bytes).map_err(|_| corrupt("invalid key"))?)
                 }
             };
             Ok(AuditEvent {
-                department: l.department,
-                operator: l.operator,
-                operator_verified: l.operator_verified,
-                purpose: l.purpose,
-                purpose_code: l.purpose_code,
-                action: l.action,
+                department: s(r.department)?,
+                operator: r.operator.map(s).transpose()?,
+                operator_verified: r.operator_verified,
+                purpose: s(r.purpose)?,
+                purpose_code: r.purpose_code.map(s).transpose()?,
+                action: r.action,
                 key,
-                datasets: l.datasets,
-                fields: l.fields,
-                outcome: l.outcome,
-                key_mapped: l.key_mapped,
-                rejected_lines: l.rejected_lines,
+                datasets: many(r.datasets)?,
+                fields: many(r.fields)?,
+                outcome: s(r.outcome)?,
+                key_mapped: r.key_mapped,
+                rejected_lines: r.rejected_lines,
             })
         })
         .collect()

@@ -25,7 +25,17 @@ pub(super) fn event(key: Option<SubjectKey>) -> AuditEvent {
 fn events_come_back_whole_and_keys_are_not_in_the_clear() {
     let sealer = Sealer::new(&Secret::from_bytes([7; 32]), Sealing::Uses);
     let key = SubjectKey::parse(crate::Subject::Person, "11010519491231002X").unwrap();
-    let events = vec![event(Some(key.clone())), event(None)];
+    let mut other = event(Some(key.clone()));
+    other.department = "gongan".into();
+    other.operator = None;
+    other.purpose_code = None;
+    other.fields = vec![];
+    other.datasets = vec!["hukou".into(), "death".into()];
+    other.outcome = "not_found".into();
+    other.action = Action::BatchVerify;
+    other.key_mapped = false;
+    other.rejected_lines = 3;
+    let events = vec![event(Some(key.clone())), event(None), other, event(Some(key.clone()))];
     let payload = seal(&sealer, &events).unwrap();
     assert!(!payload.windows(18).any(|w| w == key.as_bytes()), "the key is sealed");
     assert_eq!(open(&sealer, &payload).unwrap(), events);
