@@ -100,7 +100,7 @@ impl Queries {
     /// Uses with no writes of their own go to the journal and are entered
     /// into the audit trail behind the answer (see `commit`).
     pub async fn record(&self, events: Vec<AuditEvent>, extra: WriteBatch) -> Result<()> {
-        if extra.is_empty() {
+        if extra.is_empty() && !events.is_empty() {
             self.committer.record_uses(events).await?;
         } else {
             self.committer.commit(Vec::new(), events, extra).await?;
@@ -124,7 +124,11 @@ impl Queries {
     /// write it allows, the guard travels in `after`, so the next check
     /// sees the write.
     pub async fn record_then<A: FnOnce() + Send + 'static>(&self, events: Vec<AuditEvent>, extra: WriteBatch, after: A) -> Result<()> {
-        self.committer.commit_then(Vec::new(), events, extra, after).await?;
+        if extra.is_empty() && !events.is_empty() {
+            self.committer.record_uses_then(events, after).await?;
+        } else {
+            self.committer.commit_then(Vec::new(), events, extra, after).await?;
+        }
         Ok(())
     }
 

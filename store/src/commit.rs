@@ -256,14 +256,21 @@ impl Committer {
     /// engine keeps no journal. Refused at once, as a full queue refuses,
     /// while as many records wait to be entered as the queue holds jobs.
     pub async fn record_uses(&self, events: Vec<AuditEvent>) -> Result<(), CommitError> {
+        self.record_uses_then(events, || ()).await
+    }
+
+    /// [`Committer::record_uses`], and `after` runs once the uses are
+    /// durable, whether or not the caller still waits (as
+    /// [`Committer::commit_then`]'s does).
+    pub async fn record_uses_then<A: FnOnce() + Send + 'static>(&self, events: Vec<AuditEvent>, after: A) -> Result<(), CommitError> {
         if self.syncer.is_none() {
-            return self.commit(Vec::new(), events, WriteBatch::new()).await.map(drop);
+            return self.commit_then(Vec::new(), events, WriteBatch::new(), after).await.map(drop);
         }
         // A writer this far behind is overloaded: shed, as a full queue does.
         if self.store.pending_uses().records() >= self.bound {
             return Err(CommitError::Overloaded);
         }
-        match self.append_uses(events).await?.await {
+        match self.append_uses_then(events, after).await?.await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(CommitError::Failed(e)),
             Err(_) => Err(CommitError::Closed),
@@ -280,6 +287,14 @@ impl Committer {
     /// [`MAX_PENDING_EVENTS`] events or more yet to enter. Only where
     /// [`Committer::journals_uses`].
     pub async fn append_uses(&self, events: Vec<AuditEvent>) -> Result<tokio::sync::oneshot::Receiver<JobResult>, CommitError> {
+        self.append_uses_then(events, || ()).await
+    }
+
+    async fn append_uses_then<A: FnOnce() + Send + 'static>(
+        &self,
+        events: Vec<AuditEvent>,
+        after: A,
+    ) -> Result<tokio::sync::oneshot::Receiver<JobResult>, CommitError> {
         let (Some(syncer), Some(log), Some(_)) = (self.syncer.as_ref(), self.store.engine().use_log(), self.tx.as_ref()) else {
             return Err(CommitError::Closed);
         };
@@ -299,7 +314,10 @@ impl Committer {
             .map_err(|e| CommitError::Failed(Arc::new(e)))?;
         self.stats.use_records.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = tokio::sync::oneshot::channel();
-        syncer.wait(lsn, Box::new(move |r| {
+        syncer.wait(lsn, Box::new(move |r: JobResult| {
+            if r.is_ok() {
+                after();
+            }
             let _ = tx.send(r);
         }));
         Ok(rx)
@@ -311,6 +329,7 @@ impl Committer {
     pub async fn settle_uses(&self) -> bool {
         let pending = self.store.pending_uses();
         let target = pending.queued();
+        pending.hurry();
         let mut entered = pending.watch_entered();
         loop {
             if *entered.borrow_and_update() >= target {
@@ -460,6 +479,11 @@ impl Drop for Committer {
     }
 }
 
+/// Records of uses below which the syncer, right after a sync, waits up
+/// to [`GATHER_WAIT`] for more before the next.
+const GATHER_RECORDS: usize = 16;
+const GATHER_WAIT: std::time::Duration = std::time::Duration::from_micros(150);
+
 /// Makes records of uses durable for async callers: a thread that syncs
 /// the journal through the highest record waited for, once for all of
 /// them (the journal's group commit shares that sync with the writer's
@@ -485,6 +509,7 @@ impl Syncer {
             .name("basedata-syncer".into())
             .spawn(move || {
                 let (lock, cv) = &*shared;
+                let mut synced_at = std::time::Instant::now();
                 loop {
                     let (waiting, since) = {
                         let mut st = lock.lock().unwrap_or_else(|e| e.into_inner());
@@ -493,6 +518,12 @@ impl Syncer {
                         }
                         if st.waiting.is_empty() {
                             return;
+                        }
+                        // Right after a sync, under load: let a few more
+                        // gather for this one (every sync costs the device
+                        // and the kernel about the same, whatever it holds).
+                        if st.waiting.len() < GATHER_RECORDS && synced_at.elapsed() < GATHER_WAIT && !st.stop {
+                            st = cv.wait_timeout(st, GATHER_WAIT).unwrap_or_else(|e| e.into_inner()).0;
                         }
                         (std::mem::take(&mut st.waiting), st.since.take())
                     };
@@ -505,6 +536,7 @@ impl Syncer {
                         let r = synced.clone().map(|()| JobDone { outcomes: Vec::new(), first_audit_seq: 0, last_seq: store.last_seq() });
                         answer(reply, r);
                     }
+                    synced_at = std::time::Instant::now();
                     let took = since.map_or(0, |t| t.elapsed().as_micros() as u64);
                     stats.use_syncs.fetch_add(1, Ordering::Relaxed);
                     stats.longest_use_sync_us.fetch_max(took, Ordering::Relaxed);
@@ -821,21 +853,37 @@ fn writer_loop(store: Arc<Store>, rx: Receiver<Job>, stats: Arc<CommitStats>, se
             // Nothing set aside: wait for work (none left: shut down). A
             // pause after writes is the time to flush what they left in
             // the memtables (see `IDLE_FLUSH_AFTER`).
-            // Records of uses queued wake the writer too.
-            let woke = crossbeam::channel::select! {
-                recv(rx) -> j => j.map_or(Woke::Closed, Woke::Job),
-                recv(nudges) -> _ => Woke::Nudge,
-                default(IDLE_FLUSH_AFTER) => Woke::Idle,
-            };
-            let woke = match woke {
-                Woke::Idle => {
-                    flush_when_idle(&store);
-                    crossbeam::channel::select! {
-                        recv(rx) -> j => j.map_or(Woke::Closed, Woke::Job),
-                        recv(nudges) -> _ => Woke::Nudge,
-                    }
+            // Records of uses are entered once due (see `uses::ENTER_AFTER`);
+            // a job coming first takes them along.
+            let pending = store.pending_uses();
+            let woke = loop {
+                let due = pending.due();
+                let now = std::time::Instant::now();
+                if due.is_some_and(|d| d <= now) {
+                    break Woke::Nudge;
                 }
-                w => w,
+                let wait = due.map_or(IDLE_FLUSH_AFTER, |d| d - now);
+                let woke = crossbeam::channel::select! {
+                    recv(rx) -> j => j.map_or(Woke::Closed, Woke::Job),
+                    recv(nudges) -> _ => Woke::Nudge,
+                    default(wait) => Woke::Idle,
+                };
+                match woke {
+                    // Nothing came and nothing is queued: a pause after
+                    // writes, the time to flush what they left.
+                    Woke::Idle if due.is_none() => {
+                        flush_when_idle(&store);
+                        match crossbeam::channel::select! {
+                            recv(rx) -> j => j.map_or(Woke::Closed, Woke::Job),
+                            recv(nudges) -> _ => Woke::Nudge,
+                        } {
+                            Woke::Nudge => continue,
+                            w => break w,
+                        }
+                    }
+                    Woke::Idle | Woke::Nudge => continue,
+                    w => break w,
+                }
             };
             match woke {
                 Woke::Job(j) => take(j, &mut group, &mut carried, &mut bulk, &mut size),
