@@ -207,6 +207,15 @@ pub fn backup(data: &Path, to: &Path) -> anyhow::Result<Manifest> {
         ),
         Err(e) => return Err(e.into()),
     };
+    // Left by a crash: uses answered and not yet in the audit trail, which
+    // only the store itself (with its secret) enters, at its next start.
+    if let Some(n) = engine.use_log().map(|l| l.unentered()).filter(|&n| n > 0) {
+        bail!(
+            "the journal of the store in {} holds {n} records of audited uses not yet in its audit trail; \
+             start the server on it once (it enters them), then back it up",
+            data.display()
+        );
+    }
     Ok(store_backup::create(&*engine, &to)?)
 }
 

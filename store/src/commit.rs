@@ -39,9 +39,11 @@
 //! (one `fdatasync` for every record waiting, shared with the writer's own
 //! by the journal's group commit). The record is queued in journal order
 //! ([`crate::audit::uses::Pending`]); the writer enters the queued records
-//! into the chain and indexes with its next group, together with the
-//! journal position they reach (`meta/uses_indexed`), so a reopen enters
-//! whatever the trail lacked from the journal. Auditors' reads first wait
+//! into the chain and indexes, together with the journal position they
+//! reach (`meta/uses_indexed`), once the oldest is
+//! [`crate::audit::uses::ENTER_AFTER`] old, enough gathered, an auditor
+//! waits, or with any group it writes anyway; a reopen enters whatever
+//! the trail lacked from the journal. Auditors' reads first wait
 //! for the trail to hold every use recorded before them.
 
 use crate::audit::uses::MAX_PENDING_EVENTS;

@@ -305,6 +305,10 @@ pub trait UseLog: Send + Sync {
     /// The records of uses the audit trail lacked at open, in journal
     /// order, with their numbers; taken once.
     fn take_unindexed(&self) -> Vec<(u64, Vec<u8>)>;
+
+    /// Records of uses appended (or found at open) and not yet in the
+    /// audit trail.
+    fn unentered(&self) -> u64;
 }
 
 /// The smallest key greater than every key starting with `prefix`, or `None`

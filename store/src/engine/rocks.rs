@@ -311,6 +311,11 @@ impl UseLog for RocksEngine {
         self.uses.indexed.fetch_add(records, SeqCst);
     }
 
+    fn unentered(&self) -> u64 {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.uses.appended.load(SeqCst).saturating_sub(self.uses.indexed.load(SeqCst))
+    }
+
     fn take_unindexed(&self) -> Vec<(u64, Vec<u8>)> {
         std::mem::take(&mut *self.uses.unindexed.lock().unwrap_or_else(|e| e.into_inner()))
     }

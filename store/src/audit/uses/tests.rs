@@ -124,7 +124,13 @@ mod journal {
             log.sync_to(last).unwrap();
             assert_eq!(uses_of(&store, 2), 0);
         }
+        {
+            // The engine alone (an offline backup) sees what awaits entering.
+            let engine = RocksEngine::open(dir.path(), &Default::default()).unwrap();
+            assert_eq!(engine.use_log().unwrap().unentered(), 3);
+        }
         let (engine, store) = open(dir.path());
+        assert_eq!(engine.use_log().unwrap().unentered(), 0);
         for i in 1..5 {
             assert_eq!(uses_of(&store, i), 1, "subject {i}");
         }
