@@ -33,9 +33,10 @@ impl<'a> Table<'a> {
 }
 
 /// One event as a record stores it, strings by their place in the
-/// record's table. [`Row`] is the same layout, owned, for reading back.
-#[derive(bincode::Encode)]
-struct RowRef<'a> {
+/// record's table; `K` holds the key's bytes (borrowed when writing,
+/// owned when reading back).
+#[derive(bincode::Encode, bincode::Decode)]
+struct Row<K> {
     department: u32,
     operator: Option<u32>,
     operator_verified: bool,
@@ -43,23 +44,7 @@ struct RowRef<'a> {
     purpose_code: Option<u32>,
     action: Action,
     /// Document type code and normalized key.
-    key: Option<(u8, &'a [u8])>,
-    datasets: Vec<u32>,
-    fields: Vec<u32>,
-    outcome: u32,
-    key_mapped: bool,
-    rejected_lines: u64,
-}
-
-#[derive(bincode::Decode)]
-struct Row {
-    department: u32,
-    operator: Option<u32>,
-    operator_verified: bool,
-    purpose: u32,
-    purpose_code: Option<u32>,
-    action: Action,
-    key: Option<(u8, Vec<u8>)>,
+    key: Option<(u8, K)>,
     datasets: Vec<u32>,
     fields: Vec<u32>,
     outcome: u32,
@@ -71,9 +56,9 @@ struct Row {
 /// behind the format marker, sealed.
 pub fn seal(sealer: &Sealer, events: &[AuditEvent]) -> Result<Vec<u8>> {
     let mut t = Table::default();
-    let rows: Vec<RowRef<'_>> = events
+    let rows: Vec<Row<&[u8]>> = events
         .iter()
-        .map(|e| RowRef {
+        .map(|e| Row {
             department: t.id(&e.department),
             operator: e.operator.as_deref().map(|o| t.id(o)),
             operator_verified: e.operator_verified,
@@ -94,7 +79,7 @@ pub fn seal(sealer: &Sealer, events: &[AuditEvent]) -> Result<Vec<u8>> {
 /// The events of a journal payload made by [`seal`].
 pub fn open(sealer: &Sealer, payload: &[u8]) -> Result<Vec<AuditEvent>> {
     let corrupt = |msg: &str| Error::Corrupt { what: "journal uses", msg: msg.to_owned() };
-    let (strings, rows): (Vec<String>, Vec<Row>) = decode("journal uses", &sealer.open(AD, payload)?)?;
+    let (strings, rows): (Vec<String>, Vec<Row<Vec<u8>>>) = decode("journal uses", &sealer.open(AD, payload)?)?;
     let s = |i: u32| strings.get(i as usize).cloned().ok_or_else(|| corrupt("a string outside the table"));
     let many = |ids: Vec<u32>| ids.into_iter().map(s).collect::<Result<Vec<String>>>();
     rows.into_iter()
