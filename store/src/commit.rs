@@ -944,9 +944,12 @@ fn writer_loop(store: Arc<Store>, rx: Receiver<Job>, stats: Arc<CommitStats>, se
             }
         }
         heavy_last = heavy;
+        // Uses first: every one queued was answered before the jobs of
+        // this group that a caller sent after its answer, and the chain
+        // keeps the order things happened in.
         if let Some(job) = uses_job(&store, &stats) {
             size.add(&job);
-            group.push(job);
+            group.insert(0, job);
         }
         if group.is_empty() {
             continue;
