@@ -97,14 +97,14 @@ impl Queries {
 
     /// Commits audit events (and extra state writes) and waits until they
     /// are durable: no answer leaves before the record of it.
-    /// Uses with no writes of their own go to the journal and are entered
-    /// into the audit trail behind the answer (see `commit`).
+    ///
+    /// A point use goes through the writer's group commit, not the
+    /// journal's records of uses (which batch chunks take): at a few
+    /// dozen uses a group the writer costs less CPU a use than a sync of
+    /// its own for every few requests (BENCHMARKS.md, "Uses audited
+    /// through the journal").
     pub async fn record(&self, events: Vec<AuditEvent>, extra: WriteBatch) -> Result<()> {
-        if extra.is_empty() && !events.is_empty() {
-            self.committer.record_uses(events).await?;
-        } else {
-            self.committer.commit(Vec::new(), events, extra).await?;
-        }
+        self.committer.commit(Vec::new(), events, extra).await?;
         Ok(())
     }
 
@@ -124,11 +124,7 @@ impl Queries {
     /// write it allows, the guard travels in `after`, so the next check
     /// sees the write.
     pub async fn record_then<A: FnOnce() + Send + 'static>(&self, events: Vec<AuditEvent>, extra: WriteBatch, after: A) -> Result<()> {
-        if extra.is_empty() && !events.is_empty() {
-            self.committer.record_uses_then(events, after).await?;
-        } else {
-            self.committer.commit_then(Vec::new(), events, extra, after).await?;
-        }
+        self.committer.commit_then(Vec::new(), events, extra, after).await?;
         Ok(())
     }
 

@@ -32,9 +32,9 @@
 //! to be durable without holding a thread; [`Committer::watch_seq`] follows
 //! the last committed change-log sequence number (change-feed long polls).
 //!
-//! Uses that change nothing but the audit trail (lookups, verifications,
-//! a batch's chunks: [`Committer::record_uses`]) do not wait for the
-//! writer where the engine keeps a journal: the caller appends them, sealed,
+//! Uses that change nothing but the audit trail need not wait for the
+//! writer where the engine keeps a journal ([`Committer::append_uses`],
+//! which a batch's chunks take, and [`Committer::record_uses`]): the caller appends them, sealed,
 //! as one journal record and waits only until the journal has it on disk
 //! (one `fdatasync` for every record waiting, shared with the writer's own
 //! by the journal's group commit). The record is queued in journal order
@@ -481,11 +481,6 @@ impl Drop for Committer {
     }
 }
 
-/// Records of uses below which the syncer, right after a sync, waits up
-/// to [`GATHER_WAIT`] for more before the next.
-const GATHER_RECORDS: usize = 16;
-const GATHER_WAIT: std::time::Duration = std::time::Duration::from_micros(150);
-
 /// Makes records of uses durable for async callers: a thread that syncs
 /// the journal through the highest record waited for, once for all of
 /// them (the journal's group commit shares that sync with the writer's
@@ -511,7 +506,6 @@ impl Syncer {
             .name("basedata-syncer".into())
             .spawn(move || {
                 let (lock, cv) = &*shared;
-                let mut synced_at = std::time::Instant::now();
                 loop {
                     let (waiting, since) = {
                         let mut st = lock.lock().unwrap_or_else(|e| e.into_inner());
@@ -520,12 +514,6 @@ impl Syncer {
                         }
                         if st.waiting.is_empty() {
                             return;
-                        }
-                        // Right after a sync, under load: let a few more
-                        // gather for this one (every sync costs the device
-                        // and the kernel about the same, whatever it holds).
-                        if st.waiting.len() < GATHER_RECORDS && synced_at.elapsed() < GATHER_WAIT && !st.stop {
-                            st = cv.wait_timeout(st, GATHER_WAIT).unwrap_or_else(|e| e.into_inner()).0;
                         }
                         (std::mem::take(&mut st.waiting), st.since.take())
                     };
@@ -538,7 +526,6 @@ impl Syncer {
                         let r = synced.clone().map(|()| JobDone { outcomes: Vec::new(), first_audit_seq: 0, last_seq: store.last_seq() });
                         answer(reply, r);
                     }
-                    synced_at = std::time::Instant::now();
                     let took = since.map_or(0, |t| t.elapsed().as_micros() as u64);
                     stats.use_syncs.fetch_add(1, Ordering::Relaxed);
                     stats.longest_use_sync_us.fetch_max(took, Ordering::Relaxed);
