@@ -34,8 +34,8 @@
 //!
 //! Uses that change nothing but the audit trail need not wait for the
 //! writer where the engine keeps a journal ([`Committer::append_uses`],
-//! which a batch's chunks take, and [`Committer::record_uses`]): the caller appends them, sealed,
-//! as one journal record and waits only until the journal has it on disk
+//! which a batch's chunks take): the caller appends them, sealed, as one
+//! journal record and waits only until the journal has it on disk
 //! (one `fdatasync` for every record waiting, shared with the writer's own
 //! by the journal's group commit). The record is queued in journal order
 //! ([`crate::audit::uses::Pending`]); the writer enters the queued records
@@ -186,9 +186,6 @@ pub struct Committer {
     tx: Option<Sender<Job>>,
     thread: Option<JoinHandle<()>>,
     store: Arc<Store>,
-    /// The queue's bound, which also bounds records of uses waiting to be
-    /// entered before a point use is refused.
-    bound: usize,
     /// Makes records of uses durable for their async callers; `None`
     /// where the engine keeps no journal.
     syncer: Option<Syncer>,
@@ -249,34 +246,7 @@ impl Committer {
             .spawn(move || writer_loop(ws, rx, st, sq))
             .expect("spawn writer thread");
         let syncer = store.engine().use_log().is_some().then(|| Syncer::start(store.clone(), stats.clone()));
-        Committer { tx: Some(tx), thread: Some(thread), store, bound: queue.max(1), syncer, stats, seq }
-    }
-
-    /// Records uses that change nothing but the audit trail and waits
-    /// until they are durable: in the journal, to be entered by the writer
-    /// behind (see the module's doc), or with their entries where the
-    /// engine keeps no journal. Refused at once, as a full queue refuses,
-    /// while as many records wait to be entered as the queue holds jobs.
-    pub async fn record_uses(&self, events: Vec<AuditEvent>) -> Result<(), CommitError> {
-        self.record_uses_then(events, || ()).await
-    }
-
-    /// [`Committer::record_uses`], and `after` runs once the uses are
-    /// durable, whether or not the caller still waits (as
-    /// [`Committer::commit_then`]'s does).
-    pub async fn record_uses_then<A: FnOnce() + Send + 'static>(&self, events: Vec<AuditEvent>, after: A) -> Result<(), CommitError> {
-        if self.syncer.is_none() {
-            return self.commit_then(Vec::new(), events, WriteBatch::new(), after).await.map(drop);
-        }
-        // A writer this far behind is overloaded: shed, as a full queue does.
-        if self.store.pending_uses().records() >= self.bound {
-            return Err(CommitError::Overloaded);
-        }
-        match self.append_uses_then(events, after).await?.await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(CommitError::Failed(e)),
-            Err(_) => Err(CommitError::Closed),
-        }
+        Committer { tx: Some(tx), thread: Some(thread), store, syncer, stats, seq }
     }
 
     /// Whether uses go to the journal ([`Committer::append_uses`]).
@@ -289,14 +259,6 @@ impl Committer {
     /// [`MAX_PENDING_EVENTS`] events or more yet to enter. Only where
     /// [`Committer::journals_uses`].
     pub async fn append_uses(&self, events: Vec<AuditEvent>) -> Result<tokio::sync::oneshot::Receiver<JobResult>, CommitError> {
-        self.append_uses_then(events, || ()).await
-    }
-
-    async fn append_uses_then<A: FnOnce() + Send + 'static>(
-        &self,
-        events: Vec<AuditEvent>,
-        after: A,
-    ) -> Result<tokio::sync::oneshot::Receiver<JobResult>, CommitError> {
         let (Some(syncer), Some(log), Some(_)) = (self.syncer.as_ref(), self.store.engine().use_log(), self.tx.as_ref()) else {
             return Err(CommitError::Closed);
         };
@@ -317,9 +279,6 @@ impl Committer {
         self.stats.use_records.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = tokio::sync::oneshot::channel();
         syncer.wait(lsn, Box::new(move |r: JobResult| {
-            if r.is_ok() {
-                after();
-            }
             let _ = tx.send(r);
         }));
         Ok(rx)

@@ -246,11 +246,6 @@ impl Pending {
         self.lock().closed
     }
 
-    /// Records queued and not yet taken.
-    pub fn records(&self) -> usize {
-        self.lock().records.len()
-    }
-
     /// Events queued and not yet taken.
     pub fn events(&self) -> usize {
         self.lock().events

@@ -84,7 +84,8 @@ mod journal {
         assert!(committer.journals_uses());
         let rt = rt();
         let before = engine.journal().durable_lsn();
-        rt.block_on(committer.record_uses(vec![event(Some(key(1)))])).unwrap();
+        let rx = rt.block_on(committer.append_uses(vec![event(Some(key(1)))])).unwrap();
+        rt.block_on(rx).unwrap().unwrap();
         // Answered once the journal had it on disk.
         assert!(engine.journal().durable_lsn() > before);
         let receivers: Vec<_> = (2..6).map(|i| rt.block_on(committer.append_uses(vec![event(Some(key(i))); 2])).unwrap()).collect();
@@ -106,7 +107,8 @@ mod journal {
         {
             let (engine, store) = open(dir.path());
             let committer = Committer::start(store.clone(), 64);
-            rt().block_on(committer.record_uses(vec![event(Some(key(1)))])).unwrap();
+            let rx = rt().block_on(committer.append_uses(vec![event(Some(key(1)))])).unwrap();
+            rt().block_on(rx).unwrap().unwrap();
             assert!(rt().block_on(committer.settle_uses()));
             drop(committer);
             // Recorded, durable, and never entered: as if the process died
