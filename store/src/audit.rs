@@ -380,9 +380,10 @@ pub(crate) fn time_index_key(at: i64, seq: u64) -> Vec<u8> {
 ///
 /// A run of one department's events (see [`chunk`]) is stored as one
 /// entry taking one sequence number an event; a run of one as an entry of
-/// the single-use format. Index keys and key mappings are put grouped by kind and in
-/// key order rather than entry by entry, because RocksDB's memtable inserts
-/// keys that follow each other several times faster than scattered ones.
+/// the single-use format. Key mappings are put in key order, because
+/// RocksDB's skip-list memtable inserts keys that follow each other
+/// several times faster than scattered ones; index keys go as they come
+/// (their family's memtable appends, and sorts once at flush).
 pub(crate) fn append(
     store: &Store,
     head: ChainHead,
@@ -392,7 +393,6 @@ pub(crate) fn append(
 ) -> ChainHead {
     let mut head = head;
     let mut sealed: Vec<(Pid, SubjectKey)> = Vec::new();
-    let mut index: [Vec<(Vec<u8>, Vec<u8>)>; 3] = Default::default();
     let mut subject = |ev: &AuditEvent| {
         ev.key.map(|k| {
             let pid = store.pseudonym(&k);
@@ -410,9 +410,7 @@ pub(crate) fn append(
         let (run, more) = rest.split_at(n);
         rest = more;
         let first = head.seq + 1;
-        // The hash is the encoding's last 32 bytes (a fixed-size array):
-        // hash the encoding with zeros there, then fill it in.
-        let (stored, mut bytes) = if n == 1 {
+        let (stored, bytes) = if n == 1 {
             let ev = &run[0];
             let e = StoredEntry {
                 at,
@@ -435,34 +433,60 @@ pub(crate) fn append(
             let bytes = c.encode();
             (Stored::Chunk(c), bytes)
         };
-        let hash = chain_hash(&head.hash, first, &bytes);
-        let len = bytes.len();
-        bytes[len - 32..].copy_from_slice(&hash);
         // Index keys and span do not depend on the hash left zero in `stored`.
         for (k, v) in stored.index_entries(first) {
-            let kind = match k[0] {
-                b'k' => 0,
-                b'd' => 1,
-                _ => 2,
-            };
-            index[kind].push((k, v));
-        }
-        head = ChainHead { seq: first + stored.span() - 1, hash };
-        batch.put(Cf::Audit, seq_key(first).to_vec(), bytes);
-    }
-    for mut keys in index {
-        keys.sort_unstable();
-        for (k, v) in keys {
             batch.put(Cf::AuditIndex, k, v);
         }
+        head = link(head, first, stored.span(), bytes, batch);
     }
+    seal_unmapped(store, sealed, batch);
+    batch.put(Cf::Meta, META_AUDIT_HEAD, encode(&head));
+    head
+}
+
+/// [`append`] for uses in their compact form ([`uses::Uses`]): each run
+/// of one department's rows (up to [`chunk::MAX_CHUNK_LINES`]) is stored
+/// as a chunk written straight from the rows, with the pseudonyms they
+/// carry, so the writer builds no event, string or pseudonym a use.
+pub(crate) fn append_uses(store: &Store, head: ChainHead, at: i64, all: &[uses::Uses], batch: &mut WriteBatch) -> ChainHead {
+    let mut head = head;
+    let mut sealed: Vec<(Pid, SubjectKey)> = Vec::new();
+    for u in all {
+        let mut rest = u.rows();
+        while let Some(lead) = rest.first() {
+            let n = rest.iter().take(chunk::MAX_CHUNK_LINES).take_while(|r| r.department == lead.department).count();
+            let (run, more) = rest.split_at(n);
+            rest = more;
+            let first = head.seq + 1;
+            let bytes = chunk::encode_uses(at, u, run);
+            let subjects = run.iter().map(|r| r.subject.map(|(_, pid)| pid));
+            chunk::chunk_index_entries(first, at, u.text(lead.department), subjects, |k, v| batch.put(Cf::AuditIndex, k, v));
+            head = link(head, first, n as u64, bytes, batch);
+            sealed.extend(run.iter().filter(|r| !r.key_mapped).filter_map(|r| r.subject.map(|(k, pid)| (pid, k))));
+        }
+    }
+    seal_unmapped(store, sealed, batch);
+    batch.put(Cf::Meta, META_AUDIT_HEAD, encode(&head));
+    head
+}
+
+/// Chains the entry `bytes` (its hash, the last 32 bytes, zeroed) as
+/// sequence numbers `first..first + span` after `head` and puts it.
+fn link(head: ChainHead, first: u64, span: u64, mut bytes: Vec<u8>, batch: &mut WriteBatch) -> ChainHead {
+    let hash = chain_hash(&head.hash, first, &bytes);
+    let len = bytes.len();
+    bytes[len - 32..].copy_from_slice(&hash);
+    batch.put(Cf::Audit, seq_key(first).to_vec(), bytes);
+    ChainHead { seq: first + span - 1, hash }
+}
+
+/// Puts the key mappings of subjects that had none stored, once each.
+fn seal_unmapped(store: &Store, mut sealed: Vec<(Pid, SubjectKey)>, batch: &mut WriteBatch) {
     sealed.sort_unstable_by(|a, b| a.0 .0.cmp(&b.0 .0));
     sealed.dedup_by(|a, b| a.0 == b.0);
     for (_, k) in &sealed {
         store.seal_into(batch, k);
     }
-    batch.put(Cf::Meta, META_AUDIT_HEAD, encode(&head));
-    head
 }
 
 pub(crate) fn load_head(store_engine: &dyn crate::Engine) -> Result<ChainHead> {

@@ -46,7 +46,7 @@
 //! the trail lacked from the journal. Auditors' reads first wait
 //! for the trail to hold every use recorded before them.
 
-use crate::audit::uses::MAX_PENDING_EVENTS;
+use crate::audit::uses::{Uses, MAX_PENDING_EVENTS};
 use crate::audit::AuditEvent;
 use crate::engine::{BatchOp, Cf, Durability, WriteBatch};
 use crate::store::{Outcome, Store, Update};
@@ -73,6 +73,8 @@ pub type Reply = Box<dyn FnOnce(JobResult) + Send>;
 struct Job {
     updates: Vec<Update>,
     events: Vec<AuditEvent>,
+    /// Uses in their compact form, chained before `events`.
+    uses: Vec<Uses>,
     extra: WriteBatch,
     reply: Reply,
     /// Raised: the job is answered [`Error::Abandoned`] instead of written.
@@ -83,6 +85,13 @@ struct Job {
     /// Records of uses durable in the journal already: a group of these
     /// alone need not be synced (a crash re-enters them from the journal).
     journaled: bool,
+}
+
+impl Job {
+    /// Uses the job audits, in either form.
+    fn audited(&self) -> usize {
+        self.events.len() + self.uses.iter().map(Uses::len).sum::<usize>()
+    }
 }
 
 /// Why an awaited commit did not happen.
@@ -258,7 +267,7 @@ impl Committer {
     /// receiver answers once it is durable. Waits while the writer has
     /// [`MAX_PENDING_EVENTS`] events or more yet to enter. Only where
     /// [`Committer::journals_uses`].
-    pub async fn append_uses(&self, events: Vec<AuditEvent>) -> Result<tokio::sync::oneshot::Receiver<JobResult>, CommitError> {
+    pub async fn append_uses(&self, uses: Uses) -> Result<tokio::sync::oneshot::Receiver<JobResult>, CommitError> {
         let (Some(syncer), Some(log), Some(_)) = (self.syncer.as_ref(), self.store.engine().use_log(), self.tx.as_ref()) else {
             return Err(CommitError::Closed);
         };
@@ -271,10 +280,10 @@ impl Committer {
                 }
             }
         }
-        let payload = self.store.seal_uses(&events).map_err(|e| CommitError::Failed(Arc::new(e)))?;
-        let mut events = Some(events);
+        let payload = self.store.seal_uses(&uses).map_err(|e| CommitError::Failed(Arc::new(e)))?;
+        let mut uses = Some(uses);
         let lsn = log
-            .append_uses(&payload, &mut |lsn| pending.push(lsn, events.take().unwrap_or_default()))
+            .append_uses(&payload, &mut |lsn| pending.push(lsn, uses.take().unwrap_or_default()))
             .map_err(|e| CommitError::Failed(Arc::new(e)))?;
         self.stats.use_records.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -379,7 +388,7 @@ impl Committer {
         reply: Reply,
         guard: Option<Arc<AtomicBool>>,
     ) -> Result<(), Refused> {
-        let job = Job { updates, events, extra, reply, guard, batch: false, journaled: false };
+        let job = Job { updates, events, uses: Vec::new(), extra, reply, guard, batch: false, journaled: false };
         let Some(tx) = self.tx.as_ref() else { return Err(Refused::of(SubmitError::Closed, job)) };
         // Counted before the writer can take it (and count it out).
         self.stats.queued.fetch_add(1, Ordering::Relaxed);
@@ -408,9 +417,20 @@ impl Committer {
         reply: Reply,
         patience: std::time::Duration,
     ) -> Result<(), SubmitError> {
+        self.send_waiting(Job { updates, events, uses: Vec::new(), extra, reply, guard: None, batch: true, journaled: false }, patience)
+    }
+
+    /// [`Committer::submit_waiting`] for uses in their compact form and
+    /// writes of the caller's (a comparison job's chunk and its progress).
+    pub fn submit_uses_waiting(&self, uses: Uses, extra: WriteBatch, reply: Reply, patience: std::time::Duration) -> Result<(), SubmitError> {
+        let job = Job { updates: Vec::new(), events: Vec::new(), uses: vec![uses], extra, reply, guard: None, batch: true, journaled: false };
+        self.send_waiting(job, patience)
+    }
+
+    fn send_waiting(&self, job: Job, patience: std::time::Duration) -> Result<(), SubmitError> {
         let tx = self.tx.as_ref().ok_or(SubmitError::Closed)?;
         self.stats.queued.fetch_add(1, Ordering::Relaxed);
-        let sent = tx.send_timeout(Job { updates, events, extra, reply, guard: None, batch: true, journaled: false }, patience);
+        let sent = tx.send_timeout(job, patience);
         if sent.is_err() {
             self.stats.queued.fetch_sub(1, Ordering::Relaxed);
         }
@@ -526,16 +546,18 @@ fn uses_job(store: &Arc<Store>, stats: &Arc<CommitStats>) -> Option<Job> {
     let log = store.engine().use_log()?;
     let mut taken = None;
     log.with_last(&mut |last| {
-        let (records, events) = store.pending_uses().take_all();
-        if records > 0 {
-            taken = Some((records, events, last));
+        let uses = store.pending_uses().take_all();
+        if !uses.is_empty() {
+            taken = Some((uses, last));
         }
     });
-    let (records, events, through) = taken?;
+    let (uses, through) = taken?;
+    let records = uses.len() as u64;
     let (s, st) = (store.clone(), stats.clone());
     Some(Job {
         updates: Vec::new(),
-        events,
+        events: Vec::new(),
+        uses,
         extra: Store::uses_entered(through),
         reply: Box::new(move |r: JobResult| match r {
             Ok(_) => {
@@ -663,6 +685,7 @@ impl Carried {
         let job = Job {
             updates,
             events: std::mem::take(&mut self.events),
+            uses: Vec::new(),
             extra,
             reply: Box::new(move |r| *into.lock().unwrap_or_else(|e| e.into_inner()) = Some(r)),
             guard: None,
@@ -697,7 +720,7 @@ struct Size {
 
 impl Size {
     fn add(&mut self, j: &Job) {
-        self.items += j.updates.len() + j.events.len();
+        self.items += j.updates.len() + j.audited();
         self.updates += j.updates.len();
     }
 }
@@ -776,7 +799,7 @@ fn writer_loop(store: Arc<Store>, rx: Receiver<Job>, stats: Arc<CommitStats>, se
             return;
         }
         stats.jobs.fetch_add(1, Ordering::Relaxed);
-        stats.items.fetch_add((j.updates.len() + j.events.len()) as u64, Ordering::Relaxed);
+        stats.items.fetch_add((j.updates.len() + j.audited()) as u64, Ordering::Relaxed);
         if sliced(&j) {
             stats.sliced_jobs.fetch_add(1, Ordering::Relaxed);
             carried.push_back(Carried::of(j));
@@ -876,11 +899,11 @@ fn writer_loop(store: Arc<Store>, rx: Receiver<Job>, stats: Arc<CommitStats>, se
                 _ if !bulk.is_empty() => {
                     let mut events = 0;
                     while let Some(j) = bulk.pop_front() {
-                        events += j.events.len();
+                        events += j.audited();
                         stats.queued.fetch_sub(1, Ordering::Relaxed);
                         size.add(&j);
                         group.push(j);
-                        if bulk.front().is_none_or(|next| events + next.events.len() > BULK_GROUP_EVENTS) {
+                        if bulk.front().is_none_or(|next| events + next.audited() > BULK_GROUP_EVENTS) {
                             break;
                         }
                     }
@@ -952,6 +975,7 @@ fn answer(reply: Reply, result: JobResult) {
 fn commit_group(store: &Store, group: Vec<Job>, stats: &CommitStats, seq: &tokio::sync::watch::Sender<u64>) -> Result<(), String> {
     let mut updates = Vec::new();
     let mut events = Vec::new();
+    let mut uses = Vec::new();
     let mut extra = WriteBatch::new();
     let mut extras = Vec::with_capacity(group.len());
     let mut shape = Vec::with_capacity(group.len());
@@ -959,9 +983,10 @@ fn commit_group(store: &Store, group: Vec<Job>, stats: &CommitStats, seq: &tokio
     let alone = group.len() == 1;
     let durability = if group.iter().all(|j| j.journaled) { Durability::Buffered } else { Durability::Sync };
     for mut j in group {
-        shape.push((j.updates.len(), j.events.len()));
+        shape.push((j.updates.len(), j.events.len(), j.uses.len()));
         updates.append(&mut j.updates);
         events.append(&mut j.events);
+        uses.append(&mut j.uses);
         let mine = std::mem::take(&mut j.extra);
         if !alone && !mine.is_empty() {
             // Kept for a retry alone; most jobs have none.
@@ -975,7 +1000,7 @@ fn commit_group(store: &Store, group: Vec<Job>, stats: &CommitStats, seq: &tokio
     }
     stats.groups.fetch_add(1, Ordering::Relaxed);
     let started = std::time::Instant::now();
-    let committed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| store.commit_with(&updates, &events, extra, durability)));
+    let committed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| store.commit_all(&updates, &uses, &events, extra, durability)));
     let took = started.elapsed();
     stats.longest_commit_us.fetch_max(took.as_micros() as u64, Ordering::Relaxed);
     if took > LONG_COMMIT {
@@ -1000,8 +1025,9 @@ fn commit_group(store: &Store, group: Vec<Job>, stats: &CommitStats, seq: &tokio
             // Before the replies: whoever is answered can already see it.
             raise_to(seq, done.last_seq);
             let mut outcomes = done.outcomes.into_iter();
-            let mut audit_seq = done.first_audit_seq;
-            for ((nu, ne), reply) in shape.into_iter().zip(replies) {
+            // Uses in compact form are chained before every job's events.
+            let mut audit_seq = done.first_audit_seq + uses.iter().map(|u| u.len() as u64).sum::<u64>();
+            for ((nu, ne, _), reply) in shape.into_iter().zip(replies) {
                 let mine: Vec<Outcome> = outcomes.by_ref().take(nu).collect();
                 answer(reply, Ok(JobDone { outcomes: mine, first_audit_seq: audit_seq, last_seq: done.last_seq }));
                 audit_seq += ne as u64;
@@ -1018,10 +1044,19 @@ fn commit_group(store: &Store, group: Vec<Job>, stats: &CommitStats, seq: &tokio
         }
         Err(e) => {
             tracing::warn!(error = %e, jobs = replies.len(), "group commit failed; trying each job alone");
-            let (mut updates, mut events) = (updates.into_iter(), events.into_iter());
+            let (mut updates, mut events, mut uses) = (updates.into_iter(), events.into_iter(), uses.into_iter());
             let mut jobs = shape.into_iter().zip(replies).zip(extras);
-            while let Some((((nu, ne), reply), extra)) = jobs.next() {
-                let job = Job { updates: updates.by_ref().take(nu).collect(), events: events.by_ref().take(ne).collect(), extra, reply, guard: None, batch: false, journaled: false };
+            while let Some((((nu, ne, nr), reply), extra)) = jobs.next() {
+                let job = Job {
+                    updates: updates.by_ref().take(nu).collect(),
+                    events: events.by_ref().take(ne).collect(),
+                    uses: uses.by_ref().take(nr).collect(),
+                    extra,
+                    reply,
+                    guard: None,
+                    batch: false,
+                    journaled: false,
+                };
                 if let Err(why) = commit_group(store, vec![job], stats, seq) {
                     // The store panicked: the jobs not yet tried are
                     // answered too, not dropped unanswered.
@@ -1357,7 +1392,7 @@ mod tests {
         s.seal_new_keys(&updates, &mut extra).unwrap();
         extra.put(Cf::Meta, b"another write".to_vec(), b"1".to_vec());
         let keys: Vec<SubjectKey> = updates.iter().map(|u| u.key).collect();
-        let mut c = Carried::of(Job { updates: updates.clone(), events: vec![event(1)], extra: extra.clone(), reply: Box::new(|_| {}), guard: None, batch: false, journaled: false });
+        let mut c = Carried::of(Job { updates: updates.clone(), events: vec![event(1)], uses: Vec::new(), extra: extra.clone(), reply: Box::new(|_| {}), guard: None, batch: false, journaled: false });
         let count = |j: &Job, cf: Cf| j.extra.ops().iter().filter(|op| matches!(op, BatchOp::Put { cf: c, .. } if *c == cf)).count();
         let slices: Vec<Job> = (0..3).map(|_| c.next_slice(&s).0).collect();
         assert!(c.rest.as_slice().is_empty());
@@ -1578,6 +1613,7 @@ mod tests {
         let job = |guard: Option<Arc<AtomicBool>>| Job {
             updates: (0..6).map(|i| photo(i, 1)).collect(),
             events: vec![],
+            uses: vec![],
             extra: WriteBatch::new(),
             reply: Box::new(|_| {}),
             guard,

@@ -15,6 +15,7 @@
 
 pub mod link;
 
+use crate::audit::uses::Uses;
 use crate::audit::{AuditEvent, ChainHead};
 use crate::catalog::Catalog;
 use crate::clock::Clock;
@@ -299,15 +300,13 @@ impl Store {
         if records.is_empty() {
             return Ok(());
         }
-        let mut events = Vec::new();
-        for (_, payload) in &records {
-            events.extend(self.open_uses(payload)?);
-        }
+        let uses = records.iter().map(|(_, payload)| self.open_uses(payload)).collect::<Result<Vec<Uses>>>()?;
         let mut through = 0;
         log.with_last(&mut |last| through = last);
-        self.commit_with(&[], &events, Self::uses_entered(through), Durability::Sync)?;
+        self.commit_all(&[], &uses, &[], Self::uses_entered(through), Durability::Sync)?;
         log.indexed(records.len() as u64, through);
-        tracing::info!(records = records.len(), entries = events.len(), "audited uses from the journal entered into the audit trail");
+        let entries: usize = uses.iter().map(Uses::len).sum();
+        tracing::info!(records = records.len(), entries, "audited uses from the journal entered into the audit trail");
         Ok(())
     }
 
@@ -317,14 +316,14 @@ impl Store {
         &self.pending_uses
     }
 
-    /// The journal payload of a record of `events` (see `audit::uses`).
-    pub fn seal_uses(&self, events: &[AuditEvent]) -> Result<Vec<u8>> {
-        crate::audit::uses::seal(&self.uses_sealer, events)
+    /// The journal payload of a record of `uses` (see `audit::uses`).
+    pub fn seal_uses(&self, uses: &Uses) -> Result<Vec<u8>> {
+        crate::audit::uses::seal(&self.uses_sealer, uses)
     }
 
-    /// The events of a journal payload made by [`Store::seal_uses`].
-    pub fn open_uses(&self, payload: &[u8]) -> Result<Vec<AuditEvent>> {
-        crate::audit::uses::open(&self.uses_sealer, payload)
+    /// The uses of a journal payload made by [`Store::seal_uses`].
+    pub fn open_uses(&self, payload: &[u8]) -> Result<Uses> {
+        crate::audit::uses::open(&self.uses_sealer, payload, |k| self.pseudonym(k))
     }
 
     /// The write that goes with entering records of uses: every one up to
@@ -543,6 +542,20 @@ impl Store {
         extra: WriteBatch,
         durability: Durability,
     ) -> Result<Committed> {
+        self.commit_all(updates, &[], events, extra, durability)
+    }
+
+    /// [`Store::commit_with`] with uses in their compact form too, chained
+    /// before `events` (the commit writer's own group: records of uses
+    /// from the journal first).
+    pub(crate) fn commit_all(
+        &self,
+        updates: &[Update],
+        uses: &[Uses],
+        events: &[AuditEvent],
+        extra: WriteBatch,
+        durability: Durability,
+    ) -> Result<Committed> {
         for u in updates {
             let ds = self
                 .catalog
@@ -707,17 +720,20 @@ impl Store {
         drop(presealed);
         batch.extend(extra);
         let first_audit_seq = w.audit_head.seq + 1;
-        let audit_head = if events.is_empty() {
-            w.audit_head
-        } else {
-            crate::audit::append(self, w.audit_head, now, events, &mut batch)
-        };
+        let mut audit_head = w.audit_head;
+        if uses.iter().any(|u| !u.is_empty()) {
+            audit_head = crate::audit::append_uses(self, audit_head, now, uses, &mut batch);
+        }
+        if !events.is_empty() {
+            audit_head = crate::audit::append(self, audit_head, now, events, &mut batch);
+        }
         if batch.is_empty() {
             return Ok(Committed { outcomes, first_audit_seq, last_seq: next_seq - 1 });
         }
         let today = crate::usage::day_of(now);
         let mut usage = crate::usage::UsageDelta::default();
         crate::usage::count_events(&mut usage, today, events);
+        crate::usage::count_uses(&mut usage, today, uses);
         for (ds, (_, applied)) in &stats_delta {
             usage.add(Owner::Dataset(ds), today, Kind::Applied, *applied);
         }

@@ -204,27 +204,48 @@ pub(crate) fn count_events(delta: &mut UsageDelta, day: i32, events: &[crate::au
         delta,
         day,
         events.iter().map(|ev| {
-            (&*ev.department, ev.action, ev.purpose_code.is_none(), refusal_of(ev.action, &ev.outcome), &ev.datasets[..], ev.rejected_lines)
+            let shape = (&*ev.department, ev.action, ev.purpose_code.is_none(), refusal_of(ev.action, &ev.outcome), &ev.datasets[..], ev.rejected_lines);
+            (shape, 1)
         }),
     );
 }
 
-/// Counts uses of `day` into `delta`: alike ones (a batch chunk's lines
-/// mostly are) once, with their number, so a chunk of thousands of lines
-/// costs a few counter updates, not thousands.
-fn count_shapes<'a>(delta: &mut UsageDelta, day: i32, uses: impl Iterator<Item = Shape<'a>>) {
-    let mut alike: Vec<(Shape<'a>, u64)> = Vec::new();
-    for shape in uses {
-        // Few shapes a commit, and alike uses come together: looking at
-        // the last few keeps a commit of many shapes linear.
-        match alike.iter_mut().rev().take(8).find(|(s, _)| *s == shape) {
-            Some((_, n)) => *n += 1,
-            None => alike.push((shape, 1)),
-        }
+/// Counts `uses` into `delta`: rows alike by their table places first
+/// (comparing numbers, not strings), then those few shapes by name.
+pub(crate) fn count_uses(delta: &mut UsageDelta, day: i32, uses: &[crate::audit::uses::Uses]) {
+    for u in uses {
+        let alike = tally(u.rows().iter().map(|r| ((r.department, r.action, r.purpose_code.is_none(), r.outcome, r.datasets, r.rejected_lines), 1)));
+        count_shapes(
+            delta,
+            day,
+            alike.into_iter().map(|((department, action, uncatalogued, outcome, datasets, rejected), n)| {
+                let shape = (u.text(department), action, uncatalogued, refusal_of(action, u.text(outcome)), u.list_names(datasets), rejected);
+                (shape, n)
+            }),
+        );
     }
-    for ((department, action, uncatalogued, refusal, datasets, rejected), n) in alike {
+}
+
+/// Counts uses of `day` into `delta`, each shape with its number: alike
+/// ones (a batch chunk's lines mostly are) once, so a chunk of thousands
+/// of lines costs a few counter updates, not thousands.
+fn count_shapes<'a>(delta: &mut UsageDelta, day: i32, uses: impl Iterator<Item = (Shape<'a>, u64)>) {
+    for ((department, action, uncatalogued, refusal, datasets, rejected), n) in tally(uses) {
         count_use(delta, day, department, action, uncatalogued, refusal, datasets, rejected, n);
     }
+}
+
+/// Adds up the numbers of equal items. Few distinct items a commit, and
+/// equal ones come together: looking at the last few keeps it linear.
+fn tally<T: PartialEq>(items: impl Iterator<Item = (T, u64)>) -> Vec<(T, u64)> {
+    let mut out: Vec<(T, u64)> = Vec::new();
+    for (item, k) in items {
+        match out.iter_mut().rev().take(8).find(|(s, _)| *s == item) {
+            Some((_, n)) => *n += k,
+            None => out.push((item, k)),
+        }
+    }
+    out
 }
 
 /// The first byte of the counters of uses other nodes answered.
@@ -256,7 +277,7 @@ impl RemoteUsage {
         // request: an entry does not carry them.
         let shapes = uses
             .iter()
-            .map(|e| (&*e.department, e.action, e.purpose_code.is_none(), refusal_of(e.action, &e.outcome), &e.datasets[..], 0));
+            .map(|e| ((&*e.department, e.action, e.purpose_code.is_none(), refusal_of(e.action, &e.outcome), &e.datasets[..], 0), 1));
         count_shapes(&mut delta, day_of(first.at), shapes);
         delta.inc = delta.inc.into_iter().map(|(k, by)| (remote_key(k), by)).collect();
         // Taken in at once, not after the write: the applier's next
@@ -417,6 +438,41 @@ pub fn use_totals(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Uses counted from their compact form count as the same events do,
+    /// alike ones apart or together.
+    #[test]
+    fn compact_uses_count_as_their_events() {
+        use crate::audit::{uses::Uses, AuditEvent};
+        let ev = |department: &str, action: Action, datasets: &[&str], outcome: &str, code: Option<&str>| AuditEvent {
+            department: department.into(),
+            operator: None,
+            operator_verified: false,
+            purpose: "p".into(),
+            purpose_code: code.map(Into::into),
+            action,
+            key: None,
+            datasets: datasets.iter().map(|d| d.to_string()).collect(),
+            fields: vec!["name".into()],
+            outcome: outcome.into(),
+            key_mapped: false,
+            rejected_lines: 0,
+        };
+        let mut events = Vec::new();
+        for i in 0..40 {
+            events.push(ev("counter", Action::BatchVerify, &["hukou"], "match", Some("c")));
+            if i % 7 == 0 {
+                events.push(ev("counter", Action::Denied, &["hukou"], "forbidden", Some("c")));
+                events.push(ev("other", Action::BatchVerify, &["hukou", "death"], "invalid_key", None));
+            }
+        }
+        events.push(ev("counter", Action::BatchVerify, &[], "invalid_body", Some("c")));
+        let (mut a, mut b) = (UsageDelta::default(), UsageDelta::default());
+        count_events(&mut a, 3, &events);
+        count_uses(&mut b, 3, &[Uses::of_events(&events, |_| unreachable!("no keys"))]);
+        assert!(!a.inc.is_empty());
+        assert_eq!(a.inc, b.inc);
+    }
 
     #[test]
     fn days_are_cst() {

@@ -26,7 +26,8 @@ pub use pipeline::{Batch, BatchError, Requester};
 use crate::verify::{Claims, Outcome, Verdict};
 use basedata_store::catalog::Dataset;
 use basedata_store::keys::DocType;
-use basedata_store::{Store, Subject, SubjectKey};
+use basedata_store::audit::uses::Uses;
+use basedata_store::{Action, AuditEvent, Store, Subject, SubjectKey};
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 use serde_json::{Map, Value as Json};
@@ -206,38 +207,13 @@ impl Counts {
     }
 }
 
-/// How a line used subject data, for its audit entry.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum UseKind {
-    /// Verified against the stored record (outcome `match`, `mismatch` or
-    /// `not_found`).
-    Verified,
-    /// Refused: the caller may not verify against the dataset.
-    Denied,
-    /// Rejected before any read (outcome: the error code).
-    Invalid,
-}
-
-/// What one line did, for its audit entry.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LineUse {
-    pub kind: UseKind,
-    pub key: Option<SubjectKey>,
-    pub dataset: Option<String>,
-    /// Fields verified (or asked for, when refused).
-    pub fields: Vec<String>,
-    /// `match`, `mismatch`, `not_found`, or the error code.
-    pub outcome: &'static str,
-    /// A stored record was read for `key` (its pseudonym mapping exists).
-    pub record_found: bool,
-}
-
-/// The answers of one chunk: NDJSON lines in request order, one use per
-/// line, and the counts.
+/// The answers of one chunk: NDJSON lines in request order, one audited
+/// use per line (compact, see `basedata_store::audit::uses`), and the
+/// counts.
 #[derive(Clone, Debug, Default)]
 pub struct ChunkResult {
     pub out: Vec<u8>,
-    pub uses: Vec<LineUse>,
+    pub uses: Uses,
     pub counts: Counts,
 }
 
@@ -256,7 +232,7 @@ impl Failure {
 
 enum Prepared<'c> {
     Ready { key: SubjectKey, ds: &'c Dataset, claims: Claims<'c> },
-    Failed { key: Option<SubjectKey>, ds: Option<&'c Dataset>, fields: Vec<String>, kind: UseKind, failure: Failure },
+    Failed { key: Option<SubjectKey>, ds: Option<&'c Dataset>, fields: Vec<String>, action: Action, failure: Failure },
 }
 
 /// A request line as parsed: every member optional and loosely typed, so
@@ -354,6 +330,9 @@ fn syntax_failure(e: &serde_json::Error) -> Failure {
 /// What the caller of a batch may do, as [`crate::access`] decides it for
 /// a single verification.
 pub trait LineAccess {
+    /// Who the lines' uses are recorded as: the department, operator and
+    /// purpose of this event (its other members are not looked at).
+    fn by(&self) -> AuditEvent;
     /// May it verify against `ds` at all?
     fn may_read(&self, ds: &Dataset) -> bool;
     /// Why it may not have a claimed value of `field` verified in a
@@ -366,6 +345,9 @@ pub trait LineAccess {
 pub struct Unrestricted;
 
 impl LineAccess for Unrestricted {
+    fn by(&self) -> AuditEvent {
+        basedata_store::caller::system_event("batch comparison", Action::BatchVerify)
+    }
     fn may_read(&self, _: &Dataset) -> bool {
         true
     }
@@ -376,7 +358,7 @@ impl LineAccess for Unrestricted {
 
 /// Checks one parsed line against the catalog and the caller's access.
 fn prepare<'c>(store: &'c Store, access: &dyn LineAccess, l: &LineIn<'_>) -> Prepared<'c> {
-    let fail = |key, ds, failure| Prepared::Failed { key, ds, fields: Vec::new(), kind: UseKind::Invalid, failure };
+    let fail = |key, ds, failure| Prepared::Failed { key, ds, fields: Vec::new(), action: Action::BatchVerify, failure };
     let subject = match &l.subject {
         Text::Str(s) => match s.parse::<Subject>() {
             Ok(s) => s,
@@ -441,7 +423,7 @@ fn prepare<'c>(store: &'c Store, access: &dyn LineAccess, l: &LineIn<'_>) -> Pre
             key: Some(key),
             ds: Some(ds),
             fields: claims.field_names(),
-            kind: UseKind::Denied,
+            action: Action::Denied,
             failure: Failure { code: "forbidden", message, reason: None },
         };
     }
@@ -510,7 +492,7 @@ pub fn process(store: &Store, access: &dyn LineAccess, chunk: &Chunk) -> basedat
         if line.is_empty() {
             refs.push(Json::Null);
             let msg = format!("the line is longer than {MAX_LINE_BYTES} bytes");
-            prepared.push(Prepared::Failed { key: None, ds: None, fields: Vec::new(), kind: UseKind::Invalid, failure: Failure::new("invalid_body", msg) });
+            prepared.push(Prepared::Failed { key: None, ds: None, fields: Vec::new(), action: Action::BatchVerify, failure: Failure::new("invalid_body", msg) });
             continue;
         }
         match serde_json::from_slice::<LineIn>(line) {
@@ -528,7 +510,7 @@ pub fn process(store: &Store, access: &dyn LineAccess, chunk: &Chunk) -> basedat
                     _ => Json::Null,
                 };
                 refs.push(r);
-                prepared.push(Prepared::Failed { key: None, ds: None, fields: Vec::new(), kind: UseKind::Invalid, failure: syntax_failure(&e) });
+                prepared.push(Prepared::Failed { key: None, ds: None, fields: Vec::new(), action: Action::BatchVerify, failure: syntax_failure(&e) });
             }
         }
     }
@@ -547,9 +529,12 @@ pub fn process(store: &Store, access: &dyn LineAccess, chunk: &Chunk) -> basedat
     // Answers are about as long as the requests (ref and key echoed,
     // verdicts instead of values); errors add a message.
     let out = Vec::with_capacity(chunk.data.len() + n * 96);
-    let mut res = ChunkResult { out, uses: Vec::with_capacity(n), counts: Counts::default() };
+    let mut res = ChunkResult { out, uses: Uses::with_capacity(n), counts: Counts::default() };
     res.counts.processed = n as u64;
+    let stamp = res.uses.stamp(&access.by());
+    let mut names: Vec<&str> = Vec::new();
     for (i, (p, r)) in prepared.into_iter().zip(&refs).enumerate() {
+        let uses = &mut res.uses;
         match p {
             Prepared::Ready { key, ds, claims } => {
                 let (outcome, verdicts, found) = checked
@@ -564,28 +549,20 @@ pub fn process(store: &Store, access: &dyn LineAccess, chunk: &Chunk) -> basedat
                     &mut res.out,
                     &Answer { r, key: key.as_str(), id_type: key.other_doc_type().map(DocType::as_str), dataset: &ds.id, result: outcome.as_str(), fields: Verdicts(&verdicts) },
                 );
-                res.uses.push(LineUse {
-                    kind: UseKind::Verified,
-                    key: Some(key),
-                    dataset: Some(ds.id.clone()),
-                    fields: claims.field_names(),
-                    outcome: outcome.as_str(),
-                    record_found: found,
-                });
+                names.clear();
+                names.extend(claims.fields().map(|f| f.name.as_str()));
+                let (datasets, fields) = (uses.list([ds.id.as_str()]), uses.list(names.iter().copied()));
+                let outcome = uses.name(outcome.as_str());
+                uses.push(stamp.row(Action::BatchVerify, Some((key, store.pseudonym(&key))), datasets, fields, outcome, found));
             }
-            Prepared::Failed { key, ds, fields, kind, failure } => {
+            Prepared::Failed { key, ds, fields, action, failure } => {
                 res.counts.invalid += 1;
                 let details = failure.reason.map(|reason| Reason { reason });
                 let error = ErrorBody { code: failure.code, message: &failure.message, details };
                 write_line(&mut res.out, &ErrorAnswer { r, line: chunk.first_line + i as u64, error });
-                res.uses.push(LineUse {
-                    kind,
-                    key,
-                    dataset: ds.map(|d| d.id.clone()),
-                    fields,
-                    outcome: failure.code,
-                    record_found: false,
-                });
+                let (datasets, fields) = (uses.list(ds.map(|d| d.id.as_str())), uses.list(fields.iter().map(String::as_str)));
+                let outcome = uses.name(failure.code);
+                uses.push(stamp.row(action, key.map(|k| (k, store.pseudonym(&k))), datasets, fields, outcome, false));
             }
         }
     }
@@ -647,11 +624,14 @@ mod tests {
     }
 
     /// Runs one line through `process` and returns its answer and use.
-    fn check(line: &str, may_read: bool, expected: Json, outcome: &str, kind: UseKind) {
+    fn check(line: &str, may_read: bool, expected: Json, outcome: &str, action: Action) {
         let s = store();
         let chunk = Chunk { first_line: 7, data: format!("{line}\n").into_bytes(), lines: 1 };
         struct Only(bool);
         impl LineAccess for Only {
+            fn by(&self) -> AuditEvent {
+                basedata_store::caller::system_event("test", Action::BatchVerify)
+            }
             fn may_read(&self, _: &Dataset) -> bool {
                 self.0
             }
@@ -667,27 +647,28 @@ mod tests {
         let got: Json = serde_json::from_slice(res.out.strip_suffix(b"\n").unwrap()).unwrap();
         assert_eq!(got, expected, "{line}");
         assert_eq!(res.uses.len(), 1);
-        assert_eq!((res.uses[0].outcome, res.uses[0].kind), (outcome, kind), "{line}");
+        let u = res.uses.rows()[0];
+        assert_eq!((res.uses.text(u.outcome), u.action), (outcome, action), "{line}");
         assert_eq!(res.counts.processed, 1);
     }
 
     #[test]
     fn line_answers() {
         use serde_json::json;
-        use UseKind::*;
+        use Action::{BatchVerify, Denied};
         check(
             r#"{"ref":"a","subject":"person","key":"11010519491231002x","fields":{"name":" 张三 ","birth_date":"19491231"}}"#,
             true,
             json!({"ref":"a","key":P1,"dataset":"hukou","result":"match","fields":{"name":"match","birth_date":"match"}}),
             "match",
-            Verified,
+            BatchVerify,
         );
         check(
             r#"{"ref":2,"subject":"person","key":"11010519491231002X","dataset":"hukou","fields":{"name":"李四","cancel_date":"2020-01-01"}}"#,
             true,
             json!({"ref":2,"key":P1,"dataset":"hukou","result":"mismatch","fields":{"name":"mismatch","cancel_date":"no_value"}}),
             "mismatch",
-            Verified,
+            BatchVerify,
         );
         // A key of another document names its type in the answer.
         check(
@@ -695,7 +676,7 @@ mod tests {
             true,
             json!({"ref":"pp","key":"E12345678","id_type":"passport","dataset":"hukou","result":"not_found","fields":{}}),
             "not_found",
-            Verified,
+            BatchVerify,
         );
         // Escaped strings (not borrowable from the line) and a null dataset.
         check(
@@ -703,14 +684,14 @@ mod tests {
             true,
             json!({"ref":"e","key":P1,"dataset":"hukou","result":"match","fields":{"name":"match"}}),
             "match",
-            Verified,
+            BatchVerify,
         );
         check(
             r#"{"ref":"c","subject":"person","key":"440305198001010013","fields":{"name":"x"}}"#,
             true,
             json!({"ref":"c","key":"440305198001010013","dataset":"hukou","result":"not_found","fields":{}}),
             "not_found",
-            Verified,
+            BatchVerify,
         );
         let err = |r: Json, code: &str| (r, code.to_owned());
         for (line, (r, code)) in [
@@ -737,7 +718,8 @@ mod tests {
             assert_eq!(got["line"], 7, "{line}");
             assert_eq!(got["error"]["code"], code.as_str(), "{line}");
             assert!(!got["error"]["message"].as_str().unwrap().contains("1949123"), "{line}: a message quotes the key");
-            assert_eq!((res.uses[0].kind, res.uses[0].outcome), (Invalid, code.as_str()));
+            let u = res.uses.rows()[0];
+            assert_eq!((u.action, res.uses.text(u.outcome)), (Action::BatchVerify, code.as_str()));
             assert_eq!(res.counts.invalid, 1);
         }
         check(
@@ -745,7 +727,7 @@ mod tests {
             true,
             json!({"ref":"x","line":7,"error":{"code":"invalid_key","message":basedata_store::keys::KeyError::Checksum.to_string(),"details":{"reason":"checksum"}}}),
             "invalid_key",
-            Invalid,
+            BatchVerify,
         );
         check(
             r#"{"ref":"no","subject":"person","key":"11010519491231002X","fields":{"name":"张三"}}"#,

@@ -19,14 +19,18 @@
 //! Memory is bounded by a few chunks: the input channel, the chunks being
 //! verified, those in flight and the output queue.
 //!
-//! Hot path: per-line work happens in [`process`](super::process) and in
-//! building audit events, both on the blocking pool.
+//! Hot path: per-line work happens in [`process`](super::process), on the
+//! batch verifier threads, which also records each line's use in the
+//! compact form (`basedata_store::audit::uses::Uses`: strings interned,
+//! the key's pseudonym made there) that the journal and the writer take
+//! without building an event, a string or a pseudonym a line.
 
-use super::{Chunk, ChunkResult, Counts, UseKind};
+use super::{Chunk, ChunkResult, Counts};
 use crate::access::GrantSource;
 use crate::caller::Caller;
 use basedata_store::catalog::Dataset;
 use basedata_store::commit::{CommitError, Committer, JobDone, JobResult, SubmitError};
+use basedata_store::audit::uses::Uses;
 use basedata_store::{Action, AuditEvent, Store, WriteBatch};
 use std::collections::VecDeque;
 use std::io::{Read, Write};
@@ -68,33 +72,14 @@ impl std::fmt::Debug for Requester {
 /// unverifiable only with the right to read them, and fields of few values
 /// the caller may not read not in bulk at all.
 impl super::LineAccess for Requester {
+    fn by(&self) -> AuditEvent {
+        self.caller.event(&self.purpose, Action::BatchVerify, None)
+    }
     fn may_read(&self, ds: &Dataset) -> bool {
         crate::access::may_read(&self.caller, ds)
     }
     fn refusal(&self, ds: &Dataset, field: &basedata_store::catalog::Field) -> Option<String> {
         crate::access::bulk_refusal(&self.caller, ds, field, &*self.grants)
-    }
-}
-
-impl Requester {
-
-    /// One audit event per line, in line order.
-    pub fn events(&self, res: &mut ChunkResult) -> Vec<AuditEvent> {
-        res.uses
-            .drain(..)
-            .map(|u| {
-                let action = match u.kind {
-                    UseKind::Denied => Action::Denied,
-                    UseKind::Verified | UseKind::Invalid => Action::BatchVerify,
-                };
-                let mut ev = self.caller.event(&self.purpose, action, u.key);
-                ev.datasets = u.dataset.into_iter().collect();
-                ev.fields = u.fields;
-                ev.outcome = u.outcome.to_owned();
-                ev.key_mapped = u.record_found;
-                ev
-            })
-            .collect()
     }
 }
 
@@ -134,20 +119,20 @@ pub struct Batch {
     pub requester: Arc<Requester>,
 }
 
-/// A verified chunk with its audit events, ready to commit.
+/// A verified chunk with its audited uses, ready to commit.
 pub struct Verified {
     pub result: ChunkResult,
-    pub events: Vec<AuditEvent>,
+    pub uses: Uses,
 }
 
 /// A chunk being verified on a batch verifier thread.
 pub type VerifyTask = super::background::Task<Result<Verified, BatchError>>;
 
-/// Verifies a chunk and builds its audit events, on the calling thread.
+/// Verifies a chunk and records its uses, on the calling thread.
 pub fn verify_now(store: &Store, req: &Requester, chunk: &Chunk) -> Result<Verified, BatchError> {
     let mut result = super::process(store, req, chunk)?;
-    let events = req.events(&mut result);
-    Ok(Verified { result, events })
+    let uses = std::mem::take(&mut result.uses);
+    Ok(Verified { result, uses })
 }
 
 /// Chunks verified at once: verification is the costliest stage (several
@@ -164,13 +149,13 @@ impl Batch {
         super::background::run(move || verify_now(&store, &req, &chunk))
     }
 
-    /// Hands audit events and extra writes to the group committer, waiting
+    /// Hands audited uses and extra writes to the group committer, waiting
     /// for room if its queue is full; the receiver answers once durable.
     /// A chunk's uses alone go to the journal (see `commit`): the writer
     /// enters them behind, and the answers wait for the journal only.
-    pub async fn submit(&self, events: Vec<AuditEvent>, extra: WriteBatch) -> Result<oneshot::Receiver<JobResult>, BatchError> {
+    pub async fn submit(&self, uses: Uses, extra: WriteBatch) -> Result<oneshot::Receiver<JobResult>, BatchError> {
         if extra.is_empty() && self.committer.journals_uses() {
-            return self.committer.append_uses(events).await.map_err(|e| match e {
+            return self.committer.append_uses(uses).await.map_err(|e| match e {
                 CommitError::Failed(e) => BatchError::Store(e),
                 CommitError::Overloaded => BatchError::Overloaded,
                 CommitError::Closed => BatchError::Closed,
@@ -182,7 +167,7 @@ impl Batch {
             let reply = Box::new(move |r: JobResult| {
                 let _ = tx.send(r);
             });
-            committer.submit_waiting(Vec::new(), events, extra, reply, SUBMIT_PATIENCE)
+            committer.submit_uses_waiting(uses, extra, reply, SUBMIT_PATIENCE)
         })
         .await?
         .map_err(|e| match e {
@@ -212,8 +197,8 @@ impl Batch {
                     biased;
                     done = async { running.front_mut().expect("checked").await }, if !running.is_empty() => {
                         running.pop_front();
-                        let Verified { result, events } = done??;
-                        let rx = self.submit(events, WriteBatch::new()).await?;
+                        let Verified { result, uses } = done??;
+                        let rx = self.submit(uses, WriteBatch::new()).await?;
                         if pending_tx.send((rx, result)).await.is_err() {
                             // The releasing side stopped; its error says why.
                             break;

@@ -216,7 +216,7 @@ async fn drive(b: &Batch, meta: &mut JobMeta, slice: u64) -> Result<(), BatchErr
         m.finished_at = Some(b.store.clock().now_micros());
         let mut extra = WriteBatch::new();
         jobs::put_meta(&mut extra, &m);
-        durable(b.submit(Vec::new(), extra).await?).await?;
+        durable(b.submit(Default::default(), extra).await?).await?;
         *meta = m;
         return Ok(());
     }
@@ -241,7 +241,7 @@ async fn drive(b: &Batch, meta: &mut JobMeta, slice: u64) -> Result<(), BatchErr
                 next += 1;
             }
             let Some(task) = running.pop_front() else { break };
-            let Verified { result, events } = task.await??;
+            let Verified { result, uses } = task.await??;
             let n = m.done_chunks;
             m.counts.add(&result.counts);
             m.done_chunks = n + 1;
@@ -252,7 +252,7 @@ async fn drive(b: &Batch, meta: &mut JobMeta, slice: u64) -> Result<(), BatchErr
             let mut extra = WriteBatch::new();
             jobs::put_output(&b.store, &mut extra, &m.id, n, &result.out)?;
             jobs::put_meta(&mut extra, &m);
-            let done = b.submit(events, extra).await?;
+            let done = b.submit(uses, extra).await?;
             if let Err(mpsc::error::SendError((done, _))) = tx.send((done, m.clone())).await {
                 // A commit failed: let this one land (or fail) before the
                 // job's outcome is recorded, so it cannot overwrite it.

@@ -13,6 +13,7 @@
 //! stored), and one department and one time key at `first` whose value is
 //! the chunk's last number. Index keys of single entries have empty values.
 
+use super::uses::{Use, Uses};
 use super::{Action, AuditEvent, StoredEntry};
 use crate::codec::encode_into;
 use crate::pseudo::Pid;
@@ -136,19 +137,104 @@ impl Stored {
         match self {
             Stored::One(e) => super::index_keys(first, e).into_iter().map(|k| (k, Vec::new())).collect(),
             Stored::Chunk(c) => {
-                let last = seq_key(first + c.lines.len() as u64 - 1).to_vec();
                 let mut out = Vec::with_capacity(c.lines.len() + 2);
-                for (i, l) in c.lines.iter().enumerate() {
-                    if let Some((_, pid)) = &l.subject {
-                        out.push((super::subject_index_key(pid, first + i as u64), seq_key(first).to_vec()));
-                    }
-                }
-                out.push((super::department_index_key(&c.department, first), last.clone()));
-                out.push((super::time_index_key(c.at, first), last));
+                let subjects = c.lines.iter().map(|l| l.subject.map(|(_, pid)| pid));
+                chunk_index_entries(first, c.at, &c.department, subjects, |k, v| out.push((k, v)));
                 out
             }
         }
     }
+}
+
+/// The index keys of a chunk stored at `first` whose uses name `subjects`
+/// (see the module's doc), handed to `put` in sequence order.
+pub(crate) fn chunk_index_entries(
+    first: u64,
+    at: i64,
+    department: &str,
+    subjects: impl ExactSizeIterator<Item = Option<Pid>>,
+    mut put: impl FnMut(Vec<u8>, Vec<u8>),
+) {
+    let last = seq_key(first + subjects.len() as u64 - 1).to_vec();
+    for (i, pid) in subjects.enumerate() {
+        if let Some(pid) = pid {
+            put(super::subject_index_key(&pid, first + i as u64), seq_key(first).to_vec());
+        }
+    }
+    put(super::department_index_key(department, first), last.clone());
+    put(super::time_index_key(at, first), last);
+}
+
+/// The stored bytes, hash zeroed, of the chunk of `rows` (one
+/// department's, taken from `uses`) at `at`: the bytes
+/// [`StoredChunk::encode`] makes of the same chunk, written straight from
+/// the compact rows. The chunk's names are the whole string table of
+/// `uses`, so its rows keep their places.
+pub(crate) fn encode_uses(at: i64, uses: &Uses, rows: &[Use]) -> Vec<u8> {
+    let chunk = ChunkOf {
+        at,
+        department: uses.text(rows[0].department),
+        names: uses.names(),
+        lines: LinesOf { uses, rows },
+        hash: [0; 32],
+    };
+    let mut out = Vec::with_capacity(64 + 32 * rows.len());
+    out.push(ENTRY_FORMAT_CHUNK);
+    encode_into(&mut out, &chunk);
+    out
+}
+
+/// [`StoredChunk`], borrowed: the members in the same order and of types
+/// that bincode encodes alike.
+#[derive(bincode::Encode)]
+struct ChunkOf<'a> {
+    at: i64,
+    department: &'a str,
+    names: &'a [String],
+    lines: LinesOf<'a>,
+    hash: [u8; 32],
+}
+
+/// `Vec<ChunkLine>`, from compact rows.
+struct LinesOf<'a> {
+    uses: &'a Uses,
+    rows: &'a [Use],
+}
+
+impl bincode::Encode for LinesOf<'_> {
+    fn encode<E: bincode::enc::Encoder>(&self, e: &mut E) -> std::result::Result<(), bincode::error::EncodeError> {
+        // A sequence: its length as a u64, then the members.
+        (self.rows.len() as u64).encode(e)?;
+        for r in self.rows {
+            LineOf {
+                action: r.action,
+                subject: r.subject.map(|(k, pid)| (k.doc_type().as_u8(), pid)),
+                operator: r.operator,
+                operator_verified: r.operator_verified,
+                purpose: r.purpose,
+                purpose_code: r.purpose_code,
+                datasets: self.uses.ids(r.datasets),
+                fields: self.uses.ids(r.fields),
+                outcome: r.outcome,
+            }
+            .encode(e)?;
+        }
+        Ok(())
+    }
+}
+
+/// [`ChunkLine`], borrowed.
+#[derive(bincode::Encode)]
+struct LineOf<'a> {
+    action: Action,
+    subject: Option<(u8, Pid)>,
+    operator: Option<u32>,
+    operator_verified: bool,
+    purpose: u32,
+    purpose_code: Option<u32>,
+    datasets: &'a [u32],
+    fields: &'a [u32],
+    outcome: u32,
 }
 
 impl StoredChunk {
@@ -243,5 +329,46 @@ impl IndexTarget {
         } else {
             IndexTarget { first: seq, uses: seq..=other }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::{PersonKey, SubjectKey};
+
+    fn pid(k: &SubjectKey) -> Pid {
+        let mut p = [0u8; crate::pseudo::PID_LEN];
+        p.iter_mut().zip(k.as_bytes().iter().rev()).for_each(|(a, b)| *a = *b);
+        Pid(p)
+    }
+
+    /// A chunk written straight from compact uses reads back as the same
+    /// uses as one made from their events: one decoder, one meaning.
+    #[test]
+    fn chunks_from_compact_uses_read_as_chunks_from_events() {
+        let d = time::Date::from_calendar_date(1980, time::Month::May, 4).unwrap();
+        let key = |i: u16| SubjectKey::Person(PersonKey::from_parts("110105", d, i).unwrap());
+        let events: Vec<AuditEvent> = (0..6u16)
+            .map(|i| AuditEvent {
+                department: "counter".into(),
+                operator: (i % 2 == 0).then(|| format!("op-{i}")),
+                operator_verified: i % 3 == 0,
+                purpose: "benefit check".into(),
+                purpose_code: (i != 4).then(|| "benefit".into()),
+                action: if i == 5 { Action::Denied } else { Action::BatchVerify },
+                key: (i != 3).then(|| key(i)),
+                datasets: if i == 2 { vec![] } else { vec!["hukou".into()] },
+                fields: (0..i % 3).map(|f| format!("f{f}")).collect(),
+                outcome: ["match", "mismatch", "not_found"][i as usize % 3].into(),
+                key_mapped: i % 2 == 1,
+                rejected_lines: 0,
+            })
+            .collect();
+        let uses = Uses::of_events(&events, pid);
+        let ours = Stored::decode(&encode_uses(77, &uses, uses.rows())).unwrap();
+        let theirs = StoredChunk::of(77, &events, |e| e.key.map(|k| (k.doc_type().as_u8(), pid(&k))));
+        assert_eq!(ours.span(), 6);
+        assert_eq!(ours.into_lines(), Stored::Chunk(theirs).into_lines());
     }
 }

@@ -6,37 +6,211 @@
 use super::{Action, AuditEvent};
 use crate::codec::{decode, encode};
 use crate::keys::{DocType, SubjectKey};
-use crate::pseudo::Sealer;
+use crate::pseudo::{Pid, Sealer};
 use crate::{Error, Result};
 
 /// Associated data of the seal: a record of uses opens only as one.
 const AD: &[u8] = b"basedata journal uses";
 
-/// The strings of a record's events, each stored once: a chunk's events
-/// share their department, purpose, datasets, fields and outcomes.
-#[derive(Default)]
-struct Table<'a> {
-    strings: Vec<&'a str>,
+/// Audited uses in the compact form they travel in from whoever answered
+/// them to the audit trail: every distinct string and list of strings
+/// once, a fixed-size row a use. A batch chunk's thousands of lines share
+/// their department, purpose, dataset, fields and a few outcomes, so
+/// building, sealing, queueing and entering them costs no allocation a
+/// line, and the writer compares numbers where it would compare strings.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Uses {
+    names: Vec<String>,
+    lists: Vec<List>,
+    rows: Vec<Use>,
 }
 
-impl<'a> Table<'a> {
-    /// The place of `s` in the table. A linear search from the end: a
-    /// record holds a handful of distinct strings, the one wanted most
-    /// often the last added.
-    fn id(&mut self, s: &'a str) -> u32 {
-        if let Some(i) = self.strings.iter().rposition(|t| *t == s) {
-            return i as u32;
+/// A list of strings (datasets, fields) as [`Uses`] keeps it: by place in
+/// the table, and spelled out for those who count by name.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct List {
+    ids: Vec<u32>,
+    names: Vec<String>,
+}
+
+/// One use of a [`Uses`]; `u32`s are places in its string table, except
+/// `datasets` and `fields`, places in its table of lists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Use {
+    pub department: u32,
+    pub operator: Option<u32>,
+    pub operator_verified: bool,
+    pub purpose: u32,
+    pub purpose_code: Option<u32>,
+    pub action: Action,
+    /// The key asked for and its pseudonym, made by whoever built the
+    /// row (off the writer's thread); only the key is sealed.
+    pub subject: Option<(SubjectKey, Pid)>,
+    pub datasets: u32,
+    pub fields: u32,
+    pub outcome: u32,
+    pub key_mapped: bool,
+    pub rejected_lines: u64,
+}
+
+/// Who made a use, as places in a [`Uses`]' string table
+/// ([`Uses::stamp`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stamp {
+    pub department: u32,
+    pub operator: Option<u32>,
+    pub operator_verified: bool,
+    pub purpose: u32,
+    pub purpose_code: Option<u32>,
+}
+
+impl Stamp {
+    /// A use made by this caller.
+    pub fn row(self, action: Action, subject: Option<(SubjectKey, Pid)>, datasets: u32, fields: u32, outcome: u32, key_mapped: bool) -> Use {
+        Use {
+            department: self.department,
+            operator: self.operator,
+            operator_verified: self.operator_verified,
+            purpose: self.purpose,
+            purpose_code: self.purpose_code,
+            action,
+            subject,
+            datasets,
+            fields,
+            outcome,
+            key_mapped,
+            rejected_lines: 0,
         }
-        self.strings.push(s);
-        (self.strings.len() - 1) as u32
     }
 }
 
-/// One event as a record stores it, strings by their place in the
-/// record's table; `K` holds the key's bytes (borrowed when writing,
-/// owned when reading back).
+impl Uses {
+    pub fn with_capacity(rows: usize) -> Uses {
+        Uses { rows: Vec::with_capacity(rows), ..Uses::default() }
+    }
+
+    /// The place of `s` in the string table. A linear search from the end:
+    /// a record holds a handful of distinct strings, the one wanted most
+    /// often the last added.
+    pub fn name(&mut self, s: &str) -> u32 {
+        if let Some(i) = self.names.iter().rposition(|t| t == s) {
+            return i as u32;
+        }
+        self.names.push(s.to_owned());
+        (self.names.len() - 1) as u32
+    }
+
+    /// The place of the list `items` in the table of lists. Lists are
+    /// few and mostly the last one again: they are compared by name, and
+    /// a new one is interned only when none matches.
+    pub fn list<'s, I>(&mut self, items: I) -> u32
+    where
+        I: IntoIterator<Item = &'s str> + Clone,
+    {
+        let same = |l: &List| {
+            let mut items = items.clone().into_iter();
+            l.names.iter().all(|n| items.next() == Some(n.as_str())) && items.next().is_none()
+        };
+        if let Some(at) = self.lists.iter().rposition(same) {
+            return at as u32;
+        }
+        let ids: Vec<u32> = items.clone().into_iter().map(|s| self.name(s)).collect();
+        let names = items.into_iter().map(str::to_owned).collect();
+        self.lists.push(List { ids, names });
+        (self.lists.len() - 1) as u32
+    }
+
+    pub fn push(&mut self, u: Use) {
+        self.rows.push(u);
+    }
+
+    pub fn rows(&self) -> &[Use] {
+        &self.rows
+    }
+
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// The string at place `i` of the table.
+    pub fn text(&self, i: u32) -> &str {
+        &self.names[i as usize]
+    }
+
+    pub(crate) fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// The list at place `i`, as places in the string table.
+    pub(crate) fn ids(&self, i: u32) -> &[u32] {
+        &self.lists[i as usize].ids
+    }
+
+    /// The list at place `i`, spelled out.
+    pub fn list_names(&self, i: u32) -> &[String] {
+        &self.lists[i as usize].names
+    }
+
+    /// The department, operator and purpose of `by` (its other members
+    /// are not looked at), interned: what every use one caller made in
+    /// one request shares.
+    pub fn stamp(&mut self, by: &AuditEvent) -> Stamp {
+        Stamp {
+            department: self.name(&by.department),
+            operator: by.operator.as_deref().map(|o| self.name(o)),
+            operator_verified: by.operator_verified,
+            purpose: self.name(&by.purpose),
+            purpose_code: by.purpose_code.as_deref().map(|c| self.name(c)),
+        }
+    }
+
+    /// `events` in this form; `pseudonym` gives a key's pseudonym.
+    pub fn of_events(events: &[AuditEvent], pseudonym: impl Fn(&SubjectKey) -> Pid) -> Uses {
+        let mut u = Uses::with_capacity(events.len());
+        for e in events {
+            let stamp = u.stamp(e);
+            let datasets = u.list(e.datasets.iter().map(String::as_str));
+            let fields = u.list(e.fields.iter().map(String::as_str));
+            let outcome = u.name(&e.outcome);
+            let mut row = stamp.row(e.action, e.key.map(|k| (k, pseudonym(&k))), datasets, fields, outcome, e.key_mapped);
+            row.rejected_lines = e.rejected_lines;
+            u.push(row);
+        }
+        u
+    }
+
+    /// Every use as an event of its own.
+    pub fn events(&self) -> Vec<AuditEvent> {
+        let s = |i: u32| self.text(i).to_owned();
+        self.rows
+            .iter()
+            .map(|r| AuditEvent {
+                department: s(r.department),
+                operator: r.operator.map(s),
+                operator_verified: r.operator_verified,
+                purpose: s(r.purpose),
+                purpose_code: r.purpose_code.map(s),
+                action: r.action,
+                key: r.subject.map(|(k, _)| k),
+                datasets: self.list_names(r.datasets).to_vec(),
+                fields: self.list_names(r.fields).to_vec(),
+                outcome: s(r.outcome),
+                key_mapped: r.key_mapped,
+                rejected_lines: r.rejected_lines,
+            })
+            .collect()
+    }
+}
+
+/// One use as a record stores it, strings by their place in the record's
+/// table; `K` holds the key's bytes and `L` a list of places (borrowed
+/// when writing, owned when reading back).
 #[derive(bincode::Encode, bincode::Decode)]
-struct Row<K> {
+struct Row<K, L> {
     department: u32,
     operator: Option<u32>,
     operator_verified: bool,
@@ -45,68 +219,76 @@ struct Row<K> {
     action: Action,
     /// Document type code and normalized key.
     key: Option<(u8, K)>,
-    datasets: Vec<u32>,
-    fields: Vec<u32>,
+    datasets: L,
+    fields: L,
     outcome: u32,
     key_mapped: bool,
     rejected_lines: u64,
 }
 
-/// The journal payload of `events`: the string table and the rows,
-/// behind the format marker, sealed.
-pub fn seal(sealer: &Sealer, events: &[AuditEvent]) -> Result<Vec<u8>> {
-    let mut t = Table::default();
-    let rows: Vec<Row<&[u8]>> = events
+/// The journal payload of `uses`: the string table and the rows, behind
+/// the format marker, sealed.
+pub fn seal(sealer: &Sealer, uses: &Uses) -> Result<Vec<u8>> {
+    let rows: Vec<Row<&[u8], &[u32]>> = uses
+        .rows
         .iter()
-        .map(|e| Row {
-            department: t.id(&e.department),
-            operator: e.operator.as_deref().map(|o| t.id(o)),
-            operator_verified: e.operator_verified,
-            purpose: t.id(&e.purpose),
-            purpose_code: e.purpose_code.as_deref().map(|c| t.id(c)),
-            action: e.action,
-            key: e.key.as_ref().map(|k| (k.doc_type().as_u8(), k.as_bytes())),
-            datasets: e.datasets.iter().map(|d| t.id(d)).collect(),
-            fields: e.fields.iter().map(|f| t.id(f)).collect(),
-            outcome: t.id(&e.outcome),
-            key_mapped: e.key_mapped,
-            rejected_lines: e.rejected_lines,
+        .map(|r| Row {
+            department: r.department,
+            operator: r.operator,
+            operator_verified: r.operator_verified,
+            purpose: r.purpose,
+            purpose_code: r.purpose_code,
+            action: r.action,
+            key: r.subject.as_ref().map(|(k, _)| (k.doc_type().as_u8(), k.as_bytes())),
+            datasets: uses.ids(r.datasets),
+            fields: uses.ids(r.fields),
+            outcome: r.outcome,
+            key_mapped: r.key_mapped,
+            rejected_lines: r.rejected_lines,
         })
         .collect();
-    sealer.seal(AD, &encode(&(&t.strings, &rows)))
+    sealer.seal(AD, &encode(&(&uses.names, &rows)))
 }
 
-/// The events of a journal payload made by [`seal`].
-pub fn open(sealer: &Sealer, payload: &[u8]) -> Result<Vec<AuditEvent>> {
+/// The uses of a journal payload made by [`seal`]; `pseudonym` gives a
+/// key's pseudonym.
+pub fn open(sealer: &Sealer, payload: &[u8], pseudonym: impl Fn(&SubjectKey) -> Pid) -> Result<Uses> {
     let corrupt = |msg: &str| Error::Corrupt { what: "journal uses", msg: msg.to_owned() };
-    let (strings, rows): (Vec<String>, Vec<Row<Vec<u8>>>) = decode("journal uses", &sealer.open(AD, payload)?)?;
-    let s = |i: u32| strings.get(i as usize).cloned().ok_or_else(|| corrupt("a string outside the table"));
-    let many = |ids: Vec<u32>| ids.into_iter().map(s).collect::<Result<Vec<String>>>();
-    rows.into_iter()
-        .map(|r| {
-            let key = match r.key {
-                None => None,
-                Some((doc, bytes)) => {
-                    let doc = DocType::from_u8(doc).ok_or_else(|| corrupt("unknown document type"))?;
-                    Some(SubjectKey::from_normalized_bytes(doc, &bytes).map_err(|_| corrupt("invalid key"))?)
-                }
-            };
-            Ok(AuditEvent {
-                department: s(r.department)?,
-                operator: r.operator.map(s).transpose()?,
-                operator_verified: r.operator_verified,
-                purpose: s(r.purpose)?,
-                purpose_code: r.purpose_code.map(s).transpose()?,
-                action: r.action,
-                key,
-                datasets: many(r.datasets)?,
-                fields: many(r.fields)?,
-                outcome: s(r.outcome)?,
-                key_mapped: r.key_mapped,
-                rejected_lines: r.rejected_lines,
-            })
-        })
-        .collect()
+    let (names, rows): (Vec<String>, Vec<Row<Vec<u8>, Vec<u32>>>) = decode("journal uses", &sealer.open(AD, payload)?)?;
+    let mut u = Uses { names, lists: Vec::new(), rows: Vec::with_capacity(rows.len()) };
+    let n = u.names.len() as u32;
+    let name = |i: u32| if i < n { Ok(i) } else { Err(corrupt("a string outside the table")) };
+    for r in rows {
+        if r.datasets.iter().chain(&r.fields).any(|&i| i >= n) {
+            return Err(corrupt("a string outside the table"));
+        }
+        let subject = match r.key {
+            None => None,
+            Some((doc, bytes)) => {
+                let doc = DocType::from_u8(doc).ok_or_else(|| corrupt("unknown document type"))?;
+                let k = SubjectKey::from_normalized_bytes(doc, &bytes).map_err(|_| corrupt("invalid key"))?;
+                Some((k, pseudonym(&k)))
+            }
+        };
+        let datasets = r.datasets.iter().map(|&i| u.names[i as usize].clone()).collect::<Vec<_>>();
+        let fields = r.fields.iter().map(|&i| u.names[i as usize].clone()).collect::<Vec<_>>();
+        let row = Use {
+            department: name(r.department)?,
+            operator: r.operator.map(name).transpose()?,
+            operator_verified: r.operator_verified,
+            purpose: name(r.purpose)?,
+            purpose_code: r.purpose_code.map(name).transpose()?,
+            action: r.action,
+            subject,
+            datasets: u.list(datasets.iter().map(String::as_str)),
+            fields: u.list(fields.iter().map(String::as_str)),
+            outcome: name(r.outcome)?,
+            key_mapped: r.key_mapped,
+            rejected_lines: r.rejected_lines,
+        };
+        u.push(row);
+    }
+    Ok(u)
 }
 
 /// Events at which records of uses wait for the writer to enter those
@@ -125,7 +307,7 @@ pub const ENTER_EVENTS: usize = 4096;
 
 #[derive(Default)]
 struct Queue {
-    records: std::collections::VecDeque<(u64, Vec<AuditEvent>)>,
+    records: std::collections::VecDeque<(u64, Uses)>,
     events: usize,
     /// Records queued and entered so far.
     queued: u64,
@@ -174,16 +356,15 @@ impl Pending {
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Queues record `lsn` (called in journal order) and wakes the writer.
     /// Queues record `lsn` (called in journal order). Wakes the writer
     /// when the queue was empty (to time [`ENTER_AFTER`] from) and when
     /// it reaches [`ENTER_EVENTS`].
-    pub fn push(&self, lsn: u64, events: Vec<AuditEvent>) {
+    pub fn push(&self, lsn: u64, uses: Uses) {
         let mut q = self.lock();
         let before = q.events;
-        q.events += events.len();
+        q.events += uses.len();
         q.queued += 1;
-        q.records.push_back((lsn, events));
+        q.records.push_back((lsn, uses));
         let wake = q.since.is_none() || (before < ENTER_EVENTS && q.events >= ENTER_EVENTS);
         q.since.get_or_insert_with(std::time::Instant::now);
         drop(q);
@@ -211,18 +392,13 @@ impl Pending {
         let _ = self.nudge.0.try_send(());
     }
 
-    /// Takes every queued record: how many, and their events in order.
-    pub fn take_all(&self) -> (u64, Vec<AuditEvent>) {
+    /// Takes every queued record, in order.
+    pub fn take_all(&self) -> Vec<Uses> {
         let mut q = self.lock();
-        let n = q.records.len() as u64;
         q.events = 0;
         q.since = None;
         q.hurry = false;
-        let mut events = Vec::new();
-        for (_, mut e) in q.records.drain(..) {
-            events.append(&mut e);
-        }
-        (n, events)
+        q.records.drain(..).map(|(_, u)| u).collect()
     }
 
     /// `records` taken records are in the audit trail.

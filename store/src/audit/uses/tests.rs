@@ -36,13 +36,47 @@ fn events_come_back_whole_and_keys_are_not_in_the_clear() {
     other.key_mapped = false;
     other.rejected_lines = 3;
     let events = vec![event(Some(key.clone())), event(None), other, event(Some(key.clone()))];
-    let payload = seal(&sealer, &events).unwrap();
+    let uses = Uses::of_events(&events, fake_pid);
+    assert_eq!(uses.events(), events, "the compact form holds every member");
+    let payload = seal(&sealer, &uses).unwrap();
     assert!(!payload.windows(18).any(|w| w == key.as_bytes()), "the key is sealed");
-    assert_eq!(open(&sealer, &payload).unwrap(), events);
+    let back = open(&sealer, &payload, fake_pid).unwrap();
+    assert_eq!(back, uses);
+    assert_eq!(back.events(), events);
     let other = Sealer::new(&Secret::from_bytes([8; 32]), Sealing::Uses);
-    assert!(open(&other, &payload).is_err(), "another secret does not open it");
+    assert!(open(&other, &payload, fake_pid).is_err(), "another secret does not open it");
     let jobs = Sealer::new(&Secret::from_bytes([7; 32]), Sealing::Jobs);
-    assert!(open(&jobs, &payload).is_err(), "another use's key does not open it");
+    assert!(open(&jobs, &payload, fake_pid).is_err(), "another use's key does not open it");
+}
+
+/// A stand-in pseudonym: a function of the key, as the store's is.
+fn fake_pid(k: &SubjectKey) -> Pid {
+    let mut p = [0u8; crate::pseudo::PID_LEN];
+    for (i, b) in k.as_bytes().iter().enumerate() {
+        p[i % p.len()] ^= b.rotate_left(i as u32);
+    }
+    Pid(p)
+}
+
+/// Strings and lists are stored once however many uses name them, and
+/// a list is told apart from its prefixes and extensions.
+#[test]
+fn strings_and_lists_are_interned() {
+    let key = SubjectKey::parse(crate::Subject::Person, "11010519491231002X").unwrap();
+    let mut events: Vec<AuditEvent> = (0..1000).map(|_| event(Some(key))).collect();
+    events[10].fields = vec!["name".into()];
+    events[11].fields = vec!["name".into(), "birth_date".into(), "gender".into()];
+    events[12].fields = vec![];
+    events[13].outcome = "mismatch".into();
+    let uses = Uses::of_events(&events, fake_pid);
+    assert_eq!(uses.names().len(), 10, "{:?}", uses.names());
+    assert_eq!(uses.lists.len(), 5, "hukou, the usual fields, and three other lists");
+    let rows = uses.rows();
+    assert_eq!(rows[0], rows[999]);
+    assert_eq!(rows[9].fields, rows[14].fields);
+    let distinct: std::collections::HashSet<u32> = rows[10..13].iter().map(|r| r.fields).chain([rows[0].fields]).collect();
+    assert_eq!(distinct.len(), 4);
+    assert_eq!(uses.events(), events);
 }
 
 #[cfg(feature = "rocks")]
@@ -68,6 +102,11 @@ mod journal {
         SubjectKey::Person(PersonKey::from_parts("110105", d, i).unwrap())
     }
 
+    /// `events` as a record of uses of `store`'s.
+    fn uses(store: &Store, events: &[crate::AuditEvent]) -> super::Uses {
+        super::Uses::of_events(events, |k| store.pseudonym(k))
+    }
+
     fn uses_of(store: &Store, i: u16) -> usize {
         store.audit_query(&AuditQuery { key: Some(key(i)), limit: 100, ..AuditQuery::default() }).unwrap().len()
     }
@@ -84,11 +123,11 @@ mod journal {
         assert!(committer.journals_uses());
         let rt = rt();
         let before = engine.journal().durable_lsn();
-        let rx = rt.block_on(committer.append_uses(vec![event(Some(key(1)))])).unwrap();
+        let rx = rt.block_on(committer.append_uses(uses(&store, &[event(Some(key(1)))]))).unwrap();
         rt.block_on(rx).unwrap().unwrap();
         // Answered once the journal had it on disk.
         assert!(engine.journal().durable_lsn() > before);
-        let receivers: Vec<_> = (2..6).map(|i| rt.block_on(committer.append_uses(vec![event(Some(key(i))); 2])).unwrap()).collect();
+        let receivers: Vec<_> = (2..6).map(|i| rt.block_on(committer.append_uses(uses(&store, &[event(Some(key(i))), event(Some(key(i)))]))).unwrap()).collect();
         for rx in receivers {
             rt.block_on(rx).unwrap().unwrap();
         }
@@ -107,7 +146,7 @@ mod journal {
         {
             let (engine, store) = open(dir.path());
             let committer = Committer::start(store.clone(), 64);
-            let rx = rt().block_on(committer.append_uses(vec![event(Some(key(1)))])).unwrap();
+            let rx = rt().block_on(committer.append_uses(uses(&store, &[event(Some(key(1)))]))).unwrap();
             rt().block_on(rx).unwrap().unwrap();
             assert!(rt().block_on(committer.settle_uses()));
             drop(committer);
@@ -117,7 +156,7 @@ mod journal {
             let log = engine.use_log().unwrap();
             let mut last = 0;
             for i in 2..5 {
-                let payload = store.seal_uses(&[event(Some(key(i)))]).unwrap();
+                let payload = store.seal_uses(&uses(&store, &[event(Some(key(i)))])).unwrap();
                 last = log.append_uses(&payload, &mut |_| ()).unwrap();
                 let mut b = crate::WriteBatch::new();
                 b.put(Cf::Meta, format!("after-{i}").as_bytes(), vec![1]);
@@ -152,7 +191,7 @@ mod journal {
         let dir = tempfile::tempdir().unwrap();
         let (engine, store) = open(dir.path());
         let log = engine.use_log().unwrap();
-        let payload = store.seal_uses(&[event(Some(key(7)))]).unwrap();
+        let payload = store.seal_uses(&uses(&store, &[event(Some(key(7)))])).unwrap();
         let lsn = log.append_uses(&payload, &mut |_| ()).unwrap();
         log.sync_to(lsn).unwrap();
         // Later batches apply past the record of uses (no deadlock in the
