@@ -383,10 +383,13 @@ impl Store {
     ) -> Result<()> {
         let keys: Vec<&SubjectKey> = items.iter().map(|(k, _)| k).collect();
         let homes = self.homes(&keys)?;
-        for (i, ((_, ds), home)) in items.iter().zip(&homes).enumerate() {
-            prints
-                .with(&home.pid, ds, |v| found(i, v))
-                .ok_or_else(|| Error::Invalid(format!("unknown dataset {ds}")))?;
+        if let Some((_, ds)) = items.iter().find(|(_, ds)| self.catalog.dataset(ds).is_none()) {
+            return Err(Error::Invalid(format!("unknown dataset {ds}")));
+        }
+        let asked: Vec<(Pid, &str)> = items.iter().zip(&homes).map(|((_, ds), home)| (home.pid, *ds)).collect();
+        let printed = prints.many(&asked);
+        for i in 0..items.len() {
+            found(i, printed.view(i));
         }
         Ok(())
     }
