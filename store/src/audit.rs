@@ -454,13 +454,13 @@ pub(crate) fn append_uses(store: &Store, head: ChainHead, at: i64, all: &[uses::
     for u in all {
         let mut rest = u.rows();
         while let Some(lead) = rest.first() {
-            let n = rest.iter().take(chunk::MAX_CHUNK_LINES).take_while(|r| r.department == lead.department).count();
+            let n = rest.iter().take(chunk::MAX_CHUNK_LINES).take_while(|r| r.by.department == lead.by.department).count();
             let (run, more) = rest.split_at(n);
             rest = more;
             let first = head.seq + 1;
             let bytes = chunk::encode_uses(at, u, run);
             let subjects = run.iter().map(|r| r.subject.map(|(_, pid)| pid));
-            chunk::chunk_index_entries(first, at, u.text(lead.department), subjects, |k, v| batch.put(Cf::AuditIndex, k, v));
+            chunk::chunk_index_entries(first, at, u.text(lead.by.department), subjects, |k, v| batch.put(Cf::AuditIndex, k, v));
             head = link(head, first, n as u64, bytes, batch);
             sealed.extend(run.iter().filter(|r| !r.key_mapped).filter_map(|r| r.subject.map(|(k, pid)| (pid, k))));
         }

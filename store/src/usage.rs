@@ -214,7 +214,7 @@ pub(crate) fn count_events(delta: &mut UsageDelta, day: i32, events: &[crate::au
 /// (comparing numbers, not strings), then those few shapes by name.
 pub(crate) fn count_uses(delta: &mut UsageDelta, day: i32, uses: &[crate::audit::uses::Uses]) {
     for u in uses {
-        let alike = tally(u.rows().iter().map(|r| ((r.department, r.action, r.purpose_code.is_none(), r.outcome, r.datasets, r.rejected_lines), 1)));
+        let alike = tally(u.rows().iter().map(|r| ((r.by.department, r.action, r.by.purpose_code.is_none(), r.outcome, r.datasets, r.rejected_lines), 1)));
         count_shapes(
             delta,
             day,

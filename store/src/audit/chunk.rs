@@ -173,7 +173,7 @@ pub(crate) fn chunk_index_entries(
 pub(crate) fn encode_uses(at: i64, uses: &Uses, rows: &[Use]) -> Vec<u8> {
     let chunk = ChunkOf {
         at,
-        department: uses.text(rows[0].department),
+        department: uses.text(rows[0].by.department),
         names: uses.names(),
         lines: LinesOf { uses, rows },
         hash: [0; 32],
@@ -209,10 +209,10 @@ impl bincode::Encode for LinesOf<'_> {
             LineOf {
                 action: r.action,
                 subject: r.subject.map(|(k, pid)| (k.doc_type().as_u8(), pid)),
-                operator: r.operator,
-                operator_verified: r.operator_verified,
-                purpose: r.purpose,
-                purpose_code: r.purpose_code,
+                operator: r.by.operator,
+                operator_verified: r.by.operator_verified,
+                purpose: r.by.purpose,
+                purpose_code: r.by.purpose_code,
                 datasets: self.uses.ids(r.datasets),
                 fields: self.uses.ids(r.fields),
                 outcome: r.outcome,

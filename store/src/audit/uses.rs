@@ -37,11 +37,8 @@ struct List {
 /// `datasets` and `fields`, places in its table of lists.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Use {
-    pub department: u32,
-    pub operator: Option<u32>,
-    pub operator_verified: bool,
-    pub purpose: u32,
-    pub purpose_code: Option<u32>,
+    /// Who made it.
+    pub by: Stamp,
     pub action: Action,
     /// The key asked for and its pseudonym, made by whoever built the
     /// row (off the writer's thread); only the key is sealed.
@@ -68,11 +65,7 @@ impl Stamp {
     /// A use made by this caller.
     pub fn row(self, action: Action, subject: Option<(SubjectKey, Pid)>, datasets: u32, fields: u32, outcome: u32, key_mapped: bool) -> Use {
         Use {
-            department: self.department,
-            operator: self.operator,
-            operator_verified: self.operator_verified,
-            purpose: self.purpose,
-            purpose_code: self.purpose_code,
+            by: self,
             action,
             subject,
             datasets,
@@ -189,11 +182,11 @@ impl Uses {
         self.rows
             .iter()
             .map(|r| AuditEvent {
-                department: s(r.department),
-                operator: r.operator.map(s),
-                operator_verified: r.operator_verified,
-                purpose: s(r.purpose),
-                purpose_code: r.purpose_code.map(s),
+                department: s(r.by.department),
+                operator: r.by.operator.map(s),
+                operator_verified: r.by.operator_verified,
+                purpose: s(r.by.purpose),
+                purpose_code: r.by.purpose_code.map(s),
                 action: r.action,
                 key: r.subject.map(|(k, _)| k),
                 datasets: self.list_names(r.datasets).to_vec(),
@@ -233,11 +226,11 @@ pub fn seal(sealer: &Sealer, uses: &Uses) -> Result<Vec<u8>> {
         .rows
         .iter()
         .map(|r| Row {
-            department: r.department,
-            operator: r.operator,
-            operator_verified: r.operator_verified,
-            purpose: r.purpose,
-            purpose_code: r.purpose_code,
+            department: r.by.department,
+            operator: r.by.operator,
+            operator_verified: r.by.operator_verified,
+            purpose: r.by.purpose,
+            purpose_code: r.by.purpose_code,
             action: r.action,
             key: r.subject.as_ref().map(|(k, _)| (k.doc_type().as_u8(), k.as_bytes())),
             datasets: uses.ids(r.datasets),
@@ -272,12 +265,15 @@ pub fn open(sealer: &Sealer, payload: &[u8], pseudonym: impl Fn(&SubjectKey) -> 
         };
         let datasets = r.datasets.iter().map(|&i| u.names[i as usize].clone()).collect::<Vec<_>>();
         let fields = r.fields.iter().map(|&i| u.names[i as usize].clone()).collect::<Vec<_>>();
-        let row = Use {
+        let by = Stamp {
             department: name(r.department)?,
             operator: r.operator.map(name).transpose()?,
             operator_verified: r.operator_verified,
             purpose: name(r.purpose)?,
             purpose_code: r.purpose_code.map(name).transpose()?,
+        };
+        let row = Use {
+            by,
             action: r.action,
             subject,
             datasets: u.list(datasets.iter().map(String::as_str)),
