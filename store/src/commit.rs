@@ -1025,12 +1025,20 @@ fn commit_group(store: &Store, group: Vec<Job>, stats: &CommitStats, seq: &tokio
             // Before the replies: whoever is answered can already see it.
             raise_to(seq, done.last_seq);
             let mut outcomes = done.outcomes.into_iter();
-            // Uses in compact form are chained before every job's events.
-            let mut audit_seq = done.first_audit_seq + uses.iter().map(|u| u.len() as u64).sum::<u64>();
-            for ((nu, ne, _), reply) in shape.into_iter().zip(replies) {
+            // Uses in compact form are chained before every job's events:
+            // a job's entries start among the one or the other.
+            let lines = |u: &[Uses]| u.iter().map(|u| u.len() as u64).sum::<u64>();
+            let mut uses_seq = done.first_audit_seq;
+            let mut events_seq = uses_seq + lines(&uses);
+            let mut uses = uses.as_slice();
+            for ((nu, ne, nr), reply) in shape.into_iter().zip(replies) {
                 let mine: Vec<Outcome> = outcomes.by_ref().take(nu).collect();
-                answer(reply, Ok(JobDone { outcomes: mine, first_audit_seq: audit_seq, last_seq: done.last_seq }));
-                audit_seq += ne as u64;
+                let (own, rest) = uses.split_at(nr.min(uses.len()));
+                uses = rest;
+                let first_audit_seq = if own.is_empty() { events_seq } else { uses_seq };
+                answer(reply, Ok(JobDone { outcomes: mine, first_audit_seq, last_seq: done.last_seq }));
+                uses_seq += lines(own);
+                events_seq += ne as u64;
             }
             Ok(())
         }
@@ -1126,6 +1134,40 @@ mod tests {
             key_mapped: false,
             rejected_lines: 0,
         }
+    }
+
+    /// In a group that chains compact uses before events, each job hears
+    /// where its own entries start.
+    #[test]
+    fn each_job_of_a_group_hears_where_its_audit_entries_start() {
+        let s = store();
+        let (stats, seq) = (CommitStats::default(), tokio::sync::watch::channel(0).0);
+        let got: Arc<Mutex<Vec<(usize, u64)>>> = Default::default();
+        let job = |n: usize, events: Vec<AuditEvent>, uses: Vec<Uses>| {
+            let got = got.clone();
+            Job {
+                updates: vec![],
+                events,
+                uses,
+                extra: WriteBatch::new(),
+                reply: Box::new(move |r: JobResult| got.lock().unwrap().push((n, r.unwrap().first_audit_seq))),
+                guard: None,
+                batch: false,
+                journaled: false,
+            }
+        };
+        let compact = |from: u16, n: u16| Uses::of_events(&(from..from + n).map(event).collect::<Vec<_>>(), |k| s.pseudonym(k));
+        let group = vec![job(0, vec![], vec![compact(1, 2)]), job(1, vec![event(10), event(11), event(12)], vec![]), job(2, vec![], vec![compact(20, 1)])];
+        commit_group(&s, group, &stats, &seq).unwrap();
+        let mut got = got.lock().unwrap().clone();
+        got.sort();
+        assert_eq!(got, vec![(0, 1), (1, 4), (2, 3)]);
+        // And that is where the trail has them.
+        let at = |i: u16| {
+            let q = crate::audit::AuditQuery { key: Some(key(i)), limit: 10, ..Default::default() };
+            s.audit_query(&q).unwrap().iter().map(|e| e.seq).collect::<Vec<_>>()
+        };
+        assert_eq!((at(1), at(2), at(20), at(10), at(12)), (vec![1], vec![2], vec![3], vec![4], vec![6]));
     }
 
     #[test]
