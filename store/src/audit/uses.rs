@@ -50,6 +50,9 @@ pub struct Use {
     pub rejected_lines: u64,
 }
 
+/// Lists [`Uses::list`] compares a new one with, newest first.
+pub const LISTS_LOOKED_AT: usize = 8;
+
 /// Who made a use, as places in a [`Uses`]' string table
 /// ([`Uses::stamp`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -94,8 +97,10 @@ impl Uses {
     }
 
     /// The place of the list `items` in the table of lists. Lists are
-    /// few and mostly the last one again: they are compared by name, and
-    /// a new one is interned only when none matches.
+    /// few and mostly the last one again: they are compared by name with
+    /// the last [`LISTS_LOOKED_AT`], and one not among them is added
+    /// (again, if it was older), so lines that each claim another set of
+    /// fields cost a bounded search, not one growing with the table.
     pub fn list<'s, I>(&mut self, items: I) -> u32
     where
         I: IntoIterator<Item = &'s str> + Clone,
@@ -104,8 +109,9 @@ impl Uses {
             let mut items = items.clone().into_iter();
             l.names.iter().all(|n| items.next() == Some(n.as_str())) && items.next().is_none()
         };
-        if let Some(at) = self.lists.iter().rposition(same) {
-            return at as u32;
+        let from = self.lists.len().saturating_sub(LISTS_LOOKED_AT);
+        if let Some(at) = self.lists[from..].iter().rposition(same) {
+            return (from + at) as u32;
         }
         let ids: Vec<u32> = items.clone().into_iter().map(|s| self.name(s)).collect();
         let names = items.into_iter().map(str::to_owned).collect();

@@ -79,6 +79,26 @@ fn strings_and_lists_are_interned() {
     assert_eq!(uses.events(), events);
 }
 
+/// Lines that each claim another set of fields make lists enough, not a
+/// search that grows with them: each is compared with the last few only,
+/// and every use still reads back as it was made.
+#[test]
+fn many_distinct_lists_stay_correct() {
+    let fields: Vec<String> = (0..12).map(|i| format!("f{i}")).collect();
+    let events: Vec<AuditEvent> = (0..3000u32)
+        .map(|n| {
+            let mut e = event(None);
+            e.fields = fields.iter().enumerate().filter(|(i, _)| n >> i & 1 == 1).map(|(_, f)| f.clone()).collect();
+            e
+        })
+        .collect();
+    let uses = Uses::of_events(&events, fake_pid);
+    assert!(uses.lists.len() > 2048);
+    assert_eq!(uses.events(), events);
+    let sealer = Sealer::new(&Secret::from_bytes([7; 32]), Sealing::Uses);
+    assert_eq!(open(&sealer, &seal(&sealer, &uses).unwrap(), fake_pid).unwrap().events(), events);
+}
+
 #[cfg(feature = "rocks")]
 mod journal {
     use super::event;
