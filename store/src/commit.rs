@@ -19,8 +19,9 @@
 //! before it stay written (its updates are versioned, so sending it again
 //! is harmless).
 //!
-//! Batch work ([`Committer::submit_waiting`]: a batch comparison's chunks
-//! and its job's progress) is set aside the same way, whole, and goes in a
+//! Batch work ([`Committer::submit_waiting`], [`Committer::submit_uses_waiting`]:
+//! a comparison job's chunks and its progress; a synchronous batch's
+//! chunks take the journal instead where there is one) is set aside the same way, whole, and goes in a
 //! group up to [`BULK_GROUP_EVENTS`] at a time, taking turns with the
 //! slices: a verification queued behind a batch's chunks waits for two of
 //! them at most, not for every chunk the batch has in flight. Batch work
@@ -631,6 +632,7 @@ struct Carried {
     rest: std::vec::IntoIter<Update>,
     /// Go with the first slice.
     events: Vec<AuditEvent>,
+    uses: Vec<Uses>,
     extra: WriteBatch,
     /// Key mappings sealed before the job was queued (`seal_new_keys`), by
     /// pseudonym: each goes with the slice of its update, where the store
@@ -658,7 +660,7 @@ impl Carried {
                 BatchOp::Delete { cf, key } => extra.delete(cf, key),
             }
         }
-        Carried { rest: j.updates.into_iter(), events: j.events, extra, mappings, reply: j.reply, outcomes, first_audit_seq: None }
+        Carried { rest: j.updates.into_iter(), events: j.events, uses: j.uses, extra, mappings, reply: j.reply, outcomes, first_audit_seq: None }
     }
 
     /// The next slice, as a job that leaves its answer in the slot.
@@ -685,7 +687,7 @@ impl Carried {
         let job = Job {
             updates,
             events: std::mem::take(&mut self.events),
-            uses: Vec::new(),
+            uses: std::mem::take(&mut self.uses),
             extra,
             reply: Box::new(move |r| *into.lock().unwrap_or_else(|e| e.into_inner()) = Some(r)),
             guard: None,
@@ -915,7 +917,10 @@ fn writer_loop(store: Arc<Store>, rx: Receiver<Job>, stats: Arc<CommitStats>, se
         heavy_last = heavy;
         // Uses first: every one queued was answered before the jobs of
         // this group that a caller sent after its answer, and the chain
-        // keeps the order things happened in.
+        // keeps the order things happened in. (Uses in compact form of the
+        // group's other jobs, a comparison job's chunks, are chained with
+        // them, before the group's events: none of those jobs has been
+        // answered yet, so no order a caller saw is changed.)
         if let Some(job) = uses_job(&store, &stats) {
             size.add(&job);
             group.insert(0, job);
@@ -1134,6 +1139,29 @@ mod tests {
             key_mapped: false,
             rejected_lines: 0,
         }
+    }
+
+    /// A record of uses of several departments is stored as one chunk per
+    /// run of one department's rows, each use at its own number and under
+    /// its own department; the chain and index checks pass.
+    #[test]
+    fn compact_uses_of_several_departments_are_stored_run_by_run() {
+        let s = store();
+        let events: Vec<AuditEvent> = [("a", 1), ("a", 2), ("b", 3), ("a", 4), ("a", 5)]
+            .into_iter()
+            .map(|(d, i)| AuditEvent { department: d.into(), ..event(i) })
+            .collect();
+        let uses = Uses::of_events(&events, |k| s.pseudonym(k));
+        s.commit_all(&[], &[uses], &[event(9)], WriteBatch::new(), crate::Durability::Sync).unwrap();
+        for (i, d, seq) in [(1, "a", 1), (2, "a", 2), (3, "b", 3), (4, "a", 4), (5, "a", 5), (9, "d", 6)] {
+            let q = crate::audit::AuditQuery { key: Some(key(i)), limit: 10, ..Default::default() };
+            let got: Vec<(String, u64)> = s.audit_query(&q).unwrap().into_iter().map(|e| (e.department, e.seq)).collect();
+            assert_eq!(got, vec![(d.to_string(), seq)], "key {i}");
+        }
+        let q = crate::audit::AuditQuery { department: Some("a".into()), limit: 10, ..Default::default() };
+        assert_eq!(s.audit_query(&q).unwrap().iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2, 4, 5]);
+        assert!(s.audit_verify().unwrap().ok);
+        assert!(s.audit_index_check().unwrap().ok);
     }
 
     /// In a group that chains compact uses before events, each job hears

@@ -381,11 +381,11 @@ impl Store {
         items: &[(SubjectKey, &str)],
         mut found: impl FnMut(usize, Option<PrintView<'_>>),
     ) -> Result<()> {
-        let keys: Vec<&SubjectKey> = items.iter().map(|(k, _)| k).collect();
-        let homes = self.homes(&keys)?;
         if let Some((_, ds)) = items.iter().find(|(_, ds)| self.catalog.dataset(ds).is_none()) {
             return Err(Error::Invalid(format!("unknown dataset {ds}")));
         }
+        let keys: Vec<&SubjectKey> = items.iter().map(|(k, _)| k).collect();
+        let homes = self.homes(&keys)?;
         let asked: Vec<(Pid, &str)> = items.iter().zip(&homes).map(|((_, ds), home)| (home.pid, *ds)).collect();
         let printed = prints.many(&asked);
         for i in 0..items.len() {
@@ -548,9 +548,9 @@ impl Store {
         self.commit_all(updates, &[], events, extra, durability)
     }
 
-    /// [`Store::commit_with`] with uses in their compact form too, chained
-    /// before `events` (the commit writer's own group: records of uses
-    /// from the journal first).
+    /// [`Store::commit_with`] with uses in their compact form too
+    /// (records of uses from the journal, comparison jobs' chunks), chained
+    /// before `events`.
     pub(crate) fn commit_all(
         &self,
         updates: &[Update],

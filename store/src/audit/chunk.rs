@@ -1,9 +1,11 @@
 //! Uses audited as one stored entry per run: the uses one group commit
-//! writes for one department (a batch chunk's lines, the verifications of
-//! a department's counters that arrived together) share the department and
-//! the time, so they are stored once with a compact row per use (action,
-//! subject pseudonym, indexes into a table of the run's operator, purpose,
-//! dataset, field and outcome names) and hashed into the chain once.
+//! writes for one department (the verifications of a department's
+//! counters that arrived together; a batch chunk's lines, one record of
+//! uses in compact form at a time) share the department and the time, so
+//! they are stored once with a compact row per use (action, subject
+//! pseudonym, indexes into a table of names: operators, purposes, dataset,
+//! field and outcome names; for a record of uses, its whole string table)
+//! and hashed into the chain once.
 //!
 //! A chunk of `n` uses takes the sequence numbers `first..first + n`,
 //! stored under `first`: every use keeps a sequence number of its own, as
@@ -34,7 +36,8 @@ pub struct StoredChunk {
     pub at: i64,
     pub department: String,
     /// The texts the lines refer to by index: operators, purposes and
-    /// purpose codes, dataset, field and outcome names.
+    /// purpose codes, dataset, field and outcome names (written from a
+    /// record of uses: its whole table, which may hold others too).
     pub names: Vec<String>,
     pub lines: Vec<ChunkLine>,
     pub hash: [u8; 32],
@@ -166,10 +169,10 @@ pub(crate) fn chunk_index_entries(
 }
 
 /// The stored bytes, hash zeroed, of the chunk of `rows` (one
-/// department's, taken from `uses`) at `at`: the bytes
-/// [`StoredChunk::encode`] makes of the same chunk, written straight from
-/// the compact rows. The chunk's names are the whole string table of
-/// `uses`, so its rows keep their places.
+/// department's, taken from `uses`) at `at`, written straight from the
+/// compact rows: the bytes [`StoredChunk::encode`] makes of a chunk whose
+/// names are the whole string table of `uses` (so its rows keep their
+/// places) and whose lines are the rows.
 pub(crate) fn encode_uses(at: i64, uses: &Uses, rows: &[Use]) -> Vec<u8> {
     let chunk = ChunkOf {
         at,

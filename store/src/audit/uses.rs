@@ -1,7 +1,10 @@
-//! Records of audited uses as the journal keeps them: a request's events,
-//! sealed (they name subjects by their keys, and the data directory holds
-//! no key in the clear), durable before the request's answer leaves, and
-//! entered into the chain and indexes by the commit writer behind it.
+//! Audited uses in compact form ([`Uses`]) and as the journal keeps them:
+//! a request's uses, sealed (they name subjects by their keys, and the
+//! data directory holds no key in the clear), durable before the
+//! request's answer leaves, and entered into the chain and indexes by the
+//! commit writer behind it. Each record is entered as entries of its own
+//! (a chunk entry per run of one department's rows), not merged with
+//! other records: records are batch chunks of hundreds of lines or more.
 
 use super::{Action, AuditEvent};
 use crate::codec::{decode, encode};
