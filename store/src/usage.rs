@@ -215,11 +215,13 @@ pub(crate) fn count_events(delta: &mut UsageDelta, day: i32, events: &[crate::au
 pub(crate) fn count_uses(delta: &mut UsageDelta, day: i32, uses: &[crate::audit::uses::Uses]) {
     for u in uses {
         let alike = tally(u.rows().iter().map(|r| ((r.by.department, r.action, r.by.purpose_code.is_none(), r.outcome, r.datasets, r.rejected_lines), 1)));
+        // Spelled out once a shape: a handful a record.
+        let datasets: Vec<Vec<String>> = alike.iter().map(|((_, _, _, _, d, _), _)| u.list_texts(*d)).collect();
         count_shapes(
             delta,
             day,
-            alike.into_iter().map(|((department, action, uncatalogued, outcome, datasets, rejected), n)| {
-                let shape = (u.text(department), action, uncatalogued, refusal_of(action, u.text(outcome)), u.list_names(datasets), rejected);
+            alike.iter().zip(&datasets).map(|(&((department, action, uncatalogued, outcome, _, rejected), n), datasets)| {
+                let shape = (u.text(department), action, uncatalogued, refusal_of(action, u.text(outcome)), &datasets[..], rejected);
                 (shape, n)
             }),
         );

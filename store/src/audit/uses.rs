@@ -24,16 +24,9 @@ const AD: &[u8] = b"basedata journal uses";
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Uses {
     names: Vec<String>,
-    lists: Vec<List>,
+    /// Lists of strings (datasets, fields), as places in `names`.
+    lists: Vec<Vec<u32>>,
     rows: Vec<Use>,
-}
-
-/// A list of strings (datasets, fields) as [`Uses`] keeps it: by place in
-/// the table, and spelled out for those who count by name.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-struct List {
-    ids: Vec<u32>,
-    names: Vec<String>,
 }
 
 /// One use of a [`Uses`]; `u32`s are places in its string table, except
@@ -108,17 +101,27 @@ impl Uses {
     where
         I: IntoIterator<Item = &'s str> + Clone,
     {
-        let same = |l: &List| {
+        let names = &self.names;
+        let same = |l: &Vec<u32>| {
             let mut items = items.clone().into_iter();
-            l.names.iter().all(|n| items.next() == Some(n.as_str())) && items.next().is_none()
+            l.iter().all(|&i| items.next() == Some(names[i as usize].as_str())) && items.next().is_none()
         };
         let from = self.lists.len().saturating_sub(LISTS_LOOKED_AT);
         if let Some(at) = self.lists[from..].iter().rposition(same) {
             return (from + at) as u32;
         }
-        let ids: Vec<u32> = items.clone().into_iter().map(|s| self.name(s)).collect();
-        let names = items.into_iter().map(str::to_owned).collect();
-        self.lists.push(List { ids, names });
+        let ids: Vec<u32> = items.into_iter().map(|s| self.name(s)).collect();
+        self.list_of(ids)
+    }
+
+    /// The place of the list of string places `ids`, looked for as
+    /// [`Uses::list`] looks.
+    fn list_of(&mut self, ids: Vec<u32>) -> u32 {
+        let from = self.lists.len().saturating_sub(LISTS_LOOKED_AT);
+        if let Some(at) = self.lists[from..].iter().rposition(|l| *l == ids) {
+            return (from + at) as u32;
+        }
+        self.lists.push(ids);
         (self.lists.len() - 1) as u32
     }
 
@@ -149,12 +152,12 @@ impl Uses {
 
     /// The list at place `i`, as places in the string table.
     pub(crate) fn ids(&self, i: u32) -> &[u32] {
-        &self.lists[i as usize].ids
+        &self.lists[i as usize]
     }
 
     /// The list at place `i`, spelled out.
-    pub fn list_names(&self, i: u32) -> &[String] {
-        &self.lists[i as usize].names
+    pub fn list_texts(&self, i: u32) -> Vec<String> {
+        self.ids(i).iter().map(|&n| self.text(n).to_owned()).collect()
     }
 
     /// The department, operator and purpose of `by` (its other members
@@ -198,8 +201,8 @@ impl Uses {
                 purpose_code: r.by.purpose_code.map(s),
                 action: r.action,
                 key: r.subject.map(|(k, _)| k),
-                datasets: self.list_names(r.datasets).to_vec(),
-                fields: self.list_names(r.fields).to_vec(),
+                datasets: self.list_texts(r.datasets),
+                fields: self.list_texts(r.fields),
                 outcome: s(r.outcome),
                 key_mapped: r.key_mapped,
                 rejected_lines: r.rejected_lines,
@@ -272,8 +275,6 @@ pub fn open(sealer: &Sealer, payload: &[u8], pseudonym: impl Fn(&SubjectKey) -> 
                 Some((k, pseudonym(&k)))
             }
         };
-        let datasets = r.datasets.iter().map(|&i| u.names[i as usize].clone()).collect::<Vec<_>>();
-        let fields = r.fields.iter().map(|&i| u.names[i as usize].clone()).collect::<Vec<_>>();
         let by = Stamp {
             department: name(r.department)?,
             operator: r.operator.map(name).transpose()?,
@@ -285,8 +286,8 @@ pub fn open(sealer: &Sealer, payload: &[u8], pseudonym: impl Fn(&SubjectKey) -> 
             by,
             action: r.action,
             subject,
-            datasets: u.list(datasets.iter().map(String::as_str)),
-            fields: u.list(fields.iter().map(String::as_str)),
+            datasets: u.list_of(r.datasets),
+            fields: u.list_of(r.fields),
             outcome: name(r.outcome)?,
             key_mapped: r.key_mapped,
             rejected_lines: r.rejected_lines,
