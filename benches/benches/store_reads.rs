@@ -3,7 +3,8 @@
 //! the record model stays visible; and an in-process verification (claims
 //! checked against the catalog and normalized, the record read with only
 //! the claimed fields decoded, verdicts) next to the same bare read, and
-//! the same verification from the claim fingerprints (no read). The
+//! the same verification from the claim fingerprints (no read); and a
+//! chunk of batch lines verified from the fingerprints. The
 //! audit entry an answer waits for is the group committer's, measured over
 //! HTTP by `http_bench`.
 
@@ -70,7 +71,7 @@ fn reads(c: &mut Criterion) {
         b.iter(|| {
             i = (i + 1) % keys.len();
             let c = Claims::parse(&hukou, &claims[i]).unwrap();
-            let (outcome, _, _) = verify_many(&f.store, &[(keys[i], "hukou")], &[&c]).unwrap().pop().unwrap();
+            let outcome = verify_many(&f.store, &[(keys[i], "hukou")], &[&c]).unwrap().pop().unwrap().outcome;
             assert_eq!(outcome, Outcome::Match);
             black_box(outcome)
         })
@@ -79,6 +80,39 @@ fn reads(c: &mut Criterion) {
         b.iter(|| {
             i = (i + 1) % keys.len();
             black_box(f.store.pseudonym(&keys[i]))
+        })
+    });
+    g.finish();
+    batch_chunk(c, &f, &keys);
+}
+
+/// One chunk of batch lines through `batch::process`: parsing each line,
+/// checking its key and claims, the fingerprint lookups of the chunk,
+/// verdicts, answers and the chunk's record of uses (not its commit, which
+/// is the group committer's). Every tenth line claims a wrong birth date.
+fn batch_chunk(c: &mut Criterion, f: &basedata_benches::Fixture, keys: &[SubjectKey]) {
+    use basedata_query::batch::{process, Cutter, Unrestricted, CHUNK_LINES};
+    let mut body = String::new();
+    for (i, k) in keys.iter().take(CHUNK_LINES).enumerate() {
+        let r = f.store.get(k, "hukou", None).unwrap().expect("generated person");
+        let birth = if i % 10 == 9 { serde_json::json!("1900-01-01") } else { r.field("birth_date").unwrap().to_json() };
+        let line = serde_json::json!({"ref": format!("r{i}"), "subject": "person", "key": k.as_str(),
+            "fields": {"name": r.field("name").unwrap().to_json(), "birth_date": birth}});
+        body.push_str(&line.to_string());
+        body.push('\n');
+    }
+    let mut cutter = Cutter::with_chunk_lines(CHUNK_LINES);
+    let mut chunks = Vec::new();
+    cutter.push(body.as_bytes(), &mut chunks);
+    chunks.extend(cutter.finish());
+    let chunk = &chunks[0];
+    let mut g = c.benchmark_group("batch");
+    g.throughput(Throughput::Elements(u64::from(chunk.lines)));
+    g.bench_function("chunk_from_prints", |b| {
+        b.iter(|| {
+            let res = process(&f.store, &Unrestricted, chunk).unwrap();
+            assert_eq!(res.counts.matched + res.counts.mismatched, u64::from(chunk.lines));
+            black_box(res)
         })
     });
     g.finish();

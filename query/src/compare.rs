@@ -9,6 +9,7 @@ use basedata_store::catalog::{Field, FieldType};
 use basedata_store::keys::{EntityKey, PersonKey};
 use basedata_store::value::{canonical_decimal, format_date, parse_date, parse_datetime};
 use serde_json::Value as Json;
+use std::borrow::Cow;
 
 pub use basedata_store::value::{canonical_stored, fold_text_cow};
 
@@ -39,11 +40,13 @@ fn parse_loose_date(s: &str) -> Option<time::Date> {
     time::Date::from_calendar_date(y, time::Month::try_from(m).ok()?, d).ok()
 }
 
-fn json_text(j: &Json) -> Option<String> {
+/// The text of a claimed JSON value, unfolded: a string as given, a number
+/// or boolean as serde_json prints it; `None` for anything else.
+pub fn json_text(j: &Json) -> Option<Cow<'_, str>> {
     match j {
-        Json::String(s) => Some(fold_text(s)),
-        Json::Number(n) => Some(n.to_string()),
-        Json::Bool(b) => Some(b.to_string()),
+        Json::String(s) => Some(Cow::Borrowed(s)),
+        Json::Number(n) => Some(Cow::Owned(n.to_string())),
+        Json::Bool(b) => Some(Cow::Borrowed(if *b { "true" } else { "false" })),
         _ => None,
     }
 }
@@ -51,15 +54,23 @@ fn json_text(j: &Json) -> Option<String> {
 /// Canonical form of a claimed value. `Err` (with a message that does not
 /// quote the value) when the claim cannot be a value of the field's type.
 pub fn canonical_claim(field: &Field, claim: &Json) -> Result<Vec<u8>, String> {
+    canonical_claim_text(field, json_text(claim).as_deref())
+}
+
+/// [`canonical_claim`] of a value given as its [`json_text`], which a
+/// batch line's parser takes straight from the line without building a
+/// JSON value.
+pub fn canonical_claim_text(field: &Field, claim: Option<&str>) -> Result<Vec<u8>, String> {
     let bad = |what: &str| format!("field {}: {what}", field.name);
-    let text = json_text(claim).ok_or_else(|| bad("expected a string, number or boolean"))?;
+    // Numbers and booleans print without anything to fold or trim.
+    let text = fold_text_cow(claim.ok_or_else(|| bad("expected a string, number or boolean"))?);
     Ok(match field.ty {
-        FieldType::String | FieldType::Code => text.into_bytes(),
+        FieldType::String | FieldType::Code => text.into_owned().into_bytes(),
         FieldType::Date => format_date(parse_loose_date(&text).ok_or_else(|| bad("not a date"))?).into_bytes(),
         FieldType::Datetime => parse_datetime(&text).ok_or_else(|| bad("not an RFC 3339 time"))?.to_be_bytes().to_vec(),
         FieldType::Integer => text.parse::<i64>().map_err(|_| bad("not an integer"))?.to_be_bytes().to_vec(),
         FieldType::Decimal => canonical_decimal(&text).ok_or_else(|| bad("not a decimal number"))?.into_bytes(),
-        FieldType::Bool => match text.as_str() {
+        FieldType::Bool => match &*text {
             "true" | "1" => b"true".to_vec(),
             "false" | "0" => b"false".to_vec(),
             _ => return Err(bad("not a boolean")),

@@ -106,7 +106,7 @@ impl Queries {
             }
             Some(guard)
         };
-        let (outcome, verdicts, found) = crate::verify::verify_many(&self.store, &[(key, &ds.id)], &[&claims])?
+        let crate::verify::Checked { outcome, verdicts, found, .. } = crate::verify::verify_many(&self.store, &[(key, &ds.id)], &[&claims])?
             .pop()
             .ok_or_else(|| basedata_store::Error::Invalid("a verification has no result".into()))?;
         ev.outcome = outcome.as_str().to_owned();

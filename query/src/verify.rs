@@ -3,12 +3,13 @@
 //! answer carries nothing beyond the verdicts asked for: not the record's
 //! status, version or other fields.
 
-use crate::compare::{canonical_claim, canonical_stored, same};
+use crate::compare::{canonical_claim_text, canonical_stored, json_text, same};
 use basedata_store::catalog::{Dataset, Field};
 use basedata_store::prints::{PrintView, Prints};
 use basedata_store::store::Record;
-use basedata_store::{Store, SubjectKey};
+use basedata_store::{Pid, Store, SubjectKey};
 use serde_json::{Map, Value as Json};
+use std::borrow::Cow;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
@@ -83,7 +84,17 @@ pub struct Claims<'a> {
 
 impl<'a> Claims<'a> {
     pub fn parse(dataset: &'a Dataset, fields: &Map<String, Json>) -> Result<Claims<'a>, ClaimError> {
-        if fields.is_empty() {
+        Claims::parse_texts(dataset, fields.iter().map(|(name, claim)| (name.as_str(), json_text(claim))))
+    }
+
+    /// [`Claims::parse`] of claims given as field names and the
+    /// [`json_text`] of their values, in name order without repeats (the
+    /// order and uniqueness of a parsed JSON object's members).
+    pub fn parse_texts<'t>(
+        dataset: &'a Dataset,
+        fields: impl ExactSizeIterator<Item = (&'t str, Option<Cow<'t, str>>)>,
+    ) -> Result<Claims<'a>, ClaimError> {
+        if fields.len() == 0 {
             return Err(ClaimError::Empty);
         }
         let mut items = Vec::with_capacity(fields.len());
@@ -92,7 +103,7 @@ impl<'a> Claims<'a> {
                 .field_index(name)
                 .ok_or_else(|| ClaimError::UnknownField(format!("dataset {} has no field {name}", dataset.id)))?;
             let f = &dataset.fields[i];
-            items.push((f, i, canonical_claim(f, claim).map_err(ClaimError::InvalidValue)?));
+            items.push((f, i, canonical_claim_text(f, claim.as_deref()).map_err(ClaimError::InvalidValue)?));
         }
         Ok(Claims { items })
     }
@@ -159,9 +170,17 @@ fn overall(verdicts: Vec<(&str, Verdict)>) -> (Outcome, Vec<(&str, Verdict)>) {
     (if all { Outcome::Match } else { Outcome::Mismatch }, verdicts)
 }
 
-/// A verification's result: the outcome, the verdict of each claimed
-/// field, and whether a live record was found (for the audit entry).
-pub type Checked<'a> = (Outcome, Vec<(&'a str, Verdict)>, bool);
+/// A verification's result.
+#[derive(Clone, Debug)]
+pub struct Checked<'a> {
+    pub outcome: Outcome,
+    /// The verdict of each claimed field, in claim order.
+    pub verdicts: Vec<(&'a str, Verdict)>,
+    /// Whether a live record was found (for the audit entry).
+    pub found: bool,
+    /// The key's pseudonym (for the audit entry).
+    pub pid: Pid,
+}
 
 /// Verifies `claims[i]` against the current record of `items[i]`, for
 /// every `i`: from the claim fingerprints when the store keeps them (no
@@ -170,17 +189,17 @@ pub type Checked<'a> = (Outcome, Vec<(&'a str, Verdict)>, bool);
 pub fn verify_many<'a>(store: &Store, items: &[(SubjectKey, &str)], claims: &[&Claims<'a>]) -> basedata_store::Result<Vec<Checked<'a>>> {
     let mut out = Vec::with_capacity(items.len());
     if let Some(prints) = store.prints() {
-        store.printed_many(&prints, items, |i, view| {
+        store.printed_many(&prints, items, |i, pid, view| {
             let found = view.is_some();
-            let (o, v) = claims[i].verify_printed(store, &prints, view);
-            out.push((o, v, found));
+            let (outcome, verdicts) = claims[i].verify_printed(store, &prints, view);
+            out.push(Checked { outcome, verdicts, found, pid });
         })?;
         return Ok(out);
     }
     let records = store.get_many_fields(items, &|i, name| claims[i].asks(name))?;
-    for (c, r) in claims.iter().zip(&records) {
-        let (o, v) = c.verify(r.as_ref());
-        out.push((o, v, r.is_some()));
+    for ((c, r), (key, _)) in claims.iter().zip(&records).zip(items) {
+        let (outcome, verdicts) = c.verify(r.as_ref());
+        out.push(Checked { outcome, verdicts, found: r.is_some(), pid: store.pseudonym(key) });
     }
     Ok(out)
 }

@@ -47,7 +47,11 @@ fn check(store: &Store, ds_id: &str, key: SubjectKey, claims: &Map<String, Json>
     let prints = store.prints().expect("the store keeps fingerprints");
     let mut got = None;
     store
-        .printed_many(&prints, &[(key, ds_id)], |_, view| got = Some(owned(c.verify_printed(store, &prints, view))))
+        .printed_many(&prints, &[(key, ds_id)], |_, pid, view| {
+            // The audit entry's pseudonym is the key's own, linked or not.
+            assert_eq!(pid, store.pseudonym(&key));
+            got = Some(owned(c.verify_printed(store, &prints, view)))
+        })
         .unwrap();
     assert_eq!(got.as_ref(), Some(&expected), "{ds_id} {claims:?}");
     tally.checked += 1;

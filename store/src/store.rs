@@ -373,13 +373,14 @@ impl Store {
         Some(prints.claim_key(key.doc_type().as_u8(), &self.pseudo.pid(&key)))
     }
 
-    /// Calls `found(i, view)` with the fingerprints of the current record
-    /// of each pair (`None`: no live record), through `prints`.
+    /// Calls `found(i, pid, view)` with the pseudonym of each pair's key
+    /// (for its audit entry) and the fingerprints of its current record
+    /// (`None`: no live record), through `prints`.
     pub fn printed_many(
         &self,
         prints: &Prints,
         items: &[(SubjectKey, &str)],
-        mut found: impl FnMut(usize, Option<PrintView<'_>>),
+        mut found: impl FnMut(usize, Pid, Option<PrintView<'_>>),
     ) -> Result<()> {
         if let Some((_, ds)) = items.iter().find(|(_, ds)| self.catalog.dataset(ds).is_none()) {
             return Err(Error::Invalid(format!("unknown dataset {ds}")));
@@ -388,8 +389,10 @@ impl Store {
         let homes = self.homes(&keys)?;
         let asked: Vec<(Pid, &str)> = items.iter().zip(&homes).map(|((_, ds), home)| (home.pid, *ds)).collect();
         let printed = prints.many(&asked);
-        for i in 0..items.len() {
-            found(i, printed.view(i));
+        for (i, ((key, _), home)) in items.iter().zip(&homes).enumerate() {
+            // The key's own pseudonym, already at hand unless it is linked.
+            let own = if home.linked { self.pseudonym(key) } else { home.pid };
+            found(i, own, printed.view(i));
         }
         Ok(())
     }

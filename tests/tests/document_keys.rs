@@ -111,6 +111,11 @@ fn an_entity_known_by_its_licence_number_keeps_its_record_and_trail_when_given_a
         let claim = json!({"fields": {"name": "某某五金有限公司"}});
         let v = s.req("POST", &format!("/v1/entities/{key}/verify{q}")).token(tokens::COUNTER).purpose(purpose).json(&claim);
         assert_eq!((v.status, v.json["result"].as_str()), (200, Some("match")), "{}", v.text);
+        // In a batch too; its use is recorded under the key as given.
+        let line = json!({"ref": 1, "subject": "entity", "key": key, "id_type": id_type, "fields": {"name": "某某五金有限公司"}});
+        let b = s.req("POST", "/v1/verify/batch").token(tokens::COUNTER).purpose(purpose).ndjson(&[line]);
+        let answer: Value = serde_json::from_str(b.text.trim()).unwrap_or_else(|_| panic!("{}", b.text));
+        assert_eq!(answer["result"], "match", "{}", b.text);
     }
 
     // Another credit code for the same licence number is a conflict, and changes nothing.
@@ -134,5 +139,12 @@ fn an_entity_known_by_its_licence_number_keeps_its_record_and_trail_when_given_a
     assert!(lookups_and_verifies >= 3, "{by_code:?}");
     assert!(by_code.iter().any(|(_, k)| k == lic), "{by_code:?}");
     assert!(by_code.iter().all(|(_, k)| k == lic || k == code), "{by_code:?}");
+    let r = s.req("GET", &format!("/v1/audit?key={code}")).token(tokens::AUDITOR).get();
+    let entries = r.json["entries"].as_array().unwrap_or_else(|| panic!("{}", r.text));
+    let mut batched: Vec<&str> = entries.iter().filter(|e| e["action"] == "batch_verify").map(|e| e["key"].as_str().unwrap()).collect();
+    batched.sort();
+    let mut expected = vec![code, lic];
+    expected.sort();
+    assert_eq!(batched, expected, "{}", r.text);
     assert!(s.req("GET", "/v1/audit/verify").token(tokens::AUDITOR).get().json["ok"].as_bool().unwrap());
 }

@@ -30,7 +30,8 @@ use basedata_store::audit::uses::Uses;
 use basedata_store::{Action, AuditEvent, Store, Subject, SubjectKey};
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
-use serde_json::{Map, Value as Json};
+use serde_json::value::RawValue;
+use serde_json::Value as Json;
 use std::borrow::Cow;
 
 /// Lines per chunk: large enough that a multi-get and a group commit are
@@ -237,12 +238,14 @@ enum Prepared<'c> {
 
 /// A request line as parsed: every member optional and loosely typed, so
 /// that the checks below can say precisely what is wrong without quoting
-/// values. Strings are borrowed from the line where they have no escapes.
+/// values. Nothing is built that the answer does not need: strings are
+/// borrowed from the line where they have no escapes, `ref` is echoed as
+/// the caller wrote it, and claimed values are kept as text.
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct LineIn<'a> {
-    #[serde(rename = "ref", default)]
-    r: Json,
+    #[serde(rename = "ref", borrow, default)]
+    r: Option<&'a RawValue>,
     #[serde(borrow, default)]
     subject: Text<'a>,
     #[serde(borrow, default)]
@@ -251,62 +254,163 @@ struct LineIn<'a> {
     id_type: Text<'a>,
     #[serde(borrow, default)]
     dataset: Text<'a>,
-    fields: Option<Json>,
+    #[serde(borrow)]
+    fields: Option<FieldsIn<'a>>,
 }
 
-/// A member that should be a string.
+/// A member's value, which should be a string (a claimed value may also
+/// be a number or a boolean).
 #[derive(Default)]
 enum Text<'a> {
     /// Absent or `null`.
     #[default]
     Missing,
     Str(Cow<'a, str>),
-    /// Some other JSON value (skipped without being kept).
+    Number(serde_json::Number),
+    Bool(bool),
+    /// An array or an object (skipped without being kept).
     Other,
+}
+
+impl<'a> Text<'a> {
+    /// A claimed value's text, as [`crate::compare::json_text`] gives it.
+    fn claim_text(&self) -> Option<Cow<'_, str>> {
+        match self {
+            Text::Str(s) => Some(Cow::Borrowed(s)),
+            Text::Number(n) => Some(Cow::Owned(n.to_string())),
+            Text::Bool(b) => Some(Cow::Borrowed(if *b { "true" } else { "false" })),
+            Text::Missing | Text::Other => None,
+        }
+    }
+}
+
+struct TextVisitor<'a>(std::marker::PhantomData<&'a ()>);
+
+impl<'de: 'a, 'a> serde::de::Visitor<'de> for TextVisitor<'a> {
+    type Value = Text<'a>;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Text<'a>, E> {
+        Ok(Text::Str(Cow::Borrowed(v)))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Text<'a>, E> {
+        Ok(Text::Str(Cow::Owned(v.to_owned())))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Text<'a>, E> {
+        Ok(Text::Str(Cow::Owned(v)))
+    }
+    fn visit_unit<E>(self) -> Result<Text<'a>, E> {
+        Ok(Text::Missing)
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Text<'a>, E> {
+        Ok(Text::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Text<'a>, E> {
+        Ok(Text::Number(v.into()))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Text<'a>, E> {
+        Ok(Text::Number(v.into()))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Text<'a>, E> {
+        // The parser gives finite numbers only.
+        Ok(serde_json::Number::from_f64(v).map_or(Text::Other, Text::Number))
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Text<'a>, A::Error> {
+        while a.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        Ok(Text::Other)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Text<'a>, A::Error> {
+        while a.next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?.is_some() {}
+        Ok(Text::Other)
+    }
 }
 
 impl<'de: 'a, 'a> serde::Deserialize<'de> for Text<'a> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(TextVisitor(std::marker::PhantomData))
+    }
+}
+
+/// A member name, borrowed from the line where it has no escapes.
+struct Name<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for Name<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match d.deserialize_str(TextVisitor(std::marker::PhantomData))? {
+            Text::Str(s) => Ok(Name(s)),
+            _ => Err(serde::de::Error::custom("a member name is a string")),
+        }
+    }
+}
+
+/// `fields` as parsed: the claims as (name, value) in name order with the
+/// last of repeated names kept, as a parsed JSON object has them, so that
+/// answers and audit entries list fields as the single verification does.
+enum FieldsIn<'a> {
+    Object(Vec<(Cow<'a, str>, Text<'a>)>),
+    /// Not an object.
+    Other,
+}
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for FieldsIn<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V<'a>(std::marker::PhantomData<&'a ()>);
         impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
-            type Value = Text<'a>;
+            type Value = FieldsIn<'a>;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("any JSON value")
             }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Text<'a>, E> {
-                Ok(Text::Str(Cow::Borrowed(v)))
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<FieldsIn<'a>, A::Error> {
+                let mut claims: Vec<(Cow<'a, str>, Text<'a>)> = Vec::with_capacity(a.size_hint().unwrap_or(4));
+                while let Some(Name(name)) = a.next_key::<Name<'a>>()? {
+                    claims.push((name, a.next_value::<Text<'a>>()?));
+                }
+                // Reversed, then sorted stably: the first of each run of
+                // one name is the last given, the one an object keeps.
+                claims.reverse();
+                claims.sort_by(|x, y| x.0.cmp(&y.0));
+                claims.dedup_by(|later, kept| later.0 == kept.0);
+                Ok(FieldsIn::Object(claims))
             }
-            fn visit_str<E>(self, v: &str) -> Result<Text<'a>, E> {
-                Ok(Text::Str(Cow::Owned(v.to_owned())))
+            fn visit_bool<E>(self, _: bool) -> Result<FieldsIn<'a>, E> {
+                Ok(FieldsIn::Other)
             }
-            fn visit_string<E>(self, v: String) -> Result<Text<'a>, E> {
-                Ok(Text::Str(Cow::Owned(v)))
+            fn visit_i64<E>(self, _: i64) -> Result<FieldsIn<'a>, E> {
+                Ok(FieldsIn::Other)
             }
-            fn visit_unit<E>(self) -> Result<Text<'a>, E> {
-                Ok(Text::Missing)
+            fn visit_u64<E>(self, _: u64) -> Result<FieldsIn<'a>, E> {
+                Ok(FieldsIn::Other)
             }
-            fn visit_bool<E>(self, _: bool) -> Result<Text<'a>, E> {
-                Ok(Text::Other)
+            fn visit_f64<E>(self, _: f64) -> Result<FieldsIn<'a>, E> {
+                Ok(FieldsIn::Other)
             }
-            fn visit_i64<E>(self, _: i64) -> Result<Text<'a>, E> {
-                Ok(Text::Other)
+            fn visit_str<E>(self, _: &str) -> Result<FieldsIn<'a>, E> {
+                Ok(FieldsIn::Other)
             }
-            fn visit_u64<E>(self, _: u64) -> Result<Text<'a>, E> {
-                Ok(Text::Other)
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<Text<'a>, E> {
-                Ok(Text::Other)
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Text<'a>, A::Error> {
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<FieldsIn<'a>, A::Error> {
                 while a.next_element::<serde::de::IgnoredAny>()?.is_some() {}
-                Ok(Text::Other)
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Text<'a>, A::Error> {
-                while a.next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?.is_some() {}
-                Ok(Text::Other)
+                Ok(FieldsIn::Other)
             }
         }
         d.deserialize_any(V(std::marker::PhantomData))
+    }
+}
+
+/// The `ref` echoed in an answer: as the caller wrote it, or, from a line
+/// that did not parse as a request, as recovered from it.
+enum Ref<'a> {
+    Raw(Option<&'a RawValue>),
+    Recovered(Json),
+}
+
+impl Serialize for Ref<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Ref::Raw(Some(raw)) => raw.serialize(s),
+            Ref::Raw(None) => s.serialize_unit(),
+            Ref::Recovered(j) => j.serialize(s),
+        }
     }
 }
 
@@ -364,8 +468,8 @@ fn prepare<'c>(store: &'c Store, access: &dyn LineAccess, l: &LineIn<'_>) -> Pre
             Ok(s) => s,
             Err(_) => return fail(None, None, Failure::new("invalid_value", "subject must be \"person\" or \"entity\"")),
         },
-        Text::Other => return fail(None, None, Failure::new("invalid_value", "subject must be \"person\" or \"entity\"")),
         Text::Missing => return fail(None, None, Failure::new("invalid_body", "subject is required (\"person\" or \"entity\")")),
+        _ => return fail(None, None, Failure::new("invalid_value", "subject must be \"person\" or \"entity\"")),
     };
     let doc = match &l.id_type {
         Text::Missing => subject.doc_type(),
@@ -376,7 +480,7 @@ fn prepare<'c>(store: &'c Store, access: &dyn LineAccess, l: &LineIn<'_>) -> Pre
                 return fail(None, None, Failure::new("invalid_value", msg));
             }
         },
-        Text::Other => return fail(None, None, Failure::new("invalid_value", "id_type must be a string")),
+        _ => return fail(None, None, Failure::new("invalid_value", "id_type must be a string")),
     };
     let key = match &l.key {
         Text::Str(k) => match SubjectKey::parse_doc(doc, k) {
@@ -386,8 +490,8 @@ fn prepare<'c>(store: &'c Store, access: &dyn LineAccess, l: &LineIn<'_>) -> Pre
                 return fail(None, None, f);
             }
         },
-        Text::Other => return fail(None, None, Failure::new("invalid_key", "key must be a string")),
         Text::Missing => return fail(None, None, Failure::new("invalid_body", "key is required")),
+        _ => return fail(None, None, Failure::new("invalid_key", "key must be a string")),
     };
     let catalog = &**store.catalog();
     let ds = match &l.dataset {
@@ -402,14 +506,14 @@ fn prepare<'c>(store: &'c Store, access: &dyn LineAccess, l: &LineIn<'_>) -> Pre
                 return fail(Some(key), None, Failure::new("unknown_dataset", msg));
             }
         },
-        Text::Other => return fail(Some(key), None, Failure::new("unknown_dataset", "dataset must be a string")),
+        _ => return fail(Some(key), None, Failure::new("unknown_dataset", "dataset must be a string")),
     };
-    let fields: &Map<String, Json> = match &l.fields {
-        Some(Json::Object(m)) => m,
-        Some(_) => return fail(Some(key), Some(ds), Failure::new("invalid_body", "fields must be an object of claimed values")),
+    let fields = match &l.fields {
+        Some(FieldsIn::Object(claims)) => claims,
+        Some(FieldsIn::Other) => return fail(Some(key), Some(ds), Failure::new("invalid_body", "fields must be an object of claimed values")),
         None => return fail(Some(key), Some(ds), Failure::new("invalid_body", "fields is required")),
     };
-    let claims = match Claims::parse(ds, fields) {
+    let claims = match Claims::parse_texts(ds, fields.iter().map(|(name, claim)| (&**name, claim.claim_text()))) {
         Ok(c) => c,
         Err(e) => return fail(Some(key), Some(ds), Failure::new(e.code(), e.message())),
     };
@@ -445,7 +549,7 @@ impl Serialize for Verdicts<'_> {
 #[derive(Serialize)]
 struct Answer<'a> {
     #[serde(rename = "ref")]
-    r: &'a Json,
+    r: &'a Ref<'a>,
     key: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     id_type: Option<&'static str>,
@@ -470,7 +574,7 @@ struct ErrorBody<'a> {
 #[derive(Serialize)]
 struct ErrorAnswer<'a> {
     #[serde(rename = "ref")]
-    r: &'a Json,
+    r: &'a Ref<'a>,
     line: u64,
     error: ErrorBody<'a>,
 }
@@ -486,11 +590,11 @@ fn write_line<T: Serialize>(out: &mut Vec<u8>, v: &T) {
 /// answers in request order. `access` is the caller's access rule.
 pub fn process(store: &Store, access: &dyn LineAccess, chunk: &Chunk) -> basedata_store::Result<ChunkResult> {
     let n = chunk.lines as usize;
-    let mut refs: Vec<Json> = Vec::with_capacity(n);
+    let mut refs: Vec<Ref> = Vec::with_capacity(n);
     let mut prepared: Vec<Prepared> = Vec::with_capacity(n);
     for line in chunk.lines() {
         if line.is_empty() {
-            refs.push(Json::Null);
+            refs.push(Ref::Raw(None));
             let msg = format!("the line is longer than {MAX_LINE_BYTES} bytes");
             prepared.push(Prepared::Failed { key: None, ds: None, fields: Vec::new(), action: Action::BatchVerify, failure: Failure::new("invalid_body", msg) });
             continue;
@@ -498,7 +602,7 @@ pub fn process(store: &Store, access: &dyn LineAccess, chunk: &Chunk) -> basedat
         match serde_json::from_slice::<LineIn>(line) {
             Ok(l) => {
                 prepared.push(prepare(store, access, &l));
-                refs.push(l.r);
+                refs.push(Ref::Raw(l.r));
             }
             Err(e) => {
                 // Still echo the caller's ref when the line is JSON at all.
@@ -509,7 +613,7 @@ pub fn process(store: &Store, access: &dyn LineAccess, chunk: &Chunk) -> basedat
                         .unwrap_or(Json::Null),
                     _ => Json::Null,
                 };
-                refs.push(r);
+                refs.push(Ref::Recovered(r));
                 prepared.push(Prepared::Failed { key: None, ds: None, fields: Vec::new(), action: Action::BatchVerify, failure: syntax_failure(&e) });
             }
         }
@@ -537,7 +641,7 @@ pub fn process(store: &Store, access: &dyn LineAccess, chunk: &Chunk) -> basedat
         let uses = &mut res.uses;
         match p {
             Prepared::Ready { key, ds, claims } => {
-                let (outcome, verdicts, found) = checked
+                let crate::verify::Checked { outcome, verdicts, found, pid } = checked
                     .next()
                     .ok_or_else(|| basedata_store::Error::Invalid("a verified line has no result".into()))?;
                 match outcome {
@@ -553,7 +657,7 @@ pub fn process(store: &Store, access: &dyn LineAccess, chunk: &Chunk) -> basedat
                 names.extend(claims.fields().map(|f| f.name.as_str()));
                 let (datasets, fields) = (uses.list([ds.id.as_str()]), uses.list(names.iter().copied()));
                 let outcome = uses.name(outcome.as_str());
-                uses.push(stamp.row(Action::BatchVerify, Some((key, store.pseudonym(&key))), datasets, fields, outcome, found));
+                uses.push(stamp.row(Action::BatchVerify, Some((key, pid)), datasets, fields, outcome, found));
             }
             Prepared::Failed { key, ds, fields, action, failure } => {
                 res.counts.invalid += 1;
@@ -670,6 +774,22 @@ mod tests {
             "mismatch",
             BatchVerify,
         );
+        // Claims as numbers and booleans, repeated names (the last one
+        // counts) and a ref of any shape, echoed.
+        check(
+            r#"{"ref": {"n": [1, 2.5]},"subject":"person","key":"11010519491231002X","fields":{"name":"李四","birth_date":19491231,"name":"张三"}}"#,
+            true,
+            json!({"ref":{"n":[1,2.5]},"key":P1,"dataset":"hukou","result":"match","fields":{"name":"match","birth_date":"match"}}),
+            "match",
+            BatchVerify,
+        );
+        check(
+            r#"{"ref":"n","subject":"person","key":"11010519491231002X","fields":{"name":null}}"#,
+            true,
+            json!({"ref":"n","line":7,"error":{"code":"invalid_value","message":"field name: expected a string, number or boolean"}}),
+            "invalid_value",
+            BatchVerify,
+        );
         // A key of another document names its type in the answer.
         check(
             r#"{"ref":"pp","subject":"person","id_type":"passport","key":"e12345678","fields":{"name":"张三"}}"#,
@@ -744,6 +864,53 @@ mod tests {
             "forbidden",
             Denied,
         );
+    }
+
+    /// A line's claims are read without building a JSON object, and must
+    /// come out as one would have them: fields in name order, the last of
+    /// repeated names kept, values of every scalar type.
+    #[test]
+    fn line_claims_read_as_a_json_object_reads_them() {
+        let s = store();
+        let ds = s.catalog().dataset("hukou").unwrap().clone();
+        let objects = [
+            r#"{"name":"张三","birth_date":"1949-12-31"}"#,
+            r#"{"birth_date":"1949-12-31","name":" 张三 "}"#,
+            r#"{"sex":"1","name":"x","name":"张三","birth_date":19491231,"name":"张三"}"#,
+            r#"{"cancel_date":"2020-01-01","name":"\u5f20\u4e09"}"#,
+            r#"{"name":true}"#,
+            r#"{"name":12.50}"#,
+            r#"{"name":[1]}"#,
+            r#"{"nickname":"x","name":"张三"}"#,
+        ];
+        for fields in objects {
+            let line = format!(r#"{{"ref":1,"subject":"person","key":"{P1}","fields":{fields}}}"#);
+            let chunk = Chunk { first_line: 1, data: format!("{line}\n").into_bytes(), lines: 1 };
+            let res = process(&s, &Unrestricted, &chunk).unwrap();
+            let answer = std::str::from_utf8(&res.out).unwrap();
+            let object: Json = serde_json::from_str(fields).unwrap();
+            match Claims::parse(&ds, object.as_object().unwrap()) {
+                Ok(claims) => {
+                    let rec = s.get(&SubjectKey::parse(Subject::Person, P1).unwrap(), "hukou", None).unwrap();
+                    let (outcome, verdicts) = claims.verify(rec.as_ref());
+                    // The answer's fields, in order, as the object gives them.
+                    let listed: Vec<String> = verdicts.iter().map(|(n, v)| format!("\"{n}\":\"{}\"", v.as_str())).collect();
+                    let expected = format!(
+                        "{{\"ref\":1,\"key\":\"{P1}\",\"dataset\":\"hukou\",\"result\":\"{}\",\"fields\":{{{}}}}}\n",
+                        outcome.as_str(),
+                        listed.join(",")
+                    );
+                    assert_eq!(answer, expected, "{fields}");
+                    let names: Vec<&str> = claims.fields().map(|f| f.name.as_str()).collect();
+                    assert_eq!(res.uses.list_texts(res.uses.rows()[0].fields), names, "{fields}");
+                }
+                Err(e) => {
+                    let got: Json = serde_json::from_str(answer).unwrap();
+                    assert_eq!(got["error"]["code"], e.code(), "{fields}");
+                    assert_eq!(got["error"]["message"], e.message(), "{fields}");
+                }
+            }
+        }
     }
 
     #[test]
