@@ -866,50 +866,72 @@ mod tests {
         );
     }
 
-    /// A line's claims are read without building a JSON object, and must
-    /// come out as one would have them: fields in name order, the last of
-    /// repeated names kept, values of every scalar type.
+    /// Checks that the line claiming `fields` (JSON object text) is
+    /// answered and recorded as the claims of the same object parsed as a
+    /// JSON value are: fields in name order, the last of repeated names
+    /// kept, values of every type, the same errors.
+    fn answered_as_an_object(s: &Store, fields: &str) {
+        let ds = s.catalog().dataset("hukou").unwrap().clone();
+        let line = format!(r#"{{"ref":1,"subject":"person","key":"{P1}","fields":{fields}}}"#);
+        let chunk = Chunk { first_line: 1, data: format!("{line}\n").into_bytes(), lines: 1 };
+        let res = process(s, &Unrestricted, &chunk).unwrap();
+        let answer = std::str::from_utf8(&res.out).unwrap();
+        let object: Json = serde_json::from_str(fields).unwrap();
+        match Claims::parse(&ds, object.as_object().unwrap()) {
+            Ok(claims) => {
+                let rec = s.get(&SubjectKey::parse(Subject::Person, P1).unwrap(), "hukou", None).unwrap();
+                let (outcome, verdicts) = claims.verify(rec.as_ref());
+                // The answer's fields, in order, as the object gives them.
+                let listed: Vec<String> = verdicts.iter().map(|(n, v)| format!("\"{n}\":\"{}\"", v.as_str())).collect();
+                let expected = format!(
+                    "{{\"ref\":1,\"key\":\"{P1}\",\"dataset\":\"hukou\",\"result\":\"{}\",\"fields\":{{{}}}}}\n",
+                    outcome.as_str(),
+                    listed.join(",")
+                );
+                assert_eq!(answer, expected, "{fields}");
+                let names: Vec<&str> = claims.fields().map(|f| f.name.as_str()).collect();
+                assert_eq!(res.uses.list_texts(res.uses.rows()[0].fields), names, "{fields}");
+            }
+            Err(e) => {
+                let got: Json = serde_json::from_str(answer).unwrap();
+                assert_eq!(got["error"]["code"], e.code(), "{fields}");
+                assert_eq!(got["error"]["message"], e.message(), "{fields}");
+            }
+        }
+    }
+
     #[test]
     fn line_claims_read_as_a_json_object_reads_them() {
         let s = store();
-        let ds = s.catalog().dataset("hukou").unwrap().clone();
-        let objects = [
+        for fields in [
             r#"{"name":"张三","birth_date":"1949-12-31"}"#,
             r#"{"birth_date":"1949-12-31","name":" 张三 "}"#,
-            r#"{"sex":"1","name":"x","name":"张三","birth_date":19491231,"name":"张三"}"#,
+            r#"{"name":"x","birth_date":19491231,"name":"张三"}"#,
             r#"{"cancel_date":"2020-01-01","name":"\u5f20\u4e09"}"#,
             r#"{"name":true}"#,
             r#"{"name":12.50}"#,
             r#"{"name":[1]}"#,
             r#"{"nickname":"x","name":"张三"}"#,
-        ];
-        for fields in objects {
-            let line = format!(r#"{{"ref":1,"subject":"person","key":"{P1}","fields":{fields}}}"#);
-            let chunk = Chunk { first_line: 1, data: format!("{line}\n").into_bytes(), lines: 1 };
-            let res = process(&s, &Unrestricted, &chunk).unwrap();
-            let answer = std::str::from_utf8(&res.out).unwrap();
-            let object: Json = serde_json::from_str(fields).unwrap();
-            match Claims::parse(&ds, object.as_object().unwrap()) {
-                Ok(claims) => {
-                    let rec = s.get(&SubjectKey::parse(Subject::Person, P1).unwrap(), "hukou", None).unwrap();
-                    let (outcome, verdicts) = claims.verify(rec.as_ref());
-                    // The answer's fields, in order, as the object gives them.
-                    let listed: Vec<String> = verdicts.iter().map(|(n, v)| format!("\"{n}\":\"{}\"", v.as_str())).collect();
-                    let expected = format!(
-                        "{{\"ref\":1,\"key\":\"{P1}\",\"dataset\":\"hukou\",\"result\":\"{}\",\"fields\":{{{}}}}}\n",
-                        outcome.as_str(),
-                        listed.join(",")
-                    );
-                    assert_eq!(answer, expected, "{fields}");
-                    let names: Vec<&str> = claims.fields().map(|f| f.name.as_str()).collect();
-                    assert_eq!(res.uses.list_texts(res.uses.rows()[0].fields), names, "{fields}");
-                }
-                Err(e) => {
-                    let got: Json = serde_json::from_str(answer).unwrap();
-                    assert_eq!(got["error"]["code"], e.code(), "{fields}");
-                    assert_eq!(got["error"]["message"], e.message(), "{fields}");
-                }
-            }
+        ] {
+            answered_as_an_object(&s, fields);
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+        /// Objects of claims made up of names (known, unknown, escaped,
+        /// repeated) and values of every JSON type, in any order.
+        #[test]
+        fn any_claims_read_as_a_json_object_reads_them(
+            members in proptest::collection::vec((0usize..7, 0usize..12), 0..7),
+        ) {
+            const NAMES: [&str; 7] = ["name", "birth_date", "cancel_date", "sex", "nickname", "n\\u0061me", "birth\\u005fdate"];
+            const VALUES: [&str; 12] = [
+                "\"张三\"", "\" 张三 \"", "\"\\u5f20\\u4e09\"", "\"1949-12-31\"", "19491231", "1949.1231", "-0", "true",
+                "null", "[1,\"x\"]", "{\"a\":1}", "\"x\\n\"",
+            ];
+            let body: Vec<String> = members.iter().map(|&(n, v)| format!("\"{}\": {}", NAMES[n], VALUES[v])).collect();
+            answered_as_an_object(&store(), &format!("{{{}}}", body.join(" , ")));
         }
     }
 
