@@ -97,8 +97,9 @@ impl<'a> Claims<'a> {
         if fields.len() == 0 {
             return Err(ClaimError::Empty);
         }
-        let mut items = Vec::with_capacity(fields.len());
+        let mut items: Vec<(&Field, usize, Vec<u8>)> = Vec::with_capacity(fields.len());
         for (name, claim) in fields {
+            debug_assert!(items.last().is_none_or(|(f, _, _)| f.name.as_str() < name), "claims out of name order or repeated");
             let i = dataset
                 .field_index(name)
                 .ok_or_else(|| ClaimError::UnknownField(format!("dataset {} has no field {name}", dataset.id)))?;
@@ -178,8 +179,9 @@ pub struct Checked<'a> {
     pub verdicts: Vec<(&'a str, Verdict)>,
     /// Whether a live record was found (for the audit entry).
     pub found: bool,
-    /// The key's pseudonym (for the audit entry).
-    pub pid: Pid,
+    /// The key's pseudonym (for the audit entry), where the lookup had
+    /// it at hand (from the claim fingerprints).
+    pub pid: Option<Pid>,
 }
 
 /// Verifies `claims[i]` against the current record of `items[i]`, for
@@ -192,14 +194,14 @@ pub fn verify_many<'a>(store: &Store, items: &[(SubjectKey, &str)], claims: &[&C
         store.printed_many(&prints, items, |i, pid, view| {
             let found = view.is_some();
             let (outcome, verdicts) = claims[i].verify_printed(store, &prints, view);
-            out.push(Checked { outcome, verdicts, found, pid });
+            out.push(Checked { outcome, verdicts, found, pid: Some(pid) });
         })?;
         return Ok(out);
     }
     let records = store.get_many_fields(items, &|i, name| claims[i].asks(name))?;
-    for ((c, r), (key, _)) in claims.iter().zip(&records).zip(items) {
+    for (c, r) in claims.iter().zip(&records) {
         let (outcome, verdicts) = c.verify(r.as_ref());
-        out.push(Checked { outcome, verdicts, found: r.is_some(), pid: store.pseudonym(key) });
+        out.push(Checked { outcome, verdicts, found: r.is_some(), pid: None });
     }
     Ok(out)
 }

@@ -30,7 +30,6 @@ use basedata_store::audit::uses::Uses;
 use basedata_store::{Action, AuditEvent, Store, Subject, SubjectKey};
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
-use serde_json::value::RawValue;
 use serde_json::Value as Json;
 use std::borrow::Cow;
 
@@ -64,6 +63,13 @@ impl Chunk {
         let body = self.data.strip_suffix(b"\n").unwrap_or(&[]);
         let n = self.lines as usize;
         body.split(|&b| b == b'\n').take(n)
+    }
+
+    /// [`Chunk::lines`] as text, if the chunk is UTF-8 throughout.
+    pub fn texts(&self) -> Option<impl Iterator<Item = &str>> {
+        let text = std::str::from_utf8(&self.data).ok()?;
+        let n = self.lines as usize;
+        Some(text.strip_suffix('\n').unwrap_or_default().split('\n').take(n))
     }
 }
 
@@ -239,13 +245,13 @@ enum Prepared<'c> {
 /// A request line as parsed: every member optional and loosely typed, so
 /// that the checks below can say precisely what is wrong without quoting
 /// values. Nothing is built that the answer does not need: strings are
-/// borrowed from the line where they have no escapes, `ref` is echoed as
-/// the caller wrote it, and claimed values are kept as text.
+/// borrowed from the line where they have no escapes, and claimed values
+/// are kept as text.
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct LineIn<'a> {
     #[serde(rename = "ref", borrow, default)]
-    r: Option<&'a RawValue>,
+    r: Ref<'a>,
     #[serde(borrow, default)]
     subject: Text<'a>,
     #[serde(borrow, default)]
@@ -316,13 +322,14 @@ impl<'de: 'a, 'a> serde::de::Visitor<'de> for TextVisitor<'a> {
         // The parser gives finite numbers only.
         Ok(serde_json::Number::from_f64(v).map_or(Text::Other, Text::Number))
     }
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Text<'a>, A::Error> {
-        while a.next_element::<serde::de::IgnoredAny>()?.is_some() {}
-        Ok(Text::Other)
+    // Arrays and objects are read as JSON values (and dropped), so that
+    // what a JSON value refuses (out-of-range numbers, over-deep nesting)
+    // makes the line invalid here too.
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, a: A) -> Result<Text<'a>, A::Error> {
+        <Json as serde::Deserialize>::deserialize(serde::de::value::SeqAccessDeserializer::new(a)).map(|_| Text::Other)
     }
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Text<'a>, A::Error> {
-        while a.next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?.is_some() {}
-        Ok(Text::Other)
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, a: A) -> Result<Text<'a>, A::Error> {
+        <Json as serde::Deserialize>::deserialize(serde::de::value::MapAccessDeserializer::new(a)).map(|_| Text::Other)
     }
 }
 
@@ -388,29 +395,79 @@ impl<'de: 'a, 'a> serde::Deserialize<'de> for FieldsIn<'a> {
             fn visit_str<E>(self, _: &str) -> Result<FieldsIn<'a>, E> {
                 Ok(FieldsIn::Other)
             }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<FieldsIn<'a>, A::Error> {
-                while a.next_element::<serde::de::IgnoredAny>()?.is_some() {}
-                Ok(FieldsIn::Other)
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, a: A) -> Result<FieldsIn<'a>, A::Error> {
+                <Json as serde::Deserialize>::deserialize(serde::de::value::SeqAccessDeserializer::new(a)).map(|_| FieldsIn::Other)
             }
         }
         d.deserialize_any(V(std::marker::PhantomData))
     }
 }
 
-/// The `ref` echoed in an answer: as the caller wrote it, or, from a line
-/// that did not parse as a request, as recovered from it.
+/// The `ref` echoed in an answer: a string (nearly always) borrowed from
+/// the line where it has no escapes, anything else as a JSON value, so
+/// that it reads back as the same value whether or not its line parsed
+/// as a request (out-of-range numbers and over-deep nesting are refused
+/// as in any JSON value).
 enum Ref<'a> {
-    Raw(Option<&'a RawValue>),
-    Recovered(Json),
+    Str(Cow<'a, str>),
+    Json(Json),
+}
+
+impl Default for Ref<'_> {
+    fn default() -> Self {
+        Ref::Json(Json::Null)
+    }
 }
 
 impl Serialize for Ref<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self {
-            Ref::Raw(Some(raw)) => raw.serialize(s),
-            Ref::Raw(None) => s.serialize_unit(),
-            Ref::Recovered(j) => j.serialize(s),
+            Ref::Str(t) => s.serialize_str(t),
+            Ref::Json(j) => j.serialize(s),
         }
+    }
+}
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for Ref<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+            type Value = Ref<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Ref<'a>, E> {
+                Ok(Ref::Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Ref<'a>, E> {
+                Ok(Ref::Str(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Ref<'a>, E> {
+                Ok(Ref::Str(Cow::Owned(v)))
+            }
+            fn visit_unit<E>(self) -> Result<Ref<'a>, E> {
+                Ok(Ref::Json(Json::Null))
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<Ref<'a>, E> {
+                Ok(Ref::Json(v.into()))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Ref<'a>, E> {
+                Ok(Ref::Json(v.into()))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Ref<'a>, E> {
+                Ok(Ref::Json(v.into()))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Ref<'a>, E> {
+                Ok(Ref::Json(v.into()))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, a: A) -> Result<Ref<'a>, A::Error> {
+                <Json as serde::Deserialize>::deserialize(serde::de::value::SeqAccessDeserializer::new(a)).map(Ref::Json)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, a: A) -> Result<Ref<'a>, A::Error> {
+                <Json as serde::Deserialize>::deserialize(serde::de::value::MapAccessDeserializer::new(a)).map(Ref::Json)
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
     }
 }
 
@@ -594,11 +651,13 @@ pub fn process(store: &Store, access: &dyn LineAccess, chunk: &Chunk) -> basedat
     let mut prepared: Vec<Prepared> = Vec::with_capacity(n);
     // A chunk that is UTF-8 throughout (nearly every one) is checked once,
     // so that the parser need not check each string of each line again.
-    let mut texts = std::str::from_utf8(&chunk.data).ok().map(|t| t.strip_suffix('\n').unwrap_or_default().split('\n'));
-    for line in chunk.lines() {
-        let text = texts.as_mut().and_then(Iterator::next);
+    let each: Box<dyn Iterator<Item = (&[u8], Option<&str>)>> = match chunk.texts() {
+        Some(texts) => Box::new(texts.map(|t| (t.as_bytes(), Some(t)))),
+        None => Box::new(chunk.lines().map(|l| (l, None))),
+    };
+    for (line, text) in each {
         if line.is_empty() {
-            refs.push(Ref::Raw(None));
+            refs.push(Ref::default());
             let msg = format!("the line is longer than {MAX_LINE_BYTES} bytes");
             prepared.push(Prepared::Failed { key: None, ds: None, fields: Vec::new(), action: Action::BatchVerify, failure: Failure::new("invalid_body", msg) });
             continue;
@@ -610,7 +669,7 @@ pub fn process(store: &Store, access: &dyn LineAccess, chunk: &Chunk) -> basedat
         match parsed {
             Ok(l) => {
                 prepared.push(prepare(store, access, &l));
-                refs.push(Ref::Raw(l.r));
+                refs.push(l.r);
             }
             Err(e) => {
                 // Still echo the caller's ref when the line is JSON at all.
@@ -621,7 +680,7 @@ pub fn process(store: &Store, access: &dyn LineAccess, chunk: &Chunk) -> basedat
                         .unwrap_or(Json::Null),
                     _ => Json::Null,
                 };
-                refs.push(Ref::Recovered(r));
+                refs.push(Ref::Json(r));
                 prepared.push(Prepared::Failed { key: None, ds: None, fields: Vec::new(), action: Action::BatchVerify, failure: syntax_failure(&e) });
             }
         }
@@ -665,6 +724,7 @@ pub fn process(store: &Store, access: &dyn LineAccess, chunk: &Chunk) -> basedat
                 names.extend(claims.fields().map(|f| f.name.as_str()));
                 let (datasets, fields) = (uses.list([ds.id.as_str()]), uses.list(names.iter().copied()));
                 let outcome = uses.name(outcome.as_str());
+                let pid = pid.unwrap_or_else(|| store.pseudonym(&key));
                 uses.push(stamp.row(Action::BatchVerify, Some((key, pid)), datasets, fields, outcome, found));
             }
             Prepared::Failed { key, ds, fields, action, failure } => {
@@ -762,6 +822,36 @@ mod tests {
         let u = res.uses.rows()[0];
         assert_eq!((res.uses.text(u.outcome), u.action), (outcome, action), "{line}");
         assert_eq!(res.counts.processed, 1);
+    }
+
+    /// `ref` comes back as the same JSON value, written the same way
+    /// whether its line parsed as a request or not.
+    #[test]
+    fn refs_are_echoed_as_values() {
+        let s = store();
+        for (r, echoed) in [
+            (r#""r\u0041 1""#, r#""rA 1""#),
+            (r#"{"n": [1, 2.50, -0, 1e2], "s": "\u5f20"}"#, r#"{"n":[1,2.5,-0.0,100.0],"s":"张"}"#),
+            ("12", "12"),
+            ("null", "null"),
+            ("true", "true"),
+        ] {
+            let asked = format!(r#"{{"ref":{r},"subject":"person","key":"{P1}","fields":{{"name":"张三"}}}}"#);
+            let unknown = format!(r#"{{"ref":{r},"subject":"person","key":"{P1}","fields":{{"name":"张三"}},"extra":1}}"#);
+            let chunk = cut(&[format!("{asked}\n{unknown}\n").as_bytes()], 10).pop().unwrap();
+            let res = process(&s, &Unrestricted, &chunk).unwrap();
+            let out = std::str::from_utf8(&res.out).unwrap();
+            let mut answers = out.lines();
+            assert!(answers.next().unwrap().starts_with(&format!("{{\"ref\":{echoed},\"key\"")), "{out}");
+            assert!(answers.next().unwrap().starts_with(&format!("{{\"ref\":{echoed},\"line\":2,")), "{out}");
+        }
+        // What a JSON value refuses, a line refuses too.
+        for r in ["1e400", &format!("{}1{}", "[".repeat(200), "]".repeat(200))] {
+            let line = format!(r#"{{"ref":{r},"subject":"person","key":"{P1}","fields":{{"name":"张三"}}}}"#);
+            let res = process(&s, &Unrestricted, &cut(&[format!("{line}\n").as_bytes()], 10).pop().unwrap()).unwrap();
+            let got: Json = serde_json::from_slice(&res.out).unwrap();
+            assert_eq!((got["ref"].clone(), got["error"]["code"].as_str()), (Json::Null, Some("invalid_body")), "{r}");
+        }
     }
 
     #[test]
@@ -994,5 +1084,20 @@ mod tests {
         assert_eq!(res.counts.invalid, 4);
         let exact = vec![b'y'; MAX_LINE_BYTES];
         assert_eq!(lines(&cut(&[&exact, b"\n"], 10))[0].len(), MAX_LINE_BYTES);
+        // Lines after a placeholder are answered as their own, whether the
+        // chunk is UTF-8 throughout or not.
+        let good = |r: u32| format!("{{\"ref\":{r},\"subject\":\"person\",\"key\":\"{P1}\",\"fields\":{{\"name\":\"张三\"}}}}\n");
+        for tail in [&b""[..], b"\xff\n"] {
+            let (first, second) = (good(1), good(2));
+            let pieces: Vec<&[u8]> = vec![first.as_bytes(), &long, b"\n", second.as_bytes(), tail];
+            let chunk = cut(&pieces, 100).pop().unwrap();
+            assert_eq!(chunk.texts().is_some(), tail.is_empty());
+            let res = process(&store(), &Unrestricted, &chunk).unwrap();
+            let out: Vec<Json> = res.out.split(|&b| b == b'\n').filter(|l| !l.is_empty()).map(|l| serde_json::from_slice(l).unwrap()).collect();
+            assert_eq!((out[0]["ref"].as_i64(), out[0]["result"].as_str()), (Some(1), Some("match")));
+            assert_eq!((out[1]["line"].as_i64(), out[1]["error"]["code"].as_str()), (Some(2), Some("invalid_body")));
+            assert_eq!((out[2]["ref"].as_i64(), out[2]["result"].as_str()), (Some(2), Some("match")));
+            assert_eq!(out.len(), 3 + usize::from(!tail.is_empty()));
+        }
     }
 }
