@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the cargo-fuzz targets of tests/fuzz (key parsing, update-line
-# parsing, verification normalization) on the stable toolchain, without
+# parsing, verification normalization, batch lines) on the stable toolchain, without
 # sanitizers, each for SECONDS (default 600), one after the other.
 #   tools/fuzz.sh [SECONDS] [TARGET ...]
 # Corpora grow in $BASEDATA_FUZZ_CACHE/corpus (reused by later runs); the
@@ -12,7 +12,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 secs="${1:-600}"
 shift || true
 targets=("$@")
-((${#targets[@]})) || targets=(keys update_line verify_normalize)
+((${#targets[@]})) || targets=(keys update_line verify_normalize batch_lines)
 
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
 cache="${BASEDATA_FUZZ_CACHE:-/var/tmp/basedata-fuzz}"
