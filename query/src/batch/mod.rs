@@ -251,7 +251,7 @@ enum Prepared<'c> {
 #[serde(deny_unknown_fields)]
 struct LineIn<'a> {
     #[serde(rename = "ref", borrow, default)]
-    r: Text<'a>,
+    r: Ref<'a>,
     #[serde(borrow, default)]
     subject: Text<'a>,
     #[serde(borrow, default)]
@@ -265,12 +265,7 @@ struct LineIn<'a> {
 }
 
 /// A member's value, which should be a string (a claimed value may also
-/// be a number or a boolean; `ref` may be anything, and is echoed). A
-/// string, nearly always, is borrowed from the line where it has no
-/// escapes; arrays and objects are read as JSON values, so that what a JSON
-/// value refuses (out-of-range numbers, over-deep nesting) makes the line
-/// invalid, and a `ref` reads back as the same value whether or not its
-/// line parsed as a request.
+/// be a number or a boolean).
 #[derive(Default)]
 enum Text<'a> {
     /// Absent or `null`.
@@ -279,32 +274,8 @@ enum Text<'a> {
     Str(Cow<'a, str>),
     Number(serde_json::Number),
     Bool(bool),
-    /// An array or an object.
-    Other(Json),
-}
-
-impl From<Json> for Text<'_> {
-    fn from(j: Json) -> Self {
-        match j {
-            Json::Null => Text::Missing,
-            Json::String(s) => Text::Str(Cow::Owned(s)),
-            Json::Number(n) => Text::Number(n),
-            Json::Bool(b) => Text::Bool(b),
-            other => Text::Other(other),
-        }
-    }
-}
-
-impl Serialize for Text<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self {
-            Text::Missing => s.serialize_unit(),
-            Text::Str(t) => s.serialize_str(t),
-            Text::Number(n) => n.serialize(s),
-            Text::Bool(b) => s.serialize_bool(*b),
-            Text::Other(j) => j.serialize(s),
-        }
-    }
+    /// An array or an object (skipped without being kept).
+    Other,
 }
 
 impl<'a> Text<'a> {
@@ -314,7 +285,7 @@ impl<'a> Text<'a> {
             Text::Str(s) => Some(Cow::Borrowed(s)),
             Text::Number(n) => Some(Cow::Owned(n.to_string())),
             Text::Bool(b) => Some(Cow::Borrowed(if *b { "true" } else { "false" })),
-            Text::Missing | Text::Other(_) => None,
+            Text::Missing | Text::Other => None,
         }
     }
 }
@@ -349,13 +320,16 @@ impl<'de: 'a, 'a> serde::de::Visitor<'de> for TextVisitor<'a> {
     }
     fn visit_f64<E>(self, v: f64) -> Result<Text<'a>, E> {
         // The parser gives finite numbers only.
-        Ok(serde_json::Number::from_f64(v).map_or(Text::Missing, Text::Number))
+        Ok(serde_json::Number::from_f64(v).map_or(Text::Other, Text::Number))
     }
+    // Arrays and objects are read as JSON values (and dropped), so that
+    // what a JSON value refuses (out-of-range numbers, over-deep nesting)
+    // makes the line invalid here too.
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, a: A) -> Result<Text<'a>, A::Error> {
-        <Json as serde::Deserialize>::deserialize(serde::de::value::SeqAccessDeserializer::new(a)).map(Text::Other)
+        <Json as serde::Deserialize>::deserialize(serde::de::value::SeqAccessDeserializer::new(a)).map(|_| Text::Other)
     }
     fn visit_map<A: serde::de::MapAccess<'de>>(self, a: A) -> Result<Text<'a>, A::Error> {
-        <Json as serde::Deserialize>::deserialize(serde::de::value::MapAccessDeserializer::new(a)).map(Text::Other)
+        <Json as serde::Deserialize>::deserialize(serde::de::value::MapAccessDeserializer::new(a)).map(|_| Text::Other)
     }
 }
 
@@ -423,6 +397,74 @@ impl<'de: 'a, 'a> serde::Deserialize<'de> for FieldsIn<'a> {
             }
             fn visit_seq<A: serde::de::SeqAccess<'de>>(self, a: A) -> Result<FieldsIn<'a>, A::Error> {
                 <Json as serde::Deserialize>::deserialize(serde::de::value::SeqAccessDeserializer::new(a)).map(|_| FieldsIn::Other)
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
+    }
+}
+
+/// The `ref` echoed in an answer: a string (nearly always) borrowed from
+/// the line where it has no escapes, anything else as a JSON value, so
+/// that it reads back as the same value whether or not its line parsed
+/// as a request (out-of-range numbers and over-deep nesting are refused
+/// as in any JSON value).
+enum Ref<'a> {
+    Str(Cow<'a, str>),
+    Json(Json),
+}
+
+impl Default for Ref<'_> {
+    fn default() -> Self {
+        Ref::Json(Json::Null)
+    }
+}
+
+impl Serialize for Ref<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Ref::Str(t) => s.serialize_str(t),
+            Ref::Json(j) => j.serialize(s),
+        }
+    }
+}
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for Ref<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+            type Value = Ref<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Ref<'a>, E> {
+                Ok(Ref::Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Ref<'a>, E> {
+                Ok(Ref::Str(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Ref<'a>, E> {
+                Ok(Ref::Str(Cow::Owned(v)))
+            }
+            fn visit_unit<E>(self) -> Result<Ref<'a>, E> {
+                Ok(Ref::Json(Json::Null))
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<Ref<'a>, E> {
+                Ok(Ref::Json(v.into()))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Ref<'a>, E> {
+                Ok(Ref::Json(v.into()))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Ref<'a>, E> {
+                Ok(Ref::Json(v.into()))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Ref<'a>, E> {
+                Ok(Ref::Json(v.into()))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, a: A) -> Result<Ref<'a>, A::Error> {
+                <Json as serde::Deserialize>::deserialize(serde::de::value::SeqAccessDeserializer::new(a)).map(Ref::Json)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, a: A) -> Result<Ref<'a>, A::Error> {
+                <Json as serde::Deserialize>::deserialize(serde::de::value::MapAccessDeserializer::new(a)).map(Ref::Json)
             }
         }
         d.deserialize_any(V(std::marker::PhantomData))
@@ -564,7 +606,7 @@ impl Serialize for Verdicts<'_> {
 #[derive(Serialize)]
 struct Answer<'a> {
     #[serde(rename = "ref")]
-    r: &'a Text<'a>,
+    r: &'a Ref<'a>,
     key: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     id_type: Option<&'static str>,
@@ -589,7 +631,7 @@ struct ErrorBody<'a> {
 #[derive(Serialize)]
 struct ErrorAnswer<'a> {
     #[serde(rename = "ref")]
-    r: &'a Text<'a>,
+    r: &'a Ref<'a>,
     line: u64,
     error: ErrorBody<'a>,
 }
@@ -605,7 +647,7 @@ fn write_line<T: Serialize>(out: &mut Vec<u8>, v: &T) {
 /// answers in request order. `access` is the caller's access rule.
 pub fn process(store: &Store, access: &dyn LineAccess, chunk: &Chunk) -> basedata_store::Result<ChunkResult> {
     let n = chunk.lines as usize;
-    let mut refs: Vec<Text> = Vec::with_capacity(n);
+    let mut refs: Vec<Ref> = Vec::with_capacity(n);
     let mut prepared: Vec<Prepared> = Vec::with_capacity(n);
     // A chunk that is UTF-8 throughout (nearly every one) is checked once,
     // so that the parser need not check each string of each line again.
@@ -615,7 +657,7 @@ pub fn process(store: &Store, access: &dyn LineAccess, chunk: &Chunk) -> basedat
     };
     for (line, text) in each {
         if line.is_empty() {
-            refs.push(Text::Missing);
+            refs.push(Ref::default());
             let msg = format!("the line is longer than {MAX_LINE_BYTES} bytes");
             prepared.push(Prepared::Failed { key: None, ds: None, fields: Vec::new(), action: Action::BatchVerify, failure: Failure::new("invalid_body", msg) });
             continue;
@@ -638,7 +680,7 @@ pub fn process(store: &Store, access: &dyn LineAccess, chunk: &Chunk) -> basedat
                         .unwrap_or(Json::Null),
                     _ => Json::Null,
                 };
-                refs.push(Text::from(r));
+                refs.push(Ref::Json(r));
                 prepared.push(Prepared::Failed { key: None, ds: None, fields: Vec::new(), action: Action::BatchVerify, failure: syntax_failure(&e) });
             }
         }
