@@ -407,7 +407,9 @@ impl<'de: 'a, 'a> serde::Deserialize<'de> for FieldsIn<'a> {
 /// the line where it has no escapes, anything else as a JSON value, so
 /// that it reads back as the same value whether or not its line parsed
 /// as a request (out-of-range numbers and over-deep nesting are refused
-/// as in any JSON value).
+/// as in any JSON value). Kept apart from [`Text`], whose visitor it
+/// resembles: a `Text` that could also hold a JSON value made a chunk a
+/// third slower (`batch/chunk_from_prints`, 2.92 ms against 2.18 ms).
 enum Ref<'a> {
     Str(Cow<'a, str>),
     Json(Json),
