@@ -110,8 +110,9 @@ impl Uses {
         if let Some(at) = self.lists[from..].iter().rposition(same) {
             return (from + at) as u32;
         }
+        // Not among them by name, so not by place either: added at once.
         let ids: Vec<u32> = items.into_iter().map(|s| self.name(s)).collect();
-        self.list_of(ids)
+        self.push_list(ids)
     }
 
     /// The place of the list of string places `ids`, looked for as
@@ -121,6 +122,10 @@ impl Uses {
         if let Some(at) = self.lists[from..].iter().rposition(|l| *l == ids) {
             return (from + at) as u32;
         }
+        self.push_list(ids)
+    }
+
+    fn push_list(&mut self, ids: Vec<u32>) -> u32 {
         self.lists.push(ids);
         (self.lists.len() - 1) as u32
     }
