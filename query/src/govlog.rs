@@ -153,6 +153,7 @@ impl Entry {
                     fields: e.fields.clone(),
                     outcome: e.outcome.clone(),
                     key_mapped: false,
+                    pid: None,
                     rejected_lines: 0,
                 })
             })

@@ -12,6 +12,7 @@ pub mod access;
 pub mod annual;
 pub mod batch;
 pub mod changes;
+pub mod claimed;
 pub mod claims;
 pub mod compare;
 pub mod departments;

@@ -7,6 +7,7 @@
 //! group commit of the audit entry.
 
 use crate::access::{claim_rule, may_read, unverifiable, ClaimRule};
+use crate::claimed::Claimed;
 use crate::claims;
 use crate::caller::Caller;
 use crate::error::{Error, Result};
@@ -71,8 +72,20 @@ impl Queries {
         dataset: Option<&str>,
         fields: &Map<String, Json>,
     ) -> Result<Verification> {
+        self.verify_claimed(caller, purpose, key, dataset, &Claimed::from_map(fields)).await
+    }
+
+    /// [`Queries::verify`] of claims read in place from a request's body.
+    pub async fn verify_claimed(
+        &self,
+        caller: &Caller,
+        purpose: &str,
+        key: SubjectKey,
+        dataset: Option<&str>,
+        fields: &Claimed<'_>,
+    ) -> Result<Verification> {
         let ds = self.dataset(key.subject(), dataset)?;
-        let claims = Claims::parse(ds, fields)?;
+        let claims = Claims::parse_texts(ds, fields.texts())?;
         let mut ev = caller.event(purpose, Action::Verify, Some(key));
         ev.datasets = vec![ds.id.clone()];
         ev.fields = claims.field_names();
@@ -106,11 +119,12 @@ impl Queries {
             }
             Some(guard)
         };
-        let crate::verify::Checked { outcome, verdicts, found, .. } = crate::verify::verify_many(&self.store, &[(key, &ds.id)], &[&claims])?
+        let crate::verify::Checked { outcome, verdicts, found, pid } = crate::verify::verify_many(&self.store, &[(key, &ds.id)], &[&claims])?
             .pop()
             .ok_or_else(|| basedata_store::Error::Invalid("a verification has no result".into()))?;
         ev.outcome = outcome.as_str().to_owned();
         ev.key_mapped = found;
+        ev.pid = pid;
         // The count's lock is let go once the count is durable.
         self.record_then(vec![ev], extra, move || drop(counting)).await?;
         Ok(Verification {

@@ -136,6 +136,11 @@ pub struct AuditEvent {
     /// mapping is already stored and the entry need not write it again
     /// (an unconditional rewrite is a random insert per audited read).
     pub key_mapped: bool,
+    /// The pseudonym of `key`, where the caller already has it (a
+    /// verification computes it to find the record), so that the writer,
+    /// which every use waits on, does not hash the key again. `None`: the
+    /// writer computes it. Never another key's (a linked code's home).
+    pub pid: Option<Pid>,
     /// Update lines this request had refused: counted against its datasets
     /// for the yearly report's data quality, not part of the stored entry.
     pub rejected_lines: u64,
@@ -395,7 +400,7 @@ pub(crate) fn append(
     let mut sealed: Vec<(Pid, SubjectKey)> = Vec::new();
     let mut subject = |ev: &AuditEvent| {
         ev.key.map(|k| {
-            let pid = store.pseudonym(&k);
+            let pid = ev.pid.unwrap_or_else(|| store.pseudonym(&k));
             // The mapping may not exist yet (a lookup of an unknown key);
             // the auditor must still be able to see which key was asked for.
             if !ev.key_mapped {

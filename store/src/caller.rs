@@ -134,6 +134,7 @@ impl Caller {
             fields: Vec::new(),
             outcome: String::new(),
             key_mapped: false,
+            pid: None,
             rejected_lines: 0,
         }
     }
@@ -166,6 +167,7 @@ pub fn system_event(purpose: &str, action: Action) -> AuditEvent {
         fields: Vec::new(),
         outcome: String::new(),
         key_mapped: false,
+        pid: None,
         rejected_lines: 0,
     }
 }

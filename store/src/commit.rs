@@ -1137,6 +1137,7 @@ mod tests {
             fields: vec![],
             outcome: "ok".into(),
             key_mapped: false,
+            pid: None,
             rejected_lines: 0,
         }
     }

@@ -458,6 +458,7 @@ mod tests {
             fields: vec!["name".into()],
             outcome: outcome.into(),
             key_mapped: false,
+            pid: None,
             rejected_lines: 0,
         };
         let mut events = Vec::new();
@@ -616,6 +617,7 @@ mod tests {
                 fields: vec![],
                 outcome: ["match", "forbidden", "purpose_not_allowed", "claim_limit"][(i % 4) as usize].into(),
                 key_mapped: false,
+                pid: None,
                 rejected_lines: if action == Action::Update { u64::from(i % 3) } else { 0 },
             });
         }

@@ -28,6 +28,7 @@ fn event(i: u32) -> AuditEvent {
         fields: vec!["name".into()],
         outcome: "match".into(),
         key_mapped: false,
+        pid: None,
         rejected_lines: 0,
     }
 }
@@ -192,6 +193,37 @@ fn audited_keys_resolve_whether_or_not_the_event_writes_the_mapping() {
         s.engine().flush().unwrap();
     }
     assert!(s.audit_verify().unwrap().ok);
+}
+
+/// An event that carries its key's pseudonym (a verification has it from
+/// the lookup) is stored and indexed exactly as one the writer hashes the
+/// key for: two stores fed the same events, one with and one without,
+/// hold the same raw audit and index entries, and each key finds its own.
+#[test]
+fn an_event_carrying_its_pseudonym_is_stored_as_one_without() {
+    use basedata_store::audit::AuditQuery;
+    let store = |carry: bool| {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(rocks(dir.path(), true), Arc::new(ManualClock::new(1_700_000_000_000_000)));
+        // Alone, and as a run of one department's uses stored as a chunk.
+        let events: Vec<AuditEvent> = (0..5).map(|i| AuditEvent { pid: carry.then(|| s.pseudonym(&person(i))), ..event(i) }).collect();
+        s.commit(&[], &events[..1], Durability::Sync).unwrap();
+        s.commit(&[], &events[1..], Durability::Sync).unwrap();
+        for i in 0..5 {
+            let q = AuditQuery { department: None, key: Some(person(i)), from: None, to: None, after: 0, limit: 10, ..Default::default() };
+            let found = s.audit_query(&q).unwrap();
+            assert_eq!(found.iter().map(|e| e.key).collect::<Vec<_>>(), vec![Some(person(i))], "carried {carry}");
+        }
+        assert!(s.audit_verify().unwrap().ok);
+        let raw = |cf| -> Vec<(Vec<u8>, Vec<u8>)> {
+            s.engine().scan(cf, &[], None, false).unwrap().map(|kv| kv.map(|(k, v)| (k.to_vec(), v.to_vec())).unwrap()).collect()
+        };
+        (raw(Cf::Audit), raw(Cf::AuditIndex), dir)
+    };
+    let (audit, index, _a) = store(false);
+    let (audit2, index2, _b) = store(true);
+    assert_eq!(index.len(), 5 + 2 * 2, "a subject key a use, a department and a time key an entry");
+    assert_eq!((audit, index), (audit2, index2));
 }
 
 /// The audit index used to be compacted leveled and is now tiered: an

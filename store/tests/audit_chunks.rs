@@ -33,6 +33,7 @@ fn line(dept: &str, i: u32) -> AuditEvent {
         fields: if denied { vec![] } else { vec!["name".into(), "birth_date".into()] },
         outcome: if denied { "forbidden".into() } else if i % 5 == 0 { "mismatch".into() } else { "match".into() },
         key_mapped: false,
+        pid: None,
         rejected_lines: 0,
     }
 }

@@ -49,6 +49,7 @@ fn lookup(key: SubjectKey) -> AuditEvent {
         fields: vec![],
         outcome: "found".into(),
         key_mapped: false,
+        pid: None,
         rejected_lines: 0,
     }
 }

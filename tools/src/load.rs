@@ -229,6 +229,7 @@ pub fn run(o: &LoadOptions) -> anyhow::Result<LoadReport> {
             loaded.bulk.last_seq
         ),
         key_mapped: false,
+        pid: None,
         rejected_lines: loaded.rejected,
     };
     store.commit(&[], &[event], Durability::Sync)?;

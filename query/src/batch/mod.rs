@@ -23,6 +23,7 @@ pub mod pipeline;
 
 pub use pipeline::{Batch, BatchError, Requester};
 
+use crate::claimed::{FieldsIn, Text};
 use crate::verify::{Claims, Outcome, Verdict};
 use basedata_store::catalog::Dataset;
 use basedata_store::keys::DocType;
@@ -264,144 +265,6 @@ struct LineIn<'a> {
     fields: Option<FieldsIn<'a>>,
 }
 
-/// A member's value, which should be a string (a claimed value may also
-/// be a number or a boolean).
-#[derive(Default)]
-enum Text<'a> {
-    /// Absent or `null`.
-    #[default]
-    Missing,
-    Str(Cow<'a, str>),
-    Number(serde_json::Number),
-    Bool(bool),
-    /// An array or an object (skipped without being kept).
-    Other,
-}
-
-impl<'a> Text<'a> {
-    /// A claimed value's text, as [`crate::compare::json_text`] gives it.
-    fn claim_text(&self) -> Option<Cow<'_, str>> {
-        match self {
-            Text::Str(s) => Some(Cow::Borrowed(s)),
-            Text::Number(n) => Some(Cow::Owned(n.to_string())),
-            Text::Bool(b) => Some(Cow::Borrowed(if *b { "true" } else { "false" })),
-            Text::Missing | Text::Other => None,
-        }
-    }
-}
-
-struct TextVisitor<'a>(std::marker::PhantomData<&'a ()>);
-
-impl<'de: 'a, 'a> serde::de::Visitor<'de> for TextVisitor<'a> {
-    type Value = Text<'a>;
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("any JSON value")
-    }
-    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Text<'a>, E> {
-        Ok(Text::Str(Cow::Borrowed(v)))
-    }
-    fn visit_str<E>(self, v: &str) -> Result<Text<'a>, E> {
-        Ok(Text::Str(Cow::Owned(v.to_owned())))
-    }
-    fn visit_string<E>(self, v: String) -> Result<Text<'a>, E> {
-        Ok(Text::Str(Cow::Owned(v)))
-    }
-    fn visit_unit<E>(self) -> Result<Text<'a>, E> {
-        Ok(Text::Missing)
-    }
-    fn visit_bool<E>(self, v: bool) -> Result<Text<'a>, E> {
-        Ok(Text::Bool(v))
-    }
-    fn visit_i64<E>(self, v: i64) -> Result<Text<'a>, E> {
-        Ok(Text::Number(v.into()))
-    }
-    fn visit_u64<E>(self, v: u64) -> Result<Text<'a>, E> {
-        Ok(Text::Number(v.into()))
-    }
-    fn visit_f64<E>(self, v: f64) -> Result<Text<'a>, E> {
-        // The parser gives finite numbers only.
-        Ok(serde_json::Number::from_f64(v).map_or(Text::Other, Text::Number))
-    }
-    // Arrays and objects are read as JSON values (and dropped), so that
-    // what a JSON value refuses (out-of-range numbers, over-deep nesting)
-    // makes the line invalid here too.
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, a: A) -> Result<Text<'a>, A::Error> {
-        <Json as serde::Deserialize>::deserialize(serde::de::value::SeqAccessDeserializer::new(a)).map(|_| Text::Other)
-    }
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, a: A) -> Result<Text<'a>, A::Error> {
-        <Json as serde::Deserialize>::deserialize(serde::de::value::MapAccessDeserializer::new(a)).map(|_| Text::Other)
-    }
-}
-
-impl<'de: 'a, 'a> serde::Deserialize<'de> for Text<'a> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(TextVisitor(std::marker::PhantomData))
-    }
-}
-
-/// A member name, borrowed from the line where it has no escapes.
-struct Name<'a>(Cow<'a, str>);
-
-impl<'de: 'a, 'a> serde::Deserialize<'de> for Name<'a> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        match d.deserialize_str(TextVisitor(std::marker::PhantomData))? {
-            Text::Str(s) => Ok(Name(s)),
-            _ => Err(serde::de::Error::custom("a member name is a string")),
-        }
-    }
-}
-
-/// `fields` as parsed: the claims as (name, value) in name order with the
-/// last of repeated names kept, as a parsed JSON object has them, so that
-/// answers and audit entries list fields as the single verification does.
-enum FieldsIn<'a> {
-    Object(Vec<(Cow<'a, str>, Text<'a>)>),
-    /// Not an object.
-    Other,
-}
-
-impl<'de: 'a, 'a> serde::Deserialize<'de> for FieldsIn<'a> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
-            type Value = FieldsIn<'a>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("any JSON value")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<FieldsIn<'a>, A::Error> {
-                let mut claims: Vec<(Cow<'a, str>, Text<'a>)> = Vec::with_capacity(a.size_hint().unwrap_or(4));
-                while let Some(Name(name)) = a.next_key::<Name<'a>>()? {
-                    claims.push((name, a.next_value::<Text<'a>>()?));
-                }
-                // Reversed, then sorted stably: the first of each run of
-                // one name is the last given, the one an object keeps.
-                claims.reverse();
-                claims.sort_by(|x, y| x.0.cmp(&y.0));
-                claims.dedup_by(|later, kept| later.0 == kept.0);
-                Ok(FieldsIn::Object(claims))
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<FieldsIn<'a>, E> {
-                Ok(FieldsIn::Other)
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<FieldsIn<'a>, E> {
-                Ok(FieldsIn::Other)
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<FieldsIn<'a>, E> {
-                Ok(FieldsIn::Other)
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<FieldsIn<'a>, E> {
-                Ok(FieldsIn::Other)
-            }
-            fn visit_str<E>(self, _: &str) -> Result<FieldsIn<'a>, E> {
-                Ok(FieldsIn::Other)
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, a: A) -> Result<FieldsIn<'a>, A::Error> {
-                <Json as serde::Deserialize>::deserialize(serde::de::value::SeqAccessDeserializer::new(a)).map(|_| FieldsIn::Other)
-            }
-        }
-        d.deserialize_any(V(std::marker::PhantomData))
-    }
-}
 
 /// The `ref` echoed in an answer: a string (nearly always) borrowed from
 /// the line where it has no escapes, anything else as a JSON value, so
@@ -572,7 +435,7 @@ fn prepare<'c>(store: &'c Store, access: &dyn LineAccess, l: &LineIn<'_>) -> Pre
         Some(FieldsIn::Other) => return fail(Some(key), Some(ds), Failure::new("invalid_body", "fields must be an object of claimed values")),
         None => return fail(Some(key), Some(ds), Failure::new("invalid_body", "fields is required")),
     };
-    let claims = match Claims::parse_texts(ds, fields.iter().map(|(name, claim)| (&**name, claim.claim_text()))) {
+    let claims = match Claims::parse_texts(ds, fields.texts()) {
         Ok(c) => c,
         Err(e) => return fail(Some(key), Some(ds), Failure::new(e.code(), e.message())),
     };

@@ -254,6 +254,7 @@ async fn audit_sign_in(state: &AppState, department: &str, operator: Option<&str
         fields: Vec::new(),
         outcome: outcome.to_owned(),
         key_mapped: false,
+        pid: None,
         rejected_lines: 0,
     };
     state.queries.record(vec![ev], basedata_store::WriteBatch::new()).await.map_err(|e| {

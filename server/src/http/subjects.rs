@@ -16,6 +16,7 @@ use basedata_ingest::log::UpdateLog;
 use basedata_store::value::{format_datetime, parse_datetime};
 use basedata_store::keys::DocType;
 use basedata_store::{Subject, SubjectKey};
+use basedata_query::claimed::VerifyBody;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -152,7 +153,7 @@ pub fn held_here(state: &AppState, key: &SubjectKey) -> ApiResult<()> {
 }
 
 /// Parses a JSON request body, mapping every failure to `invalid_body`.
-pub fn json_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
+pub fn json_body<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> ApiResult<T> {
     serde_json::from_slice(bytes).map_err(|e| {
         let what = match e.classify() {
             serde_json::error::Category::Data => "a member is missing or has the wrong type",
@@ -212,8 +213,9 @@ pub(super) async fn verify_subject(
 ) -> ApiResult<JsonAnswer<Verification>> {
     let key = parse_key(subject, &raw_key, q.id_type.as_deref())?;
     held_here(&state, &key)?;
-    let req: VerifyRequest = json_body(&body)?;
-    let v = state.queries.verify(&caller, &purpose.0, key, req.dataset.as_deref(), &req.fields).await?;
+    // Read in place: the claims are not built into a JSON object first.
+    let req: VerifyBody<'_> = json_body(&body)?;
+    let v = state.queries.verify_claimed(&caller, &purpose.0, key, req.dataset(), req.claims()).await?;
     Ok(JsonAnswer(Verification {
         key: key.as_str().into(),
         id_type: key.other_doc_type().map(|d| d.as_str().into()),

@@ -365,6 +365,7 @@ mod tests {
                 fields: (0..i % 3).map(|f| format!("f{f}")).collect(),
                 outcome: ["match", "mismatch", "not_found"][i as usize % 3].into(),
                 key_mapped: i % 2 == 1,
+                pid: None,
                 rejected_lines: 0,
             })
             .collect();

@@ -210,6 +210,7 @@ impl Uses {
                 fields: self.list_texts(r.fields),
                 outcome: s(r.outcome),
                 key_mapped: r.key_mapped,
+                pid: r.subject.map(|(_, p)| p),
                 rejected_lines: r.rejected_lines,
             })
             .collect()

@@ -34,6 +34,7 @@ fn event(department: &str, k: Option<u16>) -> AuditEvent {
         fields: vec!["name".into()],
         outcome: "match".into(),
         key_mapped: false,
+        pid: None,
         rejected_lines: 0,
     }
 }

@@ -17,6 +17,7 @@ pub(super) fn event(key: Option<SubjectKey>) -> AuditEvent {
         fields: vec!["name".into(), "birth_date".into()],
         outcome: "match".into(),
         key_mapped: true,
+        pid: None,
         rejected_lines: 0,
     }
 }
