@@ -19,11 +19,19 @@ impl<T: Serialize> axum::response::IntoResponse for JsonAnswer<T> {
     fn into_response(self) -> axum::response::Response {
         let mut buf = Vec::with_capacity(256);
         match serde_json::to_writer(&mut buf, &self.0) {
-            Ok(()) => {
-                ([(axum::http::header::CONTENT_TYPE, axum::http::HeaderValue::from_static("application/json"))], buf).into_response()
-            }
+            Ok(()) => JsonBytes(buf).into_response(),
             Err(e) => super::ApiError::internal(format!("answer not serializable: {e}")).into_response(),
         }
+    }
+}
+
+/// A JSON answer already written out (by hand, where an answer of the
+/// hottest route is cheaper written than built and serialized).
+pub struct JsonBytes(pub Vec<u8>);
+
+impl axum::response::IntoResponse for JsonBytes {
+    fn into_response(self) -> axum::response::Response {
+        ([(axum::http::header::CONTENT_TYPE, axum::http::HeaderValue::from_static("application/json"))], self.0).into_response()
     }
 }
 

@@ -7,7 +7,7 @@
 //! the use case, inline (microseconds, mostly cache hits); the only wait
 //! is the group commit of the audit entry.
 
-use super::schema::{JsonAnswer, DatasetRecord, ErrorBody, IdType, Lookup, Verification, VerifyRequest, WithheldItem};
+use super::schema::{JsonAnswer, JsonBytes, DatasetRecord, ErrorBody, IdType, Lookup, Verification, VerifyRequest, WithheldItem};
 use super::{ApiError, ApiResult, AppState};
 use crate::auth::{Caller, Purpose};
 use axum::extract::{Path, Query, State};
@@ -17,6 +17,7 @@ use basedata_store::value::{format_datetime, parse_datetime};
 use basedata_store::keys::DocType;
 use basedata_store::{Subject, SubjectKey};
 use basedata_query::claimed::VerifyBody;
+use basedata_query::verify::Verdict;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -179,7 +180,7 @@ pub async fn verify_person(
     Path(id): Path<String>,
     q: Query<IdTypeParam>,
     body: axum::body::Bytes,
-) -> ApiResult<JsonAnswer<Verification>> {
+) -> ApiResult<JsonBytes> {
     verify_subject(state, caller, purpose, Subject::Person, id, q, body).await
 }
 
@@ -198,7 +199,7 @@ pub async fn verify_entity(
     Path(code): Path<String>,
     q: Query<IdTypeParam>,
     body: axum::body::Bytes,
-) -> ApiResult<JsonAnswer<Verification>> {
+) -> ApiResult<JsonBytes> {
     verify_subject(state, caller, purpose, Subject::Entity, code, q, body).await
 }
 
@@ -210,17 +211,76 @@ pub(super) async fn verify_subject(
     raw_key: String,
     Query(q): Query<IdTypeParam>,
     body: axum::body::Bytes,
-) -> ApiResult<JsonAnswer<Verification>> {
+) -> ApiResult<JsonBytes> {
     let key = parse_key(subject, &raw_key, q.id_type.as_deref())?;
     held_here(&state, &key)?;
     // Read in place: the claims are not built into a JSON object first.
     let req: VerifyBody<'_> = json_body(&body)?;
     let v = state.queries.verify_claimed(&caller, &purpose.0, key, req.dataset(), req.claims()).await?;
-    Ok(JsonAnswer(Verification {
-        key: key.as_str().into(),
-        id_type: key.other_doc_type().map(|d| d.as_str().into()),
-        dataset: v.dataset,
-        result: v.outcome.as_str(),
-        fields: v.fields.into_iter().map(|(n, v)| (n, v.as_str())).collect(),
-    }))
+    Ok(JsonBytes(verification_answer(key.as_str(), key.other_doc_type().map(|d| d.as_str()), &v.dataset, v.outcome.as_str(), &v.fields)))
+}
+
+/// A verification's answer written straight into its buffer: the bytes
+/// [`Verification`]'s derived `Serialize` gives (`verification_answers_are_written_as_serialized`
+/// holds them equal), without building its strings and map of fields.
+/// `fields` come in name order without repeats, as claims are kept.
+fn verification_answer(key: &str, id_type: Option<&str>, dataset: &str, result: &str, fields: &[(String, Verdict)]) -> Vec<u8> {
+    debug_assert!(fields.windows(2).all(|w| w[0].0 < w[1].0), "fields out of name order");
+    let mut out = Vec::with_capacity(96 + 32 * fields.len());
+    // Writing a `str` into a `Vec` cannot fail.
+    let string = |out: &mut Vec<u8>, s: &str| {
+        let _ = serde_json::to_writer(&mut *out, s);
+    };
+    out.extend_from_slice(b"{\"key\":");
+    string(&mut out, key);
+    if let Some(t) = id_type {
+        out.extend_from_slice(b",\"id_type\":");
+        string(&mut out, t);
+    }
+    out.extend_from_slice(b",\"dataset\":");
+    string(&mut out, dataset);
+    out.extend_from_slice(b",\"result\":");
+    string(&mut out, result);
+    out.extend_from_slice(b",\"fields\":{");
+    for (i, (name, verdict)) in fields.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        string(&mut out, name);
+        out.push(b':');
+        string(&mut out, verdict.as_str());
+    }
+    out.extend_from_slice(b"}}");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The hand-written answer is byte for byte what serializing the
+    /// documented `Verification` gives, escapes and optional members included.
+    #[test]
+    fn verification_answers_are_written_as_serialized() {
+        let f = |pairs: &[(&str, Verdict)]| pairs.iter().map(|(n, v)| (n.to_string(), *v)).collect::<Vec<_>>();
+        let cases = [
+            ("11010519491231002X", None, "hukou", "match", f(&[("birth_date", Verdict::Match), ("name", Verdict::Match)])),
+            ("E12345678", Some("passport"), "residence_permit", "mismatch", f(&[("name", Verdict::Mismatch)])),
+            ("91350100M000100Y43", None, "market_registration", "not_found", f(&[("a", Verdict::NoValue), ("b", Verdict::Mismatch), ("c", Verdict::Match)])),
+            ("k\"e\\y\n\u{1}é", Some("t\""), "d\u{2028}s", "match", f(&[("n\"a\tme", Verdict::Match)])),
+            ("k", None, "d", "match", Vec::new()),
+        ];
+        for (key, id_type, dataset, result, fields) in cases {
+            let documented = Verification {
+                key: key.into(),
+                id_type: id_type.map(Into::into),
+                dataset: dataset.into(),
+                result,
+                fields: fields.iter().map(|(n, v)| (n.clone(), v.as_str())).collect(),
+            };
+            let want = serde_json::to_vec(&documented).unwrap();
+            let got = verification_answer(key, id_type, dataset, result, &fields);
+            assert_eq!(String::from_utf8(got).unwrap(), String::from_utf8(want).unwrap());
+        }
+    }
 }
