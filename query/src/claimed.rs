@@ -256,16 +256,57 @@ mod tests {
             &deep,
         ];
         for body in bodies {
-            let old = serde_json::from_str::<AsObject>(body);
-            let new = serde_json::from_str::<VerifyBody<'_>>(body);
-            match (old, new) {
-                (Ok(o), Ok(n)) => {
-                    assert_eq!(o.dataset.as_deref(), n.dataset(), "{body}");
-                    assert_eq!(texts(&Claimed::from_map(&o.fields)), texts(n.claims()), "{body}");
-                }
-                (Err(o), Err(n)) => assert_eq!(o.classify(), n.classify(), "{body}: {o} / {n}"),
-                (o, n) => panic!("{body}: read as an object {:?}, in place {:?}", o.err(), n.err()),
+            reads_alike(body);
+        }
+    }
+
+    /// `body` read in place reads as it reads into a JSON object.
+    fn reads_alike(body: &str) {
+        let old = serde_json::from_str::<AsObject>(body);
+        let new = serde_json::from_str::<VerifyBody<'_>>(body);
+        match (old, new) {
+            (Ok(o), Ok(n)) => {
+                assert_eq!(o.dataset.as_deref(), n.dataset(), "{body}");
+                assert_eq!(texts(&Claimed::from_map(&o.fields)), texts(n.claims()), "{body}");
             }
+            (Err(o), Err(n)) => assert_eq!(o.classify(), n.classify(), "{body}: {o} / {n}"),
+            (o, n) => panic!("{body}: read as an object {:?}, in place {:?}", o.err(), n.err()),
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(500))]
+        /// Bodies of any members (`dataset`, `fields`, unknown ones,
+        /// repeated ones, escaped names) with values of every JSON type,
+        /// claims included, in any order.
+        #[test]
+        fn any_body_read_in_place_reads_as_a_json_object(
+            members in proptest::collection::vec((0usize..5, 0usize..12, proptest::collection::vec((0usize..6, 0usize..12), 0..5)), 0..4),
+        ) {
+            const MEMBERS: [&str; 5] = ["dataset", "fields", "fields", "d\\u0061taset", "other"];
+            const NAMES: [&str; 6] = ["name", "birth_date", "nickname", "n\\u0061me", "", "\"q"];
+            const VALUES: [&str; 12] = [
+                "\"张三\"", "\"hukou\"", "\"\\u5f20\"", "19491231", "-1.5e3", "true", "null", "[1,\"x\"]", "{\"a\":1}",
+                "\"x\\n\"", "18446744073709551616", "{}",
+            ];
+            let body: Vec<String> = members
+                .iter()
+                .map(|(m, v, claims)| {
+                    let value = if *m == 1 || *m == 2 {
+                        // An object of claims (or, for the second spelling, another value).
+                        if *m == 2 && *v % 3 == 0 {
+                            VALUES[*v].to_owned()
+                        } else {
+                            let c: Vec<String> = claims.iter().map(|&(n, x)| format!("\"{}\":{}", NAMES[n], VALUES[x])).collect();
+                            format!("{{{}}}", c.join(","))
+                        }
+                    } else {
+                        VALUES[*v].to_owned()
+                    };
+                    format!("\"{}\": {}", MEMBERS[*m], value)
+                })
+                .collect();
+            reads_alike(&format!("{{{}}}", body.join(" , ")));
         }
     }
 

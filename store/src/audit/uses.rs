@@ -210,7 +210,9 @@ impl Uses {
                 fields: self.list_texts(r.fields),
                 outcome: s(r.outcome),
                 key_mapped: r.key_mapped,
-                pid: r.subject.map(|(_, p)| p),
+                // Not handed on: these events may go to other nodes, whose
+                // pseudonyms are their own.
+                pid: None,
                 rejected_lines: r.rejected_lines,
             })
             .collect()
