@@ -15,7 +15,9 @@ impl<'a> Claimed<'a> {
     /// The claims of a parsed JSON object (the console's form), borrowed
     /// from it.
     pub fn from_map(fields: &'a Map<String, Json>) -> Claimed<'a> {
-        Claimed(
+        // Ordered here, not trusted to the map: the claims' order is the
+        // answer's, and a map that kept insertion order would change it.
+        Claimed::ordered(
             fields
                 .iter()
                 .map(|(name, v)| {
@@ -30,6 +32,25 @@ impl<'a> Claimed<'a> {
                 })
                 .collect(),
         )
+    }
+
+    /// The members of a JSON object read as claims.
+    fn read<'de: 'a, A: serde::de::MapAccess<'de>>(mut a: A) -> Result<Claimed<'a>, A::Error> {
+        let mut claims: Vec<(Cow<'a, str>, Text<'a>)> = Vec::with_capacity(a.size_hint().unwrap_or(4));
+        while let Some(Str(name)) = a.next_key::<Str<'a>>()? {
+            claims.push((name, a.next_value::<Text<'a>>()?));
+        }
+        Ok(Claimed::ordered(claims))
+    }
+
+    /// Claims in name order with the last of a repeated name kept.
+    fn ordered(mut claims: Vec<(Cow<'a, str>, Text<'a>)>) -> Claimed<'a> {
+        // Reversed, then sorted stably: the first of each run of one name
+        // is the last given, the one an object keeps.
+        claims.reverse();
+        claims.sort_by(|x, y| x.0.cmp(&y.0));
+        claims.dedup_by(|later, kept| later.0 == kept.0);
+        Claimed(claims)
     }
 
     /// Each claim's name and the text of its value
@@ -62,15 +83,24 @@ impl<'a> VerifyBody<'a> {
     }
 }
 
-/// Claims that must come as a JSON object.
+/// Claims that must come as a JSON object. Asked for as a map, so that
+/// anything else is refused where it starts, with the error (kind and
+/// position) a JSON object member gives, without reading it.
 struct ObjectIn<'a>(Claimed<'a>);
 
 impl<'de: 'a, 'a> serde::Deserialize<'de> for ObjectIn<'a> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        match FieldsIn::deserialize(d)? {
-            FieldsIn::Object(c) => Ok(ObjectIn(c)),
-            FieldsIn::Other => Err(serde::de::Error::custom("fields: expected an object of claimed values")),
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+            type Value = ObjectIn<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object of claimed values")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, a: A) -> Result<ObjectIn<'a>, A::Error> {
+                Claimed::read(a).map(ObjectIn)
+            }
         }
+        d.deserialize_map(V(std::marker::PhantomData))
     }
 }
 
@@ -180,17 +210,8 @@ impl<'de: 'a, 'a> serde::Deserialize<'de> for FieldsIn<'a> {
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("any JSON value")
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<FieldsIn<'a>, A::Error> {
-                let mut claims: Vec<(Cow<'a, str>, Text<'a>)> = Vec::with_capacity(a.size_hint().unwrap_or(4));
-                while let Some(Str(name)) = a.next_key::<Str<'a>>()? {
-                    claims.push((name, a.next_value::<Text<'a>>()?));
-                }
-                // Reversed, then sorted stably: the first of each run of
-                // one name is the last given, the one an object keeps.
-                claims.reverse();
-                claims.sort_by(|x, y| x.0.cmp(&y.0));
-                claims.dedup_by(|later, kept| later.0 == kept.0);
-                Ok(FieldsIn::Object(Claimed(claims)))
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, a: A) -> Result<FieldsIn<'a>, A::Error> {
+                Claimed::read(a).map(FieldsIn::Object)
             }
             fn visit_bool<E>(self, _: bool) -> Result<FieldsIn<'a>, E> {
                 Ok(FieldsIn::Other)
@@ -237,6 +258,7 @@ mod tests {
     #[test]
     fn a_body_read_in_place_reads_as_a_json_object() {
         let deep = format!("{{\"dataset\":\"hukou\",\"fields\":{{\"name\":{}1{}}}}}", "[".repeat(200), "]".repeat(200));
+        let deep_fields = format!("{{\"fields\":{}1{}}}", "[".repeat(200), "]".repeat(200));
         let bodies = [
             r#"{"dataset":"hukou","fields":{"name":"张三","birth_date":"1980-05-04"}}"#,
             r#"{"fields":{"b":1,"a":true,"c":null,"d":[1],"e":{"x":1},"f":-2.5e3}}"#,
@@ -245,6 +267,10 @@ mod tests {
             r#"{"fields":{"n":18446744073709551615,"m":-9223372036854775808,"k":1e300}}"#,
             r#"{"dataset":"hukou","fields":"name"}"#,
             r#"{"dataset":"hukou","fields":[["name","x"]]}"#,
+            r#"{"fields":[1e400]}"#,
+            r#"{"fields":[1,]}"#,
+            r#"{"fields":["#,
+            r#"{"fields":true,"dataset":"hukou"}"#,
             r#"{"dataset":"hukou","fields":null}"#,
             r#"{"dataset":5,"fields":{"name":"x"}}"#,
             r#"{"dataset":"hukou"}"#,
@@ -254,6 +280,7 @@ mod tests {
             r#"{"fields":{"name":"x"}"#,
             r#"[]"#,
             &deep,
+            &deep_fields,
         ];
         for body in bodies {
             reads_alike(body);
@@ -269,7 +296,7 @@ mod tests {
                 assert_eq!(o.dataset.as_deref(), n.dataset(), "{body}");
                 assert_eq!(texts(&Claimed::from_map(&o.fields)), texts(n.claims()), "{body}");
             }
-            (Err(o), Err(n)) => assert_eq!(o.classify(), n.classify(), "{body}: {o} / {n}"),
+            (Err(o), Err(n)) => assert_eq!((o.classify(), o.line(), o.column()), (n.classify(), n.line(), n.column()), "{body}: {o} / {n}"),
             (o, n) => panic!("{body}: read as an object {:?}, in place {:?}", o.err(), n.err()),
         }
     }
@@ -284,7 +311,7 @@ mod tests {
             members in proptest::collection::vec((0usize..5, 0usize..12, proptest::collection::vec((0usize..6, 0usize..12), 0..5)), 0..4),
         ) {
             const MEMBERS: [&str; 5] = ["dataset", "fields", "fields", "d\\u0061taset", "other"];
-            const NAMES: [&str; 6] = ["name", "birth_date", "nickname", "n\\u0061me", "", "\"q"];
+            const NAMES: [&str; 6] = ["name", "birth_date", "nickname", "n\\u0061me", "", "\\\"q"];
             const VALUES: [&str; 12] = [
                 "\"张三\"", "\"hukou\"", "\"\\u5f20\"", "19491231", "-1.5e3", "true", "null", "[1,\"x\"]", "{\"a\":1}",
                 "\"x\\n\"", "18446744073709551616", "{}",
@@ -292,14 +319,11 @@ mod tests {
             let body: Vec<String> = members
                 .iter()
                 .map(|(m, v, claims)| {
-                    let value = if *m == 1 || *m == 2 {
-                        // An object of claims (or, for the second spelling, another value).
-                        if *m == 2 && *v % 3 == 0 {
-                            VALUES[*v].to_owned()
-                        } else {
-                            let c: Vec<String> = claims.iter().map(|&(n, x)| format!("\"{}\":{}", NAMES[n], VALUES[x])).collect();
-                            format!("{{{}}}", c.join(","))
-                        }
+                    // `fields` given once as an object of claims, once as
+                    // any value (arrays and objects included).
+                    let value = if *m == 1 {
+                        let c: Vec<String> = claims.iter().map(|&(n, x)| format!("\"{}\":{}", NAMES[n], VALUES[x])).collect();
+                        format!("{{{}}}", c.join(","))
                     } else {
                         VALUES[*v].to_owned()
                     };

@@ -210,8 +210,7 @@ impl Uses {
                 fields: self.list_texts(r.fields),
                 outcome: s(r.outcome),
                 key_mapped: r.key_mapped,
-                // Not handed on: these events may go to other nodes, whose
-                // pseudonyms are their own.
+                // As callers make events: the writer hashes the key.
                 pid: None,
                 rejected_lines: r.rejected_lines,
             })
