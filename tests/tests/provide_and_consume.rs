@@ -168,6 +168,22 @@ fn verification_answers_without_disclosing() {
     }
     let r = s.req("POST", &format!("/v1/persons/{P1}/verify")).token(tokens::COUNTER).purpose("x").send(Some(("application/json", b"[".to_vec())));
     assert_eq!((r.status, r.code()), (400, "invalid_body"));
+
+    // Claims as a JSON object has them: the last of a repeated name kept,
+    // answered in name order whatever the order given; `fields` that is
+    // not an object is a body of the wrong shape, however malformed.
+    let raw = |body: &str| {
+        s.req("POST", &format!("/v1/persons/{P1}/verify")).token(tokens::COUNTER).purpose("核验").send(Some(("application/json", body.as_bytes().to_vec())))
+    };
+    let r = raw(r#"{"fields": {"name": "李四", "birth_date": "1949-12-31", "name": "张三"}}"#);
+    assert_eq!(r.status, 200, "{}", r.text);
+    let want = format!(r#"{{"key":"{P1}","dataset":"hukou","result":"match","fields":{{"birth_date":"match","name":"match"}}}}"#);
+    assert_eq!(r.text, want);
+    for body in [r#"{"fields": ["name", "张三"]}"#, r#"{"fields": [1e400]}"#, r#"{"fields": "name"}"#] {
+        let r = raw(body);
+        assert_eq!((r.status, r.code()), (400, "invalid_body"), "{body}: {}", r.text);
+        assert!(r.json["error"]["message"].as_str().unwrap_or_default().contains("wrong type"), "{body}: {}", r.text);
+    }
 }
 
 #[test]
