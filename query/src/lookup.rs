@@ -11,6 +11,7 @@
 use crate::access::{decide, Access, GrantSource, Withheld};
 use crate::caller::Caller;
 use basedata_store::catalog::{Dataset, Share};
+use basedata_store::pseudo::Pid;
 use basedata_store::{Result, Store, SubjectKey, Value};
 
 #[derive(Clone, Debug, PartialEq)]
@@ -37,6 +38,9 @@ pub struct LookupResult {
     /// Records found of which the caller may see nothing: not shown, only
     /// counted for the audit trail.
     pub hidden: usize,
+    /// The key's own pseudonym (never its linked home's), for the audit
+    /// entry, so that the writer need not hash the key again.
+    pub pid: Option<Pid>,
 }
 
 impl LookupResult {
@@ -59,8 +63,11 @@ pub fn lookup(
     as_of: Option<i64>,
 ) -> Result<LookupResult> {
     let ids: Vec<&str> = datasets.iter().map(|d| d.id.as_str()).collect();
-    let records = store.get_all(key, Some(&ids), as_of)?;
-    let mut out = LookupResult::default();
+    let home = store.home(key)?;
+    let records = store.get_all_under(&home.pid, Some(&ids), as_of)?;
+    // The key's own pseudonym, at hand unless its records are another's.
+    let pid = if home.linked { store.pseudonym(key) } else { home.pid };
+    let mut out = LookupResult { pid: Some(pid), ..LookupResult::default() };
     for ds in datasets {
         for f in &ds.fields {
             if let Access::Withheld(reason) = decide(caller, ds, f, grants) {

@@ -55,6 +55,7 @@ impl Queries {
             (true, _) => "nothing_visible".into(),
         };
         ev.key_mapped = !result.datasets.is_empty() || result.hidden > 0;
+        ev.pid = result.pid;
         self.record(vec![ev], WriteBatch::new()).await?;
         if result.datasets.is_empty() {
             return Err(Error::NotFound("no record for this key in the requested datasets that this department may see".into()));

@@ -877,7 +877,13 @@ impl Store {
     /// [`POINT_READS_UP_TO`] named datasets are read by point reads, more
     /// by a scan of the subject's records.
     pub fn get_all(&self, key: &SubjectKey, datasets: Option<&[&str]>, as_of: Option<i64>) -> Result<Vec<Record>> {
-        let pid = self.home(key)?.pid;
+        self.get_all_under(&self.home(key)?.pid, datasets, as_of)
+    }
+
+    /// [`Store::get_all`] of the records stored under `pid`, a key's
+    /// [`Store::home`], for a caller that needs the home itself too.
+    pub fn get_all_under(&self, pid: &Pid, datasets: Option<&[&str]>, as_of: Option<i64>) -> Result<Vec<Record>> {
+        let pid = *pid;
         let mut out = Vec::new();
         if let Some(want) = datasets.filter(|w| w.len() <= POINT_READS_UP_TO) {
             // A few named datasets are point reads, one batched multi-get:
