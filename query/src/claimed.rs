@@ -3,7 +3,7 @@
 //! the body wherever they have no escapes, so that no JSON tree, owned
 //! string or map node is built for a claim.
 
-use serde_json::{Map, Value as Json};
+use serde_json::Value as Json;
 use std::borrow::Cow;
 
 /// A request's claims: (field name, value) in name order, the last of a
@@ -12,45 +12,18 @@ use std::borrow::Cow;
 pub struct Claimed<'a>(Vec<(Cow<'a, str>, Text<'a>)>);
 
 impl<'a> Claimed<'a> {
-    /// The claims of a parsed JSON object (the console's form), borrowed
-    /// from it.
-    pub fn from_map(fields: &'a Map<String, Json>) -> Claimed<'a> {
-        // Ordered here, not trusted to the map: the claims' order is the
-        // answer's, and a map that kept insertion order would change it.
-        Claimed::ordered(
-            fields
-                .iter()
-                .map(|(name, v)| {
-                    let text = match v {
-                        Json::Null => Text::Missing,
-                        Json::String(s) => Text::Str(Cow::Borrowed(s)),
-                        Json::Number(n) => Text::Number(n.clone()),
-                        Json::Bool(b) => Text::Bool(*b),
-                        Json::Array(_) | Json::Object(_) => Text::Other,
-                    };
-                    (Cow::Borrowed(name.as_str()), text)
-                })
-                .collect(),
-        )
-    }
-
     /// The members of a JSON object read as claims.
     fn read<'de: 'a, A: serde::de::MapAccess<'de>>(mut a: A) -> Result<Claimed<'a>, A::Error> {
         let mut claims: Vec<(Cow<'a, str>, Text<'a>)> = Vec::with_capacity(a.size_hint().unwrap_or(4));
         while let Some(Str(name)) = a.next_key::<Str<'a>>()? {
             claims.push((name, a.next_value::<Text<'a>>()?));
         }
-        Ok(Claimed::ordered(claims))
-    }
-
-    /// Claims in name order with the last of a repeated name kept.
-    fn ordered(mut claims: Vec<(Cow<'a, str>, Text<'a>)>) -> Claimed<'a> {
         // Reversed, then sorted stably: the first of each run of one name
         // is the last given, the one an object keeps.
         claims.reverse();
         claims.sort_by(|x, y| x.0.cmp(&y.0));
         claims.dedup_by(|later, kept| later.0 == kept.0);
-        Claimed(claims)
+        Ok(Claimed(claims))
     }
 
     /// Each claim's name and the text of its value
@@ -239,6 +212,8 @@ impl<'de: 'a, 'a> serde::Deserialize<'de> for FieldsIn<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::compare::json_text;
+    use serde_json::Map;
 
     /// The body as it was read before: a JSON object of claims.
     #[derive(serde::Deserialize)]
@@ -294,7 +269,9 @@ mod tests {
         match (old, new) {
             (Ok(o), Ok(n)) => {
                 assert_eq!(o.dataset.as_deref(), n.dataset(), "{body}");
-                assert_eq!(texts(&Claimed::from_map(&o.fields)), texts(n.claims()), "{body}");
+                let object: Vec<(String, Option<String>)> =
+                    o.fields.iter().map(|(name, v)| (name.clone(), json_text(v).map(Cow::into_owned))).collect();
+                assert_eq!(object, texts(n.claims()), "{body}");
             }
             (Err(o), Err(n)) => assert_eq!((o.classify(), o.line(), o.column()), (n.classify(), n.line(), n.column()), "{body}: {o} / {n}"),
             (o, n) => panic!("{body}: read as an object {:?}, in place {:?}", o.err(), n.err()),

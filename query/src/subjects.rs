@@ -13,7 +13,8 @@ use crate::caller::Caller;
 use crate::error::{Error, Result};
 use crate::lookup::{lookup, LookupResult};
 use crate::service::Queries;
-use crate::verify::{Claims, Outcome, Verdict};
+use crate::verify::{ClaimError, Claims, Outcome, Verdict};
+use basedata_store::catalog::Dataset;
 use basedata_store::{Action, SubjectKey, WriteBatch};
 use serde_json::{Map, Value as Json};
 
@@ -73,7 +74,7 @@ impl Queries {
         dataset: Option<&str>,
         fields: &Map<String, Json>,
     ) -> Result<Verification> {
-        self.verify_claimed(caller, purpose, key, dataset, &Claimed::from_map(fields)).await
+        self.verify_with(caller, purpose, key, dataset, |ds| Claims::parse(ds, fields)).await
     }
 
     /// [`Queries::verify`] of claims read in place from a request's body.
@@ -85,8 +86,20 @@ impl Queries {
         dataset: Option<&str>,
         fields: &Claimed<'_>,
     ) -> Result<Verification> {
+        self.verify_with(caller, purpose, key, dataset, |ds| Claims::parse_texts(ds, fields.texts())).await
+    }
+
+    /// A verification of the claims `parse` reads against the dataset.
+    async fn verify_with(
+        &self,
+        caller: &Caller,
+        purpose: &str,
+        key: SubjectKey,
+        dataset: Option<&str>,
+        parse: impl for<'d> FnOnce(&'d Dataset) -> std::result::Result<Claims<'d>, ClaimError>,
+    ) -> Result<Verification> {
         let ds = self.dataset(key.subject(), dataset)?;
-        let claims = Claims::parse_texts(ds, fields.texts())?;
+        let claims = parse(ds)?;
         let mut ev = caller.event(purpose, Action::Verify, Some(key));
         ev.datasets = vec![ds.id.clone()];
         ev.fields = claims.field_names();

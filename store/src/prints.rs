@@ -350,14 +350,13 @@ impl Prints {
         if let [(pid, ds)] = keys {
             // A point verification's one key: no lists by shard to build.
             let mut out = Printed { words: Vec::new(), at: vec![None] };
-            if let Some(d) = self.datasets.get(*ds) {
-                let key = PrintKey { pid: pid.0, ds: d.index };
-                let shard = self.shards[shard_of(&key.pid)].read().unwrap_or_else(|e| e.into_inner());
-                if let Some(e) = shard.get(&key) {
-                    out.at[0] = Some((0, e.len() as u16, (d.mask_words as u16).min(e.len() as u16)));
-                    out.words.extend_from_slice(e);
+            self.with(pid, ds, |view| {
+                if let Some(v) = view {
+                    out.words.extend_from_slice(v.mask);
+                    out.words.extend_from_slice(v.hashes);
+                    out.at[0] = Some((0, out.words.len() as u16, v.mask.len() as u16));
                 }
-            }
+            });
             return out;
         }
         let mut by_shard: Vec<Vec<u32>> = vec![Vec::new(); SHARDS];
