@@ -31,14 +31,7 @@ cp "$work/basedata.toml" "$copy/basedata.toml"
 [ -f "$work/data.key" ] && cp "$work/data.key" "$copy/data.key"
 printf '\n[[departments]]\nid = "audit-office"\nroles = ["auditor"]\ntoken = "%s"\n' "$auditor" >> "$copy/basedata.toml"
 batch="$copy/batch.ndjson"
-python3 - "$work/rows.tsv" "$batch" <<'PY'
-import json, sys
-with open(sys.argv[2], "w", encoding="utf-8") as out:
-    for i, line in enumerate(open(sys.argv[1], encoding="utf-8")):
-        key, name, birth = line.rstrip("\n").split("\t")[:3]
-        out.write(json.dumps({"ref": f"r{i}", "subject": "person", "key": key,
-                              "fields": {"name": name, "birth_date": birth}}, ensure_ascii=False) + "\n")
-PY
+python3 benches/batch-lines.py "$work/rows.tsv" 0 "$batch"
 key="$(tail -1 "$work/rows.tsv" | cut -f1)"
 
 (cd "$copy" && exec "$bin" serve --data data --config basedata.toml --listen "127.0.0.1:$port" 2> server.log) &
@@ -48,6 +41,7 @@ for _ in $(seq 1 150); do
   curl -sf "http://127.0.0.1:$port/healthz" > /dev/null && break
   sleep 0.2
 done
+curl -sf -o /dev/null "http://127.0.0.1:$port/healthz" || { echo "the server did not start: $copy/server.log" >&2; exit 1; }
 
 probe() {
   python3 - "$port" "$key" "$auditor" "$1" <<'PY'

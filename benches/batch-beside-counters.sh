@@ -25,18 +25,7 @@ port=18190
 token='bench-counter-token-000000000'
 batch="$work/batch-$lines.ndjson"
 if [ ! -s "$batch" ]; then
-  python3 - "$work/rows.tsv" "$lines" "$batch" <<'PY'
-import json, sys
-rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1], encoding="utf-8") if l.strip()]
-n = int(sys.argv[2])
-with open(sys.argv[3], "w", encoding="utf-8") as out:
-    for i in range(n):
-        key, name, birth = rows[i % len(rows)][:3]
-        if i % 10 == 9:
-            birth = "1900-01-01"
-        out.write(json.dumps({"ref": f"r{i}", "subject": "person", "key": key,
-                              "fields": {"name": name, "birth_date": birth}}, ensure_ascii=False) + "\n")
-PY
+  python3 benches/batch-lines.py "$work/rows.tsv" "$lines" "$batch" 10
 fi
 out="$(mktemp -d /var/tmp/batch-beside.XXXXXX)"
 "$bin" serve --data "$work/data" --config "$work/basedata.toml" --listen 127.0.0.1:$port >"$out/serve.log" 2>&1 &
