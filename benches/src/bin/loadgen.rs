@@ -116,6 +116,12 @@ struct Args {
     /// Name echoed in the result.
     #[arg(long, default_value = "")]
     label: String,
+    /// Also report, for every window of this many milliseconds of the
+    /// measured time (by when requests fell due), how many answered, how
+    /// many took over a millisecond, and the slowest: a stall shows as the
+    /// windows it spans, which the overall percentiles cannot place.
+    #[arg(long)]
+    timeline_ms: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -235,6 +241,7 @@ struct Plan {
     end: Instant,
     timeout: Duration,
     seed: u64,
+    timeline: Option<Duration>,
 }
 
 impl Plan {
@@ -303,6 +310,8 @@ struct ConnStats {
     bytes_out: u64,
     bytes_in: u64,
     sample: Option<String>,
+    /// By window of `--timeline-ms`: answered, over a millisecond, slowest (µs).
+    timeline: Vec<[u64; 3]>,
 }
 
 impl ConnStats {
@@ -319,7 +328,17 @@ impl ConnStats {
             bytes_out: 0,
             bytes_in: 0,
             sample: None,
+            timeline: Vec::new(),
         }
+    }
+
+    /// Counts an answer that took `us` microseconds in timeline window `w`.
+    fn mark(&mut self, w: usize, us: u64) {
+        if self.timeline.len() <= w {
+            self.timeline.resize(w + 1, [0; 3]);
+        }
+        let t = &mut self.timeline[w];
+        *t = [t[0] + 1, t[1] + (us > 1000) as u64, t[2].max(us)];
     }
 
     fn merge(&mut self, o: ConnStats) {
@@ -336,6 +355,12 @@ impl ConnStats {
         self.bytes_out += o.bytes_out;
         self.bytes_in += o.bytes_in;
         self.sample = self.sample.take().or(o.sample);
+        if self.timeline.len() < o.timeline.len() {
+            self.timeline.resize(o.timeline.len(), [0; 3]);
+        }
+        for (w, o) in self.timeline.iter_mut().zip(o.timeline) {
+            *w = [w[0] + o[0], w[1] + o[1], w[2].max(o[2])];
+        }
     }
 }
 
@@ -538,7 +563,11 @@ async fn run_connection(plan: Arc<Plan>, next: Arc<AtomicU64>, id: usize) -> Con
                     if ok {
                         st.ok += 1;
                         st.lines_ok += lines;
-                        st.hist.saturating_record(took.as_micros().max(1) as u64);
+                        let us = took.as_micros().max(1) as u64;
+                        st.hist.saturating_record(us);
+                        if let Some(width) = plan.timeline {
+                            st.mark((due.saturating_duration_since(plan.measure_from).as_nanos() / width.as_nanos().max(1)) as usize, us);
+                        }
                         if plan.rate.is_some() {
                             st.wait.saturating_record(sent.saturating_duration_since(due).as_micros().max(1) as u64);
                             st.service.saturating_record(sent.elapsed().as_micros().max(1) as u64);
@@ -748,6 +777,7 @@ fn main() -> anyhow::Result<()> {
             end: measure_from + Duration::from_secs_f64(args.duration),
             timeout: Duration::from_secs_f64(args.timeout),
             seed: args.seed,
+            timeline: args.timeline_ms.map(|ms| Duration::from_millis(ms.max(1))),
         });
         let pacer = plan.rate.map(|r| {
             let (released, start, end) = (plan.released.clone(), plan.start.into_std(), plan.end.into_std());
@@ -803,6 +833,10 @@ fn main() -> anyhow::Result<()> {
         "client_cpu_s": (cpu * 100.0).round() / 100.0,
         "client_cpu_us_per_req": if total.issued > 0 { (cpu * 1e6 / total.issued as f64).round() } else { 0.0 },
         "error_sample": total.sample,
+        "timeline": args.timeline_ms.map(|ms| serde_json::json!({
+            "window_ms": ms,
+            "answered_over_1ms_max_us": total.timeline,
+        })),
     });
     println!("{result}");
     Ok(())
@@ -819,6 +853,18 @@ fn spread(h: &Histogram<u64>) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Connections' timelines add up window by window, whatever their lengths.
+    #[test]
+    fn timelines_merge_by_window() {
+        let (mut a, mut b) = (ConnStats::new(), ConnStats::new());
+        a.mark(0, 200);
+        a.mark(0, 1500);
+        b.mark(0, 900);
+        b.mark(2, 30_000);
+        a.merge(b);
+        assert_eq!(a.timeline, vec![[3, 1, 1500], [0, 0, 0], [1, 1, 30_000]]);
+    }
 
     #[test]
     fn templates_fill_columns_and_counter_and_keep_json_braces() {
@@ -891,6 +937,7 @@ mod tests {
             end: now,
             timeout: Duration::from_secs(1),
             seed: 1,
+            timeline: None,
         };
         let mut rng = fastrand::Rng::with_seed(1);
         let mut out = Vec::new();
@@ -921,6 +968,7 @@ mod tests {
             end: now,
             timeout: Duration::from_secs(1),
             seed: 1,
+            timeline: None,
         };
         let mut out = Vec::new();
         plan.render(0, &mut fastrand::Rng::with_seed(3), &mut out);
