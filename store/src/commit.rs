@@ -255,7 +255,7 @@ impl Committer {
             .name("basedata-writer".into())
             .spawn(move || writer_loop(ws, rx, st, sq))
             .expect("spawn writer thread");
-        let syncer = store.engine().use_log().is_some().then(|| Syncer::start(store.clone(), stats.clone()));
+        let syncer = Syncer::start(store.clone(), stats.clone());
         Committer { tx: Some(tx), thread: Some(thread), store, syncer, stats, seq }
     }
 
@@ -479,12 +479,15 @@ struct SyncState {
 }
 
 impl Syncer {
-    fn start(store: Arc<Store>, stats: Arc<CommitStats>) -> Syncer {
+    /// The syncer of `store`'s journal; none where the engine keeps none.
+    fn start(store: Arc<Store>, stats: Arc<CommitStats>) -> Option<Syncer> {
+        store.engine().use_log()?;
         let state: Arc<(Mutex<SyncState>, std::sync::Condvar)> = Arc::default();
         let shared = state.clone();
         let thread = std::thread::Builder::new()
             .name("basedata-syncer".into())
             .spawn(move || {
+                let Some(log) = store.engine().use_log() else { return };
                 let (lock, cv) = &*shared;
                 loop {
                     let (waiting, since) = {
@@ -498,10 +501,7 @@ impl Syncer {
                         (std::mem::take(&mut st.waiting), st.since.take())
                     };
                     let upto = waiting.iter().map(|(lsn, _)| *lsn).max().unwrap_or(0);
-                    let synced = match store.engine().use_log() {
-                        Some(log) => log.sync_to(upto).map_err(Arc::new),
-                        None => Err(Arc::new(Error::Engine("the engine keeps no journal".into()))),
-                    };
+                    let synced = log.sync_to(upto).map_err(Arc::new);
                     for (_, reply) in waiting {
                         let r = synced.clone().map(|()| JobDone { outcomes: Vec::new(), first_audit_seq: 0, last_seq: store.last_seq() });
                         answer(reply, r);
@@ -515,7 +515,7 @@ impl Syncer {
                 }
             })
             .expect("spawn syncer thread");
-        Syncer { state, thread: Some(thread) }
+        Some(Syncer { state, thread: Some(thread) })
     }
 
     /// Answers `reply` once journal record `lsn` is durable.
