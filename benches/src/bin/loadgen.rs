@@ -294,6 +294,9 @@ impl Plan {
     }
 }
 
+/// Windows of `--timeline-ms` at most in one run.
+const MAX_TIMELINE_WINDOWS: usize = 100_000;
+
 /// What one connection saw.
 struct ConnStats {
     hist: Histogram<u64>,
@@ -753,6 +756,14 @@ fn main() -> anyhow::Result<()> {
     } else {
         tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build()?
     };
+    if let Some(ms) = args.timeline_ms {
+        // Every connection keeps the whole timeline: bounded, so a long run
+        // with fine windows cannot take the client's memory.
+        anyhow::ensure!(
+            ms > 0 && args.duration * 1000.0 / ms as f64 <= MAX_TIMELINE_WINDOWS as f64,
+            "--timeline-ms {ms}: a window is at least 1 ms, and the measured time (--duration) holds at most {MAX_TIMELINE_WINDOWS} of them"
+        );
+    }
     let lines_per_request = args.lines_per_request;
     let label = args.label.clone();
     let cpu_before = cpu_seconds();
