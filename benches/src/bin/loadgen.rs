@@ -569,7 +569,7 @@ async fn run_connection(plan: Arc<Plan>, next: Arc<AtomicU64>, id: usize) -> Con
                         let us = took.as_micros().max(1) as u64;
                         st.hist.saturating_record(us);
                         if let Some(width) = plan.timeline {
-                            st.mark((due.saturating_duration_since(plan.measure_from).as_nanos() / width.as_nanos().max(1)) as usize, us);
+                            st.mark((due.saturating_duration_since(plan.measure_from).as_nanos() / width.as_nanos()) as usize, us);
                         }
                         if plan.rate.is_some() {
                             st.wait.saturating_record(sent.saturating_duration_since(due).as_micros().max(1) as u64);
@@ -694,6 +694,11 @@ fn main() -> anyhow::Result<()> {
     if args.lines_per_request == 0 {
         bail!("--lines-per-request must be positive");
     }
+    // Every connection keeps the whole timeline: bounded, so a long run
+    // with fine windows cannot take the client's memory.
+    if args.timeline_ms.is_some_and(|ms| ms == 0 || args.duration * 1000.0 / ms as f64 > MAX_TIMELINE_WINDOWS as f64) {
+        bail!("--timeline-ms must be at least 1, and the measured time (--duration) hold at most {MAX_TIMELINE_WINDOWS} of its windows");
+    }
     let mut authority = None;
     let mut urls = Vec::new();
     for u in &args.urls {
@@ -756,14 +761,6 @@ fn main() -> anyhow::Result<()> {
     } else {
         tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build()?
     };
-    if let Some(ms) = args.timeline_ms {
-        // Every connection keeps the whole timeline: bounded, so a long run
-        // with fine windows cannot take the client's memory.
-        anyhow::ensure!(
-            ms > 0 && args.duration * 1000.0 / ms as f64 <= MAX_TIMELINE_WINDOWS as f64,
-            "--timeline-ms {ms}: a window is at least 1 ms, and the measured time (--duration) holds at most {MAX_TIMELINE_WINDOWS} of them"
-        );
-    }
     let lines_per_request = args.lines_per_request;
     let label = args.label.clone();
     let cpu_before = cpu_seconds();
@@ -788,7 +785,7 @@ fn main() -> anyhow::Result<()> {
             end: measure_from + Duration::from_secs_f64(args.duration),
             timeout: Duration::from_secs_f64(args.timeout),
             seed: args.seed,
-            timeline: args.timeline_ms.map(|ms| Duration::from_millis(ms.max(1))),
+            timeline: args.timeline_ms.map(Duration::from_millis),
         });
         let pacer = plan.rate.map(|r| {
             let (released, start, end) = (plan.released.clone(), plan.start.into_std(), plan.end.into_std());
