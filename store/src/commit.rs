@@ -284,7 +284,7 @@ impl Committer {
         let payload = self.store.seal_uses(&uses).map_err(|e| CommitError::Failed(Arc::new(e)))?;
         let mut uses = Some(uses);
         let lsn = log
-            .append_uses(&payload, &mut |lsn| pending.push(lsn, uses.take().unwrap_or_default()))
+            .append_uses(&payload, &mut |_| pending.push(uses.take().unwrap_or_default()))
             .map_err(|e| CommitError::Failed(Arc::new(e)))?;
         self.stats.use_records.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -568,8 +568,8 @@ fn uses_job(store: &Arc<Store>, stats: &Arc<CommitStats>) -> Option<Job> {
                 }
                 s.pending_uses().entered(records);
             }
-            // Durable in the journal all the same: the next open enters them.
-            Err(e) => tracing::error!(error = %e, records, "audited uses could not be entered into the audit trail; a restart enters them from the journal"),
+            // Durable in the journal, and queued again (`commit_group`).
+            Err(e) => tracing::error!(error = %e, records, "audited uses could not be entered into the audit trail; they are tried again, and a restart enters them from the journal"),
         }),
         guard: None,
         batch: false,
@@ -987,8 +987,11 @@ fn commit_group(store: &Store, group: Vec<Job>, stats: &CommitStats, seq: &tokio
     let mut replies = Vec::with_capacity(group.len());
     let alone = group.len() == 1;
     let durability = if group.iter().all(|j| j.journaled) { Durability::Buffered } else { Durability::Sync };
+    // The writer's own job entering the journal's records of uses (the
+    // only journaled one): nobody waits on it to learn of a failure.
+    let entering = alone && group.iter().all(|j| j.journaled);
     for mut j in group {
-        shape.push((j.updates.len(), j.events.len(), j.uses.len()));
+        shape.push((j.updates.len(), j.events.len(), j.uses.len(), j.journaled));
         updates.append(&mut j.updates);
         events.append(&mut j.events);
         uses.append(&mut j.uses);
@@ -1036,7 +1039,7 @@ fn commit_group(store: &Store, group: Vec<Job>, stats: &CommitStats, seq: &tokio
             let mut uses_seq = done.first_audit_seq;
             let mut events_seq = uses_seq + lines(&uses);
             let mut uses = uses.as_slice();
-            for ((nu, ne, nr), reply) in shape.into_iter().zip(replies) {
+            for ((nu, ne, nr, _), reply) in shape.into_iter().zip(replies) {
                 let mine: Vec<Outcome> = outcomes.by_ref().take(nu).collect();
                 let (own, rest) = uses.split_at(nr.min(uses.len()));
                 uses = rest;
@@ -1050,6 +1053,11 @@ fn commit_group(store: &Store, group: Vec<Job>, stats: &CommitStats, seq: &tokio
         Err(e) if alone => {
             stats.failures.fetch_add(1, Ordering::Relaxed);
             tracing::error!(error = %e, "commit failed");
+            if entering {
+                // Queued again, to be tried later: dropped, a later
+                // entering would record a position past them.
+                store.pending_uses().put_back(uses);
+            }
             if let Some(reply) = replies.pop() {
                 answer(reply, Err(Arc::new(e)));
             }
@@ -1059,7 +1067,7 @@ fn commit_group(store: &Store, group: Vec<Job>, stats: &CommitStats, seq: &tokio
             tracing::warn!(error = %e, jobs = replies.len(), "group commit failed; trying each job alone");
             let (mut updates, mut events, mut uses) = (updates.into_iter(), events.into_iter(), uses.into_iter());
             let mut jobs = shape.into_iter().zip(replies).zip(extras);
-            while let Some((((nu, ne, nr), reply), extra)) = jobs.next() {
+            while let Some((((nu, ne, nr, journaled), reply), extra)) = jobs.next() {
                 let job = Job {
                     updates: updates.by_ref().take(nu).collect(),
                     events: events.by_ref().take(ne).collect(),
@@ -1068,7 +1076,7 @@ fn commit_group(store: &Store, group: Vec<Job>, stats: &CommitStats, seq: &tokio
                     reply,
                     guard: None,
                     batch: false,
-                    journaled: false,
+                    journaled,
                 };
                 if let Err(why) = commit_group(store, vec![job], stats, seq) {
                     // The store panicked: the jobs not yet tried are

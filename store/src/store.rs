@@ -316,6 +316,14 @@ impl Store {
         &self.pending_uses
     }
 
+    /// Refuses every commit with `why`, or takes commits again (`None`):
+    /// the state an interrupted bulk load leaves, for tests of what a
+    /// refused write does.
+    #[cfg(test)]
+    pub(crate) fn refuse_writes(&self, why: Option<&str>) {
+        self.writer.lock().unwrap_or_else(|e| e.into_inner()).stopped = why.map(str::to_owned);
+    }
+
     /// The journal payload of a record of `uses` (see `audit::uses`).
     pub fn seal_uses(&self, uses: &Uses) -> Result<Vec<u8>> {
         crate::audit::uses::seal(&self.uses_sealer, uses)

@@ -318,9 +318,15 @@ pub const ENTER_AFTER: std::time::Duration = std::time::Duration::from_millis(10
 /// Events that make the writer enter the queued records at once.
 pub const ENTER_EVENTS: usize = 4096;
 
+/// How long records whose entering failed wait before the writer tries
+/// them again (sooner when an auditor waits for them): a fault that
+/// lasts (a store refusing writes until an interrupted load is finished)
+/// then costs a failed write a second, not one with every group.
+pub const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
 #[derive(Default)]
 struct Queue {
-    records: std::collections::VecDeque<(u64, Uses)>,
+    records: std::collections::VecDeque<Uses>,
     events: usize,
     /// Records queued and entered so far.
     queued: u64,
@@ -331,6 +337,9 @@ struct Queue {
     since: Option<std::time::Instant>,
     /// Someone waits for the queued records to be entered.
     hurry: bool,
+    /// Entering failed: not to be tried again before this, unless
+    /// someone waits for the records.
+    held_until: Option<std::time::Instant>,
 }
 
 /// Records of uses durable (or about to be) in the journal and not yet
@@ -369,15 +378,15 @@ impl Pending {
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Queues record `lsn` (called in journal order). Wakes the writer
+    /// Queues a record (called in journal order). Wakes the writer
     /// when the queue was empty (to time [`ENTER_AFTER`] from) and when
     /// it reaches [`ENTER_EVENTS`].
-    pub fn push(&self, lsn: u64, uses: Uses) {
+    pub fn push(&self, uses: Uses) {
         let mut q = self.lock();
         let before = q.events;
         q.events += uses.len();
         q.queued += 1;
-        q.records.push_back((lsn, uses));
+        q.records.push_back(uses);
         let wake = q.since.is_none() || (before < ENTER_EVENTS && q.events >= ENTER_EVENTS);
         q.since.get_or_insert_with(std::time::Instant::now);
         drop(q);
@@ -391,7 +400,12 @@ impl Pending {
     pub fn due(&self) -> Option<std::time::Instant> {
         let q = self.lock();
         let since = q.since?;
-        Some(if q.hurry || q.events >= ENTER_EVENTS { since.min(std::time::Instant::now()) } else { since + ENTER_AFTER })
+        let now = std::time::Instant::now();
+        if q.hurry {
+            return Some(since.min(now));
+        }
+        let at = if q.events >= ENTER_EVENTS { since.min(now) } else { since + ENTER_AFTER };
+        Some(q.held_until.map_or(at, |h| at.max(h)))
     }
 
     /// Asks the writer to enter what is queued now (an auditor waits).
@@ -405,13 +419,38 @@ impl Pending {
         let _ = self.nudge.0.try_send(());
     }
 
-    /// Takes every queued record, in order.
+    /// Takes every queued record, in order; none while records whose
+    /// entering failed wait out [`RETRY_AFTER`] and nobody waits for them.
     pub fn take_all(&self) -> Vec<Uses> {
         let mut q = self.lock();
+        if !q.hurry && q.held_until.is_some_and(|h| std::time::Instant::now() < h) {
+            return Vec::new();
+        }
         q.events = 0;
         q.since = None;
         q.hurry = false;
-        q.records.drain(..).map(|(_, u)| u).collect()
+        q.held_until = None;
+        q.records.drain(..).collect()
+    }
+
+    /// Puts records taken by [`Pending::take_all`] back in front of the
+    /// queue, in their order, after entering them failed: they are in the
+    /// journal, and the position up to which the trail holds every record
+    /// must not pass them (a later entering would record it, and a reopen
+    /// would then skip them). Tried again after [`RETRY_AFTER`].
+    pub fn put_back(&self, taken: Vec<Uses>) {
+        if taken.is_empty() {
+            return;
+        }
+        let mut q = self.lock();
+        for uses in taken.into_iter().rev() {
+            q.events += uses.len();
+            q.records.push_front(uses);
+        }
+        let now = std::time::Instant::now();
+        q.since = Some(now);
+        q.hurry = false;
+        q.held_until = Some(now + RETRY_AFTER);
     }
 
     /// `records` taken records are in the audit trail.

@@ -233,6 +233,12 @@ impl Records {
         Ok(Records { file: std::io::BufReader::with_capacity(1 << 16, file), path: path.to_path_buf(), left: len.saturating_sub(HEADER as u64), buf: Vec::new() })
     }
 
+    /// Makes what was read durable (a file already on disk costs one
+    /// device flush).
+    fn sync(&self) -> Result<()> {
+        self.file.get_ref().sync_data().map_err(|e| io_err("syncing", &self.path, e))
+    }
+
     /// Record `lsn`'s kind and payload, or `None` where the records end.
     fn next(&mut self, lsn: u64) -> Result<Option<(Kind, &[u8])>> {
         use std::io::Read;
@@ -387,6 +393,13 @@ impl Journal {
                 }
                 lsn += 1;
             }
+            // After a crash of the process alone, the records just read may
+            // be in the page cache only (appended, never synced). This
+            // session numbers on after them and builds on them; were they
+            // lost to a power cut later, the next open would find a gap
+            // before the new segments and drop those, acknowledged writes
+            // and all. So they are made durable before anything follows.
+            records.sync()?;
             expected = Some(lsn);
             closed.push(Closed { path: path.clone(), last: lsn - 1 });
         }

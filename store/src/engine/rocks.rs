@@ -662,7 +662,17 @@ impl Engine for RocksEngine {
                 BatchOp::Delete { cf, key } => wb.delete_cf(self.cf(*cf), key),
             }
         }
-        let lsn = self.journal.append(wb.data())?;
+        let lsn = match self.journal.append(wb.data()) {
+            Ok(lsn) => lsn,
+            Err(e) => {
+                // A record numbered whose write-behind failed will never be
+                // applied: writers after it must not wait for its turn.
+                if self.journal.failed().is_some() {
+                    self.applied.stop();
+                }
+                return Err(e);
+            }
+        };
         if durability == Durability::Sync {
             if let Err(e) = self.journal.sync_to(lsn) {
                 self.applied.stop();

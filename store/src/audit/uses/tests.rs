@@ -207,6 +207,41 @@ mod journal {
         }
     }
 
+    /// Entering uses can fail without stopping the writer (a store that
+    /// refuses writes until an interrupted load is finished): the records
+    /// stay queued and are entered once writes are taken again, and the
+    /// trail's journal position never passes a record it lacks.
+    #[test]
+    fn uses_whose_entering_failed_are_entered_later_once() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (engine, store) = open(dir.path());
+            let committer = Committer::start(store.clone(), 64);
+            let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+            store.refuse_writes(Some("an interrupted load"));
+            let rx = rt.block_on(committer.append_uses(uses(&store, &[event(Some(key(1)))]))).unwrap();
+            rt.block_on(rx).unwrap().unwrap();
+            // Asked for at once, and refused.
+            let settled = rt.block_on(async { tokio::time::timeout(std::time::Duration::from_millis(300), committer.settle_uses()).await });
+            assert!(settled.is_err(), "entered while the store refuses writes");
+            assert_eq!(uses_of(&store, 1), 0);
+            assert!(committer.stats().failures.load(std::sync::atomic::Ordering::Relaxed) >= 1, "the entering was tried");
+            // A record after the failure, entered in the same turn as the
+            // failed one once writes are taken again.
+            let rx = rt.block_on(committer.append_uses(uses(&store, &[event(Some(key(2)))]))).unwrap();
+            rt.block_on(rx).unwrap().unwrap();
+            store.refuse_writes(None);
+            let settled = rt.block_on(async { tokio::time::timeout(std::time::Duration::from_secs(10), committer.settle_uses()).await });
+            assert_eq!(settled, Ok(true));
+            assert_eq!((uses_of(&store, 1), uses_of(&store, 2)), (1, 1));
+            assert_eq!(engine.use_log().unwrap().unentered(), 0);
+            assert!(store.audit_verify().unwrap().ok);
+        }
+        let (_engine, store) = open(dir.path());
+        assert_eq!((uses_of(&store, 1), uses_of(&store, 2)), (1, 1), "entered once, not again at open");
+        assert!(store.audit_index_check().unwrap().ok);
+    }
+
     #[test]
     fn segments_holding_uses_not_yet_entered_are_kept() {
         let dir = tempfile::tempdir().unwrap();
