@@ -226,6 +226,7 @@ fn free_text_headers_are_stored_as_sent_or_refused() {
             .as_bytes(),
     );
     assert_eq!(status, 400, "{text}");
+    assert!(text.contains(r#""code":"invalid_value""#), "an unreadable head is answered in the API's error format: {text}");
     // At the limits, taken and stored as sent.
     let op = "o".repeat(64);
     assert_eq!(lookup("核验身份", Some(&op)).status, 404);

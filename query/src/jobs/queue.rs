@@ -46,6 +46,21 @@ impl Default for JobLimits {
 pub const JOB_RETRY_AFTER_SECS: u64 = 30;
 
 impl Queries {
+    /// Refuses a job before its body is read, where the length the client
+    /// declared is over the department's limit or the department has as
+    /// many unfinished jobs as it may: a client that asked for
+    /// `100 Continue` then learns of it before it sends its lines.
+    /// [`Queries::submit_job`] judges both again as the job is taken.
+    pub async fn job_refused_early(&self, caller: &Caller, limits: JobLimits, declared_len: Option<u64>) -> Result<()> {
+        if declared_len.is_some_and(|n| n > limits.max_bytes) {
+            return Err(too_many_bytes(limits));
+        }
+        if unfinished_jobs(&self.store, &caller.department.id).await? >= u64::from(limits.max_jobs) {
+            return Err(Error::TooManyJobs { limit: limits.max_jobs, retry_after_secs: JOB_RETRY_AFTER_SECS });
+        }
+        Ok(())
+    }
+
     /// Stores a job's input as `body` delivers it (the raw request body in
     /// pieces of any size), cut into chunks, then queues the job.
     /// `declared_len` is the body length the client announced, if any: a

@@ -11,9 +11,10 @@
 //! `Transfer-Encoding`, `Expect` or `Upgrade` header, no `Connection`
 //! header but `keep-alive` (the connection stays open, HTTP/1.1's
 //! default), and a `Content-Length` body of at most [`MAX_BODY`] bytes. Everything else — chunked bodies,
-//! `100-continue`, `Connection: close`, HTTP/1.0, malformed heads, and a
+//! `100-continue`, `Connection: close`, HTTP/1.0, and a
 //! body that stalls or ends short (with its head) — is hyper's, which
-//! answers it as it always has.
+//! answers it as it always has. A head that cannot be read at all is
+//! answered here (`400 invalid_value` in JSON) and the connection closed.
 
 use super::{Activity, ConnLimits, Serve};
 use crate::tls::TlsPeer;
@@ -60,6 +61,9 @@ enum Head {
     Taken(Taken),
     Partial,
     NotTaken,
+    /// A head no server could read (a bad token, header name or value,
+    /// or line ending): answered here, in the API's error format.
+    Malformed(httparse::Error),
 }
 
 /// Reads the head at the start of `buf`. A head the lane takes is split
@@ -71,6 +75,11 @@ fn parse<A: Serve>(buf: &mut BytesMut, app: &A) -> Head {
     let head_len = match parsed.parse(buf) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => return Head::Partial,
+        // More headers than the lane takes, or another protocol version:
+        // hyper's to judge.
+        Err(e @ (httparse::Error::Token | httparse::Error::HeaderName | httparse::Error::HeaderValue | httparse::Error::NewLine)) => {
+            return Head::Malformed(e)
+        }
         _ => return Head::NotTaken,
     };
     if parsed.version != Some(1) {
@@ -167,6 +176,10 @@ where
                 match parse(buf, app) {
                     Head::Taken(t) => break t,
                     Head::NotTaken => return Left::HandedOver,
+                    Head::Malformed(why) => {
+                        refuse_malformed(io, &mut out, why, limits).await;
+                        return Left::Closed;
+                    }
                     Head::Partial => {}
                 }
             }
@@ -236,6 +249,21 @@ where
         } else if buf.capacity() < 4096 {
             buf.reserve(8192);
         }
+    }
+}
+
+/// Answers a head that cannot be read with `400 invalid_value` in the
+/// API's JSON error format (where hyper would send an empty `400`), and
+/// closes the connection: where that head ends, and so where the next
+/// request would begin, is unknown.
+async fn refuse_malformed<T: AsyncWrite + Unpin>(io: &mut T, out: &mut Vec<u8>, why: httparse::Error, limits: &ConnLimits) {
+    let body = serde_json::json!({"error": {"code": "invalid_value", "message": format!("the request head cannot be read: {why}")}}).to_string();
+    let mut headers = HeaderMap::new();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    out.clear();
+    encode(out, axum::http::StatusCode::BAD_REQUEST, &headers, body.as_bytes(), true);
+    if io.write_all(out).await.is_ok() && io.flush().await.is_ok() {
+        let _ = tokio::time::timeout(limits.send_timeout, io.shutdown()).await;
     }
 }
 
@@ -349,6 +377,7 @@ mod tests {
             Head::Taken(t) => (t, buf),
             Head::Partial => panic!("partial: {}", String::from_utf8_lossy(head)),
             Head::NotTaken => panic!("not taken: {}", String::from_utf8_lossy(head)),
+            Head::Malformed(e) => panic!("malformed ({e}): {}", String::from_utf8_lossy(head)),
         }
     }
 
@@ -404,13 +433,17 @@ mod tests {
             "POST /fast HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n".into(),
             big,
             format!("GET /fast HTTP/1.1\r\n{many}\r\n"),
-            "GET /fast HTTP/1.1\r\nBad Name: v\r\n\r\n".into(),
-            "GET /fast HTTP/1.1\r\nX-Bad: a\x7fb\r\n\r\n".into(),
-            "garbage\r\n\r\n".into(),
         ];
         for head in cases {
             let mut buf = BytesMut::from(head.as_bytes());
             assert!(matches!(parse(&mut buf, &Echo), Head::NotTaken), "{head:?}");
+            assert_eq!(&buf[..], head.as_bytes(), "{head:?}");
+        }
+        // Unreadable: answered by the lane, the buffer left as it was.
+        for head in ["GET /fast HTTP/1.1\r\nBad Name: v\r\n\r\n", "garbage\r\n\r\n", "GET /slow HTTP/1.1\r\nX-P: a\x01b\r\n\r\n",
+            "GET /fast HTTP/1.1\r\nX-Bad: a\x7fb\r\n\r\n"] {
+            let mut buf = BytesMut::from(head.as_bytes());
+            assert!(matches!(parse(&mut buf, &Echo), Head::Malformed(_)), "{head:?}");
             assert_eq!(&buf[..], head.as_bytes(), "{head:?}");
         }
     }
@@ -449,6 +482,11 @@ mod tests {
             let mut buf = BytesMut::from(&input[..]);
             match parse(&mut buf, &Echo) {
                 Head::Partial | Head::NotTaken => assert_eq!(&buf[..], &input[..], "{:?}", String::from_utf8_lossy(&input)),
+                Head::Malformed(e) => {
+                    assert_eq!(&buf[..], &input[..], "{:?}", String::from_utf8_lossy(&input));
+                    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                    assert_eq!(httparse::Request::new(&mut headers).parse(&input).err(), Some(e), "httparse agrees");
+                }
                 Head::Taken(t) => {
                     taken_count += 1;
                     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -534,6 +572,28 @@ mod tests {
             assert!(a.contains("\r\nx-echo: 1\r\n") && a.contains("\r\ndate: ") && a.contains(" GMT\r\n"), "{a}");
         }
         assert_eq!(activity.in_flight.load(Ordering::Acquire), 0, "every answer counted as sent");
+    }
+
+    /// A head that cannot be read is answered in the API's JSON error
+    /// format, after the answers before it, and the connection closed.
+    #[tokio::test]
+    async fn an_unreadable_head_is_answered_in_json_and_the_connection_closed() {
+        let (mut client, mut server) = tokio::io::duplex(1 << 16);
+        let (activity, limits, p, mut buf, (_stopping, mut stop)) = fixtures();
+        let serving = serve(&mut server, &mut buf, &Echo, &p, &activity, &limits, &mut stop);
+        let talking = async {
+            client.write_all(b"GET /fast/a HTTP/1.1\r\n\r\nGET /fast/b HTTP/1.1\r\nx-purpose: a\x01b\r\n\r\n").await.unwrap();
+            let mut all = Vec::new();
+            client.read_to_end(&mut all).await.unwrap();
+            String::from_utf8(all).unwrap()
+        };
+        let (left, text) = tokio::time::timeout(Duration::from_secs(5), async { tokio::join!(serving, talking) }).await.expect("closed");
+        assert!(matches!(left, Left::Closed));
+        let (first, second) = text.split_at(text.find("HTTP/1.1 400").expect("a 400"));
+        assert!(first.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+        assert!(second.contains("\r\nconnection: close\r\n") && second.contains("\r\ncontent-type: application/json\r\n"), "{second}");
+        let body: serde_json::Value = serde_json::from_str(second.split_once("\r\n\r\n").unwrap().1).unwrap();
+        assert_eq!(body["error"]["code"], "invalid_value", "{body}");
     }
 
     #[tokio::test]

@@ -4,8 +4,8 @@
 
 use super::schema::{ErrorBody, KeyInfo};
 use super::subjects::{doc_type_of, IdTypeParam};
-use super::ApiResult;
-use axum::extract::{Path, Query};
+use super::{ApiResult, KeyPath};
+use axum::extract::Query;
 use axum::Json;
 use basedata_store::keys::{KeyError, SubjectKey};
 use basedata_store::value::format_date;
@@ -61,7 +61,7 @@ fn check(subject: Subject, raw: &str, id_type: Option<&str>) -> ApiResult<Json<K
     params(("id" = String, Path, description = "Citizen ID number, 18 or 15 characters, or the number of the document `id_type` names"), IdTypeParam),
     responses((status = 200, body = KeyInfo), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn person(Path(id): Path<String>, Query(q): Query<IdTypeParam>) -> ApiResult<Json<KeyInfo>> {
+pub async fn person(KeyPath(id): KeyPath, Query(q): Query<IdTypeParam>) -> ApiResult<Json<KeyInfo>> {
     check(Subject::Person, &id, q.id_type.as_deref())
 }
 
@@ -71,6 +71,6 @@ pub async fn person(Path(id): Path<String>, Query(q): Query<IdTypeParam>) -> Api
     params(("code" = String, Path, description = "Unified social credit code, 18 characters, or a business-licence registration number (15 digits) with `id_type=business_licence`"), IdTypeParam),
     responses((status = 200, body = KeyInfo), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn entity(Path(code): Path<String>, Query(q): Query<IdTypeParam>) -> ApiResult<Json<KeyInfo>> {
+pub async fn entity(KeyPath(code): KeyPath, Query(q): Query<IdTypeParam>) -> ApiResult<Json<KeyInfo>> {
     check(Subject::Entity, &code, q.id_type.as_deref())
 }

@@ -351,7 +351,15 @@ async fn json_errors(resp: Response) -> Response {
     if !(status.is_client_error() || status.is_server_error()) || is_json {
         return resp;
     }
+    let (parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+    let message = String::from_utf8_lossy(&text).trim().to_owned();
     let code = match status.as_u16() {
+        // A body that could not be read (a broken chunked encoding, a
+        // client that stalled past the body's time limit) or is no JSON.
+        400 if message.starts_with("Failed to buffer the request body") || message.starts_with("Failed to parse the request body") => {
+            "invalid_body"
+        }
         400 => "invalid_value",
         404 => "not_found",
         405 => "method_not_allowed",
@@ -361,15 +369,43 @@ async fn json_errors(resp: Response) -> Response {
         s if s >= 500 => "unavailable",
         _ => "invalid_body",
     };
-    let (parts, body) = resp.into_parts();
-    let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
-    let message = String::from_utf8_lossy(&text).trim().to_owned();
     let message = if message.is_empty() { status.canonical_reason().unwrap_or("error").to_owned() } else { message };
     let mut out = ApiError::new(status, code, message).into_response();
     for (k, v) in parts.headers.iter().filter(|(k, _)| *k != axum::http::header::CONTENT_TYPE && *k != axum::http::header::CONTENT_LENGTH) {
         out.headers_mut().insert(k.clone(), v.clone());
     }
     out
+}
+
+/// A subject key from the path (`{id}`, `{code}`). A segment that is not
+/// UTF-8 once percent-decoded is no key of any kind: it comes through as
+/// written, percent signs and all, so that the key check refuses it as it
+/// refuses any malformed key (`invalid_key`, or `valid: false` from
+/// `/v1/keys`), not as the path extractor's generic `invalid_value`.
+pub struct KeyPath(pub String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for KeyPath {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, Self::Rejection> {
+        use axum::extract::path::ErrorKind;
+        use axum::extract::rejection::PathRejection;
+        match axum::extract::Path::<String>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(key)) => Ok(KeyPath(key)),
+            Err(PathRejection::FailedToDeserializePathParams(e)) if matches!(e.kind(), ErrorKind::InvalidUtf8InPathParam { .. }) => {
+                raw_param(parts).map(KeyPath).ok_or_else(|| e.into_response())
+            }
+            Err(r) => Err(r.into_response()),
+        }
+    }
+}
+
+/// The path's one parameter as the request wrote it (not decoded): the
+/// segment where the matched route has its `{…}`.
+fn raw_param(parts: &axum::http::request::Parts) -> Option<String> {
+    let route = parts.extensions.get::<MatchedPath>()?.as_str();
+    let at = route.split('/').position(|s| s.starts_with('{'))?;
+    parts.uri.path().split('/').nth(at).map(str::to_owned)
 }
 
 /// Department id recorded on the response for the access log.
@@ -566,12 +602,17 @@ fn admit(state: &AppState, headers: &axum::http::HeaderMap, peer: Option<&crate:
         Ok(t) => t,
         Err(why) => return Err(ApiError::unauthenticated(why).into_response()),
     };
-    let operator = header_text(headers, "X-Operator", MAX_OPERATOR_CHARS).map_err(IntoResponse::into_response)?;
     let department = match state.departments.identify(token, peer) {
         Ok(d) => d,
         Err(why) => return Err(ApiError::unauthenticated(why).into_response()),
     };
     let dept_id = department.id.clone();
+    // Judged once the caller is known: a request without a valid token is
+    // `unauthenticated` whatever else is wrong with it.
+    let operator = match header_text(headers, "X-Operator", MAX_OPERATOR_CHARS) {
+        Ok(o) => o,
+        Err(e) => return Err(logged(dept_id, e.into_response())),
+    };
     let permit = match department.limits.admit() {
         Ok(p) => p,
         Err(r) => {

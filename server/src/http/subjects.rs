@@ -8,9 +8,9 @@
 //! is the group commit of the audit entry.
 
 use super::schema::{JsonAnswer, JsonBytes, DatasetRecord, ErrorBody, IdType, Lookup, Verification, VerifyRequest, WithheldItem};
-use super::{ApiError, ApiResult, AppState};
+use super::{ApiError, ApiResult, AppState, KeyPath};
 use crate::auth::{Caller, Purpose};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::Extension;
 use basedata_ingest::log::UpdateLog;
 use basedata_store::value::{format_datetime, parse_datetime};
@@ -82,7 +82,7 @@ pub async fn lookup_person(
     state: State<AppState>,
     caller: Extension<Caller>,
     purpose: Extension<Purpose>,
-    Path(id): Path<String>,
+    KeyPath(id): KeyPath,
     q: Query<LookupParams>,
 ) -> ApiResult<JsonAnswer<Lookup>> {
     lookup_subject(state, caller, purpose, Subject::Person, id, q).await
@@ -101,7 +101,7 @@ pub async fn lookup_entity(
     state: State<AppState>,
     caller: Extension<Caller>,
     purpose: Extension<Purpose>,
-    Path(code): Path<String>,
+    KeyPath(code): KeyPath,
     q: Query<LookupParams>,
 ) -> ApiResult<JsonAnswer<Lookup>> {
     lookup_subject(state, caller, purpose, Subject::Entity, code, q).await
@@ -177,7 +177,7 @@ pub async fn verify_person(
     state: State<AppState>,
     caller: Extension<Caller>,
     purpose: Extension<Purpose>,
-    Path(id): Path<String>,
+    KeyPath(id): KeyPath,
     q: Query<IdTypeParam>,
     body: axum::body::Bytes,
 ) -> ApiResult<JsonBytes> {
@@ -196,7 +196,7 @@ pub async fn verify_entity(
     state: State<AppState>,
     caller: Extension<Caller>,
     purpose: Extension<Purpose>,
-    Path(code): Path<String>,
+    KeyPath(code): KeyPath,
     q: Query<IdTypeParam>,
     body: axum::body::Bytes,
 ) -> ApiResult<JsonBytes> {

@@ -598,3 +598,72 @@ async fn rejected_lines_are_kept_when_the_provider_leaves_before_the_answer() {
     let key = basedata_store::SubjectKey::Person(basedata_gen::person_key(&g, 0));
     assert!(state.store.get(&key, "hukou", None).unwrap().is_some(), "and the valid line was applied");
 }
+
+/// A request without a valid token is `unauthenticated`, whatever else is
+/// wrong with it (here an operator header that is not UTF-8).
+#[tokio::test]
+async fn a_missing_token_is_told_before_a_malformed_operator() {
+    let req = HttpRequest::get("/v1/catalog").header("x-operator", "%FF%FE").body(Body::empty()).unwrap();
+    let (s, b, _) = call(req).await;
+    assert_eq!((s, b["error"]["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("unauthenticated")), "{b}");
+    let req = HttpRequest::get("/v1/catalog").header("authorization", format!("Bearer {TOKEN}")).header("x-operator", "%FF%FE").body(Body::empty()).unwrap();
+    let (s, b, _) = call(req).await;
+    assert_eq!((s, b["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_value")), "{b}");
+}
+
+/// A key in the path that is not UTF-8 once decoded is a malformed key,
+/// refused as every other one is, not a generic bad value.
+#[tokio::test]
+async fn a_path_key_that_is_not_utf8_is_an_invalid_key() {
+    for path in ["/v1/keys/person/%FF", "/v1/keys/entity/%C0%AF"] {
+        let (s, b, _) = call(get(path, Some(TOKEN))).await;
+        assert_eq!(s, StatusCode::OK, "{path}: {b}");
+        assert_eq!(b["valid"], false, "{path}: {b}");
+        assert!(b["reason"].is_string(), "{path}: {b}");
+    }
+    let req = HttpRequest::get("/v1/persons/%FF").header("authorization", format!("Bearer {TOKEN}")).header("x-purpose", "p").body(Body::empty()).unwrap();
+    let (s, b, _) = call(req).await;
+    assert_eq!((s, b["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_key")), "{b}");
+    assert!(b["error"]["details"]["reason"].is_string(), "{b}");
+}
+
+/// A body that breaks off while it is read is `invalid_body`.
+#[tokio::test]
+async fn a_body_that_cannot_be_read_is_invalid_body() {
+    let broken = futures_util::stream::iter([
+        Ok(bytes::Bytes::from_static(b"{\"dataset\":")),
+        Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the client went away")),
+    ]);
+    let req = HttpRequest::post("/v1/persons/11010519491231002X/verify")
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .header("x-purpose", "p")
+        .header("content-type", "application/json")
+        .body(Body::from_stream(broken))
+        .unwrap();
+    let (s, b, _) = call(req).await;
+    assert_eq!((s, b["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_body")), "{b}");
+}
+
+/// A job over the department's size is refused before its body is read
+/// (reading it is what tells a client waiting on `Expect: 100-continue`
+/// to send it).
+#[tokio::test]
+async fn a_job_over_its_size_is_refused_before_its_body_is_read() {
+    let polled = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen = polled.clone();
+    let body = futures_util::stream::poll_fn(move |_| {
+        seen.store(true, std::sync::atomic::Ordering::SeqCst);
+        std::task::Poll::Ready(Some(Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"{}\n"))))
+    });
+    let req = HttpRequest::post("/v1/jobs")
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .header("x-purpose", "p")
+        .header("content-type", "application/x-ndjson")
+        .header("content-length", "10000000000")
+        .header("expect", "100-continue")
+        .body(Body::from_stream(body))
+        .unwrap();
+    let (s, b, _) = call(req).await;
+    assert_eq!((s, b["error"]["code"].as_str()), (StatusCode::PAYLOAD_TOO_LARGE, Some("payload_too_large")), "{b}");
+    assert!(!polled.load(std::sync::atomic::Ordering::SeqCst), "the body was read");
+}
