@@ -153,6 +153,8 @@ mod journal {
             rt.block_on(rx).unwrap().unwrap();
         }
         assert!(rt.block_on(committer.settle_uses()));
+        // The entering write is synced before an auditor reads it.
+        assert_eq!(engine.journal().durable_lsn(), engine.journal().last_lsn());
         for i in 1..6 {
             assert_eq!(uses_of(&store, i), if i == 1 { 1 } else { 2 }, "subject {i}");
         }
