@@ -147,11 +147,17 @@ fn answer(store: &Store, line: &str) -> Value {
                 return error_reply("this store's engine cannot be backed up");
             }
             // Uses recorded in the journal and not yet in the audit trail
-            // would be missing from the copy: the writer enters them first.
+            // would be missing from the copy (which leaves the journal
+            // out): none is recorded until the copy is taken, and the
+            // writer enters those recorded before.
+            let held = store.pending_uses().hold_appends();
             if !store.pending_uses().settle(Duration::from_secs(30)) {
                 return error_reply("the audit trail is still entering recent uses; try again");
             }
-            match store_backup::create(&**store.engine(), &to) {
+            let mut held = Some(held);
+            let made = store_backup::create_with(&**store.engine(), &to, &mut || drop(held.take()));
+            drop(held);
+            match made {
                 Ok(m) => {
                     tracing::info!(backup_id = m.backup_id, last_seq = m.summary.last_seq,
                         files_copied = m.copy.files_copied, to = %to.display(), "backup written");

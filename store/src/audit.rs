@@ -364,6 +364,12 @@ pub(crate) fn subject_index_key(pid: &Pid, seq: u64) -> Vec<u8> {
     k
 }
 
+/// The pseudonym a subject index key names: empty for a key too short
+/// to hold one (damaged, or altered by hand), which then names nobody.
+fn subject_key_pid(k: &[u8]) -> &[u8] {
+    k.len().checked_sub(8 + crate::pseudo::PID_LEN).and_then(|from| k.get(from..k.len() - 8)).unwrap_or_default()
+}
+
 pub(crate) fn department_index_key(department: &str, seq: u64) -> Vec<u8> {
     let mut d = Vec::with_capacity(department.len() + 10);
     d.push(b'd');
@@ -643,7 +649,7 @@ impl Store {
         let end = chain.entry_key(seq);
         let Some(item) = self.engine().scan(Cf::Audit, &start, Some(&end), true)?.next() else { return Ok(None) };
         let (k, v) = item?;
-        let first = seq_from_key(&k[k.len() - 8..])?;
+        let first = crate::record::seq_at_end(&k)?;
         let s = Stored::decode(&v)?;
         Ok((first + s.span() > seq).then_some((first, s)))
     }
@@ -723,7 +729,7 @@ impl Store {
         match self.engine().scan(Cf::AuditIndex, &start, end.as_deref(), false)?.next() {
             Some(item) => {
                 let (k, _) = item?;
-                Ok(Some(seq_from_key(&k[k.len() - 8..])?.saturating_sub(1)))
+                Ok(Some(crate::record::seq_at_end(&k)?.saturating_sub(1)))
             }
             None => Ok(None),
         }
@@ -800,7 +806,7 @@ impl Store {
         let mut held: Option<(u64, Stored)> = None;
         for item in self.engine().scan(Cf::AuditIndex, start, end.as_deref(), false)? {
             let (k, v) = item?;
-            let seq = seq_from_key(&k[k.len() - 8..])?;
+            let seq = crate::record::seq_at_end(&k)?;
             let target = IndexTarget::of(kind, seq, &v)?;
             if *target.uses.end() <= after {
                 continue;
@@ -825,8 +831,7 @@ impl Store {
                 // (an index altered by hand) shows nothing rather than
                 // another subject's use.
                 if kind == b'k' {
-                    let pid = &k[k.len() - 8 - crate::pseudo::PID_LEN..k.len() - 8];
-                    if line.subject.is_none_or(|(_, p)| p.0 != pid) {
+                    if line.subject.is_none_or(|(_, p)| p.0 != subject_key_pid(&k)) {
                         break;
                     }
                 }
@@ -934,4 +939,24 @@ pub(crate) fn walk_chain(
         return Ok(fail(n, prev, format!("the chain ends at {} but the recorded head is {}", expected - 1, head.seq)));
     }
     Ok(ChainCheck { ok: true, entries: n, head: prev, problem: None })
+}
+
+#[cfg(test)]
+mod key_tests {
+    use super::*;
+
+    /// Keys cut short read as naming nobody and as no sequence number;
+    /// they never panic a scan.
+    #[test]
+    fn short_index_keys_name_no_subject_and_no_number() {
+        let pid = Pid([7; crate::pseudo::PID_LEN]);
+        let whole = subject_index_key(&pid, 42);
+        assert_eq!(subject_key_pid(&whole), &pid.0[..]);
+        assert_eq!(crate::record::seq_at_end(&whole).unwrap(), 42);
+        for len in 0..whole.len() - 8 {
+            assert_eq!(subject_key_pid(&whole[..len]), &[] as &[u8], "{len}");
+        }
+        assert!(crate::record::seq_at_end(&whole[..7]).is_err());
+        assert!(crate::record::seq_at_end(b"").is_err());
+    }
 }

@@ -285,7 +285,19 @@ fn list_files(dir: &Path) -> Result<BTreeMap<PathBuf, u64>> {
 /// Resolves symbolic links as far as the path exists, so that nesting
 /// checks see through them.
 fn resolved(path: &Path) -> Result<PathBuf> {
-    let abs = std::path::absolute(path)?;
+    // `..` taken by the text first: past a directory that does not exist
+    // yet, canonicalizing cannot see it, and `/srv/new/..` would pass
+    // for a directory inside `/srv/new`.
+    let mut abs = PathBuf::new();
+    for part in std::path::absolute(path)?.components() {
+        match part {
+            std::path::Component::ParentDir => {
+                abs.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => abs.push(other),
+        }
+    }
     let mut existing = abs.as_path();
     let mut rest = Vec::new();
     loop {
@@ -346,7 +358,12 @@ fn open_target(to: &Path, store_id: &str) -> Result<()> {
                 return Err(fail(format!("{} is not empty and is not a basedata backup directory", to.display())));
             }
             fs::create_dir_all(to)?;
-            fs::write(to.join(README_FILE), README)?;
+            // Never over a file of that name: the check above and the
+            // directory's making are not one step.
+            let mut readme = fs::OpenOptions::new().write(true).create_new(true).open(to.join(README_FILE)).map_err(|e| {
+                fail(format!("{} is not an empty directory for a new backup directory ({e})", to.display()))
+            })?;
+            std::io::Write::write_all(&mut readme, README.as_bytes())?;
             let marker = Marker { format: BACKUP_FORMAT, store_id: store_id.to_owned() };
             write_atomic(&to.join(MARKER_FILE), &serde_json::to_vec_pretty(&marker).expect("marker serializes"))?;
         }
@@ -373,7 +390,23 @@ fn manifest_path(dir: &Path, id: u32) -> PathBuf {
 /// without checkpoints (the memory engine) is refused with
 /// [`Error::Unsupported`].
 pub fn create(engine: &dyn Engine, to: &Path) -> Result<Manifest> {
+    create_with(engine, to, &mut || ())
+}
+
+/// [`create`], calling `taken` as soon as the copy of the store is taken
+/// (before its files are copied into `to`): what the caller held still
+/// for the copy may go on from there.
+pub fn create_with(engine: &dyn Engine, to: &Path, taken: &mut dyn FnMut()) -> Result<Manifest> {
     let checkpoint = engine.checkpoint().ok_or(Error::Unsupported("backups need an engine with checkpoints"))?;
+    // A load stopped half-way is finished from staged files outside the
+    // store, which a backup would not hold: it is finished first.
+    if engine.get(Cf::Meta, crate::bulk::MARKER_KEY)?.is_some() {
+        return Err(fail(
+            "a bulk load of this store was interrupted and is not finished; start the server on it once (opening the \
+             store finishes the load from its staged files), then back it up"
+                .into(),
+        ));
+    }
     let data = checkpoint.dir();
     let check = engine.get(Cf::Meta, META_SECRET_CHECK)?.ok_or_else(|| {
         fail(format!("{} holds no basedata store", data.display()))
@@ -394,6 +427,7 @@ pub fn create(engine: &dyn Engine, to: &Path) -> Result<Manifest> {
     // Declared before the copy so that the copy is closed before its files go.
     let _cleanup = RemoveOnDrop(staging.clone());
     checkpoint.create_checkpoint(&staging)?;
+    taken();
     // The checkpoint is a RocksDB directory: opened as one, for the
     // BackupEngine below.
     let copy = RocksEngine::open_copy(&staging)?;
@@ -682,6 +716,11 @@ mod tests {
         let e = restore(&data, None, &target, None).unwrap_err();
         assert!(e.to_string().contains("not a basedata backup directory"), "{e}");
         let e = create(&*engine, &data.join("inside")).unwrap_err();
+        assert!(e.to_string().contains("must not contain each other"), "{e}");
+        // `..` past a directory that does not exist is still the parent.
+        let e = create(&*engine, &data.join("new").join("..").join("inside")).unwrap_err();
+        assert!(e.to_string().contains("must not contain each other"), "{e}");
+        let e = create(&*engine, &tmp.path().join("new").join("..")).unwrap_err();
         assert!(e.to_string().contains("must not contain each other"), "{e}");
         let other = tmp.path().join("other");
         fs::create_dir_all(&other).unwrap();

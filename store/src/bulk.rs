@@ -71,7 +71,7 @@ const AT_SEALED_LEN: usize = KEY_LEN + 2;
 const AT_SEALED: usize = KEY_LEN + 3;
 
 /// The `meta` key of an unfinished load's marker.
-const MARKER_KEY: &[u8] = b"bulk_load";
+pub(crate) const MARKER_KEY: &[u8] = b"bulk_load";
 /// Items handed from the merge to the file writers at once.
 const BATCH_ITEMS: usize = 4096;
 
@@ -1140,6 +1140,20 @@ mod tests {
         check_against_model(&s, &model, 1);
         s.apply(&[upsert("death", person(1), 1, "x")], Durability::Sync).unwrap();
         assert_eq!(s.last_seq(), model.len() as u64 + 1, "the next number after the load's");
+    }
+
+    /// A backup would hold the marker but not the staged files it names.
+    #[test]
+    fn a_store_with_an_unfinished_load_is_not_backed_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(5));
+        let (s, _) = interrupted_load(dir.path(), &clock, Cf::Records);
+        let to = dir.path().join("backups");
+        let e = crate::backup::create(&**s.engine(), &to).unwrap_err();
+        assert!(e.to_string().contains("interrupted and is not finished"), "{e}");
+        assert!(!to.exists(), "nothing is written");
+        finish_interrupted(&s).unwrap().expect("finished");
+        crate::backup::create(&**s.engine(), &to).unwrap();
     }
 
     #[test]

@@ -283,9 +283,11 @@ impl Committer {
         }
         let payload = self.store.seal_uses(&uses).map_err(|e| CommitError::Failed(Arc::new(e)))?;
         let mut uses = Some(uses);
+        let gate = pending.appending().await;
         let lsn = log
             .append_uses(&payload, &mut |_| pending.push(uses.take().unwrap_or_default()))
             .map_err(|e| CommitError::Failed(Arc::new(e)))?;
+        drop(gate);
         self.stats.use_records.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = tokio::sync::oneshot::channel();
         syncer.wait(lsn, Box::new(move |r: JobResult| {

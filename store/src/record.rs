@@ -52,6 +52,12 @@ pub fn seq_key(seq: u64) -> [u8; 8] {
     seq.to_be_bytes()
 }
 
+/// The sequence number that ends `k` (an index or entry key), or an
+/// error for a key too short to end in one.
+pub fn seq_at_end(k: &[u8]) -> Result<u64> {
+    seq_from_key(k.get(k.len().saturating_sub(8)..).unwrap_or(k))
+}
+
 pub fn seq_from_key(k: &[u8]) -> Result<u64> {
     let b: [u8; 8] = k
         .try_into()

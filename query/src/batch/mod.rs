@@ -152,6 +152,13 @@ impl Cutter {
         }
     }
 
+    /// The whole lines gathered so far as a chunk of their own, if any (a
+    /// line still partial stays): for a body that pauses, so that a client
+    /// that waits for answers before it sends more gets them.
+    pub fn flush(&mut self) -> Option<Chunk> {
+        (self.cur.lines > 0).then(|| std::mem::replace(&mut self.cur, Chunk { first_line: self.next_line, ..Chunk::default() }))
+    }
+
     /// The end of the stream: the last line may lack its `\n`.
     pub fn finish(mut self) -> Option<Chunk> {
         let mut out = Vec::new();

@@ -111,12 +111,29 @@ fn ndjson_stream() -> (BodySender, Response) {
     (tx, resp)
 }
 
+/// How long the body may pause before the whole lines read so far are
+/// verified as a chunk of their own, short of a full one.
+const BODY_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// Reads `body`, cutting it into chunks for `tx`. `Err` when the body
-/// broke off (the client went away) or the receiver stopped.
+/// broke off (the client went away) or the receiver stopped. Lines are
+/// passed on in full chunks while the body flows, and whatever whole lines
+/// are waiting once it pauses for [`BODY_PAUSE`]: a client that sends a few
+/// lines and waits for their answers before it sends more gets them.
 async fn cut_body(mut body: Body, tx: mpsc::Sender<Chunk>) -> Result<(), ()> {
     let mut cutter = Cutter::new();
     let mut ready = Vec::new();
-    while let Some(frame) = body.frame().await {
+    loop {
+        let frame = match tokio::time::timeout(BODY_PAUSE, body.frame()).await {
+            Ok(frame) => frame,
+            Err(_) => {
+                if let Some(c) = cutter.flush() {
+                    tx.send(c).await.map_err(|_| ())?;
+                }
+                body.frame().await
+            }
+        };
+        let Some(frame) = frame else { break };
         let Ok(frame) = frame else { return Err(()) };
         let Ok(data) = frame.into_data() else { continue };
         cutter.push(&data, &mut ready);

@@ -402,7 +402,7 @@ impl Store {
         let start = entry_key(node, 0);
         let end = prefix_end(&start[..start.len() - 8]);
         let scan = self.engine().scan(Cf::Audit, &start, end.as_deref(), false)?;
-        walk_chain(scan.map(|i| i.and_then(|(k, v)| Ok((seq_from_key(&k[k.len() - 8..])?, v)))), chain.anchor, chain.head)
+        walk_chain(scan.map(|i| i.and_then(|(k, v)| Ok((crate::record::seq_at_end(&k)?, v)))), chain.anchor, chain.head)
     }
 }
 

@@ -353,6 +353,9 @@ pub struct Pending {
     entered: tokio::sync::watch::Sender<u64>,
     /// Wakes the writer when a record is queued.
     nudge: (crossbeam::channel::Sender<()>, crossbeam::channel::Receiver<()>),
+    /// Read around each append of a record of uses, written while a
+    /// backup's copy is taken (see [`Pending::hold_appends`]).
+    gate: tokio::sync::RwLock<()>,
 }
 
 impl Default for Pending {
@@ -362,6 +365,7 @@ impl Default for Pending {
             entered_cv: Default::default(),
             entered: tokio::sync::watch::channel(0).0,
             nudge: crossbeam::channel::bounded(1),
+            gate: Default::default(),
         }
     }
 }
@@ -493,6 +497,23 @@ impl Pending {
     /// The writer's wake-up: a message arrives when a record was queued.
     pub fn nudges(&self) -> crossbeam::channel::Receiver<()> {
         self.nudge.1.clone()
+    }
+
+    /// Held while a record of uses is appended; waits while appends are
+    /// held.
+    pub async fn appending(&self) -> tokio::sync::RwLockReadGuard<'_, ()> {
+        self.gate.read().await
+    }
+
+    /// Holds every append of a record of uses until the guard is dropped
+    /// (blocking; not from an async task). A backup takes its copy under it,
+    /// once [`Pending::settle`] has every use recorded in the trail: a use
+    /// answered meanwhile is then in the copy or recorded after it, never
+    /// answered before the copy and only in the journal, which the copy
+    /// leaves out. Appenders wait (async) meanwhile; lookups and
+    /// verifications, which go through the group commit, do not.
+    pub fn hold_appends(&self) -> tokio::sync::RwLockWriteGuard<'_, ()> {
+        self.gate.blocking_write()
     }
 
     /// Waits (blocking) until every use recorded before the call is in the

@@ -173,7 +173,21 @@ async fn batch_streams_answers_before_the_body_ends() {
             .unwrap();
         got.extend_from_slice(&frame.into_data().unwrap());
     }
-    tx.send_data(Bytes::from(body_of((first..first + 10).map(|i| line(i, 10))))).await.unwrap();
+    // The half chunk is answered once the body pauses, before it ends.
+    while ndjson(&got).len() < first as usize {
+        let frame = tokio::time::timeout(std::time::Duration::from_secs(10), resp_body.frame())
+            .await
+            .expect("the lines sent are answered while the body pauses")
+            .unwrap()
+            .unwrap();
+        got.extend_from_slice(&frame.into_data().unwrap());
+    }
+    // A line sent in two pieces, with a pause between them, is one line.
+    let more = body_of((first..first + 10).map(|i| line(i, 10)));
+    let (a, b) = more.split_at(more.len() - 7);
+    tx.send_data(Bytes::copy_from_slice(a)).await.unwrap();
+    tokio::time::sleep(super::BODY_PAUSE * 3).await;
+    tx.send_data(Bytes::copy_from_slice(b)).await.unwrap();
     drop(tx);
     got.extend_from_slice(&resp_body.collect().await.unwrap().to_bytes());
     check_answers(&ndjson(&got), first + 10, 10);

@@ -244,6 +244,31 @@ mod journal {
         assert!(store.audit_index_check().unwrap().ok);
     }
 
+    /// While a backup holds appends, a record of uses waits; it goes in
+    /// once they are let go.
+    #[test]
+    fn appends_of_uses_wait_while_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_engine, store) = open(dir.path());
+        let committer = Committer::start(store.clone(), 64);
+        let appended = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            let held = store.pending_uses().hold_appends();
+            scope.spawn(|| {
+                let rx = rt().block_on(committer.append_uses(uses(&store, &[event(Some(key(3)))]))).unwrap();
+                appended.store(true, std::sync::atomic::Ordering::SeqCst);
+                rt().block_on(rx).unwrap().unwrap();
+            });
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            assert!(!appended.load(std::sync::atomic::Ordering::SeqCst), "appended while held");
+            assert_eq!(store.pending_uses().queued(), 0);
+            drop(held);
+        });
+        assert!(appended.load(std::sync::atomic::Ordering::SeqCst));
+        assert!(rt().block_on(committer.settle_uses()));
+        assert_eq!(uses_of(&store, 3), 1);
+    }
+
     #[test]
     fn segments_holding_uses_not_yet_entered_are_kept() {
         let dir = tempfile::tempdir().unwrap();
