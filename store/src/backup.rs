@@ -400,7 +400,7 @@ pub fn create_with(engine: &dyn Engine, to: &Path, taken: &mut dyn FnMut()) -> R
     let checkpoint = engine.checkpoint().ok_or(Error::Unsupported("backups need an engine with checkpoints"))?;
     // A load stopped half-way is finished from staged files outside the
     // store, which a backup would not hold: it is finished first.
-    if engine.get(Cf::Meta, crate::bulk::MARKER_KEY)?.is_some() {
+    if engine.get(Cf::Meta, crate::engine::BULK_LOAD_MARKER)?.is_some() {
         return Err(fail(
             "a bulk load of this store was interrupted and is not finished; start the server on it once (opening the \
              store finishes the load from its staged files), then back it up"

@@ -71,7 +71,7 @@ const AT_SEALED_LEN: usize = KEY_LEN + 2;
 const AT_SEALED: usize = KEY_LEN + 3;
 
 /// The `meta` key of an unfinished load's marker.
-pub(crate) const MARKER_KEY: &[u8] = b"bulk_load";
+const MARKER_KEY: &[u8] = crate::engine::BULK_LOAD_MARKER;
 /// Items handed from the merge to the file writers at once.
 const BATCH_ITEMS: usize = 4096;
 

@@ -33,6 +33,42 @@ const SEGMENT: u64 = 64 << 20;
 /// that never reads would otherwise fill the disk for as long as it sends).
 /// About thirty million answer lines.
 pub const SPOOL_DISK_MAX: u64 = 4 << 30;
+/// Most unread bytes on disk for all answers of the server together: many
+/// clients that send and never read would otherwise each spill up to
+/// [`SPOOL_DISK_MAX`]. Past it, the answer that would spill more is
+/// abandoned as one over its own bound is.
+pub const SPOOL_DISK_ALL: u64 = 16 << 30;
+
+/// Unread spilled bytes shared by several spools, and their bound.
+#[derive(Debug)]
+pub struct SpillBudget {
+    used: std::sync::atomic::AtomicU64,
+    max: u64,
+}
+
+impl SpillBudget {
+    pub const fn new(max: u64) -> SpillBudget {
+        SpillBudget { used: std::sync::atomic::AtomicU64::new(0), max }
+    }
+
+    /// Takes `n` bytes if they fit.
+    fn take(&self, n: u64) -> bool {
+        use std::sync::atomic::Ordering::AcqRel;
+        self.used.fetch_update(AcqRel, std::sync::atomic::Ordering::Acquire, |u| u.checked_add(n).filter(|&t| t <= self.max)).is_ok()
+    }
+
+    fn give(&self, n: u64) {
+        self.used.fetch_sub(n, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    /// Bytes taken now.
+    pub fn used(&self) -> u64 {
+        self.used.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
+/// The server's: every answer's spool draws on it.
+pub static SPILL_BUDGET: SpillBudget = SpillBudget::new(SPOOL_DISK_ALL);
 
 #[derive(Debug)]
 pub struct Spool {
@@ -41,6 +77,7 @@ pub struct Spool {
     ready: Notify,
     memory: usize,
     disk_max: u64,
+    budget: &'static SpillBudget,
 }
 
 #[derive(Debug, Default)]
@@ -136,26 +173,45 @@ impl SpillFile {
 impl State {
     /// Appends to the last file (a new one when there is none or it is
     /// full); the unread bytes now on disk.
-    fn spill(&mut self, bytes: &[u8], disk_max: u64) -> io::Result<u64> {
+    fn spill(&mut self, bytes: &[u8], disk_max: u64, budget: &SpillBudget) -> io::Result<u64> {
         if self.on_disk + bytes.len() as u64 > disk_max {
             return Err(io::Error::new(io::ErrorKind::StorageFull, format!("over {disk_max} bytes of answers unread")));
         }
+        // The record's framing and tag on top of the bytes.
+        let record = (bytes.len() + 4 + CHACHA20_POLY1305.tag_len()) as u64;
+        if !budget.take(record) {
+            return Err(io::Error::new(
+                io::ErrorKind::StorageFull,
+                format!("the server holds over {} bytes of unread answers on disk", budget.max),
+            ));
+        }
         if self.files.back().is_none_or(|f| f.write_at >= SEGMENT) {
-            self.files.push_back(SpillFile::create()?);
+            match SpillFile::create() {
+                Ok(f) => self.files.push_back(f),
+                Err(e) => {
+                    budget.give(record);
+                    return Err(e);
+                }
+            }
         }
         let f = self.files.back_mut().expect("made above");
         let before = f.write_at;
-        f.append(bytes)?;
-        self.on_disk += f.write_at - before;
+        if let Err(e) = f.append(bytes) {
+            budget.give(record);
+            return Err(e);
+        }
+        debug_assert_eq!(f.write_at - before, record);
+        self.on_disk += record;
         Ok(self.on_disk)
     }
 
     /// The next record of the files, dropping each once read out.
-    fn unspill(&mut self) -> io::Result<Option<Bytes>> {
+    fn unspill(&mut self, budget: &SpillBudget) -> io::Result<Option<Bytes>> {
         while let Some(f) = self.files.front_mut() {
             let before = f.read_at;
             if let Some(b) = f.next()? {
                 self.on_disk -= f.read_at - before;
+                budget.give(f.read_at - before);
                 return Ok(Some(b));
             }
             // Read out; the last one is also dropped, so that what comes
@@ -169,7 +225,12 @@ impl State {
 impl Spool {
     /// A spool holding up to `memory` bytes in memory.
     pub fn new(memory: usize, disk_max: u64) -> Spool {
-        Spool { state: Mutex::new(State::default()), ready: Notify::new(), memory, disk_max }
+        Spool::with_budget(memory, disk_max, &SPILL_BUDGET)
+    }
+
+    /// [`Spool::new`], its spilled bytes drawn on `budget`.
+    pub fn with_budget(memory: usize, disk_max: u64, budget: &'static SpillBudget) -> Spool {
+        Spool { state: Mutex::new(State::default()), ready: Notify::new(), memory, disk_max, budget }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -192,7 +253,7 @@ impl Spool {
         } else {
             // Page-cache writes: short enough to make under the lock and
             // on this thread.
-            match s.spill(&bytes, self.disk_max) {
+            match s.spill(&bytes, self.disk_max, self.budget) {
                 Ok(held) => s.peak_spilled = s.peak_spilled.max(held),
                 Err(e) => {
                     s.failed = Some(e.kind());
@@ -219,7 +280,7 @@ impl Spool {
         s.abandoned = true;
         s.mem.clear();
         s.files.clear();
-        s.on_disk = 0;
+        self.budget.give(std::mem::take(&mut s.on_disk));
     }
 
     /// Most bytes ever spilled to the file at once.
@@ -240,7 +301,7 @@ impl Spool {
                     s.mem_bytes -= b.len();
                     return Some(Ok(b));
                 }
-                match s.unspill() {
+                match s.unspill(self.budget) {
                     Ok(Some(b)) => return Some(Ok(b)),
                     Ok(None) => {}
                     Err(e) => {
@@ -257,9 +318,45 @@ impl Spool {
     }
 }
 
+impl Drop for Spool {
+    /// What is still unread on disk goes back to the budget with the files.
+    fn drop(&mut self) {
+        let on_disk = std::mem::take(&mut self.lock().on_disk);
+        self.budget.give(on_disk);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Spools sharing a budget spill no more than it allows together, and
+    /// what is read out, abandoned or dropped is given back.
+    #[test]
+    fn spools_share_the_servers_spill_budget() {
+        static BUDGET: SpillBudget = SpillBudget::new(10_000);
+        let (a, b) = (Spool::with_budget(0, SPOOL_DISK_MAX, &BUDGET), Spool::with_budget(0, SPOOL_DISK_MAX, &BUDGET));
+        let piece = || vec![b'x'; 1_000];
+        while a.push(piece()).is_ok() {}
+        assert!(BUDGET.used() > 8_000 && BUDGET.used() <= 10_000, "{}", BUDGET.used());
+        let e = b.push(piece()).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::StorageFull, "{e}");
+        // The other spool's failure stays its own; reading `a` out frees it.
+        let (c, before) = (Spool::with_budget(0, SPOOL_DISK_MAX, &BUDGET), BUDGET.used());
+        assert!(c.push(piece()).is_err());
+        drop(c);
+        assert_eq!(BUDGET.used(), before);
+        a.abandon();
+        assert_eq!(BUDGET.used(), 0);
+        let d = Spool::with_budget(0, SPOOL_DISK_MAX, &BUDGET);
+        d.push(piece()).unwrap();
+        d.push(piece()).unwrap();
+        assert!(BUDGET.used() > 2_000);
+        let _ = run(d.pop()).unwrap().unwrap();
+        assert!(BUDGET.used() > 1_000 && BUDGET.used() < 2_100, "{}", BUDGET.used());
+        drop(d);
+        assert_eq!(BUDGET.used(), 0);
+    }
 
     fn run<T>(f: impl std::future::Future<Output = T>) -> T {
         tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)

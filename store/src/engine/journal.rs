@@ -699,6 +699,11 @@ impl Journal {
         };
         for c in released {
             self.keep_or_delete(c.path)?;
+            // One at a time, oldest first: on a file system that may
+            // persist directory changes out of order (ext4 without its
+            // journal), a crash could otherwise keep a newer released
+            // segment but not an older one, and the gap refuses the open.
+            sync_dir(&self.dir)?;
         }
         Ok(())
     }

@@ -259,6 +259,10 @@ pub trait Engine: Send + Sync + 'static {
 /// them with the entries; a reopen hands back the records after it.
 pub const USES_INDEXED: &[u8] = b"uses_indexed";
 
+/// The `meta` key of an unfinished bulk load's marker (see `bulk`), which
+/// a backup must not copy (see `backup`).
+pub const BULK_LOAD_MARKER: &[u8] = b"bulk_load";
+
 /// Format byte of a journal position kept in `meta` (every stored value
 /// starts with one); the position follows, big-endian.
 pub const POSITION_FORMAT: u8 = 1;

@@ -153,6 +153,15 @@ async fn batch_answers_every_line_in_order_and_audits_each() {
     assert_eq!(entries[1].datasets, vec!["hukou".to_string()]);
 }
 
+/// Reads answer frames into `got` until it holds `lines` lines, each
+/// frame within 10 s (`what` says what failed otherwise).
+async fn read_until(body: &mut Body, got: &mut Vec<u8>, lines: usize, what: &str) {
+    while ndjson(got).len() < lines {
+        let frame = tokio::time::timeout(std::time::Duration::from_secs(10), body.frame()).await.expect(what).unwrap().unwrap();
+        got.extend_from_slice(&frame.into_data().unwrap());
+    }
+}
+
 #[tokio::test]
 async fn batch_streams_answers_before_the_body_ends() {
     let st = state(10);
@@ -165,23 +174,9 @@ async fn batch_streams_answers_before_the_body_ends() {
     let first = basedata_query::batch::CHUNK_LINES as u64 + 100;
     tx.send_data(Bytes::from(body_of((0..first).map(|i| line(i, 10))))).await.unwrap();
     let mut got = Vec::new();
-    while ndjson(&got).len() < basedata_query::batch::CHUNK_LINES {
-        let frame = tokio::time::timeout(std::time::Duration::from_secs(10), resp_body.frame())
-            .await
-            .expect("answers arrive while the request is still open")
-            .unwrap()
-            .unwrap();
-        got.extend_from_slice(&frame.into_data().unwrap());
-    }
+    read_until(&mut resp_body, &mut got, basedata_query::batch::CHUNK_LINES, "answers arrive while the request is still open").await;
     // The half chunk is answered once the body pauses, before it ends.
-    while ndjson(&got).len() < first as usize {
-        let frame = tokio::time::timeout(std::time::Duration::from_secs(10), resp_body.frame())
-            .await
-            .expect("the lines sent are answered while the body pauses")
-            .unwrap()
-            .unwrap();
-        got.extend_from_slice(&frame.into_data().unwrap());
-    }
+    read_until(&mut resp_body, &mut got, first as usize, "the lines sent are answered while the body pauses").await;
     // A line sent in two pieces, with a pause between them, is one line.
     let more = body_of((first..first + 10).map(|i| line(i, 10)));
     let (a, b) = more.split_at(more.len() - 7);
