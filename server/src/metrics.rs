@@ -67,6 +67,7 @@ pub struct Metrics {
     last_seq: IntGauge,
     audit_seq: IntGauge,
     prints: IntGauge,
+    batch_spilled: IntGauge,
     dataset_records: IntGaugeVec,
     dataset_updates: IntGaugeVec,
     commit: IntGaugeVec,
@@ -111,6 +112,11 @@ impl Metrics {
         let last_seq = IntGauge::new("change_log_last_seq", "Sequence number of the last applied change").expect("metric");
         let audit_seq = IntGauge::new("audit_last_seq", "Sequence number of the last audit entry").expect("metric");
         let prints = IntGauge::new("verify_prints_records", "Records whose claim fingerprints are held in memory (-1: not kept)").expect("metric");
+        let batch_spilled = IntGauge::new(
+            "batch_spilled_bytes",
+            "Bytes of batch answers spilled to disk and not yet read by their clients, all batches together (bounded by the server's spill budget)",
+        )
+        .expect("metric");
         let log_write_errors =
             IntGauge::new("log_write_errors", "Failed writes of the server's log (a full disk, a closed pipe); the lines of a failed write are given up").expect("metric");
         let dataset_records =
@@ -158,6 +164,7 @@ impl Metrics {
             Box::new(last_seq.clone()),
             Box::new(audit_seq.clone()),
             Box::new(prints.clone()),
+            Box::new(batch_spilled.clone()),
             Box::new(dataset_records.clone()),
             Box::new(dataset_updates.clone()),
             Box::new(commit.clone()),
@@ -175,7 +182,25 @@ impl Metrics {
         }
         static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-        Metrics { id, registry, requests, latency, refused, last_seq, audit_seq, prints, dataset_records, dataset_updates, commit, rocks, journal, cluster, connections, log_write_errors }
+        Metrics {
+            id,
+            registry,
+            requests,
+            latency,
+            refused,
+            last_seq,
+            audit_seq,
+            prints,
+            batch_spilled,
+            dataset_records,
+            dataset_updates,
+            commit,
+            rocks,
+            journal,
+            cluster,
+            connections,
+            log_write_errors,
+        }
     }
 
     pub fn observe(&self, route: &str, method: &str, status: axum::http::StatusCode, department: &str, seconds: f64) {
@@ -249,6 +274,7 @@ impl Metrics {
             self.audit_seq.set(h.seq as i64);
         }
         self.prints.set(store.prints().map_or(-1, |p| p.len() as i64));
+        self.batch_spilled.set(crate::http::spool::SPILL_BUDGET.used() as i64);
         self.log_write_errors.set(crate::logging::write_errors() as i64);
         for ds in store.catalog().datasets() {
             let s = store.dataset_stats(&ds.id);

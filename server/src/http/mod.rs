@@ -23,7 +23,7 @@ pub mod annual;
 pub mod annual_doc;
 mod reports;
 pub mod schema;
-mod spool;
+pub(crate) mod spool;
 mod subjects;
 mod updates;
 

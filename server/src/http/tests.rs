@@ -259,6 +259,7 @@ async fn metrics_are_prometheus_text() {
     assert!(text.contains("basedata_dataset_records{dataset=\"hukou\"} 0"));
     assert!(text.contains("basedata_writer{stat=\"groups\"}"));
     assert!(text.contains("basedata_writer{stat=\"slices\"}"));
+    assert!(text.lines().any(|l| l.starts_with("basedata_batch_spilled_bytes ")), "{text}");
 }
 
 #[tokio::test]
