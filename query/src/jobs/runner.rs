@@ -201,6 +201,9 @@ async fn fail(state: &Queries, mut meta: JobMeta, why: &str) {
     meta.finished_at = Some(state.store.clock().now_micros());
     if let Err(e) = write_meta(&state.store, &meta).await {
         tracing::error!(job = %meta.id.to_hex(), error = %e, "cannot record a failed job");
+        // Still running as stored: the runner would take it up again at
+        // once, and fail again, in a loop as fast as the store refuses.
+        tokio::time::sleep(RETRY_PAUSE).await;
     }
 }
 

@@ -166,6 +166,12 @@ fn holds_everything(state: &AppState) -> ApiResult<()> {
     }
 }
 
+/// Batch comparisons streaming at once, all departments together. Each
+/// holds up to about 130 MiB at worst (chunks in flight of 1 MiB lines, and
+/// its spool's memory), so that many bound the server's memory whatever
+/// each department's own limit; one more is told to retry.
+pub const MAX_BATCH_STREAMS: usize = 32;
+
 /// Batch comparison: NDJSON claims in, one NDJSON answer per line out, in
 /// order, streamed as the body arrives; one audit entry per line.
 #[utoipa::path(post, path = "/v1/verify/batch", tag = "batch",
@@ -185,6 +191,15 @@ pub async fn verify_batch(
     if let Err(e) = holds_everything(&state) {
         return e.into_response();
     }
+    let Ok(place) = state.batch_streams.clone().try_acquire_owned() else {
+        return ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "overloaded",
+            "the server streams as many batch comparisons as it may; retry shortly, or submit a job (POST /v1/jobs)",
+        )
+        .with_retry_after(1)
+        .into_response();
+    };
     let dept = caller.department.id.clone();
     let batch = batch_for(&state, caller, purpose);
     let (chunk_tx, chunk_rx) = mpsc::channel::<Chunk>(1);
@@ -205,7 +220,11 @@ pub async fn verify_batch(
         }
         collector.close();
     });
-    tokio::spawn(relay(spool, body_tx, reader, run, dept));
+    tokio::spawn(async move {
+        relay(spool, body_tx, reader, run, dept).await;
+        // The stream's place, held until its answer ends.
+        drop(place);
+    });
     resp
 }
 

@@ -89,6 +89,9 @@ pub struct AppStateInner {
     pub deadline_sweep: Duration,
     /// Largest update body.
     pub max_body_bytes: usize,
+    /// Places for batch comparisons streaming at once, all departments
+    /// together ([`batch::MAX_BATCH_STREAMS`]).
+    pub batch_streams: Arc<tokio::sync::Semaphore>,
     /// Cluster mode: the replicated update log (None on a single node).
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
     /// The connection rules, and what they did (for `/metrics`).
@@ -163,6 +166,7 @@ impl AppState {
             metrics: Arc::new(crate::metrics::Metrics::new()),
             request_timeout: settings.request_timeout,
             deadline_sweep: settings.deadline_sweep,
+            batch_streams: Arc::new(tokio::sync::Semaphore::new(batch::MAX_BATCH_STREAMS)),
             max_body_bytes: settings.max_body_bytes,
             cluster: None,
             conn_limits: settings.connections,

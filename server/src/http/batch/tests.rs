@@ -584,3 +584,33 @@ async fn a_one_line_job_does_not_wait_for_another_departments_long_job() {
     assert!(long_before_short <= slice_lines, "the short job waited for {long_before_short} lines of the long one");
     assert!(long - long_before_short >= 2 * slice_lines, "the short job was done while the long one went on");
 }
+
+/// Past the server's places for streaming batches, a batch is told to
+/// retry (429 `overloaded`, `Retry-After`), and a place is free again once
+/// a stream's answer ends.
+#[tokio::test]
+async fn batches_past_the_servers_streams_are_told_to_retry() {
+    let mut st = state(10);
+    st.batch_streams = Arc::new(tokio::sync::Semaphore::new(1));
+    let (tx, body) = http_body_util::channel::Channel::<Bytes, std::io::Error>::new(4);
+    let first = router(st.clone()).oneshot(req("POST", "/v1/verify/batch", COUNTER, Body::new(body))).await.unwrap();
+    assert_eq!(first.status(), StatusCode::OK);
+    let another = || req("POST", "/v1/verify/batch", OTHER, Body::from(body_of((0..3).map(|i| line(i, 5)))));
+    let (s, headers, err) = send_with_headers(&st, another()).await;
+    assert_eq!((s, err["error"]["code"].as_str()), (StatusCode::TOO_MANY_REQUESTS, Some("overloaded")), "{err}");
+    assert_eq!(headers["retry-after"], "1");
+    drop(tx);
+    let answered = first.into_body().collect().await.unwrap().to_bytes();
+    assert!(answered.is_empty(), "an empty body, answered");
+    // The relay gives its place back just after the answer ends.
+    let mut again = (StatusCode::TOO_MANY_REQUESTS, Vec::new());
+    for _ in 0..100 {
+        again = send(&st, another()).await;
+        if again.0 != StatusCode::TOO_MANY_REQUESTS {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(again.0, StatusCode::OK);
+    check_answers(&ndjson(&again.1), 3, 5);
+}
