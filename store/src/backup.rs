@@ -610,6 +610,18 @@ pub fn restore(from: &Path, backup_id: Option<u32>, data: &Path, secret: Option<
                 let problem = check.problem.unwrap_or_default();
                 return Err(Error::Corrupt { what: "restored audit chain", msg: problem });
             }
+            // Other nodes' chains (cluster mode) and the index, as
+            // `basedata audit-verify` checks them.
+            for (node, remote) in store.audit_verify_remote()? {
+                if !remote.ok {
+                    let problem = remote.problem.unwrap_or_default();
+                    return Err(Error::Corrupt { what: "restored audit chain", msg: format!("node {node}'s chain: {problem}") });
+                }
+            }
+            let index = store.audit_index_check()?;
+            if !index.ok {
+                return Err(Error::Corrupt { what: "restored audit index", msg: index.problem.unwrap_or_default() });
+            }
             audit_entries = Some(check.entries);
         }
         // The copy closes here, before its files move.
@@ -727,6 +739,44 @@ mod tests {
         fs::write(other.join("x"), b"x").unwrap();
         let e = create(&*engine, &other).unwrap_err();
         assert!(e.to_string().contains("not a basedata backup directory"), "{e}");
+    }
+
+    /// A backup taken of a store whose audit index had lost a key passes
+    /// the manifest (it digests what was copied) but not the checks a
+    /// restore with the secret runs.
+    #[test]
+    fn a_backup_of_a_damaged_audit_index_is_not_restored() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (data, to) = (tmp.path().join("data"), tmp.path().join("backups"));
+        let secret = Secret::generate().unwrap();
+        let (engine, store) = open_store(&data, &secret);
+        let key = crate::keys::SubjectKey::parse(crate::Subject::Person, "11010519491231002X").unwrap();
+        let event = crate::AuditEvent {
+            department: "shebao".into(),
+            operator: None,
+            operator_verified: false,
+            purpose: "benefit check".into(),
+            purpose_code: None,
+            action: crate::audit::Action::Verify,
+            key: Some(key),
+            datasets: vec!["hukou".into()],
+            fields: vec!["name".into()],
+            outcome: "match".into(),
+            key_mapped: false,
+            pid: None,
+            rejected_lines: 0,
+        };
+        store.commit_all(&[], &[], &[event], WriteBatch::new(), Durability::Sync).unwrap();
+        let (subject_key, _) = engine.scan(Cf::AuditIndex, b"k", Some(b"l"), false).unwrap().next().expect("a subject index key").unwrap();
+        let mut b = WriteBatch::new();
+        b.delete(Cf::AuditIndex, subject_key.to_vec());
+        engine.write(b, Durability::Sync).unwrap();
+        create(&*engine, &to).unwrap();
+        drop(store);
+        let target = tmp.path().join("restored");
+        let e = restore(&to, None, &target, Some(&secret)).unwrap_err();
+        assert!(e.to_string().contains("restored audit index"), "{e}");
+        assert!(!target.exists() || fs::read_dir(&target).unwrap().next().is_none(), "nothing moved into place");
     }
 
     #[test]
