@@ -22,4 +22,5 @@ pub mod lifecycle;
 pub mod limits;
 pub mod logging;
 pub mod metrics;
+pub mod spool;
 pub mod tls;

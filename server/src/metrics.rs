@@ -274,7 +274,7 @@ impl Metrics {
             self.audit_seq.set(h.seq as i64);
         }
         self.prints.set(store.prints().map_or(-1, |p| p.len() as i64));
-        self.batch_spilled.set(crate::http::spool::SPILL_BUDGET.used() as i64);
+        self.batch_spilled.set(crate::spool::SPILL_BUDGET.used() as i64);
         self.log_write_errors.set(crate::logging::write_errors() as i64);
         for ds in store.catalog().datasets() {
             let s = store.dataset_stats(&ds.id);

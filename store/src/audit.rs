@@ -873,37 +873,66 @@ pub struct IndexCheck {
 }
 
 impl Store {
-    /// Checks that this node's audit index is exactly what its entries
-    /// call for: every subject, department and time key of every entry
-    /// (pointing where the entry is stored), and no other key. Reads the
-    /// entries once and the index once, holding neither.
+    /// Checks that the audit index is exactly what the entries call for:
+    /// every subject, department and time key of every entry (pointing
+    /// where the entry is stored), and no other key; for this node's chain
+    /// and for every other node's chain held (cluster mode), each under its
+    /// own prefix. Reads the entries once and the index once, holding
+    /// neither.
     pub fn audit_index_check(&self) -> Result<IndexCheck> {
-        let fail = |keys, msg: String| IndexCheck { ok: false, keys, problem: Some(msg) };
+        let (mut keys, problem) = self.chain_index_check(self.local_entries()?, &[], None)?;
+        if problem.is_some() {
+            return Ok(IndexCheck { ok: false, keys, problem });
+        }
+        for (node, _) in self.remote_chains()? {
+            let (n, problem) = self.chain_index_check(self.remote_entries(&node)?, &remote::index_prefix(&node), Some(&node))?;
+            keys += n;
+            if problem.is_some() {
+                return Ok(IndexCheck { ok: false, keys, problem });
+            }
+        }
+        Ok(IndexCheck { ok: true, keys, problem: None })
+    }
+
+    /// One chain's part of [`Store::audit_index_check`]: its entries, its
+    /// index keys under `prefix`, and the node it is of (`None`: this
+    /// one). The keys it holds (0 when it stopped before counting them) and
+    /// the first problem.
+    fn chain_index_check(
+        &self,
+        entries: impl Iterator<Item = Result<(u64, Box<[u8]>)>>,
+        prefix: &[u8],
+        node: Option<&str>,
+    ) -> Result<(u64, Option<String>)> {
+        let whose = node.map_or(String::new(), |n| format!("node {n}'s "));
         let mut expected = 0u64;
-        for item in self.local_entries()? {
+        for item in entries {
             let (first, v) = item?;
             let stored = match Stored::decode(&v) {
                 Ok(s) => s,
-                Err(e) => return Ok(fail(0, format!("entry {first} is unreadable: {e}"))),
+                Err(e) => return Ok((0, Some(format!("{whose}entry {first} is unreadable: {e}")))),
             };
             for (key, value) in stored.index_entries(first) {
                 expected += 1;
-                match self.engine().get(Cf::AuditIndex, &key)? {
+                let kind = key[0] as char;
+                match self.engine().get(Cf::AuditIndex, &[prefix, &key].concat())? {
                     Some(held) if held == value => {}
-                    Some(_) => return Ok(fail(0, format!("the index key of entry {first} ({}) points elsewhere", key[0] as char))),
-                    None => return Ok(fail(0, format!("entry {first} lacks its index key ({})", key[0] as char))),
+                    Some(_) => return Ok((0, Some(format!("the index key of {whose}entry {first} ({kind}) points elsewhere")))),
+                    None => return Ok((0, Some(format!("{whose}entry {first} lacks its index key ({kind})")))),
                 }
             }
         }
         let mut keys = 0u64;
-        for kind in [b"d", b"k", b"t"] {
-            let end = prefix_end(kind);
-            keys += self.engine().scan(Cf::AuditIndex, kind, end.as_deref(), false)?.count() as u64;
+        for kind in [b'd', b'k', b't'] {
+            let start = [prefix, &[kind]].concat();
+            let end = prefix_end(&start);
+            keys += self.engine().scan(Cf::AuditIndex, &start, end.as_deref(), false)?.count() as u64;
         }
         if keys != expected {
-            return Ok(fail(keys, format!("the index holds {keys} keys where the entries call for {expected}")));
+            let chain = node.map_or(String::new(), |n| format!(" of node {n}'s chain"));
+            return Ok((keys, Some(format!("the index holds {keys} keys{chain} where the entries call for {expected}"))));
         }
-        Ok(IndexCheck { ok: true, keys, problem: None })
+        Ok((keys, None))
     }
 }
 

@@ -25,7 +25,7 @@ use basedata_query::batch::pipeline::OUT_QUEUE;
 use basedata_query::batch::{Batch, BatchError, Chunk, Counts, Cutter, Requester};
 use basedata_query::jobs::queue::{BrokenInput, Download, JobLimits};
 use basedata_query::jobs::JobMeta;
-use super::spool::{Spool, SPOOL_DISK_MAX, SPOOL_MEMORY};
+use crate::spool::{Spool, SPOOL_DISK_MAX, SPOOL_MEMORY};
 use http_body_util::channel::Channel;
 use http_body_util::BodyExt;
 use serde_json::Value;

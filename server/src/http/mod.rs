@@ -23,7 +23,6 @@ pub mod annual;
 pub mod annual_doc;
 mod reports;
 pub mod schema;
-pub(crate) mod spool;
 mod subjects;
 mod updates;
 

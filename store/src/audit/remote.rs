@@ -399,10 +399,15 @@ impl Store {
     }
 
     fn verify_remote_chain(&self, node: &str, chain: &RemoteChain) -> Result<ChainCheck> {
+        walk_chain(self.remote_entries(node)?, chain.anchor, chain.head)
+    }
+
+    /// Node `node`'s entries held here, in order, with their numbers.
+    pub(crate) fn remote_entries(&self, node: &str) -> Result<impl Iterator<Item = Result<(u64, Box<[u8]>)>> + '_> {
         let start = entry_key(node, 0);
         let end = prefix_end(&start[..start.len() - 8]);
         let scan = self.engine().scan(Cf::Audit, &start, end.as_deref(), false)?;
-        walk_chain(scan.map(|i| i.and_then(|(k, v)| Ok((crate::record::seq_at_end(&k)?, v)))), chain.anchor, chain.head)
+        Ok(scan.map(|i| i.and_then(|(k, v)| Ok((crate::record::seq_at_end(&k)?, v)))))
     }
 }
 

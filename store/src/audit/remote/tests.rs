@@ -242,3 +242,35 @@ fn a_store_seeded_from_a_peer_keeps_the_peer_chain_and_ships_after_it() {
     assert_eq!(append(&a, &ship(&a, 4, 5)).unwrap(), Appended { appended: 0, duplicates: 2 });
     assert!(a.audit_verify().unwrap().ok);
 }
+
+/// The index check covers other nodes' chains too: their keys, under the
+/// node's prefix, exactly as their entries call for.
+#[test]
+fn the_index_check_covers_other_nodes_chains() {
+    let (a, b) = two_nodes();
+    append(&b, &ship(&a, 1, 5)).unwrap();
+    let whole = b.audit_index_check().unwrap();
+    assert!(whole.ok, "{whole:?}");
+    let local_only = {
+        let (_, c) = two_nodes();
+        c.audit_index_check().unwrap().keys
+    };
+    assert!(whole.keys > local_only, "{} against {local_only}", whole.keys);
+    // One of node A's subject keys gone.
+    let prefix = [index_prefix("node-a").as_slice(), b"k"].concat();
+    let end = prefix_end(&prefix);
+    let (k, v) = b.engine().scan(Cf::AuditIndex, &prefix, end.as_deref(), false).unwrap().next().expect("a subject key of node-a").unwrap();
+    let mut wb = WriteBatch::new();
+    wb.delete(Cf::AuditIndex, k.to_vec());
+    b.engine().write(wb, Durability::Sync).unwrap();
+    let check = b.audit_index_check().unwrap();
+    assert!(!check.ok);
+    assert!(check.problem.as_deref().is_some_and(|p| p.starts_with("node node-a's entry") && p.ends_with("lacks its index key (k)")), "{check:?}");
+    // And one left behind with no entry.
+    let mut wb = WriteBatch::new();
+    wb.put(Cf::AuditIndex, k.to_vec(), v.to_vec());
+    wb.put(Cf::AuditIndex, [index_prefix("node-a").as_slice(), b"d-stale"].concat(), Vec::new());
+    b.engine().write(wb, Durability::Sync).unwrap();
+    let check = b.audit_index_check().unwrap();
+    assert!(check.problem.as_deref().is_some_and(|p| p.contains("of node node-a's chain")), "{check:?}");
+}
