@@ -150,11 +150,10 @@ fn answer(store: &Store, line: &str) -> Value {
             // would be missing from the copy (which leaves the journal
             // out): none is recorded until the copy is taken, and the
             // writer enters those recorded before.
-            let held = store.pending_uses().hold_appends();
+            let mut held = Some(store.pending_uses().hold_appends());
             if !store.pending_uses().settle(Duration::from_secs(30)) {
                 return error_reply("the audit trail is still entering recent uses; try again");
             }
-            let mut held = Some(held);
             let made = store_backup::create_with(&**store.engine(), &to, &mut || drop(held.take()));
             drop(held);
             match made {

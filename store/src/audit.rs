@@ -872,7 +872,36 @@ pub struct IndexCheck {
     pub problem: Option<String>,
 }
 
+/// Every check of the audit trail a store holds, as `basedata
+/// audit-verify` reports them and a restore requires them.
+pub struct AuditChecks {
+    pub chain: ChainCheck,
+    /// Each other node's chain the store holds (cluster mode), by node name.
+    pub remote: Vec<(String, ChainCheck)>,
+    pub index: IndexCheck,
+}
+
+impl AuditChecks {
+    /// What the first failed check found, naming it, if any failed.
+    pub fn first_problem(&self) -> Option<String> {
+        let problem = |p: &Option<String>| p.clone().unwrap_or_default();
+        if !self.chain.ok {
+            return Some(format!("chain: {}", problem(&self.chain.problem)));
+        }
+        if let Some((node, c)) = self.remote.iter().find(|(_, c)| !c.ok) {
+            return Some(format!("node {node}'s chain: {}", problem(&c.problem)));
+        }
+        (!self.index.ok).then(|| format!("index: {}", problem(&self.index.problem)))
+    }
+}
+
 impl Store {
+    /// Recomputes this node's chain and each other node's chain held, and
+    /// checks the index against the entries.
+    pub fn audit_checks(&self) -> Result<AuditChecks> {
+        Ok(AuditChecks { chain: self.audit_verify()?, remote: self.audit_verify_remote()?, index: self.audit_index_check()? })
+    }
+
     /// Checks that the audit index is exactly what the entries call for:
     /// every subject, department and time key of every entry (pointing
     /// where the entry is stored), and no other key; for this node's chain

@@ -605,24 +605,14 @@ pub fn restore(from: &Path, backup_id: Option<u32>, data: &Path, secret: Option<
         compare(&manifest.summary, &summarize(&*engine)?)?;
         if let Some(secret) = secret {
             let store = Store::open(engine, secret, Arc::new(Catalog::builtin()), Arc::new(SystemClock))?;
-            let check = store.audit_verify()?;
-            if !check.ok {
-                let problem = check.problem.unwrap_or_default();
-                return Err(Error::Corrupt { what: "restored audit chain", msg: problem });
+            // Every chain held and the index, as `basedata audit-verify`
+            // checks them.
+            let checks = store.audit_checks()?;
+            if let Some(problem) = checks.first_problem() {
+                let what = if checks.chain.ok && checks.remote.iter().all(|(_, c)| c.ok) { "restored audit index" } else { "restored audit chain" };
+                return Err(Error::Corrupt { what, msg: problem });
             }
-            // Other nodes' chains (cluster mode) and the index, as
-            // `basedata audit-verify` checks them.
-            for (node, remote) in store.audit_verify_remote()? {
-                if !remote.ok {
-                    let problem = remote.problem.unwrap_or_default();
-                    return Err(Error::Corrupt { what: "restored audit chain", msg: format!("node {node}'s chain: {problem}") });
-                }
-            }
-            let index = store.audit_index_check()?;
-            if !index.ok {
-                return Err(Error::Corrupt { what: "restored audit index", msg: index.problem.unwrap_or_default() });
-            }
-            audit_entries = Some(check.entries);
+            audit_entries = Some(checks.chain.entries);
         }
         // The copy closes here, before its files move.
     }

@@ -1000,7 +1000,7 @@ fn commit_group(store: &Store, group: Vec<Job>, stats: &CommitStats, seq: &tokio
     let durability = if group.iter().all(|j| j.journaled) { Durability::Buffered } else { Durability::Sync };
     // The writer's own job entering the journal's records of uses (the
     // only journaled one): nobody waits on it to learn of a failure.
-    let entering = alone && group.iter().all(|j| j.journaled);
+    let entering = alone && durability == Durability::Buffered;
     for mut j in group {
         shape.push((j.updates.len(), j.events.len(), j.uses.len(), j.journaled));
         updates.append(&mut j.updates);

@@ -9,7 +9,7 @@ use basedata_query::{Caller, Department, Role};
 use basedata_server::config::Config;
 use basedata_server::http::MAX_PURPOSE_CHARS;
 use basedata_server::lifecycle as server;
-use basedata_store::audit::{ChainCheck, IndexCheck};
+pub use basedata_store::audit::AuditChecks;
 use basedata_store::commit::Committer;
 use basedata_store::{dir, Store};
 use std::fs::File;
@@ -148,17 +148,9 @@ pub fn compare(o: &CompareOptions) -> anyhow::Result<Counts> {
     Ok(counts)
 }
 
-/// What `basedata audit-verify` found.
-pub struct AuditChecks {
-    pub chain: ChainCheck,
-    /// Each other node's chain the store holds (cluster mode), by node name.
-    pub remote: Vec<(String, ChainCheck)>,
-    pub index: IndexCheck,
-}
-
 /// `basedata audit-verify`: recomputes the whole hash chain and each other
 /// node's chain the store holds, and checks the index against the entries.
 pub fn audit_verify(data: &Path, cfg: &Config, key_file: Option<&Path>) -> anyhow::Result<AuditChecks> {
     let store = open_existing(data, cfg, key_file)?;
-    Ok(AuditChecks { chain: store.audit_verify()?, remote: store.audit_verify_remote()?, index: store.audit_index_check()? })
+    Ok(store.audit_checks()?)
 }
