@@ -121,6 +121,11 @@ pub struct Config {
     /// its lines stay).
     #[serde(default = "default_job_retention_days")]
     pub job_retention_days: u32,
+    /// Where batch answers a client has not read yet spill beyond memory
+    /// (sealed, unnamed files). Default: `spill/` inside the data
+    /// directory, on the disk that was sized for the store, and never a
+    /// RAM-backed `/tmp`.
+    pub spill_dir: Option<PathBuf>,
     /// HTTPS, and mutual TLS with a client CA.
     pub tls: Option<TlsConfig>,
     /// Cluster mode: updates go through a replicated NATS JetStream log.
@@ -444,6 +449,7 @@ impl Default for Config {
             request_timeout_seconds: default_timeout(),
             write_queue: default_write_queue(),
             job_retention_days: default_job_retention_days(),
+            spill_dir: None,
             tls: None,
             cluster: None,
             staff: Vec::new(),
@@ -459,7 +465,7 @@ impl Config {
         let mut cfg: Config = toml::from_str(&text).with_context(|| format!("invalid configuration {}", path.display()))?;
         // Relative paths in the file are relative to the file.
         let base = path.parent().unwrap_or(Path::new("."));
-        for p in [&mut cfg.data, &mut cfg.key_file, &mut cfg.catalog, &mut cfg.calendar].into_iter().flatten() {
+        for p in [&mut cfg.data, &mut cfg.key_file, &mut cfg.catalog, &mut cfg.calendar, &mut cfg.spill_dir].into_iter().flatten() {
             if p.is_relative() {
                 *p = base.join(&*p);
             }
@@ -618,6 +624,18 @@ token = "counter-secret-token"
         .unwrap();
         assert_eq!(c.departments.len(), 2);
         assert_eq!(c.departments[0].roles, vec![Role::Provider, Role::Consumer]);
+    }
+
+    /// The spill directory, like every path of the file, is relative to it.
+    #[test]
+    fn the_spill_directory_is_relative_to_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("basedata.toml");
+        std::fs::write(&path, "spill_dir = \"spill-here\"\n").unwrap();
+        assert_eq!(Config::load(&path).unwrap().spill_dir, Some(dir.path().join("spill-here")));
+        std::fs::write(&path, "spill_dir = \"/srv/spill\"\n").unwrap();
+        assert_eq!(Config::load(&path).unwrap().spill_dir, Some(PathBuf::from("/srv/spill")));
+        assert_eq!(parse("").unwrap().spill_dir, None, "the data directory's own by default");
     }
 
     #[test]

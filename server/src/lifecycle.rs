@@ -132,6 +132,15 @@ pub fn app_state(store: Arc<Store>, cfg: &Config) -> anyhow::Result<AppState> {
     Ok(state)
 }
 
+/// Sends batch answers that spill beyond memory to the configured spill
+/// directory, or `spill/` inside `data` (see `spool`).
+pub fn place_spill(data: &Path, cfg: &Config) -> anyhow::Result<()> {
+    let dir = cfg.spill_dir.clone().unwrap_or_else(|| data.join("spill"));
+    crate::spool::SPILL_BUDGET
+        .place_in(&dir)
+        .with_context(|| format!("cannot spill batch answers to {} (spill_dir)", dir.display()))
+}
+
 /// Serves `state` on `listener` until a shutdown signal arrives.
 pub async fn serve(state: AppState, listener: tokio::net::TcpListener) -> anyhow::Result<()> {
     serve_tls(state, listener, None).await
@@ -240,6 +249,7 @@ pub fn run(data: &Path, cfg: Config, listen: &str, key_file: Option<&Path>) -> a
         eprintln!("warning: no departments configured; every API request will be refused (see --config)");
     }
     let mut state = app_state(store, &cfg)?;
+    place_spill(data, &cfg)?;
     let tls = cfg.tls.as_ref().map(crate::tls::acceptor).transpose()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     let rt = runtime()?;

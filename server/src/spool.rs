@@ -1,6 +1,6 @@
 //! A first-in, first-out buffer of answer bytes that never makes its
 //! writer wait: held in memory up to a bound, beyond it appended to an
-//! unnamed temporary file and read back in order.
+//! unnamed file in the spill directory and read back in order.
 //!
 //! Why: a batch comparison answers while its request body is still
 //! arriving. A client that sends its whole body before it reads (most HTTP
@@ -14,6 +14,13 @@
 //! (ChaCha20-Poly1305) with a key made for this one spool and held only in
 //! memory: the file is unreadable once the request ends, and it has no
 //! name, so it vanishes with the process whatever happens.
+//!
+//! The spill directory is the server's (`spill_dir`, by default inside the
+//! data directory), not the system's temporary directory: on Debian that
+//! is a tmpfs, where "spilled" answers would sit in memory after all. A
+//! new file is begun only while its filesystem keeps a reserve free
+//! ([`SPILL_FREE_RESERVE`]), so that answers nobody reads can never take
+//! the space the store's own writes need.
 
 use axum::body::Bytes;
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
@@ -21,7 +28,8 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
-use std::sync::Mutex;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
 use tokio::sync::Notify;
 
 /// Bytes an answer spool holds in memory before it spills to a file.
@@ -39,16 +47,49 @@ pub const SPOOL_DISK_MAX: u64 = 4 << 30;
 /// abandoned as one over its own bound is.
 pub const SPOOL_DISK_ALL: u64 = 16 << 30;
 
-/// Unread spilled bytes shared by several spools, and their bound.
+/// Free space a spill file must leave on its filesystem when it is begun:
+/// this share of the filesystem's size, and at least [`SPILL_FREE_MIN`].
+pub const SPILL_FREE_RESERVE_PERCENT: u64 = 5;
+/// The least free space a spill file leaves when it is begun.
+pub const SPILL_FREE_MIN: u64 = 1 << 30;
+
+/// Unread spilled bytes shared by several spools, their bound, and where
+/// their files go.
 #[derive(Debug)]
 pub struct SpillBudget {
     used: std::sync::atomic::AtomicU64,
     max: u64,
+    /// Set once, when the server starts; until then (unit tests, tools)
+    /// the system's temporary directory.
+    dir: OnceLock<PathBuf>,
 }
 
 impl SpillBudget {
     pub const fn new(max: u64) -> SpillBudget {
-        SpillBudget { used: std::sync::atomic::AtomicU64::new(0), max }
+        SpillBudget { used: std::sync::atomic::AtomicU64::new(0), max, dir: OnceLock::new() }
+    }
+
+    /// Spill files go to `dir` from now on: created if missing (readable
+    /// by the server's user only) and tried with one file, so that a
+    /// directory the server cannot use stops the start, not a batch.
+    pub fn place_in(&self, dir: &Path) -> io::Result<()> {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+        tempfile::tempfile_in(dir)?;
+        if let Some(held) = self.dir.get() {
+            return if held == dir {
+                Ok(())
+            } else {
+                Err(io::Error::other(format!("spill files already go to {}", held.display())))
+            };
+        }
+        let _ = self.dir.set(dir.to_path_buf());
+        Ok(())
+    }
+
+    /// Where spill files go now.
+    pub fn dir(&self) -> PathBuf {
+        self.dir.get().cloned().unwrap_or_else(std::env::temp_dir)
     }
 
     /// Takes `n` bytes if they fit.
@@ -122,12 +163,37 @@ fn nonce(n: u64) -> Nonce {
     Nonce::assume_unique_for_key(b)
 }
 
+/// Refuses a new spill file in `dir` unless its filesystem would keep the
+/// reserve free after the file's whole segment is written.
+fn leaves_reserve(dir: &Path) -> io::Result<()> {
+    let st = rustix::fs::statvfs(dir).map_err(io::Error::from)?;
+    let (size, free) = (st.f_blocks.saturating_mul(st.f_frsize), st.f_bavail.saturating_mul(st.f_frsize));
+    room_to_spill(size, free).map_err(|reserve| {
+        io::Error::new(
+            io::ErrorKind::StorageFull,
+            format!("{} has {free} bytes free, and spilled answers leave {reserve} free", dir.display()),
+        )
+    })
+}
+
+/// Whether a filesystem of `size` bytes with `free` available takes one
+/// more spill segment and keeps its reserve; else the reserve.
+fn room_to_spill(size: u64, free: u64) -> Result<(), u64> {
+    let reserve = (size / 100 * SPILL_FREE_RESERVE_PERCENT).max(SPILL_FREE_MIN);
+    if free < SEGMENT.saturating_add(reserve) {
+        return Err(reserve);
+    }
+    Ok(())
+}
+
 impl SpillFile {
-    fn create() -> io::Result<SpillFile> {
+    fn create(dir: &Path) -> io::Result<SpillFile> {
+        leaves_reserve(dir)?;
         let mut k = [0u8; 32];
         getrandom::fill(&mut k).map_err(|e| io::Error::other(format!("no OS randomness: {e}")))?;
         let key = LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, &k).expect("a 32-byte key"));
-        Ok(SpillFile { file: tempfile::tempfile()?, key, write_at: 0, read_at: 0, sealed: 0, opened: 0 })
+        // Unnamed (`O_TMPFILE`): nothing to clean up after a crash.
+        Ok(SpillFile { file: tempfile::tempfile_in(dir)?, key, write_at: 0, read_at: 0, sealed: 0, opened: 0 })
     }
 
     /// `length (u32 LE) ‖ ciphertext ‖ tag`.
@@ -186,7 +252,7 @@ impl State {
             ));
         }
         if self.files.back().is_none_or(|f| f.write_at >= SEGMENT) {
-            match SpillFile::create() {
+            match SpillFile::create(&budget.dir()) {
                 Ok(f) => self.files.push_back(f),
                 Err(e) => {
                     budget.give(record);
@@ -358,6 +424,58 @@ mod tests {
         assert_eq!(BUDGET.used(), 0);
     }
 
+    /// A spill file is begun only while the filesystem keeps its reserve
+    /// after the file's whole segment: 5 % of its size, at least 1 GiB.
+    #[test]
+    fn spilling_keeps_a_reserve_free() {
+        let gib = 1u64 << 30;
+        assert_eq!(room_to_spill(100 * gib, 50 * gib), Ok(()));
+        assert_eq!(room_to_spill(100 * gib, 5 * gib + SEGMENT), Ok(()));
+        assert_eq!(room_to_spill(100 * gib, 5 * gib + SEGMENT - 1), Err(5 * gib));
+        assert_eq!(room_to_spill(4 * gib, gib + SEGMENT - 1), Err(gib), "small filesystems keep 1 GiB");
+        assert_eq!(room_to_spill(0, 0), Err(gib), "an unknown size keeps the minimum");
+    }
+
+    /// Spill files go to the directory the budget was placed in: open
+    /// there, unnamed, while the answer is unread.
+    #[test]
+    fn spill_files_go_to_the_placed_directory() {
+        static BUDGET: SpillBudget = SpillBudget::new(1 << 30);
+        let dir = tempfile::tempdir().unwrap();
+        let place = dir.path().join("spill");
+        BUDGET.place_in(&place).unwrap();
+        assert!(place.is_dir(), "created");
+        let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&place).unwrap().permissions());
+        assert_eq!(mode & 0o777, 0o700);
+        assert!(BUDGET.place_in(dir.path()).is_err(), "placed once");
+        let open_in = |d: &Path| {
+            std::fs::read_dir("/proc/self/fd")
+                .unwrap()
+                .filter_map(|e| std::fs::read_link(e.unwrap().path()).ok())
+                .filter(|l| l.starts_with(d))
+                .count()
+        };
+        let spool = Spool::with_budget(0, SPOOL_DISK_MAX, &BUDGET);
+        spool.push(b"an answer".to_vec()).unwrap();
+        assert_eq!(open_in(&place), 1, "one file, open in the spill directory");
+        assert_eq!(std::fs::read_dir(&place).unwrap().count(), 0, "and without a name");
+        assert_eq!(&run(spool.pop()).unwrap().unwrap()[..], b"an answer");
+        drop(spool);
+        assert_eq!(open_in(&place), 0, "gone with its spool");
+    }
+
+    /// A directory the server cannot use stops the start.
+    #[test]
+    fn an_unusable_spill_directory_is_refused() {
+        static BUDGET: SpillBudget = SpillBudget::new(1 << 30);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a-file");
+        std::fs::write(&file, b"x").unwrap();
+        assert!(BUDGET.place_in(&file).is_err());
+        assert!(BUDGET.place_in(&file.join("below")).is_err());
+        assert_eq!(BUDGET.dir(), std::env::temp_dir(), "not placed");
+    }
+
     fn run<T>(f: impl std::future::Future<Output = T>) -> T {
         tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
     }
@@ -387,7 +505,7 @@ mod tests {
 
     #[test]
     fn the_file_holds_no_clear_text() {
-        let mut f = SpillFile::create().unwrap();
+        let mut f = SpillFile::create(&std::env::temp_dir()).unwrap();
         f.append(b"11010519491231002X").unwrap();
         let mut raw = vec![0u8; f.write_at as usize];
         f.file.read_exact_at(&mut raw, 0).unwrap();

@@ -319,6 +319,21 @@ fn a_client_that_sends_everything_before_reading_gets_every_answer() {
     conn.write_all(head.as_bytes()).unwrap();
     conn.write_all(&body).expect("the server stopped reading the body");
     let sent_after = started.elapsed();
+    // The unread answers wait in a file of the data directory's spill
+    // directory (not in /tmp, which may be memory): open, without a name.
+    let spill = s.dir.join("data").join("spill");
+    let open_there = || {
+        std::fs::read_dir(format!("/proc/{}/fd", s.pid()))
+            .unwrap()
+            .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+            .any(|l| l.starts_with(&spill))
+    };
+    let waited = Instant::now();
+    while !open_there() && waited.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(open_there(), "no spill file open in {}", spill.display());
+    assert_eq!(std::fs::read_dir(&spill).unwrap().count(), 0, "spill files have no name");
     conn.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
     let mut answer = Vec::new();
     conn.read_to_end(&mut answer).unwrap();

@@ -187,6 +187,7 @@ pub fn run(opts: DemoOptions<'_>) -> anyhow::Result<()> {
         eprintln!("using the existing demo data in {}", opts.data.display());
     }
     let state = server::app_state(store, &cfg)?;
+    server::place_spill(opts.data, &cfg)?;
     let rt = server::runtime()?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(opts.listen)
