@@ -291,6 +291,21 @@ impl Store {
         Ok(store)
     }
 
+    /// Runs `f` on the writer's audit chain head and usage counters, with
+    /// commits held meanwhile: what `f` writes is appended to the chain
+    /// as the next entries, and the head it leaves is the writer's.
+    pub(crate) fn with_chain_head<R>(
+        &self,
+        f: impl FnOnce(&mut ChainHead, &mut crate::usage::UsageCache) -> Result<R>,
+    ) -> Result<R> {
+        let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(why) = &w.stopped {
+            return Err(Error::Bulk(why.clone()));
+        }
+        let w = &mut *w;
+        f(&mut w.audit_head, &mut w.usage)
+    }
+
     /// Enters into the audit trail the records of uses the journal holds
     /// and the trail lacked at open (a crash came between an answer and
     /// its entry), in journal order, before anything else is written.

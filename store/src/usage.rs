@@ -295,6 +295,17 @@ impl RemoteUsage {
     }
 }
 
+/// Counts uses of this node's own stored entries (taken back from the log
+/// after a restore, see `audit::remote`), as the writer counted them when
+/// it answered them; rejected update lines are not in an entry.
+pub(crate) fn count_own_entries(delta: &mut UsageDelta, uses: &[crate::audit::StoredEntry]) {
+    let Some(first) = uses.first() else { return };
+    let shapes = uses
+        .iter()
+        .map(|e| ((&*e.department, e.action, e.purpose_code.is_none(), refusal_of(e.action, &e.outcome), &e.datasets[..], 0), 1));
+    count_shapes(delta, day_of(first.at), shapes);
+}
+
 /// Counter values read so far, so that the writer increments without a
 /// read per event. Only the writer thread touches it.
 #[derive(Debug, Default)]

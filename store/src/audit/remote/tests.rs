@@ -274,3 +274,69 @@ fn the_index_check_covers_other_nodes_chains() {
     let check = b.audit_index_check().unwrap();
     assert!(check.problem.as_deref().is_some_and(|p| p.contains("of node node-a's chain")), "{check:?}");
 }
+
+/// The `u/` usage counters of a store (its own uses), by key.
+fn own_counters(s: &Store) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let end = prefix_end(b"u/");
+    s.engine().scan(Cf::Gov, b"u/", end.as_deref(), false).unwrap().map(|i| i.map(|(k, v)| (k.to_vec(), v.to_vec())).unwrap()).collect()
+}
+
+/// Node A as an older backup left it (its first `n` uses), and as it went
+/// on: both made from the same uses at the same times.
+fn restored_and_lost(n: usize) -> (Store, Store, Arc<ManualClock>) {
+    let events: Vec<AuditEvent> = (1..=7).map(|i| event(if i % 2 == 0 { "d2" } else { "d1" }, Some(i))).collect();
+    let (lost, cl) = store(1_000);
+    uses(&lost, &cl, &events);
+    let (restored, cr) = store(1_000);
+    uses(&restored, &cr, &events[..n]);
+    (restored, lost, cr)
+}
+
+/// A store restored from an older backup of this node takes back, from the
+/// log, what the node answered and shipped after the backup: the same
+/// entries at the same numbers, its index keys, counters and shipping
+/// record, so its next use follows them instead of taking their numbers.
+#[test]
+fn a_restored_store_takes_back_its_shipped_entries() {
+    let (restored, lost, clock) = restored_and_lost(3);
+    let log = [ship(&lost, 1, 4), ship(&lost, 5, 7)];
+    assert_eq!(restored.audit_head().unwrap().seq, 3);
+    assert_eq!(restored.take_back_shipped("node-a", &log[0]).unwrap(), 1, "entries 1 to 3 are held, 4 is new");
+    assert_eq!(restored.take_back_shipped("node-a", &log[1]).unwrap(), 3);
+    assert_eq!(restored.take_back_shipped("node-a", &log[1]).unwrap(), 0, "taken back once");
+    assert_eq!(restored.audit_head().unwrap(), lost.audit_head().unwrap());
+    assert!(restored.audit_verify().unwrap().ok);
+    let index = restored.audit_index_check().unwrap();
+    assert!(index.ok, "{index:?}");
+    assert_eq!(restored.audit_shipped("node-a").unwrap().seq, 7, "in the log already: not shipped again");
+    assert_eq!(own_counters(&restored), own_counters(&lost), "counted as when they were answered");
+    let q = |s: &Store| query(s, AuditQuery { key: Some(key(6)), limit: 10, ..Default::default() });
+    assert_eq!(q(&restored), q(&lost), "found by subject");
+    assert_eq!(q(&restored).len(), 1);
+    // The next use follows them.
+    uses(&restored, &clock, &[event("d1", Some(9))]);
+    assert_eq!(restored.audit_head().unwrap().seq, 8);
+    assert!(restored.audit_verify().unwrap().ok);
+}
+
+/// A log whose chain under this name is not this store's is refused, and
+/// nothing of it is written: a store that answered uses of its own after
+/// the backup, or one started under a name another store shipped under.
+#[test]
+fn another_chain_under_this_name_is_refused() {
+    let (restored, lost, clock) = restored_and_lost(3);
+    uses(&restored, &clock, &[event("d3", Some(1))]);
+    let before = (restored.audit_head().unwrap(), own_counters(&restored));
+    let e = restored.take_back_shipped("node-a", &ship(&lost, 1, 7)).unwrap_err().to_string();
+    assert!(e.contains("its entry 4 differs from this store's") && e.contains("new node name"), "{e}");
+    assert_eq!((restored.audit_head().unwrap(), own_counters(&restored)), before, "nothing written");
+    // Past the head but not linking to it.
+    let (other, _) = store(2_000);
+    uses(&other, &ManualClock::new(2_000), &(1..=5).map(|i| event("d9", Some(i))).collect::<Vec<_>>());
+    let e = other.take_back_shipped("node-a", &ship(&lost, 6, 7)).unwrap_err().to_string();
+    assert!(e.contains("does not link"), "{e}");
+    let e = other.take_back_shipped("node-a", &ship(&lost, 7, 7)).unwrap_err().to_string();
+    assert!(e.contains("entry 6 is missing"), "{e}");
+    let e = other.take_back_shipped("node-b", &ship(&lost, 6, 7)).unwrap_err().to_string();
+    assert!(e.contains("holds entries of node node-a"), "{e}");
+}
