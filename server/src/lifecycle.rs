@@ -132,6 +132,42 @@ pub fn app_state(store: Arc<Store>, cfg: &Config) -> anyhow::Result<AppState> {
     Ok(state)
 }
 
+/// On a data directory restored from a backup, before the node numbers
+/// any use of its own: takes back from the log the audit entries this
+/// node shipped after the backup was made (see
+/// `basedata_store::backup::RESTORED_MARKER`), waiting for the log as
+/// long as it takes, then removes the marker. A log whose chain under this
+/// node's name is not this store's stops the start.
+async fn take_back_after_restore(data: &Path, store: &Arc<Store>, cluster: &crate::cluster::Cluster) -> anyhow::Result<()> {
+    let marker = data.join(basedata_store::backup::RESTORED_MARKER);
+    if !marker.exists() {
+        return Ok(());
+    }
+    let node = &cluster.config().node;
+    let mut tries = 0u32;
+    let taken = loop {
+        match crate::cluster::audit_ship::take_back_own(store, cluster).await {
+            Ok(n) => break n,
+            Err(e) if e.downcast_ref::<basedata_store::Error>().is_some_and(|e| matches!(e, basedata_store::Error::Corrupt { .. })) => {
+                return Err(e.context(format!("this store was restored from a backup and cannot go on as node {node}")));
+            }
+            Err(e) => {
+                tries += 1;
+                if tries == 1 || tries.is_multiple_of(30) {
+                    tracing::warn!(error = %e, "restored from a backup: waiting for the log to take back this node's audit entries");
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            }
+        }
+    };
+    tracing::info!(node = %node, uses = taken, head = store.audit_head()?.seq, "restored from a backup: took back this node's audit entries from the log");
+    std::fs::remove_file(&marker)?;
+    // The removal is made durable: the marker must not come back after a
+    // power cut once new uses are numbered past the taken-back ones.
+    std::fs::File::open(data)?.sync_all()?;
+    Ok(())
+}
+
 /// Sends batch answers that spill beyond memory to the configured spill
 /// directory, or `spill/` inside `data` (see `spool`).
 pub fn place_spill(data: &Path, cfg: &Config) -> anyhow::Result<()> {
@@ -260,6 +296,7 @@ pub fn run(data: &Path, cfg: Config, listen: &str, key_file: Option<&Path>) -> a
             let position = crate::cluster::prepare_store(&state.store, &c.served_partitions())?;
             let node = c.node.clone();
             let cluster = crate::cluster::Cluster::connect(c, &secret, position).await?;
+            take_back_after_restore(data, &state.store, &cluster).await?;
             tracing::info!(node = %node, position, "cluster mode: updates go through the replicated log");
             state = state.with_cluster(cluster.clone());
             state.queries.use_governance_log(cluster.clone());

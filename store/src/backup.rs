@@ -55,7 +55,7 @@ use rocksdb::backup::{BackupEngine, BackupEngineOptions, RestoreOptions};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::ErrorKind;
+use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -72,6 +72,11 @@ const MANIFEST_DIR: &str = "manifests";
 pub const BACKUP_STAGING: &str = ".backup-staging";
 /// Where a restore rebuilds the store before moving it into place.
 pub const RESTORE_STAGING: &str = ".restore-staging";
+/// Left in a restored data directory: the store goes back to the backup's
+/// time. A cluster node started on it first takes back from the log the
+/// audit entries it shipped after that time (`Store::take_back_shipped`),
+/// and then removes the file; a single node has nothing to take back.
+pub const RESTORED_MARKER: &str = "RESTORED-FROM-BACKUP";
 
 const README: &str = "\
 This directory holds backups of one basedata store (see BASEDATA-BACKUP.json).
@@ -617,6 +622,11 @@ pub fn restore(from: &Path, backup_id: Option<u32>, data: &Path, secret: Option<
         // The copy closes here, before its files move.
     }
 
+    {
+        let mut f = fs::File::create(staging.join(RESTORED_MARKER))?;
+        writeln!(f, "restored from backup {} of {} ({})", manifest.backup_id, manifest.created_at, from.display())?;
+        f.sync_all()?;
+    }
     // CURRENT last: until it is in place the directory does not open as a
     // store, so an interruption cannot leave a half-moved one behind.
     let mut names: Vec<_> = fs::read_dir(&staging)?.map(|e| e.map(|e| e.file_name())).collect::<Result<_, _>>()?;
@@ -689,6 +699,8 @@ mod tests {
         assert_eq!(r.manifest, first);
         for (dir, want) in [(&target, &second), (&older, &first)] {
             assert!(!dir.join(RESTORE_STAGING).exists());
+            let said = fs::read_to_string(dir.join(RESTORED_MARKER)).unwrap();
+            assert!(said.starts_with(&format!("restored from backup {} of ", want.backup_id)), "{said}");
             let (engine, _store) = open_store(dir, &secret);
             assert_eq!(summarize(&*engine).unwrap(), want.summary);
         }

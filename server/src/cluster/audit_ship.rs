@@ -183,6 +183,64 @@ pub(super) fn stage(cluster: &Cluster, store: &Store, subject: &str, payload: &[
     Some(staged)
 }
 
+/// Takes back this node's own entries that the log holds past the local
+/// chain's head, in order (`Store::take_back_shipped`): what a store
+/// restored from an older backup of this node lacks. Called before the
+/// node numbers any use of its own; returns the uses taken back.
+///
+/// The last message under the node's subject says whether there is
+/// anything to take back; only then are the subject's messages read, from
+/// the first, by an ordered consumer filtered to it.
+pub async fn take_back_own(store: &Arc<Store>, cluster: &Cluster) -> anyhow::Result<u64> {
+    use async_nats::jetstream::{consumer, stream::LastRawMessageErrorKind};
+    use futures_util::StreamExt;
+    let node = cluster.cfg.node.clone();
+    let subject = subject(&cluster.cfg.stream, &node);
+    let stream = cluster.ensure_stream().await?;
+    let open = |m_subject: &str, payload: &[u8]| -> anyhow::Result<ShippedBatch> {
+        let plain = cluster.partitioning.unseal(m_subject, payload).map_err(|e| anyhow::anyhow!("{e}"))?;
+        ShippedBatch::decode(&plain).map_err(|e| anyhow::anyhow!("{e}"))
+    };
+    let last = match stream.get_last_raw_message_by_subject(&subject).await {
+        Ok(m) => open(&subject, &m.payload)?,
+        Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => return Ok(0),
+        Err(e) => return Err(e.into()),
+    };
+    if last.last() <= store.audit_head()?.seq {
+        return Ok(0);
+    }
+    tracing::warn!(
+        node = %node,
+        head = store.audit_head()?.seq,
+        shipped = last.last(),
+        "the log holds more of this node's audit chain than its store (restored from an older backup?): taking it back"
+    );
+    let consumer = stream
+        .create_consumer(consumer::pull::OrderedConfig {
+            filter_subject: subject.clone(),
+            deliver_policy: consumer::DeliverPolicy::All,
+            ..Default::default()
+        })
+        .await?;
+    let mut messages = consumer.messages().await?;
+    let mut taken = 0;
+    while let Some(m) = messages.next().await {
+        let m = m?;
+        let pending = m.info().map_err(|e| anyhow::anyhow!("a log message without its position: {e}"))?.pending;
+        let batch = open(&m.subject, &m.payload)?;
+        if batch.last() > store.audit_head()?.seq {
+            let (s, n) = (store.clone(), node.clone());
+            taken += tokio::task::spawn_blocking(move || s.take_back_shipped(&n, &batch)).await??;
+        }
+        if pending == 0 {
+            break;
+        }
+    }
+    let head = store.audit_head()?.seq;
+    anyhow::ensure!(head >= last.last(), "the log's messages of this node end at {head}, its last says {}", last.last());
+    Ok(taken)
+}
+
 /// Ships this node's audit entries, forever (see the module's doc).
 pub async fn shipper(store: Arc<Store>, cluster: Arc<Cluster>) {
     let node = cluster.cfg.node.clone();
