@@ -856,6 +856,24 @@ impl Store {
         Ok(scan.map(|i| i.and_then(|(k, v)| Ok((seq_from_key(&k)?, v)))))
     }
 
+    /// The chain's hash after entry `seq` of this node's chain, as the
+    /// entry ending exactly there holds it; `None` when no stored entry
+    /// ends at `seq` (zeros before the first entry).
+    pub fn audit_hash_at(&self, seq: u64) -> Result<Option<[u8; 32]>> {
+        if seq == 0 {
+            return Ok(Some([0; 32]));
+        }
+        // The entry holding `seq` starts at most a chunk's length before it.
+        let from = seq_key(seq.saturating_sub(chunk::MAX_CHUNK_LINES as u64 - 1).max(1));
+        let Some(item) = self.engine().scan(Cf::Audit, &from, Some(&seq_key(seq + 1)), false)?.last() else {
+            return Ok(None);
+        };
+        let (k, v) = item?;
+        let first = seq_from_key(&k)?;
+        let e = Stored::decode(&v)?;
+        Ok((first + e.span() - 1 == seq).then(|| e.hash()))
+    }
+
     /// Recomputes the whole chain from the first entry.
     pub fn audit_verify(&self) -> Result<ChainCheck> {
         walk_chain(self.local_entries()?, ChainHead::default(), self.audit_head()?)

@@ -496,6 +496,68 @@ pub fn read_manifest(from: &Path, id: u32) -> Result<Option<Manifest>> {
     }
 }
 
+/// Every complete backup's manifest in the backup directory `from`, by id.
+pub fn manifests(from: &Path) -> Result<Vec<Manifest>> {
+    read_marker(from)?.ok_or_else(|| fail(format!("{} is not a basedata backup directory (no {MARKER_FILE})", from.display())))?;
+    let mut ids: Vec<u32> = Vec::new();
+    for entry in fs::read_dir(from.join(MANIFEST_DIR))? {
+        let name = entry?.file_name();
+        if let Some(id) = name.to_str().and_then(|n| n.strip_suffix(".json")).and_then(|n| n.parse().ok()) {
+            ids.push(id);
+        }
+    }
+    ids.sort_unstable();
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        out.extend(read_manifest(from, id)?);
+    }
+    Ok(out)
+}
+
+/// What one backup's recorded audit head says of the live chain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackupAnchor {
+    pub backup_id: u32,
+    pub created_at: String,
+    /// The head the backup recorded.
+    pub seq: u64,
+    /// Whether the live chain holds that very head.
+    pub ok: bool,
+    pub problem: Option<String>,
+}
+
+/// Checks the live chain of `store` against the audit head each of its
+/// backups in `from` recorded: the chain must hold, at each such sequence
+/// number, an entry with that hash. The chain's own check finds entries
+/// changed without their hashes recomputed; this one finds history cut
+/// back or rewritten hash and all by someone who can write the store's
+/// files, as far as a backup kept elsewhere covers it. Backups of other
+/// stores are refused.
+pub fn check_against_backups(store: &Store, from: &Path) -> Result<Vec<BackupAnchor>> {
+    let ours = store_id_from_check(
+        &store.engine().get(Cf::Meta, META_SECRET_CHECK)?.ok_or_else(|| Error::Corrupt { what: "store", msg: "no secret check value".into() })?,
+    );
+    let live = store.audit_head()?;
+    let mut out = Vec::new();
+    for m in manifests(from)? {
+        if m.summary.store_id != ours {
+            return Err(fail(format!("{} holds backups of another store", from.display())));
+        }
+        let head = &m.summary.audit_head;
+        let problem = if head.seq > live.seq {
+            Some(format!("the chain ends at {} but backup {} recorded entry {}: entries were cut", live.seq, m.backup_id, head.seq))
+        } else {
+            match store.audit_hash_at(head.seq)? {
+                Some(h) if hex(&h) == head.hash => None,
+                Some(_) => Some(format!("entry {} differs from the one backup {} recorded: the chain was rewritten", head.seq, m.backup_id)),
+                None => Some(format!("no entry ends at {}, where backup {} recorded its head: the chain was rewritten", head.seq, m.backup_id)),
+            }
+        };
+        out.push(BackupAnchor { backup_id: m.backup_id, created_at: m.created_at.clone(), seq: head.seq, ok: problem.is_none(), problem });
+    }
+    Ok(out)
+}
+
 /// Names the first difference between what a manifest promises and what a
 /// restore produced.
 fn compare(want: &Summary, got: &Summary) -> Result<()> {
@@ -655,6 +717,91 @@ mod tests {
         (engine, store)
     }
 
+    /// One audited verification of a generated key with `outcome`.
+    fn verification(outcome: &str) -> crate::AuditEvent {
+        crate::AuditEvent {
+            department: "shebao".into(),
+            operator: None,
+            operator_verified: false,
+            purpose: "benefit check".into(),
+            purpose_code: None,
+            action: crate::audit::Action::Verify,
+            key: Some(crate::keys::SubjectKey::parse(crate::Subject::Person, "11010519491231002X").unwrap()),
+            datasets: vec!["hukou".into()],
+            fields: vec!["name".into()],
+            outcome: outcome.into(),
+            key_mapped: false,
+            pid: None,
+            rejected_lines: 0,
+        }
+    }
+
+    /// Cuts the chain of the store in `dir` back to `head` (entries after
+    /// it deleted, the head put back), as whoever can write its files can.
+    fn cut_back(dir: &Path, secret: &Secret, head: crate::audit::ChainHead) -> (Arc<RocksEngine>, Store) {
+        let (engine, store) = open_store(dir, secret);
+        let live = store.audit_head().unwrap();
+        drop(store);
+        let mut b = WriteBatch::new();
+        for seq in head.seq + 1..=live.seq {
+            b.delete(Cf::Audit, crate::record::seq_key(seq).to_vec());
+        }
+        b.put(Cf::Meta, crate::audit::META_AUDIT_HEAD.to_vec(), crate::codec::encode(&head));
+        engine.write(b, Durability::Sync).unwrap();
+        drop(engine);
+        open_store(dir, secret)
+    }
+
+    /// A tail cut back, or cut and written anew with its hashes recomputed,
+    /// still passes the chain's own check; the heads the backups recorded
+    /// find both.
+    #[test]
+    fn the_live_chain_is_checked_against_its_backups() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (data, to) = (tmp.path().join("data"), tmp.path().join("backups"));
+        let secret = Secret::generate().unwrap();
+        let (engine, store) = open_store(&data, &secret);
+        let uses = |store: &Store, outcome: &str, n: usize| {
+            for _ in 0..n {
+                store.commit_all(&[], &[], &[verification(outcome)], WriteBatch::new(), Durability::Sync).unwrap();
+            }
+        };
+        uses(&store, "match", 3);
+        let at_first = store.audit_head().unwrap();
+        let first = create(&*engine, &to).unwrap();
+        uses(&store, "match", 2);
+        let second = create(&*engine, &to).unwrap();
+        uses(&store, "match", 1);
+        let anchors = check_against_backups(&store, &to).unwrap();
+        let said = |a: &[BackupAnchor]| a.iter().map(|a| (a.backup_id, a.seq, a.ok)).collect::<Vec<_>>();
+        assert_eq!(said(&anchors), vec![(first.backup_id, 3, true), (second.backup_id, 5, true)]);
+        drop((engine, store));
+
+        // Written anew after entry 3: other outcomes, hashes recomputed.
+        let (_engine, store) = cut_back(&data, &secret, at_first);
+        uses(&store, "mismatch", 3);
+        assert!(store.audit_verify().unwrap().ok, "the chain alone verifies");
+        let anchors = check_against_backups(&store, &to).unwrap();
+        assert_eq!(said(&anchors), vec![(first.backup_id, 3, true), (second.backup_id, 5, false)]);
+        assert!(anchors[1].problem.as_deref().unwrap().contains("entry 5 differs"), "{anchors:?}");
+        drop((_engine, store));
+
+        // Cut back only.
+        let (_engine, store) = cut_back(&data, &secret, at_first);
+        assert!(store.audit_verify().unwrap().ok, "the chain alone verifies");
+        let anchors = check_against_backups(&store, &to).unwrap();
+        assert_eq!(said(&anchors), vec![(first.backup_id, 3, true), (second.backup_id, 5, false)]);
+        assert!(anchors[1].problem.as_deref().unwrap().contains("entries were cut"), "{anchors:?}");
+
+        // Another store's backups are not taken for this one's.
+        let (other_data, other_to) = (tmp.path().join("other"), tmp.path().join("other-backups"));
+        let (other_engine, _other) = open_store(&other_data, &Secret::generate().unwrap());
+        create(&*other_engine, &other_to).unwrap();
+        let e = check_against_backups(&store, &other_to).unwrap_err();
+        assert!(e.to_string().contains("another store"), "{e}");
+        assert!(check_against_backups(&store, &data).is_err(), "not a backup directory");
+    }
+
     fn put_many(engine: &RocksEngine, from: u32, n: u32) {
         let mut b = WriteBatch::new();
         for i in from..from + n {
@@ -752,23 +899,7 @@ mod tests {
         let (data, to) = (tmp.path().join("data"), tmp.path().join("backups"));
         let secret = Secret::generate().unwrap();
         let (engine, store) = open_store(&data, &secret);
-        let key = crate::keys::SubjectKey::parse(crate::Subject::Person, "11010519491231002X").unwrap();
-        let event = crate::AuditEvent {
-            department: "shebao".into(),
-            operator: None,
-            operator_verified: false,
-            purpose: "benefit check".into(),
-            purpose_code: None,
-            action: crate::audit::Action::Verify,
-            key: Some(key),
-            datasets: vec!["hukou".into()],
-            fields: vec!["name".into()],
-            outcome: "match".into(),
-            key_mapped: false,
-            pid: None,
-            rejected_lines: 0,
-        };
-        store.commit_all(&[], &[], &[event], WriteBatch::new(), Durability::Sync).unwrap();
+        store.commit_all(&[], &[], &[verification("match")], WriteBatch::new(), Durability::Sync).unwrap();
         let (subject_key, _) = engine.scan(Cf::AuditIndex, b"k", Some(b"l"), false).unwrap().next().expect("a subject index key").unwrap();
         let mut b = WriteBatch::new();
         b.delete(Cf::AuditIndex, subject_key.to_vec());

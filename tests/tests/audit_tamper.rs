@@ -177,3 +177,42 @@ fn audit_verify_detects_every_kind_of_tampering() {
         }
     }
 }
+
+/// A tail cut off with the recorded head moved back to match leaves a
+/// chain that links from its first entry to its head (here the index's
+/// keys of the cut entries still give it away, but whoever cut the tail
+/// can remove those too): what was kept elsewhere tells. `audit-verify
+/// --backups` holds the chain to the head each backup of the store
+/// recorded.
+#[test]
+fn audit_verify_holds_the_chain_to_its_backups_heads() {
+    let (store, entries) = audited_store();
+    let backups = store.path().join("backups");
+    let data = store.path().join("data");
+    let (st, _, err) = run_cli(&["backup", "--data", data.to_str().unwrap(), "--to", backups.to_str().unwrap()]);
+    assert!(st.success(), "backup: {err}");
+    let verify = |dir: &Path| {
+        let data = dir.join("data");
+        let (st, out, err) = run_cli(&["audit-verify", "--data", data.to_str().unwrap(), "--backups", backups.to_str().unwrap()]);
+        (st.code(), serde_json::from_str::<Value>(out.trim()).unwrap_or(Value::Null), err)
+    };
+    let (code, check, err) = verify(store.path());
+    assert_eq!(code, Some(0), "{check} {err}");
+    assert_eq!(check["backups"], json!([{"backup_id": 1, "created_at": check["backups"][0]["created_at"], "seq": entries, "ok": true, "problem": null}]));
+
+    // The batch's chunk (entries 8 on) gone, and the head put back on entry 7.
+    let dir = tampered(store.path(), |e| {
+        let at_7 = Stored::decode(&value(e, 7)).unwrap().hash();
+        write(e, &[], &[8]);
+        let mut b = WriteBatch::new();
+        b.put(Cf::Meta, b"audit_head".to_vec(), basedata_store::codec::encode(&basedata_store::audit::ChainHead { seq: 7, hash: at_7 }));
+        e.write(b, Durability::Sync).unwrap();
+    });
+    let (code, check, err) = verify(dir.path());
+    assert_eq!(code, Some(1), "{check} {err}");
+    assert_eq!((&check["entries"], &check["problem"]), (&json!(7), &Value::Null), "the chain alone links: {check}");
+    assert_eq!(check["backups"][0]["ok"], false, "{check}");
+    let problem = check["backups"][0]["problem"].as_str().unwrap_or("");
+    assert!(problem.contains(&format!("the chain ends at 7 but backup 1 recorded entry {entries}")), "{problem}");
+    assert!(err.contains("the audit chain does not hold backup 1's head"), "{err}");
+}

@@ -151,6 +151,11 @@ enum Command {
         /// File holding the store secret (default: DIR.key beside the data directory).
         #[arg(long, value_name = "FILE")]
         key_file: Option<PathBuf>,
+        /// A backup directory of this store: the chain must still hold the
+        /// audit head each of its backups recorded (finds history cut back
+        /// or rewritten with its hashes recomputed).
+        #[arg(long, value_name = "DIR")]
+        backups: Option<PathBuf>,
     },
     /// Consistent backup of a store, also while it is being served.
     Backup {
@@ -404,14 +409,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::AuditVerify { data, config, key_file } => {
+        Command::AuditVerify { data, config, key_file, backups } => {
             logging::init("warn");
             let cfg = load_config(config.as_deref())?;
-            let basedata_tools::offline::AuditChecks { chain: check, remote, index } =
-                basedata_tools::offline::audit_verify(&data, &cfg, key_file.as_deref())?;
-            let ok = check.ok && remote.iter().all(|(_, c)| c.ok) && index.ok;
+            let (basedata_tools::offline::AuditChecks { chain: check, remote, index }, anchors) =
+                basedata_tools::offline::audit_verify(&data, &cfg, key_file.as_deref(), backups.as_deref())?;
+            let ok = check.ok && remote.iter().all(|(_, c)| c.ok) && index.ok && anchors.iter().all(|a| a.ok);
             let mut line = serde_json::json!({"ok": ok, "entries": check.entries, "head": hex::encode(check.head)});
             line["index"] = serde_json::json!({"ok": index.ok, "keys": index.keys, "problem": index.problem});
+            if backups.is_some() {
+                line["backups"] = anchors
+                    .iter()
+                    .map(|a| serde_json::json!({"backup_id": a.backup_id, "created_at": a.created_at, "seq": a.seq, "ok": a.ok, "problem": a.problem}))
+                    .collect();
+            }
             if let Some(p) = &check.problem {
                 line["problem"] = serde_json::json!(p);
             }
@@ -425,16 +436,25 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     .collect();
             }
             println!("{line}");
+            // Every check that failed, each on its line.
+            let why = |p: &Option<String>| p.clone().unwrap_or_else(|| "unknown problem".into());
+            let mut failed = Vec::new();
             if !check.ok {
-                eprintln!("error: the audit chain is broken: {}", check.problem.as_deref().unwrap_or("unknown problem"));
-                std::process::exit(1);
+                failed.push(format!("the audit chain is broken: {}", why(&check.problem)));
             }
-            if let Some((node, c)) = remote.iter().find(|(_, c)| !c.ok) {
-                eprintln!("error: the copy of node {node}'s audit chain is broken: {}", c.problem.as_deref().unwrap_or("unknown problem"));
-                std::process::exit(1);
+            for (node, c) in remote.iter().filter(|(_, c)| !c.ok) {
+                failed.push(format!("the copy of node {node}'s audit chain is broken: {}", why(&c.problem)));
             }
             if !index.ok {
-                eprintln!("error: the audit index does not match the entries: {}", index.problem.as_deref().unwrap_or("unknown problem"));
+                failed.push(format!("the audit index does not match the entries: {}", why(&index.problem)));
+            }
+            for a in anchors.iter().filter(|a| !a.ok) {
+                failed.push(format!("the audit chain does not hold backup {}'s head: {}", a.backup_id, why(&a.problem)));
+            }
+            for f in &failed {
+                eprintln!("error: {f}");
+            }
+            if !failed.is_empty() {
                 std::process::exit(1);
             }
             Ok(())

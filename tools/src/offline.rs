@@ -149,8 +149,18 @@ pub fn compare(o: &CompareOptions) -> anyhow::Result<Counts> {
 }
 
 /// `basedata audit-verify`: recomputes the whole hash chain and each other
-/// node's chain the store holds, and checks the index against the entries.
-pub fn audit_verify(data: &Path, cfg: &Config, key_file: Option<&Path>) -> anyhow::Result<AuditChecks> {
+/// node's chain the store holds, and checks the index against the entries;
+/// with `backups`, also the chain against the head each backup recorded.
+pub fn audit_verify(
+    data: &Path,
+    cfg: &Config,
+    key_file: Option<&Path>,
+    backups: Option<&Path>,
+) -> anyhow::Result<(AuditChecks, Vec<basedata_store::backup::BackupAnchor>)> {
     let store = open_existing(data, cfg, key_file)?;
-    Ok(store.audit_checks()?)
+    let anchors = match backups {
+        Some(b) => basedata_store::backup::check_against_backups(&store, b)?,
+        None => Vec::new(),
+    };
+    Ok((store.audit_checks()?, anchors))
 }
