@@ -28,6 +28,7 @@ pub mod providers;
 pub mod pseudo;
 pub mod record;
 pub mod store;
+mod take_back;
 pub mod usage;
 pub mod value;
 
