@@ -268,9 +268,10 @@ pub fn run_restore(from: &Path, data: &Path, key_file: Option<&Path>, backup_id:
     println!("restored backup {} (taken {}) into {}", m.backup_id, m.created_at, data.display());
     println!("  change log up to {}, audit chain {} entries (head {})", m.summary.last_seq, m.summary.audit_head.seq, m.summary.audit_head.hash);
     println!("  every column family matches the manifest's entry count and digest");
-    match restored.audit_entries {
-        Some(n) => println!("  the key file {} matches; audit chain verified ({n} entries)", key_path.display()),
-        None => eprintln!(
+    println!("  audit chains and index verified ({} entries of this node's chain)", restored.audit_entries);
+    match restored.secret_checked {
+        true => println!("  the key file {} matches", key_path.display()),
+        false => eprintln!(
             "warning: no key file at {}: the secret was not checked; put the store's key file there \
              (or pass --key-file to serve) before serving",
             key_path.display()

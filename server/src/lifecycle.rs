@@ -206,9 +206,12 @@ pub async fn serve_tls(
             }
         })
     };
-    // Runs batch comparison jobs, resuming any a previous run left unfinished.
-    let started = state.store.clock().now_micros();
-    let jobs = tokio::spawn(basedata_query::jobs::runner::runner(state.queries.clone(), started));
+    // Uploads an earlier process left half-received go before any request
+    // can begin one; then jobs run, resuming any a previous run left
+    // unfinished.
+    let store = state.store.clone();
+    tokio::task::spawn_blocking(move || basedata_query::jobs::runner::discard_leftover_uploads(&store)).await??;
+    let jobs = tokio::spawn(basedata_query::jobs::runner::runner(state.queries.clone()));
     crate::conn::serve(listener, tls, app, state.conn_limits, state.connections.clone(), shutdown_signal()).await;
     sweeper.abort();
     jobs.abort();

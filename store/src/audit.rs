@@ -849,11 +849,9 @@ impl Store {
         load_head(&**self.engine())
     }
 
-    /// This node's stored entries in chain order: where each is stored, and its bytes.
-    fn local_entries(&self) -> Result<impl Iterator<Item = Result<(u64, Box<[u8]>)>> + '_> {
-        // Other nodes' chains sort after every local key (see `remote`).
-        let scan = self.engine().scan(Cf::Audit, &[], Some(&[remote::REMOTE_ENTRY]), false)?;
-        Ok(scan.map(|i| i.and_then(|(k, v)| Ok((seq_from_key(&k)?, v)))))
+    /// The audit families of this store, for the checks (see [`AuditFiles`]).
+    pub fn audit_files(&self) -> AuditFiles<'_> {
+        AuditFiles(&**self.engine())
     }
 
     /// The chain's hash after entry `seq` of this node's chain, as the
@@ -876,7 +874,34 @@ impl Store {
 
     /// Recomputes the whole chain from the first entry.
     pub fn audit_verify(&self) -> Result<ChainCheck> {
-        walk_chain(self.local_entries()?, ChainHead::default(), self.audit_head()?)
+        self.audit_files().audit_verify()
+    }
+}
+
+/// The audit families of a store, read without its secret: every check
+/// of the trail needs only the stored entries, their index and the heads,
+/// so a restore checks a copy before it is put in place whether or not
+/// it is given the key.
+#[derive(Clone, Copy)]
+pub struct AuditFiles<'a>(pub &'a dyn crate::Engine);
+
+impl<'a> AuditFiles<'a> {
+    /// This node's stored entries in chain order: where each is stored, and its bytes.
+    fn local_entries(self) -> Result<impl Iterator<Item = Result<(u64, Box<[u8]>)>> + 'a> {
+        // Other nodes' chains sort after every local key (see `remote`).
+        let scan = self.0.scan(Cf::Audit, &[], Some(&[remote::REMOTE_ENTRY]), false)?;
+        Ok(scan.map(|i| i.and_then(|(k, v)| Ok((seq_from_key(&k)?, v)))))
+    }
+
+    /// Recomputes this node's chain from the first entry.
+    pub fn audit_verify(self) -> Result<ChainCheck> {
+        walk_chain(self.local_entries()?, ChainHead::default(), load_head(self.0)?)
+    }
+
+    /// Recomputes this node's chain and each other node's chain held, and
+    /// checks the index against the entries.
+    pub fn checks(self) -> Result<AuditChecks> {
+        Ok(AuditChecks { chain: self.audit_verify()?, remote: self.audit_verify_remote()?, index: self.audit_index_check()? })
     }
 }
 
@@ -917,8 +942,16 @@ impl Store {
     /// Recomputes this node's chain and each other node's chain held, and
     /// checks the index against the entries.
     pub fn audit_checks(&self) -> Result<AuditChecks> {
-        Ok(AuditChecks { chain: self.audit_verify()?, remote: self.audit_verify_remote()?, index: self.audit_index_check()? })
+        self.audit_files().checks()
     }
+
+    /// See [`AuditFiles::audit_index_check`].
+    pub fn audit_index_check(&self) -> Result<IndexCheck> {
+        self.audit_files().audit_index_check()
+    }
+}
+
+impl<'a> AuditFiles<'a> {
 
     /// Checks that the audit index is exactly what the entries call for:
     /// every subject, department and time key of every entry (pointing
@@ -926,7 +959,7 @@ impl Store {
     /// and for every other node's chain held (cluster mode), each under its
     /// own prefix. Reads the entries once and the index once, holding
     /// neither.
-    pub fn audit_index_check(&self) -> Result<IndexCheck> {
+    pub fn audit_index_check(self) -> Result<IndexCheck> {
         let (mut keys, problem) = self.chain_index_check(self.local_entries()?, &[], None)?;
         if problem.is_some() {
             return Ok(IndexCheck { ok: false, keys, problem });
@@ -946,7 +979,7 @@ impl Store {
     /// one). The keys it holds (0 when it stopped before counting them) and
     /// the first problem.
     fn chain_index_check(
-        &self,
+        self,
         entries: impl Iterator<Item = Result<(u64, Box<[u8]>)>>,
         prefix: &[u8],
         node: Option<&str>,
@@ -962,7 +995,7 @@ impl Store {
             for (key, value) in stored.index_entries(first) {
                 expected += 1;
                 let kind = key[0] as char;
-                match self.engine().get(Cf::AuditIndex, &[prefix, &key].concat())? {
+                match self.0.get(Cf::AuditIndex, &[prefix, &key].concat())? {
                     Some(held) if held == value => {}
                     Some(_) => return Ok((0, Some(format!("the index key of {whose}entry {first} ({kind}) points elsewhere")))),
                     None => return Ok((0, Some(format!("{whose}entry {first} lacks its index key ({kind})")))),
@@ -973,7 +1006,7 @@ impl Store {
         for kind in [b'd', b'k', b't'] {
             let start = [prefix, &[kind]].concat();
             let end = prefix_end(&start);
-            keys += self.engine().scan(Cf::AuditIndex, &start, end.as_deref(), false)?.count() as u64;
+            keys += self.0.scan(Cf::AuditIndex, &start, end.as_deref(), false)?.count() as u64;
         }
         if keys != expected {
             let chain = node.map_or(String::new(), |n| format!(" of node {n}'s chain"));

@@ -43,7 +43,7 @@
 //! sealed keys. Operators back the key file up separately, to another place.
 //! Manifests hold no personal data: counts, sequence numbers and hashes.
 
-use crate::audit::load_head;
+use crate::audit::{load_head, AuditFiles};
 use crate::clock::{Clock, SystemClock};
 use crate::engine::rocks::{engine_err, RocksEngine};
 use crate::engine::{Cf, Engine};
@@ -157,8 +157,8 @@ pub struct Restored {
     pub manifest: Manifest,
     /// Whether a secret was given and matched the restored store.
     pub secret_checked: bool,
-    /// Audit entries verified along the chain (only with a secret).
-    pub audit_entries: Option<u64>,
+    /// Audit entries verified along the chain.
+    pub audit_entries: u64,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -666,20 +666,23 @@ pub fn restore(from: &Path, backup_id: Option<u32>, data: &Path, secret: Option<
     be.restore_from_backup(&staging, &staging, &RestoreOptions::default(), id).map_err(engine_err)?;
     drop(be);
 
-    let mut audit_entries = None;
+    let audit_entries;
     {
         let engine: Arc<dyn Engine> = Arc::new(RocksEngine::open_copy(&staging)?);
         compare(&manifest.summary, &summarize(&*engine)?)?;
+        // Every chain held and the index, as `basedata audit-verify`
+        // checks them: they need no secret, so a restore without the key
+        // file checks them too. The manifest alone would pass a backup
+        // whose files were altered along with it.
+        let checks = AuditFiles(&*engine).checks()?;
+        if let Some(problem) = checks.first_problem() {
+            let what = if checks.chain.ok && checks.remote.iter().all(|(_, c)| c.ok) { "restored audit index" } else { "restored audit chain" };
+            return Err(Error::Corrupt { what, msg: problem });
+        }
+        audit_entries = checks.chain.entries;
         if let Some(secret) = secret {
-            let store = Store::open(engine, secret, Arc::new(Catalog::builtin()), Arc::new(SystemClock))?;
-            // Every chain held and the index, as `basedata audit-verify`
-            // checks them.
-            let checks = store.audit_checks()?;
-            if let Some(problem) = checks.first_problem() {
-                let what = if checks.chain.ok && checks.remote.iter().all(|(_, c)| c.ok) { "restored audit index" } else { "restored audit chain" };
-                return Err(Error::Corrupt { what, msg: problem });
-            }
-            audit_entries = Some(checks.chain.entries);
+            // The key opens the copy.
+            Store::open(engine, secret, Arc::new(Catalog::builtin()), Arc::new(SystemClock))?;
         }
         // The copy closes here, before its files move.
     }
@@ -907,9 +910,11 @@ mod tests {
         create(&*engine, &to).unwrap();
         drop(store);
         let target = tmp.path().join("restored");
-        let e = restore(&to, None, &target, Some(&secret)).unwrap_err();
-        assert!(e.to_string().contains("restored audit index"), "{e}");
-        assert!(!target.exists() || fs::read_dir(&target).unwrap().next().is_none(), "nothing moved into place");
+        for key in [Some(&secret), None] {
+            let e = restore(&to, None, &target, key).unwrap_err();
+            assert!(e.to_string().contains("restored audit index"), "{e}");
+            assert!(!target.exists() || fs::read_dir(&target).unwrap().next().is_none(), "nothing moved into place");
+        }
     }
 
     #[test]

@@ -213,7 +213,7 @@ fn backup_while_serving_restores_everything_acknowledged() {
         Path::new("--backup-id"), Path::new("1"),
     ]);
     assert!(ok, "{stderr}");
-    assert!(stdout.contains("audit chain verified"), "{stdout}");
+    assert!(stdout.contains("audit chains and index verified") && stdout.contains("matches"), "{stdout}");
 
     {
         let src = open(&data, &key_file);
@@ -341,9 +341,10 @@ fn restore_refuses_a_non_empty_directory_and_a_wrong_key() {
     let (ok, _, stderr) = cli(&[Path::new("restore"), Path::new("--from"), &data, Path::new("--data"), &target]);
     assert!(!ok && stderr.contains("not a basedata backup directory"), "{stderr}");
     std::fs::remove_file(src_dir.path().join("restored.key")).unwrap();
-    let (ok, _, stderr) = cli(&[Path::new("restore"), Path::new("--from"), &backups, Path::new("--data"), &target]);
+    let (ok, stdout, stderr) = cli(&[Path::new("restore"), Path::new("--from"), &backups, Path::new("--data"), &target]);
     assert!(ok, "{stderr}");
     assert!(stderr.contains("the secret was not checked"), "{stderr}");
+    assert!(stdout.contains("audit chains and index verified"), "checked without the key too: {stdout}");
     let dst = open(&target, &src_dir.path().join("data.key"));
     assert_eq!(dst.get(&SubjectKey::from(key), "hukou", None).unwrap().unwrap().version, 1);
 }

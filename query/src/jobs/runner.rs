@@ -36,16 +36,33 @@ const RETRY_PAUSE: Duration = Duration::from_secs(5);
 /// department's turn comes soon.
 pub const SLICE_CHUNKS: u64 = 8;
 
+/// Discards the jobs whose input stopped arriving in an earlier process
+/// (their submitter got no id; they would count against their department
+/// until then): every job still receiving, so call it before the server
+/// accepts requests. Decided by the moment it runs, not by the jobs'
+/// times, which a clock set back would make look newer than the start.
+/// Returns how many.
+pub fn discard_leftover_uploads(store: &Store) -> Result<usize, BatchError> {
+    let engine = &**store.engine();
+    let mut discard = WriteBatch::new();
+    let mut n = 0;
+    for m in jobs::all(engine)?.iter().filter(|m| m.state == JobState::Receiving) {
+        tracing::info!(job = %m.id.to_hex(), "discarding a job whose input never completed");
+        jobs::delete_into(engine, &m.id, &mut discard)?;
+        n += 1;
+    }
+    if !discard.is_empty() {
+        engine.write(discard, Durability::Sync)?;
+    }
+    Ok(n)
+}
+
 /// Runs unfinished jobs forever, a slice at a time, taking turns by
 /// department and job. Woken when a job is queued.
-///
-/// `started` is the moment before which an upload still `Receiving` is a
-/// leftover of an earlier process: take it before the server accepts
-/// requests, or an upload that began meanwhile would be discarded.
-pub async fn runner(state: Arc<Queries>, started: i64) {
+pub async fn runner(state: Arc<Queries>) {
     let mut turns = Turns::default();
     loop {
-        match unfinished(&state.store, started, state.job_retention).await {
+        match unfinished(&state.store, state.job_retention).await {
             Ok(jobs) => match turns.next(&jobs) {
                 Some(meta) => run_slice(&state, meta.clone()).await,
                 None => {
@@ -99,22 +116,16 @@ impl Turns {
     }
 }
 
-/// The jobs to run (queued or running, oldest first), after discarding
-/// jobs whose input stopped arriving before this process started (their
-/// submitter got no id) and finished jobs kept for `retention` (their
-/// lines' audit entries stay: they are the record; the stored answers are
-/// only a convenience).
-async fn unfinished(store: &Arc<Store>, started: i64, retention: Duration) -> Result<Vec<JobMeta>, BatchError> {
+/// The jobs to run (queued or running, oldest first), after deleting
+/// finished jobs kept for `retention` (their lines' audit entries stay:
+/// they are the record; the stored answers are only a convenience).
+async fn unfinished(store: &Arc<Store>, retention: Duration) -> Result<Vec<JobMeta>, BatchError> {
     let store = store.clone();
     tokio::task::spawn_blocking(move || {
         let engine = &**store.engine();
         let all = jobs::all(engine)?;
         let now = store.clock().now_micros();
         let mut discard = WriteBatch::new();
-        for m in all.iter().filter(|m| m.state == JobState::Receiving && m.created_at < started) {
-            tracing::info!(job = %m.id.to_hex(), "discarding a job whose input never completed");
-            jobs::delete_into(engine, &m.id, &mut discard)?;
-        }
         for m in all.iter().filter(|m| expired(m, now, retention)) {
             tracing::info!(job = %m.id.to_hex(), department = %m.department, "deleting a finished job past its retention");
             jobs::delete_into(engine, &m.id, &mut discard)?;

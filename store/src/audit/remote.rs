@@ -22,7 +22,7 @@
 //! A node name is 1 to 64 characters of ASCII letters, digits, `-` and `_`
 //! (it is also a token of the log's subjects).
 
-use super::{stored_hash, walk_chain, ChainCheck, ChainHead, Stored, StoredEntry};
+use super::{stored_hash, walk_chain, AuditFiles, ChainCheck, ChainHead, Stored, StoredEntry};
 use crate::codec::{decode, encode, encode_marked, marked_body, FORMAT_V1};
 use crate::engine::{prefix_end, Cf, WriteBatch};
 use crate::record::{seq_from_key, seq_key};
@@ -291,16 +291,30 @@ impl Store {
 
     /// Every other node's chain held here, in name order.
     pub fn remote_chains(&self) -> Result<Vec<(String, RemoteChain)>> {
+        self.audit_files().remote_chains()
+    }
+
+    /// See [`AuditFiles::audit_verify_remote`].
+    pub fn audit_verify_remote(&self) -> Result<Vec<(String, ChainCheck)>> {
+        self.audit_files().audit_verify_remote()
+    }
+}
+
+impl<'a> AuditFiles<'a> {
+    /// Every other node's chain held here, in name order.
+    pub fn remote_chains(self) -> Result<Vec<(String, RemoteChain)>> {
         let end = prefix_end(META_REMOTE);
         let mut out = Vec::new();
-        for item in self.engine().scan(Cf::Meta, META_REMOTE, end.as_deref(), false)? {
+        for item in self.0.scan(Cf::Meta, META_REMOTE, end.as_deref(), false)? {
             let (k, v) = item?;
             let node = String::from_utf8_lossy(&k[META_REMOTE.len()..]).into_owned();
             out.push((node, decode("remote audit chain", &v)?));
         }
         Ok(out)
     }
+}
 
+impl Store {
     /// [`Store::remote_chains`] as a map, for [`Store::remote_append`].
     pub fn remote_heads(&self) -> Result<RemoteHeads> {
         Ok(self.remote_chains()?.into_iter().collect())
@@ -386,10 +400,12 @@ impl Store {
         }
         Ok(done)
     }
+}
 
+impl<'a> AuditFiles<'a> {
     /// Checks every other node's chain held here link by link, from its
     /// anchor to its recorded head; one result per node, in name order.
-    pub fn audit_verify_remote(&self) -> Result<Vec<(String, ChainCheck)>> {
+    pub fn audit_verify_remote(self) -> Result<Vec<(String, ChainCheck)>> {
         let mut out = Vec::new();
         for (node, chain) in self.remote_chains()? {
             let check = self.verify_remote_chain(&node, &chain)?;
@@ -398,15 +414,15 @@ impl Store {
         Ok(out)
     }
 
-    fn verify_remote_chain(&self, node: &str, chain: &RemoteChain) -> Result<ChainCheck> {
+    fn verify_remote_chain(self, node: &str, chain: &RemoteChain) -> Result<ChainCheck> {
         walk_chain(self.remote_entries(node)?, chain.anchor, chain.head)
     }
 
     /// Node `node`'s entries held here, in order, with their numbers.
-    pub(crate) fn remote_entries(&self, node: &str) -> Result<impl Iterator<Item = Result<(u64, Box<[u8]>)>> + '_> {
+    pub(crate) fn remote_entries(self, node: &str) -> Result<impl Iterator<Item = Result<(u64, Box<[u8]>)>> + 'a> {
         let start = entry_key(node, 0);
         let end = prefix_end(&start[..start.len() - 8]);
-        let scan = self.engine().scan(Cf::Audit, &start, end.as_deref(), false)?;
+        let scan = self.0.scan(Cf::Audit, &start, end.as_deref(), false)?;
         Ok(scan.map(|i| i.and_then(|(k, v)| Ok((crate::record::seq_at_end(&k)?, v)))))
     }
 }
