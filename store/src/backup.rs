@@ -713,6 +713,24 @@ mod tests {
     use crate::engine::rocks::RocksConfig;
     use crate::engine::{Durability, WriteBatch};
 
+    /// A new store in `tmp/data` under a new secret, and where its backups go.
+    struct Fresh {
+        tmp: tempfile::TempDir,
+        data: PathBuf,
+        to: PathBuf,
+        secret: Secret,
+        engine: Arc<RocksEngine>,
+        store: Store,
+    }
+
+    fn fresh() -> Fresh {
+        let tmp = tempfile::tempdir().unwrap();
+        let (data, to) = (tmp.path().join("data"), tmp.path().join("backups"));
+        let secret = Secret::generate().unwrap();
+        let (engine, store) = open_store(&data, &secret);
+        Fresh { tmp, data, to, secret, engine, store }
+    }
+
     fn open_store(dir: &Path, secret: &Secret) -> (Arc<RocksEngine>, Store) {
         let cfg = RocksConfig { block_cache_bytes: 8 << 20, ..Default::default() };
         let engine = Arc::new(RocksEngine::open(dir, &cfg).unwrap());
@@ -760,10 +778,7 @@ mod tests {
     /// find both.
     #[test]
     fn the_live_chain_is_checked_against_its_backups() {
-        let tmp = tempfile::tempdir().unwrap();
-        let (data, to) = (tmp.path().join("data"), tmp.path().join("backups"));
-        let secret = Secret::generate().unwrap();
-        let (engine, store) = open_store(&data, &secret);
+        let Fresh { tmp, data, to, secret, engine, store } = fresh();
         let uses = |store: &Store, outcome: &str, n: usize| {
             for _ in 0..n {
                 store.commit_all(&[], &[], &[verification(outcome)], WriteBatch::new(), Durability::Sync).unwrap();
@@ -817,10 +832,7 @@ mod tests {
 
     #[test]
     fn backup_restore_round_trip_is_incremental_and_checked() {
-        let tmp = tempfile::tempdir().unwrap();
-        let (data, to) = (tmp.path().join("data"), tmp.path().join("backups"));
-        let secret = Secret::generate().unwrap();
-        let (engine, store) = open_store(&data, &secret);
+        let Fresh { tmp, data, to, secret, engine, store } = fresh();
         put_many(&engine, 0, 5000);
         let first = create(&*engine, &to).unwrap();
         assert_eq!((first.copy.files_copied, first.copy.bytes_copied), (first.copy.files_total, first.copy.bytes_total));
@@ -862,10 +874,7 @@ mod tests {
 
     #[test]
     fn a_tampered_manifest_fails_the_restore_and_leaves_nothing() {
-        let tmp = tempfile::tempdir().unwrap();
-        let (data, to) = (tmp.path().join("data"), tmp.path().join("backups"));
-        let secret = Secret::generate().unwrap();
-        let (engine, _store) = open_store(&data, &secret);
+        let Fresh { tmp, data, to, engine, store: _store, .. } = fresh();
         put_many(&engine, 0, 100);
         let m = create(&*engine, &to).unwrap();
         let mut forged = m.clone();
@@ -898,10 +907,7 @@ mod tests {
     /// restore with the secret runs.
     #[test]
     fn a_backup_of_a_damaged_audit_index_is_not_restored() {
-        let tmp = tempfile::tempdir().unwrap();
-        let (data, to) = (tmp.path().join("data"), tmp.path().join("backups"));
-        let secret = Secret::generate().unwrap();
-        let (engine, store) = open_store(&data, &secret);
+        let Fresh { tmp, to, secret, engine, store, .. } = fresh();
         store.commit_all(&[], &[], &[verification("match")], WriteBatch::new(), Durability::Sync).unwrap();
         let (subject_key, _) = engine.scan(Cf::AuditIndex, b"k", Some(b"l"), false).unwrap().next().expect("a subject index key").unwrap();
         let mut b = WriteBatch::new();

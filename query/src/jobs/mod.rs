@@ -123,6 +123,27 @@ pub struct JobMeta {
     pub error: Option<String>,
 }
 
+impl JobMeta {
+    /// A job whose input is about to arrive: nothing received, counted or
+    /// answered yet.
+    pub fn receiving(id: JobId, department: &str, operator: Option<String>, purpose: &str, created_at: i64) -> JobMeta {
+        JobMeta {
+            id,
+            department: department.to_owned(),
+            operator,
+            purpose: purpose.to_owned(),
+            state: JobState::Receiving,
+            created_at,
+            finished_at: None,
+            total: 0,
+            chunks: 0,
+            done_chunks: 0,
+            counts: Counts::default(),
+            error: None,
+        }
+    }
+}
+
 fn key(tag: u8, id: &JobId, n: Option<u64>) -> Vec<u8> {
     let mut k = Vec::with_capacity(25);
     k.push(tag);

@@ -81,20 +81,8 @@ impl Queries {
             return Err(too_many_bytes(limits));
         }
         let id = JobId::random()?;
-        let mut meta = JobMeta {
-            id,
-            department: caller.department.id.clone(),
-            operator: caller.operator.clone(),
-            purpose: purpose.to_owned(),
-            state: JobState::Receiving,
-            created_at: self.store.clock().now_micros(),
-            finished_at: None,
-            total: 0,
-            chunks: 0,
-            done_chunks: 0,
-            counts: Default::default(),
-            error: None,
-        };
+        let mut meta =
+            JobMeta::receiving(id, &caller.department.id, caller.operator.clone(), purpose, self.store.clock().now_micros());
         {
             // Counted and recorded under one lock: two submissions of a
             // department at its limit cannot both pass.

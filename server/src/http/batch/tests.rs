@@ -337,18 +337,12 @@ fn finished_jobs_expire_after_the_retention() {
     let day = 86_400_000_000i64;
     let retention = std::time::Duration::from_secs(30 * 86_400);
     let mut m = JobMeta {
-        id: JobId([1; 16]),
-        department: "counter".into(),
-        operator: None,
-        purpose: "p".into(),
         state: JobState::Done,
-        created_at: 0,
         finished_at: Some(10 * day),
         total: 1,
         chunks: 1,
         done_chunks: 1,
-        counts: Default::default(),
-        error: None,
+        ..JobMeta::receiving(JobId([1; 16]), "counter", None, "p", 0)
     };
     assert!(!basedata_query::jobs::runner::expired(&m, 40 * day - 1, retention));
     assert!(basedata_query::jobs::runner::expired(&m, 40 * day, retention));
@@ -394,23 +388,10 @@ async fn the_runner_deletes_jobs_past_their_retention() {
 /// leaves uploads alone, so one being received while it looks goes on.
 #[tokio::test]
 async fn uploads_left_half_received_are_discarded_at_start_only() {
-    use basedata_query::jobs::{JobId, JobMeta, JobState};
+    use basedata_query::jobs::{JobId, JobMeta};
     let st = state_with(5, Default::default());
     let now = st.store.clock().now_micros();
-    let receiving = |id: u8, created_at: i64| JobMeta {
-        id: JobId([id; 16]),
-        department: "counter".into(),
-        operator: None,
-        purpose: "p".into(),
-        state: JobState::Receiving,
-        created_at,
-        finished_at: None,
-        total: 0,
-        chunks: 0,
-        done_chunks: 0,
-        counts: Default::default(),
-        error: None,
-    };
+    let receiving = |id: u8, created_at: i64| JobMeta::receiving(JobId([id; 16]), "counter", None, "p", created_at);
     let put = |m: &JobMeta| {
         let mut b = basedata_store::WriteBatch::new();
         basedata_query::jobs::put_meta(&mut b, m);
