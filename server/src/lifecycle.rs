@@ -177,6 +177,32 @@ pub fn place_spill(data: &Path, cfg: &Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot spill batch answers to {} (spill_dir)", dir.display()))
 }
 
+/// How often the audit chain's head is written to the server's log (when
+/// it moved).
+pub const AUDIT_HEAD_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Writes the audit chain's head to the server's log at start and then
+/// every [`AUDIT_HEAD_LOG_EVERY`] when it moved. The chain is not keyed:
+/// whoever can write the store's files can cut its tail, or rewrite it
+/// with the hashes recomputed, and it still links. Heads kept where they
+/// cannot reach (a log collected off the host) find that: `basedata
+/// audit-verify --head SEQ:HASH`.
+async fn log_audit_heads(store: Arc<Store>) {
+    let mut tick = tokio::time::interval(AUDIT_HEAD_LOG_EVERY);
+    let mut logged = None;
+    loop {
+        tick.tick().await;
+        match store.audit_head() {
+            Ok(h) if logged != Some(h) => {
+                tracing::info!(seq = h.seq, hash = %hex::encode(h.hash), "audit head");
+                logged = Some(h);
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot read the audit head"),
+        }
+    }
+}
+
 /// Serves `state` on `listener` until a shutdown signal arrives.
 pub async fn serve(state: AppState, listener: tokio::net::TcpListener) -> anyhow::Result<()> {
     serve_tls(state, listener, None).await
@@ -192,6 +218,7 @@ pub async fn serve_tls(
     let app = crate::http::Edge::new(crate::http::router_with(state.clone(), crate::console::router(&state)), &state);
     // Lets `basedata backup --data DIR` reach this process, which holds the store.
     let _control = crate::control::ControlSocket::start(&state.store);
+    let anchors = tokio::spawn(log_audit_heads(state.store.clone()));
     // Records grants that the reply deadline turned into deemed approvals.
     let sweeper = {
         let queries = state.queries.clone();
@@ -215,6 +242,7 @@ pub async fn serve_tls(
     crate::conn::serve(listener, tls, app, state.conn_limits, state.connections.clone(), shutdown_signal()).await;
     sweeper.abort();
     jobs.abort();
+    anchors.abort();
     // Unsynced writes (none on the API paths, but bulk tools may share the
     // store) reach disk before the process exits.
     let store = state.store.clone();

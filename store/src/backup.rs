@@ -544,18 +544,30 @@ pub fn check_against_backups(store: &Store, from: &Path) -> Result<Vec<BackupAnc
             return Err(fail(format!("{} holds backups of another store", from.display())));
         }
         let head = &m.summary.audit_head;
-        let problem = if head.seq > live.seq {
-            Some(format!("the chain ends at {} but backup {} recorded entry {}: entries were cut", live.seq, m.backup_id, head.seq))
-        } else {
-            match store.audit_hash_at(head.seq)? {
-                Some(h) if hex(&h) == head.hash => None,
-                Some(_) => Some(format!("entry {} differs from the one backup {} recorded: the chain was rewritten", head.seq, m.backup_id)),
-                None => Some(format!("no entry ends at {}, where backup {} recorded its head: the chain was rewritten", head.seq, m.backup_id)),
-            }
-        };
+        let problem = head_problem(store, live, head.seq, &head.hash, &format!("backup {}", m.backup_id))?;
         out.push(BackupAnchor { backup_id: m.backup_id, created_at: m.created_at.clone(), seq: head.seq, ok: problem.is_none(), problem });
     }
     Ok(out)
+}
+
+/// Checks the live chain of `store` against a head recorded elsewhere
+/// (`seq`, and the entry's hash as hex: what the server logs as the
+/// audit head, or a backup's manifest holds): `None` when the chain holds
+/// that very entry, else what is wrong, naming `whose` head it was.
+pub fn check_head(store: &Store, seq: u64, hash_hex: &str, whose: &str) -> Result<Option<String>> {
+    head_problem(store, store.audit_head()?, seq, hash_hex, whose)
+}
+
+fn head_problem(store: &Store, live: crate::audit::ChainHead, seq: u64, hash_hex: &str, whose: &str) -> Result<Option<String>> {
+    Ok(if seq > live.seq {
+        Some(format!("the chain ends at {} but {whose} recorded entry {seq}: entries were cut", live.seq))
+    } else {
+        match store.audit_hash_at(seq)? {
+            Some(h) if hex(&h).eq_ignore_ascii_case(hash_hex) => None,
+            Some(_) => Some(format!("entry {seq} differs from the one {whose} recorded: the chain was rewritten")),
+            None => Some(format!("no entry ends at {seq}, where {whose} recorded its head: the chain was rewritten")),
+        }
+    })
 }
 
 /// Names the first difference between what a manifest promises and what a
@@ -801,7 +813,13 @@ mod tests {
         assert!(store.audit_verify().unwrap().ok, "the chain alone verifies");
         let anchors = check_against_backups(&store, &to).unwrap();
         assert_eq!(said(&anchors), vec![(first.backup_id, 3, true), (second.backup_id, 5, false)]);
-        assert!(anchors[1].problem.as_deref().unwrap().contains("entry 5 differs"), "{anchors:?}");
+        assert!(anchors[1].problem.as_deref().unwrap().contains("entry 5 differs from the one backup 2 recorded"), "{anchors:?}");
+        // The same from a head logged elsewhere.
+        let logged = second.summary.audit_head.hash.to_uppercase();
+        let problem = check_head(&store, 5, &logged, "the log").unwrap();
+        assert_eq!(problem.as_deref(), Some("entry 5 differs from the one the log recorded: the chain was rewritten"));
+        assert_eq!(check_head(&store, 3, &first.summary.audit_head.hash, "the log").unwrap(), None);
+        assert!(check_head(&store, 9, &logged, "the log").unwrap().unwrap().contains("entries were cut"));
         drop((_engine, store));
 
         // Cut back only.

@@ -191,14 +191,21 @@ fn audit_verify_holds_the_chain_to_its_backups_heads() {
     let data = store.path().join("data");
     let (st, _, err) = run_cli(&["backup", "--data", data.to_str().unwrap(), "--to", backups.to_str().unwrap()]);
     assert!(st.success(), "backup: {err}");
+    // The head as the server logged it, or an auditor noted it down.
+    let head = audit_verify(store.path()).1["head"].as_str().unwrap().to_owned();
+    let logged = format!("{entries}:{}", head.to_uppercase());
     let verify = |dir: &Path| {
         let data = dir.join("data");
-        let (st, out, err) = run_cli(&["audit-verify", "--data", data.to_str().unwrap(), "--backups", backups.to_str().unwrap()]);
+        let (st, out, err) =
+            run_cli(&["audit-verify", "--data", data.to_str().unwrap(), "--backups", backups.to_str().unwrap(), "--head", &logged]);
         (st.code(), serde_json::from_str::<Value>(out.trim()).unwrap_or(Value::Null), err)
     };
     let (code, check, err) = verify(store.path());
     assert_eq!(code, Some(0), "{check} {err}");
     assert_eq!(check["backups"], json!([{"backup_id": 1, "created_at": check["backups"][0]["created_at"], "seq": entries, "ok": true, "problem": null}]));
+    assert_eq!(check["heads"], json!([{"seq": entries, "hash": head, "ok": true, "problem": null}]));
+    let (st, _, err) = run_cli(&["audit-verify", "--data", data.to_str().unwrap(), "--head", "1:abc"]);
+    assert!(!st.success() && err.contains("expected SEQ:HASH"), "{err}");
 
     // The batch's chunk (entries 8 on) gone, and the head put back on entry 7.
     let dir = tampered(store.path(), |e| {
@@ -215,4 +222,24 @@ fn audit_verify_holds_the_chain_to_its_backups_heads() {
     let problem = check["backups"][0]["problem"].as_str().unwrap_or("");
     assert!(problem.contains(&format!("the chain ends at 7 but backup 1 recorded entry {entries}")), "{problem}");
     assert!(err.contains("the audit chain does not hold backup 1's head"), "{err}");
+    assert_eq!(check["heads"][0]["ok"], false, "{check}");
+    assert!(err.contains("the audit chain does not hold a recorded head: the chain ends at 7 but the given head recorded"), "{err}");
+}
+
+/// The server writes its audit head to its log when it starts (and every
+/// ten minutes when it moved), for `audit-verify --head`.
+#[test]
+fn the_server_logs_its_audit_head() {
+    let (store, entries) = audited_store();
+    let head = audit_verify(store.path()).1["head"].as_str().unwrap().to_owned();
+    let s = Server::start_in(store.path(), &standard_config(), &[]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let line = loop {
+        if let Some(l) = s.logs().lines().find(|l| l.contains("audit head")).map(str::to_owned) {
+            break l;
+        }
+        assert!(std::time::Instant::now() < deadline, "no audit head in the log:\n{}", s.logs());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(line.contains(&format!("\"seq\":{entries}")) && line.contains(&head), "{line}");
 }

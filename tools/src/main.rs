@@ -156,6 +156,11 @@ enum Command {
         /// or rewritten with its hashes recomputed).
         #[arg(long, value_name = "DIR")]
         backups: Option<PathBuf>,
+        /// An audit head recorded elsewhere (the server logs its head as
+        /// `audit head` with `seq` and `hash`): the chain must still hold
+        /// that entry. May be repeated.
+        #[arg(long = "head", value_name = "SEQ:HASH")]
+        heads: Vec<String>,
     },
     /// Consistent backup of a store, also while it is being served.
     Backup {
@@ -409,14 +414,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::AuditVerify { data, config, key_file, backups } => {
+        Command::AuditVerify { data, config, key_file, backups, heads } => {
             logging::init("warn");
             let cfg = load_config(config.as_deref())?;
-            let (basedata_tools::offline::AuditChecks { chain: check, remote, index }, anchors) =
-                basedata_tools::offline::audit_verify(&data, &cfg, key_file.as_deref(), backups.as_deref())?;
-            let ok = check.ok && remote.iter().all(|(_, c)| c.ok) && index.ok && anchors.iter().all(|a| a.ok);
+            let heads = heads.iter().map(|h| parse_head(h)).collect::<anyhow::Result<Vec<_>>>()?;
+            let (basedata_tools::offline::AuditChecks { chain: check, remote, index }, anchors, held) =
+                basedata_tools::offline::audit_verify(&data, &cfg, key_file.as_deref(), backups.as_deref(), &heads)?;
+            let ok = check.ok && remote.iter().all(|(_, c)| c.ok) && index.ok && anchors.iter().all(|a| a.ok) && held.iter().all(Option::is_none);
             let mut line = serde_json::json!({"ok": ok, "entries": check.entries, "head": hex::encode(check.head)});
             line["index"] = serde_json::json!({"ok": index.ok, "keys": index.keys, "problem": index.problem});
+            if !heads.is_empty() {
+                line["heads"] = heads
+                    .iter()
+                    .zip(&held)
+                    .map(|((seq, hash), p)| serde_json::json!({"seq": seq, "hash": hash, "ok": p.is_none(), "problem": p}))
+                    .collect();
+            }
             if backups.is_some() {
                 line["backups"] = anchors
                     .iter()
@@ -451,6 +464,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             for a in anchors.iter().filter(|a| !a.ok) {
                 failed.push(format!("the audit chain does not hold backup {}'s head: {}", a.backup_id, why(&a.problem)));
             }
+            for p in held.iter().flatten() {
+                failed.push(format!("the audit chain does not hold a recorded head: {p}"));
+            }
             for f in &failed {
                 eprintln!("error: {f}");
             }
@@ -473,4 +489,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             control::run_restore(&from, &data, key_file.as_deref(), backup_id)
         }
     }
+}
+
+/// `SEQ:HASH` of `audit-verify --head`: a sequence number and 64 hex digits.
+fn parse_head(text: &str) -> anyhow::Result<(u64, String)> {
+    let bad = || anyhow::anyhow!("--head {text:?}: expected SEQ:HASH, a sequence number and the entry's 64-digit hex hash");
+    let (seq, hash) = text.split_once(':').ok_or_else(bad)?;
+    let seq = seq.trim().parse().map_err(|_| bad())?;
+    let hash = hash.trim();
+    if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(bad());
+    }
+    Ok((seq, hash.to_ascii_lowercase()))
 }

@@ -151,16 +151,23 @@ pub fn compare(o: &CompareOptions) -> anyhow::Result<Counts> {
 /// `basedata audit-verify`: recomputes the whole hash chain and each other
 /// node's chain the store holds, and checks the index against the entries;
 /// with `backups`, also the chain against the head each backup recorded.
+/// `heads` are heads recorded elsewhere (sequence number, hex hash); for
+/// each, what is wrong with the chain against it, if anything.
 pub fn audit_verify(
     data: &Path,
     cfg: &Config,
     key_file: Option<&Path>,
     backups: Option<&Path>,
-) -> anyhow::Result<(AuditChecks, Vec<basedata_store::backup::BackupAnchor>)> {
+    heads: &[(u64, String)],
+) -> anyhow::Result<(AuditChecks, Vec<basedata_store::backup::BackupAnchor>, Vec<Option<String>>)> {
     let store = open_existing(data, cfg, key_file)?;
     let anchors = match backups {
         Some(b) => basedata_store::backup::check_against_backups(&store, b)?,
         None => Vec::new(),
     };
-    Ok((store.audit_checks()?, anchors))
+    let held = heads
+        .iter()
+        .map(|(seq, hash)| basedata_store::backup::check_head(&store, *seq, hash, "the given head"))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((store.audit_checks()?, anchors, held))
 }
