@@ -148,7 +148,7 @@ async fn take_back_after_restore(data: &Path, store: &Arc<Store>, cluster: &crat
     let taken = loop {
         match crate::cluster::audit_ship::take_back_own(store, cluster).await {
             Ok(n) => break n,
-            Err(e) if e.downcast_ref::<basedata_store::Error>().is_some_and(|e| matches!(e, basedata_store::Error::Corrupt { .. })) => {
+            Err(crate::cluster::audit_ship::TakeBackError::Refused(e)) => {
                 return Err(e.context(format!("this store was restored from a backup and cannot go on as node {node}")));
             }
             Err(e) => {

@@ -59,6 +59,9 @@ pub const SPILL_FREE_MIN: u64 = 1 << 30;
 pub struct SpillBudget {
     used: std::sync::atomic::AtomicU64,
     max: u64,
+    /// Spill files open now: each may still grow to a whole segment, which
+    /// the free space seen when the next one is begun does not show yet.
+    files: std::sync::atomic::AtomicU64,
     /// Set once, when the server starts; until then (unit tests, tools)
     /// the system's temporary directory.
     dir: OnceLock<PathBuf>,
@@ -66,7 +69,7 @@ pub struct SpillBudget {
 
 impl SpillBudget {
     pub const fn new(max: u64) -> SpillBudget {
-        SpillBudget { used: std::sync::atomic::AtomicU64::new(0), max, dir: OnceLock::new() }
+        SpillBudget { used: std::sync::atomic::AtomicU64::new(0), max, files: std::sync::atomic::AtomicU64::new(0), dir: OnceLock::new() }
     }
 
     /// Spill files go to `dir` from now on: created if missing (readable
@@ -143,6 +146,8 @@ struct State {
 
 struct SpillFile {
     file: File,
+    /// Counts this file among the open ones until it is dropped.
+    budget: &'static SpillBudget,
     key: LessSafeKey,
     write_at: u64,
     read_at: u64,
@@ -165,13 +170,15 @@ fn nonce(n: u64) -> Nonce {
 
 /// Refuses a new spill file in `dir` unless its filesystem would keep the
 /// reserve free after the file's whole segment is written.
-fn leaves_reserve(dir: &Path) -> io::Result<()> {
+fn leaves_reserve(dir: &Path, open_files: u64) -> io::Result<()> {
     let st = rustix::fs::statvfs(dir).map_err(io::Error::from)?;
     let (size, free) = (st.f_blocks.saturating_mul(st.f_frsize), st.f_bavail.saturating_mul(st.f_frsize));
+    // Every open file may still grow to a whole segment.
+    let free = free.saturating_sub(open_files.saturating_mul(SEGMENT));
     room_to_spill(size, free).map_err(|reserve| {
         io::Error::new(
             io::ErrorKind::StorageFull,
-            format!("{} has {free} bytes free, and spilled answers leave {reserve} free", dir.display()),
+            format!("{} has {free} bytes free beside the open spill files, and spilled answers leave {reserve} free", dir.display()),
         )
     })
 }
@@ -186,14 +193,34 @@ fn room_to_spill(size: u64, free: u64) -> Result<(), u64> {
     Ok(())
 }
 
+impl Drop for SpillFile {
+    fn drop(&mut self) {
+        self.budget.files.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
 impl SpillFile {
-    fn create(dir: &Path) -> io::Result<SpillFile> {
-        leaves_reserve(dir)?;
-        let mut k = [0u8; 32];
-        getrandom::fill(&mut k).map_err(|e| io::Error::other(format!("no OS randomness: {e}")))?;
-        let key = LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, &k).expect("a 32-byte key"));
-        // Unnamed (`O_TMPFILE`): nothing to clean up after a crash.
-        Ok(SpillFile { file: tempfile::tempfile_in(dir)?, key, write_at: 0, read_at: 0, sealed: 0, opened: 0 })
+    /// A new file in the budget's directory, counted among its open files.
+    fn create(budget: &'static SpillBudget) -> io::Result<SpillFile> {
+        use std::sync::atomic::Ordering::AcqRel;
+        let dir = budget.dir();
+        // Counted first, so that spools beginning files at once each see
+        // the others' room taken.
+        let others = budget.files.fetch_add(1, AcqRel);
+        let made = leaves_reserve(&dir, others).and_then(|()| {
+            let mut k = [0u8; 32];
+            getrandom::fill(&mut k).map_err(|e| io::Error::other(format!("no OS randomness: {e}")))?;
+            let key = LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, &k).expect("a 32-byte key"));
+            // Unnamed (`O_TMPFILE`): nothing to clean up after a crash.
+            Ok((tempfile::tempfile_in(&dir)?, key))
+        });
+        match made {
+            Ok((file, key)) => Ok(SpillFile { file, budget, key, write_at: 0, read_at: 0, sealed: 0, opened: 0 }),
+            Err(e) => {
+                budget.files.fetch_sub(1, AcqRel);
+                Err(e)
+            }
+        }
     }
 
     /// `length (u32 LE) ‖ ciphertext ‖ tag`.
@@ -239,7 +266,7 @@ impl SpillFile {
 impl State {
     /// Appends to the last file (a new one when there is none or it is
     /// full); the unread bytes now on disk.
-    fn spill(&mut self, bytes: &[u8], disk_max: u64, budget: &SpillBudget) -> io::Result<u64> {
+    fn spill(&mut self, bytes: &[u8], disk_max: u64, budget: &'static SpillBudget) -> io::Result<u64> {
         if self.on_disk + bytes.len() as u64 > disk_max {
             return Err(io::Error::new(io::ErrorKind::StorageFull, format!("over {disk_max} bytes of answers unread")));
         }
@@ -252,7 +279,7 @@ impl State {
             ));
         }
         if self.files.back().is_none_or(|f| f.write_at >= SEGMENT) {
-            match SpillFile::create(&budget.dir()) {
+            match SpillFile::create(budget) {
                 Ok(f) => self.files.push_back(f),
                 Err(e) => {
                     budget.give(record);
@@ -464,6 +491,32 @@ mod tests {
         assert_eq!(open_in(&place), 0, "gone with its spool");
     }
 
+    /// Each open spill file counts for a whole segment against the free
+    /// space the next one sees, and stops counting once dropped.
+    #[test]
+    fn open_spill_files_are_counted_until_dropped() {
+        static BUDGET: SpillBudget = SpillBudget::new(1 << 30);
+        let count = || BUDGET.files.load(std::sync::atomic::Ordering::Acquire);
+        let (a, b) = (Spool::with_budget(0, SPOOL_DISK_MAX, &BUDGET), Spool::with_budget(0, SPOOL_DISK_MAX, &BUDGET));
+        a.push(b"one".to_vec()).unwrap();
+        b.push(b"two".to_vec()).unwrap();
+        assert_eq!(count(), 2);
+        drop(a);
+        assert_eq!(count(), 1);
+        assert_eq!(&run(b.pop()).unwrap().unwrap()[..], b"two");
+        b.close();
+        assert!(run(b.pop()).is_none());
+        assert_eq!(count(), 0, "read out: dropped");
+        // A filesystem that holds only the reserve and the open files' room
+        // takes no further file.
+        let st = rustix::fs::statvfs(&std::env::temp_dir()).unwrap();
+        let free = st.f_bavail * st.f_frsize;
+        let too_many = free / SEGMENT + 1;
+        let e = leaves_reserve(&std::env::temp_dir(), too_many).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::StorageFull, "{e}");
+        assert!(e.to_string().contains("beside the open spill files"), "{e}");
+    }
+
     /// A directory the server cannot use stops the start.
     #[test]
     fn an_unusable_spill_directory_is_refused() {
@@ -505,7 +558,8 @@ mod tests {
 
     #[test]
     fn the_file_holds_no_clear_text() {
-        let mut f = SpillFile::create(&std::env::temp_dir()).unwrap();
+        static BUDGET: SpillBudget = SpillBudget::new(1 << 30);
+        let mut f = SpillFile::create(&BUDGET).unwrap();
         f.append(b"11010519491231002X").unwrap();
         let mut raw = vec![0u8; f.write_at as usize];
         f.file.read_exact_at(&mut raw, 0).unwrap();

@@ -122,6 +122,12 @@ pub fn load_secret(data: &Path, keys: &KeySource) -> Result<(Secret, Option<Noti
         return Ok((Secret::load(&path)?, None));
     }
     if dir_is_empty(data) {
+        // A new store under a path that does not exist yet: its parent is
+        // made, as the data directory will be.
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| Error::Config(format!("cannot create {} for the key file: {e}", parent.display())))?;
+        }
         let secret = Secret::create_file(&path)?;
         return Ok((secret, Some(Notice::CreatedSecret { key_file: path })));
     }
@@ -287,6 +293,11 @@ mod tests {
             format!("no key file at {} for the existing data directory {}", elsewhere.display(), data.display())
         );
         assert!(!elsewhere.exists());
+
+        // A new store under directories that do not exist yet.
+        let deep = tmp.path().join("srv/basedata/data");
+        let (_, notice) = load_secret(&deep, &KeySource::default()).unwrap();
+        assert_eq!(notice, Some(Notice::CreatedSecret { key_file: tmp.path().join("srv/basedata/data.key") }));
     }
 
     #[cfg(feature = "rocks")]

@@ -183,6 +183,27 @@ pub(super) fn stage(cluster: &Cluster, store: &Store, subject: &str, payload: &[
     Some(staged)
 }
 
+/// Why taking back this node's entries did not finish.
+#[derive(Debug)]
+pub enum TakeBackError {
+    /// The log could not be read now: worth trying again.
+    Log(anyhow::Error),
+    /// What the log holds cannot go on this store's chain (another chain
+    /// under this node's name, an unreadable message, a store that
+    /// numbered uses of its own after the restore): trying again changes
+    /// nothing.
+    Refused(anyhow::Error),
+}
+
+impl std::fmt::Display for TakeBackError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TakeBackError::Log(e) => write!(f, "the log cannot be read: {e:#}"),
+            TakeBackError::Refused(e) => write!(f, "{e:#}"),
+        }
+    }
+}
+
 /// Takes back this node's own entries that the log holds past the local
 /// chain's head, in order (`Store::take_back_shipped`): what a store
 /// restored from an older backup of this node lacks. Called before the
@@ -190,29 +211,50 @@ pub(super) fn stage(cluster: &Cluster, store: &Store, subject: &str, payload: &[
 ///
 /// The last message under the node's subject says whether there is
 /// anything to take back; only then are the subject's messages read, from
-/// the first, by an ordered consumer filtered to it.
-pub async fn take_back_own(store: &Arc<Store>, cluster: &Cluster) -> anyhow::Result<u64> {
+/// the first, by an ordered consumer filtered to it. When there is
+/// nothing past the head, that message's entries must still be the
+/// store's own: a restored store that numbered uses of its own before
+/// this (served alone, or an offline comparison) holds other entries
+/// under the same numbers.
+pub async fn take_back_own(store: &Arc<Store>, cluster: &Cluster) -> Result<u64, TakeBackError> {
     use async_nats::jetstream::{consumer, stream::LastRawMessageErrorKind};
     use futures_util::StreamExt;
+    use TakeBackError::{Log, Refused};
     let node = cluster.cfg.node.clone();
     let subject = subject(&cluster.cfg.stream, &node);
-    let stream = cluster.ensure_stream().await?;
-    let open = |m_subject: &str, payload: &[u8]| -> anyhow::Result<ShippedBatch> {
-        let plain = cluster.partitioning.unseal(m_subject, payload).map_err(|e| anyhow::anyhow!("{e}"))?;
-        ShippedBatch::decode(&plain).map_err(|e| anyhow::anyhow!("{e}"))
+    let stream = cluster.ensure_stream().await.map_err(Log)?;
+    let open = |m_subject: &str, payload: &[u8]| -> Result<ShippedBatch, TakeBackError> {
+        let plain = cluster
+            .partitioning
+            .unseal(m_subject, payload)
+            .map_err(|e| Refused(anyhow::anyhow!("a message of this node's audit chain does not open: {e}")))?;
+        ShippedBatch::decode(&plain).map_err(|e| Refused(anyhow::anyhow!("a message of this node's audit chain is unreadable: {e}")))
     };
+    let take = |batch: ShippedBatch| {
+        let (s, n) = (store.clone(), node.clone());
+        async move {
+            match tokio::task::spawn_blocking(move || s.take_back_shipped(&n, &batch)).await {
+                Ok(Ok(n)) => Ok(n),
+                Ok(Err(e)) => Err(Refused(e.into())),
+                Err(e) => Err(Refused(anyhow::anyhow!("taking back this node's audit entries failed: {e}"))),
+            }
+        }
+    };
+    let head = || store.audit_head().map_err(|e| Refused(e.into()));
     let last = match stream.get_last_raw_message_by_subject(&subject).await {
         Ok(m) => open(&subject, &m.payload)?,
         Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => return Ok(0),
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(Log(e.into())),
     };
-    if last.last() <= store.audit_head()?.seq {
-        return Ok(0);
+    let last_seq = last.last();
+    if last_seq <= head()?.seq {
+        // Compared entry by entry, byte for byte.
+        return take(last).await;
     }
     tracing::warn!(
         node = %node,
-        head = store.audit_head()?.seq,
-        shipped = last.last(),
+        head = head()?.seq,
+        shipped = last_seq,
         "the log holds more of this node's audit chain than its store (restored from an older backup?): taking it back"
     );
     let consumer = stream
@@ -221,23 +263,26 @@ pub async fn take_back_own(store: &Arc<Store>, cluster: &Cluster) -> anyhow::Res
             deliver_policy: consumer::DeliverPolicy::All,
             ..Default::default()
         })
-        .await?;
-    let mut messages = consumer.messages().await?;
+        .await
+        .map_err(|e| Log(e.into()))?;
+    let mut messages = consumer.messages().await.map_err(|e| Log(e.into()))?;
     let mut taken = 0;
     while let Some(m) = messages.next().await {
-        let m = m?;
-        let pending = m.info().map_err(|e| anyhow::anyhow!("a log message without its position: {e}"))?.pending;
+        let m = m.map_err(|e| Log(e.into()))?;
+        let pending = m.info().map_err(|e| Log(anyhow::anyhow!("a log message without its position: {e}")))?.pending;
         let batch = open(&m.subject, &m.payload)?;
-        if batch.last() > store.audit_head()?.seq {
-            let (s, n) = (store.clone(), node.clone());
-            taken += tokio::task::spawn_blocking(move || s.take_back_shipped(&n, &batch)).await??;
+        if batch.last() > head()?.seq {
+            taken += take(batch).await?;
         }
         if pending == 0 {
             break;
         }
     }
-    let head = store.audit_head()?.seq;
-    anyhow::ensure!(head >= last.last(), "the log's messages of this node end at {head}, its last says {}", last.last());
+    let now = head()?.seq;
+    if now < last_seq {
+        // The consumer ended early: read again.
+        return Err(Log(anyhow::anyhow!("the log's messages of this node were read up to {now} of {last_seq}")));
+    }
     Ok(taken)
 }
 

@@ -330,6 +330,13 @@ fn another_chain_under_this_name_is_refused() {
     let e = restored.take_back_shipped("node-a", &ship(&lost, 1, 7)).unwrap_err().to_string();
     assert!(e.contains("its entry 4 differs from this store's") && e.contains("new node name"), "{e}");
     assert_eq!((restored.audit_head().unwrap(), own_counters(&restored)), before, "nothing written");
+    // A store that numbered more uses of its own than the log holds of
+    // the node: the log's last message is at or below its head, and its
+    // entries still differ.
+    uses(&restored, &clock, &(0..4).map(|_| event("d3", Some(2))).collect::<Vec<_>>());
+    assert!(restored.audit_head().unwrap().seq > 7);
+    let e = restored.take_back_shipped("node-a", &ship(&lost, 5, 7)).unwrap_err().to_string();
+    assert!(e.contains("its entry 5 differs from this store's"), "{e}");
     // Past the head but not linking to it.
     let (other, _) = store(2_000);
     uses(&other, &ManualClock::new(2_000), &(1..=5).map(|i| event("d9", Some(i))).collect::<Vec<_>>());
