@@ -4,14 +4,13 @@
 //! `audit::remote`, because it also counts the uses it takes back
 //! (`usage`), which itself reads audit entries.
 
-use crate::audit::remote::{ShippedBatch, Shipped, META_SHIPPED};
+use crate::audit::remote::{Carried, Shipped, ShippedBatch, META_SHIPPED};
 use crate::audit::{stored_hash, ChainHead, Stored, META_AUDIT_HEAD};
 use crate::codec::{decode, encode};
 use crate::engine::{Cf, WriteBatch};
 use crate::record::seq_key;
-use crate::usage::{count_own_entries, UsageDelta};
-use crate::{Pid, Result, Store};
-use std::collections::HashSet;
+use crate::usage::{count_entries, UsageDelta};
+use crate::{Result, Store};
 
 impl Store {
     /// Takes back this node's own entries from a message of its chain as
@@ -37,7 +36,7 @@ impl Store {
             let mut at = *head;
             let mut batch = WriteBatch::new();
             let mut counted = UsageDelta::default();
-            let mut mapped: HashSet<Pid> = HashSet::new();
+            let mut carried = Carried::default();
             let mut appended = 0u64;
             let mut seq = b.first;
             for shipped in &b.entries {
@@ -47,8 +46,6 @@ impl Store {
                 if first <= at.seq {
                     match self.engine().get(Cf::Audit, &seq_key(first))? {
                         Some(held) if *held == shipped.bytes[..] => continue,
-                        // Before this store's own chain as shipped began.
-                        None if first <= b.anchor.seq => continue,
                         _ => {
                             return Err(corrupt(format!(
                                 "its entry {first} differs from this store's: the log holds another chain under the name {node}; \
@@ -67,20 +64,16 @@ impl Store {
                     batch.put(Cf::AuditIndex, k, v);
                 }
                 batch.put(Cf::Audit, seq_key(first).to_vec(), shipped.bytes.clone());
-                for (i, pid) in e.subjects().into_iter().enumerate() {
-                    if let (Some(pid), Some(Some(sealed))) = (pid, shipped.mappings.get(i)) {
-                        if mapped.insert(pid) && self.engine().get(Cf::KeyMap, &pid.0)?.is_none() {
-                            self.open_mapping(&pid, sealed).map_err(|err| corrupt(format!("entry {first}'s key mapping: {err}")))?;
-                            batch.put(Cf::KeyMap, pid.0.to_vec(), sealed.clone());
-                        }
-                    }
-                }
+                carried.carry(&e, first, shipped);
                 appended += e.span();
                 at = ChainHead { seq: first + e.span() - 1, hash: e.hash() };
-                count_own_entries(&mut counted, &e.into_lines());
+                count_entries(&mut counted, &e.into_lines());
             }
             if appended == 0 {
                 return Ok(0);
+            }
+            if let Some((seq, why)) = carried.put_missing(self, &mut batch)? {
+                return Err(corrupt(format!("entry {seq}: {why}")));
             }
             batch.put(Cf::Meta, META_AUDIT_HEAD, encode(&at));
             let values = counted.write(usage, &**self.engine(), &mut batch)?;

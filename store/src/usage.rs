@@ -273,14 +273,9 @@ impl RemoteUsage {
     /// Counts the uses of one stored entry another node answered (one, or
     /// a chunk's, which share its time) into `batch`.
     pub fn count(&mut self, engine: &dyn Engine, uses: &[crate::audit::StoredEntry], batch: &mut WriteBatch) -> Result<()> {
-        let Some(first) = uses.first() else { return Ok(()) };
         let mut delta = UsageDelta::default();
-        // Rejected update lines are counted by the node that took the
-        // request: an entry does not carry them.
-        let shapes = uses
-            .iter()
-            .map(|e| ((&*e.department, e.action, e.purpose_code.is_none(), refusal_of(e.action, &e.outcome), &e.datasets[..], 0), 1));
-        count_shapes(&mut delta, day_of(first.at), shapes);
+        // Counted as their node counted them, under the keys of others' uses.
+        count_entries(&mut delta, uses);
         delta.inc = delta.inc.into_iter().map(|(k, by)| (remote_key(k), by)).collect();
         // Taken in at once, not after the write: the applier's next
         // entries are written after these, in order, or not at all.
@@ -295,10 +290,12 @@ impl RemoteUsage {
     }
 }
 
-/// Counts uses of this node's own stored entries (taken back from the log
-/// after a restore, see `audit::remote`), as the writer counted them when
-/// it answered them; rejected update lines are not in an entry.
-pub(crate) fn count_own_entries(delta: &mut UsageDelta, uses: &[crate::audit::StoredEntry]) {
+/// Counts the uses of one stored entry (one, or a chunk's, which share its
+/// time) as the writer counted them when it answered them: another node's
+/// (`RemoteUsage`), or this node's own taken back from the log after a
+/// restore (`take_back`). Rejected update lines are counted by the node
+/// that took the request: an entry does not carry them.
+pub(crate) fn count_entries(delta: &mut UsageDelta, uses: &[crate::audit::StoredEntry]) {
     let Some(first) = uses.first() else { return };
     let shapes = uses
         .iter()

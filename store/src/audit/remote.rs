@@ -192,6 +192,44 @@ pub struct Appended {
     pub duplicates: usize,
 }
 
+/// The sealed key mappings shipped with entries, one per pseudonym, with
+/// the sequence number of the use each came with.
+#[derive(Default)]
+pub(crate) struct Carried<'b> {
+    mapped: HashSet<Pid>,
+    mappings: Vec<(u64, Pid, &'b Vec<u8>)>,
+}
+
+impl<'b> Carried<'b> {
+    /// Takes the mappings of entry `e`, stored at `first`, as `shipped` carries them.
+    pub(crate) fn carry(&mut self, e: &Stored, first: u64, shipped: &'b ShippedEntry) {
+        for (i, pid) in e.subjects().into_iter().enumerate() {
+            if let (Some(pid), Some(Some(sealed))) = (pid, shipped.mappings.get(i)) {
+                if self.mapped.insert(pid) {
+                    self.mappings.push((first + i as u64, pid, sealed));
+                }
+            }
+        }
+    }
+
+    /// Puts into `batch` the mappings `store` lacks, each opened against
+    /// its pseudonym first, reading which it holds at once (a message of
+    /// batch comparisons names a thousand subjects). One that does not
+    /// open is returned with its use's sequence number and why.
+    pub(crate) fn put_missing(&self, store: &Store, batch: &mut WriteBatch) -> Result<Option<(u64, String)>> {
+        let keys: Vec<&[u8]> = self.mappings.iter().map(|(_, pid, _)| pid.0.as_slice()).collect();
+        for ((seq, pid, sealed), held) in self.mappings.iter().zip(store.engine().multi_get(Cf::KeyMap, &keys)?) {
+            if held.is_none() {
+                if let Err(err) = store.open_mapping(pid, sealed) {
+                    return Ok(Some((*seq, format!("its key mapping: {err}"))));
+                }
+                batch.put(Cf::KeyMap, pid.0.to_vec(), (*sealed).clone());
+            }
+        }
+        Ok(None)
+    }
+}
+
 impl Store {
     /// This node's entries `from..=to` for shipping: at most `max_entries`,
     /// and no more once `max_bytes` of entries are taken (at least one).
@@ -344,8 +382,7 @@ impl Store {
         }
         let mut chain = heads.get(node).copied().unwrap_or(RemoteChain { anchor: b.anchor, head: b.anchor });
         let mut done = Appended::default();
-        let mut mapped: HashSet<Pid> = HashSet::new();
-        let mut carried: Vec<(u64, Pid, &Vec<u8>)> = Vec::new();
+        let mut carried = Carried::default();
         let mut index: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         let prefix = index_prefix(node);
         let mut seq = b.first;
@@ -369,25 +406,13 @@ impl Store {
             batch.put(Cf::Audit, entry_key(node, first), shipped.bytes.clone());
             chain.head = ChainHead { seq: first + e.span() - 1, hash: e.hash() };
             done.appended += e.span() as usize;
-            for (i, pid) in e.subjects().into_iter().enumerate() {
-                if let (Some(pid), Some(Some(sealed))) = (pid, shipped.mappings.get(i)) {
-                    if mapped.insert(pid) {
-                        carried.push((first + i as u64, pid, sealed));
-                    }
-                }
-            }
+            carried.carry(&e, first, shipped);
             if let Some(f) = each_new.as_deref_mut() {
                 f(&e.into_lines(), batch)?;
             }
         }
-        // The mappings this store lacks, read at once (a message of batch
-        // comparisons names a thousand subjects).
-        let keys: Vec<&[u8]> = carried.iter().map(|(_, pid, _)| pid.0.as_slice()).collect();
-        for ((seq, pid, sealed), held) in carried.iter().zip(self.engine().multi_get(Cf::KeyMap, &keys)?) {
-            if held.is_none() {
-                self.open_mapping(pid, sealed).map_err(|err| broken(*seq, format!("its key mapping: {err}")))?;
-                batch.put(Cf::KeyMap, pid.0.to_vec(), (*sealed).clone());
-            }
+        if let Some((seq, why)) = carried.put_missing(self, batch)? {
+            return Err(broken(seq, why));
         }
         // In key order, as the local chain's are (memtable inserts).
         index.sort_unstable();
