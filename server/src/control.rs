@@ -269,13 +269,14 @@ pub fn run_restore(from: &Path, data: &Path, key_file: Option<&Path>, backup_id:
     println!("  change log up to {}, audit chain {} entries (head {})", m.summary.last_seq, m.summary.audit_head.seq, m.summary.audit_head.hash);
     println!("  every column family matches the manifest's entry count and digest");
     println!("  audit chains and index verified ({} entries of this node's chain)", restored.audit_entries);
-    match restored.secret_checked {
-        true => println!("  the key file {} matches", key_path.display()),
-        false => eprintln!(
+    if restored.secret_checked {
+        println!("  the key file {} matches", key_path.display());
+    } else {
+        eprintln!(
             "warning: no key file at {}: the secret was not checked; put the store's key file there \
              (or pass --key-file to serve) before serving",
             key_path.display()
-        ),
+        );
     }
     Ok(())
 }

@@ -185,6 +185,14 @@ pub fn store_id_for_secret(secret: &Secret) -> String {
     store_id_from_check(&Pseudonymizer::new(secret).check_value())
 }
 
+/// The id of the store `engine` holds (see [`Summary::store_id`]).
+fn store_id_of(engine: &dyn Engine) -> Result<String> {
+    let check = engine
+        .get(Cf::Meta, META_SECRET_CHECK)?
+        .ok_or_else(|| Error::Corrupt { what: "store", msg: "no secret check value".into() })?;
+    Ok(store_id_from_check(&check))
+}
+
 /// Reads the summary of a store: needs no secret, reads every entry.
 pub fn summarize(engine: &dyn Engine) -> Result<Summary> {
     match engine.get(Cf::Meta, META_FORMAT)?.as_deref() {
@@ -192,9 +200,7 @@ pub fn summarize(engine: &dyn Engine) -> Result<Summary> {
         Some(f) => return Err(Error::Format { what: "store", found: f.first().copied().unwrap_or(0) }),
         None => return Err(Error::Corrupt { what: "store", msg: "no format marker: not a basedata store".into() }),
     }
-    let check = engine
-        .get(Cf::Meta, META_SECRET_CHECK)?
-        .ok_or_else(|| Error::Corrupt { what: "store", msg: "no secret check value".into() })?;
+    let store_id = store_id_of(engine)?;
     // As `Store::open` computes it: the change log, or meta once pruned.
     let mut last_seq = match engine.get(Cf::Meta, META_LAST_SEQ)? {
         Some(b) => seq_from_key(&b)?,
@@ -221,7 +227,7 @@ pub fn summarize(engine: &dyn Engine) -> Result<Summary> {
     }
     Ok(Summary {
         store_format: STORE_FORMAT,
-        store_id: store_id_from_check(&check),
+        store_id,
         last_seq,
         audit_head: AuditHead { seq: head.seq, hash: hex(&head.hash) },
         families,
@@ -534,9 +540,7 @@ pub struct BackupAnchor {
 /// files, as far as a backup kept elsewhere covers it. Backups of other
 /// stores are refused.
 pub fn check_against_backups(store: &Store, from: &Path) -> Result<Vec<BackupAnchor>> {
-    let ours = store_id_from_check(
-        &store.engine().get(Cf::Meta, META_SECRET_CHECK)?.ok_or_else(|| Error::Corrupt { what: "store", msg: "no secret check value".into() })?,
-    );
+    let ours = store_id_of(&**store.engine())?;
     let live = store.audit_head()?;
     let mut out = Vec::new();
     for m in manifests(from)? {
