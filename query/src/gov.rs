@@ -12,9 +12,10 @@
 //! the catalogued purpose it was applied for, and a grant applied for with
 //! a free-text purpose only uses that state none.
 //!
-//! Layout (`gov` family): `g/<id>` -> [`Grant`] (format marker 2; grants
-//! of marker 1, from before kinds and purpose codes, read as field grants
-//! with no purpose code), `x/<id>` -> [`Dispute`].
+//! Layout (`gov` family): `g/<id>` -> [`Grant`] (format marker 3; grants
+//! of marker 2 read without a deciding operator, those of marker 1, from
+//! before kinds and purpose codes, as field grants with no purpose code
+//! either), `x/<id>` -> [`Dispute`].
 
 use crate::access::{Coverage, GrantSource, Scope};
 use basedata_store::calendar::Calendar;
@@ -142,10 +143,62 @@ pub struct Grant {
     /// Reply deadline, as a Julian day (CST).
     pub due: i32,
     pub decided_at: Option<i64>,
+    /// The department that decided (the dataset's provider).
     pub decided_by: Option<String>,
+    /// Who decided for it, as its request named them (a console session's
+    /// staff member, or `X-Operator`): the approver that every use the
+    /// grant opens is recorded with. `None` for a deemed approval, and for
+    /// grants decided before this was kept.
+    pub decided_operator: Option<String>,
     pub reason: Option<String>,
     pub revoked_at: Option<i64>,
     pub revoked_by: Option<String>,
+}
+
+/// Grants as stored and logged before the deciding operator was kept
+/// (format marker 2): read, never written.
+#[derive(Clone, Debug, PartialEq, Eq, bincode::Encode, bincode::Decode)]
+pub(crate) struct GrantV2 {
+    id: String,
+    department: String,
+    dataset: String,
+    kind: GrantKind,
+    fields: Vec<String>,
+    purpose: String,
+    purpose_code: Option<String>,
+    legal_basis: String,
+    state: GrantState,
+    created_at: i64,
+    due: i32,
+    decided_at: Option<i64>,
+    decided_by: Option<String>,
+    reason: Option<String>,
+    revoked_at: Option<i64>,
+    revoked_by: Option<String>,
+}
+
+impl From<GrantV2> for Grant {
+    fn from(g: GrantV2) -> Grant {
+        Grant {
+            id: g.id,
+            department: g.department,
+            dataset: g.dataset,
+            kind: g.kind,
+            fields: g.fields,
+            purpose: g.purpose,
+            purpose_code: g.purpose_code,
+            legal_basis: g.legal_basis,
+            state: g.state,
+            created_at: g.created_at,
+            due: g.due,
+            decided_at: g.decided_at,
+            decided_by: g.decided_by,
+            decided_operator: None,
+            reason: g.reason,
+            revoked_at: g.revoked_at,
+            revoked_by: g.revoked_by,
+        }
+    }
 }
 
 /// Grants as stored before kinds and purpose codes (format marker 1):
@@ -170,16 +223,21 @@ struct GrantV1 {
 
 /// Format marker of stored grants with a kind and a purpose code.
 const GRANT_FORMAT_V2: u8 = 2;
+/// Format marker of stored grants that name their deciding operator.
+const GRANT_FORMAT_V3: u8 = 3;
 
 impl Grant {
     pub(crate) fn encode(&self) -> Vec<u8> {
-        encode_marked(GRANT_FORMAT_V2, self)
+        encode_marked(GRANT_FORMAT_V3, self)
     }
 
     fn decode(bytes: &[u8]) -> Result<Grant> {
         let (marker, body) = marked_body("grant", bytes)?;
-        if marker == GRANT_FORMAT_V2 {
+        if marker == GRANT_FORMAT_V3 {
             return body.decode();
+        }
+        if marker == GRANT_FORMAT_V2 {
+            return Ok(body.decode::<GrantV2>()?.into());
         }
         if marker != FORMAT_V1 {
             return Err(basedata_store::Error::Format { what: "grant", found: marker });
@@ -199,6 +257,7 @@ impl Grant {
             due: g.due,
             decided_at: g.decided_at,
             decided_by: g.decided_by,
+            decided_operator: None,
             reason: g.reason,
             revoked_at: g.revoked_at,
             revoked_by: g.revoked_by,
@@ -225,6 +284,33 @@ impl Grant {
             GrantState::DeemedApproved
         } else {
             self.state
+        }
+    }
+
+    /// Whether the grant was in force at `t`: approved by then, or past its
+    /// deadline undecided and so deemed approved, and not revoked yet.
+    /// What decides it is on the grant's record (decision, deadline,
+    /// revocation), so a use's approval can be named long after the use,
+    /// whatever became of the grant since. `policy` is the one in force
+    /// now: a grant still pending at `t` counts as deemed approved only if
+    /// deemed approval is on.
+    pub fn in_force_at(&self, t: i64, policy: &Policy) -> bool {
+        if self.revoked_at.is_some_and(|r| r <= t) {
+            return false;
+        }
+        let deemed_from = end_of_day(self.due_date());
+        match self.state {
+            GrantState::Rejected => false,
+            GrantState::Approved => self.decided_at.is_some_and(|d| d <= t),
+            GrantState::DeemedApproved => t >= deemed_from,
+            GrantState::Pending => policy.deemed_approval && t >= deemed_from,
+            // Revoked: in force before the revocation if it had been
+            // approved (a decision is only ever an approval or a refusal,
+            // and refusals are not revoked) or deemed approved by then.
+            GrantState::Revoked => match self.decided_at {
+                Some(d) => d <= t,
+                None => policy.deemed_approval && t >= deemed_from,
+            },
         }
     }
 
@@ -343,6 +429,29 @@ impl GrantBook {
     /// Makes a committed grant visible to the access decision.
     pub fn put(&self, g: Grant) {
         self.grants.write().unwrap_or_else(|e| e.into_inner()).insert(g.id.clone(), g);
+    }
+
+    /// The grants in force at `t` (see [`Grant::in_force_at`]) under
+    /// which `department` could make a use of `scope` of `dataset` stating
+    /// the catalogued purpose `purpose`: the approvals such a use relied on.
+    pub fn in_force(&self, department: &str, purpose: Option<&str>, dataset: &str, scope: Scope<'_>, t: i64) -> Vec<Grant> {
+        let policy = self.policy();
+        let mut out: Vec<Grant> = self
+            .grants
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .filter(|g| {
+                g.department == department
+                    && g.dataset == dataset
+                    && g.purpose_code.as_deref() == purpose
+                    && g.opens(scope)
+                    && g.in_force_at(t, &policy)
+            })
+            .cloned()
+            .collect();
+        out.sort_by(|a, b| a.created_at.cmp(&b.created_at).then_with(|| a.id.cmp(&b.id)));
+        out
     }
 
     /// Pending grants whose deadline has passed and that the policy deems
@@ -485,9 +594,32 @@ pub(crate) mod tests {
             due: due.to_julian_day(),
             decided_at: None,
             decided_by: None,
+            decided_operator: None,
             reason: None,
             revoked_at: None,
             revoked_by: None,
+        }
+    }
+
+    /// `g` in the layout of format marker 2 (what it lacks: the deciding operator).
+    pub(crate) fn as_v2(g: &Grant) -> GrantV2 {
+        GrantV2 {
+            id: g.id.clone(),
+            department: g.department.clone(),
+            dataset: g.dataset.clone(),
+            kind: g.kind,
+            fields: g.fields.clone(),
+            purpose: g.purpose.clone(),
+            purpose_code: g.purpose_code.clone(),
+            legal_basis: g.legal_basis.clone(),
+            state: g.state,
+            created_at: g.created_at,
+            due: g.due,
+            decided_at: g.decided_at,
+            decided_by: g.decided_by.clone(),
+            reason: g.reason.clone(),
+            revoked_at: g.revoked_at,
+            revoked_by: g.revoked_by.clone(),
         }
     }
 
@@ -574,6 +706,69 @@ pub(crate) mod tests {
         assert_eq!(Grant::decode(&encode(&old)).unwrap(), g);
         assert_eq!(Grant::decode(&g.encode()).unwrap(), g);
         assert!(Grant::decode(&[9, 0]).is_err());
+    }
+
+    #[test]
+    fn second_format_grants_read_without_a_deciding_operator() {
+        let mut g = grant(date!(2030 - 01 - 01));
+        g.state = GrantState::Approved;
+        g.decided_at = Some(7);
+        g.decided_by = Some("gongan".into());
+        assert_eq!(Grant::decode(&encode_marked(GRANT_FORMAT_V2, &as_v2(&g))).unwrap(), g);
+        g.decided_operator = Some("steward-07".into());
+        assert_eq!(Grant::decode(&g.encode()).unwrap(), g);
+    }
+
+    #[test]
+    fn a_grant_is_in_force_from_its_approval_until_its_revocation() {
+        let due = date!(2026 - 11 - 27);
+        let deadline = end_of_day(due);
+        let on = Policy::default();
+        let off = Policy { deemed_approval: false, ..Policy::default() };
+        let at = |g: &Grant, t: i64| g.in_force_at(t, &on);
+        let mut g = grant(due);
+        // Pending: only once deemed approved, and only where the policy deems.
+        assert!(!at(&g, deadline - 1) && at(&g, deadline) && !g.in_force_at(deadline, &off));
+        g.state = GrantState::Rejected;
+        g.decided_at = Some(100);
+        assert!(!at(&g, 100) && !at(&g, deadline + 1));
+        g.state = GrantState::Approved;
+        assert!(!at(&g, 99) && at(&g, 100) && at(&g, deadline + 1));
+        g.state = GrantState::Revoked;
+        g.revoked_at = Some(200);
+        assert!(!at(&g, 99) && at(&g, 100) && at(&g, 199) && !at(&g, 200));
+        // Deemed approved, recorded or not, then revoked.
+        let mut d = grant(due);
+        d.state = GrantState::DeemedApproved;
+        assert!(!at(&d, deadline - 1) && at(&d, deadline) && d.in_force_at(deadline, &off));
+        d.state = GrantState::Revoked;
+        d.revoked_at = Some(deadline + 10);
+        assert!(!at(&d, deadline - 1) && at(&d, deadline + 9) && !at(&d, deadline + 10));
+        // Revoked while still pending, before the deadline: never in force.
+        d.revoked_at = Some(deadline - 10);
+        assert!(!at(&d, deadline - 11) && !at(&d, deadline));
+    }
+
+    #[test]
+    fn the_grants_in_force_are_those_of_the_use() {
+        let clock = Arc::new(ManualClock::new(0));
+        let book = GrantBook::load(&MemEngine::new(), Policy::default(), clock).unwrap();
+        let mut g = grant(date!(2030 - 01 - 01));
+        g.state = GrantState::Approved;
+        g.decided_at = Some(50);
+        g.purpose_code = Some("social_insurance".into());
+        book.put(g.clone());
+        book.put(Grant { id: "g0".into(), created_at: -1, ..g.clone() });
+        book.put(Grant { id: "g2".into(), kind: GrantKind::Subscription, fields: Vec::new(), ..g.clone() });
+        book.put(Grant { id: "g3".into(), department: "other".into(), ..g.clone() });
+        let ids = |purpose, scope, t| book.in_force("counter", purpose, "hukou", scope, t).into_iter().map(|g| g.id).collect::<Vec<_>>();
+        let sp = Some("social_insurance");
+        assert_eq!(ids(sp, Scope::Field("photo"), 60), ["g0", "g1"]);
+        assert!(ids(sp, Scope::Field("photo"), 49).is_empty());
+        assert!(ids(sp, Scope::Field("name"), 60).is_empty());
+        assert!(ids(Some("tax_administration"), Scope::Field("photo"), 60).is_empty());
+        assert!(ids(None, Scope::Field("photo"), 60).is_empty());
+        assert_eq!(ids(sp, Scope::Feed, 60), ["g2"]);
     }
 
     #[test]

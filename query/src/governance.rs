@@ -207,6 +207,7 @@ impl Queries {
             due: self.grants.due_for(&self.calendar, now).to_julian_day(),
             decided_at: None,
             decided_by: None,
+            decided_operator: None,
             reason: None,
             revoked_at: None,
             revoked_by: None,
@@ -252,6 +253,7 @@ impl Queries {
         g.state = if approve { GrantState::Approved } else { GrantState::Rejected };
         g.decided_at = Some(now);
         g.decided_by = Some(caller.department.id.clone());
+        g.decided_operator = caller.operator.clone();
         g.reason = reason;
         let ev = grant_event(caller, &g, g.state.as_str());
         self.commit_grant(g, Expect::GrantIn(vec![GrantState::Pending]), ev).await

@@ -91,8 +91,48 @@ pub struct Entry {
     events: Vec<LoggedEvent>,
 }
 
-/// Format marker of [`Entry`] in the log.
-const ENTRY_FORMAT: u8 = 1;
+/// Format marker of [`Entry`] in the log: its grants name their deciding
+/// operator.
+const ENTRY_FORMAT: u8 = 2;
+
+/// Entries as logged before grants named their deciding operator (format
+/// marker 1): read, never written. Only a grant's layout differs.
+mod v1 {
+    use super::{Expect, LoggedEvent};
+    use crate::gov::{Dispute, GrantV2, PolicyRecord, ResponsibleRecord};
+
+    #[derive(bincode::Encode, bincode::Decode)]
+    pub(super) struct Entry {
+        pub(super) origin: String,
+        pub(super) change: Change,
+        pub(super) events: Vec<LoggedEvent>,
+    }
+
+    #[derive(bincode::Encode, bincode::Decode)]
+    pub(super) enum Change {
+        Grant { grant: GrantV2, expect: Expect },
+        Dispute { dispute: Dispute, key: (u8, String), expect: Expect },
+        Responsible { department: String, record: ResponsibleRecord },
+        Policy { record: PolicyRecord },
+        Staff { record: crate::staff::StaffRecord, expect: Expect },
+        PolicySwitch { record: PolicyRecord, expect: Expect },
+    }
+
+    impl From<Entry> for super::Entry {
+        fn from(e: Entry) -> super::Entry {
+            use super::Change as New;
+            let change = match e.change {
+                Change::Grant { grant, expect } => New::Grant { grant: grant.into(), expect },
+                Change::Dispute { dispute, key, expect } => New::Dispute { dispute, key, expect },
+                Change::Responsible { department, record } => New::Responsible { department, record },
+                Change::Policy { record } => New::Policy { record },
+                Change::Staff { record, expect } => New::Staff { record, expect },
+                Change::PolicySwitch { record, expect } => New::PolicySwitch { record, expect },
+            };
+            super::Entry { origin: e.origin, change, events: e.events }
+        }
+    }
+}
 
 /// A key as a change carries it: its document type's code and its number.
 pub(crate) fn key_parts(k: &SubjectKey) -> (u8, String) {
@@ -130,10 +170,11 @@ impl Entry {
 
     pub fn decode(bytes: &[u8]) -> Result<Entry> {
         let (marker, body) = marked_body("governance log entry", bytes)?;
-        if marker != ENTRY_FORMAT {
-            return Err(Error::Internal(format!("governance log entry of unknown format {marker}: is this node older than its peers?")));
+        match marker {
+            ENTRY_FORMAT => Ok(body.decode()?),
+            1 => Ok(body.decode::<v1::Entry>()?.into()),
+            _ => Err(Error::Internal(format!("governance log entry of unknown format {marker}: is this node older than its peers?"))),
         }
-        Ok(body.decode()?)
     }
 
     /// The request's audit events, to be recorded by its origin.
@@ -176,3 +217,31 @@ pub trait GovernanceLog: Send + Sync {
     fn outcome<'a>(&'a self, position: u64) -> LogFuture<'a, Option<Applied>>;
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_logged_before_grants_named_their_decider_still_decode() {
+        let mut grant = crate::gov::tests::grant(time::macros::date!(2030 - 01 - 01));
+        grant.state = GrantState::Approved;
+        grant.decided_at = Some(5);
+        grant.decided_by = Some("gongan".into());
+        let expect = Expect::GrantIn(vec![GrantState::Pending]);
+        let ev = basedata_store::caller::system_event("p", Action::Grant);
+        let new = Entry::new("node-a", Change::Grant { grant: grant.clone(), expect: expect.clone() }, &[ev]);
+        let old = v1::Entry {
+            origin: new.origin.clone(),
+            change: v1::Change::Grant { grant: crate::gov::tests::as_v2(&grant), expect },
+            events: new.events.clone(),
+        };
+        assert_eq!(Entry::decode(&encode_marked(1, &old)).unwrap(), new);
+        // A grant logged now keeps who decided it.
+        let mut named = new.clone();
+        let Change::Grant { grant, .. } = &mut named.change else { unreachable!() };
+        grant.decided_operator = Some("steward-7".into());
+        assert_eq!(Entry::decode(&named.encode()).unwrap(), named);
+        assert!(Entry::decode(&encode_marked(3, &old)).is_err());
+    }
+}

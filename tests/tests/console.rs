@@ -258,6 +258,10 @@ fn staff_work_through_every_page_in_a_browser() {
     let trail = b.text("#audit");
     assert!(trail.contains("王五（clerk1）") && trail.contains("已核实"), "{trail}");
     assert!(trail.contains("prog-7") && trail.contains("自报"), "{trail}");
+    // The lookup that showed the photo names its approver: the steward who
+    // approved the grant in the console.
+    let approvals: Vec<String> = b.all("#audit .approval").iter().map(|e| b.text_of(e)).collect();
+    assert!(approvals.iter().any(|a| a.contains("（steward1）")), "{approvals:?} {trail}");
     // Departments by name, outcomes in words (their ids and codes as tooltips).
     assert!(trail.contains("社保服务窗口") && trail.contains("已查到") && !trail.contains("shebao-counter"), "{trail}");
     assert!(b.source().contains(r#"<span title="shebao-counter">社保服务窗口</span>"#));

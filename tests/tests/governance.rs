@@ -71,8 +71,10 @@ fn grants_apply_decide_revoke() {
         let r = decide(tokens::GONGAN, json!({"approve": false, "reason": reason}));
         assert_eq!((r.status, r.code()), (400, "invalid_value"), "{}", r.text);
     }
-    let r = decide(tokens::GONGAN, json!({"approve": true, "reason": "依法履职需要"}));
+    let r = s.req("POST", &format!("/v1/grants/{id}/decision")).token(tokens::GONGAN).header("X-Operator", "steward-07")
+        .json(&json!({"approve": true, "reason": "依法履职需要"}));
     assert_eq!((r.status, r.json["state"].as_str()), (200, Some("approved")), "{}", r.text);
+    assert_eq!((r.json["decided_by"].as_str(), r.json["decided_operator"].as_str()), (Some("gongan"), Some("steward-07")));
     assert!(photo_visible(&s));
     let r = decide(tokens::GONGAN, json!({"approve": false, "reason": "x"}));
     assert_eq!((r.status, r.code()), (409, "conflict"));
@@ -101,6 +103,22 @@ fn grants_apply_decide_revoke() {
         .filter(|e| e["action"] == "grant").map(|e| e["outcome"].as_str().unwrap().to_owned()).collect();
     assert_eq!(outcomes.len(), 2, "{outcomes:?}");
     assert!(outcomes[0].starts_with("approved") && outcomes[1].starts_with("revoked"));
+
+    // Each lookup names the approval it disclosed the photo under, and
+    // only that one: none before the decision or after the revocation,
+    // and the grant's revocation does not take it from the earlier entry.
+    let r = s.req("GET", "/v1/audit?department=shebao-counter").token(tokens::AUDITOR).get();
+    let lookups: Vec<&Value> = r.json["entries"].as_array().unwrap().iter().filter(|e| e["action"] == "lookup").collect();
+    let approvals: Vec<usize> = lookups.iter().map(|e| e["approvals"].as_array().unwrap().len()).collect();
+    assert_eq!(approvals, [0, 1, 0], "{}", r.text);
+    let a = &lookups[1]["approvals"][0];
+    assert_eq!(a["grant"], id.as_str());
+    assert_eq!((a["dataset"].as_str(), a["state"].as_str()), (Some("hukou"), Some("approved")));
+    assert_eq!((a["approved_by"].as_str(), a["approver"].as_str()), (Some("gongan"), Some("steward-07")), "{a}");
+    assert!(lookups[1]["fields"].as_array().unwrap().iter().any(|f| f == "hukou.photo"), "{}", lookups[1]);
+    // The grant's own decision is no use of subject data: no approvals.
+    let r = s.req("GET", "/v1/audit?department=gongan").token(tokens::AUDITOR).get();
+    assert!(r.json["entries"].as_array().unwrap().iter().all(|e| e["approvals"].as_array().is_some_and(|a| a.is_empty())), "{}", r.text);
 }
 
 #[test]
@@ -126,6 +144,12 @@ fn unanswered_grants_are_deemed_approved_unless_switched_off() {
     let g = s.req("GET", &format!("/v1/grants/{id}")).token(tokens::COUNTER).get();
     assert_eq!(g.json["state"], "deemed_approved", "{}", g.text);
     assert!(photo_visible(&s));
+    // That lookup was made under the deemed approval, which no one decided.
+    let r = s.req("GET", "/v1/audit?department=shebao-counter").token(tokens::AUDITOR).get();
+    let last = r.json["entries"].as_array().unwrap().iter().filter(|e| e["action"] == "lookup").last().cloned().unwrap();
+    let a = &last["approvals"][0];
+    assert_eq!((a["grant"].as_str(), a["state"].as_str()), (Some(id.as_str()), Some("deemed_approved")), "{last}");
+    assert!(a["approved_by"].is_null() && a["approver"].is_null(), "{a}");
     let r = s.req("POST", &format!("/v1/grants/{id}/decision")).token(tokens::GONGAN).json(&json!({"approve": true}));
     assert_eq!((r.status, r.code()), (409, "conflict"));
     // The provider can still end it.
@@ -284,6 +308,19 @@ fn change_feed_filters_resumes_and_long_polls() {
     assert_eq!((c[1]["op"].as_str(), c[1]["key"].as_str()), (Some("delete"), Some(P2)));
     let end = r.json["next"].as_u64().unwrap();
     assert_eq!(end, 4);
+    // Each change delivered is on record with the subscription it came under.
+    let r = s.req("GET", "/v1/audit?department=shebao-counter").token(tokens::AUDITOR).get();
+    let delivered: Vec<&Value> = r.json["entries"].as_array().unwrap().iter()
+        .filter(|e| e["action"] == "change_feed" && e["key"].is_string()).collect();
+    assert_eq!(delivered.len(), 3 + 2 + 2, "{}", r.text);
+    for e in delivered {
+        let approvals = e["approvals"].as_array().unwrap();
+        assert_eq!(approvals.len(), 1, "{e}");
+        assert_eq!(approvals[0]["dataset"], e["datasets"][0], "{e}");
+        if e["datasets"][0] == "hukou" {
+            assert_eq!(approvals[0]["grant"], id, "{e}");
+        }
+    }
     // The provider sees its own conditional field in the feed.
     let r = s.req("GET", "/v1/changes?limit=1").token(tokens::GONGAN).purpose("x").get();
     assert_eq!(r.json["changes"][0]["fields"]["photo"], "aGVsbG8=");

@@ -73,6 +73,21 @@ fn entries_table(state: &AppState, entries: &[AuditEntry]) -> String {
             let key = e.key.map(|k| format!(r#"<span class="keynum">{}</span>"#, esc(&k.masked().to_string()))).unwrap_or_default();
             let ids = if e.fields.is_empty() { e.datasets.join("、") } else { e.fields.join("、") };
             let what = super::counter::what_was_used(state, &e.datasets, &e.fields);
+            let approvals: Vec<String> = state
+                .queries
+                .approvals(e)
+                .into_iter()
+                .map(|a| {
+                    let who = match (&a.by, &a.approver) {
+                        _ if a.deemed => "逾期未答复，视为同意".to_owned(),
+                        (Some(d), Some(o)) => format!("{} {}", super::department_label(state, d), esc(&staff_name(state, o))),
+                        (Some(d), None) => super::department_label(state, d),
+                        (None, _) => "—".to_owned(),
+                    };
+                    format!(r#"<span class="approval" title="授权 {}，{} 起生效">{who}</span>"#, esc(&a.grant), esc(&cst(a.since)))
+                })
+                .collect();
+            let approvals = if approvals.is_empty() { "—".to_owned() } else { approvals.join("<br>") };
             let number = match (&e.node, &local) {
                 (Some(node), _) | (None, Some(node)) => format!("{}·{}", esc(node), e.seq),
                 (None, None) => e.seq.to_string(),
@@ -86,11 +101,12 @@ fn entries_table(state: &AppState, entries: &[AuditEntry]) -> String {
                 action_title(e.action).to_owned(),
                 key,
                 labelled(&ids, &what),
+                approvals,
                 super::outcome_label(&e.outcome),
             ]
         })
         .collect();
-    table("audit", &["序号", "时间", "部门", "经办人", "用途", "操作", "号码", "内容", "结果"], &rows)
+    table("audit", &["序号", "时间", "部门", "经办人", "用途", "操作", "号码", "内容", "批准", "结果"], &rows)
 }
 
 /// A signed-in operator's id with the name on the account.

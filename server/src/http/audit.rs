@@ -11,7 +11,8 @@ use basedata_store::keys::{DocType, EntityKey, PersonKey};
 use basedata_store::value::format_datetime;
 use basedata_store::SubjectKey;
 use serde::Deserialize;
-use super::schema::{AuditCheck, AuditEntryDoc, AuditList, ChainCheckDoc, ErrorBody, IdType};
+use super::schema::{ApprovalDoc, AuditCheck, AuditEntryDoc, AuditList, ChainCheckDoc, ErrorBody, IdType};
+use basedata_query::oversight::Approval;
 
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -59,8 +60,9 @@ fn query_key(key: &str, id_type: Option<&str>) -> ApiResult<SubjectKey> {
     SubjectKey::parse_doc(doc, key).map_err(ApiError::invalid_key)
 }
 
-/// `local`: this node's name in cluster mode, for its own entries.
-pub fn entry_doc(e: &AuditEntry, local: Option<&str>) -> AuditEntryDoc {
+/// `local`: this node's name in cluster mode, for its own entries;
+/// `approvals`: the grants the use relied on.
+pub fn entry_doc(e: &AuditEntry, local: Option<&str>, approvals: Vec<Approval>) -> AuditEntryDoc {
     AuditEntryDoc {
         node: e.node.clone().or_else(|| local.map(str::to_owned)),
         seq: e.seq,
@@ -77,6 +79,17 @@ pub fn entry_doc(e: &AuditEntry, local: Option<&str>) -> AuditEntryDoc {
         datasets: e.datasets.clone(),
         fields: e.fields.clone(),
         outcome: e.outcome.clone(),
+        approvals: approvals
+            .into_iter()
+            .map(|a| ApprovalDoc {
+                grant: a.grant,
+                dataset: a.dataset,
+                state: if a.deemed { "deemed_approved" } else { "approved" }.into(),
+                approved_by: a.by,
+                approver: a.approver,
+                since: format_datetime(a.since),
+            })
+            .collect(),
         hash: hex::encode(e.hash),
     }
 }
@@ -119,7 +132,7 @@ pub async fn list(
     let last = entries.last();
     let next = if local.is_none() { last.map(|e| e.seq) } else { None };
     let cursor = last.map(|e| AuditCursor::of(e, local.as_deref().unwrap_or("")).to_string());
-    Ok(Json(AuditList { entries: entries.iter().map(|e| entry_doc(e, local.as_deref())).collect(), next, cursor }))
+    Ok(Json(AuditList { entries: entries.iter().map(|e| entry_doc(e, local.as_deref(), state.queries.approvals(e))).collect(), next, cursor }))
 }
 
 /// Recomputes the hash chain of the whole audit log, and in cluster mode

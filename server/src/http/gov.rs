@@ -34,6 +34,7 @@ pub fn grant_doc(g: &Grant, state: &AppState) -> GrantDoc {
         due: format_date(g.due_date()),
         decided_at: g.decided_at.map(format_datetime),
         decided_by: g.decided_by.clone(),
+        decided_operator: g.decided_operator.clone(),
         reason: g.reason.clone(),
         revoked_at: g.revoked_at.map(format_datetime),
         revoked_by: g.revoked_by.clone(),

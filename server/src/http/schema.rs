@@ -490,6 +490,9 @@ pub struct GrantDoc {
     pub due: String,
     pub decided_at: Option<String>,
     pub decided_by: Option<String>,
+    /// Who decided for `decided_by`, as the decision named them (a
+    /// console user, or the request's `X-Operator`).
+    pub decided_operator: Option<String>,
     pub reason: Option<String>,
     pub revoked_at: Option<String>,
     pub revoked_by: Option<String>,
@@ -588,8 +591,31 @@ pub struct AuditEntryDoc {
     pub datasets: Vec<String>,
     pub fields: Vec<String>,
     pub outcome: String,
+    /// The approvals the use relied on (its approvers): each grant that
+    /// was in force when it was made and opened a conditional field it
+    /// disclosed or verified, or its change-feed subscription. Empty for
+    /// uses that needed no approval and for entries other than uses.
+    pub approvals: Vec<ApprovalDoc>,
     /// SHA-256 of this entry chained to the previous one, hex.
     pub hash: String,
+}
+
+/// A grant an audited use relied on.
+#[derive(Serialize, ToSchema)]
+pub struct ApprovalDoc {
+    /// The grant's id.
+    pub grant: String,
+    pub dataset: String,
+    /// `approved` (decided by the provider) or `deemed_approved` (no
+    /// decision by the deadline).
+    pub state: String,
+    /// The department that approved it; null when deemed approved.
+    pub approved_by: Option<String>,
+    /// Who approved it for that department, as the decision named them;
+    /// null when deemed approved or not named.
+    pub approver: Option<String>,
+    /// When the approval took effect.
+    pub since: String,
 }
 
 #[derive(Serialize, ToSchema)]
