@@ -676,6 +676,23 @@ mod tests {
     }
 
     #[test]
+    fn a_delete_of_a_key_without_a_record_blocks_no_provider() {
+        let (p, store) = several();
+        // Tianhe deletes a key nobody holds, at the highest version there
+        // is: refused, so Yuexiu can still create its record at version 1.
+        let (applied, _, refused) = send(&p, "tianhe", "residence_permit", &[delete(P2, u64::MAX)]);
+        assert_eq!((applied, refused.len()), (0, 1));
+        assert!(refused[0].2.contains("no record of this key is held"), "{refused:?}");
+        assert_eq!(send(&p, "yuexiu", "residence_permit", &[permit(P2, 1, "440104")]).0, 1);
+        // Nor once the owner has deleted it: the next record of the key
+        // needs only outrun the owner's delete.
+        assert_eq!(send(&p, "yuexiu", "residence_permit", &[delete(P2, 2)]).0, 1);
+        assert_eq!(send(&p, "tianhe", "residence_permit", &[delete(P2, u64::MAX)]).2.len(), 1);
+        assert_eq!(send(&p, "tianhe", "residence_permit", &[permit(P2, 3, "440106")]).0, 1);
+        assert_eq!(area_of(&store, P2).as_deref(), Some("440106"));
+    }
+
+    #[test]
     fn a_record_moves_to_another_area_by_its_current_provider_only() {
         let (p, store) = several();
         send(&p, "yuexiu", "residence_permit", &[permit(P1, 1, "440104")]);

@@ -65,6 +65,32 @@ pub trait GrantSource: Send + Sync {
     /// Whether `department`'s grants cover `scope` of `dataset` for a use
     /// under the catalogued purpose `purpose` (`None`: a free-text purpose).
     fn coverage(&self, department: &str, purpose: Option<&str>, dataset: &str, scope: Scope<'_>) -> Coverage;
+
+    /// The ids of the grants that make [`GrantSource::coverage`] `Covered`
+    /// (in order, without repeats): the approvals a use relies on, for its
+    /// audit entry. Empty when it is not covered.
+    fn covering(&self, department: &str, purpose: Option<&str>, dataset: &str, scope: Scope<'_>) -> Vec<String>;
+}
+
+/// The grants a use of `field` of `dataset` by `caller` relies on: those
+/// that open it, for a conditional field the caller may read only under a
+/// grant; none for any other field (an unconditional one, or the
+/// caller's own as the dataset's provider).
+pub fn relied_on(caller: &Caller, dataset: &Dataset, field: &Field, grants: &dyn GrantSource) -> Vec<String> {
+    if field.share == Share::Conditional && !dataset.is_provided_by(&caller.department.id) {
+        grants.covering(&caller.department.id, caller.purpose_code.as_deref(), &dataset.id, Scope::Field(&field.name))
+    } else {
+        Vec::new()
+    }
+}
+
+/// Adds the ids `more` to `to`, each once.
+pub fn add_grants(to: &mut Vec<String>, more: Vec<String>) {
+    for id in more {
+        if !to.contains(&id) {
+            to.push(id);
+        }
+    }
 }
 
 /// No grants at all: conditional fields are withheld from everyone but
@@ -75,6 +101,10 @@ pub struct NoGrants;
 impl GrantSource for NoGrants {
     fn coverage(&self, _: &str, _: Option<&str>, _: &str, _: Scope<'_>) -> Coverage {
         Coverage::None
+    }
+
+    fn covering(&self, _: &str, _: Option<&str>, _: &str, _: Scope<'_>) -> Vec<String> {
+        Vec::new()
     }
 }
 
@@ -177,6 +207,13 @@ mod tests {
                 true if purpose == self.3 => Coverage::Covered,
                 true => Coverage::OtherPurpose,
                 false => Coverage::None,
+            }
+        }
+
+        fn covering(&self, d: &str, purpose: Option<&str>, ds: &str, scope: Scope<'_>) -> Vec<String> {
+            match self.coverage(d, purpose, ds, scope) {
+                Coverage::Covered => vec!["one".into()],
+                _ => Vec::new(),
             }
         }
     }

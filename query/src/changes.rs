@@ -5,7 +5,7 @@
 //! sequence watch instead of polling the store. `next` is the position to
 //! resume from, so a consumer that stores it loses and repeats nothing.
 
-use crate::access::{decide, may_follow, Access};
+use crate::access::{add_grants, decide, may_follow, relied_on, Access, GrantSource, Scope};
 use crate::caller::Caller;
 use crate::error::{Error, Result};
 use crate::service::Queries;
@@ -45,6 +45,9 @@ impl Queries {
         let mut next = after;
         let mut out = Vec::new();
         let mut events = Vec::new();
+        // Per dataset: its subscription's grants, and each field's.
+        type Relied<'c> = (Vec<String>, Vec<(&'c str, Vec<String>)>);
+        let mut relied_by_dataset: std::collections::HashMap<&str, Relied<'_>> = std::collections::HashMap::new();
         for mut c in scanned {
             if out.len() >= limit {
                 break;
@@ -69,6 +72,25 @@ impl Queries {
             let mut ev = caller.event(purpose, Action::ChangeFeed, Some(c.key));
             ev.datasets = vec![c.dataset.clone()];
             ev.fields = c.fields.iter().map(|(f, _)| format!("{}.{f}", c.dataset)).collect();
+            // The subscription it came under (a provider follows its own
+            // datasets without one), and the grants of the conditional
+            // fields it shows.
+            // A page's changes are of a few datasets: each dataset's
+            // grants are looked up once.
+            let relied = relied_by_dataset.entry(ds.id.as_str()).or_insert_with(|| {
+                let mut ids = Vec::new();
+                if !caller.provides(ds) {
+                    ids = self.grants.covering(&caller.department.id, caller.purpose_code.as_deref(), &ds.id, Scope::Feed);
+                }
+                let by_field = ds.fields.iter().map(|f| (f.name.as_str(), relied_on(caller, ds, f, &*self.grants))).collect();
+                (ids, by_field)
+            });
+            ev.grants = relied.0.clone();
+            for (name, _) in &c.fields {
+                if let Some((_, ids)) = relied.1.iter().find(|(n, _)| n == name) {
+                    add_grants(&mut ev.grants, ids.clone());
+                }
+            }
             ev.outcome = format!("seq {}", c.seq);
             events.push(ev);
             out.push(c);

@@ -150,6 +150,9 @@ pub struct Grant {
     /// grant opens is recorded with. `None` for a deemed approval, and for
     /// grants decided before this was kept.
     pub decided_operator: Option<String>,
+    /// The platform established who `decided_operator` is (a console
+    /// session); false when the request declared it (`X-Operator`).
+    pub decided_operator_verified: bool,
     pub reason: Option<String>,
     pub revoked_at: Option<i64>,
     pub revoked_by: Option<String>,
@@ -194,6 +197,7 @@ impl From<GrantV2> for Grant {
             decided_at: g.decided_at,
             decided_by: g.decided_by,
             decided_operator: None,
+            decided_operator_verified: false,
             reason: g.reason,
             revoked_at: g.revoked_at,
             revoked_by: g.revoked_by,
@@ -258,6 +262,7 @@ impl Grant {
             decided_at: g.decided_at,
             decided_by: g.decided_by,
             decided_operator: None,
+            decided_operator_verified: false,
             reason: g.reason,
             revoked_at: g.revoked_at,
             revoked_by: g.revoked_by,
@@ -284,33 +289,6 @@ impl Grant {
             GrantState::DeemedApproved
         } else {
             self.state
-        }
-    }
-
-    /// Whether the grant was in force at `t`: approved by then, or past its
-    /// deadline undecided and so deemed approved, and not revoked yet.
-    /// What decides it is on the grant's record (decision, deadline,
-    /// revocation), so a use's approval can be named long after the use,
-    /// whatever became of the grant since. `policy` is the one in force
-    /// now: a grant still pending at `t` counts as deemed approved only if
-    /// deemed approval is on.
-    pub fn in_force_at(&self, t: i64, policy: &Policy) -> bool {
-        if self.revoked_at.is_some_and(|r| r <= t) {
-            return false;
-        }
-        let deemed_from = end_of_day(self.due_date());
-        match self.state {
-            GrantState::Rejected => false,
-            GrantState::Approved => self.decided_at.is_some_and(|d| d <= t),
-            GrantState::DeemedApproved => t >= deemed_from,
-            GrantState::Pending => policy.deemed_approval && t >= deemed_from,
-            // Revoked: in force before the revocation if it had been
-            // approved (a decision is only ever an approval or a refusal,
-            // and refusals are not revoked) or deemed approved by then.
-            GrantState::Revoked => match self.decided_at {
-                Some(d) => d <= t,
-                None => policy.deemed_approval && t >= deemed_from,
-            },
         }
     }
 
@@ -431,29 +409,6 @@ impl GrantBook {
         self.grants.write().unwrap_or_else(|e| e.into_inner()).insert(g.id.clone(), g);
     }
 
-    /// The grants in force at `t` (see [`Grant::in_force_at`]) under
-    /// which `department` could make a use of `scope` of `dataset` stating
-    /// the catalogued purpose `purpose`: the approvals such a use relied on.
-    pub fn in_force(&self, department: &str, purpose: Option<&str>, dataset: &str, scope: Scope<'_>, t: i64) -> Vec<Grant> {
-        let policy = self.policy();
-        let mut out: Vec<Grant> = self
-            .grants
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .filter(|g| {
-                g.department == department
-                    && g.dataset == dataset
-                    && g.purpose_code.as_deref() == purpose
-                    && g.opens(scope)
-                    && g.in_force_at(t, &policy)
-            })
-            .cloned()
-            .collect();
-        out.sort_by(|a, b| a.created_at.cmp(&b.created_at).then_with(|| a.id.cmp(&b.id)));
-        out
-    }
-
     /// Pending grants whose deadline has passed and that the policy deems
     /// approved, as they should be recorded.
     pub fn overdue_pending(&self) -> Vec<Grant> {
@@ -491,6 +446,27 @@ impl GrantSource for GrantBook {
             }
         }
         found
+    }
+
+    fn covering(&self, department: &str, purpose: Option<&str>, dataset: &str, scope: Scope<'_>) -> Vec<String> {
+        let now = self.now();
+        let policy = self.policy();
+        let mut ids: Vec<(i64, String)> = self
+            .grants
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .filter(|g| {
+                g.department == department
+                    && g.dataset == dataset
+                    && g.purpose_code.as_deref() == purpose
+                    && g.opens(scope)
+                    && matches!(g.effective_state(now, &policy), GrantState::Approved | GrantState::DeemedApproved)
+            })
+            .map(|g| (g.created_at, g.id.clone()))
+            .collect();
+        ids.sort();
+        ids.into_iter().map(|(_, id)| id).collect()
     }
 }
 
@@ -595,6 +571,7 @@ pub(crate) mod tests {
             decided_at: None,
             decided_by: None,
             decided_operator: None,
+            decided_operator_verified: false,
             reason: None,
             revoked_at: None,
             revoked_by: None,
@@ -720,38 +697,8 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn a_grant_is_in_force_from_its_approval_until_its_revocation() {
-        let due = date!(2026 - 11 - 27);
-        let deadline = end_of_day(due);
-        let on = Policy::default();
-        let off = Policy { deemed_approval: false, ..Policy::default() };
-        let at = |g: &Grant, t: i64| g.in_force_at(t, &on);
-        let mut g = grant(due);
-        // Pending: only once deemed approved, and only where the policy deems.
-        assert!(!at(&g, deadline - 1) && at(&g, deadline) && !g.in_force_at(deadline, &off));
-        g.state = GrantState::Rejected;
-        g.decided_at = Some(100);
-        assert!(!at(&g, 100) && !at(&g, deadline + 1));
-        g.state = GrantState::Approved;
-        assert!(!at(&g, 99) && at(&g, 100) && at(&g, deadline + 1));
-        g.state = GrantState::Revoked;
-        g.revoked_at = Some(200);
-        assert!(!at(&g, 99) && at(&g, 100) && at(&g, 199) && !at(&g, 200));
-        // Deemed approved, recorded or not, then revoked.
-        let mut d = grant(due);
-        d.state = GrantState::DeemedApproved;
-        assert!(!at(&d, deadline - 1) && at(&d, deadline) && d.in_force_at(deadline, &off));
-        d.state = GrantState::Revoked;
-        d.revoked_at = Some(deadline + 10);
-        assert!(!at(&d, deadline - 1) && at(&d, deadline + 9) && !at(&d, deadline + 10));
-        // Revoked while still pending, before the deadline: never in force.
-        d.revoked_at = Some(deadline - 10);
-        assert!(!at(&d, deadline - 11) && !at(&d, deadline));
-    }
-
-    #[test]
-    fn the_grants_in_force_are_those_of_the_use() {
-        let clock = Arc::new(ManualClock::new(0));
+    fn the_covering_grants_are_those_in_force_for_the_use() {
+        let clock = Arc::new(ManualClock::new(100));
         let book = GrantBook::load(&MemEngine::new(), Policy::default(), clock).unwrap();
         let mut g = grant(date!(2030 - 01 - 01));
         g.state = GrantState::Approved;
@@ -761,14 +708,18 @@ pub(crate) mod tests {
         book.put(Grant { id: "g0".into(), created_at: -1, ..g.clone() });
         book.put(Grant { id: "g2".into(), kind: GrantKind::Subscription, fields: Vec::new(), ..g.clone() });
         book.put(Grant { id: "g3".into(), department: "other".into(), ..g.clone() });
-        let ids = |purpose, scope, t| book.in_force("counter", purpose, "hukou", scope, t).into_iter().map(|g| g.id).collect::<Vec<_>>();
+        book.put(Grant { id: "g4".into(), state: GrantState::Revoked, revoked_at: Some(90), ..g.clone() });
+        book.put(Grant { id: "g5".into(), state: GrantState::Pending, decided_at: None, ..g.clone() });
+        let ids = |purpose, scope| book.covering("counter", purpose, "hukou", scope);
         let sp = Some("social_insurance");
-        assert_eq!(ids(sp, Scope::Field("photo"), 60), ["g0", "g1"]);
-        assert!(ids(sp, Scope::Field("photo"), 49).is_empty());
-        assert!(ids(sp, Scope::Field("name"), 60).is_empty());
-        assert!(ids(Some("tax_administration"), Scope::Field("photo"), 60).is_empty());
-        assert!(ids(None, Scope::Field("photo"), 60).is_empty());
-        assert_eq!(ids(sp, Scope::Feed, 60), ["g2"]);
+        assert_eq!(ids(sp, Scope::Field("photo")), ["g0", "g1"]);
+        assert!(ids(sp, Scope::Field("name")).is_empty());
+        assert!(ids(Some("tax_administration"), Scope::Field("photo")).is_empty());
+        assert!(ids(None, Scope::Field("photo")).is_empty());
+        assert_eq!(ids(sp, Scope::Feed), ["g2"]);
+        // What covers is what `coverage` counts.
+        assert_eq!(book.coverage("counter", sp, "hukou", Scope::Field("photo")), Coverage::Covered);
+        assert_eq!(book.coverage("counter", Some("tax_administration"), "hukou", Scope::Field("photo")), Coverage::OtherPurpose);
     }
 
     #[test]

@@ -208,6 +208,7 @@ impl Queries {
             decided_at: None,
             decided_by: None,
             decided_operator: None,
+            decided_operator_verified: false,
             reason: None,
             revoked_at: None,
             revoked_by: None,
@@ -254,6 +255,7 @@ impl Queries {
         g.decided_at = Some(now);
         g.decided_by = Some(caller.department.id.clone());
         g.decided_operator = caller.operator.clone();
+        g.decided_operator_verified = caller.operator.is_some() && caller.operator_verified;
         g.reason = reason;
         let ev = grant_event(caller, &g, g.state.as_str());
         self.commit_grant(g, Expect::GrantIn(vec![GrantState::Pending]), ev).await

@@ -165,7 +165,11 @@ impl Entry {
     }
 
     pub fn encode(&self) -> Vec<u8> {
-        encode_marked(ENTRY_FORMAT, self)
+        // Only a grant's layout changed with format 2: other changes are
+        // written as format 1, which peers not yet upgraded still read, so
+        // a rolling upgrade stalls their applying only at a grant.
+        let marker = if matches!(self.change, Change::Grant { .. }) { ENTRY_FORMAT } else { 1 };
+        encode_marked(marker, self)
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Entry> {
@@ -196,6 +200,7 @@ impl Entry {
                     key_mapped: false,
                     pid: None,
                     rejected_lines: 0,
+                    grants: Vec::new(),
                 })
             })
             .collect()
@@ -243,5 +248,13 @@ mod tests {
         grant.decided_operator = Some("steward-7".into());
         assert_eq!(Entry::decode(&named.encode()).unwrap(), named);
         assert!(Entry::decode(&encode_marked(3, &old)).is_err());
+        // Other changes are written as format 1, byte for byte what an
+        // older node wrote and reads.
+        let policy = Entry::new("node-a", Change::Policy { record: crate::gov::PolicyRecord { policy: crate::gov::Policy::default(), set_at: 1, set_by: "admin".into() } }, &[]);
+        let bytes = policy.encode();
+        assert_eq!(bytes[0], 1);
+        let old = v1::Entry { origin: "node-a".into(), change: v1::Change::Policy { record: crate::gov::PolicyRecord { policy: crate::gov::Policy::default(), set_at: 1, set_by: "admin".into() } }, events: Vec::new() };
+        assert_eq!(bytes, encode_marked(1, &old));
+        assert_eq!(Entry::decode(&bytes).unwrap(), policy);
     }
 }

@@ -8,7 +8,7 @@
 //! out as if it did not exist. So a person with an adoption record the
 //! caller may not see is answered exactly like a person without one.
 
-use crate::access::{decide, Access, GrantSource, Withheld};
+use crate::access::{add_grants, decide, relied_on, Access, GrantSource, Withheld};
 use crate::caller::Caller;
 use basedata_store::catalog::{Dataset, Share};
 use basedata_store::pseudo::Pid;
@@ -41,6 +41,9 @@ pub struct LookupResult {
     /// The key's own pseudonym (never its linked home's), for the audit
     /// entry, so that the writer need not hash the key again.
     pub pid: Option<Pid>,
+    /// The grants the disclosed values were read under (ids), for the
+    /// audit entry.
+    pub grants: Vec<String>,
 }
 
 impl LookupResult {
@@ -82,6 +85,7 @@ pub fn lookup(
             if let Access::Allowed = decide(caller, ds, f, grants) {
                 if let Some(v) = rec.field(&f.name) {
                     visible.push((f.name.clone(), v.clone()));
+                    add_grants(&mut out.grants, relied_on(caller, ds, f, grants));
                 }
             }
         }

@@ -20,23 +20,28 @@ use basedata_store::usage::{daily, daily_sum, day_of, totals, Kind, Owner};
 use basedata_store::{Action, SubjectKey, WriteBatch};
 use time::Date;
 
-/// A grant a use relied on: the approval its audit entry is shown with
-/// (the approver of each use record, as the Shenzhen measures ask).
+/// A grant a use relied on, as its audit entry is shown with it: the
+/// approver of each use record, as the Shenzhen measures ask.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Approval {
     pub grant: String,
-    pub dataset: String,
+    /// The rest is `None` (and `deemed` false) for a grant this node does
+    /// not hold, which no entry it wrote names.
+    pub dataset: Option<String>,
     /// Approved by a decision, or deemed approved (no decision by the
     /// deadline).
     pub deemed: bool,
     /// The deciding department (the dataset's provider); `None` when deemed.
     pub by: Option<String>,
-    /// Who decided for it; `None` when deemed, when the request named no
-    /// one, and for grants decided before this was kept.
+    /// Who decided for it, and whether the platform established who that
+    /// is (a console session) rather than the request declaring it; `None`
+    /// when deemed, when the request named no one, and for grants decided
+    /// before this was kept.
     pub approver: Option<String>,
+    pub approver_verified: bool,
     /// Since when, Unix microseconds: the decision, or the end of the
     /// deadline's day.
-    pub since: i64,
+    pub since: Option<i64>,
 }
 
 /// Julian day number of 1970-01-01 (the usage counters count days from it).
@@ -156,66 +161,45 @@ impl Queries {
         Ok(tokio::task::spawn_blocking(move || store.audit_query(&q)).await??)
     }
 
-    /// The grants `e`'s use relied on: for a use of subject data by a
-    /// department that does not provide the dataset, each grant that was
-    /// in force when the use was made, for its department and stated
-    /// purpose, and that opened a conditional field it disclosed or
-    /// verified (or, for the change feed, the subscription). Empty for
-    /// uses no approval was needed for.
-    ///
-    /// Derived from the grant records, which keep every decision and
-    /// revocation with its time (and are themselves on the audit trail), so
-    /// an entry needs no copy of them, and entries written before this
-    /// was shown name their approvals too.
-    pub fn approvals(&self, e: &AuditEntry) -> Vec<Approval> {
-        if !e.action.reads_subject_data() {
-            return Vec::new();
-        }
-        let department = e.department.as_str();
-        let purpose = e.purpose_code.as_deref();
-        let mut found: Vec<crate::gov::Grant> = Vec::new();
-        let mut add = |grants: Vec<crate::gov::Grant>| {
-            for g in grants {
-                if !found.iter().any(|f| f.id == g.id) {
-                    found.push(g);
-                }
-            }
-        };
-        for name in &e.fields {
-            // Lookups and the feed record `dataset.field`; a verification
-            // its one dataset and the bare field names.
-            let (ds, field) = match name.split_once('.') {
-                Some((ds, field)) => (ds, field),
-                None => match e.datasets.as_slice() {
-                    [ds] => (ds.as_str(), name.as_str()),
-                    _ => continue,
-                },
-            };
-            let Some(dataset) = self.catalog.dataset(ds) else { continue };
-            let Some(f) = dataset.field(field) else { continue };
-            if f.share == basedata_store::catalog::Share::Conditional && !dataset.is_provided_by(department) {
-                add(self.grants.in_force(department, purpose, ds, crate::access::Scope::Field(field), e.at));
-            }
-        }
-        if e.action == Action::ChangeFeed {
-            for ds in &e.datasets {
-                if self.catalog.dataset(ds).is_some_and(|d| !d.is_provided_by(department)) {
-                    add(self.grants.in_force(department, purpose, ds, crate::access::Scope::Feed, e.at));
-                }
-            }
-        }
-        found
-            .into_iter()
-            .map(|g| {
-                let deemed = g.decided_at.is_none();
-                Approval {
-                    since: g.decided_at.unwrap_or_else(|| end_of_day(g.due_date())),
-                    by: if deemed { None } else { g.decided_by },
-                    approver: if deemed { None } else { g.decided_operator },
-                    grant: g.id,
-                    dataset: g.dataset,
-                    deemed,
-                }
+    /// The approvals of each of `entries`: the grants its use relied on,
+    /// as its entry names them (recorded when the use was decided), with
+    /// who approved each. Grants are looked up once each, however many
+    /// entries name them.
+    pub fn approvals(&self, entries: &[AuditEntry]) -> Vec<Vec<Approval>> {
+        let mut seen: std::collections::HashMap<&str, Approval> = std::collections::HashMap::new();
+        entries
+            .iter()
+            .map(|e| {
+                e.grants
+                    .iter()
+                    .map(|id| {
+                        seen.entry(id.as_str())
+                            .or_insert_with(|| match self.grants.get(id) {
+                                Some(g) => {
+                                    let deemed = g.decided_at.is_none();
+                                    Approval {
+                                        since: Some(g.decided_at.unwrap_or_else(|| end_of_day(g.due_date()))),
+                                        by: if deemed { None } else { g.decided_by },
+                                        approver: if deemed { None } else { g.decided_operator },
+                                        approver_verified: !deemed && g.decided_operator_verified,
+                                        grant: g.id,
+                                        dataset: Some(g.dataset),
+                                        deemed,
+                                    }
+                                }
+                                None => Approval {
+                                    grant: id.clone(),
+                                    dataset: None,
+                                    deemed: false,
+                                    by: None,
+                                    approver: None,
+                                    approver_verified: false,
+                                    since: None,
+                                },
+                            })
+                            .clone()
+                    })
+                    .collect()
             })
             .collect()
     }

@@ -6,7 +6,7 @@
 //! calling thread (microseconds, mostly cache hits); the only wait is the
 //! group commit of the audit entry.
 
-use crate::access::{claim_rule, may_read, unverifiable, ClaimRule};
+use crate::access::{add_grants, claim_rule, may_read, relied_on, unverifiable, ClaimRule};
 use crate::claimed::Claimed;
 use crate::claims;
 use crate::caller::Caller;
@@ -48,6 +48,7 @@ impl Queries {
         let result = lookup(&self.store, caller, &*self.grants, &key, &datasets, as_of)?;
         ev.datasets = result.datasets.iter().map(|d| d.dataset.clone()).collect();
         ev.fields = result.disclosed();
+        ev.grants = result.grants.clone();
         // The trail keeps what the answer does not say: records that exist
         // but of which nothing could be shown.
         ev.outcome = match (result.datasets.is_empty(), result.hidden) {
@@ -110,6 +111,7 @@ impl Queries {
         let dept = caller.department.id.as_str();
         let mut counted = Vec::new();
         for (f, value) in claims.claimed() {
+            add_grants(&mut ev.grants, relied_on(caller, ds, f, &*self.grants));
             match claim_rule(caller, ds, f, &*self.grants) {
                 ClaimRule::Free => {}
                 ClaimRule::Counted => counted.push((f, value)),

@@ -144,6 +144,11 @@ pub struct AuditEvent {
     /// Update lines this request had refused: counted against its datasets
     /// for the yearly report's data quality, not part of the stored entry.
     pub rejected_lines: u64,
+    /// The grants the use relied on (ids): those that opened a conditional
+    /// field it disclosed or verified, or the change feed, to its
+    /// department for its purpose when it was decided. Its approvals, as
+    /// the trail shows them.
+    pub grants: Vec<String>,
 }
 
 /// Whether `c` may stand in free text kept in the audit trail (purposes,
@@ -193,13 +198,43 @@ pub struct StoredEntry {
     pub outcome: String,
     pub operator_verified: bool,
     pub purpose_code: Option<String>,
+    /// Ids of the grants the use relied on (see [`AuditEvent::grants`]).
+    pub grants: Vec<String>,
     pub hash: [u8; 32],
 }
 
 /// Format marker of entries with operator provenance but no purpose code.
 pub const ENTRY_FORMAT_V2: u8 = 2;
-/// Format marker of [`StoredEntry`] since entries carry the purpose code.
+/// Format marker of entries with the purpose code but no grants.
 pub const ENTRY_FORMAT_V3: u8 = 3;
+/// Format marker of [`StoredEntry`] since entries name their grants.
+pub const ENTRY_FORMAT_V5: u8 = 5;
+
+/// The stored form of entries of format marker 3: read, never written.
+#[derive(Clone, Debug, PartialEq, Eq, bincode::Encode, bincode::Decode)]
+pub struct StoredEntryV3 {
+    pub at: i64,
+    pub department: String,
+    pub operator: Option<String>,
+    pub purpose: String,
+    pub action: Action,
+    pub subject: Option<(u8, Pid)>,
+    pub datasets: Vec<String>,
+    pub fields: Vec<String>,
+    pub outcome: String,
+    pub operator_verified: bool,
+    pub purpose_code: Option<String>,
+    pub hash: [u8; 32],
+}
+
+impl StoredEntryV3 {
+    /// The encoding as format 3 wrote it, for tests of old stores.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = vec![ENTRY_FORMAT_V3];
+        encode_into(&mut out, self);
+        out
+    }
+}
 
 /// The stored form of entries of format marker 2: read, never written.
 #[derive(Clone, Debug, PartialEq, Eq, bincode::Encode, bincode::Decode)]
@@ -251,10 +286,10 @@ impl StoredEntryV1 {
 }
 
 /// The current form of an entry read in an older format: what the format
-/// lacked is `operator_verified` (format 1: `false`, declared) and the
-/// purpose code (formats 1 and 2: none).
+/// lacked is `operator_verified` (format 1: `false`, declared), the
+/// purpose code (formats 1 and 2: none) and the grants (all: none).
 macro_rules! upgrade {
-    ($old:expr, $verified:expr) => {{
+    ($old:expr, $verified:expr, $purpose_code:expr) => {{
         let o = $old;
         StoredEntry {
             at: o.at,
@@ -267,17 +302,18 @@ macro_rules! upgrade {
             fields: o.fields,
             outcome: o.outcome,
             operator_verified: $verified,
-            purpose_code: None,
+            purpose_code: $purpose_code,
+            grants: Vec::new(),
             hash: o.hash,
         }
     }};
 }
 
 impl StoredEntry {
-    /// The stored bytes: marker 3, then bincode.
+    /// The stored bytes: marker 5, then bincode.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(128);
-        out.push(ENTRY_FORMAT_V3);
+        out.push(ENTRY_FORMAT_V5);
         encode_into(&mut out, self);
         out
     }
@@ -287,14 +323,21 @@ impl StoredEntry {
         const WHAT: &str = "audit entry";
         let corrupt = |e: bincode::error::DecodeError| crate::Error::Corrupt { what: WHAT, msg: e.to_string() };
         match bytes.first() {
-            Some(&ENTRY_FORMAT_V3) => bincode::decode_from_slice(&bytes[1..], config()).map(|(v, _)| v).map_err(corrupt),
+            Some(&ENTRY_FORMAT_V5) => bincode::decode_from_slice(&bytes[1..], config()).map(|(v, _)| v).map_err(corrupt),
+            Some(&ENTRY_FORMAT_V3) => {
+                let (v3, _): (StoredEntryV3, _) = bincode::decode_from_slice(&bytes[1..], config()).map_err(corrupt)?;
+                let (verified, code) = (v3.operator_verified, v3.purpose_code.clone());
+                Ok(upgrade!(v3, verified, code))
+            }
             Some(&ENTRY_FORMAT_V2) => {
                 let (v2, _): (StoredEntryV2, _) = bincode::decode_from_slice(&bytes[1..], config()).map_err(corrupt)?;
                 let verified = v2.operator_verified;
-                Ok(upgrade!(v2, verified))
+                Ok(upgrade!(v2, verified, None))
             }
-            Some(&chunk::ENTRY_FORMAT_CHUNK) => Err(crate::Error::Corrupt { what: WHAT, msg: "a chunk of uses, not one entry".into() }),
-            _ => Ok(upgrade!(decode::<StoredEntryV1>(WHAT, bytes)?, false)),
+            Some(&chunk::ENTRY_FORMAT_CHUNK | &chunk::ENTRY_FORMAT_CHUNK_V6) => {
+                Err(crate::Error::Corrupt { what: WHAT, msg: "a chunk of uses, not one entry".into() })
+            }
+            _ => Ok(upgrade!(decode::<StoredEntryV1>(WHAT, bytes)?, false, None)),
         }
     }
 }
@@ -318,6 +361,8 @@ pub struct AuditEntry {
     pub datasets: Vec<String>,
     pub fields: Vec<String>,
     pub outcome: String,
+    /// Ids of the grants the use relied on (see [`AuditEvent::grants`]).
+    pub grants: Vec<String>,
     pub hash: [u8; 32],
 }
 
@@ -435,6 +480,7 @@ pub(crate) fn append(
                 outcome: ev.outcome.clone(),
                 operator_verified: ev.operator_verified,
                 purpose_code: ev.purpose_code.clone(),
+                grants: ev.grants.clone(),
                 hash: [0; 32],
             };
             let bytes = e.encode();
@@ -627,6 +673,7 @@ impl Store {
             datasets: e.datasets,
             fields: e.fields,
             outcome: e.outcome,
+            grants: e.grants,
             hash: e.hash,
         })
     }

@@ -136,6 +136,7 @@ impl Caller {
             key_mapped: false,
             pid: None,
             rejected_lines: 0,
+            grants: Vec::new(),
         }
     }
 
@@ -169,5 +170,6 @@ pub fn system_event(purpose: &str, action: Action) -> AuditEvent {
         key_mapped: false,
         pid: None,
         rejected_lines: 0,
+        grants: Vec::new(),
     }
 }

@@ -1158,6 +1158,7 @@ mod tests {
             key_mapped: false,
             pid: None,
             rejected_lines: 0,
+            grants: Vec::new(),
         }
     }
 

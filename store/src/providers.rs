@@ -14,7 +14,10 @@
 //!   equals the code or begins with it. Only the provider of the record's
 //!   current area may change or delete it; it may move the record into
 //!   another provider's area by changing the area field, and from then on
-//!   that provider owns it. A new record must be in its writer's area.
+//!   that provider owns it. A new record must be in its writer's area. A
+//!   delete of a key with no live record is refused: it has no area to
+//!   tell whose it is, and the version it would leave behind would hold
+//!   back every provider's later records of the key.
 //! - **By fields**: each provider holds some of the dataset's fields. Its
 //!   upsert sets exactly its own fields and keeps everyone else's; its
 //!   delete removes its own fields (the record goes when none are left).
@@ -36,8 +39,8 @@ pub enum Change<'a> {
 }
 
 /// Why a provider may not make an update; its line is refused as
-/// `forbidden`. The message names fields, areas and departments, never a
-/// value of the record other than its area code.
+/// `forbidden`. The message names fields, departments and the areas the
+/// sender gave, never a stored value (not even the stored area).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Refusal(pub String);
 
@@ -111,22 +114,42 @@ impl Division {
         match self {
             Division::Area(AreaOf::KeyRegion) => Ok(Settled::AsSent),
             Division::Area(AreaOf::Field(f)) => {
-                let (area, whose) = match (&current, op) {
+                match (&current, op) {
                     (Current::Live(fields), _) => {
                         let area = fields.iter().find(|(n, _)| n == f).and_then(|(_, v)| stored_area(v));
-                        (area, "the record's current area")
+                        if area.is_some_and(|a| by.holds_area(a)) {
+                            return Ok(Settled::AsSent);
+                        }
+                        // The stored area is not the sender's to read: the
+                        // refusal names the owner, never the area itself.
+                        Err(match area.and_then(|a| providers.iter().find(|p| p.holds_area(a))) {
+                            Some(owner) => Refusal(format!(
+                                "the record is in the area of {}, not of {}: only {} may change or move it",
+                                owner.id, by.id, owner.id
+                            )),
+                            None => Refusal(format!("the record is in no provider's area, so not in that of {}", by.id)),
+                        })
                     }
                     (Current::Absent, Change::Upsert(fields)) => {
-                        (fields.iter().find(|(n, _)| n == f).and_then(|(_, v)| area_value(v)), "the new record's area")
+                        let area = fields.iter().find(|(n, _)| n == f).and_then(|(_, v)| area_value(v));
+                        own_area(by, area, "the new record's area").map_err(|e| {
+                            match area.and_then(|a| providers.iter().find(|p| p.holds_area(a))) {
+                                Some(owner) => Refusal(format!("{}; only {} may create it", e.0, owner.id)),
+                                None => e,
+                            }
+                        })?;
+                        Ok(Settled::AsSent)
                     }
-                    // Deleting what is not held takes nobody's data.
-                    (Current::Absent, Change::Delete) => return Ok(Settled::AsSent),
-                };
-                own_area(by, area, whose).map_err(|e| match area.and_then(|a| providers.iter().find(|p| p.holds_area(a))) {
-                    Some(owner) => Refusal(format!("{}; only {} may change or move it", e.0, owner.id)),
-                    None => e,
-                })?;
-                Ok(Settled::AsSent)
+                    // No live record, so no area to tell whose it is. A
+                    // delete stored now would keep the sender's version
+                    // (a tombstone), and every later record of the key,
+                    // in whichever provider's area, would have to outrun
+                    // it: one provider could block another's records.
+                    (Current::Absent, Change::Delete) => Err(Refusal(format!(
+                        "no record of this key is held in this dataset: a delete is taken only from the provider of a held record's area, and {} is not that",
+                        by.id
+                    ))),
+                }
             }
             Division::Fields => {
                 let mine = |name: &str| by.fields.iter().any(|f| f == name);
@@ -249,6 +272,16 @@ mod tests {
         let in_b = live(&[("county", "441303")]);
         assert_eq!(settle(&ps[1], Change::Delete, Current::Live(&in_b), &mut st), Ok(Settled::AsSent));
         assert!(settle(&ps[0], Change::Delete, Current::Live(&in_b), &mut st).is_err());
+        // The stored area is never quoted to a provider it is not theirs.
+        let fine = live(&[("county", "441302001002")]);
+        let e = settle(&ps[1], upsert(&[("county", "441303")]), Current::Live(&fine), &mut st).unwrap_err();
+        assert!(!e.0.contains("4413") && e.0.contains("only a may change or move it"), "{}", e.0);
+        // A key with no live record has no area: a delete of it is nobody's
+        // to make, and would leave a version every later record must outrun.
+        for by in &ps {
+            let e = settle(by, Change::Delete, Current::Absent, &mut st).unwrap_err();
+            assert!(e.0.contains("no record of this key is held"), "{}", e.0);
+        }
         // Nobody's area, or none given.
         assert!(settle(&ps[0], upsert(&[("county", "441399")]), Current::Live(&in_a), &mut st).unwrap_err().0.contains("not any provider's"));
         assert!(settle(&ps[0], upsert(&[("name", "x")]), Current::Absent, &mut st).unwrap_err().0.contains("missing"));

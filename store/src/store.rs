@@ -628,13 +628,26 @@ impl Store {
         // Per (dataset, provider) of several: applied updates.
         let mut provider_delta: HashMap<(&str, &str), u64> = HashMap::new();
         for (i, u) in updates.iter().enumerate() {
+            // A link goes into the batch only with the update that carries
+            // it: a line answered stale or refused below links nothing.
+            let mut link_ops = WriteBatch::new();
+            let mut new_link = None;
             if let Some(licence) = &u.link {
                 let fresh = |p: &Pid| overlay_pids.contains(p);
-                if let Err(reason) = self.link_into(&u.key, licence, &mut links, fresh, &mut batch)? {
-                    outcomes.push(Outcome::Refused { code: "conflict", reason: reason.to_owned() });
-                    continue;
+                match self.link_into(&u.key, licence, &mut links, fresh, &mut link_ops)? {
+                    Err(reason) => {
+                        outcomes.push(Outcome::Refused { code: "conflict", reason: reason.to_owned() });
+                        continue;
+                    }
+                    Ok(made) => new_link = made,
                 }
             }
+            // Undoes the link this line made, if it is not applied.
+            let mut unlink = |links: &mut link::Pending| {
+                if let Some((code, licence)) = new_link.take() {
+                    links.forget(&code, &licence);
+                }
+            };
             // A link made earlier in this batch moves the key's home.
             let home = self.home_pending(&u.key, &links, homes[i]);
             let moved = home.pid != homes[i].pid;
@@ -654,6 +667,7 @@ impl Store {
             if let Some(cur) = &current {
                 if u.version <= cur.version {
                     outcomes.push(Outcome::Stale { current: cur.version });
+                    unlink(&mut links);
                     continue;
                 }
             }
@@ -681,12 +695,14 @@ impl Store {
                         Ok(s) => s,
                         Err(Refusal(reason)) => {
                             outcomes.push(Outcome::Refused { code: crate::providers::REFUSED, reason });
+                            unlink(&mut links);
                             continue;
                         }
                     }
                 }
                 _ => Settled::AsSent,
             };
+            batch.extend(link_ops);
             let seq = next_seq;
             next_seq += 1;
             let pid = home.pid;

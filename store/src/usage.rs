@@ -468,6 +468,7 @@ mod tests {
             key_mapped: false,
             pid: None,
             rejected_lines: 0,
+            grants: Vec::new(),
         };
         let mut events = Vec::new();
         for i in 0..40 {
@@ -539,6 +540,7 @@ mod tests {
             outcome: outcome.into(),
             operator_verified: false,
             purpose_code: None,
+            grants: Vec::new(),
             hash: [0; 32],
         }
     }
@@ -627,6 +629,7 @@ mod tests {
                 key_mapped: false,
                 pid: None,
                 rejected_lines: if action == Action::Update { u64::from(i % 3) } else { 0 },
+                grants: Vec::new(),
             });
         }
         // Long runs of one shape too.

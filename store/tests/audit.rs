@@ -30,6 +30,7 @@ fn event(i: u32) -> AuditEvent {
         key_mapped: false,
         pid: None,
         rejected_lines: 0,
+        grants: Vec::new(),
     }
 }
 
@@ -283,14 +284,15 @@ fn xorshift(i: u32) -> u32 {
     x ^ (x << 5)
 }
 
-/// Entries written before operators carried provenance (format 1) and
-/// before purpose codes (format 2) still read, as declared operators
-/// without a purpose code, and still verify; entries of the current format
-/// follow them in the same chain and keep whether the operator was
-/// verified and which purpose they named.
+/// Entries written before operators carried provenance (format 1),
+/// before purpose codes (format 2) and before grants (format 3) still
+/// read, as declared operators without a purpose code or grants, and
+/// still verify; entries of the current format follow them in the same
+/// chain and keep whether the operator was verified, which purpose they
+/// named and the grants they relied on.
 #[test]
 fn first_format_entries_read_and_verify_beside_new_ones() {
-    use basedata_store::audit::{AuditQuery, ChainHead, StoredEntryV1, StoredEntryV2};
+    use basedata_store::audit::{AuditQuery, ChainHead, StoredEntryV1, StoredEntryV2, StoredEntryV3};
     let dir = tempfile::tempdir().unwrap();
     write_entries(dir.path());
     {
@@ -317,7 +319,12 @@ fn first_format_entries_read_and_verify_beside_new_ones() {
                     }
                 };
             }
-            let (marker, bytes) = if seq > ENTRIES / 2 {
+            let (marker, bytes) = if seq > 2 * ENTRIES / 3 {
+                let mut v3 = old_entry!(StoredEntryV3 { operator_verified: false, purpose_code: None, });
+                v3.hash = sha2_of(&prev, seq, &v3.encode());
+                prev = v3.hash;
+                (3, v3.encode())
+            } else if seq > ENTRIES / 3 {
                 let mut v2 = old_entry!(StoredEntryV2 { operator_verified: false, });
                 v2.hash = sha2_of(&prev, seq, &v2.encode());
                 prev = v2.hash;
@@ -343,6 +350,7 @@ fn first_format_entries_read_and_verify_beside_new_ones() {
         operator_verified: true,
         purpose: "social_assistance; 低保资格复核".into(),
         purpose_code: Some("social_assistance".into()),
+        grants: vec!["grant-a".into(), "grant-b".into()],
         ..event(1)
     };
     s.commit(&[], &[verified, event(2)], Durability::Sync).unwrap();
@@ -361,6 +369,17 @@ fn first_format_entries_read_and_verify_beside_new_ones() {
     want.extend([Some("social_assistance"), None]);
     assert_eq!(codes, want);
     assert_eq!(all[ENTRIES as usize].purpose, "social_assistance; 低保资格复核");
+    let grants: Vec<usize> = all.iter().map(|e| e.grants.len()).collect();
+    let mut want = vec![0; ENTRIES as usize];
+    want.extend([2, 0]);
+    assert_eq!(grants, want);
+    assert_eq!(all[ENTRIES as usize].grants, ["grant-a", "grant-b"]);
+    // Alone, a use is an entry of its own (the two above were a chunk).
+    s.commit(&[], &[AuditEvent { grants: vec!["grant-c".into()], ..event(3) }], Durability::Sync).unwrap();
+    let q = AuditQuery { after: ENTRIES + 2, limit: 10, ..Default::default() };
+    let last = s.audit_query(&q).unwrap();
+    assert_eq!(last.iter().map(|e| e.grants.clone()).collect::<Vec<_>>(), [vec!["grant-c".to_owned()]]);
+    assert!(s.audit_verify().unwrap().ok);
 }
 
 /// Another node's entries, appended to its chain here, count once each

@@ -35,6 +35,7 @@ fn line(dept: &str, i: u32) -> AuditEvent {
         key_mapped: false,
         pid: None,
         rejected_lines: 0,
+        grants: Vec::new(),
     }
 }
 

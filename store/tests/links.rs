@@ -51,6 +51,7 @@ fn lookup(key: SubjectKey) -> AuditEvent {
         key_mapped: false,
         pid: None,
         rejected_lines: 0,
+        grants: Vec::new(),
     }
 }
 
@@ -171,4 +172,27 @@ fn other_documents_key_their_own_records_across_a_reopen() {
     assert!(keys.contains(&(DocType::Passport, passport)) && keys.contains(&(DocType::HkMacaoTaiwanPermit, permit)));
     assert_eq!(name(&s, &code).as_deref(), Some("甲公司"));
     assert_eq!(s.resolve(&s.pseudonym(&passport)).unwrap(), Some(passport));
+}
+
+#[test]
+fn a_line_answered_stale_links_nothing() {
+    let s = mem_store(Arc::new(ManualClock::new(1_700_000_000_000_000)));
+    let (lic, code) = (licence(7), entity(7));
+    s.commit(&[upsert(lic, None, 5, "个体户庚")], &[], Durability::Sync).unwrap();
+    // The number's record is at version 5: a line at 3 that would link
+    // the code is stale, and must leave the code unlinked.
+    let done = s.commit(&[upsert(code, Some(lic), 3, "庚有限公司")], &[], Durability::Sync).unwrap();
+    assert!(matches!(done.outcomes[..], [Outcome::Stale { current: 5 }]), "{:?}", done.outcomes);
+    assert!(!s.home(&code).unwrap().linked);
+    assert_eq!(name(&s, &code), None);
+    // A later line in the same batch sees no link either, and the link is
+    // made by the line that is applied.
+    let done = s
+        .commit(&[upsert(code, Some(lic), 4, "庚有限公司"), upsert(code, None, 9, "庚公司")], &[], Durability::Sync)
+        .unwrap();
+    assert!(matches!(done.outcomes[..], [Outcome::Stale { current: 5 }, Outcome::Applied { .. }]), "{:?}", done.outcomes);
+    assert!(!s.home(&code).unwrap().linked, "the code's own record was written, unlinked");
+    assert_eq!(name(&s, &lic).as_deref(), Some("个体户庚"));
+    let done = s.commit(&[upsert(lic, None, 6, "个体户庚二")], &[], Durability::Sync).unwrap();
+    assert!(matches!(done.outcomes[..], [Outcome::Applied { .. }]), "{:?}", done.outcomes);
 }

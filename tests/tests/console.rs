@@ -261,7 +261,7 @@ fn staff_work_through_every_page_in_a_browser() {
     // The lookup that showed the photo names its approver: the steward who
     // approved the grant in the console.
     let approvals: Vec<String> = b.all("#audit .approval").iter().map(|e| b.text_of(e)).collect();
-    assert!(approvals.iter().any(|a| a.contains("（steward1）")), "{approvals:?} {trail}");
+    assert!(approvals.iter().any(|a| a.contains("（steward1）") && a.contains("已核实")), "{approvals:?} {trail}");
     // Departments by name, outcomes in words (their ids and codes as tooltips).
     assert!(trail.contains("社保服务窗口") && trail.contains("已查到") && !trail.contains("shebao-counter"), "{trail}");
     assert!(b.source().contains(r#"<span title="shebao-counter">社保服务窗口</span>"#));

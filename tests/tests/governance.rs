@@ -75,7 +75,22 @@ fn grants_apply_decide_revoke() {
         .json(&json!({"approve": true, "reason": "依法履职需要"}));
     assert_eq!((r.status, r.json["state"].as_str()), (200, Some("approved")), "{}", r.text);
     assert_eq!((r.json["decided_by"].as_str(), r.json["decided_operator"].as_str()), (Some("gongan"), Some("steward-07")));
+    assert_eq!(r.json["decided_operator_source"], "declared");
     assert!(photo_visible(&s));
+    // A verification of the photo, and a batch line claiming it, rely on it too.
+    let r = s.req("POST", &format!("/v1/persons/{P1}/verify")).token(tokens::COUNTER).purpose("核验照片")
+        .json(&json!({"dataset": "hukou", "fields": {"photo": "aGVsbG8=", "name": "张三"}}));
+    assert_eq!((r.status, r.json["result"].as_str()), (200, Some("match")), "{}", r.text);
+    let line = json!({"ref": "r1", "subject": "person", "key": P1, "dataset": "hukou", "fields": {"photo": "aGVsbG8="}});
+    let r = s.req("POST", "/v1/verify/batch").token(tokens::COUNTER).purpose("核验照片").ndjson(&[line]);
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(r.text.contains("\"result\":\"match\""), "{}", r.text);
+    let r = s.req("GET", "/v1/audit?department=shebao-counter").token(tokens::AUDITOR).get();
+    for action in ["verify", "batch_verify"] {
+        let e = r.json["entries"].as_array().unwrap().iter().filter(|e| e["action"] == action).last().cloned().unwrap();
+        let grants: Vec<&str> = e["approvals"].as_array().unwrap().iter().filter_map(|a| a["grant"].as_str()).collect();
+        assert_eq!(grants, [id.as_str()], "{e}");
+    }
     let r = decide(tokens::GONGAN, json!({"approve": false, "reason": "x"}));
     assert_eq!((r.status, r.code()), (409, "conflict"));
 
@@ -104,9 +119,9 @@ fn grants_apply_decide_revoke() {
     assert_eq!(outcomes.len(), 2, "{outcomes:?}");
     assert!(outcomes[0].starts_with("approved") && outcomes[1].starts_with("revoked"));
 
-    // Each lookup names the approval it disclosed the photo under, and
-    // only that one: none before the decision or after the revocation,
-    // and the grant's revocation does not take it from the earlier entry.
+    // Each lookup names the approval it disclosed the photo under, as
+    // recorded when it was decided: none before the decision or after the
+    // revocation, and the revocation does not take it from the earlier one.
     let r = s.req("GET", "/v1/audit?department=shebao-counter").token(tokens::AUDITOR).get();
     let lookups: Vec<&Value> = r.json["entries"].as_array().unwrap().iter().filter(|e| e["action"] == "lookup").collect();
     let approvals: Vec<usize> = lookups.iter().map(|e| e["approvals"].as_array().unwrap().len()).collect();
@@ -115,6 +130,7 @@ fn grants_apply_decide_revoke() {
     assert_eq!(a["grant"], id.as_str());
     assert_eq!((a["dataset"].as_str(), a["state"].as_str()), (Some("hukou"), Some("approved")));
     assert_eq!((a["approved_by"].as_str(), a["approver"].as_str()), (Some("gongan"), Some("steward-07")), "{a}");
+    assert_eq!(a["approver_source"], "declared", "X-Operator is what the program declared: {a}");
     assert!(lookups[1]["fields"].as_array().unwrap().iter().any(|f| f == "hukou.photo"), "{}", lookups[1]);
     // The grant's own decision is no use of subject data: no approvals.
     let r = s.req("GET", "/v1/audit?department=gongan").token(tokens::AUDITOR).get();

@@ -231,6 +231,7 @@ pub fn run(o: &LoadOptions) -> anyhow::Result<LoadReport> {
         key_mapped: false,
         pid: None,
         rejected_lines: loaded.rejected,
+        grants: Vec::new(),
     };
     store.commit(&[], &[event], Durability::Sync)?;
     report

@@ -371,6 +371,11 @@ pub trait LineAccess {
     /// Why it may not have a claimed value of `field` verified in a
     /// batch, if it may not.
     fn refusal(&self, ds: &Dataset, field: &basedata_store::catalog::Field) -> Option<String>;
+    /// The grants (ids) a verification of `field` relies on (see
+    /// [`crate::access::relied_on`]); none by default.
+    fn relied_on(&self, _ds: &Dataset, _field: &basedata_store::catalog::Field) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// Everything allowed: for callers that checked access themselves, and tests.
@@ -576,6 +581,9 @@ pub fn process(store: &Store, access: &dyn LineAccess, chunk: &Chunk) -> basedat
     res.counts.processed = n as u64;
     let stamp = res.uses.stamp(&access.by());
     let mut names: Vec<&str> = Vec::new();
+    // The grants each distinct set of claimed fields relies on, as their
+    // place among the uses' lists: looked up once a chunk, not a line.
+    let mut relied: Vec<(&str, u32, Option<u32>)> = Vec::new();
     for (i, (p, r)) in prepared.into_iter().zip(&refs).enumerate() {
         let uses = &mut res.uses;
         match p {
@@ -595,9 +603,23 @@ pub fn process(store: &Store, access: &dyn LineAccess, chunk: &Chunk) -> basedat
                 names.clear();
                 names.extend(claims.fields().map(|f| f.name.as_str()));
                 let (datasets, fields) = (uses.list([ds.id.as_str()]), uses.list(names.iter().copied()));
+                let grants = match relied.iter().find(|(d, f, _)| *d == ds.id.as_str() && *f == fields) {
+                    Some(&(_, _, g)) => g,
+                    None => {
+                        let mut ids = Vec::new();
+                        for f in claims.fields() {
+                            crate::access::add_grants(&mut ids, access.relied_on(ds, f));
+                        }
+                        let g = uses.grants(&ids);
+                        relied.push((ds.id.as_str(), fields, g));
+                        g
+                    }
+                };
                 let outcome = uses.name(outcome.as_str());
                 let pid = pid.unwrap_or_else(|| store.pseudonym(&key));
-                uses.push(stamp.row(Action::BatchVerify, Some((key, pid)), datasets, fields, outcome, found));
+                let mut row = stamp.row(Action::BatchVerify, Some((key, pid)), datasets, fields, outcome, found);
+                row.grants = grants;
+                uses.push(row);
             }
             Prepared::Failed { key, ds, fields, action, failure } => {
                 res.counts.invalid += 1;

@@ -81,6 +81,9 @@ impl super::LineAccess for Requester {
     fn refusal(&self, ds: &Dataset, field: &basedata_store::catalog::Field) -> Option<String> {
         crate::access::bulk_refusal(&self.caller, ds, field, &*self.grants)
     }
+    fn relied_on(&self, ds: &Dataset, field: &basedata_store::catalog::Field) -> Vec<String> {
+        crate::access::relied_on(&self.caller, ds, field, &*self.grants)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

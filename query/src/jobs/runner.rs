@@ -198,6 +198,14 @@ async fn run_slice(state: &Queries, mut meta: JobMeta) {
             tracing::warn!(job = %id, "the write queue stayed full; the job will continue shortly");
             tokio::time::sleep(RETRY_PAUSE).await;
         }
+        // The machine's state (a full disk), not the job's: it goes on
+        // from its stored progress once the store takes writes again,
+        // rather than failing for good and making its department send
+        // the whole body again.
+        Err(BatchError::Store(e)) if e.unavailable_reason().is_some() => {
+            tracing::warn!(job = %id, error = %e, "the store refuses writes; the job will continue once it takes them again");
+            tokio::time::sleep(RETRY_PAUSE).await;
+        }
         Err(e) => {
             tracing::error!(job = %id, error = %e, "batch job failed");
             fail(state, meta, "an internal error stopped the job; the incident has been logged").await;

@@ -62,29 +62,29 @@ fn entries_table(state: &AppState, entries: &[AuditEntry]) -> String {
     // In a cluster the trail holds every node's uses: each is numbered in
     // the chain of the node that answered it.
     let local = state.node_name();
+    let approvals = state.queries.approvals(entries);
     let rows: Vec<Vec<String>> = entries
         .iter()
-        .map(|e| {
-            let operator = match (&e.operator, e.operator_verified) {
-                (Some(o), true) => format!(r#"{} <span class="badge ok" title="平台已核实身份">已核实</span>"#, esc(&staff_name(state, o))),
-                (Some(o), false) => format!(r#"{} <span class="badge warn" title="调用程序自行声明，未经核实">自报</span>"#, esc(o)),
-                (None, _) => "—".into(),
+        .zip(approvals)
+        .map(|(e, approvals)| {
+            let operator = match &e.operator {
+                Some(o) => person(state, o, e.operator_verified),
+                None => "—".into(),
             };
             let key = e.key.map(|k| format!(r#"<span class="keynum">{}</span>"#, esc(&k.masked().to_string()))).unwrap_or_default();
             let ids = if e.fields.is_empty() { e.datasets.join("、") } else { e.fields.join("、") };
             let what = super::counter::what_was_used(state, &e.datasets, &e.fields);
-            let approvals: Vec<String> = state
-                .queries
-                .approvals(e)
+            let approvals: Vec<String> = approvals
                 .into_iter()
                 .map(|a| {
                     let who = match (&a.by, &a.approver) {
                         _ if a.deemed => "逾期未答复，视为同意".to_owned(),
-                        (Some(d), Some(o)) => format!("{} {}", super::department_label(state, d), esc(&staff_name(state, o))),
+                        (Some(d), Some(o)) => format!("{} {}", super::department_label(state, d), person(state, o, a.approver_verified)),
                         (Some(d), None) => super::department_label(state, d),
                         (None, _) => "—".to_owned(),
                     };
-                    format!(r#"<span class="approval" title="授权 {}，{} 起生效">{who}</span>"#, esc(&a.grant), esc(&cst(a.since)))
+                    let since = a.since.map(|t| format!("，{} 起生效", cst(t))).unwrap_or_default();
+                    format!(r#"<span class="approval" title="授权 {}{}">{who}</span>"#, esc(&a.grant), esc(&since))
                 })
                 .collect();
             let approvals = if approvals.is_empty() { "—".to_owned() } else { approvals.join("<br>") };
@@ -107,6 +107,16 @@ fn entries_table(state: &AppState, entries: &[AuditEntry]) -> String {
         })
         .collect();
     table("audit", &["序号", "时间", "部门", "经办人", "用途", "操作", "号码", "内容", "批准", "结果"], &rows)
+}
+
+/// An operator (or approver) with a badge for how it is known: a
+/// signed-in one by the name on its account, a declared one as declared.
+fn person(state: &AppState, id: &str, verified: bool) -> String {
+    if verified {
+        format!(r#"{} <span class="badge ok" title="平台已核实身份">已核实</span>"#, esc(&staff_name(state, id)))
+    } else {
+        format!(r#"{} <span class="badge warn" title="调用程序自行声明，未经核实">自报</span>"#, esc(id))
+    }
 }
 
 /// A signed-in operator's id with the name on the account.

@@ -256,6 +256,7 @@ async fn audit_sign_in(state: &AppState, department: &str, operator: Option<&str
         key_mapped: false,
         pid: None,
         rejected_lines: 0,
+        grants: Vec::new(),
     };
     state.queries.record(vec![ev], basedata_store::WriteBatch::new()).await.map_err(|e| {
         tracing::error!(code = e.code(), error = %e, "cannot record a sign-in");

@@ -82,12 +82,13 @@ pub fn entry_doc(e: &AuditEntry, local: Option<&str>, approvals: Vec<Approval>) 
         approvals: approvals
             .into_iter()
             .map(|a| ApprovalDoc {
+                state: a.dataset.as_ref().map(|_| if a.deemed { "deemed_approved" } else { "approved" }.to_owned()),
+                approver_source: a.approver.as_ref().map(|_| if a.approver_verified { "verified" } else { "declared" }.to_owned()),
                 grant: a.grant,
                 dataset: a.dataset,
-                state: if a.deemed { "deemed_approved" } else { "approved" }.into(),
                 approved_by: a.by,
                 approver: a.approver,
-                since: format_datetime(a.since),
+                since: a.since.map(format_datetime),
             })
             .collect(),
         hash: hex::encode(e.hash),
@@ -132,7 +133,7 @@ pub async fn list(
     let last = entries.last();
     let next = if local.is_none() { last.map(|e| e.seq) } else { None };
     let cursor = last.map(|e| AuditCursor::of(e, local.as_deref().unwrap_or("")).to_string());
-    Ok(Json(AuditList { entries: entries.iter().map(|e| entry_doc(e, local.as_deref(), state.queries.approvals(e))).collect(), next, cursor }))
+    Ok(Json(AuditList { entries: entries.iter().zip(state.queries.approvals(&entries)).map(|(e, a)| entry_doc(e, local.as_deref(), a)).collect(), next, cursor }))
 }
 
 /// Recomputes the hash chain of the whole audit log, and in cluster mode

@@ -493,6 +493,9 @@ pub struct GrantDoc {
     /// Who decided for `decided_by`, as the decision named them (a
     /// console user, or the request's `X-Operator`).
     pub decided_operator: Option<String>,
+    /// `verified` or `declared`, as `operator_source` of audit entries;
+    /// null without `decided_operator`.
+    pub decided_operator_source: Option<String>,
     pub reason: Option<String>,
     pub revoked_at: Option<String>,
     pub revoked_by: Option<String>,
@@ -591,8 +594,8 @@ pub struct AuditEntryDoc {
     pub datasets: Vec<String>,
     pub fields: Vec<String>,
     pub outcome: String,
-    /// The approvals the use relied on (its approvers): each grant that
-    /// was in force when it was made and opened a conditional field it
+    /// The approvals the use relied on (its approvers), as recorded when
+    /// it was decided: each grant that opened a conditional field it
     /// disclosed or verified, or its change-feed subscription. Empty for
     /// uses that needed no approval and for entries other than uses.
     pub approvals: Vec<ApprovalDoc>,
@@ -605,17 +608,22 @@ pub struct AuditEntryDoc {
 pub struct ApprovalDoc {
     /// The grant's id.
     pub grant: String,
-    pub dataset: String,
+    /// Null (with the members below) for a grant this node does not hold.
+    pub dataset: Option<String>,
     /// `approved` (decided by the provider) or `deemed_approved` (no
     /// decision by the deadline).
-    pub state: String,
+    pub state: Option<String>,
     /// The department that approved it; null when deemed approved.
     pub approved_by: Option<String>,
     /// Who approved it for that department, as the decision named them;
     /// null when deemed approved or not named.
     pub approver: Option<String>,
+    /// `verified`: a staff member signed in to the console; `declared`:
+    /// the deciding request's `X-Operator`, not checked. Null without an
+    /// approver.
+    pub approver_source: Option<String>,
     /// When the approval took effect.
-    pub since: String,
+    pub since: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]

@@ -22,8 +22,10 @@ use crate::pseudo::Pid;
 use crate::record::{seq_from_key, seq_key};
 use crate::Result;
 
-/// Format marker of a [`StoredChunk`].
+/// Format marker of chunks whose lines name no grants: read, never written.
 pub const ENTRY_FORMAT_CHUNK: u8 = 4;
+/// Format marker of a [`StoredChunk`].
+pub const ENTRY_FORMAT_CHUNK_V6: u8 = 6;
 
 /// Uses at most in one chunk entry, so one entry stays a few hundred
 /// kilobytes however many batch chunks a group commit joins.
@@ -55,6 +57,54 @@ pub struct ChunkLine {
     pub datasets: Vec<u32>,
     pub fields: Vec<u32>,
     pub outcome: u32,
+    /// Ids of the grants the use relied on.
+    pub grants: Vec<u32>,
+}
+
+/// A chunk of format marker 4, whose lines name no grants.
+#[derive(bincode::Encode, bincode::Decode)]
+pub(crate) struct StoredChunkV4 {
+    pub at: i64,
+    pub department: String,
+    pub names: Vec<String>,
+    pub lines: Vec<ChunkLineV4>,
+    pub hash: [u8; 32],
+}
+
+/// A line of a [`StoredChunkV4`].
+#[derive(bincode::Encode, bincode::Decode)]
+pub(crate) struct ChunkLineV4 {
+    pub action: Action,
+    pub subject: Option<(u8, Pid)>,
+    pub operator: Option<u32>,
+    pub operator_verified: bool,
+    pub purpose: u32,
+    pub purpose_code: Option<u32>,
+    pub datasets: Vec<u32>,
+    pub fields: Vec<u32>,
+    pub outcome: u32,
+}
+
+impl From<StoredChunkV4> for StoredChunk {
+    fn from(c: StoredChunkV4) -> StoredChunk {
+        let lines = c
+            .lines
+            .into_iter()
+            .map(|l| ChunkLine {
+                action: l.action,
+                subject: l.subject,
+                operator: l.operator,
+                operator_verified: l.operator_verified,
+                purpose: l.purpose,
+                purpose_code: l.purpose_code,
+                datasets: l.datasets,
+                fields: l.fields,
+                outcome: l.outcome,
+                grants: Vec::new(),
+            })
+            .collect();
+        StoredChunk { at: c.at, department: c.department, names: c.names, lines, hash: c.hash }
+    }
 }
 
 /// A stored audit entry of any format: one use, or a chunk of one department's uses.
@@ -67,10 +117,16 @@ pub enum Stored {
 impl Stored {
     pub fn decode(bytes: &[u8]) -> Result<Stored> {
         match bytes.first() {
-            Some(&ENTRY_FORMAT_CHUNK) => {
+            Some(&(ENTRY_FORMAT_CHUNK | ENTRY_FORMAT_CHUNK_V6)) => {
                 let corrupt = |msg: String| crate::Error::Corrupt { what: "audit chunk", msg };
-                let (c, _): (StoredChunk, _) =
-                    bincode::decode_from_slice(&bytes[1..], crate::codec::config()).map_err(|e| corrupt(e.to_string()))?;
+                let config = crate::codec::config();
+                let c: StoredChunk = if bytes[0] == ENTRY_FORMAT_CHUNK_V6 {
+                    bincode::decode_from_slice(&bytes[1..], config).map_err(|e| corrupt(e.to_string()))?.0
+                } else {
+                    let (old, _): (StoredChunkV4, _) =
+                        bincode::decode_from_slice(&bytes[1..], config).map_err(|e| corrupt(e.to_string()))?;
+                    old.into()
+                };
                 // Every chunk holds a use: one without would take no number.
                 if c.lines.is_empty() {
                     return Err(corrupt("a chunk without uses".into()));
@@ -182,7 +238,7 @@ pub(crate) fn encode_uses(at: i64, uses: &Uses, rows: &[Use]) -> Vec<u8> {
         hash: [0; 32],
     };
     let mut out = Vec::with_capacity(64 + 32 * rows.len());
-    out.push(ENTRY_FORMAT_CHUNK);
+    out.push(ENTRY_FORMAT_CHUNK_V6);
     encode_into(&mut out, &chunk);
     out
 }
@@ -219,6 +275,7 @@ impl bincode::Encode for LinesOf<'_> {
                 datasets: self.uses.ids(r.datasets),
                 fields: self.uses.ids(r.fields),
                 outcome: r.outcome,
+                grants: r.grants.map_or(&[][..], |g| self.uses.ids(g)),
             }
             .encode(e)?;
         }
@@ -238,6 +295,7 @@ struct LineOf<'a> {
     datasets: &'a [u32],
     fields: &'a [u32],
     outcome: u32,
+    grants: &'a [u32],
 }
 
 impl StoredChunk {
@@ -258,6 +316,7 @@ impl StoredChunk {
             outcome: self.name(l.outcome),
             operator_verified: l.operator_verified,
             purpose_code: l.purpose_code.map(|i| self.name(i)),
+            grants: l.grants.iter().map(|&i| self.name(i)).collect(),
             hash: self.hash,
         }
     }
@@ -290,15 +349,16 @@ impl StoredChunk {
                 datasets: ev.datasets.iter().map(|d| id(d, &mut names)).collect(),
                 fields: ev.fields.iter().map(|f| id(f, &mut names)).collect(),
                 outcome: id(&ev.outcome, &mut names),
+                grants: ev.grants.iter().map(|g| id(g, &mut names)).collect(),
             })
             .collect();
         StoredChunk { at, department: head.department.clone(), names, lines, hash: [0; 32] }
     }
 
-    /// The stored bytes: marker 4, then bincode.
+    /// The stored bytes: marker 6, then bincode.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(64 + 48 * self.lines.len());
-        out.push(ENTRY_FORMAT_CHUNK);
+        out.push(ENTRY_FORMAT_CHUNK_V6);
         encode_into(&mut out, self);
         out
     }
@@ -367,12 +427,52 @@ mod tests {
                 key_mapped: i % 2 == 1,
                 pid: None,
                 rejected_lines: 0,
+                // Grants named by some uses, one of them by two.
+                grants: match i {
+                    1 => vec!["g-a".into()],
+                    4 => vec!["g-a".into(), "g-b".into()],
+                    _ => Vec::new(),
+                },
             })
             .collect();
         let uses = Uses::of_events(&events, pid);
         let ours = Stored::decode(&encode_uses(77, &uses, uses.rows())).unwrap();
         let theirs = StoredChunk::of(77, &events, |e| e.key.map(|k| (k.doc_type().as_u8(), pid(&k))));
         assert_eq!(ours.span(), 6);
-        assert_eq!(ours.into_lines(), Stored::Chunk(theirs).into_lines());
+        let lines = ours.into_lines();
+        assert_eq!(lines, Stored::Chunk(theirs.clone()).into_lines());
+        let grants: Vec<Vec<String>> = lines.iter().map(|l| l.grants.clone()).collect();
+        assert_eq!(grants[1], ["g-a"]);
+        assert_eq!(grants[4], ["g-a", "g-b"]);
+
+        // A chunk as format 4 wrote it (no grants) reads as the same uses,
+        // naming none.
+        let old = StoredChunkV4 {
+            at: theirs.at,
+            department: theirs.department.clone(),
+            names: theirs.names.clone(),
+            lines: theirs
+                .lines
+                .iter()
+                .map(|l| ChunkLineV4 {
+                    action: l.action,
+                    subject: l.subject,
+                    operator: l.operator,
+                    operator_verified: l.operator_verified,
+                    purpose: l.purpose,
+                    purpose_code: l.purpose_code,
+                    datasets: l.datasets.clone(),
+                    fields: l.fields.clone(),
+                    outcome: l.outcome,
+                })
+                .collect(),
+            hash: theirs.hash,
+        };
+        let mut bytes = vec![ENTRY_FORMAT_CHUNK];
+        encode_into(&mut bytes, &old);
+        let read = Stored::decode(&bytes).unwrap();
+        assert_eq!(read.index_entries(5), Stored::Chunk(theirs).index_entries(5));
+        let without: Vec<StoredEntry> = lines.into_iter().map(|l| StoredEntry { grants: Vec::new(), ..l }).collect();
+        assert_eq!(read.into_lines(), without);
     }
 }

@@ -7,7 +7,7 @@
 //! other records: records are batch chunks of hundreds of lines or more.
 
 use super::{Action, AuditEvent};
-use crate::codec::{decode, encode};
+use crate::codec::{encode_marked, marked_body, FORMAT_V1};
 use crate::keys::{DocType, SubjectKey};
 use crate::pseudo::{Pid, Sealer};
 use crate::{Error, Result};
@@ -44,6 +44,9 @@ pub struct Use {
     pub outcome: u32,
     pub key_mapped: bool,
     pub rejected_lines: u64,
+    /// The grants the use relied on, as a place in the table of lists;
+    /// `None` for none (most uses).
+    pub grants: Option<u32>,
 }
 
 /// Lists [`Uses::list`] compares a new one with, newest first.
@@ -72,6 +75,7 @@ impl Stamp {
             outcome,
             key_mapped,
             rejected_lines: 0,
+            grants: None,
         }
     }
 }
@@ -178,6 +182,12 @@ impl Uses {
         }
     }
 
+    /// The place of the grant ids `ids` in the table of lists, `None` for
+    /// none: a use's [`Use::grants`].
+    pub fn grants(&mut self, ids: &[String]) -> Option<u32> {
+        (!ids.is_empty()).then(|| self.list(ids.iter().map(String::as_str)))
+    }
+
     /// `events` in this form; `pseudonym` gives a key's pseudonym.
     pub fn of_events(events: &[AuditEvent], pseudonym: impl Fn(&SubjectKey) -> Pid) -> Uses {
         let mut u = Uses::with_capacity(events.len());
@@ -188,6 +198,7 @@ impl Uses {
             let outcome = u.name(&e.outcome);
             let mut row = stamp.row(e.action, e.key.map(|k| (k, pseudonym(&k))), datasets, fields, outcome, e.key_mapped);
             row.rejected_lines = e.rejected_lines;
+            row.grants = u.grants(&e.grants);
             u.push(row);
         }
         u
@@ -213,6 +224,7 @@ impl Uses {
                 // As callers make events: the writer hashes the key.
                 pid: None,
                 rejected_lines: r.rejected_lines,
+                grants: r.grants.map(|g| self.list_texts(g)).unwrap_or_default(),
             })
             .collect()
     }
@@ -236,7 +248,49 @@ struct Row<K, L> {
     outcome: u32,
     key_mapped: bool,
     rejected_lines: u64,
+    grants: Option<L>,
 }
+
+/// A row as records of format marker 1 stored it, naming no grants: read,
+/// never written.
+#[derive(bincode::Encode, bincode::Decode)]
+struct RowV1<K, L> {
+    department: u32,
+    operator: Option<u32>,
+    operator_verified: bool,
+    purpose: u32,
+    purpose_code: Option<u32>,
+    action: Action,
+    key: Option<(u8, K)>,
+    datasets: L,
+    fields: L,
+    outcome: u32,
+    key_mapped: bool,
+    rejected_lines: u64,
+}
+
+impl<K, L> From<RowV1<K, L>> for Row<K, L> {
+    fn from(r: RowV1<K, L>) -> Row<K, L> {
+        Row {
+            department: r.department,
+            operator: r.operator,
+            operator_verified: r.operator_verified,
+            purpose: r.purpose,
+            purpose_code: r.purpose_code,
+            action: r.action,
+            key: r.key,
+            datasets: r.datasets,
+            fields: r.fields,
+            outcome: r.outcome,
+            key_mapped: r.key_mapped,
+            rejected_lines: r.rejected_lines,
+            grants: None,
+        }
+    }
+}
+
+/// Format marker of records of uses whose rows name their grants.
+const USES_FORMAT_V2: u8 = 2;
 
 /// The journal payload of `uses`: the string table and the rows, behind
 /// the format marker, sealed.
@@ -257,21 +311,32 @@ pub fn seal(sealer: &Sealer, uses: &Uses) -> Result<Vec<u8>> {
             outcome: r.outcome,
             key_mapped: r.key_mapped,
             rejected_lines: r.rejected_lines,
+            grants: r.grants.map(|g| uses.ids(g)),
         })
         .collect();
-    sealer.seal(AD, &encode(&(&uses.names, &rows)))
+    sealer.seal(AD, &encode_marked(USES_FORMAT_V2, &(&uses.names, &rows)))
 }
 
 /// The uses of a journal payload made by [`seal`]; `pseudonym` gives a
 /// key's pseudonym.
 pub fn open(sealer: &Sealer, payload: &[u8], pseudonym: impl Fn(&SubjectKey) -> Pid) -> Result<Uses> {
     let corrupt = |msg: &str| Error::Corrupt { what: "journal uses", msg: msg.to_owned() };
-    let (names, rows): (Vec<String>, Vec<Row<Vec<u8>, Vec<u32>>>) = decode("journal uses", &sealer.open(AD, payload)?)?;
+    type Table = (Vec<String>, Vec<Row<Vec<u8>, Vec<u32>>>);
+    let opened = sealer.open(AD, payload)?;
+    let (marker, body) = marked_body("journal uses", &opened)?;
+    let (names, rows): Table = match marker {
+        USES_FORMAT_V2 => body.decode()?,
+        FORMAT_V1 => {
+            let (names, rows): (Vec<String>, Vec<RowV1<Vec<u8>, Vec<u32>>>) = body.decode()?;
+            (names, rows.into_iter().map(Row::from).collect())
+        }
+        found => return Err(Error::Format { what: "journal uses", found }),
+    };
     let mut u = Uses { names, lists: Vec::new(), rows: Vec::with_capacity(rows.len()) };
     let n = u.names.len() as u32;
     let name = |i: u32| if i < n { Ok(i) } else { Err(corrupt("a string outside the table")) };
     for r in rows {
-        if r.datasets.iter().chain(&r.fields).any(|&i| i >= n) {
+        if r.datasets.iter().chain(&r.fields).chain(r.grants.iter().flatten()).any(|&i| i >= n) {
             return Err(corrupt("a string outside the table"));
         }
         let subject = match r.key {
@@ -298,6 +363,7 @@ pub fn open(sealer: &Sealer, payload: &[u8], pseudonym: impl Fn(&SubjectKey) -> 
             outcome: name(r.outcome)?,
             key_mapped: r.key_mapped,
             rejected_lines: r.rejected_lines,
+            grants: r.grants.map(|g| u.list_of(g)),
         };
         u.push(row);
     }

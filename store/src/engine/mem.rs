@@ -21,8 +21,9 @@ pub struct MemEngine {
     write_delay_us: AtomicU64,
     /// The next write panics ([`MemEngine::panic_next_write`]).
     panic_next: std::sync::atomic::AtomicBool,
-    /// Every write fails with this engine message ([`MemEngine::fail_writes`]).
-    failing: std::sync::Mutex<Option<String>>,
+    /// Writes fail with this engine message, this many more of them
+    /// (`u64::MAX`: all) ([`MemEngine::fail_writes`], [`MemEngine::fail_next_writes`]).
+    failing: std::sync::Mutex<Option<(String, u64)>>,
 }
 
 impl MemEngine {
@@ -51,7 +52,13 @@ impl MemEngine {
     /// Makes every write from now on fail, writing nothing, as an engine
     /// reporting `message` would (a full disk, say); `None` ends it.
     pub fn fail_writes(&self, message: Option<&str>) {
-        *self.failing.lock().unwrap_or_else(|e| e.into_inner()) = message.map(str::to_owned);
+        *self.failing.lock().unwrap_or_else(|e| e.into_inner()) = message.map(|m| (m.to_owned(), u64::MAX));
+    }
+
+    /// Makes the next `n` writes fail as [`MemEngine::fail_writes`] does,
+    /// and the ones after them succeed: a passing failure.
+    pub fn fail_next_writes(&self, n: u64, message: &str) {
+        *self.failing.lock().unwrap_or_else(|e| e.into_inner()) = (n > 0).then(|| (message.to_owned(), n));
     }
 }
 
@@ -69,8 +76,18 @@ impl Engine for MemEngine {
         if self.panic_next.swap(false, Ordering::Relaxed) {
             panic!("an injected engine panic");
         }
-        if let Some(message) = self.failing.lock().unwrap_or_else(|e| e.into_inner()).clone() {
-            return Err(crate::Error::engine(message));
+        {
+            let mut failing = self.failing.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((message, left)) = failing.as_mut() {
+                let message = message.clone();
+                if *left != u64::MAX {
+                    *left -= 1;
+                    if *left == 0 {
+                        *failing = None;
+                    }
+                }
+                return Err(crate::Error::engine(message));
+            }
         }
         super::check_keys(&batch)?;
         // One write lock for the whole batch is what makes it atomic.

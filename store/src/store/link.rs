@@ -75,6 +75,15 @@ pub(crate) struct Pending {
     to_code: HashMap<Pid, Pid>,
 }
 
+impl Pending {
+    /// Takes back a link [`Store::link_into`] made (the pseudonyms of the
+    /// code and the licence it returned) whose update was not applied.
+    pub(crate) fn forget(&mut self, code: &Pid, licence: &Pid) {
+        self.to_records.remove(code);
+        self.to_code.remove(licence);
+    }
+}
+
 /// Why a link was refused: the `conflict` message of the update line.
 pub const CODE_HAS_RECORDS: &str =
     "the credit code already has records of its own: it cannot be linked to a registration number";
@@ -152,7 +161,9 @@ impl Store {
     /// Links `code` (a credit code) to `licence` (a registration number)
     /// into `batch`, seeing the links `pending` in the same batch; called
     /// by the single writer. `Ok(Err(reason))` when the link is refused;
-    /// linking the same pair again changes nothing. `fresh` tells whether
+    /// linking the same pair again changes nothing (`Ok(Ok(None))`); a new
+    /// link returns the pseudonyms of code and licence, for
+    /// [`Pending::forget`]. `fresh` tells whether
     /// the batch already put records under the code's own pseudonym.
     pub(crate) fn link_into(
         &self,
@@ -161,7 +172,7 @@ impl Store {
         pending: &mut Pending,
         fresh: impl Fn(&Pid) -> bool,
         batch: &mut WriteBatch,
-    ) -> Result<std::result::Result<(), &'static str>> {
+    ) -> Result<std::result::Result<Option<(Pid, Pid)>, &'static str>> {
         let code_pid = self.pseudonym(code);
         let licence_pid = self.pseudonym(licence);
         let stored = |pid: &Pid, mark| -> Result<Option<Pid>> {
@@ -175,7 +186,7 @@ impl Store {
             None => stored(&code_pid, TO_RECORDS)?,
         };
         match points_to {
-            Some(p) if p == licence_pid => return Ok(Ok(())),
+            Some(p) if p == licence_pid => return Ok(Ok(None)),
             Some(_) => return Ok(Err(CODE_LINKED_ELSEWHERE)),
             None => {}
         }
@@ -198,7 +209,7 @@ impl Store {
         self.seal_into(batch, code);
         pending.to_records.insert(code_pid, licence_pid);
         pending.to_code.insert(licence_pid, code_pid);
-        Ok(Ok(()))
+        Ok(Ok(Some((code_pid, licence_pid))))
     }
 
     /// Where the records of `key` are, seeing links `pending` in a batch.

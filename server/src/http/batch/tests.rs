@@ -28,18 +28,27 @@ fn state(n: u64) -> AppState {
 }
 
 fn state_with(n: u64, settings: crate::http::Settings) -> AppState {
+    state_on(Arc::new(MemEngine::new()), n, settings)
+}
+
+/// [`state_with`] on a given engine, for tests that make its writes fail.
+fn state_on(engine: Arc<MemEngine>, n: u64, settings: crate::http::Settings) -> AppState {
     let depts = Departments::from_config(&[
         dept("counter", vec![Role::Consumer], COUNTER),
         dept("other", vec![Role::Consumer], OTHER),
         dept("weijian", vec![Role::Provider], WEIJIAN),
     ])
     .unwrap();
-    AppState::build(Arc::new(store_of(n)), depts, settings).unwrap()
+    AppState::build(Arc::new(store_on(engine, n)), depts, settings).unwrap()
 }
 
 fn store_of(n: u64) -> Store {
+    store_on(Arc::new(MemEngine::new()), n)
+}
+
+fn store_on(engine: Arc<MemEngine>, n: u64) -> Store {
     let store = Store::open(
-        Arc::new(MemEngine::new()),
+        engine,
         &Secret::from_bytes([7; 32]),
         Arc::new(Catalog::builtin()),
         Arc::new(ManualClock::new(1_763_800_000_000_000)),
@@ -314,6 +323,46 @@ async fn a_resumed_job_continues_after_its_last_answered_chunk() {
     // Only the two remaining chunks were audited now, and the download.
     assert_eq!(st.store.audit_head().unwrap().seq - before, n - first.lines as u64 + 1);
     assert_eq!(status(&st, &id.to_hex(), COUNTER).await.1["processed"], n);
+}
+
+#[tokio::test]
+async fn a_job_waits_out_a_full_disk_and_then_finishes() {
+    // A full disk is the machine's state, not the job's: the job must not
+    // fail for good (its department would have to send it again), but go
+    // on from its stored progress once the store takes writes again.
+    let engine = Arc::new(MemEngine::new());
+    let st = state_on(engine.clone(), 5, crate::http::Settings { max_body_bytes: 1 << 20, ..Default::default() });
+    let n = basedata_query::batch::CHUNK_LINES as u64 + 7;
+    let (status_code, b) = send(&st, req("POST", "/v1/jobs", COUNTER, Body::from(body_of((0..n).map(|i| line(i, 5)))))).await;
+    assert_eq!(status_code, StatusCode::ACCEPTED);
+    let id = json_of(&b)["id"].as_str().unwrap().to_owned();
+    // Started before the disk filled: the next few writes fail, its first
+    // chunk's answers among them; the record of a failure, written after
+    // them, would not.
+    let job = basedata_query::jobs::JobId::parse(&id).unwrap();
+    let mut meta = basedata_query::jobs::meta(&**st.store.engine(), &job).unwrap().unwrap();
+    meta.state = basedata_query::jobs::JobState::Running;
+    let mut w = basedata_store::WriteBatch::new();
+    basedata_query::jobs::put_meta(&mut w, &meta);
+    st.store.engine().write(w, Durability::Sync).unwrap();
+    engine.fail_next_writes(4, "IO error: No space left on device: While appending to file: /data/journal/00000007: No space left on device");
+    let runner = tokio::spawn(basedata_query::jobs::runner::runner(st.queries.clone()));
+    tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+    let during = status(&st, &id, COUNTER).await.1;
+    assert_eq!(during["state"], "running", "{during}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let now = status(&st, &id, COUNTER).await.1;
+        if now["state"] == "done" {
+            break;
+        }
+        assert_ne!(now["state"], "failed", "{now}");
+        assert!(std::time::Instant::now() < deadline, "{now}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    runner.abort();
+    let (_, out) = send(&st, req("GET", &format!("/v1/jobs/{id}/result"), COUNTER, Body::empty())).await;
+    check_answers(&ndjson(&out), n, 5);
 }
 
 #[tokio::test]

@@ -36,6 +36,7 @@ fn event(department: &str, k: Option<u16>) -> AuditEvent {
         key_mapped: false,
         pid: None,
         rejected_lines: 0,
+        grants: Vec::new(),
     }
 }
 

@@ -19,6 +19,7 @@ pub(super) fn event(key: Option<SubjectKey>) -> AuditEvent {
         key_mapped: true,
         pid: None,
         rejected_lines: 0,
+        grants: Vec::new(),
     }
 }
 
@@ -36,6 +37,7 @@ fn events_come_back_whole_and_keys_are_not_in_the_clear() {
     other.action = Action::BatchVerify;
     other.key_mapped = false;
     other.rejected_lines = 3;
+    other.grants = vec!["grant-1".into(), "grant-2".into()];
     let events = vec![event(Some(key.clone())), event(None), other, event(Some(key.clone()))];
     let uses = Uses::of_events(&events, fake_pid);
     assert_eq!(uses.events(), events, "the compact form holds every member");
@@ -48,6 +50,42 @@ fn events_come_back_whole_and_keys_are_not_in_the_clear() {
     assert!(open(&other, &payload, fake_pid).is_err(), "another secret does not open it");
     let jobs = Sealer::new(&Secret::from_bytes([7; 32]), Sealing::Jobs);
     assert!(open(&jobs, &payload, fake_pid).is_err(), "another use's key does not open it");
+}
+
+/// Records sealed before rows named grants (format marker 1) open as
+/// uses that name none.
+#[test]
+fn records_of_the_first_format_open_without_grants() {
+    let sealer = Sealer::new(&Secret::from_bytes([7; 32]), Sealing::Uses);
+    let key = SubjectKey::parse(crate::Subject::Person, "11010519491231002X").unwrap();
+    let events = vec![event(Some(key)), event(None)];
+    let uses = Uses::of_events(&events, fake_pid);
+    let rows: Vec<RowV1<&[u8], &[u32]>> = uses
+        .rows
+        .iter()
+        .map(|r| RowV1 {
+            department: r.by.department,
+            operator: r.by.operator,
+            operator_verified: r.by.operator_verified,
+            purpose: r.by.purpose,
+            purpose_code: r.by.purpose_code,
+            action: r.action,
+            key: r.subject.as_ref().map(|(k, _)| (k.doc_type().as_u8(), k.as_bytes())),
+            datasets: uses.ids(r.datasets),
+            fields: uses.ids(r.fields),
+            outcome: r.outcome,
+            key_mapped: r.key_mapped,
+            rejected_lines: r.rejected_lines,
+        })
+        .collect();
+    let payload = sealer.seal(AD, &crate::codec::encode(&(&uses.names, &rows))).unwrap();
+    let back = open(&sealer, &payload, fake_pid).unwrap();
+    assert_eq!(back.events(), events);
+    assert!(back.rows().iter().all(|r| r.grants.is_none()));
+    // A marker no release wrote is refused, not guessed at.
+    let mut unknown = crate::codec::encode(&(&uses.names, &rows));
+    unknown[0] = 9;
+    assert!(open(&sealer, &sealer.seal(AD, &unknown).unwrap(), fake_pid).is_err());
 }
 
 /// A stand-in pseudonym: a function of the key, as the store's is.
