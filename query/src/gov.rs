@@ -247,7 +247,9 @@ impl Grant {
             return Err(basedata_store::Error::Format { what: "grant", found: marker });
         }
         let g: GrantV1 = body.decode()?;
-        Ok(Grant {
+        // What format 2 added: a kind (a first-format grant is of fields)
+        // and a purpose code (none); format 3's additions follow from it.
+        Ok(GrantV2 {
             id: g.id,
             department: g.department,
             dataset: g.dataset,
@@ -261,12 +263,11 @@ impl Grant {
             due: g.due,
             decided_at: g.decided_at,
             decided_by: g.decided_by,
-            decided_operator: None,
-            decided_operator_verified: false,
             reason: g.reason,
             revoked_at: g.revoked_at,
             revoked_by: g.revoked_by,
-        })
+        }
+        .into())
     }
 
     /// Whether the grant, approved, opens `scope`.
