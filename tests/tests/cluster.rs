@@ -302,6 +302,18 @@ fn cluster_survives_losing_a_nats_server_and_a_node() {
     assert_eq!((ahead.status, ahead.code()), (400, "invalid_value"), "{}", ahead.text);
     assert!(ahead.json["error"]["details"]["log_end"].as_u64().unwrap() >= pos, "{}", ahead.text);
     assert!(asked.elapsed() < Duration::from_secs(2), "answered without waiting out read_wait_ms (2 s)");
+    // Who may not read is refused before any position is looked at: a
+    // request without a token never waits for the log, whatever it asks.
+    let asked = Instant::now();
+    let anonymous = req("GET", &c.url(2, &format!("/v1/persons/{}", keys[0])))
+        .purpose(PURPOSE)
+        .header("x-basedata-min-position", "not a number")
+        .get();
+    assert_eq!((anonymous.status, anonymous.code()), (401, "unauthenticated"), "{}", anonymous.text);
+    assert!(anonymous.header("x-basedata-position").is_none());
+    let anonymous = req("GET", &c.url(2, "/v1/audit")).header("x-basedata-min-position", &(pos + 5).to_string()).get();
+    assert_eq!(anonymous.status, 401, "{}", anonymous.text);
+    assert!(asked.elapsed() < Duration::from_secs(2), "refused without waiting for a position");
     // A line too large for one NATS message (the servers take 1 MiB) is
     // rejected on its own; the rest of the request is logged and applied.
     let photo = base64::engine::general_purpose::STANDARD.encode(vec![7u8; 900 << 10]);

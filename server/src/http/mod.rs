@@ -215,6 +215,15 @@ pub fn router(state: AppState) -> Router {
 /// The API router with `pages` (the console) beside it: they share the
 /// request id, access log and panic catcher, not the API's JSON errors.
 pub fn router_with(state: AppState, pages: Router<AppState>) -> Router {
+    // Read positions exist in cluster mode only, and only for the API's
+    // authenticated routes: inside authentication, so that a request that
+    // is refused is refused at once, not after waiting for a position. A
+    // single node spares every request the layer (a boxed future and a
+    // route clone each).
+    let positioned = |routes: Router<AppState>| match state.cluster {
+        Some(_) => routes.route_layer(middleware::from_fn_with_state(state.clone(), cluster::position)),
+        None => routes,
+    };
     let subject_reads = Router::new()
         .route("/v1/persons/{id}", get(subjects::lookup_person))
         .route("/v1/entities/{code}", get(subjects::lookup_entity))
@@ -225,11 +234,12 @@ pub fn router_with(state: AppState, pages: Router<AppState>) -> Router {
         .route("/v1/verify/batch", post(batch::verify_batch).layer(axum::extract::DefaultBodyLimit::disable()))
         .route("/v1/jobs", post(batch::submit_job).layer(axum::extract::DefaultBodyLimit::disable()))
         .route("/v1/jobs/{id}", get(batch::job_status))
-        .route("/v1/jobs/{id}/result", get(batch::job_result))
-        // Authentication and the purpose in one layer: each layer is a
-        // boxed future and a route clone on every request, and these are
-        // the hottest routes.
-        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate_with_purpose));
+        .route("/v1/jobs/{id}/result", get(batch::job_result));
+    // Authentication and the purpose in one layer: each layer is a boxed
+    // future and a route clone on every request, and these are the
+    // hottest routes.
+    let subject_reads =
+        positioned(subject_reads).route_layer(middleware::from_fn_with_state(state.clone(), authenticate_with_purpose));
     let authenticated = Router::new()
         .route("/v1/keys/person/{id}", get(keys::person))
         .route("/v1/keys/entity/{code}", get(keys::entity))
@@ -253,10 +263,10 @@ pub fn router_with(state: AppState, pages: Router<AppState>) -> Router {
         .route("/v1/reports/freshness", get(reports::freshness))
         .route("/v1/audit", get(audit::list))
         .route("/v1/audit/verify", get(audit::verify))
-        .route("/v1/cluster", get(cluster::status))
-        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate))
-        .merge(subject_reads);
-    let mut api = Router::new()
+        .route("/v1/cluster", get(cluster::status));
+    let authenticated =
+        positioned(authenticated).route_layer(middleware::from_fn_with_state(state.clone(), authenticate)).merge(subject_reads);
+    let api = Router::new()
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
@@ -266,11 +276,6 @@ pub fn router_with(state: AppState, pages: Router<AppState>) -> Router {
         .method_not_allowed_fallback(|| async {
             ApiError::new(axum::http::StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed here")
         });
-    // Read positions exist in cluster mode only; a single node spares
-    // every request the layer (a boxed future and a route clone each).
-    if state.cluster.is_some() {
-        api = api.layer(middleware::from_fn_with_state(state.clone(), cluster::position));
-    }
     let api = api.layer(middleware::from_fn_with_state(state.clone(), api_edge));
     // Pages answer their own errors as pages, so they are merged beside
     // the API's JSON error layer, not under it (a layer wraps only the
