@@ -176,7 +176,10 @@ impl Queries {
                         seen.entry(id.as_str())
                             .or_insert_with(|| match self.grants.get(id) {
                                 Some(g) => {
-                                    let deemed = g.decided_at.is_none();
+                                    // Rejected, yet relied on: it was deemed approved
+                                    // then (its deadline passed undecided), and the
+                                    // refusal came after a policy switch.
+                                    let deemed = g.decided_at.is_none() || g.state == GrantState::Rejected;
                                     Approval {
                                         since: Some(g.decided_at.unwrap_or_else(|| end_of_day(g.due_date()))),
                                         by: if deemed { None } else { g.decided_by },

@@ -138,6 +138,8 @@ impl Queries {
     pub async fn deny_then<A: FnOnce() + Send + 'static>(&self, mut ev: AuditEvent, err: Error, extra: WriteBatch, after: A) -> Error {
         ev.action = Action::Denied;
         ev.outcome = err.code().to_owned();
+        // A refused use relied on no approval, whatever its request named.
+        ev.grants.clear();
         match self.record_then(vec![ev], extra, after).await {
             Ok(()) => err,
             Err(e) => e,

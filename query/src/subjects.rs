@@ -110,8 +110,10 @@ impl Queries {
         }
         let dept = caller.department.id.as_str();
         let mut counted = Vec::new();
+        // Named by the entry only if the verification is made.
+        let mut relied = Vec::new();
         for (f, value) in claims.claimed() {
-            add_grants(&mut ev.grants, relied_on(caller, ds, f, &*self.grants));
+            add_grants(&mut relied, relied_on(caller, ds, f, &*self.grants));
             match claim_rule(caller, ds, f, &*self.grants) {
                 ClaimRule::Free => {}
                 ClaimRule::Counted => counted.push((f, value)),
@@ -141,6 +143,7 @@ impl Queries {
         ev.outcome = outcome.as_str().to_owned();
         ev.key_mapped = found;
         ev.pid = pid;
+        ev.grants = relied;
         // The count's lock is let go once the count is durable.
         self.record_then(vec![ev], extra, move || drop(counting)).await?;
         Ok(Verification {

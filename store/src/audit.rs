@@ -24,7 +24,9 @@
 //! Formats: marker 1 (the first release) has no operator provenance; such
 //! entries read as `operator_verified = false` (the operator, if any, was
 //! declared by the calling program). Marker 2 adds `operator_verified`
-//! before the hash. Both stay readable and verifiable. Marker 4 is a chunk.
+//! before the hash. Marker 3 adds the purpose code, marker 5 the grants
+//! the use relied on. Marker 4 is a chunk, and marker 6 a chunk whose
+//! lines name their grants. Every format stays readable and verifiable.
 
 use crate::codec::{config, decode, encode, encode_into};
 use crate::engine::{prefix_end, Cf, WriteBatch};

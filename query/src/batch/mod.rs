@@ -394,6 +394,10 @@ impl LineAccess for Unrestricted {
     }
 }
 
+/// Sets of claimed fields whose grants a chunk remembers and compares a
+/// line's with, newest first (as [`Uses::list`] compares lists).
+pub const RELIED_LOOKED_AT: usize = 8;
+
 /// Checks one parsed line against the catalog and the caller's access.
 fn prepare<'c>(store: &'c Store, access: &dyn LineAccess, l: &LineIn<'_>) -> Prepared<'c> {
     let fail = |key, ds, failure| Prepared::Failed { key, ds, fields: Vec::new(), action: Action::BatchVerify, failure };
@@ -582,7 +586,8 @@ pub fn process(store: &Store, access: &dyn LineAccess, chunk: &Chunk) -> basedat
     let stamp = res.uses.stamp(&access.by());
     let mut names: Vec<&str> = Vec::new();
     // The grants each distinct set of claimed fields relies on, as their
-    // place among the uses' lists: looked up once a chunk, not a line.
+    // place among the uses' lists: looked up once a chunk, not a line
+    // (see `RELIED_LOOKED_AT`).
     let mut relied: Vec<(&str, u32, Option<u32>)> = Vec::new();
     for (i, (p, r)) in prepared.into_iter().zip(&refs).enumerate() {
         let uses = &mut res.uses;
@@ -603,7 +608,11 @@ pub fn process(store: &Store, access: &dyn LineAccess, chunk: &Chunk) -> basedat
                 names.clear();
                 names.extend(claims.fields().map(|f| f.name.as_str()));
                 let (datasets, fields) = (uses.list([ds.id.as_str()]), uses.list(names.iter().copied()));
-                let grants = match relied.iter().find(|(d, f, _)| *d == ds.id.as_str() && *f == fields) {
+                // The last few sets looked at, as lists are (lines that
+                // cycle through many sets cost a lookup each, never a
+                // search through all of them).
+                let recent = relied.len().saturating_sub(crate::batch::RELIED_LOOKED_AT);
+                let grants = match relied[recent..].iter().rev().find(|(d, f, _)| *d == ds.id.as_str() && *f == fields) {
                     Some(&(_, _, g)) => g,
                     None => {
                         let mut ids = Vec::new();

@@ -201,7 +201,8 @@ async fn run_slice(state: &Queries, mut meta: JobMeta) {
         // The machine's state (a full disk), not the job's: it goes on
         // from its stored progress once the store takes writes again,
         // rather than failing for good and making its department send
-        // the whole body again.
+        // the whole body again. (`drive` reports a failure after which a
+        // later chunk was stored as a worker's: that job fails.)
         Err(BatchError::Store(e)) if e.unavailable_reason().is_some() => {
             tracing::warn!(job = %id, error = %e, "the store refuses writes; the job will continue once it takes them again");
             tokio::time::sleep(RETRY_PAUSE).await;
@@ -278,18 +279,19 @@ async fn drive(b: &Batch, meta: &mut JobMeta, slice: u64) -> Result<(), BatchErr
             if let Err(mpsc::error::SendError((done, _))) = tx.send((done, m.clone())).await {
                 // A commit failed: let this one land (or fail) before the
                 // job's outcome is recorded, so it cannot overwrite it.
-                let _ = durable(done).await;
-                break;
+                return Ok(durable(done).await.is_ok());
             }
         }
-        Ok::<_, BatchError>(())
+        // Whether a chunk was stored after one that failed.
+        Ok::<_, BatchError>(false)
     };
     let release = async {
         let mut failed = None;
+        let mut landed_after = false;
         while let Some((done, m)) = rx.recv().await {
             match durable(done).await {
                 Ok(_) if failed.is_none() => *meta = m,
-                Ok(_) => {}
+                Ok(_) => landed_after = true,
                 Err(e) => {
                     // Let what is already queued finish first, so nothing
                     // written after this point can overwrite the outcome.
@@ -298,11 +300,19 @@ async fn drive(b: &Batch, meta: &mut JobMeta, slice: u64) -> Result<(), BatchErr
                 }
             }
         }
-        failed.map_or(Ok(()), Err)
+        (failed.map_or(Ok(()), Err), landed_after)
     };
-    let (produced, released) = tokio::join!(produce, release);
-    released?;
-    produced
+    let (produced, (released, landed_after)) = tokio::join!(produce, release);
+    match released {
+        // A chunk stored after one that failed stored its progress past
+        // the failed one's: resumed, the job would skip it. Only a job
+        // whose failure left its stored progress whole may wait and go on.
+        Err(BatchError::Store(_)) if landed_after || matches!(produced, Ok(true)) => Err(BatchError::Worker(
+            "a chunk was stored after an earlier one failed; the job cannot resume from its progress".into(),
+        )),
+        Err(e) => Err(e),
+        Ok(()) => produced.map(|_| ()),
+    }
 }
 
 #[cfg(test)]

@@ -42,9 +42,9 @@ pub struct Edge {
 
 impl Edge {
     /// `router` built over `state`, with the subject reads served beside
-    /// it on a single node. In cluster mode every answer carries
-    /// the node's read position, a layer of the router's: all requests go
-    /// through it.
+    /// it on a single node. In cluster mode the authenticated answers
+    /// carry the node's read position, a layer of the router's: all
+    /// requests go through it.
     pub fn new(router: Router, state: &AppState) -> Edge {
         Edge { router, fast: state.cluster.is_none().then(|| state.clone()) }
     }
