@@ -413,3 +413,35 @@ fn reports_count_use_and_timeliness() {
     let death = f.json["datasets"].as_array().unwrap().iter().find(|d| d["dataset"] == "death").unwrap().clone();
     assert_eq!(death["overdue"], false, "an empty dataset is not overdue: {death}");
 }
+
+#[test]
+fn a_refused_verification_names_no_approval() {
+    let s = Server::start(&standard_config());
+    let adoption = json!({"key": P1, "version": 1, "fields": {"name": "张三", "role": "adoptee", "adoption_certificate_no": "民收字001"}});
+    let r = s.req("POST", "/v1/datasets/adoption/updates").token(tokens::MINZHENG).ndjson(&[adoption]);
+    assert_eq!(r.json["applied"], 1, "{}", r.text);
+    // The counter may read (and so verify) the adopted person's name, and
+    // nothing else of the record: none of it may be verified without reading.
+    let r = s.req("POST", "/v1/grants").token(tokens::COUNTER)
+        .json(&json!({"dataset": "adoption", "fields": ["name"], "purpose": "收养登记核验", "legal_basis": "《收养登记办法》"}));
+    assert_eq!(r.status, 201, "{}", r.text);
+    let id = r.json["id"].as_str().unwrap().to_owned();
+    let r = s.req("POST", &format!("/v1/grants/{id}/decision")).token(tokens::MINZHENG).json(&json!({"approve": true}));
+    assert_eq!(r.json["state"], "approved", "{}", r.text);
+    let verify = |fields: Value| {
+        s.req("POST", &format!("/v1/persons/{P1}/verify")).token(tokens::COUNTER).purpose("收养登记核验")
+            .json(&json!({"dataset": "adoption", "fields": fields}))
+    };
+    let r = verify(json!({"name": "张三"}));
+    assert_eq!((r.status, r.json["result"].as_str()), (200, Some("match")), "{}", r.text);
+    // The name is granted, the role is not: refused, and the refusal on
+    // record relied on no approval, although the name came first.
+    let r = verify(json!({"name": "张三", "role": "adoptee"}));
+    assert_eq!((r.status, r.code()), (403, "forbidden"), "{}", r.text);
+    let r = s.req("GET", "/v1/audit?department=shebao-counter").token(tokens::AUDITOR).get();
+    let entries = r.json["entries"].as_array().unwrap();
+    let approvals = |action: &str| -> Vec<usize> {
+        entries.iter().filter(|e| e["action"] == action).map(|e| e["approvals"].as_array().unwrap().len()).collect()
+    };
+    assert_eq!((approvals("verify"), approvals("denied")), (vec![1], vec![0]), "{}", r.text);
+}
