@@ -74,16 +74,16 @@ impl Queries {
             ev.fields = c.fields.iter().map(|(f, _)| format!("{}.{f}", c.dataset)).collect();
             // The subscription it came under (a provider follows its own
             // datasets without one), and the grants of the conditional
-            // fields it shows.
-            // A page's changes are of a few datasets: each dataset's
-            // grants are looked up once.
+            // fields it shows. A page's changes are of a few datasets:
+            // each dataset's grants are looked up once.
             let relied = relied_by_dataset.entry(ds.id.as_str()).or_insert_with(|| {
-                let mut ids = Vec::new();
-                if !caller.provides(ds) {
-                    ids = self.grants.covering(&caller.department.id, caller.purpose_code.as_deref(), &ds.id, Scope::Feed);
-                }
+                let subscription = if caller.provides(ds) {
+                    Vec::new()
+                } else {
+                    self.grants.covering(&caller.department.id, caller.purpose_code.as_deref(), &ds.id, Scope::Feed)
+                };
                 let by_field = ds.fields.iter().map(|f| (f.name.as_str(), relied_on(caller, ds, f, &*self.grants))).collect();
-                (ids, by_field)
+                (subscription, by_field)
             });
             ev.grants = relied.0.clone();
             for (name, _) in &c.fields {

@@ -429,43 +429,43 @@ impl GrantBook {
     }
 }
 
-impl GrantSource for GrantBook {
-    fn coverage(&self, department: &str, purpose: Option<&str>, dataset: &str, scope: Scope<'_>) -> Coverage {
+impl GrantBook {
+    /// Runs `f` over the grants of `department` that open `scope` of
+    /// `dataset` and are in force now (approved, or deemed approved),
+    /// whatever purpose they were applied for: what both [`GrantSource`]
+    /// answers look at.
+    fn with_in_force<R>(&self, department: &str, dataset: &str, scope: Scope<'_>, f: impl FnOnce(&mut dyn Iterator<Item = &Grant>) -> R) -> R {
         let now = self.now();
         let policy = self.policy();
-        let mut found = Coverage::None;
-        for g in self.grants.read().unwrap_or_else(|e| e.into_inner()).values() {
-            if g.department == department
+        let grants = self.grants.read().unwrap_or_else(|e| e.into_inner());
+        let mut in_force = grants.values().filter(|g| {
+            g.department == department
                 && g.dataset == dataset
                 && g.opens(scope)
                 && matches!(g.effective_state(now, &policy), GrantState::Approved | GrantState::DeemedApproved)
-            {
+        });
+        f(&mut in_force)
+    }
+}
+
+impl GrantSource for GrantBook {
+    fn coverage(&self, department: &str, purpose: Option<&str>, dataset: &str, scope: Scope<'_>) -> Coverage {
+        self.with_in_force(department, dataset, scope, |in_force| {
+            let mut found = Coverage::None;
+            for g in in_force {
                 if g.purpose_code.as_deref() == purpose {
                     return Coverage::Covered;
                 }
                 found = Coverage::OtherPurpose;
             }
-        }
-        found
+            found
+        })
     }
 
     fn covering(&self, department: &str, purpose: Option<&str>, dataset: &str, scope: Scope<'_>) -> Vec<String> {
-        let now = self.now();
-        let policy = self.policy();
-        let mut ids: Vec<(i64, String)> = self
-            .grants
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .filter(|g| {
-                g.department == department
-                    && g.dataset == dataset
-                    && g.purpose_code.as_deref() == purpose
-                    && g.opens(scope)
-                    && matches!(g.effective_state(now, &policy), GrantState::Approved | GrantState::DeemedApproved)
-            })
-            .map(|g| (g.created_at, g.id.clone()))
-            .collect();
+        let mut ids: Vec<(i64, String)> = self.with_in_force(department, dataset, scope, |in_force| {
+            in_force.filter(|g| g.purpose_code.as_deref() == purpose).map(|g| (g.created_at, g.id.clone())).collect()
+        });
         ids.sort();
         ids.into_iter().map(|(_, id)| id).collect()
     }

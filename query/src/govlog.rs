@@ -250,10 +250,11 @@ mod tests {
         assert!(Entry::decode(&encode_marked(3, &old)).is_err());
         // Other changes are written as format 1, byte for byte what an
         // older node wrote and reads.
-        let policy = Entry::new("node-a", Change::Policy { record: crate::gov::PolicyRecord { policy: crate::gov::Policy::default(), set_at: 1, set_by: "admin".into() } }, &[]);
+        let record = crate::gov::PolicyRecord { policy: crate::gov::Policy::default(), set_at: 1, set_by: "admin".into() };
+        let policy = Entry::new("node-a", Change::Policy { record: record.clone() }, &[]);
         let bytes = policy.encode();
         assert_eq!(bytes[0], 1);
-        let old = v1::Entry { origin: "node-a".into(), change: v1::Change::Policy { record: crate::gov::PolicyRecord { policy: crate::gov::Policy::default(), set_at: 1, set_by: "admin".into() } }, events: Vec::new() };
+        let old = v1::Entry { origin: "node-a".into(), change: v1::Change::Policy { record }, events: Vec::new() };
         assert_eq!(bytes, encode_marked(1, &old));
         assert_eq!(Entry::decode(&bytes).unwrap(), policy);
     }

@@ -122,7 +122,7 @@ impl Division {
                         }
                         // The stored area is not the sender's to read: the
                         // refusal names the owner, never the area itself.
-                        Err(match area.and_then(|a| providers.iter().find(|p| p.holds_area(a))) {
+                        Err(match owner_of(providers, area) {
                             Some(owner) => Refusal(format!(
                                 "the record is in the area of {}, not of {}: only {} may change or move it",
                                 owner.id, by.id, owner.id
@@ -132,11 +132,9 @@ impl Division {
                     }
                     (Current::Absent, Change::Upsert(fields)) => {
                         let area = fields.iter().find(|(n, _)| n == f).and_then(|(_, v)| area_value(v));
-                        own_area(by, area, "the new record's area").map_err(|e| {
-                            match area.and_then(|a| providers.iter().find(|p| p.holds_area(a))) {
-                                Some(owner) => Refusal(format!("{}; only {} may create it", e.0, owner.id)),
-                                None => e,
-                            }
+                        own_area(by, area, "the new record's area").map_err(|e| match owner_of(providers, area) {
+                            Some(owner) => Refusal(format!("{}; only {} may create it", e.0, owner.id)),
+                            None => e,
                         })?;
                         Ok(Settled::AsSent)
                     }
@@ -186,6 +184,11 @@ fn not_its_field(providers: &[Provider], by: &Provider, name: &str) -> Refusal {
         Some(owner) => Refusal(format!("field {name} is provided by {}, not {}", owner.id, by.id)),
         None => Refusal(format!("field {name} is not provided by {}", by.id)),
     }
+}
+
+/// The provider whose area holds `area`, if any.
+fn owner_of<'p>(providers: &'p [Provider], area: Option<&str>) -> Option<&'p Provider> {
+    area.and_then(|a| providers.iter().find(|p| p.holds_area(a)))
 }
 
 fn own_area(by: &Provider, area: Option<&str>, whose: &str) -> Result<(), Refusal> {

@@ -60,6 +60,13 @@ fn query_key(key: &str, id_type: Option<&str>) -> ApiResult<SubjectKey> {
     SubjectKey::parse_doc(doc, key).map_err(ApiError::invalid_key)
 }
 
+/// How the platform knows an operator (or approver): `verified`, a
+/// console session; `declared`, the request's `X-Operator`. `None`
+/// without one.
+pub fn operator_source(operator: Option<&str>, verified: bool) -> Option<String> {
+    operator.map(|_| if verified { "verified" } else { "declared" }.to_owned())
+}
+
 /// `local`: this node's name in cluster mode, for its own entries;
 /// `approvals`: the grants the use relied on.
 pub fn entry_doc(e: &AuditEntry, local: Option<&str>, approvals: Vec<Approval>) -> AuditEntryDoc {
@@ -69,7 +76,7 @@ pub fn entry_doc(e: &AuditEntry, local: Option<&str>, approvals: Vec<Approval>) 
         at: format_datetime(e.at),
         department: e.department.clone(),
         operator: e.operator.clone(),
-        operator_source: e.operator.as_ref().map(|_| if e.operator_verified { "verified" } else { "declared" }.to_owned()),
+        operator_source: operator_source(e.operator.as_deref(), e.operator_verified),
         purpose: e.purpose.clone(),
         purpose_code: e.purpose_code.clone(),
         action: e.action.as_str().into(),
@@ -83,7 +90,7 @@ pub fn entry_doc(e: &AuditEntry, local: Option<&str>, approvals: Vec<Approval>) 
             .into_iter()
             .map(|a| ApprovalDoc {
                 state: a.dataset.as_ref().map(|_| if a.deemed { "deemed_approved" } else { "approved" }.to_owned()),
-                approver_source: a.approver.as_ref().map(|_| if a.approver_verified { "verified" } else { "declared" }.to_owned()),
+                approver_source: operator_source(a.approver.as_deref(), a.approver_verified),
                 grant: a.grant,
                 dataset: a.dataset,
                 approved_by: a.by,

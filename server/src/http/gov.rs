@@ -35,10 +35,7 @@ pub fn grant_doc(g: &Grant, state: &AppState) -> GrantDoc {
         decided_at: g.decided_at.map(format_datetime),
         decided_by: g.decided_by.clone(),
         decided_operator: g.decided_operator.clone(),
-        decided_operator_source: g
-            .decided_operator
-            .as_ref()
-            .map(|_| if g.decided_operator_verified { "verified" } else { "declared" }.to_owned()),
+        decided_operator_source: super::audit::operator_source(g.decided_operator.as_deref(), g.decided_operator_verified),
         reason: g.reason.clone(),
         revoked_at: g.revoked_at.map(format_datetime),
         revoked_by: g.revoked_by.clone(),
