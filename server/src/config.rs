@@ -121,6 +121,10 @@ pub struct Config {
     /// its lines stay).
     #[serde(default = "default_job_retention_days")]
     pub job_retention_days: u32,
+    /// Days audit entries are kept; older ones are removed from the trail
+    /// (at start and every six hours), and the removal is itself recorded.
+    /// Left out: kept for ever. At least six months (184 days).
+    pub audit_retention_days: Option<u32>,
     /// Where batch answers a client has not read yet spill beyond memory
     /// (sealed, unnamed files). Default: `spill/` inside the data
     /// directory, on the disk that was sized for the store, and never a
@@ -449,6 +453,7 @@ impl Default for Config {
             request_timeout_seconds: default_timeout(),
             write_queue: default_write_queue(),
             job_retention_days: default_job_retention_days(),
+            audit_retention_days: None,
             spill_dir: None,
             tls: None,
             cluster: None,
@@ -557,6 +562,9 @@ impl Config {
         if self.job_retention_days == 0 {
             bail!("job_retention_days must be at least 1");
         }
+        if let Some(days) = self.audit_retention_days {
+            basedata_store::audit::retention::check_retention_days(days).map_err(anyhow::Error::msg)?;
+        }
         if self.request_timeout_seconds < 70 || self.write_queue == 0 {
             // Change-feed long polls wait up to 60 s.
             bail!("request_timeout_seconds must be at least 70 and write_queue positive");
@@ -648,6 +656,14 @@ token = "counter-secret-token"
     }
 
     #[test]
+    fn audit_retention_is_for_ever_unless_set_to_six_months_or_more() {
+        assert_eq!(parse("").unwrap().audit_retention_days, None);
+        assert_eq!(parse("audit_retention_days = 184\n").unwrap().audit_retention_days, Some(184));
+        let e = parse("audit_retention_days = 90\n").unwrap_err().to_string();
+        assert!(e.contains("at least six months (184 days)"), "{e}");
+    }
+
+    #[test]
     fn invalid_configurations_are_refused() {
         for bad in [
             "[[departments]]\nid = \"a\"\nroles = [\"consumer\"]\n",
@@ -666,6 +682,9 @@ token = "counter-secret-token"
             "[policy]\nresponsible_max_age_days = 0\n",
             "prime_wal_mb = 4097\n",
             "prime_wal_mb = -1\n",
+            "audit_retention_days = 183\n",
+            "audit_retention_days = 0\n",
+            "audit_retention_days = -1\n",
             "[[departments]]\nid = \"a\"\nroles = [\"consumer\"]\ntoken = \"0123456789abcdef\"\n[[departments]]\nid = \"a\"\nroles = [\"consumer\"]\ntoken = \"0123456789abcdeg\"\n",
             "unknown_key = 1\n",
         ] {

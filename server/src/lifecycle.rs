@@ -123,6 +123,7 @@ pub fn app_state(store: Arc<Store>, cfg: &Config) -> anyhow::Result<AppState> {
         calendar,
         connections: fit_to_open_files(crate::conn::ConnLimits::from_config(&cfg.connections)?),
         deadline_sweep: std::time::Duration::from_secs(u64::from(cfg.policy.sweep_seconds)),
+        audit_retention_days: cfg.audit_retention_days,
     };
     let stored = basedata_query::staff::all(store.engine().as_ref())?;
     let staff = crate::accounts::staff::StaffBook::load(&cfg.staff, &stored, cfg.console, &departments)?;
@@ -203,6 +204,9 @@ async fn log_audit_heads(store: Arc<Store>) {
     }
 }
 
+/// How often audit entries past the retention period are looked for.
+const AUDIT_RETENTION_EVERY: std::time::Duration = std::time::Duration::from_secs(6 * 3_600);
+
 /// Serves `state` on `listener` until a shutdown signal arrives.
 pub async fn serve(state: AppState, listener: tokio::net::TcpListener) -> anyhow::Result<()> {
     serve_tls(state, listener, None).await
@@ -233,6 +237,24 @@ pub async fn serve_tls(
             }
         })
     };
+    // Audit entries past the retention period, removed at start and then
+    // every few hours (a day's entries at most wait that long).
+    let retention = state.audit_retention_days.map(|days| {
+        let queries = state.queries.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(AUDIT_RETENTION_EVERY);
+            loop {
+                tick.tick().await;
+                match queries.apply_audit_retention(days).await {
+                    Ok(p) if p.total() > 0 => {
+                        tracing::info!(uses = p.total(), kept_from = p.anchor.seq + 1, "removed audit entries past the retention period")
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(code = e.code(), error = %e, "audit retention failed"),
+                }
+            }
+        })
+    });
     // Uploads an earlier process left half-received go before any request
     // can begin one; then jobs run, resuming any a previous run left
     // unfinished.
@@ -241,6 +263,9 @@ pub async fn serve_tls(
     let jobs = tokio::spawn(basedata_query::jobs::runner::runner(state.queries.clone()));
     crate::conn::serve(listener, tls, app, state.conn_limits, state.connections.clone(), shutdown_signal()).await;
     sweeper.abort();
+    if let Some(r) = retention {
+        r.abort();
+    }
     jobs.abort();
     anchors.abort();
     // Unsynced writes (none on the API paths, but bulk tools may share the

@@ -38,12 +38,16 @@ use sha2::{Digest, Sha256};
 
 pub mod chunk;
 pub mod remote;
+pub mod retention;
 pub mod uses;
 
 pub use chunk::Stored;
 use chunk::{IndexTarget, StoredChunk};
 
 pub(crate) const META_AUDIT_HEAD: &[u8] = b"audit_head";
+/// Where this node's chain starts once entries were removed for the
+/// retention period (see [`retention`]): the last one removed.
+pub(crate) const META_AUDIT_ANCHOR: &[u8] = b"audit_anchor";
 
 /// What was done. Stable names: they appear in the API.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, bincode::Encode, bincode::Decode)]
@@ -66,6 +70,9 @@ pub enum Action {
     Responsible,
     /// A switch of the governance policy (reply deadlines, deemed approval).
     Policy,
+    /// Entries past the retention period removed from the trail (the
+    /// platform's own event; see [`retention`]).
+    Retention,
 }
 
 impl Action {
@@ -84,11 +91,12 @@ impl Action {
             Action::Account => "account",
             Action::Responsible => "responsible",
             Action::Policy => "policy",
+            Action::Retention => "retention",
         }
     }
 
     /// Every action, in the order of their stored codes.
-    pub const ALL: [Action; 13] = [
+    pub const ALL: [Action; 14] = [
         Action::Lookup,
         Action::Verify,
         Action::BatchVerify,
@@ -102,6 +110,7 @@ impl Action {
         Action::Account,
         Action::Responsible,
         Action::Policy,
+        Action::Retention,
     ];
 
     pub fn parse(s: &str) -> Option<Action> {
@@ -581,7 +590,11 @@ pub struct AuditQuery {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ChainCheck {
     pub ok: bool,
+    /// Uses checked: those from the chain's anchor to its head.
     pub entries: u64,
+    /// The last use removed for retention (see [`retention`]): the chain
+    /// is checked from the one after it; 0 when none was removed.
+    pub starts_after: u64,
     pub head: [u8; 32],
     /// The first problem found, if any.
     pub problem: Option<String>,
@@ -719,12 +732,14 @@ impl Store {
             return self.chain_query(q, Chain::Local, q.after, None, limit);
         }
         let local = q.node.as_deref().unwrap_or("");
+        // A local entry removed for retention: every entry kept is after it.
+        let after = if q.after <= self.audit_files().local_anchor()?.seq { 0 } else { q.after };
         let cursor = match &q.cursor {
             Some(c) => Some(c.clone()),
             // A local entry not (yet) there: nothing after it.
-            None if q.after > 0 => Some(match self.covering(Chain::Local, q.after)? {
-                Some((_, e)) => AuditCursor { at: e.at(), node: local.to_owned(), seq: q.after },
-                None => AuditCursor { at: i64::MAX, node: local.to_owned(), seq: q.after },
+            None if after > 0 => Some(match self.covering(Chain::Local, after)? {
+                Some((_, e)) => AuditCursor { at: e.at(), node: local.to_owned(), seq: after },
+                None => AuditCursor { at: i64::MAX, node: local.to_owned(), seq: after },
             }),
             None => None,
         };
@@ -905,10 +920,12 @@ impl Store {
 
     /// The chain's hash after entry `seq` of this node's chain, as the
     /// entry ending exactly there holds it; `None` when no stored entry
-    /// ends at `seq` (zeros before the first entry).
+    /// ends at `seq` (zeros before the first entry; the anchor's hash at
+    /// the last use removed for retention, and `None` before it).
     pub fn audit_hash_at(&self, seq: u64) -> Result<Option<[u8; 32]>> {
-        if seq == 0 {
-            return Ok(Some([0; 32]));
+        let anchor = self.audit_files().local_anchor()?;
+        if seq <= anchor.seq {
+            return Ok((seq == anchor.seq).then_some(anchor.hash));
         }
         // The entry holding `seq` starts at most a chunk's length before it.
         let from = seq_key(seq.saturating_sub(chunk::MAX_CHUNK_LINES as u64 - 1).max(1));
@@ -921,7 +938,7 @@ impl Store {
         Ok((first + e.span() - 1 == seq).then(|| e.hash()))
     }
 
-    /// Recomputes the whole chain from the first entry.
+    /// Recomputes the whole chain from the first entry kept.
     pub fn audit_verify(&self) -> Result<ChainCheck> {
         self.audit_files().audit_verify()
     }
@@ -942,9 +959,16 @@ impl<'a> AuditFiles<'a> {
         Ok(scan.map(|i| i.and_then(|(k, v)| Ok((seq_from_key(&k)?, v)))))
     }
 
-    /// Recomputes this node's chain from the first entry.
+    /// Where this node's chain starts: after the last entry removed for
+    /// the retention period, or zeros.
+    pub fn local_anchor(self) -> Result<ChainHead> {
+        self.0.get(Cf::Meta, META_AUDIT_ANCHOR)?.map_or(Ok(ChainHead::default()), |v| decode("audit anchor", &v))
+    }
+
+    /// Recomputes this node's chain from the first entry kept (see
+    /// [`retention`]).
     pub fn audit_verify(self) -> Result<ChainCheck> {
-        walk_chain(self.local_entries()?, ChainHead::default(), load_head(self.0)?)
+        walk_chain(self.local_entries()?, self.local_anchor()?, load_head(self.0)?)
     }
 
     /// Recomputes this node's chain and each other node's chain held, and
@@ -1076,7 +1100,7 @@ pub(crate) fn walk_chain(
     let mut prev = anchor.hash;
     let mut expected = anchor.seq + 1;
     let mut n = 0u64;
-    let fail = |n, prev, msg: String| ChainCheck { ok: false, entries: n, head: prev, problem: Some(msg) };
+    let fail = |n, prev, msg: String| ChainCheck { ok: false, entries: n, starts_after: anchor.seq, head: prev, problem: Some(msg) };
     for item in entries {
         let (seq, v) = item?;
         if seq != expected {
@@ -1096,7 +1120,7 @@ pub(crate) fn walk_chain(
     if head.seq != expected - 1 || head.hash != prev {
         return Ok(fail(n, prev, format!("the chain ends at {} but the recorded head is {}", expected - 1, head.seq)));
     }
-    Ok(ChainCheck { ok: true, entries: n, head: prev, problem: None })
+    Ok(ChainCheck { ok: true, entries: n, starts_after: anchor.seq, head: prev, problem: None })
 }
 
 #[cfg(test)]

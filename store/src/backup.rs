@@ -171,7 +171,7 @@ fn fail(msg: String) -> Error {
     Error::Backup(msg)
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -563,8 +563,14 @@ pub fn check_head(store: &Store, seq: u64, hash_hex: &str, whose: &str) -> Resul
 }
 
 fn head_problem(store: &Store, live: crate::audit::ChainHead, seq: u64, hash_hex: &str, whose: &str) -> Result<Option<String>> {
+    let kept = store.audit_files().local_anchor()?;
     Ok(if seq > live.seq {
         Some(format!("the chain ends at {} but {whose} recorded entry {seq}: entries were cut", live.seq))
+    } else if seq < kept.seq {
+        Some(format!(
+            "{whose} recorded entry {seq}, which the retention period removed (the chain is kept from entry {}): it can no longer be checked",
+            kept.seq + 1
+        ))
     } else {
         match store.audit_hash_at(seq)? {
             Some(h) if hex(&h).eq_ignore_ascii_case(hash_hex) => None,

@@ -439,12 +439,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(p) = &check.problem {
                 line["problem"] = serde_json::json!(p);
             }
+            if check.starts_after > 0 {
+                line["starts_after"] = serde_json::json!(check.starts_after);
+            }
             // Other nodes' chains held here (cluster mode), each checked apart.
             if !remote.is_empty() {
                 line["chains"] = remote
                     .iter()
                     .map(|(node, c)| {
-                        serde_json::json!({"node": node, "entries": c.entries, "head": hex::encode(c.head), "ok": c.ok, "problem": c.problem})
+                        serde_json::json!({"node": node, "entries": c.entries, "starts_after": c.starts_after, "head": hex::encode(c.head), "ok": c.ok, "problem": c.problem})
                     })
                     .collect();
             }

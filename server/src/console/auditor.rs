@@ -130,7 +130,11 @@ fn staff_name(state: &AppState, id: &str) -> String {
 async fn render_audit(state: &AppState, session: &Session, form: &Form, entries: Result<Vec<AuditEntry>, String>) -> Response {
     let caller = session.staff.caller();
     let chain = match state.queries.audit_check(&caller).await {
-        Ok(c) if c.ok => format!(r#"<p class="ok" id="chain" data-chain="ok">哈希链校验通过：共 {} 条，链头 {}…</p>"#, c.entries, &hex::encode(c.head)[..16]),
+        Ok(c) if c.ok => {
+            // After a removal for the retention period the chain is checked from its anchor.
+            let from = if c.starts_after > 0 { format!("（第 {} 条起；此前已按保存期限清理）", c.starts_after + 1) } else { String::new() };
+            format!(r#"<p class="ok" id="chain" data-chain="ok">哈希链校验通过：共 {} 条{from}，链头 {}…</p>"#, c.entries, &hex::encode(c.head)[..16])
+        }
         Ok(c) => format!(
             r#"<p class="error" id="chain" data-chain="broken">哈希链校验失败：{}</p>"#,
             esc(c.problem.as_deref().unwrap_or("未知问题"))

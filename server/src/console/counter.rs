@@ -614,6 +614,7 @@ pub fn action_title(a: &str) -> &'static str {
         "account" => "账号管理",
         "responsible" => "责任人登记",
         "policy" => "共享规则调整",
+        "retention" => "超过保存期限的使用记录清理",
         _ => "其他",
     }
 }

@@ -143,6 +143,11 @@ pub async fn list(
     Ok(Json(AuditList { entries: entries.iter().zip(state.queries.approvals(&entries)).map(|(e, a)| entry_doc(e, local.as_deref(), a)).collect(), next, cursor }))
 }
 
+/// Where a chain is checked from, when entries were removed before it.
+fn starts_after(c: &basedata_store::audit::ChainCheck) -> Option<u64> {
+    (c.starts_after > 0).then_some(c.starts_after)
+}
+
 /// Recomputes the hash chain of the whole audit log, and in cluster mode
 /// every other node's chain held here.
 #[utoipa::path(get, path = "/v1/audit/verify", tag = "audit",
@@ -155,6 +160,7 @@ pub async fn verify(State(state): State<AppState>, Extension(caller): Extension<
     let doc = |node: Option<String>, c: &basedata_store::audit::ChainCheck| ChainCheckDoc {
         node,
         entries: c.entries,
+        starts_after: starts_after(c),
         head: hex::encode(c.head),
         ok: c.ok,
         problem: c.problem.clone(),
@@ -164,6 +170,7 @@ pub async fn verify(State(state): State<AppState>, Extension(caller): Extension<
     Ok(Json(AuditCheck {
         ok: chains.iter().all(|c| c.ok),
         entries: check.entries,
+        starts_after: starts_after(&check),
         head: hex::encode(check.head),
         problem: check.problem,
         chains,

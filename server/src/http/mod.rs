@@ -86,6 +86,9 @@ pub struct AppStateInner {
     /// How often unanswered grants past their deadline are recorded as
     /// deemed approved.
     pub deadline_sweep: Duration,
+    /// Days audit entries are kept before they are removed (`None`: for
+    /// ever).
+    pub audit_retention_days: Option<u32>,
     /// Largest update body.
     pub max_body_bytes: usize,
     /// Places for batch comparisons streaming at once, all departments
@@ -115,6 +118,7 @@ pub struct Settings {
     pub calendar: Calendar,
     pub connections: crate::conn::ConnLimits,
     pub deadline_sweep: Duration,
+    pub audit_retention_days: Option<u32>,
 }
 
 impl Default for Settings {
@@ -129,6 +133,7 @@ impl Default for Settings {
             calendar: Calendar::builtin(),
             connections: crate::conn::ConnLimits::default(),
             deadline_sweep: Duration::from_secs(30),
+            audit_retention_days: None,
         }
     }
 }
@@ -165,6 +170,7 @@ impl AppState {
             metrics: Arc::new(crate::metrics::Metrics::new()),
             request_timeout: settings.request_timeout,
             deadline_sweep: settings.deadline_sweep,
+            audit_retention_days: settings.audit_retention_days,
             batch_streams: Arc::new(tokio::sync::Semaphore::new(batch::MAX_BATCH_STREAMS)),
             max_body_bytes: settings.max_body_bytes,
             cluster: None,

@@ -645,6 +645,10 @@ pub struct AuditCheck {
     pub ok: bool,
     /// Entries, head and problem of this node's own chain.
     pub entries: u64,
+    /// The last entry removed for the retention period: the chain is
+    /// checked from the one after it (absent when none was removed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub starts_after: Option<u64>,
     pub head: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
@@ -657,6 +661,9 @@ pub struct ChainCheckDoc {
     /// The node whose chain it is (null: this node, on a single node).
     pub node: Option<String>,
     pub entries: u64,
+    /// As in [`AuditCheck`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub starts_after: Option<u64>,
     /// The hash of the last entry, hex.
     pub head: String,
     pub ok: bool,

@@ -59,6 +59,16 @@ fn meta_key(node: &str) -> Vec<u8> {
     [META_REMOTE, node.as_bytes()].concat()
 }
 
+/// Prefix of the anchor of another node's chain after entries were
+/// removed from it for the retention period (`meta`; see
+/// `audit::retention`): apart from [`RemoteChain`], which the log's
+/// applier keeps rewriting from what it holds in memory.
+const META_PRUNED: &[u8] = b"audit/pruned/";
+
+pub(crate) fn pruned_key(node: &str) -> Vec<u8> {
+    [META_PRUNED, node.as_bytes()].concat()
+}
+
 /// Whether `node` may name a node: it is part of storage keys and of the
 /// log's subjects.
 pub fn valid_node_name(node: &str) -> bool {
@@ -296,7 +306,8 @@ impl Store {
         }
     }
 
-    /// Copies the local entries after `prev.anchor` up to `head` as node
+    /// Copies the local entries after `prev.anchor` (or after the last one
+    /// removed for retention, if later) up to `head` as node
     /// `prev.node`'s chain, unless a copy of that chain is held already.
     fn adopt_local_chain(&self, prev: &Shipped, head: ChainHead) -> Result<()> {
         if !valid_node_name(&prev.node) || self.engine().get(Cf::Meta, &meta_key(&prev.node))?.is_some() {
@@ -304,9 +315,12 @@ impl Store {
         }
         tracing::info!(node = %prev.node, entries = head.seq - prev.anchor.seq, "keeping the audit chain of the node this store was copied from");
         let mut heads = RemoteHeads::new();
-        let mut from = prev.anchor.seq + 1;
+        // Entries removed here for retention are not copied.
+        let kept = self.audit_files().local_anchor()?;
+        let anchor = if kept.seq > prev.anchor.seq { kept } else { prev.anchor };
+        let mut from = anchor.seq + 1;
         while from <= head.seq {
-            let b = self.audit_ship_batch(&prev.node, prev.anchor, from, head.seq, 1_000, 1 << 20)?;
+            let b = self.audit_ship_batch(&prev.node, anchor, from, head.seq, 1_000, 1 << 20)?;
             if b.entries.is_empty() {
                 break;
             }
@@ -439,8 +453,20 @@ impl<'a> AuditFiles<'a> {
         Ok(out)
     }
 
+    /// Where another node's chain held here starts: after its last entry
+    /// removed for the retention period, or where the copy began (`held`).
+    pub(crate) fn remote_anchor(self, node: &str, held: ChainHead) -> Result<ChainHead> {
+        Ok(match self.0.get(Cf::Meta, &pruned_key(node))? {
+            Some(v) => {
+                let pruned: ChainHead = decode("audit anchor", &v)?;
+                if pruned.seq > held.seq { pruned } else { held }
+            }
+            None => held,
+        })
+    }
+
     fn verify_remote_chain(self, node: &str, chain: &RemoteChain) -> Result<ChainCheck> {
-        walk_chain(self.remote_entries(node)?, chain.anchor, chain.head)
+        walk_chain(self.remote_entries(node)?, self.remote_anchor(node, chain.anchor)?, chain.head)
     }
 
     /// Node `node`'s entries held here, in order, with their numbers.

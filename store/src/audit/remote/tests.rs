@@ -348,3 +348,28 @@ fn another_chain_under_this_name_is_refused() {
     let e = other.take_back_shipped("node-b", &ship(&lost, 6, 7)).unwrap_err().to_string();
     assert!(e.contains("holds entries of node node-a"), "{e}");
 }
+
+/// Another node's chain held here loses its old entries like the local
+/// one, is checked from where they stopped, and goes on growing.
+#[test]
+fn another_nodes_chain_is_cut_and_still_grows() {
+    let (a, b) = two_nodes();
+    append(&b, &ship(&a, 1, 3)).unwrap();
+    let (p, stopped) = b.audit_prune(1_025).unwrap();
+    assert!(stopped.is_empty());
+    assert_eq!((p.uses, p.anchor.seq), (2, 2));
+    assert_eq!(p.remote, vec![("node-a".to_owned(), 3, ChainHead { seq: 3, hash: a.audit_hash_at(3).unwrap().unwrap() })]);
+    append(&b, &ship(&a, 4, 5)).unwrap();
+    let checks = b.audit_checks().unwrap();
+    assert_eq!(checks.first_problem(), None);
+    assert_eq!((checks.remote[0].1.entries, checks.remote[0].1.starts_after), (2, 3));
+    // Their index keys went with them: node A's key 1 has no use left here.
+    let q = AuditQuery { key: Some(key(1)), limit: 10, ..Default::default() };
+    assert!(b.audit_query(&q).unwrap().is_empty());
+    let q = AuditQuery { key: Some(key(5)), limit: 10, ..Default::default() };
+    assert_eq!(b.audit_query(&q).unwrap().len(), 1);
+    // A page after a local entry since removed goes on with everything kept.
+    let q = AuditQuery { after: 1, limit: 10, node: Some("node-b".into()), ..Default::default() };
+    let seqs: Vec<(Option<String>, u64)> = b.audit_query(&q).unwrap().into_iter().map(|e| (e.node, e.seq)).collect();
+    assert_eq!(seqs, vec![(Some("node-a".into()), 4), (Some("node-a".into()), 5)]);
+}
