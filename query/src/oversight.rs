@@ -16,14 +16,11 @@ use crate::error::{Error, Result};
 use crate::gov::{cst_date, end_of_day, GrantState};
 use crate::service::Queries;
 use basedata_store::audit::retention::Pruned;
+use basedata_store::caller::retention_event;
 use basedata_store::audit::{AuditEntry, AuditQuery, ChainCheck};
-use basedata_store::caller::system_event;
 use basedata_store::usage::{daily, daily_sum, day_of, totals, Kind, Owner};
 use basedata_store::{Action, SubjectKey, WriteBatch};
 use time::Date;
-
-/// The purpose the platform states for removing entries past retention.
-const RETENTION_PURPOSE: &str = "audit retention period";
 
 /// A grant a use relied on, as its audit entry is shown with it: the
 /// approver of each use record, as the Shenzhen measures ask.
@@ -231,34 +228,26 @@ impl Queries {
     }
 
     /// Removes the audit entries older than `retention_days` from every
-    /// chain held (see `basedata_store::audit::retention`) and records the
-    /// removal in the trail as the platform's own entry, so that the
-    /// trail says what was cut and where it is checked from. Nothing is
-    /// recorded when nothing was that old.
+    /// chain held (see `basedata_store::audit::retention`): the cuts are
+    /// recorded in the trail first, as the platform's own entry, so that
+    /// the trail says what is removed and the chain check accepts the
+    /// anchors the removal leaves. Nothing is recorded when nothing is
+    /// that old.
     pub async fn apply_audit_retention(&self, retention_days: u32) -> Result<Pruned> {
         let kept = i64::from(retention_days) * 86_400 * 1_000_000;
         let before = self.store.clock().now_micros().saturating_sub(kept);
         let store = self.store.clone();
-        let (pruned, stopped) = tokio::task::spawn_blocking(move || store.audit_prune(before)).await??;
-        if pruned.total() == 0 && stopped.is_empty() {
-            return Ok(pruned);
+        let cuts = tokio::task::spawn_blocking(move || store.audit_cuts(before)).await??;
+        if cuts.is_empty() {
+            return Ok(Pruned::default());
         }
-        let mut ev = system_event(RETENTION_PURPOSE, Action::Retention);
-        let mut outcome = format!(
-            "removed {} uses dated before {}; this node's chain is kept from entry {}",
-            pruned.uses,
-            basedata_store::value::format_datetime(before),
-            pruned.anchor.seq + 1
-        );
-        for (node, uses, anchor) in &pruned.remote {
-            outcome.push_str(&format!("; removed {uses} uses of node {node}'s chain, kept from entry {}", anchor.seq + 1));
+        self.record(vec![retention_event(&cuts, before)], WriteBatch::new()).await?;
+        let store = self.store.clone();
+        let (pruned, stopped) = tokio::task::spawn_blocking(move || store.audit_prune(&cuts)).await??;
+        for s in stopped {
+            // The chain check reports it; the rest of the cut waits for it.
+            tracing::warn!(node = ?s.node, seq = s.seq, why = %s.why, "audit retention stopped at a damaged entry");
         }
-        for s in &stopped {
-            let whose = s.node.as_deref().map_or("this node's".to_owned(), |n| format!("node {n}'s"));
-            outcome.push_str(&format!("; stopped at entry {} of {whose} chain: {}", s.seq, s.why));
-        }
-        ev.outcome = outcome;
-        self.record(vec![ev], WriteBatch::new()).await?;
         Ok(pruned)
     }
 

@@ -517,6 +517,10 @@ impl Config {
             if d.id.is_empty() || !d.id.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-') {
                 bail!("department id {:?} must be letters, digits, '-' or '_'", d.id);
             }
+            if d.id == basedata_store::audit::SYSTEM_DEPARTMENT {
+                // The platform's own entries go on record under it.
+                bail!("department id {:?} is reserved for the platform's own audit entries", d.id);
+            }
             if !seen.insert(&d.id) {
                 bail!("department {} is configured twice", d.id);
             }
@@ -683,6 +687,7 @@ token = "counter-secret-token"
             "prime_wal_mb = 4097\n",
             "prime_wal_mb = -1\n",
             "audit_retention_days = 183\n",
+            "[[departments]]\nid = \"system\"\nroles = [\"consumer\"]\ntoken = \"0123456789abcdef\"\n",
             "audit_retention_days = 0\n",
             "audit_retention_days = -1\n",
             "[[departments]]\nid = \"a\"\nroles = [\"consumer\"]\ntoken = \"0123456789abcdef\"\n[[departments]]\nid = \"a\"\nroles = [\"consumer\"]\ntoken = \"0123456789abcdeg\"\n",

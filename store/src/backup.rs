@@ -527,9 +527,13 @@ pub struct BackupAnchor {
     pub created_at: String,
     /// The head the backup recorded.
     pub seq: u64,
-    /// Whether the live chain holds that very head.
+    /// Whether the live chain holds that very head, or removed it for the
+    /// retention period (see `note`).
     pub ok: bool,
     pub problem: Option<String>,
+    /// Why the head could not be checked: entries up to it and past it
+    /// were removed for the retention period, a cut the trail names.
+    pub note: Option<String>,
 }
 
 /// Checks the live chain of `store` against the audit head each of its
@@ -548,8 +552,13 @@ pub fn check_against_backups(store: &Store, from: &Path) -> Result<Vec<BackupAnc
             return Err(fail(format!("{} holds backups of another store", from.display())));
         }
         let head = &m.summary.audit_head;
-        let problem = head_problem(store, live, head.seq, &head.hash, &format!("backup {}", m.backup_id))?;
-        out.push(BackupAnchor { backup_id: m.backup_id, created_at: m.created_at.clone(), seq: head.seq, ok: problem.is_none(), problem });
+        // A backup older than the retention period is expected, and its
+        // head with it (the chain check holds the cut to a named one).
+        let (problem, note) = match head_problem(store, live, head.seq, &head.hash, &format!("backup {}", m.backup_id))? {
+            Some(p) if head.seq < store.audit_files().local_anchor()?.seq => (None, Some(p)),
+            p => (p, None),
+        };
+        out.push(BackupAnchor { backup_id: m.backup_id, created_at: m.created_at.clone(), seq: head.seq, ok: problem.is_none(), problem, note });
     }
     Ok(out)
 }
@@ -847,6 +856,32 @@ mod tests {
         let e = check_against_backups(&store, &other_to).unwrap_err();
         assert!(e.to_string().contains("another store"), "{e}");
         assert!(check_against_backups(&store, &data).is_err(), "not a backup directory");
+    }
+
+    /// A backup made before a removal for the retention period recorded a
+    /// head the live chain no longer holds: that is noted, not failed.
+    #[test]
+    fn a_backup_from_before_the_retention_cut_is_noted_not_failed() {
+        let Fresh { tmp: _tmp, to, engine, store, .. } = fresh();
+        let uses = |n: usize| {
+            for _ in 0..n {
+                store.commit_all(&[], &[], &[verification("match")], WriteBatch::new(), Durability::Sync).unwrap();
+            }
+        };
+        uses(3);
+        let first = create(&*engine, &to).unwrap();
+        uses(2);
+        let (pruned, _) = crate::audit::retention::tests::cut(&store, store.clock().now_micros() + 1);
+        assert_eq!(pruned.anchor.seq, 5);
+        uses(1);
+        let second = create(&*engine, &to).unwrap();
+        let anchors = check_against_backups(&store, &to).unwrap();
+        let said: Vec<_> = anchors.iter().map(|a| (a.backup_id, a.seq, a.ok, a.problem.is_some(), a.note.is_some())).collect();
+        assert_eq!(said, vec![(first.backup_id, 3, true, false, true), (second.backup_id, 7, true, false, false)]);
+        assert!(anchors[0].note.as_deref().unwrap().contains("which the retention period removed"), "{anchors:?}");
+        // A head given by hand is still reported as not checkable.
+        let by_hand = check_head(&store, 3, &first.summary.audit_head.hash, "the log").unwrap().unwrap();
+        assert!(by_hand.contains("can no longer be checked"), "{by_hand}");
     }
 
     fn put_many(engine: &RocksEngine, from: u32, n: u32) {

@@ -157,7 +157,7 @@ impl Caller {
 /// department's request.
 pub fn system_event(purpose: &str, action: Action) -> AuditEvent {
     AuditEvent {
-        department: "system".into(),
+        department: crate::audit::SYSTEM_DEPARTMENT.into(),
         operator: None,
         operator_verified: false,
         purpose: purpose.to_owned(),
@@ -172,4 +172,12 @@ pub fn system_event(purpose: &str, action: Action) -> AuditEvent {
         rejected_lines: 0,
         grants: Vec::new(),
     }
+}
+
+/// The entry that names `cuts` (computed for entries dated before
+/// `before`), recorded before they are made (`audit::retention`).
+pub fn retention_event(cuts: &crate::audit::retention::Cuts, before: i64) -> AuditEvent {
+    let mut ev = system_event(crate::audit::retention::RETENTION_PURPOSE, Action::Retention);
+    ev.outcome = format!("{}; dated before {}", cuts.outcome(), crate::value::format_datetime(before));
+    ev
 }

@@ -212,6 +212,10 @@ pub struct Store {
     /// Claim fingerprints of every live record, when this store keeps them
     /// ([`Store::keep_prints`]); replaced whole, never half-built.
     prints: RwLock<Option<Arc<Prints>>>,
+    /// Held by whatever removes old audit entries or copies a chain from
+    /// its start (`audit::retention`, `audit::remote`), so neither finds
+    /// the other's half-done work.
+    pub(crate) audit_cut: Mutex<()>,
 }
 
 impl std::fmt::Debug for Store {
@@ -286,6 +290,7 @@ impl Store {
             }),
             last_seq: AtomicU64::new(last_seq),
             prints: RwLock::new(None),
+            audit_cut: Mutex::new(()),
         };
         store.enter_unindexed_uses()?;
         Ok(store)

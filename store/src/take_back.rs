@@ -32,6 +32,8 @@ impl Store {
         if b.node != node {
             return Err(corrupt(format!("a message of node {node} holds entries of node {}", b.node)));
         }
+        // Entries removed here for retention since are not taken back.
+        let kept = self.audit_files().local_anchor()?.seq;
         self.with_chain_head(|head, usage| {
             let mut at = *head;
             let mut batch = WriteBatch::new();
@@ -43,6 +45,9 @@ impl Store {
                 let e = Stored::decode(&shipped.bytes).map_err(|err| corrupt(format!("entry {seq} is unreadable: {err}")))?;
                 let first = seq;
                 seq += e.span();
+                if first <= kept {
+                    continue;
+                }
                 if first <= at.seq {
                     match self.engine().get(Cf::Audit, &seq_key(first))? {
                         Some(held) if *held == shipped.bytes[..] => continue,

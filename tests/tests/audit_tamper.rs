@@ -202,7 +202,7 @@ fn audit_verify_holds_the_chain_to_its_backups_heads() {
     };
     let (code, check, err) = verify(store.path());
     assert_eq!(code, Some(0), "{check} {err}");
-    assert_eq!(check["backups"], json!([{"backup_id": 1, "created_at": check["backups"][0]["created_at"], "seq": entries, "ok": true, "problem": null}]));
+    assert_eq!(check["backups"], json!([{"backup_id": 1, "created_at": check["backups"][0]["created_at"], "seq": entries, "ok": true, "problem": null, "note": null}]));
     assert_eq!(check["heads"], json!([{"seq": entries, "hash": head, "ok": true, "problem": null}]));
     let (st, _, err) = run_cli(&["audit-verify", "--data", data.to_str().unwrap(), "--head", "1:abc"]);
     assert!(!st.success() && err.contains("expected SEQ:HASH"), "{err}");

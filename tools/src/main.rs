@@ -433,7 +433,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if backups.is_some() {
                 line["backups"] = anchors
                     .iter()
-                    .map(|a| serde_json::json!({"backup_id": a.backup_id, "created_at": a.created_at, "seq": a.seq, "ok": a.ok, "problem": a.problem}))
+                    .map(|a| serde_json::json!({"backup_id": a.backup_id, "created_at": a.created_at, "seq": a.seq, "ok": a.ok, "problem": a.problem, "note": a.note}))
                     .collect();
             }
             if let Some(p) = &check.problem {

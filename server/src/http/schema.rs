@@ -583,7 +583,8 @@ pub struct AuditEntryDoc {
     /// The catalogued purpose `purpose` names; null for free text.
     pub purpose_code: Option<String>,
     /// lookup, verify, batch_verify, change_feed, update, denied, grant,
-    /// dispute, sign_in, access_report, account, responsible
+    /// dispute, sign_in, access_report, account, responsible, policy,
+    /// retention
     pub action: String,
     pub subject: Option<String>,
     pub key: Option<String>,

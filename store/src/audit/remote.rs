@@ -295,7 +295,12 @@ impl Store {
         };
         match prev {
             Some(s) if s.node == node => Ok(s),
-            None => Ok(Shipped { node: node.to_owned(), anchor: ChainHead::default(), seq: 0 }),
+            // Entries removed for retention before the log took any are
+            // not shipped: the chain, as shipped, starts after them.
+            None => {
+                let kept = self.audit_files().local_anchor()?;
+                Ok(Shipped { node: node.to_owned(), anchor: kept, seq: kept.seq })
+            }
             Some(other) => {
                 let head = self.audit_head()?;
                 self.adopt_local_chain(&other, head)?;
@@ -313,6 +318,8 @@ impl Store {
         if !valid_node_name(&prev.node) || self.engine().get(Cf::Meta, &meta_key(&prev.node))?.is_some() {
             return Ok(());
         }
+        // No removal for retention runs while the chain is copied.
+        let _cutting = self.audit_cut.lock().unwrap_or_else(|p| p.into_inner());
         tracing::info!(node = %prev.node, entries = head.seq - prev.anchor.seq, "keeping the audit chain of the node this store was copied from");
         let mut heads = RemoteHeads::new();
         // Entries removed here for retention are not copied.
@@ -466,12 +473,19 @@ impl<'a> AuditFiles<'a> {
     }
 
     fn verify_remote_chain(self, node: &str, chain: &RemoteChain) -> Result<ChainCheck> {
-        walk_chain(self.remote_entries(node)?, self.remote_anchor(node, chain.anchor)?, chain.head)
+        loop {
+            let anchor = self.remote_anchor(node, chain.anchor)?;
+            let check = walk_chain(self.remote_entries(node, anchor.seq)?, anchor, chain.head)?;
+            // As for the local chain: a removal's step in between is a gap.
+            if self.remote_anchor(node, chain.anchor)? == anchor {
+                return self.within_named_cuts(check, Some(node), anchor, chain.anchor.seq);
+            }
+        }
     }
 
-    /// Node `node`'s entries held here, in order, with their numbers.
-    pub(crate) fn remote_entries(self, node: &str) -> Result<impl Iterator<Item = Result<(u64, Box<[u8]>)>> + 'a> {
-        let start = entry_key(node, 0);
+    /// Node `node`'s entries held here after `anchor`, in order, with their numbers.
+    pub(crate) fn remote_entries(self, node: &str, anchor: u64) -> Result<impl Iterator<Item = Result<(u64, Box<[u8]>)>> + 'a> {
+        let start = entry_key(node, anchor.saturating_add(1));
         let end = prefix_end(&start[..start.len() - 8]);
         let scan = self.0.scan(Cf::Audit, &start, end.as_deref(), false)?;
         Ok(scan.map(|i| i.and_then(|(k, v)| Ok((crate::record::seq_at_end(&k)?, v)))))

@@ -12,6 +12,15 @@
 //! anchor before them, so a removal never hides an entry that was altered:
 //! it stops there and the chain check goes on reporting it.
 //!
+//! A removal is named before it is made: the platform records a
+//! `retention` entry whose outcome states each chain's cut ([`Cuts`]),
+//! and only then removes up to it. The check accepts an anchor only as
+//! far as a cut the kept chain names ([`AuditFiles::named_cuts`]); the
+//! latest such entry is always newer than what any removal takes, so it is
+//! kept. Deleting the oldest entries by hand and writing an anchor over
+//! them is thus found as surely as before, and a crash between naming and
+//! removing leaves a named cut not yet reached, which the next run makes.
+//!
 //! Layout (`meta`): `audit_anchor` -> [`ChainHead`] for this node's chain;
 //! `audit/pruned/<node>` -> [`ChainHead`] for another node's chain held
 //! here (cluster mode), beside its [`super::remote::RemoteChain`], which
@@ -24,7 +33,7 @@
 //! every peer can still copy them.
 
 use super::remote::{self, Shipped, META_SHIPPED};
-use super::{load_head, stored_hash, ChainHead, Stored, META_AUDIT_ANCHOR};
+use super::{load_head, stored_hash, Action, AuditFiles, ChainCheck, ChainHead, Stored, META_AUDIT_ANCHOR, SYSTEM_DEPARTMENT};
 use crate::codec::{decode, encode};
 use crate::engine::{prefix_end, Cf, WriteBatch};
 use crate::record::seq_key;
@@ -64,23 +73,24 @@ pub struct Stopped {
 }
 
 /// One chain as a removal sees it.
-struct ChainRef<'n> {
-    node: Option<&'n str>,
+struct ChainRef {
+    /// `None`: this node's.
+    node: Option<String>,
     anchor: ChainHead,
     /// No entry past this number is removed.
     limit: u64,
 }
 
-impl ChainRef<'_> {
+impl ChainRef {
     fn entry_key(&self, seq: u64) -> Vec<u8> {
-        match self.node {
+        match &self.node {
             None => seq_key(seq).to_vec(),
             Some(n) => remote::entry_key(n, seq),
         }
     }
 
     fn end_key(&self) -> Option<Vec<u8>> {
-        match self.node {
+        match &self.node {
             // Other nodes' chains sort after every local key.
             None => Some(vec![remote::REMOTE_ENTRY]),
             Some(n) => {
@@ -91,56 +101,211 @@ impl ChainRef<'_> {
     }
 
     fn index_prefix(&self) -> Vec<u8> {
-        self.node.map(remote::index_prefix).unwrap_or_default()
+        self.node.as_deref().map(remote::index_prefix).unwrap_or_default()
     }
 
     fn anchor_key(&self) -> Vec<u8> {
-        match self.node {
+        match &self.node {
             None => META_AUDIT_ANCHOR.to_vec(),
             Some(n) => remote::pruned_key(n),
         }
     }
 }
 
+/// Where a removal cuts each chain: the last use it removes. The trail
+/// names the cuts (a `retention` entry's outcome) before they are made,
+/// and a chain check accepts an anchor only as far as a named cut.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Cuts {
+    /// This node's chain (`None`: nothing of it).
+    pub local: Option<u64>,
+    /// Other nodes' chains held here, by name.
+    pub remote: Vec<(String, u64)>,
+}
+
+impl Cuts {
+    pub fn is_empty(&self) -> bool {
+        self.local.is_none() && self.remote.is_empty()
+    }
+
+    /// The cuts as a `retention` entry's outcome names them, parts joined
+    /// by `; ` ([`Cuts::parse`] reads them back).
+    pub fn outcome(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(s) = self.local {
+            parts.push(format!("up to entry {s} of this node's chain"));
+        }
+        for (node, s) in &self.remote {
+            parts.push(format!("up to entry {s} of node {node}'s chain"));
+        }
+        parts.join("; ")
+    }
+
+    /// The cuts an outcome names; other parts of its text are passed over.
+    pub fn parse(outcome: &str) -> Cuts {
+        let mut c = Cuts::default();
+        for part in outcome.split("; ") {
+            let Some((n, whose)) = part.strip_prefix("up to entry ").and_then(|r| r.split_once(' ')) else { continue };
+            let Ok(n) = n.parse::<u64>() else { continue };
+            if whose == "of this node's chain" {
+                c.local = Some(n);
+            } else if let Some(node) = whose.strip_prefix("of node ").and_then(|w| w.strip_suffix("'s chain")) {
+                c.remote.push((node.to_owned(), n));
+            }
+        }
+        c
+    }
+
+    /// Takes in `other`, keeping the furthest cut of each chain.
+    fn widen(&mut self, other: Cuts) {
+        self.local = self.local.max(other.local);
+        for (node, n) in other.remote {
+            match self.remote.iter_mut().find(|(m, _)| *m == node) {
+                Some((_, held)) => *held = (*held).max(n),
+                None => self.remote.push((node, n)),
+            }
+        }
+    }
+
+    /// The furthest cut named for a chain (`None`: this node's).
+    pub(crate) fn of(&self, node: Option<&str>) -> u64 {
+        match node {
+            None => self.local.unwrap_or(0),
+            Some(n) => self.remote.iter().find(|(m, _)| m == n).map_or(0, |(_, s)| *s),
+        }
+    }
+}
+
+impl<'a> AuditFiles<'a> {
+    /// Every cut the `retention` entries of this node's chain name (found
+    /// through the department index under `system`), the furthest of each
+    /// chain. Only entries the chain check passes count, so a cut is as
+    /// trustworthy as the chain that names it.
+    pub fn named_cuts(self) -> Result<Cuts> {
+        let prefix = super::department_index_key(SYSTEM_DEPARTMENT, 0);
+        let prefix = &prefix[..prefix.len() - 8];
+        let end = prefix_end(prefix);
+        let mut cuts = Cuts::default();
+        for item in self.0.scan(Cf::AuditIndex, prefix, end.as_deref(), false)? {
+            let (k, _) = item?;
+            let first = crate::record::seq_at_end(&k)?;
+            let Some(v) = self.0.get(Cf::Audit, &seq_key(first))? else { continue };
+            let Ok(e) = Stored::decode(&v) else { continue };
+            for line in (0..e.span() as usize).filter_map(|i| e.line(i)) {
+                if line.action == Action::Retention && line.department == SYSTEM_DEPARTMENT {
+                    cuts.widen(Cuts::parse(&line.outcome));
+                }
+            }
+        }
+        Ok(cuts)
+    }
+}
+
+/// The purpose the platform states for removing entries past retention
+/// (`caller::retention_event`).
+pub const RETENTION_PURPOSE: &str = "audit retention period";
+
+impl<'a> AuditFiles<'a> {
+    /// `check` of a chain (`node`; `None`: this node's) that starts at
+    /// `anchor` and was held from `held` (zeros, or where a copy began),
+    /// failed if the entries between were removed without a named cut.
+    pub(crate) fn within_named_cuts(self, check: ChainCheck, node: Option<&str>, anchor: ChainHead, held: u64) -> Result<ChainCheck> {
+        if !check.ok || anchor.seq <= held {
+            return Ok(check);
+        }
+        let named = self.named_cuts()?.of(node);
+        if anchor.seq > named {
+            let problem = format!("entries up to {} are gone, but the trail names no removal past {named}", anchor.seq);
+            return Ok(ChainCheck { ok: false, problem: Some(problem), ..check });
+        }
+        Ok(check)
+    }
+}
+
 impl Store {
-    /// Removes from every chain held the entries dated before `before`
-    /// (Unix microseconds), oldest first, in atomic synced steps; see the
-    /// module's notes. Entries that no longer link to the chain before
-    /// them stop the removal of their chain (reported in the second value).
-    /// Meant for one caller at a time (the server's retention task).
-    pub fn audit_prune(&self, before: i64) -> Result<(Pruned, Vec<Stopped>)> {
-        let files = self.audit_files();
+    /// Where removing the entries dated before `before` (Unix
+    /// microseconds) would cut each chain held: the last use of the last
+    /// entry before it, whole entries only, and in cluster mode no further
+    /// than the log has acknowledged of this node's chain. Empty when
+    /// nothing is that old.
+    pub fn audit_cuts(&self, before: i64) -> Result<Cuts> {
+        let _cutting = self.audit_cut.lock().unwrap_or_else(|p| p.into_inner());
+        let mut cuts = Cuts::default();
+        for chain in self.chains()? {
+            if let Some(last) = self.last_before(&chain, before)? {
+                match chain.node {
+                    None => cuts.local = Some(last),
+                    Some(node) => cuts.remote.push((node, last)),
+                }
+            }
+        }
+        Ok(cuts)
+    }
+
+    /// Removes from every chain held its entries up to its cut in `cuts`,
+    /// oldest first, in atomic synced steps (see the module's notes);
+    /// record the cuts in the trail first ([`Cuts::outcome`]), or the
+    /// chain check refuses the anchors they leave. Entries that no longer
+    /// link to the chain before them stop the removal of their chain
+    /// (reported in the second value).
+    pub fn audit_prune(&self, cuts: &Cuts) -> Result<(Pruned, Vec<Stopped>)> {
+        let _cutting = self.audit_cut.lock().unwrap_or_else(|p| p.into_inner());
         let mut out = Pruned::default();
         let mut stopped = Vec::new();
-        let head = load_head(&**self.engine())?;
-        // In cluster mode, only what the log has acknowledged.
-        let shipped: Option<Shipped> = self.engine().get(Cf::Meta, META_SHIPPED)?.map(|v| decode("audit shipping record", &v)).transpose()?;
-        let limit = shipped.map_or(head.seq, |s| s.seq.min(head.seq));
-        let local = ChainRef { node: None, anchor: files.local_anchor()?, limit };
-        let (uses, anchor, stop) = self.prune_chain(&local, before)?;
-        out.uses = uses;
-        out.anchor = anchor;
-        stopped.extend(stop);
-        for (node, chain) in self.remote_chains()? {
-            let held = ChainRef { node: Some(&node), anchor: files.remote_anchor(&node, chain.anchor)?, limit: chain.head.seq };
-            let (uses, anchor, stop) = self.prune_chain(&held, before)?;
-            if uses > 0 {
-                out.remote.push((node.clone(), uses, anchor));
-            }
+        for mut chain in self.chains()? {
+            chain.limit = chain.limit.min(cuts.of(chain.node.as_deref()));
+            let (uses, anchor, stop) = self.prune_chain(&chain)?;
             stopped.extend(stop);
+            match chain.node {
+                None => (out.uses, out.anchor) = (uses, anchor),
+                Some(node) if uses > 0 => out.remote.push((node, uses, anchor)),
+                Some(_) => {}
+            }
         }
         Ok((out, stopped))
     }
 
-    /// Removes the entries of one chain dated before `before`: the uses
+    /// Every chain held, each from its anchor, with how far it may be cut.
+    fn chains(&self) -> Result<Vec<ChainRef>> {
+        let files = self.audit_files();
+        let head = load_head(&**self.engine())?;
+        // In cluster mode, only what the log has acknowledged.
+        let shipped: Option<Shipped> = self.engine().get(Cf::Meta, META_SHIPPED)?.map(|v| decode("audit shipping record", &v)).transpose()?;
+        let limit = shipped.map_or(head.seq, |s| s.seq.min(head.seq));
+        let mut out = vec![ChainRef { node: None, anchor: files.local_anchor()?, limit }];
+        for (node, chain) in self.remote_chains()? {
+            let anchor = files.remote_anchor(&node, chain.anchor)?;
+            out.push(ChainRef { node: Some(node), anchor, limit: chain.head.seq });
+        }
+        Ok(out)
+    }
+
+    /// The last use of the last whole entry of `chain` dated before
+    /// `before` and within its limit, if any is past its anchor.
+    fn last_before(&self, chain: &ChainRef, before: i64) -> Result<Option<u64>> {
+        let mut last = chain.anchor.seq;
+        for item in self.engine().scan(Cf::Audit, &chain.entry_key(chain.anchor.seq + 1), chain.end_key().as_deref(), false)? {
+            let (_, v) = item?;
+            // An unreadable entry ends the cut; the removal reports it.
+            let Ok(e) = Stored::decode(&v) else { break };
+            let end = last + e.span();
+            if e.at() >= before || end > chain.limit {
+                break;
+            }
+            last = end;
+        }
+        Ok((last > chain.anchor.seq).then_some(last))
+    }
+
+    /// Removes the entries of one chain up to its limit: the uses
     /// removed, the chain's new anchor, and why it stopped early, if it did.
-    fn prune_chain(&self, chain: &ChainRef<'_>, before: i64) -> Result<(u64, ChainHead, Option<Stopped>)> {
+    fn prune_chain(&self, chain: &ChainRef) -> Result<(u64, ChainHead, Option<Stopped>)> {
         let engine = &**self.engine();
         let prefix = chain.index_prefix();
         let end = chain.end_key();
         let mut anchor = chain.anchor;
         let mut removed = 0u64;
-        let stop = |seq: u64, why: String| Some(Stopped { node: chain.node.map(str::to_owned), seq, why });
+        let stop = |seq: u64, why: String| Some(Stopped { node: chain.node.clone(), seq, why });
         loop {
             let mut batch = WriteBatch::new();
             let mut step = 0u64;
@@ -162,7 +327,7 @@ impl Store {
                     }
                 };
                 let last = first + e.span() - 1;
-                if e.at() >= before || last > chain.limit {
+                if last > chain.limit {
                     break;
                 }
                 if stored_hash(&next.hash, first, &v) != Some(e.hash()) {
@@ -186,9 +351,6 @@ impl Store {
                 removed += step;
             }
             if problem.is_some() || step < STEP_USES {
-                if let Some(p) = &problem {
-                    tracing::warn!(node = ?p.node, seq = p.seq, why = %p.why, "audit retention stopped at a damaged entry");
-                }
                 return Ok((removed, anchor, problem));
             }
         }
@@ -210,4 +372,4 @@ pub fn check_retention_days(days: u32) -> std::result::Result<(), String> {
 pub const MIN_RETENTION_DAYS: u32 = 184;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::audit::{Action, AuditEvent, AuditQuery};
+use crate::caller::retention_event;
 use crate::clock::ManualClock;
 use crate::engine::mem::MemEngine;
 use crate::keys::{PersonKey, SubjectKey};
@@ -42,6 +43,17 @@ fn trail() -> (Arc<MemEngine>, Store) {
     (engine, s)
 }
 
+/// What the server's retention task does: names the cuts of entries
+/// dated before `before` in the trail, then makes them.
+pub(crate) fn cut(s: &Store, before: i64) -> (Pruned, Vec<Stopped>) {
+    let cuts = s.audit_cuts(before).unwrap();
+    if cuts.is_empty() {
+        return Default::default();
+    }
+    s.commit(&[], &[retention_event(&cuts, before)], Durability::Sync).unwrap();
+    s.audit_prune(&cuts).unwrap()
+}
+
 fn of_key(s: &Store, k: u16) -> Vec<u64> {
     let q = AuditQuery { key: Some(key(k)), limit: 100, ..Default::default() };
     s.audit_query(&q).unwrap().iter().map(|e| e.seq).collect()
@@ -54,25 +66,31 @@ fn old_entries_go_whole_and_the_chain_checks_from_where_they_stopped() {
     let (h3, h7) = (hash_of(3), hash_of(7));
 
     // The chunk at 1,030 is not before 1,025: it stays whole.
-    let (p, stopped) = s.audit_prune(1_025).unwrap();
+    let (p, stopped) = cut(&s, 1_025);
     assert_eq!((p.uses, p.anchor, stopped), (3, ChainHead { seq: 3, hash: h3 }, vec![]));
     let check = s.audit_verify().unwrap();
     assert!(check.ok, "{check:?}");
-    assert_eq!((check.entries, check.starts_after), (6, 3));
+    // Uses 4–9, and the entry that named the cut.
+    assert_eq!((check.entries, check.starts_after), (7, 3));
+    let named = s.audit_query(&AuditQuery { department: Some("system".into()), limit: 10, ..Default::default() }).unwrap();
+    assert_eq!(named.len(), 1);
+    assert_eq!((named[0].seq, named[0].action), (10, Action::Retention));
+    assert!(named[0].outcome.starts_with("up to entry 3 of this node's chain; dated before 1970-01-01T00:00:00.001025Z"), "{}", named[0].outcome);
     assert_eq!(of_key(&s, 2), Vec::<u64>::new());
     assert_eq!(of_key(&s, 5), vec![5]);
 
-    let (p, _) = s.audit_prune(1_035).unwrap();
+    let (p, _) = cut(&s, 1_035);
     assert_eq!((p.uses, p.anchor.seq), (4, 7));
     let checks = s.audit_checks().unwrap();
     assert_eq!(checks.first_problem(), None);
-    assert_eq!((checks.chain.entries, checks.chain.starts_after), (2, 7));
-    // Two entries left, each with its subject, department and time keys.
-    assert_eq!(checks.index.keys, 6);
+    assert_eq!((checks.chain.entries, checks.chain.starts_after), (4, 7));
+    // Uses 8 and 9 with their subject, department and time keys; the two
+    // entries naming the cuts with their department and time keys.
+    assert_eq!(checks.index.keys, 10);
     assert_eq!(of_key(&s, 5), Vec::<u64>::new());
     assert_eq!(of_key(&s, 8), vec![8]);
     let all = AuditQuery { limit: 100, ..Default::default() };
-    assert_eq!(s.audit_query(&all).unwrap().iter().map(|e| e.seq).collect::<Vec<_>>(), vec![8, 9]);
+    assert_eq!(s.audit_query(&all).unwrap().iter().map(|e| e.seq).collect::<Vec<_>>(), vec![8, 9, 10, 11]);
 
     // A head recorded at the cut still checks; one before it cannot.
     assert_eq!(s.audit_hash_at(7).unwrap(), Some(h7));
@@ -82,13 +100,14 @@ fn old_entries_go_whole_and_the_chain_checks_from_where_they_stopped() {
     assert!(old.contains("retention period removed"), "{old}");
 
     // Nothing more is that old: a second run removes nothing.
-    assert_eq!(s.audit_prune(1_035).unwrap().0.total(), 0);
+    assert_eq!(cut(&s, 1_035).0.total(), 0);
+    assert_eq!(s.audit_head().unwrap().seq, 11, "nothing to cut, nothing recorded");
 }
 
 #[test]
 fn what_follows_the_anchor_is_still_checked() {
     let (engine, s) = trail();
-    s.audit_prune(1_025).unwrap();
+    cut(&s, 1_025);
     // An entry removed by hand after the anchor is found.
     let mut b = WriteBatch::new();
     b.delete(Cf::Audit, seq_key(8).to_vec());
@@ -99,11 +118,47 @@ fn what_follows_the_anchor_is_still_checked() {
 
     // So is an anchor moved on by hand over entries still held.
     let (engine, s) = trail();
-    s.audit_prune(1_025).unwrap();
+    cut(&s, 1_025);
     let mut b = WriteBatch::new();
     b.put(Cf::Meta, META_AUDIT_ANCHOR.to_vec(), encode(&ChainHead { seq: 3, hash: [1; 32] }));
     engine.write(b, Durability::Sync).unwrap();
     assert_eq!(s.audit_verify().unwrap().problem.as_deref(), Some("entry 4 does not match its hash"));
+}
+
+#[test]
+fn an_anchor_past_every_named_cut_is_found() {
+    // The first three entries deleted by hand and an anchor written over
+    // them, with no removal named at all.
+    let (engine, s) = trail();
+    let h3 = s.audit_hash_at(3).unwrap().unwrap();
+    let mut b = WriteBatch::new();
+    for seq in 1..=3 {
+        b.delete(Cf::Audit, seq_key(seq).to_vec());
+    }
+    b.put(Cf::Meta, META_AUDIT_ANCHOR.to_vec(), encode(&ChainHead { seq: 3, hash: h3 }));
+    engine.write(b, Durability::Sync).unwrap();
+    let check = s.audit_verify().unwrap();
+    assert_eq!(check.problem.as_deref(), Some("entries up to 3 are gone, but the trail names no removal past 0"));
+
+    // Past a named cut, the same way.
+    let (engine, s) = trail();
+    cut(&s, 1_025);
+    let h7 = s.audit_hash_at(7).unwrap().unwrap();
+    let mut b = WriteBatch::new();
+    b.delete(Cf::Audit, seq_key(4).to_vec());
+    b.put(Cf::Meta, META_AUDIT_ANCHOR.to_vec(), encode(&ChainHead { seq: 7, hash: h7 }));
+    engine.write(b, Durability::Sync).unwrap();
+    let check = s.audit_verify().unwrap();
+    assert_eq!(check.problem.as_deref(), Some("entries up to 7 are gone, but the trail names no removal past 3"));
+}
+
+#[test]
+fn cuts_read_back_as_named() {
+    let cuts = Cuts { local: Some(12), remote: vec![("node-a".into(), 7), ("n_2".into(), 1)] };
+    let outcome = retention_event(&cuts, 0).outcome;
+    assert_eq!(outcome, "up to entry 12 of this node's chain; up to entry 7 of node node-a's chain; up to entry 1 of node n_2's chain; dated before 1970-01-01T00:00:00Z");
+    assert_eq!(Cuts::parse(&outcome), cuts);
+    assert_eq!(Cuts::parse("removed nothing; up to entry x of this node's chain"), Cuts::default());
 }
 
 #[test]
@@ -117,7 +172,7 @@ fn a_removal_stops_at_an_altered_entry_and_leaves_it_to_the_check() {
     b.put(Cf::Audit, seq_key(2).to_vec(), bytes);
     engine.write(b, Durability::Sync).unwrap();
 
-    let (p, stopped) = s.audit_prune(i64::MAX).unwrap();
+    let (p, stopped) = cut(&s, i64::MAX);
     assert_eq!(p.uses, 1);
     assert_eq!(stopped, vec![Stopped { node: None, seq: 2, why: "entry 2 does not match its hash".into() }]);
     let check = s.audit_verify().unwrap();
@@ -132,7 +187,7 @@ fn in_cluster_mode_only_what_the_log_acknowledged_goes() {
     b.put(Cf::Meta, META_SHIPPED.to_vec(), encode(&shipped));
     engine.write(b, Durability::Sync).unwrap();
     // Entry 4–7 (a chunk) reaches past 5: it waits whole.
-    let (p, _) = s.audit_prune(i64::MAX).unwrap();
+    let (p, _) = cut(&s, i64::MAX);
     assert_eq!((p.uses, p.anchor.seq), (3, 3));
     assert!(s.audit_verify().unwrap().ok);
 }
