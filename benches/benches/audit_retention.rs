@@ -1,8 +1,10 @@
 //! Removal of audit entries past the retention period on a RocksDB store:
-//! how many uses a second `Store::audit_prune` takes away (decoding and
-//! re-hashing each entry, deleting it with its index keys, recording the
-//! anchor), for entries as the writer stores point verifications (chunks
-//! of 16 uses, one a group commit) and as it stores uses one by one.
+//! how many uses a second `Store::audit_cuts` and `Store::audit_prune`
+//! take away (finding the cut, then decoding and re-hashing each entry,
+//! deleting it with its index keys, recording the anchor), for entries as
+//! the writer stores point verifications (chunks of 16 uses, one a group
+//! commit) and as it stores uses one by one. (The entry that names the
+//! cut, one commit, is left out.)
 
 use basedata_store::audit::{Action, AuditEvent};
 use basedata_store::caller::system_event;
@@ -62,7 +64,8 @@ fn prune(c: &mut Criterion) {
             b.iter_batched(
                 || trail(per_group),
                 |(dir, store)| {
-                    let (p, stopped) = store.audit_prune(i64::MAX).unwrap();
+                    let cuts = store.audit_cuts(i64::MAX).unwrap();
+                    let (p, stopped) = store.audit_prune(&cuts).unwrap();
                     assert_eq!((p.uses, stopped.len()), (USES, 0));
                     (dir, store)
                 },
