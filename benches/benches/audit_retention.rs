@@ -64,7 +64,7 @@ fn prune(c: &mut Criterion) {
             b.iter_batched(
                 || trail(per_group),
                 |(dir, store)| {
-                    let cuts = store.audit_cuts(i64::MAX).unwrap();
+                    let cuts = store.audit_cuts(i64::MAX).unwrap().expect("entries to cut");
                     let (p, stopped) = store.audit_prune(&cuts).unwrap();
                     assert_eq!((p.uses, stopped.len()), (USES, 0));
                     (dir, store)

@@ -237,10 +237,9 @@ impl Queries {
         let kept = i64::from(retention_days) * 86_400 * 1_000_000;
         let before = self.store.clock().now_micros().saturating_sub(kept);
         let store = self.store.clone();
-        let cuts = tokio::task::spawn_blocking(move || store.audit_cuts(before)).await??;
-        if cuts.is_empty() {
+        let Some(cuts) = tokio::task::spawn_blocking(move || store.audit_cuts(before)).await?? else {
             return Ok(Pruned::default());
-        }
+        };
         self.record(vec![retention_event(&cuts, before)], WriteBatch::new()).await?;
         let store = self.store.clone();
         let (pruned, stopped) = tokio::task::spawn_blocking(move || store.audit_prune(&cuts)).await??;

@@ -297,9 +297,14 @@ impl Store {
             Some(s) if s.node == node => Ok(s),
             // Entries removed for retention before the log took any are
             // not shipped: the chain, as shipped, starts after them.
+            // The record is kept at once (under the lock removals take), so
+            // that no removal takes what the log has not acknowledged.
             None => {
+                let _cutting = self.audit_cut.lock().unwrap_or_else(|p| p.into_inner());
                 let kept = self.audit_files().local_anchor()?;
-                Ok(Shipped { node: node.to_owned(), anchor: kept, seq: kept.seq })
+                let s = Shipped { node: node.to_owned(), anchor: kept, seq: kept.seq };
+                self.record_audit_shipped(&s)?;
+                Ok(s)
             }
             Some(other) => {
                 let head = self.audit_head()?;

@@ -77,6 +77,9 @@ struct ChainRef {
     /// `None`: this node's.
     node: Option<String>,
     anchor: ChainHead,
+    /// Where the chain was held from (zeros, or where a copy of another
+    /// node's began): a cut up to there needs no naming.
+    held: u64,
     /// No entry past this number is removed.
     limit: u64,
 }
@@ -178,15 +181,14 @@ impl Cuts {
 
 impl<'a> AuditFiles<'a> {
     /// Every cut the `retention` entries of this node's chain name (found
-    /// through the department index under `system`), the furthest of each
-    /// chain. Only entries the chain check passes count, so a cut is as
-    /// trustworthy as the chain that names it.
+    /// through the department index under `system`, from its anchor on),
+    /// the furthest of each chain. Only entries the chain check walks
+    /// count, so a cut is as trustworthy as the chain that names it.
     pub fn named_cuts(self) -> Result<Cuts> {
-        let prefix = super::department_index_key(SYSTEM_DEPARTMENT, 0);
-        let prefix = &prefix[..prefix.len() - 8];
-        let end = prefix_end(prefix);
+        let start = super::department_index_key(SYSTEM_DEPARTMENT, self.local_anchor()?.seq + 1);
+        let end = prefix_end(&start[..start.len() - 8]);
         let mut cuts = Cuts::default();
-        for item in self.0.scan(Cf::AuditIndex, prefix, end.as_deref(), false)? {
+        for item in self.0.scan(Cf::AuditIndex, &start, end.as_deref(), false)? {
             let (k, _) = item?;
             let first = crate::record::seq_at_end(&k)?;
             let Some(v) = self.0.get(Cf::Audit, &seq_key(first))? else { continue };
@@ -225,21 +227,29 @@ impl<'a> AuditFiles<'a> {
 impl Store {
     /// Where removing the entries dated before `before` (Unix
     /// microseconds) would cut each chain held: the last use of the last
-    /// entry before it, whole entries only, and in cluster mode no further
-    /// than the log has acknowledged of this node's chain. Empty when
-    /// nothing is that old.
-    pub fn audit_cuts(&self, before: i64) -> Result<Cuts> {
+    /// entry before it that still links to the chain before it, whole
+    /// entries only, and in cluster mode no further than the log has
+    /// acknowledged of this node's chain. `None` when no chain's cut would
+    /// move. Every chain cut before is named too, at its cut or where it
+    /// now starts, so that the newest entry naming cuts names each chain's
+    /// (a chain that has gone quiet would otherwise lose its naming entry
+    /// to a later cut of this node's chain).
+    pub fn audit_cuts(&self, before: i64) -> Result<Option<Cuts>> {
         let _cutting = self.audit_cut.lock().unwrap_or_else(|p| p.into_inner());
         let mut cuts = Cuts::default();
+        let mut moves = false;
         for chain in self.chains()? {
-            if let Some(last) = self.last_before(&chain, before)? {
+            let cut = self.last_before(&chain, before)?;
+            moves |= cut.is_some();
+            let to = cut.unwrap_or(chain.anchor.seq);
+            if to > chain.held {
                 match chain.node {
-                    None => cuts.local = Some(last),
-                    Some(node) => cuts.remote.push((node, last)),
+                    None => cuts.local = Some(to),
+                    Some(node) => cuts.remote.push((node, to)),
                 }
             }
         }
-        Ok(cuts)
+        Ok(moves.then_some(cuts))
     }
 
     /// Removes from every chain held its entries up to its cut in `cuts`,
@@ -272,29 +282,34 @@ impl Store {
         // In cluster mode, only what the log has acknowledged.
         let shipped: Option<Shipped> = self.engine().get(Cf::Meta, META_SHIPPED)?.map(|v| decode("audit shipping record", &v)).transpose()?;
         let limit = shipped.map_or(head.seq, |s| s.seq.min(head.seq));
-        let mut out = vec![ChainRef { node: None, anchor: files.local_anchor()?, limit }];
+        let mut out = vec![ChainRef { node: None, anchor: files.local_anchor()?, held: 0, limit }];
         for (node, chain) in self.remote_chains()? {
             let anchor = files.remote_anchor(&node, chain.anchor)?;
-            out.push(ChainRef { node: Some(node), anchor, limit: chain.head.seq });
+            out.push(ChainRef { node: Some(node), anchor, held: chain.anchor.seq, limit: chain.head.seq });
         }
         Ok(out)
     }
 
     /// The last use of the last whole entry of `chain` dated before
-    /// `before` and within its limit, if any is past its anchor.
+    /// `before` and within its limit, if any is past its anchor. A gap, an
+    /// unreadable entry or one that does not link to the one before ends
+    /// the cut before it: no cut is named past damage, which stays for the
+    /// chain check to report.
     fn last_before(&self, chain: &ChainRef, before: i64) -> Result<Option<u64>> {
-        let mut last = chain.anchor.seq;
+        let mut last = chain.anchor;
         for item in self.engine().scan(Cf::Audit, &chain.entry_key(chain.anchor.seq + 1), chain.end_key().as_deref(), false)? {
-            let (_, v) = item?;
-            // An unreadable entry ends the cut; the removal reports it.
-            let Ok(e) = Stored::decode(&v) else { break };
-            let end = last + e.span();
-            if e.at() >= before || end > chain.limit {
+            let (k, v) = item?;
+            if crate::record::seq_at_end(&k).ok() != Some(last.seq + 1) {
                 break;
             }
-            last = end;
+            let Ok(e) = Stored::decode(&v) else { break };
+            let end = last.seq + e.span();
+            if e.at() >= before || end > chain.limit || stored_hash(&last.hash, last.seq + 1, &v) != Some(e.hash()) {
+                break;
+            }
+            last = ChainHead { seq: end, hash: e.hash() };
         }
-        Ok((last > chain.anchor.seq).then_some(last))
+        Ok((last.seq > chain.anchor.seq).then_some(last.seq))
     }
 
     /// Removes the entries of one chain up to its limit: the uses

@@ -373,3 +373,27 @@ fn another_nodes_chain_is_cut_and_still_grows() {
     let seqs: Vec<(Option<String>, u64)> = b.audit_query(&q).unwrap().into_iter().map(|e| (e.node, e.seq)).collect();
     assert_eq!(seqs, vec![(None, 3), (Some("node-a".into()), 4), (Some("node-a".into()), 5)]);
 }
+
+/// A node gone quiet keeps its copy's cut named: each entry naming cuts
+/// restates every chain's, so cutting away the entry that first named it
+/// does not leave the copy's anchor unnamed.
+#[test]
+fn a_quiet_nodes_cut_stays_named_while_this_nodes_chain_is_cut() {
+    let (a, ca) = store(1_000);
+    let (b, cb) = store(1_005);
+    uses(&a, &ca, &[event("d1", Some(1)), event("d1", Some(2))]);
+    uses(&b, &cb, &[event("d3", Some(3))]);
+    append(&b, &ship(&a, 1, 2)).unwrap();
+    let cut = crate::audit::retention::tests::cut;
+    // Node A's copy goes whole, with this node's first use; entry 2 names both.
+    let (p, _) = cut(&b, 1_012);
+    assert_eq!((p.uses, p.remote.len()), (1, 1));
+    cb.advance(1_000);
+    uses(&b, &cb, &[event("d3", Some(4))]);
+    // Then entry 2 itself goes; entry 4 names node A's cut again.
+    let (p, _) = cut(&b, 2_000);
+    assert_eq!((p.uses, p.anchor.seq, p.remote.len()), (1, 2, 0));
+    let checks = b.audit_checks().unwrap();
+    assert_eq!(checks.first_problem(), None);
+    assert_eq!((checks.remote[0].1.entries, checks.remote[0].1.starts_after), (0, 2));
+}
