@@ -310,6 +310,14 @@ impl Req {
 }
 
 /// Runs the binary with arguments to completion, returning status, stdout, stderr.
+/// The auditor's `GET /v1/audit` entries (up to 1,000), the query's
+/// other parameters given as `&name=value…`.
+pub fn audit_entries(s: &Server, query: &str) -> Vec<Value> {
+    let r = s.req("GET", &format!("/v1/audit?limit=1000{query}")).token(tokens::AUDITOR).get();
+    assert_eq!(r.status, 200, "{}", r.text);
+    r.json["entries"].as_array().unwrap().clone()
+}
+
 pub fn run_cli(args: &[&str]) -> (ExitStatus, String, String) {
     let out = Command::new(binary()).args(args).stdin(Stdio::null()).output().unwrap();
     (out.status, String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())

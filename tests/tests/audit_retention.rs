@@ -13,11 +13,7 @@ fn config(offset_days: i64, extra: &str) -> String {
     format!("clock_offset_seconds = {}\n{extra}\n{}", offset_days * DAY, standard_config())
 }
 
-fn audit(s: &Server, query: &str) -> Vec<Value> {
-    let r = s.req("GET", &format!("/v1/audit?limit=1000{query}")).token(tokens::AUDITOR).get();
-    assert_eq!(r.status, 200, "{}", r.text);
-    r.json["entries"].as_array().unwrap().clone()
-}
+use basedata_tests::audit_entries as audit;
 
 #[test]
 fn entries_past_the_retention_period_are_removed_and_the_removal_recorded() {
