@@ -611,7 +611,7 @@ pub(crate) enum Chain<'a> {
     Remote(&'a str),
 }
 
-impl Chain<'_> {
+impl<'a> Chain<'a> {
     fn entry_key(self, seq: u64) -> Vec<u8> {
         match self {
             Chain::Local => seq_key(seq).to_vec(),
@@ -624,6 +624,23 @@ impl Chain<'_> {
         match self {
             Chain::Local => Vec::new(),
             Chain::Remote(node) => remote::index_prefix(node),
+        }
+    }
+
+    /// The key in `meta` of where the chain starts once entries were
+    /// removed for retention (see [`retention`]).
+    fn anchor_key(self) -> Vec<u8> {
+        match self {
+            Chain::Local => META_AUDIT_ANCHOR.to_vec(),
+            Chain::Remote(node) => remote::pruned_key(node),
+        }
+    }
+
+    /// The other node whose chain it is; `None` for this node's.
+    fn node(self) -> Option<&'a str> {
+        match self {
+            Chain::Local => None,
+            Chain::Remote(node) => Some(node),
         }
     }
 }
@@ -955,33 +972,57 @@ impl Store {
 pub struct AuditFiles<'a>(pub &'a dyn crate::Engine);
 
 impl<'a> AuditFiles<'a> {
-    /// This node's stored entries after `anchor` in chain order: where
-    /// each is stored, and its bytes. (Starting there passes over the
+    /// The stored entries of `chain` after `anchor`, in chain order:
+    /// where each is stored, and its bytes. (Starting there passes over the
     /// deletions a removal for retention left below it.)
-    fn local_entries(self, anchor: u64) -> Result<impl Iterator<Item = Result<(u64, Box<[u8]>)>> + 'a> {
-        // Other nodes' chains sort after every local key (see `remote`).
-        let scan = self.0.scan(Cf::Audit, &seq_key(anchor.saturating_add(1)), Some(&[remote::REMOTE_ENTRY]), false)?;
-        Ok(scan.map(|i| i.and_then(|(k, v)| Ok((seq_from_key(&k)?, v)))))
+    pub(crate) fn entries(self, chain: Chain<'_>, anchor: u64) -> Result<impl Iterator<Item = Result<(u64, Box<[u8]>)>> + 'a> {
+        let start = chain.entry_key(anchor.saturating_add(1));
+        let (end, seq_of): (_, fn(&[u8]) -> Result<u64>) = match chain {
+            // Other nodes' chains sort after every local key (see `remote`).
+            Chain::Local => (Some(vec![remote::REMOTE_ENTRY]), seq_from_key),
+            Chain::Remote(_) => (prefix_end(&start[..start.len() - 8]), crate::record::seq_at_end),
+        };
+        let scan = self.0.scan(Cf::Audit, &start, end.as_deref(), false)?;
+        Ok(scan.map(move |i| i.and_then(|(k, v)| Ok((seq_of(&k)?, v)))))
+    }
+
+    /// Where `chain` starts: after its last entry removed for retention,
+    /// or at `held` (zeros, or where a copy of another node's chain began)
+    /// if that is later.
+    pub(crate) fn anchor(self, chain: Chain<'_>, held: ChainHead) -> Result<ChainHead> {
+        Ok(match self.0.get(Cf::Meta, &chain.anchor_key())? {
+            Some(v) => {
+                let removed: ChainHead = decode("audit anchor", &v)?;
+                if removed.seq > held.seq { removed } else { held }
+            }
+            None => held,
+        })
     }
 
     /// Where this node's chain starts: after the last entry removed for
     /// the retention period, or zeros.
     pub fn local_anchor(self) -> Result<ChainHead> {
-        self.0.get(Cf::Meta, META_AUDIT_ANCHOR)?.map_or(Ok(ChainHead::default()), |v| decode("audit anchor", &v))
+        self.anchor(Chain::Local, ChainHead::default())
     }
 
-    /// Recomputes this node's chain from the first entry kept (see
-    /// [`retention`]).
-    pub fn audit_verify(self) -> Result<ChainCheck> {
+    /// Checks `chain`, held from `held`, link by link from where it
+    /// starts to its recorded head (`head`, read for each walk), and its
+    /// start against the cuts the trail names (see [`retention`]).
+    pub(crate) fn verify_kept(self, chain: Chain<'_>, held: ChainHead, head: impl Fn() -> Result<ChainHead>) -> Result<ChainCheck> {
         loop {
-            let anchor = self.local_anchor()?;
-            let check = walk_chain(self.local_entries(anchor.seq)?, anchor, load_head(self.0)?)?;
+            let anchor = self.anchor(chain, held)?;
+            let check = walk_chain(self.entries(chain, anchor.seq)?, anchor, head()?)?;
             // A removal's step between reading the anchor and the scan
             // would show as a gap: the walk is then made again.
-            if self.local_anchor()? == anchor {
-                return self.within_named_cuts(check, None, anchor, 0);
+            if self.anchor(chain, held)? == anchor {
+                return self.within_named_cuts(check, chain, anchor, held.seq);
             }
         }
+    }
+
+    /// Recomputes this node's chain from the first entry kept.
+    pub fn audit_verify(self) -> Result<ChainCheck> {
+        self.verify_kept(Chain::Local, ChainHead::default(), || load_head(self.0))
     }
 
     /// Recomputes this node's chain and each other node's chain held, and
@@ -1046,13 +1087,13 @@ impl<'a> AuditFiles<'a> {
     /// own prefix. Reads the entries once and the index once, holding
     /// neither.
     pub fn audit_index_check(self) -> Result<IndexCheck> {
-        let (mut keys, problem) = self.chain_index_check(self.local_entries(self.local_anchor()?.seq)?, &[], None)?;
+        let (mut keys, problem) = self.chain_index_check(self.entries(Chain::Local, self.local_anchor()?.seq)?, &[], None)?;
         if problem.is_some() {
             return Ok(IndexCheck { ok: false, keys, problem });
         }
         for (node, chain) in self.remote_chains()? {
-            let anchor = self.remote_anchor(&node, chain.anchor)?.seq;
-            let (n, problem) = self.chain_index_check(self.remote_entries(&node, anchor)?, &remote::index_prefix(&node), Some(&node))?;
+            let anchor = self.anchor(Chain::Remote(&node), chain.anchor)?.seq;
+            let (n, problem) = self.chain_index_check(self.entries(Chain::Remote(&node), anchor)?, &remote::index_prefix(&node), Some(&node))?;
             keys += n;
             if problem.is_some() {
                 return Ok(IndexCheck { ok: false, keys, problem });
@@ -1111,30 +1152,40 @@ pub(crate) fn walk_chain(
     anchor: ChainHead,
     head: ChainHead,
 ) -> Result<ChainCheck> {
-    let mut prev = anchor.hash;
-    let mut expected = anchor.seq + 1;
+    let mut prev = anchor;
     let mut n = 0u64;
-    let fail = |n, prev, msg: String| ChainCheck { ok: false, entries: n, starts_after: anchor.seq, head: prev, problem: Some(msg) };
+    let fail = |n, prev: ChainHead, msg: String| ChainCheck { ok: false, entries: n, starts_after: anchor.seq, head: prev.hash, problem: Some(msg) };
     for item in entries {
         let (seq, v) = item?;
-        if seq != expected {
-            return Ok(fail(n, prev, format!("entry {expected} is missing (next is {seq})")));
+        let linked = read_next(&prev, seq, &v).and_then(|e| Ok((linked_head(&prev, seq, &v, &e)?, e.span())));
+        match linked {
+            Ok((next, span)) => (prev, n) = (next, n + span),
+            Err(msg) => return Ok(fail(n, prev, msg)),
         }
-        let e = match Stored::decode(&v) {
-            Ok(e) => e,
-            Err(err) => return Ok(fail(n, prev, format!("entry {seq} is unreadable: {err}"))),
-        };
-        if stored_hash(&prev, seq, &v) != Some(e.hash()) {
-            return Ok(fail(n, prev, format!("entry {seq} does not match its hash")));
-        }
-        prev = e.hash();
-        expected += e.span();
-        n += e.span();
     }
-    if head.seq != expected - 1 || head.hash != prev {
-        return Ok(fail(n, prev, format!("the chain ends at {} but the recorded head is {}", expected - 1, head.seq)));
+    if head.seq != prev.seq || head.hash != prev.hash {
+        return Ok(fail(n, prev, format!("the chain ends at {} but the recorded head is {}", prev.seq, head.seq)));
     }
-    Ok(ChainCheck { ok: true, entries: n, starts_after: anchor.seq, head: prev, problem: None })
+    Ok(ChainCheck { ok: true, entries: n, starts_after: anchor.seq, head: prev.hash, problem: None })
+}
+
+/// Entry `seq`, stored as `bytes`, read as the one after `prev`: what is
+/// wrong if it is not the next or is unreadable, worded as the chain check
+/// reports it.
+pub(crate) fn read_next(prev: &ChainHead, seq: u64, bytes: &[u8]) -> std::result::Result<Stored, String> {
+    if seq != prev.seq + 1 {
+        return Err(format!("entry {} is missing (next is {seq})", prev.seq + 1));
+    }
+    Stored::decode(bytes).map_err(|err| format!("entry {seq} is unreadable: {err}"))
+}
+
+/// The chain's head after entry `e` (stored at `seq` as `bytes`), if it
+/// links to `prev`.
+pub(crate) fn linked_head(prev: &ChainHead, seq: u64, bytes: &[u8], e: &Stored) -> std::result::Result<ChainHead, String> {
+    if stored_hash(&prev.hash, seq, bytes) != Some(e.hash()) {
+        return Err(format!("entry {seq} does not match its hash"));
+    }
+    Ok(ChainHead { seq: seq + e.span() - 1, hash: e.hash() })
 }
 
 #[cfg(test)]

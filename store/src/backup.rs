@@ -43,7 +43,7 @@
 //! sealed keys. Operators back the key file up separately, to another place.
 //! Manifests hold no personal data: counts, sequence numbers and hashes.
 
-use crate::audit::{load_head, AuditFiles};
+use crate::audit::{load_head, AuditFiles, ChainHead};
 use crate::clock::{Clock, SystemClock};
 use crate::engine::rocks::{engine_err, RocksEngine};
 use crate::engine::{Cf, Engine};
@@ -545,7 +545,7 @@ pub struct BackupAnchor {
 /// stores are refused.
 pub fn check_against_backups(store: &Store, from: &Path) -> Result<Vec<BackupAnchor>> {
     let ours = store_id_of(&**store.engine())?;
-    let live = store.audit_head()?;
+    let (live, kept) = (store.audit_head()?, store.audit_files().local_anchor()?);
     let mut out = Vec::new();
     for m in manifests(from)? {
         if m.summary.store_id != ours {
@@ -554,8 +554,8 @@ pub fn check_against_backups(store: &Store, from: &Path) -> Result<Vec<BackupAnc
         let head = &m.summary.audit_head;
         // A backup older than the retention period is expected, and its
         // head with it (the chain check holds the cut to a named one).
-        let (problem, note) = match head_problem(store, live, head.seq, &head.hash, &format!("backup {}", m.backup_id))? {
-            Some(p) if head.seq < store.audit_files().local_anchor()?.seq => (None, Some(p)),
+        let (problem, note) = match head_problem(store, live, kept, head.seq, &head.hash, &format!("backup {}", m.backup_id))? {
+            Some(p) if head.seq < kept.seq => (None, Some(p)),
             p => (p, None),
         };
         out.push(BackupAnchor { backup_id: m.backup_id, created_at: m.created_at.clone(), seq: head.seq, ok: problem.is_none(), problem, note });
@@ -568,11 +568,11 @@ pub fn check_against_backups(store: &Store, from: &Path) -> Result<Vec<BackupAnc
 /// audit head, or a backup's manifest holds): `None` when the chain holds
 /// that very entry, else what is wrong, naming `whose` head it was.
 pub fn check_head(store: &Store, seq: u64, hash_hex: &str, whose: &str) -> Result<Option<String>> {
-    head_problem(store, store.audit_head()?, seq, hash_hex, whose)
+    head_problem(store, store.audit_head()?, store.audit_files().local_anchor()?, seq, hash_hex, whose)
 }
 
-fn head_problem(store: &Store, live: crate::audit::ChainHead, seq: u64, hash_hex: &str, whose: &str) -> Result<Option<String>> {
-    let kept = store.audit_files().local_anchor()?;
+/// [`check_head`] against the chain's head `live` and its start `kept`.
+fn head_problem(store: &Store, live: ChainHead, kept: ChainHead, seq: u64, hash_hex: &str, whose: &str) -> Result<Option<String>> {
     Ok(if seq > live.seq {
         Some(format!("the chain ends at {} but {whose} recorded entry {seq}: entries were cut", live.seq))
     } else if seq < kept.seq {

@@ -22,7 +22,7 @@
 //! A node name is 1 to 64 characters of ASCII letters, digits, `-` and `_`
 //! (it is also a token of the log's subjects).
 
-use super::{stored_hash, walk_chain, AuditFiles, ChainCheck, ChainHead, Stored, StoredEntry};
+use super::{stored_hash, AuditFiles, ChainCheck, ChainHead, Stored, StoredEntry};
 use crate::codec::{decode, encode, encode_marked, marked_body, FORMAT_V1};
 use crate::engine::{prefix_end, Cf, WriteBatch};
 use crate::record::{seq_from_key, seq_key};
@@ -465,35 +465,8 @@ impl<'a> AuditFiles<'a> {
         Ok(out)
     }
 
-    /// Where another node's chain held here starts: after its last entry
-    /// removed for the retention period, or where the copy began (`held`).
-    pub(crate) fn remote_anchor(self, node: &str, held: ChainHead) -> Result<ChainHead> {
-        Ok(match self.0.get(Cf::Meta, &pruned_key(node))? {
-            Some(v) => {
-                let pruned: ChainHead = decode("audit anchor", &v)?;
-                if pruned.seq > held.seq { pruned } else { held }
-            }
-            None => held,
-        })
-    }
-
     fn verify_remote_chain(self, node: &str, chain: &RemoteChain) -> Result<ChainCheck> {
-        loop {
-            let anchor = self.remote_anchor(node, chain.anchor)?;
-            let check = walk_chain(self.remote_entries(node, anchor.seq)?, anchor, chain.head)?;
-            // As for the local chain: a removal's step in between is a gap.
-            if self.remote_anchor(node, chain.anchor)? == anchor {
-                return self.within_named_cuts(check, Some(node), anchor, chain.anchor.seq);
-            }
-        }
-    }
-
-    /// Node `node`'s entries held here after `anchor`, in order, with their numbers.
-    pub(crate) fn remote_entries(self, node: &str, anchor: u64) -> Result<impl Iterator<Item = Result<(u64, Box<[u8]>)>> + 'a> {
-        let start = entry_key(node, anchor.saturating_add(1));
-        let end = prefix_end(&start[..start.len() - 8]);
-        let scan = self.0.scan(Cf::Audit, &start, end.as_deref(), false)?;
-        Ok(scan.map(|i| i.and_then(|(k, v)| Ok((crate::record::seq_at_end(&k)?, v)))))
+        self.verify_kept(super::Chain::Remote(node), chain.anchor, || Ok(chain.head))
     }
 }
 

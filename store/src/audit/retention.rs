@@ -32,8 +32,8 @@
 //! once the log has acknowledged them (`cluster/audit_shipped`), so that
 //! every peer can still copy them.
 
-use super::remote::{self, Shipped, META_SHIPPED};
-use super::{load_head, stored_hash, Action, AuditFiles, ChainCheck, ChainHead, Stored, META_AUDIT_ANCHOR, SYSTEM_DEPARTMENT};
+use super::remote::{Shipped, META_SHIPPED};
+use super::{linked_head, load_head, read_next, Action, AuditFiles, Chain, ChainCheck, ChainHead, Stored, SYSTEM_DEPARTMENT};
 use crate::codec::{decode, encode};
 use crate::engine::{prefix_end, Cf, WriteBatch};
 use crate::record::seq_key;
@@ -85,33 +85,8 @@ struct ChainRef {
 }
 
 impl ChainRef {
-    fn entry_key(&self, seq: u64) -> Vec<u8> {
-        match &self.node {
-            None => seq_key(seq).to_vec(),
-            Some(n) => remote::entry_key(n, seq),
-        }
-    }
-
-    fn end_key(&self) -> Option<Vec<u8>> {
-        match &self.node {
-            // Other nodes' chains sort after every local key.
-            None => Some(vec![remote::REMOTE_ENTRY]),
-            Some(n) => {
-                let k = remote::entry_key(n, 0);
-                prefix_end(&k[..k.len() - 8])
-            }
-        }
-    }
-
-    fn index_prefix(&self) -> Vec<u8> {
-        self.node.as_deref().map(remote::index_prefix).unwrap_or_default()
-    }
-
-    fn anchor_key(&self) -> Vec<u8> {
-        match &self.node {
-            None => META_AUDIT_ANCHOR.to_vec(),
-            Some(n) => remote::pruned_key(n),
-        }
+    fn chain(&self) -> Chain<'_> {
+        self.node.as_deref().map_or(Chain::Local, Chain::Remote)
     }
 }
 
@@ -127,10 +102,6 @@ pub struct Cuts {
 }
 
 impl Cuts {
-    pub fn is_empty(&self) -> bool {
-        self.local.is_none() && self.remote.is_empty()
-    }
-
     /// The cuts as a `retention` entry's outcome names them, parts joined
     /// by `; ` ([`Cuts::parse`] reads them back).
     pub fn outcome(&self) -> String {
@@ -170,14 +141,18 @@ impl Cuts {
         }
     }
 
-    /// The furthest cut named for a chain (`None`: this node's).
-    pub(crate) fn of(&self, node: Option<&str>) -> u64 {
-        match node {
+    /// The furthest cut named for a chain.
+    fn of(&self, chain: Chain<'_>) -> u64 {
+        match chain.node() {
             None => self.local.unwrap_or(0),
             Some(n) => self.remote.iter().find(|(m, _)| m == n).map_or(0, |(_, s)| *s),
         }
     }
 }
+
+/// The purpose the platform states for removing entries past retention
+/// (`caller::retention_event`).
+pub const RETENTION_PURPOSE: &str = "audit retention period";
 
 impl<'a> AuditFiles<'a> {
     /// Every cut the `retention` entries of this node's chain name (found
@@ -193,7 +168,7 @@ impl<'a> AuditFiles<'a> {
             let first = crate::record::seq_at_end(&k)?;
             let Some(v) = self.0.get(Cf::Audit, &seq_key(first))? else { continue };
             let Ok(e) = Stored::decode(&v) else { continue };
-            for line in (0..e.span() as usize).filter_map(|i| e.line(i)) {
+            for line in e.into_lines() {
                 if line.action == Action::Retention && line.department == SYSTEM_DEPARTMENT {
                     cuts.widen(Cuts::parse(&line.outcome));
                 }
@@ -203,19 +178,15 @@ impl<'a> AuditFiles<'a> {
     }
 }
 
-/// The purpose the platform states for removing entries past retention
-/// (`caller::retention_event`).
-pub const RETENTION_PURPOSE: &str = "audit retention period";
-
 impl<'a> AuditFiles<'a> {
-    /// `check` of a chain (`node`; `None`: this node's) that starts at
-    /// `anchor` and was held from `held` (zeros, or where a copy began),
-    /// failed if the entries between were removed without a named cut.
-    pub(crate) fn within_named_cuts(self, check: ChainCheck, node: Option<&str>, anchor: ChainHead, held: u64) -> Result<ChainCheck> {
+    /// `check` of `chain` that starts at `anchor` and was held from `held`
+    /// (zeros, or where a copy began), failed if the entries between were
+    /// removed without a named cut.
+    pub(crate) fn within_named_cuts(self, check: ChainCheck, chain: Chain<'_>, anchor: ChainHead, held: u64) -> Result<ChainCheck> {
         if !check.ok || anchor.seq <= held {
             return Ok(check);
         }
-        let named = self.named_cuts()?.of(node);
+        let named = self.named_cuts()?.of(chain);
         if anchor.seq > named {
             let problem = format!("entries up to {} are gone, but the trail names no removal past {named}", anchor.seq);
             return Ok(ChainCheck { ok: false, problem: Some(problem), ..check });
@@ -263,7 +234,7 @@ impl Store {
         let mut out = Pruned::default();
         let mut stopped = Vec::new();
         for mut chain in self.chains()? {
-            chain.limit = chain.limit.min(cuts.of(chain.node.as_deref()));
+            chain.limit = chain.limit.min(cuts.of(chain.chain()));
             let (uses, anchor, stop) = self.prune_chain(&chain)?;
             stopped.extend(stop);
             match chain.node {
@@ -284,7 +255,7 @@ impl Store {
         let limit = shipped.map_or(head.seq, |s| s.seq.min(head.seq));
         let mut out = vec![ChainRef { node: None, anchor: files.local_anchor()?, held: 0, limit }];
         for (node, chain) in self.remote_chains()? {
-            let anchor = files.remote_anchor(&node, chain.anchor)?;
+            let anchor = files.anchor(Chain::Remote(&node), chain.anchor)?;
             out.push(ChainRef { node: Some(node), anchor, held: chain.anchor.seq, limit: chain.head.seq });
         }
         Ok(out)
@@ -297,17 +268,19 @@ impl Store {
     /// chain check to report.
     fn last_before(&self, chain: &ChainRef, before: i64) -> Result<Option<u64>> {
         let mut last = chain.anchor;
-        for item in self.engine().scan(Cf::Audit, &chain.entry_key(chain.anchor.seq + 1), chain.end_key().as_deref(), false)? {
-            let (k, v) = item?;
-            if crate::record::seq_at_end(&k).ok() != Some(last.seq + 1) {
+        for item in self.audit_files().entries(chain.chain(), chain.anchor.seq)? {
+            let (seq, v) = match item {
+                Ok(entry) => entry,
+                // A key that names no number ends the cut, as damage does.
+                Err(crate::Error::Corrupt { .. }) => break,
+                Err(e) => return Err(e),
+            };
+            let Ok(e) = read_next(&last, seq, &v) else { break };
+            if e.at() >= before || last.seq + e.span() > chain.limit {
                 break;
             }
-            let Ok(e) = Stored::decode(&v) else { break };
-            let end = last.seq + e.span();
-            if e.at() >= before || end > chain.limit || stored_hash(&last.hash, last.seq + 1, &v) != Some(e.hash()) {
-                break;
-            }
-            last = ChainHead { seq: end, hash: e.hash() };
+            let Ok(next) = linked_head(&last, seq, &v, &e) else { break };
+            last = next;
         }
         Ok((last.seq > chain.anchor.seq).then_some(last.seq))
     }
@@ -316,51 +289,47 @@ impl Store {
     /// removed, the chain's new anchor, and why it stopped early, if it did.
     fn prune_chain(&self, chain: &ChainRef) -> Result<(u64, ChainHead, Option<Stopped>)> {
         let engine = &**self.engine();
-        let prefix = chain.index_prefix();
-        let end = chain.end_key();
+        let prefix = chain.chain().index_prefix();
         let mut anchor = chain.anchor;
         let mut removed = 0u64;
-        let stop = |seq: u64, why: String| Some(Stopped { node: chain.node.clone(), seq, why });
         loop {
             let mut batch = WriteBatch::new();
             let mut step = 0u64;
             let mut next = anchor;
             let mut problem = None;
             // The scan is dropped before the step is written.
-            for item in engine.scan(Cf::Audit, &chain.entry_key(anchor.seq + 1), end.as_deref(), false)? {
-                let (k, v) = item?;
-                let first = crate::record::seq_at_end(&k)?;
-                if first != next.seq + 1 {
-                    problem = stop(next.seq + 1, format!("entry {} is missing (next is {first})", next.seq + 1));
-                    break;
-                }
-                let e = match Stored::decode(&v) {
+            for item in self.audit_files().entries(chain.chain(), anchor.seq)? {
+                let (first, v) = item?;
+                let stop = |why| Some(Stopped { node: chain.node.clone(), seq: next.seq + 1, why });
+                let e = match read_next(&next, first, &v) {
                     Ok(e) => e,
-                    Err(err) => {
-                        problem = stop(first, format!("entry {first} is unreadable: {err}"));
+                    Err(why) => {
+                        problem = stop(why);
                         break;
                     }
                 };
-                let last = first + e.span() - 1;
-                if last > chain.limit {
+                if first + e.span() - 1 > chain.limit {
                     break;
                 }
-                if stored_hash(&next.hash, first, &v) != Some(e.hash()) {
-                    problem = stop(first, format!("entry {first} does not match its hash"));
-                    break;
-                }
-                batch.delete(Cf::Audit, k.into_vec());
+                let after = match linked_head(&next, first, &v, &e) {
+                    Ok(h) => h,
+                    Err(why) => {
+                        problem = stop(why);
+                        break;
+                    }
+                };
+                batch.delete(Cf::Audit, chain.chain().entry_key(first));
                 for (ik, _) in e.index_entries(first) {
                     batch.delete(Cf::AuditIndex, [prefix.as_slice(), &ik].concat());
                 }
-                next = ChainHead { seq: last, hash: e.hash() };
+                next = after;
                 step += e.span();
                 if step >= STEP_USES {
                     break;
                 }
             }
             if step > 0 {
-                batch.put(Cf::Meta, chain.anchor_key(), encode(&next));
+                batch.put(Cf::Meta, chain.chain().anchor_key(), encode(&next));
                 engine.write(batch, Durability::Sync)?;
                 anchor = next;
                 removed += step;

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::audit::{Action, AuditEvent, AuditQuery};
+use crate::audit::META_AUDIT_ANCHOR;
 use crate::caller::retention_event;
 use crate::clock::ManualClock;
 use crate::engine::mem::MemEngine;
