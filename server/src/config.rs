@@ -116,6 +116,11 @@ pub struct Config {
     /// requests are shed with 503 overloaded.
     #[serde(default = "default_write_queue")]
     pub write_queue: usize,
+    /// Longest a busy writer waits for more writes before a small group
+    /// commit, in microseconds (as long as recent commits took, at most
+    /// this; 0: never waits). See `basedata_store::commit::Gather`.
+    #[serde(default = "default_commit_pause_us")]
+    pub commit_pause_us: u64,
     /// Days a finished batch job's input and answers are kept for its
     /// department to download; then they are deleted (the audit entries of
     /// its lines stay).
@@ -340,6 +345,14 @@ fn default_write_queue() -> usize {
     4096
 }
 
+fn default_commit_pause_us() -> u64 {
+    basedata_store::commit::GATHER_PAUSE.as_micros() as u64
+}
+
+/// The longest `commit_pause_us` accepted: a pause is added to the answer
+/// of every write it holds back.
+pub const MAX_COMMIT_PAUSE_US: u64 = 10_000;
+
 /// Deadlines of the sharing measures (Guangzhou Arts. 26, 30).
 #[derive(Clone, Copy, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -452,6 +465,7 @@ impl Default for Config {
             policy: PolicyConfig::default(),
             request_timeout_seconds: default_timeout(),
             write_queue: default_write_queue(),
+            commit_pause_us: default_commit_pause_us(),
             job_retention_days: default_job_retention_days(),
             audit_retention_days: None,
             spill_dir: None,
@@ -573,6 +587,9 @@ impl Config {
             // Change-feed long polls wait up to 60 s.
             bail!("request_timeout_seconds must be at least 70 and write_queue positive");
         }
+        if self.commit_pause_us > MAX_COMMIT_PAUSE_US {
+            bail!("commit_pause_us must be at most {MAX_COMMIT_PAUSE_US} (it delays every write it holds back)");
+        }
         if let Some(c) = &self.cluster {
             c.validate_settings()?;
         }
@@ -665,6 +682,16 @@ token = "counter-secret-token"
         assert_eq!(parse("audit_retention_days = 184\n").unwrap().audit_retention_days, Some(184));
         let e = parse("audit_retention_days = 90\n").unwrap_err().to_string();
         assert!(e.contains("at least six months (184 days)"), "{e}");
+    }
+
+    #[test]
+    fn the_commit_pause_defaults_to_the_writers_and_is_bounded() {
+        assert_eq!(parse("").unwrap().commit_pause_us, 200);
+        assert_eq!(parse("commit_pause_us = 0\n").unwrap().commit_pause_us, 0);
+        assert_eq!(parse("commit_pause_us = 10000\n").unwrap().commit_pause_us, 10_000);
+        let e = parse("commit_pause_us = 10001\n").unwrap_err().to_string();
+        assert!(e.contains("commit_pause_us must be at most 10000"), "{e}");
+        assert!(parse("commit_pause_us = -1\n").is_err());
     }
 
     #[test]

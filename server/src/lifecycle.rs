@@ -116,6 +116,7 @@ pub fn app_state(store: Arc<Store>, cfg: &Config) -> anyhow::Result<AppState> {
     let settings = Settings {
         max_body_bytes: cfg.max_body_mb << 20,
         write_queue: cfg.write_queue,
+        commit_pause: std::time::Duration::from_micros(cfg.commit_pause_us),
         request_timeout: std::time::Duration::from_secs(cfg.request_timeout_seconds),
         job_retention: std::time::Duration::from_secs(u64::from(cfg.job_retention_days) * 86_400),
         policy: cfg.policy.policy(),

@@ -124,7 +124,7 @@ impl Metrics {
         let dataset_updates =
             IntGaugeVec::new(Opts::new("dataset_updates_total", "Changes applied per dataset"), &["dataset"]).expect("metric");
         let commit = IntGaugeVec::new(
-            Opts::new("writer", "Group-commit writer: groups (writes; a failed group tried again job by job writes each alone), jobs, items, largest_group, longest_commit_us, slow_commits (over 10 ms), long_commits (over 3 ms), queued, failures, sliced_jobs and slices (jobs too large for one group, written a slice per group), bulk_jobs (batch work, a batch's chunks and job progress, written after the jobs queued meanwhile), use_records (audited uses appended to the journal), use_syncs, longest_use_sync_us and slow_use_syncs (over 10 ms; the syncs their answers wait for), uses_entered (records entered into the audit trail behind)"),
+            Opts::new("writer", "Group-commit writer: groups (writes; a failed group tried again job by job writes each alone), jobs, items, largest_group, longest_commit_us, slow_commits (over 10 ms), long_commits (over 3 ms), queued, failures, sliced_jobs and slices (jobs too large for one group, written a slice per group), bulk_jobs (batch work, a batch's chunks and job progress, written after the jobs queued meanwhile), use_records (audited uses appended to the journal), use_syncs, longest_use_sync_us and slow_use_syncs (over 10 ms; the syncs their answers wait for), uses_entered (records entered into the audit trail behind), gather_pauses (small groups the busy writer waited for more jobs before, up to commit_pause_us)"),
             &["stat"],
         )
         .expect("metric");
@@ -299,6 +299,7 @@ impl Metrics {
             ("longest_use_sync_us", commit.longest_use_sync_us.load(Ordering::Relaxed)),
             ("slow_use_syncs", commit.slow_use_syncs.load(Ordering::Relaxed)),
             ("uses_entered", commit.uses_entered.load(Ordering::Relaxed)),
+            ("gather_pauses", commit.gather_pauses.load(Ordering::Relaxed)),
         ] {
             self.commit.with_label_values(&[name]).set(v as i64);
         }

@@ -111,6 +111,8 @@ pub const WRITE_QUEUE: usize = 4096;
 pub struct Settings {
     pub max_body_bytes: usize,
     pub write_queue: usize,
+    /// The writer's longest wait for more writes before a small group.
+    pub commit_pause: Duration,
     pub request_timeout: Duration,
     pub job_retention: Duration,
     pub policy: Policy,
@@ -126,6 +128,7 @@ impl Default for Settings {
         Settings {
             max_body_bytes: 256 << 20,
             write_queue: WRITE_QUEUE,
+            commit_pause: basedata_store::commit::GATHER_PAUSE,
             request_timeout: Duration::from_secs(120),
             job_retention: Duration::from_secs(30 * 86_400),
             policy: Policy::default(),
@@ -151,7 +154,7 @@ impl AppState {
         let catalog = store.catalog().clone();
         let catalog_json = serde_json::to_vec(&serde_json::json!({ "datasets": catalog.datasets(), "purposes": catalog.purposes() }))
             .map_err(|e| basedata_store::Error::Config(format!("catalog: {e}")))?;
-        let committer = Arc::new(Committer::start(store.clone(), settings.write_queue));
+        let committer = Arc::new(Committer::start_with(store.clone(), settings.write_queue, settings.commit_pause));
         let staff = crate::accounts::staff::StaffBook::from_config(&[], Default::default(), &departments)
             .map_err(|e| basedata_store::Error::Config(format!("staff accounts: {e}")))?;
         let departments = Arc::new(departments);
