@@ -255,10 +255,10 @@ const BUSY_WITHIN: std::time::Duration = std::time::Duration::from_millis(1);
 /// CPU. When requests keep the writer busy but arrive a few per group,
 /// those costs are paid every few requests, and on a small machine they
 /// take CPU the requests need: measured, a pause of 200 µs before small
-/// groups made them about twice as large, cut the server's CPU per
-/// verification by 6–8 % at full rate and 15–20 % at half of it, raised
-/// full-rate throughput and lowered the half-rate p99, at about 0.3 ms
-/// more p50 (BENCHMARKS.md, "A pause before small groups"). A group is
+/// groups cut the server's CPU per verification by 3–15 % at full rate
+/// and 10–23 % at half of it and raised full-rate throughput, at about
+/// 0.3 ms more p50 at moderate load (BENCHMARKS.md, "A pause before
+/// small groups"). A group is
 /// paused for only when the writer is busy (its last group ended under
 /// [`BUSY_WITHIN`] before) and the group is small but not alone: a lone
 /// job on an idle writer is written at once, and a large group already
