@@ -509,12 +509,14 @@ pub fn metric(addr: &str, prefix: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// Group-commit counters: (groups, jobs, group commits over 10 ms).
-pub fn writer_counts(addr: &str) -> (f64, f64, f64) {
+/// Group-commit counters: (groups, jobs, group commits over 10 ms, the
+/// journal's group writes and syncs over 10 ms).
+pub fn writer_counts(addr: &str) -> (f64, f64, f64, f64) {
     (
         metric(addr, "basedata_writer{stat=\"groups\"}"),
         metric(addr, "basedata_writer{stat=\"jobs\"}"),
         metric(addr, "basedata_writer{stat=\"slow_commits\"}"),
+        metric(addr, "basedata_journal{stat=\"slow_syncs\"}"),
     )
 }
 

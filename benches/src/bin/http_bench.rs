@@ -109,6 +109,9 @@ struct Row {
     jobs_per_group: Option<f64>,
     /// Group commits over 10 ms during the run.
     slow_commits: Option<f64>,
+    /// Of the journal's group writes and syncs, those over 10 ms during the
+    /// run: the disk's share of the slow commits.
+    slow_syncs: Option<f64>,
     /// Cores used by processes other than the server and the client during the run.
     other_cores: f64,
     command: String,
@@ -138,14 +141,14 @@ impl Bench {
         let ((v, command), sample) = harness::measure(self.quiet_wait, "http_bench", &|| cpu_of(pid), || self.loadgen.run(name, args))?;
         let w1 = metrics_addr.map(writer_counts);
         let jobs_per_group = match (w0, w1) {
-            (Some((g0, j0, _)), Some((g1, j1, _))) if g1 > g0 => Some((j1 - j0) / (g1 - g0)),
+            (Some((g0, j0, ..)), Some((g1, j1, ..))) if g1 > g0 => Some((j1 - j0) / (g1 - g0)),
             _ => None,
         };
         // Stalls of the writer, which every answer of the group waits out
         // (a flush's log switch, the disk): what a tail is made of.
-        let slow_commits = match (w0, w1) {
-            (Some((_, _, s0)), Some((_, _, s1))) => Some(s1 - s0),
-            _ => None,
+        let (slow_commits, slow_syncs) = match (w0, w1) {
+            (Some((_, _, s0, d0)), Some((_, _, s1, d1))) => (Some(s1 - s0), Some(d1 - d0)),
+            _ => (None, None),
         };
         let ok = verdict(&v);
         self.rows.push(Row {
@@ -154,6 +157,7 @@ impl Bench {
             server_cpu_s: sample.server_cpu_s,
             jobs_per_group,
             slow_commits,
+            slow_syncs,
             other_cores: sample.other_cores,
             command,
             target: target.into(),
@@ -419,14 +423,14 @@ fn main() -> anyhow::Result<()> {
     r.push_str(&format!(
         "| data set | {persons} persons (hukou), generated in {gen_secs:.1} s; store {store_mb:.0} MB on disk; server RSS {server_rss:.0} MB at the end |\n\n"
     ));
-    r.push_str("| benchmark | conns | req/s | updates/s | p50 ms | p90 ms | p99 ms | max ms | server CPU µs/req | client CPU µs/req | requests per group commit | group commits over 10 ms | other load (cores) | non-2xx / errors | target | |\n");
-    r.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|\n");
+    r.push_str("| benchmark | conns | req/s | updates/s | p50 ms | p90 ms | p99 ms | max ms | server CPU µs/req | client CPU µs/req | requests per group commit | group commits over 10 ms | journal syncs over 10 ms | other load (cores) | non-2xx / errors | target | |\n");
+    r.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|\n");
     for row in &bench.rows {
         let v = &row.result;
         let ok = f(v, &["ok"]).max(1.0);
         let is_update = row.name.starts_with("ingest");
         r.push_str(&format!(
-            "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {:.0} | {:.0} | {} | {} | {:.2} | {} / {} | {} | {} |\n",
+            "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {:.0} | {:.0} | {} | {} | {} | {:.2} | {} / {} | {} | {} |\n",
             row.name,
             v["connections"],
             f(v, &["rps"]),
@@ -439,6 +443,7 @@ fn main() -> anyhow::Result<()> {
             f(v, &["client_cpu_s"]) * 1e6 / ok,
             row.jobs_per_group.map(|j| format!("{j:.1}")).unwrap_or_default(),
             row.slow_commits.map(|n| format!("{n:.0}")).unwrap_or_default(),
+            row.slow_syncs.map(|n| format!("{n:.0}")).unwrap_or_default(),
             row.other_cores,
             v["non_2xx"],
             v["io_errors"],

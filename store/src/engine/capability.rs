@@ -73,11 +73,21 @@ pub struct JournalStats {
     pub replayed: u64,
     /// Segment files held: the one appended to and those not yet released.
     pub segments: u64,
+    /// The longest group write and sync, in microseconds, and those over
+    /// [`SLOW_SYNC`]: every writer of the group waited that long, so set
+    /// beside the commit writer's slow commits they tell a stalling disk
+    /// from anything else.
+    pub longest_sync_us: u64,
+    pub slow_syncs: u64,
 }
+
+/// A journal group write and sync slower than this is counted as slow
+/// (`JournalStats::slow_syncs`), as the commit writer counts its commits.
+pub const SLOW_SYNC: std::time::Duration = std::time::Duration::from_millis(10);
 
 impl JournalStats {
     /// Every figure, named, in a fixed order.
-    pub fn figures(&self) -> [(&'static str, u64); 7] {
+    pub fn figures(&self) -> [(&'static str, u64); 9] {
         [
             ("records", self.records),
             ("writes", self.writes),
@@ -86,7 +96,17 @@ impl JournalStats {
             ("largest_group", self.largest_group),
             ("replayed", self.replayed),
             ("segments", self.segments),
+            ("longest_sync_us", self.longest_sync_us),
+            ("slow_syncs", self.slow_syncs),
         ]
+    }
+
+    /// Counts a group write and sync that took `took`.
+    pub fn note_sync(&mut self, took: std::time::Duration) {
+        self.longest_sync_us = self.longest_sync_us.max(took.as_micros() as u64);
+        if took > SLOW_SYNC {
+            self.slow_syncs += 1;
+        }
     }
 }
 

@@ -633,7 +633,9 @@ impl Journal {
                 return Err(Error::engine("journal: no segment to write".to_owned()));
             };
             drop(st);
+            let started = std::time::Instant::now();
             let result = self.write_out(&mut out, pieces, sync);
+            let took = started.elapsed();
             st = self.lock();
             st.out = Some(out);
             st.leader = false;
@@ -643,6 +645,7 @@ impl Journal {
                     if sync {
                         st.durable = upto;
                         st.stats.syncs += 1;
+                        st.stats.note_sync(took);
                     }
                     st.stats.writes += u64::from(group > 0);
                     st.stats.bytes += bytes;

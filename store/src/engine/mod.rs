@@ -25,7 +25,7 @@ pub mod mem;
 #[cfg(feature = "rocks")]
 pub mod rocks;
 
-pub use capability::{Checkpoint, EngineStats, JournalStats, SstIngest, SstWriter};
+pub use capability::{Checkpoint, EngineStats, JournalStats, SstIngest, SstWriter, SLOW_SYNC};
 
 use crate::Result;
 

@@ -55,6 +55,33 @@ fn written(opts: JournalOptions, n: u64) -> tempfile::TempDir {
     dir
 }
 
+/// Each group write and sync is timed: the longest is kept, and those
+/// over `SLOW_SYNC` are counted.
+#[test]
+fn slow_syncs_are_counted_and_the_longest_kept() {
+    use std::time::Duration;
+    let mut s = JournalStats::default();
+    s.note_sync(Duration::from_micros(300));
+    s.note_sync(crate::engine::SLOW_SYNC + Duration::from_millis(5));
+    s.note_sync(Duration::from_millis(2));
+    s.note_sync(crate::engine::SLOW_SYNC);
+    assert_eq!((s.longest_sync_us, s.slow_syncs), (15_000, 1));
+    // A real journal's syncs are timed in microseconds, no longer than
+    // the calls that made them.
+    let dir = tempfile::tempdir().unwrap();
+    let (j, _) = reopen(dir.path(), JournalOptions::default(), 0);
+    let started = std::time::Instant::now();
+    for i in 1..=20 {
+        j.append(&payload(i)).unwrap();
+        j.sync_to(i).unwrap();
+    }
+    let spent = started.elapsed().as_micros() as u64;
+    let st = j.stats();
+    assert_eq!(st.syncs, 20);
+    assert!(st.longest_sync_us <= spent, "{} µs of {spent}", st.longest_sync_us);
+    assert!(st.slow_syncs <= st.syncs);
+}
+
 #[test]
 fn synced_records_come_back_after_the_last_applied_one() {
     let dir = tempfile::tempdir().unwrap();
