@@ -191,7 +191,7 @@ pub struct CommitStats {
     /// Records of uses entered into the audit trail by the writer.
     pub uses_entered: AtomicU64,
     /// Groups the writer paused before, to let more jobs join (see
-    /// [`Gather`]).
+    /// `Gather`).
     pub gather_pauses: AtomicU64,
 }
 
@@ -238,7 +238,7 @@ pub const SLICE_BYTES: usize = 4 << 20;
 pub const MAX_SET_ASIDE: usize = 8;
 
 /// The longest a busy writer waits for more jobs before writing a small
-/// group, by default (see [`Gather`]).
+/// group, by default (see `Gather`).
 pub const GATHER_PAUSE: std::time::Duration = std::time::Duration::from_micros(200);
 
 /// Groups of at most this many jobs are small enough to wait for more.
@@ -262,9 +262,11 @@ const BUSY_WITHIN: std::time::Duration = std::time::Duration::from_millis(1);
 /// paused for only when the writer is busy (its last group ended under
 /// [`BUSY_WITHIN`] before) and the group is small but not alone: a lone
 /// job on an idle writer is written at once, and a large group already
-/// shares its write. The pause is as long as a group commit has recently
-/// taken (a moving average), at most the configured limit: on a disk
-/// that syncs in 20 µs the writer waits about that long, not 200 µs.
+/// shares its write. The pause is as long as a group of requests' jobs
+/// has recently taken to commit (a moving average: the sync and the
+/// writer's own work), at most the configured limit, so on a fast disk
+/// it shrinks with the commits (the kernel's timer slack, some 50 µs,
+/// comes on top of any pause).
 #[derive(Debug)]
 pub(crate) struct Gather {
     limit: std::time::Duration,
@@ -279,18 +281,21 @@ impl Gather {
     }
 
     /// How long to wait for more jobs before writing a group of `jobs`
-    /// jobs taken at `now`, with `set_aside` work waiting; `None` to
-    /// write it at once.
-    pub(crate) fn pause(&self, jobs: usize, set_aside: bool, now: std::time::Instant) -> Option<std::time::Duration> {
+    /// jobs taken at `now`; `None` to write it at once. `closed`: no job
+    /// may join it (it is full) or set-aside work waits.
+    pub(crate) fn pause(&self, jobs: usize, closed: bool, now: std::time::Instant) -> Option<std::time::Duration> {
         let busy = self.last_end.is_some_and(|t| now.saturating_duration_since(t) < BUSY_WITHIN);
-        if !busy || set_aside || !(2..=SMALL_GROUP).contains(&jobs) {
+        if !busy || closed || !(2..=SMALL_GROUP).contains(&jobs) {
             return None;
         }
         let pause = self.limit.min(std::time::Duration::from_micros(self.commit_us as u64));
         (!pause.is_zero()).then_some(pause)
     }
 
-    /// A group commit ran from `started` to `ended`.
+    /// A group of requests' jobs was committed from `started` to `ended`
+    /// (slices, batch work and the writer's own entering of uses are not
+    /// counted: they neither make the writer busy with requests nor take
+    /// the time a request's group does).
     pub(crate) fn committed(&mut self, started: std::time::Instant, ended: std::time::Instant) {
         let took = ended.saturating_duration_since(started).as_micros() as f64;
         // A tenth of each new commit: a single slow sync (a flush's
@@ -317,7 +322,7 @@ impl Committer {
     }
 
     /// [`Committer::start`] with the longest pause for more jobs before a
-    /// small group (see [`Gather`]); zero never pauses.
+    /// small group (see `Gather`); zero never pauses.
     pub fn start_with(store: Arc<Store>, queue: usize, gather_pause: std::time::Duration) -> Committer {
         let (tx, rx) = bounded::<Job>(queue.max(1));
         let stats = Arc::new(CommitStats::default());
@@ -966,8 +971,8 @@ fn writer_loop(store: Arc<Store>, rx: Receiver<Job>, stats: Arc<CommitStats>, se
             }
         };
         gather_queued(&mut group, &mut carried, &mut bulk, &mut size);
-        let set_aside = !carried.is_empty() || !bulk.is_empty();
-        if let Some(pause) = gather.pause(group.len(), set_aside, std::time::Instant::now()) {
+        let closed = !carried.is_empty() || !bulk.is_empty() || size.items >= MAX_GROUP_ITEMS || size.updates >= MAX_GROUP_UPDATES;
+        if let Some(pause) = gather.pause(group.len(), closed, std::time::Instant::now()) {
             // A sleep, not a timed wait on the queue: each job arriving
             // meanwhile would wake the writer.
             std::thread::sleep(pause);
@@ -1015,6 +1020,8 @@ fn writer_loop(store: Arc<Store>, rx: Receiver<Job>, stats: Arc<CommitStats>, se
         // group's other jobs, a comparison job's chunks, are chained with
         // them, before the group's events: none of those jobs has been
         // answered yet, so no order a caller saw is changed.)
+        // Only groups of requests' jobs time the pause (see `Gather::committed`).
+        let timed = !heavy && !group.is_empty();
         if let Some(job) = uses_job(&store, &stats) {
             size.add(&job);
             group.insert(0, job);
@@ -1025,7 +1032,9 @@ fn writer_loop(store: Arc<Store>, rx: Receiver<Job>, stats: Arc<CommitStats>, se
         stats.largest_group.fetch_max(size.items as u64, Ordering::Relaxed);
         let started = std::time::Instant::now();
         let committed = commit_group(&store, group, &stats, &seq);
-        gather.committed(started, std::time::Instant::now());
+        if timed && committed.is_ok() {
+            gather.committed(started, std::time::Instant::now());
+        }
         if let Err(why) = committed {
             // The store's state in memory may no longer match the disk (a
             // panic between the write and its bookkeeping): every job from
@@ -1321,11 +1330,15 @@ mod tests {
         assert_eq!(g.pause(1, false, now), None, "a lone job goes at once");
         assert_eq!(g.pause(SMALL_GROUP, false, now), Some(us(150)));
         assert_eq!(g.pause(SMALL_GROUP + 1, false, now), None, "a large group shares its write already");
-        assert_eq!(g.pause(4, true, now), None, "set-aside work waits for no one");
+        assert_eq!(g.pause(4, true, now), None, "a full group, or set-aside work, waits for no one");
         assert_eq!(g.pause(4, false, t0 + us(150) + BUSY_WITHIN), None, "idle since the last group");
         // A slow commit moves the pause a tenth of the way; the limit holds.
         g.committed(now, now + us(1150));
         assert_eq!(g.pause(4, false, now + us(1200)), Some(us(200)));
+        let mut wide = Gather::new(us(1000));
+        wide.committed(t0, t0 + us(150));
+        wide.committed(t0, t0 + us(1150));
+        assert_eq!(wide.pause(4, false, t0 + us(1200)), Some(us(250)), "150 + (1150 - 150) / 10");
         let mut fast = Gather::new(us(200));
         fast.committed(t0, t0 + us(20));
         assert_eq!(fast.pause(4, false, t0 + us(30)), Some(us(20)), "a fast disk, a short pause");
