@@ -677,7 +677,9 @@ pub fn raise_to(tx: &tokio::sync::watch::Sender<u64>, value: u64) {
 
 /// A group commit slower than this is counted (`slow_commits`): a stall
 /// of the disk or of the engine that every answer in the group waited out.
-pub const SLOW_COMMIT: std::time::Duration = std::time::Duration::from_millis(10);
+/// The journal's slow syncs are counted at the same bound, so that the
+/// two counts side by side tell the disk's stalls from others.
+pub const SLOW_COMMIT: std::time::Duration = crate::engine::SLOW_SYNC;
 
 /// A group commit longer than this is counted too (`long_commits`): six
 /// to ten times a synced write's usual p99 on a virtual disk, and long enough to
@@ -812,6 +814,11 @@ impl Size {
     fn add(&mut self, j: &Job) {
         self.items += j.updates.len() + j.audited();
         self.updates += j.updates.len();
+    }
+
+    /// No more jobs may join the group.
+    fn full(&self) -> bool {
+        self.items >= MAX_GROUP_ITEMS || self.updates >= MAX_GROUP_UPDATES
     }
 }
 
@@ -959,11 +966,7 @@ fn writer_loop(store: Arc<Store>, rx: Receiver<Job>, stats: Arc<CommitStats>, se
             }
         }
         let gather_queued = |group: &mut Vec<Job>, carried: &mut VecDeque<Carried>, bulk: &mut VecDeque<Job>, size: &mut Size| {
-            while size.items < MAX_GROUP_ITEMS
-                && size.updates < MAX_GROUP_UPDATES
-                && carried.len() < MAX_SET_ASIDE
-                && bulk.len() < MAX_BULK_SET_ASIDE
-            {
+            while !size.full() && carried.len() < MAX_SET_ASIDE && bulk.len() < MAX_BULK_SET_ASIDE {
                 match rx.try_recv() {
                     Ok(j) => take(j, group, carried, bulk, size),
                     Err(_) => break,
@@ -971,7 +974,7 @@ fn writer_loop(store: Arc<Store>, rx: Receiver<Job>, stats: Arc<CommitStats>, se
             }
         };
         gather_queued(&mut group, &mut carried, &mut bulk, &mut size);
-        let closed = !carried.is_empty() || !bulk.is_empty() || size.items >= MAX_GROUP_ITEMS || size.updates >= MAX_GROUP_UPDATES;
+        let closed = !carried.is_empty() || !bulk.is_empty() || size.full();
         if let Some(pause) = gather.pause(group.len(), closed, std::time::Instant::now()) {
             // A sleep, not a timed wait on the queue: each job arriving
             // meanwhile would wake the writer.
