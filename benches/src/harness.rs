@@ -744,9 +744,55 @@ pub fn thousands(n: f64) -> String {
     }
 }
 
+/// Verification's throughput against the minimal handler's over
+/// alternated pairs of runs: single runs on a shared two-core machine
+/// drift by ±10 %, so one pair can land in a fast and a slow spell.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PairRatios {
+    /// Each pair's verification / minimal, in the order run.
+    pub each: Vec<f64>,
+    /// The middle of `each` (the mean of the two middle ones for an even
+    /// count).
+    pub median: f64,
+    /// Every pair's verifications over every pair's minimal requests.
+    pub pooled: f64,
+}
+
+/// [`PairRatios`] of `(verification req/s, minimal req/s)` pairs; `None`
+/// without a pair whose minimal run answered anything.
+pub fn pair_ratios(pairs: &[(f64, f64)]) -> Option<PairRatios> {
+    let pairs: Vec<(f64, f64)> = pairs.iter().copied().filter(|&(_, m)| m > 0.0).collect();
+    if pairs.is_empty() {
+        return None;
+    }
+    let each: Vec<f64> = pairs.iter().map(|&(v, m)| v / m).collect();
+    let mut sorted = each.clone();
+    sorted.sort_by(f64::total_cmp);
+    let mid = sorted.len() / 2;
+    let median = if sorted.len() % 2 == 1 { sorted[mid] } else { (sorted[mid - 1] + sorted[mid]) / 2.0 };
+    let (v, m) = pairs.iter().fold((0.0, 0.0), |(a, b), &(v, m)| (a + v, b + m));
+    Some(PairRatios { each, median, pooled: v / m })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pair_ratios_give_each_the_median_and_the_pooled_ratio() {
+        let r = pair_ratios(&[(52_000.0, 92_000.0), (55_000.0, 75_000.0), (60_000.0, 100_000.0)]).unwrap();
+        assert_eq!(r.each.len(), 3);
+        assert!((r.each[1] - 55.0 / 75.0).abs() < 1e-12);
+        assert!((r.median - 0.6).abs() < 1e-12, "{r:?}");
+        assert!((r.pooled - 167_000.0 / 267_000.0).abs() < 1e-12, "{r:?}");
+        let even = pair_ratios(&[(1.0, 2.0), (3.0, 4.0)]).unwrap();
+        assert!((even.median - 0.625).abs() < 1e-12, "{even:?}");
+        // A minimal run that answered nothing is left out, not divided by.
+        let r = pair_ratios(&[(1.0, 0.0), (1.0, 2.0)]).unwrap();
+        assert_eq!(r.each, vec![0.5]);
+        assert_eq!(pair_ratios(&[(5.0, 0.0)]), None);
+        assert_eq!(pair_ratios(&[]), None);
+    }
 
     #[test]
     fn thousands_groups_digits() {
