@@ -499,25 +499,36 @@ pub fn free_bytes(p: &Path) -> u64 {
         .unwrap_or(0)
 }
 
-/// A gauge of the server's `/metrics` with the given name and label text.
-pub fn metric(addr: &str, prefix: &str) -> f64 {
-    let Ok((200, text)) = http(addr, "GET", "/metrics", &[], "") else { return 0.0 };
-    text.lines()
-        .find(|l| l.starts_with(prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
+/// A gauge of the server's `/metrics` with the given name and label text;
+/// `None` when the server cannot be asked or has no such series (an
+/// older build), so that a report leaves the figure blank rather than
+/// showing 0.
+pub fn metric(addr: &str, prefix: &str) -> Option<f64> {
+    let Ok((200, text)) = http(addr, "GET", "/metrics", &[], "") else { return None };
+    metric_in(&text, prefix)
 }
 
-/// Group-commit counters: (groups, jobs, group commits over 10 ms, the
-/// journal's group writes and syncs over 10 ms).
-pub fn writer_counts(addr: &str) -> (f64, f64, f64, f64) {
-    (
-        metric(addr, "basedata_writer{stat=\"groups\"}"),
-        metric(addr, "basedata_writer{stat=\"jobs\"}"),
-        metric(addr, "basedata_writer{stat=\"slow_commits\"}"),
-        metric(addr, "basedata_journal{stat=\"slow_syncs\"}"),
-    )
+/// The value of the first line of Prometheus text `text` that starts
+/// with `prefix` (a series' name and labels).
+pub fn metric_in(text: &str, prefix: &str) -> Option<f64> {
+    text.lines().find(|l| l.starts_with(prefix)).and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok())
+}
+
+/// Group-commit counters: groups, jobs, group commits over 10 ms, the
+/// journal's group writes and syncs over 10 ms; each `None` where the
+/// server does not report it.
+pub fn writer_counts(addr: &str) -> [Option<f64>; 4] {
+    let text = match http(addr, "GET", "/metrics", &[], "") {
+        Ok((200, text)) => text,
+        _ => return [None; 4],
+    };
+    [
+        "basedata_writer{stat=\"groups\"}",
+        "basedata_writer{stat=\"jobs\"}",
+        "basedata_writer{stat=\"slow_commits\"}",
+        "basedata_journal{stat=\"slow_syncs\"}",
+    ]
+    .map(|series| metric_in(&text, series))
 }
 
 /// Standard output of a command, trimmed ("" when it cannot run).
@@ -777,6 +788,15 @@ pub fn pair_ratios(pairs: &[(f64, f64)]) -> Option<PairRatios> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_missing_series_is_none_not_zero() {
+        let text = "# TYPE basedata_writer gauge\nbasedata_writer{stat=\"groups\"} 1200\nbasedata_writer{stat=\"groups_x\"} 7\nbasedata_journal{stat=\"slow_syncs\"} 0\n";
+        assert_eq!(metric_in(text, "basedata_writer{stat=\"groups\"}"), Some(1200.0));
+        assert_eq!(metric_in(text, "basedata_journal{stat=\"slow_syncs\"}"), Some(0.0));
+        assert_eq!(metric_in(text, "basedata_writer{stat=\"slow_commits\"}"), None);
+        assert_eq!(metric_in("basedata_writer{stat=\"jobs\"} n/a\n", "basedata_writer{stat=\"jobs\"}"), None);
+    }
 
     #[test]
     fn pair_ratios_give_each_the_median_and_the_pooled_ratio() {

@@ -146,16 +146,19 @@ impl Bench {
         let w0 = metrics_addr.map(writer_counts);
         let ((v, command), sample) = harness::measure(self.quiet_wait, "http_bench", &|| cpu_of(pid), || self.loadgen.run(name, args))?;
         let w1 = metrics_addr.map(writer_counts);
-        let jobs_per_group = match (w0, w1) {
-            (Some((g0, j0, ..)), Some((g1, j1, ..))) if g1 > g0 => Some((j1 - j0) / (g1 - g0)),
+        // A counter's change over the run; `None` where the server does
+        // not report it.
+        let delta = |i: usize| match (w0, w1) {
+            (Some(a), Some(b)) => a[i].zip(b[i]).map(|(x, y)| y - x),
+            _ => None,
+        };
+        let jobs_per_group = match (delta(0), delta(1)) {
+            (Some(groups), Some(jobs)) if groups > 0.0 => Some(jobs / groups),
             _ => None,
         };
         // Stalls of the writer, which every answer of the group waits out
         // (a flush's log switch, the disk): what a tail is made of.
-        let (slow_commits, slow_syncs) = match (w0, w1) {
-            (Some((_, _, s0, d0)), Some((_, _, s1, d1))) => (Some(s1 - s0), Some(d1 - d0)),
-            _ => (None, None),
-        };
+        let (slow_commits, slow_syncs) = (delta(2), delta(3));
         let ok = verdict(&v);
         self.rows.push(Row {
             name: name.into(),
@@ -271,7 +274,7 @@ fn main() -> anyhow::Result<()> {
         eprintln!("[http_bench] loading the remaining {} batches (not measured)", batches - sent);
         bench.loadgen.run("ingest (rest, not measured)", &ingest_args(&[s("--skip-requests"), sent.to_string(), s("-d"), s("600")]))?;
     }
-    let held = metric(&addr, "basedata_dataset_records{dataset=\"hukou\"}");
+    let held = metric(&addr, "basedata_dataset_records{dataset=\"hukou\"}").unwrap_or(0.0);
     eprintln!("[http_bench] hukou records held: {held}");
     if held < persons as f64 * 0.99 {
         bail!("only {held} of {persons} persons were loaded; see {}", work.join("results.jsonl").display());
