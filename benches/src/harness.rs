@@ -504,8 +504,15 @@ pub fn free_bytes(p: &Path) -> u64 {
 /// older build), so that a report leaves the figure blank rather than
 /// showing 0.
 pub fn metric(addr: &str, prefix: &str) -> Option<f64> {
-    let Ok((200, text)) = http(addr, "GET", "/metrics", &[], "") else { return None };
-    metric_in(&text, prefix)
+    metric_in(&metrics_text(addr)?, prefix)
+}
+
+/// The server's `/metrics` page; `None` when it does not answer `200`.
+fn metrics_text(addr: &str) -> Option<String> {
+    match http(addr, "GET", "/metrics", &[], "") {
+        Ok((200, text)) => Some(text),
+        _ => None,
+    }
 }
 
 /// The value of the first line of Prometheus text `text` that starts
@@ -518,10 +525,7 @@ pub fn metric_in(text: &str, prefix: &str) -> Option<f64> {
 /// journal's group writes and syncs over 10 ms; each `None` where the
 /// server does not report it.
 pub fn writer_counts(addr: &str) -> [Option<f64>; 4] {
-    let text = match http(addr, "GET", "/metrics", &[], "") {
-        Ok((200, text)) => text,
-        _ => return [None; 4],
-    };
+    let Some(text) = metrics_text(addr) else { return [None; 4] };
     [
         "basedata_writer{stat=\"groups\"}",
         "basedata_writer{stat=\"jobs\"}",
