@@ -272,7 +272,15 @@ pub async fn serve_tls(
     // Unsynced writes (none on the API paths, but bulk tools may share the
     // store) reach disk before the process exits.
     let store = state.store.clone();
-    tokio::task::spawn_blocking(move || store.engine().flush()).await??;
+    tokio::task::spawn_blocking(move || {
+        // The audit index's keys still in memory go into the engine, so
+        // the next start rebuilds none; if they cannot, it will.
+        if let Err(e) = store.index_tail().settle() {
+            tracing::warn!(error = %e, "the audit index's tail was not written; the next start rebuilds it");
+        }
+        store.engine().flush()
+    })
+    .await??;
     tracing::info!("shut down cleanly");
     Ok(())
 }

@@ -73,6 +73,7 @@ pub struct Metrics {
     commit: IntGaugeVec,
     rocks: IntGaugeVec,
     journal: IntGaugeVec,
+    index_tail: IntGaugeVec,
     cluster: IntGaugeVec,
     connections: IntGaugeVec,
     log_write_errors: IntGauge,
@@ -141,6 +142,14 @@ impl Metrics {
             &["stat"],
         )
         .expect("metric");
+        let index_tail = IntGaugeVec::new(
+            Opts::new(
+                "audit_index_tail",
+                "The audit index's keys held in memory until put into the store as a sorted file: keys, parts (unsorted groups and sorted runs), files (put in since start), failures (tries that failed; the keys stay in memory and are tried again)",
+            ),
+            &["stat"],
+        )
+        .expect("metric");
         let cluster = IntGaugeVec::new(
             Opts::new(
                 "cluster",
@@ -170,6 +179,7 @@ impl Metrics {
             Box::new(commit.clone()),
             Box::new(rocks.clone()),
             Box::new(journal.clone()),
+            Box::new(index_tail.clone()),
             Box::new(cluster.clone()),
             Box::new(connections.clone()),
             Box::new(log_write_errors.clone()),
@@ -197,6 +207,7 @@ impl Metrics {
             commit,
             rocks,
             journal,
+            index_tail,
             cluster,
             connections,
             log_write_errors,
@@ -314,6 +325,10 @@ impl Metrics {
             for (name, v) in j.figures() {
                 self.journal.with_label_values(&[name]).set(v as i64);
             }
+        }
+        let t = store.index_tail().stats();
+        for (name, v) in [("keys", t.entries as u64), ("parts", t.parts as u64), ("files", t.files), ("failures", t.failures)] {
+            self.index_tail.with_label_values(&[name]).set(v as i64);
         }
         let mut out = Vec::with_capacity(16 << 10);
         // Encoding into a Vec cannot fail for valid metric families.

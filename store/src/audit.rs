@@ -39,6 +39,7 @@ use sha2::{Digest, Sha256};
 pub mod chunk;
 pub mod remote;
 pub mod retention;
+pub mod tail;
 pub mod uses;
 
 pub use chunk::Stored;
@@ -446,20 +447,22 @@ pub(crate) fn time_index_key(at: i64, seq: u64) -> Vec<u8> {
     t
 }
 
-/// Appends `events` to the chain inside `batch`; returns the new head.
+/// Appends `events` to the chain inside `batch`, their index keys to
+/// `index` (for the tail, [`tail`], once the batch is written); returns
+/// the new head.
 ///
 /// A run of one department's events (see [`chunk`]) is stored as one
 /// entry taking one sequence number an event; a run of one as an entry of
 /// the single-use format. Key mappings are put in key order, because
 /// RocksDB's skip-list memtable inserts keys that follow each other
-/// several times faster than scattered ones; index keys go as they come
-/// (their family's memtable appends, and sorts once at flush).
+/// several times faster than scattered ones.
 pub(crate) fn append(
     store: &Store,
     head: ChainHead,
     at: i64,
     events: &[AuditEvent],
     batch: &mut WriteBatch,
+    index: &mut Vec<tail::Entry>,
 ) -> ChainHead {
     let mut head = head;
     let mut sealed: Vec<(Pid, SubjectKey)> = Vec::new();
@@ -505,9 +508,7 @@ pub(crate) fn append(
             (Stored::Chunk(c), bytes)
         };
         // Index keys and span do not depend on the hash left zero in `stored`.
-        for (k, v) in stored.index_entries(first) {
-            batch.put(Cf::AuditIndex, k, v);
-        }
+        index.extend(stored.index_entries(first));
         head = link(head, first, stored.span(), bytes, batch);
     }
     seal_unmapped(store, sealed, batch);
@@ -519,7 +520,14 @@ pub(crate) fn append(
 /// of one department's rows (up to [`chunk::MAX_CHUNK_LINES`]) is stored
 /// as a chunk written straight from the rows, with the pseudonyms they
 /// carry, so the writer builds no event, string or pseudonym a use.
-pub(crate) fn append_uses(store: &Store, head: ChainHead, at: i64, all: &[uses::Uses], batch: &mut WriteBatch) -> ChainHead {
+pub(crate) fn append_uses(
+    store: &Store,
+    head: ChainHead,
+    at: i64,
+    all: &[uses::Uses],
+    batch: &mut WriteBatch,
+    index: &mut Vec<tail::Entry>,
+) -> ChainHead {
     let mut head = head;
     let mut sealed: Vec<(Pid, SubjectKey)> = Vec::new();
     for u in all {
@@ -531,7 +539,7 @@ pub(crate) fn append_uses(store: &Store, head: ChainHead, at: i64, all: &[uses::
             let first = head.seq + 1;
             let bytes = chunk::encode_uses(at, u, run);
             let subjects = run.iter().map(|r| r.subject.map(|(_, pid)| pid));
-            chunk::chunk_index_entries(first, at, u.text(lead.by.department), subjects, |k, v| batch.put(Cf::AuditIndex, k, v));
+            chunk::chunk_index_entries(first, at, u.text(lead.by.department), subjects, |k, v| index.push((k, v)));
             head = link(head, first, n as u64, bytes, batch);
             sealed.extend(run.iter().filter(|r| !r.key_mapped).filter_map(|r| r.subject.map(|(k, pid)| (pid, k))));
         }
@@ -810,7 +818,7 @@ impl Store {
         let end = prefix_end(&p);
         let mut start = p.clone();
         start.extend_from_slice(&bound.max(0).to_be_bytes());
-        match self.engine().scan(Cf::AuditIndex, &start, end.as_deref(), false)?.next() {
+        match self.index_scan(&start, end.as_deref())?.next() {
             Some(item) => {
                 let (k, _) = item?;
                 Ok(Some(crate::record::seq_at_end(&k)?.saturating_sub(1)))
@@ -888,7 +896,7 @@ impl Store {
         // The last entry read: a chunk's lines follow each other in the
         // subject index when one subject is in a batch several times.
         let mut held: Option<(u64, Stored)> = None;
-        for item in self.engine().scan(Cf::AuditIndex, start, end.as_deref(), false)? {
+        for item in self.index_scan(start, end.as_deref())? {
             let (k, v) = item?;
             let seq = crate::record::seq_at_end(&k)?;
             let target = IndexTarget::of(kind, seq, &v)?;
@@ -926,6 +934,15 @@ impl Store {
             }
         }
         Ok(out)
+    }
+
+    /// The audit index's keys in `[start, end)`: the engine's merged with
+    /// the tail's (see [`tail`]). The tail is read first, so that keys it
+    /// hands to the engine meanwhile are in the engine's scan, not lost
+    /// between the two.
+    fn index_scan(&self, start: &[u8], end: Option<&[u8]>) -> Result<impl Iterator<Item = Result<crate::engine::Kv>> + '_> {
+        let held = self.index_tail().range(start, end);
+        Ok(tail::merged(self.engine().scan(Cf::AuditIndex, start, end, false)?, held))
     }
 
     /// The current chain head.
@@ -1069,11 +1086,14 @@ impl Store {
     /// Recomputes this node's chain and each other node's chain held, and
     /// checks the index against the entries.
     pub fn audit_checks(&self) -> Result<AuditChecks> {
+        self.index_tail().settle()?;
         self.audit_files().checks()
     }
 
     /// See [`AuditFiles::audit_index_check`].
     pub fn audit_index_check(&self) -> Result<IndexCheck> {
+        // The keys in memory first, so that every entry's are checked.
+        self.index_tail().settle()?;
         self.audit_files().audit_index_check()
     }
 }
@@ -1085,15 +1105,19 @@ impl<'a> AuditFiles<'a> {
     /// where the entry is stored), and no other key; for this node's chain
     /// and for every other node's chain held (cluster mode), each under its
     /// own prefix. Reads the entries once and the index once, holding
-    /// neither.
+    /// neither. This node's entries after the index's recorded position
+    /// ([`tail`]) may lack their keys, which a reopen puts in (a copy of
+    /// a running store, a store after a crash); the keys they have must
+    /// point where the entries are.
     pub fn audit_index_check(self) -> Result<IndexCheck> {
-        let (mut keys, problem) = self.chain_index_check(self.entries(Chain::Local, self.local_anchor()?.seq)?, &[], None)?;
+        let upto = tail::indexed_upto(self.0)?.unwrap_or(u64::MAX);
+        let (mut keys, problem) = self.chain_index_check(self.entries(Chain::Local, self.local_anchor()?.seq)?, &[], None, upto)?;
         if problem.is_some() {
             return Ok(IndexCheck { ok: false, keys, problem });
         }
         for (node, chain) in self.remote_chains()? {
             let anchor = self.anchor(Chain::Remote(&node), chain.anchor)?.seq;
-            let (n, problem) = self.chain_index_check(self.entries(Chain::Remote(&node), anchor)?, &remote::index_prefix(&node), Some(&node))?;
+            let (n, problem) = self.chain_index_check(self.entries(Chain::Remote(&node), anchor)?, &remote::index_prefix(&node), Some(&node), u64::MAX)?;
             keys += n;
             if problem.is_some() {
                 return Ok(IndexCheck { ok: false, keys, problem });
@@ -1103,14 +1127,15 @@ impl<'a> AuditFiles<'a> {
     }
 
     /// One chain's part of [`Store::audit_index_check`]: its entries, its
-    /// index keys under `prefix`, and the node it is of (`None`: this
-    /// one). The keys it holds (0 when it stopped before counting them) and
-    /// the first problem.
+    /// index keys under `prefix`, the node it is of (`None`: this one),
+    /// and the last entry whose keys must be there. The keys it holds (0
+    /// when it stopped before counting them) and the first problem.
     fn chain_index_check(
         self,
         entries: impl Iterator<Item = Result<(u64, Box<[u8]>)>>,
         prefix: &[u8],
         node: Option<&str>,
+        upto: u64,
     ) -> Result<(u64, Option<String>)> {
         let whose = node.map_or(String::new(), |n| format!("node {n}'s "));
         let mut expected = 0u64;
@@ -1126,6 +1151,7 @@ impl<'a> AuditFiles<'a> {
                 match self.0.get(Cf::AuditIndex, &[prefix, &key].concat())? {
                     Some(held) if held == value => {}
                     Some(_) => return Ok((0, Some(format!("the index key of {whose}entry {first} ({kind}) points elsewhere")))),
+                    None if first > upto => expected -= 1,
                     None => return Ok((0, Some(format!("{whose}entry {first} lacks its index key ({kind})")))),
                 }
             }

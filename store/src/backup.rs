@@ -973,6 +973,8 @@ mod tests {
     fn a_backup_of_a_damaged_audit_index_is_not_restored() {
         let Fresh { tmp, to, secret, engine, store, .. } = fresh();
         store.commit_all(&[], &[], &[verification("match")], WriteBatch::new(), Durability::Sync).unwrap();
+        // Its keys in the engine's index, not only in memory.
+        store.index_tail().settle().unwrap();
         let (subject_key, _) = engine.scan(Cf::AuditIndex, b"k", Some(b"l"), false).unwrap().next().expect("a subject index key").unwrap();
         let mut b = WriteBatch::new();
         b.delete(Cf::AuditIndex, subject_key.to_vec());

@@ -216,6 +216,11 @@ pub struct Store {
     /// its start (`audit::retention`, `audit::remote`), so neither finds
     /// the other's half-done work.
     pub(crate) audit_cut: Mutex<()>,
+    /// The audit index's keys the engine does not hold yet
+    /// (`audit::tail`), and what puts them there; it stops, putting
+    /// what it holds first, with the store.
+    index_tail: Arc<crate::audit::tail::IndexTail>,
+    indexer: Option<crate::audit::tail::Indexer>,
 }
 
 impl std::fmt::Debug for Store {
@@ -272,7 +277,18 @@ impl Store {
             stats.insert(name, decode::<DatasetStats>("dataset stats", &v)?);
         }
         let audit_head = crate::audit::load_head(&*engine)?;
-        let store = Store {
+        let index_tail = Arc::new(crate::audit::tail::IndexTail::default());
+        match crate::audit::tail::indexed_upto(&*engine)? {
+            // Written before the tail: every entry's keys are in the index.
+            None => crate::audit::tail::record_indexed(&*engine, audit_head.seq)?,
+            Some(upto) if upto < audit_head.seq => {
+                let keys = crate::audit::tail::rebuilt(&*engine, upto)?;
+                tracing::info!(after = upto, keys = keys.len(), "audit index keys rebuilt from the entries after its position");
+                index_tail.push(keys, audit_head.seq);
+            }
+            Some(_) => {}
+        }
+        let mut store = Store {
             engine,
             pseudo,
             job_sealer: Sealer::new(secret, Sealing::Jobs),
@@ -291,7 +307,10 @@ impl Store {
             last_seq: AtomicU64::new(last_seq),
             prints: RwLock::new(None),
             audit_cut: Mutex::new(()),
+            index_tail,
+            indexer: None,
         };
+        store.indexer = Some(store.index_tail.start(store.engine.clone()));
         store.enter_unindexed_uses()?;
         Ok(store)
     }
@@ -328,6 +347,11 @@ impl Store {
         let entries: usize = uses.iter().map(Uses::len).sum();
         tracing::info!(records = records.len(), entries, "audited uses from the journal entered into the audit trail");
         Ok(())
+    }
+
+    /// The audit index's keys held in memory (see `audit::tail`).
+    pub fn index_tail(&self) -> &crate::audit::tail::IndexTail {
+        &self.index_tail
     }
 
     /// Records of uses durable in the journal and not yet in the audit
@@ -771,11 +795,12 @@ impl Store {
         batch.extend(extra);
         let first_audit_seq = w.audit_head.seq + 1;
         let mut audit_head = w.audit_head;
+        let mut index = Vec::new();
         if uses.iter().any(|u| !u.is_empty()) {
-            audit_head = crate::audit::append_uses(self, audit_head, now, uses, &mut batch);
+            audit_head = crate::audit::append_uses(self, audit_head, now, uses, &mut batch, &mut index);
         }
         if !events.is_empty() {
-            audit_head = crate::audit::append(self, audit_head, now, events, &mut batch);
+            audit_head = crate::audit::append(self, audit_head, now, events, &mut batch, &mut index);
         }
         if batch.is_empty() {
             return Ok(Committed { outcomes, first_audit_seq, last_seq: next_seq - 1 });
@@ -817,6 +842,9 @@ impl Store {
             None => Default::default(),
         };
         self.engine.write(batch, durability)?;
+        // Before any answer of the group leaves: an auditor then finds
+        // its entries (see `audit::tail`).
+        self.index_tail.push(index, audit_head.seq);
         if let Some(p) = prints {
             p.apply(staged);
         }

@@ -163,15 +163,31 @@ impl<'a> AuditFiles<'a> {
         let start = super::department_index_key(SYSTEM_DEPARTMENT, self.local_anchor()?.seq + 1);
         let end = prefix_end(&start[..start.len() - 8]);
         let mut cuts = Cuts::default();
-        for item in self.0.scan(Cf::AuditIndex, &start, end.as_deref(), false)? {
-            let (k, _) = item?;
-            let first = crate::record::seq_at_end(&k)?;
-            let Some(v) = self.0.get(Cf::Audit, &seq_key(first))? else { continue };
-            let Ok(e) = Stored::decode(&v) else { continue };
+        let mut name = |e: Stored| {
             for line in e.into_lines() {
                 if line.action == Action::Retention && line.department == SYSTEM_DEPARTMENT {
                     cuts.widen(Cuts::parse(&line.outcome));
                 }
+            }
+        };
+        // Entries after the index's position may not be indexed yet
+        // (`tail`): read whole.
+        let upto = super::tail::indexed_upto(self.0)?.unwrap_or(u64::MAX);
+        for item in self.0.scan(Cf::AuditIndex, &start, end.as_deref(), false)? {
+            let (k, _) = item?;
+            let first = crate::record::seq_at_end(&k)?;
+            if first > upto {
+                break;
+            }
+            let Some(v) = self.0.get(Cf::Audit, &seq_key(first))? else { continue };
+            let Ok(e) = Stored::decode(&v) else { continue };
+            name(e);
+        }
+        if upto < u64::MAX {
+            for item in self.entries(Chain::Local, upto.max(self.local_anchor()?.seq))? {
+                let (_, v) = item?;
+                let Ok(e) = Stored::decode(&v) else { continue };
+                name(e);
             }
         }
         Ok(cuts)
@@ -231,6 +247,9 @@ impl Store {
     /// (reported in the second value).
     pub fn audit_prune(&self, cuts: &Cuts) -> Result<(Pruned, Vec<Stopped>)> {
         let _cutting = self.audit_cut.lock().unwrap_or_else(|p| p.into_inner());
+        // The keys removed here must be in the engine, or the tail would
+        // put them back (see `tail`).
+        self.index_tail().settle()?;
         let mut out = Pruned::default();
         let mut stopped = Vec::new();
         for mut chain in self.chains()? {

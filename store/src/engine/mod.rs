@@ -235,6 +235,23 @@ pub trait Engine: Send + Sync + 'static {
         None
     }
 
+    /// Puts `entries` (ascending, each key once) into `cf` as one sorted
+    /// run, durable when it returns, where the engine can without its
+    /// journal or a memtable (RocksDB: a table file ingested whole; the
+    /// audit index's tail, `audit::tail`). No write in the journal may
+    /// touch these keys, or a replay after a crash would shadow them.
+    /// Default: one synced batch.
+    fn put_sorted(&self, cf: Cf, entries: &mut dyn Iterator<Item = (&[u8], &[u8])>) -> Result<()> {
+        let mut b = WriteBatch::new();
+        for (k, v) in entries {
+            b.put(cf, k, v);
+        }
+        if b.is_empty() {
+            return Ok(());
+        }
+        self.write(b, Durability::Sync)
+    }
+
     /// SST files written beside the engine and ingested whole (bulk loads);
     /// `None` where the engine has no such files.
     fn sst_ingest(&self) -> Option<&dyn SstIngest> {

@@ -395,16 +395,13 @@ fn cf_options(cf: Cf, cfg: &RocksConfig, cache: &Cache) -> Options {
         Cf::Changes | Cf::Audit => {
             table.set_block_size(32 << 10);
         }
-        // Written for every audited read, read only by auditors' range
-        // scans. Its by-subject keys land at random places, and a skip-list
-        // insert at a random place in a large memtable is the costliest
-        // step of an audited read; a vector memtable appends, and sorts
-        // once when it is sealed. Every scan of the live one copies and
-        // sorts it first, though: an auditor's query for one key took
-        // 50–110 ms beside verifications or batches with 16 MiB buffers
-        // (about 350,000 entries), 15–20 ms with 4 MiB. As many sealed
-        // buffers may wait for their flush as before (64 MiB), so writes
-        // stall no sooner.
+        // Read only by auditors' range scans, and written, for this
+        // node's chain, as sorted files put in whole (`audit::tail`): the
+        // memtable holds only retention's removals and other nodes'
+        // chains' keys, so it is the default skip list, which an auditor's
+        // scan reads without sorting it first (a vector memtable, when
+        // every audited use wrote its keys here, sorted itself for every
+        // scan: 15–20 ms for one key beside load).
         //
         // Universal (size-tiered) compaction: every flush of this family
         // spans its whole key range (subject pseudonyms are random), so
@@ -415,9 +412,7 @@ fn cf_options(cf: Cf, cfg: &RocksConfig, cache: &Cache) -> Options {
         // written leveled opens unchanged: each level is a sorted run.
         Cf::AuditIndex => {
             table.set_block_size(32 << 10);
-            opts.set_memtable_factory(MemtableFactory::Vector);
             opts.set_write_buffer_size(cfg.write_buffer_bytes.min(AUDIT_INDEX_BUFFER));
-            opts.set_max_write_buffer_number(16);
             opts.set_compaction_style(DBCompactionStyle::Universal);
             // Flushes write uncompressed, and merges compress only their
             // output where the runs older than it hold less than half the
@@ -650,12 +645,9 @@ impl Engine for RocksEngine {
         // of a skip list of hundreds of thousands of entries (random keys,
         // such as pseudonyms, otherwise cost a full search each). The sort
         // is stable, so writes to one key keep their order; the batch is
-        // atomic either way. The audit index's memtable is a vector that
-        // sorts once at flush: its keys (a million for a million-line
-        // batch) go last, as they came, unsorted.
-        let (mut ops, appended): (Vec<&BatchOp>, Vec<&BatchOp>) = batch.ops().iter().partition(|op| op_key(op).0 != Cf::AuditIndex);
+        // atomic either way.
+        let mut ops: Vec<&BatchOp> = batch.ops().iter().collect();
         ops.sort_by(|a, b| op_key(a).cmp(&op_key(b)));
-        ops.extend(appended);
         for op in ops {
             match op {
                 BatchOp::Put { cf, key, value } => wb.put_cf(self.cf(*cf), key, value),
@@ -685,6 +677,40 @@ impl Engine for RocksEngine {
         }
         if self.journal.closed_segments() >= KEEP_SEGMENTS || self.journal.wants_spare() {
             self.keeper.wake();
+        }
+        result
+    }
+
+    fn put_sorted(&self, cf: Cf, entries: &mut dyn Iterator<Item = (&[u8], &[u8])>) -> Result<()> {
+        // One writer at a time (the audit indexer), so one name; a file a
+        // crash left half-written is replaced.
+        let path = self.path.join(format!("sorted-{}.sst", cf.name()));
+        let _ = std::fs::remove_file(&path);
+        // Uncompressed, as a flush of the audit index writes (see
+        // `cf_options`): its merges compress the old runs.
+        let mut opts = self.sst_options(cf);
+        opts.set_compression_type(DBCompressionType::None);
+        let mut writer = SstFileWriter::create(&opts);
+        writer.open(&path).map_err(engine_err)?;
+        let mut any = false;
+        for (k, v) in entries {
+            writer.put(k, v).map_err(engine_err)?;
+            any = true;
+        }
+        if !any {
+            drop(writer);
+            let _ = std::fs::remove_file(&path);
+            return Ok(());
+        }
+        writer.finish().map_err(engine_err)?;
+        // Unlike a bulk load's files these keys are never in the journal,
+        // so the memtables need no flush first: a reopen replays nothing
+        // over them.
+        let mut o = IngestExternalFileOptions::default();
+        o.set_move_files(true);
+        let result = self.db.ingest_external_file_cf_opts(self.cf(cf), &o, vec![path.clone()]).map_err(engine_err);
+        if result.is_err() {
+            let _ = std::fs::remove_file(&path);
         }
         result
     }
