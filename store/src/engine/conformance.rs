@@ -211,6 +211,27 @@ pub fn checkpoint_opens_with_the_same_data(e: &dyn Engine, open_copy: OpenCopy) 
     assert!(cp.create_checkpoint(&to).is_err());
 }
 
+/// Sorted runs put in whole (the audit index's tail) read back like
+/// written keys, beside keys written before and after them, a run over
+/// the range of keys still in memory included; an empty run is nothing.
+pub fn sorted_runs_read_as_written(e: &dyn Engine) {
+    put(e, Cf::AuditIndex, b"k2", b"written");
+    let run: [(&[u8], &[u8]); 3] = [(b"k1", b"1"), (b"k3", b"3"), (b"k5", b"5")];
+    e.put_sorted(Cf::AuditIndex, &mut run.into_iter()).unwrap();
+    e.put_sorted(Cf::AuditIndex, &mut std::iter::empty()).unwrap();
+    e.put_sorted(Cf::AuditIndex, &mut [(&b"k4"[..], &b"4"[..])].into_iter()).unwrap();
+    put(e, Cf::AuditIndex, b"k6", b"after");
+    assert_eq!(keys(e, Cf::AuditIndex, b"k", Some(b"l"), false), [&b"k1"[..], b"k2", b"k3", b"k4", b"k5", b"k6"]);
+    assert_eq!(e.get(Cf::AuditIndex, b"k3").unwrap().as_deref(), Some(&b"3"[..]));
+    assert_eq!(e.get(Cf::AuditIndex, b"k2").unwrap().as_deref(), Some(&b"written"[..]));
+    // A later removal (retention's) hides a key of a run.
+    let mut b = WriteBatch::new();
+    b.delete(Cf::AuditIndex, b"k3".to_vec());
+    e.write(b, Durability::Sync).unwrap();
+    assert_eq!(e.get(Cf::AuditIndex, b"k3").unwrap(), None);
+    assert_eq!(keys(e, Cf::AuditIndex, b"k", Some(b"l"), false).len(), 5);
+}
+
 #[macro_export]
 #[doc(hidden)]
 macro_rules! engine_suite {
@@ -239,6 +260,7 @@ macro_rules! engine_suite {
             case!(binary_keys_and_large_values);
             case!(stats_are_kept_alike_for_every_family);
             case!(sst_files_ingest_as_written);
+            case!(sorted_runs_read_as_written);
 
             #[test]
             fn checkpoint_opens_with_the_same_data() {
