@@ -66,7 +66,7 @@ struct Group {
 struct Run {
     bytes: Vec<u8>,
     /// Where each key starts in `bytes`, its length and its value's.
-    spans: Vec<(u32, u32, u32)>,
+    spans: Vec<(usize, u32, u32)>,
     upto: u64,
     groups: u64,
     since: Option<Instant>,
@@ -80,7 +80,7 @@ impl Run {
         let mut bytes = Vec::with_capacity(order.iter().map(|(k, v)| k.len() + v.len()).sum());
         let mut spans = Vec::with_capacity(order.len());
         for (k, v) in order {
-            spans.push((bytes.len() as u32, k.len() as u32, v.len() as u32));
+            spans.push((bytes.len(), k.len() as u32, v.len() as u32));
             bytes.extend_from_slice(k);
             bytes.extend_from_slice(v);
         }
@@ -99,13 +99,13 @@ impl Run {
 
     fn at(&self, i: usize) -> (&[u8], &[u8]) {
         let (at, k, v) = self.spans[i];
-        let (at, k, v) = (at as usize, k as usize, v as usize);
+        let (k, v) = (k as usize, v as usize);
         (&self.bytes[at..at + k], &self.bytes[at + k..at + k + v])
     }
 
     /// The first place whose key is not below `k`.
     fn from(&self, k: &[u8]) -> usize {
-        self.spans.partition_point(|&(at, n, _)| &self.bytes[at as usize..(at + n) as usize] < k)
+        self.spans.partition_point(|&(at, n, _)| &self.bytes[at..at + n as usize] < k)
     }
 }
 
@@ -119,8 +119,9 @@ struct State {
     /// Groups ever pushed, and ever put into the engine.
     pushed: u64,
     built: u64,
-    /// Someone waits for everything pushed to reach the engine.
-    settling: bool,
+    /// Groups that someone waits to see in the engine: the indexer puts
+    /// in what it holds at once while `built` is below it.
+    settle_to: u64,
     stop: bool,
     /// Why the last ingestion failed, until one succeeds.
     failing: Option<String>,
@@ -166,25 +167,27 @@ impl IndexTail {
         st.pushed += 1;
     }
 
-    /// Every key of the tail in `[start, end)`, sorted, each once.
-    pub(crate) fn range(&self, start: &[u8], end: Option<&[u8]>) -> Vec<Entry> {
+    /// Every key of the tail in `[start, end)`, in key order, each once;
+    /// the runs' keys are copied only as they are read (a scan of the
+    /// time index may take one key of a hundred thousand).
+    pub(crate) fn range(&self, start: &[u8], end: Option<&[u8]>) -> TailRange {
         let (groups, runs) = {
             let st = self.lock();
             (st.groups.clone(), st.runs.clone())
         };
         let within = |k: &[u8]| k >= start && end.is_none_or(|e| k < e);
-        let mut out: Vec<Entry> = Vec::new();
-        for run in &runs {
-            let from = run.from(start);
-            let to = end.map_or(run.len(), |e| run.from(e));
-            out.extend((from..to.max(from)).map(|i| run.at(i)).map(|(k, v)| (k.to_vec(), v.to_vec())));
-        }
-        for g in &groups {
-            out.extend(g.entries.iter().filter(|(k, _)| within(k)).cloned());
-        }
-        out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        out.dedup_by(|a, b| a.0 == b.0);
-        out
+        let mut loose: Vec<Entry> = groups.iter().flat_map(|g| g.entries.iter()).filter(|(k, _)| within(k)).cloned().collect();
+        loose.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let runs = runs
+            .into_iter()
+            .map(|run| {
+                let from = run.from(start);
+                let to = end.map_or(run.len(), |e| run.from(e)).max(from);
+                (run, from, to)
+            })
+            .filter(|(_, from, to)| from < to)
+            .collect();
+        TailRange { runs, loose: loose.into_iter().peekable(), last: None }
     }
 
     /// Keys and parts held in memory.
@@ -201,17 +204,19 @@ impl IndexTail {
     pub fn settle(&self) -> Result<()> {
         let mut st = self.lock();
         let target = st.pushed;
+        let failures = st.failures;
+        if st.built < target {
+            st.settle_to = st.settle_to.max(target);
+            self.wake.notify_all();
+        }
         while st.built < target {
             if st.stop {
                 return Err(crate::Error::Engine("the audit index is closing".into()));
             }
-            st.settling = true;
-            self.wake.notify_all();
             st = self.built.wait(st).unwrap_or_else(|p| p.into_inner());
-            if let Some(why) = &st.failing {
-                if st.built < target {
-                    return Err(crate::Error::Engine(format!("the audit index could not be written: {why}")));
-                }
+            if st.failures > failures && st.built < target {
+                let why = st.failing.clone().unwrap_or_default();
+                return Err(crate::Error::Engine(format!("the audit index could not be written: {why}")));
             }
         }
         Ok(())
@@ -236,7 +241,7 @@ impl IndexTail {
     fn run(&self, engine: &dyn Engine) {
         let mut st = self.lock();
         loop {
-            if !st.stop && !st.settling {
+            if !st.stop && st.built >= st.settle_to {
                 st = self.wake.wait_timeout(st, FREEZE_EVERY).unwrap_or_else(|p| p.into_inner()).0;
             }
             let stopping = st.stop;
@@ -253,7 +258,7 @@ impl IndexTail {
             }
             let due = st.run_entries >= INGEST_ENTRIES
                 || st.runs.first().and_then(|r| r.since).is_some_and(|t| t.elapsed() >= INGEST_AFTER)
-                || st.settling
+                || st.built < st.settle_to
                 || stopping;
             if due && !st.runs.is_empty() {
                 let runs = st.runs.clone();
@@ -272,7 +277,8 @@ impl IndexTail {
                         tracing::warn!(error = %e, "the audit index's tail could not be written; it stays in memory and is tried again");
                         st.failing = Some(e.to_string());
                         st.failures += 1;
-                        st.settling = false;
+                        // Those waiting hear of it; the next try is not theirs.
+                        st.settle_to = st.built;
                         self.built.notify_all();
                         if stopping {
                             return;
@@ -282,13 +288,61 @@ impl IndexTail {
                     }
                 }
             }
-            if st.groups.is_empty() && st.runs.is_empty() {
-                st.settling = false;
-            }
             self.built.notify_all();
             if stopping && st.groups.is_empty() && st.runs.is_empty() {
                 return;
             }
+        }
+    }
+}
+
+/// What [`IndexTail::range`] found: the runs' places in range and the
+/// newest keys, sorted.
+pub(crate) struct TailRange {
+    runs: Vec<(Arc<Run>, usize, usize)>,
+    loose: std::iter::Peekable<std::vec::IntoIter<Entry>>,
+    last: Option<Vec<u8>>,
+}
+
+impl Iterator for TailRange {
+    type Item = Entry;
+
+    fn next(&mut self) -> Option<Entry> {
+        loop {
+            // The smallest key at the head of a run (runs are few: a file
+            // takes them every few seconds) or of the newest keys.
+            let mut best: Option<(usize, &[u8])> = None;
+            for (i, (run, at, _)) in self.runs.iter().enumerate() {
+                let k = run.at(*at).0;
+                if best.is_none_or(|(_, b)| k < b) {
+                    best = Some((i, k));
+                }
+            }
+            let from_loose = match (best, self.loose.peek()) {
+                (None, None) => return None,
+                (None, Some(_)) => true,
+                (Some((_, b)), Some((k, _))) => k.as_slice() < b,
+                (Some(_), None) => false,
+            };
+            let e = match (from_loose, best) {
+                (true, _) => self.loose.next()?,
+                (false, Some((i, _))) => {
+                    let (run, at, to) = &mut self.runs[i];
+                    let (k, v) = run.at(*at);
+                    let e = (k.to_vec(), v.to_vec());
+                    *at += 1;
+                    if *at == *to {
+                        self.runs.swap_remove(i);
+                    }
+                    e
+                }
+                (false, None) => return None,
+            };
+            if self.last.as_ref() == Some(&e.0) {
+                continue;
+            }
+            self.last = Some(e.0.clone());
+            return Some(e);
         }
     }
 }
@@ -393,14 +447,14 @@ pub(crate) fn rebuilt(engine: &dyn Engine, upto: u64) -> Result<Vec<Entry>> {
 }
 
 /// The engine's scan of `[start, end)` of the audit index merged with
-/// `tail` (sorted, each key once, as [`IndexTail::range`] gives it): the
+/// `tail` (in key order, each key once, as [`IndexTail::range`] gives it): the
 /// engine's value where both hold a key (they hold the same).
 pub(crate) fn merged<'a>(
     engine: impl Iterator<Item = Result<Kv>> + 'a,
-    tail: Vec<Entry>,
+    tail: impl Iterator<Item = Entry> + 'a,
 ) -> impl Iterator<Item = Result<Kv>> + 'a {
     let mut engine = engine.peekable();
-    let mut tail = tail.into_iter().peekable();
+    let mut tail = tail.peekable();
     std::iter::from_fn(move || {
         let from_tail = match (engine.peek(), tail.peek()) {
             (_, None) => false,

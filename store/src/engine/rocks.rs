@@ -66,6 +66,9 @@ pub struct RocksEngine {
     /// The families' SST options in `Cf::ALL` order, made on the first SST
     /// writer: a writer borrows its options for as long as it writes.
     sst_opts: OnceLock<Vec<Options>>,
+    /// Held while a checkpoint is taken and while a sorted file goes in
+    /// (`put_sorted`), so that neither happens inside the other.
+    copying: Mutex<()>,
 }
 
 impl std::fmt::Debug for RocksEngine {
@@ -533,6 +536,7 @@ impl RocksEngine {
             cfg: cfg.clone(),
             cache,
             sst_opts: OnceLock::new(),
+            copying: Mutex::new(()),
         })
     }
 
@@ -704,10 +708,15 @@ impl Engine for RocksEngine {
         }
         writer.finish().map_err(engine_err)?;
         // Unlike a bulk load's files these keys are never in the journal,
-        // so the memtables need no flush first: a reopen replays nothing
-        // over them.
+        // so the families need no flush of ours first: a reopen replays
+        // nothing over them. (RocksDB flushes this family itself when the
+        // file overlaps what its memtable holds.)
         let mut o = IngestExternalFileOptions::default();
         o.set_move_files(true);
+        // Not while a checkpoint is taken: it flushes, then lists the live
+        // files, and a file put in between would bring keys of entries the
+        // copy lacks.
+        let _copying = self.copying.lock().unwrap_or_else(|p| p.into_inner());
         let result = self.db.ingest_external_file_cf_opts(self.cf(cf), &o, vec![path.clone()]).map_err(engine_err);
         if result.is_err() {
             let _ = std::fs::remove_file(&path);
@@ -849,6 +858,7 @@ impl Checkpoint for RocksEngine {
     }
 
     fn create_checkpoint(&self, to: &Path) -> Result<()> {
+        let _copying = self.copying.lock().unwrap_or_else(|p| p.into_inner());
         let cp = rocksdb::checkpoint::Checkpoint::new(&self.db).map_err(engine_err)?;
         cp.create_checkpoint(to).map_err(engine_err)
     }

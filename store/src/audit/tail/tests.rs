@@ -43,7 +43,7 @@ fn a_range_reads_groups_and_runs_in_key_order_each_key_once() {
     tail.push(vec![entry("k3", "a"), entry("k1", "b"), entry("t9", "c")], 3);
     tail.push(vec![entry("k2", "d"), entry("k1", "b")], 5);
     let keys = |t: &IndexTail, s: &str, e: Option<&str>| -> Vec<String> {
-        t.range(s.as_bytes(), e.map(str::as_bytes)).into_iter().map(|(k, _)| String::from_utf8(k).unwrap()).collect()
+        t.range(s.as_bytes(), e.map(str::as_bytes)).map(|(k, _)| String::from_utf8(k).unwrap()).collect()
     };
     assert_eq!(keys(&tail, "k", Some("l")), ["k1", "k2", "k3"]);
     assert_eq!(keys(&tail, "k2", None), ["k2", "k3", "t9"]);
@@ -65,6 +65,23 @@ fn a_range_reads_groups_and_runs_in_key_order_each_key_once() {
 }
 
 #[test]
+fn a_range_over_several_runs_and_new_keys_takes_each_key_once_in_order() {
+    let tail = IndexTail::default();
+    let group = |keys: &[&str]| Arc::new(Group { entries: keys.iter().map(|k| entry(k, "v")).collect(), upto: 1, since: Instant::now() });
+    {
+        let mut st = tail.lock();
+        st.runs.push(Arc::new(Run::of(&[group(&["k5", "k1", "t1"])])));
+        st.runs.push(Arc::new(Run::of(&[group(&["k2", "k5", "k9"])])));
+    }
+    tail.push(vec![entry("k3", "v"), entry("k9", "v"), entry("d1", "v")], 2);
+    let keys: Vec<String> = tail.range(b"k", Some(b"l")).map(|(k, _)| String::from_utf8(k).unwrap()).collect();
+    assert_eq!(keys, ["k1", "k2", "k3", "k5", "k9"]);
+    let keys: Vec<String> = tail.range(b"k4", Some(b"k6")).map(|(k, _)| String::from_utf8(k).unwrap()).collect();
+    assert_eq!(keys, ["k5"]);
+    assert_eq!(tail.range(b"x", None).count(), 0);
+}
+
+#[test]
 fn runs_merge_in_key_order_each_key_once() {
     let run = |keys: &[&str]| Arc::new(Run::of(&[Arc::new(Group { entries: keys.iter().map(|k| entry(k, "v")).collect(), upto: 1, since: Instant::now() })]));
     let runs = [run(&["c", "a", "e"]), run(&[]), run(&["b", "c", "f"]), run(&["a"])];
@@ -76,7 +93,7 @@ fn runs_merge_in_key_order_each_key_once() {
 fn the_merge_keeps_key_order_and_takes_a_key_held_twice_once() {
     let engine: Vec<Result<Kv>> = ["a", "c", "e"].iter().map(|k| Ok((k.as_bytes().into(), b"x".as_slice().into()))).collect();
     let tail = vec![entry("b", "y"), entry("c", "x"), entry("f", "y")];
-    let got: Vec<(String, String)> = merged(engine.into_iter(), tail)
+    let got: Vec<(String, String)> = merged(engine.into_iter(), tail.into_iter())
         .map(|i| i.unwrap())
         .map(|(k, v)| (String::from_utf8(k.into()).unwrap(), String::from_utf8(v.into()).unwrap()))
         .collect();
@@ -184,4 +201,22 @@ fn the_indexer_puts_what_it_holds_into_the_engine_when_the_store_closes() {
     }
     assert_eq!(engine_keys(&engine).len(), 3);
     assert_eq!(indexed_upto(&*engine).unwrap(), Some(1));
+}
+
+#[test]
+fn after_a_settle_new_keys_wait_for_their_turn_again() {
+    let engine = Arc::new(MemEngine::new());
+    let s = open(&engine);
+    s.commit(&[], &[verify(1)], Durability::Sync).unwrap();
+    s.index_tail().settle().unwrap();
+    assert_eq!(s.index_tail().stats().files, 1);
+    // Commits keep coming (0.3 s of them, far from INGEST_AFTER and
+    // INGEST_ENTRIES): they stay in memory, not a file each.
+    for i in 2..32 {
+        s.commit(&[], &[verify(i)], Durability::Sync).unwrap();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let st = s.index_tail().stats();
+    assert_eq!((st.files, st.entries), (1, 30 * 3));
+    assert_eq!(of_key(&s, 31), [31]);
 }
