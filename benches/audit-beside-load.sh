@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# An auditor's query for one key (GET /v1/audit?key=…&limit=1, one every
+# An auditor's query (by default for one key, GET /v1/audit?key=…&limit=1; one every
 # 20 ms over one keep-alive connection) while the store is busy: first
 # beside back-to-back POST /v1/verify/batch of the store's rows (12 s),
 # then beside closed-loop verifications (loadgen, 64 connections, 11 s).
 # Prints the queries' latency, the batches' times and the verifications'
-# rate. Every scan of the audit index reads its live memtable, so this is
-# what the size of that memtable costs an auditor.
+# rate. Every scan of the audit index reads the keys still in memory (the
+# index's tail; before it, the live memtable, which each scan sorted), so
+# this is what they cost an auditor.
 #
 #   benches/audit-beside-load.sh WORK                      this build
 #   BASEDATA_BENCH_BIN=/path/to/basedata benches/audit-beside-load.sh WORK   another build
@@ -14,7 +15,10 @@
 # --work WORK` (its data, configuration and rows.tsv); each run works on a
 # fresh copy of it (in WORK-audit), with an auditor department added to
 # the copy's configuration. Bounded: each load stops by itself, and the
-# server is stopped at the end.
+# server is stopped at the end. AUDIT_QUERY sets another query string for
+# the auditor (default `key=KEY&limit=1`), e.g.
+# `AUDIT_QUERY='department=shebao-counter&limit=1'` to read the department
+# index, where every group of verifications adds a key.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work="${1:?WORK: a store kept by http_bench --keep}"
@@ -33,6 +37,7 @@ printf '\n[[departments]]\nid = "audit-office"\nroles = ["auditor"]\ntoken = "%s
 batch="$copy/batch.ndjson"
 python3 benches/batch-lines.py "$work/rows.tsv" 0 "$batch"
 key="$(tail -1 "$work/rows.tsv" | cut -f1)"
+query="${AUDIT_QUERY:-key=$key&limit=1}"
 
 (cd "$copy" && exec "$bin" serve --data data --config basedata.toml --listen "127.0.0.1:$port" 2> server.log) &
 server=$!
@@ -44,14 +49,14 @@ done
 curl -sf -o /dev/null "http://127.0.0.1:$port/healthz" || { echo "the server did not start: $copy/server.log" >&2; exit 1; }
 
 probe() {
-  python3 - "$port" "$key" "$auditor" "$1" <<'PY'
+  python3 - "$port" "$query" "$auditor" "$1" <<'PY'
 import http.client, sys, time
-port, key, token, seconds = int(sys.argv[1]), sys.argv[2], sys.argv[3], float(sys.argv[4])
+port, query, token, seconds = int(sys.argv[1]), sys.argv[2], sys.argv[3], float(sys.argv[4])
 conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
 took, end = [], time.time() + seconds
 while time.time() < end:
     t = time.perf_counter()
-    conn.request("GET", f"/v1/audit?key={key}&limit=1", headers={"Authorization": f"Bearer {token}"})
+    conn.request("GET", f"/v1/audit?{query}", headers={"Authorization": f"Bearer {token}"})
     r = conn.getresponse()
     body = r.read()
     took.append((time.perf_counter() - t) * 1000)
