@@ -1110,7 +1110,7 @@ impl<'a> AuditFiles<'a> {
     /// a running store, a store after a crash); the keys they have must
     /// point where the entries are.
     pub fn audit_index_check(self) -> Result<IndexCheck> {
-        let upto = tail::indexed_upto(self.0)?.unwrap_or(u64::MAX);
+        let upto = tail::whole_upto(self.0)?;
         let (mut keys, problem) = self.chain_index_check(self.entries(Chain::Local, self.local_anchor()?.seq)?, &[], None, upto)?;
         if problem.is_some() {
             return Ok(IndexCheck { ok: false, keys, problem });

@@ -280,7 +280,7 @@ impl Store {
         let index_tail = Arc::new(crate::audit::tail::IndexTail::default());
         match crate::audit::tail::indexed_upto(&*engine)? {
             // Written before the tail: every entry's keys are in the index.
-            None => crate::audit::tail::record_indexed(&*engine, audit_head.seq)?,
+            None => crate::audit::tail::record_indexed(&*engine, audit_head.seq, Durability::Sync)?,
             Some(upto) if upto < audit_head.seq => {
                 let keys = crate::audit::tail::rebuilt(&*engine, upto)?;
                 tracing::info!(after = upto, keys = keys.len(), "audit index keys rebuilt from the entries after its position");

@@ -160,7 +160,8 @@ impl<'a> AuditFiles<'a> {
     /// the furthest of each chain. Only entries the chain check walks
     /// count, so a cut is as trustworthy as the chain that names it.
     pub fn named_cuts(self) -> Result<Cuts> {
-        let start = super::department_index_key(SYSTEM_DEPARTMENT, self.local_anchor()?.seq + 1);
+        let anchor = self.local_anchor()?.seq;
+        let start = super::department_index_key(SYSTEM_DEPARTMENT, anchor + 1);
         let end = prefix_end(&start[..start.len() - 8]);
         let mut cuts = Cuts::default();
         let mut name = |e: Stored| {
@@ -172,7 +173,7 @@ impl<'a> AuditFiles<'a> {
         };
         // Entries after the index's position may not be indexed yet
         // (`tail`): read whole.
-        let upto = super::tail::indexed_upto(self.0)?.unwrap_or(u64::MAX);
+        let upto = super::tail::whole_upto(self.0)?;
         for item in self.0.scan(Cf::AuditIndex, &start, end.as_deref(), false)? {
             let (k, _) = item?;
             let first = crate::record::seq_at_end(&k)?;
@@ -184,7 +185,7 @@ impl<'a> AuditFiles<'a> {
             name(e);
         }
         if upto < u64::MAX {
-            for item in self.entries(Chain::Local, upto.max(self.local_anchor()?.seq))? {
+            for item in self.entries(Chain::Local, upto.max(anchor))? {
                 let (_, v) = item?;
                 let Ok(e) = Stored::decode(&v) else { continue };
                 name(e);

@@ -372,11 +372,9 @@ fn ingest(engine: &dyn Engine, runs: &[Arc<Run>]) -> Result<()> {
     engine.write(WriteBatch::new(), Durability::Sync)?;
     engine.put_sorted(Cf::AuditIndex, &mut Merge::of(runs))?;
     let upto = runs.iter().map(|r| r.upto).max().unwrap_or(0);
-    let mut b = WriteBatch::new();
-    b.put(Cf::Meta, META_AUDIT_INDEXED, position_value(upto));
     // Lost in a crash, the position is only older: the keys after it are
     // put again, the same.
-    engine.write(b, Durability::Buffered)
+    record_indexed(engine, upto, Durability::Buffered)
 }
 
 /// The keys of several runs in key order, each once.
@@ -423,12 +421,19 @@ pub(crate) fn indexed_upto(engine: &dyn Engine) -> Result<Option<u64>> {
     }
 }
 
-/// Records `upto` as the position, synced (a store opened for the first
-/// time since the tail, whose head is indexed).
-pub(crate) fn record_indexed(engine: &dyn Engine, upto: u64) -> Result<()> {
+/// The last entry of this node's chain whose keys the engine's index
+/// must hold: the recorded position, or every entry in a store written
+/// before the tail. What reads the engine's index without the tail (the
+/// index check, the named cuts) reads the entries after it whole.
+pub(crate) fn whole_upto(engine: &dyn Engine) -> Result<u64> {
+    Ok(indexed_upto(engine)?.unwrap_or(u64::MAX))
+}
+
+/// Records `upto` as the position.
+pub(crate) fn record_indexed(engine: &dyn Engine, upto: u64, durability: Durability) -> Result<()> {
     let mut b = WriteBatch::new();
     b.put(Cf::Meta, META_AUDIT_INDEXED, position_value(upto));
-    engine.write(b, Durability::Sync)
+    engine.write(b, durability)
 }
 
 /// The index keys of this node's entries after `upto`, read from the

@@ -66,8 +66,8 @@ pub struct RocksEngine {
     /// The families' SST options in `Cf::ALL` order, made on the first SST
     /// writer: a writer borrows its options for as long as it writes.
     sst_opts: OnceLock<Vec<Options>>,
-    /// Held while a checkpoint is taken and while a sorted file goes in
-    /// (`put_sorted`), so that neither happens inside the other.
+    /// Held while a checkpoint is taken and while table files go in
+    /// (`ingest_files`), so that neither happens inside the other.
     copying: Mutex<()>,
 }
 
@@ -546,6 +546,17 @@ impl RocksEngine {
         flush_and_release(&self.db, &self.journal, &self.applied, &self.uses)
     }
 
+    /// Ingests table `files` into `cf`, never while a checkpoint is taken:
+    /// a checkpoint flushes, then lists the live files, and a file put in
+    /// between could bring keys of writes the copy lacks (the audit
+    /// index's keys of entries written after its flush).
+    fn ingest_files(&self, cf: Cf, files: &[PathBuf], move_files: bool) -> Result<()> {
+        let mut opts = IngestExternalFileOptions::default();
+        opts.set_move_files(move_files);
+        let _copying = self.copying.lock().unwrap_or_else(|p| p.into_inner());
+        self.db.ingest_external_file_cf_opts(self.cf(cf), &opts, files.to_vec()).map_err(engine_err)
+    }
+
     /// The journal (tests: what it holds after a write).
     pub fn journal(&self) -> &Journal {
         &self.journal
@@ -711,13 +722,7 @@ impl Engine for RocksEngine {
         // so the families need no flush of ours first: a reopen replays
         // nothing over them. (RocksDB flushes this family itself when the
         // file overlaps what its memtable holds.)
-        let mut o = IngestExternalFileOptions::default();
-        o.set_move_files(true);
-        // Not while a checkpoint is taken: it flushes, then lists the live
-        // files, and a file put in between would bring keys of entries the
-        // copy lacks.
-        let _copying = self.copying.lock().unwrap_or_else(|p| p.into_inner());
-        let result = self.db.ingest_external_file_cf_opts(self.cf(cf), &o, vec![path.clone()]).map_err(engine_err);
+        let result = self.ingest_files(cf, std::slice::from_ref(&path), true);
         if result.is_err() {
             let _ = std::fs::remove_file(&path);
         }
@@ -830,9 +835,7 @@ impl SstIngest for RocksEngine {
         // Tables first hold every write before the files: a reopen then
         // replays none of them over keys the files brought.
         self.flush_families()?;
-        let mut opts = IngestExternalFileOptions::default();
-        opts.set_move_files(move_files);
-        self.db.ingest_external_file_cf_opts(self.cf(cf), &opts, files.to_vec()).map_err(engine_err)
+        self.ingest_files(cf, files, move_files)
     }
 }
 

@@ -11,12 +11,12 @@ use crate::keys::{PersonKey, SubjectKey};
 use crate::{Catalog, Engine, Secret};
 use std::sync::Arc;
 
-fn key(i: u16) -> SubjectKey {
+pub(crate) fn key(i: u16) -> SubjectKey {
     let d = time::Date::from_calendar_date(1979, time::Month::March, 3).unwrap();
     SubjectKey::Person(PersonKey::from_parts("110105", d, i).unwrap())
 }
 
-fn verify(k: u16) -> AuditEvent {
+pub(crate) fn verify(k: u16) -> AuditEvent {
     let mut ev = crate::caller::system_event("p", Action::Verify);
     ev.department = "d1".into();
     ev.key = Some(key(k));
@@ -52,7 +52,7 @@ pub(crate) fn cut(s: &Store, before: i64) -> (Pruned, Vec<Stopped>) {
     s.audit_prune(&cuts).unwrap()
 }
 
-fn of_key(s: &Store, k: u16) -> Vec<u64> {
+pub(crate) fn of_key(s: &Store, k: u16) -> Vec<u64> {
     let q = AuditQuery { key: Some(key(k)), limit: 100, ..Default::default() };
     s.audit_query(&q).unwrap().iter().map(|e| e.seq).collect()
 }

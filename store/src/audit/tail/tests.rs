@@ -2,31 +2,16 @@
 //! puts it into the engine, and what a reopen rebuilds.
 
 use super::*;
-use crate::audit::{Action, AuditEvent, AuditFiles, AuditQuery};
+// A verification of person `k` by department `d1`, and the sequence
+// numbers of a key's entries: as retention's tests make and read them.
+use crate::audit::retention::tests::{of_key, verify};
+use crate::audit::AuditFiles;
 use crate::clock::ManualClock;
 use crate::engine::mem::MemEngine;
-use crate::keys::{PersonKey, SubjectKey};
 use crate::{Catalog, Secret, Store};
-
-fn key(i: u16) -> SubjectKey {
-    let d = time::Date::from_calendar_date(1984, time::Month::June, 21).unwrap();
-    SubjectKey::Person(PersonKey::from_parts("110105", d, i).unwrap())
-}
-
-fn verify(k: u16) -> AuditEvent {
-    let mut ev = crate::caller::system_event("p", Action::Verify);
-    ev.department = "d1".into();
-    ev.key = Some(key(k));
-    ev
-}
 
 fn open(engine: &Arc<MemEngine>) -> Store {
     Store::open(engine.clone(), &Secret::from_bytes([6; 32]), Arc::new(Catalog::builtin()), Arc::new(ManualClock::new(1_000))).unwrap()
-}
-
-fn of_key(s: &Store, k: u16) -> Vec<u64> {
-    let q = AuditQuery { key: Some(key(k)), limit: 100, ..Default::default() };
-    s.audit_query(&q).unwrap().iter().map(|e| e.seq).collect()
 }
 
 fn engine_keys(e: &MemEngine) -> Vec<Box<[u8]>> {
