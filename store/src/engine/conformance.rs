@@ -473,6 +473,70 @@ fn rocks_synced_writes_overwrite_a_prefilled_journal_segment_in_place() {
     assert_eq!(lengths(), before);
 }
 
+/// A batch synced to the journal that RocksDB then refuses for lack of
+/// space (as it does once a flush found the disk full) is cancelled in the
+/// journal: its writer hears of the failure, nothing of it is applied now
+/// or after a reopen, and writes go on once RocksDB takes them again.
+/// Meanwhile batches are refused before they reach the journal, and a
+/// flush keeps the segment holding a cancelled batch, which a reopen needs
+/// to find where its records begin.
+#[cfg(feature = "rocks")]
+#[test]
+fn rocks_a_batch_refused_for_lack_of_space_is_cancelled_and_writing_goes_on() {
+    use crate::engine::journal::JournalOptions;
+    use crate::engine::rocks::{RocksConfig, RocksEngine};
+    const FULL: &str = "IO error: No space left on device: While appending to file: /data/000012.sst: No space left on device";
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = RocksConfig { journal: JournalOptions { segment_bytes: 64 << 10, prefill: true }, ..Default::default() };
+    let key = |i: u32| format!("0123456789abcdef{i:08}hukou").into_bytes();
+    let write = |e: &RocksEngine, i: u32, len: usize| {
+        let mut b = WriteBatch::new();
+        b.put(Cf::Records, key(i), vec![i as u8; len]);
+        e.write(b, Durability::Sync)
+    };
+    let absent = |e: &RocksEngine, keys: &[u32]| keys.iter().all(|&i| e.get(Cf::Records, &key(i)).unwrap().is_none());
+    {
+        let e = RocksEngine::open(dir.path(), &cfg).unwrap();
+        write(&e, 1, 100).unwrap();
+        e.refuse_applies(Some(FULL), true);
+        let refused = write(&e, 2, 100).unwrap_err();
+        assert!(matches!(refused, crate::Error::NoSpace(_)), "{refused:?}");
+        assert_eq!(e.journal().failed(), None, "the journal goes on");
+        let records = e.journal().stats().records;
+        assert_eq!(records, 3, "batches 1 and 2 and the cancel of 2");
+        assert!(matches!(write(&e, 3, 100), Err(crate::Error::NoSpace(_))));
+        assert_eq!(e.journal().stats().records, records, "refused before the journal");
+        // RocksDB takes the probe but refuses the batch after it, one
+        // large enough to start a segment: the one holding batch 2 and its
+        // cancel is closed, with no batch applied after them.
+        e.refuse_applies(Some(FULL), false);
+        assert!(matches!(write(&e, 4, 70 << 10), Err(crate::Error::NoSpace(_))));
+        assert_eq!(e.journal().stats().records, records + 2);
+        e.flush().unwrap();
+    }
+    // No refused batch is replayed, and the segments kept reach back to
+    // the last batch applied.
+    let e = RocksEngine::open(dir.path(), &cfg).unwrap();
+    assert_eq!(e.journal().stats().replayed, 0);
+    assert!(e.get(Cf::Records, &key(1)).unwrap().is_some() && absent(&e, &[2, 3, 4]));
+    e.refuse_applies(Some(FULL), true);
+    assert!(matches!(write(&e, 5, 100), Err(crate::Error::NoSpace(_))));
+    e.refuse_applies(None, false);
+    write(&e, 6, 100).unwrap();
+    assert!(absent(&e, &[5]) && e.get(Cf::Records, &key(6)).unwrap().is_some());
+    // Any other failure to apply stops every later write until a reopen,
+    // which replays the batch.
+    e.refuse_applies(Some("Corruption: block checksum mismatch"), true);
+    assert!(write(&e, 7, 100).is_err());
+    e.refuse_applies(None, false);
+    assert!(write(&e, 8, 100).is_err(), "writes stay stopped");
+    assert!(e.journal().failed().is_some());
+    drop(e);
+    let e = RocksEngine::open(dir.path(), &cfg).unwrap();
+    assert!(e.get(Cf::Records, &key(7)).unwrap().is_some(), "the batch the journal holds is replayed");
+    assert!(e.get(Cf::Records, &key(6)).unwrap().is_some() && absent(&e, &[2, 3, 4, 5, 8]));
+}
+
 #[cfg(feature = "rocks")]
 #[test]
 fn free_disk_space_is_read_for_a_directory_and_not_made_up_for_a_missing_one() {

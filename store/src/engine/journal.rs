@@ -15,8 +15,9 @@
 //! record number it holds) and then whole records: `len: u32`, `lsn: u64`,
 //! `check: u64` (xxh3 of the payload, seeded with the lsn), payload; all
 //! little-endian. The top bit of `len` marks a record of audited uses
-//! ([`Kind::Uses`]) rather than a write batch, and is part of the check's
-//! seed. `spare-N.jnl` are files ready to become the next segment.
+//! ([`Kind::Uses`]) rather than a write batch, the next bit a record that
+//! cancels an earlier batch ([`Kind::Cancel`]); the kind is part of the
+//! check's seed. `spare-N.jnl` are files ready to become the next segment.
 //! Segments are made full-length in advance when asked (`prefill`), or
 //! recycled once released, so that a synced append overwrites allocated
 //! blocks and `fdatasync` need not also write the file's size or extents
@@ -46,8 +47,9 @@ const HEADER: usize = 32;
 /// Record header: length, lsn, check.
 const RECORD: usize = 20;
 /// The largest record payload: a write batch of the store is a few
-/// megabytes at most (a group of the committer, a bulk chunk).
-pub const MAX_RECORD: usize = 1 << 30;
+/// megabytes at most (a group of the committer, a bulk chunk). The length
+/// field's two top bits are the kind's.
+pub const MAX_RECORD: usize = (1 << 30) - 1;
 const SPARE: &str = "spare-";
 /// Spares kept: released segments beyond these are deleted.
 const SPARES: usize = 2;
@@ -56,7 +58,7 @@ const SPARES: usize = 2;
 /// them all in memory.
 const WRITE_BEHIND: usize = 4 << 20;
 
-/// What a record holds: the store's two kinds of journal record.
+/// What a record holds: the store's kinds of journal record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     /// A write batch of the engine, applied to the tables after it.
@@ -64,16 +66,31 @@ pub enum Kind {
     /// Audited uses, durable here before their answers leave and entered
     /// into the audit trail's chain and indexes behind (`commit`).
     Uses,
+    /// The number of a batch, synced here, that the tables then refused
+    /// (a full disk): its writer was told it failed, so it is never
+    /// replayed. Written by [`Journal::cancel`]; never handed to `replay`.
+    Cancel,
 }
 
 /// The bit of a record's length field that marks [`Kind::Uses`].
 const USES_BIT: u32 = 1 << 31;
+/// The bit of a record's length field that marks [`Kind::Cancel`].
+const CANCEL_BIT: u32 = 1 << 30;
 
 impl Kind {
     fn seed(self, lsn: u64) -> u64 {
         match self {
             Kind::Batch => lsn,
             Kind::Uses => lsn ^ (1 << 63),
+            Kind::Cancel => lsn ^ (1 << 62),
+        }
+    }
+
+    fn bit(self) -> u32 {
+        match self {
+            Kind::Batch => 0,
+            Kind::Uses => USES_BIT,
+            Kind::Cancel => CANCEL_BIT,
         }
     }
 }
@@ -184,21 +201,26 @@ fn read_header(bytes: &[u8], number: u64) -> Option<u64> {
 }
 
 fn frame(out: &mut Vec<u8>, lsn: u64, kind: Kind, payload: &[u8]) {
-    let bit = if kind == Kind::Uses { USES_BIT } else { 0 };
-    out.extend_from_slice(&(payload.len() as u32 | bit).to_le_bytes());
+    out.extend_from_slice(&(payload.len() as u32 | kind.bit()).to_le_bytes());
     out.extend_from_slice(&lsn.to_le_bytes());
     out.extend_from_slice(&xxh3_64_with_seed(payload, kind.seed(lsn)).to_le_bytes());
     out.extend_from_slice(payload);
 }
 
-/// A record header's payload length, kind, number and check.
+/// A record header's payload length, kind, number and check (`None`
+/// for both kind bits, which no record has).
 fn record_head(h: &[u8]) -> Option<(usize, Kind, u64, u64)> {
     let h = h.get(..RECORD)?;
     let len = u32::from_le_bytes(h[..4].try_into().ok()?);
-    let kind = if len & USES_BIT != 0 { Kind::Uses } else { Kind::Batch };
+    let kind = match (len & USES_BIT != 0, len & CANCEL_BIT != 0) {
+        (false, false) => Kind::Batch,
+        (true, false) => Kind::Uses,
+        (false, true) => Kind::Cancel,
+        (true, true) => return None,
+    };
     let lsn = u64::from_le_bytes(h[4..12].try_into().ok()?);
     let check = u64::from_le_bytes(h[12..20].try_into().ok()?);
-    Some(((len & !USES_BIT) as usize, kind, lsn, check))
+    Some(((len & !(USES_BIT | CANCEL_BIT)) as usize, kind, lsn, check))
 }
 
 /// The first record number of segment file `path` (number `number`), if
@@ -256,6 +278,36 @@ impl Records {
         self.left -= (RECORD + len) as u64;
         Ok((xxh3_64_with_seed(&self.buf, kind.seed(lsn)) == check).then_some((kind, &self.buf[..])))
     }
+
+    /// Like [`Records::next`], but reads only records that cancel a batch
+    /// (returning the batch's number); others are stepped over unread, so
+    /// their checks are not verified. Honouring a cancel found past the
+    /// end [`Records::next`] would find is harmless: a cancelled batch's
+    /// writer was never told it succeeded.
+    fn skim(&mut self, lsn: u64) -> Result<Option<Option<u64>>> {
+        use std::io::Read;
+        if self.left < RECORD as u64 {
+            return Ok(None);
+        }
+        let mut head = [0u8; RECORD];
+        self.file.read_exact(&mut head).map_err(|e| io_err("reading", &self.path, e))?;
+        let Some((len, kind, got, check)) = record_head(&head) else { return Ok(None) };
+        if len == 0 || got != lsn || len as u64 > self.left - RECORD as u64 {
+            return Ok(None);
+        }
+        self.left -= (RECORD + len) as u64;
+        if kind != Kind::Cancel {
+            self.file.seek_relative(len as i64).map_err(|e| io_err("reading", &self.path, e))?;
+            return Ok(Some(None));
+        }
+        self.buf.resize(len, 0);
+        self.file.read_exact(&mut self.buf).map_err(|e| io_err("reading", &self.path, e))?;
+        let target = <[u8; 8]>::try_from(&self.buf[..]).ok().map(u64::from_le_bytes);
+        match target {
+            Some(t) if xxh3_64_with_seed(&self.buf, kind.seed(lsn)) == check => Ok(Some(Some(t))),
+            _ => Ok(None),
+        }
+    }
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
@@ -291,14 +343,14 @@ impl Journal {
     ) -> Result<(Journal, u64)> {
         Self::open_from(dir, opts, applied, applied, |lsn, kind, p| match kind {
             Kind::Batch => replay(lsn, p),
-            Kind::Uses => Ok(()),
+            Kind::Uses | Kind::Cancel => Ok(()),
         })
     }
 
-    /// [`Journal::open`] that hands `replay` every record of either kind
-    /// numbered after `from` (at most `applied`) that the segments still
-    /// hold: records of uses not yet indexed may lie before `applied`.
-    /// Only records missing after `applied` are an error.
+    /// [`Journal::open`] that hands `replay` every record of uses and every
+    /// batch not cancelled numbered after `from` (at most `applied`) that
+    /// the segments still hold: records of uses not yet indexed may lie
+    /// before `applied`. Only records missing after `applied` are an error.
     pub fn open_from(
         dir: &Path,
         opts: JournalOptions,
@@ -330,6 +382,26 @@ impl Journal {
         let mut ended = false;
         let mut previous: Option<u64> = None;
         let firsts = segments.iter().map(|(n, p)| first_of(p, *n)).collect::<Result<Vec<_>>>()?;
+        // A segment whose successor starts at or before `from + 1` holds
+        // only records the caller's state has: its records need not be
+        // read (after a clean close, none are).
+        let passed_over = |i: usize| {
+            let (number, first) = (segments[i].0, firsts[i]?);
+            let next_first = segments.get(i + 1).filter(|(n, _)| *n == number + 1).and_then(|_| firsts[i + 1]);
+            next_first.filter(|&nf| nf >= first && nf <= from + 1)
+        };
+        // A cancel follows the batch it cancels, perhaps segments later:
+        // they are all known before the first batch is replayed.
+        let mut cancelled = std::collections::HashSet::new();
+        for (i, (_, path)) in segments.iter().enumerate() {
+            let Some(first) = firsts[i].filter(|_| passed_over(i).is_none()) else { continue };
+            let mut records = Records::open(path)?;
+            let mut lsn = first;
+            while let Some(target) = records.skim(lsn)? {
+                cancelled.extend(target);
+                lsn += 1;
+            }
+        }
         for (i, (number, path)) in segments.iter().enumerate() {
             if ended {
                 std::fs::remove_file(path).map_err(|e| io_err("removing", path, e))?;
@@ -375,11 +447,7 @@ impl Journal {
                 }
                 _ => {}
             }
-            // A segment whose successor starts at or before `from + 1`
-            // holds only records the caller's state has: its records need
-            // not be read (after a clean close, none are).
-            let next_first = segments.get(i + 1).filter(|(n, _)| *n == number + 1).and_then(|_| firsts[i + 1]);
-            if let Some(nf) = next_first.filter(|&nf| nf >= first && nf <= from + 1) {
+            if let Some(nf) = passed_over(i) {
                 expected = Some(nf);
                 closed.push(Closed { path: path.clone(), last: nf - 1 });
                 continue;
@@ -387,7 +455,12 @@ impl Journal {
             let mut records = Records::open(path)?;
             let mut lsn = first;
             while let Some((kind, payload)) = records.next(lsn)? {
-                if lsn > from {
+                let live = match kind {
+                    Kind::Batch => !cancelled.contains(&lsn),
+                    Kind::Uses => true,
+                    Kind::Cancel => false,
+                };
+                if lsn > from && live {
                     replay(lsn, kind, payload)?;
                     replayed += u64::from(lsn > applied && kind == Kind::Batch);
                 }
@@ -573,6 +646,16 @@ impl Journal {
     /// does.
     pub fn sync_to(&self, lsn: u64) -> Result<()> {
         self.advance(lsn, true)
+    }
+
+    /// Appends and syncs a record cancelling batch `lsn`, which was synced
+    /// but which the caller's state then refused: no reopen replays it,
+    /// so the state stays as the batch's failure left it. `then` runs with
+    /// the cancel's own number, as in [`Journal::append_then`]. Returns
+    /// once the cancel is durable; an error leaves the batch live.
+    pub fn cancel(&self, lsn: u64, then: impl FnOnce(u64)) -> Result<()> {
+        let at = self.append_then(Kind::Cancel, &lsn.to_le_bytes(), then)?;
+        self.sync_to(at)
     }
 
     /// Syncs every record appended so far.

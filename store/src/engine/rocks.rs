@@ -69,6 +69,15 @@ pub struct RocksEngine {
     /// Held while a checkpoint is taken and while table files go in
     /// (`ingest_files`), so that neither happens inside the other.
     copying: Mutex<()>,
+    /// Set when RocksDB refused a batch for lack of space: until a probe
+    /// write goes in, batches are refused before they reach the journal,
+    /// which would otherwise fill up with batches and their cancels.
+    out_of_space: std::sync::atomic::AtomicBool,
+    /// Tests: the failure the next batches meet instead of being applied,
+    /// as RocksDB answers once a flush found the disk full, and whether
+    /// probes meet it too.
+    #[cfg(test)]
+    refusing: Mutex<Option<(String, bool)>>,
 }
 
 impl std::fmt::Debug for RocksEngine {
@@ -120,6 +129,15 @@ fn apply(db: &DB, mut wb: rocksdb::WriteBatch, lsn: u64, unlogged: &WriteOptions
     db.write_opt(wb, unlogged).map_err(engine_err)
 }
 
+/// The last journal record that may be released once the tables hold
+/// what is applied now (`last`, the turnstile's, read first): never past
+/// the last batch applied, which a reopen takes as where the records it
+/// needs begin. Records after it that need no applying (uses, cancels)
+/// stay until a later batch moves it.
+fn release_bound(db: &DB, last: u64, uses: &UsesBook) -> Result<u64> {
+    Ok(uses.cap(last).min(read_position(db, JOURNAL_APPLIED, "journal position")?))
+}
+
 /// A journal position kept in `meta`.
 fn read_position(db: &DB, key: &'static [u8], what: &'static str) -> Result<u64> {
     let meta = db.cf_handle(Cf::Meta.name()).expect("column family created at open");
@@ -158,7 +176,7 @@ impl UsesBook {
 /// for it, then releases the journal segments the tables then hold, but
 /// none holding a record of uses not yet in the audit trail.
 fn flush_and_release(db: &DB, journal: &Journal, applied: &Turnstile, uses: &UsesBook) -> Result<()> {
-    let through = uses.cap(applied.last());
+    let through = release_bound(db, applied.last(), uses)?;
     let all: Vec<&rocksdb::ColumnFamily> =
         Cf::ALL.iter().map(|&cf| db.cf_handle(cf.name()).expect("column family created at open")).collect();
     let mut opts = rocksdb::FlushOptions::default();
@@ -204,9 +222,10 @@ impl Turnstile {
         self.state.lock().unwrap_or_else(|e| e.into_inner()).0
     }
 
-    /// Runs `f` once every record before `lsn` is applied; a failure stops
-    /// every later turn.
-    fn take_turn(&self, lsn: u64, f: impl FnOnce() -> Result<()>) -> Result<()> {
+    /// Runs `f` once every record before `lsn` is applied and returns
+    /// what it did: `Ok` of the write's own result, or an error that
+    /// stops every later turn (as does an earlier turn's).
+    fn take_turn(&self, lsn: u64, f: impl FnOnce() -> Result<Result<()>>) -> Result<Result<()>> {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         while st.0 + 1 != lsn && !st.1 {
             st = self.turn.wait(st).unwrap_or_else(|e| e.into_inner());
@@ -499,7 +518,7 @@ impl RocksEngine {
         let (journal, replayed) =
             Journal::open_from(&path.join(JOURNAL_DIR), cfg.journal, applied, indexed, |lsn, kind, payload| match kind {
                 Kind::Batch if lsn > applied => apply(&db, rocksdb::WriteBatch::from_data(payload), lsn, &unlogged),
-                Kind::Batch => Ok(()),
+                Kind::Batch | Kind::Cancel => Ok(()),
                 Kind::Uses => {
                     unindexed.push((lsn, payload.to_vec()));
                     Ok(())
@@ -522,7 +541,7 @@ impl RocksEngine {
             flush_and_release(&db, &journal, &applied, &uses)?;
         } else {
             // Every write batch the segments hold is in the tables already.
-            journal.release_through(uses.cap(journal.last_lsn()))?;
+            journal.release_through(release_bound(&db, journal.last_lsn(), &uses)?)?;
         }
         let keeper = Keeper::start(Arc::clone(&db), Arc::clone(&journal), Arc::clone(&applied), Arc::clone(&uses));
         Ok(RocksEngine {
@@ -537,6 +556,9 @@ impl RocksEngine {
             cache,
             sst_opts: OnceLock::new(),
             copying: Mutex::new(()),
+            out_of_space: Default::default(),
+            #[cfg(test)]
+            refusing: Mutex::new(None),
         })
     }
 
@@ -555,6 +577,47 @@ impl RocksEngine {
         opts.set_move_files(move_files);
         let _copying = self.copying.lock().unwrap_or_else(|p| p.into_inner());
         self.db.ingest_external_file_cf_opts(self.cf(cf), &opts, files.to_vec()).map_err(engine_err)
+    }
+
+    /// Applies journal record `lsn`, its batch `wb`, in its turn.
+    fn apply_live(&self, wb: rocksdb::WriteBatch, lsn: u64) -> Result<()> {
+        self.refused(false)?;
+        apply(&self.db, wb, lsn, &self.unlogged)
+    }
+
+    /// Tests: the failure [`RocksEngine::refuse_applies`] set.
+    fn refused(&self, probe: bool) -> Result<()> {
+        #[cfg(test)]
+        if let Some((why, probes)) = self.refusing.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+            if probes || !probe {
+                return Err(Error::engine(why));
+            }
+        }
+        let _ = probe;
+        Ok(())
+    }
+
+    /// After a refusal for lack of space: whether RocksDB takes writes
+    /// again, told by a write of a probe key outside the journal (lost in
+    /// a crash, and read by nothing).
+    fn space_again(&self) -> Result<()> {
+        use std::sync::atomic::Ordering::Relaxed;
+        if !self.out_of_space.load(Relaxed) {
+            return Ok(());
+        }
+        self.refused(true)?;
+        let mut wb = rocksdb::WriteBatch::default();
+        wb.put_cf(self.cf(Cf::Meta), b"probe/space", b"");
+        self.db.write_opt(wb, &self.unlogged).map_err(engine_err)?;
+        self.out_of_space.store(false, Relaxed);
+        Ok(())
+    }
+
+    /// Tests: batches meet `why` instead of being applied, until `None`;
+    /// so do the probes made before a batch is journaled when `probes`.
+    #[cfg(test)]
+    pub(crate) fn refuse_applies(&self, why: Option<&str>, probes: bool) {
+        *self.refusing.lock().unwrap_or_else(|p| p.into_inner()) = why.map(|w| (w.to_owned(), probes));
     }
 
     /// The journal (tests: what it holds after a write).
@@ -642,9 +705,16 @@ impl Engine for RocksEngine {
     /// Appends the batch to the journal, syncs it there (for
     /// [`Durability::Sync`]), then applies it to RocksDB without RocksDB's
     /// log, in journal order, together with the journal position it
-    /// reaches; a reopen replays what the tables do not hold yet. A batch
-    /// durable in the journal that then fails to apply stops every later
-    /// write, since memory and disk differ until a reopen replays it.
+    /// reaches; a reopen replays what the tables do not hold yet.
+    ///
+    /// A batch durable in the journal that RocksDB then refuses for lack
+    /// of space (it stops taking writes when a flush fails so, and takes
+    /// them again once space is freed) is cancelled in the journal before
+    /// its writer hears of the failure: a failed write then changes
+    /// nothing, now or after a reopen, and later writes go on. Any other
+    /// failure to apply, or a cancel that cannot be made durable, stops
+    /// every later write, since memory and disk differ until a reopen
+    /// replays the batch.
     fn write(&self, batch: WriteBatch, durability: Durability) -> Result<()> {
         super::check_keys(&batch)?;
         if batch.is_empty() {
@@ -654,6 +724,7 @@ impl Engine for RocksEngine {
                 Durability::Buffered => Ok(()),
             };
         }
+        self.space_again()?;
         let mut wb = rocksdb::WriteBatch::default();
         // In key order per family: each memtable insert then starts its
         // search from where the previous one ended instead of from the top
@@ -686,10 +757,20 @@ impl Engine for RocksEngine {
                 return Err(e);
             }
         }
-        let result = self.applied.take_turn(lsn, || apply(&self.db, wb, lsn, &self.unlogged));
-        if let Err(e) = &result {
+        let turn = self.applied.take_turn(lsn, || match self.apply_live(wb, lsn) {
+            Err(e @ Error::NoSpace(_)) => match self.journal.cancel(lsn, |at| self.applied.pass(at)) {
+                Ok(()) => {
+                    self.out_of_space.store(true, std::sync::atomic::Ordering::Relaxed);
+                    Ok(Err(e))
+                }
+                Err(c) => Err(Error::engine(format!("{e}; cancelling it in the journal failed too: {c}"))),
+            },
+            r => r.map(Ok),
+        });
+        let result = turn.unwrap_or_else(|e| {
             self.journal.fail(&format!("a write synced to the journal failed to apply: {e}; reopen the store"));
-        }
+            Err(e)
+        });
         if self.journal.closed_segments() >= KEEP_SEGMENTS || self.journal.wants_spare() {
             self.keeper.wake();
         }

@@ -282,6 +282,51 @@ mod journal {
         assert!(store.audit_index_check().unwrap().ok);
     }
 
+    /// On a full disk (RocksDB refusing writes after a flush found no
+    /// space), a verification's audited use is refused and leaves no trace,
+    /// a batch's record of uses waits in the journal, and all goes on once
+    /// space is back: the chain and the indexes stay whole, now and after
+    /// a reopen, with no restart in between.
+    #[test]
+    fn uses_on_a_full_disk_are_refused_or_wait_and_go_on_once_space_is_back() {
+        const FULL: &str = "IO error: No space left on device: While appending to file: /data/000012.sst: No space left on device";
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (engine, store) = open(dir.path());
+            let committer = Committer::start(store.clone(), 64);
+            let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+            let point = |i: u16| {
+                let (tx, rx) = std::sync::mpsc::channel();
+                committer.submit(vec![], vec![event(Some(key(i)))], Box::new(move |r| tx.send(r.map(|_| ())).unwrap())).unwrap();
+                rx.recv_timeout(std::time::Duration::from_secs(10)).expect("answered")
+            };
+            point(1).unwrap();
+            engine.refuse_applies(Some(FULL), true);
+            for i in 2..4 {
+                let e = point(i).unwrap_err();
+                assert_eq!(e.unavailable_reason(), Some(crate::NO_SPACE), "{e:?}");
+            }
+            // A batch's uses are durable in the journal and answered; they
+            // are entered once writes are taken again.
+            let rx = rt.block_on(committer.append_uses(uses(&store, &[event(Some(key(4)))]))).unwrap();
+            rt.block_on(rx).unwrap().unwrap();
+            assert!(engine.journal().failed().is_none());
+            engine.refuse_applies(None, false);
+            point(5).unwrap();
+            let settled = rt.block_on(async { tokio::time::timeout(std::time::Duration::from_secs(10), committer.settle_uses()).await });
+            assert_eq!(settled, Ok(true));
+            let counts: Vec<usize> = (1..6).map(|i| uses_of(&store, i)).collect();
+            assert_eq!(counts, vec![1, 0, 0, 1, 1]);
+            assert!(store.audit_verify().unwrap().ok);
+            assert!(store.audit_index_check().unwrap().ok);
+        }
+        let (_engine, store) = open(dir.path());
+        let counts: Vec<usize> = (1..6).map(|i| uses_of(&store, i)).collect();
+        assert_eq!(counts, vec![1, 0, 0, 1, 1], "no refused use comes back at a reopen");
+        assert!(store.audit_verify().unwrap().ok);
+        assert!(store.audit_index_check().unwrap().ok);
+    }
+
     /// While a backup holds appends, a record of uses waits; it goes in
     /// once they are let go.
     #[test]

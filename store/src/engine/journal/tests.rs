@@ -363,3 +363,69 @@ fn a_record_whose_kind_bit_flipped_fails_its_check() {
     .unwrap();
     assert_eq!(got, 0, "a flipped kind reads as a torn record");
 }
+
+/// A cancelled batch is never replayed, wherever its cancel lies (the
+/// same segment or a later one), and a cancel is no record to replay.
+#[test]
+fn a_cancelled_batch_is_not_replayed() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = JournalOptions { segment_bytes: 1024, prefill: false };
+    let mut passed = Vec::new();
+    {
+        let (j, _) = reopen(dir.path(), opts, 0);
+        for i in 1..=3 {
+            j.append(&payload(i)).unwrap();
+        }
+        // Batch 2 is cancelled at once, batch 3 only after records that
+        // fill a few segments.
+        j.sync_all().unwrap();
+        j.cancel(2, |at| passed.push(at)).unwrap();
+        for i in 5..=30 {
+            j.append(&payload(i)).unwrap();
+        }
+        j.cancel(3, |at| passed.push(at)).unwrap();
+        j.append(&payload(32)).unwrap();
+        j.sync_all().unwrap();
+    }
+    assert_eq!(passed, vec![4, 31], "each cancel has a number of its own");
+    assert!(segments(dir.path()).len() > 3, "the second cancel lies segments after its batch");
+    let want: Vec<(u64, Vec<u8>)> = [1].into_iter().chain(5..=30).chain([32]).map(|i| (i, payload(i))).collect();
+    let (j, got) = reopen(dir.path(), opts, 0);
+    assert_eq!(got, want);
+    assert_eq!(j.last_lsn(), 32);
+    drop(j);
+    // From a later position the same holds; the records of either kind
+    // that `open_from` hands back include no cancel.
+    let mut kinds = Vec::new();
+    Journal::open_from(dir.path(), opts, 2, 0, |lsn, kind, _| {
+        kinds.push((lsn, kind));
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(kinds.iter().map(|(l, _)| *l).collect::<Vec<_>>(), want.iter().map(|(l, _)| *l).collect::<Vec<_>>());
+    assert!(kinds.iter().all(|(_, k)| *k == Kind::Batch));
+}
+
+/// A cancel whose payload is damaged fails its check: the journal ends
+/// there, and the batch it named is replayed as any other.
+#[test]
+fn a_damaged_cancel_ends_the_journal_and_cancels_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = JournalOptions::default();
+    {
+        let (j, _) = reopen(dir.path(), opts, 0);
+        j.append(&payload(1)).unwrap();
+        j.sync_all().unwrap();
+        j.cancel(1, |_| ()).unwrap();
+        j.append(&payload(3)).unwrap();
+        j.sync_all().unwrap();
+    }
+    let seg = segments(dir.path()).into_iter().next().unwrap();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let cancel_at = HEADER + RECORD + payload(1).len();
+    assert_eq!(record_head(&bytes[cancel_at..]).unwrap().1, Kind::Cancel);
+    bytes[cancel_at + RECORD] ^= 0x01;
+    std::fs::write(&seg, &bytes).unwrap();
+    let (_, got) = reopen(dir.path(), opts, 0);
+    assert_eq!(got, expect(1..=1));
+}
