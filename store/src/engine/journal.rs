@@ -150,6 +150,9 @@ struct State {
     pending_bytes: usize,
     /// Bytes the current segment holds once `pending` is written.
     tail: u64,
+    /// Rolls appended (prefilled segments) whose spare the writing has
+    /// not taken yet: each has one ready.
+    rolls_owed: usize,
     leader: bool,
     failed: Option<String>,
     out: Option<Out>,
@@ -165,6 +168,8 @@ pub struct Journal {
     /// Files ready to become segments (prefilled ones only), and the
     /// number the next one made gets.
     spares: Mutex<(Vec<PathBuf>, u64)>,
+    #[cfg(test)]
+    refuse_spares: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Journal {
@@ -489,6 +494,7 @@ impl Journal {
                 pending: Vec::new(),
                 pending_bytes: 0,
                 tail: HEADER as u64,
+                rolls_owed: 0,
                 leader: false,
                 failed: None,
                 out: None,
@@ -497,6 +503,8 @@ impl Journal {
             }),
             done: Condvar::new(),
             spares: Mutex::new((Vec::new(), 0)),
+            #[cfg(test)]
+            refuse_spares: Default::default(),
         };
         spares.sort();
         journal.spares().1 = spares.last().map_or(0, |(n, _)| *n);
@@ -578,6 +586,37 @@ impl Journal {
         Ok(())
     }
 
+    /// Makes a spare at once for a roll that finds none ready: its blocks
+    /// allocated (`fallocate`) rather than written, so that it is quick;
+    /// zero-filled where the file system cannot allocate.
+    fn make_spare_now(&self) -> Result<()> {
+        #[cfg(test)]
+        if self.refuse_spares.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(Error::engine("journal: allocating a spare: No space left on device (os error 28)".to_owned()));
+        }
+        let done = self.spare_path(&mut self.spares());
+        let path = done.with_extension("jnl.tmp");
+        let file = File::create(&path).map_err(|e| io_err("creating", &path, e))?;
+        let made = match rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), 0, self.opts.segment_bytes) {
+            Ok(()) => file.sync_all().map_err(|e| io_err("syncing", &path, e)),
+            Err(rustix::io::Errno::OPNOTSUPP) => zero_fill(&file, 0, self.opts.segment_bytes, &path),
+            Err(e) => Err(io_err("allocating", &path, e.into())),
+        };
+        if let Err(e) = made {
+            let _ = std::fs::remove_file(&path);
+            return Err(e);
+        }
+        std::fs::rename(&path, &done).map_err(|e| io_err("renaming", &path, e))?;
+        self.spares().0.push(done);
+        Ok(())
+    }
+
+    /// Tests: spares made at a roll fail as on a full disk while `on`.
+    #[cfg(test)]
+    pub(crate) fn refuse_spares(&self, on: bool) {
+        self.refuse_spares.store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Keeps `path` (a released segment) as a spare if segments are
     /// prefilled and fewer than [`SPARES`] are ready, or deletes it.
     fn keep_or_delete(&self, path: PathBuf) -> Result<()> {
@@ -612,9 +651,19 @@ impl Journal {
             if let Some(why) = &st.failed {
                 return Err(Error::engine(format!("journal: {why}")));
             }
+            let roll = st.tail > HEADER as u64 && st.tail + len > self.opts.segment_bytes;
+            if roll && self.opts.prefill {
+                // A record is numbered only where it can be written: a roll
+                // goes onto a spare, made here if the keeper has none ready.
+                // On a full disk the append is refused now, before anything
+                // is numbered, instead of failing the journal when written.
+                if self.spares().0.len() <= st.rolls_owed {
+                    self.make_spare_now()?;
+                }
+                st.rolls_owed += 1;
+            }
             let lsn = st.next_lsn;
             st.next_lsn += 1;
-            let roll = st.tail > HEADER as u64 && st.tail + len > self.opts.segment_bytes;
             if roll {
                 st.tail = HEADER as u64;
             }
@@ -711,6 +760,7 @@ impl Journal {
             let bytes = std::mem::take(&mut st.pending_bytes) as u64;
             let upto = st.next_lsn - 1;
             let group = upto - st.written;
+            let rolls = pieces.iter().filter(|p| p.roll).count();
             let Some(mut out) = st.out.take() else {
                 st.leader = false;
                 return Err(Error::engine("journal: no segment to write".to_owned()));
@@ -722,6 +772,9 @@ impl Journal {
             st = self.lock();
             st.out = Some(out);
             st.leader = false;
+            // Counted out only now: until then an appender makes a spare
+            // too many, never one too few.
+            st.rolls_owed = st.rolls_owed.saturating_sub(rolls);
             match result {
                 Ok(closed) => {
                     st.written = upto;

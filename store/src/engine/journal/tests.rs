@@ -429,3 +429,54 @@ fn a_damaged_cancel_ends_the_journal_and_cancels_nothing() {
     let (_, got) = reopen(dir.path(), opts, 0);
     assert_eq!(got, expect(1..=1));
 }
+
+/// With prefilled segments, a roll that finds no spare ready makes one at
+/// once; where none can be made (a full disk) the append that would roll
+/// is refused before it is numbered, and the journal goes on once one can.
+#[test]
+fn a_roll_without_a_spare_makes_one_or_is_refused_before_numbering() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = JournalOptions { segment_bytes: 4096, prefill: true };
+    let mut appended = Vec::new();
+    {
+        let (j, _) = reopen(dir.path(), opts, 0);
+        // The spare made at open takes the first roll; the next roll finds
+        // none (no keeper here) and makes one.
+        let mut i = 0u64;
+        while segments(dir.path()).len() < 3 {
+            i += 1;
+            assert_eq!(j.append(&payload(i)).unwrap(), i);
+            j.sync_all().unwrap();
+            appended.push(i);
+        }
+        assert!(spares(dir.path()).is_empty());
+        j.refuse_spares(true);
+        let mut refused = 0;
+        loop {
+            i += 1;
+            match j.append(&payload(i)) {
+                Ok(lsn) => {
+                    assert_eq!(lsn, i);
+                    appended.push(i);
+                }
+                Err(e) => {
+                    assert!(matches!(e, Error::NoSpace(_)), "{e:?}");
+                    i -= 1;
+                    refused += 1;
+                    if refused == 3 {
+                        break;
+                    }
+                }
+            }
+        }
+        assert_eq!(j.last_lsn(), i, "nothing was numbered for the refused appends");
+        assert!(j.failed().is_none());
+        j.sync_all().unwrap();
+        j.refuse_spares(false);
+        assert_eq!(j.append(&payload(i + 1)).unwrap(), i + 1);
+        appended.push(i + 1);
+        j.sync_all().unwrap();
+    }
+    let (_, got) = reopen(dir.path(), opts, 0);
+    assert_eq!(got, appended.iter().map(|&i| (i, payload(i))).collect::<Vec<_>>());
+}
