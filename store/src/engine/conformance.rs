@@ -464,7 +464,7 @@ fn rocks_synced_writes_overwrite_a_prefilled_journal_segment_in_place() {
         v
     };
     let before = lengths();
-    assert_eq!(before.len(), 2, "the segment written and a spare: {before:?}");
+    assert_eq!(before.len(), 3, "the segment written and two spares: {before:?}");
     assert!(before.iter().all(|(_, len)| *len == SEGMENT), "{before:?}");
     for i in 0..300u32 {
         put(&e, Cf::Records, format!("0123456789abcdef{i:08}hukou").as_bytes(), &[7u8; 200]);

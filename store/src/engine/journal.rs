@@ -66,9 +66,11 @@ pub enum Kind {
     /// Audited uses, durable here before their answers leave and entered
     /// into the audit trail's chain and indexes behind (`commit`).
     Uses,
-    /// The number of a batch, synced here, that the tables then refused
-    /// (a full disk): its writer was told it failed, so it is never
+    /// The number and check of a batch, synced here, that the tables then
+    /// refused (a full disk): its writer was told it failed, so it is never
     /// replayed. Written by [`Journal::cancel`]; never handed to `replay`.
+    /// The check keeps a cancel from matching another batch that reused
+    /// the number (one written after a torn tail, by a later session).
     Cancel,
 }
 
@@ -205,11 +207,14 @@ fn read_header(bytes: &[u8], number: u64) -> Option<u64> {
         .then(|| u64::from_le_bytes(h[16..24].try_into().unwrap_or_default()))
 }
 
-fn frame(out: &mut Vec<u8>, lsn: u64, kind: Kind, payload: &[u8]) {
+/// Frames a record onto `out`; returns its check.
+fn frame(out: &mut Vec<u8>, lsn: u64, kind: Kind, payload: &[u8]) -> u64 {
+    let check = xxh3_64_with_seed(payload, kind.seed(lsn));
     out.extend_from_slice(&(payload.len() as u32 | kind.bit()).to_le_bytes());
     out.extend_from_slice(&lsn.to_le_bytes());
-    out.extend_from_slice(&xxh3_64_with_seed(payload, kind.seed(lsn)).to_le_bytes());
+    out.extend_from_slice(&check.to_le_bytes());
     out.extend_from_slice(payload);
+    check
 }
 
 /// A record header's payload length, kind, number and check (`None`
@@ -266,8 +271,9 @@ impl Records {
         self.file.get_ref().sync_data().map_err(|e| io_err("syncing", &self.path, e))
     }
 
-    /// Record `lsn`'s kind and payload, or `None` where the records end.
-    fn next(&mut self, lsn: u64) -> Result<Option<(Kind, &[u8])>> {
+    /// Record `lsn`'s kind, check and payload, or `None` where the records
+    /// end.
+    fn next(&mut self, lsn: u64) -> Result<Option<(Kind, u64, &[u8])>> {
         use std::io::Read;
         if self.left < RECORD as u64 {
             return Ok(None);
@@ -281,15 +287,15 @@ impl Records {
         self.buf.resize(len, 0);
         self.file.read_exact(&mut self.buf).map_err(|e| io_err("reading", &self.path, e))?;
         self.left -= (RECORD + len) as u64;
-        Ok((xxh3_64_with_seed(&self.buf, kind.seed(lsn)) == check).then_some((kind, &self.buf[..])))
+        Ok((xxh3_64_with_seed(&self.buf, kind.seed(lsn)) == check).then_some((kind, check, &self.buf[..])))
     }
 
     /// Like [`Records::next`], but reads only records that cancel a batch
-    /// (returning the batch's number); others are stepped over unread, so
-    /// their checks are not verified. Honouring a cancel found past the
-    /// end [`Records::next`] would find is harmless: a cancelled batch's
-    /// writer was never told it succeeded.
-    fn skim(&mut self, lsn: u64) -> Result<Option<Option<u64>>> {
+    /// (returning the batch's number and check); others are stepped over
+    /// unread, so their checks are not verified. Honouring a cancel found
+    /// past the end [`Records::next`] would find is harmless: the batch it
+    /// names (by number and check) was never acknowledged.
+    fn skim(&mut self, lsn: u64) -> Result<Option<Option<(u64, u64)>>> {
         use std::io::Read;
         if self.left < RECORD as u64 {
             return Ok(None);
@@ -307,7 +313,10 @@ impl Records {
         }
         self.buf.resize(len, 0);
         self.file.read_exact(&mut self.buf).map_err(|e| io_err("reading", &self.path, e))?;
-        let target = <[u8; 8]>::try_from(&self.buf[..]).ok().map(u64::from_le_bytes);
+        let target = <[u8; 16]>::try_from(&self.buf[..]).ok().map(|b| {
+            let (n, c) = b.split_at(8);
+            (u64::from_le_bytes(n.try_into().unwrap_or_default()), u64::from_le_bytes(c.try_into().unwrap_or_default()))
+        });
         match target {
             Some(t) if xxh3_64_with_seed(&self.buf, kind.seed(lsn)) == check => Ok(Some(Some(t))),
             _ => Ok(None),
@@ -398,14 +407,24 @@ impl Journal {
         // A cancel follows the batch it cancels, perhaps segments later:
         // they are all known before the first batch is replayed.
         let mut cancelled = std::collections::HashSet::new();
+        let mut reached: Option<u64> = None;
         for (i, (_, path)) in segments.iter().enumerate() {
-            let Some(first) = firsts[i].filter(|_| passed_over(i).is_none()) else { continue };
+            let Some(first) = firsts[i] else { continue };
+            if reached.is_some_and(|e| first > e.max(applied + 1)) {
+                // After a gap: removed below, cancels and all.
+                break;
+            }
+            if let Some(nf) = passed_over(i) {
+                reached = Some(nf);
+                continue;
+            }
             let mut records = Records::open(path)?;
             let mut lsn = first;
             while let Some(target) = records.skim(lsn)? {
                 cancelled.extend(target);
                 lsn += 1;
             }
+            reached = Some(lsn);
         }
         for (i, (number, path)) in segments.iter().enumerate() {
             if ended {
@@ -459,9 +478,9 @@ impl Journal {
             }
             let mut records = Records::open(path)?;
             let mut lsn = first;
-            while let Some((kind, payload)) = records.next(lsn)? {
+            while let Some((kind, check, payload)) = records.next(lsn)? {
                 let live = match kind {
-                    Kind::Batch => !cancelled.contains(&lsn),
+                    Kind::Batch => !cancelled.contains(&(lsn, check)),
                     Kind::Uses => true,
                     Kind::Cancel => false,
                 };
@@ -517,7 +536,7 @@ impl Journal {
         }
         let out = journal.new_segment(number, next_lsn, true)?;
         journal.lock().out = Some(out);
-        if journal.wants_spare() {
+        while journal.wants_spare() {
             journal.make_spare()?;
         }
         Ok((journal, replayed))
@@ -566,7 +585,7 @@ impl Journal {
     /// Whether segments are prefilled and no spare is ready for the next
     /// roll: [`Journal::make_spare`] then makes one, off the write path.
     pub fn wants_spare(&self) -> bool {
-        self.opts.prefill && self.spares().0.is_empty()
+        self.opts.prefill && self.spares().0.len() < SPARES
     }
 
     /// A name for a new spare (`spares` is the spares' lock, held).
@@ -580,7 +599,11 @@ impl Journal {
         let done = self.spare_path(&mut self.spares());
         let path = done.with_extension("jnl.tmp");
         let file = File::create(&path).map_err(|e| io_err("creating", &path, e))?;
-        zero_fill(&file, 0, self.opts.segment_bytes, &path)?;
+        if let Err(e) = zero_fill(&file, 0, self.opts.segment_bytes, &path) {
+            // A full disk: the part written is given back.
+            let _ = std::fs::remove_file(&path);
+            return Err(e);
+        }
         std::fs::rename(&path, &done).map_err(|e| io_err("renaming", &path, e))?;
         self.spares().0.push(done);
         Ok(())
@@ -638,15 +661,29 @@ impl Journal {
         self.append_then(Kind::Batch, payload, |_| ())
     }
 
+    /// [`Journal::append`] that also returns the record's check, which a
+    /// [`Journal::cancel`] of it names.
+    pub fn append_checked(&self, payload: &[u8]) -> Result<(u64, u64)> {
+        self.append_record(Kind::Batch, payload, |_| ())
+    }
+
     /// Appends a record of `kind` and runs `then` with its number before
     /// any later record is numbered: what `then` queues is in journal
     /// order.
     pub fn append_then(&self, kind: Kind, payload: &[u8], then: impl FnOnce(u64)) -> Result<u64> {
+        self.append_record(kind, payload, then).map(|(lsn, _)| lsn)
+    }
+
+    /// [`Journal::append_then`], returning the record's number and check.
+    fn append_record(&self, kind: Kind, payload: &[u8], then: impl FnOnce(u64)) -> Result<(u64, u64)> {
         if payload.is_empty() || payload.len() > MAX_RECORD {
             return Err(Error::Invalid(format!("a journal record of {} bytes", payload.len())));
         }
         let len = (RECORD + payload.len()) as u64;
-        let (lsn, behind) = {
+        // A cancel may take the last spare; other records leave it, so that
+        // a batch refused on a full disk can always be cancelled.
+        let keep = usize::from(kind != Kind::Cancel);
+        let (lsn, check, behind) = loop {
             let mut st = self.lock();
             if let Some(why) = &st.failed {
                 return Err(Error::engine(format!("journal: {why}")));
@@ -654,11 +691,14 @@ impl Journal {
             let roll = st.tail > HEADER as u64 && st.tail + len > self.opts.segment_bytes;
             if roll && self.opts.prefill {
                 // A record is numbered only where it can be written: a roll
-                // goes onto a spare, made here if the keeper has none ready.
-                // On a full disk the append is refused now, before anything
-                // is numbered, instead of failing the journal when written.
-                if self.spares().0.len() <= st.rolls_owed {
+                // goes onto a spare, made here if the keeper has too few
+                // ready (not under the lock: appends go on meanwhile). On a
+                // full disk the append is refused now, before anything is
+                // numbered, instead of failing the journal when written.
+                if self.spares().0.len() <= st.rolls_owed + keep {
+                    drop(st);
                     self.make_spare_now()?;
+                    continue;
                 }
                 st.rolls_owed += 1;
             }
@@ -668,26 +708,27 @@ impl Journal {
                 st.tail = HEADER as u64;
             }
             st.tail += len;
-            match st.pending.last_mut() {
+            let check = match st.pending.last_mut() {
                 Some(p) if !roll => {
-                    frame(&mut p.bytes, lsn, kind, payload);
                     p.last = lsn;
+                    frame(&mut p.bytes, lsn, kind, payload)
                 }
                 _ => {
                     let mut bytes = Vec::with_capacity(len as usize);
-                    frame(&mut bytes, lsn, kind, payload);
+                    let check = frame(&mut bytes, lsn, kind, payload);
                     st.pending.push(Piece { roll, first: lsn, last: lsn, bytes });
+                    check
                 }
-            }
+            };
             st.pending_bytes += len as usize;
             st.stats.records += 1;
             then(lsn);
-            (lsn, st.pending_bytes > WRITE_BEHIND)
+            break (lsn, check, st.pending_bytes > WRITE_BEHIND);
         };
         if behind {
             self.advance(lsn, false)?;
         }
-        Ok(lsn)
+        Ok((lsn, check))
     }
 
     /// Returns once every record up to `lsn` is synced: by writing and
@@ -697,13 +738,17 @@ impl Journal {
         self.advance(lsn, true)
     }
 
-    /// Appends and syncs a record cancelling batch `lsn`, which was synced
-    /// but which the caller's state then refused: no reopen replays it,
-    /// so the state stays as the batch's failure left it. `then` runs with
-    /// the cancel's own number, as in [`Journal::append_then`]. Returns
-    /// once the cancel is durable; an error leaves the batch live.
-    pub fn cancel(&self, lsn: u64, then: impl FnOnce(u64)) -> Result<()> {
-        let at = self.append_then(Kind::Cancel, &lsn.to_le_bytes(), then)?;
+    /// Appends and syncs a record cancelling batch `lsn` (whose record's
+    /// check is `check`), which was synced but which the caller's state
+    /// then refused: no reopen replays it, so the state stays as the
+    /// batch's failure left it. `then` runs with the cancel's own number,
+    /// as in [`Journal::append_then`]. Returns once the cancel is durable;
+    /// an error leaves the batch live.
+    pub fn cancel(&self, lsn: u64, check: u64, then: impl FnOnce(u64)) -> Result<()> {
+        let mut names = [0u8; 16];
+        names[..8].copy_from_slice(&lsn.to_le_bytes());
+        names[8..].copy_from_slice(&check.to_le_bytes());
+        let at = self.append_then(Kind::Cancel, &names, then)?;
         self.sync_to(at)
     }
 

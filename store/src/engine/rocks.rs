@@ -273,10 +273,15 @@ impl Keeper {
         let thread = std::thread::Builder::new()
             .name("journal-keeper".into())
             .spawn(move || {
+                // After a failure (a full disk), a spare is tried again at
+                // most once a second, not at every write that wakes this.
+                let mut failed_at: Option<std::time::Instant> = None;
                 while rx.recv().is_ok() {
-                    if journal.wants_spare() {
+                    if journal.wants_spare() && failed_at.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(1)) {
+                        failed_at = None;
                         if let Err(e) = journal.make_spare() {
-                            tracing::warn!(error = %e, "making a journal spare failed; the next segment grows as written");
+                            tracing::warn!(error = %e, "making a journal spare failed; a roll makes one then, or is refused while the disk is full");
+                            failed_at = Some(std::time::Instant::now());
                         }
                     }
                     if asked.swap(false, Ordering::Relaxed) || journal.closed_segments() >= KEEP_SEGMENTS {
@@ -740,8 +745,8 @@ impl Engine for RocksEngine {
                 BatchOp::Delete { cf, key } => wb.delete_cf(self.cf(*cf), key),
             }
         }
-        let lsn = match self.journal.append(wb.data()) {
-            Ok(lsn) => lsn,
+        let (lsn, check) = match self.journal.append_checked(wb.data()) {
+            Ok(appended) => appended,
             Err(e) => {
                 // A record numbered whose write-behind failed will never be
                 // applied: writers after it must not wait for its turn.
@@ -758,12 +763,14 @@ impl Engine for RocksEngine {
             }
         }
         let turn = self.applied.take_turn(lsn, || match self.apply_live(wb, lsn) {
-            Err(e @ Error::NoSpace(_)) => match self.journal.cancel(lsn, |at| self.applied.pass(at)) {
+            Err(e @ Error::NoSpace(_)) => match self.journal.cancel(lsn, check, |at| self.applied.pass(at)) {
                 Ok(()) => {
                     self.out_of_space.store(true, std::sync::atomic::Ordering::Relaxed);
                     Ok(Err(e))
                 }
-                Err(c) => Err(Error::engine(format!("{e}; cancelling it in the journal failed too: {c}"))),
+                // Not a full disk to its caller: the batch is live in the
+                // journal, and the next start applies it.
+                Err(c) => Err(Error::Engine(format!("{e}; cancelling it in the journal failed too: {c}"))),
             },
             r => r.map(Ok),
         });

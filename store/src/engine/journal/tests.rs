@@ -269,7 +269,8 @@ fn prefilled_segments_are_full_length_and_recycled() {
     let dir = tempfile::tempdir().unwrap();
     let opts = JournalOptions { segment_bytes: 8192, prefill: true };
     let (j, _) = reopen(dir.path(), opts, 0);
-    assert_eq!(spares(dir.path()), vec![("spare-1.jnl".to_owned(), 8192)]);
+    // Two spares: a roll takes one, a cancel may need the other.
+    assert_eq!(spares(dir.path()), vec![("spare-1.jnl".to_owned(), 8192), ("spare-2.jnl".to_owned(), 8192)]);
     assert_eq!(std::fs::metadata(&segments(dir.path())[0]).unwrap().len(), 8192);
     for i in 1..=400 {
         j.append(&payload(i)).unwrap();
@@ -373,17 +374,15 @@ fn a_cancelled_batch_is_not_replayed() {
     let mut passed = Vec::new();
     {
         let (j, _) = reopen(dir.path(), opts, 0);
-        for i in 1..=3 {
-            j.append(&payload(i)).unwrap();
-        }
+        let checks: Vec<u64> = (1..=3).map(|i| j.append_checked(&payload(i)).unwrap().1).collect();
         // Batch 2 is cancelled at once, batch 3 only after records that
         // fill a few segments.
         j.sync_all().unwrap();
-        j.cancel(2, |at| passed.push(at)).unwrap();
+        j.cancel(2, checks[1], |at| passed.push(at)).unwrap();
         for i in 5..=30 {
             j.append(&payload(i)).unwrap();
         }
-        j.cancel(3, |at| passed.push(at)).unwrap();
+        j.cancel(3, checks[2], |at| passed.push(at)).unwrap();
         j.append(&payload(32)).unwrap();
         j.sync_all().unwrap();
     }
@@ -414,9 +413,9 @@ fn a_damaged_cancel_ends_the_journal_and_cancels_nothing() {
     let opts = JournalOptions::default();
     {
         let (j, _) = reopen(dir.path(), opts, 0);
-        j.append(&payload(1)).unwrap();
+        let (_, check) = j.append_checked(&payload(1)).unwrap();
         j.sync_all().unwrap();
-        j.cancel(1, |_| ()).unwrap();
+        j.cancel(1, check, |_| ()).unwrap();
         j.append(&payload(3)).unwrap();
         j.sync_all().unwrap();
     }
@@ -424,6 +423,7 @@ fn a_damaged_cancel_ends_the_journal_and_cancels_nothing() {
     let mut bytes = std::fs::read(&seg).unwrap();
     let cancel_at = HEADER + RECORD + payload(1).len();
     assert_eq!(record_head(&bytes[cancel_at..]).unwrap().1, Kind::Cancel);
+    assert_eq!(record_head(&bytes[cancel_at..]).unwrap().0, 16, "a number and a check");
     bytes[cancel_at + RECORD] ^= 0x01;
     std::fs::write(&seg, &bytes).unwrap();
     let (_, got) = reopen(dir.path(), opts, 0);
@@ -440,8 +440,8 @@ fn a_roll_without_a_spare_makes_one_or_is_refused_before_numbering() {
     let mut appended = Vec::new();
     {
         let (j, _) = reopen(dir.path(), opts, 0);
-        // The spare made at open takes the first roll; the next roll finds
-        // none (no keeper here) and makes one.
+        // The spares made at open take the first roll; the next finds only
+        // the one kept for a cancel (no keeper here) and makes one.
         let mut i = 0u64;
         while segments(dir.path()).len() < 3 {
             i += 1;
@@ -449,7 +449,9 @@ fn a_roll_without_a_spare_makes_one_or_is_refused_before_numbering() {
             j.sync_all().unwrap();
             appended.push(i);
         }
-        assert!(spares(dir.path()).is_empty());
+        let newest = segments(dir.path()).pop().unwrap();
+        assert_eq!(std::fs::metadata(&newest).unwrap().len(), 4096, "a full-length segment, not one growing as written");
+        assert_eq!(spares(dir.path()).len(), 1, "one kept for a cancel");
         j.refuse_spares(true);
         let mut refused = 0;
         loop {
@@ -472,11 +474,33 @@ fn a_roll_without_a_spare_makes_one_or_is_refused_before_numbering() {
         assert_eq!(j.last_lsn(), i, "nothing was numbered for the refused appends");
         assert!(j.failed().is_none());
         j.sync_all().unwrap();
+        // A cancel still goes in, onto the spare kept for it if it rolls
+        // (naming no batch here: check 0).
+        j.cancel(i, 0, |_| ()).unwrap();
         j.refuse_spares(false);
-        assert_eq!(j.append(&payload(i + 1)).unwrap(), i + 1);
-        appended.push(i + 1);
+        assert_eq!(j.append(&payload(i + 2)).unwrap(), i + 2);
+        appended.push(i + 2);
         j.sync_all().unwrap();
     }
     let (_, got) = reopen(dir.path(), opts, 0);
     assert_eq!(got, appended.iter().map(|&i| (i, payload(i))).collect::<Vec<_>>());
+}
+
+/// A cancel names its batch by number and check: one that names a number
+/// with another check (a batch that reused the number after a torn tail)
+/// cancels nothing.
+#[test]
+fn a_cancel_with_another_check_cancels_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = JournalOptions::default();
+    {
+        let (j, _) = reopen(dir.path(), opts, 0);
+        let (_, check) = j.append_checked(&payload(1)).unwrap();
+        j.append(&payload(2)).unwrap();
+        j.sync_all().unwrap();
+        j.cancel(2, check, |_| ()).unwrap();
+        j.cancel(1, check ^ 1, |_| ()).unwrap();
+    }
+    let (_, got) = reopen(dir.path(), opts, 0);
+    assert_eq!(got, expect(1..=2));
 }
