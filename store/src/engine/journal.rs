@@ -271,9 +271,10 @@ impl Records {
         self.file.get_ref().sync_data().map_err(|e| io_err("syncing", &self.path, e))
     }
 
-    /// Record `lsn`'s kind, check and payload, or `None` where the records
-    /// end.
-    fn next(&mut self, lsn: u64) -> Result<Option<(Kind, u64, &[u8])>> {
+    /// The header of record `lsn` (its payload's length, kind and check),
+    /// read and counted off the bytes left, or `None` where the records
+    /// end: too few bytes, another number, or a length past the file.
+    fn head(&mut self, lsn: u64) -> Result<Option<(usize, Kind, u64)>> {
         use std::io::Read;
         if self.left < RECORD as u64 {
             return Ok(None);
@@ -284,10 +285,23 @@ impl Records {
         if len == 0 || got != lsn || len as u64 > self.left - RECORD as u64 {
             return Ok(None);
         }
+        self.left -= (RECORD + len) as u64;
+        Ok(Some((len, kind, check)))
+    }
+
+    /// Reads a payload of `len` bytes into the buffer; whether it checks.
+    fn payload(&mut self, len: usize, kind: Kind, lsn: u64, check: u64) -> Result<bool> {
+        use std::io::Read;
         self.buf.resize(len, 0);
         self.file.read_exact(&mut self.buf).map_err(|e| io_err("reading", &self.path, e))?;
-        self.left -= (RECORD + len) as u64;
-        Ok((xxh3_64_with_seed(&self.buf, kind.seed(lsn)) == check).then_some((kind, check, &self.buf[..])))
+        Ok(xxh3_64_with_seed(&self.buf, kind.seed(lsn)) == check)
+    }
+
+    /// Record `lsn`'s kind, check and payload, or `None` where the records
+    /// end.
+    fn next(&mut self, lsn: u64) -> Result<Option<(Kind, u64, &[u8])>> {
+        let Some((len, kind, check)) = self.head(lsn)? else { return Ok(None) };
+        Ok(self.payload(len, kind, lsn, check)?.then_some((kind, check, &self.buf[..])))
     }
 
     /// Like [`Records::next`], but reads only records that cancel a batch
@@ -296,31 +310,19 @@ impl Records {
     /// past the end [`Records::next`] would find is harmless: the batch it
     /// names (by number and check) was never acknowledged.
     fn skim(&mut self, lsn: u64) -> Result<Option<Option<(u64, u64)>>> {
-        use std::io::Read;
-        if self.left < RECORD as u64 {
-            return Ok(None);
-        }
-        let mut head = [0u8; RECORD];
-        self.file.read_exact(&mut head).map_err(|e| io_err("reading", &self.path, e))?;
-        let Some((len, kind, got, check)) = record_head(&head) else { return Ok(None) };
-        if len == 0 || got != lsn || len as u64 > self.left - RECORD as u64 {
-            return Ok(None);
-        }
-        self.left -= (RECORD + len) as u64;
+        let Some((len, kind, check)) = self.head(lsn)? else { return Ok(None) };
         if kind != Kind::Cancel {
             self.file.seek_relative(len as i64).map_err(|e| io_err("reading", &self.path, e))?;
             return Ok(Some(None));
         }
-        self.buf.resize(len, 0);
-        self.file.read_exact(&mut self.buf).map_err(|e| io_err("reading", &self.path, e))?;
+        if !self.payload(len, kind, lsn, check)? {
+            return Ok(None);
+        }
         let target = <[u8; 16]>::try_from(&self.buf[..]).ok().map(|b| {
             let (n, c) = b.split_at(8);
             (u64::from_le_bytes(n.try_into().unwrap_or_default()), u64::from_le_bytes(c.try_into().unwrap_or_default()))
         });
-        match target {
-            Some(t) if xxh3_64_with_seed(&self.buf, kind.seed(lsn)) == check => Ok(Some(Some(t))),
-            _ => Ok(None),
-        }
+        Ok(target.map(Some))
     }
 }
 
