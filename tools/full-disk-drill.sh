@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # A full-disk drill: a server whose data directory is on a small tmpfs of
-# its own; the disk is filled while a provider pushes updates, every
-# update and audited verification is then answered 503 `unavailable`,
-# space is freed, and both go on by themselves, with no restart. A restart
-# afterwards finds exactly what was acknowledged, and the audit chain and
-# its indexes whole.
+# its own; the disk is filled while a provider pushes updates, which are
+# then answered 503 `unavailable` (and so are audited verifications whose
+# uses cannot be recorded either), space is freed, and both go on by
+# themselves, with no restart. A restart afterwards finds exactly what was
+# acknowledged, and the audit chain and its indexes whole. It runs twice:
+# on 1,100 MiB, where the journal's segments are prefilled (RocksDB's
+# flush meets the full disk first), and on 400 MiB, too little for that
+# (the journal's own allocation meets it first).
 #
 #   tools/full-disk-drill.sh [WORKDIR]
 #
@@ -18,14 +21,21 @@
 # binary. Takes about a minute.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+if [ -z "${DRILL_MB:-}" ]; then
+  for mb in 1100 400; do
+    echo "== full-disk drill on $mb MiB"
+    DRILL_MB=$mb bash "${BASH_SOURCE[0]}" "$@"
+  done
+  exit 0
+fi
 bin="${BASEDATA_BIN:-$here/../target/release/basedata}"
 made=""
 [ $# -ge 1 ] || made=1
 work="${1:-$(mktemp -d /var/tmp/basedata-full-disk.XXXXXX)}"
 mnt="$work/mnt"
 mkdir -p "$mnt" "$work/gen"
-# Large enough for prefilled journal segments (eight times their 64 MiB).
-if ! mount -t tmpfs -o size=1100m tmpfs "$mnt" 2>"$work/mount.err"; then
+# Prefilled journal segments need eight times their 64 MiB free.
+if ! mount -t tmpfs -o "size=${DRILL_MB}m" tmpfs "$mnt" 2>"$work/mount.err"; then
   echo "full-disk drill skipped: cannot mount a tmpfs here ($(head -c 200 "$work/mount.err"))"
   exit 0
 fi
@@ -101,13 +111,20 @@ done
 [ "$code" = 503 ] || fail "an update on a full disk: $code $(cat "$work/push.json")"
 grep -q '"code":"unavailable"' "$work/push.json" || fail "not unavailable: $(cat "$work/push.json")"
 echo "disk full after $i chunks of 5,000 updates: update $code, $(head -c 120 "$work/push.json")…"
+answered=0
 for _ in 1 2 3; do
   [ "$(push "${chunks[$i]}")" = 503 ] || fail "an update taken while the disk is still full"
-  [ "$(verify "${chunks[$i]}")" = 503 ] || fail "a verification answered while its use cannot be audited"
-  [ "$(readyz)" = 503 ] || fail "/readyz ready on a full disk"
+  # A use whose record fits where the journal had allocated is answered;
+  # anything but that or 503 is wrong.
+  v=$(verify "${chunks[$i]}")
+  case "$v" in
+    200) answered=$((answered + 1)) ;;
+    503) ;;
+    *) fail "a verification on a full disk: $v $(cat "$work/verify.json")" ;;
+  esac
   sleep 1
 done
-echo "while full: updates, verifications and /readyz answered 503"
+echo "while full: updates answered 503; verifications 503 or, where their uses could still be recorded, 200 ($answered of 3)"
 rm -f "$mnt/filler"
 back=""
 for n in $(seq 1 60); do

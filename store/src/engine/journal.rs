@@ -152,9 +152,16 @@ struct State {
     pending_bytes: usize,
     /// Bytes the current segment holds once `pending` is written.
     tail: u64,
-    /// Rolls appended (prefilled segments) whose spare the writing has
-    /// not taken yet: each has one ready.
-    rolls_owed: usize,
+    /// The spares assigned to the rolls appended and not yet written, in
+    /// order: each roll's file is there before its first record is
+    /// numbered.
+    assigned: std::collections::VecDeque<PathBuf>,
+    /// The segment `tail` is in: a handle to grow its allocation, and the
+    /// bytes allocated in it. A record is numbered only once the bytes it
+    /// will take are allocated, so that writing it cannot meet a full
+    /// disk. `u64::MAX` where the file system cannot allocate ahead.
+    tail_file: Option<File>,
+    reserved: u64,
     leader: bool,
     failed: Option<String>,
     out: Option<Out>,
@@ -171,7 +178,7 @@ pub struct Journal {
     /// number the next one made gets.
     spares: Mutex<(Vec<PathBuf>, u64)>,
     #[cfg(test)]
-    refuse_spares: std::sync::atomic::AtomicBool,
+    refuse_space: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Journal {
@@ -328,6 +335,20 @@ impl Records {
 
 fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io_err("syncing", dir, e))
+}
+
+/// Allocates the blocks of `file` up to `to` from `from` without changing
+/// its length (`FALLOC_FL_KEEP_SIZE`), so that writing them cannot meet a
+/// full disk; returns `to`, or `u64::MAX` where the file system cannot.
+fn allocate(file: &File, from: u64, to: u64) -> std::io::Result<u64> {
+    if to <= from {
+        return Ok(from);
+    }
+    match rustix::fs::fallocate(file, rustix::fs::FallocateFlags::KEEP_SIZE, from, to - from) {
+        Ok(()) => Ok(to),
+        Err(rustix::io::Errno::OPNOTSUPP) => Ok(u64::MAX),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Writes `len` zero bytes from `from` and syncs them, so the blocks are
@@ -515,7 +536,9 @@ impl Journal {
                 pending: Vec::new(),
                 pending_bytes: 0,
                 tail: HEADER as u64,
-                rolls_owed: 0,
+                assigned: Default::default(),
+                tail_file: None,
+                reserved: 0,
                 leader: false,
                 failed: None,
                 out: None,
@@ -525,7 +548,7 @@ impl Journal {
             done: Condvar::new(),
             spares: Mutex::new((Vec::new(), 0)),
             #[cfg(test)]
-            refuse_spares: Default::default(),
+            refuse_space: Default::default(),
         };
         spares.sort();
         journal.spares().1 = spares.last().map_or(0, |(n, _)| *n);
@@ -536,8 +559,14 @@ impl Journal {
                 std::fs::remove_file(&path).map_err(|e| io_err("removing", &path, e))?;
             }
         }
-        let out = journal.new_segment(number, next_lsn, true)?;
-        journal.lock().out = Some(out);
+        let out = journal.new_segment(number, next_lsn, true, None)?;
+        {
+            let mut st = journal.lock();
+            let file = out.file.try_clone().map_err(|e| io_err("opening", &out.path, e))?;
+            st.reserved = allocate(&file, 0, journal.step()).map_err(|e| io_err("allocating", &out.path, e))?;
+            st.tail_file = Some(file);
+            st.out = Some(out);
+        }
         while journal.wants_spare() {
             journal.make_spare()?;
         }
@@ -557,9 +586,9 @@ impl Journal {
     /// one it is a new file, zero-filled first only when `fill` (at open;
     /// a writer waiting on a roll gets a file that grows as written, and
     /// the keeper makes the next spare).
-    fn new_segment(&self, number: u64, first: u64, fill: bool) -> Result<Out> {
+    fn new_segment(&self, number: u64, first: u64, fill: bool, assigned: Option<PathBuf>) -> Result<Out> {
         let path = self.dir.join(segment_name(number));
-        let spare = self.spares().0.pop();
+        let spare = assigned.or_else(|| self.spares().0.pop());
         let file = match spare {
             Some(s) => {
                 std::fs::rename(&s, &path).map_err(|e| io_err("renaming", &s, e))?;
@@ -611,21 +640,29 @@ impl Journal {
         Ok(())
     }
 
-    /// Makes a spare at once for a roll that finds none ready: its blocks
-    /// allocated (`fallocate`) rather than written, so that it is quick;
-    /// zero-filled where the file system cannot allocate.
+    /// How far ahead a segment's allocation grows: a megabyte, or the
+    /// segment when smaller.
+    fn step(&self) -> u64 {
+        self.opts.segment_bytes.clamp(HEADER as u64 + RECORD as u64, 1 << 20)
+    }
+
+    /// Makes a spare at once for a roll that finds too few ready: its
+    /// blocks allocated (`fallocate`) rather than written, so that it is
+    /// quick; zero-filled where the file system cannot allocate. Without
+    /// prefilling, the spare is empty with a first step allocated.
     fn make_spare_now(&self) -> Result<()> {
-        #[cfg(test)]
-        if self.refuse_spares.load(std::sync::atomic::Ordering::Relaxed) {
-            return Err(Error::engine("journal: allocating a spare: No space left on device (os error 28)".to_owned()));
-        }
+        self.space_refused()?;
         let done = self.spare_path(&mut self.spares());
         let path = done.with_extension("jnl.tmp");
         let file = File::create(&path).map_err(|e| io_err("creating", &path, e))?;
-        let made = match rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), 0, self.opts.segment_bytes) {
-            Ok(()) => file.sync_all().map_err(|e| io_err("syncing", &path, e)),
-            Err(rustix::io::Errno::OPNOTSUPP) => zero_fill(&file, 0, self.opts.segment_bytes, &path),
-            Err(e) => Err(io_err("allocating", &path, e.into())),
+        let made = if self.opts.prefill {
+            match rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), 0, self.opts.segment_bytes) {
+                Ok(()) => file.sync_all().map_err(|e| io_err("syncing", &path, e)),
+                Err(rustix::io::Errno::OPNOTSUPP) => zero_fill(&file, 0, self.opts.segment_bytes, &path),
+                Err(e) => Err(io_err("allocating", &path, e.into())),
+            }
+        } else {
+            allocate(&file, 0, self.step()).map(drop).map_err(|e| io_err("allocating", &path, e))
         };
         if let Err(e) = made {
             let _ = std::fs::remove_file(&path);
@@ -636,10 +673,20 @@ impl Journal {
         Ok(())
     }
 
-    /// Tests: spares made at a roll fail as on a full disk while `on`.
+    /// Tests: spares made at a roll and allocations ahead of the tail
+    /// fail as on a full disk while `on`.
     #[cfg(test)]
-    pub(crate) fn refuse_spares(&self, on: bool) {
-        self.refuse_spares.store(on, std::sync::atomic::Ordering::Relaxed);
+    pub(crate) fn refuse_space(&self, on: bool) {
+        self.refuse_space.store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Tests: the failure [`Journal::refuse_space`] asks for.
+    fn space_refused(&self) -> Result<()> {
+        #[cfg(test)]
+        if self.refuse_space.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(Error::engine("journal: allocating: No space left on device (os error 28)".to_owned()));
+        }
+        Ok(())
     }
 
     /// Keeps `path` (a released segment) as a spare if segments are
@@ -691,25 +738,48 @@ impl Journal {
                 return Err(Error::engine(format!("journal: {why}")));
             }
             let roll = st.tail > HEADER as u64 && st.tail + len > self.opts.segment_bytes;
-            if roll && self.opts.prefill {
-                // A record is numbered only where it can be written: a roll
-                // goes onto a spare, made here if the keeper has too few
-                // ready (not under the lock: appends go on meanwhile). On a
-                // full disk the append is refused now, before anything is
-                // numbered, instead of failing the journal when written.
-                if self.spares().0.len() <= st.rolls_owed + keep {
+            // A record is numbered only where it can be written, so that a
+            // full disk refuses the append now, before anything is numbered,
+            // instead of failing the journal when it is written. A roll goes
+            // onto a spare, made here if too few are ready (not under the
+            // lock: appends go on meanwhile); the bytes of the segment the
+            // record lands in are allocated first.
+            if roll {
+                if self.spares().0.len() <= keep {
                     drop(st);
                     self.make_spare_now()?;
                     continue;
                 }
-                st.rolls_owed += 1;
+                let Some(spare) = self.spares().0.pop() else { continue };
+                let ready = OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(&spare)
+                    .and_then(|f| allocate(&f, 0, (HEADER as u64 + len).max(self.step())).map(|to| (f, to)));
+                match ready {
+                    Ok((file, to)) => {
+                        st.assigned.push_back(spare);
+                        st.tail_file = Some(file);
+                        st.reserved = to;
+                        st.tail = HEADER as u64;
+                    }
+                    Err(e) => {
+                        // The roll was not appended: the spare stays one.
+                        self.spares().0.push(spare.clone());
+                        return Err(io_err("allocating", &spare, e));
+                    }
+                }
+            } else if st.tail + len > st.reserved {
+                self.space_refused()?;
+                if let Some(f) = &st.tail_file {
+                    let to = (st.tail + len).max(st.reserved.saturating_add(self.step()));
+                    st.reserved = allocate(f, st.reserved, to).map_err(|e| io_err("allocating", &self.dir, e))?;
+                }
             }
+            let end = st.tail + len;
             let lsn = st.next_lsn;
             st.next_lsn += 1;
-            if roll {
-                st.tail = HEADER as u64;
-            }
-            st.tail += len;
+            st.tail = end;
             let check = match st.pending.last_mut() {
                 Some(p) if !roll => {
                     p.last = lsn;
@@ -807,7 +877,6 @@ impl Journal {
             let bytes = std::mem::take(&mut st.pending_bytes) as u64;
             let upto = st.next_lsn - 1;
             let group = upto - st.written;
-            let rolls = pieces.iter().filter(|p| p.roll).count();
             let Some(mut out) = st.out.take() else {
                 st.leader = false;
                 return Err(Error::engine("journal: no segment to write".to_owned()));
@@ -819,9 +888,6 @@ impl Journal {
             st = self.lock();
             st.out = Some(out);
             st.leader = false;
-            // Counted out only now: until then an appender makes a spare
-            // too many, never one too few.
-            st.rolls_owed = st.rolls_owed.saturating_sub(rolls);
             match result {
                 Ok(closed) => {
                     st.written = upto;
@@ -850,7 +916,8 @@ impl Journal {
         for p in pieces {
             if p.roll {
                 out.file.sync_data().map_err(|e| io_err("syncing", &out.path, e))?;
-                let next = self.new_segment(out.number + 1, p.first, false)?;
+                let assigned = self.lock().assigned.pop_front();
+                let next = self.new_segment(out.number + 1, p.first, false, assigned)?;
                 let old = std::mem::replace(out, next);
                 closed.push(Closed { path: old.path, last: old.last });
             }

@@ -452,7 +452,7 @@ fn a_roll_without_a_spare_makes_one_or_is_refused_before_numbering() {
         let newest = segments(dir.path()).pop().unwrap();
         assert_eq!(std::fs::metadata(&newest).unwrap().len(), 4096, "a full-length segment, not one growing as written");
         assert_eq!(spares(dir.path()).len(), 1, "one kept for a cancel");
-        j.refuse_spares(true);
+        j.refuse_space(true);
         let mut refused = 0;
         loop {
             i += 1;
@@ -477,7 +477,7 @@ fn a_roll_without_a_spare_makes_one_or_is_refused_before_numbering() {
         // A cancel still goes in, onto the spare kept for it if it rolls
         // (naming no batch here: check 0).
         j.cancel(i, 0, |_| ()).unwrap();
-        j.refuse_spares(false);
+        j.refuse_space(false);
         assert_eq!(j.append(&payload(i + 2)).unwrap(), i + 2);
         appended.push(i + 2);
         j.sync_all().unwrap();
@@ -503,4 +503,65 @@ fn a_cancel_with_another_check_cancels_nothing() {
     }
     let (_, got) = reopen(dir.path(), opts, 0);
     assert_eq!(got, expect(1..=2));
+}
+
+/// Without prefilled segments, the bytes a record takes are allocated
+/// before it is numbered, a megabyte at a time: where they cannot be (a
+/// full disk), the append is refused and nothing is numbered; the journal
+/// goes on once they can.
+#[test]
+fn without_prefilling_a_record_is_numbered_only_once_its_bytes_are_allocated() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = JournalOptions { segment_bytes: 4 << 20, prefill: false };
+    let big = |i: u64| vec![i as u8; 100_000];
+    let mut appended = Vec::new();
+    {
+        let (j, _) = reopen(dir.path(), opts, 0);
+        // Half a megabyte in: the first step is allocated, the file holds
+        // only what was written.
+        for i in 1..=5 {
+            assert_eq!(j.append(&big(i)).unwrap(), i);
+            appended.push(i);
+        }
+        j.sync_all().unwrap();
+        let seg = segments(dir.path()).pop().unwrap();
+        let written = std::fs::metadata(&seg).unwrap().len();
+        assert_eq!(written, HEADER as u64 + 5 * (RECORD as u64 + 100_000));
+        j.refuse_space(true);
+        let mut i = 5;
+        let mut refused = 0;
+        while refused < 2 {
+            match j.append(&big(i + 1)) {
+                Ok(lsn) => {
+                    i += 1;
+                    assert_eq!(lsn, i);
+                    appended.push(i);
+                }
+                Err(e) => {
+                    assert!(matches!(e, Error::NoSpace(_)), "{e:?}");
+                    refused += 1;
+                }
+            }
+        }
+        assert!(i < 11, "refused once the first megabyte was taken, after {i}");
+        assert_eq!(j.last_lsn(), i, "nothing numbered for the refused appends");
+        assert!(j.failed().is_none());
+        j.sync_all().unwrap();
+        j.refuse_space(false);
+        // On to the next segment and beyond.
+        for _ in 0..50 {
+            i += 1;
+            assert_eq!(j.append(&big(i)).unwrap(), i);
+            appended.push(i);
+        }
+        j.sync_all().unwrap();
+        assert!(segments(dir.path()).len() >= 2);
+    }
+    let mut got = Vec::new();
+    Journal::open(dir.path(), opts, 0, |lsn, p| {
+        got.push((lsn, p.len(), p[0]));
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(got, appended.iter().map(|&i| (i, 100_000, i as u8)).collect::<Vec<_>>());
 }
