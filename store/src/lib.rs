@@ -106,7 +106,7 @@ pub fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
 }
 
 /// Why a full disk refuses a request, as its callers are told.
-pub const NO_SPACE: &str = "the disk holding the store is full: nothing can be written, and no answer that must be audited can be given, until space is freed (and, if the store stopped taking writes, the server is restarted)";
+pub const NO_SPACE: &str = "the disk holding the store is full: nothing can be written, and no answer that must be audited can be given, until space is freed";
 
 impl Error {
     /// An engine's failure, with a full disk told apart from the rest: it

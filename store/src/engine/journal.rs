@@ -21,7 +21,10 @@
 //! Segments are made full-length in advance when asked (`prefill`), or
 //! recycled once released, so that a synced append overwrites allocated
 //! blocks and `fdatasync` need not also write the file's size or extents
-//! (a second, serial device write per sync).
+//! (a second, serial device write per sync). Otherwise they are extended
+//! a megabyte ahead of their records. Either way a record is numbered only
+//! once its bytes are allocated, so a full disk refuses an append rather
+//! than failing a write of records already numbered.
 //!
 //! Reading a segment stops at the first record that is incomplete, fails
 //! its check or does not carry the next number: what follows was never
@@ -53,6 +56,9 @@ pub const MAX_RECORD: usize = (1 << 30) - 1;
 const SPARE: &str = "spare-";
 /// Spares kept: released segments beyond these are deleted.
 const SPARES: usize = 2;
+/// Bytes a segment keeps allocated after any record but a cancel: room
+/// for the cancels of the batches that may be in flight.
+const CANCEL_ROOM: u64 = 64 * (RECORD as u64 + 16);
 /// Unwritten appends beyond this are written out (not synced) by the
 /// appender, so that a run of unsynced writes (a bulk load) does not hold
 /// them all in memory.
@@ -337,18 +343,25 @@ fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io_err("syncing", dir, e))
 }
 
-/// Allocates the blocks of `file` up to `to` from `from` without changing
-/// its length (`FALLOC_FL_KEEP_SIZE`), so that writing them cannot meet a
-/// full disk; returns `to`, or `u64::MAX` where the file system cannot.
+/// Makes `file` (whose length is `from`) at least `to` bytes long with
+/// its blocks allocated (`fallocate`; they read as zeros, which end a
+/// segment's records as a prefilled segment's do), so that writing them
+/// cannot meet a full disk. Returns the length now, or `u64::MAX` where
+/// the file system cannot allocate.
 fn allocate(file: &File, from: u64, to: u64) -> std::io::Result<u64> {
     if to <= from {
         return Ok(from);
     }
-    match rustix::fs::fallocate(file, rustix::fs::FallocateFlags::KEEP_SIZE, from, to - from) {
+    match rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), from, to - from) {
         Ok(()) => Ok(to),
         Err(rustix::io::Errno::OPNOTSUPP) => Ok(u64::MAX),
         Err(e) => Err(e.into()),
     }
+}
+
+/// The length of `file`.
+fn length(file: &File) -> std::io::Result<u64> {
+    file.metadata().map(|m| m.len())
 }
 
 /// Writes `len` zero bytes from `from` and syncs them, so the blocks are
@@ -552,8 +565,10 @@ impl Journal {
         };
         spares.sort();
         journal.spares().1 = spares.last().map_or(0, |(n, _)| *n);
+        // A spare shorter than a segment was made without prefilling.
+        let full = |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.len() >= opts.segment_bytes);
         for (i, (_, path)) in spares.into_iter().enumerate() {
-            if opts.prefill && i < SPARES {
+            if opts.prefill && i < SPARES && full(&path) {
                 journal.spares().0.push(path);
             } else {
                 std::fs::remove_file(&path).map_err(|e| io_err("removing", &path, e))?;
@@ -563,7 +578,10 @@ impl Journal {
         {
             let mut st = journal.lock();
             let file = out.file.try_clone().map_err(|e| io_err("opening", &out.path, e))?;
-            st.reserved = allocate(&file, 0, journal.step()).map_err(|e| io_err("allocating", &out.path, e))?;
+            let have = length(&file).map_err(|e| io_err("reading", &out.path, e))?;
+            // On a full disk the journal still opens: appends are then
+            // refused one by one until space is freed.
+            st.reserved = allocate(&file, have, journal.step()).unwrap_or(have);
             st.tail_file = Some(file);
             st.out = Some(out);
         }
@@ -729,9 +747,11 @@ impl Journal {
             return Err(Error::Invalid(format!("a journal record of {} bytes", payload.len())));
         }
         let len = (RECORD + payload.len()) as u64;
-        // A cancel may take the last spare; other records leave it, so that
-        // a batch refused on a full disk can always be cancelled.
+        // A cancel may take the last spare and the last allocated bytes;
+        // other records leave both, so that a batch refused on a full disk
+        // can always be cancelled (room for a few dozen in flight).
         let keep = usize::from(kind != Kind::Cancel);
+        let room = if kind == Kind::Cancel { 0 } else { CANCEL_ROOM };
         let (lsn, check, behind) = loop {
             let mut st = self.lock();
             if let Some(why) = &st.failed {
@@ -751,11 +771,10 @@ impl Journal {
                     continue;
                 }
                 let Some(spare) = self.spares().0.pop() else { continue };
-                let ready = OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .open(&spare)
-                    .and_then(|f| allocate(&f, 0, (HEADER as u64 + len).max(self.step())).map(|to| (f, to)));
+                let ready = OpenOptions::new().read(true).write(true).open(&spare).and_then(|f| {
+                    let have = length(&f)?;
+                    allocate(&f, have, HEADER as u64 + len + room).map(|to| (f, to))
+                });
                 match ready {
                     Ok((file, to)) => {
                         st.assigned.push_back(spare);
@@ -769,10 +788,10 @@ impl Journal {
                         return Err(io_err("allocating", &spare, e));
                     }
                 }
-            } else if st.tail + len > st.reserved {
+            } else if st.tail + len + room > st.reserved {
                 self.space_refused()?;
                 if let Some(f) = &st.tail_file {
-                    let to = (st.tail + len).max(st.reserved.saturating_add(self.step()));
+                    let to = (st.tail + len + room).max(st.reserved.saturating_add(self.step()));
                     st.reserved = allocate(f, st.reserved, to).map_err(|e| io_err("allocating", &self.dir, e))?;
                 }
             }

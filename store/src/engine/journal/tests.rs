@@ -517,16 +517,15 @@ fn without_prefilling_a_record_is_numbered_only_once_its_bytes_are_allocated() {
     let mut appended = Vec::new();
     {
         let (j, _) = reopen(dir.path(), opts, 0);
-        // Half a megabyte in: the first step is allocated, the file holds
-        // only what was written.
+        // Half a megabyte in: the file is allocated a megabyte ahead, no
+        // further, and not the segment's length.
         for i in 1..=5 {
             assert_eq!(j.append(&big(i)).unwrap(), i);
             appended.push(i);
         }
         j.sync_all().unwrap();
         let seg = segments(dir.path()).pop().unwrap();
-        let written = std::fs::metadata(&seg).unwrap().len();
-        assert_eq!(written, HEADER as u64 + 5 * (RECORD as u64 + 100_000));
+        assert_eq!(std::fs::metadata(&seg).unwrap().len(), 1 << 20);
         j.refuse_space(true);
         let mut i = 5;
         let mut refused = 0;
@@ -564,4 +563,44 @@ fn without_prefilling_a_record_is_numbered_only_once_its_bytes_are_allocated() {
     })
     .unwrap();
     assert_eq!(got, appended.iter().map(|&i| (i, 100_000, i as u8)).collect::<Vec<_>>());
+}
+
+/// Any record but a cancel leaves room allocated after it for cancels: a
+/// batch refused on a full disk can be cancelled even after a batch
+/// larger than the megabyte allocated ahead.
+#[test]
+fn a_cancel_always_has_room_after_the_batches_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = JournalOptions { segment_bytes: 8 << 20, prefill: false };
+    let (j, _) = reopen(dir.path(), opts, 0);
+    let (lsn, check) = j.append_checked(&vec![7u8; 3 << 20]).unwrap();
+    j.sync_all().unwrap();
+    j.refuse_space(true);
+    assert!(matches!(j.append(&vec![8u8; 1 << 20]), Err(Error::NoSpace(_))));
+    for _ in 0..10 {
+        j.cancel(lsn, check, |_| ()).unwrap();
+    }
+    assert!(j.failed().is_none());
+}
+
+/// Spares made without prefilling (a megabyte long) are not taken for
+/// prefilled ones when the journal opens prefilled.
+#[test]
+fn short_spares_are_not_kept_when_prefilling() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (j, _) = reopen(dir.path(), JournalOptions { segment_bytes: 2 << 20, prefill: false }, 0);
+        for i in 1..=40u64 {
+            j.append(&vec![i as u8; 100_000]).unwrap();
+        }
+        j.sync_all().unwrap();
+        assert!(!spares(dir.path()).is_empty(), "rolls made spares");
+        assert!(spares(dir.path()).iter().all(|(_, len)| *len < 2 << 20));
+    }
+    let opts = JournalOptions { segment_bytes: 2 << 20, prefill: true };
+    let (_j, got) = reopen(dir.path(), opts, 0);
+    assert_eq!(got.len(), 40);
+    assert!(spares(dir.path()).iter().all(|(_, len)| *len == 2 << 20), "{:?}", spares(dir.path()));
+    let newest = segments(dir.path()).pop().unwrap();
+    assert_eq!(std::fs::metadata(&newest).unwrap().len(), 2 << 20, "the segment opened is prefilled, not a short spare");
 }
