@@ -711,7 +711,9 @@ impl Journal {
     /// prefilled and fewer than [`SPARES`] are ready, or deletes it.
     fn keep_or_delete(&self, path: PathBuf) -> Result<()> {
         let mut sp = self.spares();
-        if self.opts.prefill && sp.0.len() < SPARES {
+        // A segment a session without prefilling left short is no spare.
+        let full = std::fs::metadata(&path).is_ok_and(|m| m.len() >= self.opts.segment_bytes);
+        if self.opts.prefill && sp.0.len() < SPARES && full {
             let to = self.spare_path(&mut sp);
             std::fs::rename(&path, &to).map_err(|e| io_err("renaming", &path, e))?;
             sp.0.push(to);
@@ -751,7 +753,9 @@ impl Journal {
         // other records leave both, so that a batch refused on a full disk
         // can always be cancelled (room for a few dozen in flight).
         let keep = usize::from(kind != Kind::Cancel);
-        let room = if kind == Kind::Cancel { 0 } else { CANCEL_ROOM };
+        // Only within the segment: a cancel past its end rolls onto the
+        // spare kept for it.
+        let room = |end: u64| if kind == Kind::Cancel { 0 } else { CANCEL_ROOM.min(self.opts.segment_bytes.saturating_sub(end)) };
         let (lsn, check, behind) = loop {
             let mut st = self.lock();
             if let Some(why) = &st.failed {
@@ -773,7 +777,8 @@ impl Journal {
                 let Some(spare) = self.spares().0.pop() else { continue };
                 let ready = OpenOptions::new().read(true).write(true).open(&spare).and_then(|f| {
                     let have = length(&f)?;
-                    allocate(&f, have, HEADER as u64 + len + room).map(|to| (f, to))
+                    let end = HEADER as u64 + len;
+                    allocate(&f, have, end + room(end)).map(|to| (f, to))
                 });
                 match ready {
                     Ok((file, to)) => {
@@ -788,11 +793,14 @@ impl Journal {
                         return Err(io_err("allocating", &spare, e));
                     }
                 }
-            } else if st.tail + len + room > st.reserved {
+            } else if st.tail + len + room(st.tail + len) > st.reserved {
                 self.space_refused()?;
                 if let Some(f) = &st.tail_file {
-                    let to = (st.tail + len + room).max(st.reserved.saturating_add(self.step()));
-                    st.reserved = allocate(f, st.reserved, to).map_err(|e| io_err("allocating", &self.dir, e))?;
+                    // A step ahead, but not past the segment's length for
+                    // records that end inside it.
+                    let need = st.tail + len + room(st.tail + len);
+                    let to = need.max(st.reserved.saturating_add(self.step()).min(self.opts.segment_bytes));
+                    st.reserved = allocate(f, st.reserved, to).map_err(|e| io_err("allocating the tail segment in", &self.dir, e))?;
                 }
             }
             let end = st.tail + len;

@@ -69,10 +69,12 @@ pub struct RocksEngine {
     /// Held while a checkpoint is taken and while table files go in
     /// (`ingest_files`), so that neither happens inside the other.
     copying: Mutex<()>,
-    /// Set when RocksDB refused a batch for lack of space: until a probe
-    /// write goes in, batches are refused before they reach the journal,
-    /// which would otherwise fill up with batches and their cancels.
-    out_of_space: std::sync::atomic::AtomicBool,
+    /// Refusals for lack of space since a probe write last went in (0:
+    /// none): while not 0, batches are refused before they reach the
+    /// journal, which would otherwise fill up with batches and their
+    /// cancels. A count, so that a probe that began before a refusal does
+    /// not clear it.
+    out_of_space: std::sync::atomic::AtomicU64,
     /// Tests: the failure the next batches meet instead of being applied,
     /// as RocksDB answers once a flush found the disk full, and whether
     /// probes meet it too.
@@ -606,15 +608,16 @@ impl RocksEngine {
     /// again, told by a write of a probe key outside the journal (lost in
     /// a crash, and read by nothing).
     fn space_again(&self) -> Result<()> {
-        use std::sync::atomic::Ordering::Relaxed;
-        if !self.out_of_space.load(Relaxed) {
+        use std::sync::atomic::Ordering::SeqCst;
+        let seen = self.out_of_space.load(SeqCst);
+        if seen == 0 {
             return Ok(());
         }
         self.refused(true)?;
         let mut wb = rocksdb::WriteBatch::default();
         wb.put_cf(self.cf(Cf::Meta), b"probe/space", b"");
         self.db.write_opt(wb, &self.unlogged).map_err(engine_err)?;
-        self.out_of_space.store(false, Relaxed);
+        let _ = self.out_of_space.compare_exchange(seen, 0, SeqCst, SeqCst);
         Ok(())
     }
 
@@ -765,7 +768,7 @@ impl Engine for RocksEngine {
         let turn = self.applied.take_turn(lsn, || match self.apply_live(wb, lsn) {
             Err(e @ Error::NoSpace(_)) => match self.journal.cancel(lsn, check, |at| self.applied.pass(at)) {
                 Ok(()) => {
-                    self.out_of_space.store(true, std::sync::atomic::Ordering::Relaxed);
+                    self.out_of_space.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     Ok(Err(e))
                 }
                 // Not a full disk to its caller: the batch is live in the

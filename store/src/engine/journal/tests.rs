@@ -604,3 +604,48 @@ fn short_spares_are_not_kept_when_prefilling() {
     let newest = segments(dir.path()).pop().unwrap();
     assert_eq!(std::fs::metadata(&newest).unwrap().len(), 2 << 20, "the segment opened is prefilled, not a short spare");
 }
+
+/// Prefilled segments stay their length: the room kept for cancels never
+/// extends one near its end (a cancel there rolls onto the kept spare).
+#[test]
+fn prefilled_segments_are_not_extended_near_their_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = JournalOptions { segment_bytes: 8192, prefill: true };
+    let (j, _) = reopen(dir.path(), opts, 0);
+    for i in 1..=300 {
+        j.append(&payload(i)).unwrap();
+        j.sync_to(i).unwrap();
+        // What the engine's keeper does after a roll took a spare.
+        while j.wants_spare() {
+            j.make_spare().unwrap();
+        }
+    }
+    let lengths: Vec<u64> = segments(dir.path()).iter().map(|p| std::fs::metadata(p).unwrap().len()).collect();
+    assert!(lengths.len() > 3 && lengths.iter().all(|&l| l == 8192), "{lengths:?}");
+}
+
+/// A segment a session without prefilling left short is deleted when a
+/// prefilled session releases it, not kept as a spare.
+#[test]
+fn short_segments_released_when_prefilling_are_not_kept_as_spares() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (j, _) = reopen(dir.path(), JournalOptions { segment_bytes: 4 << 20, prefill: false }, 0);
+        for i in 1..=3u64 {
+            j.append(&vec![i as u8; 100_000]).unwrap();
+        }
+        j.sync_all().unwrap();
+    }
+    let opts = JournalOptions { segment_bytes: 4 << 20, prefill: true };
+    let (j, got) = reopen(dir.path(), opts, 0);
+    assert_eq!(got.len(), 3);
+    let short = segments(dir.path())[0].clone();
+    assert!(std::fs::metadata(&short).unwrap().len() < 4 << 20);
+    // Make room among the spares for the released segment.
+    let spare = dir.path().join(&spares(dir.path())[0].0);
+    std::fs::remove_file(&spare).unwrap();
+    j.spares().0.retain(|p| p != &spare);
+    j.release_through(3).unwrap();
+    assert!(!short.exists());
+    assert!(spares(dir.path()).iter().all(|(_, len)| *len == 4 << 20), "{:?}", spares(dir.path()));
+}
