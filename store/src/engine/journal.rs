@@ -565,16 +565,14 @@ impl Journal {
         };
         spares.sort();
         journal.spares().1 = spares.last().map_or(0, |(n, _)| *n);
-        // A spare shorter than a segment was made without prefilling.
-        let full = |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.len() >= opts.segment_bytes);
         for (i, (_, path)) in spares.into_iter().enumerate() {
-            if opts.prefill && i < SPARES && full(&path) {
+            if opts.prefill && i < SPARES && journal.full_length(&path) {
                 journal.spares().0.push(path);
             } else {
                 std::fs::remove_file(&path).map_err(|e| io_err("removing", &path, e))?;
             }
         }
-        let out = journal.new_segment(number, next_lsn, true, None)?;
+        let out = journal.new_segment(number, next_lsn, None)?;
         {
             let mut st = journal.lock();
             let file = out.file.try_clone().map_err(|e| io_err("opening", &out.path, e))?;
@@ -599,12 +597,11 @@ impl Journal {
         self.spares.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Makes segment `number`, whose records start at `first`, from a
-    /// spare if there is one, with its header written and synced. Without
-    /// one it is a new file, zero-filled first only when `fill` (at open;
-    /// a writer waiting on a roll gets a file that grows as written, and
-    /// the keeper makes the next spare).
-    fn new_segment(&self, number: u64, first: u64, fill: bool, assigned: Option<PathBuf>) -> Result<Out> {
+    /// Makes segment `number`, whose records start at `first`, from the
+    /// spare `assigned` to its roll, or else from any spare, with its header
+    /// written and synced. Without one (at open: a roll always has one
+    /// assigned) it is a new file, zero-filled first when prefilling.
+    fn new_segment(&self, number: u64, first: u64, assigned: Option<PathBuf>) -> Result<Out> {
         let path = self.dir.join(segment_name(number));
         let spare = assigned.or_else(|| self.spares().0.pop());
         let file = match spare {
@@ -619,7 +616,7 @@ impl Journal {
                     .create_new(true)
                     .open(&path)
                     .map_err(|e| io_err("creating", &path, e))?;
-                if fill && self.opts.prefill {
+                if self.opts.prefill {
                     zero_fill(&file, 0, self.opts.segment_bytes, &path)?;
                 }
                 file
@@ -645,17 +642,29 @@ impl Journal {
 
     /// Makes a zero-filled spare segment.
     pub fn make_spare(&self) -> Result<()> {
+        self.spare_made_by(|file, path| zero_fill(file, 0, self.opts.segment_bytes, path))
+    }
+
+    /// Makes a spare whose contents `fill` writes or allocates, under a
+    /// temporary name until it is whole; on a failure (a full disk) the
+    /// part made is given back.
+    fn spare_made_by(&self, fill: impl FnOnce(&File, &Path) -> Result<()>) -> Result<()> {
         let done = self.spare_path(&mut self.spares());
         let path = done.with_extension("jnl.tmp");
         let file = File::create(&path).map_err(|e| io_err("creating", &path, e))?;
-        if let Err(e) = zero_fill(&file, 0, self.opts.segment_bytes, &path) {
-            // A full disk: the part written is given back.
+        if let Err(e) = fill(&file, &path) {
             let _ = std::fs::remove_file(&path);
             return Err(e);
         }
         std::fs::rename(&path, &done).map_err(|e| io_err("renaming", &path, e))?;
         self.spares().0.push(done);
         Ok(())
+    }
+
+    /// Whether `path` is as long as a segment: a spare or segment a session
+    /// without prefilling left shorter is no spare for a prefilled one.
+    fn full_length(&self, path: &Path) -> bool {
+        std::fs::metadata(path).is_ok_and(|m| m.len() >= self.opts.segment_bytes)
     }
 
     /// How far ahead a segment's allocation grows: a megabyte, or the
@@ -670,25 +679,13 @@ impl Journal {
     /// prefilling, the spare is empty with a first step allocated.
     fn make_spare_now(&self) -> Result<()> {
         self.space_refused()?;
-        let done = self.spare_path(&mut self.spares());
-        let path = done.with_extension("jnl.tmp");
-        let file = File::create(&path).map_err(|e| io_err("creating", &path, e))?;
-        let made = if self.opts.prefill {
-            match rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), 0, self.opts.segment_bytes) {
-                Ok(()) => file.sync_all().map_err(|e| io_err("syncing", &path, e)),
-                Err(rustix::io::Errno::OPNOTSUPP) => zero_fill(&file, 0, self.opts.segment_bytes, &path),
-                Err(e) => Err(io_err("allocating", &path, e.into())),
-            }
-        } else {
-            allocate(&file, 0, self.step()).map(drop).map_err(|e| io_err("allocating", &path, e))
-        };
-        if let Err(e) = made {
-            let _ = std::fs::remove_file(&path);
-            return Err(e);
-        }
-        std::fs::rename(&path, &done).map_err(|e| io_err("renaming", &path, e))?;
-        self.spares().0.push(done);
-        Ok(())
+        let prefill = self.opts.prefill;
+        let to = if prefill { self.opts.segment_bytes } else { self.step() };
+        self.spare_made_by(|file, path| match allocate(file, 0, to).map_err(|e| io_err("allocating", path, e))? {
+            u64::MAX if prefill => zero_fill(file, 0, to, path),
+            _ if prefill => file.sync_all().map_err(|e| io_err("syncing", path, e)),
+            _ => Ok(()),
+        })
     }
 
     /// Tests: spares made at a roll and allocations ahead of the tail
@@ -711,9 +708,7 @@ impl Journal {
     /// prefilled and fewer than [`SPARES`] are ready, or deletes it.
     fn keep_or_delete(&self, path: PathBuf) -> Result<()> {
         let mut sp = self.spares();
-        // A segment a session without prefilling left short is no spare.
-        let full = std::fs::metadata(&path).is_ok_and(|m| m.len() >= self.opts.segment_bytes);
-        if self.opts.prefill && sp.0.len() < SPARES && full {
+        if self.opts.prefill && sp.0.len() < SPARES && self.full_length(&path) {
             let to = self.spare_path(&mut sp);
             std::fs::rename(&path, &to).map_err(|e| io_err("renaming", &path, e))?;
             sp.0.push(to);
@@ -944,7 +939,7 @@ impl Journal {
             if p.roll {
                 out.file.sync_data().map_err(|e| io_err("syncing", &out.path, e))?;
                 let assigned = self.lock().assigned.pop_front();
-                let next = self.new_segment(out.number + 1, p.first, false, assigned)?;
+                let next = self.new_segment(out.number + 1, p.first, assigned)?;
                 let old = std::mem::replace(out, next);
                 closed.push(Closed { path: old.path, last: old.last });
             }
