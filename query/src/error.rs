@@ -33,6 +33,12 @@ pub enum Error {
     /// The thing exists but is not in a state that allows this.
     #[error("{0}")]
     Conflict(String),
+    /// The change feed was asked to resume before the oldest change it
+    /// still holds: the changes in between were removed for the retention
+    /// period, and a subscriber must learn that rather than skip them.
+    #[error("the changes after {after} up to {kept_after} were removed for the change log's retention period; \
+             bring your copy up to date another way, then resume after {kept_after}")]
+    ChangesRemoved { after: u64, kept_after: u64 },
     /// The writer's queue is full: retry shortly.
     #[error("the server is at capacity; retry shortly")]
     Overloaded,
@@ -65,7 +71,7 @@ impl Error {
             Error::ClaimLimit { .. } => "claim_limit",
             Error::PurposeNotAllowed { .. } => "purpose_not_allowed",
             Error::NotFound(_) => "not_found",
-            Error::Conflict(_) => "conflict",
+            Error::Conflict(_) | Error::ChangesRemoved { .. } => "conflict",
             Error::Overloaded | Error::TooManyJobs { .. } => "overloaded",
             Error::PayloadTooLarge(_) => "payload_too_large",
             Error::Unavailable(_) => "unavailable",

@@ -130,6 +130,12 @@ pub struct Config {
     /// (at start and every six hours), and the removal is itself recorded.
     /// Left out: kept for ever. At least six months (184 days).
     pub audit_retention_days: Option<u32>,
+    /// Days changes stay in the change log (`GET /v1/changes`); older ones
+    /// are removed (at start and every six hours), except the newest, and
+    /// a subscriber resuming before them is answered `409 conflict` with
+    /// where the log now starts. Left out: kept for ever. Records and
+    /// their history are not affected.
+    pub change_retention_days: Option<u32>,
     /// Where batch answers a client has not read yet spill beyond memory
     /// (sealed, unnamed files). Default: `spill/` inside the data
     /// directory, on the disk that was sized for the store, and never a
@@ -468,6 +474,7 @@ impl Default for Config {
             commit_pause_us: default_commit_pause_us(),
             job_retention_days: default_job_retention_days(),
             audit_retention_days: None,
+            change_retention_days: None,
             spill_dir: None,
             tls: None,
             cluster: None,
@@ -583,6 +590,9 @@ impl Config {
         if let Some(days) = self.audit_retention_days {
             basedata_store::audit::retention::check_retention_days(days).map_err(anyhow::Error::msg)?;
         }
+        if self.change_retention_days == Some(0) {
+            bail!("change_retention_days must be at least 1 (leave it out to keep changes for ever)");
+        }
         if self.request_timeout_seconds < 70 || self.write_queue == 0 {
             // Change-feed long polls wait up to 60 s.
             bail!("request_timeout_seconds must be at least 70 and write_queue positive");
@@ -674,6 +684,15 @@ token = "counter-secret-token"
         assert_eq!(c.open_options(false).prime_wal_bytes, 0, "tools that only load or inspect do not prime");
         assert_eq!(parse("prime_wal_mb = 0\n").unwrap().open_options(true).prime_wal_bytes, 0);
         assert_eq!(parse("prime_wal_mb = 4096\n").unwrap().open_options(true).prime_wal_bytes, 4096 << 20);
+    }
+
+    #[test]
+    fn change_retention_is_for_ever_unless_set_to_a_day_or_more() {
+        assert_eq!(parse("").unwrap().change_retention_days, None);
+        assert_eq!(parse("change_retention_days = 1\n").unwrap().change_retention_days, Some(1));
+        let e = parse("change_retention_days = 0\n").unwrap_err().to_string();
+        assert!(e.contains("change_retention_days must be at least 1"), "{e}");
+        assert!(parse("change_retention_days = -3\n").is_err());
     }
 
     #[test]

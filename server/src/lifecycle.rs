@@ -125,6 +125,7 @@ pub fn app_state(store: Arc<Store>, cfg: &Config) -> anyhow::Result<AppState> {
         connections: fit_to_open_files(crate::conn::ConnLimits::from_config(&cfg.connections)?),
         deadline_sweep: std::time::Duration::from_secs(u64::from(cfg.policy.sweep_seconds)),
         audit_retention_days: cfg.audit_retention_days,
+        change_retention_days: cfg.change_retention_days,
     };
     let stored = basedata_query::staff::all(store.engine().as_ref())?;
     let staff = crate::accounts::staff::StaffBook::load(&cfg.staff, &stored, cfg.console, &departments)?;
@@ -205,8 +206,9 @@ async fn log_audit_heads(store: Arc<Store>) {
     }
 }
 
-/// How often audit entries past the retention period are looked for.
-const AUDIT_RETENTION_EVERY: std::time::Duration = std::time::Duration::from_secs(6 * 3_600);
+/// How often audit entries and changes past their retention periods are
+/// looked for.
+const RETENTION_EVERY: std::time::Duration = std::time::Duration::from_secs(6 * 3_600);
 
 /// Serves `state` on `listener` until a shutdown signal arrives.
 pub async fn serve(state: AppState, listener: tokio::net::TcpListener) -> anyhow::Result<()> {
@@ -243,7 +245,7 @@ pub async fn serve_tls(
     let retention = state.audit_retention_days.map(|days| {
         let queries = state.queries.clone();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(AUDIT_RETENTION_EVERY);
+            let mut tick = tokio::time::interval(RETENTION_EVERY);
             loop {
                 tick.tick().await;
                 match queries.apply_audit_retention(days).await {
@@ -256,6 +258,23 @@ pub async fn serve_tls(
             }
         })
     });
+    // The change log's head past its retention period, cut likewise.
+    let change_retention = state.change_retention_days.map(|days| {
+        let queries = state.queries.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(RETENTION_EVERY);
+            loop {
+                tick.tick().await;
+                match queries.apply_change_retention(days).await {
+                    Ok(c) if c.removed > 0 => {
+                        tracing::info!(changes = c.removed, kept_after = c.kept_after, "removed changes past the retention period")
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(code = e.code(), error = %e, "change log retention failed"),
+                }
+            }
+        })
+    });
     // Uploads an earlier process left half-received go before any request
     // can begin one; then jobs run, resuming any a previous run left
     // unfinished.
@@ -264,7 +283,7 @@ pub async fn serve_tls(
     let jobs = tokio::spawn(basedata_query::jobs::runner::runner(state.queries.clone()));
     crate::conn::serve(listener, tls, app, state.conn_limits, state.connections.clone(), shutdown_signal()).await;
     sweeper.abort();
-    if let Some(r) = retention {
+    for r in [retention, change_retention].into_iter().flatten() {
         r.abort();
     }
     jobs.abort();

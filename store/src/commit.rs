@@ -748,6 +748,7 @@ impl Carried {
                 }
                 BatchOp::Put { cf, key, value } => extra.put(cf, key, value),
                 BatchOp::Delete { cf, key } => extra.delete(cf, key),
+                BatchOp::DeleteRange { cf, start, end } => extra.delete_range(cf, start, end),
             }
         }
         Carried { rest: j.updates.into_iter(), events: j.events, uses: j.uses, extra, mappings, reply: j.reply, outcomes, first_audit_seq: None }

@@ -16,6 +16,7 @@ pub mod bulk;
 pub mod calendar;
 pub mod caller;
 pub mod catalog;
+pub mod change_log;
 pub mod commit;
 pub mod clock;
 pub mod codec;

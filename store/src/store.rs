@@ -209,6 +209,11 @@ pub struct Store {
     clock: Arc<dyn Clock>,
     writer: Mutex<WriterState>,
     last_seq: AtomicU64,
+    /// The change log holds nothing numbered at or below this
+    /// (`change_log`).
+    pub(crate) changes_cut: AtomicU64,
+    /// Held by a cut of the change log, one at a time.
+    pub(crate) changes_cutting: Mutex<()>,
     /// Claim fingerprints of every live record, when this store keeps them
     /// ([`Store::keep_prints`]); replaced whole, never half-built.
     prints: RwLock<Option<Arc<Prints>>>,
@@ -269,6 +274,7 @@ impl Store {
             last_seq = last_seq.max(seq_from_key(&k)?);
             last_committed = decode::<ChangeEntry>("change", &v)?.committed_at;
         }
+        let changes_cut = crate::change_log::load_cut(&*engine)?;
         let mut stats = HashMap::new();
         let end = prefix_end(META_DS_STATS);
         for item in engine.scan(Cf::Meta, META_DS_STATS, end.as_deref(), false)? {
@@ -305,6 +311,8 @@ impl Store {
                 stopped: None,
             }),
             last_seq: AtomicU64::new(last_seq),
+            changes_cut: AtomicU64::new(changes_cut),
+            changes_cutting: Mutex::new(()),
             prints: RwLock::new(None),
             audit_cut: Mutex::new(()),
             index_tail,

@@ -14,7 +14,9 @@ use serde::Deserialize;
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct Params {
-    /// Changes after this sequence number (default 0).
+    /// Changes after this sequence number (default 0). Before the oldest
+    /// change the log still holds (see `change_retention_days`), the answer
+    /// is `409 conflict` with `details.kept_after`, where it now starts.
     #[param(minimum = 0)]
     after: Option<u64>,
     /// At most this many changes (1–1000, default 100).
@@ -31,7 +33,9 @@ pub struct Params {
 #[utoipa::path(get, path = "/v1/changes", tag = "subjects",
     params(Params, ("X-Purpose" = String, Header, description = "Purpose of use: CODE or CODE; note")),
     responses((status = 200, body = Changes), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-              (status = 403, body = ErrorBody, description = "purpose_not_allowed"), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
+              (status = 403, body = ErrorBody, description = "purpose_not_allowed"),
+              (status = 409, body = ErrorBody, description = "changes after `after` were removed for the retention period (`details.kept_after`)"),
+              (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn changes(
     State(state): State<AppState>,

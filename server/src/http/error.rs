@@ -110,6 +110,8 @@ impl From<basedata_query::Error> for ApiError {
             }
             E::NotFound(m) => ApiError::not_found(m),
             E::Conflict(m) => Self::new(StatusCode::CONFLICT, code, m),
+            E::ChangesRemoved { after, kept_after } => Self::new(StatusCode::CONFLICT, code, e.to_string())
+                .with_details(json!({"reason": "changes_removed", "after": after, "kept_after": kept_after})),
             E::Overloaded => ApiError::overloaded(),
             E::TooManyJobs { limit, retry_after_secs } => {
                 let msg = e.to_string();

@@ -89,6 +89,9 @@ pub struct AppStateInner {
     /// Days audit entries are kept before they are removed (`None`: for
     /// ever).
     pub audit_retention_days: Option<u32>,
+    /// Days changes stay in the change log before they are removed
+    /// (`None`: for ever).
+    pub change_retention_days: Option<u32>,
     /// Largest update body.
     pub max_body_bytes: usize,
     /// Places for batch comparisons streaming at once, all departments
@@ -121,6 +124,7 @@ pub struct Settings {
     pub connections: crate::conn::ConnLimits,
     pub deadline_sweep: Duration,
     pub audit_retention_days: Option<u32>,
+    pub change_retention_days: Option<u32>,
 }
 
 impl Default for Settings {
@@ -137,6 +141,7 @@ impl Default for Settings {
             connections: crate::conn::ConnLimits::default(),
             deadline_sweep: Duration::from_secs(30),
             audit_retention_days: None,
+            change_retention_days: None,
         }
     }
 }
@@ -174,6 +179,7 @@ impl AppState {
             request_timeout: settings.request_timeout,
             deadline_sweep: settings.deadline_sweep,
             audit_retention_days: settings.audit_retention_days,
+            change_retention_days: settings.change_retention_days,
             batch_streams: Arc::new(tokio::sync::Semaphore::new(batch::MAX_BATCH_STREAMS)),
             max_body_bytes: settings.max_body_bytes,
             cluster: None,

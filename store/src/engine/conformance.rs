@@ -232,6 +232,40 @@ pub fn sorted_runs_read_as_written(e: &dyn Engine) {
     assert_eq!(keys(e, Cf::AuditIndex, b"k", Some(b"l"), false).len(), 5);
 }
 
+/// A range deletion removes the keys in `[start, end)` and nothing else,
+/// keeps its place among the batch's operations (a put after it in the
+/// range survives, one before it does not), and a reversed or empty range
+/// is refused with the rest of its batch.
+pub fn range_deletes_keep_their_place_in_the_batch(e: &dyn Engine) {
+    let seq = |i: u64| i.to_be_bytes().to_vec();
+    let mut b = WriteBatch::new();
+    for i in 1..=20 {
+        b.put(Cf::Changes, seq(i), b"v".to_vec());
+    }
+    e.write(b, Durability::Sync).unwrap();
+    let mut b = WriteBatch::new();
+    b.put(Cf::Changes, seq(9), b"before".to_vec());
+    b.delete_range(Cf::Changes, seq(5), seq(12));
+    b.put(Cf::Changes, seq(7), b"after".to_vec());
+    b.put(Cf::Meta, b"mark".to_vec(), b"1".to_vec());
+    e.write(b, Durability::Sync).unwrap();
+    let left: Vec<u64> = keys(e, Cf::Changes, b"", None, false).iter().map(|k| u64::from_be_bytes(k[..].try_into().unwrap())).collect();
+    assert_eq!(left, [1, 2, 3, 4, 7, 12, 13, 14, 15, 16, 17, 18, 19, 20]);
+    assert_eq!(e.get(Cf::Changes, &seq(7)).unwrap().as_deref(), Some(&b"after"[..]));
+    assert_eq!(e.get(Cf::Changes, &seq(9)).unwrap(), None);
+    for (start, end) in [(seq(3), seq(3)), (seq(4), seq(2))] {
+        let mut b = WriteBatch::new();
+        b.put(Cf::Meta, b"refused".to_vec(), b"1".to_vec());
+        b.delete_range(Cf::Changes, start, end);
+        assert!(matches!(e.write(b, Durability::Sync), Err(crate::Error::Invalid(_))));
+        assert_eq!(e.get(Cf::Meta, b"refused").unwrap(), None, "nothing of the batch written");
+    }
+    // Giving the space back changes nothing a read sees.
+    e.reclaim(Cf::Changes, &seq(0), &seq(12)).unwrap();
+    assert_eq!(keys(e, Cf::Changes, b"", None, false).len(), 14);
+    assert_eq!(keys(e, Cf::Changes, &seq(5), Some(&seq(12)), false), vec![seq(7)]);
+}
+
 #[macro_export]
 #[doc(hidden)]
 macro_rules! engine_suite {
@@ -261,6 +295,7 @@ macro_rules! engine_suite {
             case!(stats_are_kept_alike_for_every_family);
             case!(sst_files_ingest_as_written);
             case!(sorted_runs_read_as_written);
+            case!(range_deletes_keep_their_place_in_the_batch);
 
             #[test]
             fn checkpoint_opens_with_the_same_data() {
@@ -349,6 +384,21 @@ fn crash_scenario(name: &str, dir: &std::path::Path) {
             assert!(e.journal().closed_segments() > 0, "the writes rolled over segments");
             std::mem::forget(e);
         }
+        "range" => {
+            // A log's head cut by a range deletion, in the journal only.
+            let e = RocksEngine::open(dir, &Default::default()).unwrap();
+            let mut b = WriteBatch::new();
+            for i in 1..=1000u64 {
+                b.put(Cf::Changes, i.to_be_bytes().to_vec(), vec![7u8; 100]);
+            }
+            e.write(b, Durability::Sync).unwrap();
+            e.flush().unwrap();
+            let mut b = WriteBatch::new();
+            b.delete_range(Cf::Changes, 1u64.to_be_bytes().to_vec(), 601u64.to_be_bytes().to_vec());
+            b.put(Cf::Meta, b"cut".to_vec(), b"600".to_vec());
+            e.write(b, Durability::Sync).unwrap();
+            std::mem::forget(e);
+        }
         "rocksdb-log" => {
             // A store as written before the journal: RocksDB's own log.
             let e = RocksEngine::open(dir, &Default::default()).unwrap();
@@ -426,6 +476,26 @@ fn rocks_writes_come_back_from_the_journal_after_a_crash() {
     let e = RocksEngine::open(dir.path(), &Default::default()).unwrap();
     assert_eq!(e.journal().last_lsn(), 302);
     assert_eq!(e.get(Cf::Meta, b"after").unwrap().as_deref(), Some(&b"1"[..]));
+}
+
+/// A range deletion synced to the journal but not flushed (the keys it
+/// covers already in table files) is replayed after a crash: the keys
+/// stay deleted, and giving their space back then keeps them so.
+#[cfg(feature = "rocks")]
+#[test]
+fn rocks_a_range_deletion_comes_back_from_the_journal_after_a_crash() {
+    use crate::engine::rocks::RocksEngine;
+    let dir = tempfile::tempdir().unwrap();
+    crash_after("range", dir.path());
+    let e = RocksEngine::open(dir.path(), &Default::default()).unwrap();
+    assert_eq!(e.get(Cf::Meta, b"cut").unwrap().as_deref(), Some(&b"600"[..]));
+    let left = keys(&e, Cf::Changes, b"", None, false);
+    assert_eq!(left.len(), 400);
+    assert_eq!(left[0], 601u64.to_be_bytes());
+    e.reclaim(Cf::Changes, &0u64.to_be_bytes(), &601u64.to_be_bytes()).unwrap();
+    drop(e);
+    let e = RocksEngine::open(dir.path(), &Default::default()).unwrap();
+    assert_eq!(keys(&e, Cf::Changes, b"", None, false), left);
 }
 
 #[cfg(feature = "rocks")]

@@ -100,6 +100,13 @@ impl Engine for MemEngine {
                 BatchOp::Delete { cf, key } => {
                     cfs[cf.index()].remove(&key);
                 }
+                BatchOp::DeleteRange { cf, start, end } => {
+                    let map = &mut cfs[cf.index()];
+                    let mut tail = map.split_off(&start);
+                    let mut kept = tail.split_off(&end);
+                    map.append(&mut kept);
+                    drop(tail);
+                }
             }
         }
         Ok(())

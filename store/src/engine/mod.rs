@@ -103,13 +103,23 @@ pub const SUBJECT_PREFIX_LEN: usize = 16;
 /// engine checks it, so that none accepts what another would lose.
 fn check_keys(batch: &WriteBatch) -> Result<()> {
     for op in batch.ops() {
-        let (BatchOp::Put { cf, key, .. } | BatchOp::Delete { cf, key }) = op;
-        if cf.subject_keyed() && key.len() < SUBJECT_PREFIX_LEN {
-            return Err(crate::Error::Invalid(format!(
-                "a key of {} is {} bytes; it must start with a {SUBJECT_PREFIX_LEN}-byte subject prefix",
-                cf.name(),
-                key.len()
-            )));
+        let (cf, keys) = match op {
+            BatchOp::Put { cf, key, .. } | BatchOp::Delete { cf, key } => (cf, [key, key]),
+            BatchOp::DeleteRange { cf, start, end } => {
+                if start >= end {
+                    return Err(crate::Error::Invalid(format!("an empty or reversed range of {} to delete", cf.name())));
+                }
+                (cf, [start, end])
+            }
+        };
+        for key in keys {
+            if cf.subject_keyed() && key.len() < SUBJECT_PREFIX_LEN {
+                return Err(crate::Error::Invalid(format!(
+                    "a key of {} is {} bytes; it must start with a {SUBJECT_PREFIX_LEN}-byte subject prefix",
+                    cf.name(),
+                    key.len()
+                )));
+            }
         }
     }
     Ok(())
@@ -120,6 +130,10 @@ fn check_keys(batch: &WriteBatch) -> Result<()> {
 pub enum BatchOp {
     Put { cf: Cf, key: Vec<u8>, value: Vec<u8> },
     Delete { cf: Cf, key: Vec<u8> },
+    /// Every key in `[start, end)`: one operation however many keys it
+    /// removes (RocksDB keeps it as a single range tombstone), for cutting
+    /// a log's head by retention.
+    DeleteRange { cf: Cf, start: Vec<u8>, end: Vec<u8> },
 }
 
 /// An atomic group of writes: either all of them become visible or none.
@@ -144,6 +158,15 @@ impl WriteBatch {
         let key = key.into();
         self.bytes += key.len();
         self.ops.push(BatchOp::Delete { cf, key });
+    }
+
+    /// Deletes every key in `[start, end)` of `cf`. Its place among the
+    /// batch's other operations is kept: a put after it in the range
+    /// survives, one before it does not.
+    pub fn delete_range(&mut self, cf: Cf, start: impl Into<Vec<u8>>, end: impl Into<Vec<u8>>) {
+        let (start, end) = (start.into(), end.into());
+        self.bytes += start.len() + end.len();
+        self.ops.push(BatchOp::DeleteRange { cf, start, end });
     }
 
     pub fn len(&self) -> usize {
@@ -220,6 +243,15 @@ pub trait Engine: Send + Sync + 'static {
     /// Starts persisting the memtables in the background and returns at
     /// once; a no-op where nothing is buffered.
     fn flush_in_background(&self) -> Result<()> {
+        Ok(())
+    }
+
+    /// Gives back the disk space of keys in `[start, end)` of `cf` that a
+    /// write has already deleted, instead of waiting for the engine to
+    /// come to them (RocksDB: table files wholly inside the range are
+    /// dropped and the rest of it compacted). Changes nothing a read
+    /// sees; a no-op where deleting frees space at once.
+    fn reclaim(&self, _cf: Cf, _start: &[u8], _end: &[u8]) -> Result<()> {
         Ok(())
     }
 

@@ -106,6 +106,7 @@ pub fn available_disk_bytes(path: &Path) -> Option<u64> {
 fn op_key(op: &BatchOp) -> (Cf, &[u8]) {
     match op {
         BatchOp::Put { cf, key, .. } | BatchOp::Delete { cf, key } => (*cf, key.as_slice()),
+        BatchOp::DeleteRange { cf, start, .. } => (*cf, start.as_slice()),
     }
 }
 
@@ -740,12 +741,18 @@ impl Engine for RocksEngine {
         // such as pseudonyms, otherwise cost a full search each). The sort
         // is stable, so writes to one key keep their order; the batch is
         // atomic either way.
+        // A range deletion covers other keys than its own: sorted by its
+        // start, it could pass a put it must come before or after, so a
+        // batch holding one keeps its order.
         let mut ops: Vec<&BatchOp> = batch.ops().iter().collect();
-        ops.sort_by(|a, b| op_key(a).cmp(&op_key(b)));
+        if !ops.iter().any(|op| matches!(op, BatchOp::DeleteRange { .. })) {
+            ops.sort_by(|a, b| op_key(a).cmp(&op_key(b)));
+        }
         for op in ops {
             match op {
                 BatchOp::Put { cf, key, value } => wb.put_cf(self.cf(*cf), key, value),
                 BatchOp::Delete { cf, key } => wb.delete_cf(self.cf(*cf), key),
+                BatchOp::DeleteRange { cf, start, end } => wb.delete_range_cf(self.cf(*cf), start, end),
             }
         }
         let (lsn, check) = match self.journal.append_checked(wb.data()) {
@@ -867,6 +874,15 @@ impl Engine for RocksEngine {
     fn flush(&self) -> Result<()> {
         self.journal.sync_all()?;
         self.flush_families()
+    }
+
+    fn reclaim(&self, cf: Cf, start: &[u8], end: &[u8]) -> Result<()> {
+        // The range tombstone is flushed first, through the journal's own
+        // flush (which releases segments as usual); the compaction then
+        // drops what it covers in every level the range reaches.
+        self.flush_families()?;
+        self.db.compact_range_cf(self.cf(cf), Some(start), Some(end));
+        Ok(())
     }
 
     fn unflushed_bytes(&self) -> u64 {
