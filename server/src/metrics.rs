@@ -65,6 +65,7 @@ pub struct Metrics {
     latency: HistogramVec,
     refused: IntCounterVec,
     last_seq: IntGauge,
+    kept_after: IntGauge,
     audit_seq: IntGauge,
     prints: IntGauge,
     batch_spilled: IntGauge,
@@ -111,6 +112,11 @@ impl Metrics {
         )
         .expect("metric");
         let last_seq = IntGauge::new("change_log_last_seq", "Sequence number of the last applied change").expect("metric");
+        let kept_after = IntGauge::new(
+            "change_log_kept_after",
+            "The change log holds no change numbered at or below this (removed for change_retention_days; 0: none removed)",
+        )
+        .expect("metric");
         let audit_seq = IntGauge::new("audit_last_seq", "Sequence number of the last audit entry").expect("metric");
         let prints = IntGauge::new("verify_prints_records", "Records whose claim fingerprints are held in memory (-1: not kept)").expect("metric");
         let batch_spilled = IntGauge::new(
@@ -171,6 +177,7 @@ impl Metrics {
             Box::new(latency.clone()),
             Box::new(refused.clone()),
             Box::new(last_seq.clone()),
+            Box::new(kept_after.clone()),
             Box::new(audit_seq.clone()),
             Box::new(prints.clone()),
             Box::new(batch_spilled.clone()),
@@ -199,6 +206,7 @@ impl Metrics {
             latency,
             refused,
             last_seq,
+            kept_after,
             audit_seq,
             prints,
             batch_spilled,
@@ -281,6 +289,7 @@ impl Metrics {
     /// Reads the scrape-time figures and renders everything.
     pub fn render(&self, store: &Store, commit: &CommitStats) -> String {
         self.last_seq.set(store.last_seq() as i64);
+        self.kept_after.set(store.changes_kept_after() as i64);
         if let Ok(h) = store.audit_head() {
             self.audit_seq.set(h.seq as i64);
         }

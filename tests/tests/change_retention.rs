@@ -69,6 +69,8 @@ fn changes_past_the_retention_period_are_removed_and_a_subscriber_behind_them_is
     let details = &refused.json["error"]["details"];
     assert_eq!((details["after"].as_u64(), details["kept_after"].as_u64()), (Some(0), Some(4)), "{}", refused.text);
     assert_eq!(details["reason"], "changes_removed");
+    let metrics = s.req("GET", "/metrics").get().text;
+    assert!(metrics.lines().any(|l| l.ends_with("change_log_kept_after 4")), "{metrics}");
     assert_eq!(feed(&s, 3).code(), "conflict", "one change short is still a gap");
     // Resuming where the log now starts, or later, goes on as before.
     let r = feed(&s, 4);
