@@ -154,11 +154,14 @@ impl Queries {
         }
     }
 
-    /// Audit entries matching `q` (its limit clamped to 1..=[`MAX_AUDIT_LIMIT`]).
-    pub async fn audit(&self, caller: &Caller, mut q: AuditQuery) -> Result<Vec<AuditEntry>> {
+    /// Audit entries matching `q`, at most its limit (1 to
+    /// [`MAX_AUDIT_LIMIT`]; any other is refused, never quietly changed).
+    pub async fn audit(&self, caller: &Caller, q: AuditQuery) -> Result<Vec<AuditEntry>> {
         self.require_oversight(caller)?;
+        if q.limit == 0 || q.limit > MAX_AUDIT_LIMIT {
+            return Err(Error::InvalidValue(format!("limit is 1 to {MAX_AUDIT_LIMIT}")));
+        }
         self.settle_uses().await?;
-        q.limit = q.limit.clamp(1, MAX_AUDIT_LIMIT);
         let store = self.store.clone();
         Ok(tokio::task::spawn_blocking(move || store.audit_query(&q)).await??)
     }

@@ -30,7 +30,8 @@ pub struct AuditParams {
     from: Option<String>,
     /// RFC 3339, exclusive.
     to: Option<String>,
-    /// 1–10000, default 100.
+    /// 1–10000, default 100; any other is refused (`invalid_value`).
+    #[param(minimum = 1, maximum = 10000)]
     limit: Option<usize>,
     /// Entries after this one (paging): the `cursor` of the page before
     /// (`<at µs>.<seq>.<node>`), or on a single node also its `next`, a

@@ -466,6 +466,17 @@ async fn a_single_node_audit_trail_pages_by_next_or_cursor() {
     assert_eq!((seqs(&by_next), seqs(&by_cursor)), (vec![3, 4], vec![3, 4]));
     let (s, bad) = page("&after=soon".into()).await;
     assert_eq!((s, bad["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_value")));
+    // A limit out of range is refused, not quietly changed: an auditor
+    // asking for 50,000 entries must not take 10,000 for the whole answer.
+    for (limit, status) in [("0", StatusCode::BAD_REQUEST), ("10001", StatusCode::BAD_REQUEST), ("10000", StatusCode::OK)] {
+        let resp = router(state.clone()).oneshot(get(&format!("/v1/audit?limit={limit}"), Some("test-auditor-token-01"))).await.unwrap();
+        assert_eq!(resp.status(), status, "limit {limit}");
+        let body: Value = serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+        match status {
+            StatusCode::OK => assert_eq!(seqs(&body).len(), 5, "{body}"),
+            _ => assert_eq!(body["error"]["message"], "limit is 1 to 10000", "{body}"),
+        }
+    }
     let resp = router(state.clone()).oneshot(get("/v1/audit/verify", Some("test-auditor-token-01"))).await.unwrap();
     let body: Value = serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
     assert_eq!((body["ok"].as_bool(), body["entries"].as_u64()), (Some(true), Some(5)), "{body}");
