@@ -315,8 +315,7 @@ pub async fn submit_job(
         Some(d) => d.limits.jobs(state.max_body_bytes),
         None => JobLimits { max_bytes: state.max_body_bytes as u64, ..JobLimits::default() },
     };
-    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    // Before the body is touched: reading it is what sends `100 Continue`.
+    let declared = super::declared_length(&headers);
     state.queries.job_refused_early(&caller, limits, declared).await?;
     let (tx, rx) = mpsc::channel::<Bytes>(16);
     let reader = tokio::spawn(read_body(body, tx));

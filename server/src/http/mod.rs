@@ -514,6 +514,14 @@ fn method_label(m: &axum::http::Method) -> &'static str {
 /// Longest accepted `X-Operator` (a staff id), in characters.
 pub const MAX_OPERATOR_CHARS: usize = 64;
 
+/// The body length a request declares (`Content-Length`), if it does.
+/// A body declared over a limit is refused before it is read: reading is
+/// what sends `100 Continue`, and a client that waits for it then never
+/// uploads what would only be thrown away.
+pub fn declared_length(headers: &axum::http::HeaderMap) -> Option<u64> {
+    headers.get(axum::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+}
+
 /// A free-text header (`X-Purpose`, `X-Operator`): percent-encoded or raw
 /// UTF-8, trimmed; absent or blank is `None`. What would be stored in the
 /// audit log must be stored as sent, so a value is refused rather than

@@ -656,6 +656,41 @@ async fn a_body_that_cannot_be_read_is_invalid_body() {
     assert_eq!((s, b["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_body")), "{b}");
 }
 
+/// An update body declared over the server's limit is refused before it
+/// is read, as a job's is; one declared within it is read as usual.
+#[tokio::test]
+async fn updates_declared_over_the_limit_are_refused_before_their_body_is_read() {
+    let token = "test-gongan-token-0001";
+    let state = state_with(&[dept("gongan", "公安", vec![Role::Provider], token, None)]);
+    let polled = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen = polled.clone();
+    let body = futures_util::stream::poll_fn(move |_| {
+        seen.store(true, std::sync::atomic::Ordering::SeqCst);
+        std::task::Poll::Ready(Some(Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"{}\n"))))
+    });
+    let post = |length: u64, body: Body| {
+        HttpRequest::post("/v1/datasets/hukou/updates")
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", "application/x-ndjson")
+            .header("content-length", length.to_string())
+            .header("expect", "100-continue")
+            .body(body)
+            .unwrap()
+    };
+    let over = (1u64 << 20) + 1;
+    let resp = router(state.clone()).oneshot(post(over, Body::from_stream(body))).await.unwrap();
+    let status = resp.status();
+    let b: Value = serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!((status, b["error"]["code"].as_str()), (StatusCode::PAYLOAD_TOO_LARGE, Some("payload_too_large")), "{b}");
+    assert!(!polled.load(std::sync::atomic::Ordering::SeqCst), "the body was read");
+    // Within the limit, the body is read and its lines judged.
+    let line = b"{\"key\":\"1\",\"version\":1}\n";
+    let resp = router(state).oneshot(post(line.len() as u64, Body::from(&line[..]))).await.unwrap();
+    let status = resp.status();
+    let b: Value = serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!((status, b["rejected_total"].as_u64()), (StatusCode::OK, Some(1)), "{b}");
+}
+
 /// A job over the department's size is refused before its body is read
 /// (reading it is what tells a client waiting on `Expect: 100-continue`
 /// to send it).
