@@ -119,8 +119,7 @@ impl Queries {
     /// log (see `basedata_store::change_log`). Not a department's use of
     /// anyone's data, so not audited; the server logs it.
     pub async fn apply_change_retention(&self, retention_days: u32) -> Result<ChangesCut> {
-        let kept = i64::from(retention_days) * 86_400 * 1_000_000;
-        let before = self.store.clock().now_micros().saturating_sub(kept);
+        let before = basedata_store::clock::days_before(self.store.clock().now_micros(), retention_days);
         let store = self.store.clone();
         Ok(tokio::task::spawn_blocking(move || store.changes_prune(before)).await??)
     }

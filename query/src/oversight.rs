@@ -237,8 +237,7 @@ impl Queries {
     /// anchors the removal leaves. Nothing is recorded when nothing is
     /// that old.
     pub async fn apply_audit_retention(&self, retention_days: u32) -> Result<Pruned> {
-        let kept = i64::from(retention_days) * 86_400 * 1_000_000;
-        let before = self.store.clock().now_micros().saturating_sub(kept);
+        let before = basedata_store::clock::days_before(self.store.clock().now_micros(), retention_days);
         let store = self.store.clone();
         let Some(cuts) = tokio::task::spawn_blocking(move || store.audit_cuts(before)).await?? else {
             return Ok(Pruned::default());

@@ -3,6 +3,7 @@
 //! engine tuning. Command-line flags override the file.
 
 use anyhow::{bail, Context};
+use basedata_store::clock::MAX_RETENTION_DAYS;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -590,8 +591,10 @@ impl Config {
         if let Some(days) = self.audit_retention_days {
             basedata_store::audit::retention::check_retention_days(days).map_err(anyhow::Error::msg)?;
         }
-        if self.change_retention_days == Some(0) {
-            bail!("change_retention_days must be at least 1 (leave it out to keep changes for ever)");
+        if let Some(days) = self.change_retention_days {
+            if !(1..=MAX_RETENTION_DAYS).contains(&days) {
+                bail!("change_retention_days is 1 to {MAX_RETENTION_DAYS} (leave it out to keep changes for ever)");
+            }
         }
         if self.request_timeout_seconds < 70 || self.write_queue == 0 {
             // Change-feed long polls wait up to 60 s.
@@ -691,8 +694,15 @@ token = "counter-secret-token"
         assert_eq!(parse("").unwrap().change_retention_days, None);
         assert_eq!(parse("change_retention_days = 1\n").unwrap().change_retention_days, Some(1));
         let e = parse("change_retention_days = 0\n").unwrap_err().to_string();
-        assert!(e.contains("change_retention_days must be at least 1"), "{e}");
+        assert!(e.contains("change_retention_days is 1 to 36500"), "{e}");
         assert!(parse("change_retention_days = -3\n").is_err());
+        // Days past a century would overflow the cut-off's microseconds
+        // and cut the whole log instead of none of it.
+        assert_eq!(parse("change_retention_days = 36500\n").unwrap().change_retention_days, Some(36_500));
+        let e = parse("change_retention_days = 999999999\n").unwrap_err().to_string();
+        assert!(e.contains("change_retention_days is 1 to 36500"), "{e}");
+        let e = parse("audit_retention_days = 999999999\n").unwrap_err().to_string();
+        assert!(e.contains("at most 36500"), "{e}");
     }
 
     #[test]

@@ -69,7 +69,10 @@ impl Store {
         mark.extend_from_slice(&seq_key(cut));
         b.put(Cf::Meta, META_CHANGES_CUT, mark);
         // Raised before the deletion, so that a feed reading meanwhile and
-        // checking the mark after its read never misses the removal.
+        // checking the mark after its read never misses the removal. (A
+        // deletion that then fails, on a full disk, puts it back: feeds
+        // refused meanwhile were told of a gap that is not there, and
+        // resume later than they needed to, never earlier.)
         self.changes_cut.store(cut, Ordering::Release);
         if let Err(e) = self.engine().write(b, Durability::Sync) {
             self.changes_cut.store(kept_after, Ordering::Release);

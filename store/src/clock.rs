@@ -3,6 +3,17 @@
 
 use std::sync::atomic::{AtomicI64, Ordering};
 
+/// The longest retention period a setting may name: a century. Longer
+/// ones are refused rather than computed, since their microseconds would
+/// no longer fit and a cut-off could land in the future.
+pub const MAX_RETENTION_DAYS: u32 = 36_500;
+
+/// Unix microseconds `days` days before `now`: the cut-off of a retention
+/// period (saturating, whatever `days` is).
+pub fn days_before(now: i64, days: u32) -> i64 {
+    now.saturating_sub(i64::from(days).saturating_mul(86_400 * 1_000_000))
+}
+
 pub trait Clock: Send + Sync + std::fmt::Debug + 'static {
     /// Now, as Unix microseconds (UTC).
     fn now_micros(&self) -> i64;
@@ -50,5 +61,20 @@ pub struct OffsetClock(pub i64);
 impl Clock for OffsetClock {
     fn now_micros(&self) -> i64 {
         SystemClock.now_micros() + self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cut_off_is_never_after_now_whatever_the_days() {
+        let now = 1_765_000_000_000_000;
+        assert_eq!(days_before(now, 1), now - 86_400_000_000);
+        assert_eq!(days_before(now, 0), now);
+        assert!(days_before(now, MAX_RETENTION_DAYS) < now);
+        // Days whose microseconds do not fit: the earliest cut-off, not a wrapped one.
+        assert_eq!(days_before(now, u32::MAX), now - i64::MAX);
     }
 }

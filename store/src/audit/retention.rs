@@ -369,6 +369,12 @@ pub fn check_retention_days(days: u32) -> std::result::Result<(), String> {
             "audit_retention_days is {days}: audit logs must be kept at least six months ({MIN_RETENTION_DAYS} days)"
         ));
     }
+    if days > crate::clock::MAX_RETENTION_DAYS {
+        return Err(format!(
+            "audit_retention_days is {days}: at most {} (leave it out to keep entries for ever)",
+            crate::clock::MAX_RETENTION_DAYS
+        ));
+    }
     Ok(())
 }
 

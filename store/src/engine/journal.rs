@@ -183,6 +183,11 @@ pub struct Journal {
     /// Files ready to become segments (prefilled ones only), and the
     /// number the next one made gets.
     spares: Mutex<(Vec<PathBuf>, u64)>,
+    /// Held by a release from taking its segments to the last removal:
+    /// two releases at once (the keeper's flush and another caller's)
+    /// could otherwise remove a newer segment before an older one, and a
+    /// crash between would leave a gap that refuses the next open.
+    releasing: Mutex<()>,
     #[cfg(test)]
     refuse_space: std::sync::atomic::AtomicBool,
 }
@@ -560,6 +565,7 @@ impl Journal {
             }),
             done: Condvar::new(),
             spares: Mutex::new((Vec::new(), 0)),
+            releasing: Mutex::new(()),
             #[cfg(test)]
             refuse_space: Default::default(),
         };
@@ -715,7 +721,12 @@ impl Journal {
             Ok(())
         } else {
             drop(sp);
-            std::fs::remove_file(&path).map_err(|e| io_err("removing", &path, e))
+            match std::fs::remove_file(&path) {
+                // Removed by a release that failed after it (its directory
+                // not synced): gone is what was asked.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                r => r.map_err(|e| io_err("removing", &path, e)),
+            }
         }
     }
 
@@ -967,18 +978,30 @@ impl Journal {
     /// (the caller's durable state holds them), keeping some as spares
     /// when segments are prefilled.
     pub fn release_through(&self, lsn: u64) -> Result<()> {
+        let _one = self.releasing.lock().unwrap_or_else(|e| e.into_inner());
         let released: Vec<Closed> = {
             let mut st = self.lock();
             let keep = st.closed.iter().position(|c| c.last > lsn).unwrap_or(st.closed.len());
             st.closed.drain(..keep).collect()
         };
-        for c in released {
-            self.keep_or_delete(c.path)?;
+        let mut left = released.into_iter();
+        while let Some(c) = left.next() {
             // One at a time, oldest first: on a file system that may
             // persist directory changes out of order (ext4 without its
             // journal), a crash could otherwise keep a newer released
             // segment but not an older one, and the gap refuses the open.
-            sync_dir(&self.dir)?;
+            let removed = match self.keep_or_delete(c.path.clone()) {
+                Ok(()) => sync_dir(&self.dir),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = removed {
+                // The segments not surely gone go back, oldest first, so
+                // that no later release removes a newer one before them.
+                let mut st = self.lock();
+                let back: Vec<Closed> = std::iter::once(c).chain(left).collect();
+                st.closed.splice(..0, back);
+                return Err(e);
+            }
         }
         Ok(())
     }

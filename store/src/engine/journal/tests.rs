@@ -159,6 +159,36 @@ fn records_roll_over_segments_and_released_ones_are_removed() {
     assert_eq!(segments(dir.path()).len(), 1);
 }
 
+/// A release that fails half-way keeps the segments it did not remove, in
+/// order: a later release removes none newer before them, so no crash can
+/// leave a gap; and a segment already gone is taken as removed.
+#[test]
+fn a_release_that_fails_half_way_keeps_the_rest_for_the_next_one() {
+    let opts = JournalOptions { segment_bytes: 600, prefill: false };
+    let dir = written(opts, 100);
+    let (j, _) = reopen(dir.path(), opts, 0);
+    for i in 101..=200 {
+        j.append(&payload(i)).unwrap();
+    }
+    j.sync_all().unwrap();
+    let closed = j.closed_segments();
+    let before = segments(dir.path());
+    assert!(closed > 5 && before.len() == closed + 1, "{closed} closed, {} files", before.len());
+    // The second oldest cannot be removed: a directory now holds its name.
+    std::fs::remove_file(&before[1]).unwrap();
+    std::fs::create_dir(&before[1]).unwrap();
+    std::fs::write(before[1].join("x"), b"x").unwrap();
+    assert!(j.release_through(200).is_err());
+    assert_eq!(j.closed_segments(), closed - 1, "only the oldest went");
+    assert!(j.release_through(200).is_err(), "the next release stops at the same one");
+    assert_eq!(segments(dir.path()), before[1..], "nothing newer removed meanwhile");
+    // Once it is gone, the next release goes on past it.
+    std::fs::remove_dir_all(&before[1]).unwrap();
+    j.release_through(200).unwrap();
+    assert_eq!(j.closed_segments(), 0);
+    assert_eq!(segments(dir.path()), before[before.len() - 1..]);
+}
+
 #[test]
 fn segments_after_a_gap_in_the_records_were_never_acknowledged() {
     let opts = JournalOptions { segment_bytes: 600, prefill: false };
