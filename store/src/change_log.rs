@@ -10,15 +10,10 @@
 
 use crate::codec::decode;
 use crate::engine::{Cf, Durability, WriteBatch};
-use crate::record::{seq_from_key, seq_key, ChangeEntry};
+use crate::record::{changes_cut_value, seq_from_key, seq_key, ChangeEntry, META_CHANGES_CUT};
 use crate::store::Store;
-use crate::{Error, Result};
+use crate::Result;
 use std::sync::atomic::Ordering;
-
-/// `meta` key: no change numbered at or below this is left in the log.
-pub(crate) const META_CHANGES_CUT: &[u8] = b"changes_cut";
-/// Format byte of [`META_CHANGES_CUT`]'s value (a big-endian number follows).
-const CUT_FORMAT: u8 = 1;
 
 /// What one cut removed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -27,18 +22,6 @@ pub struct ChangesCut {
     pub removed: u64,
     /// The log now starts after this number.
     pub kept_after: u64,
-}
-
-/// The cut recorded in `meta`, 0 when the log was never cut.
-pub(crate) fn load_cut(engine: &dyn crate::Engine) -> Result<u64> {
-    match engine.get(Cf::Meta, META_CHANGES_CUT)? {
-        None => Ok(0),
-        Some(v) => match v.split_first() {
-            Some((&CUT_FORMAT, n)) => seq_from_key(n),
-            Some((&f, _)) => Err(Error::Format { what: "change log cut", found: f }),
-            None => Err(Error::Corrupt { what: "change log cut", msg: "empty".into() }),
-        },
-    }
 }
 
 impl Store {
@@ -65,9 +48,7 @@ impl Store {
         let (start, end) = (seq_key(kept_after + 1), seq_key(cut + 1));
         let mut b = WriteBatch::new();
         b.delete_range(Cf::Changes, start, end);
-        let mut mark = vec![CUT_FORMAT];
-        mark.extend_from_slice(&seq_key(cut));
-        b.put(Cf::Meta, META_CHANGES_CUT, mark);
+        b.put(Cf::Meta, META_CHANGES_CUT, changes_cut_value(cut));
         // Raised before the deletion, so that a feed reading meanwhile and
         // checking the mark after its read never misses the removal. (A
         // deletion that then fails, on a full disk, puts it back: feeds
