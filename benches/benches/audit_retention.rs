@@ -9,9 +9,8 @@
 use basedata_store::audit::{Action, AuditEvent};
 use basedata_store::caller::system_event;
 use basedata_store::clock::ManualClock;
-use basedata_store::dir::{open_with_secret, OpenOptions};
 use basedata_store::keys::SubjectKey;
-use basedata_store::{Catalog, Durability, Secret, Store};
+use basedata_store::{Durability, Store};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use std::sync::Arc;
 
@@ -28,12 +27,8 @@ fn key(i: u64) -> SubjectKey {
 /// A store holding `USES` verifications committed `per_group` at a time,
 /// a microsecond apart.
 fn trail(per_group: u64) -> (tempfile::TempDir, Store) {
-    let dir = tempfile::tempdir().unwrap();
-    let opts = OpenOptions { block_cache_bytes: 64 << 20, warm_page_cache: false, prime_wal_bytes: 0 };
     let clock = Arc::new(ManualClock::new(1_700_000_000_000_000));
-    let store = open_with_secret(dir.path(), &Secret::from_bytes([3; 32]), Arc::new(Catalog::builtin()), clock.clone(), &opts)
-        .unwrap()
-        .store;
+    let (dir, store) = basedata_benches::new_store(clock.clone(), 64);
     let mut i = 0;
     while i < USES {
         let events: Vec<AuditEvent> = (i..i + per_group)

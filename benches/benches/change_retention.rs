@@ -6,9 +6,8 @@
 //! given back (a compaction of the range), so they do the same job.
 
 use basedata_store::clock::ManualClock;
-use basedata_store::dir::{open_with_secret, OpenOptions};
 use basedata_store::record::seq_key;
-use basedata_store::{Catalog, Cf, Durability, Secret, Store, Update, WriteBatch};
+use basedata_store::{Catalog, Cf, Durability, Store, Update, WriteBatch};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use std::sync::Arc;
 
@@ -21,12 +20,8 @@ const PER_COMMIT: u64 = 1_024;
 /// A store whose change log holds `CHANGES` hukou upserts, committed
 /// `PER_COMMIT` at a time a microsecond apart, flushed to table files.
 fn log() -> (tempfile::TempDir, Store) {
-    let dir = tempfile::tempdir().unwrap();
-    let opts = OpenOptions { block_cache_bytes: 64 << 20, warm_page_cache: false, prime_wal_bytes: 0 };
     let clock = Arc::new(ManualClock::new(1_700_000_000_000_000));
-    let store = open_with_secret(dir.path(), &Secret::from_bytes([3; 32]), Arc::new(Catalog::builtin()), clock.clone(), &opts)
-        .unwrap()
-        .store;
+    let (dir, store) = basedata_benches::new_store(clock.clone(), 64);
     let g = basedata_gen::GenConfig { persons: CHANGES, entities: 0, seed: 4 };
     let catalog = Catalog::builtin();
     let hukou = catalog.dataset("hukou").unwrap();

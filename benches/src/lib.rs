@@ -4,7 +4,7 @@
 pub mod harness;
 pub mod pg;
 
-use basedata_store::clock::SystemClock;
+use basedata_store::clock::{Clock, SystemClock};
 use basedata_store::dir::{open_with_secret, OpenOptions};
 use basedata_store::keys::PersonKey;
 use basedata_store::{Catalog, Secret, Store};
@@ -19,12 +19,19 @@ pub struct Fixture {
     pub dir: tempfile::TempDir,
 }
 
-pub fn hukou_fixture(persons: u64, cache_mb: usize) -> Fixture {
+/// A new RocksDB store with the built-in catalog in a fresh temporary
+/// directory, on `clock`, with a block cache of `cache_mb` MiB.
+pub fn new_store(clock: Arc<dyn Clock>, cache_mb: usize) -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
     let opts = OpenOptions { block_cache_bytes: cache_mb << 20, warm_page_cache: false, prime_wal_bytes: 0 };
-    let catalog = Arc::new(Catalog::builtin());
-    let opened = open_with_secret(dir.path(), &Secret::from_bytes([9; 32]), catalog.clone(), Arc::new(SystemClock), &opts);
-    let store = Arc::new(opened.unwrap().store);
+    let opened = open_with_secret(dir.path(), &Secret::from_bytes([9; 32]), Arc::new(Catalog::builtin()), clock, &opts);
+    (dir, opened.unwrap().store)
+}
+
+pub fn hukou_fixture(persons: u64, cache_mb: usize) -> Fixture {
+    let (dir, store) = new_store(Arc::new(SystemClock), cache_mb);
+    let store = Arc::new(store);
+    let catalog = store.catalog().clone();
     let g = GenConfig { persons, entities: 0, seed: 1 };
     let hukou = catalog.dataset("hukou").unwrap();
     let mut loader = basedata_ingest::BatchLoader::new(&store);

@@ -206,6 +206,22 @@ async fn log_audit_heads(store: Arc<Store>) {
     }
 }
 
+/// Runs `task` on the use cases at once and then every `every`, each run
+/// after the last has finished, until the handle is aborted.
+fn periodically<F, Fut>(every: std::time::Duration, queries: Arc<basedata_query::Queries>, task: F) -> tokio::task::JoinHandle<()>
+where
+    F: Fn(Arc<basedata_query::Queries>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            task(queries.clone()).await;
+        }
+    })
+}
+
 /// How often audit entries and changes past their retention periods are
 /// looked for.
 const RETENTION_EVERY: std::time::Duration = std::time::Duration::from_secs(6 * 3_600);
@@ -227,51 +243,33 @@ pub async fn serve_tls(
     let _control = crate::control::ControlSocket::start(&state.store);
     let anchors = tokio::spawn(log_audit_heads(state.store.clone()));
     // Records grants that the reply deadline turned into deemed approvals.
-    let sweeper = {
-        let queries = state.queries.clone();
-        let every = state.deadline_sweep;
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            loop {
-                tick.tick().await;
-                if let Err(e) = queries.sweep_deemed().await {
-                    tracing::warn!(code = e.code(), error = %e, "deemed-approval sweep failed");
-                }
-            }
-        })
-    };
+    let sweeper = periodically(state.deadline_sweep, state.queries.clone(), |queries| async move {
+        if let Err(e) = queries.sweep_deemed().await {
+            tracing::warn!(code = e.code(), error = %e, "deemed-approval sweep failed");
+        }
+    });
     // Audit entries past the retention period, removed at start and then
     // every few hours (a day's entries at most wait that long).
     let retention = state.audit_retention_days.map(|days| {
-        let queries = state.queries.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(RETENTION_EVERY);
-            loop {
-                tick.tick().await;
-                match queries.apply_audit_retention(days).await {
-                    Ok(p) if p.total() > 0 => {
-                        tracing::info!(uses = p.total(), kept_from = p.anchor.seq + 1, "removed audit entries past the retention period")
-                    }
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(code = e.code(), error = %e, "audit retention failed"),
+        periodically(RETENTION_EVERY, state.queries.clone(), move |queries| async move {
+            match queries.apply_audit_retention(days).await {
+                Ok(p) if p.total() > 0 => {
+                    tracing::info!(uses = p.total(), kept_from = p.anchor.seq + 1, "removed audit entries past the retention period")
                 }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(code = e.code(), error = %e, "audit retention failed"),
             }
         })
     });
     // The change log's head past its retention period, cut likewise.
     let change_retention = state.change_retention_days.map(|days| {
-        let queries = state.queries.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(RETENTION_EVERY);
-            loop {
-                tick.tick().await;
-                match queries.apply_change_retention(days).await {
-                    Ok(c) if c.removed > 0 => {
-                        tracing::info!(changes = c.removed, kept_after = c.kept_after, "removed changes past the retention period")
-                    }
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(code = e.code(), error = %e, "change log retention failed"),
+        periodically(RETENTION_EVERY, state.queries.clone(), move |queries| async move {
+            match queries.apply_change_retention(days).await {
+                Ok(c) if c.removed > 0 => {
+                    tracing::info!(changes = c.removed, kept_after = c.kept_after, "removed changes past the retention period")
                 }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(code = e.code(), error = %e, "change log retention failed"),
             }
         })
     });
