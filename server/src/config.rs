@@ -591,6 +591,11 @@ impl Config {
         if let Some(days) = self.audit_retention_days {
             basedata_store::audit::retention::check_retention_days(days).map_err(anyhow::Error::msg)?;
         }
+        // A shift of more than a century is a typo; one far enough would
+        // wrap "now" and put every retention cut-off in the future.
+        if self.clock_offset_seconds.unsigned_abs() > u64::from(MAX_RETENTION_DAYS) * 86_400 {
+            bail!("clock_offset_seconds is at most a century either way ({} seconds)", u64::from(MAX_RETENTION_DAYS) * 86_400);
+        }
         if let Some(days) = self.change_retention_days {
             if !(1..=MAX_RETENTION_DAYS).contains(&days) {
                 bail!("change_retention_days is 1 to {MAX_RETENTION_DAYS} (leave it out to keep changes for ever)");
@@ -696,13 +701,15 @@ token = "counter-secret-token"
         let e = parse("change_retention_days = 0\n").unwrap_err().to_string();
         assert!(e.contains("change_retention_days is 1 to 36500"), "{e}");
         assert!(parse("change_retention_days = -3\n").is_err());
-        // Days past a century would overflow the cut-off's microseconds
-        // and cut the whole log instead of none of it.
+        // A value a few digits too long is refused, not kept for ages.
         assert_eq!(parse("change_retention_days = 36500\n").unwrap().change_retention_days, Some(36_500));
         let e = parse("change_retention_days = 999999999\n").unwrap_err().to_string();
         assert!(e.contains("change_retention_days is 1 to 36500"), "{e}");
         let e = parse("audit_retention_days = 999999999\n").unwrap_err().to_string();
         assert!(e.contains("at most 36500"), "{e}");
+        assert!(parse("clock_offset_seconds = -3153600000\n").is_ok());
+        let e = parse("clock_offset_seconds = -9000000000000000000\n").unwrap_err().to_string();
+        assert!(e.contains("clock_offset_seconds is at most a century"), "{e}");
     }
 
     #[test]

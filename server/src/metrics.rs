@@ -143,7 +143,7 @@ impl Metrics {
         let journal = IntGaugeVec::new(
             Opts::new(
                 "journal",
-                "The store's write-ahead journal since open: records, writes (group writes, one pwrite each), syncs (fdatasyncs), bytes, largest_group (records), replayed (at open, after a crash), segments (files held), longest_sync_us and slow_syncs (group writes and syncs over 10 ms: the disk's stalls, which basedata_writer's slow_commits wait out)",
+                "The store's write-ahead journal since open: records, writes (group writes, one pwrite each), syncs (fdatasyncs), bytes, largest_group (records), replayed (at open, after a crash), segments (files held), longest_sync_us and slow_syncs (group writes and syncs over 10 ms: the disk's stalls, which basedata_writer's slow_commits wait out), failed_releases (segments that could not be removed: the journal grows until one is)",
             ),
             &["stat"],
         )
@@ -379,7 +379,7 @@ mod tests {
             }
         }
         // Opening wrote the store's format records: the journal took them.
-        for stat in ["records", "writes", "syncs", "bytes", "largest_group", "replayed", "segments", "longest_sync_us", "slow_syncs"] {
+        for stat in ["records", "writes", "syncs", "bytes", "largest_group", "replayed", "segments", "longest_sync_us", "slow_syncs", "failed_releases"] {
             let series = format!("basedata_journal{{stat=\"{stat}\"}}");
             assert!(text.contains(&series), "{series} missing:\n{text}");
         }

@@ -3,9 +3,9 @@
 
 use std::sync::atomic::{AtomicI64, Ordering};
 
-/// The longest retention period a setting may name: a century. Longer
-/// ones are refused rather than computed, since their microseconds would
-/// no longer fit and a cut-off could land in the future.
+/// The longest retention period a setting may name: a century, a bound of
+/// sense (a value a few digits too long is a typo to refuse, not a period
+/// to keep). Cut-offs are computed saturating whatever the days.
 pub const MAX_RETENTION_DAYS: u32 = 36_500;
 
 /// Unix microseconds `days` days before `now`: the cut-off of a retention
@@ -60,7 +60,7 @@ pub struct OffsetClock(pub i64);
 
 impl Clock for OffsetClock {
     fn now_micros(&self) -> i64 {
-        SystemClock.now_micros() + self.0
+        SystemClock.now_micros().saturating_add(self.0)
     }
 }
 

@@ -79,6 +79,9 @@ pub struct JournalStats {
     /// from anything else.
     pub longest_sync_us: u64,
     pub slow_syncs: u64,
+    /// Releases of segments that failed (a segment that could not be
+    /// removed): the journal then grows until one succeeds.
+    pub failed_releases: u64,
 }
 
 /// A journal group write and sync slower than this is counted as slow
@@ -87,7 +90,7 @@ pub const SLOW_SYNC: std::time::Duration = std::time::Duration::from_millis(10);
 
 impl JournalStats {
     /// Every figure, named, in a fixed order.
-    pub fn figures(&self) -> [(&'static str, u64); 9] {
+    pub fn figures(&self) -> [(&'static str, u64); 10] {
         [
             ("records", self.records),
             ("writes", self.writes),
@@ -98,6 +101,7 @@ impl JournalStats {
             ("segments", self.segments),
             ("longest_sync_us", self.longest_sync_us),
             ("slow_syncs", self.slow_syncs),
+            ("failed_releases", self.failed_releases),
         ]
     }
 

@@ -498,6 +498,55 @@ fn rocks_a_range_deletion_comes_back_from_the_journal_after_a_crash() {
     assert_eq!(keys(&e, Cf::Changes, b"", None, false), left);
 }
 
+/// A journal segment that cannot be removed (here a directory in its
+/// place) fails every release; the keeper then tries again at most once a
+/// second, not at every write that finds segments piled up (each try is a
+/// flush of every family: back to back they would fill level 0 and stall
+/// writes), and goes on once the segment can be removed.
+#[cfg(feature = "rocks")]
+#[test]
+fn rocks_a_segment_that_cannot_be_released_is_tried_again_once_a_second_not_at_every_write() {
+    use crate::engine::journal::JournalOptions;
+    use crate::engine::rocks::{RocksConfig, RocksEngine, JOURNAL_DIR};
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = RocksConfig { journal: JournalOptions { segment_bytes: 64 << 10, prefill: false }, ..Default::default() };
+    let e = RocksEngine::open(dir.path(), &cfg).unwrap();
+    let mut i = 0u32;
+    let mut write = || {
+        put(&e, Cf::Records, format!("0123456789abcdef{i:08}hukou").as_bytes(), &[7u8; 2000]);
+        i += 1;
+    };
+    while e.journal().closed_segments() == 0 {
+        write();
+    }
+    let mut segs: Vec<_> = std::fs::read_dir(dir.path().join(JOURNAL_DIR)).unwrap().map(|d| d.unwrap().path()).collect();
+    segs.sort();
+    let oldest = segs[0].clone();
+    std::fs::remove_file(&oldest).unwrap();
+    std::fs::create_dir(&oldest).unwrap();
+    std::fs::write(oldest.join("x"), b"x").unwrap();
+    let failed = |e: &RocksEngine| e.journal_stats().unwrap().failed_releases;
+    let start = Instant::now();
+    while failed(&e) == 0 {
+        assert!(start.elapsed() < Duration::from_secs(30), "no release tried");
+        write();
+    }
+    let (t0, f0) = (Instant::now(), failed(&e));
+    for _ in 0..400 {
+        write();
+    }
+    let (took, tries) = (t0.elapsed(), failed(&e) - f0);
+    assert!(tries <= took.as_secs() + 2, "{tries} releases tried in {took:?}");
+    std::fs::remove_dir_all(&oldest).unwrap();
+    let start = Instant::now();
+    while e.journal().closed_segments() >= 8 {
+        assert!(start.elapsed() < Duration::from_secs(10), "segments never released");
+        std::thread::sleep(Duration::from_millis(50));
+        write();
+    }
+}
+
 #[cfg(feature = "rocks")]
 #[test]
 fn rocks_a_store_written_with_rocksdbs_own_log_opens_with_its_writes() {

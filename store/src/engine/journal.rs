@@ -1000,6 +1000,7 @@ impl Journal {
                 let mut st = self.lock();
                 let back: Vec<Closed> = std::iter::once(c).chain(left).collect();
                 st.closed.splice(..0, back);
+                st.stats.failed_releases += 1;
                 return Err(e);
             }
         }

@@ -276,20 +276,28 @@ impl Keeper {
         let thread = std::thread::Builder::new()
             .name("journal-keeper".into())
             .spawn(move || {
-                // After a failure (a full disk), a spare is tried again at
-                // most once a second, not at every write that wakes this.
-                let mut failed_at: Option<std::time::Instant> = None;
+                // After a failure (a full disk, a segment that cannot be
+                // removed), a spare or a flush for piled-up segments is
+                // tried again at most once a second, not at every write
+                // that wakes this: back-to-back flushes would fill level 0
+                // with tiny files and stall writes.
+                let again = |failed: Option<std::time::Instant>| failed.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(1));
+                let mut spare_failed: Option<std::time::Instant> = None;
+                let mut flush_failed: Option<std::time::Instant> = None;
                 while rx.recv().is_ok() {
-                    if journal.wants_spare() && failed_at.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(1)) {
-                        failed_at = None;
+                    if journal.wants_spare() && again(spare_failed) {
+                        spare_failed = None;
                         if let Err(e) = journal.make_spare() {
                             tracing::warn!(error = %e, "making a journal spare failed; a roll makes one then, or is refused while the disk is full");
-                            failed_at = Some(std::time::Instant::now());
+                            spare_failed = Some(std::time::Instant::now());
                         }
                     }
-                    if asked.swap(false, Ordering::Relaxed) || journal.closed_segments() >= KEEP_SEGMENTS {
+                    let asked = asked.swap(false, Ordering::Relaxed);
+                    if asked || (journal.closed_segments() >= KEEP_SEGMENTS && again(flush_failed)) {
+                        flush_failed = None;
                         if let Err(e) = flush_and_release(&db, &journal, &applied, &uses) {
                             tracing::warn!(error = %e, "flushing for the journal failed; its segments stay");
+                            flush_failed = Some(std::time::Instant::now());
                         }
                     }
                 }
