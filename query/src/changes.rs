@@ -37,22 +37,16 @@ impl Queries {
         if wait > MAX_WAIT_SECONDS {
             return Err(Error::InvalidValue(format!("wait is at most {MAX_WAIT_SECONDS} seconds")));
         }
-        let kept_after = self.store.changes_kept_after();
-        if after < kept_after {
-            return Err(Error::ChangesRemoved { after, kept_after });
-        }
+        self.changes_held_after(after)?;
         if wait > 0 && self.store.last_seq() <= after {
             let mut rx = self.committer.watch_seq();
             let _ = tokio::time::timeout(Duration::from_secs(wait), rx.wait_for(|s| *s > after)).await;
         }
         let store = self.store.clone();
         let scanned = tokio::task::spawn_blocking(move || store.changes(after, SCAN_CAP)).await??;
-        // Read again after the scan: a cut made meanwhile (its mark is
+        // Checked again after the scan: a cut made meanwhile (its mark is
         // raised before its deletion) may have removed what it skipped.
-        let kept_after = self.store.changes_kept_after();
-        if after < kept_after {
-            return Err(Error::ChangesRemoved { after, kept_after });
-        }
+        self.changes_held_after(after)?;
         let mut next = after;
         let mut out = Vec::new();
         let mut events = Vec::new();
@@ -113,6 +107,16 @@ impl Queries {
         }
         self.record(events, WriteBatch::new()).await?;
         Ok(Page { changes: out, next })
+    }
+
+    /// Refuses a read after `after` when the log no longer holds every
+    /// change after it (see `basedata_store::change_log`).
+    fn changes_held_after(&self, after: u64) -> Result<()> {
+        let kept_after = self.store.changes_kept_after();
+        if after < kept_after {
+            return Err(Error::ChangesRemoved { after, kept_after });
+        }
+        Ok(())
     }
 
     /// Removes the changes older than `retention_days` from the change

@@ -9,8 +9,8 @@
 //! always kept, so a store opened after a cut numbers on where it left off.
 
 use crate::codec::decode;
-use crate::engine::{Cf, Durability, WriteBatch};
-use crate::record::{changes_cut_value, seq_from_key, seq_key, ChangeEntry, META_CHANGES_CUT};
+use crate::engine::{position_value, Cf, Durability, WriteBatch};
+use crate::record::{seq_from_key, seq_key, ChangeEntry, META_CHANGES_CUT};
 use crate::store::Store;
 use crate::Result;
 use std::sync::atomic::Ordering;
@@ -48,7 +48,7 @@ impl Store {
         let (start, end) = (seq_key(kept_after + 1), seq_key(cut + 1));
         let mut b = WriteBatch::new();
         b.delete_range(Cf::Changes, start, end);
-        b.put(Cf::Meta, META_CHANGES_CUT, changes_cut_value(cut));
+        b.put(Cf::Meta, META_CHANGES_CUT, position_value(cut));
         // Raised before the deletion, so that a feed reading meanwhile and
         // checking the mark after its read never misses the removal. (A
         // deletion that then fails, on a full disk, puts it back: feeds
@@ -85,21 +85,18 @@ impl Store {
                 }
             }
         };
-        // Invariant: every change below `lo` is older than `before`; the
-        // first change from `hi` on is not (or there is none below `last`).
+        // Invariant: every change below `lo` is older than `before`, and
+        // `lo - 1` is `after` or such a change; the first change from `hi`
+        // on is not (or there is none below `last`).
         let (mut lo, mut hi) = (after + 1, last.max(after + 1));
-        let mut found = after;
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
             match first_from(mid)? {
-                Some((seq, at)) if at < before => {
-                    found = found.max(seq);
-                    lo = seq + 1;
-                }
+                Some((seq, at)) if at < before => lo = seq + 1,
                 _ => hi = mid,
             }
         }
-        Ok(found)
+        Ok(lo - 1)
     }
 }
 

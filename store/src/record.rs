@@ -49,26 +49,9 @@ pub fn history_key(pid: &Pid, dataset: &str, seq: u64) -> Vec<u8> {
 }
 
 /// `meta` key: no change numbered at or below this is left in the change
-/// log (see `change_log`); absent when the log was never cut.
+/// log (see `change_log`); absent when the log was never cut. Kept as a
+/// position (`engine::position_value`).
 pub(crate) const META_CHANGES_CUT: &[u8] = b"changes_cut";
-/// Format byte of [`META_CHANGES_CUT`]'s value (a big-endian number follows).
-const CHANGES_CUT_FORMAT: u8 = 1;
-
-pub(crate) fn changes_cut_value(seq: u64) -> Vec<u8> {
-    let mut v = vec![CHANGES_CUT_FORMAT];
-    v.extend_from_slice(&seq_key(seq));
-    v
-}
-
-/// The change log's cut as `meta` holds it (0 when absent).
-pub(crate) fn changes_cut_of(v: Option<&[u8]>) -> Result<u64> {
-    match v.map(|v| v.split_first()) {
-        None => Ok(0),
-        Some(Some((&CHANGES_CUT_FORMAT, n))) => seq_from_key(n),
-        Some(Some((&f, _))) => Err(Error::Format { what: "change log cut", found: f }),
-        Some(None) => Err(Error::Corrupt { what: "change log cut", msg: "empty".into() }),
-    }
-}
 
 pub fn seq_key(seq: u64) -> [u8; 8] {
     seq.to_be_bytes()

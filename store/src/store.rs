@@ -274,7 +274,7 @@ impl Store {
             last_seq = last_seq.max(seq_from_key(&k)?);
             last_committed = decode::<ChangeEntry>("change", &v)?.committed_at;
         }
-        let changes_cut = changes_cut_of(engine.get(Cf::Meta, META_CHANGES_CUT)?.as_deref())?;
+        let changes_cut = crate::engine::position_of("change log cut", engine.get(Cf::Meta, META_CHANGES_CUT)?.as_deref())?;
         let mut stats = HashMap::new();
         let end = prefix_end(META_DS_STATS);
         for item in engine.scan(Cf::Meta, META_DS_STATS, end.as_deref(), false)? {

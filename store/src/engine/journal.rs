@@ -799,14 +799,16 @@ impl Journal {
                         return Err(io_err("allocating", &spare, e));
                     }
                 }
-            } else if st.tail + len + room(st.tail + len) > st.reserved {
-                self.space_refused()?;
-                if let Some(f) = &st.tail_file {
-                    // A step ahead, but not past the segment's length for
-                    // records that end inside it.
-                    let need = st.tail + len + room(st.tail + len);
-                    let to = need.max(st.reserved.saturating_add(self.step()).min(self.opts.segment_bytes));
-                    st.reserved = allocate(f, st.reserved, to).map_err(|e| io_err("allocating the tail segment in", &self.dir, e))?;
+            } else {
+                let need = st.tail + len + room(st.tail + len);
+                if need > st.reserved {
+                    self.space_refused()?;
+                    if let Some(f) = &st.tail_file {
+                        // A step ahead, but not past the segment's length
+                        // for records that end inside it.
+                        let to = need.max(st.reserved.saturating_add(self.step()).min(self.opts.segment_bytes));
+                        st.reserved = allocate(f, st.reserved, to).map_err(|e| io_err("allocating the tail segment in", &self.dir, e))?;
+                    }
                 }
             }
             let end = st.tail + len;
@@ -990,11 +992,7 @@ impl Journal {
             // persist directory changes out of order (ext4 without its
             // journal), a crash could otherwise keep a newer released
             // segment but not an older one, and the gap refuses the open.
-            let removed = match self.keep_or_delete(c.path.clone()) {
-                Ok(()) => sync_dir(&self.dir),
-                Err(e) => Err(e),
-            };
-            if let Err(e) = removed {
+            if let Err(e) = self.keep_or_delete(c.path.clone()).and_then(|()| sync_dir(&self.dir)) {
                 // The segments not surely gone go back, oldest first, so
                 // that no later release removes a newer one before them.
                 let mut st = self.lock();

@@ -312,11 +312,12 @@ pub const USES_INDEXED: &[u8] = b"uses_indexed";
 /// a backup must not copy (see `backup`).
 pub const BULK_LOAD_MARKER: &[u8] = b"bulk_load";
 
-/// Format byte of a journal position kept in `meta` (every stored value
-/// starts with one); the position follows, big-endian.
+/// Format byte of a position kept in `meta` (a journal record's number,
+/// or a log's sequence number; every stored value starts with one); the
+/// position follows, big-endian.
 pub const POSITION_FORMAT: u8 = 1;
 
-/// A journal position as `meta` keeps it.
+/// A position as `meta` keeps it.
 pub fn position_value(lsn: u64) -> Vec<u8> {
     let mut v = Vec::with_capacity(9);
     v.push(POSITION_FORMAT);
@@ -324,7 +325,7 @@ pub fn position_value(lsn: u64) -> Vec<u8> {
     v
 }
 
-/// A journal position read back from `meta` (0 when absent).
+/// A position read back from `meta` (0 when absent).
 pub fn position_of(what: &'static str, v: Option<&[u8]>) -> Result<u64> {
     match v {
         None => Ok(0),

@@ -613,20 +613,25 @@ fn a_cancel_always_has_room_after_the_batches_before_it() {
     assert!(j.failed().is_none());
 }
 
+/// A session without prefilling, in segments of `segment_bytes`, that
+/// wrote `n` records of 100,000 bytes, synced and closed.
+fn written_unprefilled(segment_bytes: u64, n: u64) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let (j, _) = reopen(dir.path(), JournalOptions { segment_bytes, prefill: false }, 0);
+    for i in 1..=n {
+        j.append(&vec![i as u8; 100_000]).unwrap();
+    }
+    j.sync_all().unwrap();
+    dir
+}
+
 /// Spares made without prefilling (a megabyte long) are not taken for
 /// prefilled ones when the journal opens prefilled.
 #[test]
 fn short_spares_are_not_kept_when_prefilling() {
-    let dir = tempfile::tempdir().unwrap();
-    {
-        let (j, _) = reopen(dir.path(), JournalOptions { segment_bytes: 2 << 20, prefill: false }, 0);
-        for i in 1..=40u64 {
-            j.append(&vec![i as u8; 100_000]).unwrap();
-        }
-        j.sync_all().unwrap();
-        assert!(!spares(dir.path()).is_empty(), "rolls made spares");
-        assert!(spares(dir.path()).iter().all(|(_, len)| *len < 2 << 20));
-    }
+    let dir = written_unprefilled(2 << 20, 40);
+    assert!(!spares(dir.path()).is_empty(), "rolls made spares");
+    assert!(spares(dir.path()).iter().all(|(_, len)| *len < 2 << 20));
     let opts = JournalOptions { segment_bytes: 2 << 20, prefill: true };
     let (_j, got) = reopen(dir.path(), opts, 0);
     assert_eq!(got.len(), 40);
@@ -658,14 +663,7 @@ fn prefilled_segments_are_not_extended_near_their_end() {
 /// prefilled session releases it, not kept as a spare.
 #[test]
 fn short_segments_released_when_prefilling_are_not_kept_as_spares() {
-    let dir = tempfile::tempdir().unwrap();
-    {
-        let (j, _) = reopen(dir.path(), JournalOptions { segment_bytes: 4 << 20, prefill: false }, 0);
-        for i in 1..=3u64 {
-            j.append(&vec![i as u8; 100_000]).unwrap();
-        }
-        j.sync_all().unwrap();
-    }
+    let dir = written_unprefilled(4 << 20, 3);
     let opts = JournalOptions { segment_bytes: 4 << 20, prefill: true };
     let (j, got) = reopen(dir.path(), opts, 0);
     assert_eq!(got.len(), 3);
