@@ -280,6 +280,11 @@ pub async fn serve_tls(
     tokio::task::spawn_blocking(move || basedata_query::jobs::runner::discard_leftover_uploads(&store)).await??;
     let jobs = tokio::spawn(basedata_query::jobs::runner::runner(state.queries.clone()));
     crate::conn::serve(listener, tls, app, state.conn_limits, state.connections.clone(), shutdown_signal()).await;
+    // A removal past the retention period runs on a blocking thread, which
+    // the runtime would wait for at exit, for hours on a first run over
+    // years of trail: it stops at its next step instead, and the next start
+    // goes on.
+    state.store.stop_maintenance();
     sweeper.abort();
     for r in [retention, change_retention].into_iter().flatten() {
         r.abort();

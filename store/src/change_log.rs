@@ -59,10 +59,12 @@ impl Store {
             self.changes_cut.store(kept_after, Ordering::Release);
             return Err(e);
         }
-        // The cut is made and durable; space not given back now is given
-        // back by the engine's own compactions later.
-        if let Err(e) = self.engine().reclaim(Cf::Changes, &seq_key(0), &end) {
-            tracing::warn!(error = %e, "the change log's removed head was not compacted yet");
+        // The cut is made and durable; space not given back now (or at
+        // shutdown) is given back by the engine's own compactions later.
+        if !self.maintenance_stopped() {
+            if let Err(e) = self.engine().reclaim(Cf::Changes, &seq_key(0), &end) {
+                tracing::warn!(error = %e, "the change log's removed head was not compacted yet");
+            }
         }
         Ok(ChangesCut { removed: cut - kept_after, kept_after: cut })
     }

@@ -30,7 +30,7 @@ use crate::usage::{Kind, Owner};
 use crate::value::Value;
 use crate::{Error, Result};
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 pub(crate) const META_FORMAT: &[u8] = b"format";
@@ -221,6 +221,9 @@ pub struct Store {
     /// its start (`audit::retention`, `audit::remote`), so neither finds
     /// the other's half-done work.
     pub(crate) audit_cut: Mutex<()>,
+    /// Raised at shutdown ([`Store::stop_maintenance`]): long upkeep
+    /// stops at its next step.
+    maintenance_stopped: AtomicBool,
     /// The audit index's keys the engine does not hold yet
     /// (`audit::tail`), and what puts them there; it stops, putting
     /// what it holds first, with the store.
@@ -315,6 +318,7 @@ impl Store {
             changes_cutting: Mutex::new(()),
             prints: RwLock::new(None),
             audit_cut: Mutex::new(()),
+            maintenance_stopped: Default::default(),
             index_tail,
             indexer: None,
         };
@@ -355,6 +359,21 @@ impl Store {
         let entries: usize = uses.iter().map(Uses::len).sum();
         tracing::info!(records = records.len(), entries, "audited uses from the journal entered into the audit trail");
         Ok(())
+    }
+
+    /// Makes long upkeep stop at its next step, for good: the search for
+    /// and removal of audit entries past their retention period (a first
+    /// run over years of a busy trail takes hours), and the compaction
+    /// that follows a cut of the change log, if not begun. Called at
+    /// shutdown, so that the process does not wait for them; each step is
+    /// atomic, and the next start goes on from where they stopped.
+    pub fn stop_maintenance(&self) {
+        self.maintenance_stopped.store(true, Ordering::Release);
+    }
+
+    /// Whether [`Store::stop_maintenance`] was called.
+    pub fn maintenance_stopped(&self) -> bool {
+        self.maintenance_stopped.load(Ordering::Acquire)
     }
 
     /// The audit index's keys held in memory (see `audit::tail`).

@@ -228,6 +228,11 @@ impl Store {
         let mut moves = false;
         for chain in self.chains()? {
             let cut = self.last_before(&chain, before)?;
+            if self.maintenance_stopped() {
+                // Its search may have ended early: nothing is named, and
+                // the next start searches again.
+                return Ok(None);
+            }
             moves |= cut.is_some();
             let to = cut.unwrap_or(chain.anchor.seq);
             if to > chain.held {
@@ -288,7 +293,14 @@ impl Store {
     /// chain check to report.
     fn last_before(&self, chain: &ChainRef, before: i64) -> Result<Option<u64>> {
         let mut last = chain.anchor;
+        let mut since_look = 0u64;
         for item in self.audit_files().entries(chain.chain(), chain.anchor.seq)? {
+            if since_look >= STEP_USES {
+                if self.maintenance_stopped() {
+                    break;
+                }
+                since_look = 0;
+            }
             let (seq, v) = match item {
                 Ok(entry) => entry,
                 // A key that names no number ends the cut, as damage does.
@@ -301,18 +313,24 @@ impl Store {
             }
             let Ok(next) = linked_head(&last, seq, &v, &e) else { break };
             last = next;
+            since_look += e.span();
         }
         Ok((last.seq > chain.anchor.seq).then_some(last.seq))
     }
 
     /// Removes the entries of one chain up to its limit: the uses
-    /// removed, the chain's new anchor, and why it stopped early, if it did.
+    /// removed, the chain's new anchor, and why it stopped early at an
+    /// entry, if it did. It also stops, between steps, once the store's
+    /// upkeep is stopped ([`Store::stop_maintenance`]).
     fn prune_chain(&self, chain: &ChainRef) -> Result<(u64, ChainHead, Option<Stopped>)> {
         let engine = &**self.engine();
         let prefix = chain.chain().index_prefix();
         let mut anchor = chain.anchor;
         let mut removed = 0u64;
         loop {
+            if self.maintenance_stopped() {
+                return Ok((removed, anchor, None));
+            }
             let mut batch = WriteBatch::new();
             let mut step = 0u64;
             let mut next = anchor;

@@ -197,3 +197,36 @@ fn a_retention_shorter_than_six_months_is_refused() {
     assert_eq!(check_retention_days(184), Ok(()));
     assert_eq!(check_retention_days(3_650), Ok(()));
 }
+
+#[test]
+fn a_stopped_store_leaves_the_removal_to_its_next_start() {
+    let engine = Arc::new(MemEngine::new());
+    let clock = Arc::new(ManualClock::new(1_000));
+    let open = || Store::open(engine.clone(), &Secret::from_bytes([4; 32]), Arc::new(Catalog::builtin()), clock.clone()).unwrap();
+    let s = open();
+    // More uses than two steps of the removal.
+    let uses = (2 * STEP_USES / 100 + 1) * 100;
+    for first in (0..uses).step_by(100) {
+        s.commit(&[], &(first..first + 100).map(|i| verify((i % 900) as u16 + 1)).collect::<Vec<_>>(), Durability::Sync).unwrap();
+        clock.advance(10);
+    }
+    let cuts = s.audit_cuts(i64::MAX).unwrap().expect("a cut");
+    assert_eq!(cuts.local, Some(uses));
+    s.commit(&[], &[retention_event(&cuts, i64::MAX)], Durability::Sync).unwrap();
+
+    s.stop_maintenance();
+    assert!(s.audit_cuts(i64::MAX).unwrap().is_none(), "no cut is named once stopped");
+    let (p, stopped) = s.audit_prune(&cuts).unwrap();
+    assert_eq!((p.uses, p.anchor, stopped), (0, ChainHead::default(), vec![]));
+    assert!(s.audit_verify().unwrap().ok);
+    drop(s);
+
+    // The next start goes on with the named cut.
+    let s = open();
+    assert!(!s.maintenance_stopped());
+    let (p, _) = s.audit_prune(&cuts).unwrap();
+    assert_eq!(p.uses, uses);
+    let check = s.audit_verify().unwrap();
+    assert!(check.ok, "{check:?}");
+    assert_eq!((check.starts_after, check.entries), (uses, 1));
+}
