@@ -226,6 +226,11 @@ where
 /// looked for.
 const RETENTION_EVERY: std::time::Duration = std::time::Duration::from_secs(6 * 3_600);
 
+/// How often the working-day calendar is checked for the year deadlines
+/// are counted into, and how close to a year's end the next year counts.
+const CALENDAR_CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(24 * 3_600);
+const CALENDAR_AHEAD_DAYS: u16 = 45;
+
 /// Serves `state` on `listener` until a shutdown signal arrives.
 pub async fn serve(state: AppState, listener: tokio::net::TcpListener) -> anyhow::Result<()> {
     serve_tls(state, listener, None).await
@@ -246,6 +251,19 @@ pub async fn serve_tls(
     let sweeper = periodically(state.deadline_sweep, state.queries.clone(), |queries| async move {
         if let Err(e) = queries.sweep_deemed().await {
             tracing::warn!(code = e.code(), error = %e, "deemed-approval sweep failed");
+        }
+    });
+    // A calendar without the year that deadlines are being counted into
+    // counts that year's lunar holidays as working days: said at start and
+    // daily, until the operator adds the year's arrangement.
+    let calendar_watch = periodically(CALENDAR_CHECK_EVERY, state.queries.clone(), |queries| async move {
+        let today = basedata_query::gov::cst_date(queries.store.clock().now_micros());
+        if let Some(year) = queries.calendar.missing_year(today, CALENDAR_AHEAD_DAYS) {
+            tracing::warn!(
+                year,
+                "the working-day calendar lacks this year's holidays and make-up days: deadlines count only weekends \
+                 and the holidays fixed by date in it; add the year's published arrangement (`calendar` in the configuration)"
+            );
         }
     });
     // Audit entries past the retention period, removed at start and then
@@ -286,6 +304,7 @@ pub async fn serve_tls(
     // goes on.
     state.store.stop_maintenance();
     sweeper.abort();
+    calendar_watch.abort();
     for r in [retention, change_retention].into_iter().flatten() {
         r.abort();
     }

@@ -66,6 +66,7 @@ pub struct Metrics {
     refused: IntCounterVec,
     last_seq: IntGauge,
     kept_after: IntGauge,
+    calendar_last_year: IntGauge,
     audit_seq: IntGauge,
     prints: IntGauge,
     batch_spilled: IntGauge,
@@ -115,6 +116,11 @@ impl Metrics {
         let kept_after = IntGauge::new(
             "change_log_kept_after",
             "The change log holds no change numbered at or below this (removed for change_retention_days; 0: none removed)",
+        )
+        .expect("metric");
+        let calendar_last_year = IntGauge::new(
+            "calendar_last_year",
+            "The last year whose holidays and make-up days the working-day calendar holds (0: none); deadlines past it count weekends and the holidays fixed by date only",
         )
         .expect("metric");
         let audit_seq = IntGauge::new("audit_last_seq", "Sequence number of the last audit entry").expect("metric");
@@ -178,6 +184,7 @@ impl Metrics {
             Box::new(refused.clone()),
             Box::new(last_seq.clone()),
             Box::new(kept_after.clone()),
+            Box::new(calendar_last_year.clone()),
             Box::new(audit_seq.clone()),
             Box::new(prints.clone()),
             Box::new(batch_spilled.clone()),
@@ -207,6 +214,7 @@ impl Metrics {
             refused,
             last_seq,
             kept_after,
+            calendar_last_year,
             audit_seq,
             prints,
             batch_spilled,
@@ -284,6 +292,11 @@ impl Metrics {
         for (name, v) in crate::cluster::audit_ship::figures(&c.audit.stats) {
             self.cluster.with_label_values(&[name]).set(v as i64);
         }
+    }
+
+    /// Notes the working-day calendar the server counts deadlines on.
+    pub fn set_calendar(&self, calendar: &basedata_store::calendar::Calendar) {
+        self.calendar_last_year.set(calendar.last_year().map_or(0, i64::from));
     }
 
     /// Reads the scrape-time figures and renders everything.

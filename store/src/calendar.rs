@@ -4,6 +4,12 @@
 //! days, a dispute checked within 5) are counted on it. The calendar is
 //! data, not code: the built-in file covers the published years and an
 //! operator's file replaces it.
+//!
+//! A year the calendar does not hold still has the holidays the law fixes
+//! by date (元旦, 劳动节, 国庆节), so that a deadline running into a year
+//! whose arrangement is not configured yet does not count New Year's Day
+//! as a working day; its lunar holidays and make-up days are unknown until
+//! the year's arrangement is added, which the server warns of.
 
 use crate::value::parse_date;
 use serde::Deserialize;
@@ -71,6 +77,16 @@ fn is_weekend(d: Date) -> bool {
     matches!(d.weekday(), Weekday::Saturday | Weekday::Sunday)
 }
 
+/// The public holidays fixed by date every year (全国年节及纪念日放假办法,
+/// Art. 2, as revised in 2024: New Year's Day 1 January, Labour Day 1–2
+/// May, National Day 1–3 October). The lunar ones (Spring Festival,
+/// Qingming, Dragon Boat, Mid-Autumn) move, and only the year's published
+/// arrangement places them.
+fn fixed_holiday(d: Date) -> bool {
+    use time::Month::{January, May, October};
+    matches!((d.month(), d.day()), (January, 1) | (May, 1 | 2) | (October, 1..=3))
+}
+
 impl Calendar {
     /// The built-in calendar of published national arrangements.
     pub fn builtin() -> Calendar {
@@ -109,16 +125,42 @@ impl Calendar {
     }
 
     /// Years whose arrangements the calendar holds; outside them only
-    /// weekends are known, which the freshness report points out.
+    /// weekends and the holidays fixed by date are known, which the
+    /// freshness report and the server's log point out.
     pub fn covers(&self, year: i32) -> bool {
         self.years.contains(&year)
+    }
+
+    /// The last year whose arrangement the calendar holds, if any.
+    pub fn last_year(&self) -> Option<i32> {
+        self.years.last().copied()
+    }
+
+    /// What is missing from the calendar for deadlines counted on `today`:
+    /// this year's arrangement, or next year's once the year has less than
+    /// `ahead` days left (a deadline of 5 working days, or a report's
+    /// quarter, already reaches into it). `None` when nothing is.
+    pub fn missing_year(&self, today: Date, ahead: u16) -> Option<i32> {
+        if !self.covers(today.year()) {
+            return Some(today.year());
+        }
+        let next = today.year() + 1;
+        let left = Date::from_ordinal_date(next, 1).map_or(0, |d| (d - today).whole_days());
+        (left <= i64::from(ahead) && !self.covers(next)).then_some(next)
     }
 
     pub fn is_working_day(&self, d: Date) -> bool {
         if self.workdays.contains(&d) {
             return true;
         }
-        !is_weekend(d) && !self.holidays.contains(&d)
+        if is_weekend(d) {
+            return false;
+        }
+        if self.covers(d.year()) {
+            !self.holidays.contains(&d)
+        } else {
+            !fixed_holiday(d)
+        }
     }
 
     /// The `n`-th working day after `start` (`start` itself not counted):
@@ -189,6 +231,35 @@ mod tests {
         check(&c, date!(2030 - 01 - 04), 2, date!(2030 - 01 - 14));
         let plain = Calendar::default();
         check(&plain, date!(2030 - 01 - 04), 1, date!(2030 - 01 - 07));
+    }
+
+    #[test]
+    fn a_year_not_held_still_keeps_the_holidays_fixed_by_date() {
+        let c = Calendar::builtin();
+        assert_eq!(c.last_year(), Some(2026));
+        // Received Wed 30 Dec 2026: Thu 31 is the first working day, Fri 1
+        // Jan 2027 is New Year's Day although 2027's arrangement is not held.
+        check(&c, date!(2026 - 12 - 30), 2, date!(2027 - 01 - 04));
+        assert!(!c.is_working_day(date!(2027 - 01 - 01)));
+        for d in [date!(2031 - 05 - 01), date!(2031 - 05 - 02), date!(2031 - 10 - 01), date!(2031 - 10 - 03)] {
+            assert!(!c.is_working_day(d), "{d}");
+        }
+        assert!(c.is_working_day(date!(2031 - 10 - 06)), "a Monday after National Day");
+        // A year the calendar holds follows its arrangement only: there,
+        // a fixed holiday moved by the arrangement would be a working day.
+        let held = Calendar::from_toml_str("[[years]]\nyear = 2030\n").unwrap();
+        assert!(held.is_working_day(date!(2030 - 01 - 01)));
+    }
+
+    #[test]
+    fn the_missing_year_is_named_once_deadlines_reach_it() {
+        let c = Calendar::builtin();
+        assert_eq!(c.missing_year(date!(2026 - 06 - 01), 45), None);
+        assert_eq!(c.missing_year(date!(2026 - 11 - 16), 45), None, "46 days left");
+        assert_eq!(c.missing_year(date!(2026 - 11 - 17), 45), Some(2027));
+        assert_eq!(c.missing_year(date!(2027 - 03 - 01), 45), Some(2027));
+        assert_eq!(Calendar::default().last_year(), None);
+        assert_eq!(Calendar::default().missing_year(date!(2026 - 06 - 01), 45), Some(2026));
     }
 
     #[test]

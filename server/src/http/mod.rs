@@ -167,6 +167,8 @@ impl AppState {
             Queries::new(store.clone(), committer.clone(), settings.policy, settings.calendar, departments.clone())?;
         queries.job_retention = settings.job_retention;
         queries.claim_policy = settings.claims;
+        let metrics = crate::metrics::Metrics::new();
+        metrics.set_calendar(&queries.calendar);
         let state = AppState(Arc::new(AppStateInner {
             provide: Arc::new(Provide::new(store.clone(), committer.clone(), settings.max_body_bytes)),
             queries: Arc::new(queries),
@@ -175,7 +177,7 @@ impl AppState {
             catalog,
             departments,
             catalog_json: catalog_json.into(),
-            metrics: Arc::new(crate::metrics::Metrics::new()),
+            metrics: Arc::new(metrics),
             request_timeout: settings.request_timeout,
             deadline_sweep: settings.deadline_sweep,
             audit_retention_days: settings.audit_retention_days,

@@ -260,6 +260,8 @@ async fn metrics_are_prometheus_text() {
     assert!(text.contains("basedata_writer{stat=\"groups\"}"));
     assert!(text.contains("basedata_writer{stat=\"slices\"}"));
     assert!(text.lines().any(|l| l.starts_with("basedata_batch_spilled_bytes ")), "{text}");
+    let last = basedata_store::calendar::Calendar::builtin().last_year().unwrap();
+    assert!(text.lines().any(|l| l == format!("basedata_calendar_last_year {last}")), "{text}");
 }
 
 #[tokio::test]
