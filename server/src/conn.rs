@@ -17,7 +17,8 @@
 //!   sending its request body is left alone, as it will read after).
 //!
 //! Requests in progress are not limited here: long polls and streamed
-//! batches have their own rules.
+//! batches have their own rules. A request is answered even when the
+//! client has shut its side for writing after sending it (a half-close).
 
 mod lane;
 
@@ -679,6 +680,14 @@ async fn run<T, A: Serve>(
     let mut http = hyper::server::conn::http1::Builder::new();
     // A backstop only: the watchdog closes slow headers sooner.
     http.timer(TokioTimer::new()).header_read_timeout(limits.idle_timeout + limits.header_timeout);
+    // A client may shut its side for writing once its request is sent
+    // (`nc -N`, some proxies): hyper's default takes that end of input for
+    // a client gone and drops the answer in progress, so the request is
+    // never answered. Half-closed, it is answered, then the connection
+    // ends. A client gone altogether is found when its answer cannot be
+    // written; the work before that (a long poll to its `wait`, a use and
+    // its audit entry) runs to its end, as on a connection still open.
+    http.half_close(true);
     let conn = graceful.watch(http.serve_connection(TokioIo::new(io), service));
     tokio::select! {
         r = conn => {

@@ -480,3 +480,53 @@ async fn the_connection_loop_writes_what_hyper_writes() {
     assert!(t1["entries"].as_array().expect("entries").iter().filter(|e| e["action"] == "verify").count() >= 6, "{t1}");
     assert_eq!(t1, t2);
 }
+
+/// A client that sends its request and then shuts its side for writing
+/// (`nc -N`, some proxies) gets its answer: from hyper, and from the
+/// connection's own loop. A verification so answered is in the audit
+/// trail, entered before its answer went out.
+#[tokio::test]
+async fn a_request_is_answered_when_the_client_half_closes_after_it() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let state = world().await;
+    let (addr, _stats, _stop) = listening(&state).await;
+    let g = gen();
+    let key = person_key(&g, 0).as_str().to_owned();
+    let claim = json!({"dataset": "hukou", "fields": {"name": person_hukou(&g, 0)["name"]}}).to_string();
+    let head = |path: &str, token: Option<&str>| {
+        let auth = token.map_or(String::new(), |t| format!("authorization: Bearer {t}\r\nx-purpose: benchmark\r\n"));
+        format!("GET {path} HTTP/1.1\r\nhost: 127.0.0.1\r\n{auth}\r\n")
+    };
+    let requests = [
+        head("/healthz", None),
+        head("/readyz", None),
+        head("/metrics", None),
+        head(&format!("/v1/keys/person/{key}"), Some(COUNTER)),
+        head("/v1/audit/verify", Some(AUDITOR)),
+        head("/v1/changes?after=0", Some(COUNTER)),
+        // The connection's own loop.
+        head(&format!("/v1/persons/{key}"), Some(COUNTER)),
+        // A verification hyper serves (the loop leaves `Connection: close` to it).
+        format!(
+            "POST /v1/persons/{key}/verify HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer {COUNTER}\r\nx-purpose: half-closed\r\n\
+             connection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{claim}",
+            claim.len()
+        ),
+    ];
+    for request in requests {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(request.as_bytes()).await.unwrap();
+        // shutdown(SHUT_WR): the read side stays open for the answer.
+        s.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut got)).await.expect("closed").unwrap();
+        let text = String::from_utf8_lossy(&got);
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{request}\n→ {text:?}");
+    }
+    let req = HttpRequest::get("/v1/audit?limit=1000").header("authorization", format!("Bearer {AUDITOR}")).body(Body::empty()).unwrap();
+    let (s, _, b) = answer(router(state).oneshot(req).await.unwrap()).await;
+    assert_eq!(s, StatusCode::OK);
+    let trail: Value = serde_json::from_slice(&b).unwrap();
+    let verified = trail["entries"].as_array().unwrap().iter().filter(|e| e["action"] == "verify" && e["purpose"] == "half-closed").count();
+    assert_eq!(verified, 1, "{trail}");
+}
