@@ -168,6 +168,12 @@ impl Queries {
                         out.push(ds);
                     }
                 }
+                // `datasets=,,` asks for no dataset at all: a mistake to
+                // say so, not a lookup of nothing (which would answer
+                // `404 not_found`, as if the subject had no record).
+                if out.is_empty() {
+                    return Err(Error::InvalidValue("datasets names no dataset".into()));
+                }
                 Ok(out)
             }
         }

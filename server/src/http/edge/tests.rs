@@ -530,3 +530,33 @@ async fn a_request_is_answered_when_the_client_half_closes_after_it() {
     let verified = trail["entries"].as_array().unwrap().iter().filter(|e| e["action"] == "verify" && e["purpose"] == "half-closed").count();
     assert_eq!(verified, 1, "{trail}");
 }
+
+/// `datasets=` that names no dataset once split (`,,`) is a mistake in
+/// the request, not a lookup of nothing: `400 invalid_value`, on the
+/// router and the fast route, for persons and entities.
+#[tokio::test]
+async fn a_datasets_list_naming_no_dataset_is_invalid_value() {
+    let state = world().await;
+    let g = gen();
+    let edge = Edge::new(router(state.clone()), &state);
+    let paths = [
+        format!("/v1/persons/{}?datasets=,,", person_key(&g, 0).as_str()),
+        format!("/v1/persons/{}?datasets=%20,%20", person_key(&g, 0).as_str()),
+        format!("/v1/entities/{}?datasets=,", basedata_gen::entity_key(&g, 0).as_str()),
+    ];
+    for path in &paths {
+        let req = || {
+            HttpRequest::get(path.as_str())
+                .header("authorization", format!("Bearer {COUNTER}"))
+                .header("x-purpose", "benchmark")
+                .body(Body::empty())
+                .unwrap()
+        };
+        for (side, resp) in [("router", router(state.clone()).oneshot(req()).await.unwrap()), ("edge", edge.call(req(), &peer()).await)] {
+            let (s, _, b) = answer(resp).await;
+            let b: Value = serde_json::from_slice(&b).unwrap();
+            assert_eq!((s, b["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_value")), "{side} {path}: {b}");
+            assert!(b["error"]["message"].as_str().unwrap().contains("names no dataset"), "{b}");
+        }
+    }
+}
