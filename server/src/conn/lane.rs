@@ -15,6 +15,15 @@
 //! body that stalls or ends short (with its head) — is hyper's, which
 //! answers it as it always has. A head that cannot be read at all is
 //! answered here (`400 invalid_value` in JSON) and the connection closed.
+//!
+//! hyper refuses some heads itself, with an answer of no body: too many
+//! headers or too long a head (`431`), too long a target (`414`), a
+//! `Content-Length` that is not one plain number, a `Transfer-Encoding`
+//! whose last coding is not `chunked`, a space in the target (`400`). A
+//! client of the API must get its JSON errors, so a head the lane hands
+//! over is first judged by hyper's rules ([`hyper_refusal`]), and those
+//! refusals are answered here, with hyper's status, in JSON. (A request
+//! on a connection hyper already serves is judged by hyper alone.)
 
 use super::{Activity, ConnLimits, Serve};
 use crate::tls::TlsPeer;
@@ -34,6 +43,16 @@ pub const MAX_HEADERS: usize = 32;
 pub const MAX_BODY: usize = 64 << 10;
 /// A head not complete within this many bytes is hyper's to judge.
 const MAX_HEAD: usize = 16 << 10;
+
+/// hyper's own limits (its defaults, which the server keeps): headers a
+/// request may have, bytes of a head not yet complete (its largest read
+/// buffer), bytes of a request target.
+const HYPER_MAX_HEADERS: usize = 100;
+const HYPER_MAX_HEAD: usize = 8192 + 4096 * 100;
+const HYPER_MAX_URI: usize = u16::MAX as usize - 1;
+/// The largest body length hyper takes (`u64::MAX` and one below mean
+/// "chunked" and "until closed" to it).
+const HYPER_MAX_LENGTH: u64 = u64::MAX - 2;
 
 /// How the lane left a connection.
 pub enum Left {
@@ -175,9 +194,27 @@ where
             if !buf.is_empty() {
                 match parse(buf, app) {
                     Head::Taken(t) => break t,
-                    Head::NotTaken => return Left::HandedOver,
+                    Head::NotTaken => match hyper_refusal(buf) {
+                        Judged::Hyper => return Left::HandedOver,
+                        // hyper would read on too: the lane does, so as to
+                        // answer what hyper would refuse.
+                        Judged::Partial => {
+                            if buf.capacity() - buf.len() < 4096 {
+                                buf.reserve(buf.len().max(8192));
+                            }
+                        }
+                        Judged::Refused(refusal) => {
+                            refuse(io, &mut out, refusal, limits).await;
+                            return Left::Closed;
+                        }
+                    },
                     Head::Malformed(why) => {
-                        refuse_malformed(io, &mut out, why, limits).await;
+                        let refusal = Refusal {
+                            status: axum::http::StatusCode::BAD_REQUEST,
+                            code: "invalid_value",
+                            message: format!("the request head cannot be read: {why}"),
+                        };
+                        refuse(io, &mut out, refusal, limits).await;
                         return Left::Closed;
                     }
                     Head::Partial => {}
@@ -252,18 +289,141 @@ where
     }
 }
 
-/// Answers a head that cannot be read with `400 invalid_value` in the
-/// API's JSON error format (where hyper would send an empty `400`), and
-/// closes the connection: where that head ends, and so where the next
-/// request would begin, is unknown.
-async fn refuse_malformed<T: AsyncWrite + Unpin>(io: &mut T, out: &mut Vec<u8>, why: httparse::Error, limits: &ConnLimits) {
-    let body = serde_json::json!({"error": {"code": "invalid_value", "message": format!("the request head cannot be read: {why}")}}).to_string();
+/// A head refused here: the status, the API's error code and message.
+struct Refusal {
+    status: axum::http::StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+/// What hyper would do with a head the lane does not take.
+enum Judged {
+    /// Serve it (or answer it as the lane could not, e.g. with nothing
+    /// to a client speaking HTTP/2): hyper's.
+    Hyper,
+    /// Not complete yet, and hyper would wait for more.
+    Partial,
+    /// Refuse it, with this status.
+    Refused(Refusal),
+}
+
+/// The head at the start of `buf` judged by the rules hyper applies
+/// before it calls the server (`proto::h1::role::Server::parse` and its
+/// read buffer's limit): what hyper refuses with a bare status, the lane
+/// refuses with the same status in JSON. Anything else is hyper's.
+fn hyper_refusal(buf: &[u8]) -> Judged {
+    use axum::http::StatusCode;
+    let refused = |status, code, message: String| Judged::Refused(Refusal { status, code, message });
+    let too_large = |message: String| refused(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "payload_too_large", message);
+    let bad_body = |message: String| refused(StatusCode::BAD_REQUEST, "invalid_body", message);
+    let mut headers = [httparse::EMPTY_HEADER; HYPER_MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut headers);
+    let head_len = match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if buf.len() < HYPER_MAX_HEAD => return Judged::Partial,
+        Ok(httparse::Status::Partial) => {
+            return too_large(format!("the request head (request line and headers) is over {HYPER_MAX_HEAD} bytes"))
+        }
+        Err(httparse::Error::TooManyHeaders) => {
+            return too_large(format!("the request has more than {HYPER_MAX_HEADERS} headers"))
+        }
+        // A client speaking HTTP/2 without asking is told nothing by
+        // hyper; that stays so.
+        Err(httparse::Error::Version) if !buf.starts_with(b"PRI * HTTP/2.0") => {
+            return refused(
+                StatusCode::BAD_REQUEST,
+                "invalid_value",
+                "the request line cannot be read: it must be METHOD TARGET HTTP/1.x, with no space in the target \
+                 (percent-encode one as %20)"
+                    .into(),
+            )
+        }
+        // The errors the lane answers itself, or hyper's to judge.
+        Err(_) => return Judged::Hyper,
+    };
+    // A head complete only past hyper's buffer would not have been read
+    // whole by it either.
+    if head_len >= HYPER_MAX_HEAD {
+        return too_large(format!("the request head (request line and headers) is over {HYPER_MAX_HEAD} bytes"));
+    }
+    let target = parsed.path.unwrap_or("");
+    if target.len() > HYPER_MAX_URI {
+        return refused(
+            StatusCode::URI_TOO_LONG,
+            "payload_too_large",
+            format!("the request target is over {HYPER_MAX_URI} bytes; send long data in a body"),
+        );
+    }
+    if Uri::try_from(target).is_err() {
+        return refused(StatusCode::BAD_REQUEST, "invalid_value", "the request target is not a valid URI".into());
+    }
+    let http_11 = parsed.version == Some(1);
+    // Transfer-Encoding and Content-Length as hyper reads them: its last
+    // Transfer-Encoding decides; a Content-Length after one is ignored.
+    let (mut chunked, mut encoded, mut length) = (false, false, None::<u64>);
+    for h in parsed.headers.iter() {
+        if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            if !http_11 {
+                return bad_body("Transfer-Encoding is not allowed in an HTTP/1.0 request".into());
+            }
+            encoded = true;
+            length = None;
+            chunked = std::str::from_utf8(h.value)
+                .ok()
+                .and_then(|v| v.rsplit(',').next())
+                .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
+        } else if h.name.eq_ignore_ascii_case("content-length") && !encoded {
+            let digits = !h.value.is_empty() && h.value.iter().all(u8::is_ascii_digit);
+            let Some(n) = std::str::from_utf8(h.value).ok().filter(|_| digits).and_then(|v| v.parse::<u64>().ok()) else {
+                return bad_body(format!(
+                    "Content-Length {:?} is not a length: send the body's length in bytes, as digits only",
+                    String::from_utf8_lossy(&h.value[..h.value.len().min(40)])
+                ));
+            };
+            match length {
+                Some(before) if before != n => {
+                    return bad_body("the request has two Content-Length headers that differ: send one".into())
+                }
+                _ if n > HYPER_MAX_LENGTH => return too_large("Content-Length is beyond any body".into()),
+                _ => length = Some(n),
+            }
+        }
+    }
+    if encoded && !chunked {
+        return bad_body(
+            "Transfer-Encoding must end with chunked (the only transfer coding the server reads); \
+             send the body as it is, with Content-Length or chunked"
+                .into(),
+        );
+    }
+    Judged::Hyper
+}
+
+/// Answers a head refused here in the API's JSON error format (where
+/// hyper would send a status without a body), and closes the connection:
+/// where that head ends, and so where the next request would begin, is
+/// unknown or not to be trusted. What the client still sends is read and
+/// dropped for a moment after the answer: closing with it unread would
+/// reset the connection, which can overtake the answer.
+async fn refuse<T: AsyncRead + AsyncWrite + Unpin>(io: &mut T, out: &mut Vec<u8>, refusal: Refusal, limits: &ConnLimits) {
+    let body = serde_json::json!({"error": {"code": refusal.code, "message": refusal.message}}).to_string();
     let mut headers = HeaderMap::new();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     out.clear();
-    encode(out, axum::http::StatusCode::BAD_REQUEST, &headers, body.as_bytes(), true);
+    encode(out, refusal.status, &headers, body.as_bytes(), true);
     if io.write_all(out).await.is_ok() && io.flush().await.is_ok() {
         let _ = tokio::time::timeout(limits.send_timeout, io.shutdown()).await;
+        let mut sink = [0u8; 8192];
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            let mut read = 0usize;
+            while read < 1 << 20 {
+                match io.read(&mut sink).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => read += n,
+                }
+            }
+        })
+        .await;
     }
 }
 
@@ -594,6 +754,87 @@ mod tests {
         assert!(second.contains("\r\nconnection: close\r\n") && second.contains("\r\ncontent-type: application/json\r\n"), "{second}");
         let body: serde_json::Value = serde_json::from_str(second.split_once("\r\n\r\n").unwrap().1).unwrap();
         assert_eq!(body["error"]["code"], "invalid_value", "{body}");
+    }
+
+    /// The heads hyper refuses with a bare status are refused here with
+    /// that status in JSON, however they come (long ones read on to their
+    /// end or hyper's limit), on the connection's first request and after
+    /// answers of the lane's own.
+    #[tokio::test]
+    async fn heads_hyper_would_refuse_are_refused_in_json_with_its_status() {
+        let many: String = (0..1000).map(|i| format!("X-H{i}: v\r\n")).collect();
+        let cases: Vec<(String, u16, &str)> = vec![
+            (format!("GET /fast HTTP/1.1\r\nHost: x\r\n{many}\r\n"), 431, "payload_too_large"),
+            (format!("GET /slow?q={} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(1 << 20)), 431, "payload_too_large"),
+            (format!("GET /fast?q={} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(100 << 10)), 414, "payload_too_large"),
+            ("GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\nConnection: close\r\n\r\n".into(), 400, "invalid_body"),
+            ("POST /fast HTTP/1.1\r\nContent-Length: abc\r\n\r\n".into(), 400, "invalid_body"),
+            ("POST /fast HTTP/1.1\r\nContent-Length: +5\r\n\r\nhello".into(), 400, "invalid_body"),
+            ("POST /fast HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n".into(), 400, "invalid_body"),
+            ("POST /fast HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!".into(), 400, "invalid_body"),
+            ("POST /slow HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\nxx".into(), 400, "invalid_body"),
+            ("POST /slow HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\nxx".into(), 400, "invalid_body"),
+            ("POST /slow HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".into(), 400, "invalid_body"),
+            ("GET /fast/a b HTTP/1.1\r\nHost: x\r\n\r\n".into(), 400, "invalid_value"),
+        ];
+        for (i, (request, status, code)) in cases.into_iter().enumerate() {
+            for after_an_answer in [false, true] {
+                let (mut client, mut server) = tokio::io::duplex(1 << 16);
+                let (activity, limits, p, mut buf, (_stopping, mut stop)) = fixtures();
+                let serving = serve(&mut server, &mut buf, &Echo, &p, &activity, &limits, &mut stop);
+                let request = request.clone();
+                let talking = async {
+                    let (mut rd, mut wr) = tokio::io::split(&mut client);
+                    let first = if after_an_answer { "GET /fast/first HTTP/1.1\r\n\r\n" } else { "" };
+                    // Written beside the reading: a long head is refused
+                    // before it is all sent.
+                    let writing = async move {
+                        let _ = wr.write_all(first.as_bytes()).await;
+                        let _ = wr.write_all(request.as_bytes()).await;
+                        let _ = wr.shutdown().await;
+                    };
+                    let reading = async move {
+                        let mut all = Vec::new();
+                        let _ = rd.read_to_end(&mut all).await;
+                        String::from_utf8_lossy(&all).into_owned()
+                    };
+                    tokio::join!(writing, reading).1
+                };
+                let (left, text) =
+                    tokio::time::timeout(Duration::from_secs(10), async { tokio::join!(serving, talking) }).await.expect("answered");
+                assert!(matches!(left, Left::Closed), "case {i}");
+                let text = if after_an_answer {
+                    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "case {i}: {text}");
+                    text[1..].find("HTTP/1.1 ").map_or(String::new(), |k| text[k + 1..].to_owned())
+                } else {
+                    text
+                };
+                assert!(text.starts_with(&format!("HTTP/1.1 {status} ")), "case {i} ({after_an_answer}): {text}");
+                assert!(text.contains("\r\ncontent-type: application/json\r\n") && text.contains("\r\nconnection: close\r\n"), "case {i}: {text}");
+                let body: serde_json::Value = serde_json::from_str(text.split_once("\r\n\r\n").unwrap().1).expect("a JSON body");
+                assert_eq!(body["error"]["code"], code, "case {i}: {body}");
+                assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "case {i}: {body}");
+            }
+        }
+    }
+
+    /// What hyper serves is still handed to it, whole.
+    #[test]
+    fn heads_hyper_serves_are_not_judged_refused() {
+        let many: String = (0..99).map(|i| format!("X-H{i}: v\r\n")).collect();
+        for head in [
+            "GET /slow HTTP/1.0\r\n\r\n".to_owned(),
+            "GET /slow HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n".into(),
+            "POST /slow HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\nContent-Length: zz\r\n\r\n".into(),
+            "GET http://a/fast HTTP/1.1\r\n\r\n".into(),
+            "OPTIONS * HTTP/1.1\r\n\r\n".into(),
+            format!("GET /slow HTTP/1.1\r\n{many}\r\n"),
+            format!("GET /slow?q={} HTTP/1.1\r\n\r\n", "a".repeat(60_000)),
+            "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".into(),
+        ] {
+            assert!(matches!(hyper_refusal(head.as_bytes()), Judged::Hyper), "{head:.80}");
+        }
+        assert!(matches!(hyper_refusal(b"GET /slow?q=aaaa"), Judged::Partial));
     }
 
     #[tokio::test]
