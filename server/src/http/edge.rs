@@ -10,7 +10,7 @@
 //! extractors. [`Edge`] takes the four subject-read routes past all that
 //! and runs the very functions the layers run, in the layers' order:
 //! request id, panic catcher, JSON errors, time limit, admission, purpose,
-//! handler (with the router's own query and body extractors), metrics and
+//! body check, handler (with the router's own query and body extractors), metrics and
 //! access log. So the answer, its headers, its audit entry, its metrics
 //! and its log line are the router's (its tests hold the two side by
 //! side). Anything the fast route does not take exactly as the router
@@ -211,7 +211,10 @@ async fn admitted(
         Err(resp) => return resp,
     };
     let resp = match super::stated_purpose(state, req.headers(), &caller).await {
-        Ok((caller, purpose)) => handler(state, caller, purpose, read, subject, key, req).await,
+        Ok((caller, purpose)) => match super::refused_body(&req) {
+            Some(refusal) => refusal,
+            None => handler(state, caller, purpose, read, subject, key, req).await,
+        },
         Err(resp) => resp,
     };
     drop(permit);

@@ -524,6 +524,39 @@ pub fn declared_length(headers: &axum::http::HeaderMap) -> Option<u64> {
     headers.get(axum::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
 }
 
+/// Largest body of the endpoints that read theirs whole (a verification,
+/// a grant, a dispute: JSON documents of a few hundred bytes). It is
+/// axum's default body limit, which their extractors apply as they read;
+/// [`refused_body`] applies it before.
+pub const DOCUMENT_BODY_LIMIT: usize = 2 << 20;
+
+/// Refuses a request body at sight of its headers, before any of it is
+/// read: one declared longer than `limit` (`413 payload_too_large`; see
+/// [`declared_length`]).
+pub fn body_refused(headers: &axum::http::HeaderMap, limit: Option<usize>) -> ApiResult<()> {
+    if let Some(limit) = limit {
+        if declared_length(headers).is_some_and(|n| n > limit as u64) {
+            return Err(ApiError::payload_too_large(limit));
+        }
+    }
+    Ok(())
+}
+
+/// [`body_refused`] for a request of the API: its refusal, if any. A
+/// `GET` or `HEAD` reads no body; a body that streams is bounded by its
+/// handler, not by [`DOCUMENT_BODY_LIMIT`]; a submission's body is judged
+/// by its handler, after the provider check (whose refusal is audited
+/// whatever the body).
+fn refused_body(req: &Request) -> Option<Response> {
+    use axum::http::Method;
+    let p = req.uri().path();
+    if matches!(*req.method(), Method::GET | Method::HEAD) || (p.starts_with("/v1/datasets/") && p.ends_with("/updates")) {
+        return None;
+    }
+    let limit = (!streams(req)).then_some(DOCUMENT_BODY_LIMIT);
+    body_refused(req.headers(), limit).err().map(IntoResponse::into_response)
+}
+
 /// A free-text header (`X-Purpose`, `X-Operator`): percent-encoded or raw
 /// UTF-8, trimmed; absent or blank is `None`. What would be stored in the
 /// audit log must be stored as sent, so a value is refused rather than
@@ -587,16 +620,24 @@ async fn authenticated(state: &AppState, mut req: Request, next: Next, purpose: 
     let Admitted { permit, department, caller } = admitted;
     let resp = if purpose {
         match stated_purpose(state, req.headers(), &caller).await {
-            Ok((caller, purpose)) => {
-                req.extensions_mut().insert(caller);
-                req.extensions_mut().insert(purpose);
-                next.run(req).await
-            }
+            Ok((caller, purpose)) => match refused_body(&req) {
+                Some(refusal) => refusal,
+                None => {
+                    req.extensions_mut().insert(caller);
+                    req.extensions_mut().insert(purpose);
+                    next.run(req).await
+                }
+            },
             Err(resp) => resp,
         }
     } else {
-        req.extensions_mut().insert(caller);
-        next.run(req).await
+        match refused_body(&req) {
+            Some(refusal) => refusal,
+            None => {
+                req.extensions_mut().insert(caller);
+                next.run(req).await
+            }
+        }
     };
     logged(department, held_while_sent(resp, permit))
 }

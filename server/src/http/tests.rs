@@ -716,3 +716,52 @@ async fn a_job_over_its_size_is_refused_before_its_body_is_read() {
     assert_eq!((s, b["error"]["code"].as_str()), (StatusCode::PAYLOAD_TOO_LARGE, Some("payload_too_large")), "{b}");
     assert!(!polled.load(std::sync::atomic::Ordering::SeqCst), "the body was read");
 }
+
+/// A body that records whether it was read: endless `{}` lines.
+fn watched_body() -> (Body, Arc<std::sync::atomic::AtomicBool>) {
+    let polled = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen = polled.clone();
+    let body = futures_util::stream::poll_fn(move |_| {
+        seen.store(true, std::sync::atomic::Ordering::SeqCst);
+        std::task::Poll::Ready(Some(Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"{}\n"))))
+    });
+    (Body::from_stream(body), polled)
+}
+
+fn peer() -> crate::tls::TlsPeer {
+    crate::tls::TlsPeer { addr: "127.0.0.1:40000".parse().unwrap(), subject: None, tls: false }
+}
+
+/// Every endpoint that reads its body whole refuses one declared over
+/// its limit at once, before reading any of it (as updates and jobs
+/// do): on the router, and on the fast route of verifications.
+#[tokio::test]
+async fn bodies_declared_over_the_limit_are_refused_before_they_are_read_everywhere() {
+    let state = test_state();
+    let edge = Edge::new(router(state.clone()), &state);
+    let paths = [
+        ("POST", "/v1/persons/11010519491231002X/verify"),
+        ("POST", "/v1/entities/91350100M000100Y43/verify"),
+        ("POST", "/v1/grants"),
+        ("POST", "/v1/disputes"),
+    ];
+    for (method, path) in paths {
+        for via_edge in [false, true] {
+            let (body, polled) = watched_body();
+            let req = HttpRequest::builder()
+                .method(method)
+                .uri(path)
+                .header("authorization", format!("Bearer {TOKEN}"))
+                .header("x-purpose", "p")
+                .header("content-type", "application/json")
+                .header("content-length", "314572800")
+                .body(body)
+                .unwrap();
+            let resp = if via_edge { edge.call(req, &peer()).await } else { router(state.clone()).oneshot(req).await.unwrap() };
+            let status = resp.status();
+            let b: Value = serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+            assert_eq!((status, b["error"]["code"].as_str()), (StatusCode::PAYLOAD_TOO_LARGE, Some("payload_too_large")), "{path} {via_edge}: {b}");
+            assert!(!polled.load(std::sync::atomic::Ordering::SeqCst), "{path} {via_edge}: the body was read");
+        }
+    }
+}
