@@ -532,12 +532,29 @@ pub const DOCUMENT_BODY_LIMIT: usize = 2 << 20;
 
 /// Refuses a request body at sight of its headers, before any of it is
 /// read: one declared longer than `limit` (`413 payload_too_large`; see
-/// [`declared_length`]).
+/// [`declared_length`]), or one in a content coding (`Content-Encoding`
+/// other than `identity`, `400 invalid_body`): the server decodes none,
+/// and read as it is a compressed body would be refused line by line,
+/// or a mislabelled one applied.
 pub fn body_refused(headers: &axum::http::HeaderMap, limit: Option<usize>) -> ApiResult<()> {
     if let Some(limit) = limit {
         if declared_length(headers).is_some_and(|n| n > limit as u64) {
             return Err(ApiError::payload_too_large(limit));
         }
+    }
+    let codings: Vec<String> = headers
+        .get_all(axum::http::header::CONTENT_ENCODING)
+        .iter()
+        .flat_map(|v| String::from_utf8_lossy(v.as_bytes()).split(',').map(|c| c.trim().to_owned()).collect::<Vec<_>>())
+        .filter(|c| !c.is_empty() && !c.eq_ignore_ascii_case("identity"))
+        .collect();
+    if !codings.is_empty() {
+        // As sent, cut short: the message is no place for a long header.
+        let named: String = codings.join(", ").chars().take(64).collect();
+        return Err(ApiError::invalid_body(format!(
+            "the request body is sent with Content-Encoding {named}, which the server does not decode; send it uncompressed"
+        ))
+        .with_details(serde_json::json!({"content_encoding": named})));
     }
     Ok(())
 }

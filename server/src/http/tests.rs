@@ -765,3 +765,64 @@ async fn bodies_declared_over_the_limit_are_refused_before_they_are_read_everywh
         }
     }
 }
+
+/// A request body in a content coding is refused whole, before anything
+/// of it is read or applied: updates (whether or not the body is really
+/// compressed), verifications (router and fast route), batches and jobs.
+/// `identity` is no coding.
+#[tokio::test]
+async fn bodies_in_a_content_coding_are_refused_before_anything_is_applied() {
+    let provider = "test-gongan-token-0001";
+    let state = state_with(&[
+        dept("gongan", "公安", vec![Role::Provider], provider, None),
+        dept("counter", "窗口", vec![Role::Consumer], TOKEN, None),
+    ]);
+    let edge = Edge::new(router(state.clone()), &state);
+    let g = basedata_gen::GenConfig { persons: 1, entities: 0, seed: 3 };
+    let line = serde_json::json!({"key": basedata_gen::person_key(&g, 0).as_str(), "version": 1, "op": "upsert",
+        "fields": basedata_gen::person_hukou(&g, 0)})
+    .to_string();
+    let post = |coding: Option<&str>, body: Vec<u8>| {
+        let mut b = HttpRequest::post("/v1/datasets/hukou/updates")
+            .header("authorization", format!("Bearer {provider}"))
+            .header("content-type", "application/x-ndjson");
+        if let Some(c) = coding {
+            b = b.header("content-encoding", c);
+        }
+        b.body(Body::from(body)).unwrap()
+    };
+    let gzip = vec![0x1f, 0x8b, 0x08, 0, 0, 0, 0, 0, 0, 0x03, 0xab, 0xae, 0x05, 0];
+    for (coding, body) in [("gzip", gzip), ("br", line.clone().into_bytes()), ("identity, gzip", line.clone().into_bytes())] {
+        for via_edge in [false, true] {
+            let req = post(Some(coding), body.clone());
+            let resp = if via_edge { edge.call(req, &peer()).await } else { router(state.clone()).oneshot(req).await.unwrap() };
+            let status = resp.status();
+            let b: Value = serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+            assert_eq!((status, b["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_body")), "{coding}: {b}");
+            let message = b["error"]["message"].as_str().unwrap();
+            assert!(message.contains("gzip") || message.contains("br"), "{message}");
+            assert!(message.contains("uncompressed"), "{message}");
+        }
+    }
+    // Nothing of those was applied: the same line, plain, is new.
+    let resp = router(state.clone()).oneshot(post(Some("identity"), line.into_bytes())).await.unwrap();
+    let b: Value = serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!((b["applied"].as_u64(), b["stale"].as_u64()), (Some(1), Some(0)), "{b}");
+
+    for path in ["/v1/persons/11010519491231002X/verify", "/v1/verify/batch", "/v1/jobs"] {
+        for via_edge in [false, true] {
+            let (body, polled) = watched_body();
+            let req = HttpRequest::post(path)
+                .header("authorization", format!("Bearer {TOKEN}"))
+                .header("x-purpose", "p")
+                .header("content-encoding", "gzip")
+                .body(body)
+                .unwrap();
+            let resp = if via_edge { edge.call(req, &peer()).await } else { router(state.clone()).oneshot(req).await.unwrap() };
+            let status = resp.status();
+            let b: Value = serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+            assert_eq!((status, b["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_body")), "{path}: {b}");
+            assert!(!polled.load(std::sync::atomic::Ordering::SeqCst), "{path}: the body was read");
+        }
+    }
+}
