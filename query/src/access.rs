@@ -112,12 +112,13 @@ impl GrantSource for NoGrants {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ClaimRule {
     /// Verified freely: the department may read the field, or a verdict
-    /// discloses too little to matter (a field of many possible values).
+    /// discloses too little to matter (binary content, or a field the
+    /// catalog marks `few_values = false`).
     Free,
-    /// The department may not read the field and it has few possible
-    /// values, so every verdict narrows it down: distinct claims are
-    /// counted per subject (see [`crate::claims`]), one verification at a
-    /// time, never in bulk.
+    /// The department may not read the field and a few guesses would
+    /// reveal it (`few_values`), so every verdict narrows it down:
+    /// distinct claims are counted per subject (see [`crate::claims`]),
+    /// one verification at a time, never in bulk.
     Counted,
     /// Only departments that may read the field may verify it: the
     /// catalog says a verdict itself would disclose (`verifiable = false`).
@@ -145,7 +146,7 @@ pub fn unverifiable(dataset: &Dataset, field: &Field) -> String {
 /// Why a `Counted` claim is refused in a batch.
 pub fn not_in_bulk(dataset: &Dataset, field: &Field) -> String {
     format!(
-        "field {} of dataset {} has few possible values and this department may not read it: \
+        "this department may not read field {} of dataset {}, and a few guesses would reveal it: \
          it is verified one subject at a time (POST /v1/persons/{{id}}/verify), where distinct claims are counted",
         field.name, dataset.id
     )

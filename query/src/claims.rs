@@ -1,5 +1,6 @@
-//! Distinct-claim limits: a verdict on a claimed value of a field with few
-//! possible values (a code list, a boolean, a date in a narrow range)
+//! Distinct-claim limits: a verdict on a claimed value of a field that a
+//! few guesses would reveal (a code list, a boolean, a date in a narrow
+//! range, text a short word list covers: the catalog's `few_values`)
 //! narrows the field down, so a department that may not read such a field
 //! could learn it from a handful of verifications. Such claims are counted
 //! per department, subject and field: within a period a department may make

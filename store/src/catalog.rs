@@ -231,11 +231,13 @@ pub struct Field {
     /// field of a handful of values that a few guesses would reveal.
     #[serde(skip_serializing_if = "is_true")]
     pub verifiable: bool,
-    /// Whether the field has so few possible values (a code list, a
-    /// boolean, a date within a narrow range) that a handful of
-    /// verifications would reveal it. A department that may not read such
-    /// a field has its distinct claims of it counted per subject (see
-    /// `basedata_store::claims`) and may not verify it in bulk.
+    /// Whether a handful of guesses would reveal the field: a code list, a
+    /// boolean, a date within a narrow range, and text that a short word
+    /// list covers (a cause of death, a place, a reason). A department
+    /// that may not read such a field has its distinct claims of it
+    /// counted per subject (see `basedata_query::claims`) and may not
+    /// verify it in bulk. Every field is, unless the catalog says
+    /// otherwise, except binary content, which no guess reaches.
     #[serde(skip_serializing_if = "is_false")]
     pub few_values: bool,
 }
@@ -681,7 +683,7 @@ struct RawField {
     required: bool,
     #[serde(default = "yes")]
     verifiable: bool,
-    /// Default: true for code lists and booleans.
+    /// Default: true for every type but bytes.
     few_values: Option<bool>,
 }
 
@@ -1007,7 +1009,9 @@ impl RawField {
             codes,
             required: self.required,
             verifiable: self.verifiable,
-            few_values: self.few_values.unwrap_or(matches!(self.ty, FieldType::Code | FieldType::Bool)),
+            // Text was once left out, and any department could read a
+            // cause of death with nine verifications of a batch's lines.
+            few_values: self.few_values.unwrap_or(self.ty != FieldType::Bytes),
         })
     }
 }

@@ -1,5 +1,6 @@
-//! Verification as a side channel: a field of few values that a department
-//! may not read is narrowed down by each verdict, so its distinct claims
+//! Verification as a side channel: a field that a few guesses would reveal
+//! (a code list, or text a word list covers) and that a department may
+//! not read is narrowed down by each verdict, so its distinct claims
 //! are counted per subject and refused beyond the limit (audited, flagged
 //! in the sharing report, kept across a restart), and it is never
 //! verified in bulk. The built-in catalog marks its few-valued protected
@@ -150,4 +151,55 @@ fn builtin_protected_codes_are_not_verifiable() {
     let birth = r.json["datasets"].as_array().unwrap().iter().find(|d| d["id"] == "birth").unwrap().clone();
     let field = birth["fields"].as_array().unwrap().iter().find(|f| f["name"] == "health_status").unwrap().clone();
     assert_eq!((field["verifiable"].as_bool(), field["few_values"].as_bool()), (Some(false), Some(true)), "{field}");
+}
+
+/// A protected text field is guessed from a short word list as surely as
+/// a code list: a cause of death (`none`, never disclosed) is counted
+/// like one, and never verified in bulk, while binary content is not.
+#[test]
+fn a_protected_text_field_is_not_guessed_from_a_word_list() {
+    const DEAD: &str = "440305195003030014";
+    let s = Server::start(&standard_config());
+    let death = json!({"key": DEAD, "version": 1, "fields": {"name": "逝者", "death_date": "2026-01-02", "cause_of_death": "意外伤害"}});
+    let r = s.req("POST", "/v1/datasets/death/updates").token(tokens::WEIJIAN).ndjson(&[death]);
+    assert_eq!((r.status, r.json["applied"].as_u64()), (200, Some(1)), "{}", r.text);
+    let words = ["心脏病", "肺癌", "脑卒中", "肝硬化", "糖尿病", "意外伤害", "肺炎", "肾衰竭", "自然死亡"];
+
+    // A batch of guesses: every line refused, none answered.
+    let lines: Vec<Value> = words
+        .iter()
+        .enumerate()
+        .map(|(i, w)| json!({"ref": i.to_string(), "subject": "person", "key": DEAD, "dataset": "death", "fields": {"cause_of_death": w}}))
+        .collect();
+    let r = s.req("POST", "/v1/verify/batch").token(tokens::COUNTER).purpose("批量核验").ndjson(&lines);
+    assert_eq!(r.status, 200, "{}", r.text);
+    let out: Vec<Value> = r.text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(out.len(), words.len(), "{}", r.text);
+    for line in &out {
+        assert_eq!(line["error"]["code"], "forbidden", "{}", r.text);
+        assert!(line.get("result").is_none(), "{}", r.text);
+    }
+
+    // One at a time: two different claims answered, the third refused.
+    let one = |w: &str| {
+        s.req("POST", &format!("/v1/persons/{DEAD}/verify"))
+            .token(tokens::COUNTER)
+            .purpose("核验")
+            .json(&json!({"dataset": "death", "fields": {"cause_of_death": w}}))
+    };
+    assert_eq!(one(words[0]).json["fields"]["cause_of_death"], "mismatch");
+    assert_eq!(one(words[1]).json["fields"]["cause_of_death"], "mismatch");
+    let third = one(words[5]);
+    assert_eq!((third.status, third.code()), (403, "claim_limit"), "{}", third.text);
+    assert!(!third.text.contains("match"), "{}", third.text);
+
+    // The catalog says which fields are counted.
+    let r = s.req("GET", "/v1/catalog").token(tokens::COUNTER).get();
+    let field = |ds: &str, name: &str| {
+        let d = r.json["datasets"].as_array().unwrap().iter().find(|d| d["id"] == ds).unwrap().clone();
+        d["fields"].as_array().unwrap().iter().find(|f| f["name"] == name).unwrap().clone()
+    };
+    assert_eq!(field("death", "cause_of_death")["few_values"], true);
+    assert_eq!(field("death", "death_place")["few_values"], true);
+    assert!(field("hukou", "photo").get("few_values").is_none(), "binary content is not counted");
 }

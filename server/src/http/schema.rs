@@ -197,7 +197,8 @@ pub struct FieldDoc {
     /// Present (`false`) when only departments that may read the field may
     /// have a claimed value of it verified.
     pub verifiable: Option<bool>,
-    /// Present (`true`) when the field has so few possible values that a
+    /// Present (`true`) when a few guesses would reveal the field (every
+    /// type but bytes, unless the catalog says otherwise), so that a
     /// department that may not read it has its distinct claims of it
     /// counted per subject (`403 claim_limit` beyond the limit) and may not
     /// verify it in a batch.
