@@ -387,7 +387,8 @@ impl Queries {
 
     /// The dataset's provider confirms the value or reports its
     /// correction; a correction needs an update of the record written
-    /// since the dispute was opened.
+    /// since the dispute was opened that changed the disputed field (or
+    /// removed the record): the citizen is told the error was fixed.
     pub async fn resolve_dispute(&self, caller: &Caller, id: &str, outcome: &str, note: Option<&str>) -> Result<Dispute> {
         let outcome = match outcome {
             "confirmed" => Resolution::Confirmed,
@@ -419,6 +420,16 @@ impl Queries {
                     "a correction needs an update of this record after the dispute was opened: send it to the updates endpoint first"
                         .into(),
                 ));
+            }
+            let value = |as_of| -> Result<Option<basedata_store::Value>> {
+                Ok(self.store.get(&key, &d.dataset, as_of)?.and_then(|r| r.field(&d.field).cloned()))
+            };
+            if value(Some(d.created_at))? == value(None)? {
+                return Err(Error::Conflict(format!(
+                    "the record was updated after the dispute was opened, but its field {} still holds the value disputed: \
+                     send the corrected value first, or resolve the dispute as confirmed",
+                    d.field
+                )));
             }
         }
         let now = self.grants.now();

@@ -245,7 +245,12 @@ fn disputes_are_checked_and_corrected_by_the_provider() {
     assert_eq!(resolve(tokens::GONGAN, &id, json!({"outcome": "maybe"})).code(), "invalid_value");
     let r = resolve(tokens::GONGAN, &id, json!({"outcome": "corrected", "note": "已更正"}));
     assert_eq!((r.status, r.code()), (409, "conflict"), "a correction needs an update first");
-    push(&s, tokens::GONGAN, "hukou", &[hukou(P1, 2, "张叁")]);
+    // An update that leaves the disputed value as it was corrects nothing.
+    push(&s, tokens::GONGAN, "hukou", &[hukou(P1, 2, "张三")]);
+    let r = resolve(tokens::GONGAN, &id, json!({"outcome": "corrected", "note": "已更正"}));
+    assert_eq!((r.status, r.code()), (409, "conflict"), "{}", r.text);
+    assert!(r.json["error"]["message"].as_str().unwrap().contains("still holds the value disputed"), "{}", r.text);
+    push(&s, tokens::GONGAN, "hukou", &[hukou(P1, 3, "张叁")]);
     let r = resolve(tokens::GONGAN, &id, json!({"outcome": "corrected", "note": "已更正"}));
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.json["state"], "resolved");
