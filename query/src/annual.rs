@@ -22,7 +22,7 @@ use time::{Date, Month};
 /// Julian day number of 1970-01-01 (the usage counters count days from it).
 const UNIX_EPOCH_JULIAN_DAY: i32 = 2_440_588;
 /// How far before the year the timeliness walk looks for the last update
-/// (a quarterly dataset may go 92 days without one).
+/// (a quarterly dataset may go up to about 106 days without one).
 const LOOK_BACK_DAYS: i32 = 400;
 /// The first year a report may be asked for.
 pub const FIRST_YEAR: i32 = 2000;
@@ -196,20 +196,34 @@ fn day_of_date(d: Date) -> i32 {
 /// The date by which the update after one on `last` is due, under `freq`
 /// (the freshness report's rule and the yearly report's, day by day).
 pub(crate) fn next_update_due(calendar: &basedata_store::calendar::Calendar, freq: &UpdateFrequency, last: Date) -> Date {
-    let (wd, cd) = allowed_gap(freq);
-    std::cmp::max(calendar.add_working_days(last, wd), last.saturating_add(time::Duration::days(i64::from(cd))))
-}
-
-/// How long a provider may go without an update before it is overdue:
-/// (working days, calendar days); the larger bound applies.
-fn allowed_gap(freq: &UpdateFrequency) -> (u32, u32) {
     match freq {
         // Base data is updated as it changes (Art. 19); a whole working day
         // without any change to a populated base dataset is suspicious.
-        UpdateFrequency::Realtime => (1, 0),
-        UpdateFrequency::WorkingDays(n) => (*n, 0),
-        UpdateFrequency::Quarterly => (0, 92),
+        UpdateFrequency::Realtime => calendar.add_working_days(last, 1),
+        UpdateFrequency::WorkingDays(n) => calendar.add_working_days(last, *n),
+        // "At least once within 10 working days of each quarter's start"
+        // (Guangzhou Art. 19 para 4, Huizhou Art. 16): whenever in a
+        // quarter the last update came, the next is due by the 10th
+        // working day of the quarter after it.
+        UpdateFrequency::Quarterly => {
+            let start = next_quarter_start(last);
+            calendar.add_working_days(start.previous_day().unwrap_or(start), QUARTER_START_WORKING_DAYS)
+        }
     }
+}
+
+/// Working days into a quarter by which a quarterly dataset's update is due.
+const QUARTER_START_WORKING_DAYS: u32 = 10;
+
+/// The first day of the quarter after the one `d` is in.
+fn next_quarter_start(d: Date) -> Date {
+    let month0 = u8::from(d.month()) - 1;
+    let (year, next0) = match month0 / 3 {
+        3 => (d.year() + 1, 0),
+        q => (d.year(), (q + 1) * 3),
+    };
+    let month = Month::try_from(next0 + 1).unwrap_or(Month::January);
+    Date::from_calendar_date(year, month, 1).unwrap_or(Date::MAX)
 }
 
 /// Grants about one dataset in `[from, to]`.
@@ -429,5 +443,27 @@ mod tests {
         assert_eq!(day_of(day_start(d)), d);
         assert_eq!(day_of(day_start(d) - 1), d - 1);
         assert_eq!(date_of_day(d), Date::from_calendar_date(2026, Month::January, 1).unwrap());
+    }
+
+    #[test]
+    fn a_quarterly_update_is_due_by_the_tenth_working_day_of_the_next_quarter() {
+        use time::macros::date;
+        let c = basedata_store::calendar::Calendar::builtin();
+        let due = |d| next_update_due(&c, &UpdateFrequency::Quarterly, d);
+        // Early or late in a quarter, the next is due in the next quarter's
+        // first ten working days: 1 Jan 2027 is a holiday, so Fri 15 Jan.
+        assert_eq!(due(date!(2026 - 10 - 09)), date!(2027 - 01 - 15));
+        assert_eq!(due(date!(2026 - 12 - 08)), date!(2027 - 01 - 15));
+        assert_eq!(due(date!(2026 - 12 - 31)), date!(2027 - 01 - 15));
+        // Q1 2026 ends on 31 Mar; Qingming (4–6 Apr) is in the next
+        // quarter's first ten working days: Wed 15 Apr.
+        assert_eq!(due(date!(2026 - 01 - 05)), date!(2026 - 04 - 15));
+        // National Day (1–7 Oct), then 8, 9, the worked Sat 10, 12–16 and
+        // 19 Oct: Tue 20 Oct.
+        assert_eq!(due(date!(2026 - 07 - 01)), date!(2026 - 10 - 20));
+        assert_eq!(next_quarter_start(date!(2026 - 06 - 30)), date!(2026 - 07 - 01));
+        // Other frequencies count working days from the last update.
+        assert_eq!(next_update_due(&c, &UpdateFrequency::WorkingDays(5), date!(2026 - 11 - 16)), date!(2026 - 11 - 23));
+        assert_eq!(next_update_due(&c, &UpdateFrequency::Realtime, date!(2026 - 11 - 20)), date!(2026 - 11 - 23));
     }
 }
