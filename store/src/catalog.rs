@@ -1189,6 +1189,26 @@ mod tests {
 
     /// Providers other than the police send the name with the ID number so
     /// that records can be compared (Guangzhou Art. 22, Huizhou Art. 28).
+    /// Base data changes are shared as they happen (Guangzhou Art. 19 para
+    /// 2): every dataset whose legal basis is an item of Guangzhou Art. 21
+    /// (persons) or 23 (organizations) is realtime, but education, static
+    /// data kept quarterly with the authority's approval (Huizhou Art. 16).
+    #[test]
+    fn builtin_base_data_is_updated_in_real_time() {
+        let catalog = Catalog::builtin();
+        let mut base = 0;
+        for d in catalog.datasets() {
+            let basis = d.legal_basis.as_str();
+            if !(basis.contains("《广州市政务信息共享管理规定》第二十一条") || basis.contains("《广州市政务信息共享管理规定》第二十三条")) {
+                continue;
+            }
+            base += 1;
+            let want = if d.id == "education" { UpdateFrequency::Quarterly } else { UpdateFrequency::Realtime };
+            assert_eq!(d.update_frequency, want, "{}", d.id);
+        }
+        assert!(base >= 15, "{base} base datasets");
+    }
+
     #[test]
     fn builtin_person_datasets_carry_a_required_name() {
         for d in Catalog::builtin().datasets_for(Subject::Person) {
