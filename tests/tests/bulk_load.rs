@@ -6,7 +6,8 @@
 //! lookups, verification, key-typed fields, stale detection of older and
 //! equal versions, a newer version applying with the next sequence number,
 //! the freshness counters. After it stops, the change log is dense. A
-//! second load into a loaded dataset, a load while the server runs and bad
+//! second load into a loaded dataset goes through the write path, line by
+//! line against the stored versions; a load while the server runs and bad
 //! arguments are refused with one line and a non-zero exit.
 
 use basedata_store::clock::SystemClock;
@@ -123,11 +124,20 @@ fn a_bulk_load_serves_like_pushed_updates() {
     assert!(out.starts_with(&format!("market_registration: {0} lines, {0} loaded, 0 rejected", mr.len())), "{out}");
     assert_eq!(std::fs::read_to_string(&mr_errors).unwrap(), "");
 
-    // Refusals: a loaded dataset, bad arguments.
-    let (st, _, err) = load(&data, "hukou", &input, &[]);
-    assert!(!st.success());
-    let e = one_line_error(&err);
-    assert!(e.contains("already holds data") && e.contains("POST /v1/datasets/hukou/updates"), "{e}");
+    // A second load into the loaded dataset goes through the write path,
+    // as pushes would: every valid line is stale now, the same lines are
+    // rejected, and nothing changes.
+    let (st, out, err) = load(&data, "hukou", &input, &[]);
+    assert!(st.success(), "{out}{err}");
+    assert!(out.starts_with(&format!("hukou: {lines} lines, 0 loaded, 5 rejected, {} stale,", lines - 5)), "summary: {out}");
+    assert!(out.contains("through the write path"), "{out}");
+    let again: Vec<(u64, String, Option<String>)> = read_ndjson(&dir.path().join("hukou.ndjson.errors.ndjson"))
+        .iter()
+        .map(|r| (r["line"].as_u64().unwrap(), r["code"].as_str().unwrap().to_owned(), r["key"].as_str().map(str::to_owned)))
+        .collect();
+    assert_eq!(again, expected_errors);
+
+    // Refusals: bad arguments.
     let (st, _, err) = load(&data, "no_such_dataset", &input, &[]);
     assert!(!st.success() && one_line_error(&err).contains("unknown dataset no_such_dataset"), "{err}");
     let (st, _, err) = load(&data, "death", &dir.path().join("missing.ndjson"), &[]);
@@ -230,4 +240,58 @@ fn a_bulk_load_serves_like_pushed_updates() {
     let first = changes.iter().find(|c| c.key.as_str() == key(0)).unwrap();
     assert_eq!(first.version, version(0) + 1);
     assert_eq!(changes.last().unwrap().key.as_str(), key(2));
+}
+
+/// A file loaded into a dataset that already holds data is applied as the
+/// updates endpoint would apply it: newer versions and new keys applied
+/// with the next sequence numbers, others stale, every line audited as the
+/// provider's update.
+#[test]
+fn a_load_into_a_dataset_with_data_goes_through_the_write_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let gen_dir = dir.path().join("gen");
+    let (st, out, err) = run_cli(&["gen", "--persons", "2501", "--entities", "0", "--out", gen_dir.to_str().unwrap(), "--seed", "7"]);
+    assert!(st.success(), "{out}{err}");
+    let generated = read_ndjson(&gen_dir.join("hukou.ndjson"));
+    let first: String = generated[..2500].iter().map(|l| format!("{l}\n")).collect();
+    let first_file = dir.path().join("first.ndjson");
+    std::fs::write(&first_file, first).unwrap();
+    let data = dir.path().join("data");
+    let (st, out, err) = load(&data, "hukou", &first_file, &[]);
+    assert!(st.success() && out.contains("2500 loaded"), "{out}{err}");
+
+    // More lines than one request of the write path takes: a new key, a
+    // newer version, the stored versions again, and a bad line at the end.
+    let mut newer = generated[0].clone();
+    newer["version"] = json!(newer["version"].as_u64().unwrap() + 1);
+    newer["fields"]["name"] = json!("离线补录");
+    let mut text: String = generated[..2500].iter().map(|l| format!("{l}\n")).collect();
+    text.push_str(&format!("{}\n{newer}\n{{bad\n", generated[2500]));
+    let second = dir.path().join("second.ndjson");
+    std::fs::write(&second, text).unwrap();
+    let (st, out, err) = load(&data, "hukou", &second, &[]);
+    assert!(st.success(), "{out}{err}");
+    assert!(out.starts_with("hukou: 2503 lines, 2 loaded, 1 rejected, 2500 stale,"), "{out}");
+    assert!(out.contains("sequence numbers 2501..=2502"), "{out}");
+    let report = read_ndjson(&dir.path().join("second.ndjson.errors.ndjson"));
+    assert_eq!(report.len(), 1);
+    assert_eq!((report[0]["line"].as_u64(), report[0]["code"].as_str()), (Some(2503), Some("invalid_body")));
+
+    let s = Server::start_in(dir.path(), &standard_config(), &[]);
+    let person = |k: &Value| {
+        let r = s.req("GET", &format!("/v1/persons/{}?datasets=hukou", k.as_str().unwrap())).token(tokens::COUNTER).purpose("核验").get();
+        assert_eq!(r.status, 200, "{}", r.text);
+        r.json["datasets"]["hukou"]["fields"]["name"].clone()
+    };
+    assert_eq!(person(&generated[0]["key"]), "离线补录");
+    assert_eq!(person(&generated[2500]["key"]), generated[2500]["fields"]["name"]);
+    let r = s.req("GET", "/v1/audit?department=gongan").token(tokens::AUDITOR).get();
+    assert_eq!(r.status, 200, "{}", r.text);
+    let pushes = r.json["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "update" && e["outcome"].as_str().is_some_and(|o| o.starts_with("submitted=")))
+        .count();
+    assert_eq!(pushes, 3, "one entry a thousand lines: {}", r.text);
 }

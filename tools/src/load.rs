@@ -10,15 +10,24 @@
 //! first. The load is audited like a provider's push: an `update` entry
 //! of the dataset's provider (of several, the one named with `--provider`,
 //! whose area or fields the lines must keep to) saying what was loaded.
+//!
+//! A dataset that already holds data cannot take SST files (what is stored
+//! must be merged line by line, by version): its file goes through the
+//! write path instead, exactly as pushes to the updates endpoint would
+//! (`basedata_ingest::provide`), a thousand lines a synced request, each
+//! audited as the provider's `update`. Slower, but a provider's backlog
+//! can be loaded while the server is stopped.
 
 use anyhow::{bail, Context};
 use basedata_server::config::Config;
 use basedata_server::lifecycle as server;
 use basedata_ingest::sst::{self, Progress};
 use basedata_store::bulk::BulkOptions;
-use basedata_store::{dir, Action, AuditEvent, Durability};
+use basedata_store::caller::{Caller, Department, Role};
+use basedata_store::commit::Committer;
+use basedata_store::{dir, Action, AuditEvent, Durability, Store};
 use std::fs::File;
-use std::io::{BufWriter, IsTerminal, Write};
+use std::io::{BufRead, BufReader, BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -68,6 +77,12 @@ pub struct LoadReport {
     pub rejected: u64,
     /// Lines that lost to another line for the same key.
     pub superseded: u64,
+    /// Lines not newer than the version stored (a load into a dataset
+    /// that held data, through the write path; else 0).
+    pub stale: u64,
+    /// Whether the dataset held data, so that the file went through the
+    /// write path rather than SST files.
+    pub through_write_path: bool,
     pub first_seq: u64,
     pub last_seq: u64,
     pub seconds: f64,
@@ -90,16 +105,22 @@ impl LoadReport {
 
     /// The one-line summary `basedata load` prints.
     pub fn summary(&self) -> String {
+        let kept_out = match self.through_write_path {
+            true => format!("{} stale", self.stale),
+            false => format!("{} superseded", self.superseded),
+        };
         let mut s = format!(
-            "{}: {} lines, {} loaded, {} rejected, {} superseded, {:.1} s, {:.0} records/s",
+            "{}: {} lines, {} loaded, {} rejected, {kept_out}, {:.1} s, {:.0} records/s",
             self.dataset,
             self.lines,
             self.loaded,
             self.rejected,
-            self.superseded,
             self.seconds,
             self.records_per_second()
         );
+        if self.through_write_path {
+            s.push_str(" (the dataset held data: applied through the write path)");
+        }
         if self.loaded > 0 {
             s.push_str(&format!(", sequence numbers {}..={}", self.first_seq, self.last_seq));
         }
@@ -161,7 +182,7 @@ pub fn run(o: &LoadOptions) -> anyhow::Result<LoadReport> {
     let opened =
         dir::open_with_secret(o.data, &secret, catalog.clone(), clock, &o.config.open_options(false)).map_err(in_use)?;
     server::tell(&opened.notices);
-    let store = opened.store;
+    let store = Arc::new(opened.store);
     let report_file = File::create(&errors_file).with_context(|| format!("cannot create {}", errors_file.display()))?;
     let mut report = BufWriter::with_capacity(1 << 20, report_file);
 
@@ -176,6 +197,35 @@ pub fn run(o: &LoadOptions) -> anyhow::Result<LoadReport> {
     let writing = indicatif::ProgressStyle::with_template("writing  {bar:40} {pos}/{len} records {per_sec} eta {eta}")
         .expect("valid template");
     bar.set_style(reading);
+    let mut write_line = |line: u64, e: &basedata_ingest::LineError| -> std::io::Result<()> {
+        let r = Rejection { line, key: e.key.as_deref(), code: e.code, message: &e.message };
+        serde_json::to_writer(&mut report, &r)?;
+        report.write_all(b"\n")
+    };
+    if store.dataset_stats(&ds.id).updates > 0 {
+        let applied = through_write_path(&store, &ds.id, &by.id, o.input, &mut write_line, &|bytes| bar.set_position(bytes));
+        bar.finish_and_clear();
+        let applied = applied?;
+        // Stops the writer after its last group.
+        drop(write_line);
+        finish_report(report, &errors_file)?;
+        refuse_all_rejected(applied.lines, applied.rejected, o.input, &ds.id, &errors_file)?;
+        return Ok(LoadReport {
+            dataset: ds.id.clone(),
+            lines: applied.lines,
+            loaded: applied.applied,
+            rejected: applied.rejected,
+            superseded: 0,
+            stale: applied.stale,
+            through_write_path: true,
+            first_seq: applied.first_seq,
+            last_seq: applied.last_seq,
+            seconds: started.elapsed().as_secs_f64(),
+            reading_seconds: 0.0,
+            errors_file,
+            runs: 0,
+        });
+    }
     let mut phase_writing = false;
     let mut reading_seconds = 0.0;
     let opts = BulkOptions { memory_bytes: o.memory_mb << 20, expected_bytes: meta.len(), ..BulkOptions::new(tmp) };
@@ -185,11 +235,7 @@ pub fn run(o: &LoadOptions) -> anyhow::Result<LoadReport> {
         Some(&by.id),
         o.input,
         opts,
-        &mut |line, e| {
-            let r = Rejection { line, key: e.key.as_deref(), code: e.code, message: &e.message };
-            serde_json::to_writer(&mut report, &r)?;
-            report.write_all(b"\n")
-        },
+        &mut |line, e| write_line(line, e),
         &mut |p| match p {
             Progress::Reading { bytes, .. } => bar.set_position(bytes),
             Progress::Writing { records, total } => {
@@ -234,26 +280,17 @@ pub fn run(o: &LoadOptions) -> anyhow::Result<LoadReport> {
         grants: Vec::new(),
     };
     store.commit(&[], &[event], Durability::Sync)?;
-    report
-        .into_inner()
-        .map_err(|e| e.into_error())
-        .and_then(|f| f.sync_all())
-        .with_context(|| format!("cannot write {}", errors_file.display()))?;
-    if loaded.lines > 0 && loaded.rejected == loaded.lines {
-        bail!(
-            "none of the {} lines of {} is a valid update of {} (each line's error is in {})",
-            loaded.lines,
-            o.input.display(),
-            ds.id,
-            errors_file.display()
-        );
-    }
+    drop(write_line);
+    finish_report(report, &errors_file)?;
+    refuse_all_rejected(loaded.lines, loaded.rejected, o.input, &ds.id, &errors_file)?;
     Ok(LoadReport {
         dataset: ds.id.clone(),
         lines: loaded.lines,
         loaded: loaded.bulk.applied,
         rejected: loaded.rejected,
         superseded: loaded.bulk.superseded,
+        stale: 0,
+        through_write_path: false,
         first_seq: loaded.bulk.first_seq,
         last_seq: loaded.bulk.last_seq,
         seconds: started.elapsed().as_secs_f64(),
@@ -261,4 +298,95 @@ pub fn run(o: &LoadOptions) -> anyhow::Result<LoadReport> {
         errors_file,
         runs: loaded.bulk.sort.runs,
     })
+}
+
+fn finish_report(report: BufWriter<File>, errors_file: &Path) -> anyhow::Result<()> {
+    report
+        .into_inner()
+        .map_err(|e| e.into_error())
+        .and_then(|f| f.sync_all())
+        .with_context(|| format!("cannot write {}", errors_file.display()))
+}
+
+/// A file none of whose lines is valid is more likely the wrong file, or
+/// for the wrong dataset, than a provider's data: an error, not a report.
+fn refuse_all_rejected(lines: u64, rejected: u64, input: &Path, dataset: &str, errors_file: &Path) -> anyhow::Result<()> {
+    if lines > 0 && rejected == lines {
+        bail!(
+            "none of the {lines} lines of {} is a valid update of {dataset} (each line's error is in {})",
+            input.display(),
+            errors_file.display()
+        );
+    }
+    Ok(())
+}
+
+/// Lines handed to the write path at a time: its answer lists up to this
+/// many rejected lines, so that every one reaches the error report.
+const WRITE_PATH_LINES: u64 = basedata_ingest::provide::MAX_LISTED_REJECTIONS as u64;
+
+/// What a load through the write path did.
+#[derive(Debug, Default)]
+struct Applied {
+    lines: u64,
+    applied: u64,
+    stale: u64,
+    rejected: u64,
+    first_seq: u64,
+    last_seq: u64,
+}
+
+/// Applies the update file `input` to `dataset` of `store` as the updates
+/// endpoint applies a provider's pushes, `WRITE_PATH_LINES` raw lines a
+/// request: each line against the stored version (newer applied, the
+/// others stale), each request synced and audited as `provider`'s `update`.
+/// Rejected lines go to `reject` with their line numbers in the file.
+fn through_write_path(
+    store: &Arc<Store>,
+    dataset: &str,
+    provider: &str,
+    input: &Path,
+    reject: &mut dyn FnMut(u64, &basedata_ingest::LineError) -> std::io::Result<()>,
+    progress: &dyn Fn(u64),
+) -> anyhow::Result<Applied> {
+    use basedata_ingest::provide::Provide;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let committer = Arc::new(Committer::start(store.clone(), 64));
+    let provide = Provide::new(store.clone(), committer, usize::MAX);
+    let caller = Caller::declared(Arc::new(Department::new(provider, vec![Role::Provider])), None);
+    let mut reader = BufReader::with_capacity(1 << 20, File::open(input).with_context(|| format!("cannot read {}", input.display()))?);
+    let mut out = Applied { first_seq: store.last_seq() + 1, ..Applied::default() };
+    let (mut chunk, mut in_chunk, mut before, mut bytes) = (Vec::new(), 0u64, 0u64, 0u64);
+    loop {
+        let read = reader.read_until(b'\n', &mut chunk).with_context(|| format!("cannot read {}", input.display()))?;
+        bytes += read as u64;
+        in_chunk += u64::from(read > 0);
+        if in_chunk > 0 && (in_chunk == WRITE_PATH_LINES || read == 0) {
+            let r = runtime.block_on(async {
+                let mut s = provide.begin(&caller, dataset, Some("bulk load")).await?;
+                s.push(&chunk)?;
+                provide.apply(s).await
+            });
+            let r = r.map_err(|e| anyhow::anyhow!("{e}"))?;
+            for (line, e) in &r.rejected.listed {
+                reject(before + line, e).context("cannot write the error report")?;
+            }
+            let rejected = r.rejected.total() as u64;
+            out.applied += r.applied as u64;
+            out.stale += r.stale as u64;
+            out.rejected += rejected;
+            out.lines += r.applied as u64 + r.stale as u64 + rejected;
+            out.last_seq = r.last_seq;
+            before += in_chunk;
+            (in_chunk, chunk) = (0, Vec::new());
+            progress(bytes);
+        }
+        if read == 0 {
+            break;
+        }
+    }
+    if out.applied == 0 {
+        out.first_seq = 0;
+    }
+    Ok(out)
 }
