@@ -185,13 +185,39 @@ fn parse_raw(dataset: &Dataset, raw: RawLine<'_>) -> Result<Update, LineError> {
             let fields = raw
                 .fields
                 .ok_or_else(|| LineError::new("invalid_body", "an upsert needs \"fields\"", shown.clone()))?;
-            UpdateOp::Upsert(parse_fields(dataset, &fields).map_err(|(code, m)| LineError::new(code, m, shown.clone()))?)
+            let fields = parse_fields(dataset, &fields).map_err(|(code, m)| LineError::new(code, m, shown.clone()))?;
+            agrees_with_key(&key, &fields).map_err(|m| LineError::new("invalid_value", m, shown.clone()))?;
+            UpdateOp::Upsert(fields)
         }
         Some("delete") => UpdateOp::Delete,
         Some(_) => return Err(LineError::new("invalid_body", "\"op\" must be \"upsert\" or \"delete\"", shown)),
     };
     tracing::trace!(key = %mask(key.as_str()), version, "parsed update");
     Ok(Update { link, dataset: dataset.id.clone(), key, version, op, provider: None })
+}
+
+/// Refuses a person's `birth_date` or `gender` that contradicts the
+/// citizen ID number the record is keyed by, which encodes both (GB
+/// 11643-1999: the birth date, and the sex in the sequence number's
+/// parity). Such a line is a data error at its source — the wrong person's
+/// number, or a mistyped value — and base data shared with every counter
+/// must not hold it (the measures ask providers to check what they supply,
+/// State Council No. 51 Art. 5). Other documents encode neither.
+/// (The messages, like every other, quote no value.)
+fn agrees_with_key(key: &SubjectKey, fields: &[(String, Value)]) -> Result<(), &'static str> {
+    let SubjectKey::Person(person) = key else { return Ok(()) };
+    for (name, value) in fields {
+        match (name.as_str(), value) {
+            ("birth_date", Value::Date(d)) if *d != person.birth_date() => {
+                return Err("field birth_date: not the birth date the ID number encodes");
+            }
+            ("gender", Value::Code(c)) if matches!(c.as_str(), "1" | "2") && c != person.gender().code() => {
+                return Err("field gender: not the sex the ID number encodes (its 17th digit: odd male, even female)");
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Gives a parsed update of a dataset of several providers to `by`, its
@@ -313,7 +339,7 @@ mod tests {
             ("hukou", r#"{"key":"11010519491231002x","version":18446744073709551615,"op":"delete"}"#),
             ("hukou", r#"{"key":"g12345678","id_type":"passport","version":2,"op":"delete"}"#),
             ("hukou", r#"{"key":"USA310085012340","id_type":"foreign_permanent_residence","version":2,"op":"delete"}"#),
-            ("hukou", r#"{"key":"11010519491231002X","version":3,"fields":{"name":"\"引号\"\n\\","gender":1,"birth_date":"1949-12-31","status":"cancelled","cancel_date":"2020-02-29","cancel_reason":"deceased","photo":"aGVsbG8="}}"#),
+            ("hukou", r#"{"key":"11010519491231002X","version":3,"fields":{"name":"\"引号\"\n\\","gender":2,"birth_date":"1949-12-31","status":"cancelled","cancel_date":"2020-02-29","cancel_reason":"deceased","photo":"aGVsbG8="}}"#),
             ("market_registration", r#"{"key":"91350100M000100Y43","version":7,"fields":{"name":"某某有限公司","legal_representative":"张三","legal_representative_id":"11010519491231002x","type":"limited_liability","address":"福州市","registered_capital":"0100.50","established_on":"2001-01-01","status":"active"}}"#),
         ];
         for (ds, line) in lines {
@@ -337,6 +363,27 @@ mod tests {
         assert_eq!(e.key.as_deref(), Some("11010519491231002X"));
         let bad = parse_line(cat.dataset("hukou").unwrap(), br#"{"key":"11010519491231002X","version":"SECRETVALUE"}"#).unwrap_err();
         assert!(!bad.message.contains("SECRETVALUE"), "{}", bad.message);
+    }
+
+    #[test]
+    fn a_birth_date_or_sex_the_id_number_contradicts_is_refused() {
+        let cat = Catalog::builtin();
+        let line = |gender: &str, born: &str| {
+            format!(r#"{{"key":"11010519491231002X","version":1,"fields":{{"name":"a","gender":"{gender}","birth_date":"{born}","status":"normal"}}}}"#)
+        };
+        for ds in ["hukou"] {
+            let ds = cat.dataset(ds).unwrap();
+            assert!(parse_line(ds, line("2", "1949-12-31").as_bytes()).is_ok(), "{}", ds.id);
+            let e = parse_line(ds, line("2", "1949-12-30").as_bytes()).unwrap_err();
+            assert_eq!((e.code, e.message.as_str()), ("invalid_value", "field birth_date: not the birth date the ID number encodes"));
+            assert!(!e.message.contains("1949"), "{}", e.message);
+            let e = parse_line(ds, line("1", "1949-12-31").as_bytes()).unwrap_err();
+            assert_eq!(e.code, "invalid_value");
+            assert!(e.message.starts_with("field gender: not the sex the ID number encodes"), "{}", e.message);
+        }
+        // A foreign document encodes neither.
+        let passport = r#"{"key":"E12345678","id_type":"passport","version":1,"fields":{"name":"a","gender":"1","birth_date":"1990-05-05","status":"normal"}}"#;
+        assert!(parse_line(cat.dataset("hukou").unwrap(), passport.as_bytes()).is_ok());
     }
 
     #[test]

@@ -279,9 +279,12 @@ mod tests {
     }
 
     fn line(i: u32, name: &str) -> String {
+        let key = person(i);
         format!(
-            r#"{{"key":"{}","version":1,"fields":{{"name":"{name}","gender":"1","birth_date":"1960-01-01","status":"normal","registered_town":"{}"}}}}"#,
-            person(i).as_str(),
+            r#"{{"key":"{}","version":1,"fields":{{"name":"{name}","gender":"{}","birth_date":"{}","status":"normal","registered_town":"{}"}}}}"#,
+            key.as_str(),
+            key.gender().code(),
+            key.birth_date(),
             "街".repeat(60)
         )
     }
@@ -304,7 +307,8 @@ mod tests {
                 }
                 6 => text.push_str(" \r\n"),
                 7 => {
-                    text.push_str(&line(i, "x").replace("\"gender\":\"1\"", "\"gender\":\"7\""));
+                    let gender = format!("\"gender\":\"{}\"", person(i).gender().code());
+                    text.push_str(&line(i, "x").replace(&gender, "\"gender\":\"7\""));
                     text.push_str("\r\n");
                     expected.push((n, "invalid_value"));
                 }

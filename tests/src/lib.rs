@@ -322,3 +322,12 @@ pub fn run_cli(args: &[&str]) -> (ExitStatus, String, String) {
     let out = Command::new(binary()).args(args).stdin(Stdio::null()).output().unwrap();
     (out.status, String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
+
+/// The birth date (`YYYY-MM-DD`) and sex code (`"1"` male, `"2"` female)
+/// that an 18-digit citizen ID number encodes: a person's record must
+/// agree with its key, so fixtures take both from it.
+pub fn encoded(key: &str) -> (String, &'static str) {
+    let b = &key[6..14];
+    let sex = if (key.as_bytes()[16] - b'0') % 2 == 1 { "1" } else { "2" };
+    (format!("{}-{}-{}", &b[..4], &b[4..6], &b[6..8]), sex)
+}

@@ -270,8 +270,12 @@ fn a_provider_cannot_grant_itself_its_own_dataset() {
 #[test]
 fn a_record_the_caller_may_not_see_is_answered_as_no_record() {
     let s = Server::start(&standard_config());
-    const P2: &str = "440305198001010013";
-    let hukou = |key: &str| json!({"key": key, "version": 1, "fields": {"name": "张三", "gender": "2", "birth_date": "1949-12-31", "status": "normal"}});
+    // Born the same day as P1, and a woman too: the two records differ only in their keys.
+    const P2: &str = "440305194912310027";
+    let hukou = |key: &str| {
+        let (born, sex) = encoded(key);
+        json!({"key": key, "version": 1, "fields": {"name": "张三", "gender": sex, "birth_date": born, "status": "normal"}})
+    };
     let r = s.req("POST", "/v1/datasets/hukou/updates").token(tokens::GONGAN).ndjson(&[hukou(P1), hukou(P2)]);
     assert_eq!(r.json["applied"], 2, "{}", r.text);
     // P1 has an adoption record; every item of it is conditional.

@@ -259,8 +259,9 @@ fn photo_visible(c: &Cluster, node: usize, key: &str) -> bool {
 }
 
 fn line(key: &str, version: u64) -> Value {
+    let (born, sex) = encoded(key);
     json!({"key": key, "version": version, "op": "upsert",
-           "fields": {"name": format!("n{version}"), "gender": "1", "birth_date": "1980-01-01", "status": "normal"}})
+           "fields": {"name": format!("n{version}"), "gender": sex, "birth_date": born, "status": "normal"}})
 }
 
 #[test]

@@ -12,7 +12,8 @@ const P2: &str = "440305198001010013";
 const DAY: i64 = 86_400;
 
 fn hukou(key: &str, version: u64, name: &str) -> Value {
-    json!({"key": key, "version": version, "fields": {"name": name, "gender": "2", "birth_date": "1949-12-31", "status": "normal", "photo": "aGVsbG8="}})
+    let (born, sex) = encoded(key);
+    json!({"key": key, "version": version, "fields": {"name": name, "gender": sex, "birth_date": born, "status": "normal", "photo": "aGVsbG8="}})
 }
 
 fn push(s: &Server, token: &str, ds: &str, lines: &[Value]) -> Resp {

@@ -10,8 +10,9 @@ const P2: &str = "440305198001010013";
 const E1: &str = "91350100M000100Y43";
 
 fn hukou(key: &str, version: u64, name: &str, status: &str) -> Value {
+    let (born, sex) = encoded(key);
     json!({"key": key, "version": version, "op": "upsert",
-           "fields": {"name": name, "gender": "2", "birth_date": "1949-12-31", "status": status, "photo": "aGVsbG8="}})
+           "fields": {"name": name, "gender": sex, "birth_date": born, "status": status, "photo": "aGVsbG8="}})
 }
 
 fn push(s: &Server, token: &str, ds: &str, lines: &[Value]) -> Resp {
