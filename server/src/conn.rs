@@ -578,7 +578,7 @@ fn refuse(tcp: TcpStream, why: Refusal) {
         return;
     }
     tokio::spawn(async move {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio::io::AsyncWriteExt;
         let _counted = counted;
         let mut tcp = tcp;
         // Written once the socket is known writable: a try_write straight
@@ -586,18 +586,26 @@ fn refuse(tcp: TcpStream, why: Refusal) {
         // reported, write nothing, and leave the client with a bare close.
         let _ = tokio::time::timeout(Duration::from_millis(500), tcp.write_all(answer)).await;
         let _ = tcp.shutdown().await;
-        let mut sink = [0u8; 4096];
-        let _ = tokio::time::timeout(Duration::from_millis(500), async {
-            let mut read = 0usize;
-            while read < 64 << 10 {
-                match tcp.read(&mut sink).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => read += n,
-                }
-            }
-        })
-        .await;
+        drain(&mut tcp, 64 << 10, Duration::from_millis(500)).await;
     });
+}
+
+/// Reads and drops what a client refused and answered is still sending,
+/// up to `most` bytes or for `within`: closing a socket with unread data
+/// resets it, and the reset can reach the client before the answer does.
+pub(crate) async fn drain<R: tokio::io::AsyncRead + Unpin>(io: &mut R, most: usize, within: Duration) {
+    use tokio::io::AsyncReadExt;
+    let mut sink = [0u8; 8192];
+    let _ = tokio::time::timeout(within, async {
+        let mut read = 0usize;
+        while read < most {
+            match io.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => read += n,
+            }
+        }
+    })
+    .await;
 }
 
 fn is_connection_error(e: &io::Error) -> bool {

@@ -413,17 +413,7 @@ async fn refuse<T: AsyncRead + AsyncWrite + Unpin>(io: &mut T, out: &mut Vec<u8>
     encode(out, refusal.status, &headers, body.as_bytes(), true);
     if io.write_all(out).await.is_ok() && io.flush().await.is_ok() {
         let _ = tokio::time::timeout(limits.send_timeout, io.shutdown()).await;
-        let mut sink = [0u8; 8192];
-        let _ = tokio::time::timeout(Duration::from_secs(1), async {
-            let mut read = 0usize;
-            while read < 1 << 20 {
-                match io.read(&mut sink).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => read += n,
-                }
-            }
-        })
-        .await;
+        super::drain(io, 1 << 20, Duration::from_secs(1)).await;
     }
 }
 
