@@ -206,7 +206,7 @@ pub fn run(o: &LoadOptions) -> anyhow::Result<LoadReport> {
         let applied = through_write_path(&store, &ds.id, &by.id, o.input, &mut write_line, &|bytes| bar.set_position(bytes));
         bar.finish_and_clear();
         let applied = applied?;
-        // Stops the writer after its last group.
+        // The report is the closure's until here.
         drop(write_line);
         finish_report(report, &errors_file)?;
         refuse_all_rejected(applied.lines, applied.rejected, o.input, &ds.id, &errors_file)?;
@@ -235,7 +235,7 @@ pub fn run(o: &LoadOptions) -> anyhow::Result<LoadReport> {
         Some(&by.id),
         o.input,
         opts,
-        &mut |line, e| write_line(line, e),
+        &mut write_line,
         &mut |p| match p {
             Progress::Reading { bytes, .. } => bar.set_position(bytes),
             Progress::Writing { records, total } => {
