@@ -76,7 +76,10 @@ impl<'de: 'a, 'a> Deserialize<'de> for RawFields<'a> {
 /// Parses one NDJSON line of an update body for `dataset`.
 pub fn parse_line(dataset: &Dataset, line: &[u8]) -> Result<Update, LineError> {
     let raw: RawLine = serde_json::from_slice(line).map_err(|e| {
-        LineError::new("invalid_body", format!("not a valid update object: {}", json_error_kind(&e)), None)
+        // Off the hot path: the line is read again, untyped, to name the
+        // member at fault.
+        let untyped = serde_json::from_slice::<serde_json::Value>(line).ok();
+        LineError::new("invalid_body", format!("not a valid update object: {}", json_error_kind(&e, untyped.as_ref())), None)
     })?;
     parse_raw(dataset, raw)
 }
@@ -84,7 +87,7 @@ pub fn parse_line(dataset: &Dataset, line: &[u8]) -> Result<Update, LineError> {
 /// Parses an update given as an already-decoded JSON value (JSON-array bodies).
 pub fn parse_value(dataset: &Dataset, v: &serde_json::Value) -> Result<Update, LineError> {
     let raw = RawLine::deserialize(v).map_err(|e| {
-        LineError::new("invalid_body", format!("not a valid update object: {}", json_error_kind(&e)), None)
+        LineError::new("invalid_body", format!("not a valid update object: {}", json_error_kind(&e, Some(v))), None)
     })?;
     parse_raw(dataset, raw)
 }
@@ -125,19 +128,48 @@ pub fn write_line(u: &Update, out: &mut Vec<u8>) {
     }
 }
 
-fn json_error_kind(e: &serde_json::Error) -> String {
+fn json_error_kind(e: &serde_json::Error, untyped: Option<&serde_json::Value>) -> String {
     // serde_json messages may quote input; keep only the category and
-    // position, plus unknown-member names which are structure, not data.
+    // position, plus member names, which are structure, not data.
     let msg = e.to_string();
     if msg.starts_with("unknown field") {
         return msg.split(", expected").next().unwrap_or("unknown member").to_owned();
+    }
+    if let Some(rest) = msg.strip_prefix("duplicate field `") {
+        return format!("member \"{}\" appears twice", rest.split('`').next().unwrap_or_default());
     }
     match e.classify() {
         serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
             format!("malformed JSON at column {}", e.column())
         }
-        _ => "a member has the wrong type".to_owned(),
+        _ => untyped.and_then(wrong_member).unwrap_or_else(|| "a member has the wrong type".to_owned()),
     }
+}
+
+/// The member of an update line (as untyped JSON) that does not have its
+/// type, said with the type it needs; no value is quoted.
+fn wrong_member(line: &serde_json::Value) -> Option<String> {
+    let Some(members) = line.as_object() else {
+        return Some("a line is one JSON object (an update), not an array, string or number".into());
+    };
+    const STRING: &str = "a string";
+    let expected = [
+        ("key", STRING),
+        ("id_type", STRING),
+        ("registration_number", STRING),
+        ("version", "an unsigned 64-bit integer"),
+        ("op", STRING),
+        ("fields", "an object of fields"),
+    ];
+    expected.iter().find_map(|&(name, what)| {
+        let v = members.get(name)?;
+        let fits = match name {
+            "version" => v.is_u64(),
+            "fields" => v.is_object(),
+            _ => v.is_string(),
+        };
+        (!fits).then(|| format!("member \"{name}\" must be {what}"))
+    })
 }
 
 /// Client text quoted back in a rejection, cut to a few dozen characters:
@@ -363,6 +395,31 @@ mod tests {
         assert_eq!(e.key.as_deref(), Some("11010519491231002X"));
         let bad = parse_line(cat.dataset("hukou").unwrap(), br#"{"key":"11010519491231002X","version":"SECRETVALUE"}"#).unwrap_err();
         assert!(!bad.message.contains("SECRETVALUE"), "{}", bad.message);
+    }
+
+    #[test]
+    fn a_member_of_the_wrong_type_is_named_and_its_value_not_quoted() {
+        let cat = Catalog::builtin();
+        let ds = cat.dataset("hukou").unwrap();
+        let message = |line: &str| parse_line(ds, line.as_bytes()).unwrap_err().message;
+        let k = r#""key":"11010519491231002X""#;
+        for (line, said) in [
+            (format!(r#"{{{k},"version":-1,"fields":{{}}}}"#), r#"member "version" must be an unsigned 64-bit integer"#),
+            (format!(r#"{{{k},"version":1.5,"fields":{{}}}}"#), r#"member "version" must be an unsigned 64-bit integer"#),
+            (format!(r#"{{{k},"version":"30","fields":{{}}}}"#), r#"member "version" must be an unsigned 64-bit integer"#),
+            (format!(r#"{{{k},"version":1,"fields":["SECRETVALUE"]}}"#), r#"member "fields" must be an object of fields"#),
+            (r#"{"key":440305,"version":1}"#.to_owned(), r#"member "key" must be a string"#),
+            (format!(r#"{{{k},"version":1,"op":true}}"#), r#"member "op" must be a string"#),
+            (format!(r#"{{{k},{k},"version":1}}"#), r#"member "key" appears twice"#),
+            (r#"["SECRETVALUE"]"#.to_owned(), "a line is one JSON object"),
+        ] {
+            let m = message(&line);
+            assert!(m.starts_with("not a valid update object: ") && m.contains(said), "{line}: {m}");
+            assert!(!m.contains("SECRETVALUE") && !m.contains("30\""), "{m}");
+        }
+        // A JSON array body's element is told the same way.
+        let v: serde_json::Value = serde_json::from_str(&format!(r#"{{{k},"version":"1"}}"#)).unwrap();
+        assert!(parse_value(ds, &v).unwrap_err().message.contains(r#"member "version" must be"#));
     }
 
     #[test]
