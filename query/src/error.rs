@@ -10,6 +10,10 @@ pub enum Error {
     InvalidKey(#[from] KeyError),
     #[error("no dataset {0:?} in the catalog")]
     UnknownDataset(String),
+    /// A dataset of the catalog asked of the other subject's records:
+    /// unknown there, as `UnknownDataset`, but said as it is.
+    #[error("dataset {dataset:?} holds {holds} records, not {asked} records (ask it under {})", lookup_path(*.holds))]
+    OtherSubject { dataset: String, holds: basedata_store::keys::Subject, asked: basedata_store::keys::Subject },
     #[error("{0}")]
     UnknownField(String),
     #[error("{0}")]
@@ -58,12 +62,20 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Where a subject's records are looked up.
+fn lookup_path(s: basedata_store::keys::Subject) -> &'static str {
+    match s {
+        basedata_store::keys::Subject::Person => "/v1/persons/{id}",
+        basedata_store::keys::Subject::Entity => "/v1/entities/{code}",
+    }
+}
+
 impl Error {
     /// The stable code of the API (and of `denied` audit entries).
     pub fn code(&self) -> &'static str {
         match self {
             Error::InvalidKey(_) => "invalid_key",
-            Error::UnknownDataset(_) => "unknown_dataset",
+            Error::UnknownDataset(_) | Error::OtherSubject { .. } => "unknown_dataset",
             Error::UnknownField(_) => "unknown_field",
             Error::InvalidValue(_) => "invalid_value",
             Error::InvalidBody(_) => "invalid_body",

@@ -149,9 +149,11 @@ impl Queries {
     /// A dataset of `subject` by id, or the subject's primary dataset.
     pub fn dataset(&self, subject: Subject, id: Option<&str>) -> Result<&Dataset> {
         match id {
-            Some(id) => {
-                self.catalog.dataset(id).filter(|d| d.subject == subject).ok_or_else(|| Error::UnknownDataset(id.to_owned()))
-            }
+            Some(id) => match self.catalog.dataset(id) {
+                Some(d) if d.subject == subject => Ok(d),
+                Some(d) => Err(Error::OtherSubject { dataset: id.to_owned(), holds: d.subject, asked: subject }),
+                None => Err(Error::UnknownDataset(id.to_owned())),
+            },
             None => self.catalog.primary(subject).ok_or_else(|| Error::UnknownDataset("(primary)".into())),
         }
     }

@@ -117,6 +117,13 @@ fn lookups_filter_by_share_class_and_time() {
     }
     let r = s.req("GET", "/v1/persons/110105194912310021").token(tokens::COUNTER).purpose("x").get();
     assert_eq!(r.json["error"]["details"]["reason"], "checksum");
+    // A dataset of the other subject is said to be one, not absent.
+    let r = s.req("GET", &format!("/v1/persons/{P1}?datasets=market_registration")).token(tokens::COUNTER).purpose("x").get();
+    let message = r.json["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("holds entity records, not person records") && message.contains("/v1/entities/"), "{}", r.text);
+    let r = s.req("GET", &format!("/v1/persons/{P1}?datasets=no_such")).token(tokens::COUNTER).purpose("x").get();
+    assert_eq!((r.status, r.code()), (404, "unknown_dataset"), "{}", r.text);
+    assert!(r.json["error"]["message"].as_str().unwrap_or_default().contains("in the catalog"), "{}", r.text);
     let r = s.req("GET", &format!("/v1/persons/{P1}")).token(tokens::COUNTER).get();
     assert_eq!((r.status, r.code()), (400, "purpose_required"));
     let r = s.req("GET", &format!("/v1/persons/{P1}")).purpose("x").get();

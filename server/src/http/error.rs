@@ -100,6 +100,7 @@ impl From<basedata_query::Error> for ApiError {
         match e {
             E::InvalidKey(k) => ApiError::invalid_key(k),
             E::UnknownDataset(id) => ApiError::unknown_dataset(&id),
+            e @ E::OtherSubject { .. } => Self::new(StatusCode::NOT_FOUND, code, e.to_string()),
             E::UnknownField(m) | E::InvalidValue(m) | E::InvalidBody(m) => Self::new(StatusCode::BAD_REQUEST, code, m),
             E::Forbidden(m) => ApiError::forbidden(m),
             E::ClaimLimit { message, dataset, field, distinct, period_days } => Self::new(StatusCode::FORBIDDEN, code, message)
