@@ -536,7 +536,7 @@ pub const DOCUMENT_BODY_LIMIT: usize = 2 << 20;
 /// other than `identity`, `400 invalid_body`): the server decodes none,
 /// and read as it is a compressed body would be refused line by line,
 /// or a mislabelled one applied.
-pub fn body_refused(headers: &axum::http::HeaderMap, limit: Option<usize>) -> ApiResult<()> {
+pub fn check_body(headers: &axum::http::HeaderMap, limit: Option<usize>) -> ApiResult<()> {
     if let Some(limit) = limit {
         if declared_length(headers).is_some_and(|n| n > limit as u64) {
             return Err(ApiError::payload_too_large(limit));
@@ -559,7 +559,7 @@ pub fn body_refused(headers: &axum::http::HeaderMap, limit: Option<usize>) -> Ap
     Ok(())
 }
 
-/// [`body_refused`] for a request of the API: its refusal, if any. A
+/// [`check_body`] for a request of the API: its refusal, if any. A
 /// `GET` or `HEAD` reads no body; a body that streams is bounded by its
 /// handler, not by [`DOCUMENT_BODY_LIMIT`]; a submission's body is judged
 /// by its handler, after the provider check (whose refusal is audited
@@ -571,7 +571,7 @@ fn refused_body(req: &Request) -> Option<Response> {
         return None;
     }
     let limit = (!streams(req)).then_some(DOCUMENT_BODY_LIMIT);
-    body_refused(req.headers(), limit).err().map(IntoResponse::into_response)
+    check_body(req.headers(), limit).err().map(IntoResponse::into_response)
 }
 
 /// A free-text header (`X-Purpose`, `X-Operator`): percent-encoded or raw
@@ -635,26 +635,23 @@ async fn authenticated(state: &AppState, mut req: Request, next: Next, purpose: 
         Err(resp) => return resp,
     };
     let Admitted { permit, department, caller } = admitted;
-    let resp = if purpose {
-        match stated_purpose(state, req.headers(), &caller).await {
-            Ok((caller, purpose)) => match refused_body(&req) {
-                Some(refusal) => refusal,
-                None => {
-                    req.extensions_mut().insert(caller);
+    let resp = 'answer: {
+        let caller = if purpose {
+            match stated_purpose(state, req.headers(), &caller).await {
+                Ok((caller, purpose)) => {
                     req.extensions_mut().insert(purpose);
-                    next.run(req).await
+                    caller
                 }
-            },
-            Err(resp) => resp,
-        }
-    } else {
-        match refused_body(&req) {
-            Some(refusal) => refusal,
-            None => {
-                req.extensions_mut().insert(caller);
-                next.run(req).await
+                Err(resp) => break 'answer resp,
             }
+        } else {
+            caller
+        };
+        if let Some(refusal) = refused_body(&req) {
+            break 'answer refusal;
         }
+        req.extensions_mut().insert(caller);
+        next.run(req).await
     };
     logged(department, held_while_sent(resp, permit))
 }

@@ -732,6 +732,14 @@ fn peer() -> crate::tls::TlsPeer {
     crate::tls::TlsPeer { addr: "127.0.0.1:40000".parse().unwrap(), subject: None, tls: false }
 }
 
+/// `req` answered by the router, or by the fast route in front of it: the
+/// status and the JSON body.
+async fn answered(state: &AppState, edge: &Edge, req: HttpRequest<Body>, via_edge: bool) -> (StatusCode, Value) {
+    let resp = if via_edge { edge.call(req, &peer()).await } else { router(state.clone()).oneshot(req).await.unwrap() };
+    let status = resp.status();
+    (status, serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap())
+}
+
 /// Every endpoint that reads its body whole refuses one declared over
 /// its limit at once, before reading any of it (as updates and jobs
 /// do): on the router, and on the fast route of verifications.
@@ -757,9 +765,7 @@ async fn bodies_declared_over_the_limit_are_refused_before_they_are_read_everywh
                 .header("content-length", "314572800")
                 .body(body)
                 .unwrap();
-            let resp = if via_edge { edge.call(req, &peer()).await } else { router(state.clone()).oneshot(req).await.unwrap() };
-            let status = resp.status();
-            let b: Value = serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+            let (status, b) = answered(&state, &edge, req, via_edge).await;
             assert_eq!((status, b["error"]["code"].as_str()), (StatusCode::PAYLOAD_TOO_LARGE, Some("payload_too_large")), "{path} {via_edge}: {b}");
             assert!(!polled.load(std::sync::atomic::Ordering::SeqCst), "{path} {via_edge}: the body was read");
         }
@@ -795,9 +801,7 @@ async fn bodies_in_a_content_coding_are_refused_before_anything_is_applied() {
     for (coding, body) in [("gzip", gzip), ("br", line.clone().into_bytes()), ("identity, gzip", line.clone().into_bytes())] {
         for via_edge in [false, true] {
             let req = post(Some(coding), body.clone());
-            let resp = if via_edge { edge.call(req, &peer()).await } else { router(state.clone()).oneshot(req).await.unwrap() };
-            let status = resp.status();
-            let b: Value = serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+            let (status, b) = answered(&state, &edge, req, via_edge).await;
             assert_eq!((status, b["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_body")), "{coding}: {b}");
             let message = b["error"]["message"].as_str().unwrap();
             assert!(message.contains("gzip") || message.contains("br"), "{message}");
@@ -818,9 +822,7 @@ async fn bodies_in_a_content_coding_are_refused_before_anything_is_applied() {
                 .header("content-encoding", "gzip")
                 .body(body)
                 .unwrap();
-            let resp = if via_edge { edge.call(req, &peer()).await } else { router(state.clone()).oneshot(req).await.unwrap() };
-            let status = resp.status();
-            let b: Value = serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+            let (status, b) = answered(&state, &edge, req, via_edge).await;
             assert_eq!((status, b["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_body")), "{path}: {b}");
             assert!(!polled.load(std::sync::atomic::Ordering::SeqCst), "{path}: the body was read");
         }

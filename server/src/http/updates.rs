@@ -54,7 +54,7 @@ pub async fn post_updates(
     let purpose = super::header_text(&headers, "X-Purpose", super::MAX_PURPOSE_CHARS)?;
     // Provider first: a refusal is audited whatever the body.
     let submission = state.provide.begin(&caller, &dataset, purpose.as_deref()).await?;
-    super::body_refused(&headers, Some(state.max_body_bytes))?;
+    super::check_body(&headers, Some(state.max_body_bytes))?;
     let mut submission = submission.in_format(body_format(&headers)?);
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|_| ApiError::invalid_body("the request body could not be read"))?;
